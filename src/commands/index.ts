@@ -1,0 +1,5 @@
+// Every `tprun <command>` module; src/cli.ts registers them in this order.
+// Each module default-exports a yargs CommandModule and owns its options.
+import type { CommandModule } from 'yargs';
+
+export const commands: CommandModule<any, any>[] = [];

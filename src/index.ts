@@ -1,0 +1,4 @@
+// Public library surface: `import { initWorld, LlamaForCausalLM, build } from 'tprun'`.
+export type * from './rank/types.js';
+export type * from './checkpoint/tensor.js';
+export type * from './model/config.js';
