@@ -1,5 +1,8 @@
 // Every `tprun <command>` module; src/cli.ts registers them in this order.
 // Each module default-exports a yargs CommandModule and owns its options.
 import type { CommandModule } from 'yargs';
+import bench from './bench.js';
 
-export const commands: CommandModule<any, any>[] = [];
+export const commands: CommandModule<any, any>[] = [
+  bench,
+];

@@ -1,0 +1,16 @@
+// `tprun bench <what>`: every benchmark prints JSON lines and runs its reference tool side by side.
+import type { CommandModule } from 'yargs';
+
+// Each benchmark module default-exports a CommandModule (`comm`, `launch`, `generate`, ...).
+const benches: CommandModule<any, any>[] = [];
+
+const bench: CommandModule = {
+  command: 'bench',
+  describe: 'benchmarks (JSON lines), each next to its reference tool',
+  builder: (y) => {
+    for (const b of benches) y.command(b);
+    return y.demandCommand(1);
+  },
+  handler: () => {},
+};
+export default bench;
