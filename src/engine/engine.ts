@@ -1,0 +1,156 @@
+// An engine: per-rank ONNX segment graphs + one weight file per rank, and the directory that holds them.
+//
+//   ENGINE/config.json            {version, pretrained_config, build_config, tp_size, segments}  (rank 0)
+//   ENGINE/rank{r}/seg{i}.onnx    segment graphs of rank r (weights as external data)
+//   ENGINE/rank{r}/weights.bin    rank r's weights, 64 KiB aligned
+//   ENGINE/rank{r}/manifest.json  sizes and sha256 of rank r's files (damage detection)
+
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { PretrainedConfig } from '../model/config.js';
+import type { Weights } from '../checkpoint/tensor.js';
+import type { World } from '../rank/types.js';
+import { resolveBuildConfig, type BuildConfig } from './build-config.js';
+import { buildLlamaSegments } from './llama-graph.js';
+import { isQuantizedLinear, loadQuantLinear } from './linear.js';
+import { WeightFile } from './weight-file.js';
+
+export const ENGINE_VERSION = 1;
+const WEIGHTS = 'weights.bin';
+
+export interface EngineConfig {
+  version: number;
+  producer: string;
+  pretrained_config: PretrainedConfig;
+  build_config: BuildConfig;
+  tp_size: number;
+  segments: number;
+}
+
+interface Manifest { rank: number; files: Record<string, { size: number; sha256: string }> }
+
+/** What build() needs of a model: LlamaForCausalLM satisfies it. */
+export interface ModelShard { config: PretrainedConfig; rank: number; weights: Weights }
+
+/** Input errors (bad engine directory, wrong rank count, bad prompt): the CLI exits 2 on these. */
+export class EngineInputError extends Error {
+  readonly exitCode = 2;
+}
+
+export class Engine {
+  private constructor(
+    readonly config: EngineConfig,
+    readonly rank: number,
+    /** Set once the engine lives on disk. */
+    public dir: string | undefined,
+    private built?: { graphs: Uint8Array[]; weights: WeightFile },
+  ) {}
+
+  get tp(): number { return this.config.tp_size; }
+
+  static fromBuilt(config: EngineConfig, rank: number, graphs: Uint8Array[], weights: WeightFile): Engine {
+    return new Engine(config, rank, undefined, { graphs, weights });
+  }
+
+  segmentPath(i: number): string {
+    if (!this.dir) throw new Error('engine is not saved yet: call save(dir) first');
+    return join(this.dir, `rank${this.rank}`, `seg${i}.onnx`);
+  }
+
+  /**
+   * Writes the engine. Alone (no world, or a size-1 world): to a temp sibling, renamed when complete.
+   * With a world: every rank writes its part into one shared temp sibling; after a barrier rank 0 writes
+   * config.json and renames it (so the directory must be on a filesystem all ranks see).
+   */
+  async save(dir: string, world?: World): Promise<void> {
+    if (!this.built) throw new Error('engine was loaded from disk; nothing to save');
+    const tp = this.tp;
+    if (world && world.size !== tp) throw new Error(`engine has ${tp} ranks but the world has ${world.size}`);
+    if (!world && tp > 1) throw new Error(`saving a ${tp}-rank engine needs the world of its ranks`);
+    const tmp = join(dirname(dir), `.${basename(dir)}.partial`);
+    if (this.rank === 0) {
+      await rm(tmp, { recursive: true, force: true });
+      await mkdir(tmp, { recursive: true });
+    }
+    if (world) await world.barrier();
+    const rdir = join(tmp, `rank${this.rank}`);
+    await mkdir(rdir, { recursive: true });
+    const files: Manifest['files'] = {};
+    for (let i = 0; i < this.built.graphs.length; i++) {
+      const bytes = this.built.graphs[i];
+      await writeFile(join(rdir, `seg${i}.onnx`), bytes);
+      files[`seg${i}.onnx`] = { size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+    }
+    files[WEIGHTS] = { size: this.built.weights.size, sha256: await this.built.weights.write(join(rdir, WEIGHTS)) };
+    await writeFile(join(rdir, 'manifest.json'), JSON.stringify({ rank: this.rank, files } satisfies Manifest, null, 1));
+    if (world) await world.barrier();
+    if (this.rank === 0) {
+      await writeFile(join(tmp, 'config.json'), JSON.stringify(this.config, null, 2));
+      await rm(dir, { recursive: true, force: true });
+      await rename(tmp, dir);
+    }
+    if (world) await world.barrier();
+    this.dir = dir;
+  }
+
+  /** Opens rank `rank`'s part of a saved engine, checking the layout and (by default) every file's hash. */
+  static async fromDir(dir: string, rank: number, opts: { worldSize?: number; verify?: boolean } = {}): Promise<Engine> {
+    const cfgPath = join(dir, 'config.json');
+    if (!existsSync(cfgPath)) throw new EngineInputError(`${cfgPath}: not an engine directory (no config.json)`);
+    let config: EngineConfig;
+    try {
+      config = JSON.parse(await readFile(cfgPath, 'utf8'));
+    } catch (e) {
+      throw new EngineInputError(`${cfgPath}: unreadable engine config (${(e as Error).message})`);
+    }
+    if (config.version !== ENGINE_VERSION) throw new EngineInputError(`${cfgPath}: engine version ${config.version}, this tprun reads version ${ENGINE_VERSION}`);
+    if (opts.worldSize !== undefined && opts.worldSize !== config.tp_size) {
+      throw new EngineInputError(`${dir}: engine was built for ${config.tp_size} rank(s) but is run with ${opts.worldSize}`);
+    }
+    if (rank >= config.tp_size) throw new EngineInputError(`${dir}: engine was built for ${config.tp_size} rank(s); there is no rank ${rank}`);
+    const rdir = join(dir, `rank${rank}`);
+    const manPath = join(rdir, 'manifest.json');
+    let man: Manifest;
+    try {
+      man = JSON.parse(await readFile(manPath, 'utf8'));
+    } catch {
+      throw new EngineInputError(`${manPath}: missing or unreadable (damaged engine)`);
+    }
+    for (const [file, want] of Object.entries(man.files)) {
+      const p = join(rdir, file);
+      const st = await stat(p).catch(() => undefined);
+      if (!st) throw new EngineInputError(`${p}: missing (damaged engine)`);
+      if (st.size !== want.size) throw new EngineInputError(`${p}: ${st.size} bytes, expected ${want.size} (damaged engine)`);
+      if (opts.verify !== false) {
+        const got = createHash('sha256').update(await readFile(p)).digest('hex');
+        if (got !== want.sha256) throw new EngineInputError(`${p}: checksum mismatch (damaged engine)`);
+      }
+    }
+    for (let i = 0; i < config.segments; i++) {
+      if (!man.files[`seg${i}.onnx`]) throw new EngineInputError(`${manPath}: segment seg${i}.onnx not listed (damaged engine)`);
+    }
+    return new Engine(config, rank, dir);
+  }
+}
+
+/** Builds rank `model.rank`'s engine from its shard (float or quantized weights). */
+export async function build(model: ModelShard, buildConfig: Partial<BuildConfig> = {}): Promise<Engine> {
+  const bc = resolveBuildConfig(buildConfig);
+  const cfg = model.config;
+  const prefixes = [...model.weights.keys()].filter((k) => k.endsWith('.weight')).map((k) => k.slice(0, -'.weight'.length));
+  if (prefixes.some((p) => isQuantizedLinear(p, model.weights))) await loadQuantLinear();
+  const wf = new WeightFile(WEIGHTS);
+  const graphs = buildLlamaSegments(cfg, model.rank, model.weights, bc, wf);
+  const config: EngineConfig = {
+    version: ENGINE_VERSION,
+    producer: 'tprun',
+    pretrained_config: cfg,
+    build_config: bc,
+    tp_size: cfg.mapping.tp_size,
+    segments: graphs.length,
+  };
+  const encoded = graphs.map((g) => g.encode({ tprun_rank: String(model.rank) }));
+  return Engine.fromBuilt(config, model.rank, encoded, wf);
+}

@@ -1,0 +1,94 @@
+// Graph-builder API used by the LLaMA graph (src/engine/llama-graph.ts) and by quantized linears
+// (src/quantization/onnx-linear.ts). Kept deliberately small:
+//
+//   g.input(name, dtype, dims)            declare a graph input, returns its name
+//   g.output(name, dtype, dims)           declare a graph output (an existing value name)
+//   g.weight(name, tensor)                a weight initializer (any dtype, raw bytes): stored in the rank's
+//                                         weight file (64 KiB aligned) — name it after the checkpoint tensor
+//   g.constant(hint, dtype, dims, bytes)  a small inline initializer (shapes, axes, scalars)
+//   g.node(op, inputs, nOut|names, attrs?, domain?)  add a node, returns its output names;
+//                                         '' as an input means "optional input absent"
+//   g.op(op, inputs, attrs?, domain?)     the same for single-output nodes, returns the output name
+//   g.fresh(hint)                         a unique value name
+//   g.dtype                               the activation dtype ('float32' | 'float16')
+//
+// Attributes: integer number → INT, string → STRING, number[] → INTS, {float: x} → FLOAT,
+// {floats: [...]} → FLOATS. Contrib ops take domain 'com.microsoft'.
+
+import type { Tensor } from '../checkpoint/tensor.js';
+import { encodeModel, type AttrValue, type InitializerSpec, type NodeSpec, type OnnxDTypeName, type ValueSpec } from './onnx-proto.js';
+import type { WeightFile } from './weight-file.js';
+
+export const MS = 'com.microsoft';
+
+export class Graph {
+  readonly nodes: NodeSpec[] = [];
+  readonly initializers: InitializerSpec[] = [];
+  readonly inputs: ValueSpec[] = [];
+  readonly outputs: ValueSpec[] = [];
+  private names = new Set<string>();
+  private counter = 0;
+
+  constructor(readonly name: string, readonly dtype: 'float32' | 'float16', private weights: WeightFile) {}
+
+  fresh(hint: string): string {
+    let n = hint;
+    while (this.names.has(n)) n = `${hint}_${++this.counter}`;
+    this.names.add(n);
+    return n;
+  }
+
+  input(name: string, dtype: OnnxDTypeName, dims: (number | string)[]): string {
+    this.names.add(name);
+    this.inputs.push({ name, dtype, dims });
+    return name;
+  }
+
+  output(name: string, dtype: OnnxDTypeName, dims: (number | string)[]): string {
+    this.outputs.push({ name, dtype, dims });
+    return name;
+  }
+
+  weight(name: string, t: Tensor): string {
+    if (!this.names.has(name)) {
+      this.names.add(name);
+      this.initializers.push({ name, dtype: t.dtype as OnnxDTypeName, dims: t.shape, external: this.weights.add(name, t.data) });
+    }
+    return name;
+  }
+
+  constant(hint: string, dtype: OnnxDTypeName, dims: number[], raw: Uint8Array): string {
+    const name = this.fresh(hint);
+    this.initializers.push({ name, dtype, dims, raw });
+    return name;
+  }
+
+  int64s(hint: string, values: number[], dims: number[] = [values.length]): string {
+    return this.constant(hint, 'int64', dims, new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer));
+  }
+
+  node(op: string, inputs: string[], outs: number | string[], attrs?: Record<string, AttrValue>, domain?: string): string[] {
+    const outputs = typeof outs === 'number'
+      ? Array.from({ length: outs }, (_, i) => this.fresh(`${inputs[0] || op}/${op}${outs > 1 ? `:${i}` : ''}`))
+      : outs.map((o) => (o === '' ? '' : (this.names.add(o), o)));
+    this.nodes.push({ op, inputs, outputs, name: this.fresh(`node/${op}`), attrs, domain });
+    return outputs;
+  }
+
+  op(op: string, inputs: string[], attrs?: Record<string, AttrValue>, domain?: string): string {
+    return this.node(op, inputs, 1, attrs, domain)[0];
+  }
+
+  encode(metadata?: Record<string, string>): Uint8Array {
+    return encodeModel({
+      graphName: this.name,
+      nodes: this.nodes,
+      initializers: this.initializers,
+      inputs: this.inputs,
+      outputs: this.outputs,
+      opsets: [{ domain: '', version: 21 }, { domain: MS, version: 1 }],
+      producer: 'tprun',
+      metadata,
+    });
+  }
+}

@@ -1,0 +1,56 @@
+// Every linear layer of the engine graph goes through emitLinear, so quantization plugs in at one place.
+//
+// Float weights ([N, K], HF orientation) become a MatMul against a [K, N] initializer in the engine dtype.
+// Quantized weights (CONTRACTS.md: a `.weight` that is not a float, or companions such as
+// `.weights_scaling_factor` / `.per_channel_scale`) are handed to src/quantization/onnx-linear.ts:
+//
+//   export function emitQuantLinear(g: Graph, input: string, prefix: string, weights: Weights,
+//                                   quant: QuantConfig): string   // returns the [.., N] output name
+//
+// That module is loaded once per build (loadQuantLinear) only when the model is quantized, so float
+// engines do not depend on it.
+
+import type { Tensor, Weights } from '../checkpoint/tensor.js';
+import type { QuantConfig } from '../model/config.js';
+import { fromFloat32, toFloat32, transpose2d } from './dtype.js';
+import type { Graph } from './graph.js';
+
+export type QuantLinearEmitter = (g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig) => string;
+
+let quantEmitter: QuantLinearEmitter | undefined;
+
+/** Loads H5's quantized-linear emitter; call before building a graph for a quantized model. */
+export async function loadQuantLinear(): Promise<void> {
+  if (quantEmitter) return;
+  const url = new URL('../quantization/onnx-linear.js', import.meta.url).href;
+  const mod = (await import(url)) as { emitQuantLinear?: QuantLinearEmitter };
+  if (typeof mod.emitQuantLinear !== 'function') throw new Error('src/quantization/onnx-linear.ts does not export emitQuantLinear');
+  quantEmitter = mod.emitQuantLinear;
+}
+
+const FLOATS = new Set(['float32', 'float16', 'bfloat16']);
+
+export function isQuantizedLinear(prefix: string, weights: Weights): boolean {
+  const w = weights.get(`${prefix}.weight`);
+  return (w !== undefined && !FLOATS.has(w.dtype))
+    || weights.has(`${prefix}.weights_scaling_factor`) || weights.has(`${prefix}.per_channel_scale`);
+}
+
+export function requireTensor(weights: Weights, name: string): Tensor {
+  const t = weights.get(name);
+  if (!t) throw new Error(`missing tensor ${name} in the model's weights`);
+  return t;
+}
+
+/** input [.., K] → output [.., N] for the linear whose weight is `${prefix}.weight` ([N, K]). */
+export function emitLinear(g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig): string {
+  if (isQuantizedLinear(prefix, weights)) {
+    if (!quantEmitter) throw new Error(`${prefix} is quantized but the quantized-linear emitter was not loaded`);
+    return quantEmitter(g, input, prefix, weights, quant);
+  }
+  const w = requireTensor(weights, `${prefix}.weight`);
+  if (w.shape.length !== 2) throw new Error(`${prefix}.weight: expected 2 dimensions, got [${w.shape}]`);
+  const [n, k] = w.shape;
+  const wt = fromFloat32(transpose2d(toFloat32(w), n, k), [k, n], g.dtype);
+  return g.op('MatMul', [input, g.weight(`${prefix}.weight`, wt)]);
+}

@@ -1,0 +1,223 @@
+// The ONNX graph(s) of one rank's LLaMA shard.
+//
+// At tp = 1 the whole model is one graph. At tp > 1 the graph is cut after every row-parallel linear
+// (attention dense, MLP proj) and after a vocab-parallel embedding: each piece ("segment") ends with
+// its partial sum `partial` (and the residual stream `residual`), the ranks all-reduce `partial`, and
+// the next segment starts from both. Values crossing segments, and the logits, are float32 whatever
+// the engine dtype, so the all-reduce sums in float32.
+//
+// Segment inputs (each segment declares only those it uses):
+//   input_ids int64 [batch, seq]; seqlens_k int32 [batch] (total length - 1 per row, right padding);
+//   total_sequence_length int32 []; past.L.key / past.L.value [batch, kv_heads_per_rank, past, head];
+//   logit_positions int64 [batch, npos] (which positions get logits); partial_in, residual_in float32
+// (the previous segment's partial, all-reduced, and residual).
+// Outputs: present.L.key / present.L.value, partial / residual at cuts, logits float32
+// [batch, npos, vocab_per_rank]; with calibration, calib.<linear prefix> (the linear's input).
+
+import type { Tensor, Weights } from '../checkpoint/tensor.js';
+import type { PretrainedConfig } from '../model/config.js';
+import type { BuildConfig } from './build-config.js';
+import { fromFloat32, toFloat32 } from './dtype.js';
+import { Graph, MS } from './graph.js';
+import { emitLinear, requireTensor } from './linear.js';
+import type { WeightFile } from './weight-file.js';
+
+export interface RankShape {
+  tp: number;
+  rank: number;
+  headsPerRank: number;
+  kvHeadsPerRank: number;
+  headSize: number;
+  vocabPerRank: number;
+}
+
+export function rankShape(config: PretrainedConfig, rank: number): RankShape {
+  const tp = config.mapping.tp_size;
+  if (config.num_attention_heads % tp) throw new Error(`num_attention_heads ${config.num_attention_heads} is not divisible by tp ${tp}`);
+  return {
+    tp,
+    rank,
+    headsPerRank: config.num_attention_heads / tp,
+    kvHeadsPerRank: Math.max(1, config.num_key_value_heads / tp),
+    headSize: config.head_size,
+    vocabPerRank: Math.ceil(config.vocab_size / tp),
+  };
+}
+
+/** HF's inverse frequencies (computed in float32 as transformers does), with its rope scaling types. */
+export function ropeInvFreq(config: PretrainedConfig): Float32Array {
+  const d = config.head_size;
+  const f = Math.fround;
+  const inv = new Float32Array(d / 2);
+  for (let i = 0; i < d / 2; i++) inv[i] = f(1 / f(config.rotary_base ** f((2 * i) / d)));
+  const s = config.rotary_scaling;
+  if (!s || s.type === 'default') return inv;
+  if (s.type === 'linear') return inv.map((x) => f(x / s.factor));
+  if (s.type === 'llama3') {
+    const low = s.low_freq_factor ?? 1;
+    const high = s.high_freq_factor ?? 4;
+    const orig = s.original_max_position_embeddings ?? 8192;
+    const lowWl = orig / low;
+    const highWl = orig / high;
+    return inv.map((x) => {
+      const wl = (2 * Math.PI) / x;
+      if (wl < highWl) return x;
+      if (wl > lowWl) return f(x / s.factor);
+      const smooth = (orig / wl - low) / (high - low);
+      return f((1 - smooth) * (x / s.factor) + smooth * x);
+    });
+  }
+  throw new Error(`rotary scaling type '${s.type}' is not supported by the engine builder`);
+}
+
+function cosSinCaches(config: PretrainedConfig, maxSeq: number, dtype: 'float32' | 'float16'): { cos: Tensor; sin: Tensor } {
+  const inv = ropeInvFreq(config);
+  const half = inv.length;
+  const cos = new Float32Array(maxSeq * half);
+  const sin = new Float32Array(maxSeq * half);
+  for (let p = 0; p < maxSeq; p++) {
+    for (let i = 0; i < half; i++) {
+      const a = Math.fround(p * inv[i]);
+      cos[p * half + i] = Math.cos(a);
+      sin[p * half + i] = Math.sin(a);
+    }
+  }
+  return { cos: fromFloat32(cos, [maxSeq, half], dtype), sin: fromFloat32(sin, [maxSeq, half], dtype) };
+}
+
+function floatWeight(weights: Weights, name: string, dtype: 'float32' | 'float16'): Tensor {
+  const t = requireTensor(weights, name);
+  return fromFloat32(toFloat32(t), t.shape, dtype);
+}
+
+/** Builds the segment graphs of one rank. Weights go to `wf`; returns the graphs in execution order. */
+export function buildLlamaSegments(config: PretrainedConfig, rank: number, weights: Weights, bc: BuildConfig, wf: WeightFile): Graph[] {
+  const sh = rankShape(config, rank);
+  const dt = bc.dtype;
+  const H = config.hidden_size;
+  const eps = { float: config.norm_epsilon };
+  const quant = config.quantization ?? { quant_algo: null, kv_cache_quant_algo: null };
+  const segments: Graph[] = [];
+  let g = new Graph(`rank${rank}_seg0`, dt, wf);
+  segments.push(g);
+  const used = new Set<string>();
+
+  // Shared inputs are declared lazily so that each segment lists only what it reads.
+  const shared = (name: string): string => {
+    if (used.has(`${segments.length}:${name}`)) return name;
+    used.add(`${segments.length}:${name}`);
+    if (name === 'input_ids') return g.input(name, 'int64', ['batch', 'seq']);
+    if (name === 'seqlens_k') return g.input(name, 'int32', ['batch']);
+    if (name === 'total_sequence_length') return g.input(name, 'int32', []);
+    if (name === 'logit_positions') return g.input(name, 'int64', ['batch', 'npos']);
+    throw new Error(name);
+  };
+  const caches = cosSinCaches(config, bc.max_seq_len, dt);
+
+  const toF32 = (v: string) => (dt === 'float32' ? v : g.op('Cast', [v], { to: 1 }));
+  const fromF32 = (v: string) => (dt === 'float32' ? v : g.op('Cast', [v], { to: 10 }));
+
+  // The residual stream and a pending partial sum (added by the next Skip*Norm).
+  let resid: string | null = null;
+  let pending: string | null = null;
+
+  const cut = () => {
+    if (sh.tp === 1) return;
+    if (pending) g.output(renameTo(g, toF32(pending), 'partial'), 'float32', ['batch', 'seq', H]);
+    if (resid) g.output(renameTo(g, toF32(resid), 'residual'), 'float32', ['batch', 'seq', H]);
+    const hadPending = pending !== null;
+    const hadResid = resid !== null;
+    g = new Graph(`rank${rank}_seg${segments.length}`, dt, wf);
+    segments.push(g);
+    pending = hadPending ? fromF32(g.input('partial_in', 'float32', ['batch', 'seq', H])) : null;
+    resid = hadResid ? fromF32(g.input('residual_in', 'float32', ['batch', 'seq', H])) : null;
+    if (!resid) { resid = pending; pending = null; }
+  };
+
+  const calib = (prefix: string, input: string) => {
+    if (bc.calibration) g.output(renameTo(g, g.op('Identity', [toF32(input)]), `calib.${prefix}`), 'float32', ['batch', 'seq', 'in_features']);
+  };
+  const linear = (input: string, prefix: string) => {
+    calib(prefix, input);
+    return emitLinear(g, input, prefix, weights, quant);
+  };
+
+  const norm = (weightName: string): string => {
+    const w = g.weight(weightName, floatWeight(weights, weightName, dt));
+    if (pending) {
+      const sum = g.fresh('resid');
+      const [h] = g.node('SkipSimplifiedLayerNormalization', [pending, resid!, w], [g.fresh('normed'), '', '', sum], { epsilon: eps }, MS);
+      resid = sum;
+      pending = null;
+      return h;
+    }
+    return g.op('SimplifiedLayerNormalization', [resid!, w], { epsilon: eps, axis: -1, stash_type: 1 });
+  };
+
+  // Embedding: replicated, or vocab-parallel (rows [r*Vr, (r+1)*Vr) on rank r, zero elsewhere, then all-reduced).
+  const emb = requireTensor(weights, 'transformer.vocab_embedding.weight');
+  const embW = g.weight('transformer.vocab_embedding.weight', fromFloat32(toFloat32(emb), emb.shape, dt));
+  const ids = shared('input_ids');
+  if (config.use_parallel_embedding && sh.tp > 1) {
+    if (config.embedding_sharding_dim !== 0) throw new Error('vocab-parallel embedding: only embedding_sharding_dim 0 is supported');
+    const vr = emb.shape[0];
+    const local = g.op('Sub', [ids, g.int64s('emb_offset', [rank * vr], [])]);
+    const inRange = g.op('And', [
+      g.op('GreaterOrEqual', [local, g.int64s('zero', [0], [])]),
+      g.op('Less', [local, g.int64s('emb_rows', [vr], [])]),
+    ]);
+    const safe = g.op('Where', [inRange, local, g.int64s('zero', [0], [])]);
+    const rows = g.op('Gather', [embW, safe], { axis: 0 });
+    const mask = g.op('Unsqueeze', [g.op('Cast', [inRange], { to: dt === 'float32' ? 1 : 10 }), g.int64s('axes', [-1])]);
+    pending = g.op('Mul', [rows, mask]);
+    cut();
+  } else {
+    resid = g.op('Gather', [embW, ids], { axis: 0 });
+  }
+
+  const cosName = 'rotary.cos_cache';
+  const sinName = 'rotary.sin_cache';
+  const kvDims = ['batch', sh.kvHeadsPerRank, 'past', sh.headSize];
+  for (let l = 0; l < config.num_hidden_layers; l++) {
+    const p = `transformer.layers.${l}`;
+    const h = norm(`${p}.input_layernorm.weight`);
+    const qkv = linear(h, `${p}.attention.qkv`);
+    const pk = g.input(`past.${l}.key`, dt, kvDims);
+    const pv = g.input(`past.${l}.value`, dt, kvDims);
+    const [attn] = g.node('GroupQueryAttention', [
+      qkv, '', '', pk, pv, shared('seqlens_k'), shared('total_sequence_length'),
+      g.weight(cosName, caches.cos), g.weight(sinName, caches.sin),
+    ], [g.fresh('attn'), `present.${l}.key`, `present.${l}.value`], {
+      num_heads: sh.headsPerRank,
+      kv_num_heads: sh.kvHeadsPerRank,
+      scale: { float: 1 / Math.sqrt(sh.headSize) },
+      do_rotary: 1,
+      rotary_interleaved: 0,
+      local_window_size: -1,
+    }, MS);
+    g.output(`present.${l}.key`, dt, ['batch', sh.kvHeadsPerRank, 'present', sh.headSize]);
+    g.output(`present.${l}.value`, dt, ['batch', sh.kvHeadsPerRank, 'present', sh.headSize]);
+    pending = linear(attn, `${p}.attention.dense`);
+    cut();
+
+    const h2 = norm(`${p}.post_layernorm.weight`);
+    const gateAct = linear(h2, `${p}.mlp.fc`);
+    const up = linear(h2, `${p}.mlp.gate`);
+    const silu = g.op('Mul', [gateAct, g.op('Sigmoid', [gateAct])]);
+    pending = linear(g.op('Mul', [silu, up]), `${p}.mlp.proj`);
+    cut();
+  }
+
+  const hf = norm('transformer.ln_f.weight');
+  const pos = g.op('Unsqueeze', [shared('logit_positions'), g.int64s('axes', [2])]);
+  const picked = g.op('GatherND', [hf, pos], { batch_dims: 1 });
+  const logits = linear(picked, 'lm_head');
+  g.output(renameTo(g, toF32(logits), 'logits'), 'float32', ['batch', 'npos', sh.vocabPerRank]);
+  return segments;
+}
+
+// Graph outputs need fixed names; an Identity gives any value the name the runtime expects.
+function renameTo(g: Graph, value: string, name: string): string {
+  g.node('Identity', [value], [name]);
+  return name;
+}

@@ -1,0 +1,180 @@
+// Runs one rank's engine: an ORT session per segment, all-reduce of `partial` between segments,
+// all-gather of the vocab-parallel logits, and a KV cache that GroupQueryAttention updates in place
+// (the same buffer is fed as past.L.* and bound as present.L.*, so a decode step writes only the new
+// token's keys and values).
+
+import os from 'node:os';
+import ort from 'onnxruntime-node';
+import type { World } from '../rank/types.js';
+import { traceSpan } from '../util/trace.js';
+import type { Engine } from './engine.js';
+import { rankShape, type RankShape } from './llama-graph.js';
+
+export interface RunnerOptions {
+  /** Threads for this rank's ORT sessions; default: this host's cores divided by the local ranks. */
+  threads?: number;
+}
+
+export interface ForwardRequest {
+  batch: number;
+  seq: number;
+  /** [batch * seq] token ids, right-padded. */
+  ids: ArrayLike<number>;
+  /** Per row: total length (past + valid new tokens) - 1. */
+  seqlensK: Int32Array;
+  /** Longest row's total length. */
+  totalSeq: number;
+  /** Per row, which positions (within this call's seq) to compute logits for: [batch * npos]. */
+  positions: ArrayLike<number>;
+  npos: number;
+}
+
+/** The KV cache of one batch: per layer a [batch, kv_heads, capacity, head] key and value buffer. */
+export class KvCache {
+  readonly tensors: ort.Tensor[][] = [];
+  constructor(readonly batch: number, readonly capacity: number, layers: number, sh: RankShape, dtype: 'float32' | 'float16') {
+    const n = batch * sh.kvHeadsPerRank * capacity * sh.headSize;
+    const dims = [batch, sh.kvHeadsPerRank, capacity, sh.headSize];
+    for (let l = 0; l < layers; l++) {
+      this.tensors.push([0, 1].map(() => new ort.Tensor(dtype, dtype === 'float32' ? new Float32Array(n) : new Uint16Array(n), dims)));
+    }
+  }
+}
+
+export function defaultThreads(): number {
+  const local = Number(process.env.TPRUN_LOCAL_WORLD_SIZE ?? process.env.LOCAL_WORLD_SIZE ?? 1) || 1;
+  const cores = os.availableParallelism?.() ?? os.cpus().length;
+  return Math.max(1, Math.floor(cores / local));
+}
+
+export class EngineRunner {
+  private constructor(
+    readonly engine: Engine,
+    readonly world: World,
+    private sessions: ort.InferenceSession[],
+    readonly shape: RankShape,
+  ) {}
+
+  static async load(engine: Engine, world: World, opts: RunnerOptions = {}): Promise<EngineRunner> {
+    if (world.size !== engine.tp) throw new Error(`engine was built for ${engine.tp} rank(s) but the world has ${world.size}`);
+    const threads = opts.threads ?? defaultThreads();
+    const sessions: ort.InferenceSession[] = [];
+    await traceSpan('load', async () => {
+      for (let i = 0; i < engine.config.segments; i++) {
+        const path = engine.segmentPath(i);
+        try {
+          sessions.push(await ort.InferenceSession.create(path, {
+            intraOpNumThreads: threads,
+            interOpNumThreads: 1,
+            graphOptimizationLevel: 'all',
+            executionMode: 'sequential',
+          }));
+        } catch (e) {
+          throw new Error(`${path}: onnxruntime cannot load it (${(e as Error).message.split('\n')[0]})`);
+        }
+      }
+    }, { segments: engine.config.segments, threads });
+    return new EngineRunner(engine, world, sessions, rankShape(engine.config.pretrained_config, engine.rank));
+  }
+
+  get config() { return this.engine.config; }
+  get vocabSize(): number { return this.engine.config.pretrained_config.vocab_size; }
+
+  newCache(batch: number, capacity: number): KvCache {
+    const c = this.engine.config;
+    return new KvCache(batch, capacity, c.pretrained_config.num_hidden_layers, this.shape, c.build_config.dtype);
+  }
+
+  /**
+   * One forward pass over all segments. With `cache`, keys and values are read from and written into it
+   * in place; without, attention sees only this call's tokens. Returns float32 logits [batch, npos, vocab].
+   */
+  async forward(req: ForwardRequest, cache?: KvCache, calib?: Map<string, { data: Float32Array; dims: readonly number[] }>): Promise<Float32Array> {
+    const { batch, seq, npos } = req;
+    const dt = this.engine.config.build_config.dtype;
+    const sh = this.shape;
+    const common: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(Array.from(req.ids, (x) => BigInt(x))), [batch, seq]),
+      seqlens_k: new ort.Tensor('int32', req.seqlensK, [batch]),
+      total_sequence_length: new ort.Tensor('int32', Int32Array.of(req.totalSeq), []),
+      logit_positions: new ort.Tensor('int64', BigInt64Array.from(Array.from(req.positions, (x) => BigInt(x))), [batch, npos]),
+    };
+    const emptyKv = new ort.Tensor(dt, dt === 'float32' ? new Float32Array(0) : new Uint16Array(0), [batch, sh.kvHeadsPerRank, 0, sh.headSize]);
+    let carried: Record<string, ort.Tensor> = {};
+    let logits: Float32Array | undefined;
+    for (let i = 0; i < this.sessions.length; i++) {
+      const s = this.sessions[i];
+      const feeds: Record<string, ort.Tensor> = {};
+      const fetches: Record<string, ort.Tensor | null> = {};
+      for (const name of s.inputNames) {
+        if (name.startsWith('past.')) {
+          const [, l, kind] = name.split('.');
+          feeds[name] = cache ? cache.tensors[+l][kind === 'key' ? 0 : 1] : emptyKv;
+        } else {
+          feeds[name] = common[name] ?? carried[name.replace(/_in$/, '')];
+          if (!feeds[name]) throw new Error(`segment ${i} needs input ${name} that nothing provides`);
+        }
+      }
+      for (const name of s.outputNames) {
+        if (name.startsWith('present.')) {
+          if (!cache) continue;
+          const [, l, kind] = name.split('.');
+          fetches[name] = cache.tensors[+l][kind === 'key' ? 0 : 1];
+        } else if (calib || !name.startsWith('calib.')) {
+          fetches[name] = null;
+        }
+      }
+      const out = await s.run(feeds, fetches);
+      carried = {};
+      for (const [name, v] of Object.entries(out)) {
+        if (name === 'logits') logits = v.data as Float32Array;
+        else if (name.startsWith('calib.')) calib?.set(name.slice(6), { data: v.data as Float32Array, dims: v.dims });
+        else if (!name.startsWith('present.')) carried[name] = v as ort.Tensor;
+      }
+      const partial = carried.partial;
+      if (partial && this.world.size > 1) {
+        await traceSpan('allreduce', () => this.world.allReduce(partial.data as Float32Array, 'sum'), { bytes: (partial.data as Float32Array).byteLength });
+      }
+    }
+    if (!logits) throw new Error('engine produced no logits');
+    return this.gatherLogits(logits, batch * npos);
+  }
+
+  /**
+   * Runs the graph built with calibration outputs and returns this rank's input activation of every
+   * linear (`transformer.layers.L.attention.qkv`, ... , `lm_head`) as float32 [batch, seq, in].
+   */
+  async calibrationActivations(req: ForwardRequest): Promise<Map<string, { data: Float32Array; dims: readonly number[] }>> {
+    if (!this.engine.config.build_config.calibration) throw new Error('engine was built without calibration outputs (BuildConfig calibration: true)');
+    const found = new Map<string, { data: Float32Array; dims: readonly number[] }>();
+    await this.forward(req, undefined, found);
+    return found;
+  }
+
+  private async gatherLogits(local: Float32Array, rows: number): Promise<Float32Array> {
+    const V = this.vocabSize;
+    const vr = this.shape.vocabPerRank;
+    const tp = this.world.size;
+    if (tp === 1) return vr === V ? local : sliceCols(local, rows, vr, V);
+    const all = await traceSpan('allgather', () => this.world.allGather(local));
+    const out = new Float32Array(rows * V);
+    for (let r = 0; r < tp; r++) {
+      const width = Math.min(vr, V - r * vr);
+      if (width <= 0) break;
+      for (let i = 0; i < rows; i++) {
+        out.set(all.subarray(r * rows * vr + i * vr, r * rows * vr + i * vr + width), i * V + r * vr);
+      }
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sessions) await s.release();
+  }
+}
+
+function sliceCols(a: Float32Array, rows: number, width: number, keep: number): Float32Array {
+  const out = new Float32Array(rows * keep);
+  for (let i = 0; i < rows; i++) out.set(a.subarray(i * width, i * width + keep), i * keep);
+  return out;
+}
