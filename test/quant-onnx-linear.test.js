@@ -1,0 +1,126 @@
+// Each quantized linear kernel, run by onnxruntime, against the same arithmetic in plain JavaScript.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import ort from 'onnxruntime-node';
+import { Graph } from '../dist/engine/graph.js';
+import { WeightFile } from '../dist/engine/weight-file.js';
+import { emitQuantLinear } from '../dist/quantization/onnx-linear.js';
+import { quantizeWeights } from '../dist/quantization/quantize-model.js';
+import { LinearInputStats } from '../dist/quantization/calib-stats.js';
+import { dequantizeInt8PerChannel, dequantizeInt4Grouped } from '../dist/quantization/weights.js';
+import { dequantizeFp8, encodeE4M3, decodeE4M3 } from '../dist/quantization/fp8.js';
+import { matmulNT } from '../dist/quantization/linalg.js';
+import { toFloat32 } from '../dist/quantization/tensor-f32.js';
+
+function rng(seed) { let s = seed >>> 0; return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32; }; }
+function randn(r) { return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r()); }
+
+const N = 48, K = 256, T = 5, PREFIX = 'transformer.layers.0.mlp.fc';
+const r = rng(1);
+const W = Float32Array.from({ length: N * K }, () => randn(r) * 0.05);
+const X = Float32Array.from({ length: T * K }, (_, i) => randn(r) * (i % K === 3 ? 8 : 1));
+
+function quantized(algo, extra = {}) {
+  const config = { num_hidden_layers: 1 };
+  const weights = new Map([[`${PREFIX}.weight`, { dtype: 'float32', shape: [N, K], data: new Uint8Array(W.buffer) }]]);
+  // quantizeWeights walks all five linears of a layer; give the others tiny stand-ins.
+  for (const lin of ['attention.qkv', 'attention.dense', 'mlp.gate', 'mlp.proj']) {
+    weights.set(`transformer.layers.0.${lin}.weight`, { dtype: 'float32', shape: [16, 128], data: new Uint8Array(16 * 128 * 4) });
+  }
+  const stats = { linears: new Map(), kvAbsmax: new Map(), tokens: T };
+  for (const [name, t] of weights) {
+    const st = new LinearInputStats(t.shape[1]);
+    st.add(name.startsWith(PREFIX) ? X : new Float32Array(t.shape[1]).fill(1), 1);
+    stats.linears.set(name.replace(/\.weight$/, ''), st);
+  }
+  return quantizeWeights(config, weights, { algo, groupSize: 128, ...extra }, stats);
+}
+
+async function runLinear(weights, quant) {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-qlin-'));
+  try {
+    const wf = new WeightFile('weights.bin');
+    const g = new Graph('qlin', 'float32', wf);
+    const x = g.input('x', 'float32', ['t', K]);
+    const y = emitQuantLinear(g, x, PREFIX, weights, quant);
+    g.output(y, 'float32', ['t', N]);
+    await wf.write(join(dir, 'weights.bin'));
+    writeFileSync(join(dir, 'model.onnx'), g.encode());
+    const s = await ort.InferenceSession.create(join(dir, 'model.onnx'), { executionProviders: ['cpu'], intraOpNumThreads: 1 });
+    const out = await s.run({ x: new ort.Tensor('float32', X, [T, K]) });
+    await s.release();
+    return out[y].data;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function relErr(a, b) {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  return Math.sqrt(num / den);
+}
+const f32 = (t) => toFloat32(t);
+
+test('W8A16: MatMulNBits 8-bit equals X · dequant(W)', async () => {
+  const q = quantized('int8_wo');
+  const t = q.weights;
+  const wq = dequantizeInt8PerChannel({ q: new Int8Array(t.get(`${PREFIX}.weight`).data.buffer), scale: f32(t.get(`${PREFIX}.per_channel_scale`)) }, N, K);
+  const y = await runLinear(t, q.quantization);
+  assert.ok(relErr(y, matmulNT(X, T, wq, N, K)) < 1e-5);
+  assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.01, 'and close to the float layer');
+});
+
+for (const algo of ['int4_wo', 'int4_awq']) {
+  test(`${algo}: MatMulNBits 4-bit (group 128) equals (X ⊙ prequant) · dequant(W)`, async () => {
+    const q = quantized(algo);
+    const t = q.weights;
+    const wq = dequantizeInt4Grouped({ packed: t.get(`${PREFIX}.weight`).data, scale: f32(t.get(`${PREFIX}.weights_scaling_factor`)) }, N, K, 128);
+    const pre = t.get(`${PREFIX}.prequant_scaling_factor`);
+    const xs = pre ? X.map((v, i) => v * f32(pre)[i % K]) : X;
+    assert.equal(!!pre, algo === 'int4_awq');
+    const y = await runLinear(t, q.quantization);
+    assert.ok(relErr(y, matmulNT(xs, T, wq, N, K)) < 1e-5);
+    assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.15);
+  });
+}
+
+for (const act of ['per-token', 'per-tensor']) {
+  test(`W8A8 SmoothQuant (${act} activations): MatMulInteger equals the integer reference exactly`, async () => {
+    const q = quantized('w8a8_sq', { sqActivations: act });
+    const t = q.weights;
+    const wi = new Int8Array(t.get(`${PREFIX}.weight`).data.buffer);
+    const ws = f32(t.get(`${PREFIX}.per_channel_scale`));
+    const pre = f32(t.get(`${PREFIX}.prequant_scaling_factor`));
+    const as = f32(t.get(`${PREFIX}.activation_scaling_factor`))[0];
+    const ref = new Float32Array(T * N);
+    for (let i = 0; i < T; i++) {
+      const xr = Float32Array.from({ length: K }, (_, c) => Math.fround(X[i * K + c] * pre[c]));
+      const s = act === 'per-token' ? Math.fround(Math.max(...xr.map(Math.abs)) / 127) : as;
+      const xq = xr.map((v) => Math.max(-127, Math.min(127, Math.round(Math.fround(v / s)))));
+      for (let n = 0; n < N; n++) {
+        let acc = 0;
+        for (let c = 0; c < K; c++) acc += xq[c] * wi[n * K + c];
+        ref[i * N + n] = Math.fround(Math.fround(acc * s) * ws[n]);
+      }
+    }
+    const y = await runLinear(t, q.quantization);
+    assert.ok(relErr(y, ref) < 1e-5, `vs integer reference ${relErr(y, ref)}`);
+    assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.03, `vs float ${relErr(y, matmulNT(X, T, W, N, K))}`);
+  });
+}
+
+test('FP8: float8e4m3fn weights with per-tensor scale, activations through FP8 with their static scale', async () => {
+  const q = quantized('fp8');
+  const t = q.weights;
+  assert.equal(t.get(`${PREFIX}.weight`).dtype, 'float8_e4m3fn');
+  const wq = dequantizeFp8(t.get(`${PREFIX}.weight`).data, f32(t.get(`${PREFIX}.weights_scaling_factor`))[0]);
+  const as = f32(t.get(`${PREFIX}.activation_scaling_factor`))[0];
+  const xq = X.map((v) => decodeE4M3(encodeE4M3(Math.fround(v / as))) * as);
+  const y = await runLinear(t, q.quantization);
+  assert.ok(relErr(y, matmulNT(xq, T, wq, N, K)) < 1e-5, `${relErr(y, matmulNT(xq, T, wq, N, K))}`);
+  assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.1);
+});
