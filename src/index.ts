@@ -2,3 +2,4 @@
 export type * from './rank/types.js';
 export type * from './checkpoint/tensor.js';
 export type * from './model/config.js';
+export * from './checkpoint/index.js';

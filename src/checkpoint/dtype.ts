@@ -1,0 +1,156 @@
+// Element types: sizes, safetensors / torch names, and exact conversions between the float formats.
+import type { DType, Tensor } from './tensor.js';
+import { InputError } from './errors.js';
+
+export const ITEMSIZE: Record<DType, number> = {
+  float64: 8, float32: 4, float16: 2, bfloat16: 2, float8_e4m3fn: 1,
+  int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1,
+};
+
+/** safetensors header codes <-> our names. */
+export const ST_TO_DTYPE: Record<string, DType> = {
+  F64: 'float64', F32: 'float32', F16: 'float16', BF16: 'bfloat16', F8_E4M3: 'float8_e4m3fn',
+  I64: 'int64', I32: 'int32', I16: 'int16', I8: 'int8', U8: 'uint8', BOOL: 'bool',
+};
+export const DTYPE_TO_ST: Record<DType, string> = Object.fromEntries(
+  Object.entries(ST_TO_DTYPE).map(([k, v]) => [v, k])) as Record<DType, string>;
+
+/** torch storage class names (torch.save's pickle) <-> our names. */
+export const TORCH_STORAGE_DTYPE: Record<string, DType> = {
+  DoubleStorage: 'float64', FloatStorage: 'float32', HalfStorage: 'float16', BFloat16Storage: 'bfloat16',
+  Float8_e4m3fnStorage: 'float8_e4m3fn', LongStorage: 'int64', IntStorage: 'int32', ShortStorage: 'int16',
+  CharStorage: 'int8', ByteStorage: 'uint8', BoolStorage: 'bool',
+};
+
+export const FLOAT_DTYPES: ReadonlySet<DType> = new Set(['float32', 'float16', 'bfloat16']);
+
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function byteSize(dtype: DType, shape: readonly number[]): number {
+  return numel(shape) * ITEMSIZE[dtype];
+}
+
+// ---- scalar bit conversions -------------------------------------------------------------------------
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** fp16 bits -> float (exact). */
+export function f16BitsToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1024 + m) * 2 ** (e - 25);
+}
+
+/**
+ * float32 bits -> fp16 bits, round to nearest even. Returns -1 when a finite input overflows fp16
+ * (the caller decides between error and clamp).
+ */
+export function f32BitsToF16Bits(x: number): number {
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  const man = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 | (man >>> 13) : 0); // inf / nan (quiet)
+  const e = exp - 127 + 15;
+  if (e >= 31) return -1;
+  if (e <= 0) {
+    // Subnormal half (or zero): shift the full mantissa (with hidden bit) right, rounding to nearest even.
+    if (e < -10) return sign; // below half the smallest subnormal: rounds to zero
+    const full = man | 0x800000;
+    const shift = 14 - e; // 24-bit significand down to the subnormal's 10 bits
+    let half = full >>> shift;
+    const rem = full & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && (half & 1))) half++;
+    return sign | half; // a carry into bit 10 correctly yields the smallest normal
+  }
+  let half = (e << 10) | (man >>> 13);
+  const rem = man & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
+  if (half >= 0x7c00) return -1; // rounded up into infinity
+  return sign | half;
+}
+
+/** float32 bits -> bf16 bits, round to nearest even (NaN stays NaN). */
+export function f32BitsToBf16Bits(x: number): number {
+  if (((x >>> 23) & 0xff) === 0xff && (x & 0x7fffff)) return ((x >>> 16) | 0x40) & 0xffff;
+  const lsb = (x >>> 16) & 1;
+  return ((x + 0x7fff + lsb) >>> 16) & 0xffff;
+}
+
+export function floatToF32Bits(v: number): number {
+  f32[0] = v;
+  return u32[0];
+}
+
+// ---- tensor conversions ----------------------------------------------------------------------------
+
+export interface CastOptions {
+  /** Clamp values beyond the target's finite range instead of failing. */
+  clamp?: boolean;
+  /** For error messages. */
+  what?: string;
+}
+
+function f32Words(t: Tensor): Uint32Array {
+  const n = numel(t.shape);
+  const out = new Uint32Array(n);
+  const src = t.data;
+  if (t.dtype === 'float32') {
+    new Uint8Array(out.buffer).set(src.subarray(0, n * 4));
+  } else if (t.dtype === 'bfloat16') {
+    const h = new Uint16Array(src.buffer, src.byteOffset, n);
+    for (let i = 0; i < n; i++) out[i] = h[i] << 16;
+  } else if (t.dtype === 'float16') {
+    const h = new Uint16Array(src.buffer, src.byteOffset, n);
+    const f = new Float32Array(out.buffer);
+    for (let i = 0; i < n; i++) f[i] = f16BitsToFloat(h[i]);
+  } else {
+    throw new InputError(`${castWhat(t)}: cannot convert ${t.dtype} to a float type`);
+  }
+  return out;
+}
+
+function castWhat(t: Tensor, o?: CastOptions): string {
+  return o?.what ?? `tensor of shape [${t.shape.join(', ')}]`;
+}
+
+/** Converts float tensors; bf16/fp16 -> fp32 are exact, narrowing rounds to nearest even. */
+export function castTensor(t: Tensor, to: DType, opts: CastOptions = {}): Tensor {
+  if (t.dtype === to) return t;
+  if (!FLOAT_DTYPES.has(to)) throw new InputError(`${castWhat(t, opts)}: cannot convert to ${to}`);
+  // Uint16Array views need 2-byte alignment; copy odd-offset buffers first.
+  const src = t.data.byteOffset % 4 === 0 ? t.data : t.data.slice();
+  const words = f32Words({ ...t, data: src });
+  const n = words.length;
+  if (to === 'float32') return { dtype: to, shape: t.shape, data: new Uint8Array(words.buffer) };
+  const out = new Uint16Array(n);
+  if (to === 'bfloat16') {
+    for (let i = 0; i < n; i++) out[i] = f32BitsToBf16Bits(words[i]);
+  } else {
+    for (let i = 0; i < n; i++) {
+      const h = f32BitsToF16Bits(words[i]);
+      if (h >= 0) { out[i] = h; continue; }
+      if (!opts.clamp) {
+        f32[0] = 0; u32[0] = words[i];
+        throw new InputError(`${castWhat(t, opts)}: value ${f32[0]} at index ${i} is beyond float16's range ` +
+          `(±65504); use --clamp to saturate`);
+      }
+      out[i] = (words[i] & 0x80000000 ? 0x8000 : 0) | 0x7bff;
+    }
+  }
+  return { dtype: to, shape: t.shape, data: new Uint8Array(out.buffer) };
+}
+
+/** Float values of a tensor (for tests and quantization): exact for bf16/fp16/fp32. */
+export function toFloat32(t: Tensor): Float32Array {
+  const c = castTensor(t, 'float32');
+  return new Float32Array(c.data.buffer, c.data.byteOffset, numel(c.shape));
+}

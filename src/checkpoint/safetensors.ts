@@ -1,0 +1,271 @@
+// safetensors files: a validated header, then reads of only the byte ranges asked for (pread at offsets;
+// never the whole file), and a streaming writer whose memory use is one tensor at a time.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { DType, Tensor } from './tensor.js';
+import { InputError } from './errors.js';
+import { DTYPE_TO_ST, ITEMSIZE, ST_TO_DTYPE, byteSize, numel } from './dtype.js';
+
+export interface TensorInfo {
+  dtype: DType;
+  shape: number[];
+  /** Absolute byte offset of the tensor's data in the file. */
+  offset: number;
+  nbytes: number;
+}
+
+// A header larger than this is surely corrupt; refusing it avoids allocating gigabytes for a bad prefix.
+const MAX_HEADER = 100 * 1024 * 1024;
+
+function isUint(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** Reads exactly `len` bytes at `pos` into `dest[destOff..]`, failing clearly on a short file. */
+export function preadFully(fd: number, dest: Uint8Array, destOff: number, len: number, pos: number, file: string): void {
+  let done = 0;
+  while (done < len) {
+    // Chunks of at most 1 GiB: a single read() is capped by the kernel near 2 GiB anyway.
+    const n = fs.readSync(fd, dest, destOff + done, Math.min(len - done, 1 << 30), pos + done);
+    if (n === 0) throw new InputError(`${file}: truncated (wanted ${len} bytes at offset ${pos}, file ended)`);
+    done += n;
+  }
+}
+
+export class SafetensorsFile {
+  readonly tensors = new Map<string, TensorInfo>();
+  readonly metadata: Record<string, string> = {};
+  private fd: number;
+
+  private constructor(readonly file: string, fd: number) {
+    this.fd = fd;
+  }
+
+  static open(file: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch (e: any) {
+      throw new InputError(`${file}: cannot open (${e.code ?? e.message})`);
+    }
+    const f = new SafetensorsFile(file, fd);
+    try {
+      f.parseHeader();
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+    return f;
+  }
+
+  private parseHeader(): void {
+    const file = this.file;
+    const size = fs.fstatSync(this.fd).size;
+    if (size < 8) throw new InputError(`${file}: truncated (${size} bytes, no safetensors header)`);
+    const prefix = new Uint8Array(8);
+    preadFully(this.fd, prefix, 0, 8, 0, file);
+    const hlen64 = new DataView(prefix.buffer).getBigUint64(0, true);
+    if (hlen64 > BigInt(size - 8)) {
+      throw new InputError(`${file}: header length ${hlen64} runs past the end of the file (${size} bytes)`);
+    }
+    const hlen = Number(hlen64);
+    if (hlen > MAX_HEADER) throw new InputError(`${file}: header length ${hlen} is implausibly large`);
+    const hbytes = new Uint8Array(hlen);
+    preadFully(this.fd, hbytes, 0, hlen, 8, file);
+    let header: unknown;
+    try {
+      header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(hbytes));
+    } catch (e: any) {
+      throw new InputError(`${file}: malformed header JSON (${String(e.message).split('\n')[0]})`);
+    }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) {
+      throw new InputError(`${file}: header is not a JSON object`);
+    }
+    const dataStart = 8 + hlen;
+    const dataLen = size - dataStart;
+    const spans: Array<[number, number, string]> = [];
+    for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
+      if (name === '__metadata__') {
+        if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+          throw new InputError(`${file}: __metadata__ is not an object`);
+        }
+        for (const [k, s] of Object.entries(v)) {
+          if (typeof s !== 'string') throw new InputError(`${file}: __metadata__.${k} is not a string`);
+          this.metadata[k] = s;
+        }
+        continue;
+      }
+      const where = `${file}: tensor ${name}`;
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InputError(`${where}: entry is not an object`);
+      const { dtype, shape, data_offsets } = v as Record<string, unknown>;
+      if (typeof dtype !== 'string') throw new InputError(`${where}: missing dtype`);
+      const dt = ST_TO_DTYPE[dtype];
+      if (!dt) throw new InputError(`${where}: unknown dtype ${JSON.stringify(dtype).slice(0, 40)}`);
+      if (!Array.isArray(shape) || !shape.every(isUint)) throw new InputError(`${where}: shape is not a list of non-negative integers`);
+      if (!Array.isArray(data_offsets) || data_offsets.length !== 2 || !data_offsets.every(isUint)) {
+        throw new InputError(`${where}: data_offsets is not a pair of non-negative integers`);
+      }
+      const [b, e] = data_offsets as number[];
+      if (b > e) throw new InputError(`${where}: data_offsets [${b}, ${e}] are reversed`);
+      if (e > dataLen) {
+        throw new InputError(`${where}: data_offsets [${b}, ${e}] out of range (data section is ${dataLen} bytes; file truncated?)`);
+      }
+      const want = numel(shape as number[]) * ITEMSIZE[dt];
+      if (!Number.isSafeInteger(want) || want !== e - b) {
+        throw new InputError(`${where}: shape [${(shape as number[]).join(', ')}] ${dtype} needs ${want} bytes but data_offsets span ${e - b}`);
+      }
+      this.tensors.set(name, { dtype: dt, shape: [...(shape as number[])], offset: dataStart + b, nbytes: e - b });
+      if (e > b) spans.push([b, e, name]);
+    }
+    spans.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    for (let i = 1; i < spans.length; i++) {
+      if (spans[i][0] < spans[i - 1][1]) {
+        throw new InputError(`${file}: tensor ${spans[i][2]} overlaps tensor ${spans[i - 1][2]} (offsets ${spans[i][0]} < ${spans[i - 1][1]})`);
+      }
+    }
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) throw new InputError(`${this.file}: missing tensor ${name}`);
+    return t;
+  }
+
+  /** Whole tensor. */
+  read(name: string): Tensor {
+    const t = this.info(name);
+    const data = new Uint8Array(t.nbytes);
+    preadFully(this.fd, data, 0, t.nbytes, t.offset, this.file);
+    return { dtype: t.dtype, shape: [...t.shape], data };
+  }
+
+  /** Rows [start, end) along dim 0, into dest at destOff (allocated when omitted). */
+  readRows(name: string, start: number, end: number, dest?: Uint8Array, destOff = 0): Uint8Array {
+    const t = this.info(name);
+    const rowBytes = t.shape.length ? t.nbytes / Math.max(1, t.shape[0]) : t.nbytes;
+    const rows = t.shape.length ? t.shape[0] : 1;
+    if (start < 0 || end > rows || start > end) throw new InputError(`${this.file}: tensor ${name}: rows [${start}, ${end}) out of range (${rows})`);
+    const len = (end - start) * rowBytes;
+    const out = dest ?? new Uint8Array(len);
+    preadFully(this.fd, out, dest ? destOff : 0, len, t.offset + start * rowBytes, this.file);
+    return out;
+  }
+
+  /**
+   * Columns [start, end) along dim 1 (the rest of the dims stay whole): reads only those byte runs, one
+   * pread per row when runs are long, whole blocks of rows when they are too short to be worth a syscall.
+   */
+  readCols(name: string, start: number, end: number): Uint8Array {
+    const t = this.info(name);
+    if (t.shape.length < 2) throw new InputError(`${this.file}: tensor ${name}: cannot slice dim 1 of a ${t.shape.length}-D tensor`);
+    const rows = t.shape[0];
+    const cols = t.shape[1];
+    if (start < 0 || end > cols || start > end) throw new InputError(`${this.file}: tensor ${name}: columns [${start}, ${end}) out of range (${cols})`);
+    const inner = byteSize(t.dtype, t.shape.slice(2));
+    const rowBytes = cols * inner;
+    const run = (end - start) * inner;
+    const out = new Uint8Array(rows * run);
+    if (run >= 4096 || run === rowBytes) {
+      if (run === rowBytes) return this.readRows(name, 0, rows);
+      for (let r = 0; r < rows; r++) preadFully(this.fd, out, r * run, run, t.offset + r * rowBytes + start * inner, this.file);
+      return out;
+    }
+    const block = Math.max(1, Math.floor((8 << 20) / rowBytes));
+    const buf = new Uint8Array(Math.min(rows, block) * rowBytes);
+    for (let r0 = 0; r0 < rows; r0 += block) {
+      const n = Math.min(block, rows - r0);
+      preadFully(this.fd, buf, 0, n * rowBytes, t.offset + r0 * rowBytes, this.file);
+      for (let i = 0; i < n; i++) {
+        out.set(buf.subarray(i * rowBytes + start * inner, i * rowBytes + start * inner + run), (r0 + i) * run);
+      }
+    }
+    return out;
+  }
+
+  close(): void {
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+export interface TensorSpec {
+  name: string;
+  dtype: DType;
+  shape: number[];
+}
+
+/**
+ * Writes the header up front (shapes are known from the plan), then tensors one by one in that order,
+ * so only the tensor being written is in memory.
+ */
+export class SafetensorsWriter {
+  private fd: number;
+  private next = 0;
+  private pos: number;
+
+  constructor(readonly file: string, private specs: TensorSpec[], metadata?: Record<string, string>) {
+    const header: Record<string, unknown> = {};
+    if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
+    let off = 0;
+    for (const s of specs) {
+      const n = byteSize(s.dtype, s.shape);
+      header[s.name] = { dtype: DTYPE_TO_ST[s.dtype], shape: s.shape, data_offsets: [off, off + n] };
+      off += n;
+    }
+    let json = Buffer.from(JSON.stringify(header), 'utf8');
+    // Pad with spaces to 8 bytes, like the reference implementation, so data starts aligned.
+    const pad = (8 - (json.length % 8)) % 8;
+    if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
+    const prefix = Buffer.alloc(8);
+    prefix.writeBigUInt64LE(BigInt(json.length));
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    this.fd = fs.openSync(file, 'w');
+    fs.writeSync(this.fd, prefix);
+    fs.writeSync(this.fd, json);
+    this.pos = 8 + json.length;
+  }
+
+  write(name: string, t: Tensor): void {
+    const s = this.specs[this.next];
+    if (!s || s.name !== name) throw new Error(`${this.file}: wrote ${name} but the plan expected ${s?.name ?? 'nothing more'}`);
+    if (s.dtype !== t.dtype || s.shape.join() !== t.shape.join() || t.data.length !== byteSize(s.dtype, s.shape)) {
+      throw new Error(`${this.file}: tensor ${name} is ${t.dtype}[${t.shape}] (${t.data.length} bytes), plan says ${s.dtype}[${s.shape}]`);
+    }
+    let done = 0;
+    while (done < t.data.length) done += fs.writeSync(this.fd, t.data, done, t.data.length - done, this.pos + done);
+    this.pos += t.data.length;
+    this.next++;
+  }
+
+  close(): void {
+    if (this.next !== this.specs.length) {
+      fs.closeSync(this.fd);
+      throw new Error(`${this.file}: closed after ${this.next} of ${this.specs.length} tensors`);
+    }
+    fs.closeSync(this.fd);
+  }
+
+  abort(): void {
+    try { fs.closeSync(this.fd); } catch { /* already closed */ }
+  }
+}
+
+/** Writes a whole map in one go (small files, tests). */
+export function writeSafetensors(file: string, weights: Map<string, Tensor>, metadata?: Record<string, string>): void {
+  const specs = [...weights].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape }));
+  const w = new SafetensorsWriter(file, specs, metadata);
+  for (const [name, t] of weights) w.write(name, t);
+  w.close();
+}
+
+/** Reads a whole file into a map (small files, tests). */
+export function readSafetensors(file: string): Map<string, Tensor> {
+  const f = SafetensorsFile.open(file);
+  try {
+    const out = new Map<string, Tensor>();
+    for (const name of f.tensors.keys()) out.set(name, f.read(name));
+    return out;
+  } finally {
+    f.close();
+  }
+}

@@ -1,0 +1,189 @@
+// A TensorSource is a model's full (unsharded) tensors under some naming, readable by row or column
+// ranges without loading whole tensors. Loaders (HF, Meta, TensorRT-LLM) provide one; `readSelection`
+// turns a sharding Selection into exactly the reads a rank needs.
+import type { DType, Tensor, Weights } from './tensor.js';
+import { ITEMSIZE, byteSize, numel } from './dtype.js';
+import { InputError } from './errors.js';
+import type { Selection } from '../sharding/rules.js';
+import { shardShape } from '../sharding/rules.js';
+import { copyAxis } from '../sharding/slice.js';
+
+export interface TensorMeta {
+  dtype: DType;
+  shape: number[];
+}
+
+export interface TensorSource {
+  /** Where the tensors come from, for error messages. */
+  readonly where: string;
+  names(): string[];
+  has(name: string): boolean;
+  info(name: string): TensorMeta;
+  /** Rows [start, end) of dim 0 into dest at destOff (a 0-D tensor has one row). */
+  readRows(name: string, start: number, end: number, dest: Uint8Array, destOff: number): void;
+  /** Columns [start, end) of dim 1, every row, as one contiguous block. */
+  readCols(name: string, start: number, end: number): Uint8Array;
+  close(): void;
+}
+
+export function rowsOf(shape: readonly number[]): number {
+  return shape.length ? shape[0] : 1;
+}
+
+export function rowBytes(m: TensorMeta): number {
+  return byteSize(m.dtype, m.shape.slice(1));
+}
+
+/** Reads the shard described by `sel` of tensor `name`. */
+export function readSelection(src: TensorSource, name: string, sel: Selection): Tensor {
+  const m = src.info(name);
+  const shape = shardShape(m.shape, sel);
+  if (sel.axis < 0) {
+    const data = new Uint8Array(byteSize(m.dtype, m.shape));
+    src.readRows(name, 0, rowsOf(m.shape), data, 0);
+    return { dtype: m.dtype, shape, data };
+  }
+  const data = new Uint8Array(byteSize(m.dtype, shape));
+  if (sel.axis === 0) {
+    const rb = rowBytes(m);
+    let at = 0;
+    for (const p of sel.pieces) {
+      if ('zeros' in p) { at += p.zeros; continue; }
+      src.readRows(name, p.start, p.end, data, at * rb);
+      at += p.end - p.start;
+    }
+    return { dtype: m.dtype, shape, data };
+  }
+  if (sel.axis !== 1) throw new Error(`tensor ${name}: cannot cut axis ${sel.axis}`);
+  let at = 0;
+  for (const p of sel.pieces) {
+    if ('zeros' in p) { at += p.zeros; continue; }
+    const block = src.readCols(name, p.start, p.end);
+    if (sel.pieces.length === 1) return { dtype: m.dtype, shape, data: block };
+    const bshape = [...m.shape];
+    bshape[1] = p.end - p.start;
+    copyAxis(block, bshape, 0, data, shape, at, 1, p.end - p.start, ITEMSIZE[m.dtype]);
+    at += p.end - p.start;
+  }
+  return { dtype: m.dtype, shape, data };
+}
+
+/** Columns of an in-memory tensor (shared by the in-memory sources). */
+export function colsOf(t: Tensor, start: number, end: number): Uint8Array {
+  const shape = [...t.shape];
+  shape[1] = end - start;
+  const out = new Uint8Array(byteSize(t.dtype, shape));
+  copyAxis(t.data, t.shape, start, out, shape, 0, 1, end - start, ITEMSIZE[t.dtype]);
+  return out;
+}
+
+/** Full tensors already in memory (rank 0's quantized model, tests). */
+export class MemorySource implements TensorSource {
+  constructor(private weights: Weights, readonly where = 'memory') {}
+  names(): string[] { return [...this.weights.keys()]; }
+  has(name: string): boolean { return this.weights.has(name); }
+  get(name: string): Tensor {
+    const t = this.weights.get(name);
+    if (!t) throw new InputError(`${this.where}: missing tensor ${name}`);
+    return t;
+  }
+  info(name: string): TensorMeta { const t = this.get(name); return { dtype: t.dtype, shape: t.shape }; }
+  readRows(name: string, start: number, end: number, dest: Uint8Array, destOff: number): void {
+    const t = this.get(name);
+    const rb = byteSize(t.dtype, t.shape.slice(1));
+    dest.set(t.data.subarray(start * rb, end * rb), destOff);
+  }
+  readCols(name: string, start: number, end: number): Uint8Array { return colsOf(this.get(name), start, end); }
+  close(): void {}
+}
+
+/** One logical tensor made of other tensors stacked along dim 0 (fused qkv = [q; k; v]). */
+export interface Part { src: TensorSource; name: string }
+
+/**
+ * Renames and stacks tensors of another source: each logical name maps to one or more parts stacked
+ * along dim 0. The HF and Meta loaders use it to present TensorRT-LLM's full tensors.
+ */
+export class StackedSource implements TensorSource {
+  private metas = new Map<string, TensorMeta>();
+
+  constructor(readonly where: string, private parts: Map<string, Part[]>) {
+    for (const [name, ps] of parts) {
+      const ms = ps.map((p) => p.src.info(p.name));
+      const d = ms[0].dtype;
+      const rest = ms[0].shape.slice(1).join();
+      for (let i = 1; i < ms.length; i++) {
+        if (ms[i].dtype !== d || ms[i].shape.slice(1).join() !== rest) {
+          throw new InputError(`${where}: ${ps[i].name} is ${ms[i].dtype}[${ms[i].shape}], does not stack with ${ps[0].name} ${d}[${ms[0].shape}]`);
+        }
+      }
+      const rows = ms.reduce((a, m) => a + rowsOf(m.shape), 0);
+      this.metas.set(name, { dtype: d, shape: ms[0].shape.length ? [rows, ...ms[0].shape.slice(1)] : [] });
+    }
+  }
+
+  names(): string[] { return [...this.parts.keys()]; }
+  has(name: string): boolean { return this.parts.has(name); }
+  info(name: string): TensorMeta {
+    const m = this.metas.get(name);
+    if (!m) throw new InputError(`${this.where}: missing tensor ${name}`);
+    return m;
+  }
+  readRows(name: string, start: number, end: number, dest: Uint8Array, destOff: number): void {
+    const rb = rowBytes(this.info(name));
+    let base = 0;
+    for (const p of this.parts.get(name)!) {
+      const n = rowsOf(p.src.info(p.name).shape);
+      const s = Math.max(start, base);
+      const e = Math.min(end, base + n);
+      if (e > s) p.src.readRows(p.name, s - base, e - base, dest, destOff + (s - start) * rb);
+      base += n;
+    }
+  }
+  readCols(name: string, start: number, end: number): Uint8Array {
+    const blocks = this.parts.get(name)!.map((p) => p.src.readCols(p.name, start, end));
+    if (blocks.length === 1) return blocks[0];
+    const out = new Uint8Array(blocks.reduce((a, b) => a + b.length, 0));
+    let at = 0;
+    for (const b of blocks) { out.set(b, at); at += b.length; }
+    return out;
+  }
+  close(): void {
+    const seen = new Set<TensorSource>();
+    for (const ps of this.parts.values()) for (const p of ps) seen.add(p.src);
+    for (const s of seen) s.close();
+  }
+}
+
+/** TensorRT-LLM names of a dense LLaMA, in the order they are written. */
+export function llamaTensorNames(numLayers: number): string[] {
+  const names = ['transformer.vocab_embedding.weight'];
+  for (let l = 0; l < numLayers; l++) {
+    const p = `transformer.layers.${l}`;
+    names.push(`${p}.input_layernorm.weight`, `${p}.attention.qkv.weight`, `${p}.attention.dense.weight`,
+      `${p}.post_layernorm.weight`, `${p}.mlp.fc.weight`, `${p}.mlp.gate.weight`, `${p}.mlp.proj.weight`);
+  }
+  names.push('transformer.ln_f.weight', 'lm_head.weight');
+  return names;
+}
+
+/** Expected full shape of each TensorRT-LLM tensor, to check sources against the config. */
+export function expectedShape(name: string, c: {
+  vocab_size: number; hidden_size: number; num_attention_heads: number; num_key_value_heads: number;
+  head_size: number; intermediate_size: number;
+}): number[] | undefined {
+  const h = c.hidden_size;
+  const qd = c.num_attention_heads * c.head_size;
+  const kvd = c.num_key_value_heads * c.head_size;
+  if (name === 'transformer.vocab_embedding.weight' || name === 'lm_head.weight') return [c.vocab_size, h];
+  if (/(input_layernorm|post_layernorm|ln_f)\.weight$/.test(name)) return [h];
+  if (name.endsWith('.attention.qkv.weight')) return [qd + 2 * kvd, h];
+  if (name.endsWith('.attention.dense.weight')) return [h, qd];
+  if (/\.mlp\.(fc|gate)\.weight$/.test(name)) return [c.intermediate_size, h];
+  if (name.endsWith('.mlp.proj.weight')) return [h, c.intermediate_size];
+  return undefined;
+}
+
+export function numelOf(m: TensorMeta): number {
+  return numel(m.shape);
+}

@@ -1,0 +1,138 @@
+// TensorRT-LLM checkpoint directories: config.json + rank{r}.safetensors. Writing is atomic per
+// directory (callers write into a temporary sibling and rename), reading can present the full model
+// (every rank's shards gathered tensor by tensor) so a checkpoint can be resharded to another tp.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { PretrainedConfig } from '../model/config.js';
+import type { Tensor } from './tensor.js';
+import { InputError } from './errors.js';
+import { readJson } from './hf-config.js';
+import { SafetensorsFile } from './safetensors.js';
+import { type TensorMeta, type TensorSource, colsOf } from './source.js';
+import { contextFromConfig, type ShardContext } from '../sharding/rules.js';
+import { fullShapeOf, gatherTensor } from '../sharding/slice.js';
+import { z } from 'zod';
+
+const TllmConfig = z.looseObject({
+  architecture: z.string(),
+  dtype: z.enum(['float32', 'float16', 'bfloat16']),
+  vocab_size: z.number().int().positive(),
+  hidden_size: z.number().int().positive(),
+  num_hidden_layers: z.number().int().positive(),
+  num_attention_heads: z.number().int().positive(),
+  num_key_value_heads: z.number().int().positive().optional(),
+  head_size: z.number().int().positive().optional(),
+  intermediate_size: z.number().int().positive(),
+  max_position_embeddings: z.number().int().positive(),
+  hidden_act: z.string().default('silu'),
+  position_embedding_type: z.string().default('rope_gpt_neox'),
+  rotary_base: z.number().positive().default(10000),
+  rotary_scaling: z.any().nullish(),
+  norm_epsilon: z.number().positive().default(1e-5),
+  use_parallel_embedding: z.boolean().default(false),
+  embedding_sharding_dim: z.union([z.literal(0), z.literal(1)]).default(0),
+  mapping: z.looseObject({
+    world_size: z.number().int().positive(),
+    tp_size: z.number().int().positive(),
+    pp_size: z.number().int().positive().default(1),
+  }),
+  quantization: z.looseObject({
+    quant_algo: z.string().nullish(),
+    kv_cache_quant_algo: z.string().nullish(),
+  }).default({ quant_algo: null, kv_cache_quant_algo: null }),
+});
+
+export function isTllmDir(dir: string): boolean {
+  const c = path.join(dir, 'config.json');
+  if (!fs.existsSync(c) || !fs.existsSync(path.join(dir, 'rank0.safetensors'))) return false;
+  try { return typeof (JSON.parse(fs.readFileSync(c, 'utf8')) as any).architecture === 'string'; } catch { return false; }
+}
+
+export function readTllmConfig(dir: string): PretrainedConfig {
+  const file = path.join(dir, 'config.json');
+  const p = TllmConfig.safeParse(readJson(file));
+  if (!p.success) {
+    const i = p.error.issues[0];
+    throw new InputError(`${file}: ${i.path.join('.') || '(root)'}: ${i.message}`);
+  }
+  const c = p.data;
+  if (c.architecture !== 'LlamaForCausalLM') throw new InputError(`${file}: unsupported architecture ${c.architecture}`);
+  const out = {
+    ...c,
+    num_key_value_heads: c.num_key_value_heads ?? c.num_attention_heads,
+    head_size: c.head_size ?? c.hidden_size / c.num_attention_heads,
+    rotary_scaling: c.rotary_scaling ?? null,
+    quantization: { ...c.quantization, quant_algo: c.quantization.quant_algo ?? null, kv_cache_quant_algo: c.quantization.kv_cache_quant_algo ?? null },
+  } as PretrainedConfig;
+  return out;
+}
+
+export function rankFile(dir: string, rank: number): string {
+  return path.join(dir, `rank${rank}.safetensors`);
+}
+
+export function writeConfig(dir: string, config: PretrainedConfig): void {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+}
+
+/**
+ * The full model of a TensorRT-LLM checkpoint: each tensor is gathered from all ranks' files when first
+ * read (one tensor cached), so peak memory is one full tensor plus its shards.
+ */
+export class TllmSource implements TensorSource {
+  readonly config: PretrainedConfig;
+  private ctx: ShardContext;
+  private files: SafetensorsFile[] = [];
+  private cache: { name: string; t: Tensor } | undefined;
+  private metas = new Map<string, TensorMeta>();
+
+  constructor(readonly where: string) {
+    this.config = readTllmConfig(where);
+    this.ctx = contextFromConfig(this.config);
+    const tp = this.config.mapping.tp_size;
+    if (this.config.mapping.pp_size !== 1) throw new InputError(`${where}: pp_size ${this.config.mapping.pp_size} is not supported`);
+    try {
+      for (let r = 0; r < tp; r++) this.files.push(SafetensorsFile.open(rankFile(where, r)));
+      const names0 = [...this.files[0].tensors.keys()];
+      for (let r = 1; r < tp; r++) {
+        const f = this.files[r];
+        for (const n of names0) if (!f.tensors.has(n)) throw new InputError(`${f.file}: missing tensor ${n}`);
+        if (f.tensors.size !== names0.length) {
+          const extra = [...f.tensors.keys()].find((n) => !this.files[0].tensors.has(n));
+          throw new InputError(`${f.file}: unexpected tensor ${extra}`);
+        }
+      }
+      for (const n of names0) {
+        // Full shapes come from gathering shapes only; no data is read here.
+        const i = this.files[0].info(n);
+        this.metas.set(n, { dtype: i.dtype, shape: fullShapeOf(n, i.shape, this.ctx) });
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  names(): string[] { return [...this.metas.keys()]; }
+  has(name: string): boolean { return this.metas.has(name); }
+  info(name: string): TensorMeta {
+    const m = this.metas.get(name);
+    if (!m) throw new InputError(`${this.where}: missing tensor ${name}`);
+    return m;
+  }
+  private full(name: string): Tensor {
+    if (this.cache?.name === name) return this.cache.t;
+    this.cache = undefined;
+    const t = gatherTensor(name, this.files.map((f) => f.read(name)), this.ctx);
+    this.cache = { name, t };
+    return t;
+  }
+  readRows(name: string, start: number, end: number, dest: Uint8Array, destOff: number): void {
+    const t = this.full(name);
+    const rb = t.data.length / Math.max(1, t.shape.length ? t.shape[0] : 1);
+    dest.set(t.data.subarray(start * rb, end * rb), destOff);
+  }
+  readCols(name: string, start: number, end: number): Uint8Array { return colsOf(this.full(name), start, end); }
+  close(): void { for (const f of this.files) f.close(); this.files = []; this.cache = undefined; }
+}

@@ -1,0 +1,160 @@
+// LlamaForCausalLM: one rank's shard of a LLaMA in TensorRT-LLM's names and layout (see CONTRACTS.md),
+// loaded from Hugging Face, Meta or TensorRT-LLM checkpoints, and saved as a TensorRT-LLM checkpoint.
+import fs from 'node:fs';
+import type { Mapping, PretrainedConfig } from './config.js';
+import type { Tensor, Weights } from '../checkpoint/tensor.js';
+import { InputError } from '../checkpoint/errors.js';
+import { type FloatDType } from '../checkpoint/hf-config.js';
+import { checkDir, openHfTensors, readHfConfig, tllmViewOfHf } from '../checkpoint/hf.js';
+// META_IMPORT
+import { type TensorSource, llamaTensorNames } from '../checkpoint/source.js';
+import { planRank, produceShards, shardContext } from '../checkpoint/shard.js';
+import { SafetensorsWriter, readSafetensors } from '../checkpoint/safetensors.js';
+import { TllmSource, rankFile, readTllmConfig, writeConfig } from '../checkpoint/tllm.js';
+import { byteSize } from '../checkpoint/dtype.js';
+
+export interface LoadOptions {
+  /** Target dtype of float weights (default: the source's). */
+  dtype?: FloatDType;
+  /** Parallel layout; default a single rank. Partial objects are completed (world_size = tp × pp). */
+  mapping?: Partial<Mapping>;
+  /** This rank (default 0). */
+  rank?: number;
+  /** Saturate values beyond float16's range instead of failing. */
+  clamp?: boolean;
+  /** Vocab-parallel embedding table instead of replicated. */
+  useParallelEmbedding?: boolean;
+  embeddingShardingDim?: 0 | 1;
+}
+
+export function normalizeMapping(m: Partial<Mapping> | undefined): Mapping {
+  const tp = m?.tp_size ?? (m?.world_size && !m.pp_size ? m.world_size : 1);
+  const pp = m?.pp_size ?? 1;
+  return { world_size: m?.world_size ?? tp * pp, tp_size: tp, pp_size: pp };
+}
+
+function applyOptions(config: PretrainedConfig, o: LoadOptions): PretrainedConfig {
+  return {
+    ...config,
+    use_parallel_embedding: o.useParallelEmbedding ?? config.use_parallel_embedding,
+    embedding_sharding_dim: o.embeddingShardingDim ?? config.embedding_sharding_dim,
+  };
+}
+
+export class LlamaForCausalLM {
+  weights: Weights = new Map();
+
+  constructor(public config: PretrainedConfig, public rank = 0) {
+    shardContext(config);
+  }
+
+  /** Shards a full-model source for one rank (the common path of every loader). */
+  static fromSource(src: TensorSource, config: PretrainedConfig, rank: number, o: LoadOptions = {}): LlamaForCausalLM {
+    const model = new LlamaForCausalLM(config, rank);
+    const plan = planRank(src, config, rank);
+    for (const [name, t] of produceShards(src, plan, { clamp: o.clamp })) model.weights.set(name, t);
+    return model;
+  }
+
+  /** The full model of an HF directory as TensorRT-LLM tensors (for convert and tests). */
+  static openHuggingFace(dir: string, o: LoadOptions = {}): { config: PretrainedConfig; source: TensorSource } {
+    checkDir(dir);
+    const config = applyOptions(readHfConfig(dir, { dtype: o.dtype, mapping: normalizeMapping(o.mapping) }), o);
+    shardContext(config);
+    const raw = openHfTensors(dir);
+    try {
+      return { config, source: tllmViewOfHf(raw, config, llamaTensorNames(config.num_hidden_layers)) };
+    } catch (e) {
+      raw.close();
+      throw e;
+    }
+  }
+
+  static fromHuggingFace(dir: string, o: LoadOptions = {}): LlamaForCausalLM {
+    const { config, source } = LlamaForCausalLM.openHuggingFace(dir, o);
+    try {
+      return LlamaForCausalLM.fromSource(source, config, o.rank ?? 0, o);
+    } finally {
+      source.close();
+    }
+  }
+
+  /** The full model of a TensorRT-LLM checkpoint, re-targeted to `o.mapping` / `o.dtype` when given. */
+  static openCheckpoint(dir: string, o: LoadOptions = {}): { config: PretrainedConfig; source: TensorSource } {
+    checkDir(dir, '--model');
+    const source = new TllmSource(dir);
+    const config = applyOptions({
+      ...source.config,
+      dtype: o.dtype ?? source.config.dtype,
+      mapping: o.mapping ? normalizeMapping(o.mapping) : source.config.mapping,
+    }, o);
+    try {
+      shardContext(config);
+    } catch (e) {
+      source.close();
+      throw e;
+    }
+    return { config, source };
+  }
+
+  /**
+   * One rank of a TensorRT-LLM checkpoint. With `o.mapping` of another tp, the checkpoint is resharded
+   * (each tensor gathered from every rank file, then cut again).
+   */
+  static fromCheckpoint(dir: string, rank = 0, o: Omit<LoadOptions, 'rank'> = {}): LlamaForCausalLM {
+    checkDir(dir, 'checkpoint');
+    const onDisk = readTllmConfig(dir);
+    const same = (!o.mapping || normalizeMapping(o.mapping).tp_size === onDisk.mapping.tp_size) &&
+      (!o.dtype || o.dtype === onDisk.dtype);
+    if (same) {
+      const model = new LlamaForCausalLM(onDisk, rank);
+      if (rank < 0 || rank >= onDisk.mapping.world_size) throw new InputError(`${dir}: rank ${rank} is outside world_size ${onDisk.mapping.world_size}`);
+      model.load(readSafetensors(rankFile(dir, rank)));
+      return model;
+    }
+    const { config, source } = LlamaForCausalLM.openCheckpoint(dir, o);
+    try {
+      return LlamaForCausalLM.fromSource(source, config, rank, o);
+    } finally {
+      source.close();
+    }
+  }
+
+  /** Replaces the weights, checking names and shapes of the dense tensors against the config. */
+  load(weights: Weights): void {
+    const ctx = shardContext(this.config);
+    const quantized = !!this.config.quantization?.quant_algo;
+    for (const name of llamaTensorNames(this.config.num_hidden_layers)) {
+      const t = weights.get(name);
+      if (!t) throw new InputError(`rank ${this.rank}: missing tensor ${name}`);
+      if (quantized && !/(layernorm|ln_f|vocab_embedding|lm_head)/.test(name)) continue;
+      if (t.data.length !== byteSize(t.dtype, t.shape)) {
+        throw new InputError(`rank ${this.rank}: tensor ${name} has ${t.data.length} bytes for ${t.dtype}[${t.shape}]`);
+      }
+    }
+    void ctx;
+    this.weights = weights;
+  }
+
+  /** Writes config.json (rank 0) and rank{r}.safetensors into dir. */
+  saveCheckpoint(dir: string, opts: { saveConfig?: boolean } = {}): void {
+    fs.mkdirSync(dir, { recursive: true });
+    if (opts.saveConfig ?? this.rank === 0) writeConfig(dir, this.config);
+    const specs = [...this.weights].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape }));
+    const w = new SafetensorsWriter(rankFile(dir, this.rank), specs);
+    try {
+      for (const [name, t] of this.weights) w.write(name, t);
+      w.close();
+    } catch (e) {
+      w.abort();
+      throw e;
+    }
+  }
+
+  tensor(name: string): Tensor {
+    const t = this.weights.get(name);
+    if (!t) throw new InputError(`rank ${this.rank}: missing tensor ${name}`);
+    return t;
+  }
+}
+
