@@ -1,0 +1,44 @@
+// The side channel from ranks to the launcher: progress and trace events travel as single lines on the
+// rank's stderr, each starting with a marker that ordinary text never contains (ASCII record/unit
+// separators). Why stderr and not an extra fd: it reaches the launcher from any descendant of the rank
+// (`sh -c`, wrappers) and from remote ranks through ssh, with no fd-inheritance guesswork. Each event is
+// one write() well under PIPE_BUF, so it arrives contiguous even when several processes share the pipe;
+// the launcher cuts it out of the byte stream and the user's output around it is passed on untouched.
+
+export const EVENT_MARK = '\u001etprun\u001f';
+/** Which events the launcher wants from ranks, comma separated: `progress`, `trace`. */
+export const EVENTS_ENV = 'TPRUN_EVENTS';
+
+/** Progress of a phase on one rank (`n` of `total` units); `end` marks the phase done. */
+export interface ProgressEvent {
+  k: 'p';
+  phase: string;
+  n: number;
+  total: number;
+  unit?: string;
+  end?: boolean;
+}
+/** A finished span (`dur` set) or an instant; `ts`/`dur` in microseconds since the Unix epoch. */
+export interface TraceEvent {
+  k: 't';
+  name: string;
+  ts: number;
+  dur?: number;
+  args?: Record<string, unknown>;
+}
+export type RankEvent = ProgressEvent | TraceEvent;
+
+/** The events this process should emit, or none when no tprun launcher listens. */
+export function wantedEvents(env: NodeJS.ProcessEnv = process.env): Set<string> {
+  const v = env[EVENTS_ENV];
+  return new Set(v ? v.split(',') : []);
+}
+
+export function encodeEvent(ev: RankEvent): string {
+  return `${EVENT_MARK}${JSON.stringify(ev)}\n`;
+}
+
+/** Microseconds since the Unix epoch: one clock for every rank of a machine. */
+export function nowUs(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}

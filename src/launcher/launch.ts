@@ -1,0 +1,290 @@
+// Runs one job: N ranks of COMMAND, fail-fast, signals, output, progress and trace.
+//
+// Every local rank is the leader of its own process group (execa `detached`), so the launcher can signal
+// a rank together with everything it forked, and the terminal's Ctrl-C reaches only the launcher, which
+// then stops the ranks in order (signal, grace period, SIGKILL). A watchdog covers the launcher's own
+// sudden death (see watchdog.ts). Remote ranks are ssh sessions from remote.ts that behave the same.
+import { execa, type ResultPromise } from 'execa';
+import { randomBytes } from 'node:crypto';
+import { constants as osConstants } from 'node:os';
+import { assignGpus, detectGpus, parseGpus } from './gpus.js';
+import { placeRanks, type RankPlace } from './placement.js';
+import { leasePort, type PortLease } from './port.js';
+import { forwardedEnv, localEnv, rankEnv, type JobIdentity } from './env.js';
+import { OutputMux, RankStream } from './output.js';
+import { ProgressView, renderMode } from './render.js';
+import { Watchdog } from './watchdog.js';
+import { nowUs, type RankEvent, type TraceEvent } from './events.js';
+
+export interface LaunchOptions {
+  /** Number of ranks (default: 1, or every slot of --hostfile/--hosts). */
+  n?: number;
+  /** Program and arguments each rank runs. */
+  command: string[];
+  /** 'auto' (default), 'none' or a comma-separated device list. */
+  gpus?: string;
+  tagOutput?: boolean;
+  /** Whole-job limit in seconds; the job then ends with exit code 124. */
+  timeoutSec?: number;
+  /** `-x NAME` / `-x NAME=VALUE`. */
+  forward?: string[];
+  /** Seconds between SIGTERM and SIGKILL when stopping ranks (default 3). */
+  graceSec?: number;
+  quiet?: boolean;
+  json?: boolean;
+  /** Chrome trace of all ranks (also taken from $TPRUN_TRACE). */
+  trace?: string;
+  hostfile?: string;
+  hosts?: string;
+  /** CurveZMQ keys for the world (TPRUN_CURVE_SERVER_*). */
+  secure?: boolean;
+  cwd?: string;
+}
+
+/** Bad launcher input (exit code 2). */
+export class LaunchError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 2) {
+    super(message);
+    this.exitCode = exitCode;
+    this.name = 'LaunchError';
+  }
+}
+
+interface RankProc {
+  place: RankPlace;
+  child?: ResultPromise;
+  pid?: number;
+  exited: boolean;
+  startUs: number;
+  endUs?: number;
+  trace: TraceEvent[];
+}
+
+const DEFAULT_GRACE_SEC = 3;
+
+function signalNumber(sig: string): number {
+  return (osConstants.signals as Record<string, number>)[sig] ?? 0;
+}
+
+export function validateLaunch(o: LaunchOptions): void {
+  if (o.n !== undefined && (!Number.isInteger(o.n) || o.n < 1)) throw new LaunchError(`-n must be a positive integer (got ${o.n})`);
+  if (o.command.length === 0 || o.command[0] === '') throw new LaunchError('no command given: tprun [options] -- COMMAND [ARGS...]');
+  if (o.timeoutSec !== undefined && !(o.timeoutSec > 0)) throw new LaunchError(`--timeout must be a positive number of seconds (got ${o.timeoutSec})`);
+  if (o.graceSec !== undefined && !(o.graceSec >= 0)) throw new LaunchError(`--grace must be a number of seconds >= 0 (got ${o.graceSec})`);
+}
+
+/** Runs the job to its end and returns the launcher's exit code (it never calls process.exit). */
+export async function launch(o: LaunchOptions): Promise<number> {
+  validateLaunch(o);
+  const t0 = nowUs();
+  const grace = (o.graceSec ?? DEFAULT_GRACE_SEC) * 1000;
+  const gpuSpec = parseGpus(o.gpus ?? 'auto');
+  const forwarded = forwardedEnv(o.forward ?? []);
+  const places = placeRanks(o.n, { hostfile: o.hostfile, hosts: o.hosts });
+  const size = places.length;
+  const traceFile = o.trace ?? (process.env.TPRUN_TRACE || undefined);
+  const mode = renderMode(o);
+
+  const localPlaces = places.filter((p) => p.local);
+  const masterLocal = places[0].local;
+  // The port lease, GPU probe and (with --secure) key generation are independent: run them together.
+  const [lease, gpus, curve] = await Promise.all([
+    masterLocal ? leasePort() : Promise.resolve<PortLease>({ port: 20000 + Math.floor(Math.random() * 10000), release() {} }),
+    gpuSpec === 'auto' && localPlaces.length ? detectGpus() : Promise.resolve<string[]>([]),
+    o.secure ? import('zeromq').then((z) => z.curveKeyPair()) : Promise.resolve(undefined),
+  ]);
+  let localGpus: (string | undefined)[];
+  try {
+    localGpus = assignGpus(gpuSpec, gpus, localPlaces.length ? localPlaces[0].localSize : 0);
+  } catch (e) {
+    lease.release();
+    throw e;
+  }
+
+  const job: JobIdentity = {
+    size,
+    masterAddr: masterLocal && places.every((p) => p.local) ? '127.0.0.1' : places[0].host.replace(/^[^@]*@/, ''),
+    masterPort: lease.port,
+    jobId: randomBytes(8).toString('hex'),
+    secret: randomBytes(32).toString('hex'),
+    ...(curve ? { curve: { publicKey: curve.publicKey, secretKey: curve.secretKey } } : {}),
+  };
+  const events = [mode !== 'none' ? 'progress' : '', traceFile ? 'trace' : ''].filter(Boolean).join(',');
+
+  const mux = new OutputMux(!!o.tagOutput);
+  const view = new ProgressView(mode, mux);
+  const say = (msg: string, fields: Record<string, unknown> = {}) => {
+    mux.closeLines();
+    view.stop();
+    process.stderr.write(o.json ? `${JSON.stringify({ tprun: msg, ...fields })}\n` : `tprun: ${msg}\n`);
+  };
+
+  const ranks: RankProc[] = places.map((place) => ({ place, exited: false, startUs: 0, trace: [] }));
+  const watchdog = localPlaces.length ? new Watchdog(o.graceSec ?? DEFAULT_GRACE_SEC) : undefined;
+
+  let exitCode: number | undefined; // decided by the first failure / timeout / signal
+  let stopping = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  let stdoutBroken = false;
+
+  const signalRank = (r: RankProc, sig: NodeJS.Signals) => {
+    if (r.place.local) {
+      if (r.pid === undefined) return;
+      try {
+        process.kill(-r.pid, sig);
+      } catch {
+        // the whole group is gone already
+      }
+    } else if (!r.exited) {
+      r.child?.kill(sig);
+    }
+  };
+  const killAll = () => {
+    for (const r of ranks) signalRank(r, 'SIGKILL');
+  };
+  const stop = (sig: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    for (const r of ranks) if (!r.exited) signalRank(r, sig);
+    killTimer = setTimeout(killAll, grace);
+  };
+
+  let exitedCount = 0;
+  let markAllExited!: () => void;
+  const allExited = new Promise<void>((resolve) => (markAllExited = resolve));
+
+  const onRankEnd = (r: RankProc, code: number | null, signal: string | null, spawnError?: string) => {
+    if (r.exited) return;
+    r.exited = true;
+    if (++exitedCount === ranks.length) markAllExited();
+    r.endUs = nowUs();
+    // What a rank leaves in its process group goes down with it.
+    if (r.place.local) signalRank(r, 'SIGTERM');
+    const failed = spawnError !== undefined || signal !== null || (code ?? 1) !== 0;
+    if (!failed || stopping) return;
+    const pid = r.pid ?? '?';
+    if (spawnError !== undefined) {
+      exitCode = spawnError === 'ENOENT' ? 127 : 126;
+      say(`rank ${r.place.rank}: cannot run '${o.command[0]}' (${spawnError})`, { rank: r.place.rank, code: exitCode });
+    } else if (signal !== null) {
+      exitCode = 128 + signalNumber(signal);
+      say(`rank ${r.place.rank} (pid ${pid}) killed by ${signal}`, { rank: r.place.rank, pid, signal, code: exitCode });
+    } else {
+      exitCode = code ?? 1;
+      say(`rank ${r.place.rank} (pid ${pid}) exited with code ${exitCode}`, { rank: r.place.rank, pid, code: exitCode });
+    }
+    stop('SIGTERM');
+  };
+
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) {
+      // A second Ctrl-C: no more waiting.
+      killAll();
+      return;
+    }
+    exitCode ??= 128 + signalNumber(sig);
+    say(`received ${sig}, stopping ${ranks.filter((r) => !r.exited).length} rank(s)`, { signal: sig });
+    stop(sig === 'SIGHUP' ? 'SIGTERM' : sig);
+  };
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of signals) process.on(s, onSignal);
+  // A closed stdout (`tprun ... | head`) ends the job instead of crashing the launcher.
+  const onStdoutError = () => {
+    if (stdoutBroken) return;
+    stdoutBroken = true;
+    exitCode ??= 128 + signalNumber('SIGPIPE');
+    stop('SIGTERM');
+  };
+  process.stdout.on('error', onStdoutError);
+
+  const timeout =
+    o.timeoutSec !== undefined
+      ? setTimeout(() => {
+          if (stopping) return;
+          exitCode = 124;
+          say(`job timed out after ${o.timeoutSec}s, stopping ${ranks.filter((r) => !r.exited).length} rank(s)`, { timeout: o.timeoutSec });
+          stop('SIGTERM');
+        }, o.timeoutSec * 1000)
+      : undefined;
+
+  const { spawnRemote } = places.some((p) => !p.local) ? await import('./remote.js') : { spawnRemote: undefined };
+
+  const done: Promise<void>[] = [];
+  for (const r of ranks) {
+    const p = r.place;
+    const vars = rankEnv(job, p, p.local ? localGpus[p.localRank] : gpuSpec === 'auto' || gpuSpec === 'none' ? undefined : gpuSpec[p.localRank % gpuSpec.length], events);
+    r.startUs = nowUs();
+    let child: ResultPromise;
+    if (p.local) {
+      child = execa(o.command[0], o.command.slice(1), {
+        env: localEnv(vars, forwarded),
+        extendEnv: false,
+        cwd: o.cwd,
+        detached: true,
+        cleanup: false,
+        // Only rank 0 reads the launcher's stdin, as with mpirun.
+        stdin: p.rank === 0 ? 'inherit' : 'ignore',
+        stdout: 'pipe',
+        stderr: 'pipe',
+        buffer: false,
+        reject: false,
+        stripFinalNewline: false,
+      });
+      if (child.pid !== undefined) watchdog!.watch(child.pid);
+    } else {
+      child = spawnRemote!(p.host, o.command, { ...forwarded, ...vars }, { cwd: o.cwd ?? process.cwd(), graceSec: o.graceSec ?? DEFAULT_GRACE_SEC });
+    }
+    r.child = child;
+    r.pid = child.pid;
+    const onEvent = (ev: RankEvent) => {
+      if (ev.k === 'p') view.onProgress(p.rank, ev);
+      else if (traceFile) r.trace.push(ev);
+    };
+    const out = new RankStream(mux, 'stdout', p.rank);
+    const err = new RankStream(mux, 'stderr', p.rank, events ? onEvent : undefined);
+    child.stdout!.on('data', (c: Buffer) => (stdoutBroken ? undefined : out.push(c)));
+    child.stdout!.on('end', () => out.end());
+    child.stderr!.on('data', (c: Buffer) => err.push(c));
+    child.stderr!.on('end', () => err.end());
+    // 'exit' comes as soon as the rank's process ends, even while something it forked holds the pipes.
+    child.on('exit', (code, signal) => onRankEnd(r, code, signal));
+    done.push(
+      child.then((res) => {
+        if (res.failed && res.exitCode === undefined && res.signal === undefined) onRankEnd(r, null, null, res.code ?? 'spawn failed');
+        else onRankEnd(r, res.exitCode ?? null, res.signal ?? null);
+      }),
+    );
+  }
+
+  // All leaders are gone: give their leftovers the grace period, then SIGKILL whatever still holds a pipe.
+  const exits = Promise.all(done);
+  await Promise.race([allExited, exits]);
+  const leftovers = setTimeout(killAll, grace);
+  await exits;
+  clearTimeout(leftovers);
+  if (killTimer) clearTimeout(killTimer);
+  if (timeout) clearTimeout(timeout);
+  for (const s of signals) process.off(s, onSignal);
+  process.stdout.off('error', onStdoutError);
+  watchdog?.disarm();
+  lease.release();
+  mux.closeLines();
+  view.stop();
+
+  const code = exitCode ?? 0;
+  if (traceFile) {
+    const procs = ranks.map((r) => ({
+      pid: r.place.rank,
+      label: `rank ${r.place.rank}${r.place.local ? '' : ` (${r.place.host})`}`,
+      events: r.trace,
+      outer: [{ k: 't' as const, name: 'process', ts: r.startUs, dur: (r.endUs ?? nowUs()) - r.startUs, args: { pid: r.pid } }],
+    }));
+    const { writeChromeTrace } = await import('../util/trace.js');
+    writeChromeTrace(traceFile, procs, t0);
+  }
+  if (o.json) {
+    process.stderr.write(`${JSON.stringify({ tprun: 'exit', code, ranks: size, ms: Math.round((nowUs() - t0) / 1000) })}\n`);
+  }
+  return code;
+}

@@ -1,0 +1,87 @@
+// How the launcher shows the ranks' progress: one cli-progress bar per rank on a terminal, one summary
+// line per finished phase elsewhere, nothing with --quiet/--json.
+import { createRequire } from 'node:module';
+import type { MultiBar, SingleBar } from 'cli-progress';
+import type { ProgressEvent } from './events.js';
+import { directSink, type OutputMux, type TextSink } from './output.js';
+
+export type RenderMode = 'bars' | 'lines' | 'none';
+
+export function renderMode(opts: { quiet?: boolean; json?: boolean }): RenderMode {
+  if (opts.quiet || opts.json) return 'none';
+  return process.stderr.isTTY ? 'bars' : 'lines';
+}
+
+export class ProgressView {
+  private multi: MultiBar | undefined;
+  private bars = new Map<number, SingleBar>();
+  private started = new Map<string, number>();
+
+  constructor(
+    private readonly mode: RenderMode,
+    private readonly mux: OutputMux,
+  ) {}
+
+  onProgress(rank: number, ev: ProgressEvent): void {
+    if (this.mode === 'lines') {
+      const key = `${rank}\0${ev.phase}`;
+      if (!this.started.has(key)) this.started.set(key, performance.now());
+      if (ev.end) {
+        const s = (performance.now() - this.started.get(key)!) / 1000;
+        this.started.delete(key);
+        this.mux.closeLines();
+        process.stderr.write(`tprun: rank ${rank}: ${ev.phase} done (${ev.total}${ev.unit ? ` ${ev.unit}` : ''}, ${s.toFixed(1)}s)\n`);
+      }
+    } else if (this.mode === 'bars') {
+      this.bar(rank, ev);
+    }
+  }
+
+  private bar(rank: number, ev: ProgressEvent): void {
+    if (!this.multi) {
+      const { MultiBar, Presets } = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress');
+      this.mux.closeLines();
+      this.multi = new MultiBar(
+        {
+          format: 'rank {rank} {phase} [{bar}] {value}/{total} {unit}',
+          stream: process.stderr,
+          hideCursor: true,
+          clearOnComplete: false,
+          stopOnComplete: false,
+          autopadding: true,
+        },
+        Presets.shades_classic,
+      );
+      this.mux.sink = this.barSink(this.multi);
+    }
+    const payload = { rank, phase: ev.phase, unit: ev.unit ?? '' };
+    let b = this.bars.get(rank);
+    if (!b) {
+      b = this.multi.create(ev.total, ev.n, payload);
+      this.bars.set(rank, b);
+    } else {
+      b.setTotal(ev.total);
+      b.update(ev.n, payload);
+    }
+  }
+
+  /** While bars are drawn, terminal output goes through the bars' log so lines appear above them. */
+  private barSink(multi: MultiBar): TextSink {
+    return {
+      write(stream, data) {
+        const toTerminal = stream === 'stderr' || process.stdout.isTTY;
+        if (!toTerminal) return directSink.write(stream, data);
+        const text = data.toString('utf8');
+        multi.log(text.endsWith('\n') ? text : `${text}\n`);
+      },
+    };
+  }
+
+  stop(): void {
+    if (this.multi) {
+      this.multi.stop();
+      this.mux.sink = directSink;
+      this.multi = undefined;
+    }
+  }
+}
