@@ -22,7 +22,7 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const END = '__TPRUN_BOOTSTRAP_END__';
 
 /** The script that the remote bootstrap evaluates: exports, cd, then `set -- argv`. */
-export function remoteScript(host: string, argv: string[], env: Record<string, string>, cwd?: string): string {
+export function remoteScript(host: string, argv: string[], env: Record<string, string>, cwd?: string, cwdRequired = false): string {
   if (argv.length === 0) throw new Error(`spawnRemote(${host}): empty command`);
   const lines: string[] = [];
   for (const [k, v] of Object.entries(env)) {
@@ -32,8 +32,12 @@ export function remoteScript(host: string, argv: string[], env: Record<string, s
     lines.push(`export ${k}=${shellQuote(v)}`);
   }
   if (cwd !== undefined) {
+    // Like Open MPI: the launcher's directory when the host has it, else the login directory (no shared
+    // filesystem is assumed), unless the caller insists on it.
     const q = shellQuote(cwd);
-    lines.push(`cd -- ${q} 2>/dev/null || { printf '%s\\n' ${shellQuote(`tprun: ${host}: cannot change to directory ${cwd}`)} >&2; exit 2; }`);
+    lines.push(cwdRequired
+      ? `cd -- ${q} 2>/dev/null || { printf '%s\\n' ${shellQuote(`tprun: ${host}: cannot change to directory ${cwd}`)} >&2; exit 2; }`
+      : `cd -- ${q} 2>/dev/null || cd`);
   }
   for (const a of argv) if (a.includes('\0')) throw new Error(`spawnRemote(${host}): argument contains a NUL byte`);
   lines.push(`set -- ${argv.map(shellQuote).join(' ')}`);
@@ -80,11 +84,13 @@ function bootstrap(graceTenths: number): string {
 
 export interface RemoteOptions {
   cwd?: string;
+  /** Fail (exit 2) when cwd does not exist on the host instead of starting in the login directory. */
+  cwdRequired?: boolean;
   /** Extra ssh arguments before the host (e.g. `-F cfg`, `-p 2222`, `-i key`). */
   sshArgs?: string[];
   /** Seconds between SIGTERM and SIGKILL when the session ends without the command exiting (default 3). */
   graceSec?: number;
-  /** Options merged over the execa defaults (stdout/stderr piped, no buffering of output). */
+  /** Options merged over the execa defaults (stdout/stderr piped, no buffering, no rejection: read exitCode). */
   execa?: Options;
 }
 
@@ -123,7 +129,7 @@ function signalName(sig: NodeJS.Signals | number | undefined): string {
  * through the session (SIGKILL additionally drops the session; the watchdog then kills the group).
  */
 export function spawnRemote(host: string, argv: string[], env: Record<string, string>, opts: RemoteOptions = {}): ResultPromise {
-  const payload = remoteScript(host, argv, env, opts.cwd);
+  const payload = remoteScript(host, argv, env, opts.cwd, opts.cwdRequired);
   const graceTenths = Math.max(0, Math.round((opts.graceSec ?? 3) * 10));
   const [ssh, ...args] = sshCommand(host, opts.sshArgs);
     // The login shell only sees this fixed text (POSIX shell syntax assumed, as Open MPI's ssh launcher does).
@@ -133,6 +139,8 @@ export function spawnRemote(host: string, argv: string[], env: Record<string, st
     stdout: 'pipe',
     stderr: 'pipe',
     buffer: false,
+    reject: false,
+    stripFinalNewline: false,
     ...opts.execa,
   } as Options) as ResultPromise;
   const stdin = child.stdin!;

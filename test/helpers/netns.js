@@ -96,8 +96,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Makes `count` hosts. Returns { head, hosts: [{ ns, addr, sshdPid }], dir, sshConfig, sshArgs, env,
- * run(ns, argv, opts), pidsOf(host), teardown() }. `env` holds TPRUN_SSH_ARGS so that tprun's ssh uses the
- * test keys; `sshArgs` is the same list for Open MPI's plm_rsh_args.
+ * inNs(ns, argv), pidsOf(host), teardown() }. `env` holds TPRUN_SSH/TPRUN_SSH_ARGS so that tprun's ssh
+ * runs in the head namespace with the test keys; `sshArgs` is the same list for Open MPI's plm_rsh_args.
  */
 export async function makeHosts(count = 2) {
   reapStale();
@@ -191,6 +191,9 @@ export async function makeHosts(count = 2) {
       '',
     ].join('\n'));
     const sshArgs = ['-F', sshConfig];
+    // tprun's ssh (TPRUN_SSH) enters the head namespace itself, so a launcher anywhere reaches the hosts.
+    const ssh = join(dir, 'ssh');
+    writeFileSync(ssh, `#!/bin/sh\nexec ip netns exec ${head} ssh "$@"\n`, { mode: 0o755 });
 
     // Each sshd answers before the tests start.
     for (const h of hosts) {
@@ -212,7 +215,8 @@ export async function makeHosts(count = 2) {
       subnet,
       sshConfig,
       sshArgs,
-      env: { TPRUN_SSH_ARGS: sshArgs.join(' ') },
+      ssh,
+      env: { TPRUN_SSH: ssh, TPRUN_SSH_ARGS: sshArgs.join(' ') },
       /** argv to run a command inside namespace ns (the launcher host is `head`). */
       inNs: (ns, argv) => ['ip', 'netns', 'exec', ns, ...argv],
       /** Processes in a host's namespace other than its sshd listener (ranks, their sshd sessions). */
