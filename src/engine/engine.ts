@@ -12,6 +12,7 @@ import { basename, dirname, join } from 'node:path';
 import type { PretrainedConfig } from '../model/config.js';
 import type { Weights } from '../checkpoint/tensor.js';
 import type { World } from '../rank/types.js';
+import { InputError } from '../checkpoint/errors.js';
 import { resolveBuildConfig, type BuildConfig } from './build-config.js';
 import { buildLlamaSegments } from './llama-graph.js';
 import { isQuantizedLinear, loadQuantLinear } from './linear.js';
@@ -33,11 +34,6 @@ interface Manifest { rank: number; files: Record<string, { size: number; sha256:
 
 /** What build() needs of a model: LlamaForCausalLM satisfies it. */
 export interface ModelShard { config: PretrainedConfig; rank: number; weights: Weights }
-
-/** Input errors (bad engine directory, wrong rank count, bad prompt): the CLI exits 2 on these. */
-export class EngineInputError extends Error {
-  readonly exitCode = 2;
-}
 
 export class Engine {
   private constructor(
@@ -62,9 +58,10 @@ export class Engine {
   /**
    * Writes the engine. Alone (no world, or a size-1 world): to a temp sibling, renamed when complete.
    * With a world: every rank writes its part into one shared temp sibling; after a barrier rank 0 writes
-   * config.json and renames it (so the directory must be on a filesystem all ranks see).
+   * config.json (and `extraFiles`, e.g. the tokenizer) and renames it (so the directory must be on a
+   * filesystem all ranks see).
    */
-  async save(dir: string, world?: World): Promise<void> {
+  async save(dir: string, world?: World, extraFiles: Record<string, Uint8Array> = {}): Promise<void> {
     if (!this.built) throw new Error('engine was loaded from disk; nothing to save');
     const tp = this.tp;
     if (world && world.size !== tp) throw new Error(`engine has ${tp} ranks but the world has ${world.size}`);
@@ -87,6 +84,7 @@ export class Engine {
     await writeFile(join(rdir, 'manifest.json'), JSON.stringify({ rank: this.rank, files } satisfies Manifest, null, 1));
     if (world) await world.barrier();
     if (this.rank === 0) {
+      for (const [name, bytes] of Object.entries(extraFiles)) await writeFile(join(tmp, name), bytes);
       await writeFile(join(tmp, 'config.json'), JSON.stringify(this.config, null, 2));
       await rm(dir, { recursive: true, force: true });
       await rename(tmp, dir);
@@ -95,54 +93,63 @@ export class Engine {
     this.dir = dir;
   }
 
-  /** Opens rank `rank`'s part of a saved engine, checking the layout and (by default) every file's hash. */
-  static async fromDir(dir: string, rank: number, opts: { worldSize?: number; verify?: boolean } = {}): Promise<Engine> {
+  /** Reads and checks ENGINE/config.json (one-line errors naming the file). */
+  static async readConfig(dir: string): Promise<EngineConfig> {
     const cfgPath = join(dir, 'config.json');
-    if (!existsSync(cfgPath)) throw new EngineInputError(`${cfgPath}: not an engine directory (no config.json)`);
+    if (!existsSync(cfgPath)) throw new InputError(`${cfgPath}: not an engine directory (no config.json)`);
     let config: EngineConfig;
     try {
       config = JSON.parse(await readFile(cfgPath, 'utf8'));
     } catch (e) {
-      throw new EngineInputError(`${cfgPath}: unreadable engine config (${(e as Error).message})`);
+      throw new InputError(`${cfgPath}: unreadable engine config (${(e as Error).message})`);
     }
-    if (config.version !== ENGINE_VERSION) throw new EngineInputError(`${cfgPath}: engine version ${config.version}, this tprun reads version ${ENGINE_VERSION}`);
+    if (config.version !== ENGINE_VERSION) throw new InputError(`${cfgPath}: engine version ${config.version}, this tprun reads version ${ENGINE_VERSION}`);
+    if (!Number.isInteger(config.tp_size) || !Number.isInteger(config.segments) || !config.pretrained_config || !config.build_config) {
+      throw new InputError(`${cfgPath}: incomplete engine config (damaged engine)`);
+    }
+    return config;
+  }
+
+  /** Opens rank `rank`'s part of a saved engine, checking the layout and (by default) every file's hash. */
+  static async fromDir(dir: string, rank: number, opts: { worldSize?: number; verify?: boolean } = {}): Promise<Engine> {
+    const config = await Engine.readConfig(dir);
     if (opts.worldSize !== undefined && opts.worldSize !== config.tp_size) {
-      throw new EngineInputError(`${dir}: engine was built for ${config.tp_size} rank(s) but is run with ${opts.worldSize}`);
+      throw new InputError(`${dir}: engine was built for ${config.tp_size} rank(s) but is run with ${opts.worldSize}`);
     }
-    if (rank >= config.tp_size) throw new EngineInputError(`${dir}: engine was built for ${config.tp_size} rank(s); there is no rank ${rank}`);
+    if (rank >= config.tp_size) throw new InputError(`${dir}: engine was built for ${config.tp_size} rank(s); there is no rank ${rank}`);
     const rdir = join(dir, `rank${rank}`);
     const manPath = join(rdir, 'manifest.json');
     let man: Manifest;
     try {
       man = JSON.parse(await readFile(manPath, 'utf8'));
     } catch {
-      throw new EngineInputError(`${manPath}: missing or unreadable (damaged engine)`);
+      throw new InputError(`${manPath}: missing or unreadable (damaged engine)`);
     }
     for (const [file, want] of Object.entries(man.files)) {
       const p = join(rdir, file);
       const st = await stat(p).catch(() => undefined);
-      if (!st) throw new EngineInputError(`${p}: missing (damaged engine)`);
-      if (st.size !== want.size) throw new EngineInputError(`${p}: ${st.size} bytes, expected ${want.size} (damaged engine)`);
+      if (!st) throw new InputError(`${p}: missing (damaged engine)`);
+      if (st.size !== want.size) throw new InputError(`${p}: ${st.size} bytes, expected ${want.size} (damaged engine)`);
       if (opts.verify !== false) {
         const got = createHash('sha256').update(await readFile(p)).digest('hex');
-        if (got !== want.sha256) throw new EngineInputError(`${p}: checksum mismatch (damaged engine)`);
+        if (got !== want.sha256) throw new InputError(`${p}: checksum mismatch (damaged engine)`);
       }
     }
     for (let i = 0; i < config.segments; i++) {
-      if (!man.files[`seg${i}.onnx`]) throw new EngineInputError(`${manPath}: segment seg${i}.onnx not listed (damaged engine)`);
+      if (!man.files[`seg${i}.onnx`]) throw new InputError(`${manPath}: segment seg${i}.onnx not listed (damaged engine)`);
     }
     return new Engine(config, rank, dir);
   }
 }
 
 /** Builds rank `model.rank`'s engine from its shard (float or quantized weights). */
-export async function build(model: ModelShard, buildConfig: Partial<BuildConfig> = {}): Promise<Engine> {
+export async function build(model: ModelShard, buildConfig: Partial<BuildConfig> = {}, opts: { onLayer?: () => void } = {}): Promise<Engine> {
   const bc = resolveBuildConfig(buildConfig);
   const cfg = model.config;
   const prefixes = [...model.weights.keys()].filter((k) => k.endsWith('.weight')).map((k) => k.slice(0, -'.weight'.length));
   if (prefixes.some((p) => isQuantizedLinear(p, model.weights))) await loadQuantLinear();
   const wf = new WeightFile(WEIGHTS);
-  const graphs = buildLlamaSegments(cfg, model.rank, model.weights, bc, wf);
+  const graphs = buildLlamaSegments(cfg, model.rank, model.weights, bc, wf, opts.onLayer);
   const config: EngineConfig = {
     version: ENGINE_VERSION,
     producer: 'tprun',

@@ -2,7 +2,7 @@
 // decode steps that feed only each row's newest token against the in-place KV cache.
 
 import { traceSpan } from '../util/trace.js';
-import { EngineInputError } from './engine.js';
+import { InputError } from '../checkpoint/errors.js';
 import type { EngineRunner } from './runtime.js';
 import { sampleToken, seededRandom, type SamplingOptions } from './sampling.js';
 
@@ -26,12 +26,12 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
   const bc = runner.config.build_config;
   const V = runner.vocabSize;
   const B = prompts.length;
-  if (B === 0) throw new EngineInputError('no prompt given');
-  if (B > bc.max_batch_size) throw new EngineInputError(`${B} prompts exceed the engine's max_batch_size ${bc.max_batch_size}`);
+  if (B === 0) throw new InputError('no prompt given');
+  if (B > bc.max_batch_size) throw new InputError(`${B} prompts exceed the engine's max_batch_size ${bc.max_batch_size}`);
   prompts.forEach((p, i) => {
-    if (p.length === 0) throw new EngineInputError(`prompt ${i} is empty`);
-    if (p.length > bc.max_input_len) throw new EngineInputError(`prompt ${i} has ${p.length} tokens, more than the engine's max_input_len ${bc.max_input_len}`);
-    for (const id of p) if (!Number.isInteger(id) || id < 0 || id >= V) throw new EngineInputError(`prompt ${i}: token id ${id} is outside the vocabulary [0, ${V})`);
+    if (p.length === 0) throw new InputError(`prompt ${i} is empty`);
+    if (p.length > bc.max_input_len) throw new InputError(`prompt ${i} has ${p.length} tokens, more than the engine's max_input_len ${bc.max_input_len}`);
+    for (const id of p) if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`prompt ${i}: token id ${id} is outside the vocabulary [0, ${V})`);
   });
   const S = Math.max(...prompts.map((p) => p.length));
   const maxNew = Math.max(0, Math.min(opts.maxNewTokens, bc.max_seq_len - S));

@@ -91,7 +91,7 @@ function floatWeight(weights: Weights, name: string, dtype: 'float32' | 'float16
 }
 
 /** Builds the segment graphs of one rank. Weights go to `wf`; returns the graphs in execution order. */
-export function buildLlamaSegments(config: PretrainedConfig, rank: number, weights: Weights, bc: BuildConfig, wf: WeightFile): Graph[] {
+export function buildLlamaSegments(config: PretrainedConfig, rank: number, weights: Weights, bc: BuildConfig, wf: WeightFile, onLayer?: () => void): Graph[] {
   const sh = rankShape(config, rank);
   const dt = bc.dtype;
   const H = config.hidden_size;
@@ -206,6 +206,7 @@ export function buildLlamaSegments(config: PretrainedConfig, rank: number, weigh
     const silu = g.op('Mul', [gateAct, g.op('Sigmoid', [gateAct])]);
     pending = linear(g.op('Mul', [silu, up]), `${p}.mlp.proj`);
     cut();
+    onLayer?.();
   }
 
   const hf = norm('transformer.ln_f.weight');

@@ -1,0 +1,97 @@
+// `tprun build`: TensorRT-LLM checkpoint → per-rank ONNX engines, or HF/Meta model → engines in one step
+// (converted in memory, no checkpoint written). One rank per tensor-parallel shard; started here unless
+// already inside a world of the right size.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { CommandModule } from 'yargs';
+import { InputError } from '../checkpoint/errors.js';
+import type { World } from '../rank/types.js';
+import { build } from '../engine/engine.js';
+import { hasTokenizer, tokenizerFiles } from '../engine/tokenizer.js';
+import { runDistributed } from '../launcher/self-launch.js';
+import { progress } from '../util/progress.js';
+import { traceSpan } from '../util/trace.js';
+import { loadShardForBuild } from '../engine/load-shard.js';
+import { exitOnError } from '../engine/cli-util.js';
+
+interface BuildArgs {
+  checkpoint?: string;
+  model?: string;
+  tp?: number;
+  out: string;
+  'max-batch-size': number;
+  'max-input-len': number;
+  'max-seq-len': number;
+  dtype: 'float32' | 'float16';
+  device: 'cpu' | 'gpu';
+  tokenizer?: string;
+  [k: string]: unknown;
+}
+
+const command: CommandModule<object, BuildArgs> = {
+  command: 'build',
+  describe: 'build per-rank ONNX engines from a TensorRT-LLM checkpoint (--checkpoint) or a HF/Meta model (--model)',
+  builder: (y) => {
+    const b = y
+      .option('checkpoint', { type: 'string', describe: 'TensorRT-LLM checkpoint directory (config.json + rank{r}.safetensors)' })
+      .option('model', { type: 'string', describe: 'Hugging Face or Meta model directory (converted in memory)' })
+      .option('tp', { type: 'number', describe: 'tensor-parallel ranks (with --model; default 1)' })
+      .option('out', { type: 'string', demandOption: true, describe: 'engine directory to write' })
+      .option('max-batch-size', { type: 'number', default: 8 })
+      .option('max-input-len', { type: 'number', default: 512 })
+      .option('max-seq-len', { type: 'number', default: 1024 })
+      .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const })
+      .option('device', { choices: ['cpu', 'gpu'] as const, default: 'cpu' as const })
+      .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json to store in the engine (default: the model\'s)' })
+      .conflicts('checkpoint', 'model')
+      .check((a) => {
+        if (!a.checkpoint && !a.model) throw new Error('give --checkpoint DIR or --model DIR');
+        if (a.checkpoint && a.tp !== undefined) throw new Error('--tp comes from the checkpoint; use it with --model');
+        for (const k of ['max-batch-size', 'max-input-len', 'max-seq-len', 'tp'] as const) {
+          const v = a[k];
+          if (v !== undefined && (!Number.isInteger(v) || (v as number) < 1)) throw new Error(`--${k} ${v}: must be a positive integer`);
+        }
+        if (a['max-input-len'] > a['max-seq-len']) throw new Error(`--max-input-len ${a['max-input-len']} exceeds --max-seq-len ${a['max-seq-len']}`);
+        return true;
+      });
+    return b as never;
+  },
+  handler: (a) => exitOnError(async () => {
+    const src = resolve((a.checkpoint ?? a.model)!);
+    if (!existsSync(src)) throw new InputError(`${a.checkpoint ? '--checkpoint' : '--model'} ${src}: no such directory`);
+    const tp = a.checkpoint ? checkpointTp(src) : (a.tp ?? 1);
+    const out = resolve(a.out);
+    const tokDir = a.tokenizer ? resolve(a.tokenizer) : src;
+    if (a.tokenizer && !hasTokenizer(tokDir)) throw new InputError(`--tokenizer ${tokDir}: no tokenizer.json there`);
+    const buildConfig = {
+      max_batch_size: a['max-batch-size'],
+      max_input_len: a['max-input-len'],
+      max_seq_len: a['max-seq-len'],
+      dtype: a.dtype,
+      device: a.device,
+    };
+    await runDistributed(tp, async (world: World) => {
+      const t0 = performance.now();
+      const model = await traceSpan('load', () => loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, world }));
+      const bar = progress('build', model.config.num_hidden_layers, 'layers');
+      const engine = await traceSpan('build', () => build(model, buildConfig, { onLayer: () => bar.tick() }));
+      bar.done();
+      await traceSpan('save', () => engine.save(out, world.size > 1 ? world : undefined, world.rank === 0 && hasTokenizer(tokDir) ? tokenizerFiles(tokDir) : {}));
+      if (world.rank === 0) {
+        process.stdout.write(`built ${out}: ${tp} rank(s), ${engine.config.segments} segment(s) per rank, ${a.dtype}, ${(performance.now() - t0).toFixed(0)} ms\n`);
+      }
+    });
+  }),
+};
+export default command;
+
+function checkpointTp(dir: string): number {
+  const f = join(dir, 'config.json');
+  if (!existsSync(f)) throw new InputError(`${f}: missing (not a TensorRT-LLM checkpoint)`);
+  try {
+    return JSON.parse(readFileSync(f, 'utf8')).mapping?.tp_size ?? 1;
+  } catch (e) {
+    throw new InputError(`${f}: ${(e as Error).message}`);
+  }
+}

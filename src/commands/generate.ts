@@ -1,0 +1,126 @@
+// `tprun generate`: tensor-parallel generation from an engine directory. Starts the engine's ranks (or
+// joins the world it runs in); rank 0 prints the result.
+
+import { resolve } from 'node:path';
+import type { CommandModule } from 'yargs';
+import { InputError } from '../checkpoint/errors.js';
+import { exitOnError, parseIds } from '../engine/cli-util.js';
+import { Engine } from '../engine/engine.js';
+import { generate } from '../engine/generate.js';
+import { EngineRunner } from '../engine/runtime.js';
+import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
+import { runDistributed } from '../launcher/self-launch.js';
+import type { World } from '../rank/types.js';
+import { progress } from '../util/progress.js';
+
+interface GenerateArgs {
+  engine: string;
+  prompt?: string[];
+  'input-ids'?: string[];
+  'max-new-tokens': number;
+  temperature: number;
+  'top-k'?: number;
+  'top-p'?: number;
+  seed: number;
+  'ignore-eos': boolean;
+  tokenizer?: string;
+  threads?: number;
+  json: boolean;
+}
+
+const command: CommandModule<object, GenerateArgs> = {
+  command: 'generate',
+  describe: 'generate a continuation of one or more prompts with an engine (tensor-parallel across its ranks)',
+  builder: (y) => y
+    .option('engine', { type: 'string', demandOption: true, describe: 'engine directory (tprun build --out)' })
+    .option('prompt', { type: 'string', array: true, describe: 'prompt text (repeat for a batch)' })
+    .option('input-ids', { type: 'string', array: true, describe: 'prompt token ids, comma-separated (repeat for a batch)' })
+    .option('max-new-tokens', { type: 'number', default: 32 })
+    .option('temperature', { type: 'number', default: 0, describe: '0 = greedy' })
+    .option('top-k', { type: 'number' })
+    .option('top-p', { type: 'number' })
+    .option('seed', { type: 'number', default: 0 })
+    .option('ignore-eos', { type: 'boolean', default: false, describe: 'keep generating past the end-of-text token' })
+    .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json (default: the engine\'s copy)' })
+    .option('threads', { type: 'number', describe: 'ORT threads per rank (default: cores / local ranks)' })
+    .option('json', { type: 'boolean', default: false, describe: 'one JSON line per prompt on stdout' })
+    .check((a) => {
+      if (!a.prompt?.length && !a['input-ids']?.length) throw new Error('give --prompt TEXT or --input-ids 0,1,2');
+      if (a.prompt?.length && a['input-ids']?.length) throw new Error('--prompt and --input-ids are mutually exclusive');
+      if (!Number.isInteger(a['max-new-tokens']) || a['max-new-tokens'] < 0) throw new Error(`--max-new-tokens ${a['max-new-tokens']}: must be a non-negative integer`);
+      if (!(a.temperature >= 0)) throw new Error(`--temperature ${a.temperature}: must be ≥ 0`);
+      if (a['top-k'] !== undefined && (!Number.isInteger(a['top-k']) || a['top-k'] < 1)) throw new Error(`--top-k ${a['top-k']}: must be a positive integer`);
+      if (a['top-p'] !== undefined && !(a['top-p'] > 0 && a['top-p'] <= 1)) throw new Error(`--top-p ${a['top-p']}: must lie in (0, 1]`);
+      return true;
+    }) as never,
+  handler: (a) => exitOnError(async () => {
+    const dir = resolve(a.engine);
+    const config = await Engine.readConfig(dir);
+    const tokDir = a.tokenizer ? resolve(a.tokenizer) : dir;
+    let tok: TextTokenizer | undefined;
+    if (a.prompt?.length || hasTokenizer(tokDir)) tok = loadTokenizer(tokDir);
+    const prompts = a.prompt?.length
+      ? a.prompt.map((p) => tok!.encode(p))
+      : a['input-ids']!.map((s) => parseIds(s, '--input-ids'));
+    const bc = config.build_config;
+    prompts.forEach((p, i) => {
+      if (p.length > bc.max_input_len) throw new InputError(`prompt ${i} has ${p.length} tokens, more than the engine's max_input_len ${bc.max_input_len} (rebuild with --max-input-len)`);
+    });
+    const eos = config.pretrained_config.eos_token_id;
+    const eosIds = a['ignore-eos'] ? [] : eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
+
+    await runDistributed(config.tp_size, async (world: World) => {
+      const t0 = performance.now();
+      const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
+      const runner = await EngineRunner.load(engine, world, { threads: a.threads });
+      const loadMs = performance.now() - t0;
+      const bar = progress('generate', a['max-new-tokens'], 'tokens');
+      const res = await generate(runner, prompts, {
+        maxNewTokens: a['max-new-tokens'],
+        temperature: a.temperature,
+        topK: a['top-k'],
+        topP: a['top-p'],
+        seed: a.seed,
+        eosIds,
+        onStep: () => bar.tick(),
+      });
+      bar.done();
+      await runner.close();
+      if (world.rank !== 0) return;
+      const timings = {
+        load_ms: round(loadMs),
+        prefill_ms: round(res.timings.prefill_ms),
+        decode_ms_per_token: round(res.timings.decode_ms_per_token),
+        tokens_per_s: round(res.timings.tokens_per_s),
+      };
+      res.newIds.forEach((ids, b) => {
+        const text = tok ? tok.decode(ids) : '';
+        if (a.json) {
+          process.stdout.write(`${JSON.stringify({
+            prompt_ids: res.promptIds[b],
+            new_ids: ids,
+            text,
+            last_prompt_logits: Array.from(res.lastPromptLogits[b]),
+            timings,
+          })}\n`);
+        } else {
+          const prompt = tok ? tok.decode(res.promptIds[b]) : res.promptIds[b].join(',');
+          const shown = !tok ? ` -> ${ids.join(',')}` : process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text;
+          process.stdout.write(`${prompt}${shown}\n`);
+        }
+      });
+      if (!a.json) {
+        const nPrompt = prompts.reduce((s, p) => s + p.length, 0);
+        process.stderr.write(
+          `tp ${world.size} · load ${timings.load_ms} ms · prefill ${nPrompt} tokens in ${timings.prefill_ms} ms ` +
+          `(${round(nPrompt / (res.timings.prefill_ms / 1000))} tokens/s) · decode ${timings.decode_ms_per_token} ms/step ` +
+          `(${timings.tokens_per_s} tokens/s, batch ${prompts.length})\n`);
+      }
+    });
+  }),
+};
+export default command;
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}

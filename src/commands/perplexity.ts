@@ -1,0 +1,73 @@
+// `tprun perplexity`: held-out perplexity of an engine, protocol of models/brown-llama-a-reference.json
+// ([BOS] + line + [EOS] per line, first max-tokens + 1 tokens, non-overlapping windows).
+
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { CommandModule } from 'yargs';
+import { InputError } from '../checkpoint/errors.js';
+import { exitOnError } from '../engine/cli-util.js';
+import { Engine } from '../engine/engine.js';
+import { perplexity, perplexityTokens } from '../engine/perplexity.js';
+import { EngineRunner } from '../engine/runtime.js';
+import { loadTokenizer } from '../engine/tokenizer.js';
+import { runDistributed } from '../launcher/self-launch.js';
+import type { World } from '../rank/types.js';
+import { progress } from '../util/progress.js';
+
+interface PplArgs {
+  engine: string;
+  file?: string;
+  'max-tokens': number;
+  window: number;
+  tokenizer?: string;
+  threads?: number;
+  json: boolean;
+}
+
+export function bundledHeldout(): string {
+  return new URL('../../data/brown-heldout.txt', import.meta.url).pathname;
+}
+
+const command: CommandModule<object, PplArgs> = {
+  command: 'perplexity',
+  describe: 'perplexity of an engine on a text file (windows of --window tokens)',
+  builder: (y) => y
+    .option('engine', { type: 'string', demandOption: true })
+    .option('file', { type: 'string', describe: 'text, one sample per line (default: the bundled data/brown-heldout.txt)' })
+    .option('max-tokens', { type: 'number', default: 8192, describe: 'predictions scored' })
+    .option('window', { type: 'number', default: 256, describe: 'inputs per window' })
+    .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json (default: the engine\'s copy)' })
+    .option('threads', { type: 'number', describe: 'ORT threads per rank' })
+    .option('json', { type: 'boolean', default: false })
+    .check((a) => {
+      for (const k of ['max-tokens', 'window'] as const) {
+        if (!Number.isInteger(a[k]) || a[k] < 1) throw new Error(`--${k} ${a[k]}: must be a positive integer`);
+      }
+      return true;
+    }) as never,
+  handler: (a) => exitOnError(async () => {
+    const dir = resolve(a.engine);
+    const config = await Engine.readConfig(dir);
+    const file = resolve(a.file ?? bundledHeldout());
+    if (!existsSync(file)) throw new InputError(`--file ${file}: no such file`);
+    const tok = loadTokenizer(a.tokenizer ? resolve(a.tokenizer) : dir);
+    const pc = config.pretrained_config;
+    const eos = Array.isArray(pc.eos_token_id) ? pc.eos_token_id[0] : pc.eos_token_id;
+    if (pc.bos_token_id === undefined || eos === undefined) throw new InputError(`${dir}/config.json: bos_token_id / eos_token_id missing`);
+    const tokens = perplexityTokens(tok, readFileSync(file, 'utf8'), pc.bos_token_id, eos, a['max-tokens'] + 1);
+    if (a.window > config.build_config.max_input_len) throw new InputError(`--window ${a.window} exceeds the engine's max_input_len ${config.build_config.max_input_len}`);
+    await runDistributed(config.tp_size, async (world: World) => {
+      const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
+      const runner = await EngineRunner.load(engine, world, { threads: a.threads });
+      const bar = progress('perplexity', Math.floor((tokens.length - 1) / a.window), 'windows');
+      const t0 = performance.now();
+      const res = await perplexity(runner, tokens, a.window, (n) => bar.tick(n));
+      bar.done();
+      await runner.close();
+      if (world.rank !== 0) return;
+      if (a.json) process.stdout.write(`${JSON.stringify(res)}\n`);
+      else process.stdout.write(`perplexity ${res.ppl.toFixed(4)} (mean NLL ${res.mean_nll.toFixed(6)} over ${res.tokens} tokens, tp ${world.size}, ${(performance.now() - t0).toFixed(0)} ms)\n`);
+    });
+  }),
+};
+export default command;

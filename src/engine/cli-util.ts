@@ -1,0 +1,23 @@
+// How engine commands end: a one-line message on stderr and the error's exit code (2 for bad input,
+// or the failing rank's code when a distributed run fails), never a stack trace for expected errors.
+
+export async function exitOnError(fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    const err = e as Error & { exitCode?: number };
+    const msg = String(err?.message ?? e).split('\n')[0];
+    process.stderr.write(`tprun: ${msg}\n`);
+    if (process.env.TPRUN_DEBUG && err?.stack) process.stderr.write(`${err.stack}\n`);
+    process.exit(typeof err?.exitCode === 'number' && err.exitCode > 0 ? err.exitCode : 1);
+  }
+}
+
+/** `--input-ids 0,1,2` → [0, 1, 2], with the option named in errors. */
+export function parseIds(s: string, option: string): number[] {
+  const ids = s.split(',').map((x) => x.trim()).filter((x) => x !== '').map(Number);
+  if (!ids.length || ids.some((x) => !Number.isInteger(x) || x < 0)) {
+    throw Object.assign(new Error(`${option} ${s}: expected comma-separated non-negative integers`), { exitCode: 2 });
+  }
+  return ids;
+}

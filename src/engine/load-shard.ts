@@ -1,0 +1,29 @@
+// One rank's model shard for `tprun build`: from a TensorRT-LLM checkpoint, or converted in memory from
+// a Hugging Face / Meta directory (as TensorRT-LLM's from_hugging_face + build in one process).
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError } from '../checkpoint/errors.js';
+import { LlamaForCausalLM } from '../model/llama.js';
+import type { World } from '../rank/types.js';
+import type { ModelShard } from './engine.js';
+
+export interface ShardSource {
+  checkpoint?: string;
+  model?: string;
+  tp: number;
+  world: World;
+}
+
+export async function loadShardForBuild(s: ShardSource): Promise<ModelShard> {
+  const rank = s.world.rank;
+  if (s.checkpoint) return LlamaForCausalLM.fromCheckpoint(s.checkpoint, rank);
+  const dir = s.model!;
+  const opts = { mapping: { tp_size: s.tp, world_size: s.tp, pp_size: 1 }, rank };
+  if (existsSync(join(dir, 'params.json'))) {
+    const fromMeta = (LlamaForCausalLM as unknown as { fromMetaCkpt?: (d: string, o: object) => LlamaForCausalLM }).fromMetaCkpt;
+    if (!fromMeta) throw new InputError(`${dir}: Meta checkpoints are not supported by this build`);
+    return fromMeta.call(LlamaForCausalLM, dir, opts);
+  }
+  return LlamaForCausalLM.fromHuggingFace(dir, opts);
+}
