@@ -5,6 +5,9 @@ import path from 'node:path';
 import type { DType, Tensor } from './tensor.js';
 import { InputError } from './errors.js';
 import { DTYPE_TO_ST, ITEMSIZE, ST_TO_DTYPE, byteSize, numel } from './dtype.js';
+import { type StoredTensor, preadFully, readColsAt, readRowsAt } from './ranged.js';
+
+export { preadFully };
 
 export interface TensorInfo {
   dtype: DType;
@@ -19,17 +22,6 @@ const MAX_HEADER = 100 * 1024 * 1024;
 
 function isUint(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-}
-
-/** Reads exactly `len` bytes at `pos` into `dest[destOff..]`, failing clearly on a short file. */
-export function preadFully(fd: number, dest: Uint8Array, destOff: number, len: number, pos: number, file: string): void {
-  let done = 0;
-  while (done < len) {
-    // Chunks of at most 1 GiB: a single read() is capped by the kernel near 2 GiB anyway.
-    const n = fs.readSync(fd, dest, destOff + done, Math.min(len - done, 1 << 30), pos + done);
-    if (n === 0) throw new InputError(`${file}: truncated (wanted ${len} bytes at offset ${pos}, file ended)`);
-    done += n;
-  }
 }
 
 export class SafetensorsFile {
@@ -139,47 +131,23 @@ export class SafetensorsFile {
     return { dtype: t.dtype, shape: [...t.shape], data };
   }
 
+  private stored(name: string): StoredTensor {
+    const t = this.info(name);
+    return { fd: this.fd, file: this.file, name, dtype: t.dtype, shape: t.shape, offset: t.offset };
+  }
+
   /** Rows [start, end) along dim 0, into dest at destOff (allocated when omitted). */
   readRows(name: string, start: number, end: number, dest?: Uint8Array, destOff = 0): Uint8Array {
     const t = this.info(name);
-    const rowBytes = t.shape.length ? t.nbytes / Math.max(1, t.shape[0]) : t.nbytes;
     const rows = t.shape.length ? t.shape[0] : 1;
-    if (start < 0 || end > rows || start > end) throw new InputError(`${this.file}: tensor ${name}: rows [${start}, ${end}) out of range (${rows})`);
-    const len = (end - start) * rowBytes;
-    const out = dest ?? new Uint8Array(len);
-    preadFully(this.fd, out, dest ? destOff : 0, len, t.offset + start * rowBytes, this.file);
+    const out = dest ?? new Uint8Array(Math.max(0, end - start) * (t.nbytes / Math.max(1, rows)));
+    readRowsAt(this.stored(name), start, end, out, dest ? destOff : 0);
     return out;
   }
 
-  /**
-   * Columns [start, end) along dim 1 (the rest of the dims stay whole): reads only those byte runs, one
-   * pread per row when runs are long, whole blocks of rows when they are too short to be worth a syscall.
-   */
+  /** Columns [start, end) along dim 1 (other dims whole), reading only those byte runs. */
   readCols(name: string, start: number, end: number): Uint8Array {
-    const t = this.info(name);
-    if (t.shape.length < 2) throw new InputError(`${this.file}: tensor ${name}: cannot slice dim 1 of a ${t.shape.length}-D tensor`);
-    const rows = t.shape[0];
-    const cols = t.shape[1];
-    if (start < 0 || end > cols || start > end) throw new InputError(`${this.file}: tensor ${name}: columns [${start}, ${end}) out of range (${cols})`);
-    const inner = byteSize(t.dtype, t.shape.slice(2));
-    const rowBytes = cols * inner;
-    const run = (end - start) * inner;
-    const out = new Uint8Array(rows * run);
-    if (run >= 4096 || run === rowBytes) {
-      if (run === rowBytes) return this.readRows(name, 0, rows);
-      for (let r = 0; r < rows; r++) preadFully(this.fd, out, r * run, run, t.offset + r * rowBytes + start * inner, this.file);
-      return out;
-    }
-    const block = Math.max(1, Math.floor((8 << 20) / rowBytes));
-    const buf = new Uint8Array(Math.min(rows, block) * rowBytes);
-    for (let r0 = 0; r0 < rows; r0 += block) {
-      const n = Math.min(block, rows - r0);
-      preadFully(this.fd, buf, 0, n * rowBytes, t.offset + r0 * rowBytes, this.file);
-      for (let i = 0; i < n; i++) {
-        out.set(buf.subarray(i * rowBytes + start * inner, i * rowBytes + start * inner + run), (r0 + i) * run);
-      }
-    }
-    return out;
+    return readColsAt(this.stored(name), start, end);
   }
 
   close(): void {

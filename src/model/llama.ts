@@ -6,7 +6,7 @@ import type { Tensor, Weights } from '../checkpoint/tensor.js';
 import { InputError } from '../checkpoint/errors.js';
 import { type FloatDType } from '../checkpoint/hf-config.js';
 import { checkDir, openHfTensors, readHfConfig, tllmViewOfHf } from '../checkpoint/hf.js';
-// META_IMPORT
+import { openMeta } from '../checkpoint/meta.js';
 import { type TensorSource, llamaTensorNames } from '../checkpoint/source.js';
 import { planRank, produceShards, shardContext } from '../checkpoint/shard.js';
 import { SafetensorsWriter, readSafetensors } from '../checkpoint/safetensors.js';
@@ -72,6 +72,28 @@ export class LlamaForCausalLM {
 
   static fromHuggingFace(dir: string, o: LoadOptions = {}): LlamaForCausalLM {
     const { config, source } = LlamaForCausalLM.openHuggingFace(dir, o);
+    try {
+      return LlamaForCausalLM.fromSource(source, config, o.rank ?? 0, o);
+    } finally {
+      source.close();
+    }
+  }
+
+  static openMetaCkpt(dir: string, o: LoadOptions = {}): { config: PretrainedConfig; source: TensorSource } {
+    checkDir(dir);
+    const meta = openMeta(dir, { dtype: o.dtype, mapping: normalizeMapping(o.mapping) });
+    const config = applyOptions(meta.config, o);
+    try {
+      shardContext(config);
+      return { config, source: tllmViewOfHf(meta.source, config, llamaTensorNames(config.num_hidden_layers)) };
+    } catch (e) {
+      meta.source.close();
+      throw e;
+    }
+  }
+
+  static fromMetaCkpt(dir: string, o: LoadOptions = {}): LlamaForCausalLM {
+    const { config, source } = LlamaForCausalLM.openMetaCkpt(dir, o);
     try {
       return LlamaForCausalLM.fromSource(source, config, o.rank ?? 0, o);
     } finally {

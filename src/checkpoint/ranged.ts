@@ -1,0 +1,73 @@
+// Ranged reads of a row-major tensor stored contiguously at some offset of an open file: only the bytes
+// of the rows or columns asked for are read (pread at offsets), never the whole file.
+import fs from 'node:fs';
+import type { DType } from './tensor.js';
+import { InputError } from './errors.js';
+import { byteSize } from './dtype.js';
+
+/** Reads exactly `len` bytes at `pos` into `dest[destOff..]`, failing clearly on a short file. */
+export function preadFully(fd: number, dest: Uint8Array, destOff: number, len: number, pos: number, file: string): void {
+  let done = 0;
+  while (done < len) {
+    // Chunks of at most 1 GiB: a single read() is capped by the kernel near 2 GiB anyway.
+    const n = fs.readSync(fd, dest, destOff + done, Math.min(len - done, 1 << 30), pos + done);
+    if (n === 0) throw new InputError(`${file}: truncated (wanted ${len} bytes at offset ${pos}, file ended)`);
+    done += n;
+  }
+}
+
+export interface StoredTensor {
+  fd: number;
+  /** File name and tensor name for errors. */
+  file: string;
+  name: string;
+  dtype: DType;
+  shape: number[];
+  /** Byte offset of element 0 in the file. */
+  offset: number;
+}
+
+function rowsOf(t: StoredTensor): number {
+  return t.shape.length ? t.shape[0] : 1;
+}
+
+/** Rows [start, end) of dim 0 into dest at destOff. */
+export function readRowsAt(t: StoredTensor, start: number, end: number, dest: Uint8Array, destOff: number): void {
+  const rows = rowsOf(t);
+  if (start < 0 || end > rows || start > end) throw new InputError(`${t.file}: tensor ${t.name}: rows [${start}, ${end}) out of range (${rows})`);
+  const rb = byteSize(t.dtype, t.shape.slice(1));
+  preadFully(t.fd, dest, destOff, (end - start) * rb, t.offset + start * rb, t.file);
+}
+
+/**
+ * Columns [start, end) of dim 1, every row, as one block: one pread per row when the runs are long,
+ * blocks of whole rows when runs are too short to be worth a syscall each.
+ */
+export function readColsAt(t: StoredTensor, start: number, end: number): Uint8Array {
+  if (t.shape.length < 2) throw new InputError(`${t.file}: tensor ${t.name}: cannot slice dim 1 of a ${t.shape.length}-D tensor`);
+  const [rows, cols] = t.shape;
+  if (start < 0 || end > cols || start > end) throw new InputError(`${t.file}: tensor ${t.name}: columns [${start}, ${end}) out of range (${cols})`);
+  const inner = byteSize(t.dtype, t.shape.slice(2));
+  const rowBytes = cols * inner;
+  const run = (end - start) * inner;
+  const out = new Uint8Array(rows * run);
+  if (run === rowBytes) {
+    readRowsAt(t, 0, rows, out, 0);
+    return out;
+  }
+  if (run >= 4096) {
+    for (let r = 0; r < rows; r++) preadFully(t.fd, out, r * run, run, t.offset + r * rowBytes + start * inner, t.file);
+    return out;
+  }
+  const block = Math.max(1, Math.floor((8 << 20) / Math.max(1, rowBytes)));
+  const buf = new Uint8Array(Math.min(rows, block) * rowBytes);
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const n = Math.min(block, rows - r0);
+    preadFully(t.fd, buf, 0, n * rowBytes, t.offset + r0 * rowBytes, t.file);
+    for (let i = 0; i < n; i++) {
+      const s = i * rowBytes + start * inner;
+      out.set(buf.subarray(s, s + run), (r0 + i) * run);
+    }
+  }
+  return out;
+}
