@@ -14,6 +14,7 @@ import { forwardedEnv, localEnv, rankEnv, type JobIdentity } from './env.js';
 import { OutputMux, RankStream } from './output.js';
 import { ProgressView, renderMode } from './render.js';
 import { Watchdog } from './watchdog.js';
+import { reapGroups } from './groups.js';
 import { nowUs, type RankEvent, type TraceEvent } from './events.js';
 
 export interface LaunchOptions {
@@ -263,6 +264,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const leftovers = setTimeout(killAll, grace);
   await exits;
   clearTimeout(leftovers);
+  // Leftovers that ignore SIGTERM and hold no pipe of ours would escape the wait above.
+  await reapGroups(ranks.filter((r) => r.place.local && r.pid !== undefined).map((r) => r.pid!), grace);
   if (killTimer) clearTimeout(killTimer);
   if (timeout) clearTimeout(timeout);
   for (const s of signals) process.off(s, onSignal);

@@ -1,0 +1,62 @@
+// Process groups of local ranks: who is still in one (ignoring zombies, which a container's init may
+// never reap and which cannot be killed anyway).
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** Live (non-zombie) members of process group `pgid`. */
+export function groupMembers(pgid: number): number[] {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    // No /proc: ask the kernel whether anything is in the group at all.
+    try {
+      process.kill(-pgid, 0);
+      return [pgid];
+    } catch {
+      return [];
+    }
+  }
+  const out: number[] = [];
+  for (const p of pids) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses, so cut at the last ')'.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (f[0] !== 'Z' && Number(f[2]) === pgid) out.push(Number(p));
+  }
+  return out;
+}
+
+/** Cheap first check before scanning /proc: false when the group has no process at all. */
+export function groupExists(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Waits up to `graceMs` for the groups to empty (they were sent SIGTERM), then SIGKILLs what is left.
+ */
+export async function reapGroups(pgids: number[], graceMs: number): Promise<void> {
+  const left = () => pgids.filter((g) => groupExists(g) && groupMembers(g).length > 0);
+  const deadline = Date.now() + graceMs;
+  let alive = left();
+  while (alive.length && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    alive = left();
+  }
+  for (const g of alive) {
+    try {
+      process.kill(-g, 'SIGKILL');
+    } catch {
+      // gone just now
+    }
+  }
+}
