@@ -1,0 +1,146 @@
+// `tprun bench generate`: prefill tokens/s and decode ms/token of engines at their tp, next to the
+// memory-bandwidth bound measured in the same run: a decode step reads every weight once (all ranks
+// together: the engine's weight bytes less the embedding table, of which it reads one row), so it cannot
+// beat weight_bytes / copy_bandwidth, where copy bandwidth is measured by all ranks copying at once.
+//
+// Without --engine it builds brown-llama-a (float32) for tp 1 and 2 in a temp directory first. Each
+// engine is measured in its own child invocation (`--one`), which starts that engine's ranks.
+
+import { execa } from 'execa';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { CommandModule } from 'yargs';
+import { exitOnError } from '../engine/cli-util.js';
+import { Engine } from '../engine/engine.js';
+import { generate } from '../engine/generate.js';
+import { EngineRunner } from '../engine/runtime.js';
+import { runDistributed } from '../launcher/self-launch.js';
+import type { World } from '../rank/types.js';
+import { seededRandom } from '../engine/sampling.js';
+
+interface BenchArgs {
+  engine?: string[];
+  model: string;
+  'prompt-len': number;
+  'new-tokens': number;
+  reps: number;
+  threads?: number;
+  one: boolean;
+  json: boolean;
+}
+
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+const DEFAULT_MODEL = fileURLToPath(new URL('../../models/brown-llama-a', import.meta.url));
+
+const command: CommandModule<object, BenchArgs> = {
+  command: 'generate',
+  describe: 'prefill tokens/s and decode ms/token at tp 1 and 2, against the memory-bandwidth bound',
+  builder: (y) => y
+    .option('engine', { type: 'string', array: true, describe: 'engine directories (default: build brown-llama-a at tp 1 and 2)' })
+    .option('model', { type: 'string', default: DEFAULT_MODEL, describe: 'model built when no --engine is given' })
+    .option('prompt-len', { type: 'number', default: 128 })
+    .option('new-tokens', { type: 'number', default: 64 })
+    .option('reps', { type: 'number', default: 3 })
+    .option('threads', { type: 'number' })
+    .option('one', { type: 'boolean', default: false, hidden: true })
+    .option('json', { type: 'boolean', default: false }) as never,
+  handler: (a) => exitOnError(async () => {
+    if (a.one) return measureOne(a);
+    let tmp: string | undefined;
+    let engines = a.engine?.map((e) => resolve(e));
+    try {
+      if (!engines?.length) {
+        tmp = mkdtempSync(join(tmpdir(), 'tprun-bench-'));
+        engines = [];
+        for (const tp of [1, 2]) {
+          const out = join(tmp, `tp${tp}`);
+          await execa(process.execPath, [CLI, 'build', '--model', a.model, '--tp', String(tp), '--out', out, '--max-seq-len', '512'], { stdio: ['ignore', 'ignore', 'inherit'] });
+          engines.push(out);
+        }
+      }
+      for (const e of engines) {
+        const args = [CLI, 'bench', 'generate', '--one', '--engine', e, '--prompt-len', String(a['prompt-len']),
+          '--new-tokens', String(a['new-tokens']), '--reps', String(a.reps), ...(a.threads ? ['--threads', String(a.threads)] : [])];
+        const r = await execa(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+        const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+        if (!line) throw new Error(`bench of ${e} printed no result`);
+        if (a.json) process.stdout.write(`${line}\n`);
+        else {
+          const m = JSON.parse(line);
+          process.stdout.write(`tp ${m.tp}: prefill ${m.prefill_tokens_per_s} tokens/s, decode ${m.decode_ms_per_token} ms/token ` +
+            `(bound ${m.bound_ms_per_token} ms at ${m.copy_gb_per_s} GB/s copy → ${(m.ratio_to_bound * 100).toFixed(1)}% of the bound)\n`);
+        }
+      }
+    } finally {
+      if (tmp) rmSync(tmp, { recursive: true, force: true });
+    }
+  }),
+};
+export default command;
+
+async function measureOne(a: BenchArgs): Promise<void> {
+  const dir = resolve(a.engine![0]);
+  const config = await Engine.readConfig(dir);
+  await runDistributed(config.tp_size, async (world: World) => {
+    const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size, verify: false });
+    const runner = await EngineRunner.load(engine, world, { threads: a.threads });
+    const pc = config.pretrained_config;
+    const rand = seededRandom(1);
+    const P = Math.min(a['prompt-len'], config.build_config.max_input_len);
+    const N = Math.max(2, Math.min(a['new-tokens'], config.build_config.max_seq_len - P));
+    const prompt = Array.from({ length: P }, () => Math.floor(rand() * pc.vocab_size));
+    await generate(runner, [prompt], { maxNewTokens: 4 }); // warm-up
+    const prefill: number[] = [];
+    const decode: number[] = [];
+    for (let r = 0; r < a.reps; r++) {
+      const res = await generate(runner, [prompt], { maxNewTokens: N });
+      prefill.push(res.timings.prefill_ms);
+      decode.push(res.timings.decode_ms_per_token);
+    }
+    // Weight bytes read per decode step, all ranks: this rank's file less its embedding table + one row.
+    const emb = pc.use_parallel_embedding ? Math.ceil(pc.vocab_size / world.size) : pc.vocab_size;
+    const item = config.build_config.dtype === 'float16' ? 2 : 4;
+    const mine = statSync(join(dir, `rank${world.rank}`, 'weights.bin')).size - (emb - 1) * pc.hidden_size * item;
+    const bytes = await world.allReduce(Float64Array.of(mine), 'sum');
+    await world.barrier();
+    const gbps = await world.allReduce(Float64Array.of(copyBandwidth()), 'sum');
+    await runner.close();
+    if (world.rank !== 0) return;
+    const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+    const decodeMs = med(decode);
+    const boundMs = (bytes[0] / (gbps[0] * 1e9)) * 1000;
+    const r3 = (x: number) => Math.round(x * 1000) / 1000;
+    process.stdout.write(`${JSON.stringify({
+      bench: 'generate',
+      engine: dir,
+      tp: world.size,
+      dtype: config.build_config.dtype,
+      prompt_tokens: P,
+      new_tokens: N,
+      prefill_ms: r3(med(prefill)),
+      prefill_tokens_per_s: r3(P / (med(prefill) / 1000)),
+      decode_ms_per_token: r3(decodeMs),
+      decode_tokens_per_s: r3(1000 / decodeMs),
+      weight_bytes_per_token: bytes[0],
+      copy_gb_per_s: r3(gbps[0]),
+      bound_ms_per_token: r3(boundMs),
+      ratio_to_bound: r3(boundMs / decodeMs),
+    })}\n`);
+  });
+}
+
+/** Memory copy bandwidth of this process (GB/s, read + written bytes, STREAM's convention), best of 5. */
+export function copyBandwidth(bytes = 256 * 1024 * 1024): number {
+  const src = Buffer.alloc(bytes, 1);
+  const dst = Buffer.alloc(bytes);
+  let best = 0;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    src.copy(dst);
+    const s = (performance.now() - t0) / 1000;
+    best = Math.max(best, (2 * bytes) / s / 1e9);
+  }
+  return best;
+}
