@@ -1,0 +1,141 @@
+// Element types and reductions for collectives. Half-precision types travel as Uint16Array bit patterns
+// and are reduced in float32, rounded back to nearest-even once per reduction.
+import type { CommArray, CommDType, ReduceOp } from './types.js';
+
+export function dtypeOf(buf: CommArray, given?: CommDType): CommDType {
+  const natural: CommDType | undefined =
+    buf instanceof Float32Array ? 'float32' : buf instanceof Float64Array ? 'float64' : buf instanceof Int32Array ? 'int32'
+      : buf instanceof Int8Array ? 'int8' : buf instanceof Uint8Array ? 'uint8' : undefined;
+  if (buf instanceof Uint16Array) {
+    if (given !== 'float16' && given !== 'bfloat16') throw new TypeError("a Uint16Array needs { dtype: 'float16' | 'bfloat16' }");
+    return given;
+  }
+  if (!natural) throw new TypeError(`unsupported array type ${(buf as object)?.constructor?.name}`);
+  if (given && given !== natural) throw new TypeError(`dtype '${given}' does not match a ${buf.constructor.name}`);
+  return natural;
+}
+
+export const bytesOf = (a: CommArray): Uint8Array =>
+  a instanceof Uint8Array && a.constructor === Uint8Array ? a : new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/** A view of the same type over other bytes (which must be suitably aligned; fresh buffers are). */
+export function like<T extends CommArray>(proto: T, bytes: Uint8Array): T {
+  const C = proto.constructor as unknown as { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number };
+  if (bytes.byteOffset % C.BYTES_PER_ELEMENT === 0) return new C(bytes.buffer, bytes.byteOffset, bytes.byteLength / C.BYTES_PER_ELEMENT);
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  return new C(copy.buffer, 0, bytes.byteLength / C.BYTES_PER_ELEMENT);
+}
+
+// ---- half precision ----
+let f16Table: Float32Array | undefined;
+function halfTable(): Float32Array {
+  if (f16Table) return f16Table;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    t[h] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  return (f16Table = t);
+}
+const cvtF = new Float32Array(1);
+const cvtU = new Uint32Array(cvtF.buffer);
+
+export function f32ToF16(x: number): number {
+  cvtF[0] = x;
+  const b = cvtU[0];
+  const sign = (b >>> 16) & 0x8000;
+  const e = (b >>> 23) & 0xff;
+  let m = b & 0x7fffff;
+  if (e === 0xff) return sign | 0x7c00 | (m ? 0x200 : 0);
+  const he = e - 127 + 15;
+  if (he >= 31) return sign | 0x7c00;
+  if (he <= 0) {
+    if (he < -10) return sign;
+    m |= 0x800000;
+    const shift = 14 - he;
+    const half = 1 << (shift - 1);
+    let r = m >>> shift;
+    const rest = m & ((1 << shift) - 1);
+    if (rest > half || (rest === half && r & 1)) r++;
+    return sign | r;
+  }
+  let r = (he << 10) | (m >>> 13);
+  const rest = m & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && r & 1)) r++; // may carry into the exponent: still correct
+  return sign | r;
+}
+
+export function f32ToBf16(x: number): number {
+  cvtF[0] = x;
+  const b = cvtU[0];
+  if ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff) return ((b >>> 16) | 0x40) & 0xffff;
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+export function toF32(src: Uint16Array, dtype: 'float16' | 'bfloat16', out = new Float32Array(src.length)): Float32Array {
+  if (dtype === 'float16') {
+    const t = halfTable();
+    for (let i = 0; i < src.length; i++) out[i] = t[src[i]];
+  } else {
+    const u = new Uint32Array(out.buffer, out.byteOffset, out.length);
+    for (let i = 0; i < src.length; i++) u[i] = src[i] << 16;
+  }
+  return out;
+}
+
+export function fromF32(src: Float32Array, dtype: 'float16' | 'bfloat16', out: Uint16Array): void {
+  if (dtype === 'float16') for (let i = 0; i < src.length; i++) out[i] = f32ToF16(src[i]);
+  else {
+    const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+    for (let i = 0; i < src.length; i++) {
+      const b = u[i];
+      out[i] = (b & 0x7f800000) === 0x7f800000 && b & 0x7fffff ? ((b >>> 16) | 0x40) & 0xffff : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+  }
+}
+
+type Num = Float32Array | Float64Array | Int32Array | Int8Array | Uint8Array;
+
+/** acc[i] = acc[i] (op) src[i]; same element type. */
+function combine(acc: Num, src: Num, op: ReduceOp): void {
+  const n = acc.length;
+  if (op === 'sum') for (let i = 0; i < n; i++) acc[i] += src[i];
+  else if (op === 'max') for (let i = 0; i < n; i++) { const v = src[i]; if (v > acc[i] || v !== v) acc[i] = v; }
+  else for (let i = 0; i < n; i++) { const v = src[i]; if (v < acc[i] || v !== v) acc[i] = v; }
+}
+
+/** out[i] = a[i] (op) b[i] in one pass (out may be a or b). */
+function combine2(out: Num, a: Num, b: Num, op: ReduceOp): void {
+  const n = out.length;
+  if (op === 'sum') for (let i = 0; i < n; i++) out[i] = a[i] + b[i];
+  else if (op === 'max') for (let i = 0; i < n; i++) { const x = a[i], y = b[i]; out[i] = x > y || x !== x ? x : y; }
+  else for (let i = 0; i < n; i++) { const x = a[i], y = b[i]; out[i] = x < y || x !== x ? x : y; }
+}
+
+/**
+ * out = sources[0] op sources[1] op ... in that order (so every rank computing this from the same inputs
+ * gets bit-identical results). `out` may be one of the sources.
+ */
+export function reduceInto(dtype: CommDType, op: ReduceOp, out: CommArray, sources: CommArray[]): void {
+  if (sources.length === 1) {
+    if (sources[0] !== out) out.set(sources[0] as never);
+    return;
+  }
+  if (dtype === 'float16' || dtype === 'bfloat16') {
+    const acc = toF32(sources[0] as Uint16Array, dtype);
+    const tmp = new Float32Array(acc.length);
+    for (let k = 1; k < sources.length; k++) combine(acc, toF32(sources[k] as Uint16Array, dtype, tmp), op);
+    fromF32(acc, dtype, out as Uint16Array);
+    return;
+  }
+  if (sources.length === 2) return combine2(out as Num, sources[0] as Num, sources[1] as Num, op);
+  // Integer sums of narrow types wrap like MPI's; accumulating in the same type keeps that behaviour.
+  const C = out.constructor as unknown as { new (n: number): Num };
+  const acc = new C(out.length);
+  acc.set(sources[0] as never);
+  for (let k = 1; k < sources.length; k++) combine(acc, sources[k] as Num, op);
+  out.set(acc as never);
+}

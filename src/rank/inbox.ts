@@ -1,0 +1,122 @@
+// Where incoming messages land, keyed by (source rank, key). Receivers that post a destination first get
+// the bytes written straight into it (shared memory reads land there with no intermediate copy);
+// messages nobody asked for yet are kept in a buffer of their own until they are asked for.
+
+/** Wire header of one piece of a message (32 bytes). */
+export const HDR = 32;
+export interface PieceHeader {
+  a: number;
+  b: number;
+  total: number;
+  off: number;
+  len: number;
+}
+export function writeHeader(dst: Uint8Array, h: PieceHeader): void {
+  const v = new DataView(dst.buffer, dst.byteOffset, HDR);
+  v.setUint32(0, h.a, true);
+  v.setUint32(4, h.b, true);
+  v.setFloat64(8, h.total, true);
+  v.setFloat64(16, h.off, true);
+  v.setUint32(24, h.len, true);
+}
+export function readHeader(src: Uint8Array): PieceHeader {
+  const v = new DataView(src.buffer, src.byteOffset, HDR);
+  return { a: v.getUint32(0, true), b: v.getUint32(4, true), total: v.getFloat64(8, true), off: v.getFloat64(16, true), len: v.getUint32(24, true) };
+}
+
+/** Key spaces (top bits of `a`): collectives by call sequence, point-to-point by tag, objects by tag. */
+export const KIND_COLL = 0;
+export const KIND_P2P = 0x40000000;
+export const KIND_OBJ = 0x80000000;
+export const KIND_CTRL = 0xc0000000;
+
+interface Entry {
+  total: number;
+  got: number;
+  buf?: Uint8Array;
+  posted: boolean;
+  complete: boolean;
+}
+
+export class Inbox {
+  private boxes: Map<number, Entry>[];
+  /** Bumped on every completed message; waiters compare it instead of re-scanning. */
+  version = 0;
+  onDeliver?: () => void;
+
+  constructor(size: number, private maxBytes: number) {
+    this.boxes = Array.from({ length: size }, () => new Map());
+  }
+
+  private static key(a: number, b: number): number {
+    // a < 2^32, b < 2^21 in practice; a float64 key holds both exactly.
+    return a * 2097152 + (b % 2097152);
+  }
+
+  /** Declare that (src, a, b) is wanted, optionally into `into`. */
+  post(src: number, a: number, b: number, into?: Uint8Array): void {
+    const k = Inbox.key(a, b);
+    const box = this.boxes[src];
+    let e = box.get(k);
+    if (!e) {
+      box.set(k, { total: into ? into.byteLength : -1, got: 0, buf: into, posted: true, complete: false });
+      return;
+    }
+    e.posted = true;
+    if (into && e.buf !== into) {
+      if (e.total !== into.byteLength) throw new CommError(`rank ${src} sent ${e.total} bytes where ${into.byteLength} were expected`);
+      if (e.buf) into.set(e.buf.subarray(0, e.total));
+      e.buf = into;
+    }
+  }
+
+  /** The buffer a piece must be written to; validates lengths against what the receiver posted. */
+  target(src: number, h: PieceHeader): Uint8Array {
+    const k = Inbox.key(h.a, h.b);
+    const box = this.boxes[src];
+    let e = box.get(k);
+    if (h.total > this.maxBytes) throw new CommError(`rank ${src} sent a ${h.total}-byte message; the limit is ${this.maxBytes} (TPRUN_MAX_MESSAGE_BYTES)`);
+    if (!e) box.set(k, (e = { total: h.total, got: 0, posted: false, complete: false }));
+    if (e.total === -1) e.total = h.total;
+    if (e.total !== h.total) throw new CommError(`rank ${src} sent ${h.total} bytes where ${e.total} were expected (mismatched collective or recv length)`);
+    if (h.off + h.len > h.total) throw new CommError(`rank ${src} sent a malformed piece`);
+    if (!e.buf) e.buf = new Uint8Array(h.total);
+    return e.buf.subarray(h.off, h.off + h.len);
+  }
+
+  /** A piece was written into its target. */
+  landed(src: number, h: PieceHeader): void {
+    const e = this.boxes[src].get(Inbox.key(h.a, h.b))!;
+    e.got += h.len;
+    if (e.got === e.total) {
+      e.complete = true;
+      this.version++;
+      this.onDeliver?.();
+    }
+  }
+
+  done(src: number, a: number, b: number): boolean {
+    const e = this.boxes[src].get(Inbox.key(a, b));
+    return !!e && e.complete;
+  }
+
+  /** Removes a complete message and returns its bytes. */
+  take(src: number, a: number, b: number): Uint8Array {
+    const k = Inbox.key(a, b);
+    const e = this.boxes[src].get(k)!;
+    this.boxes[src].delete(k);
+    return e.buf ?? new Uint8Array(0);
+  }
+
+  /** Forget posted-but-unfinished entries (after a failed collective) so their buffers are not written later. */
+  forget(src: number, a: number, b: number): void {
+    this.boxes[src].delete(Inbox.key(a, b));
+  }
+}
+
+export class CommError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CommError';
+  }
+}

@@ -1,0 +1,591 @@
+// `initWorld()`: join the job's ranks and get collectives over them.
+//
+// Data plane per pair of ranks: shared memory (./shm-link.ts) when both sit on one machine, else the
+// authenticated ZeroMQ sockets (./zmq-link.ts), which also carry liveness for every pair.
+// Collectives are "direct" (every rank exchanges with every other in one hop) rather than rings: with
+// R ranks each rank still moves (R-1)/R of the data per phase, as a ring would, but in one step of
+// latency instead of R-1, and every rank reduces contributions in rank order, so results are
+// bit-identical on all ranks.
+import { hostname, availableParallelism } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { pack, unpack } from 'msgpackr';
+import type { CollectiveOptions, CommArray, CommDType, ReduceOp, World, WorldIdentity } from './types.js';
+import { detectIdentity, rendezvousFor, type Env } from './identity.js';
+import { CommError, Inbox, KIND_OBJ, KIND_P2P } from './inbox.js';
+import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
+import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
+import { rendezvous, type PeerInfo } from './rendezvous.js';
+import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
+
+export { CommError } from './inbox.js';
+export { detectIdentity } from './identity.js';
+
+export interface InitWorldOptions {
+  /** Default timeout of every collective, and of the rendezvous (ms). Env: TPRUN_COMM_TIMEOUT_MS. */
+  timeoutMs?: number;
+  /** Largest message accepted from a peer (bytes). Env: TPRUN_MAX_MESSAGE_BYTES. Default 4 GiB. */
+  maxMessageBytes?: number;
+  env?: Env;
+}
+
+const envNum = (env: Env, name: string): number | undefined => {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new CommError(`${name}='${v}' is not a non-negative number`);
+  return n;
+};
+
+export async function initWorld(opts: InitWorldOptions = {}): Promise<World> {
+  const env = opts.env ?? process.env;
+  const id = detectIdentity(env);
+  const timeoutMs = opts.timeoutMs ?? envNum(env, 'TPRUN_COMM_TIMEOUT_MS') ?? 600_000;
+  const { inWorld: _inWorld, ...identity } = id;
+  if (id.size === 1) return new LocalWorld(identity, timeoutMs);
+  const w = new ZmqWorld(identity, timeoutMs, opts.maxMessageBytes ?? envNum(env, 'TPRUN_MAX_MESSAGE_BYTES') ?? 2 ** 32, env);
+  await w.start(env);
+  return w;
+}
+
+function hostKey(): string {
+  let boot = '';
+  try { boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* not Linux */ }
+  return `${hostname()}/${boot}`;
+}
+
+const ELEM: Record<CommDType, number> = { float32: 4, float64: 8, int32: 4, uint8: 1, int8: 1, float16: 2, bfloat16: 2 };
+
+/** Split n elements into R nearly equal chunks; chunk r is [off[r], off[r+1]). */
+function chunks(n: number, R: number): number[] {
+  const off = [0];
+  const base = Math.floor(n / R);
+  const extra = n % R;
+  for (let r = 0; r < R; r++) off.push(off[r] + base + (r < extra ? 1 : 0));
+  return off;
+}
+
+function sub<T extends CommArray>(a: T, from: number, to: number): T {
+  return a.subarray(from, to) as T;
+}
+
+/** A world of one: every collective is a local copy. */
+class LocalWorld implements World {
+  readonly rank = 0;
+  readonly size = 1;
+  readonly localRank = 0;
+  readonly localSize = 1;
+  readonly nodeRank = 0;
+  readonly source: string;
+  private p2p = new Map<number, Uint8Array[]>();
+  constructor(id: WorldIdentity, _timeoutMs: number) {
+    this.source = id.source;
+  }
+  async barrier(): Promise<void> {}
+  async broadcast<T extends CommArray>(buf: T, root: number): Promise<T> { checkRoot(root, 1); return buf; }
+  async allReduce<T extends CommArray>(buf: T, _op?: ReduceOp, o?: CollectiveOptions): Promise<T> { dtypeOf(buf, o?.dtype); return buf; }
+  async allGather<T extends CommArray>(buf: T): Promise<T> { return buf.slice() as T; }
+  async gather<T extends CommArray>(buf: T, root: number): Promise<T | undefined> { checkRoot(root, 1); return buf.slice() as T; }
+  async scatter<T extends CommArray>(pieces: T[] | undefined, root: number, like: T): Promise<T> {
+    checkRoot(root, 1);
+    if (!pieces || pieces.length !== 1 || pieces[0].length !== like.length) throw new CommError('scatter at the root needs one piece per rank, each as long as `like`');
+    like.set(pieces[0] as never);
+    return like;
+  }
+  async reduceScatter<T extends CommArray>(buf: T): Promise<T> { return buf.slice() as T; }
+  async send(buf: CommArray, dst: number, tag = 0): Promise<void> {
+    checkRoot(dst, 1);
+    const q = this.p2p.get(tag) ?? [];
+    q.push(bytesOf(buf).slice());
+    this.p2p.set(tag, q);
+  }
+  async recv<T extends CommArray = Uint8Array>(src: number, tag = 0, into?: T): Promise<T> {
+    checkRoot(src, 1);
+    const m = this.p2p.get(tag)?.shift();
+    if (!m) throw new CommError(`recv from rank 0 tag ${tag} in a world of one: nothing was sent (it would wait forever)`);
+    if (!into) return m as unknown as T;
+    if (into.byteLength !== m.byteLength) throw new CommError(`rank 0 sent ${m.byteLength} bytes where ${into.byteLength} were expected`);
+    bytesOf(into).set(m);
+    return into;
+  }
+  async sendObject(value: unknown, dst: number, tag = 0): Promise<void> { await this.send(pack(value), dst, tag + 0x20000000); }
+  async recvObject<T = unknown>(src: number, tag = 0): Promise<T> { return unpack(await this.recv(src, tag + 0x20000000)) as T; }
+  async broadcastObject<T = unknown>(value: T | undefined, root: number): Promise<T> { checkRoot(root, 1); return value as T; }
+  async close(): Promise<void> {}
+}
+
+function checkRoot(r: number, size: number, what = 'rank'): void {
+  if (!Number.isInteger(r) || r < 0 || r >= size) throw new CommError(`${what} ${r} is not in 0..${size - 1}`);
+}
+
+interface Ticket { done: boolean; dst: number }
+
+class ZmqWorld implements World {
+  readonly rank: number;
+  readonly size: number;
+  readonly localRank: number;
+  readonly localSize: number;
+  readonly nodeRank: number;
+  readonly source: string;
+  private inbox: Inbox;
+  private router!: DataRouter;
+  private zlinks: (ZmqLink | undefined)[] = [];
+  private shm: (ShmLink | undefined)[] = [];
+  private shmList: ShmLink[] = [];
+  private shmOut?: ShmOut;
+  private seq = 0;
+  private sendSeq = new Map<string, number>();
+  private recvSeq = new Map<string, number>();
+  private gone = new Map<number, { at: number; why: string }>();
+  private fatal?: Error;
+  private closed = false;
+  private wake?: () => void;
+  private spinNs: bigint;
+  private scratch = new ArrayBuffer(0);
+  private log = (m: string) => process.stderr.write(m + '\n');
+
+  constructor(id: WorldIdentity, private timeoutMs: number, private maxBytes: number, env: Env) {
+    this.rank = id.rank;
+    this.size = id.size;
+    this.localRank = id.localRank;
+    this.localSize = id.localSize;
+    this.nodeRank = id.nodeRank;
+    this.source = id.source;
+    this.inbox = new Inbox(id.size, maxBytes);
+    this.inbox.onDeliver = () => this.kick();
+    // Busy-polling shared memory is what makes small messages fast, but only when every rank has a
+    // core of its own; oversubscribed, spinning would steal the time the peer needs to send.
+    const spinUs = envNum(env, 'TPRUN_SPIN_US') ?? (id.localSize <= availableParallelism() ? 2000 : 0);
+    this.spinNs = BigInt(Math.round(spinUs * 1000));
+  }
+
+  private kick(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  async start(env: Env): Promise<void> {
+    const rdv = rendezvousFor(this, env);
+    const curve: Curve | undefined = env.TPRUN_CURVE_SERVER_PUBLIC && env.TPRUN_CURVE_SERVER_SECRET
+      ? { serverPublic: env.TPRUN_CURVE_SERVER_PUBLIC, serverSecret: env.TPRUN_CURVE_SERVER_SECRET } : undefined;
+    const jobTag = createHash('sha256').update(rdv.jobId).digest('hex').slice(0, 12);
+    const nonce = randomBytes(32);
+    this.router = new DataRouter(this.rank, rdv.secret, nonce, this.inbox, {
+      bye: (r) => { this.gone.set(r, { at: 0, why: `rank ${r} closed its world` }); this.kick(); },
+      fail: (e) => { this.fatal ??= e; this.kick(); },
+      log: this.log,
+    }, this.maxBytes, curve);
+    let rv: Awaited<ReturnType<typeof rendezvous>> | undefined;
+    try {
+      // Data endpoint: ipc next to an ipc rendezvous (one machine), else TCP on a free port.
+      const dataEp = rdv.bind.startsWith('ipc://')
+        ? await this.router.bind(rdv.bind.replace(/\.sock$/, `-${this.rank}.sock`))
+        : await this.router.bind('tcp://*:0');
+      const advertised = dataEp.startsWith('tcp://') ? dataEp.replace(/^tcp:\/\/[^:]*:/, `tcp://${this.advertiseHost(rdv.masterHost)}:`) : dataEp;
+      if (ShmOut.available()) {
+        try { this.shmOut = new ShmOut(jobTag, this.rank, this.size); } catch { this.shmOut = undefined; }
+      }
+      const info: PeerInfo = {
+        rank: this.rank, host: hostname(), hostKey: hostKey(), pid: process.pid, data: advertised, dataNonce: nonce, shm: this.shmOut?.info,
+      };
+      rv = await rendezvous({
+        rank: this.rank, size: this.size, bind: rdv.bind, connect: rdv.connect, secret: rdv.secret, info, timeoutMs: this.timeoutMs, curve, log: this.log,
+      });
+      const peers = rv.peers;
+      this.router.start();
+      // Open the shared-memory files of peers on this machine; a pair uses them only if both ends could.
+      const opened: (number | undefined)[] = peers.map((p) =>
+        p.rank !== this.rank && this.shmOut && p.shm && p.hostKey === info.hostKey ? openPeerFile(p.shm) : undefined);
+      const can = await rv.exchange(opened.map((fd) => fd !== undefined));
+      for (const p of peers) {
+        if (p.rank === this.rank) continue;
+        const ep = p.hostKey === info.hostKey && p.data.startsWith('tcp://') ? p.data.replace(/^tcp:\/\/[^:]*:/, 'tcp://127.0.0.1:') : p.data;
+        const z = new ZmqLink(p.rank, ep, (r) => this.onDisconnect(r), curve);
+        z.authenticate(this.rank, rdv.secret, Buffer.from(p.dataNonce));
+        this.zlinks[p.rank] = z;
+        const fd = opened[p.rank];
+        if (fd !== undefined && can[this.rank][p.rank] && can[p.rank][this.rank]) {
+          this.shm[p.rank] = new ShmLink(p.rank, this.rank, this.shmOut!.fd, fd, this.inbox);
+          this.shmList.push(this.shm[p.rank]!);
+        }
+      }
+      // Everyone has opened every file it needs: the names can go.
+      await rv.exchange(true);
+      this.shmOut?.unlink();
+    } catch (e) {
+      this.teardown();
+      throw e;
+    } finally {
+      rv?.close();
+    }
+  }
+
+  private advertiseHost(masterHost?: string): string {
+    return process.env.TPRUN_ADVERTISE_ADDR ?? (this.rank === 0 && masterHost ? masterHost : hostname());
+  }
+
+  private onDisconnect(r: number): void {
+    if (this.closed || this.gone.has(r)) return;
+    this.gone.set(r, { at: Date.now(), why: `rank ${r} disconnected (it exited or crashed)` });
+    this.kick();
+  }
+
+  // ---- progress ----
+
+  private pump(): void {
+    for (const l of this.shmList) l.pump();
+  }
+
+  private async waitFor(what: string, missing: () => number[], timeoutMs = this.timeoutMs): Promise<void> {
+    if (this.closed) throw new CommError(`${what}: the world is closed`);
+    this.pump();
+    let m = missing();
+    if (!m.length) return;
+    const viaShm = m.every((r) => this.shm[r]);
+    if (viaShm && this.spinNs > 0n) {
+      const end = process.hrtime.bigint() + this.spinNs;
+      do {
+        this.pump();
+        m = missing();
+        if (!m.length) return;
+      } while (process.hrtime.bigint() < end);
+    }
+    const deadline = Date.now() + timeoutMs;
+    let delay = 0;
+    let iter = 0;
+    for (;;) {
+      if (this.fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${this.fatal.message}`);
+      for (const r of m) {
+        const g = this.gone.get(r);
+        // A disconnect may race the last message it sent; fail only once it has had time to land.
+        if (g && (g.at === 0 || Date.now() - g.at > 100)) throw new CommError(`${what} failed on rank ${this.rank}: ${g.why}`);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new CommError(`${what} timed out after ${timeoutMs} ms on rank ${this.rank}: no data from rank${m.length > 1 ? 's' : ''} ${m.join(', ')}`);
+      }
+      const anyShm = this.shmList.length > 0 && (m.some((r) => this.shm[r]) || this.shmList.some((l) => !l.idle));
+      delay = !anyShm ? Math.min(left, 100) : iter++ < 20 ? 0 : Math.min(left, 10, Math.max(1, delay * 2));
+      await new Promise<void>((res) => {
+        const t = delay === 0 ? undefined : setTimeout(done, delay);
+        const imm = delay === 0 ? setImmediate(done) : undefined;
+        this.wake = done;
+        function done() {
+          if (t) clearTimeout(t);
+          if (imm) clearImmediate(imm);
+          res();
+        }
+      });
+      this.wake = undefined;
+      this.pump();
+      m = missing();
+      if (!m.length) return;
+    }
+  }
+
+  private put(dst: number, a: number, b: number, data: Uint8Array, tickets: Ticket[]): void {
+    const t: Ticket = { done: false, dst };
+    tickets.push(t);
+    const done = () => { t.done = true; };
+    const s = this.shm[dst];
+    if (s) s.send(a, b, data, done);
+    else this.zlinks[dst]!.send(a, b, data, () => { done(); this.kick(); });
+  }
+
+  /** Wait until every posted receive (src, a, b) completed and every ticket was sent. */
+  private async complete(what: string, recvs: [number, number, number][], tickets: Ticket[], timeoutMs?: number): Promise<void> {
+    try {
+      await this.waitFor(what, () => {
+        const miss = new Set<number>();
+        for (const [src, a, b] of recvs) if (!this.inbox.done(src, a, b)) miss.add(src);
+        for (const t of tickets) if (!t.done) miss.add(t.dst);
+        return [...miss].sort((x, y) => x - y);
+      }, timeoutMs);
+    } catch (e) {
+      for (const [src, a, b] of recvs) this.inbox.forget(src, a, b);
+      throw e;
+    }
+  }
+
+  private nextSeq(): number {
+    this.seq = (this.seq + 1) % 0x40000000;
+    return this.seq;
+  }
+
+  private scratchBytes(n: number): Uint8Array {
+    if (this.scratch.byteLength < n) this.scratch = new ArrayBuffer(Math.max(n, this.scratch.byteLength * 2));
+    return new Uint8Array(this.scratch, 0, n);
+  }
+
+  // ---- collectives ----
+
+  async barrier(o?: CollectiveOptions): Promise<void> {
+    const a = this.nextSeq();
+    const recvs: [number, number, number][] = [];
+    const tickets: Ticket[] = [];
+    const empty = new Uint8Array(0);
+    for (let r = 0; r < this.size; r++) {
+      if (r === this.rank) continue;
+      this.inbox.post(r, a, 0);
+      recvs.push([r, a, 0]);
+      this.put(r, a, 0, empty, tickets);
+    }
+    await this.complete(`barrier #${a}`, recvs, tickets, o?.timeoutMs);
+    for (const [r] of recvs) this.inbox.take(r, a, 0);
+  }
+
+  async broadcast<T extends CommArray>(buf: T, root: number, o?: CollectiveOptions): Promise<T> {
+    checkRoot(root, this.size, 'broadcast root');
+    dtypeOf(buf, o?.dtype);
+    const a = this.nextSeq();
+    const bytes = bytesOf(buf);
+    const tickets: Ticket[] = [];
+    if (this.rank === root) {
+      for (let r = 0; r < this.size; r++) if (r !== root) this.put(r, a, 0, bytes, tickets);
+      await this.complete(`broadcast #${a} from rank ${root}`, [], tickets, o?.timeoutMs);
+    } else {
+      this.inbox.post(root, a, 0, bytes);
+      await this.complete(`broadcast #${a} from rank ${root}`, [[root, a, 0]], tickets, o?.timeoutMs);
+      this.inbox.take(root, a, 0);
+    }
+    return buf;
+  }
+
+  async allReduce<T extends CommArray>(buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
+    const dtype = dtypeOf(buf, o?.dtype);
+    if (op !== 'sum' && op !== 'max' && op !== 'min') throw new CommError(`unknown reduce op '${op}'`);
+    const a = this.nextSeq();
+    const R = this.size;
+    const what = `allReduce #${a} (${buf.length} x ${dtype})`;
+    const n = buf.length;
+    const nbytes = n * ELEM[dtype];
+    const tickets: Ticket[] = [];
+    const recvs: [number, number, number][] = [];
+    if (nbytes * (R - 1) <= 64 * 1024 || n < R) {
+      // Small: everyone sends everything to everyone; one hop of latency.
+      const tmp = this.scratchBytes(nbytes * R);
+      const sources: CommArray[] = [];
+      for (let r = 0; r < R; r++) {
+        if (r === this.rank) { sources.push(buf); continue; }
+        const dst = tmp.subarray(r * nbytes, (r + 1) * nbytes);
+        this.inbox.post(r, a, 0, dst);
+        recvs.push([r, a, 0]);
+        sources.push(like(buf, dst));
+        this.put(r, a, 0, bytesOf(buf), tickets);
+      }
+      await this.complete(what, recvs, tickets, o?.timeoutMs);
+      for (const [r] of recvs) this.inbox.take(r, a, 0);
+      reduceInto(dtype, op, buf, sources);
+      return buf;
+    }
+    // Large: reduce-scatter (rank r reduces chunk r) then all-gather, both direct.
+    const off = chunks(n, R);
+    const mine = sub(buf, off[this.rank], off[this.rank + 1]);
+    const myBytes = mine.byteLength;
+    const tmp = this.scratchBytes(myBytes * R);
+    const sources: CommArray[] = [];
+    for (let r = 0; r < R; r++) {
+      if (r === this.rank) { sources.push(mine); continue; }
+      const dst = tmp.subarray(r * myBytes, (r + 1) * myBytes);
+      this.inbox.post(r, a, 0, dst);
+      recvs.push([r, a, 0]);
+      sources.push(like(buf, dst));
+      this.put(r, a, 0, bytesOf(sub(buf, off[r], off[r + 1])), tickets);
+    }
+    await this.complete(what, recvs, tickets, o?.timeoutMs);
+    for (const [r] of recvs) this.inbox.take(r, a, 0);
+    reduceInto(dtype, op, mine, sources);
+    const recvs2: [number, number, number][] = [];
+    for (let r = 0; r < R; r++) {
+      if (r === this.rank) continue;
+      this.inbox.post(r, a, 1, bytesOf(sub(buf, off[r], off[r + 1])));
+      recvs2.push([r, a, 1]);
+      this.put(r, a, 1, bytesOf(mine), tickets);
+    }
+    await this.complete(what, recvs2, tickets, o?.timeoutMs);
+    for (const [r] of recvs2) this.inbox.take(r, a, 1);
+    return buf;
+  }
+
+  async reduceScatter<T extends CommArray>(buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
+    const dtype = dtypeOf(buf, o?.dtype);
+    const R = this.size;
+    if (buf.length % R !== 0) throw new CommError(`reduceScatter: length ${buf.length} does not divide by the world size ${R}`);
+    const a = this.nextSeq();
+    const k = buf.length / R;
+    const out = sub(buf, this.rank * k, (this.rank + 1) * k).slice() as T;
+    const tickets: Ticket[] = [];
+    const recvs: [number, number, number][] = [];
+    const sources: CommArray[] = [];
+    const bytes = out.byteLength;
+    const tmp = this.scratchBytes(bytes * R);
+    for (let r = 0; r < R; r++) {
+      if (r === this.rank) { sources.push(out); continue; }
+      const dst = tmp.subarray(r * bytes, (r + 1) * bytes);
+      this.inbox.post(r, a, 0, dst);
+      recvs.push([r, a, 0]);
+      sources.push(like(buf, dst));
+      this.put(r, a, 0, bytesOf(sub(buf, r * k, (r + 1) * k)), tickets);
+    }
+    await this.complete(`reduceScatter #${a}`, recvs, tickets, o?.timeoutMs);
+    for (const [r] of recvs) this.inbox.take(r, a, 0);
+    reduceInto(dtype, op, out, sources);
+    return out;
+  }
+
+  async allGather<T extends CommArray>(buf: T, o?: CollectiveOptions): Promise<T> {
+    dtypeOf(buf, o?.dtype);
+    const a = this.nextSeq();
+    const n = buf.length;
+    const C = buf.constructor as unknown as { new (n: number): T };
+    const out = new C(n * this.size);
+    out.set(buf as never, this.rank * n);
+    const tickets: Ticket[] = [];
+    const recvs: [number, number, number][] = [];
+    for (let r = 0; r < this.size; r++) {
+      if (r === this.rank) continue;
+      this.inbox.post(r, a, 0, bytesOf(sub(out, r * n, (r + 1) * n)));
+      recvs.push([r, a, 0]);
+      this.put(r, a, 0, bytesOf(buf), tickets);
+    }
+    await this.complete(`allGather #${a}`, recvs, tickets, o?.timeoutMs);
+    for (const [r] of recvs) this.inbox.take(r, a, 0);
+    return out;
+  }
+
+  async gather<T extends CommArray>(buf: T, root: number, o?: CollectiveOptions): Promise<T | undefined> {
+    checkRoot(root, this.size, 'gather root');
+    dtypeOf(buf, o?.dtype);
+    const a = this.nextSeq();
+    const n = buf.length;
+    const tickets: Ticket[] = [];
+    if (this.rank !== root) {
+      this.put(root, a, 0, bytesOf(buf), tickets);
+      await this.complete(`gather #${a} to rank ${root}`, [], tickets, o?.timeoutMs);
+      return undefined;
+    }
+    const C = buf.constructor as unknown as { new (n: number): T };
+    const out = new C(n * this.size);
+    out.set(buf as never, root * n);
+    const recvs: [number, number, number][] = [];
+    for (let r = 0; r < this.size; r++) {
+      if (r === root) continue;
+      this.inbox.post(r, a, 0, bytesOf(sub(out, r * n, (r + 1) * n)));
+      recvs.push([r, a, 0]);
+    }
+    await this.complete(`gather #${a} to rank ${root}`, recvs, tickets, o?.timeoutMs);
+    for (const [r] of recvs) this.inbox.take(r, a, 0);
+    return out;
+  }
+
+  async scatter<T extends CommArray>(pieces: T[] | undefined, root: number, into: T, o?: CollectiveOptions): Promise<T> {
+    checkRoot(root, this.size, 'scatter root');
+    dtypeOf(into, o?.dtype);
+    const a = this.nextSeq();
+    const tickets: Ticket[] = [];
+    if (this.rank === root) {
+      if (!pieces || pieces.length !== this.size) throw new CommError(`scatter #${a}: the root needs ${this.size} pieces, got ${pieces?.length ?? 0}`);
+      pieces.forEach((p, r) => {
+        if (p.length !== into.length) throw new CommError(`scatter #${a}: piece ${r} has ${p.length} elements, \`like\` has ${into.length}`);
+      });
+      for (let r = 0; r < this.size; r++) if (r !== root) this.put(r, a, 0, bytesOf(pieces[r]), tickets);
+      into.set(pieces[root] as never);
+      await this.complete(`scatter #${a} from rank ${root}`, [], tickets, o?.timeoutMs);
+      return into;
+    }
+    this.inbox.post(root, a, 0, bytesOf(into));
+    await this.complete(`scatter #${a} from rank ${root}`, [[root, a, 0]], tickets, o?.timeoutMs);
+    this.inbox.take(root, a, 0);
+    return into;
+  }
+
+  private p2pSeq(map: Map<string, number>, peer: number, kind: number, tag: number): number {
+    const k = `${peer}:${kind}:${tag}`;
+    const v = (map.get(k) ?? 0) + 1;
+    map.set(k, v);
+    return v % 2097152;
+  }
+
+  private checkTag(tag: number): void {
+    if (!Number.isInteger(tag) || tag < 0 || tag >= 0x40000000) throw new CommError(`tag ${tag} is not in 0..2^30-1`);
+  }
+
+  async send(buf: CommArray, dst: number, tag = 0): Promise<void> {
+    return this.sendKind(bytesOf(buf), dst, KIND_P2P, tag);
+  }
+
+  private async sendKind(bytes: Uint8Array, dst: number, kind: number, tag: number): Promise<void> {
+    checkRoot(dst, this.size, 'destination rank');
+    this.checkTag(tag);
+    const b = this.p2pSeq(this.sendSeq, dst, kind, tag);
+    const tickets: Ticket[] = [];
+    if (dst === this.rank) {
+      // To self: hand a copy to our own inbox.
+      const h = { a: kind + tag, b, total: bytes.byteLength, off: 0, len: bytes.byteLength };
+      this.inbox.target(this.rank, h).set(bytes);
+      this.inbox.landed(this.rank, h);
+      return;
+    }
+    this.put(dst, kind + tag, b, bytes, tickets);
+    await this.complete(`send to rank ${dst} (tag ${tag})`, [], tickets);
+  }
+
+  async recv<T extends CommArray = Uint8Array>(src: number, tag = 0, into?: T, o?: CollectiveOptions): Promise<T> {
+    const bytes = await this.recvKind(src, KIND_P2P, tag, into ? bytesOf(into) : undefined, o?.timeoutMs);
+    return (into ?? bytes) as T;
+  }
+
+  private async recvKind(src: number, kind: number, tag: number, into?: Uint8Array, timeoutMs?: number): Promise<Uint8Array> {
+    checkRoot(src, this.size, 'source rank');
+    this.checkTag(tag);
+    const b = this.p2pSeq(this.recvSeq, src, kind, tag);
+    this.inbox.post(src, kind + tag, b, into);
+    if (src !== this.rank) await this.complete(`recv from rank ${src} (tag ${tag})`, [[src, kind + tag, b]], [], timeoutMs);
+    else if (!this.inbox.done(src, kind + tag, b)) throw new CommError(`recv from rank ${src} (itself), tag ${tag}: nothing was sent`);
+    return this.inbox.take(src, kind + tag, b);
+  }
+
+  async sendObject(value: unknown, dst: number, tag = 0): Promise<void> {
+    return this.sendKind(pack(value), dst, KIND_OBJ, tag);
+  }
+
+  async recvObject<T = unknown>(src: number, tag = 0, o?: CollectiveOptions): Promise<T> {
+    return unpack(await this.recvKind(src, KIND_OBJ, tag, undefined, o?.timeoutMs)) as T;
+  }
+
+  async broadcastObject<T = unknown>(value: T | undefined, root: number, o?: CollectiveOptions): Promise<T> {
+    checkRoot(root, this.size, 'broadcast root');
+    const a = this.nextSeq();
+    const tickets: Ticket[] = [];
+    if (this.rank === root) {
+      const bytes = pack(value);
+      for (let r = 0; r < this.size; r++) if (r !== root) this.put(r, a, 0, bytes, tickets);
+      await this.complete(`broadcastObject #${a} from rank ${root}`, [], tickets, o?.timeoutMs);
+      return value as T;
+    }
+    this.inbox.post(root, a, 0);
+    await this.complete(`broadcastObject #${a} from rank ${root}`, [[root, a, 0]], tickets, o?.timeoutMs);
+    return unpack(this.inbox.take(root, a, 0)) as T;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    // Let queued shared-memory sends reach the ring (the peer may still want them), briefly.
+    try {
+      await this.waitFor('close', () => this.shmList.filter((l) => !l.idle).map((l) => l.peer), 5000);
+    } catch { /* a dead or stuck peer must not keep us from closing */ }
+    this.closed = true;
+    for (const z of this.zlinks) z?.bye();
+    await Promise.all(this.zlinks.map((z) => z?.close()));
+    this.teardown();
+  }
+
+  private teardown(): void {
+    this.closed = true;
+    for (const z of this.zlinks) if (z && !z.sock.closed) z.sock.close();
+    this.router?.close();
+    for (const s of this.shmList) s.close();
+    this.shmOut?.close();
+  }
+}

@@ -1,0 +1,189 @@
+// Network data plane and liveness: every rank binds one ROUTER; every rank connects one DEALER to each
+// peer. A DEALER's first message proves the job secret for that (sender, receiver) pair, so the ROUTER
+// knows which rank each connection is and drops anything else. The DEALERs' disconnect events are how a
+// rank learns that a peer died, also when the bytes themselves travel through shared memory.
+import * as zmq from 'zeromq';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { HDR, KIND_CTRL, readHeader, writeHeader, type Inbox } from './inbox.js';
+
+export const ZMQ_PIECE = 4 << 20;
+const CTRL_AUTH = 1;
+export const CTRL_BYE = 2;
+
+export function dataProof(secret: Buffer, from: number, to: number, nonce: Buffer): Buffer {
+  return createHmac('sha256', secret).update(`tprun/data\0${from}\0${to}\0`).update(nonce).digest();
+}
+
+export interface Curve {
+  serverPublic: string;
+  serverSecret: string;
+}
+
+function secure(sock: zmq.Socket, curve: Curve | undefined, server: boolean): void {
+  if (!curve) return;
+  if (server) {
+    sock.curveServer = true;
+    sock.curveSecretKey = curve.serverSecret;
+  } else {
+    const kp = zmq.curveKeyPair();
+    sock.curveServerKey = curve.serverPublic;
+    sock.curvePublicKey = kp.publicKey;
+    sock.curveSecretKey = kp.secretKey;
+  }
+}
+
+export class DataRouter {
+  readonly sock: zmq.Router;
+  private byRid = new Map<string, number>();
+  private authed = new Set<number>();
+  private warned = new Set<string>();
+
+  constructor(
+    private me: number,
+    private secret: Buffer,
+    readonly nonce: Buffer,
+    private inbox: Inbox,
+    private events: { bye(rank: number): void; fail(err: Error): void; log(msg: string): void },
+    maxBytes: number,
+    curve?: Curve,
+  ) {
+    this.sock = new zmq.Router({ linger: 0, maxMessageSize: Math.min(maxBytes, ZMQ_PIECE) + 4096 });
+    secure(this.sock, curve, true);
+  }
+
+  async bind(ep: string): Promise<string> {
+    await this.sock.bind(ep);
+    return this.sock.lastEndpoint!;
+  }
+
+  start(): void {
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      for await (const frames of this.sock) this.onMessage(frames);
+    } catch (e) {
+      if (!this.sock.closed) this.events.fail(e as Error);
+    }
+  }
+
+  private onMessage(frames: Buffer[]): void {
+    const rid = frames[0].toString('hex');
+    const hdr = frames[1];
+    if (!hdr || hdr.length !== HDR) return this.refuse(rid, 'malformed frame');
+    const h = readHeader(hdr);
+    const src = this.byRid.get(rid);
+    if (h.a >= KIND_CTRL) {
+      if (h.b === CTRL_AUTH) {
+        const claimed = h.total;
+        const proof = frames[2];
+        const want = Number.isInteger(claimed) && claimed >= 0 ? dataProof(this.secret, claimed, this.me, this.nonce) : undefined;
+        if (!want || !proof || proof.length !== want.length || !timingSafeEqual(proof, want) || this.authed.has(claimed)) {
+          return this.refuse(rid, `bad data-plane proof (claims rank ${claimed})`);
+        }
+        this.authed.add(claimed);
+        this.byRid.set(rid, claimed);
+        return;
+      }
+      if (src !== undefined && h.b === CTRL_BYE) return this.events.bye(src);
+      return;
+    }
+    if (src === undefined) return this.refuse(rid, 'data before authentication');
+    try {
+      const dst = this.inbox.target(src, h);
+      const payload = frames[2];
+      if ((payload?.length ?? 0) !== h.len) throw new Error(`rank ${src} sent a piece of the wrong length`);
+      if (h.len) dst.set(payload);
+      this.inbox.landed(src, h);
+    } catch (e) {
+      this.events.fail(e as Error);
+    }
+  }
+
+  private refuse(rid: string, why: string): void {
+    if (this.warned.has(rid)) return;
+    this.warned.add(rid);
+    this.events.log(`rank ${this.me}: refused a data connection (${why})`);
+  }
+
+  close(): void {
+    this.sock.close();
+  }
+}
+
+/** The sending side towards one peer, plus its liveness. */
+export class ZmqLink {
+  readonly sock: zmq.Dealer;
+  private q: { frames: Buffer[]; done?: () => void }[] = [];
+  private busy = false;
+  private closing = false;
+
+  constructor(readonly peer: number, private endpoint: string, onDisconnect: (peer: number) => void, curve?: Curve) {
+    this.sock = new zmq.Dealer({ linger: 2000, heartbeatInterval: 2000, heartbeatTimeout: 10000, immediate: false });
+    secure(this.sock, curve, false);
+    this.sock.events.on('disconnect', () => {
+      if (!this.closing) onDisconnect(peer);
+    });
+    // Connection refusals are not disconnects: the peer may not listen yet; keep quiet until it does.
+    this.sock.connect(endpoint);
+  }
+
+  authenticate(me: number, secret: Buffer, peerNonce: Buffer): void {
+    const h = Buffer.alloc(HDR);
+    writeHeader(h, { a: KIND_CTRL, b: CTRL_AUTH, total: me, off: 0, len: 0 });
+    this.push([h, dataProof(secret, me, this.peer, peerNonce)]);
+  }
+
+  bye(): void {
+    const h = Buffer.alloc(HDR);
+    writeHeader(h, { a: KIND_CTRL, b: CTRL_BYE, total: 0, off: 0, len: 0 });
+    this.push([h]);
+  }
+
+  send(a: number, b: number, data: Uint8Array, done?: () => void): void {
+    const total = data.byteLength;
+    let off = 0;
+    do {
+      const len = Math.min(ZMQ_PIECE, total - off);
+      const h = Buffer.alloc(HDR);
+      writeHeader(h, { a, b, total, off, len });
+      // zeromq.js sends large buffers zero-copy (the I/O thread reads them later); copying here lets the
+      // caller reuse its array as soon as `done` runs.
+      const piece = Buffer.from(data.subarray(off, off + len));
+      off += len;
+      this.push([h, piece], off >= total ? done : undefined);
+    } while (off < total);
+  }
+
+  get idle(): boolean {
+    return !this.busy && this.q.length === 0;
+  }
+
+  private push(frames: Buffer[], done?: () => void): void {
+    this.q.push({ frames, done });
+    if (!this.busy) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.busy = true;
+    try {
+      while (this.q.length) {
+        const m = this.q.shift()!;
+        await this.sock.send(m.frames);
+        m.done?.();
+      }
+    } catch {
+      /* closed while sending: the world reports the peer */
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    // Let queued messages (BYE included) go out before the socket closes.
+    for (let i = 0; i < 200 && !this.idle; i++) await new Promise((r) => setTimeout(r, 5));
+    this.closing = true;
+    this.sock.close(); // its observer ends with it
+  }
+}

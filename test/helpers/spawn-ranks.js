@@ -1,0 +1,38 @@
+// Starts N rank processes with the environment tprun's launcher gives them (CONTRACTS.md), for tests
+// that need a world without depending on the launcher. Resolves with every rank's exit and output.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+
+export async function freePort() {
+  return new Promise((res, rej) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
+    s.on('error', rej);
+  });
+}
+
+export async function spawnRanks(n, argv, { env = {}, perRankEnv = () => ({}), timeoutMs = 50000 } = {}) {
+  const port = await freePort();
+  const secret = randomBytes(32).toString('hex');
+  const job = randomBytes(8).toString('hex');
+  const procs = Array.from({ length: n }, (_, r) => {
+    const e = {
+      ...process.env, TPRUN_RANK: String(r), TPRUN_WORLD_SIZE: String(n), TPRUN_LOCAL_RANK: String(r), TPRUN_LOCAL_WORLD_SIZE: String(n),
+      TPRUN_NODE_RANK: '0', TPRUN_MASTER_ADDR: '127.0.0.1', TPRUN_MASTER_PORT: String(port), TPRUN_JOB_ID: job, TPRUN_SECRET: secret,
+      ...env, ...perRankEnv(r),
+    };
+    const p = spawn(process.execPath, argv, { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = { rank: r, stdout: '', stderr: '', code: null, signal: null, pid: p.pid };
+    p.stdout.on('data', (d) => (out.stdout += d));
+    p.stderr.on('data', (d) => (out.stderr += d));
+    out.exited = new Promise((res) => p.on('exit', (code, signal) => { out.code = code; out.signal = signal; res(out); }));
+    out.proc = p;
+    return out;
+  });
+  const timer = setTimeout(() => { for (const p of procs) p.proc.kill('SIGKILL'); }, timeoutMs);
+  try {
+    return await Promise.all(procs.map((p) => p.exited));
+  } finally {
+    clearTimeout(timer);
+  }
+}
