@@ -272,7 +272,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
   process.stdout.off('error', onStdoutError);
   watchdog?.disarm();
   lease.release();
-  mux.closeLines();
+  // Untagged output stays byte for byte (a last line without newline too); tagged output is line-based.
+  if (o.tagOutput) mux.closeLines();
   view.stop();
 
   const code = exitCode ?? 0;
@@ -287,6 +288,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
     writeChromeTrace(traceFile, procs, t0);
   }
   if (o.json) {
+    mux.closeLines();
     process.stderr.write(`${JSON.stringify({ tprun: 'exit', code, ranks: size, ms: Math.round((nowUs() - t0) / 1000) })}\n`);
   }
   return code;
