@@ -2,7 +2,15 @@
 // Each module default-exports a yargs CommandModule and owns its options.
 import type { CommandModule } from 'yargs';
 import bench from './bench.js';
+import convert from './convert.js';
+import build from './build.js';
+import generate from './generate.js';
+import perplexity from './perplexity.js';
 
 export const commands: CommandModule<any, any>[] = [
   bench,
+  convert,
+  build,
+  generate,
+  perplexity,
 ];

@@ -1,0 +1,123 @@
+// `tprun convert` on one rank: open the source, cut this rank's shard tensor by tensor straight into
+// rank{r}.safetensors of a temporary sibling of --out; rank 0 adds config.json and, once every rank has
+// reported success, renames the directory into place. Any failure removes the temporary directory.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { World } from '../rank/types.js';
+import type { PretrainedConfig } from '../model/config.js';
+import { LlamaForCausalLM, type LoadOptions } from '../model/llama.js';
+import { InputError } from './errors.js';
+import { checkDir, isHfDir } from './hf.js';
+import { isTllmDir, rankFile, writeConfig } from './tllm.js';
+import { SafetensorsWriter } from './safetensors.js';
+import { planRank, produceShards } from './shard.js';
+import type { TensorSource } from './source.js';
+import { commitTemp, discardTemp, openTemp, releaseTemp, tempSibling } from './outdir.js';
+import type { FloatDType } from './hf-config.js';
+import { progress } from '../util/progress.js';
+import { traceSpan } from '../util/trace.js';
+
+export type SourceFormat = 'auto' | 'hf' | 'meta' | 'tllm';
+
+export interface ConvertOptions {
+  model: string;
+  out: string;
+  tp: number;
+  pp?: number;
+  dtype?: FloatDType;
+  format?: SourceFormat;
+  clamp?: boolean;
+  useParallelEmbedding?: boolean;
+  embeddingShardingDim?: 0 | 1;
+}
+
+export function detectFormat(dir: string): Exclude<SourceFormat, 'auto'> {
+  checkDir(dir);
+  if (isTllmDir(dir)) return 'tllm';
+  if (isHfDir(dir)) return 'hf';
+  if (fs.existsSync(path.join(dir, 'params.json'))) return 'meta';
+  throw new InputError(`--model ${dir}: not a Hugging Face (config.json + *.safetensors), Meta (params.json + consolidated.NN.pth) or TensorRT-LLM (config.json + rank0.safetensors) checkpoint`);
+}
+
+/** The full model of --model as TensorRT-LLM tensors, with the target config. */
+export function openSource(o: ConvertOptions): { config: PretrainedConfig; source: TensorSource; format: string } {
+  if (!Number.isInteger(o.tp) || o.tp < 1) throw new InputError(`--tp ${o.tp}: must be a positive integer`);
+  const pp = o.pp ?? 1;
+  if (pp !== 1) throw new InputError(`--pp ${pp}: pipeline parallelism is not supported (use --pp 1)`);
+  const format = !o.format || o.format === 'auto' ? detectFormat(o.model) : o.format;
+  const lo: LoadOptions = {
+    dtype: o.dtype, mapping: { world_size: o.tp * pp, tp_size: o.tp, pp_size: pp }, clamp: o.clamp,
+    useParallelEmbedding: o.useParallelEmbedding, embeddingShardingDim: o.embeddingShardingDim,
+  };
+  const opened = format === 'hf' ? LlamaForCausalLM.openHuggingFace(o.model, lo)
+    : format === 'meta' ? LlamaForCausalLM.openMetaCkpt(o.model, lo)
+    : LlamaForCausalLM.openCheckpoint(o.model, lo);
+  return { ...opened, format };
+}
+
+/** Everything that can be checked before ranks start: options, config, headers, shapes, tp. */
+export function validateConvert(o: ConvertOptions): void {
+  if (path.resolve(o.out) === path.resolve(o.model)) throw new InputError(`--out ${o.out}: must differ from --model`);
+  const { config, source } = openSource(o);
+  try {
+    planRank(source, config, 0);
+  } finally {
+    source.close();
+  }
+}
+
+export interface RankStats {
+  rank: number;
+  seconds: number;
+  bytesWritten: number;
+  maxRssBytes: number;
+}
+
+/** This rank's part of the conversion; world.size must equal tp. */
+export async function convertRank(world: World, o: ConvertOptions): Promise<RankStats> {
+  const t0 = performance.now();
+  if (world.size !== o.tp) throw new InputError(`--tp ${o.tp} but the world has ${world.size} ranks`);
+  const tag = await world.broadcastObject(world.rank === 0 ? `${process.pid.toString(36)}${Date.now().toString(36)}` : undefined, 0);
+  const tmp = tempSibling(o.out, tag);
+  let err: unknown;
+  let bytes = 0;
+  try {
+    openTemp(tmp);
+    const { config, source } = openSource(o);
+    try {
+      const plan = planRank(source, config, world.rank);
+      const bar = progress('convert', plan.length, 'tensors');
+      const writer = new SafetensorsWriter(rankFile(tmp, world.rank), plan);
+      try {
+        await traceSpan('convert.rank', () => {
+          for (const [name, t] of produceShards(source, plan, { clamp: o.clamp })) {
+            writer.write(name, t);
+            bytes += t.data.length;
+            bar.tick();
+          }
+        }, { rank: world.rank, tensors: plan.length });
+        writer.close();
+      } catch (e) {
+        writer.abort();
+        throw e;
+      }
+      bar.done();
+      if (world.rank === 0) writeConfig(tmp, config);
+    } finally {
+      source.close();
+    }
+  } catch (e) {
+    err = e;
+  }
+  // Every rank learns whether all succeeded before rank 0 renames or removes the directory.
+  const ok = await world.allReduce(Int32Array.of(err ? 0 : 1), 'min');
+  if (world.rank === 0) {
+    if (ok[0] === 1) commitTemp(tmp, o.out);
+    else discardTemp(tmp);
+  } else {
+    releaseTemp(tmp);
+  }
+  await world.barrier();
+  if (err) throw err;
+  return { rank: world.rank, seconds: (performance.now() - t0) / 1000, bytesWritten: bytes, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+}

@@ -1,0 +1,59 @@
+// `tprun convert --model DIR --tp N [--dtype ...] [--format auto|hf|meta|tllm] --out DIR`
+// Starts one rank per shard (or joins the world it runs in); each rank converts its own shard.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { type ConvertOptions, convertRank, validateConvert } from '../checkpoint/convert.js';
+import { isInputError } from '../checkpoint/errors.js';
+import type { World } from '../rank/types.js';
+import { detectIdentity } from '../rank/identity.js';
+
+interface Args {
+  model: string;
+  tp: number;
+  pp: number;
+  dtype?: 'float32' | 'float16' | 'bfloat16';
+  format: 'auto' | 'hf' | 'meta' | 'tllm';
+  out: string;
+  clamp: boolean;
+  'parallel-embedding': boolean;
+  'embedding-sharding-dim': 0 | 1;
+}
+
+/** Where each rank's RankStats go, one JSON file per rank (used by `tprun bench convert`). */
+export const STATS_ENV = 'TPRUN_CONVERT_STATS_DIR';
+
+const convert: CommandModule<object, Args> = {
+  command: 'convert',
+  describe: 'convert a Hugging Face / Meta / TensorRT-LLM LLaMA into a tensor-parallel TensorRT-LLM checkpoint',
+  builder: (y) => y
+    .option('model', { type: 'string', demandOption: true, describe: 'source checkpoint directory' })
+    .option('tp', { type: 'number', default: 1, describe: 'tensor-parallel size (ranks)' })
+    .option('pp', { type: 'number', default: 1, describe: 'pipeline-parallel size (only 1)' })
+    .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, describe: 'weight dtype (default: the source\'s)' })
+    .option('format', { choices: ['auto', 'hf', 'meta', 'tllm'] as const, default: 'auto' as const })
+    .option('out', { type: 'string', default: 'tllm_checkpoint', describe: 'output directory (replaced atomically)' })
+    .option('clamp', { type: 'boolean', default: false, describe: 'saturate values beyond float16\'s range instead of failing' })
+    .option('parallel-embedding', { type: 'boolean', default: false, describe: 'shard the embedding table instead of replicating it' })
+    .option('embedding-sharding-dim', { choices: [0, 1] as const, default: 0 as const }) as any,
+  handler: async (a) => {
+    const o: ConvertOptions = {
+      model: a.model, out: a.out, tp: a.tp, pp: a.pp, dtype: a.dtype, format: a.format, clamp: a.clamp,
+      useParallelEmbedding: a['parallel-embedding'], embeddingShardingDim: a['embedding-sharding-dim'],
+    };
+    try {
+      // Bad input is reported once, here, before any rank starts.
+      if (!detectIdentity().inWorld) validateConvert(o);
+      const { runDistributed } = await import('../launcher/self-launch.js');
+      await runDistributed(o.tp, async (world: World) => {
+        const stats = await convertRank(world, o);
+        const dir = process.env[STATS_ENV];
+        if (dir) fs.writeFileSync(path.join(dir, `rank${world.rank}.json`), JSON.stringify(stats));
+      });
+    } catch (e: any) {
+      process.stderr.write(`tprun convert: ${isInputError(e) ? e.message : e?.message ?? String(e)}\n`);
+      process.exitCode = isInputError(e) ? 2 : typeof e?.exitCode === 'number' ? e.exitCode : 1;
+    }
+  },
+};
+export default convert;
