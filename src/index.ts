@@ -3,3 +3,6 @@ export type * from './rank/types.js';
 export type * from './checkpoint/tensor.js';
 export type * from './model/config.js';
 export * from './checkpoint/index.js';
+export { runDistributed, RankFailure } from './launcher/self-launch.js';
+export { progress } from './util/progress.js';
+export { traceSpan, traceInstant } from './util/trace.js';

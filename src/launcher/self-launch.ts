@@ -1,0 +1,68 @@
+// Commands that need several ranks start them themselves (like `trtllm-build --workers`): outside a
+// world the same CLI invocation is re-executed under the launcher with n ranks; inside one (tprun -n,
+// mpirun, srun) the command joins it.
+import type { World } from '../rank/types.js';
+import { detectIdentity } from '../rank/identity.js';
+import { initWorld } from '../rank/world.js';
+
+export interface RunDistributedOptions {
+  /** GPU binding for the ranks that get started ('auto' | 'none' | '0,1,...'). */
+  gpus?: string;
+  tagOutput?: boolean;
+  timeoutSec?: number;
+  /** Launcher output: no progress bars/lines (quiet), or JSON messages (json). */
+  quiet?: boolean;
+  json?: boolean;
+  /** Chrome trace of all ranks. */
+  trace?: string;
+}
+
+/** A rank of the job started by runDistributed failed; the launcher has already said which and how. */
+export class RankFailure extends Error {
+  readonly reported = true;
+  constructor(readonly exitCode: number) {
+    super(`a rank failed (exit code ${exitCode})`);
+    this.name = 'RankFailure';
+  }
+}
+
+/** The world has the wrong number of ranks for this command (exit code 2). */
+export class WorldSizeError extends Error {
+  readonly exitCode = 2;
+}
+
+async function inWorld(body: (world: World) => Promise<void>): Promise<void> {
+  const world = await initWorld();
+  try {
+    await body(world);
+  } finally {
+    await world.close();
+  }
+}
+
+export async function runDistributed(n: number, body: (world: World) => Promise<void>, opts: RunDistributedOptions = {}): Promise<void> {
+  if (!Number.isInteger(n) || n < 1) throw new WorldSizeError(`runDistributed: the number of ranks must be a positive integer (got ${n})`);
+  const id = detectIdentity();
+  // A one-task allocation (srun -n1, mpirun -np 1) cannot host n > 1 ranks: start them, as alone.
+  const joinable = id.inWorld && !(id.size === 1 && n > 1 && id.source !== 'tprun');
+  if (joinable) {
+    if (id.size !== n) {
+      throw new WorldSizeError(`this command needs ${n} ranks but runs in a world of ${id.size} (started by ${id.source}); start it with -n ${n}`);
+    }
+    return inWorld(body);
+  }
+  if (n === 1) return inWorld(body);
+  // Loaded only here: ranks that merely join a world never pay for the launcher (execa etc.).
+  const { launch } = await import('./launch.js');
+  const code = await launch({
+    n,
+    command: [process.execPath, ...process.execArgv, ...process.argv.slice(1)],
+    gpus: opts.gpus,
+    tagOutput: opts.tagOutput,
+    timeoutSec: opts.timeoutSec,
+    quiet: opts.quiet,
+    json: opts.json,
+    trace: opts.trace,
+  });
+  if (code !== 0) throw new RankFailure(code);
+}
