@@ -95,11 +95,11 @@ function reapStale() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Makes `count` hosts. Returns { head, hosts: [{ ns, addr, sshdPid }], dir, sshConfig, sshArgs, env,
+ * Makes `count` hosts (opts.hide: per host, paths to hide under an empty tmpfs). Returns { head, hosts: [{ ns, addr, sshdPid }], dir, sshConfig, sshArgs, env,
  * inNs(ns, argv), pidsOf(host), teardown() }. `env` holds TPRUN_SSH/TPRUN_SSH_ARGS so that tprun's ssh
  * runs in the head namespace with the test keys; `sshArgs` is the same list for Open MPI's plm_rsh_args.
  */
-export async function makeHosts(count = 2) {
+export async function makeHosts(count = 2, opts = {}) {
   reapStale();
   const tag = `tprun${process.pid}-${Math.random().toString(16).slice(2, 6)}`;
   const head = `${tag}-h`;
@@ -138,6 +138,9 @@ export async function makeHosts(count = 2) {
     // sshd refuses to start without its privilege separation directory.
     mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
 
+    const etcHosts = join(dir, 'etc-hosts');
+    const names = Array.from({ length: count }, (_, i) => `${subnet}.${i + 2} ${tag}-host${i}`);
+    writeFileSync(etcHosts, ['127.0.0.1 localhost', '::1 localhost ip6-localhost ip6-loopback', ...names, ''].join('\n'));
     for (let i = 0; i < count; i++) {
       const ns = `${tag}-${i}`;
       const addr = `${subnet}.${i + 2}`;
@@ -169,11 +172,18 @@ export async function makeHosts(count = 2) {
         'LogLevel ERROR',
         '',
       ].join('\n'));
-      const sshd = spawn('ip', ['netns', 'exec', ns, SSHD, '-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
+      // Each host also gets its own host name (UTS namespace) and its own /dev/shm (mount namespace), so
+      // ranks on different hosts cannot take a same-machine shortcut: their traffic crosses the bridge.
+      // `hide` mounts empty tmpfs over paths so that host does not see them (no shared filesystem).
+      const hostName = `${tag}-host${i}`;
+      const hidden = (opts.hide?.[i] ?? []).map((p) => `mount -t tmpfs tmpfs ${JSON.stringify(p)} && `).join('');
+      // Host names resolve on every host through its own /etc/hosts, as on a cluster with DNS.
+      const boot = `hostname ${hostName} && mount -t tmpfs tmpfs /dev/shm && mount --bind ${JSON.stringify(etcHosts)} /etc/hosts && ${hidden}exec ${SSHD} -D -e -f ${JSON.stringify(cfg)}`;
+      const sshd = spawn('ip', ['netns', 'exec', ns, 'unshare', '--uts', '--mount', '--propagation', 'private', 'sh', '-c', boot], { stdio: ['ignore', 'ignore', 'pipe'] });
       let err = '';
       sshd.stderr.on('data', (d) => (err += d));
       sshds.push(sshd);
-      hosts.push({ ns, addr, sshdPid: sshd.pid, sshdErr: () => err });
+      hosts.push({ ns, addr, hostName, sshdPid: sshd.pid, sshdErr: () => err });
     }
 
     writeFileSync(join(dir, 'known_hosts'), hosts.map((h) => `${h.addr} ${hostPub}\n`).join(''));
