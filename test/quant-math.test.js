@@ -109,7 +109,7 @@ test('SmoothQuant factors: s = max|X|^a / max|W|^(1-a); smoothing is exact in fl
   for (let i = 0; i < y0.length; i++) assert.ok(Math.abs(y0[i] - y1[i]) < 1e-5);
 });
 
-test('AWQ: the searched scales lower the output error below round-to-nearest on outlier activations', () => {
+test('AWQ: the searched scales lower the output error below round-to-nearest on outlier activations', async () => {
   const r = rng(9);
   const n = 32, k = 64, g = 32, t = 128;
   const w = Float32Array.from({ length: n * k }, () => randn(r));
@@ -117,7 +117,7 @@ test('AWQ: the searched scales lower the output error below round-to-nearest on 
   const x = Float32Array.from({ length: t * k }, (_, i) => randn(r) * chanScale[i % k]);
   const mean = new Float32Array(k);
   for (let i = 0; i < t * k; i++) mean[i % k] += Math.abs(x[i]) / t;
-  const res = awqQuantize(w, n, k, g, mean, { x, rows: t }, { grid: 10, clipSearch: true });
+  const res = await awqQuantize(w, n, k, g, mean, { x, rows: t }, { grid: 10, clipSearch: true });
   assert.ok(res.alpha > 0, 'a non-trivial scale was chosen');
   assert.ok(res.error < res.rtnError * 0.9, `awq ${res.error} vs rtn ${res.rtnError}`);
 });

@@ -23,7 +23,7 @@ const r = rng(1);
 const W = Float32Array.from({ length: N * K }, () => randn(r) * 0.05);
 const X = Float32Array.from({ length: T * K }, (_, i) => randn(r) * (i % K === 3 ? 8 : 1));
 
-function quantized(algo, extra = {}) {
+async function quantized(algo, extra = {}) {
   const config = { num_hidden_layers: 1 };
   const weights = new Map([[`${PREFIX}.weight`, { dtype: 'float32', shape: [N, K], data: new Uint8Array(W.buffer) }]]);
   // quantizeWeights walks all five linears of a layer; give the others tiny stand-ins.
@@ -66,7 +66,7 @@ function relErr(a, b) {
 const f32 = (t) => toFloat32(t);
 
 test('W8A16: MatMulNBits 8-bit equals X · dequant(W)', async () => {
-  const q = quantized('int8_wo');
+  const q = await quantized('int8_wo');
   const t = q.weights;
   const wq = dequantizeInt8PerChannel({ q: new Int8Array(t.get(`${PREFIX}.weight`).data.buffer), scale: f32(t.get(`${PREFIX}.per_channel_scale`)) }, N, K);
   const y = await runLinear(t, q.quantization);
@@ -76,7 +76,7 @@ test('W8A16: MatMulNBits 8-bit equals X · dequant(W)', async () => {
 
 for (const algo of ['int4_wo', 'int4_awq']) {
   test(`${algo}: MatMulNBits 4-bit (group 128) equals (X ⊙ prequant) · dequant(W)`, async () => {
-    const q = quantized(algo);
+    const q = await quantized(algo);
     const t = q.weights;
     const wq = dequantizeInt4Grouped({ packed: t.get(`${PREFIX}.weight`).data, scale: f32(t.get(`${PREFIX}.weights_scaling_factor`)) }, N, K, 128);
     const pre = t.get(`${PREFIX}.prequant_scaling_factor`);
@@ -90,7 +90,7 @@ for (const algo of ['int4_wo', 'int4_awq']) {
 
 for (const act of ['per-token', 'per-tensor']) {
   test(`W8A8 SmoothQuant (${act} activations): MatMulInteger equals the integer reference exactly`, async () => {
-    const q = quantized('w8a8_sq', { sqActivations: act });
+    const q = await quantized('w8a8_sq', { sqActivations: act });
     const t = q.weights;
     const wi = new Int8Array(t.get(`${PREFIX}.weight`).data.buffer);
     const ws = f32(t.get(`${PREFIX}.per_channel_scale`));
@@ -114,7 +114,7 @@ for (const act of ['per-token', 'per-tensor']) {
 }
 
 test('FP8: float8e4m3fn weights with per-tensor scale, activations through FP8 with their static scale', async () => {
-  const q = quantized('fp8');
+  const q = await quantized('fp8');
   const t = q.weights;
   assert.equal(t.get(`${PREFIX}.weight`).dtype, 'float8_e4m3fn');
   const wq = dequantizeFp8(t.get(`${PREFIX}.weight`).data, f32(t.get(`${PREFIX}.weights_scaling_factor`))[0]);

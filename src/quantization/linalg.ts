@@ -1,4 +1,4 @@
-// The few dense kernels the scale searches need, in plain float32 loops (sizes here are a few hundred).
+// Plain float32 Y = X·W^T for the small products calibration needs (KV-cache ranges) and tests.
 
 /** Y[T, N] = X[T, K] · W[N, K]^T */
 export function matmulNT(x: Float32Array, t: number, w: Float32Array, n: number, k: number, out?: Float32Array): Float32Array {
@@ -20,14 +20,4 @@ export function matmulNT(x: Float32Array, t: number, w: Float32Array, n: number,
     }
   }
   return y;
-}
-
-/** ||X · (A - B)^T||² — the output error of replacing weight B by A on inputs X. */
-export function outputError(x: Float32Array, t: number, a: Float32Array, b: Float32Array, n: number, k: number): number {
-  const d = new Float32Array(a.length);
-  for (let i = 0; i < a.length; i++) d[i] = a[i] - b[i];
-  const y = matmulNT(x, t, d, n, k);
-  let s = 0;
-  for (let i = 0; i < y.length; i++) s += y[i] * y[i];
-  return s;
 }

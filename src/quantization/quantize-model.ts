@@ -38,9 +38,9 @@ export interface QuantReport {
 }
 
 /** Returns new weights (float tensors not quantized are shared, not copied) and a per-linear report. */
-export function quantizeWeights(
+export async function quantizeWeights(
   config: PretrainedConfig, weights: Weights, o: QuantOptions, stats?: CalibrationStats,
-): { weights: Weights; quantization: QuantConfig; report: QuantReport[] } {
+): Promise<{ weights: Weights; quantization: QuantConfig; report: QuantReport[] }> {
   const out: Weights = new Map(weights);
   const report: QuantReport[] = [];
   const g = o.groupSize ?? 128;
@@ -76,7 +76,7 @@ export function quantizeWeights(
         case 'int4_awq': {
           if (k % g) throw new Error(`${name}: K=${k} is not a multiple of --group-size ${g}`);
           const st = statsFor(prefix);
-          const r = awqQuantize(w, n, k, g, st.meanAbs(), st.sample(), { grid: o.awqGrid, clipSearch: o.awqClip ?? true });
+          const r = await awqQuantize(w, n, k, g, st.meanAbs(), st.sample(), { grid: o.awqGrid, clipSearch: o.awqClip ?? true });
           put('weight', bytesTensor('uint8', [n, k / 2], r.packed));
           put('weights_scaling_factor', f32Tensor(r.scale, [n, k / g]));
           put('prequant_scaling_factor', f32Tensor(reciprocal(r.s), [k]));

@@ -1,0 +1,158 @@
+// Only rank 0 quantizes: it reads the model, calibrates, quantizes the full (tp=1) weights, cuts every
+// rank's shard with the one sharding table and sends it over the world as raw frames. Other ranks never
+// open the model; they wait on their socket (no polling loop of their own) in a visible
+// "waiting for rank 0" state, then receive. No shared filesystem is assumed.
+
+import { InputError } from '../checkpoint/errors.js';
+import { commitTemp, discardTemp, openTemp, releaseTemp, tempSibling } from '../checkpoint/outdir.js';
+import { openSource, type ConvertOptions } from '../checkpoint/convert.js';
+import type { FloatDType } from '../checkpoint/hf-config.js';
+import { shardContext } from '../checkpoint/shard.js';
+import type { DType, Tensor, Weights } from '../checkpoint/tensor.js';
+import { loadTokenizer } from '../engine/tokenizer.js';
+import type { PretrainedConfig } from '../model/config.js';
+import { LlamaForCausalLM } from '../model/llama.js';
+import type { World } from '../rank/types.js';
+import { shardTensor } from '../sharding/slice.js';
+import { progress } from '../util/progress.js';
+import { traceSpan } from '../util/trace.js';
+import { needsCalibration } from './algorithms.js';
+import { calibrate } from './calibrate.js';
+import type { QuantRequest } from './cli-options.js';
+import { quantizeWeights, type QuantReport } from './quantize-model.js';
+
+const TAG = 0x51000;
+/** Rank 0 may calibrate and search for minutes; the launcher takes the job down if it dies. */
+const WAIT_MS = 24 * 3600 * 1000;
+
+export interface QuantizeSource {
+  /** Model directory (Hugging Face, Meta or TensorRT-LLM checkpoint); read by rank 0 only. */
+  model: string;
+  format?: ConvertOptions['format'];
+  /** Dtype of the tensors left in float (embedding, norms, lm_head); default the source's. */
+  dtype?: FloatDType;
+  /** Directory with tokenizer.json for the calibration text (default: the model directory). */
+  tokenizer?: string;
+}
+
+interface Header {
+  error?: string;
+  config?: PretrainedConfig;
+  tensors?: { name: string; dtype: DType; shape: number[]; bytes: number }[];
+}
+
+/** Rank 0: the full model quantized (tp=1 layout), with the config it will be sharded under. */
+export async function quantizeFullModel(src: QuantizeSource, q: QuantRequest, tp: number): Promise<{ config: PretrainedConfig; weights: Weights; report: QuantReport[] }> {
+  const { config, source } = openSource({ model: src.model, out: '', tp: 1, dtype: src.dtype, format: src.format });
+  let full: LlamaForCausalLM;
+  try {
+    full = await traceSpan('quant.load', () => LlamaForCausalLM.fromSource(source, config, 0));
+  } finally {
+    source.close();
+  }
+  const target: PretrainedConfig = { ...config, mapping: { world_size: tp, tp_size: tp, pp_size: 1 } };
+  shardContext(target); // tp against heads, before minutes of calibration
+  checkGroups(target, q);
+  const stats = needsCalibration(q)
+    ? await traceSpan('quant.calibrate', () => calibrate(full, loadTokenizer(src.tokenizer ?? src.model), {
+      file: q.calibFile, samples: q.calibSamples, kvCache: q.kvCache === 'int8',
+    }))
+    : undefined;
+  const bar = progress('quantize', 1, 'model');
+  const res = await traceSpan('quant.quantize', () => quantizeWeights(config, full.weights, q, stats));
+  bar.done();
+  return { config: { ...target, quantization: res.quantization }, weights: res.weights, report: res.report };
+}
+
+/** Row-parallel linears are cut along K: each rank's part must hold whole int4 groups. */
+export function checkGroups(c: PretrainedConfig, q: QuantRequest): void {
+  if (q.algo !== 'int4_wo' && q.algo !== 'int4_awq') return;
+  const g = q.groupSize ?? 128;
+  const tp = c.mapping.tp_size;
+  const ks: [string, number][] = [['attention.dense', c.num_attention_heads * c.head_size], ['mlp.proj', c.intermediate_size], ['attention.qkv', c.hidden_size]];
+  for (const [lin, k] of ks) {
+    const per = lin === 'attention.qkv' ? k : k / tp;
+    if (per % g !== 0) throw new InputError(`--group-size ${g}: ${lin} has ${per} input features per rank at tp=${tp}, not a multiple of the group size`);
+  }
+}
+
+/** The rank's quantized shard (every rank calls this; only rank 0 touches `src`). */
+export async function quantizeAndDistribute(world: World, src: QuantizeSource, q: QuantRequest): Promise<LlamaForCausalLM> {
+  const tp = world.size;
+  if (world.rank !== 0) return receiveShard(world);
+  let full: Awaited<ReturnType<typeof quantizeFullModel>>;
+  try {
+    full = await quantizeFullModel(src, q, tp);
+  } catch (e) {
+    // Tell the waiting ranks why, so that every rank fails with rank 0's message.
+    const msg = (e as Error).message ?? String(e);
+    for (let r = 1; r < tp; r++) await world.sendObject({ error: msg } satisfies Header, r, TAG);
+    throw e;
+  }
+  const ctx = shardContext(full.config);
+  let mine: Weights | undefined;
+  const bar = progress('send shards', tp - 1, 'ranks');
+  for (let r = 0; r < tp; r++) {
+    const shard: Weights = new Map();
+    for (const [name, t] of full.weights) shard.set(name, shardTensor(name, t, ctx, r));
+    if (r === 0) { mine = shard; continue; }
+    const tensors = [...shard].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, bytes: t.data.length }));
+    await traceSpan('quant.send', async () => {
+      await world.sendObject({ config: full.config, tensors } satisfies Header, r, TAG);
+      for (const t of shard.values()) await world.send(t.data, r, TAG + 1);
+    }, { rank: r, tensors: tensors.length });
+    bar.tick();
+  }
+  bar.done();
+  const model = new LlamaForCausalLM(full.config, 0);
+  model.load(mine!);
+  return model;
+}
+
+async function receiveShard(world: World): Promise<LlamaForCausalLM> {
+  const wait = progress('waiting for rank 0', 1, 'shard');
+  const h = await traceSpan('quant.wait', () => world.recvObject<Header>(0, TAG, { timeoutMs: WAIT_MS }));
+  wait.done();
+  if (h.error) throw new Error(`rank 0 failed to quantize: ${h.error}`);
+  const weights: Weights = new Map();
+  const bar = progress('receive shard', h.tensors!.length, 'tensors');
+  await traceSpan('quant.recv', async () => {
+    for (const m of h.tensors!) {
+      const data = await world.recv(0, TAG + 1, new Uint8Array(m.bytes));
+      weights.set(m.name, { dtype: m.dtype, shape: m.shape, data } satisfies Tensor);
+      bar.tick();
+    }
+  });
+  bar.done();
+  const model = new LlamaForCausalLM(h.config!, world.rank);
+  model.load(weights);
+  return model;
+}
+
+/** `tprun convert --quant ...`: every rank writes its quantized rank{r}.safetensors into one temp sibling. */
+export async function convertQuantized(world: World, o: ConvertOptions, q: QuantRequest): Promise<{ rank: number; seconds: number; bytesWritten: number; maxRssBytes: number }> {
+  const t0 = performance.now();
+  if (world.size !== o.tp) throw new InputError(`--tp ${o.tp} but the world has ${world.size} ranks`);
+  const tag = await world.broadcastObject(world.rank === 0 ? `${process.pid.toString(36)}${Date.now().toString(36)}` : undefined, 0);
+  const tmp = tempSibling(o.out, tag);
+  let err: unknown;
+  let bytes = 0;
+  try {
+    const model = await quantizeAndDistribute(world, { model: o.model, format: o.format, dtype: o.dtype }, q);
+    openTemp(tmp);
+    await traceSpan('save', () => model.saveCheckpoint(tmp));
+    for (const t of model.weights.values()) bytes += t.data.length;
+  } catch (e) {
+    err = e;
+  }
+  const ok = await world.allReduce(Int32Array.of(err ? 0 : 1), 'min');
+  if (world.rank === 0) {
+    if (ok[0] === 1) commitTemp(tmp, o.out);
+    else discardTemp(tmp);
+  } else {
+    releaseTemp(tmp);
+  }
+  await world.barrier();
+  if (err) throw err;
+  return { rank: world.rank, seconds: (performance.now() - t0) / 1000, bytesWritten: bytes, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+}
