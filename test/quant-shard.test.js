@@ -1,0 +1,69 @@
+// Quantized tensors through the one sharding table: quantize-then-shard equals shard-then-quantize bit for
+// bit for group-wise weight-only int4 (and per-channel int8 on column-parallel linears), and row splits
+// that would cut a group fail clearly.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { LlamaForCausalLM } from '../dist/model/llama.js';
+import { shardTensor } from '../dist/sharding/slice.js';
+import { shardContext } from '../dist/checkpoint/shard.js';
+import { quantizeWeights } from '../dist/quantization/quantize-model.js';
+import { checkGroups } from '../dist/quantization/distribute.js';
+
+const full = LlamaForCausalLM.fromHuggingFace('models/brown-llama-a', { mapping: { tp_size: 1 } });
+const withTp = (tp) => ({ ...full.config, mapping: { world_size: tp, tp_size: tp, pp_size: 1 } });
+const LINEARS = ['attention.qkv', 'attention.dense', 'mlp.fc', 'mlp.gate', 'mlp.proj'];
+
+function eqTensor(a, b, what) {
+  assert.equal(a.dtype, b.dtype, `${what} dtype`);
+  assert.deepEqual(a.shape, b.shape, `${what} shape`);
+  assert.ok(Buffer.from(a.data).equals(Buffer.from(b.data)), `${what}: bytes differ`);
+}
+
+for (const tp of [2, 4]) {
+  test(`int4 g32 weight-only at tp=${tp}: quantize-then-shard == shard-then-quantize, bit for bit`, async () => {
+    const opts = { algo: 'int4_wo', groupSize: 32 };
+    const q = await quantizeWeights(full.config, full.weights, opts);
+    const ctx = shardContext(withTp(tp));
+    for (let r = 0; r < tp; r++) {
+      // Shard the float weights first, then quantize that rank's pieces on their own.
+      const floatShard = new Map([...full.weights].map(([n, t]) => [n, shardTensor(n, t, ctx, r)]));
+      const cfgR = { ...full.config };
+      const qShard = await quantizeWeights(cfgR, floatShard, opts);
+      for (let l = 0; l < full.config.num_hidden_layers; l++) {
+        for (const lin of LINEARS) {
+          for (const role of ['weight', 'weights_scaling_factor']) {
+            const name = `transformer.layers.${l}.${lin}.${role}`;
+            eqTensor(shardTensor(name, q.weights.get(name), ctx, r), qShard.weights.get(name), `rank ${r} ${name}`);
+          }
+        }
+      }
+    }
+  });
+}
+
+test('int8 per-channel at tp=2: bit-exact on column-parallel linears; row-parallel keep the full row scale', async () => {
+  const q = await quantizeWeights(full.config, full.weights, { algo: 'int8_wo' });
+  const ctx = shardContext(withTp(2));
+  for (let r = 0; r < 2; r++) {
+    const floatShard = new Map([...full.weights].map(([n, t]) => [n, shardTensor(n, t, ctx, r)]));
+    const qShard = await quantizeWeights(full.config, floatShard, { algo: 'int8_wo' });
+    for (const lin of ['attention.qkv', 'mlp.fc', 'mlp.gate']) {
+      for (const role of ['weight', 'per_channel_scale']) {
+        const name = `transformer.layers.3.${lin}.${role}`;
+        eqTensor(shardTensor(name, q.weights.get(name), ctx, r), qShard.weights.get(name), `rank ${r} ${name}`);
+      }
+    }
+    // A row-parallel linear's per-channel scale spans the whole row: replicated, not re-derived per shard.
+    const name = 'transformer.layers.3.mlp.proj.per_channel_scale';
+    eqTensor(shardTensor(name, q.weights.get(name), ctx, r), q.weights.get(name), name);
+  }
+});
+
+test('row splits must keep int4 groups whole: clear errors from the plan check and from the table', async () => {
+  // attention.dense has 8 heads x 32 = 256 inputs: 64 per rank at tp=4, not a multiple of 128.
+  assert.throws(() => checkGroups(withTp(4), { algo: 'int4_wo', groupSize: 128 }), /--group-size 128: attention\.dense has 64 input features per rank at tp=4/);
+  assert.doesNotThrow(() => checkGroups(withTp(2), { algo: 'int4_wo', groupSize: 128 }));
+  const q = await quantizeWeights(full.config, full.weights, { algo: 'int4_wo', groupSize: 128 });
+  const name = 'transformer.layers.0.attention.dense.weights_scaling_factor';
+  assert.throws(() => shardTensor(name, q.weights.get(name), shardContext(withTp(4)), 0), /attention\.dense\.weights_scaling_factor/);
+});
