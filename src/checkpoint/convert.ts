@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { World } from '../rank/types.js';
 import type { PretrainedConfig } from '../model/config.js';
 import { LlamaForCausalLM, type LoadOptions } from '../model/llama.js';
-import { InputError } from './errors.js';
+import { InputError, isInputError } from './errors.js';
 import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
 import { SafetensorsWriter } from './safetensors.js';
@@ -107,7 +107,7 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
       source.close();
     }
   } catch (e) {
-    err = e;
+    err = isInputError(e) && world.size > 1 ? new InputError(`rank ${world.rank}: ${e.message}`) : e;
   }
   // Every rank learns whether all succeeded before rank 0 renames or removes the directory.
   const ok = await world.allReduce(Int32Array.of(err ? 0 : 1), 'min');

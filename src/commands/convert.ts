@@ -51,6 +51,8 @@ const convert: CommandModule<object, Args> = {
         if (dir) fs.writeFileSync(path.join(dir, `rank${world.rank}.json`), JSON.stringify(stats));
       });
     } catch (e: any) {
+      // A failed rank already printed its own one-line error; the launcher reported which rank it was.
+      if (e?.reported) { process.exitCode = e.exitCode ?? 1; return; }
       process.stderr.write(`tprun convert: ${isInputError(e) ? e.message : e?.message ?? String(e)}\n`);
       process.exitCode = isInputError(e) ? 2 : typeof e?.exitCode === 'number' ? e.exitCode : 1;
     }

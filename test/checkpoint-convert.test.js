@@ -1,0 +1,77 @@
+// `tprun convert` with real ranks: each rank writes its own shard; the result equals the in-memory
+// shards; a rank that fails takes the job down with exit code 2 and leaves no directory behind.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { LlamaForCausalLM } from '../dist/model/llama.js';
+import { readSafetensors, SafetensorsFile } from '../dist/checkpoint/safetensors.js';
+import { ROOT, BROWN, BROWN_META, sameBytes, tmpDir } from './helpers/h3.js';
+
+const CLI = path.join(ROOT, 'dist/cli.js');
+const run = (args) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+
+function assertRanksEqual(dir, tp, want) {
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['config.json', ...[...Array(tp).keys()].map((r) => `rank${r}.safetensors`)].sort());
+  for (let rank = 0; rank < tp; rank++) {
+    const got = readSafetensors(path.join(dir, `rank${rank}.safetensors`));
+    const exp = want(rank);
+    assert.deepEqual([...got.keys()], [...exp.weights.keys()]);
+    for (const [n, t] of exp.weights) {
+      assert.deepEqual(got.get(n).shape, t.shape, n);
+      assert.ok(sameBytes(got.get(n).data, t.data), `${n} rank ${rank}`);
+    }
+  }
+}
+
+test('HF and Meta convert at tp=2 to the same shards; tllm reshards 2 -> 4', (t) => {
+  const work = tmpDir(t);
+  const hf = path.join(work, 'hf2'), meta = path.join(work, 'meta2'), re = path.join(work, 're4');
+  let r = run(['convert', '--model', BROWN, '--tp', '2', '--out', hf]);
+  assert.equal(r.status, 0, r.stderr);
+  const cfg = JSON.parse(fs.readFileSync(path.join(hf, 'config.json'), 'utf8'));
+  assert.deepEqual(cfg.mapping, { world_size: 2, tp_size: 2, pp_size: 1 });
+  assert.deepEqual(cfg.quantization, { quant_algo: null, kv_cache_quant_algo: null });
+  assert.equal(cfg.rotary_base, 10000);
+  assert.equal(cfg.norm_epsilon, 1e-5);
+  assertRanksEqual(hf, 2, (rank) => LlamaForCausalLM.fromHuggingFace(BROWN, { mapping: { tp_size: 2 }, rank }));
+  r = run(['convert', '--model', BROWN_META, '--format', 'meta', '--tp', '2', '--out', meta]);
+  assert.equal(r.status, 0, r.stderr);
+  for (let rank = 0; rank < 2; rank++) {
+    const a = fs.readFileSync(path.join(hf, `rank${rank}.safetensors`));
+    const b = fs.readFileSync(path.join(meta, `rank${rank}.safetensors`));
+    assert.ok(a.equals(b), `Meta rank${rank}.safetensors differs from HF's`);
+  }
+  r = run(['convert', '--model', hf, '--tp', '4', '--out', re]);
+  assert.equal(r.status, 0, r.stderr);
+  assertRanksEqual(re, 4, (rank) => LlamaForCausalLM.fromHuggingFace(BROWN, { mapping: { tp_size: 4 }, rank }));
+  assert.deepEqual(fs.readdirSync(work).sort(), ['hf2', 'meta2', 're4']);
+});
+
+test('a rank that fails mid-conversion: exit 2, its one-line error, no output or temp dir', (t) => {
+  const work = tmpDir(t);
+  const model = path.join(work, 'model');
+  fs.mkdirSync(model);
+  for (const f of fs.readdirSync(BROWN)) fs.copyFileSync(path.join(BROWN, f), path.join(model, f));
+  // A value beyond float16 in the last row of lm_head: only rank 1 (the second half) meets it.
+  const f = path.join(model, 'model-00002-of-00002.safetensors');
+  const sf = SafetensorsFile.open(f);
+  const info = sf.info('lm_head.weight');
+  sf.close();
+  const fd = fs.openSync(f, 'r+');
+  fs.writeSync(fd, Buffer.from([0x80, 0x47]), 0, 2, info.offset + info.nbytes - 2);
+  fs.closeSync(fd);
+  const out = path.join(work, 'out');
+  fs.mkdirSync(out);
+  fs.writeFileSync(path.join(out, 'old.txt'), 'previous run');
+  const r = run(['convert', '--model', model, '--tp', '2', '--dtype', 'float16', '--out', out]);
+  assert.equal(r.status, 2, r.stderr);
+  const lines = r.stderr.split('\n').filter((l) => l.includes('beyond float16'));
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0], /rank 1|\[1\]|1:/);
+  assert.match(lines[0], /model-00002-of-00002\.safetensors|lm_head\.weight/);
+  // The old output is untouched and no temporary sibling remains.
+  assert.deepEqual(fs.readdirSync(work).sort(), ['model', 'out']);
+  assert.deepEqual(fs.readdirSync(out), ['old.txt']);
+});
