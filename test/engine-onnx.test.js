@@ -15,7 +15,6 @@ test('a graph with external weights, attributes and a contrib op runs in onnxrun
     const wf = new WeightFile('weights.bin');
     const g = new Graph('t', 'float32', wf);
     const x = g.input('x', 'float32', ['batch', 3]);
-    // W [3, 2] and a norm scale, each at its own 64 KiB-aligned offset.
     const W = Float32Array.of(1, 2, 3, 4, 5, 6);
     const w = g.weight('w', { dtype: 'float32', shape: [3, 2], data: new Uint8Array(W.buffer) });
     const s = g.weight('s', { dtype: 'float32', shape: [2], data: new Uint8Array(Float32Array.of(1, 2).buffer) });
@@ -27,8 +26,15 @@ test('a graph with external weights, attributes and a contrib op runs in onnxrun
     g.node('Identity', [sk], ['skip_sum']);
     g.output('norm', 'float32', ['batch', 2]);
     g.output('skip_sum', 'float32', ['batch', 2]);
-    const refs = g.initializers.map((i) => i.external);
-    assert.deepEqual(refs.map((r) => r.offset), [0, WEIGHT_ALIGN]);
+    // Two weights large enough for the weight file, each at its own 64 KiB-aligned offset.
+    const big = Float32Array.from({ length: 1100 }, (_, i) => i);
+    const b1 = g.weight('big1', { dtype: 'float32', shape: [1100], data: new Uint8Array(big.buffer) });
+    const b2 = g.weight('big2', { dtype: 'float32', shape: [1100], data: new Uint8Array(big.map((x) => 2 * x).buffer) });
+    g.node('Add', [b1, b2], ['bigsum']);
+    g.output('bigsum', 'float32', [1100]);
+    const byName = Object.fromEntries(g.initializers.map((i) => [i.name, i]));
+    assert.ok(byName.w.raw && !byName.w.external, 'tiny weights stay inline');
+    assert.deepEqual([byName.big1.external.offset, byName.big2.external.offset], [0, WEIGHT_ALIGN]);
     writeFileSync(join(dir, 'g.onnx'), g.encode());
     await wf.write(join(dir, 'weights.bin'));
     const sess = await ort.InferenceSession.create(join(dir, 'g.onnx'));
@@ -38,6 +44,7 @@ test('a graph with external weights, attributes and a contrib op runs in onnxrun
     const got = Array.from(out.norm.data);
     [6 / r, 16 / r].forEach((v, i) => assert.ok(Math.abs(got[i] - v) < 1e-5, `${got[i]} vs ${v}`));
     assert.deepEqual(Array.from(out.skip_sum.data.slice(0, 2)), [12, 16]);
+    assert.deepEqual(Array.from(out.bigsum.data.slice(1097)), [3291, 3294, 3297]);
     await sess.release();
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -12,11 +12,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
-import { exitOnError } from '../engine/cli-util.js';
+import { exitOnError, runOnRanks } from '../engine/cli-util.js';
 import { Engine } from '../engine/engine.js';
 import { generate } from '../engine/generate.js';
 import { EngineRunner } from '../engine/runtime.js';
-import { runDistributed } from '../launcher/self-launch.js';
 import type { World } from '../rank/types.js';
 import { seededRandom } from '../engine/sampling.js';
 
@@ -83,7 +82,7 @@ export default command;
 async function measureOne(a: BenchArgs): Promise<void> {
   const dir = resolve(a.engine![0]);
   const config = await Engine.readConfig(dir);
-  await runDistributed(config.tp_size, async (world: World) => {
+  await runOnRanks(config.tp_size, async (world: World) => {
     const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size, verify: false });
     const runner = await EngineRunner.load(engine, world, { threads: a.threads });
     const pc = config.pretrained_config;

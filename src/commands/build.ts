@@ -9,11 +9,10 @@ import { InputError } from '../checkpoint/errors.js';
 import type { World } from '../rank/types.js';
 import { build } from '../engine/engine.js';
 import { hasTokenizer, tokenizerFiles } from '../engine/tokenizer.js';
-import { runDistributed } from '../launcher/self-launch.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
 import { loadShardForBuild } from '../engine/load-shard.js';
-import { exitOnError } from '../engine/cli-util.js';
+import { exitOnError, runOnRanks } from '../engine/cli-util.js';
 
 interface BuildArgs {
   checkpoint?: string;
@@ -26,6 +25,7 @@ interface BuildArgs {
   dtype: 'float32' | 'float16';
   device: 'cpu' | 'gpu';
   tokenizer?: string;
+  'parallel-embedding': boolean;
   [k: string]: unknown;
 }
 
@@ -43,6 +43,7 @@ const command: CommandModule<object, BuildArgs> = {
       .option('max-seq-len', { type: 'number', default: 1024 })
       .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const })
       .option('device', { choices: ['cpu', 'gpu'] as const, default: 'cpu' as const })
+      .option('parallel-embedding', { type: 'boolean', default: false, describe: 'with --model: shard the embedding table over the vocabulary (one more all-reduce)' })
       .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json to store in the engine (default: the model\'s)' })
       .conflicts('checkpoint', 'model')
       .check((a) => {
@@ -71,9 +72,9 @@ const command: CommandModule<object, BuildArgs> = {
       dtype: a.dtype,
       device: a.device,
     };
-    await runDistributed(tp, async (world: World) => {
+    await runOnRanks(tp, async (world: World) => {
       const t0 = performance.now();
-      const model = await traceSpan('load', () => loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, world }));
+      const model = await traceSpan('load', () => loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, world, parallelEmbedding: a['parallel-embedding'] }));
       const bar = progress('build', model.config.num_hidden_layers, 'layers');
       const engine = await traceSpan('build', () => build(model, buildConfig, { onLayer: () => bar.tick() }));
       bar.done();

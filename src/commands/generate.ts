@@ -4,12 +4,11 @@
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../checkpoint/errors.js';
-import { exitOnError, parseIds } from '../engine/cli-util.js';
+import { exitOnError, parseIds, runOnRanks } from '../engine/cli-util.js';
 import { Engine } from '../engine/engine.js';
 import { generate } from '../engine/generate.js';
 import { EngineRunner } from '../engine/runtime.js';
 import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
-import { runDistributed } from '../launcher/self-launch.js';
 import type { World } from '../rank/types.js';
 import { progress } from '../util/progress.js';
 
@@ -69,7 +68,7 @@ const command: CommandModule<object, GenerateArgs> = {
     const eos = config.pretrained_config.eos_token_id;
     const eosIds = a['ignore-eos'] ? [] : eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
 
-    await runDistributed(config.tp_size, async (world: World) => {
+    await runOnRanks(config.tp_size, async (world: World) => {
       const t0 = performance.now();
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
       const runner = await EngineRunner.load(engine, world, { threads: a.threads });
@@ -104,7 +103,7 @@ const command: CommandModule<object, GenerateArgs> = {
             timings,
           })}\n`);
         } else {
-          const prompt = tok ? tok.decode(res.promptIds[b]) : res.promptIds[b].join(',');
+          const prompt = tok ? tok.decode(res.promptIds[b], { skipSpecial: true }) : res.promptIds[b].join(',');
           const shown = !tok ? ` -> ${ids.join(',')}` : process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text;
           process.stdout.write(`${prompt}${shown}\n`);
         }

@@ -5,12 +5,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../checkpoint/errors.js';
-import { exitOnError } from '../engine/cli-util.js';
+import { exitOnError, runOnRanks } from '../engine/cli-util.js';
 import { Engine } from '../engine/engine.js';
 import { perplexity, perplexityTokens } from '../engine/perplexity.js';
 import { EngineRunner } from '../engine/runtime.js';
 import { loadTokenizer } from '../engine/tokenizer.js';
-import { runDistributed } from '../launcher/self-launch.js';
 import type { World } from '../rank/types.js';
 import { progress } from '../util/progress.js';
 
@@ -56,7 +55,7 @@ const command: CommandModule<object, PplArgs> = {
     if (pc.bos_token_id === undefined || eos === undefined) throw new InputError(`${dir}/config.json: bos_token_id / eos_token_id missing`);
     const tokens = perplexityTokens(tok, readFileSync(file, 'utf8'), pc.bos_token_id, eos, a['max-tokens'] + 1);
     if (a.window > config.build_config.max_input_len) throw new InputError(`--window ${a.window} exceeds the engine's max_input_len ${config.build_config.max_input_len}`);
-    await runDistributed(config.tp_size, async (world: World) => {
+    await runOnRanks(config.tp_size, async (world: World) => {
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
       const runner = await EngineRunner.load(engine, world, { threads: a.threads });
       const bar = progress('perplexity', Math.floor((tokens.length - 1) / a.window), 'windows');

@@ -1,6 +1,8 @@
 // How engine commands end: a one-line message on stderr and the error's exit code (2 for bad input,
 // or the failing rank's code when a distributed run fails), never a stack trace for expected errors.
 
+import type { World } from '../rank/types.js';
+
 export async function exitOnError(fn: () => Promise<void>): Promise<void> {
   try {
     await fn();
@@ -20,4 +22,10 @@ export function parseIds(s: string, option: string): number[] {
     throw Object.assign(new Error(`${option} ${s}: expected comma-separated non-negative integers`), { exitCode: 2 });
   }
   return ids;
+}
+
+/** H1's runDistributed (start n ranks, or join the world we run in), loaded when a command runs. */
+export async function runOnRanks(n: number, body: (world: World) => Promise<void>): Promise<void> {
+  const { runDistributed } = await import('../launcher/self-launch.js');
+  await runDistributed(n, body);
 }

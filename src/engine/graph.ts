@@ -4,7 +4,8 @@
 //   g.input(name, dtype, dims)            declare a graph input, returns its name
 //   g.output(name, dtype, dims)           declare a graph output (an existing value name)
 //   g.weight(name, tensor)                a weight initializer (any dtype, raw bytes): stored in the rank's
-//                                         weight file (64 KiB aligned) — name it after the checkpoint tensor
+//                                         weight file (64 KiB aligned; inline when < 4 KiB) — name it after
+//                                         the checkpoint tensor
 //   g.constant(hint, dtype, dims, bytes)  a small inline initializer (shapes, axes, scalars)
 //   g.node(op, inputs, nOut|names, attrs?, domain?)  add a node, returns its output names;
 //                                         '' as an input means "optional input absent"
@@ -20,6 +21,9 @@ import { encodeModel, type AttrValue, type InitializerSpec, type NodeSpec, type 
 import type { WeightFile } from './weight-file.js';
 
 export const MS = 'com.microsoft';
+
+/** Weights smaller than this are stored inside the graph rather than in the weight file. */
+export const INLINE_BELOW = 4096;
 
 export class Graph {
   readonly nodes: NodeSpec[] = [];
@@ -52,7 +56,9 @@ export class Graph {
   weight(name: string, t: Tensor): string {
     if (!this.names.has(name)) {
       this.names.add(name);
-      this.initializers.push({ name, dtype: t.dtype as OnnxDTypeName, dims: t.shape, external: this.weights.add(name, t.data) });
+      // Tiny tensors (norm scales, per-tensor scales) stay inline: a 64 KiB slot each would mostly be padding.
+      const inline = t.data.length < INLINE_BELOW;
+      this.initializers.push({ name, dtype: t.dtype as OnnxDTypeName, dims: t.shape, ...(inline ? { raw: t.data } : { external: this.weights.add(name, t.data) }) });
     }
     return name;
   }

@@ -3,7 +3,6 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../checkpoint/errors.js';
 import { LlamaForCausalLM } from '../model/llama.js';
 import type { World } from '../rank/types.js';
 import type { ModelShard } from './engine.js';
@@ -13,17 +12,15 @@ export interface ShardSource {
   model?: string;
   tp: number;
   world: World;
+  /** With `model`: vocab-parallel embedding table. */
+  parallelEmbedding?: boolean;
 }
 
 export async function loadShardForBuild(s: ShardSource): Promise<ModelShard> {
   const rank = s.world.rank;
   if (s.checkpoint) return LlamaForCausalLM.fromCheckpoint(s.checkpoint, rank);
   const dir = s.model!;
-  const opts = { mapping: { tp_size: s.tp, world_size: s.tp, pp_size: 1 }, rank };
-  if (existsSync(join(dir, 'params.json'))) {
-    const fromMeta = (LlamaForCausalLM as unknown as { fromMetaCkpt?: (d: string, o: object) => LlamaForCausalLM }).fromMetaCkpt;
-    if (!fromMeta) throw new InputError(`${dir}: Meta checkpoints are not supported by this build`);
-    return fromMeta.call(LlamaForCausalLM, dir, opts);
-  }
+  const opts = { mapping: { tp_size: s.tp, world_size: s.tp, pp_size: 1 }, rank, useParallelEmbedding: s.parallelEmbedding };
+  if (existsSync(join(dir, 'params.json'))) return LlamaForCausalLM.fromMetaCkpt(dir, opts);
   return LlamaForCausalLM.fromHuggingFace(dir, opts);
 }

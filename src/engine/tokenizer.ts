@@ -11,7 +11,7 @@ export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'];
 export interface TextTokenizer {
   /** Ids as the tokenizer's template says (BOS included when the template adds it). */
   encode(text: string, opts?: { special?: boolean }): number[];
-  decode(ids: number[]): string;
+  decode(ids: number[], opts?: { skipSpecial?: boolean }): string;
 }
 
 export function hasTokenizer(dir: string): boolean {
@@ -31,7 +31,7 @@ export function loadTokenizer(dir: string): TextTokenizer {
   }
   return {
     encode: (text, o = {}) => tok.encode(text, { add_special_tokens: o.special ?? true }).ids,
-    decode: (ids) => tok.decode(ids),
+    decode: (ids, o = {}) => tok.decode(ids, { skip_special_tokens: o.skipSpecial ?? false }),
   };
 }
 
