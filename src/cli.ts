@@ -52,6 +52,8 @@ const args = process.argv.slice(2);
 try {
   // A launch starts with an option (`tprun -n 4 -- cmd`); a subcommand starts with its name.
   const launchLike = args.length > 0 && args[0].startsWith('-') && args[0] !== '--help' && args[0] !== '-h' && args[0] !== '--version';
+  // Start loading the launcher (execa is most of its cost) while the options are parsed.
+  if (launchLike) void import('./launcher/launch.js').catch(() => {});
   const fast = launchLike ? await import('./commands/launch.js').then(async (m) => ({ m, o: await m.fastParse(args) })) : undefined;
   if (fast?.o) {
     exitWith(await fast.m.runLaunch(fast.o));

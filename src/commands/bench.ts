@@ -1,9 +1,10 @@
 // `tprun bench <what>`: every benchmark prints JSON lines and runs its reference tool side by side.
 import type { CommandModule } from 'yargs';
 import generateBench from '../bench/generate.js';
+import launchBench from '../bench/launch.js';
 
 // Each benchmark module default-exports a CommandModule (`comm`, `launch`, `generate`, ...).
-const benches: CommandModule<any, any>[] = [generateBench];
+const benches: CommandModule<any, any>[] = [generateBench, launchBench];
 
 const bench: CommandModule = {
   command: 'bench',

@@ -122,7 +122,9 @@ export async function launch(o: LaunchOptions): Promise<number> {
   };
 
   const ranks: RankProc[] = places.map((place) => ({ place, exited: false, startUs: 0, trace: [] }));
-  const watchdog = localPlaces.length ? new Watchdog(o.graceSec ?? DEFAULT_GRACE_SEC) : undefined;
+  const launcherSpans: TraceEvent[] = [{ k: 't', name: 'node start + imports', ts: Math.round(performance.timeOrigin * 1000), dur: t0 - Math.round(performance.timeOrigin * 1000) }];
+  const span = (name: string, ts: number, args?: Record<string, unknown>) => launcherSpans.push({ k: 't', name, ts, dur: nowUs() - ts, ...(args ? { args } : {}) });
+  span('prepare', t0);
 
   let exitCode: number | undefined; // decided by the first failure / timeout / signal
   let stopping = false;
@@ -212,6 +214,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const { spawnRemote } = places.some((p) => !p.local) ? await import('./remote.js') : { spawnRemote: undefined };
 
   const done: Promise<void>[] = [];
+  const spawnStart = nowUs();
   for (const r of ranks) {
     const p = r.place;
     const vars = rankEnv(job, p, p.local ? localGpus[p.localRank] : gpuSpec === 'auto' || gpuSpec === 'none' ? undefined : gpuSpec[p.localRank % gpuSpec.length], events);
@@ -232,7 +235,6 @@ export async function launch(o: LaunchOptions): Promise<number> {
         reject: false,
         stripFinalNewline: false,
       });
-      if (child.pid !== undefined) watchdog!.watch(child.pid);
     } else {
       child = spawnRemote!(p.host, o.command, { ...forwarded, ...vars }, { cwd: o.cwd ?? process.cwd(), graceSec: o.graceSec ?? DEFAULT_GRACE_SEC });
     }
@@ -258,6 +260,13 @@ export async function launch(o: LaunchOptions): Promise<number> {
     );
   }
 
+  span('spawn ranks', spawnStart);
+  // Started after the ranks, so that it costs the job no startup time; the window in which a SIGKILLed
+  // launcher would leave ranks behind is this one synchronous step.
+  const watchdog = localPlaces.length ? new Watchdog(o.graceSec ?? DEFAULT_GRACE_SEC) : undefined;
+  for (const r of ranks) if (r.place.local && r.pid !== undefined) watchdog!.watch(r.pid);
+  const waitStart = nowUs();
+
   // All leaders are gone: give their leftovers the grace period, then SIGKILL whatever still holds a pipe.
   const exits = Promise.all(done);
   await Promise.race([allExited, exits]);
@@ -277,6 +286,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   view.stop();
 
   const code = exitCode ?? 0;
+  span('run', waitStart);
   if (traceFile) {
     const procs = ranks.map((r) => ({
       pid: r.place.rank,
@@ -284,8 +294,9 @@ export async function launch(o: LaunchOptions): Promise<number> {
       events: r.trace,
       outer: [{ k: 't' as const, name: 'process', ts: r.startUs, dur: (r.endUs ?? nowUs()) - r.startUs, args: { pid: r.pid } }],
     }));
+    procs.push({ pid: size, label: 'tprun launcher', events: launcherSpans, outer: [] });
     const { writeChromeTrace } = await import('../util/trace.js');
-    writeChromeTrace(traceFile, procs, t0);
+    writeChromeTrace(traceFile, procs, launcherSpans[0].ts);
   }
   if (o.json) {
     mux.closeLines();

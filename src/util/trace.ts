@@ -39,6 +39,20 @@ export async function traceSpan<T>(name: string, fn: () => Promise<T> | T, args?
   }
 }
 
+/**
+ * Records a span that began at `startUs` (µs since the epoch, e.g. `processStartUs()`) and ends now:
+ * for stretches that no single function call covers, like process startup.
+ */
+export function traceSince(name: string, startUs: number, args?: object): void {
+  if (currentMode() === 'off') return;
+  record({ k: 't', name, ts: startUs, dur: nowUs() - startUs, ...(args ? { args: { ...args } } : {}) });
+}
+
+/** When this process started (µs since the epoch), on the clock all trace events use. */
+export function processStartUs(): number {
+  return Math.round(performance.timeOrigin * 1000);
+}
+
 /** A point in time (a zero-length marker on the timeline). */
 export function traceInstant(name: string, args?: object): void {
   if (currentMode() === 'off') return;

@@ -1,0 +1,76 @@
+// `tprun bench launch`: wall time from starting the launcher to its exit, for N ranks that join the
+// world (initWorld), meet at a barrier and exit; next to Open MPI's mpirun running the same with mpi4py
+// (`MPI.COMM_WORLD.Barrier()`), interleaved in the same run, median of several repetitions.
+import { execa } from 'execa';
+import { fileURLToPath } from 'node:url';
+import type { CommandModule } from 'yargs';
+
+interface Args {
+  n: number;
+  reps: number;
+  json: boolean;
+}
+
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+const RANK = fileURLToPath(new URL('./launch-rank.js', import.meta.url));
+const MPI_PYTHON = '/usr/bin/python3';
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+async function timeOnce(file: string, args: string[]): Promise<number> {
+  const t0 = performance.now();
+  const r = await execa(file, args, { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', env: { TPRUN_TRACE: undefined } });
+  const ms = performance.now() - t0;
+  if (r.failed) throw new Error(`${file} ${args.join(' ')} failed (${r.exitCode ?? r.signal}): ${String(r.stderr).split('\n')[0]}`);
+  return ms;
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'launch',
+  describe: 'start N ranks that initWorld(), barrier and exit, against mpirun + mpi4py',
+  builder: (y) =>
+    y
+      .option('n', { type: 'number', default: 4, describe: 'ranks' })
+      .option('reps', { type: 'number', default: 7, describe: 'timed repetitions of each (after one warm-up)' })
+      .option('json', { type: 'boolean', default: false, describe: 'JSON lines only (no summary on stderr)' }) as never,
+  handler: async (a) => {
+    if (!Number.isInteger(a.n) || a.n < 1) throw Object.assign(new Error(`-n must be a positive integer (got ${a.n})`), { exitCode: 2 });
+    if (!Number.isInteger(a.reps) || a.reps < 1) throw Object.assign(new Error(`--reps must be a positive integer (got ${a.reps})`), { exitCode: 2 });
+    // --gpus none: mpirun binds no GPU either, and probing nvidia-smi is not what is being measured.
+    const tprun = () => timeOnce(process.execPath, [CLI, '-n', String(a.n), '--gpus', 'none', '--quiet', '--', process.execPath, RANK]);
+    const mpi = () =>
+      timeOnce('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(a.n), MPI_PYTHON, '-c', 'from mpi4py import MPI; MPI.COMM_WORLD.Barrier()']);
+    let mpiError: string | undefined;
+    await tprun();
+    try {
+      await mpi();
+    } catch (e) {
+      mpiError = (e as Error).message;
+    }
+    const times = { tprun: [] as number[], mpirun: [] as number[] };
+    for (let i = 0; i < a.reps; i++) {
+      times.tprun.push(await tprun());
+      if (!mpiError) times.mpirun.push(await mpi());
+    }
+    const line = (tool: string, ms: number[]) => ({
+      bench: 'launch', tool, ranks: a.n, reps: ms.length,
+      median_ms: Math.round(median(ms) * 10) / 10, min_ms: Math.round(Math.min(...ms) * 10) / 10, max_ms: Math.round(Math.max(...ms) * 10) / 10,
+    });
+    const t = line('tprun', times.tprun);
+    console.log(JSON.stringify(t));
+    if (mpiError) {
+      console.log(JSON.stringify({ bench: 'launch', tool: 'mpirun', ranks: a.n, error: mpiError }));
+      return;
+    }
+    const m = line('mpirun', times.mpirun);
+    console.log(JSON.stringify(m));
+    const ratio = Math.round((t.median_ms / m.median_ms) * 1000) / 1000;
+    console.log(JSON.stringify({ bench: 'launch', ranks: a.n, ratio_tprun_to_mpirun: ratio }));
+    if (!a.json) process.stderr.write(`launch of ${a.n} ranks: tprun ${t.median_ms} ms, mpirun ${m.median_ms} ms (ratio ${ratio}; goal <= 0.75)\n`);
+  },
+};
+export default command;
