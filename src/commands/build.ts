@@ -12,7 +12,8 @@ import { hasTokenizer, tokenizerFiles } from '../engine/tokenizer.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
 import { loadShardForBuild } from '../engine/load-shard.js';
-import { exitOnError, runOnRanks } from '../engine/cli-util.js';
+import { exitOnError, rankRunOptions, runOnRanks } from '../engine/cli-util.js';
+import { quantOptions, quantRequestFrom } from '../quantization/cli-options.js';
 
 interface BuildArgs {
   checkpoint?: string;
@@ -26,6 +27,8 @@ interface BuildArgs {
   device: 'cpu' | 'gpu';
   tokenizer?: string;
   'parallel-embedding': boolean;
+  quiet: boolean;
+  trace?: string;
   [k: string]: unknown;
 }
 
@@ -33,7 +36,7 @@ const command: CommandModule<object, BuildArgs> = {
   command: 'build',
   describe: 'build per-rank ONNX engines from a TensorRT-LLM checkpoint (--checkpoint) or a HF/Meta model (--model)',
   builder: (y) => {
-    const b = y
+    const b = rankRunOptions(quantOptions(y))
       .option('checkpoint', { type: 'string', describe: 'TensorRT-LLM checkpoint directory (config.json + rank{r}.safetensors)' })
       .option('model', { type: 'string', describe: 'Hugging Face or Meta model directory (converted in memory)' })
       .option('tp', { type: 'number', describe: 'tensor-parallel ranks (with --model; default 1)' })
@@ -74,7 +77,8 @@ const command: CommandModule<object, BuildArgs> = {
     };
     await runOnRanks(tp, async (world: World) => {
       const t0 = performance.now();
-      const model = await traceSpan('load', () => loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, world, parallelEmbedding: a['parallel-embedding'] }));
+      const q = quantRequestFrom(a as never);
+      const model = await traceSpan('load', async () => q ? (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'] }, q) : loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, world, parallelEmbedding: a['parallel-embedding'] }));
       const bar = progress('build', model.config.num_hidden_layers, 'layers');
       const engine = await traceSpan('build', () => build(model, buildConfig, { onLayer: () => bar.tick() }));
       bar.done();
@@ -82,7 +86,7 @@ const command: CommandModule<object, BuildArgs> = {
       if (world.rank === 0) {
         process.stdout.write(`built ${out}: ${tp} rank(s), ${engine.config.segments} segment(s) per rank, ${a.dtype}, ${(performance.now() - t0).toFixed(0)} ms\n`);
       }
-    });
+    }, a);
   }),
 };
 export default command;

@@ -7,6 +7,7 @@ import { type ConvertOptions, convertRank, validateConvert } from '../checkpoint
 import { isInputError } from '../checkpoint/errors.js';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
+import { quantOptions, quantRequestFrom } from '../quantization/cli-options.js';
 
 interface Args {
   model: string;
@@ -26,7 +27,7 @@ export const STATS_ENV = 'TPRUN_CONVERT_STATS_DIR';
 const convert: CommandModule<object, Args> = {
   command: 'convert',
   describe: 'convert a Hugging Face / Meta / TensorRT-LLM LLaMA into a tensor-parallel TensorRT-LLM checkpoint',
-  builder: (y) => y
+  builder: (y) => quantOptions(y)
     .option('model', { type: 'string', demandOption: true, describe: 'source checkpoint directory' })
     .option('tp', { type: 'number', default: 1, describe: 'tensor-parallel size (ranks)' })
     .option('pp', { type: 'number', default: 1, describe: 'pipeline-parallel size (only 1)' })
@@ -46,7 +47,8 @@ const convert: CommandModule<object, Args> = {
       if (!detectIdentity().inWorld) validateConvert(o);
       const { runDistributed } = await import('../launcher/self-launch.js');
       await runDistributed(o.tp, async (world: World) => {
-        const stats = await convertRank(world, o);
+        const q = quantRequestFrom(a as never);
+        const stats = q ? await (await import('../quantization/distribute.js')).convertQuantized(world, o, q) : await convertRank(world, o);
         const dir = process.env[STATS_ENV];
         if (dir) fs.writeFileSync(path.join(dir, `rank${world.rank}.json`), JSON.stringify(stats));
       });

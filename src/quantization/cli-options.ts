@@ -29,6 +29,9 @@ export function quantOptions<T>(y: Argv<T>): Argv<T & QuantArgs> {
     .option('smooth-alpha', { type: 'number', default: 0.5, describe: 'SmoothQuant migration strength α' })
     .option('sq-activations', { type: 'string', choices: ['per-token', 'per-tensor'], default: 'per-token', describe: 'SmoothQuant activation scales: dynamic per token or static per tensor' })
     .check((a) => {
+      if ((a.quant || a['kv-cache']) && (a as { checkpoint?: string }).checkpoint) {
+        throw new Error('--quant/--kv-cache quantize a --model; a checkpoint keeps the quantization it was converted with');
+      }
       const g = a['group-size'];
       if (!Number.isInteger(g) || g < 16 || (g & (g - 1)) !== 0) throw new Error(`--group-size ${g}: must be a power of two ≥ 16 (MatMulNBits block size)`);
       if (!Number.isInteger(a['calib-samples']) || a['calib-samples'] < 1) throw new Error(`--calib-samples ${a['calib-samples']}: must be a positive integer`);

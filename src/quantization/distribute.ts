@@ -33,6 +33,8 @@ export interface QuantizeSource {
   dtype?: FloatDType;
   /** Directory with tokenizer.json for the calibration text (default: the model directory). */
   tokenizer?: string;
+  useParallelEmbedding?: boolean;
+  embeddingShardingDim?: 0 | 1;
 }
 
 interface Header {
@@ -43,7 +45,10 @@ interface Header {
 
 /** Rank 0: the full model quantized (tp=1 layout), with the config it will be sharded under. */
 export async function quantizeFullModel(src: QuantizeSource, q: QuantRequest, tp: number): Promise<{ config: PretrainedConfig; weights: Weights; report: QuantReport[] }> {
-  const { config, source } = openSource({ model: src.model, out: '', tp: 1, dtype: src.dtype, format: src.format });
+  const { config, source } = openSource({
+    model: src.model, out: '', tp: 1, dtype: src.dtype, format: src.format,
+    useParallelEmbedding: src.useParallelEmbedding, embeddingShardingDim: src.embeddingShardingDim,
+  });
   let full: LlamaForCausalLM;
   try {
     full = await traceSpan('quant.load', () => LlamaForCausalLM.fromSource(source, config, 0));
@@ -138,7 +143,10 @@ export async function convertQuantized(world: World, o: ConvertOptions, q: Quant
   let err: unknown;
   let bytes = 0;
   try {
-    const model = await quantizeAndDistribute(world, { model: o.model, format: o.format, dtype: o.dtype }, q);
+    const model = await quantizeAndDistribute(world, {
+      model: o.model, format: o.format, dtype: o.dtype,
+      useParallelEmbedding: o.useParallelEmbedding, embeddingShardingDim: o.embeddingShardingDim,
+    }, q);
     openTemp(tmp);
     await traceSpan('save', () => model.saveCheckpoint(tmp));
     for (const t of model.weights.values()) bytes += t.data.length;
