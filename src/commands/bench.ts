@@ -2,9 +2,10 @@
 import type { CommandModule } from 'yargs';
 import generateBench from '../bench/generate.js';
 import launchBench from '../bench/launch.js';
+import multinodeBench from '../bench/multinode.js';
 
 // Each benchmark module default-exports a CommandModule (`comm`, `launch`, `generate`, ...).
-const benches: CommandModule<any, any>[] = [generateBench, launchBench];
+const benches: CommandModule<any, any>[] = [generateBench, launchBench, multinodeBench];
 
 const bench: CommandModule = {
   command: 'bench',

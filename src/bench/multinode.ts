@@ -1,0 +1,129 @@
+// `tprun bench multinode`: allReduce between two hosts, tprun's world (launched over ssh with --hosts)
+// next to Open MPI over TCP (mpirun's ssh launcher, mpi4py) in the same run. The two hosts are network
+// namespaces on this machine joined by a bridge, each with its own sshd (./netns-hosts.ts): the traffic
+// crosses a real TCP/IP stack and veth pair, with no same-machine shortcut. Needs root.
+// Output: JSON lines {op, bytes, ranks, hosts, us, busGBps, impl}, then tprun/openmpi ratios.
+import { execa } from 'execa';
+import { fileURLToPath } from 'node:url';
+import type { CommandModule } from 'yargs';
+import { makeHosts, whyNoHosts, type TestHosts } from './netns-hosts.js';
+
+interface Args {
+  'per-host': number;
+  sizes: string;
+  mpi: boolean;
+  secure: boolean;
+}
+
+interface Row {
+  op: 'allreduce';
+  bytes: number;
+  ranks: number;
+  hosts: number;
+  us: number;
+  busGBps: number;
+  impl: string;
+}
+
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+
+/** Same protocol as `tprun bench comm` (warm-up, best of three timed runs, slowest rank's time). */
+const itersFor = (bytes: number) => (bytes <= 65536 ? 2000 : Math.max(5, Math.round(2e8 / bytes)));
+
+const MPI_SCRIPT = `
+import json, sys, time
+import numpy as np
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+R = comm.Get_size()
+for nbytes, iters in json.loads(sys.argv[1]):
+    buf = np.ones(nbytes // 4, dtype=np.float32)
+    for _ in range(max(3, min(200, iters // 5))):
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    best = float('inf')
+    for rep in range(3):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        us = (time.perf_counter() - t0) * 1e6 / iters
+        best = min(best, comm.allreduce(us, op=MPI.MAX))
+    if comm.Get_rank() == 0:
+        bus = 2 * (R - 1) / R * nbytes / (best * 1e3) if R > 1 else 0
+        print(json.dumps({"op": "allreduce", "bytes": nbytes, "ranks": R, "us": round(best, 3), "busGBps": round(bus, 3)}), flush=True)
+`;
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+const jsonLines = (s: string) => s.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+async function runTprun(H: TestHosts, perHost: number, sizes: string, secure: boolean): Promise<Row[] | string> {
+  const [a, b] = H.hosts;
+  // The ranks run `tprun bench comm` inside the world the launcher made; rank 0 prints the JSON lines.
+  const r = await execa(process.execPath, [CLI, '--hosts', `${a.addr}:${perHost},${b.addr}:${perHost}`, '--quiet', ...(secure ? ['--secure'] : []),
+    '--', process.execPath, CLI, 'bench', 'comm', '--sizes', sizes, '--json', '--no-mpi'], { env: H.env, reject: false, timeout: 600_000 });
+  if (r.exitCode !== 0) return `tprun failed (${r.exitCode ?? r.signal}): ${String(r.stderr || r.stdout).split('\n').slice(-3).join(' ')}`;
+  return jsonLines(String(r.stdout)).map((x) => ({ ...(x as unknown as Row), hosts: 2, impl: secure ? 'tprun-secure' : 'tprun' }));
+}
+
+async function runOpenMpi(H: TestHosts, perHost: number, sizes: number[]): Promise<Row[] | string> {
+  const [a, b] = H.hosts;
+  const net = `${H.subnet}.0/24`;
+  try {
+    // No file on the hosts: the script travels as an argument, as the ranks' program does for tprun.
+    const r = await execa('ip', ['netns', 'exec', H.head, 'mpirun', '--allow-run-as-root', '--host', `${a.addr}:${perHost},${b.addr}:${perHost}`,
+      '-np', String(2 * perHost), '--mca', 'plm_rsh_args', H.sshArgs.join(' '), '--mca', 'btl', 'self,vader,tcp',
+      '--mca', 'btl_tcp_if_include', net, '--mca', 'oob_tcp_if_include', net,
+      '/usr/bin/python3', '-c', MPI_SCRIPT, JSON.stringify(sizes.map((s) => [s, itersFor(s)]))], { reject: false, timeout: 600_000 });
+    if (r.exitCode !== 0) return `mpirun failed (${r.exitCode ?? r.signal}): ${String(r.stderr || r.stdout).split('\n').slice(-3).join(' ')}`;
+    return jsonLines(String(r.stdout)).map((x) => ({ ...(x as unknown as Row), hosts: 2, impl: 'openmpi' }));
+  } catch (e) {
+    return `mpirun not runnable: ${(e as Error).message.split('\n')[0]} (apt-get install openmpi-bin python3-mpi4py)`;
+  }
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'multinode',
+  describe: 'allReduce across two hosts (network namespaces + sshd, needs root): tprun vs Open MPI over TCP',
+  builder: (y) => y
+    .option('per-host', { type: 'number', default: 1, describe: 'ranks per host' })
+    .option('sizes', { type: 'string', default: '1024,1048576,16777216', describe: 'message sizes in bytes (float32), comma separated' })
+    .option('mpi', { type: 'boolean', default: true, describe: 'also run Open MPI (--no-mpi to skip)' })
+    .option('secure', { type: 'boolean', default: false, describe: 'also measure tprun with --secure (CurveZMQ)' }) as never,
+  handler: async (a) => {
+    const sizes = a.sizes.split(',').map((x) => Number(x.trim()));
+    const bad = sizes.find((s) => !Number.isInteger(s) || s < 4 || s % 4 !== 0);
+    if (bad !== undefined || !Number.isInteger(a['per-host']) || a['per-host'] < 1) {
+      process.stderr.write(`tprun bench multinode: ${bad !== undefined ? `--sizes: ${bad} is not a positive multiple of 4 bytes` : `--per-host: ${a['per-host']} is not a positive integer`}\n`);
+      process.exit(2);
+    }
+    const why = whyNoHosts();
+    if (why) {
+      process.stderr.write(`tprun bench multinode: ${why}\n`);
+      process.exit(1);
+    }
+    const H = await makeHosts(2);
+    try {
+      const rows: Row[] = [];
+      const runs: [string, () => Promise<Row[] | string>][] = [['tprun', () => runTprun(H, a['per-host'], sizes.join(','), false)]];
+      if (a.secure) runs.push(['tprun-secure', () => runTprun(H, a['per-host'], sizes.join(','), true)]);
+      if (a.mpi) runs.push(['openmpi', () => runOpenMpi(H, a['per-host'], sizes)]);
+      for (const [impl, run] of runs) {
+        const got = await run();
+        if (typeof got === 'string') {
+          console.log(JSON.stringify({ impl, error: got }));
+          continue;
+        }
+        for (const r of got) console.log(JSON.stringify(r));
+        rows.push(...got);
+      }
+      for (const m of rows.filter((r) => r.impl !== 'openmpi')) {
+        const o = rows.find((r) => r.impl === 'openmpi' && r.bytes === m.bytes);
+        if (!o) continue;
+        console.log(JSON.stringify({ ratio: `${m.impl}/openmpi`, op: 'allreduce', bytes: m.bytes, ranks: m.ranks, hosts: 2, us: round(m.us / o.us), busGBps: round(o.busGBps ? m.busGBps / o.busGBps : 0) }));
+      }
+    } finally {
+      H.teardown();
+    }
+  },
+};
+export default command;
