@@ -3,6 +3,7 @@
 import type { CommandModule } from 'yargs';
 import bench from './bench.js';
 import convert from './convert.js';
+import genCheckpoint from './gen-checkpoint.js';
 import build from './build.js';
 import generate from './generate.js';
 import perplexity from './perplexity.js';
@@ -10,6 +11,7 @@ import perplexity from './perplexity.js';
 export const commands: CommandModule<any, any>[] = [
   bench,
   convert,
+  genCheckpoint,
   build,
   generate,
   perplexity,
