@@ -15,7 +15,6 @@ import type { CommandModule } from 'yargs';
 import { exitOnError, runOnRanks } from '../engine/cli-util.js';
 import { Engine } from '../engine/engine.js';
 import { generate } from '../engine/generate.js';
-import { EngineRunner } from '../engine/runtime.js';
 import type { World } from '../rank/types.js';
 import { seededRandom } from '../engine/sampling.js';
 
@@ -82,6 +81,7 @@ export default command;
 async function measureOne(a: BenchArgs): Promise<void> {
   const dir = resolve(a.engine![0]);
   const config = await Engine.readConfig(dir);
+  const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
   await runOnRanks(config.tp_size, async (world: World) => {
     const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size, verify: false });
     const runner = await EngineRunner.load(engine, world, { threads: a.threads });

@@ -4,10 +4,9 @@
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../checkpoint/errors.js';
-import { exitOnError, parseIds, runOnRanks } from '../engine/cli-util.js';
+import { exitOnError, rankRunOptions, parseIds, runOnRanks } from '../engine/cli-util.js';
 import { Engine } from '../engine/engine.js';
 import { generate } from '../engine/generate.js';
-import { EngineRunner } from '../engine/runtime.js';
 import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
 import { progress } from '../util/progress.js';
@@ -25,12 +24,14 @@ interface GenerateArgs {
   tokenizer?: string;
   threads?: number;
   json: boolean;
+  quiet: boolean;
+  trace?: string;
 }
 
 const command: CommandModule<object, GenerateArgs> = {
   command: 'generate',
   describe: 'generate a continuation of one or more prompts with an engine (tensor-parallel across its ranks)',
-  builder: (y) => y
+  builder: (y) => rankRunOptions(y)
     .option('engine', { type: 'string', demandOption: true, describe: 'engine directory (tprun build --out)' })
     .option('prompt', { type: 'string', array: true, describe: 'prompt text (repeat for a batch)' })
     .option('input-ids', { type: 'string', array: true, describe: 'prompt token ids, comma-separated (repeat for a batch)' })
@@ -68,6 +69,7 @@ const command: CommandModule<object, GenerateArgs> = {
     const eos = config.pretrained_config.eos_token_id;
     const eosIds = a['ignore-eos'] ? [] : eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
 
+    const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
     await runOnRanks(config.tp_size, async (world: World) => {
       const t0 = performance.now();
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
@@ -115,7 +117,7 @@ const command: CommandModule<object, GenerateArgs> = {
           `(${round(nPrompt / (res.timings.prefill_ms / 1000))} tokens/s) · decode ${timings.decode_ms_per_token} ms/step ` +
           `(${timings.tokens_per_s} tokens/s, batch ${prompts.length})\n`);
       }
-    });
+    }, a);
   }),
 };
 export default command;

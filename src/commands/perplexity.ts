@@ -5,10 +5,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../checkpoint/errors.js';
-import { exitOnError, runOnRanks } from '../engine/cli-util.js';
+import { exitOnError, rankRunOptions, runOnRanks } from '../engine/cli-util.js';
 import { Engine } from '../engine/engine.js';
 import { perplexity, perplexityTokens } from '../engine/perplexity.js';
-import { EngineRunner } from '../engine/runtime.js';
 import { loadTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
 import { progress } from '../util/progress.js';
@@ -21,6 +20,8 @@ interface PplArgs {
   tokenizer?: string;
   threads?: number;
   json: boolean;
+  quiet: boolean;
+  trace?: string;
 }
 
 export function bundledHeldout(): string {
@@ -30,7 +31,7 @@ export function bundledHeldout(): string {
 const command: CommandModule<object, PplArgs> = {
   command: 'perplexity',
   describe: 'perplexity of an engine on a text file (windows of --window tokens)',
-  builder: (y) => y
+  builder: (y) => rankRunOptions(y)
     .option('engine', { type: 'string', demandOption: true })
     .option('file', { type: 'string', describe: 'text, one sample per line (default: the bundled data/brown-heldout.txt)' })
     .option('max-tokens', { type: 'number', default: 8192, describe: 'predictions scored' })
@@ -55,6 +56,7 @@ const command: CommandModule<object, PplArgs> = {
     if (pc.bos_token_id === undefined || eos === undefined) throw new InputError(`${dir}/config.json: bos_token_id / eos_token_id missing`);
     const tokens = perplexityTokens(tok, readFileSync(file, 'utf8'), pc.bos_token_id, eos, a['max-tokens'] + 1);
     if (a.window > config.build_config.max_input_len) throw new InputError(`--window ${a.window} exceeds the engine's max_input_len ${config.build_config.max_input_len}`);
+    const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
     await runOnRanks(config.tp_size, async (world: World) => {
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
       const runner = await EngineRunner.load(engine, world, { threads: a.threads });
@@ -66,7 +68,7 @@ const command: CommandModule<object, PplArgs> = {
       if (world.rank !== 0) return;
       if (a.json) process.stdout.write(`${JSON.stringify(res)}\n`);
       else process.stdout.write(`perplexity ${res.ppl.toFixed(4)} (mean NLL ${res.mean_nll.toFixed(6)} over ${res.tokens} tokens, tp ${world.size}, ${(performance.now() - t0).toFixed(0)} ms)\n`);
-    });
+    }, a);
   }),
 };
 export default command;

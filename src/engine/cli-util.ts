@@ -1,6 +1,7 @@
 // How engine commands end: a one-line message on stderr and the error's exit code (2 for bad input,
 // or the failing rank's code when a distributed run fails), never a stack trace for expected errors.
 
+import type { Argv } from 'yargs';
 import type { World } from '../rank/types.js';
 
 export async function exitOnError(fn: () => Promise<void>): Promise<void> {
@@ -9,7 +10,8 @@ export async function exitOnError(fn: () => Promise<void>): Promise<void> {
   } catch (e) {
     const err = e as Error & { exitCode?: number };
     const msg = String(err?.message ?? e).split('\n')[0];
-    process.stderr.write(`tprun: ${msg}\n`);
+    // A failed rank has already been reported by the launcher, with its own message.
+    if (!(err as { reported?: boolean })?.reported) process.stderr.write(`tprun: ${msg}\n`);
     if (process.env.TPRUN_DEBUG && err?.stack) process.stderr.write(`${err.stack}\n`);
     process.exit(typeof err?.exitCode === 'number' && err.exitCode > 0 ? err.exitCode : 1);
   }
@@ -24,8 +26,17 @@ export function parseIds(s: string, option: string): number[] {
   return ids;
 }
 
+export interface RankRunArgs { quiet?: boolean; json?: boolean; trace?: string }
+
 /** H1's runDistributed (start n ranks, or join the world we run in), loaded when a command runs. */
-export async function runOnRanks(n: number, body: (world: World) => Promise<void>): Promise<void> {
+export async function runOnRanks(n: number, body: (world: World) => Promise<void>, a: RankRunArgs = {}): Promise<void> {
   const { runDistributed } = await import('../launcher/self-launch.js');
-  await runDistributed(n, body);
+  await runDistributed(n, body, { quiet: a.quiet || a.json, json: false, trace: a.trace });
+}
+
+/** The launcher options every engine command takes (they apply to the ranks it starts). */
+export function rankRunOptions<T>(y: Argv<T>): Argv<T & { quiet: boolean; trace?: string }> {
+  return y
+    .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no progress bars' })
+    .option('trace', { type: 'string', describe: 'write a Chrome/Perfetto trace of every rank\'s phases to FILE' }) as never;
 }

@@ -3,7 +3,8 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Tokenizer } from '@huggingface/tokenizers';
+import { createRequire } from 'node:module';
+import type { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { InputError } from '../checkpoint/errors.js';
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'];
@@ -21,10 +22,12 @@ export function hasTokenizer(dir: string): boolean {
 export function loadTokenizer(dir: string): TextTokenizer {
   const file = join(dir, 'tokenizer.json');
   if (!existsSync(file)) throw new InputError(`${file}: no tokenizer (pass --tokenizer DIR or use --input-ids)`);
-  let tok: Tokenizer;
+  let tok: HfTokenizer;
   try {
     const cfgFile = join(dir, 'tokenizer_config.json');
     const cfg = existsSync(cfgFile) ? JSON.parse(readFileSync(cfgFile, 'utf8')) : {};
+    // Loaded on first use: every tprun start (the launcher included) would otherwise pay for it.
+    const { Tokenizer } = createRequire(import.meta.url)('@huggingface/tokenizers') as typeof import('@huggingface/tokenizers');
     tok = new Tokenizer(JSON.parse(readFileSync(file, 'utf8')), cfg);
   } catch (e) {
     throw new InputError(`${file}: cannot load the tokenizer (${(e as Error).message})`);
