@@ -5,6 +5,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { InputError } from '../checkpoint/errors.js';
 import { build, type ModelShard } from '../engine/engine.js';
 import { EngineRunner } from '../engine/runtime.js';
 import type { TextTokenizer } from '../engine/tokenizer.js';
@@ -33,7 +34,7 @@ export async function calibrationTokens(tok: TextTokenizer, file: string, sample
   try {
     text = await readFile(file, 'utf8');
   } catch (e) {
-    throw new Error(`--calib ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new InputError(`--calib ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const out: number[] = [];
   let used = 0;
@@ -42,7 +43,7 @@ export async function calibrationTokens(tok: TextTokenizer, file: string, sample
     if (used++ >= samples) break;
     out.push(bos, ...tok.encode(line, { special: false }), eos);
   }
-  if (out.length < 2) throw new Error(`--calib ${file}: no text to calibrate on`);
+  if (out.length < 2) throw new InputError(`--calib ${file}: no text to calibrate on`);
   return out;
 }
 

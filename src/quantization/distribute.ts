@@ -3,7 +3,7 @@
 // open the model; they wait on their socket (no polling loop of their own) in a visible
 // "waiting for rank 0" state, then receive. No shared filesystem is assumed.
 
-import { InputError } from '../checkpoint/errors.js';
+import { InputError, isInputError } from '../checkpoint/errors.js';
 import { commitTemp, discardTemp, openTemp, releaseTemp, tempSibling } from '../checkpoint/outdir.js';
 import { openSource, type ConvertOptions } from '../checkpoint/convert.js';
 import type { FloatDType } from '../checkpoint/hf-config.js';
@@ -39,6 +39,7 @@ export interface QuantizeSource {
 
 interface Header {
   error?: string;
+  inputError?: boolean;
   config?: PretrainedConfig;
   tensors?: { name: string; dtype: DType; shape: number[]; bytes: number }[];
 }
@@ -91,7 +92,7 @@ export async function quantizeAndDistribute(world: World, src: QuantizeSource, q
   } catch (e) {
     // Tell the waiting ranks why, so that every rank fails with rank 0's message.
     const msg = (e as Error).message ?? String(e);
-    for (let r = 1; r < tp; r++) await world.sendObject({ error: msg } satisfies Header, r, TAG);
+    for (let r = 1; r < tp; r++) await world.sendObject({ error: msg, inputError: isInputError(e) } satisfies Header, r, TAG);
     throw e;
   }
   const ctx = shardContext(full.config);
@@ -118,7 +119,7 @@ async function receiveShard(world: World): Promise<LlamaForCausalLM> {
   const wait = progress('waiting for rank 0', 1, 'shard');
   const h = await traceSpan('quant.wait', () => world.recvObject<Header>(0, TAG, { timeoutMs: WAIT_MS }));
   wait.done();
-  if (h.error) throw new Error(`rank 0 failed to quantize: ${h.error}`);
+  if (h.error) throw h.inputError ? new InputError(`rank 0: ${h.error}`) : new Error(`rank 0 failed to quantize: ${h.error}`);
   const weights: Weights = new Map();
   const bar = progress('receive shard', h.tensors!.length, 'tensors');
   await traceSpan('quant.recv', async () => {
