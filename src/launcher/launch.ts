@@ -6,6 +6,8 @@
 // sudden death (see watchdog.ts). Remote ranks are ssh sessions from remote.ts that behave the same.
 import { execa, type ResultPromise } from 'execa';
 import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { assignGpus, detectGpus, parseGpus } from './gpus.js';
 import { placeRanks, type RankPlace } from './placement.js';
@@ -68,6 +70,16 @@ function signalNumber(sig: string): number {
   return (osConstants.signals as Record<string, number>)[sig] ?? 0;
 }
 
+/** The trace is written at the end of the job: find out now, not after the job ran, that it can't be. */
+function checkWritableDir(file: string): void {
+  const dir = dirname(resolve(file));
+  try {
+    accessSync(dir, fsConstants.W_OK);
+  } catch {
+    throw new LaunchError(`--trace ${file}: directory ${dir} does not exist or is not writable`);
+  }
+}
+
 export function validateLaunch(o: LaunchOptions): void {
   if (o.n !== undefined && (!Number.isInteger(o.n) || o.n < 1)) throw new LaunchError(`-n must be a positive integer (got ${o.n})`);
   if (o.command.length === 0 || o.command[0] === '') throw new LaunchError('no command given: tprun [options] -- COMMAND [ARGS...]');
@@ -85,6 +97,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const places = placeRanks(o.n, { hostfile: o.hostfile, hosts: o.hosts });
   const size = places.length;
   const traceFile = o.trace ?? (process.env.TPRUN_TRACE || undefined);
+  if (traceFile !== undefined) checkWritableDir(traceFile);
   const mode = renderMode(o);
 
   const localPlaces = places.filter((p) => p.local);
@@ -169,7 +182,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
     const pid = r.pid ?? '?';
     if (spawnError !== undefined) {
       exitCode = spawnError === 'ENOENT' ? 127 : 126;
-      say(`rank ${r.place.rank}: cannot run '${o.command[0]}' (${spawnError})`, { rank: r.place.rank, code: exitCode });
+      const what = r.place.local ? `cannot run '${o.command[0]}'` : `cannot start ssh to ${r.place.host}`;
+      say(`rank ${r.place.rank}: ${what} (${spawnError})`, { rank: r.place.rank, code: exitCode });
     } else if (signal !== null) {
       exitCode = 128 + signalNumber(signal);
       say(`rank ${r.place.rank} (pid ${pid}) killed by ${signal}`, { rank: r.place.rank, pid, signal, code: exitCode });
@@ -216,6 +230,11 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const done: Promise<void>[] = [];
   const spawnStart = nowUs();
   for (const r of ranks) {
+    if (stopping) {
+      // Stopped (signal, timeout) before this rank was started: it never will be.
+      onRankEnd(r, 0, null);
+      continue;
+    }
     const p = r.place;
     const vars = rankEnv(job, p, p.local ? localGpus[p.localRank] : gpuSpec === 'auto' || gpuSpec === 'none' ? undefined : gpuSpec[p.localRank % gpuSpec.length], events);
     r.startUs = nowUs();

@@ -31,14 +31,16 @@ export class OutputMux {
   private open: Record<StreamName, number | null> = { stdout: null, stderr: null };
   private tags = new Map<number, Buffer>();
 
+  /** `label` names a rank inside the tag (`[label] `); the rank number by default. */
   constructor(
     private readonly tag: boolean,
     public sink: TextSink = directSink,
+    private readonly label: (rank: number) => string = String,
   ) {}
 
   private tagOf(rank: number): Buffer {
     let t = this.tags.get(rank);
-    if (!t) this.tags.set(rank, (t = Buffer.from(`[${rank}] `)));
+    if (!t) this.tags.set(rank, (t = Buffer.from(`[${this.label(rank)}] `)));
     return t;
   }
 
