@@ -1,11 +1,12 @@
 // `tprun bench <what>`: every benchmark prints JSON lines and runs its reference tool side by side.
 import type { CommandModule } from 'yargs';
 import generateBench from '../bench/generate.js';
+import commBench from '../bench/comm.js';
 import launchBench from '../bench/launch.js';
 import multinodeBench from '../bench/multinode.js';
 
 // Each benchmark module default-exports a CommandModule (`comm`, `launch`, `generate`, ...).
-const benches: CommandModule<any, any>[] = [generateBench, launchBench, multinodeBench];
+const benches: CommandModule<any, any>[] = [commBench, generateBench, launchBench, multinodeBench];
 
 const bench: CommandModule = {
   command: 'bench',

@@ -230,10 +230,13 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
     await sock.send(['HELLO', pack({ cn })]);
     const [t1, chal] = await recv('challenge');
     const sn = Buffer.from(chal.sn ?? []);
-    if (t1 !== 'CHAL' || sn.length !== 32 || !same(chal.sp, mac(o.secret, 'tprun/server', cn, sn))) {
+    if (t1 !== 'CHAL' || sn.length !== 32) throw new CommError(`rank ${o.rank}: unexpected '${t1}' from the rendezvous at ${o.connect}`);
+    // Our proof goes out even if rank 0's fails: it is bound to both nonces, so it tells an impostor
+    // nothing, and a real rank 0 can then log who knocked with the wrong secret.
+    await sock.send(['AUTH', pack({ size: o.size, info: o.info, cp: mac(o.secret, 'tprun/client', String(o.rank), sn, cn) })]);
+    if (!same(chal.sp, mac(o.secret, 'tprun/server', cn, sn))) {
       throw new CommError(`rank ${o.rank}: the rendezvous at ${o.connect} did not prove the job secret (another job on this port, or a different TPRUN_SECRET)`);
     }
-    await sock.send(['AUTH', pack({ size: o.size, info: o.info, cp: mac(o.secret, 'tprun/client', String(o.rank), sn, cn) })]);
     const [t2, world] = await recv('world table');
     if (t2 !== 'WORLD') throw new CommError(`rank ${o.rank}: unexpected '${t2}' from rank 0`);
     return {

@@ -8,6 +8,9 @@
 //   +128 K slots of SLOT bytes: [32-byte piece header][payload]
 // A slot's bytes are written before writeCount is bumped (separate syscalls, so a reader that sees the
 // new count sees the slot), and a slot is reused only after readCount says the reader is done with it.
+// Waiting: a rank first spins on the counters; when that takes too long it publishes a sleep epoch at
+// +64 of its own file and blocks on its ZeroMQ socket; a peer that moves data for it and sees a new
+// epoch sends it a wake-up message (a few tens of µs, instead of timer-granularity polling).
 import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, existsSync, ftruncateSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
@@ -58,6 +61,12 @@ export class ShmOut {
     try { unlinkSync(this.info.path); } catch { /* already gone */ }
   }
 
+  /** Publish "asleep since epoch e" (0 = awake) for peers that move data for us. */
+  setSleeping(e: number): void {
+    num[0] = e;
+    writeSync(this.fd, numB, 0, 8, 64);
+  }
+
   close(): void {
     this.unlink();
     try { closeSync(this.fd); } catch { /* closed */ }
@@ -93,7 +102,10 @@ export class ShmLink {
   private readonly hdrBuf = new Uint8Array(HDR);
   private readonly inl = new Uint8Array(HDR + INLINE);
 
-  constructor(readonly peer: number, me: number, private outFd: number, private inFd: number, private inbox: Inbox) {
+  private wokenEpoch = 0;
+
+  constructor(readonly peer: number, me: number, private outFd: number, private inFd: number, private inbox: Inbox,
+    private wake: (peer: number) => void) {
     this.outBase = FILE_HDR + peer * REGION; // in my file, the region for this peer
     this.inBase = FILE_HDR + me * REGION; // in the peer's file, the region for me
   }
@@ -163,6 +175,14 @@ export class ShmLink {
       num[0] = this.read;
       writeSync(this.inFd, numB, 0, 8, this.inBase + 64);
       moved = true;
+    }
+    if (moved) {
+      // The peer may be asleep waiting for exactly this (data, or free slots): wake it once per sleep.
+      readSync(this.inFd, numB, 0, 8, 64);
+      if (num[0] > this.wokenEpoch) {
+        this.wokenEpoch = num[0];
+        this.wake(this.peer);
+      }
     }
     return moved;
   }

@@ -9,6 +9,7 @@ import { HDR, KIND_CTRL, readHeader, writeHeader, type Inbox } from './inbox.js'
 export const ZMQ_PIECE = 4 << 20;
 const CTRL_AUTH = 1;
 export const CTRL_BYE = 2;
+export const CTRL_WAKE = 3;
 
 export function dataProof(secret: Buffer, from: number, to: number, nonce: Buffer): Buffer {
   return createHmac('sha256', secret).update(`tprun/data\0${from}\0${to}\0`).update(nonce).digest();
@@ -43,7 +44,7 @@ export class DataRouter {
     private secret: Buffer,
     readonly nonce: Buffer,
     private inbox: Inbox,
-    private events: { bye(rank: number): void; fail(err: Error): void; log(msg: string): void },
+    private events: { bye(rank: number): void; wake(): void; fail(err: Error): void; log(msg: string): void },
     maxBytes: number,
     curve?: Curve,
   ) {
@@ -87,6 +88,7 @@ export class DataRouter {
         return;
       }
       if (src !== undefined && h.b === CTRL_BYE) return this.events.bye(src);
+      if (src !== undefined && h.b === CTRL_WAKE) return this.events.wake();
       return;
     }
     if (src === undefined) return this.refuse(rid, 'data before authentication');
@@ -141,6 +143,12 @@ export class ZmqLink {
     this.push([h]);
   }
 
+  wake(): void {
+    const h = Buffer.alloc(HDR);
+    writeHeader(h, { a: KIND_CTRL, b: CTRL_WAKE, total: 0, off: 0, len: 0 });
+    this.push([h]);
+  }
+
   send(a: number, b: number, data: Uint8Array, done?: () => void): void {
     const total = data.byteLength;
     let off = 0;
@@ -184,6 +192,7 @@ export class ZmqLink {
     // Let queued messages (BYE included) go out before the socket closes.
     for (let i = 0; i < 200 && !this.idle; i++) await new Promise((r) => setTimeout(r, 5));
     this.closing = true;
+    this.sock.linger = 200; // what is still queued is for a peer that is gone or about to close
     this.sock.close(); // its observer ends with it
   }
 }

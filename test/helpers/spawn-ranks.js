@@ -11,15 +11,17 @@ export async function freePort() {
   });
 }
 
-export async function spawnRanks(n, argv, { env = {}, perRankEnv = () => ({}), timeoutMs = 50000 } = {}) {
+/** `extra`: more processes with the same job variables, e.g. an impostor claiming a rank: [{ rank, env }]. */
+export async function spawnRanks(n, argv, { env = {}, perRankEnv = () => ({}), timeoutMs = 50000, extra = [] } = {}) {
   const port = await freePort();
   const secret = randomBytes(32).toString('hex');
   const job = randomBytes(8).toString('hex');
-  const procs = Array.from({ length: n }, (_, r) => {
+  const list = [...Array.from({ length: n }, (_, r) => ({ rank: r, env: {} })), ...extra];
+  const procs = list.map(({ rank: r, env: own }) => {
     const e = {
       ...process.env, TPRUN_RANK: String(r), TPRUN_WORLD_SIZE: String(n), TPRUN_LOCAL_RANK: String(r), TPRUN_LOCAL_WORLD_SIZE: String(n),
       TPRUN_NODE_RANK: '0', TPRUN_MASTER_ADDR: '127.0.0.1', TPRUN_MASTER_PORT: String(port), TPRUN_JOB_ID: job, TPRUN_SECRET: secret,
-      ...env, ...perRankEnv(r),
+      ...env, ...perRankEnv(r), ...own,
     };
     const p = spawn(process.execPath, argv, { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
     const out = { rank: r, stdout: '', stderr: '', code: null, signal: null, pid: p.pid };

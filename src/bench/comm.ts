@@ -1,0 +1,159 @@
+// `tprun bench comm`: allReduce latency and bus bandwidth of tprun's world, next to Open MPI (mpi4py +
+// numpy, Debian's /usr/bin/python3) in the same run. Bus bandwidth = 2(R-1)/R x bytes / time, the
+// figure NCCL's and OSU's benchmarks report, so numbers compare across world sizes.
+import { execa } from 'execa';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CommandModule } from 'yargs';
+import { runDistributed } from '../launcher/self-launch.js';
+import { detectIdentity } from '../rank/identity.js';
+import type { World } from '../rank/types.js';
+
+interface Args {
+  n: number;
+  sizes: string;
+  json: boolean;
+  mpi: boolean;
+}
+
+export interface CommResult {
+  op: 'allreduce';
+  bytes: number;
+  ranks: number;
+  us: number;
+  busGBps: number;
+  impl: 'tprun' | 'openmpi';
+}
+
+const RESULTS_ENV = 'TPRUN_BENCH_COMM_OUT';
+
+/** Iterations per timed run: plenty for small messages, ~200 MB moved for large ones, at least 5. */
+const itersFor = (bytes: number) => (bytes <= 65536 ? 3000 : Math.max(5, Math.round(2e8 / bytes)));
+
+function parseSizes(s: string): number[] {
+  const sizes = s.split(',').map((x) => Number(x.trim()));
+  for (const b of sizes) {
+    if (!Number.isInteger(b) || b < 4 || b % 4 !== 0) throw new Error(`--sizes: ${b} is not a positive multiple of 4 bytes (float32 elements)`);
+  }
+  return sizes;
+}
+
+const bus = (bytes: number, ranks: number, us: number) => (ranks > 1 ? ((2 * (ranks - 1)) / ranks) * bytes / (us * 1e3) : 0);
+
+export async function measureWorld(world: World, sizes: number[]): Promise<CommResult[]> {
+  const out: CommResult[] = [];
+  for (const bytes of sizes) {
+    const buf = new Float32Array(bytes / 4).fill(1);
+    const iters = itersFor(bytes);
+    for (let i = 0; i < Math.max(3, Math.min(200, iters / 5)); i++) await world.allReduce(buf);
+    // Best of three timed runs: the machine is shared, and the other runs mostly measure the noise.
+    let best = Infinity;
+    for (let rep = 0; rep < 3; rep++) {
+      await world.barrier();
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < iters; i++) await world.allReduce(buf);
+      const us = Number(process.hrtime.bigint() - t0) / 1e3 / iters;
+      // Every rank must agree on the figure: take the slowest rank's time.
+      const all = await world.allReduce(new Float64Array([us]), 'max');
+      best = Math.min(best, all[0]);
+    }
+    out.push({ op: 'allreduce', bytes, ranks: world.size, us: round(best), busGBps: round(bus(bytes, world.size, best)), impl: 'tprun' });
+  }
+  return out;
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+const MPI_SCRIPT = `
+import json, sys, time
+import numpy as np
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+R = comm.Get_size()
+for nbytes, iters in json.loads(sys.argv[1]):
+    buf = np.ones(nbytes // 4, dtype=np.float32)
+    for _ in range(max(3, min(200, iters // 5))):
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    best = float('inf')
+    for rep in range(3):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        us = (time.perf_counter() - t0) * 1e6 / iters
+        best = min(best, comm.allreduce(us, op=MPI.MAX))
+    if comm.Get_rank() == 0:
+        bus = 2 * (R - 1) / R * nbytes / (best * 1e3) if R > 1 else 0
+        print(json.dumps({"op": "allreduce", "bytes": nbytes, "ranks": R, "us": round(best, 3), "busGBps": round(bus, 3), "impl": "openmpi"}), flush=True)
+`;
+
+async function measureOpenMpi(n: number, sizes: number[]): Promise<CommResult[] | string> {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-bench-comm-'));
+  try {
+    const script = join(dir, 'allreduce.py');
+    writeFileSync(script, MPI_SCRIPT);
+    const r = await execa('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(n), '/usr/bin/python3', script,
+      JSON.stringify(sizes.map((b) => [b, itersFor(b)]))], { reject: false, timeout: 600_000 });
+    if (r.exitCode !== 0) return `mpirun failed (${r.exitCode ?? r.signal}): ${(r.stderr || r.stdout || String(r.message)).split('\n').slice(-3).join(' ')}`;
+    return r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as CommResult);
+  } catch (e) {
+    return `mpirun not runnable: ${(e as Error).message.split('\n')[0]} (apt-get install openmpi-bin python3-mpi4py)`;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'comm',
+  describe: 'allReduce latency and bus bandwidth, tprun vs Open MPI (mpi4py)',
+  builder: (y) => y
+    .option('n', { alias: 'np', type: 'number', default: 2, describe: 'ranks' })
+    .option('sizes', { type: 'string', default: '1024,1048576,16777216', describe: 'message sizes in bytes (float32), comma separated' })
+    .option('mpi', { type: 'boolean', default: true, describe: 'also run Open MPI (--no-mpi to skip)' })
+    .option('json', { type: 'boolean', default: false, describe: 'JSON lines only (no launcher progress)' }) as never,
+  handler: async (a) => {
+    let sizes: number[];
+    try {
+      sizes = parseSizes(a.sizes);
+      if (!Number.isInteger(a.n) || a.n < 1) throw new Error(`-n: ${a.n} is not a positive integer`);
+    } catch (e) {
+      process.stderr.write(`tprun bench comm: ${(e as Error).message}\n`);
+      process.exit(2);
+    }
+    // Runs on every rank (started by runDistributed below, or by the user under tprun/mpirun/srun).
+    const body = async (world: World) => {
+      const res = await measureWorld(world, sizes);
+      if (world.rank !== 0) return;
+      const file = process.env[RESULTS_ENV];
+      if (file) writeFileSync(file, JSON.stringify(res));
+      else for (const r of res) console.log(JSON.stringify(r));
+    };
+    const id = detectIdentity();
+    if (id.inWorld) return runDistributed(id.size, body);
+    const dir = mkdtempSync(join(tmpdir(), 'tprun-bench-comm-'));
+    try {
+      const file = join(dir, 'tprun.json');
+      process.env[RESULTS_ENV] = file;
+      await runDistributed(a.n, body, { quiet: a.json });
+      const mine = JSON.parse(readFileSync(file, 'utf8')) as CommResult[];
+      for (const r of mine) console.log(JSON.stringify(r));
+      if (!a.mpi) return;
+      const ref = await measureOpenMpi(a.n, sizes);
+      if (typeof ref === 'string') {
+        console.log(JSON.stringify({ impl: 'openmpi', error: ref }));
+        return;
+      }
+      for (const r of ref) console.log(JSON.stringify(r));
+      for (const m of mine) {
+        const o = ref.find((r) => r.bytes === m.bytes);
+        if (!o) continue;
+        console.log(JSON.stringify({ ratio: 'tprun/openmpi', op: 'allreduce', bytes: m.bytes, ranks: m.ranks, us: round(m.us / o.us), busGBps: round(o.busGBps ? m.busGBps / o.busGBps : 0) }));
+      }
+    } finally {
+      delete process.env[RESULTS_ENV];
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};
+export default command;

@@ -1,0 +1,56 @@
+// Failures end collectives with errors that name the rank at fault, never a hang: a peer killed in the
+// middle of allReduces, a rank that never arrives (timeout), an impostor without the job secret.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { spawnRanks } from './helpers/spawn-ranks.js';
+
+const run = promisify(execFile);
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const APP = fileURLToPath(new URL('./helpers/world-app.js', import.meta.url));
+const alive = (pid) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+
+test('a rank killed during allReduces fails the others promptly, naming it (no launcher)', async () => {
+  const t0 = Date.now();
+  const res = await spawnRanks(3, [APP, 'die', '1'], { timeoutMs: 30000 });
+  assert.equal(res[1].signal, 'SIGKILL');
+  for (const r of [res[0], res[2]]) {
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /allReduce #\d+ .*failed on rank \d: rank 1 disconnected/);
+  }
+  assert.ok(Date.now() - t0 < 25000, 'the survivors were ended by the world, not the test timeout');
+  for (const r of res) assert.ok(!alive(r.pid));
+});
+
+test('under tprun, a rank killed during allReduces ends the job with its signal', async () => {
+  const err = await run(process.execPath, [CLI, '-n', '3', '--gpus', 'none', '--timeout', '40', '--', process.execPath, APP, 'die', '2'], { timeout: 45000 })
+    .then(() => assert.fail('the job should fail'), (e) => e);
+  assert.equal(err.code, 137);
+  assert.match(err.stderr, /rank 2 .*SIGKILL/);
+});
+
+test('a rank that never arrives makes the barrier time out, naming it', async () => {
+  const res = await spawnRanks(3, [APP, 'absent', '2'], { timeoutMs: 30000 });
+  for (const r of [res[0], res[1]]) {
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /barrier #1 timed out after 1500 ms on rank [01]: no data from rank 2/);
+  }
+});
+
+test('a peer with the wrong secret is refused and logged with its address; the real rank joins', async () => {
+  const res = await spawnRanks(2, [APP, 'hello'], {
+    perRankEnv: (r) => (r === 1 ? { APP_DELAY_MS: '1500' } : {}),
+    extra: [{ rank: 1, env: { TPRUN_SECRET: 'ab'.repeat(32), APP_TIMEOUT_MS: '5000' } }],
+    timeoutMs: 30000,
+  });
+  const [r0, r1, impostor] = res;
+  assert.equal(r0.code, 0, r0.stderr);
+  assert.equal(r1.code, 0, r1.stderr);
+  assert.match(r0.stderr, /rank 0 refused a connection from 127\.0\.0\.1: wrong job secret \(claims rank 1\)/);
+  assert.doesNotMatch(r0.stderr, new RegExp('ab'.repeat(32)));
+  assert.equal(JSON.parse(r0.stdout).sum, 3);
+  assert.notEqual(impostor.code, 0);
+  assert.match(impostor.stderr, /did not prove the job secret/);
+});
