@@ -3,10 +3,11 @@ import type { CommandModule } from 'yargs';
 import generateBench from '../bench/generate.js';
 import commBench from '../bench/comm.js';
 import launchBench from '../bench/launch.js';
+import quantBench from '../bench/quant.js';
 import multinodeBench from '../bench/multinode.js';
 
 // Each benchmark module default-exports a CommandModule (`comm`, `launch`, `generate`, ...).
-const benches: CommandModule<any, any>[] = [commBench, generateBench, launchBench, multinodeBench];
+const benches: CommandModule<any, any>[] = [commBench, generateBench, launchBench, multinodeBench, quantBench];
 
 const bench: CommandModule = {
   command: 'bench',

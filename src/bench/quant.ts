@@ -1,0 +1,99 @@
+// `tprun bench quant`: every quantization scheme on brown-llama-a at tp=2 — held-out perplexity (the
+// reference file's protocol) next to transformers' float32 value and to the float32 engine built in the
+// same run, engine bytes per rank, and decode speed (`tprun bench generate`). One JSON line per scheme,
+// then (without --json) the README table. Each engine is built by `tprun build --model ... --quant`,
+// i.e. rank 0 calibrates and quantizes and the other rank receives its shard.
+
+import { execa } from 'execa';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { CommandModule } from 'yargs';
+
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+interface Scheme { name: string; args: string[]; target?: { maxRelPct?: number; betterThan?: string } }
+
+const SCHEMES: Scheme[] = [
+  { name: 'float32', args: [] },
+  { name: 'int8_wo', args: ['--quant', 'int8_wo'], target: { maxRelPct: 0.25 } },
+  { name: 'fp8', args: ['--quant', 'fp8'], target: { maxRelPct: 0.5 } },
+  { name: 'w8a8', args: ['--quant', 'w8a8'] },
+  { name: 'w8a8_sq', args: ['--quant', 'w8a8_sq'], target: { maxRelPct: 0.5, betterThan: 'w8a8' } },
+  { name: 'int4_wo', args: ['--quant', 'int4_wo', '--group-size', '128'], target: { maxRelPct: 3 } },
+  { name: 'int4_awq', args: ['--quant', 'int4_awq', '--group-size', '128'], target: { betterThan: 'int4_wo' } },
+  { name: 'kv_int8', args: ['--kv-cache', 'int8'], target: { maxRelPct: 0.25 } },
+];
+
+interface Args { model: string; tp: number; only?: string[]; json: boolean; reps: number }
+
+function dirBytes(dir: string): number {
+  let n = 0;
+  for (const f of readdirSync(dir)) n += statSync(join(dir, f)).size;
+  return n;
+}
+
+function lastJson(stdout: string): Record<string, any> {
+  const line = stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  if (!line) throw new Error(`no JSON in output:\n${stdout}`);
+  return JSON.parse(line);
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'quant',
+  describe: 'perplexity, engine size and decode speed of every quantization scheme (tp=2, brown-llama-a)',
+  builder: (y) => y
+    .option('model', { type: 'string', default: join(ROOT, 'models/brown-llama-a') })
+    .option('tp', { type: 'number', default: 2 })
+    .option('only', { type: 'string', array: true, describe: `schemes to run (${SCHEMES.map((s) => s.name).join(', ')})` })
+    .option('reps', { type: 'number', default: 2, describe: 'decode timing repetitions' })
+    .option('json', { type: 'boolean', default: false }) as never,
+  handler: async (a) => {
+    const ref = JSON.parse(readFileSync(join(ROOT, 'models/brown-llama-a-reference.json'), 'utf8')).heldout_ppl.ppl as number;
+    const tmp = mkdtempSync(join(tmpdir(), 'tprun-bench-quant-'));
+    const rows: Record<string, any>[] = [];
+    try {
+      for (const s of SCHEMES.filter((x) => !a.only?.length || a.only.includes(x.name))) {
+        const eng = join(tmp, s.name);
+        const t0 = performance.now();
+        await execa(process.execPath, [CLI, 'build', '--model', a.model, '--tp', String(a.tp), '--out', eng, '--max-input-len', '256', '--max-seq-len', '512', '--quiet', ...s.args], { stdio: ['ignore', 'ignore', 'inherit'] });
+        const buildS = (performance.now() - t0) / 1000;
+        const p = lastJson((await execa(process.execPath, [CLI, 'perplexity', '--engine', eng, '--json', '--quiet'], { stderr: 'inherit' })).stdout);
+        const g = lastJson((await execa(process.execPath, [CLI, 'bench', 'generate', '--engine', eng, '--json', '--reps', String(a.reps)], { stderr: 'inherit' })).stdout);
+        const cfg = JSON.parse(readFileSync(join(eng, 'config.json'), 'utf8')).pretrained_config.quantization ?? {};
+        const row: Record<string, any> = {
+          bench: 'quant', scheme: s.name, tp: a.tp,
+          quant_algo: cfg.quant_algo ?? null, kv_cache_quant_algo: cfg.kv_cache_quant_algo ?? null, group_size: cfg.group_size ?? null,
+          ppl: +p.ppl.toFixed(4), reference_ppl: +ref.toFixed(4), rel_to_reference_pct: +((p.ppl / ref - 1) * 100).toFixed(3),
+          engine_bytes_per_rank: Array.from({ length: a.tp }, (_, r) => dirBytes(join(eng, `rank${r}`))),
+          decode_ms_per_token: g.decode_ms_per_token, prefill_tokens_per_s: g.prefill_tokens_per_s,
+          build_s: +buildS.toFixed(1),
+        };
+        if (s.target?.maxRelPct !== undefined) row.target_max_rel_pct = s.target.maxRelPct;
+        if (s.target?.betterThan) {
+          const other = rows.find((r) => r.scheme === s.target!.betterThan);
+          if (other) { row.better_than = other.scheme; row.better = p.ppl < other.ppl; }
+        }
+        row.meets_target = (s.target?.maxRelPct === undefined || Math.abs(row.rel_to_reference_pct) <= s.target.maxRelPct) && row.better !== false;
+        const f32 = rows.find((r) => r.scheme === 'float32');
+        if (f32) row.rel_to_float32_engine_pct = +((p.ppl / f32.ppl - 1) * 100).toFixed(3);
+        rows.push(row);
+        if (a.json) process.stdout.write(`${JSON.stringify(row)}\n`);
+        rmSync(eng, { recursive: true, force: true });
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    if (!a.json) {
+      const mib = (b: number) => (b / 2 ** 20).toFixed(2);
+      process.stdout.write(`| scheme | quant_algo | held-out ppl | vs float32 ${ref.toFixed(3)} | engine MiB/rank | decode ms/token |\n|---|---|---|---|---|---|\n`);
+      for (const r of rows) {
+        const algo = [r.quant_algo, r.kv_cache_quant_algo && `KV ${r.kv_cache_quant_algo}`].filter(Boolean).join(' + ') || '—';
+        process.stdout.write(`| ${r.scheme} | ${algo} | ${r.ppl.toFixed(3)} | ${r.rel_to_reference_pct >= 0 ? '+' : ''}${r.rel_to_reference_pct.toFixed(3)}% | ${r.engine_bytes_per_rank.map(mib).join(' / ')} | ${r.decode_ms_per_token} |\n`);
+      }
+    }
+  },
+};
+export default command;
