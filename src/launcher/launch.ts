@@ -313,8 +313,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
       events: r.trace,
       outer: [{ k: 't' as const, name: 'process', ts: r.startUs, dur: (r.endUs ?? nowUs()) - r.startUs, args: { pid: r.pid } }],
     }));
-    procs.push({ pid: size, label: 'tprun launcher', events: launcherSpans, outer: [] });
-    const { writeChromeTrace } = await import('../util/trace.js');
+    const { writeChromeTrace, adoptLocalTrace } = await import('../util/trace.js');
+    procs.push({ pid: size, label: 'tprun launcher', events: [...launcherSpans, ...adoptLocalTrace()], outer: [] });
     writeChromeTrace(traceFile, procs, launcherSpans[0].ts);
   }
   if (o.json) {

@@ -14,7 +14,9 @@ function currentMode(): Mode {
     else if (process.env.TPRUN_TRACE) {
       mode = 'file';
       const file = process.env.TPRUN_TRACE;
-      process.on('exit', () => writeChromeTrace(file, [{ pid: 0, label: 'process', events: local }]));
+      process.on('exit', () => {
+        if (local.length) writeChromeTrace(file, [{ pid: 0, label: 'process', events: local }]);
+      });
     } else mode = 'off';
   }
   return mode;
@@ -23,6 +25,15 @@ function currentMode(): Mode {
 function record(ev: TraceEvent): void {
   if (mode === 'launcher') process.stderr.write(encodeEvent(ev));
   else local.push(ev);
+}
+
+/**
+ * For a launcher running inside a traced process (runDistributed with $TPRUN_TRACE): takes the spans
+ * this process recorded so far into the job's merged trace, so the process's own exit handler does not
+ * overwrite the merged file with them.
+ */
+export function adoptLocalTrace(): TraceEvent[] {
+  return local.splice(0, local.length);
 }
 
 /** Runs `fn` and records it as a span named `name` (also when it throws: then args.error is set). */
