@@ -4,7 +4,7 @@
 import type { DType, Tensor } from './tensor.js';
 import type { PretrainedConfig } from '../model/config.js';
 import { FLOAT_DTYPES, castTensor } from './dtype.js';
-import { type TensorSource, readSelection } from './source.js';
+import { BufferPool, type TensorSource, readSelection } from './source.js';
 import { type Selection, type ShardContext, checkHeads, contextFromConfig, ruleFor, selection, shardShape } from '../sharding/rules.js';
 import { InputError } from './errors.js';
 
@@ -45,12 +45,15 @@ export function planRank(src: TensorSource, config: PretrainedConfig, rank: numb
 export interface ProduceOptions {
   /** Saturate values beyond float16's range instead of failing. */
   clamp?: boolean;
+  /** Reuse one buffer for every tensor: each must be consumed before the next is produced. */
+  reuseBuffer?: boolean;
 }
 
 /** Produces the planned tensors one by one (only one is alive at a time if the consumer drops it). */
 export function* produceShards(src: TensorSource, plan: PlanEntry[], opts: ProduceOptions = {}): Generator<[string, Tensor]> {
+  const pool = opts.reuseBuffer ? new BufferPool() : undefined;
   for (const e of plan) {
-    const t = readSelection(src, e.name, e.sel);
+    const t = readSelection(src, e.name, e.sel, pool);
     yield [e.name, castTensor(t, e.dtype, { clamp: opts.clamp, what: `${src.where}: tensor ${e.name}` })];
   }
 }

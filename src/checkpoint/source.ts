@@ -34,27 +34,45 @@ export function rowBytes(m: TensorMeta): number {
   return byteSize(m.dtype, m.shape.slice(1));
 }
 
-/** Reads the shard described by `sel` of tensor `name`. */
-export function readSelection(src: TensorSource, name: string, sel: Selection): Tensor {
+/**
+ * A growable scratch buffer: a streaming consumer that is done with each tensor before asking for the
+ * next can reuse one allocation instead of faulting in fresh pages for every tensor.
+ */
+export class BufferPool {
+  private buf = new Uint8Array(0);
+  take(n: number): Uint8Array {
+    if (this.buf.length < n) this.buf = new Uint8Array(Math.max(n, Math.floor(this.buf.length * 1.25)));
+    return this.buf.subarray(0, n);
+  }
+}
+
+/** Reads the shard described by `sel` of tensor `name` (into `pool`'s buffer when given). */
+export function readSelection(src: TensorSource, name: string, sel: Selection, pool?: BufferPool): Tensor {
   const m = src.info(name);
   const shape = shardShape(m.shape, sel);
+  const alloc = (n: number) => (pool ? pool.take(n) : new Uint8Array(n));
   if (sel.axis < 0) {
-    const data = new Uint8Array(byteSize(m.dtype, m.shape));
+    const data = alloc(byteSize(m.dtype, m.shape));
     src.readRows(name, 0, rowsOf(m.shape), data, 0);
     return { dtype: m.dtype, shape, data };
   }
-  const data = new Uint8Array(byteSize(m.dtype, shape));
   if (sel.axis === 0) {
+    const data = alloc(byteSize(m.dtype, shape));
     const rb = rowBytes(m);
     let at = 0;
     for (const p of sel.pieces) {
-      if ('zeros' in p) { at += p.zeros; continue; }
+      if ('zeros' in p) {
+        if (pool) data.fill(0, at * rb, (at + p.zeros) * rb);
+        at += p.zeros;
+        continue;
+      }
       src.readRows(name, p.start, p.end, data, at * rb);
       at += p.end - p.start;
     }
     return { dtype: m.dtype, shape, data };
   }
   if (sel.axis !== 1) throw new Error(`tensor ${name}: cannot cut axis ${sel.axis}`);
+  const data = new Uint8Array(byteSize(m.dtype, shape));
   let at = 0;
   for (const p of sel.pieces) {
     if ('zeros' in p) { at += p.zeros; continue; }

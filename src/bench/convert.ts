@@ -1,0 +1,99 @@
+// `tprun bench convert`: conversion of a generated LLaMA-shaped checkpoint (>= 1 GB) at --tp N, next to
+// `cp -r` of the same files, interleaved in the same run from the same warm page cache; each timed both
+// alone and including the `sync` that puts its output on disk. Peak RSS per rank comes from the ranks.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import type { CommandModule } from 'yargs';
+import { PRESETS, generateCheckpoint } from '../checkpoint/generate.js';
+import { LlamaForCausalLM } from '../model/llama.js';
+import { planRank } from '../checkpoint/shard.js';
+import { byteSize } from '../checkpoint/dtype.js';
+import { STATS_ENV } from '../commands/convert.js';
+
+interface Args { preset: string; layers?: number; model?: string; tp: number; reps: number; workdir?: string }
+
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+async function timed(file: string, args: string[], env: Record<string, string> = {}): Promise<{ run: number; withSync: number }> {
+  await execa('sync');
+  const t0 = performance.now();
+  const r = await execa(file, args, { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', env });
+  const t1 = performance.now();
+  if (r.failed) throw new Error(`${path.basename(file)} ${args.join(' ')} failed (${r.exitCode ?? r.signal}): ${String(r.stderr).trim().split('\n').pop()}`);
+  await execa('sync');
+  return { run: (t1 - t0) / 1000, withSync: (performance.now() - t0) / 1000 };
+}
+
+function dirBytes(dir: string): number {
+  return fs.readdirSync(dir).reduce((a, f) => a + fs.statSync(path.join(dir, f)).size, 0);
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'convert',
+  describe: 'tprun convert of a generated >= 1 GB checkpoint against cp -r of the same files; peak RSS per rank',
+  builder: (y) => y
+    .option('preset', { type: 'string', default: 'tinyllama-1.1b', describe: `model to generate (${Object.keys(PRESETS).join(', ')})` })
+    .option('layers', { type: 'number', describe: 'override the preset\'s layer count' })
+    .option('model', { type: 'string', describe: 'convert this existing checkpoint instead of generating one' })
+    .option('tp', { type: 'number', default: 2 })
+    .option('reps', { type: 'number', default: 3, describe: 'timed repetitions of each, interleaved' })
+    .option('workdir', { type: 'string', describe: 'where to put the files (default: a temp dir, removed at the end)' }) as never,
+  handler: async (a) => {
+    const work = fs.mkdtempSync(path.join(a.workdir ?? os.tmpdir(), 'tprun-bench-convert-'));
+    try {
+      let model = a.model;
+      if (!model) {
+        model = path.join(work, 'model');
+        const t0 = performance.now();
+        const g = generateCheckpoint({ preset: a.preset, out: model, layers: a.layers });
+        process.stdout.write(JSON.stringify({ bench: 'convert', phase: 'generate', preset: a.preset, bytes: g.bytes, seconds: (performance.now() - t0) / 1000 }) + '\n');
+      }
+      const modelBytes = dirBytes(model);
+      // What "near the largest tensor" means for this model and tp.
+      const { config, source } = LlamaForCausalLM.openHuggingFace(model, { mapping: { tp_size: a.tp } });
+      const largestSource = Math.max(...source.names().map((n) => byteSize(source.info(n).dtype, source.info(n).shape)));
+      const largestShard = Math.max(...planRank(source, config, 0).map((e) => byteSize(e.dtype, e.shape)));
+      source.close();
+      // Warm the page cache so both tools read from memory alike.
+      for (const f of fs.readdirSync(model)) await execa('cat', [path.join(model, f)], { stdout: 'ignore' });
+      const cp: Array<{ run: number; withSync: number }> = [];
+      const conv: Array<{ run: number; withSync: number }> = [];
+      const rss: number[][] = [];
+      for (let i = 0; i < a.reps; i++) {
+        const cpOut = path.join(work, `cp${i}`);
+        cp.push(await timed('cp', ['-r', model, cpOut]));
+        fs.rmSync(cpOut, { recursive: true, force: true });
+        const out = path.join(work, `out${i}`);
+        const stats = path.join(work, `stats${i}`);
+        fs.mkdirSync(stats);
+        conv.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a.tp), '--out', out], { [STATS_ENV]: stats }));
+        rss.push([...Array(a.tp).keys()].map((r) => JSON.parse(fs.readFileSync(path.join(stats, `rank${r}.json`), 'utf8')).maxRssBytes));
+        fs.rmSync(out, { recursive: true, force: true });
+      }
+      const med = (xs: Array<{ run: number; withSync: number }>, k: 'run' | 'withSync') => median(xs.map((x) => x[k]));
+      const peak = [...Array(a.tp).keys()].map((r) => Math.max(...rss.map((x) => x[r])));
+      const result = {
+        bench: 'convert', preset: a.model ? undefined : a.preset, model_bytes: modelBytes, tp: a.tp, reps: a.reps,
+        cp_seconds: med(cp, 'run'), convert_seconds: med(conv, 'run'), ratio: med(conv, 'run') / med(cp, 'run'),
+        cp_seconds_with_sync: med(cp, 'withSync'), convert_seconds_with_sync: med(conv, 'withSync'),
+        ratio_with_sync: med(conv, 'withSync') / med(cp, 'withSync'),
+        peak_rss_bytes_per_rank: peak, largest_source_tensor_bytes: largestSource, largest_shard_tensor_bytes: largestShard,
+        peak_rss_over_largest_tensor: peak.map((p) => p / largestSource),
+        all: { cp, convert: conv },
+      };
+      process.stdout.write(JSON.stringify(result) + '\n');
+    } finally {
+      fs.rmSync(work, { recursive: true, force: true });
+    }
+  },
+};
+export default command;
