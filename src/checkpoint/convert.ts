@@ -90,7 +90,7 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
       const writer = new SafetensorsWriter(rankFile(tmp, world.rank), plan);
       try {
         await traceSpan('convert.rank', () => {
-          for (const [name, t] of produceShards(source, plan, { clamp: o.clamp })) {
+          for (const [name, t] of produceShards(source, plan, { clamp: o.clamp, reuseBuffer: true })) {
             writer.write(name, t);
             bytes += t.data.length;
             bar.tick();

@@ -5,9 +5,10 @@ import commBench from '../bench/comm.js';
 import launchBench from '../bench/launch.js';
 import quantBench from '../bench/quant.js';
 import multinodeBench from '../bench/multinode.js';
+import convertBench from '../bench/convert.js';
 
 // Each benchmark module default-exports a CommandModule (`comm`, `launch`, `generate`, ...).
-const benches: CommandModule<any, any>[] = [commBench, generateBench, launchBench, multinodeBench, quantBench];
+const benches: CommandModule<any, any>[] = [commBench, generateBench, launchBench, multinodeBench, quantBench, convertBench];
 
 const bench: CommandModule = {
   command: 'bench',
