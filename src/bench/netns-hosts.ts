@@ -201,7 +201,9 @@ export async function makeHosts(count = 2, opts: { hide?: string[][] } = {}): Pr
       const hostName = `${tag}-host${i}`;
       const hidden = (opts.hide?.[i] ?? []).map((p: string) => `mount -t tmpfs tmpfs ${JSON.stringify(p)} && `).join('');
       // Host names resolve on every host through its own /etc/hosts, as on a cluster with DNS.
-      const boot = `hostname ${hostName} && mount -t tmpfs tmpfs /dev/shm && mount --bind ${JSON.stringify(etcHosts)} /etc/hosts && ${hidden}exec ${SSHD} -D -e -f ${JSON.stringify(cfg)}`;
+      // The machine's own ~/.bashrc (bash reads it for ssh commands) stays out of the test hosts' output.
+      const rc = existsSync('/root/.bashrc') ? 'mount --bind /dev/null /root/.bashrc && ' : '';
+      const boot = `hostname ${hostName} && mount -t tmpfs tmpfs /dev/shm && mount --bind ${JSON.stringify(etcHosts)} /etc/hosts && ${rc}${hidden}exec ${SSHD} -D -e -f ${JSON.stringify(cfg)}`;
       const sshd = spawn('ip', ['netns', 'exec', ns, 'unshare', '--uts', '--mount', '--propagation', 'private', 'sh', '-c', boot], { stdio: ['ignore', 'ignore', 'pipe'] });
       let err = '';
       sshd.stderr!.on('data', (d) => (err += d));
