@@ -5,10 +5,12 @@
 //
 // Without --engine it builds brown-llama-a (float32) for tp 1 and 2 in a temp directory first. Each
 // engine is measured in its own child invocation (`--one`), which starts that engine's ranks.
+// The reference tool, where Python has torch and transformers: transformers' eager float32 model on
+// the same prompt ids (bench/generate-reference.py); otherwise its line says why it was skipped.
 
 import { execa } from 'execa';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
@@ -27,6 +29,7 @@ interface BenchArgs {
   threads?: number;
   one: boolean;
   json: boolean;
+  python: string;
 }
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
@@ -42,6 +45,7 @@ const command: CommandModule<object, BenchArgs> = {
     .option('new-tokens', { type: 'number', default: 64 })
     .option('reps', { type: 'number', default: 3 })
     .option('threads', { type: 'number' })
+    .option('python', { type: 'string', default: 'python3', describe: 'Python with torch + transformers for the reference run' })
     .option('one', { type: 'boolean', default: false, hidden: true })
     .option('json', { type: 'boolean', default: false }) as never,
   handler: (a) => exitOnError(async () => {
@@ -58,19 +62,32 @@ const command: CommandModule<object, BenchArgs> = {
           engines.push(out);
         }
       }
+      const results: Record<string, unknown>[] = [];
       for (const e of engines) {
         const args = [CLI, 'bench', 'generate', '--one', '--engine', e, '--prompt-len', String(a['prompt-len']),
           '--new-tokens', String(a['new-tokens']), '--reps', String(a.reps), ...(a.threads ? ['--threads', String(a.threads)] : [])];
         const r = await execa(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
         const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
         if (!line) throw new Error(`bench of ${e} printed no result`);
-        if (a.json) process.stdout.write(`${line}\n`);
+        results.push(JSON.parse(line));
+      }
+      const pc = (await Engine.readConfig(engines[0])).pretrained_config;
+      const ref = await reference(a, benchPrompt(a['prompt-len'], pc.vocab_size));
+      for (const m of results) {
+        if (typeof ref.decode_ms_per_token === 'number') {
+          m.transformers_decode_ms_per_token = ref.decode_ms_per_token;
+          m.decode_speedup_vs_transformers = Math.round(((ref.decode_ms_per_token as number) / (m.decode_ms_per_token as number)) * 1000) / 1000;
+          m.prefill_speedup_vs_transformers = Math.round(((m.prefill_tokens_per_s as number) / (ref.prefill_tokens_per_s as number)) * 1000) / 1000;
+        }
+        if (a.json) process.stdout.write(`${JSON.stringify(m)}\n`);
         else {
-          const m = JSON.parse(line);
           process.stdout.write(`tp ${m.tp}: prefill ${m.prefill_tokens_per_s} tokens/s, decode ${m.decode_ms_per_token} ms/token ` +
-            `(bound ${m.bound_ms_per_token} ms at ${m.copy_gb_per_s} GB/s copy → ${(m.ratio_to_bound * 100).toFixed(1)}% of the bound)\n`);
+            `(bound ${m.bound_ms_per_token} ms at ${m.copy_gb_per_s} GB/s copy → ${((m.ratio_to_bound as number) * 100).toFixed(1)}% of the bound` +
+            `${m.decode_speedup_vs_transformers ? `; ${m.decode_speedup_vs_transformers}x transformers' decode` : ''})\n`);
         }
       }
+      if (a.json) process.stdout.write(`${JSON.stringify(ref)}\n`);
+      else process.stdout.write(ref.skipped ? `reference skipped: ${ref.skipped}\n` : `transformers: prefill ${ref.prefill_tokens_per_s} tokens/s, decode ${ref.decode_ms_per_token} ms/token\n`);
     } finally {
       if (tmp) rmSync(tmp, { recursive: true, force: true });
     }
@@ -86,10 +103,9 @@ async function measureOne(a: BenchArgs): Promise<void> {
     const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size, verify: false });
     const runner = await EngineRunner.load(engine, world, { threads: a.threads });
     const pc = config.pretrained_config;
-    const rand = seededRandom(1);
     const P = Math.min(a['prompt-len'], config.build_config.max_input_len);
     const N = Math.max(2, Math.min(a['new-tokens'], config.build_config.max_seq_len - P));
-    const prompt = Array.from({ length: P }, () => Math.floor(rand() * pc.vocab_size));
+    const prompt = benchPrompt(P, pc.vocab_size);
     await generate(runner, [prompt], { maxNewTokens: 4 }); // warm-up
     const prefill: number[] = [];
     const decode: number[] = [];
@@ -98,10 +114,10 @@ async function measureOne(a: BenchArgs): Promise<void> {
       prefill.push(res.timings.prefill_ms);
       decode.push(res.timings.decode_ms_per_token);
     }
-    // Weight bytes read per decode step, all ranks: this rank's file less its embedding table + one row.
-    const emb = pc.use_parallel_embedding ? Math.ceil(pc.vocab_size / world.size) : pc.vocab_size;
+    // Weight bytes read per decode step, all ranks: this rank's tensors less its embedding table + one row.
+    const man = engine.manifest!;
     const item = config.build_config.dtype === 'float16' ? 2 : 4;
-    const mine = statSync(join(dir, `rank${world.rank}`, 'weights.bin')).size - (emb - 1) * pc.hidden_size * item;
+    const mine = (man.weight_bytes ?? statSync(join(dir, `rank${world.rank}`, 'weights.bin')).size) - (man.embedding_bytes ?? 0) + pc.hidden_size * item;
     const bytes = await world.allReduce(Float64Array.of(mine), 'sum');
     await world.barrier();
     const gbps = await world.allReduce(Float64Array.of(copyBandwidth()), 'sum');
@@ -128,6 +144,22 @@ async function measureOne(a: BenchArgs): Promise<void> {
       ratio_to_bound: r3(boundMs / decodeMs),
     })}\n`);
   });
+}
+
+/** The benchmark's prompt: fixed pseudo-random ids, the same for every engine and the reference. */
+function benchPrompt(len: number, vocab: number): number[] {
+  const rand = seededRandom(1);
+  return Array.from({ length: len }, () => Math.floor(rand() * vocab));
+}
+
+async function reference(a: BenchArgs, prompt: number[]): Promise<Record<string, unknown>> {
+  const script = fileURLToPath(new URL('../../bench/generate-reference.py', import.meta.url));
+  const probe = await execa(a.python, ['-c', 'import torch, transformers'], { reject: false });
+  if (probe.exitCode !== 0) return { bench: 'generate-reference', skipped: `${a.python} has no torch/transformers` };
+  const threads = String(a.threads ?? availableParallelism());
+  const r = await execa(a.python, [script, a.model, JSON.stringify(prompt), String(a['new-tokens']), String(a.reps), threads], { reject: false });
+  if (r.exitCode !== 0) return { bench: 'generate-reference', skipped: `reference failed: ${String(r.stderr).trim().split('\n').pop()}` };
+  return JSON.parse(String(r.stdout).trim().split('\n').pop()!);
 }
 
 /** Memory copy bandwidth of this process (GB/s, read + written bytes, STREAM's convention), best of 5. */

@@ -85,6 +85,7 @@ const command: CommandModule<object, BuildArgs> = {
       await traceSpan('save', () => engine.save(out, world.size > 1 ? world : undefined, world.rank === 0 && hasTokenizer(tokDir) ? tokenizerFiles(tokDir) : {}));
       if (world.rank === 0) {
         process.stdout.write(`built ${out}: ${tp} rank(s), ${engine.config.segments} segment(s) per rank, ${a.dtype}, ${(performance.now() - t0).toFixed(0)} ms\n`);
+        if (!hasTokenizer(tokDir)) process.stderr.write(`tprun: note: ${tokDir} has no tokenizer.json; give generate --tokenizer DIR (or build with --tokenizer)\n`);
       }
     }, a);
   }),

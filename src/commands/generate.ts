@@ -96,6 +96,7 @@ const command: CommandModule<object, GenerateArgs> = {
       };
       res.newIds.forEach((ids, b) => {
         const text = tok ? tok.decode(ids) : '';
+        const shownText = tok ? tok.decode(ids, { skipSpecial: true }) : '';
         if (a.json) {
           process.stdout.write(`${JSON.stringify({
             prompt_ids: res.promptIds[b],
@@ -106,7 +107,7 @@ const command: CommandModule<object, GenerateArgs> = {
           })}\n`);
         } else {
           const prompt = tok ? tok.decode(res.promptIds[b], { skipSpecial: true }) : res.promptIds[b].join(',');
-          const shown = !tok ? ` -> ${ids.join(',')}` : process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text;
+          const shown = !tok ? ` -> ${ids.join(',')}` : process.stdout.isTTY ? `\x1b[1m${shownText}\x1b[0m` : shownText;
           process.stdout.write(`${prompt}${shown}\n`);
         }
       });

@@ -30,7 +30,13 @@ export interface EngineConfig {
   segments: number;
 }
 
-interface Manifest { rank: number; files: Record<string, { size: number; sha256: string }> }
+export interface Manifest {
+  rank: number;
+  files: Record<string, { size: number; sha256: string }>;
+  /** Tensor bytes in weights.bin (without alignment padding), and of those the embedding table's. */
+  weight_bytes?: number;
+  embedding_bytes?: number;
+}
 
 /** What build() needs of a model: LlamaForCausalLM satisfies it. */
 export interface ModelShard { config: PretrainedConfig; rank: number; weights: Weights }
@@ -41,13 +47,15 @@ export class Engine {
     readonly rank: number,
     /** Set once the engine lives on disk. */
     public dir: string | undefined,
-    private built?: { graphs: Uint8Array[]; weights: WeightFile },
+    private built?: { graphs: Uint8Array[]; weights: WeightFile; embeddingBytes: number },
+    /** Set for engines opened from disk. */
+    readonly manifest?: Manifest,
   ) {}
 
   get tp(): number { return this.config.tp_size; }
 
-  static fromBuilt(config: EngineConfig, rank: number, graphs: Uint8Array[], weights: WeightFile): Engine {
-    return new Engine(config, rank, undefined, { graphs, weights });
+  static fromBuilt(config: EngineConfig, rank: number, graphs: Uint8Array[], weights: WeightFile, embeddingBytes = 0): Engine {
+    return new Engine(config, rank, undefined, { graphs, weights, embeddingBytes });
   }
 
   segmentPath(i: number): string {
@@ -81,7 +89,8 @@ export class Engine {
       files[`seg${i}.onnx`] = { size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
     }
     files[WEIGHTS] = { size: this.built.weights.size, sha256: await this.built.weights.write(join(rdir, WEIGHTS)) };
-    await writeFile(join(rdir, 'manifest.json'), JSON.stringify({ rank: this.rank, files } satisfies Manifest, null, 1));
+    const manifest: Manifest = { rank: this.rank, files, weight_bytes: this.built.weights.dataBytes, embedding_bytes: this.built.embeddingBytes };
+    await writeFile(join(rdir, 'manifest.json'), JSON.stringify(manifest, null, 1));
     if (world) await world.barrier();
     if (this.rank === 0) {
       for (const [name, bytes] of Object.entries(extraFiles)) await writeFile(join(tmp, name), bytes);
@@ -138,7 +147,7 @@ export class Engine {
     for (let i = 0; i < config.segments; i++) {
       if (!man.files[`seg${i}.onnx`]) throw new InputError(`${manPath}: segment seg${i}.onnx not listed (damaged engine)`);
     }
-    return new Engine(config, rank, dir);
+    return new Engine(config, rank, dir, undefined, man);
   }
 }
 
@@ -159,5 +168,7 @@ export async function build(model: ModelShard, buildConfig: Partial<BuildConfig>
     segments: graphs.length,
   };
   const encoded = graphs.map((g) => g.encode({ tprun_rank: String(model.rank) }));
-  return Engine.fromBuilt(config, model.rank, encoded, wf);
+  const emb = model.weights.get('transformer.vocab_embedding.weight');
+  const embBytes = emb ? emb.shape.reduce((a, b) => a * b, 1) * (bc.dtype === 'float32' ? 4 : 2) : 0;
+  return Engine.fromBuilt(config, model.rank, encoded, wf, embBytes);
 }

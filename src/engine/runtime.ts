@@ -13,6 +13,8 @@ import { rankShape, type RankShape } from './llama-graph.js';
 export interface RunnerOptions {
   /** Threads for this rank's ORT sessions; default: this host's cores divided by the local ranks. */
   threads?: number;
+  /** Execution provider: 'gpu' is onnxruntime's WebGPU provider; default: the engine's build_config.device. */
+  device?: 'cpu' | 'gpu';
 }
 
 export interface ForwardRequest {
@@ -58,6 +60,8 @@ export class EngineRunner {
   static async load(engine: Engine, world: World, opts: RunnerOptions = {}): Promise<EngineRunner> {
     if (world.size !== engine.tp) throw new Error(`engine was built for ${engine.tp} rank(s) but the world has ${world.size}`);
     const threads = opts.threads ?? defaultThreads();
+    const device = opts.device ?? engine.config.build_config.device;
+    const executionProviders = device === 'gpu' ? ['webgpu'] : ['cpu'];
     const sessions: ort.InferenceSession[] = [];
     await traceSpan('load', async () => {
       for (let i = 0; i < engine.config.segments; i++) {
@@ -68,6 +72,7 @@ export class EngineRunner {
             interOpNumThreads: 1,
             graphOptimizationLevel: 'all',
             executionMode: 'sequential',
+            executionProviders,
           }));
         } catch (e) {
           throw new Error(`${path}: onnxruntime cannot load it (${(e as Error).message.split('\n')[0]})`);

@@ -11,6 +11,8 @@ export class WeightFile {
   private entries: { name: string; data: Uint8Array; offset: number }[] = [];
   private byName = new Map<string, ExternalRef>();
   size = 0;
+  /** Bytes of tensor data (the file less its alignment padding). */
+  dataBytes = 0;
 
   constructor(readonly location: string) {}
 
@@ -23,6 +25,7 @@ export class WeightFile {
     this.entries.push({ name, data, offset });
     this.byName.set(name, ref);
     this.size = offset + data.length;
+    this.dataBytes += data.length;
     return ref;
   }
 
