@@ -150,6 +150,15 @@ test('launcher and ssh clients killed (lost connections): remote ranks exit by t
   assert.deepEqual(await leftovers(), NOTHING);
 });
 
+test('an unreachable host fails the job fast with ssh\'s reason, nothing left behind', { skip }, async () => {
+  const gone = `${H.subnet}.99`; // on the subnet, but nobody answers
+  const res = await tprun(['--hosts', `${A.addr}:1,${gone}:1`, '--grace', '1', '--', 'sleep', '60']);
+  assert.equal(res.exitCode, 255, res.all);
+  assert.match(res.all, new RegExp(`ssh: connect to host ${gone.replace(/\./g, '\\.')} port 22: `));
+  assert.match(res.all, /rank 1 .*exited with code 255/);
+  assert.deepEqual(await leftovers(), NOTHING);
+});
+
 test('a bad hostfile is refused naming file:line, exit 2, nothing started', { skip }, async () => {
   const hf = join(tmp, 'bad-hosts');
   writeFileSync(hf, `${A.addr} slots=2\n${B.addr} slots=two\n`);

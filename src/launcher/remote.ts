@@ -98,17 +98,20 @@ export interface RemoteOptions {
 export function sshCommand(host: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env): string[] {
   const ssh = env.TPRUN_SSH || 'ssh';
   const fromEnv = (env.TPRUN_SSH_ARGS ?? '').split(/\s+/).filter(Boolean);
+  // ssh keeps the first value it sees for an option: the user's arguments go first so they win over
+  // these defaults (e.g. `-o StrictHostKeyChecking=yes` with a known_hosts made for the job).
   return [
     ssh,
+    ...fromEnv,
+    ...extra,
     '-T', // no pty: output stays a plain byte stream and the exit status comes through
     '-x',
     '-o', 'BatchMode=yes',
     '-o', 'StrictHostKeyChecking=accept-new',
     '-o', 'ServerAliveInterval=5',
     '-o', 'ServerAliveCountMax=3',
+    '-o', 'ConnectTimeout=20',
     '-o', 'LogLevel=ERROR',
-    ...fromEnv,
-    ...extra,
     '--',
     host,
   ];
