@@ -24,3 +24,24 @@ test('the network data plane (TPRUN_TRANSPORT=zmq) gives the same results', asyn
     { timeout: 55000, env: { ...process.env, TPRUN_TRANSPORT: 'zmq' } });
   assert.equal(stdout.split('\n').filter((l) => l.includes('"ok":true')).length, 3);
 });
+
+test('with CurveZMQ keys in the environment the world forms over encrypted sockets', async () => {
+  const zmq = await import('zeromq');
+  const k = zmq.curveKeyPair();
+  const { spawnRanks } = await import('./helpers/spawn-ranks.js');
+  const res = await spawnRanks(3, [APP, 'hello'], {
+    env: { TPRUN_CURVE_SERVER_PUBLIC: k.publicKey, TPRUN_CURVE_SERVER_SECRET: k.secretKey, TPRUN_TRANSPORT: 'zmq' }, timeoutMs: 40000,
+  });
+  for (const r of res) {
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).sum, 6);
+  }
+  // A rank holding the wrong server key cannot even complete the handshake: the job times out.
+  const bad = zmq.curveKeyPair();
+  const res2 = await spawnRanks(2, [APP, 'hello'], {
+    env: { TPRUN_CURVE_SERVER_PUBLIC: k.publicKey, TPRUN_CURVE_SERVER_SECRET: k.secretKey, APP_TIMEOUT_MS: '2000' },
+    perRankEnv: (r) => (r === 1 ? { TPRUN_CURVE_SERVER_PUBLIC: bad.publicKey } : {}), timeoutMs: 40000,
+  });
+  for (const r of res2) assert.equal(r.code, 1);
+  assert.match(res2[0].stderr, /rendezvous timed out .* ranks 1 did not arrive/);
+});

@@ -17,6 +17,7 @@ import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
+import { SimdArena } from './simd.js';
 
 export { CommError } from './inbox.js';
 export { detectIdentity } from './identity.js';
@@ -144,6 +145,7 @@ class ZmqWorld implements World {
   private epoch = 0;
   private spinNs: bigint;
   private scratch = new ArrayBuffer(0);
+  private arena = SimdArena.create();
   private log = (m: string) => process.stderr.write(m + '\n');
 
   constructor(id: WorldIdentity, private timeoutMs: number, private maxBytes: number, env: Env) {
@@ -157,7 +159,7 @@ class ZmqWorld implements World {
     this.inbox.onDeliver = () => this.kick();
     // Busy-polling shared memory is what makes small messages fast, but only when every rank has a
     // core of its own; oversubscribed, spinning would steal the time the peer needs to send.
-    const spinUs = envNum(env, 'TPRUN_SPIN_US') ?? (id.localSize <= availableParallelism() ? 2000 : 0);
+    const spinUs = envNum(env, 'TPRUN_SPIN_US') ?? (id.localSize <= availableParallelism() ? 10_000 : 0);
     this.spinNs = BigInt(Math.round(spinUs * 1000));
   }
 
@@ -395,30 +397,45 @@ class ZmqWorld implements World {
     // Large: reduce-scatter (rank r reduces chunk r) then all-gather, both direct.
     const off = chunks(n, R);
     const mine = sub(buf, off[this.rank], off[this.rank + 1]);
-    const myBytes = mine.byteLength;
-    const tmp = this.scratchBytes(myBytes * R);
-    const sources: CommArray[] = [];
-    for (let r = 0; r < R; r++) {
-      if (r === this.rank) { sources.push(mine); continue; }
-      const dst = tmp.subarray(r * myBytes, (r + 1) * myBytes);
-      this.inbox.post(r, a, 0, dst);
+    const slots = this.slots(dtype, op, R, mine.byteLength);
+    // The all-gather's receives are posted first, so peers' reduced chunks land in `buf` directly
+    // whenever they come (a peer sends its chunk only after it has read all of ours from that place).
+    const recvs2: [number, number, number][] = [];
+    for (let k = 1; k < R; k++) {
+      const r = (this.rank + k) % R;
+      this.inbox.post(r, a, 1, bytesOf(sub(buf, off[r], off[r + 1])));
+      recvs2.push([r, a, 1]);
+      this.inbox.post(r, a, 0, slots[r]);
       recvs.push([r, a, 0]);
-      sources.push(like(buf, dst));
       this.put(r, a, 0, bytesOf(sub(buf, off[r], off[r + 1])), tickets);
     }
     await this.complete(what, recvs, tickets, o?.timeoutMs);
     for (const [r] of recvs) this.inbox.take(r, a, 0);
-    reduceInto(dtype, op, mine, sources);
-    const recvs2: [number, number, number][] = [];
-    for (let r = 0; r < R; r++) {
-      if (r === this.rank) continue;
-      this.inbox.post(r, a, 1, bytesOf(sub(buf, off[r], off[r + 1])));
-      recvs2.push([r, a, 1]);
-      this.put(r, a, 1, bytesOf(mine), tickets);
-    }
+    this.reduceSlots(dtype, op, mine, slots);
+    for (let k = 1; k < R; k++) this.put((this.rank + k) % R, a, 1, bytesOf(mine), tickets);
     await this.complete(what, recvs2, tickets, o?.timeoutMs);
     for (const [r] of recvs2) this.inbox.take(r, a, 1);
     return buf;
+  }
+
+  /** R receive slots of `bytes` each for a reduction (slot `rank` is for our own contribution). */
+  private slots(dtype: CommDType, op: ReduceOp, R: number, bytes: number): Uint8Array[] {
+    if (this.arena && bytes >= 16384 && SimdArena.supports(dtype, op)) return this.arena.slots(R, bytes);
+    const stride = Math.ceil(bytes / 16) * 16;
+    const tmp = this.scratchBytes(stride * R);
+    return Array.from({ length: R }, (_, r) => tmp.subarray(r * stride, r * stride + bytes));
+  }
+
+  /** out = slot 0 op slot 1 op ... (rank order), our own contribution taken from `out`. */
+  private reduceSlots(dtype: CommDType, op: ReduceOp, out: CommArray, slots: Uint8Array[]): void {
+    const own = bytesOf(out);
+    if (this.arena && slots[0].buffer === this.arena.mem.buffer) {
+      slots[this.rank].set(own);
+      this.arena.reduce(dtype, op, slots, ELEM[dtype]);
+      own.set(slots[0]);
+      return;
+    }
+    reduceInto(dtype, op, out, slots.map((s, r) => (r === this.rank ? out : like(out, s))));
   }
 
   async reduceScatter<T extends CommArray>(buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
@@ -430,20 +447,16 @@ class ZmqWorld implements World {
     const out = sub(buf, this.rank * k, (this.rank + 1) * k).slice() as T;
     const tickets: Ticket[] = [];
     const recvs: [number, number, number][] = [];
-    const sources: CommArray[] = [];
-    const bytes = out.byteLength;
-    const tmp = this.scratchBytes(bytes * R);
-    for (let r = 0; r < R; r++) {
-      if (r === this.rank) { sources.push(out); continue; }
-      const dst = tmp.subarray(r * bytes, (r + 1) * bytes);
-      this.inbox.post(r, a, 0, dst);
+    const slots = this.slots(dtype, op, R, out.byteLength);
+    for (let j = 1; j < R; j++) {
+      const r = (this.rank + j) % R;
+      this.inbox.post(r, a, 0, slots[r]);
       recvs.push([r, a, 0]);
-      sources.push(like(buf, dst));
       this.put(r, a, 0, bytesOf(sub(buf, r * k, (r + 1) * k)), tickets);
     }
     await this.complete(`reduceScatter #${a}`, recvs, tickets, o?.timeoutMs);
     for (const [r] of recvs) this.inbox.take(r, a, 0);
-    reduceInto(dtype, op, out, sources);
+    this.reduceSlots(dtype, op, out, slots);
     return out;
   }
 
