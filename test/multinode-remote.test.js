@@ -121,8 +121,11 @@ test('kill(SIGINT) reaches the remote process group; children of the rank go too
 
 test('killing the ssh client (lost connection) makes the remote rank exit by itself', { skip }, async () => {
   const h = H.hosts[0];
-  // One rank obeys SIGTERM; the other ignores it and needs the SIGKILL after the grace period.
-  for (const prog of ['setInterval(() => {}, 1000); console.log("ready")', 'process.on("SIGTERM", () => {}); setInterval(() => {}, 1000); console.log("ready")']) {
+  // sshd sends SIGHUP when the connection drops; these ranks ignore it (as a nohup'd program would), so
+  // only the bootstrap's watchdog can end them. One obeys SIGTERM; the other needs the SIGKILL after the
+  // grace period.
+  const hup = 'process.on("SIGHUP", () => {}); setInterval(() => {}, 1000);';
+  for (const prog of [`${hup} console.log("ready")`, `${hup} process.on("SIGTERM", () => {}); console.log("ready")`]) {
     const child = spawnRemote(h.addr, ['node', '-e', prog], {}, { graceSec: 1 });
     const got = collect(child);
     while (!got().out.includes('ready')) await sleep(50);
