@@ -135,3 +135,16 @@ test('killing the ssh client (lost connection) makes the remote rank exit by its
     assert.deepEqual(await settle(h), []);
   }
 });
+
+test('kill(SIGKILL) ends a rank that ignores SIGTERM and SIGHUP without waiting for the grace period', { skip }, async () => {
+  const h = H.hosts[0];
+  const prog = 'process.on("SIGHUP", () => {}); process.on("SIGTERM", () => {}); setInterval(() => {}, 1000); console.log("ready")';
+  // A grace period far longer than the settle wait below: only the forwarded KILL can end it in time.
+  const child = spawnRemote(h.addr, ['node', '-e', prog], {}, { graceSec: 120 });
+  const got = collect(child);
+  while (!got().out.includes('ready')) await sleep(50);
+  child.kill('SIGTERM');
+  child.kill('SIGKILL');
+  await child;
+  assert.deepEqual(await settle(h), []);
+});

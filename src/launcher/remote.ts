@@ -129,7 +129,8 @@ function signalName(sig: NodeJS.Signals | number | undefined): string {
  * Runs argv on host over ssh with env applied there. The returned execa child behaves like a local rank:
  * its exit code is the remote command's (128+N when a signal N ended it; 255 when ssh itself failed),
  * stdout/stderr stream the remote output, and `kill(sig)` delivers sig to the remote process group
- * through the session (SIGKILL additionally drops the session; the watchdog then kills the group).
+ * through the session (SIGKILL also closes the session, and kills the local ssh a second later if it
+ * is still there).
  */
 export function spawnRemote(host: string, argv: string[], env: Record<string, string>, opts: RemoteOptions = {}): ResultPromise {
   const payload = remoteScript(host, argv, env, opts.cwd, opts.cwdRequired);
@@ -157,11 +158,17 @@ export function spawnRemote(host: string, argv: string[], env: Record<string, st
     const name = signalName(sig as NodeJS.Signals | number | undefined);
     if (child.exitCode !== null || child.signalCode !== null) return false;
     if (!stdin.writable || stdin.destroyed) return localKill(sigOrErr, err);
-    stdin.write(`${name.replace(/^SIG/, '')}\n`);
-    if (name === 'SIGKILL') {
-      stdin.end();
-      return localKill(sigOrErr, err);
+    if (name !== 'SIGKILL') {
+      stdin.write(`${name.replace(/^SIG/, '')}\n`);
+      return true;
     }
+    // The KILL line must reach the remote side before the session drops (killing ssh at once could lose
+    // it, leaving the remote group to the slower end-of-file path): close stdin, and only then, if ssh
+    // has not ended with the remote command, kill it here.
+    stdin.end('KILL\n');
+    setTimeout(() => {
+      if (child.exitCode === null && child.signalCode === null) localKill(sigOrErr, err);
+    }, 1000).unref();
     return true;
   };
   (child as { kill: unknown }).kill = remoteKill;
