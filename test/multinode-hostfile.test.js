@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { parseHostfile, parseHostsArg, mapBySlot, PlacementError } from '../dist/launcher/hostfile.js';
 import { shellQuote, remoteScript } from '../dist/launcher/remote.js';
 import { expandNodelist } from '../dist/rank/slurm-nodelist.js';
@@ -81,4 +82,12 @@ test('remoteScript: env names are checked, values and argv quoted, cwd checked r
   assert.match(s, /\nset -- node 'a b\.js'\n__TPRUN_BOOTSTRAP_END__\n$/);
   assert.throws(() => remoteScript('h', ['x'], { 'BAD-NAME': '1' }), /spawnRemote\(h\): cannot forward variable 'BAD-NAME'/);
   assert.throws(() => remoteScript('h', [], {}), /empty command/);
+});
+
+test('configs/hostfile.example parses', () => {
+  const file = new URL('../configs/hostfile.example', import.meta.url);
+  assert.deepEqual(parseHostfile(readFileSync(file, 'utf8'), 'configs/hostfile.example'), [
+    { host: 'node01', slots: 4 },
+    { host: 'node02', slots: 4, maxSlots: 8 },
+  ]);
 });
