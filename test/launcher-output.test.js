@@ -104,3 +104,37 @@ test('--json: the launcher speaks JSON lines on stderr', async () => {
   assert.equal(msgs.at(-1).code, 4);
   assert.deepEqual(r.left, []);
 });
+
+test('on a terminal: one progress bar per rank, rank output above the bars', async (t) => {
+  // `script` (util-linux) gives the launcher a pseudo-terminal; without it there is nothing to test here.
+  const { spawnSync } = await import('node:child_process');
+  if (spawnSync('script', ['--version']).status !== 0) return t.skip('script(1) is not installed');
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-bars-test-'));
+  try {
+    const app = join(dir, 'app.mjs');
+    writeFileSync(
+      app,
+      `import { progress } from ${JSON.stringify(join(DIST, 'util/progress.js'))};
+       const rank = Number(process.env.TPRUN_RANK);
+       const p = progress('convert', 8, 'tensors');
+       for (let i = 0; i < 8; i++) { p.tick(); await new Promise((r) => setTimeout(r, 30)); }
+       console.log('line from rank ' + rank);
+       p.done();`,
+    );
+    const { CLI, newMark, markEnv, leftovers } = await import('./helpers/procs.js');
+    const mark = newMark();
+    const cmd = [process.execPath, CLI, '-n', '2', '--gpus', 'none', '--', process.execPath, app].map((a) => `'${a}'`).join(' ');
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: markEnv(mark), encoding: 'utf8', timeout: 60000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    // Strip cursor movement and colours, then look at what the terminal was shown.
+    const shown = r.stdout.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '\n');
+    for (const rank of [0, 1]) {
+      assert.match(shown, new RegExp(`rank ${rank} convert \\[[^\\]]*\\] 8/8 tensors`));
+      assert.match(shown, new RegExp(`line from rank ${rank}`));
+    }
+    assert.ok(!shown.includes('\u001e'), 'no event bytes on the terminal');
+    assert.deepEqual(await leftovers(mark), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -16,6 +16,7 @@ export class ProgressView {
   private multi: MultiBar | undefined;
   private bars = new Map<number, SingleBar>();
   private started = new Map<string, number>();
+  private closed = false;
 
   constructor(
     private readonly mode: RenderMode,
@@ -23,6 +24,7 @@ export class ProgressView {
   ) {}
 
   onProgress(rank: number, ev: ProgressEvent): void {
+    if (this.closed) return;
     if (this.mode === 'lines') {
       const key = `${rank}\0${ev.phase}`;
       if (!this.started.has(key)) this.started.set(key, performance.now());
@@ -77,8 +79,12 @@ export class ProgressView {
     };
   }
 
+  /** Ends the display for good (the job is ending or the launcher has something to say). */
   stop(): void {
+    this.closed = true;
     if (this.multi) {
+      // Lines handed to log() are drawn on the next redraw; stop() alone would drop the last ones.
+      (this.multi as unknown as { update(): void }).update();
       this.multi.stop();
       this.mux.sink = directSink;
       this.multi = undefined;
