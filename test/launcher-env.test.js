@@ -97,3 +97,18 @@ test('two jobs running at the same time get different rendezvous ports', async (
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('--secure gives every rank the same CurveZMQ server key pair (z85); without it there is none', async () => {
+  const show = ['sh', '-c', 'echo "${TPRUN_CURVE_SERVER_PUBLIC-none} ${TPRUN_CURVE_SERVER_SECRET-none}"'];
+  const s = await runTprun(['-n', '2', '--gpus', 'none', '--secure', '--', ...show]);
+  assert.equal(s.code, 0, s.stderr);
+  const lines = s.stdout.trim().split('\n');
+  assert.equal(lines.length, 2);
+  assert.equal(lines[0], lines[1]);
+  const [pub, sec] = lines[0].split(' ');
+  assert.match(pub, /^[0-9A-Za-z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/);
+  assert.match(sec, /^[0-9A-Za-z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/);
+  assert.notEqual(pub, sec);
+  const plain = await runTprun(['-n', '1', '--gpus', 'none', '--', ...show]);
+  assert.equal(plain.stdout, 'none none\n');
+});
