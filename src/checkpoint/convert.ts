@@ -10,7 +10,7 @@ import { InputError, isInputError } from './errors.js';
 import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
 import { SafetensorsWriter } from './safetensors.js';
-import { planRank, produceShards } from './shard.js';
+import { pipeShards, planRank } from './shard.js';
 import type { TensorSource } from './source.js';
 import { commitTemp, discardTemp, openTemp, releaseTemp, tempSibling } from './outdir.js';
 import type { FloatDType } from './hf-config.js';
@@ -89,13 +89,10 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
       const bar = progress('convert', plan.length, 'tensors');
       const writer = new SafetensorsWriter(rankFile(tmp, world.rank), plan);
       try {
-        await traceSpan('convert.rank', () => {
-          for (const [name, t] of produceShards(source, plan, { clamp: o.clamp, reuseBuffer: true })) {
-            writer.write(name, t);
-            bytes += t.data.length;
-            bar.tick();
-          }
-        }, { rank: world.rank, tensors: plan.length });
+        await traceSpan('convert.rank', () => pipeShards(source, plan, (name, data, offset) => writer.writeChunk(name, data, offset), {
+          clamp: o.clamp,
+          onTensor: (_name, n) => { bytes += n; bar.tick(); },
+        }), { rank: world.rank, tensors: plan.length });
         writer.close();
       } catch (e) {
         writer.abort();

@@ -97,6 +97,8 @@ export interface CastOptions {
   clamp?: boolean;
   /** For error messages. */
   what?: string;
+  /** Index of this tensor's first element in the whole tensor (when converting a chunk). */
+  indexBase?: number;
 }
 
 function f32Words(t: Tensor): Uint32Array {
@@ -140,7 +142,7 @@ export function castTensor(t: Tensor, to: DType, opts: CastOptions = {}): Tensor
       if (h >= 0) { out[i] = h; continue; }
       if (!opts.clamp) {
         f32[0] = 0; u32[0] = words[i];
-        throw new InputError(`${castWhat(t, opts)}: value ${f32[0]} at index ${i} is beyond float16's range ` +
+        throw new InputError(`${castWhat(t, opts)}: value ${f32[0]} at index ${i + (opts.indexBase ?? 0)} is beyond float16's range ` +
           `(±65504); use --clamp to saturate`);
       }
       out[i] = (words[i] & 0x80000000 ? 0x8000 : 0) | 0x7bff;

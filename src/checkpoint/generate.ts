@@ -8,7 +8,7 @@ import type { PretrainedConfig } from '../model/config.js';
 import { InputError } from './errors.js';
 import { byteSize, castTensor } from './dtype.js';
 import { SafetensorsWriter } from './safetensors.js';
-import { type TensorMeta, type TensorSource, rowsOf } from './source.js';
+import { type TensorMeta, type TensorSource, colsOf, rowsOf } from './source.js';
 import { hfExpectedShape } from './hf.js';
 import { metaRow } from './meta.js';
 import { writeTorchFile } from './torch-write.js';
@@ -103,9 +103,8 @@ export class RandomSource implements TensorSource {
       dest.set(t.data, destOff + (r - rows[0]) * t.data.length);
     }
   }
-  readCols(name: string, start: number, end: number): Uint8Array {
-    const full = this.read(name);
-    return sliceTensor(full, { axis: 1, pieces: [{ start, end }], length: end - start }).data;
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array {
+    return colsOf(this.read(name), start, end, rows);
   }
   read(name: string): Tensor {
     const m = this.info(name);

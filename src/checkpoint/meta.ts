@@ -135,14 +135,22 @@ export class MetaSource implements TensorSource {
     });
   }
 
-  private rawCols(j: Joined, start: number, end: number): Uint8Array {
+  private rawCols(j: Joined, start: number, end: number, rows?: readonly [number, number]): Uint8Array {
     const { info, meta } = j;
-    if (j.dim < 0) return this.files[0].readCols(meta, start, end);
+    const [r0, r1] = rows ?? [0, info.shape[0]];
+    if (j.dim < 0) return this.files[0].readCols(meta, start, end, [r0, r1]);
     if (j.dim === 0) {
-      const blocks = this.files.map((f) => f.readCols(meta, start, end));
+      const blocks: Uint8Array[] = [];
+      let base = 0;
+      this.files.forEach((f, i) => {
+        const s = Math.max(r0, base), e = Math.min(r1, base + j.extents[i]);
+        if (e > s) blocks.push(f.readCols(meta, start, end, [s - base, e - base]));
+        base += j.extents[i];
+      });
       return Buffer.concat(blocks);
     }
     const shape = [...info.shape];
+    shape[0] = r1 - r0;
     shape[1] = end - start;
     const out = new Uint8Array(byteSize(info.dtype, shape));
     let base = 0;
@@ -151,7 +159,7 @@ export class MetaSource implements TensorSource {
       if (e > s) {
         const bshape = [...shape];
         bshape[1] = e - s;
-        copyAxis(f.readCols(meta, s - base, e - base), bshape, 0, out, shape, s - start, 1, e - s, ITEMSIZE[info.dtype]);
+        copyAxis(f.readCols(meta, s - base, e - base, [r0, r1]), bshape, 0, out, shape, s - start, 1, e - s, ITEMSIZE[info.dtype]);
       }
       base += j.extents[i];
     });
@@ -173,16 +181,16 @@ export class MetaSource implements TensorSource {
     }
   }
 
-  readCols(name: string, start: number, end: number): Uint8Array {
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array {
     const j = this.j(name);
+    if (!j.permuteHeads) return this.rawCols(j, start, end, rows);
     const raw = this.rawCols(j, start, end);
-    if (!j.permuteHeads) return raw;
     const hs = j.info.shape[0] / j.permuteHeads;
-    const rows = rowsOf(j.info.shape);
-    const rb = raw.length / rows;
+    const n = rowsOf(j.info.shape);
+    const rb = raw.length / n;
     const out = new Uint8Array(raw.length);
-    for (let r = 0; r < rows; r++) { const m = metaRow(r, hs); out.set(raw.subarray(m * rb, (m + 1) * rb), r * rb); }
-    return out;
+    for (let r = 0; r < n; r++) { const m = metaRow(r, hs); out.set(raw.subarray(m * rb, (m + 1) * rb), r * rb); }
+    return rows ? out.subarray(rows[0] * rb, rows[1] * rb) : out;
   }
 
   close(): void { for (const f of this.files) f.close(); this.files = []; }

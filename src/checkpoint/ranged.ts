@@ -43,30 +43,34 @@ export function readRowsAt(t: StoredTensor, start: number, end: number, dest: Ui
  * Columns [start, end) of dim 1, every row, as one block: one pread per row when the runs are long,
  * blocks of whole rows when runs are too short to be worth a syscall each.
  */
-export function readColsAt(t: StoredTensor, start: number, end: number): Uint8Array {
+export function readColsAt(t: StoredTensor, start: number, end: number, rowRange?: readonly [number, number]): Uint8Array {
   if (t.shape.length < 2) throw new InputError(`${t.file}: tensor ${t.name}: cannot slice dim 1 of a ${t.shape.length}-D tensor`);
-  const [rows, cols] = t.shape;
+  const cols = t.shape[1];
+  const [r0, r1] = rowRange ?? [0, t.shape[0]];
+  if (r0 < 0 || r1 > t.shape[0] || r0 > r1) throw new InputError(`${t.file}: tensor ${t.name}: rows [${r0}, ${r1}) out of range (${t.shape[0]})`);
+  const rows = r1 - r0;
   if (start < 0 || end > cols || start > end) throw new InputError(`${t.file}: tensor ${t.name}: columns [${start}, ${end}) out of range (${cols})`);
   const inner = byteSize(t.dtype, t.shape.slice(2));
   const rowBytes = cols * inner;
   const run = (end - start) * inner;
   const out = new Uint8Array(rows * run);
   if (run === rowBytes) {
-    readRowsAt(t, 0, rows, out, 0);
+    readRowsAt(t, r0, r1, out, 0);
     return out;
   }
+  const base = t.offset + r0 * rowBytes;
   if (run >= 4096) {
-    for (let r = 0; r < rows; r++) preadFully(t.fd, out, r * run, run, t.offset + r * rowBytes + start * inner, t.file);
+    for (let r = 0; r < rows; r++) preadFully(t.fd, out, r * run, run, base + r * rowBytes + start * inner, t.file);
     return out;
   }
   const block = Math.max(1, Math.floor((8 << 20) / Math.max(1, rowBytes)));
   const buf = new Uint8Array(Math.min(rows, block) * rowBytes);
-  for (let r0 = 0; r0 < rows; r0 += block) {
-    const n = Math.min(block, rows - r0);
-    preadFully(t.fd, buf, 0, n * rowBytes, t.offset + r0 * rowBytes, t.file);
+  for (let b0 = 0; b0 < rows; b0 += block) {
+    const n = Math.min(block, rows - b0);
+    preadFully(t.fd, buf, 0, n * rowBytes, base + b0 * rowBytes, t.file);
     for (let i = 0; i < n; i++) {
       const s = i * rowBytes + start * inner;
-      out.set(buf.subarray(s, s + run), (r0 + i) * run);
+      out.set(buf.subarray(s, s + run), (b0 + i) * run);
     }
   }
   return out;

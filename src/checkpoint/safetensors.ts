@@ -1,6 +1,9 @@
 // safetensors files: a validated header, then reads of only the byte ranges asked for (pread at offsets;
 // never the whole file), and a streaming writer whose memory use is one tensor at a time.
 import fs from 'node:fs';
+import { promisify } from 'node:util';
+
+const writeAt = promisify(fs.write);
 import path from 'node:path';
 import type { DType, Tensor } from './tensor.js';
 import { InputError } from './errors.js';
@@ -146,8 +149,8 @@ export class SafetensorsFile {
   }
 
   /** Columns [start, end) along dim 1 (other dims whole), reading only those byte runs. */
-  readCols(name: string, start: number, end: number): Uint8Array {
-    return readColsAt(this.stored(name), start, end);
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array {
+    return readColsAt(this.stored(name), start, end, rows);
   }
 
   close(): void {
@@ -170,6 +173,7 @@ export class SafetensorsWriter {
   private fd: number;
   private next = 0;
   private pos: number;
+  private chunkBase = 0;
 
   constructor(readonly file: string, private specs: TensorSpec[], metadata?: Record<string, string>) {
     const header: Record<string, unknown> = {};
@@ -193,16 +197,58 @@ export class SafetensorsWriter {
     this.pos = 8 + json.length;
   }
 
-  write(name: string, t: Tensor): void {
+  /** Checks `t` against the plan and reserves its place; returns its file offset. */
+  private check(name: string, t: Tensor): number {
     const s = this.specs[this.next];
     if (!s || s.name !== name) throw new Error(`${this.file}: wrote ${name} but the plan expected ${s?.name ?? 'nothing more'}`);
     if (s.dtype !== t.dtype || s.shape.join() !== t.shape.join() || t.data.length !== byteSize(s.dtype, s.shape)) {
       throw new Error(`${this.file}: tensor ${name} is ${t.dtype}[${t.shape}] (${t.data.length} bytes), plan says ${s.dtype}[${s.shape}]`);
     }
-    let done = 0;
-    while (done < t.data.length) done += fs.writeSync(this.fd, t.data, done, t.data.length - done, this.pos + done);
+    const pos = this.pos;
     this.pos += t.data.length;
     this.next++;
+    return pos;
+  }
+
+  write(name: string, t: Tensor): void {
+    const pos = this.check(name, t);
+    let done = 0;
+    while (done < t.data.length) done += fs.writeSync(this.fd, t.data, done, t.data.length - done, pos + done);
+  }
+
+  /**
+   * Like write, but the bytes go out on libuv's thread pool, so the caller can read the next tensor
+   * meanwhile. `t.data` must stay untouched until the promise settles; writes must not overlap.
+   */
+  async writeAsync(name: string, t: Tensor): Promise<void> {
+    await this.writeBytes(this.check(name, t), t.data);
+  }
+
+  /**
+   * Chunked writing: bytes of tensor `name` at `offset` within it. Chunks come in order and each tensor
+   * of the plan is covered fully before the next begins.
+   */
+  async writeChunk(name: string, data: Uint8Array, offset: number): Promise<void> {
+    if (offset === 0) {
+      const s = this.specs[this.next];
+      if (!s || s.name !== name) throw new Error(`${this.file}: wrote ${name} but the plan expected ${s?.name ?? 'nothing more'}`);
+      this.chunkBase = this.pos;
+      this.pos += byteSize(s.dtype, s.shape);
+      this.next++;
+    } else if (this.specs[this.next - 1]?.name !== name) {
+      throw new Error(`${this.file}: chunk of ${name} out of order`);
+    }
+    const s = this.specs[this.next - 1];
+    if (offset + data.length > byteSize(s.dtype, s.shape)) throw new Error(`${this.file}: chunk past the end of ${name}`);
+    await this.writeBytes(this.chunkBase + offset, data);
+  }
+
+  private async writeBytes(pos: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await writeAt(this.fd, data, done, data.length - done, pos + done);
+      done += bytesWritten;
+    }
   }
 
   close(): void {

@@ -3,8 +3,8 @@
 // streamed to rank{r}.safetensors (tprun convert), so both paths give identical tensors.
 import type { DType, Tensor } from './tensor.js';
 import type { PretrainedConfig } from '../model/config.js';
-import { FLOAT_DTYPES, castTensor } from './dtype.js';
-import { BufferPool, type TensorSource, readSelection } from './source.js';
+import { FLOAT_DTYPES, ITEMSIZE, byteSize, castTensor } from './dtype.js';
+import { BufferPool, type TensorSource, readSelection, readSelectionRows } from './source.js';
 import { type Selection, type ShardContext, checkHeads, contextFromConfig, ruleFor, selection, shardShape } from '../sharding/rules.js';
 import { InputError } from './errors.js';
 
@@ -47,6 +47,50 @@ export interface ProduceOptions {
   clamp?: boolean;
   /** Reuse one buffer for every tensor: each must be consumed before the next is produced. */
   reuseBuffer?: boolean;
+}
+
+/** Bytes of output per chunk when streaming: small enough to stay cheap, large enough for big I/O. */
+export const CHUNK_BYTES = 16 << 20;
+
+/**
+ * Streams the planned tensors in chunks of rows (about CHUNK_BYTES each) into `write(name, data,
+ * offsetInTensor)`, with one chunk in flight: while chunk i is written (asynchronously, on the thread
+ * pool) chunk i+1 is read into the other of two reused buffers. Memory stays at two chunks whatever
+ * the tensor sizes.
+ */
+export async function pipeShards(src: TensorSource, plan: PlanEntry[],
+  write: (name: string, data: Uint8Array, offset: number) => Promise<void>,
+  opts: ProduceOptions & { onTensor?: (name: string, bytes: number) => void; chunkBytes?: number } = {}): Promise<void> {
+  const pools = [new BufferPool(), new BufferPool()];
+  let flip = 0;
+  let pending: Promise<void> | undefined;
+  try {
+    for (const e of plan) {
+      const m = src.info(e.name);
+      const rows = e.shape.length ? e.shape[0] : 1;
+      const inRow = byteSize(m.dtype, e.shape.slice(1));
+      const outRow = byteSize(e.dtype, e.shape.slice(1));
+      const step = Math.max(1, Math.floor((opts.chunkBytes ?? CHUNK_BYTES) / Math.max(inRow, outRow, 1)));
+      if (rows * outRow === 0) {
+        await pending;
+        pending = write(e.name, new Uint8Array(0), 0);
+      }
+      for (let r0 = 0; r0 < rows; r0 += step) {
+        const r1 = Math.min(rows, r0 + step);
+        const buf = pools[flip ^= 1].take((r1 - r0) * inRow);
+        readSelectionRows(src, e.name, e.sel, r0, r1, buf);
+        const chunkShape = e.shape.length ? [r1 - r0, ...e.shape.slice(1)] : [];
+        const t = castTensor({ dtype: m.dtype, shape: chunkShape, data: buf }, e.dtype, { clamp: opts.clamp, what: `${src.where}: tensor ${e.name}`, indexBase: r0 * (outRow / ITEMSIZE[e.dtype]) });
+        await pending;
+        pending = write(e.name, t.data, r0 * outRow);
+      }
+      opts.onTensor?.(e.name, rows * outRow);
+    }
+    await pending;
+  } catch (err) {
+    await pending?.catch(() => {});
+    throw err;
+  }
 }
 
 /** Produces the planned tensors one by one (only one is alive at a time if the consumer drops it). */

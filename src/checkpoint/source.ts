@@ -21,8 +21,8 @@ export interface TensorSource {
   info(name: string): TensorMeta;
   /** Rows [start, end) of dim 0 into dest at destOff (a 0-D tensor has one row). */
   readRows(name: string, start: number, end: number, dest: Uint8Array, destOff: number): void;
-  /** Columns [start, end) of dim 1, every row, as one contiguous block. */
-  readCols(name: string, start: number, end: number): Uint8Array;
+  /** Columns [start, end) of dim 1, of every row (or of rows [r0, r1)), as one contiguous block. */
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array;
   close(): void;
 }
 
@@ -86,12 +86,55 @@ export function readSelection(src: TensorSource, name: string, sel: Selection, p
   return { dtype: m.dtype, shape, data };
 }
 
+/**
+ * Rows [r0, r1) (along dim 0) of the shard described by `sel`, into `dest` from offset 0: lets a
+ * streaming consumer hold a bounded chunk instead of a whole tensor.
+ */
+export function readSelectionRows(src: TensorSource, name: string, sel: Selection, r0: number, r1: number, dest: Uint8Array): void {
+  const m = src.info(name);
+  const shape = shardShape(m.shape, sel);
+  const rb = byteSize(m.dtype, shape.slice(1));
+  if (sel.axis < 0) return src.readRows(name, r0, r1, dest, 0);
+  if (sel.axis === 0) {
+    let at = 0;
+    for (const p of sel.pieces) {
+      const len = 'zeros' in p ? p.zeros : p.end - p.start;
+      const s = Math.max(r0, at), e = Math.min(r1, at + len);
+      if (e > s) {
+        if ('zeros' in p) dest.fill(0, (s - r0) * rb, (e - r0) * rb);
+        else src.readRows(name, p.start + (s - at), p.start + (e - at), dest, (s - r0) * rb);
+      }
+      at += len;
+    }
+    return;
+  }
+  if (sel.axis !== 1) throw new Error(`tensor ${name}: cannot cut axis ${sel.axis}`);
+  const cshape = [r1 - r0, ...shape.slice(1)];
+  let at = 0;
+  for (const p of sel.pieces) {
+    if ('zeros' in p) {
+      const z = new Uint8Array(byteSize(m.dtype, [r1 - r0, p.zeros, ...shape.slice(2)]));
+      copyAxis(z, [r1 - r0, p.zeros, ...shape.slice(2)], 0, dest, cshape, at, 1, p.zeros, ITEMSIZE[m.dtype]);
+      at += p.zeros;
+      continue;
+    }
+    const block = src.readCols(name, p.start, p.end, [r0, r1]);
+    if (sel.pieces.length === 1) { dest.set(block); return; }
+    copyAxis(block, [r1 - r0, p.end - p.start, ...shape.slice(2)], 0, dest, cshape, at, 1, p.end - p.start, ITEMSIZE[m.dtype]);
+    at += p.end - p.start;
+  }
+}
+
 /** Columns of an in-memory tensor (shared by the in-memory sources). */
-export function colsOf(t: Tensor, start: number, end: number): Uint8Array {
-  const shape = [...t.shape];
+export function colsOf(t: Tensor, start: number, end: number, rows?: readonly [number, number]): Uint8Array {
+  const [r0, r1] = rows ?? [0, t.shape[0]];
+  const rb = byteSize(t.dtype, t.shape.slice(1));
+  const src = t.data.subarray(r0 * rb, r1 * rb);
+  const srcShape = [r1 - r0, ...t.shape.slice(1)];
+  const shape = [...srcShape];
   shape[1] = end - start;
   const out = new Uint8Array(byteSize(t.dtype, shape));
-  copyAxis(t.data, t.shape, start, out, shape, 0, 1, end - start, ITEMSIZE[t.dtype]);
+  copyAxis(src, srcShape, start, out, shape, 0, 1, end - start, ITEMSIZE[t.dtype]);
   return out;
 }
 
@@ -111,7 +154,7 @@ export class MemorySource implements TensorSource {
     const rb = byteSize(t.dtype, t.shape.slice(1));
     dest.set(t.data.subarray(start * rb, end * rb), destOff);
   }
-  readCols(name: string, start: number, end: number): Uint8Array { return colsOf(this.get(name), start, end); }
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array { return colsOf(this.get(name), start, end, rows); }
   close(): void {}
 }
 
@@ -158,8 +201,16 @@ export class StackedSource implements TensorSource {
       base += n;
     }
   }
-  readCols(name: string, start: number, end: number): Uint8Array {
-    const blocks = this.parts.get(name)!.map((p) => p.src.readCols(p.name, start, end));
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array {
+    const [r0, r1] = rows ?? [0, rowsOf(this.info(name).shape)];
+    const blocks: Uint8Array[] = [];
+    let base = 0;
+    for (const p of this.parts.get(name)!) {
+      const n = rowsOf(p.src.info(p.name).shape);
+      const s = Math.max(r0, base), e = Math.min(r1, base + n);
+      if (e > s) blocks.push(p.src.readCols(p.name, start, end, [s - base, e - base]));
+      base += n;
+    }
     if (blocks.length === 1) return blocks[0];
     const out = new Uint8Array(blocks.reduce((a, b) => a + b.length, 0));
     let at = 0;

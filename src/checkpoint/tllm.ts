@@ -133,6 +133,6 @@ export class TllmSource implements TensorSource {
     const rb = t.data.length / Math.max(1, t.shape.length ? t.shape[0] : 1);
     dest.set(t.data.subarray(start * rb, end * rb), destOff);
   }
-  readCols(name: string, start: number, end: number): Uint8Array { return colsOf(this.full(name), start, end); }
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array { return colsOf(this.full(name), start, end, rows); }
   close(): void { for (const f of this.files) f.close(); this.files = []; this.cache = undefined; }
 }

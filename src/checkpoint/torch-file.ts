@@ -116,16 +116,17 @@ export class TorchFile {
     dest.set(m.data.subarray(start * rb, end * rb), destOff);
   }
 
-  readCols(name: string, start: number, end: number): Uint8Array {
+  readCols(name: string, start: number, end: number, rowRange?: readonly [number, number]): Uint8Array {
     const t = this.get(name);
-    if (t.stored) return readColsAt(t.stored, start, end);
+    if (t.stored) return readColsAt(t.stored, start, end, rowRange);
     const m = this.materialise(name, t);
-    const rows = t.shape[0];
+    const [r0, r1] = rowRange ?? [0, t.shape[0]];
+    const rows = r1 - r0;
     const inner = byteSize(t.dtype, t.shape.slice(2));
     const rb = t.shape[1] * inner;
     const run = (end - start) * inner;
     const out = new Uint8Array(rows * run);
-    for (let r = 0; r < rows; r++) out.set(m.data.subarray(r * rb + start * inner, r * rb + start * inner + run), r * run);
+    for (let r = 0; r < rows; r++) out.set(m.data.subarray((r0 + r) * rb + start * inner, (r0 + r) * rb + start * inner + run), r * run);
     return out;
   }
 
