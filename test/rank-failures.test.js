@@ -40,12 +40,13 @@ test('a rank that never arrives makes the barrier time out, naming it', async ()
 });
 
 test('a peer with the wrong secret is refused and logged with its address; the real rank joins', async () => {
+  // The impostor starts first; the real rank 1 only once the impostor has been turned away.
   const res = await spawnRanks(2, [APP, 'hello'], {
-    perRankEnv: (r) => (r === 1 ? { APP_DELAY_MS: '1500' } : {}),
-    extra: [{ rank: 1, env: { TPRUN_SECRET: 'ab'.repeat(32), APP_TIMEOUT_MS: '5000' } }],
-    timeoutMs: 30000,
+    extra: [{ rank: 1, env: { TPRUN_SECRET: 'ab'.repeat(32), APP_TIMEOUT_MS: '15000' } }],
+    gate: (i, procs) => (i === 1 ? procs[2].exited : undefined),
+    timeoutMs: 40000,
   });
-  const [r0, r1, impostor] = res;
+  const [r0, impostor, r1] = [res[0], res[2], res[1]];
   assert.equal(r0.code, 0, r0.stderr);
   assert.equal(r1.code, 0, r1.stderr);
   assert.match(r0.stderr, /rank 0 refused a connection from 127\.0\.0\.1: wrong job secret \(claims rank 1\)/);
@@ -54,3 +55,13 @@ test('a peer with the wrong secret is refused and logged with its address; the r
   assert.notEqual(impostor.code, 0);
   assert.match(impostor.stderr, /did not prove the job secret/);
 });
+
+for (const transport of ['shm', 'zmq']) {
+  test(`a message above the receiver's size limit is refused (${transport})`, async () => {
+    const res = await spawnRanks(2, [APP, 'oversize'], {
+      env: { TPRUN_TRANSPORT: transport, APP_TIMEOUT_MS: '5000' }, perRankEnv: (r) => (r === 1 ? { TPRUN_MAX_MESSAGE_BYTES: '1000' } : {}), timeoutMs: 30000,
+    });
+    assert.equal(res[1].code, 1);
+    assert.match(res[1].stderr, /recv from rank 0 \(tag 4\) failed on rank 1: rank 0 sent a 4000-byte message; the limit is 1000/);
+  });
+}

@@ -239,11 +239,20 @@ class ZmqWorld implements World {
   // ---- progress ----
 
   private pump(): void {
-    for (const l of this.shmList) l.pump();
+    try {
+      for (const l of this.shmList) l.pump();
+    } catch (e) {
+      // A refused message leaves its ring stuck: the world cannot go on.
+      this.fatal ??= e as Error;
+      throw new CommError(`${this.current} failed on rank ${this.rank}: ${(e as Error).message}`);
+    }
   }
+  private current = '';
 
   private async waitFor(what: string, missing: () => number[], timeoutMs = this.timeoutMs): Promise<void> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
+    if (this.fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${this.fatal.message}`);
+    this.current = what;
     this.pump();
     let m = missing();
     if (!m.length) return;
@@ -259,7 +268,8 @@ class ZmqWorld implements World {
     const deadline = Date.now() + timeoutMs;
     try {
       for (;;) {
-        if (this.fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${this.fatal.message}`);
+        const fatal = this.fatal as Error | undefined; // set by event handlers while we awaited
+        if (fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${fatal.message}`);
         for (const r of m) {
           const g = this.gone.get(r);
           // A disconnect may race the last message it sent; fail only once it has had time to land.

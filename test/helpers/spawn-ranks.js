@@ -1,5 +1,6 @@
 // Starts N rank processes with the environment tprun's launcher gives them (CONTRACTS.md), for tests
-// that need a world without depending on the launcher. Resolves with every rank's exit and output.
+// that need a world without the launcher in between (to see what the ranks themselves do when a peer
+// dies, or to add an impostor). Resolves with every process's exit and output.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -11,28 +12,35 @@ export async function freePort() {
   });
 }
 
-/** `extra`: more processes with the same job variables, e.g. an impostor claiming a rank: [{ rank, env }]. */
-export async function spawnRanks(n, argv, { env = {}, perRankEnv = () => ({}), timeoutMs = 50000, extra = [] } = {}) {
+/**
+ * `extra`: more processes with the same job variables, e.g. an impostor claiming a rank: [{ rank, env }];
+ * they start before the ranks and come after them in the result.
+ * `gate(i, procs)`: a promise to wait for before starting result entry i (procs[j]: entries started so far).
+ */
+export async function spawnRanks(n, argv, { env = {}, perRankEnv = () => ({}), timeoutMs = 50000, extra = [], gate } = {}) {
   const port = await freePort();
   const secret = randomBytes(32).toString('hex');
   const job = randomBytes(8).toString('hex');
   const list = [...Array.from({ length: n }, (_, r) => ({ rank: r, env: {} })), ...extra];
-  const procs = list.map(({ rank: r, env: own }) => {
-    const e = {
-      ...process.env, TPRUN_RANK: String(r), TPRUN_WORLD_SIZE: String(n), TPRUN_LOCAL_RANK: String(r), TPRUN_LOCAL_WORLD_SIZE: String(n),
-      TPRUN_NODE_RANK: '0', TPRUN_MASTER_ADDR: '127.0.0.1', TPRUN_MASTER_PORT: String(port), TPRUN_JOB_ID: job, TPRUN_SECRET: secret,
-      ...env, ...perRankEnv(r), ...own,
-    };
-    const p = spawn(process.execPath, argv, { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out = { rank: r, stdout: '', stderr: '', code: null, signal: null, pid: p.pid };
-    p.stdout.on('data', (d) => (out.stdout += d));
-    p.stderr.on('data', (d) => (out.stderr += d));
-    out.exited = new Promise((res) => p.on('exit', (code, signal) => { out.code = code; out.signal = signal; res(out); }));
-    out.proc = p;
-    return out;
-  });
-  const timer = setTimeout(() => { for (const p of procs) p.proc.kill('SIGKILL'); }, timeoutMs);
+  const procs = new Array(list.length);
+  const timer = setTimeout(() => { for (const p of procs) p?.proc.kill('SIGKILL'); }, timeoutMs);
+  const order = [...list.keys()].map((k) => (k + n) % list.length);
   try {
+    for (const i of order) {
+      const { rank: r, env: own } = list[i];
+      await gate?.(i, procs);
+      const e = {
+        ...process.env, TPRUN_RANK: String(r), TPRUN_WORLD_SIZE: String(n), TPRUN_LOCAL_RANK: String(r), TPRUN_LOCAL_WORLD_SIZE: String(n),
+        TPRUN_NODE_RANK: '0', TPRUN_MASTER_ADDR: '127.0.0.1', TPRUN_MASTER_PORT: String(port), TPRUN_JOB_ID: job, TPRUN_SECRET: secret,
+        ...env, ...perRankEnv(r), ...own,
+      };
+      const p = spawn(process.execPath, argv, { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
+      const out = { rank: r, stdout: '', stderr: '', code: null, signal: null, pid: p.pid, proc: p };
+      p.stdout.on('data', (d) => (out.stdout += d));
+      p.stderr.on('data', (d) => (out.stderr += d));
+      out.exited = new Promise((res) => p.on('exit', (code, signal) => { out.code = code; out.signal = signal; res(out); }));
+      procs[i] = out;
+    }
     return await Promise.all(procs.map((p) => p.exited));
   } finally {
     clearTimeout(timer);

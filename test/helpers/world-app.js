@@ -87,6 +87,10 @@ else if (scenario === 'die') {
   // Rank `arg` never joins the barrier; the others must time out naming it.
   if (me !== Number(arg)) await world.barrier({ timeoutMs: 1500 });
   else await new Promise((r) => setTimeout(r, 4000));
+} else if (scenario === 'oversize') {
+  // Rank 1 accepts at most TPRUN_MAX_MESSAGE_BYTES; rank 0 sends more.
+  if (me === 0) await world.send(new Float32Array(1000), 1, 4);
+  if (me === 1) await world.recv(0, 4);
 } else if (scenario === 'hello') {
   await world.barrier();
   const s = await world.allReduce(new Int32Array([me + 1]));
