@@ -120,6 +120,7 @@ function checkRoot(r: number, size: number, what = 'rank'): void {
 }
 
 interface Ticket { done: boolean; dst: number }
+const NONE: number[] = [];
 
 class ZmqWorld implements World {
   readonly rank: number;
@@ -281,7 +282,9 @@ class ZmqWorld implements World {
         }
         // Asleep: peers that move shared-memory data for us send a wake-up; ZeroMQ deliveries kick us
         // directly. The timer only bounds a wake-up lost to the (unfenced) flag/counter race.
-        if (this.shmOut && !this.asleep) {
+        // A fresh epoch each time: a peer wakes us at most once per epoch, and we may sleep again
+        // after a wake-up that brought only part of what we wait for.
+        if (this.shmOut) {
           this.asleep = true;
           this.shmOut.setSleeping(++this.epoch);
           this.pump();
@@ -322,10 +325,11 @@ class ZmqWorld implements World {
   private async complete(what: string, recvs: [number, number, number][], tickets: Ticket[], timeoutMs?: number): Promise<void> {
     try {
       await this.waitFor(what, () => {
-        const miss = new Set<number>();
-        for (const [src, a, b] of recvs) if (!this.inbox.done(src, a, b)) miss.add(src);
-        for (const t of tickets) if (!t.done) miss.add(t.dst);
-        return [...miss].sort((x, y) => x - y);
+        // Called in the spin loop: allocate only when something is missing.
+        let miss: Set<number> | undefined;
+        for (const [src, a, b] of recvs) if (!this.inbox.done(src, a, b)) (miss ??= new Set()).add(src);
+        for (const t of tickets) if (!t.done) (miss ??= new Set()).add(t.dst);
+        return miss ? [...miss].sort((x, y) => x - y) : NONE;
       }, timeoutMs);
     } catch (e) {
       for (const [src, a, b] of recvs) this.inbox.forget(src, a, b);
