@@ -80,6 +80,7 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
     steps++;
   }
   const decodeMs = performance.now() - t1;
+  cache.dispose();
   const produced = newIds.reduce((s, r) => s + r.length, 0);
   return {
     promptIds: prompts,

@@ -9,12 +9,13 @@ import type { World } from '../rank/types.js';
 import { traceSpan } from '../util/trace.js';
 import type { Engine } from './engine.js';
 import { rankShape, type RankShape } from './llama-graph.js';
+import { chooseDevice, type Device, type DeviceRequest } from './device.js';
 
 export interface RunnerOptions {
   /** Threads for this rank's ORT sessions; default: this host's cores divided by the local ranks. */
   threads?: number;
-  /** Execution provider: 'gpu' is onnxruntime's WebGPU provider; default: the engine's build_config.device. */
-  device?: 'cpu' | 'gpu';
+  /** Execution provider: 'gpu' is onnxruntime's WebGPU provider, 'auto' the GPU where an adapter exists (device.ts); default: the engine's build_config.device. */
+  device?: DeviceRequest;
 }
 
 export interface ForwardRequest {
@@ -41,6 +42,11 @@ export class KvCache {
       this.tensors.push([0, 1].map(() => new ort.Tensor(dtype, dtype === 'float32' ? new Float32Array(n) : new Uint16Array(n), dims)));
     }
   }
+
+  /** Frees the GPU buffers a GPU runner put in place of the host tensors. */
+  dispose(): void {
+    for (const kv of this.tensors) for (const t of kv) if (t.location === 'gpu-buffer') t.dispose();
+  }
 }
 
 export function defaultThreads(): number {
@@ -55,13 +61,19 @@ export class EngineRunner {
     readonly world: World,
     private sessions: ort.InferenceSession[],
     readonly shape: RankShape,
+    readonly device: Device = 'cpu',
   ) {}
+
+  /** Where forward() spends its time (session.run, GPU→host readbacks, all-reduces), summed since load. */
+  readonly stats = { runs: 0, run_ms: 0, readbacks: 0, readback_ms: 0, allreduce_ms: 0 };
 
   static async load(engine: Engine, world: World, opts: RunnerOptions = {}): Promise<EngineRunner> {
     if (world.size !== engine.tp) throw new Error(`engine was built for ${engine.tp} rank(s) but the world has ${world.size}`);
     const threads = opts.threads ?? defaultThreads();
-    const device = opts.device ?? engine.config.build_config.device;
-    const executionProviders = device === 'gpu' ? ['webgpu'] : ['cpu'];
+    const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
+    const { executionProviders } = choice;
+    // On the GPU every output stays in a GPU buffer; forward() reads back only what the host needs.
+    const gpuOut = choice.device === 'gpu' ? { preferredOutputLocation: 'gpu-buffer' as const } : {};
     const sessions: ort.InferenceSession[] = [];
     await traceSpan('load', async () => {
       for (let i = 0; i < engine.config.segments; i++) {
@@ -73,13 +85,14 @@ export class EngineRunner {
             graphOptimizationLevel: 'all',
             executionMode: 'sequential',
             executionProviders,
+            ...gpuOut,
           }));
         } catch (e) {
           throw new Error(`${path}: onnxruntime cannot load it (${(e as Error).message.split('\n')[0]})`);
         }
       }
-    }, { segments: engine.config.segments, threads });
-    return new EngineRunner(engine, world, sessions, rankShape(engine.config.pretrained_config, engine.rank));
+    }, { segments: engine.config.segments, threads, device: choice.device, why: choice.reason });
+    return new EngineRunner(engine, world, sessions, rankShape(engine.config.pretrained_config, engine.rank), choice.device);
   }
 
   get config() { return this.engine.config; }
@@ -124,21 +137,34 @@ export class EngineRunner {
         if (name.startsWith('present.')) {
           if (!cache) continue;
           const [, l, kind] = name.split('.');
-          fetches[name] = cache.tensors[+l][kind === 'key' ? 0 : 1];
+          const t = cache.tensors[+l][kind === 'key' ? 0 : 1];
+          // GPU: the first call uploads the host cache and gets it back as a GPU output, bound in place after.
+          fetches[name] = this.device === 'gpu' && t.location !== 'gpu-buffer' ? null : t;
         } else if (calib || !name.startsWith('calib.')) {
           fetches[name] = null;
         }
       }
+      const t0 = performance.now();
       const out = await s.run(feeds, fetches);
+      this.stats.runs++;
+      this.stats.run_ms += performance.now() - t0;
+      for (const v of Object.values(carried)) if (v.location === 'gpu-buffer') v.dispose();
       carried = {};
       for (const [name, v] of Object.entries(out)) {
-        if (name === 'logits') logits = v.data as Float32Array;
-        else if (name.startsWith('calib.')) calib?.set(name.slice(6), { data: v.data as Float32Array, dims: v.dims });
-        else if (!name.startsWith('present.')) carried[name] = v as ort.Tensor;
+        if (name.startsWith('present.')) {
+          if (this.device === 'gpu' && cache) {
+            const [, l, kind] = name.split('.');
+            cache.tensors[+l][kind === 'key' ? 0 : 1] = v as ort.Tensor;
+          }
+        } else if (name === 'logits') logits = (await this.host(v as ort.Tensor)).data as Float32Array;
+        else if (name.startsWith('calib.')) calib?.set(name.slice(6), { data: (await this.host(v as ort.Tensor)).data as Float32Array, dims: v.dims });
+        else carried[name] = name === 'partial' ? await this.host(v as ort.Tensor) : v as ort.Tensor;
       }
       const partial = carried.partial;
       if (partial && this.world.size > 1) {
+        const t1 = performance.now();
         await traceSpan('allreduce', () => this.world.allReduce(partial.data as Float32Array, 'sum'), { bytes: (partial.data as Float32Array).byteLength });
+        this.stats.allreduce_ms += performance.now() - t1;
       }
     }
     if (!logits) throw new Error('engine produced no logits');
@@ -154,6 +180,16 @@ export class EngineRunner {
     const found = new Map<string, { data: Float32Array; dims: readonly number[] }>();
     await this.forward(req, undefined, found);
     return found;
+  }
+
+  /** A host tensor for `t`: GPU outputs are read back (waiting for the device) and their buffer freed. */
+  private async host(t: ort.Tensor): Promise<ort.Tensor> {
+    if (t.location !== 'gpu-buffer') return t;
+    const t0 = performance.now();
+    const data = await t.getData(true);
+    this.stats.readbacks++;
+    this.stats.readback_ms += performance.now() - t0;
+    return new ort.Tensor(t.type, data as Float32Array, t.dims);
   }
 
   private async gatherLogits(local: Float32Array, rows: number): Promise<Float32Array> {
