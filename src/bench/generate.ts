@@ -27,6 +27,7 @@ interface BenchArgs {
   'new-tokens': number;
   reps: number;
   threads?: number;
+  device?: 'cpu' | 'gpu' | 'auto';
   one: boolean;
   json: boolean;
   python: string;
@@ -45,6 +46,7 @@ const command: CommandModule<object, BenchArgs> = {
     .option('new-tokens', { type: 'number', default: 64 })
     .option('reps', { type: 'number', default: 3 })
     .option('threads', { type: 'number' })
+    .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
     .option('python', { type: 'string', default: 'python3', describe: 'Python with torch + transformers for the reference run' })
     .option('one', { type: 'boolean', default: false, hidden: true })
     .option('json', { type: 'boolean', default: false }) as never,
@@ -65,7 +67,7 @@ const command: CommandModule<object, BenchArgs> = {
       const results: Record<string, unknown>[] = [];
       for (const e of engines) {
         const args = [CLI, 'bench', 'generate', '--one', '--engine', e, '--prompt-len', String(a['prompt-len']),
-          '--new-tokens', String(a['new-tokens']), '--reps', String(a.reps), ...(a.threads ? ['--threads', String(a.threads)] : [])];
+          '--new-tokens', String(a['new-tokens']), '--reps', String(a.reps), ...(a.threads ? ['--threads', String(a.threads)] : []), ...(a.device ? ['--device', a.device] : [])];
         const r = await execa(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
         const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
         if (!line) throw new Error(`bench of ${e} printed no result`);
@@ -101,7 +103,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
   const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
   await runOnRanks(config.tp_size, async (world: World) => {
     const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size, verify: false });
-    const runner = await EngineRunner.load(engine, world, { threads: a.threads });
+    const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
     const pc = config.pretrained_config;
     const P = Math.min(a['prompt-len'], config.build_config.max_input_len);
     const N = Math.max(2, Math.min(a['new-tokens'], config.build_config.max_seq_len - P));
@@ -109,6 +111,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
     await generate(runner, [prompt], { maxNewTokens: 4 }); // warm-up
     const prefill: number[] = [];
     const decode: number[] = [];
+    const s0 = { ...runner.stats };
     for (let r = 0; r < a.reps; r++) {
       const res = await generate(runner, [prompt], { maxNewTokens: N });
       prefill.push(res.timings.prefill_ms);
@@ -138,6 +141,12 @@ async function measureOne(a: BenchArgs): Promise<void> {
       prefill_tokens_per_s: r3(P / (med(prefill) / 1000)),
       decode_ms_per_token: r3(decodeMs),
       decode_tokens_per_s: r3(1000 / decodeMs),
+      device: runner.device,
+      // Per forward (prefill and decode steps alike): ORT session.run time (which includes the device wait for
+      // outputs read on the host), and the readbacks of GPU outputs.
+      run_ms_per_forward: r3((runner.stats.run_ms - s0.run_ms) / (runner.stats.runs / runner.config.segments - s0.runs / runner.config.segments)),
+      readback_ms_per_forward: r3((runner.stats.readback_ms - s0.readback_ms) / ((runner.stats.runs - s0.runs) / runner.config.segments)),
+      allreduce_ms_per_forward: r3((runner.stats.allreduce_ms - s0.allreduce_ms) / ((runner.stats.runs - s0.runs) / runner.config.segments)),
       weight_bytes_per_token: bytes[0],
       copy_gb_per_s: r3(gbps[0]),
       bound_ms_per_token: r3(boundMs),

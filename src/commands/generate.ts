@@ -23,6 +23,7 @@ interface GenerateArgs {
   'ignore-eos': boolean;
   tokenizer?: string;
   threads?: number;
+  device?: 'cpu' | 'gpu' | 'auto';
   json: boolean;
   quiet: boolean;
   trace?: string;
@@ -43,6 +44,7 @@ const command: CommandModule<object, GenerateArgs> = {
     .option('ignore-eos', { type: 'boolean', default: false, describe: 'keep generating past the end-of-text token' })
     .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json (default: the engine\'s copy)' })
     .option('threads', { type: 'number', describe: 'ORT threads per rank (default: cores / local ranks)' })
+    .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
     .option('json', { type: 'boolean', default: false, describe: 'one JSON line per prompt on stdout' })
     .check((a) => {
       if (!a.prompt?.length && !a['input-ids']?.length) throw new Error('give --prompt TEXT or --input-ids 0,1,2');
@@ -73,7 +75,7 @@ const command: CommandModule<object, GenerateArgs> = {
     await runOnRanks(config.tp_size, async (world: World) => {
       const t0 = performance.now();
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
-      const runner = await EngineRunner.load(engine, world, { threads: a.threads });
+      const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
       const loadMs = performance.now() - t0;
       const bar = progress('generate', a['max-new-tokens'], 'tokens');
       const res = await generate(runner, prompts, {
@@ -113,7 +115,7 @@ const command: CommandModule<object, GenerateArgs> = {
       });
       if (!a.json) {
         const nPrompt = prompts.reduce((s, p) => s + p.length, 0);
-        process.stderr.write(
+        process.stdout.write(
           `tp ${world.size} · load ${timings.load_ms} ms · prefill ${nPrompt} tokens in ${timings.prefill_ms} ms ` +
           `(${round(nPrompt / (res.timings.prefill_ms / 1000))} tokens/s) · decode ${timings.decode_ms_per_token} ms/step ` +
           `(${timings.tokens_per_s} tokens/s, batch ${prompts.length})\n`);

@@ -19,6 +19,7 @@ interface PplArgs {
   window: number;
   tokenizer?: string;
   threads?: number;
+  device?: 'cpu' | 'gpu' | 'auto';
   json: boolean;
   quiet: boolean;
   trace?: string;
@@ -38,6 +39,7 @@ const command: CommandModule<object, PplArgs> = {
     .option('window', { type: 'number', default: 256, describe: 'inputs per window' })
     .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json (default: the engine\'s copy)' })
     .option('threads', { type: 'number', describe: 'ORT threads per rank' })
+    .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
     .option('json', { type: 'boolean', default: false })
     .check((a) => {
       for (const k of ['max-tokens', 'window'] as const) {
@@ -59,7 +61,7 @@ const command: CommandModule<object, PplArgs> = {
     const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
     await runOnRanks(config.tp_size, async (world: World) => {
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
-      const runner = await EngineRunner.load(engine, world, { threads: a.threads });
+      const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
       const bar = progress('perplexity', Math.floor((tokens.length - 1) / a.window), 'windows');
       const t0 = performance.now();
       const res = await perplexity(runner, tokens, a.window, (n) => bar.tick(n));
