@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseHostfile, parseHostsArg, mapBySlot, PlacementError } from '../dist/launcher/hostfile.js';
-import { shellQuote, remoteScript } from '../dist/launcher/remote.js';
+import { shellQuote, shellWords, sshCommand, remoteScript } from '../dist/launcher/remote.js';
 import { expandNodelist } from '../dist/rank/slurm-nodelist.js';
 
 test('hostfile: Open MPI syntax with comments, blank lines, defaults and max_slots', () => {
@@ -90,4 +90,15 @@ test('configs/hostfile.example parses', () => {
     { host: 'node01', slots: 4 },
     { host: 'node02', slots: 4, maxSlots: 8 },
   ]);
+});
+
+test('TPRUN_SSH_ARGS splits like a shell (quotes, escapes) and goes before the defaults', () => {
+  assert.deepEqual(shellWords(`-F '/tmp/my cfg'  -o "ProxyJump=a b" -i\\ x ''`), ['-F', '/tmp/my cfg', '-o', 'ProxyJump=a b', '-i x', '']);
+  assert.deepEqual(shellWords('  '), []);
+  assert.throws(() => shellWords(`-F 'x`), /TPRUN_SSH_ARGS: unterminated '/);
+  const cmd = sshCommand('h', ['-p', '2222'], { TPRUN_SSH: '/opt/ssh', TPRUN_SSH_ARGS: '-o StrictHostKeyChecking=yes' });
+  assert.equal(cmd[0], '/opt/ssh');
+  assert.deepEqual(cmd.slice(1, 5), ['-o', 'StrictHostKeyChecking=yes', '-p', '2222']);
+  assert.ok(cmd.includes('BatchMode=yes'));
+  assert.deepEqual(cmd.slice(-2), ['--', 'h']);
 });

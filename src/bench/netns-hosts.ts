@@ -13,6 +13,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { shellQuote } from '../launcher/remote.js';
 
 const SSHD = '/usr/sbin/sshd';
 
@@ -251,7 +252,7 @@ export async function makeHosts(count = 2, opts: { hide?: string[][] } = {}): Pr
       sshConfig,
       sshArgs,
       ssh,
-      env: { TPRUN_SSH: ssh, TPRUN_SSH_ARGS: sshArgs.join(' ') },
+      env: { TPRUN_SSH: ssh, TPRUN_SSH_ARGS: sshArgs.map(shellQuote).join(' ') },
       /** argv to run a command inside namespace ns (the launcher host is `head`). */
       inNs: (ns: string, argv: string[]) => ['ip', 'netns', 'exec', ns, ...argv],
       /** Processes in a host's namespace other than its sshd listener (ranks, their sshd sessions). */

@@ -94,10 +94,51 @@ export interface RemoteOptions {
   execa?: Options;
 }
 
-/** `TPRUN_SSH` overrides the ssh program; `TPRUN_SSH_ARGS` adds whitespace-separated ssh arguments. */
+/**
+ * Splits a command-line string into words the way a POSIX shell would, without expanding anything:
+ * blanks separate words, '...' and "..." group, backslash escapes. For TPRUN_SSH_ARGS.
+ */
+export function shellWords(s: string, what = 'TPRUN_SSH_ARGS'): string[] {
+  const words: string[] = [];
+  let cur = '';
+  let inWord = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (c === "'") {
+      const end = s.indexOf("'", i + 1);
+      if (end < 0) throw new Error(`${what}: unterminated ' in '${s}'`);
+      cur += s.slice(i + 1, end);
+      i = end;
+      inWord = true;
+    } else if (c === '"') {
+      let j = i + 1;
+      for (; j < s.length && s[j] !== '"'; j++) {
+        if (s[j] === '\\' && j + 1 < s.length && '"\\$`'.includes(s[j + 1])) j++;
+        cur += s[j];
+      }
+      if (j >= s.length) throw new Error(`${what}: unterminated " in '${s}'`);
+      i = j;
+      inWord = true;
+    } else if (c === '\\' && i + 1 < s.length) {
+      cur += s[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(cur);
+      cur = '';
+      inWord = false;
+    } else {
+      cur += c;
+      inWord = true;
+    }
+  }
+  if (inWord) words.push(cur);
+  return words;
+}
+
+/** `TPRUN_SSH` overrides the ssh program; `TPRUN_SSH_ARGS` adds ssh arguments (shell-style quoting). */
 export function sshCommand(host: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env): string[] {
   const ssh = env.TPRUN_SSH || 'ssh';
-  const fromEnv = (env.TPRUN_SSH_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const fromEnv = shellWords(env.TPRUN_SSH_ARGS ?? '');
   // ssh keeps the first value it sees for an option: the user's arguments go first so they win over
   // these defaults (e.g. `-o StrictHostKeyChecking=yes` with a known_hosts made for the job).
   return [
