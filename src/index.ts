@@ -7,3 +7,4 @@ export * from './checkpoint/index.js';
 export { runDistributed, RankFailure } from './launcher/self-launch.js';
 export { progress } from './util/progress.js';
 export { traceSpan, traceInstant } from './util/trace.js';
+export * from './quantization/index.js';

@@ -35,7 +35,7 @@ const SCHEMES: Scheme[] = [
   { name: 'kv_int8', args: ['--kv-cache', 'int8'], target: { maxRelPct: 0.25 } },
 ];
 
-interface Args { model: string; tp: number; only?: string[]; json: boolean; reps: number; 'decode-ppl'?: string; 'decode-windows': number }
+interface Args { ops?: string; model: string; tp: number; only?: string[]; json: boolean; reps: number; 'decode-ppl'?: string; 'decode-windows': number }
 
 /** Teacher-forced perplexity through the KV cache over the first `nWin` windows (run on the engine's ranks). */
 async function decodePathPerplexity(dir: string, nWin: number): Promise<void> {
@@ -101,9 +101,15 @@ const command: CommandModule<object, Args> = {
     .option('reps', { type: 'number', default: 2, describe: 'decode timing repetitions' })
     .option('decode-windows', { type: 'number', default: 8, describe: 'windows scored token by token through the KV cache (float32 and KV rows)' })
     .option('decode-ppl', { type: 'string', hidden: true })
+    .option('ops', { type: 'string', describe: 'instead: which quantized kernels this execution provider (cpu, webgpu) runs without CPU fallback' })
     .option('json', { type: 'boolean', default: false }) as never,
   handler: async (a) => {
     if (a['decode-ppl']) return decodePathPerplexity(a['decode-ppl'], a['decode-windows']);
+    if (a.ops) {
+      const { probeQuantKernels } = await import('../quantization/ep-support.js');
+      for (const r of await probeQuantKernels(a.ops, a.ops !== 'cpu')) process.stdout.write(`${JSON.stringify({ bench: 'quant-ops', ...r })}\n`);
+      return;
+    }
     const ref = JSON.parse(readFileSync(join(ROOT, 'models/brown-llama-a-reference.json'), 'utf8')).heldout_ppl.ppl as number;
     const tmp = mkdtempSync(join(tmpdir(), 'tprun-bench-quant-'));
     const rows: Record<string, any>[] = [];

@@ -9,7 +9,6 @@ import { openSource, type ConvertOptions } from '../checkpoint/convert.js';
 import type { FloatDType } from '../checkpoint/hf-config.js';
 import { shardContext } from '../checkpoint/shard.js';
 import type { DType, Tensor, Weights } from '../checkpoint/tensor.js';
-import { loadTokenizer } from '../engine/tokenizer.js';
 import type { PretrainedConfig } from '../model/config.js';
 import { LlamaForCausalLM } from '../model/llama.js';
 import type { World } from '../rank/types.js';
@@ -17,7 +16,7 @@ import { shardTensor } from '../sharding/slice.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
 import { needsCalibration } from './algorithms.js';
-import { calibrate } from './calibrate.js';
+import type { CalibrationStats } from './calib-stats.js';
 import type { QuantRequest } from './cli-options.js';
 import { quantizeWeights, type QuantReport } from './quantize-model.js';
 
@@ -59,11 +58,16 @@ export async function quantizeFullModel(src: QuantizeSource, q: QuantRequest, tp
   const target: PretrainedConfig = { ...config, mapping: { world_size: tp, tp_size: tp, pp_size: 1 } };
   shardContext(target); // tp against heads, before minutes of calibration
   checkGroups(target, q);
-  const stats = needsCalibration(q)
-    ? await traceSpan('quant.calibrate', () => calibrate(full, loadTokenizer(src.tokenizer ?? src.model), {
+  let stats: CalibrationStats | undefined;
+  if (needsCalibration(q)) {
+    // The calibration engine (onnxruntime) is loaded only when an algorithm calibrates.
+    const { calibrate } = await import('./calibrate.js');
+    const { loadTokenizer } = await import('../engine/tokenizer.js');
+    const tok = loadTokenizer(src.tokenizer ?? src.model);
+    stats = await traceSpan('quant.calibrate', () => calibrate(full, tok, {
       file: q.calibFile, samples: q.calibSamples, kvCache: q.kvCache === 'int8',
-    }))
-    : undefined;
+    }));
+  }
   const bar = progress('quantize', 1, 'model');
   const res = await traceSpan('quant.quantize', () => quantizeWeights(config, full.weights, q, stats));
   bar.done();

@@ -1,8 +1,12 @@
 // The scale searches (AWQ) evaluate output errors hundreds of times on [T, K] x [K, N] products; plain
 // JavaScript loops do ~0.4 GMAC/s here, onnxruntime's MLAS an order of magnitude or two more. Two tiny
-// graphs with dynamic shapes, created once per process.
+// graphs with dynamic shapes, created once per process (onnxruntime is loaded on first use, so that
+// importing the quantization library does not load it).
 
-import ort from 'onnxruntime-node';
+type Ort = typeof ortT;
+type Session = ortT.InferenceSession;
+
+import type ortT from 'onnxruntime-node';
 import { encodeModel, type NodeSpec } from '../engine/onnx-proto.js';
 
 function model(nodes: NodeSpec[], inputs: { name: string; dtype: 'float32' | 'int64'; dims: (string | number)[] }[], output: { name: string; dims: (string | number)[] }, consts: { name: string; values: number[] }[] = []): Uint8Array {
@@ -17,11 +21,12 @@ function model(nodes: NodeSpec[], inputs: { name: string; dtype: 'float32' | 'in
   });
 }
 
-let sessions: Promise<{ err: ort.InferenceSession; grouped: ort.InferenceSession; mm: ort.InferenceSession }> | undefined;
+let sessions: Promise<{ ort: Ort; err: Session; grouped: Session; mm: Session }> | undefined;
 
 function load() {
   sessions ??= (async () => {
-    const opts: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' };
+    const ort = (await import('onnxruntime-node')).default;
+    const opts: ortT.InferenceSession.SessionOptions = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' };
     // ||X · D^T||²
     const err = model([
       { op: 'Gemm', inputs: ['x', 'd'], outputs: ['y'], name: 'gemm', attrs: { transB: 1 } },
@@ -42,6 +47,7 @@ function load() {
     const mm = model([{ op: 'Gemm', inputs: ['x', 'w'], outputs: ['y'], name: 'gemm', attrs: { transB: 1 } }],
       [{ name: 'x', dtype: 'float32', dims: ['t', 'k'] }, { name: 'w', dtype: 'float32', dims: ['n', 'k'] }], { name: 'y', dims: ['t', 'n'] });
     return {
+      ort,
       mm: await ort.InferenceSession.create(mm, opts),
       err: await ort.InferenceSession.create(err, opts),
       grouped: await ort.InferenceSession.create(grouped, opts),
@@ -59,20 +65,21 @@ export interface ErrorKernels {
 
 /** Y [t, n] = X [t, k] · W [n, k]^T */
 export async function ortMatmulNT(x: Float32Array, t: number, w: Float32Array, n: number, k: number): Promise<Float32Array> {
-  const out = await (await load()).mm.run({ x: new ort.Tensor('float32', x, [t, k]), w: new ort.Tensor('float32', w, [n, k]) });
+  const { ort, mm } = await load();
+  const out = await mm.run({ x: new ort.Tensor('float32', x, [t, k]), w: new ort.Tensor('float32', w, [n, k]) });
   return out.y.data as Float32Array;
 }
 
 export const ortKernels: ErrorKernels = {
   async outputError(x, t, a, b, n, k) {
-    const s = (await load()).err;
+    const { ort, err: s } = await load();
     const d = new Float32Array(a.length);
     for (let i = 0; i < a.length; i++) d[i] = a[i] - b[i];
     const out = await s.run({ x: new ort.Tensor('float32', x, [t, k]), d: new ort.Tensor('float32', d, [n, k]) });
     return (out.e.data as Float32Array)[0];
   },
   async groupErrors(x, t, d, n, k, g) {
-    const s = (await load()).grouped;
+    const { ort, grouped: s } = await load();
     const G = k / g;
     const out = await s.run({
       x: new ort.Tensor('float32', x, [t, k]), d: new ort.Tensor('float32', d, [n, k]),
