@@ -74,6 +74,9 @@ export async function startSlurm(H) {
       `PartitionName=test Nodes=${H.hosts.map((h) => h.hostName).join(',')} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES`,
       '',
     ].join('\n'));
+    const v2 = execFileSync('stat', ['-f', '-c', '%T', '/sys/fs/cgroup'], { encoding: 'utf8' }).trim() === 'cgroup2fs';
+    // slurmd reads cgroup.conf beside slurm.conf; with v2 it must not ask systemd (there is none here).
+    writeFileSync(join(dir, 'cgroup.conf'), v2 ? 'CgroupPlugin=cgroup/v2\nIgnoreSystemd=yes\n' : 'CgroupPlugin=cgroup/v1\n');
     const env = { ...process.env, SLURM_CONF: conf };
     const ctld = spawn('ip', ['netns', 'exec', H.head, 'unshare', '--uts', 'sh', '-c', `hostname ${ctl} && exec /usr/sbin/slurmctld -D -i -f ${conf}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(ctld);
@@ -82,7 +85,10 @@ export async function startSlurm(H) {
     ctld.stdout.on('data', (d) => (cerr += d));
     for (const h of H.hosts) {
       // slurmd insists on a cgroup file system; the host's mount namespace (a fresh /sys) has none yet.
-      const cg = 'mountpoint -q /sys/fs/cgroup/freezer || { mount -t tmpfs tmpfs /sys/fs/cgroup && for c in cpuset memory devices freezer cpu cpuacct pids; do mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done; mkdir -p /sys/fs/cgroup/systemd && mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd; }';
+      // Mount what the machine uses: the cgroup v1 hierarchies, or the unified v2 one.
+      const cg = v2
+        ? 'mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup'
+        : 'mountpoint -q /sys/fs/cgroup/freezer || { mount -t tmpfs tmpfs /sys/fs/cgroup && for c in cpuset memory devices freezer cpu cpuacct pids; do mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done; mkdir -p /sys/fs/cgroup/systemd && mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd; }';
       const spool = join(dir, `spool-${h.hostName}`);
       const d = spawn('nsenter', ['--target', String(h.sshdPid), '--net', '--uts', '--mount', 'sh', '-c', `${cg}; mkdir -p ${spool} && exec /usr/sbin/slurmd -D -f ${conf}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
       let e = '';
