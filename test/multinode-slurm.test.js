@@ -99,3 +99,18 @@ test('synthetic SLURM_* variables: two local processes meet at the first host of
   const got = res.map((r) => JSON.parse(r.all.split('\n').find((l) => l.startsWith('{'))));
   assert.deepEqual(got, [0, 1].map((r) => ({ rank: r, size: 2, local: r, node: 0, source: 'slurm', sum: 3 })));
 });
+
+test('synthetic SLURM_* variables with MASTER_ADDR/MASTER_PORT: those name the rendezvous, not the node list', async () => {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const common = {
+    PATH: process.env.PATH, SLURM_JOB_ID: '4242', SLURM_STEP_ID: '0', SLURM_NTASKS: '2',
+    // Unresolvable on purpose: using it would fail the rendezvous.
+    SLURM_JOB_NODELIST: 'no-such-node[07-08]', SLURM_NODEID: '0', SLURM_TASKS_PER_NODE: '2',
+    MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), TPRUN_SECRET: randomBytes(32).toString('hex'),
+  };
+  const res = await Promise.all([0, 1].map((r) => execa(nodeE(WORLD_APP)[0], nodeE(WORLD_APP).slice(1), {
+    env: { ...common, SLURM_PROCID: String(r), SLURM_LOCALID: String(r) }, extendEnv: false, reject: false, all: true, timeout: 60000,
+  })));
+  for (const r of res) assert.equal(r.exitCode, 0, r.all);
+  assert.deepEqual(res.map((r) => JSON.parse(r.all.split('\n').find((l) => l.startsWith('{'))).sum), [3, 3]);
+});
