@@ -68,6 +68,8 @@ const command: CommandModule<object, Args> = {
       const cp: Array<{ run: number; withSync: number }> = [];
       const conv: Array<{ run: number; withSync: number }> = [];
       const rss: number[][] = [];
+      let bytesRead: number[] = [];
+      let rankSeconds: number[] = [];
       for (let i = 0; i < a.reps; i++) {
         const cpOut = path.join(work, `cp${i}`);
         cp.push(await timed('cp', ['-r', model, cpOut]));
@@ -76,7 +78,10 @@ const command: CommandModule<object, Args> = {
         const stats = path.join(work, `stats${i}`);
         fs.mkdirSync(stats);
         conv.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a.tp), '--out', out], { [STATS_ENV]: stats }));
-        rss.push([...Array(a.tp).keys()].map((r) => JSON.parse(fs.readFileSync(path.join(stats, `rank${r}.json`), 'utf8')).maxRssBytes));
+        const st = [...Array(a.tp).keys()].map((r) => JSON.parse(fs.readFileSync(path.join(stats, `rank${r}.json`), 'utf8')));
+        rss.push(st.map((s) => s.maxRssBytes));
+        bytesRead = st.map((s) => s.bytesRead);
+        rankSeconds = st.map((s) => s.seconds);
         fs.rmSync(out, { recursive: true, force: true });
       }
       const med = (xs: Array<{ run: number; withSync: number }>, k: 'run' | 'withSync') => median(xs.map((x) => x[k]));
@@ -88,6 +93,7 @@ const command: CommandModule<object, Args> = {
         ratio_with_sync: med(conv, 'withSync') / med(cp, 'withSync'),
         peak_rss_bytes_per_rank: peak, largest_source_tensor_bytes: largestSource, largest_shard_tensor_bytes: largestShard,
         peak_rss_over_largest_tensor: peak.map((p) => p / largestSource),
+        bytes_read_per_rank: bytesRead, rank_seconds_last_rep: rankSeconds,
         all: { cp, convert: conv },
       };
       process.stdout.write(JSON.stringify(result) + '\n');

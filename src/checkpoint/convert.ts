@@ -10,6 +10,7 @@ import { InputError, isInputError } from './errors.js';
 import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
 import { SafetensorsWriter } from './safetensors.js';
+import { ioStats } from './ranged.js';
 import { pipeShards, planRank } from './shard.js';
 import type { TensorSource } from './source.js';
 import { commitTemp, discardTemp, openTemp, releaseTemp, tempSibling } from './outdir.js';
@@ -71,11 +72,13 @@ export interface RankStats {
   seconds: number;
   bytesWritten: number;
   maxRssBytes: number;
+  bytesRead: number;
 }
 
 /** This rank's part of the conversion; world.size must equal tp. */
 export async function convertRank(world: World, o: ConvertOptions): Promise<RankStats> {
   const t0 = performance.now();
+  const read0 = ioStats.bytesRead;
   if (world.size !== o.tp) throw new InputError(`--tp ${o.tp} but the world has ${world.size} ranks`);
   const tag = await world.broadcastObject(world.rank === 0 ? `${process.pid.toString(36)}${Date.now().toString(36)}` : undefined, 0);
   const tmp = tempSibling(o.out, tag);
@@ -116,5 +119,5 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
   }
   await world.barrier();
   if (err) throw err;
-  return { rank: world.rank, seconds: (performance.now() - t0) / 1000, bytesWritten: bytes, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+  return { rank: world.rank, seconds: (performance.now() - t0) / 1000, bytesWritten: bytes, maxRssBytes: process.resourceUsage().maxRSS * 1024, bytesRead: ioStats.bytesRead - read0 };
 }

@@ -5,6 +5,9 @@ import type { DType } from './tensor.js';
 import { InputError } from './errors.js';
 import { byteSize } from './dtype.js';
 
+/** Bytes this process read from checkpoint files (benchmarks report it per rank). */
+export const ioStats = { bytesRead: 0 };
+
 /** Reads exactly `len` bytes at `pos` into `dest[destOff..]`, failing clearly on a short file. */
 export function preadFully(fd: number, dest: Uint8Array, destOff: number, len: number, pos: number, file: string): void {
   let done = 0;
@@ -13,6 +16,7 @@ export function preadFully(fd: number, dest: Uint8Array, destOff: number, len: n
     const n = fs.readSync(fd, dest, destOff + done, Math.min(len - done, 1 << 30), pos + done);
     if (n === 0) throw new InputError(`${file}: truncated (wanted ${len} bytes at offset ${pos}, file ended)`);
     done += n;
+    ioStats.bytesRead += n;
   }
 }
 
@@ -59,6 +63,7 @@ export function readColsAt(t: StoredTensor, start: number, end: number, rowRange
     return out;
   }
   const base = t.offset + r0 * rowBytes;
+  // Runs shorter than a page: every page of the rows is touched anyway, so read whole blocks of rows.
   if (run >= 4096) {
     for (let r = 0; r < rows; r++) preadFully(t.fd, out, r * run, run, base + r * rowBytes + start * inner, t.file);
     return out;
