@@ -215,8 +215,3 @@ export function spawnRemote(host: string, argv: string[], env: Record<string, st
   (child as { kill: unknown }).kill = remoteKill;
   return child;
 }
-
-/** Closes the control channel: the remote side sends SIGTERM, then SIGKILL after the grace period. */
-export function hangUp(child: ResultPromise): void {
-  child.stdin?.end();
-}
