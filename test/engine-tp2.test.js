@@ -46,5 +46,5 @@ test('--input-ids and --prompt agree; the plain output ends with a timing summar
   const r = await tprun(['generate', '--engine', engine, '--input-ids', REF.prompts[1].input_ids.join(','), '--max-new-tokens', '6']);
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.stdout.startsWith(`${REF.prompts[1].text}${REF.prompts[1].greedy_text.split(' ').slice(0, 4).join(' ')}`), r.stdout);
-  assert.match(r.stderr, /tp 2 · load .* ms · prefill 8 tokens in .* decode .* ms\/step/);
+  assert.match(r.stdout, /tp 2 · load .* ms · prefill 8 tokens in .* decode .* ms\/step/);
 });
