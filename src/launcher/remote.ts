@@ -5,9 +5,9 @@
 // stdin as a small POSIX sh script built with `shellQuote`. So the remote login shell never parses user
 // arguments, and neither `ps` on the launcher host nor on the remote host shows the secret.
 //
-// The session's stdin then stays open as a control channel. The bootstrap starts the command in its own
-// session/process group (setsid) and a watchdog reads stdin: a line `TERM`/`INT`/`KILL`/... is sent to
-// that process group; end of file (the launcher or its ssh client vanished, the connection dropped)
+// The session's stdin then stays open as a control channel. The command runs in the bootstrap's own
+// session/process group and a watchdog reads stdin: a line `TERM`/`INT`/`KILL`/... is sent to that
+// process group; end of file (the launcher or its ssh client vanished, the connection dropped)
 // sends SIGTERM, then SIGKILL after a grace period. So a rank whose launcher disappeared exits by itself.
 import { execa, type Options, type ResultPromise } from 'execa';
 import { constants as osConstants } from 'node:os';
@@ -64,8 +64,10 @@ function bootstrap(graceTenths: number): string {
     '  TPRUN_BOOT_LEADER=1 exec setsid /bin/sh -c "$TPRUN_BOOT"',
     'fi',
     'unset TPRUN_BOOT TPRUN_BOOT_LEADER',
-    's=; nl="\n"',
-    `while IFS= read -r l; do [ "$l" = ${END} ] && break; s="$s$l$nl"; done`,
+    's=; ok=; nl="\n"',
+    `while IFS= read -r l; do [ "$l" = ${END} ] && { ok=1; break; }; s="$s$l$nl"; done`,
+    // A launcher that died while sending leaves a truncated script: run nothing.
+    '[ -n "$ok" ] || exit 2',
     'eval "$s" || exit 2',
     'p=$$',
     'sig() { kill -s "$1" -- "-$p" 2>/dev/null || kill -s "$1" "$p" 2>/dev/null; }',
