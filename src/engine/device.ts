@@ -101,7 +101,8 @@ export function probeWebGpu(): Promise<string | null> {
       await s.release();
       return null;
     } catch (e) {
-      return String((e as Error).message).split('\n')[0];
+      // ORT's message carries the failed check's source location first; keep the reason.
+      return String((e as Error).message).split('\n')[0].replace(/^.*was false\.\s*/, '');
     }
   })();
   return probed;
