@@ -156,3 +156,22 @@ test('a failure while ranks write leaves no output directory', async (t) => {
   assert.equal(m.config.dtype, 'float16');
   assert.equal(new Uint16Array(m.tensor('lm_head.weight').data.slice(100, 102).buffer)[0], 0x7bff);
 });
+
+test('a rank stopped by SIGTERM (how the launcher ends a job when another rank dies) removes its temp dir', async (t) => {
+  const work = tmpDir(t);
+  const tmp = path.join(work, '.out.tmp-x');
+  const script = `import { openTemp } from ${JSON.stringify(path.join(ROOT, 'dist/checkpoint/outdir.js'))};
+    import fs from 'node:fs';
+    openTemp(${JSON.stringify(tmp)});
+    fs.writeFileSync(${JSON.stringify(path.join(tmp, 'rank0.safetensors'))}, 'partial');
+    process.stdout.write('ready\\n');
+    setInterval(() => {}, 1000);`;
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((resolve) => child.stdout.once('data', resolve));
+  assert.ok(fs.existsSync(tmp));
+  child.kill('SIGTERM');
+  const code = await new Promise((resolve) => child.on('exit', (c) => resolve(c)));
+  assert.equal(code, 143);
+  assert.deepEqual(fs.readdirSync(work), []);
+});

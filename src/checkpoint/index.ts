@@ -8,3 +8,5 @@ export { planRank, produceShards, shardContext } from './shard.js';
 export { TllmSource, readTllmConfig, writeConfig, rankFile } from './tllm.js';
 export { ruleFor, selection, contextFromConfig, kvHeadsOf, type ShardContext, type Selection, type Rule } from '../sharding/rules.js';
 export { shardTensor, gatherTensor, sliceTensor } from '../sharding/slice.js';
+export { generateCheckpoint, PRESETS, type GenerateOptions } from './generate.js';
+export { convertRank, validateConvert, type ConvertOptions } from './convert.js';
