@@ -7,10 +7,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
-import { PRESETS, generateCheckpoint } from '../checkpoint/generate.js';
-import { LlamaForCausalLM } from '../model/llama.js';
-import { planRank } from '../checkpoint/shard.js';
-import { byteSize } from '../checkpoint/dtype.js';
 import { STATS_ENV } from '../commands/convert.js';
 
 interface Args { preset: string; layers?: number; model?: string; tp: number; reps: number; workdir?: string }
@@ -41,13 +37,17 @@ const command: CommandModule<object, Args> = {
   command: 'convert',
   describe: 'tprun convert of a generated >= 1 GB checkpoint against cp -r of the same files; peak RSS per rank',
   builder: (y) => y
-    .option('preset', { type: 'string', default: 'tinyllama-1.1b', describe: `model to generate (${Object.keys(PRESETS).join(', ')})` })
+    .option('preset', { type: 'string', default: 'tinyllama-1.1b', describe: 'model to generate (see tprun gen-checkpoint)' })
     .option('layers', { type: 'number', describe: 'override the preset\'s layer count' })
     .option('model', { type: 'string', describe: 'convert this existing checkpoint instead of generating one' })
     .option('tp', { type: 'number', default: 2 })
     .option('reps', { type: 'number', default: 3, describe: 'timed repetitions of each, interleaved' })
     .option('workdir', { type: 'string', describe: 'where to put the files (default: a temp dir, removed at the end)' }) as never,
   handler: async (a) => {
+    const { generateCheckpoint } = await import('../checkpoint/generate.js');
+    const { LlamaForCausalLM } = await import('../model/llama.js');
+    const { planRank } = await import('../checkpoint/shard.js');
+    const { byteSize } = await import('../checkpoint/dtype.js');
     const work = fs.mkdtempSync(path.join(a.workdir ?? os.tmpdir(), 'tprun-bench-convert-'));
     try {
       let model = a.model;

@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { type ConvertOptions, convertRank, validateConvert } from '../checkpoint/convert.js';
+// The conversion code is loaded in the handler: every tprun command pays for what this module imports.
+import type { ConvertOptions } from '../checkpoint/convert.js';
 import { isInputError } from '../checkpoint/errors.js';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
@@ -43,6 +44,7 @@ const convert: CommandModule<object, Args> = {
       useParallelEmbedding: a['parallel-embedding'], embeddingShardingDim: a['embedding-sharding-dim'],
     };
     try {
+      const { convertRank, validateConvert } = await import('../checkpoint/convert.js');
       // Bad input is reported once, here, before any rank starts.
       if (!detectIdentity().inWorld) validateConvert(o);
       const { runDistributed } = await import('../launcher/self-launch.js');

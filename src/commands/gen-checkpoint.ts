@@ -1,6 +1,5 @@
 // `tprun gen-checkpoint --preset tinyllama-1.1b --out DIR`: a LLaMA-shaped checkpoint of random weights.
 import type { CommandModule } from 'yargs';
-import { PRESETS, generateCheckpoint } from '../checkpoint/generate.js';
 import { isInputError } from '../checkpoint/errors.js';
 
 interface Args {
@@ -12,7 +11,7 @@ const gen: CommandModule<object, Args> = {
   command: 'gen-checkpoint',
   describe: 'write a synthetic LLaMA-shaped checkpoint (HF safetensors or Meta .pth) of a preset',
   builder: (y) => y
-    .option('preset', { type: 'string', demandOption: true, describe: `one of ${Object.keys(PRESETS).join(', ')}` })
+    .option('preset', { type: 'string', demandOption: true, describe: 'brown, tinyllama-1.1b, llama-2-7b, llama-3-8b, llama-3.2-1b' })
     .option('out', { type: 'string', demandOption: true })
     .option('format', { choices: ['hf', 'meta'] as const, default: 'hf' as const })
     .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'bfloat16' as const })
@@ -21,8 +20,9 @@ const gen: CommandModule<object, Args> = {
     .option('shard-size', { type: 'number', default: 2000, describe: 'max MB per safetensors shard (HF format)' })
     .option('seed', { type: 'number', default: 0 })
     .option('config-style', { choices: [4, 5] as const, default: 5 as const, describe: 'transformers 4 or 5 config keys' }) as any,
-  handler: (a) => {
+  handler: async (a) => {
     try {
+      const { generateCheckpoint } = await import('../checkpoint/generate.js');
       const t0 = performance.now();
       const r = generateCheckpoint({
         preset: a.preset, out: a.out, format: a.format, dtype: a.dtype, layers: a.layers, mp: a.mp,
