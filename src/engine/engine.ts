@@ -80,6 +80,17 @@ export class Engine {
       await mkdir(tmp, { recursive: true });
     }
     if (world) await world.barrier();
+    try {
+      await this.writeRank(tmp, dir, world, extraFiles);
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true }); // no half-written engine left behind
+      throw e;
+    }
+    this.dir = dir;
+  }
+
+  private async writeRank(tmp: string, dir: string, world: World | undefined, extraFiles: Record<string, Uint8Array>): Promise<void> {
+    if (!this.built) throw new Error('nothing to write');
     const rdir = join(tmp, `rank${this.rank}`);
     await mkdir(rdir, { recursive: true });
     const files: Manifest['files'] = {};
@@ -99,7 +110,6 @@ export class Engine {
       await rename(tmp, dir);
     }
     if (world) await world.barrier();
-    this.dir = dir;
   }
 
   /** Reads and checks ENGINE/config.json (one-line errors naming the file). */
