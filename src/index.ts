@@ -8,3 +8,4 @@ export { runDistributed, RankFailure } from './launcher/self-launch.js';
 export { progress } from './util/progress.js';
 export { traceSpan, traceInstant } from './util/trace.js';
 export * from './quantization/index.js';
+export * from './engine/index.js';
