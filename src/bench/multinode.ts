@@ -4,6 +4,7 @@
 // crosses a real TCP/IP stack and veth pair, with no same-machine shortcut. Needs root.
 // Output: JSON lines {op, bytes, ranks, hosts, us, busGBps, impl}, then tprun/openmpi ratios.
 import { execa } from 'execa';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
 import { makeHosts, whyNoHosts, type TestHosts } from './netns-hosts.js';
@@ -69,9 +70,12 @@ async function runOpenMpi(H: TestHosts, perHost: number, sizes: number[]): Promi
   const [a, b] = H.hosts;
   const net = `${H.subnet}.0/24`;
   try {
+    // The hosts share this machine's cores: with more ranks than cores, Open MPI's busy polling starves
+    // the ranks it waits for, so let it yield as Open MPI itself does when it knows it is oversubscribed.
+    const yieldIdle = 2 * perHost > availableParallelism() ? ['--mca', 'mpi_yield_when_idle', '1'] : [];
     // No file on the hosts: the script travels as an argument, as the ranks' program does for tprun.
     const r = await execa('ip', ['netns', 'exec', H.head, 'mpirun', '--allow-run-as-root', '--host', `${a.addr}:${perHost},${b.addr}:${perHost}`,
-      '-np', String(2 * perHost), '--mca', 'plm_rsh_args', H.sshArgs.join(' '), '--mca', 'btl', 'self,vader,tcp',
+      '-np', String(2 * perHost), ...yieldIdle, '--mca', 'plm_rsh_args', H.sshArgs.join(' '), '--mca', 'btl', 'self,vader,tcp',
       '--mca', 'btl_tcp_if_include', net, '--mca', 'oob_tcp_if_include', net,
       '/usr/bin/python3', '-c', MPI_SCRIPT, JSON.stringify(sizes.map((s) => [s, itersFor(s)]))], { reject: false, timeout: 600_000 });
     if (r.exitCode !== 0) return `mpirun failed (${r.exitCode ?? r.signal}): ${String(r.stderr || r.stdout).split('\n').slice(-3).join(' ')}`;
