@@ -5,6 +5,7 @@ import { cpSync, mkdtempSync, openSync, closeSync, writeSync, rmSync, truncateSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MODEL, REF, tprun } from './helpers/engine.js';
+import { CLI } from './helpers/procs.js';
 
 let dir;
 let engine;
@@ -19,7 +20,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const oneLine = (s) => s.trim().split('\n').filter((l) => l.startsWith('tprun')).length >= 1;
 
 test('an engine run with the wrong number of ranks fails naming both numbers', async () => {
-  const r = await tprun(['-n', '1', '--', process.execPath, 'dist/cli.js', 'generate', '--engine', engine, '--input-ids', '0,1,2']);
+  const r = await tprun(['-n', '1', '--', process.execPath, CLI, 'generate', '--engine', engine, '--input-ids', '0,1,2']);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /2\b.*\b1\b|1\b.*\b2\b/);
   assert.match(r.stderr, /rank/);
