@@ -84,9 +84,11 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
   const tmp = tempSibling(o.out, tag);
   let err: unknown;
   let bytes = 0;
+  let openedConfig: PretrainedConfig | undefined;
   try {
     openTemp(tmp);
     const { config, source } = openSource(o);
+    openedConfig = config;
     try {
       const plan = planRank(source, config, world.rank);
       const bar = progress('convert', plan.length, 'tensors');
@@ -109,11 +111,18 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
   } catch (e) {
     err = isInputError(e) && world.size > 1 ? new InputError(`rank ${world.rank}: ${e.message}`) : e;
   }
-  // Every rank learns whether all succeeded before rank 0 renames or removes the directory.
+  // Every rank learns whether all succeeded before the directory is renamed or removed.
   const ok = await world.allReduce(Int32Array.of(err ? 0 : 1), 'min');
-  if (world.rank === 0) {
-    if (ok[0] === 1) commitTemp(tmp, o.out);
-    else discardTemp(tmp);
+  // Nodes that do not share rank 0's filesystem (no config.json of rank 0 in sight) finish their own
+  // copy: the node's first local rank adds config.json and renames. Checked by all before any rename.
+  const ownsDir = world.rank === 0 || (world.localRank === 0 && !fs.existsSync(path.join(tmp, 'config.json')));
+  await world.barrier();
+  if (ownsDir) {
+    if (ok[0] !== 1) discardTemp(tmp);
+    else {
+      if (world.rank !== 0) writeConfig(tmp, openedConfig!);
+      commitTemp(tmp, o.out);
+    }
   } else {
     releaseTemp(tmp);
   }
