@@ -55,3 +55,12 @@ test('a world of one needs no environment and copies locally', async () => {
   await assert.rejects(w.recv(0, 9), /nothing was sent/);
   await w.close();
 });
+
+test('CPU slices for local ranks', async () => {
+  const { parseCpuList, sliceFor } = await import('../dist/rank/affinity.js');
+  assert.deepEqual(parseCpuList('0-3,8,10-11\n'), [0, 1, 2, 3, 8, 10, 11]);
+  assert.deepEqual(sliceFor([0, 1], 1, 2), [1]);
+  assert.deepEqual(sliceFor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], 1, 2), [8, 9, 10, 11, 12, 13, 14, 15]);
+  assert.deepEqual(sliceFor([0, 1, 2, 3, 4], 2, 3), [2]);
+  assert.equal(sliceFor([0, 1], 2, 5), undefined, 'more ranks than CPUs: left unbound');
+});

@@ -18,6 +18,7 @@ import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
+import { bindLocalRank } from './affinity.js';
 
 export { CommError } from './inbox.js';
 export { detectIdentity } from './identity.js';
@@ -172,6 +173,8 @@ class ZmqWorld implements World {
 
   async start(env: Env): Promise<void> {
     const rdv = rendezvousFor(this, env);
+    // Before any socket exists, so ZeroMQ's I/O thread starts inside the slice too.
+    if (this.localSize > 1) bindLocalRank(this.localRank, this.localSize, env);
     const curve: Curve | undefined = env.TPRUN_CURVE_SERVER_PUBLIC && env.TPRUN_CURVE_SERVER_SECRET
       ? { serverPublic: env.TPRUN_CURVE_SERVER_PUBLIC, serverSecret: env.TPRUN_CURVE_SERVER_SECRET } : undefined;
     const jobTag = createHash('sha256').update(rdv.jobId).digest('hex').slice(0, 12);
