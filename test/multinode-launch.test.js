@@ -100,6 +100,24 @@ test('--hostfile: a world of 4 ranks over two hosts all-reduces', { skip }, asyn
   assert.deepEqual(await leftovers(), NOTHING);
 });
 
+test('rank 0 on the launcher\'s machine, rank 1 on a remote host: one world', {
+  skip, todo: skip ? undefined : 'the launcher gives remote ranks MASTER_ADDR=localhost (remote.ts localAddressToward gives the right one)',
+}, async () => {
+  const app = `
+    import { initWorld } from ${JSON.stringify(WORLD)};
+    const w = await initWorld({ timeoutMs: 15000 });
+    const a = new Int32Array(8).fill(w.rank + 1);
+    await w.allReduce(a);
+    console.log('sum ' + a[0]);
+    await w.close();`;
+  // The launcher runs in the head namespace, which is "this machine" for the hosts.
+  const res = await execa('ip', ['netns', 'exec', H.head, 'node', CLI, '--hosts', `localhost:1,${A.addr}:1`, '--', ...nodeE(app)],
+    { env: { ...process.env, ...H.env }, reject: false, all: true, timeout: 60000 });
+  assert.equal(res.exitCode, 0, res.all);
+  assert.equal(res.all.split('\n').filter((l) => l === 'sum 3').length, 2, res.all);
+  assert.deepEqual(await leftovers(), NOTHING);
+});
+
 // Ranks that print `ready` and then wait forever (one of them ignores SIGTERM: only SIGKILL ends it).
 const WAITER = `
   const r = Number(process.env.TPRUN_RANK);

@@ -2,7 +2,8 @@
 // exit codes, signal forwarding, and a rank that exits by itself when its ssh connection vanishes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { makeHosts, whyNoHosts } from './helpers/netns.js';
 import { spawnRemote } from '../dist/launcher/remote.js';
 
@@ -147,4 +148,15 @@ test('kill(SIGKILL) ends a rank that ignores SIGTERM and SIGHUP without waiting 
   child.kill('SIGKILL');
   await child;
   assert.deepEqual(await settle(h), []);
+});
+
+test('localAddressToward: the address a local rank 0 is reached by from a remote host', { skip }, async () => {
+  const h = H.hosts[0];
+  // Asked from the launcher's (head) namespace, through an ssh_config alias as well as by address.
+  const alias = `${H.dir}/alias_config`;
+  writeFileSync(alias, `Host tprun-alias\n  HostName ${h.addr}\nInclude ${H.sshConfig}\n`);
+  const code = `import('${new URL('../dist/launcher/remote.js', import.meta.url).pathname}').then(async (m) =>
+    console.log(await m.localAddressToward(process.argv[1]), await m.localAddressToward('tprun-alias', ['-F', process.argv[2]])))`;
+  const out = execFileSync('ip', ['netns', 'exec', H.head, 'node', '-e', code, h.addr, alias], { encoding: 'utf8', env: { ...process.env, TPRUN_SSH: 'ssh', TPRUN_SSH_ARGS: '' } });
+  assert.equal(out.trim(), `${H.subnet}.1 ${H.subnet}.1`);
 });

@@ -10,6 +10,8 @@
 // process group; end of file (the launcher or its ssh client vanished, the connection dropped)
 // sends SIGTERM, then SIGKILL after a grace period. So a rank whose launcher disappeared exits by itself.
 import { execa, type Options, type ResultPromise } from 'execa';
+import { createSocket } from 'node:dgram';
+import { lookup } from 'node:dns/promises';
 import { constants as osConstants } from 'node:os';
 
 /** Quotes one word for a POSIX shell: `'...'` with each `'` written as `'\''`; safe for any byte string. */
@@ -216,4 +218,34 @@ export function spawnRemote(host: string, argv: string[], env: Record<string, st
   };
   (child as { kill: unknown }).kill = remoteKill;
   return child;
+}
+
+/**
+ * The address of this machine that `host` reaches it by: what a local rank 0 must give remote ranks as
+ * MASTER_ADDR (`localhost` would send them to themselves). The host name is resolved the way ssh resolves
+ * it (`ssh -G`, so ssh_config aliases and HostName work), then the kernel picks the source address of a
+ * route to it (a connected UDP socket; nothing is sent).
+ */
+export async function localAddressToward(host: string, sshArgs: string[] = []): Promise<string> {
+  let target = host.replace(/^[^@]*@/, '');
+  try {
+    const [ssh, ...args] = sshCommand(host, sshArgs);
+    const g = await execa(ssh, ['-G', ...args.slice(0, -2), target], { timeout: 10_000 });
+    target = /^hostname (\S+)$/m.exec(g.stdout)?.[1] ?? target;
+  } catch {
+    // no usable ssh here: resolve the name as written
+  }
+  const { address, family } = await lookup(target);
+  const sock = createSocket(family === 6 ? 'udp6' : 'udp4');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.connect(9, address, () => resolve());
+    });
+    return sock.address().address;
+  } catch (e) {
+    throw new Error(`no route from this machine to ${host} (${address}): ${(e as Error).message}`);
+  } finally {
+    sock.close();
+  }
 }
