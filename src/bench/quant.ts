@@ -85,8 +85,8 @@ function dirBytes(dir: string): number {
   return n;
 }
 
-function lastJson(stdout: string): Record<string, any> {
-  const line = stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+function lastJson(stdout: string, pick: (o: Record<string, any>) => boolean = () => true): Record<string, any> {
+  const line = stdout.trim().split('\n').reverse().find((l) => l.startsWith('{') && pick(JSON.parse(l)));
   if (!line) throw new Error(`no JSON in output:\n${stdout}`);
   return JSON.parse(line);
 }
@@ -120,7 +120,8 @@ const command: CommandModule<object, Args> = {
         await execa(process.execPath, [CLI, 'build', '--model', a.model, '--tp', String(a.tp), '--out', eng, '--max-input-len', '256', '--max-seq-len', '512', '--quiet', ...s.args], { stdio: ['ignore', 'ignore', 'inherit'] });
         const buildS = (performance.now() - t0) / 1000;
         const p = lastJson((await execa(process.execPath, [CLI, 'perplexity', '--engine', eng, '--json', '--quiet'], { stderr: 'inherit' })).stdout);
-        const g = lastJson((await execa(process.execPath, [CLI, 'bench', 'generate', '--engine', eng, '--json', '--reps', String(a.reps)], { stderr: 'inherit' })).stdout);
+        // bench generate prints the engine's line, then its transformers reference line.
+        const g = lastJson((await execa(process.execPath, [CLI, 'bench', 'generate', '--engine', eng, '--json', '--reps', String(a.reps)], { stderr: 'inherit' })).stdout, (o) => o.engine === eng);
         const cfg = JSON.parse(readFileSync(join(eng, 'config.json'), 'utf8')).pretrained_config.quantization ?? {};
         const row: Record<string, any> = {
           bench: 'quant', scheme: s.name, tp: a.tp,
