@@ -94,6 +94,8 @@ const command: CommandModule<object, Args> = {
         peak_rss_bytes_per_rank: peak, largest_source_tensor_bytes: largestSource, largest_shard_tensor_bytes: largestShard,
         peak_rss_over_largest_tensor: peak.map((p) => p / largestSource),
         bytes_read_per_rank: bytesRead, rank_seconds_last_rep: rankSeconds,
+        // The conversion work itself (inside the ranks, after process start-up and world rendezvous).
+        rank_work_ratio_last_rep: Math.max(...rankSeconds) / cp[cp.length - 1].run,
         all: { cp, convert: conv },
       };
       process.stdout.write(JSON.stringify(result) + '\n');
