@@ -160,3 +160,15 @@ test('localAddressToward: the address a local rank 0 is reached by from a remote
   const out = execFileSync('ip', ['netns', 'exec', H.head, 'node', '-e', code, h.addr, alias], { encoding: 'utf8', env: { ...process.env, TPRUN_SSH: 'ssh', TPRUN_SSH_ARGS: '' } });
   assert.equal(out.trim(), `${H.subnet}.1 ${H.subnet}.1`);
 });
+
+test('a host whose key does not match the job\'s known_hosts is refused (no rank starts)', { skip }, async () => {
+  const h = H.hosts[0];
+  const wrong = `${H.dir}/wrong_known_hosts`;
+  const other = execFileSync('sh', ['-c', `ssh-keygen -q -t ed25519 -N '' -f ${H.dir}/other && cat ${H.dir}/other.pub`], { encoding: 'utf8' });
+  writeFileSync(wrong, `${h.addr} ${other.trim().split(' ').slice(0, 2).join(' ')}\n`);
+  const child = spawnRemote(h.addr, ['touch', `${H.dir}/ran`], {}, { sshArgs: ['-o', `UserKnownHostsFile=${wrong}`] });
+  const got = collect(child);
+  assert.equal((await child).exitCode, 255);
+  assert.match(got().err, /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/);
+  assert.throws(() => readFileSync(`${H.dir}/ran`));
+});

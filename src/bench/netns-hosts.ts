@@ -226,7 +226,8 @@ export async function makeHosts(count = 2, opts: { hide?: string[][] } = {}): Pr
       '  ConnectTimeout 10',
       '',
     ].join('\n'));
-    const sshArgs = ['-F', sshConfig];
+    // Strict: only the host key made here is accepted (tprun's default would be accept-new).
+    const sshArgs = ['-F', sshConfig, '-o', 'StrictHostKeyChecking=yes'];
     // tprun's ssh (TPRUN_SSH) enters the head namespace itself, so a launcher anywhere reaches the hosts.
     const ssh = join(dir, 'ssh');
     writeFileSync(ssh, `#!/bin/sh\nexec ip netns exec ${head} ssh "$@"\n`, { mode: 0o755 });
