@@ -77,10 +77,11 @@ export interface RankStats {
 
 /** This rank's part of the conversion; world.size must equal tp. */
 export async function convertRank(world: World, o: ConvertOptions): Promise<RankStats> {
-  const t0 = performance.now();
   const read0 = ioStats.bytesRead;
   if (world.size !== o.tp) throw new InputError(`--tp ${o.tp} but the world has ${world.size} ranks`);
   const tag = await world.broadcastObject(world.rank === 0 ? `${process.pid.toString(36)}${Date.now().toString(36)}` : undefined, 0);
+  // Timed from here: every rank has started and joined, so the figure is the conversion itself.
+  const t0 = performance.now();
   const tmp = tempSibling(o.out, tag);
   let err: unknown;
   let bytes = 0;
