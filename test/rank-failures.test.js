@@ -65,3 +65,25 @@ for (const transport of ['shm', 'zmq']) {
     assert.match(res[1].stderr, /recv from rank 0 \(tag 4\) failed on rank 1: rank 0 sent a 4000-byte message; the limit is 1000/);
   });
 }
+
+test('a rank killed before its peers opened its ring file leaves nothing once the next world starts', async () => {
+  const { readdirSync } = await import('node:fs');
+  const mine = (pid) => readdirSync('/dev/shm').filter((f) => f.startsWith('tprun-') && f.includes(`-${pid}-`));
+  // Rank 0 of a world of 2 whose rank 1 never comes: it creates its file, then waits at rendezvous.
+  let victim;
+  const res = spawnRanks(1, [APP, 'hello'], { env: { TPRUN_WORLD_SIZE: '2' }, timeoutMs: 30000 });
+  await new Promise((r) => setTimeout(r, 100));
+  const { execFileSync } = await import('node:child_process');
+  for (let i = 0; i < 100 && !victim; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const pids = execFileSync('pgrep', ['-f', `${APP} hello`], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+    victim = pids.find((p) => mine(p).length);
+  }
+  assert.ok(victim, 'rank 0 created its ring file');
+  process.kill(victim, 'SIGKILL');
+  await res;
+  assert.equal(mine(victim).length, 1, 'SIGKILL leaves the file');
+  const next = await spawnRanks(2, [APP, 'hello'], { timeoutMs: 30000 });
+  for (const r of next) assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(mine(victim), [], 'the next world swept it');
+});

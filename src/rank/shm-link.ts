@@ -11,23 +11,26 @@
 // Waiting: a rank first spins on the counters; when that takes too long it publishes a sleep epoch at
 // +64 of its own file and blocks on its ZeroMQ socket; a peer that moves data for it and sees a new
 // epoch sends it a wake-up message (a few tens of µs, instead of timer-granularity polling).
-import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, existsSync, ftruncateSync } from 'node:fs';
+import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, existsSync, ftruncateSync, statfsSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
 
 const FILE_HDR = 4096;
 const envInt = (name: string, dflt: number) => (process.env[name] ? Number(process.env[name]) : dflt);
-export const SLOT = envInt('TPRUN_SHM_SLOT_BYTES', 1 << 19);
-export const SLOTS = envInt('TPRUN_SHM_SLOTS', 8);
-const REGION = 128 + SLOTS * SLOT;
 const INLINE = 4096;
-export const SHM_PAYLOAD = SLOT - HDR;
+/** Default slot: a 512 KiB payload plus its header; 8 slots per ordered pair of ranks. */
+const SLOT_DEFAULT = (1 << 19) + 4096;
+const SLOTS_DEFAULT = 8;
 
+/** The ring geometry of one sender's file; receivers learn it at rendezvous. */
 export interface ShmFileInfo {
   path: string;
   token: string;
+  slot: number;
+  slots: number;
 }
 
+const regionOf = (i: { slot: number; slots: number }) => 128 + i.slots * i.slot;
 interface Pending {
   h: PieceHeader;
   data: Uint8Array;
@@ -41,13 +44,27 @@ export class ShmOut {
   readonly info: ShmFileInfo;
   private unlinked = false;
 
-  constructor(jobTag: string, rank: number, size: number) {
-    const path = `/dev/shm/tprun-${jobTag}-${rank}-${randomBytes(4).toString('hex')}`;
+  constructor(jobTag: string, rank: number, size: number, localSize: number) {
+    // /dev/shm may be small (64 MiB in a default container): the rings of all local pairs may fill at
+    // most half of what is free, with slots shrunk to fit; below 64 KiB a slot is not worth it.
+    let slot = envInt('TPRUN_SHM_SLOT_BYTES', SLOT_DEFAULT);
+    const slots = envInt('TPRUN_SHM_SLOTS', SLOTS_DEFAULT);
+    try {
+      const st = statfsSync('/dev/shm');
+      const budget = (st.bavail * st.bsize) / 2 / Math.max(1, localSize * (localSize - 1) * slots);
+      slot = Math.min(slot, Math.floor(budget / 4096) * 4096);
+    } catch { /* no statfs: keep the default */ }
+    if (slot < 65536) throw new Error('not enough room in /dev/shm');
+    sweepStale();
+    const path = `/dev/shm/tprun-${jobTag}-${rank}-${process.pid}-${randomBytes(4).toString('hex')}`;
     const token = randomBytes(16).toString('hex');
+    // The name lives until every peer has opened the file (a few ms after rendezvous); a rank that dies
+    // in between leaves it behind only if killed outright, and the next job's sweep removes it then.
+    process.on('exit', this.onExit);
     this.fd = openSync(path, 'wx+', 0o600);
-    ftruncateSync(this.fd, FILE_HDR + size * REGION);
+    this.info = { path, token, slot, slots };
+    ftruncateSync(this.fd, FILE_HDR + size * regionOf(this.info));
     writeSync(this.fd, Buffer.from(token), 0, 32, 0);
-    this.info = { path, token };
   }
 
   static available(): boolean {
@@ -55,9 +72,12 @@ export class ShmOut {
   }
 
   /** Once every peer holds it open, the name can go: nothing is left behind even if we crash later. */
+  private onExit = () => this.unlink();
+
   unlink(): void {
     if (this.unlinked) return;
     this.unlinked = true;
+    process.off('exit', this.onExit);
     try { unlinkSync(this.info.path); } catch { /* already gone */ }
   }
 
@@ -73,7 +93,23 @@ export class ShmOut {
   }
 }
 
+/** Removes ring files whose creator process is gone (killed between creating and unlinking them). */
+function sweepStale(): void {
+  try {
+    for (const name of readdirSync('/dev/shm')) {
+      const m = /^tprun-[0-9a-f]+-\d+-(\d+)-[0-9a-f]+$/.exec(name);
+      if (!m) continue;
+      try {
+        process.kill(Number(m[1]), 0);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ESRCH') try { unlinkSync(`/dev/shm/${name}`); } catch { /* raced */ }
+      }
+    }
+  } catch { /* unreadable /dev/shm */ }
+}
+
 export function openPeerFile(info: ShmFileInfo): number | undefined {
+  if (!(info.slot > HDR && info.slots > 0)) return undefined;
   try {
     const fd = openSync(info.path, 'r+');
     const b = Buffer.alloc(32);
@@ -100,14 +136,20 @@ export class ShmLink {
   private readonly outBase: number;
   private readonly inBase: number;
   private readonly hdrBuf = new Uint8Array(HDR);
-  private readonly inl = new Uint8Array(HDR + INLINE);
+  private readonly inl: Uint8Array;
 
   private wokenEpoch = 0;
 
+  private readonly out: { slot: number; slots: number; payload: number };
+  private readonly in: { slot: number; slots: number };
+
   constructor(readonly peer: number, me: number, private outFd: number, private inFd: number, private inbox: Inbox,
-    private wake: (peer: number) => void) {
-    this.outBase = FILE_HDR + peer * REGION; // in my file, the region for this peer
-    this.inBase = FILE_HDR + me * REGION; // in the peer's file, the region for me
+    private wake: (peer: number) => void, mine: ShmFileInfo, theirs: ShmFileInfo) {
+    this.out = { slot: mine.slot, slots: mine.slots, payload: mine.slot - HDR };
+    this.in = { slot: theirs.slot, slots: theirs.slots };
+    this.outBase = FILE_HDR + peer * regionOf(mine); // in my file, the region for this peer
+    this.inBase = FILE_HDR + me * regionOf(theirs); // in the peer's file, the region for me
+    this.inl = new Uint8Array(HDR + Math.min(INLINE, theirs.slot - HDR));
   }
 
   get idle(): boolean {
@@ -119,7 +161,7 @@ export class ShmLink {
     const total = data.byteLength;
     let off = 0;
     do {
-      const len = Math.min(SHM_PAYLOAD, total - off);
+      const len = Math.min(this.out.payload, total - off);
       const last = off + len >= total;
       this.queue.push({ h: { a, b, total, off, len }, data: data.subarray(off, off + len), last, done: last ? done : undefined });
       off += len;
@@ -131,17 +173,17 @@ export class ShmLink {
     let moved = false;
     // Outgoing: fill free slots.
     if (this.queue.length) {
-      let free = SLOTS - (this.wrote - this.peerRead);
+      let free = this.out.slots - (this.wrote - this.peerRead);
       if (free === 0) {
         readSync(this.outFd, numB, 0, 8, this.outBase + 64);
         this.peerRead = num[0];
-        free = SLOTS - (this.wrote - this.peerRead);
+        free = this.out.slots - (this.wrote - this.peerRead);
       }
       let n = 0;
       while (free > 0 && this.queue.length) {
         const p = this.queue.shift()!;
         writeHeader(this.hdrBuf, p.h);
-        const pos = this.outBase + 128 + (this.wrote % SLOTS) * SLOT;
+        const pos = this.outBase + 128 + (this.wrote % this.out.slots) * this.out.slot;
         if (p.h.len) writevSync(this.outFd, [this.hdrBuf, p.data], pos);
         else writeSync(this.outFd, this.hdrBuf, 0, HDR, pos);
         this.wrote++;
@@ -163,11 +205,11 @@ export class ShmLink {
     const avail = num[0];
     if (avail > this.read) {
       while (this.read < avail) {
-        const pos = this.inBase + 128 + (this.read % SLOTS) * SLOT;
-        readSync(this.inFd, this.inl, 0, HDR + INLINE, pos);
+        const pos = this.inBase + 128 + (this.read % this.in.slots) * this.in.slot;
+        readSync(this.inFd, this.inl, 0, this.inl.byteLength, pos);
         const h = readHeader(this.inl);
         const dst = this.inbox.target(this.peer, h);
-        if (h.len <= INLINE) dst.set(this.inl.subarray(HDR, HDR + h.len));
+        if (h.len <= this.inl.byteLength - HDR) dst.set(this.inl.subarray(HDR, HDR + h.len));
         else readSync(this.inFd, dst, 0, h.len, pos + HDR);
         this.read++;
         this.inbox.landed(this.peer, h);

@@ -193,7 +193,7 @@ class ZmqWorld implements World {
         : await this.router.bind('tcp://*:0');
       const advertised = dataEp.startsWith('tcp://') ? dataEp.replace(/^tcp:\/\/[^:]*:/, `tcp://${this.advertiseHost(rdv.masterHost)}:`) : dataEp;
       if (ShmOut.available()) {
-        try { this.shmOut = new ShmOut(jobTag, this.rank, this.size); } catch { this.shmOut = undefined; }
+        try { this.shmOut = new ShmOut(jobTag, this.rank, this.size, this.localSize); } catch { this.shmOut = undefined; }
       }
       const info: PeerInfo = {
         rank: this.rank, host: hostname(), hostKey: hostKey(), pid: process.pid, data: advertised, dataNonce: nonce, shm: this.shmOut?.info,
@@ -215,7 +215,7 @@ class ZmqWorld implements World {
         this.zlinks[p.rank] = z;
         const fd = opened[p.rank];
         if (fd !== undefined && can[this.rank][p.rank] && can[p.rank][this.rank]) {
-          this.shm[p.rank] = new ShmLink(p.rank, this.rank, this.shmOut!.fd, fd, this.inbox, (r) => this.zlinks[r]?.wake());
+          this.shm[p.rank] = new ShmLink(p.rank, this.rank, this.shmOut!.fd, fd, this.inbox, (r) => this.zlinks[r]?.wake(), this.shmOut!.info, p.shm!);
           this.shmList.push(this.shm[p.rank]!);
         }
       }
