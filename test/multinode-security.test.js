@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -99,7 +99,7 @@ test('a peer without the job secret is refused; the real job still completes', {
 /** Runs a 2-rank job (one rank per host) under tcpdump on host B's bridge port; returns the capture and the output. */
 async function captured(extra) {
   const pcap = join(tmp, `cap-${Date.now()}.pcap`);
-  const dump = spawn('ip', ['netns', 'exec', H.head, 'tcpdump', '-i', 'v1', '-U', '-s', '0', '-w', pcap, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const dump = spawn('ip', ['netns', 'exec', H.head, 'tcpdump', '-i', 'v1', '-U', '-s', '0', '-w', pcap, 'tcp or udp'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   dump.stderr.on('data', (d) => (err += d));
   while (!err.includes('listening on')) {
@@ -126,13 +126,15 @@ async function captured(extra) {
     if (w.rank === 0) console.error('SECRETS ' + secrets.join(' '));
     await w.close();`;
   const res = await execa('node', [CLI, '--hosts', `${A.addr}:1,${B.addr}:1`, ...extra, '--', ...nodeE(app)], { env: H.env, reject: false, all: true });
-  // tcpdump writes each packet as it comes (-U): stop once the capture file has stopped growing.
-  let size = -1;
-  for (let t = 0; t < 50; t++) {
-    await sleep(200);
-    const now = statSync(pcap).size;
-    if (now === size) break;
-    size = now;
+  // tcpdump may lag behind the wire on a busy machine: send an end marker from host B to host A (UDP,
+  // after the job) and stop only once the capture holds it; packets are written in order, so everything
+  // the job sent is in the file by then.
+  const end = `TPRUN-CAPTURE-END-${Math.random().toString(16).slice(2)}`;
+  const ping = `const s = require('dgram').createSocket('udp4'); s.send(Buffer.from(${JSON.stringify(end)}), 9, ${JSON.stringify(A.addr)}, () => s.close());`;
+  for (let t = 0; !readFileSync(pcap).includes(end); t++) {
+    if (t > 100) throw new Error('the capture never saw the end marker');
+    if (t % 5 === 0) execFileSync('ip', ['netns', 'exec', B.ns, 'node', '-e', ping]);
+    await sleep(100);
   }
   dump.kill('SIGINT');
   await new Promise((r) => dump.once('exit', r));
