@@ -81,7 +81,7 @@ test('a peer without the job secret is refused; the real job still completes', {
   assert.ok(masterPort, `rank 0 did not start: ${out}`);
   const intruder = await execa('ip', ['netns', 'exec', B.ns, ...nodeE(`
     import { initWorld } from ${JSON.stringify(WORLD)};
-    try { await initWorld({ timeoutMs: 5000 }); console.log('JOINED'); } catch (e) { console.log('REFUSED ' + e.message); }
+    try { await initWorld({ timeoutMs: 20000 }); console.log('JOINED'); } catch (e) { console.log('REFUSED ' + e.message); }
     process.exit(0);`)], {
     env: { PATH: process.env.PATH, TPRUN_RANK: '1', TPRUN_WORLD_SIZE: '2', TPRUN_MASTER_ADDR: A.addr, TPRUN_MASTER_PORT: masterPort, TPRUN_SECRET: 'cd'.repeat(32), TPRUN_JOB_ID: 'x' },
     extendEnv: false, reject: false, all: true,
