@@ -105,7 +105,7 @@ test('rank 0 on the launcher\'s machine, rank 1 on a remote host: one world', {
 }, async () => {
   const app = `
     import { initWorld } from ${JSON.stringify(WORLD)};
-    const w = await initWorld({ timeoutMs: 5000 });
+    const w = await initWorld({ timeoutMs: 10000 });
     const a = new Int32Array(8).fill(w.rank + 1);
     await w.allReduce(a);
     console.log('sum ' + a[0]);
