@@ -210,3 +210,16 @@ function mpirunArgs(cmd) {
   return ['ip', ['netns', 'exec', H.head, 'mpirun', '--allow-run-as-root', '--host', `${A.addr}:2,${B.addr}:2`, '-np', '4',
     '--mca', 'plm_rsh_args', H.sshArgs.join(' '), '--mca', 'oob_tcp_if_include', net, '--mca', 'btl_tcp_if_include', net, ...cmd]];
 }
+
+test('tprun bench multinode prints its JSON lines (tprun side; Open MPI skipped to keep the test short)', { skip }, async () => {
+  const res = await execa('node', [CLI, 'bench', 'multinode', '--sizes', '4096', '--no-mpi'], { reject: false, all: true, timeout: 120000 });
+  assert.equal(res.exitCode, 0, res.all);
+  const rows = res.all.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  assert.equal(rows.length, 1, res.all);
+  assert.equal(rows[0].impl, 'tprun');
+  assert.equal(rows[0].op, 'allreduce');
+  assert.equal(rows[0].bytes, 4096);
+  assert.equal(rows[0].ranks, 2);
+  assert.equal(rows[0].hosts, 2);
+  assert.ok(rows[0].us > 0);
+});
