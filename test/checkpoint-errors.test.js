@@ -175,3 +175,21 @@ test('a rank stopped by SIGTERM (how the launcher ends a job when another rank d
   assert.equal(code, 143);
   assert.deepEqual(fs.readdirSync(work), []);
 });
+
+test('a TensorRT-LLM checkpoint whose shard disagrees with its config: clear error naming file and tensor', (t) => {
+  const dir = path.join(tmpDir(t), 'ckpt');
+  for (let rank = 0; rank < 2; rank++) LlamaForCausalLM.fromHuggingFace(BROWN, { mapping: { tp_size: 2 }, rank }).saveCheckpoint(dir);
+  const full = LlamaForCausalLM.fromHuggingFace(BROWN);
+  const bad = LlamaForCausalLM.fromCheckpoint(dir, 1).weights;
+  bad.set('transformer.layers.0.mlp.fc.weight', full.tensor('transformer.layers.0.mlp.fc.weight'));
+  const file = path.join(dir, 'rank1.safetensors');
+  writeSafetensors(file, bad);
+  const anchored = (re) => (e) => re.test(e.message);
+  assert.throws(() => LlamaForCausalLM.fromCheckpoint(dir, 1),
+    anchored(new RegExp(`^${file.replace(/[.]/g, '\\.')}: tensor transformer\\.layers\\.0\\.mlp\\.fc\\.weight has shape \\[768, 256\\], expected \\[384, 256\\] for rank 1 of tp=2$`)));
+  assert.throws(() => LlamaForCausalLM.fromCheckpoint(dir, 0, { mapping: { tp_size: 4 } }),
+    /tensor transformer\.layers\.0\.mlp\.fc\.weight: rank 1 shard is bfloat16\[768,256\], expected bfloat16\[384,256\]/);
+  bad.delete('transformer.ln_f.weight');
+  writeSafetensors(file, bad);
+  assert.throws(() => LlamaForCausalLM.fromCheckpoint(dir, 1), /rank1\.safetensors: missing tensor transformer\.ln_f\.weight/);
+});

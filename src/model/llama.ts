@@ -7,11 +7,12 @@ import { InputError } from '../checkpoint/errors.js';
 import { type FloatDType } from '../checkpoint/hf-config.js';
 import { checkDir, openHfTensors, readHfConfig, tllmViewOfHf } from '../checkpoint/hf.js';
 import { openMeta } from '../checkpoint/meta.js';
-import { type TensorSource, llamaTensorNames } from '../checkpoint/source.js';
+import { type TensorSource, expectedShape, llamaTensorNames } from '../checkpoint/source.js';
+import { ruleFor, selection, shardShape } from '../sharding/rules.js';
 import { planRank, produceShards, shardContext } from '../checkpoint/shard.js';
 import { SafetensorsWriter, readSafetensors } from '../checkpoint/safetensors.js';
 import { TllmSource, rankFile, readTllmConfig, writeConfig } from '../checkpoint/tllm.js';
-import { byteSize } from '../checkpoint/dtype.js';
+import { FLOAT_DTYPES, byteSize } from '../checkpoint/dtype.js';
 
 export interface LoadOptions {
   /** Target dtype of float weights (default: the source's). */
@@ -131,7 +132,7 @@ export class LlamaForCausalLM {
     if (same) {
       const model = new LlamaForCausalLM(onDisk, rank);
       if (rank < 0 || rank >= onDisk.mapping.world_size) throw new InputError(`${dir}: rank ${rank} is outside world_size ${onDisk.mapping.world_size}`);
-      model.load(readSafetensors(rankFile(dir, rank)));
+      model.load(readSafetensors(rankFile(dir, rank)), rankFile(dir, rank));
       return model;
     }
     const { config, source } = LlamaForCausalLM.openCheckpoint(dir, o);
@@ -142,19 +143,27 @@ export class LlamaForCausalLM {
     }
   }
 
-  /** Replaces the weights, checking names and shapes of the dense tensors against the config. */
-  load(weights: Weights): void {
+  /**
+   * Replaces the weights, checking every tensor's byte count and, for float tensors, that its shape is
+   * this rank's shard of the shape the config implies. `where` names the source in errors.
+   */
+  load(weights: Weights, where = `rank ${this.rank}`): void {
     const ctx = shardContext(this.config);
-    const quantized = !!this.config.quantization?.quant_algo;
     for (const name of llamaTensorNames(this.config.num_hidden_layers)) {
-      const t = weights.get(name);
-      if (!t) throw new InputError(`rank ${this.rank}: missing tensor ${name}`);
-      if (quantized && !/(layernorm|ln_f|vocab_embedding|lm_head)/.test(name)) continue;
+      if (!weights.has(name)) throw new InputError(`${where}: missing tensor ${name}`);
+    }
+    for (const [name, t] of weights) {
       if (t.data.length !== byteSize(t.dtype, t.shape)) {
-        throw new InputError(`rank ${this.rank}: tensor ${name} has ${t.data.length} bytes for ${t.dtype}[${t.shape}]`);
+        throw new InputError(`${where}: tensor ${name} has ${t.data.length} bytes for ${t.dtype}[${t.shape}]`);
+      }
+      const full = expectedShape(name, this.config);
+      // Quantized weights are packed or scaled differently; their companions are checked by the engine.
+      if (!full || !FLOAT_DTYPES.has(t.dtype)) continue;
+      const want = shardShape(full, selection(ruleFor(name, full.length, ctx), full, ctx, this.rank));
+      if (want.join() !== t.shape.join()) {
+        throw new InputError(`${where}: tensor ${name} has shape [${t.shape.join(', ')}], expected [${want.join(', ')}] for rank ${this.rank} of tp=${ctx.tp}`);
       }
     }
-    void ctx;
     this.weights = weights;
   }
 
