@@ -77,7 +77,11 @@ export interface Rendezvoused {
   peers: PeerInfo[];
   /** Rank 0 gathers what every rank could open and tells everyone; round two of the handshake. */
   exchange<T>(mine: T): Promise<T[]>;
+  /** Ends the rendezvous socket. */
   close(): void;
+  /** Ends the ZAP handler too. Only at the world's end: ZeroMQ asks it about every CURVE connection of
+   *  this process, and a handler closed during a handshake would leave that connection hanging. */
+  release(): void;
 }
 
 export async function rendezvous(opts: {
@@ -186,6 +190,9 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     },
     close() {
       sock.close();
+    },
+    release() {
+      sock.close();
       book.close();
     },
   };
@@ -248,6 +255,9 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
         return b.all;
       },
       close() {
+        sock.close();
+      },
+      release() {
         sock.close();
       },
     };

@@ -223,11 +223,13 @@ class ZmqWorld implements World {
       await rv.exchange(true);
       this.shmOut?.unlink();
     } catch (e) {
+      rv?.release();
       this.teardown();
       throw e;
     } finally {
       rv?.close();
     }
+    this.releaseRendezvous = () => rv?.release();
   }
 
   private advertiseHost(masterHost?: string): string {
@@ -624,8 +626,11 @@ class ZmqWorld implements World {
     this.teardown();
   }
 
+  private releaseRendezvous?: () => void;
+
   private teardown(): void {
     this.closed = true;
+    this.releaseRendezvous?.();
     for (const z of this.zlinks) if (z && !z.sock.closed) z.sock.close();
     this.router?.close();
     for (const s of this.shmList) s.close();
