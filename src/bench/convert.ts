@@ -1,6 +1,7 @@
 // `tprun bench convert`: conversion of a generated LLaMA-shaped checkpoint (>= 1 GB) at --tp N, next to
-// `cp -r` of the same files, interleaved in the same run from the same warm page cache; each timed both
-// alone and including the `sync` that puts its output on disk. Peak RSS per rank comes from the ranks.
+// `cp -r` of the same files (and a plain read/write loop, the floor for copying in user space),
+// interleaved in the same run from the same warm page cache; each timed both alone and including the
+// `sync` that puts its output on disk. Peak RSS, bytes read and seconds per rank come from the ranks.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,6 +26,24 @@ async function timed(file: string, args: string[], env: Record<string, string> =
   const r = await execa(file, args, { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', env });
   const t1 = performance.now();
   if (r.failed) throw new Error(`${path.basename(file)} ${args.join(' ')} failed (${r.exitCode ?? r.signal}): ${String(r.stderr).trim().split('\n').pop()}`);
+  await execa('sync');
+  return { run: (t1 - t0) / 1000, withSync: (performance.now() - t0) / 1000 };
+}
+
+/** A plain read/write loop over the same files: the floor for any converter that copies in user space. */
+async function userspaceCopy(src: string, dst: string): Promise<{ run: number; withSync: number }> {
+  await execa('sync');
+  const t0 = performance.now();
+  fs.mkdirSync(dst);
+  const buf = new Uint8Array(16 << 20);
+  for (const f of fs.readdirSync(src)) {
+    const a = fs.openSync(path.join(src, f), 'r');
+    const b = fs.openSync(path.join(dst, f), 'w');
+    for (let pos = 0, n; (n = fs.readSync(a, buf, 0, buf.length, pos)) > 0; pos += n) fs.writeSync(b, buf, 0, n, pos);
+    fs.closeSync(a);
+    fs.closeSync(b);
+  }
+  const t1 = performance.now();
   await execa('sync');
   return { run: (t1 - t0) / 1000, withSync: (performance.now() - t0) / 1000 };
 }
@@ -66,6 +85,7 @@ const command: CommandModule<object, Args> = {
       // Warm the page cache so both tools read from memory alike.
       for (const f of fs.readdirSync(model)) await execa('cat', [path.join(model, f)], { stdout: 'ignore' });
       const cp: Array<{ run: number; withSync: number }> = [];
+      const ucopy: Array<{ run: number; withSync: number }> = [];
       const conv: Array<{ run: number; withSync: number }> = [];
       const rss: number[][] = [];
       let bytesRead: number[] = [];
@@ -73,6 +93,8 @@ const command: CommandModule<object, Args> = {
       for (let i = 0; i < a.reps; i++) {
         const cpOut = path.join(work, `cp${i}`);
         cp.push(await timed('cp', ['-r', model, cpOut]));
+        fs.rmSync(cpOut, { recursive: true, force: true });
+        ucopy.push(await userspaceCopy(model, cpOut));
         fs.rmSync(cpOut, { recursive: true, force: true });
         const out = path.join(work, `out${i}`);
         const stats = path.join(work, `stats${i}`);
@@ -91,12 +113,13 @@ const command: CommandModule<object, Args> = {
         cp_seconds: med(cp, 'run'), convert_seconds: med(conv, 'run'), ratio: med(conv, 'run') / med(cp, 'run'),
         cp_seconds_with_sync: med(cp, 'withSync'), convert_seconds_with_sync: med(conv, 'withSync'),
         ratio_with_sync: med(conv, 'withSync') / med(cp, 'withSync'),
+        userspace_copy_seconds: med(ucopy, 'run'), userspace_copy_ratio: med(ucopy, 'run') / med(cp, 'run'),
         peak_rss_bytes_per_rank: peak, largest_source_tensor_bytes: largestSource, largest_shard_tensor_bytes: largestShard,
         peak_rss_over_largest_tensor: peak.map((p) => p / largestSource),
         bytes_read_per_rank: bytesRead, rank_seconds_last_rep: rankSeconds,
         // The conversion work itself (inside the ranks, after process start-up and world rendezvous).
         rank_work_ratio_last_rep: Math.max(...rankSeconds) / cp[cp.length - 1].run,
-        all: { cp, convert: conv },
+        all: { cp, convert: conv, userspace_copy: ucopy },
       };
       process.stdout.write(JSON.stringify(result) + '\n');
     } finally {
