@@ -28,9 +28,9 @@ function fail(e: unknown, fallbackCode: number): void {
 }
 
 async function fullCli(args: string[]): Promise<void> {
-  const [{ default: yargs }, { commands }, { default: launchCommand }] = await Promise.all([
+  const [{ default: yargs }, commands, { default: launchCommand }] = await Promise.all([
     import('yargs'),
-    import('./commands/index.js'),
+    import('./commands/index.js').then((m) => m.commandsFor(args)),
     import('./commands/launch.js'),
   ]);
   const cli = yargs(args)

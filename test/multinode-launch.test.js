@@ -72,11 +72,11 @@ test('--hosts A:2,B:2: four ranks, two per host, env and -x forwards, output tag
   const lines = res.all.split('\n').filter(Boolean).sort();
   const at = (r) => (r < 2 ? A.addr : B.addr);
   assert.deepEqual(lines, [0, 1, 2, 3].map((r) =>
-    `[${r}] r=${r} n=4 lr=${r % 2} ls=2 node=${r >> 1} m=${A.addr} fwd=it's $forwarded set=a b at=${at(r)} `));
+    `[${r}@${at(r)}] r=${r} n=4 lr=${r % 2} ls=2 node=${r >> 1} m=${A.addr} fwd=it's $forwarded set=a b at=${at(r)} `));
   assert.deepEqual(await leftovers(), NOTHING);
 });
 
-test('remote output is tagged with rank and host', { skip, todo: 'the launcher tags lines with the rank only' }, async () => {
+test('remote output is tagged with rank and host', { skip }, async () => {
   const res = await tprun(['--hosts', `${A.addr}:1,${B.addr}:1`, '--tag-output', '--', 'echo', 'hi']);
   assert.equal(res.exitCode, 0, res.all);
   for (const line of res.all.trim().split('\n')) assert.match(line, new RegExp(`^\\[\\d+ ?[@ ,:/]${H.subnet.replace(/\./g, '\\.')}\\.\\d+\\] hi$`));
@@ -100,9 +100,7 @@ test('--hostfile: a world of 4 ranks over two hosts all-reduces', { skip }, asyn
   assert.deepEqual(await leftovers(), NOTHING);
 });
 
-test('rank 0 on the launcher\'s machine, rank 1 on a remote host: one world', {
-  skip, todo: skip ? undefined : 'the launcher gives remote ranks MASTER_ADDR=localhost (remote.ts localAddressToward gives the right one)',
-}, async () => {
+test('rank 0 on the launcher\'s machine, rank 1 on a remote host: one world', { skip }, async () => {
   const app = `
     import { initWorld } from ${JSON.stringify(WORLD)};
     const w = await initWorld({ timeoutMs: 10000 });

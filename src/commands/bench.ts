@@ -1,22 +1,27 @@
 // `tprun bench <what>`: every benchmark prints JSON lines and runs its reference tool side by side.
+// Only the benchmark being run is imported (see loadCommands).
 import type { CommandModule } from 'yargs';
-import generateBench from '../bench/generate.js';
-import commBench from '../bench/comm.js';
-import launchBench from '../bench/launch.js';
-import quantBench from '../bench/quant.js';
-import multinodeBench from '../bench/multinode.js';
-import convertBench from '../bench/convert.js';
+import { loadCommands, type CommandLoader } from './index.js';
 
-// Each benchmark module default-exports a CommandModule (`comm`, `launch`, `generate`, ...).
-const benches: CommandModule<any, any>[] = [commBench, generateBench, launchBench, multinodeBench, quantBench, convertBench];
-
-const bench: CommandModule = {
-  command: 'bench',
-  describe: 'benchmarks (JSON lines), each next to its reference tool',
-  builder: (y) => {
-    for (const b of benches) y.command(b);
-    return y.demandCommand(1);
-  },
-  handler: () => {},
+const def = (m: { default: CommandModule<any, any> }) => m.default;
+const benches: Record<string, CommandLoader> = {
+  comm: () => import('../bench/comm.js').then(def),
+  generate: () => import('../bench/generate.js').then(def),
+  launch: () => import('../bench/launch.js').then(def),
+  multinode: () => import('../bench/multinode.js').then(def),
+  quant: () => import('../bench/quant.js').then(def),
+  convert: () => import('../bench/convert.js').then(def),
 };
-export default bench;
+
+export async function benchCommand(args: string[]): Promise<CommandModule> {
+  const picked = await loadCommands(benches, args[1], args);
+  return {
+    command: 'bench',
+    describe: 'benchmarks (JSON lines), each next to its reference tool',
+    builder: (y) => {
+      for (const b of picked) y.command(b);
+      return y.demandCommand(1);
+    },
+    handler: () => {},
+  };
+}

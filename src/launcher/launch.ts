@@ -13,7 +13,7 @@ import { assignGpus, detectGpus, parseGpus } from './gpus.js';
 import { placeRanks, type RankPlace } from './placement.js';
 import { leasePort, type PortLease } from './port.js';
 import { forwardedEnv, localEnv, rankEnv, type JobIdentity } from './env.js';
-import { OutputMux, RankStream } from './output.js';
+import { directSink, OutputMux, RankStream } from './output.js';
 import { ProgressView, renderMode } from './render.js';
 import { Watchdog } from './watchdog.js';
 import { reapGroups } from './groups.js';
@@ -116,9 +116,20 @@ export async function launch(o: LaunchOptions): Promise<number> {
     throw e;
   }
 
+  const firstRemote = places.find((p) => !p.local);
+  // A local rank 0 must be named to remote ranks by the address they reach this machine at, not localhost.
+  let masterAddr = places[0].host.replace(/^[^@]*@/, '');
+  if (masterLocal) {
+    try {
+      masterAddr = firstRemote ? await (await import('./remote.js')).localAddressToward(firstRemote.host) : '127.0.0.1';
+    } catch (e) {
+      lease.release();
+      throw e;
+    }
+  }
   const job: JobIdentity = {
     size,
-    masterAddr: masterLocal && places.every((p) => p.local) ? '127.0.0.1' : places[0].host.replace(/^[^@]*@/, ''),
+    masterAddr,
     masterPort: lease.port,
     jobId: randomBytes(8).toString('hex'),
     secret: randomBytes(32).toString('hex'),
@@ -126,7 +137,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
   };
   const events = [mode !== 'none' ? 'progress' : '', traceFile ? 'trace' : ''].filter(Boolean).join(',');
 
-  const mux = new OutputMux(!!o.tagOutput);
+  // Jobs that span hosts tag lines `[rank@host]`, so a remote rank's output says where it ran.
+  const mux = new OutputMux(!!o.tagOutput, directSink, firstRemote ? (r: number) => `${r}@${places[r].host}` : String);
   const view = new ProgressView(mode, mux);
   const say = (msg: string, fields: Record<string, unknown> = {}) => {
     mux.closeLines();
