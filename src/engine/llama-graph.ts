@@ -20,6 +20,7 @@ import type { BuildConfig } from './build-config.js';
 import { fromFloat32, toFloat32 } from './dtype.js';
 import { Graph, MS } from './graph.js';
 import { emitLinear, requireTensor } from './linear.js';
+import { isInt8KvCache, kvPastToFloat, kvPresentToInt8 } from '../quantization/onnx-kv-cache.js';
 import type { WeightFile } from './weight-file.js';
 
 export interface RankShape {
@@ -182,12 +183,14 @@ export function buildLlamaSegments(config: PretrainedConfig, rank: number, weigh
     const p = `transformer.layers.${l}`;
     const h = norm(`${p}.input_layernorm.weight`);
     const qkv = linear(h, `${p}.attention.qkv`);
-    const pk = g.input(`past.${l}.key`, dt, kvDims);
-    const pv = g.input(`past.${l}.value`, dt, kvDims);
-    const [attn] = g.node('GroupQueryAttention', [
-      qkv, '', '', pk, pv, shared('seqlens_k'), shared('total_sequence_length'),
+    const kvq = isInt8KvCache(quant);
+    const kvDt = kvq ? 'int8' : dt;
+    const pk = g.input(`past.${l}.key`, kvDt, kvDims);
+    const pv = g.input(`past.${l}.value`, kvDt, kvDims);
+    const [attn, presK, presV] = g.node('GroupQueryAttention', [
+      qkv, '', '', kvq ? kvPastToFloat(g, pk, p, weights) : pk, kvq ? kvPastToFloat(g, pv, p, weights) : pv, shared('seqlens_k'), shared('total_sequence_length'),
       g.weight(cosName, caches.cos), g.weight(sinName, caches.sin),
-    ], [g.fresh('attn'), `present.${l}.key`, `present.${l}.value`], {
+    ], [g.fresh('attn'), kvq ? g.fresh('present_key_f') : `present.${l}.key`, kvq ? g.fresh('present_value_f') : `present.${l}.value`], {
       num_heads: sh.headsPerRank,
       kv_num_heads: sh.kvHeadsPerRank,
       scale: { float: 1 / Math.sqrt(sh.headSize) },
@@ -195,8 +198,12 @@ export function buildLlamaSegments(config: PretrainedConfig, rank: number, weigh
       rotary_interleaved: 0,
       local_window_size: -1,
     }, MS);
-    g.output(`present.${l}.key`, dt, ['batch', sh.kvHeadsPerRank, 'present', sh.headSize]);
-    g.output(`present.${l}.value`, dt, ['batch', sh.kvHeadsPerRank, 'present', sh.headSize]);
+    if (kvq) {
+      kvPresentToInt8(g, presK, `present.${l}.key`, p, weights);
+      kvPresentToInt8(g, presV, `present.${l}.value`, p, weights);
+    }
+    g.output(`present.${l}.key`, kvDt, ['batch', sh.kvHeadsPerRank, 'present', sh.headSize]);
+    g.output(`present.${l}.value`, kvDt, ['batch', sh.kvHeadsPerRank, 'present', sh.headSize]);
     pending = linear(attn, `${p}.attention.dense`);
     cut();
 
