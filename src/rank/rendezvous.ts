@@ -17,7 +17,7 @@ export interface PeerInfo {
   pid: number;
   data: string;
   dataNonce: Uint8Array;
-  shm?: { path: string; token: string; slot: number; slots: number };
+  shm?: { path: string; token: string; slot: number; slots: number; wake?: string };
 }
 
 const mac = (secret: Buffer, ...parts: (string | Uint8Array)[]) => {

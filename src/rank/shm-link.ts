@@ -28,6 +28,9 @@ export interface ShmFileInfo {
   token: string;
   slot: number;
   slots: number;
+  /** Abstract Unix socket where this rank takes wake-up bytes (one kernel wake-up straight into its
+   *  event loop; a ZeroMQ message would go through ZeroMQ's I/O thread first). */
+  wake?: string;
 }
 
 const regionOf = (i: { slot: number; slots: number }) => 128 + i.slots * i.slot;
@@ -62,7 +65,7 @@ export class ShmOut {
     // in between leaves it behind only if killed outright, and the next job's sweep removes it then.
     process.on('exit', this.onExit);
     this.fd = openSync(path, 'wx+', 0o600);
-    this.info = { path, token, slot, slots };
+    this.info = { path, token, slot, slots, wake: `\0tprun-${jobTag}-${rank}-${process.pid}-${randomBytes(4).toString('hex')}` };
     ftruncateSync(this.fd, FILE_HDR + size * regionOf(this.info));
     writeSync(this.fd, Buffer.from(token), 0, 32, 0);
   }

@@ -7,6 +7,7 @@
 // latency instead of R-1, and every rank reduces contributions in rank order, so results are
 // bit-identical on all ranks.
 import { hostname, availableParallelism } from 'node:os';
+import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { pack, unpack } from 'msgpackr';
@@ -122,6 +123,7 @@ function checkRoot(r: number, size: number, what = 'rank'): void {
 
 interface Ticket { done: boolean; dst: number }
 const NONE: number[] = [];
+const ONE = new Uint8Array(1);
 
 class ZmqWorld implements World {
   readonly rank: number;
@@ -194,6 +196,7 @@ class ZmqWorld implements World {
       const advertised = dataEp.startsWith('tcp://') ? dataEp.replace(/^tcp:\/\/[^:]*:/, `tcp://${this.advertiseHost(rdv.masterHost)}:`) : dataEp;
       if (ShmOut.available()) {
         try { this.shmOut = new ShmOut(jobTag, this.rank, this.size, this.localSize); } catch { this.shmOut = undefined; }
+        if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
       }
       const info: PeerInfo = {
         rank: this.rank, host: hostname(), hostKey: hostKey(), pid: process.pid, data: advertised, dataNonce: nonce, shm: this.shmOut?.info,
@@ -215,7 +218,9 @@ class ZmqWorld implements World {
         this.zlinks[p.rank] = z;
         const fd = opened[p.rank];
         if (fd !== undefined && can[this.rank][p.rank] && can[p.rank][this.rank]) {
-          this.shm[p.rank] = new ShmLink(p.rank, this.rank, this.shmOut!.fd, fd, this.inbox, (r) => this.zlinks[r]?.wake(), this.shmOut!.info, p.shm!);
+          const waker = p.shm!.wake ? this.wakeSocket(p.shm!.wake) : undefined;
+          this.shm[p.rank] = new ShmLink(p.rank, this.rank, this.shmOut!.fd, fd, this.inbox,
+            waker ? () => { waker.write(ONE); } : (r) => this.zlinks[r]?.wake(), this.shmOut!.info, p.shm!);
           this.shmList.push(this.shm[p.rank]!);
         }
       }
@@ -230,6 +235,35 @@ class ZmqWorld implements World {
       rv?.close();
     }
     this.releaseRendezvous = () => rv?.release();
+  }
+
+  private wakeServer?: net.Server;
+  private wakeSockets: net.Socket[] = [];
+
+  /** Wake-up bytes from same-machine peers: any byte means "look at the rings again". */
+  private listenForWakes(path: string): Promise<void> {
+    return new Promise((res, rej) => {
+      const srv = net.createServer((c) => {
+        this.wakeSockets.push(c);
+        c.on('data', () => this.kick());
+        c.on('error', () => undefined);
+        c.unref();
+      });
+      srv.once('error', rej);
+      srv.listen(path, () => {
+        srv.unref();
+        this.wakeServer = srv;
+        res();
+      });
+    });
+  }
+
+  private wakeSocket(path: string): net.Socket {
+    const s = net.connect(path);
+    s.on('error', () => undefined); // a dead peer shows through its ZeroMQ link
+    s.unref();
+    this.wakeSockets.push(s);
+    return s;
   }
 
   private advertiseHost(masterHost?: string): string {
@@ -631,6 +665,8 @@ class ZmqWorld implements World {
   private teardown(): void {
     this.closed = true;
     this.releaseRendezvous?.();
+    for (const s of this.wakeSockets) s.destroy();
+    this.wakeServer?.close();
     for (const z of this.zlinks) if (z && !z.sock.closed) z.sock.close();
     this.router?.close();
     for (const s of this.shmList) s.close();
