@@ -483,9 +483,14 @@ class ZmqWorld implements World {
   private reduceSlots(dtype: CommDType, op: ReduceOp, out: CommArray, slots: Uint8Array[]): void {
     const own = bytesOf(out);
     if (this.arena && slots[0].buffer === this.arena.mem.buffer) {
-      slots[this.rank].set(own);
-      this.arena.reduce(dtype, op, slots, ELEM[dtype]);
-      own.set(slots[0]);
+      // Block by block, so our copy-in, the vector loop and the copy-out meet in cache.
+      const B = 128 * 1024;
+      for (let o = 0; o < own.byteLength; o += B) {
+        const e = Math.min(own.byteLength, o + B);
+        slots[this.rank].set(own.subarray(o, e), o);
+        this.arena.reduce(dtype, op, slots.map((sl) => sl.subarray(o, e)), ELEM[dtype]);
+        own.set(slots[0].subarray(o, e), o);
+      }
       return;
     }
     reduceInto(dtype, op, out, slots.map((s, r) => (r === this.rank ? out : like(out, s))));
