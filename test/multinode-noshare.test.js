@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,19 +33,19 @@ after(() => {
 
 const onHost = (h, cmd) => execFileSync('ip', ['netns', 'exec', H.head, 'ssh', ...H.sshArgs, h.addr, cmd], { encoding: 'utf8' });
 
-test('tprun build --model --tp 4 --quant int4_awq with the model on the first host only', {
-  skip, todo: skip ? undefined : 'build/quantize still read --model on every rank',
-}, async () => {
+test('tprun build --model --tp 4 --quant int4_awq with the model on the first host only', { skip }, async () => {
   const [A, B] = H.hosts;
   assert.equal(onHost(B, `ls -A ${base}`).trim(), '', 'host 1 must not see the model');
   const out = join(base, 'engine');
   const res = await execa('node', [CLI, '--hosts', `${A.addr}:2,${B.addr}:2`, '--quiet', '--',
-    'node', CLI, 'build', '--model', join(base, 'model'), '--tp', '4', '--quant', 'int4_awq', '--calib-samples', '8', '--out', out, '-q'],
+    'node', CLI, 'build', '--model', join(base, 'model'), '--tp', '4', '--quant', 'int4_awq', '--group-size', '32', '--calib-samples', '8', '--out', out, '-q'],
   { env: H.env, reject: false, all: true, timeout: 300000 });
   assert.equal(res.exitCode, 0, res.all);
-  const onA = readdirSync(out).filter((f) => /^rank\d+\.onnx$/.test(f)).sort();
-  const onB = onHost(B, `ls ${out}`).split('\n').filter((f) => /^rank\d+\.onnx$/.test(f)).sort();
-  assert.deepEqual(onA, ['rank0.onnx', 'rank1.onnx']);
-  assert.deepEqual(onB, ['rank2.onnx', 'rank3.onnx']);
+  // Each host holds a complete engine directory for its own ranks: config and tokenizer came from rank 0.
+  const onA = readdirSync(out).filter((f) => /^rank\d+$|^config\.json$|^tokenizer\.json$/.test(f)).sort();
+  const onB = onHost(B, `ls ${out}`).split('\n').filter((f) => /^rank\d+$|^config\.json$|^tokenizer\.json$/.test(f)).sort();
+  assert.deepEqual(onA, ['config.json', 'rank0', 'rank1', 'tokenizer.json']);
+  assert.deepEqual(onB, ['config.json', 'rank2', 'rank3', 'tokenizer.json']);
+  assert.equal(onHost(B, `cat ${out}/config.json`), readFileSync(join(out, 'config.json'), 'utf8'));
   assert.equal(onHost(B, `ls -A ${base}`).trim(), 'engine', 'host 1 never got the model');
 });

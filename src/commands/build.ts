@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../checkpoint/errors.js';
 import type { World } from '../rank/types.js';
+import { detectIdentity } from '../rank/identity.js';
 import { build } from '../engine/engine.js';
 import { hasTokenizer, tokenizerFiles } from '../engine/tokenizer.js';
 import { progress } from '../util/progress.js';
@@ -63,11 +64,16 @@ const command: CommandModule<object, BuildArgs> = {
   },
   handler: (a) => exitOnError(async () => {
     const src = resolve((a.checkpoint ?? a.model)!);
-    if (!existsSync(src)) throw new InputError(`${a.checkpoint ? '--checkpoint' : '--model'} ${src}: no such directory`);
+    const q = quantRequestFrom(a as never);
+    // With --quant only rank 0 reads the model (the others get their shard over the world), so only the
+    // launching process and rank 0 may insist that it exists here.
+    const id = detectIdentity();
+    const readsModel = !q || !id.inWorld || id.rank === 0;
+    if (readsModel && !existsSync(src)) throw new InputError(`${a.checkpoint ? '--checkpoint' : '--model'} ${src}: no such directory`);
     const tp = a.checkpoint ? checkpointTp(src) : (a.tp ?? 1);
     const out = resolve(a.out);
     const tokDir = a.tokenizer ? resolve(a.tokenizer) : src;
-    if (a.tokenizer && !hasTokenizer(tokDir)) throw new InputError(`--tokenizer ${tokDir}: no tokenizer.json there`);
+    if (readsModel && a.tokenizer && !hasTokenizer(tokDir)) throw new InputError(`--tokenizer ${tokDir}: no tokenizer.json there`);
     const buildConfig = {
       max_batch_size: a['max-batch-size'],
       max_input_len: a['max-input-len'],
@@ -77,7 +83,6 @@ const command: CommandModule<object, BuildArgs> = {
     };
     await runOnRanks(tp, async (world: World) => {
       const t0 = performance.now();
-      const q = quantRequestFrom(a as never);
       const model = await traceSpan('load', async () => q ? (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'] }, q) : loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, world, parallelEmbedding: a['parallel-embedding'] }));
       const bar = progress('build', model.config.num_hidden_layers, 'layers');
       const engine = await traceSpan('build', () => build(model, buildConfig, { onLayer: () => bar.tick() }));

@@ -5,14 +5,15 @@
 //   ENGINE/rank{r}/weights.bin    rank r's weights, 64 KiB aligned
 //   ENGINE/rank{r}/manifest.json  sizes and sha256 of rank r's files (damage detection)
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { PretrainedConfig } from '../model/config.js';
 import type { Weights } from '../checkpoint/tensor.js';
 import type { World } from '../rank/types.js';
 import { InputError } from '../checkpoint/errors.js';
+import { commitTemp, discardTemp, openTemp, releaseTemp } from '../checkpoint/outdir.js';
 import { resolveBuildConfig, type BuildConfig } from './build-config.js';
 import { buildLlamaSegments } from './llama-graph.js';
 import { isQuantizedLinear, loadQuantLinear } from './linear.js';
@@ -65,25 +66,26 @@ export class Engine {
 
   /**
    * Writes the engine. Alone (no world, or a size-1 world): to a temp sibling, renamed when complete.
-   * With a world: every rank writes its part into one shared temp sibling; after a barrier rank 0 writes
-   * config.json (and `extraFiles`, e.g. the tokenizer) and renames it (so the directory must be on a
-   * filesystem all ranks see).
+   * With a world: every rank writes its part into the job's temp sibling; rank 0 adds config.json (and
+   * `extraFiles`, e.g. the tokenizer) and renames it. No shared filesystem is assumed: on a node that cannot
+   * see rank 0's files, the node's first rank adds them (sent over the world) and renames its own copy.
    */
   async save(dir: string, world?: World, extraFiles: Record<string, Uint8Array> = {}): Promise<void> {
     if (!this.built) throw new Error('engine was loaded from disk; nothing to save');
     const tp = this.tp;
     if (world && world.size !== tp) throw new Error(`engine has ${tp} ranks but the world has ${world.size}`);
     if (!world && tp > 1) throw new Error(`saving a ${tp}-rank engine needs the world of its ranks`);
-    const tmp = join(dirname(dir), `.${basename(dir)}.partial`);
-    if (this.rank === 0) {
-      await rm(tmp, { recursive: true, force: true });
-      await mkdir(tmp, { recursive: true });
-    }
-    if (world) await world.barrier();
+    // A job-unique temporary sibling, so a stale one can never pass for rank 0's on a node of its own.
+    const tag = randomBytes(6).toString('hex');
+    const tmp = join(dirname(dir), `.${basename(dir)}.partial-${world ? await world.broadcastObject(this.rank === 0 ? tag : undefined, 0) : tag}`);
+    // Ranks on a node that does not share rank 0's filesystem finish their own copy of the directory, so
+    // rank 0's extra files (the tokenizer) travel over the world rather than through a shared disk.
+    const extras = world ? await world.broadcastObject(this.rank === 0 ? extraFiles : undefined, 0) : extraFiles;
     try {
-      await this.writeRank(tmp, dir, world, extraFiles);
+      openTemp(tmp); // removed on failure, exit or SIGTERM (how the launcher stops the other ranks)
+      await this.writeRank(tmp, dir, world, extras);
     } catch (e) {
-      await rm(tmp, { recursive: true, force: true }); // no half-written engine left behind
+      discardTemp(tmp); // no half-written engine left behind
       throw e;
     }
     this.dir = dir;
@@ -102,12 +104,20 @@ export class Engine {
     files[WEIGHTS] = { size: this.built.weights.size, sha256: await this.built.weights.write(join(rdir, WEIGHTS)) };
     const manifest: Manifest = { rank: this.rank, files, weight_bytes: this.built.weights.dataBytes, embedding_bytes: this.built.embeddingBytes };
     await writeFile(join(rdir, 'manifest.json'), JSON.stringify(manifest, null, 1));
-    if (world) await world.barrier();
-    if (this.rank === 0) {
+    const finish = async () => {
       for (const [name, bytes] of Object.entries(extraFiles)) await writeFile(join(tmp, name), bytes);
       await writeFile(join(tmp, 'config.json'), JSON.stringify(this.config, null, 2));
-      await rm(dir, { recursive: true, force: true });
-      await rename(tmp, dir);
+    };
+    if (this.rank === 0) await finish();
+    if (world) await world.barrier();
+    // Rank 0 renames its directory; so does the first rank of every node that cannot see rank 0's config.
+    const owns = this.rank === 0 || (world !== undefined && world.localRank === 0 && !existsSync(join(tmp, 'config.json')));
+    if (world) await world.barrier(); // every node has looked before anything is renamed
+    if (owns) {
+      if (this.rank !== 0) await finish();
+      commitTemp(tmp, dir);
+    } else {
+      releaseTemp(tmp);
     }
     if (world) await world.barrier();
   }
