@@ -32,7 +32,7 @@ const webgpu = validation ? [{ name: 'webgpu', validationMode: validation }] : [
 
 for (const nodes of [1, 64]) {
   const model = addChain(nodes);
-  for (const elems of [4096, 1 << 20]) {
+  for (const elems of [4, 4096, 1 << 20]) {
     const x = new ort.Tensor('float32', new Float32Array(elems), [1, elems]);
     const cpu = await ort.InferenceSession.create(model, { executionProviders: ['cpu'], intraOpNumThreads: 1 });
     out({ case: 'cpu ep', nodes, elems, ...(await timeIt(() => cpu.run({ x }))) });
@@ -44,8 +44,11 @@ for (const nodes of [1, 64]) {
     out({ case: 'webgpu: cpu in, gpu-buffer out (no readback)', nodes, elems, ...(await timeIt(async () => { const r = await g2.run({ x }); r.y.dispose(); })) });
     let last = (await g2.run({ x })).y;
     out({ case: 'webgpu: gpu-buffer in (previous output), gpu-buffer out', nodes, elems, ...(await timeIt(async () => { const r = await g2.run({ x: last }); last.dispose(); last = r.y; })) });
-    // The same, plus reading the output back: the device wait + copy that a CPU output costs.
-    out({ case: 'webgpu: gpu-buffer out + getData() readback', nodes, elems, ...(await timeIt(async () => { const r = await g2.run({ x: last }); await r.y.getData(); last.dispose(); last = r.y; })) });
+    // GPU input, CPU output: the decode-step pattern (KV cache on the GPU, logits read back). Reading a
+    // 'gpu-buffer' output with getData() instead aborts the process in onnxruntime-node 1.30.
+    const g3 = await ort.InferenceSession.create(model, { executionProviders: webgpu, preferredOutputLocation: { y: 'cpu' } });
+    out({ case: 'webgpu: gpu-buffer in, cpu out (readback only)', nodes, elems, ...(await timeIt(() => g3.run({ x: last }))) });
+    await g3.release();
     // Output bound to a preallocated GPU tensor (what an in-place KV cache needs).
     let a = (await g2.run({ x })).y; let b = (await g2.run({ x })).y;
     let bound = 'yes';

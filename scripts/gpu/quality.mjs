@@ -9,8 +9,10 @@ const ref = JSON.parse(readFileSync(new URL('../../models/brown-llama-a-referenc
 const cli = (args) => execFileSync(process.execPath, ['dist/cli.js', ...args, '--device', device, '--json', '-q'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
   .split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 
-const [ppl] = cli(['perplexity', '--engine', engine]);
-const gen = cli(['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', ...ref.prompts.flatMap((p) => ['--input-ids', p.input_ids.join(',')])]);
+let ppl = { ppl: NaN };
+try { [ppl] = cli(['perplexity', '--engine', engine]); } catch (e) { process.stderr.write(`perplexity failed: ${e.message.split('\n')[0]}\n`); }
+// One prompt per call (batch 1, as the reference generated them).
+const gen = ref.prompts.map((p) => cli(['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', '--input-ids', p.input_ids.join(',')])[0]);
 const relL2 = (a, b) => Math.sqrt(a.reduce((s, x, i) => s + (x - b[i]) ** 2, 0) / b.reduce((s, x) => s + x * x, 0));
 const perPrompt = ref.prompts.map((p, i) => {
   const got = gen[i].new_ids;

@@ -2,13 +2,16 @@
 # The GPU run of issue 6, in one call on the GPU machine (from the project root, after `npx tsc -p .`
 # and `bash ../shared/device/pack.sh` here; carry [".device", "dist"]):
 #   source .device/setup.sh && bash scripts/gpu/run.sh [SECTION...]
-# Sections (default: all, in this order): adapters overhead quality bandwidth brown tiny tiny-tp2
+# Sections (default: all, in this order): bandwidth make-model transformers (Python only) and
+# adapters overhead quality brown tiny tiny-tp2 (Node). Results accumulate in $OUT/results.jsonl, so the
+# sections may also run over several calls (the tiny model is kept in $TPRUN_GPU_WORK).
 # Logs and results.jsonl go to $OUT (default ./gpu-out); the table is printed at the end.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"; R=$OUT/results.jsonl
 W=${TPRUN_GPU_WORK:-/tmp/tprun-gpu}; mkdir -p "$W"
 PY=${PYTHON:-python3}
-sections=${*:-adapters overhead quality bandwidth brown tiny tiny-tp2}
+sections=${*:-bandwidth make-model transformers adapters overhead quality brown tiny tiny-tp2}
+R0=${RESULTS_IN:-}; [ -n "$R0" ] && [ -f "$R0" ] && cp "$R0" "$R"
 has() { [[ " $sections " == *" $1 "* ]]; }
 step() { echo "== $1 ($(date -u +%T))" | tee -a "$OUT/steps.log"; }
 tprun() { node dist/cli.js "$@"; }
@@ -21,7 +24,15 @@ ref() { # MODEL_DIR LABEL: transformers eager float16 on the same GPU
     | $PY -c "import json,sys; d=json.load(sys.stdin); d['label']='$2'; print(json.dumps(d))" | tee -a "$R"
 }
 
-nvidia-smi --query-gpu=index,name,pci.bus_id,memory.total --format=csv | tee "$OUT/nvidia-smi.txt"
+nvidia-smi --query-gpu=index,name,pci.bus_id,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
+if has bandwidth; then step bandwidth; $PY scripts/gpu/reference.py bandwidth 2>>"$OUT/bandwidth.log" | tee -a "$R"; fi
+if has make-model || has transformers; then
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$OUT/make-model.log" | tee -a "$R"; }
+fi
+if has transformers; then step transformers
+  ref models/brown-llama-a brown-llama-a
+  ref "$W/tiny11" tinyllama-1.1b-shape
+fi
 if has adapters; then step adapters
   node scripts/gpu/adapters.mjs 2>>"$OUT/adapters.log" | tee -a "$R"
   # What the provider opened: Dawn's adapter as ORT logs it at verbose level.
@@ -42,12 +53,10 @@ if has quality; then step quality
     node scripts/gpu/quality.mjs "$W/brown-tp$tp" "brown-llama-a float16 tp=$tp" gpu 2>>"$OUT/quality.log" | tee -a "$R"
   done
 fi
-if has bandwidth; then step bandwidth; $PY scripts/gpu/reference.py bandwidth 2>>"$OUT/bandwidth.log" | tee -a "$R"; fi
 if has brown; then step brown
   [ -d "$W/brown-tp1" ] || tprun build --model models/brown-llama-a --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-tp1" -q >>"$OUT/build.log" 2>&1
   bench "$W/brown-tp1" brown-llama-a
   [ -d "$W/brown-tp2" ] && bench "$W/brown-tp2" brown-llama-a-tp2
-  ref models/brown-llama-a brown-llama-a
 fi
 if has tiny || has tiny-tp2; then
   [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$OUT/make-model.log" | tee -a "$R"; }
@@ -55,7 +64,6 @@ fi
 if has tiny; then step tiny
   tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$OUT/build-tiny.log" 2>&1
   bench "$W/tiny11-tp1" tinyllama-1.1b-shape
-  ref "$W/tiny11" tinyllama-1.1b-shape
 fi
 if has tiny-tp2; then step tiny-tp2
   tprun build --model "$W/tiny11" --tp 2 --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp2" -q >>"$OUT/build-tiny.log" 2>&1
@@ -63,3 +71,5 @@ if has tiny-tp2; then step tiny-tp2
 fi
 step table
 $PY scripts/gpu/reference.py table "$R" | tee "$OUT/table.md"
+# The device tool brings back only a few files: keep results.jsonl and table.md, pack the logs.
+(cd "$OUT" && tar -czf logs.tgz --remove-files $(ls | grep -vE '^(results.jsonl|table.md|logs.tgz)$'))

@@ -146,6 +146,29 @@ export function outputLocations(device: Device, outputNames: readonly string[]):
   return loc;
 }
 
+/** The graph output names of an ONNX model (ModelProto.graph.output[].name), read without loading it. */
+export function onnxOutputNames(model: Uint8Array): string[] {
+  // Protobuf walk: ModelProto field 7 = graph; GraphProto field 12 = output; ValueInfoProto field 1 = name.
+  const fields = (buf: Uint8Array, want: number): Uint8Array[] => {
+    const found: Uint8Array[] = [];
+    let i = 0;
+    const varint = () => { let v = 0; let m = 1; for (;;) { const b = buf[i++]; v += (b & 127) * m; if (b < 128) return v; m *= 128; } };
+    while (i < buf.length) {
+      const key = varint();
+      const wire = key % 8;
+      if (wire === 0) varint();
+      else if (wire === 1) i += 8;
+      else if (wire === 5) i += 4;
+      else if (wire === 2) { const n = varint(); if (Math.floor(key / 8) === want) found.push(buf.subarray(i, i + n)); i += n; }
+      else throw new Error(`unexpected protobuf wire type ${wire}`);
+    }
+    return found;
+  };
+  const graph = fields(model, 7)[0];
+  if (!graph) return [];
+  return fields(graph, 12).map((vi) => Buffer.from(fields(vi, 1)[0] ?? []).toString('utf8'));
+}
+
 // y = Identity(x), float32 [1]: the smallest graph a provider must take to open a session.
 function identityModel(): Uint8Array {
   const g = new Graph('webgpu_probe', 'float32', new WeightFile('none.bin'));

@@ -9,7 +9,8 @@ import type { World } from '../rank/types.js';
 import { traceSpan } from '../util/trace.js';
 import type { Engine } from './engine.js';
 import { rankShape, type RankShape } from './llama-graph.js';
-import { chooseDevice, type Device, type DeviceRequest } from './device.js';
+import { readFileSync } from 'node:fs';
+import { chooseDevice, onnxOutputNames, outputLocations, type Device, type DeviceRequest } from './device.js';
 
 export interface RunnerOptions {
   /** Threads for this rank's ORT sessions; default: this host's cores divided by the local ranks. */
@@ -35,11 +36,11 @@ export interface ForwardRequest {
 /** The KV cache of one batch: per layer a [batch, kv_heads, capacity, head] key and value buffer. */
 export class KvCache {
   readonly tensors: ort.Tensor[][] = [];
-  constructor(readonly batch: number, readonly capacity: number, layers: number, sh: RankShape, dtype: 'float32' | 'float16') {
+  constructor(readonly batch: number, readonly capacity: number, layers: number, sh: RankShape, dtype: 'float32' | 'float16' | 'int8') {
     const n = batch * sh.kvHeadsPerRank * capacity * sh.headSize;
     const dims = [batch, sh.kvHeadsPerRank, capacity, sh.headSize];
     for (let l = 0; l < layers; l++) {
-      this.tensors.push([0, 1].map(() => new ort.Tensor(dtype, dtype === 'float32' ? new Float32Array(n) : new Uint16Array(n), dims)));
+      this.tensors.push([0, 1].map(() => new ort.Tensor(dtype, dtype === 'float32' ? new Float32Array(n) : dtype === 'int8' ? new Int8Array(n) : new Uint16Array(n), dims)));
     }
   }
 
@@ -72,8 +73,9 @@ export class EngineRunner {
     const threads = opts.threads ?? defaultThreads();
     const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
     const { executionProviders } = choice;
-    // On the GPU every output stays in a GPU buffer; forward() reads back only what the host needs.
-    const gpuOut = choice.device === 'gpu' ? { preferredOutputLocation: 'gpu-buffer' as const } : {};
+    // On the GPU the KV cache and the residual stay in GPU buffers; logits and partial sums come to the host as
+    // CPU outputs (reading a 'gpu-buffer' tensor back with getData() aborts the process in onnxruntime-node 1.30).
+    const gpuOut = (path: string) => choice.device === 'gpu' ? { preferredOutputLocation: outputLocations('gpu', onnxOutputNames(readFileSync(path))) } : {};
     const sessions: ort.InferenceSession[] = [];
     await traceSpan('load', async () => {
       for (let i = 0; i < engine.config.segments; i++) {
@@ -85,7 +87,7 @@ export class EngineRunner {
             graphOptimizationLevel: 'all',
             executionMode: 'sequential',
             executionProviders,
-            ...gpuOut,
+            ...gpuOut(path),
           }));
         } catch (e) {
           throw new Error(`${path}: onnxruntime cannot load it (${(e as Error).message.split('\n')[0]})`);
@@ -96,11 +98,15 @@ export class EngineRunner {
   }
 
   get config() { return this.engine.config; }
+  /** The KV cache's element type: int8 with kv_cache_quant_algo INT8, else the engine dtype. */
+  get kvDtype(): 'float32' | 'float16' | 'int8' {
+    return this.engine.config.pretrained_config.quantization?.kv_cache_quant_algo === 'INT8' ? 'int8' : this.engine.config.build_config.dtype;
+  }
   get vocabSize(): number { return this.engine.config.pretrained_config.vocab_size; }
 
   newCache(batch: number, capacity: number): KvCache {
     const c = this.engine.config;
-    return new KvCache(batch, capacity, c.pretrained_config.num_hidden_layers, this.shape, c.build_config.dtype);
+    return new KvCache(batch, capacity, c.pretrained_config.num_hidden_layers, this.shape, this.kvDtype);
   }
 
   /**
@@ -117,7 +123,8 @@ export class EngineRunner {
       total_sequence_length: new ort.Tensor('int32', Int32Array.of(req.totalSeq), []),
       logit_positions: new ort.Tensor('int64', BigInt64Array.from(Array.from(req.positions, (x) => BigInt(x))), [batch, npos]),
     };
-    const emptyKv = new ort.Tensor(dt, dt === 'float32' ? new Float32Array(0) : new Uint16Array(0), [batch, sh.kvHeadsPerRank, 0, sh.headSize]);
+    const kdt = this.kvDtype;
+    const emptyKv = new ort.Tensor(kdt, kdt === 'float32' ? new Float32Array(0) : kdt === 'int8' ? new Int8Array(0) : new Uint16Array(0), [batch, sh.kvHeadsPerRank, 0, sh.headSize]);
     let carried: Record<string, ort.Tensor> = {};
     let logits: Float32Array | undefined;
     for (let i = 0; i < this.sessions.length; i++) {
@@ -135,7 +142,9 @@ export class EngineRunner {
       }
       for (const name of s.outputNames) {
         if (name.startsWith('present.')) {
-          if (!cache) continue;
+          // Without a cache the CPU skips present.*; a GPU session must fetch every 'gpu-buffer' output
+          // (onnxruntime-node 1.30 aborts otherwise) and the outputs are freed right after the run.
+          if (!cache) { if (this.device === 'gpu') fetches[name] = null; continue; }
           const [, l, kind] = name.split('.');
           const t = cache.tensors[+l][kind === 'key' ? 0 : 1];
           // GPU: the first call uploads the host cache and gets it back as a GPU output, bound in place after.
@@ -152,7 +161,8 @@ export class EngineRunner {
       carried = {};
       for (const [name, v] of Object.entries(out)) {
         if (name.startsWith('present.')) {
-          if (this.device === 'gpu' && cache) {
+          if (this.device === 'gpu' && !cache) (v as ort.Tensor).dispose();
+          else if (this.device === 'gpu' && cache) {
             const [, l, kind] = name.split('.');
             cache.tensors[+l][kind === 'key' ? 0 : 1] = v as ort.Tensor;
           }
