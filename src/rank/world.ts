@@ -8,6 +8,7 @@
 // bit-identical on all ranks.
 import { hostname, availableParallelism } from 'node:os';
 import net from 'node:net';
+import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { pack, unpack } from 'msgpackr';
@@ -117,6 +118,20 @@ class LocalWorld implements World {
   async close(): Promise<void> {}
 }
 
+/** The local address the kernel would use to reach host:port (a connected UDP socket sends nothing). */
+function routeAddress(host: string, port: number): Promise<string | undefined> {
+  return new Promise((res) => {
+    const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const done = (a?: string) => { try { s.close(); } catch { /* closed */ } res(a); };
+    s.on('error', () => done(undefined));
+    s.connect(port, host, () => {
+      let a: string | undefined;
+      try { a = s.address().address; } catch { /* not bound */ }
+      done(a);
+    });
+  });
+}
+
 function checkRoot(r: number, size: number, what = 'rank'): void {
   if (!Number.isInteger(r) || r < 0 || r >= size) throw new CommError(`${what} ${r} is not in 0..${size - 1}`);
 }
@@ -193,7 +208,7 @@ class ZmqWorld implements World {
       const dataEp = rdv.bind.startsWith('ipc://')
         ? await this.router.bind(rdv.bind.replace(/\.sock$/, `-${this.rank}.sock`))
         : await this.router.bind('tcp://*:0');
-      const advertised = dataEp.startsWith('tcp://') ? dataEp.replace(/^tcp:\/\/[^:]*:/, `tcp://${this.advertiseHost(rdv.masterHost)}:`) : dataEp;
+      const advertised = dataEp.startsWith('tcp://') ? dataEp.replace(/^tcp:\/\/[^:]*:/, `tcp://${await this.advertiseHost(rdv.connect, rdv.masterHost)}:`) : dataEp;
       if (ShmOut.available()) {
         try { this.shmOut = new ShmOut(jobTag, this.rank, this.size, this.localSize); } catch { this.shmOut = undefined; }
         if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
@@ -266,8 +281,16 @@ class ZmqWorld implements World {
     return s;
   }
 
-  private advertiseHost(masterHost?: string): string {
-    return process.env.TPRUN_ADVERTISE_ADDR ?? (this.rank === 0 && masterHost ? masterHost : hostname());
+  /**
+   * The address peers use for our data socket: rank 0 is wherever the rendezvous is; the others take
+   * the local address of their route to rank 0 (a host name need not resolve on every other host).
+   */
+  private async advertiseHost(connect: string, masterHost?: string): Promise<string> {
+    if (process.env.TPRUN_ADVERTISE_ADDR) return process.env.TPRUN_ADVERTISE_ADDR;
+    if (this.rank === 0 && masterHost) return masterHost;
+    const m = /^tcp:\/\/\[?([^\]]+?)\]?:(\d+)$/.exec(connect);
+    const ip = m ? await routeAddress(m[1], Number(m[2])) : undefined;
+    return ip ? (ip.includes(':') ? `[${ip}]` : ip) : hostname();
   }
 
   private onDisconnect(r: number): void {
@@ -659,8 +682,18 @@ class ZmqWorld implements World {
     try {
       await this.waitFor('close', () => this.shmList.filter((l) => !l.idle).map((l) => l.peer), 5000);
     } catch { /* a dead or stuck peer must not keep us from closing */ }
-    this.closed = true;
     for (const z of this.zlinks) z?.bye();
+    // A peer says goodbye only after its last receive, so once every live peer has, nothing we sent is
+    // still in flight (ZeroMQ reports a send done when it is queued, not when it arrived). Bounded: a
+    // peer that is far behind, stuck or dead must not keep us here.
+    try {
+      await this.waitFor('close', () => {
+        const m: number[] = [];
+        for (let r = 0; r < this.size; r++) if (r !== this.rank && !this.gone.has(r)) m.push(r);
+        return m;
+      }, Math.min(this.timeoutMs, 30_000));
+    } catch { /* see above */ }
+    this.closed = true;
     await Promise.all(this.zlinks.map((z) => z?.close()));
     this.teardown();
   }
