@@ -9,8 +9,9 @@
 // A slot's bytes are written before writeCount is bumped (separate syscalls, so a reader that sees the
 // new count sees the slot), and a slot is reused only after readCount says the reader is done with it.
 // Waiting: a rank first spins on the counters; when that takes too long it publishes a sleep epoch at
-// +64 of its own file and blocks on its ZeroMQ socket; a peer that moves data for it and sees a new
-// epoch sends it a wake-up message (a few tens of µs, instead of timer-granularity polling).
+// +64 of its own file and sleeps in its event loop; a peer that moves data for it and sees a new epoch
+// writes a byte to its wake-up socket (abstract Unix socket; ZeroMQ when that is missing), which costs
+// about as much as spinning at 1 KiB instead of timer-granularity polling.
 import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, existsSync, ftruncateSync, statfsSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';

@@ -5,7 +5,10 @@
 // Collectives are "direct" (every rank exchanges with every other in one hop) rather than rings: with
 // R ranks each rank still moves (R-1)/R of the data per phase, as a ring would, but in one step of
 // latency instead of R-1, and every rank reduces contributions in rank order, so results are
-// bit-identical on all ranks.
+// bit-identical on all ranks. Large reductions run in WebAssembly SIMD (./simd.ts).
+// Environment knobs: TPRUN_COMM_TIMEOUT_MS (default 600000), TPRUN_MAX_MESSAGE_BYTES (default 4 GiB),
+// TPRUN_SPIN_US (busy-wait before sleeping; default 10000, 0 when ranks outnumber cores),
+// TPRUN_BIND=none (no CPU binding), TPRUN_TRANSPORT=zmq (no shared memory), TPRUN_ADVERTISE_ADDR.
 import { hostname, availableParallelism } from 'node:os';
 import net from 'node:net';
 import dgram from 'node:dgram';
