@@ -446,10 +446,34 @@ class ZmqWorld implements World {
     return buf;
   }
 
-  async allReduce<T extends CommArray>(buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
-    const dtype = dtypeOf(buf, o?.dtype);
-    if (op !== 'sum' && op !== 'max' && op !== 'min') throw new CommError(`unknown reduce op '${op}'`);
+  /**
+   * Reductions share this world's scratch memory, so two of them must not overlap (Promise.all of two
+   * allReduces is fine: the second starts when the first ends). The sequence number is taken at call
+   * time, so the pairing with other ranks follows call order as for every other collective.
+   */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = this.busy;
+    const run = prev ? prev.then(fn) : fn();
+    const tail = run.then(() => undefined, () => undefined);
+    this.busy = tail;
+    void tail.then(() => { if (this.busy === tail) this.busy = undefined; });
+    return run;
+  }
+  private busy?: Promise<void>;
+
+  allReduce<T extends CommArray>(buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
+    let dtype: CommDType;
+    try {
+      dtype = dtypeOf(buf, o?.dtype);
+      if (op !== 'sum' && op !== 'max' && op !== 'min') throw new CommError(`unknown reduce op '${op}'`);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const a = this.nextSeq();
+    return this.serial(() => this.allReduceNow(buf, op, dtype, a, o));
+  }
+
+  private async allReduceNow<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, a: number, o?: CollectiveOptions): Promise<T> {
     const R = this.size;
     const what = `allReduce #${a} (${buf.length} x ${dtype})`;
     const n = buf.length;
@@ -522,11 +546,21 @@ class ZmqWorld implements World {
     reduceInto(dtype, op, out, slots.map((s, r) => (r === this.rank ? out : like(out, s))));
   }
 
-  async reduceScatter<T extends CommArray>(buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
-    const dtype = dtypeOf(buf, o?.dtype);
-    const R = this.size;
-    if (buf.length % R !== 0) throw new CommError(`reduceScatter: length ${buf.length} does not divide by the world size ${R}`);
+  reduceScatter<T extends CommArray>(buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
+    let dtype: CommDType;
+    try {
+      dtype = dtypeOf(buf, o?.dtype);
+      if (op !== 'sum' && op !== 'max' && op !== 'min') throw new CommError(`unknown reduce op '${op}'`);
+      if (buf.length % this.size !== 0) throw new CommError(`reduceScatter: length ${buf.length} does not divide by the world size ${this.size}`);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const a = this.nextSeq();
+    return this.serial(() => this.reduceScatterNow(buf, op, dtype, a, o));
+  }
+
+  private async reduceScatterNow<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, a: number, o?: CollectiveOptions): Promise<T> {
+    const R = this.size;
     const k = buf.length / R;
     const out = sub(buf, this.rank * k, (this.rank + 1) * k).slice() as T;
     const tickets: Ticket[] = [];

@@ -70,6 +70,11 @@ async function collectives() {
   await world.allReduce(big);
   const want = refReduce("sum", 1_300_001);
   for (let i = 0; i < big.length; i += 9973) assert.equal(big[i], want[i], `big allReduce at ${i}`);
+  // Reductions issued together (Promise.all) share no scratch memory by accident.
+  const [x, y, z] = await Promise.all([world.allReduce(input(Float32Array, me, 300)), world.allReduce(input(Float32Array, me + 1, 40000)), world.allReduce(input(Int32Array, me, 7), 'max')]);
+  assert.deepEqual(Array.from(x), refReduce('sum', 300), 'concurrent allReduce 1');
+  assert.deepEqual(Array.from(y).slice(0, 50), Array.from({ length: 50 }, (_, i) => { let t = 0; for (let r = 0; r < R; r++) t += val(r + 1, i); return t; }), 'concurrent allReduce 2');
+  assert.deepEqual(Array.from(z), refReduce('max', 7), 'concurrent allReduce 3');
   await world.barrier();
   console.log(JSON.stringify({ rank: me, size: R, ok: true, source: world.source }));
 }
