@@ -162,8 +162,10 @@ class ZmqWorld implements World {
   private gone = new Map<number, { at: number; why: string }>();
   private fatal?: Error;
   private closed = false;
-  private wake?: () => void;
-  private asleep = false;
+  /** Everyone asleep in waitFor (several when collectives run concurrently). */
+  private wakers = new Set<() => void>();
+  /** waitFor calls that have published a sleep epoch (concurrent collectives: several). */
+  private sleepers = 0;
   private epoch = 0;
   private spinNs: bigint;
   private scratch = new ArrayBuffer(0);
@@ -186,9 +188,10 @@ class ZmqWorld implements World {
   }
 
   private kick(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
+    if (!this.wakers.size) return;
+    const ws = [...this.wakers];
+    this.wakers.clear();
+    for (const w of ws) w();
   }
 
   async start(env: Env): Promise<void> {
@@ -332,6 +335,7 @@ class ZmqWorld implements World {
       } while (process.hrtime.bigint() < end);
     }
     const deadline = Date.now() + timeoutMs;
+    let asleep = false;
     try {
       for (;;) {
         const fatal = this.fatal as Error | undefined; // set by event handlers while we awaited
@@ -350,7 +354,8 @@ class ZmqWorld implements World {
         // A fresh epoch each time: a peer wakes us at most once per epoch, and we may sleep again
         // after a wake-up that brought only part of what we wait for.
         if (this.shmOut) {
-          this.asleep = true;
+          if (!asleep) this.sleepers++;
+          asleep = true;
           this.shmOut.setSleeping(++this.epoch);
           this.pump();
           m = missing();
@@ -358,22 +363,20 @@ class ZmqWorld implements World {
         }
         await new Promise<void>((res) => {
           const t = setTimeout(done, Math.min(left, this.shmList.length ? 20 : 200));
-          this.wake = done;
+          const wakers = this.wakers;
+          wakers.add(done);
           function done() {
             clearTimeout(t);
+            wakers.delete(done);
             res();
           }
         });
-        this.wake = undefined;
         this.pump();
         m = missing();
         if (!m.length) return;
       }
     } finally {
-      if (this.asleep) {
-        this.asleep = false;
-        this.shmOut!.setSleeping(0);
-      }
+      if (asleep && --this.sleepers === 0) this.shmOut!.setSleeping(0);
     }
   }
 
