@@ -99,7 +99,7 @@ def table(path):
     bw = next((r for r in rows if r.get('step') == 'bandwidth'), {})
     gbps = bw.get('copy_gb_per_s')
     print(f"\nGPU: {bw.get('device', '?')}, device copy {gbps} GB/s (torch, read + written bytes)\n")
-    print('| model | tp | tprun prefill tok/s | transformers prefill tok/s | ratio | tprun decode tok/s | transformers generate decode tok/s | ratio | bound tok/s (weights once per token at copy bw) | tprun / bound | run ms / readback ms per step |')
+    print('| model | tp | tprun prefill tok/s | transformers prefill tok/s | ratio | tprun decode tok/s | transformers generate decode tok/s | ratio | bound tok/s (weights once per token at copy bw) | tprun / bound | session.run ms / all-reduce ms per forward |')
     print('|---|---|---|---|---|---|---|---|---|---|---|')
     for b in by(bench='generate'):
         name = b.get('label', b['engine'])
@@ -108,9 +108,10 @@ def table(path):
         f = lambda x: '—' if x is None else (f'{x:.1f}' if isinstance(x, float) else str(x))
         rp = b['prefill_tokens_per_s'] / ref['prefill_tokens_per_s'] if ref else None
         rd = b['decode_tokens_per_s'] / ref['decode_tokens_per_s'] if ref else None
-        print(f"| {name} | {b['tp']} | {f(b['prefill_tokens_per_s'])} | {f(ref and ref['prefill_tokens_per_s'])} | {f(rp and round(rp, 2))} "
-              f"| {f(b['decode_tokens_per_s'])} | {f(ref and ref['decode_tokens_per_s'])} (loop {f(ref and ref['loop_decode_tokens_per_s'])}) | {f(rd and round(rd, 2))} "
-              f"| {f(bound and round(bound))} | {f(bound and round(b['decode_tokens_per_s'] / bound, 3))} | {b.get('run_ms_per_forward')} / {b.get('readback_ms_per_forward')} |")
+        share = f"{100 * b['decode_tokens_per_s'] / bound:.2f} %" if bound else '—'
+        print(f"| {name} | {b['tp']} | {f(b['prefill_tokens_per_s'])} | {f(ref and ref['prefill_tokens_per_s'])} | {'—' if rp is None else f'{rp:.2f}x'} "
+              f"| {f(b['decode_tokens_per_s'])} | {f(ref and ref['decode_tokens_per_s'])} (loop {f(ref and ref['loop_decode_tokens_per_s'])}) | {'—' if rd is None else f'{rd:.2f}x'} "
+              f"| {f(bound and round(bound))} | {share} | {b.get('run_ms_per_forward')} / {b.get('allreduce_ms_per_forward')} |")
     for r in by(check='quality'):
         print(f"\n{r['label']}: perplexity {r.get('ppl')} (reference 71.856, off by {r.get('ppl_rel_diff')}), greedy tokens equal for {r.get('greedy_equal')} of 4 prompts")
 

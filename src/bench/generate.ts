@@ -142,10 +142,8 @@ async function measureOne(a: BenchArgs): Promise<void> {
       decode_ms_per_token: r3(decodeMs),
       decode_tokens_per_s: r3(1000 / decodeMs),
       device: runner.device,
-      // Per forward (prefill and decode steps alike): ORT session.run time (which includes the device wait for
-      // outputs read on the host), and the readbacks of GPU outputs.
+      // Per forward (prefill and decode steps alike): ORT session.run time (uploads, device wait, readbacks) and all-reduces.
       run_ms_per_forward: r3((runner.stats.run_ms - s0.run_ms) / (runner.stats.runs / runner.config.segments - s0.runs / runner.config.segments)),
-      readback_ms_per_forward: r3((runner.stats.readback_ms - s0.readback_ms) / ((runner.stats.runs - s0.runs) / runner.config.segments)),
       allreduce_ms_per_forward: r3((runner.stats.allreduce_ms - s0.allreduce_ms) / ((runner.stats.runs - s0.runs) / runner.config.segments)),
       weight_bytes_per_token: bytes[0],
       copy_gb_per_s: r3(gbps[0]),

@@ -65,8 +65,8 @@ export class EngineRunner {
     readonly device: Device = 'cpu',
   ) {}
 
-  /** Where forward() spends its time (session.run, GPU→host readbacks, all-reduces), summed since load. */
-  readonly stats = { runs: 0, run_ms: 0, readbacks: 0, readback_ms: 0, allreduce_ms: 0 };
+  /** Where forward() spends its time (session.run, which includes uploads, the device wait and readbacks; all-reduces), summed since load. */
+  readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0 };
 
   static async load(engine: Engine, world: World, opts: RunnerOptions = {}): Promise<EngineRunner> {
     if (world.size !== engine.tp) throw new Error(`engine was built for ${engine.tp} rank(s) but the world has ${world.size}`);
@@ -166,9 +166,9 @@ export class EngineRunner {
             const [, l, kind] = name.split('.');
             cache.tensors[+l][kind === 'key' ? 0 : 1] = v as ort.Tensor;
           }
-        } else if (name === 'logits') logits = (await this.host(v as ort.Tensor)).data as Float32Array;
-        else if (name.startsWith('calib.')) calib?.set(name.slice(6), { data: (await this.host(v as ort.Tensor)).data as Float32Array, dims: v.dims });
-        else carried[name] = name === 'partial' ? await this.host(v as ort.Tensor) : v as ort.Tensor;
+        } else if (name === 'logits') logits = v.data as Float32Array;
+        else if (name.startsWith('calib.')) calib?.set(name.slice(6), { data: v.data as Float32Array, dims: v.dims });
+        else carried[name] = v as ort.Tensor;
       }
       const partial = carried.partial;
       if (partial && this.world.size > 1) {
@@ -190,16 +190,6 @@ export class EngineRunner {
     const found = new Map<string, { data: Float32Array; dims: readonly number[] }>();
     await this.forward(req, undefined, found);
     return found;
-  }
-
-  /** A host tensor for `t`: GPU outputs are read back (waiting for the device) and their buffer freed. */
-  private async host(t: ort.Tensor): Promise<ort.Tensor> {
-    if (t.location !== 'gpu-buffer') return t;
-    const t0 = performance.now();
-    const data = await t.getData(true);
-    this.stats.readbacks++;
-    this.stats.readback_ms += performance.now() - t0;
-    return new ort.Tensor(t.type, data as Float32Array, t.dims);
   }
 
   private async gatherLogits(local: Float32Array, rows: number): Promise<Float32Array> {
