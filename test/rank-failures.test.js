@@ -73,10 +73,11 @@ test('a rank killed before its peers opened its ring file leaves nothing once th
   let victim;
   const res = spawnRanks(1, [APP, 'hello'], { env: { TPRUN_WORLD_SIZE: '2' }, timeoutMs: 30000 });
   await new Promise((r) => setTimeout(r, 100));
-  const { execFileSync } = await import('node:child_process');
+  const { readFileSync } = await import('node:fs');
+  const cmdline = (pid) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } };
   for (let i = 0; i < 100 && !victim; i++) {
     await new Promise((r) => setTimeout(r, 100));
-    const pids = execFileSync('pgrep', ['-f', `${APP} hello`], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+    const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((p) => cmdline(p).includes(`${APP}\0hello`));
     victim = pids.find((p) => mine(p).length);
   }
   assert.ok(victim, 'rank 0 created its ring file');
