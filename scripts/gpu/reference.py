@@ -103,7 +103,7 @@ def table(path):
     print('|---|---|---|---|---|---|---|---|---|---|---|')
     for b in by(bench='generate'):
         name = b.get('label', b['engine'])
-        ref = next((r for r in by(step='transformers') if r.get('label') == b.get('label', '').replace('-tp2', '')), None)
+        ref = next((r for r in by(step='transformers') if r.get('label') == b.get('label', '').replace('-tp2', '').replace('-int4', '')), None)
         bound = gbps * 1e9 / b['weight_bytes_per_token'] if gbps else None
         f = lambda x: '—' if x is None else (f'{x:.1f}' if isinstance(x, float) else str(x))
         rp = b['prefill_tokens_per_s'] / ref['prefill_tokens_per_s'] if ref else None

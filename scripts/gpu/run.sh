@@ -3,14 +3,14 @@
 # and `bash ../shared/device/pack.sh` here; carry [".device", "dist"]):
 #   source .device/setup.sh && bash scripts/gpu/run.sh [SECTION...]
 # Sections (default: all, in this order): bandwidth make-model transformers (Python only) and
-# adapters overhead quality brown tiny tiny-tp2 (Node). Results accumulate in $OUT/results.jsonl, so the
+# adapters overhead quality brown tiny tiny-int4 tiny-tp2 (Node). Results accumulate in $OUT/results.jsonl, so the
 # sections may also run over several calls (the tiny model is kept in $TPRUN_GPU_WORK).
 # Logs and results.jsonl go to $OUT (default ./gpu-out); the table is printed at the end.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"; R=$OUT/results.jsonl
 W=${TPRUN_GPU_WORK:-/tmp/tprun-gpu}; mkdir -p "$W"
 PY=${PYTHON:-python3}
-sections=${*:-bandwidth make-model transformers adapters overhead quality brown tiny tiny-tp2}
+sections=${*:-bandwidth make-model transformers adapters overhead quality brown tiny tiny-int4 tiny-tp2}
 R0=${RESULTS_IN:-}; [ -n "$R0" ] && [ -f "$R0" ] && cp "$R0" "$R"
 has() { [[ " $sections " == *" $1 "* ]]; }
 step() { echo "== $1 ($(date -u +%T))" | tee -a "$OUT/steps.log"; }
@@ -58,12 +58,16 @@ if has brown; then step brown
   bench "$W/brown-tp1" brown-llama-a
   [ -d "$W/brown-tp2" ] && bench "$W/brown-tp2" brown-llama-a-tp2
 fi
-if has tiny || has tiny-tp2; then
+if has tiny || has tiny-int4 || has tiny-tp2; then
   [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$OUT/make-model.log" | tee -a "$R"; }
 fi
 if has tiny; then step tiny
   tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$OUT/build-tiny.log" 2>&1
   bench "$W/tiny11-tp1" tinyllama-1.1b-shape
+fi
+if has tiny-int4; then step tiny-int4  # int4 weight-only: MatMulNBits on WebGPU
+  tprun build --model "$W/tiny11" --quant int4_wo --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-int4" -q >>"$OUT/build-tiny.log" 2>&1
+  bench "$W/tiny11-int4" tinyllama-1.1b-shape-int4
 fi
 if has tiny-tp2; then step tiny-tp2
   tprun build --model "$W/tiny11" --tp 2 --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp2" -q >>"$OUT/build-tiny.log" 2>&1
