@@ -35,9 +35,13 @@ async function inWorld(body: (world: World) => Promise<void>): Promise<void> {
   const world = await initWorld();
   try {
     await body(world);
-  } finally {
-    await world.close();
+  } catch (e) {
+    // Fail now, without waiting for the peers' goodbyes: a rank that lingered in close() would let its
+    // victims exit first, and the launcher would name one of them as the rank that failed.
+    await world.close({ abort: true }).catch(() => undefined);
+    throw e;
   }
+  await world.close();
 }
 
 export async function runDistributed(n: number, body: (world: World) => Promise<void>, opts: RunDistributedOptions = {}): Promise<void> {

@@ -13,6 +13,10 @@ export interface CollectiveOptions {
   timeoutMs?: number;
 }
 
+export interface CloseOptions {
+  abort?: boolean;
+}
+
 export interface WorldIdentity {
   rank: number;
   size: number;
@@ -44,5 +48,6 @@ export interface World extends WorldIdentity {
   sendObject(value: unknown, dst: number, tag?: number): Promise<void>;
   recvObject<T = unknown>(src: number, tag?: number, opts?: CollectiveOptions): Promise<T>;
   broadcastObject<T = unknown>(value: T | undefined, root: number, opts?: CollectiveOptions): Promise<T>;
-  close(): Promise<void>;
+  /** Graceful by default (waits, bounded, for the peers' goodbyes); `abort` leaves at once (a failing rank). */
+  close(opts?: CloseOptions): Promise<void>;
 }

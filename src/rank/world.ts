@@ -15,7 +15,7 @@ import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { pack, unpack } from 'msgpackr';
-import type { CollectiveOptions, CommArray, CommDType, ReduceOp, World, WorldIdentity } from './types.js';
+import type { CloseOptions, CollectiveOptions, CommArray, CommDType, ReduceOp, World, WorldIdentity } from './types.js';
 import { detectIdentity, rendezvousFor, type Env } from './identity.js';
 import { CommError, Inbox, KIND_OBJ, KIND_P2P } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
@@ -23,6 +23,9 @@ import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
+
+/** How long a rank whose peer left waits before failing in turn (see waitFor). */
+const SECONDARY_FAILURE_DELAY_MS = 250;
 import { bindLocalRank } from './affinity.js';
 
 export { CommError } from './inbox.js';
@@ -118,7 +121,7 @@ class LocalWorld implements World {
   async sendObject(value: unknown, dst: number, tag = 0): Promise<void> { await this.send(pack(value), dst, tag + 0x20000000); }
   async recvObject<T = unknown>(src: number, tag = 0): Promise<T> { return unpack(await this.recv(src, tag + 0x20000000)) as T; }
   async broadcastObject<T = unknown>(value: T | undefined, root: number): Promise<T> { checkRoot(root, 1); return value as T; }
-  async close(): Promise<void> {}
+  async close(_opts?: CloseOptions): Promise<void> {}
 }
 
 /** The local address the kernel would use to reach host:port (a connected UDP socket sends nothing). */
@@ -343,7 +346,12 @@ class ZmqWorld implements World {
         for (const r of m) {
           const g = this.gone.get(r);
           // A disconnect may race the last message it sent; fail only once it has had time to land.
-          if (g && (g.at === 0 || Date.now() - g.at > 100)) throw new CommError(`${what} failed on rank ${this.rank}: ${g.why}`);
+          if (g && (g.at === 0 || Date.now() - g.at > 100)) {
+            // This rank fails only because rank r went first: give r's own exit a head start, so that the
+            // launcher (ours or mpirun) names the rank that failed first rather than its victims.
+            await new Promise((res) => setTimeout(res, SECONDARY_FAILURE_DELAY_MS));
+            throw new CommError(`${what} failed on rank ${this.rank}: ${g.why}`);
+          }
         }
         const left = deadline - Date.now();
         if (left <= 0) {
@@ -716,8 +724,15 @@ class ZmqWorld implements World {
     return unpack(this.inbox.take(root, a, 0)) as T;
   }
 
-  async close(): Promise<void> {
+  async close(opts: CloseOptions = {}): Promise<void> {
     if (this.closed) return;
+    if (opts.abort) {
+      // Failing: tell the peers at once and wait for nothing, so this rank exits before its victims.
+      for (const z of this.zlinks) z?.bye();
+      await Promise.all(this.zlinks.map((z) => z?.close()));
+      this.teardown();
+      return;
+    }
     // Let queued shared-memory sends reach the ring (the peer may still want them), briefly.
     try {
       await this.waitFor('close', () => this.shmList.filter((l) => !l.idle).map((l) => l.peer), 5000);
