@@ -57,7 +57,7 @@ export function openSource(o: ConvertOptions): { config: PretrainedConfig; sourc
 }
 
 /** Everything that can be checked before ranks start: options, config, headers, shapes, tp. */
-export function validateConvert(o: ConvertOptions): void {
+export function validateConvert(o: ConvertOptions): PretrainedConfig {
   if (path.resolve(o.out) === path.resolve(o.model)) throw new InputError(`--out ${o.out}: must differ from --model`);
   const { config, source } = openSource(o);
   try {
@@ -65,6 +65,7 @@ export function validateConvert(o: ConvertOptions): void {
   } finally {
     source.close();
   }
+  return config;
 }
 
 export interface RankStats {

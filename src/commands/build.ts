@@ -74,6 +74,12 @@ const command: CommandModule<object, BuildArgs> = {
     const out = resolve(a.out);
     const tokDir = a.tokenizer ? resolve(a.tokenizer) : src;
     if (readsModel && a.tokenizer && !hasTokenizer(tokDir)) throw new InputError(`--tokenizer ${tokDir}: no tokenizer.json there`);
+    if (a.model && !id.inWorld) {
+      // Checked once here, before ranks start, so bad input is one line rather than one per rank.
+      const { validateConvert } = await import('../checkpoint/convert.js');
+      const config = validateConvert({ model: src, out, tp, useParallelEmbedding: a['parallel-embedding'] });
+      if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
+    }
     const buildConfig = {
       max_batch_size: a['max-batch-size'],
       max_input_len: a['max-input-len'],
