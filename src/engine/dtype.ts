@@ -3,65 +3,10 @@
 
 import type { Tensor } from '../checkpoint/tensor.js';
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-export function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-export function floatToHalf(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let mant = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-  return sign | h;
-}
-
+import { f16BitsToFloat as halfToFloat, floatToHalf } from '../util/half.js';
+export { halfToFloat, floatToHalf };
 /** A float tensor's values as float32 (exact for bf16 and fp16). */
-export function toFloat32(t: Tensor): Float32Array {
-  const n = t.data.length;
-  switch (t.dtype) {
-    case 'float32':
-      return new Float32Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + n));
-    case 'bfloat16': {
-      const src = new Uint16Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + n));
-      const out = new Uint32Array(src.length);
-      for (let i = 0; i < src.length; i++) out[i] = src[i] << 16;
-      return new Float32Array(out.buffer);
-    }
-    case 'float16': {
-      const src = new Uint16Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + n));
-      const out = new Float32Array(src.length);
-      for (let i = 0; i < src.length; i++) out[i] = halfToFloat(src[i]);
-      return out;
-    }
-    default:
-      throw new Error(`expected a float tensor, got ${t.dtype}`);
-  }
-}
+export { toFloat32 } from '../checkpoint/dtype.js';
 
 export function float32ToHalfBits(a: Float32Array): Uint16Array {
   const out = new Uint16Array(a.length);

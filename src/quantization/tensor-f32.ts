@@ -1,6 +1,7 @@
 // Float views of checkpoint tensors: quantization math runs in float32 whatever the checkpoint dtype.
 
 import type { Tensor } from '../checkpoint/tensor.js';
+import { f16BitsToFloat as halfToFloat } from '../util/half.js';
 
 export function toFloat32(t: Tensor, name = 'tensor'): Float32Array {
   const n = t.shape.reduce((a, b) => a * b, 1);
@@ -24,15 +25,6 @@ export function toFloat32(t: Tensor, name = 'tensor'): Float32Array {
     default:
       throw new Error(`${name}: cannot quantize a ${t.dtype} tensor (expected float32, float16 or bfloat16)`);
   }
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
 export function f32Tensor(values: Float32Array, shape: number[]): Tensor {

@@ -1,6 +1,7 @@
 // Element types and reductions for collectives. Half-precision types travel as Uint16Array bit patterns
 // and are reduced in float32, rounded back to nearest-even once per reduction.
 import type { CommArray, CommDType, ReduceOp } from './types.js';
+import { f16BitsToFloat, f32BitsToBf16Bits, floatToF32Bits, floatToHalf } from '../util/half.js';
 
 export function dtypeOf(buf: CommArray, given?: CommDType): CommDType {
   const natural: CommDType | undefined =
@@ -32,48 +33,11 @@ let f16Table: Float32Array | undefined;
 function halfTable(): Float32Array {
   if (f16Table) return f16Table;
   const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >> 10) & 0x1f;
-    const m = h & 0x3ff;
-    t[h] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
-  }
+  for (let h = 0; h < 65536; h++) t[h] = f16BitsToFloat(h);
   return (f16Table = t);
 }
-const cvtF = new Float32Array(1);
-const cvtU = new Uint32Array(cvtF.buffer);
-
-export function f32ToF16(x: number): number {
-  cvtF[0] = x;
-  const b = cvtU[0];
-  const sign = (b >>> 16) & 0x8000;
-  const e = (b >>> 23) & 0xff;
-  let m = b & 0x7fffff;
-  if (e === 0xff) return sign | 0x7c00 | (m ? 0x200 : 0);
-  const he = e - 127 + 15;
-  if (he >= 31) return sign | 0x7c00;
-  if (he <= 0) {
-    if (he < -10) return sign;
-    m |= 0x800000;
-    const shift = 14 - he;
-    const half = 1 << (shift - 1);
-    let r = m >>> shift;
-    const rest = m & ((1 << shift) - 1);
-    if (rest > half || (rest === half && r & 1)) r++;
-    return sign | r;
-  }
-  let r = (he << 10) | (m >>> 13);
-  const rest = m & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && r & 1)) r++; // may carry into the exponent: still correct
-  return sign | r;
-}
-
-export function f32ToBf16(x: number): number {
-  cvtF[0] = x;
-  const b = cvtU[0];
-  if ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff) return ((b >>> 16) | 0x40) & 0xffff;
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
+export const f32ToF16 = floatToHalf;
+export const f32ToBf16 = (x: number): number => f32BitsToBf16Bits(floatToF32Bits(x));
 
 export function toF32(src: Uint16Array, dtype: 'float16' | 'bfloat16', out = new Float32Array(src.length)): Float32Array {
   if (dtype === 'float16') {
