@@ -5,8 +5,9 @@
 //
 // Without --engine it builds brown-llama-a (float32) for tp 1 and 2 in a temp directory first. Each
 // engine is measured in its own child invocation (`--one`), which starts that engine's ranks.
-// The reference tool, where Python has torch and transformers: transformers' eager float32 model on
-// the same prompt ids (bench/generate-reference.py); otherwise its line says why it was skipped.
+// The reference tool, where Python has torch: transformers' eager float32 model (or, without transformers,
+// a plain PyTorch LLaMA) on the same prompt ids (bench/generate-reference.py); otherwise its line says why
+// it was skipped.
 
 import { execa } from 'execa';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -30,7 +31,7 @@ interface BenchArgs {
   device?: 'cpu' | 'gpu' | 'auto';
   one: boolean;
   json: boolean;
-  python: string;
+  python?: string;
 }
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
@@ -47,7 +48,7 @@ const command: CommandModule<object, BenchArgs> = {
     .option('reps', { type: 'number', default: 3 })
     .option('threads', { type: 'number' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
-    .option('python', { type: 'string', default: 'python3', describe: 'Python with torch + transformers for the reference run' })
+    .option('python', { type: 'string', describe: 'Python with torch (and transformers, if installed) for the reference run; default: python3, else /usr/bin/python3 (Debian python3-torch)' })
     .option('one', { type: 'boolean', default: false, hidden: true })
     .option('json', { type: 'boolean', default: false }) as never,
   handler: (a) => exitOnError(async () => {
@@ -77,19 +78,19 @@ const command: CommandModule<object, BenchArgs> = {
       const ref = await reference(a, benchPrompt(a['prompt-len'], pc.vocab_size));
       for (const m of results) {
         if (typeof ref.decode_ms_per_token === 'number') {
-          m.transformers_decode_ms_per_token = ref.decode_ms_per_token;
-          m.decode_speedup_vs_transformers = Math.round(((ref.decode_ms_per_token as number) / (m.decode_ms_per_token as number)) * 1000) / 1000;
-          m.prefill_speedup_vs_transformers = Math.round(((m.prefill_tokens_per_s as number) / (ref.prefill_tokens_per_s as number)) * 1000) / 1000;
+          m.reference_decode_ms_per_token = ref.decode_ms_per_token;
+          m.decode_speedup_vs_reference = Math.round(((ref.decode_ms_per_token as number) / (m.decode_ms_per_token as number)) * 1000) / 1000;
+          m.prefill_speedup_vs_reference = Math.round(((m.prefill_tokens_per_s as number) / (ref.prefill_tokens_per_s as number)) * 1000) / 1000;
         }
         if (a.json) process.stdout.write(`${JSON.stringify(m)}\n`);
         else {
           process.stdout.write(`tp ${m.tp}: prefill ${m.prefill_tokens_per_s} tokens/s, decode ${m.decode_ms_per_token} ms/token ` +
             `(bound ${m.bound_ms_per_token} ms at ${m.copy_gb_per_s} GB/s copy → ${((m.ratio_to_bound as number) * 100).toFixed(1)}% of the bound` +
-            `${m.decode_speedup_vs_transformers ? `; ${m.decode_speedup_vs_transformers}x transformers' decode` : ''})\n`);
+            `${m.decode_speedup_vs_reference ? `; ${m.decode_speedup_vs_reference}x the PyTorch reference's decode` : ''})\n`);
         }
       }
       if (a.json) process.stdout.write(`${JSON.stringify(ref)}\n`);
-      else process.stdout.write(ref.skipped ? `reference skipped: ${ref.skipped}\n` : `transformers: prefill ${ref.prefill_tokens_per_s} tokens/s, decode ${ref.decode_ms_per_token} ms/token\n`);
+      else process.stdout.write(ref.skipped ? `reference skipped: ${ref.skipped}\n` : `${ref.tool}: prefill ${ref.prefill_tokens_per_s} tokens/s, decode ${ref.decode_ms_per_token} ms/token\n`);
     } finally {
       if (tmp) rmSync(tmp, { recursive: true, force: true });
     }
@@ -161,10 +162,14 @@ function benchPrompt(len: number, vocab: number): number[] {
 
 async function reference(a: BenchArgs, prompt: number[]): Promise<Record<string, unknown>> {
   const script = fileURLToPath(new URL('../../bench/generate-reference.py', import.meta.url));
-  const probe = await execa(a.python, ['-c', 'import torch, transformers'], { reject: false });
-  if (probe.exitCode !== 0) return { bench: 'generate-reference', skipped: `${a.python} has no torch/transformers` };
+  const candidates = a.python ? [a.python] : ['python3', '/usr/bin/python3'];
+  let python: string | undefined;
+  for (const p of candidates) {
+    if ((await execa(p, ['-c', 'import torch, numpy'], { reject: false })).exitCode === 0) { python = p; break; }
+  }
+  if (!python) return { bench: 'generate-reference', skipped: `no torch in ${candidates.join(' or ')} (apt-get install python3-torch)` };
   const threads = String(a.threads ?? availableParallelism());
-  const r = await execa(a.python, [script, a.model, JSON.stringify(prompt), String(a['new-tokens']), String(a.reps), threads], { reject: false });
+  const r = await execa(python, [script, a.model, JSON.stringify(prompt), String(a['new-tokens']), String(a.reps), threads], { reject: false });
   if (r.exitCode !== 0) return { bench: 'generate-reference', skipped: `reference failed: ${String(r.stderr).trim().split('\n').pop()}` };
   return JSON.parse(String(r.stdout).trim().split('\n').pop()!);
 }
