@@ -39,9 +39,11 @@ async function fullCli(args: string[]): Promise<void> {
     .strict()
     .showHelpOnFail(false)
     .fail((msg, err) => {
-      // Usage errors from yargs carry only msg: bad input, exit 2.
-      if (err) throw err;
-      fail(new Error(msg), 2);
+      // yargs passes a message for usage and .check() failures (bad input, exit 2) and none when a handler
+      // threw (that error keeps its own exit code). Its messages may span lines: keep them on one.
+      if (err && msg == null) throw err;
+      // Thrown, not reported here: yargs would otherwise go on to run the handler.
+      throw Object.assign(new Error(String(msg ?? err?.message).replace(/\s*\n\s*/g, ' ')), { exitCode: 2 });
     });
   for (const c of commands) cli.command(c);
   cli.command(launchCommand);
