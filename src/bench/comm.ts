@@ -31,7 +31,8 @@ export interface CommResult {
 const RESULTS_ENV = 'TPRUN_BENCH_COMM_OUT';
 
 /** Iterations per timed run: plenty for small messages, ~200 MB moved for large ones, at least 5. */
-const itersFor = (bytes: number) => (bytes <= 65536 ? 3000 : Math.max(5, Math.round(2e8 / bytes)));
+/** Iterations per size, shared by every allreduce benchmark so that tprun and Open MPI run the same protocol. */
+export const itersFor = (bytes: number) => (bytes <= 65536 ? 3000 : Math.max(5, Math.round(2e8 / bytes)));
 
 function parseSizes(s: string): number[] {
   const sizes = s.split(',').map((x) => Number(x.trim()));
@@ -78,7 +79,8 @@ export async function measureWorld(world: World, sizes: number[]): Promise<CommR
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
 
-const MPI_SCRIPT = `
+/** Open MPI's side (mpi4py): warm-up, best of three timed runs, the slowest rank's time; argv[1] = [[bytes, iters], ...]. */
+export const MPI_SCRIPT = `
 import json, sys, time
 import numpy as np
 from mpi4py import MPI

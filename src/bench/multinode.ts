@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
 import { makeHosts, whyNoHosts, type TestHosts } from './netns-hosts.js';
+import { itersFor, MPI_SCRIPT } from './comm.js'; // the same protocol as `tprun bench comm`
 
 interface Args {
   'per-host': number;
@@ -27,32 +28,6 @@ interface Row {
 }
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
-
-/** Same protocol as `tprun bench comm` (warm-up, best of three timed runs, slowest rank's time). */
-const itersFor = (bytes: number) => (bytes <= 65536 ? 2000 : Math.max(5, Math.round(2e8 / bytes)));
-
-const MPI_SCRIPT = `
-import json, sys, time
-import numpy as np
-from mpi4py import MPI
-comm = MPI.COMM_WORLD
-R = comm.Get_size()
-for nbytes, iters in json.loads(sys.argv[1]):
-    buf = np.ones(nbytes // 4, dtype=np.float32)
-    for _ in range(max(3, min(200, iters // 5))):
-        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-    best = float('inf')
-    for rep in range(3):
-        comm.Barrier()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        us = (time.perf_counter() - t0) * 1e6 / iters
-        best = min(best, comm.allreduce(us, op=MPI.MAX))
-    if comm.Get_rank() == 0:
-        bus = 2 * (R - 1) / R * nbytes / (best * 1e3) if R > 1 else 0
-        print(json.dumps({"op": "allreduce", "bytes": nbytes, "ranks": R, "us": round(best, 3), "busGBps": round(bus, 3)}), flush=True)
-`;
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
 const jsonLines = (s: string) => s.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
