@@ -33,8 +33,11 @@ async function fullCli(args: string[]): Promise<void> {
     import('./commands/index.js').then((m) => m.commandsFor(args)),
     import('./commands/launch.js'),
   ]);
+  // yargs would otherwise report the version of whatever package.json is nearest the working directory.
+  const { version } = JSON.parse(await (await import('node:fs/promises')).readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   const cli = yargs(args)
     .scriptName('tprun')
+    .version(version)
     .usage('$0 [options] -- COMMAND [ARGS...]\n$0 <command> [options]')
     .strict()
     .showHelpOnFail(false)

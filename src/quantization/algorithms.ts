@@ -26,6 +26,12 @@ export interface QuantOptions {
   awqClip?: boolean;
 }
 
+/** What the library quantizes with: the options plus the calibration text (the CLI's flags parse into this). */
+export interface QuantRequest extends QuantOptions {
+  calibFile: string;
+  calibSamples: number;
+}
+
 export function needsCalibration(o: QuantOptions): boolean {
   return o.kvCache === 'int8' || o.algo === 'int4_awq' || o.algo === 'w8a8_sq' || o.algo === 'w8a8' || o.algo === 'fp8';
 }

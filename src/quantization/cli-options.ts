@@ -1,7 +1,9 @@
 // `--quant ...` options shared by `tprun convert` and `tprun build --model` (one definition, two commands).
 
 import type { Argv } from 'yargs';
-import { QUANT_ALGOS, type QuantAlgo, type QuantOptions } from './algorithms.js';
+import { QUANT_ALGOS, type QuantAlgo, type QuantRequest } from './algorithms.js';
+
+export type { QuantRequest };
 
 export const DEFAULT_CALIB_FILE = 'data/brown-calib.txt';
 
@@ -39,11 +41,6 @@ export function quantOptions<T>(y: Argv<T>): Argv<T & QuantArgs> {
       if (!(al >= 0 && al <= 1)) throw new Error(`--smooth-alpha ${al}: must lie in [0, 1]`);
       return true;
     }) as unknown as Argv<T & QuantArgs>;
-}
-
-export interface QuantRequest extends QuantOptions {
-  calibFile: string;
-  calibSamples: number;
 }
 
 /** The parsed options as the library takes them; undefined when nothing is to be quantized. */

@@ -17,7 +17,7 @@ import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
 import { needsCalibration } from './algorithms.js';
 import type { CalibrationStats } from './calib-stats.js';
-import type { QuantRequest } from './cli-options.js';
+import type { QuantRequest } from './algorithms.js';
 import { quantizeWeights, type QuantReport } from './quantize-model.js';
 
 const TAG = 0x51000;
