@@ -13,7 +13,7 @@ import { hfExpectedShape } from './hf.js';
 import { metaRow } from './meta.js';
 import { writeTorchFile } from './torch-write.js';
 import { sliceTensor } from '../sharding/slice.js';
-import { commitTemp, openTemp, tempSibling } from './outdir.js';
+import { checkOutDir, commitTemp, openTemp, tempSibling } from './outdir.js';
 
 export interface ModelShape {
   vocab_size: number; hidden_size: number; num_hidden_layers: number; num_attention_heads: number;
@@ -262,6 +262,7 @@ export function generateCheckpoint(o: GenerateOptions): { bytes: number; shape: 
   const shape = { ...preset, ...(o.layers ? { num_hidden_layers: o.layers } : {}) };
   const dtype = o.dtype ?? 'bfloat16';
   const src = new RandomSource(shape, dtype, o.seed ?? 0);
+  checkOutDir(o.out);
   const tmp = tempSibling(o.out, `${process.pid}`);
   openTemp(tmp);
   if (o.format === 'meta') writeMeta(tmp, src, shape, o.mp ?? 1);
