@@ -17,7 +17,7 @@ before(async () => {
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('float32 tp=2: four prompts (text) give the reference ids, logits and 24 greedy tokens', async () => {
-  const args = ['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', '--json'];
+  const args = ['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', '--json', '--logits'];
   for (const p of REF.prompts) args.push('--prompt', p.text);
   const r = await tprun(args);
   assert.equal(r.code, 0, r.stderr);

@@ -137,6 +137,13 @@ export class Engine {
     } catch (e) {
       throw new InputError(`${cfgPath}: unreadable engine config (${(e as Error).message})`);
     }
+    const raw = config as unknown as Record<string, unknown>;
+    if (raw.build_config === undefined && typeof raw.architecture === 'string' && raw.mapping !== undefined) {
+      throw new InputError(`${dir}: a TensorRT-LLM checkpoint, not an engine; build one with: tprun build --checkpoint ${dir} --out ENGINE_DIR`);
+    }
+    if (raw.build_config === undefined && (raw.model_type !== undefined || Array.isArray(raw.architectures))) {
+      throw new InputError(`${dir}: a Hugging Face model, not an engine; build one with: tprun build --model ${dir} --out ENGINE_DIR`);
+    }
     if (config.version !== ENGINE_VERSION) throw new InputError(`${cfgPath}: engine version ${config.version}, this tprun reads version ${ENGINE_VERSION}`);
     if (!Number.isInteger(config.tp_size) || !Number.isInteger(config.segments) || !config.pretrained_config || !config.build_config) {
       throw new InputError(`${cfgPath}: incomplete engine config (damaged engine)`);
