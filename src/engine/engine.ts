@@ -13,7 +13,7 @@ import type { PretrainedConfig } from '../model/config.js';
 import type { Weights } from '../checkpoint/tensor.js';
 import type { World } from '../rank/types.js';
 import { InputError } from '../checkpoint/errors.js';
-import { checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, withPath, type OutGuard } from '../checkpoint/outdir.js';
+import { PRODUCER, checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, withPath, type OutGuard } from '../checkpoint/outdir.js';
 import { resolveBuildConfig, type BuildConfig } from './build-config.js';
 import { buildLlamaSegments } from './llama-graph.js';
 import { isQuantizedLinear, loadQuantLinear } from './linear.js';
@@ -193,7 +193,7 @@ export async function build(model: ModelShard, buildConfig: Partial<BuildConfig>
   const graphs = buildLlamaSegments(cfg, model.rank, model.weights, bc, wf, opts.onLayer);
   const config: EngineConfig = {
     version: ENGINE_VERSION,
-    producer: 'tprun',
+    producer: PRODUCER, // also what lets a later build replace this directory
     pretrained_config: cfg,
     build_config: bc,
     tp_size: cfg.mapping.tp_size,

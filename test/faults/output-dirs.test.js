@@ -175,3 +175,15 @@ test('the rename itself (what a node without rank 0\'s filesystem runs) refuses 
     process.chdir(prev);
   }
 });
+
+test('gen-checkpoint follows the same rule (--out ., a foreign directory; --force for the latter only)', () => {
+  const d = userDir('gen-foreign');
+  const before = snapshot(d);
+  const gen = ['gen-checkpoint', '--preset', 'brown', '--layers', '1'];
+  assertRefused(tprun([...gen, '--out', '.', '--force'], { cwd: d }), /^tprun gen-checkpoint: --out \.: is the current directory/, 'gen --out .');
+  assertRefused(tprun([...gen, '--out', d]), /is not empty and was not written by tprun/, 'gen foreign');
+  assert.deepEqual(snapshot(d), before);
+  const r = tprun([...gen, '--out', d, '--force']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(fs.existsSync(path.join(d, 'model.safetensors')) && !fs.existsSync(path.join(d, 'thesis.tex')));
+});
