@@ -13,7 +13,7 @@ const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tprun-enospc-'));
 const FULL = path.join(work, 'full');
 fs.mkdirSync(FULL);
 const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', FULL], { encoding: 'utf8' });
-const skip = mount.status === 0 ? false : `cannot mount a small tmpfs (${(mount.stderr || mount.error?.message || '').trim()}); needs root`;
+const skip = mount.status === 0 ? false : `cannot mount a small tmpfs (${(mount.stderr || mount.error?.message || '').trim().split('\n')[0]}); needs root`;
 test.after(() => {
   if (!skip) spawnSync('umount', [FULL]);
   fs.rmSync(work, { recursive: true, force: true });

@@ -16,7 +16,7 @@ import { generateCheckpoint } from '../../dist/checkpoint/generate.js';
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tprun-outmn-'));
 test.after(() => fs.rmSync(work, { recursive: true, force: true }));
 const probe = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs tmpfs ${work} && umount ${work}`], { encoding: 'utf8' });
-const skip = probe.status === 0 ? false : `needs root for unshare -m and mount (${(probe.stderr || probe.error?.message || '').trim()})`;
+const skip = probe.status === 0 ? false : `needs root for unshare -m and mount (${(probe.stderr || probe.error?.message || '').trim().split('\n')[0]})`;
 
 const MODEL = path.join(work, 'model');
 generateCheckpoint({ preset: 'brown', layers: 1, out: MODEL, seed: 6 });
