@@ -48,6 +48,8 @@ async function fullCli(args: string[]): Promise<void> {
       // Thrown, not reported here: yargs would otherwise go on to run the handler.
       throw Object.assign(new Error(String(msg ?? err?.message).replace(/\s*\n\s*/g, ' ')), { exitCode: 2 });
     });
+  const { notANumber } = await import('./engine/cli-util.js');
+  cli.check((a) => notANumber(a, args), true);
   for (const c of commands) cli.command(c);
   cli.command(launchCommand);
   await cli.help().alias('h', 'help').parseAsync();

@@ -65,6 +65,7 @@ test('a rank that fails mid-conversion: exit 2, its one-line error, no output or
   const out = path.join(work, 'out');
   fs.mkdirSync(out);
   fs.writeFileSync(path.join(out, 'old.txt'), 'previous run');
+  fs.writeFileSync(path.join(out, 'config.json'), '{"producer": "tprun"}'); // an earlier run's: replaceable
   const r = run(['convert', '--model', model, '--tp', '2', '--dtype', 'float16', '--out', out]);
   assert.equal(r.status, 2, r.stderr);
   const lines = r.stderr.split('\n').filter((l) => l.includes('beyond float16'));
@@ -73,5 +74,5 @@ test('a rank that fails mid-conversion: exit 2, its one-line error, no output or
   assert.match(lines[0], /model-00002-of-00002\.safetensors|lm_head\.weight/);
   // The old output is untouched and no temporary sibling remains.
   assert.deepEqual(fs.readdirSync(work).sort(), ['model', 'out']);
-  assert.deepEqual(fs.readdirSync(out), ['old.txt']);
+  assert.deepEqual(fs.readdirSync(out).sort(), ['config.json', 'old.txt']);
 });

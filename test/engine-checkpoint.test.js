@@ -14,7 +14,7 @@ before(() => { dir = mkdtempSync(join(tmpdir(), 'tprun-engine-ckpt-')); });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 async function checkAgainstReference(engine) {
-  const args = ['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', '--json'];
+  const args = ['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', '--json', '--logits'];
   for (const p of REF.prompts.slice(0, 2)) args.push('--prompt', p.text);
   const r = await tprun(args);
   assert.equal(r.code, 0, r.stderr);

@@ -17,7 +17,7 @@ before(async () => {
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('float16 tp=2: last-prompt logits within 5e-3 of transformers\' float32', async () => {
-  const args = ['generate', '--engine', engine, '--max-new-tokens', '8', '--json'];
+  const args = ['generate', '--engine', engine, '--max-new-tokens', '8', '--json', '--logits'];
   for (const p of REF.prompts) args.push('--input-ids', p.input_ids.join(','));
   const r = await tprun(args);
   assert.equal(r.code, 0, r.stderr);

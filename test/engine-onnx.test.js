@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ort from 'onnxruntime-node';
+import ort from '../dist/engine/ort.js'; // telemetry off, as tprun itself loads it
 import { Graph, MS } from '../dist/engine/graph.js';
 import { WeightFile, WEIGHT_ALIGN } from '../dist/engine/weight-file.js';
 import { floatToHalf, halfToFloat, fromFloat32, toFloat32 } from '../dist/engine/dtype.js';

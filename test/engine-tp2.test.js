@@ -17,7 +17,7 @@ before(async () => {
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('float32 tp=2: four prompts (text) give the reference ids, logits and 24 greedy tokens', async () => {
-  const args = ['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', '--json'];
+  const args = ['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', '--json', '--logits'];
   for (const p of REF.prompts) args.push('--prompt', p.text);
   const r = await tprun(args);
   assert.equal(r.code, 0, r.stderr);
@@ -42,9 +42,10 @@ test('float32 tp=2 held-out perplexity is within 0.5% of transformers', async ()
   assert.ok(relDiff(res.ppl, REF.heldout_ppl.ppl) < 0.005, `ppl ${res.ppl}`);
 });
 
-test('--input-ids and --prompt agree; the plain output ends with a timing summary', async () => {
+test('--input-ids and --prompt agree; a timing summary follows on stderr (stdout is the text alone)', async () => {
   const r = await tprun(['generate', '--engine', engine, '--input-ids', REF.prompts[1].input_ids.join(','), '--max-new-tokens', '6']);
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.stdout.startsWith(`${REF.prompts[1].text}${REF.prompts[1].greedy_text.split(' ').slice(0, 4).join(' ')}`), r.stdout);
-  assert.match(r.stdout, /tp 2 · load .* ms · prefill 8 tokens in .* decode .* ms\/step/);
+  assert.match(r.stderr, /tp 2 · load .* ms · prefill 8 tokens in .* decode .* ms\/step/);
+  assert.doesNotMatch(r.stdout, /ms\/step/);
 });

@@ -20,7 +20,7 @@ test('float32 tp=4: logits and 24 greedy tokens of four batched prompts match tr
   const cfg = JSON.parse(readFileSync(join(engine, 'config.json'), 'utf8'));
   assert.equal(cfg.tp_size, 4);
   assert.equal(cfg.pretrained_config.use_parallel_embedding, true);
-  const args = ['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', '--json'];
+  const args = ['generate', '--engine', engine, '--max-new-tokens', '24', '--ignore-eos', '--json', '--logits'];
   for (const p of REF.prompts) args.push('--input-ids', p.input_ids.join(','));
   const r = await tprun(args);
   assert.equal(r.code, 0, r.stderr);

@@ -13,7 +13,7 @@ import { SafetensorsWriter } from './safetensors.js';
 import { ioStats } from './ranged.js';
 import { pipeShards, planRank } from './shard.js';
 import type { TensorSource } from './source.js';
-import { commitTemp, discardTemp, openTemp, releaseTemp, tempSibling } from './outdir.js';
+import { checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, tempSibling, withPath } from './outdir.js';
 import type { FloatDType } from './hf-config.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
@@ -30,6 +30,8 @@ export interface ConvertOptions {
   clamp?: boolean;
   useParallelEmbedding?: boolean;
   embeddingShardingDim?: 0 | 1;
+  /** Replace an existing --out that tprun did not write (never the cwd, home or the input: outdir.ts). */
+  force?: boolean;
 }
 
 export function detectFormat(dir: string): Exclude<SourceFormat, 'auto'> {
@@ -58,7 +60,7 @@ export function openSource(o: ConvertOptions): { config: PretrainedConfig; sourc
 
 /** Everything that can be checked before ranks start: options, config, headers, shapes, tp. */
 export function validateConvert(o: ConvertOptions): PretrainedConfig {
-  if (path.resolve(o.out) === path.resolve(o.model)) throw new InputError(`--out ${o.out}: must differ from --model`);
+  checkOutDir(o.out, o);
   const { config, source } = openSource(o);
   try {
     planRank(source, config, 0);
@@ -88,6 +90,7 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
   let bytes = 0;
   let openedConfig: PretrainedConfig | undefined;
   try {
+    checkOutDir(o.out, o); // again on every rank: ranks on other nodes write their own copy
     openTemp(tmp);
     const { config, source } = openSource(o);
     openedConfig = config;
@@ -103,7 +106,7 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
         writer.close();
       } catch (e) {
         writer.abort();
-        throw e;
+        throw withPath(e, writer.file);
       }
       bar.done();
       if (world.rank === 0) writeConfig(tmp, config);
@@ -123,7 +126,7 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
     if (ok[0] !== 1) discardTemp(tmp);
     else {
       if (world.rank !== 0) writeConfig(tmp, openedConfig!);
-      commitTemp(tmp, o.out);
+      commitTemp(tmp, o.out, o);
     }
   } else {
     releaseTemp(tmp);

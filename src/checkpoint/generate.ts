@@ -13,7 +13,7 @@ import { hfExpectedShape } from './hf.js';
 import { metaRow } from './meta.js';
 import { writeTorchFile } from './torch-write.js';
 import { sliceTensor } from '../sharding/slice.js';
-import { commitTemp, openTemp, tempSibling } from './outdir.js';
+import { checkOutDir, commitTemp, openTemp, tempSibling } from './outdir.js';
 
 export interface ModelShape {
   vocab_size: number; hidden_size: number; num_hidden_layers: number; num_attention_heads: number;
@@ -254,6 +254,8 @@ export interface GenerateOptions {
   shardBytes?: number;
   seed?: number;
   configStyle?: 4 | 5;
+  /** Replace an existing `out` that tprun did not write (outdir.ts). */
+  force?: boolean;
 }
 
 export function generateCheckpoint(o: GenerateOptions): { bytes: number; shape: ModelShape } {
@@ -262,11 +264,12 @@ export function generateCheckpoint(o: GenerateOptions): { bytes: number; shape: 
   const shape = { ...preset, ...(o.layers ? { num_hidden_layers: o.layers } : {}) };
   const dtype = o.dtype ?? 'bfloat16';
   const src = new RandomSource(shape, dtype, o.seed ?? 0);
+  checkOutDir(o.out, o);
   const tmp = tempSibling(o.out, `${process.pid}`);
   openTemp(tmp);
   if (o.format === 'meta') writeMeta(tmp, src, shape, o.mp ?? 1);
   else writeHf(tmp, src, hfConfigJson(shape, dtype, o.configStyle ?? 5), o.shardBytes);
-  commitTemp(tmp, o.out);
+  commitTemp(tmp, o.out, o);
   const bytes = src.names().reduce((a, n) => a + byteSize(dtype, src.info(n).shape), 0);
   return { bytes, shape };
 }

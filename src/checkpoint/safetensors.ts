@@ -7,6 +7,7 @@ const writeAt = promisify(fs.write);
 import path from 'node:path';
 import type { DType, Tensor } from './tensor.js';
 import { InputError } from './errors.js';
+import { withPath } from './outdir.js';
 import { DTYPE_TO_ST, ITEMSIZE, ST_TO_DTYPE, byteSize, numel } from './dtype.js';
 import { type StoredTensor, preadFully, readColsAt, readRowsAt } from './ranged.js';
 
@@ -192,8 +193,13 @@ export class SafetensorsWriter {
     prefix.writeBigUInt64LE(BigInt(json.length));
     fs.mkdirSync(path.dirname(file), { recursive: true });
     this.fd = fs.openSync(file, 'w');
-    fs.writeSync(this.fd, prefix);
-    fs.writeSync(this.fd, json);
+    try {
+      fs.writeSync(this.fd, prefix);
+      fs.writeSync(this.fd, json);
+    } catch (e) {
+      fs.closeSync(this.fd);
+      throw withPath(e, file);
+    }
     this.pos = 8 + json.length;
   }
 
@@ -213,7 +219,11 @@ export class SafetensorsWriter {
   write(name: string, t: Tensor): void {
     const pos = this.check(name, t);
     let done = 0;
-    while (done < t.data.length) done += fs.writeSync(this.fd, t.data, done, t.data.length - done, pos + done);
+    try {
+      while (done < t.data.length) done += fs.writeSync(this.fd, t.data, done, t.data.length - done, pos + done);
+    } catch (e) {
+      throw withPath(e, this.file); // node's ENOSPC / EIO messages do not say which file
+    }
   }
 
   /**
@@ -246,7 +256,7 @@ export class SafetensorsWriter {
   private async writeBytes(pos: number, data: Uint8Array): Promise<void> {
     let done = 0;
     while (done < data.length) {
-      const { bytesWritten } = await writeAt(this.fd, data, done, data.length - done, pos + done);
+      const { bytesWritten } = await writeAt(this.fd, data, done, data.length - done, pos + done).catch((e) => { throw withPath(e, this.file); });
       done += bytesWritten;
     }
   }

@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { PretrainedConfig } from '../model/config.js';
 import type { Tensor } from './tensor.js';
 import { InputError } from './errors.js';
+import { PRODUCER, withPath } from './outdir.js';
 import { readJson } from './hf-config.js';
 import { SafetensorsFile } from './safetensors.js';
 import { type TensorMeta, type TensorSource, colsOf } from './source.js';
@@ -55,7 +56,7 @@ export function readTllmConfig(dir: string): PretrainedConfig {
     const i = p.error.issues[0];
     throw new InputError(`${file}: ${i.path.join('.') || '(root)'}: ${i.message}`);
   }
-  const c = p.data;
+  const { producer: _marker, ...c } = p.data; // the directory's marker, not part of the model
   if (c.architecture !== 'LlamaForCausalLM') throw new InputError(`${file}: unsupported architecture ${c.architecture}`);
   const out = {
     ...c,
@@ -73,7 +74,14 @@ export function rankFile(dir: string, rank: number): string {
 
 export function writeConfig(dir: string, config: PretrainedConfig): void {
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  // "producer" marks the directory as tprun's, so a later --out may replace it (outdir.ts). TensorRT-LLM's
+  // PretrainedConfig keeps unknown top-level keys as plain attributes, so its loader is unaffected.
+  const file = path.join(dir, 'config.json');
+  try {
+    fs.writeFileSync(file, JSON.stringify({ ...config, producer: PRODUCER }, null, 2) + '\n');
+  } catch (e) {
+    throw withPath(e, file);
+  }
 }
 
 /**

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../checkpoint/errors.js';
+import { checkOutDir } from '../checkpoint/outdir.js';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
 import { build } from '../engine/engine.js';
@@ -28,6 +29,7 @@ interface BuildArgs {
   device: 'cpu' | 'gpu';
   tokenizer?: string;
   'parallel-embedding': boolean;
+  force: boolean;
   quiet: boolean;
   trace?: string;
   [k: string]: unknown;
@@ -41,7 +43,8 @@ const command: CommandModule<object, BuildArgs> = {
       .option('checkpoint', { type: 'string', describe: 'TensorRT-LLM checkpoint directory (config.json + rank{r}.safetensors)' })
       .option('model', { type: 'string', describe: 'Hugging Face or Meta model directory (converted in memory)' })
       .option('tp', { type: 'number', describe: 'tensor-parallel ranks (with --model; default 1)' })
-      .option('out', { type: 'string', demandOption: true, describe: 'engine directory to write' })
+      .option('out', { type: 'string', demandOption: true, describe: 'engine directory to write (an existing one is replaced only if empty or written by tprun)' })
+      .option('force', { type: 'boolean', default: false, describe: 'also replace an existing --out that tprun did not write (never the current directory, home or the input)' })
       .option('max-batch-size', { type: 'number', default: 8 })
       .option('max-input-len', { type: 'number', default: 512 })
       .option('max-seq-len', { type: 'number', default: 1024 })
@@ -74,10 +77,12 @@ const command: CommandModule<object, BuildArgs> = {
     const out = resolve(a.out);
     const tokDir = a.tokenizer ? resolve(a.tokenizer) : src;
     if (readsModel && a.tokenizer && !hasTokenizer(tokDir)) throw new InputError(`--tokenizer ${tokDir}: no tokenizer.json there`);
+    const guard = { force: a.force, model: src, inputs: [tokDir] };
+    checkOutDir(a.out, guard); // before any rank starts; every rank checks again where it writes
     if (a.model && !id.inWorld) {
       // Checked once here, before ranks start, so bad input is one line rather than one per rank.
       const { validateConvert } = await import('../checkpoint/convert.js');
-      const config = validateConvert({ model: src, out, tp, useParallelEmbedding: a['parallel-embedding'] });
+      const config = validateConvert({ model: src, out, tp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
       if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
     }
     const buildConfig = {
@@ -93,7 +98,7 @@ const command: CommandModule<object, BuildArgs> = {
       const bar = progress('build', model.config.num_hidden_layers, 'layers');
       const engine = await traceSpan('build', () => build(model, buildConfig, { onLayer: () => bar.tick() }));
       bar.done();
-      await traceSpan('save', () => engine.save(out, world.size > 1 ? world : undefined, world.rank === 0 && hasTokenizer(tokDir) ? tokenizerFiles(tokDir) : {}));
+      await traceSpan('save', () => engine.save(out, world.size > 1 ? world : undefined, world.rank === 0 && hasTokenizer(tokDir) ? tokenizerFiles(tokDir) : {}, guard));
       if (world.rank === 0) {
         process.stdout.write(`built ${out}: ${tp} rank(s), ${engine.config.segments} segment(s) per rank, ${a.dtype}, ${(performance.now() - t0).toFixed(0)} ms\n`);
         if (!hasTokenizer(tokDir)) process.stderr.write(`tprun: note: ${tokDir} has no tokenizer.json; give generate --tokenizer DIR (or build with --tokenizer)\n`);

@@ -20,6 +20,7 @@ interface Args {
   clamp: boolean;
   'parallel-embedding': boolean;
   'embedding-sharding-dim': 0 | 1;
+  force: boolean;
 }
 
 /** Where each rank's RankStats go, one JSON file per rank (used by `tprun bench convert`). */
@@ -34,14 +35,15 @@ const convert: CommandModule<object, Args> = {
     .option('pp', { type: 'number', default: 1, describe: 'pipeline-parallel size (only 1)' })
     .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, describe: 'weight dtype (default: the source\'s)' })
     .option('format', { choices: ['auto', 'hf', 'meta', 'tllm'] as const, default: 'auto' as const, describe: 'source layout; tllm reshards a TensorRT-LLM checkpoint to --tp' })
-    .option('out', { type: 'string', default: 'tllm_checkpoint', describe: 'output directory (replaced atomically)' })
+    .option('out', { type: 'string', default: 'tllm_checkpoint', describe: 'output directory (written atomically; an existing one is replaced only if empty or written by tprun)' })
+    .option('force', { type: 'boolean', default: false, describe: 'also replace an existing --out that tprun did not write (never the current directory, home or the input)' })
     .option('clamp', { type: 'boolean', default: false, describe: 'saturate values beyond float16\'s range instead of failing' })
     .option('parallel-embedding', { type: 'boolean', default: false, describe: 'shard the embedding table instead of replicating it' })
     .option('embedding-sharding-dim', { choices: [0, 1] as const, default: 0 as const, describe: 'with --parallel-embedding: split the vocabulary (0) or the hidden size (1)' }) as any,
   handler: async (a) => {
     const o: ConvertOptions = {
       model: a.model, out: a.out, tp: a.tp, pp: a.pp, dtype: a.dtype, format: a.format, clamp: a.clamp,
-      useParallelEmbedding: a['parallel-embedding'], embeddingShardingDim: a['embedding-sharding-dim'],
+      useParallelEmbedding: a['parallel-embedding'], embeddingShardingDim: a['embedding-sharding-dim'], force: a.force,
     };
     try {
       const { convertRank, validateConvert } = await import('../checkpoint/convert.js');

@@ -4,7 +4,7 @@ import { isInputError } from '../checkpoint/errors.js';
 
 interface Args {
   preset: string; out: string; format: 'hf' | 'meta'; dtype: 'float32' | 'float16' | 'bfloat16';
-  layers?: number; mp: number; 'shard-size': number; seed: number; 'config-style': 4 | 5;
+  layers?: number; mp: number; 'shard-size': number; seed: number; 'config-style': 4 | 5; force: boolean;
 }
 
 const gen: CommandModule<object, Args> = {
@@ -19,6 +19,7 @@ const gen: CommandModule<object, Args> = {
     .option('mp', { type: 'number', default: 1, describe: 'model-parallel files (Meta format)' })
     .option('shard-size', { type: 'number', default: 2000, describe: 'max MB per safetensors shard (HF format)' })
     .option('seed', { type: 'number', default: 0 })
+    .option('force', { type: 'boolean', default: false, describe: 'replace an existing --out that tprun did not write (never the current directory or home)' })
     .option('config-style', { choices: [4, 5] as const, default: 5 as const, describe: 'transformers 4 or 5 config keys' }) as any,
   handler: async (a) => {
     try {
@@ -26,7 +27,7 @@ const gen: CommandModule<object, Args> = {
       const t0 = performance.now();
       const r = generateCheckpoint({
         preset: a.preset, out: a.out, format: a.format, dtype: a.dtype, layers: a.layers, mp: a.mp,
-        shardBytes: a['shard-size'] * 1e6, seed: a.seed, configStyle: a['config-style'],
+        shardBytes: a['shard-size'] * 1e6, seed: a.seed, configStyle: a['config-style'], force: a.force,
       });
       process.stdout.write(JSON.stringify({ out: a.out, bytes: r.bytes, seconds: (performance.now() - t0) / 1000 }) + '\n');
     } catch (e: any) {

@@ -4,7 +4,7 @@
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../checkpoint/errors.js';
-import { exitOnError, rankRunOptions, parseIds, runOnRanks } from '../engine/cli-util.js';
+import { ansiOn, exitOnError, rankRunOptions, parseIds, runOnRanks } from '../engine/cli-util.js';
 import { Engine } from '../engine/engine.js';
 import { generate } from '../engine/generate.js';
 import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
@@ -25,6 +25,7 @@ interface GenerateArgs {
   threads?: number;
   device?: 'cpu' | 'gpu' | 'auto';
   json: boolean;
+  logits: boolean;
   quiet: boolean;
   trace?: string;
 }
@@ -46,6 +47,7 @@ const command: CommandModule<object, GenerateArgs> = {
     .option('threads', { type: 'number', describe: 'ORT threads per rank (default: cores / local ranks)' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
     .option('json', { type: 'boolean', default: false, describe: 'one JSON line per prompt on stdout' })
+    .option('logits', { type: 'boolean', default: false, describe: 'with --json: add last_prompt_logits (the full vocabulary, per prompt)' })
     .check((a) => {
       if (!a.prompt?.length && !a['input-ids']?.length) throw new Error('give --prompt TEXT or --input-ids 0,1,2');
       if (a.prompt?.length && a['input-ids']?.length) throw new Error('--prompt and --input-ids are mutually exclusive');
@@ -104,18 +106,19 @@ const command: CommandModule<object, GenerateArgs> = {
             prompt_ids: res.promptIds[b],
             new_ids: ids,
             text,
-            last_prompt_logits: Array.from(res.lastPromptLogits[b]),
+            ...(a.logits ? { last_prompt_logits: Array.from(res.lastPromptLogits[b]) } : {}),
             timings,
           })}\n`);
         } else {
           const prompt = tok ? tok.decode(res.promptIds[b], { skipSpecial: true }) : res.promptIds[b].join(',');
-          const shown = !tok ? ` -> ${ids.join(',')}` : process.stdout.isTTY ? `\x1b[1m${shownText}\x1b[0m` : shownText;
+          const shown = !tok ? ` -> ${ids.join(',')}` : ansiOn(process.stdout) ? `\x1b[1m${shownText}\x1b[0m` : shownText;
           process.stdout.write(`${prompt}${shown}\n`);
         }
       });
-      if (!a.json) {
+      // Stats are for the person watching: stderr (stdout stays the generated text), and not with -q.
+      if (!a.json && !a.quiet) {
         const nPrompt = prompts.reduce((s, p) => s + p.length, 0);
-        process.stdout.write(
+        process.stderr.write(
           `tp ${world.size} · load ${timings.load_ms} ms · prefill ${nPrompt} tokens in ${timings.prefill_ms} ms ` +
           `(${round(nPrompt / (res.timings.prefill_ms / 1000))} tokens/s) · decode ${timings.decode_ms_per_token} ms/step ` +
           `(${timings.tokens_per_s} tokens/s, batch ${prompts.length})\n`);

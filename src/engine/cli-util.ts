@@ -3,6 +3,37 @@
 
 import type { Argv } from 'yargs';
 import type { World } from '../rank/types.js';
+import { detectIdentity } from '../rank/identity.js';
+
+/**
+ * Whether to put ANSI codes on `stream`: never with NO_COLOR (no-color.org: set and not empty), always
+ * with FORCE_COLOR (not 0), and otherwise only on a terminal that is the user's: a rank under mpirun /
+ * srun / PMI may have a pseudo-terminal of the launcher's as stdout, which forwards into whatever the
+ * launcher's own stdout is (often a pipe or a log file), so that is not taken as a person watching.
+ */
+export function ansiOn(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env.NO_COLOR) return false;
+  if (env.FORCE_COLOR !== undefined && env.FORCE_COLOR !== '' && env.FORCE_COLOR !== '0') return true;
+  const id = detectIdentity(env);
+  if (id.inWorld && id.source !== 'tprun') return false;
+  return stream.isTTY === true;
+}
+
+/**
+ * A yargs check for every command: a number option given something that is not a number (`--tp two`)
+ * is named with what was typed, instead of yargs' NaN reaching the command.
+ */
+export function notANumber(argv: Record<string, unknown>, args: string[] = process.argv.slice(2)): true {
+  for (const [k, v] of Object.entries(argv)) {
+    if (typeof v !== 'number' || !Number.isNaN(v)) continue;
+    const flag = k.length === 1 ? `-${k}` : `--${k}`;
+    const i = args.findIndex((x) => x === flag || x.startsWith(`${flag}=`));
+    if (i < 0) continue; // the camelCase twin of a kebab-case option: reported under its own name
+    const typed = args[i].includes('=') ? args[i].slice(args[i].indexOf('=') + 1) : args[i + 1] ?? '';
+    throw new Error(`${flag} ${typed}: not a number`);
+  }
+  return true;
+}
 
 export async function exitOnError(fn: () => Promise<void>): Promise<void> {
   try {

@@ -91,7 +91,7 @@ let probed: Promise<string | null> | undefined;
 export function probeWebGpu(): Promise<string | null> {
   probed ??= (async () => {
     if (process.platform !== 'linux' || process.arch !== 'x64') return `the WebGPU provider of onnxruntime-node is bundled for linux-x64 only (this is ${process.platform}-${process.arch})`;
-    const ort = (await import('onnxruntime-node')).default;
+    const ort = (await import('./ort.js')).default;
     try {
       const s = await ort.InferenceSession.create(identityModel(), {
         executionProviders: ['webgpu'],

@@ -7,13 +7,13 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile as writeFileRaw } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { PretrainedConfig } from '../model/config.js';
 import type { Weights } from '../checkpoint/tensor.js';
 import type { World } from '../rank/types.js';
 import { InputError } from '../checkpoint/errors.js';
-import { commitTemp, discardTemp, openTemp, releaseTemp } from '../checkpoint/outdir.js';
+import { PRODUCER, checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, withPath, type OutGuard } from '../checkpoint/outdir.js';
 import { resolveBuildConfig, type BuildConfig } from './build-config.js';
 import { buildLlamaSegments } from './llama-graph.js';
 import { isQuantizedLinear, loadQuantLinear } from './linear.js';
@@ -69,8 +69,9 @@ export class Engine {
    * With a world: every rank writes its part into the job's temp sibling; rank 0 adds config.json (and
    * `extraFiles`, e.g. the tokenizer) and renames it. No shared filesystem is assumed: on a node that cannot
    * see rank 0's files, the node's first rank adds them (sent over the world) and renames its own copy.
+   * An existing `dir` is replaced only if empty or written by tprun, or with `guard.force` (outdir.ts).
    */
-  async save(dir: string, world?: World, extraFiles: Record<string, Uint8Array> = {}): Promise<void> {
+  async save(dir: string, world?: World, extraFiles: Record<string, Uint8Array> = {}, guard: OutGuard = {}): Promise<void> {
     if (!this.built) throw new Error('engine was loaded from disk; nothing to save');
     const tp = this.tp;
     if (world && world.size !== tp) throw new Error(`engine has ${tp} ranks but the world has ${world.size}`);
@@ -82,8 +83,9 @@ export class Engine {
     // rank 0's extra files (the tokenizer) travel over the world rather than through a shared disk.
     const extras = world ? await world.broadcastObject(this.rank === 0 ? extraFiles : undefined, 0) : extraFiles;
     try {
+      checkOutDir(dir, guard); // before any work; commitTemp checks again where each copy is renamed
       openTemp(tmp); // removed on failure, exit or SIGTERM (how the launcher stops the other ranks)
-      await this.writeRank(tmp, dir, world, extras);
+      await this.writeRank(tmp, dir, world, extras, guard);
     } catch (e) {
       discardTemp(tmp); // no half-written engine left behind
       throw e;
@@ -91,8 +93,10 @@ export class Engine {
     this.dir = dir;
   }
 
-  private async writeRank(tmp: string, dir: string, world: World | undefined, extraFiles: Record<string, Uint8Array>): Promise<void> {
+  private async writeRank(tmp: string, dir: string, world: World | undefined, extraFiles: Record<string, Uint8Array>, guard: OutGuard): Promise<void> {
     if (!this.built) throw new Error('nothing to write');
+    // Write errors (ENOSPC, EIO) name the file, which node's own messages do not.
+    const writeFile = (file: string, data: Uint8Array | string) => writeFileRaw(file, data).catch((e) => { throw withPath(e, file); });
     const rdir = join(tmp, `rank${this.rank}`);
     await mkdir(rdir, { recursive: true });
     const files: Manifest['files'] = {};
@@ -101,7 +105,8 @@ export class Engine {
       await writeFile(join(rdir, `seg${i}.onnx`), bytes);
       files[`seg${i}.onnx`] = { size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
     }
-    files[WEIGHTS] = { size: this.built.weights.size, sha256: await this.built.weights.write(join(rdir, WEIGHTS)) };
+    const wpath = join(rdir, WEIGHTS);
+    files[WEIGHTS] = { size: this.built.weights.size, sha256: await this.built.weights.write(wpath).catch((e) => { throw withPath(e, wpath); }) };
     const manifest: Manifest = { rank: this.rank, files, weight_bytes: this.built.weights.dataBytes, embedding_bytes: this.built.embeddingBytes };
     await writeFile(join(rdir, 'manifest.json'), JSON.stringify(manifest, null, 1));
     const finish = async () => {
@@ -115,7 +120,7 @@ export class Engine {
     if (world) await world.barrier(); // every node has looked before anything is renamed
     if (owns) {
       if (this.rank !== 0) await finish();
-      commitTemp(tmp, dir);
+      commitTemp(tmp, dir, guard);
     } else {
       releaseTemp(tmp);
     }
@@ -131,6 +136,13 @@ export class Engine {
       config = JSON.parse(await readFile(cfgPath, 'utf8'));
     } catch (e) {
       throw new InputError(`${cfgPath}: unreadable engine config (${(e as Error).message})`);
+    }
+    const raw = config as unknown as Record<string, unknown>;
+    if (raw.build_config === undefined && typeof raw.architecture === 'string' && raw.mapping !== undefined) {
+      throw new InputError(`${dir}: a TensorRT-LLM checkpoint, not an engine; build one with: tprun build --checkpoint ${dir} --out ENGINE_DIR`);
+    }
+    if (raw.build_config === undefined && (raw.model_type !== undefined || Array.isArray(raw.architectures))) {
+      throw new InputError(`${dir}: a Hugging Face model, not an engine; build one with: tprun build --model ${dir} --out ENGINE_DIR`);
     }
     if (config.version !== ENGINE_VERSION) throw new InputError(`${cfgPath}: engine version ${config.version}, this tprun reads version ${ENGINE_VERSION}`);
     if (!Number.isInteger(config.tp_size) || !Number.isInteger(config.segments) || !config.pretrained_config || !config.build_config) {
@@ -181,7 +193,7 @@ export async function build(model: ModelShard, buildConfig: Partial<BuildConfig>
   const graphs = buildLlamaSegments(cfg, model.rank, model.weights, bc, wf, opts.onLayer);
   const config: EngineConfig = {
     version: ENGINE_VERSION,
-    producer: 'tprun',
+    producer: PRODUCER, // also what lets a later build replace this directory
     pretrained_config: cfg,
     build_config: bc,
     tp_size: cfg.mapping.tp_size,

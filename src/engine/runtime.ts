@@ -4,7 +4,7 @@
 // token's keys and values).
 
 import os from 'node:os';
-import ort from 'onnxruntime-node';
+import ort from './ort.js';
 import type { World } from '../rank/types.js';
 import { traceSpan } from '../util/trace.js';
 import type { Engine } from './engine.js';

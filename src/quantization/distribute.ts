@@ -160,7 +160,7 @@ export async function convertQuantized(world: World, o: ConvertOptions, q: Quant
   }
   const ok = await world.allReduce(Int32Array.of(err ? 0 : 1), 'min');
   if (world.rank === 0) {
-    if (ok[0] === 1) commitTemp(tmp, o.out);
+    if (ok[0] === 1) commitTemp(tmp, o.out, o);
     else discardTemp(tmp);
   } else {
     releaseTemp(tmp);

@@ -25,7 +25,7 @@ let sessions: Promise<{ ort: Ort; err: Session; grouped: Session; mm: Session }>
 
 function load() {
   sessions ??= (async () => {
-    const ort = (await import('onnxruntime-node')).default;
+    const ort = (await import('../engine/ort.js')).default;
     const opts: ortT.InferenceSession.SessionOptions = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' };
     // ||X · D^T||²
     const err = model([

@@ -49,7 +49,10 @@ function terminalProgress(phase: string, total: number, unit?: string): Progress
   // cli-progress is CommonJS; loaded only when a bar is actually drawn.
   const { SingleBar, Presets } = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress');
   const bar = new SingleBar(
-    { format: `${phase} [{bar}] {value}/{total}${unit ? ` ${unit}` : ''} {duration_formatted}`, stream: process.stderr, hideCursor: true, clearOnComplete: false },
+    { format: `${phase} [{bar}] {value}/{total}${unit ? ` ${unit}` : ''} {duration_formatted}`, stream: process.stderr, hideCursor: true, clearOnComplete: false,
+      // cli-progress turns the terminal's autowrap off while a bar is drawn (and leaves it off if the
+      // process dies first): anything printed meanwhile would be cut at the screen edge.
+      linewrap: true },
     Presets.shades_classic,
   );
   bar.start(total, 0);
