@@ -45,6 +45,10 @@ export interface LaunchOptions {
   trace?: string;
   hostfile?: string;
   hosts?: string;
+  /** torchrun's --nproc-per-node, --nnodes, --node-rank (see placement.ts). */
+  nprocPerNode?: number;
+  nnodes?: number;
+  nodeRank?: number;
   /** CurveZMQ keys for the world (TPRUN_CURVE_SERVER_*). */
   secure?: boolean;
   cwd?: string;
@@ -98,10 +102,14 @@ interface RankProc {
   exited: boolean;
   startUs: number;
   endUs?: number;
+  /** The last bytes a remote rank's ssh wrote on stderr: its own connection errors end up there. */
+  errTail?: string;
   trace: TraceEvent[];
 }
 
 const DEFAULT_GRACE_SEC = 3;
+/** What OpenSSH's client prints when it cannot connect or log in (ssh.c, sshconnect.c). */
+const SSH_FAILURE = /^ssh: |Could not resolve hostname|Connection (refused|timed out|closed by)|No route to host|Network is unreachable|Permission denied \(|Host key verification failed|banner exchange|kex_exchange_identification/m;
 /** Signals that a stopped (SIGSTOP/SIGTSTP) process only acts on once it is continued. */
 const NEEDS_CONT = new Set<NodeJS.Signals>(['SIGTERM', 'SIGINT', 'SIGHUP']);
 
@@ -124,6 +132,14 @@ export function validateLaunch(o: LaunchOptions): void {
   if (o.command.length === 0 || o.command[0] === '') throw new LaunchError('no command given: tprun [options] -- COMMAND [ARGS...]');
   if (o.timeoutSec !== undefined && !(o.timeoutSec > 0)) throw new LaunchError(`--timeout must be a positive number of seconds (got ${o.timeoutSec})`);
   if (o.graceSec !== undefined && !(o.graceSec >= 0)) throw new LaunchError(`--grace must be a number of seconds >= 0 (got ${o.graceSec})`);
+  for (const [name, v] of [['--nproc-per-node', o.nprocPerNode], ['--nnodes', o.nnodes]] as const) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new LaunchError(`${name} must be a positive integer (got ${v})`);
+  }
+  // torchrun runs one launcher per node, each told its --node-rank; tprun starts every node's ranks from
+  // one launcher, so only the first node's invocation means anything.
+  if (o.nodeRank !== undefined && o.nodeRank !== 0) {
+    throw new LaunchError(`--node-rank ${o.nodeRank}: tprun starts the ranks of every node from one launcher; run it once (node rank 0) with --hostfile or --host`);
+  }
 }
 
 /** Runs the job to its end and returns the launcher's exit code (it never calls process.exit). */
@@ -133,7 +149,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const grace = (o.graceSec ?? DEFAULT_GRACE_SEC) * 1000;
   const gpuSpec = parseGpus(o.gpus ?? 'auto');
   const forwarded = forwardedEnv(o.forward ?? []);
-  const places = placeRanks(o.n, { hostfile: o.hostfile, hosts: o.hosts });
+  const places = placeRanks(o.n, { hostfile: o.hostfile, hosts: o.hosts, perNode: o.nprocPerNode, nnodes: o.nnodes });
   const size = places.length;
   const traceFile = o.trace ?? (process.env.TPRUN_TRACE || undefined);
   if (traceFile !== undefined) checkWritableDir(traceFile);
@@ -266,6 +282,15 @@ export async function launch(o: LaunchOptions): Promise<number> {
     } else if (signal !== null) {
       exitCode = 128 + signalNumber(signal);
       say(`rank ${r.place.rank} (pid ${pid}) killed by ${signal}`, { rank: r.place.rank, pid, signal, code: exitCode });
+    } else if (!r.place.local && code === 255) {
+      // ssh's own code for "could not connect or log in"; its message (above, on the rank's stderr) may not
+      // name the host (`Connection timed out during banner exchange`).
+      exitCode = 255;
+      const host = r.place.host;
+      const msg = SSH_FAILURE.test(r.errTail ?? '')
+        ? `rank ${r.place.rank}: cannot reach ${host} over ssh (exit 255)`
+        : `rank ${r.place.rank} (pid ${pid}) on ${host} exited with code 255 (also ssh's code when it cannot reach or log in to ${host})`;
+      say(msg, { rank: r.place.rank, pid, host, code: exitCode });
     } else {
       exitCode = code ?? 1;
       say(`rank ${r.place.rank} (pid ${pid}) exited with code ${exitCode}`, { rank: r.place.rank, pid, code: exitCode });
@@ -363,9 +388,11 @@ export async function launch(o: LaunchOptions): Promise<number> {
     child.stdout?.on('data', (c: Buffer) => (stdoutBroken ? undefined : out.push(c)));
     child.stdout?.on('end', () => out.end());
     child.stderr?.on('data', (c: Buffer) => err.push(c));
+    if (!p.local) child.stderr?.on('data', (c: Buffer) => (r.errTail = ((r.errTail ?? '') + c.toString('latin1')).slice(-2048)));
     child.stderr?.on('end', () => err.end());
     // 'exit' comes as soon as the rank's process ends, even while something it forked holds the pipes.
-    child.on('exit', (code, signal) => onRankEnd(r, code, signal));
+    // Except ssh's 255: what ssh said about a failed connection is read only once its pipes are closed.
+    child.on('exit', (code, signal) => (p.local || code !== 255 ? onRankEnd(r, code, signal) : undefined));
     done.push(ended.then((e) => onRankEnd(r, e.code, e.signal, e.spawnError)));
   }
 
