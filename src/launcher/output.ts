@@ -8,6 +8,7 @@ import { EVENT_MARK, type RankEvent } from './events.js';
 const NL = 0x0a;
 const MARK = Buffer.from(EVENT_MARK);
 const TPRUN = Buffer.from('tprun');
+const MAX_SHOWN = 4096;
 /** An unfinished line is shown after this long without more bytes (prompts, progress dots). */
 const PARTIAL_FLUSH_MS = 100;
 /** A marker without its newline after this many bytes is not an event: pass it through as text. */
@@ -79,6 +80,7 @@ export class OutputMux {
 
   /** `data` without the whole tprun error lines that another rank already printed. */
   private dropRepeats(rank: number, data: Buffer): Buffer {
+    if (data.length === 0) return data;
     const atStart = !this.midLine.has(rank);
     if (data[data.length - 1] === NL) this.midLine.delete(rank);
     else this.midLine.add(rank);
@@ -93,8 +95,10 @@ export class OutputMux {
       if (whole && line.subarray(0, TPRUN.length).equals(TPRUN)) {
         const key = line.toString('utf8').replace(/\brank \d+\b/g, 'rank #');
         const first = this.shown.get(key);
-        if (first === undefined) this.shown.set(key, rank);
-        else if (first !== rank) {
+        // Bounded: a chatty rank's many different lines must not grow the launcher without end.
+        if (first === undefined) {
+          if (this.shown.size < MAX_SHOWN) this.shown.set(key, rank);
+        } else if (first !== rank) {
           dropped = true;
           start = end;
           continue;
