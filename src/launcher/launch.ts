@@ -236,7 +236,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   };
 
   /** A still-running local rank with a stopped process in its group, other than `failed`. */
-  const findStopped = (failed: RankProc): { rank: RankProc; pid: number } | undefined => {
+  const findStopped = (failed: RankProc | undefined): { rank: RankProc; pid: number } | undefined => {
     const live = ranks.filter((x) => x !== failed && x.place.local && !x.exited && x.pid !== undefined);
     if (!live.length) return undefined;
     const byGroup = stoppedMembers(live.map((x) => x.pid!));
@@ -324,7 +324,12 @@ export async function launch(o: LaunchOptions): Promise<number> {
       ? setTimeout(() => {
           if (stopping) return;
           exitCode = 124;
-          say(`job timed out after ${o.timeoutSec}s, stopping ${ranks.filter((r) => !r.exited).length} rank(s)`, { timeout: o.timeoutSec });
+          // A job that hangs because a rank was stopped: say which.
+          const held = findStopped(undefined);
+          const why = held ? `; rank ${held.rank.place.rank} (pid ${held.pid}) is stopped (SIGSTOP/SIGTSTP)` : '';
+          say(`job timed out after ${o.timeoutSec}s, stopping ${ranks.filter((r) => !r.exited).length} rank(s)${why}`, {
+            timeout: o.timeoutSec, ...(held ? { stopped: { rank: held.rank.place.rank, pid: held.pid } } : {}),
+          });
           stop('SIGTERM');
         }, o.timeoutSec * 1000)
       : undefined;
