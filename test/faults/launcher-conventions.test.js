@@ -80,7 +80,7 @@ test('an ssh host that cannot be reached: the last line names the host', async (
   // With a local rank 0 the launcher resolves the host first (the address remote ranks reach it by).
   const mixed = await runTprun(['--hosts', 'localhost:1,tprun-no-such-host.invalid:1', '--', 'true']);
   assert.equal(mixed.code, 2);
-  assert.equal(mixed.stderr, 'tprun: cannot resolve host tprun-no-such-host.invalid: ENOTFOUND\n');
+  assert.match(mixed.stderr, /^tprun: cannot resolve host tprun-no-such-host\.invalid: [A-Z_]+\n$/);
   const refused = await runTprun(['--hosts', '127.0.0.2:1', '--', 'true'], { env: { TPRUN_SSH_ARGS: '-p 1' } });
   assert.equal(refused.code, 255);
   assert.match(refused.stderr, /\ntprun: rank 0: cannot reach 127\.0\.0\.2 over ssh \(exit 255\)\n$/);
