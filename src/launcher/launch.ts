@@ -23,6 +23,7 @@ import { directSink, OutputMux, RankStream } from './output.js';
 import { ProgressView, renderMode } from './render.js';
 import { Watchdog } from './watchdog.js';
 import { reapGroups, stoppedMembers } from './groups.js';
+import { fdHeadroom } from './fds.js';
 import { nowUs, type RankEvent, type TraceEvent } from './events.js';
 
 export interface LaunchOptions {
@@ -81,11 +82,11 @@ interface RankEnd {
 }
 
 /** Why a spawn failed, for the one line that says so. */
-function spawnCause(code: string): string {
+function spawnCause(code: string, local: boolean): string {
   switch (code) {
     case 'EMFILE':
     case 'ENFILE':
-      return `${code}: out of file descriptors, each local rank needs 2; see ulimit -n`;
+      return `${code}: out of file descriptors, each ${local ? 'local rank needs 2' : 'ssh rank needs 3'}; see ulimit -n`;
     case 'EAGAIN':
       return 'EAGAIN: out of processes; see ulimit -u';
     case 'ENOMEM':
@@ -110,6 +111,8 @@ interface RankProc {
 const DEFAULT_GRACE_SEC = 3;
 /** What OpenSSH's client prints when it cannot connect or log in (ssh.c, sshconnect.c). */
 const SSH_FAILURE = /^ssh: |Could not resolve hostname|Connection (refused|timed out|closed by)|No route to host|Network is unreachable|Permission denied \(|Host key verification failed|banner exchange|kex_exchange_identification/m;
+/** Descriptors an ssh rank's spawn needs: three pipes (stdin, stdout, stderr), both ends, for a moment. */
+const SSH_RANK_FDS = 8;
 /** Signals that a stopped (SIGSTOP/SIGTSTP) process only acts on once it is continued. */
 const NEEDS_CONT = new Set<NodeJS.Signals>(['SIGTERM', 'SIGINT', 'SIGHUP']);
 
@@ -267,11 +270,10 @@ export async function launch(o: LaunchOptions): Promise<number> {
     if (spawnError !== undefined) {
       exitCode = spawnError === 'ENOENT' ? 127 : 126;
       const started = ranks.filter((x) => x.pid !== undefined && !x.exited).length;
-      const what = !r.place.local
-        ? `cannot start ssh to ${r.place.host} (${spawnCause(spawnError)})`
-        : spawnError === 'ENOENT' || spawnError === 'EACCES'
-          ? `cannot run '${o.command[0]}' (${spawnError})`
-          : `cannot start '${o.command[0]}' (${spawnCause(spawnError)})${started ? `; stopping the ${started} rank(s) already started` : ''}`;
+      const local = r.place.local;
+      const what = local && (spawnError === 'ENOENT' || spawnError === 'EACCES')
+        ? `cannot run '${o.command[0]}' (${spawnError})`
+        : `${local ? `cannot start '${o.command[0]}'` : `cannot start ssh to ${r.place.host}`} (${spawnCause(spawnError, local)})${started ? `; stopping the ${started} rank(s) already started` : ''}`;
       say(`rank ${r.place.rank}: ${what}`, { rank: r.place.rank, code: exitCode, error: spawnError });
     } else if (stopped) {
       exitCode = signal !== null ? 128 + signalNumber(signal) : code ?? 1;
@@ -372,6 +374,11 @@ export async function launch(o: LaunchOptions): Promise<number> {
       });
       // No pid: this spawn failed (its 'error' comes on the next tick); start no further ranks.
       if (c.pid === undefined) spawnFailed = true;
+    } else if ((fdHeadroom() ?? Infinity) < SSH_RANK_FDS) {
+      // No room for the session's pipes: fail this rank as node would (see fds.ts for why not try).
+      child = { stdout: null, stderr: null, on: () => undefined, kill: () => undefined };
+      ended = Promise.resolve({ code: null, signal: null, spawnError: 'EMFILE' });
+      spawnFailed = true;
     } else {
       const c = spawnRemote!(p.host, o.command, { ...forwarded, ...vars }, { cwd: o.cwd ?? process.cwd(), graceSec: o.graceSec ?? DEFAULT_GRACE_SEC });
       child = c as unknown as RankChild;
