@@ -3,6 +3,7 @@
 //
 // Imports are lazy on purpose: a launch must not pay for yargs, onnxruntime or the model code that the
 // subcommands pull in (see src/commands/launch.ts and `tprun bench launch`).
+import type { CommandModule } from 'yargs';
 
 /** Errors may carry the exit code they stand for (2: bad input; a failed rank's code; ...). */
 interface CodedError extends Error {
@@ -27,12 +28,59 @@ function fail(e: unknown, fallbackCode: number): void {
   exitWith(code);
 }
 
+/** Edit distance (insert, delete, substitute, swap two neighbours), for near misses of a command name. */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/** Whether `word` names a program the default command could run (a path, or a name on $PATH). */
+async function isProgram(word: string): Promise<boolean> {
+  if (word.includes('/')) return true;
+  const { accessSync, statSync, constants } = await import('node:fs');
+  const { join } = await import('node:path');
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    try {
+      const f = join(dir || '.', word);
+      accessSync(f, constants.X_OK);
+      if (statSync(f).isFile()) return true;
+    } catch {
+      // not here
+    }
+  }
+  return false;
+}
+
+/**
+ * `tprun conver`: a word that is no subcommand and no program, but close to a subcommand's name, is a typo
+ * (as git and npm answer), not a program to run on one rank; `tprun prog` and `tprun -- prog` stay launches.
+ */
+async function checkTypo(args: string[], commands: CommandModule<any, any>[]): Promise<void> {
+  const word = args[0];
+  if (word === undefined || word.startsWith('-')) return;
+  const names = commands.flatMap((c) => (Array.isArray(c.command) ? c.command : [c.command ?? ''])).map((c) => String(c).split(' ')[0]).filter((n) => n && n !== '$0');
+  if (names.includes(word)) return;
+  const near = names
+    .map((n) => ({ n, d: n.startsWith(word) && word.length >= 3 ? 0 : distance(word, n) }))
+    .filter(({ d }) => d <= (word.length > 4 ? 2 : 1))
+    .sort((x, y) => x.d - y.d);
+  if (!near.length || (await isProgram(word))) return;
+  throw Object.assign(new Error(`unknown command '${word}': did you mean ${near[0].n}? (to run a program of that name: tprun -- ${word})`), { exitCode: 2 });
+}
+
 async function fullCli(args: string[]): Promise<void> {
   const [{ default: yargs }, commands, { default: launchCommand }] = await Promise.all([
     import('yargs'),
     import('./commands/index.js').then((m) => m.commandsFor(args)),
     import('./commands/launch.js'),
   ]);
+  await checkTypo(args, commands);
   // yargs would otherwise report the version of whatever package.json is nearest the working directory.
   const { version } = JSON.parse(await (await import('node:fs/promises')).readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   const cli = yargs(args)
@@ -55,13 +103,15 @@ async function fullCli(args: string[]): Promise<void> {
   await cli.help().alias('h', 'help').parseAsync();
 }
 
-const args = process.argv.slice(2);
+const argv = process.argv.slice(2);
 try {
   // A launch starts with an option (`tprun -n 4 -- cmd`); a subcommand starts with its name.
-  const launchLike = args.length > 0 && args[0].startsWith('-') && args[0] !== '--help' && args[0] !== '-h' && args[0] !== '--version';
-  // Start loading the launcher (execa is most of its cost) while the options are parsed.
+  const launchLike = argv.length > 0 && argv[0].startsWith('-') && argv[0] !== '--help' && argv[0] !== '-h' && argv[0] !== '--version';
+  // Start loading the launcher while the options are parsed.
   if (launchLike) void import('./launcher/launch.js').catch(() => {});
-  const fast = launchLike ? await import('./commands/launch.js').then(async (m) => ({ m, o: await m.fastParse(args) })) : undefined;
+  const launchMod = launchLike ? await import('./commands/launch.js') : undefined;
+  const args = launchMod ? launchMod.mpirunSpellings(argv) : argv;
+  const fast = launchMod ? { m: launchMod, o: await launchMod.fastParse(args) } : undefined;
   if (fast?.o) {
     exitWith(await fast.m.runLaunch(fast.o));
   } else {

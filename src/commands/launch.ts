@@ -8,8 +8,12 @@
 import type { Argv, CommandModule, Options } from 'yargs';
 import type { LaunchOptions } from '../launcher/launch.js';
 
+// mpirun's and torchrun's spellings are aliases, so their users' command lines work as typed: Open MPI's
+// -np (= -n), --host/-H (= --hosts), --machinefile (= --hostfile) from its orterun/prterun option table,
+// and torchrun's --nproc-per-node, --nnodes, --node-rank (with their underscore forms) from
+// torch/distributed/run.py.
 export const launchOptions = {
-  n: { type: 'number', describe: 'number of ranks (default: 1, or all slots of --hostfile/--hosts)' },
+  n: { alias: 'np', type: 'number', describe: 'number of ranks (default: 1, or all slots of --hostfile/--hosts)' },
   gpus: { type: 'string', default: 'auto', describe: 'auto (one per GPU of nvidia-smi -L), none, or a list 0,1,..' },
   'tag-output': { type: 'boolean', default: false, describe: 'prefix every output line with [rank]' },
   timeout: { type: 'number', describe: 'end the job after SEC seconds (exit code 124)' },
@@ -18,8 +22,11 @@ export const launchOptions = {
   quiet: { alias: 'q', type: 'boolean', default: false, describe: 'no progress output' },
   json: { type: 'boolean', default: false, describe: "launcher's own messages as JSON lines, no bars" },
   trace: { type: 'string', describe: 'write a Chrome/Perfetto trace of all ranks to FILE' },
-  hostfile: { type: 'string', describe: 'Open MPI hostfile (host slots=N per line)' },
-  hosts: { type: 'string', describe: 'hosts and slots, e.g. a:2,b:2' },
+  hostfile: { alias: 'machinefile', type: 'string', describe: 'Open MPI hostfile (host slots=N per line)' },
+  hosts: { alias: ['host', 'H'], type: 'string', describe: 'hosts and slots, e.g. a:2,b:2 (repeatable)' },
+  'nproc-per-node': { alias: 'nproc_per_node', type: 'number', describe: 'ranks per host (torchrun); replaces the slot counts' },
+  nnodes: { type: 'number', describe: 'use the first N hosts of --hostfile/--hosts (torchrun)' },
+  'node-rank': { alias: 'node_rank', type: 'number', describe: 'torchrun compatibility: only 0 (tprun starts every node from here)' },
   secure: { type: 'boolean', default: false, describe: 'encrypt the world with CurveZMQ' },
 } satisfies Record<string, Options>;
 
@@ -43,9 +50,33 @@ export function toLaunchOptions(a: Parsed, command: string[]): LaunchOptions {
     json: !!a.json,
     trace: a.trace === undefined ? undefined : String(a.trace),
     hostfile: a.hostfile === undefined ? undefined : String(a.hostfile),
-    hosts: a.hosts === undefined ? undefined : String(a.hosts),
+    hosts: a.hosts === undefined ? undefined : list(a.hosts).join(','),
+    nprocPerNode: a['nproc-per-node'] === undefined ? undefined : Number(a['nproc-per-node']),
+    nnodes: a.nnodes === undefined ? undefined : Number(a.nnodes),
+    nodeRank: a['node-rank'] === undefined ? undefined : Number(a['node-rank']),
     secure: !!a.secure,
   };
+}
+
+/** Open MPI's single-dash long options, as mpirun users type them: rewritten to the `--` form yargs reads. */
+const MPIRUN_SINGLE_DASH = new Set(['-np', '-host', '-hostfile', '-machinefile']);
+
+/** `args` of a launch with mpirun's single-dash spellings (`-np 4`) made `--np 4`; the command untouched. */
+export function mpirunSpellings(args: string[]): string[] {
+  const opts = launchOptions as Record<string, Options>;
+  const flags = new Set(['help', 'h', 'version']);
+  for (const [k, v] of Object.entries(opts)) if (v.type === 'boolean') for (const name of [k, ...list(v.alias)]) flags.add(name);
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    // The command starts after `--`, or at the first word that is neither an option nor an option's value.
+    if (a === '--' || !a.startsWith('-')) return [...out, ...args.slice(i)];
+    const eq = a.indexOf('=');
+    const name = eq < 0 ? a : a.slice(0, eq);
+    out.push(MPIRUN_SINGLE_DASH.has(name) ? `-${a}` : a);
+    if (eq < 0 && !flags.has(name.replace(/^-+/, '')) && !name.startsWith('--no-') && i + 1 < args.length) out.push(args[++i]);
+  }
+  return out;
 }
 
 /** Runs the job and returns the exit code; bad input throws an error with exitCode 2. */

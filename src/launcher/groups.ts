@@ -1,22 +1,22 @@
 // Process groups of local ranks: who is still in one (ignoring zombies, which a container's init may
-// never reap and which cannot be killed anyway).
+// never reap and which cannot be killed anyway), and who in them is stopped.
 import { readdirSync, readFileSync } from 'node:fs';
 
-/** Live (non-zombie) members of process group `pgid`. */
-export function groupMembers(pgid: number): number[] {
+interface ProcStat {
+  pid: number;
+  state: string;
+  pgrp: number;
+}
+
+/** Every process of /proc with its state and process group, or undefined without /proc. */
+function scanProc(): ProcStat[] | undefined {
   let pids: string[];
   try {
     pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
   } catch {
-    // No /proc: ask the kernel whether anything is in the group at all.
-    try {
-      process.kill(-pgid, 0);
-      return [pgid];
-    } catch {
-      return [];
-    }
+    return undefined;
   }
-  const out: number[] = [];
+  const out: ProcStat[] = [];
   for (const p of pids) {
     let stat: string;
     try {
@@ -26,7 +26,35 @@ export function groupMembers(pgid: number): number[] {
     }
     // "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses, so cut at the last ')'.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (f[0] !== 'Z' && Number(f[2]) === pgid) out.push(Number(p));
+    out.push({ pid: Number(p), state: f[0], pgrp: Number(f[2]) });
+  }
+  return out;
+}
+
+/** Live (non-zombie) members of process group `pgid`. */
+export function groupMembers(pgid: number): number[] {
+  const all = scanProc();
+  if (!all) {
+    // No /proc: ask the kernel whether anything is in the group at all.
+    try {
+      process.kill(-pgid, 0);
+      return [pgid];
+    } catch {
+      return [];
+    }
+  }
+  return all.filter((p) => p.state !== 'Z' && p.pgrp === pgid).map((p) => p.pid);
+}
+
+/** The stopped (state T: SIGSTOP, SIGTSTP, ...) members of each of `pgids`, from one scan of /proc. */
+export function stoppedMembers(pgids: number[]): Map<number, number[]> {
+  const want = new Set(pgids);
+  const out = new Map<number, number[]>();
+  for (const p of scanProc() ?? []) {
+    if (p.state !== 'T' || !want.has(p.pgrp)) continue;
+    const list = out.get(p.pgrp) ?? [];
+    list.push(p.pid);
+    out.set(p.pgrp, list);
   }
   return out;
 }

@@ -1,9 +1,14 @@
 // Rank output on the launcher's stdout/stderr: lines of different ranks never interleave mid-line,
 // `--tag-output` prefixes each line with `[rank] `, and progress/trace events are cut out of stderr.
+// tprun's own error lines (`tprun: ...`, `tprun convert: ...`) that several ranks print alike, because
+// each of them met the same bad input, are shown once (as Open MPI aggregates the same help message from
+// many processes, orte_show_help's aggregation): the launcher's line names the rank that ended the job.
 import { EVENT_MARK, type RankEvent } from './events.js';
 
 const NL = 0x0a;
 const MARK = Buffer.from(EVENT_MARK);
+const TPRUN = Buffer.from('tprun');
+const MAX_SHOWN = 4096;
 /** An unfinished line is shown after this long without more bytes (prompts, progress dots). */
 const PARTIAL_FLUSH_MS = 100;
 /** A marker without its newline after this many bytes is not an event: pass it through as text. */
@@ -30,6 +35,10 @@ export const directSink: TextSink = {
 export class OutputMux {
   private open: Record<StreamName, number | null> = { stdout: null, stderr: null };
   private tags = new Map<number, Buffer>();
+  /** Ranks whose stderr is in the middle of a line (their next bytes do not start one). */
+  private midLine = new Set<number>();
+  /** tprun error lines already shown (with rank numbers blanked), and the rank that showed each. */
+  private shown = new Map<string, number>();
 
   /** `label` names a rank inside the tag (`[label] `); the rank number by default. */
   constructor(
@@ -46,6 +55,7 @@ export class OutputMux {
 
   /** `data` is whole lines, except that the last may be unfinished (then the line stays open). */
   write(stream: StreamName, rank: number, data: Buffer): void {
+    if (stream === 'stderr') data = this.dropRepeats(rank, data);
     if (data.length === 0) return;
     const parts: Buffer[] = [];
     const owner = this.open[stream];
@@ -66,6 +76,38 @@ export class OutputMux {
     }
     this.open[stream] = data[data.length - 1] === NL ? null : rank;
     this.sink.write(stream, parts.length === 1 ? parts[0] : Buffer.concat(parts));
+  }
+
+  /** `data` without the whole tprun error lines that another rank already printed. */
+  private dropRepeats(rank: number, data: Buffer): Buffer {
+    if (data.length === 0) return data;
+    const atStart = !this.midLine.has(rank);
+    if (data[data.length - 1] === NL) this.midLine.delete(rank);
+    else this.midLine.add(rank);
+    if (data.indexOf(TPRUN) < 0) return data;
+    const keep: Buffer[] = [];
+    let dropped = false;
+    for (let start = 0; start < data.length; ) {
+      const nl = data.indexOf(NL, start);
+      const end = nl < 0 ? data.length : nl + 1;
+      const line = data.subarray(start, end);
+      const whole = nl >= 0 && (start > 0 || atStart);
+      if (whole && line.subarray(0, TPRUN.length).equals(TPRUN)) {
+        const key = line.toString('utf8').replace(/\brank \d+\b/g, 'rank #');
+        const first = this.shown.get(key);
+        // Bounded: a chatty rank's many different lines must not grow the launcher without end.
+        if (first === undefined) {
+          if (this.shown.size < MAX_SHOWN) this.shown.set(key, rank);
+        } else if (first !== rank) {
+          dropped = true;
+          start = end;
+          continue;
+        }
+      }
+      keep.push(line);
+      start = end;
+    }
+    return dropped ? Buffer.concat(keep) : data;
   }
 
   /** Ends any open line so that launcher messages start on a fresh one. */

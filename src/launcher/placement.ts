@@ -22,8 +22,21 @@ export function isLocalHost(host: string): boolean {
   return LOCAL_NAMES.has(bare) || bare === hostname() || bare === hostname().split('.')[0];
 }
 
-/** `n` undefined: one rank locally, or every slot of the host list (as mpirun does). */
-export function placeRanks(n: number | undefined, opts: { hostfile?: string; hosts?: string }): RankPlace[] {
+export interface PlacementOptions {
+  hostfile?: string;
+  hosts?: string;
+  /** torchrun's --nproc-per-node: ranks on each host (replaces the hosts' slot counts). */
+  perNode?: number;
+  /** torchrun's --nnodes: how many of the listed hosts to use (the first ones). */
+  nnodes?: number;
+}
+
+/**
+ * `n` undefined: one rank locally (or --nproc-per-node of them), or every slot of the host list (as mpirun
+ * does). torchrun's spellings map onto the same placement: --nnodes picks the first hosts of the list,
+ * --nproc-per-node sets each host's slots.
+ */
+export function placeRanks(n: number | undefined, opts: PlacementOptions): RankPlace[] {
   let hosts: HostSlots[];
   if (opts.hostfile !== undefined && opts.hosts !== undefined) {
     throw new PlacementError('--hostfile and --hosts cannot be used together');
@@ -39,9 +52,18 @@ export function placeRanks(n: number | undefined, opts: { hostfile?: string; hos
   } else if (opts.hosts !== undefined) {
     hosts = parseHostsArg(opts.hosts);
   } else {
-    const size = n ?? 1;
+    if ((opts.nnodes ?? 1) > 1) {
+      throw new PlacementError(`--nnodes ${opts.nnodes}: name the nodes with --hostfile or --host (tprun starts every node's ranks from here)`);
+    }
+    const size = n ?? opts.perNode ?? 1;
     return Array.from({ length: size }, (_, r) => ({ rank: r, host: 'localhost', local: true, nodeRank: 0, localRank: r, localSize: size }));
   }
+  if (opts.nnodes !== undefined) {
+    const from = opts.hostfile !== undefined ? `--hostfile ${opts.hostfile}` : '--host';
+    if (hosts.length < opts.nnodes) throw new PlacementError(`--nnodes ${opts.nnodes}: ${from} lists only ${hosts.length} host(s)`);
+    hosts = hosts.slice(0, opts.nnodes);
+  }
+  if (opts.perNode !== undefined) hosts = hosts.map((h) => ({ ...h, slots: opts.perNode!, maxSlots: undefined }));
   const hostOf = mapBySlot(hosts, n ?? hosts.reduce((a, h) => a + h.slots, 0));
   const used = [...new Set(hostOf)];
   const counts = new Map<number, number>();

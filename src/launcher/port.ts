@@ -6,9 +6,10 @@
 //   hands out ports on its own (bind to port 0, outgoing connections), so only explicit binders compete;
 // - every tprun job on the machine takes an exclusive lock file per port (O_EXCL in a per-user temp
 //   directory) that it holds for the whole job, so two tprun jobs never pick the same port, even when
-//   they start in the same millisecond. A lock whose owner is dead is taken over.
+//   they start in the same millisecond. A lock whose owner is dead is taken over; the launcher's
+//   watchdog removes the lock of a launcher that was SIGKILLed (watchdog.ts).
 // Each candidate is also test-bound on all interfaces, so ports that other software holds are skipped.
-import { mkdirSync, openSync, closeSync, writeSync, readFileSync, unlinkSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, writeSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,8 @@ import { randomInt } from 'node:crypto';
 
 export interface PortLease {
   port: number;
+  /** The lock file (its content is the owner's pid), for the watchdog to remove if the launcher dies. */
+  file?: string;
   release(): void;
 }
 
@@ -52,6 +55,16 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Writing a pid takes microseconds: an empty lock this old was left by a writer that died. */
+function emptyAndOld(file: string): boolean {
+  try {
+    const st = statSync(file);
+    return st.size === 0 && Date.now() - st.mtimeMs > 10_000;
+  } catch {
+    return false;
+  }
+}
+
 /** Creates the lock for `port`, or returns false when a live job holds it. */
 function tryLock(file: string): boolean {
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -69,8 +82,8 @@ function tryLock(file: string): boolean {
         // removed meanwhile: try again
       }
       if (owner > 0 && alive(owner)) return false;
-      // An empty file is a lock being written right now; a dead owner's lock is stale.
-      if (!(owner > 0)) return false;
+      // An empty file is a lock being written right now, unless it is old: its writer died in between.
+      if (!(owner > 0) && !emptyAndOld(file)) return false;
       try {
         unlinkSync(file);
       } catch {
@@ -107,7 +120,7 @@ export async function leasePort(): Promise<PortLease> {
     };
     if (await bindable(port)) {
       process.on('exit', release);
-      return { port, release };
+      return { port, file, release };
     }
     release();
   }

@@ -235,7 +235,15 @@ export async function localAddressToward(host: string, sshArgs: string[] = []): 
   } catch {
     // no usable ssh here: resolve the name as written
   }
-  const { address, family } = await lookup(target);
+  let found: { address: string; family: number };
+  try {
+    found = await lookup(target);
+  } catch (e) {
+    // A host name that does not resolve is bad input (like a bad hostfile line), named as the user wrote it.
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw Object.assign(new Error(`cannot resolve host ${host}${target !== host.replace(/^[^@]*@/, '') ? ` (${target})` : ''}: ${code}`), { exitCode: 2 });
+  }
+  const { address, family } = found;
   const sock = createSocket(family === 6 ? 'udp6' : 'udp4');
   try {
     await new Promise<void>((resolve, reject) => {

@@ -51,6 +51,9 @@ export class ProgressView {
           clearOnComplete: false,
           stopOnComplete: false,
           autopadding: true,
+          // Left to itself cli-progress turns the terminal's autowrap off while bars are drawn, and the
+          // generated text that ranks print meanwhile would be cut at the screen edge.
+          linewrap: true,
         },
         Presets.shades_classic,
       );
