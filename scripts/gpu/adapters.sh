@@ -13,6 +13,8 @@
 #   1. carry [".device/adp1"]:          bash scripts/gpu/adapters.sh stash
 #   2. carry [".device/adp2"]:          bash scripts/gpu/adapters.sh stash
 #   3. carry [".device/adp3", "dist"]:  bash scripts/gpu/adapters.sh run
+# The device tool ships the session's own checkout (not a worktree): pack and call from there. The pack
+# cache ($ADAPTERS_CACHE, default /tmp/tprun-adapters-pack) is reused; lavapipe's xz -9 takes minutes.
 # Results: $OUT/adapters.jsonl (one line per rank and case) and $OUT/adapters.md (the table for docs/gpu.md).
 set -uo pipefail
 root=$(git rev-parse --show-toplevel 2>/dev/null || pwd); cd "$root"
@@ -28,14 +30,15 @@ pack() {
     mkdir -p /tmp/amd64-lists/partial; apt-get $o update >/dev/null 2>&1 || true
     (cd "$cache/debs" && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 vulkan-tools >/dev/null 2>&1)
   fi
-  if [ ! -s "$cache/deps.tar.xz" ]; then
+  stamp=$(cat package.json package-lock.json | sha256sum | cut -c1-16)
+  if [ ! -s "$cache/deps.tar.xz" ] || [ "$(cat "$cache/deps.stamp" 2>/dev/null)" != "$stamp" ]; then
     t=$(mktemp -d); cp package.json package-lock.json "$t"; [ -f .npmrc ] && cp .npmrc "$t"
     (cd "$t" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null)
     find "$t/node_modules" -type d \( -path '*/darwin*' -o -path '*/win32*' -o -path '*linux/arm64*' -o -path '*linux-arm64*' -o -path '*/musl-*' \) -prune -exec rm -rf {} + 2>/dev/null || true
     z=$t/node_modules/zeromq/build/linux/x64/node
     rm -rf "$z/64" "$z/108" "$z/115" "$z/glibc-147-Release" "$t/node_modules/zod/src" "$t/node_modules/cmake-ts/src" "$t/node_modules/node-addon-api"
     find "$t/node_modules" \( -name '*.d.ts' -o -name '*.d.cts' -o -name '*.d.mts' -o -name '*.map' -o -name '*.md' \) -delete
-    tar -C "$t" -cf - node_modules | xz -T0 -6 > "$cache/deps.tar.xz"; rm -rf "$t"
+    tar -C "$t" -cf - node_modules | xz -T0 -6 > "$cache/deps.tar.xz"; rm -rf "$t"; echo "$stamp" > "$cache/deps.stamp"
   fi
   # lavapipe and the layer (Mesa >= 25: .ci/run installs it) with every library they load but glibc's.
   if [ ! -s "$cache/lvp.tar.xz" ]; then
