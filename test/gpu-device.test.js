@@ -54,6 +54,9 @@ test('a rank binds to its GPU through the device-select layer: launcher env, TPR
   assert.equal(prime({ TPRUN_GPU: '00000000:41:00.0', CUDA_VISIBLE_DEVICES: '0' }), 'pci-0000_41_00_0'); // nvidia-smi's pci.bus_id
   // A list shared by the ranks of a node (srun --gpus-per-node): each local rank takes its own.
   assert.deepEqual([0, 1, 2].map((r) => prime({ CUDA_VISIBLE_DEVICES: '1,0', TPRUN_LOCAL_RANK: String(r) })), ['pci-0000_41_00_0', 'pci-0000_07_00_0', 'pci-0000_41_00_0']);
+  // Slurm with its device cgroup: CUDA_VISIBLE_DEVICES=0 in the task, the host's index in SLURM_STEP_GPUS.
+  assert.equal(prime({ CUDA_VISIBLE_DEVICES: '0', SLURM_STEP_GPUS: '1', SLURM_LOCALID: '0' }), 'pci-0000_41_00_0');
+  assert.equal(prime({ CUDA_VISIBLE_DEVICES: '0,1', SLURM_JOB_GPUS: '1,0', SLURM_LOCALID: '1' }), 'pci-0000_07_00_0');
   // No binding: local rank, shared round-robin when ranks outnumber GPUs (as `tprun --gpus auto` does).
   assert.deepEqual([0, 1, 2, 3].map((r) => prime({ TPRUN_LOCAL_RANK: String(r) })), ['pci-0000_07_00_0', 'pci-0000_41_00_0', 'pci-0000_07_00_0', 'pci-0000_41_00_0']);
   // Set already (by the launcher or by hand): taken as it is, in the layer's own order.
@@ -135,7 +138,7 @@ test('no adapter: --device gpu exits 2 in one line naming the rank, --device aut
 });
 
 test('WebGPU float32 graph: logits and greedy tokens as transformers and the CPU engine, KV cache on the GPU over decode steps', async (t) => {
-  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter})`);
+  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter}); Mesa >= 25 lavapipe gives one on any CPU (.ci/run installs it)`);
   for (const p of REF.prompts.slice(0, 2)) {
     const [g, c] = [await gen(f32, 'gpu', p), await gen(f32, 'cpu', p)];
     assert.equal(g.code, 0, g.stderr);
@@ -149,7 +152,7 @@ test('WebGPU float32 graph: logits and greedy tokens as transformers and the CPU
 });
 
 test('WebGPU tp=2: two ranks, each bound to its adapter, match transformers', async (t) => {
-  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter})`);
+  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter}); Mesa >= 25 lavapipe gives one on any CPU (.ci/run installs it)`);
   const p = REF.prompts[1];
   // On a lavapipe host both ranks are bound to it by Vulkan id, through the launcher and the layer.
   const lvp = devices?.find((d) => d.type === 'CPU' && d.vendorDevice === '10005:0');
@@ -164,7 +167,7 @@ test('WebGPU tp=2: two ranks, each bound to its adapter, match transformers', as
 });
 
 test('binding errors: a device this host lacks, the layer not loaded, an index past the host\'s GPUs: exit 2, one line', async (t) => {
-  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter})`);
+  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter}); Mesa >= 25 lavapipe gives one on any CPU (.ci/run installs it)`);
   if (!devices) return t.skip(`Mesa's device-select Vulkan layer is not installed here (${deviceSelectLayerManifest() ?? 'no manifest found'})`);
   const p = REF.prompts[0];
   const one = (r) => r.stderr.split('\n').filter((l) => l.startsWith('tprun:'));
@@ -183,7 +186,7 @@ test('binding errors: a device this host lacks, the layer not loaded, an index p
 });
 
 test('a rank bound by Vulkan id runs there and says so', async (t) => {
-  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter})`);
+  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter}); Mesa >= 25 lavapipe gives one on any CPU (.ci/run installs it)`);
   if (!devices) return t.skip('Mesa\'s device-select Vulkan layer is not installed here');
   const d = devices[devices.length - 1];
   const env = { ...process.env, TPRUN_GPU: d.vendorDevice };
@@ -199,7 +202,7 @@ test('a rank bound by Vulkan id runs there and says so', async (t) => {
 
 let f16;
 test('float16 engine for the GPU: transformers\' tokens on a GPU; on lavapipe within float16 of float32', async (t) => {
-  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter})`);
+  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter}); Mesa >= 25 lavapipe gives one on any CPU (.ci/run installs it)`);
   f16 = join(dir, 'brown-f16');
   const b = await tprun(['build', '--model', MODEL, '--dtype', 'float16', '--device', 'gpu', '--max-seq-len', '512', '--out', f16, '-q']);
   assert.equal(b.code, 0, b.stderr);
@@ -213,7 +216,7 @@ test('float16 engine for the GPU: transformers\' tokens on a GPU; on lavapipe wi
 });
 
 test('GPU: float16 perplexity within 1% of transformers, greedy tokens as the reference for ≥3 of 4 prompts', async (t) => {
-  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter})`);
+  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter}); Mesa >= 25 lavapipe gives one on any CPU (.ci/run installs it)`);
   if (cpuAdapter) return t.skip('the adapter is lavapipe (a CPU device): float16 there drifts from float32 at the third greedy token (issue 15); float32 is checked above');
   const ppl = await tprun(['perplexity', '--engine', f16, '--device', 'gpu', '--json']);
   assert.equal(ppl.code, 0, ppl.stderr);

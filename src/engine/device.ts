@@ -84,8 +84,16 @@ export function gpuBinding(env: NodeJS.ProcessEnv = process.env, gpus: HostGpu[]
     const ids = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
     if (ids.includes('-1')) throw new InputError(`${who}: ${name}=${value} hides every GPU; use --device cpu`);
     // A list shared by the ranks of a node (srun --gpus-per-node, a wrapper exporting all GPUs): by local rank.
-    const id = ids[localRank(env) % ids.length];
-    const source = `${name}=${value}`;
+    const pos = localRank(env) % ids.length;
+    let id = ids[pos];
+    let source = `${name}=${value}`;
+    // Slurm renumbers CUDA_VISIBLE_DEVICES from 0 where its cgroup hides the other GPUs, while the driver's
+    // list (and PCI addresses) stay the host's: SLURM_STEP_GPUS holds the host indices, in the same order.
+    const slurm = (env.SLURM_STEP_GPUS ?? env.SLURM_JOB_GPUS)?.split(',').map((s) => s.trim());
+    if (name === 'CUDA_VISIBLE_DEVICES' && slurm?.length === ids.length && slurm.every((s) => /^\d+$/.test(s)) && /^\d+$/.test(id)) {
+      id = slurm[pos];
+      source += ` (host GPU ${id} by ${env.SLURM_STEP_GPUS !== undefined ? 'SLURM_STEP_GPUS' : 'SLURM_JOB_GPUS'})`;
+    }
     // Index 0 where the driver lists no GPU (lavapipe, another vendor): the default adapter, as ever.
     if (gpus.length === 0 && id === '0') return undefined;
     let target: VulkanTarget;
