@@ -111,6 +111,37 @@ test('GPU sessions keep the KV cache and residual on the GPU and bring logits an
   assert.equal(outputLocations('cpu', names), undefined);
 });
 
+test('on the adapter: present.* come back as GPU buffers and feed the next step in place, logits as host data', async (t) => {
+  if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter}); Mesa >= 25 lavapipe gives one on any CPU (.ci/run installs it)`);
+  const ort = (await import('onnxruntime-node')).default;
+  // present = past + x; logits = 2·present: a KV cache in miniature.
+  const g = new Graph('kv', 'float32', new WeightFile('none.bin'));
+  const past = g.input('past.0.key', 'float32', [4]);
+  const x = g.input('x', 'float32', [4]);
+  g.node('Add', [past, x], ['present.0.key']);
+  const two = g.input('two', 'float32', [1]);
+  g.node('Mul', ['present.0.key', two], ['logits']);
+  g.output('present.0.key', 'float32', [4]);
+  g.output('logits', 'float32', [4]);
+  const model = g.encode();
+  const s = await ort.InferenceSession.create(model, {
+    executionProviders: ['webgpu'], preferredOutputLocation: outputLocations('gpu', onnxOutputNames(model)), logSeverityLevel: 3,
+  });
+  let kv = new ort.Tensor('float32', new Float32Array(4), [4]);
+  let logits;
+  for (let step = 1; step <= 3; step++) {
+    const r = await s.run({ 'past.0.key': kv, x: new ort.Tensor('float32', Float32Array.of(1, 2, 3, 4), [4]), two: new ort.Tensor('float32', Float32Array.of(2), [1]) });
+    assert.equal(r['present.0.key'].location, 'gpu-buffer');
+    assert.equal(r.logits.location, 'cpu');
+    if (kv.location === 'gpu-buffer') kv.dispose();
+    kv = r['present.0.key'];
+    logits = Array.from(r.logits.data);
+  }
+  kv.dispose();
+  assert.deepEqual(logits, [6, 12, 18, 24]);
+  await s.release();
+});
+
 let f32;
 let f32tp2;
 const gen = (engine, device, p, extra = [], env = {}) =>
