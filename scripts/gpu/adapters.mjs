@@ -1,47 +1,51 @@
-// Adapter binding checks on the GPU machine (JSON lines): which GPUs the host has, which adapter each
-// rank environment resolves to, that a missing adapter is a clear error, and what onnxruntime-node does
-// with the WebGPU provider's deviceId (a context id, not an adapter index).
+// Run as a rank (tprun -n N -- node scripts/gpu/adapters.mjs): binds this rank to its GPU the way an
+// engine does (src/engine/device.ts chooseDevice), then shows from inside the rank which Vulkan device
+// the WebGPU provider got: the device-select layer's listing of what this process can see (one device
+// when bound) and the time of a float32 MatMul chain on it (a GPU and lavapipe differ by orders of
+// magnitude). One JSON line {check: 'adapter', ...}; exit 2 with the one-line refusal where binding fails.
 import ort from 'onnxruntime-node';
-import { chooseDevice, hostGpus } from '../../dist/engine/device.js';
+import { chooseDevice, listVulkanDevices } from '../../dist/engine/device.js';
 import { Graph } from '../../dist/engine/graph.js';
 import { WeightFile } from '../../dist/engine/weight-file.js';
 
-const out = (o) => process.stdout.write(`${JSON.stringify({ check: 'adapter', ...o })}\n`);
-out({ case: 'host GPUs (/proc/driver/nvidia/gpus)', gpus: hostGpus() });
-const cases = [
-  ['rank 0, no binding', { TPRUN_RANK: '0', TPRUN_LOCAL_RANK: '0' }],
-  ['rank 0 bound by the launcher', { TPRUN_RANK: '0', TPRUN_LOCAL_RANK: '0', CUDA_VISIBLE_DEVICES: '0' }],
-  ['rank 1 of 2 on a one-GPU host, launcher --gpus auto (shares GPU 0)', { TPRUN_RANK: '1', TPRUN_LOCAL_RANK: '1', CUDA_VISIBLE_DEVICES: '0' }],
-  ['rank 1, no binding (local rank 1, shared round-robin)', { TPRUN_RANK: '1', TPRUN_LOCAL_RANK: '1' }],
-  ['rank 1 bound to GPU 1 (missing here)', { TPRUN_RANK: '1', TPRUN_LOCAL_RANK: '1', CUDA_VISIBLE_DEVICES: '1' }],
-  ['TPRUN_GPU_ADAPTER=3 (missing here)', { TPRUN_GPU_ADAPTER: '3' }],
-  ['unknown GPU UUID', { CUDA_VISIBLE_DEVICES: 'GPU-00000000-0000-0000-0000-000000000000' }],
-];
-for (const [name, env] of cases) {
-  try {
-    const c = await chooseDevice('gpu', env);
-    out({ case: name, ok: true, device: c.device, adapter: c.adapter, reason: c.reason });
-  } catch (e) {
-    out({ case: name, ok: false, exitCode: e.exitCode, error: e.message });
-  }
+const rank = Number(process.env.TPRUN_RANK ?? 0);
+const out = (o) => process.stdout.write(`${JSON.stringify({ check: 'adapter', rank, ...o })}\n`);
+let choice;
+try {
+  choice = await chooseDevice('gpu');
+} catch (e) {
+  out({ ok: false, exitCode: e.exitCode, error: e.message });
+  process.exit(e.exitCode ?? 1);
 }
-const g = new Graph('p', 'float32', new WeightFile('none.bin'));
-g.node('Identity', [g.input('x', 'float32', [1])], ['y']);
-g.output('y', 'float32', [1]);
-const model = g.encode();
-const tries = [
-  ['executionProviders [{name: webgpu, deviceId: 1}]', { executionProviders: [{ name: 'webgpu', deviceId: 1 }] }],
-  ['extra ep.webgpuexecutionprovider.deviceId = 1', { executionProviders: ['webgpu'], extra: { ep: { webgpuexecutionprovider: { deviceId: '1' } } } }],
-  ['extra ep.webgpuexecutionprovider.deviceId = 0', { executionProviders: ['webgpu'], extra: { ep: { webgpuexecutionprovider: { deviceId: '0' } } } }],
-  ['extra powerPreference low-power', { executionProviders: ['webgpu'], extra: { ep: { webgpuexecutionprovider: { powerPreference: 'low-power' } } } }],
-];
-for (const [name, opts] of tries) {
-  try {
-    const s = await ort.InferenceSession.create(model, { ...opts, extra: { ...(opts.extra ?? {}), session: { disable_cpu_ep_fallback: '1' } } });
-    const r = await s.run({ x: new ort.Tensor('float32', Float32Array.of(7), [1]) });
-    out({ case: name, opened: true, y: r.y.data[0] });
-    await s.release();
-  } catch (e) {
-    out({ case: name, opened: false, error: String(e.message).split('\n')[0].slice(0, 300) });
-  }
+// What this process sees now, through the same layer and environment (FORCE_DEFAULT_DEVICE: one device).
+const visible = await listVulkanDevices({ ...process.env, MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1' });
+const env = Object.fromEntries(['TPRUN_GPU', 'CUDA_VISIBLE_DEVICES', 'DRI_PRIME', 'MESA_VK_DEVICE_SELECT', 'MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE']
+  .filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]]));
+
+// y = x·W1·W2·…·W8, x 256×1024, W 1024×1024, float32: 4.3 GFLOP per run.
+const n = 1024;
+const m = 256;
+const g = new Graph('mm', 'float32', new WeightFile('none.bin'));
+let x = g.input('x', 'float32', [m, n]);
+for (let i = 0; i < 8; i++) {
+  const w = g.input(`w${i}`, 'float32', [n, n]);
+  const y = i === 7 ? 'y' : `h${i}`;
+  g.node('MatMul', [x, w], [y]);
+  x = y;
 }
+g.output('y', 'float32', [m, n]);
+const s = await ort.InferenceSession.create(g.encode(), { executionProviders: choice.executionProviders, extra: { session: { disable_cpu_ep_fallback: '1' } }, logSeverityLevel: 3 });
+const feeds = { x: new ort.Tensor('float32', new Float32Array(m * n).fill(1 / n), [m, n]) };
+for (let i = 0; i < 8; i++) feeds[`w${i}`] = new ort.Tensor('float32', new Float32Array(n * n).fill(1 / n), [n, n]);
+await s.run(feeds); // compile
+const reps = 3;
+const t0 = performance.now();
+let r;
+for (let i = 0; i < reps; i++) r = await s.run(feeds);
+const ms = (performance.now() - t0) / reps;
+out({
+  ok: true, device: choice.device, adapter: choice.adapter ?? null, reason: choice.reason, env,
+  visible: visible?.map((d) => `${d.vendorDevice} ${d.name} (${d.type}${d.pci ? ` @${d.pci}` : ''})`) ?? null,
+  matmul_ms: +ms.toFixed(2), gflop_per_s: +((8 * 2 * m * n * n) / (ms * 1e6)).toFixed(1), y00: r.y.data[0],
+});
+await s.release();

@@ -14,7 +14,7 @@ import type { LaunchOptions } from '../launcher/launch.js';
 // torch/distributed/run.py.
 export const launchOptions = {
   n: { alias: 'np', type: 'number', describe: 'number of ranks (default: 1, or all slots of --hostfile/--hosts)' },
-  gpus: { type: 'string', default: 'auto', describe: 'auto (one per GPU of nvidia-smi -L), none, or a list 0,1,..' },
+  gpus: { type: 'string', default: 'auto', describe: 'auto (one per GPU of nvidia-smi -L), none, or a list of GPU indices, UUIDs, PCI bus ids (0000:41:00.0) or Vulkan vendor:device ids (10005:0 = lavapipe); WebGPU ranks are bound through Mesa\'s device-select layer' },
   'tag-output': { type: 'boolean', default: false, describe: 'prefix every output line with [rank]' },
   timeout: { type: 'number', describe: 'end the job after SEC seconds (exit code 124)' },
   x: { type: 'string', describe: 'forward VAR to the ranks, or set VAR=VALUE (repeatable)' },

@@ -1,4 +1,5 @@
 // The environment of each rank (names fixed in notes/CONTRACTS.md).
+import { deviceSelectEnv, hostGpus, isCudaId, vulkanTarget, type HostGpu } from './gpus.js';
 import type { RankPlace } from './placement.js';
 
 export interface JobIdentity {
@@ -19,7 +20,13 @@ export const FOREIGN_IDENTITY = [
   'OMPI_COMM_WORLD_NODE_RANK', 'PMI_RANK', 'PMI_SIZE', 'PMIX_RANK', 'SLURM_PROCID', 'SLURM_LOCALID', 'SLURM_NODEID',
 ];
 
-export function rankEnv(job: JobIdentity, p: RankPlace, gpu: string | undefined, events: string): Record<string, string> {
+/**
+ * `gpu`: the --gpus id of this rank. CUDA_VISIBLE_DEVICES gets CUDA's kinds of id, TPRUN_GPU every id;
+ * a rank on this host also gets the device-select layer's environment for it (gpus.ts), so that any
+ * Vulkan program run as a rank opens that device alone. An id this host cannot resolve is left to the
+ * rank, which refuses it in one line (src/engine/device.ts).
+ */
+export function rankEnv(job: JobIdentity, p: RankPlace, gpu: string | undefined, events: string, gpus?: HostGpu[]): Record<string, string> {
   const env: Record<string, string> = {
     TPRUN_RANK: String(p.rank),
     TPRUN_WORLD_SIZE: String(job.size),
@@ -41,7 +48,17 @@ export function rankEnv(job: JobIdentity, p: RankPlace, gpu: string | undefined,
     env.TPRUN_CURVE_SERVER_PUBLIC = job.curve.publicKey;
     env.TPRUN_CURVE_SERVER_SECRET = job.curve.secretKey;
   }
-  if (gpu !== undefined) env.CUDA_VISIBLE_DEVICES = gpu;
+  if (gpu !== undefined) {
+    env.TPRUN_GPU = gpu;
+    if (isCudaId(gpu)) env.CUDA_VISIBLE_DEVICES = gpu;
+    if (p.local) {
+      const host = gpus ?? hostGpus();
+      // Index 0 where the driver lists no GPU: the default adapter (a lavapipe or non-NVIDIA host).
+      if (host.length || gpu !== '0') {
+        try { Object.assign(env, deviceSelectEnv(vulkanTarget(gpu, host, `--gpus ${gpu}`))); } catch { /* the rank says why */ }
+      }
+    }
+  }
   if (events) env.TPRUN_EVENTS = events;
   return env;
 }

@@ -1,0 +1,122 @@
+#!/bin/bash
+# Issue 15 part 2 on the GPU machine: one rank, one GPU, through Mesa's device-select Vulkan layer.
+# The single-GPU machine has two Vulkan devices once lavapipe is carried there: the NVIDIA GPU and
+# lavapipe (CPU). Rank 0 is bound to one, rank 1 to the other, then the reverse, each checked from inside
+# the rank (scripts/gpu/adapters.mjs: the layer's listing of what the rank sees, and a MatMul timing);
+# a tp=2 generate runs split over both; a binding to a device the host lacks is refused in one line.
+#
+# Here (after `npx tsc -p .`):  bash scripts/gpu/adapters.sh pack
+#   makes .device/adp1 .device/adp2 .device/adp3 (git-ignored), ~27 MB each: node, production
+#   node_modules, the Vulkan loader and vulkaninfo debs, lavapipe + device-select layer with the
+#   libraries they need (libLLVM-15, z3, icu, libxml2, ...). The tree (~29 MB) plus everything is over
+#   the device tool's 64 MiB, so it travels in three back-to-back calls (the machine stays warm ~30 s):
+#   1. carry [".device/adp1"]:          bash scripts/gpu/adapters.sh stash
+#   2. carry [".device/adp2"]:          bash scripts/gpu/adapters.sh stash
+#   3. carry [".device/adp3", "dist"]:  bash scripts/gpu/adapters.sh run
+# The device tool ships the session's own checkout (not a worktree): pack and call from there. The pack
+# cache ($ADAPTERS_CACHE, default /tmp/tprun-adapters-pack) is reused; lavapipe's xz -9 takes minutes.
+# Results: $OUT/adapters.jsonl (one line per rank and case) and $OUT/adapters.md (the table for docs/gpu.md).
+set -uo pipefail
+root=$(git rev-parse --show-toplevel 2>/dev/null || pwd); cd "$root"
+cache=${ADAPTERS_CACHE:-/tmp/tprun-adapters-pack}
+stash=/tmp/tprun-adapters
+
+pack() {
+  set -e
+  mkdir -p "$cache/debs" .device
+  [ -s "$cache/node.xz" ] || xz -T0 -6 -c "$(readlink -f "$(command -v node)")" > "$cache/node.xz"
+  if ! ls "$cache"/debs/vulkan-tools_*.deb >/dev/null 2>&1; then
+    o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64-lists'
+    mkdir -p /tmp/amd64-lists/partial; apt-get $o update >/dev/null 2>&1 || true
+    (cd "$cache/debs" && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 vulkan-tools >/dev/null 2>&1)
+  fi
+  stamp=$(cat package.json package-lock.json | sha256sum | cut -c1-16)
+  if [ ! -s "$cache/deps.tar.xz" ] || [ "$(cat "$cache/deps.stamp" 2>/dev/null)" != "$stamp" ]; then
+    t=$(mktemp -d); cp package.json package-lock.json "$t"; [ -f .npmrc ] && cp .npmrc "$t"
+    (cd "$t" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null)
+    find "$t/node_modules" -type d \( -path '*/darwin*' -o -path '*/win32*' -o -path '*linux/arm64*' -o -path '*linux-arm64*' -o -path '*/musl-*' \) -prune -exec rm -rf {} + 2>/dev/null || true
+    z=$t/node_modules/zeromq/build/linux/x64/node
+    rm -rf "$z/64" "$z/108" "$z/115" "$z/glibc-147-Release" "$t/node_modules/zod/src" "$t/node_modules/cmake-ts/src" "$t/node_modules/node-addon-api"
+    find "$t/node_modules" \( -name '*.d.ts' -o -name '*.d.cts' -o -name '*.d.mts' -o -name '*.map' -o -name '*.md' \) -delete
+    tar -C "$t" -cf - node_modules | xz -T0 -6 > "$cache/deps.tar.xz"; rm -rf "$t"; echo "$stamp" > "$cache/deps.stamp"
+  fi
+  # lavapipe and the layer (Mesa >= 25: .ci/run installs it) with every library they load but glibc's.
+  if [ ! -s "$cache/lvp.tar.xz" ]; then
+    t=$(mktemp -d); lib=/usr/lib/x86_64-linux-gnu
+    for l in $(ldd $lib/libvulkan_lvp.so $lib/libVkLayer_MESA_device_select.so | awk '/=>/{print $3}' | sort -u | grep -vE '/lib(c|m|pthread|dl|rt)\.so'); do cp -L "$l" "$t/"; done
+    cp $lib/libvulkan_lvp.so $lib/libVkLayer_MESA_device_select.so "$t/"
+    tar -C "$t" -cf - . | xz -T0 -9 > "$cache/lvp.tar.xz"; rm -rf "$t"
+  fi
+  t=$(mktemp -d); tar -C "$cache" -cf "$t/blob.tar" node.xz deps.tar.xz debs lvp.tar.xz $(cd "$cache" && ls lvp-*.tar.xz 2>/dev/null)
+  size=$(stat -c %s "$t/blob.tar"); part=$(( (size + 2) / 3 ))
+  rm -f .device/adp?; split -b "$part" -a 1 --numeric-suffixes=1 "$t/blob.tar" .device/adp; rm -rf "$t"
+  ls -la .device/adp?
+}
+
+stash_parts() { mkdir -p "$stash"; for f in .device/adp?; do [ -f "$f" ] && cp "$f" "$stash/"; done; ls -la "$stash"; }
+
+setup() {
+  local x=$stash/x
+  if [ ! -d "$x/lvp" ]; then
+    rm -rf "$x"; mkdir -p "$x/lvp/layer"
+    cat "$stash"/adp? | tar -C "$x" -xf - || { echo "the three parts are not all here: $(ls "$stash")" >&2; exit 1; }
+    tar -C "$x/lvp" -xJf "$x/lvp.tar.xz"; for f in "$x"/lvp-*.tar.xz; do [ -f "$f" ] && tar -C "$x/lvp" -xJf "$f"; done
+    mkdir -p /tmp/nodebin && xz -dc "$x/node.xz" > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
+    for f in "$x"/debs/*.deb; do dpkg -x "$f" /; done; ldconfig
+    printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s/libvulkan_lvp.so","api_version":"1.4.305"}}\n' "$x/lvp" > "$x/lvp/lvp_icd.json"
+    printf '{"file_format_version":"1.0.0","layer":{"name":"VK_LAYER_MESA_device_select","type":"GLOBAL","library_path":"%s/libVkLayer_MESA_device_select.so","api_version":"1.4.303","implementation_version":"1","description":"Linux device selection layer","functions":{"vkNegotiateLoaderLayerInterfaceVersion":"vkNegotiateLoaderLayerInterfaceVersion"}}}\n' "$x/lvp" > "$x/lvp/layer/VkLayer_MESA_device_select.json"
+  fi
+  # node_modules here may be a link to a checkout that is not on this machine
+  [ -L node_modules ] && rm -f node_modules
+  [ -d node_modules ] || tar -xJf "$x/deps.tar.xz"
+  export PATH=/tmp/nodebin:$PATH
+  local nv=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  [ -f $nv ] || nv=$(ls /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json 2>/dev/null | head -1)
+  # Both devices: the NVIDIA driver and lavapipe; the layer loaded by name, as where Mesa is not installed.
+  export VK_DRIVER_FILES=${nv:+$nv:}$x/lvp/lvp_icd.json
+  export VK_LAYER_PATH=$x/lvp/layer VK_INSTANCE_LAYERS=VK_LAYER_MESA_device_select
+  export LD_LIBRARY_PATH=$x/lvp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+}
+
+run() {
+  setup
+  OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"; R=$OUT/adapters.jsonl; : > "$R"
+  local log=$OUT/adapters.log
+  echo "== $(date -u +%T) devices" | tee -a "$log"
+  nvidia-smi --query-gpu=index,name,pci.bus_id --format=csv,noheader | tee -a "$log"
+  vulkaninfo --summary 2>>"$log" | grep -E '^GPU|deviceName|deviceType|vendorID|deviceID' | tee -a "$log"
+  local gpu; gpu=$(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader | head -1 | tr -d ' ')
+  local lvp=10005:0
+  case_() { # NAME GPUS: tprun -n 2 --gpus GPUS over adapters.mjs; vulkaninfo in each rank's environment
+    echo "== $(date -u +%T) $1 (--gpus $2)" | tee -a "$log"
+    node dist/cli.js -n 2 --gpus "$2" -- sh -c 'echo "rank $TPRUN_RANK vulkaninfo: $(vulkaninfo --summary 2>/dev/null | grep -m1 deviceName | sed "s/.*= //")"' 2>>"$log" | tee -a "$log"
+    node dist/cli.js -n 2 --gpus "$2" -- node scripts/gpu/adapters.mjs 2>>"$log" | grep '^{' | sed "s/^{/{\"case\":\"$1\",\"gpus\":\"$2\",/" | tee -a "$R"
+  }
+  case_ "rank 0 GPU, rank 1 lavapipe" "$gpu,$lvp"
+  case_ "reverse" "$lvp,$gpu"
+  case_ "by index (0 = nvidia-smi's GPU 0)" "$lvp,0"
+  case_ "device this host lacks" "$gpu,0000:99:00.0"
+  echo "== $(date -u +%T) tp=2 generate, rank 0 on the GPU, rank 1 on lavapipe" | tee -a "$log"
+  local e=/tmp/tprun-adapters-brown-tp2
+  [ -d $e ] || node dist/cli.js build --model models/brown-llama-a --tp 2 --dtype float32 --device gpu --max-seq-len 128 --max-input-len 64 --out $e -q >>"$log" 2>&1
+  local ids; ids=$(node -e "console.log(require('./models/brown-llama-a-reference.json').prompts[0].input_ids.join(','))")
+  node dist/cli.js -n 2 --gpus "$gpu,$lvp" -- node dist/cli.js generate --engine $e --device gpu --input-ids "$ids" --max-new-tokens 24 --ignore-eos --json -q 2>>"$log" \
+    | grep '^{' | head -1 | node -e "
+      const s = require('fs').readFileSync(0, 'utf8'); const r = s.trim() ? JSON.parse(s) : {}; const ref = require('./models/brown-llama-a-reference.json').prompts[0];
+      console.log(JSON.stringify({ check: 'tp2-split', case: 'tp=2 generate, rank 0 GPU + rank 1 lavapipe', greedy_equal: JSON.stringify(r.new_ids) === JSON.stringify(ref.greedy_new_ids), new_ids: r.new_ids ?? null }));" | tee -a "$R"
+  node -e "
+    const rows = require('fs').readFileSync('$R', 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const t = ['| case | --gpus | rank | bound to (checked in the rank) | the rank sees | MatMul GFLOP/s |', '|---|---|---|---|---|---|'];
+    const order = [...new Set(rows.map((r) => r.case))];
+    for (const r of rows.filter((r) => r.check === 'adapter').sort((a, b) => order.indexOf(a.case) - order.indexOf(b.case) || a.rank - b.rank)) t.push('| ' + [r.case, r.gpus, r.rank, r.ok ? r.adapter ?? 'default adapter' : 'refused: ' + r.error, (r.visible ?? []).join('; '), r.gflop_per_s ?? ''].join(' | ') + ' |');
+    for (const r of rows.filter((r) => r.check === 'tp2-split')) t.push('| ' + r.case + ' | | 0,1 | greedy tokens equal to transformers: ' + r.greedy_equal + ' | | |');
+    console.log(t.join('\n'));" | tee "$OUT/adapters.md"
+  (cd "$OUT" && tar -czf adapters-logs.tgz adapters.log && rm -f adapters.log)
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  stash) stash_parts ;;
+  run) stash_parts; run ;;
+  *) echo "usage: bash scripts/gpu/adapters.sh pack|stash|run" >&2; exit 2 ;;
+esac
