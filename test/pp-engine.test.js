@@ -1,0 +1,52 @@
+// Pipeline parallelism through the CLI, float32 on the CPU: pp = 2 and pp = 3 of the 6-layer model
+// (3 + 3 and 2 + 2 + 2 layers), real ranks started by the commands themselves, against transformers.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MODEL, REF, tprun } from './helpers/engine.js';
+import { checkGreedy, checkPerplexity } from './helpers/pp.js';
+
+let dir;
+const engines = {};
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tprun-pp-'));
+  for (const pp of [2, 3]) {
+    engines[pp] = join(dir, `pp${pp}`);
+    const r = await tprun(['build', '--model', MODEL, '--pp', String(pp), '--out', engines[pp], '--max-seq-len', '512']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`${pp} rank\\(s\\) \\(tp 1 × pp ${pp}\\)`));
+  }
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('a pp engine records pp_size and gives each stage only its layers\' KV cache', () => {
+  const cfg = JSON.parse(readFileSync(join(engines[3], 'config.json'), 'utf8'));
+  assert.equal(cfg.pp_size, 3);
+  assert.equal(cfg.tp_size, 1);
+  assert.deepEqual(readdirSync(engines[3]).filter((f) => f.startsWith('rank')).sort(), ['rank0', 'rank1', 'rank2']);
+  // Stage graphs declare past.0..past.1 only (2 layers each, numbered from 0 as in the checkpoint).
+  for (const r of [0, 1, 2]) {
+    const g = readFileSync(join(engines[3], `rank${r}`, 'seg0.onnx')).toString('latin1');
+    assert.ok(g.includes('past.1.key') && !g.includes('past.2.key'), `rank ${r}`);
+    assert.equal(g.includes('hidden_in'), r > 0, `rank ${r}: hidden_in`);
+    assert.equal(g.includes('logits'), r === 2, `rank ${r}: logits`);
+  }
+});
+
+for (const pp of [2, 3]) {
+  test(`float32 pp=${pp}: four prompts give transformers' ids, logits and 24 greedy tokens (micro-batched)`, async () => {
+    await checkGreedy(engines[pp]);
+  });
+  test(`float32 pp=${pp}: held-out perplexity within 0.5% of transformers`, async () => {
+    await checkPerplexity(engines[pp]);
+  });
+}
+
+test('pp=2, one prompt alone (one micro-batch): --input-ids agree with --prompt; the plain output names tp × pp', async () => {
+  const r = await tprun(['generate', '--engine', engines[2], '--input-ids', REF.prompts[1].input_ids.join(','), '--max-new-tokens', '6']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.stdout.startsWith(`${REF.prompts[1].text}${REF.prompts[1].greedy_text.split(' ').slice(0, 4).join(' ')}`), r.stdout);
+  assert.match(r.stdout, /tp 1 × pp 2 · load .* ms · prefill 8 tokens in .* decode .* ms\/step/);
+});
