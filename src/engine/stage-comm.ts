@@ -26,6 +26,9 @@ export class TpGroup {
     if (this.size === 1) return buf;
     if (this.whole) return this.world.allReduce(buf, 'sum');
     const parts = await this.exchange(buf);
+    // Our own part is `buf` itself: keep a copy before `buf` becomes the sum.
+    const me = this.ranks.indexOf(this.world.rank);
+    parts[me] = buf.slice();
     buf.set(parts[0]);
     for (let i = 1; i < parts.length; i++) {
       const p = parts[i];
