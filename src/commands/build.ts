@@ -98,7 +98,7 @@ const command: CommandModule<object, BuildArgs> = {
     };
     await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();
-      const model = await traceSpan('load', async () => q ? (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'] }, q) : loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, pp, world, parallelEmbedding: a['parallel-embedding'] }));
+      const model = await traceSpan('load', async () => q ? (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'], pp }, q) : loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, pp, world, parallelEmbedding: a['parallel-embedding'] }));
       const bar = progress('build', new Mapping(model.config.mapping, world.rank).ppLayers(model.config.num_hidden_layers).length, 'layers');
       const engine = await traceSpan('build', () => build(model, buildConfig, { onLayer: () => bar.tick() }));
       bar.done();
