@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MODEL, REF, tprun } from './helpers/engine.js';
+import { newMark, procsWithMark, startTprun, leftovers, waitFor } from './helpers/procs.js';
 import { checkGreedy, checkPerplexity } from './helpers/pp.js';
 
 let dir;
@@ -49,4 +50,19 @@ test('pp=2, one prompt alone (one micro-batch): --input-ids agree with --prompt;
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.stdout.startsWith(`${REF.prompts[1].text}${REF.prompts[1].greedy_text.split(' ').slice(0, 4).join(' ')}`), r.stdout);
   assert.match(r.stdout, /tp 1 × pp 2 · load .* ms · prefill 8 tokens in .* decode .* ms\/step/);
+});
+
+test('a middle stage that dies mid-run takes the job down, named, with nothing left behind', async () => {
+  const mark = newMark();
+  const run = startTprun(['generate', '--engine', engines[3], '--input-ids', REF.prompts[0].input_ids.join(','), '--max-new-tokens', '480', '--ignore-eos'], { mark, env: { TPRUN_QUIET: '1' } });
+  const rankOf = (pid) => { try { return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').find((e) => e.startsWith('TPRUN_RANK='))?.slice(11); } catch { return undefined; } };
+  let victim;
+  await waitFor(() => (victim = procsWithMark(mark).find((p) => rankOf(p.pid) === '1' && p.cmd.includes('generate'))?.pid) !== undefined, 60000, 'rank 1');
+  // Let it get into the run (load, then the pipeline); wherever it is, the job must end.
+  await new Promise((r) => setTimeout(r, 1500));
+  process.kill(victim, 'SIGKILL');
+  const res = await run.done;
+  assert.notEqual(res.code, 0);
+  assert.match(res.stderr, /rank 1 \(pid \d+\) killed by SIGKILL/);
+  assert.deepEqual(await leftovers(mark), []);
 });
