@@ -94,7 +94,7 @@ test('a prompt that fills max_seq_len: exit 2 naming both lengths', async () => 
   assert.match(lines[0], /prompt 0 has 12 tokens, which fills the engine's max_seq_len 12/);
 });
 
-test('more new tokens than the room left: capped, and the cap is announced', async () => {
+test('more new tokens than the room left: capped, the cap announced, the progress bar sized to it', async () => {
   const p = REF.prompts[1];
   assert.equal(p.input_ids.length, 8);
   const r = await tprun(['generate', '--engine', small, '--input-ids', p.input_ids.join(','), '--max-new-tokens', '1000000000', '--ignore-eos', '--json']);
@@ -102,4 +102,10 @@ test('more new tokens than the room left: capped, and the cap is announced', asy
   assert.match(r.stderr, /--max-new-tokens 1000000000 capped to 4: the engine's max_seq_len 12 less the longest prompt's 8 tokens/);
   const [o] = jsonLines(r.stdout);
   assert.deepEqual(o.new_ids, p.greedy_new_ids.slice(0, 4));
+  // The progress bar (as the launcher receives it) counts to the cap, not to 1e9.
+  const bar = await tprun(['generate', '--engine', small, '--input-ids', p.input_ids.join(','), '--max-new-tokens', '1000000000', '--ignore-eos'], { env: { TPRUN_EVENTS: 'progress' } });
+  assert.equal(bar.code, 0, bar.stderr);
+  const totals = [...bar.stderr.matchAll(/"phase":"generate"[^\n]*?"total":(\d+)/g)].map((m) => Number(m[1]));
+  assert.ok(totals.length > 0, bar.stderr);
+  assert.deepEqual([...new Set(totals)], [4]);
 });
