@@ -57,7 +57,7 @@ const command: CommandModule<object, BenchArgs> = {
     .option('tp', { type: 'number', array: true, default: [1, 2], describe: 'without --engine: tensor-parallel sizes to build' })
     .option('pp', { type: 'number', array: true, default: [1], describe: 'without --engine: pipeline sizes to build (every tp × pp pair)' })
     .option('prompts', { type: 'number', default: 1, describe: 'K > 1: also K prompts in flight together (pipelined at pp > 1) against one after another' })
-    .option('micro-batches', { type: 'number', describe: 'with --prompts at pp > 1: micro-batches in flight (default: one per prompt)' })
+    .option('micro-batches', { type: 'number', describe: 'with --prompts at pp > 1: micro-batches in flight (default: min(prompts, pp), as generate)' })
     .option('max-seq-len', { type: 'number', default: 512, describe: 'without --engine: the engines\' max_seq_len' })
     .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const, describe: 'without --engine: the engines\' dtype' })
     .option('threads', { type: 'number' })
@@ -149,7 +149,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
     const K = a.prompts;
     if (K > 1) {
       const ps = Array.from({ length: K }, (_, k) => benchPrompt(P, pc.vocab_size, k + 2));
-      const mb = engine.pp > 1 ? (a['micro-batches'] ?? K) : undefined;
+      const mb = engine.pp > 1 ? a['micro-batches'] : undefined; // default: generate's, min(K, pp)
       const tog: number[] = [];
       const seq: number[] = [];
       for (let r = 0; r < a.reps; r++) {
@@ -191,7 +191,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
       ratio_to_bound: r3(boundMs / decodeMs),
       ...(together ? {
         prompts: K,
-        micro_batches: engine.pp > 1 ? Math.min(K, a['micro-batches'] ?? K) : 1,
+        micro_batches: engine.pp > 1 ? Math.min(K, a['micro-batches'] ?? engine.pp) : 1,
         together_ms: r3(together.together_ms),
         one_after_another_ms: r3(together.one_after_another_ms),
         together_speedup: r3(together.one_after_another_ms / together.together_ms),
