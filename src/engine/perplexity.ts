@@ -4,8 +4,9 @@
 // the result is exp(mean NLL) over all predictions.
 //
 // With pipeline parallelism the windows stream through the stages (no step depends on another, so the
-// first stage sends batch after batch and all stages work at once); the last stage scores them and sends
-// the totals back to the first stage.
+// first stage sends batch after batch and all stages work at once); the last stage scores them, acks each
+// batch to the first stage, which keeps at most pp batches in flight (bounded memory in the inboxes), and
+// sends the totals back at the end.
 
 import { InputError } from '../checkpoint/errors.js';
 import { traceSpan } from '../util/trace.js';
@@ -37,8 +38,14 @@ export async function perplexity(runner: EngineRunner, tokens: number[], window:
   let nll = 0;
   let count = 0;
   const positions = Array.from({ length: window }, (_, i) => i);
+  const ACK = TAG_PIPE + 5;
+  let unacked = 0;
   for (let w0 = 0; w0 < nWin; w0 += bc.max_batch_size) {
     const B = Math.min(bc.max_batch_size, nWin - w0);
+    if (m.ppSize > 1 && m.isFirstPpRank() && unacked >= m.ppSize) {
+      await runner.world.recv(prev, ACK, new Int32Array(1));
+      unacked--;
+    }
     const ids = new Array<number>(B * window);
     for (let b = 0; b < B; b++) for (let i = 0; i < window; i++) ids[b * window + i] = tokens[(w0 + b) * window + i];
     const hiddenIn = m.isFirstPpRank() ? undefined : await runner.world.recv(prev, TAG_PIPE + 1, new Float32Array(B * window * H));
@@ -51,6 +58,7 @@ export async function perplexity(runner: EngineRunner, tokens: number[], window:
     }, undefined, hiddenIn), { batch: B, tokens: B * window });
     if (!m.isLastPpRank()) {
       await runner.world.send(out.hidden!, next, TAG_PIPE + 1);
+      unacked++;
       onWindow?.(B);
       continue;
     }
@@ -67,9 +75,11 @@ export async function perplexity(runner: EngineRunner, tokens: number[], window:
         count++;
       }
     }
+    if (m.ppSize > 1) await runner.world.send(Int32Array.of(w0), next, ACK);
     onWindow?.(B);
   }
   if (m.ppSize > 1) {
+    for (; m.isFirstPpRank() && unacked > 0; unacked--) await runner.world.recv(prev, ACK, new Int32Array(1));
     // The last stage scored every window; the first stage (rank 0 among them) reports.
     const totals = Float64Array.of(nll, count);
     if (m.isLastPpRank()) await runner.world.send(totals, next, TAG_PIPE + 4);
