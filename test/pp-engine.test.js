@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MODEL, REF, tprun } from './helpers/engine.js';
+import { MODEL, REF, tprun, jsonLines } from './helpers/engine.js';
 import { newMark, procsWithMark, startTprun, leftovers, waitFor } from './helpers/procs.js';
 import { checkGreedy, checkPerplexity } from './helpers/pp.js';
 
@@ -13,11 +13,11 @@ let dir;
 const engines = {};
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tprun-pp-'));
-  for (const pp of [2, 3]) {
+  for (const pp of [1, 2, 3]) {
     engines[pp] = join(dir, `pp${pp}`);
     const r = await tprun(['build', '--model', MODEL, '--pp', String(pp), '--out', engines[pp], '--max-seq-len', '512']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`${pp} rank\\(s\\) \\(tp 1 × pp ${pp}\\)`));
+    if (pp > 1) assert.match(r.stdout, new RegExp(`${pp} rank\\(s\\) \\(tp 1 × pp ${pp}\\)`));
   }
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -50,6 +50,21 @@ test('pp=2, one prompt alone (one micro-batch): --input-ids agree with --prompt;
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.stdout.startsWith(`${REF.prompts[1].text}${REF.prompts[1].greedy_text.split(' ').slice(0, 4).join(' ')}`), r.stdout);
   assert.match(r.stdout, /tp 1 × pp 2 · load .* ms · prefill 8 tokens in .* decode .* ms\/step/);
+});
+
+test('seeded sampling on the last stage gives what pp 1 gives (temperature, top-k, top-p; 3 prompts in 2 and 3 micro-batches)', async () => {
+  const run = async (pp, mb) => {
+    const args = ['generate', '--engine', engines[pp], '--max-new-tokens', '16', '--ignore-eos', '--json', '--temperature', '0.9', '--top-k', '50', '--top-p', '0.95', '--seed', '7'];
+    for (const p of REF.prompts.slice(0, 3)) args.push('--input-ids', p.input_ids.join(','));
+    if (mb) args.push('--micro-batches', String(mb));
+    const r = await tprun(args);
+    assert.equal(r.code, 0, r.stderr);
+    return jsonLines(r.stdout).map((o) => o.new_ids);
+  };
+  const want = await run(1);
+  assert.notDeepEqual(want[0], REF.prompts[0].greedy_new_ids.slice(0, 16), 'sampling differs from greedy');
+  assert.deepEqual(await run(2), want);
+  assert.deepEqual(await run(3, 3), want);
 });
 
 test('a middle stage that dies mid-run takes the job down, named, with nothing left behind', async () => {
