@@ -115,7 +115,6 @@ export class EngineRunner {
   get vocabSize(): number { return this.engine.config.pretrained_config.vocab_size; }
 
   newCache(batch: number, capacity: number): KvCache {
-    const c = this.engine.config;
     return new KvCache(batch, capacity, this.shape.layers, this.shape, this.kvDtype);
   }
 
