@@ -6,7 +6,12 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MODEL, REF, tprun, jsonLines } from './helpers/engine.js';
-import { newMark, procsWithMark, startTprun, leftovers, waitFor } from './helpers/procs.js';
+import { newMark, procsWithMark, startTprun, leftovers, waitFor, CLI } from './helpers/procs.js';
+import { execFileSync, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+let mpirun;
+try { mpirun = execFileSync('sh', ['-c', 'command -v mpirun'], { encoding: 'utf8' }).trim(); } catch { /* absent */ }
 import { checkGreedy, checkPerplexity } from './helpers/pp.js';
 
 let dir;
@@ -65,6 +70,17 @@ test('seeded sampling on the last stage gives what pp 1 gives (temperature, top-
   assert.notDeepEqual(want[0], REF.prompts[0].greedy_new_ids.slice(0, 16), 'sampling differs from greedy');
   assert.deepEqual(await run(2), want);
   assert.deepEqual(await run(3, 3), want);
+});
+
+test('pp 2 joins a world made by mpirun: stages are Open MPI ranks, rank 0 prints', { skip: !mpirun && 'mpirun not installed (apt-get install openmpi-bin)' }, async () => {
+  const env = { ...process.env, TPRUN_QUIET: '1' };
+  for (const k of Object.keys(env)) if (/^(TPRUN_(?!QUIET)|MASTER_|RANK$|WORLD_SIZE$)/.test(k)) delete env[k];
+  const p = REF.prompts[2];
+  const { stdout } = await promisify(execFile)(mpirun, ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'generate', '--engine', engines[2],
+    '--input-ids', p.input_ids.join(','), '--max-new-tokens', '8', '--ignore-eos', '--json'], { timeout: 60000, env });
+  const out = jsonLines(stdout);
+  assert.equal(out.length, 1);
+  assert.deepEqual(out[0].new_ids, p.greedy_new_ids.slice(0, 8));
 });
 
 test('a middle stage that dies mid-run takes the job down, named, with nothing left behind', async () => {
