@@ -167,7 +167,8 @@ async function measureOne(a: BenchArgs): Promise<void> {
     if (world.rank !== 0) return;
     const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
     const decodeMs = med(decode);
-    const boundMs = (bytes[0] / (gbps[0] * 1e9)) * 1000;
+    // Pipeline stages read their weights one after another at batch 1: only a stage's ranks copy at once.
+    const boundMs = (bytes[0] / ((gbps[0] / engine.pp) * 1e9)) * 1000;
     const r3 = (x: number) => Math.round(x * 1000) / 1000;
     process.stdout.write(`${JSON.stringify({
       bench: 'generate',
