@@ -86,7 +86,7 @@ test('tprun convert: bad input exits 2 with one line and leaves no output', (t) 
       fs.truncateSync(f, fs.statSync(f).size - 1000);
       return d;
     }, [], /model-00002-of-00002\.safetensors: tensor \S+: data_offsets .* out of range/],
-    ['bad --pp', () => BROWN, ['--pp', '2'], /--pp 2: pipeline parallelism is not supported/],
+    ['bad --pp (more stages than layers)', () => BROWN, ['--pp', '7'], /--pp 7: more pipeline stages than the model's 6 layers/],
     ['not a checkpoint', () => work, [], /not a Hugging Face .* Meta .* TensorRT-LLM/],
   ];
   for (const [what, mk, extra, re] of cases) {

@@ -3,8 +3,10 @@
 // together: the engine's weight bytes less the embedding table, of which it reads one row), so it cannot
 // beat weight_bytes / copy_bandwidth, where copy bandwidth is measured by all ranks copying at once.
 //
-// Without --engine it builds brown-llama-a (float32) for tp 1 and 2 in a temp directory first. Each
-// engine is measured in its own child invocation (`--one`), which starts that engine's ranks.
+// Without --engine it builds brown-llama-a (float32) for every --tp × --pp layout (default tp 1 and 2) in
+// a temp directory first. Each engine is measured in its own child invocation (`--one`), which starts that
+// engine's ranks. With --prompts K > 1 it also times K prompts in one generate call (micro-batched through
+// the pipeline at pp > 1, one batch at pp = 1) against the same K prompts one after another.
 // The reference tool, where Python has torch: transformers' eager float32 model (or, without transformers,
 // a plain PyTorch LLaMA) on the same prompt ids (bench/generate-reference.py); otherwise its line says why
 // it was skipped.
@@ -16,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
 import { exitOnError, runOnRanks } from '../engine/cli-util.js';
-import { Engine } from '../engine/engine.js';
+import { Engine, engineWorldSize } from '../engine/engine.js';
 import { generate } from '../engine/generate.js';
 import type { World } from '../rank/types.js';
 import { seededRandom } from '../engine/sampling.js';
@@ -27,6 +29,12 @@ interface BenchArgs {
   'prompt-len': number;
   'new-tokens': number;
   reps: number;
+  tp: number[];
+  pp: number[];
+  prompts: number;
+  'micro-batches'?: number;
+  'max-seq-len': number;
+  dtype: 'float32' | 'float16';
   threads?: number;
   device?: 'cpu' | 'gpu' | 'auto';
   one: boolean;
@@ -46,6 +54,12 @@ const command: CommandModule<object, BenchArgs> = {
     .option('prompt-len', { type: 'number', default: 128 })
     .option('new-tokens', { type: 'number', default: 64 })
     .option('reps', { type: 'number', default: 3 })
+    .option('tp', { type: 'number', array: true, default: [1, 2], describe: 'without --engine: tensor-parallel sizes to build' })
+    .option('pp', { type: 'number', array: true, default: [1], describe: 'without --engine: pipeline sizes to build (every tp × pp pair)' })
+    .option('prompts', { type: 'number', default: 1, describe: 'K > 1: also K prompts in flight together (pipelined at pp > 1) against one after another' })
+    .option('micro-batches', { type: 'number', describe: 'with --prompts at pp > 1: micro-batches in flight (default: min(prompts, pp), as generate)' })
+    .option('max-seq-len', { type: 'number', default: 512, describe: 'without --engine: the engines\' max_seq_len' })
+    .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const, describe: 'without --engine: the engines\' dtype' })
     .option('threads', { type: 'number' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
     .option('python', { type: 'string', describe: 'Python with torch (and transformers, if installed) for the reference run; default: python3, else /usr/bin/python3 (Debian python3-torch)' })
@@ -59,16 +73,20 @@ const command: CommandModule<object, BenchArgs> = {
       if (!engines?.length) {
         tmp = mkdtempSync(join(tmpdir(), 'tprun-bench-'));
         engines = [];
-        for (const tp of [1, 2]) {
-          const out = join(tmp, `tp${tp}`);
-          await execa(process.execPath, [CLI, 'build', '--model', a.model, '--tp', String(tp), '--out', out, '--max-seq-len', '512'], { stdio: ['ignore', 'ignore', 'inherit'] });
-          engines.push(out);
+        for (const pp of a.pp) {
+          for (const tp of a.tp) {
+            const out = join(tmp, `tp${tp}-pp${pp}`);
+            await execa(process.execPath, [CLI, 'build', '--model', a.model, '--tp', String(tp), '--pp', String(pp), '--out', out,
+              '--max-seq-len', String(a['max-seq-len']), '--dtype', a.dtype, ...(a.device && a.device !== 'auto' ? ['--device', a.device] : [])], { stdio: ['ignore', 'ignore', 'inherit'] });
+            engines.push(out);
+          }
         }
       }
       const results: Record<string, unknown>[] = [];
       for (const e of engines) {
         const args = [CLI, 'bench', 'generate', '--one', '--engine', e, '--prompt-len', String(a['prompt-len']),
-          '--new-tokens', String(a['new-tokens']), '--reps', String(a.reps), ...(a.threads ? ['--threads', String(a.threads)] : []), ...(a.device ? ['--device', a.device] : [])];
+          '--new-tokens', String(a['new-tokens']), '--reps', String(a.reps), '--prompts', String(a.prompts),
+          ...(a['micro-batches'] ? ['--micro-batches', String(a['micro-batches'])] : []), ...(a.threads ? ['--threads', String(a.threads)] : []), ...(a.device ? ['--device', a.device] : [])];
         const r = await execa(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
         const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
         if (!line) throw new Error(`bench of ${e} printed no result`);
@@ -84,9 +102,10 @@ const command: CommandModule<object, BenchArgs> = {
         }
         if (a.json) process.stdout.write(`${JSON.stringify(m)}\n`);
         else {
-          process.stdout.write(`tp ${m.tp}: prefill ${m.prefill_tokens_per_s} tokens/s, decode ${m.decode_ms_per_token} ms/token ` +
+          process.stdout.write(`tp ${m.tp} × pp ${m.pp}: prefill ${m.prefill_tokens_per_s} tokens/s, decode ${m.decode_ms_per_token} ms/token ` +
             `(bound ${m.bound_ms_per_token} ms at ${m.copy_gb_per_s} GB/s copy → ${((m.ratio_to_bound as number) * 100).toFixed(1)}% of the bound` +
-            `${m.decode_speedup_vs_reference ? `; ${m.decode_speedup_vs_reference}x the PyTorch reference's decode` : ''})\n`);
+            `${m.decode_speedup_vs_reference ? `; ${m.decode_speedup_vs_reference}x the PyTorch reference's decode` : ''})` +
+            `${m.together_ms !== undefined ? `; ${m.prompts} prompts together ${m.together_ms} ms vs one after another ${m.one_after_another_ms} ms (${m.together_speedup}x)` : ''}\n`);
         }
       }
       if (a.json) process.stdout.write(`${JSON.stringify(ref)}\n`);
@@ -102,7 +121,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
   const dir = resolve(a.engine![0]);
   const config = await Engine.readConfig(dir);
   const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
-  await runOnRanks(config.tp_size, async (world: World) => {
+  await runOnRanks(engineWorldSize(config), async (world: World) => {
     const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size, verify: false });
     const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
     const pc = config.pretrained_config;
@@ -125,16 +144,37 @@ async function measureOne(a: BenchArgs): Promise<void> {
     const bytes = await world.allReduce(Float64Array.of(mine), 'sum');
     await world.barrier();
     const gbps = await world.allReduce(Float64Array.of(copyBandwidth()), 'sum');
+    // K prompts: one generate call (micro-batched through the stages at pp > 1) against K calls in a row.
+    let together: { together_ms: number; one_after_another_ms: number } | undefined;
+    const K = a.prompts;
+    if (K > 1) {
+      const ps = Array.from({ length: K }, (_, k) => benchPrompt(P, pc.vocab_size, k + 2));
+      const mb = engine.pp > 1 ? a['micro-batches'] : undefined; // default: generate's, min(K, pp)
+      const tog: number[] = [];
+      const seq: number[] = [];
+      for (let r = 0; r < a.reps; r++) {
+        let t0 = performance.now();
+        await generate(runner, ps, { maxNewTokens: N, microBatches: mb });
+        tog.push(performance.now() - t0);
+        t0 = performance.now();
+        for (const p of ps) await generate(runner, [p], { maxNewTokens: N });
+        seq.push(performance.now() - t0);
+      }
+      const m = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+      together = { together_ms: m(tog), one_after_another_ms: m(seq) };
+    }
     await runner.close();
     if (world.rank !== 0) return;
     const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
     const decodeMs = med(decode);
-    const boundMs = (bytes[0] / (gbps[0] * 1e9)) * 1000;
+    // Pipeline stages read their weights one after another at batch 1: only a stage's ranks copy at once.
+    const boundMs = (bytes[0] / ((gbps[0] / engine.pp) * 1e9)) * 1000;
     const r3 = (x: number) => Math.round(x * 1000) / 1000;
     process.stdout.write(`${JSON.stringify({
       bench: 'generate',
       engine: dir,
-      tp: world.size,
+      tp: config.tp_size,
+      pp: engine.pp,
       dtype: config.build_config.dtype,
       prompt_tokens: P,
       new_tokens: N,
@@ -144,19 +184,26 @@ async function measureOne(a: BenchArgs): Promise<void> {
       decode_tokens_per_s: r3(1000 / decodeMs),
       device: runner.device,
       // Per forward (prefill and decode steps alike): ORT session.run time (uploads, device wait, readbacks) and all-reduces.
-      run_ms_per_forward: r3((runner.stats.run_ms - s0.run_ms) / (runner.stats.runs / runner.config.segments - s0.runs / runner.config.segments)),
-      allreduce_ms_per_forward: r3((runner.stats.allreduce_ms - s0.allreduce_ms) / ((runner.stats.runs - s0.runs) / runner.config.segments)),
+      run_ms_per_forward: r3((runner.stats.run_ms - s0.run_ms) / (runner.stats.runs / engine.segmentCount - s0.runs / engine.segmentCount)),
+      allreduce_ms_per_forward: r3((runner.stats.allreduce_ms - s0.allreduce_ms) / ((runner.stats.runs - s0.runs) / engine.segmentCount)),
       weight_bytes_per_token: bytes[0],
       copy_gb_per_s: r3(gbps[0]),
       bound_ms_per_token: r3(boundMs),
       ratio_to_bound: r3(boundMs / decodeMs),
+      ...(together ? {
+        prompts: K,
+        micro_batches: engine.pp > 1 ? Math.min(K, a['micro-batches'] ?? engine.pp) : 1,
+        together_ms: r3(together.together_ms),
+        one_after_another_ms: r3(together.one_after_another_ms),
+        together_speedup: r3(together.one_after_another_ms / together.together_ms),
+      } : {}),
     })}\n`);
   });
 }
 
 /** The benchmark's prompt: fixed pseudo-random ids, the same for every engine and the reference. */
-function benchPrompt(len: number, vocab: number): number[] {
-  const rand = seededRandom(1);
+function benchPrompt(len: number, vocab: number, seed = 1): number[] {
+  const rand = seededRandom(seed);
   return Array.from({ length: len }, () => Math.floor(rand() * vocab));
 }
 

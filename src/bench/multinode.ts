@@ -3,6 +3,8 @@
 // namespaces on this machine joined by a bridge, each with its own sshd (./netns-hosts.ts): the traffic
 // crosses a real TCP/IP stack and veth pair, with no same-machine shortcut. Needs root.
 // Output: JSON lines {op, bytes, ranks, hosts, us, busGBps, impl}, then tprun/openmpi ratios.
+// --generate: instead, brown-llama-a decoding across the two hosts at tp 2 (two all-reduces per layer over
+// the network) against pp 2 (one hand-off per token), `bench generate` lines for each and a ratio line.
 import { execa } from 'execa';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +13,7 @@ import { makeHosts, whyNoHosts, type TestHosts } from './netns-hosts.js';
 import { itersFor, MPI_SCRIPT } from './comm.js'; // the same protocol as `tprun bench comm`
 
 interface Args {
+  generate: boolean;
   'per-host': number;
   sizes: string;
   mpi: boolean;
@@ -60,10 +63,48 @@ async function runOpenMpi(H: TestHosts, perHost: number, sizes: number[]): Promi
   }
 }
 
+/** brown-llama-a at tp 2 and at pp 2, one rank per host, `bench generate --one` inside each world. */
+async function runGenerate(H: TestHosts): Promise<void> {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const [a, b] = H.hosts;
+  const tmp = mkdtempSync(join(tmpdir(), 'tprun-mn-gen-'));
+  const rows: Record<string, unknown>[] = [];
+  try {
+    for (const [tp, pp] of [[2, 1], [1, 2]]) {
+      const engine = join(tmp, `tp${tp}-pp${pp}`);
+      await execa(process.execPath, [CLI, 'build', '--model', fileURLToPath(new URL('../../models/brown-llama-a', import.meta.url)), '--tp', String(tp), '--pp', String(pp),
+        '--max-seq-len', '512', '--out', engine, '--quiet']);
+      const r = await execa(process.execPath, [CLI, '--hosts', `${a.addr}:1,${b.addr}:1`, '--quiet', '--', process.execPath, CLI, 'bench', 'generate', '--one',
+        '--engine', engine, '--prompt-len', '64', '--new-tokens', '64', '--reps', '3', '--prompts', '4', '--json'], { env: H.env, reject: false, timeout: 600_000 });
+      const got = jsonLines(String(r.stdout)).pop();
+      if (r.exitCode !== 0 || !got) {
+        console.log(JSON.stringify({ impl: `tprun tp${tp}×pp${pp}`, error: `failed (${r.exitCode ?? r.signal}): ${String(r.stderr || r.stdout).split('\n').slice(-3).join(' ')}` }));
+        continue;
+      }
+      const row = { ...got, hosts: 2 };
+      console.log(JSON.stringify(row));
+      rows.push(row);
+    }
+    const [t, p] = [rows.find((r) => r.tp === 2), rows.find((r) => r.pp === 2)];
+    if (t && p) {
+      console.log(JSON.stringify({
+        ratio: 'pp2/tp2 over 2 hosts',
+        decode_speedup: round((t.decode_ms_per_token as number) / (p.decode_ms_per_token as number)),
+        four_prompts_speedup: round((t.together_ms as number) / (p.together_ms as number)),
+      }));
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 const command: CommandModule<object, Args> = {
   command: 'multinode',
   describe: 'allReduce across two hosts (network namespaces + sshd, needs root): tprun vs Open MPI over TCP',
   builder: (y) => y
+    .option('generate', { type: 'boolean', default: false, describe: 'instead: brown-llama-a decode across the 2 hosts, tp 2 against pp 2' })
     .option('per-host', { type: 'number', default: 1, describe: 'ranks per host' })
     .option('sizes', { type: 'string', default: '1024,1048576,16777216', describe: 'message sizes in bytes (float32), comma separated' })
     .option('mpi', { type: 'boolean', default: true, describe: 'also run Open MPI (--no-mpi to skip)' })
@@ -81,6 +122,10 @@ const command: CommandModule<object, Args> = {
       process.exit(1);
     }
     const H = await makeHosts(2);
+    if (a.generate) {
+      try { await runGenerate(H); } finally { H.teardown(); }
+      return;
+    }
     try {
       const rows: Row[] = [];
       const runs: [string, () => Promise<Row[] | string>][] = [['tprun', () => runTprun(H, a['per-host'], sizes.join(','), false)]];

@@ -11,7 +11,7 @@ import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
 import { SafetensorsWriter } from './safetensors.js';
 import { ioStats } from './ranged.js';
-import { pipeShards, planRank } from './shard.js';
+import { pipeShards, planRank, rankSource } from './shard.js';
 import type { TensorSource } from './source.js';
 import { checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, tempSibling, withPath } from './outdir.js';
 import type { FloatDType } from './hf-config.js';
@@ -46,7 +46,7 @@ export function detectFormat(dir: string): Exclude<SourceFormat, 'auto'> {
 export function openSource(o: ConvertOptions): { config: PretrainedConfig; source: TensorSource; format: string } {
   if (!Number.isInteger(o.tp) || o.tp < 1) throw new InputError(`--tp ${o.tp}: must be a positive integer`);
   const pp = o.pp ?? 1;
-  if (pp !== 1) throw new InputError(`--pp ${pp}: pipeline parallelism is not supported (use --pp 1)`);
+  if (!Number.isInteger(pp) || pp < 1) throw new InputError(`--pp ${pp}: must be a positive integer`);
   const format = !o.format || o.format === 'auto' ? detectFormat(o.model) : o.format;
   const lo: LoadOptions = {
     dtype: o.dtype, mapping: { world_size: o.tp * pp, tp_size: o.tp, pp_size: pp }, clamp: o.clamp,
@@ -63,7 +63,8 @@ export function validateConvert(o: ConvertOptions): PretrainedConfig {
   checkOutDir(o.out, o);
   const { config, source } = openSource(o);
   try {
-    planRank(source, config, 0);
+    // Every stage's plan: shapes, tp against heads, and pp against the layers are all checked here.
+    for (let p = 0; p < config.mapping.pp_size; p++) planRank(rankSource(source, config, p * o.tp), config, p * o.tp);
   } finally {
     source.close();
   }
@@ -78,10 +79,11 @@ export interface RankStats {
   bytesRead: number;
 }
 
-/** This rank's part of the conversion; world.size must equal tp. */
+/** This rank's part of the conversion; world.size must equal tp × pp. */
 export async function convertRank(world: World, o: ConvertOptions): Promise<RankStats> {
   const read0 = ioStats.bytesRead;
-  if (world.size !== o.tp) throw new InputError(`--tp ${o.tp} but the world has ${world.size} ranks`);
+  const pp = o.pp ?? 1;
+  if (world.size !== o.tp * pp) throw new InputError(`--tp ${o.tp} × --pp ${pp} = ${o.tp * pp} ranks but the world has ${world.size}`);
   const tag = await world.broadcastObject(world.rank === 0 ? `${process.pid.toString(36)}${Date.now().toString(36)}` : undefined, 0);
   // Timed from here: every rank has started and joined, so the figure is the conversion itself.
   const t0 = performance.now();
@@ -92,8 +94,9 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
   try {
     checkOutDir(o.out, o); // again on every rank: ranks on other nodes write their own copy
     openTemp(tmp);
-    const { config, source } = openSource(o);
+    const { config, source: full } = openSource(o);
     openedConfig = config;
+    const source = rankSource(full, config, world.rank);
     try {
       const plan = planRank(source, config, world.rank);
       const bar = progress('convert', plan.length, 'tensors');

@@ -7,6 +7,7 @@ import { FLOAT_DTYPES, ITEMSIZE, byteSize, castTensor } from './dtype.js';
 import { BufferPool, type TensorSource, readSelection, readSelectionRows } from './source.js';
 import { type Selection, type ShardContext, checkHeads, contextFromConfig, ruleFor, selection, shardShape } from '../sharding/rules.js';
 import { InputError } from './errors.js';
+import { checkMapping, ppLayerRange, stageTensors } from '../sharding/mapping.js';
 
 export interface PlanEntry {
   name: string;
@@ -23,21 +24,46 @@ export function outDtype(name: string, src: DType, target: DType): DType {
 
 export function shardContext(config: PretrainedConfig): ShardContext {
   const ctx = contextFromConfig(config);
-  if (config.mapping.pp_size !== 1) throw new InputError(`--pp ${config.mapping.pp_size}: pipeline parallelism is not supported (use --pp 1)`);
-  if (config.mapping.world_size !== config.mapping.tp_size * config.mapping.pp_size) {
-    throw new InputError(`mapping: world_size ${config.mapping.world_size} != tp_size ${config.mapping.tp_size} × pp_size ${config.mapping.pp_size}`);
-  }
-  if (!Number.isInteger(ctx.tp) || ctx.tp < 1) throw new InputError(`--tp ${ctx.tp}: must be a positive integer`);
+  checkMapping(config.mapping, config.num_hidden_layers);
   checkHeads(ctx);
   return ctx;
 }
 
+/**
+ * What rank `rank` of a pipeline stage sees of a full-model source: only its stage's tensors, under the
+ * names its rank file uses (layers renumbered from 0; see sharding/mapping.ts). The source itself at pp 1.
+ */
+export function rankSource(src: TensorSource, config: PretrainedConfig, rank: number): TensorSource {
+  const { tp_size: tp, pp_size: pp } = config.mapping;
+  if (pp === 1) return src;
+  const pairs = stageTensors(src.names(), config.num_hidden_layers, pp, Math.floor(rank / tp));
+  const toGlobal = new Map(pairs);
+  const g = (name: string) => {
+    const n = toGlobal.get(name);
+    if (!n) throw new InputError(`${src.where}: stage ${Math.floor(rank / tp)} has no tensor ${name}`);
+    return n;
+  };
+  const { first, count } = ppLayerRange(config.num_hidden_layers, pp, Math.floor(rank / tp));
+  return {
+    where: `${src.where} (layers ${first}..${first + count - 1})`,
+    names: () => pairs.map(([l]) => l),
+    has: (name) => toGlobal.has(name),
+    info: (name) => src.info(g(name)),
+    readRows: (name, start, end, dest, destOff) => src.readRows(g(name), start, end, dest, destOff),
+    readCols: (name, start, end, rows) => src.readCols(g(name), start, end, rows),
+    close: () => src.close(),
+  };
+}
+
+/** Rank `rank`'s plan over `src` (as rankSource gives it at pp > 1): its stage's tensors, cut for its tp rank. */
 export function planRank(src: TensorSource, config: PretrainedConfig, rank: number, names = src.names()): PlanEntry[] {
   const ctx = shardContext(config);
-  if (!Number.isInteger(rank) || rank < 0 || rank >= ctx.tp) throw new InputError(`rank ${rank} is outside tp=${ctx.tp}`);
+  const world = config.mapping.world_size;
+  if (!Number.isInteger(rank) || rank < 0 || rank >= world) throw new InputError(`rank ${rank} is outside world_size=${world}`);
+  const tpRank = rank % ctx.tp;
   return names.map((name) => {
     const m = src.info(name);
-    const sel = selection(ruleFor(name, m.shape.length, ctx), m.shape, ctx, rank);
+    const sel = selection(ruleFor(name, m.shape.length, ctx), m.shape, ctx, tpRank);
     return { name, sel, dtype: outDtype(name, m.dtype, config.dtype), shape: shardShape(m.shape, sel) };
   });
 }

@@ -12,6 +12,7 @@ import { SafetensorsFile } from './safetensors.js';
 import { type TensorMeta, type TensorSource, colsOf } from './source.js';
 import { contextFromConfig, type ShardContext } from '../sharding/rules.js';
 import { fullShapeOf, gatherTensor } from '../sharding/slice.js';
+import { checkMapping, globalName, ppLayerRange } from '../sharding/mapping.js';
 import { z } from 'zod';
 
 const TllmConfig = z.looseObject({
@@ -95,26 +96,38 @@ export class TllmSource implements TensorSource {
   private cache: { name: string; t: Tensor } | undefined;
   private metas = new Map<string, TensorMeta>();
 
+  /** Global tensor name -> [pp stage, name inside that stage's rank files]. */
+  private homes = new Map<string, [number, string]>();
+
   constructor(readonly where: string) {
     this.config = readTllmConfig(where);
     this.ctx = contextFromConfig(this.config);
-    const tp = this.config.mapping.tp_size;
-    if (this.config.mapping.pp_size !== 1) throw new InputError(`${where}: pp_size ${this.config.mapping.pp_size} is not supported`);
+    const { tp_size: tp, pp_size: pp, world_size: world } = this.config.mapping;
+    checkMapping(this.config.mapping, this.config.num_hidden_layers);
     try {
-      for (let r = 0; r < tp; r++) this.files.push(SafetensorsFile.open(rankFile(where, r)));
-      const names0 = [...this.files[0].tensors.keys()];
-      for (let r = 1; r < tp; r++) {
-        const f = this.files[r];
-        for (const n of names0) if (!f.tensors.has(n)) throw new InputError(`${f.file}: missing tensor ${n}`);
-        if (f.tensors.size !== names0.length) {
-          const extra = [...f.tensors.keys()].find((n) => !this.files[0].tensors.has(n));
-          throw new InputError(`${f.file}: unexpected tensor ${extra}`);
+      for (let r = 0; r < world; r++) this.files.push(SafetensorsFile.open(rankFile(where, r)));
+      // Rank r = pp_rank * tp + tp_rank (TensorRT-LLM's Mapping); the tp ranks of one stage hold the same
+      // names, with that stage's layers numbered from 0 (see sharding/mapping.ts).
+      for (let p = 0; p < pp; p++) {
+        const first = this.files[p * tp];
+        const names0 = [...first.tensors.keys()];
+        for (let r = p * tp + 1; r < (p + 1) * tp; r++) {
+          const f = this.files[r];
+          for (const n of names0) if (!f.tensors.has(n)) throw new InputError(`${f.file}: missing tensor ${n}`);
+          if (f.tensors.size !== names0.length) {
+            const extra = [...f.tensors.keys()].find((n) => !first.tensors.has(n));
+            throw new InputError(`${f.file}: unexpected tensor ${extra}`);
+          }
         }
-      }
-      for (const n of names0) {
-        // Full shapes come from gathering shapes only; no data is read here.
-        const i = this.files[0].info(n);
-        this.metas.set(n, { dtype: i.dtype, shape: fullShapeOf(n, i.shape, this.ctx) });
+        const { first: l0 } = ppLayerRange(this.config.num_hidden_layers, pp, p);
+        for (const n of names0) {
+          const g = globalName(n, l0);
+          if (this.homes.has(g)) throw new InputError(`${first.file}: tensor ${n} (${g}) is also in rank${this.homes.get(g)![0] * tp}.safetensors: written for another pp_size than config.json's ${pp}`);
+          this.homes.set(g, [p, n]);
+          // Full shapes come from gathering shapes only; no data is read here.
+          const i = first.info(n);
+          this.metas.set(g, { dtype: i.dtype, shape: fullShapeOf(n, i.shape, this.ctx) });
+        }
       }
     } catch (e) {
       this.close();
@@ -132,7 +145,9 @@ export class TllmSource implements TensorSource {
   private full(name: string): Tensor {
     if (this.cache?.name === name) return this.cache.t;
     this.cache = undefined;
-    const t = gatherTensor(name, this.files.map((f) => f.read(name)), this.ctx);
+    const [p, local] = this.homes.get(name) ?? [0, name];
+    const tp = this.config.mapping.tp_size;
+    const t = gatherTensor(name, this.files.slice(p * tp, (p + 1) * tp).map((f) => f.read(local)), this.ctx);
     this.cache = { name, t };
     return t;
   }

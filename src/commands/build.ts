@@ -14,6 +14,7 @@ import { hasTokenizer, tokenizerFiles } from '../engine/tokenizer.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
 import { loadShardForBuild } from '../engine/load-shard.js';
+import { Mapping } from '../sharding/mapping.js';
 import { exitOnError, rankRunOptions, runOnRanks } from '../engine/cli-util.js';
 import { quantOptions, quantRequestFrom } from '../quantization/cli-options.js';
 
@@ -21,6 +22,7 @@ interface BuildArgs {
   checkpoint?: string;
   model?: string;
   tp?: number;
+  pp?: number;
   out: string;
   'max-batch-size': number;
   'max-input-len': number;
@@ -43,6 +45,7 @@ const command: CommandModule<object, BuildArgs> = {
       .option('checkpoint', { type: 'string', describe: 'TensorRT-LLM checkpoint directory (config.json + rank{r}.safetensors)' })
       .option('model', { type: 'string', describe: 'Hugging Face or Meta model directory (converted in memory)' })
       .option('tp', { type: 'number', describe: 'tensor-parallel ranks (with --model; default 1)' })
+      .option('pp', { type: 'number', describe: 'pipeline stages of whole layers (with --model; default 1); the engine runs on tp × pp ranks' })
       .option('out', { type: 'string', demandOption: true, describe: 'engine directory to write (an existing one is replaced only if empty or written by tprun)' })
       .option('force', { type: 'boolean', default: false, describe: 'also replace an existing --out that tprun did not write (never the current directory, home or the input)' })
       .option('max-batch-size', { type: 'number', default: 8 })
@@ -56,7 +59,7 @@ const command: CommandModule<object, BuildArgs> = {
       .check((a) => {
         if (!a.checkpoint && !a.model) throw new Error('give --checkpoint DIR or --model DIR');
         if (a.checkpoint && a.tp !== undefined) throw new Error('--tp comes from the checkpoint; use it with --model');
-        for (const k of ['max-batch-size', 'max-input-len', 'max-seq-len', 'tp'] as const) {
+        for (const k of ['max-batch-size', 'max-input-len', 'max-seq-len', 'tp', 'pp'] as const) {
           const v = a[k];
           if (v !== undefined && (!Number.isInteger(v) || (v as number) < 1)) throw new Error(`--${k} ${v}: must be a positive integer`);
         }
@@ -73,7 +76,13 @@ const command: CommandModule<object, BuildArgs> = {
     const id = detectIdentity();
     const readsModel = !q || !id.inWorld || id.rank === 0;
     if (readsModel && !existsSync(src)) throw new InputError(`${a.checkpoint ? '--checkpoint' : '--model'} ${src}: no such directory`);
-    const tp = a.checkpoint ? checkpointTp(src) : (a.tp ?? 1);
+    const onDisk = a.checkpoint ? checkpointMapping(src) : undefined;
+    // A checkpoint's rank files hold one pipeline split; another --pp needs `tprun convert --format tllm --pp P` first.
+    if (onDisk && a.pp !== undefined && a.pp !== onDisk.pp) {
+      throw new InputError(`--checkpoint ${src} was written for pp_size ${onDisk.pp}, not --pp ${a.pp} (reshard it with tprun convert --format tllm --pp ${a.pp})`);
+    }
+    const tp = onDisk ? onDisk.tp : (a.tp ?? 1);
+    const pp = onDisk ? onDisk.pp : (a.pp ?? 1);
     const out = resolve(a.out);
     const tokDir = a.tokenizer ? resolve(a.tokenizer) : src;
     if (readsModel && a.tokenizer && !hasTokenizer(tokDir)) throw new InputError(`--tokenizer ${tokDir}: no tokenizer.json there`);
@@ -82,7 +91,7 @@ const command: CommandModule<object, BuildArgs> = {
     if (a.model && !id.inWorld) {
       // Checked once here, before ranks start, so bad input is one line rather than one per rank.
       const { validateConvert } = await import('../checkpoint/convert.js');
-      const config = validateConvert({ model: src, out, tp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
+      const config = validateConvert({ model: src, out, tp, pp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
       if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
     }
     const buildConfig = {
@@ -92,15 +101,15 @@ const command: CommandModule<object, BuildArgs> = {
       dtype: a.dtype,
       device: a.device,
     };
-    await runOnRanks(tp, async (world: World) => {
+    await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();
-      const model = await traceSpan('load', async () => q ? (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'] }, q) : loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, world, parallelEmbedding: a['parallel-embedding'] }));
-      const bar = progress('build', model.config.num_hidden_layers, 'layers');
+      const model = await traceSpan('load', async () => q ? (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'], pp }, q) : loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, pp, world, parallelEmbedding: a['parallel-embedding'] }));
+      const bar = progress('build', new Mapping(model.config.mapping, world.rank).ppLayers(model.config.num_hidden_layers).length, 'layers');
       const engine = await traceSpan('build', () => build(model, buildConfig, { onLayer: () => bar.tick() }));
       bar.done();
       await traceSpan('save', () => engine.save(out, world.size > 1 ? world : undefined, world.rank === 0 && hasTokenizer(tokDir) ? tokenizerFiles(tokDir) : {}, guard));
       if (world.rank === 0) {
-        process.stdout.write(`built ${out}: ${tp} rank(s), ${engine.config.segments} segment(s) per rank, ${a.dtype}, ${(performance.now() - t0).toFixed(0)} ms\n`);
+        process.stdout.write(`built ${out}: ${tp * pp} rank(s)${pp > 1 ? ` (tp ${tp} × pp ${pp})` : ''}, ${engine.config.segments} segment(s) per rank, ${a.dtype}, ${(performance.now() - t0).toFixed(0)} ms\n`);
         if (!hasTokenizer(tokDir)) process.stderr.write(`tprun: note: ${tokDir} has no tokenizer.json; give generate --tokenizer DIR (or build with --tokenizer)\n`);
       }
     }, a);
@@ -108,12 +117,17 @@ const command: CommandModule<object, BuildArgs> = {
 };
 export default command;
 
-function checkpointTp(dir: string): number {
+function checkpointMapping(dir: string): { tp: number; pp: number } {
   const f = join(dir, 'config.json');
   if (!existsSync(f)) throw new InputError(`${f}: missing (not a TensorRT-LLM checkpoint)`);
+  let m: { tp_size?: number; pp_size?: number } | undefined;
   try {
-    return JSON.parse(readFileSync(f, 'utf8')).mapping?.tp_size ?? 1;
+    m = JSON.parse(readFileSync(f, 'utf8')).mapping;
   } catch (e) {
     throw new InputError(`${f}: ${(e as Error).message}`);
   }
+  const tp = m?.tp_size ?? 1;
+  const pp = m?.pp_size ?? 1;
+  if (!Number.isInteger(tp) || tp < 1 || !Number.isInteger(pp) || pp < 1) throw new InputError(`${f}: mapping tp_size ${tp} / pp_size ${pp}: must be positive integers`);
+  return { tp, pp };
 }

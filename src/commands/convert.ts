@@ -1,4 +1,4 @@
-// `tprun convert --model DIR --tp N [--dtype ...] [--format auto|hf|meta|tllm] --out DIR`
+// `tprun convert --model DIR --tp N [--pp P] [--dtype ...] [--format auto|hf|meta|tllm] --out DIR`
 // Starts one rank per shard (or joins the world it runs in); each rank converts its own shard.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -32,7 +32,7 @@ const convert: CommandModule<object, Args> = {
   builder: (y) => quantOptions(y)
     .option('model', { type: 'string', demandOption: true, describe: 'source checkpoint directory' })
     .option('tp', { type: 'number', default: 1, describe: 'tensor-parallel size (ranks)' })
-    .option('pp', { type: 'number', default: 1, describe: 'pipeline-parallel size (only 1)' })
+    .option('pp', { type: 'number', default: 1, describe: 'pipeline-parallel size (stages of whole layers); the job has tp × pp ranks' })
     .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, describe: 'weight dtype (default: the source\'s)' })
     .option('format', { choices: ['auto', 'hf', 'meta', 'tllm'] as const, default: 'auto' as const, describe: 'source layout; tllm reshards a TensorRT-LLM checkpoint to --tp' })
     .option('out', { type: 'string', default: 'tllm_checkpoint', describe: 'output directory (written atomically; an existing one is replaced only if empty or written by tprun)' })
@@ -50,7 +50,7 @@ const convert: CommandModule<object, Args> = {
       // Bad input is reported once, here, before any rank starts.
       if (!detectIdentity().inWorld) validateConvert(o);
       const { runDistributed } = await import('../launcher/self-launch.js');
-      await runDistributed(o.tp, async (world: World) => {
+      await runDistributed(o.tp * (o.pp ?? 1), async (world: World) => {
         const q = quantRequestFrom(a as never);
         const stats = q ? await (await import('../quantization/distribute.js')).convertQuantized(world, o, q) : await convertRank(world, o);
         const dir = process.env[STATS_ENV];

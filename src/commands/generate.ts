@@ -5,8 +5,8 @@ import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../checkpoint/errors.js';
 import { ansiOn, exitOnError, rankRunOptions, parseIds, runOnRanks } from '../engine/cli-util.js';
-import { Engine } from '../engine/engine.js';
-import { generate } from '../engine/generate.js';
+import { Engine, engineWorldSize } from '../engine/engine.js';
+import { generate, newTokenBudget } from '../engine/generate.js';
 import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
 import { progress } from '../util/progress.js';
@@ -26,6 +26,7 @@ interface GenerateArgs {
   device?: 'cpu' | 'gpu' | 'auto';
   json: boolean;
   logits: boolean;
+  'micro-batches'?: number;
   quiet: boolean;
   trace?: string;
 }
@@ -48,10 +49,12 @@ const command: CommandModule<object, GenerateArgs> = {
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
     .option('json', { type: 'boolean', default: false, describe: 'one JSON line per prompt on stdout' })
     .option('logits', { type: 'boolean', default: false, describe: 'with --json: add last_prompt_logits (the full vocabulary, per prompt)' })
+    .option('micro-batches', { type: 'number', describe: 'pipeline engines (pp > 1): micro-batches of the prompts in flight together (default: min(prompts, pp))' })
     .check((a) => {
       if (!a.prompt?.length && !a['input-ids']?.length) throw new Error('give --prompt TEXT or --input-ids 0,1,2');
       if (a.prompt?.length && a['input-ids']?.length) throw new Error('--prompt and --input-ids are mutually exclusive');
       if (!Number.isInteger(a['max-new-tokens']) || a['max-new-tokens'] < 0) throw new Error(`--max-new-tokens ${a['max-new-tokens']}: must be a non-negative integer`);
+      if (a['micro-batches'] !== undefined && (!Number.isInteger(a['micro-batches']) || a['micro-batches'] < 1)) throw new Error(`--micro-batches ${a['micro-batches']}: must be a positive integer`);
       if (!(a.temperature >= 0)) throw new Error(`--temperature ${a.temperature}: must be ≥ 0`);
       if (a['top-k'] !== undefined && (!Number.isInteger(a['top-k']) || a['top-k'] < 1)) throw new Error(`--top-k ${a['top-k']}: must be a positive integer`);
       if (a['top-p'] !== undefined && !(a['top-p'] > 0 && a['top-p'] <= 1)) throw new Error(`--top-p ${a['top-p']}: must lie in (0, 1]`);
@@ -70,16 +73,21 @@ const command: CommandModule<object, GenerateArgs> = {
     prompts.forEach((p, i) => {
       if (p.length > bc.max_input_len) throw new InputError(`prompt ${i} has ${p.length} tokens, more than the engine's max_input_len ${bc.max_input_len} (rebuild with --max-input-len)`);
     });
+    // Checked before ranks start: no room at all is an input error; more than the room is capped, and said so.
+    const budget = newTokenBudget(bc, prompts, a['max-new-tokens']);
     const eos = config.pretrained_config.eos_token_id;
     const eosIds = a['ignore-eos'] ? [] : eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
 
     const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
-    await runOnRanks(config.tp_size, async (world: World) => {
+    await runOnRanks(engineWorldSize(config), async (world: World) => {
+      if (budget.capped && world.rank === 0) {
+        process.stderr.write(`tprun: note: --max-new-tokens ${a['max-new-tokens']} capped to ${budget.maxNew}: the engine's max_seq_len ${bc.max_seq_len} less the longest prompt's ${bc.max_seq_len - budget.room} tokens\n`);
+      }
       const t0 = performance.now();
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
       const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
       const loadMs = performance.now() - t0;
-      const bar = progress('generate', a['max-new-tokens'], 'tokens');
+      const bar = progress('generate', budget.maxNew, 'tokens');
       const res = await generate(runner, prompts, {
         maxNewTokens: a['max-new-tokens'],
         temperature: a.temperature,
@@ -87,6 +95,7 @@ const command: CommandModule<object, GenerateArgs> = {
         topP: a['top-p'],
         seed: a.seed,
         eosIds,
+        microBatches: a['micro-batches'],
         onStep: () => bar.tick(),
       });
       bar.done();
@@ -99,8 +108,9 @@ const command: CommandModule<object, GenerateArgs> = {
         tokens_per_s: round(res.timings.tokens_per_s),
       };
       res.newIds.forEach((ids, b) => {
-        const text = tok ? tok.decode(ids) : '';
-        const shownText = tok ? tok.decode(ids, { skipSpecial: true }) : '';
+        // No new tokens (--max-new-tokens 0, or an immediate stop) decode to nothing.
+        const text = tok && ids.length ? tok.decode(ids) : '';
+        const shownText = tok && ids.length ? tok.decode(ids, { skipSpecial: true }) : '';
         if (a.json) {
           process.stdout.write(`${JSON.stringify({
             prompt_ids: res.promptIds[b],
@@ -119,7 +129,7 @@ const command: CommandModule<object, GenerateArgs> = {
       if (!a.json && !a.quiet) {
         const nPrompt = prompts.reduce((s, p) => s + p.length, 0);
         process.stderr.write(
-          `tp ${world.size} · load ${timings.load_ms} ms · prefill ${nPrompt} tokens in ${timings.prefill_ms} ms ` +
+          `${config.pp_size && config.pp_size > 1 ? `tp ${config.tp_size} × pp ${config.pp_size}` : `tp ${world.size}`} · load ${timings.load_ms} ms · prefill ${nPrompt} tokens in ${timings.prefill_ms} ms ` +
           `(${round(nPrompt / (res.timings.prefill_ms / 1000))} tokens/s) · decode ${timings.decode_ms_per_token} ms/step ` +
           `(${timings.tokens_per_s} tokens/s, batch ${prompts.length})\n`);
       }

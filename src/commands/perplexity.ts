@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../checkpoint/errors.js';
 import { exitOnError, rankRunOptions, runOnRanks } from '../engine/cli-util.js';
-import { Engine } from '../engine/engine.js';
+import { Engine, engineWorldSize } from '../engine/engine.js';
 import { perplexity, perplexityTokens } from '../engine/perplexity.js';
 import { loadTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
@@ -59,7 +59,7 @@ const command: CommandModule<object, PplArgs> = {
     const tokens = perplexityTokens(tok, readFileSync(file, 'utf8'), pc.bos_token_id, eos, a['max-tokens'] + 1);
     if (a.window > config.build_config.max_input_len) throw new InputError(`--window ${a.window} exceeds the engine's max_input_len ${config.build_config.max_input_len}`);
     const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
-    await runOnRanks(config.tp_size, async (world: World) => {
+    await runOnRanks(engineWorldSize(config), async (world: World) => {
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
       const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
       const bar = progress('perplexity', Math.floor((tokens.length - 1) / a.window), 'windows');
@@ -69,7 +69,7 @@ const command: CommandModule<object, PplArgs> = {
       await runner.close();
       if (world.rank !== 0) return;
       if (a.json) process.stdout.write(`${JSON.stringify(res)}\n`);
-      else process.stdout.write(`perplexity ${res.ppl.toFixed(4)} (mean NLL ${res.mean_nll.toFixed(6)} over ${res.tokens} tokens, tp ${world.size}, ${(performance.now() - t0).toFixed(0)} ms)\n`);
+      else process.stdout.write(`perplexity ${res.ppl.toFixed(4)} (mean NLL ${res.mean_nll.toFixed(6)} over ${res.tokens} tokens, tp ${config.tp_size}${(config.pp_size ?? 1) > 1 ? ` × pp ${config.pp_size}` : ''}, ${(performance.now() - t0).toFixed(0)} ms)\n`);
     }, a);
   }),
 };

@@ -1,6 +1,7 @@
 // An engine: per-rank ONNX segment graphs + one weight file per rank, and the directory that holds them.
 //
-//   ENGINE/config.json            {version, pretrained_config, build_config, tp_size, segments}  (rank 0)
+//   ENGINE/config.json            {version, pretrained_config, build_config, tp_size, pp_size, segments}  (rank 0)
+//                                 (segments: rank 0's count; with pp, a stage's count is in its manifest)
 //   ENGINE/rank{r}/seg{i}.onnx    segment graphs of rank r (weights as external data)
 //   ENGINE/rank{r}/weights.bin    rank r's weights, 64 KiB aligned
 //   ENGINE/rank{r}/manifest.json  sizes and sha256 of rank r's files (damage detection)
@@ -28,6 +29,8 @@ export interface EngineConfig {
   pretrained_config: PretrainedConfig;
   build_config: BuildConfig;
   tp_size: number;
+  /** Pipeline stages (absent in engines written before pp: 1). The engine runs on tp_size × pp_size ranks. */
+  pp_size?: number;
   segments: number;
 }
 
@@ -54,6 +57,13 @@ export class Engine {
   ) {}
 
   get tp(): number { return this.config.tp_size; }
+  get pp(): number { return this.config.pp_size ?? 1; }
+  get worldSize(): number { return this.tp * this.pp; }
+  /** This rank's segment count (pipeline stages differ in layers, so in segments). */
+  get segmentCount(): number {
+    if (this.built) return this.built.graphs.length;
+    return Object.keys(this.manifest?.files ?? {}).filter((f) => /^seg\d+\.onnx$/.test(f)).length;
+  }
 
   static fromBuilt(config: EngineConfig, rank: number, graphs: Uint8Array[], weights: WeightFile, embeddingBytes = 0): Engine {
     return new Engine(config, rank, undefined, { graphs, weights, embeddingBytes });
@@ -73,7 +83,7 @@ export class Engine {
    */
   async save(dir: string, world?: World, extraFiles: Record<string, Uint8Array> = {}, guard: OutGuard = {}): Promise<void> {
     if (!this.built) throw new Error('engine was loaded from disk; nothing to save');
-    const tp = this.tp;
+    const tp = this.worldSize;
     if (world && world.size !== tp) throw new Error(`engine has ${tp} ranks but the world has ${world.size}`);
     if (!world && tp > 1) throw new Error(`saving a ${tp}-rank engine needs the world of its ranks`);
     // A job-unique temporary sibling, so a stale one can never pass for rank 0's on a node of its own.
@@ -145,7 +155,8 @@ export class Engine {
       throw new InputError(`${dir}: a Hugging Face model, not an engine; build one with: tprun build --model ${dir} --out ENGINE_DIR`);
     }
     if (config.version !== ENGINE_VERSION) throw new InputError(`${cfgPath}: engine version ${config.version}, this tprun reads version ${ENGINE_VERSION}`);
-    if (!Number.isInteger(config.tp_size) || !Number.isInteger(config.segments) || !config.pretrained_config || !config.build_config) {
+    if (!Number.isInteger(config.tp_size) || !Number.isInteger(config.segments) || !config.pretrained_config || !config.build_config ||
+      (config.pp_size !== undefined && !(Number.isInteger(config.pp_size) && config.pp_size >= 1))) {
       throw new InputError(`${cfgPath}: incomplete engine config (damaged engine)`);
     }
     return config;
@@ -154,10 +165,11 @@ export class Engine {
   /** Opens rank `rank`'s part of a saved engine, checking the layout and (by default) every file's hash. */
   static async fromDir(dir: string, rank: number, opts: { worldSize?: number; verify?: boolean } = {}): Promise<Engine> {
     const config = await Engine.readConfig(dir);
-    if (opts.worldSize !== undefined && opts.worldSize !== config.tp_size) {
-      throw new InputError(`${dir}: engine was built for ${config.tp_size} rank(s) but is run with ${opts.worldSize}`);
+    const ranks = engineWorldSize(config);
+    if (opts.worldSize !== undefined && opts.worldSize !== ranks) {
+      throw new InputError(`${dir}: engine was built for ${ranks} rank(s) (tp ${config.tp_size} × pp ${config.pp_size ?? 1}) but is run with ${opts.worldSize}`);
     }
-    if (rank >= config.tp_size) throw new InputError(`${dir}: engine was built for ${config.tp_size} rank(s); there is no rank ${rank}`);
+    if (rank >= ranks) throw new InputError(`${dir}: engine was built for ${ranks} rank(s); there is no rank ${rank}`);
     const rdir = join(dir, `rank${rank}`);
     const manPath = join(rdir, 'manifest.json');
     let man: Manifest;
@@ -176,11 +188,17 @@ export class Engine {
         if (got !== want.sha256) throw new InputError(`${p}: checksum mismatch (damaged engine)`);
       }
     }
-    for (let i = 0; i < config.segments; i++) {
+    const nseg = rank === 0 ? config.segments : Object.keys(man.files).filter((f) => /^seg\d+\.onnx$/.test(f)).length;
+    for (let i = 0; i < nseg; i++) {
       if (!man.files[`seg${i}.onnx`]) throw new InputError(`${manPath}: segment seg${i}.onnx not listed (damaged engine)`);
     }
     return new Engine(config, rank, dir, undefined, man);
   }
+}
+
+/** Ranks an engine runs on: tp_size × pp_size (TensorRT-LLM's world_size). */
+export function engineWorldSize(config: EngineConfig): number {
+  return config.tp_size * (config.pp_size ?? 1);
 }
 
 /** Builds rank `model.rank`'s engine from its shard (float or quantized weights). */
@@ -197,6 +215,7 @@ export async function build(model: ModelShard, buildConfig: Partial<BuildConfig>
     pretrained_config: cfg,
     build_config: bc,
     tp_size: cfg.mapping.tp_size,
+    pp_size: cfg.mapping.pp_size,
     segments: graphs.length,
   };
   const encoded = graphs.map((g) => g.encode({ tprun_rank: String(model.rank) }));

@@ -1,9 +1,18 @@
 // The generation loop: one batched prefill (prompts right-padded, each row's length in seqlens_k), then
 // decode steps that feed only each row's newest token against the in-place KV cache.
+//
+// With pipeline parallelism (pp > 1) the prompts are cut into micro-batches, each with its own KV cache
+// on every stage. The first stage embeds and runs its layers, sends the hidden states to the next stage
+// (world send/recv, from each tp rank to the same tp rank of the next stage, TensorRT-LLM's
+// next_pp_rank), and so on; the last stage samples and sends the tokens back to the first (its
+// next_pp_rank wraps around). While one micro-batch is in a later stage the first stage already runs the
+// next one, so with as many micro-batches in flight as stages every stage is busy.
 
 import { traceSpan } from '../util/trace.js';
 import { InputError } from '../checkpoint/errors.js';
-import type { EngineRunner } from './runtime.js';
+import type { EngineRunner, ForwardRequest, KvCache } from './runtime.js';
+import type { BuildConfig } from './build-config.js';
+import { TAG_PIPE } from './stage-comm.js';
 import { sampleToken, seededRandom, type SamplingOptions } from './sampling.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -12,6 +21,22 @@ export interface GenerateOptions extends SamplingOptions {
   eosIds?: number[];
   /** Called after every step with the number of new tokens so far (for progress bars). */
   onStep?: (step: number) => void;
+  /** pp > 1: micro-batches in flight together (default: min(prompts, pp)). */
+  microBatches?: number;
+}
+
+/**
+ * How many new tokens fit: the engine's max_seq_len less the longest prompt. A prompt that leaves no room
+ * while tokens are asked for is an input error naming both lengths; a request beyond the room is capped.
+ */
+export function newTokenBudget(bc: Pick<BuildConfig, 'max_seq_len'>, prompts: number[][], maxNewTokens: number): { maxNew: number; capped: boolean; room: number } {
+  const S = Math.max(0, ...prompts.map((p) => p.length));
+  const room = Math.max(0, bc.max_seq_len - S);
+  if (maxNewTokens > 0 && room === 0) {
+    const i = prompts.findIndex((p) => p.length === S);
+    throw new InputError(`prompt ${i} has ${S} tokens, which fills the engine's max_seq_len ${bc.max_seq_len}: no room for a new token (rebuild with a larger --max-seq-len)`);
+  }
+  return { maxNew: Math.min(maxNewTokens, room), capped: maxNewTokens > room, room };
 }
 
 export interface GenerateResult {
@@ -19,7 +44,7 @@ export interface GenerateResult {
   newIds: number[][];
   /** Logits at each prompt's last position, [vocab] per prompt. */
   lastPromptLogits: Float32Array[];
-  timings: { prefill_ms: number; decode_ms_per_token: number; tokens_per_s: number; decode_steps: number };
+  timings: { prefill_ms: number; decode_ms_per_token: number; tokens_per_s: number; decode_steps: number; total_ms?: number; micro_batches?: number };
 }
 
 export async function generate(runner: EngineRunner, prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
@@ -34,7 +59,8 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
     for (const id of p) if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`prompt ${i}: token id ${id} is outside the vocabulary [0, ${V})`);
   });
   const S = Math.max(...prompts.map((p) => p.length));
-  const maxNew = Math.max(0, Math.min(opts.maxNewTokens, bc.max_seq_len - S));
+  const { maxNew } = newTokenBudget(bc, prompts, opts.maxNewTokens);
+  if (runner.mapping.ppSize > 1) return generatePipelined(runner, prompts, opts, maxNew);
   const capacity = S + Math.max(maxNew, 1);
   const cache = runner.newCache(B, capacity);
   const lens = prompts.map((p) => p.length);
@@ -91,6 +117,155 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
       decode_ms_per_token: steps ? decodeMs / steps : 0,
       tokens_per_s: decodeMs > 0 ? (produced - B) / (decodeMs / 1000) : 0,
       decode_steps: steps,
+      total_ms: performance.now() - t0,
+    },
+  };
+}
+
+interface MicroBatch {
+  /** Index of its first prompt in the whole batch. */
+  first: number;
+  prompts: number[][];
+  lens: number[];
+  S: number;
+  cache: KvCache;
+}
+
+/** Pass 0 is the prefill; pass j ≥ 1 feeds each row's j-th new token. */
+function passRequest(mb: MicroBatch, pass: number, ids?: ArrayLike<number>): ForwardRequest {
+  const B = mb.prompts.length;
+  if (pass === 0) {
+    const flat = new Array<number>(B * mb.S).fill(0);
+    mb.prompts.forEach((p, b) => p.forEach((t, i) => { flat[b * mb.S + i] = t; }));
+    return { batch: B, seq: mb.S, ids: flat, seqlensK: Int32Array.from(mb.lens, (l) => l - 1), totalSeq: mb.S, positions: mb.lens.map((l) => l - 1), npos: 1 };
+  }
+  return {
+    batch: B, seq: 1, ids: ids ?? new Array(B).fill(0),
+    seqlensK: Int32Array.from(mb.lens, (l) => l + pass - 1),
+    totalSeq: mb.S + pass,
+    positions: new Array(B).fill(0),
+    npos: 1,
+  };
+}
+
+/** Contiguous micro-batches of sizes as even as possible. */
+function splitMicroBatches(prompts: number[][], m: number): { first: number; prompts: number[][] }[] {
+  const out: { first: number; prompts: number[][] }[] = [];
+  let at = 0;
+  for (let k = 0; k < m; k++) {
+    const n = Math.floor(prompts.length / m) + (k < prompts.length % m ? 1 : 0);
+    out.push({ first: at, prompts: prompts.slice(at, at + n) });
+    at += n;
+  }
+  return out;
+}
+
+async function generatePipelined(runner: EngineRunner, prompts: number[][], opts: GenerateOptions, maxNew: number): Promise<GenerateResult> {
+  const { world, mapping: m } = runner;
+  const V = runner.vocabSize;
+  const H = runner.config.pretrained_config.hidden_size;
+  const B = prompts.length;
+  const M = Math.max(1, Math.min(B, opts.microBatches ?? Math.min(B, m.ppSize)));
+  const mbs: MicroBatch[] = splitMicroBatches(prompts, M).map(({ first, prompts: ps }) => {
+    const lens = ps.map((p) => p.length);
+    const S = Math.max(...lens);
+    return { first, prompts: ps, lens, S, cache: runner.newCache(ps.length, S + Math.max(maxNew, 1)) };
+  });
+  const prev = m.prevPpRank();
+  const next = m.nextPpRank();
+  const [HDR, HID, TOK, LOGITS] = [TAG_PIPE, TAG_PIPE + 1, TAG_PIPE + 2, TAG_PIPE + 3];
+  const newIds: number[][] = prompts.map(() => []);
+  const lastPromptLogits: Float32Array[] = prompts.map(() => new Float32Array(0));
+  const t0 = performance.now();
+  let firstTokenMs = 0;
+  let produced = 0;
+  let maxPass = 0;
+  try {
+    if (m.isFirstPpRank()) {
+      // Drives the pipeline: results come back in the order the passes were sent (FIFO through every stage).
+      const inFlight: [number, number][] = [];
+      const run = async (k: number, pass: number, ids?: ArrayLike<number>) => {
+        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => runner.forwardStage(passRequest(mbs[k], pass, ids), mbs[k].cache), { micro_batch: k });
+        await Promise.all([world.send(Int32Array.of(k, pass), next, HDR), world.send(r.hidden!, next, HID)]);
+        inFlight.push([k, pass]);
+      };
+      for (let k = 0; k < M; k++) await run(k, 0);
+      let shown = 0;
+      while (inFlight.length) {
+        const [k, pass] = inFlight.shift()!;
+        const mb = mbs[k];
+        const Bk = mb.prompts.length;
+        const res = await traceSpan('pipeline.wait', () => world.recv(prev, TOK, new Int32Array(2 * Bk)));
+        if (pass === 0) {
+          const lg = await world.recv(prev, LOGITS, new Float32Array(Bk * V));
+          for (let b = 0; b < Bk; b++) lastPromptLogits[mb.first + b] = lg.slice(b * V, (b + 1) * V);
+          if (!firstTokenMs) firstTokenMs = performance.now() - t0;
+        }
+        for (let b = 0; b < Bk; b++) if (res[b] >= 0) { newIds[mb.first + b].push(res[b]); produced++; }
+        const most = Math.max(...newIds.map((r) => r.length));
+        if (most > shown) { shown = most; opts.onStep?.(most); }
+        maxPass = Math.max(maxPass, pass);
+        let alive = false;
+        for (let b = 0; b < Bk; b++) if (!res[Bk + b]) alive = true;
+        if (alive) await run(k, pass + 1, Array.from(res.subarray(0, Bk), (t) => Math.max(0, t)));
+      }
+      await world.send(Int32Array.of(-1, -1), next, HDR);
+    } else {
+      // Later stages serve whatever arrives, in order, until the first stage says stop.
+      const rands = prompts.map(() => seededRandom(opts.seed ?? 0));
+      const eos = new Set(opts.eosIds ?? []);
+      const done = prompts.map(() => maxNew === 0);
+      for (;;) {
+        const hdr = await world.recv(prev, HDR, new Int32Array(2));
+        if (hdr[0] < 0) {
+          if (!m.isLastPpRank()) await world.send(hdr, next, HDR);
+          break;
+        }
+        const [k, pass] = hdr;
+        const mb = mbs[k];
+        const Bk = mb.prompts.length;
+        const req = passRequest(mb, pass);
+        const hidden = await world.recv(prev, HID, new Float32Array(Bk * req.seq * H));
+        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => runner.forwardStage(req, mb.cache, hidden), { micro_batch: k });
+        if (!m.isLastPpRank()) {
+          await Promise.all([world.send(hdr, next, HDR), world.send(r.hidden!, next, HID)]);
+          continue;
+        }
+        const logits = r.logits!;
+        const out = new Int32Array(2 * Bk).fill(-1);
+        for (let b = 0; b < Bk; b++) {
+          const g = mb.first + b;
+          if (!done[g]) {
+            const tok = sampleToken(logits.subarray(b * V, (b + 1) * V), opts, rands[g]);
+            newIds[g].push(tok);
+            produced++;
+            if (eos.has(tok) || newIds[g].length >= maxNew) done[g] = true;
+            out[b] = tok;
+          }
+          out[Bk + b] = done[g] ? 1 : 0;
+        }
+        maxPass = Math.max(maxPass, pass);
+        const sends = [world.send(out, next, TOK)];
+        if (pass === 0) sends.push(world.send(logits, next, LOGITS));
+        await Promise.all(sends);
+      }
+    }
+  } finally {
+    for (const mb of mbs) mb.cache.dispose();
+  }
+  const totalMs = performance.now() - t0;
+  const decodeMs = totalMs - firstTokenMs;
+  return {
+    promptIds: prompts,
+    newIds,
+    lastPromptLogits,
+    timings: {
+      prefill_ms: firstTokenMs,
+      decode_ms_per_token: maxPass ? decodeMs / maxPass : 0,
+      tokens_per_s: decodeMs > 0 ? Math.max(0, produced - mbs[0].prompts.length) / (decodeMs / 1000) : 0,
+      decode_steps: maxPass,
+      total_ms: totalMs,
+      micro_batches: M,
     },
   };
 }

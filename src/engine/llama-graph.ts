@@ -13,6 +13,11 @@
 // (the previous segment's partial, all-reduced, and residual).
 // Outputs: present.L.key / present.L.value, partial / residual at cuts, logits float32
 // [batch, npos, vocab_per_rank]; with calibration, calib.<linear prefix> (the linear's input).
+//
+// Pipeline parallelism: a rank builds only its stage's layers (L counts from 0 within the stage, as in
+// its checkpoint file). A stage after the first starts from `hidden_in` float32 [batch, seq, hidden]
+// instead of the embedding; a stage before the last ends with `hidden` (the residual stream after its
+// last layer) instead of ln_f + lm_head. That one vector per token is all that crosses a stage boundary.
 
 import type { Tensor, Weights } from '../checkpoint/tensor.js';
 import type { PretrainedConfig } from '../model/config.js';
@@ -22,22 +27,33 @@ import { Graph, MS } from './graph.js';
 import { emitLinear, requireTensor } from './linear.js';
 import { isInt8KvCache, kvPastToFloat, kvPresentToInt8 } from '../quantization/onnx-kv-cache.js';
 import type { WeightFile } from './weight-file.js';
+import { Mapping } from '../sharding/mapping.js';
 
 export interface RankShape {
   tp: number;
+  /** The rank's place in its tensor-parallel group (tp_rank of TensorRT-LLM's Mapping). */
   rank: number;
+  /** Pipeline stage: its layer count, and whether it holds the embedding (first) and ln_f/lm_head (last). */
+  layers: number;
+  first: boolean;
+  last: boolean;
   headsPerRank: number;
   kvHeadsPerRank: number;
   headSize: number;
   vocabPerRank: number;
 }
 
+/** `rank` is the world rank; at pp > 1 it names both the stage and the place in the stage (sharding/mapping.ts). */
 export function rankShape(config: PretrainedConfig, rank: number): RankShape {
   const tp = config.mapping.tp_size;
   if (config.num_attention_heads % tp) throw new Error(`num_attention_heads ${config.num_attention_heads} is not divisible by tp ${tp}`);
+  const m = new Mapping(config.mapping, rank);
   return {
     tp,
-    rank,
+    rank: m.tpRank,
+    layers: m.ppLayers(config.num_hidden_layers).length,
+    first: m.isFirstPpRank(),
+    last: m.isLastPpRank(),
     headsPerRank: config.num_attention_heads / tp,
     kvHeadsPerRank: Math.max(1, config.num_key_value_heads / tp),
     headSize: config.head_size,
@@ -156,30 +172,34 @@ export function buildLlamaSegments(config: PretrainedConfig, rank: number, weigh
   };
 
   // Embedding: replicated, or vocab-parallel (rows [r*Vr, (r+1)*Vr) on rank r, zero elsewhere, then all-reduced).
-  const emb = requireTensor(weights, 'transformer.vocab_embedding.weight');
-  const embW = g.weight('transformer.vocab_embedding.weight', fromFloat32(toFloat32(emb), emb.shape, dt));
-  const ids = shared('input_ids');
-  if (config.use_parallel_embedding && sh.tp > 1) {
-    if (config.embedding_sharding_dim !== 0) throw new Error('vocab-parallel embedding: only embedding_sharding_dim 0 is supported');
-    const vr = emb.shape[0];
-    const local = g.op('Sub', [ids, g.int64s('emb_offset', [rank * vr], [])]);
-    const inRange = g.op('And', [
-      g.op('GreaterOrEqual', [local, g.int64s('zero', [0], [])]),
-      g.op('Less', [local, g.int64s('emb_rows', [vr], [])]),
-    ]);
-    const safe = g.op('Where', [inRange, local, g.int64s('zero', [0], [])]);
-    const rows = g.op('Gather', [embW, safe], { axis: 0 });
-    const mask = g.op('Unsqueeze', [g.op('Cast', [inRange], { to: dt === 'float32' ? 1 : 10 }), g.int64s('axes', [-1])]);
-    pending = g.op('Mul', [rows, mask]);
-    cut();
-  } else {
-    resid = g.op('Gather', [embW, ids], { axis: 0 });
+  // Later pipeline stages start from the previous stage's hidden state instead.
+  if (!sh.first) resid = fromF32(g.input('hidden_in', 'float32', ['batch', 'seq', H]));
+  else {
+    const emb = requireTensor(weights, 'transformer.vocab_embedding.weight');
+    const embW = g.weight('transformer.vocab_embedding.weight', fromFloat32(toFloat32(emb), emb.shape, dt));
+    const ids = shared('input_ids');
+    if (config.use_parallel_embedding && sh.tp > 1) {
+      if (config.embedding_sharding_dim !== 0) throw new Error('vocab-parallel embedding: only embedding_sharding_dim 0 is supported');
+      const vr = emb.shape[0];
+      const local = g.op('Sub', [ids, g.int64s('emb_offset', [sh.rank * vr], [])]);
+      const inRange = g.op('And', [
+        g.op('GreaterOrEqual', [local, g.int64s('zero', [0], [])]),
+        g.op('Less', [local, g.int64s('emb_rows', [vr], [])]),
+      ]);
+      const safe = g.op('Where', [inRange, local, g.int64s('zero', [0], [])]);
+      const rows = g.op('Gather', [embW, safe], { axis: 0 });
+      const mask = g.op('Unsqueeze', [g.op('Cast', [inRange], { to: dt === 'float32' ? 1 : 10 }), g.int64s('axes', [-1])]);
+      pending = g.op('Mul', [rows, mask]);
+      cut();
+    } else {
+      resid = g.op('Gather', [embW, ids], { axis: 0 });
+    }
   }
 
   const cosName = 'rotary.cos_cache';
   const sinName = 'rotary.sin_cache';
   const kvDims = ['batch', sh.kvHeadsPerRank, 'past', sh.headSize];
-  for (let l = 0; l < config.num_hidden_layers; l++) {
+  for (let l = 0; l < sh.layers; l++) {
     const p = `transformer.layers.${l}`;
     const h = norm(`${p}.input_layernorm.weight`);
     const qkv = linear(h, `${p}.attention.qkv`);
@@ -216,6 +236,12 @@ export function buildLlamaSegments(config: PretrainedConfig, rank: number, weigh
     onLayer?.();
   }
 
+  if (!sh.last) {
+    // After the last layer's all-reduce: the residual stream plus the pending MLP output.
+    const hidden = pending ? g.op('Add', [pending, resid!]) : resid!;
+    g.output(renameTo(g, g.op('Identity', [toF32(hidden)]), 'hidden'), 'float32', ['batch', 'seq', H]);
+    return segments;
+  }
   const hf = norm('transformer.ln_f.weight');
   const pos = g.op('Unsqueeze', [shared('logit_positions'), g.int64s('axes', [2])]);
   const picked = g.op('GatherND', [hf, pos], { batch_dims: 1 });

@@ -11,6 +11,8 @@ export interface ShardSource {
   checkpoint?: string;
   model?: string;
   tp: number;
+  /** Pipeline stages (default 1); the world has tp × pp ranks. */
+  pp?: number;
   world: World;
   /** With `model`: vocab-parallel embedding table. */
   parallelEmbedding?: boolean;
@@ -20,7 +22,8 @@ export async function loadShardForBuild(s: ShardSource): Promise<ModelShard> {
   const rank = s.world.rank;
   if (s.checkpoint) return LlamaForCausalLM.fromCheckpoint(s.checkpoint, rank);
   const dir = s.model!;
-  const opts = { mapping: { tp_size: s.tp, world_size: s.tp, pp_size: 1 }, rank, useParallelEmbedding: s.parallelEmbedding };
+  const pp = s.pp ?? 1;
+  const opts = { mapping: { tp_size: s.tp, world_size: s.tp * pp, pp_size: pp }, rank, useParallelEmbedding: s.parallelEmbedding };
   if (existsSync(join(dir, 'params.json'))) return LlamaForCausalLM.fromMetaCkpt(dir, opts);
   return LlamaForCausalLM.fromHuggingFace(dir, opts);
 }

@@ -2,10 +2,16 @@
 // concatenation over lines of [BOS] + ids(line) + [EOS]; the first max_tokens + 1 of them are cut into
 // non-overlapping windows of `window` inputs, each scored independently (no cache across windows);
 // the result is exp(mean NLL) over all predictions.
+//
+// With pipeline parallelism the windows stream through the stages (no step depends on another, so the
+// first stage sends batch after batch and all stages work at once); the last stage scores them, acks each
+// batch to the first stage, which keeps at most pp batches in flight (bounded memory in the inboxes), and
+// sends the totals back at the end.
 
 import { InputError } from '../checkpoint/errors.js';
 import { traceSpan } from '../util/trace.js';
 import type { EngineRunner } from './runtime.js';
+import { TAG_PIPE } from './stage-comm.js';
 import type { TextTokenizer } from './tokenizer.js';
 
 export function perplexityTokens(tok: TextTokenizer, text: string, bos: number, eos: number, limit: number): number[] {
@@ -26,20 +32,37 @@ export async function perplexity(runner: EngineRunner, tokens: number[], window:
   const nWin = Math.floor((tokens.length - 1) / window);
   if (nWin < 1) throw new InputError(`need at least ${window + 1} tokens for one window, have ${tokens.length}`);
   const V = runner.vocabSize;
+  const H = runner.config.pretrained_config.hidden_size;
+  const m = runner.mapping;
+  const [prev, next] = [m.prevPpRank(), m.nextPpRank()];
   let nll = 0;
   let count = 0;
   const positions = Array.from({ length: window }, (_, i) => i);
+  const ACK = TAG_PIPE + 5;
+  let unacked = 0;
   for (let w0 = 0; w0 < nWin; w0 += bc.max_batch_size) {
     const B = Math.min(bc.max_batch_size, nWin - w0);
+    if (m.ppSize > 1 && m.isFirstPpRank() && unacked >= m.ppSize) {
+      await runner.world.recv(prev, ACK, new Int32Array(1));
+      unacked--;
+    }
     const ids = new Array<number>(B * window);
     for (let b = 0; b < B; b++) for (let i = 0; i < window; i++) ids[b * window + i] = tokens[(w0 + b) * window + i];
-    const logits = await traceSpan('prefill', () => runner.forward({
+    const hiddenIn = m.isFirstPpRank() ? undefined : await runner.world.recv(prev, TAG_PIPE + 1, new Float32Array(B * window * H));
+    const out = await traceSpan('prefill', () => runner.forwardStage({
       batch: B, seq: window, ids,
       seqlensK: new Int32Array(B).fill(window - 1),
       totalSeq: window,
       positions: Array.from({ length: B }, () => positions).flat(),
       npos: window,
-    }), { batch: B, tokens: B * window });
+    }, undefined, hiddenIn), { batch: B, tokens: B * window });
+    if (!m.isLastPpRank()) {
+      await runner.world.send(out.hidden!, next, TAG_PIPE + 1);
+      unacked++;
+      onWindow?.(B);
+      continue;
+    }
+    const logits = out.logits!;
     for (let b = 0; b < B; b++) {
       for (let i = 0; i < window; i++) {
         const row = logits.subarray((b * window + i) * V, (b * window + i + 1) * V);
@@ -52,7 +75,16 @@ export async function perplexity(runner: EngineRunner, tokens: number[], window:
         count++;
       }
     }
+    if (m.ppSize > 1) await runner.world.send(Int32Array.of(w0), next, ACK);
     onWindow?.(B);
+  }
+  if (m.ppSize > 1) {
+    for (; m.isFirstPpRank() && unacked > 0; unacked--) await runner.world.recv(prev, ACK, new Int32Array(1));
+    // The last stage scored every window; the first stage (rank 0 among them) reports.
+    const totals = Float64Array.of(nll, count);
+    if (m.isLastPpRank()) await runner.world.send(totals, next, TAG_PIPE + 4);
+    else if (m.isFirstPpRank()) await runner.world.recv(prev, TAG_PIPE + 4, totals);
+    [nll, count] = totals;
   }
   const mean = nll / count;
   return { ppl: Math.exp(mean), mean_nll: mean, tokens: count };

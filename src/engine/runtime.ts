@@ -11,6 +11,8 @@ import type { Engine } from './engine.js';
 import { rankShape, type RankShape } from './llama-graph.js';
 import { readFileSync } from 'node:fs';
 import { chooseDevice, onnxOutputNames, outputLocations, type Device, type DeviceRequest } from './device.js';
+import { Mapping } from '../sharding/mapping.js';
+import { TpGroup } from './stage-comm.js';
 
 export interface RunnerOptions {
   /** Threads for this rank's ORT sessions; default: this host's cores divided by the local ranks. */
@@ -63,13 +65,21 @@ export class EngineRunner {
     private sessions: ort.InferenceSession[],
     readonly shape: RankShape,
     readonly device: Device = 'cpu',
-  ) {}
+  ) {
+    const c = engine.config;
+    this.mapping = new Mapping({ world_size: engine.worldSize, tp_size: c.tp_size, pp_size: engine.pp }, engine.rank);
+    this.group = new TpGroup(world, this.mapping);
+  }
+
+  /** This rank's place (tp rank, pipeline stage) and its stage's tensor-parallel group. */
+  readonly mapping: Mapping;
+  readonly group: TpGroup;
 
   /** Where forward() spends its time (session.run, which includes uploads, the device wait and readbacks; all-reduces), summed since load. */
   readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0 };
 
   static async load(engine: Engine, world: World, opts: RunnerOptions = {}): Promise<EngineRunner> {
-    if (world.size !== engine.tp) throw new Error(`engine was built for ${engine.tp} rank(s) but the world has ${world.size}`);
+    if (world.size !== engine.worldSize) throw new Error(`engine was built for ${engine.worldSize} rank(s) but the world has ${world.size}`);
     const threads = opts.threads ?? defaultThreads();
     const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
     const { executionProviders } = choice;
@@ -78,7 +88,7 @@ export class EngineRunner {
     const gpuOut = (path: string) => choice.device === 'gpu' ? { preferredOutputLocation: outputLocations('gpu', onnxOutputNames(readFileSync(path))) } : {};
     const sessions: ort.InferenceSession[] = [];
     await traceSpan('load', async () => {
-      for (let i = 0; i < engine.config.segments; i++) {
+      for (let i = 0; i < engine.segmentCount; i++) {
         const path = engine.segmentPath(i);
         try {
           sessions.push(await ort.InferenceSession.create(path, {
@@ -93,7 +103,7 @@ export class EngineRunner {
           throw new Error(`${path}: onnxruntime cannot load it (${(e as Error).message.split('\n')[0]})`);
         }
       }
-    }, { segments: engine.config.segments, threads, device: choice.device, why: choice.reason });
+    }, { segments: engine.segmentCount, threads, device: choice.device, why: choice.reason });
     return new EngineRunner(engine, world, sessions, rankShape(engine.config.pretrained_config, engine.rank), choice.device);
   }
 
@@ -105,8 +115,7 @@ export class EngineRunner {
   get vocabSize(): number { return this.engine.config.pretrained_config.vocab_size; }
 
   newCache(batch: number, capacity: number): KvCache {
-    const c = this.engine.config;
-    return new KvCache(batch, capacity, c.pretrained_config.num_hidden_layers, this.shape, this.kvDtype);
+    return new KvCache(batch, capacity, this.shape.layers, this.shape, this.kvDtype);
   }
 
   /**
@@ -114,6 +123,17 @@ export class EngineRunner {
    * in place; without, attention sees only this call's tokens. Returns float32 logits [batch, npos, vocab].
    */
   async forward(req: ForwardRequest, cache?: KvCache, calib?: Map<string, { data: Float32Array; dims: readonly number[] }>): Promise<Float32Array> {
+    const out = await this.forwardStage(req, cache, undefined, calib);
+    if (!out.logits) throw new Error('forward() on a pipeline stage before the last: use forwardStage()');
+    return out.logits;
+  }
+
+  /**
+   * One pipeline stage's forward pass: from `hiddenIn` (float32 [batch, seq, hidden], the previous
+   * stage's output) on every stage but the first; gives logits on the last stage and `hidden` (to send on)
+   * elsewhere. With pp = 1 this is forward().
+   */
+  async forwardStage(req: ForwardRequest, cache?: KvCache, hiddenIn?: Float32Array, calib?: Map<string, { data: Float32Array; dims: readonly number[] }>): Promise<{ logits?: Float32Array; hidden?: Float32Array }> {
     const { batch, seq, npos } = req;
     const dt = this.engine.config.build_config.dtype;
     const sh = this.shape;
@@ -123,10 +143,12 @@ export class EngineRunner {
       total_sequence_length: new ort.Tensor('int32', Int32Array.of(req.totalSeq), []),
       logit_positions: new ort.Tensor('int64', BigInt64Array.from(Array.from(req.positions, (x) => BigInt(x))), [batch, npos]),
     };
+    if (hiddenIn) common.hidden_in = new ort.Tensor('float32', hiddenIn, [batch, seq, this.engine.config.pretrained_config.hidden_size]);
     const kdt = this.kvDtype;
     const emptyKv = new ort.Tensor(kdt, kdt === 'float32' ? new Float32Array(0) : kdt === 'int8' ? new Int8Array(0) : new Uint16Array(0), [batch, sh.kvHeadsPerRank, 0, sh.headSize]);
     let carried: Record<string, ort.Tensor> = {};
     let logits: Float32Array | undefined;
+    let hidden: Float32Array | undefined;
     for (let i = 0; i < this.sessions.length; i++) {
       const s = this.sessions[i];
       const feeds: Record<string, ort.Tensor> = {};
@@ -167,18 +189,20 @@ export class EngineRunner {
             cache.tensors[+l][kind === 'key' ? 0 : 1] = v as ort.Tensor;
           }
         } else if (name === 'logits') logits = v.data as Float32Array;
+        else if (name === 'hidden') hidden = v.data as Float32Array;
         else if (name.startsWith('calib.')) calib?.set(name.slice(6), { data: v.data as Float32Array, dims: v.dims });
         else carried[name] = v as ort.Tensor;
       }
       const partial = carried.partial;
-      if (partial && this.world.size > 1) {
+      if (partial && this.group.size > 1) {
         const t1 = performance.now();
-        await traceSpan('allreduce', () => this.world.allReduce(partial.data as Float32Array, 'sum'), { bytes: (partial.data as Float32Array).byteLength });
+        await traceSpan('allreduce', () => this.group.allReduceSum(partial.data as Float32Array), { bytes: (partial.data as Float32Array).byteLength });
         this.stats.allreduce_ms += performance.now() - t1;
       }
     }
+    if (hidden) return { hidden };
     if (!logits) throw new Error('engine produced no logits');
-    return this.gatherLogits(logits, batch * npos);
+    return { logits: await this.gatherLogits(logits, batch * npos) };
   }
 
   /**
@@ -195,9 +219,9 @@ export class EngineRunner {
   private async gatherLogits(local: Float32Array, rows: number): Promise<Float32Array> {
     const V = this.vocabSize;
     const vr = this.shape.vocabPerRank;
-    const tp = this.world.size;
+    const tp = this.group.size;
     if (tp === 1) return vr === V ? local : sliceCols(local, rows, vr, V);
-    const all = await traceSpan('allgather', () => this.world.allGather(local));
+    const all = await traceSpan('allgather', () => this.group.allGather(local));
     const out = new Float32Array(rows * V);
     for (let r = 0; r < tp; r++) {
       const width = Math.min(vr, V - r * vr);

@@ -9,7 +9,8 @@ import { checkDir, openHfTensors, readHfConfig, tllmViewOfHf } from '../checkpoi
 import { openMeta } from '../checkpoint/meta.js';
 import { type TensorSource, expectedShape, llamaTensorNames } from '../checkpoint/source.js';
 import { ruleFor, selection, shardShape } from '../sharding/rules.js';
-import { planRank, produceShards, shardContext } from '../checkpoint/shard.js';
+import { planRank, produceShards, rankSource, shardContext } from '../checkpoint/shard.js';
+import { stageTensors } from '../sharding/mapping.js';
 import { SafetensorsWriter, readSafetensors } from '../checkpoint/safetensors.js';
 import { TllmSource, rankFile, readTllmConfig, writeConfig } from '../checkpoint/tllm.js';
 import { FLOAT_DTYPES, byteSize } from '../checkpoint/dtype.js';
@@ -52,8 +53,9 @@ export class LlamaForCausalLM {
   /** Shards a full-model source for one rank (the common path of every loader). */
   static fromSource(src: TensorSource, config: PretrainedConfig, rank: number, o: LoadOptions = {}): LlamaForCausalLM {
     const model = new LlamaForCausalLM(config, rank);
-    const plan = planRank(src, config, rank);
-    for (const [name, t] of produceShards(src, plan, { clamp: o.clamp })) model.weights.set(name, t);
+    const view = rankSource(src, config, rank);
+    const plan = planRank(view, config, rank);
+    for (const [name, t] of produceShards(view, plan, { clamp: o.clamp })) model.weights.set(name, t);
     return model;
   }
 
@@ -127,7 +129,8 @@ export class LlamaForCausalLM {
   static fromCheckpoint(dir: string, rank = 0, o: Omit<LoadOptions, 'rank'> = {}): LlamaForCausalLM {
     checkDir(dir, 'checkpoint');
     const onDisk = readTllmConfig(dir);
-    const same = (!o.mapping || normalizeMapping(o.mapping).tp_size === onDisk.mapping.tp_size) &&
+    const want = o.mapping && normalizeMapping(o.mapping);
+    const same = (!want || (want.tp_size === onDisk.mapping.tp_size && want.pp_size === onDisk.mapping.pp_size)) &&
       (!o.dtype || o.dtype === onDisk.dtype);
     if (same) {
       const model = new LlamaForCausalLM(onDisk, rank);
@@ -149,8 +152,23 @@ export class LlamaForCausalLM {
    */
   load(weights: Weights, where = `rank ${this.rank}`): void {
     const ctx = shardContext(this.config);
-    for (const name of llamaTensorNames(this.config.num_hidden_layers)) {
-      if (!weights.has(name)) throw new InputError(`${where}: missing tensor ${name}`);
+    const m = this.config.mapping;
+    const tpRank = this.rank % m.tp_size;
+    // A pipeline stage holds its own layers (renumbered from 0) and the ends of the model it owns.
+    const expected = stageTensors(llamaTensorNames(this.config.num_hidden_layers), this.config.num_hidden_layers, m.pp_size, Math.floor(this.rank / m.tp_size)).map(([l]) => l);
+    const stage = m.pp_size > 1 ? ` (pp stage ${Math.floor(this.rank / m.tp_size)} of ${m.pp_size})` : '';
+    for (const name of expected) {
+      if (!weights.has(name)) throw new InputError(`${where}: missing tensor ${name}${stage}`);
+    }
+    {
+      // Layers or model ends this stage does not own: a rank file written for another pp.
+      const layers = new Set(expected.map((n) => /^transformer\.layers\.\d+\./.exec(n)?.[0] ?? n.replace(/\.[^.]*$/, '')));
+      for (const name of weights.keys()) {
+        const base = /^transformer\.layers\.\d+\./.exec(name)?.[0] ?? name.replace(/\.[^.]*$/, '');
+        if (!layers.has(base) && /^(transformer\.layers\.\d+\.|transformer\.vocab_embedding\.|transformer\.ln_f\.|lm_head\.)/.test(name)) {
+          throw new InputError(`${where}: unexpected tensor ${name}${stage}: written for another pipeline split (pp_size) than its config says`);
+        }
+      }
     }
     for (const [name, t] of weights) {
       if (t.data.length !== byteSize(t.dtype, t.shape)) {
@@ -159,7 +177,7 @@ export class LlamaForCausalLM {
       const full = expectedShape(name, this.config);
       // Quantized weights are packed or scaled differently; their companions are checked by the engine.
       if (!full || !FLOAT_DTYPES.has(t.dtype)) continue;
-      const want = shardShape(full, selection(ruleFor(name, full.length, ctx), full, ctx, this.rank));
+      const want = shardShape(full, selection(ruleFor(name, full.length, ctx), full, ctx, tpRank));
       if (want.join() !== t.shape.join()) {
         throw new InputError(`${where}: tensor ${name} has shape [${t.shape.join(', ')}], expected [${want.join(', ')}] for rank ${this.rank} of tp=${ctx.tp}`);
       }

@@ -13,6 +13,7 @@ import type { PretrainedConfig } from '../model/config.js';
 import { LlamaForCausalLM } from '../model/llama.js';
 import type { World } from '../rank/types.js';
 import { shardTensor } from '../sharding/slice.js';
+import { stageTensors } from '../sharding/mapping.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
 import { needsCalibration } from './algorithms.js';
@@ -34,6 +35,8 @@ export interface QuantizeSource {
   tokenizer?: string;
   useParallelEmbedding?: boolean;
   embeddingShardingDim?: 0 | 1;
+  /** Pipeline stages (default 1): the world has tp × pp ranks, and each stage gets only its layers. */
+  pp?: number;
 }
 
 interface Header {
@@ -44,7 +47,7 @@ interface Header {
 }
 
 /** Rank 0: the full model quantized (tp=1 layout), with the config it will be sharded under. */
-export async function quantizeFullModel(src: QuantizeSource, q: QuantRequest, tp: number): Promise<{ config: PretrainedConfig; weights: Weights; report: QuantReport[] }> {
+export async function quantizeFullModel(src: QuantizeSource, q: QuantRequest, tp: number, pp = 1): Promise<{ config: PretrainedConfig; weights: Weights; report: QuantReport[] }> {
   const { config, source } = openSource({
     model: src.model, out: '', tp: 1, dtype: src.dtype, format: src.format,
     useParallelEmbedding: src.useParallelEmbedding, embeddingShardingDim: src.embeddingShardingDim,
@@ -55,7 +58,7 @@ export async function quantizeFullModel(src: QuantizeSource, q: QuantRequest, tp
   } finally {
     source.close();
   }
-  const target: PretrainedConfig = { ...config, mapping: { world_size: tp, tp_size: tp, pp_size: 1 } };
+  const target: PretrainedConfig = { ...config, mapping: { world_size: tp * pp, tp_size: tp, pp_size: pp } };
   shardContext(target); // tp against heads, before minutes of calibration
   checkGroups(target, q);
   let stats: CalibrationStats | undefined;
@@ -88,23 +91,27 @@ export function checkGroups(c: PretrainedConfig, q: QuantRequest): void {
 
 /** The rank's quantized shard (every rank calls this; only rank 0 touches `src`). */
 export async function quantizeAndDistribute(world: World, src: QuantizeSource, q: QuantRequest): Promise<LlamaForCausalLM> {
-  const tp = world.size;
+  const pp = src.pp ?? 1;
+  const tp = world.size / pp;
   if (world.rank !== 0) return receiveShard(world);
   let full: Awaited<ReturnType<typeof quantizeFullModel>>;
   try {
-    full = await quantizeFullModel(src, q, tp);
+    if (!Number.isInteger(tp)) throw new InputError(`--pp ${pp} does not divide the world's ${world.size} ranks`);
+    full = await quantizeFullModel(src, q, tp, pp);
   } catch (e) {
     // Tell the waiting ranks why, so that every rank fails with rank 0's message.
     const msg = (e as Error).message ?? String(e);
-    for (let r = 1; r < tp; r++) await world.sendObject({ error: msg, inputError: isInputError(e) } satisfies Header, r, TAG);
+    for (let r = 1; r < world.size; r++) await world.sendObject({ error: msg, inputError: isInputError(e) } satisfies Header, r, TAG);
     throw e;
   }
   const ctx = shardContext(full.config);
   let mine: Weights | undefined;
-  const bar = progress('send shards', tp - 1, 'ranks');
-  for (let r = 0; r < tp; r++) {
+  const bar = progress('send shards', world.size - 1, 'ranks');
+  for (let r = 0; r < world.size; r++) {
     const shard: Weights = new Map();
-    for (const [name, t] of full.weights) shard.set(name, shardTensor(name, t, ctx, r));
+    // Rank r = pp_rank × tp + tp_rank: its stage's tensors (layers renumbered from 0), cut for its tp rank.
+    const weightsOf = new Map(stageTensors([...full.weights.keys()], full.config.num_hidden_layers, pp, Math.floor(r / tp)));
+    for (const [local, name] of weightsOf) shard.set(local, shardTensor(name, full.weights.get(name)!, ctx, r % tp));
     if (r === 0) { mine = shard; continue; }
     const tensors = [...shard].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, bytes: t.data.length }));
     await traceSpan('quant.send', async () => {
@@ -142,7 +149,7 @@ async function receiveShard(world: World): Promise<LlamaForCausalLM> {
 /** `tprun convert --quant ...`: every rank writes its quantized rank{r}.safetensors into one temp sibling. */
 export async function convertQuantized(world: World, o: ConvertOptions, q: QuantRequest): Promise<{ rank: number; seconds: number; bytesWritten: number; maxRssBytes: number }> {
   const t0 = performance.now();
-  if (world.size !== o.tp) throw new InputError(`--tp ${o.tp} but the world has ${world.size} ranks`);
+  if (world.size !== o.tp * (o.pp ?? 1)) throw new InputError(`--tp ${o.tp} × --pp ${o.pp ?? 1} but the world has ${world.size} ranks`);
   const tag = await world.broadcastObject(world.rank === 0 ? `${process.pid.toString(36)}${Date.now().toString(36)}` : undefined, 0);
   const tmp = tempSibling(o.out, tag);
   let err: unknown;
@@ -150,7 +157,7 @@ export async function convertQuantized(world: World, o: ConvertOptions, q: Quant
   try {
     const model = await quantizeAndDistribute(world, {
       model: o.model, format: o.format, dtype: o.dtype,
-      useParallelEmbedding: o.useParallelEmbedding, embeddingShardingDim: o.embeddingShardingDim,
+      useParallelEmbedding: o.useParallelEmbedding, embeddingShardingDim: o.embeddingShardingDim, pp: o.pp,
     }, q);
     openTemp(tmp);
     await traceSpan('save', () => model.saveCheckpoint(tmp));
