@@ -118,5 +118,7 @@ case "${1:-}" in
   pack) pack ;;
   stash) stash_parts ;;
   run) stash_parts; run ;;
-  *) echo "usage: bash scripts/gpu/adapters.sh pack|stash|run" >&2; exit 2 ;;
+  # Any other GPU script in the same carried environment: bash scripts/gpu/adapters.sh exec bash scripts/gpu/pp.sh
+  exec) shift; stash_parts >/dev/null; setup; exec "$@" ;;
+  *) echo "usage: bash scripts/gpu/adapters.sh pack|stash|run|exec CMD..." >&2; exit 2 ;;
 esac
