@@ -12,6 +12,7 @@ import { type TensorMeta, type TensorSource, colsOf } from './source.js';
 import { contextFromConfig, type ShardContext } from '../sharding/rules.js';
 import { fullShapeOf, gatherTensor } from '../sharding/slice.js';
 import { z } from 'zod';
+import { QUANT_CONFIG_FIELDS, TLLM_KV_ALGOS, TLLM_QUANT_ALGOS, layoutProblem } from '../quantization/tllm-layout.js';
 
 const TllmConfig = z.looseObject({
   architecture: z.string(),
@@ -57,6 +58,13 @@ export function readTllmConfig(dir: string): PretrainedConfig {
   }
   const c = p.data;
   if (c.architecture !== 'LlamaForCausalLM') throw new InputError(`${file}: unsupported architecture ${c.architecture}`);
+  const qa = c.quantization.quant_algo, kva = c.quantization.kv_cache_quant_algo;
+  if (qa && !(TLLM_QUANT_ALGOS as readonly string[]).includes(qa)) {
+    throw new InputError(`${file}: quantization.quant_algo ${qa} is not one tprun runs (it runs ${TLLM_QUANT_ALGOS.join(', ')})`);
+  }
+  if (kva && !(TLLM_KV_ALGOS as readonly string[]).includes(kva)) {
+    throw new InputError(`${file}: quantization.kv_cache_quant_algo ${kva} is not one tprun runs (it runs ${TLLM_KV_ALGOS.join(', ')})`);
+  }
   const out = {
     ...c,
     num_key_value_heads: c.num_key_value_heads ?? c.num_attention_heads,
@@ -73,7 +81,9 @@ export function rankFile(dir: string, rank: number): string {
 
 export function writeConfig(dir: string, config: PretrainedConfig): void {
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  // TensorRT-LLM builds QuantConfig(**quantization): a key it does not know is a TypeError there.
+  const quantization = Object.fromEntries(Object.entries(config.quantization ?? {}).filter(([k]) => QUANT_CONFIG_FIELDS.has(k)));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, quantization }, null, 2) + '\n');
 }
 
 /**
@@ -108,6 +118,8 @@ export class TllmSource implements TensorSource {
         const i = this.files[0].info(n);
         this.metas.set(n, { dtype: i.dtype, shape: fullShapeOf(n, i.shape, this.ctx) });
       }
+      const bad = layoutProblem(this.config, (n) => this.metas.get(n));
+      if (bad) throw new InputError(`${where}: ${bad}`);
     } catch (e) {
       this.close();
       throw e;
