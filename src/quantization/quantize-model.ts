@@ -8,11 +8,12 @@ import type { PretrainedConfig, QuantConfig } from '../model/config.js';
 import { LAYER_LINEARS, TRTLLM_QUANT_ALGO, type QuantOptions } from './algorithms.js';
 import { awqQuantize } from './awq.js';
 import type { CalibrationStats } from './calib-stats.js';
-import { FP8_E4M3_MAX, quantizeFp8 } from './fp8.js';
+import { FP8_E4M3_MAX, quantizeFp8, roundHalfEven } from './fp8.js';
+import { ortMatmulNT } from './ort-kernels.js';
 import { scaleColumns, smoothingFactors } from './smoothquant.js';
 import { bytesTensor, f32Tensor, toFloat32 } from './tensor-f32.js';
 import type { TllmQuantAlgo } from './tllm-layout.js';
-import { quantizeInt4Grouped, quantizeInt8PerChannel, unpackInt4 } from './weights.js';
+import { dequantizeInt8PerChannel, quantizeInt4Grouped, quantizeInt8PerChannel, unpackInt4 } from './weights.js';
 
 export const INT8_KV_MAX = 127;
 
@@ -101,7 +102,7 @@ export async function quantizeWeights(
   };
   for (let l = 0; l < config.num_hidden_layers; l++) {
     const layer = `transformer.layers.${l}`;
-    if (algo === 'W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN') sqPluginLayer(layer);
+    if (algo === 'W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN') await sqPluginLayer(layer);
     else if (algo && algo !== 'W8A16') {
       for (const lin of LAYER_LINEARS) await quantizeLinear(`${layer}.${lin}`);
     }
@@ -180,8 +181,12 @@ export async function quantizeWeights(
    * folded into input_layernorm, fc's and gate's — ONE factor for both, from their stacked weights —
    * into post_layernorm; dense and proj keep theirs as `smoother`, which divides their input.
    */
-  function sqPluginLayer(layer: string): void {
+  async function sqPluginLayer(layer: string): Promise<void> {
     const smooth = o.algo === 'w8a8_sq';
+    // Smoothing is kept only where, on the calibration rows, it lowers the output error of the int8
+    // arithmetic (fc and gate must share one factor in this layout, which can undo its benefit there).
+    const helps = async (prefix: string, ls: { w: Float32Array; n: number }[], k: number, s: Float32Array) =>
+      (await sqError(statsFor(prefix).sample(), ls, k, s)) < (await sqError(statsFor(prefix).sample(), ls, k, new Float32Array(k).fill(1)));
     const alpha = o.smoothAlpha ?? 0.5;
     const int8 = (prefix: string, w: Float32Array, n: number, k: number) => {
       const q = quantizeInt8PerChannel(w, n, k);
@@ -201,6 +206,7 @@ export async function quantizeWeights(
         let at = 0;
         for (const x of ls) { stacked.set(x.w, at); at += x.w.length; }
         const s = smoothingFactors(statsFor(ls[0].prefix).absmax, stacked, rows, k, alpha);
+        if (!(await helps(ls[0].prefix, ls, k, s))) s.fill(1);
         const nw = toFloat32(normT, normName);
         const folded = modelTensor(nw.map((v, c) => v / s[c]), [k], normT.dtype);
         const nf = toFloat32(folded, normName);
@@ -215,8 +221,32 @@ export async function quantizeWeights(
       const prefix = `${layer}.${lin}`;
       const { n, k, w } = linear(prefix);
       const s = smooth ? smoothingFactors(statsFor(prefix).absmax, w, n, k, alpha) : new Float32Array(k).fill(1);
+      if (smooth && !(await helps(prefix, [{ w, n }], k, s))) s.fill(1);
       out.set(`${prefix}.smoother`, f32Tensor(s, [1, k]));
       int8(prefix, scaleColumns(w, n, k, s), n, k);
     }
   }
+}
+
+/**
+ * ||X·W^T − Qtok(X ⊘ s)·Qch(W ⊙ s)^T||² summed over the linears sharing input X: the SmoothQuant
+ * plugin's arithmetic (per-token int8 activations, per-channel int8 weights) on calibration rows.
+ */
+async function sqError(sample: { x: Float32Array; rows: number }, ls: { w: Float32Array; n: number }[], k: number, s: Float32Array): Promise<number> {
+  const { x, rows } = sample;
+  if (!rows) return 0;
+  const xq = new Float32Array(x.length);
+  for (let i = 0; i < rows; i++) {
+    let m = 0;
+    for (let c = 0; c < k; c++) m = Math.max(m, Math.abs(x[i * k + c] / s[c]));
+    const sc = Math.max(m, 1e-8) / 127;
+    for (let c = 0; c < k; c++) xq[i * k + c] = Math.max(-127, Math.min(127, roundHalfEven(x[i * k + c] / s[c] / sc))) * sc;
+  }
+  let err = 0;
+  for (const { w, n } of ls) {
+    const wq = dequantizeInt8PerChannel(quantizeInt8PerChannel(scaleColumns(w, n, k, s), n, k), n, k);
+    const y = await ortMatmulNT(xq, rows, wq, n, k), ref = await ortMatmulNT(x, rows, w, n, k);
+    for (let i = 0; i < y.length; i++) err += (y[i] - ref[i]) ** 2;
+  }
+  return err;
 }

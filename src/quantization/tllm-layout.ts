@@ -215,7 +215,9 @@ export function dtypeOf(s: TensorSpec, modelDtype: DType): DType {
  * config.json `quantization` fields TensorRT-LLM's QuantConfig takes (modeling_utils.py QuantConfig:
  * quant_algo, kv_cache_quant_algo, group_size, smoothquant_val, clamp_val, use_meta_recipe,
  * has_zero_point, pre_quant_scale, exclude_modules). QuantConfig(**config) raises TypeError on any
- * other key, so nothing else may be written there.
+ * other key, so nothing else may be written there. exclude_modules stays unset: TensorRT-LLM's default
+ * (quantization/quantize.py quantize_layers: '*lm_head', '*vocab_embedding', …) leaves float exactly what
+ * tprun leaves float.
  */
 export const QUANT_CONFIG_FIELDS = new Set([
   'quant_algo', 'kv_cache_quant_algo', 'group_size', 'smoothquant_val', 'clamp_val', 'use_meta_recipe',
