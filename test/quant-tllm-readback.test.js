@@ -7,6 +7,9 @@
 //              generate_int8 (weights · 127/amax per column, round, clip ±127), get_tllm_linear_sq_weight
 //              (per_channel_scale (1, N_rank), smoother (1, K_rank) on dense/proj, scale_to_int [1.0]).
 //   FP8        ModelOpt: weight / (amax/448) cast to e4m3, saved as its int8 view, scales shape [1].
+//   W8A8_SQ_PER_CHANNEL  ModelOpt int8_sq: to_quantized_weight INT8_SQ, weights_scaling_factor (N), [1]
+//              activation scale, prequant (K) in the model dtype.
+//   W4A8_AWQ   ModelOpt w4a8_awq: the AWQ tensors + activation_scaling_factor and weights_scaling_factor_2 [1].
 // tprun reads each (gathers the ranks), reshards it to tp 1, and builds and scores it: AWQ must come out
 // bit-identical to tprun's own int4_wo (the same round-to-nearest), the others must score like tprun's
 // own checkpoint of the scheme.
@@ -70,8 +73,8 @@ const ROW = new Set(['attention.dense', 'mlp.proj']);
 
 /** Rows [start, end) of a [R, C] byte matrix of itemsize b, or columns when byCols. */
 function cut(t, start, end, byCols = false) {
-  const [R, C] = t.shape, b = t.data.length / (R * C);
-  if (!byCols) return { dtype: t.dtype, shape: [end - start, C], data: t.data.slice(start * C * b, end * C * b) };
+  const [R, C = 1] = t.shape, b = t.data.length / (R * C);
+  if (!byCols) return { dtype: t.dtype, shape: t.shape.length === 1 ? [end - start] : [end - start, C], data: t.data.slice(start * C * b, end * C * b) };
   const w = end - start, data = new Uint8Array(R * w * b);
   for (let r = 0; r < R; r++) data.set(t.data.subarray((r * C + start) * b, (r * C + end) * b), r * w * b);
   return { dtype: t.dtype, shape: [R, w], data };
@@ -80,7 +83,7 @@ const cat = (ts) => {
   const data = new Uint8Array(ts.reduce((a, t) => a + t.data.length, 0));
   let at = 0;
   for (const t of ts) { data.set(t.data, at); at += t.data.length; }
-  return { dtype: ts[0].dtype, shape: [ts.reduce((a, t) => a + t.shape[0], 0), ts[0].shape[1]], data };
+  return { dtype: ts[0].dtype, shape: [ts.reduce((a, t) => a + t.shape[0], 0), ...ts[0].shape.slice(1)], data };
 };
 
 /** TensorRT-LLM's cut of one linear's [N(·pack), ...] tensor for rank r (tp 2, 4 q heads, 2 KV heads: no duplication). */
@@ -222,6 +225,46 @@ const SCHEMES = {
       };
     },
   },
+  'ModelOpt int8_sq (W8A8_SQ_PER_CHANNEL, prequant 1)': {
+    quantization: { quant_algo: 'W8A8_SQ_PER_CHANNEL', kv_cache_quant_algo: null, exclude_modules: ['lm_head'] },
+    tprun: ['--quant', 'w8a8', '--sq-activations', 'per-tensor'],
+    perLinear(lin, wt, prefix, mine) {
+      const [n, k] = wt.shape, w = toFloat32(wt);
+      const q = new Int8Array(n * k), sc = new Float32Array(n);
+      for (let r = 0; r < n; r++) { // get_scaling_factor_from_weight (group 0: amax/127), to_quantized_weight INT8_SQ
+        let amax = 0;
+        for (let c = 0; c < k; c++) amax = Math.max(amax, Math.abs(w[r * k + c]));
+        sc[r] = Math.fround(amax / 127);
+        for (let c = 0; c < k; c++) q[r * k + c] = Math.max(-128, Math.min(127, rne(Math.fround(w[r * k + c] / sc[r]))));
+      }
+      return {
+        weight: { t: { dtype: 'int8', shape: [n, k], data: new Uint8Array(q.buffer) }, kind: 'rows' },
+        weights_scaling_factor: { t: f32(sc, [n]), kind: ROW.has(lin) ? 'rep' : 'rows' },
+        // Static activation scales need calibration: take tprun's (its layout is checked elsewhere).
+        activation_scaling_factor: { t: mine.get(`${prefix}.activation_scaling_factor`), kind: 'rep' },
+        prequant_scaling_factor: { t: bf16(new Float32Array(k).fill(1), [k]), kind: 'k' },
+      };
+    },
+  },
+  'ModelOpt w4a8_awq (W4A8_AWQ, prequant 1)': {
+    quantization: { quant_algo: 'W4A8_AWQ', kv_cache_quant_algo: null, group_size: G, has_zero_point: false, pre_quant_scale: true, exclude_modules: ['lm_head'] },
+    // Same int4 weights as int4_wo plus FP8 activations: compared with tprun's int4_wo.
+    tprun: ['--quant', 'int4_wo', '--group-size', String(G)],
+    calibrateWith: ['--quant', 'w8a8', '--sq-activations', 'per-tensor'],
+    perLinear(lin, wt, prefix, mine) {
+      const out = awqRtn(lin, wt);
+      const sc = toFloat32(out.weights_scaling_factor.t);
+      let wmax = 0; // amax of the dequantized int4 weight (|q| ≤ 8)
+      for (const v of sc) wmax = Math.max(wmax, v * 8);
+      // FP8 scale of the input (amax/448) from the calibrated int8 one (amax/127).
+      const a8 = toFloat32(mine.get(`${prefix}.activation_scaling_factor`))[0] * 127 / 448;
+      return {
+        ...out,
+        activation_scaling_factor: { t: f32([a8], [1]), kind: 'rep' },
+        weights_scaling_factor_2: { t: f32([wmax / 448], [1]), kind: 'rep' },
+      };
+    },
+  },
 };
 
 for (const [name, s] of Object.entries(SCHEMES)) {
@@ -230,7 +273,13 @@ for (const [name, s] of Object.entries(SCHEMES)) {
     const mine = join(dir, `mine-${s.tprun.join('_')}`);
     const q = await cli(['convert', '--model', tiny, '--tp', '1', '--calib-samples', '8', ...s.tprun, '--out', mine]);
     assert.equal(q.exitCode, 0, q.all);
-    writeCkpt(src, s.quantization, s.perLinear, s.extra, readSafetensors(join(mine, 'rank0.safetensors')));
+    let calib = mine;
+    if (s.calibrateWith) {
+      calib = join(dir, `calib-${s.calibrateWith.join('_')}`);
+      const c = await cli(['convert', '--model', tiny, '--tp', '1', '--calib-samples', '8', ...s.calibrateWith, '--out', calib]);
+      assert.equal(c.exitCode, 0, c.all);
+    }
+    writeCkpt(src, s.quantization, s.perLinear, s.extra, readSafetensors(join(calib, 'rank0.safetensors')));
     if (s.fix) {
       for (let r = 0; r < TP; r++) {
         const f = join(src, `rank${r}.safetensors`);
