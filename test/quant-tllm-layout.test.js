@@ -139,9 +139,11 @@ for (const s of SCHEMES) {
     checkCheckpoint(base, 1, s);
     for (const tp of [2, 4]) {
       const out = join(dir, `${slug(s)}-tp${tp}`);
-      const rr = await cli(['convert', '--model', base, '--format', 'tllm', '--tp', String(tp), '--out', out]);
+      // tp 2 also changes the dtype: model-dtype companions (prequant, scale_to_int) must follow it.
+      const rr = await cli(['convert', '--model', base, '--format', 'tllm', '--tp', String(tp), '--out', out, ...(tp === 2 ? ['--dtype', 'float16'] : [])]);
       assert.equal(rr.exitCode, 0, rr.all);
-      checkCheckpoint(out, tp, s);
+      const c = checkCheckpoint(out, tp, s);
+      assert.equal(c.dtype, tp === 2 ? 'float16' : 'bfloat16');
     }
   }, { timeout: 600_000 });
 }

@@ -160,6 +160,12 @@ export const KV_LAYOUT: Record<(typeof TLLM_KV_ALGOS)[number], TensorSpec[]> = {
   }],
 };
 
+/** Companion roles stored in the model dtype: they follow the checkpoint when it is converted to another dtype. */
+export const MODEL_DTYPE_ROLES: ReadonlySet<string> = new Set(
+  [...Object.values(LINEAR_LAYOUT).flat(), ...Object.values(NORM_LAYOUT).flat()]
+    .filter((s) => s!.dtype === 'model' && s!.role !== 'weight').map((s) => s!.role),
+);
+
 /** Roles TensorRT-LLM's loader may add or accept but tprun neither writes nor needs. */
 export const TOLERATED_ROLES = new Set(['kv_cache_rcp_scaling_factor']);
 
