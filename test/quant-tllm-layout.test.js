@@ -183,3 +183,19 @@ test('a TensorRT-LLM checkpoint with a quant_algo tprun cannot run: exit 2 namin
   assert.match(b.all, /quant_algo W4A16_GPTQ/);
   assert.throws(() => readFileSync(join(dir, 'gptq-out', 'config.json')));
 }, { timeout: 300_000 });
+
+test('a W8A16 checkpoint holding kernel-preprocessed int8 weights (GPU-specific): exit 2 naming the tensor', async () => {
+  const base = join(dir, 'int8_wo-tp1');
+  const src = join(dir, 'w8a16-int8');
+  mkdirSync(src);
+  copyFileSync(join(base, 'config.json'), join(src, 'config.json'));
+  const w = readSafetensors(join(base, 'rank0.safetensors'));
+  const name = 'transformer.layers.0.attention.qkv.weight';
+  const [n, k] = w.get(name).shape;
+  // TensorRT-LLM's plugin layout: int8 (K, N), interleaved for the building GPU.
+  w.set(name, { dtype: 'int8', shape: [k, n], data: new Uint8Array(n * k) });
+  writeSafetensors(join(src, 'rank0.safetensors'), w);
+  const r = await cli(['convert', '--model', src, '--format', 'tllm', '--tp', '2', '--out', join(dir, 'w8a16-int8-out')]);
+  assert.equal(r.exitCode, 2, r.all);
+  assert.match(r.all, /attention\.qkv\.weight is int8\[\d+,\d+\], W8A16 wants bfloat16\[\d+,\d+\].*float weights/);
+}, { timeout: 300_000 });
