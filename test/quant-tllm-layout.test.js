@@ -199,3 +199,21 @@ test('a W8A16 checkpoint holding kernel-preprocessed int8 weights (GPU-specific)
   assert.equal(r.exitCode, 2, r.all);
   assert.match(r.all, /attention\.qkv\.weight is int8\[\d+,\d+\], W8A16 wants bfloat16\[\d+,\d+\].*float weights/);
 }, { timeout: 300_000 });
+
+test('engines built from the tp 4 checkpoints (KV heads duplicated, packed qkv cut by heads) score as the tp 1 ones', async (t) => {
+  const ppl = async (ckpt, tag) => {
+    const eng = join(dir, `${tag}-engine`);
+    let r = await cli(['build', '--checkpoint', ckpt, '--out', eng]);
+    assert.equal(r.exitCode, 0, r.all);
+    r = await cli(['perplexity', '--engine', eng, '--tokenizer', tiny, '--max-tokens', '512', '--json']);
+    assert.equal(r.exitCode, 0, r.all);
+    return JSON.parse(r.stdout.trim().split('\n').pop()).ppl;
+  };
+  for (const s of SCHEMES.filter((x) => ['int4_awq', 'w4a8_awq', 'w8a8_sq', 'w8a8_sq per tensor'].includes(x.name))) {
+    const [one, four] = [await ppl(join(dir, `${slug(s)}-tp1`), `${slug(s)}-1`), await ppl(join(dir, `${slug(s)}-tp4`), `${slug(s)}-4`)];
+    t.diagnostic(`${s.name}: tp 1 ${one}, tp 4 ${four}`);
+    assert.ok(one > 1 && one < 2000, `${s.name}: perplexity ${one}`);
+    // Per-token activation scales see each rank's slice of a row-parallel input: small differences only.
+    assert.ok(Math.abs(four / one - 1) < 0.01, `${s.name}: tp 4 ${four} vs tp 1 ${one}`);
+  }
+}, { timeout: 900_000 });
