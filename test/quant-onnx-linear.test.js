@@ -10,7 +10,7 @@ import { WeightFile } from '../dist/engine/weight-file.js';
 import { emitQuantLinear } from '../dist/quantization/onnx-linear.js';
 import { quantizeWeights, packInt4AlongN, unpackInt4AlongN } from '../dist/quantization/quantize-model.js';
 import { LinearInputStats } from '../dist/quantization/calib-stats.js';
-import { dequantizeInt8PerChannel, quantizeInt8PerChannel } from '../dist/quantization/weights.js';
+import { dequantizeInt8PerChannel, quantizeInt8PerChannel, dequantizeInt4Grouped, quantizeInt4Grouped } from '../dist/quantization/weights.js';
 import { dequantizeFp8, encodeE4M3, decodeE4M3 } from '../dist/quantization/fp8.js';
 import { matmulNT } from '../dist/quantization/linalg.js';
 import { toFloat32 } from '../dist/quantization/tensor-f32.js';
@@ -151,4 +151,12 @@ test('AWQ nibble order is ModelOpt pack_int4_in_uint8\'s: byte = (q[2i] & 15) | 
   const p = new Uint8Array(packInt4AlongN(q, 2, 4).buffer);
   assert.deepEqual([...p], [(-8 & 15) | (3 << 4), 7 | ((-2 & 15) << 4), 1 | (0 << 4), (-1 & 15) | (5 << 4)]);
   assert.deepEqual([...unpackInt4AlongN(p, 2, 4)], [...q]);
+});
+
+test('W4A16 (TensorRT-LLM per-channel int4, float weights in the checkpoint): quantized per row at build', async () => {
+  const t = new Map([[`${PREFIX}.weight`, { dtype: 'float32', shape: [N, K], data: new Uint8Array(W.buffer) }]]);
+  const y = await runLinear(t, { quant_algo: 'W4A16', kv_cache_quant_algo: null });
+  const wq = dequantizeInt4Grouped(quantizeInt4Grouped(W, N, K, K), N, K, K);
+  assert.ok(relErr(y, matmulNT(X, T, wq, N, K)) < 1e-5, `${relErr(y, matmulNT(X, T, wq, N, K))}`);
+  assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.2);
 });
