@@ -1,4 +1,4 @@
-// A quantized TensorRT-LLM checkpoint (int4 AWQ + SmoothQuant + FP8 companions of CONTRACTS.md) saved
+// A quantized TensorRT-LLM checkpoint (int4 AWQ in TensorRT-LLM's layout + INT8 KV cache) saved
 // at tp=2 and read back resharded to tp=1, 4, 8 gives exactly the direct shards of the full model.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,28 +21,21 @@ test('quantized checkpoint reshards 2 -> 1, 4, 8 bit for bit', (t) => {
   const base = LlamaForCausalLM.fromHuggingFace(BROWN).config;
   const config = { ...base, num_hidden_layers: 1, quantization: { quant_algo: 'W4A16_AWQ', kv_cache_quant_algo: 'INT8', group_size: 32, pre_quant_scale: true } };
   const H = 256, QKV = 512, I = 768, G = 32, L = 'transformer.layers.0';
+  // TensorRT-LLM's W4A16_AWQ layout (src/quantization/tllm-layout.ts): int8 [N/2, K] weights packed along N,
+  // [N, K/g] scales, [K] prequant factors in the model dtype; INT8 KV scale [1].
   const full = new Map([
     ['transformer.vocab_embedding.weight', rand('bfloat16', [4096, H], r)],
     [`${L}.input_layernorm.weight`, rand('bfloat16', [H], r)],
-    [`${L}.attention.qkv.weight`, rand('uint8', [QKV, H / 2], r)],
-    [`${L}.attention.qkv.weights_scaling_factor`, rand('float32', [QKV, H / G], r)],
-    [`${L}.attention.qkv.prequant_scaling_factor`, rand('float32', [H], r)],
-    [`${L}.attention.dense.weight`, rand('uint8', [H, H / 2], r)],
-    [`${L}.attention.dense.weights_scaling_factor`, rand('float32', [H, H / G], r)],
-    [`${L}.attention.dense.prequant_scaling_factor`, rand('float32', [H], r)],
-    [`${L}.attention.kv_cache_scaling_factor`, rand('float32', [], r)],
+    [`${L}.attention.kv_cache_scaling_factor`, rand('float32', [1], r)],
     [`${L}.post_layernorm.weight`, rand('bfloat16', [H], r)],
-    [`${L}.mlp.fc.weight`, rand('int8', [I, H], r)],
-    [`${L}.mlp.fc.per_channel_scale`, rand('float32', [I], r)],
-    [`${L}.mlp.fc.activation_scaling_factor`, rand('float32', [], r)],
-    [`${L}.mlp.gate.weight`, rand('float8_e4m3fn', [I, H], r)],
-    [`${L}.mlp.gate.weights_scaling_factor`, rand('float32', [], r)],
-    [`${L}.mlp.proj.weight`, rand('int8', [H, I], r)],
-    [`${L}.mlp.proj.per_channel_scale`, rand('float32', [H], r)],
-    [`${L}.mlp.proj.prequant_scaling_factor`, rand('float32', [I], r)],
     ['transformer.ln_f.weight', rand('bfloat16', [H], r)],
     ['lm_head.weight', rand('bfloat16', [4096, H], r)],
   ]);
+  for (const [lin, n, k] of [['attention.qkv', QKV, H], ['attention.dense', H, H], ['mlp.fc', I, H], ['mlp.gate', I, H], ['mlp.proj', H, I]]) {
+    full.set(`${L}.${lin}.weight`, rand('int8', [n / 2, k], r));
+    full.set(`${L}.${lin}.weights_scaling_factor`, rand('float32', [n, k / G], r));
+    full.set(`${L}.${lin}.prequant_scaling_factor`, rand('bfloat16', [k], r));
+  }
   const dir = path.join(tmpDir(t), 'q2');
   const mapping = (tp) => ({ world_size: tp, tp_size: tp, pp_size: 1 });
   for (let rank = 0; rank < 2; rank++) {

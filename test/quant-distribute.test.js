@@ -35,7 +35,7 @@ test('convert --quant int4_wo --tp 2: rank 1 opens no model file and receives ex
     assert.deepEqual(modelFiles(1), [], 'rank 1 opened nothing of the model');
 
     const cfg = JSON.parse(readFileSync(join(dir, 'ckpt', 'config.json'), 'utf8'));
-    assert.deepEqual({ ...cfg.quantization }, { quant_algo: 'W4A16', kv_cache_quant_algo: null, group_size: 64, has_zero_point: false });
+    assert.deepEqual({ ...cfg.quantization }, { quant_algo: 'W4A16_AWQ', kv_cache_quant_algo: null, group_size: 64, has_zero_point: false, pre_quant_scale: true });
     assert.deepEqual(cfg.mapping, { world_size: 2, tp_size: 2, pp_size: 1 });
     const full = LlamaForCausalLM.fromHuggingFace(MODEL, { mapping: { tp_size: 1 } });
     const q = await quantizeWeights(full.config, full.weights, { algo: 'int4_wo', groupSize: 64 });

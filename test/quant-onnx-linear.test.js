@@ -8,9 +8,9 @@ import ort from '../dist/engine/ort.js'; // telemetry off, as tprun itself loads
 import { Graph } from '../dist/engine/graph.js';
 import { WeightFile } from '../dist/engine/weight-file.js';
 import { emitQuantLinear } from '../dist/quantization/onnx-linear.js';
-import { quantizeWeights } from '../dist/quantization/quantize-model.js';
+import { quantizeWeights, packInt4AlongN, unpackInt4AlongN } from '../dist/quantization/quantize-model.js';
 import { LinearInputStats } from '../dist/quantization/calib-stats.js';
-import { dequantizeInt8PerChannel, dequantizeInt4Grouped } from '../dist/quantization/weights.js';
+import { dequantizeInt8PerChannel, quantizeInt8PerChannel, dequantizeInt4Grouped, quantizeInt4Grouped } from '../dist/quantization/weights.js';
 import { dequantizeFp8, encodeE4M3, decodeE4M3 } from '../dist/quantization/fp8.js';
 import { matmulNT } from '../dist/quantization/linalg.js';
 import { toFloat32 } from '../dist/quantization/tensor-f32.js';
@@ -18,20 +18,25 @@ import { toFloat32 } from '../dist/quantization/tensor-f32.js';
 function rng(seed) { let s = seed >>> 0; return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32; }; }
 function randn(r) { return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r()); }
 
-const N = 48, K = 256, T = 5, PREFIX = 'transformer.layers.0.mlp.fc';
+// A row-parallel linear: it carries every companion a scheme has (SmoothQuant's smoother included).
+const N = 48, K = 256, T = 5, PREFIX = 'transformer.layers.0.mlp.proj';
 const r = rng(1);
 const W = Float32Array.from({ length: N * K }, () => randn(r) * 0.05);
 const X = Float32Array.from({ length: T * K }, (_, i) => randn(r) * (i % K === 3 ? 8 : 1));
 
 async function quantized(algo, extra = {}) {
-  const config = { num_hidden_layers: 1 };
+  const config = { num_hidden_layers: 1, dtype: 'float32' };
   const weights = new Map([[`${PREFIX}.weight`, { dtype: 'float32', shape: [N, K], data: new Uint8Array(W.buffer) }]]);
   // quantizeWeights walks all five linears of a layer; give the others tiny stand-ins.
-  for (const lin of ['attention.qkv', 'attention.dense', 'mlp.gate', 'mlp.proj']) {
+  for (const lin of ['attention.qkv', 'attention.dense', 'mlp.fc', 'mlp.gate']) {
     weights.set(`transformer.layers.0.${lin}.weight`, { dtype: 'float32', shape: [16, 128], data: new Uint8Array(16 * 128 * 4) });
+  }
+  for (const norm of ['input_layernorm', 'post_layernorm']) {
+    weights.set(`transformer.layers.0.${norm}.weight`, { dtype: 'float32', shape: [128], data: new Uint8Array(Float32Array.from({ length: 128 }, () => 1).buffer) });
   }
   const stats = { linears: new Map(), kvAbsmax: new Map(), tokens: T };
   for (const [name, t] of weights) {
+    if (t.shape.length !== 2) continue;
     const st = new LinearInputStats(t.shape[1]);
     st.add(name.startsWith(PREFIX) ? X : new Float32Array(t.shape[1]).fill(1), 1);
     stats.linears.set(name.replace(/\.weight$/, ''), st);
@@ -65,25 +70,37 @@ function relErr(a, b) {
 }
 const f32 = (t) => toFloat32(t);
 
-test('W8A16: MatMulNBits 8-bit equals X · dequant(W)', async () => {
+test('W8A16: float weights in the checkpoint, quantized per channel at build: MatMulNBits 8-bit equals X · dequant(Q(W))', async () => {
   const q = await quantized('int8_wo');
   const t = q.weights;
-  const wq = dequantizeInt8PerChannel({ q: new Int8Array(t.get(`${PREFIX}.weight`).data.buffer), scale: f32(t.get(`${PREFIX}.per_channel_scale`)) }, N, K);
+  assert.equal(t.get(`${PREFIX}.weight`).dtype, 'float32');
+  const wq = dequantizeInt8PerChannel(quantizeInt8PerChannel(W, N, K), N, K);
   const y = await runLinear(t, q.quantization);
   assert.ok(relErr(y, matmulNT(X, T, wq, N, K)) < 1e-5);
   assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.01, 'and close to the float layer');
 });
 
-for (const algo of ['int4_wo', 'int4_awq']) {
-  test(`${algo}: MatMulNBits 4-bit (group 128) equals (X ⊙ prequant) · dequant(W)`, async () => {
+/** TensorRT-LLM's AWQ weight (int8 [N/2, K], nibbles along N) and group scales [N, K/g] → float W. */
+function dequantAwq(t) {
+  const q = unpackInt4AlongN(t.get(`${PREFIX}.weight`).data, N, K);
+  const sc = f32(t.get(`${PREFIX}.weights_scaling_factor`));
+  return Float32Array.from(q, (v, i) => v * sc[Math.floor(i / K) * (K / 128) + Math.floor((i % K) / 128)]);
+}
+
+for (const algo of ['int4_wo', 'int4_awq', 'w4a8_awq']) {
+  test(`${algo}: TensorRT-LLM's packed int4 repacked for MatMulNBits (group 128) equals (X ⊙ prequant) · dequant(W)`, async () => {
     const q = await quantized(algo);
     const t = q.weights;
-    const wq = dequantizeInt4Grouped({ packed: t.get(`${PREFIX}.weight`).data, scale: f32(t.get(`${PREFIX}.weights_scaling_factor`)) }, N, K, 128);
-    const pre = t.get(`${PREFIX}.prequant_scaling_factor`);
-    const xs = pre ? X.map((v, i) => v * f32(pre)[i % K]) : X;
-    assert.equal(!!pre, algo === 'int4_awq');
+    assert.deepEqual(t.get(`${PREFIX}.weight`).shape, [N / 2, K]);
+    const pre = f32(t.get(`${PREFIX}.prequant_scaling_factor`));
+    let xs = X.map((v, i) => Math.fround(v * pre[i % K]));
+    if (algo === 'int4_wo') assert.ok(pre.every((v) => v === 1), 'RTN: unit prequant');
+    if (algo === 'w4a8_awq') {
+      const as = f32(t.get(`${PREFIX}.activation_scaling_factor`))[0];
+      xs = xs.map((v) => decodeE4M3(encodeE4M3(Math.fround(v / as))) * as);
+    }
     const y = await runLinear(t, q.quantization);
-    assert.ok(relErr(y, matmulNT(xs, T, wq, N, K)) < 1e-5);
+    assert.ok(relErr(y, matmulNT(xs, T, dequantAwq(t), N, K)) < 1e-5, `${relErr(y, matmulNT(xs, T, dequantAwq(t), N, K))}`);
     assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.15);
   });
 }
@@ -93,12 +110,15 @@ for (const act of ['per-token', 'per-tensor']) {
     const q = await quantized('w8a8_sq', { sqActivations: act });
     const t = q.weights;
     const wi = new Int8Array(t.get(`${PREFIX}.weight`).data.buffer);
-    const ws = f32(t.get(`${PREFIX}.per_channel_scale`));
-    const pre = f32(t.get(`${PREFIX}.prequant_scaling_factor`));
-    const as = f32(t.get(`${PREFIX}.activation_scaling_factor`))[0];
+    // Per token: TensorRT-LLM's plugin layout divides the input by smoother; per tensor (ModelOpt int8_sq)
+    // multiplies it by prequant_scaling_factor.
+    const ws = f32(t.get(`${PREFIX}.${act === 'per-token' ? 'per_channel_scale' : 'weights_scaling_factor'}`));
+    const pre = act === 'per-token' ? null : f32(t.get(`${PREFIX}.prequant_scaling_factor`));
+    const sm = act === 'per-token' ? f32(t.get(`${PREFIX}.smoother`)) : null;
+    const as = act === 'per-token' ? 0 : f32(t.get(`${PREFIX}.activation_scaling_factor`))[0];
     const ref = new Float32Array(T * N);
     for (let i = 0; i < T; i++) {
-      const xr = Float32Array.from({ length: K }, (_, c) => Math.fround(X[i * K + c] * pre[c]));
+      const xr = Float32Array.from({ length: K }, (_, c) => Math.fround(sm ? X[i * K + c] / sm[c] : X[i * K + c] * pre[c]));
       const s = act === 'per-token' ? Math.fround(Math.max(...xr.map(Math.abs)) / 127) : as;
       const xq = xr.map((v) => Math.max(-127, Math.min(127, Math.round(Math.fround(v / s)))));
       for (let n = 0; n < N; n++) {
@@ -117,10 +137,26 @@ test('FP8: float8e4m3fn weights with per-tensor scale, activations through FP8 w
   const q = await quantized('fp8');
   const t = q.weights;
   assert.equal(t.get(`${PREFIX}.weight`).dtype, 'float8_e4m3fn');
+  assert.deepEqual(t.get(`${PREFIX}.weights_scaling_factor`).shape, [1]);
   const wq = dequantizeFp8(t.get(`${PREFIX}.weight`).data, f32(t.get(`${PREFIX}.weights_scaling_factor`))[0]);
   const as = f32(t.get(`${PREFIX}.activation_scaling_factor`))[0];
   const xq = X.map((v) => decodeE4M3(encodeE4M3(Math.fround(v / as))) * as);
   const y = await runLinear(t, q.quantization);
   assert.ok(relErr(y, matmulNT(xq, T, wq, N, K)) < 1e-5, `${relErr(y, matmulNT(xq, T, wq, N, K))}`);
   assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.1);
+});
+
+test('AWQ nibble order is ModelOpt pack_int4_in_uint8\'s: byte = (q[2i] & 15) | (q[2i+1] << 4), signed', () => {
+  const q = Int8Array.from([-8, 7, 1, -1, /* row 1 */ 3, -2, 0, 5]); // [N=2, K=4]
+  const p = new Uint8Array(packInt4AlongN(q, 2, 4).buffer);
+  assert.deepEqual([...p], [(-8 & 15) | (3 << 4), 7 | ((-2 & 15) << 4), 1 | (0 << 4), (-1 & 15) | (5 << 4)]);
+  assert.deepEqual([...unpackInt4AlongN(p, 2, 4)], [...q]);
+});
+
+test('W4A16 (TensorRT-LLM per-channel int4, float weights in the checkpoint): quantized per row at build', async () => {
+  const t = new Map([[`${PREFIX}.weight`, { dtype: 'float32', shape: [N, K], data: new Uint8Array(W.buffer) }]]);
+  const y = await runLinear(t, { quant_algo: 'W4A16', kv_cache_quant_algo: null });
+  const wq = dequantizeInt4Grouped(quantizeInt4Grouped(W, N, K, K), N, K, K);
+  assert.ok(relErr(y, matmulNT(X, T, wq, N, K)) < 1e-5, `${relErr(y, matmulNT(X, T, wq, N, K))}`);
+  assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.2);
 });

@@ -23,15 +23,16 @@ for (const tp of [2, 4]) {
   test(`int4 g32 weight-only at tp=${tp}: quantize-then-shard == shard-then-quantize, bit for bit`, async () => {
     const opts = { algo: 'int4_wo', groupSize: 32 };
     const q = await quantizeWeights(full.config, full.weights, opts);
-    const ctx = shardContext(withTp(tp));
+    // The context knows the quant_algo: it decides which axes the packed companions cut along.
+    const ctx = shardContext({ ...withTp(tp), quantization: q.quantization });
     for (let r = 0; r < tp; r++) {
       // Shard the float weights first, then quantize that rank's pieces on their own.
-      const floatShard = new Map([...full.weights].map(([n, t]) => [n, shardTensor(n, t, ctx, r)]));
+      const floatShard = new Map([...full.weights].map(([n, t]) => [n, shardTensor(n, t, shardContext(withTp(tp)), r)]));
       const cfgR = { ...full.config };
       const qShard = await quantizeWeights(cfgR, floatShard, opts);
       for (let l = 0; l < full.config.num_hidden_layers; l++) {
         for (const lin of LINEARS) {
-          for (const role of ['weight', 'weights_scaling_factor']) {
+          for (const role of ['weight', 'weights_scaling_factor', 'prequant_scaling_factor']) {
             const name = `transformer.layers.${l}.${lin}.${role}`;
             eqTensor(shardTensor(name, q.weights.get(name), ctx, r), qShard.weights.get(name), `rank ${r} ${name}`);
           }
@@ -41,21 +42,13 @@ for (const tp of [2, 4]) {
   });
 }
 
-test('int8 per-channel at tp=2: bit-exact on column-parallel linears; row-parallel keep the full row scale', async () => {
+test('int8_wo (W8A16) keeps the float weights: TensorRT-LLM and the engine builder quantize them per rank', async () => {
   const q = await quantizeWeights(full.config, full.weights, { algo: 'int8_wo' });
-  const ctx = shardContext(withTp(2));
-  for (let r = 0; r < 2; r++) {
-    const floatShard = new Map([...full.weights].map(([n, t]) => [n, shardTensor(n, t, ctx, r)]));
-    const qShard = await quantizeWeights(full.config, floatShard, { algo: 'int8_wo' });
-    for (const lin of ['attention.qkv', 'mlp.fc', 'mlp.gate']) {
-      for (const role of ['weight', 'per_channel_scale']) {
-        const name = `transformer.layers.3.${lin}.${role}`;
-        eqTensor(shardTensor(name, q.weights.get(name), ctx, r), qShard.weights.get(name), `rank ${r} ${name}`);
-      }
-    }
-    // A row-parallel linear's per-channel scale spans the whole row: replicated, not re-derived per shard.
-    const name = 'transformer.layers.3.mlp.proj.per_channel_scale';
-    eqTensor(shardTensor(name, q.weights.get(name), ctx, r), q.weights.get(name), name);
+  assert.equal(q.quantization.quant_algo, 'W8A16');
+  for (const lin of LINEARS) {
+    const name = `transformer.layers.3.${lin}.weight`;
+    assert.equal(q.weights.get(name), full.weights.get(name), name);
+    assert.ok(!q.weights.has(`transformer.layers.3.${lin}.per_channel_scale`));
   }
 });
 
@@ -65,5 +58,5 @@ test('row splits must keep int4 groups whole: clear errors from the plan check a
   assert.doesNotThrow(() => checkGroups(withTp(2), { algo: 'int4_wo', groupSize: 128 }));
   const q = await quantizeWeights(full.config, full.weights, { algo: 'int4_wo', groupSize: 128 });
   const name = 'transformer.layers.0.attention.dense.weights_scaling_factor';
-  assert.throws(() => shardTensor(name, q.weights.get(name), shardContext(withTp(4)), 0), /attention\.dense\.weights_scaling_factor/);
+  assert.throws(() => shardTensor(name, q.weights.get(name), shardContext({ ...withTp(4), quantization: q.quantization }), 0), /attention\.dense\.weights_scaling_factor/);
 });

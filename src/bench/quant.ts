@@ -32,6 +32,8 @@ const SCHEMES: Scheme[] = [
   { name: 'w8a8_sq', args: ['--quant', 'w8a8_sq'], target: { maxRelPct: 0.5, betterThan: 'w8a8' } },
   { name: 'int4_wo', args: ['--quant', 'int4_wo', '--group-size', '128'], target: { maxRelPct: 3 } },
   { name: 'int4_awq', args: ['--quant', 'int4_awq', '--group-size', '128'], target: { betterThan: 'int4_wo' } },
+  // int4 AWQ weights with FP8 activations (TensorRT-LLM W4A8_AWQ): activations fake-quantized to FP8.
+  { name: 'w4a8_awq', args: ['--quant', 'w4a8_awq', '--group-size', '128'], target: { maxRelPct: 3 } },
   { name: 'kv_int8', args: ['--kv-cache', 'int8'], target: { maxRelPct: 0.25 } },
 ];
 

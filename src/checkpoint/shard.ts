@@ -8,6 +8,7 @@ import { BufferPool, type TensorSource, readSelection, readSelectionRows } from 
 import { type Selection, type ShardContext, checkHeads, contextFromConfig, ruleFor, selection, shardShape } from '../sharding/rules.js';
 import { InputError } from './errors.js';
 import { checkMapping, ppLayerRange, stageTensors } from '../sharding/mapping.js';
+import { MODEL_DTYPE_ROLES } from '../quantization/tllm-layout.js';
 
 export interface PlanEntry {
   name: string;
@@ -17,9 +18,13 @@ export interface PlanEntry {
   shape: number[];
 }
 
-/** Float `.weight` tensors take the model dtype; quantized weights and scale tensors keep theirs. */
+/**
+ * Float `.weight` tensors take the model dtype, and so do the quantized companions TensorRT-LLM declares in
+ * the model dtype (prequant_scaling_factor, scale_to_int); other quantized tensors and scales keep theirs.
+ */
 export function outDtype(name: string, src: DType, target: DType): DType {
-  return name.endsWith('.weight') && FLOAT_DTYPES.has(src) ? target : src;
+  const role = name.slice(name.lastIndexOf('.') + 1);
+  return (name.endsWith('.weight') || MODEL_DTYPE_ROLES.has(role)) && FLOAT_DTYPES.has(src) ? target : src;
 }
 
 export function shardContext(config: PretrainedConfig): ShardContext {

@@ -14,6 +14,7 @@ import { contextFromConfig, type ShardContext } from '../sharding/rules.js';
 import { fullShapeOf, gatherTensor } from '../sharding/slice.js';
 import { checkMapping, globalName, ppLayerRange } from '../sharding/mapping.js';
 import { z } from 'zod';
+import { QUANT_CONFIG_FIELDS, TLLM_KV_ALGOS, TLLM_QUANT_ALGOS, layoutProblem } from '../quantization/tllm-layout.js';
 
 const TllmConfig = z.looseObject({
   architecture: z.string(),
@@ -59,6 +60,13 @@ export function readTllmConfig(dir: string): PretrainedConfig {
   }
   const { producer: _marker, ...c } = p.data; // the directory's marker, not part of the model
   if (c.architecture !== 'LlamaForCausalLM') throw new InputError(`${file}: unsupported architecture ${c.architecture}`);
+  const qa = c.quantization.quant_algo, kva = c.quantization.kv_cache_quant_algo;
+  if (qa && !(TLLM_QUANT_ALGOS as readonly string[]).includes(qa)) {
+    throw new InputError(`${file}: quantization.quant_algo ${qa} is not one tprun runs (it runs ${TLLM_QUANT_ALGOS.join(', ')})`);
+  }
+  if (kva && !(TLLM_KV_ALGOS as readonly string[]).includes(kva)) {
+    throw new InputError(`${file}: quantization.kv_cache_quant_algo ${kva} is not one tprun runs (it runs ${TLLM_KV_ALGOS.join(', ')})`);
+  }
   const out = {
     ...c,
     num_key_value_heads: c.num_key_value_heads ?? c.num_attention_heads,
@@ -76,10 +84,12 @@ export function rankFile(dir: string, rank: number): string {
 export function writeConfig(dir: string, config: PretrainedConfig): void {
   fs.mkdirSync(dir, { recursive: true });
   // "producer" marks the directory as tprun's, so a later --out may replace it (outdir.ts). TensorRT-LLM's
-  // PretrainedConfig keeps unknown top-level keys as plain attributes, so its loader is unaffected.
+  // PretrainedConfig keeps unknown top-level keys as plain attributes, so its loader is unaffected; but it
+  // builds QuantConfig(**quantization): a key it does not know there is a TypeError.
+  const quantization = Object.fromEntries(Object.entries(config.quantization ?? {}).filter(([k]) => QUANT_CONFIG_FIELDS.has(k)));
   const file = path.join(dir, 'config.json');
   try {
-    fs.writeFileSync(file, JSON.stringify({ ...config, producer: PRODUCER }, null, 2) + '\n');
+    fs.writeFileSync(file, JSON.stringify({ ...config, quantization, producer: PRODUCER }, null, 2) + '\n');
   } catch (e) {
     throw withPath(e, file);
   }
@@ -129,6 +139,8 @@ export class TllmSource implements TensorSource {
           this.metas.set(g, { dtype: i.dtype, shape: fullShapeOf(n, i.shape, this.ctx) });
         }
       }
+      const bad = layoutProblem(this.config, (n) => this.metas.get(n));
+      if (bad) throw new InputError(`${where}: ${bad}`);
     } catch (e) {
       this.close();
       throw e;

@@ -206,7 +206,7 @@ export async function build(model: ModelShard, buildConfig: Partial<BuildConfig>
   const bc = resolveBuildConfig(buildConfig);
   const cfg = model.config;
   const prefixes = [...model.weights.keys()].filter((k) => k.endsWith('.weight')).map((k) => k.slice(0, -'.weight'.length));
-  if (prefixes.some((p) => isQuantizedLinear(p, model.weights))) await loadQuantLinear();
+  if (prefixes.some((p) => isQuantizedLinear(p, model.weights, cfg.quantization))) await loadQuantLinear();
   const wf = new WeightFile(WEIGHTS);
   const graphs = buildLlamaSegments(cfg, model.rank, model.weights, bc, wf, opts.onLayer);
   const config: EngineConfig = {

@@ -30,10 +30,16 @@ export async function loadQuantLinear(): Promise<void> {
 
 const FLOATS = new Set(['float32', 'float16', 'bfloat16']);
 
-export function isQuantizedLinear(prefix: string, weights: Weights): boolean {
+// TensorRT-LLM's W8A16/W4A16 checkpoints hold float weights quantized at load (its
+// weight_only_quantize_dict); so are they here, on the decoder layers' linears.
+const WEIGHT_ONLY_AT_LOAD = new Set(['W8A16', 'W4A16']);
+const LAYER_LINEAR = /^transformer\.layers\.\d+\.(attention\.(qkv|dense)|mlp\.(fc|gate|proj))$/;
+
+export function isQuantizedLinear(prefix: string, weights: Weights, quant?: QuantConfig): boolean {
   const w = weights.get(`${prefix}.weight`);
   return (w !== undefined && !FLOATS.has(w.dtype))
-    || weights.has(`${prefix}.weights_scaling_factor`) || weights.has(`${prefix}.per_channel_scale`);
+    || weights.has(`${prefix}.weights_scaling_factor`) || weights.has(`${prefix}.per_channel_scale`)
+    || (WEIGHT_ONLY_AT_LOAD.has(quant?.quant_algo ?? '') && LAYER_LINEAR.test(prefix));
 }
 
 export function requireTensor(weights: Weights, name: string): Tensor {
@@ -44,7 +50,7 @@ export function requireTensor(weights: Weights, name: string): Tensor {
 
 /** input [.., K] → output [.., N] for the linear whose weight is `${prefix}.weight` ([N, K]). */
 export function emitLinear(g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig): string {
-  if (isQuantizedLinear(prefix, weights)) {
+  if (isQuantizedLinear(prefix, weights, quant)) {
     if (!quantEmitter) throw new Error(`${prefix} is quantized but the quantized-linear emitter was not loaded`);
     return quantEmitter(g, input, prefix, weights, quant);
   }

@@ -8,13 +8,16 @@ export interface Mapping {
 }
 
 export interface QuantConfig {
-  /** null | 'W8A16' | 'W4A16' | 'W4A16_AWQ' | 'W8A8_SQ_PER_CHANNEL' | 'FP8' */
+  /** TensorRT-LLM QuantAlgo; the ones tprun runs are in src/quantization/tllm-layout.ts */
   quant_algo: string | null;
   /** null | 'INT8' */
   kv_cache_quant_algo: string | null;
   group_size?: number;
   has_zero_point?: boolean;
   pre_quant_scale?: boolean;
+  /** SmoothQuant α (TensorRT-LLM QuantConfig.smoothquant_val). */
+  smoothquant_val?: number;
+  exclude_modules?: string[] | null;
 }
 
 export interface RotaryScaling {

@@ -1,15 +1,24 @@
 // The quantization algorithms tprun offers, their TensorRT-LLM checkpoint names, and what each needs.
 
-export const QUANT_ALGOS = ['int8_wo', 'int4_wo', 'int4_awq', 'w8a8_sq', 'w8a8', 'fp8'] as const;
+import type { TllmQuantAlgo } from './tllm-layout.js';
+
+export const QUANT_ALGOS = ['int8_wo', 'int4_wo', 'int4_awq', 'w4a8_awq', 'w8a8_sq', 'w8a8', 'fp8'] as const;
 export type QuantAlgo = (typeof QUANT_ALGOS)[number];
 
-/** TensorRT-LLM `quantization.quant_algo` for each algorithm. */
-export const TRTLLM_QUANT_ALGO: Record<QuantAlgo, string> = {
+/**
+ * TensorRT-LLM `quantization.quant_algo` for each algorithm (per-token activations; w8a8_sq with
+ * per-tensor activations is W8A8_SQ_PER_CHANNEL, see quantConfigFor). The tensors of each are in
+ * src/quantization/tllm-layout.ts.
+ *   int8_wo → W8A16: float weights, quantized per channel at load (the portable form: pre-quantized
+ *             W8A16 weights are interleaved for one GPU architecture's kernel).
+ *   int4_wo → W4A16_AWQ with prequant_scaling_factor = 1: group-wise int4 in TensorRT-LLM's portable
+ *             group-wise layout (W4A16 is per channel there; W4A16_GPTQ wants kernel-preprocessed weights).
+ */
+export const TRTLLM_QUANT_ALGO: Record<QuantAlgo, TllmQuantAlgo> = {
   int8_wo: 'W8A16',
-  int4_wo: 'W4A16',
+  int4_wo: 'W4A16_AWQ',
   int4_awq: 'W4A16_AWQ',
-  // Per-channel int8 weights, per-token dynamic int8 activations: TensorRT-LLM spells the per-token
-  // variant W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN; the static per-tensor one is W8A8_SQ_PER_CHANNEL.
+  w4a8_awq: 'W4A8_AWQ',
   w8a8_sq: 'W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN',
   w8a8: 'W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN',
   fp8: 'FP8',
@@ -33,7 +42,7 @@ export interface QuantRequest extends QuantOptions {
 }
 
 export function needsCalibration(o: QuantOptions): boolean {
-  return o.kvCache === 'int8' || o.algo === 'int4_awq' || o.algo === 'w8a8_sq' || o.algo === 'w8a8' || o.algo === 'fp8';
+  return o.kvCache === 'int8' || o.algo === 'int4_awq' || o.algo === 'w4a8_awq' || o.algo === 'w8a8_sq' || o.algo === 'w8a8' || o.algo === 'fp8';
 }
 
 /** The linears of one decoder layer, by checkpoint prefix, grouped by the activation they read. */

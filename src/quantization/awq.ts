@@ -11,6 +11,8 @@ export interface AwqResult extends Int4Grouped {
   /** s per input channel: the stored prequant factor is 1/s. */
   s: Float32Array;
   alpha: number;
+  /** Per (row, group) clip ratio kept by the clipping search (undefined: none). */
+  clip?: Float32Array;
   error: number;
   rtnError: number;
 }
@@ -61,7 +63,7 @@ export async function awqQuantize(
     if (error > best.error) { clip = undefined; error = best.error; }
   }
   const q = quantizeInt4Grouped(ws, n, k, g, clip);
-  return { ...q, s: best.s, alpha: best.alpha, error, rtnError };
+  return { ...q, s: best.s, alpha: best.alpha, clip, error, rtnError };
 }
 
 function scaleInputs(x: Float32Array, rows: number, k: number, s: Float32Array): Float32Array {

@@ -79,7 +79,7 @@ export async function quantizeFullModel(src: QuantizeSource, q: QuantRequest, tp
 
 /** Row-parallel linears are cut along K: each rank's part must hold whole int4 groups. */
 export function checkGroups(c: PretrainedConfig, q: QuantRequest): void {
-  if (q.algo !== 'int4_wo' && q.algo !== 'int4_awq') return;
+  if (q.algo !== 'int4_wo' && q.algo !== 'int4_awq' && q.algo !== 'w4a8_awq') return;
   const g = q.groupSize ?? 128;
   const tp = c.mapping.tp_size;
   const ks: [string, number][] = [['attention.dense', c.num_attention_heads * c.head_size], ['mlp.proj', c.intermediate_size], ['attention.qkv', c.hidden_size]];

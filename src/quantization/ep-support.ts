@@ -33,13 +33,18 @@ async function linearProbe(algo: QuantAlgo, extra: Record<string, unknown> = {})
   for (const lin of ['attention.qkv', 'attention.dense', 'mlp.fc', 'mlp.gate', 'mlp.proj']) {
     weights.set(`transformer.layers.0.${lin}.weight`, { dtype: 'float32', shape: [N, K], data: new Uint8Array(w.buffer) });
   }
+  // SmoothQuant's plugin layout folds smoothing into the norms.
+  for (const norm of ['input_layernorm', 'post_layernorm']) {
+    weights.set(`transformer.layers.0.${norm}.weight`, { dtype: 'float32', shape: [K], data: new Uint8Array(new Float32Array(K).fill(1).buffer) });
+  }
   const stats: CalibrationStats = { linears: new Map(), kvAbsmax: new Map(), tokens: T };
   for (const name of weights.keys()) {
+    if (name.includes('layernorm')) continue;
     const st = new LinearInputStats(K);
     st.add(x, 1);
     stats.linears.set(name.replace(/\.weight$/, ''), st);
   }
-  const q = await quantizeWeights({ num_hidden_layers: 1 } as never, weights, { algo, groupSize: 128, ...extra }, stats);
+  const q = await quantizeWeights({ num_hidden_layers: 1, dtype: 'float32' } as never, weights, { algo, groupSize: 128, ...extra }, stats);
   const wf = new WeightFile('w.bin');
   const g = new Graph('probe', 'float32', wf);
   const y = emitQuantLinear(g, g.input('x', 'float32', ['t', K]), P, q.weights, q.quantization);
@@ -61,7 +66,7 @@ async function kvProbe(): Promise<Probe> {
   const NH = 4, KVH = 2, HS = 32, CAP = 8;
   const wf = new WeightFile('w.bin');
   const g = new Graph('kv', 'float32', wf);
-  const weights: Weights = new Map([['transformer.layers.0.attention.kv_cache_scaling_factor', { dtype: 'float32', shape: [], data: new Uint8Array(Float32Array.of(0.02).buffer) }]]);
+  const weights: Weights = new Map([['transformer.layers.0.attention.kv_cache_scaling_factor', { dtype: 'float32', shape: [1], data: new Uint8Array(Float32Array.of(0.02).buffer) }]]);
   const qkv = g.input('qkv', 'float32', [1, 'seq', (NH + 2 * KVH) * HS]);
   const dims = [1, KVH, CAP, HS];
   const pk = g.input('past_key', 'int8', dims), pv = g.input('past_value', 'int8', dims);
@@ -104,7 +109,7 @@ async function open(p: Probe, dir: string, eps: string[], noFallback: boolean, l
 
 export async function probeQuantKernels(ep: string, verbose = false): Promise<OpSupport[]> {
   const probes = [
-    await linearProbe('int8_wo'), await linearProbe('int4_wo'), await linearProbe('int4_awq'),
+    await linearProbe('int8_wo'), await linearProbe('int4_wo'), await linearProbe('int4_awq'), await linearProbe('w4a8_awq'),
     await linearProbe('w8a8_sq', { sqActivations: 'per-token' }), await linearProbe('w8a8_sq', { sqActivations: 'per-tensor' }),
     await linearProbe('fp8'), await kvProbe(),
   ];

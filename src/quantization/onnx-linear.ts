@@ -1,20 +1,29 @@
 // Quantized linears in the engine graph (called by src/engine/linear.ts's emitLinear for every linear
-// whose checkpoint tensors are quantized). Input [.., K] in the graph dtype, output [.., N].
+// whose checkpoint tensors are quantized). Input [.., K] in the graph dtype, output [.., N]. The tensors
+// arrive in TensorRT-LLM's checkpoint layout (src/quantization/tllm-layout.ts) and are repacked here,
+// at build time, into what onnxruntime's kernels read:
 //
-//   W4A16 / W4A16_AWQ / W8A16  com.microsoft MatMulNBits (bits 4 | 8, block = group size; int8 per-channel
-//                              = the row scale repeated over blocks of up to 256). AWQ's prequant factor is
-//                              a Mul on the input. ORT dequantizes blocks on the fly: the weights stay
-//                              4/8-bit in memory, the arithmetic is float (accuracy_level 0).
-//   W8A8 SmoothQuant           x·(1/s) → int8 per token (dynamic) or per tensor (calibrated) → MatMulInteger
-//                              (int8 × int8 → int32) → × x_scale × w_scale: integer arithmetic on CPU.
+//   W8A16 / W4A16              float weights (TensorRT-LLM's portable form) quantized here per output
+//                              channel, as TensorRT-LLM's loader does (weight_only_quantize_dict), then
+//                              com.microsoft MatMulNBits (bits 8 | 4; the row scale repeated over blocks).
+//   W4A16_AWQ / W4A8_AWQ       int4 packed along N (TensorRT-LLM) → MatMulNBits' [N, K/2] (+8 offset),
+//                              group scales as stored; the prequant factor is a Mul on the input. W4A8's
+//                              activations go through FP8 with their static scale (fake-quantized: no FP8
+//                              GEMM in ORT's CPU/WebGPU EPs), the weights stay int4 (q · scale).
+//   W8A8 SmoothQuant           per token: x ⊘ smoother → int8 per token (dynamic) → MatMulInteger (int8 ×
+//                              int8 → int32) → × x_scale × per_channel_scale. Per tensor (ModelOpt int8_sq):
+//                              x ⊙ prequant → int8 with activation_scaling_factor → MatMulInteger → ×
+//                              act × weights_scaling_factor. Integer arithmetic on CPU.
 //   FP8                        activations quantize-dequantized through float8e4m3fn with their calibrated
 //                              scale, weights DequantizeLinear'd from float8 storage, then a float MatMul:
-//                              stored in 8 bits, computed in float (no FP8 GEMM in ORT's CPU/WebGPU EPs).
+//                              stored in 8 bits, computed in float.
 
 import type { Tensor, Weights } from '../checkpoint/tensor.js';
 import type { Graph } from '../engine/graph.js';
 import type { QuantConfig } from '../model/config.js';
+import { unpackInt4AlongN } from './quantize-model.js';
 import { toFloat32 } from './tensor-f32.js';
+import { quantizeInt4Grouped, quantizeInt8PerChannel } from './weights.js';
 
 const MS = 'com.microsoft';
 
@@ -25,7 +34,7 @@ function need(weights: Weights, name: string): Tensor {
 }
 
 function f32Scalar(t: Tensor, name: string): number {
-  if (t.shape.length !== 0 && !(t.shape.length === 1 && t.shape[0] === 1)) throw new Error(`${name}: expected a scalar, got shape [${t.shape}]`);
+  if (t.shape.reduce((a, b) => a * b, 1) !== 1) throw new Error(`${name}: expected one value, got shape [${t.shape}]`);
   return toFloat32(t, name)[0];
 }
 
@@ -46,58 +55,105 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
   if (w.shape.length !== 2) throw new Error(`${prefix}.weight: expected 2 dimensions, got [${w.shape}]`);
   // Quantized arithmetic runs in float32 whatever the engine dtype; fp16 engines cast around it.
   let x = g.dtype === 'float32' ? input : g.op('Cast', [input], { to: 1 });
+  const algo = quant.quant_algo ?? '';
   const pre = weights.get(`${prefix}.prequant_scaling_factor`);
-  if (pre) x = g.op('Mul', [x, g.weight(`${prefix}.prequant_scaling_factor`, { ...pre, data: new Uint8Array(toFloat32(pre).buffer) , dtype: 'float32' })]);
+  if (pre) x = g.op('Mul', [x, g.weight(`${prefix}.prequant_scaling_factor`, { dtype: 'float32', shape: [pre.shape.reduce((a, b) => a * b, 1)], data: new Uint8Array(toFloat32(pre).buffer) })]);
   let y: string;
-  if (w.dtype === 'uint8') y = emitInt4(g, x, prefix, w, weights);
-  else if (w.dtype === 'int8' && (quant.quant_algo ?? '').startsWith('W8A8')) y = emitW8A8(g, x, prefix, w, weights, quant);
-  else if (w.dtype === 'int8') y = emitInt8WeightOnly(g, x, prefix, w, weights);
-  else if (w.dtype === 'float8_e4m3fn') y = emitFp8(g, x, prefix, w, weights);
-  else throw new Error(`${prefix}.weight: no quantized kernel for dtype ${w.dtype} (quant_algo ${quant.quant_algo})`);
+  switch (algo) {
+    case 'W8A16':
+    case 'W4A16': y = emitWeightOnlyPerChannel(g, x, prefix, w, algo === 'W8A16' ? 8 : 4); break;
+    case 'W4A16_AWQ':
+    case 'W4A8_AWQ':
+      if (algo === 'W4A8_AWQ') x = fp8Activations(g, x, prefix, weights);
+      y = emitAwqInt4(g, x, prefix, w, weights);
+      break;
+    case 'W8A8_SQ_PER_CHANNEL':
+    case 'W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN': y = emitW8A8(g, x, prefix, w, weights, algo); break;
+    case 'FP8': y = emitFp8(g, x, prefix, w, weights); break;
+    default: throw new Error(`${prefix}: no quantized kernel for quant_algo ${algo || 'null'} (weight ${w.dtype})`);
+  }
   return g.dtype === 'float32' ? y : g.op('Cast', [y], { to: 10 });
 }
 
-function emitInt4(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights): string {
-  const [n, kHalf] = w.shape;
-  const k = kHalf * 2;
+/** Largest power-of-two block (16..256) dividing K, for MatMulNBits with one scale per row. */
+function rowBlock(prefix: string, k: number): number {
+  let bs = 16;
+  while (bs < 256 && k % (bs * 2) === 0) bs *= 2;
+  if (k % bs) throw new Error(`${prefix}: K=${k} is not a multiple of 16 (MatMulNBits blocks)`);
+  return bs;
+}
+
+function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor, bits: 4 | 8): string {
+  const [n, k] = w.shape;
+  if (w.dtype === 'int8' || w.dtype === 'uint8') {
+    throw new Error(`${prefix}.weight: pre-quantized ${w.dtype} weights are interleaved for one GPU architecture's TensorRT-LLM kernel; tprun takes W8A16/W4A16 checkpoints with float weights`);
+  }
+  const wf = toFloat32(w, `${prefix}.weight`);
+  const bs = rowBlock(prefix, k);
+  const blocks = k / bs;
+  const scales = new Float32Array(n * blocks);
+  let data: Uint8Array;
+  if (bits === 8) {
+    const q = quantizeInt8PerChannel(wf, n, k);
+    // MatMulNBits 8-bit stores unsigned bytes with the default zero point 128: shift int8 by 128.
+    data = new Uint8Array(n * k);
+    for (let i = 0; i < data.length; i++) data[i] = (q.q[i] & 0xff) ^ 0x80;
+    for (let r = 0; r < n; r++) scales.fill(q.scale[r], r * blocks, (r + 1) * blocks);
+  } else {
+    // One group per row (TensorRT-LLM's W4A16 is per channel), stored MatMulNBits' way.
+    const q = quantizeInt4Grouped(wf, n, k, k);
+    data = q.packed;
+    for (let r = 0; r < n; r++) scales.fill(q.scale[r], r * blocks, (r + 1) * blocks);
+  }
+  const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, blocks, (bs * bits) / 8], data });
+  const s = g.weight(`${prefix}.per_channel_scale`, { dtype: 'float32', shape: [n * blocks], data: new Uint8Array(scales.buffer) });
+  return g.op('MatMulNBits', [x, b, s], { K: k, N: n, bits, block_size: bs }, MS);
+}
+
+function emitAwqInt4(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights): string {
+  if (w.dtype !== 'int8') throw new Error(`${prefix}.weight: expected int8 [N/2, K] (int4 packed along N), got ${w.dtype}`);
+  const [nHalf, k] = w.shape;
+  const n = nHalf * 2;
   const sc = need(weights, `${prefix}.weights_scaling_factor`);
   if (sc.shape.length !== 2 || sc.shape[0] !== n) throw new Error(`${prefix}.weights_scaling_factor: expected [${n}, K/group], got [${sc.shape}]`);
   const groups = sc.shape[1];
   const bs = k / groups;
   if (!Number.isInteger(bs) || bs < 16 || (bs & (bs - 1))) throw new Error(`${prefix}: group size ${bs} (K=${k}, ${groups} groups) is not a power of two ≥ 16`);
-  const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, groups, bs / 2], data: w.data });
+  // TensorRT-LLM's nibbles (pairs of output rows, signed) → MatMulNBits' (pairs along K, q + 8).
+  const q = unpackInt4AlongN(w.data, n, k);
+  const packed = new Uint8Array((n * k) / 2);
+  for (let i = 0; i < n * k; i += 2) packed[i >> 1] = (q[i] + 8) | ((q[i + 1] + 8) << 4);
+  const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, groups, bs / 2], data: packed });
   const s = g.weight(`${prefix}.weights_scaling_factor`, { dtype: 'float32', shape: [n * groups], data: new Uint8Array(toFloat32(sc).buffer) });
-  // No zero_points input: MatMulNBits then uses 8, the offset the packed layout stores (q + 8).
+  // No zero_points input: MatMulNBits then uses 8, the offset added above.
   return g.op('MatMulNBits', [x, b, s], { K: k, N: n, bits: 4, block_size: bs }, MS);
 }
 
-function emitInt8WeightOnly(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights): string {
-  const [n, k] = w.shape;
-  const pcs = toFloat32(need(weights, `${prefix}.per_channel_scale`));
-  if (pcs.length !== n) throw new Error(`${prefix}.per_channel_scale: ${pcs.length} values for ${n} output channels`);
-  let bs = 16;
-  while (bs < 256 && k % (bs * 2) === 0) bs *= 2;
-  if (k % bs) throw new Error(`${prefix}: K=${k} is not a multiple of 16 (MatMulNBits blocks)`);
-  const blocks = k / bs;
-  // MatMulNBits 8-bit stores unsigned bytes with the default zero point 128: shift int8 by 128.
-  const u = new Uint8Array(w.data.length);
-  for (let i = 0; i < u.length; i++) u[i] = w.data[i] ^ 0x80;
-  const scales = new Float32Array(n * blocks);
-  for (let r = 0; r < n; r++) scales.fill(pcs[r], r * blocks, (r + 1) * blocks);
-  const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, blocks, bs], data: u });
-  const s = g.weight(`${prefix}.per_channel_scale`, { dtype: 'float32', shape: [n * blocks], data: new Uint8Array(scales.buffer) });
-  return g.op('MatMulNBits', [x, b, s], { K: k, N: n, bits: 8, block_size: bs }, MS);
+/** Static per-tensor FP8 activations as TensorRT-LLM's FP8 GEMM sees them (saturating cast). */
+function fp8Activations(g: Graph, x: string, prefix: string, weights: Weights): string {
+  const name = `${prefix}.activation_scaling_factor`;
+  const as = floatConst(g, name, [f32Scalar(need(weights, name), name)], []);
+  // Cast (not Quantize/DequantizeLinear): ORT's QDQ fusion would turn a DQ pair around MatMul into an
+  // integer kernel that does not take float8.
+  const x8 = g.op('Cast', [g.op('Div', [x, as])], { to: 17, saturate: 1 });
+  return g.op('Mul', [g.op('Cast', [x8], { to: 1 }), as]);
 }
 
-function emitW8A8(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, quant: QuantConfig): string {
+function emitW8A8(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, algo: string): string {
   const [n, k] = w.shape;
-  const pcs = need(weights, `${prefix}.per_channel_scale`);
-  const perTensor = quant.quant_algo === 'W8A8_SQ_PER_CHANNEL' || quant.quant_algo === 'W8A8_SQ_PER_CHANNEL_PER_TENSOR_PLUGIN';
+  if (w.dtype !== 'int8') throw new Error(`${prefix}.weight: expected int8 for ${algo}, got ${w.dtype}`);
+  const perTensor = algo === 'W8A8_SQ_PER_CHANNEL';
+  const scaleName = perTensor ? `${prefix}.weights_scaling_factor` : `${prefix}.per_channel_scale`;
+  const pcs = toFloat32(need(weights, scaleName), scaleName);
+  if (pcs.length !== n) throw new Error(`${scaleName}: ${pcs.length} values for ${n} output channels`);
   let xs: string;
   if (perTensor) {
     const a = f32Scalar(need(weights, `${prefix}.activation_scaling_factor`), `${prefix}.activation_scaling_factor`);
     xs = floatConst(g, `${prefix}.activation_scaling_factor`, [a], []);
   } else {
+    // TensorRT-LLM divides a row-parallel linear's input by its smoother before quantizing per token.
+    const sm = weights.get(`${prefix}.smoother`);
+    if (sm) x = g.op('Div', [x, g.weight(`${prefix}.smoother`, { dtype: 'float32', shape: [k], data: new Uint8Array(toFloat32(sm).buffer) })]);
     // Per token: scale = max(|x| over the row) / 127, computed at run time.
     const amax = g.op('ReduceMax', [g.op('Abs', [x]), g.int64s('axes', [-1])], { keepdims: 1 });
     xs = g.op('Div', [g.op('Max', [amax, floatConst(g, 'eps', [1e-8], [])]), floatConst(g, 'i8max', [127], [])]);
@@ -106,25 +162,18 @@ function emitW8A8(g: Graph, x: string, prefix: string, w: Tensor, weights: Weigh
   const xq = g.op('Cast', [g.op('Clip', [g.op('Round', [g.op('Div', [x, xs])]), lo, hi])], { to: 3 });
   const b = g.weight(`${prefix}.weight`, { dtype: 'int8', shape: [k, n], data: transposeBytes(w.data, n, k) });
   const acc = g.op('MatMulInteger', [xq, b]);
-  const ws = g.weight(`${prefix}.per_channel_scale`, { dtype: 'float32', shape: [n], data: new Uint8Array(toFloat32(pcs).buffer) });
+  const ws = g.weight(scaleName, { dtype: 'float32', shape: [n], data: new Uint8Array(pcs.buffer) });
   return g.op('Mul', [g.op('Mul', [g.op('Cast', [acc], { to: 1 }), xs]), ws]);
 }
 
 function emitFp8(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights): string {
   const [n, k] = w.shape;
+  // TensorRT-LLM accepts int8 views of float8 weights (preprocess_perlayer_weights FP8).
+  if (w.dtype !== 'float8_e4m3fn' && w.dtype !== 'int8') throw new Error(`${prefix}.weight: expected float8_e4m3fn for FP8, got ${w.dtype}`);
   const wsName = `${prefix}.weights_scaling_factor`;
   const ws = f32Scalar(need(weights, wsName), wsName);
   const zp8 = g.constant('fp8_zero', 'float8_e4m3fn', [], Uint8Array.of(0));
-  const act = weights.get(`${prefix}.activation_scaling_factor`);
-  let xin = x;
-  if (act) {
-    // Static per-tensor FP8 activations as TensorRT-LLM's FP8 GEMM sees them (saturating cast).
-    const as = floatConst(g, `${prefix}.activation_scaling_factor`, [f32Scalar(act, `${prefix}.activation_scaling_factor`)], []);
-    // Cast (not Quantize/DequantizeLinear): ORT's QDQ fusion would turn a DQ pair around MatMul into an
-    // integer kernel that does not take float8.
-    const x8 = g.op('Cast', [g.op('Div', [x, as])], { to: 17, saturate: 1 });
-    xin = g.op('Mul', [g.op('Cast', [x8], { to: 1 }), as]);
-  }
+  const xin = weights.has(`${prefix}.activation_scaling_factor`) ? fp8Activations(g, x, prefix, weights) : x;
   const b = g.weight(`${prefix}.weight`, { dtype: 'float8_e4m3fn', shape: [k, n], data: transposeBytes(w.data, n, k) });
   const wf = g.op('DequantizeLinear', [b, floatConst(g, wsName, [ws], []), zp8]);
   return g.op('MatMul', [xin, wf]);

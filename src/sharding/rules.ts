@@ -1,6 +1,7 @@
 // THE table of tensor-parallel rules for LLaMA in TensorRT-LLM names. Every split and every gather in
 // the project (convert, reshard, quantized shards sent by rank 0) goes through `ruleFor` + `selection`.
 import { InputError } from '../checkpoint/errors.js';
+import { TOLERATED_ROLES, axesOfSpec, specOf } from '../quantization/tllm-layout.js';
 
 export type RuleKind =
   | 'replicated'
@@ -19,6 +20,9 @@ export interface ShardContext {
   /** Vocab-parallel embedding (TensorRT-LLM's use_parallel_embedding). */
   parallelEmbedding: boolean;
   embeddingShardingDim: 0 | 1;
+  /** config.quantization: quantized companions take their axes from src/quantization/tllm-layout.ts. */
+  quantAlgo?: string | null;
+  kvCacheQuantAlgo?: string | null;
 }
 
 interface BaseRule {
@@ -40,17 +44,26 @@ const RULES: BaseRule[] = [
   { pattern: /^transformer\.layers\.\d+\.attention$/, kind: () => 'replicated' },
 ];
 
-/** Which axis of a tensor with this role carries N (output features) and which carries K (input). */
-interface Axes { n?: number; k?: number }
+/**
+ * Which axis of a tensor with this role carries N (output features) and which carries K (input);
+ * packN: N indices per stored index (int4 packed two output rows per byte).
+ */
+interface Axes { n?: number; k?: number; packN?: number }
 
-function roleAxes(role: string, rank: number, name: string): Axes {
+function roleAxes(base: string, role: string, rank: number, name: string, ctx: ShardContext): Axes {
+  // Quantized companions: the one layout table says which axis is which (shapes such as (1, N) or [1]
+  // are only unambiguous knowing the quant_algo).
+  const spec = specOf(base, role, ctx.quantAlgo, ctx.kvCacheQuantAlgo);
+  if (spec && spec.shape.length === rank) return axesOfSpec(spec);
   switch (role) {
     case 'weight':
       // 1-D weights are norms (replicated); 2-D are [N, K] or packed int4 [N, K/2].
       return rank === 2 ? { n: 0, k: 1 } : rank === 1 ? { n: 0 } : {};
     case 'bias':
     case 'per_channel_scale':
-      return rank === 1 ? { n: 0 } : {};
+      return rank === 1 ? { n: 0 } : rank === 2 ? { n: 1 } : {};
+    case 'smoother':
+      return rank === 2 ? { k: 1 } : rank === 1 ? { k: 0 } : {};
     case 'weights_scaling_factor':
       // [N, K/g] group-wise; [] per-tensor FP8; [N] per-channel written under this name by some tools.
       return rank === 2 ? { n: 0, k: 1 } : rank === 1 ? { n: 0 } : {};
@@ -59,9 +72,14 @@ function roleAxes(role: string, rank: number, name: string): Axes {
     case 'activation_scaling_factor':
     case 'kv_cache_scaling_factor':
     case 'output_scaling_factor':
-      if (rank !== 0) throw new InputError(`tensor ${name}: expected a scalar, got a ${rank}-D tensor`);
+    case 'weights_scaling_factor_2':
+    case 'scale_to_int':
+    case 'act_scale':
+    case 'quantization_scaling_factor':
+      // TensorRT-LLM writes these as shape [1] (or (1, 1)); tprun once wrote 0-d.
       return {};
     default:
+      if (TOLERATED_ROLES.has(role)) return {};
       throw new InputError(`tensor ${name}: no sharding rule for role "${role}"`);
   }
 }
@@ -79,7 +97,7 @@ export function ruleFor(name: string, ndim: number, ctx: ShardContext): Rule {
   const r = RULES.find((x) => x.pattern.test(base));
   if (!r) throw new InputError(`tensor ${name}: no sharding rule (not a LLaMA tensor in TensorRT-LLM naming)`);
   let kind = r.kind(ctx);
-  const axes = roleAxes(role, ndim, name);
+  const axes = roleAxes(base, role, ndim, name, ctx);
   // 1-D norm weights and scalars have nothing to cut.
   if ((kind === 'row' && axes.k === undefined) || (kind !== 'row' && kind !== 'replicated' && axes.n === undefined)) {
     kind = 'replicated';
@@ -135,6 +153,17 @@ export function selection(rule: Rule, shape: readonly number[], ctx: ShardContex
     return { axis: k, pieces, length: shape[k] / tp };
   }
   const n = axes.n!;
+  const pack = axes.packN ?? 1;
+  if (pack > 1) {
+    // Packed rows: cut in output-feature units, then map to stored indices (cuts must not split a byte).
+    const logical = selection({ ...rule, axes: { ...axes, packN: 1 } }, shape.map((d, i) => (i === n ? d * pack : d)), ctx, rank);
+    const pieces = logical.pieces.map((p) => {
+      const ends = 'zeros' in p ? [p.zeros] : [p.start, p.end];
+      if (ends.some((e) => e % pack)) throw new InputError(`tensor ${name}: a tp=${tp} cut at output feature ${ends.find((e) => e % pack)} splits a byte of ${pack} packed rows`);
+      return 'zeros' in p ? { zeros: p.zeros / pack } : { start: p.start / pack, end: p.end / pack };
+    });
+    return { axis: n, pieces, length: logical.length / pack };
+  }
   const len = shape[n];
   if (kind === 'column') return { axis: n, pieces: even(len, tp, rank, name, `dim ${n} (output features)`), length: len / tp };
   if (kind === 'vocab') {
@@ -172,6 +201,7 @@ export function shardShape(shape: readonly number[], sel: Selection): number[] {
 export function contextFromConfig(c: {
   num_attention_heads: number; num_key_value_heads: number; head_size: number; vocab_size: number;
   use_parallel_embedding?: boolean; embedding_sharding_dim?: 0 | 1; mapping: { tp_size: number };
+  quantization?: { quant_algo?: string | null; kv_cache_quant_algo?: string | null };
 }): ShardContext {
   return {
     tp: c.mapping.tp_size,
@@ -181,5 +211,7 @@ export function contextFromConfig(c: {
     vocabSize: c.vocab_size,
     parallelEmbedding: !!c.use_parallel_embedding,
     embeddingShardingDim: c.embedding_sharding_dim ?? 0,
+    quantAlgo: c.quantization?.quant_algo ?? null,
+    kvCacheQuantAlgo: c.quantization?.kv_cache_quant_algo ?? null,
   };
 }

@@ -38,9 +38,10 @@ export function sliceTensor(t: Tensor, sel: Selection): Tensor {
 
 /** Full length of the cut axis, from a shard's shape. */
 function fullAxisLength(rule: Rule, shardLen: number, ctx: ShardContext): number {
+  const pack = rule.kind !== 'row' ? rule.axes.packN ?? 1 : 1;
   switch (rule.kind) {
-    case 'vocab': return ctx.vocabSize;
-    case 'qkv': return (ctx.numHeads + 2 * ctx.numKvHeads) * ctx.headSize;
+    case 'vocab': return ctx.vocabSize / pack;
+    case 'qkv': return ((ctx.numHeads + 2 * ctx.numKvHeads) * ctx.headSize) / pack;
     default: return shardLen * ctx.tp;
   }
 }
