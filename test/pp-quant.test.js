@@ -17,18 +17,19 @@ let dir;
 before(() => { dir = mkdtempSync(join(tmpdir(), 'tprun-pp-quant-')); });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-test('convert --quant int8_wo --pp 2: each rank file holds its stage\'s quantized layers only', async () => {
+// int4 (not int8_wo: TensorRT-LLM's portable W8A16 checkpoint holds float weights, quantized at build).
+test('convert --quant int4_wo --pp 2: each rank file holds its stage\'s quantized layers only', async () => {
   const out = join(dir, 'ckpt');
-  const r = await tprun(['convert', '--model', MODEL, '--pp', '2', '--quant', 'int8_wo', '--out', out]);
+  const r = await tprun(['convert', '--model', MODEL, '--pp', '2', '--quant', 'int4_wo', '--out', out]);
   assert.equal(r.code, 0, r.stderr);
   const cfg = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
   assert.deepEqual(cfg.mapping, { world_size: 2, tp_size: 1, pp_size: 2 });
-  assert.equal(cfg.quantization.quant_algo, 'W8A16');
+  assert.equal(cfg.quantization.quant_algo, 'W4A16_AWQ');
   for (const rank of [0, 1]) {
     const names = tensorNames(join(out, `rank${rank}.safetensors`));
     const layers = new Set(names.filter((n) => n.startsWith('transformer.layers.')).map((n) => Number(n.split('.')[2])));
     assert.deepEqual([...layers].sort(), [0, 1, 2], `rank ${rank}`);
-    assert.ok(names.includes('transformer.layers.2.mlp.proj.per_channel_scale'), `rank ${rank}: quantized`);
+    assert.ok(names.includes('transformer.layers.2.mlp.proj.weights_scaling_factor'), `rank ${rank}: quantized`);
     assert.equal(names.includes('transformer.vocab_embedding.weight'), rank === 0);
     assert.equal(names.includes('lm_head.weight'), rank === 1);
   }
