@@ -12,6 +12,7 @@ import { Worker } from 'node:worker_threads';
 import type { ExternalRef } from './onnx-proto.js';
 import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
 import type { Tensor } from '../checkpoint/tensor.js';
+import { traceSpan } from '../util/trace.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
 
@@ -51,6 +52,10 @@ export class WeightFile {
 
   /** Writes the file and returns its sha256 (recorded in the engine config to detect damage). */
   async write(path: string, opts: { chunkBytes?: number; workerHashMin?: number } = {}): Promise<string> {
+    return traceSpan('weights.write', () => this.writeFile(path, opts), { bytes: this.size, tensors: this.entries.length });
+  }
+
+  private async writeFile(path: string, opts: { chunkBytes?: number; workerHashMin?: number }): Promise<string> {
     const fh = await open(path, 'w');
     const hasher = this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? new WorkerHasher() : new InlineHasher();
     const out = new ChunkWriter(fh, hasher, opts.chunkBytes ?? CHUNK);
