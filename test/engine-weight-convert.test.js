@@ -114,3 +114,25 @@ test('weight file: tensors at 64 KiB offsets, zero padding, sha256 of the whole 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('lazily read tensors (build --model) are read once, from the checkpoint, and convert like loaded ones', () => {
+  for (const simd of [true, false]) {
+    useSimd(simd);
+    for (const [src, dt] of [['bfloat16', 'float16'], ['float16', 'float16'], ['bfloat16', 'float32'], ['float32', 'float16']]) {
+      const t = src === 'float32' ? f32Specials(64, 48) : allPatterns(src, 64, 48, 3);
+      const rowBytes = t.data.length / t.shape[0];
+      let wholeReads = 0;
+      const lazy = (u) => ({
+        dtype: u.dtype, shape: u.shape,
+        get data() { wholeReads++; return u.data.slice(); },
+        readRows(r0, r1, dest) { dest.set(u.data.subarray(r0 * rowBytes, r1 * rowBytes)); },
+      });
+      assert.equal(firstDiff(materialize(engineWeight(lazy(t), dt)).data, reference(t, dt)), -1, `${src}→${dt} plain`);
+      assert.equal(firstDiff(fillInCuts(engineWeightTransposed(lazy(t), dt), [0, 16, 40, 48]), referenceT(t, dt)), -1, `${src}→${dt} transposed`);
+      // A tensor is read whole at most once per conversion (the JavaScript paths), not once per chunk.
+      assert.ok(wholeReads <= 2, `${src}→${dt}: ${wholeReads} whole reads`);
+      if (simd && src !== 'float32' && dt === 'float16') assert.equal(wholeReads, 0, `${src}→${dt}: the SIMD path reads rows into its arena`);
+    }
+  }
+  useSimd(true);
+});

@@ -148,8 +148,25 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
   // 11 = outStride (rows*2), 12..19 = v0..v7, 20..27 = t0..t7, 28.. constants.
   const trans = (kind: Kind, group: number): Func => {
     const V = (i: number) => 12 + i, T = (i: number) => 20 + i, C = 28;
+    // The 8 source vectors of the tile, converted by arithmetic; their in-range masks are ANDed (in T(1))
+    // so one test per tile decides, and the rare tile with a lane out of range is redone by the table.
     const tile: number[] = [];
-    for (let i = 0; i < 8; i++) tile.push(...get(8), ...(i ? [...get(10), ...i32(i), ...mul, ...add] : []), ...vload(), ...set(V(i)), ...convert(kind, V(i), T(0), C), ...set(V(i)));
+    const rowAddr = (i: number) => [...get(8), ...(i ? [...get(10), ...i32(i), ...mul, ...add] : [])];
+    for (let i = 0; i < 8; i++) {
+      tile.push(...rowAddr(i), ...vload(), ...set(V(i)));
+      if (kind === 'bf16') {
+        tile.push(
+          ...get(V(i)), ...get(C), ...vand, ...set(T(0)),
+          ...get(T(0)), ...get(C + 1), ...i16sub, ...get(C + 2), ...i16ltU, ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)),
+          ...get(V(i)), ...get(C + 3), ...vand, ...get(T(0)), ...get(C + 4), ...i16sub, ...i32(3), ...i16shl, ...vor, ...set(V(i)),
+        );
+      } else {
+        tile.push(...get(V(i)), ...get(C), ...vand, ...get(C + 5), ...i16leU, ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)));
+      }
+    }
+    const redo: number[] = [];
+    for (let i = 0; i < 8; i++) redo.push(...rowAddr(i), ...vload(), ...i32(kind === 'bf16' ? TABLE_BF16 : TABLE_F16), ...call(F_SLOW), ...set(V(i)));
+    tile.push(...get(T(1)), ...i16allTrue, ...eqz, 0x04, 0x40, ...redo, 0x0b);
     const sh = (mask: number[], a: number, b: number, out: number) => [...get(a), ...get(b), ...shuffle(mask), ...set(out)];
     tile.push(
       // 16-bit interleave of row pairs.
@@ -229,7 +246,7 @@ export class HalfSimd {
   private mem: WebAssembly.Memory;
   private fns: { map_bf16: MapFn; map_f16: MapFn; trans_bf16: TransFn; trans_f16: TransFn; trans4_bf16: TransFn; trans4_f16: TransFn };
   /** The source tensor whose bytes are in the arena (transposes read it whole, chunk after chunk). */
-  private staged: Uint16Array | undefined;
+  private staged: object | undefined;
   /** Start of the arena: after the tables and the ring. */
   private arena = FIXED;
   private ringLent = false;
@@ -291,14 +308,17 @@ export class HalfSimd {
     this.ringLent = false;
   }
 
-  /** 16-bit elements `src` → dst (same count); false when it did not fit (then nothing was written). */
-  map(kind: 'bfloat16' | 'float16', src: Uint8Array, dst: Uint8Array): boolean {
-    const n = src.length;
+  /**
+   * 16-bit elements → dst (`bytes` of them), the source written into the arena by `stage`; false when
+   * it did not fit (then nothing was written).
+   */
+  map(kind: 'bfloat16' | 'float16', stage: (into: Uint8Array) => void, bytes: number, dst: Uint8Array): boolean {
+    const n = bytes;
     if (n % 16) throw new Error('HalfSimd.map: a whole number of 8-element vectors is required');
     const direct = this.addressOf(dst);
     if (!this.reserve(this.arena + (direct < 0 ? 2 * n : n))) return false;
     this.staged = undefined;
-    this.bytes(this.arena, n).set(src);
+    stage(this.bytes(this.arena, n));
     const out = direct < 0 ? this.arena + n : direct;
     (kind === 'bfloat16' ? this.fns.map_bf16 : this.fns.map_f16)(this.arena, out, n / 16);
     if (direct < 0) dst.set(this.bytes(out, n));
@@ -307,18 +327,20 @@ export class HalfSimd {
 
   /**
    * Rows [k0, k1) of the transpose of `src` ([rows, cols] 16-bit elements) into dst; rows % 8 == 0,
-   * k0 % 8 == 0, k1 % 8 == 0. The source is staged once and reused while the same tensor is asked for.
+   * k0 % 8 == 0, k1 % 8 == 0. The source is staged once (by `stage`, writing its bytes into the arena)
+   * and reused while the same `key` is asked for.
    * false when it did not fit (then nothing was written).
    */
-  trans(kind: 'bfloat16' | 'float16', src: Uint16Array, rows: number, cols: number, k0: number, k1: number, dst: Uint8Array): boolean {
+  trans(kind: 'bfloat16' | 'float16', key: object, stage: (into: Uint8Array) => void, rows: number, cols: number, k0: number, k1: number, dst: Uint8Array): boolean {
     const srcBytes = rows * cols * 2;
     const outBytes = (k1 - k0) * rows * 2;
     const direct = this.addressOf(dst);
     const scratch = this.arena + align(srcBytes);
     if (!this.reserve(scratch + (direct < 0 ? outBytes : 0))) return false;
-    if (this.staged !== src) {
-      this.bytes(this.arena, srcBytes).set(new Uint8Array(src.buffer, src.byteOffset, srcBytes));
-      this.staged = src;
+    if (this.staged !== key) {
+      this.staged = undefined;
+      stage(this.bytes(this.arena, srcBytes));
+      this.staged = key;
     }
     const out = direct < 0 ? scratch : direct;
     const f = rows % 32 ? (kind === 'bfloat16' ? this.fns.trans_bf16 : this.fns.trans_f16) : (kind === 'bfloat16' ? this.fns.trans4_bf16 : this.fns.trans4_f16);

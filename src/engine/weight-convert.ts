@@ -14,6 +14,7 @@ import { numel } from '../checkpoint/dtype.js';
 import { f32BitsToF16Bits } from '../util/half.js';
 import { fromFloat32, toFloat32, transpose2d } from './dtype.js';
 import { HalfSimd } from './half-simd.js';
+import { isLazy } from './lazy-shard.js';
 
 export type EngineFloat = 'float32' | 'float16';
 
@@ -162,27 +163,51 @@ export function chunkBuffers(count: number, bytes: number): { bufs: Uint8Array[]
   return { bufs: Array.from({ length: count }, () => new Uint8Array(new SharedArrayBuffer(bytes))), release: () => {} };
 }
 
-function fill16to16(t: Tensor, src: Uint16Array, s0: number, cnt: number, dest: Uint8Array): void {
-  const kind = t.dtype as 'bfloat16' | 'float16';
-  const out = new Uint16Array(dest.buffer, dest.byteOffset, cnt);
-  const tab = table(kind, 'float16', false) as Uint16Array;
-  const s = cnt >= 64 ? simd() : undefined;
-  if (!s) return map16to16(src, s0, cnt, out, tab);
-  const v = cnt - (cnt % 8);
-  if (!s.map(kind, new Uint8Array(src.buffer, src.byteOffset + s0 * 2, v * 2), dest.subarray(0, v * 2))) return map16to16(src, s0, cnt, out, tab);
-  if (v < cnt) map16to16(src, s0 + v, cnt - v, out.subarray(v), tab);
+/** A tensor's elements: whole (read once, cached) or, for lazily read tensors, rows into a buffer. */
+interface Elements {
+  all(): Uint16Array | Uint32Array;
+  /** Source bytes of rows [r0, r1) into dest (a lazily read tensor reads them from the checkpoint). */
+  rows(r0: number, r1: number, dest: Uint8Array): void;
+  /** Drops the cached elements (after the tensor's last rows were produced). */
+  done(): void;
 }
 
-function trans16to16Fill(t: Tensor, src: Uint16Array, rows: number, cols: number, k0: number, k1: number, dest: Uint8Array): void {
+function elements(t: Tensor): Elements {
+  let view: Uint16Array | Uint32Array | undefined;
+  const all = () => (view ??= words(t));
+  return {
+    all,
+    rows(r0, r1, dest) {
+      if (isLazy(t) && !view) return t.readRows(r0, r1, dest);
+      const v = all();
+      const rowBytes = dest.length / (r1 - r0);
+      dest.set(new Uint8Array(v.buffer, v.byteOffset + r0 * rowBytes, dest.length));
+    },
+    done() { view = undefined; },
+  };
+}
+
+function fill16to16(t: Tensor, el: Elements, r0: number, r1: number, perRow: number, dest: Uint8Array): void {
+  const kind = t.dtype as 'bfloat16' | 'float16';
+  const s0 = r0 * perRow;
+  const cnt = (r1 - r0) * perRow;
+  const out = new Uint16Array(dest.buffer, dest.byteOffset, cnt);
+  const tab = table(kind, 'float16', false) as Uint16Array;
+  const s = cnt >= 64 && cnt % 8 === 0 ? simd() : undefined;
+  if (!s || !s.map(kind, (into) => el.rows(r0, r1, into), cnt * 2, dest)) map16to16(el.all() as Uint16Array, s0, cnt, out, tab);
+}
+
+function trans16to16Fill(t: Tensor, el: Elements, rows: number, cols: number, k0: number, k1: number, dest: Uint8Array): void {
   const kind = t.dtype as 'bfloat16' | 'float16';
   const out = new Uint16Array(dest.buffer, dest.byteOffset, (k1 - k0) * rows);
   const tab = table(kind, 'float16', true) as Uint16Array;
   const a = Math.ceil(k0 / 8) * 8, b = Math.floor(k1 / 8) * 8;
   const s = rows % 8 === 0 && a < b ? simd() : undefined;
-  if (!s) return trans16to16(src, rows, cols, k0, k1, out, tab);
-  if (!s.trans(kind, src, rows, cols, a, b, dest.subarray((a - k0) * rows * 2, (b - k0) * rows * 2))) return trans16to16(src, rows, cols, k0, k1, out, tab);
-  if (k0 < a) trans16to16(src, rows, cols, k0, a, out, tab);
-  if (b < k1) trans16to16(src, rows, cols, b, k1, out.subarray((b - k0) * rows), tab);
+  if (!s || !s.trans(kind, t, (into) => el.rows(0, rows, into), rows, cols, a, b, dest.subarray((a - k0) * rows * 2, (b - k0) * rows * 2))) {
+    return trans16to16(el.all() as Uint16Array, rows, cols, k0, k1, out, tab);
+  }
+  if (k0 < a) trans16to16(el.all() as Uint16Array, rows, cols, k0, a, out, tab);
+  if (b < k1) trans16to16(el.all() as Uint16Array, rows, cols, b, k1, out.subarray((b - k0) * rows), tab);
 }
 
 // ---- deferred engine weights ------------------------------------------------------------------------------
@@ -193,7 +218,8 @@ const FLOAT_SRC = new Set<DType>(['float32', 'float16', 'bfloat16']);
 function words(t: Tensor): Uint16Array | Uint32Array {
   const size = t.dtype === 'float32' ? 4 : 2;
   const n = numel(t.shape);
-  const d = t.data.byteOffset % size ? t.data.slice(0, n * size) : t.data;
+  const data = t.data; // once: a lazily read tensor reads on every access
+  const d = data.byteOffset % size ? data.slice(0, n * size) : data;
   return size === 4 ? new Uint32Array(d.buffer, d.byteOffset, n) : new Uint16Array(d.buffer, d.byteOffset, n);
 }
 
@@ -206,24 +232,25 @@ export function engineWeight(t: Tensor, dtype: EngineFloat, what = `tensor of sh
   checkFloat(t, what);
   const outSize = dtype === 'float32' ? 4 : 2;
   const n = numel(t.shape);
+  const rows = t.shape.length <= 1 ? n : t.shape[0];
   const perRow = t.shape.length <= 1 ? 1 : n / t.shape[0];
-  let view: Uint16Array | Uint32Array | undefined;
+  const el = elements(t);
   return {
     dtype,
     shape: t.shape,
     byteLength: n * outSize,
     fill(dest, r0, r1) {
-      const src = (view ??= words(t));
       const s0 = r0 * perRow;
       const cnt = (r1 - r0) * perRow;
       if (t.dtype === 'float32') {
-        if (dtype === 'float32') dest.set(t.data.subarray(s0 * 4, (s0 + cnt) * 4));
-        else map32to16(src as Uint32Array, s0, cnt, new Uint16Array(dest.buffer, dest.byteOffset, cnt));
+        if (dtype === 'float32') el.rows(r0, r1, dest.subarray(0, cnt * 4));
+        else map32to16(el.all() as Uint32Array, s0, cnt, new Uint16Array(dest.buffer, dest.byteOffset, cnt));
       } else if (dtype === 'float16') {
-        fill16to16(t, src as Uint16Array, s0, cnt, dest);
+        fill16to16(t, el, r0, r1, perRow, dest);
       } else {
-        map16to32(src as Uint16Array, s0, cnt, new Uint32Array(dest.buffer, dest.byteOffset, cnt), table(t.dtype as 'float16', 'float32', false) as Uint32Array);
+        map16to32(el.all() as Uint16Array, s0, cnt, new Uint32Array(dest.buffer, dest.byteOffset, cnt), table(t.dtype as 'float16', 'float32', false) as Uint32Array);
       }
+      if (r1 >= rows) el.done();
     },
   };
 }
@@ -234,22 +261,22 @@ export function engineWeightTransposed(t: Tensor, dtype: EngineFloat, what = `te
   if (t.shape.length !== 2) throw new Error(`${what}: expected 2 dimensions, got [${t.shape}]`);
   const [rows, cols] = t.shape;
   const outSize = dtype === 'float32' ? 4 : 2;
-  let view: Uint16Array | Uint32Array | undefined;
+  const el = elements(t);
   return {
     dtype,
     shape: [cols, rows],
     byteLength: rows * cols * outSize,
     fill(dest, k0, k1) {
-      const src = (view ??= words(t));
       const cnt = (k1 - k0) * rows;
       if (t.dtype === 'float32') {
-        if (dtype === 'float32') trans32to32(src as Uint32Array, rows, cols, k0, k1, new Uint32Array(dest.buffer, dest.byteOffset, cnt));
-        else trans32to16(src as Uint32Array, rows, cols, k0, k1, new Uint16Array(dest.buffer, dest.byteOffset, cnt));
+        if (dtype === 'float32') trans32to32(el.all() as Uint32Array, rows, cols, k0, k1, new Uint32Array(dest.buffer, dest.byteOffset, cnt));
+        else trans32to16(el.all() as Uint32Array, rows, cols, k0, k1, new Uint16Array(dest.buffer, dest.byteOffset, cnt));
       } else if (dtype === 'float16') {
-        trans16to16Fill(t, src as Uint16Array, rows, cols, k0, k1, dest);
+        trans16to16Fill(t, el, rows, cols, k0, k1, dest);
       } else {
-        trans16to32(src as Uint16Array, rows, cols, k0, k1, new Uint32Array(dest.buffer, dest.byteOffset, cnt), table(t.dtype as 'float16', 'float32', true) as Uint32Array);
+        trans16to32(el.all() as Uint16Array, rows, cols, k0, k1, new Uint32Array(dest.buffer, dest.byteOffset, cnt), table(t.dtype as 'float16', 'float32', true) as Uint32Array);
       }
+      if (k1 >= cols) el.done();
     },
   };
 }

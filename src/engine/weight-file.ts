@@ -222,8 +222,15 @@ class ChunkWriter {
         r++;
         continue;
       }
-      // Whole groups of 8 rows keep the transposes on their SIMD path (half-simd.ts).
-      if (fit < rows - r && fit >= 8) fit -= fit % 8;
+      // Whole groups of 8 rows keep the transposes on their SIMD path (half-simd.ts): rather than a
+      // sliver of under 8 rows at the end of a chunk, the tensor continues in the next one.
+      if (fit < rows - r) {
+        if (fit >= 8) fit -= fit % 8;
+        else if (this.used > this.lead) {
+          await this.flush();
+          continue;
+        }
+      }
       fit = Math.min(fit, rows - r);
       const at = this.used;
       t.fill(this.cur.subarray(at, at + fit * rowBytes), r, r + fit);
