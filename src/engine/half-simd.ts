@@ -275,8 +275,13 @@ export class HalfSimd {
   private reserve(end: number): boolean {
     if (end > MAX_PAGES * 65536) return false;
     const have = this.mem.buffer.byteLength;
-    if (end > have) this.mem.grow(Math.ceil((end - have) / 65536));
-    return true;
+    if (end <= have) return true;
+    try {
+      this.mem.grow(Math.ceil((end - have) / 65536));
+      return true;
+    } catch {
+      return false; // no memory to commit (a ulimit, say): the caller converts in JavaScript
+    }
   }
 
   private bytes(at: number, n: number): Uint8Array {
