@@ -76,9 +76,57 @@ function castWhat(t: Tensor, o?: CastOptions): string {
   return o?.what ?? `tensor of shape [${t.shape.join(', ')}]`;
 }
 
+// Between the two 16-bit formats a table of every source pattern replaces the float32 round trip (one
+// lookup per element). bf16 -> fp16 entries are f32BitsToF16Bits of the exact float32 bits, -1 where the
+// value overflows float16 (then the tensor takes the general path, which reports or clamps it);
+// fp16 -> bf16 entries are made by the general path itself.
+let bf16ToF16: Int32Array | undefined;
+let f16ToBf16: Uint16Array | undefined;
+
+function halfTable(from: DType, to: DType): Int32Array | Uint16Array | undefined {
+  if (from === 'bfloat16' && to === 'float16') {
+    if (!bf16ToF16) {
+      bf16ToF16 = new Int32Array(65536);
+      for (let i = 0; i < 65536; i++) bf16ToF16[i] = f32BitsToF16Bits((i << 16) >>> 0);
+    }
+    return bf16ToF16;
+  }
+  if (from === 'float16' && to === 'bfloat16') {
+    if (!f16ToBf16) {
+      const all = new Uint16Array(65536).map((_, i) => i);
+      const c = castGeneral({ dtype: 'float16', shape: [65536], data: new Uint8Array(all.buffer) }, 'bfloat16', {});
+      f16ToBf16 = new Uint16Array(c.data.buffer, c.data.byteOffset, 65536).slice();
+    }
+    return f16ToBf16;
+  }
+  return undefined;
+}
+
+/** 16-bit -> 16-bit through a table; false (nothing usable written) when an element needs the general path. */
+function castByTable(src: Uint16Array, out: Uint16Array, tab: Int32Array | Uint16Array): boolean {
+  for (let i = 0; i < src.length; i++) {
+    const h = tab[src[i]];
+    if (h < 0) return false;
+    out[i] = h;
+  }
+  return true;
+}
+
 /** Converts float tensors; bf16/fp16 -> fp32 are exact, narrowing rounds to nearest even. */
 export function castTensor(t: Tensor, to: DType, opts: CastOptions = {}): Tensor {
   if (t.dtype === to) return t;
+  if (!FLOAT_DTYPES.has(to)) throw new InputError(`${castWhat(t, opts)}: cannot convert to ${to}`);
+  const tab = halfTable(t.dtype, to);
+  if (tab) {
+    const n = numel(t.shape);
+    const data = t.data.byteOffset % 2 === 0 ? t.data : t.data.slice();
+    const out = new Uint16Array(n);
+    if (castByTable(new Uint16Array(data.buffer, data.byteOffset, n), out, tab)) return { dtype: to, shape: t.shape, data: new Uint8Array(out.buffer) };
+  }
+  return castGeneral(t, to, opts);
+}
+
+function castGeneral(t: Tensor, to: DType, opts: CastOptions): Tensor {
   if (!FLOAT_DTYPES.has(to)) throw new InputError(`${castWhat(t, opts)}: cannot convert to ${to}`);
   // Uint16Array views need 2-byte alignment; copy odd-offset buffers first.
   const src = t.data.byteOffset % 4 === 0 ? t.data : t.data.slice();

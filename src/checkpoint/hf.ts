@@ -57,7 +57,7 @@ export class SafetensorsSource implements TensorSource {
   readRows(name: string, start: number, end: number, dest: Uint8Array, destOff: number): void {
     this.file(name).readRows(name, start, end, dest, destOff);
   }
-  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array { return this.file(name).readCols(name, start, end, rows); }
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number], dest?: Uint8Array): Uint8Array { return this.file(name).readCols(name, start, end, rows, dest); }
   close(): void { for (const f of this.files) f.close(); this.files = []; }
 }
 

@@ -43,11 +43,15 @@ export function readRowsAt(t: StoredTensor, start: number, end: number, dest: Ui
   preadFully(t.fd, dest, destOff, (end - start) * rb, t.offset + start * rb, t.file);
 }
 
+/** Rows read whole for short column runs: one scratch block per process, reused (no garbage per call). */
+let scratch = new Uint8Array(0);
+
 /**
- * Columns [start, end) of dim 1, every row, as one block: one pread per row when the runs are long,
- * blocks of whole rows when runs are too short to be worth a syscall each.
+ * Columns [start, end) of dim 1, every row, as one block (into `dest` when given, which must hold
+ * exactly that many bytes): one pread per row when the runs are long, blocks of whole rows when runs
+ * are too short to be worth a syscall each.
  */
-export function readColsAt(t: StoredTensor, start: number, end: number, rowRange?: readonly [number, number]): Uint8Array {
+export function readColsAt(t: StoredTensor, start: number, end: number, rowRange?: readonly [number, number], dest?: Uint8Array): Uint8Array {
   if (t.shape.length < 2) throw new InputError(`${t.file}: tensor ${t.name}: cannot slice dim 1 of a ${t.shape.length}-D tensor`);
   const cols = t.shape[1];
   const [r0, r1] = rowRange ?? [0, t.shape[0]];
@@ -57,7 +61,8 @@ export function readColsAt(t: StoredTensor, start: number, end: number, rowRange
   const inner = byteSize(t.dtype, t.shape.slice(2));
   const rowBytes = cols * inner;
   const run = (end - start) * inner;
-  const out = new Uint8Array(rows * run);
+  if (dest && dest.length !== rows * run) throw new Error(`${t.file}: tensor ${t.name}: column block needs ${rows * run} bytes, got ${dest.length}`);
+  const out = dest ?? new Uint8Array(rows * run);
   if (run === rowBytes) {
     readRowsAt(t, r0, r1, out, 0);
     return out;
@@ -69,7 +74,9 @@ export function readColsAt(t: StoredTensor, start: number, end: number, rowRange
     return out;
   }
   const block = Math.max(1, Math.floor((8 << 20) / Math.max(1, rowBytes)));
-  const buf = new Uint8Array(Math.min(rows, block) * rowBytes);
+  const need = Math.min(rows, block) * rowBytes;
+  if (scratch.length < need) scratch = new Uint8Array(need);
+  const buf = scratch;
   for (let b0 = 0; b0 < rows; b0 += block) {
     const n = Math.min(block, rows - b0);
     preadFully(t.fd, buf, 0, n * rowBytes, base + b0 * rowBytes, t.file);

@@ -149,9 +149,9 @@ export class SafetensorsFile {
     return out;
   }
 
-  /** Columns [start, end) along dim 1 (other dims whole), reading only those byte runs. */
-  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array {
-    return readColsAt(this.stored(name), start, end, rows);
+  /** Columns [start, end) along dim 1 (other dims whole), reading only those byte runs (into dest when given). */
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number], dest?: Uint8Array): Uint8Array {
+    return readColsAt(this.stored(name), start, end, rows, dest);
   }
 
   close(): void {

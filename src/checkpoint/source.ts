@@ -21,8 +21,11 @@ export interface TensorSource {
   info(name: string): TensorMeta;
   /** Rows [start, end) of dim 0 into dest at destOff (a 0-D tensor has one row). */
   readRows(name: string, start: number, end: number, dest: Uint8Array, destOff: number): void;
-  /** Columns [start, end) of dim 1, of every row (or of rows [r0, r1)), as one contiguous block. */
-  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array;
+  /**
+   * Columns [start, end) of dim 1, of every row (or of rows [r0, r1)), as one contiguous block. A source
+   * may read it into `dest` (exactly the block's size) and return that; callers copy when it did not.
+   */
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number], dest?: Uint8Array): Uint8Array;
   close(): void;
 }
 
@@ -118,8 +121,14 @@ export function readSelectionRows(src: TensorSource, name: string, sel: Selectio
       at += p.zeros;
       continue;
     }
+    if (sel.pieces.length === 1) {
+      // Straight into the caller's chunk where the source can (no block allocated per chunk).
+      const into = dest.subarray(0, byteSize(m.dtype, cshape));
+      const block = src.readCols(name, p.start, p.end, [r0, r1], into);
+      if (block !== into) dest.set(block);
+      return;
+    }
     const block = src.readCols(name, p.start, p.end, [r0, r1]);
-    if (sel.pieces.length === 1) { dest.set(block); return; }
     copyAxis(block, [r1 - r0, p.end - p.start, ...shape.slice(2)], 0, dest, cshape, at, 1, p.end - p.start, ITEMSIZE[m.dtype]);
     at += p.end - p.start;
   }
@@ -201,8 +210,10 @@ export class StackedSource implements TensorSource {
       base += n;
     }
   }
-  readCols(name: string, start: number, end: number, rows?: readonly [number, number]): Uint8Array {
+  readCols(name: string, start: number, end: number, rows?: readonly [number, number], dest?: Uint8Array): Uint8Array {
     const [r0, r1] = rows ?? [0, rowsOf(this.info(name).shape)];
+    const ps = this.parts.get(name)!;
+    if (ps.length === 1) return ps[0].src.readCols(ps[0].name, start, end, [r0, r1], dest);
     const blocks: Uint8Array[] = [];
     let base = 0;
     for (const p of this.parts.get(name)!) {

@@ -11,6 +11,7 @@ const benches: Record<string, CommandLoader> = {
   multinode: () => import('../bench/multinode.js').then(def),
   quant: () => import('../bench/quant.js').then(def),
   convert: () => import('../bench/convert.js').then(def),
+  build: () => import('../bench/build.js').then(def),
 };
 
 export async function benchCommand(args: string[]): Promise<CommandModule> {

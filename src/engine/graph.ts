@@ -3,7 +3,8 @@
 //
 //   g.input(name, dtype, dims)            declare a graph input, returns its name
 //   g.output(name, dtype, dims)           declare a graph output (an existing value name)
-//   g.weight(name, tensor)                a weight initializer (any dtype, raw bytes): stored in the rank's
+//   g.weight(name, tensor)                a weight initializer (any dtype, raw bytes, or a DeferredTensor
+//                                         converted when the weight file is written): stored in the rank's
 //                                         weight file (64 KiB aligned; inline when < 4 KiB) — name it after
 //                                         the checkpoint tensor
 //   g.constant(hint, dtype, dims, bytes)  a small inline initializer (shapes, axes, scalars)
@@ -19,6 +20,7 @@
 import type { Tensor } from '../checkpoint/tensor.js';
 import { encodeModel, type AttrValue, type InitializerSpec, type NodeSpec, type OnnxDTypeName, type ValueSpec } from './onnx-proto.js';
 import type { WeightFile } from './weight-file.js';
+import { type DeferredTensor, isDeferred, materialize } from './weight-convert.js';
 
 export const MS = 'com.microsoft';
 
@@ -53,12 +55,14 @@ export class Graph {
     return name;
   }
 
-  weight(name: string, t: Tensor): string {
+  weight(name: string, t: Tensor | DeferredTensor): string {
     if (!this.names.has(name)) {
       this.names.add(name);
       // Tiny tensors (norm scales, per-tensor scales) stay inline: a 64 KiB slot each would mostly be padding.
-      const inline = t.data.length < INLINE_BELOW;
-      this.initializers.push({ name, dtype: t.dtype as OnnxDTypeName, dims: t.shape, ...(inline ? { raw: t.data } : { external: this.weights.add(name, t.data) }) });
+      const deferred = isDeferred(t);
+      const inline = (deferred ? t.byteLength : t.data.length) < INLINE_BELOW;
+      const raw = inline ? (deferred ? materialize(t).data : t.data) : undefined;
+      this.initializers.push({ name, dtype: t.dtype as OnnxDTypeName, dims: t.shape, ...(raw ? { raw } : { external: this.weights.add(name, deferred ? t : t.data) }) });
     }
     return name;
   }

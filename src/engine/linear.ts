@@ -12,7 +12,7 @@
 
 import type { Tensor, Weights } from '../checkpoint/tensor.js';
 import type { QuantConfig } from '../model/config.js';
-import { fromFloat32, toFloat32, transpose2d } from './dtype.js';
+import { engineWeightTransposed } from './weight-convert.js';
 import type { Graph } from './graph.js';
 
 export type QuantLinearEmitter = (g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig) => string;
@@ -56,7 +56,5 @@ export function emitLinear(g: Graph, input: string, prefix: string, weights: Wei
   }
   const w = requireTensor(weights, `${prefix}.weight`);
   if (w.shape.length !== 2) throw new Error(`${prefix}.weight: expected 2 dimensions, got [${w.shape}]`);
-  const [n, k] = w.shape;
-  const wt = fromFloat32(transpose2d(toFloat32(w), n, k), [k, n], g.dtype);
-  return g.op('MatMul', [input, g.weight(`${prefix}.weight`, wt)]);
+  return g.op('MatMul', [input, g.weight(`${prefix}.weight`, engineWeightTransposed(w, g.dtype, `tensor ${prefix}.weight`))]);
 }

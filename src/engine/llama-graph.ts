@@ -22,7 +22,8 @@
 import type { Tensor, Weights } from '../checkpoint/tensor.js';
 import type { PretrainedConfig } from '../model/config.js';
 import type { BuildConfig } from './build-config.js';
-import { fromFloat32, toFloat32 } from './dtype.js';
+import { fromFloat32 } from './dtype.js';
+import { type DeferredTensor, engineWeight } from './weight-convert.js';
 import { Graph, MS } from './graph.js';
 import { emitLinear, requireTensor } from './linear.js';
 import { isInt8KvCache, kvPastToFloat, kvPresentToInt8 } from '../quantization/onnx-kv-cache.js';
@@ -102,9 +103,8 @@ function cosSinCaches(config: PretrainedConfig, maxSeq: number, dtype: 'float32'
   return { cos: fromFloat32(cos, [maxSeq, half], dtype), sin: fromFloat32(sin, [maxSeq, half], dtype) };
 }
 
-function floatWeight(weights: Weights, name: string, dtype: 'float32' | 'float16'): Tensor {
-  const t = requireTensor(weights, name);
-  return fromFloat32(toFloat32(t), t.shape, dtype);
+function floatWeight(weights: Weights, name: string, dtype: 'float32' | 'float16'): DeferredTensor {
+  return engineWeight(requireTensor(weights, name), dtype, `tensor ${name}`);
 }
 
 /** Builds the segment graphs of one rank. Weights go to `wf`; returns the graphs in execution order. */
@@ -176,7 +176,7 @@ export function buildLlamaSegments(config: PretrainedConfig, rank: number, weigh
   if (!sh.first) resid = fromF32(g.input('hidden_in', 'float32', ['batch', 'seq', H]));
   else {
     const emb = requireTensor(weights, 'transformer.vocab_embedding.weight');
-    const embW = g.weight('transformer.vocab_embedding.weight', fromFloat32(toFloat32(emb), emb.shape, dt));
+    const embW = g.weight('transformer.vocab_embedding.weight', engineWeight(emb, dt, 'tensor transformer.vocab_embedding.weight'));
     const ids = shared('input_ids');
     if (config.use_parallel_embedding && sh.tp > 1) {
       if (config.embedding_sharding_dim !== 0) throw new Error('vocab-parallel embedding: only embedding_sharding_dim 0 is supported');

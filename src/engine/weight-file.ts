@@ -1,14 +1,31 @@
 // One rank's weights as ONNX external data: a single file, each tensor at an offset aligned to 64 KiB
 // so onnxruntime can memory-map it (64 KiB is the largest mapping granularity it meets, Windows').
+//
+// Writing streams: the file is produced front to back in chunks; deferred tensors (weight-convert.ts)
+// are converted straight into the chunk that holds their final offset. While the main thread fills the
+// next chunk, the previous ones are written by libuv's thread pool and hashed (sha256, for the engine's
+// manifest) by a worker thread, so converting, writing and hashing overlap.
 
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
 import type { ExternalRef } from './onnx-proto.js';
+import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
+import type { Tensor } from '../checkpoint/tensor.js';
+import { traceSpan } from '../util/trace.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
 
+/** Bytes per chunk of the file; a few are in flight at once. */
+const CHUNK = 8 << 20;
+const RING = 4;
+/** Below this the file is hashed on the main thread (a worker's start costs more than it saves). */
+const WORKER_HASH_MIN = 64 << 20;
+
+interface Entry { name: string; offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
+
 export class WeightFile {
-  private entries: { name: string; data: Uint8Array; offset: number }[] = [];
+  private entries: Entry[] = [];
   private byName = new Map<string, ExternalRef>();
   size = 0;
   /** Bytes of tensor data (the file less its alignment padding). */
@@ -16,38 +33,246 @@ export class WeightFile {
 
   constructor(readonly location: string) {}
 
-  /** Reserves a slot for `data` (once per name: segments sharing a weight share its bytes). */
-  add(name: string, data: Uint8Array): ExternalRef {
+  /**
+   * Reserves a slot for the tensor's bytes (once per name: segments sharing a weight share its bytes).
+   * Deferred tensors are converted only when the file is written.
+   */
+  add(name: string, data: Uint8Array | DeferredTensor): ExternalRef {
     const known = this.byName.get(name);
     if (known) return known;
+    const length = isDeferred(data as Tensor | DeferredTensor) ? (data as DeferredTensor).byteLength : (data as Uint8Array).length;
     const offset = Math.ceil(this.size / WEIGHT_ALIGN) * WEIGHT_ALIGN;
-    const ref = { location: this.location, offset, length: data.length };
-    this.entries.push({ name, data, offset });
+    const ref = { location: this.location, offset, length };
+    this.entries.push(data instanceof Uint8Array ? { name, offset, length, data } : { name, offset, length, deferred: data as DeferredTensor });
     this.byName.set(name, ref);
-    this.size = offset + data.length;
-    this.dataBytes += data.length;
+    this.size = offset + length;
+    this.dataBytes += length;
     return ref;
   }
 
   /** Writes the file and returns its sha256 (recorded in the engine config to detect damage). */
-  async write(path: string): Promise<string> {
+  async write(path: string, opts: { chunkBytes?: number; workerHashMin?: number } = {}): Promise<string> {
+    return traceSpan('weights.write', () => this.writeFile(path, opts), { bytes: this.size, tensors: this.entries.length });
+  }
+
+  private async writeFile(path: string, opts: { chunkBytes?: number; workerHashMin?: number }): Promise<string> {
     const fh = await open(path, 'w');
-    const hash = createHash('sha256');
+    const hasher = this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? new WorkerHasher() : new InlineHasher();
+    const out = new ChunkWriter(fh, hasher, opts.chunkBytes ?? CHUNK);
     try {
-      let pos = 0;
       for (const e of this.entries) {
-        if (e.offset > pos) {
-          const pad = new Uint8Array(e.offset - pos);
-          hash.update(pad);
-          await fh.write(pad, 0, pad.length, pos);
-        }
-        hash.update(e.data);
-        await fh.write(e.data, 0, e.data.length, e.offset);
-        pos = e.offset + e.data.length;
+        await out.zeros(e.offset - out.pos);
+        if (e.data) await out.bytes(e.data);
+        else await out.deferred(e.deferred!);
       }
+      await out.flush();
+      await out.drain();
+      return await hasher.digest();
+    } catch (err) {
+      await out.drain().catch(() => undefined);
+      throw err;
     } finally {
+      out.release();
+      hasher.close();
       await fh.close();
     }
-    return hash.digest('hex');
+  }
+}
+
+interface Hasher {
+  update(buf: Uint8Array): Promise<void>;
+  digest(): Promise<string>;
+  close(): void;
+}
+
+class InlineHasher implements Hasher {
+  private h = createHash('sha256');
+  async update(buf: Uint8Array): Promise<void> { this.h.update(buf); }
+  async digest(): Promise<string> { return this.h.digest('hex'); }
+  close(): void {}
+}
+
+// The worker hashes views of the shared chunk buffers in the order they are posted. Each buffer is
+// sent once and then named by its index: posting a SharedArrayBuffer is far dearer than a few numbers.
+const HASH_WORKER = `
+const { parentPort } = require('node:worker_threads');
+const h = require('node:crypto').createHash('sha256');
+const bufs = [];
+parentPort.on('message', (m) => {
+  if (m.sab) { bufs[m.reg] = m.sab; return; }
+  if (m.digest) parentPort.postMessage({ id: m.id, hex: h.digest('hex') });
+  else { h.update(new Uint8Array(bufs[m.b], m.off, m.len)); parentPort.postMessage({ id: m.id }); }
+});`;
+
+class WorkerHasher implements Hasher {
+  private w = new Worker(HASH_WORKER, { eval: true });
+  private next = 0;
+  private waiting = new Map<number, { resolve: (v: string) => void; reject: (e: Error) => void }>();
+  private failed: Error | undefined;
+  private known = new Map<ArrayBufferLike, number>();
+
+  constructor() {
+    this.w.on('message', (m: { id: number; hex?: string }) => {
+      const p = this.waiting.get(m.id);
+      this.waiting.delete(m.id);
+      p?.resolve(m.hex ?? '');
+    });
+    const fail = (e: Error) => {
+      this.failed = e;
+      for (const p of this.waiting.values()) p.reject(e);
+      this.waiting.clear();
+    };
+    this.w.on('error', fail);
+    this.w.on('exit', (code) => { if (this.waiting.size) fail(new Error(`hash worker exited (code ${code})`)); });
+  }
+
+  private call(msg: object): Promise<string> {
+    if (this.failed) return Promise.reject(this.failed);
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.w.postMessage({ ...msg, id });
+    });
+  }
+
+  async update(buf: Uint8Array): Promise<void> {
+    if (!(buf.buffer instanceof SharedArrayBuffer)) throw new Error('hash worker: chunk is not shared memory');
+    let b = this.known.get(buf.buffer);
+    if (b === undefined) {
+      b = this.known.size;
+      this.known.set(buf.buffer, b);
+      this.w.postMessage({ reg: b, sab: buf.buffer });
+    }
+    await this.call({ b, off: buf.byteOffset, len: buf.length });
+  }
+
+  digest(): Promise<string> { return this.call({ digest: true }); }
+  close(): void { void this.w.terminate(); }
+}
+
+/**
+ * Fills shared chunk buffers with consecutive bytes of the file and hands each full one to the writer
+ * and the hasher. A chunk's bytes sit at buffer offsets congruent to their file offsets modulo 8, so
+ * tensors can be converted into it through 16- and 32-bit views.
+ */
+class ChunkWriter {
+  /** File offset of the next byte. */
+  pos = 0;
+  private ring: { buf: Uint8Array; busy: Promise<void> }[] = [];
+  private slot = 0;
+  private cur: Uint8Array;
+  /** File offset of the current chunk's first byte, and that byte's offset in `cur`. */
+  private base = 0;
+  private lead = 0;
+
+  private releaseBuffers: () => void;
+
+  constructor(private fh: FileHandle, private hasher: Hasher, chunkBytes: number) {
+    const { bufs, release } = chunkBuffers(RING, chunkBytes + 8);
+    this.releaseBuffers = release;
+    for (const buf of bufs) this.ring.push({ buf, busy: Promise.resolve() });
+    this.cur = this.ring[0].buf;
+  }
+
+  /** Gives the buffers back (after drain()). */
+  release(): void {
+    this.releaseBuffers();
+  }
+
+  private get used(): number { return this.lead + (this.pos - this.base); }
+  private get room(): number { return this.cur.length - this.used; }
+
+  async zeros(n: number): Promise<void> {
+    while (n > 0) {
+      if (this.room === 0) await this.flush();
+      const k = Math.min(n, this.room);
+      this.cur.fill(0, this.used, this.used + k);
+      this.pos += k;
+      n -= k;
+    }
+  }
+
+  async bytes(data: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < data.length) {
+      if (this.room === 0) await this.flush();
+      const k = Math.min(data.length - at, this.room);
+      this.cur.set(data.subarray(at, at + k), this.used);
+      this.pos += k;
+      at += k;
+    }
+  }
+
+  async deferred(t: DeferredTensor): Promise<void> {
+    if (t.byteLength === 0) return;
+    const rows = deferredRows(t);
+    const rowBytes = t.byteLength / rows;
+    let r = 0;
+    while (r < rows) {
+      let fit = Math.floor(this.room / rowBytes);
+      if (fit === 0) {
+        if (this.used > this.lead) {
+          await this.flush();
+          continue;
+        }
+        // A single row larger than a chunk: convert it on its own.
+        const one = new Uint8Array(rowBytes);
+        t.fill(one, r, r + 1);
+        await this.bytes(one);
+        r++;
+        continue;
+      }
+      // Whole groups of 8 rows keep the transposes on their SIMD path (half-simd.ts): rather than a
+      // sliver of under 8 rows at the end of a chunk, the tensor continues in the next one.
+      if (fit < rows - r) {
+        if (fit >= 8) fit -= fit % 8;
+        else if (this.used > this.lead) {
+          await this.flush();
+          continue;
+        }
+      }
+      fit = Math.min(fit, rows - r);
+      const at = this.used;
+      t.fill(this.cur.subarray(at, at + fit * rowBytes), r, r + fit);
+      this.pos += fit * rowBytes;
+      r += fit;
+      if (this.room < rowBytes) await this.flush();
+    }
+  }
+
+  /** Sends the current chunk and waits until the next buffer is free. */
+  async flush(): Promise<void> {
+    await this.send();
+  }
+
+  private send(): Promise<void> {
+    const len = this.pos - this.base;
+    const slot = this.ring[this.slot];
+    if (len > 0) {
+      const view = slot.buf.subarray(this.lead, this.lead + len);
+      const at = this.base;
+      slot.busy = Promise.all([this.writeAll(view, at), this.hasher.update(view)]).then(() => undefined);
+      // Rejections are collected by drain(); keep them from surfacing as unhandled meanwhile.
+      slot.busy.catch(() => undefined);
+    }
+    this.slot = (this.slot + 1) % this.ring.length;
+    const next = this.ring[this.slot];
+    this.base = this.pos;
+    this.lead = this.pos % 8;
+    this.cur = next.buf;
+    return next.busy;
+  }
+
+  private async writeAll(view: Uint8Array, at: number): Promise<void> {
+    let done = 0;
+    while (done < view.length) {
+      const { bytesWritten } = await this.fh.write(view, done, view.length - done, at + done);
+      done += bytesWritten;
+    }
+  }
+
+  /** Waits for every chunk in flight (and fails with the first error among them). */
+  async drain(): Promise<void> {
+    await Promise.all(this.ring.map((s) => s.busy));
   }
 }

@@ -1,6 +1,8 @@
 // Commands that need several ranks start them themselves (like `trtllm-build --workers`): outside a
 // world the same CLI invocation is re-executed under the launcher with n ranks; inside one (tprun -n,
 // mpirun, srun) the command joins it.
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
 import { initWorld } from '../rank/world.js';
@@ -55,7 +57,19 @@ export async function runDistributed(n: number, body: (world: World) => Promise<
     }
     return inWorld(body);
   }
-  if (n === 1) return inWorld(body);
+  if (n === 1) {
+    // Alone there is no launcher to merge spans: this process writes the trace itself at exit.
+    if (opts.trace) {
+      const dir = dirname(resolve(opts.trace));
+      try {
+        accessSync(dir, fsConstants.W_OK);
+      } catch {
+        throw Object.assign(new Error(`--trace ${opts.trace}: directory ${dir} does not exist or is not writable`), { exitCode: 2 });
+      }
+      process.env.TPRUN_TRACE = opts.trace;
+    }
+    return inWorld(body);
+  }
   // Loaded only here: ranks that merely join a world never pay for the launcher (execa etc.).
   const { launch } = await import('./launch.js');
   const code = await launch({

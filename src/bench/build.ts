@@ -1,0 +1,140 @@
+// `tprun bench build`: `build --model` (HF directory → engine, one step) and `convert` of a generated
+// LLaMA-shaped checkpoint, each next to `cp -r` of the same files, interleaved in the same run from the
+// same warm page cache (median of --reps). The build's phases (load / build / save) come from its own
+// --trace, so a slow build says where its time went.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import type { CommandModule } from 'yargs';
+
+interface Args {
+  preset: string;
+  layers?: number;
+  model?: string;
+  tp: number;
+  'convert-tp': number;
+  dtype: 'float32' | 'float16';
+  reps: number;
+  workdir?: string;
+}
+
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+interface Timing { seconds: number; cpuSeconds: number }
+
+/** Wall and CPU (user + system of the command and its children) seconds of one run. */
+async function timed(file: string, args: string[], env: Record<string, string | undefined> = {}): Promise<Timing> {
+  await execa('sync');
+  const cpu0 = childrenCpu();
+  const t0 = performance.now();
+  const r = await execa(file, args, { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', env: { TPRUN_TRACE: undefined, ...env } });
+  const seconds = (performance.now() - t0) / 1000;
+  if (r.failed) throw new Error(`${path.basename(file)} ${args.join(' ')} failed (${r.exitCode ?? r.signal}): ${String(r.stderr).trim().split('\n').pop()}`);
+  return { seconds, cpuSeconds: childrenCpu() - cpu0 };
+}
+
+/**
+ * CPU seconds of this process's waited-for children so far (cutime + cstime of /proc/self/stat, in
+ * USER_HZ = 100 ticks on every Linux ABI): on a shared machine the CPU a tool burns says more than
+ * its wall time. NaN without /proc.
+ */
+function childrenCpu(): number {
+  try {
+    const f = fs.readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+    return (Number(f[13]) + Number(f[14])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+function dirBytes(dir: string): number {
+  let n = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size;
+  }
+  return n;
+}
+
+/** Durations (seconds) of the top-level spans of a Chrome trace, by name. */
+function phases(traceFile: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  try {
+    const t = JSON.parse(fs.readFileSync(traceFile, 'utf8')) as { traceEvents: { ph: string; name: string; dur?: number }[] };
+    for (const e of t.traceEvents) if (e.ph === 'X' && e.dur !== undefined) out[e.name] = (out[e.name] ?? 0) + e.dur / 1e6;
+  } catch {
+    // no trace: the phases are simply not reported
+  }
+  return out;
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'build',
+  describe: 'build --model and convert of a generated checkpoint against cp -r of the same files',
+  builder: (y) => y
+    .option('preset', { type: 'string', default: 'tinyllama-1.1b', describe: 'model to generate (see tprun gen-checkpoint)' })
+    .option('layers', { type: 'number', describe: 'override the preset\'s layer count' })
+    .option('model', { type: 'string', describe: 'use this existing Hugging Face directory instead of generating one' })
+    .option('tp', { type: 'number', default: 1, describe: 'ranks of the engine build' })
+    .option('convert-tp', { type: 'number', default: 2, describe: 'ranks of the conversion' })
+    .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float16' as const, describe: 'engine dtype' })
+    .option('reps', { type: 'number', default: 3, describe: 'timed repetitions of each, interleaved' })
+    .option('workdir', { type: 'string', describe: 'where to put the files (default: a temp dir, removed at the end)' }) as never,
+  handler: async (a) => {
+    const work = fs.mkdtempSync(path.join(a.workdir ?? os.tmpdir(), 'tprun-bench-build-'));
+    try {
+      let model = a.model ? path.resolve(a.model) : undefined;
+      if (!model) {
+        const { generateCheckpoint } = await import('../checkpoint/generate.js');
+        model = path.join(work, 'model');
+        const t0 = performance.now();
+        const g = generateCheckpoint({ preset: a.preset, out: model, layers: a.layers });
+        process.stdout.write(JSON.stringify({ bench: 'build', phase: 'generate', preset: a.preset, bytes: g.bytes, seconds: (performance.now() - t0) / 1000 }) + '\n');
+      }
+      const modelBytes = dirBytes(model);
+      // Warm the page cache so every tool reads from memory alike.
+      for (const f of fs.readdirSync(model)) await execa('cat', [path.join(model, f)], { stdout: 'ignore' });
+      const cp: Timing[] = [], build: Timing[] = [], conv: Timing[] = [];
+      const buildPhases: Record<string, number>[] = [];
+      let engineBytes = 0, checkpointBytes = 0;
+      for (let i = 0; i < a.reps; i++) {
+        const cpOut = path.join(work, `cp${i}`);
+        cp.push(await timed('cp', ['-r', model, cpOut]));
+        fs.rmSync(cpOut, { recursive: true, force: true });
+        const engine = path.join(work, `engine${i}`);
+        const trace = path.join(work, `trace${i}.json`);
+        build.push(await timed(process.execPath, [CLI, 'build', '--model', model, '--tp', String(a.tp), '--dtype', a.dtype, '--out', engine, '--quiet', '--trace', trace]));
+        buildPhases.push(phases(trace));
+        engineBytes = dirBytes(engine);
+        fs.rmSync(engine, { recursive: true, force: true });
+        const ckpt = path.join(work, `ckpt${i}`);
+        conv.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a['convert-tp']), '--out', ckpt]));
+        checkpointBytes = dirBytes(ckpt);
+        fs.rmSync(ckpt, { recursive: true, force: true });
+      }
+      const med = (xs: Timing[], k: keyof Timing = 'seconds') => median(xs.map((x) => x[k]));
+      const names = [...new Set(buildPhases.flatMap((p) => Object.keys(p)))];
+      const result = {
+        bench: 'build', preset: a.model ? undefined : a.preset, model_bytes: modelBytes, reps: a.reps,
+        cp_seconds: med(cp),
+        build: { tp: a.tp, dtype: a.dtype, seconds: med(build), ratio: med(build) / med(cp), cpu_seconds: med(build, 'cpuSeconds'), engine_bytes: engineBytes,
+          phases_seconds: Object.fromEntries(names.map((n) => [n, median(buildPhases.map((p) => p[n] ?? 0))])) },
+        convert: { tp: a['convert-tp'], seconds: med(conv), ratio: med(conv) / med(cp), cpu_seconds: med(conv, 'cpuSeconds'), checkpoint_bytes: checkpointBytes },
+        cp_cpu_seconds: med(cp, 'cpuSeconds'),
+        all: { cp, build, convert: conv },
+      };
+      process.stdout.write(JSON.stringify(result) + '\n');
+    } finally {
+      fs.rmSync(work, { recursive: true, force: true });
+    }
+  },
+};
+export default command;

@@ -1,0 +1,357 @@
+// bfloat16/float16 → float16 in WebAssembly SIMD, plain and transposed (a linear's [N, K] → [K, N]).
+// V8 does not vectorize typed-array loops; eight lanes at a time, with the transpose done in registers
+// (8×8 tiles, three rounds of shuffles), costs about a third of the JavaScript loop's CPU time (measured
+// 1.3–1.7 vs 3.7–4.7 ns per element on the shared 2-core machine).
+//
+// The common case is arithmetic: a bf16 with a float16-normal exponent becomes
+// sign | (bits - (112 << 7)) << 3 (the 7 mantissa bits fit float16's 10 exactly). A vector (plain) or
+// 8×8 tile (transposed) with any lane outside that range (float16 subnormals, overflow, inf, NaN) goes
+// through the 65536-entry table of weight-convert.ts instead, so the bytes are the reference path's in
+// every case. For float16 sources every non-NaN value maps to itself.
+//
+// The module is written out byte by byte like src/rank/simd.ts (no WAT toolchain for a few loops).
+// Opcodes: WebAssembly core spec §5.4 and the fixed-width SIMD proposal's binary encoding table.
+
+const leb = (n: number): number[] => {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n) b |= 0x80;
+    out.push(b);
+  } while (n);
+  return out;
+};
+/** Signed LEB128 (i32.const immediates). */
+const sleb = (n: number): number[] => {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && !(b & 0x40)) || (n === -1 && (b & 0x40))) { out.push(b); return out; }
+    out.push(b | 0x80);
+  }
+};
+const vec = (items: number[][]): number[] => [...leb(items.length), ...items.flat()];
+const str = (s: string): number[] => [...leb(s.length), ...Buffer.from(s)];
+const section = (id: number, body: number[]): number[] => [id, ...leb(body.length), ...body];
+
+// Instructions.
+const I32 = 0x7f, V128 = 0x7b;
+const get = (i: number) => [0x20, ...leb(i)];
+const set = (i: number) => [0x21, ...leb(i)];
+const tee = (i: number) => [0x22, ...leb(i)];
+const i32 = (v: number) => [0x41, ...sleb(v)];
+const add = [0x6a], sub = [0x6b], mul = [0x6c], geU = [0x4f], eqz = [0x45];
+const simd = (op: number, ...imm: number[]) => [0xfd, ...leb(op), ...imm];
+const vload = (offset = 0) => simd(0x00, 0, ...leb(offset));
+const vstore = (offset = 0) => simd(0x0b, 0, ...leb(offset));
+const splat16 = (v: number) => [...i32(v), ...simd(0x10)];
+const vand = simd(0x4e), vor = simd(0x50);
+const i16sub = simd(0x91), i16shl = simd(0x8b), i16ltU = simd(0x30), i16leU = simd(0x34), i16allTrue = simd(0x83);
+const shuffle = (lanes: number[]) => simd(0x0d, ...lanes);
+const call = (f: number) => [0x10, ...leb(f)];
+const load16u = (offset = 0) => [0x2f, 1, ...leb(offset)];
+const store16 = (offset = 0) => [0x3b, 1, ...leb(offset)];
+const block = (...body: number[][]) => [0x02, 0x40, ...body.flat(), 0x0b];
+const loop = (...body: number[][]) => [0x03, 0x40, ...body.flat(), 0x0b];
+const ifElse = (type: number, then: number[], els: number[]) => [0x04, type, ...then, 0x05, ...els, 0x0b];
+const brIf = (d: number) => [0x0d, ...leb(d)];
+const br = (d: number) => [0x0c, ...leb(d)];
+
+/** Memory layout: the two tables, a 16-byte scratch vector, then the arena JavaScript manages. */
+export const TABLE_BF16 = 0;
+export const TABLE_F16 = 131072;
+const SCRATCH = 262144;
+const FIXED = 262144 + 64;
+const MIN_PAGES = FIXED / 65536 + 1;
+/** wasm32 addresses 4 GiB; tensors that do not fit are converted in JavaScript. */
+const MAX_PAGES = 65536;
+
+const lanes16 = (pairs: number[][]) => pairs.flat();
+// Interleaves of two vectors' 16-, 32- and 64-bit lanes (low and high halves): the 8×8 transpose.
+const LO16 = lanes16([[0, 1, 16, 17], [2, 3, 18, 19], [4, 5, 20, 21], [6, 7, 22, 23]]);
+const HI16 = LO16.map((x) => x + 8);
+const LO32 = [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23];
+const HI32 = LO32.map((x) => x + 8);
+const LO64 = [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23];
+const HI64 = LO64.map((x) => x + 8);
+
+// Function indices.
+const F_SLOW = 0;
+type Kind = 'bf16' | 'f16';
+
+// Vector constants live in locals, set once per call (V8 does not hoist splats out of loops).
+const CONSTS = [0x7fff, 0x3880, 0x0f00, 0x8000, 0x3800, 0x7c00];
+const initConsts = (c: number) => CONSTS.flatMap((v, i) => [...splat16(v), ...set(c + i)]);
+
+/**
+ * Converts the vector in local `v` (scratch local `a`, constants from local `c`) and leaves the result
+ * on the stack: arithmetic when all 8 lanes are in range, else every lane through the table.
+ */
+const convert = (kind: Kind, v: number, a: number, c: number): number[] => kind === 'bf16'
+  ? [
+    ...get(v), ...get(c), ...vand, ...tee(a),
+    ...get(c + 1), ...i16sub, ...get(c + 2), ...i16ltU, ...i16allTrue,
+    ...ifElse(V128,
+      [...get(v), ...get(c + 3), ...vand, ...get(a), ...get(c + 4), ...i16sub, ...i32(3), ...i16shl, ...vor],
+      [...get(v), ...i32(TABLE_BF16), ...call(F_SLOW)]),
+  ]
+  : [
+    ...get(v), ...get(c), ...vand, ...get(c + 5), ...i16leU, ...i16allTrue,
+    ...ifElse(V128, get(v), [...get(v), ...i32(TABLE_F16), ...call(F_SLOW)]),
+  ];
+
+interface Func { type: number; locals: number[][]; code: number[] }
+
+function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, number][] } {
+  const types = [
+    [0x60, 2, V128, I32, 1, V128], // (v128, i32) -> v128
+    [0x60, 3, I32, I32, I32, 0], // (src, dst, n8)
+    [0x60, 6, I32, I32, I32, I32, I32, I32, 0], // (src, dst, rows, cols, k0, k1)
+  ];
+  // slow(v, table): every lane through the table. Locals: 2 = i.
+  const slow: Func = {
+    type: 0,
+    locals: [[1, I32]],
+    code: [
+      ...i32(SCRATCH), ...get(0), ...vstore(),
+      ...i32(0), ...set(2),
+      ...loop(
+        i32(SCRATCH), get(2), add,
+        get(1), i32(SCRATCH), get(2), add, load16u(), i32(1), [0x74], add, load16u(),
+        store16(),
+        get(2), i32(2), add, tee(2), i32(16), [0x49], brIf(0), // i < 16
+      ),
+      ...i32(SCRATCH), ...vload(),
+    ],
+  };
+  // map(src, dst, n8): n8 vectors. Locals: 3 = i (byte offset), 4 = end, 5 = v, 6 = a, 7.. constants.
+  const map = (kind: Kind): Func => ({
+    type: 1,
+    locals: [[2, I32], [2 + CONSTS.length, V128]],
+    code: [
+      ...initConsts(7),
+      ...get(2), ...i32(4), [0x74], ...set(4), // end = n8 * 16
+      ...block(loop(
+        get(3), get(4), geU, brIf(1),
+        get(1), get(3), add,
+        get(0), get(3), add, vload(), set(5), convert(kind, 5, 6, 7),
+        vstore(),
+        get(3), i32(16), add, set(3), br(0),
+      )),
+    ].flat(),
+  });
+  // trans(src, dst, rows, cols, k0, k1): rows % (8 * group) == 0, k0 and k1 multiples of 8. For each
+  // step of 8 columns, `group` 8×8 tiles stacked along the rows are done, so every destination row gets
+  // 16 * group contiguous bytes at once (with power-of-two strides, 16 bytes at a time thrash the cache).
+  // Locals: 6 = n0, 7 = k, 8 = p (source address), 9 = q (destination address), 10 = rowStride (cols*2),
+  // 11 = outStride (rows*2), 12..19 = v0..v7, 20..27 = t0..t7, 28.. constants.
+  const trans = (kind: Kind, group: number): Func => {
+    const V = (i: number) => 12 + i, T = (i: number) => 20 + i, C = 28;
+    // The 8 source vectors of the tile, converted by arithmetic; their in-range masks are ANDed (in T(1))
+    // so one test per tile decides, and the rare tile with a lane out of range is redone by the table.
+    const tile: number[] = [];
+    const rowAddr = (i: number) => [...get(8), ...(i ? [...get(10), ...i32(i), ...mul, ...add] : [])];
+    for (let i = 0; i < 8; i++) {
+      tile.push(...rowAddr(i), ...vload(), ...set(V(i)));
+      if (kind === 'bf16') {
+        tile.push(
+          ...get(V(i)), ...get(C), ...vand, ...set(T(0)),
+          ...get(T(0)), ...get(C + 1), ...i16sub, ...get(C + 2), ...i16ltU, ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)),
+          ...get(V(i)), ...get(C + 3), ...vand, ...get(T(0)), ...get(C + 4), ...i16sub, ...i32(3), ...i16shl, ...vor, ...set(V(i)),
+        );
+      } else {
+        tile.push(...get(V(i)), ...get(C), ...vand, ...get(C + 5), ...i16leU, ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)));
+      }
+    }
+    const redo: number[] = [];
+    for (let i = 0; i < 8; i++) redo.push(...rowAddr(i), ...vload(), ...i32(kind === 'bf16' ? TABLE_BF16 : TABLE_F16), ...call(F_SLOW), ...set(V(i)));
+    tile.push(...get(T(1)), ...i16allTrue, ...eqz, 0x04, 0x40, ...redo, 0x0b);
+    const sh = (mask: number[], a: number, b: number, out: number) => [...get(a), ...get(b), ...shuffle(mask), ...set(out)];
+    tile.push(
+      // 16-bit interleave of row pairs.
+      ...sh(LO16, V(0), V(1), T(0)), ...sh(HI16, V(0), V(1), T(1)), ...sh(LO16, V(2), V(3), T(2)), ...sh(HI16, V(2), V(3), T(3)),
+      ...sh(LO16, V(4), V(5), T(4)), ...sh(HI16, V(4), V(5), T(5)), ...sh(LO16, V(6), V(7), T(6)), ...sh(HI16, V(6), V(7), T(7)),
+      // 32-bit.
+      ...sh(LO32, T(0), T(2), V(0)), ...sh(HI32, T(0), T(2), V(1)), ...sh(LO32, T(1), T(3), V(2)), ...sh(HI32, T(1), T(3), V(3)),
+      ...sh(LO32, T(4), T(6), V(4)), ...sh(HI32, T(4), T(6), V(5)), ...sh(LO32, T(5), T(7), V(6)), ...sh(HI32, T(5), T(7), V(7)),
+      // 64-bit: columns.
+      ...sh(LO64, V(0), V(4), T(0)), ...sh(HI64, V(0), V(4), T(1)), ...sh(LO64, V(1), V(5), T(2)), ...sh(HI64, V(1), V(5), T(3)),
+      ...sh(LO64, V(2), V(6), T(4)), ...sh(HI64, V(2), V(6), T(5)), ...sh(LO64, V(3), V(7), T(6)), ...sh(HI64, V(3), V(7), T(7)),
+    );
+    for (let j = 0; j < 8; j++) tile.push(...get(9), ...(j ? [...get(11), ...i32(j), ...mul, ...add] : []), ...get(T(j)), ...vstore());
+    const tiles: number[] = [];
+    for (let g = 0; g < group; g++) {
+      tiles.push(
+        // p = src + ((n0 + 8g) * cols + k) * 2;  q = dst + ((k - k0) * rows + n0 + 8g) * 2
+        ...get(0), ...get(6), ...(g ? [...i32(8 * g), ...add] : []), ...get(3), ...mul, ...get(7), ...add, ...i32(1), 0x74, ...add, ...set(8),
+        ...get(1), ...get(7), ...get(4), ...sub, ...get(2), ...mul, ...get(6), ...add, ...(g ? [...i32(8 * g), ...add] : []), ...i32(1), 0x74, ...add, ...set(9),
+        ...tile,
+      );
+    }
+    return {
+      type: 2,
+      locals: [[6, I32], [16 + CONSTS.length, V128]],
+      code: [
+        ...initConsts(C),
+        ...get(3), ...i32(1), [0x74], ...set(10),
+        ...get(2), ...i32(1), [0x74], ...set(11),
+        ...i32(0), ...set(6),
+        ...block(loop(
+          get(6), get(2), geU, brIf(1),
+          get(4), set(7),
+          block(loop(
+            get(7), get(5), geU, brIf(1),
+            tiles,
+            get(7), i32(8), add, set(7), br(0),
+          )),
+          get(6), i32(8 * group), add, set(6), br(0),
+        )),
+      ].flat(),
+    };
+  };
+  const funcs = [slow, map('bf16'), map('f16'), trans('bf16', 1), trans('f16', 1), trans('bf16', 4), trans('f16', 4)];
+  const names = ['map_bf16', 'map_f16', 'trans_bf16', 'trans_f16', 'trans4_bf16', 'trans4_f16'];
+  return { types, funcs, exports: names.map((n, i) => [n, i + 1]) };
+}
+
+function moduleBytes(): Uint8Array<ArrayBuffer> {
+  const { types, funcs, exports } = funcBodies();
+  const body = (f: { locals: number[][]; code: number[] }) => {
+    const inner = [...vec(f.locals.map(([n, t]) => [...leb(n), t])), ...f.code, 0x0b];
+    return [...leb(inner.length), ...inner];
+  };
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
+    ...section(1, vec(types)),
+    // The memory is imported and shared, so the file writer's chunk buffers can live in it (a
+    // SharedArrayBuffer the hash worker reads) and tensors are converted straight into them.
+    ...section(2, vec([[...str('env'), ...str('mem'), 0x02, 0x03, ...leb(MIN_PAGES), ...leb(MAX_PAGES)]])),
+    ...section(3, vec(funcs.map((f) => leb(f.type)))),
+    ...section(7, vec(exports.map(([n, i]) => [...str(n), 0x00, ...leb(i)]))),
+    ...section(10, vec(funcs.map(body))),
+  ]);
+}
+
+type MapFn = (src: number, dst: number, n8: number) => void;
+type TransFn = (src: number, dst: number, rows: number, cols: number, k0: number, k1: number) => void;
+
+const align = (n: number, a = 64) => Math.ceil(n / a) * a;
+
+/**
+ * One instance per process. Its memory holds the tables, the file writer's chunk ring (lent to one
+ * writer at a time) and an arena where the tensor being converted is staged.
+ */
+export class HalfSimd {
+  private mem: WebAssembly.Memory;
+  private fns: { map_bf16: MapFn; map_f16: MapFn; trans_bf16: TransFn; trans_f16: TransFn; trans4_bf16: TransFn; trans4_f16: TransFn };
+  /** The source tensor whose bytes are in the arena (transposes read it whole, chunk after chunk). */
+  private staged: object | undefined;
+  /** Start of the arena: after the tables and the ring. */
+  private arena = FIXED;
+  private ringLent = false;
+  /** ArrayBuffer objects (one per growth of the memory) of the views handed out: all this memory. */
+  private own = new WeakSet<ArrayBufferLike>();
+
+  private constructor(mem: WebAssembly.Memory, inst: WebAssembly.Instance, bf16: Uint16Array, f16: Uint16Array) {
+    this.mem = mem;
+    this.fns = inst.exports as never;
+    new Uint16Array(this.mem.buffer, TABLE_BF16, 65536).set(bf16);
+    new Uint16Array(this.mem.buffer, TABLE_F16, 65536).set(f16);
+  }
+
+  /** undefined where the runtime has no wasm SIMD (or shared memory): callers convert in JavaScript. */
+  static create(bf16Table: Uint16Array, f16Table: Uint16Array): HalfSimd | undefined {
+    try {
+      const mem = new WebAssembly.Memory({ initial: MIN_PAGES, maximum: MAX_PAGES, shared: true } as WebAssembly.MemoryDescriptor);
+      const inst = new WebAssembly.Instance(new WebAssembly.Module(moduleBytes()), { env: { mem } });
+      return new HalfSimd(mem, inst, bf16Table, f16Table);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Makes [0, end) addressable; false when that is beyond wasm32's reach. */
+  private reserve(end: number): boolean {
+    if (end > MAX_PAGES * 65536) return false;
+    const have = this.mem.buffer.byteLength;
+    if (end <= have) return true;
+    try {
+      this.mem.grow(Math.ceil((end - have) / 65536));
+      return true;
+    } catch {
+      return false; // no memory to commit (a ulimit, say): the caller converts in JavaScript
+    }
+  }
+
+  private bytes(at: number, n: number): Uint8Array {
+    const buf = this.mem.buffer;
+    this.own.add(buf);
+    return new Uint8Array(buf, at, n);
+  }
+
+  /** Where `view` lies in this memory, or -1 when it is other memory. */
+  private addressOf(view: Uint8Array): number {
+    return this.own.has(view.buffer) ? view.byteOffset : -1;
+  }
+
+  /**
+   * `count` shared buffers of `bytes` each inside this memory, for the weight file's chunks; undefined
+   * while another writer holds them. Give them back with returnRing().
+   */
+  lendRing(count: number, bytes: number): Uint8Array[] | undefined {
+    if (this.ringLent) return undefined;
+    const stride = align(bytes);
+    if (!this.reserve(FIXED + count * stride)) return undefined;
+    this.ringLent = true;
+    this.arena = Math.max(this.arena, FIXED + count * stride);
+    this.staged = undefined;
+    return Array.from({ length: count }, (_, i) => this.bytes(FIXED + i * stride, bytes));
+  }
+
+  returnRing(): void {
+    this.ringLent = false;
+  }
+
+  /**
+   * 16-bit elements → dst (`bytes` of them), the source written into the arena by `stage`; false when
+   * it did not fit (then nothing was written).
+   */
+  map(kind: 'bfloat16' | 'float16', stage: (into: Uint8Array) => void, bytes: number, dst: Uint8Array): boolean {
+    const n = bytes;
+    if (n % 16) throw new Error('HalfSimd.map: a whole number of 8-element vectors is required');
+    const direct = this.addressOf(dst);
+    if (!this.reserve(this.arena + (direct < 0 ? 2 * n : n))) return false;
+    this.staged = undefined;
+    stage(this.bytes(this.arena, n));
+    const out = direct < 0 ? this.arena + n : direct;
+    (kind === 'bfloat16' ? this.fns.map_bf16 : this.fns.map_f16)(this.arena, out, n / 16);
+    if (direct < 0) dst.set(this.bytes(out, n));
+    return true;
+  }
+
+  /**
+   * Rows [k0, k1) of the transpose of `src` ([rows, cols] 16-bit elements) into dst; rows % 8 == 0,
+   * k0 % 8 == 0, k1 % 8 == 0. The source is staged once (by `stage`, writing its bytes into the arena)
+   * and reused while the same `key` is asked for.
+   * false when it did not fit (then nothing was written).
+   */
+  trans(kind: 'bfloat16' | 'float16', key: object, stage: (into: Uint8Array) => void, rows: number, cols: number, k0: number, k1: number, dst: Uint8Array): boolean {
+    const srcBytes = rows * cols * 2;
+    const outBytes = (k1 - k0) * rows * 2;
+    const direct = this.addressOf(dst);
+    const scratch = this.arena + align(srcBytes);
+    if (!this.reserve(scratch + (direct < 0 ? outBytes : 0))) return false;
+    if (this.staged !== key) {
+      this.staged = undefined;
+      stage(this.bytes(this.arena, srcBytes));
+      this.staged = key;
+    }
+    const out = direct < 0 ? scratch : direct;
+    const f = rows % 32 ? (kind === 'bfloat16' ? this.fns.trans_bf16 : this.fns.trans_f16) : (kind === 'bfloat16' ? this.fns.trans4_bf16 : this.fns.trans4_f16);
+    f(this.arena, out, rows, cols, k0, k1);
+    if (direct < 0) dst.set(this.bytes(out, outBytes));
+    return true;
+  }
+}

@@ -1,0 +1,55 @@
+// A rank's shard for `build --model` whose tensors are read only when the engine's weight file is
+// written: each is read once, straight from the checkpoint into the buffer it is converted from, instead
+// of being loaded whole into fresh memory first (which doubled the memory traffic and held the whole
+// model in RSS). The tensors are those of LlamaForCausalLM.fromSource (same plan, same reads, same cast).
+
+import type { PretrainedConfig } from '../model/config.js';
+import type { DType, Tensor, Weights } from '../checkpoint/tensor.js';
+import { LlamaForCausalLM } from '../model/llama.js';
+import { castTensor } from '../checkpoint/dtype.js';
+import { planRank, rankSource } from '../checkpoint/shard.js';
+import { type TensorSource, readSelection, readSelectionRows } from '../checkpoint/source.js';
+import type { ModelShard } from './engine.js';
+
+/** A tensor whose bytes are read on access; `readRows` reads rows of dim 0 into a caller's buffer. */
+export interface LazyTensor extends Tensor {
+  /** Rows [r0, r1) of dim 0 (elements, for 1-D) in this tensor's dtype, into dest from offset 0. */
+  readRows(r0: number, r1: number, dest: Uint8Array): void;
+}
+
+export function isLazy(t: Tensor): t is LazyTensor {
+  return typeof (t as LazyTensor).readRows === 'function';
+}
+
+/**
+ * The shard of `rank`, read lazily from `source` (left open: the process that builds an engine exits
+ * after saving it). Checks everything fromSource checks before any byte is read.
+ */
+export function lazyShard(whole: TensorSource, config: PretrainedConfig, rank: number, opts: { clamp?: boolean } = {}): ModelShard {
+  const model = new LlamaForCausalLM(config, rank); // validates the mapping and heads
+  const weights: Weights = new Map();
+  // A pipeline stage's view: its own layers, renumbered from 0, and the ends of the model it owns.
+  const source = rankSource(whole, config, rank);
+  for (const e of planRank(source, config, rank)) {
+    const srcDtype: DType = source.info(e.name).dtype;
+    const what = `${source.where}: tensor ${e.name}`;
+    const t: LazyTensor = {
+      dtype: e.dtype,
+      shape: e.shape,
+      get data(): Uint8Array {
+        return castTensor(readSelection(source, e.name, e.sel), e.dtype, { clamp: opts.clamp, what }).data;
+      },
+      readRows(r0: number, r1: number, dest: Uint8Array): void {
+        if (srcDtype !== e.dtype) {
+          // A cast: through the whole-tensor path (rare: a tensor stored in another dtype than the model's).
+          const rowBytes = dest.length / (r1 - r0);
+          dest.set(this.data.subarray(r0 * rowBytes, r1 * rowBytes));
+          return;
+        }
+        readSelectionRows(source, e.name, e.sel, r0, r1, dest);
+      },
+    };
+    weights.set(e.name, t);
+  }
+  return { config: model.config, rank, weights };
+}

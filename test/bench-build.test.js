@@ -1,0 +1,21 @@
+// Smoke test of `tprun bench build` on the embedded model: one JSON result with the cp anchor, the
+// build and convert timings and ratios, and the build's phases (no timing thresholds: speed is measured
+// by the benchmark, never asserted here).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MODEL, tprun } from './helpers/engine.js';
+
+test('bench build on the embedded model prints its JSON result', async () => {
+  const r = await tprun(['bench', 'build', '--model', MODEL, '--reps', '1', '--convert-tp', '2'], { timeoutMs: 300000 });
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const res = lines.find((l) => l.bench === 'build' && l.cp_seconds !== undefined);
+  assert.ok(res, r.stdout);
+  assert.ok(res.model_bytes > 0);
+  for (const k of ['build', 'convert']) {
+    assert.ok(res[k].seconds > 0 && Number.isFinite(res[k].ratio), `${k}: ${JSON.stringify(res[k])}`);
+  }
+  assert.ok(res.build.engine_bytes > 0 && res.convert.checkpoint_bytes > 0);
+  assert.equal(res.build.dtype, 'float16');
+  for (const p of ['load', 'build', 'save']) assert.ok(res.build.phases_seconds[p] >= 0, `phase ${p}`);
+});

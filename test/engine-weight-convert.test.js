@@ -1,0 +1,138 @@
+// Engine weight conversion (bf16/fp16/fp32 → the engine dtype, plain and transposed) and the streaming
+// weight-file writer: bytes equal to the reference float path (toFloat32 → transpose2d → fromFloat32)
+// for every 16-bit bit pattern, in chunks of any row range, with SIMD on and off.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { engineWeight, engineWeightTransposed, materialize, useSimd } from '../dist/engine/weight-convert.js';
+import { fromFloat32, toFloat32, transpose2d } from '../dist/engine/dtype.js';
+import { WeightFile, WEIGHT_ALIGN } from '../dist/engine/weight-file.js';
+
+function tensorOf(dtype, shape, words) {
+  const data = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+  return { dtype, shape, data };
+}
+
+/** Every 16-bit pattern, in a [rows, cols] tensor (patterns repeat when rows*cols > 65536). */
+function allPatterns(dtype, rows, cols, shift = 0) {
+  const w = new Uint16Array(rows * cols);
+  for (let i = 0; i < w.length; i++) w[i] = (i * 40503 + shift) & 0xffff;
+  return tensorOf(dtype, [rows, cols], w);
+}
+
+function f32Specials(rows, cols) {
+  const f = new Float32Array(rows * cols);
+  const special = [0, -0, 1, -1, 65504, 65520, -65520, 1e5, -1e5, Infinity, -Infinity, NaN, 6e-8, 3e-8, 2.9e-8, 1e-45, -6.1e-5, 5.96e-8, 0.1, 1 / 3];
+  for (let i = 0; i < f.length; i++) f[i] = i < special.length ? special[i] : Math.sin(i) * 10 ** ((i % 13) - 8);
+  return tensorOf('float32', [rows, cols], f);
+}
+
+const reference = (t, dt) => fromFloat32(toFloat32(t), t.shape, dt).data;
+const referenceT = (t, dt) => fromFloat32(transpose2d(toFloat32(t), t.shape[0], t.shape[1]), [t.shape[1], t.shape[0]], dt).data;
+
+/** Fills a deferred tensor in the given row cuts (like the weight file's chunks do). */
+function fillInCuts(d, cuts) {
+  const out = new Uint8Array(d.byteLength);
+  const rowBytes = d.byteLength / d.shape[0];
+  for (let i = 0; i + 1 < cuts.length; i++) d.fill(out.subarray(cuts[i] * rowBytes, cuts[i + 1] * rowBytes), cuts[i], cuts[i + 1]);
+  return out;
+}
+
+const firstDiff = (a, b) => { for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i; return -1; };
+
+for (const simd of [true, false]) {
+  test(`every bf16/fp16 pattern converts as the reference path (simd ${simd ? 'on' : 'off'})`, () => {
+    useSimd(simd);
+    for (const src of ['bfloat16', 'float16']) {
+      for (const dt of ['float16', 'float32']) {
+        for (const [rows, cols] of [[256, 256], [37, 41], [8, 8200], [16, 5]]) {
+          const t = allPatterns(src, rows, cols, rows);
+          const plain = materialize(engineWeight(t, dt)).data;
+          assert.equal(firstDiff(plain, reference(t, dt)), -1, `${src}→${dt} [${rows}, ${cols}] plain`);
+          const dT = engineWeightTransposed(t, dt);
+          assert.deepEqual(dT.shape, [cols, rows]);
+          const ref = referenceT(t, dt);
+          for (const cuts of [[0, cols], [0, 5, Math.min(77, cols), cols], [0, Math.min(8, cols), Math.min(24, cols), cols]]) {
+            const got = fillInCuts(dT, [...new Set(cuts)]);
+            assert.equal(firstDiff(got, ref), -1, `${src}→${dt} [${rows}, ${cols}] transposed, cuts ${cuts}`);
+          }
+        }
+      }
+    }
+  });
+}
+
+test('float32 sources: rounding, overflow to infinity, NaN, subnormals as the reference path', () => {
+  for (const simd of [true, false]) {
+    useSimd(simd);
+    const t = f32Specials(24, 40);
+    for (const dt of ['float16', 'float32']) {
+      assert.equal(firstDiff(materialize(engineWeight(t, dt)).data, reference(t, dt)), -1, `plain ${dt}`);
+      assert.equal(firstDiff(fillInCuts(engineWeightTransposed(t, dt), [0, 3, 40]), referenceT(t, dt)), -1, `transposed ${dt}`);
+    }
+  }
+  useSimd(true);
+});
+
+test('a non-float weight is refused naming the tensor', () => {
+  const t = { dtype: 'int8', shape: [4, 4], data: new Uint8Array(16) };
+  assert.throws(() => engineWeightTransposed(t, 'float16', 'tensor lm_head.weight'), /tensor lm_head\.weight: cannot convert int8/);
+});
+
+test('weight file: tensors at 64 KiB offsets, zero padding, sha256 of the whole file (inline and worker hashing)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-wf-'));
+  try {
+    for (const opts of [{}, { chunkBytes: 4096, workerHashMin: 0 }, { chunkBytes: 70000, workerHashMin: 0 }]) {
+      const wf = new WeightFile('weights.bin');
+      const a = allPatterns('bfloat16', 300, 130);
+      const plain = new Uint8Array(100_003).map((_, i) => (i * 7) & 255);
+      const big = allPatterns('float16', 64, 3000, 5); // rows larger than the smallest chunk
+      const refs = [
+        wf.add('a', engineWeightTransposed(a, 'float16')),
+        wf.add('plain', plain),
+        wf.add('a', engineWeightTransposed(a, 'float16')), // a name is stored once
+        wf.add('big', engineWeight(big, 'float32')),
+        wf.add('empty', new Uint8Array(0)),
+      ];
+      assert.deepEqual(refs[0], refs[2]);
+      const expect = new Uint8Array(wf.size);
+      expect.set(referenceT(a, 'float16'), refs[0].offset);
+      expect.set(plain, refs[1].offset);
+      expect.set(reference(big, 'float32'), refs[3].offset);
+      for (const r of refs) assert.equal(r.offset % WEIGHT_ALIGN, 0);
+      const file = join(dir, 'weights.bin');
+      const sha = await wf.write(file, opts);
+      const got = readFileSync(file);
+      assert.equal(got.length, wf.size);
+      assert.equal(firstDiff(got, expect), -1, JSON.stringify(opts));
+      assert.equal(sha, createHash('sha256').update(expect).digest('hex'));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('lazily read tensors (build --model) are read once, from the checkpoint, and convert like loaded ones', () => {
+  for (const simd of [true, false]) {
+    useSimd(simd);
+    for (const [src, dt] of [['bfloat16', 'float16'], ['float16', 'float16'], ['bfloat16', 'float32'], ['float32', 'float16']]) {
+      const t = src === 'float32' ? f32Specials(64, 48) : allPatterns(src, 64, 48, 3);
+      const rowBytes = t.data.length / t.shape[0];
+      let wholeReads = 0;
+      const lazy = (u) => ({
+        dtype: u.dtype, shape: u.shape,
+        get data() { wholeReads++; return u.data.slice(); },
+        readRows(r0, r1, dest) { dest.set(u.data.subarray(r0 * rowBytes, r1 * rowBytes)); },
+      });
+      assert.equal(firstDiff(materialize(engineWeight(lazy(t), dt)).data, reference(t, dt)), -1, `${src}→${dt} plain`);
+      assert.equal(firstDiff(fillInCuts(engineWeightTransposed(lazy(t), dt), [0, 16, 40, 48]), referenceT(t, dt)), -1, `${src}→${dt} transposed`);
+      // A tensor is read whole at most once per conversion (the JavaScript paths), not once per chunk.
+      assert.ok(wholeReads <= 2, `${src}→${dt}: ${wholeReads} whole reads`);
+      if (simd && src !== 'float32' && dt === 'float16') assert.equal(wholeReads, 0, `${src}→${dt}: the SIMD path reads rows into its arena`);
+    }
+  }
+  useSimd(true);
+});
