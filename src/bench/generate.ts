@@ -32,6 +32,8 @@ interface BenchArgs {
   one: boolean;
   json: boolean;
   python?: string;
+  peer?: 'llama.cpp';
+  gguf?: string;
 }
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
@@ -49,6 +51,8 @@ const command: CommandModule<object, BenchArgs> = {
     .option('threads', { type: 'number' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
     .option('python', { type: 'string', describe: 'Python with torch (and transformers, if installed) for the reference run; default: python3, else /usr/bin/python3 (Debian python3-torch)' })
+    .option('peer', { choices: ['llama.cpp'] as const, describe: 'also time llama.cpp (node-llama-cpp from bench/peers; Vulkan with --device gpu) on a GGUF of --model: F16, or Q4_0 for an int4 engine' })
+    .option('gguf', { type: 'string', describe: 'the GGUF for --peer (default: written from --model into a temporary directory)' })
     .option('one', { type: 'boolean', default: false, hidden: true })
     .option('json', { type: 'boolean', default: false }) as never,
   handler: (a) => exitOnError(async () => {
@@ -89,6 +93,11 @@ const command: CommandModule<object, BenchArgs> = {
             `${m.decode_speedup_vs_reference ? `; ${m.decode_speedup_vs_reference}x the PyTorch reference's decode` : ''})\n`);
         }
       }
+      if (a.peer) {
+        const { runPeer } = await import('./peer-run.js');
+        const peer = await runPeer(a, engines[0], benchPrompt(a['prompt-len'], pc.vocab_size), results[0]);
+        process.stdout.write(a.json ? `${JSON.stringify(peer)}\n` : `${peer.tool} on ${peer.device}: prefill ${peer.prefill_tokens_per_s} tokens/s, decode ${peer.decode_ms_per_token} ms/token; tprun/peer prefill ${peer.tprun_prefill_ratio}x, decode ${peer.tprun_decode_ratio}x\n`);
+      }
       if (a.json) process.stdout.write(`${JSON.stringify(ref)}\n`);
       else process.stdout.write(ref.skipped ? `reference skipped: ${ref.skipped}\n` : `${ref.tool}: prefill ${ref.prefill_tokens_per_s} tokens/s, decode ${ref.decode_ms_per_token} ms/token\n`);
     } finally {
@@ -124,7 +133,10 @@ async function measureOne(a: BenchArgs): Promise<void> {
     const mine = (man.weight_bytes ?? statSync(join(dir, `rank${world.rank}`, 'weights.bin')).size) - (man.embedding_bytes ?? 0) + pc.hidden_size * item;
     const bytes = await world.allReduce(Float64Array.of(mine), 'sum');
     await world.barrier();
-    const gbps = await world.allReduce(Float64Array.of(copyBandwidth()), 'sum');
+    // On the GPU the bound is the device's own bandwidth (a copy inside GPU memory through the same
+    // provider), not the host's memcpy.
+    const own = runner.device === 'gpu' ? (await (await import('./webgpu-bandwidth.js')).webgpuCopyBandwidth()).gb_per_s : copyBandwidth();
+    const gbps = await world.allReduce(Float64Array.of(own), 'sum');
     await runner.close();
     if (world.rank !== 0) return;
     const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
@@ -148,6 +160,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
       allreduce_ms_per_forward: r3((runner.stats.allreduce_ms - s0.allreduce_ms) / ((runner.stats.runs - s0.runs) / runner.config.segments)),
       weight_bytes_per_token: bytes[0],
       copy_gb_per_s: r3(gbps[0]),
+      copy_measured_on: runner.device === 'gpu' ? 'gpu (WebGPU Add chain, read + written)' : 'host memcpy',
       bound_ms_per_token: r3(boundMs),
       ratio_to_bound: r3(boundMs / decodeMs),
     })}\n`);

@@ -14,7 +14,7 @@ const PEERS = process.env.TPRUN_PEERS_DIR ?? fileURLToPath(new URL('../../bench/
 // The few node-llama-cpp 3.x calls used here (its own types live in bench/peers, outside this build).
 interface Sequence {
   clearHistory(): Promise<void>;
-  evaluate(tokens: number[], opts?: { temperature?: number }): AsyncGenerator<number, void, void>;
+  evaluate(tokens: number[], opts?: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<number, void, void>;
 }
 interface Llama {
   gpu: string | false;
@@ -64,7 +64,8 @@ export async function benchLlamaCpp(o: { gguf: string; gpu: boolean; prompt: num
     await seq.clearHistory();
     const ids: number[] = [];
     const t0 = performance.now();
-    const it = seq.evaluate(o.prompt, { temperature: 0 });
+    // Greedy, and on past end-of-text as tprun's bench does (it never stops early).
+    const it = seq.evaluate(o.prompt, { temperature: 0, yieldEogToken: true });
     let r = await it.next();
     const t1 = performance.now();
     while (!r.done) {

@@ -17,6 +17,8 @@ export interface RunnerOptions {
   threads?: number;
   /** Execution provider: 'gpu' is onnxruntime's WebGPU provider, 'auto' the GPU where an adapter exists (device.ts); default: the engine's build_config.device. */
   device?: DeviceRequest;
+  /** Extra onnxruntime session options for every segment (e.g. enableProfiling for scripts/gpu/profile.mjs). */
+  sessionOptions?: ort.InferenceSession.SessionOptions;
 }
 
 export interface ForwardRequest {
@@ -88,6 +90,7 @@ export class EngineRunner {
             executionMode: 'sequential',
             executionProviders,
             ...gpuOut(path),
+            ...opts.sessionOptions,
           }));
         } catch (e) {
           throw new Error(`${path}: onnxruntime cannot load it (${(e as Error).message.split('\n')[0]})`);
@@ -208,6 +211,9 @@ export class EngineRunner {
     }
     return out;
   }
+
+  /** The segments' onnxruntime sessions (for profiling and tools, not for running them directly). */
+  get ortSessions(): readonly ort.InferenceSession[] { return this.sessions; }
 
   async close(): Promise<void> {
     for (const s of this.sessions) await s.release();
