@@ -1,23 +1,40 @@
 #!/bin/bash
-# The GPU run of issue 6, in one call on the GPU machine (from the project root, after `npx tsc -p .`
-# and `bash ../shared/device/pack.sh` here; carry [".device", "dist"]):
+# The GPU runs of issues 6 and 15, in one call on the GPU machine (from the project root, after `npx tsc -p .`
+# and `bash ../shared/device/pack.sh` here; carry [".device", "dist"], or split as pack-split.sh says):
 #   source .device/setup.sh && bash scripts/gpu/run.sh [SECTION...]
-# Sections (default: all, in this order): bandwidth make-model transformers (Python only) and
-# adapters overhead quality brown tiny tiny-int4 tiny-tp2 (Node). Results accumulate in $OUT/results.jsonl, so the
+# Sections (default: all, in this order): bandwidth make-model transformers transformers-tiny (Python only)
+# and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 (Node). `tiny` and
+# `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
+# .peers/peers.tar.xz packed here) on a GGUF of the same weights (F16; Q4_0 for int4); `profile*` say where a
+# decode step's time goes (scripts/gpu/profile.mjs). Results accumulate in $OUT/results.jsonl, so the
 # sections may also run over several calls (the tiny model is kept in $TPRUN_GPU_WORK).
 # Logs and results.jsonl go to $OUT (default ./gpu-out); the table is printed at the end.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"; R=$OUT/results.jsonl
 W=${TPRUN_GPU_WORK:-/tmp/tprun-gpu}; mkdir -p "$W"
 PY=${PYTHON:-python3}
-sections=${*:-bandwidth make-model transformers adapters overhead quality brown tiny tiny-int4 tiny-tp2}
+sections=${*:-bandwidth make-model transformers transformers-tiny adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2}
 R0=${RESULTS_IN:-}; [ -n "$R0" ] && [ -f "$R0" ] && cp "$R0" "$R"
 has() { [[ " $sections " == *" $1 "* ]]; }
 step() { echo "== $1 ($(date -u +%T))" | tee -a "$OUT/steps.log"; }
 tprun() { node dist/cli.js "$@"; }
+label() { $PY -c "import json,sys
+for l in sys.stdin:
+    if l.startswith('{'): d=json.loads(l); d['label']='$1'; print(json.dumps(d), flush=True)"; }
 bench() { # ENGINE LABEL: tprun's decode/prefill on the GPU, JSON with a label
   tprun bench generate --one --engine "$1" --device gpu --prompt-len 128 --new-tokens 128 --reps 3 --json 2>>"$OUT/$2.log" \
-    | grep '^{' | tail -1 | $PY -c "import json,sys; d=json.load(sys.stdin); d['label']='$2'; print(json.dumps(d))" | tee -a "$R"
+    | grep '^{' | tail -1 | label "$2" | tee -a "$R"
+}
+bench_peer() { # ENGINE MODEL LABEL: tprun, then llama.cpp (Vulkan) on a GGUF of MODEL, same prompt ids and counts
+  [ -d bench/peers/node_modules ] || { [ -f .peers/peers.tar.xz ] && tar -C bench/peers -xJf .peers/peers.tar.xz; }
+  tprun bench generate --engine "$1" --model "$2" --device gpu --peer llama.cpp --python /bin/false \
+    --prompt-len 128 --new-tokens 128 --reps 3 --json 2>>"$OUT/$3.log" | grep -E '"bench":"generate(-peer)?"' \
+    | $PY -c "import json,sys
+for l in sys.stdin:
+    d=json.loads(l); d['label']='$3' + ('-llama.cpp' if d['bench']=='generate-peer' else ''); d.pop('greedy_ids', None); print(json.dumps(d), flush=True)" | tee -a "$R"
+}
+profile() { # ENGINE LABEL
+  OUT=$OUT node scripts/gpu/profile.mjs "$1" "$2" 32 128 2>>"$OUT/profile.log" | label "$2" | tee -a "$R"
 }
 ref() { # MODEL_DIR LABEL: transformers eager float16 on the same GPU
   $PY scripts/gpu/reference.py bench "$1" 128 128 3 2>>"$OUT/$2-transformers.log" | grep '^{' \
@@ -25,14 +42,15 @@ ref() { # MODEL_DIR LABEL: transformers eager float16 on the same GPU
 }
 
 nvidia-smi --query-gpu=index,name,pci.bus_id,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
-if has bandwidth; then step bandwidth; $PY scripts/gpu/reference.py bandwidth 2>>"$OUT/bandwidth.log" | tee -a "$R"; fi
-if has make-model || has transformers; then
+if has bandwidth; then step bandwidth; $PY scripts/gpu/reference.py bandwidth 2>>"$OUT/bandwidth.log" | tee -a "$R"
+  node --input-type=module -e "const { webgpuCopyBandwidth } = await import('./dist/bench/webgpu-bandwidth.js');
+    process.stdout.write(JSON.stringify({ step: 'bandwidth-webgpu', ...(await webgpuCopyBandwidth()) }) + '\\n');" 2>>"$OUT/bandwidth.log" | tee -a "$R"
+fi
+if has make-model || has transformers || has transformers-tiny; then
   [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$OUT/make-model.log" | tee -a "$R"; }
 fi
-if has transformers; then step transformers
-  ref models/brown-llama-a brown-llama-a
-  ref "$W/tiny11" tinyllama-1.1b-shape
-fi
+if has transformers; then step transformers; ref models/brown-llama-a brown-llama-a; fi
+if has transformers || has transformers-tiny; then step transformers-tiny; ref "$W/tiny11" tinyllama-1.1b-shape; fi
 if has adapters; then step adapters
   node scripts/gpu/adapters.mjs 2>>"$OUT/adapters.log" | tee -a "$R"
   # What the provider opened: Dawn's adapter as ORT logs it at verbose level.
@@ -58,16 +76,23 @@ if has brown; then step brown
   bench "$W/brown-tp1" brown-llama-a
   [ -d "$W/brown-tp2" ] && bench "$W/brown-tp2" brown-llama-a-tp2
 fi
-if has tiny || has tiny-int4 || has tiny-tp2; then
+if has tiny || has tiny-int4 || has tiny-tp2 || has profile || has profile-int4; then
   [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$OUT/make-model.log" | tee -a "$R"; }
 fi
 if has tiny; then step tiny
   tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$OUT/build-tiny.log" 2>&1
-  bench "$W/tiny11-tp1" tinyllama-1.1b-shape
+  bench_peer "$W/tiny11-tp1" "$W/tiny11" tinyllama-1.1b-shape
+fi
+if has profile; then step profile
+  [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$OUT/build-tiny.log" 2>&1
+  profile "$W/tiny11-tp1" tinyllama-1.1b-shape
 fi
 if has tiny-int4; then step tiny-int4  # int4 weight-only: MatMulNBits on WebGPU
   tprun build --model "$W/tiny11" --quant int4_wo --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-int4" -q >>"$OUT/build-tiny.log" 2>&1
-  bench "$W/tiny11-int4" tinyllama-1.1b-shape-int4
+  bench_peer "$W/tiny11-int4" "$W/tiny11" tinyllama-1.1b-shape-int4
+fi
+if has profile-int4; then step profile-int4
+  [ -d "$W/tiny11-int4" ] && profile "$W/tiny11-int4" tinyllama-1.1b-shape-int4
 fi
 if has tiny-tp2; then step tiny-tp2
   tprun build --model "$W/tiny11" --tp 2 --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp2" -q >>"$OUT/build-tiny.log" 2>&1
