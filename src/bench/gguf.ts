@@ -63,8 +63,8 @@ interface PlannedTensor {
   dims: number[];
   type: number;
   bytes: number;
-  /** Float32 data in HF row-major order (rows = outer dim). */
-  read: () => Float32Array;
+  /** The tensor's bytes as written (ggml type `type`). */
+  read: () => Uint8Array;
 }
 
 /** GPT-2's byte → printable-character table (byte-level BPE vocabularies spell bytes this way). */
@@ -111,9 +111,12 @@ function vocabMetadata(dir: string, vocabSize: number, hf: Record<string, unknow
   return kv;
 }
 
-/** HF q_proj/k_proj rows: per head, [first half; second half] → interleaved pairs (convert_hf_to_gguf.py LlamaModel.permute). */
-export function permuteRotary(w: Float32Array, rows: number, cols: number, heads: number): Float32Array {
-  const out = new Float32Array(w.length);
+/**
+ * HF q_proj/k_proj rows: per head, [first half; second half] → interleaved pairs (convert_hf_to_gguf.py
+ * LlamaModel.permute). Works on any element type: `w` holds `rows` rows of `rowBytes` bytes.
+ */
+export function permuteRotary<T extends Uint8Array | Float32Array>(w: T, rows: number, rowLen: number, heads: number): T {
+  const out = new (w.constructor as new (n: number) => T)(w.length);
   const hd = rows / heads;
   const half = hd / 2;
   for (let h = 0; h < heads; h++) {
@@ -121,7 +124,7 @@ export function permuteRotary(w: Float32Array, rows: number, cols: number, heads
       for (let s = 0; s < 2; s++) {
         const from = h * hd + s * half + i;
         const to = h * hd + 2 * i + s;
-        out.set(w.subarray(from * cols, (from + 1) * cols), to * cols);
+        out.set(w.subarray(from * rowLen, (from + 1) * rowLen), to * rowLen);
       }
     }
   }
@@ -185,29 +188,38 @@ export function writeGguf(dir: string, out: string, weightType: GgufWeightType):
 
   const src = openHfTensors(dir);
   try {
-    const f32 = (name: string): Float32Array => {
+    const raw = (name: string): { dtype: DType; shape: number[]; data: Uint8Array } => {
       const m = src.info(name);
-      const bytes = new Uint8Array(m.shape.reduce((a, b) => a * b, 1) * (m.dtype === 'float32' ? 4 : 2));
-      src.readRows(name, 0, m.shape[0], bytes, 0);
-      return toFloat32({ dtype: m.dtype as DType, shape: m.shape, data: bytes });
+      const data = new Uint8Array(m.shape.reduce((a, b) => a * b, 1) * (m.dtype === 'float32' ? 4 : 2));
+      src.readRows(name, 0, m.shape[0], data, 0);
+      return { dtype: m.dtype as DType, shape: m.shape, data };
     };
     const tied = !src.has('lm_head.weight');
     const planned: PlannedTensor[] = [];
-    const add = (name: string, hfName: string, type: number, transform?: (w: Float32Array, rows: number, cols: number) => Float32Array) => {
+    /** `rotaryHeads`: permute the rows of a q/k projection with that many heads. */
+    const add = (name: string, hfName: string, type: number, rotaryHeads?: number) => {
       const shape = src.info(hfName).shape;
       const dims = [...shape].reverse();
       const n = shape.reduce((a, b) => a * b, 1);
       if (type === GGML.Q4_0 && dims[0] % QK4_0) type = GGML.F16;
       const bytes = type === GGML.F32 ? n * 4 : type === GGML.F16 ? n * 2 : (n / QK4_0) * 18;
-      planned.push({ name, dims, type, bytes, read: () => { const w = f32(hfName); return transform ? transform(w, shape[0], shape[1]) : w; } });
+      const cols = shape.length > 1 ? shape[1] : shape[0];
+      const read = () => {
+        const t = raw(hfName);
+        // F16 to F16 is a byte copy (rows permuted as bytes): no float round trip for billions of weights.
+        if (type === GGML.F16 && t.dtype === 'float16') return rotaryHeads ? permuteRotary(t.data, shape[0], cols * 2, rotaryHeads) : t.data;
+        const w = toFloat32(t);
+        return encode(rotaryHeads ? permuteRotary(w, shape[0], cols, rotaryHeads) : w, type);
+      };
+      planned.push({ name, dims, type, bytes, read });
     };
     const lin = weightType === 'q4_0' ? GGML.Q4_0 : GGML.F16;
     add('token_embd.weight', 'model.embed_tokens.weight', GGML.F16);
     for (let l = 0; l < layers; l++) {
       const p = `model.layers.${l}`;
       add(`blk.${l}.attn_norm.weight`, `${p}.input_layernorm.weight`, GGML.F32);
-      add(`blk.${l}.attn_q.weight`, `${p}.self_attn.q_proj.weight`, lin, (w, r, c) => permuteRotary(w, r, c, heads));
-      add(`blk.${l}.attn_k.weight`, `${p}.self_attn.k_proj.weight`, lin, (w, r, c) => permuteRotary(w, r, c, kvHeads));
+      add(`blk.${l}.attn_q.weight`, `${p}.self_attn.q_proj.weight`, lin, heads);
+      add(`blk.${l}.attn_k.weight`, `${p}.self_attn.k_proj.weight`, lin, kvHeads);
       add(`blk.${l}.attn_v.weight`, `${p}.self_attn.v_proj.weight`, lin);
       add(`blk.${l}.attn_output.weight`, `${p}.self_attn.o_proj.weight`, lin);
       add(`blk.${l}.ffn_norm.weight`, `${p}.post_attention_layernorm.weight`, GGML.F32);
@@ -261,7 +273,7 @@ export function writeGguf(dir: string, out: string, weightType: GgufWeightType):
       writeSync(fd, new Uint8Array(Math.ceil(head.length / ALIGN) * ALIGN - head.length));
       let total = 0;
       for (const t of planned) {
-        const bytes = encode(t.read(), t.type);
+        const bytes = t.read();
         if (bytes.length !== t.bytes) throw new Error(`${t.name}: encoded ${bytes.length} bytes, planned ${t.bytes}`);
         writeSync(fd, bytes);
         const pad = Math.ceil(t.bytes / ALIGN) * ALIGN - t.bytes;

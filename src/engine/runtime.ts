@@ -74,7 +74,10 @@ export class EngineRunner {
     if (world.size !== engine.tp) throw new Error(`engine was built for ${engine.tp} rank(s) but the world has ${world.size}`);
     const threads = opts.threads ?? defaultThreads();
     const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
-    const { executionProviders } = choice;
+    // TPRUN_WEBGPU_EP_OPTIONS: the WebGPU provider's options as JSON (the few onnxruntime-node passes on:
+    // validationMode, *BufferCacheMode, preferredLayout), for measuring them (scripts/gpu/run.sh).
+    const epJson = process.env.TPRUN_WEBGPU_EP_OPTIONS;
+    const executionProviders = choice.device === 'gpu' && epJson ? [{ name: 'webgpu', ...JSON.parse(epJson) }] : choice.executionProviders;
     // On the GPU the KV cache and the residual stay in GPU buffers; logits and partial sums come to the host as
     // CPU outputs (reading a 'gpu-buffer' tensor back with getData() aborts the process in onnxruntime-node 1.30).
     const gpuOut = (path: string) => choice.device === 'gpu' ? { preferredOutputLocation: outputLocations('gpu', onnxOutputNames(readFileSync(path))) } : {};
