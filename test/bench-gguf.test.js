@@ -3,7 +3,7 @@
 // node-llama-cpp installed) llama.cpp itself on the written file giving transformers' greedy tokens.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { permuteRotary, quantizeQ4_0, writeGguf } from '../dist/bench/gguf.js';
@@ -117,6 +117,28 @@ test('llama.cpp (node-llama-cpp, CPU) on the F16 GGUF gives transformers\' greed
       const r = await benchLlamaCpp({ gguf: file, gpu: false, prompt: p.input_ids, newTokens: p.greedy_new_ids.length, reps: 1, threads: 1 });
       assert.deepEqual(r.greedy_ids, p.greedy_new_ids);
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bench generate --peer llama.cpp without node-llama-cpp: one line naming the folder, exit 2, before measuring', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+  const r = spawnSync(process.execPath, [cli, 'bench', 'generate', '--engine', '/nonexistent-engine', '--peer', 'llama.cpp'], {
+    encoding: 'utf8', env: { ...process.env, TPRUN_PEERS_DIR: '/nonexistent-peers' }, timeout: 60_000,
+  });
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr.trim().split('\n').length, 1);
+  assert.match(r.stderr, /--peer llama\.cpp: node-llama-cpp is not installed in \/nonexistent-peers/);
+  assert.equal(r.stdout, '');
+});
+
+test('writeGguf refuses a model it cannot write, leaving no file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gguf-bad-'));
+  try {
+    assert.throws(() => writeGguf(dir, join(dir, 'm.gguf'), 'f16'), (e) => e.exitCode === 2 || /config\.json/.test(e.message));
+    assert.deepEqual(readdirSync(dir), []);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -57,6 +57,7 @@ const command: CommandModule<object, BenchArgs> = {
     .option('json', { type: 'boolean', default: false }) as never,
   handler: (a) => exitOnError(async () => {
     if (a.one) return measureOne(a);
+    if (a.peer) (await import('./llama-cpp-peer.js')).requireLlamaCpp();
     let tmp: string | undefined;
     let engines = a.engine?.map((e) => resolve(e));
     try {

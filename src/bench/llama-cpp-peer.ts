@@ -26,9 +26,15 @@ interface Llama {
   dispose(): Promise<void>;
 }
 
-async function loadLlama(gpu: 'vulkan' | false): Promise<Llama> {
+/** Throws the one-line input error when node-llama-cpp is missing (checked before anything is measured). */
+export function requireLlamaCpp(): string {
   const dir = join(PEERS, 'node_modules', 'node-llama-cpp');
   if (!existsSync(join(dir, 'package.json'))) throw new InputError(`--peer llama.cpp: node-llama-cpp is not installed in ${PEERS} (cd bench/peers && npm ci --ignore-scripts)`);
+  return dir;
+}
+
+async function loadLlama(gpu: 'vulkan' | false): Promise<Llama> {
+  const dir = requireLlamaCpp();
   const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { exports: { '.': { import: string } } };
   const mod = (await import(pathToFileURL(join(dir, pkg.exports['.'].import)).href)) as { getLlama(o: object): Promise<Llama> };
   // build 'never': only the prebuilt binaries, nothing compiled or downloaded.
