@@ -112,8 +112,40 @@ def table(path):
         print(f"| {name} | {b['tp']} | {f(b['prefill_tokens_per_s'])} | {f(ref and ref['prefill_tokens_per_s'])} | {'—' if rp is None else f'{rp:.2f}x'} "
               f"| {f(b['decode_tokens_per_s'])} | {f(ref and ref['decode_tokens_per_s'])} (loop {f(ref and ref['loop_decode_tokens_per_s'])}) | {'—' if rd is None else f'{rd:.2f}x'} "
               f"| {f(bound and round(bound))} | {share} | {b.get('run_ms_per_forward')} / {b.get('allreduce_ms_per_forward')} |")
+    peer_table(rows)
     for r in by(check='quality'):
         print(f"\n{r['label']}: perplexity {r.get('ppl')} (reference 71.856, off by {r.get('ppl_rel_diff')}), greedy tokens equal for {r.get('greedy_equal')} of 4 prompts")
+
+
+def peer_table(rows):
+    """tprun against llama.cpp (same GPU, weights, precision, prompt ids) and transformers, with each row's
+    bound from the device bandwidth its own bench measured through ORT WebGPU; then the decode profiles."""
+    gens = [r for r in rows if r.get('bench') == 'generate' and r.get('copy_measured_on', '').startswith('gpu')]
+    peers = {r.get('label'): r for r in rows if r.get('bench') == 'generate-peer'}
+    refs = {r.get('label'): r for r in rows if r.get('step') == 'transformers'}
+    if gens:
+        print('\n| model | tprun prefill tok/s | llama.cpp prefill tok/s | tprun / llama.cpp | tprun decode tok/s | llama.cpp decode tok/s | tprun / llama.cpp | '
+              'transformers decode tok/s | tprun / transformers | device bw GB/s (ORT WebGPU) | bound tok/s | tprun / bound | llama.cpp / bound |')
+        print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+    for g in gens:
+        lab = g.get('label', g['engine'])
+        p = peers.get(lab + '-llama.cpp', {})
+        t = refs.get(lab.replace('-int4', ''), {})
+        bound = g['copy_gb_per_s'] * 1e9 / g['weight_bytes_per_token']
+        q = lambda x, y: f'{x / y:.2f}x' if x and y else '—'
+        f = lambda x: '—' if x is None else f'{x:,.1f}'
+        print(f"| {lab} | {f(g['prefill_tokens_per_s'])} | {f(p.get('prefill_tokens_per_s'))} | {q(g['prefill_tokens_per_s'], p.get('prefill_tokens_per_s'))} "
+              f"| {f(g['decode_tokens_per_s'])} | {f(p.get('decode_tokens_per_s'))} | {q(g['decode_tokens_per_s'], p.get('decode_tokens_per_s'))} "
+              f"| {f(t.get('decode_tokens_per_s'))} | {q(g['decode_tokens_per_s'], t.get('decode_tokens_per_s'))} | {f(g['copy_gb_per_s'])} | {f(bound)} "
+              f"| {100 * g['decode_tokens_per_s'] / bound:.1f} % | {(100 * p['decode_tokens_per_s'] / bound) if p.get('decode_tokens_per_s') else 0:.1f} % |")
+    profs = [r for r in rows if 'profile' in r]
+    if profs:
+        print('\n| decode step (profiled) | wall ms | session.run ms | CPU ms in kernels | GPU ms (timestamps) | nodes | GPU dispatches | top GPU programs (ms/step) |')
+        print('|---|---|---|---|---|---|---|---|')
+    for r in profs:
+        top = ', '.join(f"{x['program']} {x['ms_per_step']}" for x in r['gpu_programs'][:4])
+        print(f"| {r['profile']} | {r['wall_ms_per_step_median']} | {r['run_ms_per_step_median']} | {r['cpu_kernel_ms_per_step']} | {r['gpu_ms_per_step']} "
+              f"| {r['nodes_per_step']} | {r['gpu_dispatches_per_step']} | {top} |")
 
 
 if __name__ == '__main__':

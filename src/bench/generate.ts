@@ -40,6 +40,8 @@ interface BenchArgs {
   one: boolean;
   json: boolean;
   python?: string;
+  peer?: 'llama.cpp';
+  gguf?: string;
 }
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
@@ -63,10 +65,13 @@ const command: CommandModule<object, BenchArgs> = {
     .option('threads', { type: 'number' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
     .option('python', { type: 'string', describe: 'Python with torch (and transformers, if installed) for the reference run; default: python3, else /usr/bin/python3 (Debian python3-torch)' })
+    .option('peer', { choices: ['llama.cpp'] as const, describe: 'also time llama.cpp (node-llama-cpp from bench/peers; Vulkan with --device gpu) on a GGUF of --model: F16, or Q4_0 for an int4 engine' })
+    .option('gguf', { type: 'string', describe: 'the GGUF for --peer (default: written from --model into a temporary directory)' })
     .option('one', { type: 'boolean', default: false, hidden: true })
     .option('json', { type: 'boolean', default: false }) as never,
   handler: (a) => exitOnError(async () => {
     if (a.one) return measureOne(a);
+    if (a.peer) (await import('./llama-cpp-peer.js')).requireLlamaCpp();
     let tmp: string | undefined;
     let engines = a.engine?.map((e) => resolve(e));
     try {
@@ -108,6 +113,11 @@ const command: CommandModule<object, BenchArgs> = {
             `${m.together_ms !== undefined ? `; ${m.prompts} prompts together ${m.together_ms} ms vs one after another ${m.one_after_another_ms} ms (${m.together_speedup}x)` : ''}\n`);
         }
       }
+      if (a.peer) {
+        const { runPeer } = await import('./peer-run.js');
+        const peer = await runPeer(a, engines[0], benchPrompt(a['prompt-len'], pc.vocab_size), results[0]);
+        process.stdout.write(a.json ? `${JSON.stringify(peer)}\n` : `${peer.tool} on ${peer.device}: prefill ${peer.prefill_tokens_per_s} tokens/s, decode ${peer.decode_ms_per_token} ms/token; tprun/peer prefill ${peer.tprun_prefill_ratio}x, decode ${peer.tprun_decode_ratio}x\n`);
+      }
       if (a.json) process.stdout.write(`${JSON.stringify(ref)}\n`);
       else process.stdout.write(ref.skipped ? `reference skipped: ${ref.skipped}\n` : `${ref.tool}: prefill ${ref.prefill_tokens_per_s} tokens/s, decode ${ref.decode_ms_per_token} ms/token\n`);
     } finally {
@@ -143,7 +153,10 @@ async function measureOne(a: BenchArgs): Promise<void> {
     const mine = (man.weight_bytes ?? statSync(join(dir, `rank${world.rank}`, 'weights.bin')).size) - (man.embedding_bytes ?? 0) + pc.hidden_size * item;
     const bytes = await world.allReduce(Float64Array.of(mine), 'sum');
     await world.barrier();
-    const gbps = await world.allReduce(Float64Array.of(copyBandwidth()), 'sum');
+    // On the GPU the bound is the device's own bandwidth (a copy inside GPU memory through the same
+    // provider), not the host's memcpy.
+    const own = runner.device === 'gpu' ? (await (await import('./webgpu-bandwidth.js')).webgpuCopyBandwidth()).gb_per_s : copyBandwidth();
+    const gbps = await world.allReduce(Float64Array.of(own), 'sum');
     // K prompts: one generate call (micro-batched through the stages at pp > 1) against K calls in a row.
     let together: { together_ms: number; one_after_another_ms: number } | undefined;
     const K = a.prompts;
@@ -188,6 +201,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
       allreduce_ms_per_forward: r3((runner.stats.allreduce_ms - s0.allreduce_ms) / ((runner.stats.runs - s0.runs) / engine.segmentCount)),
       weight_bytes_per_token: bytes[0],
       copy_gb_per_s: r3(gbps[0]),
+      copy_measured_on: runner.device === 'gpu' ? 'gpu (WebGPU Add chain, read + written)' : 'host memcpy',
       bound_ms_per_token: r3(boundMs),
       ratio_to_bound: r3(boundMs / decodeMs),
       ...(together ? {

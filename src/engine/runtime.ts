@@ -19,6 +19,8 @@ export interface RunnerOptions {
   threads?: number;
   /** Execution provider: 'gpu' is onnxruntime's WebGPU provider, 'auto' the GPU where an adapter exists (device.ts); default: the engine's build_config.device. */
   device?: DeviceRequest;
+  /** Extra onnxruntime session options for every segment (e.g. enableProfiling for scripts/gpu/profile.mjs). */
+  sessionOptions?: ort.InferenceSession.SessionOptions;
 }
 
 export interface ForwardRequest {
@@ -82,7 +84,10 @@ export class EngineRunner {
     if (world.size !== engine.worldSize) throw new Error(`engine was built for ${engine.worldSize} rank(s) but the world has ${world.size}`);
     const threads = opts.threads ?? defaultThreads();
     const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
-    const { executionProviders } = choice;
+    // TPRUN_WEBGPU_EP_OPTIONS: the WebGPU provider's options as JSON (the few onnxruntime-node passes on:
+    // validationMode, *BufferCacheMode, preferredLayout), for measuring them (scripts/gpu/run.sh).
+    const epJson = process.env.TPRUN_WEBGPU_EP_OPTIONS;
+    const executionProviders = choice.device === 'gpu' && epJson ? [{ name: 'webgpu', ...JSON.parse(epJson) }] : choice.executionProviders;
     // On the GPU the KV cache and the residual stay in GPU buffers; logits and partial sums come to the host as
     // CPU outputs (reading a 'gpu-buffer' tensor back with getData() aborts the process in onnxruntime-node 1.30).
     const gpuOut = (path: string) => choice.device === 'gpu' ? { preferredOutputLocation: outputLocations('gpu', onnxOutputNames(readFileSync(path))) } : {};
@@ -98,6 +103,7 @@ export class EngineRunner {
             executionMode: 'sequential',
             executionProviders,
             ...gpuOut(path),
+            ...opts.sessionOptions,
           }));
         } catch (e) {
           throw new Error(`${path}: onnxruntime cannot load it (${(e as Error).message.split('\n')[0]})`);
@@ -232,6 +238,9 @@ export class EngineRunner {
     }
     return out;
   }
+
+  /** The segments' onnxruntime sessions (for profiling and tools, not for running them directly). */
+  get ortSessions(): readonly ort.InferenceSession[] { return this.sessions; }
 
   async close(): Promise<void> {
     for (const s of this.sessions) await s.release();

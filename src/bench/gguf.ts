@@ -1,0 +1,294 @@
+// A GGUF v3 writer for the llama.cpp peer of `tprun bench generate --peer llama.cpp`: the same weights
+// as a Hugging Face LLaMA directory, in llama.cpp's layout, as F16 or Q4_0 (weight-only int4 with one
+// f16 scale per 32 weights).
+//
+// Format (ggml-org/llama.cpp ggml/include/gguf.h and docs/gguf.md): "GGUF", version 3, tensor count,
+// key/value count; the key/values (typed, strings as u64 length + bytes); per tensor its name, dims
+// (innermost first: an HF [out, in] weight is [in, out]), ggml type and offset into the data section,
+// which starts at the next multiple of general.alignment (32). Names and metadata keys follow
+// convert_hf_to_gguf.py's LlamaModel (gguf-py/gguf/constants.py MODEL_TENSOR names): q_proj and
+// k_proj rows are permuted from HF's half-split rotary order to llama.cpp's adjacent pairs
+// (LlamaModel.permute), norms stay F32 (llama.cpp multiplies in F32), and in Q4_0 files only the
+// decoder linears are quantized: token_embd and output stay F16, as tprun's int4 weight-only engines
+// keep their embedding and lm_head in float.
+
+import { closeSync, existsSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError } from '../checkpoint/errors.js';
+import { readJson } from '../checkpoint/hf-config.js';
+import { openHfTensors } from '../checkpoint/hf.js';
+import { toFloat32 } from '../checkpoint/dtype.js';
+import type { DType } from '../checkpoint/tensor.js';
+import { f32BitsToF16Bits, floatToF32Bits } from '../util/half.js';
+
+export type GgufWeightType = 'f16' | 'q4_0';
+
+const GGML = { F32: 0, F16: 1, Q4_0: 2 } as const;
+const KV = { UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9 } as const;
+const ALIGN = 32;
+const QK4_0 = 32;
+
+type Value =
+  | { t: 'u32' | 'i32' | 'f32'; v: number }
+  | { t: 'bool'; v: boolean }
+  | { t: 'str'; v: string }
+  | { t: 'strs'; v: string[] }
+  | { t: 'i32s'; v: number[] };
+
+/** Bytes of the GGUF header up to (not including) the tensor data. */
+class HeaderWriter {
+  private parts: Buffer[] = [];
+  u32(x: number) { const b = Buffer.alloc(4); b.writeUInt32LE(x); this.parts.push(b); }
+  i32(x: number) { const b = Buffer.alloc(4); b.writeInt32LE(x); this.parts.push(b); }
+  u64(x: number) { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(x)); this.parts.push(b); }
+  f32(x: number) { const b = Buffer.alloc(4); b.writeFloatLE(x); this.parts.push(b); }
+  str(s: string) { const b = Buffer.from(s, 'utf8'); this.u64(b.length); this.parts.push(b); }
+  value(v: Value) {
+    switch (v.t) {
+      case 'u32': this.u32(KV.UINT32); this.u32(v.v); break;
+      case 'i32': this.u32(KV.INT32); this.i32(v.v); break;
+      case 'f32': this.u32(KV.FLOAT32); this.f32(v.v); break;
+      case 'bool': this.u32(KV.BOOL); this.parts.push(Buffer.of(v.v ? 1 : 0)); break;
+      case 'str': this.u32(KV.STRING); this.str(v.v); break;
+      case 'strs': this.u32(KV.ARRAY); this.u32(KV.STRING); this.u64(v.v.length); for (const s of v.v) this.str(s); break;
+      case 'i32s': this.u32(KV.ARRAY); this.u32(KV.INT32); this.u64(v.v.length); for (const x of v.v) this.i32(x); break;
+    }
+  }
+  bytes(): Buffer { return Buffer.concat(this.parts); }
+}
+
+interface PlannedTensor {
+  name: string;
+  /** GGUF dims, innermost first. */
+  dims: number[];
+  type: number;
+  bytes: number;
+  /** The tensor's bytes as written (ggml type `type`). */
+  read: () => Uint8Array;
+}
+
+/** GPT-2's byte → printable-character table (byte-level BPE vocabularies spell bytes this way). */
+function byteChars(): string[] {
+  const keep: number[] = [];
+  for (let b = 33; b <= 126; b++) keep.push(b);
+  for (let b = 161; b <= 172; b++) keep.push(b);
+  for (let b = 174; b <= 255; b++) keep.push(b);
+  const out = new Array<string>(256);
+  let n = 0;
+  for (let b = 0; b < 256; b++) out[b] = String.fromCodePoint(keep.includes(b) ? b : 256 + n++);
+  return out;
+}
+
+/**
+ * The vocabulary as llama.cpp's "gpt2" (byte-level BPE) tokenizer: tokenizer.json's vocab, merges and
+ * added tokens (special ones typed CONTROL = 3). A directory without tokenizer.json (a random-weights
+ * model made only to time) gets placeholder tokens: the 256 byte characters, then `<|id|>`.
+ */
+function vocabMetadata(dir: string, vocabSize: number, hf: Record<string, unknown>): [string, Value][] {
+  const tokens = new Array<string>(vocabSize);
+  const types = new Array<number>(vocabSize).fill(1);
+  let merges: string[] = [];
+  const file = join(dir, 'tokenizer.json');
+  if (existsSync(file)) {
+    const tj = readJson(file) as { model?: { type?: string; vocab?: Record<string, number>; merges?: (string | string[])[] }; added_tokens?: { id: number; content: string; special?: boolean }[] };
+    if (tj.model?.type !== 'BPE' || !tj.model.vocab) throw new InputError(`${file}: only byte-level BPE tokenizers are written to GGUF (model.type is ${tj.model?.type})`);
+    for (const [tok, id] of Object.entries(tj.model.vocab)) if (id < vocabSize) tokens[id] = tok;
+    for (const a of tj.added_tokens ?? []) if (a.id < vocabSize) { tokens[a.id] = a.content; if (a.special) types[a.id] = 3; }
+    merges = (tj.model.merges ?? []).map((m) => (Array.isArray(m) ? m.join(' ') : m));
+  } else {
+    byteChars().forEach((c, i) => { if (i < vocabSize) tokens[i] = c; });
+  }
+  for (let i = 0; i < vocabSize; i++) if (tokens[i] === undefined) { tokens[i] = `<|${i}|>`; types[i] = 5; } // UNUSED
+  const kv: [string, Value][] = [
+    ['tokenizer.ggml.model', { t: 'str', v: 'gpt2' }],
+    ['tokenizer.ggml.pre', { t: 'str', v: 'gpt-2' }],
+    ['tokenizer.ggml.tokens', { t: 'strs', v: tokens }],
+    ['tokenizer.ggml.token_type', { t: 'i32s', v: types }],
+    ['tokenizer.ggml.merges', { t: 'strs', v: merges }],
+  ];
+  if (typeof hf.bos_token_id === 'number') kv.push(['tokenizer.ggml.bos_token_id', { t: 'u32', v: hf.bos_token_id }], ['tokenizer.ggml.add_bos_token', { t: 'bool', v: true }]);
+  if (typeof hf.eos_token_id === 'number') kv.push(['tokenizer.ggml.eos_token_id', { t: 'u32', v: hf.eos_token_id }]);
+  return kv;
+}
+
+/**
+ * HF q_proj/k_proj rows: per head, [first half; second half] → interleaved pairs (convert_hf_to_gguf.py
+ * LlamaModel.permute). Works on any element type: `w` holds `rows` rows of `rowBytes` bytes.
+ */
+export function permuteRotary<T extends Uint8Array | Float32Array>(w: T, rows: number, rowLen: number, heads: number): T {
+  const out = new (w.constructor as new (n: number) => T)(w.length);
+  const hd = rows / heads;
+  const half = hd / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let s = 0; s < 2; s++) {
+        const from = h * hd + s * half + i;
+        const to = h * hd + 2 * i + s;
+        out.set(w.subarray(from * rowLen, (from + 1) * rowLen), to * rowLen);
+      }
+    }
+  }
+  return out;
+}
+
+/** ggml's quantize_row_q4_0_ref: per 32 values, d = (value of largest magnitude) / -8, q = clamp(round(x/d) + 8). */
+export function quantizeQ4_0(x: Float32Array): Uint8Array {
+  if (x.length % QK4_0) throw new Error(`Q4_0 needs rows of a multiple of ${QK4_0} values`);
+  const nb = x.length / QK4_0;
+  const out = new Uint8Array(nb * 18);
+  for (let b = 0; b < nb; b++) {
+    const o = b * QK4_0;
+    let amax = 0;
+    let max = 0;
+    for (let j = 0; j < QK4_0; j++) { const v = x[o + j]; if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; } }
+    const d = max / -8;
+    const id = d ? 1 / d : 0;
+    const h = f32BitsToF16Bits(floatToF32Bits(d));
+    out[b * 18] = h & 255;
+    out[b * 18 + 1] = h >> 8;
+    for (let j = 0; j < QK4_0 / 2; j++) {
+      const q0 = Math.min(15, Math.trunc(Math.fround(x[o + j] * id) + 8.5));
+      const q1 = Math.min(15, Math.trunc(Math.fround(x[o + j + 16] * id) + 8.5));
+      out[b * 18 + 2 + j] = q0 | (q1 << 4);
+    }
+  }
+  return out;
+}
+
+function encode(data: Float32Array, type: number): Uint8Array {
+  if (type === GGML.F32) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (type === GGML.Q4_0) return quantizeQ4_0(data);
+  const h = new Uint16Array(data.length);
+  for (let i = 0; i < data.length; i++) h[i] = f32BitsToF16Bits(floatToF32Bits(data[i]));
+  return new Uint8Array(h.buffer);
+}
+
+/**
+ * Writes `out` (a .gguf file) from the HF LLaMA directory `dir`. Written to a temporary sibling and
+ * renamed, so a failure leaves no partial file. Returns the file's tensor bytes.
+ */
+export function writeGguf(dir: string, out: string, weightType: GgufWeightType): { tensor_bytes: number; tensors: number } {
+  const hf = readJson(join(dir, 'config.json')) as Record<string, unknown>;
+  const num = (k: string, d?: number): number => {
+    const v = hf[k] ?? d;
+    if (typeof v !== 'number') throw new InputError(`${join(dir, 'config.json')}: missing ${k}`);
+    return v;
+  };
+  if (hf.model_type !== undefined && hf.model_type !== 'llama') throw new InputError(`${dir}: model_type ${String(hf.model_type)} is not llama`);
+  const H = num('hidden_size');
+  const heads = num('num_attention_heads');
+  const kvHeads = num('num_key_value_heads', heads);
+  const layers = num('num_hidden_layers');
+  const headDim = num('head_dim', H / heads);
+  const vocab = num('vocab_size');
+  const rope = (hf.rope_parameters ?? {}) as Record<string, unknown>;
+  const theta = Number(rope.rope_theta ?? hf.rope_theta ?? 10000);
+  const ropeType = rope.rope_type ?? (hf.rope_scaling as Record<string, unknown> | undefined)?.rope_type ?? 'default';
+  if (ropeType !== 'default') throw new InputError(`${dir}: rope type ${String(ropeType)} is not written to GGUF (only default rotary)`);
+
+  const src = openHfTensors(dir);
+  try {
+    const raw = (name: string): { dtype: DType; shape: number[]; data: Uint8Array } => {
+      const m = src.info(name);
+      const data = new Uint8Array(m.shape.reduce((a, b) => a * b, 1) * (m.dtype === 'float32' ? 4 : 2));
+      src.readRows(name, 0, m.shape[0], data, 0);
+      return { dtype: m.dtype as DType, shape: m.shape, data };
+    };
+    const tied = !src.has('lm_head.weight');
+    const planned: PlannedTensor[] = [];
+    /** `rotaryHeads`: permute the rows of a q/k projection with that many heads. */
+    const add = (name: string, hfName: string, type: number, rotaryHeads?: number) => {
+      const shape = src.info(hfName).shape;
+      const dims = [...shape].reverse();
+      const n = shape.reduce((a, b) => a * b, 1);
+      if (type === GGML.Q4_0 && dims[0] % QK4_0) type = GGML.F16;
+      const bytes = type === GGML.F32 ? n * 4 : type === GGML.F16 ? n * 2 : (n / QK4_0) * 18;
+      const cols = shape.length > 1 ? shape[1] : shape[0];
+      const read = () => {
+        const t = raw(hfName);
+        // F16 to F16 is a byte copy (rows permuted as bytes): no float round trip for billions of weights.
+        if (type === GGML.F16 && t.dtype === 'float16') return rotaryHeads ? permuteRotary(t.data, shape[0], cols * 2, rotaryHeads) : t.data;
+        const w = toFloat32(t);
+        return encode(rotaryHeads ? permuteRotary(w, shape[0], cols, rotaryHeads) : w, type);
+      };
+      planned.push({ name, dims, type, bytes, read });
+    };
+    const lin = weightType === 'q4_0' ? GGML.Q4_0 : GGML.F16;
+    add('token_embd.weight', 'model.embed_tokens.weight', GGML.F16);
+    for (let l = 0; l < layers; l++) {
+      const p = `model.layers.${l}`;
+      add(`blk.${l}.attn_norm.weight`, `${p}.input_layernorm.weight`, GGML.F32);
+      add(`blk.${l}.attn_q.weight`, `${p}.self_attn.q_proj.weight`, lin, heads);
+      add(`blk.${l}.attn_k.weight`, `${p}.self_attn.k_proj.weight`, lin, kvHeads);
+      add(`blk.${l}.attn_v.weight`, `${p}.self_attn.v_proj.weight`, lin);
+      add(`blk.${l}.attn_output.weight`, `${p}.self_attn.o_proj.weight`, lin);
+      add(`blk.${l}.ffn_norm.weight`, `${p}.post_attention_layernorm.weight`, GGML.F32);
+      add(`blk.${l}.ffn_gate.weight`, `${p}.mlp.gate_proj.weight`, lin);
+      add(`blk.${l}.ffn_up.weight`, `${p}.mlp.up_proj.weight`, lin);
+      add(`blk.${l}.ffn_down.weight`, `${p}.mlp.down_proj.weight`, lin);
+    }
+    add('output_norm.weight', 'model.norm.weight', GGML.F32);
+    if (!tied) add('output.weight', 'lm_head.weight', GGML.F16);
+
+    const kv: [string, Value][] = [
+      ['general.architecture', { t: 'str', v: 'llama' }],
+      ['general.name', { t: 'str', v: String(hf._name_or_path ?? dir.split('/').filter(Boolean).pop()) }],
+      ['general.alignment', { t: 'u32', v: ALIGN }],
+      ['general.file_type', { t: 'u32', v: weightType === 'q4_0' ? 2 : 1 }], // LLAMA_FTYPE_MOSTLY_Q4_0 / _F16
+      ['llama.context_length', { t: 'u32', v: num('max_position_embeddings', 2048) }],
+      ['llama.embedding_length', { t: 'u32', v: H }],
+      ['llama.block_count', { t: 'u32', v: layers }],
+      ['llama.feed_forward_length', { t: 'u32', v: num('intermediate_size') }],
+      ['llama.attention.head_count', { t: 'u32', v: heads }],
+      ['llama.attention.head_count_kv', { t: 'u32', v: kvHeads }],
+      ['llama.attention.key_length', { t: 'u32', v: headDim }],
+      ['llama.attention.value_length', { t: 'u32', v: headDim }],
+      ['llama.attention.layer_norm_rms_epsilon', { t: 'f32', v: num('rms_norm_eps', 1e-5) }],
+      ['llama.rope.freq_base', { t: 'f32', v: theta }],
+      ['llama.rope.dimension_count', { t: 'u32', v: headDim }],
+      ['llama.vocab_size', { t: 'u32', v: vocab }],
+      ...vocabMetadata(dir, vocab, hf),
+    ];
+
+    const h = new HeaderWriter();
+    h.u32(0x46554747); // "GGUF" little-endian
+    h.u32(3);
+    h.u64(planned.length);
+    h.u64(kv.length);
+    for (const [k, v] of kv) { h.str(k); h.value(v); }
+    let off = 0;
+    for (const t of planned) {
+      h.str(t.name);
+      h.u32(t.dims.length);
+      for (const d of t.dims) h.u64(d);
+      h.u32(t.type);
+      h.u64(off);
+      off += Math.ceil(t.bytes / ALIGN) * ALIGN;
+    }
+    const head = h.bytes();
+    const tmp = `${out}.tmp-${process.pid}`;
+    const fd = openSync(tmp, 'w');
+    try {
+      writeSync(fd, head);
+      writeSync(fd, new Uint8Array(Math.ceil(head.length / ALIGN) * ALIGN - head.length));
+      let total = 0;
+      for (const t of planned) {
+        const bytes = t.read();
+        if (bytes.length !== t.bytes) throw new Error(`${t.name}: encoded ${bytes.length} bytes, planned ${t.bytes}`);
+        writeSync(fd, bytes);
+        const pad = Math.ceil(t.bytes / ALIGN) * ALIGN - t.bytes;
+        if (pad) writeSync(fd, new Uint8Array(pad));
+        total += t.bytes;
+      }
+      closeSync(fd);
+      renameSync(tmp, out);
+      return { tensor_bytes: total, tensors: planned.length };
+    } catch (e) {
+      closeSync(fd);
+      rmSync(tmp, { force: true });
+      throw e;
+    }
+  } finally {
+    src.close();
+  }
+}
