@@ -54,7 +54,7 @@ test('pp=2, one prompt alone (one micro-batch): --input-ids agree with --prompt;
   const r = await tprun(['generate', '--engine', engines[2], '--input-ids', REF.prompts[1].input_ids.join(','), '--max-new-tokens', '6']);
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.stdout.startsWith(`${REF.prompts[1].text}${REF.prompts[1].greedy_text.split(' ').slice(0, 4).join(' ')}`), r.stdout);
-  assert.match(r.stdout, /tp 1 × pp 2 · load .* ms · prefill 8 tokens in .* decode .* ms\/step/);
+  assert.match(r.stderr, /tp 1 × pp 2 · load .* ms · prefill 8 tokens in .* decode .* ms\/step/);
 });
 
 test('seeded sampling on the last stage gives what pp 1 gives (temperature, top-k, top-p; 3 prompts in 2 and 3 micro-batches)', async () => {
