@@ -31,7 +31,7 @@ test('float16 int4_wo engine: no Cast around MatMulNBits; logits and greedy toke
       const onnx = readFileSync(join(e, 'rank0', 'seg0.onnx'));
       if (dtype === 'float16') assert.equal(castNodes(onnx), 1, 'only the logits cast to float32');
       out[dtype] = REF.prompts.slice(0, 2).map((p) => JSON.parse(tprun(['generate', '--engine', e, '--input-ids', p.input_ids.join(','),
-        '--max-new-tokens', '12', '--ignore-eos', '--json', '-q']).split('\n').find((l) => l.startsWith('{'))));
+        '--max-new-tokens', '12', '--ignore-eos', '--json', '--logits', '-q']).split('\n').find((l) => l.startsWith('{'))));
     }
     for (let i = 0; i < 2; i++) {
       const a = out.float16[i].last_prompt_logits;

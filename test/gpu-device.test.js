@@ -145,7 +145,7 @@ test('on the adapter: present.* come back as GPU buffers and feed the next step 
 let f32;
 let f32tp2;
 const gen = (engine, device, p, extra = [], env = {}) =>
-  tprun(['generate', '--engine', engine, '--device', device, '--input-ids', p.input_ids.join(','), '--max-new-tokens', String(NEW), '--ignore-eos', '--json', ...extra], { env, timeoutMs: 300_000 });
+  tprun(['generate', '--engine', engine, '--device', device, '--input-ids', p.input_ids.join(','), '--max-new-tokens', String(NEW), '--ignore-eos', '--json', '--logits', ...extra], { env, timeoutMs: 300_000 });
 
 test('tprun build --dtype float32 --device gpu, tp 1 and 2', async () => {
   f32 = join(dir, 'brown-f32');
@@ -189,7 +189,7 @@ test('WebGPU tp=2: two ranks, each bound to its adapter, match transformers', as
   const lvp = devices?.find((d) => d.type === 'CPU' && d.vendorDevice === '10005:0');
   const gpus = cpuAdapter && lvp ? ['--gpus', '10005:0,10005:0'] : [];
   const r = await tprun(['-n', '2', ...gpus, '--', process.execPath, CLI, 'generate', '--engine', f32tp2, '--device', 'gpu',
-    '--input-ids', p.input_ids.join(','), '--max-new-tokens', String(NEW), '--ignore-eos', '--json'], { timeoutMs: 300_000 });
+    '--input-ids', p.input_ids.join(','), '--max-new-tokens', String(NEW), '--ignore-eos', '--json', '--logits'], { timeoutMs: 300_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(r.left, []);
   const out = jsonLines(r.stdout)[0];

@@ -63,7 +63,8 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
   // Otherwise quantized arithmetic runs in float32 whatever the engine dtype; fp16 engines cast around it.
   let x = g.dtype === 'float32' || direct ? input : g.op('Cast', [input], { to: 1 });
   const pre = weights.get(`${prefix}.prequant_scaling_factor`);
-  if (pre) x = g.op('Mul', [x, g.weight(`${prefix}.prequant_scaling_factor`, fromFloat32(toFloat32(pre), [pre.shape.reduce((a, b) => a * b, 1)], fdt))]);
+  // A factor of exactly 1 (int4_wo's W4A16_AWQ layout) multiplies by nothing: one node less per linear.
+  if (pre && !toFloat32(pre).every((v) => v === 1)) x = g.op('Mul', [x, g.weight(`${prefix}.prequant_scaling_factor`, fromFloat32(toFloat32(pre), [pre.shape.reduce((a, b) => a * b, 1)], fdt))]);
   let y: string;
   switch (algo) {
     case 'W8A16':
