@@ -21,6 +21,8 @@ import { CommError, Inbox, KIND_OBJ, KIND_P2P } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
+import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
+import { z } from 'zod';
 import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 
@@ -198,7 +200,8 @@ class ZmqWorld implements World {
   }
 
   async start(env: Env): Promise<void> {
-    const rdv = rendezvousFor(this, env);
+    const local = ranksAllLocal(this.source, env);
+    const rdv = await narrowRendezvous(rendezvousFor(this, env), local);
     // Before any socket exists, so ZeroMQ's I/O thread starts inside the slice too.
     if (this.localSize > 1) bindLocalRank(this.localRank, this.localSize, env);
     const curve: Curve | undefined = env.TPRUN_CURVE_SERVER_PUBLIC && env.TPRUN_CURVE_SERVER_SECRET
@@ -213,17 +216,13 @@ class ZmqWorld implements World {
     }, this.maxBytes, curve);
     let rv: Awaited<ReturnType<typeof rendezvous>> | undefined;
     try {
-      // Data endpoint: ipc next to an ipc rendezvous (one machine), else TCP on a free port.
-      const dataEp = rdv.bind.startsWith('ipc://')
-        ? await this.router.bind(rdv.bind.replace(/\.sock$/, `-${this.rank}.sock`))
-        : await this.router.bind('tcp://*:0');
-      const advertised = dataEp.startsWith('tcp://') ? dataEp.replace(/^tcp:\/\/[^:]*:/, `tcp://${await this.advertiseHost(rdv.connect, rdv.masterHost)}:`) : dataEp;
+      const ep = await listenForData((e) => this.router.bind(e), rdv, this.rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));
       if (ShmOut.available()) {
         try { this.shmOut = new ShmOut(jobTag, this.rank, this.size, this.localSize); } catch { this.shmOut = undefined; }
         if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
       }
       const info: PeerInfo = {
-        rank: this.rank, host: hostname(), hostKey: hostKey(), pid: process.pid, data: advertised, dataNonce: nonce, shm: this.shmOut?.info,
+        rank: this.rank, host: hostname(), hostKey: hostKey(), pid: process.pid, ...ep, dataNonce: nonce, shm: this.shmOut?.info,
       };
       rv = await rendezvous({
         rank: this.rank, size: this.size, bind: rdv.bind, connect: rdv.connect, secret: rdv.secret, info, timeoutMs: this.timeoutMs, curve, log: this.log,
@@ -233,13 +232,12 @@ class ZmqWorld implements World {
       // Open the shared-memory files of peers on this machine; a pair uses them only if both ends could.
       const opened: (number | undefined)[] = peers.map((p) =>
         p.rank !== this.rank && this.shmOut && p.shm && p.hostKey === info.hostKey ? openPeerFile(p.shm) : undefined);
-      const can = await rv.exchange(opened.map((fd) => fd !== undefined));
+      const can = await rv.exchange(opened.map((fd) => fd !== undefined), z.array(z.boolean()).length(this.size));
       for (const p of peers) {
         if (p.rank === this.rank) continue;
-        const ep = p.hostKey === info.hostKey && p.data.startsWith('tcp://') ? p.data.replace(/^tcp:\/\/[^:]*:/, 'tcp://127.0.0.1:') : p.data;
-        const z = new ZmqLink(p.rank, ep, (r) => this.onDisconnect(r), curve);
-        z.authenticate(this.rank, rdv.secret, Buffer.from(p.dataNonce));
-        this.zlinks[p.rank] = z;
+        const link = new ZmqLink(p.rank, (p.hostKey === info.hostKey && p.dataLocal) || p.data, (r) => this.onDisconnect(r), curve);
+        link.authenticate(this.rank, rdv.secret, Buffer.from(p.dataNonce));
+        this.zlinks[p.rank] = link;
         const fd = opened[p.rank];
         if (fd !== undefined && can[this.rank][p.rank] && can[p.rank][this.rank]) {
           const waker = p.shm!.wake ? this.wakeSocket(p.shm!.wake) : undefined;
@@ -249,7 +247,7 @@ class ZmqWorld implements World {
         }
       }
       // Everyone has opened every file it needs: the names can go.
-      await rv.exchange(true);
+      await rv.exchange(true, z.literal(true));
       this.shmOut?.unlink();
     } catch (e) {
       rv?.release();
