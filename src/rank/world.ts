@@ -177,7 +177,7 @@ class ZmqWorld implements World {
   private arena = SimdArena.create();
   private log = (m: string) => process.stderr.write(m + '\n');
 
-  constructor(id: WorldIdentity, private timeoutMs: number, private maxBytes: number, env: Env) {
+  constructor(id: WorldIdentity, private timeoutMs: number, maxBytes: number, env: Env) {
     this.rank = id.rank;
     this.size = id.size;
     this.localRank = id.localRank;
@@ -213,7 +213,7 @@ class ZmqWorld implements World {
       wake: () => this.kick(),
       fail: (e) => { this.fatal ??= e; this.kick(); },
       log: this.log,
-    }, this.maxBytes, curve);
+    }, curve);
     let rv: Awaited<ReturnType<typeof rendezvous>> | undefined;
     try {
       const ep = await listenForData((e) => this.router.bind(e), rdv, this.rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));

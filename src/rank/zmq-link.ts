@@ -45,10 +45,13 @@ export class DataRouter {
     readonly nonce: Buffer,
     private inbox: Inbox,
     private events: { bye(rank: number): void; wake(): void; fail(err: Error): void; log(msg: string): void },
-    maxBytes: number,
     curve?: Curve,
   ) {
-    this.sock = new zmq.Router({ linger: 0, maxMessageSize: Math.min(maxBytes, ZMQ_PIECE) + 4096 });
+    // ZeroMQ's own limit only guards the framing (no piece is ever larger than ZMQ_PIECE): over it, ZeroMQ
+    // silently drops the connection, the sender reconnects unauthenticated and the error blames the wrong
+    // rank. TPRUN_MAX_MESSAGE_BYTES is enforced on each message's declared total instead (Inbox.target),
+    // which names the sender and the limit, as the shared-memory plane does.
+    this.sock = new zmq.Router({ linger: 0, maxMessageSize: ZMQ_PIECE + 4096 });
     secure(this.sock, curve, true);
   }
 

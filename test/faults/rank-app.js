@@ -71,7 +71,7 @@ if (scenario === 'hello') {
   }
 } else if (scenario === 'oversize') {
   // Rank 1 accepts at most TPRUN_MAX_MESSAGE_BYTES; rank 0 sends more.
-  if (me === 0) await world.send(new Float32Array(1000), 1, 4);
+  if (me === 0) await world.send(new Uint8Array(Number(process.env.APP_BYTES ?? 4000)), 1, 4);
   if (me === 1) await world.recv(0, 4);
 } else if (scenario === 'die') {
   // Rank `arg` SIGKILLs itself after a barrier; the others time how long until their barrier fails.
