@@ -15,10 +15,14 @@ if (scenario === 'noinit' && me0 === Number(arg)) {
   process.exit(0);
 }
 
+const EVENTS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'exit'];
+const before = EVENTS.map((e) => process.listenerCount(e));
 const timeoutMs = process.env.APP_TIMEOUT_MS ? Number(process.env.APP_TIMEOUT_MS) : undefined;
 const world = await initWorld(timeoutMs ? { timeoutMs } : {});
 const { rank: me, size: R } = world;
-say({ rank: me, pid: process.pid, joined: true });
+// Process-wide handlers that initWorld() left installed (a world must not keep any).
+const handlers = Object.fromEntries(EVENTS.map((e, i) => [e, process.listenerCount(e) - before[i]]));
+say({ rank: me, pid: process.pid, joined: true, handlers });
 
 if (scenario === 'hello') {
   await world.barrier();
