@@ -85,6 +85,20 @@ export async function rendezvous(opts: {
   return opts.rank === 0 ? serve(opts) : join(opts);
 }
 
+/** A socket's next message; a wait that gave up (to warn, say) leaves the receive pending for the next
+ *  call, since ZeroMQ allows one at a time. Rejections once nobody waits (socket closed) are dropped. */
+function receiver(sock: zmq.Router | zmq.Dealer): () => Promise<Buffer[]> {
+  let p: Promise<Buffer[]> | undefined;
+  return () => {
+    if (!p) {
+      const q = sock.receive();
+      p = q;
+      q.then(() => { p = undefined; }, () => { p = undefined; });
+    }
+    return p;
+  };
+}
+
 /** Rank 0 names the ranks still missing this long after it started waiting (then at the hard limit). */
 const WAIT_WARN_MS = 10_000;
 /** Refusals logged per rendezvous; a flood of junk must not flood the log as well. */
@@ -118,6 +132,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   const ranks = (m: number[]) => `rank${m.length > 1 ? 's' : ''} ${m.join(', ')}`;
   let warned = o.timeoutMs <= WAIT_WARN_MS;
   let inbox: Buffer[][] = [];
+  const receive = receiver(sock);
 
   async function next(): Promise<Buffer[]> {
     if (inbox.length) return inbox.shift()!;
@@ -128,7 +143,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
       let t: NodeJS.Timeout | undefined;
       try {
         const r = await Promise.race([
-          sock.receive(),
+          receive(),
           new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn))); }),
         ]);
         if (r) return r;
@@ -186,7 +201,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   } catch (e) {
     // The ranks that did join learn why, rather than timing out on their own with less to say.
     const why = (e as Error).message;
-    for (let r = 1; r < o.size; r++) if (ridOf[r]) await sock.send([ridOf[r], 'DENY', pack({ reason: why })]).catch(() => undefined);
+    for (let r = 1; r < o.size; r++) if (ridOf[r]) await sock.send([ridOf[r], 'FAIL', pack({ reason: why })]).catch(() => undefined);
     sock.close();
     book.close();
     throw e;
@@ -246,6 +261,7 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
   let deadline = started + o.timeoutMs;
   let answered = false;
   let warned = o.timeoutMs <= WAIT_WARN_MS;
+  const receive = receiver(sock);
   const recv = async <T>(what: string, want: string, schema: z.ZodType<T>): Promise<T> => {
     for (;;) {
       const left = deadline - Date.now();
@@ -255,7 +271,7 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
       let f: Buffer[] | undefined;
       try {
         f = await Promise.race([
-          sock.receive(),
+          receive(),
           new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn))); }),
         ]);
       } finally {
@@ -269,9 +285,10 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
         continue;
       }
       const type = f[0]?.toString('latin1').slice(0, 16);
-      if (type === 'DENY') {
+      if (type === 'DENY' || type === 'FAIL') {
         const d = decode(Deny, f[1]);
-        throw new CommError(`rank ${o.rank}: rank 0 refused this rank: ${d.ok ? d.value.reason : 'no reason given'}`);
+        const reason = d.ok ? d.value.reason : 'no reason given';
+        throw new CommError(type === 'DENY' ? `rank ${o.rank}: rank 0 refused this rank: ${reason}` : `rank ${o.rank}: the rendezvous failed: ${reason}`);
       }
       if (type !== want) throw new CommError(`rank ${o.rank}: unexpected '${type}' from the rendezvous at ${o.connect} (expected ${want})`);
       const m = decode(schema, f[1]);

@@ -41,7 +41,6 @@ export const Auth = z.object({ size: z.number().int().min(1), info: PeerInfo, cp
 export const Chal = z.object({ sn: Nonce, sp: Nonce });
 export const WorldTable = z.object({ peers: z.array(PeerInfo).max(1 << 20) });
 export const Deny = z.object({ reason: z.string().max(4096) });
-export const Note = z.object({ text: z.string().max(4096) });
 
 /**
  * Decodes a msgpack body and checks it: the value, or a short reason (never throws). `undefined` bodies

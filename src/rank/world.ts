@@ -26,6 +26,8 @@ import { z } from 'zod';
 import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 
+/** How long close() waits for a peer to acknowledge its goodbye (one whose event loop is blocked). */
+const CLOSE_WAIT_MS = 5000;
 /** How long a rank whose peer left waits before failing in turn (see waitFor). */
 const SECONDARY_FAILURE_DELAY_MS = 250;
 import { bindLocalRank } from './affinity.js';
@@ -165,6 +167,7 @@ class ZmqWorld implements World {
   private sendSeq = new Map<string, number>();
   private recvSeq = new Map<string, number>();
   private gone = new Map<number, { at: number; why: string }>();
+  private byeAcked = new Set<number>();
   private fatal?: Error;
   private closed = false;
   /** Everyone asleep in waitFor (several when collectives run concurrently). */
@@ -209,7 +212,12 @@ class ZmqWorld implements World {
     const jobTag = createHash('sha256').update(rdv.jobId).digest('hex').slice(0, 12);
     const nonce = randomBytes(32);
     this.router = new DataRouter(this.rank, rdv.secret, nonce, this.inbox, {
-      bye: (r) => { this.gone.set(r, { at: 0, why: `rank ${r} closed its world` }); this.kick(); },
+      bye: (r) => {
+        this.gone.set(r, { at: 0, why: `rank ${r} closed its world` });
+        if (!this.closed) this.zlinks[r]?.byeAck();
+        this.kick();
+      },
+      byeAck: (r) => { this.byeAcked.add(r); this.kick(); },
       wake: () => this.kick(),
       fail: (e) => { this.fatal ??= e; this.kick(); },
       log: this.log,
@@ -736,15 +744,16 @@ class ZmqWorld implements World {
       await this.waitFor('close', () => this.shmList.filter((l) => !l.idle).map((l) => l.peer), 5000);
     } catch { /* a dead or stuck peer must not keep us from closing */ }
     for (const z of this.zlinks) z?.bye();
-    // A peer says goodbye only after its last receive, so once every live peer has, nothing we sent is
-    // still in flight (ZeroMQ reports a send done when it is queued, not when it arrived). Bounded: a
-    // peer that is far behind, stuck or dead must not keep us here.
+    // ZeroMQ reports a send done when it is queued, not when it arrived. A peer acknowledges our goodbye
+    // as soon as its event loop sees it (whatever it is busy awaiting), and it came after everything else
+    // we sent it; a peer that said goodbye itself has done its last receive. Either way nothing of ours
+    // is still in flight to it. Bounded: a peer whose event loop is blocked or dead must not keep us.
     try {
       await this.waitFor('close', () => {
         const m: number[] = [];
-        for (let r = 0; r < this.size; r++) if (r !== this.rank && !this.gone.has(r)) m.push(r);
+        for (let r = 0; r < this.size; r++) if (r !== this.rank && !this.gone.has(r) && !this.byeAcked.has(r)) m.push(r);
         return m;
-      }, Math.min(this.timeoutMs, 30_000));
+      }, Math.min(this.timeoutMs, CLOSE_WAIT_MS));
     } catch { /* see above */ }
     this.closed = true;
     await Promise.all(this.zlinks.map((z) => z?.close()));

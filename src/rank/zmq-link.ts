@@ -10,6 +10,8 @@ export const ZMQ_PIECE = 4 << 20;
 const CTRL_AUTH = 1;
 export const CTRL_BYE = 2;
 export const CTRL_WAKE = 3;
+/** "Your goodbye arrived": everything sent before it did too (one connection keeps order). */
+export const CTRL_BYE_ACK = 4;
 
 export function dataProof(secret: Buffer, from: number, to: number, nonce: Buffer): Buffer {
   return createHmac('sha256', secret).update(`tprun/data\0${from}\0${to}\0`).update(nonce).digest();
@@ -44,7 +46,7 @@ export class DataRouter {
     private secret: Buffer,
     readonly nonce: Buffer,
     private inbox: Inbox,
-    private events: { bye(rank: number): void; wake(): void; fail(err: Error): void; log(msg: string): void },
+    private events: { bye(rank: number): void; byeAck(rank: number): void; wake(): void; fail(err: Error): void; log(msg: string): void },
     curve?: Curve,
   ) {
     // ZeroMQ's own limit only guards the framing (no piece is ever larger than ZMQ_PIECE): over it, ZeroMQ
@@ -92,6 +94,7 @@ export class DataRouter {
       }
       if (src !== undefined && h.b === CTRL_BYE) return this.events.bye(src);
       if (src !== undefined && h.b === CTRL_WAKE) return this.events.wake();
+      if (src !== undefined && h.b === CTRL_BYE_ACK) return this.events.byeAck(src);
       return;
     }
     if (src === undefined) return this.refuse(rid, 'data before authentication');
@@ -141,15 +144,21 @@ export class ZmqLink {
   }
 
   bye(): void {
+    this.control(CTRL_BYE);
+  }
+
+  byeAck(): void {
+    this.control(CTRL_BYE_ACK);
+  }
+
+  private control(b: number): void {
     const h = Buffer.alloc(HDR);
-    writeHeader(h, { a: KIND_CTRL, b: CTRL_BYE, total: 0, off: 0, len: 0 });
+    writeHeader(h, { a: KIND_CTRL, b, total: 0, off: 0, len: 0 });
     this.push([h]);
   }
 
   wake(): void {
-    const h = Buffer.alloc(HDR);
-    writeHeader(h, { a: KIND_CTRL, b: CTRL_WAKE, total: 0, off: 0, len: 0 });
-    this.push([h]);
+    this.control(CTRL_WAKE);
   }
 
   send(a: number, b: number, data: Uint8Array, done?: () => void): void {
