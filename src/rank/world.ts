@@ -28,9 +28,12 @@ import { SimdArena } from './simd.js';
 
 /** How long close() waits for a peer to acknowledge its goodbye (one whose event loop is blocked). */
 const CLOSE_WAIT_MS = 5000;
-/** How long a rank whose peer left waits before failing in turn (see waitFor). */
+/** How long after a peer's disconnect its last messages may still land (see waitFor). */
+const DISCONNECT_GRACE_MS = 100;
+/** How long a rank whose peer said goodbye waits before failing in turn (see waitFor). */
 const SECONDARY_FAILURE_DELAY_MS = 250;
 import { bindLocalRank } from './affinity.js';
+import { IdleWatch } from './idle.js';
 
 export { CommError } from './inbox.js';
 export { detectIdentity } from './identity.js';
@@ -265,7 +268,11 @@ class ZmqWorld implements World {
       rv?.close();
     }
     this.releaseRendezvous = () => rv?.release();
+    this.idle.start(() => { if (!this.closed) void this.close().catch(() => undefined); }, env);
   }
+
+  private waiting = 0;
+  private idle = new IdleWatch(() => this.waiting > 0 || this.zlinks.some((z) => z && !z.idle) || this.shmList.some((l) => !l.idle));
 
   private wakeServer?: net.Server;
   private wakeSockets: net.Socket[] = [];
@@ -331,66 +338,77 @@ class ZmqWorld implements World {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     if (this.fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${this.fatal.message}`);
     this.current = what;
-    this.pump();
-    let m = missing();
-    if (!m.length) return;
-    const viaShm = m.every((r) => this.shm[r]);
-    if (viaShm && this.spinNs > 0n) {
-      const end = process.hrtime.bigint() + this.spinNs;
-      do {
-        this.pump();
-        m = missing();
-        if (!m.length) return;
-      } while (process.hrtime.bigint() < end);
-    }
-    const deadline = Date.now() + timeoutMs;
-    let asleep = false;
+    // Counted so that an idle world can tell a script that ended from one waiting on its peers (./idle.ts).
+    this.waiting++;
     try {
-      for (;;) {
-        const fatal = this.fatal as Error | undefined; // set by event handlers while we awaited
-        if (fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${fatal.message}`);
-        for (const r of m) {
-          const g = this.gone.get(r);
-          // A disconnect may race the last message it sent; fail only once it has had time to land.
-          if (g && (g.at === 0 || Date.now() - g.at > 100)) {
-            // This rank fails only because rank r went first: give r's own exit a head start, so that the
-            // launcher (ours or mpirun) names the rank that failed first rather than its victims.
-            await new Promise((res) => setTimeout(res, SECONDARY_FAILURE_DELAY_MS));
+      this.pump();
+      let m = missing();
+      if (!m.length) return;
+      const viaShm = m.every((r) => this.shm[r]);
+      if (viaShm && this.spinNs > 0n) {
+        const end = process.hrtime.bigint() + this.spinNs;
+        do {
+          this.pump();
+          m = missing();
+          if (!m.length) return;
+        } while (process.hrtime.bigint() < end);
+      }
+      const deadline = Date.now() + timeoutMs;
+      let asleep = false;
+      try {
+        for (;;) {
+          const fatal = this.fatal as Error | undefined; // set by event handlers while we awaited
+          if (fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${fatal.message}`);
+          let graceEnd = Infinity;
+          for (const r of m) {
+            const g = this.gone.get(r);
+            if (!g) continue;
+            // A disconnect may race the last message it sent; fail only once it has had time to land.
+            if (g.at !== 0 && Date.now() - g.at < DISCONNECT_GRACE_MS) {
+              graceEnd = Math.min(graceEnd, g.at + DISCONNECT_GRACE_MS);
+              continue;
+            }
+            // This rank fails only because rank r went first. A peer that said goodbye (it closed, or is
+            // failing on its own error) still lives: give its exit a head start, so that the launcher (ours
+            // or mpirun) names it rather than its victims. A disconnect is seen once r's process is gone.
+            if (g.at === 0) await new Promise((res) => setTimeout(res, SECONDARY_FAILURE_DELAY_MS));
             throw new CommError(`${what} failed on rank ${this.rank}: ${g.why}`);
           }
-        }
-        const left = deadline - Date.now();
-        if (left <= 0) {
-          throw new CommError(`${what} timed out after ${timeoutMs} ms on rank ${this.rank}: no data from rank${m.length > 1 ? 's' : ''} ${m.join(', ')}`);
-        }
-        // Asleep: peers that move shared-memory data for us send a wake-up; ZeroMQ deliveries kick us
-        // directly. The timer only bounds a wake-up lost to the (unfenced) flag/counter race.
-        // A fresh epoch each time: a peer wakes us at most once per epoch, and we may sleep again
-        // after a wake-up that brought only part of what we wait for.
-        if (this.shmOut) {
-          if (!asleep) this.sleepers++;
-          asleep = true;
-          this.shmOut.setSleeping(++this.epoch);
+          const left = Math.min(deadline, graceEnd + 1) - Date.now();
+          if (Date.now() >= deadline) {
+            throw new CommError(`${what} timed out after ${timeoutMs} ms on rank ${this.rank}: no data from rank${m.length > 1 ? 's' : ''} ${m.join(', ')}`);
+          }
+          // Asleep: peers that move shared-memory data for us send a wake-up; ZeroMQ deliveries kick us
+          // directly. The timer only bounds a wake-up lost to the (unfenced) flag/counter race.
+          // A fresh epoch each time: a peer wakes us at most once per epoch, and we may sleep again
+          // after a wake-up that brought only part of what we wait for.
+          if (this.shmOut) {
+            if (!asleep) this.sleepers++;
+            asleep = true;
+            this.shmOut.setSleeping(++this.epoch);
+            this.pump();
+            m = missing();
+            if (!m.length) return;
+          }
+          await new Promise<void>((res) => {
+            const t = setTimeout(done, Math.max(1, Math.min(left, this.shmList.length ? 20 : 200)));
+            const wakers = this.wakers;
+            wakers.add(done);
+            function done() {
+              clearTimeout(t);
+              wakers.delete(done);
+              res();
+            }
+          });
           this.pump();
           m = missing();
           if (!m.length) return;
         }
-        await new Promise<void>((res) => {
-          const t = setTimeout(done, Math.min(left, this.shmList.length ? 20 : 200));
-          const wakers = this.wakers;
-          wakers.add(done);
-          function done() {
-            clearTimeout(t);
-            wakers.delete(done);
-            res();
-          }
-        });
-        this.pump();
-        m = missing();
-        if (!m.length) return;
+      } finally {
+        if (asleep && --this.sleepers === 0) this.shmOut!.setSleeping(0);
       }
     } finally {
-      if (asleep && --this.sleepers === 0) this.shmOut!.setSleeping(0);
+      this.waiting--;
     }
   }
 
@@ -764,6 +782,7 @@ class ZmqWorld implements World {
 
   private teardown(): void {
     this.closed = true;
+    this.idle.stop();
     this.releaseRendezvous?.();
     for (const s of this.wakeSockets) s.destroy();
     this.wakeServer?.close();
