@@ -174,13 +174,13 @@ export class ShmLink {
   }
 
   /** Queue a message; `done` runs when its last byte is in the ring (the caller may then reuse `data`). */
-  send(a: number, b: number, data: Uint8Array, done?: () => void): void {
+  send(a: number, b: number, data: Uint8Array, done?: () => void, desc = 0): void {
     const total = data.byteLength;
     let off = 0;
     do {
       const len = Math.min(this.out.payload, total - off);
       const last = off + len >= total;
-      this.queue.push({ h: { a, b, total, off, len }, data: data.subarray(off, off + len), last, done: last ? done : undefined });
+      this.queue.push({ h: { a, b, total, off, len, desc }, data: data.subarray(off, off + len), last, done: last ? done : undefined });
       off += len;
     } while (off < total);
   }

@@ -25,6 +25,7 @@ import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
 import { z } from 'zod';
 import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
+import { descriptor } from './collective-check.js';
 
 /** How long close() waits for a peer to acknowledge its goodbye (one whose event loop is blocked). */
 const CLOSE_WAIT_MS = 5000;
@@ -172,6 +173,8 @@ class ZmqWorld implements World {
   private gone = new Map<number, { at: number; why: string }>();
   private byeAcked = new Set<number>();
   private fatal?: Error;
+  /** Whether `fatal` reached the script; close() reports one that arrived after the last collective. */
+  private fatalShown = false;
   private closed = false;
   /** Everyone asleep in waitFor (several when collectives run concurrently). */
   private wakers = new Set<() => void>();
@@ -190,7 +193,7 @@ class ZmqWorld implements World {
     this.localSize = id.localSize;
     this.nodeRank = id.nodeRank;
     this.source = id.source;
-    this.inbox = new Inbox(id.size, maxBytes);
+    this.inbox = new Inbox(id.size, maxBytes, id.rank);
     this.inbox.onDeliver = () => this.kick();
     // Busy-polling shared memory is what makes small messages fast, but only when every rank has a
     // core of its own; oversubscribed, spinning would steal the time the peer needs to send.
@@ -268,7 +271,13 @@ class ZmqWorld implements World {
       rv?.close();
     }
     this.releaseRendezvous = () => rv?.release();
-    this.idle.start(() => { if (!this.closed) void this.close().catch(() => undefined); }, env);
+    this.idle.start(() => {
+      if (this.closed) return;
+      void this.close().catch((e: Error) => {
+        this.log(`tprun: ${e.message}`);
+        process.exitCode ||= 1;
+      });
+    }, env);
   }
 
   private waiting = 0;
@@ -329,6 +338,7 @@ class ZmqWorld implements World {
     } catch (e) {
       // A refused message leaves its ring stuck: the world cannot go on.
       this.fatal ??= e as Error;
+      this.fatalShown = true;
       throw new CommError(`${this.current} failed on rank ${this.rank}: ${(e as Error).message}`);
     }
   }
@@ -336,7 +346,10 @@ class ZmqWorld implements World {
 
   private async waitFor(what: string, missing: () => number[], timeoutMs = this.timeoutMs): Promise<void> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
-    if (this.fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${this.fatal.message}`);
+    if (this.fatal) {
+      this.fatalShown = true;
+      throw new CommError(`${what} failed on rank ${this.rank}: ${this.fatal.message}`);
+    }
     this.current = what;
     // Counted so that an idle world can tell a script that ended from one waiting on its peers (./idle.ts).
     this.waiting++;
@@ -358,7 +371,10 @@ class ZmqWorld implements World {
       try {
         for (;;) {
           const fatal = this.fatal as Error | undefined; // set by event handlers while we awaited
-          if (fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${fatal.message}`);
+          if (fatal) {
+            this.fatalShown = true;
+            throw new CommError(`${what} failed on rank ${this.rank}: ${fatal.message}`);
+          }
           let graceEnd = Infinity;
           for (const r of m) {
             const g = this.gone.get(r);
@@ -417,8 +433,9 @@ class ZmqWorld implements World {
     tickets.push(t);
     const done = () => { t.done = true; };
     const s = this.shm[dst];
-    if (s) s.send(a, b, data, done);
-    else this.zlinks[dst]!.send(a, b, data, () => { done(); this.kick(); });
+    const desc = this.inbox.descOf(a);
+    if (s) s.send(a, b, data, done, desc);
+    else this.zlinks[dst]!.send(a, b, data, () => { done(); this.kick(); }, desc);
   }
 
   /** Wait until every posted receive (src, a, b) completed and every ticket was sent. */
@@ -437,8 +454,16 @@ class ZmqWorld implements World {
     }
   }
 
-  private nextSeq(): number {
+  /** The next collective's sequence number; its descriptor is checked against what peers send for it. */
+  private nextSeq(desc: number): number {
     this.seq = (this.seq + 1) % 0x40000000;
+    try {
+      this.inbox.begin(this.seq, desc);
+    } catch (e) {
+      this.fatal ??= e as Error; // the ranks' collectives no longer line up: nothing after this can work
+      this.fatalShown = true;
+      throw e;
+    }
     return this.seq;
   }
 
@@ -450,7 +475,7 @@ class ZmqWorld implements World {
   // ---- collectives ----
 
   async barrier(o?: CollectiveOptions): Promise<void> {
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('barrier'));
     const recvs: [number, number, number][] = [];
     const tickets: Ticket[] = [];
     const empty = new Uint8Array(0);
@@ -466,8 +491,7 @@ class ZmqWorld implements World {
 
   async broadcast<T extends CommArray>(buf: T, root: number, o?: CollectiveOptions): Promise<T> {
     checkRoot(root, this.size, 'broadcast root');
-    dtypeOf(buf, o?.dtype);
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('broadcast', dtypeOf(buf, o?.dtype), undefined, root));
     const bytes = bytesOf(buf);
     const tickets: Ticket[] = [];
     if (this.rank === root) {
@@ -504,7 +528,8 @@ class ZmqWorld implements World {
     } catch (e) {
       return Promise.reject(e);
     }
-    const a = this.nextSeq();
+    let a: number;
+    try { a = this.nextSeq(descriptor('allReduce', dtype, op)); } catch (e) { return Promise.reject(e); }
     return this.serial(() => this.allReduceNow(buf, op, dtype, a, o));
   }
 
@@ -590,7 +615,8 @@ class ZmqWorld implements World {
     } catch (e) {
       return Promise.reject(e);
     }
-    const a = this.nextSeq();
+    let a: number;
+    try { a = this.nextSeq(descriptor('reduceScatter', dtype, op)); } catch (e) { return Promise.reject(e); }
     return this.serial(() => this.reduceScatterNow(buf, op, dtype, a, o));
   }
 
@@ -614,8 +640,7 @@ class ZmqWorld implements World {
   }
 
   async allGather<T extends CommArray>(buf: T, o?: CollectiveOptions): Promise<T> {
-    dtypeOf(buf, o?.dtype);
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('allGather', dtypeOf(buf, o?.dtype)));
     const n = buf.length;
     const C = buf.constructor as unknown as { new (n: number): T };
     const out = new C(n * this.size);
@@ -635,8 +660,7 @@ class ZmqWorld implements World {
 
   async gather<T extends CommArray>(buf: T, root: number, o?: CollectiveOptions): Promise<T | undefined> {
     checkRoot(root, this.size, 'gather root');
-    dtypeOf(buf, o?.dtype);
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('gather', dtypeOf(buf, o?.dtype), undefined, root));
     const n = buf.length;
     const tickets: Ticket[] = [];
     if (this.rank !== root) {
@@ -660,8 +684,7 @@ class ZmqWorld implements World {
 
   async scatter<T extends CommArray>(pieces: T[] | undefined, root: number, into: T, o?: CollectiveOptions): Promise<T> {
     checkRoot(root, this.size, 'scatter root');
-    dtypeOf(into, o?.dtype);
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('scatter', dtypeOf(into, o?.dtype), undefined, root));
     const tickets: Ticket[] = [];
     if (this.rank === root) {
       if (!pieces || pieces.length !== this.size) throw new CommError(`scatter #${a}: the root needs ${this.size} pieces, got ${pieces?.length ?? 0}`);
@@ -735,7 +758,7 @@ class ZmqWorld implements World {
 
   async broadcastObject<T = unknown>(value: T | undefined, root: number, o?: CollectiveOptions): Promise<T> {
     checkRoot(root, this.size, 'broadcast root');
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('broadcastObject', undefined, undefined, root));
     const tickets: Ticket[] = [];
     if (this.rank === root) {
       const bytes = pack(value);
@@ -750,6 +773,7 @@ class ZmqWorld implements World {
 
   async close(opts: CloseOptions = {}): Promise<void> {
     if (this.closed) return;
+    const shown = this.fatalShown;
     if (opts.abort) {
       // Failing: tell the peers at once and wait for nothing, so this rank exits before its victims.
       for (const z of this.zlinks) z?.bye();
@@ -776,6 +800,8 @@ class ZmqWorld implements World {
     this.closed = true;
     await Promise.all(this.zlinks.map((z) => z?.close()));
     this.teardown();
+    // E.g. a peer's mismatched collective that reached us after ours had completed: results are wrong.
+    if (this.fatal && !shown) throw new CommError(`rank ${this.rank}: ${this.fatal.message}`);
   }
 
   private releaseRendezvous?: () => void;

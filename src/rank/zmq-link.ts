@@ -161,13 +161,13 @@ export class ZmqLink {
     this.control(CTRL_WAKE);
   }
 
-  send(a: number, b: number, data: Uint8Array, done?: () => void): void {
+  send(a: number, b: number, data: Uint8Array, done?: () => void, desc = 0): void {
     const total = data.byteLength;
     let off = 0;
     do {
       const len = Math.min(ZMQ_PIECE, total - off);
       const h = Buffer.alloc(HDR);
-      writeHeader(h, { a, b, total, off, len });
+      writeHeader(h, { a, b, total, off, len, desc });
       // zeromq.js sends large buffers zero-copy (the I/O thread reads them later); copying here lets the
       // caller reuse its array as soon as `done` runs.
       const piece = Buffer.from(data.subarray(off, off + len));
