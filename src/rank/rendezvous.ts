@@ -8,6 +8,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { CommError } from './inbox.js';
 import type { Curve } from './zmq-link.js';
+import { acquireAddressBook, labelClient } from './address-book.js';
 import { Auth, Chal, Deny, Hello, WorldTable, decode, type PeerInfo } from './wire-schema.js';
 
 /** What each rank tells the others at rendezvous (checked by ./wire-schema.ts on arrival). */
@@ -19,52 +20,6 @@ const mac = (secret: Buffer, ...parts: (string | Uint8Array)[]) => {
   return h.digest();
 };
 const same = (a: Uint8Array, b: Buffer) => a.length === b.length && timingSafeEqual(a, b);
-
-const ZAP_EP = 'inproc://zeromq.zap.01';
-
-/**
- * Learns the network address of each connection: ZeroMQ hands every new connection to the ZAP handler
- * with its address. Clients make their routing id equal to the credential ZAP sees (a random PLAIN
- * user name, or their CURVE public key), which ties a ROUTER message back to an address.
- */
-class AddressBook {
-  private rep = new zmq.Reply();
-  readonly addr = new Map<string, string>();
-  async start(): Promise<void> {
-    try {
-      await this.rep.bind(ZAP_EP);
-    } catch {
-      this.rep.close(); // another world in this process already answers ZAP; addresses stay unknown
-      return;
-    }
-    void (async () => {
-      try {
-        for await (const f of this.rep) {
-          // [version, request id, domain, address, identity, mechanism, credentials...]
-          const mech = f[5]?.toString();
-          const cred = mech === 'PLAIN' ? f[6]?.toString() : mech === 'CURVE' && f[6] ? z85(f[6]) : undefined;
-          if (cred) this.addr.set(cred, f[3].toString());
-          await this.rep.send([f[0], f[1], '200', 'OK', '', '']);
-        }
-      } catch { /* closed */ }
-    })();
-  }
-  close(): void {
-    this.rep.close();
-  }
-}
-
-const Z85 = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#';
-function z85(b: Buffer): string {
-  let s = '';
-  for (let i = 0; i + 4 <= b.length; i += 4) {
-    let v = b.readUInt32BE(i);
-    const c: string[] = [];
-    for (let k = 0; k < 5; k++) { c.unshift(Z85[v % 85]); v = Math.floor(v / 85); }
-    s += c.join('');
-  }
-  return s;
-}
 
 export interface Rendezvoused {
   peers: PeerInfo[];
@@ -107,8 +62,7 @@ const MAX_REFUSAL_LOGS = 50;
 const MAX_PENDING = 256;
 
 async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
-  const book = new AddressBook();
-  await book.start();
+  const book = await acquireAddressBook();
   const sock = new zmq.Router({ linger: 1000, maxMessageSize: 1 << 20, zapDomain: 'tprun' });
   if (o.curve) {
     sock.curveServer = true;
@@ -118,14 +72,14 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     await sock.bind(o.bind);
   } catch (e) {
     sock.close();
-    book.close();
+    book.release();
     throw new CommError(`rank 0 cannot listen on ${o.bind}: ${(e as Error).message}`);
   }
   const peers: PeerInfo[] = new Array(o.size);
   peers[0] = o.info;
   const ridOf: Buffer[] = new Array(o.size);
   const nonces = new Map<string, { cn: Buffer; sn: Buffer }>();
-  const whereIs = (rid: Buffer) => book.addr.get(rid.toString()) ?? 'an unknown address';
+  const whereIs = (rid: Buffer) => book.whereIs(rid);
   const started = Date.now();
   const deadline = started + o.timeoutMs;
   const missing = () => [...peers.keys()].filter((r) => !peers[r]);
@@ -203,7 +157,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     const why = (e as Error).message;
     for (let r = 1; r < o.size; r++) if (ridOf[r]) await sock.send([ridOf[r], 'FAIL', pack({ reason: why })]).catch(() => undefined);
     sock.close();
-    book.close();
+    book.release();
     throw e;
   }
 
@@ -233,7 +187,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     },
     release() {
       sock.close();
-      book.close();
+      book.release();
     },
   };
 }
@@ -244,19 +198,7 @@ const VERDICT_GRACE_MS = 3000;
 
 async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
   const sock = new zmq.Dealer({ linger: 1000, maxMessageSize: 16 << 20 });
-  if (o.curve) {
-    const kp = zmq.curveKeyPair();
-    sock.curveServerKey = o.curve.serverPublic;
-    sock.curvePublicKey = kp.publicKey;
-    sock.curveSecretKey = kp.secretKey;
-    sock.routingId = kp.publicKey; // the ZAP handler sees the same key, which ties messages to addresses
-  } else {
-    // PLAIN here carries no secret (the HMAC exchange does); its user name only labels the connection.
-    const user = randomBytes(12).toString('hex');
-    sock.plainUsername = user;
-    sock.plainPassword = 'tprun';
-    sock.routingId = user;
-  }
+  labelClient(sock, o.curve);
   const started = Date.now();
   let deadline = started + o.timeoutMs;
   let answered = false;

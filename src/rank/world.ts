@@ -35,6 +35,7 @@ const DISCONNECT_GRACE_MS = 100;
 const SECONDARY_FAILURE_DELAY_MS = 250;
 import { bindLocalRank } from './affinity.js';
 import { IdleWatch } from './idle.js';
+import { acquireAddressBook, type AddressBookUse } from './address-book.js';
 
 export { CommError } from './inbox.js';
 export { detectIdentity } from './identity.js';
@@ -217,6 +218,7 @@ class ZmqWorld implements World {
       ? { serverPublic: env.TPRUN_CURVE_SERVER_PUBLIC, serverSecret: env.TPRUN_CURVE_SERVER_SECRET } : undefined;
     const jobTag = createHash('sha256').update(rdv.jobId).digest('hex').slice(0, 12);
     const nonce = randomBytes(32);
+    this.book = await acquireAddressBook();
     this.router = new DataRouter(this.rank, rdv.secret, nonce, this.inbox, {
       bye: (r) => {
         this.gone.set(r, { at: 0, why: `rank ${r} closed its world` });
@@ -227,7 +229,7 @@ class ZmqWorld implements World {
       wake: () => this.kick(),
       fail: (e) => { this.fatal ??= e; this.kick(); },
       log: this.log,
-    }, curve);
+    }, curve, this.book.whereIs);
     let rv: Awaited<ReturnType<typeof rendezvous>> | undefined;
     try {
       const ep = await listenForData((e) => this.router.bind(e), rdv, this.rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));
@@ -805,11 +807,13 @@ class ZmqWorld implements World {
   }
 
   private releaseRendezvous?: () => void;
+  private book?: AddressBookUse;
 
   private teardown(): void {
     this.closed = true;
     this.idle.stop();
     this.releaseRendezvous?.();
+    this.book?.release();
     for (const s of this.wakeSockets) s.destroy();
     this.wakeServer?.close();
     for (const z of this.zlinks) if (z && !z.sock.closed) z.sock.close();

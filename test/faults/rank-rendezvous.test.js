@@ -126,3 +126,34 @@ test('a single-host job listens on the loopback interface only (rendezvous and d
     r0.proc.kill('SIGKILL');
   }
 });
+
+test('junk on a rank\'s data port is refused and logged with its address; the job completes', async () => {
+  const go = join(tmpdir(), `rank-data-junk-${process.pid}-${Date.now()}`);
+  const env = await jobEnv(2, { APP_GO_FILE: go });
+  const rs = [startRank(0, env, ['hold']), startRank(1, env, ['hold'])];
+  const junk = [];
+  try {
+    await until(() => rs.every((r) => r.lines().some((l) => l.ready)), 30000, 'both ranks to be ready');
+    const [data] = listeners(rs[1].pid);
+    assert.ok(data, 'rank 1 listens for data');
+    const d1 = intruder(data.port);
+    junk.push(d1);
+    await d1.send([Buffer.from('not a header')]);
+    const d2 = intruder(data.port);
+    junk.push(d2);
+    const hdr = Buffer.alloc(32); // a control header claiming to be rank 0, with a made-up proof
+    hdr.writeUInt32LE(0xc0000000, 0);
+    hdr.writeUInt32LE(1, 4);
+    await d2.send([hdr, randomBytes(32)]);
+    await until(() => (rs[1].stderr.match(/refused a data connection/g) ?? []).length >= 2 || rs[1].code !== null, 30000, 'rank 1 to refuse the junk');
+    assert.match(rs[1].stderr, /^tprun: rank 1 refused a data connection from 127\.0\.0\.1: malformed frame$/m);
+    assert.match(rs[1].stderr, /^tprun: rank 1 refused a data connection from 127\.0\.0\.1: bad data-plane proof \(claims rank 0\)$/m);
+    writeFileSync(go, '');
+    await Promise.all(rs.map((r) => r.exited));
+    for (const r of rs) assert.equal(r.code, 0, r.stderr);
+  } finally {
+    for (const d of junk) d.close();
+    rmSync(go, { force: true });
+    for (const r of rs) r.proc.kill('SIGKILL');
+  }
+});
