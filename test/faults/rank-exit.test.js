@@ -20,3 +20,12 @@ for (const transport of ['shm', 'zmq']) {
     }
   });
 }
+
+test('under tprun, a job whose script omits close() ends with exit 0 and leaves nothing behind', async () => {
+  const { runTprun } = await import('../helpers/procs.js');
+  const { APP } = await import('./rank-spawn.js');
+  const res = await runTprun(['-n', '2', '--gpus', 'none', '--timeout', '40', '--', process.execPath, APP, 'noclose']);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal((res.stdout.match(/"sum":3/g) ?? []).length, 2, res.stdout);
+  assert.deepEqual(res.left, []);
+});
