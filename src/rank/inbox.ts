@@ -2,6 +2,8 @@
 // the bytes written straight into it (shared memory reads land there with no intermediate copy);
 // messages nobody asked for yet are kept in a buffer of their own until they are asked for.
 
+import { mismatch } from './collective-check.js';
+
 /** Wire header of one piece of a message (32 bytes). */
 export const HDR = 32;
 export interface PieceHeader {
@@ -10,6 +12,8 @@ export interface PieceHeader {
   total: number;
   off: number;
   len: number;
+  /** The sender's collective descriptor (./collective-check.ts); 0 for everything else. */
+  desc?: number;
 }
 export function writeHeader(dst: Uint8Array, h: PieceHeader): void {
   const v = new DataView(dst.buffer, dst.byteOffset, HDR);
@@ -18,10 +22,11 @@ export function writeHeader(dst: Uint8Array, h: PieceHeader): void {
   v.setFloat64(8, h.total, true);
   v.setFloat64(16, h.off, true);
   v.setUint32(24, h.len, true);
+  v.setUint32(28, h.desc ?? 0, true);
 }
 export function readHeader(src: Uint8Array): PieceHeader {
   const v = new DataView(src.buffer, src.byteOffset, HDR);
-  return { a: v.getUint32(0, true), b: v.getUint32(4, true), total: v.getFloat64(8, true), off: v.getFloat64(16, true), len: v.getUint32(24, true) };
+  return { a: v.getUint32(0, true), b: v.getUint32(4, true), total: v.getFloat64(8, true), off: v.getFloat64(16, true), len: v.getUint32(24, true), desc: v.getUint32(28, true) };
 }
 
 /** Key spaces (top bits of `a`): collectives by call sequence, point-to-point by tag, objects by tag. */
@@ -36,7 +41,13 @@ interface Entry {
   buf?: Uint8Array;
   posted: boolean;
   complete: boolean;
+  /** Collective descriptors: what the sender called (from its first piece) and what we called. */
+  theirs?: number;
+  mine?: number;
 }
+
+/** Collectives this rank has begun, by sequence number, kept for a while to check late arrivals. */
+const STARTED_KEPT = 4096;
 
 export class Inbox {
   private boxes: Map<number, Entry>[];
@@ -44,8 +55,32 @@ export class Inbox {
   version = 0;
   onDeliver?: () => void;
 
-  constructor(size: number, private maxBytes: number) {
+  private started = new Map<number, number>();
+
+  constructor(size: number, private maxBytes: number, private me = -1) {
     this.boxes = Array.from({ length: size }, () => new Map());
+  }
+
+  /** This rank begins collective #a described by `desc`: messages for it that came early must agree. */
+  begin(a: number, desc: number): void {
+    this.started.set(a, desc);
+    this.started.delete(a - STARTED_KEPT);
+    for (let src = 0; src < this.boxes.length; src++) {
+      for (let b = 0; b < 2; b++) {
+        const e = this.boxes[src].get(Inbox.key(a, b));
+        if (e?.theirs && e.theirs !== desc) throw new CommError(mismatch(a, src, e.theirs, this.me, desc));
+      }
+    }
+  }
+
+  /** The descriptor of our collective #a, to send along with its messages (0 outside collectives). */
+  descOf(a: number): number {
+    return a < KIND_P2P ? this.started.get(a) ?? 0 : 0;
+  }
+
+  private check(src: number, a: number, e: Entry): void {
+    const mine = e.mine ?? (a < KIND_P2P ? this.started.get(a) : undefined);
+    if (e.theirs && mine && e.theirs !== mine) throw new CommError(mismatch(a, src, e.theirs, this.me, mine));
   }
 
   private static key(a: number, b: number): number {
@@ -53,15 +88,17 @@ export class Inbox {
     return a * 2097152 + (b % 2097152);
   }
 
-  /** Declare that (src, a, b) is wanted, optionally into `into`. */
-  post(src: number, a: number, b: number, into?: Uint8Array): void {
+  /** Declare that (src, a, b) is wanted, optionally into `into`; `mine` describes our collective. */
+  post(src: number, a: number, b: number, into?: Uint8Array, mine?: number): void {
     const k = Inbox.key(a, b);
     const box = this.boxes[src];
     let e = box.get(k);
     if (!e) {
-      box.set(k, { total: into ? into.byteLength : -1, got: 0, buf: into, posted: true, complete: false });
+      box.set(k, { total: into ? into.byteLength : -1, got: 0, buf: into, posted: true, complete: false, mine });
       return;
     }
+    e.mine = mine;
+    this.check(src, a, e);
     e.posted = true;
     if (into && e.buf !== into) {
       if (e.total !== into.byteLength) throw new CommError(`rank ${src} sent ${e.total} bytes where ${into.byteLength} were expected`);
@@ -77,6 +114,10 @@ export class Inbox {
     let e = box.get(k);
     if (h.total > this.maxBytes) throw new CommError(`rank ${src} sent a ${h.total}-byte message; the limit is ${this.maxBytes} (TPRUN_MAX_MESSAGE_BYTES)`);
     if (!e) box.set(k, (e = { total: h.total, got: 0, posted: false, complete: false }));
+    if (h.desc && !e.theirs) {
+      e.theirs = h.desc;
+      this.check(src, h.a, e);
+    }
     if (e.total === -1) e.total = h.total;
     if (e.total !== h.total) throw new CommError(`rank ${src} sent ${h.total} bytes where ${e.total} were expected (mismatched collective or recv length)`);
     if (h.off + h.len > h.total) throw new CommError(`rank ${src} sent a malformed piece`);

@@ -5,78 +5,27 @@
 import * as zmq from 'zeromq';
 import { pack, unpack } from 'msgpackr';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { z } from 'zod';
 import { CommError } from './inbox.js';
 import type { Curve } from './zmq-link.js';
+import { acquireAddressBook, labelClient } from './address-book.js';
+import { Auth, Chal, Deny, Hello, WorldTable, decode, type PeerInfo } from './wire-schema.js';
 
-/** What each rank tells the others at rendezvous. */
-export interface PeerInfo {
-  rank: number;
-  host: string;
-  /** Ranks with equal hostKey may share memory. */
-  hostKey: string;
-  pid: number;
-  data: string;
-  dataNonce: Uint8Array;
-  shm?: { path: string; token: string; slot: number; slots: number; wake?: string };
-}
+/** What each rank tells the others at rendezvous (checked by ./wire-schema.ts on arrival). */
+export type { PeerInfo } from './wire-schema.js';
 
 const mac = (secret: Buffer, ...parts: (string | Uint8Array)[]) => {
   const h = createHmac('sha256', secret);
   for (const p of parts) h.update(p).update('\0');
   return h.digest();
 };
-const same = (a: Uint8Array | undefined, b: Buffer) => !!a && a.length === b.length && timingSafeEqual(a, b);
-
-const ZAP_EP = 'inproc://zeromq.zap.01';
-
-/**
- * Learns the network address of each connection: ZeroMQ hands every new connection to the ZAP handler
- * with its address. Clients make their routing id equal to the credential ZAP sees (a random PLAIN
- * user name, or their CURVE public key), which ties a ROUTER message back to an address.
- */
-class AddressBook {
-  private rep = new zmq.Reply();
-  readonly addr = new Map<string, string>();
-  async start(): Promise<void> {
-    try {
-      await this.rep.bind(ZAP_EP);
-    } catch {
-      this.rep.close(); // another world in this process already answers ZAP; addresses stay unknown
-      return;
-    }
-    void (async () => {
-      try {
-        for await (const f of this.rep) {
-          // [version, request id, domain, address, identity, mechanism, credentials...]
-          const mech = f[5]?.toString();
-          const cred = mech === 'PLAIN' ? f[6]?.toString() : mech === 'CURVE' && f[6] ? z85(f[6]) : undefined;
-          if (cred) this.addr.set(cred, f[3].toString());
-          await this.rep.send([f[0], f[1], '200', 'OK', '', '']);
-        }
-      } catch { /* closed */ }
-    })();
-  }
-  close(): void {
-    this.rep.close();
-  }
-}
-
-const Z85 = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#';
-function z85(b: Buffer): string {
-  let s = '';
-  for (let i = 0; i + 4 <= b.length; i += 4) {
-    let v = b.readUInt32BE(i);
-    const c: string[] = [];
-    for (let k = 0; k < 5; k++) { c.unshift(Z85[v % 85]); v = Math.floor(v / 85); }
-    s += c.join('');
-  }
-  return s;
-}
+const same = (a: Uint8Array, b: Buffer) => a.length === b.length && timingSafeEqual(a, b);
 
 export interface Rendezvoused {
   peers: PeerInfo[];
-  /** Rank 0 gathers what every rank could open and tells everyone; round two of the handshake. */
-  exchange<T>(mine: T): Promise<T[]>;
+  /** Rank 0 gathers what every rank could open and tells everyone; round two of the handshake.
+   *  `schema` checks what the other ranks sent. */
+  exchange<T>(mine: T, schema: z.ZodType<T>): Promise<T[]>;
   /** Ends the rendezvous socket. */
   close(): void;
   /** Ends the ZAP handler too. Only at the world's end: ZeroMQ asks it about every CURVE connection of
@@ -91,9 +40,29 @@ export async function rendezvous(opts: {
   return opts.rank === 0 ? serve(opts) : join(opts);
 }
 
+/** A socket's next message; a wait that gave up (to warn, say) leaves the receive pending for the next
+ *  call, since ZeroMQ allows one at a time. Rejections once nobody waits (socket closed) are dropped. */
+function receiver(sock: zmq.Router | zmq.Dealer): () => Promise<Buffer[]> {
+  let p: Promise<Buffer[]> | undefined;
+  return () => {
+    if (!p) {
+      const q = sock.receive();
+      p = q;
+      q.then(() => { p = undefined; }, () => { p = undefined; });
+    }
+    return p;
+  };
+}
+
+/** Rank 0 names the ranks still missing this long after it started waiting (then at the hard limit). */
+const WAIT_WARN_MS = 10_000;
+/** Refusals logged per rendezvous; a flood of junk must not flood the log as well. */
+const MAX_REFUSAL_LOGS = 50;
+/** HELLOs waiting for their AUTH; the oldest challenge is dropped beyond this (junk must not grow memory). */
+const MAX_PENDING = 256;
+
 async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
-  const book = new AddressBook();
-  await book.start();
+  const book = await acquireAddressBook();
   const sock = new zmq.Router({ linger: 1000, maxMessageSize: 1 << 20, zapDomain: 'tprun' });
   if (o.curve) {
     sock.curveServer = true;
@@ -103,35 +72,50 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     await sock.bind(o.bind);
   } catch (e) {
     sock.close();
-    book.close();
+    book.release();
     throw new CommError(`rank 0 cannot listen on ${o.bind}: ${(e as Error).message}`);
   }
   const peers: PeerInfo[] = new Array(o.size);
   peers[0] = o.info;
   const ridOf: Buffer[] = new Array(o.size);
   const nonces = new Map<string, { cn: Buffer; sn: Buffer }>();
-  const whereIs = (rid: Buffer) => book.addr.get(rid.toString()) ?? 'an unknown address';
-  const deadline = Date.now() + o.timeoutMs;
+  const whereIs = (rid: Buffer) => book.whereIs(rid);
+  const started = Date.now();
+  const deadline = started + o.timeoutMs;
+  const missing = () => [...peers.keys()].filter((r) => !peers[r]);
+  const ranks = (m: number[]) => `rank${m.length > 1 ? 's' : ''} ${m.join(', ')}`;
+  let warned = o.timeoutMs <= WAIT_WARN_MS;
   let inbox: Buffer[][] = [];
+  const receive = receiver(sock);
 
   async function next(): Promise<Buffer[]> {
     if (inbox.length) return inbox.shift()!;
-    const left = deadline - Date.now();
-    const missing = [...peers.keys()].filter((r) => !peers[r]);
-    if (left <= 0) throw new CommError(`rendezvous timed out after ${o.timeoutMs} ms at rank 0: ranks ${missing.join(', ')} did not arrive`);
-    let t: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        sock.receive(),
-        new Promise<never>((_, rej) => { t = setTimeout(() => rej(new CommError(`rendezvous timed out after ${o.timeoutMs} ms at rank 0: ranks ${[...peers.keys()].filter((r) => !peers[r]).join(', ')} did not arrive`)), left); }),
-      ]);
-    } finally {
-      clearTimeout(t);
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new CommError(`rendezvous timed out after ${o.timeoutMs} ms at rank 0: ${ranks(missing())} did not arrive (never called initWorld(), or cannot reach ${o.connect})`);
+      const warnIn = warned ? Infinity : started + WAIT_WARN_MS - Date.now();
+      let t: NodeJS.Timeout | undefined;
+      try {
+        const r = await Promise.race([
+          receive(),
+          new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn))); }),
+        ]);
+        if (r) return r;
+      } finally {
+        clearTimeout(t);
+      }
+      if (!warned && Date.now() >= started + WAIT_WARN_MS && missing().length) {
+        warned = true;
+        o.log(`tprun: rank 0: still waiting for ${ranks(missing())} to join after ${Math.round((Date.now() - started) / 1000)} s (giving up after ${Math.round(o.timeoutMs / 1000)} s, TPRUN_COMM_TIMEOUT_MS)`);
+      }
     }
   }
 
+  let logged = 0;
   const refuse = async (rid: Buffer, why: string) => {
-    o.log(`tprun: rank 0 refused a connection from ${whereIs(rid)}: ${why}`);
+    if (logged < MAX_REFUSAL_LOGS) o.log(`tprun: rank 0 refused a connection from ${whereIs(rid)}: ${why}`);
+    else if (logged === MAX_REFUSAL_LOGS) o.log('tprun: rank 0: further refusals are not logged');
+    logged++;
     await sock.send([rid, 'DENY', pack({ reason: why })]).catch(() => undefined);
   };
 
@@ -139,49 +123,59 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   try {
     while (joined < o.size) {
       const [rid, typeB, body] = await next();
-      const type = typeB?.toString();
-      let msg: any;
-      try { msg = body ? unpack(body) : {}; } catch { await refuse(rid, 'unreadable message'); continue; }
+      const type = typeB?.toString('latin1').slice(0, 16);
       const key = rid.toString('hex');
       if (type === 'HELLO') {
-        const cn = Buffer.from(msg.cn ?? []);
-        if (cn.length !== 32) { await refuse(rid, 'malformed hello'); continue; }
+        const m = decode(Hello, body);
+        if (!m.ok) { await refuse(rid, `malformed hello (${m.why})`); continue; }
+        const cn = Buffer.from(m.value.cn);
         const sn = randomBytes(32);
+        nonces.delete(key);
+        if (nonces.size >= MAX_PENDING) nonces.delete(nonces.keys().next().value!);
         nonces.set(key, { cn, sn });
         await sock.send([rid, 'CHAL', pack({ sn, sp: mac(o.secret, 'tprun/server', cn, sn) })]);
       } else if (type === 'AUTH') {
         const n = nonces.get(key);
         nonces.delete(key);
-        const r = msg.info?.rank;
         if (!n) { await refuse(rid, 'authentication without a challenge'); continue; }
-        if (!same(msg.cp, mac(o.secret, 'tprun/client', String(r), n.sn, n.cn))) { await refuse(rid, `wrong job secret (claims rank ${r})`); continue; }
-        if (msg.size !== o.size) { await refuse(rid, `rank ${r} believes the world has ${msg.size} ranks, rank 0 has ${o.size}`); continue; }
-        if (!Number.isInteger(r) || r < 1 || r >= o.size) { await refuse(rid, `rank ${r} is out of range 1..${o.size - 1}`); continue; }
+        const m = decode(Auth, body);
+        if (!m.ok) { await refuse(rid, `malformed authentication (${m.why})`); continue; }
+        const { info, size, cp } = m.value;
+        const r = info.rank;
+        if (!same(cp, mac(o.secret, 'tprun/client', String(r), n.sn, n.cn))) { await refuse(rid, `wrong job secret (claims rank ${r})`); continue; }
+        if (size !== o.size) { await refuse(rid, `rank ${r} believes the world has ${size} ranks, rank 0 has ${o.size}`); continue; }
+        if (r < 1 || r >= o.size) { await refuse(rid, `rank ${r} is out of range 1..${o.size - 1}`); continue; }
         if (peers[r]) { await refuse(rid, `rank ${r} joined twice`); continue; }
-        peers[r] = msg.info;
+        peers[r] = info;
         ridOf[r] = rid;
         joined++;
-      } else await refuse(rid, `unexpected '${type}'`);
+      } else await refuse(rid, `unexpected '${type ?? ''}'`);
     }
     for (let r = 1; r < o.size; r++) await sock.send([ridOf[r], 'WORLD', pack({ peers })]);
   } catch (e) {
+    // The ranks that did join learn why, rather than timing out on their own with less to say.
+    const why = (e as Error).message;
+    for (let r = 1; r < o.size; r++) if (ridOf[r]) await sock.send([ridOf[r], 'FAIL', pack({ reason: why })]).catch(() => undefined);
     sock.close();
-    book.close();
+    book.release();
     throw e;
   }
 
   return {
     peers,
-    async exchange<T>(mine: T): Promise<T[]> {
+    async exchange<T>(mine: T, schema: z.ZodType<T>): Promise<T[]> {
       const all: T[] = new Array(o.size);
       all[0] = mine;
       let got = 1;
       const keep: Buffer[][] = [];
+      const Exch = z.object({ v: schema });
       while (got < o.size) {
         const f = await next();
         const r = ridOf.findIndex((x) => x && x.equals(f[0]));
-        if (r < 1 || f[1]?.toString() !== 'EXCH') { keep.push(f); continue; }
-        all[r] = unpack(f[2]).v;
+        if (r < 1 || f[1]?.toString() !== 'EXCH' || all[r] !== undefined) { keep.push(f); continue; }
+        const m = decode(Exch, f[2]);
+        if (!m.ok) throw new CommError(`rank 0: rank ${r} sent a malformed rendezvous exchange (${m.why})`);
+        all[r] = m.value.v as T;
         got++;
       }
       inbox = keep;
@@ -193,66 +187,82 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     },
     release() {
       sock.close();
-      book.close();
+      book.release();
     },
   };
 }
 
+/** After rank 0 has answered, how much longer a joining rank waits for its verdict past its own limit:
+ *  rank 0's timeout names the missing ranks, which beats a bare "no world table" here. */
+const VERDICT_GRACE_MS = 3000;
+
 async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
   const sock = new zmq.Dealer({ linger: 1000, maxMessageSize: 16 << 20 });
-  if (o.curve) {
-    const kp = zmq.curveKeyPair();
-    sock.curveServerKey = o.curve.serverPublic;
-    sock.curvePublicKey = kp.publicKey;
-    sock.curveSecretKey = kp.secretKey;
-    sock.routingId = kp.publicKey; // the ZAP handler sees the same key, which ties messages to addresses
-  } else {
-    // PLAIN here carries no secret (the HMAC exchange does); its user name only labels the connection.
-    const user = randomBytes(12).toString('hex');
-    sock.plainUsername = user;
-    sock.plainPassword = 'tprun';
-    sock.routingId = user;
-  }
-  const deadline = Date.now() + o.timeoutMs;
-  const recv = async (what: string): Promise<[string, any]> => {
-    let t: NodeJS.Timeout | undefined;
-    try {
-      const f = await Promise.race([
-        sock.receive(),
-        new Promise<never>((_, rej) => {
-          t = setTimeout(() => rej(new CommError(`rank ${o.rank}: no ${what} from rank 0 at ${o.connect} within ${o.timeoutMs} ms`)), Math.max(1, deadline - Date.now()));
-        }),
-      ]);
-      const type = f[0].toString();
-      const body = f[1] ? unpack(f[1]) : {};
-      if (type === 'DENY') throw new CommError(`rank ${o.rank}: rank 0 refused this rank: ${body.reason}`);
-      return [type, body];
-    } finally {
-      clearTimeout(t);
+  labelClient(sock, o.curve);
+  const started = Date.now();
+  let deadline = started + o.timeoutMs;
+  let answered = false;
+  let warned = o.timeoutMs <= WAIT_WARN_MS;
+  const receive = receiver(sock);
+  const recv = async <T>(what: string, want: string, schema: z.ZodType<T>): Promise<T> => {
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new CommError(`rank ${o.rank}: no ${what} from rank 0 at ${o.connect} within ${o.timeoutMs} ms`);
+      const warnIn = warned || answered ? Infinity : started + WAIT_WARN_MS - Date.now();
+      let t: NodeJS.Timeout | undefined;
+      let f: Buffer[] | undefined;
+      try {
+        f = await Promise.race([
+          receive(),
+          new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn))); }),
+        ]);
+      } finally {
+        clearTimeout(t);
+      }
+      if (!f) {
+        if (!warned && !answered && Date.now() >= started + WAIT_WARN_MS) {
+          warned = true;
+          o.log(`tprun: rank ${o.rank}: rank 0 has not answered at ${o.connect} after ${Math.round((Date.now() - started) / 1000)} s (not started yet, or never calls initWorld()); giving up after ${Math.round(o.timeoutMs / 1000)} s`);
+        }
+        continue;
+      }
+      const type = f[0]?.toString('latin1').slice(0, 16);
+      if (type === 'DENY' || type === 'FAIL') {
+        const d = decode(Deny, f[1]);
+        const reason = d.ok ? d.value.reason : 'no reason given';
+        throw new CommError(type === 'DENY' ? `rank ${o.rank}: rank 0 refused this rank: ${reason}` : `rank ${o.rank}: the rendezvous failed: ${reason}`);
+      }
+      if (type !== want) throw new CommError(`rank ${o.rank}: unexpected '${type}' from the rendezvous at ${o.connect} (expected ${want})`);
+      const m = decode(schema, f[1]);
+      if (!m.ok) throw new CommError(`rank ${o.rank}: malformed ${what} from the rendezvous at ${o.connect} (${m.why})`);
+      return m.value;
     }
   };
   try {
     sock.connect(o.connect);
     const cn = randomBytes(32);
     await sock.send(['HELLO', pack({ cn })]);
-    const [t1, chal] = await recv('challenge');
-    const sn = Buffer.from(chal.sn ?? []);
-    if (t1 !== 'CHAL' || sn.length !== 32) throw new CommError(`rank ${o.rank}: unexpected '${t1}' from the rendezvous at ${o.connect}`);
+    const chal = await recv('challenge', 'CHAL', Chal);
+    answered = true;
+    deadline += VERDICT_GRACE_MS;
+    const sn = Buffer.from(chal.sn);
     // Our proof goes out even if rank 0's fails: it is bound to both nonces, so it tells an impostor
     // nothing, and a real rank 0 can then log who knocked with the wrong secret.
     await sock.send(['AUTH', pack({ size: o.size, info: o.info, cp: mac(o.secret, 'tprun/client', String(o.rank), sn, cn) })]);
     if (!same(chal.sp, mac(o.secret, 'tprun/server', cn, sn))) {
       throw new CommError(`rank ${o.rank}: the rendezvous at ${o.connect} did not prove the job secret (another job on this port, or a different TPRUN_SECRET)`);
     }
-    const [t2, world] = await recv('world table');
-    if (t2 !== 'WORLD') throw new CommError(`rank ${o.rank}: unexpected '${t2}' from rank 0`);
+    const world = await recv('world table', 'WORLD', WorldTable);
+    if (world.peers.length !== o.size || world.peers.some((p, r) => !p || p.rank !== r)) {
+      throw new CommError(`rank ${o.rank}: rank 0 sent a world table of ${world.peers.length} ranks for a world of ${o.size}`);
+    }
     return {
       peers: world.peers,
-      async exchange<T>(mine: T): Promise<T[]> {
+      async exchange<T>(mine: T, schema: z.ZodType<T>): Promise<T[]> {
         await sock.send(['EXCH', pack({ v: mine })]);
-        const [t, b] = await recv('exchange');
-        if (t !== 'EXCH') throw new CommError(`rank ${o.rank}: unexpected '${t}' from rank 0`);
-        return b.all;
+        deadline = Date.now() + o.timeoutMs;
+        const b = await recv('exchange', 'EXCH', z.object({ all: z.array(schema).length(o.size) }));
+        return b.all as T[];
       },
       close() {
         sock.close();

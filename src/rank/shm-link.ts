@@ -15,6 +15,7 @@
 import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, existsSync, ftruncateSync, statfsSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
+import { cleanupOnEnd } from './scoped-cleanup.js';
 
 const FILE_HDR = 4096;
 const envInt = (name: string, dflt: number) => (process.env[name] ? Number(process.env[name]) : dflt);
@@ -62,27 +63,39 @@ export class ShmOut {
     sweepStale();
     const path = `/dev/shm/tprun-${jobTag}-${rank}-${process.pid}-${randomBytes(4).toString('hex')}`;
     const token = randomBytes(16).toString('hex');
-    // The name lives until every peer has opened the file (a few ms after rendezvous); a rank that dies
-    // in between leaves it behind only if killed outright, and the next job's sweep removes it then.
-    process.on('exit', this.onExit);
-    this.fd = openSync(path, 'wx+', 0o600);
+    // The name lives until every peer has opened the file (a few ms after rendezvous, or as long as the
+    // rendezvous waits); a rank that exits or is signalled in between removes it, one killed outright
+    // (SIGKILL) leaves it to the next job's sweep.
     this.info = { path, token, slot, slots, wake: `\0tprun-${jobTag}-${rank}-${process.pid}-${randomBytes(4).toString('hex')}` };
-    ftruncateSync(this.fd, FILE_HDR + size * regionOf(this.info));
-    writeSync(this.fd, Buffer.from(token), 0, 32, 0);
+    this.release = cleanupOnEnd(() => this.unlink());
+    let fd: number | undefined;
+    try {
+      fd = openSync(path, 'wx+', 0o600);
+      this.created = true;
+      ftruncateSync(fd, FILE_HDR + size * regionOf(this.info));
+      writeSync(fd, Buffer.from(token), 0, 32, 0);
+    } catch (e) {
+      if (fd !== undefined) closeSync(fd);
+      this.unlink();
+      throw e;
+    }
+    this.fd = fd;
   }
 
   static available(): boolean {
     return process.platform === 'linux' && existsSync('/dev/shm') && process.env.TPRUN_TRANSPORT !== 'zmq';
   }
 
-  /** Once every peer holds it open, the name can go: nothing is left behind even if we crash later. */
-  private onExit = () => this.unlink();
+  private release: () => void;
+  /** Only a file this rank created is ever removed. */
+  private created = false;
 
+  /** Once every peer holds it open, the name can go: nothing is left behind even if we crash later. */
   unlink(): void {
     if (this.unlinked) return;
     this.unlinked = true;
-    process.off('exit', this.onExit);
-    try { unlinkSync(this.info.path); } catch { /* already gone */ }
+    this.release();
+    if (this.created) try { unlinkSync(this.info.path); } catch { /* already gone */ }
   }
 
   /** Publish "asleep since epoch e" (0 = awake) for peers that move data for us. */
@@ -161,13 +174,13 @@ export class ShmLink {
   }
 
   /** Queue a message; `done` runs when its last byte is in the ring (the caller may then reuse `data`). */
-  send(a: number, b: number, data: Uint8Array, done?: () => void): void {
+  send(a: number, b: number, data: Uint8Array, done?: () => void, desc = 0): void {
     const total = data.byteLength;
     let off = 0;
     do {
       const len = Math.min(this.out.payload, total - off);
       const last = off + len >= total;
-      this.queue.push({ h: { a, b, total, off, len }, data: data.subarray(off, off + len), last, done: last ? done : undefined });
+      this.queue.push({ h: { a, b, total, off, len, desc }, data: data.subarray(off, off + len), last, done: last ? done : undefined });
       off += len;
     } while (off < total);
   }

@@ -21,12 +21,21 @@ import { CommError, Inbox, KIND_OBJ, KIND_P2P } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
+import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
+import { z } from 'zod';
 import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
+import { descriptor } from './collective-check.js';
 
-/** How long a rank whose peer left waits before failing in turn (see waitFor). */
+/** How long close() waits for a peer to acknowledge its goodbye (one whose event loop is blocked). */
+const CLOSE_WAIT_MS = 5000;
+/** How long after a peer's disconnect its last messages may still land (see waitFor). */
+const DISCONNECT_GRACE_MS = 100;
+/** How long a rank whose peer said goodbye waits before failing in turn (see waitFor). */
 const SECONDARY_FAILURE_DELAY_MS = 250;
 import { bindLocalRank } from './affinity.js';
+import { IdleWatch } from './idle.js';
+import { acquireAddressBook, type AddressBookUse } from './address-book.js';
 
 export { CommError } from './inbox.js';
 export { detectIdentity } from './identity.js';
@@ -163,7 +172,10 @@ class ZmqWorld implements World {
   private sendSeq = new Map<string, number>();
   private recvSeq = new Map<string, number>();
   private gone = new Map<number, { at: number; why: string }>();
+  private byeAcked = new Set<number>();
   private fatal?: Error;
+  /** Whether `fatal` reached the script; close() reports one that arrived after the last collective. */
+  private fatalShown = false;
   private closed = false;
   /** Everyone asleep in waitFor (several when collectives run concurrently). */
   private wakers = new Set<() => void>();
@@ -175,14 +187,14 @@ class ZmqWorld implements World {
   private arena = SimdArena.create();
   private log = (m: string) => process.stderr.write(m + '\n');
 
-  constructor(id: WorldIdentity, private timeoutMs: number, private maxBytes: number, env: Env) {
+  constructor(id: WorldIdentity, private timeoutMs: number, maxBytes: number, env: Env) {
     this.rank = id.rank;
     this.size = id.size;
     this.localRank = id.localRank;
     this.localSize = id.localSize;
     this.nodeRank = id.nodeRank;
     this.source = id.source;
-    this.inbox = new Inbox(id.size, maxBytes);
+    this.inbox = new Inbox(id.size, maxBytes, id.rank);
     this.inbox.onDeliver = () => this.kick();
     // Busy-polling shared memory is what makes small messages fast, but only when every rank has a
     // core of its own; oversubscribed, spinning would steal the time the peer needs to send.
@@ -198,32 +210,35 @@ class ZmqWorld implements World {
   }
 
   async start(env: Env): Promise<void> {
-    const rdv = rendezvousFor(this, env);
+    const local = ranksAllLocal(this.source, env);
+    const rdv = await narrowRendezvous(rendezvousFor(this, env), local);
     // Before any socket exists, so ZeroMQ's I/O thread starts inside the slice too.
     if (this.localSize > 1) bindLocalRank(this.localRank, this.localSize, env);
     const curve: Curve | undefined = env.TPRUN_CURVE_SERVER_PUBLIC && env.TPRUN_CURVE_SERVER_SECRET
       ? { serverPublic: env.TPRUN_CURVE_SERVER_PUBLIC, serverSecret: env.TPRUN_CURVE_SERVER_SECRET } : undefined;
     const jobTag = createHash('sha256').update(rdv.jobId).digest('hex').slice(0, 12);
     const nonce = randomBytes(32);
+    this.book = await acquireAddressBook();
     this.router = new DataRouter(this.rank, rdv.secret, nonce, this.inbox, {
-      bye: (r) => { this.gone.set(r, { at: 0, why: `rank ${r} closed its world` }); this.kick(); },
+      bye: (r) => {
+        this.gone.set(r, { at: 0, why: `rank ${r} closed its world` });
+        if (!this.closed) this.zlinks[r]?.byeAck();
+        this.kick();
+      },
+      byeAck: (r) => { this.byeAcked.add(r); this.kick(); },
       wake: () => this.kick(),
       fail: (e) => { this.fatal ??= e; this.kick(); },
       log: this.log,
-    }, this.maxBytes, curve);
+    }, curve, this.book.whereIs);
     let rv: Awaited<ReturnType<typeof rendezvous>> | undefined;
     try {
-      // Data endpoint: ipc next to an ipc rendezvous (one machine), else TCP on a free port.
-      const dataEp = rdv.bind.startsWith('ipc://')
-        ? await this.router.bind(rdv.bind.replace(/\.sock$/, `-${this.rank}.sock`))
-        : await this.router.bind('tcp://*:0');
-      const advertised = dataEp.startsWith('tcp://') ? dataEp.replace(/^tcp:\/\/[^:]*:/, `tcp://${await this.advertiseHost(rdv.connect, rdv.masterHost)}:`) : dataEp;
+      const ep = await listenForData((e) => this.router.bind(e), rdv, this.rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));
       if (ShmOut.available()) {
         try { this.shmOut = new ShmOut(jobTag, this.rank, this.size, this.localSize); } catch { this.shmOut = undefined; }
         if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
       }
       const info: PeerInfo = {
-        rank: this.rank, host: hostname(), hostKey: hostKey(), pid: process.pid, data: advertised, dataNonce: nonce, shm: this.shmOut?.info,
+        rank: this.rank, host: hostname(), hostKey: hostKey(), pid: process.pid, ...ep, dataNonce: nonce, shm: this.shmOut?.info,
       };
       rv = await rendezvous({
         rank: this.rank, size: this.size, bind: rdv.bind, connect: rdv.connect, secret: rdv.secret, info, timeoutMs: this.timeoutMs, curve, log: this.log,
@@ -233,13 +248,12 @@ class ZmqWorld implements World {
       // Open the shared-memory files of peers on this machine; a pair uses them only if both ends could.
       const opened: (number | undefined)[] = peers.map((p) =>
         p.rank !== this.rank && this.shmOut && p.shm && p.hostKey === info.hostKey ? openPeerFile(p.shm) : undefined);
-      const can = await rv.exchange(opened.map((fd) => fd !== undefined));
+      const can = await rv.exchange(opened.map((fd) => fd !== undefined), z.array(z.boolean()).length(this.size));
       for (const p of peers) {
         if (p.rank === this.rank) continue;
-        const ep = p.hostKey === info.hostKey && p.data.startsWith('tcp://') ? p.data.replace(/^tcp:\/\/[^:]*:/, 'tcp://127.0.0.1:') : p.data;
-        const z = new ZmqLink(p.rank, ep, (r) => this.onDisconnect(r), curve);
-        z.authenticate(this.rank, rdv.secret, Buffer.from(p.dataNonce));
-        this.zlinks[p.rank] = z;
+        const link = new ZmqLink(p.rank, (p.hostKey === info.hostKey && p.dataLocal) || p.data, (r) => this.onDisconnect(r), curve);
+        link.authenticate(this.rank, rdv.secret, Buffer.from(p.dataNonce));
+        this.zlinks[p.rank] = link;
         const fd = opened[p.rank];
         if (fd !== undefined && can[this.rank][p.rank] && can[p.rank][this.rank]) {
           const waker = p.shm!.wake ? this.wakeSocket(p.shm!.wake) : undefined;
@@ -249,7 +263,7 @@ class ZmqWorld implements World {
         }
       }
       // Everyone has opened every file it needs: the names can go.
-      await rv.exchange(true);
+      await rv.exchange(true, z.literal(true));
       this.shmOut?.unlink();
     } catch (e) {
       rv?.release();
@@ -259,7 +273,17 @@ class ZmqWorld implements World {
       rv?.close();
     }
     this.releaseRendezvous = () => rv?.release();
+    this.idle.start(() => {
+      if (this.closed) return;
+      void this.close().catch((e: Error) => {
+        this.log(`tprun: ${e.message}`);
+        process.exitCode ||= 1;
+      });
+    }, env);
   }
+
+  private waiting = 0;
+  private idle = new IdleWatch(() => this.waiting > 0 || this.zlinks.some((z) => z && !z.idle) || this.shmList.some((l) => !l.idle));
 
   private wakeServer?: net.Server;
   private wakeSockets: net.Socket[] = [];
@@ -316,6 +340,7 @@ class ZmqWorld implements World {
     } catch (e) {
       // A refused message leaves its ring stuck: the world cannot go on.
       this.fatal ??= e as Error;
+      this.fatalShown = true;
       throw new CommError(`${this.current} failed on rank ${this.rank}: ${(e as Error).message}`);
     }
   }
@@ -323,68 +348,85 @@ class ZmqWorld implements World {
 
   private async waitFor(what: string, missing: () => number[], timeoutMs = this.timeoutMs): Promise<void> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
-    if (this.fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${this.fatal.message}`);
-    this.current = what;
-    this.pump();
-    let m = missing();
-    if (!m.length) return;
-    const viaShm = m.every((r) => this.shm[r]);
-    if (viaShm && this.spinNs > 0n) {
-      const end = process.hrtime.bigint() + this.spinNs;
-      do {
-        this.pump();
-        m = missing();
-        if (!m.length) return;
-      } while (process.hrtime.bigint() < end);
+    if (this.fatal) {
+      this.fatalShown = true;
+      throw new CommError(`${what} failed on rank ${this.rank}: ${this.fatal.message}`);
     }
-    const deadline = Date.now() + timeoutMs;
-    let asleep = false;
+    this.current = what;
+    // Counted so that an idle world can tell a script that ended from one waiting on its peers (./idle.ts).
+    this.waiting++;
     try {
-      for (;;) {
-        const fatal = this.fatal as Error | undefined; // set by event handlers while we awaited
-        if (fatal) throw new CommError(`${what} failed on rank ${this.rank}: ${fatal.message}`);
-        for (const r of m) {
-          const g = this.gone.get(r);
-          // A disconnect may race the last message it sent; fail only once it has had time to land.
-          if (g && (g.at === 0 || Date.now() - g.at > 100)) {
-            // This rank fails only because rank r went first: give r's own exit a head start, so that the
-            // launcher (ours or mpirun) names the rank that failed first rather than its victims.
-            await new Promise((res) => setTimeout(res, SECONDARY_FAILURE_DELAY_MS));
+      this.pump();
+      let m = missing();
+      if (!m.length) return;
+      const viaShm = m.every((r) => this.shm[r]);
+      if (viaShm && this.spinNs > 0n) {
+        const end = process.hrtime.bigint() + this.spinNs;
+        do {
+          this.pump();
+          m = missing();
+          if (!m.length) return;
+        } while (process.hrtime.bigint() < end);
+      }
+      const deadline = Date.now() + timeoutMs;
+      let asleep = false;
+      try {
+        for (;;) {
+          const fatal = this.fatal as Error | undefined; // set by event handlers while we awaited
+          if (fatal) {
+            this.fatalShown = true;
+            throw new CommError(`${what} failed on rank ${this.rank}: ${fatal.message}`);
+          }
+          let graceEnd = Infinity;
+          for (const r of m) {
+            const g = this.gone.get(r);
+            if (!g) continue;
+            // A disconnect may race the last message it sent; fail only once it has had time to land.
+            if (g.at !== 0 && Date.now() - g.at < DISCONNECT_GRACE_MS) {
+              graceEnd = Math.min(graceEnd, g.at + DISCONNECT_GRACE_MS);
+              continue;
+            }
+            // This rank fails only because rank r went first. A peer that said goodbye (it closed, or is
+            // failing on its own error) still lives: give its exit a head start, so that the launcher (ours
+            // or mpirun) names it rather than its victims. A disconnect is seen once r's process is gone.
+            if (g.at === 0) await new Promise((res) => setTimeout(res, SECONDARY_FAILURE_DELAY_MS));
             throw new CommError(`${what} failed on rank ${this.rank}: ${g.why}`);
           }
-        }
-        const left = deadline - Date.now();
-        if (left <= 0) {
-          throw new CommError(`${what} timed out after ${timeoutMs} ms on rank ${this.rank}: no data from rank${m.length > 1 ? 's' : ''} ${m.join(', ')}`);
-        }
-        // Asleep: peers that move shared-memory data for us send a wake-up; ZeroMQ deliveries kick us
-        // directly. The timer only bounds a wake-up lost to the (unfenced) flag/counter race.
-        // A fresh epoch each time: a peer wakes us at most once per epoch, and we may sleep again
-        // after a wake-up that brought only part of what we wait for.
-        if (this.shmOut) {
-          if (!asleep) this.sleepers++;
-          asleep = true;
-          this.shmOut.setSleeping(++this.epoch);
+          const left = Math.min(deadline, graceEnd + 1) - Date.now();
+          if (Date.now() >= deadline) {
+            throw new CommError(`${what} timed out after ${timeoutMs} ms on rank ${this.rank}: no data from rank${m.length > 1 ? 's' : ''} ${m.join(', ')}`);
+          }
+          // Asleep: peers that move shared-memory data for us send a wake-up; ZeroMQ deliveries kick us
+          // directly. The timer only bounds a wake-up lost to the (unfenced) flag/counter race.
+          // A fresh epoch each time: a peer wakes us at most once per epoch, and we may sleep again
+          // after a wake-up that brought only part of what we wait for.
+          if (this.shmOut) {
+            if (!asleep) this.sleepers++;
+            asleep = true;
+            this.shmOut.setSleeping(++this.epoch);
+            this.pump();
+            m = missing();
+            if (!m.length) return;
+          }
+          await new Promise<void>((res) => {
+            const t = setTimeout(done, Math.max(1, Math.min(left, this.shmList.length ? 20 : 200)));
+            const wakers = this.wakers;
+            wakers.add(done);
+            function done() {
+              clearTimeout(t);
+              wakers.delete(done);
+              res();
+            }
+          });
           this.pump();
           m = missing();
           if (!m.length) return;
         }
-        await new Promise<void>((res) => {
-          const t = setTimeout(done, Math.min(left, this.shmList.length ? 20 : 200));
-          const wakers = this.wakers;
-          wakers.add(done);
-          function done() {
-            clearTimeout(t);
-            wakers.delete(done);
-            res();
-          }
-        });
-        this.pump();
-        m = missing();
-        if (!m.length) return;
+      } finally {
+        if (asleep && --this.sleepers === 0) this.shmOut!.setSleeping(0);
       }
     } finally {
-      if (asleep && --this.sleepers === 0) this.shmOut!.setSleeping(0);
+      this.waiting--;
     }
   }
 
@@ -393,8 +435,9 @@ class ZmqWorld implements World {
     tickets.push(t);
     const done = () => { t.done = true; };
     const s = this.shm[dst];
-    if (s) s.send(a, b, data, done);
-    else this.zlinks[dst]!.send(a, b, data, () => { done(); this.kick(); });
+    const desc = this.inbox.descOf(a);
+    if (s) s.send(a, b, data, done, desc);
+    else this.zlinks[dst]!.send(a, b, data, () => { done(); this.kick(); }, desc);
   }
 
   /** Wait until every posted receive (src, a, b) completed and every ticket was sent. */
@@ -413,8 +456,16 @@ class ZmqWorld implements World {
     }
   }
 
-  private nextSeq(): number {
+  /** The next collective's sequence number; its descriptor is checked against what peers send for it. */
+  private nextSeq(desc: number): number {
     this.seq = (this.seq + 1) % 0x40000000;
+    try {
+      this.inbox.begin(this.seq, desc);
+    } catch (e) {
+      this.fatal ??= e as Error; // the ranks' collectives no longer line up: nothing after this can work
+      this.fatalShown = true;
+      throw e;
+    }
     return this.seq;
   }
 
@@ -426,7 +477,7 @@ class ZmqWorld implements World {
   // ---- collectives ----
 
   async barrier(o?: CollectiveOptions): Promise<void> {
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('barrier'));
     const recvs: [number, number, number][] = [];
     const tickets: Ticket[] = [];
     const empty = new Uint8Array(0);
@@ -442,8 +493,7 @@ class ZmqWorld implements World {
 
   async broadcast<T extends CommArray>(buf: T, root: number, o?: CollectiveOptions): Promise<T> {
     checkRoot(root, this.size, 'broadcast root');
-    dtypeOf(buf, o?.dtype);
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('broadcast', dtypeOf(buf, o?.dtype), undefined, root));
     const bytes = bytesOf(buf);
     const tickets: Ticket[] = [];
     if (this.rank === root) {
@@ -480,7 +530,8 @@ class ZmqWorld implements World {
     } catch (e) {
       return Promise.reject(e);
     }
-    const a = this.nextSeq();
+    let a: number;
+    try { a = this.nextSeq(descriptor('allReduce', dtype, op)); } catch (e) { return Promise.reject(e); }
     return this.serial(() => this.allReduceNow(buf, op, dtype, a, o));
   }
 
@@ -566,7 +617,8 @@ class ZmqWorld implements World {
     } catch (e) {
       return Promise.reject(e);
     }
-    const a = this.nextSeq();
+    let a: number;
+    try { a = this.nextSeq(descriptor('reduceScatter', dtype, op)); } catch (e) { return Promise.reject(e); }
     return this.serial(() => this.reduceScatterNow(buf, op, dtype, a, o));
   }
 
@@ -590,8 +642,7 @@ class ZmqWorld implements World {
   }
 
   async allGather<T extends CommArray>(buf: T, o?: CollectiveOptions): Promise<T> {
-    dtypeOf(buf, o?.dtype);
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('allGather', dtypeOf(buf, o?.dtype)));
     const n = buf.length;
     const C = buf.constructor as unknown as { new (n: number): T };
     const out = new C(n * this.size);
@@ -611,8 +662,7 @@ class ZmqWorld implements World {
 
   async gather<T extends CommArray>(buf: T, root: number, o?: CollectiveOptions): Promise<T | undefined> {
     checkRoot(root, this.size, 'gather root');
-    dtypeOf(buf, o?.dtype);
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('gather', dtypeOf(buf, o?.dtype), undefined, root));
     const n = buf.length;
     const tickets: Ticket[] = [];
     if (this.rank !== root) {
@@ -636,8 +686,7 @@ class ZmqWorld implements World {
 
   async scatter<T extends CommArray>(pieces: T[] | undefined, root: number, into: T, o?: CollectiveOptions): Promise<T> {
     checkRoot(root, this.size, 'scatter root');
-    dtypeOf(into, o?.dtype);
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('scatter', dtypeOf(into, o?.dtype), undefined, root));
     const tickets: Ticket[] = [];
     if (this.rank === root) {
       if (!pieces || pieces.length !== this.size) throw new CommError(`scatter #${a}: the root needs ${this.size} pieces, got ${pieces?.length ?? 0}`);
@@ -711,7 +760,7 @@ class ZmqWorld implements World {
 
   async broadcastObject<T = unknown>(value: T | undefined, root: number, o?: CollectiveOptions): Promise<T> {
     checkRoot(root, this.size, 'broadcast root');
-    const a = this.nextSeq();
+    const a = this.nextSeq(descriptor('broadcastObject', undefined, undefined, root));
     const tickets: Ticket[] = [];
     if (this.rank === root) {
       const bytes = pack(value);
@@ -726,6 +775,7 @@ class ZmqWorld implements World {
 
   async close(opts: CloseOptions = {}): Promise<void> {
     if (this.closed) return;
+    const shown = this.fatalShown;
     if (opts.abort) {
       // Failing: tell the peers at once and wait for nothing, so this rank exits before its victims.
       for (const z of this.zlinks) z?.bye();
@@ -738,26 +788,32 @@ class ZmqWorld implements World {
       await this.waitFor('close', () => this.shmList.filter((l) => !l.idle).map((l) => l.peer), 5000);
     } catch { /* a dead or stuck peer must not keep us from closing */ }
     for (const z of this.zlinks) z?.bye();
-    // A peer says goodbye only after its last receive, so once every live peer has, nothing we sent is
-    // still in flight (ZeroMQ reports a send done when it is queued, not when it arrived). Bounded: a
-    // peer that is far behind, stuck or dead must not keep us here.
+    // ZeroMQ reports a send done when it is queued, not when it arrived. A peer acknowledges our goodbye
+    // as soon as its event loop sees it (whatever it is busy awaiting), and it came after everything else
+    // we sent it; a peer that said goodbye itself has done its last receive. Either way nothing of ours
+    // is still in flight to it. Bounded: a peer whose event loop is blocked or dead must not keep us.
     try {
       await this.waitFor('close', () => {
         const m: number[] = [];
-        for (let r = 0; r < this.size; r++) if (r !== this.rank && !this.gone.has(r)) m.push(r);
+        for (let r = 0; r < this.size; r++) if (r !== this.rank && !this.gone.has(r) && !this.byeAcked.has(r)) m.push(r);
         return m;
-      }, Math.min(this.timeoutMs, 30_000));
+      }, Math.min(this.timeoutMs, CLOSE_WAIT_MS));
     } catch { /* see above */ }
     this.closed = true;
     await Promise.all(this.zlinks.map((z) => z?.close()));
     this.teardown();
+    // E.g. a peer's mismatched collective that reached us after ours had completed: results are wrong.
+    if (this.fatal && !shown) throw new CommError(`rank ${this.rank}: ${this.fatal.message}`);
   }
 
   private releaseRendezvous?: () => void;
+  private book?: AddressBookUse;
 
   private teardown(): void {
     this.closed = true;
+    this.idle.stop();
     this.releaseRendezvous?.();
+    this.book?.release();
     for (const s of this.wakeSockets) s.destroy();
     this.wakeServer?.close();
     for (const z of this.zlinks) if (z && !z.sock.closed) z.sock.close();

@@ -5,11 +5,14 @@
 import * as zmq from 'zeromq';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { HDR, KIND_CTRL, readHeader, writeHeader, type Inbox } from './inbox.js';
+import { labelClient } from './address-book.js';
 
 export const ZMQ_PIECE = 4 << 20;
 const CTRL_AUTH = 1;
 export const CTRL_BYE = 2;
 export const CTRL_WAKE = 3;
+/** "Your goodbye arrived": everything sent before it did too (one connection keeps order). */
+export const CTRL_BYE_ACK = 4;
 
 export function dataProof(secret: Buffer, from: number, to: number, nonce: Buffer): Buffer {
   return createHmac('sha256', secret).update(`tprun/data\0${from}\0${to}\0`).update(nonce).digest();
@@ -20,17 +23,14 @@ export interface Curve {
   serverSecret: string;
 }
 
-function secure(sock: zmq.Socket, curve: Curve | undefined, server: boolean): void {
-  if (!curve) return;
-  if (server) {
+/** Data sockets use a security mechanism (PLAIN, or CURVE under --secure) only so that ZeroMQ shows
+ *  each connection to the ZAP handler, which learns its address for refusal logs (./address-book.ts). */
+function secureServer(sock: zmq.Router, curve: Curve | undefined): void {
+  sock.zapDomain = 'tprun';
+  if (curve) {
     sock.curveServer = true;
     sock.curveSecretKey = curve.serverSecret;
-  } else {
-    const kp = zmq.curveKeyPair();
-    sock.curveServerKey = curve.serverPublic;
-    sock.curvePublicKey = kp.publicKey;
-    sock.curveSecretKey = kp.secretKey;
-  }
+  } else sock.plainServer = true;
 }
 
 export class DataRouter {
@@ -44,12 +44,16 @@ export class DataRouter {
     private secret: Buffer,
     readonly nonce: Buffer,
     private inbox: Inbox,
-    private events: { bye(rank: number): void; wake(): void; fail(err: Error): void; log(msg: string): void },
-    maxBytes: number,
+    private events: { bye(rank: number): void; byeAck(rank: number): void; wake(): void; fail(err: Error): void; log(msg: string): void },
     curve?: Curve,
+    private whereIs: (routingId: Buffer) => string = () => 'an unknown address',
   ) {
-    this.sock = new zmq.Router({ linger: 0, maxMessageSize: Math.min(maxBytes, ZMQ_PIECE) + 4096 });
-    secure(this.sock, curve, true);
+    // ZeroMQ's own limit only guards the framing (no piece is ever larger than ZMQ_PIECE): over it, ZeroMQ
+    // silently drops the connection, the sender reconnects unauthenticated and the error blames the wrong
+    // rank. TPRUN_MAX_MESSAGE_BYTES is enforced on each message's declared total instead (Inbox.target),
+    // which names the sender and the limit, as the shared-memory plane does.
+    this.sock = new zmq.Router({ linger: 0, maxMessageSize: ZMQ_PIECE + 4096 });
+    secureServer(this.sock, curve);
   }
 
   async bind(ep: string): Promise<string> {
@@ -72,7 +76,7 @@ export class DataRouter {
   private onMessage(frames: Buffer[]): void {
     const rid = frames[0].toString('hex');
     const hdr = frames[1];
-    if (!hdr || hdr.length !== HDR) return this.refuse(rid, 'malformed frame');
+    if (!hdr || hdr.length !== HDR) return this.refuse(frames[0], 'malformed frame');
     const h = readHeader(hdr);
     const src = this.byRid.get(rid);
     if (h.a >= KIND_CTRL) {
@@ -81,7 +85,7 @@ export class DataRouter {
         const proof = frames[2];
         const want = Number.isInteger(claimed) && claimed >= 0 ? dataProof(this.secret, claimed, this.me, this.nonce) : undefined;
         if (!want || !proof || proof.length !== want.length || !timingSafeEqual(proof, want) || this.authed.has(claimed)) {
-          return this.refuse(rid, `bad data-plane proof (claims rank ${claimed})`);
+          return this.refuse(frames[0], `bad data-plane proof (claims rank ${claimed})`);
         }
         this.authed.add(claimed);
         this.byRid.set(rid, claimed);
@@ -89,9 +93,10 @@ export class DataRouter {
       }
       if (src !== undefined && h.b === CTRL_BYE) return this.events.bye(src);
       if (src !== undefined && h.b === CTRL_WAKE) return this.events.wake();
+      if (src !== undefined && h.b === CTRL_BYE_ACK) return this.events.byeAck(src);
       return;
     }
-    if (src === undefined) return this.refuse(rid, 'data before authentication');
+    if (src === undefined) return this.refuse(frames[0], 'data before authentication');
     try {
       const dst = this.inbox.target(src, h);
       const payload = frames[2];
@@ -103,10 +108,11 @@ export class DataRouter {
     }
   }
 
-  private refuse(rid: string, why: string): void {
-    if (this.warned.has(rid)) return;
+  private refuse(routingId: Buffer, why: string): void {
+    const rid = routingId.toString('hex');
+    if (this.warned.has(rid) || this.warned.size >= 50) return; // once per connection; junk must not flood the log
     this.warned.add(rid);
-    this.events.log(`rank ${this.me}: refused a data connection (${why})`);
+    this.events.log(`tprun: rank ${this.me} refused a data connection from ${this.whereIs(routingId)}: ${why}`);
   }
 
   close(): void {
@@ -123,7 +129,7 @@ export class ZmqLink {
 
   constructor(readonly peer: number, private endpoint: string, onDisconnect: (peer: number) => void, curve?: Curve) {
     this.sock = new zmq.Dealer({ linger: 2000, heartbeatInterval: 2000, heartbeatTimeout: 10000, immediate: false });
-    secure(this.sock, curve, false);
+    labelClient(this.sock, curve);
     this.sock.events.on('disconnect', () => {
       if (!this.closing) onDisconnect(peer);
     });
@@ -138,24 +144,30 @@ export class ZmqLink {
   }
 
   bye(): void {
+    this.control(CTRL_BYE);
+  }
+
+  byeAck(): void {
+    this.control(CTRL_BYE_ACK);
+  }
+
+  private control(b: number): void {
     const h = Buffer.alloc(HDR);
-    writeHeader(h, { a: KIND_CTRL, b: CTRL_BYE, total: 0, off: 0, len: 0 });
+    writeHeader(h, { a: KIND_CTRL, b, total: 0, off: 0, len: 0 });
     this.push([h]);
   }
 
   wake(): void {
-    const h = Buffer.alloc(HDR);
-    writeHeader(h, { a: KIND_CTRL, b: CTRL_WAKE, total: 0, off: 0, len: 0 });
-    this.push([h]);
+    this.control(CTRL_WAKE);
   }
 
-  send(a: number, b: number, data: Uint8Array, done?: () => void): void {
+  send(a: number, b: number, data: Uint8Array, done?: () => void, desc = 0): void {
     const total = data.byteLength;
     let off = 0;
     do {
       const len = Math.min(ZMQ_PIECE, total - off);
       const h = Buffer.alloc(HDR);
-      writeHeader(h, { a, b, total, off, len });
+      writeHeader(h, { a, b, total, off, len, desc });
       // zeromq.js sends large buffers zero-copy (the I/O thread reads them later); copying here lets the
       // caller reuse its array as soon as `done` runs.
       const piece = Buffer.from(data.subarray(off, off + len));

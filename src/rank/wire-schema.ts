@@ -1,0 +1,61 @@
+// The shape of every structured message the rendezvous takes off the wire. Anything may arrive on a
+// listening port before authentication (and a buggy or hostile rank may send anything after it), so each
+// body is checked against these schemas before a single field is used; what does not fit is refused.
+import { z } from 'zod';
+import { unpack } from 'msgpackr';
+
+const bytes = (n: number) => z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.length === n, { message: `expected ${n} bytes` });
+const rankNo = z.number().int().min(0).max(1 << 24);
+
+export const Nonce = bytes(32);
+
+/** A rank's data endpoint: what ZeroMQ will be asked to connect to. */
+const endpoint = z.string().max(1024).regex(/^(tcp:\/\/[^\s]+:\d{1,5}|ipc:\/\/\/[^\s]*)$/);
+
+const ShmInfo = z.object({
+  // Only ring files in /dev/shm that tprun names; a peer must not make us open anything else.
+  path: z.string().max(255).regex(/^\/dev\/shm\/tprun-[0-9a-f]+-\d+-\d+-[0-9a-f]+$/),
+  token: z.string().regex(/^[0-9a-f]{32}$/),
+  slot: z.number().int().min(64).max(1 << 30),
+  slots: z.number().int().min(1).max(1 << 16),
+  wake: z.string().max(200).optional(),
+});
+
+export const PeerInfo = z.object({
+  rank: rankNo,
+  host: z.string().max(255),
+  hostKey: z.string().max(512),
+  pid: z.number().int().min(0),
+  data: endpoint,
+  /** The endpoint for peers on the same machine, where it differs from `data`. */
+  dataLocal: endpoint.optional(),
+  dataNonce: Nonce,
+  shm: ShmInfo.optional(),
+});
+export type PeerInfo = z.infer<typeof PeerInfo>;
+
+// Client to rank 0.
+export const Hello = z.object({ cn: Nonce });
+export const Auth = z.object({ size: z.number().int().min(1), info: PeerInfo, cp: Nonce });
+// Rank 0 to clients.
+export const Chal = z.object({ sn: Nonce, sp: Nonce });
+export const WorldTable = z.object({ peers: z.array(PeerInfo).max(1 << 20) });
+export const Deny = z.object({ reason: z.string().max(4096) });
+
+/**
+ * Decodes a msgpack body and checks it: the value, or a short reason (never throws). `undefined` bodies
+ * (a frame that is missing) are refused as well.
+ */
+export function decode<T>(schema: z.ZodType<T>, body: Buffer | undefined): { ok: true; value: T } | { ok: false; why: string } {
+  if (!body) return { ok: false, why: 'no body' };
+  let v: unknown;
+  try {
+    v = unpack(body);
+  } catch {
+    return { ok: false, why: 'not msgpack' };
+  }
+  const r = schema.safeParse(v);
+  if (r.success) return { ok: true, value: r.data };
+  const i = r.error.issues[0];
+  return { ok: false, why: `${i.path.length ? i.path.join('.') : 'body'}: ${i.message}` };
+}
