@@ -171,7 +171,7 @@ test('an unreachable host fails the job fast with ssh\'s reason, nothing left be
   const res = await tprun(['--hosts', `${A.addr}:1,${gone}:1`, '--grace', '1', '--', 'sleep', '60']);
   assert.equal(res.exitCode, 255, res.all);
   assert.match(res.all, new RegExp(`ssh: connect to host ${gone.replace(/\./g, '\\.')} port 22: `));
-  assert.match(res.all, /rank 1 .*exited with code 255/);
+  assert.match(res.all, new RegExp(`rank 1: cannot reach ${gone.replace(/\./g, '\\.')} over ssh \\(exit 255\\)`));
   assert.deepEqual(await leftovers(), NOTHING);
 });
 

@@ -6,7 +6,7 @@
 // ends with a one-element readback, so it waits for the device; the difference between the best run
 // of a long chain and of a one-Add chain removes the run's fixed cost (upload, readback, dispatch).
 
-import ort from 'onnxruntime-node';
+import ort from '../engine/ort.js';
 import { Graph } from '../engine/graph.js';
 import { WeightFile } from '../engine/weight-file.js';
 

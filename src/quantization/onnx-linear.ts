@@ -58,7 +58,7 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
   // int4 weight-only in a float16 engine: MatMulNBits takes float16 activations and scales directly, so
   // no Cast pair around every linear. Profiled on the H200 (docs/gpu.md) those Casts were 199 of the 425
   // nodes of a TinyLlama-shape int4 decode step on WebGPU: 4.9 ms of its CPU time, 1.5 ms of its GPU time.
-  const direct = g.dtype === 'float16' && (algo === 'W4A16' || algo === 'W4A16_AWQ');
+  const direct = process.env.TPRUN_INT4_FP16_DIRECT === '1' && g.dtype === 'float16' && (algo === 'W4A16' || algo === 'W4A16_AWQ');
   const fdt = direct ? 'float16' : 'float32';
   // Otherwise quantized arithmetic runs in float32 whatever the engine dtype; fp16 engines cast around it.
   let x = g.dtype === 'float32' || direct ? input : g.op('Cast', [input], { to: 1 });
