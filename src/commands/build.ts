@@ -28,7 +28,7 @@ interface BuildArgs {
   'max-input-len': number;
   'max-seq-len': number;
   dtype: 'float32' | 'float16';
-  device: 'cpu' | 'gpu';
+  device: 'cpu' | 'gpu' | 'auto';
   tokenizer?: string;
   'parallel-embedding': boolean;
   force: boolean;
@@ -42,17 +42,17 @@ const command: CommandModule<object, BuildArgs> = {
   describe: 'build per-rank ONNX engines from a TensorRT-LLM checkpoint (--checkpoint) or a HF/Meta model (--model)',
   builder: (y) => {
     const b = rankRunOptions(quantOptions(y))
-      .option('checkpoint', { type: 'string', describe: 'TensorRT-LLM checkpoint directory (config.json + rank{r}.safetensors)' })
-      .option('model', { type: 'string', describe: 'Hugging Face or Meta model directory (converted in memory)' })
-      .option('tp', { type: 'number', describe: 'tensor-parallel ranks (with --model; default 1)' })
-      .option('pp', { type: 'number', describe: 'pipeline stages of whole layers (with --model; default 1); the engine runs on tp × pp ranks' })
-      .option('out', { type: 'string', demandOption: true, describe: 'engine directory to write (an existing one is replaced only if empty or written by tprun)' })
+      .option('checkpoint', { type: 'string', alias: 'checkpoint_dir', describe: 'TensorRT-LLM checkpoint directory (config.json + rank{r}.safetensors)' })
+      .option('model', { type: 'string', alias: 'model_dir', describe: 'Hugging Face or Meta model directory (converted in memory)' })
+      .option('tp', { type: 'number', alias: 'tp_size', describe: 'tensor-parallel ranks (with --model; default 1)' })
+      .option('pp', { type: 'number', alias: 'pp_size', describe: 'pipeline stages of whole layers (with --model; default 1); the engine runs on tp × pp ranks' })
+      .option('out', { type: 'string', alias: 'output_dir', demandOption: true, describe: 'engine directory to write (an existing one is replaced only if empty or written by tprun)' })
       .option('force', { type: 'boolean', default: false, describe: 'also replace an existing --out that tprun did not write (never the current directory, home or the input)' })
-      .option('max-batch-size', { type: 'number', default: 8 })
-      .option('max-input-len', { type: 'number', default: 512 })
-      .option('max-seq-len', { type: 'number', default: 1024 })
+      .option('max-batch-size', { type: 'number', default: 8, alias: 'max_batch_size' })
+      .option('max-input-len', { type: 'number', default: 512, alias: 'max_input_len' })
+      .option('max-seq-len', { type: 'number', default: 1024, alias: 'max_seq_len', describe: 'longest sequence (prompt + new tokens); at most the model\'s max_position_embeddings unless it has rope scaling' })
       .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const })
-      .option('device', { choices: ['cpu', 'gpu'] as const, default: 'cpu' as const })
+      .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, default: 'cpu' as const, describe: 'where the engine will run (auto: the GPU where a WebGPU adapter opens, else the CPU)' })
       .option('parallel-embedding', { type: 'boolean', default: false, describe: 'with --model: shard the embedding table over the vocabulary (one more all-reduce)' })
       .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json to store in the engine (default: the model\'s)' })
       .conflicts('checkpoint', 'model')
@@ -99,7 +99,8 @@ const command: CommandModule<object, BuildArgs> = {
       max_input_len: a['max-input-len'],
       max_seq_len: a['max-seq-len'],
       dtype: a.dtype,
-      device: a.device,
+      // Decided once, here: every rank must build for the same device.
+      device: a.device === 'auto' ? ((await (await import('../engine/device.js')).probeWebGpu()) === null ? 'gpu' as const : 'cpu' as const) : a.device,
     };
     await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();

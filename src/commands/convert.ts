@@ -30,12 +30,12 @@ const convert: CommandModule<object, Args> = {
   command: 'convert',
   describe: 'convert a Hugging Face / Meta / TensorRT-LLM LLaMA into a tensor-parallel TensorRT-LLM checkpoint',
   builder: (y) => quantOptions(y)
-    .option('model', { type: 'string', demandOption: true, describe: 'source checkpoint directory' })
-    .option('tp', { type: 'number', default: 1, describe: 'tensor-parallel size (ranks)' })
-    .option('pp', { type: 'number', default: 1, describe: 'pipeline-parallel size (stages of whole layers); the job has tp × pp ranks' })
+    .option('model', { type: 'string', alias: 'model_dir', demandOption: true, describe: 'source checkpoint directory' })
+    .option('tp', { type: 'number', alias: 'tp_size', default: 1, describe: 'tensor-parallel size (ranks)' })
+    .option('pp', { type: 'number', alias: 'pp_size', default: 1, describe: 'pipeline-parallel size (stages of whole layers); the job has tp × pp ranks' })
     .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, describe: 'weight dtype (default: the source\'s)' })
     .option('format', { choices: ['auto', 'hf', 'meta', 'tllm'] as const, default: 'auto' as const, describe: 'source layout; tllm reshards a TensorRT-LLM checkpoint to --tp' })
-    .option('out', { type: 'string', default: 'tllm_checkpoint', describe: 'output directory (written atomically; an existing one is replaced only if empty or written by tprun)' })
+    .option('out', { type: 'string', alias: 'output_dir', default: 'tllm_checkpoint', describe: 'output directory (written atomically; an existing one is replaced only if empty or written by tprun)' })
     .option('force', { type: 'boolean', default: false, describe: 'also replace an existing --out that tprun did not write (never the current directory, home or the input)' })
     .option('clamp', { type: 'boolean', default: false, describe: 'saturate values beyond float16\'s range instead of failing' })
     .option('parallel-embedding', { type: 'boolean', default: false, describe: 'shard the embedding table instead of replicating it' })

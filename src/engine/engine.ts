@@ -205,6 +205,12 @@ export function engineWorldSize(config: EngineConfig): number {
 export async function build(model: ModelShard, buildConfig: Partial<BuildConfig> = {}, opts: { onLayer?: () => void } = {}): Promise<Engine> {
   const bc = resolveBuildConfig(buildConfig);
   const cfg = model.config;
+  // Positions past what the model was trained on give garbage without rope scaling (TensorRT-LLM's
+  // build caps max_seq_len at max_position_embeddings × the scaling factor the same way).
+  const scale = cfg.rotary_scaling?.factor ?? 1;
+  if (bc.max_seq_len > cfg.max_position_embeddings * scale) {
+    throw new InputError(`--max-seq-len ${bc.max_seq_len} exceeds the model's ${cfg.max_position_embeddings} positions${scale !== 1 ? ` × rope scaling factor ${scale}` : ' (it has no rope scaling)'}`);
+  }
   const prefixes = [...model.weights.keys()].filter((k) => k.endsWith('.weight')).map((k) => k.slice(0, -'.weight'.length));
   if (prefixes.some((p) => isQuantizedLinear(p, model.weights, cfg.quantization))) await loadQuantLinear();
   const wf = new WeightFile(WEIGHTS);
