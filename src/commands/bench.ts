@@ -1,9 +1,7 @@
 // `tprun bench <what>`: every benchmark prints JSON lines and runs its reference tool side by side.
 // Only the benchmark being run is imported (see loadCommands).
 import type { CommandModule } from 'yargs';
-import { loadCommands, type CommandLoader } from './index.js';
-
-const def = (m: { default: CommandModule<any, any> }) => m.default;
+import { def, loadCommands, type CommandLoader } from './loader.js';
 const benches: Record<string, CommandLoader> = {
   comm: () => import('../bench/comm.js').then(def),
   generate: () => import('../bench/generate.js').then(def),
