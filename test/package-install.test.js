@@ -52,10 +52,25 @@ test('the packed tarball installs offline, type-checks, and runs a 2-rank job, b
     'await world.close();',
     'export const used = [Engine, generate];',
   ].join('\n'));
+  // The README's library example, verbatim (the test fails if the README's copy drifts from this one).
+  const example = `import { initWorld, Engine, EngineRunner, generate, loadTokenizer } from 'tprun';
+
+const dir = process.argv[2];            // an engine directory from \`tprun build\`
+const world = await initWorld();        // one process per rank: start it with \`tprun -n <tp × pp> -- node ...\`
+const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
+const runner = await EngineRunner.load(engine, world);
+const tok = loadTokenizer(dir);
+const res = await generate(runner, [tok.encode('The jury said')], { maxNewTokens: 16 });
+if (world.rank === 0) console.log(tok.decode(res.newIds[0], { skipSpecial: true }));
+await runner.close();
+await world.close();
+`;
+  assert.ok(readFileSync(join(ROOT, 'README.md'), 'utf8').includes(example), 'README library example differs from the tested one');
+  writeFileSync(join(dir, 'gen.ts'), example);
   writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({
     compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false,
       types: ['node'], typeRoots: [join(ROOT, 'node_modules/@types')], outDir: 'out' },
-    files: ['app.ts'],
+    files: ['app.ts', 'gen.ts'],
   }));
   offline([process.execPath, join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: dir });
 
@@ -65,6 +80,7 @@ test('the packed tarball installs offline, type-checks, and runs a 2-rank job, b
 
   offline([tprun, 'build', '--model', 'node_modules/tprun/models/brown-llama-a', '--tp', '2', '--out', 'engine'], { cwd: dir });
   assert.ok(existsSync(join(dir, 'engine/config.json')));
+  assert.match(offline([tprun, '-n', '2', '--', process.execPath, 'out/gen.js', 'engine'], { cwd: dir }), /\w+ \w+/);
   const gen = JSON.parse(offline([tprun, 'generate', '--engine', 'engine', '--input-ids', '0,464,533', '--max-new-tokens', '4', '--json', '-q'], { cwd: dir }));
   assert.equal(gen.new_ids.length, 4);
   const ppl = JSON.parse(offline([tprun, 'perplexity', '--engine', 'engine', '--max-tokens', '512', '--json'], { cwd: dir }));
