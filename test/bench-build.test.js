@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { MODEL, tprun } from './helpers/engine.js';
 
 test('bench build on the embedded model prints its JSON result', async () => {
-  const r = await tprun(['bench', 'build', '--model', MODEL, '--reps', '1', '--convert-tp', '2'], { timeoutMs: 300000 });
+  const r = await tprun(['bench', 'build', '--model', MODEL, '--reps', '1', '--convert-tp', '2', '--json'], { timeoutMs: 300000 });
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
   const res = lines.find((l) => l.bench === 'build' && l.cp_seconds !== undefined);

@@ -210,7 +210,7 @@ function mpirunArgs(cmd) {
 }
 
 test('tprun bench multinode prints its JSON lines (tprun side; Open MPI skipped to keep the test short)', { skip }, async () => {
-  const res = await execa('node', [CLI, 'bench', 'multinode', '--sizes', '4096', '--no-mpi'], { reject: false, all: true, timeout: 120000 });
+  const res = await execa('node', [CLI, 'bench', 'multinode', '--sizes', '4096', '--no-mpi', '--json'], { reject: false, all: true, timeout: 120000 });
   assert.equal(res.exitCode, 0, res.all);
   const rows = res.all.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
   assert.equal(rows.length, 1, res.all);

@@ -81,6 +81,7 @@ const command: CommandModule<object, Args> = {
   describe: 'build --model and convert of a generated checkpoint against cp -r of the same files',
   builder: (y) => y
     .option('preset', { type: 'string', default: 'tinyllama-1.1b', describe: 'model to generate (see tprun gen-checkpoint)' })
+    .option('json', { type: 'boolean', default: true, describe: 'JSON lines on stdout (this benchmark prints nothing else there)' })
     .option('layers', { type: 'number', describe: 'override the preset\'s layer count' })
     .option('model', { type: 'string', describe: 'use this existing Hugging Face directory instead of generating one' })
     .option('tp', { type: 'number', default: 1, describe: 'ranks of the engine build' })

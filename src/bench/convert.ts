@@ -57,6 +57,7 @@ const command: CommandModule<object, Args> = {
   describe: 'tprun convert of a generated >= 1 GB checkpoint against cp -r of the same files; peak RSS per rank',
   builder: (y) => y
     .option('preset', { type: 'string', default: 'tinyllama-1.1b', describe: 'model to generate (see tprun gen-checkpoint)' })
+    .option('json', { type: 'boolean', default: true, describe: 'JSON lines on stdout (this benchmark prints nothing else there)' })
     .option('layers', { type: 'number', describe: 'override the preset\'s layer count' })
     .option('model', { type: 'string', describe: 'convert this existing checkpoint instead of generating one' })
     .option('tp', { type: 'number', default: 2 })

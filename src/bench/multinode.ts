@@ -105,6 +105,7 @@ const command: CommandModule<object, Args> = {
   describe: 'allReduce across two hosts (network namespaces + sshd, needs root): tprun vs Open MPI over TCP',
   builder: (y) => y
     .option('generate', { type: 'boolean', default: false, describe: 'instead: brown-llama-a decode across the 2 hosts, tp 2 against pp 2' })
+    .option('json', { type: 'boolean', default: true, describe: 'JSON lines on stdout (this benchmark prints nothing else there)' })
     .option('per-host', { type: 'number', default: 1, describe: 'ranks per host' })
     .option('sizes', { type: 'string', default: '1024,1048576,16777216', describe: 'message sizes in bytes (float32), comma separated' })
     .option('mpi', { type: 'boolean', default: true, describe: 'also run Open MPI (--no-mpi to skip)' })
