@@ -71,8 +71,8 @@ export async function quantizeFullModel(src: QuantizeSource, q: QuantRequest, tp
       file: q.calibFile, samples: q.calibSamples, kvCache: q.kvCache === 'int8',
     }));
   }
-  const bar = progress('quantize', 1, 'model');
-  const res = await traceSpan('quant.quantize', () => quantizeWeights(config, full.weights, q, stats));
+  const bar = progress('quantize', config.num_hidden_layers, 'layers');
+  const res = await traceSpan('quant.quantize', () => quantizeWeights(config, full.weights, q, stats, () => bar.tick()));
   bar.done();
   return { config: { ...target, quantization: res.quantization }, weights: res.weights, report: res.report };
 }

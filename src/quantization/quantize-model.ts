@@ -79,7 +79,7 @@ function one(v: number): Tensor {
 
 /** Returns new weights (float tensors not quantized are shared, not copied) and a per-linear report. */
 export async function quantizeWeights(
-  config: PretrainedConfig, weights: Weights, o: QuantOptions, stats?: CalibrationStats,
+  config: PretrainedConfig, weights: Weights, o: QuantOptions, stats?: CalibrationStats, onLayer?: () => void,
 ): Promise<{ weights: Weights; quantization: QuantConfig; report: QuantReport[] }> {
   const out: Weights = new Map(weights);
   const report: QuantReport[] = [];
@@ -112,6 +112,7 @@ export async function quantizeWeights(
       if (amax === undefined) throw new Error(`no calibrated KV-cache range for layer ${l}`);
       out.set(`${layer}.attention.kv_cache_scaling_factor`, one(Math.max(amax, 1e-8) / INT8_KV_MAX));
     }
+    onLayer?.();
   }
   return { weights: out, quantization, report };
 
