@@ -221,3 +221,18 @@ test('tprun bench multinode prints its JSON lines (tprun side; Open MPI skipped 
   assert.equal(rows[0].hosts, 2);
   assert.ok(rows[0].us > 0);
 });
+
+test('pipeline parallelism across the hosts: pp 2 with one stage per host gives transformers\' greedy tokens', { skip }, async () => {
+  const REF = JSON.parse((await import('node:fs')).readFileSync(new URL('../models/brown-llama-a-reference.json', import.meta.url), 'utf8'));
+  const engine = join(tmp, 'brown-pp2');
+  const b = await execa('node', [CLI, 'build', '--model', fileURLToPath(new URL('../models/brown-llama-a', import.meta.url)), '--pp', '2',
+    '--max-seq-len', '128', '--max-input-len', '64', '--out', engine, '-q'], { reject: false, all: true });
+  assert.equal(b.exitCode, 0, b.all);
+  const p = REF.prompts[1];
+  const res = await tprun(['--hosts', `${A.addr}:1,${B.addr}:1`, '--', process.execPath, CLI, 'generate', '--engine', engine,
+    '--input-ids', p.input_ids.join(','), '--max-new-tokens', '12', '--ignore-eos', '--json', '-q']);
+  assert.equal(res.exitCode, 0, res.all);
+  const out = JSON.parse(res.stdout.split('\n').find((l) => l.startsWith('{')));
+  assert.deepEqual(out.new_ids, p.greedy_new_ids.slice(0, 12));
+  assert.deepEqual(await leftovers(), NOTHING);
+});
