@@ -12,29 +12,7 @@
 // The module is written out byte by byte like src/rank/simd.ts (no WAT toolchain for a few loops).
 // Opcodes: WebAssembly core spec §5.4 and the fixed-width SIMD proposal's binary encoding table.
 
-const leb = (n: number): number[] => {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n) b |= 0x80;
-    out.push(b);
-  } while (n);
-  return out;
-};
-/** Signed LEB128 (i32.const immediates). */
-const sleb = (n: number): number[] => {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && !(b & 0x40)) || (n === -1 && (b & 0x40))) { out.push(b); return out; }
-    out.push(b | 0x80);
-  }
-};
-const vec = (items: number[][]): number[] => [...leb(items.length), ...items.flat()];
-const str = (s: string): number[] => [...leb(s.length), ...Buffer.from(s)];
-const section = (id: number, body: number[]): number[] => [id, ...leb(body.length), ...body];
+import { leb, sleb, vec, str, section } from '../util/wasm-encode.js';
 
 // Instructions.
 const I32 = 0x7f, V128 = 0x7b;

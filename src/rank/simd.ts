@@ -4,6 +4,7 @@
 // and copies its own contribution in once. The module is written out here byte by byte: a dozen
 // instructions do not justify a WAT toolchain.
 import type { CommDType, ReduceOp } from './types.js';
+import { leb, vec, str, section } from '../util/wasm-encode.js';
 
 // SIMD opcodes (0xfd prefix, LEB128 sub-opcode) of `dst[i] = dst[i] OP src[i]` per element type.
 const OPS: Record<string, number> = {
@@ -14,20 +15,6 @@ const OPS: Record<string, number> = {
   'uint8/sum': 110, 'uint8/min': 119, 'uint8/max': 121,
 };
 const NAMES = Object.keys(OPS);
-
-const leb = (n: number): number[] => {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n) b |= 0x80;
-    out.push(b);
-  } while (n);
-  return out;
-};
-const vec = (items: number[][]): number[] => [...leb(items.length), ...items.flat()];
-const str = (s: string): number[] => [...leb(s.length), ...Buffer.from(s)];
-const section = (id: number, body: number[]): number[] => [id, ...leb(body.length), ...body];
 
 function moduleBytes(): Uint8Array<ArrayBuffer> {
   // (func (param $dst i32) (param $src i32) (param $end i32)
