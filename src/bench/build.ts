@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
+import { dirBytes, median } from './stats.js';
 
 interface Args {
   preset: string;
@@ -21,12 +22,6 @@ interface Args {
 }
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 interface Timing { seconds: number; cpuSeconds: number }
 
@@ -53,15 +48,6 @@ function childrenCpu(): number {
   } catch {
     return NaN;
   }
-}
-
-function dirBytes(dir: string): number {
-  let n = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size;
-  }
-  return n;
 }
 
 /** Durations (seconds) of the top-level spans of a Chrome trace, by name. */

@@ -9,16 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
 import { STATS_ENV } from '../commands/convert.js';
+import { dirBytes, median } from './stats.js';
 
 interface Args { preset: string; layers?: number; model?: string; tp: number; reps: number; workdir?: string }
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 async function timed(file: string, args: string[], env: Record<string, string> = {}): Promise<{ run: number; withSync: number }> {
   await execa('sync');
@@ -46,10 +41,6 @@ async function userspaceCopy(src: string, dst: string): Promise<{ run: number; w
   const t1 = performance.now();
   await execa('sync');
   return { run: (t1 - t0) / 1000, withSync: (performance.now() - t0) / 1000 };
-}
-
-function dirBytes(dir: string): number {
-  return fs.readdirSync(dir).reduce((a, f) => a + fs.statSync(path.join(dir, f)).size, 0);
 }
 
 const command: CommandModule<object, Args> = {

@@ -4,6 +4,7 @@
 import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
+import { median } from './stats.js';
 
 interface Args {
   n: number;
@@ -14,12 +15,6 @@ interface Args {
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
 const RANK = fileURLToPath(new URL('./launch-rank.js', import.meta.url));
 const MPI_PYTHON = '/usr/bin/python3';
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 async function timeOnce(file: string, args: string[]): Promise<number> {
   const t0 = performance.now();

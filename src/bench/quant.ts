@@ -10,7 +10,7 @@
 // token through the cache (teacher forcing): every prediction then reads past keys/values from it.
 
 import { execa } from 'execa';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import type { CommandModule } from 'yargs';
 import { runOnRanks } from '../engine/cli-util.js';
 import { Engine } from '../engine/engine.js';
 import type { World } from '../rank/types.js';
+import { dirBytes } from './stats.js';
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -79,12 +80,6 @@ async function decodePathPerplexity(dir: string, nWin: number): Promise<void> {
       await runner.close();
     }
   }, { quiet: true });
-}
-
-function dirBytes(dir: string): number {
-  let n = 0;
-  for (const f of readdirSync(dir)) n += statSync(join(dir, f)).size;
-  return n;
 }
 
 function lastJson(stdout: string, pick: (o: Record<string, any>) => boolean = () => true): Record<string, any> {
