@@ -5,8 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { readSafetensors, SafetensorsFile } from '../dist/checkpoint/safetensors.js';
+import { LlamaForCausalLM, readSafetensors, SafetensorsFile } from 'tprun';
 import { ROOT, BROWN, BROWN_META, sameBytes, tmpDir } from './helpers/h3.js';
 
 const CLI = path.join(ROOT, 'dist/cli.js');

@@ -5,9 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { SafetensorsFile, writeSafetensors } from '../dist/checkpoint/safetensors.js';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { castTensor } from '../dist/checkpoint/dtype.js';
+import { SafetensorsFile, writeSafetensors, LlamaForCausalLM, castTensor } from 'tprun';
 import { ROOT, BROWN, tmpDir } from './helpers/h3.js';
 
 const CLI = path.join(ROOT, 'dist/cli.js');

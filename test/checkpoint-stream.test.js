@@ -2,8 +2,8 @@
 // chunk size: qkv pieces and row-parallel column cuts crossing chunk boundaries, casts per chunk.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { planRank, pipeShards } from '../dist/checkpoint/shard.js';
+import { LlamaForCausalLM, planRank } from 'tprun';
+import { pipeShards } from '../dist/checkpoint/shard.js';
 import { BROWN, BROWN_META, sameBytes } from './helpers/h3.js';
 
 async function streamed(open, tp, rank, chunkBytes, dtype) {

@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import ort from '../dist/engine/ort.js'; // telemetry off, as tprun itself loads it
 import { Graph, MS } from '../dist/engine/graph.js';
 import { WeightFile, WEIGHT_ALIGN } from '../dist/engine/weight-file.js';
-import { floatToHalf, halfToFloat, fromFloat32, toFloat32 } from '../dist/engine/dtype.js';
+import { toFloat32 } from 'tprun';
+import { floatToHalf, f16BitsToFloat as halfToFloat } from '../dist/core/half.js';
+import { fromFloat32 } from '../dist/engine/dtype.js';
 
 test('a graph with external weights, attributes and a contrib op runs in onnxruntime', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-onnx-'));

@@ -8,7 +8,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { engineWeight, engineWeightTransposed, materialize, useSimd } from '../dist/engine/weight-convert.js';
-import { fromFloat32, toFloat32, transpose2d } from '../dist/engine/dtype.js';
+import { toFloat32 } from 'tprun';
+import { fromFloat32, transpose2d } from '../dist/engine/dtype.js';
 import { WeightFile, WEIGHT_ALIGN } from '../dist/engine/weight-file.js';
 
 function tensorOf(dtype, shape, words) {

@@ -1,8 +1,8 @@
 // TensorRT-LLM's Mapping (tensorrt_llm/mapping.py) as src/sharding/mapping.ts implements it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Mapping, checkMapping, ppLayerRange, stageTensors, globalName } from '../dist/sharding/mapping.js';
-import { llamaTensorNames } from '../dist/checkpoint/source.js';
+import { checkMapping, ppLayerRange, stageTensors, globalName, llamaTensorNames } from 'tprun';
+import { Mapping } from '../dist/sharding/mapping.js';
 
 test('rank -> (tp_rank, pp_rank), groups and neighbours as in mapping.py (tp 4 × pp 2 docstring example)', () => {
   const m = (r) => new Mapping({ world_size: 8, tp_size: 4, pp_size: 2 }, r);

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execa } from 'execa';
 import { quantRequestFrom } from '../dist/quantization/cli-options.js';
-import { quantConfigFor } from '../dist/quantization/quantize-model.js';
+import { quantConfigFor } from 'tprun';
 
 const algoOf = (a) => quantConfigFor(quantRequestFrom({ 'group-size': 128, 'sq-activations': 'per-token', ...a })).quant_algo;
 

@@ -8,10 +8,12 @@ import ort from '../dist/engine/ort.js'; // telemetry off, as tprun itself loads
 import { Graph } from '../dist/engine/graph.js';
 import { WeightFile } from '../dist/engine/weight-file.js';
 import { emitQuantLinear } from '../dist/quantization/onnx-linear.js';
-import { quantizeWeights, packInt4AlongN, unpackInt4AlongN } from '../dist/quantization/quantize-model.js';
+import {
+  quantizeWeights, dequantizeInt8PerChannel, quantizeInt8PerChannel, dequantizeInt4Grouped,
+  quantizeInt4Grouped, dequantizeFp8, encodeE4M3, decodeE4M3,
+} from 'tprun';
+import { packInt4AlongN, unpackInt4AlongN } from '../dist/quantization/quantize-model.js';
 import { LinearInputStats } from '../dist/quantization/calib-stats.js';
-import { dequantizeInt8PerChannel, quantizeInt8PerChannel, dequantizeInt4Grouped, quantizeInt4Grouped } from '../dist/quantization/weights.js';
-import { dequantizeFp8, encodeE4M3, decodeE4M3 } from '../dist/quantization/fp8.js';
 import { matmulNT } from '../dist/quantization/linalg.js';
 import { toFloat32 } from '../dist/quantization/tensor-f32.js';
 

@@ -3,10 +3,7 @@
 // that would cut a group fail clearly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { shardTensor } from '../dist/sharding/slice.js';
-import { shardContext } from '../dist/checkpoint/shard.js';
-import { quantizeWeights } from '../dist/quantization/quantize-model.js';
+import { LlamaForCausalLM, shardTensor, shardContext, quantizeWeights } from 'tprun';
 import { checkGroups } from '../dist/quantization/distribute.js';
 
 const full = LlamaForCausalLM.fromHuggingFace('models/brown-llama-a', { mapping: { tp_size: 1 } });

@@ -1,6 +1,6 @@
 // The checker: for every --quant scheme (and --kv-cache int8) at tp 1, 2 and 4 — on a model with 2 KV
 // heads, so that tp 4 duplicates them — every rank file holds exactly the tensors TensorRT-LLM's LLaMA
-// loader takes (name, shape, dtype) per src/quantization/tllm-layout.ts, and config.json's quantization
+// loader takes (name, shape, dtype) per src/sharding/tllm-layout.ts, and config.json's quantization
 // is a valid QuantConfig. Rank shapes are derived here independently of tprun's sharding code, from
 // TensorRT-LLM's own rules (column linears split N with KV heads duplicated up to tp, row linears split
 // K, nothing else split). tp 2 and 4 are made by `convert --format tllm` from the tp 1 checkpoint, so the
@@ -11,8 +11,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { readSafetensors, writeSafetensors } from '../dist/checkpoint/safetensors.js';
-import { LINEAR_LAYOUT, NORM_LAYOUT, KV_LAYOUT, QUANT_CONFIG_FIELDS } from '../dist/quantization/tllm-layout.js';
+import { readSafetensors, writeSafetensors, LINEAR_LAYOUT, NORM_LAYOUT, KV_LAYOUT } from 'tprun';
+import { QUANT_CONFIG_FIELDS } from '../dist/sharding/tllm-layout.js';
 
 const BROWN = resolve('models/brown-llama-a');
 let dir, tiny;

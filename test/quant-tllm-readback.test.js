@@ -19,10 +19,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { readSafetensors, writeSafetensors } from '../dist/checkpoint/safetensors.js';
-import { toFloat32, castTensor } from '../dist/checkpoint/dtype.js';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { encodeE4M3 } from '../dist/quantization/fp8.js';
+import { readSafetensors, writeSafetensors, toFloat32, castTensor, LlamaForCausalLM, encodeE4M3 } from 'tprun';
 
 const BROWN = resolve('models/brown-llama-a');
 let dir, tiny, full;

@@ -2,8 +2,7 @@
 // bit for bit at tp 1, 2, 4, 8; packed int4 row splits keep nibble pairs and scale groups whole.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { shardTensor, gatherTensor } from '../dist/sharding/slice.js';
-import { ruleFor, selection } from '../dist/sharding/rules.js';
+import { shardTensor, gatherTensor, ruleFor, selection } from 'tprun';
 import { rng, sameBytes } from './helpers/h3.js';
 
 const ctxFor = (tp, over = {}) => ({ tp, numHeads: 8, numKvHeads: 4, headSize: 32, vocabSize: 4096, parallelEmbedding: false, embeddingShardingDim: 0, ...over });

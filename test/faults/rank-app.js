@@ -1,7 +1,7 @@
 // A rank program for the rank fault tests: `node rank-app.js SCENARIO [arg]`, started once per rank.
 // Prints one JSON line per milestone on stdout so tests can follow it from outside.
 import { existsSync } from 'node:fs';
-import { initWorld } from '../../dist/rank/world.js';
+import { initWorld } from 'tprun';
 
 const [scenario = 'hello', arg = ''] = process.argv.slice(2);
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');

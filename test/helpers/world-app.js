@@ -2,7 +2,7 @@
 // Each rank computes what every collective must return from the inputs of all ranks (a sequential
 // reference: inputs are a function of rank and index) and fails loudly on the first difference.
 import assert from 'node:assert/strict';
-import { initWorld } from '../../dist/rank/world.js';
+import { initWorld } from 'tprun';
 import { f32ToBf16, f32ToF16, toF32 } from '../../dist/rank/dtype.js';
 
 const [scenario = 'all', arg = ''] = process.argv.slice(2);
