@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { LlamaForCausalLM, PRESETS } from 'tprun';
+import { LlamaForCausalLM, PRESETS, isInputError } from 'tprun';
 import { openHfTensors } from '../dist/checkpoint/hf.js';
 import { writeMeta } from '../dist/checkpoint/generate.js';
 import { TorchFile } from '../dist/checkpoint/torch-file.js';
@@ -95,7 +95,7 @@ test('bad Meta input: missing tensor, wrong MP numbering, corrupt archive', (t) 
   fs.renameSync(path.join(dir, 'consolidated.02.pth'), path.join(dir, 'consolidated.01.pth'));
   const p = path.join(dir, 'consolidated.01.pth');
   fs.truncateSync(p, 1000000);
-  assert.throws(() => LlamaForCausalLM.fromMetaCkpt(dir), (e) => e.name === 'InputError' && e.message.startsWith(p) && /not a zip archive|truncated/.test(e.message));
+  assert.throws(() => LlamaForCausalLM.fromMetaCkpt(dir), (e) => isInputError(e) && e.message.startsWith(p) && /not a zip archive|truncated/.test(e.message));
   fs.copyFileSync(path.join(BROWN_META, 'consolidated.01.pth'), p);
   const params = JSON.parse(fs.readFileSync(path.join(dir, 'params.json'), 'utf8'));
   fs.writeFileSync(path.join(dir, 'params.json'), JSON.stringify({ ...params, n_layers: 7 }));

@@ -29,7 +29,7 @@ test('quantized checkpoint reshards 2 -> 1, 4, 8 bit for bit', (t) => {
     ['transformer.ln_f.weight', rand('bfloat16', [H], r)],
     ['lm_head.weight', rand('bfloat16', [4096, H], r)],
   ]);
-  for (const [lin, n, k] of [['attention.qkv', QKV, H], ['attention.dense', H, H], ['mlp.fc', I, H], ['mlp.gate', I, H], ['mlp.proj', H, I]]) {
+  for (const [lin, n, k] of /** @type {const} */ ([['attention.qkv', QKV, H], ['attention.dense', H, H], ['mlp.fc', I, H], ['mlp.gate', I, H], ['mlp.proj', H, I]])) {
     full.set(`${L}.${lin}.weight`, rand('int8', [n / 2, k], r));
     full.set(`${L}.${lin}.weights_scaling_factor`, rand('float32', [n, k / G], r));
     full.set(`${L}.${lin}.prequant_scaling_factor`, rand('bfloat16', [k], r));

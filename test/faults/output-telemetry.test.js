@@ -23,6 +23,7 @@ function sandbox(name) {
   const home = path.join(work, name, 'home');
   fs.mkdirSync(tmp, { recursive: true });
   fs.mkdirSync(home, { recursive: true });
+  /** @type {NodeJS.ProcessEnv} */
   const env = { ...process.env, TMPDIR: tmp, HOME: home, TPRUN_QUIET: '1' };
   delete env.ORT_DISABLE_TELEMETRY;
   delete env.XDG_CACHE_HOME;
