@@ -2,6 +2,7 @@
 // (safetensors codes, torch storage classes) live with those formats in src/checkpoint/.
 import type { DType, Tensor } from './tensor.js';
 import { InputError } from './errors.js';
+import { f16BitsToFloat, f32BitsToF16Bits, f32BitsToBf16Bits } from './half.js';
 
 export const ITEMSIZE: Record<DType, number> = {
   float64: 8, float32: 4, float16: 2, bfloat16: 2, float8_e4m3fn: 1,
@@ -19,10 +20,6 @@ export function numel(shape: readonly number[]): number {
 export function byteSize(dtype: DType, shape: readonly number[]): number {
   return numel(shape) * ITEMSIZE[dtype];
 }
-
-// ---- scalar bit conversions -------------------------------------------------------------------------
-
-import { f16BitsToFloat, f32BitsToF16Bits, f32BitsToBf16Bits } from './half.js';
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
