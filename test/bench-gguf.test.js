@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { permuteRotary, quantizeQ4_0, writeGguf } from '../dist/bench/gguf.js';
 import { openHfTensors } from '../dist/checkpoint/hf.js';
+import { must } from './helpers/must.js';
+import { isInputError } from 'tprun';
 
 const MODEL = new URL('../models/brown-llama-a', import.meta.url).pathname;
 const REF = JSON.parse(readFileSync(new URL('../models/brown-llama-a-reference.json', import.meta.url), 'utf8'));
@@ -65,12 +67,12 @@ test('GGUF v3 of brown-llama-a: llama metadata, vocabulary, tensor layout, q/k r
     assert.equal(g.kv['tokenizer.ggml.bos_token_id'], 0);
     assert.equal(g.tensors.length, r.tensors);
     assert.ok(g.tensors.every((t) => t.offset % 32 === 0));
-    const emb = g.tensors.find((t) => t.name === 'token_embd.weight');
+    const emb = must(g.tensors.find((t) => t.name === 'token_embd.weight'), 'token_embd.weight');
     assert.deepEqual(emb.dims, [256, 4096]); // innermost first: HF [vocab, hidden]
-    assert.equal(g.tensors.find((t) => t.name === 'blk.0.attn_norm.weight').type, 0); // norms F32
+    assert.equal(must(g.tensors.find((t) => t.name === 'blk.0.attn_norm.weight'), 'blk.0.attn_norm.weight').type, 0); // norms F32
 
     // blk.0.attn_k row 1 (head 0, pair 0, second element) is HF k_proj row 16 (head 0, second half, 0).
-    const k = g.tensors.find((t) => t.name === 'blk.0.attn_k.weight');
+    const k = must(g.tensors.find((t) => t.name === 'blk.0.attn_k.weight'), 'blk.0.attn_k.weight');
     assert.equal(k.type, 1);
     const src = openHfTensors(MODEL);
     const hf = new Uint8Array(128 * 256 * 2);
@@ -137,7 +139,7 @@ test('bench generate --peer llama.cpp without node-llama-cpp: one line naming th
 test('writeGguf refuses a model it cannot write, leaving no file', () => {
   const dir = mkdtempSync(join(tmpdir(), 'gguf-bad-'));
   try {
-    assert.throws(() => writeGguf(dir, join(dir, 'm.gguf'), 'f16'), (e) => e.exitCode === 2 || /config\.json/.test(e.message));
+    assert.throws(() => writeGguf(dir, join(dir, 'm.gguf'), 'f16'), (e) => isInputError(e) || /config\.json/.test(String(e)));
     assert.deepEqual(readdirSync(dir), []);
   } finally {
     rmSync(dir, { recursive: true, force: true });

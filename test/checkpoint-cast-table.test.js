@@ -3,7 +3,8 @@
 // naming the tensor and index (or saturates with clamp), exactly as before.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { castTensor, f32BitsToF16Bits, f32BitsToBf16Bits, f16BitsToFloat, floatToF32Bits } from '../dist/checkpoint/dtype.js';
+import { castTensor } from 'tprun';
+import { f32BitsToF16Bits, f32BitsToBf16Bits, f16BitsToFloat, floatToF32Bits } from '../dist/core/half.js';
 
 const all = () => new Uint16Array(65536).map((_, i) => i);
 const tensor = (dtype, words) => ({ dtype, shape: [words.length], data: new Uint8Array(words.buffer, words.byteOffset, words.byteLength) });

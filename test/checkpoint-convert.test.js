@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { readSafetensors, SafetensorsFile } from '../dist/checkpoint/safetensors.js';
+import { LlamaForCausalLM, readSafetensors, SafetensorsFile } from 'tprun';
 import { ROOT, BROWN, BROWN_META, sameBytes, tmpDir } from './helpers/h3.js';
+import { must } from './helpers/must.js';
 
 const CLI = path.join(ROOT, 'dist/cli.js');
 const run = (args) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -19,8 +19,9 @@ function assertRanksEqual(dir, tp, want) {
     const exp = want(rank);
     assert.deepEqual([...got.keys()], [...exp.weights.keys()]);
     for (const [n, t] of exp.weights) {
-      assert.deepEqual(got.get(n).shape, t.shape, n);
-      assert.ok(sameBytes(got.get(n).data, t.data), `${n} rank ${rank}`);
+      const g = must(got.get(n), n);
+      assert.deepEqual(g.shape, t.shape, n);
+      assert.ok(sameBytes(g.data, t.data), `${n} rank ${rank}`);
     }
   }
 }

@@ -4,8 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { SafetensorsFile } from '../dist/checkpoint/safetensors.js';
-import { isInputError } from '../dist/checkpoint/errors.js';
+import { SafetensorsFile, isInputError } from 'tprun';
 import { BROWN, rng, tmpDir } from './helpers/h3.js';
 
 const SRC = path.join(BROWN, 'model-00002-of-00002.safetensors');

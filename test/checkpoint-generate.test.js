@@ -5,8 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { generateCheckpoint } from '../dist/checkpoint/generate.js';
+import { LlamaForCausalLM, generateCheckpoint } from 'tprun';
 import { ROOT, sameBytes, tmpDir } from './helpers/h3.js';
 
 test('generated HF (single / sharded, v4 / v5 config) and Meta (mp 2) agree at tp 2 and 4', (t) => {

@@ -2,10 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { readSafetensors } from '../dist/checkpoint/safetensors.js';
-import { gatherTensor } from '../dist/sharding/slice.js';
-import { contextFromConfig } from '../dist/sharding/rules.js';
+import { LlamaForCausalLM, readSafetensors, gatherTensor, contextFromConfig } from 'tprun';
 import { BROWN, sameBytes, tmpDir } from './helpers/h3.js';
 
 function hfTensors() {

@@ -4,9 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { shardTensor } from '../dist/sharding/slice.js';
-import { contextFromConfig } from '../dist/sharding/rules.js';
+import { LlamaForCausalLM, shardTensor, contextFromConfig } from 'tprun';
 import { BROWN, rng, sameBytes, tmpDir } from './helpers/h3.js';
 
 function rand(dtype, shape, r) {
@@ -21,7 +19,7 @@ test('quantized checkpoint reshards 2 -> 1, 4, 8 bit for bit', (t) => {
   const base = LlamaForCausalLM.fromHuggingFace(BROWN).config;
   const config = { ...base, num_hidden_layers: 1, quantization: { quant_algo: 'W4A16_AWQ', kv_cache_quant_algo: 'INT8', group_size: 32, pre_quant_scale: true } };
   const H = 256, QKV = 512, I = 768, G = 32, L = 'transformer.layers.0';
-  // TensorRT-LLM's W4A16_AWQ layout (src/quantization/tllm-layout.ts): int8 [N/2, K] weights packed along N,
+  // TensorRT-LLM's W4A16_AWQ layout (src/sharding/tllm-layout.ts): int8 [N/2, K] weights packed along N,
   // [N, K/g] scales, [K] prequant factors in the model dtype; INT8 KV scale [1].
   const full = new Map([
     ['transformer.vocab_embedding.weight', rand('bfloat16', [4096, H], r)],
@@ -31,7 +29,7 @@ test('quantized checkpoint reshards 2 -> 1, 4, 8 bit for bit', (t) => {
     ['transformer.ln_f.weight', rand('bfloat16', [H], r)],
     ['lm_head.weight', rand('bfloat16', [4096, H], r)],
   ]);
-  for (const [lin, n, k] of [['attention.qkv', QKV, H], ['attention.dense', H, H], ['mlp.fc', I, H], ['mlp.gate', I, H], ['mlp.proj', H, I]]) {
+  for (const [lin, n, k] of /** @type {const} */ ([['attention.qkv', QKV, H], ['attention.dense', H, H], ['mlp.fc', I, H], ['mlp.gate', I, H], ['mlp.proj', H, I]])) {
     full.set(`${L}.${lin}.weight`, rand('int8', [n / 2, k], r));
     full.set(`${L}.${lin}.weights_scaling_factor`, rand('float32', [n, k / G], r));
     full.set(`${L}.${lin}.prequant_scaling_factor`, rand('bfloat16', [k], r));

@@ -2,9 +2,10 @@
 // chunk size: qkv pieces and row-parallel column cuts crossing chunk boundaries, casts per chunk.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { planRank, pipeShards } from '../dist/checkpoint/shard.js';
+import { LlamaForCausalLM, planRank } from 'tprun';
+import { pipeShards } from '../dist/checkpoint/shard.js';
 import { BROWN, BROWN_META, sameBytes } from './helpers/h3.js';
+import { must } from './helpers/must.js';
 
 async function streamed(open, tp, rank, chunkBytes, dtype) {
   const { config, source } = open({ mapping: { tp_size: tp }, dtype });
@@ -12,7 +13,7 @@ async function streamed(open, tp, rank, chunkBytes, dtype) {
   const out = new Map(plan.map((e) => [e.name, new Uint8Array(e.shape.reduce((a, b) => a * b, 1) * { bfloat16: 2, float16: 2, float32: 4 }[e.dtype])]));
   let chunks = 0;
   await pipeShards(source, plan, async (name, data, offset) => {
-    out.get(name).set(data, offset);
+    must(out.get(name), name).set(data, offset);
     chunks++;
   }, { chunkBytes });
   source.close();
@@ -27,7 +28,7 @@ test('streamed shards equal in-memory shards for HF and Meta at tp 1, 2, 8 with 
   for (const [kind, open] of Object.entries(sources)) {
     for (const tp of kind === 'hf' ? [2, 8] : [2]) {
       for (const rank of new Set([0, tp - 1])) {
-        for (const [chunkBytes, dtype] of [[1000, undefined], [1 << 16, 'float32'], [333, 'float16']]) {
+        for (const [chunkBytes, dtype] of /** @type {const} */ ([[1000, undefined], [1 << 16, 'float32'], [333, 'float16']])) {
           const { out, chunks } = await streamed(open, tp, rank, chunkBytes, dtype);
           const want = LlamaForCausalLM.fromHuggingFace(BROWN, { mapping: { tp_size: tp }, rank, dtype });
           assert.ok(chunks > want.weights.size, 'several chunks per tensor');

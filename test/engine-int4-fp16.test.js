@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { must } from './helpers/must.js';
 
 const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
 const MODEL = new URL('../models/brown-llama-a', import.meta.url).pathname;
@@ -33,8 +34,8 @@ test('float16 int4_wo engines (Casts around float32 MatMulNBits, or float16 MatM
       const casts = castNodes(readFileSync(join(e, 'rank0', 'seg0.onnx')));
       if (kind === 'float16-direct') assert.equal(casts, 1, 'only the logits cast to float32');
       if (kind === 'float16') assert.ok(casts > 2 * 6 * 5, `a Cast pair around each of the 30 linears (${casts})`);
-      out[kind] = REF.prompts.slice(0, 2).map((p) => JSON.parse(tprun(['generate', '--engine', e, '--input-ids', p.input_ids.join(','),
-        '--max-new-tokens', '12', '--ignore-eos', '--json', '--logits', '-q']).split('\n').find((l) => l.startsWith('{'))));
+      out[kind] = REF.prompts.slice(0, 2).map((p) => JSON.parse(must(tprun(['generate', '--engine', e, '--input-ids', p.input_ids.join(','),
+        '--max-new-tokens', '12', '--ignore-eos', '--json', '--logits', '-q']).split('\n').find((l) => l.startsWith('{')), 'a JSON line')));
     }
     for (const kind of ['float16', 'float16-direct']) {
       for (let i = 0; i < 2; i++) {

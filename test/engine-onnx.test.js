@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import ort from '../dist/engine/ort.js'; // telemetry off, as tprun itself loads it
 import { Graph, MS } from '../dist/engine/graph.js';
 import { WeightFile, WEIGHT_ALIGN } from '../dist/engine/weight-file.js';
-import { floatToHalf, halfToFloat, fromFloat32, toFloat32 } from '../dist/engine/dtype.js';
+import { toFloat32 } from 'tprun';
+import { floatToHalf, f16BitsToFloat as halfToFloat } from '../dist/core/half.js';
+import { fromFloat32 } from '../dist/engine/dtype.js';
 
 test('a graph with external weights, attributes and a contrib op runs in onnxruntime', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-onnx-'));
@@ -34,17 +36,17 @@ test('a graph with external weights, attributes and a contrib op runs in onnxrun
     g.output('bigsum', 'float32', [1100]);
     const byName = Object.fromEntries(g.initializers.map((i) => [i.name, i]));
     assert.ok(byName.w.raw && !byName.w.external, 'tiny weights stay inline');
-    assert.deepEqual([byName.big1.external.offset, byName.big2.external.offset], [0, WEIGHT_ALIGN]);
+    assert.deepEqual([byName.big1.external?.offset, byName.big2.external?.offset], [0, WEIGHT_ALIGN]);
     writeFileSync(join(dir, 'g.onnx'), g.encode());
     await wf.write(join(dir, 'weights.bin'));
     const sess = await ort.InferenceSession.create(join(dir, 'g.onnx'));
     const out = await sess.run({ x: new ort.Tensor('float32', Float32Array.of(1, 0, 1, 0, 1, 0), [2, 3]) });
     // row 0: [1,0,1]·W = [6, 8]; rms = sqrt(50) → [6, 16] / sqrt(50)
     const r = Math.sqrt(50);
-    const got = Array.from(out.norm.data);
+    const got = Array.from(/** @type {Float32Array} */ (out.norm.data));
     [6 / r, 16 / r].forEach((v, i) => assert.ok(Math.abs(got[i] - v) < 1e-5, `${got[i]} vs ${v}`));
-    assert.deepEqual(Array.from(out.skip_sum.data.slice(0, 2)), [12, 16]);
-    assert.deepEqual(Array.from(out.bigsum.data.slice(1097)), [3291, 3294, 3297]);
+    assert.deepEqual(Array.from(/** @type {Float32Array} */ (out.skip_sum.data).slice(0, 2)), [12, 16]);
+    assert.deepEqual(Array.from(/** @type {Float32Array} */ (out.bigsum.data).slice(1097)), [3291, 3294, 3297]);
     await sess.release();
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -64,6 +66,7 @@ test('half-precision conversion rounds to nearest even and keeps specials', () =
   const back = toFloat32(fromFloat32(xs, [4], 'float16'));
   xs.forEach((x, i) => assert.ok(Math.abs(back[i] - x) <= Math.abs(x) * 2 ** -11, `${x} → ${back[i]}`));
   // bf16 → f32 is exact
+  /** @type {import('tprun').Tensor} */
   const bf = { dtype: 'bfloat16', shape: [1], data: new Uint8Array(Uint16Array.of(0x3fc0).buffer) };
   assert.equal(toFloat32(bf)[0], 1.5);
 });

@@ -4,13 +4,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { build, Engine } from '../dist/engine/engine.js';
-import { EngineRunner } from '../dist/engine/runtime.js';
-import { generate } from '../dist/engine/generate.js';
-import { perplexity, perplexityTokens } from '../dist/engine/perplexity.js';
-import { loadTokenizer } from '../dist/engine/tokenizer.js';
-import { initWorld } from '../dist/rank/world.js';
+import {
+  LlamaForCausalLM, build, Engine, EngineRunner, generate, perplexity, perplexityTokens, loadTokenizer,
+  initWorld,
+} from 'tprun';
 import { MODEL, HELDOUT, REF, relL2, relDiff } from './helpers/engine.js';
 
 let dir;

@@ -8,7 +8,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { engineWeight, engineWeightTransposed, materialize, useSimd } from '../dist/engine/weight-convert.js';
-import { fromFloat32, toFloat32, transpose2d } from '../dist/engine/dtype.js';
+import { toFloat32 } from 'tprun';
+import { fromFloat32, transpose2d } from '../dist/engine/dtype.js';
 import { WeightFile, WEIGHT_ALIGN } from '../dist/engine/weight-file.js';
 
 function tensorOf(dtype, shape, words) {
@@ -47,7 +48,7 @@ for (const simd of [true, false]) {
   test(`every bf16/fp16 pattern converts as the reference path (simd ${simd ? 'on' : 'off'})`, () => {
     useSimd(simd);
     for (const src of ['bfloat16', 'float16']) {
-      for (const dt of ['float16', 'float32']) {
+      for (const dt of /** @type {const} */ (['float16', 'float32'])) {
         for (const [rows, cols] of [[256, 256], [37, 41], [8, 8200], [16, 5]]) {
           const t = allPatterns(src, rows, cols, rows);
           const plain = materialize(engineWeight(t, dt)).data;
@@ -69,7 +70,7 @@ test('float32 sources: rounding, overflow to infinity, NaN, subnormals as the re
   for (const simd of [true, false]) {
     useSimd(simd);
     const t = f32Specials(24, 40);
-    for (const dt of ['float16', 'float32']) {
+    for (const dt of /** @type {const} */ (['float16', 'float32'])) {
       assert.equal(firstDiff(materialize(engineWeight(t, dt)).data, reference(t, dt)), -1, `plain ${dt}`);
       assert.equal(firstDiff(fillInCuts(engineWeightTransposed(t, dt), [0, 3, 40]), referenceT(t, dt)), -1, `transposed ${dt}`);
     }
@@ -78,6 +79,7 @@ test('float32 sources: rounding, overflow to infinity, NaN, subnormals as the re
 });
 
 test('a non-float weight is refused naming the tensor', () => {
+  /** @type {import('tprun').Tensor} */
   const t = { dtype: 'int8', shape: [4, 4], data: new Uint8Array(16) };
   assert.throws(() => engineWeightTransposed(t, 'float16', 'tensor lm_head.weight'), /tensor lm_head\.weight: cannot convert int8/);
 });
@@ -118,7 +120,7 @@ test('weight file: tensors at 64 KiB offsets, zero padding, sha256 of the whole 
 test('lazily read tensors (build --model) are read once, from the checkpoint, and convert like loaded ones', () => {
   for (const simd of [true, false]) {
     useSimd(simd);
-    for (const [src, dt] of [['bfloat16', 'float16'], ['float16', 'float16'], ['bfloat16', 'float32'], ['float32', 'float16']]) {
+    for (const [src, dt] of /** @type {const} */ ([['bfloat16', 'float16'], ['float16', 'float16'], ['bfloat16', 'float32'], ['float32', 'float16']])) {
       const t = src === 'float32' ? f32Specials(64, 48) : allPatterns(src, 64, 48, 3);
       const rowBytes = t.data.length / t.shape[0];
       let wholeReads = 0;

@@ -18,6 +18,7 @@ import { Graph } from '../dist/engine/graph.js';
 import { WeightFile } from '../dist/engine/weight-file.js';
 import { MODEL, REF, relDiff, relL2, tprun, jsonLines } from './helpers/engine.js';
 import { CLI } from './helpers/procs.js';
+import { must } from './helpers/must.js';
 
 const NO_VULKAN = { VK_DRIVER_FILES: '/nonexistent/icd.json', VK_ICD_FILENAMES: '/nonexistent/icd.json' };
 const NEW = 8; // greedy steps: prefill, then 7 decode steps reading the KV cache kept in GPU buffers
@@ -61,23 +62,24 @@ test('a rank binds to its GPU through the device-select layer: launcher env, TPR
   assert.deepEqual([0, 1, 2, 3].map((r) => prime({ TPRUN_LOCAL_RANK: String(r) })), ['pci-0000_07_00_0', 'pci-0000_41_00_0', 'pci-0000_07_00_0', 'pci-0000_41_00_0']);
   // Set already (by the launcher or by hand): taken as it is, in the layer's own order.
   const pre = gpuBinding({ DRI_PRIME: 'pci-0000_41_00_0', CUDA_VISIBLE_DEVICES: '0' }, gpus);
-  assert.equal(pre.source, 'DRI_PRIME=pci-0000_41_00_0');
-  assert.equal(gpuBinding({ MESA_VK_DEVICE_SELECT: '10005:0', DRI_PRIME: 'pci-0000_41_00_0' }, gpus).target.vendorDevice, '10005:0');
+  assert.equal(pre?.source, 'DRI_PRIME=pci-0000_41_00_0');
+  const byId = must(gpuBinding({ MESA_VK_DEVICE_SELECT: '10005:0', DRI_PRIME: 'pci-0000_41_00_0' }, gpus), 'a binding').target;
+  assert.equal('vendorDevice' in byId ? byId.vendorDevice : undefined, '10005:0');
   const lvp = gpuBinding({ TPRUN_GPU: '10005:0' }, gpus);
-  assert.deepEqual(lvp.env, { MESA_VK_DEVICE_SELECT: '10005:0', DRI_PRIME: '', MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1' });
+  assert.deepEqual(lvp?.env, { MESA_VK_DEVICE_SELECT: '10005:0', DRI_PRIME: '', MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1' });
   // Nothing to choose: no GPU listed and index 0 or no binding (lavapipe, another vendor), or one GPU unbound.
   assert.equal(gpuBinding({ CUDA_VISIBLE_DEVICES: '0' }, []), undefined);
   assert.equal(gpuBinding({ TPRUN_LOCAL_RANK: '1' }, gpus.slice(0, 1)), undefined);
-  assert.equal(gpuBinding({ CUDA_VISIBLE_DEVICES: '0' }, gpus.slice(0, 1)).onlyGpu, true);
-  assert.throws(() => gpuBinding({ CUDA_VISIBLE_DEVICES: 'GPU-ccc', TPRUN_RANK: '5' }, gpus), (e) => e.exitCode === 2 && /^rank 5: CUDA_VISIBLE_DEVICES=GPU-ccc: no GPU with UUID GPU-ccc on this host \(2 GPU\(s\): 0 NVIDIA H200 @0000:07:00.0, 1 NVIDIA H200 @0000:41:00.0\)$/.test(e.message));
-  assert.throws(() => gpuBinding({ TPRUN_GPU_ADAPTER: '64' }, gpus), (e) => e.exitCode === 2 && /rank 0: TPRUN_GPU_ADAPTER=64: no GPU 64 on this host/.test(e.message));
-  assert.throws(() => gpuBinding({ CUDA_VISIBLE_DEVICES: '-1' }, gpus), (e) => e.exitCode === 2 && /--device cpu/.test(e.message));
-  assert.throws(() => gpuBinding({ MESA_VK_DEVICE_SELECT: 'nvidia' }, gpus), (e) => e.exitCode === 2 && /MESA_VK_DEVICE_SELECT=nvidia: not a Vulkan vendor:device id/.test(e.message));
+  assert.equal(gpuBinding({ CUDA_VISIBLE_DEVICES: '0' }, gpus.slice(0, 1))?.onlyGpu, true);
+  assert.throws(() => gpuBinding({ CUDA_VISIBLE_DEVICES: 'GPU-ccc', TPRUN_RANK: '5' }, gpus), { exitCode: 2, message: /^rank 5: CUDA_VISIBLE_DEVICES=GPU-ccc: no GPU with UUID GPU-ccc on this host \(2 GPU\(s\): 0 NVIDIA H200 @0000:07:00.0, 1 NVIDIA H200 @0000:41:00.0\)$/ });
+  assert.throws(() => gpuBinding({ TPRUN_GPU_ADAPTER: '64' }, gpus), { exitCode: 2, message: /rank 0: TPRUN_GPU_ADAPTER=64: no GPU 64 on this host/ });
+  assert.throws(() => gpuBinding({ CUDA_VISIBLE_DEVICES: '-1' }, gpus), { exitCode: 2, message: /--device cpu/ });
+  assert.throws(() => gpuBinding({ MESA_VK_DEVICE_SELECT: 'nvidia' }, gpus), { exitCode: 2, message: /MESA_VK_DEVICE_SELECT=nvidia: not a Vulkan vendor:device id/ });
 });
 
 test('--gpus takes indices, UUIDs, PCI bus ids and Vulkan ids; the launcher gives a local rank the layer\'s environment', () => {
   assert.deepEqual(parseGpus('0,GPU-ab-12,00000000:41:00.0,10005:0'), ['0', 'GPU-ab-12', '00000000:41:00.0', '10005:0']);
-  assert.throws(() => parseGpus('0,nvidia'), (e) => e.exitCode === 2 && /--gpus must be auto, none or a list/.test(e.message));
+  assert.throws(() => parseGpus('0,nvidia'), { exitCode: 2, message: /--gpus must be auto, none or a list/ });
   const gpus = hostGpus(fakeProc([['0000:07:00.0', 'NVIDIA H200', 'GPU-aaa'], ['0000:41:00.0', 'NVIDIA H200', 'GPU-bbb']]));
   const job = { size: 2, masterAddr: '127.0.0.1', masterPort: 29500, jobId: 'j', secret: 's' };
   const place = (rank, local) => ({ rank, host: local ? 'localhost' : 'node2', local, nodeRank: local ? 0 : 1, localRank: 0, localSize: 1 });
@@ -127,6 +129,7 @@ test('on the adapter: present.* come back as GPU buffers and feed the next step 
   const s = await ort.InferenceSession.create(model, {
     executionProviders: ['webgpu'], preferredOutputLocation: outputLocations('gpu', onnxOutputNames(model)), logSeverityLevel: 3,
   });
+  /** @type {import('onnxruntime-node').Tensor} */
   let kv = new ort.Tensor('float32', new Float32Array(4), [4]);
   let logits;
   for (let step = 1; step <= 3; step++) {
@@ -135,7 +138,7 @@ test('on the adapter: present.* come back as GPU buffers and feed the next step 
     assert.equal(r.logits.location, 'cpu');
     if (kv.location === 'gpu-buffer') kv.dispose();
     kv = r['present.0.key'];
-    logits = Array.from(r.logits.data);
+    logits = Array.from(/** @type {Float32Array} */ (r.logits.data));
   }
   kv.dispose();
   assert.deepEqual(logits, [6, 12, 18, 24]);
@@ -220,6 +223,7 @@ test('a rank bound by Vulkan id runs there and says so', async (t) => {
   if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter}); Mesa >= 25 lavapipe gives one on any CPU (.ci/run installs it)`);
   if (!devices) return t.skip('Mesa\'s device-select Vulkan layer is not installed here');
   const d = devices[devices.length - 1];
+  /** @type {NodeJS.ProcessEnv} */
   const env = { ...process.env, TPRUN_GPU: d.vendorDevice };
   const c = await chooseDevice('gpu', env);
   assert.equal(c.device, 'gpu');
@@ -228,7 +232,7 @@ test('a rank bound by Vulkan id runs there and says so', async (t) => {
   assert.equal(env.MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE, '1');
   // With the layer's environment set, the process sees that device alone.
   const seen = await listVulkanDevices({ ...env, MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1' });
-  assert.ok(seen.some((x) => x.vendorDevice === d.vendorDevice));
+  assert.ok(must(seen, 'the Vulkan device list').some((x) => x.vendorDevice === d.vendorDevice));
 });
 
 let f16;

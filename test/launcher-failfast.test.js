@@ -57,7 +57,7 @@ test('--timeout ends the job with 124', async () => {
   assert.deepEqual(r.left, []);
 });
 
-for (const sig of ['SIGINT', 'SIGTERM']) {
+for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM'])) {
   test(`${sig} to the launcher reaches every rank and ends the job with 128+signal`, async () => {
     const mark = newMark();
     // Each rank reports the signal it got, so we see it was forwarded (not just a SIGKILL).

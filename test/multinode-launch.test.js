@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { makeHosts, whyNoHosts, nsPids } from './helpers/netns.js';
+import { must } from './helpers/must.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const WORLD = fileURLToPath(new URL('../dist/rank/world.js', import.meta.url));
@@ -202,7 +203,10 @@ test('mpirun (Open MPI over ssh) across the hosts forms a tprun world', { skip: 
   assert.deepEqual(await leftovers(), NOTHING);
 });
 
-/** mpirun in the head namespace, Open MPI's ssh launcher using the test keys, TCP on the test subnet. */
+/**
+ * mpirun in the head namespace, Open MPI's ssh launcher using the test keys, TCP on the test subnet.
+ * @param {string[]} cmd @returns {[string, string[]]}
+ */
 function mpirunArgs(cmd) {
   const net = `${H.subnet}.0/24`;
   return ['ip', ['netns', 'exec', H.head, 'mpirun', '--allow-run-as-root', '--host', `${A.addr}:2,${B.addr}:2`, '-np', '4',
@@ -232,7 +236,7 @@ test('pipeline parallelism across the hosts: pp 2 with one stage per host gives 
   const res = await tprun(['--hosts', `${A.addr}:1,${B.addr}:1`, '--', process.execPath, CLI, 'generate', '--engine', engine,
     '--input-ids', p.input_ids.join(','), '--max-new-tokens', '12', '--ignore-eos', '--json', '-q']);
   assert.equal(res.exitCode, 0, res.all);
-  const out = JSON.parse(res.stdout.split('\n').find((l) => l.startsWith('{')));
+  const out = JSON.parse(must(res.stdout.split('\n').find((l) => l.startsWith('{')), 'a JSON line'));
   assert.deepEqual(out.new_ids, p.greedy_new_ids.slice(0, 12));
   assert.deepEqual(await leftovers(), NOTHING);
 });

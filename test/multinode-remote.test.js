@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { makeHosts, whyNoHosts } from './helpers/netns.js';
 import { spawnRemote } from '../dist/launcher/remote.js';
+import { must } from './helpers/must.js';
 
 const skip = whyNoHosts();
 let H;
@@ -131,7 +132,7 @@ test('killing the ssh client (lost connection) makes the remote rank exit by its
     const got = collect(child);
     while (!got().out.includes('ready')) await sleep(50);
     assert.ok(H.pidsOf(h).length > 0, 'the rank runs in the host namespace');
-    process.kill(child.pid, 'SIGKILL'); // the ssh client, not through spawnRemote's kill
+    process.kill(must(child.pid, 'the ssh client pid'), 'SIGKILL'); // the ssh client, not through spawnRemote's kill
     await child;
     assert.deepEqual(await settle(h), []);
   }

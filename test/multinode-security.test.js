@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { makeHosts, whyNoHosts, nsPids } from './helpers/netns.js';
+import { must } from './helpers/must.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const WORLD = fileURLToPath(new URL('../dist/rank/world.js', import.meta.url));
@@ -146,7 +147,7 @@ function check(res, secure) {
   const lines = res.all.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).sort((x, y) => x.rank - y.rank);
   assert.deepEqual(lines, [0, 1].map((rank) => ({ rank, same: true, curve: secure, secrets: secure ? 2 : 1, seen: [] })));
   // The launcher itself prints no secret: only the rank's deliberate SECRETS line holds them.
-  const secrets = /^SECRETS (.*)$/m.exec(res.all)[1].split(' ');
+  const secrets = must(/^SECRETS (.*)$/m.exec(res.all), 'the SECRETS line')[1].split(' ');
   const rest = res.all.replace(/^SECRETS .*$/m, '');
   for (const s of secrets) assert.ok(!rest.includes(s));
 }

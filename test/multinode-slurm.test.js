@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { makeHosts, whyNoHosts, nsPids } from './helpers/netns.js';
 import { startSlurm, whyNoSlurm } from './helpers/slurm.js';
+import { must } from './helpers/must.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(ROOT, 'dist/cli.js');
@@ -96,7 +97,7 @@ test('synthetic SLURM_* variables: two local processes meet at the first host of
   }));
   const res = await Promise.all(runs);
   for (const r of res) assert.equal(r.exitCode, 0, r.all);
-  const got = res.map((r) => JSON.parse(r.all.split('\n').find((l) => l.startsWith('{'))));
+  const got = res.map((r) => JSON.parse(must(r.all.split('\n').find((l) => l.startsWith('{')), 'a JSON line')));
   assert.deepEqual(got, [0, 1].map((r) => ({ rank: r, size: 2, local: r, node: 0, source: 'slurm', sum: 3 })));
 });
 
@@ -112,5 +113,5 @@ test('synthetic SLURM_* variables with MASTER_ADDR/MASTER_PORT: those name the r
     env: { ...common, SLURM_PROCID: String(r), SLURM_LOCALID: String(r) }, extendEnv: false, reject: false, all: true, timeout: 60000,
   })));
   for (const r of res) assert.equal(r.exitCode, 0, r.all);
-  assert.deepEqual(res.map((r) => JSON.parse(r.all.split('\n').find((l) => l.startsWith('{'))).sum), [3, 3]);
+  assert.deepEqual(res.map((r) => JSON.parse(must(r.all.split('\n').find((l) => l.startsWith('{')), 'a JSON line')).sum), [3, 3]);
 });

@@ -12,6 +12,7 @@ before(() => { dir = mkdtempSync(join(tmpdir(), 'tprun-pp-ckpt-')); });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('HF → pp 2 → (tp 2 × pp 3) → pp 1 equals HF → pp 1, byte for byte', async () => {
+  /** @type {[string, string, string[]][]} */
   const steps = [
     ['pp2', MODEL, ['--pp', '2']],
     ['tp2pp3', 'pp2', ['--format', 'tllm', '--tp', '2', '--pp', '3']],

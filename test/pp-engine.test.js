@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 let mpirun;
 try { mpirun = execFileSync('sh', ['-c', 'command -v mpirun'], { encoding: 'utf8' }).trim(); } catch { /* absent */ }
 import { checkGreedy, checkPerplexity } from './helpers/pp.js';
+import { must } from './helpers/must.js';
 
 let dir;
 const engines = {};
@@ -87,11 +88,12 @@ test('a middle stage that dies mid-run takes the job down, named, with nothing l
   const mark = newMark();
   const run = startTprun(['generate', '--engine', engines[3], '--input-ids', REF.prompts[0].input_ids.join(','), '--max-new-tokens', '480', '--ignore-eos'], { mark, env: { TPRUN_QUIET: '1' } });
   const rankOf = (pid) => { try { return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').find((e) => e.startsWith('TPRUN_RANK='))?.slice(11); } catch { return undefined; } };
+  /** @type {number | undefined} */
   let victim;
   await waitFor(() => (victim = procsWithMark(mark).find((p) => rankOf(p.pid) === '1' && p.cmd.includes('generate'))?.pid) !== undefined, 60000, 'rank 1');
   // Let it get into the run (load, then the pipeline); wherever it is, the job must end.
   await new Promise((r) => setTimeout(r, 1500));
-  process.kill(victim, 'SIGKILL');
+  process.kill(must(victim, 'rank 1'), 'SIGKILL');
   const res = await run.done;
   assert.notEqual(res.code, 0);
   assert.match(res.stderr, /rank 1 \(pid \d+\) killed by SIGKILL/);

@@ -1,8 +1,8 @@
 // TensorRT-LLM's Mapping (tensorrt_llm/mapping.py) as src/sharding/mapping.ts implements it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Mapping, checkMapping, ppLayerRange, stageTensors, globalName } from '../dist/sharding/mapping.js';
-import { llamaTensorNames } from '../dist/checkpoint/source.js';
+import { checkMapping, ppLayerRange, stageTensors, globalName, llamaTensorNames } from 'tprun';
+import { Mapping } from '../dist/sharding/mapping.js';
 
 test('rank -> (tp_rank, pp_rank), groups and neighbours as in mapping.py (tp 4 × pp 2 docstring example)', () => {
   const m = (r) => new Mapping({ world_size: 8, tp_size: 4, pp_size: 2 }, r);
@@ -28,7 +28,7 @@ test('stage tensors: layers renumbered from 0, embedding on the first stage, ln_
   const names = llamaTensorNames(6);
   const s1 = stageTensors(names, 6, 3, 1);
   assert.deepEqual([...new Set(s1.map(([l]) => l.split('.').slice(0, 3).join('.')))], ['transformer.layers.0', 'transformer.layers.1']);
-  assert.equal(s1.find(([l]) => l === 'transformer.layers.0.mlp.fc.weight')[1], 'transformer.layers.2.mlp.fc.weight');
+  assert.equal(s1.find(([l]) => l === 'transformer.layers.0.mlp.fc.weight')?.[1], 'transformer.layers.2.mlp.fc.weight');
   assert.ok(stageTensors(names, 6, 3, 0).some(([l]) => l === 'transformer.vocab_embedding.weight'));
   assert.ok(!s1.some(([l]) => /vocab_embedding|ln_f|lm_head/.test(l)));
   const last = stageTensors(names, 6, 3, 2).map(([l]) => l);

@@ -7,11 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { readSafetensors } from '../dist/checkpoint/safetensors.js';
-import { shardContext } from '../dist/checkpoint/shard.js';
-import { shardTensor } from '../dist/sharding/slice.js';
-import { quantizeWeights } from '../dist/quantization/quantize-model.js';
+import { LlamaForCausalLM, readSafetensors, shardContext, shardTensor, quantizeWeights } from 'tprun';
 
 const MODEL = resolve('models/brown-llama-a');
 const TRACE = resolve('test/helpers/trace-open.mjs');

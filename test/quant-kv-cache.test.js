@@ -18,6 +18,7 @@ async function session(int8, scale) {
   try {
     const wf = new WeightFile('w.bin');
     const g = new Graph('kv', 'float32', wf);
+    /** @type {import('tprun').Weights} */
     const weights = new Map([[`${P}.attention.kv_cache_scaling_factor`, { dtype: 'float32', shape: [], data: new Uint8Array(Float32Array.of(scale).buffer) }]]);
     const qkv = g.input('qkv', 'float32', [1, 'seq', (NH + 2 * KVH) * HS]);
     const dims = [1, KVH, CAP, HS];
@@ -85,7 +86,8 @@ test('int8 KV cache: in-place int8 buffers, prefill then decode, close to the fl
       }
     }
     let num = 0, den = 0;
-    for (let i = 0; i < of.attn.data.length; i++) { num += (of.attn.data[i] - oq.attn.data[i]) ** 2; den += of.attn.data[i] ** 2; }
+    const fa = /** @type {Float32Array} */ (of.attn.data), qa = /** @type {Float32Array} */ (oq.attn.data);
+    for (let i = 0; i < fa.length; i++) { num += (fa[i] - qa[i]) ** 2; den += fa[i] ** 2; }
     const rel = Math.sqrt(num / den);
     if (s === 1) { assert.ok(rel > 0, 'decode reads the quantized cache'); maxRel = Math.max(maxRel, rel); }
     else assert.equal(rel, 0, 'a prefill attends over its own float keys/values');

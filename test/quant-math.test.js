@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeE4M3, decodeE4M3, quantizeFp8, dequantizeFp8 } from '../dist/quantization/fp8.js';
 import {
-  quantizeInt8PerChannel, dequantizeInt8PerChannel, quantizeInt4Grouped, dequantizeInt4Grouped, unpackInt4,
-} from '../dist/quantization/weights.js';
-import { smoothingFactors, scaleColumns } from '../dist/quantization/smoothquant.js';
-import { awqQuantize } from '../dist/quantization/awq.js';
+  encodeE4M3, decodeE4M3, quantizeFp8, dequantizeFp8, quantizeInt8PerChannel, dequantizeInt8PerChannel,
+  quantizeInt4Grouped, dequantizeInt4Grouped, smoothingFactors, awqQuantize,
+} from 'tprun';
+import { unpackInt4 } from '../dist/quantization/weights.js';
+import { scaleColumns } from '../dist/quantization/smoothquant.js';
 import { matmulNT } from '../dist/quantization/linalg.js';
 
 function rng(seed) {

@@ -8,12 +8,15 @@ import ort from '../dist/engine/ort.js'; // telemetry off, as tprun itself loads
 import { Graph } from '../dist/engine/graph.js';
 import { WeightFile } from '../dist/engine/weight-file.js';
 import { emitQuantLinear } from '../dist/quantization/onnx-linear.js';
-import { quantizeWeights, packInt4AlongN, unpackInt4AlongN } from '../dist/quantization/quantize-model.js';
+import {
+  quantizeWeights, dequantizeInt8PerChannel, quantizeInt8PerChannel, dequantizeInt4Grouped,
+  quantizeInt4Grouped, dequantizeFp8, encodeE4M3, decodeE4M3,
+} from 'tprun';
+import { packInt4AlongN, unpackInt4AlongN } from '../dist/quantization/quantize-model.js';
 import { LinearInputStats } from '../dist/quantization/calib-stats.js';
-import { dequantizeInt8PerChannel, quantizeInt8PerChannel, dequantizeInt4Grouped, quantizeInt4Grouped } from '../dist/quantization/weights.js';
-import { dequantizeFp8, encodeE4M3, decodeE4M3 } from '../dist/quantization/fp8.js';
 import { matmulNT } from '../dist/quantization/linalg.js';
 import { toFloat32 } from '../dist/quantization/tensor-f32.js';
+import { must } from './helpers/must.js';
 
 function rng(seed) { let s = seed >>> 0; return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32; }; }
 function randn(r) { return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r()); }
@@ -25,7 +28,9 @@ const W = Float32Array.from({ length: N * K }, () => randn(r) * 0.05);
 const X = Float32Array.from({ length: T * K }, (_, i) => randn(r) * (i % K === 3 ? 8 : 1));
 
 async function quantized(algo, extra = {}) {
-  const config = { num_hidden_layers: 1, dtype: 'float32' };
+  // Only the fields quantizeWeights reads.
+  const config = /** @type {import('tprun').PretrainedConfig} */ (/** @type {Partial<import('tprun').PretrainedConfig>} */ ({ num_hidden_layers: 1, dtype: 'float32' }));
+  /** @type {import('tprun').Weights} */
   const weights = new Map([[`${PREFIX}.weight`, { dtype: 'float32', shape: [N, K], data: new Uint8Array(W.buffer) }]]);
   // quantizeWeights walks all five linears of a layer; give the others tiny stand-ins.
   for (const lin of ['attention.qkv', 'attention.dense', 'mlp.fc', 'mlp.gate']) {
@@ -73,7 +78,7 @@ const f32 = (t) => toFloat32(t);
 test('W8A16: float weights in the checkpoint, quantized per channel at build: MatMulNBits 8-bit equals X · dequant(Q(W))', async () => {
   const q = await quantized('int8_wo');
   const t = q.weights;
-  assert.equal(t.get(`${PREFIX}.weight`).dtype, 'float32');
+  assert.equal(must(t.get(`${PREFIX}.weight`), 'weight').dtype, 'float32');
   const wq = dequantizeInt8PerChannel(quantizeInt8PerChannel(W, N, K), N, K);
   const y = await runLinear(t, q.quantization);
   assert.ok(relErr(y, matmulNT(X, T, wq, N, K)) < 1e-5);
@@ -82,7 +87,7 @@ test('W8A16: float weights in the checkpoint, quantized per channel at build: Ma
 
 /** TensorRT-LLM's AWQ weight (int8 [N/2, K], nibbles along N) and group scales [N, K/g] → float W. */
 function dequantAwq(t) {
-  const q = unpackInt4AlongN(t.get(`${PREFIX}.weight`).data, N, K);
+  const q = unpackInt4AlongN(must(t.get(`${PREFIX}.weight`), 'weight').data, N, K);
   const sc = f32(t.get(`${PREFIX}.weights_scaling_factor`));
   return Float32Array.from(q, (v, i) => v * sc[Math.floor(i / K) * (K / 128) + Math.floor((i % K) / 128)]);
 }
@@ -91,7 +96,7 @@ for (const algo of ['int4_wo', 'int4_awq', 'w4a8_awq']) {
   test(`${algo}: TensorRT-LLM's packed int4 repacked for MatMulNBits (group 128) equals (X ⊙ prequant) · dequant(W)`, async () => {
     const q = await quantized(algo);
     const t = q.weights;
-    assert.deepEqual(t.get(`${PREFIX}.weight`).shape, [N / 2, K]);
+    assert.deepEqual(must(t.get(`${PREFIX}.weight`), 'weight').shape, [N / 2, K]);
     const pre = f32(t.get(`${PREFIX}.prequant_scaling_factor`));
     let xs = X.map((v, i) => Math.fround(v * pre[i % K]));
     if (algo === 'int4_wo') assert.ok(pre.every((v) => v === 1), 'RTN: unit prequant');
@@ -109,7 +114,7 @@ for (const act of ['per-token', 'per-tensor']) {
   test(`W8A8 SmoothQuant (${act} activations): MatMulInteger equals the integer reference exactly`, async () => {
     const q = await quantized('w8a8_sq', { sqActivations: act });
     const t = q.weights;
-    const wi = new Int8Array(t.get(`${PREFIX}.weight`).data.buffer);
+    const wi = new Int8Array(must(t.get(`${PREFIX}.weight`), 'weight').data.buffer);
     // Per token: TensorRT-LLM's plugin layout divides the input by smoother; per tensor (ModelOpt int8_sq)
     // multiplies it by prequant_scaling_factor.
     const ws = f32(t.get(`${PREFIX}.${act === 'per-token' ? 'per_channel_scale' : 'weights_scaling_factor'}`));
@@ -118,7 +123,7 @@ for (const act of ['per-token', 'per-tensor']) {
     const as = act === 'per-token' ? 0 : f32(t.get(`${PREFIX}.activation_scaling_factor`))[0];
     const ref = new Float32Array(T * N);
     for (let i = 0; i < T; i++) {
-      const xr = Float32Array.from({ length: K }, (_, c) => Math.fround(sm ? X[i * K + c] / sm[c] : X[i * K + c] * pre[c]));
+      const xr = Float32Array.from({ length: K }, (_, c) => Math.fround(sm ? X[i * K + c] / sm[c] : X[i * K + c] * must(pre, 'prequant_scaling_factor')[c]));
       const s = act === 'per-token' ? Math.fround(Math.max(...xr.map(Math.abs)) / 127) : as;
       const xq = xr.map((v) => Math.max(-127, Math.min(127, Math.round(Math.fround(v / s)))));
       for (let n = 0; n < N; n++) {
@@ -136,9 +141,9 @@ for (const act of ['per-token', 'per-tensor']) {
 test('FP8: float8e4m3fn weights with per-tensor scale, activations through FP8 with their static scale', async () => {
   const q = await quantized('fp8');
   const t = q.weights;
-  assert.equal(t.get(`${PREFIX}.weight`).dtype, 'float8_e4m3fn');
-  assert.deepEqual(t.get(`${PREFIX}.weights_scaling_factor`).shape, [1]);
-  const wq = dequantizeFp8(t.get(`${PREFIX}.weight`).data, f32(t.get(`${PREFIX}.weights_scaling_factor`))[0]);
+  assert.equal(must(t.get(`${PREFIX}.weight`), 'weight').dtype, 'float8_e4m3fn');
+  assert.deepEqual(must(t.get(`${PREFIX}.weights_scaling_factor`), 'weights_scaling_factor').shape, [1]);
+  const wq = dequantizeFp8(must(t.get(`${PREFIX}.weight`), 'weight').data, f32(t.get(`${PREFIX}.weights_scaling_factor`))[0]);
   const as = f32(t.get(`${PREFIX}.activation_scaling_factor`))[0];
   const xq = X.map((v) => decodeE4M3(encodeE4M3(Math.fround(v / as))) * as);
   const y = await runLinear(t, q.quantization);

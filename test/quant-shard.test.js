@@ -3,11 +3,9 @@
 // that would cut a group fail clearly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { shardTensor } from '../dist/sharding/slice.js';
-import { shardContext } from '../dist/checkpoint/shard.js';
-import { quantizeWeights } from '../dist/quantization/quantize-model.js';
+import { LlamaForCausalLM, shardTensor, shardContext, quantizeWeights } from 'tprun';
 import { checkGroups } from '../dist/quantization/distribute.js';
+import { must } from './helpers/must.js';
 
 const full = LlamaForCausalLM.fromHuggingFace('models/brown-llama-a', { mapping: { tp_size: 1 } });
 const withTp = (tp) => ({ ...full.config, mapping: { world_size: tp, tp_size: tp, pp_size: 1 } });
@@ -21,6 +19,7 @@ function eqTensor(a, b, what) {
 
 for (const tp of [2, 4]) {
   test(`int4 g32 weight-only at tp=${tp}: quantize-then-shard == shard-then-quantize, bit for bit`, async () => {
+    /** @type {import('tprun').QuantOptions} */
     const opts = { algo: 'int4_wo', groupSize: 32 };
     const q = await quantizeWeights(full.config, full.weights, opts);
     // The context knows the quant_algo: it decides which axes the packed companions cut along.
@@ -34,7 +33,7 @@ for (const tp of [2, 4]) {
         for (const lin of LINEARS) {
           for (const role of ['weight', 'weights_scaling_factor', 'prequant_scaling_factor']) {
             const name = `transformer.layers.${l}.${lin}.${role}`;
-            eqTensor(shardTensor(name, q.weights.get(name), ctx, r), qShard.weights.get(name), `rank ${r} ${name}`);
+            eqTensor(shardTensor(name, must(q.weights.get(name), name), ctx, r), qShard.weights.get(name), `rank ${r} ${name}`);
           }
         }
       }
@@ -54,9 +53,9 @@ test('int8_wo (W8A16) keeps the float weights: TensorRT-LLM and the engine build
 
 test('row splits must keep int4 groups whole: clear errors from the plan check and from the table', async () => {
   // attention.dense has 8 heads x 32 = 256 inputs: 64 per rank at tp=4, not a multiple of 128.
-  assert.throws(() => checkGroups(withTp(4), { algo: 'int4_wo', groupSize: 128 }), /--group-size 128: attention\.dense has 64 input features per rank at tp=4/);
-  assert.doesNotThrow(() => checkGroups(withTp(2), { algo: 'int4_wo', groupSize: 128 }));
+  assert.throws(() => checkGroups(withTp(4), { algo: 'int4_wo', groupSize: 128, calibFile: '', calibSamples: 0 }), /--group-size 128: attention\.dense has 64 input features per rank at tp=4/);
+  assert.doesNotThrow(() => checkGroups(withTp(2), { algo: 'int4_wo', groupSize: 128, calibFile: '', calibSamples: 0 }));
   const q = await quantizeWeights(full.config, full.weights, { algo: 'int4_wo', groupSize: 128 });
   const name = 'transformer.layers.0.attention.dense.weights_scaling_factor';
-  assert.throws(() => shardTensor(name, q.weights.get(name), shardContext({ ...withTp(4), quantization: q.quantization }), 0), /attention\.dense\.weights_scaling_factor/);
+  assert.throws(() => shardTensor(name, must(q.weights.get(name), name), shardContext({ ...withTp(4), quantization: q.quantization }), 0), /attention\.dense\.weights_scaling_factor/);
 });

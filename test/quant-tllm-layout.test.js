@@ -1,6 +1,6 @@
 // The checker: for every --quant scheme (and --kv-cache int8) at tp 1, 2 and 4 — on a model with 2 KV
 // heads, so that tp 4 duplicates them — every rank file holds exactly the tensors TensorRT-LLM's LLaMA
-// loader takes (name, shape, dtype) per src/quantization/tllm-layout.ts, and config.json's quantization
+// loader takes (name, shape, dtype) per src/sharding/tllm-layout.ts, and config.json's quantization
 // is a valid QuantConfig. Rank shapes are derived here independently of tprun's sharding code, from
 // TensorRT-LLM's own rules (column linears split N with KV heads duplicated up to tp, row linears split
 // K, nothing else split). tp 2 and 4 are made by `convert --format tllm` from the tp 1 checkpoint, so the
@@ -11,8 +11,9 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { readSafetensors, writeSafetensors } from '../dist/checkpoint/safetensors.js';
-import { LINEAR_LAYOUT, NORM_LAYOUT, KV_LAYOUT, QUANT_CONFIG_FIELDS } from '../dist/quantization/tllm-layout.js';
+import { readSafetensors, writeSafetensors, LINEAR_LAYOUT, NORM_LAYOUT, KV_LAYOUT } from 'tprun';
+import { QUANT_CONFIG_FIELDS } from '../dist/sharding/tllm-layout.js';
+import { must } from './helpers/must.js';
 
 const BROWN = resolve('models/brown-llama-a');
 let dir, tiny;
@@ -78,6 +79,7 @@ function rankDims(c, lin, tp) {
     case 'attention.dense': return { n: c.hidden_size, k: (nh * hs) / tp };
     case 'mlp.fc': case 'mlp.gate': return { n: c.intermediate_size / tp, k: c.hidden_size };
     case 'mlp.proj': return { n: c.hidden_size, k: c.intermediate_size / tp };
+    default: throw new Error(`not a linear: ${lin}`);
   }
 }
 const ROW = new Set(['attention.dense', 'mlp.proj']);
@@ -132,7 +134,7 @@ function checkCheckpoint(ckpt, tp, scheme) {
 }
 
 for (const s of SCHEMES) {
-  test(`${s.name} (${s.algo}${s.kv ? ` + ${s.kv} KV` : ''}): every rank at tp 1, 2, 4 matches the layout table`, async () => {
+  test(`${s.name} (${s.algo}${s.kv ? ` + ${s.kv} KV` : ''}): every rank at tp 1, 2, 4 matches the layout table`, { timeout: 600_000 }, async () => {
     const base = join(dir, `${slug(s)}-tp1`);
     const r = await cli(['convert', '--model', tiny, '--tp', '1', '--group-size', String(GROUP), '--calib-samples', '8', '--out', base, ...s.args]);
     assert.equal(r.exitCode, 0, r.all);
@@ -145,30 +147,30 @@ for (const s of SCHEMES) {
       const c = checkCheckpoint(out, tp, s);
       assert.equal(c.dtype, tp === 2 ? 'float16' : 'bfloat16');
     }
-  }, { timeout: 600_000 });
+  });
 }
 
 function sameFiles(a, b, what) {
   const x = readSafetensors(join(a, 'rank0.safetensors')), y = readSafetensors(join(b, 'rank0.safetensors'));
   assert.deepEqual([...x.keys()].sort(), [...y.keys()].sort(), what);
   for (const [n, t] of x) {
-    const u = y.get(n);
+    const u = must(y.get(n), `${what}: ${n}`);
     assert.equal(u.dtype, t.dtype, `${what}: ${n}`);
     assert.deepEqual(u.shape, t.shape, `${what}: ${n}`);
     assert.ok(Buffer.from(u.data).equals(Buffer.from(t.data)), `${what}: ${n} bytes differ`);
   }
 }
 
-test('round trip tprun → tllm → tprun: tp 1 → 4 → 1 is bit-exact for every scheme', async () => {
+test('round trip tprun → tllm → tprun: tp 1 → 4 → 1 is bit-exact for every scheme', { timeout: 600_000 }, async () => {
   for (const s of SCHEMES) {
     const back = join(dir, `${slug(s)}-back`);
     const r = await cli(['convert', '--model', join(dir, `${slug(s)}-tp4`), '--format', 'tllm', '--tp', '1', '--out', back]);
     assert.equal(r.exitCode, 0, r.all);
     sameFiles(join(dir, `${slug(s)}-tp1`), back, s.name);
   }
-}, { timeout: 600_000 });
+});
 
-test('a TensorRT-LLM checkpoint with a quant_algo tprun cannot run: exit 2 naming it, no output', async () => {
+test('a TensorRT-LLM checkpoint with a quant_algo tprun cannot run: exit 2 naming it, no output', { timeout: 300_000 }, async () => {
   const src = join(dir, 'gptq');
   mkdirSync(src);
   const base = join(dir, 'int4_awq-tp1');
@@ -182,32 +184,32 @@ test('a TensorRT-LLM checkpoint with a quant_algo tprun cannot run: exit 2 namin
   assert.equal(b.exitCode, 2, b.all);
   assert.match(b.all, /quant_algo W4A16_GPTQ/);
   assert.throws(() => readFileSync(join(dir, 'gptq-out', 'config.json')));
-}, { timeout: 300_000 });
+});
 
-test('a W8A16 checkpoint holding kernel-preprocessed int8 weights (GPU-specific): exit 2 naming the tensor', async () => {
+test('a W8A16 checkpoint holding kernel-preprocessed int8 weights (GPU-specific): exit 2 naming the tensor', { timeout: 300_000 }, async () => {
   const base = join(dir, 'int8_wo-tp1');
   const src = join(dir, 'w8a16-int8');
   mkdirSync(src);
   copyFileSync(join(base, 'config.json'), join(src, 'config.json'));
   const w = readSafetensors(join(base, 'rank0.safetensors'));
   const name = 'transformer.layers.0.attention.qkv.weight';
-  const [n, k] = w.get(name).shape;
+  const [n, k] = must(w.get(name), name).shape;
   // TensorRT-LLM's plugin layout: int8 (K, N), interleaved for the building GPU.
   w.set(name, { dtype: 'int8', shape: [k, n], data: new Uint8Array(n * k) });
   writeSafetensors(join(src, 'rank0.safetensors'), w);
   const r = await cli(['convert', '--model', src, '--format', 'tllm', '--tp', '2', '--out', join(dir, 'w8a16-int8-out')]);
   assert.equal(r.exitCode, 2, r.all);
   assert.match(r.all, /attention\.qkv\.weight is int8\[\d+,\d+\], W8A16 wants bfloat16\[\d+,\d+\].*float weights/);
-}, { timeout: 300_000 });
+});
 
-test('engines built from the tp 4 checkpoints (KV heads duplicated, packed qkv cut by heads) score as the tp 1 ones', async (t) => {
+test('engines built from the tp 4 checkpoints (KV heads duplicated, packed qkv cut by heads) score as the tp 1 ones', { timeout: 900_000 }, async (t) => {
   const ppl = async (ckpt, tag) => {
     const eng = join(dir, `${tag}-engine`);
     let r = await cli(['build', '--checkpoint', ckpt, '--out', eng]);
     assert.equal(r.exitCode, 0, r.all);
     r = await cli(['perplexity', '--engine', eng, '--tokenizer', tiny, '--max-tokens', '512', '--json']);
     assert.equal(r.exitCode, 0, r.all);
-    return JSON.parse(r.stdout.trim().split('\n').pop()).ppl;
+    return JSON.parse(must(r.stdout.trim().split('\n').pop(), 'the JSON line')).ppl;
   };
   for (const s of SCHEMES.filter((x) => ['int4_awq', 'w4a8_awq', 'w8a8_sq', 'w8a8_sq per tensor'].includes(x.name))) {
     const [one, four] = [await ppl(join(dir, `${slug(s)}-tp1`), `${slug(s)}-1`), await ppl(join(dir, `${slug(s)}-tp4`), `${slug(s)}-4`)];
@@ -216,4 +218,4 @@ test('engines built from the tp 4 checkpoints (KV heads duplicated, packed qkv c
     // Per-token activation scales see each rank's slice of a row-parallel input: small differences only.
     assert.ok(Math.abs(four / one - 1) < 0.01, `${s.name}: tp 4 ${four} vs tp 1 ${one}`);
   }
-}, { timeout: 900_000 });
+});

@@ -19,10 +19,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { readSafetensors, writeSafetensors } from '../dist/checkpoint/safetensors.js';
-import { toFloat32, castTensor } from '../dist/checkpoint/dtype.js';
-import { LlamaForCausalLM } from '../dist/model/llama.js';
-import { encodeE4M3 } from '../dist/quantization/fp8.js';
+import { readSafetensors, writeSafetensors, toFloat32, castTensor, LlamaForCausalLM, encodeE4M3 } from 'tprun';
+import { must } from './helpers/must.js';
 
 const BROWN = resolve('models/brown-llama-a');
 let dir, tiny, full;
@@ -107,7 +105,11 @@ const vec = (t, r, lin) => { // 1-D tensors along K of row linears are cut, othe
   return { dtype: t.dtype, shape: [k], data: t.data.slice(r * k * (t.data.length / t.shape[0]), (r + 1) * k * (t.data.length / t.shape[0])) };
 };
 
-/** Writes config.json + rank files from per-linear full tensors `quant(lin, W)` → { role: tensor } with cut kinds. */
+/**
+ * Writes config.json + rank files from per-linear full tensors `quant(lin, W)` → { role: tensor } with cut kinds.
+ * @param {string} out @param {object} quantization @param {Function} perLinear
+ * @param {(layer: number) => Record<string, import('tprun').Tensor>} [extraPerLayer] @param {unknown} [mine]
+ */
 function writeCkpt(out, quantization, perLinear, extraPerLayer = () => ({}), mine) {
   mkdirSync(out, { recursive: true });
   const c = { ...full.config, producer: { name: 'modelopt', version: '0.x' }, mapping: { world_size: TP, tp_size: TP, pp_size: 1 }, quantization };
@@ -132,6 +134,7 @@ function writeCkpt(out, quantization, perLinear, extraPerLayer = () => ({}), min
   }
 }
 
+/** @type {(a: ArrayLike<number>, shape: number[]) => import('tprun').Tensor} */
 const f32 = (a, shape) => ({ dtype: 'float32', shape, data: new Uint8Array(Float32Array.from(a).buffer) });
 const bf16 = (a, shape) => castTensor(f32(a, shape), full.config.dtype);
 
@@ -154,7 +157,7 @@ function awqRtn(lin, wt) {
   };
 }
 
-test('ModelOpt-written W4A16_AWQ at tp 2: read, resharded to tp 1, bit-identical to tprun int4_wo', async () => {
+test('ModelOpt-written W4A16_AWQ at tp 2: read, resharded to tp 1, bit-identical to tprun int4_wo', { timeout: 300_000 }, async () => {
   const src = join(dir, 'mo-awq');
   writeCkpt(src, { quant_algo: 'W4A16_AWQ', kv_cache_quant_algo: null, group_size: G, has_zero_point: false, pre_quant_scale: true, exclude_modules: ['lm_head'] }, awqRtn);
   const back = join(dir, 'mo-awq-tp1');
@@ -166,12 +169,12 @@ test('ModelOpt-written W4A16_AWQ at tp 2: read, resharded to tp 1, bit-identical
   const a = readSafetensors(join(back, 'rank0.safetensors')), b = readSafetensors(join(mine, 'rank0.safetensors'));
   assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
   for (const [n, t] of b) {
-    const u = a.get(n);
+    const u = must(a.get(n), n);
     assert.equal(u.dtype, t.dtype, n);
     assert.deepEqual(u.shape, t.shape, n);
     assert.ok(Buffer.from(u.data).equals(Buffer.from(t.data)), `${n}: bytes differ`);
   }
-}, { timeout: 300_000 });
+});
 
 async function ppl(ckpt, name) {
   const eng = join(dir, `${name}-engine`);
@@ -179,7 +182,7 @@ async function ppl(ckpt, name) {
   assert.equal(r.exitCode, 0, r.all);
   r = await cli(['perplexity', '--engine', eng, '--tokenizer', tiny, '--max-tokens', '1024', '--json']);
   assert.equal(r.exitCode, 0, r.all);
-  return JSON.parse(r.stdout.trim().split('\n').pop()).ppl;
+  return JSON.parse(must(r.stdout.trim().split('\n').pop(), 'the JSON line')).ppl;
 }
 
 const SCHEMES = {
@@ -268,7 +271,7 @@ const SCHEMES = {
 };
 
 for (const [name, s] of Object.entries(SCHEMES)) {
-  test(`${name} at tp 2: read, resharded to tp 1, built; perplexity close to tprun's own ${s.tprun.join(' ')}`, async (t) => {
+  test(`${name} at tp 2: read, resharded to tp 1, built; perplexity close to tprun's own ${s.tprun.join(' ')}`, { timeout: 600_000 }, async (t) => {
     const src = join(dir, name.replace(/[^a-z0-9]+/gi, '_'));
     const mine = join(dir, `mine-${s.tprun.join('_')}`);
     const q = await cli(['convert', '--model', tiny, '--tp', '1', '--calib-samples', '8', ...s.tprun, '--out', mine]);
@@ -296,5 +299,5 @@ for (const [name, s] of Object.entries(SCHEMES)) {
     assert.ok(theirs > 1 && theirs < 2000, `perplexity ${theirs}`);
     assert.ok(Math.abs(theirs / ours - 1) < 0.02, `TensorRT-LLM-written ${theirs} vs tprun ${ours}`);
     assert.ok(Math.abs(tp2 / theirs - 1) < 0.005, `tp 2 ${tp2} vs resharded tp 1 ${theirs}`);
-  }, { timeout: 600_000 });
+  });
 }

@@ -50,16 +50,16 @@ test('the WebAssembly SIMD reductions match the JavaScript ones for every type a
   const { SimdArena } = await import('../dist/rank/simd.js');
   const arena = SimdArena.create();
   assert.ok(arena, 'Node 20 has wasm SIMD');
-  for (const [dt, C] of [['float32', Float32Array], ['float64', Float64Array], ['int32', Int32Array], ['int8', Int8Array], ['uint8', Uint8Array]]) {
-    for (const op of ['sum', 'max', 'min']) {
+  for (const [dt, C] of /** @type {const} */ ([['float32', Float32Array], ['float64', Float64Array], ['int32', Int32Array], ['int8', Int8Array], ['uint8', Uint8Array]])) {
+    for (const op of /** @type {const} */ (['sum', 'max', 'min'])) {
       const n = 1003;
-      const srcs = [0, 1, 2].map((k) => C.from({ length: n }, (_, i) => (i === 5 && k === 1 && C === Float32Array ? NaN : ((i * 7 + k * 13) % 23) - 11)));
+      const srcs = [0, 1, 2].map((k) => C.from(Array.from({ length: n }, (_, i) => (i === 5 && k === 1 && C === Float32Array ? NaN : ((i * 7 + k * 13) % 23) - 11))));
       const want = new C(n);
       reduceInto(dt, op, want, srcs);
       const slots = arena.slots(3, n * C.BYTES_PER_ELEMENT);
       srcs.forEach((s, k) => slots[k].set(new Uint8Array(s.buffer)));
       arena.reduce(dt, op, slots, C.BYTES_PER_ELEMENT);
-      assert.deepEqual(Array.from(new C(slots[0].buffer, slots[0].byteOffset, n)), Array.from(want), `${dt} ${op}`);
+      assert.deepEqual(Array.from(new C(/** @type {ArrayBuffer} */ (slots[0].buffer), slots[0].byteOffset, n)), Array.from(want), `${dt} ${op}`);
     }
   }
 });

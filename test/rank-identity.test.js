@@ -1,8 +1,8 @@
 // Identity and rendezvous from each launcher's variables (pure functions of the environment).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { detectIdentity, rendezvousFor } from '../dist/rank/identity.js';
-import { initWorld } from '../dist/rank/world.js';
+import { detectIdentity, initWorld } from 'tprun';
+import { rendezvousFor } from '../dist/rank/identity.js';
 
 test('no launcher variables: a world of one', () => {
   assert.deepEqual(detectIdentity({}), { rank: 0, size: 1, localRank: 0, localSize: 1, nodeRank: 0, source: 'single', inWorld: false });

@@ -2,12 +2,14 @@
 // bit for bit at tp 1, 2, 4, 8; packed int4 row splits keep nibble pairs and scale groups whole.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { shardTensor, gatherTensor } from '../dist/sharding/slice.js';
-import { ruleFor, selection } from '../dist/sharding/rules.js';
+import { shardTensor, gatherTensor, ruleFor, selection } from 'tprun';
 import { rng, sameBytes } from './helpers/h3.js';
+import { must } from './helpers/must.js';
 
+/** @type {(tp: number, over?: Partial<import('tprun').ShardContext>) => import('tprun').ShardContext} */
 const ctxFor = (tp, over = {}) => ({ tp, numHeads: 8, numKvHeads: 4, headSize: 32, vocabSize: 4096, parallelEmbedding: false, embeddingShardingDim: 0, ...over });
 
+/** @param {import('tprun').DType} dtype @param {number[]} shape @param {() => number} r @returns {import('tprun').Tensor} */
 function randomTensor(dtype, shape, r) {
   const n = shape.reduce((a, b) => a * b, 1) * ({ float32: 4, bfloat16: 2, float16: 2, uint8: 1, int8: 1, float8_e4m3fn: 1 }[dtype]);
   const data = new Uint8Array(n);
@@ -60,7 +62,7 @@ test('every tensor of a quantized model gathers back bit for bit at tp 1, 2, 4, 
 test('shard shapes follow CONTRACTS.md (column, row, replicated, fused qkv with KV replication)', () => {
   const m = quantizedModel(rng(1));
   const L = 'transformer.layers.0';
-  const shape = (name, tp, r = 0) => shardTensor(name, m.get(name), ctxFor(tp), r).shape;
+  const shape = (name, tp, r = 0) => shardTensor(name, must(m.get(name), name), ctxFor(tp), r).shape;
   assert.deepEqual(shape(`${L}.attention.qkv.weight`, 2), [(4 + 2 * 2) * 32, H / 2]);
   assert.deepEqual(shape(`${L}.attention.qkv.weight`, 8), [(1 + 2) * 32, H / 2]);
   assert.deepEqual(shape(`${L}.attention.qkv.weights_scaling_factor`, 8), [(1 + 2) * 32, H / G]);
@@ -78,8 +80,8 @@ test('shard shapes follow CONTRACTS.md (column, row, replicated, fused qkv with 
   assert.deepEqual(shape('transformer.vocab_embedding.weight', 8), [4096, H]);
   assert.deepEqual(shape('lm_head.weight', 8), [512, H]);
   // qkv scales on tp=8 ranks 2 and 3 share the KV rows (head floor(r*kv/tp) = 1)
-  const s2 = shardTensor(`${L}.attention.qkv.weights_scaling_factor`, m.get(`${L}.attention.qkv.weights_scaling_factor`), ctxFor(8), 2);
-  const s3 = shardTensor(`${L}.attention.qkv.weights_scaling_factor`, m.get(`${L}.attention.qkv.weights_scaling_factor`), ctxFor(8), 3);
+  const s2 = shardTensor(`${L}.attention.qkv.weights_scaling_factor`, must(m.get(`${L}.attention.qkv.weights_scaling_factor`), 'qkv scales'), ctxFor(8), 2);
+  const s3 = shardTensor(`${L}.attention.qkv.weights_scaling_factor`, must(m.get(`${L}.attention.qkv.weights_scaling_factor`), 'qkv scales'), ctxFor(8), 3);
   const row = (H / G) * 4;
   assert.ok(sameBytes(s2.data.subarray(32 * row), s3.data.subarray(32 * row)));
 });
@@ -93,6 +95,7 @@ test('int4 row split: each rank holds the packing of its K slice, nibble pairs i
     rows.forEach((row, n) => { for (let k = k0; k < k1; k += 2) out[n * (k1 - k0) / 2 + (k - k0) / 2] = row[k] | (row[k + 1] << 4); });
     return out;
   };
+  /** @type {import('tprun').Tensor} */
   const full = { dtype: 'uint8', shape: [N, K / 2], data: pack(q, 0, K) };
   for (const tp of [2, 4, 8]) {
     for (let rank = 0; rank < tp; rank++) {
@@ -103,9 +106,11 @@ test('int4 row split: each rank holds the packing of its K slice, nibble pairs i
 });
 
 test('clear errors: groups split across ranks, tp not dividing heads, unknown tensors', () => {
+  /** @type {import('tprun').Tensor} */
   const scales = { dtype: 'float32', shape: [H, 2], data: new Uint8Array(H * 2 * 4) }; // K=256, g=128
   assert.throws(() => shardTensor('transformer.layers.0.attention.dense.weights_scaling_factor', scales, ctxFor(4), 0),
     /tensor transformer\.layers\.0\.attention\.dense\.weights_scaling_factor: dim 1 .* 2 does not divide by tp=4|groups must stay whole/);
+  /** @type {import('tprun').Tensor} */
   const w = { dtype: 'bfloat16', shape: [QKV, H], data: new Uint8Array(QKV * H * 2) };
   assert.throws(() => shardTensor('transformer.layers.0.attention.qkv.weight', w, ctxFor(3), 0), /--tp 3 does not divide num_attention_heads=8/);
   assert.throws(() => shardTensor('transformer.layers.0.attention.qkv.weight', w, ctxFor(2, { numKvHeads: 2 }), 0), /expected \(heads 8 \+ 2 × kv heads 2\)/);

@@ -58,7 +58,7 @@ const command: CommandModule<object, Args> = {
     const { generateCheckpoint } = await import('../checkpoint/generate.js');
     const { LlamaForCausalLM } = await import('../model/llama.js');
     const { planRank } = await import('../checkpoint/shard.js');
-    const { byteSize } = await import('../checkpoint/dtype.js');
+    const { byteSize } = await import('../core/dtype.js');
     const work = fs.mkdtempSync(path.join(a.workdir ?? os.tmpdir(), 'tprun-bench-convert-'));
     try {
       let model = a.model;

@@ -14,12 +14,12 @@
 
 import { closeSync, existsSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 import { readJson } from '../checkpoint/hf-config.js';
 import { openHfTensors } from '../checkpoint/hf.js';
-import { toFloat32 } from '../checkpoint/dtype.js';
-import type { DType } from '../checkpoint/tensor.js';
-import { f32BitsToF16Bits, floatToF32Bits } from '../util/half.js';
+import { toFloat32 } from '../core/dtype.js';
+import type { DType } from '../core/tensor.js';
+import { f32BitsToF16Bits, floatToF32Bits } from '../core/half.js';
 
 export type GgufWeightType = 'f16' | 'q4_0';
 

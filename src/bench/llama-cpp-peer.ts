@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 
 const PEERS = process.env.TPRUN_PEERS_DIR ?? fileURLToPath(new URL('../../bench/peers', import.meta.url));
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { World } from '../rank/types.js';
 import type { PretrainedConfig } from '../model/config.js';
 import { LlamaForCausalLM, type LoadOptions } from '../model/llama.js';
-import { InputError, isInputError } from './errors.js';
+import { InputError, isInputError } from '../core/errors.js';
 import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
 import { SafetensorsWriter } from './safetensors.js';

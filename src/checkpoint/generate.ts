@@ -3,10 +3,10 @@
 // tests of conversion at sizes the embedded model does not reach.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { DType, Tensor } from './tensor.js';
+import type { DType, Tensor } from '../core/tensor.js';
 import type { PretrainedConfig } from '../model/config.js';
-import { InputError } from './errors.js';
-import { byteSize, castTensor } from './dtype.js';
+import { InputError } from '../core/errors.js';
+import { byteSize, castTensor } from '../core/dtype.js';
 import { SafetensorsWriter } from './safetensors.js';
 import { type TensorMeta, type TensorSource, colsOf, rowsOf } from './source.js';
 import { hfExpectedShape } from './hf.js';

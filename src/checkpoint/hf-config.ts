@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import { z } from 'zod';
 import type { Mapping, PretrainedConfig, RotaryScaling } from '../model/config.js';
-import { InputError } from './errors.js';
+import { InputError } from '../core/errors.js';
 
 const posInt = z.number().int().positive();
 const ropeScaling = z.looseObject({

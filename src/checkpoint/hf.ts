@@ -3,11 +3,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Mapping, PretrainedConfig } from '../model/config.js';
-import { InputError } from './errors.js';
+import { InputError } from '../core/errors.js';
 import { SafetensorsFile } from './safetensors.js';
 import { type FloatDType, pretrainedFromHf, readJson } from './hf-config.js';
 import { type Part, StackedSource, type TensorMeta, type TensorSource } from './source.js';
-import { FLOAT_DTYPES } from './dtype.js';
+import { FLOAT_DTYPES } from '../core/dtype.js';
 
 
 /** HF tensor names across one or more safetensors files. */

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { InputError } from './errors.js';
+import { InputError } from '../core/errors.js';
 
 /** The marker in config.json of every directory tprun writes (checkpoints and engines). */
 export const PRODUCER = 'tprun';

@@ -1,7 +1,7 @@
 // A pickle reader for torch.save state dicts. It never runs code: globals become inert references, and
 // only the few torch / collections callables a state dict needs are interpreted (tensor rebuild,
 // OrderedDict, Parameter). Storages are persistent ids resolved by the caller.
-import { InputError } from './errors.js';
+import { InputError } from '../core/errors.js';
 
 export class PyGlobal {
   constructor(readonly module: string, readonly name: string) {}

@@ -1,9 +1,9 @@
 // Ranged reads of a row-major tensor stored contiguously at some offset of an open file: only the bytes
 // of the rows or columns asked for are read (pread at offsets), never the whole file.
 import fs from 'node:fs';
-import type { DType } from './tensor.js';
-import { InputError } from './errors.js';
-import { byteSize } from './dtype.js';
+import type { DType } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
+import { byteSize } from '../core/dtype.js';
 
 /** Bytes this process read from checkpoint files (benchmarks report it per rank). */
 export const ioStats = { bytesRead: 0 };

@@ -5,13 +5,21 @@ import { promisify } from 'node:util';
 
 const writeAt = promisify(fs.write);
 import path from 'node:path';
-import type { DType, Tensor } from './tensor.js';
-import { InputError } from './errors.js';
+import type { DType, Tensor } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
 import { withPath } from './outdir.js';
-import { DTYPE_TO_ST, ITEMSIZE, ST_TO_DTYPE, byteSize, numel } from './dtype.js';
+import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
 import { type StoredTensor, preadFully, readColsAt, readRowsAt } from './ranged.js';
 
 export { preadFully };
+
+/** safetensors header codes <-> our names. */
+const ST_TO_DTYPE: Record<string, DType> = {
+  F64: 'float64', F32: 'float32', F16: 'float16', BF16: 'bfloat16', F8_E4M3: 'float8_e4m3fn',
+  I64: 'int64', I32: 'int32', I16: 'int16', I8: 'int8', U8: 'uint8', BOOL: 'bool',
+};
+const DTYPE_TO_ST: Record<DType, string> = Object.fromEntries(
+  Object.entries(ST_TO_DTYPE).map(([k, v]) => [v, k])) as Record<DType, string>;
 
 export interface TensorInfo {
   dtype: DType;

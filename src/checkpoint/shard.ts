@@ -1,14 +1,14 @@
 // One rank's conversion: plan which slices of which full tensors it holds (from the sharding table),
 // then produce them one at a time, cast to the target dtype. Used in memory (LlamaForCausalLM) and
 // streamed to rank{r}.safetensors (tprun convert), so both paths give identical tensors.
-import type { DType, Tensor } from './tensor.js';
+import type { DType, Tensor } from '../core/tensor.js';
 import type { PretrainedConfig } from '../model/config.js';
-import { FLOAT_DTYPES, ITEMSIZE, byteSize, castTensor } from './dtype.js';
+import { FLOAT_DTYPES, ITEMSIZE, byteSize, castTensor } from '../core/dtype.js';
 import { BufferPool, type TensorSource, readSelection, readSelectionRows } from './source.js';
 import { type Selection, type ShardContext, checkHeads, contextFromConfig, ruleFor, selection, shardShape } from '../sharding/rules.js';
-import { InputError } from './errors.js';
+import { InputError } from '../core/errors.js';
 import { checkMapping, ppLayerRange, stageTensors } from '../sharding/mapping.js';
-import { MODEL_DTYPE_ROLES } from '../quantization/tllm-layout.js';
+import { MODEL_DTYPE_ROLES } from '../sharding/tllm-layout.js';
 
 export interface PlanEntry {
   name: string;

@@ -1,9 +1,9 @@
 // A TensorSource is a model's full (unsharded) tensors under some naming, readable by row or column
 // ranges without loading whole tensors. Loaders (HF, Meta, TensorRT-LLM) provide one; `readSelection`
 // turns a sharding Selection into exactly the reads a rank needs.
-import type { DType, Tensor, Weights } from './tensor.js';
-import { ITEMSIZE, byteSize, numel } from './dtype.js';
-import { InputError } from './errors.js';
+import type { DType, Tensor, Weights } from '../core/tensor.js';
+import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
+import { InputError } from '../core/errors.js';
 import type { Selection } from '../sharding/rules.js';
 import { shardShape } from '../sharding/rules.js';
 import { copyAxis } from '../sharding/slice.js';

@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { PretrainedConfig } from '../model/config.js';
-import type { Tensor } from './tensor.js';
-import { InputError } from './errors.js';
+import type { Tensor } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
 import { PRODUCER, withPath } from './outdir.js';
 import { readJson } from './hf-config.js';
 import { SafetensorsFile } from './safetensors.js';
@@ -14,7 +14,7 @@ import { contextFromConfig, type ShardContext } from '../sharding/rules.js';
 import { fullShapeOf, gatherTensor } from '../sharding/slice.js';
 import { checkMapping, globalName, ppLayerRange } from '../sharding/mapping.js';
 import { z } from 'zod';
-import { QUANT_CONFIG_FIELDS, TLLM_KV_ALGOS, TLLM_QUANT_ALGOS, layoutProblem } from '../quantization/tllm-layout.js';
+import { QUANT_CONFIG_FIELDS, TLLM_KV_ALGOS, TLLM_QUANT_ALGOS, layoutProblem } from '../sharding/tllm-layout.js';
 
 const TllmConfig = z.looseObject({
   architecture: z.string(),

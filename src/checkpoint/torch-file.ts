@@ -1,12 +1,19 @@
 // torch.save archives (a zip holding data.pkl plus one raw entry per storage): the state dict's tensors
 // as ranged-readable stored tensors, without loading the storages.
 import fs from 'node:fs';
-import type { DType } from './tensor.js';
-import { InputError } from './errors.js';
-import { ITEMSIZE, TORCH_STORAGE_DTYPE, byteSize, numel } from './dtype.js';
+import type { DType } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
+import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
 import { PyGlobal, isTensorRef, unpickle } from './pickle.js';
 import { readZipDirectory } from './zip.js';
 import { type StoredTensor, preadFully, readColsAt, readRowsAt } from './ranged.js';
+
+/** torch storage class names (torch.save's pickle) <-> our names. */
+const TORCH_STORAGE_DTYPE: Record<string, DType> = {
+  DoubleStorage: 'float64', FloatStorage: 'float32', HalfStorage: 'float16', BFloat16Storage: 'bfloat16',
+  Float8_e4m3fnStorage: 'float8_e4m3fn', LongStorage: 'int64', IntStorage: 'int32', ShortStorage: 'int16',
+  CharStorage: 'int8', ByteStorage: 'uint8', BoolStorage: 'bool',
+};
 
 interface StorageRef { dtype: DType; key: string; offset: number; nbytes: number }
 

@@ -2,8 +2,8 @@
 // aligned like torch does) so Meta-format checkpoints can be produced for tests and benchmarks.
 import fs from 'node:fs';
 import zlib from 'node:zlib';
-import type { DType, Tensor } from './tensor.js';
-import { InputError } from './errors.js';
+import type { DType, Tensor } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
 
 const STORAGE_OF: Partial<Record<DType, string>> = {
   float32: 'FloatStorage', float16: 'HalfStorage', bfloat16: 'BFloat16Storage', int8: 'CharStorage',

@@ -1,7 +1,7 @@
 // The central directory of a zip archive (torch.save files are zips of stored, uncompressed entries),
 // read from the end of the file; zip64 included, since torch writes it for large checkpoints.
 import fs from 'node:fs';
-import { InputError } from './errors.js';
+import { InputError } from '../core/errors.js';
 import { preadFully } from './ranged.js';
 
 export interface ZipEntry {

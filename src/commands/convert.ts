@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 // The conversion code is loaded in the handler: every tprun command pays for what this module imports.
 import type { ConvertOptions } from '../checkpoint/convert.js';
-import { isInputError } from '../checkpoint/errors.js';
+import { isInputError } from '../core/errors.js';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
 import { quantOptions, quantRequestFrom } from '../quantization/cli-options.js';

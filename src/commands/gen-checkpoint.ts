@@ -1,6 +1,6 @@
 // `tprun gen-checkpoint --preset tinyllama-1.1b --out DIR`: a LLaMA-shaped checkpoint of random weights.
 import type { CommandModule } from 'yargs';
-import { isInputError } from '../checkpoint/errors.js';
+import { isInputError } from '../core/errors.js';
 
 interface Args {
   preset: string; out: string; format: 'hf' | 'meta'; dtype: 'float32' | 'float16' | 'bfloat16';

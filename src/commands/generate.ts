@@ -3,7 +3,7 @@
 
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 import { ansiOn, exitOnError, rankRunOptions, parseIds, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
 import { generate, newTokenBudget } from '../engine/generate.js';

@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 import { exitOnError, rankRunOptions, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
 import { perplexity, perplexityTokens } from '../engine/perplexity.js';

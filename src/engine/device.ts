@@ -27,7 +27,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { InferenceSession } from 'onnxruntime-node';
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 import { deviceSelectEnv, describeGpus, GpuSpecError, hostGpus, normalPci, vulkanTarget, type HostGpu, type VulkanTarget } from '../launcher/gpus.js';
 import { Graph } from './graph.js';
 import { WeightFile } from './weight-file.js';

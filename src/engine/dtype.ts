@@ -1,12 +1,9 @@
 // Float conversions between checkpoint dtypes (bf16/fp16/fp32 bytes) and engine dtypes.
 // Node 20 has no Float16Array, so half precision is converted by bit manipulation (round to nearest even).
 
-import type { Tensor } from '../checkpoint/tensor.js';
+import type { Tensor } from '../core/tensor.js';
 
-import { f16BitsToFloat as halfToFloat, floatToHalf } from '../util/half.js';
-export { halfToFloat, floatToHalf };
-/** A float tensor's values as float32 (exact for bf16 and fp16). */
-export { toFloat32 } from '../checkpoint/dtype.js';
+import { f16BitsToFloat as halfToFloat, floatToHalf } from '../core/half.js';
 
 export function float32ToHalfBits(a: Float32Array): Uint16Array {
   const out = new Uint16Array(a.length);

@@ -9,7 +9,7 @@
 // next one, so with as many micro-batches in flight as stages every stage is busy.
 
 import { traceSpan } from '../util/trace.js';
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 import type { EngineRunner, ForwardRequest, KvCache } from './runtime.js';
 import type { BuildConfig } from './build-config.js';
 import { TAG_PIPE } from './stage-comm.js';

@@ -17,7 +17,7 @@
 // Attributes: integer number → INT, string → STRING, number[] → INTS, {float: x} → FLOAT,
 // {floats: [...]} → FLOATS. Contrib ops take domain 'com.microsoft'.
 
-import type { Tensor } from '../checkpoint/tensor.js';
+import type { Tensor } from '../core/tensor.js';
 import { encodeModel, type AttrValue, type InitializerSpec, type NodeSpec, type OnnxDTypeName, type ValueSpec } from './onnx-proto.js';
 import type { WeightFile } from './weight-file.js';
 import { type DeferredTensor, isDeferred, materialize } from './weight-convert.js';

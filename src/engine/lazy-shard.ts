@@ -4,9 +4,9 @@
 // model in RSS). The tensors are those of LlamaForCausalLM.fromSource (same plan, same reads, same cast).
 
 import type { PretrainedConfig } from '../model/config.js';
-import type { DType, Tensor, Weights } from '../checkpoint/tensor.js';
+import type { DType, Tensor, Weights } from '../core/tensor.js';
 import { LlamaForCausalLM } from '../model/llama.js';
-import { castTensor } from '../checkpoint/dtype.js';
+import { castTensor } from '../core/dtype.js';
 import { planRank, rankSource } from '../checkpoint/shard.js';
 import { type TensorSource, readSelection, readSelectionRows } from '../checkpoint/source.js';
 import type { ModelShard } from './engine.js';

@@ -10,7 +10,7 @@
 // That module is loaded once per build (loadQuantLinear) only when the model is quantized, so float
 // engines do not depend on it.
 
-import type { Tensor, Weights } from '../checkpoint/tensor.js';
+import type { Tensor, Weights } from '../core/tensor.js';
 import type { QuantConfig } from '../model/config.js';
 import { engineWeightTransposed } from './weight-convert.js';
 import type { Graph } from './graph.js';

@@ -19,7 +19,7 @@
 // instead of the embedding; a stage before the last ends with `hidden` (the residual stream after its
 // last layer) instead of ln_f + lm_head. That one vector per token is all that crosses a stage boundary.
 
-import type { Tensor, Weights } from '../checkpoint/tensor.js';
+import type { Tensor, Weights } from '../core/tensor.js';
 import type { PretrainedConfig } from '../model/config.js';
 import type { BuildConfig } from './build-config.js';
 import { fromFloat32 } from './dtype.js';

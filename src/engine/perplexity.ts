@@ -8,7 +8,7 @@
 // batch to the first stage, which keeps at most pp batches in flight (bounded memory in the inboxes), and
 // sends the totals back at the end.
 
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 import { traceSpan } from '../util/trace.js';
 import type { EngineRunner } from './runtime.js';
 import { TAG_PIPE } from './stage-comm.js';

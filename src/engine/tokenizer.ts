@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import type { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'];
 

@@ -8,11 +8,11 @@
 // and produces rows of its engine bytes when the weight file is written, straight into the chunk that
 // goes to its final offset (see weight-file.ts).
 
-import type { DType, Tensor } from '../checkpoint/tensor.js';
-import { InputError } from '../checkpoint/errors.js';
-import { numel } from '../checkpoint/dtype.js';
-import { f32BitsToF16Bits } from '../util/half.js';
-import { fromFloat32, toFloat32, transpose2d } from './dtype.js';
+import type { DType, Tensor } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
+import { numel, toFloat32 } from '../core/dtype.js';
+import { f32BitsToF16Bits } from '../core/half.js';
+import { fromFloat32, transpose2d } from './dtype.js';
 import { HalfSimd } from './half-simd.js';
 import { isLazy } from './lazy-shard.js';
 

@@ -11,7 +11,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import type { ExternalRef } from './onnx-proto.js';
 import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
-import type { Tensor } from '../checkpoint/tensor.js';
+import type { Tensor } from '../core/tensor.js';
 import { traceSpan } from '../util/trace.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;

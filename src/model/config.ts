@@ -8,7 +8,7 @@ export interface Mapping {
 }
 
 export interface QuantConfig {
-  /** TensorRT-LLM QuantAlgo; the ones tprun runs are in src/quantization/tllm-layout.ts */
+  /** TensorRT-LLM QuantAlgo; the ones tprun runs are in src/sharding/tllm-layout.ts */
   quant_algo: string | null;
   /** null | 'INT8' */
   kv_cache_quant_algo: string | null;

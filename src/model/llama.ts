@@ -2,8 +2,8 @@
 // loaded from Hugging Face, Meta or TensorRT-LLM checkpoints, and saved as a TensorRT-LLM checkpoint.
 import fs from 'node:fs';
 import type { Mapping, PretrainedConfig } from './config.js';
-import type { Tensor, Weights } from '../checkpoint/tensor.js';
-import { InputError } from '../checkpoint/errors.js';
+import type { Tensor, Weights } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
 import { type FloatDType } from '../checkpoint/hf-config.js';
 import { checkDir, openHfTensors, readHfConfig, tllmViewOfHf } from '../checkpoint/hf.js';
 import { openMeta } from '../checkpoint/meta.js';
@@ -13,7 +13,7 @@ import { planRank, produceShards, rankSource, shardContext } from '../checkpoint
 import { stageTensors } from '../sharding/mapping.js';
 import { SafetensorsWriter, readSafetensors } from '../checkpoint/safetensors.js';
 import { TllmSource, rankFile, readTllmConfig, writeConfig } from '../checkpoint/tllm.js';
-import { FLOAT_DTYPES, byteSize } from '../checkpoint/dtype.js';
+import { FLOAT_DTYPES, byteSize } from '../core/dtype.js';
 
 export interface LoadOptions {
   /** Target dtype of float weights (default: the source's). */

@@ -1,6 +1,6 @@
 // The quantization algorithms tprun offers, their TensorRT-LLM checkpoint names, and what each needs.
 
-import type { TllmQuantAlgo } from './tllm-layout.js';
+import type { TllmQuantAlgo } from '../sharding/tllm-layout.js';
 
 export const QUANT_ALGOS = ['int8_wo', 'int4_wo', 'int4_awq', 'w4a8_awq', 'w8a8_sq', 'w8a8', 'fp8'] as const;
 export type QuantAlgo = (typeof QUANT_ALGOS)[number];
@@ -8,7 +8,7 @@ export type QuantAlgo = (typeof QUANT_ALGOS)[number];
 /**
  * TensorRT-LLM `quantization.quant_algo` for each algorithm (per-token activations; w8a8_sq with
  * per-tensor activations is W8A8_SQ_PER_CHANNEL, see quantConfigFor). The tensors of each are in
- * src/quantization/tllm-layout.ts.
+ * src/sharding/tllm-layout.ts.
  *   int8_wo → W8A16: float weights, quantized per channel at load (the portable form: pre-quantized
  *             W8A16 weights are interleaved for one GPU architecture's kernel).
  *   int4_wo → W4A16_AWQ with prequant_scaling_factor = 1: group-wise int4 in TensorRT-LLM's portable

@@ -5,7 +5,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 import { build, type ModelShard } from '../engine/engine.js';
 import { EngineRunner } from '../engine/runtime.js';
 import type { TextTokenizer } from '../engine/tokenizer.js';

@@ -3,12 +3,12 @@
 // open the model; they wait on their socket (no polling loop of their own) in a visible
 // "waiting for rank 0" state, then receive. No shared filesystem is assumed.
 
-import { InputError, isInputError } from '../checkpoint/errors.js';
+import { InputError, isInputError } from '../core/errors.js';
 import { commitTemp, discardTemp, openTemp, releaseTemp, tempSibling } from '../checkpoint/outdir.js';
 import { openSource, type ConvertOptions } from '../checkpoint/convert.js';
 import type { FloatDType } from '../checkpoint/hf-config.js';
 import { shardContext } from '../checkpoint/shard.js';
-import type { DType, Tensor, Weights } from '../checkpoint/tensor.js';
+import type { DType, Tensor, Weights } from '../core/tensor.js';
 import type { PretrainedConfig } from '../model/config.js';
 import { LlamaForCausalLM } from '../model/llama.js';
 import type { World } from '../rank/types.js';

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from '../engine/ort.js';
-import type { Weights } from '../checkpoint/tensor.js';
+import type { Weights } from '../core/tensor.js';
 import { Graph, MS } from '../engine/graph.js';
 import { WeightFile } from '../engine/weight-file.js';
 import type { QuantAlgo } from './algorithms.js';

@@ -6,4 +6,3 @@ export { encodeE4M3, decodeE4M3, quantizeFp8, dequantizeFp8 } from './fp8.js';
 export { quantizeInt8PerChannel, quantizeInt4Grouped, dequantizeInt8PerChannel, dequantizeInt4Grouped } from './weights.js';
 export { smoothingFactors } from './smoothquant.js';
 export { awqQuantize } from './awq.js';
-export { LINEAR_LAYOUT, NORM_LAYOUT, KV_LAYOUT, TLLM_QUANT_ALGOS, expectedQuantTensors, type TensorSpec, type TllmQuantAlgo } from './tllm-layout.js';

@@ -10,7 +10,7 @@
 // attention of a prefill sees its own keys/values in float (as TensorRT-LLM's context phase does);
 // every later step reads them back from int8.
 
-import type { Weights } from '../checkpoint/tensor.js';
+import type { Weights } from '../core/tensor.js';
 import type { Graph } from '../engine/graph.js';
 import type { QuantConfig } from '../model/config.js';
 import { toFloat32 } from './tensor-f32.js';

@@ -1,6 +1,6 @@
 // Quantized linears in the engine graph (called by src/engine/linear.ts's emitLinear for every linear
 // whose checkpoint tensors are quantized). Input [.., K] in the graph dtype, output [.., N]. The tensors
-// arrive in TensorRT-LLM's checkpoint layout (src/quantization/tllm-layout.ts) and are repacked here,
+// arrive in TensorRT-LLM's checkpoint layout (src/sharding/tllm-layout.ts) and are repacked here,
 // at build time, into what onnxruntime's kernels read:
 //
 //   W8A16 / W4A16              float weights (TensorRT-LLM's portable form) quantized here per output
@@ -18,7 +18,7 @@
 //                              scale, weights DequantizeLinear'd from float8 storage, then a float MatMul:
 //                              stored in 8 bits, computed in float.
 
-import type { Tensor, Weights } from '../checkpoint/tensor.js';
+import type { Tensor, Weights } from '../core/tensor.js';
 import type { Graph } from '../engine/graph.js';
 import type { QuantConfig } from '../model/config.js';
 import { unpackInt4AlongN } from './quantize-model.js';

@@ -1,9 +1,9 @@
 // Quantizes a whole (tp=1) model's weights into TensorRT-LLM's checkpoint layout, tensor for tensor as
-// src/quantization/tllm-layout.ts fixes it; sharding the result with the sharding table then gives every
+// src/sharding/tllm-layout.ts fixes it; sharding the result with the sharding table then gives every
 // rank its part. Embeddings, lm_head and (except SmoothQuant's folded smoothing) norms stay float.
 
-import { castTensor } from '../checkpoint/dtype.js';
-import type { DType, Tensor, Weights } from '../checkpoint/tensor.js';
+import { castTensor } from '../core/dtype.js';
+import type { DType, Tensor, Weights } from '../core/tensor.js';
 import type { PretrainedConfig, QuantConfig } from '../model/config.js';
 import { LAYER_LINEARS, TRTLLM_QUANT_ALGO, type QuantOptions } from './algorithms.js';
 import { awqQuantize } from './awq.js';
@@ -12,7 +12,7 @@ import { FP8_E4M3_MAX, quantizeFp8, roundHalfEven } from './fp8.js';
 import { ortMatmulNT } from './ort-kernels.js';
 import { scaleColumns, smoothingFactors } from './smoothquant.js';
 import { bytesTensor, f32Tensor, toFloat32 } from './tensor-f32.js';
-import type { TllmQuantAlgo } from './tllm-layout.js';
+import type { TllmQuantAlgo } from '../sharding/tllm-layout.js';
 import { dequantizeInt8PerChannel, quantizeInt4Grouped, quantizeInt8PerChannel, unpackInt4 } from './weights.js';
 
 export const INT8_KV_MAX = 127;

@@ -1,7 +1,7 @@
 // Float views of checkpoint tensors: quantization math runs in float32 whatever the checkpoint dtype.
 
-import type { Tensor } from '../checkpoint/tensor.js';
-import { f16BitsToFloat as halfToFloat } from '../util/half.js';
+import type { Tensor } from '../core/tensor.js';
+import { f16BitsToFloat as halfToFloat } from '../core/half.js';
 
 export function toFloat32(t: Tensor, name = 'tensor'): Float32Array {
   const n = t.shape.reduce((a, b) => a * b, 1);

@@ -1,7 +1,7 @@
 // Element types and reductions for collectives. Half-precision types travel as Uint16Array bit patterns
 // and are reduced in float32, rounded back to nearest-even once per reduction.
 import type { CommArray, CommDType, ReduceOp } from './types.js';
-import { f16BitsToFloat, f32BitsToBf16Bits, floatToF32Bits, floatToHalf } from '../util/half.js';
+import { f16BitsToFloat, f32BitsToBf16Bits, floatToF32Bits, floatToHalf } from '../core/half.js';
 
 export function dtypeOf(buf: CommArray, given?: CommDType): CommDType {
   const natural: CommDType | undefined =

@@ -13,7 +13,7 @@
 //   - a rank file names its layers with LOCAL indices: `transformer.layers.{l - layers_range[0]}.`
 //   - `transformer.vocab_embedding.weight` only on the first pp rank (is_first_pp_rank), `lm_head.weight` and
 //     `transformer.ln_f.weight` only on the last (is_last_pp_rank).
-import { InputError } from '../checkpoint/errors.js';
+import { InputError } from '../core/errors.js';
 
 export interface MappingShape {
   world_size: number;

@@ -1,7 +1,7 @@
 // THE table of tensor-parallel rules for LLaMA in TensorRT-LLM names. Every split and every gather in
 // the project (convert, reshard, quantized shards sent by rank 0) goes through `ruleFor` + `selection`.
-import { InputError } from '../checkpoint/errors.js';
-import { TOLERATED_ROLES, axesOfSpec, specOf } from '../quantization/tllm-layout.js';
+import { InputError } from '../core/errors.js';
+import { TOLERATED_ROLES, axesOfSpec, specOf } from './tllm-layout.js';
 
 export type RuleKind =
   | 'replicated'
@@ -20,7 +20,7 @@ export interface ShardContext {
   /** Vocab-parallel embedding (TensorRT-LLM's use_parallel_embedding). */
   parallelEmbedding: boolean;
   embeddingShardingDim: 0 | 1;
-  /** config.quantization: quantized companions take their axes from src/quantization/tllm-layout.ts. */
+  /** config.quantization: quantized companions take their axes from ./tllm-layout.ts. */
   quantAlgo?: string | null;
   kvCacheQuantAlgo?: string | null;
 }

@@ -1,8 +1,8 @@
 // Cutting and joining tensors along one axis by the pieces of a Selection. Works on raw bytes, so packed
 // int4, fp8 and scale tensors need no special case.
-import type { Tensor } from '../checkpoint/tensor.js';
-import { ITEMSIZE, byteSize, numel } from '../checkpoint/dtype.js';
-import { InputError } from '../checkpoint/errors.js';
+import type { Tensor } from '../core/tensor.js';
+import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
+import { InputError } from '../core/errors.js';
 import { type Rule, type Selection, type ShardContext, ruleFor, selection, shardShape } from './rules.js';
 
 /** Copies `count` indices of `axis` from src (starting at srcStart) to dst (starting at dstStart). */

@@ -33,12 +33,14 @@ test('mpirun and torchrun spellings are aliases of -n and --hosts', async () => 
 });
 
 test('torchrun options that tprun cannot honour: one line naming the option, exit 2', async () => {
-  for (const [args, re] of [
+  /** @type {[string[], RegExp][]} */
+  const cases = [
     [['--nnodes', '2', '--', 'true'], /^tprun: --nnodes 2: name the nodes with --hostfile or --host/],
     [['--node-rank', '1', '--', 'true'], /^tprun: --node-rank 1: tprun starts the ranks of every node from one launcher/],
     [['--nnodes', '3', '-H', 'localhost,127.0.0.1', '--', 'true'], /^tprun: --nnodes 3: --host lists only 2 host\(s\)/],
     [['--nproc-per-node', '0', '--', 'true'], /^tprun: --nproc-per-node must be a positive integer/],
-  ]) {
+  ];
+  for (const [args, re] of cases) {
     const r = await runTprun(args);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);

@@ -35,7 +35,7 @@ test('running out of file descriptors part-way: one line naming the rank, no pro
     const { code, stdout, stderr } = await underUlimit(['-n', '40', '--gpus', 'none', '--grace', '0.5', '--', 'sh', '-c', 'sleep 40'], markEnv(mark));
     assert.equal(code, 126, stderr);
     assert.match(stderr, /^tprun: rank (\d+): cannot start 'sh' \(EMFILE: out of file descriptors, each local rank needs 2; see ulimit -n\); stopping the \d+ rank\(s\) already started\n$/);
-    const failed = Number(/rank (\d+)/.exec(stderr)[1]);
+    const failed = Number(/rank (\d+)/.exec(stderr)?.[1]);
     assert.ok(failed > 0 && failed < 40, `some ranks started before rank ${failed} failed`);
     assert.equal(stdout, '');
     assert.deepEqual(await leftovers(mark, 10000), []);

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startTprun, newMark, markEnv, leftovers, procsWithMark, waitFor } from '../helpers/procs.js';
+import { must } from '../helpers/must.js';
 
 const WATCHDOG = fileURLToPath(new URL('../../dist/launcher/watchdog.js', import.meta.url));
 // A rank that only SIGKILL ends, with a child of its own that does the same.
@@ -69,7 +70,7 @@ for (const shell of ['dash', 'bash']) {
       const app = join(dir, 'launcher.mjs');
       const { writeFileSync } = await import('node:fs');
       writeFileSync(app, LAUNCHER);
-      const child = spawn(process.execPath, [app, path, lock], { env: markEnv(mark), stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, [app, must(path, shell), lock], { env: markEnv(mark), stdio: ['ignore', 'pipe', 'inherit'] });
       // The lock names its owner: the watchdog removes only the dead launcher's own lock.
       writeFileSync(lock, `${child.pid}\n`);
       let out = '';

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CLI } from '../helpers/procs.js';
-import { generateCheckpoint } from '../../dist/checkpoint/generate.js';
+import { generateCheckpoint } from 'tprun';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const BROWN = path.join(ROOT, 'models/brown-llama-a');

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CLI } from '../helpers/procs.js';
-import { generateCheckpoint } from '../../dist/checkpoint/generate.js';
+import { generateCheckpoint } from 'tprun';
 import { commitTemp, openTemp, tempSibling } from '../../dist/checkpoint/outdir.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tprun-outdir-'));
@@ -65,6 +65,7 @@ test('setup: convert writes a checkpoint whose config.json marks it as tprun\'s'
   assert.equal(JSON.parse(fs.readFileSync(path.join(CKPT, 'config.json'), 'utf8')).producer, 'tprun');
 });
 
+/** @type {[string, string[]][]} */
 const COMMANDS = [
   ['convert', ['convert', '--model', MODEL, '--tp', '1']],
   ['build --model', ['build', '--model', MODEL, '--tp', '1', '--max-seq-len', '64', '--max-input-len', '32']],

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CLI } from '../helpers/procs.js';
-import { generateCheckpoint } from '../../dist/checkpoint/generate.js';
+import { generateCheckpoint } from 'tprun';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tprun-enospc-'));
 const FULL = path.join(work, 'full');

@@ -7,9 +7,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { generateCheckpoint } from '../../dist/checkpoint/generate.js';
-import { LlamaForCausalLM } from '../../dist/model/llama.js';
-import { build } from '../../dist/engine/engine.js';
+import { generateCheckpoint, LlamaForCausalLM, build } from 'tprun';
 
 const DIST = path.resolve(import.meta.dirname, '../../dist');
 

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CLI } from '../helpers/procs.js';
-import { generateCheckpoint } from '../../dist/checkpoint/generate.js';
+import { generateCheckpoint } from 'tprun';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DIST = path.join(ROOT, 'dist');
@@ -23,6 +23,7 @@ function sandbox(name) {
   const home = path.join(work, name, 'home');
   fs.mkdirSync(tmp, { recursive: true });
   fs.mkdirSync(home, { recursive: true });
+  /** @type {NodeJS.ProcessEnv} */
   const env = { ...process.env, TMPDIR: tmp, HOME: home, TPRUN_QUIET: '1' };
   delete env.ORT_DISABLE_TELEMETRY;
   delete env.XDG_CACHE_HOME;

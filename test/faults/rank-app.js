@@ -1,7 +1,8 @@
 // A rank program for the rank fault tests: `node rank-app.js SCENARIO [arg]`, started once per rank.
 // Prints one JSON line per milestone on stdout so tests can follow it from outside.
 import { existsSync } from 'node:fs';
-import { initWorld } from '../../dist/rank/world.js';
+import { initWorld } from 'tprun';
+import { must } from '../helpers/must.js';
 
 const [scenario = 'hello', arg = ''] = process.argv.slice(2);
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
@@ -32,7 +33,7 @@ if (scenario === 'hello') {
   // Stay in the world until the test creates the file named by APP_GO_FILE.
   await world.barrier();
   say({ rank: me, ready: true });
-  while (!existsSync(process.env.APP_GO_FILE)) await sleep(50);
+  while (!existsSync(must(process.env.APP_GO_FILE, 'APP_GO_FILE'))) await sleep(50);
   await world.barrier();
   say({ rank: me, done: true });
 } else if (scenario === 'noclose') {

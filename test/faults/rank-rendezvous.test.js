@@ -45,7 +45,7 @@ async function knock(port, r0) {
     // A frame over the rendezvous limit, and a raw TCP client that does not speak ZeroMQ at all.
     await big.send(['HELLO', Buffer.alloc(2 << 20)]);
     await new Promise((res) => {
-      const s = net.connect(port, '127.0.0.1', () => s.end(randomBytes(4096), res));
+      const s = net.connect(port, '127.0.0.1', () => s.end(randomBytes(4096), () => res(undefined)));
       s.on('error', res);
     });
     const refusals = () => (r0.stderr.match(/refused a connection/g) ?? []).length;

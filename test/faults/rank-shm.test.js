@@ -8,7 +8,7 @@ import { jobEnv, startRank, until } from './rank-spawn.js';
 
 const ringsOf = (pid) => readdirSync('/dev/shm').filter((f) => f.startsWith('tprun-') && f.includes(`-${pid}-`));
 
-for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+for (const sig of /** @type {const} */ (['SIGTERM', 'SIGINT', 'SIGHUP'])) {
   test(`a rank ${sig}ed while waiting at the rendezvous removes its ring file and dies of the signal`, async () => {
     const env = await jobEnv(2, { APP_TIMEOUT_MS: '30000' });
     const r0 = startRank(0, env, ['hello']); // rank 1 never comes

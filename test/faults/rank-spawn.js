@@ -17,23 +17,40 @@ export async function jobEnv(n, extra = {}) {
   };
 }
 
-/** One rank: { rank, pid, proc, stdout, stderr, exited: Promise<{code, signal}>, lines(): parsed JSON lines }. */
+/**
+ * One rank: { rank, pid, proc, stdout, stderr, exited: Promise<{code, signal}>, lines(): parsed JSON lines }.
+ * @typedef {object} RankProc
+ * @property {number} rank
+ * @property {number | undefined} pid
+ * @property {import('node:child_process').ChildProcess} proc
+ * @property {string} stdout
+ * @property {string} stderr
+ * @property {number | null} code
+ * @property {NodeJS.Signals | null} signal
+ * @property {Promise<RankProc>} exited
+ * @property {() => any[]} lines
+ */
+
+/** @param {number} rank @param {Record<string, string>} env @param {string[]} args @returns {RankProc} */
 export function startRank(rank, env, args, { killAfterMs = 60000 } = {}) {
   const proc = spawn(process.execPath, [APP, ...args], {
     env: { ...process.env, ...env, TPRUN_RANK: String(rank), TPRUN_LOCAL_RANK: String(rank) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const r = { rank, pid: proc.pid, proc, stdout: '', stderr: '', code: null, signal: null };
+  const guard = setTimeout(() => proc.kill('SIGKILL'), killAfterMs); // a hang guard, not a timing expectation
+  /** @type {RankProc} */
+  const r = {
+    rank, pid: proc.pid, proc, stdout: '', stderr: '', code: null, signal: null,
+    exited: new Promise((res) => proc.on('exit', (code, signal) => {
+      clearTimeout(guard);
+      r.code = code;
+      r.signal = signal;
+      res(r);
+    })),
+    lines: () => r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)),
+  };
   proc.stdout.setEncoding('utf8').on('data', (d) => (r.stdout += d));
   proc.stderr.setEncoding('utf8').on('data', (d) => (r.stderr += d));
-  const guard = setTimeout(() => proc.kill('SIGKILL'), killAfterMs); // a hang guard, not a timing expectation
-  r.exited = new Promise((res) => proc.on('exit', (code, signal) => {
-    clearTimeout(guard);
-    r.code = code;
-    r.signal = signal;
-    res(r);
-  }));
-  r.lines = () => r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
   return r;
 }
 

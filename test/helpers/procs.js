@@ -60,8 +60,15 @@ export async function waitFor(pred, ms = 20000, what = 'condition') {
 }
 
 /**
+ * @typedef {{ mark?: string, env?: Record<string, string | undefined>, cwd?: string }} TprunOptions
+ * @typedef {{ code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }} TprunExit
+ */
+
+/**
  * Starts `node dist/cli.js ...args` with the marker; returns { child, done } where done resolves to
  * { code, signal, stdout, stderr } when the launcher exits.
+ * @param {string[]} args
+ * @param {TprunOptions} [options]
  */
 export function startTprun(args, { mark, env = {}, cwd } = {}) {
   const child = spawn(process.execPath, [CLI, ...args], {
@@ -73,13 +80,17 @@ export function startTprun(args, { mark, env = {}, cwd } = {}) {
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+  /** @type {Promise<TprunExit>} */
   const done = new Promise((resolve) => {
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
   return { child, done, get stdout() { return stdout; }, get stderr() { return stderr; } };
 }
 
-/** Runs tprun to completion and checks that nothing carrying its marker survives. */
+/**
+ * Runs tprun to completion and checks that nothing carrying its marker survives.
+ * @param {string[]} args @param {TprunOptions} [opts]
+ */
 export async function runTprun(args, opts = {}) {
   const mark = opts.mark ?? newMark();
   const res = await startTprun(args, { ...opts, mark }).done;

@@ -81,6 +81,8 @@ export async function startSlurm(H) {
     const ctld = spawn('ip', ['netns', 'exec', H.head, 'unshare', '--uts', 'sh', '-c', `hostname ${ctl} && exec /usr/sbin/slurmctld -D -i -f ${conf}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(ctld);
     let cerr = '';
+    /** @type {(() => string)[]} */
+    const slurmdOutput = [];
     ctld.stderr.on('data', (d) => (cerr += d));
     ctld.stdout.on('data', (d) => (cerr += d));
     for (const h of H.hosts) {
@@ -94,7 +96,7 @@ export async function startSlurm(H) {
       let e = '';
       d.stderr.on('data', (x) => (e += x));
       d.stdout.on('data', (x) => (e += x));
-      d.err = () => e;
+      slurmdOutput.push(() => e);
       procs.push(d);
     }
     // Ready when every node is idle.
@@ -105,7 +107,7 @@ export async function startSlurm(H) {
       } catch (e) { out = String(e.stderr); }
       const idle = out.split('\n').filter((l) => / idle$/.test(l)).length;
       if (idle === H.hosts.length) break;
-      if (t > 150) throw new Error(`Slurm nodes not idle: ${out} ${cerr} ${procs.slice(2).map((p) => p.err?.()).join(' ')}`);
+      if (t > 150) throw new Error(`Slurm nodes not idle: ${out} ${cerr} ${slurmdOutput.map((f) => f()).join(' ')}`);
       await sleep(200);
     }
     return { conf, env: { SLURM_CONF: conf }, srun: (args) => ['ip', ['netns', 'exec', H.head, 'srun', ...args]], stop };

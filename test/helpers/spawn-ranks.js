@@ -5,23 +5,46 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 
+/** @returns {Promise<number>} */
 export async function freePort() {
   return new Promise((res, rej) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = /** @type {net.AddressInfo} */ (s.address()).port;
+      s.close(() => res(p));
+    });
     s.on('error', rej);
   });
 }
 
 /**
+ * @typedef {object} RankRun
+ * @property {number} rank
+ * @property {string} stdout
+ * @property {string} stderr
+ * @property {number | null} code
+ * @property {NodeJS.Signals | null} signal
+ * @property {number | undefined} pid
+ * @property {import('node:child_process').ChildProcess} proc
+ * @property {Promise<RankRun>} exited  resolves once the process has exited
+ */
+
+/**
  * `extra`: more processes with the same job variables, e.g. an impostor claiming a rank: [{ rank, env }];
  * they start before the ranks and come after them in the result.
  * `gate(i, procs)`: a promise to wait for before starting result entry i (procs[j]: entries started so far).
+ * @param {number} n
+ * @param {string[]} argv
+ * @param {{ env?: NodeJS.ProcessEnv, perRankEnv?: (rank: number) => NodeJS.ProcessEnv, timeoutMs?: number,
+ *   extra?: { rank: number, env: NodeJS.ProcessEnv }[], gate?: (i: number, procs: RankRun[]) => unknown }} [options]
+ * @returns {Promise<RankRun[]>}
  */
 export async function spawnRanks(n, argv, { env = {}, perRankEnv = () => ({}), timeoutMs = 50000, extra = [], gate } = {}) {
   const port = await freePort();
   const secret = randomBytes(32).toString('hex');
   const job = randomBytes(8).toString('hex');
+  /** @type {{ rank: number, env: NodeJS.ProcessEnv }[]} */
   const list = [...Array.from({ length: n }, (_, r) => ({ rank: r, env: {} })), ...extra];
+  /** @type {RankRun[]} */
   const procs = new Array(list.length);
   const timer = setTimeout(() => { for (const p of procs) p?.proc.kill('SIGKILL'); }, timeoutMs);
   const order = [...list.keys()].map((k) => (k + n) % list.length);
@@ -35,10 +58,13 @@ export async function spawnRanks(n, argv, { env = {}, perRankEnv = () => ({}), t
         ...env, ...perRankEnv(r), ...own,
       };
       const p = spawn(process.execPath, argv, { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
-      const out = { rank: r, stdout: '', stderr: '', code: null, signal: null, pid: p.pid, proc: p };
+      /** @type {RankRun} */
+      const out = {
+        rank: r, stdout: '', stderr: '', code: null, signal: null, pid: p.pid, proc: p,
+        exited: new Promise((res) => p.on('exit', (code, signal) => { out.code = code; out.signal = signal; res(out); })),
+      };
       p.stdout.on('data', (d) => (out.stdout += d));
       p.stderr.on('data', (d) => (out.stderr += d));
-      out.exited = new Promise((res) => p.on('exit', (code, signal) => { out.code = code; out.signal = signal; res(out); }));
       procs[i] = out;
     }
     return await Promise.all(procs.map((p) => p.exited));

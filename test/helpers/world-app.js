@@ -2,7 +2,7 @@
 // Each rank computes what every collective must return from the inputs of all ranks (a sequential
 // reference: inputs are a function of rank and index) and fails loudly on the first difference.
 import assert from 'node:assert/strict';
-import { initWorld } from '../../dist/rank/world.js';
+import { initWorld } from 'tprun';
 import { f32ToBf16, f32ToF16, toF32 } from '../../dist/rank/dtype.js';
 
 const [scenario = 'all', arg = ''] = process.argv.slice(2);
@@ -21,8 +21,8 @@ const refReduce = (op, n, f = (x) => x) => Array.from({ length: n }, (_, i) => {
 
 async function collectives() {
   await world.barrier();
-  for (const [C, n] of [[Float32Array, 5], [Float32Array, 70001], [Float64Array, 33], [Int32Array, 1000], [Int8Array, 17], [Uint8Array, 9]]) {
-    for (const op of ['sum', 'max', 'min']) {
+  for (const [C, n] of /** @type {const} */ ([[Float32Array, 5], [Float32Array, 70001], [Float64Array, 33], [Int32Array, 1000], [Int8Array, 17], [Uint8Array, 9]])) {
+    for (const op of /** @type {const} */ (['sum', 'max', 'min'])) {
       const f = C === Uint8Array ? (x) => x & 0xff : C === Int8Array ? (x) => x : (x) => x;
       const buf = input(C, me, n);
       await world.allReduce(buf, op);
@@ -31,7 +31,7 @@ async function collectives() {
       assert.deepEqual(Array.from(buf), want, `allReduce ${op} ${C.name}[${n}]`);
     }
   }
-  for (const [dtype, enc] of [['float16', f32ToF16], ['bfloat16', f32ToBf16]]) {
+  for (const [dtype, enc] of /** @type {const} */ ([['float16', f32ToF16], ['bfloat16', f32ToBf16]])) {
     for (const n of [7, 50000]) {
       const buf = Uint16Array.from({ length: n }, (_, i) => enc(val(me, i) * 0.5));
       await world.allReduce(buf, 'sum', { dtype });

@@ -3,7 +3,12 @@
 // name (role), shape in terms of the linear's N (output features) and K (input features), dtype and
 // meaning — with the TensorRT-LLM / ModelOpt source each rule comes from. Quantizer, sharding, engine
 // and the checker test all read this one table, as the tensor-parallel rules are one table
-// (src/sharding/rules.ts).
+// (./rules.ts).
+//
+// It lives in sharding, not quantization: it is a description of tensors (names, axes, dtypes), reading no
+// files and running no algorithm, and the tensor-parallel rules need its N/K axes to cut quantized
+// companions. Here quantization, checkpoint and engine stand on sharding and sharding on src/core alone
+// (test/layers.test.js); in quantization it made sharding and quantization import each other.
 //
 // Sources (GitHub): TRT = NVIDIA/TensorRT-LLM, MO = NVIDIA/TensorRT-Model-Optimizer.
 //   TRT tensorrt_llm/models/modeling_utils.py   QuantConfig (fields), preprocess_weights /
@@ -17,7 +22,7 @@
 //                                               get_weight_scaling_factor(_2), get_activation_scaling_factor
 //   MO  modelopt/torch/export/model_config_utils.py  pack_linear_weights (AWQ weights .view(torch.int8))
 
-import type { DType } from '../checkpoint/tensor.js';
+import type { DType } from '../core/tensor.js';
 
 /** A dimension of a stored tensor: the linear's N or K, N packed two per byte, K in groups, or 1. */
 export type Dim = 'N' | 'N/2' | 'K' | 'K/g' | 1;

@@ -1,25 +1,12 @@
-// Element types: sizes, safetensors / torch names, and exact conversions between the float formats.
+// Element types: sizes and exact conversions between the float formats. The file formats' names for them
+// (safetensors codes, torch storage classes) live with those formats in src/checkpoint/.
 import type { DType, Tensor } from './tensor.js';
 import { InputError } from './errors.js';
+import { f16BitsToFloat, f32BitsToF16Bits, f32BitsToBf16Bits } from './half.js';
 
 export const ITEMSIZE: Record<DType, number> = {
   float64: 8, float32: 4, float16: 2, bfloat16: 2, float8_e4m3fn: 1,
   int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1,
-};
-
-/** safetensors header codes <-> our names. */
-export const ST_TO_DTYPE: Record<string, DType> = {
-  F64: 'float64', F32: 'float32', F16: 'float16', BF16: 'bfloat16', F8_E4M3: 'float8_e4m3fn',
-  I64: 'int64', I32: 'int32', I16: 'int16', I8: 'int8', U8: 'uint8', BOOL: 'bool',
-};
-export const DTYPE_TO_ST: Record<DType, string> = Object.fromEntries(
-  Object.entries(ST_TO_DTYPE).map(([k, v]) => [v, k])) as Record<DType, string>;
-
-/** torch storage class names (torch.save's pickle) <-> our names. */
-export const TORCH_STORAGE_DTYPE: Record<string, DType> = {
-  DoubleStorage: 'float64', FloatStorage: 'float32', HalfStorage: 'float16', BFloat16Storage: 'bfloat16',
-  Float8_e4m3fnStorage: 'float8_e4m3fn', LongStorage: 'int64', IntStorage: 'int32', ShortStorage: 'int16',
-  CharStorage: 'int8', ByteStorage: 'uint8', BoolStorage: 'bool',
 };
 
 export const FLOAT_DTYPES: ReadonlySet<DType> = new Set(['float32', 'float16', 'bfloat16']);
@@ -33,11 +20,6 @@ export function numel(shape: readonly number[]): number {
 export function byteSize(dtype: DType, shape: readonly number[]): number {
   return numel(shape) * ITEMSIZE[dtype];
 }
-
-// ---- scalar bit conversions -------------------------------------------------------------------------
-
-import { f16BitsToFloat, f32BitsToF16Bits, f32BitsToBf16Bits, floatToF32Bits } from '../util/half.js';
-export { f16BitsToFloat, f32BitsToF16Bits, f32BitsToBf16Bits, floatToF32Bits };
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
