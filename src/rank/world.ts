@@ -173,6 +173,9 @@ class ZmqWorld implements World {
   private recvSeq = new Map<string, number>();
   private gone = new Map<number, { at: number; why: string }>();
   private byeAcked = new Set<number>();
+  /** Peers whose goodbye we acknowledged (they need no goodbye of ours), and whether we said ours. */
+  private ackedBye = new Set<number>();
+  private saidBye = false;
   private fatal?: Error;
   /** Whether `fatal` reached the script; close() reports one that arrived after the last collective. */
   private fatalShown = false;
@@ -222,7 +225,9 @@ class ZmqWorld implements World {
     this.router = new DataRouter(this.rank, rdv.secret, nonce, this.inbox, {
       bye: (r) => {
         this.gone.set(r, { at: 0, why: `rank ${r} closed its world` });
-        if (!this.closed) this.zlinks[r]?.byeAck();
+        // r needs our goodbye or an ack, not both: a message r no longer waits for would sit in our
+        // socket after r closed and hold this process's exit for the socket's linger.
+        if (!this.closed && !this.saidBye) { this.zlinks[r]?.byeAck(); this.ackedBye.add(r); }
         this.kick();
       },
       byeAck: (r) => { this.byeAcked.add(r); this.kick(); },
@@ -787,7 +792,8 @@ class ZmqWorld implements World {
     try {
       await this.waitFor('close', () => this.shmList.filter((l) => !l.idle).map((l) => l.peer), 5000);
     } catch { /* a dead or stuck peer must not keep us from closing */ }
-    for (const z of this.zlinks) z?.bye();
+    this.saidBye = true;
+    this.zlinks.forEach((z, r) => { if (!this.ackedBye.has(r)) z?.bye(); });
     // ZeroMQ reports a send done when it is queued, not when it arrived. A peer acknowledges our goodbye
     // as soon as its event loop sees it (whatever it is busy awaiting), and it came after everything else
     // we sent it; a peer that said goodbye itself has done its last receive. Either way nothing of ours
