@@ -197,7 +197,10 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
 const VERDICT_GRACE_MS = 3000;
 
 async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
-  const sock = new zmq.Dealer({ linger: 1000, maxMessageSize: 16 << 20 });
+  // Ranks usually start before rank 0 listens (it starts at the same time, and may load more first):
+  // ZeroMQ's default 100 ms between connection attempts then made every launch wait up to 100 ms after
+  // rank 0 was ready (seen in `tprun bench launch` traces). A refused connect costs next to nothing.
+  const sock = new zmq.Dealer({ linger: 1000, maxMessageSize: 16 << 20, reconnectInterval: 10 });
   labelClient(sock, o.curve);
   const started = Date.now();
   let deadline = started + o.timeoutMs;
