@@ -254,6 +254,9 @@ class ZmqWorld implements World {
       const opened: (number | undefined)[] = peers.map((p) =>
         p.rank !== this.rank && this.shmOut && p.shm && p.hostKey === info.hostKey ? openPeerFile(p.shm) : undefined);
       const can = await rv.exchange(opened.map((fd) => fd !== undefined), z.array(z.boolean()).length(this.size));
+      // Every rank opened the files it needs before it sent its part of that exchange: the names can go
+      // (no second round trip through rank 0 for it).
+      this.shmOut?.unlink();
       for (const p of peers) {
         if (p.rank === this.rank) continue;
         const link = new ZmqLink(p.rank, (p.hostKey === info.hostKey && p.dataLocal) || p.data, (r) => this.onDisconnect(r), curve);
@@ -267,9 +270,6 @@ class ZmqWorld implements World {
           this.shmList.push(this.shm[p.rank]!);
         }
       }
-      // Everyone has opened every file it needs: the names can go.
-      await rv.exchange(true, z.literal(true));
-      this.shmOut?.unlink();
     } catch (e) {
       rv?.release();
       this.teardown();
