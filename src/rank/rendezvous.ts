@@ -3,7 +3,11 @@
 // replayed and a fake rank 0 is noticed too. A peer that fails is refused, and rank 0 logs its address
 // (learnt through a ZAP handler, the one place ZeroMQ reveals who connected).
 import * as zmq from 'zeromq';
-import { pack, unpack } from 'msgpackr';
+// msgpackr's subpath entries are its pure-JS build: the main entry also loads the optional native
+// string extractor (msgpackr-extract, detect-libc: ~20 ms of every rank's start) that small wire messages
+// do not need.
+import { pack } from 'msgpackr/pack';
+import { unpack } from 'msgpackr/unpack';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { CommError } from './inbox.js';

@@ -2,7 +2,7 @@
 // listening port before authentication (and a buggy or hostile rank may send anything after it), so each
 // body is checked against these schemas before a single field is used; what does not fit is refused.
 import { z } from 'zod';
-import { unpack } from 'msgpackr';
+import { unpack } from 'msgpackr/unpack'; // the pure-JS build (see rendezvous.ts)
 
 const bytes = (n: number) => z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.length === n, { message: `expected ${n} bytes` });
 const rankNo = z.number().int().min(0).max(1 << 24);

@@ -14,7 +14,8 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
-import { pack, unpack } from 'msgpackr';
+import { pack } from 'msgpackr/pack'; // the pure-JS builds (see rendezvous.ts)
+import { unpack } from 'msgpackr/unpack';
 import type { CloseOptions, CollectiveOptions, CommArray, CommDType, ReduceOp, World, WorldIdentity } from './types.js';
 import { detectIdentity, rendezvousFor, type Env } from './identity.js';
 import { CommError, Inbox, KIND_OBJ, KIND_P2P } from './inbox.js';
