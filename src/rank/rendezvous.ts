@@ -9,7 +9,7 @@ import * as zmq from 'zeromq';
 import { pack } from 'msgpackr/pack';
 import { unpack } from 'msgpackr/unpack';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { z } from 'zod';
+import { z } from 'zod/v3'; // see wire-schema.ts
 import { CommError } from './inbox.js';
 import type { Curve } from './zmq-link.js';
 import { acquireAddressBook, labelClient } from './address-book.js';

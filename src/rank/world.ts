@@ -23,7 +23,7 @@ import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
-import { z } from 'zod';
+import { z } from 'zod/v3'; // see wire-schema.ts
 import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { descriptor } from './collective-check.js';
