@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MODEL, tprun, jsonLines } from './helpers/engine.js';
 import { percentiles } from '../dist/engine/monitor.js';
+import { probeWebGpu } from '../dist/engine/device.js';
 
 let dir;
 let engine;
@@ -89,6 +90,19 @@ test('generate --trace: the trace has counter events (memory, latency, per-token
     const lat = mine.find((e) => e.name === 'latency');
     assert.ok(lat && lat.args.ttft_ms > 0 && lat.args.decode_ms_p50 <= lat.args.decode_ms_p99, JSON.stringify(lat));
     assert.ok(events.some((e) => e.ph === 'X' && e.pid === pid && e.name === 'decode'), `rank ${pid}: no decode span`);
+  }
+});
+
+test('on the WebGPU provider the weights and the KV cache are counted as GPU bytes (lavapipe in CI)', async (t) => {
+  const why = await probeWebGpu();
+  if (why) return t.skip(`no WebGPU adapter: ${why}`);
+  const r = await tprun(['generate', '--engine', engine, '--device', 'gpu', '--input-ids', '0,5,6,7', '--max-new-tokens', '3', '--ignore-eos', '--json'], { timeoutMs: 600000 });
+  assert.equal(r.code, 0, r.stderr);
+  const [{ ranks }] = jsonLines(r.stdout);
+  for (const k of ranks) {
+    assert.equal(k.engine_bytes.host, 0);
+    assert.ok(k.engine_bytes.gpu > 0 && k.engine_bytes.gpu <= statSync(join(engine, `rank${k.rank}`, 'weights.bin')).size);
+    assert.deepEqual(k.kv_cache_bytes, { host: 0, gpu: 6 * 2 * 2 * 7 * 32 * 4 }); // 6 layers × K,V × 2 KV heads × (4 + 3) × 32 × 4 B
   }
 });
 
