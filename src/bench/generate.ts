@@ -20,6 +20,7 @@ import type { CommandModule } from 'yargs';
 import { exitOnError, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
 import { generate } from '../engine/generate.js';
+import { figuresLine, gatherRankFigures, type RankFigures } from '../engine/monitor.js';
 import type { World } from '../rank/types.js';
 import { seededRandom } from '../engine/sampling.js';
 
@@ -111,6 +112,7 @@ const command: CommandModule<object, BenchArgs> = {
             `(bound ${m.bound_ms_per_token} ms at ${m.copy_gb_per_s} GB/s copy → ${((m.ratio_to_bound as number) * 100).toFixed(1)}% of the bound` +
             `${m.decode_speedup_vs_reference ? `; ${m.decode_speedup_vs_reference}x the PyTorch reference's decode` : ''})` +
             `${m.together_ms !== undefined ? `; ${m.prompts} prompts together ${m.together_ms} ms vs one after another ${m.one_after_another_ms} ms (${m.together_speedup}x)` : ''}\n`);
+          if (m.ranks) process.stderr.write(`  ${figuresLine(m.ranks as RankFigures[])}\n`);
         }
       }
       if (a.peer) {
@@ -141,11 +143,15 @@ async function measureOne(a: BenchArgs): Promise<void> {
     await generate(runner, [prompt], { maxNewTokens: 4 }); // warm-up
     const prefill: number[] = [];
     const decode: number[] = [];
+    const steps: number[] = [];
+    const ttft: number[] = [];
     const s0 = { ...runner.stats };
     for (let r = 0; r < a.reps; r++) {
       const res = await generate(runner, [prompt], { maxNewTokens: N });
       prefill.push(res.timings.prefill_ms);
       decode.push(res.timings.decode_ms_per_token);
+      steps.push(...res.timings.step_ms);
+      ttft.push(res.timings.ttft_ms);
     }
     // Weight bytes read per decode step, all ranks: this rank's tensors less its embedding table + one row.
     const man = engine.manifest!;
@@ -177,8 +183,10 @@ async function measureOne(a: BenchArgs): Promise<void> {
       together = { together_ms: m(tog), one_after_another_ms: m(seq) };
     }
     await runner.close();
-    if (world.rank !== 0) return;
     const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+    // Per rank: peak RSS, weight and KV bytes, and the batch-1 reps' step latencies (median time to first token).
+    const ranks = await gatherRankFigures(world, runner, steps, med(ttft));
+    if (world.rank !== 0) return;
     const decodeMs = med(decode);
     // Pipeline stages read their weights one after another at batch 1: only a stage's ranks copy at once.
     const boundMs = (bytes[0] / ((gbps[0] / engine.pp) * 1e9)) * 1000;
@@ -204,6 +212,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
       copy_measured_on: runner.device === 'gpu' ? 'gpu (WebGPU Add chain, read + written)' : 'host memcpy',
       bound_ms_per_token: r3(boundMs),
       ratio_to_bound: r3(boundMs / decodeMs),
+      ranks,
       ...(together ? {
         prompts: K,
         micro_batches: engine.pp > 1 ? Math.min(K, a['micro-batches'] ?? engine.pp) : 1,

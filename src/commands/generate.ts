@@ -7,6 +7,7 @@ import { InputError } from '../core/errors.js';
 import { ansiOn, exitOnError, rankRunOptions, parseIds, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
 import { generate, newTokenBudget } from '../engine/generate.js';
+import { figuresLine, gatherRankFigures, percentiles, traceMemory } from '../engine/monitor.js';
 import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
 import { progress } from '../util/progress.js';
@@ -87,6 +88,7 @@ const command: CommandModule<object, GenerateArgs> = {
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
       const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
       const loadMs = performance.now() - t0;
+      traceMemory(runner);
       const bar = progress('generate', budget.maxNew, 'tokens');
       const res = await generate(runner, prompts, {
         maxNewTokens: a['max-new-tokens'],
@@ -100,12 +102,19 @@ const command: CommandModule<object, GenerateArgs> = {
       });
       bar.done();
       await runner.close();
+      const ranks = await gatherRankFigures(world, runner, res.timings.step_ms, res.timings.ttft_ms);
       if (world.rank !== 0) return;
+      const own = percentiles(res.timings.step_ms);
       const timings = {
         load_ms: round(loadMs),
         prefill_ms: round(res.timings.prefill_ms),
         decode_ms_per_token: round(res.timings.decode_ms_per_token),
         tokens_per_s: round(res.timings.tokens_per_s),
+        // Rank 0 samples (or, with pp, gets the tokens back): its view is the caller's.
+        ttft_ms: round(res.timings.ttft_ms),
+        decode_ms_p50: own.p50 === null ? null : round(own.p50),
+        decode_ms_p90: own.p90 === null ? null : round(own.p90),
+        decode_ms_p99: own.p99 === null ? null : round(own.p99),
       };
       res.newIds.forEach((ids, b) => {
         // No new tokens (--max-new-tokens 0, or an immediate stop) decode to nothing.
@@ -118,6 +127,7 @@ const command: CommandModule<object, GenerateArgs> = {
             text,
             ...(a.logits ? { last_prompt_logits: Array.from(res.lastPromptLogits[b]) } : {}),
             timings,
+            ranks,
           })}\n`);
         } else {
           const prompt = tok ? tok.decode(res.promptIds[b], { skipSpecial: true }) : res.promptIds[b].join(',');
@@ -132,6 +142,7 @@ const command: CommandModule<object, GenerateArgs> = {
           `${config.pp_size && config.pp_size > 1 ? `tp ${config.tp_size} × pp ${config.pp_size}` : `tp ${world.size}`} · load ${timings.load_ms} ms · prefill ${nPrompt} tokens in ${timings.prefill_ms} ms ` +
           `(${round(nPrompt / (res.timings.prefill_ms / 1000))} tokens/s) · decode ${timings.decode_ms_per_token} ms/step ` +
           `(${timings.tokens_per_s} tokens/s, batch ${prompts.length})\n`);
+        process.stderr.write(`${figuresLine(ranks!)}\n`);
       }
     }, a);
   }),

@@ -7,6 +7,7 @@ import type { CommandModule } from 'yargs';
 import { InputError } from '../core/errors.js';
 import { exitOnError, rankRunOptions, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
+import { figuresLine, gatherRankFigures, traceMemory } from '../engine/monitor.js';
 import { perplexity, perplexityTokens } from '../engine/perplexity.js';
 import { loadTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
@@ -62,14 +63,28 @@ const command: CommandModule<object, PplArgs> = {
     await runOnRanks(engineWorldSize(config), async (world: World) => {
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
       const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
+      traceMemory(runner);
       const bar = progress('perplexity', Math.floor((tokens.length - 1) / a.window), 'windows');
       const t0 = performance.now();
-      const res = await perplexity(runner, tokens, a.window, (n) => bar.tick(n));
+      // Latency per batch of windows (max_batch_size windows go through the engine together) on this rank.
+      const batchMs: number[] = [];
+      let last = t0;
+      const res = await perplexity(runner, tokens, a.window, (n) => {
+        const now = performance.now();
+        batchMs.push(now - last);
+        last = now;
+        bar.tick(n);
+      });
       bar.done();
       await runner.close();
+      const names = { first: 'first_batch_ms', steps: 'batch_ms' };
+      const ranks = await gatherRankFigures(world, runner, batchMs.slice(1), batchMs[0], names);
       if (world.rank !== 0) return;
-      if (a.json) process.stdout.write(`${JSON.stringify(res)}\n`);
-      else process.stdout.write(`perplexity ${res.ppl.toFixed(4)} (mean NLL ${res.mean_nll.toFixed(6)} over ${res.tokens} tokens, tp ${config.tp_size}${(config.pp_size ?? 1) > 1 ? ` × pp ${config.pp_size}` : ''}, ${(performance.now() - t0).toFixed(0)} ms)\n`);
+      if (a.json) process.stdout.write(`${JSON.stringify({ ...res, ranks })}\n`);
+      else {
+        process.stdout.write(`perplexity ${res.ppl.toFixed(4)} (mean NLL ${res.mean_nll.toFixed(6)} over ${res.tokens} tokens, tp ${config.tp_size}${(config.pp_size ?? 1) > 1 ? ` × pp ${config.pp_size}` : ''}, ${(performance.now() - t0).toFixed(0)} ms)\n`);
+        if (!a.quiet) process.stderr.write(`${figuresLine(ranks!, names)}\n`);
+      }
     }, a);
   }),
 };

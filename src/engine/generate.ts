@@ -8,7 +8,7 @@
 // next_pp_rank wraps around). While one micro-batch is in a later stage the first stage already runs the
 // next one, so with as many micro-batches in flight as stages every stage is busy.
 
-import { traceSpan } from '../util/trace.js';
+import { traceCounter, traceSpan } from '../util/trace.js';
 import { InputError } from '../core/errors.js';
 import type { EngineRunner, ForwardRequest, KvCache } from './runtime.js';
 import type { BuildConfig } from './build-config.js';
@@ -44,7 +44,13 @@ export interface GenerateResult {
   newIds: number[][];
   /** Logits at each prompt's last position, [vocab] per prompt. */
   lastPromptLogits: Float32Array[];
-  timings: { prefill_ms: number; decode_ms_per_token: number; tokens_per_s: number; decode_steps: number; total_ms?: number; micro_batches?: number };
+  timings: {
+    prefill_ms: number; decode_ms_per_token: number; tokens_per_s: number; decode_steps: number; total_ms?: number; micro_batches?: number;
+    /** On this rank: from the call to the first token sampled (pp: to its first prefill pass done, the first stage: to the first token back). */
+    ttft_ms: number;
+    /** On this rank, one per decode step: the time from one token to the next (pp: per micro-batch, between its passes on this stage). */
+    step_ms: number[];
+  };
 }
 
 export async function generate(runner: EngineRunner, prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
@@ -85,6 +91,9 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
   let row = logits;
   let steps = 0;
   const t1 = performance.now();
+  let ttftMs = prefillMs;
+  const stepMs: number[] = [];
+  let lastAt = t1;
   for (let step = 0; step < maxNew; step++) {
     const next = prompts.map((_, b) => {
       if (done[b]) return 0;
@@ -93,6 +102,13 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
       if (eos.has(tok) || newIds[b].length >= maxNew) done[b] = true;
       return tok;
     });
+    const now = performance.now();
+    if (step === 0) ttftMs = now - t0;
+    else {
+      stepMs.push(now - lastAt);
+      traceCounter('token latency', { ms: now - lastAt });
+    }
+    lastAt = now;
     opts.onStep?.(step + 1);
     if (done.every(Boolean)) break;
     // Row b's newest token sits at index lens[b] + step of its cache.
@@ -118,6 +134,8 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
       tokens_per_s: decodeMs > 0 ? (produced - B) / (decodeMs / 1000) : 0,
       decode_steps: steps,
       total_ms: performance.now() - t0,
+      ttft_ms: ttftMs,
+      step_ms: stepMs,
     },
   };
 }
@@ -180,6 +198,18 @@ async function generatePipelined(runner: EngineRunner, prompts: number[][], opts
   let firstTokenMs = 0;
   let produced = 0;
   let maxPass = 0;
+  // Per micro-batch: when this stage last finished a pass of it (pass ≥ 1 gives one step latency).
+  const passDoneAt = new Map<number, number>();
+  const stepMs: number[] = [];
+  let ttftMs = 0;
+  const passDone = (k: number, pass: number) => {
+    const now = performance.now();
+    if (pass === 0) { if (!ttftMs) ttftMs = now - t0; } else {
+      stepMs.push(now - passDoneAt.get(k)!);
+      traceCounter('token latency', { ms: now - passDoneAt.get(k)! });
+    }
+    passDoneAt.set(k, now);
+  };
   try {
     if (m.isFirstPpRank()) {
       // Drives the pipeline: results come back in the order the passes were sent (FIFO through every stage).
@@ -201,6 +231,7 @@ async function generatePipelined(runner: EngineRunner, prompts: number[][], opts
           for (let b = 0; b < Bk; b++) lastPromptLogits[mb.first + b] = lg.slice(b * V, (b + 1) * V);
           if (!firstTokenMs) firstTokenMs = performance.now() - t0;
         }
+        passDone(k, pass);
         for (let b = 0; b < Bk; b++) if (res[b] >= 0) { newIds[mb.first + b].push(res[b]); produced++; }
         const most = Math.max(...newIds.map((r) => r.length));
         if (most > shown) { shown = most; opts.onStep?.(most); }
@@ -227,6 +258,7 @@ async function generatePipelined(runner: EngineRunner, prompts: number[][], opts
         const req = passRequest(mb, pass);
         const hidden = await world.recv(prev, HID, new Float32Array(Bk * req.seq * H));
         const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => runner.forwardStage(req, mb.cache, hidden), { micro_batch: k });
+        passDone(k, pass);
         if (!m.isLastPpRank()) {
           await Promise.all([world.send(hdr, next, HDR), world.send(r.hidden!, next, HID)]);
           continue;
@@ -266,6 +298,8 @@ async function generatePipelined(runner: EngineRunner, prompts: number[][], opts
       decode_steps: maxPass,
       total_ms: totalMs,
       micro_batches: M,
+      ttft_ms: ttftMs,
+      step_ms: stepMs,
     },
   };
 }

@@ -40,17 +40,23 @@ export interface ForwardRequest {
 /** The KV cache of one batch: per layer a [batch, kv_heads, capacity, head] key and value buffer. */
 export class KvCache {
   readonly tensors: ort.Tensor[][] = [];
-  constructor(readonly batch: number, readonly capacity: number, layers: number, sh: RankShape, dtype: 'float32' | 'float16' | 'int8') {
+  /** Bytes of all its key and value buffers. */
+  readonly bytes: number;
+  private disposed = false;
+  constructor(readonly batch: number, readonly capacity: number, layers: number, sh: RankShape, dtype: 'float32' | 'float16' | 'int8', private onDispose?: () => void) {
     const n = batch * sh.kvHeadsPerRank * capacity * sh.headSize;
     const dims = [batch, sh.kvHeadsPerRank, capacity, sh.headSize];
     for (let l = 0; l < layers; l++) {
       this.tensors.push([0, 1].map(() => new ort.Tensor(dtype, dtype === 'float32' ? new Float32Array(n) : dtype === 'int8' ? new Int8Array(n) : new Uint16Array(n), dims)));
     }
+    this.bytes = 2 * layers * n * (dtype === 'float32' ? 4 : dtype === 'int8' ? 1 : 2);
   }
 
   /** Frees the GPU buffers a GPU runner put in place of the host tensors. */
   dispose(): void {
     for (const kv of this.tensors) for (const t of kv) if (t.location === 'gpu-buffer') t.dispose();
+    if (!this.disposed) this.onDispose?.();
+    this.disposed = true;
   }
 }
 
@@ -79,6 +85,21 @@ export class EngineRunner {
 
   /** Where forward() spends its time (session.run, which includes uploads, the device wait and readbacks; all-reduces), summed since load. */
   readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0 };
+
+  /** KV-cache bytes held now and at most at once since load (all caches alive together, e.g. pp micro-batches). */
+  readonly kv = { live: 0, peak: 0 };
+
+  /**
+   * Bytes of this rank's weights and KV caches, by where they live: on the WebGPU provider the weights
+   * are uploaded at load and the caches move to GPU buffers on their first step (the host arrays are then
+   * dropped); on the CPU both stay in host memory. Weights are the tensor bytes of weights.bin, without
+   * its alignment padding.
+   */
+  memory(): { engine_bytes: { host: number; gpu: number }; kv_cache_bytes: { host: number; gpu: number } } {
+    const w = this.engine.manifest?.weight_bytes ?? this.engine.manifest?.files['weights.bin']?.size ?? 0;
+    const on = (n: number) => this.device === 'gpu' ? { host: 0, gpu: n } : { host: n, gpu: 0 };
+    return { engine_bytes: on(w), kv_cache_bytes: on(this.kv.peak) };
+  }
 
   static async load(engine: Engine, world: World, opts: RunnerOptions = {}): Promise<EngineRunner> {
     if (world.size !== engine.worldSize) throw new Error(`engine was built for ${engine.worldSize} rank(s) but the world has ${world.size}`);
@@ -121,7 +142,10 @@ export class EngineRunner {
   get vocabSize(): number { return this.engine.config.pretrained_config.vocab_size; }
 
   newCache(batch: number, capacity: number): KvCache {
-    return new KvCache(batch, capacity, this.shape.layers, this.shape, this.kvDtype);
+    const c: KvCache = new KvCache(batch, capacity, this.shape.layers, this.shape, this.kvDtype, () => { this.kv.live -= c.bytes; });
+    this.kv.live += c.bytes;
+    this.kv.peak = Math.max(this.kv.peak, this.kv.live);
+    return c;
   }
 
   /**

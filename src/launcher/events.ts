@@ -18,12 +18,16 @@ export interface ProgressEvent {
   unit?: string;
   end?: boolean;
 }
-/** A finished span (`dur` set) or an instant; `ts`/`dur` in microseconds since the Unix epoch. */
+/**
+ * A finished span (`dur` set), an instant, or with `c` set a counter sample (the numbers in `args` at
+ * `ts`: Chrome's "ph":"C"); `ts`/`dur` in microseconds since the Unix epoch.
+ */
 export interface TraceEvent {
   k: 't';
   name: string;
   ts: number;
   dur?: number;
+  c?: true;
   args?: Record<string, unknown>;
 }
 export type RankEvent = ProgressEvent | TraceEvent;

@@ -4,7 +4,6 @@
 // onnxruntime-node's WebGPU provider opens (it takes the first one the Vulkan loader lists).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { execa } from 'execa';
 
 export class GpuSpecError extends Error {
   readonly exitCode = 2;
@@ -104,6 +103,9 @@ export async function detectGpus(env: NodeJS.ProcessEnv = process.env): Promise<
   if (preset !== undefined && preset.trim() !== '') {
     return preset.split(',').map((x) => x.trim()).filter((x) => x !== '' && x !== '-1');
   }
+  // Loaded here, not at the top: execa is ~130 files, and a launch with --gpus none or an inherited
+  // CUDA_VISIBLE_DEVICES never asks nvidia-smi (launch time is measured: `tprun bench launch`).
+  const { execa } = await import('execa');
   const r = await execa('nvidia-smi', ['-L'], { reject: false, timeout: 10_000, stdin: 'ignore' });
   if (r.failed || typeof r.stdout !== 'string') return [];
   return r.stdout.split('\n').filter((l) => /^GPU \d+:/.test(l)).map((_, i) => String(i));

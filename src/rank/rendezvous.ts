@@ -3,9 +3,13 @@
 // replayed and a fake rank 0 is noticed too. A peer that fails is refused, and rank 0 logs its address
 // (learnt through a ZAP handler, the one place ZeroMQ reveals who connected).
 import * as zmq from 'zeromq';
-import { pack, unpack } from 'msgpackr';
+// msgpackr's subpath entries are its pure-JS build: the main entry also loads the optional native
+// string extractor (msgpackr-extract, detect-libc: ~20 ms of every rank's start) that small wire messages
+// do not need.
+import { pack } from 'msgpackr/pack';
+import { unpack } from 'msgpackr/unpack';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { z } from 'zod';
+import { z } from 'zod/v3'; // see wire-schema.ts
 import { CommError } from './inbox.js';
 import type { Curve } from './zmq-link.js';
 import { acquireAddressBook, labelClient } from './address-book.js';
@@ -197,7 +201,10 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
 const VERDICT_GRACE_MS = 3000;
 
 async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
-  const sock = new zmq.Dealer({ linger: 1000, maxMessageSize: 16 << 20 });
+  // Ranks usually start before rank 0 listens (it starts at the same time, and may load more first):
+  // ZeroMQ's default 100 ms between connection attempts then made every launch wait up to 100 ms after
+  // rank 0 was ready (seen in `tprun bench launch` traces). A refused connect costs next to nothing.
+  const sock = new zmq.Dealer({ linger: 1000, maxMessageSize: 16 << 20, reconnectInterval: 10 });
   labelClient(sock, o.curve);
   const started = Date.now();
   let deadline = started + o.timeoutMs;

@@ -1,8 +1,12 @@
 // The shape of every structured message the rendezvous takes off the wire. Anything may arrive on a
 // listening port before authentication (and a buggy or hostile rank may send anything after it), so each
 // body is checked against these schemas before a single field is used; what does not fit is refused.
-import { z } from 'zod';
-import { unpack } from 'msgpackr';
+// zod's v3 API, which the zod package keeps at this subpath for good (zod.dev/v4/versioning): 10 modules
+// against the v4 root's ~95 (its locales included), i.e. ~15 instead of ~75 ms of CPU in every rank's
+// start, where a launch of 4 ranks on 2 cores is CPU-bound (`tprun bench launch`). rendezvous.ts and
+// world.ts use the same entry, so schemas pass between them.
+import { z } from 'zod/v3';
+import { unpack } from 'msgpackr/unpack'; // the pure-JS build (see rendezvous.ts)
 
 const bytes = (n: number) => z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.length === n, { message: `expected ${n} bytes` });
 const rankNo = z.number().int().min(0).max(1 << 24);

@@ -14,7 +14,8 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
-import { pack, unpack } from 'msgpackr';
+import { pack } from 'msgpackr/pack'; // the pure-JS builds (see rendezvous.ts)
+import { unpack } from 'msgpackr/unpack';
 import type { CloseOptions, CollectiveOptions, CommArray, CommDType, ReduceOp, World, WorldIdentity } from './types.js';
 import { detectIdentity, rendezvousFor, type Env } from './identity.js';
 import { CommError, Inbox, KIND_OBJ, KIND_P2P } from './inbox.js';
@@ -22,7 +23,7 @@ import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
-import { z } from 'zod';
+import { z } from 'zod/v3'; // see wire-schema.ts
 import { bytesOf, dtypeOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { descriptor } from './collective-check.js';
@@ -173,6 +174,9 @@ class ZmqWorld implements World {
   private recvSeq = new Map<string, number>();
   private gone = new Map<number, { at: number; why: string }>();
   private byeAcked = new Set<number>();
+  /** Peers whose goodbye we acknowledged (they need no goodbye of ours), and whether we said ours. */
+  private ackedBye = new Set<number>();
+  private saidBye = false;
   private fatal?: Error;
   /** Whether `fatal` reached the script; close() reports one that arrived after the last collective. */
   private fatalShown = false;
@@ -222,7 +226,9 @@ class ZmqWorld implements World {
     this.router = new DataRouter(this.rank, rdv.secret, nonce, this.inbox, {
       bye: (r) => {
         this.gone.set(r, { at: 0, why: `rank ${r} closed its world` });
-        if (!this.closed) this.zlinks[r]?.byeAck();
+        // r needs our goodbye or an ack, not both: a message r no longer waits for would sit in our
+        // socket after r closed and hold this process's exit for the socket's linger.
+        if (!this.closed && !this.saidBye) { this.zlinks[r]?.byeAck(); this.ackedBye.add(r); }
         this.kick();
       },
       byeAck: (r) => { this.byeAcked.add(r); this.kick(); },
@@ -249,6 +255,9 @@ class ZmqWorld implements World {
       const opened: (number | undefined)[] = peers.map((p) =>
         p.rank !== this.rank && this.shmOut && p.shm && p.hostKey === info.hostKey ? openPeerFile(p.shm) : undefined);
       const can = await rv.exchange(opened.map((fd) => fd !== undefined), z.array(z.boolean()).length(this.size));
+      // Every rank opened the files it needs before it sent its part of that exchange: the names can go
+      // (no second round trip through rank 0 for it).
+      this.shmOut?.unlink();
       for (const p of peers) {
         if (p.rank === this.rank) continue;
         const link = new ZmqLink(p.rank, (p.hostKey === info.hostKey && p.dataLocal) || p.data, (r) => this.onDisconnect(r), curve);
@@ -262,9 +271,6 @@ class ZmqWorld implements World {
           this.shmList.push(this.shm[p.rank]!);
         }
       }
-      // Everyone has opened every file it needs: the names can go.
-      await rv.exchange(true, z.literal(true));
-      this.shmOut?.unlink();
     } catch (e) {
       rv?.release();
       this.teardown();
@@ -787,7 +793,8 @@ class ZmqWorld implements World {
     try {
       await this.waitFor('close', () => this.shmList.filter((l) => !l.idle).map((l) => l.peer), 5000);
     } catch { /* a dead or stuck peer must not keep us from closing */ }
-    for (const z of this.zlinks) z?.bye();
+    this.saidBye = true;
+    this.zlinks.forEach((z, r) => { if (!this.ackedBye.has(r)) z?.bye(); });
     // ZeroMQ reports a send done when it is queued, not when it arrived. A peer acknowledges our goodbye
     // as soon as its event loop sees it (whatever it is busy awaiting), and it came after everything else
     // we sent it; a peer that said goodbye itself has done its last receive. Either way nothing of ours

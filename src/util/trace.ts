@@ -70,6 +70,15 @@ export function traceInstant(name: string, args?: object): void {
   record({ k: 't', name, ts: nowUs(), ...(args ? { args: { ...args } } : {}) });
 }
 
+/**
+ * A counter sample: Perfetto draws each key of `values` as a track of its own under `name`
+ * (memory in bytes, latencies in ms), beside the spans of the same rank.
+ */
+export function traceCounter(name: string, values: Record<string, number>): void {
+  if (currentMode() === 'off') return;
+  record({ k: 't', name, ts: nowUs(), c: true, args: { ...values } });
+}
+
 export interface TraceProcess {
   pid: number;
   label: string;
@@ -92,7 +101,7 @@ export function chromeTrace(procs: TraceProcess[], originUs?: number): object {
     for (const [tid, list] of [[0, p.events], [1, p.outer ?? []]] as const) {
       for (const e of list) {
         const base = { name: e.name, pid: p.pid, tid, ts: e.ts - t0, ...(e.args ? { args: e.args } : {}) };
-        traceEvents.push(e.dur !== undefined ? { ...base, ph: 'X', dur: e.dur } : { ...base, ph: 'i', s: 't' });
+        traceEvents.push(e.c ? { ...base, ph: 'C' } : e.dur !== undefined ? { ...base, ph: 'X', dur: e.dur } : { ...base, ph: 'i', s: 't' });
       }
     }
     if (p.outer?.length) traceEvents.push({ ph: 'M', name: 'thread_name', pid: p.pid, tid: 1, args: { name: 'launcher' } });

@@ -1,0 +1,39 @@
+// Launch time is CPU on a small machine (`tprun bench launch`): a plain launch and a rank that only joins
+// the world and meets at a barrier must not load what they do not use. Checked by recording every
+// module the launcher and the ranks resolve, not by timing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CLI } from './helpers/procs.js';
+
+const HOOK = fileURLToPath(new URL('./helpers/record-imports.mjs', import.meta.url));
+const RANK = fileURLToPath(new URL('../dist/bench/launch-rank.js', import.meta.url));
+
+test('a launch of barrier-only ranks loads neither execa, yargs, onnxruntime, zod\'s v4 root nor msgpackr\'s native extractor', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
+  try {
+    const log = join(dir, 'imports.log');
+    const r = spawnSync(process.execPath, [CLI, '-n', '2', '--gpus', 'none', '--quiet', '--', process.execPath, RANK], {
+      env: { ...process.env, RECORD_IMPORTS: log, NODE_OPTIONS: `--import=${HOOK}`, CUDA_VISIBLE_DEVICES: undefined },
+      encoding: 'utf8', timeout: 120000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const lines = readFileSync(log, 'utf8').trim().split('\n');
+    const pids = new Set(lines.map((l) => l.split(' ')[0]));
+    const urls = lines.map((l) => l.split(' ')[1]);
+    // The recording reached the launcher and both ranks (each loads the world, and ZeroMQ through it).
+    assert.ok(pids.size >= 3, `imports recorded for ${pids.size} process(es)`);
+    assert.equal(urls.filter((u) => u.endsWith('/dist/rank/world.js')).length, 2);
+    assert.ok(urls.some((u) => u.includes('/node_modules/zeromq/')));
+    assert.ok(urls.some((u) => u.includes('/node_modules/zod/v3/')));
+    for (const unwanted of ['/node_modules/execa/', '/node_modules/yargs/', '/node_modules/onnxruntime', '/node_modules/zod/v4/', '/node_modules/msgpackr/node-index.js', '/node_modules/msgpackr-extract/']) {
+      assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
