@@ -1,8 +1,10 @@
 // Module resolution hooks for record-imports.mjs (they run on node's loader thread).
 import { appendFileSync } from 'node:fs';
 
+const out = process.env.RECORD_IMPORTS ?? '/dev/null';
+
 export async function resolve(specifier, context, next) {
   const r = await next(specifier, context);
-  appendFileSync(process.env.RECORD_IMPORTS, `${process.pid} ${r.url}\n`);
+  appendFileSync(out, `${process.pid} ${r.url}\n`);
   return r;
 }
