@@ -3,12 +3,14 @@
 //
 // Writing streams: the file is produced front to back in chunks; deferred tensors (weight-convert.ts)
 // are converted straight into the chunk that holds their final offset. While the main thread fills the
-// next chunk, the previous ones are written by libuv's thread pool and hashed (sha256, for the engine's
-// manifest) by a worker thread, so converting, writing and hashing overlap.
+// next chunk, the previous ones are written by libuv's thread pool and checksummed (CRC-32, for the
+// engine's manifest: checksum.ts says why not sha256) by a worker thread, so converting, writing and
+// checksumming overlap.
 
-import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
+import { crc32Hex } from './checksum.js';
 import type { ExternalRef } from './onnx-proto.js';
 import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
 import type { Tensor } from '../checkpoint/tensor.js';
@@ -19,7 +21,7 @@ export const WEIGHT_ALIGN = 64 * 1024;
 /** Bytes per chunk of the file; a few are in flight at once. */
 const CHUNK = 8 << 20;
 const RING = 4;
-/** Below this the file is hashed on the main thread (a worker's start costs more than it saves). */
+/** Below this the file is checksummed on the main thread (a worker's start costs more than it saves). */
 const WORKER_HASH_MIN = 64 << 20;
 
 interface Entry { name: string; offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
@@ -50,7 +52,7 @@ export class WeightFile {
     return ref;
   }
 
-  /** Writes the file and returns its sha256 (recorded in the engine config to detect damage). */
+  /** Writes the file and returns its CRC-32 as 8 hex digits (recorded in the manifest to detect damage). */
   async write(path: string, opts: { chunkBytes?: number; workerHashMin?: number } = {}): Promise<string> {
     return traceSpan('weights.write', () => this.writeFile(path, opts), { bytes: this.size, tensors: this.entries.length });
   }
@@ -86,36 +88,37 @@ interface Hasher {
 }
 
 class InlineHasher implements Hasher {
-  private h = createHash('sha256');
-  async update(buf: Uint8Array): Promise<void> { this.h.update(buf); }
-  async digest(): Promise<string> { return this.h.digest('hex'); }
+  private crc = 0;
+  async update(buf: Uint8Array): Promise<void> { this.crc = crc32(buf, this.crc); }
+  async digest(): Promise<string> { return crc32Hex(this.crc); }
   close(): void {}
 }
 
-// The worker hashes views of the shared chunk buffers in the order they are posted. Each buffer is
+// The worker checksums views of the shared chunk buffers in the order they are posted. Each buffer is
 // sent once and then named by its index: posting a SharedArrayBuffer is far dearer than a few numbers.
 const HASH_WORKER = `
 const { parentPort } = require('node:worker_threads');
-const h = require('node:crypto').createHash('sha256');
+const { crc32 } = require('node:zlib');
+let crc = 0;
 const bufs = [];
 parentPort.on('message', (m) => {
   if (m.sab) { bufs[m.reg] = m.sab; return; }
-  if (m.digest) parentPort.postMessage({ id: m.id, hex: h.digest('hex') });
-  else { h.update(new Uint8Array(bufs[m.b], m.off, m.len)); parentPort.postMessage({ id: m.id }); }
+  if (m.digest) parentPort.postMessage({ id: m.id, crc });
+  else { crc = crc32(new Uint8Array(bufs[m.b], m.off, m.len), crc); parentPort.postMessage({ id: m.id }); }
 });`;
 
 class WorkerHasher implements Hasher {
   private w = new Worker(HASH_WORKER, { eval: true });
   private next = 0;
-  private waiting = new Map<number, { resolve: (v: string) => void; reject: (e: Error) => void }>();
+  private waiting = new Map<number, { resolve: (v: number | undefined) => void; reject: (e: Error) => void }>();
   private failed: Error | undefined;
   private known = new Map<ArrayBufferLike, number>();
 
   constructor() {
-    this.w.on('message', (m: { id: number; hex?: string }) => {
+    this.w.on('message', (m: { id: number; crc?: number }) => {
       const p = this.waiting.get(m.id);
       this.waiting.delete(m.id);
-      p?.resolve(m.hex ?? '');
+      p?.resolve(m.crc);
     });
     const fail = (e: Error) => {
       this.failed = e;
@@ -123,10 +126,10 @@ class WorkerHasher implements Hasher {
       this.waiting.clear();
     };
     this.w.on('error', fail);
-    this.w.on('exit', (code) => { if (this.waiting.size) fail(new Error(`hash worker exited (code ${code})`)); });
+    this.w.on('exit', (code) => { if (this.waiting.size) fail(new Error(`checksum worker exited (code ${code})`)); });
   }
 
-  private call(msg: object): Promise<string> {
+  private call(msg: object): Promise<number | undefined> {
     if (this.failed) return Promise.reject(this.failed);
     const id = this.next++;
     return new Promise((resolve, reject) => {
@@ -136,7 +139,7 @@ class WorkerHasher implements Hasher {
   }
 
   async update(buf: Uint8Array): Promise<void> {
-    if (!(buf.buffer instanceof SharedArrayBuffer)) throw new Error('hash worker: chunk is not shared memory');
+    if (!(buf.buffer instanceof SharedArrayBuffer)) throw new Error('checksum worker: chunk is not shared memory');
     let b = this.known.get(buf.buffer);
     if (b === undefined) {
       b = this.known.size;
@@ -146,7 +149,7 @@ class WorkerHasher implements Hasher {
     await this.call({ b, off: buf.byteOffset, len: buf.length });
   }
 
-  digest(): Promise<string> { return this.call({ digest: true }); }
+  async digest(): Promise<string> { return crc32Hex((await this.call({ digest: true }))!); }
   close(): void { void this.w.terminate(); }
 }
 
