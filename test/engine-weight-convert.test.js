@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { engineWeight, engineWeightTransposed, materialize, useSimd } from '../dist/engine/weight-convert.js';
 import { fromFloat32, toFloat32, transpose2d } from '../dist/engine/dtype.js';
 import { WeightFile, WEIGHT_ALIGN } from '../dist/engine/weight-file.js';
+import { poolStats } from '../dist/engine/transpose-pool.js';
 
 function tensorOf(dtype, shape, words) {
   const data = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
@@ -111,6 +112,37 @@ test('weight file: tensors at 64 KiB offsets, zero padding, CRC-32 of the whole 
       assert.equal(sum, (crc32(expect) >>> 0).toString(16).padStart(8, '0'), JSON.stringify(opts));
     }
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('transposes shared with worker threads (TPRUN_BUILD_THREADS) write the same bytes', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-wf-pool-'));
+  const saved = process.env.TPRUN_BUILD_THREADS;
+  process.env.TPRUN_BUILD_THREADS = '3';
+  try {
+    useSimd(true);
+    // Rows a multiple of 32 (the 4-tile kernel) and of 8 only (the 1-tile one); every bit pattern, so
+    // tiles with lanes out of the arithmetic range go through the table on the worker threads too.
+    const a = allPatterns('bfloat16', 1024, 2048, 1);
+    const b = allPatterns('float16', 1032, 2048, 2);
+    for (const opts of [{}, { chunkBytes: 3 << 20 }]) {
+      const before = poolStats.splitChunks;
+      const wf = new WeightFile('weights.bin');
+      const ra = wf.add('a', engineWeightTransposed(a, 'float16'));
+      const rb = wf.add('b', engineWeightTransposed(b, 'float16'));
+      const expect = new Uint8Array(wf.size);
+      expect.set(referenceT(a, 'float16'), ra.offset);
+      expect.set(referenceT(b, 'float16'), rb.offset);
+      const file = join(dir, 'weights.bin');
+      const sum = await wf.write(file, opts);
+      assert.ok(poolStats.splitChunks > before, `the pool took part (${JSON.stringify(opts)})`);
+      assert.equal(firstDiff(readFileSync(file), expect), -1, JSON.stringify(opts));
+      assert.equal(sum, (crc32(expect) >>> 0).toString(16).padStart(8, '0'));
+    }
+  } finally {
+    if (saved === undefined) delete process.env.TPRUN_BUILD_THREADS;
+    else process.env.TPRUN_BUILD_THREADS = saved;
     rmSync(dir, { recursive: true, force: true });
   }
 });
