@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { Engine } from '../dist/engine/engine.js';
+import { crc32Combine } from '../dist/engine/checksum.js';
 import { MODEL, tprun } from './helpers/engine.js';
 
 let dir;
@@ -80,4 +81,15 @@ test('a manifest entry without a checksum is refused naming the manifest', async
   delete man.files['weights.bin'].crc32;
   writeFileSync(join(bad, 'rank0', 'manifest.json'), JSON.stringify(man));
   await assert.rejects(Engine.fromDir(bad, 0), (err) => /manifest\.json: no checksum for weights\.bin \(damaged engine\)/.test(err.message));
+});
+
+test('CRC-32 of parts joins to the CRC-32 of the whole (crc32Combine)', () => {
+  const bytes = new Uint8Array(300_000).map((_, i) => (i * 131 + (i >> 9)) & 255);
+  for (const cuts of [[0, 0], [0, 1], [1, 300_000], [4096, 70_000], [299_999, 300_000], [150_000, 150_000]]) {
+    const [a, b] = cuts;
+    const parts = [bytes.subarray(0, a), bytes.subarray(a, b), bytes.subarray(b)];
+    let crc = 0;
+    for (const p of parts) crc = crc32Combine(crc, crc32(p), p.length);
+    assert.equal(crc, crc32(bytes) >>> 0, JSON.stringify(cuts));
+  }
 });

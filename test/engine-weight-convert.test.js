@@ -83,10 +83,10 @@ test('a non-float weight is refused naming the tensor', () => {
   assert.throws(() => engineWeightTransposed(t, 'float16', 'tensor lm_head.weight'), /tensor lm_head\.weight: cannot convert int8/);
 });
 
-test('weight file: tensors at 64 KiB offsets, zero padding, CRC-32 of the whole file (inline and worker checksum)', async () => {
+test('weight file: tensors at 64 KiB offsets, zero padding, CRC-32 of the whole file (inline, one worker, chunks on three workers joined)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-wf-'));
   try {
-    for (const opts of [{}, { chunkBytes: 4096, workerHashMin: 0 }, { chunkBytes: 70000, workerHashMin: 0 }]) {
+    for (const opts of [{}, { chunkBytes: 4096, workerHashMin: 0 }, { chunkBytes: 70000, workerHashMin: 0 }, { chunkBytes: 70000, workerHashMin: 0, hashThreads: 3 }]) {
       const wf = new WeightFile('weights.bin');
       const a = allPatterns('bfloat16', 300, 130);
       const plain = new Uint8Array(100_003).map((_, i) => (i * 7) & 255);

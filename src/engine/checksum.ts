@@ -29,6 +29,41 @@ export function recordedAlgo(sum: FileSum): ChecksumAlgo | undefined {
   return typeof sum.crc32 === 'string' ? 'crc32' : typeof sum.sha256 === 'string' ? 'sha256' : undefined;
 }
 
+// CRC-32 of a concatenation from the CRCs of its parts (zlib's crc32_combine, crc32.c: multiplication
+// by x^(8·len2) modulo the reflected polynomial), so parts of a file can be checksummed on several
+// threads at once and joined in order.
+const POLY = 0xedb88320;
+
+/** a(x)·b(x) modulo the CRC polynomial, bit-reflected as zlib's multmodp. */
+function multmodp(a: number, b: number): number {
+  let m = 0x80000000, p = 0;
+  for (;;) {
+    if (a & m) {
+      p ^= b;
+      if ((a & (m - 1)) === 0) break;
+    }
+    m >>>= 1;
+    b = b & 1 ? (b >>> 1) ^ POLY : b >>> 1;
+  }
+  return p >>> 0;
+}
+
+/** x^(2^k) modulo the polynomial, k = 0..31. */
+const X2N: number[] = [];
+for (let k = 0, p = 0x40000000; k < 32; k++, p = multmodp(p, p)) X2N.push(p);
+
+/** x^(n·2^k) modulo the polynomial. */
+function x2nmodp(n: number, k: number): number {
+  let p = 0x80000000;
+  for (; n; n = Math.floor(n / 2), k++) if (n % 2) p = multmodp(X2N[k & 31], p);
+  return p;
+}
+
+/** CRC-32 of A‖B from crc(A), crc(B) and B's length in bytes. */
+export function crc32Combine(crcA: number, crcB: number, lenB: number): number {
+  return (multmodp(x2nmodp(lenB, 3), crcA >>> 0) ^ crcB) >>> 0;
+}
+
 const READ = 16 << 20;
 
 /**

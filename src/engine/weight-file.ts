@@ -10,7 +10,8 @@
 import { crc32 } from 'node:zlib';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
-import { crc32Hex } from './checksum.js';
+import { availableParallelism } from 'node:os';
+import { crc32Combine, crc32Hex } from './checksum.js';
 import type { ExternalRef } from './onnx-proto.js';
 import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
 import type { Tensor } from '../checkpoint/tensor.js';
@@ -23,6 +24,9 @@ const CHUNK = 8 << 20;
 const RING = 4;
 /** Below this the file is checksummed on the main thread (a worker's start costs more than it saves). */
 const WORKER_HASH_MIN = 64 << 20;
+
+/** Knobs for tests: chunk size, where worker checksums start, how many checksum workers. */
+export interface WriteOptions { chunkBytes?: number; workerHashMin?: number; hashThreads?: number }
 
 interface Entry { name: string; offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
 
@@ -53,13 +57,13 @@ export class WeightFile {
   }
 
   /** Writes the file and returns its CRC-32 as 8 hex digits (recorded in the manifest to detect damage). */
-  async write(path: string, opts: { chunkBytes?: number; workerHashMin?: number } = {}): Promise<string> {
+  async write(path: string, opts: WriteOptions = {}): Promise<string> {
     return traceSpan('weights.write', () => this.writeFile(path, opts), { bytes: this.size, tensors: this.entries.length });
   }
 
-  private async writeFile(path: string, opts: { chunkBytes?: number; workerHashMin?: number }): Promise<string> {
+  private async writeFile(path: string, opts: WriteOptions): Promise<string> {
     const fh = await open(path, 'w');
-    const hasher = this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? new WorkerHasher() : new InlineHasher();
+    const hasher = this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? new WorkerHasher(opts.hashThreads ?? hashThreads()) : new InlineHasher();
     const out = new ChunkWriter(fh, hasher, opts.chunkBytes ?? CHUNK);
     try {
       for (const e of this.entries) {
@@ -94,28 +98,31 @@ class InlineHasher implements Hasher {
   close(): void {}
 }
 
-// The worker checksums views of the shared chunk buffers in the order they are posted. Each buffer is
-// sent once and then named by its index: posting a SharedArrayBuffer is far dearer than a few numbers.
+// Each worker checksums whole chunks (views of the shared chunk buffers), each from zero; the parts are
+// joined in file order with crc32Combine, so chunks can be checksummed on several threads at once (one
+// thread checksums about as fast as the file is written, and transposes scale with cores). Each buffer
+// is sent once and then named by its index: posting a SharedArrayBuffer is far dearer than a few numbers.
 const HASH_WORKER = `
 const { parentPort } = require('node:worker_threads');
 const { crc32 } = require('node:zlib');
-let crc = 0;
 const bufs = [];
 parentPort.on('message', (m) => {
   if (m.sab) { bufs[m.reg] = m.sab; return; }
-  if (m.digest) parentPort.postMessage({ id: m.id, crc });
-  else { crc = crc32(new Uint8Array(bufs[m.b], m.off, m.len), crc); parentPort.postMessage({ id: m.id }); }
+  parentPort.postMessage({ id: m.id, crc: crc32(new Uint8Array(bufs[m.b], m.off, m.len)) });
 });`;
 
-class WorkerHasher implements Hasher {
+/** Checksum workers: one per four cores this process may use, 1 to 3 (the ring holds 4 chunks). */
+const hashThreads = () => Math.max(1, Math.min(3, availableParallelism() >> 2));
+
+class CrcWorker {
   private w = new Worker(HASH_WORKER, { eval: true });
   private next = 0;
-  private waiting = new Map<number, { resolve: (v: number | undefined) => void; reject: (e: Error) => void }>();
+  private waiting = new Map<number, { resolve: (crc: number) => void; reject: (e: Error) => void }>();
   private failed: Error | undefined;
   private known = new Map<ArrayBufferLike, number>();
 
   constructor() {
-    this.w.on('message', (m: { id: number; crc?: number }) => {
+    this.w.on('message', (m: { id: number; crc: number }) => {
       const p = this.waiting.get(m.id);
       this.waiting.delete(m.id);
       p?.resolve(m.crc);
@@ -129,28 +136,46 @@ class WorkerHasher implements Hasher {
     this.w.on('exit', (code) => { if (this.waiting.size) fail(new Error(`checksum worker exited (code ${code})`)); });
   }
 
-  private call(msg: object): Promise<number | undefined> {
+  crc(buf: Uint8Array): Promise<number> {
     if (this.failed) return Promise.reject(this.failed);
-    const id = this.next++;
-    return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      this.w.postMessage({ ...msg, id });
-    });
-  }
-
-  async update(buf: Uint8Array): Promise<void> {
-    if (!(buf.buffer instanceof SharedArrayBuffer)) throw new Error('checksum worker: chunk is not shared memory');
+    if (!(buf.buffer instanceof SharedArrayBuffer)) return Promise.reject(new Error('checksum worker: chunk is not shared memory'));
     let b = this.known.get(buf.buffer);
     if (b === undefined) {
       b = this.known.size;
       this.known.set(buf.buffer, b);
       this.w.postMessage({ reg: b, sab: buf.buffer });
     }
-    await this.call({ b, off: buf.byteOffset, len: buf.length });
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.w.postMessage({ b, off: buf.byteOffset, len: buf.length, id });
+    });
   }
 
-  async digest(): Promise<string> { return crc32Hex((await this.call({ digest: true }))!); }
   close(): void { void this.w.terminate(); }
+}
+
+class WorkerHasher implements Hasher {
+  private workers: CrcWorker[];
+  constructor(threads: number) { this.workers = Array.from({ length: Math.max(1, threads) }, () => new CrcWorker()); }
+  private turn = 0;
+  /** Each chunk's CRC (from zero) and length, in file order. */
+  private parts: { crc: Promise<number>; len: number }[] = [];
+
+  async update(buf: Uint8Array): Promise<void> {
+    const crc = this.workers[this.turn++ % this.workers.length].crc(buf);
+    crc.catch(() => undefined); // collected by digest(); the caller also awaits it
+    this.parts.push({ crc, len: buf.length });
+    await crc;
+  }
+
+  async digest(): Promise<string> {
+    let crc = 0;
+    for (const p of this.parts) crc = crc32Combine(crc, await p.crc, p.len);
+    return crc32Hex(crc);
+  }
+
+  close(): void { for (const w of this.workers) w.close(); }
 }
 
 /**
