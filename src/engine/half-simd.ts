@@ -215,6 +215,9 @@ type TransFn = (src: number, dst: number, rows: number, cols: number, k0: number
 
 const align = (n: number, a = 64) => Math.ceil(n / a) * a;
 
+/** Transposes whose output is smaller never start worker threads (small engines build as before). */
+const POOL_MIN_BYTES = 2 << 20;
+
 /**
  * One instance per process. Its memory holds the tables, the file writer's chunk ring (lent to one
  * writer at a time) and an arena where the tensor being converted is staged.
@@ -224,6 +227,8 @@ export class HalfSimd {
   private module: WebAssembly.Module;
   /** Workers sharing the transposes while a weight file is written (the ring is lent). */
   private pool: TransposePool | undefined;
+  /** Whether a writer holds the ring; the pool starts at the first transpose worth sharing. */
+  private poolWanted = false;
   private fns: { map_bf16: MapFn; map_f16: MapFn; trans_bf16: TransFn; trans_f16: TransFn; trans4_bf16: TransFn; trans4_f16: TransFn };
   /** The source tensor whose bytes are in the arena (transposes read it whole, chunk after chunk). */
   private staged: object | undefined;
@@ -288,12 +293,13 @@ export class HalfSimd {
     this.ringLent = true;
     this.arena = Math.max(this.arena, FIXED + count * stride);
     this.staged = undefined;
-    this.pool = TransposePool.start(this.module, this.mem, transposeThreads());
+    this.poolWanted = true;
     return Array.from({ length: count }, (_, i) => this.bytes(FIXED + i * stride, bytes));
   }
 
   returnRing(): void {
     this.ringLent = false;
+    this.poolWanted = false;
     this.pool?.stop();
     this.pool = undefined;
   }
@@ -335,6 +341,7 @@ export class HalfSimd {
     const out = direct < 0 ? scratch : direct;
     const name = rows % 32 ? (kind === 'bfloat16' ? 'trans_bf16' : 'trans_f16') : (kind === 'bfloat16' ? 'trans4_bf16' : 'trans4_f16');
     const f = this.fns[name];
+    if (this.poolWanted && !this.pool && outBytes >= POOL_MIN_BYTES) this.pool = TransposePool.start(this.module, this.mem, transposeThreads());
     if (this.pool) this.pool.run(TRANS_FNS.indexOf(name), this.arena, out, rows, cols, k0, k1, (a, b, d) => f(this.arena, d, rows, cols, a, b));
     else f(this.arena, out, rows, cols, k0, k1);
     if (direct < 0) dst.set(this.bytes(out, outBytes));
