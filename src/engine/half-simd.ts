@@ -31,7 +31,6 @@ const i16sub = simd(0x91), i16shl = simd(0x8b), i16ltU = simd(0x30), i16leU = si
 const shuffle = (lanes: number[]) => simd(0x0d, ...lanes);
 const call = (f: number) => [0x10, ...leb(f)];
 const load16u = (offset = 0) => [0x2f, 1, ...leb(offset)];
-const store16 = (offset = 0) => [0x3b, 1, ...leb(offset)];
 const block = (...body: number[][]) => [0x02, 0x40, ...body.flat(), 0x0b];
 const loop = (...body: number[][]) => [0x03, 0x40, ...body.flat(), 0x0b];
 const ifElse = (type: number, then: number[], els: number[]) => [0x04, type, ...then, 0x05, ...els, 0x0b];
