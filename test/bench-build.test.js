@@ -1,4 +1,4 @@
-// Smoke test of `tprun bench build` on the embedded model: one JSON result with the cp anchor, the
+// Smoke test of `tprun bench build` on the embedded model: one JSON result with the cp and copy-loop anchors, the
 // build and convert timings and ratios, and the build's phases (no timing thresholds: speed is measured
 // by the benchmark, never asserted here).
 import { test } from 'node:test';
@@ -16,6 +16,10 @@ test('bench build on the embedded model prints its JSON result', async () => {
     assert.ok(res[k].seconds > 0 && Number.isFinite(res[k].ratio), `${k}: ${JSON.stringify(res[k])}`);
   }
   assert.ok(res.build.engine_bytes > 0 && res.convert.checkpoint_bytes > 0);
+  // The user-space copy floor and the conversion ranks' own time, as anchors beside cp.
+  assert.ok(res.copy_loop.seconds > 0 && Number.isFinite(res.copy_loop.ratio));
+  assert.ok(Number.isFinite(res.build.ratio_to_copy_loop) && Number.isFinite(res.convert.ratio_to_copy_loop));
+  assert.ok(res.convert.rank_seconds > 0 && res.convert.rank_seconds <= res.convert.seconds, JSON.stringify(res.convert));
   assert.equal(res.build.dtype, 'float16');
   for (const p of ['load', 'build', 'save']) assert.ok(res.build.phases_seconds[p] >= 0, `phase ${p}`);
 });

@@ -1,7 +1,10 @@
 // `tprun bench build`: `build --model` (HF directory → engine, one step) and `convert` of a generated
 // LLaMA-shaped checkpoint, each next to `cp -r` of the same files, interleaved in the same run from the
 // same warm page cache (median of --reps). The build's phases (load / build / save) come from its own
-// --trace, so a slow build says where its time went.
+// --trace, so a slow build says where its time went. Two more anchors say what is reachable at all:
+// a plain read/write loop in a node process (the floor for anything that copies through user space: two
+// copies of every byte where cp's copy_file_range makes one) and the conversion ranks' own seconds
+// (without process start-up and world rendezvous, which are the launcher's cost, not the data path's).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
 import { dirBytes, median } from './stats.js';
+import { STATS_ENV } from '../commands/convert.js';
 
 interface Args {
   preset: string;
@@ -22,6 +26,19 @@ interface Args {
 }
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+
+/** `node -e COPY_LOOP SRC DST`: every file of SRC into DST through one reused 8 MiB buffer, pread/pwrite. */
+const COPY_LOOP = `
+const fs = require('node:fs'), path = require('node:path');
+const [src, dst] = process.argv.slice(1);
+fs.mkdirSync(dst);
+const buf = new Uint8Array(8 << 20);
+for (const f of fs.readdirSync(src)) {
+  const a = fs.openSync(path.join(src, f), 'r'), b = fs.openSync(path.join(dst, f), 'w');
+  for (let pos = 0, n; (n = fs.readSync(a, buf, 0, buf.length, pos)) > 0; pos += n) fs.writeSync(b, buf, 0, n, pos);
+  fs.closeSync(a);
+  fs.closeSync(b);
+}`;
 
 interface Timing { seconds: number; cpuSeconds: number }
 
@@ -89,12 +106,15 @@ const command: CommandModule<object, Args> = {
       const modelBytes = dirBytes(model);
       // Warm the page cache so every tool reads from memory alike.
       for (const f of fs.readdirSync(model)) await execa('cat', [path.join(model, f)], { stdout: 'ignore' });
-      const cp: Timing[] = [], build: Timing[] = [], conv: Timing[] = [];
+      const cp: Timing[] = [], loop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [];
+      const rankSeconds: number[] = [];
       const buildPhases: Record<string, number>[] = [];
       let engineBytes = 0, checkpointBytes = 0;
       for (let i = 0; i < a.reps; i++) {
         const cpOut = path.join(work, `cp${i}`);
         cp.push(await timed('cp', ['-r', model, cpOut]));
+        fs.rmSync(cpOut, { recursive: true, force: true });
+        loop.push(await timed(process.execPath, ['-e', COPY_LOOP, model, cpOut]));
         fs.rmSync(cpOut, { recursive: true, force: true });
         const engine = path.join(work, `engine${i}`);
         const trace = path.join(work, `trace${i}.json`);
@@ -103,7 +123,10 @@ const command: CommandModule<object, Args> = {
         engineBytes = dirBytes(engine);
         fs.rmSync(engine, { recursive: true, force: true });
         const ckpt = path.join(work, `ckpt${i}`);
-        conv.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a['convert-tp']), '--out', ckpt]));
+        const stats = path.join(work, `stats${i}`);
+        fs.mkdirSync(stats);
+        conv.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a['convert-tp']), '--out', ckpt], { [STATS_ENV]: stats }));
+        rankSeconds.push(Math.max(...fs.readdirSync(stats).map((f) => JSON.parse(fs.readFileSync(path.join(stats, f), 'utf8')).seconds as number)));
         checkpointBytes = dirBytes(ckpt);
         fs.rmSync(ckpt, { recursive: true, force: true });
       }
@@ -112,11 +135,16 @@ const command: CommandModule<object, Args> = {
       const result = {
         bench: 'build', preset: a.model ? undefined : a.preset, model_bytes: modelBytes, reps: a.reps,
         cp_seconds: med(cp),
-        build: { tp: a.tp, dtype: a.dtype, seconds: med(build), ratio: med(build) / med(cp), cpu_seconds: med(build, 'cpuSeconds'), engine_bytes: engineBytes,
-          phases_seconds: Object.fromEntries(names.map((n) => [n, median(buildPhases.map((p) => p[n] ?? 0))])) },
-        convert: { tp: a['convert-tp'], seconds: med(conv), ratio: med(conv) / med(cp), cpu_seconds: med(conv, 'cpuSeconds'), checkpoint_bytes: checkpointBytes },
         cp_cpu_seconds: med(cp, 'cpuSeconds'),
-        all: { cp, build, convert: conv },
+        copy_loop: { seconds: med(loop), ratio: med(loop) / med(cp), cpu_seconds: med(loop, 'cpuSeconds') },
+        build: { tp: a.tp, dtype: a.dtype, seconds: med(build), ratio: med(build) / med(cp), ratio_to_copy_loop: med(build) / med(loop),
+          cpu_seconds: med(build, 'cpuSeconds'), engine_bytes: engineBytes,
+          phases_seconds: Object.fromEntries(names.map((n) => [n, median(buildPhases.map((p) => p[n] ?? 0))])) },
+        convert: { tp: a['convert-tp'], seconds: med(conv), ratio: med(conv) / med(cp), ratio_to_copy_loop: med(conv) / med(loop),
+          cpu_seconds: med(conv, 'cpuSeconds'), checkpoint_bytes: checkpointBytes,
+          // The ranks' conversion alone (slowest rank, from its first joined moment to its rename).
+          rank_seconds: median(rankSeconds), rank_ratio: median(rankSeconds) / med(cp) },
+        all: { cp, copy_loop: loop, build, convert: conv, convert_rank_seconds: rankSeconds },
       };
       process.stdout.write(JSON.stringify(result) + '\n');
     } finally {

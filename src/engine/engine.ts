@@ -4,9 +4,9 @@
 //                                 (segments: rank 0's count; with pp, a stage's count is in its manifest)
 //   ENGINE/rank{r}/seg{i}.onnx    segment graphs of rank r (weights as external data)
 //   ENGINE/rank{r}/weights.bin    rank r's weights, 64 KiB aligned
-//   ENGINE/rank{r}/manifest.json  sizes and sha256 of rank r's files (damage detection)
+//   ENGINE/rank{r}/manifest.json  sizes and CRC-32 of rank r's files (damage detection; checksum.ts)
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, writeFile as writeFileRaw } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -19,6 +19,7 @@ import { resolveBuildConfig, type BuildConfig } from './build-config.js';
 import { buildLlamaSegments } from './llama-graph.js';
 import { isQuantizedLinear, loadQuantLinear } from './linear.js';
 import { WeightFile } from './weight-file.js';
+import { fileChecksum, recordedAlgo, sumOf, type FileSum } from './checksum.js';
 
 export const ENGINE_VERSION = 1;
 const WEIGHTS = 'weights.bin';
@@ -36,7 +37,7 @@ export interface EngineConfig {
 
 export interface Manifest {
   rank: number;
-  files: Record<string, { size: number; sha256: string }>;
+  files: Record<string, FileSum>;
   /** Tensor bytes in weights.bin (without alignment padding), and of those the embedding table's. */
   weight_bytes?: number;
   embedding_bytes?: number;
@@ -113,10 +114,10 @@ export class Engine {
     for (let i = 0; i < this.built.graphs.length; i++) {
       const bytes = this.built.graphs[i];
       await writeFile(join(rdir, `seg${i}.onnx`), bytes);
-      files[`seg${i}.onnx`] = { size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+      files[`seg${i}.onnx`] = sumOf(bytes);
     }
     const wpath = join(rdir, WEIGHTS);
-    files[WEIGHTS] = { size: this.built.weights.size, sha256: await this.built.weights.write(wpath).catch((e) => { throw withPath(e, wpath); }) };
+    files[WEIGHTS] = { size: this.built.weights.size, crc32: await this.built.weights.write(wpath).catch((e) => { throw withPath(e, wpath); }) };
     const manifest: Manifest = { rank: this.rank, files, weight_bytes: this.built.weights.dataBytes, embedding_bytes: this.built.embeddingBytes };
     await writeFile(join(rdir, 'manifest.json'), JSON.stringify(manifest, null, 1));
     const finish = async () => {
@@ -162,7 +163,7 @@ export class Engine {
     return config;
   }
 
-  /** Opens rank `rank`'s part of a saved engine, checking the layout and (by default) every file's hash. */
+  /** Opens rank `rank`'s part of a saved engine, checking the layout and (by default) every file's checksum. */
   static async fromDir(dir: string, rank: number, opts: { worldSize?: number; verify?: boolean } = {}): Promise<Engine> {
     const config = await Engine.readConfig(dir);
     const ranks = engineWorldSize(config);
@@ -184,8 +185,9 @@ export class Engine {
       if (!st) throw new InputError(`${p}: missing (damaged engine)`);
       if (st.size !== want.size) throw new InputError(`${p}: ${st.size} bytes, expected ${want.size} (damaged engine)`);
       if (opts.verify !== false) {
-        const got = createHash('sha256').update(await readFile(p)).digest('hex');
-        if (got !== want.sha256) throw new InputError(`${p}: checksum mismatch (damaged engine)`);
+        const algo = recordedAlgo(want);
+        if (!algo) throw new InputError(`${manPath}: no checksum for ${file} (damaged engine)`);
+        if (await fileChecksum(p, algo) !== want[algo]) throw new InputError(`${p}: checksum mismatch (damaged engine)`);
       }
     }
     const nseg = rank === 0 ? config.segments : Object.keys(man.files).filter((f) => /^seg\d+\.onnx$/.test(f)).length;

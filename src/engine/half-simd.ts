@@ -13,6 +13,7 @@
 // Opcodes: WebAssembly core spec §5.4 and the fixed-width SIMD proposal's binary encoding table.
 
 import { leb, sleb, vec, str, section } from '../util/wasm-encode.js';
+import { TRANS_FNS, TransposePool, transposeThreads } from './transpose-pool.js';
 
 // Instructions.
 const I32 = 0x7f, V128 = 0x7b;
@@ -30,17 +31,15 @@ const i16sub = simd(0x91), i16shl = simd(0x8b), i16ltU = simd(0x30), i16leU = si
 const shuffle = (lanes: number[]) => simd(0x0d, ...lanes);
 const call = (f: number) => [0x10, ...leb(f)];
 const load16u = (offset = 0) => [0x2f, 1, ...leb(offset)];
-const store16 = (offset = 0) => [0x3b, 1, ...leb(offset)];
 const block = (...body: number[][]) => [0x02, 0x40, ...body.flat(), 0x0b];
 const loop = (...body: number[][]) => [0x03, 0x40, ...body.flat(), 0x0b];
 const ifElse = (type: number, then: number[], els: number[]) => [0x04, type, ...then, 0x05, ...els, 0x0b];
 const brIf = (d: number) => [0x0d, ...leb(d)];
 const br = (d: number) => [0x0c, ...leb(d)];
 
-/** Memory layout: the two tables, a 16-byte scratch vector, then the arena JavaScript manages. */
+/** Memory layout: the two tables, 64 bytes unused, then the arena JavaScript manages. */
 export const TABLE_BF16 = 0;
 export const TABLE_F16 = 131072;
-const SCRATCH = 262144;
 const FIXED = 262144 + 64;
 const MIN_PAGES = FIXED / 65536 + 1;
 /** wasm32 addresses 4 GiB; tensors that do not fit are converted in JavaScript. */
@@ -88,20 +87,18 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
     [0x60, 3, I32, I32, I32, 0], // (src, dst, n8)
     [0x60, 6, I32, I32, I32, I32, I32, I32, 0], // (src, dst, rows, cols, k0, k1)
   ];
-  // slow(v, table): every lane through the table. Locals: 2 = i.
+  // slow(v, table): every lane through the table, lane by lane in registers (no scratch memory: worker
+  // threads run these functions on the same memory at once, transpose-pool.ts).
   const slow: Func = {
     type: 0,
-    locals: [[1, I32]],
+    locals: [],
     code: [
-      ...i32(SCRATCH), ...get(0), ...vstore(),
-      ...i32(0), ...set(2),
-      ...loop(
-        i32(SCRATCH), get(2), add,
-        get(1), i32(SCRATCH), get(2), add, load16u(), i32(1), [0x74], add, load16u(),
-        store16(),
-        get(2), i32(2), add, tee(2), i32(16), [0x49], brIf(0), // i < 16
-      ),
-      ...i32(SCRATCH), ...vload(),
+      ...Array.from({ length: 8 }, (_, l) => [
+        ...get(0),
+        ...get(0), ...simd(0x19, l), ...i32(1), 0x74, ...get(1), ...add, ...load16u(), // table[lane l]
+        ...simd(0x1a, l), ...set(0), // i16x8.replace_lane l
+      ]).flat(),
+      ...get(0),
     ],
   };
   // map(src, dst, n8): n8 vectors. Locals: 3 = i (byte offset), 4 = end, 5 = v, 6 = a, 7.. constants.
@@ -217,12 +214,20 @@ type TransFn = (src: number, dst: number, rows: number, cols: number, k0: number
 
 const align = (n: number, a = 64) => Math.ceil(n / a) * a;
 
+/** Transposes whose output is smaller never start worker threads (small engines build as before). */
+const POOL_MIN_BYTES = 2 << 20;
+
 /**
  * One instance per process. Its memory holds the tables, the file writer's chunk ring (lent to one
  * writer at a time) and an arena where the tensor being converted is staged.
  */
 export class HalfSimd {
   private mem: WebAssembly.Memory;
+  private module: WebAssembly.Module;
+  /** Workers sharing the transposes while a weight file is written (the ring is lent). */
+  private pool: TransposePool | undefined;
+  /** Whether a writer holds the ring; the pool starts at the first transpose worth sharing. */
+  private poolWanted = false;
   private fns: { map_bf16: MapFn; map_f16: MapFn; trans_bf16: TransFn; trans_f16: TransFn; trans4_bf16: TransFn; trans4_f16: TransFn };
   /** The source tensor whose bytes are in the arena (transposes read it whole, chunk after chunk). */
   private staged: object | undefined;
@@ -232,8 +237,9 @@ export class HalfSimd {
   /** ArrayBuffer objects (one per growth of the memory) of the views handed out: all this memory. */
   private own = new WeakSet<ArrayBufferLike>();
 
-  private constructor(mem: WebAssembly.Memory, inst: WebAssembly.Instance, bf16: Uint16Array, f16: Uint16Array) {
+  private constructor(mem: WebAssembly.Memory, module: WebAssembly.Module, inst: WebAssembly.Instance, bf16: Uint16Array, f16: Uint16Array) {
     this.mem = mem;
+    this.module = module;
     this.fns = inst.exports as never;
     new Uint16Array(this.mem.buffer, TABLE_BF16, 65536).set(bf16);
     new Uint16Array(this.mem.buffer, TABLE_F16, 65536).set(f16);
@@ -243,8 +249,9 @@ export class HalfSimd {
   static create(bf16Table: Uint16Array, f16Table: Uint16Array): HalfSimd | undefined {
     try {
       const mem = new WebAssembly.Memory({ initial: MIN_PAGES, maximum: MAX_PAGES, shared: true } as WebAssembly.MemoryDescriptor);
-      const inst = new WebAssembly.Instance(new WebAssembly.Module(moduleBytes()), { env: { mem } });
-      return new HalfSimd(mem, inst, bf16Table, f16Table);
+      const module = new WebAssembly.Module(moduleBytes());
+      const inst = new WebAssembly.Instance(module, { env: { mem } });
+      return new HalfSimd(mem, module, inst, bf16Table, f16Table);
     } catch {
       return undefined;
     }
@@ -285,11 +292,15 @@ export class HalfSimd {
     this.ringLent = true;
     this.arena = Math.max(this.arena, FIXED + count * stride);
     this.staged = undefined;
+    this.poolWanted = true;
     return Array.from({ length: count }, (_, i) => this.bytes(FIXED + i * stride, bytes));
   }
 
   returnRing(): void {
     this.ringLent = false;
+    this.poolWanted = false;
+    this.pool?.stop();
+    this.pool = undefined;
   }
 
   /**
@@ -327,8 +338,11 @@ export class HalfSimd {
       this.staged = key;
     }
     const out = direct < 0 ? scratch : direct;
-    const f = rows % 32 ? (kind === 'bfloat16' ? this.fns.trans_bf16 : this.fns.trans_f16) : (kind === 'bfloat16' ? this.fns.trans4_bf16 : this.fns.trans4_f16);
-    f(this.arena, out, rows, cols, k0, k1);
+    const name = rows % 32 ? (kind === 'bfloat16' ? 'trans_bf16' : 'trans_f16') : (kind === 'bfloat16' ? 'trans4_bf16' : 'trans4_f16');
+    const f = this.fns[name];
+    if (this.poolWanted && !this.pool && outBytes >= POOL_MIN_BYTES) this.pool = TransposePool.start(this.module, this.mem, transposeThreads());
+    if (this.pool) this.pool.run(TRANS_FNS.indexOf(name), this.arena, out, rows, cols, k0, k1, (a, b, d) => f(this.arena, d, rows, cols, a, b));
+    else f(this.arena, out, rows, cols, k0, k1);
     if (direct < 0) dst.set(this.bytes(out, outBytes));
     return true;
   }

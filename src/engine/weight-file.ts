@@ -3,12 +3,15 @@
 //
 // Writing streams: the file is produced front to back in chunks; deferred tensors (weight-convert.ts)
 // are converted straight into the chunk that holds their final offset. While the main thread fills the
-// next chunk, the previous ones are written by libuv's thread pool and hashed (sha256, for the engine's
-// manifest) by a worker thread, so converting, writing and hashing overlap.
+// next chunk, the previous ones are written by libuv's thread pool and checksummed (CRC-32, for the
+// engine's manifest: checksum.ts says why not sha256) by a worker thread, so converting, writing and
+// checksumming overlap.
 
-import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { crc32Combine, crc32Hex } from './checksum.js';
 import type { ExternalRef } from './onnx-proto.js';
 import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
 import type { Tensor } from '../core/tensor.js';
@@ -19,8 +22,11 @@ export const WEIGHT_ALIGN = 64 * 1024;
 /** Bytes per chunk of the file; a few are in flight at once. */
 const CHUNK = 8 << 20;
 const RING = 4;
-/** Below this the file is hashed on the main thread (a worker's start costs more than it saves). */
+/** Below this the file is checksummed on the main thread (a worker's start costs more than it saves). */
 const WORKER_HASH_MIN = 64 << 20;
+
+/** Knobs for tests: chunk size, where worker checksums start, how many checksum workers. */
+export interface WriteOptions { chunkBytes?: number; workerHashMin?: number; hashThreads?: number }
 
 interface Entry { name: string; offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
 
@@ -50,14 +56,14 @@ export class WeightFile {
     return ref;
   }
 
-  /** Writes the file and returns its sha256 (recorded in the engine config to detect damage). */
-  async write(path: string, opts: { chunkBytes?: number; workerHashMin?: number } = {}): Promise<string> {
+  /** Writes the file and returns its CRC-32 as 8 hex digits (recorded in the manifest to detect damage). */
+  async write(path: string, opts: WriteOptions = {}): Promise<string> {
     return traceSpan('weights.write', () => this.writeFile(path, opts), { bytes: this.size, tensors: this.entries.length });
   }
 
-  private async writeFile(path: string, opts: { chunkBytes?: number; workerHashMin?: number }): Promise<string> {
+  private async writeFile(path: string, opts: WriteOptions): Promise<string> {
     const fh = await open(path, 'w');
-    const hasher = this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? new WorkerHasher() : new InlineHasher();
+    const hasher = this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? new WorkerHasher(opts.hashThreads ?? hashThreads()) : new InlineHasher();
     const out = new ChunkWriter(fh, hasher, opts.chunkBytes ?? CHUNK);
     try {
       for (const e of this.entries) {
@@ -86,36 +92,40 @@ interface Hasher {
 }
 
 class InlineHasher implements Hasher {
-  private h = createHash('sha256');
-  async update(buf: Uint8Array): Promise<void> { this.h.update(buf); }
-  async digest(): Promise<string> { return this.h.digest('hex'); }
+  private crc = 0;
+  async update(buf: Uint8Array): Promise<void> { this.crc = crc32(buf, this.crc); }
+  async digest(): Promise<string> { return crc32Hex(this.crc); }
   close(): void {}
 }
 
-// The worker hashes views of the shared chunk buffers in the order they are posted. Each buffer is
-// sent once and then named by its index: posting a SharedArrayBuffer is far dearer than a few numbers.
+// Each worker checksums whole chunks (views of the shared chunk buffers), each from zero; the parts are
+// joined in file order with crc32Combine, so chunks can be checksummed on several threads at once (one
+// thread checksums about as fast as the file is written, and transposes scale with cores). Each buffer
+// is sent once and then named by its index: posting a SharedArrayBuffer is far dearer than a few numbers.
 const HASH_WORKER = `
 const { parentPort } = require('node:worker_threads');
-const h = require('node:crypto').createHash('sha256');
+const { crc32 } = require('node:zlib');
 const bufs = [];
 parentPort.on('message', (m) => {
   if (m.sab) { bufs[m.reg] = m.sab; return; }
-  if (m.digest) parentPort.postMessage({ id: m.id, hex: h.digest('hex') });
-  else { h.update(new Uint8Array(bufs[m.b], m.off, m.len)); parentPort.postMessage({ id: m.id }); }
+  parentPort.postMessage({ id: m.id, crc: crc32(new Uint8Array(bufs[m.b], m.off, m.len)) });
 });`;
 
-class WorkerHasher implements Hasher {
+/** Checksum workers: one per four cores this process may use, 1 to 3 (the ring holds 4 chunks). */
+const hashThreads = () => Math.max(1, Math.min(3, availableParallelism() >> 2));
+
+class CrcWorker {
   private w = new Worker(HASH_WORKER, { eval: true });
   private next = 0;
-  private waiting = new Map<number, { resolve: (v: string) => void; reject: (e: Error) => void }>();
+  private waiting = new Map<number, { resolve: (crc: number) => void; reject: (e: Error) => void }>();
   private failed: Error | undefined;
   private known = new Map<ArrayBufferLike, number>();
 
   constructor() {
-    this.w.on('message', (m: { id: number; hex?: string }) => {
+    this.w.on('message', (m: { id: number; crc: number }) => {
       const p = this.waiting.get(m.id);
       this.waiting.delete(m.id);
-      p?.resolve(m.hex ?? '');
+      p?.resolve(m.crc);
     });
     const fail = (e: Error) => {
       this.failed = e;
@@ -123,31 +133,49 @@ class WorkerHasher implements Hasher {
       this.waiting.clear();
     };
     this.w.on('error', fail);
-    this.w.on('exit', (code) => { if (this.waiting.size) fail(new Error(`hash worker exited (code ${code})`)); });
+    this.w.on('exit', (code) => { if (this.waiting.size) fail(new Error(`checksum worker exited (code ${code})`)); });
   }
 
-  private call(msg: object): Promise<string> {
+  crc(buf: Uint8Array): Promise<number> {
     if (this.failed) return Promise.reject(this.failed);
-    const id = this.next++;
-    return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      this.w.postMessage({ ...msg, id });
-    });
-  }
-
-  async update(buf: Uint8Array): Promise<void> {
-    if (!(buf.buffer instanceof SharedArrayBuffer)) throw new Error('hash worker: chunk is not shared memory');
+    if (!(buf.buffer instanceof SharedArrayBuffer)) return Promise.reject(new Error('checksum worker: chunk is not shared memory'));
     let b = this.known.get(buf.buffer);
     if (b === undefined) {
       b = this.known.size;
       this.known.set(buf.buffer, b);
       this.w.postMessage({ reg: b, sab: buf.buffer });
     }
-    await this.call({ b, off: buf.byteOffset, len: buf.length });
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.w.postMessage({ b, off: buf.byteOffset, len: buf.length, id });
+    });
   }
 
-  digest(): Promise<string> { return this.call({ digest: true }); }
   close(): void { void this.w.terminate(); }
+}
+
+class WorkerHasher implements Hasher {
+  private workers: CrcWorker[];
+  constructor(threads: number) { this.workers = Array.from({ length: Math.max(1, threads) }, () => new CrcWorker()); }
+  private turn = 0;
+  /** Each chunk's CRC (from zero) and length, in file order. */
+  private parts: { crc: Promise<number>; len: number }[] = [];
+
+  async update(buf: Uint8Array): Promise<void> {
+    const crc = this.workers[this.turn++ % this.workers.length].crc(buf);
+    crc.catch(() => undefined); // collected by digest(); the caller also awaits it
+    this.parts.push({ crc, len: buf.length });
+    await crc;
+  }
+
+  async digest(): Promise<string> {
+    let crc = 0;
+    for (const p of this.parts) crc = crc32Combine(crc, await p.crc, p.len);
+    return crc32Hex(crc);
+  }
+
+  close(): void { for (const w of this.workers) w.close(); }
 }
 
 /**
