@@ -46,7 +46,7 @@ interface Entry {
   mine?: number;
 }
 
-/** Collectives this rank has begun, by sequence number, kept for a while to check late arrivals. */
+/** Collectives this rank has begun, by key, the latest few kept to check late arrivals. */
 const STARTED_KEPT = 4096;
 
 export class Inbox {
@@ -63,8 +63,11 @@ export class Inbox {
 
   /** This rank begins collective #a described by `desc`: messages for it that came early must agree. */
   begin(a: number, desc: number): void {
+    // Oldest out first, whatever the key: keys of several groups interleave, and a group's sequence wraps
+    // (an entry left from before a wrap would fail the next round's early arrivals as mismatched).
+    this.started.delete(a);
     this.started.set(a, desc);
-    this.started.delete(a - STARTED_KEPT);
+    if (this.started.size > STARTED_KEPT) this.started.delete(this.started.keys().next().value!);
     for (let src = 0; src < this.boxes.length; src++) {
       for (let b = 0; b < 2; b++) {
         const e = this.boxes[src].get(Inbox.key(a, b));

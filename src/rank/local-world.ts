@@ -51,7 +51,8 @@ export class LocalWorld implements World, Group {
   async broadcastObject<T = unknown>(value: T | undefined, root: number): Promise<T> { checkRoot(root, 1); return value as T; }
   /** The only group a world of one has is itself. */
   newGroup(ranks: readonly number[]): Group {
-    checkGroupRanks(ranks, 1, ++this.groups);
+    checkGroupRanks(ranks, 1, this.groups + 1);
+    this.groups++;
     return this;
   }
   async close(_opts?: CloseOptions): Promise<void> {}
