@@ -17,6 +17,7 @@ import type { Ticket, Transport } from './collectives/round.js';
 
 /** How long close() waits for a peer to acknowledge its goodbye (one whose event loop is blocked). */
 const CLOSE_WAIT_MS = 5000;
+const NONE: number[] = [];
 
 export class PeerWorld implements World, Transport {
   readonly rank: number;
@@ -104,8 +105,13 @@ export class PeerWorld implements World, Transport {
 
   async complete(what: string, recvs: [number, number, number][], tickets: Ticket[], timeoutMs?: number): Promise<void> {
     try {
-      // Called in the spin loop: Progress.missing allocates only when something is missing.
-      await this.p.waitFor(what, () => Progress.missing((s, a, b) => this.inbox.done(s, a, b), recvs, tickets), timeoutMs);
+      await this.p.waitFor(what, () => {
+        // Called in the spin loop: allocate only when something is missing.
+        let miss: Set<number> | undefined;
+        for (const [src, a, b] of recvs) if (!this.inbox.done(src, a, b)) (miss ??= new Set()).add(src);
+        for (const t of tickets) if (!t.done) (miss ??= new Set()).add(t.dst);
+        return miss ? [...miss].sort((x, y) => x - y) : NONE;
+      }, timeoutMs);
     } catch (e) {
       for (const [src, a, b] of recvs) this.inbox.forget(src, a, b);
       throw e;

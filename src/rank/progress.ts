@@ -8,7 +8,6 @@ import type { Links } from './links.js';
 const DISCONNECT_GRACE_MS = 100;
 /** How long a rank whose peer said goodbye waits before failing in turn (see waitFor). */
 const SECONDARY_FAILURE_DELAY_MS = 250;
-const NONE: number[] = [];
 
 export class Progress {
   /** Peers that left: `at` 0 for a goodbye, else when the disconnect was seen. */
@@ -134,13 +133,5 @@ export class Progress {
     } finally {
       this.waiting--;
     }
-  }
-
-  /** The ranks among `recvs` and `tickets` still outstanding, ascending (allocates only when some are). */
-  static missing(done: (src: number, a: number, b: number) => boolean, recvs: [number, number, number][], tickets: { done: boolean; dst: number }[]): number[] {
-    let miss: Set<number> | undefined;
-    for (const [src, a, b] of recvs) if (!done(src, a, b)) (miss ??= new Set()).add(src);
-    for (const t of tickets) if (!t.done) (miss ??= new Set()).add(t.dst);
-    return miss ? [...miss].sort((x, y) => x - y) : NONE;
   }
 }

@@ -10,11 +10,18 @@ import { checkOp, chunks, ELEM, sub } from './slices.js';
 /** Up to this many bytes sent per rank, everyone sends everything to everyone (latency over bandwidth). */
 const SMALL_BYTES = 64 * 1024;
 
-export async function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
-  const dtype = dtypeOf(buf, o?.dtype);
-  checkOp(op);
-  const rd = c.round(descriptor('allReduce', dtype, op), 'allReduce', ` (${buf.length} x ${dtype})`, o?.timeoutMs);
-  if (c.size === 1) return buf;
+/** Not async (bad arguments still reject): each async layer costs microtask turns on a latency-bound call. */
+export function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
+  let dtype: CommDType;
+  let rd: Round;
+  try {
+    dtype = dtypeOf(buf, o?.dtype);
+    checkOp(op);
+    rd = c.round(descriptor('allReduce', dtype, op), 'allReduce', ` (${buf.length} x ${dtype})`, o?.timeoutMs);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  if (c.size === 1) return Promise.resolve(buf);
   return c.buffers.serial(() => (buf.length * ELEM[dtype] * (c.size - 1) <= SMALL_BYTES || buf.length < c.size
     ? small(c, rd, buf, op, dtype) : large(c, rd, buf, op, dtype)));
 }
