@@ -1,8 +1,9 @@
 // The generation loop: one batched prefill (prompts right-padded, each row's length in seqlens_k), then
 // decode steps that feed only each row's newest token against the in-place KV cache.
 //
-// With pipeline parallelism (pp > 1) the prompts are cut into micro-batches, each with its own KV cache
-// on every stage. The first stage embeds and runs its layers, sends the hidden states to the next stage
+// One loop for every pipeline depth; pp = 1 is the pipeline of one stage, which is first and last at once
+// (it samples its own logits and feeds the tokens straight back, with no message). With pp > 1 the
+// prompts are cut into micro-batches, each with its own KV cache on every stage. The first stage embeds and runs its layers, sends the hidden states to the next stage
 // (world send/recv, from each tp rank to the same tp rank of the next stage, TensorRT-LLM's
 // next_pp_rank), and so on; the last stage samples and sends the tokens back to the first (its
 // next_pp_rank wraps around). While one micro-batch is in a later stage the first stage already runs the
@@ -64,80 +65,8 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
     if (p.length > bc.max_input_len) throw new InputError(`prompt ${i} has ${p.length} tokens, more than the engine's max_input_len ${bc.max_input_len}`);
     for (const id of p) if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`prompt ${i}: token id ${id} is outside the vocabulary [0, ${V})`);
   });
-  const S = Math.max(...prompts.map((p) => p.length));
   const { maxNew } = newTokenBudget(bc, prompts, opts.maxNewTokens);
-  if (runner.mapping.ppSize > 1) return generatePipelined(runner, prompts, opts, maxNew);
-  const capacity = S + Math.max(maxNew, 1);
-  const cache = runner.newCache(B, capacity);
-  const lens = prompts.map((p) => p.length);
-
-  const ids = new Array<number>(B * S).fill(0);
-  prompts.forEach((p, b) => p.forEach((t, i) => { ids[b * S + i] = t; }));
-  const t0 = performance.now();
-  const logits = await traceSpan('prefill', () => runner.forward({
-    batch: B, seq: S, ids,
-    seqlensK: Int32Array.from(lens, (l) => l - 1),
-    totalSeq: S,
-    positions: lens.map((l) => l - 1),
-    npos: 1,
-  }, cache), { batch: B, tokens: lens.reduce((a, b) => a + b, 0) });
-  const prefillMs = performance.now() - t0;
-  const lastPromptLogits = prompts.map((_, b) => logits.slice(b * V, (b + 1) * V));
-
-  const rands = prompts.map(() => seededRandom(opts.seed ?? 0));
-  const eos = new Set(opts.eosIds ?? []);
-  const newIds: number[][] = prompts.map(() => []);
-  const done = prompts.map(() => maxNew === 0);
-  let row = logits;
-  let steps = 0;
-  const t1 = performance.now();
-  let ttftMs = prefillMs;
-  const stepMs: number[] = [];
-  let lastAt = t1;
-  for (let step = 0; step < maxNew; step++) {
-    const next = prompts.map((_, b) => {
-      if (done[b]) return 0;
-      const tok = sampleToken(row.subarray(b * V, (b + 1) * V), opts, rands[b]);
-      newIds[b].push(tok);
-      if (eos.has(tok) || newIds[b].length >= maxNew) done[b] = true;
-      return tok;
-    });
-    const now = performance.now();
-    if (step === 0) ttftMs = now - t0;
-    else {
-      stepMs.push(now - lastAt);
-      traceCounter('token latency', { ms: now - lastAt });
-    }
-    lastAt = now;
-    opts.onStep?.(step + 1);
-    if (done.every(Boolean)) break;
-    // Row b's newest token sits at index lens[b] + step of its cache.
-    row = await traceSpan('decode', () => runner.forward({
-      batch: B, seq: 1, ids: next,
-      seqlensK: Int32Array.from(lens, (l) => l + step),
-      totalSeq: Math.max(...lens) + step + 1,
-      positions: new Array(B).fill(0),
-      npos: 1,
-    }, cache));
-    steps++;
-  }
-  const decodeMs = performance.now() - t1;
-  cache.dispose();
-  const produced = newIds.reduce((s, r) => s + r.length, 0);
-  return {
-    promptIds: prompts,
-    newIds,
-    lastPromptLogits,
-    timings: {
-      prefill_ms: prefillMs,
-      decode_ms_per_token: steps ? decodeMs / steps : 0,
-      tokens_per_s: decodeMs > 0 ? (produced - B) / (decodeMs / 1000) : 0,
-      decode_steps: steps,
-      total_ms: performance.now() - t0,
-      ttft_ms: ttftMs,
-      step_ms: stepMs,
-    },
-  };
+  return runPipeline(runner, prompts, opts, maxNew);
 }
 
 interface MicroBatch {
@@ -157,6 +86,7 @@ function passRequest(mb: MicroBatch, pass: number, ids?: ArrayLike<number>): For
     mb.prompts.forEach((p, b) => p.forEach((t, i) => { flat[b * mb.S + i] = t; }));
     return { batch: B, seq: mb.S, ids: flat, seqlensK: Int32Array.from(mb.lens, (l) => l - 1), totalSeq: mb.S, positions: mb.lens.map((l) => l - 1), npos: 1 };
   }
+  // Row b's newest token sits at index lens[b] + pass - 1 of its cache.
   return {
     batch: B, seq: 1, ids: ids ?? new Array(B).fill(0),
     seqlensK: Int32Array.from(mb.lens, (l) => l + pass - 1),
@@ -178,27 +108,54 @@ function splitMicroBatches(prompts: number[][], m: number): { first: number; pro
   return out;
 }
 
-async function generatePipelined(runner: EngineRunner, prompts: number[][], opts: GenerateOptions, maxNew: number): Promise<GenerateResult> {
+/** The last stage's sampling: every row's next token (-1 once done) then its done flag, as [2 * rows]. */
+function sampler(prompts: number[][], opts: GenerateOptions, maxNew: number, newIds: number[][], V: number) {
+  const rands = prompts.map(() => seededRandom(opts.seed ?? 0));
+  const eos = new Set(opts.eosIds ?? []);
+  const done = prompts.map(() => maxNew === 0);
+  return (mb: MicroBatch, logits: Float32Array): Int32Array => {
+    const Bk = mb.prompts.length;
+    const out = new Int32Array(2 * Bk).fill(-1);
+    for (let b = 0; b < Bk; b++) {
+      const g = mb.first + b;
+      if (!done[g]) {
+        const tok = sampleToken(logits.subarray(b * V, (b + 1) * V), opts, rands[g]);
+        newIds[g].push(tok);
+        if (eos.has(tok) || newIds[g].length >= maxNew) done[g] = true;
+        out[b] = tok;
+      }
+      out[Bk + b] = done[g] ? 1 : 0;
+    }
+    return out;
+  };
+}
+
+async function runPipeline(runner: EngineRunner, prompts: number[][], opts: GenerateOptions, maxNew: number): Promise<GenerateResult> {
   const { world, mapping: m } = runner;
   const V = runner.vocabSize;
   const H = runner.config.pretrained_config.hidden_size;
   const B = prompts.length;
+  const first = m.isFirstPpRank();
+  const last = m.isLastPpRank();
   const M = Math.max(1, Math.min(B, opts.microBatches ?? Math.min(B, m.ppSize)));
-  const mbs: MicroBatch[] = splitMicroBatches(prompts, M).map(({ first, prompts: ps }) => {
+  const mbs: MicroBatch[] = splitMicroBatches(prompts, M).map(({ first: at, prompts: ps }) => {
     const lens = ps.map((p) => p.length);
     const S = Math.max(...lens);
-    return { first, prompts: ps, lens, S, cache: runner.newCache(ps.length, S + Math.max(maxNew, 1)) };
+    return { first: at, prompts: ps, lens, S, cache: runner.newCache(ps.length, S + Math.max(maxNew, 1)) };
   });
   const prev = m.prevPpRank();
   const next = m.nextPpRank();
   const [HDR, HID, TOK, LOGITS] = [TAG_PIPE, TAG_PIPE + 1, TAG_PIPE + 2, TAG_PIPE + 3];
   const newIds: number[][] = prompts.map(() => []);
   const lastPromptLogits: Float32Array[] = prompts.map(() => new Float32Array(0));
+  const sample = last ? sampler(prompts, opts, maxNew, newIds, V) : undefined;
+  const span = (k: number, pass: number) => (pass === 0
+    ? { micro_batch: k, batch: mbs[k].prompts.length, tokens: mbs[k].lens.reduce((a, b) => a + b, 0) } : { micro_batch: k });
   const t0 = performance.now();
   let firstTokenMs = 0;
   let produced = 0;
   let maxPass = 0;
-  // Per micro-batch: when this stage last finished a pass of it (pass ≥ 1 gives one step latency).
+  // Per micro-batch: when this stage last finished a pass of it (pass >= 1 gives one step latency).
   const passDoneAt = new Map<number, number>();
   const stepMs: number[] = [];
   let ttftMs = 0;
@@ -211,12 +168,15 @@ async function generatePipelined(runner: EngineRunner, prompts: number[][], opts
     passDoneAt.set(k, now);
   };
   try {
-    if (m.isFirstPpRank()) {
-      // Drives the pipeline: results come back in the order the passes were sent (FIFO through every stage).
+    if (first) {
+      // Drives the pipeline: results come back in the order the passes were sent (FIFO through every
+      // stage). A single stage holds its own results here instead of receiving them.
       const inFlight: [number, number][] = [];
+      const own: { res: Int32Array; logits?: Float32Array }[] = [];
       const run = async (k: number, pass: number, ids?: ArrayLike<number>) => {
-        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => runner.forwardStage(passRequest(mbs[k], pass, ids), mbs[k].cache), { micro_batch: k });
-        await Promise.all([world.send(Int32Array.of(k, pass), next, HDR), world.send(r.hidden!, next, HID)]);
+        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => runner.forwardStage(passRequest(mbs[k], pass, ids), mbs[k].cache), span(k, pass));
+        if (last) own.push({ res: sample!(mbs[k], r.logits!), logits: pass === 0 ? r.logits : undefined });
+        else await Promise.all([world.send(Int32Array.of(k, pass), next, HDR), world.send(r.hidden!, next, HID)]);
         inFlight.push([k, pass]);
       };
       for (let k = 0; k < M; k++) await run(k, 0);
@@ -225,14 +185,19 @@ async function generatePipelined(runner: EngineRunner, prompts: number[][], opts
         const [k, pass] = inFlight.shift()!;
         const mb = mbs[k];
         const Bk = mb.prompts.length;
-        const res = await traceSpan('pipeline.wait', () => world.recv(prev, TOK, new Int32Array(2 * Bk)));
+        const mine = own.shift();
+        const res = mine?.res ?? await traceSpan('pipeline.wait', () => world.recv(prev, TOK, new Int32Array(2 * Bk)));
         if (pass === 0) {
-          const lg = await world.recv(prev, LOGITS, new Float32Array(Bk * V));
+          const lg = mine?.logits ?? await world.recv(prev, LOGITS, new Float32Array(Bk * V));
           for (let b = 0; b < Bk; b++) lastPromptLogits[mb.first + b] = lg.slice(b * V, (b + 1) * V);
           if (!firstTokenMs) firstTokenMs = performance.now() - t0;
         }
         passDone(k, pass);
-        for (let b = 0; b < Bk; b++) if (res[b] >= 0) { newIds[mb.first + b].push(res[b]); produced++; }
+        for (let b = 0; b < Bk; b++) {
+          if (res[b] < 0) continue;
+          if (!last) newIds[mb.first + b].push(res[b]);
+          produced++;
+        }
         const most = Math.max(...newIds.map((r) => r.length));
         if (most > shown) { shown = most; opts.onStep?.(most); }
         maxPass = Math.max(maxPass, pass);
@@ -240,45 +205,30 @@ async function generatePipelined(runner: EngineRunner, prompts: number[][], opts
         for (let b = 0; b < Bk; b++) if (!res[Bk + b]) alive = true;
         if (alive) await run(k, pass + 1, Array.from(res.subarray(0, Bk), (t) => Math.max(0, t)));
       }
-      await world.send(Int32Array.of(-1, -1), next, HDR);
+      if (!last) await world.send(Int32Array.of(-1, -1), next, HDR);
     } else {
       // Later stages serve whatever arrives, in order, until the first stage says stop.
-      const rands = prompts.map(() => seededRandom(opts.seed ?? 0));
-      const eos = new Set(opts.eosIds ?? []);
-      const done = prompts.map(() => maxNew === 0);
       for (;;) {
         const hdr = await world.recv(prev, HDR, new Int32Array(2));
         if (hdr[0] < 0) {
-          if (!m.isLastPpRank()) await world.send(hdr, next, HDR);
+          if (!last) await world.send(hdr, next, HDR);
           break;
         }
         const [k, pass] = hdr;
         const mb = mbs[k];
-        const Bk = mb.prompts.length;
         const req = passRequest(mb, pass);
-        const hidden = await world.recv(prev, HID, new Float32Array(Bk * req.seq * H));
-        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => runner.forwardStage(req, mb.cache, hidden), { micro_batch: k });
+        const hidden = await world.recv(prev, HID, new Float32Array(mb.prompts.length * req.seq * H));
+        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => runner.forwardStage(req, mb.cache, hidden), span(k, pass));
         passDone(k, pass);
-        if (!m.isLastPpRank()) {
+        if (!last) {
           await Promise.all([world.send(hdr, next, HDR), world.send(r.hidden!, next, HID)]);
           continue;
         }
-        const logits = r.logits!;
-        const out = new Int32Array(2 * Bk).fill(-1);
-        for (let b = 0; b < Bk; b++) {
-          const g = mb.first + b;
-          if (!done[g]) {
-            const tok = sampleToken(logits.subarray(b * V, (b + 1) * V), opts, rands[g]);
-            newIds[g].push(tok);
-            produced++;
-            if (eos.has(tok) || newIds[g].length >= maxNew) done[g] = true;
-            out[b] = tok;
-          }
-          out[Bk + b] = done[g] ? 1 : 0;
-        }
+        const out = sample!(mb, r.logits!);
+        for (let b = 0; b < mb.prompts.length; b++) if (out[b] >= 0) produced++;
         maxPass = Math.max(maxPass, pass);
         const sends = [world.send(out, next, TOK)];
-        if (pass === 0) sends.push(world.send(logits, next, LOGITS));
+        if (pass === 0) sends.push(world.send(r.logits!, next, LOGITS));
         await Promise.all(sends);
       }
     }
@@ -297,7 +247,7 @@ async function generatePipelined(runner: EngineRunner, prompts: number[][], opts
       tokens_per_s: decodeMs > 0 ? Math.max(0, produced - mbs[0].prompts.length) / (decodeMs / 1000) : 0,
       decode_steps: maxPass,
       total_ms: totalMs,
-      micro_batches: M,
+      ...(m.ppSize > 1 ? { micro_batches: M } : {}),
       ttft_ms: ttftMs,
       step_ms: stepMs,
     },

@@ -5,14 +5,14 @@
 
 import os from 'node:os';
 import ort from './ort.js';
-import type { World } from '../rank/types.js';
+import type { Group, World } from '../rank/types.js';
 import { traceSpan } from '../util/trace.js';
 import type { Engine } from './engine.js';
 import { rankShape, type RankShape } from './llama-graph.js';
 import { readFileSync } from 'node:fs';
 import { chooseDevice, onnxOutputNames, outputLocations, type Device, type DeviceRequest } from './device.js';
 import { Mapping } from '../sharding/mapping.js';
-import { TpGroup } from './stage-comm.js';
+import { stageGroup } from './stage-comm.js';
 
 export interface RunnerOptions {
   /** Threads for this rank's ORT sessions; default: this host's cores divided by the local ranks. */
@@ -76,12 +76,12 @@ export class EngineRunner {
   ) {
     const c = engine.config;
     this.mapping = new Mapping({ world_size: engine.worldSize, tp_size: c.tp_size, pp_size: engine.pp }, engine.rank);
-    this.group = new TpGroup(world, this.mapping);
+    this.group = stageGroup(world, this.mapping);
   }
 
   /** This rank's place (tp rank, pipeline stage) and its stage's tensor-parallel group. */
   readonly mapping: Mapping;
-  readonly group: TpGroup;
+  readonly group: Group;
 
   /** Where forward() spends its time (session.run, which includes uploads, the device wait and readbacks; all-reduces), summed since load. */
   readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0 };
@@ -226,7 +226,7 @@ export class EngineRunner {
       const partial = carried.partial;
       if (partial && this.group.size > 1) {
         const t1 = performance.now();
-        await traceSpan('allreduce', () => this.group.allReduceSum(partial.data as Float32Array), { bytes: (partial.data as Float32Array).byteLength });
+        await traceSpan('allreduce', () => this.group.allReduce(partial.data as Float32Array, 'sum'), { bytes: (partial.data as Float32Array).byteLength });
         this.stats.allreduce_ms += performance.now() - t1;
       }
     }

@@ -11,6 +11,7 @@ import { EngineRunner } from '../engine/runtime.js';
 import type { TextTokenizer } from '../engine/tokenizer.js';
 import type { PretrainedConfig } from '../model/config.js';
 import type { World } from '../rank/types.js';
+import { LocalWorld } from '../rank/local-world.js';
 import { progress } from '../util/progress.js';
 import { LAYER_LINEARS } from './algorithms.js';
 import { LinearInputStats, type CalibrationStats } from './calib-stats.js';
@@ -49,18 +50,7 @@ export async function calibrationTokens(tok: TextTokenizer, file: string, sample
 
 // The calibration engine is a tp=1 model inside rank 0, not the job's world: it needs a world of one.
 function worldOfOne(): World {
-  const self = async <T>(b: T) => b;
-  return {
-    rank: 0, size: 1, localRank: 0, localSize: 1, nodeRank: 0, source: 'single',
-    barrier: async () => {}, broadcast: self, allReduce: self, allGather: self, gather: self, reduceScatter: self,
-    scatter: async (pieces, _root, like) => pieces?.[0] ?? like,
-    send: async () => { throw new Error('world of one: no peer'); },
-    recv: async () => { throw new Error('world of one: no peer'); },
-    sendObject: async () => { throw new Error('world of one: no peer'); },
-    recvObject: async () => { throw new Error('world of one: no peer'); },
-    broadcastObject: async (v) => v as never,
-    close: async () => {},
-  } as World;
+  return new LocalWorld({ rank: 0, size: 1, localRank: 0, localSize: 1, nodeRank: 0, source: 'single' });
 }
 
 /**

@@ -29,6 +29,21 @@ export function describe(x: number): string {
   return `${f.kind}(${args.join(', ')})`;
 }
 
+/**
+ * Collective keys: a group's id (0 for the world, up to 255) above its own call sequence (22 bits), so
+ * that collectives of different groups never share a key, whatever order ranks call them in.
+ */
+export const SEQ_BITS = 22;
+export const MAX_GROUPS = 255;
+export const collectiveKey = (group: number, seq: number): number => group * 2 ** SEQ_BITS + seq;
+
+/** "#7", or "#7 in group 2": how errors name collective key `a`. */
+export function keyName(a: number): string {
+  const group = Math.floor(a / 2 ** SEQ_BITS);
+  const seq = a % 2 ** SEQ_BITS;
+  return group ? `#${seq} in group ${group}` : `#${seq}`;
+}
+
 /** The error for collective #a where rank `src` sent `theirs` and rank `me` called `mine`. */
 export function mismatch(a: number, src: number, theirs: number, me: number, mine: number): string {
   const t = fields(theirs);
@@ -36,5 +51,5 @@ export function mismatch(a: number, src: number, theirs: number, me: number, min
   const diff = t.kind !== m.kind ? 'different collectives'
     : [t.dtype !== m.dtype ? `dtype ${t.dtype} vs ${m.dtype}` : '', t.op !== m.op ? `op ${t.op} vs ${m.op}` : '',
       t.root !== m.root ? `root ${t.root} vs ${m.root}` : ''].filter(Boolean).join(', ');
-  return `mismatched collective #${a}: rank ${src} called ${describe(theirs)} where rank ${me} called ${describe(mine)} (${diff})`;
+  return `mismatched collective ${keyName(a)}: rank ${src} called ${describe(theirs)} where rank ${me} called ${describe(mine)} (${diff})`;
 }

@@ -46,7 +46,7 @@ interface Entry {
   mine?: number;
 }
 
-/** Collectives this rank has begun, by sequence number, kept for a while to check late arrivals. */
+/** Collectives this rank has begun, by key, the latest few kept to check late arrivals. */
 const STARTED_KEPT = 4096;
 
 export class Inbox {
@@ -56,6 +56,8 @@ export class Inbox {
   onDeliver?: () => void;
 
   private started = new Map<number, number>();
+  private startedRing: (number | undefined)[] = new Array(STARTED_KEPT);
+  private ringAt = 0;
 
   constructor(size: number, private maxBytes: number, private me = -1) {
     this.boxes = Array.from({ length: size }, () => new Map());
@@ -63,8 +65,15 @@ export class Inbox {
 
   /** This rank begins collective #a described by `desc`: messages for it that came early must agree. */
   begin(a: number, desc: number): void {
+    // Oldest out first, whatever the key: keys of several groups interleave, and a group's sequence wraps
+    // (an entry left from before a wrap would fail the next round's early arrivals as mismatched).
+    // A ring of keys rather than Map iteration order: iterating from a Map's front skips every entry
+    // deleted there since its last rehash, which cost microseconds per small allReduce.
+    const old = this.startedRing[this.ringAt];
+    if (old !== undefined) this.started.delete(old);
+    this.startedRing[this.ringAt] = a;
+    this.ringAt = (this.ringAt + 1) % STARTED_KEPT;
     this.started.set(a, desc);
-    this.started.delete(a - STARTED_KEPT);
     for (let src = 0; src < this.boxes.length; src++) {
       for (let b = 0; b < 2; b++) {
         const e = this.boxes[src].get(Inbox.key(a, b));
