@@ -19,6 +19,7 @@ import type { CloseOptions, CollectiveOptions, CommArray, CommDType, ReduceOp, W
 import { detectIdentity, rendezvousFor, type Env } from './identity.js';
 import { CommError, Inbox, KIND_OBJ, KIND_P2P } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
+import { FilePlane, ShmAllReduce, mapPlane, areaBytes } from './shm-allreduce.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
@@ -168,6 +169,8 @@ class ZmqWorld implements World {
   private shm: (ShmLink | undefined)[] = [];
   private shmList: ShmLink[] = [];
   private shmOut?: ShmOut;
+  /** Large allReduce through shared memory, when every rank is on this machine (./shm-allreduce.ts). */
+  private shar?: ShmAllReduce;
   private seq = 0;
   private sendSeq = new Map<string, number>();
   private recvSeq = new Map<string, number>();
@@ -262,6 +265,7 @@ class ZmqWorld implements World {
           this.shmList.push(this.shm[p.rank]!);
         }
       }
+      await this.startShmAllReduce(peers, opened, can);
       // Everyone has opened every file it needs: the names can go.
       await rv.exchange(true, z.literal(true));
       this.shmOut?.unlink();
@@ -280,6 +284,19 @@ class ZmqWorld implements World {
         process.exitCode ||= 1;
       });
     }, env);
+  }
+
+  /** Every rank decides alike: from the matrix and the infos that all of them hold. */
+  private async startShmAllReduce(peers: PeerInfo[], opened: (number | undefined)[], can: boolean[][]): Promise<void> {
+    if (!this.shmOut || !can.every((row, i) => row.every((c, j) => c || i === j)) || !peers.every((p) => p.shm?.ar)) return;
+    const step = Math.min(...peers.map((p) => p.shm!.ar!.step));
+    const fds = peers.map((p) => (p.rank === this.rank ? this.shmOut!.fd : opened[p.rank]!));
+    const offs = peers.map((p) => p.shm!.ar!.off);
+    const plane = (await mapPlane(this.rank, fds, offs, areaBytes(step))) ?? new FilePlane(this.rank, fds, offs);
+    this.shar = new ShmAllReduce(this.rank, this.size, plane, step, {
+      wait: (what, missing, t) => this.waitFor(what, missing, t),
+      nudge: () => { for (const l of this.shmList) l.nudge(); },
+    });
   }
 
   private waiting = 0;
@@ -540,6 +557,7 @@ class ZmqWorld implements World {
     const what = `allReduce #${a} (${buf.length} x ${dtype})`;
     const n = buf.length;
     const nbytes = n * ELEM[dtype];
+    if (this.shar && ShmAllReduce.wants(nbytes, n, R)) return this.shar.run(buf, op, dtype, a, this.inbox.descOf(a), what, o?.timeoutMs);
     const tickets: Ticket[] = [];
     const recvs: [number, number, number][] = [];
     if (nbytes * (R - 1) <= 64 * 1024 || n < R) {
@@ -818,6 +836,7 @@ class ZmqWorld implements World {
     this.wakeServer?.close();
     for (const z of this.zlinks) if (z && !z.sock.closed) z.sock.close();
     this.router?.close();
+    this.shar?.close();
     for (const s of this.shmList) s.close();
     this.shmOut?.close();
   }
