@@ -272,7 +272,8 @@ export class ShmAllReduce {
     const theirBytes = this.plane.get(r, HEAD + 64 * p + 8);
     if (theirSeq !== seq) throw new CommError(`allReduce #${seq}: rank ${r} is at collective #${theirSeq} (the ranks' collectives no longer line up)`);
     if (theirDesc !== desc >>> 0) throw new CommError(mismatch(seq, r, theirDesc, this.me, desc >>> 0));
-    if (theirBytes !== nbytes) throw new CommError(`allReduce #${seq}: rank ${r} reduces ${theirBytes} bytes where rank ${this.me} reduces ${nbytes} (mismatched lengths)`);
+    // Stored as int32: compare modulo 2^32 (a length differing by exactly 4 GiB is not worth a wider field).
+    if (theirBytes !== (nbytes | 0)) throw new CommError(`allReduce #${seq}: rank ${r} reduces ${theirBytes >>> 0} bytes where rank ${this.me} reduces ${nbytes} (mismatched lengths)`);
   }
 
   /**
