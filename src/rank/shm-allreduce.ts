@@ -117,7 +117,8 @@ export async function mapPlane(me: number, fds: number[], offs: number[], len: n
         unmap();
         return undefined;
       }
-      const p = mmap(null, len, 3 /* PROT_READ|PROT_WRITE */, 1 /* MAP_SHARED */, fds[r], offs[r]);
+      // MAP_POPULATE: page-table entries now, not one minor fault per page in the first call.
+      const p = mmap(null, len, 3 /* PROT_READ|PROT_WRITE */, 1 | 0x8000 /* MAP_SHARED|MAP_POPULATE */, fds[r], offs[r]);
       const at = p === null ? -1n : koffi.address(p);
       if (at === -1n || at === 0xffffffffffffffffn || at === 0n) {
         unmap();
@@ -156,7 +157,10 @@ export class ShmAllReduce {
   private busy = false;
   private closed = false;
 
-  constructor(private me: number, private R: number, readonly plane: Plane, readonly step: number, private deps: ShmAllReduceDeps) {}
+  constructor(private me: number, private R: number, readonly plane: Plane, readonly step: number, private deps: ShmAllReduceDeps) {
+    // The reduction's slots exist and are touched before the first call, as the areas are.
+    if (this.arena) for (const sl of this.arena.slots(R, BLOCK)) sl.fill(0);
+  }
 
   /** Whether this call goes through the areas (small ones are faster as one message per peer). */
   static wants(nbytes: number, n: number, R: number): boolean {
@@ -284,7 +288,6 @@ export class ShmAllReduce {
     const { me, R, plane } = this;
     const es = ELEM[dtype];
     const own = bytesOf(buf).subarray(a * es, b * es);
-    const BLOCK = 64 * 1024;
     const simd = this.arena && SimdArena.supports(dtype, op);
     const slots = simd ? this.arena!.slots(R, Math.min(BLOCK, own.byteLength)) : this.scratchSlots(R, Math.min(BLOCK, own.byteLength));
     for (let o = 0; o < own.byteLength; o += BLOCK) {
@@ -318,6 +321,8 @@ export class ShmAllReduce {
 }
 
 const NONE: number[] = [];
+/** Reduction block: R of them stay in L2 while read, reduced and written out. */
+const BLOCK = 64 * 1024;
 
 /** Fill the area with zeros now, so that no call pays tmpfs's page allocation on first touch. */
 export function prefault(fd: number, off: number, len: number): void {
