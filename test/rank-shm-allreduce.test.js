@@ -41,3 +41,14 @@ for (const [scenario, why] of [
     assert.match(res.map((r) => r.stderr).join('\n'), why);
   });
 }
+
+test('a rank that dies between large allReduces takes the others down, naming it (not by their timeout)', async () => {
+  // The ranks' collective timeout (120 s) is beyond this test's hang guard: only the death can end them.
+  const res = await spawnRanks(3, [APP, 'die'], { env: { TPRUN_SHM_MMAP: '0', APP_TIMEOUT_MS: '120000' }, timeoutMs: 60000 });
+  assert.equal(res[1].code, 3);
+  for (const r of [res[0], res[2]]) {
+    assert.equal(r.signal, null, `rank ${r.rank} was killed by the hang guard`);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /allReduce #\d+ .*failed on rank \d: rank 1 (disconnected|closed its world)/);
+  }
+});

@@ -1,6 +1,7 @@
 // A rank program for the shared-memory allReduce tests: `node shm-allreduce-app.js SCENARIO`.
 // 'check': every case against a sequential reference (inputs are a function of rank and index), then one
-// JSON line {rank, ok, plane}. 'mismatch-length' / 'mismatch-op': the ranks disagree on purpose.
+// JSON line {rank, ok, plane}. 'mismatch-length' / 'mismatch-op': the ranks disagree on purpose; 'die':
+// rank 1 exits between two calls.
 import assert from 'node:assert/strict';
 import { initWorld } from '../../dist/rank/world.js';
 import { f32ToF16, toF32 } from '../../dist/rank/dtype.js';
@@ -55,6 +56,13 @@ if (scenario === 'check') {
   await world.allReduce(big, 'sum');
   checkAll(big, 'sum', 'float32 sum [64 MiB]');
   await world.close();
+  console.log(JSON.stringify({ rank: me, ok: true, plane }));
+} else if (scenario === 'die') {
+  // Rank 1 dies between two large allReduces: the others must fail naming it, long before their timeout.
+  const buf = new Float32Array(1 << 22);
+  await world.allReduce(buf, 'sum');
+  if (me === 1) process.exit(3);
+  await world.allReduce(buf, 'sum');
   console.log(JSON.stringify({ rank: me, ok: true, plane }));
 } else if (scenario === 'mismatch-length') {
   await world.allReduce(new Float32Array(me === 0 ? 100000 : 100004), 'sum');
