@@ -158,7 +158,12 @@ export class ShmAllReduce {
   private closed = false;
 
   constructor(private me: number, private R: number, readonly plane: Plane, readonly step: number, private deps: ShmAllReduceDeps) {
-    // The reduction's slots exist and are touched before the first call, as the areas are.
+    // Our area's pages are allocated now (tmpfs allocates on first touch) and the reduction's slots
+    // exist, so that no call pays page faults. Only once every rank is known to use the areas: a world
+    // spread over hosts never touches them.
+    const z = new Uint8Array(1 << 20);
+    const len = areaBytes(step);
+    for (let o = 0; o < len; o += z.byteLength) plane.write(o, z.subarray(0, Math.min(z.byteLength, len - o)));
     if (this.arena) for (const sl of this.arena.slots(R, BLOCK)) sl.fill(0);
   }
 
@@ -324,8 +329,3 @@ const NONE: number[] = [];
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
 
-/** Fill the area with zeros now, so that no call pays tmpfs's page allocation on first touch. */
-export function prefault(fd: number, off: number, len: number): void {
-  const z = new Uint8Array(Math.min(len, 1 << 20));
-  for (let o = 0; o < len; o += z.byteLength) writeSync(fd, z, 0, Math.min(z.byteLength, len - o), off + o);
-}

@@ -16,7 +16,7 @@ import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, exist
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
 import { cleanupOnEnd } from './scoped-cleanup.js';
-import { areaBytes, prefault, type ArInfo } from './shm-allreduce.js';
+import { areaBytes, type ArInfo } from './shm-allreduce.js';
 
 const FILE_HDR = 4096;
 const envInt = (name: string, dflt: number) => (process.env[name] ? Number(process.env[name]) : dflt);
@@ -87,7 +87,6 @@ export class ShmOut {
       if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step };
       ftruncateSync(fd, this.info.ar ? this.info.ar.off + areaBytes(step) : rings);
       writeSync(fd, Buffer.from(token), 0, 32, 0);
-      if (this.info.ar) prefault(fd, this.info.ar.off, areaBytes(step));
     } catch (e) {
       if (fd !== undefined) closeSync(fd);
       this.unlink();
