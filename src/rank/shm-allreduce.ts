@@ -158,12 +158,7 @@ export class ShmAllReduce {
   private closed = false;
 
   constructor(private me: number, private R: number, readonly plane: Plane, readonly step: number, private deps: ShmAllReduceDeps) {
-    // Our area's pages are allocated now (tmpfs allocates on first touch) and the reduction's slots
-    // exist, so that no call pays page faults. Only once every rank is known to use the areas: a world
-    // spread over hosts never touches them.
-    const z = new Uint8Array(1 << 20);
-    const len = areaBytes(step);
-    for (let o = 0; o < len; o += z.byteLength) plane.write(o, z.subarray(0, Math.min(z.byteLength, len - o)));
+    // The reduction's slots exist and are touched before the first call, as the areas' pages are.
     if (this.arena) for (const sl of this.arena.slots(R, BLOCK)) sl.fill(0);
   }
 
@@ -329,3 +324,38 @@ const NONE: number[] = [];
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
 
+
+/** What every rank advertised at rendezvous, as far as the areas go. */
+interface PeerAreas {
+  rank: number;
+  shm?: { ar?: ArInfo };
+}
+
+/**
+ * Whether this world takes the areas: only when every pair of ranks shares memory (`can`, the same matrix
+ * on every rank) and every rank has an area, so all ranks decide alike. Our own area's pages are
+ * allocated here with pwrite (tmpfs allocates on first touch; a full /dev/shm is an error here, where a
+ * store into a mapping would be SIGBUS); `ready` is exchanged, and `start` runs only if every rank is.
+ */
+export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number | undefined)[], ownFd: number, can: boolean[][]):
+  { ready: boolean; start(deps: ShmAllReduceDeps): Promise<ShmAllReduce> } | undefined {
+  if (!can.every((row, i) => row.every((c, j) => c || i === j)) || !peers.every((p) => p.shm?.ar)) return undefined;
+  const step = Math.min(...peers.map((p) => p.shm!.ar!.step));
+  const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
+  const offs = peers.map((p) => p.shm!.ar!.off);
+  let ready = true;
+  try {
+    const z = new Uint8Array(1 << 20);
+    const len = areaBytes(step);
+    for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), offs[me] + o);
+  } catch {
+    ready = false;
+  }
+  return {
+    ready,
+    start: async (deps) => {
+      const plane = (await mapPlane(me, fds, offs, areaBytes(step))) ?? new FilePlane(me, fds, offs);
+      return new ShmAllReduce(me, peers.length, plane, step, deps);
+    },
+  };
+}

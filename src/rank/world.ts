@@ -19,7 +19,7 @@ import type { CloseOptions, CollectiveOptions, CommArray, CommDType, ReduceOp, W
 import { detectIdentity, rendezvousFor, type Env } from './identity.js';
 import { CommError, Inbox, KIND_OBJ, KIND_P2P } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
-import { FilePlane, ShmAllReduce, mapPlane, areaBytes } from './shm-allreduce.js';
+import { ShmAllReduce, shmAllReducePlan } from './shm-allreduce.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
@@ -265,10 +265,16 @@ class ZmqWorld implements World {
           this.shmList.push(this.shm[p.rank]!);
         }
       }
-      await this.startShmAllReduce(peers, opened, can);
-      // Everyone has opened every file it needs: the names can go.
-      await rv.exchange(true, z.literal(true));
+      const ar = this.shmOut && shmAllReducePlan(this.rank, peers, opened, this.shmOut.fd, can);
+      // Everyone has opened every file it needs (the names can go) and has its allReduce area ready.
+      const ready = await rv.exchange(!!ar?.ready, z.boolean());
       this.shmOut?.unlink();
+      if (ar?.ready && ready.every(Boolean)) {
+        this.shar = await ar.start({
+          wait: (what, missing, t) => this.waitFor(what, missing, t),
+          nudge: () => { for (const l of this.shmList) l.nudge(); },
+        });
+      }
     } catch (e) {
       rv?.release();
       this.teardown();
@@ -284,19 +290,6 @@ class ZmqWorld implements World {
         process.exitCode ||= 1;
       });
     }, env);
-  }
-
-  /** Every rank decides alike: from the matrix and the infos that all of them hold. */
-  private async startShmAllReduce(peers: PeerInfo[], opened: (number | undefined)[], can: boolean[][]): Promise<void> {
-    if (!this.shmOut || !can.every((row, i) => row.every((c, j) => c || i === j)) || !peers.every((p) => p.shm?.ar)) return;
-    const step = Math.min(...peers.map((p) => p.shm!.ar!.step));
-    const fds = peers.map((p) => (p.rank === this.rank ? this.shmOut!.fd : opened[p.rank]!));
-    const offs = peers.map((p) => p.shm!.ar!.off);
-    const plane = (await mapPlane(this.rank, fds, offs, areaBytes(step))) ?? new FilePlane(this.rank, fds, offs);
-    this.shar = new ShmAllReduce(this.rank, this.size, plane, step, {
-      wait: (what, missing, t) => this.waitFor(what, missing, t),
-      nudge: () => { for (const l of this.shmList) l.nudge(); },
-    });
   }
 
   private waiting = 0;
