@@ -12,8 +12,9 @@
 // gathered: step generations, monotonic across calls), each in its own cache line; data is written before
 // its counter and read after it. Bytes moved per rank: (R-1)/R of the buffer out and in twice, the
 // minimum for a reduce-scatter + all-gather, with no message headers, no ring back-pressure and no
-// allocation per call. This is the shape of Open MPI's shared-memory "ring" allreduce (ompi
-// coll_base_allreduce.c, ompi_coll_base_allreduce_intra_ring) with all peers read in one hop.
+// allocation per call. The split is that of Open MPI's ring allreduce (reduce-scatter of R blocks, then
+// all-gather; ompi/mca/coll/base/coll_base_allreduce.c, ompi_coll_base_allreduce_intra_ring), with every
+// peer read in one hop instead of R-1 ring steps, since all of them are in reach.
 //
 // Memory access comes in two planes with one layout: mapped memory (koffi's mmap, when that optional
 // package loads: one copy per move at memcpy speed) or pread/pwrite on the file (pure JavaScript, the
