@@ -1,5 +1,5 @@
-// `tprun bench comm`: allReduce latency and bus bandwidth of tprun's world, next to Open MPI (mpi4py +
-// numpy, Debian's /usr/bin/python3) in the same run. Bus bandwidth = 2(R-1)/R x bytes / time, the
+// `tprun bench comm`: allReduce latency and bus bandwidth of tprun's world, next to Open MPI (mpi4py,
+// Debian's /usr/bin/python3; the buffer is the standard library's array, so numpy need not be there) in the same run. Bus bandwidth = 2(R-1)/R x bytes / time, the
 // figure NCCL's and OSU's benchmarks report, so numbers compare across world sizes.
 import { execa } from 'execa';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -82,12 +82,12 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 /** Open MPI's side (mpi4py): warm-up, best of three timed runs, the slowest rank's time; argv[1] = [[bytes, iters], ...]. */
 export const MPI_SCRIPT = `
 import json, sys, time
-import numpy as np
+from array import array
 from mpi4py import MPI
 comm = MPI.COMM_WORLD
 R = comm.Get_size()
 for nbytes, iters in json.loads(sys.argv[1]):
-    buf = np.ones(nbytes // 4, dtype=np.float32)
+    buf = array('f', [1.0]) * (nbytes // 4)
     for _ in range(max(3, min(200, iters // 5))):
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
     best = p50 = float('inf')

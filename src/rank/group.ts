@@ -6,6 +6,7 @@ import { CommError } from './inbox.js';
 import { collectiveKey, keyName, MAX_GROUPS, SEQ_BITS } from './collective-check.js';
 import { Round, type Comm, type Transport } from './collectives/round.js';
 import type { ReduceBuffers } from './collectives/reduce-buffers.js';
+import type { ShmAllReduce } from './shm-allreduce.js';
 import { barrier } from './collectives/barrier.js';
 import { broadcast } from './collectives/broadcast.js';
 import { allReduce } from './collectives/all-reduce.js';
@@ -31,6 +32,8 @@ export class PeerGroup implements Group, Comm {
   readonly rank: number;
   readonly size: number;
   private seq = 0;
+  /** Large allReduce through shared memory: the whole world's group only, where every rank is local. */
+  shm?: ShmAllReduce;
 
   constructor(private t: Transport, readonly buffers: ReduceBuffers, readonly id: number, readonly ranks: readonly number[],
     private worldRank: number) {

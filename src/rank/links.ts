@@ -12,6 +12,7 @@ import type { WorldIdentity } from './types.js';
 import { rendezvousFor, type Env } from './identity.js';
 import type { Inbox } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
+import { prefaultArea, shmAllReducePlan } from './shm-allreduce.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
@@ -60,6 +61,8 @@ export class Links {
   shm: (ShmLink | undefined)[] = [];
   shmList: ShmLink[] = [];
   shmOut?: ShmOut;
+  /** Large allReduce through shared memory when every rank is on this machine (./shm-allreduce.ts). */
+  arPlan?: ReturnType<typeof shmAllReducePlan>;
   private wakeServer?: net.Server;
   private wakeSockets: net.Socket[] = [];
   private book?: AddressBookUse;
@@ -102,10 +105,15 @@ export class Links {
       // Open the shared-memory files of peers on this machine; a pair uses them only if both ends could.
       const opened: (number | undefined)[] = peers.map((p) =>
         p.rank !== rank && this.shmOut && p.shm && p.hostKey === info.hostKey ? openPeerFile(p.shm) : undefined);
-      const can = await rv.exchange(opened.map((fd) => fd !== undefined), z.array(z.boolean()).length(size));
+      // One round says both which peers' files we opened and whether our allReduce area is allocated.
+      const ar = this.shmOut?.info.ar;
+      const mine = [...opened.map((fd) => fd !== undefined), !!ar && prefaultArea(this.shmOut!.fd, ar)];
+      const all = await rv.exchange(mine, z.array(z.boolean()).length(size + 1));
+      const can = all.map((row) => row.slice(0, size));
       // Every rank opened the files it needs before it sent its part of that exchange: the names can go
       // (no second round trip through rank 0 for it).
       this.shmOut?.unlink();
+      if (this.shmOut && all.every((row) => row[size])) this.arPlan = shmAllReducePlan(rank, peers, opened, this.shmOut.fd, can);
       for (const p of peers) {
         if (p.rank === rank) continue;
         const link = new ZmqLink(p.rank, (p.hostKey === info.hostKey && p.dataLocal) || p.data, (r) => ev.disconnect(r), curve);

@@ -14,6 +14,7 @@ import { Progress } from './progress.js';
 import { checkGroupRanks, PeerGroup } from './group.js';
 import { checkRoot } from './collectives/slices.js';
 import { ReduceBuffers } from './collectives/reduce-buffers.js';
+import type { ShmAllReduce } from './shm-allreduce.js';
 import type { Ticket, Transport } from './collectives/round.js';
 
 /** How long close() waits for a peer to acknowledge its goodbye (one whose event loop is blocked). */
@@ -76,6 +77,10 @@ export class PeerWorld implements World, Transport {
   async start(env: Env): Promise<void> {
     try {
       await this.links.open(env, this.timeoutMs);
+      this.all.shm = await this.links.arPlan?.start({
+        wait: (what, missing, t) => this.p.waitFor(what, missing, t),
+        nudge: () => { for (const l of this.links.shmList) l.nudge(); },
+      });
     } catch (e) {
       this.p.closed = true;
       throw e;
@@ -234,8 +239,12 @@ export class PeerWorld implements World, Transport {
     if (this.p.fatal && !shown) throw new CommError(`rank ${this.rank}: ${this.p.fatal.message}`);
   }
 
+  /** The shared-memory allReduce, when this world has one (tests look at its plane). */
+  get shar(): ShmAllReduce | undefined { return this.all.shm; }
+
   private teardown(): void {
     this.p.closed = true;
+    this.all.shm?.close();
     this.idle.stop();
     this.links.teardown();
   }

@@ -16,6 +16,7 @@ import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, exist
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
 import { cleanupOnEnd } from './scoped-cleanup.js';
+import { areaBytes, type ArInfo } from './shm-allreduce.js';
 
 const FILE_HDR = 4096;
 const envInt = (name: string, dflt: number) => (process.env[name] ? Number(process.env[name]) : dflt);
@@ -23,6 +24,9 @@ const INLINE = 4096;
 /** Default slot: a 512 KiB payload plus its header; 8 slots per ordered pair of ranks. */
 const SLOT_DEFAULT = (1 << 19) + 4096;
 const SLOTS_DEFAULT = 8;
+/** allReduce pipeline step: large enough that a step's syscalls and waits are noise, small enough that
+ *  peers overlap (one reads step s while another writes s+1) and the area stays cache-friendly. */
+const AR_STEP_DEFAULT = 2 << 20;
 
 /** The ring geometry of one sender's file; receivers learn it at rendezvous. */
 export interface ShmFileInfo {
@@ -33,6 +37,8 @@ export interface ShmFileInfo {
   /** Abstract Unix socket where this rank takes wake-up bytes (one kernel wake-up straight into its
    *  event loop; a ZeroMQ message would go through ZeroMQ's I/O thread first). */
   wake?: string;
+  /** The allReduce area after the rings (./shm-allreduce.ts), when there is room for one. */
+  ar?: ArInfo;
 }
 
 const regionOf = (i: { slot: number; slots: number }) => 128 + i.slots * i.slot;
@@ -54,12 +60,17 @@ export class ShmOut {
     // most half of what is free, with slots shrunk to fit; below 64 KiB a slot is not worth it.
     let slot = envInt('TPRUN_SHM_SLOT_BYTES', SLOT_DEFAULT);
     const slots = envInt('TPRUN_SHM_SLOTS', SLOTS_DEFAULT);
+    // The allReduce area takes 4 steps per rank, at most a quarter of what is free in all.
+    let step = localSize > 1 ? envInt('TPRUN_SHM_AR_STEP', AR_STEP_DEFAULT) : 0;
     try {
       const st = statfsSync('/dev/shm');
-      const budget = (st.bavail * st.bsize) / 2 / Math.max(1, localSize * (localSize - 1) * slots);
+      const free = st.bavail * st.bsize;
+      const budget = free / 2 / Math.max(1, localSize * (localSize - 1) * slots);
       slot = Math.min(slot, Math.floor(budget / 4096) * 4096);
+      step = Math.min(step, Math.floor(free / 16 / localSize / 4096) * 4096);
     } catch { /* no statfs: keep the default */ }
     if (slot < 65536) throw new Error('not enough room in /dev/shm');
+    step = Math.floor(step / 4096) * 4096;
     sweepStale();
     const path = `/dev/shm/tprun-${jobTag}-${rank}-${process.pid}-${randomBytes(4).toString('hex')}`;
     const token = randomBytes(16).toString('hex');
@@ -72,7 +83,9 @@ export class ShmOut {
     try {
       fd = openSync(path, 'wx+', 0o600);
       this.created = true;
-      ftruncateSync(fd, FILE_HDR + size * regionOf(this.info));
+      const rings = FILE_HDR + size * regionOf(this.info);
+      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step };
+      ftruncateSync(fd, this.info.ar ? this.info.ar.off + areaBytes(step) : rings);
       writeSync(fd, Buffer.from(token), 0, 32, 0);
     } catch (e) {
       if (fd !== undefined) closeSync(fd);
@@ -235,15 +248,18 @@ export class ShmLink {
       writeSync(this.inFd, numB, 0, 8, this.inBase + 64);
       moved = true;
     }
-    if (moved) {
-      // The peer may be asleep waiting for exactly this (data, or free slots): wake it once per sleep.
-      readSync(this.inFd, numB, 0, 8, 64);
-      if (num[0] > this.wokenEpoch) {
-        this.wokenEpoch = num[0];
-        this.wake(this.peer);
-      }
-    }
+    // The peer may be asleep waiting for exactly this (data, or free slots).
+    if (moved) this.nudge();
     return moved;
+  }
+
+  /** Wake the peer if it sleeps (once per sleep): we moved something it may be waiting for. */
+  nudge(): void {
+    readSync(this.inFd, numB, 0, 8, 64);
+    if (num[0] > this.wokenEpoch) {
+      this.wokenEpoch = num[0];
+      this.wake(this.peer);
+    }
   }
   private doneQ?: (() => void)[];
 

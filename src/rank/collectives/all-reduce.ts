@@ -5,6 +5,7 @@ import type { CollectiveOptions, CommArray, CommDType, ReduceOp } from '../types
 import { descriptor } from '../collective-check.js';
 import { bytesOf, dtypeOf, like, reduceInto } from '../dtype.js';
 import type { Comm, Round } from './round.js';
+import { ShmAllReduce } from '../shm-allreduce.js';
 import { checkOp, chunks, ELEM, sub } from './slices.js';
 
 /** Up to this many bytes sent per rank, everyone sends everything to everyone (latency over bandwidth). */
@@ -14,14 +15,20 @@ const SMALL_BYTES = 64 * 1024;
 export function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
   let dtype: CommDType;
   let rd: Round;
+  let desc: number;
   try {
     dtype = dtypeOf(buf, o?.dtype);
     checkOp(op);
-    rd = c.round(descriptor('allReduce', dtype, op), 'allReduce', ` (${buf.length} x ${dtype})`, o?.timeoutMs);
+    desc = descriptor('allReduce', dtype, op);
+    rd = c.round(desc, 'allReduce', ` (${buf.length} x ${dtype})`, o?.timeoutMs);
   } catch (e) {
     return Promise.reject(e);
   }
   if (c.size === 1) return Promise.resolve(buf);
+  const shm = c.shm;
+  if (shm && ShmAllReduce.wants(buf.byteLength, buf.length, c.size)) {
+    return c.buffers.serial(() => shm.run(buf, op, dtype, rd.a, desc, rd.what, o?.timeoutMs));
+  }
   return c.buffers.serial(() => (buf.length * ELEM[dtype] * (c.size - 1) <= SMALL_BYTES || buf.length < c.size
     ? small(c, rd, buf, op, dtype) : large(c, rd, buf, op, dtype)));
 }

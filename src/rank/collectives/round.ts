@@ -4,6 +4,7 @@
 // Comm gives an algorithm its ranks (the world's, or a group's) and hands out one Round per collective.
 
 import type { ReduceBuffers } from './reduce-buffers.js';
+import type { ShmAllReduce } from '../shm-allreduce.js';
 
 /** A send in flight: done once its data left (the caller may then reuse the buffer). */
 export interface Ticket { done: boolean; dst: number }
@@ -28,6 +29,8 @@ export interface Comm {
   /** Must be called synchronously at call time: the round's key follows call order on every rank. */
   round(desc: number, name: string, detail?: string, timeoutMs?: number): Round;
   readonly buffers: ReduceBuffers;
+  /** Where the group has it: allReduce through shared-memory areas instead of messages (../shm-allreduce.ts). */
+  readonly shm?: ShmAllReduce;
 }
 
 /** One collective call: its sends and receives by group rank and phase, and the waits for them. */

@@ -1,0 +1,368 @@
+// Large allReduce between ranks that all sit on one machine, through an area of each rank's /dev/shm
+// file (./shm-link.ts) instead of the message rings: a pipelined reduce-scatter + all-gather.
+//
+// For every step of at most `step` bytes of the buffer, rank r
+//   1. writes the chunks of its input that peers own into its input area (its own chunk stays put),
+//   2. reads chunk r of every peer's input area, reduces them in rank order with its own (SIMD where
+//      ./simd.ts has the op), puts the result into its buffer and into its output area,
+//   3. reads every peer's reduced chunk from the peer's output area straight into its buffer.
+// Input and output areas are double-buffered by step parity, so a rank writes step s+1 while peers still
+// read step s; a rank overwrites an area only once every peer has published that it is done with the
+// step that used it two steps earlier. Publication is three counters per rank (written, reduced,
+// gathered: step generations, monotonic across calls), each in its own cache line; data is written before
+// its counter and read after it. Bytes moved per rank: (R-1)/R of the buffer out and in twice, the
+// minimum for a reduce-scatter + all-gather, with no message headers, no ring back-pressure and no
+// allocation per call. The split is that of Open MPI's ring allreduce (reduce-scatter of R blocks, then
+// all-gather; ompi/mca/coll/base/coll_base_allreduce.c, ompi_coll_base_allreduce_intra_ring), with every
+// peer read in one hop instead of R-1 ring steps, since all of them are in reach.
+//
+// Memory access comes in two planes with one layout: mapped memory (koffi's mmap, when that optional
+// package loads: one copy per move at memcpy speed) or pread/pwrite on the file (pure JavaScript, the
+// fallback: every move is a kernel copy). Planes may differ between ranks; the bytes are the same pages.
+import { fstatSync, readSync, writeSync } from 'node:fs';
+import type { CommArray, CommDType, ReduceOp } from './types.js';
+import { CommError } from './inbox.js';
+import { bytesOf, like, reduceInto } from './dtype.js';
+import { SimdArena } from './simd.js';
+import { mismatch } from './collective-check.js';
+
+const ELEM: Record<CommDType, number> = { float32: 4, float64: 8, int32: 4, uint8: 1, int8: 1, float16: 2, bfloat16: 2 };
+
+/** Area layout (offsets from the area's start): counters and the header of the call each step belongs to. */
+const W = 0;
+const D = 64;
+const G = 128;
+/** Per parity p: [seq, desc, bytes] of the call that wrote the step (int32 each) at HEAD + 64p. */
+const HEAD = 192;
+const DATA = 4096;
+export const areaBytes = (step: number) => DATA + 4 * step;
+const inArea = (step: number, p: number) => DATA + p * step;
+const outArea = (step: number, p: number) => DATA + (2 + p) * step;
+
+/** Where one rank's area is, as advertised at rendezvous. */
+export interface ArInfo {
+  off: number;
+  step: number;
+}
+
+/** Byte access to every local rank's area (own and peers'). */
+export interface Plane {
+  read(rank: number, off: number, dst: Uint8Array): void;
+  /** Into our own area. */
+  write(off: number, src: Uint8Array): void;
+  get(rank: number, off: number): number;
+  set(off: number, v: number): void;
+  close(): void;
+  readonly kind: 'mmap' | 'pread';
+}
+
+/** pread/pwrite on the files: Node's own means, one kernel copy per move. */
+export class FilePlane implements Plane {
+  readonly kind = 'pread';
+  private i32 = new Int32Array(1);
+  private i32b = new Uint8Array(this.i32.buffer);
+  constructor(private me: number, private fds: number[], private offs: number[]) {}
+  read(rank: number, off: number, dst: Uint8Array): void {
+    let done = 0;
+    while (done < dst.byteLength) {
+      const n = readSync(this.fds[rank], dst, done, dst.byteLength - done, this.offs[rank] + off + done);
+      if (n <= 0) throw new CommError(`rank ${rank}'s shared-memory file is shorter than advertised`);
+      done += n;
+    }
+  }
+  write(off: number, src: Uint8Array): void {
+    let done = 0;
+    while (done < src.byteLength) done += writeSync(this.fds[this.me], src, done, src.byteLength - done, this.offs[this.me] + off + done);
+  }
+  get(rank: number, off: number): number {
+    readSync(this.fds[rank], this.i32b, 0, 4, this.offs[rank] + off);
+    return this.i32[0];
+  }
+  set(off: number, v: number): void {
+    this.i32[0] = v;
+    writeSync(this.fds[this.me], this.i32b, 0, 4, this.offs[this.me] + off);
+  }
+  close(): void {}
+}
+
+/** What we use of koffi (https://koffi.dev): a libc function from its C prototype, a pointer's address, and
+ *  an ArrayBuffer over memory at a pointer. */
+interface Koffi {
+  load(path: string): { func(proto: string): (...args: unknown[]) => unknown };
+  address(p: unknown): bigint;
+  view(p: unknown, len: number): ArrayBuffer;
+}
+
+/** The areas mapped into this process (koffi calling libc's mmap); undefined where that cannot be had. */
+export async function mapPlane(me: number, fds: number[], offs: number[], len: number): Promise<Plane | undefined> {
+  if (process.env.TPRUN_SHM_MMAP === '0' || process.platform !== 'linux') return undefined;
+  let koffi: Koffi;
+  try {
+    // Optional: not a dependency of tprun's install; taken when the user's project has it.
+    const name = 'koffi';
+    koffi = ((await import(name)) as { default: Koffi }).default;
+  } catch {
+    return undefined;
+  }
+  try {
+    const libc = koffi.load('libc.so.6');
+    const mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
+    const munmap = libc.func('int munmap(void *addr, size_t len)');
+    const ptrs: unknown[] = [];
+    const views: Uint8Array[] = [];
+    const flags: Int32Array[] = [];
+    const unmap = () => { for (const p of ptrs) munmap(p, len); ptrs.length = 0; };
+    for (let r = 0; r < fds.length; r++) {
+      // Touching a mapping past the end of its file is SIGBUS, not an error: check first.
+      if (fstatSync(fds[r]).size < offs[r] + len) {
+        unmap();
+        return undefined;
+      }
+      // MAP_POPULATE: page-table entries now, not one minor fault per page in the first call.
+      const p = mmap(null, len, 3 /* PROT_READ|PROT_WRITE */, 1 | 0x8000 /* MAP_SHARED|MAP_POPULATE */, fds[r], offs[r]);
+      const at = p === null ? -1n : koffi.address(p);
+      if (at === -1n || at === 0xffffffffffffffffn || at === 0n) {
+        unmap();
+        return undefined;
+      }
+      ptrs.push(p);
+      const ab = koffi.view(p, len);
+      views[r] = new Uint8Array(ab);
+      flags[r] = new Int32Array(ab, 0, DATA / 4);
+    }
+    return {
+      kind: 'mmap',
+      read: (rank, off, dst) => dst.set(views[rank].subarray(off, off + dst.byteLength)),
+      write: (off, src) => views[me].set(src, off),
+      // Sequentially consistent: the data copied before a counter is published is seen by whoever sees it.
+      get: (rank, off) => Atomics.load(flags[rank], off >> 2),
+      set: (off, v) => { Atomics.store(flags[me], off >> 2, v); },
+      close: unmap,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ShmAllReduceDeps {
+  /** Wait until `missing()` is empty (spinning, then sleeping; fails on a dead peer or the timeout). */
+  wait(what: string, missing: () => number[], timeoutMs?: number): Promise<void>;
+  /** Wake peers that sleep waiting for a counter we just moved. */
+  nudge(): void;
+}
+
+export class ShmAllReduce {
+  private gen = 0;
+  private arena = SimdArena.create();
+  private scratch = new ArrayBuffer(0);
+  private busy = false;
+  private closed = false;
+
+  constructor(private me: number, private R: number, readonly plane: Plane, readonly step: number, private deps: ShmAllReduceDeps) {
+    // The reduction's slots exist and are touched before the first call, as the areas' pages are.
+    if (this.arena) for (const sl of this.arena.slots(R, BLOCK)) sl.fill(0);
+  }
+
+  /** Whether this call goes through the areas (small ones are faster as one message per peer). */
+  static wants(nbytes: number, n: number, R: number): boolean {
+    return nbytes * (R - 1) > 64 * 1024 && n >= R;
+  }
+
+  async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
+    if (this.closed) throw new CommError(`${what}: the world is closed`);
+    this.busy = true;
+    try {
+      await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
+    } finally {
+      this.busy = false;
+      if (this.closed) this.plane.close();
+    }
+    return buf;
+  }
+
+  private async steps(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<void> {
+    const { me, R, plane } = this;
+    const es = ELEM[dtype];
+    const bytes = bytesOf(buf);
+    const total = buf.length;
+    const perStep = Math.max(R, Math.floor(this.step / es));
+    const S = Math.ceil(total / perStep);
+    const g0 = this.gen;
+    this.gen += S;
+    const peers: number[] = [];
+    for (let k = 1; k < R; k++) peers.push((me + k) % R);
+    // Step s covers elements [s*perStep, ...); its chunk r is [lo(s, r), lo(s, r+1)).
+    const len = (s: number) => Math.min(perStep, total - s * perStep);
+    const lo = (s: number, r: number) => {
+      const m = len(s);
+      const base = Math.floor(m / R);
+      return s * perStep + r * base + Math.min(r, m % R);
+    };
+    const behind = (r: number, off: number, g: number) => ((plane.get(r, off) - g) | 0) < 0;
+    const waitAll = async (off: number, g: number, phase: string) => {
+      const missing = () => {
+        let m: number[] | undefined;
+        for (const r of peers) if (behind(r, off, g)) (m ??= []).push(r);
+        return m ?? NONE;
+      };
+      if (missing().length) await this.deps.wait(`${what} (${phase})`, missing, timeoutMs);
+      if (this.closed) throw new CommError(`${what}: the world is closed`);
+    };
+
+    const writeInput = async (s: number) => {
+      const g = g0 + s + 1; // generations start at 1: a fresh area reads 0
+      const p = g & 1;
+      // The area's previous user, step g-2, must have been reduced by every peer.
+      await waitAll(D, g - 2, 'input area');
+      const base = inArea(this.step, p);
+      const from = s * perStep * es;
+      const a = lo(s, me) * es;
+      const b = lo(s, me + 1) * es;
+      const end = (s * perStep + len(s)) * es;
+      if (a > from) plane.write(base, bytes.subarray(from, a));
+      if (end > b) plane.write(base + (b - from), bytes.subarray(b, end));
+      if (s === 0) {
+        plane.set(HEAD + 64 * p, seq);
+        plane.set(HEAD + 64 * p + 4, desc | 0);
+        plane.set(HEAD + 64 * p + 8, total * es);
+      }
+      plane.set(W, g);
+      this.deps.nudge();
+    };
+
+    const reduce = async (s: number) => {
+      const g = g0 + s + 1;
+      const p = g & 1;
+      await waitAll(W, g, 'reduce-scatter');
+      if (s === 0) for (const r of peers) this.checkHead(r, p, seq, desc, total * es);
+      // Our output area's step g-2 must have been gathered by every peer.
+      await waitAll(G, g - 2, 'output area');
+      const from = s * perStep;
+      const a = lo(s, me);
+      const b = lo(s, me + 1);
+      const inOff = inArea(this.step, p) + (a - from) * es;
+      const outOff = outArea(this.step, p);
+      this.reduceChunk(dtype, op, buf, a, b, inOff, outOff);
+      plane.set(D, g);
+      this.deps.nudge();
+    };
+
+    const gather = async (s: number) => {
+      const g = g0 + s + 1;
+      const p = g & 1;
+      await waitAll(D, g, 'all-gather');
+      for (const r of peers) {
+        const a = lo(s, r) * es;
+        const b = lo(s, r + 1) * es;
+        if (b > a) plane.read(r, outArea(this.step, p), bytes.subarray(a, b));
+      }
+      plane.set(G, g);
+      this.deps.nudge();
+    };
+
+    // Write ahead by one step, gather behind by one: a rank waits for its peers only where it must.
+    await writeInput(0);
+    for (let s = 0; s < S; s++) {
+      if (s + 1 < S) await writeInput(s + 1);
+      await reduce(s);
+      if (s > 0) await gather(s - 1);
+    }
+    await gather(S - 1);
+  }
+
+  /** A peer's step header must describe the same call: same collective, op, dtype and length. */
+  private checkHead(r: number, p: number, seq: number, desc: number, nbytes: number): void {
+    const theirSeq = this.plane.get(r, HEAD + 64 * p);
+    const theirDesc = this.plane.get(r, HEAD + 64 * p + 4) >>> 0;
+    const theirBytes = this.plane.get(r, HEAD + 64 * p + 8);
+    if (theirSeq !== seq) throw new CommError(`allReduce #${seq}: rank ${r} is at collective #${theirSeq} (the ranks' collectives no longer line up)`);
+    if (theirDesc !== desc >>> 0) throw new CommError(mismatch(seq, r, theirDesc, this.me, desc >>> 0));
+    // Stored as int32: compare modulo 2^32 (a length differing by exactly 4 GiB is not worth a wider field).
+    if (theirBytes !== (nbytes | 0)) throw new CommError(`allReduce #${seq}: rank ${r} reduces ${theirBytes >>> 0} bytes where rank ${this.me} reduces ${nbytes} (mismatched lengths)`);
+  }
+
+  /**
+   * buf[a, b) = peers' inputs op ours, in rank order, block by block so that reads, the vector loop
+   * and the writes meet in cache; the result also goes to our output area for peers to gather.
+   */
+  private reduceChunk(dtype: CommDType, op: ReduceOp, buf: CommArray, a: number, b: number, inOff: number, outOff: number): void {
+    const { me, R, plane } = this;
+    const es = ELEM[dtype];
+    const own = bytesOf(buf).subarray(a * es, b * es);
+    const simd = this.arena && SimdArena.supports(dtype, op);
+    const slots = simd ? this.arena!.slots(R, Math.min(BLOCK, own.byteLength)) : this.scratchSlots(R, Math.min(BLOCK, own.byteLength));
+    for (let o = 0; o < own.byteLength; o += BLOCK) {
+      const n = Math.min(BLOCK, own.byteLength - o);
+      const part = slots.map((sl) => sl.subarray(0, n));
+      for (let r = 0; r < R; r++) if (r !== me) plane.read(r, inOff + o, part[r]);
+      if (simd) {
+        part[me].set(own.subarray(o, o + n));
+        this.arena!.reduce(dtype, op, part, es);
+        own.set(part[0], o);
+      } else {
+        const view = like(buf, own.subarray(o, o + n));
+        reduceInto(dtype, op, view, part.map((sl, r) => (r === me ? view : like(buf, sl))));
+      }
+      plane.write(outOff + o, own.subarray(o, o + n));
+    }
+  }
+
+  private scratchSlots(R: number, bytes: number): Uint8Array[] {
+    const stride = Math.ceil(bytes / 16) * 16;
+    if (this.scratch.byteLength < stride * R) this.scratch = new ArrayBuffer(stride * R);
+    return Array.from({ length: R }, (_, r) => new Uint8Array(this.scratch, r * stride, bytes));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    // A call in flight touches the mapping until its next wait: it unmaps when it ends.
+    if (!this.busy) this.plane.close();
+  }
+}
+
+const NONE: number[] = [];
+/** Reduction block: R of them stay in L2 while read, reduced and written out. */
+const BLOCK = 64 * 1024;
+
+
+/** What every rank advertised at rendezvous, as far as the areas go. */
+interface PeerAreas {
+  rank: number;
+  shm?: { ar?: ArInfo };
+}
+
+/**
+ * Allocates our own area's pages with pwrite before the rendezvous exchange that reports it (tmpfs
+ * allocates on first touch; a full /dev/shm is an error here, where a store into a mapping would be
+ * SIGBUS). False when it could not: then no rank takes the areas.
+ */
+export function prefaultArea(ownFd: number, ar: ArInfo): boolean {
+  try {
+    const z = new Uint8Array(1 << 20);
+    const len = areaBytes(ar.step);
+    for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), ar.off + o);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether this world takes the areas: only when every pair of ranks shares memory (`can`, the same matrix
+ * on every rank) and every rank has an area it could allocate (`prefaultArea`, exchanged in the same
+ * rendezvous round), so all ranks decide alike.
+ */
+export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number | undefined)[], ownFd: number, can: boolean[][]):
+  { start(deps: ShmAllReduceDeps): Promise<ShmAllReduce> } | undefined {
+  if (!can.every((row, i) => row.every((c, j) => c || i === j)) || !peers.every((p) => p.shm?.ar)) return undefined;
+  const step = Math.min(...peers.map((p) => p.shm!.ar!.step));
+  const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
+  const offs = peers.map((p) => p.shm!.ar!.off);
+  return {
+    start: async (deps) => {
+      const plane = (await mapPlane(me, fds, offs, areaBytes(step))) ?? new FilePlane(me, fds, offs);
+      return new ShmAllReduce(me, peers.length, plane, step, deps);
+    },
+  };
+}

@@ -1,0 +1,73 @@
+// A rank program for the shared-memory allReduce tests: `node shm-allreduce-app.js SCENARIO`.
+// 'check': every case against a sequential reference (inputs are a function of rank and index), then one
+// JSON line {rank, ok, plane}. 'mismatch-length' / 'mismatch-op': the ranks disagree on purpose; 'die':
+// rank 1 exits between two calls.
+import assert from 'node:assert/strict';
+import { initWorld } from '../../dist/rank/world.js';
+import { f32ToF16, toF32 } from '../../dist/rank/dtype.js';
+
+const [scenario = 'check'] = process.argv.slice(2);
+const world = await initWorld({ timeoutMs: Number(process.env.APP_TIMEOUT_MS ?? 40000) });
+const { rank: me, size: R } = world;
+// The test must know that the path under test ran, not the message path beside it.
+const plane = world.shar?.plane.kind ?? 'none';
+
+// Small integers: sums are exact in float32 and float16 whatever the order.
+const val = (r, i) => ((r * 7 + i * 3) % 11) - 5;
+const ref = (op, i) => {
+  let acc = val(0, i);
+  for (let r = 1; r < R; r++) acc = op === 'sum' ? acc + val(r, i) : op === 'max' ? Math.max(acc, val(r, i)) : Math.min(acc, val(r, i));
+  return acc;
+};
+
+function checkAll(got, op, what, scale = 1) {
+  for (let i = 0; i < got.length; i++) {
+    if (got[i] !== ref(op, i) * scale) assert.fail(`${what}: element ${i} is ${got[i]}, want ${ref(op, i) * scale} (rank ${me} of ${R})`);
+  }
+}
+
+if (scenario === 'check') {
+  // Lengths around the step (TPRUN_SHM_AR_STEP), not divisible by the rank count, one element, and big.
+  const step = world.shar?.step ?? 65536;
+  const sizes = [1, R - 1, 16385, 16384 * R + 1, step / 4 + 1, (3 * step) / 4 - 1, 5 * step / 4 + 7];
+  for (const n of sizes) {
+    for (const op of ['sum', 'max', 'min']) {
+      const buf = Float32Array.from({ length: n }, (_, i) => val(me, i));
+      await world.allReduce(buf, op);
+      checkAll(buf, op, `float32 ${op} [${n}]`);
+    }
+    const h = Uint16Array.from({ length: n }, (_, i) => f32ToF16(val(me, i) * 0.5));
+    await world.allReduce(h, 'sum', { dtype: 'float16' });
+    checkAll(toF32(h, 'float16'), 'sum', `float16 sum [${n}]`, 0.5);
+    const d = Float64Array.from({ length: n }, (_, i) => val(me, i));
+    await world.allReduce(d, 'max');
+    checkAll(d, 'max', `float64 max [${n}]`);
+  }
+  // The same buffer again and again: results must not depend on what the areas held before.
+  const again = new Int32Array(100003);
+  for (let k = 0; k < 3; k++) {
+    for (let i = 0; i < again.length; i++) again[i] = val(me, i);
+    await world.allReduce(again, 'sum');
+    checkAll(again, 'sum', `int32 sum, call ${k}`);
+  }
+  // 64 MiB of float32.
+  const big = new Float32Array(16 << 20);
+  for (let i = 0; i < big.length; i++) big[i] = val(me, i);
+  await world.allReduce(big, 'sum');
+  checkAll(big, 'sum', 'float32 sum [64 MiB]');
+  await world.close();
+  console.log(JSON.stringify({ rank: me, ok: true, plane }));
+} else if (scenario === 'die') {
+  // Rank 1 dies between two large allReduces: the others must fail naming it, long before their timeout.
+  const buf = new Float32Array(1 << 22);
+  await world.allReduce(buf, 'sum');
+  if (me === 1) process.exit(3);
+  await world.allReduce(buf, 'sum');
+  console.log(JSON.stringify({ rank: me, ok: true, plane }));
+} else if (scenario === 'mismatch-length') {
+  await world.allReduce(new Float32Array(me === 0 ? 100000 : 100004), 'sum');
+  console.log(JSON.stringify({ rank: me, ok: true, plane }));
+} else if (scenario === 'mismatch-op') {
+  await world.allReduce(new Float32Array(100000), me === 0 ? 'sum' : 'max');
+  console.log(JSON.stringify({ rank: me, ok: true, plane }));
+}

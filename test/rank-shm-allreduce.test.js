@@ -1,0 +1,54 @@
+// The shared-memory allReduce (src/rank/shm-allreduce.ts) with real ranks: results against a sequential
+// reference for several dtypes, ops and lengths (around the pipeline step, not divisible by the rank
+// count, one element, 64 MiB), through each memory plane; and ranks that disagree fail naming why.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { spawnRanks } from './helpers/spawn-ranks.js';
+
+const APP = fileURLToPath(new URL('./helpers/shm-allreduce-app.js', import.meta.url));
+// A small step, so that ordinary lengths take many pipelined steps and both area parities.
+const SMALL_STEP = { TPRUN_SHM_AR_STEP: '65536' };
+let koffi = true;
+try { await import('koffi'); } catch { koffi = false; }
+
+for (const [n, env, plane] of [
+  [2, { ...SMALL_STEP, TPRUN_SHM_MMAP: '0' }, 'pread'],
+  [3, { ...SMALL_STEP, TPRUN_SHM_MMAP: '0' }, 'pread'],
+  [2, { TPRUN_SHM_MMAP: '0' }, 'pread'],
+  [3, SMALL_STEP, 'mmap'],
+]) {
+  test(`allReduce through shared memory agrees with the reference: ${n} ranks, ${plane}${env.TPRUN_SHM_AR_STEP ? ', 64 KiB steps' : ''}`,
+    { skip: plane === 'mmap' && !koffi && 'koffi (optional) is not installed' }, async () => {
+      const res = await spawnRanks(n, [APP, 'check'], { env, timeoutMs: 240000 });
+      for (const r of res) {
+        assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+        assert.deepEqual(JSON.parse(r.stdout), { rank: r.rank, ok: true, plane });
+      }
+    });
+}
+
+for (const [scenario, why] of [
+  ['mismatch-length', /allReduce #\d+: rank [01] reduces \d+ bytes where rank [01] reduces \d+ \(mismatched lengths\)/],
+  ['mismatch-op', /mismatched collective #\d+: rank [01] called allReduce\((sum|max), float32\) where rank [01] called allReduce\((sum|max), float32\)/],
+]) {
+  test(`ranks that disagree (${scenario}) fail at once, saying why`, async () => {
+    const res = await spawnRanks(2, [APP, scenario], { env: { TPRUN_SHM_MMAP: '0', APP_TIMEOUT_MS: '60000' }, timeoutMs: 50000 });
+    for (const r of res) {
+      assert.notEqual(r.code, 0, `rank ${r.rank} passed: ${r.stdout}`);
+      assert.equal(r.signal, null);
+    }
+    assert.match(res.map((r) => r.stderr).join('\n'), why);
+  });
+}
+
+test('a rank that dies between large allReduces takes the others down, naming it (not by their timeout)', async () => {
+  // The ranks' collective timeout (120 s) is beyond this test's hang guard: only the death can end them.
+  const res = await spawnRanks(3, [APP, 'die'], { env: { TPRUN_SHM_MMAP: '0', APP_TIMEOUT_MS: '120000' }, timeoutMs: 60000 });
+  assert.equal(res[1].code, 3);
+  for (const r of [res[0], res[2]]) {
+    assert.equal(r.signal, null, `rank ${r.rank} was killed by the hang guard`);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /allReduce #\d+ .*failed on rank \d: rank 1 (disconnected|closed its world)/);
+  }
+});
