@@ -12,12 +12,12 @@ const SMALL_STEP = { TPRUN_SHM_AR_STEP: '65536' };
 let koffi = true;
 try { await import('koffi'); } catch { koffi = false; }
 
-for (const [n, env, plane] of [
+for (const [n, env, plane] of /** @type {[number, Record<string, string>, string][]} */ ([
   [2, { ...SMALL_STEP, TPRUN_SHM_MMAP: '0' }, 'pread'],
   [3, { ...SMALL_STEP, TPRUN_SHM_MMAP: '0' }, 'pread'],
   [2, { TPRUN_SHM_MMAP: '0' }, 'pread'],
   [3, SMALL_STEP, 'mmap'],
-]) {
+])) {
   test(`allReduce through shared memory agrees with the reference: ${n} ranks, ${plane}${env.TPRUN_SHM_AR_STEP ? ', 64 KiB steps' : ''}`,
     { skip: plane === 'mmap' && !koffi && 'koffi (optional) is not installed' }, async () => {
       const res = await spawnRanks(n, [APP, 'check'], { env, timeoutMs: 240000 });
@@ -28,10 +28,10 @@ for (const [n, env, plane] of [
     });
 }
 
-for (const [scenario, why] of [
+for (const [scenario, why] of /** @type {[string, RegExp][]} */ ([
   ['mismatch-length', /allReduce #\d+: rank [01] reduces \d+ bytes where rank [01] reduces \d+ \(mismatched lengths\)/],
   ['mismatch-op', /mismatched collective #\d+: rank [01] called allReduce\((sum|max), float32\) where rank [01] called allReduce\((sum|max), float32\)/],
-]) {
+])) {
   test(`ranks that disagree (${scenario}) fail at once, saying why`, async () => {
     const res = await spawnRanks(2, [APP, scenario], { env: { TPRUN_SHM_MMAP: '0', APP_TIMEOUT_MS: '60000' }, timeoutMs: 50000 });
     for (const r of res) {

@@ -10,7 +10,9 @@ const [scenario = 'check'] = process.argv.slice(2);
 const world = await initWorld({ timeoutMs: Number(process.env.APP_TIMEOUT_MS ?? 40000) });
 const { rank: me, size: R } = world;
 // The test must know that the path under test ran, not the message path beside it.
-const plane = world.shar?.plane.kind ?? 'none';
+/** @type {{ plane: { kind: string }, step: number } | undefined} the world's own, not in its public type */
+const shar = /** @type {any} */ (world).shar;
+const plane = shar?.plane.kind ?? 'none';
 
 // Small integers: sums are exact in float32 and float16 whatever the order.
 const val = (r, i) => ((r * 7 + i * 3) % 11) - 5;
@@ -28,10 +30,10 @@ function checkAll(got, op, what, scale = 1) {
 
 if (scenario === 'check') {
   // Lengths around the step (TPRUN_SHM_AR_STEP), not divisible by the rank count, one element, and big.
-  const step = world.shar?.step ?? 65536;
+  const step = shar?.step ?? 65536;
   const sizes = [1, R - 1, 16385, 16384 * R + 1, step / 4 + 1, (3 * step) / 4 - 1, 5 * step / 4 + 7];
   for (const n of sizes) {
-    for (const op of ['sum', 'max', 'min']) {
+    for (const op of /** @type {const} */ (['sum', 'max', 'min'])) {
       const buf = Float32Array.from({ length: n }, (_, i) => val(me, i));
       await world.allReduce(buf, op);
       checkAll(buf, op, `float32 ${op} [${n}]`);
