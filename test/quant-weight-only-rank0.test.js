@@ -5,10 +5,11 @@
 // linear of every rank's shard, and rank 1 opens no rank file of the checkpoint.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
+import { readSafetensors, writeSafetensors } from '../dist/checkpoint/safetensors.js';
 
 const MODEL = resolve('models/brown-llama-a');
 const TRACE_OPEN = resolve('test/helpers/trace-open.mjs');
@@ -53,6 +54,31 @@ test('build of int8_wo at tp 2: only rank 0 runs the weight-only quantizer, from
       const w = (e) => readFileSync(join(dir, e, `rank${rank}`, 'weights.bin'));
       assert.ok(w('e-ckpt').equals(w('e-model')), `rank ${rank} weights.bin differs between the two builds`);
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('build --checkpoint of a W8A16 checkpoint holding int8 weights at tp 2: rank 0 refuses it (exit 2, naming the tensor), no engine', { timeout: 600_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-wo-int8-'));
+  try {
+    const ckpt = join(dir, 'ckpt');
+    let r = await tprun(['convert', '--model', MODEL, '--tp', '2', '--quant', 'int8_wo', '--out', ckpt]);
+    assert.equal(r.exitCode, 0, r.all);
+    const name = 'transformer.layers.0.attention.qkv.weight';
+    for (const rank of [0, 1]) {
+      const f = join(ckpt, `rank${rank}.safetensors`);
+      const w = readSafetensors(f);
+      const [n, k] = w.get(name).shape;
+      // TensorRT-LLM's kernel layout: int8 (K, N), interleaved for one GPU architecture.
+      w.set(name, { dtype: 'int8', shape: [k, n], data: new Uint8Array(n * k) });
+      writeSafetensors(f, w);
+    }
+    const eng = join(dir, 'engine');
+    r = await tprun(['build', '--checkpoint', ckpt, '--out', eng, '-q']);
+    assert.equal(r.exitCode, 2, r.all);
+    assert.match(r.all, /attention\.qkv\.weight is int8\[\d+,\d+\], W8A16 wants bfloat16/);
+    assert.ok(!existsSync(eng), 'no engine directory left');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
