@@ -33,6 +33,8 @@ export interface AwqOptions {
   kernels?: ErrorKernels;
   /** The values a prequant factor takes once stored (the checkpoint's dtype): the search scores those. */
   store?: (p: Float32Array) => Float32Array;
+  /** The values the group scales take where they are used (TensorRT-LLM casts them to the model dtype). */
+  storeScale?: (s: Float32Array) => Float32Array;
 }
 
 /**
@@ -52,8 +54,10 @@ function weightMeanScale(w: Float32Array, n: number, k: number, g: number): Floa
   return out;
 }
 
-function fakeQuant(w: Float32Array, n: number, k: number, g: number, clip?: Float32Array): Float32Array {
-  return dequantizeInt4Grouped(quantizeInt4Grouped(w, n, k, g, clip), n, k, g);
+type Store = (v: Float32Array) => Float32Array;
+
+function fakeQuant(w: Float32Array, n: number, k: number, g: number, clip?: Float32Array, storeScale?: Store): Float32Array {
+  return dequantizeInt4Grouped(quantizeInt4Grouped(w, n, k, g, clip, storeScale), n, k, g);
 }
 
 export async function awqQuantize(
@@ -64,7 +68,8 @@ export async function awqQuantize(
   const kern = opts.kernels ?? ortKernels;
   const store = opts.store ?? ((p: Float32Array) => p);
   const { x, rows } = sample;
-  const rtnError = await kern.outputError(x, rows, fakeQuant(w, n, k, g), w, n, k);
+  const ss = opts.storeScale;
+  const rtnError = await kern.outputError(x, rows, fakeQuant(w, n, k, g, undefined, ss), w, n, k);
   const wMean = weightMeanScale(w, n, k, g);
   let best: { alpha: number; error: number; s: Float32Array; p: Float32Array } = { alpha: 0, error: rtnError, s: new Float32Array(k).fill(1), p: new Float32Array(k).fill(1) };
   // α = 0 is a candidate too (s = 1/wMean), as in awq_lite's grid; plain RTN (s = 1) is the baseline.
@@ -81,7 +86,7 @@ export async function awqQuantize(
     const norm = Math.sqrt(mx * mn);
     const p = store(s.map((v) => norm / v));
     for (let c = 0; c < k; c++) s[c] = Math.fround(1 / p[c]);
-    const wq = scaleColumns(fakeQuant(scaleColumns(w, n, k, s), n, k, g), n, k, s.map((v) => 1 / v));
+    const wq = scaleColumns(fakeQuant(scaleColumns(w, n, k, s), n, k, g, undefined, ss), n, k, s.map((v) => 1 / v));
     const err = await kern.outputError(x, rows, wq, w, n, k);
     if (err < best.error) best = { alpha, error: err, s, p };
   }
@@ -90,12 +95,12 @@ export async function awqQuantize(
   let clip: Float32Array | undefined;
   let error = best.error;
   if (opts.clipSearch) {
-    clip = await searchClip(ws, n, k, g, scaleInputs(x, rows, k, best.s), rows, kern, opts.clipSteps);
-    error = await kern.outputError(x, rows, scaleColumns(fakeQuant(ws, n, k, g, clip), n, k, inv), w, n, k);
+    clip = await searchClip(ws, n, k, g, scaleInputs(x, rows, k, best.s), rows, kern, opts.clipSteps, ss);
+    error = await kern.outputError(x, rows, scaleColumns(fakeQuant(ws, n, k, g, clip, ss), n, k, inv), w, n, k);
     // The per-group search ignores cross-group terms; keep clipping only when the whole layer gains.
     if (error > best.error) { clip = undefined; error = best.error; }
   }
-  const q = quantizeInt4Grouped(ws, n, k, g, clip);
+  const q = quantizeInt4Grouped(ws, n, k, g, clip, ss);
   return { ...q, s: best.s, prequant: best.p, alpha: best.alpha, clip, error, rtnError };
 }
 
@@ -106,13 +111,13 @@ function scaleInputs(x: Float32Array, rows: number, k: number, s: Float32Array):
 }
 
 /** Per (row, group) clip ratio minimising that group's output error Σ_t (x_t,g · (q(w_g) - w_g))². */
-async function searchClip(w: Float32Array, n: number, k: number, g: number, x: Float32Array, rows: number, kern: ErrorKernels, steps?: number[]): Promise<Float32Array> {
+async function searchClip(w: Float32Array, n: number, k: number, g: number, x: Float32Array, rows: number, kern: ErrorKernels, steps?: number[], storeScale?: Store): Promise<Float32Array> {
   const ratios = steps ?? [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6];
   const G = k / g;
   const clip = new Float32Array(n * G).fill(1);
   const bestErr = new Float32Array(n * G).fill(Infinity);
   for (const ratio of ratios) {
-    const wq = fakeQuant(w, n, k, g, new Float32Array(n * G).fill(ratio));
+    const wq = fakeQuant(w, n, k, g, new Float32Array(n * G).fill(ratio), storeScale);
     const d = wq.map((v, i) => v - w[i]);
     const e = await kern.groupErrors(x, rows, d, n, k, g); // [G, n]
     for (let gi = 0; gi < G; gi++) {
