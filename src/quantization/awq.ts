@@ -2,7 +2,7 @@
 // weight is quantized as Q(W·s) and the input divided by s (multiplied by the stored prequant factor 1/s).
 // s = mean|X|^α / mean(|W|/groupmax)^(1-α), normalised, as ModelOpt's awq_lite computes it (what
 // TensorRT-LLM's quantize.py --qformat int4_awq runs): the weight term lowers brown-llama-a's tp 2
-// perplexity change from about +1.5% (activations alone, the AWQ paper's form) to +0.62%. α is searched on a
+// perplexity change from about +1.5% (activations alone, the AWQ paper's form) to +0.6-0.8%. α is searched on a
 // grid to minimise the layer's output error on calibration activations, then each group's clipping range
 // is searched the same way (AWQ's auto-clip).
 //
