@@ -121,3 +121,22 @@ test('AWQ: the searched scales lower the output error below round-to-nearest on 
   assert.ok(res.alpha > 0, 'a non-trivial scale was chosen');
   assert.ok(res.error < res.rtnError * 0.9, `awq ${res.error} vs rtn ${res.rtnError}`);
 });
+
+test('AWQ with a stored dtype: the prequant factor is what the dtype holds, and the weight is quantized against exactly it', async () => {
+  const r = rng(11);
+  const n = 16, k = 64, g = 32, t = 96;
+  const w = Float32Array.from({ length: n * k }, () => randn(r));
+  const chanScale = Float32Array.from({ length: k }, (_, c) => (c % 7 === 0 ? 15 : 1));
+  const x = Float32Array.from({ length: t * k }, (_, i) => randn(r) * chanScale[i % k]);
+  const mean = new Float32Array(k);
+  for (let i = 0; i < t * k; i++) mean[i % k] += Math.abs(x[i]) / t;
+  // bfloat16 storage: round to nearest even on the top 16 bits of the float32.
+  const bf16 = (v) => { const u = new Uint32Array(Float32Array.from(v).buffer); for (let i = 0; i < u.length; i++) u[i] = ((u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16) << 16; return new Float32Array(u.buffer); };
+  const res = await awqQuantize(w, n, k, g, mean, { x, rows: t }, { grid: 10, clipSearch: true, store: bf16 });
+  assert.ok(res.alpha > 0 || res.prequant.some((v) => v !== 1), 'a non-trivial scale was chosen');
+  assert.deepEqual([...bf16(res.prequant)], [...res.prequant], 'prequant values are bfloat16-exact');
+  for (let c = 0; c < k; c++) assert.equal(res.s[c], Math.fround(1 / res.prequant[c]));
+  const again = quantizeInt4Grouped(scaleColumns(w, n, k, res.s), n, k, g, res.clip);
+  assert.deepEqual(Buffer.from(res.packed), Buffer.from(again.packed), 'weights quantized against the stored factor');
+  assert.ok(res.error < res.rtnError, `awq ${res.error} vs rtn ${res.rtnError}`);
+});

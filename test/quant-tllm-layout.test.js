@@ -139,6 +139,15 @@ for (const s of SCHEMES) {
     const r = await cli(['convert', '--model', tiny, '--tp', '1', '--group-size', String(GROUP), '--calib-samples', '8', '--out', base, ...s.args]);
     assert.equal(r.exitCode, 0, r.all);
     checkCheckpoint(base, 1, s);
+    if (s.algo === 'W4A16_AWQ') {
+      // TensorRT-LLM casts these F32 scales to the model dtype (bfloat16 here) at load: they must already
+      // be bfloat16 values, so that the cast changes nothing and the weight was rounded against them.
+      for (const [n, t] of readSafetensors(join(base, 'rank0.safetensors'))) {
+        if (!n.endsWith('.weights_scaling_factor')) continue;
+        const u = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length / 4);
+        assert.ok(u.every((v) => (v & 0xffff) === 0), `${s.name}: ${n} holds values bfloat16 cannot`);
+      }
+    }
     for (const tp of [2, 4]) {
       const out = join(dir, `${slug(s)}-tp${tp}`);
       // tp 2 also changes the dtype: model-dtype companions (prequant, scale_to_int) must follow it.

@@ -138,14 +138,22 @@ function writeCkpt(out, quantization, perLinear, extraPerLayer = () => ({}), min
 const f32 = (a, shape) => ({ dtype: 'float32', shape, data: new Uint8Array(Float32Array.from(a).buffer) });
 const bf16 = (a, shape) => castTensor(f32(a, shape), full.config.dtype);
 
+// ModelOpt's RTN export of W4A16_AWQ, except that the group scales are first rounded to the model dtype:
+// ModelOpt writes amax/7 in F32 and TensorRT-LLM's loader casts it to the model dtype; tprun writes the cast
+// value (in F32) and rounds the weight against it, so that the cast is lossless (quantize-model.ts).
 function awqRtn(lin, wt) {
   const [n, k] = wt.shape, w = toFloat32(wt), ng = k / G;
-  const scale = new Float32Array(n * ng), q = new Int8Array(n * k);
+  /** @type {Float32Array} */
+  let scale = new Float32Array(n * ng);
+  const q = new Int8Array(n * k);
   for (let r = 0; r < n; r++) for (let gi = 0; gi < ng; gi++) {
     let amax = 0;
     for (let c = 0; c < G; c++) amax = Math.max(amax, Math.abs(w[r * k + gi * G + c]));
-    const s = Math.fround(amax / 7) || 1;
-    scale[r * ng + gi] = s;
+    scale[r * ng + gi] = Math.fround(amax / 7) || 1;
+  }
+  scale = toFloat32(bf16(scale, [n * ng]));
+  for (let r = 0; r < n; r++) for (let gi = 0; gi < ng; gi++) {
+    const s = scale[r * ng + gi];
     for (let c = 0; c < G; c++) q[r * k + gi * G + c] = Math.max(-8, Math.min(7, rne(w[r * k + gi * G + c] / s)));
   }
   const packed = new Uint8Array((n / 2) * k); // pack_int4_in_uint8: out rows 2i (low) and 2i+1 (high)

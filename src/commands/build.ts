@@ -17,6 +17,7 @@ import { loadShardForBuild } from '../engine/load-shard.js';
 import { Mapping } from '../sharding/mapping.js';
 import { exitOnError, rankRunOptions, runOnRanks } from '../engine/cli-util.js';
 import { quantOptions, quantRequestFrom } from '../quantization/cli-options.js';
+import { weightOnlyBits } from '../quantization/weight-only.js';
 
 interface BuildArgs {
   checkpoint?: string;
@@ -29,6 +30,7 @@ interface BuildArgs {
   'max-seq-len': number;
   dtype: 'float32' | 'float16';
   device: 'cpu' | 'gpu' | 'auto';
+  'int4-matmul-dtype'?: 'float32' | 'auto';
   tokenizer?: string;
   'parallel-embedding': boolean;
   force: boolean;
@@ -53,6 +55,7 @@ const command: CommandModule<object, BuildArgs> = {
       .option('max-seq-len', { type: 'number', default: 1024, alias: 'max_seq_len', describe: 'longest sequence (prompt + new tokens); at most the model\'s max_position_embeddings unless it has rope scaling' })
       .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const })
       .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, default: 'cpu' as const, describe: 'where the engine will run (auto: the GPU where a WebGPU adapter opens, else the CPU)' })
+      .option('int4-matmul-dtype', { choices: ['float32', 'auto'] as const, describe: 'int4 weight-only linears of a float16 engine: float32 kernel between Casts (default; decodes faster on WebGPU) or auto = the engine dtype, no Casts (prefills faster); cf. TensorRT-LLM\'s --weight_only_groupwise_quant_matmul_plugin dtype' })
       .option('parallel-embedding', { type: 'boolean', default: false, describe: 'with --model: shard the embedding table over the vocabulary (one more all-reduce)' })
       .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json to store in the engine (default: the model\'s)' })
       .conflicts('checkpoint', 'model')
@@ -94,19 +97,32 @@ const command: CommandModule<object, BuildArgs> = {
       const config = validateConvert({ model: src, out, tp, pp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
       if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
     }
+    let int4MatmulDtype = a['int4-matmul-dtype'];
+    if (int4MatmulDtype === undefined && process.env.TPRUN_INT4_FP16_DIRECT === '1') {
+      // The flag's predecessor, said once: by rank 0 in a world, by the process itself when alone.
+      if (id.inWorld ? id.rank === 0 : tp * pp === 1) process.stderr.write('tprun: note: TPRUN_INT4_FP16_DIRECT=1 is deprecated; use build --int4-matmul-dtype auto\n');
+      int4MatmulDtype = 'auto';
+    }
     const buildConfig = {
       max_batch_size: a['max-batch-size'],
       max_input_len: a['max-input-len'],
       max_seq_len: a['max-seq-len'],
       dtype: a.dtype,
-      // Decided once, here: every rank must build for the same device.
-      device: a.device === 'auto' ? ((await (await import('../engine/device.js')).probeWebGpu()) === null ? 'gpu' as const : 'cpu' as const) : a.device,
+      ...(int4MatmulDtype ? { int4_matmul_dtype: int4MatmulDtype } : {}),
     };
     await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();
-      const model = await traceSpan('load', async () => q ? (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'], pp }, q) : loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, pp, world, parallelEmbedding: a['parallel-embedding'] }));
+      // --device auto is decided inside the world, once per adapter (device.ts agreeDevice): every rank
+      // must build for the same device, and the launching process does not probe at all.
+      const device = a.device === 'auto' ? (await (await import('../engine/device.js')).agreeDevice(world)).device : a.device;
+      const model = await traceSpan('load', async () => {
+        if (q) return (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'], pp, forEngine: true }, q);
+        // W8A16/W4A16 checkpoints hold float weights quantized at load: by rank 0 only, which sends the shards.
+        if (onDisk?.weightOnly) return (await import('../quantization/distribute.js')).loadWeightOnlyAndDistribute(world, src);
+        return loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, pp, world, parallelEmbedding: a['parallel-embedding'] });
+      });
       const bar = progress('build', new Mapping(model.config.mapping, world.rank).ppLayers(model.config.num_hidden_layers).length, 'layers');
-      const engine = await traceSpan('build', () => build(model, buildConfig, { onLayer: () => bar.tick() }));
+      const engine = await traceSpan('build', () => build(model, { ...buildConfig, device }, { onLayer: () => bar.tick() }));
       bar.done();
       await traceSpan('save', () => engine.save(out, world.size > 1 ? world : undefined, world.rank === 0 && hasTokenizer(tokDir) ? tokenizerFiles(tokDir) : {}, guard));
       if (world.rank === 0) {
@@ -118,17 +134,20 @@ const command: CommandModule<object, BuildArgs> = {
 };
 export default command;
 
-function checkpointMapping(dir: string): { tp: number; pp: number } {
+function checkpointMapping(dir: string): { tp: number; pp: number; weightOnly: boolean } {
   const f = join(dir, 'config.json');
   if (!existsSync(f)) throw new InputError(`${f}: missing (not a TensorRT-LLM checkpoint)`);
   let m: { tp_size?: number; pp_size?: number } | undefined;
+  let algo: string | undefined;
   try {
-    m = JSON.parse(readFileSync(f, 'utf8')).mapping;
+    const c = JSON.parse(readFileSync(f, 'utf8'));
+    m = c.mapping;
+    algo = c.quantization?.quant_algo;
   } catch (e) {
     throw new InputError(`${f}: ${(e as Error).message}`);
   }
   const tp = m?.tp_size ?? 1;
   const pp = m?.pp_size ?? 1;
   if (!Number.isInteger(tp) || tp < 1 || !Number.isInteger(pp) || pp < 1) throw new InputError(`${f}: mapping tp_size ${tp} / pp_size ${pp}: must be positive integers`);
-  return { tp, pp };
+  return { tp, pp, weightOnly: weightOnlyBits(algo) !== undefined };
 }

@@ -9,6 +9,13 @@ export const BuildConfigSchema = z.object({
   /** Activation and weight dtype of the graph (logits and values crossing ranks are always float32). */
   dtype: z.enum(['float32', 'float16']).default('float32'),
   device: z.enum(['cpu', 'gpu']).default('cpu'),
+  /**
+   * Activation dtype of int4 weight-only MatMulNBits (W4A16, W4A16_AWQ) in a float16 engine: 'float32'
+   * runs the float32 kernel between a Cast pair (decodes faster on the H200's WebGPU), 'auto' the engine
+   * dtype with no Casts (prefills faster there): docs/gpu.md. TensorRT-LLM's counterpart is the dtype of
+   * its plugin_config.weight_only_groupwise_quant_matmul_plugin ('auto' = the model dtype).
+   */
+  int4_matmul_dtype: z.enum(['float32', 'auto']).default('float32'),
   /** Extra outputs `calib.<linear prefix>` exposing every linear's input activations (for quantization). */
   calibration: z.boolean().default(false),
 });

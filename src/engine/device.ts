@@ -23,12 +23,14 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { homedir } from 'node:os';
+import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { InferenceSession } from 'onnxruntime-node';
 import { InputError } from '../core/errors.js';
+import type { World } from '../rank/types.js';
 import { deviceSelectEnv, describeGpus, GpuSpecError, hostGpus, normalPci, vulkanTarget, type HostGpu, type VulkanTarget } from '../launcher/gpus.js';
+import { traceSpan } from '../util/trace.js';
 import { Graph } from './graph.js';
 import { WeightFile } from './weight-file.js';
 
@@ -294,4 +296,62 @@ function identityModel(): Uint8Array {
   g.node('Identity', [g.input('x', 'float32', [1])], ['y']);
   g.output('y', 'float32', [1]);
   return g.encode();
+}
+
+/**
+ * Which adapter a probe on this rank would open: the host plus the rank's binding (or the host's
+ * default adapter). Ranks with the same key would probe the same device.
+ */
+export function adapterKey(env: NodeJS.ProcessEnv = process.env, host = hostname()): string {
+  let b: GpuBinding | undefined;
+  try {
+    b = gpuBinding(env);
+  } catch (e) {
+    // A binding naming no device: this rank must probe (and report) for itself.
+    return `${host}|unbindable|${(e as Error).message}`;
+  }
+  return `${host}|${b ? targetText(b.target) : 'default adapter'}`;
+}
+
+/** The first rank of each distinct adapter key: the ranks that probe. */
+export function probingRanks(keys: readonly string[]): number[] {
+  const seen = new Set<string>();
+  const out: number[] = [];
+  keys.forEach((k, r) => {
+    if (!seen.has(k)) { seen.add(k); out.push(r); }
+  });
+  return out;
+}
+
+const DEVICE_TAG = 0x44560;
+
+/**
+ * `--device auto` for a whole world, deciding one device for every rank (an engine's ranks must all be
+ * built for the same provider). Ranks that would open the same adapter (same host, same binding) share
+ * one probe, made by the lowest of them: a probe creates a Dawn instance and a session, seconds and GPU
+ * memory per process, for an answer their siblings would repeat. Ranks bound to different adapters
+ * (another GPU of the host, another host) each probe their own, since one adapter working says nothing
+ * of another. The world builds for the GPU only where every probed adapter opened.
+ */
+export async function agreeDevice(world: World): Promise<{ device: Device; reason: string }> {
+  const key = adapterKey();
+  let keys: string[] | undefined;
+  if (world.rank === 0) {
+    keys = [key];
+    for (let r = 1; r < world.size; r++) keys.push(await world.recvObject<string>(r, DEVICE_TAG));
+  } else {
+    await world.sendObject(key, 0, DEVICE_TAG);
+  }
+  const probers = await world.broadcastObject(keys && probingRanks(keys), 0);
+  let ok = 1;
+  let reason = '';
+  if (probers.includes(world.rank)) {
+    const c = await traceSpan('device.probe', () => chooseDevice('auto'), { key });
+    ok = c.device === 'gpu' ? 1 : 0;
+    reason = c.reason;
+  }
+  const all = await world.allReduce(Int32Array.of(ok), 'min');
+  return all[0] === 1
+    ? { device: 'gpu', reason: `auto: ${probers.length} adapter(s) probed, all usable` }
+    : { device: 'cpu', reason: `auto: ${ok ? 'an adapter of another rank' : reason} is not usable` };
 }

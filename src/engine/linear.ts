@@ -5,17 +5,20 @@
 // `.weights_scaling_factor` / `.per_channel_scale`) are handed to src/quantization/onnx-linear.ts:
 //
 //   export function emitQuantLinear(g: Graph, input: string, prefix: string, weights: Weights,
-//                                   quant: QuantConfig): string   // returns the [.., N] output name
+//                                   quant: QuantConfig, opts?): string   // returns the [.., N] output name
 //
 // That module is loaded once per build (loadQuantLinear) only when the model is quantized, so float
 // engines do not depend on it.
 
 import type { Tensor, Weights } from '../core/tensor.js';
 import type { QuantConfig } from '../model/config.js';
+import type { BuildConfig } from './build-config.js';
 import { engineWeightTransposed } from './weight-convert.js';
 import type { Graph } from './graph.js';
 
-export type QuantLinearEmitter = (g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig) => string;
+/** The build options a quantized linear's kernel choice depends on. */
+export type QuantLinearOptions = Partial<Pick<BuildConfig, 'int4_matmul_dtype'>>;
+export type QuantLinearEmitter = (g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig, opts?: QuantLinearOptions) => string;
 
 let quantEmitter: QuantLinearEmitter | undefined;
 
@@ -49,10 +52,10 @@ export function requireTensor(weights: Weights, name: string): Tensor {
 }
 
 /** input [.., K] → output [.., N] for the linear whose weight is `${prefix}.weight` ([N, K]). */
-export function emitLinear(g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig): string {
+export function emitLinear(g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig, opts?: QuantLinearOptions): string {
   if (isQuantizedLinear(prefix, weights, quant)) {
     if (!quantEmitter) throw new Error(`${prefix} is quantized but the quantized-linear emitter was not loaded`);
-    return quantEmitter(g, input, prefix, weights, quant);
+    return quantEmitter(g, input, prefix, weights, quant, opts);
   }
   const w = requireTensor(weights, `${prefix}.weight`);
   if (w.shape.length !== 2) throw new Error(`${prefix}.weight: expected 2 dimensions, got [${w.shape}]`);

@@ -156,7 +156,7 @@ export function buildLlamaSegments(config: PretrainedConfig, rank: number, weigh
   };
   const linear = (input: string, prefix: string) => {
     calib(prefix, input);
-    return emitLinear(g, input, prefix, weights, quant);
+    return emitLinear(g, input, prefix, weights, quant, bc);
   };
 
   const norm = (weightName: string): string => {

@@ -1,5 +1,6 @@
 // Only rank 0 quantizes: it reads the model, calibrates, quantizes the full (tp=1) weights, cuts every
-// rank's shard with the one sharding table and sends it over the world as raw frames. Other ranks never
+// rank's shard with the one sharding table and sends it over the world as raw frames. For an engine,
+// W8A16/W4A16 float weights (quantized at load in TensorRT-LLM) are quantized there too, per shard. Other ranks never
 // open the model; they wait on their socket (no polling loop of their own) in a visible
 // "waiting for rank 0" state, then receive. No shared filesystem is assumed.
 
@@ -20,6 +21,7 @@ import { needsCalibration } from './algorithms.js';
 import type { CalibrationStats } from './calib-stats.js';
 import type { QuantRequest } from './algorithms.js';
 import { quantizeWeights, type QuantReport } from './quantize-model.js';
+import { quantizeWeightOnlyShard, weightOnlyBits } from './weight-only.js';
 
 const TAG = 0x51000;
 /** Rank 0 may calibrate and search for minutes; the launcher takes the job down if it dies. */
@@ -37,6 +39,11 @@ export interface QuantizeSource {
   embeddingShardingDim?: 0 | 1;
   /** Pipeline stages (default 1): the world has tp × pp ranks, and each stage gets only its layers. */
   pp?: number;
+  /**
+   * The shards feed an engine build: W8A16/W4A16's float weights are quantized too (on rank 0, per
+   * shard, weight-only.ts), where TensorRT-LLM's loader would. A checkpoint keeps them float.
+   */
+  forEngine?: boolean;
 }
 
 interface Header {
@@ -99,29 +106,78 @@ export async function quantizeAndDistribute(world: World, src: QuantizeSource, q
     if (!Number.isInteger(tp)) throw new InputError(`--pp ${pp} does not divide the world's ${world.size} ranks`);
     full = await quantizeFullModel(src, q, tp, pp);
   } catch (e) {
-    // Tell the waiting ranks why, so that every rank fails with rank 0's message.
-    const msg = (e as Error).message ?? String(e);
-    for (let r = 1; r < world.size; r++) await world.sendObject({ error: msg, inputError: isInputError(e) } satisfies Header, r, TAG);
+    await failWaiting(world, e);
     throw e;
   }
   const ctx = shardContext(full.config);
-  let mine: Weights | undefined;
-  const bar = progress('send shards', world.size - 1, 'ranks');
-  for (let r = 0; r < world.size; r++) {
+  const bits = src.forEngine ? weightOnlyBits(full.config.quantization?.quant_algo) : undefined;
+  return sendShards(world, full.config, (r) => {
     const shard: Weights = new Map();
     // Rank r = pp_rank × tp + tp_rank: its stage's tensors (layers renumbered from 0), cut for its tp rank.
     const weightsOf = new Map(stageTensors([...full.weights.keys()], full.config.num_hidden_layers, pp, Math.floor(r / tp)));
     for (const [local, name] of weightsOf) shard.set(local, shardTensor(name, full.weights.get(name)!, ctx, r % tp));
+    return bits ? quantizeWeightOnlyShard(shard, bits) : shard;
+  });
+}
+
+/**
+ * `build --checkpoint` of a W8A16 / W4A16 checkpoint (float weights, quantized at load): rank 0 reads
+ * every rank's shard, quantizes it per channel as TensorRT-LLM's loader would on that rank, and sends it;
+ * the other ranks only receive.
+ */
+export async function loadWeightOnlyAndDistribute(world: World, dir: string): Promise<LlamaForCausalLM> {
+  if (world.rank !== 0) return receiveShard(world);
+  let opened: ReturnType<typeof LlamaForCausalLM.openCheckpoint>;
+  let bits: 8 | 4;
+  try {
+    // Opening validates the whole checkpoint against the layout table (int8 weights here exit 2).
+    opened = LlamaForCausalLM.openCheckpoint(dir);
+    const algo = opened.config.quantization?.quant_algo;
+    const b = weightOnlyBits(algo);
+    if (!b) throw new Error(`${dir}: quant_algo ${algo} is not a weight-only algorithm quantized at load`);
+    bits = b;
+    if (opened.config.mapping.world_size !== world.size) throw new InputError(`${dir}: written for ${opened.config.mapping.world_size} rank(s), the world has ${world.size}`);
+  } catch (e) {
+    await failWaiting(world, e);
+    throw e;
+  }
+  const { config, source } = opened;
+  try {
+    return await sendShards(world, config, (r) => quantizeWeightOnlyShard(LlamaForCausalLM.fromSource(source, config, r).weights, bits));
+  } finally {
+    source.close();
+  }
+}
+
+/** Rank 0 failed before sending: tell the waiting ranks why, so that every rank fails with its message. */
+async function failWaiting(world: World, e: unknown): Promise<void> {
+  const msg = (e as Error).message ?? String(e);
+  for (let r = 1; r < world.size; r++) await world.sendObject({ error: msg, inputError: isInputError(e) } satisfies Header, r, TAG);
+}
+
+/** Rank 0: sends rank r its shard (made one at a time, so only one extra shard is held); returns rank 0's own. */
+async function sendShards(world: World, config: PretrainedConfig, shardOf: (r: number) => Weights): Promise<LlamaForCausalLM> {
+  let mine: Weights | undefined;
+  const bar = progress('send shards', world.size - 1, 'ranks');
+  for (let r = 0; r < world.size; r++) {
+    let shard: Weights;
+    try {
+      shard = shardOf(r);
+    } catch (e) {
+      // Ranks not yet served are still waiting for their header.
+      for (let w = Math.max(r, 1); w < world.size; w++) await world.sendObject({ error: (e as Error).message ?? String(e), inputError: isInputError(e) } satisfies Header, w, TAG);
+      throw e;
+    }
     if (r === 0) { mine = shard; continue; }
     const tensors = [...shard].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, bytes: t.data.length }));
     await traceSpan('quant.send', async () => {
-      await world.sendObject({ config: full.config, tensors } satisfies Header, r, TAG);
+      await world.sendObject({ config, tensors } satisfies Header, r, TAG);
       for (const t of shard.values()) await world.send(t.data, r, TAG + 1);
     }, { rank: r, tensors: tensors.length });
     bar.tick();
   }
   bar.done();
-  const model = new LlamaForCausalLM(full.config, 0);
+  const model = new LlamaForCausalLM(config, 0);
   model.load(mine!);
   return model;
 }

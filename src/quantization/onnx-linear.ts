@@ -3,9 +3,10 @@
 // arrive in TensorRT-LLM's checkpoint layout (src/sharding/tllm-layout.ts) and are repacked here,
 // at build time, into what onnxruntime's kernels read:
 //
-//   W8A16 / W4A16              float weights (TensorRT-LLM's portable form) quantized here per output
-//                              channel, as TensorRT-LLM's loader does (weight_only_quantize_dict), then
-//                              com.microsoft MatMulNBits (bits 8 | 4; the row scale repeated over blocks).
+//   W8A16 / W4A16              float weights (TensorRT-LLM's portable form) quantized per output channel
+//                              by rank 0 (weight-only.ts, as TensorRT-LLM's loader does per shard) and
+//                              received as int8 + per_channel_scale, then com.microsoft MatMulNBits
+//                              (bits 8 | 4; the row scale repeated over blocks).
 //   W4A16_AWQ / W4A8_AWQ       int4 packed along N (TensorRT-LLM) → MatMulNBits' [N, K/2] (+8 offset),
 //                              group scales as stored; the prequant factor is a Mul on the input. W4A8's
 //                              activations go through FP8 with their static scale (fake-quantized: no FP8
@@ -20,11 +21,12 @@
 
 import type { Tensor, Weights } from '../core/tensor.js';
 import type { Graph } from '../engine/graph.js';
+import type { QuantLinearOptions } from '../engine/linear.js';
 import type { QuantConfig } from '../model/config.js';
 import { unpackInt4AlongN } from './quantize-model.js';
 import { fromFloat32 } from '../engine/dtype.js';
 import { toFloat32 } from './tensor-f32.js';
-import { quantizeInt4Grouped, quantizeInt8PerChannel } from './weights.js';
+import { quantizeWeightOnlyLinear } from './weight-only.js';
 
 const MS = 'com.microsoft';
 
@@ -51,14 +53,15 @@ function floatConst(g: Graph, hint: string, values: Float32Array | number[], dim
   return g.constant(hint, 'float32', dims, new Uint8Array(a.buffer));
 }
 
-export function emitQuantLinear(g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig): string {
+export function emitQuantLinear(g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig, opts: QuantLinearOptions = {}): string {
   const w = need(weights, `${prefix}.weight`);
   if (w.shape.length !== 2) throw new Error(`${prefix}.weight: expected 2 dimensions, got [${w.shape}]`);
   const algo = quant.quant_algo ?? '';
   // int4 weight-only in a float16 engine: MatMulNBits takes float16 activations and scales directly, so
   // no Cast pair around every linear. Profiled on the H200 (docs/gpu.md) those Casts were 199 of the 425
   // nodes of a TinyLlama-shape int4 decode step on WebGPU: 4.9 ms of its CPU time, 1.5 ms of its GPU time.
-  const direct = process.env.TPRUN_INT4_FP16_DIRECT === '1' && g.dtype === 'float16' && (algo === 'W4A16' || algo === 'W4A16_AWQ');
+  // Opt-in (build_config.int4_matmul_dtype 'auto'): the float32 kernel decodes faster there (docs/gpu.md).
+  const direct = opts.int4_matmul_dtype === 'auto' && g.dtype === 'float16' && (algo === 'W4A16' || algo === 'W4A16_AWQ');
   const fdt = direct ? 'float16' : 'float32';
   // Otherwise quantized arithmetic runs in float32 whatever the engine dtype; fp16 engines cast around it.
   let x = g.dtype === 'float32' || direct ? input : g.op('Cast', [input], { to: 1 });
@@ -68,7 +71,7 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
   let y: string;
   switch (algo) {
     case 'W8A16':
-    case 'W4A16': y = emitWeightOnlyPerChannel(g, x, prefix, w, algo === 'W8A16' ? 8 : 4, fdt); break;
+    case 'W4A16': y = emitWeightOnlyPerChannel(g, x, prefix, w, weights, algo === 'W8A16' ? 8 : 4, fdt); break;
     case 'W4A16_AWQ':
     case 'W4A8_AWQ':
       if (algo === 'W4A8_AWQ') x = fp8Activations(g, x, prefix, weights);
@@ -90,27 +93,32 @@ function rowBlock(prefix: string, k: number): number {
   return bs;
 }
 
-function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor, bits: 4 | 8, sdt: 'float32' | 'float16'): string {
+function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, bits: 4 | 8, sdt: 'float32' | 'float16'): string {
   const [n, k] = w.shape;
-  if (w.dtype === 'int8' || w.dtype === 'uint8') {
+  let q: { q: Int8Array; scale: Float32Array };
+  const pcs = weights.get(`${prefix}.per_channel_scale`);
+  if (w.dtype === 'int8' && pcs && pcs.shape.length === 1 && pcs.shape[0] === n) {
+    // Quantized by rank 0 from this rank's float shard (weight-only.ts), as TensorRT-LLM's loader would.
+    q = { q: new Int8Array(w.data.buffer, w.data.byteOffset, w.data.length), scale: toFloat32(pcs, `${prefix}.per_channel_scale`) };
+  } else if (w.dtype === 'int8' || w.dtype === 'uint8') {
     throw new Error(`${prefix}.weight: pre-quantized ${w.dtype} weights are interleaved for one GPU architecture's TensorRT-LLM kernel; tprun takes W8A16/W4A16 checkpoints with float weights`);
+  } else {
+    // A float shard built in one process (library build() of a W8A16 model): quantized here, the same way.
+    q = quantizeWeightOnlyLinear(w, bits, `${prefix}.weight`);
   }
-  const wf = toFloat32(w, `${prefix}.weight`);
   const bs = rowBlock(prefix, k);
   const blocks = k / bs;
   const scales = new Float32Array(n * blocks);
+  for (let r = 0; r < n; r++) scales.fill(q.scale[r], r * blocks, (r + 1) * blocks);
   let data: Uint8Array;
   if (bits === 8) {
-    const q = quantizeInt8PerChannel(wf, n, k);
     // MatMulNBits 8-bit stores unsigned bytes with the default zero point 128: shift int8 by 128.
     data = new Uint8Array(n * k);
     for (let i = 0; i < data.length; i++) data[i] = (q.q[i] & 0xff) ^ 0x80;
-    for (let r = 0; r < n; r++) scales.fill(q.scale[r], r * blocks, (r + 1) * blocks);
   } else {
-    // One group per row (TensorRT-LLM's W4A16 is per channel), stored MatMulNBits' way.
-    const q = quantizeInt4Grouped(wf, n, k, k);
-    data = q.packed;
-    for (let r = 0; r < n; r++) scales.fill(q.scale[r], r * blocks, (r + 1) * blocks);
+    // MatMulNBits' 4-bit layout: pairs along K, low nibble first, q + 8 (its default zero point).
+    data = new Uint8Array((n * k) / 2);
+    for (let i = 0; i < n * k; i += 2) data[i >> 1] = (q.q[i] + 8) | ((q.q[i + 1] + 8) << 4);
   }
   const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, blocks, (bs * bits) / 8], data });
   const s = g.weight(`${prefix}.per_channel_scale`, fromFloat32(scales, [n * blocks], sdt));

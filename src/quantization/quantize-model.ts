@@ -123,19 +123,23 @@ export async function quantizeWeights(
       case 'W4A16_AWQ':
       case 'W4A8_AWQ': {
         if (k % g) throw new Error(`${name}: K=${k} is not a multiple of --group-size ${g}`);
-        let s: Float32Array = new Float32Array(k).fill(1);
-        let clip: Float32Array | undefined;
+        // The prequant factor is stored in the model dtype: the weight is quantized against the rounded
+        // value TensorRT-LLM multiplies the input by, so (x ⊙ p) · (W ⊘ p) stays W's product (awq.ts).
+        // W4A16_AWQ's group scales are cast to the model dtype at load (TRT modeling_utils.py
+        // preprocess_weights: weights_scaling_factor .T.contiguous().to(model dtype)): they are stored
+        // (F32) already rounded to it, and the weight is rounded against exactly those values, so the cast
+        // is lossless and TensorRT-LLM multiplies by what tprun's engine multiplies by. W4A8_AWQ's are
+        // divided by weights_scaling_factor_2 after that cast, which no stored value can make exact: kept.
+        const storeScale = algo === 'W4A16_AWQ' ? (v: Float32Array) => roundTo(v, dt) : undefined;
+        let p: Float32Array = new Float32Array(k).fill(1);
+        let q4 = quantizeInt4Grouped(w, n, k, g, undefined, storeScale);
         if (o.algo !== 'int4_wo') {
           const st = statsFor(prefix);
-          const r = await awqQuantize(w, n, k, g, st.meanAbs(), st.sample(), { grid: o.awqGrid, clipSearch: o.awqClip ?? true });
-          s = r.s;
-          clip = r.clip;
+          const r = await awqQuantize(w, n, k, g, st.meanAbs(), st.sample(), { grid: o.awqGrid, clipSearch: o.awqClip ?? true, store: (v) => roundTo(v, dt), storeScale });
+          p = r.prequant;
+          q4 = r;
           report.push({ linear: prefix, detail: { alpha: r.alpha, error: r.error, rtn_error: r.rtnError } });
         }
-        // The prequant factor is stored in the model dtype: quantize W against the rounded 1/p it will
-        // actually be multiplied by, so (x ⊙ p) · (W ⊘ p) stays W's product.
-        const p = roundTo(s.map((v) => 1 / v), dt);
-        const q4 = quantizeInt4Grouped(scaleColumns(w, n, k, p.map((v) => 1 / v)), n, k, g, clip);
         const q = unpackInt4(q4.packed, n * k);
         put('weight', bytesTensor('int8', [n / 2, k], packInt4AlongN(q, n, k)));
         put('weights_scaling_factor', f32Tensor(q4.scale, [n, k / g]));

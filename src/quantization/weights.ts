@@ -43,21 +43,29 @@ export function dequantizeInt8PerChannel(t: Int8PerChannel, n: number, k: number
  * Group-wise int4 over K (groups of g consecutive inputs of one output row), range [-8, 7] with
  * scale = absmax/7 — RTN; `clip` (per group, ≤ 1) shrinks the range, as AWQ's clipping search does.
  */
-export function quantizeInt4Grouped(w: Float32Array, n: number, k: number, g: number, clip?: Float32Array): Int4Grouped {
+export function quantizeInt4Grouped(w: Float32Array, n: number, k: number, g: number, clip?: Float32Array, store?: (scales: Float32Array) => Float32Array): Int4Grouped {
   checkShape(w, n, k);
   if (k % g !== 0) throw new Error(`K=${k} is not a multiple of the group size ${g}`);
   if (k % 2 !== 0) throw new Error(`K=${k} is odd; int4 packing needs pairs`);
   const ng = k / g;
   const packed = new Uint8Array((n * k) / 2);
-  const scale = new Float32Array(n * ng);
+  let scale = new Float32Array(n * ng);
   for (let r = 0; r < n; r++) {
     for (let gi = 0; gi < ng; gi++) {
       const base = r * k + gi * g;
       let amax = 0;
       for (let c = 0; c < g; c++) amax = Math.max(amax, Math.abs(w[base + c]));
       if (clip) amax *= clip[r * ng + gi];
-      const s = Math.fround(amax > 0 ? amax / 7 : 1);
-      scale[r * ng + gi] = s;
+      scale[r * ng + gi] = Math.fround(amax > 0 ? amax / 7 : 1);
+    }
+  }
+  // `store`: the values the scales take where they are used (TensorRT-LLM casts them to the model dtype
+  // at load); the weights are then rounded against exactly those.
+  if (store) scale = Float32Array.from(store(scale), (v) => (v > 0 ? v : 1));
+  for (let r = 0; r < n; r++) {
+    for (let gi = 0; gi < ng; gi++) {
+      const base = r * k + gi * g;
+      const s = scale[r * ng + gi];
       for (let c = 0; c < g; c++) {
         const v = Math.max(-8, Math.min(7, roundHalfEven(w[base + c] / s))) + 8;
         const idx = base + c;

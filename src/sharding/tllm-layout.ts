@@ -62,7 +62,7 @@ const AWQ_COMMON: TensorSpec[] = [
   },
   {
     role: 'weights_scaling_factor', shape: ['N', 'K/g'], dtype: 'float32',
-    meaning: 'per (output row, group of g inputs) scale amax/7 of the pre-scaled weight W·diag(1/prequant)',
+    meaning: 'per (output row, group of g inputs) scale amax/7 of the pre-scaled weight W·diag(1/prequant); for W4A16_AWQ a value of the model dtype (the loader casts it there), the weight rounded against it',
     source: 'MO quant_utils.py get_weight_scaling_factor (amax.float()/maxbound, block_sizes {-1: g}); TRT preprocess_perlayer_weights (transposed to (K/g, N), cast to the model dtype)',
   },
   {
