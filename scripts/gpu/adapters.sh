@@ -6,13 +6,13 @@
 # a tp=2 generate runs split over both; a binding to a device the host lacks is refused in one line.
 #
 # Here (after `npx tsc -p .`):  bash scripts/gpu/adapters.sh pack
-#   makes .device/adp1 .device/adp2 .device/adp3 (git-ignored), ~27 MB each: node, production
+#   makes .device/adp1 .device/adp2 ... (git-ignored), at most ~30 MB each: node, production
 #   node_modules, the Vulkan loader and vulkaninfo debs, lavapipe + device-select layer with the
 #   libraries they need (libLLVM-15, z3, icu, libxml2, ...). The tree (~29 MB) plus everything is over
-#   the device tool's 64 MiB, so it travels in three back-to-back calls (the machine stays warm ~30 s):
+#   the device tool's 64 MiB, so it travels in back-to-back calls, one part each (the machine stays warm ~30 s):
 #   1. carry [".device/adp1"]:          bash scripts/gpu/adapters.sh stash
-#   2. carry [".device/adp2"]:          bash scripts/gpu/adapters.sh stash
-#   3. carry [".device/adp3", "dist"]:  bash scripts/gpu/adapters.sh run
+#   2. carry [".device/adp2"]:          bash scripts/gpu/adapters.sh stash   (and so on)
+#   N. carry [".device/adpN", "dist"]:  bash scripts/gpu/adapters.sh run
 # The device tool ships the session's own checkout (not a worktree): pack and call from there. The pack
 # cache ($ADAPTERS_CACHE, default /tmp/tprun-adapters-pack) is reused; lavapipe's xz -9 takes minutes.
 # Results: $OUT/adapters.jsonl (one line per rank and case) and $OUT/adapters.md (the table for docs/gpu.md).
@@ -47,8 +47,11 @@ pack() {
     cp $lib/libvulkan_lvp.so $lib/libVkLayer_MESA_device_select.so "$t/"
     tar -C "$t" -cf - . | xz -T0 -9 > "$cache/lvp.tar.xz"; rm -rf "$t"
   fi
-  t=$(mktemp -d); tar -C "$cache" -cf "$t/blob.tar" node.xz deps.tar.xz debs lvp.tar.xz $(cd "$cache" && ls lvp-*.tar.xz 2>/dev/null)
-  size=$(stat -c %s "$t/blob.tar"); part=$(( (size + 2) / 3 ))
+  # The llama.cpp peer (bench/peers, packed as docs/gpu.md says) rides along when it is here.
+  [ -s .peers/peers.tar.xz ] && cp .peers/peers.tar.xz "$cache/peers.tar.xz"
+  t=$(mktemp -d); tar -C "$cache" -cf "$t/blob.tar" node.xz deps.tar.xz debs lvp.tar.xz $(cd "$cache" && ls lvp-*.tar.xz peers.tar.xz 2>/dev/null)
+  # Parts of at most ~30 MB: each call carries one beside the ~30 MB tree (64 MiB in all), the last with dist.
+  size=$(stat -c %s "$t/blob.tar"); n=$(( (size + 30000000 - 1) / 30000000 )); part=$(( (size + n - 1) / n ))
   rm -f .device/adp?; split -b "$part" -a 1 --numeric-suffixes=1 "$t/blob.tar" .device/adp; rm -rf "$t"
   ls -la .device/adp?
 }
@@ -59,7 +62,7 @@ setup() {
   local x=$stash/x
   if [ ! -d "$x/lvp" ]; then
     rm -rf "$x"; mkdir -p "$x/lvp/layer"
-    cat "$stash"/adp? | tar -C "$x" -xf - || { echo "the three parts are not all here: $(ls "$stash")" >&2; exit 1; }
+    cat "$stash"/adp? | tar -C "$x" -xf - || { echo "the parts are not all here: $(ls "$stash")" >&2; exit 1; }
     tar -C "$x/lvp" -xJf "$x/lvp.tar.xz"; for f in "$x"/lvp-*.tar.xz; do [ -f "$f" ] && tar -C "$x/lvp" -xJf "$f"; done
     mkdir -p /tmp/nodebin && xz -dc "$x/node.xz" > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
     for f in "$x"/debs/*.deb; do dpkg -x "$f" /; done; ldconfig
@@ -69,6 +72,7 @@ setup() {
   # node_modules here may be a link to a checkout that is not on this machine
   [ -L node_modules ] && rm -f node_modules
   [ -d node_modules ] || tar -xJf "$x/deps.tar.xz"
+  [ -f "$x/peers.tar.xz" ] && [ ! -d bench/peers/node_modules ] && tar -C bench/peers -xJf "$x/peers.tar.xz"
   export PATH=/tmp/nodebin:$PATH
   local nv=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   [ -f $nv ] || nv=$(ls /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json 2>/dev/null | head -1)
