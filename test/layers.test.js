@@ -20,19 +20,19 @@ test('the import scanner sees every kind of import, and only imports', () => {
     writeFileSync(path.join(root, 'checkpoint/errors.ts'), 'export class E {}\n');
     writeFileSync(path.join(root, 'core/a.ts'), [
       "// import { x } from '../engine/not-an-import.js';",
-      "import type { E } from '../core/errors.js';",
-      "export { E as F } from '../core/errors.js';",
+      "import type { E } from '../checkpoint/errors.js';",
+      "export { E as F } from '../checkpoint/errors.js';",
       "import fs from 'node:fs';",
       "const s = \"from '../rank/also-not.js'\";",
-      "export const load = () => import('../core/errors.js');",
+      "export const load = () => import('../checkpoint/errors.js');",
       'import zod from \'zod\';', '',
     ].join('\n'));
     const edges = importEdges(root);
     // The type import, the re-export, the dynamic import and the package; not the comment or the string.
     assert.deepEqual(violations(edges, 'core', []).sort(), [
-      'core/a.ts imports ../core/errors.js',
-      'core/a.ts imports ../core/errors.js',
-      'core/a.ts imports ../core/errors.js',
+      'core/a.ts imports ../checkpoint/errors.js',
+      'core/a.ts imports ../checkpoint/errors.js',
+      'core/a.ts imports ../checkpoint/errors.js',
       'core/a.ts imports zod',
     ]);
     assert.deepEqual(violations(edges, 'core', ['checkpoint'], { packages: true }), []);
