@@ -216,7 +216,7 @@ export class WgslRunner {
       else out.set(new Float32Array(r), g0 * d.Vr);
       dst.unmap();
     }
-    this.stats.runs++;
+    this.stats.runs += this.engine.segmentCount; // counted as the ONNX runner counts session runs (bench divides by segments)
     this.stats.run_ms += performance.now() - t0;
     return out;
   }
