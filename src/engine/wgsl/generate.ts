@@ -43,7 +43,17 @@ export async function generateWgsl(runner: WgslRunner, prompts: number[][], opts
     const logits: Float32Array[] = lastPromptLogits.slice();
     let steps = 0;
     const t1 = performance.now();
-    for (let step = 0; step < maxNew; step++) {
+    if (greedy && B === 1 && runner.group.size === 1 && maxNew > 0) {
+      // The fast path: tokens stay on the GPU, the host follows one step behind (runner.decodeGreedyPipelined).
+      const take = (tok: number) => {
+        newIds[0].push(tok);
+        opts.onStep?.(newIds[0].length);
+        return !(eos.has(tok) || newIds[0].length >= maxNew);
+      };
+      if (take(nextTok[0])) steps = await traceSpan('decode', () => runner.decodeGreedyPipelined(cache, 0, nextTok[0], lens[0], maxNew - 1, take));
+      done[0] = true;
+    }
+    for (let step = 0; step < maxNew && !done.every(Boolean); step++) {
       const cur = prompts.map((_, b) => {
         if (done[b]) return 0;
         const tok = greedy ? nextTok[b] : sampleToken(logits[b], opts, rands[b]);

@@ -42,6 +42,7 @@ export class WgslRunner {
   readonly mapping: Mapping;
   readonly group: TpGroup;
   private readRes: GPUBuffer;
+  private readRes2: GPUBuffer | undefined;
   private readLogits: GPUBuffer;
   private readPartial: GPUBuffer;
   private head: { logits: Dispatch[]; argmax: Dispatch };
@@ -219,6 +220,61 @@ export class WgslRunner {
     this.stats.runs += this.engine.segmentCount; // counted as the ONNX runner counts session runs (bench divides by segments)
     this.stats.run_ms += performance.now() - t0;
     return out;
+  }
+
+  /**
+   * Greedy decode of batch row `row` at tp 1 with the token kept on the GPU: step s's argmax writes the id
+   * that step s + 1 embeds, so step s + 1 is recorded and submitted while step s runs and the host reads
+   * each token one step behind (two readback buffers in turn). `accept(token)` returns false to stop; the
+   * step then in flight is drained and ignored. Returns the number of steps whose token was accepted.
+   */
+  async decodeGreedyPipelined(cache: WgslCache, row: number, first: number, pos: number, maxSteps: number, accept: (token: number) => boolean): Promise<number> {
+    if (this.group.size !== 1) throw new Error('decodeGreedyPipelined runs at tp 1');
+    const { a } = this;
+    const dev = this.gpu.device;
+    const q = dev.queue;
+    if (pos + maxSteps > cache.capacity) throw new Error(`positions up to ${pos + maxSteps} exceed the KV cache's ${cache.capacity}`);
+    const t0 = performance.now();
+    q.writeBuffer(a.ids, 0, Uint32Array.of(first));
+    q.writeBuffer(a.headStep, 0, Uint32Array.of(1, 0, 0, 0));
+    q.writeBuffer(a.sel, 0, Uint32Array.of(0));
+    this.readRes2 ??= dev.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'read.res2' });
+    const reads = [this.readRes, this.readRes2];
+    let prev: { map: Promise<void>; buf: GPUBuffer } | undefined;
+    let accepted = 0;
+    const take = async (p: { map: Promise<void>; buf: GPUBuffer }) => {
+      await p.map;
+      const tok = new Uint32Array(p.buf.getMappedRange(0, 8))[0];
+      p.buf.unmap();
+      return tok;
+    };
+    let stopped = false;
+    for (let s = 0; s < maxSteps && !stopped; s++) {
+      // Queue order puts this write after step s - 1's commands, which read the previous value.
+      q.writeBuffer(a.step, 0, Uint32Array.of(1, pos + s, row, cache.capacity));
+      const enc = dev.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      for (const op of cache.ops) if (!isReduce(op)) record(pass, op, 1);
+      for (const op of this.head.logits) record(pass, op, 1);
+      record(pass, this.head.argmax, 1);
+      pass.end();
+      const buf = reads[s % 2];
+      enc.copyBufferToBuffer(a.res, 0, buf, 0, 8);
+      q.submit([enc.finish()]);
+      const cur = { map: buf.mapAsync(GPUMapMode.READ, 0, 8), buf };
+      if (prev) {
+        if (accept(await take(prev))) accepted++;
+        else stopped = true;
+      }
+      prev = cur;
+    }
+    if (prev) {
+      const tok = await take(prev);
+      if (!stopped && accept(tok)) accepted++;
+    }
+    this.stats.runs += this.engine.segmentCount * accepted;
+    this.stats.run_ms += performance.now() - t0;
+    return accepted;
   }
 
   /** One greedy decode step of row `row`: `token` at position `pos`; returns the next token (argmax over the whole vocabulary, ties to the lowest id). */
