@@ -54,6 +54,10 @@ test('tp=1: greedy tokens equal the CPU engine\'s and transformers\'; logits clo
     assert.ok(relL2(g[b].last_prompt_logits, c[b].last_prompt_logits) < 1e-3);
   });
   assert.equal(gpu.left.length, 0, 'no process left behind');
+  // One prompt takes the pipelined greedy path (the token stays on the GPU, read back one step behind).
+  const one = await tprun(['generate', '--engine', engine, '--kernels', 'wgsl', '--json', '--ignore-eos', '--max-new-tokens', '24', '--input-ids', REF.prompts[1].input_ids.join(',')]);
+  assert.equal(one.code, 0, one.stderr);
+  assert.deepEqual(jsonLines(one.stdout)[0].new_ids, REF.prompts[1].greedy_new_ids);
 });
 
 test('tp=2 (host all-reduce between the ranks\' command buffers): transformers\' greedy tokens', async (t) => {
