@@ -88,3 +88,15 @@ test('an engine the WGSL kernels cannot run is refused in one line naming the en
   assert.notEqual(c.code, 0);
   assert.match(c.stderr, /--kernels wgsl runs on the GPU: drop --device cpu/);
 });
+
+test('no adapter: --kernels wgsl refuses in one line, exit 2, nothing on stdout', async () => {
+  const engine = join(dir, 'fp16-noadapter');
+  const b = await tprun(['build', '--model', MODEL, '--dtype', 'float16', '--out', engine, '--max-seq-len', '64', '--max-input-len', '32']);
+  assert.equal(b.code, 0, b.stderr);
+  const r = await tprun(['generate', '--engine', engine, '--input-ids', '0,1,2', '--kernels', 'wgsl'], { env: { VK_DRIVER_FILES: '/nonexistent/icd.json', VK_ICD_FILENAMES: '/nonexistent/icd.json' } });
+  assert.equal(r.code, 2, r.stderr);
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('tprun:'));
+  assert.deepEqual(lines, ['tprun: rank 0: --kernels wgsl but Dawn finds no WebGPU adapter (no Vulkan device with VK_DRIVER_FILES=/nonexistent/icd.json)']);
+  assert.equal(r.stdout, '');
+  assert.equal(r.left.length, 0);
+});
