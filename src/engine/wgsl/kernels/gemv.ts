@@ -18,6 +18,9 @@ export function gemvShader(v: GemvVariant): string {
   const { rows: R, tm: TM, wg: WG } = v;
   const pairs = v.epilogue === 'swiglu' ? 2 : 1;
   const A = R * TM * pairs; // accumulators per thread
+  // With subgroups: tid / subgroup_size is taken as the subgroup's index, i.e. subgroups are runs of
+  // consecutive local indices, as every Vulkan driver forms them for a 1-D workgroup (verified on
+  // lavapipe; TPRUN_WGSL_SUBGROUPS=0 selects the shared-memory tree, which assumes nothing).
   const reduce = v.subgroups ? /* wgsl */ `
   for (var i = 0u; i < ${A}u; i++) { acc[i] = subgroupAdd(acc[i]); }
   let nsg = ${WG}u / sgsize;
