@@ -91,7 +91,7 @@ export class OpBuilder {
     return w.chunks.map((c) => ({
       p: (T: number) => (T === 1 ? k.decode : k.prefill),
       g: bindGroup(this.device, k.bgl, [this.u([w.K / 8, c.n, c.n0, ys, w.K / 4], 'gemv.p'), step, c.buf, x, y], 'gemv'),
-      size: (T: number) => [Math.ceil(c.n / GEMV_ROWS), T === 1 ? 1 : Math.ceil(T / GEMV_PREFILL_TM)],
+      size: (T: number) => [T === 1 ? 1 : Math.ceil(T / GEMV_PREFILL_TM), Math.ceil(c.n / GEMV_ROWS)],
     }));
   }
 

@@ -59,8 +59,10 @@ fn dot8(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32${v.subgroups ? ', @builtin(subgroup_size) sgsize: u32, @builtin(subgroup_invocation_id) sglane: u32' : ''}) {
-  let o0 = wid.x * ${R}u;
-  let t0 = wid.y * ${TM}u;
+  // Token tiles along x: the workgroups sharing a row block run back to back, so at prefill the
+  // weight rows they all read come from L2 after the first.
+  let o0 = wid.y * ${R}u;
+  let t0 = wid.x * ${TM}u;
   var acc: array<f32, ${A}>;
   for (var k = tid; k < p.K8; k += ${WG}u) {
     var xv: array<vec4<f32>, ${2 * TM}>;
