@@ -3,7 +3,9 @@
 # and `bash ../shared/device/pack.sh` here; carry [".device", "dist"], or split as pack-split.sh says):
 #   source .device/setup.sh && bash scripts/gpu/run.sh [SECTION...]
 # Sections (default: all, in this order): bandwidth make-model transformers transformers-tiny (Python only)
-# and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 (Node). `tiny` and
+# and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 wgsl (Node). `wgsl` (issue 15
+# part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
+# TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
 # .peers/peers.tar.xz packed here) on a GGUF of the same weights (F16; Q4_0 for int4); `profile*` say where a
 # decode step's time goes (scripts/gpu/profile.mjs). Results accumulate in $OUT/results.jsonl, so the
@@ -16,7 +18,7 @@ W=${TPRUN_GPU_WORK:-/tmp/tprun-gpu}; mkdir -p "$W"
 # every step, so results.jsonl, table.md and the logs come back even when a call runs out of time.
 L=$W/logs; mkdir -p "$L"
 PY=${PYTHON:-python3}
-sections=${*:-bandwidth make-model transformers transformers-tiny adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2}
+sections=${*:-bandwidth make-model transformers transformers-tiny adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 wgsl}
 R0=${RESULTS_IN:-}; [ -n "$R0" ] && [ -f "$R0" ] && cp "$R0" "$R"
 has() { [[ " $sections " == *" $1 "* ]]; }
 step() { (cd "$L" && tar -czf "$L/logs.tgz" .); echo "== $1 ($(date -u +%T))" | tee -a "$L/steps.log"; }
@@ -24,14 +26,14 @@ tprun() { node dist/cli.js "$@"; }
 label() { $PY -c "import json,sys
 for l in sys.stdin:
     if l.startswith('{'): d=json.loads(l); d['label']='$1'; print(json.dumps(d), flush=True)"; }
-bench() { # ENGINE LABEL: tprun's decode/prefill on the GPU, JSON with a label
-  tprun bench generate --one --engine "$1" --device gpu --prompt-len 128 --new-tokens 128 --reps 3 --json 2>>"$L/$2.log" \
+bench() { # ENGINE LABEL [ARGS...]: tprun's decode/prefill on the GPU, JSON with a label
+  tprun bench generate --one --engine "$1" --device gpu --prompt-len 128 --new-tokens 128 --reps 3 --json "${@:3}" 2>>"$L/$2.log" \
     | grep '^{' | tail -1 | label "$2" | tee -a "$R"
 }
-bench_peer() { # ENGINE MODEL LABEL: tprun, then llama.cpp (Vulkan) on a GGUF of MODEL, same prompt ids and counts
+bench_peer() { # ENGINE MODEL LABEL [ARGS...]: tprun, then llama.cpp (Vulkan) on a GGUF of MODEL, same prompt ids and counts
   [ -d bench/peers/node_modules ] || { [ -f .peers/peers.tar.xz ] && tar -C bench/peers -xJf .peers/peers.tar.xz; }
   tprun bench generate --engine "$1" --model "$2" --device gpu --peer llama.cpp --python /bin/false \
-    --prompt-len 128 --new-tokens 128 --reps 3 --json 2>>"$L/$3.log" | grep -E '"bench":"generate(-peer)?"' \
+    --prompt-len 128 --new-tokens 128 --reps 3 --json "${@:4}" 2>>"$L/$3.log" | grep -E '"bench":"generate(-peer)?"' \
     | $PY -c "import json,sys
 for l in sys.stdin:
     d=json.loads(l); d['label']='$3' + ('-llama.cpp' if d['bench']=='generate-peer' else ''); d.pop('greedy_ids', None); print(json.dumps(d), flush=True)" | tee -a "$R"
@@ -100,6 +102,23 @@ fi
 if has tiny-tp2; then step tiny-tp2
   tprun build --model "$W/tiny11" --tp 2 --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp2" -q >>"$L/build-tiny.log" 2>&1
   bench "$W/tiny11-tp2" tinyllama-1.1b-shape-tp2
+fi
+if has wgsl; then step wgsl  # tprun's WGSL kernels on Dawn, ORT's WebGPU provider and llama.cpp Vulkan, same engine, one call
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
+  bench_peer "$W/tiny11-tp1" "$W/tiny11" tinyllama-1.1b-shape-wgsl --kernels wgsl
+  bench "$W/tiny11-tp1" tinyllama-1.1b-shape-ort
+  # The same kernels' numbers on a real model: brown-llama-a float16, 4 prompts, 24 greedy tokens, tp 1 and 2.
+  for tp in 1 2; do
+    [ -d "$W/brown-tp$tp" ] || tprun build --model models/brown-llama-a --tp $tp --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-tp$tp" -q >>"$L/build.log" 2>&1
+    ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
+    tprun generate --engine "$W/brown-tp$tp" --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/wgsl-quality.log" | $PY -c "import json, math, sys
+ref = json.load(open('models/brown-llama-a-reference.json'))['prompts']
+out = [json.loads(l) for l in sys.stdin if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'wgsl-quality', 'label': 'brown-llama-a float16 tp=$tp --kernels wgsl', 'greedy_equal': sum(o['new_ids'] == p['greedy_new_ids'] for o, p in zip(out, ref)), 'prompts': len(ref),
+  'max_rel_l2': max(rel(o['last_prompt_logits'], p['last_logits']) for o, p in zip(out, ref)) if out else None, 'decode_tokens_per_s': out[0]['timings']['tokens_per_s'] if out else None}))" | tee -a "$R"
+  done
 fi
 if has variants; then step variants  # the provider options onnxruntime-node passes on, on the fp16 decode profile
   for o in '{"uniformBufferCacheMode":"bucket"}' '{"validationMode":"disabled"}'; do

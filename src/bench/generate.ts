@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
 import { exitOnError, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
-import { generate } from '../engine/generate.js';
+import { generate as generateOrt, type GenerateOptions } from '../engine/generate.js';
 import { figuresLine, gatherRankFigures, type RankFigures } from '../engine/monitor.js';
 import type { World } from '../rank/types.js';
 import { seededRandom } from '../engine/sampling.js';
@@ -38,6 +38,7 @@ interface BenchArgs {
   dtype: 'float32' | 'float16';
   threads?: number;
   device?: 'cpu' | 'gpu' | 'auto';
+  kernels: 'ort' | 'wgsl';
   one: boolean;
   json: boolean;
   python?: string;
@@ -65,6 +66,7 @@ const command: CommandModule<object, BenchArgs> = {
     .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const, describe: 'without --engine: the engines\' dtype' })
     .option('threads', { type: 'number' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
+    .option('kernels', { choices: ['ort', 'wgsl'] as const, default: 'ort' as const, describe: 'ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn; float16 engines, pp 1)' })
     .option('python', { type: 'string', describe: 'Python with torch (and transformers, if installed) for the reference run; default: python3, else /usr/bin/python3 (Debian python3-torch)' })
     .option('peer', { choices: ['llama.cpp'] as const, describe: 'also time llama.cpp (node-llama-cpp from bench/peers; Vulkan with --device gpu) on a GGUF of --model: F16, or Q4_0 for an int4 engine' })
     .option('gguf', { type: 'string', describe: 'the GGUF for --peer (default: written from --model into a temporary directory)' })
@@ -92,7 +94,7 @@ const command: CommandModule<object, BenchArgs> = {
       for (const e of engines) {
         const args = [CLI, 'bench', 'generate', '--one', '--engine', e, '--prompt-len', String(a['prompt-len']),
           '--new-tokens', String(a['new-tokens']), '--reps', String(a.reps), '--prompts', String(a.prompts),
-          ...(a['micro-batches'] ? ['--micro-batches', String(a['micro-batches'])] : []), ...(a.threads ? ['--threads', String(a.threads)] : []), ...(a.device ? ['--device', a.device] : [])];
+          ...(a['micro-batches'] ? ['--micro-batches', String(a['micro-batches'])] : []), ...(a.threads ? ['--threads', String(a.threads)] : []), ...(a.device ? ['--device', a.device] : []), '--kernels', a.kernels];
         const r = await execa(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
         const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
         if (!line) throw new Error(`bench of ${e} printed no result`);
@@ -135,19 +137,23 @@ async function measureOne(a: BenchArgs): Promise<void> {
   const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
   await runOnRanks(engineWorldSize(config), async (world: World) => {
     const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size, verify: false });
-    const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
+    const wgsl = a.kernels === 'wgsl' ? await import('../engine/wgsl/index.js') : undefined;
+    const runner = wgsl ? await wgsl.WgslRunner.load(engine, world, { device: a.device }) : await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
+    const generate = wgsl && runner instanceof wgsl.WgslRunner
+      ? (ps: number[][], o: GenerateOptions) => wgsl.generateWgsl(runner, ps, o)
+      : (ps: number[][], o: GenerateOptions) => generateOrt(runner as Awaited<ReturnType<typeof EngineRunner.load>>, ps, o);
     const pc = config.pretrained_config;
     const P = Math.min(a['prompt-len'], config.build_config.max_input_len);
     const N = Math.max(2, Math.min(a['new-tokens'], config.build_config.max_seq_len - P));
     const prompt = benchPrompt(P, pc.vocab_size);
-    await generate(runner, [prompt], { maxNewTokens: 4 }); // warm-up
+    await generate([prompt], { maxNewTokens: 4 }); // warm-up
     const prefill: number[] = [];
     const decode: number[] = [];
     const steps: number[] = [];
     const ttft: number[] = [];
     const s0 = { ...runner.stats };
     for (let r = 0; r < a.reps; r++) {
-      const res = await generate(runner, [prompt], { maxNewTokens: N });
+      const res = await generate([prompt], { maxNewTokens: N });
       prefill.push(res.timings.prefill_ms);
       decode.push(res.timings.decode_ms_per_token);
       steps.push(...res.timings.step_ms);
@@ -161,7 +167,9 @@ async function measureOne(a: BenchArgs): Promise<void> {
     await world.barrier();
     // On the GPU the bound is the device's own bandwidth (a copy inside GPU memory through the same
     // provider), not the host's memcpy.
-    const own = runner.device === 'gpu' ? (await (await import('./webgpu-bandwidth.js')).webgpuCopyBandwidth()).gb_per_s : copyBandwidth();
+    // With --kernels wgsl: a buffer copy on the same Dawn device (no second WebGPU stack in the process).
+    const own = wgsl ? (await (await import('../engine/wgsl/bandwidth.js')).wgslCopyBandwidth()).gb_per_s
+      : runner.device === 'gpu' ? (await (await import('./webgpu-bandwidth.js')).webgpuCopyBandwidth()).gb_per_s : copyBandwidth();
     const gbps = await world.allReduce(Float64Array.of(own), 'sum');
     // K prompts: one generate call (micro-batched through the stages at pp > 1) against K calls in a row.
     let together: { together_ms: number; one_after_another_ms: number } | undefined;
@@ -173,10 +181,10 @@ async function measureOne(a: BenchArgs): Promise<void> {
       const seq: number[] = [];
       for (let r = 0; r < a.reps; r++) {
         let t0 = performance.now();
-        await generate(runner, ps, { maxNewTokens: N, microBatches: mb });
+        await generate(ps, { maxNewTokens: N, microBatches: mb });
         tog.push(performance.now() - t0);
         t0 = performance.now();
-        for (const p of ps) await generate(runner, [p], { maxNewTokens: N });
+        for (const p of ps) await generate([p], { maxNewTokens: N });
         seq.push(performance.now() - t0);
       }
       const m = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
@@ -204,12 +212,13 @@ async function measureOne(a: BenchArgs): Promise<void> {
       decode_ms_per_token: r3(decodeMs),
       decode_tokens_per_s: r3(1000 / decodeMs),
       device: runner.device,
+      kernels: a.kernels,
       // Per forward (prefill and decode steps alike): ORT session.run time (uploads, device wait, readbacks) and all-reduces.
       run_ms_per_forward: r3((runner.stats.run_ms - s0.run_ms) / (runner.stats.runs / engine.segmentCount - s0.runs / engine.segmentCount)),
       allreduce_ms_per_forward: r3((runner.stats.allreduce_ms - s0.allreduce_ms) / ((runner.stats.runs - s0.runs) / engine.segmentCount)),
       weight_bytes_per_token: bytes[0],
       copy_gb_per_s: r3(gbps[0]),
-      copy_measured_on: runner.device === 'gpu' ? 'gpu (WebGPU Add chain, read + written)' : 'host memcpy',
+      copy_measured_on: wgsl ? 'gpu (Dawn buffer copy, read + written)' : runner.device === 'gpu' ? 'gpu (WebGPU Add chain, read + written)' : 'host memcpy',
       bound_ms_per_token: r3(boundMs),
       ratio_to_bound: r3(boundMs / decodeMs),
       ranks,

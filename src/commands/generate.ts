@@ -6,7 +6,7 @@ import type { CommandModule } from 'yargs';
 import { InputError } from '../core/errors.js';
 import { ansiOn, exitOnError, rankRunOptions, parseIds, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
-import { generate, newTokenBudget } from '../engine/generate.js';
+import { generate, newTokenBudget, type GenerateOptions } from '../engine/generate.js';
 import { figuresLine, gatherRankFigures, percentiles, traceMemory } from '../engine/monitor.js';
 import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
@@ -25,6 +25,7 @@ interface GenerateArgs {
   tokenizer?: string;
   threads?: number;
   device?: 'cpu' | 'gpu' | 'auto';
+  kernels: 'ort' | 'wgsl';
   json: boolean;
   logits: boolean;
   'micro-batches'?: number;
@@ -48,6 +49,7 @@ const command: CommandModule<object, GenerateArgs> = {
     .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json (default: the engine\'s copy)' })
     .option('threads', { type: 'number', describe: 'ORT threads per rank (default: cores / local ranks)' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
+    .option('kernels', { choices: ['ort', 'wgsl'] as const, default: 'ort' as const, describe: 'ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn; float16 engines, pp 1)' })
     .option('json', { type: 'boolean', default: false, describe: 'one JSON line per prompt on stdout' })
     .option('logits', { type: 'boolean', default: false, describe: 'with --json: add last_prompt_logits (the full vocabulary, per prompt)' })
     .option('micro-batches', { type: 'number', describe: 'pipeline engines (pp > 1): micro-batches of the prompts in flight together (default: min(prompts, pp))' })
@@ -56,6 +58,7 @@ const command: CommandModule<object, GenerateArgs> = {
       if (a.prompt?.length && a['input-ids']?.length) throw new Error('--prompt and --input-ids are mutually exclusive');
       if (!Number.isInteger(a['max-new-tokens']) || a['max-new-tokens'] < 0) throw new Error(`--max-new-tokens ${a['max-new-tokens']}: must be a non-negative integer`);
       if (a['micro-batches'] !== undefined && (!Number.isInteger(a['micro-batches']) || a['micro-batches'] < 1)) throw new Error(`--micro-batches ${a['micro-batches']}: must be a positive integer`);
+      if (a.kernels === 'wgsl' && a.device === 'cpu') throw new Error('--kernels wgsl runs on the GPU: drop --device cpu (or use --kernels ort)');
       if (!(a.temperature >= 0)) throw new Error(`--temperature ${a.temperature}: must be ≥ 0`);
       if (a['top-k'] !== undefined && (!Number.isInteger(a['top-k']) || a['top-k'] < 1)) throw new Error(`--top-k ${a['top-k']}: must be a positive integer`);
       if (a['top-p'] !== undefined && !(a['top-p'] > 0 && a['top-p'] <= 1)) throw new Error(`--top-p ${a['top-p']}: must lie in (0, 1]`);
@@ -86,11 +89,13 @@ const command: CommandModule<object, GenerateArgs> = {
       }
       const t0 = performance.now();
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
-      const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
+      const wgsl = a.kernels === 'wgsl' ? await import('../engine/wgsl/index.js') : undefined;
+      const runner = wgsl ? await wgsl.WgslRunner.load(engine, world, { device: a.device }) : await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
       const loadMs = performance.now() - t0;
       traceMemory(runner);
       const bar = progress('generate', budget.maxNew, 'tokens');
-      const res = await generate(runner, prompts, {
+      const run = wgsl && runner instanceof wgsl.WgslRunner ? (p: number[][], o: GenerateOptions) => wgsl.generateWgsl(runner, p, o) : (p: number[][], o: GenerateOptions) => generate(runner as Awaited<ReturnType<typeof EngineRunner.load>>, p, o);
+      const res = await run(prompts, {
         maxNewTokens: a['max-new-tokens'],
         temperature: a.temperature,
         topK: a['top-k'],

@@ -21,6 +21,7 @@ interface PplArgs {
   tokenizer?: string;
   threads?: number;
   device?: 'cpu' | 'gpu' | 'auto';
+  kernels: 'ort' | 'wgsl';
   json: boolean;
   quiet: boolean;
   trace?: string;
@@ -41,8 +42,10 @@ const command: CommandModule<object, PplArgs> = {
     .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json (default: the engine\'s copy)' })
     .option('threads', { type: 'number', describe: 'ORT threads per rank' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
+    .option('kernels', { choices: ['ort', 'wgsl'] as const, default: 'ort' as const, describe: 'ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn; float16 engines, pp 1)' })
     .option('json', { type: 'boolean', default: false })
     .check((a) => {
+      if (a.kernels === 'wgsl' && a.device === 'cpu') throw new Error('--kernels wgsl runs on the GPU: drop --device cpu (or use --kernels ort)');
       for (const k of ['max-tokens', 'window'] as const) {
         if (!Number.isInteger(a[k]) || a[k] < 1) throw new Error(`--${k} ${a[k]}: must be a positive integer`);
       }
@@ -62,7 +65,9 @@ const command: CommandModule<object, PplArgs> = {
     const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
     await runOnRanks(engineWorldSize(config), async (world: World) => {
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
-      const runner = await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
+      const runner = a.kernels === 'wgsl'
+        ? await (await import('../engine/wgsl/index.js')).WgslRunner.load(engine, world, { device: a.device })
+        : await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
       traceMemory(runner);
       const bar = progress('perplexity', Math.floor((tokens.length - 1) / a.window), 'windows');
       const t0 = performance.now();

@@ -7,6 +7,9 @@ import type { World } from '../rank/types.js';
 import { traceCounter } from '../util/trace.js';
 import type { EngineRunner } from './runtime.js';
 
+/** What the figures need of a runner (the ONNX one and the WGSL one alike). */
+export type MemoryReporter = Pick<EngineRunner, 'memory'>;
+
 export interface Percentiles { p50: number | null; p90: number | null; p99: number | null; steps: number }
 
 /**
@@ -33,7 +36,7 @@ export interface RankFigures {
 }
 
 /** The memory counters of this rank on the trace timeline (a no-op without --trace). */
-export function traceMemory(runner: EngineRunner): void {
+export function traceMemory(runner: MemoryReporter): void {
   const m = runner.memory();
   traceCounter('memory', {
     peak_rss_bytes: peakRssBytes(),
@@ -51,7 +54,7 @@ const r2 = (x: number | null) => x === null || Number.isNaN(x) ? null : Math.rou
  * figures in rank order; the others get undefined.
  */
 export async function gatherRankFigures(
-  world: World, runner: EngineRunner, steps: readonly number[], first: number | undefined,
+  world: World, runner: MemoryReporter, steps: readonly number[], first: number | undefined,
   names: { first: string; steps: string } = { first: 'ttft_ms', steps: 'decode_ms' },
 ): Promise<RankFigures[] | undefined> {
   const m = runner.memory();

@@ -10,7 +10,7 @@
 
 import { InputError } from '../core/errors.js';
 import { traceSpan } from '../util/trace.js';
-import type { EngineRunner } from './runtime.js';
+import type { EngineRunner, ForwardRequest } from './runtime.js';
 import { TAG_PIPE } from './stage-comm.js';
 import type { TextTokenizer } from './tokenizer.js';
 
@@ -26,7 +26,12 @@ export function perplexityTokens(tok: TextTokenizer, text: string, bos: number, 
 
 export interface PerplexityResult { ppl: number; mean_nll: number; tokens: number }
 
-export async function perplexity(runner: EngineRunner, tokens: number[], window: number, onWindow?: (n: number) => void): Promise<PerplexityResult> {
+/** What perplexity() needs of a runner: the ONNX one (runtime.ts) or the WGSL one (wgsl/runner.ts). */
+export interface PerplexityRunner extends Pick<EngineRunner, 'config' | 'vocabSize' | 'mapping' | 'world'> {
+  forwardStage(req: ForwardRequest, cache: undefined, hiddenIn?: Float32Array): Promise<{ logits?: Float32Array; hidden?: Float32Array }>;
+}
+
+export async function perplexity(runner: PerplexityRunner, tokens: number[], window: number, onWindow?: (n: number) => void): Promise<PerplexityResult> {
   const bc = runner.config.build_config;
   if (window > bc.max_input_len) throw new InputError(`--window ${window} exceeds the engine's max_input_len ${bc.max_input_len}`);
   const nWin = Math.floor((tokens.length - 1) / window);

@@ -1,0 +1,105 @@
+/// <reference types="@webgpu/types" />
+// Opens this rank's WebGPU device through Dawn's Node binding (npm `webgpu`), for the hand-written
+// kernels of --kernels wgsl.
+//
+// The adapter is chosen below Dawn, in the Vulkan loader, exactly as for onnxruntime's provider
+// (device.ts bindGpu: Mesa's device-select layer shows the rank only its GPU); the binding must be in
+// the environment before Dawn creates its instance, so it runs first, and the adapter Dawn then
+// returns is checked against the device the binding named.
+
+import { InputError } from '../../core/errors.js';
+import { bindGpu } from '../device.js';
+
+export interface WgslDevice {
+  device: GPUDevice;
+  /** The adapter as Dawn describes it (for logs and the bench record). */
+  adapter: string;
+  /** Largest storage binding, and whether subgroup operations are enabled on the device. */
+  maxBinding: number;
+  subgroups: boolean;
+  /** Dawn's instance: it must outlive the device (once collected, the device's callbacks never fire). */
+  instance: GPU;
+}
+
+let opened: Promise<WgslDevice> | undefined;
+
+function rankName(env: NodeJS.ProcessEnv): string {
+  return `rank ${env.TPRUN_RANK ?? env.RANK ?? env.OMPI_COMM_WORLD_RANK ?? env.SLURM_PROCID ?? 0}`;
+}
+
+/** The device (one per process; later calls share it). */
+export function openWgslDevice(env: NodeJS.ProcessEnv = process.env): Promise<WgslDevice> {
+  opened ??= open(env);
+  return opened;
+}
+
+// Dawn writes two notes on stderr when it caps its dynamic-offset limits ("... artificially reduced
+// ..."), which are about render limits tprun never uses; everything else it writes passes through.
+function quietDawnNotes(): () => void {
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    const s = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    if (/artificially reduced from/.test(s)) return true;
+    return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
+  }) as typeof process.stderr.write;
+  return () => { process.stderr.write = write; };
+}
+
+async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
+  const who = rankName(env);
+  const bound = await bindGpu(env);
+  let mod: { create: (o: string[]) => GPU; globals: object };
+  try {
+    mod = await import('webgpu') as never;
+  } catch (e) {
+    throw new InputError(`${who}: --kernels wgsl needs Dawn's Node binding (npm webgpu): ${(e as Error).message.split('\n')[0]}`);
+  }
+  // Dawn's classes (GPUBufferUsage, GPUMapMode, ...) are what the WebGPU spec puts on globalThis.
+  for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+  const restore = quietDawnNotes();
+  try {
+    const gpu = mod.create([]);
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) throw new InputError(`${who}: --kernels wgsl but Dawn finds no WebGPU adapter (no Vulkan device${env.VK_DRIVER_FILES || env.VK_ICD_FILENAMES ? ` with VK_DRIVER_FILES=${env.VK_DRIVER_FILES ?? env.VK_ICD_FILENAMES}` : ''})`);
+    const info = adapter.info;
+    const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
+    checkBinding(who, bound.adapter, info);
+    const subgroups = adapter.features.has('subgroups') && process.env.TPRUN_WGSL_SUBGROUPS !== '0';
+    const lim = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredFeatures: subgroups ? ['subgroups' as GPUFeatureName] : [],
+      requiredLimits: {
+        maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
+        maxBufferSize: lim.maxBufferSize,
+        maxStorageBuffersPerShaderStage: Math.min(lim.maxStorageBuffersPerShaderStage, 10),
+        maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: Math.min(lim.maxComputeInvocationsPerWorkgroup, 256),
+        maxComputeWorkgroupSizeX: Math.min(lim.maxComputeWorkgroupSizeX, 256),
+        maxComputeWorkgroupsPerDimension: lim.maxComputeWorkgroupsPerDimension,
+      },
+    });
+    device.addEventListener('uncapturederror', (ev) => {
+      process.stderr.write(`tprun: ${who}: WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message.split('\n')[0]}\n`);
+    });
+    return { device, adapter: name || 'WebGPU adapter', maxBinding: Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize), subgroups, instance: gpu };
+  } finally {
+    restore();
+  }
+}
+
+// A rank bound to one device must get that device: the layer falls back silently to the default one.
+// Dawn's adapter info has no PCI or vendor:device ids, so it is matched by kind and name: a CPU device
+// (lavapipe) where a GPU was bound, or the reverse, is refused; another name is reported (Dawn writes
+// `info.device` as the Vulkan device name lower-cased with runs of other characters as '-').
+function checkBinding(who: string, wanted: string | undefined, info: GPUAdapterInfo): void {
+  if (!wanted) return;
+  const m = /^(.*) \([0-9a-f]+:[0-9a-f]+ ([A-Za-z]+)/i.exec(wanted);
+  if (!m) return;
+  const [, name, type] = m;
+  const dawnCpu = info.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${info.device} ${info.description}`);
+  const wantCpu = type === 'CPU';
+  const got = info.description || info.device || info.vendor;
+  if (dawnCpu !== wantCpu) throw new InputError(`${who}: bound to ${wanted} but Dawn opened ${got}: the device-select layer did not apply`);
+  const norm = (x: string) => x.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+  if (info.device && norm(info.device) !== norm(name)) process.stderr.write(`tprun: ${who}: note: bound to ${wanted}; Dawn names its adapter ${got}\n`);
+}

@@ -1,0 +1,92 @@
+// Causal attention of this call's tokens over the KV cache (GQA: query head h reads kv head
+// h / (heads / kv_heads)), one workgroup per (head, token). Positions are taken in tiles whose scores sit
+// in workgroup memory, with the running max / sum rescaled between tiles (flash-decoding's online
+// softmax), so any context length fits. Output [T, heads·head], what the dense projection reads.
+
+import { STEP_WGSL } from './common.js';
+
+const WG = 64;
+const TILE = 512;
+/** Largest head size the kernel holds (per-thread accumulators: MAXD / 64). */
+export const ATTN_MAX_HEAD = 256;
+
+export const ATTENTION_WGSL = /* wgsl */ `${STEP_WGSL}
+struct P { Hq: u32, Hkv: u32, D: u32, qs: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<uniform> st: Step;
+@group(0) @binding(2) var<storage, read> qkv: array<f32>;
+@group(0) @binding(3) var<storage, read> kc: array<f32>;
+@group(0) @binding(4) var<storage, read> vc: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+var<workgroup> sc: array<f32, ${TILE}>;
+var<workgroup> red: array<f32, ${WG}>;
+var<workgroup> qv: array<f32, ${ATTN_MAX_HEAD}>;
+
+fn reduceMax(tid: u32, v: f32) -> f32 {
+  red[tid] = v;
+  workgroupBarrier();
+  for (var k = ${WG / 2}u; k > 0u; k >>= 1u) {
+    if (tid < k) { red[tid] = max(red[tid], red[tid + k]); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn reduceSum(tid: u32, v: f32) -> f32 {
+  red[tid] = v;
+  workgroupBarrier();
+  for (var k = ${WG / 2}u; k > 0u; k >>= 1u) {
+    if (tid < k) { red[tid] += red[tid + k]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let h = wid.x;
+  let t = wid.y;
+  let ctx = st.pos0 + t + 1u;
+  let kvh = h / (p.Hq / p.Hkv);
+  let base = (st.row * p.Hkv + kvh) * st.cap * p.D;
+  for (var d = tid; d < p.D; d += ${WG}u) { qv[d] = qkv[t * p.qs + h * p.D + d] * p.scale; }
+  workgroupBarrier();
+  var m = -3.0e38;
+  var l = 0.0;
+  var acc: array<f32, ${ATTN_MAX_HEAD / WG}>;
+  for (var p0 = 0u; p0 < ctx; p0 += ${TILE}u) {
+    let n = min(${TILE}u, ctx - p0);
+    var lm = -3.0e38;
+    for (var i = tid; i < n; i += ${WG}u) {
+      let kb = base + (p0 + i) * p.D;
+      var s = 0.0;
+      for (var d = 0u; d < p.D; d++) { s += qv[d] * kc[kb + d]; }
+      sc[i] = s;
+      lm = max(lm, s);
+    }
+    let mn = max(m, reduceMax(tid, lm));
+    let corr = exp(m - mn);
+    var ls = 0.0;
+    for (var i = tid; i < n; i += ${WG}u) { let e = exp(sc[i] - mn); sc[i] = e; ls += e; }
+    l = l * corr + reduceSum(tid, ls);
+    for (var j = 0u; j < ${ATTN_MAX_HEAD / WG}u; j++) {
+      let d = tid + j * ${WG}u;
+      if (d < p.D) {
+        var a = acc[j] * corr;
+        for (var i = 0u; i < n; i++) { a += sc[i] * vc[base + (p0 + i) * p.D + d]; }
+        acc[j] = a;
+      }
+    }
+    m = mn;
+    workgroupBarrier();
+  }
+  for (var j = 0u; j < ${ATTN_MAX_HEAD / WG}u; j++) {
+    let d = tid + j * ${WG}u;
+    if (d < p.D) { out[t * p.Hq * p.D + h * p.D + d] = acc[j] / l; }
+  }
+}
+`;

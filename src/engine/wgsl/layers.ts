@@ -1,0 +1,177 @@
+/// <reference types="@webgpu/types" />
+// The dispatch list of one forward pass over a rank's decoder, recorded the same way for every call:
+// bind groups and their parameter uniforms are made once (per KV cache), and a call only writes the
+// 16-byte Step uniform (tokens, first position, batch row, cache capacity) and its token ids. At tp > 1
+// the list holds a `reduce` point after every row-parallel linear (and a vocab-parallel embedding):
+// there the pass ends, the partial sum goes to the host, is all-reduced over the world and comes back.
+
+import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
+import type { Pipelines } from './pipelines.js';
+import { GEMV_PREFILL_TM, GEMV_ROWS } from './pipelines.js';
+import type { GemvEpilogue } from './kernels/gemv.js';
+import type { GemvWeight } from './upload.js';
+
+export interface Dims { H: number; Hq: number; Hkv: number; D: number; I: number; qkvN: number; Vr: number; layers: number; eps: number }
+
+export interface LayerWeights { inNorm: GPUBuffer; qkv: GemvWeight; dense: GemvWeight; postNorm: GPUBuffer; gateUp: GemvWeight; proj: GemvWeight }
+
+export interface ModelWeights {
+  embed: { chunks: { buf: GPUBuffer; r0: number; rows: number }[] };
+  /** First vocabulary id of this rank's embedding rows (vocab-parallel), else 0. */
+  embedOffset: number;
+  layers: LayerWeights[];
+  lnf: GPUBuffer;
+  lmHead: GemvWeight;
+  cos: GPUBuffer;
+  sin: GPUBuffer;
+}
+
+/** Activations, sized for `maxT` tokens per call and `logitRows` rows of logits. */
+export interface Acts {
+  maxT: number;
+  logitRows: number;
+  step: GPUBuffer;
+  headStep: GPUBuffer;
+  ids: GPUBuffer;
+  sel: GPUBuffer;
+  resid: GPUBuffer;
+  normed: GPUBuffer;
+  qkv: GPUBuffer;
+  attn: GPUBuffer;
+  mlp: GPUBuffer;
+  partial: GPUBuffer;
+  hf: GPUBuffer;
+  logits: GPUBuffer;
+  res: GPUBuffer;
+}
+
+/** A point where the pass stops for an all-reduce of `buf`'s first T·n floats. */
+export interface Reduce { reduce: GPUBuffer; n: number }
+export type Op = Dispatch | Reduce;
+
+export function isReduce(op: Op): op is Reduce { return 'reduce' in op; }
+
+export function allocActs(device: GPUDevice, d: Dims, maxT: number, maxBinding: number): Acts {
+  const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const buf = (floats: number, label: string) => device.createBuffer({ size: Math.max(16, floats * 4), usage: S, label });
+  const logitRows = Math.max(1, Math.min(maxT, Math.floor(maxBinding / (d.Vr * 4))));
+  const U = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
+  return {
+    maxT,
+    logitRows,
+    step: device.createBuffer({ size: 16, usage: U, label: 'step' }),
+    headStep: device.createBuffer({ size: 16, usage: U, label: 'headStep' }),
+    ids: buf(maxT, 'ids'),
+    sel: buf(maxT, 'sel'),
+    resid: buf(maxT * d.H, 'resid'),
+    normed: buf(maxT * d.H, 'normed'),
+    qkv: buf(maxT * d.qkvN, 'qkv'),
+    attn: buf(maxT * d.Hq * d.D, 'attn'),
+    mlp: buf(maxT * d.I, 'mlp'),
+    partial: buf(maxT * d.H, 'partial'),
+    hf: buf(logitRows * d.H, 'hf'),
+    logits: buf(logitRows * d.Vr, 'logits'),
+    res: buf(4, 'argmax'),
+  };
+}
+
+export class OpBuilder {
+  /** Uniforms made for the ops (destroyed with them). */
+  readonly owned: GPUBuffer[] = [];
+  constructor(private device: GPUDevice, private pl: Pipelines, private d: Dims, private a: Acts, private tp: number) {}
+
+  private u(words: (number | { f: number })[], label: string): GPUBuffer {
+    const b = uniform(this.device, words, label);
+    this.owned.push(b);
+    return b;
+  }
+
+  gemv(w: GemvWeight, x: GPUBuffer, y: GPUBuffer, epilogue: GemvEpilogue, ys: number, step = this.a.step): Dispatch[] {
+    const k = this.pl.gemv[epilogue];
+    return w.chunks.map((c) => ({
+      p: (T: number) => (T === 1 ? k.decode : k.prefill),
+      g: bindGroup(this.device, k.bgl, [this.u([w.K / 8, c.n, c.n0, ys, w.K / 4], 'gemv.p'), step, c.buf, x, y], 'gemv'),
+      size: (T: number) => [T === 1 ? 1 : Math.ceil(T / GEMV_PREFILL_TM), Math.ceil(c.n / GEMV_ROWS)],
+    }));
+  }
+
+  norm(w: GPUBuffer, x: GPUBuffer, y: GPUBuffer): Dispatch {
+    return {
+      p: () => this.pl.norm.p,
+      g: bindGroup(this.device, this.pl.norm.bgl, [this.u([this.d.H, { f: this.d.eps }], 'norm.p'), this.a.step, x, w, y], 'norm'),
+      size: (T) => [T],
+    };
+  }
+
+  /** Row-parallel output: into the residual stream at tp 1; at tp > 1 into `partial`, all-reduced, then added. */
+  rowParallel(w: GemvWeight, x: GPUBuffer): Op[] {
+    if (this.tp === 1) return this.gemv(w, x, this.a.resid, 'add', this.d.H);
+    const H = this.d.H;
+    return [
+      ...this.gemv(w, x, this.a.partial, 'store', H),
+      { reduce: this.a.partial, n: H },
+      {
+        p: () => this.pl.add.p,
+        g: bindGroup(this.device, this.pl.add.bgl, [this.u([H], 'add.p'), this.a.step, this.a.partial, this.a.resid], 'add'),
+        size: (T) => { const n = Math.ceil((T * H) / 64); return [Math.min(n, 65535), Math.ceil(n / 65535)]; },
+      },
+    ];
+  }
+
+  embed(w: ModelWeights, vocabParallel: boolean): Op[] {
+    const H2 = this.d.H / 2;
+    const ops: Op[] = w.embed.chunks.map((c, i) => ({
+      p: () => this.pl.embed.p,
+      g: bindGroup(this.device, this.pl.embed.bgl, [this.u([H2, w.embedOffset + c.r0, c.rows, i === 0 ? 1 : 0], 'embed.p'), this.a.step, this.a.ids, c.buf, this.a.resid], 'embed'),
+      size: (T: number) => [Math.ceil(H2 / 64), T],
+    }));
+    if (vocabParallel) ops.push({ reduce: this.a.resid, n: this.d.H });
+    return ops;
+  }
+
+  /** Everything from the embedding to the last layer's residual stream, against one KV cache. */
+  body(w: ModelWeights, kv: { k: GPUBuffer; v: GPUBuffer }[], vocabParallel: boolean): Op[] {
+    const { d, a, pl } = this;
+    const ops: Op[] = this.embed(w, vocabParallel);
+    const rope = this.u([d.Hq, d.Hkv, d.D, d.qkvN], 'rope.p');
+    const attn = this.u([d.Hq, d.Hkv, d.D, d.qkvN, { f: 1 / Math.sqrt(d.D) }], 'attention.p');
+    const ropeThreads = ((d.Hq + d.Hkv) * d.D) / 2 + d.Hkv * d.D;
+    w.layers.forEach((l, i) => {
+      ops.push(this.norm(l.inNorm, a.resid, a.normed));
+      ops.push(...this.gemv(l.qkv, a.normed, a.qkv, 'store', d.qkvN));
+      ops.push({
+        p: () => pl.rope.p,
+        g: bindGroup(this.device, pl.rope.bgl, [rope, a.step, a.qkv, w.cos, w.sin, kv[i].k, kv[i].v], 'rope'),
+        size: (T) => [Math.ceil(ropeThreads / 64), T],
+      });
+      ops.push({
+        p: () => pl.attention.p,
+        g: bindGroup(this.device, pl.attention.bgl, [attn, a.step, a.qkv, kv[i].k, kv[i].v, a.attn], 'attention'),
+        size: (T) => [d.Hq, T],
+      });
+      ops.push(...this.rowParallel(l.dense, a.attn));
+      ops.push(this.norm(l.postNorm, a.resid, a.normed));
+      ops.push(...this.gemv(l.gateUp, a.normed, a.mlp, 'swiglu', d.I));
+      ops.push(...this.rowParallel(l.proj, a.mlp));
+    });
+    return ops;
+  }
+
+  /** ln_f on the rows listed in `sel`, lm_head, and (greedy) the argmax of the first row. Sized by the head's row count. */
+  head(w: ModelWeights, argmaxOver: number, vocabOffset: number): { logits: Dispatch[]; argmax: Dispatch } {
+    const { d, a, pl } = this;
+    const norm: Dispatch = {
+      p: () => pl.normGather.p,
+      g: bindGroup(this.device, pl.normGather.bgl, [this.u([d.H, { f: d.eps }], 'lnf.p'), a.headStep, a.resid, w.lnf, a.hf, a.sel], 'ln_f'),
+      size: (n) => [n],
+    };
+    const argmax: Dispatch = {
+      p: () => pl.argmax.p,
+      g: bindGroup(this.device, pl.argmax.bgl, [this.u([argmaxOver, vocabOffset], 'argmax.p'), a.logits, a.ids, a.res], 'argmax'),
+      size: () => [1],
+    };
+    return { logits: [norm, ...this.gemv(w.lmHead, a.hf, a.logits, 'store', d.Vr, a.headStep)], argmax };
+  }
+
+  destroy(): void { for (const b of this.owned) b.destroy(); }
+}

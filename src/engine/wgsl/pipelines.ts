@@ -1,0 +1,50 @@
+/// <reference types="@webgpu/types" />
+// Every compute pipeline of the WGSL runtime, compiled once per device, with the explicit bind group
+// layouts their bind groups are made against.
+
+import { layout, pipeline, type Slot } from './kernels/common.js';
+import { gemvShader, TRANSPOSE_WGSL, type GemvEpilogue } from './kernels/gemv.js';
+import { rmsNormShader } from './kernels/norm.js';
+import { ROPE_WGSL } from './kernels/rope.js';
+import { ATTENTION_WGSL } from './kernels/attention.js';
+import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
+
+/** Output rows per GEMV workgroup, threads per workgroup, tokens per workgroup at prefill. */
+export const GEMV_ROWS = 2;
+export const GEMV_WG = 128;
+export const GEMV_PREFILL_TM = 8;
+
+export interface Kernel { bgl: GPUBindGroupLayout; p: GPUComputePipeline }
+
+export class Pipelines {
+  readonly gemv: Record<GemvEpilogue, { bgl: GPUBindGroupLayout; decode: GPUComputePipeline; prefill: GPUComputePipeline }>;
+  readonly transpose: Kernel;
+  readonly norm: Kernel;
+  readonly normGather: Kernel;
+  readonly rope: Kernel;
+  readonly attention: Kernel;
+  readonly embed: Kernel;
+  readonly add: Kernel;
+  readonly argmax: Kernel;
+
+  constructor(device: GPUDevice, subgroups: boolean) {
+    const k = (code: string, slots: Slot[], label: string): Kernel => {
+      const bgl = layout(device, slots, label);
+      return { bgl, p: pipeline(device, code, bgl, label) };
+    };
+    const gemv = (epilogue: GemvEpilogue) => {
+      const bgl = layout(device, ['u', 'u', 'r', 'r', 'w'], `gemv.${epilogue}`);
+      const make = (tm: number) => pipeline(device, gemvShader({ rows: GEMV_ROWS, tm, epilogue, subgroups, wg: GEMV_WG }), bgl, `gemv.${epilogue}.tm${tm}`);
+      return { bgl, decode: make(1), prefill: make(GEMV_PREFILL_TM) };
+    };
+    this.gemv = { store: gemv('store'), add: gemv('add'), swiglu: gemv('swiglu') };
+    this.transpose = k(TRANSPOSE_WGSL, ['u', 'r', 'w'], 'transpose');
+    this.norm = k(rmsNormShader(false), ['u', 'u', 'r', 'r', 'w'], 'rmsnorm');
+    this.normGather = k(rmsNormShader(true), ['u', 'u', 'r', 'r', 'w', 'r'], 'rmsnorm.gather');
+    this.rope = k(ROPE_WGSL, ['u', 'u', 'w', 'r', 'r', 'w', 'w'], 'rope');
+    this.attention = k(ATTENTION_WGSL, ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
+    this.embed = k(EMBED_WGSL, ['u', 'u', 'r', 'r', 'w'], 'embed');
+    this.add = k(ADD_WGSL, ['u', 'u', 'r', 'w'], 'add');
+    this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');
+  }
+}

@@ -1,0 +1,362 @@
+/// <reference types="@webgpu/types" />
+// Runs one rank's float16 engine with the hand-written WGSL kernels (--kernels wgsl): the same weights
+// the ONNX segments hold, read from the engine directory, on the rank's WebGPU device through Dawn.
+//
+// One call = one command buffer (at tp 1): embedding, per layer norm → qkv GEMV → rope + KV write →
+// attention → dense GEMV + residual → norm → fused gate/up GEMV + SwiGLU → down GEMV + residual, then
+// ln_f and lm_head on the positions that get logits. A greedy decode step ends with an argmax on the GPU
+// and reads back 8 bytes. At tp > 1 the pass stops after each row-parallel linear for a host all-reduce
+// over the world (2 per layer: the cost the ONNX path pays too).
+//
+// Batches are run row by row (each row its own KV cache slot); the KV cache is float32.
+
+import { InputError } from '../../core/errors.js';
+import type { Group, World } from '../../rank/types.js';
+import type { Engine } from '../engine.js';
+import { rankShape, type RankShape } from '../llama-graph.js';
+import type { ForwardRequest } from '../runtime.js';
+import { Mapping } from '../../sharding/mapping.js';
+import { stageGroup } from '../stage-comm.js';
+import { traceSpan } from '../../util/trace.js';
+import { openWgslDevice, type WgslDevice } from './gpu.js';
+import { engineTensors, TensorReader } from './engine-weights.js';
+import { Pipelines } from './pipelines.js';
+import { Uploader } from './upload.js';
+import { allocActs, isReduce, OpBuilder, type Acts, type Dims, type ModelWeights, type Op, type Reduce } from './layers.js';
+import { ATTN_MAX_HEAD } from './kernels/attention.js';
+import { record, type Dispatch } from './kernels/common.js';
+
+export interface WgslRunnerOptions { device?: 'cpu' | 'gpu' | 'auto' }
+
+export class WgslCache {
+  readonly k: GPUBuffer[] = [];
+  readonly v: GPUBuffer[] = [];
+  constructor(readonly batch: number, readonly capacity: number, readonly ops: Op[], private owned: { destroy(): void }[]) {}
+  dispose(): void { for (const b of this.owned) b.destroy(); this.owned = []; }
+}
+
+export class WgslRunner {
+  readonly device = 'gpu' as const;
+  readonly kernels = 'wgsl' as const;
+  readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0 };
+  readonly mapping: Mapping;
+  readonly group: Group;
+  private readRes: GPUBuffer;
+  private readRes2: GPUBuffer | undefined;
+  private readLogits: GPUBuffer;
+  private readPartial: GPUBuffer;
+  private head: { logits: Dispatch[]; argmax: Dispatch };
+  private builder: OpBuilder;
+
+  private constructor(
+    readonly engine: Engine,
+    readonly world: World,
+    readonly shape: RankShape,
+    readonly gpu: WgslDevice,
+    private pl: Pipelines,
+    private d: Dims,
+    private w: ModelWeights,
+    private a: Acts,
+    private vocabParallel: boolean,
+  ) {
+    const c = engine.config;
+    this.mapping = new Mapping({ world_size: engine.worldSize, tp_size: c.tp_size, pp_size: engine.pp }, engine.rank);
+    this.group = stageGroup(world, this.mapping);
+    const dev = gpu.device;
+    const R = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
+    this.readRes = dev.createBuffer({ size: 16, usage: R, label: 'read.res' });
+    this.readLogits = dev.createBuffer({ size: a.logitRows * d.Vr * 4, usage: R, label: 'read.logits' });
+    this.readPartial = dev.createBuffer({ size: a.maxT * d.H * 4, usage: R, label: 'read.partial' });
+    this.builder = new OpBuilder(dev, pl, d, a, c.tp_size);
+    const offset = this.mapping.tpRank * shape.vocabPerRank;
+    this.head = this.builder.head(w, Math.min(d.Vr, this.vocabSize - offset), offset);
+  }
+
+  get config() { return this.engine.config; }
+  get vocabSize(): number { return this.engine.config.pretrained_config.vocab_size; }
+
+  static async load(engine: Engine, world: World, opts: WgslRunnerOptions = {}): Promise<WgslRunner> {
+    const dir = engine.dir ?? 'engine';
+    if (opts.device === 'cpu') throw new InputError('--kernels wgsl runs on the GPU: drop --device cpu (or use --kernels ort)');
+    if (world.size !== engine.worldSize) throw new Error(`engine was built for ${engine.worldSize} rank(s) but the world has ${world.size}`);
+    const cfg = engine.config.pretrained_config;
+    const bc = engine.config.build_config;
+    if (engine.pp > 1) throw new InputError(`${dir}: a pipeline-parallel engine (pp ${engine.pp}); --kernels wgsl runs pp 1 engines (use --kernels ort)`);
+    const q = cfg.quantization;
+    if (q?.quant_algo || q?.kv_cache_quant_algo) {
+      throw new InputError(`${dir}: quantized engine (${[q.quant_algo, q.kv_cache_quant_algo && `KV ${q.kv_cache_quant_algo}`].filter(Boolean).join(', ')}); --kernels wgsl runs float16 engines only so far (use --kernels ort)`);
+    }
+    if (bc.dtype !== 'float16') throw new InputError(`${dir}: a ${bc.dtype} engine; --kernels wgsl runs float16 engines (build with --dtype float16, or use --kernels ort)`);
+    const sh = rankShape(cfg, engine.rank);
+    if (sh.headSize > ATTN_MAX_HEAD || sh.headSize % 2) throw new InputError(`${dir}: head size ${sh.headSize}; the WGSL attention kernel takes even head sizes up to ${ATTN_MAX_HEAD}`);
+    if (sh.headsPerRank % sh.kvHeadsPerRank) throw new InputError(`${dir}: ${sh.headsPerRank} heads per rank is not a multiple of ${sh.kvHeadsPerRank} KV heads`);
+
+    const gpu = await openWgslDevice();
+    const dev = gpu.device;
+    return traceSpan('load', async () => {
+      dev.pushErrorScope('validation');
+      const pl = new Pipelines(dev, gpu.subgroups);
+      const err = await dev.popErrorScope();
+      if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
+      const segs = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));
+      const reader = new TensorReader(engineTensors(segs));
+      const up = new Uploader(dev, pl, reader, gpu.maxBinding);
+      try {
+        const L = (l: number, s: string) => `transformer.layers.${l}.${s}`;
+        const vocabParallel = cfg.use_parallel_embedding === true && sh.tp > 1;
+        const table = up.table('transformer.vocab_embedding.weight');
+        const layers = [];
+        for (let l = 0; l < sh.layers; l++) {
+          layers.push({
+            inNorm: up.floats(L(l, 'input_layernorm.weight')).buf,
+            qkv: await up.linear([L(l, 'attention.qkv.weight')]),
+            dense: await up.linear([L(l, 'attention.dense.weight')]),
+            postNorm: up.floats(L(l, 'post_layernorm.weight')).buf,
+            gateUp: await up.linear([L(l, 'mlp.fc.weight'), L(l, 'mlp.gate.weight')]),
+            proj: await up.linear([L(l, 'mlp.proj.weight')]),
+          });
+        }
+        const lmHead = await up.linear(['lm_head.weight']);
+        const cos = up.floats('rotary.cos_cache');
+        const sin = up.floats('rotary.sin_cache').buf;
+        await up.done();
+        const D = sh.headSize;
+        const d: Dims = {
+          H: cfg.hidden_size, Hq: sh.headsPerRank, Hkv: sh.kvHeadsPerRank, D,
+          I: layers[0]?.gateUp.N ?? 0, qkvN: (sh.headsPerRank + 2 * sh.kvHeadsPerRank) * D,
+          Vr: lmHead.N, layers: sh.layers, eps: cfg.norm_epsilon,
+        };
+        if (layers[0] && layers[0].qkv.N !== d.qkvN) throw new InputError(`${dir}: attention.qkv has ${layers[0].qkv.N} outputs, expected (${d.Hq} + 2·${d.Hkv})·${D}`);
+        if (cos.dims[1] !== D / 2) throw new InputError(`${dir}: rotary.cos_cache is [${cos.dims}], expected [max_seq_len, ${D / 2}]`);
+        const w: ModelWeights = {
+          embed: table,
+          embedOffset: vocabParallel ? sh.rank * table.rows : 0,
+          layers, lnf: up.floats('transformer.ln_f.weight').buf, lmHead, cos: cos.buf, sin,
+        };
+        const acts = allocActs(dev, d, Math.max(1, bc.max_input_len), gpu.maxBinding);
+        return new WgslRunner(engine, world, sh, gpu, pl, d, w, acts, vocabParallel);
+      } finally {
+        reader.close();
+      }
+    }, { kernels: 'wgsl', adapter: gpu.adapter });
+  }
+
+  private kvNow = 0;
+  private kvPeak = 0;
+
+  /** Weights and KV caches: all on the GPU (the same shape of figures as EngineRunner.memory()). */
+  memory(): { engine_bytes: { host: number; gpu: number }; kv_cache_bytes: { host: number; gpu: number } } {
+    const w = this.engine.manifest?.weight_bytes ?? this.engine.manifest?.files['weights.bin']?.size ?? 0;
+    return { engine_bytes: { host: 0, gpu: w }, kv_cache_bytes: { host: 0, gpu: this.kvPeak } };
+  }
+
+  /** A KV cache of `batch` rows × `capacity` positions (float32, GPU-resident) and the dispatch list bound to it. */
+  newCache(batch: number, capacity: number): WgslCache {
+    const { d } = this;
+    const dev = this.gpu.device;
+    const bytes = batch * d.Hkv * capacity * d.D * 4;
+    if (bytes > this.gpu.maxBinding) throw new InputError(`a KV cache of ${batch} row(s) × ${capacity} positions needs ${bytes} bytes per layer, more than the device's largest binding (${this.gpu.maxBinding})`);
+    const kv = Array.from({ length: d.layers }, (_, l) => ({
+      k: dev.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE, label: `k${l}` }),
+      v: dev.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE, label: `v${l}` }),
+    }));
+    const b = new OpBuilder(dev, this.pl, d, this.a, this.config.tp_size);
+    const ops = b.body(this.w, kv, this.vocabParallel);
+    const cache = new WgslCache(batch, capacity, ops, [b, ...kv.flatMap((x) => [x.k, x.v])]);
+    // What monitoring reports (./../monitor.ts): the KV bytes held now and at most.
+    const held = 2 * d.layers * bytes;
+    this.kvNow += held;
+    this.kvPeak = Math.max(this.kvPeak, this.kvNow);
+    const dispose = cache.dispose.bind(cache);
+    let gone = false;
+    cache.dispose = () => { if (!gone) { gone = true; this.kvNow -= held; } dispose(); };
+    cache.k.push(...kv.map((x) => x.k));
+    cache.v.push(...kv.map((x) => x.v));
+    return cache;
+  }
+
+  /** The all-reduce point: pass ended; sends `op.reduce`'s T rows to the host, sums over the group, writes them back. */
+  private async reduce(enc: GPUCommandEncoder, op: Reduce, T: number): Promise<void> {
+    const dev = this.gpu.device;
+    const bytes = T * op.n * 4;
+    enc.copyBufferToBuffer(op.reduce, 0, this.readPartial, 0, bytes);
+    dev.queue.submit([enc.finish()]);
+    await this.readPartial.mapAsync(GPUMapMode.READ, 0, bytes);
+    const data = new Float32Array(this.readPartial.getMappedRange(0, bytes).slice(0));
+    this.readPartial.unmap();
+    const t1 = performance.now();
+    const sum = await traceSpan('allreduce', () => this.group.allReduce(data, 'sum'), { bytes });
+    this.stats.allreduce_ms += performance.now() - t1;
+    dev.queue.writeBuffer(op.reduce, 0, sum as Float32Array<ArrayBuffer>);
+  }
+
+  /**
+   * Runs T tokens of batch row `row` from position pos0 through the decoder (ids: null = already in the ids
+   * buffer), then the head on positions `sel` (indices into this call). Returns this rank's logits
+   * [sel.length, Vr], or with `greedy` (one position) the argmax as [id, value].
+   */
+  private async run(cache: WgslCache, row: number, ids: ArrayLike<number> | null, T: number, pos0: number, sel: number[], greedy: boolean): Promise<Float32Array> {
+    const { a, d } = this;
+    const dev = this.gpu.device;
+    const q = dev.queue;
+    if (T > a.maxT) throw new InputError(`${T} tokens in one call exceed the engine's max_input_len ${a.maxT}`);
+    if (pos0 + T > cache.capacity) throw new Error(`positions up to ${pos0 + T} exceed the KV cache's ${cache.capacity}`);
+    const t0 = performance.now();
+    q.writeBuffer(a.step, 0, Uint32Array.of(T, pos0, row, cache.capacity));
+    if (ids) q.writeBuffer(a.ids, 0, Uint32Array.from(ids));
+    let enc = dev.createCommandEncoder();
+    let pass = enc.beginComputePass();
+    for (const op of cache.ops) {
+      if (!isReduce(op)) { record(pass, op, T); continue; }
+      pass.end();
+      await this.reduce(enc, op, T);
+      enc = dev.createCommandEncoder();
+      pass = enc.beginComputePass();
+    }
+    const out = new Float32Array(greedy ? 2 : sel.length * d.Vr);
+    for (let g0 = 0; g0 < sel.length; g0 += a.logitRows) {
+      const n = Math.min(a.logitRows, sel.length - g0);
+      if (g0 > 0) { enc = dev.createCommandEncoder(); pass = enc.beginComputePass(); }
+      q.writeBuffer(a.headStep, 0, Uint32Array.of(n, 0, 0, 0));
+      q.writeBuffer(a.sel, 0, Uint32Array.from(sel.slice(g0, g0 + n)));
+      for (const op of this.head.logits) record(pass, op, n);
+      if (greedy) record(pass, this.head.argmax, 1);
+      pass.end();
+      const src = greedy ? a.res : a.logits;
+      const dst = greedy ? this.readRes : this.readLogits;
+      const bytes = greedy ? 8 : n * d.Vr * 4;
+      enc.copyBufferToBuffer(src, 0, dst, 0, bytes);
+      q.submit([enc.finish()]);
+      await dst.mapAsync(GPUMapMode.READ, 0, bytes);
+      const r = dst.getMappedRange(0, bytes);
+      if (greedy) { const u = new Uint32Array(r); out[0] = u[0]; out[1] = new Float32Array(r)[1]; }
+      else out.set(new Float32Array(r), g0 * d.Vr);
+      dst.unmap();
+    }
+    this.stats.runs += this.engine.segmentCount; // counted as the ONNX runner counts session runs (bench divides by segments)
+    this.stats.run_ms += performance.now() - t0;
+    return out;
+  }
+
+  /**
+   * Greedy decode of batch row `row` at tp 1 with the token kept on the GPU: step s's argmax writes the id
+   * that step s + 1 embeds, so step s + 1 is recorded and submitted while step s runs and the host reads
+   * each token one step behind (two readback buffers in turn). `accept(token)` returns false to stop; the
+   * step then in flight is drained and ignored. Returns the number of steps whose token was accepted.
+   */
+  async decodeGreedyPipelined(cache: WgslCache, row: number, first: number, pos: number, maxSteps: number, accept: (token: number) => boolean): Promise<number> {
+    if (this.group.size !== 1) throw new Error('decodeGreedyPipelined runs at tp 1');
+    const { a } = this;
+    const dev = this.gpu.device;
+    const q = dev.queue;
+    if (pos + maxSteps > cache.capacity) throw new Error(`positions up to ${pos + maxSteps} exceed the KV cache's ${cache.capacity}`);
+    const t0 = performance.now();
+    q.writeBuffer(a.ids, 0, Uint32Array.of(first));
+    q.writeBuffer(a.headStep, 0, Uint32Array.of(1, 0, 0, 0));
+    q.writeBuffer(a.sel, 0, Uint32Array.of(0));
+    this.readRes2 ??= dev.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'read.res2' });
+    const reads = [this.readRes, this.readRes2];
+    let prev: { map: Promise<void>; buf: GPUBuffer } | undefined;
+    let accepted = 0;
+    const take = async (p: { map: Promise<void>; buf: GPUBuffer }) => {
+      await p.map;
+      const tok = new Uint32Array(p.buf.getMappedRange(0, 8))[0];
+      p.buf.unmap();
+      return tok;
+    };
+    let stopped = false;
+    for (let s = 0; s < maxSteps && !stopped; s++) {
+      // Queue order puts this write after step s - 1's commands, which read the previous value.
+      q.writeBuffer(a.step, 0, Uint32Array.of(1, pos + s, row, cache.capacity));
+      const enc = dev.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      for (const op of cache.ops) if (!isReduce(op)) record(pass, op, 1);
+      for (const op of this.head.logits) record(pass, op, 1);
+      record(pass, this.head.argmax, 1);
+      pass.end();
+      const buf = reads[s % 2];
+      enc.copyBufferToBuffer(a.res, 0, buf, 0, 8);
+      q.submit([enc.finish()]);
+      const cur = { map: buf.mapAsync(GPUMapMode.READ, 0, 8), buf };
+      if (prev) {
+        if (accept(await take(prev))) accepted++;
+        else stopped = true;
+      }
+      prev = cur;
+    }
+    if (prev) {
+      const tok = await take(prev);
+      if (!stopped && accept(tok)) accepted++;
+    }
+    this.stats.runs += this.engine.segmentCount * accepted;
+    this.stats.run_ms += performance.now() - t0;
+    return accepted;
+  }
+
+  /** One greedy decode step of row `row`: `token` at position `pos`; returns the next token (argmax over the whole vocabulary, ties to the lowest id). */
+  async decodeGreedy(cache: WgslCache, row: number, token: number, pos: number): Promise<number> {
+    const r = await this.run(cache, row, [token], 1, pos, [0], true);
+    if (this.group.size === 1) return r[0];
+    const all = await this.group.allGather(Float32Array.of(r[1], r[0]));
+    let best = 0;
+    for (let i = 1; i < all.length / 2; i++) {
+      if (all[2 * i] > all[2 * best] || (all[2 * i] === all[2 * best] && all[2 * i + 1] < all[2 * best + 1])) best = i;
+    }
+    return all[2 * best + 1];
+  }
+
+  /** Tokens `ids` of batch row `row` from position pos0; logits [sel.length, vocab] at call positions `sel`. */
+  async forwardRow(cache: WgslCache, row: number, ids: ArrayLike<number>, pos0: number, sel: number[]): Promise<Float32Array> {
+    const local = await this.run(cache, row, ids, ids.length, pos0, sel, false);
+    return this.gatherLogits(local, sel.length);
+  }
+
+  async forward(req: ForwardRequest, cache?: WgslCache): Promise<Float32Array> {
+    return (await this.forwardStage(req, cache)).logits!;
+  }
+
+  /**
+   * The ONNX runner's forward contract (runtime.ts ForwardRequest): right-padded rows; without a cache,
+   * attention sees only this call's tokens. Returns float32 logits [batch, npos, vocab].
+   */
+  async forwardStage(req: ForwardRequest, cache?: WgslCache, hiddenIn?: Float32Array): Promise<{ logits?: Float32Array; hidden?: Float32Array }> {
+    if (hiddenIn) throw new Error('--kernels wgsl runs pp 1 engines');
+    const { batch, seq, npos } = req;
+    const own = cache ?? this.newCache(batch, seq);
+    try {
+      const V = this.vocabSize;
+      const logits = new Float32Array(batch * npos * V);
+      for (let b = 0; b < batch; b++) {
+        // Decode: one token at the row's last position; prefill: the row's valid tokens after a common past.
+        const past = seq === 1 ? req.seqlensK[b] : req.totalSeq - seq;
+        const T = seq === 1 ? 1 : Math.max(1, req.seqlensK[b] + 1 - past);
+        const ids = Array.from({ length: T }, (_, i) => req.ids[b * seq + i]);
+        const sel = Array.from({ length: npos }, (_, i) => Math.min(req.positions[b * npos + i], T - 1));
+        logits.set(await this.forwardRow(own, b, ids, past, sel), b * npos * V);
+      }
+      return { logits };
+    } finally {
+      if (!cache) own.dispose();
+    }
+  }
+
+  private async gatherLogits(local: Float32Array, rows: number): Promise<Float32Array> {
+    const V = this.vocabSize;
+    const vr = this.d.Vr;
+    const tp = this.group.size;
+    const all = tp === 1 ? local : await traceSpan('allgather', () => this.group.allGather(local));
+    if (tp === 1 && vr === V) return local;
+    const per = this.shape.vocabPerRank;
+    const out = new Float32Array(rows * V);
+    for (let r = 0; r < tp; r++) {
+      const width = Math.min(vr, V - r * per);
+      if (width <= 0) break;
+      for (let i = 0; i < rows; i++) out.set(all.subarray(r * rows * vr + i * vr, r * rows * vr + i * vr + width), i * V + r * per);
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.gpu.device.queue.onSubmittedWorkDone();
+  }
+}

@@ -1,0 +1,127 @@
+/// <reference types="@webgpu/types" />
+// Puts one rank's engine tensors on the GPU in the layouts the kernels read.
+//
+// Linears: the engine's MatMul initializers are float16 [K, N]; the GEMV wants [N, K] rows. They are
+// uploaded in slabs of K rows into a staging buffer and transposed on the GPU into chunks of at most
+// maxStorageBufferBindingSize bytes (a big lm_head or embedding becomes several bindings, each its own
+// dispatch). mlp.fc and mlp.gate go into one weight, chunk by chunk [fc rows | gate rows], for the fused
+// SwiGLU GEMV. Norm scales and the rotary tables become float32.
+
+import { InputError } from '../../core/errors.js';
+import { halfBitsToFloat32 } from '../dtype.js';
+import { bindGroup, uniform } from './kernels/common.js';
+import type { Pipelines } from './pipelines.js';
+import type { TensorReader } from './engine-weights.js';
+import { GEMV_ROWS } from './pipelines.js';
+
+export interface GemvChunk { buf: GPUBuffer; n0: number; n: number }
+export interface GemvWeight { K: number; N: number; swiglu: boolean; chunks: GemvChunk[] }
+
+const STAGING_MAX = 64 << 20;
+/** Workgroup counts per dimension are at most 65535: a chunk holds at most that many workgroups of rows. */
+const MAX_CHUNK_ROWS = 65535 * GEMV_ROWS;
+
+export class Uploader {
+  private staging: GPUBuffer;
+  private stagingBytes: number;
+  private pending = 0;
+  /** Transpose uniforms, freed once the GPU is done with them. */
+  private temp: GPUBuffer[] = [];
+
+  constructor(private device: GPUDevice, private pl: Pipelines, private reader: TensorReader, readonly maxBinding: number) {
+    this.stagingBytes = Math.min(STAGING_MAX, maxBinding);
+    this.staging = device.createBuffer({ size: this.stagingBytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'staging' });
+  }
+
+  private float16(name: string, rank: number): { dims: number[]; bytes: Uint8Array } {
+    const t = this.reader.info(name);
+    if (t.dtype !== 'float16') {
+      throw new InputError(`${name}: ${t.dtype} in the engine; --kernels wgsl runs float16 engines (build with --dtype float16)${/int|uint/.test(t.dtype) ? ': quantized weights are not supported by the WGSL kernels yet' : ''}`);
+    }
+    if (t.dims.length !== rank) throw new InputError(`${name}: expected ${rank} dimension(s), the engine has [${t.dims}]`);
+    return { dims: t.dims, bytes: this.reader.read(name) };
+  }
+
+  /** A float16 vector or table as float32 (norm scales, rotary tables). */
+  floats(name: string, label = name): { buf: GPUBuffer; dims: number[] } {
+    const t = this.float16(name, this.reader.info(name).dims.length);
+    const f = halfBitsToFloat32(new Uint16Array(t.bytes.buffer.slice(t.bytes.byteOffset, t.bytes.byteOffset + t.bytes.byteLength)));
+    const buf = this.device.createBuffer({ size: Math.max(16, f.byteLength), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label });
+    this.device.queue.writeBuffer(buf, 0, f as Float32Array<ArrayBuffer>);
+    return { buf, dims: t.dims };
+  }
+
+  /** The [V, H] float16 embedding table in chunks of whole rows. */
+  table(name: string): { chunks: { buf: GPUBuffer; r0: number; rows: number }[]; rows: number; H: number } {
+    const { dims: [V, H], bytes } = this.float16(name, 2);
+    if (H % 2) throw new InputError(`${name}: hidden size ${H} is odd; --kernels wgsl needs it even`);
+    const rowBytes = H * 2;
+    const per = Math.max(1, Math.floor(this.maxBinding / rowBytes));
+    const chunks = [];
+    for (let r0 = 0; r0 < V; r0 += per) {
+      const rows = Math.min(per, V - r0);
+      const buf = this.device.createBuffer({ size: rows * rowBytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: `${name}[${r0}]` });
+      this.device.queue.writeBuffer(buf, 0, bytes as Uint8Array<ArrayBuffer>, r0 * rowBytes, rows * rowBytes);
+      chunks.push({ buf, r0, rows });
+    }
+    return { chunks, rows: V, H };
+  }
+
+  /** A linear ([K, N] MatMul weight, or fc + gate for SwiGLU) as [N, K] chunks. */
+  async linear(names: string[]): Promise<GemvWeight> {
+    const parts = names.map((n) => ({ name: n, ...this.float16(n, 2) }));
+    const [K, N] = parts[0].dims;
+    for (const p of parts) if (p.dims[0] !== K || p.dims[1] !== N) throw new InputError(`${p.name}: [${p.dims}] does not match ${parts[0].name} [${K}, ${N}]`);
+    if (K % 8) throw new InputError(`${parts[0].name}: input size ${K} is not a multiple of 8, which the WGSL matrix-vector kernel reads at a time`);
+    const swiglu = parts.length === 2;
+    const rowBytes = K * 2 * parts.length;
+    const per = Math.min(MAX_CHUNK_ROWS, Math.floor(this.maxBinding / rowBytes));
+    if (per < 1) throw new InputError(`${parts[0].name}: one row of ${K} halves exceeds the device's largest storage binding`);
+    const chunks: GemvChunk[] = [];
+    for (let n0 = 0; n0 < N; n0 += per) {
+      const n = Math.min(per, N - n0);
+      chunks.push({ n0, n, buf: this.device.createBuffer({ size: n * rowBytes, usage: GPUBufferUsage.STORAGE, label: `${parts[0].name}[${n0}]` }) });
+    }
+    // Slabs of K rows of the [K, N] source; an even count, as the transpose packs two halves per word.
+    let ks = Math.floor(this.stagingBytes / (N * 2));
+    ks -= ks % 2;
+    if (ks < 2) throw new InputError(`${parts[0].name}: a row of ${N} halves exceeds the staging buffer`);
+    const enc = () => this.device.createCommandEncoder();
+    for (const [pi, p] of parts.entries()) {
+      for (let k0 = 0; k0 < K; k0 += ks) {
+        const rows = Math.min(ks, K - k0);
+        this.device.queue.writeBuffer(this.staging, 0, p.bytes as Uint8Array<ArrayBuffer>, k0 * N * 2, rows * N * 2);
+        const e = enc();
+        const pass = e.beginComputePass();
+        const temp: GPUBuffer[] = [];
+        for (const c of chunks) {
+          const u = uniform(this.device, [N, K, k0, rows, c.n0, c.n, pi * c.n], 'transpose.p');
+          temp.push(u);
+          pass.setPipeline(this.pl.transpose.p);
+          pass.setBindGroup(0, bindGroup(this.device, this.pl.transpose.bgl, [u, this.staging, c.buf], 'transpose'));
+          pass.dispatchWorkgroups(Math.ceil(rows / 2 / 64), Math.min(c.n, 65535), Math.ceil(c.n / 65535));
+        }
+        pass.end();
+        this.device.queue.submit([e.finish()]);
+        this.temp.push(...temp);
+        await this.throttle(rows * N * 2);
+      }
+    }
+    return { K, N, swiglu, chunks };
+  }
+
+  // Dawn copies every writeBuffer into memory of its own until the GPU consumes it: wait now and then.
+  private async throttle(bytes: number): Promise<void> {
+    this.pending += bytes;
+    if (this.pending < 256 << 20) return;
+    this.pending = 0;
+    await this.device.queue.onSubmittedWorkDone();
+  }
+
+  async done(): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+    this.staging.destroy();
+    for (const u of this.temp) u.destroy();
+    this.temp = [];
+  }
+}
