@@ -52,3 +52,59 @@ export function violations(edges, from, allowed, o = {}) {
     .filter((e) => (e.to === null ? !e.spec.startsWith('node:') && !o.packages : e.to !== from && !allowed.includes(e.to)))
     .map((e) => `${e.file} imports ${e.spec}`);
 }
+
+/**
+ * Cycles among top-level folders: for each strongly connected group of folders (Tarjan), one shortest
+ * cycle through it, each step written with the files that make it, e.g.
+ * `util -> launcher (util/trace.ts imports ../launcher/events.js)`. Empty when the folders form a DAG.
+ * @param {ImportEdge[]} edges @returns {string[][]}
+ */
+export function folderCycles(edges) {
+  /** @type {Map<string, Map<string, string[]>>} */
+  const graph = new Map();
+  for (const e of edges) {
+    if (e.to === null || e.to === e.from) continue;
+    const out = graph.get(e.from) ?? graph.set(e.from, new Map()).get(e.from);
+    (out.get(e.to) ?? out.set(e.to, []).get(e.to)).push(`${e.file} imports ${e.spec}`);
+    if (!graph.has(e.to)) graph.set(e.to, new Map());
+  }
+  /** @type {string[][]} */
+  const groups = [];
+  /** @type {Map<string, number>} */ const index = new Map();
+  /** @type {Map<string, number>} */ const low = new Map();
+  /** @type {string[]} */ const stack = [];
+  /** @param {string} v */
+  const visit = (v) => {
+    index.set(v, index.size);
+    low.set(v, index.get(v));
+    stack.push(v);
+    for (const w of graph.get(v).keys()) {
+      if (!index.has(w)) { visit(w); low.set(v, Math.min(low.get(v), low.get(w))); }
+      else if (stack.includes(w)) low.set(v, Math.min(low.get(v), index.get(w)));
+    }
+    if (low.get(v) === index.get(v)) {
+      const group = stack.splice(stack.indexOf(v));
+      if (group.length > 1) groups.push(group.sort());
+    }
+  };
+  for (const v of [...graph.keys()].sort()) if (!index.has(v)) visit(v);
+
+  return groups.map((group) => {
+    // Breadth-first from the group's first folder back to itself, staying inside the group.
+    const start = group[0];
+    /** @type {Map<string, string>} */ const prev = new Map();
+    const queue = [start];
+    while (queue.length && !prev.has(start)) {
+      const v = queue.shift();
+      for (const w of graph.get(v).keys()) {
+        if (!group.includes(w) || prev.has(w)) continue;
+        prev.set(w, v);
+        queue.push(w);
+      }
+    }
+    const path = [start];
+    for (let v = prev.get(start); v !== start; v = prev.get(v)) path.unshift(v);
+    path.unshift(start);
+    return path.slice(0, -1).map((v, i) => `${v} -> ${path[i + 1]} (${graph.get(v).get(path[i + 1]).join('; ')})`);
+  });
+}
