@@ -42,7 +42,7 @@ test('the import scanner sees every kind of import, and only imports', () => {
 });
 
 test('the cycle finder reports a cycle through three folders with its files, and none in a DAG', () => {
-  /** @param {string} file @param {string} spec @param {string} to */
+  /** @param {string} file @param {string} spec @param {string | null} to */
   const e = (file, spec, to) => ({ file, spec, from: file.split('/')[0], to });
   const dag = [e('a/x.ts', '../b/y.js', 'b'), e('b/y.ts', '../c/z.js', 'c'), e('a/w.ts', '../b/y.js', 'b')];
   assert.deepEqual(folderCycles(dag), []);

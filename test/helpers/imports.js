@@ -60,32 +60,35 @@ export function violations(edges, from, allowed, o = {}) {
  * @param {ImportEdge[]} edges @returns {string[][]}
  */
 export function folderCycles(edges) {
-  /** @type {Map<string, Map<string, string[]>>} */
+  /** @type {Map<string, Map<string, string[]>>} folder -> imported folder -> the imports that make the step */
   const graph = new Map();
+  /** @param {string} v */
+  const out = (v) => graph.get(v) ?? graph.set(v, new Map()).get(v) ?? new Map();
   for (const e of edges) {
     if (e.to === null || e.to === e.from) continue;
-    const out = graph.get(e.from) ?? graph.set(e.from, new Map()).get(e.from);
-    (out.get(e.to) ?? out.set(e.to, []).get(e.to)).push(`${e.file} imports ${e.spec}`);
-    if (!graph.has(e.to)) graph.set(e.to, new Map());
+    const step = out(e.from);
+    step.set(e.to, [...(step.get(e.to) ?? []), `${e.file} imports ${e.spec}`]);
+    out(e.to);
   }
   /** @type {string[][]} */
   const groups = [];
   /** @type {Map<string, number>} */ const index = new Map();
-  /** @type {Map<string, number>} */ const low = new Map();
   /** @type {string[]} */ const stack = [];
-  /** @param {string} v */
+  /** @param {string} v @returns {number} */
   const visit = (v) => {
-    index.set(v, index.size);
-    low.set(v, index.get(v));
+    const i = index.size;
+    let l = i;
+    index.set(v, i);
     stack.push(v);
-    for (const w of graph.get(v).keys()) {
-      if (!index.has(w)) { visit(w); low.set(v, Math.min(low.get(v), low.get(w))); }
-      else if (stack.includes(w)) low.set(v, Math.min(low.get(v), index.get(w)));
+    for (const w of out(v).keys()) {
+      if (!index.has(w)) l = Math.min(l, visit(w));
+      else if (stack.includes(w)) l = Math.min(l, index.get(w) ?? l);
     }
-    if (low.get(v) === index.get(v)) {
+    if (l === i) {
       const group = stack.splice(stack.indexOf(v));
       if (group.length > 1) groups.push(group.sort());
     }
+    return l;
   };
   for (const v of [...graph.keys()].sort()) if (!index.has(v)) visit(v);
 
@@ -94,17 +97,16 @@ export function folderCycles(edges) {
     const start = group[0];
     /** @type {Map<string, string>} */ const prev = new Map();
     const queue = [start];
-    while (queue.length && !prev.has(start)) {
-      const v = queue.shift();
-      for (const w of graph.get(v).keys()) {
+    for (let v = queue.shift(); v !== undefined && !prev.has(start); v = queue.shift()) {
+      for (const w of out(v).keys()) {
         if (!group.includes(w) || prev.has(w)) continue;
         prev.set(w, v);
         queue.push(w);
       }
     }
-    const path = [start];
-    for (let v = prev.get(start); v !== start; v = prev.get(v)) path.unshift(v);
-    path.unshift(start);
-    return path.slice(0, -1).map((v, i) => `${v} -> ${path[i + 1]} (${graph.get(v).get(path[i + 1]).join('; ')})`);
+    const cycle = [start];
+    for (let v = prev.get(start); v !== undefined && v !== start; v = prev.get(v)) cycle.unshift(v);
+    cycle.unshift(start);
+    return cycle.slice(0, -1).map((v, i) => `${v} -> ${cycle[i + 1]} (${(out(v).get(cycle[i + 1]) ?? []).join('; ')})`);
   });
 }
