@@ -26,7 +26,7 @@ import { fromFloat32 } from './dtype.js';
 import { type DeferredTensor, engineWeight } from './weight-convert.js';
 import { Graph, MS } from './graph.js';
 import { emitLinear, requireTensor } from './linear.js';
-import { isInt8KvCache, kvPastToFloat, kvPresentToInt8 } from '../quantization/onnx-kv-cache.js';
+import { isInt8KvCache, kvPastToFloat, kvPresentToInt8 } from './onnx-kv-cache.js';
 import type { WeightFile } from './weight-file.js';
 import { Mapping } from '../sharding/mapping.js';
 
