@@ -20,7 +20,7 @@
 // last layer) instead of ln_f + lm_head. That one vector per token is all that crosses a stage boundary.
 
 import type { Tensor, Weights } from '../core/tensor.js';
-import type { PretrainedConfig } from '../model/config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import type { BuildConfig } from './build-config.js';
 import { fromFloat32 } from './dtype.js';
 import { type DeferredTensor, engineWeight } from './weight-convert.js';

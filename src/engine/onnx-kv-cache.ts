@@ -16,7 +16,7 @@
 import type { Weights } from '../core/tensor.js';
 import { castTensor, numel } from '../core/dtype.js';
 import type { Graph } from './graph.js';
-import type { QuantConfig } from '../model/config.js';
+import type { QuantConfig } from '../core/config.js';
 
 export function isInt8KvCache(quant: QuantConfig | undefined): boolean {
   return quant?.kv_cache_quant_algo === 'INT8';
