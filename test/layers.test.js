@@ -7,7 +7,7 @@ import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { importEdges, violations } from './helpers/imports.js';
+import { importEdges, violations, folderCycles } from './helpers/imports.js';
 
 const SRC = fileURLToPath(new URL('../src', import.meta.url));
 const MODEL_LAYERS = ['checkpoint', 'sharding', 'model', 'quantization', 'engine', 'commands', 'bench'];
@@ -41,6 +41,18 @@ test('the import scanner sees every kind of import, and only imports', () => {
   }
 });
 
+test('the cycle finder reports a cycle through three folders with its files, and none in a DAG', () => {
+  /** @param {string} file @param {string} spec @param {string | null} to */
+  const e = (file, spec, to) => ({ file, spec, from: file.split('/')[0], to });
+  const dag = [e('a/x.ts', '../b/y.js', 'b'), e('b/y.ts', '../c/z.js', 'c'), e('a/w.ts', '../b/y.js', 'b')];
+  assert.deepEqual(folderCycles(dag), []);
+  assert.deepEqual(folderCycles([...dag, e('c/z.ts', '../a/x.js', 'a'), e('d/q.ts', 'zod', null)]), [[
+    'a -> b (a/x.ts imports ../b/y.js; a/w.ts imports ../b/y.js)',
+    'b -> c (b/y.ts imports ../c/z.js)',
+    'c -> a (c/z.ts imports ../a/x.js)',
+  ]]);
+});
+
 const edges = importEdges(SRC);
 
 test('the scan covers the source tree', () => {
@@ -62,4 +74,9 @@ test('rank and launcher know nothing of models', () => {
     const bad = edges.filter((e) => e.from === layer && e.to !== null && MODEL_LAYERS.includes(e.to));
     assert.deepEqual(bad.map((e) => `${e.file} imports ${e.spec}`), [], layer);
   }
+});
+
+test('no cycle between top-level folders of src/ (each layer stands on the ones below it)', () => {
+  // A cycle makes two folders one layer in fact: neither can be read, tested or reused without the other.
+  assert.deepEqual(folderCycles(edges), []);
 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import ort from '../dist/engine/ort.js'; // telemetry off, as tprun itself loads it
 import { Graph, MS } from '../dist/engine/graph.js';
 import { WeightFile } from '../dist/engine/weight-file.js';
-import { kvPastToFloat, kvPresentToInt8 } from '../dist/quantization/onnx-kv-cache.js';
+import { kvPastToFloat, kvPresentToInt8 } from '../dist/engine/onnx-kv-cache.js';
 
 const NH = 4, KVH = 2, HS = 16, CAP = 16, P = 'transformer.layers.0';
 function rng(seed) { let s = seed >>> 0; return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32 - 0.5; }; }

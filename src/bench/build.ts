@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
 import { dirBytes, median } from './stats.js';
-import { STATS_ENV } from '../commands/convert.js';
+import { STATS_ENV } from '../checkpoint/stats-env.js';
 
 interface Args {
   preset: string;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
-import { STATS_ENV } from '../commands/convert.js';
+import { STATS_ENV } from '../checkpoint/stats-env.js';
 import { dirBytes, median } from './stats.js';
 
 interface Args { preset: string; layers?: number; model?: string; tp: number; reps: number; workdir?: string }

@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { World } from '../rank/types.js';
-import type { PretrainedConfig } from '../model/config.js';
-import { LlamaForCausalLM, type LoadOptions } from '../model/llama.js';
+import type { PretrainedConfig } from '../core/config.js';
+import { type LoadOptions, openCheckpoint, openHuggingFace, openMetaCkpt } from './open.js';
 import { InputError, isInputError } from '../core/errors.js';
 import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
@@ -52,9 +52,9 @@ export function openSource(o: ConvertOptions): { config: PretrainedConfig; sourc
     dtype: o.dtype, mapping: { world_size: o.tp * pp, tp_size: o.tp, pp_size: pp }, clamp: o.clamp,
     useParallelEmbedding: o.useParallelEmbedding, embeddingShardingDim: o.embeddingShardingDim,
   };
-  const opened = format === 'hf' ? LlamaForCausalLM.openHuggingFace(o.model, lo)
-    : format === 'meta' ? LlamaForCausalLM.openMetaCkpt(o.model, lo)
-    : LlamaForCausalLM.openCheckpoint(o.model, lo);
+  const opened = format === 'hf' ? openHuggingFace(o.model, lo)
+    : format === 'meta' ? openMetaCkpt(o.model, lo)
+    : openCheckpoint(o.model, lo);
   return { ...opened, format };
 }
 

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DType, Tensor } from '../core/tensor.js';
-import type { PretrainedConfig } from '../model/config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import { InputError } from '../core/errors.js';
 import { byteSize, castTensor } from '../core/dtype.js';
 import { SafetensorsWriter } from './safetensors.js';

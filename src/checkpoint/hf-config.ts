@@ -2,7 +2,7 @@
 // (rope_theta, rope_scaling, torch_dtype) and 5 keys (rope_parameters, dtype).
 import fs from 'node:fs';
 import { z } from 'zod';
-import type { Mapping, PretrainedConfig, RotaryScaling } from '../model/config.js';
+import type { Mapping, PretrainedConfig, RotaryScaling } from '../core/config.js';
 import { InputError } from '../core/errors.js';
 
 const posInt = z.number().int().positive();

@@ -2,7 +2,7 @@
 // model.safetensors.index.json. Presents TensorRT-LLM's full tensors through a StackedSource.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Mapping, PretrainedConfig } from '../model/config.js';
+import type { Mapping, PretrainedConfig } from '../core/config.js';
 import { InputError } from '../core/errors.js';
 import { SafetensorsFile } from './safetensors.js';
 import { type FloatDType, pretrainedFromHf, readJson } from './hf-config.js';

@@ -1,5 +1,5 @@
 // Public surface of checkpoints (file formats and loaders), re-exported by src/index.ts.
-export { LlamaForCausalLM, type LoadOptions } from '../model/llama.js';
+export type { LoadOptions } from './open.js';
 export { SafetensorsFile, SafetensorsWriter, readSafetensors, writeSafetensors } from './safetensors.js';
 export { MemorySource, readSelection, llamaTensorNames, type TensorSource } from './source.js';
 export { planRank, produceShards, rankSource, shardContext } from './shard.js';

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import type { Mapping, PretrainedConfig, RotaryScaling } from '../model/config.js';
+import type { Mapping, PretrainedConfig, RotaryScaling } from '../core/config.js';
 import { InputError } from '../core/errors.js';
 import { ITEMSIZE, byteSize } from '../core/dtype.js';
 import { type FloatDType, parseFloatDType, readJson } from './hf-config.js';

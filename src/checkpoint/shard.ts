@@ -2,7 +2,7 @@
 // then produce them one at a time, cast to the target dtype. Used in memory (LlamaForCausalLM) and
 // streamed to rank{r}.safetensors (tprun convert), so both paths give identical tensors.
 import type { DType, Tensor } from '../core/tensor.js';
-import type { PretrainedConfig } from '../model/config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import { FLOAT_DTYPES, ITEMSIZE, byteSize, castTensor } from '../core/dtype.js';
 import { BufferPool, type TensorSource, readSelection, readSelectionRows } from './source.js';
 import { type Selection, type ShardContext, checkHeads, contextFromConfig, ruleFor, selection, shardShape } from '../sharding/rules.js';

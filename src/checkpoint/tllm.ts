@@ -3,7 +3,7 @@
 // (every rank's shards gathered tensor by tensor) so a checkpoint can be resharded to another tp.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { PretrainedConfig } from '../model/config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import type { Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { PRODUCER, withPath } from './outdir.js';

@@ -6,6 +6,7 @@ import type { CommandModule } from 'yargs';
 // The conversion code is loaded in the handler: every tprun command pays for what this module imports.
 import type { ConvertOptions } from '../checkpoint/convert.js';
 import { isInputError } from '../core/errors.js';
+import { STATS_ENV } from '../checkpoint/stats-env.js';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
 import { quantOptions, quantRequestFrom } from '../quantization/cli-options.js';
@@ -22,9 +23,6 @@ interface Args {
   'embedding-sharding-dim': 0 | 1;
   force: boolean;
 }
-
-/** Where each rank's RankStats go, one JSON file per rank (used by `tprun bench convert`). */
-export const STATS_ENV = 'TPRUN_CONVERT_STATS_DIR';
 
 const convert: CommandModule<object, Args> = {
   command: 'convert',

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, writeFile as writeFileRaw } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { PretrainedConfig } from '../model/config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import type { Weights } from '../core/tensor.js';
 import type { World } from '../rank/types.js';
 import { InputError } from '../core/errors.js';

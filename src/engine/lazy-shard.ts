@@ -3,7 +3,7 @@
 // of being loaded whole into fresh memory first (which doubled the memory traffic and held the whole
 // model in RSS). The tensors are those of LlamaForCausalLM.fromSource (same plan, same reads, same cast).
 
-import type { PretrainedConfig } from '../model/config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import type { DType, Tensor, Weights } from '../core/tensor.js';
 import { LlamaForCausalLM } from '../model/llama.js';
 import { castTensor } from '../core/dtype.js';

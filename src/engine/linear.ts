@@ -11,7 +11,7 @@
 // engines do not depend on it.
 
 import type { Tensor, Weights } from '../core/tensor.js';
-import type { QuantConfig } from '../model/config.js';
+import type { QuantConfig } from '../core/config.js';
 import type { BuildConfig } from './build-config.js';
 import { engineWeightTransposed } from './weight-convert.js';
 import type { Graph } from './graph.js';

@@ -20,13 +20,13 @@
 // last layer) instead of ln_f + lm_head. That one vector per token is all that crosses a stage boundary.
 
 import type { Tensor, Weights } from '../core/tensor.js';
-import type { PretrainedConfig } from '../model/config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import type { BuildConfig } from './build-config.js';
 import { fromFloat32 } from './dtype.js';
 import { type DeferredTensor, engineWeight } from './weight-convert.js';
 import { Graph, MS } from './graph.js';
 import { emitLinear, requireTensor } from './linear.js';
-import { isInt8KvCache, kvPastToFloat, kvPresentToInt8 } from '../quantization/onnx-kv-cache.js';
+import { isInt8KvCache, kvPastToFloat, kvPresentToInt8 } from './onnx-kv-cache.js';
 import type { WeightFile } from './weight-file.js';
 import { Mapping } from '../sharding/mapping.js';
 

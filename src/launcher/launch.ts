@@ -24,7 +24,7 @@ import { ProgressView, renderMode } from './render.js';
 import { Watchdog } from './watchdog.js';
 import { reapGroups, stoppedMembers } from './groups.js';
 import { fdHeadroom } from './fds.js';
-import { nowUs, type RankEvent, type TraceEvent } from './events.js';
+import { nowUs, type RankEvent, type TraceEvent } from '../util/events.js';
 
 export interface LaunchOptions {
   /** Number of ranks (default: 1, or every slot of --hostfile/--hosts). */

@@ -3,7 +3,7 @@
 // tprun's own error lines (`tprun: ...`, `tprun convert: ...`) that several ranks print alike, because
 // each of them met the same bad input, are shown once (as Open MPI aggregates the same help message from
 // many processes, orte_show_help's aggregation): the launcher's line names the rank that ended the job.
-import { EVENT_MARK, type RankEvent } from './events.js';
+import { EVENT_MARK, type RankEvent } from '../util/events.js';
 
 const NL = 0x0a;
 const MARK = Buffer.from(EVENT_MARK);

@@ -2,7 +2,7 @@
 // line per finished phase elsewhere, nothing with --quiet/--json.
 import { createRequire } from 'node:module';
 import type { MultiBar, SingleBar } from 'cli-progress';
-import type { ProgressEvent } from './events.js';
+import type { ProgressEvent } from '../util/events.js';
 import { directSink, type OutputMux, type TextSink } from './output.js';
 
 export type RenderMode = 'bars' | 'lines' | 'none';

@@ -1,47 +1,21 @@
 // LlamaForCausalLM: one rank's shard of a LLaMA in TensorRT-LLM's names and layout (see CONTRACTS.md),
 // loaded from Hugging Face, Meta or TensorRT-LLM checkpoints, and saved as a TensorRT-LLM checkpoint.
 import fs from 'node:fs';
-import type { Mapping, PretrainedConfig } from './config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import type { Tensor, Weights } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
-import { type FloatDType } from '../checkpoint/hf-config.js';
-import { checkDir, openHfTensors, readHfConfig, tllmViewOfHf } from '../checkpoint/hf.js';
-import { openMeta } from '../checkpoint/meta.js';
+import { checkDir } from '../checkpoint/hf.js';
+import { type LoadOptions, normalizeMapping, openCheckpoint, openHuggingFace, openMetaCkpt } from '../checkpoint/open.js';
 import { type TensorSource, expectedShape, llamaTensorNames } from '../checkpoint/source.js';
 import { ruleFor, selection, shardShape } from '../sharding/rules.js';
 import { planRank, produceShards, rankSource, shardContext } from '../checkpoint/shard.js';
 import { stageTensors } from '../sharding/mapping.js';
 import { SafetensorsWriter, readSafetensors } from '../checkpoint/safetensors.js';
-import { TllmSource, rankFile, readTllmConfig, writeConfig } from '../checkpoint/tllm.js';
+import { rankFile, readTllmConfig, writeConfig } from '../checkpoint/tllm.js';
 import { FLOAT_DTYPES, byteSize } from '../core/dtype.js';
 
-export interface LoadOptions {
-  /** Target dtype of float weights (default: the source's). */
-  dtype?: FloatDType;
-  /** Parallel layout; default a single rank. Partial objects are completed (world_size = tp × pp). */
-  mapping?: Partial<Mapping>;
-  /** This rank (default 0). */
-  rank?: number;
-  /** Saturate values beyond float16's range instead of failing. */
-  clamp?: boolean;
-  /** Vocab-parallel embedding table instead of replicated. */
-  useParallelEmbedding?: boolean;
-  embeddingShardingDim?: 0 | 1;
-}
-
-export function normalizeMapping(m: Partial<Mapping> | undefined): Mapping {
-  const tp = m?.tp_size ?? (m?.world_size && !m.pp_size ? m.world_size : 1);
-  const pp = m?.pp_size ?? 1;
-  return { world_size: m?.world_size ?? tp * pp, tp_size: tp, pp_size: pp };
-}
-
-function applyOptions(config: PretrainedConfig, o: LoadOptions): PretrainedConfig {
-  return {
-    ...config,
-    use_parallel_embedding: o.useParallelEmbedding ?? config.use_parallel_embedding,
-    embedding_sharding_dim: o.embeddingShardingDim ?? config.embedding_sharding_dim,
-  };
-}
+// The options of every loader below, so part of this class's API.
+export type { LoadOptions };
 
 export class LlamaForCausalLM {
   weights: Weights = new Map();
@@ -61,16 +35,7 @@ export class LlamaForCausalLM {
 
   /** The full model of an HF directory as TensorRT-LLM tensors (for convert and tests). */
   static openHuggingFace(dir: string, o: LoadOptions = {}): { config: PretrainedConfig; source: TensorSource } {
-    checkDir(dir);
-    const config = applyOptions(readHfConfig(dir, { dtype: o.dtype, mapping: normalizeMapping(o.mapping) }), o);
-    shardContext(config);
-    const raw = openHfTensors(dir);
-    try {
-      return { config, source: tllmViewOfHf(raw, config, llamaTensorNames(config.num_hidden_layers)) };
-    } catch (e) {
-      raw.close();
-      throw e;
-    }
+    return openHuggingFace(dir, o);
   }
 
   static fromHuggingFace(dir: string, o: LoadOptions = {}): LlamaForCausalLM {
@@ -83,16 +48,7 @@ export class LlamaForCausalLM {
   }
 
   static openMetaCkpt(dir: string, o: LoadOptions = {}): { config: PretrainedConfig; source: TensorSource } {
-    checkDir(dir);
-    const meta = openMeta(dir, { dtype: o.dtype, mapping: normalizeMapping(o.mapping) });
-    const config = applyOptions(meta.config, o);
-    try {
-      shardContext(config);
-      return { config, source: tllmViewOfHf(meta.source, config, llamaTensorNames(config.num_hidden_layers)) };
-    } catch (e) {
-      meta.source.close();
-      throw e;
-    }
+    return openMetaCkpt(dir, o);
   }
 
   static fromMetaCkpt(dir: string, o: LoadOptions = {}): LlamaForCausalLM {
@@ -106,20 +62,7 @@ export class LlamaForCausalLM {
 
   /** The full model of a TensorRT-LLM checkpoint, re-targeted to `o.mapping` / `o.dtype` when given. */
   static openCheckpoint(dir: string, o: LoadOptions = {}): { config: PretrainedConfig; source: TensorSource } {
-    checkDir(dir, '--model');
-    const source = new TllmSource(dir);
-    const config = applyOptions({
-      ...source.config,
-      dtype: o.dtype ?? source.config.dtype,
-      mapping: o.mapping ? normalizeMapping(o.mapping) : source.config.mapping,
-    }, o);
-    try {
-      shardContext(config);
-    } catch (e) {
-      source.close();
-      throw e;
-    }
-    return { config, source };
+    return openCheckpoint(dir, o);
   }
 
   /**

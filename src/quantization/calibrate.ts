@@ -9,7 +9,7 @@ import { InputError } from '../core/errors.js';
 import { build, type ModelShard } from '../engine/engine.js';
 import { EngineRunner } from '../engine/runtime.js';
 import type { TextTokenizer } from '../engine/tokenizer.js';
-import type { PretrainedConfig } from '../model/config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import type { World } from '../rank/types.js';
 import { LocalWorld } from '../rank/local-world.js';
 import { progress } from '../util/progress.js';

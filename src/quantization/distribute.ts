@@ -10,7 +10,7 @@ import { openSource, type ConvertOptions } from '../checkpoint/convert.js';
 import type { FloatDType } from '../checkpoint/hf-config.js';
 import { shardContext } from '../checkpoint/shard.js';
 import type { DType, Tensor, Weights } from '../core/tensor.js';
-import type { PretrainedConfig } from '../model/config.js';
+import type { PretrainedConfig } from '../core/config.js';
 import { LlamaForCausalLM } from '../model/llama.js';
 import type { World } from '../rank/types.js';
 import { shardTensor } from '../sharding/slice.js';

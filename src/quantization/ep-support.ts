@@ -1,5 +1,5 @@
 // Which quantized kernels an execution provider runs itself: each kernel's graph (the very nodes
-// onnx-linear.ts and onnx-kv-cache.ts emit) is opened with CPU fallback disabled, so the session only
+// onnx-linear.ts and engine/onnx-kv-cache.ts emit) is opened with CPU fallback disabled, so the session only
 // opens if the provider takes every node; its output is then compared with the CPU provider's.
 // `tprun bench quant --ops webgpu` prints the answer as JSON lines.
 
@@ -13,7 +13,7 @@ import { WeightFile } from '../engine/weight-file.js';
 import type { QuantAlgo } from './algorithms.js';
 import { LinearInputStats, type CalibrationStats } from './calib-stats.js';
 import { emitQuantLinear } from './onnx-linear.js';
-import { kvPastToFloat, kvPresentToInt8 } from './onnx-kv-cache.js';
+import { kvPastToFloat, kvPresentToInt8 } from '../engine/onnx-kv-cache.js';
 import { quantizeWeights } from './quantize-model.js';
 
 const N = 256, K = 256, T = 4, P = 'transformer.layers.0.mlp.fc';

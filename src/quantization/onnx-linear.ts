@@ -22,7 +22,7 @@
 import type { Tensor, Weights } from '../core/tensor.js';
 import type { Graph } from '../engine/graph.js';
 import type { QuantLinearOptions } from '../engine/linear.js';
-import type { QuantConfig } from '../model/config.js';
+import type { QuantConfig } from '../core/config.js';
 import { unpackInt4AlongN } from './quantize-model.js';
 import { fromFloat32 } from '../engine/dtype.js';
 import { toFloat32 } from './tensor-f32.js';

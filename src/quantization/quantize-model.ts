@@ -4,7 +4,7 @@
 
 import { castTensor } from '../core/dtype.js';
 import type { DType, Tensor, Weights } from '../core/tensor.js';
-import type { PretrainedConfig, QuantConfig } from '../model/config.js';
+import type { PretrainedConfig, QuantConfig } from '../core/config.js';
 import { LAYER_LINEARS, TRTLLM_QUANT_ALGO, type QuantOptions } from './algorithms.js';
 import { awqQuantize } from './awq.js';
 import type { CalibrationStats } from './calib-stats.js';

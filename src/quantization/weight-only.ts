@@ -8,7 +8,7 @@
 // so an output channel's scale is the amax over the rank's slice of K, not over the whole row.
 
 import type { Tensor, Weights } from '../core/tensor.js';
-import { nowUs } from '../launcher/events.js';
+import { nowUs } from '../util/events.js';
 import { traceSince } from '../util/trace.js';
 import { bytesTensor, f32Tensor, toFloat32 } from './tensor-f32.js';
 import { quantizeInt4Grouped, quantizeInt8PerChannel, unpackInt4 } from './weights.js';

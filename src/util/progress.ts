@@ -2,7 +2,7 @@
 // events that the launcher draws as one bar per rank; alone, a bar on stderr when that is a terminal,
 // and nothing otherwise (logs and pipes stay clean).
 import { createRequire } from 'node:module';
-import { encodeEvent, wantedEvents } from '../launcher/events.js';
+import { encodeEvent, wantedEvents } from './events.js';
 
 export interface Progress {
   tick(n?: number): void;

@@ -1,8 +1,8 @@
 // Spans for a Chrome/Perfetto trace. Under `tprun --trace FILE` each span goes to the launcher as an
-// event (see src/launcher/events.ts), which merges all ranks onto one timeline (pid = rank). Alone, a
+// event (see src/util/events.ts), which merges all ranks onto one timeline (pid = rank). Alone, a
 // process writes its own trace to $TPRUN_TRACE at exit; otherwise spans cost one env lookup.
 import { writeFileSync, renameSync } from 'node:fs';
-import { encodeEvent, nowUs, wantedEvents, type TraceEvent } from '../launcher/events.js';
+import { encodeEvent, nowUs, wantedEvents, type TraceEvent } from './events.js';
 
 type Mode = 'off' | 'launcher' | 'file';
 let mode: Mode | undefined;

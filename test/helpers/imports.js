@@ -52,3 +52,61 @@ export function violations(edges, from, allowed, o = {}) {
     .filter((e) => (e.to === null ? !e.spec.startsWith('node:') && !o.packages : e.to !== from && !allowed.includes(e.to)))
     .map((e) => `${e.file} imports ${e.spec}`);
 }
+
+/**
+ * Cycles among top-level folders: for each strongly connected group of folders (Tarjan), one shortest
+ * cycle through it, each step written with the files that make it, e.g.
+ * `util -> launcher (util/trace.ts imports ../launcher/events.js)`. Empty when the folders form a DAG.
+ * @param {ImportEdge[]} edges @returns {string[][]}
+ */
+export function folderCycles(edges) {
+  /** @type {Map<string, Map<string, string[]>>} folder -> imported folder -> the imports that make the step */
+  const graph = new Map();
+  /** @param {string} v */
+  const out = (v) => graph.get(v) ?? graph.set(v, new Map()).get(v) ?? new Map();
+  for (const e of edges) {
+    if (e.to === null || e.to === e.from) continue;
+    const step = out(e.from);
+    step.set(e.to, [...(step.get(e.to) ?? []), `${e.file} imports ${e.spec}`]);
+    out(e.to);
+  }
+  /** @type {string[][]} */
+  const groups = [];
+  /** @type {Map<string, number>} */ const index = new Map();
+  /** @type {string[]} */ const stack = [];
+  /** @param {string} v @returns {number} */
+  const visit = (v) => {
+    const i = index.size;
+    let l = i;
+    index.set(v, i);
+    stack.push(v);
+    for (const w of out(v).keys()) {
+      if (!index.has(w)) l = Math.min(l, visit(w));
+      else if (stack.includes(w)) l = Math.min(l, index.get(w) ?? l);
+    }
+    if (l === i) {
+      const group = stack.splice(stack.indexOf(v));
+      if (group.length > 1) groups.push(group.sort());
+    }
+    return l;
+  };
+  for (const v of [...graph.keys()].sort()) if (!index.has(v)) visit(v);
+
+  return groups.map((group) => {
+    // Breadth-first from the group's first folder back to itself, staying inside the group.
+    const start = group[0];
+    /** @type {Map<string, string>} */ const prev = new Map();
+    const queue = [start];
+    for (let v = queue.shift(); v !== undefined && !prev.has(start); v = queue.shift()) {
+      for (const w of out(v).keys()) {
+        if (!group.includes(w) || prev.has(w)) continue;
+        prev.set(w, v);
+        queue.push(w);
+      }
+    }
+    const cycle = [start];
+    for (let v = prev.get(start); v !== undefined && v !== start; v = prev.get(v)) cycle.unshift(v);
+    cycle.unshift(start);
+    return cycle.slice(0, -1).map((v, i) => `${v} -> ${cycle[i + 1]} (${(out(v).get(cycle[i + 1]) ?? []).join('; ')})`);
+  });
+}

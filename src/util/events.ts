@@ -4,6 +4,8 @@
 // (`sh -c`, wrappers) and from remote ranks through ssh, with no fd-inheritance guesswork. Each event is
 // one write() well under PIPE_BUF, so it arrives contiguous even when several processes share the pipe;
 // the launcher cuts it out of the byte stream and the user's output around it is passed on untouched.
+// The format lives here, below both its writers (util/progress, util/trace) and its reader (the launcher),
+// so that neither side imports the other.
 
 export const EVENT_MARK = '\u001etprun\u001f';
 /** Which events the launcher wants from ranks, comma separated: `progress`, `trace`. */

@@ -9,11 +9,14 @@
 // requantization is exact for entries already on the int8 grid, so old tokens never drift. The
 // attention of a prefill sees its own keys/values in float (as TensorRT-LLM's context phase does);
 // every later step reads them back from int8.
+//
+// It lives in the engine, beside the graph it is part of: the engine builds every LLaMA graph, quantized
+// or not, and the quantization layer (which calibrates through the engine) stands above it.
 
 import type { Weights } from '../core/tensor.js';
-import type { Graph } from '../engine/graph.js';
-import type { QuantConfig } from '../model/config.js';
-import { toFloat32 } from './tensor-f32.js';
+import { castTensor, numel } from '../core/dtype.js';
+import type { Graph } from './graph.js';
+import type { QuantConfig } from '../core/config.js';
 
 export function isInt8KvCache(quant: QuantConfig | undefined): boolean {
   return quant?.kv_cache_quant_algo === 'INT8';
@@ -23,8 +26,11 @@ function scaleConst(g: Graph, layerPrefix: string, weights: Weights): string {
   const name = `${layerPrefix}.attention.kv_cache_scaling_factor`;
   const t = weights.get(name);
   if (!t) throw new Error(`missing tensor ${name} (kv_cache_quant_algo INT8 needs it)`);
-  const s = toFloat32(t, name);
-  if (s.length !== 1 || !(s[0] > 0)) throw new Error(`${name}: expected one positive scale, got [${[...s]}]`);
+  const f = castTensor(t, 'float32', { what: name });
+  // A DataView, not a Float32Array: a scale inside a mapped file need not be 4-byte aligned.
+  const v = new DataView(f.data.buffer, f.data.byteOffset, f.data.byteLength);
+  const s = Array.from({ length: numel(f.shape) }, (_, i) => v.getFloat32(4 * i, true));
+  if (s.length !== 1 || !(s[0] > 0)) throw new Error(`${name}: expected one positive scale, got [${s}]`);
   return g.constant(name, 'float32', [], new Uint8Array(Float32Array.of(s[0]).buffer));
 }
 
