@@ -23,8 +23,9 @@ export const BuildConfigSchema = z.object({
    * whole weight on every call (onnxruntime contrib_ops/cpu/quantization/matmul_nbits.cc, GetComputeType
    * falls back to the float path below level 4). Spelled as onnxruntime-genai's model builder spells its
    * extra option (src/python/py/models/builder.py, int4_accuracy_level). Default: 4 for the CPU, 0 (the
-   * attribute left out) for the GPU: WebGPU's MatMulNBits takes level 4 as leave to run its DP4A int8
-   * kernel on prefill (contrib_ops/webgpu/quantization/matmul_nbits.cc), not measured there yet.
+   * attribute left out) for the GPU: WebGPU's MatMulNBits takes level 4 as leave to use its DP4A int8
+   * kernels (contrib_ops/webgpu/quantization/matmul_nbits.cc, ApplyMatMulNBits: for prefill-sized M, and
+   * for every call on FP32-only and Qualcomm GPUs), whose speed and accuracy are not measured here yet.
    * Engines built before this field have no attribute, whatever their device.
    */
   int4_accuracy_level: z.number().int().min(0).max(4).optional(),
