@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { permuteRotary, quantizeQ4_0, writeGguf } from '../dist/bench/gguf.js';
+import { permuteRotary, quantizeQ4_0, quantizeQ8_0, writeGguf } from '../dist/bench/gguf.js';
 import { openHfTensors } from '../dist/checkpoint/hf.js';
 import { must } from './helpers/must.js';
 import { isInputError } from 'tprun';
@@ -107,6 +107,18 @@ test('Q4_0 blocks: f16 scale = signed absmax / -8, nibbles of x[j] and x[j+16]',
     }
   }
   assert.throws(() => quantizeQ4_0(new Float32Array(31)), /multiple of 32/);
+});
+
+test('Q8_0 blocks: f16 scale = absmax / 127, int8 = round(x / d)', () => {
+  const x = Float32Array.from({ length: 32 }, (_, i) => (i - 20) / 4); // absmax 5 at i = 0
+  const q = quantizeQ8_0(x);
+  assert.equal(q.length, 34);
+  assert.equal(q[0] | (q[1] << 8), 0x290a); // f16 of 5/127
+  const d = 0.03936767578125; // that f16's value
+  const qi = new Int8Array(q.buffer, 2, 32);
+  assert.equal(qi[0], -127);
+  for (let i = 0; i < 32; i++) assert.ok(Math.abs(qi[i] * d - x[i]) <= d / 2 + 1e-6, `element ${i}`);
+  assert.throws(() => quantizeQ8_0(new Float32Array(31)), /multiple of 32/);
 });
 
 test('llama.cpp (node-llama-cpp, CPU) on the F16 GGUF gives transformers\' greedy tokens', { skip: existsSync(PEER) ? false : 'bench/peers not installed (cd bench/peers && npm ci --ignore-scripts)', timeout: 600_000 }, async () => {

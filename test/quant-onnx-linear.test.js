@@ -49,16 +49,19 @@ async function quantized(algo, extra = {}) {
   return quantizeWeights(config, weights, { algo, groupSize: 128, ...extra }, stats);
 }
 
-async function runLinear(weights, quant) {
+async function runLinear(weights, quant, opts = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-qlin-'));
   try {
     const wf = new WeightFile('weights.bin');
     const g = new Graph('qlin', 'float32', wf);
     const x = g.input('x', 'float32', ['t', K]);
-    const y = emitQuantLinear(g, x, PREFIX, weights, quant);
+    const y = emitQuantLinear(g, x, PREFIX, weights, quant, opts);
     g.output(y, 'float32', ['t', N]);
     await wf.write(join(dir, 'weights.bin'));
-    writeFileSync(join(dir, 'model.onnx'), g.encode());
+    const onnx = g.encode();
+    // The attribute's name as an AttributeProto string in the serialized graph.
+    assert.equal(Buffer.from(onnx).includes('accuracy_level'), Boolean(opts.int4_accuracy_level), 'accuracy_level attribute present exactly when asked for');
+    writeFileSync(join(dir, 'model.onnx'), onnx);
     const s = await ort.InferenceSession.create(join(dir, 'model.onnx'), { executionProviders: ['cpu'], intraOpNumThreads: 1 });
     const out = await s.run({ x: new ort.Tensor('float32', X, [T, K]) });
     await s.release();
@@ -83,6 +86,34 @@ test('W8A16: float weights in the checkpoint, quantized per channel at build: Ma
   const y = await runLinear(t, q.quantization);
   assert.ok(relErr(y, matmulNT(X, T, wq, N, K)) < 1e-5);
   assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.01, 'and close to the float layer');
+});
+
+// build_config.int4_accuracy_level 4 (the CPU default): MatMulNBits quantizes the activations to int8 per
+// block, as llama.cpp's Q8_0/Q4_0 dot products do. Its result must move (the int8 kernel ran, not the float
+// one) and stay within what activation rounding costs.
+for (const algo of ['int8_wo', 'int4_wo', 'int4_awq']) {
+  test(`${algo} with accuracy_level 4: the int8-activation kernel, within activation rounding of accuracy_level 0`, async () => {
+    const q = await quantized(algo);
+    const y0 = await runLinear(q.weights, q.quantization);
+    const y4 = await runLinear(q.weights, q.quantization, { int4_accuracy_level: 4 });
+    const d = relErr(y4, y0);
+    assert.ok(d > 1e-6, `accuracy_level 4 computed exactly what 0 did (${d}): the int8 kernel did not run`);
+    // X's column 3 is 8× the others: it sets every 256-wide block's int8 step, so rounding costs ~2% here
+    // (perplexity on a real model: docs/quantization.md).
+    assert.ok(d < 0.05, `int8 activations moved the output by ${d}`);
+  });
+}
+
+test('w4a8_awq keeps its FP8-then-float arithmetic: no accuracy_level even when the build asks for one', async () => {
+  const q = await quantized('w4a8_awq');
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-qlin-'));
+  try {
+    const g = new Graph('qlin', 'float32', new WeightFile('weights.bin'));
+    emitQuantLinear(g, g.input('x', 'float32', ['t', K]), PREFIX, q.weights, q.quantization, { int4_accuracy_level: 4 });
+    assert.equal(Buffer.from(g.encode()).includes('accuracy_level'), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 /** TensorRT-LLM's AWQ weight (int8 [N/2, K], nibbles along N) and group scales [N, K/g] → float W. */

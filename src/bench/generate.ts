@@ -68,7 +68,7 @@ const command: CommandModule<object, BenchArgs> = {
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
     .option('kernels', { choices: ['ort', 'wgsl'] as const, default: 'ort' as const, describe: 'ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn; float16 engines, pp 1)' })
     .option('python', { type: 'string', describe: 'Python with torch (and transformers, if installed) for the reference run; default: python3, else /usr/bin/python3 (Debian python3-torch)' })
-    .option('peer', { choices: ['llama.cpp'] as const, describe: 'also time llama.cpp (node-llama-cpp from bench/peers; Vulkan with --device gpu) on a GGUF of --model: F16, or Q4_0 for an int4 engine' })
+    .option('peer', { choices: ['llama.cpp'] as const, describe: 'also time llama.cpp (node-llama-cpp from bench/peers; Vulkan with --device gpu) on a GGUF of --model: F16, Q4_0 for an int4 engine, Q8_0 for int8_wo' })
     .option('gguf', { type: 'string', describe: 'the GGUF for --peer (default: written from --model into a temporary directory)' })
     .option('one', { type: 'boolean', default: false, hidden: true })
     .option('json', { type: 'boolean', default: false }) as never,

@@ -1,5 +1,5 @@
 // A GGUF v3 writer for the llama.cpp peer of `tprun bench generate --peer llama.cpp`: the same weights
-// as a Hugging Face LLaMA directory, in llama.cpp's layout, as F16 or Q4_0 (weight-only int4 with one
+// as a Hugging Face LLaMA directory, in llama.cpp's layout, as F16, Q8_0 (int8, one f16 scale per 32 weights) or Q4_0 (weight-only int4 with one
 // f16 scale per 32 weights).
 //
 // Format (ggml-org/llama.cpp ggml/include/gguf.h and docs/gguf.md): "GGUF", version 3, tensor count,
@@ -8,7 +8,7 @@
 // which starts at the next multiple of general.alignment (32). Names and metadata keys follow
 // convert_hf_to_gguf.py's LlamaModel (gguf-py/gguf/constants.py MODEL_TENSOR names): q_proj and
 // k_proj rows are permuted from HF's half-split rotary order to llama.cpp's adjacent pairs
-// (LlamaModel.permute), norms stay F32 (llama.cpp multiplies in F32), and in Q4_0 files only the
+// (LlamaModel.permute), norms stay F32 (llama.cpp multiplies in F32), and in Q4_0 and Q8_0 files only the
 // decoder linears are quantized: token_embd and output stay F16, as tprun's int4 weight-only engines
 // keep their embedding and lm_head in float.
 
@@ -21,9 +21,9 @@ import { toFloat32 } from '../core/dtype.js';
 import type { DType } from '../core/tensor.js';
 import { f32BitsToF16Bits, floatToF32Bits } from '../core/half.js';
 
-export type GgufWeightType = 'f16' | 'q4_0';
+export type GgufWeightType = 'f16' | 'q4_0' | 'q8_0';
 
-const GGML = { F32: 0, F16: 1, Q4_0: 2 } as const;
+const GGML = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8 } as const;
 const KV = { UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9 } as const;
 const ALIGN = 32;
 const QK4_0 = 32;
@@ -155,7 +155,28 @@ export function quantizeQ4_0(x: Float32Array): Uint8Array {
   return out;
 }
 
+/** ggml's quantize_row_q8_0_ref: per 32 values, d = amax / 127 (stored F16), q = round(x / d) as int8. */
+export function quantizeQ8_0(x: Float32Array): Uint8Array {
+  if (x.length % QK4_0) throw new Error(`Q8_0 needs rows of a multiple of ${QK4_0} values`);
+  const nb = x.length / QK4_0;
+  const out = new Uint8Array(nb * 34);
+  for (let b = 0; b < nb; b++) {
+    const o = b * QK4_0;
+    let amax = 0;
+    for (let j = 0; j < QK4_0; j++) amax = Math.max(amax, Math.abs(x[o + j]));
+    const d = amax / 127;
+    const id = d ? 1 / d : 0;
+    const h = f32BitsToF16Bits(floatToF32Bits(d));
+    out[b * 34] = h & 255;
+    out[b * 34 + 1] = h >> 8;
+    // roundf: halves away from zero.
+    for (let j = 0; j < QK4_0; j++) { const v = Math.fround(x[o + j] * id); out[b * 34 + 2 + j] = (Math.sign(v) * Math.round(Math.abs(v))) & 255; }
+  }
+  return out;
+}
+
 function encode(data: Float32Array, type: number): Uint8Array {
+  if (type === GGML.Q8_0) return quantizeQ8_0(data);
   if (type === GGML.F32) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (type === GGML.Q4_0) return quantizeQ4_0(data);
   const h = new Uint16Array(data.length);
@@ -201,8 +222,8 @@ export function writeGguf(dir: string, out: string, weightType: GgufWeightType):
       const shape = src.info(hfName).shape;
       const dims = [...shape].reverse();
       const n = shape.reduce((a, b) => a * b, 1);
-      if (type === GGML.Q4_0 && dims[0] % QK4_0) type = GGML.F16;
-      const bytes = type === GGML.F32 ? n * 4 : type === GGML.F16 ? n * 2 : (n / QK4_0) * 18;
+      if ((type === GGML.Q4_0 || type === GGML.Q8_0) && dims[0] % QK4_0) type = GGML.F16;
+      const bytes = type === GGML.F32 ? n * 4 : type === GGML.F16 ? n * 2 : (n / QK4_0) * (type === GGML.Q8_0 ? 34 : 18);
       const cols = shape.length > 1 ? shape[1] : shape[0];
       const read = () => {
         const t = raw(hfName);
@@ -213,7 +234,7 @@ export function writeGguf(dir: string, out: string, weightType: GgufWeightType):
       };
       planned.push({ name, dims, type, bytes, read });
     };
-    const lin = weightType === 'q4_0' ? GGML.Q4_0 : GGML.F16;
+    const lin = weightType === 'q4_0' ? GGML.Q4_0 : weightType === 'q8_0' ? GGML.Q8_0 : GGML.F16;
     add('token_embd.weight', 'model.embed_tokens.weight', GGML.F16);
     for (let l = 0; l < layers; l++) {
       const p = `model.layers.${l}`;
@@ -234,7 +255,7 @@ export function writeGguf(dir: string, out: string, weightType: GgufWeightType):
       ['general.architecture', { t: 'str', v: 'llama' }],
       ['general.name', { t: 'str', v: String(hf._name_or_path ?? dir.split('/').filter(Boolean).pop()) }],
       ['general.alignment', { t: 'u32', v: ALIGN }],
-      ['general.file_type', { t: 'u32', v: weightType === 'q4_0' ? 2 : 1 }], // LLAMA_FTYPE_MOSTLY_Q4_0 / _F16
+      ['general.file_type', { t: 'u32', v: { q4_0: 2, q8_0: 7, f16: 1 }[weightType] }], // LLAMA_FTYPE_MOSTLY_Q4_0 / _Q8_0 / _F16
       ['llama.context_length', { t: 'u32', v: num('max_position_embeddings', 2048) }],
       ['llama.embedding_length', { t: 'u32', v: H }],
       ['llama.block_count', { t: 'u32', v: layers }],

@@ -1,6 +1,6 @@
 // `bench generate --peer llama.cpp`: llama.cpp on the same weights, precision, device, prompt ids and
 // token counts as the tprun engine just measured. The GGUF is written from --model (F16 for a float
-// engine, Q4_0 for an int4 weight-only one) unless --gguf names one.
+// engine, Q4_0 for an int4 weight-only one, Q8_0 for int8) unless --gguf names one.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +14,7 @@ export interface PeerArgs { model: string; gguf?: string; device?: string; 'new-
 export async function runPeer(a: PeerArgs, engineDir: string, prompt: number[], tprun: Record<string, unknown>): Promise<PeerResult & Record<string, unknown>> {
   const config = await Engine.readConfig(engineDir);
   const algo = config.pretrained_config.quantization?.quant_algo ?? null;
-  const type = algo === null ? 'f16' : algo.startsWith('W4A16') ? 'q4_0' : null;
+  const type = algo === null ? 'f16' : algo.startsWith('W4A16') ? 'q4_0' : algo === 'W8A16' ? 'q8_0' : null;
   if (!type) throw Object.assign(new Error(`--peer llama.cpp: no GGUF counterpart for quant_algo ${algo}`), { exitCode: 2 });
   let tmp: string | undefined;
   try {

@@ -31,6 +31,7 @@ interface BuildArgs {
   dtype: 'float32' | 'float16';
   device: 'cpu' | 'gpu' | 'auto';
   'int4-matmul-dtype'?: 'float32' | 'auto';
+  'int4-accuracy-level'?: number;
   tokenizer?: string;
   'parallel-embedding': boolean;
   force: boolean;
@@ -56,6 +57,7 @@ const command: CommandModule<object, BuildArgs> = {
       .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const })
       .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, default: 'cpu' as const, describe: 'where the engine will run (auto: the GPU where a WebGPU adapter opens, else the CPU)' })
       .option('int4-matmul-dtype', { choices: ['float32', 'auto'] as const, describe: 'int4 weight-only linears of a float16 engine: float32 kernel between Casts (default; decodes faster on WebGPU) or auto = the engine dtype, no Casts (prefills faster); cf. TensorRT-LLM\'s --weight_only_groupwise_quant_matmul_plugin dtype' })
+      .option('int4-accuracy-level', { type: 'number', alias: ['accuracy-level', 'int4_accuracy_level'], describe: 'MatMulNBits accuracy_level of weight-only linears (int8_wo, int4_wo, int4_awq), 0-4: 4 = int8 activations per block, as llama.cpp\'s Q8_0/Q4_0 (default 4 with --device cpu, 0 = unset with gpu); onnxruntime-genai builder\'s int4_accuracy_level' })
       .option('parallel-embedding', { type: 'boolean', default: false, describe: 'with --model: shard the embedding table over the vocabulary (one more all-reduce)' })
       .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json to store in the engine (default: the model\'s)' })
       .conflicts('checkpoint', 'model')
@@ -66,6 +68,8 @@ const command: CommandModule<object, BuildArgs> = {
           const v = a[k];
           if (v !== undefined && (!Number.isInteger(v) || (v as number) < 1)) throw new Error(`--${k} ${v}: must be a positive integer`);
         }
+        const acc = a['int4-accuracy-level'];
+        if (acc !== undefined && (!Number.isInteger(acc) || acc < 0 || acc > 4)) throw new Error(`--int4-accuracy-level ${acc}: must be 0, 1, 2, 3 or 4 (MatMulNBits accuracy_level)`);
         if (a['max-input-len'] > a['max-seq-len']) throw new Error(`--max-input-len ${a['max-input-len']} exceeds --max-seq-len ${a['max-seq-len']}`);
         return true;
       });
@@ -109,6 +113,7 @@ const command: CommandModule<object, BuildArgs> = {
       max_seq_len: a['max-seq-len'],
       dtype: a.dtype,
       ...(int4MatmulDtype ? { int4_matmul_dtype: int4MatmulDtype } : {}),
+      ...(a['int4-accuracy-level'] !== undefined ? { int4_accuracy_level: a['int4-accuracy-level'] } : {}),
     };
     await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();

@@ -16,6 +16,19 @@ export const BuildConfigSchema = z.object({
    * its plugin_config.weight_only_groupwise_quant_matmul_plugin ('auto' = the model dtype).
    */
   int4_matmul_dtype: z.enum(['float32', 'auto']).default('float32'),
+  /**
+   * MatMulNBits' `accuracy_level` (the minimum precision its activations keep) on every weight-only
+   * linear, 8-bit and 4-bit: 4 quantizes activations to int8 per block, as llama.cpp's Q8_0/Q4_0 dot
+   * products do. Without it onnxruntime's CPU provider has no 8-bit kernel on x86 and dequantizes the
+   * whole weight on every call (onnxruntime contrib_ops/cpu/quantization/matmul_nbits.cc, GetComputeType
+   * falls back to the float path below level 4). Spelled as onnxruntime-genai's model builder spells its
+   * extra option (src/python/py/models/builder.py, int4_accuracy_level). Default: 4 for the CPU, 0 (the
+   * attribute left out) for the GPU: WebGPU's MatMulNBits takes level 4 as leave to use its DP4A int8
+   * kernels (contrib_ops/webgpu/quantization/matmul_nbits.cc, ApplyMatMulNBits: for prefill-sized M, and
+   * for every call on FP32-only and Qualcomm GPUs), whose speed and accuracy are not measured here yet.
+   * Engines built before this field have no attribute, whatever their device.
+   */
+  int4_accuracy_level: z.number().int().min(0).max(4).optional(),
   /** Extra outputs `calib.<linear prefix>` exposing every linear's input activations (for quantization). */
   calibration: z.boolean().default(false),
 });
@@ -24,6 +37,7 @@ export type BuildConfig = z.infer<typeof BuildConfigSchema>;
 
 export function resolveBuildConfig(partial: Partial<BuildConfig> = {}): BuildConfig {
   const c = BuildConfigSchema.parse(partial);
+  c.int4_accuracy_level ??= c.device === 'cpu' ? 4 : 0;
   if (c.max_input_len > c.max_seq_len) throw new Error(`max_input_len ${c.max_input_len} exceeds max_seq_len ${c.max_seq_len}`);
   return c;
 }

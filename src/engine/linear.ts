@@ -17,7 +17,7 @@ import { engineWeightTransposed } from './weight-convert.js';
 import type { Graph } from './graph.js';
 
 /** The build options a quantized linear's kernel choice depends on. */
-export type QuantLinearOptions = Partial<Pick<BuildConfig, 'int4_matmul_dtype'>>;
+export type QuantLinearOptions = Partial<Pick<BuildConfig, 'int4_matmul_dtype' | 'int4_accuracy_level'>>;
 export type QuantLinearEmitter = (g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig, opts?: QuantLinearOptions) => string;
 
 let quantEmitter: QuantLinearEmitter | undefined;

@@ -63,6 +63,8 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
   // Opt-in (build_config.int4_matmul_dtype 'auto'): the float32 kernel decodes faster there (docs/gpu.md).
   const direct = opts.int4_matmul_dtype === 'auto' && g.dtype === 'float16' && (algo === 'W4A16' || algo === 'W4A16_AWQ');
   const fdt = direct ? 'float16' : 'float32';
+  // build_config.int4_accuracy_level (build-config.ts says why 4 on the CPU); 0 leaves the attribute out.
+  const acc = opts.int4_accuracy_level ?? 0;
   // Otherwise quantized arithmetic runs in float32 whatever the engine dtype; fp16 engines cast around it.
   let x = g.dtype === 'float32' || direct ? input : g.op('Cast', [input], { to: 1 });
   const pre = weights.get(`${prefix}.prequant_scaling_factor`);
@@ -71,11 +73,13 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
   let y: string;
   switch (algo) {
     case 'W8A16':
-    case 'W4A16': y = emitWeightOnlyPerChannel(g, x, prefix, w, weights, algo === 'W8A16' ? 8 : 4, fdt); break;
+    case 'W4A16': y = emitWeightOnlyPerChannel(g, x, prefix, w, weights, algo === 'W8A16' ? 8 : 4, fdt, acc); break;
     case 'W4A16_AWQ':
     case 'W4A8_AWQ':
       if (algo === 'W4A8_AWQ') x = fp8Activations(g, x, prefix, weights);
-      y = emitAwqInt4(g, x, prefix, w, weights, fdt);
+      // W4A8's activations already went through FP8 as TensorRT-LLM's kernel takes them; int8 blocks on top
+      // would be a second rounding that kernel does not make.
+      y = emitAwqInt4(g, x, prefix, w, weights, fdt, algo === 'W4A8_AWQ' ? 0 : acc);
       break;
     case 'W8A8_SQ_PER_CHANNEL':
     case 'W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN': y = emitW8A8(g, x, prefix, w, weights, algo); break;
@@ -93,7 +97,12 @@ function rowBlock(prefix: string, k: number): number {
   return bs;
 }
 
-function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, bits: 4 | 8, sdt: 'float32' | 'float16'): string {
+/** MatMulNBits' attributes; accuracy_level only when asked for, so GPU engines keep the graph they had. */
+function nbitsAttrs(k: number, n: number, bits: number, bs: number, acc: number): Record<string, number> {
+  return { K: k, N: n, bits, block_size: bs, ...(acc ? { accuracy_level: acc } : {}) };
+}
+
+function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, bits: 4 | 8, sdt: 'float32' | 'float16', acc: number): string {
   const [n, k] = w.shape;
   let q: { q: Int8Array; scale: Float32Array };
   const pcs = weights.get(`${prefix}.per_channel_scale`);
@@ -122,10 +131,10 @@ function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor
   }
   const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, blocks, (bs * bits) / 8], data });
   const s = g.weight(`${prefix}.per_channel_scale`, fromFloat32(scales, [n * blocks], sdt));
-  return g.op('MatMulNBits', [x, b, s], { K: k, N: n, bits, block_size: bs }, MS);
+  return g.op('MatMulNBits', [x, b, s], nbitsAttrs(k, n, bits, bs, acc), MS);
 }
 
-function emitAwqInt4(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, sdt: 'float32' | 'float16'): string {
+function emitAwqInt4(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, sdt: 'float32' | 'float16', acc: number): string {
   if (w.dtype !== 'int8') throw new Error(`${prefix}.weight: expected int8 [N/2, K] (int4 packed along N), got ${w.dtype}`);
   const [nHalf, k] = w.shape;
   const n = nHalf * 2;
@@ -141,7 +150,7 @@ function emitAwqInt4(g: Graph, x: string, prefix: string, w: Tensor, weights: We
   const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, groups, bs / 2], data: packed });
   const s = g.weight(`${prefix}.weights_scaling_factor`, fromFloat32(toFloat32(sc), [n * groups], sdt));
   // No zero_points input: MatMulNBits then uses 8, the offset added above.
-  return g.op('MatMulNBits', [x, b, s], { K: k, N: n, bits: 4, block_size: bs }, MS);
+  return g.op('MatMulNBits', [x, b, s], nbitsAttrs(k, n, 4, bs, acc), MS);
 }
 
 /** Static per-tensor FP8 activations as TensorRT-LLM's FP8 GEMM sees them (saturating cast). */
