@@ -7,7 +7,6 @@
 
 import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
-import { GEMV_PREFILL_TM, GEMV_ROWS } from './pipelines.js';
 import type { GemvEpilogue } from './kernels/gemv.js';
 import type { GemvWeight } from './upload.js';
 
@@ -91,7 +90,7 @@ export class OpBuilder {
     return w.chunks.map((c) => ({
       p: (T: number) => (T === 1 ? k.decode : k.prefill),
       g: bindGroup(this.device, k.bgl, [this.u([w.K / 8, c.n, c.n0, ys, w.K / 4], 'gemv.p'), step, c.buf, x, y], 'gemv'),
-      size: (T: number) => [T === 1 ? 1 : Math.ceil(T / GEMV_PREFILL_TM), Math.ceil(c.n / GEMV_ROWS)],
+      size: (T: number) => { const s = T === 1 ? this.pl.shape.decode : this.pl.shape.prefill; return [Math.ceil(T / s.tm), Math.ceil(c.n / s.rows)]; },
     }));
   }
 

@@ -12,10 +12,12 @@ import { STEP_WGSL } from './common.js';
 
 export type GemvEpilogue = 'store' | 'add' | 'swiglu';
 
-export interface GemvVariant { rows: number; tm: number; epilogue: GemvEpilogue; subgroups: boolean; wg: number }
+/** `unroll`: K strides each thread loads before it multiplies (that many 16-byte loads per row in flight). */
+export interface GemvVariant { rows: number; tm: number; epilogue: GemvEpilogue; subgroups: boolean; wg: number; unroll?: number }
 
 export function gemvShader(v: GemvVariant): string {
   const { rows: R, tm: TM, wg: WG } = v;
+  const U = v.unroll ?? 1;
   const pairs = v.epilogue === 'swiglu' ? 2 : 1;
   const A = R * TM * pairs; // accumulators per thread
   // With subgroups: tid / subgroup_size is taken as the subgroup's index, i.e. subgroups are runs of
@@ -64,19 +66,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let o0 = wid.y * ${R}u;
   let t0 = wid.x * ${TM}u;
   var acc: array<f32, ${A}>;
-  for (var k = tid; k < p.K8; k += ${WG}u) {
-    var xv: array<vec4<f32>, ${2 * TM}>;
-    for (var j = 0u; j < ${TM}u; j++) {
-      let t = min(t0 + j, st.T - 1u);
-      xv[2u * j] = x[t * p.xs + 2u * k];
-      xv[2u * j + 1u] = x[t * p.xs + 2u * k + 1u];
+  // U strides per iteration: all of their weight loads are issued before the first multiply, so a
+  // thread keeps U·ROWS 16-byte loads in flight (past the end of K a stride is clamped and weighted 0).
+  for (var k0 = tid; k0 < p.K8; k0 += ${WG * U}u) {
+    var wv: array<vec4<u32>, ${U * R * pairs}>;
+    var ok: array<f32, ${U}>;
+    for (var u = 0u; u < ${U}u; u++) {
+      let k = min(k0 + u * ${WG}u, p.K8 - 1u);
+      ok[u] = select(0.0, 1.0, k0 + u * ${WG}u < p.K8);
+      for (var r = 0u; r < ${R}u; r++) {
+        let o = min(o0 + r, p.n - 1u);
+        for (var q = 0u; q < ${pairs}u; q++) { wv[(u * ${R}u + r) * ${pairs}u + q] = w[(o + q * p.n) * p.K8 + k]; }
+      }
     }
-    for (var r = 0u; r < ${R}u; r++) {
-      let o = min(o0 + r, p.n - 1u);
-      for (var q = 0u; q < ${pairs}u; q++) {
-        let wv = w[(o + q * p.n) * p.K8 + k];
-        for (var j = 0u; j < ${TM}u; j++) {
-          acc[(r * ${TM}u + j) * ${pairs}u + q] += dot8(wv, xv[2u * j], xv[2u * j + 1u]);
+    for (var u = 0u; u < ${U}u; u++) {
+      let k = min(k0 + u * ${WG}u, p.K8 - 1u);
+      var xv: array<vec4<f32>, ${2 * TM}>;
+      for (var j = 0u; j < ${TM}u; j++) {
+        let t = min(t0 + j, st.T - 1u);
+        xv[2u * j] = x[t * p.xs + 2u * k] * ok[u];
+        xv[2u * j + 1u] = x[t * p.xs + 2u * k + 1u] * ok[u];
+      }
+      for (var r = 0u; r < ${R}u; r++) {
+        for (var q = 0u; q < ${pairs}u; q++) {
+          let wq = wv[(u * ${R}u + r) * ${pairs}u + q];
+          for (var j = 0u; j < ${TM}u; j++) {
+            acc[(r * ${TM}u + j) * ${pairs}u + q] += dot8(wq, xv[2u * j], xv[2u * j + 1u]);
+          }
         }
       }
     }
