@@ -20,6 +20,8 @@ export function gemvShader(v: GemvVariant): string {
   const U = v.unroll ?? 1;
   const pairs = v.epilogue === 'swiglu' ? 2 : 1;
   const A = R * TM * pairs; // accumulators per thread
+  // One slot per subgroup and accumulator (WebGPU subgroups have at least 4 lanes), else one per thread.
+  const redSize = v.subgroups ? Math.max(WG / 4, 1) * A : WG * A;
   // With subgroups: tid / subgroup_size is taken as the subgroup's index, i.e. subgroups are runs of
   // consecutive local indices, as every Vulkan driver forms them for a 1-D workgroup (verified on
   // lavapipe; TPRUN_WGSL_SUBGROUPS=0 selects the shared-memory tree, which assumes nothing).
@@ -53,7 +55,7 @@ struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-var<workgroup> red: array<f32, ${WG * A}>;
+var<workgroup> red: array<f32, ${redSize}>;
 
 fn dot8(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
   return dot(vec4<f32>(unpack2x16float(wv.x), unpack2x16float(wv.y)), x0) + dot(vec4<f32>(unpack2x16float(wv.z), unpack2x16float(wv.w)), x1);
