@@ -59,8 +59,8 @@ test('tp=1: greedy tokens equal the CPU engine\'s and transformers\'; logits clo
   assert.equal(one.code, 0, one.stderr);
   assert.deepEqual(jsonLines(one.stdout)[0].new_ids, REF.prompts[1].greedy_new_ids);
   // The other GEMV shapes (scripts/gpu/run.sh wgsl-variants compares their speed) give the same tokens:
-  // the widest decode/prefill shapes and the shared-memory reduction, two prompts (prefill and decode).
-  for (const env of [{ TPRUN_WGSL_GEMV: 'r8,w64,u4', TPRUN_WGSL_PREFILL: 'tm16,r4' }, { TPRUN_WGSL_GEMV: 'r2,w256,u1', TPRUN_WGSL_PREFILL: 'tm4', TPRUN_WGSL_SUBGROUPS: '0' }]) {
+  // the widest decode/prefill shapes, the tiled prefill GEMM and the shared-memory reduction, two prompts.
+  for (const env of [{ TPRUN_WGSL_GEMV: 'r8,w64,u4', TPRUN_WGSL_PREFILL: 'tm16,r4' }, { TPRUN_WGSL_GEMV: 'r2,w256,u1', TPRUN_WGSL_PREFILL: 'tiled', TPRUN_WGSL_SUBGROUPS: '0' }]) {
     const v = await tprun(generateArgs(engine, REF.prompts.slice(0, 2), ['--kernels', 'wgsl']), { env });
     assert.equal(v.code, 0, v.stderr);
     jsonLines(v.stdout).forEach((o, b) => assert.deepEqual(o.new_ids, REF.prompts[b].greedy_new_ids.slice(0, NEW), `${JSON.stringify(env)} prompt ${b}`));

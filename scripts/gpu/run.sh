@@ -136,7 +136,7 @@ print(json.dumps({'step': 'wgsl-variant-quality', 'label': 'wgsl $1 brown-llama-
   wv default
   for g in r2,w128,u1 r2,w128,u2 r2,w256,u2 r4,w128,u1 r4,w256,u2 r4,w64,u4 r8,w128,u1 r8,w128,u2 r8,w256,u1 r2,w256,u4; do wv "decode $g" TPRUN_WGSL_GEMV=$g; done
   wv "default no-subgroups" TPRUN_WGSL_SUBGROUPS=0
-  for pf in tm16,r2 tm16,r4 tm8,r4 tm4,r4; do wv "prefill $pf" TPRUN_WGSL_PREFILL=$pf; done
+  for pf in tiled tm16,r2 tm16,r4 tm8,r4 tm4,r4; do wv "prefill $pf" TPRUN_WGSL_PREFILL=$pf; done
   for g in "" r2,w128,u1; do
     TPRUN_WGSL_GEMV=$g node scripts/gpu/wgsl-profile.mjs "$W/tiny11-tp1" 128 64 2>>"$L/wgsl-profile.log" | label "wgsl-profile ${g:-default}" | tee -a "$R"
   done

@@ -3,7 +3,7 @@
 // layouts their bind groups are made against.
 
 import { layout, pipeline, type Slot } from './kernels/common.js';
-import { gemvShader, TRANSPOSE_WGSL, type GemvEpilogue } from './kernels/gemv.js';
+import { gemmShader, gemvShader, TRANSPOSE_WGSL, type GemvEpilogue } from './kernels/gemv.js';
 import { rmsNormShader } from './kernels/norm.js';
 import { ROPE_WGSL } from './kernels/rope.js';
 import { ATTENTION_WGSL } from './kernels/attention.js';
@@ -35,7 +35,7 @@ export class Pipelines {
     const gemv = (epilogue: GemvEpilogue) => {
       const bgl = layout(device, ['u', 'u', 'r', 'r', 'w'], `gemv.${epilogue}`);
       const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups }), bgl, `gemv.${epilogue}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}`);
-      return { bgl, decode: make(shape.decode), prefill: make(shape.prefill) };
+      return { bgl, decode: make(shape.decode), prefill: shape.prefill.tiled ? pipeline(device, gemmShader(epilogue), bgl, `gemm.${epilogue}`) : make(shape.prefill) };
     };
     this.gemv = { store: gemv('store'), add: gemv('add'), swiglu: gemv('swiglu') };
     this.transpose = k(TRANSPOSE_WGSL, ['u', 'r', 'w'], 'transpose');
