@@ -134,7 +134,7 @@ out = [json.loads(l) for l in sys.stdin if l.startswith('{')]
 print(json.dumps({'step': 'wgsl-variant-quality', 'label': 'wgsl $1 brown-llama-a greedy', 'greedy_equal': sum(o['new_ids'] == p['greedy_new_ids'] for o, p in zip(out, ref)), 'prompts': len(ref)}))" | tee -a "$R"
   }
   wv default
-  for g in r2,w128,u1 r2,w128,u2 r2,w256,u2 r4,w128,u1 r4,w256,u2 r4,w64,u4 r8,w128,u1 r8,w128,u2 r8,w256,u1 r2,w256,u4; do wv "decode $g" TPRUN_WGSL_GEMV=$g; done
+  for g in r2,w128,u1 r2,w128,u2 r4,w128,u1 r4,w256,u2 r4,w64,u4 r8,w128,u1 r8,w128,u2 r2,w256,u4; do wv "decode $g" TPRUN_WGSL_GEMV=$g; done
   wv "default no-subgroups" TPRUN_WGSL_SUBGROUPS=0
   for pf in tiled tm16,r2 tm16,r4 tm8,r4 tm4,r4; do wv "prefill $pf" TPRUN_WGSL_PREFILL=$pf; done
   for g in "" r2,w128,u1; do
