@@ -58,6 +58,17 @@ test('tp=1: greedy tokens equal the CPU engine\'s and transformers\'; logits clo
   const one = await tprun(['generate', '--engine', engine, '--kernels', 'wgsl', '--json', '--ignore-eos', '--max-new-tokens', '24', '--input-ids', REF.prompts[1].input_ids.join(',')]);
   assert.equal(one.code, 0, one.stderr);
   assert.deepEqual(jsonLines(one.stdout)[0].new_ids, REF.prompts[1].greedy_new_ids);
+  // The other GEMV shapes (scripts/gpu/run.sh wgsl-variants compares their speed) give the same tokens:
+  // the widest decode/prefill shapes, the tiled prefill GEMM and the shared-memory reduction, two prompts.
+  for (const env of [{ TPRUN_WGSL_GEMV: 'r8,w64,u4', TPRUN_WGSL_PREFILL: 'tm16,r4' }, { TPRUN_WGSL_GEMV: 'r2,w256,u1', TPRUN_WGSL_PREFILL: 'tiled', TPRUN_WGSL_SUBGROUPS: '0' }]) {
+    const v = await tprun(generateArgs(engine, REF.prompts.slice(0, 2), ['--kernels', 'wgsl']), { env });
+    assert.equal(v.code, 0, v.stderr);
+    jsonLines(v.stdout).forEach((o, b) => assert.deepEqual(o.new_ids, REF.prompts[b].greedy_new_ids.slice(0, NEW), `${JSON.stringify(env)} prompt ${b}`));
+  }
+  const bad = await tprun(['generate', '--engine', engine, '--kernels', 'wgsl', '--input-ids', '0,1,2'], { env: { TPRUN_WGSL_GEMV: 'r3' } });
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /TPRUN_WGSL_GEMV=r3: 'r3' is not one of r2\|r4\|r8/);
+  assert.equal(bad.stdout, '');
 });
 
 test('tp=2 (host all-reduce between the ranks\' command buffers): transformers\' greedy tokens', async (t) => {

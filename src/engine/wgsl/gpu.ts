@@ -17,6 +17,8 @@ export interface WgslDevice {
   /** Largest storage binding, and whether subgroup operations are enabled on the device. */
   maxBinding: number;
   subgroups: boolean;
+  /** Whether 'timestamp-query' is enabled (only with TPRUN_WGSL_PROFILE, see profile.ts). */
+  timestamps: boolean;
   /** Dawn's instance: it must outlive the device (once collected, the device's callbacks never fire). */
   instance: GPU;
 }
@@ -58,16 +60,20 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
   for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   const restore = quietDawnNotes();
   try {
-    const gpu = mod.create([]);
+    // Profiling: Dawn quantizes timestamps unless told not to (a toggle it may not know is ignored).
+    const profiling = !!env.TPRUN_WGSL_PROFILE;
+    const gpu = mod.create(profiling ? ['enable-dawn-features=allow_unsafe_apis', 'disable-dawn-features=timestamp_quantization'] : []);
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) throw new InputError(`${who}: --kernels wgsl but Dawn finds no WebGPU adapter (no Vulkan device${env.VK_DRIVER_FILES || env.VK_ICD_FILENAMES ? ` with VK_DRIVER_FILES=${env.VK_DRIVER_FILES ?? env.VK_ICD_FILENAMES}` : ''})`);
     const info = adapter.info;
     const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
     checkBinding(who, bound.adapter, info);
     const subgroups = adapter.features.has('subgroups') && process.env.TPRUN_WGSL_SUBGROUPS !== '0';
+    const timestamps = profiling && adapter.features.has('timestamp-query');
+    if (profiling && !timestamps) process.stderr.write(`tprun: ${who}: note: TPRUN_WGSL_PROFILE but ${name} has no 'timestamp-query'; no profile\n`);
     const lim = adapter.limits;
     const device = await adapter.requestDevice({
-      requiredFeatures: subgroups ? ['subgroups' as GPUFeatureName] : [],
+      requiredFeatures: [...(subgroups ? ['subgroups' as GPUFeatureName] : []), ...(timestamps ? ['timestamp-query' as GPUFeatureName] : [])],
       requiredLimits: {
         maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
         maxBufferSize: lim.maxBufferSize,
@@ -81,7 +87,7 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
     device.addEventListener('uncapturederror', (ev) => {
       process.stderr.write(`tprun: ${who}: WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message.split('\n')[0]}\n`);
     });
-    return { device, adapter: name || 'WebGPU adapter', maxBinding: Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize), subgroups, instance: gpu };
+    return { device, adapter: name || 'WebGPU adapter', maxBinding: Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize), subgroups, timestamps, instance: gpu };
   } finally {
     restore();
   }

@@ -7,7 +7,6 @@
 
 import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
-import { GEMV_PREFILL_TM, GEMV_ROWS } from './pipelines.js';
 import type { GemvEpilogue } from './kernels/gemv.js';
 import type { GemvWeight } from './upload.js';
 
@@ -86,17 +85,19 @@ export class OpBuilder {
     return b;
   }
 
-  gemv(w: GemvWeight, x: GPUBuffer, y: GPUBuffer, epilogue: GemvEpilogue, ys: number, step = this.a.step): Dispatch[] {
+  gemv(w: GemvWeight, x: GPUBuffer, y: GPUBuffer, epilogue: GemvEpilogue, ys: number, name: string, step = this.a.step): Dispatch[] {
     const k = this.pl.gemv[epilogue];
     return w.chunks.map((c) => ({
+      name,
       p: (T: number) => (T === 1 ? k.decode : k.prefill),
       g: bindGroup(this.device, k.bgl, [this.u([w.K / 8, c.n, c.n0, ys, w.K / 4], 'gemv.p'), step, c.buf, x, y], 'gemv'),
-      size: (T: number) => [T === 1 ? 1 : Math.ceil(T / GEMV_PREFILL_TM), Math.ceil(c.n / GEMV_ROWS)],
+      size: (T: number) => { const s = T === 1 ? this.pl.shape.decode : this.pl.shape.prefill; return [Math.ceil(T / s.tm), Math.ceil(c.n / s.rows)]; },
     }));
   }
 
   norm(w: GPUBuffer, x: GPUBuffer, y: GPUBuffer): Dispatch {
     return {
+      name: 'rmsnorm',
       p: () => this.pl.norm.p,
       g: bindGroup(this.device, this.pl.norm.bgl, [this.u([this.d.H, { f: this.d.eps }], 'norm.p'), this.a.step, x, w, y], 'norm'),
       size: (T) => [T],
@@ -104,13 +105,14 @@ export class OpBuilder {
   }
 
   /** Row-parallel output: into the residual stream at tp 1; at tp > 1 into `partial`, all-reduced, then added. */
-  rowParallel(w: GemvWeight, x: GPUBuffer): Op[] {
-    if (this.tp === 1) return this.gemv(w, x, this.a.resid, 'add', this.d.H);
+  rowParallel(w: GemvWeight, x: GPUBuffer, name: string): Op[] {
+    if (this.tp === 1) return this.gemv(w, x, this.a.resid, 'add', this.d.H, name);
     const H = this.d.H;
     return [
-      ...this.gemv(w, x, this.a.partial, 'store', H),
+      ...this.gemv(w, x, this.a.partial, 'store', H, name),
       { reduce: this.a.partial, n: H },
       {
+        name: 'add',
         p: () => this.pl.add.p,
         g: bindGroup(this.device, this.pl.add.bgl, [this.u([H], 'add.p'), this.a.step, this.a.partial, this.a.resid], 'add'),
         size: (T) => { const n = Math.ceil((T * H) / 64); return [Math.min(n, 65535), Math.ceil(n / 65535)]; },
@@ -121,6 +123,7 @@ export class OpBuilder {
   embed(w: ModelWeights, vocabParallel: boolean): Op[] {
     const H2 = this.d.H / 2;
     const ops: Op[] = w.embed.chunks.map((c, i) => ({
+      name: 'embed',
       p: () => this.pl.embed.p,
       g: bindGroup(this.device, this.pl.embed.bgl, [this.u([H2, w.embedOffset + c.r0, c.rows, i === 0 ? 1 : 0], 'embed.p'), this.a.step, this.a.ids, c.buf, this.a.resid], 'embed'),
       size: (T: number) => [Math.ceil(H2 / 64), T],
@@ -138,21 +141,23 @@ export class OpBuilder {
     const ropeThreads = ((d.Hq + d.Hkv) * d.D) / 2 + d.Hkv * d.D;
     w.layers.forEach((l, i) => {
       ops.push(this.norm(l.inNorm, a.resid, a.normed));
-      ops.push(...this.gemv(l.qkv, a.normed, a.qkv, 'store', d.qkvN));
+      ops.push(...this.gemv(l.qkv, a.normed, a.qkv, 'store', d.qkvN, 'gemv.qkv'));
       ops.push({
+        name: 'rope',
         p: () => pl.rope.p,
         g: bindGroup(this.device, pl.rope.bgl, [rope, a.step, a.qkv, w.cos, w.sin, kv[i].k, kv[i].v], 'rope'),
         size: (T) => [Math.ceil(ropeThreads / 64), T],
       });
       ops.push({
+        name: 'attention',
         p: () => pl.attention.p,
         g: bindGroup(this.device, pl.attention.bgl, [attn, a.step, a.qkv, kv[i].k, kv[i].v, a.attn], 'attention'),
         size: (T) => [d.Hq, T],
       });
-      ops.push(...this.rowParallel(l.dense, a.attn));
+      ops.push(...this.rowParallel(l.dense, a.attn, 'gemv.o'));
       ops.push(this.norm(l.postNorm, a.resid, a.normed));
-      ops.push(...this.gemv(l.gateUp, a.normed, a.mlp, 'swiglu', d.I));
-      ops.push(...this.rowParallel(l.proj, a.mlp));
+      ops.push(...this.gemv(l.gateUp, a.normed, a.mlp, 'swiglu', d.I, 'gemv.gate_up'));
+      ops.push(...this.rowParallel(l.proj, a.mlp, 'gemv.down'));
     });
     return ops;
   }
@@ -161,16 +166,18 @@ export class OpBuilder {
   head(w: ModelWeights, argmaxOver: number, vocabOffset: number): { logits: Dispatch[]; argmax: Dispatch } {
     const { d, a, pl } = this;
     const norm: Dispatch = {
+      name: 'ln_f',
       p: () => pl.normGather.p,
       g: bindGroup(this.device, pl.normGather.bgl, [this.u([d.H, { f: d.eps }], 'lnf.p'), a.headStep, a.resid, w.lnf, a.hf, a.sel], 'ln_f'),
       size: (n) => [n],
     };
     const argmax: Dispatch = {
+      name: 'argmax',
       p: () => pl.argmax.p,
       g: bindGroup(this.device, pl.argmax.bgl, [this.u([argmaxOver, vocabOffset], 'argmax.p'), a.logits, a.ids, a.res], 'argmax'),
       size: () => [1],
     };
-    return { logits: [norm, ...this.gemv(w.lmHead, a.hf, a.logits, 'store', d.Vr, a.headStep)], argmax };
+    return { logits: [norm, ...this.gemv(w.lmHead, a.hf, a.logits, 'store', d.Vr, 'gemv.lm_head', a.headStep)], argmax };
   }
 
   destroy(): void { for (const b of this.owned) b.destroy(); }

@@ -3,21 +3,20 @@
 // layouts their bind groups are made against.
 
 import { layout, pipeline, type Slot } from './kernels/common.js';
-import { gemvShader, TRANSPOSE_WGSL, type GemvEpilogue } from './kernels/gemv.js';
+import { gemmShader, gemvShader, TRANSPOSE_WGSL, type GemvEpilogue } from './kernels/gemv.js';
 import { rmsNormShader } from './kernels/norm.js';
 import { ROPE_WGSL } from './kernels/rope.js';
 import { ATTENTION_WGSL } from './kernels/attention.js';
 import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
+import { gemvShapes, type GemvShape } from './variants.js';
 
-/** Output rows per GEMV workgroup, threads per workgroup, tokens per workgroup at prefill. */
-export const GEMV_ROWS = 2;
-export const GEMV_WG = 128;
-export const GEMV_PREFILL_TM = 8;
 
 export interface Kernel { bgl: GPUBindGroupLayout; p: GPUComputePipeline }
 
 export class Pipelines {
   readonly gemv: Record<GemvEpilogue, { bgl: GPUBindGroupLayout; decode: GPUComputePipeline; prefill: GPUComputePipeline }>;
+  /** The decode (one token) and prefill GEMV shapes (TPRUN_WGSL_GEMV / TPRUN_WGSL_PREFILL). */
+  readonly shape: { decode: GemvShape; prefill: GemvShape };
   readonly transpose: Kernel;
   readonly norm: Kernel;
   readonly normGather: Kernel;
@@ -28,14 +27,15 @@ export class Pipelines {
   readonly argmax: Kernel;
 
   constructor(device: GPUDevice, subgroups: boolean) {
+    const shape = this.shape = gemvShapes();
     const k = (code: string, slots: Slot[], label: string): Kernel => {
       const bgl = layout(device, slots, label);
       return { bgl, p: pipeline(device, code, bgl, label) };
     };
     const gemv = (epilogue: GemvEpilogue) => {
       const bgl = layout(device, ['u', 'u', 'r', 'r', 'w'], `gemv.${epilogue}`);
-      const make = (tm: number) => pipeline(device, gemvShader({ rows: GEMV_ROWS, tm, epilogue, subgroups, wg: GEMV_WG }), bgl, `gemv.${epilogue}.tm${tm}`);
-      return { bgl, decode: make(1), prefill: make(GEMV_PREFILL_TM) };
+      const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups }), bgl, `gemv.${epilogue}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}`);
+      return { bgl, decode: make(shape.decode), prefill: shape.prefill.tiled ? pipeline(device, gemmShader(epilogue), bgl, `gemm.${epilogue}`) : make(shape.prefill) };
     };
     this.gemv = { store: gemv('store'), add: gemv('add'), swiglu: gemv('swiglu') };
     this.transpose = k(TRANSPOSE_WGSL, ['u', 'r', 'w'], 'transpose');

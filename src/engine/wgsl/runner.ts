@@ -25,6 +25,7 @@ import { Uploader } from './upload.js';
 import { allocActs, isReduce, OpBuilder, type Acts, type Dims, type ModelWeights, type Op, type Reduce } from './layers.js';
 import { ATTN_MAX_HEAD } from './kernels/attention.js';
 import { record, type Dispatch } from './kernels/common.js';
+import { GpuProfiler } from './profile.js';
 
 export interface WgslRunnerOptions { device?: 'cpu' | 'gpu' | 'auto' }
 
@@ -195,6 +196,16 @@ export class WgslRunner {
    * buffer), then the head on positions `sel` (indices into this call). Returns this rank's logits
    * [sel.length, Vr], or with `greedy` (one position) the argmax as [id, value].
    */
+  private prof?: GpuProfiler | null;
+  /** The GPU time profiler (TPRUN_WGSL_PROFILE=FILE with 'timestamp-query'), else null. */
+  private profiler(cache: WgslCache): GpuProfiler | null {
+    if (this.prof !== undefined) return this.prof;
+    const file = process.env.TPRUN_WGSL_PROFILE;
+    const rank = this.group.rank ?? 0;
+    this.prof = file && this.gpu.timestamps ? new GpuProfiler(this.gpu.device, cache.ops.length + this.head.logits.length + 1, `${file}.rank${rank}`, this.gpu.adapter) : null;
+    return this.prof;
+  }
+
   private async run(cache: WgslCache, row: number, ids: ArrayLike<number> | null, T: number, pos0: number, sel: number[], greedy: boolean): Promise<Float32Array> {
     const { a, d } = this;
     const dev = this.gpu.device;
@@ -205,8 +216,16 @@ export class WgslRunner {
     q.writeBuffer(a.step, 0, Uint32Array.of(T, pos0, row, cache.capacity));
     if (ids) q.writeBuffer(a.ids, 0, Uint32Array.from(ids));
     let enc = dev.createCommandEncoder();
+    const prof = this.profiler(cache);
+    if (prof && !cache.ops.some(isReduce)) {
+      const ops = cache.ops as Dispatch[];
+      prof.encode(enc, ops, ops.map(() => T));
+      q.submit([enc.finish()]);
+      await prof.collect(T === 1 ? 'decode' : 'prefill', ops);
+      enc = dev.createCommandEncoder();
+    }
     let pass = enc.beginComputePass();
-    for (const op of cache.ops) {
+    for (const op of prof && !cache.ops.some(isReduce) ? [] : cache.ops) {
       if (!isReduce(op)) { record(pass, op, T); continue; }
       pass.end();
       await this.reduce(enc, op, T);
@@ -269,14 +288,20 @@ export class WgslRunner {
       // Queue order puts this write after step s - 1's commands, which read the previous value.
       q.writeBuffer(a.step, 0, Uint32Array.of(1, pos + s, row, cache.capacity));
       const enc = dev.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      for (const op of cache.ops) if (!isReduce(op)) record(pass, op, 1);
-      for (const op of this.head.logits) record(pass, op, 1);
-      record(pass, this.head.argmax, 1);
-      pass.end();
+      const prof = this.profiler(cache);
+      const all = prof ? [...cache.ops.filter((op): op is Dispatch => !isReduce(op)), ...this.head.logits, this.head.argmax] : [];
+      if (prof) prof.encode(enc, all, all.map(() => 1));
+      else {
+        const pass = enc.beginComputePass();
+        for (const op of cache.ops) if (!isReduce(op)) record(pass, op, 1);
+        for (const op of this.head.logits) record(pass, op, 1);
+        record(pass, this.head.argmax, 1);
+        pass.end();
+      }
       const buf = reads[s % 2];
       enc.copyBufferToBuffer(a.res, 0, buf, 0, 8);
       q.submit([enc.finish()]);
+      if (prof) await prof.collect('decode', all);
       const cur = { map: buf.mapAsync(GPUMapMode.READ, 0, 8), buf };
       if (prev) {
         if (accept(await take(prev))) accepted++;

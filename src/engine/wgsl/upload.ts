@@ -12,14 +12,12 @@ import { halfBitsToFloat32 } from '../dtype.js';
 import { bindGroup, uniform } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
 import type { TensorReader } from './engine-weights.js';
-import { GEMV_ROWS } from './pipelines.js';
+import { MAX_CHUNK_ROWS } from './variants.js';
 
 export interface GemvChunk { buf: GPUBuffer; n0: number; n: number }
 export interface GemvWeight { K: number; N: number; swiglu: boolean; chunks: GemvChunk[] }
 
 const STAGING_MAX = 64 << 20;
-/** Workgroup counts per dimension are at most 65535: a chunk holds at most that many workgroups of rows. */
-const MAX_CHUNK_ROWS = 65535 * GEMV_ROWS;
 
 export class Uploader {
   private staging: GPUBuffer;

@@ -45,7 +45,7 @@ export function bindGroup(device: GPUDevice, bgl: GPUBindGroupLayout, buffers: G
 }
 
 /** One dispatch as recorded each call: pipeline, bind group, and workgroup counts (a function of the call's token count). */
-export interface Dispatch { p: (T: number) => GPUComputePipeline; g: GPUBindGroup; size: (T: number) => [number, number?, number?] }
+export interface Dispatch { p: (T: number) => GPUComputePipeline; g: GPUBindGroup; size: (T: number) => [number, number?, number?]; /** Kind, for the GPU time profile. */ name?: string }
 
 export function record(pass: GPUComputePassEncoder, d: Dispatch, T: number): void {
   pass.setPipeline(d.p(T));

@@ -12,12 +12,16 @@ import { STEP_WGSL } from './common.js';
 
 export type GemvEpilogue = 'store' | 'add' | 'swiglu';
 
-export interface GemvVariant { rows: number; tm: number; epilogue: GemvEpilogue; subgroups: boolean; wg: number }
+/** `unroll`: K strides each thread loads before it multiplies (that many 16-byte loads per row in flight). */
+export interface GemvVariant { rows: number; tm: number; epilogue: GemvEpilogue; subgroups: boolean; wg: number; unroll?: number }
 
 export function gemvShader(v: GemvVariant): string {
   const { rows: R, tm: TM, wg: WG } = v;
+  const U = v.unroll ?? 1;
   const pairs = v.epilogue === 'swiglu' ? 2 : 1;
   const A = R * TM * pairs; // accumulators per thread
+  // One slot per subgroup and accumulator (WebGPU subgroups have at least 4 lanes), else one per thread.
+  const redSize = v.subgroups ? Math.max(WG / 4, 1) * A : WG * A;
   // With subgroups: tid / subgroup_size is taken as the subgroup's index, i.e. subgroups are runs of
   // consecutive local indices, as every Vulkan driver forms them for a 1-D workgroup (verified on
   // lavapipe; TPRUN_WGSL_SUBGROUPS=0 selects the shared-memory tree, which assumes nothing).
@@ -51,7 +55,7 @@ struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-var<workgroup> red: array<f32, ${WG * A}>;
+var<workgroup> red: array<f32, ${redSize}>;
 
 fn dot8(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
   return dot(vec4<f32>(unpack2x16float(wv.x), unpack2x16float(wv.y)), x0) + dot(vec4<f32>(unpack2x16float(wv.z), unpack2x16float(wv.w)), x1);
@@ -64,19 +68,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let o0 = wid.y * ${R}u;
   let t0 = wid.x * ${TM}u;
   var acc: array<f32, ${A}>;
-  for (var k = tid; k < p.K8; k += ${WG}u) {
-    var xv: array<vec4<f32>, ${2 * TM}>;
-    for (var j = 0u; j < ${TM}u; j++) {
-      let t = min(t0 + j, st.T - 1u);
-      xv[2u * j] = x[t * p.xs + 2u * k];
-      xv[2u * j + 1u] = x[t * p.xs + 2u * k + 1u];
+  // U strides per iteration: all of their weight loads are issued before the first multiply, so a
+  // thread keeps U·ROWS 16-byte loads in flight (past the end of K a stride is clamped and weighted 0).
+  for (var k0 = tid; k0 < p.K8; k0 += ${WG * U}u) {
+    var wv: array<vec4<u32>, ${U * R * pairs}>;
+    var ok: array<f32, ${U}>;
+    for (var u = 0u; u < ${U}u; u++) {
+      let k = min(k0 + u * ${WG}u, p.K8 - 1u);
+      ok[u] = select(0.0, 1.0, k0 + u * ${WG}u < p.K8);
+      for (var r = 0u; r < ${R}u; r++) {
+        let o = min(o0 + r, p.n - 1u);
+        for (var q = 0u; q < ${pairs}u; q++) { wv[(u * ${R}u + r) * ${pairs}u + q] = w[(o + q * p.n) * p.K8 + k]; }
+      }
     }
-    for (var r = 0u; r < ${R}u; r++) {
-      let o = min(o0 + r, p.n - 1u);
-      for (var q = 0u; q < ${pairs}u; q++) {
-        let wv = w[(o + q * p.n) * p.K8 + k];
-        for (var j = 0u; j < ${TM}u; j++) {
-          acc[(r * ${TM}u + j) * ${pairs}u + q] += dot8(wv, xv[2u * j], xv[2u * j + 1u]);
+    for (var u = 0u; u < ${U}u; u++) {
+      let k = min(k0 + u * ${WG}u, p.K8 - 1u);
+      var xv: array<vec4<f32>, ${2 * TM}>;
+      for (var j = 0u; j < ${TM}u; j++) {
+        let t = min(t0 + j, st.T - 1u);
+        xv[2u * j] = x[t * p.xs + 2u * k] * ok[u];
+        xv[2u * j + 1u] = x[t * p.xs + 2u * k + 1u] * ok[u];
+      }
+      for (var r = 0u; r < ${R}u; r++) {
+        for (var q = 0u; q < ${pairs}u; q++) {
+          let wq = wv[(u * ${R}u + r) * ${pairs}u + q];
+          for (var j = 0u; j < ${TM}u; j++) {
+            acc[(r * ${TM}u + j) * ${pairs}u + q] += dot8(wq, xv[2u * j], xv[2u * j + 1u]);
+          }
         }
       }
     }
@@ -118,3 +136,82 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   dst[((p.d0 + n) * p.K + p.k0 + kk) >> 1u] = lo | (hi << 16u);
 }
 `;
+
+/**
+ * Prefill GEMM (TPRUN_WGSL_PREFILL=tiled): a 32-token × 64-row output tile per 256-thread workgroup, the
+ * x and W slices of 32 along K staged in workgroup memory (W unpacked to f32 once per tile), 2 tokens ×
+ * 4 rows per thread, f32 accumulation; the classic shared-memory tiling of ggml-vulkan's mul_mm.comp
+ * (ggml-org/llama.cpp), here without its cooperative-matrix paths. Same bindings and epilogues as the GEMV.
+ */
+export const TILE_T = 32;
+export const TILE_N = 64;
+export function gemmShader(epilogue: GemvEpilogue): string {
+  const pairs = epilogue === 'swiglu' ? 2 : 1;
+  const out = epilogue === 'swiglu'
+    ? 'let a = acc[(i * 4u + r) * 2u]; let b = acc[(i * 4u + r) * 2u + 1u]; y[yi] = a / (1.0 + exp(-a)) * b;'
+    : epilogue === 'add' ? 'y[yi] += acc[i * 4u + r];' : 'y[yi] = acc[i * 4u + r];';
+  return /* wgsl */ `
+${STEP_WGSL}
+struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<uniform> st: Step;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+var<workgroup> xt: array<vec4<f32>, ${TILE_T * 8}>;          // [token][k / 4], 32 k per slice
+var<workgroup> wt: array<f32, ${pairs * TILE_N * 33}>;       // [q][row][k], rows padded to 33 against bank conflicts
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let t0 = wid.x * ${TILE_T}u;
+  let o0 = wid.y * ${TILE_N}u;
+  let tx = tid % 16u; // rows tx * 4 .. + 4
+  let ty = tid / 16u; // tokens ty * 2 .. + 2
+  var acc: array<f32, ${8 * pairs}>;
+  let K4 = p.K8 * 2u;
+  for (var k8 = 0u; k8 < p.K8; k8 += 4u) {
+    // x: 32 tokens × 8 vec4 = one vec4 per thread.
+    {
+      let t = min(t0 + tid / 8u, st.T - 1u);
+      let k4 = k8 * 2u + tid % 8u;
+      xt[tid] = select(vec4<f32>(0.0), x[t * p.xs + min(k4, K4 - 1u)], k4 < K4);
+    }
+    // W: 64 rows × 4 vec4<u32> (8 halves each) per matrix = one per thread per matrix.
+    for (var q = 0u; q < ${pairs}u; q++) {
+      let row = tid / 4u;
+      let kq = k8 + tid % 4u;
+      let o = min(o0 + row, p.n - 1u) + q * p.n;
+      let wv = select(vec4<u32>(0u), w[o * p.K8 + min(kq, p.K8 - 1u)], kq < p.K8);
+      let b = (q * ${TILE_N}u + row) * 33u + (tid % 4u) * 8u;
+      let a0 = unpack2x16float(wv.x); let a1 = unpack2x16float(wv.y); let a2 = unpack2x16float(wv.z); let a3 = unpack2x16float(wv.w);
+      wt[b] = a0.x; wt[b + 1u] = a0.y; wt[b + 2u] = a1.x; wt[b + 3u] = a1.y;
+      wt[b + 4u] = a2.x; wt[b + 5u] = a2.y; wt[b + 6u] = a3.x; wt[b + 7u] = a3.y;
+    }
+    workgroupBarrier();
+    for (var k4 = 0u; k4 < 8u; k4++) {
+      let xa = xt[(ty * 2u) * 8u + k4];
+      let xb = xt[(ty * 2u + 1u) * 8u + k4];
+      for (var r = 0u; r < 4u; r++) {
+        for (var q = 0u; q < ${pairs}u; q++) {
+          let b = (q * ${TILE_N}u + tx * 4u + r) * 33u + k4 * 4u;
+          let wv = vec4<f32>(wt[b], wt[b + 1u], wt[b + 2u], wt[b + 3u]);
+          acc[r * ${pairs}u + q] += dot(xa, wv);
+          acc[(4u + r) * ${pairs}u + q] += dot(xb, wv);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 2u; i++) {
+    let t = t0 + ty * 2u + i;
+    for (var r = 0u; r < 4u; r++) {
+      let o = o0 + tx * 4u + r;
+      if (t < st.T && o < p.n) {
+        let yi = t * p.ys + p.n0 + o;
+        ${out}
+      }
+    }
+  }
+}
+`;
+}

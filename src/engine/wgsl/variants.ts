@@ -1,0 +1,44 @@
+// The GEMV shapes the WGSL runtime compiles, chosen by environment so that one GPU call can compare them
+// side by side (scripts/gpu/run.sh wgsl-variants):
+//   TPRUN_WGSL_GEMV=r4,w128,u2    decode (one token): output rows per workgroup (2|4|8), threads per
+//                                 workgroup (64|128|256), K strides loaded per thread before multiplying (1|2|4)
+//   TPRUN_WGSL_PREFILL=tm8,r2     prefill: tokens per workgroup (4|8|16), rows per workgroup (2|4);
+//                                 or `tiled`: a shared-memory tiled GEMM (32 tokens × 64 rows per workgroup)
+//   TPRUN_WGSL_SUBGROUPS=0        shared-memory reductions instead of subgroupAdd (gpu.ts)
+// Every variant computes the same sums in the same f32 order per thread; only the split across threads
+// differs, so greedy tokens must not change (test/engine-wgsl.test.js checks a non-default one).
+
+import { InputError } from '../../core/errors.js';
+
+/** `tiled`: the prefill GEMM (gemmShader) instead of the GEMV with TM tokens; rows / tm are then its tile. */
+export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean }
+
+/** Default decode shape: for NVIDIA (mul_mat_vec-like), 4 rows amortise the activation loads, 2 strides in flight. */
+export const DECODE_DEFAULT: GemvShape = { rows: 4, wg: 128, unroll: 2, tm: 1 };
+export const PREFILL_DEFAULT: GemvShape = { rows: 2, wg: 128, unroll: 1, tm: 8 };
+
+const ALLOWED: Record<string, number[]> = { r: [2, 4, 8], w: [64, 128, 256], u: [1, 2, 4], tm: [4, 8, 16] };
+
+function parse(name: string, value: string | undefined, base: GemvShape, keys: string[]): GemvShape {
+  if (!value) return base;
+  if (keys.includes('tm') && value === 'tiled') return { rows: 64, wg: 256, unroll: 1, tm: 32, tiled: true };
+  const out = { ...base };
+  for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const m = /^(tm|r|w|u)(\d+)$/.exec(part);
+    const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));
+    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or tiled alone' : ''}`);
+    const n = Number(m[2]);
+    if (m[1] === 'r') out.rows = n; else if (m[1] === 'w') out.wg = n; else if (m[1] === 'u') out.unroll = n; else out.tm = n;
+  }
+  return out;
+}
+
+export function gemvShapes(env: NodeJS.ProcessEnv = process.env): { decode: GemvShape; prefill: GemvShape } {
+  return {
+    decode: parse('TPRUN_WGSL_GEMV', env.TPRUN_WGSL_GEMV, DECODE_DEFAULT, ['r', 'w', 'u']),
+    prefill: parse('TPRUN_WGSL_PREFILL', env.TPRUN_WGSL_PREFILL, PREFILL_DEFAULT, ['tm', 'r']),
+  };
+}
+
+/** A weight chunk's rows: every shape has at least 2 rows per workgroup, and a grid dimension holds at most 65535 workgroups. */
+export const MAX_CHUNK_ROWS = 65535 * 2;
