@@ -1,9 +1,9 @@
 // The GEMV shapes the WGSL runtime compiles, chosen by environment so that one GPU call can compare them
 // side by side (scripts/gpu/run.sh wgsl-variants):
-//   TPRUN_WGSL_GEMV=r4,w128,u2    decode (one token): output rows per workgroup (2|4|8), threads per
+//   TPRUN_WGSL_GEMV=r2,w128,u2    decode (one token): output rows per workgroup (2|4|8), threads per
 //                                 workgroup (64|128|256), K strides loaded per thread before multiplying (1|2|4)
-//   TPRUN_WGSL_PREFILL=tm8,r2     prefill: tokens per workgroup (4|8|16), rows per workgroup (2|4);
-//                                 or `tiled`: a shared-memory tiled GEMM (32 tokens × 64 rows per workgroup)
+//   TPRUN_WGSL_PREFILL=tiled      prefill: a shared-memory tiled GEMM (32 tokens × 64 rows per workgroup),
+//                                 or a GEMV tile: tokens per workgroup (4|8|16), rows per workgroup (2|4), e.g. tm8,r2
 //   TPRUN_WGSL_SUBGROUPS=0        shared-memory reductions instead of subgroupAdd (gpu.ts)
 // Every variant computes the same sums in the same f32 order per thread; only the split across threads
 // differs, so greedy tokens must not change (test/engine-wgsl.test.js checks a non-default one).
@@ -13,16 +13,23 @@ import { InputError } from '../../core/errors.js';
 /** `tiled`: the prefill GEMM (gemmShader) instead of the GEMV with TM tokens; rows / tm are then its tile. */
 export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean }
 
-/** Default decode shape: for NVIDIA (mul_mat_vec-like), 4 rows amortise the activation loads, 2 strides in flight. */
-export const DECODE_DEFAULT: GemvShape = { rows: 4, wg: 128, unroll: 2, tm: 1 };
-export const PREFILL_DEFAULT: GemvShape = { rows: 2, wg: 128, unroll: 1, tm: 8 };
+/**
+ * Defaults from the H200 run of `run.sh wgsl-variants` (bench/results/issue15-wgsl-h200-variants.jsonl):
+ * decode r2,w128,u2 was the fastest of 9 shapes (262.7 tok/s; the spread was 234-263, so GEMV shape is
+ * not what limits decode) and the tiled GEMM prefilled 1.57× faster than the best GEMV tile (4,510 vs
+ * 2,878 tok/s), every one with transformers' greedy tokens on brown-llama-a.
+ */
+export const DECODE_DEFAULT: GemvShape = { rows: 2, wg: 128, unroll: 2, tm: 1 };
+const TILED: GemvShape = { rows: 64, wg: 256, unroll: 1, tm: 32, tiled: true };
+export const PREFILL_DEFAULT: GemvShape = TILED;
 
 const ALLOWED: Record<string, number[]> = { r: [2, 4, 8], w: [64, 128, 256], u: [1, 2, 4], tm: [4, 8, 16] };
 
 function parse(name: string, value: string | undefined, base: GemvShape, keys: string[]): GemvShape {
   if (!value) return base;
-  if (keys.includes('tm') && value === 'tiled') return { rows: 64, wg: 256, unroll: 1, tm: 32, tiled: true };
-  const out = { ...base };
+  if (keys.includes('tm') && value === 'tiled') return TILED;
+  // A GEMV tile named in parts starts from the GEMV prefill shape, not from the tiled default.
+  const out = base.tiled ? { rows: 2, wg: 128, unroll: 1, tm: 8 } : { ...base };
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const m = /^(tm|r|w|u)(\d+)$/.exec(part);
     const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));

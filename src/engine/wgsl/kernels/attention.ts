@@ -2,10 +2,15 @@
 // h / (heads / kv_heads)), one workgroup per (head, token). Positions are taken in tiles whose scores sit
 // in workgroup memory, with the running max / sum rescaled between tiles (flash-decoding's online
 // softmax), so any context length fits. Output [T, heads·head], what the dense projection reads.
+// A decode step has only heads × 1 workgroups, so each one is wide (256 threads): every thread scores
+// its own positions, and for the weighted sum of V the threads split into WG / head groups that each
+// take every groups-th position of the tile (one head dimension per thread), summed in workgroup memory
+// at the end. With 64 threads and one position after another per thread, the H200 spent 95 µs per
+// layer here at a 256-token context, half of a decode step (scripts/gpu/wgsl-profile.mjs).
 
 import { STEP_WGSL } from './common.js';
 
-const WG = 64;
+const WG = 256;
 const TILE = 512;
 /** Largest head size the kernel holds (per-thread accumulators: MAXD / 64). */
 export const ATTN_MAX_HEAD = 256;
@@ -21,6 +26,7 @@ struct P { Hq: u32, Hkv: u32, D: u32, qs: u32, scale: f32 }
 var<workgroup> sc: array<f32, ${TILE}>;
 var<workgroup> red: array<f32, ${WG}>;
 var<workgroup> qv: array<f32, ${ATTN_MAX_HEAD}>;
+var<workgroup> part: array<f32, ${WG}>;
 
 fn reduceMax(tid: u32, v: f32) -> f32 {
   red[tid] = v;
@@ -57,7 +63,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   workgroupBarrier();
   var m = -3.0e38;
   var l = 0.0;
-  var acc: array<f32, ${ATTN_MAX_HEAD / WG}>;
+  // This thread's share of the V sum: head dimension d of every groups-th position from g on.
+  let groups = max(1u, ${WG}u / p.D);
+  let g = tid / p.D;
+  let d = tid % p.D;
+  let on = g < groups;
+  var acc = 0.0;
   for (var p0 = 0u; p0 < ctx; p0 += ${TILE}u) {
     let n = min(${TILE}u, ctx - p0);
     var lm = -3.0e38;
@@ -73,20 +84,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var ls = 0.0;
     for (var i = tid; i < n; i += ${WG}u) { let e = exp(sc[i] - mn); sc[i] = e; ls += e; }
     l = l * corr + reduceSum(tid, ls);
-    for (var j = 0u; j < ${ATTN_MAX_HEAD / WG}u; j++) {
-      let d = tid + j * ${WG}u;
-      if (d < p.D) {
-        var a = acc[j] * corr;
-        for (var i = 0u; i < n; i++) { a += sc[i] * vc[base + (p0 + i) * p.D + d]; }
-        acc[j] = a;
-      }
+    if (on) {
+      var a = acc * corr;
+      for (var i = g; i < n; i += groups) { a += sc[i] * vc[base + (p0 + i) * p.D + d]; }
+      acc = a;
     }
     m = mn;
     workgroupBarrier();
   }
-  for (var j = 0u; j < ${ATTN_MAX_HEAD / WG}u; j++) {
-    let d = tid + j * ${WG}u;
-    if (d < p.D) { out[t * p.Hq * p.D + h * p.D + d] = acc[j] / l; }
+  part[tid] = select(0.0, acc, on);
+  workgroupBarrier();
+  if (tid < p.D) {
+    var a = 0.0;
+    for (var k = 0u; k < groups; k++) { a += part[k * p.D + tid]; }
+    out[t * p.Hq * p.D + h * p.D + tid] = a / l;
   }
 }
 `;
