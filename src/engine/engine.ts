@@ -60,6 +60,8 @@ export class Engine {
   get tp(): number { return this.config.tp_size; }
   get pp(): number { return this.config.pp_size ?? 1; }
   get worldSize(): number { return this.tp * this.pp; }
+  /** Bytes of this rank's weights (what monitoring reports as the engine's size on its device). */
+  get weightBytes(): number { return this.manifest?.weight_bytes ?? this.manifest?.files['weights.bin']?.size ?? 0; }
   /** This rank's segment count (pipeline stages differ in layers, so in segments). */
   get segmentCount(): number {
     if (this.built) return this.built.graphs.length;

@@ -54,9 +54,8 @@ export interface GenerateResult {
   };
 }
 
-export async function generate(runner: EngineRunner, prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
-  const bc = runner.config.build_config;
-  const V = runner.vocabSize;
+/** The prompts an engine can take (batch size, lengths, token ids), refused in one line otherwise; the ONNX and WGSL loops share it. */
+export function checkPrompts(bc: BuildConfig, V: number, prompts: number[][]): void {
   const B = prompts.length;
   if (B === 0) throw new InputError('no prompt given');
   if (B > bc.max_batch_size) throw new InputError(`${B} prompts exceed the engine's max_batch_size ${bc.max_batch_size}`);
@@ -65,6 +64,11 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
     if (p.length > bc.max_input_len) throw new InputError(`prompt ${i} has ${p.length} tokens, more than the engine's max_input_len ${bc.max_input_len}`);
     for (const id of p) if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`prompt ${i}: token id ${id} is outside the vocabulary [0, ${V})`);
   });
+}
+
+export async function generate(runner: EngineRunner, prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
+  const bc = runner.config.build_config;
+  checkPrompts(bc, runner.vocabSize, prompts);
   const { maxNew } = newTokenBudget(bc, prompts, opts.maxNewTokens);
   return runPipeline(runner, prompts, opts, maxNew);
 }

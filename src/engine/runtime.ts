@@ -96,7 +96,7 @@ export class EngineRunner {
    * its alignment padding.
    */
   memory(): { engine_bytes: { host: number; gpu: number }; kv_cache_bytes: { host: number; gpu: number } } {
-    const w = this.engine.manifest?.weight_bytes ?? this.engine.manifest?.files['weights.bin']?.size ?? 0;
+    const w = this.engine.weightBytes;
     const on = (n: number) => this.device === 'gpu' ? { host: 0, gpu: n } : { host: n, gpu: 0 };
     return { engine_bytes: on(w), kv_cache_bytes: on(this.kv.peak) };
   }

@@ -25,8 +25,8 @@ import { CommError } from './inbox.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { mismatch } from './collective-check.js';
+import { ELEM } from './collectives/slices.js';
 
-const ELEM: Record<CommDType, number> = { float32: 4, float64: 8, int32: 4, uint8: 1, int8: 1, float16: 2, bfloat16: 2 };
 
 /** Area layout (offsets from the area's start): counters and the header of the call each step belongs to. */
 const W = 0;

@@ -2,9 +2,8 @@
 // (temperature 0) takes the argmax on the GPU, so a step sends one token id each way; with sampling the
 // step reads the row's logits back and samples on the host exactly as the ONNX path does.
 
-import { InputError } from '../../core/errors.js';
 import { traceSpan } from '../../util/trace.js';
-import { newTokenBudget, type GenerateOptions, type GenerateResult } from '../generate.js';
+import { checkPrompts, newTokenBudget, type GenerateOptions, type GenerateResult } from '../generate.js';
 import { sampleToken, seededRandom } from '../sampling.js';
 import type { WgslRunner } from './runner.js';
 
@@ -12,13 +11,7 @@ export async function generateWgsl(runner: WgslRunner, prompts: number[][], opts
   const bc = runner.config.build_config;
   const V = runner.vocabSize;
   const B = prompts.length;
-  if (B === 0) throw new InputError('no prompt given');
-  if (B > bc.max_batch_size) throw new InputError(`${B} prompts exceed the engine's max_batch_size ${bc.max_batch_size}`);
-  prompts.forEach((p, i) => {
-    if (p.length === 0) throw new InputError(`prompt ${i} is empty`);
-    if (p.length > bc.max_input_len) throw new InputError(`prompt ${i} has ${p.length} tokens, more than the engine's max_input_len ${bc.max_input_len}`);
-    for (const id of p) if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`prompt ${i}: token id ${id} is outside the vocabulary [0, ${V})`);
-  });
+  checkPrompts(bc, V, prompts);
   const S = Math.max(...prompts.map((p) => p.length));
   const { maxNew } = newTokenBudget(bc, prompts, opts.maxNewTokens);
   const cache = runner.newCache(B, S + Math.max(maxNew, 1));

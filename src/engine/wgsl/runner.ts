@@ -147,7 +147,7 @@ export class WgslRunner {
 
   /** Weights and KV caches: all on the GPU (the same shape of figures as EngineRunner.memory()). */
   memory(): { engine_bytes: { host: number; gpu: number }; kv_cache_bytes: { host: number; gpu: number } } {
-    const w = this.engine.manifest?.weight_bytes ?? this.engine.manifest?.files['weights.bin']?.size ?? 0;
+    const w = this.engine.weightBytes;
     return { engine_bytes: { host: 0, gpu: w }, kv_cache_bytes: { host: 0, gpu: this.kvPeak } };
   }
 
