@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
 import { exitOnError, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
-import { generate as generateOrt, type GenerateOptions } from '../engine/generate.js';
+import { loadRunner } from '../engine/load-runner.js';
 import { figuresLine, gatherRankFigures, type RankFigures } from '../engine/monitor.js';
 import type { World } from '../rank/types.js';
 import { seededRandom } from '../engine/sampling.js';
@@ -134,14 +134,9 @@ export default command;
 async function measureOne(a: BenchArgs): Promise<void> {
   const dir = resolve(a.engine![0]);
   const config = await Engine.readConfig(dir);
-  const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
   await runOnRanks(engineWorldSize(config), async (world: World) => {
     const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size, verify: false });
-    const wgsl = a.kernels === 'wgsl' ? await import('../engine/wgsl/index.js') : undefined;
-    const runner = wgsl ? await wgsl.WgslRunner.load(engine, world, { device: a.device }) : await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
-    const generate = wgsl && runner instanceof wgsl.WgslRunner
-      ? (ps: number[][], o: GenerateOptions) => wgsl.generateWgsl(runner, ps, o)
-      : (ps: number[][], o: GenerateOptions) => generateOrt(runner as Awaited<ReturnType<typeof EngineRunner.load>>, ps, o);
+    const { runner, generate } = await loadRunner(engine, world, { kernels: a.kernels, threads: a.threads, device: a.device });
     const pc = config.pretrained_config;
     const P = Math.min(a['prompt-len'], config.build_config.max_input_len);
     const N = Math.max(2, Math.min(a['new-tokens'], config.build_config.max_seq_len - P));
@@ -168,6 +163,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
     // On the GPU the bound is the device's own bandwidth (a copy inside GPU memory through the same
     // provider), not the host's memcpy.
     // With --kernels wgsl: a buffer copy on the same Dawn device (no second WebGPU stack in the process).
+    const wgsl = a.kernels === 'wgsl';
     const own = wgsl ? (await (await import('../engine/wgsl/bandwidth.js')).wgslCopyBandwidth()).gb_per_s
       : runner.device === 'gpu' ? (await (await import('./webgpu-bandwidth.js')).webgpuCopyBandwidth()).gb_per_s : copyBandwidth();
     const gbps = await world.allReduce(Float64Array.of(own), 'sum');

@@ -6,7 +6,8 @@ import type { CommandModule } from 'yargs';
 import { InputError } from '../core/errors.js';
 import { ansiOn, exitOnError, rankRunOptions, parseIds, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
-import { generate, newTokenBudget, type GenerateOptions } from '../engine/generate.js';
+import { newTokenBudget } from '../engine/generate.js';
+import { loadRunner } from '../engine/load-runner.js';
 import { figuresLine, gatherRankFigures, percentiles, traceMemory } from '../engine/monitor.js';
 import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
@@ -82,19 +83,16 @@ const command: CommandModule<object, GenerateArgs> = {
     const eos = config.pretrained_config.eos_token_id;
     const eosIds = a['ignore-eos'] ? [] : eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
 
-    const { EngineRunner } = await import('../engine/runtime.js'); // onnxruntime only where it runs
     await runOnRanks(engineWorldSize(config), async (world: World) => {
       if (budget.capped && world.rank === 0) {
         process.stderr.write(`tprun: note: --max-new-tokens ${a['max-new-tokens']} capped to ${budget.maxNew}: the engine's max_seq_len ${bc.max_seq_len} less the longest prompt's ${bc.max_seq_len - budget.room} tokens\n`);
       }
       const t0 = performance.now();
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
-      const wgsl = a.kernels === 'wgsl' ? await import('../engine/wgsl/index.js') : undefined;
-      const runner = wgsl ? await wgsl.WgslRunner.load(engine, world, { device: a.device }) : await EngineRunner.load(engine, world, { threads: a.threads, device: a.device });
+      const { runner, generate: run } = await loadRunner(engine, world, { kernels: a.kernels, threads: a.threads, device: a.device });
       const loadMs = performance.now() - t0;
       traceMemory(runner);
       const bar = progress('generate', budget.maxNew, 'tokens');
-      const run = wgsl && runner instanceof wgsl.WgslRunner ? (p: number[][], o: GenerateOptions) => wgsl.generateWgsl(runner, p, o) : (p: number[][], o: GenerateOptions) => generate(runner as Awaited<ReturnType<typeof EngineRunner.load>>, p, o);
       const res = await run(prompts, {
         maxNewTokens: a['max-new-tokens'],
         temperature: a.temperature,
