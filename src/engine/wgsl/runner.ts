@@ -19,12 +19,12 @@ import { Mapping } from '../../sharding/mapping.js';
 import { stageGroup } from '../stage-comm.js';
 import { traceSpan } from '../../util/trace.js';
 import { openWgslDevice, type WgslDevice } from './gpu.js';
-import { engineTensors, TensorReader } from './engine-weights.js';
+import { engineNodes, engineTensors, TensorReader } from './engine-weights.js';
 import { Pipelines } from './pipelines.js';
-import { Uploader } from './upload.js';
+import { concat, Uploader, type GemvWeight } from './upload.js';
 import { allocActs, isReduce, OpBuilder, type Acts, type Dims, type ModelWeights, type Op, type Reduce } from './layers.js';
 import { ATTN_MAX_HEAD } from './kernels/attention.js';
-import { record, type Dispatch } from './kernels/common.js';
+import { record, runs, type Dispatch } from './kernels/common.js';
 import { GpuProfiler } from './profile.js';
 
 export interface WgslRunnerOptions { device?: 'cpu' | 'gpu' | 'auto' }
@@ -34,6 +34,21 @@ export class WgslCache {
   readonly v: GPUBuffer[] = [];
   constructor(readonly batch: number, readonly capacity: number, readonly ops: Op[], private owned: { destroy(): void }[]) {}
   dispose(): void { for (const b of this.owned) b.destroy(); this.owned = []; }
+}
+
+/** Quantization schemes whose linears are MatMulNBits with float activations (src/quantization/onnx-linear.ts). */
+const WGSL_QUANT = new Set(['W4A16', 'W4A16_AWQ', 'W8A16']);
+
+/** Why the WGSL kernels cannot run this engine (one line, naming the feature and the way out), or null. */
+export function wgslRefusal(engine: Engine): string | null {
+  const cfg = engine.config.pretrained_config;
+  const bc = engine.config.build_config;
+  if (engine.pp > 1) return `a pipeline-parallel engine (pp ${engine.pp}); --kernels wgsl runs pp 1 engines (use --kernels ort)`;
+  const q = cfg.quantization;
+  if (q?.kv_cache_quant_algo) return `a ${q.kv_cache_quant_algo} KV cache; --kernels wgsl runs float KV caches (use --kernels ort)`;
+  if (q?.quant_algo && !WGSL_QUANT.has(q.quant_algo)) return `quantized engine (${q.quant_algo}); --kernels wgsl runs float16 engines and int4 / int8 weight-only ones (W4A16_AWQ, W4A16, W8A16; use --kernels ort)`;
+  if (bc.dtype !== 'float16') return `a ${bc.dtype} engine; --kernels wgsl runs float16 engines (build with --dtype float16, or use --kernels ort)`;
+  return null;
 }
 
 export class WgslRunner {
@@ -82,12 +97,8 @@ export class WgslRunner {
     if (world.size !== engine.worldSize) throw new Error(`engine was built for ${engine.worldSize} rank(s) but the world has ${world.size}`);
     const cfg = engine.config.pretrained_config;
     const bc = engine.config.build_config;
-    if (engine.pp > 1) throw new InputError(`${dir}: a pipeline-parallel engine (pp ${engine.pp}); --kernels wgsl runs pp 1 engines (use --kernels ort)`);
-    const q = cfg.quantization;
-    if (q?.quant_algo || q?.kv_cache_quant_algo) {
-      throw new InputError(`${dir}: quantized engine (${[q.quant_algo, q.kv_cache_quant_algo && `KV ${q.kv_cache_quant_algo}`].filter(Boolean).join(', ')}); --kernels wgsl runs float16 engines only so far (use --kernels ort)`);
-    }
-    if (bc.dtype !== 'float16') throw new InputError(`${dir}: a ${bc.dtype} engine; --kernels wgsl runs float16 engines (build with --dtype float16, or use --kernels ort)`);
+    const why = wgslRefusal(engine);
+    if (why) throw new InputError(`${dir}: ${why}`);
     const sh = rankShape(cfg, engine.rank);
     if (sh.headSize > ATTN_MAX_HEAD || sh.headSize % 2) throw new InputError(`${dir}: head size ${sh.headSize}; the WGSL attention kernel takes even head sizes up to ${ATTN_MAX_HEAD}`);
     if (sh.headsPerRank % sh.kvHeadsPerRank) throw new InputError(`${dir}: ${sh.headsPerRank} heads per rank is not a multiple of ${sh.kvHeadsPerRank} KV heads`);
@@ -101,20 +112,30 @@ export class WgslRunner {
       if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
       const segs = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));
       const reader = new TensorReader(engineTensors(segs));
-      const up = new Uploader(dev, pl, reader, gpu.maxBinding);
+      // MatMulNBits nodes by their B initializer: how the engine's quantized linears are to be read.
+      const nodes = new Map(engineNodes(segs).filter((n) => n.op === 'MatMulNBits').map((n) => [n.inputs[1], n]));
+      const up = new Uploader(dev, pl, reader, gpu.maxBinding, nodes);
+      // The norm weight times the consuming linear's prequant factor (per part): what the fused decode GEMV applies.
+      const normG = (norm: Float32Array, w: GemvWeight, label: string) => up.vector(concat((w.pre ?? Array(w.swiglu ? 2 : 1).fill(undefined)).map((p) => p ? norm.map((v, i) => v * p[i]) : norm)), label);
       try {
         const L = (l: number, s: string) => `transformer.layers.${l}.${s}`;
         const vocabParallel = cfg.use_parallel_embedding === true && sh.tp > 1;
         const table = up.table('transformer.vocab_embedding.weight');
         const layers = [];
         for (let l = 0; l < sh.layers; l++) {
+          const inNorm = up.floats(L(l, 'input_layernorm.weight'));
+          const postNorm = up.floats(L(l, 'post_layernorm.weight'));
+          const qkv = await up.linear([L(l, 'attention.qkv.weight')]);
+          const gateUp = await up.linear([L(l, 'mlp.fc.weight'), L(l, 'mlp.gate.weight')]);
           layers.push({
-            inNorm: up.floats(L(l, 'input_layernorm.weight')).buf,
-            qkv: await up.linear([L(l, 'attention.qkv.weight')]),
+            inNorm: inNorm.buf,
+            qkv,
             dense: await up.linear([L(l, 'attention.dense.weight')]),
-            postNorm: up.floats(L(l, 'post_layernorm.weight')).buf,
-            gateUp: await up.linear([L(l, 'mlp.fc.weight'), L(l, 'mlp.gate.weight')]),
+            postNorm: postNorm.buf,
+            gateUp,
             proj: await up.linear([L(l, 'mlp.proj.weight')]),
+            inNormG: normG(inNorm.host, qkv, L(l, 'input_layernorm.g')),
+            postNormG: normG(postNorm.host, gateUp, L(l, 'post_layernorm.g')),
           });
         }
         const lmHead = await up.linear(['lm_head.weight']);
@@ -135,7 +156,15 @@ export class WgslRunner {
           layers, lnf: up.floats('transformer.ln_f.weight').buf, lmHead, cos: cos.buf, sin,
         };
         const acts = allocActs(dev, d, Math.max(1, bc.max_input_len), gpu.maxBinding);
-        return new WgslRunner(engine, world, sh, gpu, pl, d, w, acts, vocabParallel);
+        // Every pipeline the model's dispatches use is compiled now, where a kernel that does not compile
+        // on this adapter is one clear error rather than a stream of uncaptured ones.
+        dev.pushErrorScope('validation');
+        const runner = new WgslRunner(engine, world, sh, gpu, pl, d, w, acts, vocabParallel);
+        runner.newCache(1, 1).dispose();
+        runner.kvPeak = 0;
+        const err2 = await dev.popErrorScope();
+        if (err2) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err2.message.split('\n')[0]}`);
+        return runner;
       } finally {
         reader.close();
       }
@@ -143,7 +172,7 @@ export class WgslRunner {
   }
 
   private kvNow = 0;
-  private kvPeak = 0;
+  kvPeak = 0;
 
   /** Weights and KV caches: all on the GPU (the same shape of figures as EngineRunner.memory()). */
   memory(): { engine_bytes: { host: number; gpu: number }; kv_cache_bytes: { host: number; gpu: number } } {
@@ -218,7 +247,7 @@ export class WgslRunner {
     let enc = dev.createCommandEncoder();
     const prof = this.profiler(cache);
     if (prof && !cache.ops.some(isReduce)) {
-      const ops = cache.ops as Dispatch[];
+      const ops = (cache.ops as Dispatch[]).filter((op) => runs(op, T));
       prof.encode(enc, ops, ops.map(() => T));
       q.submit([enc.finish()]);
       await prof.collect(T === 1 ? 'decode' : 'prefill', ops);
@@ -289,7 +318,7 @@ export class WgslRunner {
       q.writeBuffer(a.step, 0, Uint32Array.of(1, pos + s, row, cache.capacity));
       const enc = dev.createCommandEncoder();
       const prof = this.profiler(cache);
-      const all = prof ? [...cache.ops.filter((op): op is Dispatch => !isReduce(op)), ...this.head.logits, this.head.argmax] : [];
+      const all = prof ? [...cache.ops.filter((op): op is Dispatch => !isReduce(op) && runs(op, 1)), ...this.head.logits, this.head.argmax] : [];
       if (prof) prof.encode(enc, all, all.map(() => 1));
       else {
         const pass = enc.beginComputePass();
