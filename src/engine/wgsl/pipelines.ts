@@ -6,8 +6,8 @@ import { layout, pipeline, type Slot } from './kernels/common.js';
 import { gemmShader, gemvShader, gemvSlots, TRANSPOSE_WGSL, type GemvEpilogue, type GemvPrologue, type WeightFormat } from './kernels/gemv.js';
 import { nbitsGemmShader } from './kernels/nbits.js';
 import { rmsNormShader } from './kernels/norm.js';
-import { ROPE_WGSL } from './kernels/rope.js';
-import { ATTENTION_WGSL } from './kernels/attention.js';
+import { ropeShader } from './kernels/rope.js';
+import { attentionShader } from './kernels/attention.js';
 import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
 import { gemvShapes, type GemvShape } from './variants.js';
 
@@ -29,7 +29,8 @@ export class Pipelines {
   readonly add: Kernel;
   readonly argmax: Kernel;
 
-  constructor(private device: GPUDevice, private subgroups: boolean) {
+  /** `kv16`: the KV cache is float16 (shader-f16). */
+  constructor(private device: GPUDevice, private subgroups: boolean, readonly kv16 = false) {
     this.shape = gemvShapes();
     const k = (code: string, slots: Slot[], label: string): Kernel => {
       const bgl = layout(device, slots, label);
@@ -38,8 +39,8 @@ export class Pipelines {
     this.transpose = k(TRANSPOSE_WGSL, ['u', 'r', 'w'], 'transpose');
     this.norm = k(rmsNormShader(false), ['u', 'u', 'r', 'r', 'w'], 'rmsnorm');
     this.normGather = k(rmsNormShader(true), ['u', 'u', 'r', 'r', 'w', 'r'], 'rmsnorm.gather');
-    this.rope = k(ROPE_WGSL, ['u', 'u', 'w', 'r', 'r', 'w', 'w'], 'rope');
-    this.attention = k(ATTENTION_WGSL, ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
+    this.rope = k(ropeShader(kv16), ['u', 'u', 'w', 'r', 'r', 'w', 'w'], 'rope');
+    this.attention = k(attentionShader(kv16), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
     this.embed = k(EMBED_WGSL, ['u', 'u', 'r', 'r', 'w'], 'embed');
     this.add = k(ADD_WGSL, ['u', 'u', 'r', 'w'], 'add');
     this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');

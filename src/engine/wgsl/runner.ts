@@ -8,7 +8,8 @@
 // and reads back 8 bytes. At tp > 1 the pass stops after each row-parallel linear for a host all-reduce
 // over the world (2 per layer: the cost the ONNX path pays too).
 //
-// Batches are run row by row (each row its own KV cache slot); the KV cache is float32.
+// Batches are run row by row (each row its own KV cache slot); the KV cache is float16 where the adapter
+// has shader-f16 (attention still accumulates in float32), else float32.
 
 import { InputError } from '../../core/errors.js';
 import type { Group, World } from '../../rank/types.js';
@@ -107,7 +108,7 @@ export class WgslRunner {
     const dev = gpu.device;
     return traceSpan('load', async () => {
       dev.pushErrorScope('validation');
-      const pl = new Pipelines(dev, gpu.subgroups);
+      const pl = new Pipelines(dev, gpu.subgroups, gpu.kv16);
       const err = await dev.popErrorScope();
       if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
       const segs = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));
@@ -180,11 +181,15 @@ export class WgslRunner {
     return { engine_bytes: { host: 0, gpu: w }, kv_cache_bytes: { host: 0, gpu: this.kvPeak } };
   }
 
-  /** A KV cache of `batch` rows × `capacity` positions (float32, GPU-resident) and the dispatch list bound to it. */
+  /** The KV cache's element type: float16 where the adapter has shader-f16 (half the bytes), else float32. */
+  get kvDtype(): 'float16' | 'float32' { return this.gpu.kv16 ? 'float16' : 'float32'; }
+
+  /** A KV cache of `batch` rows × `capacity` positions (GPU-resident, kvDtype) and the dispatch list bound to it. */
   newCache(batch: number, capacity: number): WgslCache {
     const { d } = this;
     const dev = this.gpu.device;
-    const bytes = batch * d.Hkv * capacity * d.D * 4;
+    // Whole 4-byte words: a float16 cache of an odd element count still binds as a storage buffer.
+    const bytes = Math.ceil((batch * d.Hkv * capacity * d.D * (this.gpu.kv16 ? 2 : 4)) / 4) * 4;
     if (bytes > this.gpu.maxBinding) throw new InputError(`a KV cache of ${batch} row(s) × ${capacity} positions needs ${bytes} bytes per layer, more than the device's largest binding (${this.gpu.maxBinding})`);
     const kv = Array.from({ length: d.layers }, (_, l) => ({
       k: dev.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE, label: `k${l}` }),

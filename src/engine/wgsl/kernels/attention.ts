@@ -15,13 +15,17 @@ const TILE = 512;
 /** Largest head size the kernel holds (per-thread accumulators: MAXD / 64). */
 export const ATTN_MAX_HEAD = 256;
 
-export const ATTENTION_WGSL = /* wgsl */ `${STEP_WGSL}
+/** `kv16`: the KV cache holds float16 (rope.ts); scores, softmax and the V sum stay float32. */
+export function attentionShader(kv16: boolean): string {
+  const T = kv16 ? 'f16' : 'f32';
+  return /* wgsl */ `${kv16 ? 'enable f16;' : ''}
+${STEP_WGSL}
 struct P { Hq: u32, Hkv: u32, D: u32, qs: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<uniform> st: Step;
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
-@group(0) @binding(3) var<storage, read> kc: array<f32>;
-@group(0) @binding(4) var<storage, read> vc: array<f32>;
+@group(0) @binding(3) var<storage, read> kc: array<${T}>;
+@group(0) @binding(4) var<storage, read> vc: array<${T}>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 var<workgroup> sc: array<f32, ${TILE}>;
 var<workgroup> red: array<f32, ${WG}>;
@@ -75,7 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var i = tid; i < n; i += ${WG}u) {
       let kb = base + (p0 + i) * p.D;
       var s = 0.0;
-      for (var d = 0u; d < p.D; d++) { s += qv[d] * kc[kb + d]; }
+      for (var d = 0u; d < p.D; d++) { s += qv[d] * f32(kc[kb + d]); }
       sc[i] = s;
       lm = max(lm, s);
     }
@@ -86,7 +90,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     l = l * corr + reduceSum(tid, ls);
     if (on) {
       var a = acc * corr;
-      for (var i = g; i < n; i += groups) { a += sc[i] * vc[base + (p0 + i) * p.D + d]; }
+      for (var i = g; i < n; i += groups) { a += sc[i] * f32(vc[base + (p0 + i) * p.D + d]); }
       acc = a;
     }
     m = mn;
@@ -101,3 +105,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }
 `;
+}
