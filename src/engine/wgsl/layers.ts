@@ -5,6 +5,7 @@
 // the list holds a `reduce` point after every row-parallel linear (and a vocab-parallel embedding):
 // there the pass ends, the partial sum goes to the host, is all-reduced over the world and comes back.
 
+import { InputError } from '../../core/errors.js';
 import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
 import type { GemvEpilogue, GemvPrologue } from './kernels/gemv.js';
@@ -76,6 +77,20 @@ export function allocActs(device: GPUDevice, d: Dims, maxT: number, maxBinding: 
     logits: buf(logitRows * d.Vr, 'logits'),
     res: buf(4, 'argmax'),
   };
+}
+
+/**
+ * How many position ranges a decode step's attention is split into (flash-decoding): TPRUN_WGSL_ATTN_SPLIT=N,
+ * else one per 64 positions of the cache, at most 8 (a decode step has only `heads` workgroups otherwise).
+ */
+export function attentionSplits(capacity: number, env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.TPRUN_WGSL_ATTN_SPLIT;
+  if (v !== undefined && v !== '') {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > 64) throw new InputError(`TPRUN_WGSL_ATTN_SPLIT=${v}: an integer from 1 (no split) to 64`);
+    return n;
+  }
+  return Math.min(8, Math.max(1, Math.floor(capacity / 64)));
 }
 
 export class OpBuilder {
@@ -165,12 +180,19 @@ export class OpBuilder {
     return ops;
   }
 
-  /** Everything from the embedding to the last layer's residual stream, against one KV cache. */
-  body(w: ModelWeights, kv: { k: GPUBuffer; v: GPUBuffer }[], vocabParallel: boolean): Op[] {
+  /** Everything from the embedding to the last layer's residual stream, against one KV cache of `capacity` positions. */
+  body(w: ModelWeights, kv: { k: GPUBuffer; v: GPUBuffer }[], vocabParallel: boolean, capacity = 1): Op[] {
     const { d, a, pl } = this;
     const ops: Op[] = this.embed(w, vocabParallel);
     const rope = this.u([d.Hq, d.Hkv, d.D, d.qkvN], 'rope.p');
-    const attn = this.u([d.Hq, d.Hkv, d.D, d.qkvN, { f: 1 / Math.sqrt(d.D) }], 'attention.p');
+    const S = attentionSplits(capacity);
+    const attn = this.u([d.Hq, d.Hkv, d.D, d.qkvN, { f: 1 / Math.sqrt(d.D) }, S], 'attention.p');
+    // The split's partials ([heads][S][D + 2]), shared by the layers (each combines before the next reads).
+    let part: GPUBuffer | undefined;
+    if (S > 1) {
+      part = this.device.createBuffer({ size: d.Hq * S * (d.D + 2) * 4, usage: GPUBufferUsage.STORAGE, label: 'attention.part' });
+      this.owned.push(part);
+    }
     const ropeThreads = ((d.Hq + d.Hkv) * d.D) / 2 + d.Hkv * d.D;
     w.layers.forEach((l, i) => {
       ops.push(...this.normedGemv(l.inNorm, l.inNormG, l.qkv, a.qkv, 'store', d.qkvN, 'gemv.qkv'));
@@ -182,10 +204,24 @@ export class OpBuilder {
       });
       ops.push({
         name: 'attention',
+        ...(part ? { only: 'prefill' as const } : {}),
         p: () => pl.attention.p,
         g: bindGroup(this.device, pl.attention.bgl, [attn, a.step, a.qkv, kv[i].k, kv[i].v, a.attn], 'attention'),
         size: (T) => [d.Hq, T],
       });
+      if (part) {
+        ops.push({
+          name: 'attention.split', only: 'decode',
+          p: () => pl.attentionSplit.p,
+          g: bindGroup(this.device, pl.attentionSplit.bgl, [attn, a.step, a.qkv, kv[i].k, kv[i].v, part], 'attention.split'),
+          size: () => [d.Hq, 1, S],
+        }, {
+          name: 'attention.combine', only: 'decode',
+          p: () => pl.attentionCombine.p,
+          g: bindGroup(this.device, pl.attentionCombine.bgl, [attn, part, a.attn], 'attention.combine'),
+          size: () => [d.Hq],
+        });
+      }
       ops.push(...this.rowParallel(l.dense, a.attn, 'gemv.o'));
       ops.push(...this.normedGemv(l.postNorm, l.postNormG, l.gateUp, a.mlp, 'swiglu', d.I, 'gemv.gate_up'));
       ops.push(...this.rowParallel(l.proj, a.mlp, 'gemv.down'));

@@ -7,7 +7,7 @@ import { gemmShader, gemvShader, gemvSlots, TRANSPOSE_WGSL, type GemvEpilogue, t
 import { nbitsGemmShader } from './kernels/nbits.js';
 import { rmsNormShader } from './kernels/norm.js';
 import { ropeShader } from './kernels/rope.js';
-import { attentionShader } from './kernels/attention.js';
+import { ATTENTION_COMBINE_WGSL, attentionShader } from './kernels/attention.js';
 import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
 import { gemvShapes, type GemvShape } from './variants.js';
 
@@ -25,6 +25,9 @@ export class Pipelines {
   readonly normGather: Kernel;
   readonly rope: Kernel;
   readonly attention: Kernel;
+  /** Flash-decoding: the attention split over positions (decode), and the combine of its partials. */
+  readonly attentionSplit: Kernel;
+  readonly attentionCombine: Kernel;
   readonly embed: Kernel;
   readonly add: Kernel;
   readonly argmax: Kernel;
@@ -41,6 +44,8 @@ export class Pipelines {
     this.normGather = k(rmsNormShader(true), ['u', 'u', 'r', 'r', 'w', 'r'], 'rmsnorm.gather');
     this.rope = k(ropeShader(kv16), ['u', 'u', 'w', 'r', 'r', 'w', 'w'], 'rope');
     this.attention = k(attentionShader(kv16), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
+    this.attentionSplit = k(attentionShader(kv16, true), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention.split');
+    this.attentionCombine = k(ATTENTION_COMBINE_WGSL, ['u', 'r', 'w'], 'attention.combine');
     this.embed = k(EMBED_WGSL, ['u', 'u', 'r', 'r', 'w'], 'embed');
     this.add = k(ADD_WGSL, ['u', 'u', 'r', 'w'], 'add');
     this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');

@@ -196,7 +196,7 @@ export class WgslRunner {
       v: dev.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE, label: `v${l}` }),
     }));
     const b = new OpBuilder(dev, this.pl, d, this.a, this.config.tp_size);
-    const ops = b.body(this.w, kv, this.vocabParallel);
+    const ops = b.body(this.w, kv, this.vocabParallel, capacity);
     const cache = new WgslCache(batch, capacity, ops, [b, ...kv.flatMap((x) => [x.k, x.v])]);
     // What monitoring reports (./../monitor.ts): the KV bytes held now and at most.
     const held = 2 * d.layers * bytes;
