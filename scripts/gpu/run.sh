@@ -157,6 +157,11 @@ if has wgsl-decode; then step wgsl-decode  # int4 on WGSL against llama.cpp Q4_0
   # A long context (480-token prompt, 32 new): attention's share grows with the positions it reads.
   tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len 480 --new-tokens 32 --reps 3 --json 2>>"$L/wgsl-long.log" | grep '^{' | tail -1 | label "tinyllama-1.1b-shape-wgsl-ctx512" | tee -a "$R"
   TPRUN_WGSL_KV=float32 tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len 480 --new-tokens 32 --reps 3 --json 2>>"$L/wgsl-long.log" | grep '^{' | tail -1 | label "tinyllama-1.1b-shape-wgsl-ctx512-kv-f32" | tee -a "$R"
+  # Attention split over positions (flash-decoding; default one range per 64 cache positions, at most 8) against none.
+  for sp in 1 4 16; do
+    TPRUN_WGSL_ATTN_SPLIT=$sp tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len 480 --new-tokens 32 --reps 3 --json 2>>"$L/wgsl-long.log" | grep '^{' | tail -1 | label "tinyllama-1.1b-shape-wgsl-ctx512-split$sp" | tee -a "$R"
+  done
+  TPRUN_WGSL_ATTN_SPLIT=1 bench "$W/tiny11-tp1" tinyllama-1.1b-shape-wgsl-nosplit --kernels wgsl
   node scripts/gpu/wgsl-profile.mjs "$W/tiny11-tp1" 128 64 2>>"$L/wgsl-profile.log" | label "wgsl-profile fp16 fused" | tee -a "$R"
   node scripts/gpu/wgsl-profile.mjs "$W/tiny11-int4" 128 64 2>>"$L/wgsl-profile.log" | label "wgsl-profile int4" | tee -a "$R"
   # int4 numerics on a real model: brown-llama-a int4_wo (float kernels on both sides: accuracy level 0),
