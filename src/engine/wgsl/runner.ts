@@ -173,7 +173,7 @@ export class WgslRunner {
   }
 
   private kvNow = 0;
-  kvPeak = 0;
+  private kvPeak = 0;
 
   /** Weights and KV caches: all on the GPU (the same shape of figures as EngineRunner.memory()). */
   memory(): { engine_bytes: { host: number; gpu: number }; kv_cache_bytes: { host: number; gpu: number } } {

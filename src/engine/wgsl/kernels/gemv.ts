@@ -1,4 +1,5 @@
-// Float16 matrix × float32 activations, the decoder's every linear: y[t, n] = Σ_k x[t, k] · W[n, k].
+// Float16 or MatMulNBits (int4 / int8 block-quantized) matrix × float32 activations, the decoder's every
+// linear: y[t, n] = Σ_k x[t, k] · W[n, k].
 //
 // Weights are stored [N, K] (the transpose of the engine's [K, N] MatMul initializer, done once on the
 // GPU at load: transposeShader) so that one workgroup streams whole contiguous rows, 16 bytes (8 halves)
@@ -7,6 +8,8 @@
 // per workgroup, threads striding along K, a subgroup/shared-memory reduction); at prefill (TM 8) each
 // loaded weight is reused for 8 tokens. Epilogues: store, add into y (the residual stream), or SwiGLU
 // over a fused gate/up weight (rows [0, n) = mlp.fc = HF gate_proj, rows [n, 2n) = mlp.gate = up_proj).
+// Quantized rows are MatMulNBits' own (upload-nbits.ts), streamed the same way: a 16-byte load is 32
+// nibbles or 16 bytes, dequantized in registers with the block's scale and zero point.
 
 import { STEP_WGSL } from './common.js';
 
