@@ -42,6 +42,8 @@ test('generate --json on 2 ranks: per-rank peak RSS, engine and KV bytes, ttft a
     checkMemory(ranks, weights);
     // brown-llama-a: 6 layers, 4 KV heads (2 per rank), head 32, float32, batch 2, capacity 4 + 12 tokens.
     for (const k of ranks) assert.equal(k.kv_cache_bytes.host, 2 * 6 * 2 * 2 * 16 * 32 * 4);
+    // Whose kernels ran (an engine built for the CPU: onnxruntime's, under --kernels auto) and the KV dtype.
+    for (const k of ranks) assert.deepEqual([k.kernels, k.kv_cache_dtype], ['ort', 'float32']);
     for (const k of ranks) {
       assert.ok(k.ttft_ms > 0);
       assert.equal(k.decode_ms.steps, 11); // 12 tokens: the first from the prefill, 11 decode steps
@@ -58,7 +60,7 @@ test('generate without --json: one compact monitoring line on stderr naming both
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stderr.split('\n').filter((l) => l.startsWith('ranks '));
   assert.equal(lines.length, 1, r.stderr);
-  assert.match(lines[0], /^ranks 0\/1 · peak RSS [\d.]+\/[\d.]+ [MG]B · engine host .* · KV host .* · ttft .* ms · decode p50\/p90\/p99 /);
+  assert.match(lines[0], /^ranks 0\/1 · peak RSS [\d.]+\/[\d.]+ [MG]B · engine host .* · KV host .* · ttft .* ms · decode p50\/p90\/p99 .* · kernels ort\/ort · KV float32\/float32$/);
   assert.doesNotMatch(r.stdout, /peak RSS/);
 });
 

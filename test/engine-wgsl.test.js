@@ -11,6 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { MODEL, REF, relL2, tprun, jsonLines } from './helpers/engine.js';
 
 const NEW = 8;
+/** A hang guard for one generate on a loaded 2-core machine (no timing is asserted). */
+const LONG = { timeoutMs: 600_000 };
 let dir;
 let noAdapter;
 before(async () => {
@@ -26,7 +28,8 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 async function build(name, args) {
   const out = join(dir, name);
-  const r = await tprun(['build', '--model', MODEL, ...args, '--out', out, '--max-seq-len', '128', '--max-input-len', '64']);
+  // int4_awq's calibration and scale search take minutes on a loaded 2-core machine: a hang guard only.
+  const r = await tprun(['build', '--model', MODEL, ...args, '--out', out, '--max-seq-len', '128', '--max-input-len', '64'], { timeoutMs: 900_000 });
   assert.equal(r.code, 0, r.stderr);
   return out;
 }
@@ -40,7 +43,7 @@ function generateArgs(engine, prompts, extra) {
 test('tp=1: greedy tokens equal the CPU engine\'s and transformers\'; logits close to transformers\' float32', async (t) => {
   if (noAdapter) return t.skip(noAdapter);
   const engine = await build('fp16-tp1', ['--dtype', 'float16']);
-  const [gpu, cpu] = [await tprun(generateArgs(engine, REF.prompts, ['--kernels', 'wgsl'])), await tprun(generateArgs(engine, REF.prompts, ['--device', 'cpu']))];
+  const [gpu, cpu] = [await tprun(generateArgs(engine, REF.prompts, ['--kernels', 'wgsl']), LONG), await tprun(generateArgs(engine, REF.prompts, ['--device', 'cpu']), LONG)];
   assert.equal(gpu.code, 0, gpu.stderr);
   assert.equal(cpu.code, 0, cpu.stderr);
   const [g, c] = [jsonLines(gpu.stdout), jsonLines(cpu.stdout)];
@@ -55,13 +58,15 @@ test('tp=1: greedy tokens equal the CPU engine\'s and transformers\'; logits clo
   });
   assert.equal(gpu.left.length, 0, 'no process left behind');
   // One prompt takes the pipelined greedy path (the token stays on the GPU, read back one step behind).
-  const one = await tprun(['generate', '--engine', engine, '--kernels', 'wgsl', '--json', '--ignore-eos', '--max-new-tokens', '24', '--input-ids', REF.prompts[1].input_ids.join(',')]);
+  const one = await tprun(['generate', '--engine', engine, '--kernels', 'wgsl', '--json', '--ignore-eos', '--max-new-tokens', '24', '--input-ids', REF.prompts[1].input_ids.join(',')], LONG);
   assert.equal(one.code, 0, one.stderr);
   assert.deepEqual(jsonLines(one.stdout)[0].new_ids, REF.prompts[1].greedy_new_ids);
   // The other GEMV shapes (scripts/gpu/run.sh wgsl-variants compares their speed) give the same tokens:
   // the widest decode/prefill shapes, the tiled prefill GEMM and the shared-memory reduction, two prompts.
-  for (const env of [{ TPRUN_WGSL_GEMV: 'r8,w64,u4', TPRUN_WGSL_PREFILL: 'tm16,r4' }, { TPRUN_WGSL_GEMV: 'r2,w256,u1', TPRUN_WGSL_PREFILL: 'tiled', TPRUN_WGSL_SUBGROUPS: '0' }]) {
-    const v = await tprun(generateArgs(engine, REF.prompts.slice(0, 2), ['--kernels', 'wgsl']), { env });
+  // Also: attention split over 3 position ranges at decode (flash-decoding; these short contexts would not
+  // split by default), and the old forms of the norm (its own dispatch) and of the KV cache (float32).
+  for (const env of [{ TPRUN_WGSL_GEMV: 'r8,w64,u4', TPRUN_WGSL_PREFILL: 'tm16,r4', TPRUN_WGSL_ATTN_SPLIT: '3' }, { TPRUN_WGSL_GEMV: 'r2,w256,u1', TPRUN_WGSL_PREFILL: 'tiled', TPRUN_WGSL_SUBGROUPS: '0', TPRUN_WGSL_FUSE_NORM: '0', TPRUN_WGSL_KV: 'float32' }]) {
+    const v = await tprun(generateArgs(engine, REF.prompts.slice(0, 2), ['--kernels', 'wgsl']), { env, ...LONG });
     assert.equal(v.code, 0, v.stderr);
     jsonLines(v.stdout).forEach((o, b) => assert.deepEqual(o.new_ids, REF.prompts[b].greedy_new_ids.slice(0, NEW), `${JSON.stringify(env)} prompt ${b}`));
   }
@@ -75,7 +80,7 @@ test('tp=2 (host all-reduce between the ranks\' command buffers): transformers\'
   if (noAdapter) return t.skip(noAdapter);
   const engine = await build('fp16-tp2', ['--dtype', 'float16', '--tp', '2']);
   const prompts = REF.prompts.slice(0, 2);
-  const r = await tprun(generateArgs(engine, prompts, ['--kernels', 'wgsl']));
+  const r = await tprun(generateArgs(engine, prompts, ['--kernels', 'wgsl']), LONG);
   assert.equal(r.code, 0, r.stderr);
   const out = jsonLines(r.stdout);
   prompts.forEach((p, b) => {
@@ -110,4 +115,72 @@ test('no adapter: --kernels wgsl refuses in one line, exit 2, nothing on stdout'
   assert.deepEqual(lines, ['tprun: rank 0: --kernels wgsl but Dawn finds no WebGPU adapter (no Vulkan device with VK_DRIVER_FILES=/nonexistent/icd.json)']);
   assert.equal(r.stdout, '');
   assert.equal(r.left.length, 0);
+});
+
+// MatMulNBits engines (int4 weight-only, int4_awq with its prequant factor, int8 weight-only): the WGSL
+// kernels read the very blocks, scales and factors onnxruntime's MatMulNBits reads. Built with
+// --int4-accuracy-level 0 so that the CPU engine computes in float too (level 4 rounds activations to int8
+// blocks, a different computation). The same engine's greedy tokens must be equal, and its last-prompt
+// logits within 1e-3 rel. L2: both multiply the same dequantized weights; what differs is the float16
+// engine's half activations between ops on the CPU against float32 ones in WGSL (the float16 engine above
+// differs from the CPU by 3e-4 – 4.5e-4 for that reason alone; int4_wo here: 2.8e-4 – 4e-4 on lavapipe).
+test('int4 / int8 MatMulNBits engines at tp 1 and tp 2: greedy tokens equal the CPU engine\'s, logits within 1e-3', { timeout: 1_800_000 }, async (t) => {
+  if (noAdapter) return t.skip(noAdapter);
+  const prompts = REF.prompts.slice(0, 2);
+  const cases = [
+    ['int4_wo', ['--quant', 'int4_wo']],
+    ['int4_wo-tp2', ['--quant', 'int4_wo', '--tp', '2']],
+    ['int4_awq', ['--quant', 'int4_awq']],
+    ['int8_wo', ['--quant', 'int8_wo']],
+  ];
+  for (const [name, args] of cases) {
+    const engine = await build(name, ['--dtype', 'float16', '--int4-accuracy-level', '0', ...args]);
+    const [gpu, cpu] = [await tprun(generateArgs(engine, prompts, ['--kernels', 'wgsl']), LONG), await tprun(generateArgs(engine, prompts, ['--device', 'cpu']), LONG)];
+    assert.equal(gpu.code, 0, gpu.stderr);
+    assert.equal(cpu.code, 0, cpu.stderr);
+    const [g, c] = [jsonLines(gpu.stdout), jsonLines(cpu.stdout)];
+    prompts.forEach((p, b) => {
+      assert.deepEqual(g[b].new_ids, c[b].new_ids, `${name} prompt ${b}: WGSL and CPU engines disagree`);
+      const err = relL2(g[b].last_prompt_logits, c[b].last_prompt_logits);
+      assert.ok(err < 1e-3, `${name} prompt ${b}: relative L2 ${err} from the CPU engine's logits`);
+    });
+    assert.equal(g[0].ranks[0].kernels, 'wgsl');
+    assert.equal(gpu.left.length, 0, 'no process left behind');
+  }
+});
+
+// --kernels auto (the default): WGSL where it runs the engine on a GPU device, onnxruntime otherwise; the
+// per-rank figures (--json ranks[], and the stderr line) say which ran, and the WGSL KV cache's dtype.
+test('--kernels auto picks WGSL for float16 / int4 engines on the GPU and onnxruntime otherwise; float16 KV cache', { timeout: 1_800_000 }, async (t) => {
+  if (noAdapter) return t.skip(noAdapter);
+  const fp16 = await build('auto-fp16', ['--dtype', 'float16']);
+  const int4 = await build('auto-int4', ['--dtype', 'float16', '--quant', 'int4_wo']);
+  const fp32 = await build('auto-fp32', ['--dtype', 'float32']);
+  const pp2 = await build('auto-pp2', ['--dtype', 'float16', '--pp', '2']);
+  const ids = REF.prompts[0].input_ids;
+  const run = async (engine, extra, env) => {
+    const r = await tprun(['generate', '--engine', engine, '--max-new-tokens', '2', '--json', '--ignore-eos', '--input-ids', ids.join(','), ...extra], { ...LONG, ...(env ? { env } : {}) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.left.length, 0, 'no process left behind');
+    return jsonLines(r.stdout)[0].ranks;
+  };
+  const kernels = async (engine, extra) => (await run(engine, extra)).map((r) => r.kernels).join('/');
+  assert.equal(await kernels(fp16, ['--device', 'gpu']), 'wgsl');
+  assert.equal(await kernels(int4, ['--device', 'gpu']), 'wgsl');
+  assert.equal(await kernels(fp16, []), 'ort', 'an engine built for the CPU stays there without --device');
+  assert.equal(await kernels(fp16, ['--device', 'cpu']), 'ort');
+  assert.equal(await kernels(fp32, ['--device', 'gpu']), 'ort', 'float32 engines run on onnxruntime');
+  assert.equal(await kernels(pp2, ['--device', 'gpu']), 'ort/ort', 'pp > 1 runs on onnxruntime');
+  // The KV cache: 6 layers × K, V × 4 KV heads × (prompt + 2 new) positions × head 32, float16 unless asked otherwise.
+  const elems = 6 * 2 * 4 * (ids.length + 2) * 32;
+  const [h] = await run(fp16, ['--kernels', 'wgsl']);
+  assert.equal(h.kv_cache_dtype, 'float16');
+  assert.deepEqual(h.kv_cache_bytes, { host: 0, gpu: elems * 2 });
+  const [f] = await run(fp16, ['--kernels', 'wgsl'], { TPRUN_WGSL_KV: 'float32' });
+  assert.equal(f.kv_cache_dtype, 'float32');
+  assert.deepEqual(f.kv_cache_bytes, { host: 0, gpu: elems * 4 });
+  // Without --json the figures line says it.
+  const line = await tprun(['generate', '--engine', fp16, '--device', 'gpu', '--max-new-tokens', '2', '--input-ids', ids.join(',')], LONG);
+  assert.equal(line.code, 0, line.stderr);
+  assert.match(line.stderr, /· kernels wgsl · KV float16/);
 });

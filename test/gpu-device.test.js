@@ -147,8 +147,10 @@ test('on the adapter: present.* come back as GPU buffers and feed the next step 
 
 let f32;
 let f32tp2;
+// onnxruntime's WebGPU provider is what this file checks: --kernels ort (auto would take tprun's WGSL
+// kernels for float16 engines on the GPU; test/engine-wgsl.test.js checks those).
 const gen = (engine, device, p, extra = [], env = {}) =>
-  tprun(['generate', '--engine', engine, '--device', device, '--input-ids', p.input_ids.join(','), '--max-new-tokens', String(NEW), '--ignore-eos', '--json', '--logits', ...extra], { env, timeoutMs: 300_000 });
+  tprun(['generate', '--engine', engine, '--device', device, '--kernels', 'ort', '--input-ids', p.input_ids.join(','), '--max-new-tokens', String(NEW), '--ignore-eos', '--json', '--logits', ...extra], { env, timeoutMs: 300_000 });
 
 test('tprun build --dtype float32 --device gpu, tp 1 and 2', async () => {
   f32 = join(dir, 'brown-f32');
@@ -253,12 +255,12 @@ test('float16 engine for the GPU: transformers\' tokens on a GPU; on lavapipe wi
 test('GPU: float16 perplexity within 1% of transformers, greedy tokens as the reference for ≥3 of 4 prompts', async (t) => {
   if (noAdapter) return t.skip(`no WebGPU adapter here (${noAdapter}); Mesa >= 25 lavapipe gives one on any CPU (.ci/run installs it)`);
   if (cpuAdapter) return t.skip('the adapter is lavapipe (a CPU device): float16 there drifts from float32 at the third greedy token (issue 15); float32 is checked above');
-  const ppl = await tprun(['perplexity', '--engine', f16, '--device', 'gpu', '--json']);
+  const ppl = await tprun(['perplexity', '--engine', f16, '--device', 'gpu', '--kernels', 'ort', '--json']);
   assert.equal(ppl.code, 0, ppl.stderr);
   assert.ok(relDiff(jsonLines(ppl.stdout)[0].ppl, REF.heldout_ppl.ppl) < 0.01);
   let equal = 0;
   for (const p of REF.prompts) {
-    const r = await tprun(['generate', '--engine', f16, '--device', 'gpu', '--input-ids', p.input_ids.join(','), '--max-new-tokens', '24', '--ignore-eos', '--json']);
+    const r = await tprun(['generate', '--engine', f16, '--device', 'gpu', '--kernels', 'ort', '--input-ids', p.input_ids.join(','), '--max-new-tokens', '24', '--ignore-eos', '--json']);
     assert.equal(r.code, 0, r.stderr);
     if (JSON.stringify(jsonLines(r.stdout)[0].new_ids) === JSON.stringify(p.greedy_new_ids)) equal++;
   }

@@ -104,7 +104,7 @@ run() {
   local e=/tmp/tprun-adapters-brown-tp2
   [ -d $e ] || node dist/cli.js build --model models/brown-llama-a --tp 2 --dtype float32 --device gpu --max-seq-len 128 --max-input-len 64 --out $e -q >>"$log" 2>&1
   local ids; ids=$(node -e "console.log(require('./models/brown-llama-a-reference.json').prompts[0].input_ids.join(','))")
-  node dist/cli.js -n 2 --gpus "$gpu,$lvp" -- node dist/cli.js generate --engine $e --device gpu --input-ids "$ids" --max-new-tokens 24 --ignore-eos --json -q 2>>"$log" \
+  node dist/cli.js -n 2 --gpus "$gpu,$lvp" -- node dist/cli.js generate --engine $e --device gpu --kernels ort --input-ids "$ids" --max-new-tokens 24 --ignore-eos --json -q 2>>"$log" \
     | grep '^{' | head -1 | node -e "
       const s = require('fs').readFileSync(0, 'utf8'); const r = s.trim() ? JSON.parse(s) : {}; const ref = require('./models/brown-llama-a-reference.json').prompts[0];
       console.log(JSON.stringify({ check: 'tp2-split', case: 'tp=2 generate, rank 0 GPU + rank 1 lavapipe', greedy_equal: JSON.stringify(r.new_ids) === JSON.stringify(ref.greedy_new_ids), new_ids: r.new_ids ?? null }));" | tee -a "$R"

@@ -1,12 +1,13 @@
 // brown-llama-a on a device: held-out perplexity and greedy tokens against transformers' float32
-// reference (models/brown-llama-a-reference.json). Usage: node scripts/gpu/quality.mjs ENGINE LABEL DEVICE
+// reference (models/brown-llama-a-reference.json). Usage: node scripts/gpu/quality.mjs ENGINE LABEL DEVICE [KERNELS]
+// (KERNELS: ort, the default here, since these rows measure onnxruntime's provider; wgsl; auto)
 // Prints one JSON line {check: 'quality', ...}; exits 1 when a promise of issue 6 is not met.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-const [engine, label, device] = process.argv.slice(2);
+const [engine, label, device, kernels = 'ort'] = process.argv.slice(2);
 const ref = JSON.parse(readFileSync(new URL('../../models/brown-llama-a-reference.json', import.meta.url), 'utf8'));
-const cli = (args) => execFileSync(process.execPath, ['dist/cli.js', ...args, '--device', device, '--json', '-q'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+const cli = (args) => execFileSync(process.execPath, ['dist/cli.js', ...args, '--device', device, '--kernels', kernels, '--json', '-q'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
   .split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 
 let ppl = { ppl: NaN };

@@ -3,7 +3,8 @@
 # and `bash ../shared/device/pack.sh` here; carry [".device", "dist"], or split as pack-split.sh says):
 #   source .device/setup.sh && bash scripts/gpu/run.sh [SECTION...]
 # Sections (default: all, in this order): bandwidth make-model transformers transformers-tiny (Python only)
-# and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 wgsl (Node), then wgsl-variants (not in the default list). `wgsl` (issue 15
+# and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 wgsl (Node), then wgsl-variants and wgsl-decode
+# (int4 on WGSL against llama.cpp Q4_0, fused norm / float16 KV against their old forms; not in the default list). `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -26,14 +27,17 @@ tprun() { node dist/cli.js "$@"; }
 label() { $PY -c "import json,sys
 for l in sys.stdin:
     if l.startswith('{'): d=json.loads(l); d['label']='$1'; print(json.dumps(d), flush=True)"; }
+# --kernels auto is the default now: the sections that time onnxruntime's WebGPU provider say --kernels ort
+# unless their arguments name the kernels.
+ortk() { [[ " $* " == *" --kernels "* ]] || echo --kernels ort; }
 bench() { # ENGINE LABEL [ARGS...]: tprun's decode/prefill on the GPU, JSON with a label
-  tprun bench generate --one --engine "$1" --device gpu --prompt-len 128 --new-tokens 128 --reps 3 --json "${@:3}" 2>>"$L/$2.log" \
+  tprun bench generate --one --engine "$1" --device gpu --prompt-len 128 --new-tokens 128 --reps 3 --json $(ortk "${@:3}") "${@:3}" 2>>"$L/$2.log" \
     | grep '^{' | tail -1 | label "$2" | tee -a "$R"
 }
 bench_peer() { # ENGINE MODEL LABEL [ARGS...]: tprun, then llama.cpp (Vulkan) on a GGUF of MODEL, same prompt ids and counts
   [ -d bench/peers/node_modules ] || { [ -f .peers/peers.tar.xz ] && tar -C bench/peers -xJf .peers/peers.tar.xz; }
   tprun bench generate --engine "$1" --model "$2" --device gpu --peer llama.cpp --python /bin/false \
-    --prompt-len 128 --new-tokens 128 --reps 3 --json "${@:4}" 2>>"$L/$3.log" | grep -E '"bench":"generate(-peer)?"' \
+    --prompt-len 128 --new-tokens 128 --reps 3 --json $(ortk "${@:4}") "${@:4}" 2>>"$L/$3.log" | grep -E '"bench":"generate(-peer)?"' \
     | $PY -c "import json,sys
 for l in sys.stdin:
     d=json.loads(l); d['label']='$3' + ('-llama.cpp' if d['bench']=='generate-peer' else ''); d.pop('greedy_ids', None); print(json.dumps(d), flush=True)" | tee -a "$R"
@@ -139,6 +143,41 @@ print(json.dumps({'step': 'wgsl-variant-quality', 'label': 'wgsl $1 brown-llama-
   for pf in tiled tm16,r2 tm16,r4 tm8,r4 tm4,r4; do wv "prefill $pf" TPRUN_WGSL_PREFILL=$pf; done
   for g in "" r2,w128,u1; do
     TPRUN_WGSL_GEMV=$g node scripts/gpu/wgsl-profile.mjs "$W/tiny11-tp1" 128 64 2>>"$L/wgsl-profile.log" | label "wgsl-profile ${g:-default}" | tee -a "$R"
+  done
+fi
+if has wgsl-decode; then step wgsl-decode  # int4 on WGSL against llama.cpp Q4_0; fused RMSNorm and the float16 KV cache against their old forms; profiles
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
+  [ -d "$W/tiny11-int4" ] || tprun build --model "$W/tiny11" --quant int4_wo --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-int4" -q >>"$L/build-tiny.log" 2>&1
+  bench_peer "$W/tiny11-int4" "$W/tiny11" tinyllama-1.1b-shape-int4-wgsl --kernels wgsl
+  bench "$W/tiny11-int4" tinyllama-1.1b-shape-int4-auto --kernels auto
+  bench "$W/tiny11-tp1" tinyllama-1.1b-shape-wgsl-fused --kernels wgsl
+  TPRUN_WGSL_FUSE_NORM=0 bench "$W/tiny11-tp1" tinyllama-1.1b-shape-wgsl-norm-dispatch --kernels wgsl
+  TPRUN_WGSL_KV=float32 bench "$W/tiny11-tp1" tinyllama-1.1b-shape-wgsl-kv-f32 --kernels wgsl
+  # A long context (480-token prompt, 32 new): attention's share grows with the positions it reads.
+  tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len 480 --new-tokens 32 --reps 3 --json 2>>"$L/wgsl-long.log" | grep '^{' | tail -1 | label "tinyllama-1.1b-shape-wgsl-ctx512" | tee -a "$R"
+  TPRUN_WGSL_KV=float32 tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len 480 --new-tokens 32 --reps 3 --json 2>>"$L/wgsl-long.log" | grep '^{' | tail -1 | label "tinyllama-1.1b-shape-wgsl-ctx512-kv-f32" | tee -a "$R"
+  # Attention split over positions (flash-decoding; default one range per 64 cache positions, at most 8) against none.
+  for sp in 1 4 16; do
+    TPRUN_WGSL_ATTN_SPLIT=$sp tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len 480 --new-tokens 32 --reps 3 --json 2>>"$L/wgsl-long.log" | grep '^{' | tail -1 | label "tinyllama-1.1b-shape-wgsl-ctx512-split$sp" | tee -a "$R"
+  done
+  TPRUN_WGSL_ATTN_SPLIT=1 bench "$W/tiny11-tp1" tinyllama-1.1b-shape-wgsl-nosplit --kernels wgsl
+  node scripts/gpu/wgsl-profile.mjs "$W/tiny11-tp1" 128 64 2>>"$L/wgsl-profile.log" | label "wgsl-profile fp16 fused" | tee -a "$R"
+  node scripts/gpu/wgsl-profile.mjs "$W/tiny11-int4" 128 64 2>>"$L/wgsl-profile.log" | label "wgsl-profile int4" | tee -a "$R"
+  # int4 numerics on a real model: brown-llama-a int4_wo (float kernels on both sides: accuracy level 0),
+  # WGSL on the GPU against onnxruntime's CPU engine of the same engine, tp 1 and 2.
+  ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
+  for tp in 1 2; do
+    e="$W/brown-int4-tp$tp"
+    [ -d "$e" ] || tprun build --model models/brown-llama-a --tp $tp --quant int4_wo --dtype float16 --int4-accuracy-level 0 --max-seq-len 512 --out "$e" -q >>"$L/build.log" 2>&1
+    tprun generate --engine "$e" --kernels wgsl --device gpu $ids --max-new-tokens 24 --ignore-eos --json --logits >"$L/int4-wgsl-tp$tp.jsonl" 2>>"$L/wgsl-quality.log"
+    tprun generate --engine "$e" --device cpu $ids --max-new-tokens 24 --ignore-eos --json --logits >"$L/int4-cpu-tp$tp.jsonl" 2>>"$L/wgsl-quality.log"
+    $PY -c "import json, math
+g = [json.loads(l) for l in open('$L/int4-wgsl-tp$tp.jsonl') if l.startswith('{')]
+c = [json.loads(l) for l in open('$L/int4-cpu-tp$tp.jsonl') if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'wgsl-int4-quality', 'label': 'brown-llama-a int4_wo tp=$tp --kernels wgsl vs CPU engine', 'greedy_equal': sum(a['new_ids'] == b['new_ids'] for a, b in zip(g, c)), 'prompts': len(c),
+  'max_rel_l2': max(rel(a['last_prompt_logits'], b['last_prompt_logits']) for a, b in zip(g, c)) if g else None}))" | tee -a "$R"
   done
 fi
 if has variants; then step variants  # the provider options onnxruntime-node passes on, on the fp16 decode profile

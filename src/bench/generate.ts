@@ -38,7 +38,7 @@ interface BenchArgs {
   dtype: 'float32' | 'float16';
   threads?: number;
   device?: 'cpu' | 'gpu' | 'auto';
-  kernels: 'ort' | 'wgsl';
+  kernels: 'auto' | 'ort' | 'wgsl';
   one: boolean;
   json: boolean;
   python?: string;
@@ -66,7 +66,7 @@ const command: CommandModule<object, BenchArgs> = {
     .option('dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const, describe: 'without --engine: the engines\' dtype' })
     .option('threads', { type: 'number' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
-    .option('kernels', { choices: ['ort', 'wgsl'] as const, default: 'ort' as const, describe: 'ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn; float16 engines, pp 1)' })
+    .option('kernels', { choices: ['auto', 'ort', 'wgsl'] as const, default: 'auto' as const, describe: 'auto = tprun\'s WGSL kernels where they run the engine (float16 or int4/int8 weight-only, pp 1, on a GPU), else onnxruntime; ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn)' })
     .option('python', { type: 'string', describe: 'Python with torch (and transformers, if installed) for the reference run; default: python3, else /usr/bin/python3 (Debian python3-torch)' })
     .option('peer', { choices: ['llama.cpp'] as const, describe: 'also time llama.cpp (node-llama-cpp from bench/peers; Vulkan with --device gpu) on a GGUF of --model: F16, Q4_0 for an int4 engine, Q8_0 for int8_wo' })
     .option('gguf', { type: 'string', describe: 'the GGUF for --peer (default: written from --model into a temporary directory)' })
@@ -136,7 +136,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
   const config = await Engine.readConfig(dir);
   await runOnRanks(engineWorldSize(config), async (world: World) => {
     const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size, verify: false });
-    const { runner, generate } = await loadRunner(engine, world, { kernels: a.kernels, threads: a.threads, device: a.device });
+    const { runner, generate, kernels } = await loadRunner(engine, world, { kernels: a.kernels, threads: a.threads, device: a.device });
     const pc = config.pretrained_config;
     const P = Math.min(a['prompt-len'], config.build_config.max_input_len);
     const N = Math.max(2, Math.min(a['new-tokens'], config.build_config.max_seq_len - P));
@@ -163,7 +163,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
     // On the GPU the bound is the device's own bandwidth (a copy inside GPU memory through the same
     // provider), not the host's memcpy.
     // With --kernels wgsl: a buffer copy on the same Dawn device (no second WebGPU stack in the process).
-    const wgsl = a.kernels === 'wgsl';
+    const wgsl = kernels === 'wgsl';
     const own = wgsl ? (await (await import('../engine/wgsl/bandwidth.js')).wgslCopyBandwidth()).gb_per_s
       : runner.device === 'gpu' ? (await (await import('./webgpu-bandwidth.js')).webgpuCopyBandwidth()).gb_per_s : copyBandwidth();
     const gbps = await world.allReduce(Float64Array.of(own), 'sum');
@@ -208,7 +208,7 @@ async function measureOne(a: BenchArgs): Promise<void> {
       decode_ms_per_token: r3(decodeMs),
       decode_tokens_per_s: r3(1000 / decodeMs),
       device: runner.device,
-      kernels: a.kernels,
+      kernels,
       // Per forward (prefill and decode steps alike): ORT session.run time (uploads, device wait, readbacks) and all-reduces.
       run_ms_per_forward: r3((runner.stats.run_ms - s0.run_ms) / (runner.stats.runs / engine.segmentCount - s0.runs / engine.segmentCount)),
       allreduce_ms_per_forward: r3((runner.stats.allreduce_ms - s0.allreduce_ms) / ((runner.stats.runs - s0.runs) / engine.segmentCount)),

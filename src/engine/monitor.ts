@@ -8,7 +8,11 @@ import { traceCounter } from '../util/trace.js';
 import type { EngineRunner } from './runtime.js';
 
 /** What the figures need of a runner (the ONNX one and the WGSL one alike). */
-export type MemoryReporter = Pick<EngineRunner, 'memory'>;
+export type MemoryReporter = Pick<EngineRunner, 'memory'> & { kernels?: 'ort' | 'wgsl'; kvDtype?: string };
+
+// Per-rank strings travel as indices into these lists (the gather carries numbers); 0 = not said.
+const KERNELS = ['ort', 'wgsl'] as const;
+const KV_DTYPES = ['float32', 'float16', 'bfloat16', 'int8', 'fp8'];
 
 export interface Percentiles { p50: number | null; p90: number | null; p99: number | null; steps: number }
 
@@ -32,6 +36,9 @@ export interface RankFigures {
   peak_rss_bytes: number;
   engine_bytes: { host: number; gpu: number };
   kv_cache_bytes: { host: number; gpu: number };
+  /** Whose kernels ran this rank's engine, and the KV cache's element type, where the runner says. */
+  kernels?: 'ort' | 'wgsl';
+  kv_cache_dtype?: string;
   [latency: string]: unknown;
 }
 
@@ -45,7 +52,7 @@ export function traceMemory(runner: MemoryReporter): void {
   });
 }
 
-const FIELDS = 10;
+const FIELDS = 12;
 const r2 = (x: number | null) => x === null || Number.isNaN(x) ? null : Math.round(x * 100) / 100;
 
 /**
@@ -62,6 +69,7 @@ export async function gatherRankFigures(
   const mine = Float64Array.of(
     peakRssBytes(), m.engine_bytes.host, m.engine_bytes.gpu, m.kv_cache_bytes.host, m.kv_cache_bytes.gpu,
     first ?? NaN, p.p50 ?? NaN, p.p90 ?? NaN, p.p99 ?? NaN, p.steps,
+    runner.kernels ? KERNELS.indexOf(runner.kernels) + 1 : 0, runner.kvDtype ? KV_DTYPES.indexOf(runner.kvDtype) + 1 : 0,
   );
   traceMemory(runner);
   traceCounter('latency', {
@@ -78,6 +86,8 @@ export async function gatherRankFigures(
       peak_rss_bytes: f[0],
       engine_bytes: { host: f[1], gpu: f[2] },
       kv_cache_bytes: { host: f[3], gpu: f[4] },
+      ...(f[10] > 0 ? { kernels: KERNELS[f[10] - 1] } : {}),
+      ...(f[11] > 0 ? { kv_cache_dtype: KV_DTYPES[f[11] - 1] } : {}),
       ...(Number.isNaN(f[5]) ? {} : { [names.first]: r2(f[5]) }),
       [names.steps]: { p50: r2(f[6]), p90: r2(f[7]), p99: r2(f[8]), steps: f[9] },
     });
@@ -110,5 +120,7 @@ export function figuresLine(ranks: RankFigures[], names: { first: string; steps:
   if (ranks.some((r) => series(r).steps > 0)) {
     parts.push(`${names.steps.replace(/_ms$/, '')} p50/p90/p99 ${ranks.map((r) => `${ms(series(r).p50)}/${ms(series(r).p90)}/${ms(series(r).p99)}`).join(' | ')} ms`);
   }
+  if (ranks.some((r) => r.kernels)) parts.push(`kernels ${per((r) => r.kernels ?? '-')}`);
+  if (ranks.some((r) => r.kv_cache_dtype)) parts.push(`KV ${per((r) => r.kv_cache_dtype ?? '-')}`);
   return parts.join(' · ');
 }

@@ -86,6 +86,9 @@ export class EngineRunner {
   /** Where forward() spends its time (session.run, which includes uploads, the device wait and readbacks; all-reduces), summed since load. */
   readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0 };
 
+  /** Whose kernels run the engine (--kernels; the WGSL runner says 'wgsl'). */
+  readonly kernels = 'ort' as const;
+
   /** KV-cache bytes held now and at most at once since load (all caches alive together, e.g. pp micro-batches). */
   readonly kv = { live: 0, peak: 0 };
 

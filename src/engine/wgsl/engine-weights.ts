@@ -81,6 +81,36 @@ export function engineTensors(segmentPaths: string[]): Map<string, EngineTensor 
   return out;
 }
 
+/** A graph node as far as the WGSL loader needs it: its inputs and integer attributes. */
+export interface EngineNode { op: string; inputs: string[]; attrs: Record<string, number> }
+
+/** NodeProto (input 1, op_type 4, attribute 5 = AttributeProto: name 1, i 3) of every segment's graph (field 1). */
+export function engineNodes(segmentPaths: string[]): EngineNode[] {
+  const out: EngineNode[] = [];
+  for (const p of segmentPaths) {
+    const model = readFileSync(p);
+    for (const [f, , , graph] of fields(model)) {
+      if (f !== 7) continue;
+      for (const [g, , , node] of fields(graph!)) {
+        if (g !== 1) continue;
+        const n: EngineNode = { op: '', inputs: [], attrs: {} };
+        for (const [h, , , b] of fields(node!)) {
+          if (h === 1) n.inputs.push(text(b!));
+          else if (h === 4) n.op = text(b!);
+          else if (h === 5) {
+            let name = '';
+            let i: number | undefined;
+            for (const [a, w, av, ab] of fields(b!)) { if (a === 1) name = text(ab!); else if (a === 3 && w === 0) i = av; }
+            if (i !== undefined) n.attrs[name] = i;
+          }
+        }
+        out.push(n);
+      }
+    }
+  }
+  return out;
+}
+
 /** Reads tensors' bytes, keeping the weight file open between reads. */
 export class TensorReader {
   private fds = new Map<string, number>();

@@ -17,6 +17,8 @@ export interface WgslDevice {
   /** Largest storage binding, and whether subgroup operations are enabled on the device. */
   maxBinding: number;
   subgroups: boolean;
+  /** Whether the KV cache is float16 ('shader-f16' on the adapter, unless TPRUN_WGSL_KV=float32). */
+  kv16: boolean;
   /** Whether 'timestamp-query' is enabled (only with TPRUN_WGSL_PROFILE, see profile.ts). */
   timestamps: boolean;
   /** Dawn's instance: it must outlive the device (once collected, the device's callbacks never fire). */
@@ -70,10 +72,14 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
     checkBinding(who, bound.adapter, info);
     const subgroups = adapter.features.has('subgroups') && process.env.TPRUN_WGSL_SUBGROUPS !== '0';
     const timestamps = profiling && adapter.features.has('timestamp-query');
+    const kvEnv = env.TPRUN_WGSL_KV ?? 'float16';
+    if (kvEnv !== 'float16' && kvEnv !== 'float32') throw new InputError(`TPRUN_WGSL_KV=${kvEnv}: float16 or float32`);
+    // Without shader-f16 (an adapter lacking 16-bit storage) the cache stays float32: its bytes say so.
+    const kv16 = kvEnv === 'float16' && adapter.features.has('shader-f16');
     if (profiling && !timestamps) process.stderr.write(`tprun: ${who}: note: TPRUN_WGSL_PROFILE but ${name} has no 'timestamp-query'; no profile\n`);
     const lim = adapter.limits;
     const device = await adapter.requestDevice({
-      requiredFeatures: [...(subgroups ? ['subgroups' as GPUFeatureName] : []), ...(timestamps ? ['timestamp-query' as GPUFeatureName] : [])],
+      requiredFeatures: [...(subgroups ? ['subgroups' as GPUFeatureName] : []), ...(timestamps ? ['timestamp-query' as GPUFeatureName] : []), ...(kv16 ? ['shader-f16' as GPUFeatureName] : [])],
       requiredLimits: {
         maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
         maxBufferSize: lim.maxBufferSize,
@@ -87,7 +93,7 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
     device.addEventListener('uncapturederror', (ev) => {
       process.stderr.write(`tprun: ${who}: WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message.split('\n')[0]}\n`);
     });
-    return { device, adapter: name || 'WebGPU adapter', maxBinding: Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize), subgroups, timestamps, instance: gpu };
+    return { device, adapter: name || 'WebGPU adapter', maxBinding: Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize), subgroups, kv16, timestamps, instance: gpu };
   } finally {
     restore();
   }

@@ -5,14 +5,19 @@
 // the list holds a `reduce` point after every row-parallel linear (and a vocab-parallel embedding):
 // there the pass ends, the partial sum goes to the host, is all-reduced over the world and comes back.
 
+import { InputError } from '../../core/errors.js';
 import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
-import type { GemvEpilogue } from './kernels/gemv.js';
+import type { GemvEpilogue, GemvPrologue } from './kernels/gemv.js';
 import type { GemvWeight } from './upload.js';
 
 export interface Dims { H: number; Hq: number; Hkv: number; D: number; I: number; qkvN: number; Vr: number; layers: number; eps: number }
 
-export interface LayerWeights { inNorm: GPUBuffer; qkv: GemvWeight; dense: GemvWeight; postNorm: GPUBuffer; gateUp: GemvWeight; proj: GemvWeight }
+/**
+ * inNormG / postNormG: the norm weight (⊙ the consuming linear's prequant factor, per gate/up part) that
+ * the decode GEMV applies to the raw residual when RMSNorm is fused into it.
+ */
+export interface LayerWeights { inNorm: GPUBuffer; qkv: GemvWeight; dense: GemvWeight; postNorm: GPUBuffer; gateUp: GemvWeight; proj: GemvWeight; inNormG: GPUBuffer; postNormG: GPUBuffer }
 
 export interface ModelWeights {
   embed: { chunks: { buf: GPUBuffer; r0: number; rows: number }[] };
@@ -74,10 +79,28 @@ export function allocActs(device: GPUDevice, d: Dims, maxT: number, maxBinding: 
   };
 }
 
+/**
+ * How many position ranges a decode step's attention is split into (flash-decoding): TPRUN_WGSL_ATTN_SPLIT=N,
+ * else one per 64 positions of the cache, at most 8 (a decode step has only `heads` workgroups otherwise).
+ */
+export function attentionSplits(capacity: number, env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.TPRUN_WGSL_ATTN_SPLIT;
+  if (v !== undefined && v !== '') {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > 64) throw new InputError(`TPRUN_WGSL_ATTN_SPLIT=${v}: an integer from 1 (no split) to 64`);
+    return n;
+  }
+  return Math.min(8, Math.max(1, Math.floor(capacity / 64)));
+}
+
 export class OpBuilder {
   /** Uniforms made for the ops (destroyed with them). */
   readonly owned: GPUBuffer[] = [];
-  constructor(private device: GPUDevice, private pl: Pipelines, private d: Dims, private a: Acts, private tp: number) {}
+  /** RMSNorm fused into the decode GEMVs that read its output (TPRUN_WGSL_FUSE_NORM=0: a norm dispatch each, as at prefill). */
+  readonly fuseNorm: boolean;
+  constructor(private device: GPUDevice, private pl: Pipelines, private d: Dims, private a: Acts, private tp: number, env: NodeJS.ProcessEnv = process.env) {
+    this.fuseNorm = env.TPRUN_WGSL_FUSE_NORM !== '0';
+  }
 
   private u(words: (number | { f: number })[], label: string): GPUBuffer {
     const b = uniform(this.device, words, label);
@@ -85,14 +108,39 @@ export class OpBuilder {
     return b;
   }
 
-  gemv(w: GemvWeight, x: GPUBuffer, y: GPUBuffer, epilogue: GemvEpilogue, ys: number, name: string, step = this.a.step): Dispatch[] {
-    const k = this.pl.gemv[epilogue];
+  /**
+   * y = x · Wᵀ (+ epilogue). `pro`: the prologue ('scale': x ⊙ g; 'rms': RMSNorm of x with weight g, decode
+   * only); without one, a quantized linear with a prequant factor scales x by it.
+   */
+  gemv(w: GemvWeight, x: GPUBuffer, y: GPUBuffer, epilogue: GemvEpilogue, ys: number, name: string, step = this.a.step, pro?: { prologue: GemvPrologue; g: GPUBuffer; only?: 'decode' | 'prefill' }): Dispatch[] {
+    const prologue = pro?.prologue ?? (w.preBuf ? 'scale' : 'none');
+    const g = pro?.g ?? w.preBuf;
+    const k = this.pl.gemv(w.fmt, epilogue, prologue);
+    const quant = w.fmt !== 'f16';
     return w.chunks.map((c) => ({
       name,
-      p: (T: number) => (T === 1 ? k.decode : k.prefill),
-      g: bindGroup(this.device, k.bgl, [this.u([w.K / 8, c.n, c.n0, ys, w.K / 4], 'gemv.p'), step, c.buf, x, y], 'gemv'),
-      size: (T: number) => { const s = T === 1 ? this.pl.shape.decode : this.pl.shape.prefill; return [Math.ceil(T / s.tm), Math.ceil(c.n / s.rows)]; },
+      ...(pro?.only ? { only: pro.only } : {}),
+      p: (T: number) => (T === 1 ? k.decode : k.prefill!),
+      g: bindGroup(this.device, k.bgl, [
+        this.u([w.KU, c.n, c.n0, ys, w.K / 4, w.K, w.bs, w.nb, { f: this.d.eps }, { f: w.zp }, w.hasZp ? 1 : 0], 'gemv.p'), step, c.buf, x, y,
+        ...(quant ? [c.sc!, c.zb ?? c.sc!] : []), ...(prologue !== 'none' ? [g!] : []),
+      ], 'gemv'),
+      size: (T: number) => {
+        const s = T === 1 ? this.pl.shape.decode : this.pl.shape.prefill;
+        return [Math.ceil(T / s.tm), Math.ceil(c.n / s.rows)];
+      },
     }));
+  }
+
+  /** RMSNorm then a linear: at decode one fused GEMV over the residual (when fuseNorm), at prefill the norm dispatch and the GEMV / GEMM. */
+  normedGemv(norm: GPUBuffer, normG: GPUBuffer, w: GemvWeight, y: GPUBuffer, epilogue: GemvEpilogue, ys: number, name: string): Dispatch[] {
+    const { a } = this;
+    if (!this.fuseNorm) return [this.norm(norm, a.resid, a.normed), ...this.gemv(w, a.normed, y, epilogue, ys, name)];
+    return [
+      { ...this.norm(norm, a.resid, a.normed), only: 'prefill' },
+      ...this.gemv(w, a.normed, y, epilogue, ys, name, a.step, w.preBuf ? { prologue: 'scale', g: w.preBuf, only: 'prefill' } : { prologue: 'none', g: a.normed, only: 'prefill' }),
+      ...this.gemv(w, a.resid, y, epilogue, ys, `${name}+norm`, a.step, { prologue: 'rms', g: normG, only: 'decode' }),
+    ];
   }
 
   norm(w: GPUBuffer, x: GPUBuffer, y: GPUBuffer): Dispatch {
@@ -132,16 +180,22 @@ export class OpBuilder {
     return ops;
   }
 
-  /** Everything from the embedding to the last layer's residual stream, against one KV cache. */
-  body(w: ModelWeights, kv: { k: GPUBuffer; v: GPUBuffer }[], vocabParallel: boolean): Op[] {
+  /** Everything from the embedding to the last layer's residual stream, against one KV cache of `capacity` positions. */
+  body(w: ModelWeights, kv: { k: GPUBuffer; v: GPUBuffer }[], vocabParallel: boolean, capacity = 1): Op[] {
     const { d, a, pl } = this;
     const ops: Op[] = this.embed(w, vocabParallel);
     const rope = this.u([d.Hq, d.Hkv, d.D, d.qkvN], 'rope.p');
-    const attn = this.u([d.Hq, d.Hkv, d.D, d.qkvN, { f: 1 / Math.sqrt(d.D) }], 'attention.p');
+    const S = attentionSplits(capacity);
+    const attn = this.u([d.Hq, d.Hkv, d.D, d.qkvN, { f: 1 / Math.sqrt(d.D) }, S], 'attention.p');
+    // The split's partials ([heads][S][D + 2]), shared by the layers (each combines before the next reads).
+    let part: GPUBuffer | undefined;
+    if (S > 1) {
+      part = this.device.createBuffer({ size: d.Hq * S * (d.D + 2) * 4, usage: GPUBufferUsage.STORAGE, label: 'attention.part' });
+      this.owned.push(part);
+    }
     const ropeThreads = ((d.Hq + d.Hkv) * d.D) / 2 + d.Hkv * d.D;
     w.layers.forEach((l, i) => {
-      ops.push(this.norm(l.inNorm, a.resid, a.normed));
-      ops.push(...this.gemv(l.qkv, a.normed, a.qkv, 'store', d.qkvN, 'gemv.qkv'));
+      ops.push(...this.normedGemv(l.inNorm, l.inNormG, l.qkv, a.qkv, 'store', d.qkvN, 'gemv.qkv'));
       ops.push({
         name: 'rope',
         p: () => pl.rope.p,
@@ -150,13 +204,26 @@ export class OpBuilder {
       });
       ops.push({
         name: 'attention',
+        ...(part ? { only: 'prefill' as const } : {}),
         p: () => pl.attention.p,
         g: bindGroup(this.device, pl.attention.bgl, [attn, a.step, a.qkv, kv[i].k, kv[i].v, a.attn], 'attention'),
         size: (T) => [d.Hq, T],
       });
+      if (part) {
+        ops.push({
+          name: 'attention.split', only: 'decode',
+          p: () => pl.attentionSplit.p,
+          g: bindGroup(this.device, pl.attentionSplit.bgl, [attn, a.step, a.qkv, kv[i].k, kv[i].v, part], 'attention.split'),
+          size: () => [d.Hq, 1, S],
+        }, {
+          name: 'attention.combine', only: 'decode',
+          p: () => pl.attentionCombine.p,
+          g: bindGroup(this.device, pl.attentionCombine.bgl, [attn, part, a.attn], 'attention.combine'),
+          size: () => [d.Hq],
+        });
+      }
       ops.push(...this.rowParallel(l.dense, a.attn, 'gemv.o'));
-      ops.push(this.norm(l.postNorm, a.resid, a.normed));
-      ops.push(...this.gemv(l.gateUp, a.normed, a.mlp, 'swiglu', d.I, 'gemv.gate_up'));
+      ops.push(...this.normedGemv(l.postNorm, l.postNormG, l.gateUp, a.mlp, 'swiglu', d.I, 'gemv.gate_up'));
       ops.push(...this.rowParallel(l.proj, a.mlp, 'gemv.down'));
     });
     return ops;

@@ -3,18 +3,21 @@
 // layouts their bind groups are made against.
 
 import { layout, pipeline, type Slot } from './kernels/common.js';
-import { gemmShader, gemvShader, TRANSPOSE_WGSL, type GemvEpilogue } from './kernels/gemv.js';
+import { gemmShader, gemvShader, gemvSlots, TRANSPOSE_WGSL, type GemvEpilogue, type GemvPrologue, type WeightFormat } from './kernels/gemv.js';
+import { nbitsGemmShader } from './kernels/nbits.js';
 import { rmsNormShader } from './kernels/norm.js';
-import { ROPE_WGSL } from './kernels/rope.js';
-import { ATTENTION_WGSL } from './kernels/attention.js';
+import { ropeShader } from './kernels/rope.js';
+import { ATTENTION_COMBINE_WGSL, attentionShader } from './kernels/attention.js';
 import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
 import { gemvShapes, type GemvShape } from './variants.js';
 
 
 export interface Kernel { bgl: GPUBindGroupLayout; p: GPUComputePipeline }
+/** A linear's kernels: one bind group layout, the decode GEMV and (except for the fused-norm variant) the prefill one. */
+export interface GemvKernel { bgl: GPUBindGroupLayout; decode: GPUComputePipeline; prefill: GPUComputePipeline | undefined }
 
 export class Pipelines {
-  readonly gemv: Record<GemvEpilogue, { bgl: GPUBindGroupLayout; decode: GPUComputePipeline; prefill: GPUComputePipeline }>;
+  private gemvs = new Map<string, GemvKernel>();
   /** The decode (one token) and prefill GEMV shapes (TPRUN_WGSL_GEMV / TPRUN_WGSL_PREFILL). */
   readonly shape: { decode: GemvShape; prefill: GemvShape };
   readonly transpose: Kernel;
@@ -22,29 +25,53 @@ export class Pipelines {
   readonly normGather: Kernel;
   readonly rope: Kernel;
   readonly attention: Kernel;
+  /** Flash-decoding: the attention split over positions (decode), and the combine of its partials. */
+  readonly attentionSplit: Kernel;
+  readonly attentionCombine: Kernel;
   readonly embed: Kernel;
   readonly add: Kernel;
   readonly argmax: Kernel;
 
-  constructor(device: GPUDevice, subgroups: boolean) {
-    const shape = this.shape = gemvShapes();
+  /** `kv16`: the KV cache is float16 (shader-f16). */
+  constructor(private device: GPUDevice, private subgroups: boolean, readonly kv16 = false) {
+    this.shape = gemvShapes();
     const k = (code: string, slots: Slot[], label: string): Kernel => {
       const bgl = layout(device, slots, label);
       return { bgl, p: pipeline(device, code, bgl, label) };
     };
-    const gemv = (epilogue: GemvEpilogue) => {
-      const bgl = layout(device, ['u', 'u', 'r', 'r', 'w'], `gemv.${epilogue}`);
-      const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups }), bgl, `gemv.${epilogue}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}`);
-      return { bgl, decode: make(shape.decode), prefill: shape.prefill.tiled ? pipeline(device, gemmShader(epilogue), bgl, `gemm.${epilogue}`) : make(shape.prefill) };
-    };
-    this.gemv = { store: gemv('store'), add: gemv('add'), swiglu: gemv('swiglu') };
     this.transpose = k(TRANSPOSE_WGSL, ['u', 'r', 'w'], 'transpose');
     this.norm = k(rmsNormShader(false), ['u', 'u', 'r', 'r', 'w'], 'rmsnorm');
     this.normGather = k(rmsNormShader(true), ['u', 'u', 'r', 'r', 'w', 'r'], 'rmsnorm.gather');
-    this.rope = k(ROPE_WGSL, ['u', 'u', 'w', 'r', 'r', 'w', 'w'], 'rope');
-    this.attention = k(ATTENTION_WGSL, ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
+    this.rope = k(ropeShader(kv16), ['u', 'u', 'w', 'r', 'r', 'w', 'w'], 'rope');
+    this.attention = k(attentionShader(kv16), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
+    this.attentionSplit = k(attentionShader(kv16, true), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention.split');
+    this.attentionCombine = k(ATTENTION_COMBINE_WGSL, ['u', 'r', 'w'], 'attention.combine');
     this.embed = k(EMBED_WGSL, ['u', 'u', 'r', 'r', 'w'], 'embed');
     this.add = k(ADD_WGSL, ['u', 'u', 'r', 'w'], 'add');
     this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');
+  }
+
+  /**
+   * The kernels of a linear of weight format `fmt` (compiled on first use; the runner's load makes every
+   * one the model uses inside a validation error scope). `rms` (RMSNorm fused in) runs at decode only:
+   * prefill keeps the norm dispatch, whose cost is nothing next to the GEMM's.
+   */
+  gemv(fmt: WeightFormat, epilogue: GemvEpilogue, prologue: GemvPrologue = 'none'): GemvKernel {
+    const key = `${fmt}.${epilogue}.${prologue}`;
+    let k = this.gemvs.get(key);
+    if (k) return k;
+    const { device, subgroups, shape } = this;
+    const bgl = layout(device, gemvSlots(fmt, prologue), `gemv.${key}`);
+    const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups, fmt, prologue }), bgl, `gemv.${key}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}`);
+    let prefill: GPUComputePipeline | undefined;
+    if (prologue !== 'rms') {
+      if (!shape.prefill.tiled) prefill = make(shape.prefill);
+      else if (fmt === 'f16' && prologue !== 'none') throw new Error(`no float16 prefill GEMM with a ${prologue} prologue`);
+      else if (fmt === 'f16') prefill = pipeline(device, gemmShader(epilogue), bgl, `gemm.${key}`);
+      else prefill = pipeline(device, nbitsGemmShader(fmt, epilogue, prologue), bgl, `gemm.${key}`);
+    }
+    k = { bgl, decode: make(shape.decode), prefill };
+    this.gemvs.set(key, k);
+    return k;
   }
 }

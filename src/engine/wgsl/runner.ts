@@ -8,7 +8,8 @@
 // and reads back 8 bytes. At tp > 1 the pass stops after each row-parallel linear for a host all-reduce
 // over the world (2 per layer: the cost the ONNX path pays too).
 //
-// Batches are run row by row (each row its own KV cache slot); the KV cache is float32.
+// Batches are run row by row (each row its own KV cache slot); the KV cache is float16 where the adapter
+// has shader-f16 (attention still accumulates in float32), else float32.
 
 import { InputError } from '../../core/errors.js';
 import type { Group, World } from '../../rank/types.js';
@@ -19,12 +20,12 @@ import { Mapping } from '../../sharding/mapping.js';
 import { stageGroup } from '../stage-comm.js';
 import { traceSpan } from '../../util/trace.js';
 import { openWgslDevice, type WgslDevice } from './gpu.js';
-import { engineTensors, TensorReader } from './engine-weights.js';
+import { engineNodes, engineTensors, TensorReader } from './engine-weights.js';
 import { Pipelines } from './pipelines.js';
-import { Uploader } from './upload.js';
+import { concat, Uploader, type GemvWeight } from './upload.js';
 import { allocActs, isReduce, OpBuilder, type Acts, type Dims, type ModelWeights, type Op, type Reduce } from './layers.js';
 import { ATTN_MAX_HEAD } from './kernels/attention.js';
-import { record, type Dispatch } from './kernels/common.js';
+import { record, runs, type Dispatch } from './kernels/common.js';
 import { GpuProfiler } from './profile.js';
 
 export interface WgslRunnerOptions { device?: 'cpu' | 'gpu' | 'auto' }
@@ -34,6 +35,21 @@ export class WgslCache {
   readonly v: GPUBuffer[] = [];
   constructor(readonly batch: number, readonly capacity: number, readonly ops: Op[], private owned: { destroy(): void }[]) {}
   dispose(): void { for (const b of this.owned) b.destroy(); this.owned = []; }
+}
+
+/** Quantization schemes whose linears are MatMulNBits with float activations (src/quantization/onnx-linear.ts). */
+const WGSL_QUANT = new Set(['W4A16', 'W4A16_AWQ', 'W8A16']);
+
+/** Why the WGSL kernels cannot run this engine (one line, naming the feature and the way out), or null. */
+export function wgslRefusal(engine: Engine): string | null {
+  const cfg = engine.config.pretrained_config;
+  const bc = engine.config.build_config;
+  if (engine.pp > 1) return `a pipeline-parallel engine (pp ${engine.pp}); --kernels wgsl runs pp 1 engines (use --kernels ort)`;
+  const q = cfg.quantization;
+  if (q?.kv_cache_quant_algo) return `a ${q.kv_cache_quant_algo} KV cache; --kernels wgsl runs float KV caches (use --kernels ort)`;
+  if (q?.quant_algo && !WGSL_QUANT.has(q.quant_algo)) return `quantized engine (${q.quant_algo}); --kernels wgsl runs float16 engines and int4 / int8 weight-only ones (W4A16_AWQ, W4A16, W8A16; use --kernels ort)`;
+  if (bc.dtype !== 'float16') return `a ${bc.dtype} engine; --kernels wgsl runs float16 engines (build with --dtype float16, or use --kernels ort)`;
+  return null;
 }
 
 export class WgslRunner {
@@ -82,12 +98,8 @@ export class WgslRunner {
     if (world.size !== engine.worldSize) throw new Error(`engine was built for ${engine.worldSize} rank(s) but the world has ${world.size}`);
     const cfg = engine.config.pretrained_config;
     const bc = engine.config.build_config;
-    if (engine.pp > 1) throw new InputError(`${dir}: a pipeline-parallel engine (pp ${engine.pp}); --kernels wgsl runs pp 1 engines (use --kernels ort)`);
-    const q = cfg.quantization;
-    if (q?.quant_algo || q?.kv_cache_quant_algo) {
-      throw new InputError(`${dir}: quantized engine (${[q.quant_algo, q.kv_cache_quant_algo && `KV ${q.kv_cache_quant_algo}`].filter(Boolean).join(', ')}); --kernels wgsl runs float16 engines only so far (use --kernels ort)`);
-    }
-    if (bc.dtype !== 'float16') throw new InputError(`${dir}: a ${bc.dtype} engine; --kernels wgsl runs float16 engines (build with --dtype float16, or use --kernels ort)`);
+    const why = wgslRefusal(engine);
+    if (why) throw new InputError(`${dir}: ${why}`);
     const sh = rankShape(cfg, engine.rank);
     if (sh.headSize > ATTN_MAX_HEAD || sh.headSize % 2) throw new InputError(`${dir}: head size ${sh.headSize}; the WGSL attention kernel takes even head sizes up to ${ATTN_MAX_HEAD}`);
     if (sh.headsPerRank % sh.kvHeadsPerRank) throw new InputError(`${dir}: ${sh.headsPerRank} heads per rank is not a multiple of ${sh.kvHeadsPerRank} KV heads`);
@@ -96,25 +108,35 @@ export class WgslRunner {
     const dev = gpu.device;
     return traceSpan('load', async () => {
       dev.pushErrorScope('validation');
-      const pl = new Pipelines(dev, gpu.subgroups);
+      const pl = new Pipelines(dev, gpu.subgroups, gpu.kv16);
       const err = await dev.popErrorScope();
       if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
       const segs = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));
       const reader = new TensorReader(engineTensors(segs));
-      const up = new Uploader(dev, pl, reader, gpu.maxBinding);
+      // MatMulNBits nodes by their B initializer: how the engine's quantized linears are to be read.
+      const nodes = new Map(engineNodes(segs).filter((n) => n.op === 'MatMulNBits').map((n) => [n.inputs[1], n]));
+      const up = new Uploader(dev, pl, reader, gpu.maxBinding, nodes);
+      // The norm weight times the consuming linear's prequant factor (per part): what the fused decode GEMV applies.
+      const normG = (norm: Float32Array, w: GemvWeight, label: string) => up.vector(concat((w.pre ?? Array(w.swiglu ? 2 : 1).fill(undefined)).map((p) => p ? norm.map((v, i) => v * p[i]) : norm)), label);
       try {
         const L = (l: number, s: string) => `transformer.layers.${l}.${s}`;
         const vocabParallel = cfg.use_parallel_embedding === true && sh.tp > 1;
         const table = up.table('transformer.vocab_embedding.weight');
         const layers = [];
         for (let l = 0; l < sh.layers; l++) {
+          const inNorm = up.floats(L(l, 'input_layernorm.weight'));
+          const postNorm = up.floats(L(l, 'post_layernorm.weight'));
+          const qkv = await up.linear([L(l, 'attention.qkv.weight')]);
+          const gateUp = await up.linear([L(l, 'mlp.fc.weight'), L(l, 'mlp.gate.weight')]);
           layers.push({
-            inNorm: up.floats(L(l, 'input_layernorm.weight')).buf,
-            qkv: await up.linear([L(l, 'attention.qkv.weight')]),
+            inNorm: inNorm.buf,
+            qkv,
             dense: await up.linear([L(l, 'attention.dense.weight')]),
-            postNorm: up.floats(L(l, 'post_layernorm.weight')).buf,
-            gateUp: await up.linear([L(l, 'mlp.fc.weight'), L(l, 'mlp.gate.weight')]),
+            postNorm: postNorm.buf,
+            gateUp,
             proj: await up.linear([L(l, 'mlp.proj.weight')]),
+            inNormG: normG(inNorm.host, qkv, L(l, 'input_layernorm.g')),
+            postNormG: normG(postNorm.host, gateUp, L(l, 'post_layernorm.g')),
           });
         }
         const lmHead = await up.linear(['lm_head.weight']);
@@ -135,7 +157,15 @@ export class WgslRunner {
           layers, lnf: up.floats('transformer.ln_f.weight').buf, lmHead, cos: cos.buf, sin,
         };
         const acts = allocActs(dev, d, Math.max(1, bc.max_input_len), gpu.maxBinding);
-        return new WgslRunner(engine, world, sh, gpu, pl, d, w, acts, vocabParallel);
+        // Every pipeline the model's dispatches use is compiled now, where a kernel that does not compile
+        // on this adapter is one clear error rather than a stream of uncaptured ones.
+        dev.pushErrorScope('validation');
+        const runner = new WgslRunner(engine, world, sh, gpu, pl, d, w, acts, vocabParallel);
+        runner.newCache(1, 1).dispose();
+        runner.kvPeak = 0;
+        const err2 = await dev.popErrorScope();
+        if (err2) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err2.message.split('\n')[0]}`);
+        return runner;
       } finally {
         reader.close();
       }
@@ -151,18 +181,22 @@ export class WgslRunner {
     return { engine_bytes: { host: 0, gpu: w }, kv_cache_bytes: { host: 0, gpu: this.kvPeak } };
   }
 
-  /** A KV cache of `batch` rows × `capacity` positions (float32, GPU-resident) and the dispatch list bound to it. */
+  /** The KV cache's element type: float16 where the adapter has shader-f16 (half the bytes), else float32. */
+  get kvDtype(): 'float16' | 'float32' { return this.gpu.kv16 ? 'float16' : 'float32'; }
+
+  /** A KV cache of `batch` rows × `capacity` positions (GPU-resident, kvDtype) and the dispatch list bound to it. */
   newCache(batch: number, capacity: number): WgslCache {
     const { d } = this;
     const dev = this.gpu.device;
-    const bytes = batch * d.Hkv * capacity * d.D * 4;
+    // Whole 4-byte words: a float16 cache of an odd element count still binds as a storage buffer.
+    const bytes = Math.ceil((batch * d.Hkv * capacity * d.D * (this.gpu.kv16 ? 2 : 4)) / 4) * 4;
     if (bytes > this.gpu.maxBinding) throw new InputError(`a KV cache of ${batch} row(s) × ${capacity} positions needs ${bytes} bytes per layer, more than the device's largest binding (${this.gpu.maxBinding})`);
     const kv = Array.from({ length: d.layers }, (_, l) => ({
       k: dev.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE, label: `k${l}` }),
       v: dev.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE, label: `v${l}` }),
     }));
     const b = new OpBuilder(dev, this.pl, d, this.a, this.config.tp_size);
-    const ops = b.body(this.w, kv, this.vocabParallel);
+    const ops = b.body(this.w, kv, this.vocabParallel, capacity);
     const cache = new WgslCache(batch, capacity, ops, [b, ...kv.flatMap((x) => [x.k, x.v])]);
     // What monitoring reports (./../monitor.ts): the KV bytes held now and at most.
     const held = 2 * d.layers * bytes;
@@ -218,7 +252,7 @@ export class WgslRunner {
     let enc = dev.createCommandEncoder();
     const prof = this.profiler(cache);
     if (prof && !cache.ops.some(isReduce)) {
-      const ops = cache.ops as Dispatch[];
+      const ops = (cache.ops as Dispatch[]).filter((op) => runs(op, T));
       prof.encode(enc, ops, ops.map(() => T));
       q.submit([enc.finish()]);
       await prof.collect(T === 1 ? 'decode' : 'prefill', ops);
@@ -289,7 +323,7 @@ export class WgslRunner {
       q.writeBuffer(a.step, 0, Uint32Array.of(1, pos + s, row, cache.capacity));
       const enc = dev.createCommandEncoder();
       const prof = this.profiler(cache);
-      const all = prof ? [...cache.ops.filter((op): op is Dispatch => !isReduce(op)), ...this.head.logits, this.head.argmax] : [];
+      const all = prof ? [...cache.ops.filter((op): op is Dispatch => !isReduce(op) && runs(op, 1)), ...this.head.logits, this.head.argmax] : [];
       if (prof) prof.encode(enc, all, all.map(() => 1));
       else {
         const pass = enc.beginComputePass();

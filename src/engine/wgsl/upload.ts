@@ -11,13 +11,40 @@ import { InputError } from '../../core/errors.js';
 import { halfBitsToFloat32 } from '../dtype.js';
 import { bindGroup, uniform } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
-import type { TensorReader } from './engine-weights.js';
+import type { EngineNode, TensorReader } from './engine-weights.js';
 import { MAX_CHUNK_ROWS } from './variants.js';
+import type { WeightFormat } from './kernels/gemv.js';
+import { nbitsChunk, readNbits, type NbitsPart } from './upload-nbits.js';
 
-export interface GemvChunk { buf: GPUBuffer; n0: number; n: number }
-export interface GemvWeight { K: number; N: number; swiglu: boolean; chunks: GemvChunk[] }
+/** Rows [n0, n0 + n) of a linear: weights, and for quantized ones their block scales and zero points. */
+export interface GemvChunk { buf: GPUBuffer; n0: number; n: number; sc?: GPUBuffer; zb?: GPUBuffer }
+export interface GemvWeight {
+  K: number;
+  N: number;
+  swiglu: boolean;
+  chunks: GemvChunk[];
+  fmt: WeightFormat;
+  /** 16-byte units per stored row; quantization block size and blocks per row (0 for float16). */
+  KU: number;
+  bs: number;
+  nb: number;
+  /** Default zero point, and whether the chunks' zb buffers hold per-block ones. */
+  zp: number;
+  hasZp: boolean;
+  /** AWQ prequant factor per part (x ⊙ pre is what the weights multiply), where the engine has one. */
+  pre?: Float32Array[];
+  /** The same on the GPU, parts one after another. */
+  preBuf?: GPUBuffer;
+}
 
 const STAGING_MAX = 64 << 20;
+
+export function concat(vs: Float32Array[]): Float32Array {
+  const out = new Float32Array(vs.reduce((a, v) => a + v.length, 0));
+  let o = 0;
+  for (const v of vs) { out.set(v, o); o += v.length; }
+  return out;
+}
 
 export class Uploader {
   private staging: GPUBuffer;
@@ -26,7 +53,7 @@ export class Uploader {
   /** Transpose uniforms, freed once the GPU is done with them. */
   private temp: GPUBuffer[] = [];
 
-  constructor(private device: GPUDevice, private pl: Pipelines, private reader: TensorReader, readonly maxBinding: number) {
+  constructor(private device: GPUDevice, private pl: Pipelines, private reader: TensorReader, readonly maxBinding: number, private nodes = new Map<string, EngineNode>()) {
     this.stagingBytes = Math.min(STAGING_MAX, maxBinding);
     this.staging = device.createBuffer({ size: this.stagingBytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'staging' });
   }
@@ -40,13 +67,20 @@ export class Uploader {
     return { dims: t.dims, bytes: this.reader.read(name) };
   }
 
-  /** A float16 vector or table as float32 (norm scales, rotary tables). */
-  floats(name: string, label = name): { buf: GPUBuffer; dims: number[] } {
+  /** A float16 vector or table as float32 (norm scales, rotary tables), with the host copy. */
+  floats(name: string, label = name): { buf: GPUBuffer; dims: number[]; host: Float32Array } {
     const t = this.float16(name, this.reader.info(name).dims.length);
     const f = halfBitsToFloat32(new Uint16Array(t.bytes.buffer.slice(t.bytes.byteOffset, t.bytes.byteOffset + t.bytes.byteLength)));
     const buf = this.device.createBuffer({ size: Math.max(16, f.byteLength), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label });
     this.device.queue.writeBuffer(buf, 0, f as Float32Array<ArrayBuffer>);
-    return { buf, dims: t.dims };
+    return { buf, dims: t.dims, host: f };
+  }
+
+  /** A float32 vector on the GPU (the kernels' per-K input scales). */
+  vector(v: Float32Array, label: string): GPUBuffer {
+    const buf = this.device.createBuffer({ size: Math.max(16, v.byteLength), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label });
+    this.device.queue.writeBuffer(buf, 0, v as Float32Array<ArrayBuffer>);
+    return buf;
   }
 
   /** The [V, H] float16 embedding table in chunks of whole rows. */
@@ -65,8 +99,11 @@ export class Uploader {
     return { chunks, rows: V, H };
   }
 
-  /** A linear ([K, N] MatMul weight, or fc + gate for SwiGLU) as [N, K] chunks. */
+  /** A linear ([K, N] MatMul weight, or fc + gate for SwiGLU) as [N, K] chunks; a MatMulNBits one as its blocks. */
   async linear(names: string[]): Promise<GemvWeight> {
+    const q = names.map((n) => readNbits(this.reader, this.nodes, n));
+    if (q.every(Boolean)) return this.nbits(q as NbitsPart[]);
+    if (q.some(Boolean)) throw new InputError(`${names.join(' and ')}: one quantized, one not; --kernels wgsl fuses them only when alike`);
     const parts = names.map((n) => ({ name: n, ...this.float16(n, 2) }));
     const [K, N] = parts[0].dims;
     for (const p of parts) if (p.dims[0] !== K || p.dims[1] !== N) throw new InputError(`${p.name}: [${p.dims}] does not match ${parts[0].name} [${K}, ${N}]`);
@@ -105,7 +142,34 @@ export class Uploader {
         await this.throttle(rows * N * 2);
       }
     }
-    return { K, N, swiglu, chunks };
+    return { K, N, swiglu, chunks, fmt: 'f16', KU: K / 8, bs: 0, nb: 0, zp: 0, hasZp: false };
+  }
+
+  private async nbits(parts: NbitsPart[]): Promise<GemvWeight> {
+    const [p0] = parts;
+    for (const p of parts) {
+      if (p.K !== p0.K || p.N !== p0.N || p.bits !== p0.bits || p.bs !== p0.bs) throw new InputError(`${p.name}: K ${p.K}, N ${p.N}, ${p.bits} bits, block ${p.bs} does not match ${p0.name}'s ${p0.K}, ${p0.N}, ${p0.bits}, ${p0.bs}`);
+    }
+    const { K, N, nb, bits, bs } = p0;
+    const padded = Math.ceil(p0.rowBytes / 16) * 16;
+    const hasZp = parts.some((p) => p.zeros);
+    const per = Math.min(MAX_CHUNK_ROWS, Math.floor(this.maxBinding / (padded * parts.length)));
+    if (per < 1) throw new InputError(`${p0.name}: one row of ${p0.rowBytes} bytes exceeds the device's largest storage binding`);
+    const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+    const chunks: GemvChunk[] = [];
+    for (let n0 = 0; n0 < N; n0 += per) {
+      const n = Math.min(per, N - n0);
+      const c = nbitsChunk(parts, n0, n, padded);
+      const buf = this.device.createBuffer({ size: c.bytes.byteLength, usage: S, label: `${p0.name}[${n0}]` });
+      this.device.queue.writeBuffer(buf, 0, c.bytes as Uint8Array<ArrayBuffer>);
+      const sc = this.vector(c.scales, `${p0.name}.scales[${n0}]`);
+      const zb = c.zeros ? this.vector(c.zeros, `${p0.name}.zeros[${n0}]`) : undefined;
+      chunks.push({ buf, n0, n, sc, zb });
+      await this.throttle(c.bytes.byteLength);
+    }
+    const pre = parts.some((p) => p.pre) ? parts.map((p) => p.pre ?? new Float32Array(K).fill(1)) : undefined;
+    const preBuf = pre && this.vector(concat(pre), `${p0.name}.prequant`);
+    return { K, N, swiglu: parts.length === 2, chunks, fmt: bits === 4 ? 'q4' : 'q8', KU: padded / 16, bs, nb, zp: 2 ** (bits - 1), hasZp, ...(pre ? { pre, preBuf } : {}) };
   }
 
   // Dawn copies every writeBuffer into memory of its own until the GPU consumes it: wait now and then.

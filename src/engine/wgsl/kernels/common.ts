@@ -45,9 +45,23 @@ export function bindGroup(device: GPUDevice, bgl: GPUBindGroupLayout, buffers: G
 }
 
 /** One dispatch as recorded each call: pipeline, bind group, and workgroup counts (a function of the call's token count). */
-export interface Dispatch { p: (T: number) => GPUComputePipeline; g: GPUBindGroup; size: (T: number) => [number, number?, number?]; /** Kind, for the GPU time profile. */ name?: string }
+export interface Dispatch {
+  p: (T: number) => GPUComputePipeline;
+  g: GPUBindGroup;
+  size: (T: number) => [number, number?, number?];
+  /** Kind, for the GPU time profile. */
+  name?: string;
+  /** Recorded only in decode calls (one token) or only in prefill calls (several): RMSNorm is fused into the decode GEMV. */
+  only?: 'decode' | 'prefill';
+}
+
+/** Whether `d` runs in a call of T tokens. */
+export function runs(d: Dispatch, T: number): boolean {
+  return !d.only || (d.only === 'decode') === (T === 1);
+}
 
 export function record(pass: GPUComputePassEncoder, d: Dispatch, T: number): void {
+  if (!runs(d, T)) return;
   pass.setPipeline(d.p(T));
   pass.setBindGroup(0, d.g);
   const [x, y, z] = d.size(T);

@@ -1,4 +1,5 @@
-// Float16 matrix × float32 activations, the decoder's every linear: y[t, n] = Σ_k x[t, k] · W[n, k].
+// Float16 or MatMulNBits (int4 / int8 block-quantized) matrix × float32 activations, the decoder's every
+// linear: y[t, n] = Σ_k x[t, k] · W[n, k].
 //
 // Weights are stored [N, K] (the transpose of the engine's [K, N] MatMul initializer, done once on the
 // GPU at load: transposeShader) so that one workgroup streams whole contiguous rows, 16 bytes (8 halves)
@@ -7,19 +8,88 @@
 // per workgroup, threads striding along K, a subgroup/shared-memory reduction); at prefill (TM 8) each
 // loaded weight is reused for 8 tokens. Epilogues: store, add into y (the residual stream), or SwiGLU
 // over a fused gate/up weight (rows [0, n) = mlp.fc = HF gate_proj, rows [n, 2n) = mlp.gate = up_proj).
+// Quantized rows are MatMulNBits' own (upload-nbits.ts), streamed the same way: a 16-byte load is 32
+// nibbles or 16 bytes, dequantized in registers with the block's scale and zero point.
 
 import { STEP_WGSL } from './common.js';
 
 export type GemvEpilogue = 'store' | 'add' | 'swiglu';
+/**
+ * Weight storage: float16 rows, or onnxruntime MatMulNBits blocks (4 or 8 bits, per-block scales, zero
+ * points 8 / 128 unless the engine gives its own), see kernels/nbits.ts.
+ */
+export type WeightFormat = 'f16' | 'q4' | 'q8';
+/**
+ * What the kernel does to x on load: nothing; `scale`, x ⊙ g (g per gate/up pair: an AWQ prequant factor);
+ * `rms`, RMSNorm fused in: y = rsqrt(mean(x²) + eps) · Σ_k W[n, k] · x[k] · g[k] with g = the norm weight (⊙
+ * the prequant factor), the sum of squares accumulated in the same pass over x that the dot products make.
+ */
+export type GemvPrologue = 'none' | 'scale' | 'rms';
 
 /** `unroll`: K strides each thread loads before it multiplies (that many 16-byte loads per row in flight). */
-export interface GemvVariant { rows: number; tm: number; epilogue: GemvEpilogue; subgroups: boolean; wg: number; unroll?: number }
+export interface GemvVariant { rows: number; tm: number; epilogue: GemvEpilogue; subgroups: boolean; wg: number; unroll?: number; fmt?: WeightFormat; prologue?: GemvPrologue }
+
+/** K elements per 16-byte weight load (one `unit`: a vec4<u32>). */
+export const UNIT_K: Record<WeightFormat, number> = { f16: 8, q4: 32, q8: 16 };
+
+/**
+ * The uniform every GEMV / GEMM variant reads (one layout for all, so one bind group serves decode and
+ * prefill): KU units per weight row, n rows in this chunk, n0 their first column in y, ys y's row stride,
+ * xs x's row stride / 4, K, quantization block size bs and blocks per row nb, eps (rms), the default zero
+ * point zp and whether the zb buffer holds per-block ones.
+ */
+export const GEMV_PARAMS_WGSL = 'struct P { KU: u32, n: u32, n0: u32, ys: u32, xs: u32, K: u32, bs: u32, nb: u32, eps: f32, zp: f32, hasZp: u32 }';
+
+/** Bind group slots of a variant: P, Step, W, x, y, then scales and zero points (quantized), then g (prologue). */
+export function gemvSlots(fmt: WeightFormat, prologue: GemvPrologue): ('u' | 'r' | 'w')[] {
+  return ['u', 'u', 'r', 'r', 'w', ...(fmt === 'f16' ? [] : ['r', 'r'] as const), ...(prologue === 'none' ? [] : ['r'] as const)];
+}
+
+/** The bindings after y, in slot order (shared with the quantized GEMM). */
+export function extraBindings(fmt: WeightFormat, prologue: GemvPrologue, gType = 'array<vec4<f32>>'): string {
+  let b = 5;
+  const out: string[] = [];
+  if (fmt !== 'f16') {
+    out.push(`@group(0) @binding(${b++}) var<storage, read> sc: array<f32>;`, `@group(0) @binding(${b++}) var<storage, read> zb: array<f32>;`);
+  }
+  if (prologue !== 'none') out.push(`@group(0) @binding(${b++}) var<storage, read> g: ${gType};`);
+  return out.join('\n');
+}
+
+// One unit's dot product with x (XU vec4s of x): float16 pairs, or nibbles / bytes less the zero point,
+// times the block scale. A q4 unit (32 k) spans two blocks when the block size is 16: words 0-1 take
+// s01 / z01, words 2-3 s23 / z23. ORT's MatMulNBits nibble order: byte b holds k = 2b (low) and 2b + 1 (high).
+function unitDot(fmt: WeightFormat): string {
+  if (fmt === 'f16') return /* wgsl */ `
+fn udot(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, s01: f32, s23: f32, z01: f32, z23: f32) -> f32 {
+  return dot(vec4<f32>(unpack2x16float(wv.x), unpack2x16float(wv.y)), x0) + dot(vec4<f32>(unpack2x16float(wv.z), unpack2x16float(wv.w)), x1);
+}`;
+  if (fmt === 'q8') return /* wgsl */ `
+fn b4(w: u32, z: f32) -> vec4<f32> { return vec4<f32>(vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(255u)) - z; }
+fn udot(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, s01: f32, s23: f32, z01: f32, z23: f32) -> f32 {
+  return s01 * (dot(b4(wv.x, z01), x0) + dot(b4(wv.y, z01), x1) + dot(b4(wv.z, z01), x2) + dot(b4(wv.w, z01), x3));
+}`;
+  return /* wgsl */ `
+fn n8(w: u32, z: f32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
+  let lo = vec4<f32>(vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(15u)) - z;
+  let hi = vec4<f32>(vec4<u32>(w >> 4u, w >> 12u, w >> 20u, w >> 28u) & vec4<u32>(15u)) - z;
+  return dot(lo, vec4<f32>(xa.x, xa.z, xb.x, xb.z)) + dot(hi, vec4<f32>(xa.y, xa.w, xb.y, xb.w));
+}
+fn udot(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, s01: f32, s23: f32, z01: f32, z23: f32) -> f32 {
+  return s01 * (n8(wv.x, z01, x0, x1) + n8(wv.y, z01, x2, x3)) + s23 * (n8(wv.z, z23, x4, x5) + n8(wv.w, z23, x6, x7));
+}`;
+}
 
 export function gemvShader(v: GemvVariant): string {
   const { rows: R, tm: TM, wg: WG } = v;
   const U = v.unroll ?? 1;
+  const fmt = v.fmt ?? 'f16';
+  const pro = v.prologue ?? 'none';
+  const quant = fmt !== 'f16';
+  const XU = UNIT_K[fmt] / 4; // x vec4s per unit
   const pairs = v.epilogue === 'swiglu' ? 2 : 1;
-  const A = R * TM * pairs; // accumulators per thread
+  const A0 = R * TM * pairs; // dot-product accumulators per thread
+  const A = A0 + (pro === 'rms' ? TM : 0); // + the sums of squares per token
   // One slot per subgroup and accumulator (WebGPU subgroups have at least 4 lanes), else one per thread.
   const redSize = v.subgroups ? Math.max(WG / 4, 1) * A : WG * A;
   // With subgroups: tid / subgroup_size is taken as the subgroup's index, i.e. subgroups are runs of
@@ -43,23 +113,24 @@ export function gemvShader(v: GemvVariant): string {
     workgroupBarrier();
   }
 `;
+  const rs = pro === 'rms' ? ` * inverseSqrt(red[${A0}u + i % ${TM}u] / f32(p.K) + p.eps)` : '';
   const out = v.epilogue === 'swiglu'
-    ? 'let a = red[i * 2u]; let b = red[i * 2u + 1u]; y[yi] = a / (1.0 + exp(-a)) * b;'
-    : v.epilogue === 'add' ? 'y[yi] += red[i];' : 'y[yi] = red[i];';
+    ? `let a = red[i * 2u]${rs}; let b = red[i * 2u + 1u]${rs}; y[yi] = a / (1.0 + exp(-a)) * b;`
+    : v.epilogue === 'add' ? `y[yi] += red[i]${rs};` : `y[yi] = red[i]${rs};`;
+  const xs = Array.from({ length: XU }, (_, e) => e);
+  // x of token j, unit element e, with the prologue's g of pair q.
+  const xarg = (e: number) => pro === 'none' ? `xv[j * ${XU}u + ${e}u]` : `xv[j * ${XU}u + ${e}u] * gv[${e}]`;
   return /* wgsl */ `${v.subgroups ? 'enable subgroups;' : ''}
 ${STEP_WGSL}
-// K8: K / 8; n: output rows of this chunk; n0: their first output column in y; ys: y's row stride; xs: x's row stride / 4.
-struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }
+${GEMV_PARAMS_WGSL}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<uniform> st: Step;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+${extraBindings(fmt, pro)}
 var<workgroup> red: array<f32, ${redSize}>;
-
-fn dot8(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
-  return dot(vec4<f32>(unpack2x16float(wv.x), unpack2x16float(wv.y)), x0) + dot(vec4<f32>(unpack2x16float(wv.z), unpack2x16float(wv.w)), x1);
-}
+${unitDot(fmt)}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32${v.subgroups ? ', @builtin(subgroup_size) sgsize: u32, @builtin(subgroup_invocation_id) sglane: u32' : ''}) {
@@ -70,30 +141,46 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc: array<f32, ${A}>;
   // U strides per iteration: all of their weight loads are issued before the first multiply, so a
   // thread keeps U·ROWS 16-byte loads in flight (past the end of K a stride is clamped and weighted 0).
-  for (var k0 = tid; k0 < p.K8; k0 += ${WG * U}u) {
+  for (var k0 = tid; k0 < p.KU; k0 += ${WG * U}u) {
     var wv: array<vec4<u32>, ${U * R * pairs}>;
+    ${quant ? `var sv: array<vec4<f32>, ${U * R * pairs}>; // s01, s23, z01, z23` : ''}
     var ok: array<f32, ${U}>;
     for (var u = 0u; u < ${U}u; u++) {
-      let k = min(k0 + u * ${WG}u, p.K8 - 1u);
-      ok[u] = select(0.0, 1.0, k0 + u * ${WG}u < p.K8);
+      let k = min(k0 + u * ${WG}u, p.KU - 1u);
+      ok[u] = select(0.0, 1.0, k0 + u * ${WG}u < p.KU);
       for (var r = 0u; r < ${R}u; r++) {
         let o = min(o0 + r, p.n - 1u);
-        for (var q = 0u; q < ${pairs}u; q++) { wv[(u * ${R}u + r) * ${pairs}u + q] = w[(o + q * p.n) * p.K8 + k]; }
+        for (var q = 0u; q < ${pairs}u; q++) {
+          let row = o + q * p.n;
+          wv[(u * ${R}u + r) * ${pairs}u + q] = w[row * p.KU + k];${quant ? `
+          let b01 = row * p.nb + (k * ${UNIT_K[fmt]}u) / p.bs;
+          let b23 = row * p.nb + min((k * ${UNIT_K[fmt]}u + ${UNIT_K[fmt] / 2}u) / p.bs, p.nb - 1u);
+          var z = vec2<f32>(p.zp);
+          if (p.hasZp != 0u) { z = vec2<f32>(zb[b01], zb[b23]); }
+          sv[(u * ${R}u + r) * ${pairs}u + q] = vec4<f32>(sc[b01], sc[b23], z);` : ''}
+        }
       }
     }
     for (var u = 0u; u < ${U}u; u++) {
-      let k = min(k0 + u * ${WG}u, p.K8 - 1u);
-      var xv: array<vec4<f32>, ${2 * TM}>;
+      let k = min(k0 + u * ${WG}u, p.KU - 1u);
+      var xv: array<vec4<f32>, ${XU * TM}>;
       for (var j = 0u; j < ${TM}u; j++) {
         let t = min(t0 + j, st.T - 1u);
-        xv[2u * j] = x[t * p.xs + 2u * k] * ok[u];
-        xv[2u * j + 1u] = x[t * p.xs + 2u * k + 1u] * ok[u];
+        for (var e = 0u; e < ${XU}u; e++) {
+          // Past K (a q4 row whose K is an odd multiple of 16 ends half way through its last unit): zeros.
+          let kx = ${XU}u * k + e;
+          xv[j * ${XU}u + e] = select(vec4<f32>(0.0), x[t * p.xs + kx] * ok[u], kx * 4u < p.K);
+        }${pro === 'rms' ? `
+        for (var e = 0u; e < ${XU}u; e++) { acc[${A0}u + j] += dot(xv[j * ${XU}u + e], xv[j * ${XU}u + e]); }` : ''}
       }
-      for (var r = 0u; r < ${R}u; r++) {
-        for (var q = 0u; q < ${pairs}u; q++) {
+      for (var q = 0u; q < ${pairs}u; q++) {${pro === 'none' ? '' : `
+        var gv: array<vec4<f32>, ${XU}>;
+        for (var e = 0u; e < ${XU}u; e++) { gv[e] = g[q * (p.K / 4u) + min(${XU}u * k + e, p.K / 4u - 1u)]; }`}
+        for (var r = 0u; r < ${R}u; r++) {
           let wq = wv[(u * ${R}u + r) * ${pairs}u + q];
+          let sq = ${quant ? `sv[(u * ${R}u + r) * ${pairs}u + q]` : 'vec4<f32>(1.0, 1.0, 0.0, 0.0)'};
           for (var j = 0u; j < ${TM}u; j++) {
-            acc[(r * ${TM}u + j) * ${pairs}u + q] += dot8(wq, xv[2u * j], xv[2u * j + 1u]);
+            acc[(r * ${TM}u + j) * ${pairs}u + q] += udot(wq, ${xs.map(xarg).join(', ')}, sq.x, sq.y, sq.z, sq.w);
           }
         }
       }
@@ -152,7 +239,7 @@ export function gemmShader(epilogue: GemvEpilogue): string {
     : epilogue === 'add' ? 'y[yi] += acc[i * 4u + r];' : 'y[yi] = acc[i * 4u + r];';
   return /* wgsl */ `
 ${STEP_WGSL}
-struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }
+${GEMV_PARAMS_WGSL}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<uniform> st: Step;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
@@ -168,8 +255,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let tx = tid % 16u; // rows tx * 4 .. + 4
   let ty = tid / 16u; // tokens ty * 2 .. + 2
   var acc: array<f32, ${8 * pairs}>;
-  let K4 = p.K8 * 2u;
-  for (var k8 = 0u; k8 < p.K8; k8 += 4u) {
+  let K4 = p.KU * 2u;
+  for (var k8 = 0u; k8 < p.KU; k8 += 4u) {
     // x: 32 tokens × 8 vec4 = one vec4 per thread.
     {
       let t = min(t0 + tid / 8u, st.T - 1u);
@@ -181,7 +268,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let row = tid / 4u;
       let kq = k8 + tid % 4u;
       let o = min(o0 + row, p.n - 1u) + q * p.n;
-      let wv = select(vec4<u32>(0u), w[o * p.K8 + min(kq, p.K8 - 1u)], kq < p.K8);
+      let wv = select(vec4<u32>(0u), w[o * p.KU + min(kq, p.KU - 1u)], kq < p.KU);
       let b = (q * ${TILE_N}u + row) * 33u + (tid % 4u) * 8u;
       let a0 = unpack2x16float(wv.x); let a1 = unpack2x16float(wv.y); let a2 = unpack2x16float(wv.z); let a3 = unpack2x16float(wv.w);
       wt[b] = a0.x; wt[b + 1u] = a0.y; wt[b + 2u] = a1.x; wt[b + 3u] = a1.y;
