@@ -74,6 +74,18 @@ async function checkTypo(args: string[], commands: CommandModule<any, any>[]): P
   throw Object.assign(new Error(`unknown command '${word}': did you mean ${near[0].n}? (to run a program of that name: tprun -- ${word})`), { exitCode: 2 });
 }
 
+/**
+ * yargs renders the whole help text right after it starts a command's handler (usage.cacheHelpMessage in
+ * yargs/build/lib/command.js, handleValidationAndGetResult), in case the handler later asks for help.
+ * None of ours does, and the rendering (cliui measuring every line with string-width) cost ~100 ms of CPU
+ * in every `tprun convert/build/generate` process, ranks included. `--help` renders the text on demand.
+ */
+function skipHelpCache(cli: unknown): void {
+  const usage = (cli as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } })
+    .getInternalMethods?.().getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => undefined;
+}
+
 async function fullCli(args: string[]): Promise<void> {
   const [{ default: yargs }, commands, { default: launchCommand }] = await Promise.all([
     import('yargs'),
@@ -96,6 +108,7 @@ async function fullCli(args: string[]): Promise<void> {
       // Thrown, not reported here: yargs would otherwise go on to run the handler.
       throw Object.assign(new Error(String(msg ?? err?.message).replace(/\s*\n\s*/g, ' ')), { exitCode: 2 });
     });
+  skipHelpCache(cli);
   const { notANumber } = await import('./engine/cli-util.js');
   cli.check((a) => notANumber(a, args), true);
   for (const c of commands) cli.command(c);
