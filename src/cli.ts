@@ -86,6 +86,50 @@ function skipHelpCache(cli: unknown): void {
   if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => undefined;
 }
 
+/**
+ * A command that starts its own ranks (runDistributed) re-executes its command line in each of them. The
+ * arguments yargs parsed and checked here travel to those ranks in this variable, with the command line
+ * they belong to, so a rank runs the handler without loading yargs again (~100 ms of CPU per rank on a
+ * small machine: yargs' modules, cliui, Intl.Segmenter in string-width).
+ */
+const PARSED_ENV = 'TPRUN_CLI_PARSED';
+
+const commandName = (c: CommandModule<any, any>): string => String((Array.isArray(c.command) ? c.command[0] : c.command) ?? '').split(' ')[0];
+
+function recordingParse(c: CommandModule<any, any>, args: string[]): CommandModule<any, any> {
+  const handler = c.handler;
+  if (!handler) return c;
+  return {
+    ...c,
+    handler: (argv) => {
+      process.env[PARSED_ENV] = JSON.stringify({ args, name: commandName(c), argv });
+      return handler(argv);
+    },
+  };
+}
+
+/** Runs the command as the process that started this rank parsed it; false when this is no such rank. */
+async function runParsedByParent(args: string[]): Promise<boolean> {
+  const raw = process.env[PARSED_ENV];
+  if (raw === undefined) return false;
+  // Meant for this process alone: programs it runs parse their own command lines.
+  delete process.env[PARSED_ENV];
+  if (process.env.TPRUN_RANK === undefined) return false;
+  let rec: { args?: unknown; name?: unknown; argv?: unknown };
+  try {
+    rec = JSON.parse(raw);
+  } catch {
+    return false;
+  }
+  const same = Array.isArray(rec.args) && rec.args.length === args.length && rec.args.every((x, i) => x === args[i]);
+  if (!same || typeof rec.argv !== 'object' || rec.argv === null) return false;
+  const commands = await (await import('./commands/index.js')).commandsFor(args);
+  const c = commands.find((m) => commandName(m) === rec.name);
+  if (!c?.handler) return false;
+  await c.handler(rec.argv as never);
+  return true;
+}
+
 async function fullCli(args: string[]): Promise<void> {
   const [{ default: yargs }, commands, { default: launchCommand }] = await Promise.all([
     import('yargs'),
@@ -111,7 +155,7 @@ async function fullCli(args: string[]): Promise<void> {
   skipHelpCache(cli);
   const { notANumber } = await import('./engine/cli-util.js');
   cli.check((a) => notANumber(a, args), true);
-  for (const c of commands) cli.command(c);
+  for (const c of commands) cli.command(recordingParse(c, args));
   cli.command(launchCommand);
   await cli.help().alias('h', 'help').parseAsync();
 }
@@ -128,7 +172,7 @@ try {
   if (fast?.o) {
     exitWith(await fast.m.runLaunch(fast.o));
   } else {
-    await fullCli(args);
+    if (!(await runParsedByParent(args))) await fullCli(args);
     if (process.exitCode !== undefined && process.exitCode !== 0) exitWith(Number(process.exitCode));
   }
 } catch (e) {
