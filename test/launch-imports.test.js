@@ -78,3 +78,24 @@ test('convert --tp 2: the launcher loads no execa and no zod v4 root; its ranks 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a user's rank that imports 'tprun' loads no zod v4 root, execa or yargs", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
+  try {
+    const log = join(dir, 'imports.log');
+    // From the package's own folder, so that 'tprun' resolves to this build (the package's self-reference).
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', "await import('tprun');"], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      env: { ...process.env, RECORD_IMPORTS: log, NODE_OPTIONS: `--import=${HOOK}` },
+      encoding: 'utf8', timeout: 120000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const urls = readFileSync(log, 'utf8').trim().split('\n').map((l) => l.split(' ')[1]);
+    assert.ok(urls.some((u) => u.endsWith('/dist/index.js')), 'the library was loaded');
+    for (const unwanted of ['/node_modules/zod/v4/', '/node_modules/execa/', '/node_modules/yargs/']) {
+      assert.deepEqual(loaded(urls, unwanted), [], `${unwanted} was loaded`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
