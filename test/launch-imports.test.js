@@ -57,7 +57,7 @@ function recorded(args, dir) {
 
 const loaded = (urls, what) => urls.filter((u) => u.includes(what));
 
-test('convert --tp 2: the launcher loads no execa and no zod v4 root; its ranks load no yargs either', () => {
+test('convert --tp 2: the launcher loads no execa, zod v4 root or world (ZeroMQ); its ranks load no yargs either', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
   try {
     const out = join(dir, 'ckpt');
@@ -71,7 +71,9 @@ test('convert --tp 2: the launcher loads no execa and no zod v4 root; its ranks 
     assert.ok(urlsOf(r.pid).some((u) => u.includes('/node_modules/yargs/')), 'the launcher parses with yargs');
     for (const [pid, urls] of byPid) {
       const who = pid === r.pid ? 'the launcher' : `rank process ${pid}`;
-      const unwanted = ['/node_modules/execa/', '/node_modules/zod/v4/', '/node_modules/onnxruntime', ...(pid === r.pid ? [] : ['/node_modules/yargs/', '/node_modules/cliui/', '/node_modules/string-width/'])];
+      // The launcher never joins the world it starts (no ZeroMQ); the ranks take their parsed arguments from it.
+      const unwanted = ['/node_modules/execa/', '/node_modules/zod/v4/', '/node_modules/onnxruntime',
+        ...(pid === r.pid ? ['/node_modules/zeromq/', '/dist/rank/world.js'] : ['/node_modules/yargs/', '/node_modules/cliui/', '/node_modules/string-width/'])];
       for (const u of unwanted) assert.deepEqual(loaded(urls, u), [], `${who} loaded ${u}`);
     }
   } finally {
