@@ -93,6 +93,7 @@ function skipHelpCache(cli: unknown): void {
  * small machine: yargs' modules, cliui, Intl.Segmenter in string-width).
  */
 const PARSED_ENV = 'TPRUN_CLI_PARSED';
+const MAX_PARSED_BYTES = 32 * 1024;
 
 const commandName = (c: CommandModule<any, any>): string => String((Array.isArray(c.command) ? c.command[0] : c.command) ?? '').split(' ')[0];
 
@@ -102,7 +103,11 @@ function recordingParse(c: CommandModule<any, any>, args: string[]): CommandModu
   return {
     ...c,
     handler: (argv) => {
-      process.env[PARSED_ENV] = JSON.stringify({ args, name: commandName(c), argv });
+      const rec = JSON.stringify({ args, name: commandName(c), argv });
+      // Linux refuses to start a program with any one environment string over 128 KiB (MAX_ARG_STRLEN,
+      // E2BIG), and yargs repeats values under their aliases: a long --prompt leaves the ranks to parse.
+      if (rec.length <= MAX_PARSED_BYTES) process.env[PARSED_ENV] = rec;
+      else delete process.env[PARSED_ENV];
       return handler(argv);
     },
   };
