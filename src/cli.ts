@@ -135,6 +135,12 @@ async function runParsedByParent(args: string[]): Promise<boolean> {
   return true;
 }
 
+/** This package's version; yargs would otherwise report that of whatever package.json is nearest the working directory. */
+async function packageVersion(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  return (JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 async function fullCli(args: string[]): Promise<void> {
   const [{ default: yargs }, commands, { default: launchCommand }] = await Promise.all([
     import('yargs'),
@@ -142,8 +148,7 @@ async function fullCli(args: string[]): Promise<void> {
     import('./commands/launch.js'),
   ]);
   await checkTypo(args, commands);
-  // yargs would otherwise report the version of whatever package.json is nearest the working directory.
-  const { version } = JSON.parse(await (await import('node:fs/promises')).readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  const version = await packageVersion();
   const cli = yargs(args)
     .scriptName('tprun')
     .version(version)
@@ -177,7 +182,9 @@ try {
   if (fast?.o) {
     exitWith(await fast.m.runLaunch(fast.o));
   } else {
-    if (!(await runParsedByParent(args))) await fullCli(args);
+    // `tprun --version` alone needs neither yargs nor every command module (the help listing does).
+    if (args.length === 1 && args[0] === '--version') process.stdout.write(`${await packageVersion()}\n`);
+    else if (!(await runParsedByParent(args))) await fullCli(args);
     if (process.exitCode !== undefined && process.exitCode !== 0) exitWith(Number(process.exitCode));
   }
 } catch (e) {

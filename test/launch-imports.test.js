@@ -101,3 +101,16 @@ test("a user's rank that imports 'tprun' loads no zod v4 root, execa or yargs", 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('tprun --version loads neither yargs nor any command module', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
+  try {
+    const { r, byPid } = recorded(['--version'], dir);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^\d+\.\d+\.\d+\S*\n$/);
+    const urls = [...byPid.values()].flat();
+    for (const unwanted of ['/node_modules/yargs/', '/dist/commands/']) assert.deepEqual(loaded(urls, unwanted), [], `${unwanted} was loaded`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
