@@ -34,6 +34,13 @@ test('a launch of barrier-only ranks loads neither execa, yargs, onnxruntime, zo
     for (const unwanted of ['/node_modules/execa/', '/node_modules/yargs/', '/node_modules/onnxruntime', '/node_modules/zod/v4/', '/node_modules/msgpackr/node-index.js', '/node_modules/msgpackr-extract/']) {
       assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
     }
+    // The launcher itself starts the ranks before (and without) anything of the world or its libraries:
+    // what it loads is on the path to the first spawn, with the other cores idle.
+    const mine = lines.filter((l) => Number(l.split(' ')[0]) === r.pid).map((l) => l.split(' ')[1]);
+    assert.ok(mine.some((u) => u.endsWith('/dist/launcher/launch.js')), 'the launcher was recorded');
+    for (const unwanted of ['/dist/rank/', '/node_modules/zeromq/', '/node_modules/zod/', '/node_modules/msgpackr/', '/node_modules/cli-progress/', '/dist/commands/index.js']) {
+      assert.deepEqual(mine.filter((u) => u.includes(unwanted)), [], `the launcher loaded ${unwanted}`);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
