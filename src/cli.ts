@@ -74,6 +74,73 @@ async function checkTypo(args: string[], commands: CommandModule<any, any>[]): P
   throw Object.assign(new Error(`unknown command '${word}': did you mean ${near[0].n}? (to run a program of that name: tprun -- ${word})`), { exitCode: 2 });
 }
 
+/**
+ * yargs renders the whole help text right after it starts a command's handler (usage.cacheHelpMessage in
+ * yargs/build/lib/command.js, handleValidationAndGetResult), in case the handler later asks for help.
+ * None of ours does, and the rendering (cliui measuring every line with string-width) cost ~100 ms of CPU
+ * in every `tprun convert/build/generate` process, ranks included. `--help` renders the text on demand.
+ */
+function skipHelpCache(cli: unknown): void {
+  const usage = (cli as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } })
+    .getInternalMethods?.().getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => undefined;
+}
+
+/**
+ * A command that starts its own ranks (runDistributed) re-executes its command line in each of them. The
+ * arguments yargs parsed and checked here travel to those ranks in this variable, with the command line
+ * they belong to, so a rank runs the handler without loading yargs again (~100 ms of CPU per rank on a
+ * small machine: yargs' modules, cliui, Intl.Segmenter in string-width).
+ */
+const PARSED_ENV = 'TPRUN_CLI_PARSED';
+const MAX_PARSED_BYTES = 32 * 1024;
+
+const commandName = (c: CommandModule<any, any>): string => String((Array.isArray(c.command) ? c.command[0] : c.command) ?? '').split(' ')[0];
+
+function recordingParse(c: CommandModule<any, any>, args: string[]): CommandModule<any, any> {
+  const handler = c.handler;
+  if (!handler) return c;
+  return {
+    ...c,
+    handler: (argv) => {
+      const rec = JSON.stringify({ args, name: commandName(c), argv });
+      // Linux refuses to start a program with any one environment string over 128 KiB (MAX_ARG_STRLEN,
+      // E2BIG), and yargs repeats values under their aliases: a long --prompt leaves the ranks to parse.
+      if (rec.length <= MAX_PARSED_BYTES) process.env[PARSED_ENV] = rec;
+      else delete process.env[PARSED_ENV];
+      return handler(argv);
+    },
+  };
+}
+
+/** Runs the command as the process that started this rank parsed it; false when this is no such rank. */
+async function runParsedByParent(args: string[]): Promise<boolean> {
+  const raw = process.env[PARSED_ENV];
+  if (raw === undefined) return false;
+  // Meant for this process alone: programs it runs parse their own command lines.
+  delete process.env[PARSED_ENV];
+  if (process.env.TPRUN_RANK === undefined) return false;
+  let rec: { args?: unknown; name?: unknown; argv?: unknown };
+  try {
+    rec = JSON.parse(raw);
+  } catch {
+    return false;
+  }
+  const same = Array.isArray(rec.args) && rec.args.length === args.length && rec.args.every((x, i) => x === args[i]);
+  if (!same || typeof rec.argv !== 'object' || rec.argv === null) return false;
+  const commands = await (await import('./commands/index.js')).commandsFor(args);
+  const c = commands.find((m) => commandName(m) === rec.name);
+  if (!c?.handler) return false;
+  await c.handler(rec.argv as never);
+  return true;
+}
+
+/** This package's version; yargs would otherwise report that of whatever package.json is nearest the working directory. */
+async function packageVersion(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  return (JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 async function fullCli(args: string[]): Promise<void> {
   const [{ default: yargs }, commands, { default: launchCommand }] = await Promise.all([
     import('yargs'),
@@ -81,8 +148,7 @@ async function fullCli(args: string[]): Promise<void> {
     import('./commands/launch.js'),
   ]);
   await checkTypo(args, commands);
-  // yargs would otherwise report the version of whatever package.json is nearest the working directory.
-  const { version } = JSON.parse(await (await import('node:fs/promises')).readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  const version = await packageVersion();
   const cli = yargs(args)
     .scriptName('tprun')
     .version(version)
@@ -96,9 +162,10 @@ async function fullCli(args: string[]): Promise<void> {
       // Thrown, not reported here: yargs would otherwise go on to run the handler.
       throw Object.assign(new Error(String(msg ?? err?.message).replace(/\s*\n\s*/g, ' ')), { exitCode: 2 });
     });
+  skipHelpCache(cli);
   const { notANumber } = await import('./engine/cli-util.js');
   cli.check((a) => notANumber(a, args), true);
-  for (const c of commands) cli.command(c);
+  for (const c of commands) cli.command(recordingParse(c, args));
   cli.command(launchCommand);
   await cli.help().alias('h', 'help').parseAsync();
 }
@@ -115,7 +182,9 @@ try {
   if (fast?.o) {
     exitWith(await fast.m.runLaunch(fast.o));
   } else {
-    await fullCli(args);
+    // `tprun --version` alone needs neither yargs nor every command module (the help listing does).
+    if (args.length === 1 && args[0] === '--version') process.stdout.write(`${await packageVersion()}\n`);
+    else if (!(await runParsedByParent(args))) await fullCli(args);
     if (process.exitCode !== undefined && process.exitCode !== 0) exitWith(Number(process.exitCode));
   }
 } catch (e) {

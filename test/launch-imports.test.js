@@ -12,6 +12,7 @@ import { CLI } from './helpers/procs.js';
 
 const HOOK = fileURLToPath(new URL('./helpers/record-imports.mjs', import.meta.url));
 const RANK = fileURLToPath(new URL('../dist/bench/launch-rank.js', import.meta.url));
+const MODEL = fileURLToPath(new URL('../models/brown-llama-a', import.meta.url));
 
 test('a launch of barrier-only ranks loads neither execa, yargs, onnxruntime, zod\'s v4 root nor msgpackr\'s native extractor', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
@@ -33,6 +34,89 @@ test('a launch of barrier-only ranks loads neither execa, yargs, onnxruntime, zo
     for (const unwanted of ['/node_modules/execa/', '/node_modules/yargs/', '/node_modules/onnxruntime', '/node_modules/zod/v4/', '/node_modules/msgpackr/node-index.js', '/node_modules/msgpackr-extract/']) {
       assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
     }
+    // The launcher itself starts the ranks before (and without) anything of the world or its libraries:
+    // what it loads is on the path to the first spawn, with the other cores idle.
+    const mine = lines.filter((l) => Number(l.split(' ')[0]) === r.pid).map((l) => l.split(' ')[1]);
+    assert.ok(mine.some((u) => u.endsWith('/dist/launcher/launch.js')), 'the launcher was recorded');
+    for (const unwanted of ['/dist/rank/', '/node_modules/zeromq/', '/node_modules/zod/', '/node_modules/msgpackr/', '/node_modules/cli-progress/', '/dist/commands/index.js']) {
+      assert.deepEqual(mine.filter((u) => u.includes(unwanted)), [], `the launcher loaded ${unwanted}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Runs `args` under the import recorder: { r, byPid } with the URLs each process resolved. */
+function recorded(args, dir) {
+  const log = join(dir, 'imports.log');
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    env: { ...process.env, RECORD_IMPORTS: log, NODE_OPTIONS: `--import=${HOOK}`, CUDA_VISIBLE_DEVICES: undefined },
+    encoding: 'utf8', timeout: 120000,
+  });
+  /** @type {Map<number, string[]>} */
+  const byPid = new Map();
+  for (const l of readFileSync(log, 'utf8').trim().split('\n')) {
+    const [pid, url] = l.split(' ');
+    byPid.set(Number(pid), [...(byPid.get(Number(pid)) ?? []), url]);
+  }
+  return { r, byPid };
+}
+
+const loaded = (urls, what) => urls.filter((u) => u.includes(what));
+
+test('convert --tp 2: the launcher loads no execa, zod v4 root or world (ZeroMQ); its ranks load no yargs either', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
+  try {
+    const out = join(dir, 'ckpt');
+    const { r, byPid } = recorded(['convert', '--model', MODEL, '--tp', '2', '--out', out], dir);
+    assert.equal(r.status, 0, r.stderr);
+    const ranks = [...byPid.keys()].filter((p) => p !== r.pid);
+    const urlsOf = (/** @type {number} */ p) => byPid.get(p) ?? [];
+    // Two ranks that each converted (their own world, the checkpoint reader) beside the launcher.
+    assert.ok(byPid.has(r.pid), 'the launcher was recorded');
+    assert.equal(ranks.filter((p) => urlsOf(p).some((u) => u.endsWith('/dist/checkpoint/convert.js'))).length, 2);
+    assert.ok(urlsOf(r.pid).some((u) => u.includes('/node_modules/yargs/')), 'the launcher parses with yargs');
+    for (const [pid, urls] of byPid) {
+      const who = pid === r.pid ? 'the launcher' : `rank process ${pid}`;
+      // The launcher never joins the world it starts (no ZeroMQ); the ranks take their parsed arguments from it.
+      const unwanted = ['/node_modules/execa/', '/node_modules/zod/v4/', '/node_modules/onnxruntime',
+        ...(pid === r.pid ? ['/node_modules/zeromq/', '/dist/rank/world.js'] : ['/node_modules/yargs/', '/node_modules/cliui/', '/node_modules/string-width/'])];
+      for (const u of unwanted) assert.deepEqual(loaded(urls, u), [], `${who} loaded ${u}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a user's rank that imports 'tprun' loads no zod v4 root, execa or yargs", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
+  try {
+    const log = join(dir, 'imports.log');
+    // From the package's own folder, so that 'tprun' resolves to this build (the package's self-reference).
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', "await import('tprun');"], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      env: { ...process.env, RECORD_IMPORTS: log, NODE_OPTIONS: `--import=${HOOK}` },
+      encoding: 'utf8', timeout: 120000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const urls = readFileSync(log, 'utf8').trim().split('\n').map((l) => l.split(' ')[1]);
+    assert.ok(urls.some((u) => u.endsWith('/dist/index.js')), 'the library was loaded');
+    for (const unwanted of ['/node_modules/zod/v4/', '/node_modules/execa/', '/node_modules/yargs/']) {
+      assert.deepEqual(loaded(urls, unwanted), [], `${unwanted} was loaded`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('tprun --version loads neither yargs nor any command module', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
+  try {
+    const { r, byPid } = recorded(['--version'], dir);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^\d+\.\d+\.\d+\S*\n$/);
+    const urls = [...byPid.values()].flat();
+    for (const unwanted of ['/node_modules/yargs/', '/dist/commands/']) assert.deepEqual(loaded(urls, unwanted), [], `${unwanted} was loaded`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

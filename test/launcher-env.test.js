@@ -1,7 +1,7 @@
 // tprun -n N: the environment each rank gets, GPU binding, -x, and ports of concurrent jobs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTprun, startTprun, newMark, leftovers } from './helpers/procs.js';
@@ -69,6 +69,21 @@ test('--gpus auto takes the devices of an inherited CUDA_VISIBLE_DEVICES, round-
   assert.equal(r.code, 0, r.stderr);
   const ranks = parseRanks(r.stdout).sort((a, b) => a.TPRUN_RANK - b.TPRUN_RANK);
   assert.deepEqual(ranks.map((e) => e.CUDA_VISIBLE_DEVICES), ['6', '2', '6']);
+});
+
+test('--gpus auto without CUDA_VISIBLE_DEVICES asks nvidia-smi -L: one device per listed GPU, round-robin', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-smi-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // A stand-in for nvidia-smi on PATH that lists two GPUs, as `nvidia-smi -L` prints them.
+  writeFileSync(join(dir, 'nvidia-smi'), '#!/bin/sh\n[ "$1" = -L ] || exit 1\necho "GPU 0: NVIDIA H200 (UUID: GPU-a)"\necho "GPU 1: NVIDIA H200 (UUID: GPU-b)"\n', { mode: 0o755 });
+  const r = await runTprun(['-n', '3', '--', ...PRINT_ENV], { env: { ...baseEnv, CUDA_VISIBLE_DEVICES: undefined, PATH: `${dir}:${process.env.PATH}` } });
+  assert.equal(r.code, 0, r.stderr);
+  const ranks = parseRanks(r.stdout).sort((a, b) => a.TPRUN_RANK - b.TPRUN_RANK);
+  assert.deepEqual(ranks.map((e) => e.CUDA_VISIBLE_DEVICES), ['0', '1', '0']);
+  // Without nvidia-smi (or when it fails) no rank is bound.
+  const none = await runTprun(['-n', '2', '--', ...PRINT_ENV], { env: { ...baseEnv, CUDA_VISIBLE_DEVICES: undefined, PATH: '/usr/bin:/bin' } });
+  assert.equal(none.code, 0, none.stderr);
+  assert.deepEqual(parseRanks(none.stdout).map((e) => e.CUDA_VISIBLE_DEVICES), ['<unset>', '<unset>']);
 });
 
 test('two jobs running at the same time get different rendezvous ports', async () => {

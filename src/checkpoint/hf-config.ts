@@ -1,12 +1,12 @@
 // Hugging Face LLaMA config.json -> TensorRT-LLM PretrainedConfig. Accepts transformers 4 keys
 // (rope_theta, rope_scaling, torch_dtype) and 5 keys (rope_parameters, dtype).
 import fs from 'node:fs';
-import { z } from 'zod';
+import { z } from 'zod/v3'; // ~10 modules, not the v4 root's ~95: every convert rank parses a config (see rank/wire-schema.ts)
 import type { Mapping, PretrainedConfig, RotaryScaling } from '../core/config.js';
 import { InputError } from '../core/errors.js';
 
 const posInt = z.number().int().positive();
-const ropeScaling = z.looseObject({
+const ropeScaling = z.object({
   rope_type: z.string().optional(),
   type: z.string().optional(),
   rope_theta: z.number().positive().optional(),
@@ -14,9 +14,9 @@ const ropeScaling = z.looseObject({
   low_freq_factor: z.number().optional(),
   high_freq_factor: z.number().optional(),
   original_max_position_embeddings: z.number().int().optional(),
-});
+}).passthrough();
 
-export const HfLlamaConfig = z.looseObject({
+export const HfLlamaConfig = z.object({
   architectures: z.array(z.string()).optional(),
   model_type: z.string().optional(),
   hidden_size: posInt,
@@ -39,7 +39,7 @@ export const HfLlamaConfig = z.looseObject({
   dtype: z.string().nullish(),
   bos_token_id: z.number().int().nullish(),
   eos_token_id: z.union([z.number().int(), z.array(z.number().int())]).nullish(),
-});
+}).passthrough();
 export type HfLlamaConfig = z.infer<typeof HfLlamaConfig>;
 
 export type FloatDType = PretrainedConfig['dtype'];

@@ -4,7 +4,7 @@
 // rotate-half order. Reads stay ranged: a rank touches only the rows/columns of the pieces it needs.
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import { z } from 'zod/v3'; // ~10 modules, not the v4 root's ~95: every convert rank parses a config (see rank/wire-schema.ts)
 import type { Mapping, PretrainedConfig, RotaryScaling } from '../core/config.js';
 import { InputError } from '../core/errors.js';
 import { ITEMSIZE, byteSize } from '../core/dtype.js';
@@ -14,7 +14,7 @@ import { type TensorMeta, type TensorSource, rowsOf } from './source.js';
 import { TorchFile } from './torch-file.js';
 import { copyAxis } from '../sharding/slice.js';
 
-const MetaParams = z.looseObject({
+const MetaParams = z.object({
   dim: z.number().int().positive(),
   n_layers: z.number().int().positive(),
   n_heads: z.number().int().positive(),
@@ -26,7 +26,7 @@ const MetaParams = z.looseObject({
   rope_theta: z.number().positive().default(10000),
   use_scaled_rope: z.boolean().default(false),
   max_seq_len: z.number().int().positive().optional(),
-});
+}).passthrough();
 
 /** Meta name of an HF tensor and, for wq/wk, the number of heads to un-interleave. */
 function metaNameOf(hf: string, c: PretrainedConfig): { meta: string; permuteHeads?: number } {

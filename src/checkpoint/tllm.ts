@@ -13,10 +13,10 @@ import { type TensorMeta, type TensorSource, colsOf } from './source.js';
 import { contextFromConfig, type ShardContext } from '../sharding/rules.js';
 import { fullShapeOf, gatherTensor } from '../sharding/slice.js';
 import { checkMapping, globalName, ppLayerRange } from '../sharding/mapping.js';
-import { z } from 'zod';
+import { z } from 'zod/v3'; // ~10 modules, not the v4 root's ~95: every convert rank parses a config (see rank/wire-schema.ts)
 import { QUANT_CONFIG_FIELDS, TLLM_KV_ALGOS, TLLM_QUANT_ALGOS, layoutProblem } from '../sharding/tllm-layout.js';
 
-const TllmConfig = z.looseObject({
+const TllmConfig = z.object({
   architecture: z.string(),
   dtype: z.enum(['float32', 'float16', 'bfloat16']),
   vocab_size: z.number().int().positive(),
@@ -34,16 +34,16 @@ const TllmConfig = z.looseObject({
   norm_epsilon: z.number().positive().default(1e-5),
   use_parallel_embedding: z.boolean().default(false),
   embedding_sharding_dim: z.union([z.literal(0), z.literal(1)]).default(0),
-  mapping: z.looseObject({
+  mapping: z.object({
     world_size: z.number().int().positive(),
     tp_size: z.number().int().positive(),
     pp_size: z.number().int().positive().default(1),
-  }),
-  quantization: z.looseObject({
+  }).passthrough(),
+  quantization: z.object({
     quant_algo: z.string().nullish(),
     kv_cache_quant_algo: z.string().nullish(),
-  }).default({ quant_algo: null, kv_cache_quant_algo: null }),
-});
+  }).passthrough().default({ quant_algo: null, kv_cache_quant_algo: null }),
+}).passthrough();
 
 export function isTllmDir(dir: string): boolean {
   const c = path.join(dir, 'config.json');

@@ -1,6 +1,6 @@
 // BuildConfig: TensorRT-LLM's build_config field names, the subset an ONNX engine needs.
 
-import { z } from 'zod';
+import { z } from 'zod/v3'; // ~10 modules, not the v4 root's ~95: `import 'tprun'` in every rank loads this file (see rank/wire-schema.ts)
 
 export const BuildConfigSchema = z.object({
   max_batch_size: z.number().int().positive().default(8),

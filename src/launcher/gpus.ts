@@ -2,6 +2,7 @@
 // CUDA_VISIBLE_DEVICES; every id goes to TPRUN_GPU, and on the rank's own host it also becomes the
 // environment of Mesa's device-select Vulkan layer, the only handle on which adapter
 // onnxruntime-node's WebGPU provider opens (it takes the first one the Vulkan loader lists).
+import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -103,10 +104,11 @@ export async function detectGpus(env: NodeJS.ProcessEnv = process.env): Promise<
   if (preset !== undefined && preset.trim() !== '') {
     return preset.split(',').map((x) => x.trim()).filter((x) => x !== '' && x !== '-1');
   }
-  // Loaded here, not at the top: execa is ~130 files, and a launch with --gpus none or an inherited
-  // CUDA_VISIBLE_DEVICES never asks nvidia-smi (launch time is measured: `tprun bench launch`).
-  const { execa } = await import('execa');
-  const r = await execa('nvidia-smi', ['-L'], { reject: false, timeout: 10_000, stdin: 'ignore' });
+  // node's execFile, not execa: execa is ~130 modules (~100 ms of CPU on a small machine), paid by every
+  // `tprun convert/build --tp N` whose launcher asks nvidia-smi (launch time is measured: `tprun bench launch`).
+  const r = await new Promise<{ failed: boolean; stdout: string }>((res) => {
+    execFile('nvidia-smi', ['-L'], { timeout: 10_000, encoding: 'utf8' }, (err, stdout) => res({ failed: !!err, stdout }));
+  });
   if (r.failed || typeof r.stdout !== 'string') return [];
   return r.stdout.split('\n').filter((l) => /^GPU \d+:/.test(l)).map((_, i) => String(i));
 }

@@ -5,7 +5,6 @@ import { accessSync, constants as fsConstants } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
-import { initWorld } from '../rank/world.js';
 
 export interface RunDistributedOptions {
   /** GPU binding for the ranks that get started ('auto' | 'none' | '0,1,...'). */
@@ -34,6 +33,9 @@ export class WorldSizeError extends Error {
 }
 
 async function inWorld(body: (world: World) => Promise<void>): Promise<void> {
+  // Loaded here: the process that only launches the ranks never joins a world, and the world's modules
+  // (ZeroMQ's native addon among them) cost ~85 ms of CPU on a small machine.
+  const { initWorld } = await import('../rank/world.js');
   const world = await initWorld();
   try {
     await body(world);

@@ -2,7 +2,6 @@
 // interface only (or on ipc sockets): nobody on the network can even reach its ports. A job that spans
 // machines listens on the interface its peers reach it through, and on every interface only when that
 // address is not one of ours (NAT, an alias, a name we cannot resolve).
-import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Env } from './identity.js';
@@ -38,7 +37,8 @@ export async function ownInterfaceAddress(host: string): Promise<string | undefi
   const h = host.replace(/^\[|\]$/g, '');
   let ip = isIP(h) ? h : undefined;
   if (!ip) {
-    try { ip = (await lookup(h)).address; } catch { return undefined; }
+    // node:dns loaded only for a host name: a local job names rank 0 by IP (launch time, `tprun bench launch`).
+    try { ip = (await (await import('node:dns/promises')).lookup(h)).address; } catch { return undefined; }
   }
   if (isLoopback(ip)) return undefined;
   for (const list of Object.values(networkInterfaces())) {

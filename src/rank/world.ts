@@ -9,7 +9,6 @@
 import type { World } from './types.js';
 import { detectIdentity, type Env } from './identity.js';
 import { CommError } from './inbox.js';
-import { LocalWorld } from './local-world.js';
 import { PeerWorld } from './peer-world.js';
 
 export { CommError } from './inbox.js';
@@ -36,7 +35,8 @@ export async function initWorld(opts: InitWorldOptions = {}): Promise<World> {
   const id = detectIdentity(env);
   const timeoutMs = opts.timeoutMs ?? envNum(env, 'TPRUN_COMM_TIMEOUT_MS') ?? 600_000;
   const { inWorld: _inWorld, ...identity } = id;
-  if (id.size === 1) return new LocalWorld(identity);
+  // A world of one is loaded only when asked for: every rank of a real job would load it for nothing.
+  if (id.size === 1) return new (await import('./local-world.js')).LocalWorld(identity);
   const w = new PeerWorld(identity, timeoutMs, opts.maxMessageBytes ?? envNum(env, 'TPRUN_MAX_MESSAGE_BYTES') ?? 2 ** 32,
     envNum(env, 'TPRUN_SPIN_US'));
   await w.start(env);
