@@ -3,7 +3,8 @@
 // layouts their bind groups are made against.
 
 import { layout, pipeline, type Slot } from './kernels/common.js';
-import { gemmShader, gemvShader, TRANSPOSE_WGSL, type GemvEpilogue } from './kernels/gemv.js';
+import { gemvShader, TRANSPOSE_WGSL, type GemvEpilogue } from './kernels/gemv.js';
+import { gemmShader } from './kernels/gemm.js';
 import { rmsNormShader } from './kernels/norm.js';
 import { ROPE_WGSL } from './kernels/rope.js';
 import { ATTENTION_WGSL } from './kernels/attention.js';
