@@ -4,7 +4,7 @@
 
 import { layout, pipeline, type Slot } from './kernels/common.js';
 import { gemvShader, TRANSPOSE_WGSL, type GemvEpilogue } from './kernels/gemv.js';
-import { gemmShader } from './kernels/gemm.js';
+import { gemmShader, sgmatShader, sgmatTile, type SgmatConfig } from './kernels/gemm.js';
 import { rmsNormShader } from './kernels/norm.js';
 import { ROPE_WGSL } from './kernels/rope.js';
 import { ATTENTION_WGSL } from './kernels/attention.js';
@@ -27,8 +27,13 @@ export class Pipelines {
   readonly add: Kernel;
   readonly argmax: Kernel;
 
-  constructor(device: GPUDevice, subgroups: boolean) {
-    const shape = this.shape = gemvShapes();
+  /** `sgmat`: the device's subgroup-matrix shape (gpu.ts), used by the prefill GEMM where TPRUN_WGSL_PREFILL asks for it. */
+  constructor(device: GPUDevice, subgroups: boolean, sgmat?: SgmatConfig) {
+    const shape = gemvShapes();
+    const sg = shape.prefill.sgmat && sgmat ? { c: sgmat, split: shape.prefill.sgmat === 'split' } : undefined;
+    if (sg) { const t = sgmatTile(sg.c); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
+    else if (shape.prefill.sgmat) shape.prefill = { ...shape.prefill, sgmat: undefined }; // auto without subgroup matrices: tiled
+    this.shape = shape;
     const k = (code: string, slots: Slot[], label: string): Kernel => {
       const bgl = layout(device, slots, label);
       return { bgl, p: pipeline(device, code, bgl, label) };
@@ -36,7 +41,9 @@ export class Pipelines {
     const gemv = (epilogue: GemvEpilogue) => {
       const bgl = layout(device, ['u', 'u', 'r', 'r', 'w'], `gemv.${epilogue}`);
       const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups }), bgl, `gemv.${epilogue}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}`);
-      return { bgl, decode: make(shape.decode), prefill: shape.prefill.tiled ? pipeline(device, gemmShader(epilogue), bgl, `gemm.${epilogue}`) : make(shape.prefill) };
+      const prefill = sg ? pipeline(device, sgmatShader(epilogue, sg.c, sg.split), bgl, `gemm.sgmat.${epilogue}`)
+        : shape.prefill.tiled ? pipeline(device, gemmShader(epilogue), bgl, `gemm.${epilogue}`) : make(shape.prefill);
+      return { bgl, decode: make(shape.decode), prefill };
     };
     this.gemv = { store: gemv('store'), add: gemv('add'), swiglu: gemv('swiglu') };
     this.transpose = k(TRANSPOSE_WGSL, ['u', 'r', 'w'], 'transpose');

@@ -3,7 +3,11 @@
 //   TPRUN_WGSL_GEMV=r2,w128,u2    decode (one token): output rows per workgroup (2|4|8), threads per
 //                                 workgroup (64|128|256), K strides loaded per thread before multiplying (1|2|4)
 //   TPRUN_WGSL_PREFILL=tiled      prefill: a shared-memory tiled GEMM (32 tokens × 64 rows per workgroup),
-//                                 or a GEMV tile: tokens per workgroup (4|8|16), rows per workgroup (2|4), e.g. tm8,r2
+//                                 or a GEMV tile: tokens per workgroup (4|8|16), rows per workgroup (2|4), e.g. tm8,r2,
+//                                 or the GEMM on Dawn's subgroup matrices (tensor cores; kernels/gemm.ts sgmatShader):
+//                                 sgmat (activations rounded to f16, as llama.cpp's Vulkan mul_mm does; refused in one
+//                                 line where the adapter lacks them), sgmat2 (activations as two f16 parts: f32-accurate,
+//                                 twice the matrix work), auto (sgmat where offered, else tiled)
 //   TPRUN_WGSL_SUBGROUPS=0        shared-memory reductions instead of subgroupAdd (gpu.ts)
 // Every variant computes the same sums in the same f32 order per thread; only the split across threads
 // differs, so greedy tokens must not change (test/engine-wgsl.test.js checks a non-default one).
@@ -11,7 +15,11 @@
 import { InputError } from '../../core/errors.js';
 
 /** `tiled`: the prefill GEMM (gemmShader) instead of the GEMV with TM tokens; rows / tm are then its tile. */
-export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean }
+export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode }
+
+/** `on`/`split`: asked for by name (sgmat / sgmat2), refused where absent; `auto`: falls back to tiled. */
+export type SgmatMode = 'on' | 'split' | 'auto';
+const SGMAT: Record<string, SgmatMode> = { sgmat: 'on', sgmat2: 'split', auto: 'auto' };
 
 /**
  * Defaults from the H200 run of `run.sh wgsl-variants` (bench/results/issue15-wgsl-h200-variants.jsonl):
@@ -28,12 +36,14 @@ const ALLOWED: Record<string, number[]> = { r: [2, 4, 8], w: [64, 128, 256], u: 
 function parse(name: string, value: string | undefined, base: GemvShape, keys: string[]): GemvShape {
   if (!value) return base;
   if (keys.includes('tm') && value === 'tiled') return TILED;
+  // The tile is the adapter's (subgroup-matrix shape); Pipelines fills it in, or falls back to TILED.
+  if (keys.includes('tm') && SGMAT[value]) return { ...TILED, sgmat: SGMAT[value] };
   // A GEMV tile named in parts starts from the GEMV prefill shape, not from the tiled default.
   const out = base.tiled ? { rows: 2, wg: 128, unroll: 1, tm: 8 } : { ...base };
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const m = /^(tm|r|w|u)(\d+)$/.exec(part);
     const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));
-    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or tiled alone' : ''}`);
+    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|sgmat|sgmat2|auto alone' : ''}`);
     const n = Number(m[2]);
     if (m[1] === 'r') out.rows = n; else if (m[1] === 'w') out.wg = n; else if (m[1] === 'u') out.unroll = n; else out.tm = n;
   }
