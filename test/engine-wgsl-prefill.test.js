@@ -1,0 +1,114 @@
+// --kernels wgsl prefill kernels (src/engine/wgsl/kernels/gemm.ts, TPRUN_WGSL_PREFILL). CI runs Mesa's
+// lavapipe, which has no subgroup matrices: there the sgmat knobs must be refused (asked by name) or fall
+// back (auto), and the subgroup-matrix shaders are compiled by Tint on Dawn's null backend (it validates
+// WGSL and builds pipelines without running them). Whether they compute the right numbers is checked on
+// the GPU by scripts/gpu/sgmat-check.mjs (run.sh sgmat); where the adapter here has them, the model check
+// below runs them too.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { MODEL, REF, relL2, tprun, jsonLines } from './helpers/engine.js';
+
+const NEW = 8;
+let dir;
+let engine;
+/** null, or why the tests that need an adapter skip; and whether the adapter has subgroup matrices. */
+let noAdapter;
+let hasSgmat = false;
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tprun-wgsl-prefill-'));
+  try {
+    const probe = `import('webgpu').then(async ({ create, globals }) => { Object.assign(globalThis, globals);
+      const g = create(['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia']); globalThis.keep = g;
+      const a = await g.requestAdapter();
+      process.stdout.write(!a ? 'none' : a.features.has('chromium-experimental-subgroup-matrix') ? 'sgmat' : 'ok'); process.exit(0); })`;
+    const r = execFileSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    noAdapter = r === 'none' ? 'Dawn finds no WebGPU adapter' : null;
+    hasSgmat = r === 'sgmat';
+  } catch (e) {
+    noAdapter = `Dawn does not start here (${String(e.message).split('\n')[0]})`;
+  }
+  if (noAdapter) return;
+  engine = join(dir, 'fp16');
+  const b = await tprun(['build', '--model', MODEL, '--dtype', 'float16', '--out', engine, '--max-seq-len', '128', '--max-input-len', '64']);
+  assert.equal(b.code, 0, b.stderr);
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function generateArgs(prompts) {
+  const args = ['generate', '--engine', engine, '--kernels', 'wgsl', '--max-new-tokens', String(NEW), '--json', '--logits', '--ignore-eos'];
+  for (const p of prompts) args.push('--input-ids', p.input_ids.join(','));
+  return args;
+}
+
+test('TPRUN_WGSL_PREFILL=sgmat|sgmat2: refused in one line where the adapter has no subgroup matrices; auto falls back to the tiled GEMM', async (t) => {
+  if (noAdapter) return t.skip(noAdapter);
+  const prompts = REF.prompts.slice(0, 2);
+  const tiled = await tprun(generateArgs(prompts), { env: { TPRUN_WGSL_PREFILL: 'tiled' }, timeoutMs: 300000 });
+  assert.equal(tiled.code, 0, tiled.stderr);
+  const base = jsonLines(tiled.stdout);
+  const auto = await tprun(generateArgs(prompts), { env: { TPRUN_WGSL_PREFILL: 'auto' }, timeoutMs: 300000 });
+  assert.equal(auto.code, 0, auto.stderr);
+  jsonLines(auto.stdout).forEach((o, b) => {
+    assert.deepEqual(o.new_ids, prompts[b].greedy_new_ids.slice(0, NEW), `auto, prompt ${b}: not transformers' greedy tokens`);
+    // Without subgroup matrices auto is the tiled kernel on the same device: the same numbers, not close ones
+    // (the Dawn toggles it turns on must not change the kernels the device runs).
+    if (!hasSgmat) assert.deepEqual(o.last_prompt_logits, base[b].last_prompt_logits, `auto, prompt ${b}: logits differ from tiled`);
+  });
+  for (const knob of ['sgmat', 'sgmat2']) {
+    const r = await tprun(generateArgs(prompts), { env: { TPRUN_WGSL_PREFILL: knob }, timeoutMs: 300000 });
+    if (hasSgmat) {
+      // A GPU with subgroup matrices (sgmat rounds activations to f16: close to, not equal to, tiled).
+      assert.equal(r.code, 0, r.stderr);
+      jsonLines(r.stdout).forEach((o, b) => {
+        assert.deepEqual(o.new_ids, prompts[b].greedy_new_ids.slice(0, NEW), `${knob}, prompt ${b}`);
+        assert.ok(relL2(o.last_prompt_logits, base[b].last_prompt_logits) < 5e-3, `${knob}, prompt ${b}: logits far from tiled`);
+      });
+      continue;
+    }
+    assert.equal(r.code, 2, r.stderr);
+    const lines = r.stderr.split('\n').filter((l) => l.startsWith('tprun:'));
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], new RegExp(`^tprun: rank 0: TPRUN_WGSL_PREFILL=${knob}: .* has no subgroup matrices \\(Dawn's 'chromium-experimental-subgroup-matrix' feature\\); use tiled, or auto to fall back$`));
+    assert.equal(r.stdout, '', 'no partial output');
+    assert.equal(r.left.length, 0, 'no process left behind');
+  }
+  const bad = await tprun(generateArgs(prompts.slice(0, 1)), { env: { TPRUN_WGSL_PREFILL: 'sgmat,tm8' } });
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|sgmat\|sgmat2\|auto alone/);
+});
+
+test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every f16 -> f32 shape the H200 lists and every epilogue", async (t) => {
+  const { sgmatShader } = await import('../dist/engine/wgsl/kernels/gemm.js');
+  const { create, globals } = await import('webgpu');
+  Object.assign(globalThis, globals);
+  const gpu = create(['backend=null', 'enable-dawn-features=allow_unsafe_apis']);
+  const adapter = await gpu.requestAdapter({ featureLevel: 'core' });
+  const want = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'];
+  if (!adapter || !want.every((f) => adapter.features.has(f))) return t.skip("Dawn's null backend does not offer subgroup matrices here");
+  const device = await adapter.requestDevice({ requiredFeatures: want });
+  try {
+    // What the H200 lists with vulkan_enable_f16_on_nvidia (scripts/gpu/subgroup-matrix.mjs), subgroup size 32;
+    // and a 64-lane subgroup (AMD) for the epilogue's arithmetic.
+    for (const c of [{ M: 16, N: 16, K: 16, sg: 32 }, { M: 16, N: 8, K: 16, sg: 32 }, { M: 16, N: 8, K: 8, sg: 32 }, { M: 16, N: 16, K: 16, sg: 64 }]) {
+      for (const ep of ['store', 'add', 'swiglu']) {
+        for (const split of [false, true]) {
+          const what = `${c.M}x${c.N}x${c.K} sg${c.sg} ${ep}${split ? ' split' : ''}`;
+          device.pushErrorScope('validation');
+          const module = device.createShaderModule({ code: sgmatShader(ep, c, split) });
+          const msgs = (await module.getCompilationInfo()).messages.filter((m) => m.type !== 'info');
+          assert.deepEqual(msgs.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`), [], `${what}: Tint's errors and warnings`);
+          device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+          const err = await device.popErrorScope();
+          assert.equal(err, null, `${what}: ${err?.message}`);
+        }
+      }
+    }
+  } finally {
+    device.destroy();
+    globalThis.keepDawn = gpu; // the instance outlives its device (gpu.ts)
+  }
+});
