@@ -72,7 +72,8 @@ for (const sh of shapes) {
     // y has PAD rows past T: the edge tiles compute them, and must not write them.
     const PAD = 40;
     const y0 = new Float32Array((T + PAD) * n).map(() => (ep === 'add' ? smallInt() : 0.5));
-    const wh = new Uint16Array(w.length); for (let i = 0; i < w.length; i++) wh[i] = toHalf(w[i]);
+    // 16 zero rows after the weights, as upload.ts leaves after every chunk (edge tiles load whole 16-row tiles).
+    const wh = new Uint16Array(w.length + 16 * K); for (let i = 0; i < w.length; i++) wh[i] = toHalf(w[i]);
     // Reference on every 7th token (all of them for the small shapes).
     const tStep = T * n * K > 5e7 ? 7 : 1;
     const ref = new Float64Array(T * n);

@@ -114,8 +114,9 @@ export function sgmatTile(c: SgmatConfig): { TT: number; TN: number } {
  *           with stride K (col_major = true), loaded from storage;
  *   result [tokens, rows] → workgroup memory (row-major, stride TN) → the epilogue, which bounds-checks
  *           tokens against T and rows against n (edge tiles compute garbage that is never written).
- * Rows past n in an edge tile and k past K read finite weights (the next rows, or a robust-access value)
- * against zero activations; they never reach y.
+ * Rows past n in an edge tile and k past K read finite weights (the next rows, or the 16 zero rows
+ * upload.ts puts after every chunk, so no matrix load leaves the buffer) against zero activations; they
+ * never reach y.
  */
 export function sgmatShader(epilogue: GemvEpilogue, c: SgmatConfig, split = false): string {
   const pairs = epilogue === 'swiglu' ? 2 : 1;
