@@ -8,6 +8,7 @@
 import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
 import type { GemvEpilogue } from './kernels/gemv.js';
+import { ATTN_PREFILL_MAX_HEAD, ATTN_PREFILL_QB } from './kernels/attention-prefill.js';
 import type { GemvWeight } from './upload.js';
 
 export interface Dims { H: number; Hq: number; Hkv: number; D: number; I: number; qkvN: number; Vr: number; layers: number; eps: number }
@@ -139,6 +140,7 @@ export class OpBuilder {
     const rope = this.u([d.Hq, d.Hkv, d.D, d.qkvN], 'rope.p');
     const attn = this.u([d.Hq, d.Hkv, d.D, d.qkvN, { f: 1 / Math.sqrt(d.D) }], 'attention.p');
     const ropeThreads = ((d.Hq + d.Hkv) * d.D) / 2 + d.Hkv * d.D;
+    const blockAttn = d.D <= ATTN_PREFILL_MAX_HEAD ? pl.attentionPrefill : undefined;
     w.layers.forEach((l, i) => {
       ops.push(this.norm(l.inNorm, a.resid, a.normed));
       ops.push(...this.gemv(l.qkv, a.normed, a.qkv, 'store', d.qkvN, 'gemv.qkv'));
@@ -150,9 +152,9 @@ export class OpBuilder {
       });
       ops.push({
         name: 'attention',
-        p: () => pl.attention.p,
+        p: (T) => (T > 1 && blockAttn ? blockAttn.p : pl.attention.p),
         g: bindGroup(this.device, pl.attention.bgl, [attn, a.step, a.qkv, kv[i].k, kv[i].v, a.attn], 'attention'),
-        size: (T) => [d.Hq, T],
+        size: (T) => (T > 1 && blockAttn ? [d.Hq, Math.ceil(T / ATTN_PREFILL_QB)] : [d.Hq, T]),
       });
       ops.push(...this.rowParallel(l.dense, a.attn, 'gemv.o'));
       ops.push(this.norm(l.postNorm, a.resid, a.normed));

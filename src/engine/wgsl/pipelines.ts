@@ -8,8 +8,9 @@ import { gemmShader, sgmatShader, sgmatTile, type SgmatConfig } from './kernels/
 import { rmsNormShader } from './kernels/norm.js';
 import { ROPE_WGSL } from './kernels/rope.js';
 import { ATTENTION_WGSL } from './kernels/attention.js';
+import { ATTENTION_PREFILL_WGSL } from './kernels/attention-prefill.js';
 import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
-import { gemvShapes, type GemvShape } from './variants.js';
+import { gemvShapes, prefillAttention, type GemvShape } from './variants.js';
 
 
 export interface Kernel { bgl: GPUBindGroupLayout; p: GPUComputePipeline }
@@ -23,6 +24,8 @@ export class Pipelines {
   readonly normGather: Kernel;
   readonly rope: Kernel;
   readonly attention: Kernel;
+  /** Prompt attention per block of queries (same bindings as `attention`); undefined with TPRUN_WGSL_PREFILL_ATTN=query. */
+  readonly attentionPrefill?: Kernel;
   readonly embed: Kernel;
   readonly add: Kernel;
   readonly argmax: Kernel;
@@ -51,6 +54,7 @@ export class Pipelines {
     this.normGather = k(rmsNormShader(true), ['u', 'u', 'r', 'r', 'w', 'r'], 'rmsnorm.gather');
     this.rope = k(ROPE_WGSL, ['u', 'u', 'w', 'r', 'r', 'w', 'w'], 'rope');
     this.attention = k(ATTENTION_WGSL, ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
+    if (prefillAttention() === 'block') this.attentionPrefill = { bgl: this.attention.bgl, p: pipeline(device, ATTENTION_PREFILL_WGSL, this.attention.bgl, 'attention.prefill') };
     this.embed = k(EMBED_WGSL, ['u', 'u', 'r', 'r', 'w'], 'embed');
     this.add = k(ADD_WGSL, ['u', 'u', 'r', 'w'], 'add');
     this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');

@@ -9,6 +9,8 @@
 //                                 line where the adapter lacks them), sgmat2 (activations as two f16 parts: f32-accurate,
 //                                 twice the matrix work), auto (sgmat where offered, else tiled)
 //   TPRUN_WGSL_SUBGROUPS=0        shared-memory reductions instead of subgroupAdd (gpu.ts)
+//   TPRUN_WGSL_PREFILL_ATTN=block prompt attention per block of queries (kernels/attention-prefill.ts), or
+//                                 query: the decode kernel once per query (what prefill ran before)
 // Every variant computes the same sums in the same f32 order per thread; only the split across threads
 // differs, so greedy tokens must not change (test/engine-wgsl.test.js checks a non-default one).
 
@@ -59,3 +61,11 @@ export function gemvShapes(env: NodeJS.ProcessEnv = process.env): { decode: Gemv
 
 /** A weight chunk's rows: every shape has at least 2 rows per workgroup, and a grid dimension holds at most 65535 workgroups. */
 export const MAX_CHUNK_ROWS = 65535 * 2;
+
+/** How a prompt's attention runs (TPRUN_WGSL_PREFILL_ATTN): per block of queries (default), or the decode kernel per query. */
+export function prefillAttention(env: NodeJS.ProcessEnv = process.env): 'block' | 'query' {
+  const v = env.TPRUN_WGSL_PREFILL_ATTN;
+  if (!v || v === 'block') return 'block';
+  if (v === 'query') return 'query';
+  throw new InputError(`TPRUN_WGSL_PREFILL_ATTN=${v}: not one of block|query`);
+}
