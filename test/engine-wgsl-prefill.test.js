@@ -78,7 +78,7 @@ test('TPRUN_WGSL_PREFILL=sgmat|sgmat2: refused in one line where the adapter has
   }
   const bad = await tprun(generateArgs(prompts.slice(0, 1)), { env: { TPRUN_WGSL_PREFILL: 'sgmat,tm8' } });
   assert.equal(bad.code, 2, bad.stderr);
-  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|sgmat\|sgmat2\|auto alone/);
+  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|tiled-t16\|tiled-n32\|tiled-t16-n32\|sgmat\|sgmat2\|auto alone/);
 });
 
 test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every f16 -> f32 shape the H200 lists and every epilogue", async (t) => {
@@ -111,4 +111,31 @@ test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every 
     device.destroy();
     globalThis.keepDawn = gpu; // the instance outlives its device (gpu.ts)
   }
+});
+
+test('prefill variants: smaller GEMM tiles and the block prompt attention give the default path\'s tokens and logits (brown-llama-a, a 45-token prompt over several key tiles and query blocks)', async (t) => {
+  if (noAdapter) return t.skip(noAdapter);
+  const long = { input_ids: [...REF.prompts.flatMap((p) => p.input_ids), ...REF.prompts.flatMap((p) => p.input_ids)].slice(0, 45) };
+  const prompts = [REF.prompts[0], long];
+  const run = async (env) => {
+    const r = await tprun(generateArgs(prompts), { env, timeoutMs: 300000 });
+    assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.stderr}`);
+    return jsonLines(r.stdout);
+  };
+  // The decode kernel once per query (what prefill ran before the block kernel) as the reference.
+  const base = await run({ TPRUN_WGSL_PREFILL: 'tiled', TPRUN_WGSL_PREFILL_ATTN: 'query' });
+  assert.deepEqual(base[0].new_ids, REF.prompts[0].greedy_new_ids.slice(0, NEW));
+  for (const env of [{ TPRUN_WGSL_PREFILL: 'tiled' }, { TPRUN_WGSL_PREFILL: 'tiled-t16-n32' }, { TPRUN_WGSL_PREFILL: 'tiled-n32', TPRUN_WGSL_PREFILL_ATTN: 'query' }]) {
+    const out = await run(env);
+    out.forEach((o, b) => {
+      assert.deepEqual(o.new_ids, base[b].new_ids, `${JSON.stringify(env)}, prompt ${b}: greedy tokens`);
+      // Same sums in the same order per output; the attention's softmax is rescaled per tile instead of per 512 positions.
+      const err = relL2(o.last_prompt_logits, base[b].last_prompt_logits);
+      assert.ok(err < 1e-5, `${JSON.stringify(env)}, prompt ${b}: logits ${err} from the reference path`);
+    });
+  }
+  const bad = await tprun(generateArgs(prompts.slice(0, 1)), { env: { TPRUN_WGSL_PREFILL_ATTN: 'flash' } });
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL_ATTN=flash: not one of block\|query/);
+  assert.equal(bad.stdout, '');
 });

@@ -143,12 +143,12 @@ print(json.dumps({'step': 'wgsl-variant-quality', 'label': 'wgsl $1 brown-llama-
 fi
 if has sgmat; then step sgmat  # issue 15 prefill: the GEMM on Dawn's subgroup matrices (tensor cores) against the tiled FMA one
   # 1. Every prefill kernel against a float64 reference (bit-exact on small-integer inputs) and timed side by side.
-  node scripts/gpu/sgmat-check.mjs tiled sgmat sgmat2 2>>"$L/sgmat.log" | tee -a "$R"
+  node scripts/gpu/sgmat-check.mjs tiled tiled-t16 tiled-n32 tiled-t16-n32 sgmat sgmat2 2>>"$L/sgmat.log" | tee -a "$R"
   [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
   [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
   [ -d "$W/brown-tp1" ] || tprun build --model models/brown-llama-a --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-tp1" -q >>"$L/build.log" 2>&1
   ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
-  for pf in tiled sgmat sgmat2; do
+  for pf in tiled tiled-n32 sgmat sgmat2; do
     # 2. The whole model with it: brown-llama-a's greedy tokens and logits against transformers (a wrong kernel shows here)...
     TPRUN_WGSL_PREFILL=$pf tprun generate --engine "$W/brown-tp1" --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/sgmat.log" | $PY -c "import json, math, sys
 ref = json.load(open('models/brown-llama-a-reference.json'))['prompts']

@@ -9,7 +9,7 @@
 
 import { InputError } from '../../core/errors.js';
 import { bindGpu } from '../device.js';
-import { gemvShapes } from './variants.js';
+import { gemvShapes, prefillAttention } from './variants.js';
 import { sgmatShader, type SgmatConfig } from './kernels/gemm.js';
 
 export interface WgslDevice {
@@ -73,6 +73,7 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
     // turns the toggles on; the decode kernels never declare f16 (they unpack f16 pairs), so their code and
     // numerics are the same either way, and elsewhere the NVIDIA toggle does nothing.
     const sgmode = gemvShapes(env).prefill.sgmat;
+    prefillAttention(env); // a bad knob is refused before Dawn starts
     const enable = [...(profiling || sgmode ? ['allow_unsafe_apis'] : []), ...(sgmode ? ['vulkan_enable_f16_on_nvidia'] : [])];
     const gpu = mod.create([...(enable.length ? [`enable-dawn-features=${enable.join(',')}`] : []), ...(profiling ? ['disable-dawn-features=timestamp_quantization'] : [])]);
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });

@@ -45,7 +45,7 @@ export class Pipelines {
       const bgl = layout(device, ['u', 'u', 'r', 'r', 'w'], `gemv.${epilogue}`);
       const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups }), bgl, `gemv.${epilogue}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}`);
       const prefill = sg ? pipeline(device, sgmatShader(epilogue, sg.c, sg.split), bgl, `gemm.sgmat.${epilogue}`)
-        : shape.prefill.tiled ? pipeline(device, gemmShader(epilogue), bgl, `gemm.${epilogue}`) : make(shape.prefill);
+        : shape.prefill.tiled ? pipeline(device, gemmShader(epilogue, shape.prefill.tm, shape.prefill.rows), bgl, `gemm.${epilogue}.t${shape.prefill.tm}.n${shape.prefill.rows}`) : make(shape.prefill);
       return { bgl, decode: make(shape.decode), prefill };
     };
     this.gemv = { store: gemv('store'), add: gemv('add'), swiglu: gemv('swiglu') };

@@ -2,7 +2,8 @@
 // side by side (scripts/gpu/run.sh wgsl-variants):
 //   TPRUN_WGSL_GEMV=r2,w128,u2    decode (one token): output rows per workgroup (2|4|8), threads per
 //                                 workgroup (64|128|256), K strides loaded per thread before multiplying (1|2|4)
-//   TPRUN_WGSL_PREFILL=tiled      prefill: a shared-memory tiled GEMM (32 tokens × 64 rows per workgroup),
+//   TPRUN_WGSL_PREFILL=tiled      prefill: a shared-memory tiled GEMM (32 tokens × 64 rows per workgroup; smaller:
+//                                 tiled-t16, tiled-n32, tiled-t16-n32),
 //                                 or a GEMV tile: tokens per workgroup (4|8|16), rows per workgroup (2|4), e.g. tm8,r2,
 //                                 or the GEMM on Dawn's subgroup matrices (tensor cores; kernels/gemm.ts sgmatShader):
 //                                 sgmat (activations rounded to f16, as llama.cpp's Vulkan mul_mm does; refused in one
@@ -38,6 +39,9 @@ const ALLOWED: Record<string, number[]> = { r: [2, 4, 8], w: [64, 128, 256], u: 
 function parse(name: string, value: string | undefined, base: GemvShape, keys: string[]): GemvShape {
   if (!value) return base;
   if (keys.includes('tm') && value === 'tiled') return TILED;
+  // A smaller GEMM tile: tiled-t16 (16 tokens), tiled-n32 (32 rows), or both.
+  const tile = keys.includes('tm') ? /^tiled(?:-t(16|32))?(?:-n(32|64))?$/.exec(value) : null;
+  if (tile) return { ...TILED, tm: Number(tile[1] ?? TILED.tm), rows: Number(tile[2] ?? TILED.rows) };
   // The tile is the adapter's (subgroup-matrix shape); Pipelines fills it in, or falls back to TILED.
   if (keys.includes('tm') && SGMAT[value]) return { ...TILED, sgmat: SGMAT[value] };
   // A GEMV tile named in parts starts from the GEMV prefill shape, not from the tiled default.
@@ -45,7 +49,7 @@ function parse(name: string, value: string | undefined, base: GemvShape, keys: s
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const m = /^(tm|r|w|u)(\d+)$/.exec(part);
     const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));
-    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|sgmat|sgmat2|auto alone' : ''}`);
+    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|auto alone' : ''}`);
     const n = Number(m[2]);
     if (m[1] === 'r') out.rows = n; else if (m[1] === 'w') out.wg = n; else if (m[1] === 'u') out.unroll = n; else out.tm = n;
   }
