@@ -78,7 +78,7 @@ test('TPRUN_WGSL_PREFILL=sgmat|sgmat2: refused in one line where the adapter has
   }
   const bad = await tprun(generateArgs(prompts.slice(0, 1)), { env: { TPRUN_WGSL_PREFILL: 'sgmat,tm8' } });
   assert.equal(bad.code, 2, bad.stderr);
-  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|tiled-t16\|tiled-n32\|tiled-t16-n32\|sgmat\|sgmat2\|auto alone/);
+  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|tiled-t16\|tiled-n32\|tiled-t16-n32\|sgmat\|sgmat2\|sgmat-n32\|sgmat2-n32\|auto alone/);
 });
 
 test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every f16 -> f32 shape the H200 lists and every epilogue", async (t) => {
@@ -95,10 +95,10 @@ test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every 
     // and a 64-lane subgroup (AMD) for the epilogue's arithmetic.
     for (const c of [{ M: 16, N: 16, K: 16, sg: 32 }, { M: 16, N: 8, K: 16, sg: 32 }, { M: 16, N: 8, K: 8, sg: 32 }, { M: 16, N: 16, K: 16, sg: 64 }]) {
       for (const ep of ['store', 'add', 'swiglu']) {
-        for (const split of [false, true]) {
-          const what = `${c.M}x${c.N}x${c.K} sg${c.sg} ${ep}${split ? ' split' : ''}`;
+        for (const [split, rows] of [[false, 64], [true, 64], [false, 32]]) {
+          const what = `${c.M}x${c.N}x${c.K} sg${c.sg} ${ep}${split ? ' split' : ''} ${rows} rows`;
           device.pushErrorScope('validation');
-          const module = device.createShaderModule({ code: sgmatShader(ep, c, split) });
+          const module = device.createShaderModule({ code: sgmatShader(ep, c, split, rows) });
           const msgs = (await module.getCompilationInfo()).messages.filter((m) => m.type !== 'info');
           assert.deepEqual(msgs.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`), [], `${what}: Tint's errors and warnings`);
           device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });

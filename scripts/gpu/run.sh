@@ -143,7 +143,7 @@ print(json.dumps({'step': 'wgsl-variant-quality', 'label': 'wgsl $1 brown-llama-
 fi
 if has sgmat; then step sgmat  # issue 15 prefill: the GEMM on Dawn's subgroup matrices (tensor cores) against the tiled FMA one
   # 1. Every prefill kernel against a float64 reference (bit-exact on small-integer inputs) and timed side by side.
-  node scripts/gpu/sgmat-check.mjs tiled tiled-t16 tiled-n32 tiled-t16-n32 sgmat sgmat2 2>>"$L/sgmat.log" | tee -a "$R"
+  node scripts/gpu/sgmat-check.mjs tiled tiled-t16 tiled-n32 tiled-t16-n32 sgmat sgmat-n32 sgmat2 sgmat2-n32 2>>"$L/sgmat.log" | tee -a "$R"
   [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
   [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
   [ -d "$W/brown-tp1" ] || tprun build --model models/brown-llama-a --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-tp1" -q >>"$L/build.log" 2>&1

@@ -34,7 +34,7 @@ export class Pipelines {
   constructor(device: GPUDevice, subgroups: boolean, sgmat?: SgmatConfig) {
     const shape = gemvShapes();
     const sg = shape.prefill.sgmat && sgmat ? { c: sgmat, split: shape.prefill.sgmat === 'split' } : undefined;
-    if (sg) { const t = sgmatTile(sg.c); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
+    if (sg) { const t = sgmatTile(sg.c, shape.prefill.rows); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
     else if (shape.prefill.sgmat) shape.prefill = { ...shape.prefill, sgmat: undefined }; // auto without subgroup matrices: tiled
     this.shape = shape;
     const k = (code: string, slots: Slot[], label: string): Kernel => {
@@ -44,7 +44,7 @@ export class Pipelines {
     const gemv = (epilogue: GemvEpilogue) => {
       const bgl = layout(device, ['u', 'u', 'r', 'r', 'w'], `gemv.${epilogue}`);
       const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups }), bgl, `gemv.${epilogue}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}`);
-      const prefill = sg ? pipeline(device, sgmatShader(epilogue, sg.c, sg.split), bgl, `gemm.sgmat.${epilogue}`)
+      const prefill = sg ? pipeline(device, sgmatShader(epilogue, sg.c, sg.split, shape.prefill.rows), bgl, `gemm.sgmat.${epilogue}`)
         : shape.prefill.tiled ? pipeline(device, gemmShader(epilogue, shape.prefill.tm, shape.prefill.rows), bgl, `gemm.${epilogue}.t${shape.prefill.tm}.n${shape.prefill.rows}`) : make(shape.prefill);
       return { bgl, decode: make(shape.decode), prefill };
     };

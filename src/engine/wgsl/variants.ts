@@ -44,12 +44,13 @@ function parse(name: string, value: string | undefined, base: GemvShape, keys: s
   if (tile) return { ...TILED, tm: Number(tile[1] ?? TILED.tm), rows: Number(tile[2] ?? TILED.rows) };
   // The tile is the adapter's (subgroup-matrix shape); Pipelines fills it in, or falls back to TILED.
   if (keys.includes('tm') && SGMAT[value]) return { ...TILED, sgmat: SGMAT[value] };
+  if (keys.includes('tm') && /^sgmat2?-n32$/.test(value)) return { ...TILED, rows: 32, sgmat: SGMAT[value.slice(0, -4)] };
   // A GEMV tile named in parts starts from the GEMV prefill shape, not from the tiled default.
   const out = base.tiled ? { rows: 2, wg: 128, unroll: 1, tm: 8 } : { ...base };
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const m = /^(tm|r|w|u)(\d+)$/.exec(part);
     const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));
-    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|auto alone' : ''}`);
+    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|auto alone' : ''}`);
     const n = Number(m[2]);
     if (m[1] === 'r') out.rows = n; else if (m[1] === 'w') out.wg = n; else if (m[1] === 'u') out.unroll = n; else out.tm = n;
   }

@@ -94,9 +94,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 /** A subgroup-matrix shape the adapter offers with f16 operands and f32 results (Dawn's adapter.info.subgroupMatrixConfigs). */
 export interface SgmatConfig { M: number; N: number; K: number; /** The adapter's (fixed) subgroup size. */ sg: number }
 
-/** The workgroup tile of sgmatShader: TT tokens × TN output rows, 2 × 2 subgroups of (TT/2) × (TN/2). */
-export function sgmatTile(c: SgmatConfig): { TT: number; TN: number } {
-  return { TT: 2 * c.M, TN: 2 * c.N * Math.max(1, 32 / c.N) };
+/**
+ * The workgroup tile of sgmatShader: TT tokens × TN output rows, 2 × 2 subgroups of (TT/2) × (TN/2). TN 64
+ * by default; 32 (TPRUN_WGSL_PREFILL=sgmat-n32) gives a 128-token prompt twice the workgroups (4 × 32 on a
+ * 2048-row linear is 128, about one 4-subgroup workgroup per H200 SM, few to hide load latency).
+ */
+export function sgmatTile(c: SgmatConfig, TN = 64): { TT: number; TN: number } {
+  if (TN % (2 * c.N)) throw new Error(`sgmat: ${TN} rows per tile is not a multiple of 2 × ${c.N}`);
+  return { TT: 2 * c.M, TN };
 }
 
 /**
@@ -126,9 +131,9 @@ export function sgmatTile(c: SgmatConfig): { TT: number; TN: number } {
  * upload.ts puts after every chunk, so no matrix load leaves the buffer) against zero activations; they
  * never reach y.
  */
-export function sgmatShader(epilogue: GemvEpilogue, c: SgmatConfig, split = false): string {
+export function sgmatShader(epilogue: GemvEpilogue, c: SgmatConfig, split = false, tileRows = 64): string {
   const pairs = epilogue === 'swiglu' ? 2 : 1;
-  const { TT, TN } = sgmatTile(c);
+  const { TT, TN } = sgmatTile(c, tileRows);
   const ST = TT / 2, SN = TN / 2;
   const RT = ST / c.M, CT = SN / c.N;
   const KC = Math.max(32, c.K); // k per staged x slice
