@@ -139,3 +139,52 @@ test('prefill variants: smaller GEMM tiles and the block prompt attention give t
   assert.match(bad.stderr, /TPRUN_WGSL_PREFILL_ATTN=flash: not one of block\|query/);
   assert.equal(bad.stdout, '');
 });
+
+test('block prompt attention equals the per-query decode kernel on random data: head sizes 64/80/128, GQA 1 and 4, a past before the prompt, partial blocks', async (t) => {
+  if (noAdapter) return t.skip(noAdapter);
+  const { ATTENTION_WGSL } = await import('../dist/engine/wgsl/kernels/attention.js');
+  const { ATTENTION_PREFILL_WGSL, ATTN_PREFILL_QB } = await import('../dist/engine/wgsl/kernels/attention-prefill.js');
+  const { layout, pipeline, uniform, bindGroup } = await import('../dist/engine/wgsl/kernels/common.js');
+  const { create, globals } = await import('webgpu');
+  Object.assign(globalThis, globals);
+  const gpu = create([]);
+  const device = await (await gpu.requestAdapter()).requestDevice();
+  try {
+    const bgl = layout(device, ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
+    const perQuery = pipeline(device, ATTENTION_WGSL, bgl, 'attention');
+    const block = pipeline(device, ATTENTION_PREFILL_WGSL, bgl, 'attention.prefill');
+    let seed = 7;
+    const rnd = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32 * 2 - 1; };
+    const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const buf = (a) => { const b = device.createBuffer({ size: a.byteLength, usage: S }); device.queue.writeBuffer(b, 0, a); return b; };
+    for (const [D, Hq, Hkv, T, pos0] of [[64, 4, 1, 37, 0], [80, 4, 4, 19, 21], [128, 8, 2, 9, 3], [64, 2, 1, 1 + ATTN_PREFILL_QB, 40]]) {
+      const cap = pos0 + T + 5, row = 1, rows = 2;
+      const qs = (Hq + 2 * Hkv) * D;
+      const qkv = new Float32Array(T * qs).map(rnd);
+      const kc = new Float32Array(rows * Hkv * cap * D).map(() => rnd() * 2);
+      const vc = new Float32Array(rows * Hkv * cap * D).map(rnd);
+      const bufs = [uniform(device, [Hq, Hkv, D, qs, { f: 1 / Math.sqrt(D) }], 'p'), uniform(device, [T, pos0, row, cap], 'step'), buf(qkv), buf(kc), buf(vc)];
+      const results = [];
+      for (const [p, grid] of [[perQuery, [Hq, T]], [block, [Hq, Math.ceil(T / ATTN_PREFILL_QB)]]]) {
+        const out = device.createBuffer({ size: T * Hq * D * 4, usage: S });
+        const read = device.createBuffer({ size: T * Hq * D * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+        const enc = device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(p);
+        pass.setBindGroup(0, bindGroup(device, bgl, [...bufs, out], 'attention'));
+        pass.dispatchWorkgroups(...grid);
+        pass.end();
+        enc.copyBufferToBuffer(out, 0, read, 0, T * Hq * D * 4);
+        device.queue.submit([enc.finish()]);
+        await read.mapAsync(GPUMapMode.READ);
+        results.push(new Float32Array(read.getMappedRange().slice(0)));
+        read.unmap();
+      }
+      const err = relL2(results[1], results[0]);
+      assert.ok(err < 1e-5, `D ${D}, ${Hq}/${Hkv} heads, T ${T} after ${pos0}: block attention ${err} from the per-query kernel`);
+    }
+  } finally {
+    device.destroy();
+    globalThis.keepDawnInstance = gpu; // the instance outlives its device (gpu.ts)
+  }
+});
