@@ -3,8 +3,9 @@
 # and `bash ../shared/device/pack.sh` here; carry [".device", "dist"], or split as pack-split.sh says):
 #   source .device/setup.sh && bash scripts/gpu/run.sh [SECTION...]
 # Sections (default: all, in this order): bandwidth make-model transformers transformers-tiny (Python only)
-# and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 wgsl (Node), then wgsl-variants and wgsl-decode
-# (int4 on WGSL against llama.cpp Q4_0, fused norm / float16 KV against their old forms; not in the default list). `wgsl` (issue 15
+# and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 wgsl (Node), then wgsl-variants, wgsl-decode
+# (int4 on WGSL against llama.cpp Q4_0, fused norm / float16 KV against their old forms) and sgmat (the prefill GEMM on subgroup matrices;
+# these three are not in the default list). `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -178,6 +179,27 @@ c = [json.loads(l) for l in open('$L/int4-cpu-tp$tp.jsonl') if l.startswith('{')
 rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
 print(json.dumps({'step': 'wgsl-int4-quality', 'label': 'brown-llama-a int4_wo tp=$tp --kernels wgsl vs CPU engine', 'greedy_equal': sum(a['new_ids'] == b['new_ids'] for a, b in zip(g, c)), 'prompts': len(c),
   'max_rel_l2': max(rel(a['last_prompt_logits'], b['last_prompt_logits']) for a, b in zip(g, c)) if g else None}))" | tee -a "$R"
+  done
+fi
+if has sgmat; then step sgmat  # issue 15 prefill: the GEMM on Dawn's subgroup matrices (tensor cores) against the tiled FMA one
+  # 1. Every prefill kernel against a float64 reference (bit-exact on small-integer inputs) and timed side by side.
+  node scripts/gpu/sgmat-check.mjs tiled tiled-t16 tiled-n32 tiled-t16-n32 sgmat sgmat-n32 sgmat2 sgmat2-n32 2>>"$L/sgmat.log" | tee -a "$R"
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
+  [ -d "$W/brown-tp1" ] || tprun build --model models/brown-llama-a --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-tp1" -q >>"$L/build.log" 2>&1
+  ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
+  for pf in tiled tiled-n32 sgmat sgmat2; do
+    # 2. The whole model with it: brown-llama-a's greedy tokens and logits against transformers (a wrong kernel shows here)...
+    TPRUN_WGSL_PREFILL=$pf tprun generate --engine "$W/brown-tp1" --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/sgmat.log" | $PY -c "import json, math, sys
+ref = json.load(open('models/brown-llama-a-reference.json'))['prompts']
+out = [json.loads(l) for l in sys.stdin if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'wgsl-quality', 'label': 'brown-llama-a float16 tp=1 --kernels wgsl prefill $pf', 'greedy_equal': sum(o['new_ids'] == p['greedy_new_ids'] for o, p in zip(out, ref)), 'prompts': len(ref),
+  'max_rel_l2': max(rel(o['last_prompt_logits'], p['last_logits']) for o, p in zip(out, ref)) if out else None}))" | tee -a "$R"
+    # ...and 3. its prefill speed on the TinyLlama shape, then where prefill GPU time goes.
+    TPRUN_WGSL_PREFILL=$pf tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len 128 --new-tokens 32 --reps 3 --json \
+      2>>"$L/sgmat.log" | grep '^{' | tail -1 | label "wgsl prefill $pf" | tee -a "$R"
+    TPRUN_WGSL_PREFILL=$pf node scripts/gpu/wgsl-profile.mjs "$W/tiny11-tp1" 128 8 2>>"$L/wgsl-profile.log" | label "wgsl-profile prefill $pf" | tee -a "$R"
   done
 fi
 if has variants; then step variants  # the provider options onnxruntime-node passes on, on the fp16 decode profile

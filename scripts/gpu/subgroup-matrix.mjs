@@ -9,6 +9,11 @@ Object.assign(globalThis, globals);
 const [T, K, N] = (process.argv.length > 4 ? process.argv.slice(2, 5) : ['128', '2048', '2048']).map(Number);
 const gpu = create([`enable-dawn-features=${['allow_unsafe_apis', ...(process.env.F16_ON_NVIDIA === '0' ? [] : ['vulkan_enable_f16_on_nvidia'])].join(',')}`]);
 const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+// The instance must stay reachable to the end: `gpu` is not used again below, and V8 keeps only live
+// values across an await, so a GC during the timing loop destroyed Dawn's instance under the device
+// (segfault or "The futex facility returned an unexpected error code", at random). Reproduced on lavapipe
+// every time with node --expose-gc and gc() between submits; the runtime holds it in WgslDevice.instance.
+globalThis.dawnInstance = gpu;
 if (!adapter) { console.log(JSON.stringify({ error: 'no adapter' })); process.exit(1); }
 const info = adapter.info;
 const features = [...adapter.features].sort();

@@ -9,6 +9,8 @@
 
 import { InputError } from '../../core/errors.js';
 import { bindGpu } from '../device.js';
+import { gemvShapes, prefillAttention } from './variants.js';
+import { sgmatShader, type SgmatConfig } from './kernels/gemm.js';
 
 export interface WgslDevice {
   device: GPUDevice;
@@ -21,8 +23,11 @@ export interface WgslDevice {
   kv16: boolean;
   /** Whether 'timestamp-query' is enabled (only with TPRUN_WGSL_PROFILE, see profile.ts). */
   timestamps: boolean;
-  /** Dawn's instance: it must outlive the device (once collected, the device's callbacks never fire). */
+  /** Dawn's instance: it must outlive the device (once collected, the device's callbacks never fire, and a
+   *  GC while the device works crashes the process: scripts/gpu/subgroup-matrix.mjs lost it that way). */
   instance: GPU;
+  /** The subgroup-matrix shape the prefill GEMM uses (TPRUN_WGSL_PREFILL=sgmat|sgmat2|auto where offered), else undefined. */
+  sgmat?: SgmatConfig;
 }
 
 let opened: Promise<WgslDevice> | undefined;
@@ -64,13 +69,25 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
   try {
     // Profiling: Dawn quantizes timestamps unless told not to (a toggle it may not know is ignored).
     const profiling = !!env.TPRUN_WGSL_PROFILE;
-    const gpu = mod.create(profiling ? ['enable-dawn-features=allow_unsafe_apis', 'disable-dawn-features=timestamp_quantization'] : []);
+    // On NVIDIA Dawn's Vulkan backend hides 'shader-f16' (the driver lacks storageInputOutput16, which only
+    // vertex/fragment IO needs) unless vulkan_enable_f16_on_nvidia: seen on the H200, without it there is no
+    // float16 KV cache and the only subgroup-matrix shapes listed are u8/i8. Compute shaders never use f16
+    // stage IO, so the toggle is always on; elsewhere it does nothing. Subgroup matrices are experimental
+    // (allow_unsafe_apis): only a prefill that may use them, or profiling, asks for that.
+    const sgmode = gemvShapes(env).prefill.sgmat;
+    prefillAttention(env); // a bad knob is refused before Dawn starts
+    const enable = [...(profiling || sgmode ? ['allow_unsafe_apis'] : []), 'vulkan_enable_f16_on_nvidia'];
+    const gpu = mod.create([`enable-dawn-features=${enable.join(',')}`, ...(profiling ? ['disable-dawn-features=timestamp_quantization'] : [])]);
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) throw new InputError(`${who}: --kernels wgsl but Dawn finds no WebGPU adapter (no Vulkan device${env.VK_DRIVER_FILES || env.VK_ICD_FILENAMES ? ` with VK_DRIVER_FILES=${env.VK_DRIVER_FILES ?? env.VK_ICD_FILENAMES}` : ''})`);
     const info = adapter.info;
     const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
     checkBinding(who, bound.adapter, info);
     const subgroups = adapter.features.has('subgroups') && process.env.TPRUN_WGSL_SUBGROUPS !== '0';
+    const sg = sgmode ? sgmatConfig(adapter) : undefined;
+    if (typeof sg === 'string' && sgmode !== 'auto') throw new InputError(`${who}: TPRUN_WGSL_PREFILL=${env.TPRUN_WGSL_PREFILL}: ${name || 'the adapter'} ${sg}; use tiled, or auto to fall back`);
+    const sgmat = typeof sg === 'object' ? sg : undefined;
+    const sgFeatures = sgmat ? ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'] : [];
     const timestamps = profiling && adapter.features.has('timestamp-query');
     const kvEnv = env.TPRUN_WGSL_KV ?? 'float16';
     if (kvEnv !== 'float16' && kvEnv !== 'float32') throw new InputError(`TPRUN_WGSL_KV=${kvEnv}: float16 or float32`);
@@ -79,7 +96,7 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
     if (profiling && !timestamps) process.stderr.write(`tprun: ${who}: note: TPRUN_WGSL_PROFILE but ${name} has no 'timestamp-query'; no profile\n`);
     const lim = adapter.limits;
     const device = await adapter.requestDevice({
-      requiredFeatures: [...(subgroups ? ['subgroups' as GPUFeatureName] : []), ...(timestamps ? ['timestamp-query' as GPUFeatureName] : []), ...(kv16 ? ['shader-f16' as GPUFeatureName] : [])],
+      requiredFeatures: [...new Set([...(subgroups ? ['subgroups'] : []), ...sgFeatures, ...(timestamps ? ['timestamp-query'] : []), ...(kv16 ? ['shader-f16'] : [])])] as GPUFeatureName[],
       requiredLimits: {
         maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
         maxBufferSize: lim.maxBufferSize,
@@ -93,7 +110,7 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
     device.addEventListener('uncapturederror', (ev) => {
       process.stderr.write(`tprun: ${who}: WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message.split('\n')[0]}\n`);
     });
-    return { device, adapter: name || 'WebGPU adapter', maxBinding: Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize), subgroups, kv16, timestamps, instance: gpu };
+    return { device, adapter: name || 'WebGPU adapter', maxBinding: Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize), subgroups, kv16, timestamps, instance: gpu, sgmat };
   } finally {
     restore();
   }
@@ -114,4 +131,28 @@ function checkBinding(who: string, wanted: string | undefined, info: GPUAdapterI
   if (dawnCpu !== wantCpu) throw new InputError(`${who}: bound to ${wanted} but Dawn opened ${got}: the device-select layer did not apply`);
   const norm = (x: string) => x.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
   if (info.device && norm(info.device) !== norm(name)) process.stderr.write(`tprun: ${who}: note: bound to ${wanted}; Dawn names its adapter ${got}\n`);
+}
+
+interface SubgroupMatrixInfo { componentType: string; resultComponentType: string; M: number; N: number; K: number }
+
+/**
+ * The subgroup-matrix shape for the prefill GEMM: f16 operands, f32 results (16x16x16 where offered: it is
+ * what NVIDIA's tensor cores run natively, and square, so WGSL's type-parameter order cannot matter), else
+ * the largest; or why there is none. The kernel assumes a fixed subgroup size (4 subgroups per workgroup).
+ */
+export function sgmatConfig(adapter: GPUAdapter): SgmatConfig | string {
+  const f = adapter.features;
+  if (!f.has('chromium-experimental-subgroup-matrix')) return "has no subgroup matrices (Dawn's 'chromium-experimental-subgroup-matrix' feature)";
+  if (!f.has('shader-f16')) return "has no 'shader-f16'";
+  if (!f.has('subgroups')) return "has no 'subgroups'";
+  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number; subgroupMatrixConfigs?: SubgroupMatrixInfo[] };
+  const sg = info.subgroupMaxSize ?? 0;
+  if (!sg || info.subgroupMinSize !== sg) return `has no fixed subgroup size (${info.subgroupMinSize}..${sg})`;
+  const all = info.subgroupMatrixConfigs ?? [];
+  const ok = all.filter((c) => c.componentType === 'f16' && c.resultComponentType === 'f32')
+    .map((c) => ({ M: c.M, N: c.N, K: c.K, sg }))
+    .filter((c) => { try { return !!sgmatShader('store', c); } catch { return false; } }) // a shape the tiling fits
+    .sort((a, b) => Number(b.M === 16 && b.N === 16 && b.K === 16) - Number(a.M === 16 && a.N === 16 && a.K === 16) || b.M * b.N * b.K - a.M * a.N * a.K);
+  if (!ok.length) return `offers no f16 -> f32 subgroup-matrix shape (it offers: ${all.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'})`;
+  return ok[0];
 }

@@ -9,6 +9,7 @@ import { InputError } from '../../core/errors.js';
 import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
 import type { GemvEpilogue, GemvPrologue } from './kernels/gemv.js';
+import { ATTN_PREFILL_MAX_HEAD, ATTN_PREFILL_QB } from './kernels/attention-prefill.js';
 import type { GemvWeight } from './upload.js';
 
 export interface Dims { H: number; Hq: number; Hkv: number; D: number; I: number; qkvN: number; Vr: number; layers: number; eps: number }
@@ -126,7 +127,7 @@ export class OpBuilder {
         ...(quant ? [c.sc!, c.zb ?? c.sc!] : []), ...(prologue !== 'none' ? [g!] : []),
       ], 'gemv'),
       size: (T: number) => {
-        const s = T === 1 ? this.pl.shape.decode : this.pl.shape.prefill;
+        const s = T === 1 ? this.pl.shape.decode : k.prefillTile;
         return [Math.ceil(T / s.tm), Math.ceil(c.n / s.rows)];
       },
     }));
@@ -194,6 +195,7 @@ export class OpBuilder {
       this.owned.push(part);
     }
     const ropeThreads = ((d.Hq + d.Hkv) * d.D) / 2 + d.Hkv * d.D;
+    const blockAttn = d.D <= ATTN_PREFILL_MAX_HEAD ? pl.attentionPrefill : undefined;
     w.layers.forEach((l, i) => {
       ops.push(...this.normedGemv(l.inNorm, l.inNormG, l.qkv, a.qkv, 'store', d.qkvN, 'gemv.qkv'));
       ops.push({
@@ -205,9 +207,9 @@ export class OpBuilder {
       ops.push({
         name: 'attention',
         ...(part ? { only: 'prefill' as const } : {}),
-        p: () => pl.attention.p,
+        p: (T) => (T > 1 && blockAttn ? blockAttn.p : pl.attention.p),
         g: bindGroup(this.device, pl.attention.bgl, [attn, a.step, a.qkv, kv[i].k, kv[i].v, a.attn], 'attention'),
-        size: (T) => [d.Hq, T],
+        size: (T) => (T > 1 && blockAttn ? [d.Hq, Math.ceil(T / ATTN_PREFILL_QB)] : [d.Hq, T]),
       });
       if (part) {
         ops.push({

@@ -3,18 +3,24 @@
 // layouts their bind groups are made against.
 
 import { layout, pipeline, type Slot } from './kernels/common.js';
-import { gemmShader, gemvShader, gemvSlots, TRANSPOSE_WGSL, type GemvEpilogue, type GemvPrologue, type WeightFormat } from './kernels/gemv.js';
-import { nbitsGemmShader } from './kernels/nbits.js';
+import { gemvShader, gemvSlots, TRANSPOSE_WGSL, type GemvEpilogue, type GemvPrologue, type WeightFormat } from './kernels/gemv.js';
+import { gemmShader, sgmatShader, sgmatTile, type SgmatConfig } from './kernels/gemm.js';
+import { NBITS_TILE, nbitsGemmShader } from './kernels/nbits.js';
 import { rmsNormShader } from './kernels/norm.js';
 import { ropeShader } from './kernels/rope.js';
 import { ATTENTION_COMBINE_WGSL, attentionShader } from './kernels/attention.js';
+import { attentionPrefillShader } from './kernels/attention-prefill.js';
 import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
-import { gemvShapes, type GemvShape } from './variants.js';
+import { gemvShapes, prefillAttention, type GemvShape } from './variants.js';
 
 
 export interface Kernel { bgl: GPUBindGroupLayout; p: GPUComputePipeline }
 /** A linear's kernels: one bind group layout, the decode GEMV and (except for the fused-norm variant) the prefill one. */
-export interface GemvKernel { bgl: GPUBindGroupLayout; decode: GPUComputePipeline; prefill: GPUComputePipeline | undefined }
+export interface GemvKernel {
+  bgl: GPUBindGroupLayout; decode: GPUComputePipeline; prefill: GPUComputePipeline | undefined;
+  /** The prefill kernel's output tile (tokens × rows), which sizes its dispatch: the quantized GEMM has its own. */
+  prefillTile: { tm: number; rows: number };
+}
 
 export class Pipelines {
   private gemvs = new Map<string, GemvKernel>();
@@ -28,13 +34,22 @@ export class Pipelines {
   /** Flash-decoding: the attention split over positions (decode), and the combine of its partials. */
   readonly attentionSplit: Kernel;
   readonly attentionCombine: Kernel;
+  /** Prompt attention per block of queries (same bindings as `attention`); undefined with TPRUN_WGSL_PREFILL_ATTN=query. */
+  readonly attentionPrefill?: Kernel;
   readonly embed: Kernel;
   readonly add: Kernel;
   readonly argmax: Kernel;
 
-  /** `kv16`: the KV cache is float16 (shader-f16). */
-  constructor(private device: GPUDevice, private subgroups: boolean, readonly kv16 = false) {
-    this.shape = gemvShapes();
+  /** The prefill GEMM on subgroup matrices (gpu.ts found a shape and TPRUN_WGSL_PREFILL asks for it). */
+  private sg: { c: SgmatConfig; split: boolean } | undefined;
+
+  /** `kv16`: the KV cache is float16 (shader-f16). `sgmat`: the device's subgroup-matrix shape (gpu.ts). */
+  constructor(private device: GPUDevice, private subgroups: boolean, readonly kv16 = false, sgmat?: SgmatConfig) {
+    const shape = gemvShapes();
+    this.sg = shape.prefill.sgmat && sgmat ? { c: sgmat, split: shape.prefill.sgmat === 'split' } : undefined;
+    if (this.sg) { const t = sgmatTile(this.sg.c, shape.prefill.rows); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
+    else if (shape.prefill.sgmat) shape.prefill = { ...shape.prefill, sgmat: undefined }; // auto without subgroup matrices: tiled
+    this.shape = shape;
     const k = (code: string, slots: Slot[], label: string): Kernel => {
       const bgl = layout(device, slots, label);
       return { bgl, p: pipeline(device, code, bgl, label) };
@@ -46,6 +61,7 @@ export class Pipelines {
     this.attention = k(attentionShader(kv16), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
     this.attentionSplit = k(attentionShader(kv16, true), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention.split');
     this.attentionCombine = k(ATTENTION_COMBINE_WGSL, ['u', 'r', 'w'], 'attention.combine');
+    if (prefillAttention() === 'block') this.attentionPrefill = { bgl: this.attention.bgl, p: pipeline(device, attentionPrefillShader(kv16), this.attention.bgl, 'attention.prefill') };
     this.embed = k(EMBED_WGSL, ['u', 'u', 'r', 'r', 'w'], 'embed');
     this.add = k(ADD_WGSL, ['u', 'u', 'r', 'w'], 'add');
     this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');
@@ -67,10 +83,12 @@ export class Pipelines {
     if (prologue !== 'rms') {
       if (!shape.prefill.tiled) prefill = make(shape.prefill);
       else if (fmt === 'f16' && prologue !== 'none') throw new Error(`no float16 prefill GEMM with a ${prologue} prologue`);
-      else if (fmt === 'f16') prefill = pipeline(device, gemmShader(epilogue), bgl, `gemm.${key}`);
+      else if (fmt === 'f16' && this.sg) prefill = pipeline(device, sgmatShader(epilogue, this.sg.c, this.sg.split, shape.prefill.rows), bgl, `gemm.sgmat.${key}`);
+      else if (fmt === 'f16') prefill = pipeline(device, gemmShader(epilogue, shape.prefill.tm, shape.prefill.rows), bgl, `gemm.${key}.t${shape.prefill.tm}.n${shape.prefill.rows}`);
       else prefill = pipeline(device, nbitsGemmShader(fmt, epilogue, prologue), bgl, `gemm.${key}`);
     }
-    k = { bgl, decode: make(shape.decode), prefill };
+    const prefillTile = fmt !== 'f16' && shape.prefill.tiled ? NBITS_TILE : { tm: shape.prefill.tm, rows: shape.prefill.rows };
+    k = { bgl, decode: make(shape.decode), prefill, prefillTile };
     this.gemvs.set(key, k);
     return k;
   }

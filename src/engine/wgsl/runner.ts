@@ -108,7 +108,7 @@ export class WgslRunner {
     const dev = gpu.device;
     return traceSpan('load', async () => {
       dev.pushErrorScope('validation');
-      const pl = new Pipelines(dev, gpu.subgroups, gpu.kv16);
+      const pl = new Pipelines(dev, gpu.subgroups, gpu.kv16, gpu.sgmat);
       const err = await dev.popErrorScope();
       if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
       const segs = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));

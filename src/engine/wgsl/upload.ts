@@ -110,12 +110,16 @@ export class Uploader {
     if (K % 8) throw new InputError(`${parts[0].name}: input size ${K} is not a multiple of 8, which the WGSL matrix-vector kernel reads at a time`);
     const swiglu = parts.length === 2;
     const rowBytes = K * 2 * parts.length;
-    const per = Math.min(MAX_CHUNK_ROWS, Math.floor(this.maxBinding / rowBytes));
+    // 16 zero rows after each chunk: the subgroup-matrix prefill GEMM (kernels/gemm.ts sgmatShader) loads
+    // whole 16-row tiles, and one that straddles the chunk's end (N or K not a multiple of the tile) must
+    // stay inside the buffer rather than rely on what robust access does to an out-of-bounds matrix load.
+    const pad = 16 * K * 2;
+    const per = Math.min(MAX_CHUNK_ROWS, Math.floor((this.maxBinding - pad) / rowBytes));
     if (per < 1) throw new InputError(`${parts[0].name}: one row of ${K} halves exceeds the device's largest storage binding`);
     const chunks: GemvChunk[] = [];
     for (let n0 = 0; n0 < N; n0 += per) {
       const n = Math.min(per, N - n0);
-      chunks.push({ n0, n, buf: this.device.createBuffer({ size: n * rowBytes, usage: GPUBufferUsage.STORAGE, label: `${parts[0].name}[${n0}]` }) });
+      chunks.push({ n0, n, buf: this.device.createBuffer({ size: n * rowBytes + pad, usage: GPUBufferUsage.STORAGE, label: `${parts[0].name}[${n0}]` }) });
     }
     // Slabs of K rows of the [K, N] source; an even count, as the transpose packs two halves per word.
     let ks = Math.floor(this.stagingBytes / (N * 2));

@@ -2,16 +2,27 @@
 // side by side (scripts/gpu/run.sh wgsl-variants):
 //   TPRUN_WGSL_GEMV=r2,w128,u2    decode (one token): output rows per workgroup (2|4|8), threads per
 //                                 workgroup (64|128|256), K strides loaded per thread before multiplying (1|2|4)
-//   TPRUN_WGSL_PREFILL=tiled      prefill: a shared-memory tiled GEMM (32 tokens × 64 rows per workgroup),
-//                                 or a GEMV tile: tokens per workgroup (4|8|16), rows per workgroup (2|4), e.g. tm8,r2
+//   TPRUN_WGSL_PREFILL=tiled      prefill: a shared-memory tiled GEMM (32 tokens × 64 rows per workgroup; smaller:
+//                                 tiled-t16, tiled-n32, tiled-t16-n32),
+//                                 or a GEMV tile: tokens per workgroup (4|8|16), rows per workgroup (2|4), e.g. tm8,r2,
+//                                 or the GEMM on Dawn's subgroup matrices (tensor cores; kernels/gemm.ts sgmatShader):
+//                                 sgmat (activations rounded to f16, as llama.cpp's Vulkan mul_mm does; refused in one
+//                                 line where the adapter lacks them), sgmat2 (activations as two f16 parts: f32-accurate,
+//                                 twice the matrix work), auto (sgmat where offered, else tiled)
 //   TPRUN_WGSL_SUBGROUPS=0        shared-memory reductions instead of subgroupAdd (gpu.ts)
+//   TPRUN_WGSL_PREFILL_ATTN=block prompt attention per block of queries (kernels/attention-prefill.ts), or
+//                                 query: the decode kernel once per query (what prefill ran before)
 // Every variant computes the same sums in the same f32 order per thread; only the split across threads
 // differs, so greedy tokens must not change (test/engine-wgsl.test.js checks a non-default one).
 
 import { InputError } from '../../core/errors.js';
 
 /** `tiled`: the prefill GEMM (gemmShader) instead of the GEMV with TM tokens; rows / tm are then its tile. */
-export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean }
+export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode }
+
+/** `on`/`split`: asked for by name (sgmat / sgmat2), refused where absent; `auto`: falls back to tiled. */
+export type SgmatMode = 'on' | 'split' | 'auto';
+const SGMAT: Record<string, SgmatMode> = { sgmat: 'on', sgmat2: 'split', auto: 'auto' };
 
 /**
  * Defaults from the H200 run of `run.sh wgsl-variants` (bench/results/issue15-wgsl-h200-variants.jsonl):
@@ -28,12 +39,18 @@ const ALLOWED: Record<string, number[]> = { r: [2, 4, 8], w: [64, 128, 256], u: 
 function parse(name: string, value: string | undefined, base: GemvShape, keys: string[]): GemvShape {
   if (!value) return base;
   if (keys.includes('tm') && value === 'tiled') return TILED;
+  // A smaller GEMM tile: tiled-t16 (16 tokens), tiled-n32 (32 rows), or both.
+  const tile = keys.includes('tm') ? /^tiled(?:-t(16|32))?(?:-n(32|64))?$/.exec(value) : null;
+  if (tile) return { ...TILED, tm: Number(tile[1] ?? TILED.tm), rows: Number(tile[2] ?? TILED.rows) };
+  // The tile is the adapter's (subgroup-matrix shape); Pipelines fills it in, or falls back to TILED.
+  if (keys.includes('tm') && SGMAT[value]) return { ...TILED, sgmat: SGMAT[value] };
+  if (keys.includes('tm') && /^sgmat2?-n32$/.test(value)) return { ...TILED, rows: 32, sgmat: SGMAT[value.slice(0, -4)] };
   // A GEMV tile named in parts starts from the GEMV prefill shape, not from the tiled default.
   const out = base.tiled ? { rows: 2, wg: 128, unroll: 1, tm: 8 } : { ...base };
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const m = /^(tm|r|w|u)(\d+)$/.exec(part);
     const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));
-    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or tiled alone' : ''}`);
+    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|auto alone' : ''}`);
     const n = Number(m[2]);
     if (m[1] === 'r') out.rows = n; else if (m[1] === 'w') out.wg = n; else if (m[1] === 'u') out.unroll = n; else out.tm = n;
   }
@@ -49,3 +66,11 @@ export function gemvShapes(env: NodeJS.ProcessEnv = process.env): { decode: Gemv
 
 /** A weight chunk's rows: every shape has at least 2 rows per workgroup, and a grid dimension holds at most 65535 workgroups. */
 export const MAX_CHUNK_ROWS = 65535 * 2;
+
+/** How a prompt's attention runs (TPRUN_WGSL_PREFILL_ATTN): per block of queries (default), or the decode kernel per query. */
+export function prefillAttention(env: NodeJS.ProcessEnv = process.env): 'block' | 'query' {
+  const v = env.TPRUN_WGSL_PREFILL_ATTN;
+  if (!v || v === 'block') return 'block';
+  if (v === 'query') return 'query';
+  throw new InputError(`TPRUN_WGSL_PREFILL_ATTN=${v}: not one of block|query`);
+}

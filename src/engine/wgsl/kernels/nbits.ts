@@ -16,6 +16,9 @@
 import { STEP_WGSL } from './common.js';
 import { extraBindings, GEMV_PARAMS_WGSL, type GemvEpilogue, type GemvPrologue, type WeightFormat } from './gemv.js';
 
+/** The quantized GEMM's output tile: 32 tokens × 64 rows per workgroup (its dispatch is sized by it). */
+export const NBITS_TILE = { tm: 32, rows: 64 } as const;
+
 export function nbitsGemmShader(fmt: Exclude<WeightFormat, 'f16'>, epilogue: GemvEpilogue, prologue: GemvPrologue): string {
   if (prologue === 'rms') throw new Error('the prefill GEMM reads normed activations (RMSNorm is fused into the decode GEMV only)');
   const pairs = epilogue === 'swiglu' ? 2 : 1;

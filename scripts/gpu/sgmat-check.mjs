@@ -1,0 +1,144 @@
+// The prefill GEMM kernels of --kernels wgsl side by side on this adapter, through the runtime's own
+// pipelines (dist/engine/wgsl/pipelines.js, one per TPRUN_WGSL_PREFILL value): every one is checked, then
+// timed. Usage (after `npx tsc -p .`):
+//   node scripts/gpu/sgmat-check.mjs [KNOB...]      (default: tiled sgmat sgmat2) → JSON lines on stdout
+// Checks, per shape (the TinyLlama-1.1B prefill linears at 128 tokens, and odd shapes whose edge tiles
+// are partial in tokens, rows and K) and epilogue (store, add into y, SwiGLU over gate/up):
+//   exact: x and W are small integers / 8, so f16 holds them and every f32 partial sum is exact: store and
+//          add must equal the float64 reference bit for bit (SwiGLU: to 1e-5, it goes through exp);
+//   real:  x full-precision floats, W random f16: error relative to the float64 reference's largest value
+//          (sgmat rounds x to f16 as llama.cpp's Vulkan mul_mm does; sgmat2 keeps its rounding error).
+// A knob the adapter cannot run (sgmat without subgroup matrices) is reported and skipped; the process
+// exits 1 when an exact check fails. Timing: 50 dispatches in one pass after 3 warm-up ones (GPU-bound
+// wall time), as ms per GEMM, TFLOP/s and the ratio to the first knob.
+process.env.TPRUN_WGSL_PREFILL = 'auto'; // the device with subgroup matrices where the adapter has them (gpu.ts)
+const { openWgslDevice } = await import('../../dist/engine/wgsl/gpu.js');
+const { Pipelines } = await import('../../dist/engine/wgsl/pipelines.js');
+const { bindGroup, uniform } = await import('../../dist/engine/wgsl/kernels/common.js');
+
+const knobs = process.argv.length > 2 ? process.argv.slice(2) : ['tiled', 'sgmat', 'sgmat2'];
+const out = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const gpu = await openWgslDevice();
+const dev = gpu.device;
+out({ adapter: gpu.adapter, subgroups: gpu.subgroups, sgmat: gpu.sgmat ?? null });
+
+const only = process.env.SHAPES?.split(','); // e.g. SHAPES=edge for a quick run on a CPU device
+const shapes = [
+  { name: 'qkv', T: 128, K: 2048, n: 2560, ep: 'store' },
+  { name: 'o', T: 128, K: 2048, n: 2048, ep: 'add' },
+  { name: 'gate_up', T: 128, K: 2048, n: 5632, ep: 'swiglu' },
+  { name: 'down', T: 128, K: 5632, n: 2048, ep: 'add' },
+  { name: 'edge', T: 77, K: 264, n: 200, ep: 'store' },
+  { name: 'edge', T: 77, K: 264, n: 200, ep: 'swiglu' },
+  { name: 'edge', T: 5, K: 72, n: 40, ep: 'add' },
+].filter((s) => !only || only.includes(s.name));
+
+let seed = 12345;
+const rnd = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32; };
+const smallInt = () => Math.floor(rnd() * 9 - 4) / 8; // {-4..4} / 8
+// Exact for the values used here (normal f16 numbers with at most 11 significant bits).
+function toHalf(v) {
+  if (v === 0) return 0;
+  const s = v < 0 ? 0x8000 : 0;
+  const a = Math.abs(v);
+  const e = Math.floor(Math.log2(a));
+  return s | ((e + 15) << 10) | Math.round((a / 2 ** e - 1) * 1024);
+}
+const silu = (a) => a / (1 + Math.exp(-a));
+
+const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+const buffer = (data) => { const b = dev.createBuffer({ size: Math.max(16, data.byteLength), usage: S }); dev.queue.writeBuffer(b, 0, data); return b; };
+
+const pls = {};
+for (const k of knobs) {
+  process.env.TPRUN_WGSL_PREFILL = k;
+  try {
+    if (k.startsWith('sgmat') && !gpu.sgmat) throw new Error('the adapter has no subgroup matrices (with f16 -> f32 shapes)');
+    dev.pushErrorScope('validation');
+    const pl = new Pipelines(dev, gpu.subgroups, gpu.kv16, gpu.sgmat);
+    const e = await dev.popErrorScope();
+    if (e) throw new Error(e.message.split('\n')[0]);
+    pls[k] = pl;
+  } catch (e) { out({ knob: k, skipped: String(e.message ?? e).slice(0, 300) }); }
+}
+
+let failed = 0;
+for (const sh of shapes) {
+  const { T, K, n, ep } = sh;
+  const pairs = ep === 'swiglu' ? 2 : 1;
+  for (const mode of ['exact', 'real']) {
+    const w = new Float64Array(pairs * n * K).map(() => (mode === 'exact' ? smallInt() : Math.round((rnd() * 2 - 1) * 512) / 4096));
+    const x = new Float32Array(T * K).map(() => (mode === 'exact' ? smallInt() : (rnd() * 2 - 1) * 3));
+    // y has PAD rows past T: the edge tiles compute them, and must not write them.
+    const PAD = 40;
+    const y0 = new Float32Array((T + PAD) * n).map(() => (ep === 'add' ? smallInt() : 0.5));
+    // 16 zero rows after the weights, as upload.ts leaves after every chunk (edge tiles load whole 16-row tiles).
+    const wh = new Uint16Array(w.length + 16 * K); for (let i = 0; i < w.length; i++) wh[i] = toHalf(w[i]);
+    // Reference on every 7th token (all of them for the small shapes).
+    const tStep = T * n * K > 5e7 ? 7 : 1;
+    const ref = new Float64Array(T * n);
+    for (let t = 0; t < T; t += tStep) {
+      for (let o = 0; o < n; o++) {
+        const dot = (q) => { let s = 0; const r = (o + q * n) * K; for (let k = 0; k < K; k++) s += x[t * K + k] * w[r + k]; return s; };
+        ref[t * n + o] = ep === 'swiglu' ? silu(dot(0)) * dot(1) : ep === 'add' ? y0[t * n + o] + dot(0) : dot(0);
+      }
+    }
+    let refMax = 0; for (let t = 0; t < T; t += tStep) for (let o = 0; o < n; o++) refMax = Math.max(refMax, Math.abs(ref[t * n + o]));
+    const W = buffer(wh), X = buffer(x), Y = buffer(y0);
+    const read = dev.createBuffer({ size: y0.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const step = uniform(dev, [T, 0, 0, T], 'step');
+    const p = uniform(dev, [K / 8, n, 0, n, K / 4], 'p');
+    const base = {};
+    for (const [k, pl] of Object.entries(pls)) {
+      const kern = pl.gemv('f16', ep);
+      const bg = bindGroup(dev, kern.bgl, [p, step, W, X, Y], 'check');
+      const s = pl.shape.prefill;
+      const grid = [Math.ceil(T / s.tm), Math.ceil(n / s.rows)];
+      const go = (reps) => {
+        const enc = dev.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(kern.prefill);
+        pass.setBindGroup(0, bg);
+        for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(...grid);
+        pass.end();
+        dev.queue.submit([enc.finish()]);
+        return dev.queue.onSubmittedWorkDone();
+      };
+      dev.queue.writeBuffer(Y, 0, y0);
+      await go(1);
+      const enc = dev.createCommandEncoder();
+      enc.copyBufferToBuffer(Y, 0, read, 0, y0.byteLength);
+      dev.queue.submit([enc.finish()]);
+      await read.mapAsync(GPUMapMode.READ);
+      const y = new Float32Array(read.getMappedRange().slice(0));
+      read.unmap();
+      let bad = 0, maxErr = 0, first;
+      for (let t = 0; t < T; t += tStep) {
+        for (let o = 0; o < n; o++) {
+          const i = t * n + o;
+          const err = Math.abs(y[i] - ref[i]);
+          maxErr = Math.max(maxErr, Number.isFinite(err) ? err : Infinity);
+          const ok = mode !== 'exact' ? true : ep === 'swiglu' ? err <= 1e-5 * Math.max(1, Math.abs(ref[i])) : y[i] === ref[i];
+          if (!ok) { bad++; first ??= { t, o, got: y[i], want: ref[i] }; }
+        }
+      }
+      for (let t = T; t < T + PAD; t++) for (let o = 0; o < n; o++) if (y[t * n + o] !== y0[t * n + o]) bad++;
+      if (bad) failed++;
+      const rec = { check: 'prefill-gemm', knob: k, shape: sh.name, T, K, n, epilogue: ep, mode, mismatches: bad, first, rel_err: +(maxErr / (refMax || 1)).toExponential(2) };
+      if (mode === 'real') {
+        await go(3);
+        const reps = 50, t0 = performance.now();
+        await go(reps);
+        const ms = (performance.now() - t0) / reps;
+        base[k] = ms;
+        const first = Object.values(base)[0];
+        Object.assign(rec, { ms: +ms.toFixed(4), tflops: +((2 * T * K * n * pairs) / ms / 1e9).toPrecision(3), speedup_vs_first: +(first / ms).toFixed(2), grid });
+      }
+      out(rec);
+    }
+    for (const b of [W, X, Y, read, step, p]) b.destroy();
+  }
+}
+out({ check: 'prefill-gemm-summary', knobs: Object.keys(pls), failed });
+await new Promise((r) => process.stdout.write('', r));
+process.exit(failed ? 1 : 0);

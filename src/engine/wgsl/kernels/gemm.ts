@@ -1,0 +1,227 @@
+// The prefill GEMM: y[t, n] = Σ_k x[t, k] · W[n, k] for a whole prompt at once, with the same bindings
+// and epilogues as the GEMV (gemv.ts), which it replaces when T > 1.
+
+import { STEP_WGSL } from './common.js';
+import type { GemvEpilogue } from './gemv.js';
+
+/**
+ * Prefill GEMM (TPRUN_WGSL_PREFILL=tiled): a TT-token × TN-row output tile per 256-thread workgroup (32 × 64
+ * by default), the x and W slices of 32 along K staged in workgroup memory (W unpacked to f32 once per
+ * tile), TT/16 tokens × TN/16 rows per thread, f32 accumulation; the classic shared-memory tiling of
+ * ggml-vulkan's mul_mm.comp (ggml-org/llama.cpp), here without its cooperative-matrix paths. Same bindings
+ * and epilogues as the GEMV. Smaller tiles (tiled-t16, tiled-n32) give a 128-token prompt 2-4× more
+ * workgroups (32 × 64 on a 2048-row linear is 128 workgroups: about one per SM of an H200) for less reuse of
+ * each staged value. Every tile sums each output over k in the same order, so all give the same numbers.
+ */
+export const TILE_T = 32;
+export const TILE_N = 64;
+export function gemmShader(epilogue: GemvEpilogue, TT = TILE_T, TN = TILE_N): string {
+  if (![16, 32].includes(TT) || ![32, 64].includes(TN)) throw new Error(`gemm: no ${TT}x${TN} tile`);
+  const pairs = epilogue === 'swiglu' ? 2 : 1;
+  const TPT = TT / 16; // tokens per thread (16 × 16 threads)
+  const RPT = TN / 16; // rows per thread
+  const A = TPT * RPT; // accumulators per matrix
+  const out = epilogue === 'swiglu'
+    ? `let a = acc[(i * ${RPT}u + r) * 2u]; let b = acc[(i * ${RPT}u + r) * 2u + 1u]; y[yi] = a / (1.0 + exp(-a)) * b;`
+    : epilogue === 'add' ? `y[yi] += acc[i * ${RPT}u + r];` : `y[yi] = acc[i * ${RPT}u + r];`;
+  return /* wgsl */ `
+${STEP_WGSL}
+struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<uniform> st: Step;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+var<workgroup> xt: array<vec4<f32>, ${TT * 8}>;          // [token][k / 4], 32 k per slice
+var<workgroup> wt: array<f32, ${pairs * TN * 33}>;       // [q][row][k], rows padded to 33 against bank conflicts
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let t0 = wid.x * ${TT}u;
+  let o0 = wid.y * ${TN}u;
+  let tx = tid % 16u; // rows tx * RPT .. + RPT
+  let ty = tid / 16u; // tokens ty * TPT .. + TPT
+  var acc: array<f32, ${A * pairs}>;
+  let K4 = p.K8 * 2u;
+  for (var k8 = 0u; k8 < p.K8; k8 += 4u) {
+    // x: TT tokens × 8 vec4.
+    if (tid < ${TT * 8}u) {
+      let t = min(t0 + tid / 8u, st.T - 1u);
+      let k4 = k8 * 2u + tid % 8u;
+      xt[tid] = select(vec4<f32>(0.0), x[t * p.xs + min(k4, K4 - 1u)], k4 < K4);
+    }
+    // W: TN rows × 4 vec4<u32> (8 halves each) per matrix.
+    if (tid < ${TN * 4}u) {
+      for (var q = 0u; q < ${pairs}u; q++) {
+        let row = tid / 4u;
+        let kq = k8 + tid % 4u;
+        let o = min(o0 + row, p.n - 1u) + q * p.n;
+        let wv = select(vec4<u32>(0u), w[o * p.K8 + min(kq, p.K8 - 1u)], kq < p.K8);
+        let b = (q * ${TN}u + row) * 33u + (tid % 4u) * 8u;
+        let a0 = unpack2x16float(wv.x); let a1 = unpack2x16float(wv.y); let a2 = unpack2x16float(wv.z); let a3 = unpack2x16float(wv.w);
+        wt[b] = a0.x; wt[b + 1u] = a0.y; wt[b + 2u] = a1.x; wt[b + 3u] = a1.y;
+        wt[b + 4u] = a2.x; wt[b + 5u] = a2.y; wt[b + 6u] = a3.x; wt[b + 7u] = a3.y;
+      }
+    }
+    workgroupBarrier();
+    for (var k4 = 0u; k4 < 8u; k4++) {
+      var xa: array<vec4<f32>, ${TPT}>;
+      for (var i = 0u; i < ${TPT}u; i++) { xa[i] = xt[(ty * ${TPT}u + i) * 8u + k4]; }
+      for (var r = 0u; r < ${RPT}u; r++) {
+        for (var q = 0u; q < ${pairs}u; q++) {
+          let b = (q * ${TN}u + tx * ${RPT}u + r) * 33u + k4 * 4u;
+          let wv = vec4<f32>(wt[b], wt[b + 1u], wt[b + 2u], wt[b + 3u]);
+          for (var i = 0u; i < ${TPT}u; i++) { acc[(i * ${RPT}u + r) * ${pairs}u + q] += dot(xa[i], wv); }
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < ${TPT}u; i++) {
+    let t = t0 + ty * ${TPT}u + i;
+    for (var r = 0u; r < ${RPT}u; r++) {
+      let o = o0 + tx * ${RPT}u + r;
+      if (t < st.T && o < p.n) {
+        let yi = t * p.ys + p.n0 + o;
+        ${out}
+      }
+    }
+  }
+}
+`;
+}
+
+/** A subgroup-matrix shape the adapter offers with f16 operands and f32 results (Dawn's adapter.info.subgroupMatrixConfigs). */
+export interface SgmatConfig { M: number; N: number; K: number; /** The adapter's (fixed) subgroup size. */ sg: number }
+
+/**
+ * The workgroup tile of sgmatShader: TT tokens × TN output rows, 2 × 2 subgroups of (TT/2) × (TN/2). TN 64
+ * by default; 32 (TPRUN_WGSL_PREFILL=sgmat-n32) gives a 128-token prompt twice the workgroups (4 × 32 on a
+ * 2048-row linear is 128, about one 4-subgroup workgroup per H200 SM, few to hide load latency).
+ */
+export function sgmatTile(c: SgmatConfig, TN = 64): { TT: number; TN: number } {
+  if (TN % (2 * c.N)) throw new Error(`sgmat: ${TN} rows per tile is not a multiple of 2 × ${c.N}`);
+  return { TT: 2 * c.M, TN };
+}
+
+/**
+ * Prefill GEMM on Dawn's experimental subgroup matrices (WGSL `chromium_experimental_subgroup_matrix`,
+ * lowered to Vulkan's cooperative matrices, i.e. the H200's tensor cores; TPRUN_WGSL_PREFILL=sgmat|auto).
+ * What ggml-vulkan's mul_mm.comp does with VK_KHR_cooperative_matrix (ggml-org/llama.cpp): activations
+ * are rounded to f16 when staged (`split` keeps the rounding error as a second f16 matrix and multiplies
+ * it too, so the product is f32-accurate to ~2^-22 for twice the matrix work), weights are read as f16
+ * straight from storage, sums are f32.
+ *
+ * Offsets of subgroup-matrix loads and stores must be subgroup-uniform to WGSL's uniformity analysis:
+ * they derive from @builtin(subgroup_id) (which is), not from local_invocation_index / subgroup_size
+ * (Tint refuses that: "'subgroupMatrixStore' requires argument 1 to be uniform").
+ * Spelling: Dawn of npm webgpu 0.6.2 (what the H200 runs) takes the majorness as a template argument
+ * (`subgroupMatrixLoad<T, row_major>(p, offset, stride)`; the older `(p, offset, col_major: bool, stride)`
+ * form is deprecated there) and the types as <T, columns, rows>; the proposal's <T, rows, columns> order of
+ * later Chromium differs only for non-square configs, and 16x16x16 is the one chosen where offered.
+ * Per workgroup, 4 subgroups in a 2 × 2 grid, each owning (TT/2) tokens × (TN/2) rows as
+ * RT × CT result tiles of M × N. Operands (WGSL's column-major matrix naming: left<f16, K, M> is M rows ×
+ * K columns, right<f16, N, K> is K rows × N columns, result<f32, N, M> is M × N):
+ *   left  = x tile [tokens, k] in workgroup memory, row-major (col_major = false, stride KC);
+ *   right = W^T slice [k, rows]: W is stored [N, K], so element (k, n) sits at n·K + k, i.e. column-major
+ *           with stride K (col_major = true), loaded from storage;
+ *   result [tokens, rows] → workgroup memory (row-major, stride TN) → the epilogue, which bounds-checks
+ *           tokens against T and rows against n (edge tiles compute garbage that is never written).
+ * Rows past n in an edge tile and k past K read finite weights (the next rows, or the 16 zero rows
+ * upload.ts puts after every chunk, so no matrix load leaves the buffer) against zero activations; they
+ * never reach y.
+ */
+export function sgmatShader(epilogue: GemvEpilogue, c: SgmatConfig, split = false, tileRows = 64): string {
+  const pairs = epilogue === 'swiglu' ? 2 : 1;
+  const { TT, TN } = sgmatTile(c, tileRows);
+  const ST = TT / 2, SN = TN / 2;
+  const RT = ST / c.M, CT = SN / c.N;
+  const KC = Math.max(32, c.K); // k per staged x slice
+  const WG = 4 * c.sg;
+  const PER = (TT * TN) / WG; // outputs per thread in the epilogue
+  if (!Number.isInteger(RT) || !Number.isInteger(CT) || !Number.isInteger(PER) || KC % c.K) throw new Error(`sgmat: no tile for ${c.M}x${c.N}x${c.K}, subgroup ${c.sg}`);
+  const L = `subgroup_matrix_left<f16, ${c.K}, ${c.M}>`;
+  const R = `subgroup_matrix_right<f16, ${c.N}, ${c.K}>`;
+  const acc: string[] = [], mma: string[] = [];
+  for (let i = 0; i < RT; i++) {
+    mma.push(`let a${i} = subgroupMatrixLoad<${L}, row_major>(&xh, (ts + ${i * c.M}u) * ${KC}u + kk, ${KC}u);`);
+    if (split) mma.push(`let l${i} = subgroupMatrixLoad<${L}, row_major>(&xl, (ts + ${i * c.M}u) * ${KC}u + kk, ${KC}u);`);
+  }
+  for (let q = 0; q < pairs; q++) {
+    for (let j = 0; j < CT; j++) {
+      // A tile wholly past the chunk's rows reads row 0 instead (finite, never written out).
+      mma.push(`let b${j}_${q} = subgroupMatrixLoad<${R}, col_major>(&w, (select(0u, o0 + tn + ${j * c.N}u, o0 + tn + ${j * c.N}u < p.n) + ${q}u * p.n) * K + k + kk, K);`);
+      for (let i = 0; i < RT; i++) {
+        acc.push(`var c${i}_${j}_${q} = subgroup_matrix_result<f32, ${c.N}, ${c.M}>();`);
+        mma.push(`c${i}_${j}_${q} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}_${q}, c${i}_${j}_${q});`);
+        if (split) mma.push(`c${i}_${j}_${q} = subgroupMatrixMultiplyAccumulate(l${i}, b${j}_${q}, c${i}_${j}_${q});`);
+      }
+    }
+  }
+  const store = (q: number) => {
+    const s: string[] = [];
+    for (let i = 0; i < RT; i++) for (let j = 0; j < CT; j++) s.push(`subgroupMatrixStore<row_major>(&ot, (ts + ${i * c.M}u) * ${TN}u + tn + ${j * c.N}u, c${i}_${j}_${q}, ${TN}u);`);
+    return s.join('\n  ');
+  };
+  const write = epilogue === 'swiglu'
+    ? 'let a = gate[e]; let b = ot[i]; y[yi] = a / (1.0 + exp(-a)) * b;'
+    : epilogue === 'add' ? 'y[yi] += ot[i];' : 'y[yi] = ot[i];';
+  return /* wgsl */ `enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+${STEP_WGSL}
+struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<uniform> st: Step;
+@group(0) @binding(2) var<storage, read> w: array<f16>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+var<workgroup> xh: array<f16, ${TT * KC}>;   // [token][k] of this k slice, rounded to f16
+${split ? `var<workgroup> xl: array<f16, ${TT * KC}>;   // x - xh, the rounding error, in f16` : ''}
+var<workgroup> ot: array<f32, ${TT * TN}>;   // the workgroup's results [token][row], for the epilogue
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sid: u32) {
+  let t0 = wid.x * ${TT}u;
+  let o0 = wid.y * ${TN}u;
+  let ts = (sid / 2u) * ${ST}u; // this subgroup's first token in the tile
+  let tn = (sid % 2u) * ${SN}u; // and first row
+  let K = p.K8 * 8u;
+  let K4 = p.K8 * 2u;
+  ${acc.join('\n  ')}
+  for (var k = 0u; k < K; k += ${KC}u) {
+    for (var i = li; i < ${(TT * KC) / 4}u; i += ${WG}u) {
+      let t = min(t0 + i / ${KC / 4}u, st.T - 1u);
+      let k4 = k / 4u + i % ${KC / 4}u;
+      // Clamped to f16's range: an activation past it would be inf and poison every sum it enters.
+      let v = clamp(select(vec4<f32>(0.0), x[t * p.xs + min(k4, K4 - 1u)], k4 < K4), vec4<f32>(-65504.0), vec4<f32>(65504.0));
+      let h = vec4<f16>(v);
+      xh[4u * i] = h.x; xh[4u * i + 1u] = h.y; xh[4u * i + 2u] = h.z; xh[4u * i + 3u] = h.w;
+      ${split ? 'let r = vec4<f16>(v - vec4<f32>(h));\n      xl[4u * i] = r.x; xl[4u * i + 1u] = r.y; xl[4u * i + 2u] = r.z; xl[4u * i + 3u] = r.w;' : ''}
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${KC}u; kk += ${c.K}u) {
+      ${mma.join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+${pairs === 2 ? `  // SwiGLU needs gate and up of the same output: gate goes through 'ot' first and waits in registers.
+  var gate: array<f32, ${PER}>;
+  ${store(0)}
+  workgroupBarrier();
+  for (var e = 0u; e < ${PER}u; e++) { gate[e] = ot[li + e * ${WG}u]; }
+  workgroupBarrier();
+  ${store(1)}` : `  ${store(0)}`}
+  workgroupBarrier();
+  for (var e = 0u; e < ${PER}u; e++) {
+    let i = li + e * ${WG}u;
+    let t = t0 + i / ${TN}u;
+    let o = o0 + i % ${TN}u;
+    if (t < st.T && o < p.n) {
+      let yi = t * p.ys + p.n0 + o;
+      ${write}
+    }
+  }
+}
+`;
+}
