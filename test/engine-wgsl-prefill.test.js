@@ -4,6 +4,7 @@
 // WGSL and builds pipelines without running them). Whether they compute the right numbers is checked on
 // the GPU by scripts/gpu/sgmat-check.mjs (run.sh sgmat); where the adapter here has them, the model check
 // below runs them too.
+import { must } from './helpers/must.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -87,15 +88,15 @@ test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every 
   Object.assign(globalThis, globals);
   const gpu = create(['backend=null', 'enable-dawn-features=allow_unsafe_apis']);
   const adapter = await gpu.requestAdapter({ featureLevel: 'core' });
-  const want = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'];
+  const want = /** @type {GPUFeatureName[]} */ (['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix']);
   if (!adapter || !want.every((f) => adapter.features.has(f))) return t.skip("Dawn's null backend does not offer subgroup matrices here");
   const device = await adapter.requestDevice({ requiredFeatures: want });
   try {
     // What the H200 lists with vulkan_enable_f16_on_nvidia (scripts/gpu/subgroup-matrix.mjs), subgroup size 32;
     // and a 64-lane subgroup (AMD) for the epilogue's arithmetic.
     for (const c of [{ M: 16, N: 16, K: 16, sg: 32 }, { M: 16, N: 8, K: 16, sg: 32 }, { M: 16, N: 8, K: 8, sg: 32 }, { M: 16, N: 16, K: 16, sg: 64 }]) {
-      for (const ep of ['store', 'add', 'swiglu']) {
-        for (const [split, rows] of [[false, 64], [true, 64], [false, 32]]) {
+      for (const ep of /** @type {const} */ (['store', 'add', 'swiglu'])) {
+        for (const [split, rows] of /** @type {[boolean, number][]} */ ([[false, 64], [true, 64], [false, 32]])) {
           const what = `${c.M}x${c.N}x${c.K} sg${c.sg} ${ep}${split ? ' split' : ''} ${rows} rows`;
           device.pushErrorScope('validation');
           const module = device.createShaderModule({ code: sgmatShader(ep, c, split, rows) });
@@ -148,7 +149,7 @@ test('block prompt attention equals the per-query decode kernel on random data: 
   const { create, globals } = await import('webgpu');
   Object.assign(globalThis, globals);
   const gpu = create([]);
-  const device = await (await gpu.requestAdapter()).requestDevice();
+  const device = await must(await gpu.requestAdapter(), 'a WebGPU adapter').requestDevice();
   try {
     const bgl = layout(device, ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
     const perQuery = pipeline(device, attentionShader(false), bgl, 'attention');
@@ -165,7 +166,7 @@ test('block prompt attention equals the per-query decode kernel on random data: 
       const vc = new Float32Array(rows * Hkv * cap * D).map(rnd);
       const bufs = [uniform(device, [Hq, Hkv, D, qs, { f: 1 / Math.sqrt(D) }, 1], 'p'), uniform(device, [T, pos0, row, cap], 'step'), buf(qkv), buf(kc), buf(vc)];
       const results = [];
-      for (const [p, grid] of [[perQuery, [Hq, T]], [block, [Hq, Math.ceil(T / ATTN_PREFILL_QB)]]]) {
+      for (const [p, grid] of /** @type {[GPUComputePipeline, [number, number]][]} */ ([[perQuery, [Hq, T]], [block, [Hq, Math.ceil(T / ATTN_PREFILL_QB)]]])) {
         const out = device.createBuffer({ size: T * Hq * D * 4, usage: S });
         const read = device.createBuffer({ size: T * Hq * D * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
         const enc = device.createCommandEncoder();
