@@ -16,12 +16,27 @@ import type { ExternalRef } from './onnx-proto.js';
 import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
 import type { Tensor } from '../core/tensor.js';
 import { traceSpan } from '../util/trace.js';
+import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
 
-/** Bytes per chunk of the file; a few are in flight at once. */
-const CHUNK = 8 << 20;
+/**
+ * Bytes per chunk of the file; a few are in flight at once. Small enough that a chunk is still in the
+ * cache when it is written and checksummed: on the 2-core machine 512 KiB chunks cost 1.3 s of kernel
+ * time where 8 MiB chunks cost 2.0 (the write's copy from a cold buffer into the page cache dominates;
+ * a plain read/write loop shows the same, issue #14). Where transposes are shared with worker threads,
+ * a chunk holds at least one share per thread (transpose-pool.ts), and it always holds 8 rows of the
+ * widest tensor, so the transposes stay on their SIMD path (half-simd.ts).
+ */
+const CHUNK = 512 << 10;
 const RING = 4;
+
+/** Chunk size for a file of these entries (see CHUNK). */
+function chunkFor(entries: Entry[]): number {
+  let widest = 0;
+  for (const e of entries) if (e.deferred && e.deferred.byteLength) widest = Math.max(widest, e.deferred.byteLength / deferredRows(e.deferred));
+  return Math.max(CHUNK, (transposeThreads() + 1) * MIN_SHARE_BYTES, Math.ceil((8 * widest) / 4096) * 4096);
+}
 /** Below this the file is checksummed on the main thread (a worker's start costs more than it saves). */
 const WORKER_HASH_MIN = 64 << 20;
 
@@ -64,7 +79,7 @@ export class WeightFile {
   private async writeFile(path: string, opts: WriteOptions): Promise<string> {
     const fh = await open(path, 'w');
     const hasher = this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? new WorkerHasher(opts.hashThreads ?? hashThreads()) : new InlineHasher();
-    const out = new ChunkWriter(fh, hasher, opts.chunkBytes ?? CHUNK);
+    const out = new ChunkWriter(fh, hasher, opts.chunkBytes ?? chunkFor(this.entries));
     try {
       for (const e of this.entries) {
         await out.zeros(e.offset - out.pos);
