@@ -1,5 +1,6 @@
 // `tprun convert --model DIR --tp N [--pp P] [--dtype ...] [--format auto|hf|meta|tllm] --out DIR`
-// Starts one rank per shard (or joins the world it runs in); each rank converts its own shard.
+// Alone, this process writes every rank's shard; inside a world (tprun -n, mpirun, srun) each rank
+// converts its own. Quantization always runs on ranks (rank 0 calibrates and sends the shards).
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
