@@ -21,14 +21,17 @@ import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
 export const WEIGHT_ALIGN = 64 * 1024;
 
 /**
- * Bytes per chunk of the file; a few are in flight at once. Small enough that a chunk is still in the
- * cache when it is written and checksummed: on the 2-core machine 512 KiB chunks cost 1.3 s of kernel
- * time where 8 MiB chunks cost 2.0 (the write's copy from a cold buffer into the page cache dominates;
- * a plain read/write loop shows the same, issue #14). Where transposes are shared with worker threads,
- * a chunk holds at least one share per thread (transpose-pool.ts), and it always holds 8 rows of the
- * widest tensor, so the transposes stay on their SIMD path (half-simd.ts).
+ * Bytes per chunk of the file; a few are in flight at once. A chunk is written in pieces of WRITE_PIECE:
+ * the kernel's copy into the page cache costs far more per byte in large writes (a plain read/write loop
+ * of the 1.1B shape on the 2-core machine: 2.6-3.2 s of kernel time with 16 MiB writes, 1.7-2.1 with 512
+ * KiB writes of the same buffer). The chunk itself stays larger: a transpose fills it column block by
+ * column block over every row of its source, and a wider block touches each source page once for more
+ * columns (build, same machine: 4 MiB chunks in 512 KiB writes 5.1-5.2 CPU-s, 512 KiB chunks 5.6-6.9,
+ * 8 MiB chunks in one write 5.5-6.0; issue #14). A chunk also holds one share per transpose thread
+ * (transpose-pool.ts) and 8 rows of the widest tensor, so transposes stay on their SIMD path.
  */
-const CHUNK = 512 << 10;
+const CHUNK = 4 << 20;
+const WRITE_PIECE = 512 << 10;
 const RING = 4;
 
 /** Chunk size for a file of these entries (see CHUNK). */
@@ -309,7 +312,7 @@ class ChunkWriter {
   private async writeAll(view: Uint8Array, at: number): Promise<void> {
     let done = 0;
     while (done < view.length) {
-      const { bytesWritten } = await this.fh.write(view, done, view.length - done, at + done);
+      const { bytesWritten } = await this.fh.write(view, done, Math.min(WRITE_PIECE, view.length - done), at + done);
       done += bytesWritten;
     }
   }
