@@ -77,3 +77,30 @@ test('a rank that fails mid-conversion: exit 2, its one-line error, no output or
   assert.deepEqual(fs.readdirSync(work).sort(), ['model', 'out']);
   assert.deepEqual(fs.readdirSync(out).sort(), ['config.json', 'old.txt']);
 });
+
+test('convert alone writes every rank in its own process, byte-identical to ranks that join a world', (t) => {
+  const work = tmpDir(t);
+  const stats = (name) => {
+    const d = path.join(work, `stats-${name}`);
+    fs.mkdirSync(d);
+    return d;
+  };
+  const pids = (d) => fs.readdirSync(d).sort().map((f) => JSON.parse(fs.readFileSync(path.join(d, f), 'utf8')).pid);
+  const env = (d) => ({ ...process.env, TPRUN_CONVERT_STATS_DIR: d });
+  // Alone: no rank processes are started (issue #14: their start-up cost more than the conversion).
+  const alone = path.join(work, 'alone');
+  const sa = stats('alone');
+  const r = spawnSync(process.execPath, [CLI, 'convert', '--model', BROWN, '--tp', '2', '--out', alone], { encoding: 'utf8', timeout: 60_000, env: env(sa) });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(pids(sa), [r.pid, r.pid]);
+  // Started as two ranks by tprun -n 2, the command joins that world: one process per rank.
+  const ranks = path.join(work, 'ranks');
+  const sr = stats('ranks');
+  const w = spawnSync(process.execPath, [CLI, '-n', '2', '--', process.execPath, CLI, 'convert', '--model', BROWN, '--tp', '2', '--out', ranks], { encoding: 'utf8', timeout: 60_000, env: env(sr) });
+  assert.equal(w.status, 0, w.stderr);
+  const [p0, p1] = pids(sr);
+  assert.ok(p0 !== p1 && p0 !== w.pid, `rank pids ${p0}, ${p1}`);
+  for (const f of ['config.json', 'rank0.safetensors', 'rank1.safetensors']) {
+    assert.ok(fs.readFileSync(path.join(alone, f)).equals(fs.readFileSync(path.join(ranks, f))), `${f} differs`);
+  }
+});

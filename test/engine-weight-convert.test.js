@@ -93,18 +93,25 @@ test('weight file: tensors at 64 KiB offsets, zero padding, CRC-32 of the whole 
       const a = allPatterns('bfloat16', 300, 130);
       const plain = new Uint8Array(100_003).map((_, i) => (i * 7) & 255);
       const big = allPatterns('float16', 64, 3000, 5); // rows larger than the smallest chunk
+      const b16 = allPatterns('bfloat16', 520, 128, 7);
+      const f16 = allPatterns('float16', 520, 128, 8);
       const refs = [
         wf.add('a', engineWeightTransposed(a, 'float16')),
         wf.add('plain', plain),
         wf.add('a', engineWeightTransposed(a, 'float16')), // a name is stored once
         wf.add('big', engineWeight(big, 'float32')),
         wf.add('empty', new Uint8Array(0)),
+        // 16-bit to float16 untransposed: read into the chunk and converted there, in place.
+        wf.add('bf16', engineWeight(b16, 'float16')),
+        wf.add('f16', engineWeight(f16, 'float16')),
       ];
       assert.deepEqual(refs[0], refs[2]);
       const expect = new Uint8Array(wf.size);
       expect.set(referenceT(a, 'float16'), refs[0].offset);
       expect.set(plain, refs[1].offset);
       expect.set(reference(big, 'float32'), refs[3].offset);
+      expect.set(reference(b16, 'float16'), refs[5].offset);
+      expect.set(reference(f16, 'float16'), refs[6].offset);
       for (const r of refs) assert.equal(r.offset % WEIGHT_ALIGN, 0);
       const file = join(dir, 'weights.bin');
       const sum = await wf.write(file, opts);

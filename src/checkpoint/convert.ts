@@ -73,10 +73,39 @@ export function validateConvert(o: ConvertOptions): PretrainedConfig {
 
 export interface RankStats {
   rank: number;
+  /** The process that wrote this rank's file (one process writes them all when convert runs alone). */
+  pid: number;
   seconds: number;
   bytesWritten: number;
   maxRssBytes: number;
   bytesRead: number;
+}
+
+/** What writing one rank's file needs besides the source: progress, cancellation, read accounting. */
+interface RankFileOptions {
+  clamp?: boolean;
+  onTensor: (bytes: number) => void;
+  /** Set when another rank of the same process failed: stop at the next chunk. */
+  signal?: { aborted: boolean };
+  /** Checkpoint bytes read for this rank (its reads are synchronous, so the global counter's delta). */
+  onRead?: (bytes: number) => void;
+}
+
+/** Rank `rank`'s shard of `full`, tensor by tensor, into rank{r}.safetensors of `tmp`. */
+async function writeRankFile(tmp: string, full: TensorSource, config: PretrainedConfig, rank: number, o: RankFileOptions): Promise<number> {
+  const source = rankSource(full, config, rank);
+  const plan = planRank(source, config, rank);
+  const writer = new SafetensorsWriter(rankFile(tmp, rank), plan);
+  try {
+    await traceSpan('convert.rank', () => pipeShards(source, plan, (name, data, offset) => writer.writeChunk(name, data, offset), {
+      clamp: o.clamp, signal: o.signal, onRead: o.onRead, onTensor: (_name, n) => o.onTensor(n),
+    }), { rank, tensors: plan.length });
+    writer.close();
+  } catch (e) {
+    writer.abort();
+    throw withPath(e, writer.file);
+  }
+  return plan.length;
 }
 
 /** This rank's part of the conversion; world.size must equal tp × pp. */
@@ -96,25 +125,14 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
     openTemp(tmp);
     const { config, source: full } = openSource(o);
     openedConfig = config;
-    const source = rankSource(full, config, world.rank);
     try {
-      const plan = planRank(source, config, world.rank);
-      const bar = progress('convert', plan.length, 'tensors');
-      const writer = new SafetensorsWriter(rankFile(tmp, world.rank), plan);
-      try {
-        await traceSpan('convert.rank', () => pipeShards(source, plan, (name, data, offset) => writer.writeChunk(name, data, offset), {
-          clamp: o.clamp,
-          onTensor: (_name, n) => { bytes += n; bar.tick(); },
-        }), { rank: world.rank, tensors: plan.length });
-        writer.close();
-      } catch (e) {
-        writer.abort();
-        throw withPath(e, writer.file);
-      }
+      const n = planRank(rankSource(full, config, world.rank), config, world.rank).length;
+      const bar = progress('convert', n, 'tensors');
+      await writeRankFile(tmp, full, config, world.rank, { clamp: o.clamp, onTensor: (k) => { bytes += k; bar.tick(); } });
       bar.done();
       if (world.rank === 0) writeConfig(tmp, config);
     } finally {
-      source.close();
+      full.close();
     }
   } catch (e) {
     err = isInputError(e) && world.size > 1 ? new InputError(`rank ${world.rank}: ${e.message}`) : e;
@@ -136,5 +154,54 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
   }
   await world.barrier();
   if (err) throw err;
-  return { rank: world.rank, seconds: (performance.now() - t0) / 1000, bytesWritten: bytes, maxRssBytes: process.resourceUsage().maxRSS * 1024, bytesRead: ioStats.bytesRead - read0 };
+  return { rank: world.rank, pid: process.pid, seconds: (performance.now() - t0) / 1000, bytesWritten: bytes, maxRssBytes: process.resourceUsage().maxRSS * 1024, bytesRead: ioStats.bytesRead - read0 };
+}
+
+/**
+ * Every rank's file in this one process, for a `tprun convert` that runs alone (no world of ranks to
+ * join): the same files, byte for byte, as tp × pp rank processes would write, without starting them
+ * (process start-up and rendezvous cost more than a rank's conversion; issue #14). The ranks' pipelines
+ * run interleaved on this thread: each reads synchronously and writes on libuv's pool, so one rank's
+ * writes overlap the next chunk's reads of any rank, and the source is opened once.
+ */
+export async function convertLocal(o: ConvertOptions): Promise<RankStats[]> {
+  const n = o.tp * (o.pp ?? 1);
+  const t0 = performance.now();
+  const tmp = tempSibling(o.out, `${process.pid.toString(36)}${Date.now().toString(36)}`);
+  const stats: RankStats[] = [...Array(n).keys()].map((rank) => ({ rank, pid: process.pid, seconds: 0, bytesWritten: 0, maxRssBytes: 0, bytesRead: 0 }));
+  checkOutDir(o.out, o);
+  openTemp(tmp);
+  try {
+    const { config, source: full } = openSource(o);
+    try {
+      const plans = stats.map((s) => planRank(rankSource(full, config, s.rank), config, s.rank).length);
+      const bar = progress('convert', plans.reduce((a, b) => a + b, 0), 'tensors');
+      const signal = { aborted: false };
+      let failure: unknown;
+      const runs = stats.map((s) => writeRankFile(tmp, full, config, s.rank, {
+        clamp: o.clamp, signal,
+        onTensor: (k) => { s.bytesWritten += k; bar.tick(); },
+        onRead: (k) => { s.bytesRead += k; },
+      }).then(() => { s.seconds = (performance.now() - t0) / 1000; }, (e) => {
+        // The first failure is the one reported; the others stop because of it.
+        if (signal.aborted) return;
+        signal.aborted = true;
+        failure = isInputError(e) && n > 1 ? new InputError(`rank ${s.rank}: ${e.message}`) : e;
+      }));
+      // Every pipeline has stopped (no write in flight) before the directory is removed or renamed.
+      await Promise.all(runs);
+      if (failure) throw failure;
+      bar.done();
+      writeConfig(tmp, config);
+    } finally {
+      full.close();
+    }
+    commitTemp(tmp, o.out, o);
+  } catch (e) {
+    discardTemp(tmp);
+    throw e;
+  }
+  const rss = process.resourceUsage().maxRSS * 1024;
+  for (const s of stats) s.maxRssBytes = rss;
+  return stats;
 }

@@ -1,10 +1,11 @@
 // `tprun convert --model DIR --tp N [--pp P] [--dtype ...] [--format auto|hf|meta|tllm] --out DIR`
-// Starts one rank per shard (or joins the world it runs in); each rank converts its own shard.
+// Alone, this process writes every rank's shard; inside a world (tprun -n, mpirun, srun) each rank
+// converts its own. Quantization always runs on ranks (rank 0 calibrates and sends the shards).
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 // The conversion code is loaded in the handler: every tprun command pays for what this module imports.
-import type { ConvertOptions } from '../checkpoint/convert.js';
+import type { ConvertOptions, RankStats } from '../checkpoint/convert.js';
 import { isInputError } from '../core/errors.js';
 import { STATS_ENV } from '../checkpoint/stats-env.js';
 import type { World } from '../rank/types.js';
@@ -44,15 +45,27 @@ const convert: CommandModule<object, Args> = {
       useParallelEmbedding: a['parallel-embedding'], embeddingShardingDim: a['embedding-sharding-dim'], force: a.force,
     };
     try {
-      const { convertRank, validateConvert } = await import('../checkpoint/convert.js');
-      // Bad input is reported once, here, before any rank starts.
-      if (!detectIdentity().inWorld) validateConvert(o);
-      const { runDistributed } = await import('../launcher/self-launch.js');
-      await runDistributed(o.tp * (o.pp ?? 1), async (world: World) => {
-        const q = quantRequestFrom(a as never);
-        const stats = q ? await (await import('../quantization/distribute.js')).convertQuantized(world, o, q) : await convertRank(world, o);
+      const { convertLocal, convertRank, validateConvert } = await import('../checkpoint/convert.js');
+      const id = detectIdentity();
+      const n = o.tp * (o.pp ?? 1);
+      const q = quantRequestFrom(a as never);
+      const writeStats = (stats: Omit<RankStats, 'bytesRead' | 'pid'> & { bytesRead?: number }) => {
         const dir = process.env[STATS_ENV];
-        if (dir) fs.writeFileSync(path.join(dir, `rank${world.rank}.json`), JSON.stringify(stats));
+        if (dir) fs.writeFileSync(path.join(dir, `rank${stats.rank}.json`), JSON.stringify({ pid: process.pid, ...stats }));
+      };
+      // Bad input is reported once, here, before any rank starts.
+      if (!id.inWorld) validateConvert(o);
+      // Alone (not started as ranks of a world, or in a one-task allocation that runDistributed would
+      // start ranks from): every rank's file is written by this process, no rank processes at all.
+      // Quantization keeps its ranks: rank 0 alone calibrates and sends the others their shards.
+      const alone = !id.inWorld || (id.size === 1 && (n === 1 || id.source !== 'tprun'));
+      if (alone && !q) {
+        for (const stats of await convertLocal(o)) writeStats(stats);
+        return;
+      }
+      const { runDistributed } = await import('../launcher/self-launch.js');
+      await runDistributed(n, async (world: World) => {
+        writeStats(q ? await (await import('../quantization/distribute.js')).convertQuantized(world, o, q) : await convertRank(world, o));
       });
     } catch (e: any) {
       // A failed rank already printed its own one-line error; the launcher reported which rank it was.

@@ -214,7 +214,7 @@ type TransFn = (src: number, dst: number, rows: number, cols: number, k0: number
 
 const align = (n: number, a = 64) => Math.ceil(n / a) * a;
 
-/** Transposes whose output is smaller never start worker threads (small engines build as before). */
+/** Transposes of smaller tensors never start worker threads (small engines build as before). */
 const POOL_MIN_BYTES = 2 << 20;
 
 /**
@@ -310,13 +310,20 @@ export class HalfSimd {
   map(kind: 'bfloat16' | 'float16', stage: (into: Uint8Array) => void, bytes: number, dst: Uint8Array): boolean {
     const n = bytes;
     if (n % 16) throw new Error('HalfSimd.map: a whole number of 8-element vectors is required');
+    const f = kind === 'bfloat16' ? this.fns.map_bf16 : this.fns.map_f16;
     const direct = this.addressOf(dst);
-    if (!this.reserve(this.arena + (direct < 0 ? 2 * n : n))) return false;
+    if (direct >= 0) {
+      // Read straight into the destination (a chunk of the file) and converted in place: each vector is
+      // loaded before it is stored, so nothing is staged or copied. The arena (a staged transpose) is kept.
+      stage(dst.subarray(0, n));
+      f(direct, direct, n / 16);
+      return true;
+    }
+    if (!this.reserve(this.arena + 2 * n)) return false;
     this.staged = undefined;
     stage(this.bytes(this.arena, n));
-    const out = direct < 0 ? this.arena + n : direct;
-    (kind === 'bfloat16' ? this.fns.map_bf16 : this.fns.map_f16)(this.arena, out, n / 16);
-    if (direct < 0) dst.set(this.bytes(out, n));
+    f(this.arena, this.arena + n, n / 16);
+    dst.set(this.bytes(this.arena + n, n));
     return true;
   }
 
@@ -340,7 +347,7 @@ export class HalfSimd {
     const out = direct < 0 ? scratch : direct;
     const name = rows % 32 ? (kind === 'bfloat16' ? 'trans_bf16' : 'trans_f16') : (kind === 'bfloat16' ? 'trans4_bf16' : 'trans4_f16');
     const f = this.fns[name];
-    if (this.poolWanted && !this.pool && outBytes >= POOL_MIN_BYTES) this.pool = TransposePool.start(this.module, this.mem, transposeThreads());
+    if (this.poolWanted && !this.pool && srcBytes >= POOL_MIN_BYTES) this.pool = TransposePool.start(this.module, this.mem, transposeThreads());
     if (this.pool) this.pool.run(TRANS_FNS.indexOf(name), this.arena, out, rows, cols, k0, k1, (a, b, d) => f(this.arena, d, rows, cols, a, b));
     else f(this.arena, out, rows, cols, k0, k1);
     if (direct < 0) dst.set(this.bytes(out, outBytes));

@@ -35,8 +35,8 @@ for (;;) {
   Atomics.notify(ctl, b + ${DONE});
 }`;
 
-/** Below this many destination bytes a chunk is transposed by the main thread alone. */
-const MIN_SPLIT_BYTES = 1 << 20;
+/** Destination bytes of one thread's share of a chunk, at least (smaller shares cost more in hand-offs). */
+export const MIN_SHARE_BYTES = 128 << 10;
 /** A worker that has not finished its part of one chunk by then is taken for dead (hang guard). */
 const STALL_MS = 120_000;
 
@@ -79,7 +79,7 @@ export class TransposePool {
    */
   run(fn: number, src: number, dst: number, rows: number, cols: number, k0: number, k1: number, self: (k0: number, k1: number, dst: number) => void): void {
     const blocks = (k1 - k0) / 8;
-    const parts = Math.min(this.workers.length + 1, blocks, Math.max(1, Math.floor((k1 - k0) * rows * 2 / MIN_SPLIT_BYTES)));
+    const parts = Math.min(this.workers.length + 1, blocks, Math.max(1, Math.floor((k1 - k0) * rows * 2 / MIN_SHARE_BYTES)));
     if (parts <= 1) return self(k0, k1, dst);
     const seq = ++this.seq;
     poolStats.splitChunks++;

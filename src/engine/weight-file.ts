@@ -16,12 +16,30 @@ import type { ExternalRef } from './onnx-proto.js';
 import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
 import type { Tensor } from '../core/tensor.js';
 import { traceSpan } from '../util/trace.js';
+import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
 
-/** Bytes per chunk of the file; a few are in flight at once. */
-const CHUNK = 8 << 20;
+/**
+ * Bytes per chunk of the file; a few are in flight at once. A chunk is written in pieces of WRITE_PIECE:
+ * the kernel's copy into the page cache costs far more per byte in large writes (a plain read/write loop
+ * of the 1.1B shape on the 2-core machine: 2.6-3.2 s of kernel time with 16 MiB writes, 1.7-2.1 with 512
+ * KiB writes of the same buffer). The chunk itself stays larger: a transpose fills it column block by
+ * column block over every row of its source, and a wider block touches each source page once for more
+ * columns (build, same machine: 4 MiB chunks in 512 KiB writes 5.1-5.2 CPU-s, 512 KiB chunks 5.6-6.9,
+ * 8 MiB chunks in one write 5.5-6.0; issue #14). A chunk also holds one share per transpose thread
+ * (transpose-pool.ts) and 8 rows of the widest tensor, so transposes stay on their SIMD path.
+ */
+const CHUNK = 4 << 20;
+const WRITE_PIECE = 512 << 10;
 const RING = 4;
+
+/** Chunk size for a file of these entries (see CHUNK). */
+function chunkFor(entries: Entry[]): number {
+  let widest = 0;
+  for (const e of entries) if (e.deferred && e.deferred.byteLength) widest = Math.max(widest, e.deferred.byteLength / deferredRows(e.deferred));
+  return Math.max(CHUNK, (transposeThreads() + 1) * MIN_SHARE_BYTES, Math.ceil((8 * widest) / 4096) * 4096);
+}
 /** Below this the file is checksummed on the main thread (a worker's start costs more than it saves). */
 const WORKER_HASH_MIN = 64 << 20;
 
@@ -64,7 +82,7 @@ export class WeightFile {
   private async writeFile(path: string, opts: WriteOptions): Promise<string> {
     const fh = await open(path, 'w');
     const hasher = this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? new WorkerHasher(opts.hashThreads ?? hashThreads()) : new InlineHasher();
-    const out = new ChunkWriter(fh, hasher, opts.chunkBytes ?? CHUNK);
+    const out = new ChunkWriter(fh, hasher, opts.chunkBytes ?? chunkFor(this.entries));
     try {
       for (const e of this.entries) {
         await out.zeros(e.offset - out.pos);
@@ -294,7 +312,7 @@ class ChunkWriter {
   private async writeAll(view: Uint8Array, at: number): Promise<void> {
     let done = 0;
     while (done < view.length) {
-      const { bytesWritten } = await this.fh.write(view, done, view.length - done, at + done);
+      const { bytesWritten } = await this.fh.write(view, done, Math.min(WRITE_PIECE, view.length - done), at + done);
       done += bytesWritten;
     }
   }
