@@ -20,6 +20,7 @@
 // package loads: one copy per move at memcpy speed) or pread/pwrite on the file (pure JavaScript, the
 // fallback: every move is a kernel copy). Planes may differ between ranks; the bytes are the same pages.
 import { fstatSync, readSync, writeSync } from 'node:fs';
+import { getRandomValues } from 'node:crypto';
 import type { CommArray, CommDType, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
@@ -34,6 +35,8 @@ const D = 64;
 const G = 128;
 /** Per parity p: [seq, desc, bytes] of the call that wrote the step (int32 each) at HEAD + 64p. */
 const HEAD = 192;
+/** A word of the header page the wasm plane proves its mapping with. */
+const PROBE = 1024;
 const DATA = 4096;
 export const areaBytes = (step: number) => DATA + 4 * step;
 const inArea = (step: number, p: number) => DATA + p * step;
@@ -53,7 +56,17 @@ export interface Plane {
   get(rank: number, off: number): number;
   set(off: number, v: number): void;
   close(): void;
-  readonly kind: 'mmap' | 'pread';
+  readonly kind: 'wasm' | 'mmap' | 'pread';
+  /** 'wasm' only: the areas live in this SIMD arena's memory, rank r's at `at[r]`, so the reduction reads
+   *  peers' inputs where they are; `scratch` is private room of one step there. */
+  readonly arena?: SimdArena;
+  readonly at?: number[];
+  readonly scratch?: number;
+  /** Whether any peer has said it sleeps (its ring file's epoch): mapped planes read it without a syscall. */
+  anyAsleep?(): boolean;
+  /** Gives the core away for a moment (sched_yield), so a spinning rank does not starve a peer that
+   *  shares its core; planes that cannot spin cheaply have none. */
+  relax?(): void;
 }
 
 /** pread/pwrite on the files: Node's own means, one kernel copy per move. */
@@ -93,55 +106,188 @@ interface Koffi {
   view(p: unknown, len: number): ArrayBuffer;
 }
 
-/** The areas mapped into this process (koffi calling libc's mmap); undefined where that cannot be had. */
-export async function mapPlane(me: number, fds: number[], offs: number[], len: number): Promise<Plane | undefined> {
+interface Libc {
+  koffi: Koffi;
+  mmap: (...a: unknown[]) => unknown;
+  munmap: (...a: unknown[]) => unknown;
+  memmove: (...a: unknown[]) => unknown;
+  schedYield: () => unknown;
+}
+
+async function loadLibc(): Promise<Libc | undefined> {
   if (process.env.TPRUN_SHM_MMAP === '0' || process.platform !== 'linux') return undefined;
-  let koffi: Koffi;
   try {
     // Optional: not a dependency of tprun's install; taken when the user's project has it.
     const name = 'koffi';
-    koffi = ((await import(name)) as { default: Koffi }).default;
-  } catch {
-    return undefined;
-  }
-  try {
+    const koffi = ((await import(name)) as { default: Koffi }).default;
     const libc = koffi.load('libc.so.6');
-    const mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
-    const munmap = libc.func('int munmap(void *addr, size_t len)');
-    const ptrs: unknown[] = [];
-    const views: Uint8Array[] = [];
-    const flags: Int32Array[] = [];
-    const unmap = () => { for (const p of ptrs) munmap(p, len); ptrs.length = 0; };
-    for (let r = 0; r < fds.length; r++) {
-      // Touching a mapping past the end of its file is SIGBUS, not an error: check first.
-      if (fstatSync(fds[r]).size < offs[r] + len) {
-        unmap();
-        return undefined;
-      }
-      // MAP_POPULATE: page-table entries now, not one minor fault per page in the first call.
-      const p = mmap(null, len, 3 /* PROT_READ|PROT_WRITE */, 1 | 0x8000 /* MAP_SHARED|MAP_POPULATE */, fds[r], offs[r]);
-      const at = p === null ? -1n : koffi.address(p);
-      if (at === -1n || at === 0xffffffffffffffffn || at === 0n) {
-        unmap();
-        return undefined;
-      }
-      ptrs.push(p);
-      const ab = koffi.view(p, len);
-      views[r] = new Uint8Array(ab);
-      flags[r] = new Int32Array(ab, 0, DATA / 4);
-    }
     return {
-      kind: 'mmap',
-      read: (rank, off, dst) => dst.set(views[rank].subarray(off, off + dst.byteLength)),
-      write: (off, src) => views[me].set(src, off),
-      // Sequentially consistent: the data copied before a counter is published is seen by whoever sees it.
-      get: (rank, off) => Atomics.load(flags[rank], off >> 2),
-      set: (off, v) => { Atomics.store(flags[me], off >> 2, v); },
-      close: unmap,
+      koffi,
+      mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+      munmap: libc.func('int munmap(void *addr, size_t len)'),
+      memmove: libc.func('void *memmove(void *dst, void *src, size_t n)'),
+      schedYield: libc.func('int sched_yield()'),
     };
   } catch {
     return undefined;
   }
+}
+
+const PROT_RW = 3;
+const MAP_SHARED = 1;
+const MAP_PRIVATE = 2;
+const MAP_FIXED = 0x10;
+const MAP_ANONYMOUS = 0x20;
+const MAP_POPULATE = 0x8000;
+const PAGE = 4096;
+const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
+/** Where a ring file keeps its owner's sleep epoch (./shm-link.ts, ShmOut.setSleeping). */
+const SLEEP_EPOCH = 64;
+
+/** Touching a mapping past the end of its file is SIGBUS, not an error: every file must be long enough. */
+const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd, r) => fstatSync(fd).size >= offs[r] + len);
+
+/**
+ * The areas mapped into this process (koffi calling libc's mmap), best first: into the memory of a SIMD
+ * arena ('wasm': the vector loop then reads peers' inputs in place and writes its result where peers
+ * gather it, two copies fewer per element than reducing through the arena's own slots), else anywhere
+ * ('mmap'); undefined where neither can be had (the caller takes pread/pwrite).
+ */
+export async function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Promise<Plane | undefined> {
+  const libc = await loadLibc();
+  if (!libc) return undefined;
+  try {
+    if (!longEnough(fds, offs, len)) return undefined;
+  } catch {
+    return undefined;
+  }
+  if (process.env.TPRUN_SHM_WASM !== '0') {
+    const w = wasmPlane(libc, me, fds, offs, len, step);
+    if (w) return w;
+  }
+  return anyPlane(libc, me, fds, offs, len);
+}
+
+/**
+ * MAP_FIXED over pages of a WebAssembly memory: V8 reserves a wasm memory's address range up front and
+ * never moves it unless it grows, and this arena is sized once, before mapping, and never grows. The
+ * plane proves itself before use (a word stored through the arena must be what the file holds), else
+ * the arena's own pages come back and the caller takes the next plane.
+ */
+function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number, step: number): Plane | undefined {
+  const arena = SimdArena.create();
+  if (!arena) return undefined;
+  const R = fds.length;
+  const stride = roundUp(len, PAGE);
+  // [scratch: one step][header page of every rank's file][every rank's area]
+  const scratch = 0;
+  const heads = roundUp(step, 65536);
+  const at = fds.map((_, r) => heads + R * PAGE + r * stride);
+  const total = heads + R * PAGE + R * stride;
+  let mem: ArrayBuffer;
+  const mapped: [number, number][] = [];
+  const restore = () => {
+    // Anonymous private pages again where the files were: the arena is as V8 made it, the files let go.
+    for (const [o, n] of mapped) libc.mmap(libc.memmove(new Uint8Array(mem, o, 16), new Uint8Array(mem, o, 16), 0), n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    mapped.length = 0;
+  };
+  try {
+    arena.reserve(total);
+    mem = arena.mem.buffer;
+    const map = (o: number, n: number, fd: number, off: number): boolean => {
+      // The arena's address as koffi hands it to C, proven to be the arena itself (a byte stored through
+      // it shows in the arena) before anything is mapped over it: MAP_FIXED replaces whatever is there.
+      const v = new Uint8Array(mem, o, 16);
+      const want = libc.memmove(v, v, 0);
+      if (want === null) return false;
+      const seen = new Uint8Array(libc.koffi.view(want, 16));
+      const before = v[0];
+      seen[0] = before ^ 0xa5;
+      const same = v[0] === (before ^ 0xa5);
+      v[0] = before;
+      if (!same) return false;
+      const p = libc.mmap(want, n, PROT_RW, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, off);
+      if (p === null || libc.koffi.address(p) !== libc.koffi.address(want)) return false;
+      mapped.push([o, n]);
+      return true;
+    };
+    for (let r = 0; r < R; r++) {
+      if (!map(heads + r * PAGE, PAGE, fds[r], 0) || !map(at[r], len, fds[r], offs[r])) {
+        restore();
+        return undefined;
+      }
+    }
+    // The proof: a word stored through the arena is in the file, and a word written to the file shows.
+    const probe = new Uint8Array(mem, at[me] + PROBE, 4);
+    const word = new Uint8Array(4);
+    getRandomValues(probe);
+    readSync(fds[me], word, 0, 4, offs[me] + PROBE);
+    const back = word.every((b, i) => b === probe[i]);
+    getRandomValues(word);
+    writeSync(fds[me], word, 0, 4, offs[me] + PROBE);
+    if (!back || !word.every((b, i) => b === probe[i]) || arena.mem.buffer !== mem) {
+      restore();
+      return undefined;
+    }
+  } catch {
+    restore();
+    return undefined;
+  }
+  const bytes = new Uint8Array(mem);
+  const flags = new Int32Array(mem);
+  const epochs = new Float64Array(mem, heads, (R * PAGE) / 8);
+  return {
+    kind: 'wasm',
+    arena,
+    at,
+    scratch,
+    read: (rank, off, dst) => dst.set(bytes.subarray(at[rank] + off, at[rank] + off + dst.byteLength)),
+    write: (off, src) => bytes.set(src, at[me] + off),
+    // Sequentially consistent: the data copied before a counter is published is seen by whoever sees it.
+    get: (rank, off) => Atomics.load(flags, (at[rank] + off) >> 2),
+    set: (off, v) => { Atomics.store(flags, (at[me] + off) >> 2, v); },
+    anyAsleep: () => {
+      for (let r = 0; r < R; r++) if (r !== me && epochs[(r * PAGE + SLEEP_EPOCH) / 8] !== 0) return true;
+      return false;
+    },
+    relax: () => { libc.schedYield(); },
+    close: restore,
+  };
+}
+
+/** The areas mapped wherever the kernel likes: one copy per move at memcpy speed. */
+function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number): Plane | undefined {
+  const ptrs: unknown[] = [];
+  const views: Uint8Array[] = [];
+  const flags: Int32Array[] = [];
+  const unmap = () => { for (const p of ptrs) libc.munmap(p, len); ptrs.length = 0; };
+  try {
+    for (let r = 0; r < fds.length; r++) {
+      // MAP_POPULATE: page-table entries now, not one minor fault per page in the first call.
+      const p = libc.mmap(null, len, PROT_RW, MAP_SHARED | MAP_POPULATE, fds[r], offs[r]);
+      const a = p === null ? -1n : libc.koffi.address(p);
+      if (a === -1n || a === 0xffffffffffffffffn || a === 0n) {
+        unmap();
+        return undefined;
+      }
+      ptrs.push(p);
+      const ab = libc.koffi.view(p, len);
+      views[r] = new Uint8Array(ab);
+      flags[r] = new Int32Array(ab, 0, DATA / 4);
+    }
+  } catch {
+    unmap();
+    return undefined;
+  }
+  return {
+    kind: 'mmap',
+    read: (rank, off, dst) => dst.set(views[rank].subarray(off, off + dst.byteLength)),
+    write: (off, src) => views[me].set(src, off),
+    get: (rank, off) => Atomics.load(flags[rank], off >> 2),
+    set: (off, v) => { Atomics.store(flags[me], off >> 2, v); },
+    relax: () => { libc.schedYield(); },
+    close: unmap,
+  };
 }
 
 export interface ShmAllReduceDeps {
@@ -153,26 +299,37 @@ export interface ShmAllReduceDeps {
 
 export class ShmAllReduce {
   private gen = 0;
-  private arena = SimdArena.create();
+  private arena?: SimdArena;
   private scratch = new ArrayBuffer(0);
   private busy = false;
   private closed = false;
+  private peers: number[] = [];
 
   constructor(private me: number, private R: number, readonly plane: Plane, readonly step: number, private deps: ShmAllReduceDeps) {
+    for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
     // The reduction's slots exist and are touched before the first call, as the areas' pages are.
-    if (this.arena) for (const sl of this.arena.slots(R, BLOCK)) sl.fill(0);
+    if (!plane.arena) {
+      this.arena = SimdArena.create();
+      if (this.arena) for (const sl of this.arena.slots(R, BLOCK)) sl.fill(0);
+    }
   }
 
-  /** Whether this call goes through the areas (small ones are faster as one message per peer). */
-  static wants(nbytes: number, n: number, R: number): boolean {
-    return nbytes * (R - 1) > 64 * 1024 && n >= R;
+  /**
+   * Whether this call goes through the areas. Where they are mapped into the SIMD arena every length
+   * does (one that fits a step in one exchange: a store, a flag, a load); otherwise small ones are
+   * faster as one message per peer.
+   */
+  wants(nbytes: number, n: number): boolean {
+    if (this.plane.arena) return n > 0;
+    return nbytes * (this.R - 1) > 64 * 1024 && n >= this.R;
   }
 
   async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     this.busy = true;
     try {
-      await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
+      if (this.plane.arena && buf.byteLength <= this.step) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
+      else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
     } finally {
       this.busy = false;
       if (this.closed) this.plane.close();
@@ -180,8 +337,85 @@ export class ShmAllReduce {
     return buf;
   }
 
-  private async steps(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<void> {
+  /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word,
+   *  then the world's wait (which spins more where cores allow, then sleeps until woken). */
+  private async waitAll(off: number, g: number, what: string, timeoutMs?: number): Promise<void> {
+    const { plane, peers } = this;
+    const behind = (r: number) => ((plane.get(r, off) - g) | 0) < 0;
+    const ready = () => {
+      for (const r of peers) if (behind(r)) return false;
+      return true;
+    };
+    if (ready()) return;
+    if (plane.relax) {
+      // A peer a few microseconds behind is the common case between ranks that each have a core; one
+      // that has no core of its own right now gets ours at every turn (sched_yield).
+      const end = process.hrtime.bigint() + SPIN_NS;
+      for (let i = 0; ; i++) {
+        if (ready()) return;
+        if (i >= 64) {
+          plane.relax();
+          if ((i & 7) === 0 && process.hrtime.bigint() > end) break;
+        }
+      }
+    }
+    const missing = () => {
+      let m: number[] | undefined;
+      for (const r of peers) if (behind(r)) (m ??= []).push(r);
+      return m ?? NONE;
+    };
+    await this.deps.wait(what, missing, timeoutMs);
+    if (this.closed) throw new CommError(`${what}: the world is closed`);
+  }
+
+  /** Peers that sleep waiting for a counter we just moved are woken (mapped planes know whether any does). */
+  private published(): void {
+    if (!this.plane.anyAsleep || this.plane.anyAsleep()) this.deps.nudge();
+  }
+
+  /**
+   * A call that fits one step (the arena plane): every rank stores its whole buffer into its input area
+   * and reduces every rank's input straight from the areas in rank order, so one flag per rank is the
+   * only exchange. The three counters move together, keeping the pipelined path's rules for the next call.
+   */
+  private async oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<void> {
     const { me, R, plane } = this;
+    const arena = plane.arena!;
+    const at = plane.at!;
+    const es = ELEM[dtype];
+    const nbytes = buf.byteLength;
+    const g = ++this.gen;
+    const p = g & 1;
+    // Our input area's previous user, generation g-2, must have been read by every peer.
+    await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
+    plane.write(inArea(this.step, p), bytesOf(buf));
+    plane.set(HEAD + 64 * p, seq);
+    plane.set(HEAD + 64 * p + 4, desc | 0);
+    plane.set(HEAD + 64 * p + 8, nbytes);
+    plane.set(W, g);
+    this.published();
+    await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
+    for (const r of this.peers) this.checkHead(r, p, seq, desc, nbytes);
+    const srcs = at.map((o) => o + inArea(this.step, p));
+    const dst = plane.scratch!;
+    this.reduceAt(dtype, op, buf, dst, srcs, nbytes, es);
+    bytesOf(buf).set(new Uint8Array(arena.mem.buffer, dst, nbytes));
+    plane.set(D, g);
+    plane.set(G, g);
+    this.published();
+  }
+
+  /** mem[dst] = mem[srcs[0]] op ... (rank order) for nbytes, in the arena (SIMD where it has the op). */
+  private reduceAt(dtype: CommDType, op: ReduceOp, proto: CommArray, dst: number, srcs: number[], nbytes: number, es: number): void {
+    const arena = this.plane.arena!;
+    if (SimdArena.supports(dtype, op)) return arena.reduce3(dtype, op, dst, srcs, nbytes, es);
+    const mem = arena.mem.buffer;
+    const view = (o: number) => like(proto, new Uint8Array(mem, o, nbytes));
+    reduceInto(dtype, op, view(dst), srcs.map(view));
+  }
+
+  private async steps(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<void> {
+    const { me, R, plane, peers } = this;
     const es = ELEM[dtype];
     const bytes = bytesOf(buf);
     const total = buf.length;
@@ -189,8 +423,7 @@ export class ShmAllReduce {
     const S = Math.ceil(total / perStep);
     const g0 = this.gen;
     this.gen += S;
-    const peers: number[] = [];
-    for (let k = 1; k < R; k++) peers.push((me + k) % R);
+    const inPlace = !!plane.arena;
     // Step s covers elements [s*perStep, ...); its chunk r is [lo(s, r), lo(s, r+1)).
     const len = (s: number) => Math.min(perStep, total - s * perStep);
     const lo = (s: number, r: number) => {
@@ -198,16 +431,7 @@ export class ShmAllReduce {
       const base = Math.floor(m / R);
       return s * perStep + r * base + Math.min(r, m % R);
     };
-    const behind = (r: number, off: number, g: number) => ((plane.get(r, off) - g) | 0) < 0;
-    const waitAll = async (off: number, g: number, phase: string) => {
-      const missing = () => {
-        let m: number[] | undefined;
-        for (const r of peers) if (behind(r, off, g)) (m ??= []).push(r);
-        return m ?? NONE;
-      };
-      if (missing().length) await this.deps.wait(`${what} (${phase})`, missing, timeoutMs);
-      if (this.closed) throw new CommError(`${what}: the world is closed`);
-    };
+    const waitAll = (off: number, g: number, phase: string) => this.waitAll(off, g, `${what} (${phase})`, timeoutMs);
 
     const writeInput = async (s: number) => {
       const g = g0 + s + 1; // generations start at 1: a fresh area reads 0
@@ -219,15 +443,20 @@ export class ShmAllReduce {
       const a = lo(s, me) * es;
       const b = lo(s, me + 1) * es;
       const end = (s * perStep + len(s)) * es;
-      if (a > from) plane.write(base, bytes.subarray(from, a));
-      if (end > b) plane.write(base + (b - from), bytes.subarray(b, end));
+      if (inPlace) {
+        // Our own chunk too: the reduction reads every rank's input from the areas.
+        plane.write(base, bytes.subarray(from, end));
+      } else {
+        if (a > from) plane.write(base, bytes.subarray(from, a));
+        if (end > b) plane.write(base + (b - from), bytes.subarray(b, end));
+      }
       if (s === 0) {
         plane.set(HEAD + 64 * p, seq);
         plane.set(HEAD + 64 * p + 4, desc | 0);
         plane.set(HEAD + 64 * p + 8, total * es);
       }
       plane.set(W, g);
-      this.deps.nudge();
+      this.published();
     };
 
     const reduce = async (s: number) => {
@@ -242,9 +471,10 @@ export class ShmAllReduce {
       const b = lo(s, me + 1);
       const inOff = inArea(this.step, p) + (a - from) * es;
       const outOff = outArea(this.step, p);
-      this.reduceChunk(dtype, op, buf, a, b, inOff, outOff);
+      if (inPlace) this.reduceInPlace(dtype, op, buf, a, b, inOff, outOff);
+      else this.reduceChunk(dtype, op, buf, a, b, inOff, outOff);
       plane.set(D, g);
-      this.deps.nudge();
+      this.published();
     };
 
     const gather = async (s: number) => {
@@ -257,7 +487,7 @@ export class ShmAllReduce {
         if (b > a) plane.read(r, outArea(this.step, p), bytes.subarray(a, b));
       }
       plane.set(G, g);
-      this.deps.nudge();
+      this.published();
     };
 
     // Write ahead by one step, gather behind by one: a rank waits for its peers only where it must.
@@ -279,6 +509,23 @@ export class ShmAllReduce {
     if (theirDesc !== desc >>> 0) throw new CommError(mismatch(seq, r, theirDesc, this.me, desc >>> 0));
     // Stored as int32: compare modulo 2^32 (a length differing by exactly 4 GiB is not worth a wider field).
     if (theirBytes !== (nbytes | 0)) throw new CommError(`allReduce #${seq}: rank ${r} reduces ${theirBytes >>> 0} bytes where rank ${this.me} reduces ${nbytes} (mismatched lengths)`);
+  }
+
+  /**
+   * The arena plane: our output area = every rank's input chunk, reduced in rank order where the inputs
+   * lie, then copied into buf[a, b); block by block, so that the copy reads what the loop just wrote.
+   */
+  private reduceInPlace(dtype: CommDType, op: ReduceOp, buf: CommArray, a: number, b: number, inOff: number, outOff: number): void {
+    const at = this.plane.at!;
+    const mem = this.plane.arena!.mem.buffer;
+    const es = ELEM[dtype];
+    const own = bytesOf(buf).subarray(a * es, b * es);
+    const dst0 = at[this.me] + outOff;
+    for (let o = 0; o < own.byteLength; o += BLOCK) {
+      const n = Math.min(BLOCK, own.byteLength - o);
+      this.reduceAt(dtype, op, buf, dst0 + o, at.map((x) => x + inOff + o), n, es);
+      own.set(new Uint8Array(mem, dst0 + o, n), o);
+    }
   }
 
   /**
@@ -324,6 +571,8 @@ export class ShmAllReduce {
 const NONE: number[] = [];
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
+/** The bounded spin on a mapped counter before the world's own wait. */
+const SPIN_NS = BigInt(Number(process.env.TPRUN_SHM_SPIN_NS ?? 100_000));
 
 
 /** What every rank advertised at rendezvous, as far as the areas go. */
@@ -361,7 +610,7 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
   const offs = peers.map((p) => p.shm!.ar!.off);
   return {
     start: async (deps) => {
-      const plane = (await mapPlane(me, fds, offs, areaBytes(step))) ?? new FilePlane(me, fds, offs);
+      const plane = (await mapPlane(me, fds, offs, areaBytes(step), step)) ?? new FilePlane(me, fds, offs);
       return new ShmAllReduce(me, peers.length, plane, step, deps);
     },
   };
