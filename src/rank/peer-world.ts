@@ -77,7 +77,7 @@ export class PeerWorld implements World, Transport {
   async start(env: Env): Promise<void> {
     try {
       await this.links.open(env, this.timeoutMs);
-      this.all.shm = await this.links.arPlan?.start({
+      this.all.shm = this.links.arPlan?.start({
         wait: (what, missing, t) => this.p.waitFor(what, missing, t),
         nudge: () => { for (const l of this.links.shmList) l.nudge(); },
       });

@@ -304,35 +304,43 @@ export class ShmAllReduce {
   private busy = false;
   private closed = false;
   private peers: number[] = [];
+  /** A call's header [seq, desc, bytes], written in one move. */
+  private head = new Int32Array(3);
+  private headBytes = new Uint8Array(this.head.buffer);
 
-  constructor(private me: number, private R: number, readonly plane: Plane, readonly step: number, private deps: ShmAllReduceDeps) {
+  /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
+  plane!: Plane;
+
+  constructor(private me: number, private R: number, private makePlane: () => Promise<Plane>, readonly step: number, private deps: ShmAllReduceDeps) {
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
-    // The reduction's slots exist and are touched before the first call, as the areas' pages are.
-    if (!plane.arena) {
-      this.arena = SimdArena.create();
-      if (this.arena) for (const sl of this.arena.slots(R, BLOCK)) sl.fill(0);
-    }
   }
 
   /**
-   * Whether this call goes through the areas. Where they are mapped into the SIMD arena every length
-   * does (one that fits a step in one exchange: a store, a flag, a load); otherwise small ones are
-   * faster as one message per peer.
+   * Whether this call goes through the areas: every call of at least one element, whatever the plane (the
+   * choice must not depend on anything that may differ between ranks). One that fits a step is a single
+   * exchange (a store, a flag, a load); longer ones are pipelined.
    */
-  wants(nbytes: number, n: number): boolean {
-    if (this.plane.arena) return n > 0;
-    return nbytes * (this.R - 1) > 64 * 1024 && n >= this.R;
+  wants(_nbytes: number, n: number): boolean {
+    return n > 0;
   }
 
   async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     this.busy = true;
     try {
-      if (this.plane.arena && buf.byteLength <= this.step) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
+      if (!this.plane) {
+        this.plane = await this.makePlane();
+        if (!this.plane.arena) {
+          this.arena = SimdArena.create();
+          // The reduction's slots exist and are touched before the first reduction, as the areas' pages are.
+          if (this.arena) for (const sl of this.arena.slots(this.R, BLOCK)) sl.fill(0);
+        }
+      }
+      if (buf.byteLength <= this.step) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
       else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
     } finally {
       this.busy = false;
-      if (this.closed) this.plane.close();
+      if (this.closed) this.plane?.close();
     }
     return buf;
   }
@@ -379,9 +387,7 @@ export class ShmAllReduce {
    * only exchange. The three counters move together, keeping the pipelined path's rules for the next call.
    */
   private async oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<void> {
-    const { me, R, plane } = this;
-    const arena = plane.arena!;
-    const at = plane.at!;
+    const { plane } = this;
     const es = ELEM[dtype];
     const nbytes = buf.byteLength;
     const g = ++this.gen;
@@ -389,17 +395,20 @@ export class ShmAllReduce {
     // Our input area's previous user, generation g-2, must have been read by every peer.
     await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
     plane.write(inArea(this.step, p), bytesOf(buf));
-    plane.set(HEAD + 64 * p, seq);
-    plane.set(HEAD + 64 * p + 4, desc | 0);
-    plane.set(HEAD + 64 * p + 8, nbytes);
+    this.head[0] = seq;
+    this.head[1] = desc | 0;
+    this.head[2] = nbytes;
+    plane.write(HEAD + 64 * p, this.headBytes);
     plane.set(W, g);
     this.published();
     await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
     for (const r of this.peers) this.checkHead(r, p, seq, desc, nbytes);
-    const srcs = at.map((o) => o + inArea(this.step, p));
-    const dst = plane.scratch!;
-    this.reduceAt(dtype, op, buf, dst, srcs, nbytes, es);
-    bytesOf(buf).set(new Uint8Array(arena.mem.buffer, dst, nbytes));
+    if (plane.arena) {
+      const srcs = plane.at!.map((o) => o + inArea(this.step, p));
+      const dst = plane.scratch!;
+      this.reduceAt(dtype, op, buf, dst, srcs, nbytes, es);
+      bytesOf(buf).set(new Uint8Array(plane.arena.mem.buffer, dst, nbytes));
+    } else this.reduceChunk(dtype, op, buf, 0, buf.length, inArea(this.step, p), -1);
     plane.set(D, g);
     plane.set(G, g);
     this.published();
@@ -451,9 +460,10 @@ export class ShmAllReduce {
         if (end > b) plane.write(base + (b - from), bytes.subarray(b, end));
       }
       if (s === 0) {
-        plane.set(HEAD + 64 * p, seq);
-        plane.set(HEAD + 64 * p + 4, desc | 0);
-        plane.set(HEAD + 64 * p + 8, total * es);
+        this.head[0] = seq;
+        this.head[1] = desc | 0;
+        this.head[2] = total * es;
+        plane.write(HEAD + 64 * p, this.headBytes);
       }
       plane.set(W, g);
       this.published();
@@ -530,7 +540,8 @@ export class ShmAllReduce {
 
   /**
    * buf[a, b) = peers' inputs op ours, in rank order, block by block so that reads, the vector loop
-   * and the writes meet in cache; the result also goes to our output area for peers to gather.
+   * and the writes meet in cache; the result also goes to our output area for peers to gather (outOff
+   * -1: nowhere else).
    */
   private reduceChunk(dtype: CommDType, op: ReduceOp, buf: CommArray, a: number, b: number, inOff: number, outOff: number): void {
     const { me, R, plane } = this;
@@ -550,7 +561,7 @@ export class ShmAllReduce {
         const view = like(buf, own.subarray(o, o + n));
         reduceInto(dtype, op, view, part.map((sl, r) => (r === me ? view : like(buf, sl))));
       }
-      plane.write(outOff + o, own.subarray(o, o + n));
+      if (outOff >= 0) plane.write(outOff + o, own.subarray(o, o + n));
     }
   }
 
@@ -564,7 +575,7 @@ export class ShmAllReduce {
     if (this.closed) return;
     this.closed = true;
     // A call in flight touches the mapping until its next wait: it unmaps when it ends.
-    if (!this.busy) this.plane.close();
+    if (!this.busy) this.plane?.close();
   }
 }
 
@@ -582,36 +593,34 @@ interface PeerAreas {
 }
 
 /**
- * Allocates our own area's pages with pwrite before the rendezvous exchange that reports it (tmpfs
- * allocates on first touch; a full /dev/shm is an error here, where a store into a mapping would be
- * SIGBUS). False when it could not: then no rank takes the areas.
+ * Allocates our own area's pages with pwrite (tmpfs allocates on first touch; a full /dev/shm is an error
+ * here, where a store into a mapping would be SIGBUS). Done at the first call through the areas, not at
+ * world start: a world that never reduces (a launch, a broadcast of weights) pays nothing for them.
  */
-export function prefaultArea(ownFd: number, ar: ArInfo): boolean {
+function prefaultArea(ownFd: number, off: number, len: number): void {
+  const z = new Uint8Array(1 << 20);
   try {
-    const z = new Uint8Array(1 << 20);
-    const len = areaBytes(ar.step);
-    for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), ar.off + o);
-    return true;
-  } catch {
-    return false;
+    for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), off + o);
+  } catch (e) {
+    throw new CommError(`no room in /dev/shm for this rank's ${len >> 20} MiB allReduce area (${(e as Error).message}); TPRUN_SHM_AR_STEP=0 turns the areas off`);
   }
 }
 
 /**
  * Whether this world takes the areas: only when every pair of ranks shares memory (`can`, the same matrix
- * on every rank) and every rank has an area it could allocate (`prefaultArea`, exchanged in the same
- * rendezvous round), so all ranks decide alike.
+ * on every rank) and every rank has an area (advertised at rendezvous), so all ranks decide alike. Each
+ * rank maps the areas at its first call through them (./shm-allreduce.ts, ShmAllReduce.run).
  */
 export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number | undefined)[], ownFd: number, can: boolean[][]):
-  { start(deps: ShmAllReduceDeps): Promise<ShmAllReduce> } | undefined {
+  { start(deps: ShmAllReduceDeps): ShmAllReduce } | undefined {
   if (!can.every((row, i) => row.every((c, j) => c || i === j)) || !peers.every((p) => p.shm?.ar)) return undefined;
   const step = Math.min(...peers.map((p) => p.shm!.ar!.step));
   const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
   const offs = peers.map((p) => p.shm!.ar!.off);
   return {
-    start: async (deps) => {
-      const plane = (await mapPlane(me, fds, offs, areaBytes(step), step)) ?? new FilePlane(me, fds, offs);
-      return new ShmAllReduce(me, peers.length, plane, step, deps);
-    },
+    start: (deps) => new ShmAllReduce(me, peers.length, async () => {
+      prefaultArea(ownFd, offs[me], areaBytes(step));
+      return (await mapPlane(me, fds, offs, areaBytes(step), step)) ?? new FilePlane(me, fds, offs);
+    }, step, deps),
   };
 }

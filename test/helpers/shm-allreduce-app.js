@@ -9,10 +9,12 @@ import { f32ToBf16, f32ToF16, toF32 } from '../../dist/rank/dtype.js';
 const [scenario = 'check'] = process.argv.slice(2);
 const world = await initWorld({ timeoutMs: Number(process.env.APP_TIMEOUT_MS ?? 40000) });
 const { rank: me, size: R } = world;
-// The test must know that the path under test ran, not the message path beside it.
-/** @type {{ plane: { kind: string }, step: number } | undefined} the world's own, not in its public type */
+// The test must know that the path under test ran, not the message path beside it (the plane exists
+// from the first call through the areas on).
+/** @type {{ plane?: { kind: string }, step: number } | undefined} the world's own, not in its public type */
 const shar = /** @type {any} */ (world).shar;
-const plane = shar?.plane.kind ?? 'none';
+await world.allReduce(new Float32Array(1));
+const plane = shar?.plane?.kind ?? 'none';
 
 // Small integers: sums are exact in float32 and float16 whatever the order.
 const val = (r, i) => ((r * 7 + i * 3) % 11) - 5;
