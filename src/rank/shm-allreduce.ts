@@ -317,8 +317,8 @@ export class ShmAllReduce {
 
   /**
    * Whether this call goes through the areas: every call of at least one element, whatever the plane (the
-   * choice must not depend on anything that may differ between ranks). One that fits a step is a single
-   * exchange (a store, a flag, a load); longer ones are pipelined.
+   * choice must not depend on anything that may differ between ranks). A short one is a single exchange
+   * (a store, a flag, a load); longer ones are pipelined.
    */
   wants(_nbytes: number, n: number): boolean {
     return n > 0;
@@ -328,21 +328,78 @@ export class ShmAllReduce {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     this.busy = true;
     try {
-      if (!this.plane) {
-        this.plane = await this.makePlane();
-        if (!this.plane.arena) {
-          this.arena = SimdArena.create();
-          // The reduction's slots exist and are touched before the first reduction, as the areas' pages are.
-          if (this.arena) for (const sl of this.arena.slots(this.R, BLOCK)) sl.fill(0);
-        }
-      }
-      if (buf.byteLength <= this.step) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
+      await this.ready();
+      if (buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
       else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
     } finally {
       this.busy = false;
       if (this.closed) this.plane?.close();
     }
     return buf;
+  }
+
+  private async ready(): Promise<void> {
+    if (this.plane) return;
+    this.plane = await this.makePlane();
+    if (!this.plane.arena) {
+      this.arena = SimdArena.create();
+      // The reduction's slots exist and are touched before the first reduction, as the areas' pages are.
+      if (this.arena) for (const sl of this.arena.slots(this.R, BLOCK)) sl.fill(0);
+    }
+  }
+
+  /**
+   * reduceScatter through the areas: per step, every rank stores the next piece of every rank's chunk
+   * into its input area and reduces its own chunk's piece from all of them in rank order; one exchange per
+   * step and nothing to gather. The counters move together, as in oneShot.
+   */
+  async reduceScatter<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
+    if (this.closed) throw new CommError(`${what}: the world is closed`);
+    const { me, R } = this;
+    const es = ELEM[dtype];
+    const k = buf.length / R;
+    const out = buf.slice(0, k) as T;
+    const bytes = bytesOf(buf);
+    const outBytes = bytesOf(out);
+    this.busy = true;
+    try {
+      await this.ready();
+      const plane = this.plane;
+      const q = Math.max(1, Math.floor(this.step / es / R));
+      for (let from = 0; from < k || from === 0; from += q) {
+        const m = Math.min(q, k - from);
+        const g = ++this.gen;
+        const p = g & 1;
+        await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
+        const base = inArea(this.step, p);
+        for (let r = 0; r < R; r++) plane.write(base + r * q * es, bytes.subarray((r * k + from) * es, (r * k + from + m) * es));
+        this.head[0] = seq;
+        this.head[1] = desc | 0;
+        this.head[2] = buf.byteLength;
+        plane.write(HEAD + 64 * p, this.headBytes);
+        plane.set(W, g);
+        this.published();
+        await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
+        if (from === 0) for (const r of this.peers) this.checkHead(r, p, seq, desc, buf.byteLength, 'reduceScatter');
+        const dst = outBytes.subarray(from * es, (from + m) * es);
+        if (plane.arena) {
+          const srcs = plane.at!.map((o) => o + base + me * q * es);
+          this.reduceAt(dtype, op, buf, plane.scratch!, srcs, m * es, es);
+          dst.set(new Uint8Array(plane.arena.mem.buffer, plane.scratch!, m * es));
+        } else {
+          dst.set(bytes.subarray((me * k + from) * es, (me * k + from + m) * es));
+          this.reduceChunk(dtype, op, out, dst, base + me * q * es, -1);
+        }
+        plane.set(D, g);
+        plane.set(G, g);
+        this.published();
+        if (k === 0) break;
+      }
+    } finally {
+      this.busy = false;
+      if (this.closed) this.plane?.close();
+    }
+    return out;
   }
 
   /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word,
@@ -408,7 +465,7 @@ export class ShmAllReduce {
       const dst = plane.scratch!;
       this.reduceAt(dtype, op, buf, dst, srcs, nbytes, es);
       bytesOf(buf).set(new Uint8Array(plane.arena.mem.buffer, dst, nbytes));
-    } else this.reduceChunk(dtype, op, buf, 0, buf.length, inArea(this.step, p), -1);
+    } else this.reduceChunk(dtype, op, buf, bytesOf(buf), inArea(this.step, p), -1);
     plane.set(D, g);
     plane.set(G, g);
     this.published();
@@ -482,7 +539,7 @@ export class ShmAllReduce {
       const inOff = inArea(this.step, p) + (a - from) * es;
       const outOff = outArea(this.step, p);
       if (inPlace) this.reduceInPlace(dtype, op, buf, a, b, inOff, outOff);
-      else this.reduceChunk(dtype, op, buf, a, b, inOff, outOff);
+      else this.reduceChunk(dtype, op, buf, bytes.subarray(a * es, b * es), inOff, outOff);
       plane.set(D, g);
       this.published();
     };
@@ -511,14 +568,14 @@ export class ShmAllReduce {
   }
 
   /** A peer's step header must describe the same call: same collective, op, dtype and length. */
-  private checkHead(r: number, p: number, seq: number, desc: number, nbytes: number): void {
+  private checkHead(r: number, p: number, seq: number, desc: number, nbytes: number, name = 'allReduce'): void {
     const theirSeq = this.plane.get(r, HEAD + 64 * p);
     const theirDesc = this.plane.get(r, HEAD + 64 * p + 4) >>> 0;
     const theirBytes = this.plane.get(r, HEAD + 64 * p + 8);
-    if (theirSeq !== seq) throw new CommError(`allReduce #${seq}: rank ${r} is at collective #${theirSeq} (the ranks' collectives no longer line up)`);
+    if (theirSeq !== seq) throw new CommError(`${name} #${seq}: rank ${r} is at collective #${theirSeq} (the ranks' collectives no longer line up)`);
     if (theirDesc !== desc >>> 0) throw new CommError(mismatch(seq, r, theirDesc, this.me, desc >>> 0));
     // Stored as int32: compare modulo 2^32 (a length differing by exactly 4 GiB is not worth a wider field).
-    if (theirBytes !== (nbytes | 0)) throw new CommError(`allReduce #${seq}: rank ${r} reduces ${theirBytes >>> 0} bytes where rank ${this.me} reduces ${nbytes} (mismatched lengths)`);
+    if (theirBytes !== (nbytes | 0)) throw new CommError(`${name} #${seq}: rank ${r} reduces ${theirBytes >>> 0} bytes where rank ${this.me} reduces ${nbytes} (mismatched lengths)`);
   }
 
   /**
@@ -543,10 +600,9 @@ export class ShmAllReduce {
    * and the writes meet in cache; the result also goes to our output area for peers to gather (outOff
    * -1: nowhere else).
    */
-  private reduceChunk(dtype: CommDType, op: ReduceOp, buf: CommArray, a: number, b: number, inOff: number, outOff: number): void {
+  private reduceChunk(dtype: CommDType, op: ReduceOp, buf: CommArray, own: Uint8Array, inOff: number, outOff: number): void {
     const { me, R, plane } = this;
     const es = ELEM[dtype];
-    const own = bytesOf(buf).subarray(a * es, b * es);
     const simd = this.arena && SimdArena.supports(dtype, op);
     const slots = simd ? this.arena!.slots(R, Math.min(BLOCK, own.byteLength)) : this.scratchSlots(R, Math.min(BLOCK, own.byteLength));
     for (let o = 0; o < own.byteLength; o += BLOCK) {
@@ -580,6 +636,11 @@ export class ShmAllReduce {
 }
 
 const NONE: number[] = [];
+/**
+ * Up to this many bytes a call is one exchange in which every rank reduces the whole buffer; above it the
+ * pipelined reduce-scatter + all-gather, whose two more waits cost less than reducing R times the bytes.
+ */
+const ONE_SHOT_BYTES = Number(process.env.TPRUN_SHM_ONE_SHOT_BYTES ?? 64 * 1024);
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
 /** The bounded spin on a mapped counter before the world's own wait. */

@@ -60,6 +60,19 @@ if (scenario === 'check') {
     await world.allReduce(i32, 'min');
     checkAll(i32, 'min', `int32 min [${n}]`);
   }
+  // reduceScatter through the areas too: one piece, odd chunk lengths, several steps.
+  for (const k of [1, 7, 1001, step / 4 + 5, Math.floor(step / 2 / R) + 3]) {
+    const f = Float32Array.from({ length: k * R }, (_, i) => val(me, i));
+    const out = await world.reduceScatter(f, 'sum');
+    assert.equal(out.length, k);
+    for (let i = 0; i < k; i++) if (out[i] !== ref('sum', me * k + i)) assert.fail(`reduceScatter float32 [${k} x ${R}]: element ${i} is ${out[i]}, want ${ref('sum', me * k + i)}`);
+    const h = Uint16Array.from({ length: k * R }, (_, i) => f32ToF16(val(me, i) * 0.5));
+    const hout = toF32(await world.reduceScatter(h, 'sum', { dtype: 'float16' }), 'float16');
+    for (let i = 0; i < k; i++) if (hout[i] !== ref('sum', me * k + i) * 0.5) assert.fail(`reduceScatter float16 [${k} x ${R}]: element ${i} is ${hout[i]}`);
+    const n32 = Int32Array.from({ length: k * R }, (_, i) => val(me, i));
+    const iout = await world.reduceScatter(n32, 'max');
+    for (let i = 0; i < k; i++) if (iout[i] !== ref('max', me * k + i)) assert.fail(`reduceScatter int32 max [${k} x ${R}]: element ${i} is ${iout[i]}`);
+  }
   // Calls that fit one step and calls that take several, queued together and alternating, while a group
   // (its own message path) reduces at the same time: no call may see another's data.
   const group = world.newGroup(Array.from({ length: R }, (_, r) => R - 1 - r));
@@ -67,7 +80,9 @@ if (scenario === 'check') {
   for (let k = 0; k < 20; k++) {
     const bufs = [257, bigLen, 1, 4099].map((n) => Float32Array.from({ length: n }, (_, i) => val(me, i)));
     const g = Float32Array.from({ length: 1000 + k }, (_, i) => val(me, i));
-    await Promise.all([...bufs.map((b) => world.allReduce(b, k % 2 ? 'max' : 'sum')), group.allReduce(g, 'min')]);
+    const rs = Float32Array.from({ length: 30 * R }, (_, i) => val(me, i));
+    const [rsOut] = await Promise.all([world.reduceScatter(rs, 'sum'), ...bufs.map((b) => world.allReduce(b, k % 2 ? 'max' : 'sum')), group.allReduce(g, 'min')]);
+    for (let i = 0; i < 30; i++) if (rsOut[i] !== ref('sum', me * 30 + i)) assert.fail(`reduceScatter in a queue, round ${k}: element ${i} is ${rsOut[i]}`);
     for (const b of bufs) checkAll(b, k % 2 ? 'max' : 'sum', `float32 [${b.length}] in a queue, round ${k}`);
     checkAll(g, 'min', `group float32 min [${g.length}], round ${k}`);
   }
