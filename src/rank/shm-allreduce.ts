@@ -206,10 +206,10 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
       const same = v[0] === (before ^ 0xa5);
       v[0] = before;
       if (!same) return false;
-      const p = libc.mmap(want, n, PROT_RW, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, off);
-      if (p === null || libc.koffi.address(p) !== libc.koffi.address(want)) return false;
+      // Listed first: a MAP_FIXED that fails may already have removed the arena's pages there.
       mapped.push([o, n]);
-      return true;
+      const p = libc.mmap(want, n, PROT_RW, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, off);
+      return p !== null && libc.koffi.address(p) === libc.koffi.address(want);
     };
     for (let r = 0; r < R; r++) {
       if (!map(heads + r * PAGE, PAGE, fds[r], 0) || !map(at[r], len, fds[r], offs[r])) {
