@@ -310,6 +310,8 @@ export class ShmAllReduce {
   /** A call's header [seq, desc, bytes], written in one move. */
   private head = new Int32Array(3);
   private headBytes = new Uint8Array(this.head.buffer);
+  private theirHead = new Int32Array(3);
+  private theirHeadBytes = new Uint8Array(this.theirHead.buffer);
 
   /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
@@ -575,9 +577,10 @@ export class ShmAllReduce {
 
   /** A peer's step header must describe the same call: same collective, op, dtype and length. */
   private checkHead(r: number, p: number, seq: number, desc: number, nbytes: number, name = 'allReduce'): void {
-    const theirSeq = this.plane.get(r, HEAD + 64 * p);
-    const theirDesc = this.plane.get(r, HEAD + 64 * p + 4) >>> 0;
-    const theirBytes = this.plane.get(r, HEAD + 64 * p + 8);
+    // One read (one syscall on the pread plane); the counter read before it ordered it after the write.
+    this.plane.read(r, HEAD + 64 * p, this.theirHeadBytes);
+    const [theirSeq, desc0, theirBytes] = this.theirHead;
+    const theirDesc = desc0 >>> 0;
     if (theirSeq !== seq) throw new CommError(`${name} #${seq}: rank ${r} is at collective #${theirSeq} (the ranks' collectives no longer line up)`);
     if (theirDesc !== desc >>> 0) throw new CommError(mismatch(seq, r, theirDesc, this.me, desc >>> 0));
     // Stored as int32: compare modulo 2^32 (a length differing by exactly 4 GiB is not worth a wider field).
