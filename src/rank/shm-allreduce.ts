@@ -517,13 +517,8 @@ export class ShmAllReduce {
       const a = lo(s, me) * es;
       const b = lo(s, me + 1) * es;
       const end = (s * perStep + len(s)) * es;
-      if (inPlace) {
-        // Our own chunk too: the reduction reads every rank's input from the areas.
-        plane.write(base, bytes.subarray(from, end));
-      } else {
-        if (a > from) plane.write(base, bytes.subarray(from, a));
-        if (end > b) plane.write(base + (b - from), bytes.subarray(b, end));
-      }
+      if (a > from) plane.write(base, bytes.subarray(from, a));
+      if (end > b) plane.write(base + (b - from), bytes.subarray(b, end));
       if (s === 0) {
         this.head[0] = seq;
         this.head[1] = desc | 0;
@@ -588,18 +583,25 @@ export class ShmAllReduce {
   }
 
   /**
-   * The arena plane: our output area = every rank's input chunk, reduced in rank order where the inputs
-   * lie, then copied into buf[a, b); block by block, so that the copy reads what the loop just wrote.
+   * The arena plane: our output area = every rank's input chunk reduced in rank order, peers' read where
+   * they lie and ours from a block of private arena memory it is copied into, then copied into buf[a, b).
+   * Block by block: our copy-in, the vector loop and the copy-out meet in cache, and main memory sees
+   * each peer's bytes read once and our result written once to the area and once to buf.
    */
   private reduceInPlace(dtype: CommDType, op: ReduceOp, buf: CommArray, a: number, b: number, inOff: number, outOff: number): void {
+    const { me } = this;
     const at = this.plane.at!;
     const mem = this.plane.arena!.mem.buffer;
+    const scratch = this.plane.scratch!;
     const es = ELEM[dtype];
     const own = bytesOf(buf).subarray(a * es, b * es);
-    const dst0 = at[this.me] + outOff;
+    const dst0 = at[me] + outOff;
+    const srcs = at.map(() => 0);
     for (let o = 0; o < own.byteLength; o += BLOCK) {
       const n = Math.min(BLOCK, own.byteLength - o);
-      this.reduceAt(dtype, op, buf, dst0 + o, at.map((x) => x + inOff + o), n, es);
+      new Uint8Array(mem, scratch, n).set(own.subarray(o, o + n));
+      for (let r = 0; r < at.length; r++) srcs[r] = r === me ? scratch : at[r] + inOff + o;
+      this.reduceAt(dtype, op, buf, dst0 + o, srcs, n, es);
       own.set(new Uint8Array(mem, dst0 + o, n), o);
     }
   }
