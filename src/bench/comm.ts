@@ -3,7 +3,7 @@
 // figure NCCL's and OSU's benchmarks report, so numbers compare across world sizes.
 import { execa } from 'execa';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { runDistributed } from '../launcher/self-launch.js';
@@ -15,6 +15,7 @@ interface Args {
   sizes: string;
   json: boolean;
   mpi: boolean;
+  rounds: number;
 }
 
 export interface CommResult {
@@ -26,6 +27,8 @@ export interface CommResult {
   /** Median of single operations (the mean `us` includes the stalls of a loaded machine). */
   p50us: number;
   impl: 'tprun' | 'openmpi';
+  /** Rounds this is the median of (tprun and Open MPI alternate, so that both meet the same load). */
+  rounds?: number;
 }
 
 const RESULTS_ENV = 'TPRUN_BENCH_COMM_OUT';
@@ -78,6 +81,15 @@ export async function measureWorld(world: World, sizes: number[]): Promise<CommR
 }
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
+
+/** Per figure, the median over rounds of one size's results. */
+function median(rs: CommResult[]): CommResult {
+  const mid = (xs: number[]) => {
+    const s = [...xs].sort((x, y) => x - y);
+    return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  };
+  return { ...rs[0], us: round(mid(rs.map((r) => r.us))), busGBps: round(mid(rs.map((r) => r.busGBps))), p50us: round(mid(rs.map((r) => r.p50us))), rounds: rs.length };
+}
 
 /** Open MPI's side (mpi4py): warm-up, best of three timed runs, the slowest rank's time; argv[1] = [[bytes, iters], ...]. */
 export const MPI_SCRIPT = `
@@ -132,12 +144,14 @@ const command: CommandModule<object, Args> = {
     .option('n', { alias: 'np', type: 'number', default: 2, describe: 'ranks' })
     .option('sizes', { type: 'string', default: '1024,1048576,16777216', describe: 'message sizes in bytes (float32), comma separated' })
     .option('mpi', { type: 'boolean', default: true, describe: 'also run Open MPI (--no-mpi to skip)' })
+    .option('rounds', { type: 'number', default: 3, describe: 'tprun and Open MPI runs, alternating; figures are medians over them' })
     .option('json', { type: 'boolean', default: false, describe: 'JSON lines only (no launcher progress)' }) as never,
   handler: async (a) => {
     let sizes: number[];
     try {
       sizes = parseSizes(a.sizes);
       if (!Number.isInteger(a.n) || a.n < 1) throw new Error(`-n: ${a.n} is not a positive integer`);
+      if (!Number.isInteger(a.rounds) || a.rounds < 1) throw new Error(`--rounds: ${a.rounds} is not a positive integer`);
     } catch (e) {
       process.stderr.write(`tprun bench comm: ${(e as Error).message}\n`);
       process.exit(2);
@@ -156,21 +170,36 @@ const command: CommandModule<object, Args> = {
     try {
       const file = join(dir, 'tprun.json');
       process.env[RESULTS_ENV] = file;
-      await runDistributed(a.n, body, { quiet: a.json });
-      const mine = JSON.parse(readFileSync(file, 'utf8')) as CommResult[];
-      for (const r of mine) console.log(JSON.stringify(r));
+      // Rounds alternate tprun and Open MPI, so that a machine whose load changes (shared) weighs on both.
+      const mine: CommResult[][] = [];
+      const ref: CommResult[][] = [];
+      let mpiError: string | undefined;
+      const load = [loadavg()[0]];
+      for (let k = 0; k < a.rounds; k++) {
+        await runDistributed(a.n, body, { quiet: a.json });
+        mine.push(JSON.parse(readFileSync(file, 'utf8')) as CommResult[]);
+        if (a.mpi && !mpiError) {
+          const r = await measureOpenMpi(a.n, sizes);
+          if (typeof r === 'string') mpiError = r;
+          else ref.push(r);
+        }
+        load.push(loadavg()[0]);
+      }
+      const med = mine[0].map((m, i) => median(mine.map((run) => run[i])));
+      for (const r of med) console.log(JSON.stringify(r));
       if (!a.mpi) return;
-      const ref = await measureOpenMpi(a.n, sizes);
-      if (typeof ref === 'string') {
-        console.log(JSON.stringify({ impl: 'openmpi', error: ref }));
+      if (mpiError) {
+        console.log(JSON.stringify({ impl: 'openmpi', error: mpiError }));
         return;
       }
-      for (const r of ref) console.log(JSON.stringify(r));
-      for (const m of mine) {
-        const o = ref.find((r) => r.bytes === m.bytes);
+      const refMed = ref[0].map((m, i) => median(ref.map((run) => run[i])));
+      for (const r of refMed) console.log(JSON.stringify(r));
+      for (const m of med) {
+        const o = refMed.find((r) => r.bytes === m.bytes);
         if (!o) continue;
         console.log(JSON.stringify({
           ratio: 'tprun/openmpi', op: 'allreduce', bytes: m.bytes, ranks: m.ranks, us: round(m.us / o.us), busGBps: round(o.busGBps ? m.busGBps / o.busGBps : 0), p50us: round(m.p50us / o.p50us),
+          rounds: a.rounds, loadavg1: load.map((l) => round(l)),
         }));
       }
     } finally {

@@ -12,7 +12,7 @@ import type { WorldIdentity } from './types.js';
 import { rendezvousFor, type Env } from './identity.js';
 import type { Inbox } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
-import { prefaultArea, shmAllReducePlan } from './shm-allreduce.js';
+import { shmAllReducePlan } from './shm-allreduce.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
@@ -105,9 +105,9 @@ export class Links {
       // Open the shared-memory files of peers on this machine; a pair uses them only if both ends could.
       const opened: (number | undefined)[] = peers.map((p) =>
         p.rank !== rank && this.shmOut && p.shm && p.hostKey === info.hostKey ? openPeerFile(p.shm) : undefined);
-      // One round says both which peers' files we opened and whether our allReduce area is allocated.
-      const ar = this.shmOut?.info.ar;
-      const mine = [...opened.map((fd) => fd !== undefined), !!ar && prefaultArea(this.shmOut!.fd, ar)];
+      // One round says both which peers' files we opened and whether we have an allReduce area (its pages
+      // are allocated at the first call through it, ./shm-allreduce.ts).
+      const mine = [...opened.map((fd) => fd !== undefined), !!this.shmOut?.info.ar];
       const all = await rv.exchange(mine, z.array(z.boolean()).length(size + 1));
       const can = all.map((row) => row.slice(0, size));
       // Every rank opened the files it needs before it sent its part of that exchange: the names can go

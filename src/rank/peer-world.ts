@@ -43,6 +43,8 @@ export class PeerWorld implements World, Transport {
   private recvSeq = new Map<string, number>();
   private idle: IdleWatch;
   private log = (m: string) => process.stderr.write(m + '\n');
+  /** Measured before links.open binds this rank to its share of the cores (after it, it would say 1). */
+  private oversubscribed: boolean;
 
   constructor(id: WorldIdentity, private timeoutMs: number, maxBytes: number, spinUs: number | undefined) {
     ({ rank: this.rank, size: this.size, localRank: this.localRank, localSize: this.localSize, nodeRank: this.nodeRank, source: this.source } = id);
@@ -69,6 +71,7 @@ export class PeerWorld implements World, Transport {
     // Busy-polling shared memory is what makes small messages fast, but only when every rank has a
     // core of its own; oversubscribed, spinning would steal the time the peer needs to send.
     spinUs ??= id.localSize <= availableParallelism() ? 10_000 : 0;
+    this.oversubscribed = id.localSize > availableParallelism();
     this.p = new Progress(id.rank, this.links, BigInt(Math.round(spinUs * 1000)), timeoutMs);
     this.idle = new IdleWatch(() => this.p.waiting > 0 || !this.links.idle);
     this.all = new PeerGroup(this, this.buffers, 0, Array.from({ length: id.size }, (_, r) => r), id.rank);
@@ -77,9 +80,10 @@ export class PeerWorld implements World, Transport {
   async start(env: Env): Promise<void> {
     try {
       await this.links.open(env, this.timeoutMs);
-      this.all.shm = await this.links.arPlan?.start({
+      this.all.shm = this.links.arPlan?.start({
         wait: (what, missing, t) => this.p.waitFor(what, missing, t),
         nudge: () => { for (const l of this.links.shmList) l.nudge(); },
+        oversubscribed: this.oversubscribed,
       });
     } catch (e) {
       this.p.closed = true;

@@ -20,6 +20,7 @@
 // package loads: one copy per move at memcpy speed) or pread/pwrite on the file (pure JavaScript, the
 // fallback: every move is a kernel copy). Planes may differ between ranks; the bytes are the same pages.
 import { fstatSync, readSync, writeSync } from 'node:fs';
+import { getRandomValues } from 'node:crypto';
 import type { CommArray, CommDType, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
@@ -34,6 +35,8 @@ const D = 64;
 const G = 128;
 /** Per parity p: [seq, desc, bytes] of the call that wrote the step (int32 each) at HEAD + 64p. */
 const HEAD = 192;
+/** A word of the header page the wasm plane proves its mapping with. */
+const PROBE = 1024;
 const DATA = 4096;
 export const areaBytes = (step: number) => DATA + 4 * step;
 const inArea = (step: number, p: number) => DATA + p * step;
@@ -53,7 +56,17 @@ export interface Plane {
   get(rank: number, off: number): number;
   set(off: number, v: number): void;
   close(): void;
-  readonly kind: 'mmap' | 'pread';
+  readonly kind: 'wasm' | 'mmap' | 'pread';
+  /** 'wasm' only: the areas live in this SIMD arena's memory, rank r's at `at[r]`, so the reduction reads
+   *  peers' inputs where they are; `scratch` is private room of one step there. */
+  readonly arena?: SimdArena;
+  readonly at?: number[];
+  readonly scratch?: number;
+  /** Whether any peer has said it sleeps (its ring file's epoch): mapped planes read it without a syscall. */
+  anyAsleep?(): boolean;
+  /** Gives the core away for a moment (sched_yield), so a spinning rank does not starve a peer that
+   *  shares its core; planes that cannot spin cheaply have none. */
+  relax?(): void;
 }
 
 /** pread/pwrite on the files: Node's own means, one kernel copy per move. */
@@ -93,55 +106,188 @@ interface Koffi {
   view(p: unknown, len: number): ArrayBuffer;
 }
 
-/** The areas mapped into this process (koffi calling libc's mmap); undefined where that cannot be had. */
-export async function mapPlane(me: number, fds: number[], offs: number[], len: number): Promise<Plane | undefined> {
+interface Libc {
+  koffi: Koffi;
+  mmap: (...a: unknown[]) => unknown;
+  munmap: (...a: unknown[]) => unknown;
+  memmove: (...a: unknown[]) => unknown;
+  schedYield: () => unknown;
+}
+
+async function loadLibc(): Promise<Libc | undefined> {
   if (process.env.TPRUN_SHM_MMAP === '0' || process.platform !== 'linux') return undefined;
-  let koffi: Koffi;
   try {
     // Optional: not a dependency of tprun's install; taken when the user's project has it.
     const name = 'koffi';
-    koffi = ((await import(name)) as { default: Koffi }).default;
-  } catch {
-    return undefined;
-  }
-  try {
+    const koffi = ((await import(name)) as { default: Koffi }).default;
     const libc = koffi.load('libc.so.6');
-    const mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
-    const munmap = libc.func('int munmap(void *addr, size_t len)');
-    const ptrs: unknown[] = [];
-    const views: Uint8Array[] = [];
-    const flags: Int32Array[] = [];
-    const unmap = () => { for (const p of ptrs) munmap(p, len); ptrs.length = 0; };
-    for (let r = 0; r < fds.length; r++) {
-      // Touching a mapping past the end of its file is SIGBUS, not an error: check first.
-      if (fstatSync(fds[r]).size < offs[r] + len) {
-        unmap();
-        return undefined;
-      }
-      // MAP_POPULATE: page-table entries now, not one minor fault per page in the first call.
-      const p = mmap(null, len, 3 /* PROT_READ|PROT_WRITE */, 1 | 0x8000 /* MAP_SHARED|MAP_POPULATE */, fds[r], offs[r]);
-      const at = p === null ? -1n : koffi.address(p);
-      if (at === -1n || at === 0xffffffffffffffffn || at === 0n) {
-        unmap();
-        return undefined;
-      }
-      ptrs.push(p);
-      const ab = koffi.view(p, len);
-      views[r] = new Uint8Array(ab);
-      flags[r] = new Int32Array(ab, 0, DATA / 4);
-    }
     return {
-      kind: 'mmap',
-      read: (rank, off, dst) => dst.set(views[rank].subarray(off, off + dst.byteLength)),
-      write: (off, src) => views[me].set(src, off),
-      // Sequentially consistent: the data copied before a counter is published is seen by whoever sees it.
-      get: (rank, off) => Atomics.load(flags[rank], off >> 2),
-      set: (off, v) => { Atomics.store(flags[me], off >> 2, v); },
-      close: unmap,
+      koffi,
+      mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+      munmap: libc.func('int munmap(void *addr, size_t len)'),
+      memmove: libc.func('void *memmove(void *dst, void *src, size_t n)'),
+      schedYield: libc.func('int sched_yield()'),
     };
   } catch {
     return undefined;
   }
+}
+
+const PROT_RW = 3;
+const MAP_SHARED = 1;
+const MAP_PRIVATE = 2;
+const MAP_FIXED = 0x10;
+const MAP_ANONYMOUS = 0x20;
+const MAP_POPULATE = 0x8000;
+const PAGE = 4096;
+const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
+/** Where a ring file keeps its owner's sleep epoch (./shm-link.ts, ShmOut.setSleeping). */
+const SLEEP_EPOCH = 64;
+
+/** Touching a mapping past the end of its file is SIGBUS, not an error: every file must be long enough. */
+const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd, r) => fstatSync(fd).size >= offs[r] + len);
+
+/**
+ * The areas mapped into this process (koffi calling libc's mmap), best first: into the memory of a SIMD
+ * arena ('wasm': the vector loop then reads peers' inputs in place and writes its result where peers
+ * gather it, two copies fewer per element than reducing through the arena's own slots), else anywhere
+ * ('mmap'); undefined where neither can be had (the caller takes pread/pwrite).
+ */
+export async function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Promise<Plane | undefined> {
+  const libc = await loadLibc();
+  if (!libc) return undefined;
+  try {
+    if (!longEnough(fds, offs, len)) return undefined;
+  } catch {
+    return undefined;
+  }
+  if (process.env.TPRUN_SHM_WASM !== '0') {
+    const w = wasmPlane(libc, me, fds, offs, len, step);
+    if (w) return w;
+  }
+  return anyPlane(libc, me, fds, offs, len);
+}
+
+/**
+ * MAP_FIXED over pages of a WebAssembly memory: V8 reserves a wasm memory's address range up front and
+ * never moves it unless it grows, and this arena is sized once, before mapping, and never grows. The
+ * plane proves itself before use (a word stored through the arena must be what the file holds), else
+ * the arena's own pages come back and the caller takes the next plane.
+ */
+function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number, step: number): Plane | undefined {
+  const arena = SimdArena.create();
+  if (!arena) return undefined;
+  const R = fds.length;
+  const stride = roundUp(len, PAGE);
+  // [scratch: one step][header page of every rank's file][every rank's area]
+  const scratch = 0;
+  const heads = roundUp(step, 65536);
+  const at = fds.map((_, r) => heads + R * PAGE + r * stride);
+  const total = heads + R * PAGE + R * stride;
+  let mem: ArrayBuffer;
+  const mapped: [number, number][] = [];
+  const restore = () => {
+    // Anonymous private pages again where the files were: the arena is as V8 made it, the files let go.
+    for (const [o, n] of mapped) libc.mmap(libc.memmove(new Uint8Array(mem, o, 16), new Uint8Array(mem, o, 16), 0), n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    mapped.length = 0;
+  };
+  try {
+    arena.reserve(total);
+    mem = arena.mem.buffer;
+    const map = (o: number, n: number, fd: number, off: number): boolean => {
+      // The arena's address as koffi hands it to C, proven to be the arena itself (a byte stored through
+      // it shows in the arena) before anything is mapped over it: MAP_FIXED replaces whatever is there.
+      const v = new Uint8Array(mem, o, 16);
+      const want = libc.memmove(v, v, 0);
+      if (want === null) return false;
+      const seen = new Uint8Array(libc.koffi.view(want, 16));
+      const before = v[0];
+      seen[0] = before ^ 0xa5;
+      const same = v[0] === (before ^ 0xa5);
+      v[0] = before;
+      if (!same) return false;
+      // Listed first: a MAP_FIXED that fails may already have removed the arena's pages there.
+      mapped.push([o, n]);
+      const p = libc.mmap(want, n, PROT_RW, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, off);
+      return p !== null && libc.koffi.address(p) === libc.koffi.address(want);
+    };
+    for (let r = 0; r < R; r++) {
+      if (!map(heads + r * PAGE, PAGE, fds[r], 0) || !map(at[r], len, fds[r], offs[r])) {
+        restore();
+        return undefined;
+      }
+    }
+    // The proof: a word stored through the arena is in the file, and a word written to the file shows.
+    const probe = new Uint8Array(mem, at[me] + PROBE, 4);
+    const word = new Uint8Array(4);
+    getRandomValues(probe);
+    readSync(fds[me], word, 0, 4, offs[me] + PROBE);
+    const back = word.every((b, i) => b === probe[i]);
+    getRandomValues(word);
+    writeSync(fds[me], word, 0, 4, offs[me] + PROBE);
+    if (!back || !word.every((b, i) => b === probe[i]) || arena.mem.buffer !== mem) {
+      restore();
+      return undefined;
+    }
+  } catch {
+    restore();
+    return undefined;
+  }
+  const bytes = new Uint8Array(mem);
+  const flags = new Int32Array(mem);
+  const epochs = new Float64Array(mem, heads, (R * PAGE) / 8);
+  return {
+    kind: 'wasm',
+    arena,
+    at,
+    scratch,
+    read: (rank, off, dst) => dst.set(bytes.subarray(at[rank] + off, at[rank] + off + dst.byteLength)),
+    write: (off, src) => bytes.set(src, at[me] + off),
+    // Sequentially consistent: the data copied before a counter is published is seen by whoever sees it.
+    get: (rank, off) => Atomics.load(flags, (at[rank] + off) >> 2),
+    set: (off, v) => { Atomics.store(flags, (at[me] + off) >> 2, v); },
+    anyAsleep: () => {
+      for (let r = 0; r < R; r++) if (r !== me && epochs[(r * PAGE + SLEEP_EPOCH) / 8] !== 0) return true;
+      return false;
+    },
+    relax: () => { libc.schedYield(); },
+    close: restore,
+  };
+}
+
+/** The areas mapped wherever the kernel likes: one copy per move at memcpy speed. */
+function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number): Plane | undefined {
+  const ptrs: unknown[] = [];
+  const views: Uint8Array[] = [];
+  const flags: Int32Array[] = [];
+  const unmap = () => { for (const p of ptrs) libc.munmap(p, len); ptrs.length = 0; };
+  try {
+    for (let r = 0; r < fds.length; r++) {
+      // MAP_POPULATE: page-table entries now, not one minor fault per page in the first call.
+      const p = libc.mmap(null, len, PROT_RW, MAP_SHARED | MAP_POPULATE, fds[r], offs[r]);
+      const a = p === null ? -1n : libc.koffi.address(p);
+      if (a === -1n || a === 0xffffffffffffffffn || a === 0n) {
+        unmap();
+        return undefined;
+      }
+      ptrs.push(p);
+      const ab = libc.koffi.view(p, len);
+      views[r] = new Uint8Array(ab);
+      flags[r] = new Int32Array(ab, 0, DATA / 4);
+    }
+  } catch {
+    unmap();
+    return undefined;
+  }
+  return {
+    kind: 'mmap',
+    read: (rank, off, dst) => dst.set(views[rank].subarray(off, off + dst.byteLength)),
+    write: (off, src) => views[me].set(src, off),
+    get: (rank, off) => Atomics.load(flags[rank], off >> 2),
+    set: (off, v) => { Atomics.store(flags[me], off >> 2, v); },
+    relax: () => { libc.schedYield(); },
+    close: unmap,
+  };
 }
 
 export interface ShmAllReduceDeps {
@@ -149,39 +295,201 @@ export interface ShmAllReduceDeps {
   wait(what: string, missing: () => number[], timeoutMs?: number): Promise<void>;
   /** Wake peers that sleep waiting for a counter we just moved. */
   nudge(): void;
+  /** More local ranks than cores (decided before ranks were bound to their cores, as the world's own
+   *  spin is): a spinning rank may hold the core its peer needs. */
+  oversubscribed: boolean;
 }
 
 export class ShmAllReduce {
   private gen = 0;
-  private arena = SimdArena.create();
+  private arena?: SimdArena;
   private scratch = new ArrayBuffer(0);
   private busy = false;
   private closed = false;
+  private peers: number[] = [];
+  /** A call's header [seq, desc, bytes], written in one move. */
+  private head = new Int32Array(3);
+  private headBytes = new Uint8Array(this.head.buffer);
+  private theirHead = new Int32Array(3);
+  private theirHeadBytes = new Uint8Array(this.theirHead.buffer);
 
-  constructor(private me: number, private R: number, readonly plane: Plane, readonly step: number, private deps: ShmAllReduceDeps) {
-    // The reduction's slots exist and are touched before the first call, as the areas' pages are.
-    if (this.arena) for (const sl of this.arena.slots(R, BLOCK)) sl.fill(0);
+  /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
+  plane!: Plane;
+
+  constructor(private me: number, private R: number, private makePlane: () => Promise<Plane>, readonly step: number, private deps: ShmAllReduceDeps) {
+    for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
   }
 
-  /** Whether this call goes through the areas (small ones are faster as one message per peer). */
-  static wants(nbytes: number, n: number, R: number): boolean {
-    return nbytes * (R - 1) > 64 * 1024 && n >= R;
+  /**
+   * Whether this call goes through the areas: every call of at least one element, whatever the plane (the
+   * choice must not depend on anything that may differ between ranks). A short one is a single exchange
+   * (a store, a flag, a load); longer ones are pipelined.
+   */
+  wants(_nbytes: number, n: number): boolean {
+    return n > 0;
   }
 
   async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     this.busy = true;
     try {
-      await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
+      await this.ready();
+      if (buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
+      else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
     } finally {
       this.busy = false;
-      if (this.closed) this.plane.close();
+      if (this.closed) this.plane?.close();
     }
     return buf;
   }
 
+  private async ready(): Promise<void> {
+    if (this.plane) return;
+    this.plane = await this.makePlane();
+    if (!this.plane.arena) {
+      this.arena = SimdArena.create();
+      // The reduction's slots exist and are touched before the first reduction, as the areas' pages are.
+      if (this.arena) for (const sl of this.arena.slots(this.R, BLOCK)) sl.fill(0);
+    }
+  }
+
+  /**
+   * reduceScatter through the areas: per step, every rank stores the next piece of every rank's chunk
+   * into its input area and reduces its own chunk's piece from all of them in rank order; one exchange per
+   * step and nothing to gather. The counters move together, as in oneShot.
+   */
+  async reduceScatter<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
+    if (this.closed) throw new CommError(`${what}: the world is closed`);
+    const { me, R } = this;
+    const es = ELEM[dtype];
+    const k = buf.length / R;
+    const out = buf.slice(0, k) as T;
+    const bytes = bytesOf(buf);
+    const outBytes = bytesOf(out);
+    this.busy = true;
+    try {
+      await this.ready();
+      const plane = this.plane;
+      const q = Math.max(1, Math.floor(this.step / es / R));
+      for (let from = 0; from < k || from === 0; from += q) {
+        const m = Math.min(q, k - from);
+        const g = ++this.gen;
+        const p = g & 1;
+        await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
+        const base = inArea(this.step, p);
+        for (let r = 0; r < R; r++) plane.write(base + r * q * es, bytes.subarray((r * k + from) * es, (r * k + from + m) * es));
+        this.head[0] = seq;
+        this.head[1] = desc | 0;
+        this.head[2] = buf.byteLength;
+        plane.write(HEAD + 64 * p, this.headBytes);
+        plane.set(W, g);
+        this.published();
+        await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
+        if (from === 0) for (const r of this.peers) this.checkHead(r, p, seq, desc, buf.byteLength, 'reduceScatter');
+        const dst = outBytes.subarray(from * es, (from + m) * es);
+        if (plane.arena) {
+          const srcs = plane.at!.map((o) => o + base + me * q * es);
+          this.reduceAt(dtype, op, buf, plane.scratch!, srcs, m * es, es);
+          dst.set(new Uint8Array(plane.arena.mem.buffer, plane.scratch!, m * es));
+        } else {
+          dst.set(bytes.subarray((me * k + from) * es, (me * k + from + m) * es));
+          this.reduceChunk(dtype, op, out, dst, base + me * q * es, -1);
+        }
+        plane.set(D, g);
+        plane.set(G, g);
+        this.published();
+        if (k === 0) break;
+      }
+    } finally {
+      this.busy = false;
+      if (this.closed) this.plane?.close();
+    }
+    return out;
+  }
+
+  /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word,
+   *  then the world's wait (which spins more where cores allow, then sleeps until woken). */
+  private async waitAll(off: number, g: number, what: string, timeoutMs?: number): Promise<void> {
+    const { plane, peers } = this;
+    const behind = (r: number) => ((plane.get(r, off) - g) | 0) < 0;
+    const ready = () => {
+      for (const r of peers) if (behind(r)) return false;
+      return true;
+    };
+    if (ready()) return;
+    if (plane.relax) {
+      // A peer a few microseconds behind is the common case between ranks that each have a core. Where
+      // ranks outnumber cores, one that has no core right now gets ours at every turn (sched_yield); where
+      // they do not, yielding would only hand the core to other processes for a whole time slice (on a
+      // loaded machine a 1 MiB call took 10 ms instead of 0.4), so the spin keeps it.
+      const relax = this.deps.oversubscribed ? plane.relax : undefined;
+      const end = process.hrtime.bigint() + SPIN_NS;
+      for (let i = 1; ; i++) {
+        if (ready()) return;
+        if ((i & 63) === 0) {
+          relax?.();
+          if (process.hrtime.bigint() > end) break;
+        }
+      }
+    }
+    const missing = () => {
+      let m: number[] | undefined;
+      for (const r of peers) if (behind(r)) (m ??= []).push(r);
+      return m ?? NONE;
+    };
+    await this.deps.wait(what, missing, timeoutMs);
+    if (this.closed) throw new CommError(`${what}: the world is closed`);
+  }
+
+  /** Peers that sleep waiting for a counter we just moved are woken (mapped planes know whether any does). */
+  private published(): void {
+    if (!this.plane.anyAsleep || this.plane.anyAsleep()) this.deps.nudge();
+  }
+
+  /**
+   * A call that fits one step (the arena plane): every rank stores its whole buffer into its input area
+   * and reduces every rank's input straight from the areas in rank order, so one flag per rank is the
+   * only exchange. The three counters move together, keeping the pipelined path's rules for the next call.
+   */
+  private async oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<void> {
+    const { plane } = this;
+    const es = ELEM[dtype];
+    const nbytes = buf.byteLength;
+    const g = ++this.gen;
+    const p = g & 1;
+    // Our input area's previous user, generation g-2, must have been read by every peer.
+    await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
+    plane.write(inArea(this.step, p), bytesOf(buf));
+    this.head[0] = seq;
+    this.head[1] = desc | 0;
+    this.head[2] = nbytes;
+    plane.write(HEAD + 64 * p, this.headBytes);
+    plane.set(W, g);
+    this.published();
+    await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
+    for (const r of this.peers) this.checkHead(r, p, seq, desc, nbytes);
+    if (plane.arena) {
+      const srcs = plane.at!.map((o) => o + inArea(this.step, p));
+      const dst = plane.scratch!;
+      this.reduceAt(dtype, op, buf, dst, srcs, nbytes, es);
+      bytesOf(buf).set(new Uint8Array(plane.arena.mem.buffer, dst, nbytes));
+    } else this.reduceChunk(dtype, op, buf, bytesOf(buf), inArea(this.step, p), -1);
+    plane.set(D, g);
+    plane.set(G, g);
+    this.published();
+  }
+
+  /** mem[dst] = mem[srcs[0]] op ... (rank order) for nbytes, in the arena (SIMD where it has the op). */
+  private reduceAt(dtype: CommDType, op: ReduceOp, proto: CommArray, dst: number, srcs: number[], nbytes: number, es: number): void {
+    const arena = this.plane.arena!;
+    if (SimdArena.supports(dtype, op)) return arena.reduce3(dtype, op, dst, srcs, nbytes, es);
+    const mem = arena.mem.buffer;
+    const view = (o: number) => like(proto, new Uint8Array(mem, o, nbytes));
+    reduceInto(dtype, op, view(dst), srcs.map(view));
+  }
+
   private async steps(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<void> {
-    const { me, R, plane } = this;
+    const { me, R, plane, peers } = this;
     const es = ELEM[dtype];
     const bytes = bytesOf(buf);
     const total = buf.length;
@@ -189,8 +497,7 @@ export class ShmAllReduce {
     const S = Math.ceil(total / perStep);
     const g0 = this.gen;
     this.gen += S;
-    const peers: number[] = [];
-    for (let k = 1; k < R; k++) peers.push((me + k) % R);
+    const inPlace = !!plane.arena;
     // Step s covers elements [s*perStep, ...); its chunk r is [lo(s, r), lo(s, r+1)).
     const len = (s: number) => Math.min(perStep, total - s * perStep);
     const lo = (s: number, r: number) => {
@@ -198,16 +505,7 @@ export class ShmAllReduce {
       const base = Math.floor(m / R);
       return s * perStep + r * base + Math.min(r, m % R);
     };
-    const behind = (r: number, off: number, g: number) => ((plane.get(r, off) - g) | 0) < 0;
-    const waitAll = async (off: number, g: number, phase: string) => {
-      const missing = () => {
-        let m: number[] | undefined;
-        for (const r of peers) if (behind(r, off, g)) (m ??= []).push(r);
-        return m ?? NONE;
-      };
-      if (missing().length) await this.deps.wait(`${what} (${phase})`, missing, timeoutMs);
-      if (this.closed) throw new CommError(`${what}: the world is closed`);
-    };
+    const waitAll = (off: number, g: number, phase: string) => this.waitAll(off, g, `${what} (${phase})`, timeoutMs);
 
     const writeInput = async (s: number) => {
       const g = g0 + s + 1; // generations start at 1: a fresh area reads 0
@@ -222,12 +520,13 @@ export class ShmAllReduce {
       if (a > from) plane.write(base, bytes.subarray(from, a));
       if (end > b) plane.write(base + (b - from), bytes.subarray(b, end));
       if (s === 0) {
-        plane.set(HEAD + 64 * p, seq);
-        plane.set(HEAD + 64 * p + 4, desc | 0);
-        plane.set(HEAD + 64 * p + 8, total * es);
+        this.head[0] = seq;
+        this.head[1] = desc | 0;
+        this.head[2] = total * es;
+        plane.write(HEAD + 64 * p, this.headBytes);
       }
       plane.set(W, g);
-      this.deps.nudge();
+      this.published();
     };
 
     const reduce = async (s: number) => {
@@ -242,9 +541,10 @@ export class ShmAllReduce {
       const b = lo(s, me + 1);
       const inOff = inArea(this.step, p) + (a - from) * es;
       const outOff = outArea(this.step, p);
-      this.reduceChunk(dtype, op, buf, a, b, inOff, outOff);
+      if (inPlace) this.reduceInPlace(dtype, op, buf, a, b, inOff, outOff);
+      else this.reduceChunk(dtype, op, buf, bytes.subarray(a * es, b * es), inOff, outOff);
       plane.set(D, g);
-      this.deps.nudge();
+      this.published();
     };
 
     const gather = async (s: number) => {
@@ -257,7 +557,7 @@ export class ShmAllReduce {
         if (b > a) plane.read(r, outArea(this.step, p), bytes.subarray(a, b));
       }
       plane.set(G, g);
-      this.deps.nudge();
+      this.published();
     };
 
     // Write ahead by one step, gather behind by one: a rank waits for its peers only where it must.
@@ -271,24 +571,49 @@ export class ShmAllReduce {
   }
 
   /** A peer's step header must describe the same call: same collective, op, dtype and length. */
-  private checkHead(r: number, p: number, seq: number, desc: number, nbytes: number): void {
-    const theirSeq = this.plane.get(r, HEAD + 64 * p);
-    const theirDesc = this.plane.get(r, HEAD + 64 * p + 4) >>> 0;
-    const theirBytes = this.plane.get(r, HEAD + 64 * p + 8);
-    if (theirSeq !== seq) throw new CommError(`allReduce #${seq}: rank ${r} is at collective #${theirSeq} (the ranks' collectives no longer line up)`);
+  private checkHead(r: number, p: number, seq: number, desc: number, nbytes: number, name = 'allReduce'): void {
+    // One read (one syscall on the pread plane); the counter read before it ordered it after the write.
+    this.plane.read(r, HEAD + 64 * p, this.theirHeadBytes);
+    const [theirSeq, desc0, theirBytes] = this.theirHead;
+    const theirDesc = desc0 >>> 0;
+    if (theirSeq !== seq) throw new CommError(`${name} #${seq}: rank ${r} is at collective #${theirSeq} (the ranks' collectives no longer line up)`);
     if (theirDesc !== desc >>> 0) throw new CommError(mismatch(seq, r, theirDesc, this.me, desc >>> 0));
     // Stored as int32: compare modulo 2^32 (a length differing by exactly 4 GiB is not worth a wider field).
-    if (theirBytes !== (nbytes | 0)) throw new CommError(`allReduce #${seq}: rank ${r} reduces ${theirBytes >>> 0} bytes where rank ${this.me} reduces ${nbytes} (mismatched lengths)`);
+    if (theirBytes !== (nbytes | 0)) throw new CommError(`${name} #${seq}: rank ${r} reduces ${theirBytes >>> 0} bytes where rank ${this.me} reduces ${nbytes} (mismatched lengths)`);
+  }
+
+  /**
+   * The arena plane: our output area = every rank's input chunk reduced in rank order, peers' read where
+   * they lie and ours from a block of private arena memory it is copied into, then copied into buf[a, b).
+   * Block by block: our copy-in, the vector loop and the copy-out meet in cache, and main memory sees
+   * each peer's bytes read once and our result written once to the area and once to buf.
+   */
+  private reduceInPlace(dtype: CommDType, op: ReduceOp, buf: CommArray, a: number, b: number, inOff: number, outOff: number): void {
+    const { me } = this;
+    const at = this.plane.at!;
+    const mem = this.plane.arena!.mem.buffer;
+    const scratch = this.plane.scratch!;
+    const es = ELEM[dtype];
+    const own = bytesOf(buf).subarray(a * es, b * es);
+    const dst0 = at[me] + outOff;
+    const srcs = at.map(() => 0);
+    for (let o = 0; o < own.byteLength; o += BLOCK) {
+      const n = Math.min(BLOCK, own.byteLength - o);
+      new Uint8Array(mem, scratch, n).set(own.subarray(o, o + n));
+      for (let r = 0; r < at.length; r++) srcs[r] = r === me ? scratch : at[r] + inOff + o;
+      this.reduceAt(dtype, op, buf, dst0 + o, srcs, n, es);
+      own.set(new Uint8Array(mem, dst0 + o, n), o);
+    }
   }
 
   /**
    * buf[a, b) = peers' inputs op ours, in rank order, block by block so that reads, the vector loop
-   * and the writes meet in cache; the result also goes to our output area for peers to gather.
+   * and the writes meet in cache; the result also goes to our output area for peers to gather (outOff
+   * -1: nowhere else).
    */
-  private reduceChunk(dtype: CommDType, op: ReduceOp, buf: CommArray, a: number, b: number, inOff: number, outOff: number): void {
+  private reduceChunk(dtype: CommDType, op: ReduceOp, buf: CommArray, own: Uint8Array, inOff: number, outOff: number): void {
     const { me, R, plane } = this;
     const es = ELEM[dtype];
-    const own = bytesOf(buf).subarray(a * es, b * es);
     const simd = this.arena && SimdArena.supports(dtype, op);
     const slots = simd ? this.arena!.slots(R, Math.min(BLOCK, own.byteLength)) : this.scratchSlots(R, Math.min(BLOCK, own.byteLength));
     for (let o = 0; o < own.byteLength; o += BLOCK) {
@@ -303,7 +628,7 @@ export class ShmAllReduce {
         const view = like(buf, own.subarray(o, o + n));
         reduceInto(dtype, op, view, part.map((sl, r) => (r === me ? view : like(buf, sl))));
       }
-      plane.write(outOff + o, own.subarray(o, o + n));
+      if (outOff >= 0) plane.write(outOff + o, own.subarray(o, o + n));
     }
   }
 
@@ -317,13 +642,20 @@ export class ShmAllReduce {
     if (this.closed) return;
     this.closed = true;
     // A call in flight touches the mapping until its next wait: it unmaps when it ends.
-    if (!this.busy) this.plane.close();
+    if (!this.busy) this.plane?.close();
   }
 }
 
 const NONE: number[] = [];
+/**
+ * Up to this many bytes a call is one exchange in which every rank reduces the whole buffer; above it the
+ * pipelined reduce-scatter + all-gather, whose two more waits cost less than reducing R times the bytes.
+ */
+const ONE_SHOT_BYTES = Number(process.env.TPRUN_SHM_ONE_SHOT_BYTES ?? 64 * 1024);
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
+/** The bounded spin on a mapped counter before the world's own wait. */
+const SPIN_NS = BigInt(Number(process.env.TPRUN_SHM_SPIN_NS ?? 100_000));
 
 
 /** What every rank advertised at rendezvous, as far as the areas go. */
@@ -333,36 +665,34 @@ interface PeerAreas {
 }
 
 /**
- * Allocates our own area's pages with pwrite before the rendezvous exchange that reports it (tmpfs
- * allocates on first touch; a full /dev/shm is an error here, where a store into a mapping would be
- * SIGBUS). False when it could not: then no rank takes the areas.
+ * Allocates our own area's pages with pwrite (tmpfs allocates on first touch; a full /dev/shm is an error
+ * here, where a store into a mapping would be SIGBUS). Done at the first call through the areas, not at
+ * world start: a world that never reduces (a launch, a broadcast of weights) pays nothing for them.
  */
-export function prefaultArea(ownFd: number, ar: ArInfo): boolean {
+function prefaultArea(ownFd: number, off: number, len: number): void {
+  const z = new Uint8Array(1 << 20);
   try {
-    const z = new Uint8Array(1 << 20);
-    const len = areaBytes(ar.step);
-    for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), ar.off + o);
-    return true;
-  } catch {
-    return false;
+    for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), off + o);
+  } catch (e) {
+    throw new CommError(`no room in /dev/shm for this rank's ${len >> 20} MiB allReduce area (${(e as Error).message}); TPRUN_SHM_AR_STEP=0 turns the areas off`);
   }
 }
 
 /**
  * Whether this world takes the areas: only when every pair of ranks shares memory (`can`, the same matrix
- * on every rank) and every rank has an area it could allocate (`prefaultArea`, exchanged in the same
- * rendezvous round), so all ranks decide alike.
+ * on every rank) and every rank has an area (advertised at rendezvous), so all ranks decide alike. Each
+ * rank maps the areas at its first call through them (./shm-allreduce.ts, ShmAllReduce.run).
  */
 export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number | undefined)[], ownFd: number, can: boolean[][]):
-  { start(deps: ShmAllReduceDeps): Promise<ShmAllReduce> } | undefined {
+  { start(deps: ShmAllReduceDeps): ShmAllReduce } | undefined {
   if (!can.every((row, i) => row.every((c, j) => c || i === j)) || !peers.every((p) => p.shm?.ar)) return undefined;
   const step = Math.min(...peers.map((p) => p.shm!.ar!.step));
   const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
   const offs = peers.map((p) => p.shm!.ar!.off);
   return {
-    start: async (deps) => {
-      const plane = (await mapPlane(me, fds, offs, areaBytes(step))) ?? new FilePlane(me, fds, offs);
-      return new ShmAllReduce(me, peers.length, plane, step, deps);
-    },
+    start: (deps) => new ShmAllReduce(me, peers.length, async () => {
+      prefaultArea(ownFd, offs[me], areaBytes(step));
+      return (await mapPlane(me, fds, offs, areaBytes(step), step)) ?? new FilePlane(me, fds, offs);
+    }, step, deps),
   };
 }

@@ -16,6 +16,7 @@ const OPS: Record<string, number> = {
 };
 const NAMES = Object.keys(OPS);
 
+/** Function i < NAMES.length: 2-address (dst, src, end); NAMES.length + i: 3-address (dst, a, b, n). */
 function moduleBytes(): Uint8Array<ArrayBuffer> {
   // (func (param $dst i32) (param $src i32) (param $end i32)
   //   block loop  br_if 1 (dst >= end)
@@ -30,25 +31,69 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ];
     return [...leb(code.length + 1), 0, ...code];
   };
+  // (func (param $d i32) (param $a i32) (param $b i32) (param $n i32) (local $i i32)
+  //   block loop  br_if 1 (i >= n)
+  //     v128.store (d + i) (OP (v128.load (a + i)) (v128.load (b + i))); i += 16; br 0  end end)
+  // d may equal a: then it is the 2-address loop over memory the caller did not have to copy in first.
+  const body3 = (op: number): number[] => {
+    const at = (p: number) => [0x20, p, 0x20, 4, 0x6a];
+    const code = [
+      0x02, 0x40, 0x03, 0x40,
+      0x20, 4, 0x20, 3, 0x4f, 0x0d, 1,
+      ...at(0), ...at(1), 0xfd, 0, 4, 0, ...at(2), 0xfd, 0, 4, 0, 0xfd, ...leb(op), 0xfd, 0x0b, 4, 0,
+      0x20, 4, 0x41, 16, 0x6a, 0x21, 4,
+      0x0c, 0, 0x0b, 0x0b, 0x0b,
+    ];
+    return [...leb(code.length + 3), 1, 1, 0x7f, ...code];
+  };
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
-    ...section(1, vec([[0x60, 3, 0x7f, 0x7f, 0x7f, 0]])),
-    ...section(3, vec(NAMES.map(() => [0]))),
+    ...section(1, vec([[0x60, 3, 0x7f, 0x7f, 0x7f, 0], [0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0]])),
+    ...section(3, vec([...NAMES.map(() => [0]), ...NAMES.map(() => [1])])),
     ...section(5, vec([[0x00, 1]])),
-    ...section(7, vec([...NAMES.map((n, i) => [...str(n), 0x00, ...leb(i)]), [...str('mem'), 0x02, 0]])),
-    ...section(10, vec(NAMES.map((n) => body(OPS[n])))),
+    ...section(7, vec([...NAMES.map((n, i) => [...str(n), 0x00, ...leb(i)]), ...NAMES.map((n, i) => [...str(`${n}/3`), 0x00, ...leb(NAMES.length + i)]),
+      [...str('mem'), 0x02, 0]])),
+    ...section(10, vec([...NAMES.map((n) => body(OPS[n])), ...NAMES.map((n) => body3(OPS[n]))])),
   ]);
 }
 
 type Fn = (dst: number, src: number, end: number) => void;
+type Fn3 = (dst: number, a: number, b: number, n: number) => void;
 
 export class SimdArena {
   readonly mem: WebAssembly.Memory;
   private fns: Record<string, Fn>;
+  private fns3: Record<string, Fn3>;
 
   private constructor(inst: WebAssembly.Instance) {
     this.mem = inst.exports.mem as WebAssembly.Memory;
     this.fns = inst.exports as unknown as Record<string, Fn>;
+    this.fns3 = Object.fromEntries(NAMES.map((n) => [n, inst.exports[`${n}/3`] as unknown as Fn3]));
+  }
+
+  /** Grows the memory to at least `bytes` (once, before anything maps into it: growing may move it). */
+  reserve(bytes: number): void {
+    const have = this.mem.buffer.byteLength;
+    if (bytes > have) this.mem.grow(Math.ceil((bytes - have) / 65536));
+  }
+
+  /**
+   * mem[dst, dst+n) = mem[srcs[0]] op mem[srcs[1]] op ..., in that order, straight from wherever the
+   * sources are in this memory (dst may be srcs[0]). Offsets must be multiples of the element size.
+   */
+  reduce3(dtype: CommDType, op: ReduceOp, dst: number, srcs: number[], n: number, elemBytes: number): void {
+    const f = this.fns3[`${dtype}/${op}`];
+    const vecBytes = n - (n % 16);
+    let a = srcs[0];
+    for (let k = 1; k < srcs.length; k++) {
+      f(dst, a, srcs[k], vecBytes);
+      if (vecBytes < n) {
+        const buf = this.mem.buffer;
+        if (a !== dst) new Uint8Array(buf, dst + vecBytes, n - vecBytes).set(new Uint8Array(buf, a + vecBytes, n - vecBytes));
+        tail(dtype, op, new Uint8Array(buf, dst, n), new Uint8Array(buf, srcs[k], n), vecBytes / elemBytes);
+      }
+      a = dst;
+    }
   }
 
   static create(): SimdArena | undefined {

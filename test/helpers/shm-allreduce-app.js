@@ -4,15 +4,17 @@
 // rank 1 exits between two calls.
 import assert from 'node:assert/strict';
 import { initWorld } from '../../dist/rank/world.js';
-import { f32ToF16, toF32 } from '../../dist/rank/dtype.js';
+import { f32ToBf16, f32ToF16, toF32 } from '../../dist/rank/dtype.js';
 
 const [scenario = 'check'] = process.argv.slice(2);
 const world = await initWorld({ timeoutMs: Number(process.env.APP_TIMEOUT_MS ?? 40000) });
 const { rank: me, size: R } = world;
-// The test must know that the path under test ran, not the message path beside it.
-/** @type {{ plane: { kind: string }, step: number } | undefined} the world's own, not in its public type */
+// The test must know that the path under test ran, not the message path beside it (the plane exists
+// from the first call through the areas on).
+/** @type {{ plane?: { kind: string }, step: number } | undefined} the world's own, not in its public type */
 const shar = /** @type {any} */ (world).shar;
-const plane = shar?.plane.kind ?? 'none';
+await world.allReduce(new Float32Array(1));
+const plane = shar?.plane?.kind ?? 'none';
 
 // Small integers: sums are exact in float32 and float16 whatever the order.
 const val = (r, i) => ((r * 7 + i * 3) % 11) - 5;
@@ -44,6 +46,45 @@ if (scenario === 'check') {
     const d = Float64Array.from({ length: n }, (_, i) => val(me, i));
     await world.allReduce(d, 'max');
     checkAll(d, 'max', `float64 max [${n}]`);
+    const bf = Uint16Array.from({ length: n }, (_, i) => f32ToBf16(val(me, i) * 0.25));
+    await world.allReduce(bf, 'sum', { dtype: 'bfloat16' });
+    checkAll(toF32(bf, 'bfloat16'), 'sum', `bfloat16 sum [${n}]`, 0.25);
+    const i8 = Int8Array.from({ length: n }, (_, i) => val(me, i));
+    await world.allReduce(i8, 'sum');
+    checkAll(i8, 'sum', `int8 sum [${n}]`);
+    // uint8 and int32: values shifted to be non-negative, then back, so one reference serves.
+    const u8 = Uint8Array.from({ length: n }, (_, i) => val(me, i) + 5);
+    await world.allReduce(u8, 'max');
+    checkAll(Array.from(u8, (x) => x - 5), 'max', `uint8 max [${n}]`);
+    const i32 = Int32Array.from({ length: n }, (_, i) => val(me, i));
+    await world.allReduce(i32, 'min');
+    checkAll(i32, 'min', `int32 min [${n}]`);
+  }
+  // reduceScatter through the areas too: one piece, odd chunk lengths, several steps.
+  for (const k of [1, 7, 1001, step / 4 + 5, Math.floor(step / 2 / R) + 3]) {
+    const f = Float32Array.from({ length: k * R }, (_, i) => val(me, i));
+    const out = await world.reduceScatter(f, 'sum');
+    assert.equal(out.length, k);
+    for (let i = 0; i < k; i++) if (out[i] !== ref('sum', me * k + i)) assert.fail(`reduceScatter float32 [${k} x ${R}]: element ${i} is ${out[i]}, want ${ref('sum', me * k + i)}`);
+    const h = Uint16Array.from({ length: k * R }, (_, i) => f32ToF16(val(me, i) * 0.5));
+    const hout = toF32(await world.reduceScatter(h, 'sum', { dtype: 'float16' }), 'float16');
+    for (let i = 0; i < k; i++) if (hout[i] !== ref('sum', me * k + i) * 0.5) assert.fail(`reduceScatter float16 [${k} x ${R}]: element ${i} is ${hout[i]}`);
+    const n32 = Int32Array.from({ length: k * R }, (_, i) => val(me, i));
+    const iout = await world.reduceScatter(n32, 'max');
+    for (let i = 0; i < k; i++) if (iout[i] !== ref('max', me * k + i)) assert.fail(`reduceScatter int32 max [${k} x ${R}]: element ${i} is ${iout[i]}`);
+  }
+  // Calls that fit one step and calls that take several, queued together and alternating, while a group
+  // (its own message path) reduces at the same time: no call may see another's data.
+  const group = world.newGroup(Array.from({ length: R }, (_, r) => R - 1 - r));
+  const bigLen = step / 4 * 2 + 3;
+  for (let k = 0; k < 20; k++) {
+    const bufs = [257, bigLen, 1, 4099].map((n) => Float32Array.from({ length: n }, (_, i) => val(me, i)));
+    const g = Float32Array.from({ length: 1000 + k }, (_, i) => val(me, i));
+    const rs = Float32Array.from({ length: 30 * R }, (_, i) => val(me, i));
+    const [rsOut] = await Promise.all([world.reduceScatter(rs, 'sum'), ...bufs.map((b) => world.allReduce(b, k % 2 ? 'max' : 'sum')), group.allReduce(g, 'min')]);
+    for (let i = 0; i < 30; i++) if (rsOut[i] !== ref('sum', me * 30 + i)) assert.fail(`reduceScatter in a queue, round ${k}: element ${i} is ${rsOut[i]}`);
+    for (const b of bufs) checkAll(b, k % 2 ? 'max' : 'sum', `float32 [${b.length}] in a queue, round ${k}`);
+    checkAll(g, 'min', `group float32 min [${g.length}], round ${k}`);
   }
   // The same buffer again and again: results must not depend on what the areas held before.
   const again = new Int32Array(100003);
@@ -68,6 +109,9 @@ if (scenario === 'check') {
   console.log(JSON.stringify({ rank: me, ok: true, plane }));
 } else if (scenario === 'mismatch-length') {
   await world.allReduce(new Float32Array(me === 0 ? 100000 : 100004), 'sum');
+  console.log(JSON.stringify({ rank: me, ok: true, plane }));
+} else if (scenario === 'mismatch-small-length') {
+  await world.allReduce(new Float32Array(me === 0 ? 1000 : 1004), 'sum');
   console.log(JSON.stringify({ rank: me, ok: true, plane }));
 } else if (scenario === 'mismatch-op') {
   await world.allReduce(new Float32Array(100000), me === 0 ? 'sum' : 'max');

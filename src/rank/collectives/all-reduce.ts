@@ -5,7 +5,6 @@ import type { CollectiveOptions, CommArray, CommDType, ReduceOp } from '../types
 import { descriptor } from '../collective-check.js';
 import { bytesOf, dtypeOf, like, reduceInto } from '../dtype.js';
 import type { Comm, Round } from './round.js';
-import { ShmAllReduce } from '../shm-allreduce.js';
 import { checkOp, chunks, ELEM, sub } from './slices.js';
 
 /** Up to this many bytes sent per rank, everyone sends everything to everyone (latency over bandwidth). */
@@ -26,7 +25,7 @@ export function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = '
   }
   if (c.size === 1) return Promise.resolve(buf);
   const shm = c.shm;
-  if (shm && ShmAllReduce.wants(buf.byteLength, buf.length, c.size)) {
+  if (shm && shm.wants(buf.byteLength, buf.length)) {
     return c.buffers.serial(() => shm.run(buf, op, dtype, rd.a, desc, rd.what, o?.timeoutMs));
   }
   return c.buffers.serial(() => (buf.length * ELEM[dtype] * (c.size - 1) <= SMALL_BYTES || buf.length < c.size

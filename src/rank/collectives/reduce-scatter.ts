@@ -10,9 +10,13 @@ export async function reduceScatter<T extends CommArray>(c: Comm, buf: T, op: Re
   const dtype = dtypeOf(buf, o?.dtype);
   checkOp(op);
   if (buf.length % c.size !== 0) throw new CommError(`reduceScatter: length ${buf.length} does not divide by the world size ${c.size}`);
-  const rd = c.round(descriptor('reduceScatter', dtype, op), 'reduceScatter', '', o?.timeoutMs);
+  const desc = descriptor('reduceScatter', dtype, op);
+  const rd = c.round(desc, 'reduceScatter', ` (${buf.length} x ${dtype})`, o?.timeoutMs);
   const R = c.size;
   const k = buf.length / R;
+  const shm = c.shm;
+  // Same machine: through the areas (../shm-allreduce.ts), which keep every call in one order with allReduce's.
+  if (shm && R > 1 && shm.wants(buf.byteLength, k)) return c.buffers.serial(() => shm.reduceScatter(buf, op, dtype, rd.a, desc, rd.what, o?.timeoutMs));
   return c.buffers.serial(async () => {
     const out = sub(buf, c.rank * k, (c.rank + 1) * k).slice() as T;
     if (R === 1) return out;
