@@ -247,7 +247,7 @@ export function buildLlamaSegments(config: PretrainedConfig, rank: number, weigh
   const picked = g.op('GatherND', [hf, pos], { batch_dims: 1 });
   calib('lm_head', picked);
   const logits = emitLmHead(g, picked, 'lm_head', weights, quant, bc);
-  g.output(renameTo(g, toF32(logits), 'logits'), 'float32', ['batch', 'npos', sh.vocabPerRank]);
+  g.output(renameTo(g, logits.dtype === 'float32' ? logits.value : toF32(logits.value), 'logits'), 'float32', ['batch', 'npos', sh.vocabPerRank]);
   return segments;
 }
 
