@@ -30,16 +30,16 @@ async function greedy(engine, p) {
   return jsonLines(r.stdout)[0];
 }
 
-test('int8_wo CPU engine: lm_head int8 by default (recorded, 1 byte + a float32 scale per 128 weights instead of 4), transformers\' greedy tokens, perplexity within 0.1% of float', { timeout: 1_800_000 }, async () => {
+test('int8_wo CPU engine: lm_head int8 by default (recorded, 1 byte + a float32 scale per 32 weights instead of 4), transformers\' greedy tokens, perplexity within 0.1% of float', { timeout: 1_800_000 }, async () => {
   const q = await build('int8', ['--quant', 'int8_wo']);
   const f = await build('int8-float-head', ['--quant', 'int8_wo', '--lm-head-quant', 'none']);
   assert.equal(config(q).build_config.lm_head_quant, 'int8');
-  assert.equal(config(q).build_config.lm_head_block_size, 128);
+  assert.equal(config(q).build_config.lm_head_block_size, 32);
   assert.equal(config(f).build_config.lm_head_quant, 'none');
   const [V, H] = [REF.config?.vocab_size ?? 4096, 256];
-  // The only tensor that differs: V×H float32 against V×H bytes + V×H/128 float32 scales (alignment aside).
+  // The only tensor that differs: V×H float32 against V×H bytes + V×H/32 float32 scales (alignment aside).
   const saved = weightBytes(f) - weightBytes(q);
-  assert.ok(Math.abs(saved - V * H * (4 - 1 - 4 / 128)) < 4096, `saved ${saved} bytes`);
+  assert.ok(Math.abs(saved - V * H * (4 - 1 - 4 / 32)) < 4096, `saved ${saved} bytes`);
   for (const p of REF.prompts.slice(0, 2)) {
     const a = await greedy(q, p);
     const b = await greedy(f, p);

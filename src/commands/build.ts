@@ -61,7 +61,7 @@ const command: CommandModule<object, BuildArgs> = {
       .option('int4-matmul-dtype', { choices: ['float32', 'auto'] as const, describe: 'int4 weight-only linears of a float16 engine: float32 kernel between Casts (default; decodes faster on WebGPU) or auto = the engine dtype, no Casts (prefills faster); cf. TensorRT-LLM\'s --weight_only_groupwise_quant_matmul_plugin dtype' })
       .option('int4-accuracy-level', { type: 'number', alias: ['accuracy-level', 'int4_accuracy_level'], describe: 'MatMulNBits accuracy_level of weight-only linears (int8_wo, int4_wo, int4_awq), 0-4: 4 = int8 activations per block, as llama.cpp\'s Q8_0/Q4_0 (default 4 with --device cpu, 0 = unset with gpu); onnxruntime-genai builder\'s int4_accuracy_level' })
       .option('lm-head-quant', { choices: ['none', 'int8', 'int4'] as const, alias: 'lm_head_quant', describe: 'lm_head as MatMulNBits quantized at build (default int8 for CPU builds of int8_wo/int4_wo/int4_awq, as llama.cpp quantizes its output tensor; none otherwise)' })
-      .option('lm-head-block-size', { type: 'number', alias: 'lm_head_block_size', describe: 'weights per scale of a quantized lm_head: 16, 32, 64, 128 or 256 (default 128)' })
+      .option('lm-head-block-size', { type: 'number', alias: 'lm_head_block_size', describe: 'weights per scale of a quantized lm_head: 16, 32, 64, 128 or 256 (default 32, as ggml\'s Q8_0)' })
       .option('parallel-embedding', { type: 'boolean', default: false, describe: 'with --model: shard the embedding table over the vocabulary (one more all-reduce)' })
       .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json to store in the engine (default: the model\'s)' })
       .conflicts('checkpoint', 'model')
