@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { permuteRotary, quantizeQ4_0, quantizeQ8_0, writeGguf } from '../dist/bench/gguf.js';
+import { permuteRotary, quantizeQ4_0, quantizeQ6_K, quantizeQ8_0, writeGguf } from '../dist/bench/gguf.js';
 import { openHfTensors } from '../dist/checkpoint/hf.js';
 import { must } from './helpers/must.js';
 import { isInputError } from 'tprun';
@@ -121,6 +121,69 @@ test('Q8_0 blocks: f16 scale = absmax / 127, int8 = round(x / d)', () => {
   assert.throws(() => quantizeQ8_0(new Float32Array(31)), /multiple of 32/);
 });
 
+/** ggml's dequantize_row_q6_K, written from its block layout (ql[128], qh[64], int8 scales[16], f16 d). */
+function dequantQ6_K(q) {
+  const f16 = (h) => { const e = (h >> 10) & 31, m = h & 1023, s = h >> 15 ? -1 : 1; return e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15); };
+  const out = new Float32Array((q.length / 210) * 256);
+  for (let b = 0; b < q.length / 210; b++) {
+    const y = b * 210;
+    const d = f16(q[y + 208] | (q[y + 209] << 8));
+    const sc = new Int8Array(q.buffer, q.byteOffset + y + 192, 16);
+    for (let n = 0; n < 256; n += 128) {
+      const ql = y + n / 2, qh = y + 128 + n / 4;
+      for (let l = 0; l < 32; l++) {
+        const is = (n / 16) + (l >> 4);
+        const v = [
+          ((q[ql + l] & 15) | (((q[qh + l] >> 0) & 3) << 4)) - 32,
+          ((q[ql + l + 32] & 15) | (((q[qh + l] >> 2) & 3) << 4)) - 32,
+          ((q[ql + l] >> 4) | (((q[qh + l] >> 4) & 3) << 4)) - 32,
+          ((q[ql + l + 32] >> 4) | (((q[qh + l] >> 6) & 3) << 4)) - 32,
+        ];
+        for (let k = 0; k < 4; k++) out[b * 256 + n + l + 32 * k] = d * sc[is + 2 * k] * v[k];
+      }
+    }
+  }
+  return out;
+}
+
+test('Q6_K blocks (llama-quantize\'s output.weight in a Q4_0 file): 210 bytes per 256 values, each within half a sub-block step', () => {
+  const x = Float32Array.from({ length: 512 }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 16) / 8) * (i < 256 ? 1 : 0.01));
+  const q = quantizeQ6_K(x);
+  assert.equal(q.length, 420);
+  const y = dequantQ6_K(q);
+  for (let b = 0; b < 2; b++) {
+    const d = Math.abs((() => { const h = q[b * 210 + 208] | (q[b * 210 + 209] << 8); const e = (h >> 10) & 31, m = h & 1023; return (1 + m / 1024) * 2 ** (e - 15); })());
+    for (let i = 0; i < 256; i++) {
+      const sc = Math.abs(new Int8Array(q.buffer, b * 210 + 192, 16)[i >> 4]);
+      assert.ok(Math.abs(y[b * 256 + i] - x[b * 256 + i]) <= (d * sc) / 2 + 1e-6, `element ${b * 256 + i}: ${y[b * 256 + i]} vs ${x[b * 256 + i]}`);
+    }
+  }
+  // Relative error of the whole row: 6 bits with a fitted scale per 16 values.
+  let num = 0, den = 0;
+  for (let i = 0; i < 256; i++) { num += (y[i] - x[i]) ** 2; den += x[i] ** 2; }
+  assert.ok(Math.sqrt(num / den) < 0.02, `rel L2 ${Math.sqrt(num / den)}`);
+  assert.deepEqual(Array.from(quantizeQ6_K(new Float32Array(256))), new Array(210).fill(0));
+  assert.throws(() => quantizeQ6_K(new Float32Array(255)), /multiple of 256/);
+});
+
+test('Q4_0 and Q8_0 files type token_embd and output as llama-quantize does (Q4_0 + Q6_K, Q8_0 + Q8_0); F16 files keep F16', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gguf-types-'));
+  try {
+    const types = (wt) => {
+      const file = join(dir, `${wt}.gguf`);
+      writeGguf(MODEL, file, wt);
+      const g = readGguf(readFileSync(file));
+      const t = (n) => must(g.tensors.find((x) => x.name === n), n).type;
+      return [t('token_embd.weight'), t('output.weight'), t('blk.0.ffn_down.weight')];
+    };
+    assert.deepEqual(types('q4_0'), [2, 14, 2]);
+    assert.deepEqual(types('q8_0'), [8, 8, 8]);
+    assert.deepEqual(types('f16'), [1, 1, 1]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('llama.cpp (node-llama-cpp, CPU) on the F16 GGUF gives transformers\' greedy tokens', { skip: existsSync(PEER) ? false : 'bench/peers not installed (cd bench/peers && npm ci --ignore-scripts)', timeout: 600_000 }, async () => {
   const { benchLlamaCpp } = await import('../dist/bench/llama-cpp-peer.js');
   const dir = mkdtempSync(join(tmpdir(), 'gguf-peer-'));
@@ -131,6 +194,25 @@ test('llama.cpp (node-llama-cpp, CPU) on the F16 GGUF gives transformers\' greed
       const r = await benchLlamaCpp({ gguf: file, gpu: false, prompt: p.input_ids, newTokens: p.greedy_new_ids.length, reps: 1, threads: 1 });
       assert.deepEqual(r.greedy_ids, p.greedy_new_ids);
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('llama.cpp on the Q4_0 GGUF (Q6_K output): transformers\' first greedy token on every prompt', { skip: existsSync(PEER) ? false : 'bench/peers not installed (cd bench/peers && npm ci --ignore-scripts)', timeout: 600_000 }, async () => {
+  const { benchLlamaCpp } = await import('../dist/bench/llama-cpp-peer.js');
+  const dir = mkdtempSync(join(tmpdir(), 'gguf-peer-q4-'));
+  try {
+    const file = join(dir, 'm.gguf');
+    writeGguf(MODEL, file, 'q4_0');
+    let same = 0;
+    for (const p of REF.prompts) {
+      const r = await benchLlamaCpp({ gguf: file, gpu: false, prompt: p.input_ids, newTokens: 8, reps: 1, threads: 1 });
+      assert.equal(r.greedy_ids[0], p.greedy_new_ids[0]);
+      for (let i = 0; i < 8; i++) same += r.greedy_ids[i] === p.greedy_new_ids[i] ? 1 : 0;
+    }
+    // A mis-packed output tensor gives unrelated tokens; Q4_0 rounding lets a few drift late.
+    assert.ok(same >= 0.75 * 8 * REF.prompts.length, `${same} of ${8 * REF.prompts.length} greedy tokens as transformers'`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -8,9 +8,12 @@
 // which starts at the next multiple of general.alignment (32). Names and metadata keys follow
 // convert_hf_to_gguf.py's LlamaModel (gguf-py/gguf/constants.py MODEL_TENSOR names): q_proj and
 // k_proj rows are permuted from HF's half-split rotary order to llama.cpp's adjacent pairs
-// (LlamaModel.permute), norms stay F32 (llama.cpp multiplies in F32), and in Q4_0 and Q8_0 files only the
-// decoder linears are quantized: token_embd and output stay F16, as tprun's int4 weight-only engines
-// keep their embedding and lm_head in float.
+// (LlamaModel.permute), norms stay F32 (llama.cpp multiplies in F32). Q4_0 and Q8_0 files type their
+// embedding and output tensors as llama-quantize does (src/llama-quant.cpp, llama_tensor_get_type_impl):
+// output.weight Q6_K in a Q4_0 file (Q8_0 where its rows are not a multiple of 256, as
+// tensor_type_fallback) and Q8_0 in a Q8_0 file; token_embd.weight the file's type, or the output's
+// where the embeddings are tied. So the peer reads what a user's llama.cpp model would, next to tprun's
+// int8 lm_head (build_config.lm_head_quant).
 
 import { closeSync, existsSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,7 +26,9 @@ import { f32BitsToF16Bits, floatToF32Bits } from '../core/half.js';
 
 export type GgufWeightType = 'f16' | 'q4_0' | 'q8_0';
 
-const GGML = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8 } as const;
+const GGML = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q6_K: 14 } as const;
+/** [bytes, values] of one block of each type (ggml's type_traits: type_size, blck_size). */
+const BLOCK: Record<number, [number, number]> = { [GGML.F32]: [4, 1], [GGML.F16]: [2, 1], [GGML.Q4_0]: [18, 32], [GGML.Q8_0]: [34, 32], [GGML.Q6_K]: [210, 256] };
 const KV = { UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9 } as const;
 const ALIGN = 32;
 const QK4_0 = 32;
@@ -175,8 +180,98 @@ export function quantizeQ8_0(x: Float32Array): Uint8Array {
   return out;
 }
 
+/** ggml's nearest_int: float32 round half to even (adding 1.5 · 2^23). */
+function nearestInt(v: number): number {
+  return Math.fround(Math.fround(v) + 12582912) - 12582912;
+}
+
+/**
+ * ggml's make_qx_quants for Q6_K (rmse_type 1, no importance weights): the scale of 16 values that
+ * minimises their x²-weighted error over 19 candidate steps around max / -32; levels go to L as 0..63.
+ */
+function makeQxQuants(x: Float32Array, o: number, L: Int8Array, lo: number): number {
+  const n = 16, nmax = 32;
+  let max = 0, amax = 0;
+  for (let i = 0; i < n; i++) { const a = Math.abs(x[o + i]); if (a > amax) { amax = a; max = x[o + i]; } }
+  if (amax < 1e-15) { L.fill(0, lo, lo + n); return 0; }
+  const sums = (iscale: number): [number, number] => {
+    let slx = 0, sl2 = 0;
+    for (let i = 0; i < n; i++) {
+      const v = x[o + i];
+      const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(iscale * v)));
+      const w = v * v;
+      slx += w * v * l;
+      sl2 += w * l * l;
+    }
+    return [slx, sl2];
+  };
+  const fill = (iscale: number) => { for (let i = 0; i < n; i++) L[lo + i] = nmax + Math.max(-nmax, Math.min(nmax - 1, nearestInt(iscale * x[o + i]))); };
+  let iscale = -nmax / max;
+  fill(iscale);
+  let [sumlx, suml2] = sums(iscale);
+  let scale = suml2 ? sumlx / suml2 : 0;
+  let best = scale * sumlx;
+  for (let is = -9; is <= 9; is++) {
+    if (is === 0) continue;
+    iscale = -(nmax + 0.1 * is) / max;
+    [sumlx, suml2] = sums(iscale);
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) { fill(iscale); scale = sumlx / suml2; best = scale * sumlx; }
+  }
+  return scale;
+}
+
+/**
+ * After ggml's quantize_row_q6_K_ref (ggml-quants.c): super-blocks of 256 values, 16 sub-blocks of 16
+ * with int8 scales under one F16 scale, 6-bit levels split into ql (low 4 bits) and qh (high 2 bits).
+ * Block layout (block_q6_K): ql[128], qh[64], scales[16], d. Arithmetic in doubles where ggml uses
+ * floats, so an occasional level may differ from llama-quantize's; the size and kernel are the same.
+ */
+export function quantizeQ6_K(x: Float32Array): Uint8Array {
+  const QK = 256;
+  if (x.length % QK) throw new Error(`Q6_K needs rows of a multiple of ${QK} values`);
+  const nb = x.length / QK;
+  const out = new Uint8Array(nb * 210);
+  const L = new Int8Array(QK);
+  const scales = new Float32Array(16);
+  for (let b = 0; b < nb; b++) {
+    const o = b * QK, y = b * 210;
+    let maxScale = 0, maxAbs = 0;
+    for (let ib = 0; ib < 16; ib++) {
+      scales[ib] = makeQxQuants(x, o + 16 * ib, L, 16 * ib);
+      if (Math.abs(scales[ib]) > maxAbs) { maxAbs = Math.abs(scales[ib]); maxScale = scales[ib]; }
+    }
+    if (maxAbs < 1e-15) continue; // all zero: d = 0, everything 0
+    const iscale = -128 / maxScale;
+    const dh = f32BitsToF16Bits(floatToF32Bits(1 / iscale));
+    out[y + 208] = dh & 255;
+    out[y + 209] = dh >> 8;
+    const d16 = f16ToF32(dh);
+    for (let ib = 0; ib < 16; ib++) {
+      const sc = Math.min(127, nearestInt(iscale * scales[ib]));
+      out[y + 192 + ib] = sc & 255;
+      const d = Math.fround(d16 * sc);
+      if (!d) continue;
+      for (let i = 0; i < 16; i++) L[16 * ib + i] = Math.max(-32, Math.min(31, nearestInt(x[o + 16 * ib + i] / d))) + 32;
+    }
+    for (let j = 0, ql = y, qh = y + 128; j < QK; j += 128, ql += 64, qh += 32) {
+      for (let l = 0; l < 32; l++) {
+        out[ql + l] = (L[j + l] & 15) | ((L[j + l + 64] & 15) << 4);
+        out[ql + l + 32] = (L[j + l + 32] & 15) | ((L[j + l + 96] & 15) << 4);
+        out[qh + l] = (L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6);
+      }
+    }
+  }
+  return out;
+}
+
+function f16ToF32(h: number): number {
+  const e = (h >> 10) & 31, m = h & 1023, s = h & 0x8000 ? -1 : 1;
+  return e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
 function encode(data: Float32Array, type: number): Uint8Array {
   if (type === GGML.Q8_0) return quantizeQ8_0(data);
+  if (type === GGML.Q6_K) return quantizeQ6_K(data);
   if (type === GGML.F32) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (type === GGML.Q4_0) return quantizeQ4_0(data);
   const h = new Uint16Array(data.length);
@@ -222,8 +317,10 @@ export function writeGguf(dir: string, out: string, weightType: GgufWeightType):
       const shape = src.info(hfName).shape;
       const dims = [...shape].reverse();
       const n = shape.reduce((a, b) => a * b, 1);
+      // llama-quantize's tensor_type_fallback: Q6_K rows not a multiple of 256 go Q8_0, 32-blocks F16.
+      if (type === GGML.Q6_K && dims[0] % 256) type = GGML.Q8_0;
       if ((type === GGML.Q4_0 || type === GGML.Q8_0) && dims[0] % QK4_0) type = GGML.F16;
-      const bytes = type === GGML.F32 ? n * 4 : type === GGML.F16 ? n * 2 : (n / QK4_0) * (type === GGML.Q8_0 ? 34 : 18);
+      const bytes = (n / BLOCK[type][1]) * BLOCK[type][0];
       const cols = shape.length > 1 ? shape[1] : shape[0];
       const read = () => {
         const t = raw(hfName);
@@ -235,7 +332,8 @@ export function writeGguf(dir: string, out: string, weightType: GgufWeightType):
       planned.push({ name, dims, type, bytes, read });
     };
     const lin = weightType === 'q4_0' ? GGML.Q4_0 : weightType === 'q8_0' ? GGML.Q8_0 : GGML.F16;
-    add('token_embd.weight', 'model.embed_tokens.weight', GGML.F16);
+    const outType = weightType === 'q4_0' ? GGML.Q6_K : lin;
+    add('token_embd.weight', 'model.embed_tokens.weight', tied ? outType : lin);
     for (let l = 0; l < layers; l++) {
       const p = `model.layers.${l}`;
       add(`blk.${l}.attn_norm.weight`, `${p}.input_layernorm.weight`, GGML.F32);
@@ -249,7 +347,7 @@ export function writeGguf(dir: string, out: string, weightType: GgufWeightType):
       add(`blk.${l}.ffn_down.weight`, `${p}.mlp.down_proj.weight`, lin);
     }
     add('output_norm.weight', 'model.norm.weight', GGML.F32);
-    if (!tied) add('output.weight', 'lm_head.weight', GGML.F16);
+    if (!tied) add('output.weight', 'lm_head.weight', outType);
 
     const kv: [string, Value][] = [
       ['general.architecture', { t: 'str', v: 'llama' }],

@@ -32,6 +32,8 @@ interface BuildArgs {
   device: 'cpu' | 'gpu' | 'auto';
   'int4-matmul-dtype'?: 'float32' | 'auto';
   'int4-accuracy-level'?: number;
+  'lm-head-quant'?: 'none' | 'int8' | 'int4';
+  'lm-head-block-size'?: number;
   tokenizer?: string;
   'parallel-embedding': boolean;
   force: boolean;
@@ -58,6 +60,8 @@ const command: CommandModule<object, BuildArgs> = {
       .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, default: 'cpu' as const, describe: 'where the engine will run (auto: the GPU where a WebGPU adapter opens, else the CPU)' })
       .option('int4-matmul-dtype', { choices: ['float32', 'auto'] as const, describe: 'int4 weight-only linears of a float16 engine: float32 kernel between Casts (default; decodes faster on WebGPU) or auto = the engine dtype, no Casts (prefills faster); cf. TensorRT-LLM\'s --weight_only_groupwise_quant_matmul_plugin dtype' })
       .option('int4-accuracy-level', { type: 'number', alias: ['accuracy-level', 'int4_accuracy_level'], describe: 'MatMulNBits accuracy_level of weight-only linears (int8_wo, int4_wo, int4_awq), 0-4: 4 = int8 activations per block, as llama.cpp\'s Q8_0/Q4_0 (default 4 with --device cpu, 0 = unset with gpu); onnxruntime-genai builder\'s int4_accuracy_level' })
+      .option('lm-head-quant', { choices: ['none', 'int8', 'int4'] as const, alias: 'lm_head_quant', describe: 'lm_head as MatMulNBits quantized at build (default int8 for CPU builds of int8_wo/int4_wo/int4_awq, as llama.cpp quantizes its output tensor; none otherwise)' })
+      .option('lm-head-block-size', { type: 'number', alias: 'lm_head_block_size', describe: 'weights per scale of a quantized lm_head: 16, 32, 64, 128 or 256 (default 32, as ggml\'s Q8_0)' })
       .option('parallel-embedding', { type: 'boolean', default: false, describe: 'with --model: shard the embedding table over the vocabulary (one more all-reduce)' })
       .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json to store in the engine (default: the model\'s)' })
       .conflicts('checkpoint', 'model')
@@ -70,6 +74,8 @@ const command: CommandModule<object, BuildArgs> = {
         }
         const acc = a['int4-accuracy-level'];
         if (acc !== undefined && (!Number.isInteger(acc) || acc < 0 || acc > 4)) throw new Error(`--int4-accuracy-level ${acc}: must be 0, 1, 2, 3 or 4 (MatMulNBits accuracy_level)`);
+        const lbs = a['lm-head-block-size'];
+        if (lbs !== undefined && (![16, 32, 64, 128, 256].includes(lbs))) throw new Error(`--lm-head-block-size ${lbs}: must be 16, 32, 64, 128 or 256 (MatMulNBits block_size)`);
         if (a['max-input-len'] > a['max-seq-len']) throw new Error(`--max-input-len ${a['max-input-len']} exceeds --max-seq-len ${a['max-seq-len']}`);
         return true;
       });
@@ -114,6 +120,8 @@ const command: CommandModule<object, BuildArgs> = {
       dtype: a.dtype,
       ...(int4MatmulDtype ? { int4_matmul_dtype: int4MatmulDtype } : {}),
       ...(a['int4-accuracy-level'] !== undefined ? { int4_accuracy_level: a['int4-accuracy-level'] } : {}),
+      ...(a['lm-head-quant'] ? { lm_head_quant: a['lm-head-quant'] } : {}),
+      ...(a['lm-head-block-size'] !== undefined ? { lm_head_block_size: a['lm-head-block-size'] } : {}),
     };
     await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();

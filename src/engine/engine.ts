@@ -15,7 +15,7 @@ import type { Weights } from '../core/tensor.js';
 import type { World } from '../rank/types.js';
 import { InputError } from '../core/errors.js';
 import { PRODUCER, checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, withPath, type OutGuard } from '../checkpoint/outdir.js';
-import { resolveBuildConfig, type BuildConfig } from './build-config.js';
+import { resolveBuildConfig, resolveLmHeadQuant, type BuildConfig } from './build-config.js';
 import { buildLlamaSegments } from './llama-graph.js';
 import { isQuantizedLinear, loadQuantLinear } from './linear.js';
 import { WeightFile } from './weight-file.js';
@@ -207,8 +207,8 @@ export function engineWorldSize(config: EngineConfig): number {
 
 /** Builds rank `model.rank`'s engine from its shard (float or quantized weights). */
 export async function build(model: ModelShard, buildConfig: Partial<BuildConfig> = {}, opts: { onLayer?: () => void } = {}): Promise<Engine> {
-  const bc = resolveBuildConfig(buildConfig);
   const cfg = model.config;
+  const bc = resolveLmHeadQuant(resolveBuildConfig(buildConfig), cfg.quantization?.quant_algo);
   // Positions past what the model was trained on give garbage without rope scaling (TensorRT-LLM's
   // build caps max_seq_len at max_position_embeddings × the scaling factor the same way).
   const scale = cfg.rotary_scaling?.factor ?? 1;
@@ -216,7 +216,7 @@ export async function build(model: ModelShard, buildConfig: Partial<BuildConfig>
     throw new InputError(`--max-seq-len ${bc.max_seq_len} exceeds the model's ${cfg.max_position_embeddings} positions${scale !== 1 ? ` × rope scaling factor ${scale}` : ' (it has no rope scaling)'}`);
   }
   const prefixes = [...model.weights.keys()].filter((k) => k.endsWith('.weight')).map((k) => k.slice(0, -'.weight'.length));
-  if (prefixes.some((p) => isQuantizedLinear(p, model.weights, cfg.quantization))) await loadQuantLinear();
+  if (bc.lm_head_quant !== 'none' || prefixes.some((p) => isQuantizedLinear(p, model.weights, cfg.quantization))) await loadQuantLinear();
   const wf = new WeightFile(WEIGHTS);
   const graphs = buildLlamaSegments(cfg, model.rank, model.weights, bc, wf, opts.onLayer);
   const config: EngineConfig = {

@@ -19,16 +19,20 @@ import type { Graph } from './graph.js';
 /** The build options a quantized linear's kernel choice depends on. */
 export type QuantLinearOptions = Partial<Pick<BuildConfig, 'int4_matmul_dtype' | 'int4_accuracy_level'>>;
 export type QuantLinearEmitter = (g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig, opts?: QuantLinearOptions) => string;
+/** A float weight quantized at build into MatMulNBits blocks; undefined where K fits no block size. */
+export type FloatQuantEmitter = (g: Graph, input: string, prefix: string, w: Tensor, bits: 8 | 4, blockSize: number, accuracyLevel: number, direct?: boolean) => { value: string; dtype: 'float32' | 'float16' } | undefined;
 
 let quantEmitter: QuantLinearEmitter | undefined;
+let floatQuantEmitter: FloatQuantEmitter | undefined;
 
 /** Loads H5's quantized-linear emitter; call before building a graph for a quantized model. */
 export async function loadQuantLinear(): Promise<void> {
   if (quantEmitter) return;
   const url = new URL('../quantization/onnx-linear.js', import.meta.url).href;
-  const mod = (await import(url)) as { emitQuantLinear?: QuantLinearEmitter };
-  if (typeof mod.emitQuantLinear !== 'function') throw new Error('src/quantization/onnx-linear.ts does not export emitQuantLinear');
+  const mod = (await import(url)) as { emitQuantLinear?: QuantLinearEmitter; emitBlockQuantizedFloat?: FloatQuantEmitter };
+  if (typeof mod.emitQuantLinear !== 'function' || typeof mod.emitBlockQuantizedFloat !== 'function') throw new Error('src/quantization/onnx-linear.ts does not export emitQuantLinear and emitBlockQuantizedFloat');
   quantEmitter = mod.emitQuantLinear;
+  floatQuantEmitter = mod.emitBlockQuantizedFloat;
 }
 
 const FLOATS = new Set(['float32', 'float16', 'bfloat16']);
@@ -60,4 +64,21 @@ export function emitLinear(g: Graph, input: string, prefix: string, weights: Wei
   const w = requireTensor(weights, `${prefix}.weight`);
   if (w.shape.length !== 2) throw new Error(`${prefix}.weight: expected 2 dimensions, got [${w.shape}]`);
   return g.op('MatMul', [input, g.weight(`${prefix}.weight`, engineWeightTransposed(w, g.dtype, `tensor ${prefix}.weight`))]);
+}
+
+/**
+ * The lm_head: as emitLinear, or, with build_config.lm_head_quant int8/int4, a float lm_head quantized
+ * at build into MatMulNBits (build-config.ts says why). A lm_head whose K fits no block stays float, as
+ * llama.cpp's quantizer falls back for such shapes (tensor_type_fallback). Returns the output and its
+ * dtype (a quantized lm_head's is float32 unless int4_matmul_dtype 'auto' keeps float16).
+ */
+export function emitLmHead(g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig, bc: BuildConfig): { value: string; dtype: 'float32' | 'float16' } {
+  const mode = bc.lm_head_quant ?? 'none';
+  if (mode !== 'none' && !isQuantizedLinear(prefix, weights, quant)) {
+    if (!floatQuantEmitter) throw new Error(`${prefix}: lm_head_quant ${mode} but the quantized-linear emitter was not loaded`);
+    const w = requireTensor(weights, `${prefix}.weight`);
+    const y = floatQuantEmitter(g, input, prefix, w, mode === 'int8' ? 8 : 4, bc.lm_head_block_size, bc.int4_accuracy_level ?? 0, bc.int4_matmul_dtype === 'auto');
+    if (y) return y;
+  }
+  return { value: emitLinear(g, input, prefix, weights, quant, bc), dtype: g.dtype };
 }

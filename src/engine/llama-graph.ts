@@ -25,7 +25,7 @@ import type { BuildConfig } from './build-config.js';
 import { fromFloat32 } from './dtype.js';
 import { type DeferredTensor, engineWeight } from './weight-convert.js';
 import { Graph, MS } from './graph.js';
-import { emitLinear, requireTensor } from './linear.js';
+import { emitLinear, emitLmHead, requireTensor } from './linear.js';
 import { isInt8KvCache, kvPastToFloat, kvPresentToInt8 } from './onnx-kv-cache.js';
 import type { WeightFile } from './weight-file.js';
 import { Mapping } from '../sharding/mapping.js';
@@ -245,8 +245,9 @@ export function buildLlamaSegments(config: PretrainedConfig, rank: number, weigh
   const hf = norm('transformer.ln_f.weight');
   const pos = g.op('Unsqueeze', [shared('logit_positions'), g.int64s('axes', [2])]);
   const picked = g.op('GatherND', [hf, pos], { batch_dims: 1 });
-  const logits = linear(picked, 'lm_head');
-  g.output(renameTo(g, toF32(logits), 'logits'), 'float32', ['batch', 'npos', sh.vocabPerRank]);
+  calib('lm_head', picked);
+  const logits = emitLmHead(g, picked, 'lm_head', weights, quant, bc);
+  g.output(renameTo(g, logits.dtype === 'float32' ? logits.value : toF32(logits.value), 'logits'), 'float32', ['batch', 'npos', sh.vocabPerRank]);
   return segments;
 }
 

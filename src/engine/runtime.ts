@@ -19,6 +19,14 @@ export interface RunnerOptions {
   threads?: number;
   /** Execution provider: 'gpu' is onnxruntime's WebGPU provider, 'auto' the GPU where an adapter exists (device.ts); default: the engine's build_config.device. */
   device?: DeviceRequest;
+  /**
+   * Whether onnxruntime's intra-op worker threads spin while waiting for work (its
+   * session.intra_op.allow_spinning). Default: TPRUN_ORT_SPIN=1|0, else off. Spinning threads hold
+   * their cores between the small parallel sections of a decode step; where the cores are shared (other
+   * ranks of the job, other jobs) they take time from the threads doing the work: on the 2-core machine
+   * under load, 2-thread MatMulNBits ran 2.6–4× faster with spinning off, at half the CPU time (README).
+   */
+  spin?: boolean;
   /** Extra onnxruntime session options for every segment (e.g. enableProfiling for scripts/gpu/profile.mjs). */
   sessionOptions?: ort.InferenceSession.SessionOptions;
 }
@@ -107,6 +115,7 @@ export class EngineRunner {
   static async load(engine: Engine, world: World, opts: RunnerOptions = {}): Promise<EngineRunner> {
     if (world.size !== engine.worldSize) throw new Error(`engine was built for ${engine.worldSize} rank(s) but the world has ${world.size}`);
     const threads = opts.threads ?? defaultThreads();
+    const spin = opts.spin ?? process.env.TPRUN_ORT_SPIN === '1';
     const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
     // TPRUN_WEBGPU_EP_OPTIONS: the WebGPU provider's options as JSON (the few onnxruntime-node passes on:
     // validationMode, *BufferCacheMode, preferredLayout), for measuring them (scripts/gpu/run.sh).
@@ -125,6 +134,8 @@ export class EngineRunner {
             interOpNumThreads: 1,
             graphOptimizationLevel: 'all',
             executionMode: 'sequential',
+            // onnxruntime_session_options_config_keys.h kOrtSessionOptionsConfigAllowIntraOpSpinning.
+            extra: { session: { intra_op: { allow_spinning: spin ? '1' : '0' } } },
             executionProviders,
             ...gpuOut(path),
             ...opts.sessionOptions,
@@ -133,7 +144,7 @@ export class EngineRunner {
           throw new Error(`${path}: onnxruntime cannot load it (${(e as Error).message.split('\n')[0]})`);
         }
       }
-    }, { segments: engine.segmentCount, threads, device: choice.device, why: choice.reason });
+    }, { segments: engine.segmentCount, threads, spin, device: choice.device, why: choice.reason });
     return new EngineRunner(engine, world, sessions, rankShape(engine.config.pretrained_config, engine.rank), choice.device);
   }
 

@@ -27,6 +27,7 @@ import { unpackInt4AlongN } from './quantize-model.js';
 import { fromFloat32 } from '../engine/dtype.js';
 import { toFloat32 } from './tensor-f32.js';
 import { quantizeWeightOnlyLinear } from './weight-only.js';
+import { quantizeInt4Grouped, quantizeInt8Blocks } from './weights.js';
 
 const MS = 'com.microsoft';
 
@@ -87,6 +88,33 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
     default: throw new Error(`${prefix}: no quantized kernel for quant_algo ${algo || 'null'} (weight ${w.dtype})`);
   }
   return g.dtype === 'float32' || direct ? y : g.op('Cast', [y], { to: 10 });
+}
+
+/**
+ * A float weight [N, K] quantized here, at build, into MatMulNBits blocks of `blockSize` along K (the
+ * largest power of two ≤ it dividing K), symmetric, one float32 scale per block: 8 bits as ggml's Q8_0
+ * (quantize_row_q8_0_ref: amax / 127), 4 bits as the RTN int4 of weights.ts (amax / 7). Used for the
+ * lm_head (build_config.lm_head_quant); undefined where K is not a multiple of 16. Returns the output
+ * and its dtype.
+ */
+export function emitBlockQuantizedFloat(g: Graph, input: string, prefix: string, w: Tensor, bits: 8 | 4, blockSize: number, acc: number, direct = false): { value: string; dtype: 'float32' | 'float16' } | undefined {
+  if (w.shape.length !== 2) throw new Error(`${prefix}.weight: expected 2 dimensions, got [${w.shape}]`);
+  const [n, k] = w.shape;
+  let bs = blockSize;
+  while (bs > 16 && k % bs) bs /= 2;
+  if (k % bs) return undefined;
+  const wf = toFloat32(w, `${prefix}.weight`);
+  let data: Uint8Array;
+  let scale: Float32Array;
+  if (bits === 8) ({ q: data, scale } = quantizeInt8Blocks(wf, n, k, bs));
+  else ({ packed: data, scale } = quantizeInt4Grouped(wf, n, k, bs));
+  // As emitQuantLinear: float32 activations unless a float16 engine asked for float16 MatMulNBits
+  // (int4_matmul_dtype 'auto'). The output stays in that dtype: the logits are float32 anyway.
+  const fdt = direct && g.dtype === 'float16' ? 'float16' : 'float32';
+  const x = g.dtype === fdt ? input : g.op('Cast', [input], { to: 1 });
+  const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, k / bs, (bs * bits) / 8], data });
+  const s = g.weight(`${prefix}.scales`, fromFloat32(scale, [n * (k / bs)], fdt));
+  return { value: g.op('MatMulNBits', [x, b, s], nbitsAttrs(k, n, bits, bs, acc), MS), dtype: fdt };
 }
 
 /** Largest power-of-two block (16..256) dividing K, for MatMulNBits with one scale per row. */

@@ -33,6 +33,28 @@ export function quantizeInt8PerChannel(w: Float32Array, n: number, k: number): I
   return { q, scale };
 }
 
+/**
+ * Int8 in blocks of `bs` consecutive inputs of one output row, stored as MatMulNBits' 8-bit layout takes
+ * it: unsigned, q + 128 (its default zero point). One scale per block, amax / 127, as ggml's
+ * quantize_row_q8_0_ref (ggml-quants.c); an all-zero block (vocab padding rows) gets scale 1.
+ */
+export function quantizeInt8Blocks(w: Float32Array, n: number, k: number, bs: number): { q: Uint8Array; scale: Float32Array } {
+  checkShape(w, n, k);
+  if (k % bs !== 0) throw new Error(`K=${k} is not a multiple of the block size ${bs}`);
+  const nb = k / bs;
+  const q = new Uint8Array(n * k);
+  const scale = new Float32Array(n * nb);
+  for (let b = 0; b < n * nb; b++) {
+    const base = b * bs;
+    let amax = 0;
+    for (let c = 0; c < bs; c++) amax = Math.max(amax, Math.abs(w[base + c]));
+    const s = Math.fround(amax > 0 ? amax / 127 : 1);
+    scale[b] = s;
+    for (let c = 0; c < bs; c++) q[base + c] = Math.max(-127, Math.min(127, roundHalfEven(w[base + c] / s))) + 128;
+  }
+  return { q, scale };
+}
+
 export function dequantizeInt8PerChannel(t: Int8PerChannel, n: number, k: number): Float32Array {
   const out = new Float32Array(n * k);
   for (let r = 0; r < n; r++) for (let c = 0; c < k; c++) out[r * k + c] = t.q[r * k + c] * t.scale[r];
