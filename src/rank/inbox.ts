@@ -32,6 +32,14 @@ export function readHeader(src: Uint8Array): PieceHeader {
 /** Key spaces (top bits of `a`): collectives by call sequence, point-to-point by tag, objects by tag. */
 export const KIND_COLL = 0;
 export const KIND_P2P = 0x40000000;
+/**
+ * Phase of a notice: "I am in collective #a, described so" (one small message, sent by a rank that waits
+ * in the shared-memory allReduce for a peer that has not joined it). A peer in a message-path collective
+ * #a of another kind then fails naming both, as it would on any message of #a; a peer in the same call
+ * drops it. Without it, allReduce through the areas against, say, a broadcast on the peer waited both out
+ * to the timeout (test/faults/rank-mismatch.test.js).
+ */
+export const NOTICE_PHASE = 2097151;
 export const KIND_OBJ = 0x80000000;
 export const KIND_CTRL = 0xc0000000;
 
@@ -78,6 +86,12 @@ export class Inbox {
       for (let b = 0; b < 2; b++) {
         const e = this.boxes[src].get(Inbox.key(a, b));
         if (e?.theirs && e.theirs !== desc) throw new CommError(mismatch(a, src, e.theirs, this.me, desc));
+      }
+      const k = Inbox.key(a, NOTICE_PHASE);
+      const n = this.boxes[src].get(k);
+      if (n) {
+        this.boxes[src].delete(k);
+        if (n.theirs && n.theirs !== desc) throw new CommError(mismatch(a, src, n.theirs, this.me, desc));
       }
     }
   }
@@ -138,6 +152,11 @@ export class Inbox {
   landed(src: number, h: PieceHeader): void {
     const e = this.boxes[src].get(Inbox.key(h.a, h.b))!;
     e.got += h.len;
+    if (h.b === NOTICE_PHASE) {
+      // Checked in target() against a collective already begun (then dropped), or kept for begin() to check.
+      if (this.started.has(h.a)) this.boxes[src].delete(Inbox.key(h.a, h.b));
+      return;
+    }
     if (e.got === e.total) {
       e.complete = true;
       this.version++;

@@ -6,7 +6,10 @@ import { pack } from 'msgpackr/pack'; // the pure-JS builds (see rendezvous.ts)
 import { unpack } from 'msgpackr/unpack';
 import type { CloseOptions, CollectiveOptions, CommArray, Group, ReduceOp, World, WorldIdentity } from './types.js';
 import type { Env } from './identity.js';
-import { CommError, Inbox, KIND_OBJ, KIND_P2P } from './inbox.js';
+import { CommError, Inbox, KIND_OBJ, KIND_P2P, NOTICE_PHASE } from './inbox.js';
+
+/** A notice's payload: its descriptor travels in the piece header; a byte so it is a message like any other. */
+const NOTICE_BYTES = new Uint8Array(1);
 import { bytesOf } from './dtype.js';
 import { IdleWatch } from './idle.js';
 import { Links } from './links.js';
@@ -83,6 +86,7 @@ export class PeerWorld implements World, Transport {
       this.all.shm = this.links.arPlan?.start({
         wait: (what, missing, t) => this.p.waitFor(what, missing, t),
         nudge: () => { for (const l of this.links.shmList) l.nudge(); },
+        notice: (ranks, a) => { for (const r of ranks) this.put(r, a, NOTICE_PHASE, NOTICE_BYTES, []); },
         oversubscribed: this.oversubscribed,
       });
     } catch (e) {

@@ -295,6 +295,8 @@ export interface ShmAllReduceDeps {
   wait(what: string, missing: () => number[], timeoutMs?: number): Promise<void>;
   /** Wake peers that sleep waiting for a counter we just moved. */
   nudge(): void;
+  /** Tell these ranks we are in collective #a (inbox.ts NOTICE_PHASE): one that is in another collective #a fails naming both. */
+  notice?(ranks: number[], a: number): void;
   /** More local ranks than cores (decided before ranks were bound to their cores, as the world's own
    *  spin is): a spinning rank may hold the core its peer needs. */
   oversubscribed: boolean;
@@ -312,6 +314,9 @@ export class ShmAllReduce {
   private headBytes = new Uint8Array(this.head.buffer);
   private theirHead = new Int32Array(3);
   private theirHeadBytes = new Uint8Array(this.theirHead.buffer);
+  /** The call in progress (its round key) and whether its late peers were sent a notice yet. */
+  private callA = 0;
+  private noticed = false;
 
   /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
@@ -332,6 +337,8 @@ export class ShmAllReduce {
   async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     this.busy = true;
+    this.callA = seq;
+    this.noticed = false;
     try {
       await this.ready();
       if (buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
@@ -367,6 +374,8 @@ export class ShmAllReduce {
     const bytes = bytesOf(buf);
     const outBytes = bytesOf(out);
     this.busy = true;
+    this.callA = seq;
+    this.noticed = false;
     try {
       await this.ready();
       const plane = this.plane;
@@ -437,6 +446,13 @@ export class ShmAllReduce {
       for (const r of peers) if (behind(r)) (m ??= []).push(r);
       return m ?? NONE;
     };
+    // A peer this late may be in another collective under the same number, waiting for a message from us
+    // that the areas never send: tell it which call we are in, once per call.
+    if (!this.noticed) {
+      this.noticed = true;
+      const late = missing();
+      if (late.length) this.deps.notice?.(late, this.callA);
+    }
     await this.deps.wait(what, missing, timeoutMs);
     if (this.closed) throw new CommError(`${what}: the world is closed`);
   }
