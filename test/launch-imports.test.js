@@ -64,11 +64,28 @@ function recorded(args, dir) {
 
 const loaded = (urls, what) => urls.filter((u) => u.includes(what));
 
-test('convert --tp 2: the launcher loads no execa, zod v4 root or world (ZeroMQ); its ranks load no yargs either', () => {
+test('convert --tp 2 alone: one process, which loads no execa, zod v4 root or world (ZeroMQ)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
+  try {
+    const { r, byPid } = recorded(['convert', '--model', MODEL, '--tp', '2', '--out', join(dir, 'ckpt')], dir);
+    assert.equal(r.status, 0, r.stderr);
+    // Both ranks' files from this one process (src/checkpoint/convert.ts convertLocal): no rank processes.
+    assert.deepEqual([...byPid.keys()], [r.pid]);
+    const urls = byPid.get(r.pid) ?? [];
+    assert.ok(urls.some((u) => u.endsWith('/dist/checkpoint/convert.js')), 'it converted');
+    for (const u of ['/node_modules/execa/', '/node_modules/zod/v4/', '/node_modules/onnxruntime', '/node_modules/zeromq/', '/dist/rank/world.js']) {
+      assert.deepEqual(loaded(urls, u), [], `convert loaded ${u}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a quantizing convert --tp 2 (ranks of its own): the launcher loads no execa, zod v4 root or world; its ranks load no yargs', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
   try {
     const out = join(dir, 'ckpt');
-    const { r, byPid } = recorded(['convert', '--model', MODEL, '--tp', '2', '--out', out], dir);
+    const { r, byPid } = recorded(['convert', '--model', MODEL, '--tp', '2', '--quant', 'int8_wo', '--out', out], dir);
     assert.equal(r.status, 0, r.stderr);
     const ranks = [...byPid.keys()].filter((p) => p !== r.pid);
     const urlsOf = (/** @type {number} */ p) => byPid.get(p) ?? [];
