@@ -11,7 +11,7 @@
 //                                 twice the matrix work), auto (sgmat where offered, else tiled)
 //   TPRUN_WGSL_GEMV_Q=r4,w64,u1   decode GEMV shape for int4 / int8 weights (same parts, and w32): a 16-byte load is 32
 //                                 (16) k there, so a K=2048 row is only 64 (128) loads and the float16 shape's
-//                                 128 threads x 2 strides leave 3/4 of the int4 work clamped and weighted 0
+//                                 128 threads x 2 strides leave half the threads idle and half the work done clamped
 //   TPRUN_WGSL_Q_UNPACK=exp       int4 / int8 dequantization: exp (nibble/byte ORed into the mantissa of 2^23, the zero
 //                                 point taken out of the block's sum once: s·(Σq·x − z·Σx)) or cvt (u32→f32 per element,
 //                                 the zero point subtracted per element: the first form)
@@ -40,7 +40,7 @@ export const DECODE_DEFAULT: GemvShape = { rows: 2, wg: 128, unroll: 2, tm: 1 };
 /**
  * Quantized decode: every thread busy on a K=2048 int4 row (64 units: w64, one stride each) and the 8
  * vec4 of x a q4 unit needs shared by 4 rows (8 with the fused gate/up), where the float16 shape
- * (r2,w128,u2) clamps 3/4 of its strides. Chosen by that count, not yet measured (run.sh wgsl-int4).
+ * (r2,w128,u2) leaves 64 threads idle and clamps the other 64's second stride (weighted 0). Chosen by that count, not yet measured (run.sh wgsl-int4).
  */
 export const DECODE_Q_DEFAULT: GemvShape = { rows: 4, wg: 64, unroll: 1, tm: 1 };
 const TILED: GemvShape = { rows: 64, wg: 256, unroll: 1, tm: 32, tiled: true };
