@@ -4,8 +4,9 @@
 #   source .device/setup.sh && bash scripts/gpu/run.sh [SECTION...]
 # Sections (default: all, in this order): bandwidth make-model transformers transformers-tiny (Python only)
 # and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 wgsl (Node), then wgsl-variants, wgsl-decode
-# (int4 on WGSL against llama.cpp Q4_0, fused norm / float16 KV against their old forms) and sgmat (the prefill GEMM on subgroup matrices;
-# these three are not in the default list). `wgsl` (issue 15
+# (int4 on WGSL against llama.cpp Q4_0, fused norm / float16 KV against their old forms), wgsl-int4 (the int4 decode GEMV's
+# variants, each with its brown-llama-a greedy check) and sgmat (the prefill GEMM on subgroup matrices;
+# these four are not in the default list). `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -180,6 +181,27 @@ rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y
 print(json.dumps({'step': 'wgsl-int4-quality', 'label': 'brown-llama-a int4_wo tp=$tp --kernels wgsl vs CPU engine', 'greedy_equal': sum(a['new_ids'] == b['new_ids'] for a, b in zip(g, c)), 'prompts': len(c),
   'max_rel_l2': max(rel(a['last_prompt_logits'], b['last_prompt_logits']) for a, b in zip(g, c)) if g else None}))" | tee -a "$R"
   done
+fi
+if has wgsl-int4; then step wgsl-int4  # the int4 decode GEMV's variants (TPRUN_WGSL_GEMV_Q shape x TPRUN_WGSL_Q_UNPACK) side by side, each checked on brown-llama-a int4
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-int4" ] || tprun build --model "$W/tiny11" --quant int4_wo --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-int4" -q >>"$L/build-tiny.log" 2>&1
+  e="$W/brown-int4-tp1"
+  [ -d "$e" ] || tprun build --model models/brown-llama-a --quant int4_wo --dtype float16 --int4-accuracy-level 0 --max-seq-len 512 --out "$e" -q >>"$L/build.log" 2>&1
+  ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
+  tprun generate --engine "$e" --kernels wgsl --device gpu $ids --max-new-tokens 24 --ignore-eos --json --logits >"$L/int4v-default.jsonl" 2>>"$L/wgsl-int4.log"
+  # exp,r4,w64,u1 is the default; cvt,r2,w128,u2 the kernel before (376 tok/s on 2026-11-29).
+  for v in exp,r4,w64,u1 cvt,r4,w64,u1 cvt,r2,w128,u2 exp,r2,w128,u2 exp,r8,w64,u1 exp,r4,w32,u2 exp,r2,w64,u1; do
+    un=${v%%,*}; sh=${v#*,}
+    TPRUN_WGSL_Q_UNPACK=$un TPRUN_WGSL_GEMV_Q=$sh tprun bench generate --one --engine "$W/tiny11-int4" --device gpu --kernels wgsl --prompt-len 128 --new-tokens 128 --reps 2 --json \
+      2>>"$L/wgsl-int4.log" | grep '^{' | tail -1 | label "wgsl-int4 $v" | tee -a "$R"
+    TPRUN_WGSL_Q_UNPACK=$un TPRUN_WGSL_GEMV_Q=$sh tprun generate --engine "$e" --kernels wgsl --device gpu $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/wgsl-int4.log" | $PY -c "import json, math, sys
+d = [json.loads(l) for l in open('$L/int4v-default.jsonl') if l.startswith('{')]
+out = [json.loads(l) for l in sys.stdin if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'wgsl-int4-variant-quality', 'label': 'brown-llama-a int4_wo --kernels wgsl $v vs default', 'greedy_equal': sum(o['new_ids'] == b['new_ids'] for o, b in zip(out, d)), 'prompts': len(d),
+  'max_rel_l2': max(rel(o['last_prompt_logits'], b['last_prompt_logits']) for o, b in zip(out, d)) if out else None}))" | tee -a "$R"
+  done
+  node scripts/gpu/wgsl-profile.mjs "$W/tiny11-int4" 128 64 2>>"$L/wgsl-profile.log" | label "wgsl-profile int4 (default variant)" | tee -a "$R"
 fi
 if has sgmat; then step sgmat  # issue 15 prefill: the GEMM on Dawn's subgroup matrices (tensor cores) against the tiled FMA one
   # 1. Every prefill kernel against a float64 reference (bit-exact on small-integer inputs) and timed side by side.

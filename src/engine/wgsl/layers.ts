@@ -127,7 +127,7 @@ export class OpBuilder {
         ...(quant ? [c.sc!, c.zb ?? c.sc!] : []), ...(prologue !== 'none' ? [g!] : []),
       ], 'gemv'),
       size: (T: number) => {
-        const s = T === 1 ? this.pl.shape.decode : k.prefillTile;
+        const s = T === 1 ? k.decodeTile : k.prefillTile;
         return [Math.ceil(T / s.tm), Math.ceil(c.n / s.rows)];
       },
     }));

@@ -20,12 +20,14 @@ export interface GemvKernel {
   bgl: GPUBindGroupLayout; decode: GPUComputePipeline; prefill: GPUComputePipeline | undefined;
   /** The prefill kernel's output tile (tokens × rows), which sizes its dispatch: the quantized GEMM has its own. */
   prefillTile: { tm: number; rows: number };
+  /** The decode kernel's rows per workgroup (float16 and quantized weights have their own shapes). */
+  decodeTile: { tm: number; rows: number };
 }
 
 export class Pipelines {
   private gemvs = new Map<string, GemvKernel>();
-  /** The decode (one token) and prefill GEMV shapes (TPRUN_WGSL_GEMV / TPRUN_WGSL_PREFILL). */
-  readonly shape: { decode: GemvShape; prefill: GemvShape };
+  /** The decode (one token; float16 and quantized) and prefill GEMV shapes (TPRUN_WGSL_GEMV / _GEMV_Q / _PREFILL), the dequantization (TPRUN_WGSL_Q_UNPACK). */
+  readonly shape: ReturnType<typeof gemvShapes>;
   readonly transpose: Kernel;
   readonly norm: Kernel;
   readonly normGather: Kernel;
@@ -78,7 +80,7 @@ export class Pipelines {
     if (k) return k;
     const { device, subgroups, shape } = this;
     const bgl = layout(device, gemvSlots(fmt, prologue), `gemv.${key}`);
-    const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups, fmt, prologue }), bgl, `gemv.${key}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}`);
+    const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups, fmt, prologue, unpack: shape.unpack }), bgl, `gemv.${key}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}${fmt === 'f16' ? '' : `.${shape.unpack}`}`);
     let prefill: GPUComputePipeline | undefined;
     if (prologue !== 'rms') {
       if (!shape.prefill.tiled) prefill = make(shape.prefill);
@@ -88,7 +90,8 @@ export class Pipelines {
       else prefill = pipeline(device, nbitsGemmShader(fmt, epilogue, prologue), bgl, `gemm.${key}`);
     }
     const prefillTile = fmt !== 'f16' && shape.prefill.tiled ? NBITS_TILE : { tm: shape.prefill.tm, rows: shape.prefill.rows };
-    k = { bgl, decode: make(shape.decode), prefill, prefillTile };
+    const dec = fmt === 'f16' ? shape.decode : shape.decodeQ;
+    k = { bgl, decode: make(dec), prefill, prefillTile, decodeTile: { tm: dec.tm, rows: dec.rows } };
     this.gemvs.set(key, k);
     return k;
   }

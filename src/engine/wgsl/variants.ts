@@ -9,6 +9,12 @@
 //                                 sgmat (activations rounded to f16, as llama.cpp's Vulkan mul_mm does; refused in one
 //                                 line where the adapter lacks them), sgmat2 (activations as two f16 parts: f32-accurate,
 //                                 twice the matrix work), auto (sgmat where offered, else tiled)
+//   TPRUN_WGSL_GEMV_Q=r4,w64,u1   decode GEMV shape for int4 / int8 weights (same parts, and w32): a 16-byte load is 32
+//                                 (16) k there, so a K=2048 row is only 64 (128) loads and the float16 shape's
+//                                 128 threads x 2 strides leave half the threads idle and half the work done clamped
+//   TPRUN_WGSL_Q_UNPACK=exp       int4 / int8 dequantization: exp (nibble/byte ORed into the mantissa of 2^23, the zero
+//                                 point taken out of the block's sum once: s·(Σq·x − z·Σx)) or cvt (u32→f32 per element,
+//                                 the zero point subtracted per element: the first form)
 //   TPRUN_WGSL_SUBGROUPS=0        shared-memory reductions instead of subgroupAdd (gpu.ts)
 //   TPRUN_WGSL_PREFILL_ATTN=block prompt attention per block of queries (kernels/attention-prefill.ts), or
 //                                 query: the decode kernel once per query (what prefill ran before)
@@ -31,10 +37,16 @@ const SGMAT: Record<string, SgmatMode> = { sgmat: 'on', sgmat2: 'split', auto: '
  * 2,878 tok/s), every one with transformers' greedy tokens on brown-llama-a.
  */
 export const DECODE_DEFAULT: GemvShape = { rows: 2, wg: 128, unroll: 2, tm: 1 };
+/**
+ * Quantized decode: every thread busy on a K=2048 int4 row (64 units: w64, one stride each) and the 8
+ * vec4 of x a q4 unit needs shared by 4 rows (8 with the fused gate/up), where the float16 shape
+ * (r2,w128,u2) leaves 64 threads idle and clamps the other 64's second stride (weighted 0). Chosen by that count, not yet measured (run.sh wgsl-int4).
+ */
+export const DECODE_Q_DEFAULT: GemvShape = { rows: 4, wg: 64, unroll: 1, tm: 1 };
 const TILED: GemvShape = { rows: 64, wg: 256, unroll: 1, tm: 32, tiled: true };
 export const PREFILL_DEFAULT: GemvShape = TILED;
 
-const ALLOWED: Record<string, number[]> = { r: [2, 4, 8], w: [64, 128, 256], u: [1, 2, 4], tm: [4, 8, 16] };
+const ALLOWED: Record<string, number[]> = { r: [2, 4, 8], w: [32, 64, 128, 256], u: [1, 2, 4], tm: [4, 8, 16] };
 
 function parse(name: string, value: string | undefined, base: GemvShape, keys: string[]): GemvShape {
   if (!value) return base;
@@ -57,9 +69,15 @@ function parse(name: string, value: string | undefined, base: GemvShape, keys: s
   return out;
 }
 
-export function gemvShapes(env: NodeJS.ProcessEnv = process.env): { decode: GemvShape; prefill: GemvShape } {
+export type QUnpack = 'exp' | 'cvt';
+
+export function gemvShapes(env: NodeJS.ProcessEnv = process.env): { decode: GemvShape; decodeQ: GemvShape; prefill: GemvShape; unpack: QUnpack } {
+  const unpack = env.TPRUN_WGSL_Q_UNPACK || 'exp';
+  if (unpack !== 'exp' && unpack !== 'cvt') throw new InputError(`TPRUN_WGSL_Q_UNPACK=${unpack}: not one of exp|cvt`);
   return {
     decode: parse('TPRUN_WGSL_GEMV', env.TPRUN_WGSL_GEMV, DECODE_DEFAULT, ['r', 'w', 'u']),
+    decodeQ: parse('TPRUN_WGSL_GEMV_Q', env.TPRUN_WGSL_GEMV_Q, DECODE_Q_DEFAULT, ['r', 'w', 'u']),
+    unpack,
     prefill: parse('TPRUN_WGSL_PREFILL', env.TPRUN_WGSL_PREFILL, PREFILL_DEFAULT, ['tm', 'r']),
   };
 }

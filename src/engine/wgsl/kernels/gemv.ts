@@ -26,8 +26,16 @@ export type WeightFormat = 'f16' | 'q4' | 'q8';
  */
 export type GemvPrologue = 'none' | 'scale' | 'rms';
 
-/** `unroll`: K strides each thread loads before it multiplies (that many 16-byte loads per row in flight). */
-export interface GemvVariant { rows: number; tm: number; epilogue: GemvEpilogue; subgroups: boolean; wg: number; unroll?: number; fmt?: WeightFormat; prologue?: GemvPrologue }
+/**
+ * `unroll`: K strides each thread loads before it multiplies (that many 16-byte loads per row in flight).
+ * `unpack` (q4 / q8): 'cvt' converts each nibble / byte to f32 and subtracts the zero point from it; 'exp'
+ * (default) ORs it into the mantissa of 2^23 (0x4B000000 | q is the float 2^23 + q exactly: one bit op and
+ * one subtraction instead of an int→float conversion, as llama.cpp's Vulkan dequant_q4_0 path and
+ * onnxruntime's MatMulNBits kernels do) and takes the zero point out of the block's sum once per unit,
+ * s·(Σ q·x − z·Σ x), with Σ x shared by every row of the workgroup; block indices shift by log2(bs)
+ * (MatMulNBits' block size is a power of two, checked at upload) rather than divide.
+ */
+export interface GemvVariant { rows: number; tm: number; epilogue: GemvEpilogue; subgroups: boolean; wg: number; unroll?: number; fmt?: WeightFormat; prologue?: GemvPrologue; unpack?: 'exp' | 'cvt' }
 
 /** K elements per 16-byte weight load (one `unit`: a vec4<u32>). */
 export const UNIT_K: Record<WeightFormat, number> = { f16: 8, q4: 32, q8: 16 };
@@ -59,7 +67,8 @@ export function extraBindings(fmt: WeightFormat, prologue: GemvPrologue, gType =
 // One unit's dot product with x (XU vec4s of x): float16 pairs, or nibbles / bytes less the zero point,
 // times the block scale. A q4 unit (32 k) spans two blocks when the block size is 16: words 0-1 take
 // s01 / z01, words 2-3 s23 / z23. ORT's MatMulNBits nibble order: byte b holds k = 2b (low) and 2b + 1 (high).
-function unitDot(fmt: WeightFormat): string {
+function unitDot(fmt: WeightFormat, exp: boolean): string {
+  if (fmt !== 'f16' && exp) return unitDotExp(fmt);
   if (fmt === 'f16') return /* wgsl */ `
 fn udot(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, s01: f32, s23: f32, z01: f32, z23: f32) -> f32 {
   return dot(vec4<f32>(unpack2x16float(wv.x), unpack2x16float(wv.y)), x0) + dot(vec4<f32>(unpack2x16float(wv.z), unpack2x16float(wv.w)), x1);
@@ -80,12 +89,35 @@ fn udot(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32
 }`;
 }
 
+// The 'exp' forms: q as the float 2^23 + q, less 2^23 (exact); the zero point applied per half unit to Σ x
+// (xs.x: words 0-1, xs.y: words 2-3). Nibble k of a word is bits 4k..4k+3 (ORT's order: k = 2b low, 2b + 1
+// high), so a word's 8 nibbles line up with two x vec4s without a swizzle.
+function unitDotExp(fmt: 'q4' | 'q8'): string {
+  const M = /* wgsl */ `
+fn mag(q: vec4<u32>) -> vec4<f32> { return bitcast<vec4<f32>>(q | vec4<u32>(0x4B000000u)) - vec4<f32>(8388608.0); }`;
+  if (fmt === 'q8') return M + /* wgsl */ `
+fn b4(w: u32) -> vec4<f32> { return mag((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u)); }
+fn udot(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, xs: vec2<f32>, s01: f32, s23: f32, z01: f32, z23: f32) -> f32 {
+  return s01 * (dot(b4(wv.x), x0) + dot(b4(wv.y), x1) + dot(b4(wv.z), x2) + dot(b4(wv.w), x3) - z01 * (xs.x + xs.y));
+}`;
+  return M + /* wgsl */ `
+fn n8(w: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
+  let lo = mag((vec4<u32>(w) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
+  let hi = mag((vec4<u32>(w) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
+  return dot(lo, xa) + dot(hi, xb);
+}
+fn udot(wv: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, xs: vec2<f32>, s01: f32, s23: f32, z01: f32, z23: f32) -> f32 {
+  return s01 * (n8(wv.x, x0, x1) + n8(wv.y, x2, x3) - z01 * xs.x) + s23 * (n8(wv.z, x4, x5) + n8(wv.w, x6, x7) - z23 * xs.y);
+}`;
+}
+
 export function gemvShader(v: GemvVariant): string {
   const { rows: R, tm: TM, wg: WG } = v;
   const U = v.unroll ?? 1;
   const fmt = v.fmt ?? 'f16';
   const pro = v.prologue ?? 'none';
   const quant = fmt !== 'f16';
+  const exp = quant && (v.unpack ?? 'exp') === 'exp';
   const XU = UNIT_K[fmt] / 4; // x vec4s per unit
   const pairs = v.epilogue === 'swiglu' ? 2 : 1;
   const A0 = R * TM * pairs; // dot-product accumulators per thread
@@ -97,7 +129,7 @@ export function gemvShader(v: GemvVariant): string {
   // lavapipe; TPRUN_WGSL_SUBGROUPS=0 selects the shared-memory tree, which assumes nothing).
   const reduce = v.subgroups ? /* wgsl */ `
   for (var i = 0u; i < ${A}u; i++) { acc[i] = subgroupAdd(acc[i]); }
-  let nsg = ${WG}u / sgsize;
+  let nsg = max(${WG}u / sgsize, 1u); // a subgroup wider than the workgroup holds all of it
   if (sglane == 0u) { for (var i = 0u; i < ${A}u; i++) { red[(tid / sgsize) * ${A}u + i] = acc[i]; } }
   workgroupBarrier();
   if (tid < ${A}u) {
@@ -130,7 +162,7 @@ ${GEMV_PARAMS_WGSL}
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 ${extraBindings(fmt, pro)}
 var<workgroup> red: array<f32, ${redSize}>;
-${unitDot(fmt)}
+${unitDot(fmt, exp)}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32${v.subgroups ? ', @builtin(subgroup_size) sgsize: u32, @builtin(subgroup_invocation_id) sglane: u32' : ''}) {
@@ -138,7 +170,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // weight rows they all read come from L2 after the first.
   let o0 = wid.y * ${R}u;
   let t0 = wid.x * ${TM}u;
-  var acc: array<f32, ${A}>;
+  var acc: array<f32, ${A}>;${exp ? `
+  let lbs = countTrailingZeros(p.bs);` : ''}
   // U strides per iteration: all of their weight loads are issued before the first multiply, so a
   // thread keeps U·ROWS 16-byte loads in flight (past the end of K a stride is clamped and weighted 0).
   for (var k0 = tid; k0 < p.KU; k0 += ${WG * U}u) {
@@ -153,8 +186,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var q = 0u; q < ${pairs}u; q++) {
           let row = o + q * p.n;
           wv[(u * ${R}u + r) * ${pairs}u + q] = w[row * p.KU + k];${quant ? `
-          let b01 = row * p.nb + (k * ${UNIT_K[fmt]}u) / p.bs;
-          let b23 = row * p.nb + min((k * ${UNIT_K[fmt]}u + ${UNIT_K[fmt] / 2}u) / p.bs, p.nb - 1u);
+          ${exp ? `let b01 = row * p.nb + ((k * ${UNIT_K[fmt]}u) >> lbs);
+          let b23 = row * p.nb + min((k * ${UNIT_K[fmt]}u + ${UNIT_K[fmt] / 2}u) >> lbs, p.nb - 1u);` : `let b01 = row * p.nb + (k * ${UNIT_K[fmt]}u) / p.bs;
+          let b23 = row * p.nb + min((k * ${UNIT_K[fmt]}u + ${UNIT_K[fmt] / 2}u) / p.bs, p.nb - 1u);`}
           var z = vec2<f32>(p.zp);
           if (p.hasZp != 0u) { z = vec2<f32>(zb[b01], zb[b23]); }
           sv[(u * ${R}u + r) * ${pairs}u + q] = vec4<f32>(sc[b01], sc[b23], z);` : ''}
@@ -175,12 +209,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
       for (var q = 0u; q < ${pairs}u; q++) {${pro === 'none' ? '' : `
         var gv: array<vec4<f32>, ${XU}>;
-        for (var e = 0u; e < ${XU}u; e++) { gv[e] = g[q * (p.K / 4u) + min(${XU}u * k + e, p.K / 4u - 1u)]; }`}
+        for (var e = 0u; e < ${XU}u; e++) { gv[e] = g[q * (p.K / 4u) + min(${XU}u * k + e, p.K / 4u - 1u)]; }`}${exp ? `
+        // Σ x per half unit (the zero point's share), once for all rows.
+        var xsm: array<vec2<f32>, ${TM}>;
+        for (var j = 0u; j < ${TM}u; j++) {
+          xsm[j] = vec2<f32>(dot(${xs.slice(0, XU / 2).map(xarg).join(' + ')}, vec4<f32>(1.0)), dot(${xs.slice(XU / 2).map(xarg).join(' + ')}, vec4<f32>(1.0)));
+        }` : ''}
         for (var r = 0u; r < ${R}u; r++) {
           let wq = wv[(u * ${R}u + r) * ${pairs}u + q];
           let sq = ${quant ? `sv[(u * ${R}u + r) * ${pairs}u + q]` : 'vec4<f32>(1.0, 1.0, 0.0, 0.0)'};
           for (var j = 0u; j < ${TM}u; j++) {
-            acc[(r * ${TM}u + j) * ${pairs}u + q] += udot(wq, ${xs.map(xarg).join(', ')}, sq.x, sq.y, sq.z, sq.w);
+            acc[(r * ${TM}u + j) * ${pairs}u + q] += udot(wq, ${xs.map(xarg).join(', ')},${exp ? ' xsm[j],' : ''} sq.x, sq.y, sq.z, sq.w);
           }
         }
       }
