@@ -56,7 +56,7 @@ test('int4 / int8 decode GEMV variants: greedy tokens and logits equal the defau
   for (const [name, quant] of [['int4', 'int4_wo'], ['int8', 'int8_wo']]) {
     const engine = await build(name, ['--quant', quant]);
     if (name === 'int4') {
-      for (const [env, msg] of [[{ TPRUN_WGSL_Q_UNPACK: 'lut' }, /TPRUN_WGSL_Q_UNPACK=lut: not one of exp\|cvt/], [{ TPRUN_WGSL_GEMV_Q: 'w48' }, /TPRUN_WGSL_GEMV_Q=w48: 'w48' is not one of/]]) {
+      for (const [env, msg] of /** @type {[Record<string, string>, RegExp][]} */ ([[{ TPRUN_WGSL_Q_UNPACK: 'lut' }, /TPRUN_WGSL_Q_UNPACK=lut: not one of exp\|cvt/], [{ TPRUN_WGSL_GEMV_Q: 'w48' }, /TPRUN_WGSL_GEMV_Q=w48: 'w48' is not one of/]])) {
         const r = await tprun(['generate', '--engine', engine, '--kernels', 'wgsl', '--input-ids', '0,1,2'], { env });
         assert.equal(r.code, 2, r.stderr);
         assert.match(r.stderr, msg);
