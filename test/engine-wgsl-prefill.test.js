@@ -114,6 +114,42 @@ test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every 
   }
 });
 
+test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null backend) for the tiles run.sh sgmat times, every epilogue and the H200's f16 shapes", async (t) => {
+  const { sgmatWsShader, wsBytes } = await import('../dist/engine/wgsl/kernels/gemm.js');
+  const { create, globals } = await import('webgpu');
+  Object.assign(globalThis, globals);
+  const gpu = create(['backend=null', 'enable-dawn-features=allow_unsafe_apis']);
+  const adapter = await gpu.requestAdapter({ featureLevel: 'core' });
+  const want = /** @type {GPUFeatureName[]} */ (['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix']);
+  if (!adapter || !want.every((f) => adapter.features.has(f))) return t.skip("Dawn's null backend does not offer subgroup matrices here");
+  const limit = adapter.limits.maxComputeWorkgroupStorageSize;
+  const device = await adapter.requestDevice({ requiredFeatures: want, requiredLimits: { maxComputeWorkgroupStorageSize: limit } });
+  try {
+    const tiles = [[32, 64, 64, 4], [32, 32, 64, 4], [64, 32, 64, 4], [32, 64, 32, 4], [64, 64, 32, 8], [16, 64, 128, 4], [32, 32, 32, 4]];
+    let piped = 0;
+    for (const c of [{ M: 16, N: 16, K: 16, sg: 32 }, { M: 16, N: 8, K: 16, sg: 32 }, { M: 16, N: 8, K: 8, sg: 32 }]) {
+      for (const ep of /** @type {const} */ (['store', 'add', 'swiglu'])) {
+        for (const [TT, TN, KC, S] of tiles) {
+          const tile = { TT, TN, KC, S };
+          const what = `${c.M}x${c.N}x${c.K} ${ep} ${JSON.stringify(tile)}`;
+          device.pushErrorScope('validation');
+          const module = device.createShaderModule({ code: sgmatWsShader(ep, c, tile) });
+          const msgs = (await module.getCompilationInfo()).messages.filter((m) => m.type !== 'info');
+          assert.deepEqual(msgs.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`), [], `${what}: Tint's errors and warnings`);
+          // A pipeline where the null device's workgroup memory holds the tile (the H200's Vulkan limit is larger).
+          if (wsBytes(tile, c, ep === 'swiglu' ? 2 : 1) <= limit) { device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } }); piped++; }
+          const err = await device.popErrorScope();
+          assert.equal(err, null, `${what}: ${err?.message}`);
+        }
+      }
+    }
+    assert.ok(piped > 0, 'no tile fits the null device: nothing went through pipeline creation');
+  } finally {
+    device.destroy();
+    globalThis.keepDawn = gpu;
+  }
+});
+
 test('prefill variants: smaller GEMM tiles and the block prompt attention give the default path\'s tokens and logits (brown-llama-a, a 45-token prompt over several key tiles and query blocks)', async (t) => {
   if (noAdapter) return t.skip(noAdapter);
   const long = { input_ids: [...REF.prompts.flatMap((p) => p.input_ids), ...REF.prompts.flatMap((p) => p.input_ids)].slice(0, 45) };

@@ -205,12 +205,24 @@ print(json.dumps({'step': 'wgsl-int4-variant-quality', 'label': 'brown-llama-a i
 fi
 if has sgmat; then step sgmat  # issue 15 prefill: the GEMM on Dawn's subgroup matrices (tensor cores) against the tiled FMA one
   # 1. Every prefill kernel against a float64 reference (bit-exact on small-integer inputs) and timed side by side.
-  node scripts/gpu/sgmat-check.mjs tiled tiled-t16 tiled-n32 tiled-t16-n32 sgmat sgmat-n32 sgmat2 sgmat2-n32 2>>"$L/sgmat.log" | tee -a "$R"
+  #    sgmat-ws*: x and W staged through workgroup memory (kernels/gemm.ts sgmatWsShader), tiles T tokens x N rows,
+  #    K k per slice, S subgroups; the older tiled/sgmat variants that lost on the H200 (tiled, tiled-t16*, sgmat2*) are left out.
+  node scripts/gpu/sgmat-check.mjs tiled-n32 sgmat sgmat-n32 sgmat-ws sgmat-ws-n32 sgmat-ws-t64-n32 sgmat-ws-k128 sgmat-ws-k32 \
+    sgmat-ws-t64-n32-s8 sgmat-ws-t64-n64-k32-s8 2>>"$L/sgmat.log" | tee "$L/sgmat-check.jsonl" | tee -a "$R"
+  # The fastest sgmat-ws tile over the four TinyLlama linears among those with every exact check passed goes on to the model runs.
+  best=$($PY -c "import json, collections
+rs = [json.loads(l) for l in open('$L/sgmat-check.jsonl') if l.startswith('{')]
+bad = {r['knob'] for r in rs if r.get('mismatches')}
+ms = collections.defaultdict(float)
+for r in rs:
+    if r.get('ms') and r['knob'].startswith('sgmat-ws') and r['knob'] not in bad and r['shape'] != 'edge': ms[r['knob']] += r['ms']
+print(min(ms, key=ms.get) if ms else '')")
+  echo "{\"step\": \"sgmat-ws-best\", \"knob\": \"$best\"}" | tee -a "$R"
   [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
   [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
   [ -d "$W/brown-tp1" ] || tprun build --model models/brown-llama-a --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-tp1" -q >>"$L/build.log" 2>&1
   ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
-  for pf in tiled tiled-n32 sgmat sgmat2; do
+  for pf in tiled-n32 sgmat $( [ -n "$best" ] && [ "$best" != sgmat-ws ] && echo "$best" ) sgmat-ws; do
     # 2. The whole model with it: brown-llama-a's greedy tokens and logits against transformers (a wrong kernel shows here)...
     TPRUN_WGSL_PREFILL=$pf tprun generate --engine "$W/brown-tp1" --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/sgmat.log" | $PY -c "import json, math, sys
 ref = json.load(open('models/brown-llama-a-reference.json'))['prompts']

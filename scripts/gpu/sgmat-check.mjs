@@ -20,7 +20,7 @@ const knobs = process.argv.length > 2 ? process.argv.slice(2) : ['tiled', 'sgmat
 const out = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const gpu = await openWgslDevice();
 const dev = gpu.device;
-out({ adapter: gpu.adapter, subgroups: gpu.subgroups, sgmat: gpu.sgmat ?? null });
+out({ adapter: gpu.adapter, subgroups: gpu.subgroups, sgmat: gpu.sgmat ?? null, workgroup_storage: dev.limits.maxComputeWorkgroupStorageSize });
 
 const only = process.env.SHAPES?.split(','); // e.g. SHAPES=edge for a quick run on a CPU device
 const shapes = [

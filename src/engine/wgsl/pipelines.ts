@@ -4,7 +4,8 @@
 
 import { layout, pipeline, type Slot } from './kernels/common.js';
 import { gemvShader, gemvSlots, TRANSPOSE_WGSL, type GemvEpilogue, type GemvPrologue, type WeightFormat } from './kernels/gemv.js';
-import { gemmShader, sgmatShader, sgmatTile, type SgmatConfig } from './kernels/gemm.js';
+import { gemmShader, sgmatShader, sgmatTile, sgmatWsShader, wsBytes, wsLayout, type SgmatConfig } from './kernels/gemm.js';
+import { InputError } from '../../core/errors.js';
 import { NBITS_TILE, nbitsGemmShader } from './kernels/nbits.js';
 import { rmsNormShader } from './kernels/norm.js';
 import { ropeShader } from './kernels/rope.js';
@@ -49,7 +50,17 @@ export class Pipelines {
   constructor(private device: GPUDevice, private subgroups: boolean, readonly kv16 = false, sgmat?: SgmatConfig) {
     const shape = gemvShapes();
     this.sg = shape.prefill.sgmat && sgmat ? { c: sgmat, split: shape.prefill.sgmat === 'split' } : undefined;
-    if (this.sg) { const t = sgmatTile(this.sg.c, shape.prefill.rows); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
+    const ws = shape.prefill.ws;
+    if (this.sg && ws) {
+      // The staged kernel's tile is the knob's: refused in one line where the adapter's shape or workgroup memory cannot hold it.
+      const t = { TT: shape.prefill.tm, TN: shape.prefill.rows, ...ws };
+      const knob = `TPRUN_WGSL_PREFILL=${process.env.TPRUN_WGSL_PREFILL}`;
+      const lay = wsLayout(t, this.sg.c);
+      if (typeof lay === 'string') throw new InputError(`${knob}: ${lay} (the adapter's subgroup matrices are ${this.sg.c.M}x${this.sg.c.N}x${this.sg.c.K})`);
+      if (ws.S * this.sg.c.sg > device.limits.maxComputeInvocationsPerWorkgroup) throw new InputError(`${knob}: ${ws.S} subgroups of ${this.sg.c.sg} is over the device's ${device.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup`);
+      const bytes = wsBytes(t, this.sg.c, 2);
+      if (bytes > device.limits.maxComputeWorkgroupStorageSize) throw new InputError(`${knob}: the tile needs ${bytes} bytes of workgroup memory (SwiGLU), the device allows ${device.limits.maxComputeWorkgroupStorageSize}`);
+    } else if (this.sg) { const t = sgmatTile(this.sg.c, shape.prefill.rows); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
     else if (shape.prefill.sgmat) shape.prefill = { ...shape.prefill, sgmat: undefined }; // auto without subgroup matrices: tiled
     this.shape = shape;
     const k = (code: string, slots: Slot[], label: string): Kernel => {
@@ -85,6 +96,7 @@ export class Pipelines {
     if (prologue !== 'rms') {
       if (!shape.prefill.tiled) prefill = make(shape.prefill);
       else if (fmt === 'f16' && prologue !== 'none') throw new Error(`no float16 prefill GEMM with a ${prologue} prologue`);
+      else if (fmt === 'f16' && this.sg && shape.prefill.ws) prefill = pipeline(device, sgmatWsShader(epilogue, this.sg.c, { TT: shape.prefill.tm, TN: shape.prefill.rows, ...shape.prefill.ws }), bgl, `gemm.sgmat-ws.${key}.t${shape.prefill.tm}.n${shape.prefill.rows}.k${shape.prefill.ws.KC}.s${shape.prefill.ws.S}`);
       else if (fmt === 'f16' && this.sg) prefill = pipeline(device, sgmatShader(epilogue, this.sg.c, this.sg.split, shape.prefill.rows), bgl, `gemm.sgmat.${key}`);
       else if (fmt === 'f16') prefill = pipeline(device, gemmShader(epilogue, shape.prefill.tm, shape.prefill.rows), bgl, `gemm.${key}.t${shape.prefill.tm}.n${shape.prefill.rows}`);
       else prefill = pipeline(device, nbitsGemmShader(fmt, epilogue, prologue), bgl, `gemm.${key}`);

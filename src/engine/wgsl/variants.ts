@@ -8,7 +8,9 @@
 //                                 or the GEMM on Dawn's subgroup matrices (tensor cores; kernels/gemm.ts sgmatShader):
 //                                 sgmat (activations rounded to f16, as llama.cpp's Vulkan mul_mm does; refused in one
 //                                 line where the adapter lacks them), sgmat2 (activations as two f16 parts: f32-accurate,
-//                                 twice the matrix work), auto (sgmat where offered, else tiled)
+//                                 twice the matrix work), auto (sgmat where offered, else tiled),
+//                                 sgmat-ws[-tT][-nN][-kK][-sS] (both operands staged through workgroup memory, T tokens ×
+//                                 N rows per workgroup of S subgroups, K k per slice: defaults t32, n64, k64, s4)
 //   TPRUN_WGSL_GEMV_Q=r4,w64,u1   decode GEMV shape for int4 / int8 weights (same parts, and w32): a 16-byte load is 32
 //                                 (16) k there, so a K=2048 row is only 64 (128) loads and the float16 shape's
 //                                 128 threads x 2 strides leave half the threads idle and half the work done clamped
@@ -22,9 +24,10 @@
 // differs, so greedy tokens must not change (test/engine-wgsl.test.js checks a non-default one).
 
 import { InputError } from '../../core/errors.js';
+import { WS_DEFAULT } from './kernels/gemm.js';
 
 /** `tiled`: the prefill GEMM (gemmShader) instead of the GEMV with TM tokens; rows / tm are then its tile. */
-export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode }
+export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode; ws?: { KC: number; S: number } }
 
 /** `on`/`split`: asked for by name (sgmat / sgmat2), refused where absent; `auto`: falls back to tiled. */
 export type SgmatMode = 'on' | 'split' | 'auto';
@@ -56,13 +59,17 @@ function parse(name: string, value: string | undefined, base: GemvShape, keys: s
   if (tile) return { ...TILED, tm: Number(tile[1] ?? TILED.tm), rows: Number(tile[2] ?? TILED.rows) };
   // The tile is the adapter's (subgroup-matrix shape); Pipelines fills it in, or falls back to TILED.
   if (keys.includes('tm') && SGMAT[value]) return { ...TILED, sgmat: SGMAT[value] };
+  // The subgroup-matrix GEMM staged through workgroup memory (kernels/gemm.ts sgmatWsShader): tokens, rows,
+  // k per slice and subgroups per workgroup of its tile; Pipelines checks the tile against the adapter's shape.
+  const ws = keys.includes('tm') ? /^sgmat-ws(?:-t(16|32|64|128))?(?:-n(16|32|64|128))?(?:-k(32|64|128))?(?:-s(4|8))?$/.exec(value) : null;
+  if (ws) return { ...TILED, sgmat: 'on', tm: Number(ws[1] ?? WS_DEFAULT.TT), rows: Number(ws[2] ?? WS_DEFAULT.TN), ws: { KC: Number(ws[3] ?? WS_DEFAULT.KC), S: Number(ws[4] ?? WS_DEFAULT.S) } };
   if (keys.includes('tm') && /^sgmat2?-n32$/.test(value)) return { ...TILED, rows: 32, sgmat: SGMAT[value.slice(0, -4)] };
   // A GEMV tile named in parts starts from the GEMV prefill shape, not from the tiled default.
   const out = base.tiled ? { rows: 2, wg: 128, unroll: 1, tm: 8 } : { ...base };
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const m = /^(tm|r|w|u)(\d+)$/.exec(part);
     const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));
-    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|auto alone' : ''}`);
+    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|sgmat-ws[-tT][-nN][-kK][-sS]|auto alone' : ''}`);
     const n = Number(m[2]);
     if (m[1] === 'r') out.rows = n; else if (m[1] === 'w') out.wg = n; else if (m[1] === 'u') out.unroll = n; else out.tm = n;
   }

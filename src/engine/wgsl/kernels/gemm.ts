@@ -225,3 +225,158 @@ ${pairs === 2 ? `  // SwiGLU needs gate and up of the same output: gate goes thr
 }
 `;
 }
+
+/** sgmatWsShader's workgroup tile: TT tokens × TN rows, KC k per staged slice, S subgroups. */
+export interface WsTile { TT: number; TN: number; KC: number; S: number }
+export const WS_DEFAULT: WsTile = { TT: 32, TN: 64, KC: 64, S: 4 };
+
+/**
+ * How S subgroups split a TT × TN tile: a GT × GN grid of subgroup blocks, each RT × CT result tiles of
+ * M × N, the squarest block (most reuse of each loaded fragment) that the tile divides into; or why none.
+ */
+export function wsLayout(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N' | 'K'>): { GT: number; GN: number; RT: number; CT: number } | string {
+  let best: { GT: number; GN: number; RT: number; CT: number } | undefined;
+  for (let GT = 1; GT <= t.S; GT++) {
+    const GN = t.S / GT;
+    if (!Number.isInteger(GN) || t.TT % (GT * c.M) || t.TN % (GN * c.N)) continue;
+    const l = { GT, GN, RT: t.TT / GT / c.M, CT: t.TN / GN / c.N };
+    const side = (x: typeof l) => Math.min(x.RT * c.M, x.CT * c.N);
+    if (!best || side(l) > side(best)) best = l;
+  }
+  if (t.KC % c.K || t.KC % 8) return `${t.KC} k per slice is not a multiple of ${c.K} and 8`;
+  return best ?? `a ${t.TT}x${t.TN} tile does not split into ${t.S} subgroup blocks of ${c.M}x${c.N} tiles`;
+}
+
+/**
+ * The subgroup-matrix prefill GEMM with both operands staged through workgroup memory
+ * (TPRUN_WGSL_PREFILL=sgmat-ws[-tTT][-nTN][-kKC][-sS]). Why, against sgmatShader: that one loads each W
+ * fragment straight from storage, one 16 × 16 load per multiply, and every such load waits the whole
+ * memory latency (4 subgroups per workgroup, about one workgroup per SM at 128 tokens: nothing else to
+ * run meanwhile) and pays Dawn's bounds clamps (no cooperativeMatrixRobustBufferAccess on NVIDIA). Here:
+ *   - each K slice of x (f32, rounded to f16 as llama.cpp's Vulkan mul_mm does) and W (f16 pairs, 16-byte
+ *     loads along a row: a warp reads whole 128-byte lines) is loaded by all threads into registers one
+ *     slice ahead (the loads of slice s+1 are in flight while slice s multiplies: register double
+ *     buffering, mul_mm.comp's and CUTLASS's classic form), then written to workgroup memory;
+ *   - the fragments are loaded from workgroup memory (no clamps), rows padded by 8 halves against bank
+ *     conflicts, 16-byte aligned;
+ *   - each subgroup owns an RT × CT block of result tiles (wsLayout), so a loaded fragment feeds RT or CT
+ *     multiplies;
+ *   - the results leave through a per-subgroup M × N scratch one tile at a time (small workgroup memory).
+ * Edge tiles: tokens past T and rows past n read clamped (finite) values, k past K reads zeros in both
+ * operands; the epilogue writes only t < T, o < n. Same bindings and epilogues as the GEMV.
+ */
+/** Workgroup memory sgmatWsShader declares (bytes): Pipelines refuses a tile over the device's limit in one line. */
+export function wsBytes(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N'>, pairs: number): number {
+  return 2 * (t.TT + pairs * t.TN) * (t.KC + 8) + 4 * t.S * c.M * c.N;
+}
+
+export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile = WS_DEFAULT): string {
+  const pairs = epilogue === 'swiglu' ? 2 : 1;
+  const lay = wsLayout(t, c);
+  if (typeof lay === 'string') throw new Error(`sgmat-ws: ${lay}`);
+  const { TT, TN, KC, S } = t;
+  const { GN, RT, CT } = lay;
+  const WG = S * c.sg;
+  if (WG > 256) throw new Error(`sgmat-ws: ${S} subgroups of ${c.sg} is over 256 invocations`);
+  const XS = KC + 8; // padded row stride (halves) of both staged tiles
+  const X4 = KC / 4, W8 = KC / 8; // vec4<f32> per x row, vec4<u32> per W row, per slice
+  const NX = Math.ceil((TT * X4) / WG), NW = Math.ceil((pairs * TN * W8) / WG);
+  const gx = (TT * X4) % WG !== 0, gw = (pairs * TN * W8) % WG !== 0; // the last load needs a guard
+  const MN = c.M * c.N;
+  const PER = MN / c.sg;
+  if (!Number.isInteger(PER)) throw new Error(`sgmat-ws: a ${c.M}x${c.N} tile does not split over ${c.sg} lanes`);
+  const L = `subgroup_matrix_left<f16, ${c.K}, ${c.M}>`;
+  const R = `subgroup_matrix_right<f16, ${c.N}, ${c.K}>`;
+  const load: string[] = [], stash: string[] = [], acc: string[] = [], mma: string[] = [];
+  for (let e = 0; e < NX; e++) {
+    const g = gx ? `if (li + ${e * WG}u < ${TT * X4}u) ` : '';
+    load.push(`${g}{ let i = li + ${e * WG}u; let k4 = k / 4u + i % ${X4}u;
+        rx[${e}] = select(vec4<f32>(0.0), x[min(t0 + i / ${X4}u, st.T - 1u) * p.xs + min(k4, K4 - 1u)], k4 < K4); }`);
+    // Clamped to f16's range: an activation past it would be inf and poison every sum it enters.
+    stash.push(`${g}{ let i = li + ${e * WG}u; let h = vec4<f16>(clamp(rx[${e}], vec4<f32>(-65504.0), vec4<f32>(65504.0)));
+        let b = (i / ${X4}u) * ${XS}u + (i % ${X4}u) * 4u; xs[b] = h.x; xs[b + 1u] = h.y; xs[b + 2u] = h.z; xs[b + 3u] = h.w; }`);
+  }
+  for (let e = 0; e < NW; e++) {
+    const g = gw ? `if (li + ${e * WG}u < ${pairs * TN * W8}u) ` : '';
+    load.push(`${g}{ let i = li + ${e * WG}u; let row = i / ${W8}u; let k8 = k / 8u + i % ${W8}u;
+        rw[${e}] = select(vec4<u32>(0u), w[(min(o0 + row % ${TN}u, p.n - 1u) + (row / ${TN}u) * p.n) * p.K8 + min(k8, p.K8 - 1u)], k8 < p.K8); }`);
+    stash.push(`${g}{ let i = li + ${e * WG}u; let b = (i / ${W8}u) * ${XS}u + (i % ${W8}u) * 8u;
+        let h0 = bitcast<vec2<f16>>(rw[${e}].x); let h1 = bitcast<vec2<f16>>(rw[${e}].y); let h2 = bitcast<vec2<f16>>(rw[${e}].z); let h3 = bitcast<vec2<f16>>(rw[${e}].w);
+        ws[b] = h0.x; ws[b + 1u] = h0.y; ws[b + 2u] = h1.x; ws[b + 3u] = h1.y; ws[b + 4u] = h2.x; ws[b + 5u] = h2.y; ws[b + 6u] = h3.x; ws[b + 7u] = h3.y; }`);
+  }
+  for (let i = 0; i < RT; i++) mma.push(`let a${i} = subgroupMatrixLoad<${L}, row_major>(&xs, (ts + ${i * c.M}u) * ${XS}u + kk, ${XS}u);`);
+  for (let q = 0; q < pairs; q++) {
+    for (let j = 0; j < CT; j++) {
+      // W^T: element (k, n) of the slice sits at n·XS + k, i.e. column-major with stride XS.
+      mma.push(`let b${j}_${q} = subgroupMatrixLoad<${R}, col_major>(&ws, (${q * TN}u + tn + ${j * c.N}u) * ${XS}u + kk, ${XS}u);`);
+      for (let i = 0; i < RT; i++) {
+        acc.push(`var c${i}_${j}_${q} = subgroup_matrix_result<f32, ${c.N}, ${c.M}>();`);
+        mma.push(`c${i}_${j}_${q} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}_${q}, c${i}_${j}_${q});`);
+      }
+    }
+  }
+  const out: string[] = [];
+  const elem = (i: number, j: number) => `let t = t0 + ts + ${i * c.M}u + ix / ${c.N}u; let o = o0 + tn + ${j * c.N}u + ix % ${c.N}u;`;
+  for (let i = 0; i < RT; i++) {
+    for (let j = 0; j < CT; j++) {
+      if (pairs === 2) {
+        // SwiGLU needs gate and up of one output: gate passes through the scratch first and waits in registers.
+        out.push(`subgroupMatrixStore<row_major>(&ot, sid * ${MN}u, c${i}_${j}_0, ${c.N}u);
+  workgroupBarrier();
+  for (var e = 0u; e < ${PER}u; e++) { gate[e] = ot[sid * ${MN}u + lane + e * ${c.sg}u]; }
+  workgroupBarrier();`);
+      }
+      const write = pairs === 2 ? 'let a = gate[e]; y[yi] = a / (1.0 + exp(-a)) * v;' : epilogue === 'add' ? 'y[yi] += v;' : 'y[yi] = v;';
+      out.push(`subgroupMatrixStore<row_major>(&ot, sid * ${MN}u, c${i}_${j}_${pairs - 1}, ${c.N}u);
+  workgroupBarrier();
+  for (var e = 0u; e < ${PER}u; e++) {
+    let ix = lane + e * ${c.sg}u; ${elem(i, j)}
+    if (t < st.T && o < p.n) { let yi = t * p.ys + p.n0 + o; let v = ot[sid * ${MN}u + ix]; ${write} }
+  }
+  workgroupBarrier();`);
+    }
+  }
+  return /* wgsl */ `enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+${STEP_WGSL}
+struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<uniform> st: Step;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+var<workgroup> xs: array<f16, ${TT * XS}>;           // [token][k] of this k slice, f16
+var<workgroup> ws: array<f16, ${pairs * TN * XS}>;   // [q][row][k] of this k slice
+var<workgroup> ot: array<f32, ${S * MN}>;            // one result tile per subgroup, for the epilogue
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(subgroup_id) sid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+  let t0 = wid.x * ${TT}u;
+  let o0 = wid.y * ${TN}u;
+  let ts = (sid / ${GN}u) * ${RT * c.M}u; // this subgroup's first token in the tile
+  let tn = (sid % ${GN}u) * ${CT * c.N}u; // and first row
+  let K = p.K8 * 8u;
+  let K4 = p.K8 * 2u;
+  var rx: array<vec4<f32>, ${NX}>;
+  var rw: array<vec4<u32>, ${NW}>;
+  ${acc.join('\n  ')}
+  var k = 0u;
+  ${load.join('\n  ')}
+  for (; k < K; k += ${KC}u) {
+    ${stash.join('\n    ')}
+    workgroupBarrier();
+    if (k + ${KC}u < K) {
+      let k = k + ${KC}u;
+      ${load.join('\n      ')}
+    }
+    for (var kk = 0u; kk < ${KC}u; kk += ${c.K}u) {
+      ${mma.join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+${pairs === 2 ? `  var gate: array<f32, ${PER}>;\n` : ''}  ${out.join('\n  ')}
+}
+`;
+}
