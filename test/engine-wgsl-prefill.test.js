@@ -79,7 +79,7 @@ test('TPRUN_WGSL_PREFILL=sgmat|sgmat2: refused in one line where the adapter has
   }
   const bad = await tprun(generateArgs(prompts.slice(0, 1)), { env: { TPRUN_WGSL_PREFILL: 'sgmat,tm8' } });
   assert.equal(bad.code, 2, bad.stderr);
-  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|tiled-t16\|tiled-n32\|tiled-t16-n32\|sgmat\|sgmat2\|sgmat-n32\|sgmat2-n32\|auto alone/);
+  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|tiled-t16\|tiled-n32\|tiled-t16-n32\|sgmat\|sgmat2\|sgmat-n32\|sgmat2-n32\|sgmat-ws\[-tT\]\[-nN\]\[-kK\]\[-sS\]\|auto alone/);
 });
 
 test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every f16 -> f32 shape the H200 lists and every epilogue", async (t) => {

@@ -12,7 +12,7 @@ import { ropeShader } from './kernels/rope.js';
 import { ATTENTION_COMBINE_WGSL, attentionShader } from './kernels/attention.js';
 import { attentionPrefillShader } from './kernels/attention-prefill.js';
 import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
-import { gemvShapes, prefillAttention, type GemvShape } from './variants.js';
+import { gemvShapes, prefillAttention, PREFILL_TILED, type GemvShape } from './variants.js';
 
 
 export interface Kernel { bgl: GPUBindGroupLayout; p: GPUComputePipeline }
@@ -52,16 +52,19 @@ export class Pipelines {
     this.sg = shape.prefill.sgmat && sgmat ? { c: sgmat, split: shape.prefill.sgmat === 'split' } : undefined;
     const ws = shape.prefill.ws;
     if (this.sg && ws) {
-      // The staged kernel's tile is the knob's: refused in one line where the adapter's shape or workgroup memory cannot hold it.
+      // The staged kernel's tile is the knob's: refused in one line where the adapter's shape or workgroup
+      // memory cannot hold it; the default (auto) falls back to the tiled GEMM there instead.
       const t = { TT: shape.prefill.tm, TN: shape.prefill.rows, ...ws };
-      const knob = `TPRUN_WGSL_PREFILL=${process.env.TPRUN_WGSL_PREFILL}`;
+      const knob = `TPRUN_WGSL_PREFILL=${process.env.TPRUN_WGSL_PREFILL ?? 'auto'}`;
       const lay = wsLayout(t, this.sg.c);
-      if (typeof lay === 'string') throw new InputError(`${knob}: ${lay} (the adapter's subgroup matrices are ${this.sg.c.M}x${this.sg.c.N}x${this.sg.c.K})`);
-      if (ws.S * this.sg.c.sg > device.limits.maxComputeInvocationsPerWorkgroup) throw new InputError(`${knob}: ${ws.S} subgroups of ${this.sg.c.sg} is over the device's ${device.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup`);
-      const bytes = wsBytes(t, this.sg.c, 2);
-      if (bytes > device.limits.maxComputeWorkgroupStorageSize) throw new InputError(`${knob}: the tile needs ${bytes} bytes of workgroup memory (SwiGLU), the device allows ${device.limits.maxComputeWorkgroupStorageSize}`);
+      const bytes = typeof lay === 'string' ? 0 : wsBytes(t, this.sg.c, 2);
+      const why = typeof lay === 'string' ? `${lay} (the adapter's subgroup matrices are ${this.sg.c.M}x${this.sg.c.N}x${this.sg.c.K})`
+        : ws.S * this.sg.c.sg > device.limits.maxComputeInvocationsPerWorkgroup ? `${ws.S} subgroups of ${this.sg.c.sg} is over the device's ${device.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup`
+          : bytes > device.limits.maxComputeWorkgroupStorageSize ? `the tile needs ${bytes} bytes of workgroup memory (SwiGLU), the device allows ${device.limits.maxComputeWorkgroupStorageSize}` : undefined;
+      if (why && shape.prefill.sgmat !== 'auto') throw new InputError(`${knob}: ${why}`);
+      if (why) { this.sg = undefined; shape.prefill = { ...PREFILL_TILED }; }
     } else if (this.sg) { const t = sgmatTile(this.sg.c, shape.prefill.rows); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
-    else if (shape.prefill.sgmat) shape.prefill = { ...shape.prefill, sgmat: undefined }; // auto without subgroup matrices: tiled
+    else if (shape.prefill.sgmat) shape.prefill = { ...PREFILL_TILED }; // auto without subgroup matrices: tiled
     this.shape = shape;
     const k = (code: string, slots: Slot[], label: string): Kernel => {
       const bgl = layout(device, slots, label);
