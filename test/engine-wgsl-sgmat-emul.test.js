@@ -1,0 +1,119 @@
+// The staged subgroup-matrix prefill GEMM (kernels/gemm.ts sgmatWsShader) RUN on an adapter without
+// subgroup matrices (CI's lavapipe): its generated WGSL with each subgroup-matrix builtin replaced by a
+// per-invocation emulation (each invocation of a subgroup computes its share of each result fragment; the layouts are
+// the ones WGSL's chromium_experimental_subgroup_matrix defines: row_major element (r, c) at offset + r·stride + c,
+// col_major at offset + c·stride + r). What this checks is the part tprun writes: the staging of x and W
+// through workgroup memory one K slice ahead, the tile and subgroup offsets, k/token/row edges and the
+// epilogues, bit-exactly against a float64 reference on small-integer inputs (exact in f16 and f32).
+// The real builtins' numbers are checked on the GPU by scripts/gpu/sgmat-check.mjs (run.sh sgmat).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+/** sgmatWsShader's code with the subgroup-matrix builtins emulated (M × N results, K deep, subgroup size SG). */
+function emulate(code, { M, N, K, sg }) {
+  let out = code.replace('enable chromium_experimental_subgroup_matrix;\n', '').replace('enable subgroups;\n', '');
+  out = out.replace(/,\s*@builtin\(subgroup_id\) sid: u32, @builtin\(subgroup_invocation_id\) lane: u32\) \{/,
+    `) {\n  let sid = li / ${sg}u; let lane = li % ${sg}u;`);
+  // A fragment load is lazy (its offset and stride: mma reads workgroup memory at once, before the next
+  // barrier, as the kernel's own loads do); a result is distributed, each invocation holding MN/SG elements.
+  const P = (M * N) / sg;
+  out = out.replace(/subgroup_matrix_result<f32, \d+, \d+>\(\)/g, `array<f32, ${P}>()`);
+  out = out.replace(/subgroupMatrixLoad<subgroup_matrix_left<f16, \d+, \d+>, row_major>\(&xs, /g, 'frag(');
+  out = out.replace(/subgroupMatrixLoad<subgroup_matrix_right<f16, \d+, \d+>, col_major>\(&ws, /g, 'frag(');
+  out = out.replace(/subgroupMatrixMultiplyAccumulate\(/g, 'mma(lane, ');
+  out = out.replace(/subgroupMatrixStore<row_major>\(&ot, /g, 'stot(lane, ');
+  assert.doesNotMatch(out, /subgroup(Matrix|_matrix)/, 'a subgroup-matrix builtin left unemulated');
+  return `${out}
+fn frag(o: u32, s: u32) -> vec2<u32> { return vec2<u32>(o, s); }
+// left: row-major x tile, element (m, k) at o + m·s + k; right: column-major W^T, element (k, n) at o + n·s + k.
+fn mma(lane: u32, a: vec2<u32>, b: vec2<u32>, c0: array<f32, ${P}>) -> array<f32, ${P}> {
+  var c = c0;
+  for (var e = 0u; e < ${P}u; e++) {
+    let i = lane + e * ${sg}u; let m = i / ${N}u; let n = i % ${N}u;
+    var s = c[e];
+    for (var k = 0u; k < ${K}u; k++) { s += f32(xs[a.x + m * a.y + k]) * f32(ws[b.x + n * b.y + k]); }
+    c[e] = s;
+  }
+  return c;
+}
+fn stot(lane: u32, o: u32, c: array<f32, ${P}>, s: u32) {
+  for (var e = 0u; e < ${P}u; e++) { let i = lane + e * ${sg}u; ot[o + (i / ${N}u) * s + i % ${N}u] = c[e]; }
+}
+`;
+}
+
+test('sgmat-ws (subgroup matrices emulated): staging, tile offsets, edges and every epilogue give the float64 reference bit for bit', async (t) => {
+  const { sgmatWsShader, wsBytes } = await import('../dist/engine/wgsl/kernels/gemm.js');
+  const { create, globals } = await import('webgpu');
+  Object.assign(globalThis, globals);
+  const gpu = create([]);
+  const adapter = await gpu.requestAdapter();
+  if (!adapter || !adapter.features.has('shader-f16')) return t.skip("no WebGPU adapter with 'shader-f16' here");
+  const limit = adapter.limits.maxComputeWorkgroupStorageSize;
+  const dev = await adapter.requestDevice({ requiredFeatures: ['shader-f16'], requiredLimits: { maxComputeWorkgroupStorageSize: limit } });
+  let seed = 7;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32; };
+  const small = () => Math.floor(rnd() * 9 - 4) / 8;
+  const half = (v) => { if (v === 0) return 0; const s = v < 0 ? 0x8000 : 0, a = Math.abs(v), e = Math.floor(Math.log2(a)); return s | ((e + 15) << 10) | Math.round((a / 2 ** e - 1) * 1024); };
+  const silu = (a) => a / (1 + Math.exp(-a));
+  const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+  const buf = (data, usage = S) => { const b = dev.createBuffer({ size: Math.max(16, data.byteLength), usage }); dev.queue.writeBuffer(b, 0, data); return b; };
+  let ran = 0;
+  try {
+    // Partial tiles in tokens, rows and K (K not a multiple of the slice: the zero-filled tail), a slice
+    // count of one, guarded loads (tile loads not a multiple of the workgroup), 16x16 and 16x8 fragments.
+    const cases = [
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 37, K: 104, n: 72 },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 64, KC: 64, S: 4 }, T: 50, K: 200, n: 90 },
+      { c: { M: 16, N: 8, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 5, K: 24, n: 40 },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 64, TN: 32, KC: 32, S: 8 }, T: 70, K: 40, n: 33 },
+    ];
+    for (const { c, tile, T, K, n } of cases) {
+      for (const ep of ['store', 'add', 'swiglu']) {
+        const pairs = ep === 'swiglu' ? 2 : 1;
+        const what = `${c.M}x${c.N}x${c.K} ${JSON.stringify(tile)} ${ep} T=${T} K=${K} n=${n}`;
+        if (wsBytes(tile, c, pairs) > limit) { t.diagnostic(`${what}: over this adapter's workgroup memory, not run`); continue; }
+        const w = Float64Array.from({ length: pairs * n * K }, small);
+        const x = Float32Array.from({ length: T * K }, small);
+        const PAD = 3;
+        const y0 = Float32Array.from({ length: (T + PAD) * n }, () => (ep === 'add' ? small() : 0.5));
+        const wh = new Uint16Array(w.length); for (let i = 0; i < w.length; i++) wh[i] = half(w[i]);
+        dev.pushErrorScope('validation');
+        const module = dev.createShaderModule({ code: emulate(sgmatWsShader(ep, c, tile), c) });
+        const pl = dev.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+        const err = await dev.popErrorScope();
+        assert.equal(err, null, `${what}: ${err?.message}`);
+        const U = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
+        const p = buf(new Uint32Array([K / 8, n, 0, n, K / 4, 0, 0, 0]), U), st = buf(new Uint32Array([T, 0, 0, T]), U);
+        const W = buf(wh), X = buf(x), Y = buf(y0);
+        const read = dev.createBuffer({ size: y0.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+        const bg = dev.createBindGroup({ layout: pl.getBindGroupLayout(0), entries: [p, st, W, X, Y].map((buffer, binding) => ({ binding, resource: { buffer } })) });
+        const enc = dev.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(pl); pass.setBindGroup(0, bg); pass.dispatchWorkgroups(Math.ceil(T / tile.TT), Math.ceil(n / tile.TN)); pass.end();
+        enc.copyBufferToBuffer(Y, 0, read, 0, y0.byteLength);
+        dev.queue.submit([enc.finish()]);
+        await read.mapAsync(GPUMapMode.READ);
+        const y = new Float32Array(read.getMappedRange().slice(0));
+        read.unmap();
+        let bad = 0, first;
+        for (let tk = 0; tk < T + PAD; tk++) {
+          for (let o = 0; o < n; o++) {
+            const dot = (q) => { let s = 0; for (let k = 0; k < K; k++) s += x[tk * K + k] * w[(o + q * n) * K + k]; return s; };
+            const i = tk * n + o;
+            const want = tk >= T ? y0[i] : ep === 'swiglu' ? silu(dot(0)) * dot(1) : ep === 'add' ? y0[i] + dot(0) : dot(0);
+            const ok = ep === 'swiglu' && tk < T ? Math.abs(y[i] - want) <= 1e-5 * Math.max(1, Math.abs(want)) : y[i] === Math.fround(want);
+            if (!ok) { bad++; first ??= { t: tk, o, got: y[i], want }; }
+          }
+        }
+        assert.equal(bad, 0, `${what}: ${bad} outputs wrong (rows past T must stay as they were), first ${JSON.stringify(first)}`);
+        for (const b of [p, st, W, X, Y, read]) b.destroy();
+        ran++;
+      }
+    }
+    assert.ok(ran > 0, 'no case fits this adapter');
+  } finally {
+    dev.destroy();
+    globalThis.keepDawn = gpu;
+  }
+});
