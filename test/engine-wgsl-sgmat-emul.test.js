@@ -69,7 +69,7 @@ test('sgmat-ws (subgroup matrices emulated): staging, tile offsets, edges and ev
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 64, TN: 32, KC: 32, S: 8 }, T: 70, K: 40, n: 33 },
     ];
     for (const { c, tile, T, K, n } of cases) {
-      for (const ep of ['store', 'add', 'swiglu']) {
+      for (const ep of /** @type {const} */ (['store', 'add', 'swiglu'])) {
         const pairs = ep === 'swiglu' ? 2 : 1;
         const what = `${c.M}x${c.N}x${c.K} ${JSON.stringify(tile)} ${ep} T=${T} K=${K} n=${n}`;
         if (wsBytes(tile, c, pairs) > limit) { t.diagnostic(`${what}: over this adapter's workgroup memory, not run`); continue; }
