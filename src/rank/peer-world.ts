@@ -34,9 +34,10 @@ export class PeerWorld implements World, Transport {
   private inbox: Inbox;
   private links: Links;
   private p: Progress;
-  private byeAcked = new Set<number>();
+  /** Peers that acknowledged our goodbye (close waits for these). */
+  private peersAckedOurBye = new Set<number>();
   /** Peers whose goodbye we acknowledged (they need no goodbye of ours), and whether we said ours. */
-  private ackedBye = new Set<number>();
+  private weAckedTheirBye = new Set<number>();
   private saidBye = false;
   private buffers = new ReduceBuffers();
   /** Group 0: every rank, what the world's own collectives run through. */
@@ -58,10 +59,10 @@ export class PeerWorld implements World, Transport {
         this.p.gone.set(r, { at: 0, why: `rank ${r} closed its world` });
         // r needs our goodbye or an ack, not both: a message r no longer waits for would sit in our
         // socket after r closed and hold this process's exit for the socket's linger.
-        if (!this.p.closed && !this.saidBye) { this.links.zlinks[r]?.byeAck(); this.ackedBye.add(r); }
+        if (!this.p.closed && !this.saidBye) { this.links.zlinks[r]?.byeAck(); this.weAckedTheirBye.add(r); }
         this.p.kick();
       },
-      byeAck: (r) => { this.byeAcked.add(r); this.p.kick(); },
+      byeAck: (r) => { this.peersAckedOurBye.add(r); this.p.kick(); },
       disconnect: (r) => {
         if (this.p.closed || this.p.gone.has(r)) return;
         this.p.gone.set(r, { at: Date.now(), why: `rank ${r} disconnected (it exited or crashed)` });
@@ -228,7 +229,7 @@ export class PeerWorld implements World, Transport {
       await this.p.waitFor('close', () => this.links.shmList.filter((l) => !l.idle).map((l) => l.peer), 5000);
     } catch { /* a dead or stuck peer must not keep us from closing */ }
     this.saidBye = true;
-    this.links.bye(this.ackedBye);
+    this.links.bye(this.weAckedTheirBye);
     // ZeroMQ reports a send done when it is queued, not when it arrived. A peer acknowledges our goodbye
     // as soon as its event loop sees it (whatever it is busy awaiting), and it came after everything else
     // we sent it; a peer that said goodbye itself has done its last receive. Either way nothing of ours
@@ -236,7 +237,7 @@ export class PeerWorld implements World, Transport {
     try {
       await this.p.waitFor('close', () => {
         const m: number[] = [];
-        for (let r = 0; r < this.size; r++) if (r !== this.rank && !this.p.gone.has(r) && !this.byeAcked.has(r)) m.push(r);
+        for (let r = 0; r < this.size; r++) if (r !== this.rank && !this.p.gone.has(r) && !this.peersAckedOurBye.has(r)) m.push(r);
         return m;
       }, Math.min(this.timeoutMs, CLOSE_WAIT_MS));
     } catch { /* see above */ }
