@@ -11,7 +11,7 @@ import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
 import { SafetensorsWriter } from './safetensors.js';
 import { ioStats } from './ranged.js';
-import { pipeShards, planRank, rankSource } from './shard.js';
+import { pipeShards, planRank, rankSource, type PlanEntry } from './shard.js';
 import type { TensorSource } from './source.js';
 import { checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, tempSibling, withPath } from './outdir.js';
 import type { FloatDType } from './hf-config.js';
@@ -91,10 +91,15 @@ interface RankFileOptions {
   onRead?: (bytes: number) => void;
 }
 
-/** Rank `rank`'s shard of `full`, tensor by tensor, into rank{r}.safetensors of `tmp`. */
-async function writeRankFile(tmp: string, full: TensorSource, config: PretrainedConfig, rank: number, o: RankFileOptions): Promise<number> {
+/** Rank `rank`'s view of the source and its plan over it, made once: callers count its tensors, writeRankFile writes them. */
+function rankWork(full: TensorSource, config: PretrainedConfig, rank: number): { rank: number; source: TensorSource; plan: PlanEntry[] } {
   const source = rankSource(full, config, rank);
-  const plan = planRank(source, config, rank);
+  return { rank, source, plan: planRank(source, config, rank) };
+}
+
+/** Rank `w.rank`'s shard, tensor by tensor, into rank{r}.safetensors of `tmp`. */
+async function writeRankFile(tmp: string, w: ReturnType<typeof rankWork>, o: RankFileOptions): Promise<number> {
+  const { rank, source, plan } = w;
   const writer = new SafetensorsWriter(rankFile(tmp, rank), plan);
   try {
     await traceSpan('convert.rank', () => pipeShards(source, plan, (name, data, offset) => writer.writeChunk(name, data, offset), {
@@ -126,9 +131,9 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
     const { config, source: full } = openSource(o);
     openedConfig = config;
     try {
-      const n = planRank(rankSource(full, config, world.rank), config, world.rank).length;
-      const bar = progress('convert', n, 'tensors');
-      await writeRankFile(tmp, full, config, world.rank, { clamp: o.clamp, onTensor: (k) => { bytes += k; bar.tick(); } });
+      const work = rankWork(full, config, world.rank);
+      const bar = progress('convert', work.plan.length, 'tensors');
+      await writeRankFile(tmp, work, { clamp: o.clamp, onTensor: (k) => { bytes += k; bar.tick(); } });
       bar.done();
       if (world.rank === 0) writeConfig(tmp, config);
     } finally {
@@ -174,11 +179,11 @@ export async function convertLocal(o: ConvertOptions): Promise<RankStats[]> {
   try {
     const { config, source: full } = openSource(o);
     try {
-      const plans = stats.map((s) => planRank(rankSource(full, config, s.rank), config, s.rank).length);
-      const bar = progress('convert', plans.reduce((a, b) => a + b, 0), 'tensors');
+      const works = stats.map((s) => rankWork(full, config, s.rank));
+      const bar = progress('convert', works.reduce((a, w) => a + w.plan.length, 0), 'tensors');
       const signal = { aborted: false };
       let failure: unknown;
-      const runs = stats.map((s) => writeRankFile(tmp, full, config, s.rank, {
+      const runs = stats.map((s, i) => writeRankFile(tmp, works[i], {
         clamp: o.clamp, signal,
         onTensor: (k) => { s.bytesWritten += k; bar.tick(); },
         onRead: (k) => { s.bytesRead += k; },
