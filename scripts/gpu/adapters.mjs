@@ -49,3 +49,25 @@ out({
   matmul_ms: +ms.toFixed(2), gflop_per_s: +((8 * 2 * m * n * n) / (ms * 1e6)).toFixed(1), y00: r.y.data[0],
 });
 await s.release();
+
+// --hold-mib N: the physical GPU, seen from outside. Two identical GPUs look alike from inside a rank (same
+// name, same speed), so the rank also opens tprun's own WGSL device (the same binding), fills (rank + 1)·N
+// MiB there and holds it for a few seconds: nvidia-smi's per-GPU memory.used, read meanwhile by
+// adapters.sh, then shows which GPU holds which rank's bytes.
+const hold = process.argv.indexOf('--hold-mib');
+if (hold > 0) {
+  const { openWgslDevice } = await import('../../dist/engine/wgsl/gpu.js');
+  const gpu = await openWgslDevice();
+  const mib = (rank + 1) * Number(process.argv[hold + 1]);
+  const bufs = [];
+  for (let left = mib; left > 0; left -= 256) {
+    const size = Math.min(256, left) * 2 ** 20;
+    const b = gpu.device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+    gpu.device.queue.writeBuffer(b, 0, new Uint8Array(size).fill(1));
+    bufs.push(b);
+  }
+  await gpu.device.queue.onSubmittedWorkDone();
+  process.stdout.write(`${JSON.stringify({ check: 'holding', rank, mib, adapter: gpu.adapter })}\n`);
+  await new Promise((r) => setTimeout(r, 4000));
+  for (const b of bufs) b.destroy();
+}

@@ -118,11 +118,71 @@ run() {
   (cd "$OUT" && tar -czf adapters-logs.tgz adapters.log && rm -f adapters.log)
 }
 
+# Two NVIDIA GPUs on one host (the nvidia-h200-x2 machine): rank i on GPU i by default, the reverse by index
+# and by PCI bus id, each checked from inside the rank; tp=2 over both GPUs on tprun's WGSL kernels
+# (greedy tokens against transformers), then the TinyLlama shape's decode/prefill at tp 2 over two GPUs next
+# to tp 1 on one (bench generate, JSON lines in $OUT/multi.jsonl).
+multi() {
+  setup
+  OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"; R=$OUT/adapters.jsonl; : > "$R"; M=$OUT/multi.jsonl; : > "$M"
+  local log=$OUT/adapters.log W=${TPRUN_GPU_WORK:-/tmp/tprun-gpu}; mkdir -p "$W"
+  echo "== $(date -u +%T) devices" | tee -a "$log"
+  nvidia-smi --query-gpu=index,name,pci.bus_id --format=csv,noheader | tee -a "$log"
+  vulkaninfo --summary 2>>"$log" | grep -E '^GPU|deviceName|deviceType|vendorID|deviceID' | tee -a "$log"
+  local g0 g1; g0=$(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader | sed -n 1p | tr -d ' '); g1=$(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader | sed -n 2p | tr -d ' ')
+  [ -n "$g1" ] || { echo "one GPU on this host: the two-GPU cases need two" | tee -a "$log"; return 1; }
+  # Which physical GPU holds each rank's bytes: rank r fills (r + 1) x 2 GiB and holds it; nvidia-smi's
+  # memory.used per GPU, against a baseline, must rise by 2 GiB on rank 0's GPU and 4 GiB on rank 1's.
+  mem() { nvidia-smi --query-gpu=pci.bus_id,memory.used --format=csv,noheader,nounits | tr -d ' '; }
+  case_() {
+    echo "== $(date -u +%T) $1 (--gpus $2)" | tee -a "$log"
+    local base; base=$(mem); local f; f=$(mktemp)
+    node dist/cli.js -n 2 --gpus "$2" -- node scripts/gpu/adapters.mjs --hold-mib 2048 >"$f" 2>>"$log" &
+    local pid=$! i=0
+    while [ "$(grep -c '"holding"' "$f")" -lt 2 ] && [ $i -lt 600 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+    local held; held=$(mem); wait $pid
+    grep '"check":"adapter"' "$f" | sed "s/^{/{\"case\":\"$1\",\"gpus\":\"$2\",/" | tee -a "$R"
+    BASE="$base" HELD="$held" node -e "
+      const parse = (s) => Object.fromEntries(s.trim().split('\n').map((l) => l.split(',')).map(([b, m]) => [b, +m]));
+      const a = parse(process.env.BASE), b = parse(process.env.HELD);
+      console.log(JSON.stringify({ check: 'memory', case: '$1', gpus: '$2', mib_added_per_gpu: Object.fromEntries(Object.keys(b).map((k) => [k, b[k] - a[k]])) }));" | tee -a "$R"
+    rm -f "$f"
+  }
+  case_ "default: rank i on GPU i" auto
+  case_ "reverse by index" 1,0
+  case_ "by PCI bus id" "$g1,$g0"
+  local ids; ids=$(node -e "console.log(require('./models/brown-llama-a-reference.json').prompts.map((p) => '--input-ids ' + p.input_ids.join(',')).join(' '))")
+  for tp in 1 2; do
+    local e=$W/brown-f16-tp$tp
+    [ -d $e ] || node dist/cli.js build --model models/brown-llama-a --tp $tp --dtype float16 --device gpu --max-seq-len 512 --out $e -q >>"$log" 2>&1
+    echo "== $(date -u +%T) brown-llama-a float16 tp=$tp --kernels wgsl on $tp GPU(s)" | tee -a "$log"
+    node dist/cli.js -n $tp -- node dist/cli.js generate --engine $e --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$log" \
+      | grep '^{' | node -e "
+        const ref = require('./models/brown-llama-a-reference.json').prompts;
+        const out = require('fs').readFileSync(0, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+        const rel = (a, b) => Math.sqrt(a.reduce((s, x, i) => s + (x - b[i]) ** 2, 0) / b.reduce((s, y) => s + y * y, 0));
+        console.log(JSON.stringify({ check: 'multi-quality', label: 'brown-llama-a float16 tp=$tp --kernels wgsl, one GPU per rank', greedy_equal: out.filter((o, i) => JSON.stringify(o.new_ids) === JSON.stringify(ref[i].greedy_new_ids)).length, prompts: ref.length,
+          max_rel_l2: out.length ? Math.max(...out.map((o, i) => rel(o.last_prompt_logits, ref[i].last_logits))) : null }));" | tee -a "$M"
+  done
+  [ -f "$W/tiny11/config.json" ] || python3 scripts/gpu/reference.py make-model "$W/tiny11" >>"$log" 2>&1
+  for tp in 1 2; do
+    local e=$W/tiny11-f16-tp$tp
+    [ -d $e ] || node dist/cli.js build --model "$W/tiny11" --tp $tp --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out $e -q >>"$log" 2>&1
+    for k in wgsl ort; do
+      echo "== $(date -u +%T) bench TinyLlama shape tp=$tp --kernels $k" | tee -a "$log"
+      node dist/cli.js bench generate --engine $e --device gpu --kernels $k --python /bin/false --prompt-len 128 --new-tokens 128 --reps 3 --json 2>>"$log" \
+        | grep '"bench":"generate"' | tail -1 | sed "s/^{/{\"label\":\"tinyllama-1.1b-shape tp=$tp on $tp GPU(s) --kernels $k\",/" | tee -a "$M"
+    done
+  done
+  (cd "$OUT" && tar -czf adapters-logs.tgz adapters.log && rm -f adapters.log)
+}
+
 case "${1:-}" in
   pack) pack ;;
   stash) stash_parts ;;
   run) stash_parts; run ;;
+  multi) stash_parts >/dev/null; multi ;;
   # Any other GPU script in the same carried environment: bash scripts/gpu/adapters.sh exec bash scripts/gpu/pp.sh
   exec) shift; stash_parts >/dev/null; setup; exec "$@" ;;
-  *) echo "usage: bash scripts/gpu/adapters.sh pack|stash|run|exec CMD..." >&2; exit 2 ;;
+  *) echo "usage: bash scripts/gpu/adapters.sh pack|stash|run|multi|exec CMD..." >&2; exit 2 ;;
 esac
