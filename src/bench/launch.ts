@@ -1,6 +1,9 @@
 // `tprun bench launch`: wall time from starting the launcher to its exit, for N ranks that join the
 // world (initWorld), meet at a barrier and exit; next to Open MPI's mpirun running the same with mpi4py
-// (`MPI.COMM_WORLD.Barrier()`), interleaved in the same run, median of several repetitions.
+// (`MPI.COMM_WORLD.Barrier()`), interleaved in the same run, median of several repetitions. Two floors run
+// beside them: `tprun -n N -- node -e 0` (the launcher with ranks that only start Node: what the world's
+// join and barrier add is the difference) and `mpirun -np N node -e 0` (Node's own start under mpirun's
+// launcher: no Node-based launch can go below it, whatever its world does).
 import { execa } from 'execa';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -65,10 +68,16 @@ const command: CommandModule<object, Args> = {
     } catch (e) {
       mpiError = (e as Error).message;
     }
-    const times = { tprun: [] as { ms: number; cpuMs?: number }[], mpirun: [] as { ms: number; cpuMs?: number }[] };
+    const bare = ['-e', '0'];
+    const tprunBare = () => timeOnce(process.execPath, [CLI, '-n', String(a.n), '--gpus', 'none', '--quiet', '--', process.execPath, ...bare]);
+    const mpiBare = () => timeOnce('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(a.n), process.execPath, ...bare]);
+    type Run = { ms: number; cpuMs?: number };
+    const times = { tprun: [] as Run[], mpirun: [] as Run[], tprunBare: [] as Run[], mpiBare: [] as Run[] };
     for (let i = 0; i < a.reps; i++) {
       times.tprun.push(await tprun());
       if (!mpiError) times.mpirun.push(await mpi());
+      times.tprunBare.push(await tprunBare());
+      if (!mpiError) times.mpiBare.push(await mpiBare());
     }
     const line = (tool: string, runs: { ms: number; cpuMs?: number }[]) => {
       const ms = runs.map((r) => r.ms);
@@ -87,12 +96,15 @@ const command: CommandModule<object, Args> = {
     }
     const m = line('mpirun', times.mpirun);
     console.log(JSON.stringify(m));
+    const floors = [line('tprun, ranks only start node (node -e 0)', times.tprunBare), line('mpirun, ranks only start node (node -e 0)', times.mpiBare)];
+    for (const f of floors) console.log(JSON.stringify({ ...f, floor: true, ratio_to_mpirun_mpi4py: Math.round((f.median_ms / m.median_ms) * 1000) / 1000 }));
     const ratio = Math.round((t.median_ms / m.median_ms) * 1000) / 1000;
     const cpuRatio = t.median_cpu_ms !== undefined && m.median_cpu_ms ? Math.round((t.median_cpu_ms / m.median_cpu_ms) * 1000) / 1000 : undefined;
     console.log(JSON.stringify({ bench: 'launch', ranks: a.n, ratio_tprun_to_mpirun: ratio, ...(cpuRatio !== undefined ? { cpu_ratio_tprun_to_mpirun: cpuRatio } : {}) }));
     if (!a.json) {
       process.stderr.write(`launch of ${a.n} ranks: tprun ${t.median_ms} ms, mpirun ${m.median_ms} ms (ratio ${ratio}; goal <= 0.75)` +
-        `${cpuRatio !== undefined ? `; CPU ${t.median_cpu_ms} vs ${m.median_cpu_ms} ms (${cpuRatio}x)` : ''}\n`);
+        `${cpuRatio !== undefined ? `; CPU ${t.median_cpu_ms} vs ${m.median_cpu_ms} ms (${cpuRatio}x)` : ''}` +
+        `; floors: tprun -- node -e 0 ${floors[0].median_ms} ms, mpirun node -e 0 ${floors[1].median_ms} ms\n`);
     }
   },
 };
