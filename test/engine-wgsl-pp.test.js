@@ -133,7 +133,11 @@ test('a last stage that dies mid-generation takes the job down, named, with noth
   let victim;
   await waitFor(() => (victim = procsWithMark(mark).find((p) => rankOf(p.pid) === '1' && p.cmd.includes('generate'))?.pid) !== undefined, 120_000, 'rank 1');
   // Its Vulkan driver mapped: the rank has opened its device (it loads, then the pipeline starts).
-  const opened = () => { try { return /libvulkan/.test(readFileSync(`/proc/${victim}/maps`, 'latin1')); } catch { return false; } };
+  const opened = () => {
+    let maps;
+    try { maps = readFileSync(`/proc/${victim}/maps`, 'latin1'); } catch { throw new Error('rank 1 ended before it opened its device'); }
+    return /libvulkan/.test(maps);
+  };
   await waitFor(opened, 120_000, 'rank 1 to open its device');
   await new Promise((r) => setTimeout(r, 4000));
   process.kill(must(victim, 'rank 1'), 'SIGKILL');

@@ -254,6 +254,15 @@ if has multi; then step multi  # issue 15: WGSL kernels over two GPUs, pp 2 (one
     tprun -n "$n" --gpus "$1" -- node dist/cli.js bench generate --one --engine "$2" --device gpu --kernels wgsl \
       --prompt-len 128 --new-tokens 128 --reps 3 --json 2>>"$L/$3.log" | grep '^{' | tail -1 | label "$3" | tee -a "$R"
   }
+  # Quality first: brown-llama-a float16 at pp 2, one stage per GPU, 4 prompts x 24 greedy tokens against transformers.
+  [ -d "$W/brown-pp2" ] || tprun build --model models/brown-llama-a --pp 2 --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-pp2" -q >>"$L/build.log" 2>&1
+  ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
+  tprun -n 2 --gpus 0,1 -- node dist/cli.js generate --engine "$W/brown-pp2" --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/multi-quality.log" | $PY -c "import json, math, sys
+ref = json.load(open('models/brown-llama-a-reference.json'))['prompts']
+out = [json.loads(l) for l in sys.stdin if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'multi-quality', 'label': 'brown-llama-a float16 pp=2 on GPUs 0,1 --kernels wgsl', 'greedy_equal': sum(o['new_ids'] == p['greedy_new_ids'] for o, p in zip(out, ref)), 'prompts': len(ref),
+  'max_rel_l2': max(rel(o['last_prompt_logits'], p['last_logits']) for o, p in zip(out, ref)) if out else None, 'kernels': [r['kernels'] for r in out[0]['ranks']] if out else None}))" | tee -a "$R"
   bench_on 0 "$W/tiny11-tp1" multi-wgsl-pp1-1gpu
   bench_on 0,1 "$W/tiny11-pp2" multi-wgsl-pp2-2gpu
   bench_on 0,1 "$W/tiny11-tp2" multi-wgsl-tp2-2gpu
