@@ -170,7 +170,7 @@ test('--kernels auto picks WGSL for float16 / int4 engines on the GPU and onnxru
   assert.equal(await kernels(fp16, []), 'ort', 'an engine built for the CPU stays there without --device');
   assert.equal(await kernels(fp16, ['--device', 'cpu']), 'ort');
   assert.equal(await kernels(fp32, ['--device', 'gpu']), 'ort', 'float32 engines run on onnxruntime');
-  assert.equal(await kernels(pp2, ['--device', 'gpu']), 'ort/ort', 'pp > 1 runs on onnxruntime');
+  assert.equal(await kernels(pp2, ['--device', 'gpu']), 'wgsl/wgsl', 'pp > 1 runs on the WGSL kernels too (engine-wgsl-pp.test.js)');
   // The KV cache: 6 layers × K, V × 4 KV heads × (prompt + 2 new) positions × head 32, float16 unless asked otherwise.
   const elems = 6 * 2 * 4 * (ids.length + 2) * 32;
   const [h] = await run(fp16, ['--kernels', 'wgsl']);

@@ -6,7 +6,8 @@
 # and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 wgsl (Node), then wgsl-variants, wgsl-decode
 # (int4 on WGSL against llama.cpp Q4_0, fused norm / float16 KV against their old forms), wgsl-int4 (the int4 decode GEMV's
 # variants, each with its brown-llama-a greedy check) and sgmat (the prefill GEMM on subgroup matrices;
-# these four are not in the default list). `wgsl` (issue 15
+# these four are not in the default list), and multi (needs two GPUs: --kernels wgsl at pp 2 over two GPUs, one
+# stage each, against tp 2 over the same two and pp 1 on one; `tprun -n 2 --gpus 0,1`, a summary line of ratios). `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -240,6 +241,46 @@ if has variants; then step variants  # the provider options onnxruntime-node pas
   for o in '{"uniformBufferCacheMode":"bucket"}' '{"validationMode":"disabled"}'; do
     TPRUN_WEBGPU_EP_OPTIONS=$o profile "$W/tiny11-tp1" "tinyllama-1.1b-shape $o"
   done
+fi
+if has multi; then step multi  # issue 15: WGSL kernels over two GPUs, pp 2 (one stage per GPU) against tp 2 and pp 1 on one GPU
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
+  [ -d "$W/tiny11-tp2" ] || tprun build --model "$W/tiny11" --tp 2 --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp2" -q >>"$L/build-tiny.log" 2>&1
+  [ -d "$W/tiny11-pp2" ] || tprun build --model "$W/tiny11" --pp 2 --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-pp2" -q >>"$L/build-tiny.log" 2>&1
+  # The launcher starts the ranks and binds rank i to the i-th id of --gpus (Mesa's device-select layer):
+  # 0,1 puts a stage (or a tp shard) on each GPU; 0,0 both ranks on GPU 0, the hand-off without a second GPU.
+  bench_on() { # GPUS ENGINE LABEL: bench generate --kernels wgsl on one rank per id of GPUS, JSON with a label
+    local n; n=$(tr ',' '\n' <<<"$1" | wc -l)
+    tprun -n "$n" --gpus "$1" -- node dist/cli.js bench generate --one --engine "$2" --device gpu --kernels wgsl \
+      --prompt-len 128 --new-tokens 128 --reps 3 --json 2>>"$L/$3.log" | grep '^{' | tail -1 | label "$3" | tee -a "$R"
+  }
+  # Quality first: brown-llama-a float16 at pp 2, one stage per GPU, 4 prompts x 24 greedy tokens against transformers.
+  [ -d "$W/brown-pp2" ] || tprun build --model models/brown-llama-a --pp 2 --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-pp2" -q >>"$L/build.log" 2>&1
+  ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
+  tprun -n 2 --gpus 0,1 -- node dist/cli.js generate --engine "$W/brown-pp2" --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/multi-quality.log" | $PY -c "import json, math, sys
+ref = json.load(open('models/brown-llama-a-reference.json'))['prompts']
+out = [json.loads(l) for l in sys.stdin if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'multi-quality', 'label': 'brown-llama-a float16 pp=2 on GPUs 0,1 --kernels wgsl', 'greedy_equal': sum(o['new_ids'] == p['greedy_new_ids'] for o, p in zip(out, ref)), 'prompts': len(ref),
+  'max_rel_l2': max(rel(o['last_prompt_logits'], p['last_logits']) for o, p in zip(out, ref)) if out else None, 'kernels': [r['kernels'] for r in out[0]['ranks']] if out else None}))" | tee -a "$R"
+  bench_on 0 "$W/tiny11-tp1" multi-wgsl-pp1-1gpu
+  bench_on 0,1 "$W/tiny11-pp2" multi-wgsl-pp2-2gpu
+  bench_on 0,1 "$W/tiny11-tp2" multi-wgsl-tp2-2gpu
+  bench_on 0,0 "$W/tiny11-pp2" multi-wgsl-pp2-1gpu
+  $PY - "$R" <<'PYEOF' | tee -a "$R"
+import json, sys
+rows = {r['label']: r for r in map(json.loads, open(sys.argv[1])) if r.get('label', '').startswith('multi-wgsl-')}
+def ratio(a, b, k):  # a's speed over b's: b's time per unit over a's
+    ra, rb = rows.get(a), rows.get(b)
+    return round(rb[k] / ra[k], 3) if ra and rb and ra.get(k) and rb.get(k) else None
+pf = lambda a, b: (lambda ra, rb: round(ra['prefill_tokens_per_s'] / rb['prefill_tokens_per_s'], 3) if ra and rb and ra.get('prefill_tokens_per_s') and rb.get('prefill_tokens_per_s') else None)(rows.get(a), rows.get(b))
+print(json.dumps({'summary': 'multi', 'label': 'multi-summary',
+  'decode_pp2_2gpu_vs_pp1': ratio('multi-wgsl-pp2-2gpu', 'multi-wgsl-pp1-1gpu', 'decode_ms_per_token'),
+  'decode_pp2_2gpu_vs_tp2_2gpu': ratio('multi-wgsl-pp2-2gpu', 'multi-wgsl-tp2-2gpu', 'decode_ms_per_token'),
+  'decode_pp2_2gpu_vs_pp2_1gpu': ratio('multi-wgsl-pp2-2gpu', 'multi-wgsl-pp2-1gpu', 'decode_ms_per_token'),
+  'prefill_pp2_2gpu_vs_pp1': pf('multi-wgsl-pp2-2gpu', 'multi-wgsl-pp1-1gpu'),
+  'prefill_pp2_2gpu_vs_tp2_2gpu': pf('multi-wgsl-pp2-2gpu', 'multi-wgsl-tp2-2gpu')}))
+PYEOF
 fi
 step table
 $PY scripts/gpu/reference.py table "$R" | tee "$OUT/table.md"

@@ -50,7 +50,7 @@ const command: CommandModule<object, GenerateArgs> = {
     .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json (default: the engine\'s copy)' })
     .option('threads', { type: 'number', describe: 'ORT threads per rank (default: cores / local ranks)' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
-    .option('kernels', { choices: ['auto', 'ort', 'wgsl'] as const, default: 'auto' as const, describe: 'auto = tprun\'s WGSL kernels where they run the engine (float16 or int4/int8 weight-only, pp 1, on a GPU), else onnxruntime; ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn)' })
+    .option('kernels', { choices: ['auto', 'ort', 'wgsl'] as const, default: 'auto' as const, describe: 'auto = tprun\'s WGSL kernels where they run the engine (float16 or int4/int8 weight-only, any tp × pp, on a GPU), else onnxruntime; ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn)' })
     .option('json', { type: 'boolean', default: false, describe: 'one JSON line per prompt on stdout' })
     .option('logits', { type: 'boolean', default: false, describe: 'with --json: add last_prompt_logits (the full vocabulary, per prompt)' })
     .option('micro-batches', { type: 'number', describe: 'pipeline engines (pp > 1): micro-batches of the prompts in flight together (default: min(prompts, pp))' })

@@ -43,7 +43,7 @@ const command: CommandModule<object, PplArgs> = {
     .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json (default: the engine\'s copy)' })
     .option('threads', { type: 'number', describe: 'ORT threads per rank' })
     .option('device', { choices: ['cpu', 'gpu', 'auto'] as const, describe: 'execution provider: gpu = onnxruntime WebGPU (default: the engine\'s build --device)' })
-    .option('kernels', { choices: ['auto', 'ort', 'wgsl'] as const, default: 'auto' as const, describe: 'auto = tprun\'s WGSL kernels where they run the engine (float16 or int4/int8 weight-only, pp 1, on a GPU), else onnxruntime; ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn)' })
+    .option('kernels', { choices: ['auto', 'ort', 'wgsl'] as const, default: 'auto' as const, describe: 'auto = tprun\'s WGSL kernels where they run the engine (float16 or int4/int8 weight-only, any tp × pp, on a GPU), else onnxruntime; ort = onnxruntime\'s kernels; wgsl = tprun\'s own WGSL kernels on the GPU (Dawn)' })
     .option('json', { type: 'boolean', default: false })
     .check((a) => {
       if (a.kernels === 'wgsl' && a.device === 'cpu') throw new Error('--kernels wgsl runs on the GPU: drop --device cpu (or use --kernels ort)');

@@ -70,20 +70,26 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
   const bc = runner.config.build_config;
   checkPrompts(bc, runner.vocabSize, prompts);
   const { maxNew } = newTokenBudget(bc, prompts, opts.maxNewTokens);
-  return runPipeline(runner, prompts, opts, maxNew);
+  return runPipeline<KvCache>(runner, prompts, opts, maxNew);
 }
 
-interface MicroBatch {
+/** What the pipeline loop needs of a runner: the ONNX one (runtime.ts) or the WGSL one (wgsl/runner.ts), each with its own caches. */
+export interface PipelineRunner<C extends { dispose(): void }> extends Pick<EngineRunner, 'config' | 'vocabSize' | 'mapping' | 'world'> {
+  newCache(batch: number, capacity: number): C;
+  forwardStage(req: ForwardRequest, cache: C, hiddenIn?: Float32Array): Promise<{ logits?: Float32Array; hidden?: Float32Array }>;
+}
+
+interface MicroBatch<C = KvCache> {
   /** Index of its first prompt in the whole batch. */
   first: number;
   prompts: number[][];
   lens: number[];
   S: number;
-  cache: KvCache;
+  cache: C;
 }
 
 /** Pass 0 is the prefill; pass j ≥ 1 feeds each row's j-th new token. */
-function passRequest(mb: MicroBatch, pass: number, ids?: ArrayLike<number>): ForwardRequest {
+function passRequest(mb: MicroBatch<unknown>, pass: number, ids?: ArrayLike<number>): ForwardRequest {
   const B = mb.prompts.length;
   if (pass === 0) {
     const flat = new Array<number>(B * mb.S).fill(0);
@@ -117,7 +123,7 @@ function sampler(prompts: number[][], opts: GenerateOptions, maxNew: number, new
   const rands = prompts.map(() => seededRandom(opts.seed ?? 0));
   const eos = new Set(opts.eosIds ?? []);
   const done = prompts.map(() => maxNew === 0);
-  return (mb: MicroBatch, logits: Float32Array): Int32Array => {
+  return (mb: MicroBatch<unknown>, logits: Float32Array): Int32Array => {
     const Bk = mb.prompts.length;
     const out = new Int32Array(2 * Bk).fill(-1);
     for (let b = 0; b < Bk; b++) {
@@ -134,7 +140,8 @@ function sampler(prompts: number[][], opts: GenerateOptions, maxNew: number, new
   };
 }
 
-async function runPipeline(runner: EngineRunner, prompts: number[][], opts: GenerateOptions, maxNew: number): Promise<GenerateResult> {
+/** The loop above for prompts already checked, `maxNew` from newTokenBudget. */
+export async function runPipeline<C extends { dispose(): void }>(runner: PipelineRunner<C>, prompts: number[][], opts: GenerateOptions, maxNew: number): Promise<GenerateResult> {
   const { world, mapping: m } = runner;
   const V = runner.vocabSize;
   const H = runner.config.pretrained_config.hidden_size;
@@ -142,7 +149,7 @@ async function runPipeline(runner: EngineRunner, prompts: number[][], opts: Gene
   const first = m.isFirstPpRank();
   const last = m.isLastPpRank();
   const M = Math.max(1, Math.min(B, opts.microBatches ?? Math.min(B, m.ppSize)));
-  const mbs: MicroBatch[] = splitMicroBatches(prompts, M).map(({ first: at, prompts: ps }) => {
+  const mbs: MicroBatch<C>[] = splitMicroBatches(prompts, M).map(({ first: at, prompts: ps }) => {
     const lens = ps.map((p) => p.length);
     const S = Math.max(...lens);
     return { first: at, prompts: ps, lens, S, cache: runner.newCache(ps.length, S + Math.max(maxNew, 1)) };

@@ -2,9 +2,10 @@
 // generate, perplexity and bench generate. Both runners load lazily: onnxruntime and Dawn only where used.
 //
 // --kernels auto (the default) runs tprun's WGSL kernels where they run the engine — float16 engines with
-// float or MatMulNBits (int4 / int8 weight-only) linears, pp 1, on a GPU device — and onnxruntime
-// otherwise (float32 engines, pp > 1, other quantization, --device cpu or an engine built for the CPU
-// without --device, no WebGPU adapter). Every rank of the world takes the same choice.
+// float or MatMulNBits (int4 / int8 weight-only) linears, at any tp × pp, on a GPU device — and onnxruntime
+// otherwise (float32 engines, other quantization, --device cpu or an engine built for the CPU without
+// --device, no WebGPU adapter). Every rank of the world takes the same choice (all stages alike: the
+// hand-offs between stages are the same messages either way, but one rule is simpler to read in figures).
 import type { DeviceRequest } from './device.js';
 import type { Engine } from './engine.js';
 import type { GenerateOptions, GenerateResult } from './generate.js';

@@ -1,11 +1,13 @@
 // The generation loop on the WGSL runtime (pp 1): prefill each prompt, then decode steps. Greedy decode
 // (temperature 0) takes the argmax on the GPU, so a step sends one token id each way; with sampling the
 // step reads the row's logits back and samples on the host exactly as the ONNX path does.
+// At pp > 1 the ONNX path's pipeline loop runs the stages (../generate.ts runPipeline: micro-batches, the
+// hand-offs, sampling on the last stage), so both runtimes give the same tokens by the same rules.
 
 import { traceSpan } from '../../util/trace.js';
-import { checkPrompts, newTokenBudget, type GenerateOptions, type GenerateResult } from '../generate.js';
+import { checkPrompts, newTokenBudget, runPipeline, type GenerateOptions, type GenerateResult } from '../generate.js';
 import { sampleToken, seededRandom } from '../sampling.js';
-import type { WgslRunner } from './runner.js';
+import type { WgslCache, WgslRunner } from './runner.js';
 
 export async function generateWgsl(runner: WgslRunner, prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
   const bc = runner.config.build_config;
@@ -14,6 +16,7 @@ export async function generateWgsl(runner: WgslRunner, prompts: number[][], opts
   checkPrompts(bc, V, prompts);
   const S = Math.max(...prompts.map((p) => p.length));
   const { maxNew } = newTokenBudget(bc, prompts, opts.maxNewTokens);
+  if (runner.mapping.ppSize > 1) return runPipeline<WgslCache>(runner, prompts, opts, maxNew);
   const cache = runner.newCache(B, S + Math.max(maxNew, 1));
   const lens = prompts.map((p) => p.length);
   const greedy = !((opts.temperature ?? 0) > 0);

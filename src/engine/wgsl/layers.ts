@@ -25,11 +25,12 @@ export interface ModelWeights {
   /** First vocabulary id of this rank's embedding rows (vocab-parallel), else 0. */
   embedOffset: number;
   layers: LayerWeights[];
-  lnf: GPUBuffer;
-  lmHead: GemvWeight;
   cos: GPUBuffer;
   sin: GPUBuffer;
 }
+
+/** ln_f and lm_head: held by the last pipeline stage only. */
+export interface HeadWeights { lnf: GPUBuffer; lmHead: GemvWeight }
 
 /** Activations, sized for `maxT` tokens per call and `logitRows` rows of logits. */
 export interface Acts {
@@ -232,7 +233,7 @@ export class OpBuilder {
   }
 
   /** ln_f on the rows listed in `sel`, lm_head, and (greedy) the argmax of the first row. Sized by the head's row count. */
-  head(w: ModelWeights, argmaxOver: number, vocabOffset: number): { logits: Dispatch[]; argmax: Dispatch } {
+  head(w: HeadWeights, argmaxOver: number, vocabOffset: number): { logits: Dispatch[]; argmax: Dispatch } {
     const { d, a, pl } = this;
     const norm: Dispatch = {
       name: 'ln_f',

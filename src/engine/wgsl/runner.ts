@@ -8,6 +8,12 @@
 // and reads back 8 bytes. At tp > 1 the pass stops after each row-parallel linear for a host all-reduce
 // over the world (2 per layer: the cost the ONNX path pays too).
 //
+// Pipeline parallelism: a rank holds its stage's layers (the engine's segments already hold only those),
+// and the stage's role decides which dispatches exist: the first stage embeds, a later one starts from the
+// previous stage's hidden states (float32 [tokens, hidden], written into the residual stream); the last
+// holds ln_f + lm_head, an earlier one reads its residual stream back for the next stage. The hand-offs
+// themselves are the ONNX path's (../generate.ts runPipeline, ../perplexity.ts), through forwardStage.
+//
 // Batches are run row by row (each row its own KV cache slot); the KV cache is float16 where the adapter
 // has shader-f16 (attention still accumulates in float32), else float32.
 
@@ -23,12 +29,15 @@ import { openWgslDevice, type WgslDevice } from './gpu.js';
 import { engineNodes, engineTensors, TensorReader } from './engine-weights.js';
 import { Pipelines } from './pipelines.js';
 import { concat, Uploader, type GemvWeight } from './upload.js';
-import { allocActs, isReduce, OpBuilder, type Acts, type Dims, type ModelWeights, type Op, type Reduce } from './layers.js';
+import { allocActs, isReduce, OpBuilder, type Acts, type Dims, type HeadWeights, type ModelWeights, type Op, type Reduce } from './layers.js';
 import { ATTN_MAX_HEAD } from './kernels/attention.js';
 import { record, runs, type Dispatch } from './kernels/common.js';
 import { GpuProfiler } from './profile.js';
 
 export interface WgslRunnerOptions { device?: 'cpu' | 'gpu' | 'auto' }
+
+/** What a call starts from: token ids (the first pipeline stage) or the previous stage's hidden states [T, hidden]. */
+type StageInput = { ids: ArrayLike<number> } | { hidden: Float32Array };
 
 export class WgslCache {
   readonly k: GPUBuffer[] = [];
@@ -44,7 +53,6 @@ const WGSL_QUANT = new Set(['W4A16', 'W4A16_AWQ', 'W8A16']);
 export function wgslRefusal(engine: Engine): string | null {
   const cfg = engine.config.pretrained_config;
   const bc = engine.config.build_config;
-  if (engine.pp > 1) return `a pipeline-parallel engine (pp ${engine.pp}); --kernels wgsl runs pp 1 engines (use --kernels ort)`;
   const q = cfg.quantization;
   if (q?.kv_cache_quant_algo) return `a ${q.kv_cache_quant_algo} KV cache; --kernels wgsl runs float KV caches (use --kernels ort)`;
   if (q?.quant_algo && !WGSL_QUANT.has(q.quant_algo)) return `quantized engine (${q.quant_algo}); --kernels wgsl runs float16 engines and int4 / int8 weight-only ones (W4A16_AWQ, W4A16, W8A16; use --kernels ort)`;
@@ -62,7 +70,8 @@ export class WgslRunner {
   private readRes2: GPUBuffer | undefined;
   private readLogits: GPUBuffer;
   private readPartial: GPUBuffer;
-  private head: { logits: Dispatch[]; argmax: Dispatch };
+  /** ln_f, lm_head and the argmax: the last pipeline stage's dispatches (absent on earlier stages). */
+  private head: { logits: Dispatch[]; argmax: Dispatch } | undefined;
   private builder: OpBuilder;
 
   private constructor(
@@ -73,6 +82,7 @@ export class WgslRunner {
     private pl: Pipelines,
     private d: Dims,
     private w: ModelWeights,
+    headW: HeadWeights | undefined,
     private a: Acts,
     private vocabParallel: boolean,
   ) {
@@ -82,11 +92,11 @@ export class WgslRunner {
     const dev = gpu.device;
     const R = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
     this.readRes = dev.createBuffer({ size: 16, usage: R, label: 'read.res' });
-    this.readLogits = dev.createBuffer({ size: a.logitRows * d.Vr * 4, usage: R, label: 'read.logits' });
+    this.readLogits = dev.createBuffer({ size: Math.max(16, a.logitRows * d.Vr * 4), usage: R, label: 'read.logits' });
     this.readPartial = dev.createBuffer({ size: a.maxT * d.H * 4, usage: R, label: 'read.partial' });
     this.builder = new OpBuilder(dev, pl, d, a, c.tp_size);
     const offset = this.mapping.tpRank * shape.vocabPerRank;
-    this.head = this.builder.head(w, Math.min(d.Vr, this.vocabSize - offset), offset);
+    this.head = headW && this.builder.head(headW, Math.min(d.Vr, this.vocabSize - offset), offset);
   }
 
   get config() { return this.engine.config; }
@@ -120,8 +130,9 @@ export class WgslRunner {
       const normG = (norm: Float32Array, w: GemvWeight, label: string) => up.vector(concat((w.pre ?? Array(w.swiglu ? 2 : 1).fill(undefined)).map((p) => p ? norm.map((v, i) => v * p[i]) : norm)), label);
       try {
         const L = (l: number, s: string) => `transformer.layers.${l}.${s}`;
-        const vocabParallel = cfg.use_parallel_embedding === true && sh.tp > 1;
-        const table = up.table('transformer.vocab_embedding.weight');
+        const vocabParallel = cfg.use_parallel_embedding === true && sh.tp > 1 && sh.first;
+        // A later stage has no table: OpBuilder.embed makes one dispatch per chunk, so none there.
+        const table = sh.first ? up.table('transformer.vocab_embedding.weight') : { chunks: [], rows: 0 };
         const layers = [];
         for (let l = 0; l < sh.layers; l++) {
           const inNorm = up.floats(L(l, 'input_layernorm.weight'));
@@ -139,7 +150,9 @@ export class WgslRunner {
             postNormG: normG(postNorm.host, gateUp, L(l, 'post_layernorm.g')),
           });
         }
-        const lmHead = await up.linear(['lm_head.weight']);
+        const headW: HeadWeights | undefined = sh.last
+          ? { lnf: up.floats('transformer.ln_f.weight').buf, lmHead: await up.linear(['lm_head.weight']) }
+          : undefined;
         const cos = up.floats('rotary.cos_cache');
         const sin = up.floats('rotary.sin_cache').buf;
         await up.done();
@@ -147,20 +160,20 @@ export class WgslRunner {
         const d: Dims = {
           H: cfg.hidden_size, Hq: sh.headsPerRank, Hkv: sh.kvHeadsPerRank, D,
           I: layers[0]?.gateUp.N ?? 0, qkvN: (sh.headsPerRank + 2 * sh.kvHeadsPerRank) * D,
-          Vr: lmHead.N, layers: sh.layers, eps: cfg.norm_epsilon,
+          Vr: headW?.lmHead.N ?? 0, layers: sh.layers, eps: cfg.norm_epsilon,
         };
         if (layers[0] && layers[0].qkv.N !== d.qkvN) throw new InputError(`${dir}: attention.qkv has ${layers[0].qkv.N} outputs, expected (${d.Hq} + 2·${d.Hkv})·${D}`);
         if (cos.dims[1] !== D / 2) throw new InputError(`${dir}: rotary.cos_cache is [${cos.dims}], expected [max_seq_len, ${D / 2}]`);
         const w: ModelWeights = {
           embed: table,
           embedOffset: vocabParallel ? sh.rank * table.rows : 0,
-          layers, lnf: up.floats('transformer.ln_f.weight').buf, lmHead, cos: cos.buf, sin,
+          layers, cos: cos.buf, sin,
         };
         const acts = allocActs(dev, d, Math.max(1, bc.max_input_len), gpu.maxBinding);
         // Every pipeline the model's dispatches use is compiled now, where a kernel that does not compile
         // on this adapter is one clear error rather than a stream of uncaptured ones.
         dev.pushErrorScope('validation');
-        const runner = new WgslRunner(engine, world, sh, gpu, pl, d, w, acts, vocabParallel);
+        const runner = new WgslRunner(engine, world, sh, gpu, pl, d, w, headW, acts, vocabParallel);
         runner.newCache(1, 1).dispose();
         runner.kvPeak = 0;
         const err2 = await dev.popErrorScope();
@@ -225,30 +238,36 @@ export class WgslRunner {
     dev.queue.writeBuffer(op.reduce, 0, sum as Float32Array<ArrayBuffer>);
   }
 
-  /**
-   * Runs T tokens of batch row `row` from position pos0 through the decoder (ids: null = already in the ids
-   * buffer), then the head on positions `sel` (indices into this call). Returns this rank's logits
-   * [sel.length, Vr], or with `greedy` (one position) the argmax as [id, value].
-   */
   private prof?: GpuProfiler | null;
   /** The GPU time profiler (TPRUN_WGSL_PROFILE=FILE with 'timestamp-query'), else null. */
   private profiler(cache: WgslCache): GpuProfiler | null {
     if (this.prof !== undefined) return this.prof;
     const file = process.env.TPRUN_WGSL_PROFILE;
-    const rank = this.group.rank ?? 0;
-    this.prof = file && this.gpu.timestamps ? new GpuProfiler(this.gpu.device, cache.ops.length + this.head.logits.length + 1, `${file}.rank${rank}`, this.gpu.adapter) : null;
+    this.prof = file && this.gpu.timestamps ? new GpuProfiler(this.gpu.device, cache.ops.length + (this.head?.logits.length ?? 0) + 1, `${file}.rank${this.world.rank}`, this.gpu.adapter) : null;
     return this.prof;
   }
 
-  private async run(cache: WgslCache, row: number, ids: ArrayLike<number> | null, T: number, pos0: number, sel: number[], greedy: boolean): Promise<Float32Array> {
+  /**
+   * Runs T tokens of batch row `row` from position pos0 through this stage's layers, from token ids (the
+   * first stage) or the previous stage's hidden states [T, hidden] (a later one). The last stage then runs
+   * the head on positions `sel` (indices into this call) and returns this rank's logits [sel.length, Vr],
+   * or with `greedy` (one position) the argmax as [id, value]; an earlier stage returns its residual
+   * stream [T, hidden] for the next.
+   */
+  private async run(cache: WgslCache, row: number, input: StageInput, T: number, pos0: number, sel: number[], greedy: boolean): Promise<Float32Array> {
     const { a, d } = this;
     const dev = this.gpu.device;
     const q = dev.queue;
     if (T > a.maxT) throw new InputError(`${T} tokens in one call exceed the engine's max_input_len ${a.maxT}`);
     if (pos0 + T > cache.capacity) throw new Error(`positions up to ${pos0 + T} exceed the KV cache's ${cache.capacity}`);
+    if (('ids' in input) !== this.shape.first) throw new Error(this.shape.first ? 'the first pipeline stage starts from token ids' : 'a later pipeline stage starts from the previous stage\'s hidden states');
     const t0 = performance.now();
     q.writeBuffer(a.step, 0, Uint32Array.of(T, pos0, row, cache.capacity));
-    if (ids) q.writeBuffer(a.ids, 0, Uint32Array.from(ids));
+    if ('ids' in input) q.writeBuffer(a.ids, 0, Uint32Array.from(input.ids));
+    else {
+      if (input.hidden.length !== T * d.H) throw new Error(`hidden states of ${input.hidden.length} floats for ${T} token(s) of hidden size ${d.H}`);
+      q.writeBuffer(a.resid, 0, input.hidden as Float32Array<ArrayBuffer>);
+    }
     let enc = dev.createCommandEncoder();
     const prof = this.profiler(cache);
     if (prof && !cache.ops.some(isReduce)) {
@@ -266,28 +285,40 @@ export class WgslRunner {
       enc = dev.createCommandEncoder();
       pass = enc.beginComputePass();
     }
-    const out = new Float32Array(greedy ? 2 : sel.length * d.Vr);
-    for (let g0 = 0; g0 < sel.length; g0 += a.logitRows) {
-      const n = Math.min(a.logitRows, sel.length - g0);
-      if (g0 > 0) { enc = dev.createCommandEncoder(); pass = enc.beginComputePass(); }
-      q.writeBuffer(a.headStep, 0, Uint32Array.of(n, 0, 0, 0));
-      q.writeBuffer(a.sel, 0, Uint32Array.from(sel.slice(g0, g0 + n)));
-      for (const op of this.head.logits) record(pass, op, n);
-      if (greedy) record(pass, this.head.argmax, 1);
+    let out: Float32Array;
+    if (!this.head) {
+      // Not the last stage: the residual stream after this stage's last layer goes to the next stage.
       pass.end();
-      const src = greedy ? a.res : a.logits;
-      const dst = greedy ? this.readRes : this.readLogits;
-      const bytes = greedy ? 8 : n * d.Vr * 4;
-      enc.copyBufferToBuffer(src, 0, dst, 0, bytes);
-      q.submit([enc.finish()]);
-      await dst.mapAsync(GPUMapMode.READ, 0, bytes);
-      const r = dst.getMappedRange(0, bytes);
-      if (greedy) { const u = new Uint32Array(r); out[0] = u[0]; out[1] = new Float32Array(r)[1]; }
-      else out.set(new Float32Array(r), g0 * d.Vr);
-      dst.unmap();
+      out = await this.readBack(enc, a.resid, this.readPartial, T * d.H * 4);
+    } else {
+      out = new Float32Array(greedy ? 2 : sel.length * d.Vr);
+      for (let g0 = 0; g0 < sel.length; g0 += a.logitRows) {
+        const n = Math.min(a.logitRows, sel.length - g0);
+        if (g0 > 0) { enc = dev.createCommandEncoder(); pass = enc.beginComputePass(); }
+        q.writeBuffer(a.headStep, 0, Uint32Array.of(n, 0, 0, 0));
+        q.writeBuffer(a.sel, 0, Uint32Array.from(sel.slice(g0, g0 + n)));
+        for (const op of this.head.logits) record(pass, op, n);
+        if (greedy) record(pass, this.head.argmax, 1);
+        pass.end();
+        if (greedy) {
+          const r = await this.readBack(enc, a.res, this.readRes, 8);
+          out[0] = new Uint32Array(r.buffer)[0];
+          out[1] = r[1];
+        } else out.set(await this.readBack(enc, a.logits, this.readLogits, n * d.Vr * 4), g0 * d.Vr);
+      }
     }
     this.stats.runs += this.engine.segmentCount; // counted as the ONNX runner counts session runs (bench divides by segments)
     this.stats.run_ms += performance.now() - t0;
+    return out;
+  }
+
+  /** Submits `enc` with a copy of `src`'s first `bytes` into the mappable `dst`, and returns them. */
+  private async readBack(enc: GPUCommandEncoder, src: GPUBuffer, dst: GPUBuffer, bytes: number): Promise<Float32Array> {
+    enc.copyBufferToBuffer(src, 0, dst, 0, bytes);
+    this.gpu.device.queue.submit([enc.finish()]);
+    await dst.mapAsync(GPUMapMode.READ, 0, bytes);
+    const out = new Float32Array(dst.getMappedRange(0, bytes).slice(0));
+    dst.unmap();
     return out;
   }
 
@@ -298,8 +329,8 @@ export class WgslRunner {
    * step then in flight is drained and ignored. Returns the number of steps whose token was accepted.
    */
   async decodeGreedyPipelined(cache: WgslCache, row: number, first: number, pos: number, maxSteps: number, accept: (token: number) => boolean): Promise<number> {
-    if (this.group.size !== 1) throw new Error('decodeGreedyPipelined runs at tp 1');
-    const { a } = this;
+    const { a, head } = this;
+    if (this.world.size !== 1 || !head) throw new Error('decodeGreedyPipelined runs at tp 1, pp 1');
     const dev = this.gpu.device;
     const q = dev.queue;
     if (pos + maxSteps > cache.capacity) throw new Error(`positions up to ${pos + maxSteps} exceed the KV cache's ${cache.capacity}`);
@@ -323,13 +354,13 @@ export class WgslRunner {
       q.writeBuffer(a.step, 0, Uint32Array.of(1, pos + s, row, cache.capacity));
       const enc = dev.createCommandEncoder();
       const prof = this.profiler(cache);
-      const all = prof ? [...cache.ops.filter((op): op is Dispatch => !isReduce(op) && runs(op, 1)), ...this.head.logits, this.head.argmax] : [];
+      const all = prof ? [...cache.ops.filter((op): op is Dispatch => !isReduce(op) && runs(op, 1)), ...head.logits, head.argmax] : [];
       if (prof) prof.encode(enc, all, all.map(() => 1));
       else {
         const pass = enc.beginComputePass();
         for (const op of cache.ops) if (!isReduce(op)) record(pass, op, 1);
-        for (const op of this.head.logits) record(pass, op, 1);
-        record(pass, this.head.argmax, 1);
+        for (const op of head.logits) record(pass, op, 1);
+        record(pass, head.argmax, 1);
         pass.end();
       }
       const buf = reads[s % 2];
@@ -354,7 +385,7 @@ export class WgslRunner {
 
   /** One greedy decode step of row `row`: `token` at position `pos`; returns the next token (argmax over the whole vocabulary, ties to the lowest id). */
   async decodeGreedy(cache: WgslCache, row: number, token: number, pos: number): Promise<number> {
-    const r = await this.run(cache, row, [token], 1, pos, [0], true);
+    const r = await this.run(cache, row, { ids: [token] }, 1, pos, [0], true);
     if (this.group.size === 1) return r[0];
     const all = await this.group.allGather(Float32Array.of(r[1], r[0]));
     let best = 0;
@@ -366,8 +397,11 @@ export class WgslRunner {
 
   /** Tokens `ids` of batch row `row` from position pos0; logits [sel.length, vocab] at call positions `sel`. */
   async forwardRow(cache: WgslCache, row: number, ids: ArrayLike<number>, pos0: number, sel: number[]): Promise<Float32Array> {
-    const local = await this.run(cache, row, ids, ids.length, pos0, sel, false);
-    return this.gatherLogits(local, sel.length);
+    return this.rowLogits(cache, row, { ids }, ids.length, pos0, sel);
+  }
+
+  private async rowLogits(cache: WgslCache, row: number, input: StageInput, T: number, pos0: number, sel: number[]): Promise<Float32Array> {
+    return this.gatherLogits(await this.run(cache, row, input, T, pos0, sel, false), sel.length);
   }
 
   async forward(req: ForwardRequest, cache?: WgslCache): Promise<Float32Array> {
@@ -375,25 +409,35 @@ export class WgslRunner {
   }
 
   /**
-   * The ONNX runner's forward contract (runtime.ts ForwardRequest): right-padded rows; without a cache,
-   * attention sees only this call's tokens. Returns float32 logits [batch, npos, vocab].
+   * The ONNX runner's forward contract (runtime.ts ForwardRequest, forwardStage): right-padded rows; without
+   * a cache, attention sees only this call's tokens. `hiddenIn` (every stage but the first): the previous
+   * stage's float32 [batch, seq, hidden]. Returns float32 logits [batch, npos, vocab] on the last stage, else
+   * `hidden` [batch, seq, hidden] (a row's padding positions zero) for the next stage.
    */
   async forwardStage(req: ForwardRequest, cache?: WgslCache, hiddenIn?: Float32Array): Promise<{ logits?: Float32Array; hidden?: Float32Array }> {
-    if (hiddenIn) throw new Error('--kernels wgsl runs pp 1 engines');
     const { batch, seq, npos } = req;
+    const H = this.d.H;
+    if (!hiddenIn !== this.shape.first) throw new Error(this.shape.first ? 'the first pipeline stage takes no hidden states' : 'a later pipeline stage needs the previous stage\'s hidden states');
+    if (hiddenIn && hiddenIn.length !== batch * seq * H) throw new Error(`hidden states of ${hiddenIn.length} floats, expected [${batch}, ${seq}, ${H}]`);
     const own = cache ?? this.newCache(batch, seq);
     try {
       const V = this.vocabSize;
-      const logits = new Float32Array(batch * npos * V);
+      const logits = this.head ? new Float32Array(batch * npos * V) : undefined;
+      const hidden = this.head ? undefined : new Float32Array(batch * seq * H);
       for (let b = 0; b < batch; b++) {
         // Decode: one token at the row's last position; prefill: the row's valid tokens after a common past.
         const past = seq === 1 ? req.seqlensK[b] : req.totalSeq - seq;
         const T = seq === 1 ? 1 : Math.max(1, req.seqlensK[b] + 1 - past);
-        const ids = Array.from({ length: T }, (_, i) => req.ids[b * seq + i]);
-        const sel = Array.from({ length: npos }, (_, i) => Math.min(req.positions[b * npos + i], T - 1));
-        logits.set(await this.forwardRow(own, b, ids, past, sel), b * npos * V);
+        const input: StageInput = hiddenIn
+          ? { hidden: hiddenIn.subarray(b * seq * H, (b * seq + T) * H) }
+          : { ids: Array.from({ length: T }, (_, i) => req.ids[b * seq + i]) };
+        if (hidden) hidden.set(await this.run(own, b, input, T, past, [], false), b * seq * H);
+        else {
+          const sel = Array.from({ length: npos }, (_, i) => Math.min(req.positions[b * npos + i], T - 1));
+          logits!.set(await this.rowLogits(own, b, input, T, past, sel), b * npos * V);
+        }
       }
-      return { logits };
+      return logits ? { logits } : { hidden };
     } finally {
       if (!cache) own.dispose();
     }
