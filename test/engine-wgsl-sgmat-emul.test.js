@@ -1,10 +1,12 @@
-// The staged subgroup-matrix prefill GEMM (kernels/gemm.ts sgmatWsShader) RUN on an adapter without
+// The staged subgroup-matrix prefill GEMM (kernels/gemm.ts sgmatWsShader; float16 weights, and MatMulNBits
+// int4 / int8 ones dequantized as they are staged) RUN on an adapter without
 // subgroup matrices (CI's lavapipe): its generated WGSL with each subgroup-matrix builtin replaced by a
 // per-invocation emulation (each invocation of a subgroup computes its share of each result fragment; the layouts are
 // the ones WGSL's chromium_experimental_subgroup_matrix defines: row_major element (r, c) at offset + r·stride + c,
 // col_major at offset + c·stride + r). What this checks is the part tprun writes: the staging of x and W
-// through workgroup memory one K slice ahead, the tile and subgroup offsets, k/token/row edges and the
-// epilogues, bit-exactly against a float64 reference on small-integer inputs (exact in f16 and f32).
+// through workgroup memory one K slice ahead, the dequantization (nibble order, block scales, zero points,
+// the AWQ prequant factor, the padding past K), the tile and subgroup offsets, k/token/row edges, split-K
+// and the epilogues, bit-exactly against a float64 reference on small-integer inputs (exact in f16 and f32).
 // The real builtins' numbers are checked on the GPU by scripts/gpu/sgmat-check.mjs (run.sh sgmat).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -42,8 +44,36 @@ fn stot(lane: u32, o: u32, c: array<f32, ${P}>, s: u32) {
 `;
 }
 
-test('sgmat-ws (subgroup matrices emulated): staging, tile offsets, edges and every epilogue give the float64 reference bit for bit', async (t) => {
-  const { sgmatWsShader, wsBytes } = await import('../dist/engine/wgsl/kernels/gemm.js');
+/**
+ * MatMulNBits weights for `rows` rows of K (upload-nbits.ts's layout: each row's blocks contiguous, low
+ * nibble first, rows padded to 16 bytes; scales and zero points f32 per block) whose dequantized values
+ * (q − z) · s · g are small integers over powers of two, so f16 holds them and every f32 sum is exact.
+ * The bytes past K in the last block are garbage (the kernel must not let them in).
+ */
+function quantized(rnd, { bits, bs, K, rows, zp, pre }) {
+  const nb = Math.ceil(K / bs), rowBytes = (nb * bs * bits) / 8, padded = Math.ceil(rowBytes / 16) * 16;
+  const z0 = 2 ** (bits - 1);
+  const bytes = new Uint8Array(rows * padded), scales = new Float32Array(rows * nb), zeros = new Float32Array(rows * nb).fill(z0);
+  const g = Float32Array.from({ length: (rows / (pre?.rowsPerPart ?? rows)) * K }, () => (pre ? 2 ** (Math.floor(rnd() * 3) - 1) : 1));
+  const w = new Float64Array(rows * K);
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < nb; b++) {
+      scales[r * nb + b] = 2 ** -(1 + Math.floor(rnd() * 3));
+      if (zp) zeros[r * nb + b] = z0 + Math.floor(rnd() * 5) - 2;
+    }
+    for (let k = 0; k < nb * bs; k++) {
+      const blk = r * nb + Math.floor(k / bs);
+      const q = k < K ? zeros[blk] + Math.floor(rnd() * 9) - 4 : Math.floor(rnd() * 2 ** bits); // past K: garbage
+      if (bits === 8) bytes[r * padded + k] = q;
+      else bytes[r * padded + (k >> 1)] |= q << ((k & 1) * 4);
+      if (k < K) w[r * K + k] = (q - zeros[blk]) * scales[blk] * g[Math.floor(r / (pre?.rowsPerPart ?? rows)) * K + k];
+    }
+  }
+  return { w, bytes, scales, zeros: zp ? zeros : undefined, g: pre ? g : undefined, nb, KU: padded / 16 };
+}
+
+test('sgmat-ws (subgroup matrices emulated): staging, dequantization, tile offsets, edges, split-K and every epilogue give the float64 reference bit for bit', async (t) => {
+  const { sgmatWsShader, wsBytes, wsDispatchTile } = await import('../dist/engine/wgsl/kernels/gemm.js');
   const { create, globals } = await import('webgpu');
   Object.assign(globalThis, globals);
   const gpu = create([]);
@@ -61,36 +91,53 @@ test('sgmat-ws (subgroup matrices emulated): staging, tile offsets, edges and ev
   let ran = 0;
   try {
     // Partial tiles in tokens, rows and K (K not a multiple of the slice: the zero-filled tail), a slice
-    // count of one, guarded loads (tile loads not a multiple of the workgroup), 16x16 and 16x8 fragments.
+    // count of one, guarded loads (tile loads not a multiple of the workgroup), 16x16 and 16x8 fragments;
+    // int4 with 16-k blocks (two per 32-k unit), per-block zero points, a prequant factor per part and K
+    // ending inside a word; int8 with the default zero point; split-K (add only: store and SwiGLU run
+    // whole) over 2 workgroups, and over 4 asked where the grid (5 rows of 8 for 2 row tiles) holds 2.
     const cases = [
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 37, K: 104, n: 72 },
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 64, KC: 64, S: 4 }, T: 50, K: 200, n: 90 },
       { c: { M: 16, N: 8, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 5, K: 24, n: 40 },
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 64, TN: 32, KC: 32, S: 8 }, T: 70, K: 40, n: 33 },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, SK: 4 }, T: 20, K: 136, n: 40, eps: ['add'] },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 37, K: 100, n: 40, q: { bits: 4, bs: 16, zp: true, pre: true } },
+      { c: { M: 16, N: 8, K: 16, sg: 32 }, tile: { TT: 32, TN: 64, KC: 64, S: 4 }, T: 20, K: 72, n: 70, q: { bits: 8, bs: 32, zp: false, pre: false } },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, SK: 2 }, T: 9, K: 200, n: 64, q: { bits: 4, bs: 64, zp: false, pre: false }, eps: ['add', 'store'] },
     ];
-    for (const { c, tile, T, K, n } of cases) {
-      for (const ep of /** @type {const} */ (['store', 'add', 'swiglu'])) {
+    for (const { c, tile, T, K, n, q, eps } of cases) {
+      for (const ep of /** @type {const} */ (eps ?? ['store', 'add', 'swiglu'])) {
         const pairs = ep === 'swiglu' ? 2 : 1;
-        const what = `${c.M}x${c.N}x${c.K} ${JSON.stringify(tile)} ${ep} T=${T} K=${K} n=${n}`;
+        const fmt = q ? (q.bits === 4 ? 'q4' : 'q8') : 'f16';
+        const prologue = q?.pre ? 'scale' : 'none';
+        const what = `${fmt}${q ? ` bs${q.bs}${q.zp ? ' zp' : ''}${q.pre ? ' prequant' : ''}` : ''} ${c.M}x${c.N}x${c.K} ${JSON.stringify(tile)} ${ep} T=${T} K=${K} n=${n}`;
         if (wsBytes(tile, c, pairs) > limit) { t.diagnostic(`${what}: over this adapter's workgroup memory, not run`); continue; }
-        const w = Float64Array.from({ length: pairs * n * K }, small);
+        const qw = q && quantized(rnd, { ...q, K, rows: pairs * n, pre: q.pre ? { rowsPerPart: n } : undefined });
+        const w = qw ? qw.w : Float64Array.from({ length: pairs * n * K }, small);
         const x = Float32Array.from({ length: T * K }, small);
         const PAD = 3;
         const y0 = Float32Array.from({ length: (T + PAD) * n }, () => (ep === 'add' ? small() : 0.5));
-        const wh = new Uint16Array(w.length); for (let i = 0; i < w.length; i++) wh[i] = half(w[i]);
         dev.pushErrorScope('validation');
-        const module = dev.createShaderModule({ code: emulate(sgmatWsShader(ep, c, tile), c) });
+        const module = dev.createShaderModule({ code: emulate(sgmatWsShader(ep, c, tile, fmt, prologue), c) });
         const pl = dev.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
         const err = await dev.popErrorScope();
         assert.equal(err, null, `${what}: ${err?.message}`);
         const U = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
-        const p = buf(new Uint32Array([K / 8, n, 0, n, K / 4, 0, 0, 0]), U), st = buf(new Uint32Array([T, 0, 0, T]), U);
-        const W = buf(wh), X = buf(x), Y = buf(y0);
+        const pw = new Uint32Array(12), pf = new Float32Array(pw.buffer);
+        if (qw) { pw.set([qw.KU, n, 0, n, K / 4, K, q.bs, qw.nb, 0]); pf[9] = 2 ** (q.bits - 1); pw[10] = q.zp ? 1 : 0; } else pw.set([K / 8, n, 0, n, K / 4]);
+        const p = buf(pw, U), st = buf(new Uint32Array([T, 0, 0, T]), U);
+        let W;
+        if (qw) W = buf(qw.bytes);
+        else { const wh = new Uint16Array(w.length + (w.length % 2)); for (let i = 0; i < w.length; i++) wh[i] = half(w[i]); W = buf(wh); }
+        const X = buf(x), Y = buf(y0);
+        const extra = qw ? [buf(qw.scales), buf(qw.zeros ?? qw.scales), ...(qw.g ? [buf(qw.g)] : [])] : [];
         const read = dev.createBuffer({ size: y0.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-        const bg = dev.createBindGroup({ layout: pl.getBindGroupLayout(0), entries: [p, st, W, X, Y].map((buffer, binding) => ({ binding, resource: { buffer } })) });
+        const bg = dev.createBindGroup({ layout: pl.getBindGroupLayout(0), entries: [p, st, W, X, Y, ...extra].map((buffer, binding) => ({ binding, resource: { buffer } })) });
         const enc = dev.createCommandEncoder();
         const pass = enc.beginComputePass();
-        pass.setPipeline(pl); pass.setBindGroup(0, bg); pass.dispatchWorkgroups(Math.ceil(T / tile.TT), Math.ceil(n / tile.TN)); pass.end();
+        // The grid as layers.ts sizes it from the kernel's dispatch tile (split-K: about SK workgroups per output tile).
+        const d = wsDispatchTile(tile, ep);
+        pass.setPipeline(pl); pass.setBindGroup(0, bg); pass.dispatchWorkgroups(Math.ceil(T / d.tm), Math.ceil(n / d.rows)); pass.end();
         enc.copyBufferToBuffer(Y, 0, read, 0, y0.byteLength);
         dev.queue.submit([enc.finish()]);
         await read.mapAsync(GPUMapMode.READ);
@@ -99,7 +146,7 @@ test('sgmat-ws (subgroup matrices emulated): staging, tile offsets, edges and ev
         let bad = 0, first;
         for (let tk = 0; tk < T + PAD; tk++) {
           for (let o = 0; o < n; o++) {
-            const dot = (q) => { let s = 0; for (let k = 0; k < K; k++) s += x[tk * K + k] * w[(o + q * n) * K + k]; return s; };
+            const dot = (qq) => { let s = 0; for (let k = 0; k < K; k++) s += x[tk * K + k] * w[(o + qq * n) * K + k]; return s; };
             const i = tk * n + o;
             const want = tk >= T ? y0[i] : ep === 'swiglu' ? silu(dot(0)) * dot(1) : ep === 'add' ? y0[i] + dot(0) : dot(0);
             const ok = ep === 'swiglu' && tk < T ? Math.abs(y[i] - want) <= 1e-5 * Math.max(1, Math.abs(want)) : y[i] === Math.fround(want);
@@ -107,7 +154,7 @@ test('sgmat-ws (subgroup matrices emulated): staging, tile offsets, edges and ev
           }
         }
         assert.equal(bad, 0, `${what}: ${bad} outputs wrong (rows past T must stay as they were), first ${JSON.stringify(first)}`);
-        for (const b of [p, st, W, X, Y, read]) b.destroy();
+        for (const b of [p, st, W, X, Y, read, ...extra]) b.destroy();
         ran++;
       }
     }

@@ -5,9 +5,10 @@
 # Sections (default: all, in this order): bandwidth make-model transformers transformers-tiny (Python only)
 # and adapters overhead quality brown tiny profile tiny-int4 profile-int4 tiny-tp2 wgsl (Node), then wgsl-variants, wgsl-decode
 # (int4 on WGSL against llama.cpp Q4_0, fused norm / float16 KV against their old forms), wgsl-int4 (the int4 decode GEMV's
-# variants, each with its brown-llama-a greedy check) and sgmat (the prefill GEMM on subgroup matrices;
-# these four are not in the default list), and multi (needs two GPUs: --kernels wgsl at pp 2 over two GPUs, one
-# stage each, against tp 2 over the same two and pp 1 on one; `tprun -n 2 --gpus 0,1`, a summary line of ratios). `wgsl` (issue 15
+# variants, each with its brown-llama-a greedy check), sgmat (the prefill GEMM on subgroup matrices, float16 and int4
+# kernels checked and timed), sgmat-int4 (int4 prefill on subgroup matrices in the model) and multi (needs two GPUs:
+# --kernels wgsl at pp 2 over two GPUs, one stage each, against tp 2 over the same two and pp 1 on one;
+# `tprun -n 2 --gpus 0,1`, a summary line of ratios); these six are not in the default list. `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -207,34 +208,79 @@ fi
 if has sgmat; then step sgmat  # issue 15 prefill: the GEMM on Dawn's subgroup matrices (tensor cores) against the tiled FMA one
   # 1. Every prefill kernel against a float64 reference (bit-exact on small-integer inputs) and timed side by side.
   #    sgmat-ws*: x and W staged through workgroup memory (kernels/gemm.ts sgmatWsShader), tiles T tokens x N rows,
-  #    K k per slice, S subgroups; the older tiled/sgmat variants that lost on the H200 (tiled, tiled-t16*, sgmat2*) are left out.
-  node scripts/gpu/sgmat-check.mjs tiled-n32 sgmat sgmat-n32 sgmat-ws sgmat-ws-n32 sgmat-ws-t64-n32 sgmat-ws-k128 sgmat-ws-k32 \
-    sgmat-ws-t64-n32-s8 sgmat-ws-t64-n64-k32-s8 2>>"$L/sgmat.log" | tee "$L/sgmat-check.jsonl" | tee -a "$R"
-  # The fastest sgmat-ws tile over the four TinyLlama linears among those with every exact check passed goes on to the model runs.
-  best=$($PY -c "import json, collections
+  #    K k per slice, S subgroups, Z split-K workgroups (the add linears o / down only; the others run as without -z);
+  #    int4 (q4-*) shapes run the same kernel dequantizing as it stages, tiled-n32 there is the FMA tiled int4 GEMM.
+  #    Left out as losers on the H200 (session 4): tiled, tiled-t16*, sgmat, sgmat2*, sgmat-n32, sgmat-ws-n32, -t64-n32, -k32.
+  node scripts/gpu/sgmat-check.mjs tiled-n32 sgmat-ws sgmat-ws-k128 sgmat-ws-t64-n32-s8 sgmat-ws-t64-n64-k32-s8 \
+    sgmat-ws-z2 sgmat-ws-z4 sgmat-ws-k128-z2 sgmat-ws-t64-n64-k32-s8-z2 sgmat-ws-t64-n64-k32 sgmat-ws-t64-n128-k32-z4 \
+    sgmat-ws-t64-n128-k32-s8-z4 sgmat-ws-t128-n128-k32-s8-z4 2>>"$L/sgmat.log" | tee "$L/sgmat-check.jsonl" | tee -a "$R"
+  # Per linear, the fastest knob among those with every exact check passed; per epilogue the fastest sgmat-ws tile
+  # (store: qkv, add: o + down, swiglu: gate_up) as a TPRUN_WGSL_PREFILL_WS value, float16 and int4 (what auto's table,
+  # variants.ts AUTO_WS, should say); and the fastest single sgmat-ws tile over the four float16 linears.
+  $PY -c "import json, collections
 rs = [json.loads(l) for l in open('$L/sgmat-check.jsonl') if l.startswith('{')]
 bad = {r['knob'] for r in rs if r.get('mismatches')}
-ms = collections.defaultdict(float)
-for r in rs:
-    if r.get('ms') and r['knob'].startswith('sgmat-ws') and r['knob'] not in bad and r['shape'] != 'edge': ms[r['knob']] += r['ms']
-print(min(ms, key=ms.get) if ms else '')")
-  echo "{\"step\": \"sgmat-ws-best\", \"knob\": \"$best\"}" | tee -a "$R"
+ok = [r for r in rs if r.get('ms') and r['knob'] not in bad and 'edge' not in r['shape']]
+per = {}
+for r in ok:
+    if r['shape'] not in per or r['ms'] < per[r['shape']]['ms']: per[r['shape']] = r
+print(json.dumps({'step': 'sgmat-best-per-linear', **{s: {'knob': r['knob'], 'ms': r['ms'], 'tflops': r['tflops']} for s, r in per.items()}}))
+def ws(prefix):
+    tot = {ep: collections.defaultdict(float) for ep in ('store', 'add', 'swiglu')}
+    for r in ok:
+        if r['knob'].startswith('sgmat-ws') and r['shape'].startswith(prefix) and ('-' in r['shape']) == (prefix != ''): tot[r['epilogue']][r['knob']] += r['ms']
+    return ','.join(f'{ep}={min(t, key=t.get)}' for ep, t in tot.items() if t)
+single = collections.defaultdict(float)
+for r in ok:
+    if r['knob'].startswith('sgmat-ws') and r['fmt'] == 'f16': single[r['knob']] += r['ms']
+best = {'best': min(single, key=single.get) if single else '', 'ws_f16': ws(''), 'ws_q4': ws('q4-')}
+print(json.dumps({'step': 'sgmat-ws-best', **best}))
+open('$L/sgmat-best.env', 'w').write(''.join(f'{k}={v}\\n' for k, v in best.items()))" | tee -a "$R"
+  best=$(sed -n 's/^best=//p' "$L/sgmat-best.env" 2>/dev/null); ws_f16=$(sed -n 's/^ws_f16=//p' "$L/sgmat-best.env" 2>/dev/null)
   [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
   [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
   [ -d "$W/brown-tp1" ] || tprun build --model models/brown-llama-a --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-tp1" -q >>"$L/build.log" 2>&1
   ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
-  for pf in tiled-n32 sgmat $( [ -n "$best" ] && [ "$best" != sgmat-ws ] && echo "$best" ) sgmat-ws; do
+  # ws:...: auto with the per-epilogue tiles above (TPRUN_WGSL_PREFILL_WS).
+  for pf in tiled-n32 $( [ -n "$best" ] && [ "$best" != sgmat-ws ] && echo "$best" ) sgmat-ws $( [ -n "$ws_f16" ] && echo "ws:$ws_f16" ); do
+    case $pf in ws:*) export TPRUN_WGSL_PREFILL_WS=${pf#ws:}; pfk=auto;; *) unset TPRUN_WGSL_PREFILL_WS; pfk=$pf;; esac
     # 2. The whole model with it: brown-llama-a's greedy tokens and logits against transformers (a wrong kernel shows here)...
-    TPRUN_WGSL_PREFILL=$pf tprun generate --engine "$W/brown-tp1" --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/sgmat.log" | $PY -c "import json, math, sys
+    TPRUN_WGSL_PREFILL=$pfk tprun generate --engine "$W/brown-tp1" --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/sgmat.log" | $PY -c "import json, math, sys
 ref = json.load(open('models/brown-llama-a-reference.json'))['prompts']
 out = [json.loads(l) for l in sys.stdin if l.startswith('{')]
 rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
 print(json.dumps({'step': 'wgsl-quality', 'label': 'brown-llama-a float16 tp=1 --kernels wgsl prefill $pf', 'greedy_equal': sum(o['new_ids'] == p['greedy_new_ids'] for o, p in zip(out, ref)), 'prompts': len(ref),
   'max_rel_l2': max(rel(o['last_prompt_logits'], p['last_logits']) for o, p in zip(out, ref)) if out else None}))" | tee -a "$R"
     # ...and 3. its prefill speed on the TinyLlama shape, then where prefill GPU time goes.
-    TPRUN_WGSL_PREFILL=$pf tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len 128 --new-tokens 32 --reps 3 --json \
+    TPRUN_WGSL_PREFILL=$pfk tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len 128 --new-tokens 32 --reps 3 --json \
       2>>"$L/sgmat.log" | grep '^{' | tail -1 | label "wgsl prefill $pf" | tee -a "$R"
-    TPRUN_WGSL_PREFILL=$pf node scripts/gpu/wgsl-profile.mjs "$W/tiny11-tp1" 128 8 2>>"$L/wgsl-profile.log" | label "wgsl-profile prefill $pf" | tee -a "$R"
+    TPRUN_WGSL_PREFILL=$pfk node scripts/gpu/wgsl-profile.mjs "$W/tiny11-tp1" 128 8 2>>"$L/wgsl-profile.log" | label "wgsl-profile prefill $pf" | tee -a "$R"
+  done
+  unset TPRUN_WGSL_PREFILL_WS
+fi
+if has sgmat-int4; then step sgmat-int4  # int4 prefill on subgroup matrices (sgmat-ws dequantizing as it stages) against the FMA tiled int4 GEMM
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-int4" ] || tprun build --model "$W/tiny11" --quant int4_wo --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-int4" -q >>"$L/build-tiny.log" 2>&1
+  e="$W/brown-int4-tp1"
+  [ -d "$e" ] || tprun build --model models/brown-llama-a --quant int4_wo --dtype float16 --int4-accuracy-level 0 --max-seq-len 512 --out "$e" -q >>"$L/build.log" 2>&1
+  ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
+  tprun generate --engine "$e" --device cpu $ids --max-new-tokens 24 --ignore-eos --json --logits >"$L/int4-cpu-tp1.jsonl" 2>>"$L/sgmat-int4.log"
+  # SGMAT_INT4_KNOBS: extra TPRUN_WGSL_PREFILL tiles to run the int4 model with (e.g. sgmat-check's best q4 ones).
+  # ws: auto with sgmat-check's per-epilogue int4 picks (run.sh sgmat, same $TPRUN_GPU_WORK), where there are some.
+  ws_q4=$(sed -n 's/^ws_q4=//p' "$L/sgmat-best.env" 2>/dev/null)
+  for v in tiled default $( [ -n "$ws_q4" ] && echo "ws:$ws_q4" ) ${SGMAT_INT4_KNOBS:-}; do
+    case $v in tiled) env="TPRUN_WGSL_PREFILL_Q=tiled";; default) env="";; ws:*) env="TPRUN_WGSL_PREFILL_WS=${v#ws:}";; *) env="TPRUN_WGSL_PREFILL=$v";; esac
+    # brown-llama-a int4_wo: greedy tokens and logits against onnxruntime's CPU engine of the same engine...
+    env $env node dist/cli.js generate --engine "$e" --kernels wgsl --device gpu $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/sgmat-int4.log" | $PY -c "import json, math, sys
+c = [json.loads(l) for l in open('$L/int4-cpu-tp1.jsonl') if l.startswith('{')]
+g = [json.loads(l) for l in sys.stdin if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'wgsl-int4-prefill-quality', 'label': 'brown-llama-a int4_wo --kernels wgsl prefill $v vs CPU engine', 'greedy_equal': sum(a['new_ids'] == b['new_ids'] for a, b in zip(g, c)), 'prompts': len(c),
+  'max_rel_l2': max(rel(a['last_prompt_logits'], b['last_prompt_logits']) for a, b in zip(g, c)) if g else None}))" | tee -a "$R"
+    # ...and the TinyLlama-shape int4 prefill speed, then where its GPU time goes.
+    env $env node dist/cli.js bench generate --one --engine "$W/tiny11-int4" --device gpu --kernels wgsl --prompt-len 128 --new-tokens 32 --reps 3 --json \
+      2>>"$L/sgmat-int4.log" | grep '^{' | tail -1 | label "wgsl int4 prefill $v" | tee -a "$R"
+    env $env node scripts/gpu/wgsl-profile.mjs "$W/tiny11-int4" 128 8 2>>"$L/wgsl-profile.log" | label "wgsl-profile int4 prefill $v" | tee -a "$R"
   done
 fi
 if has variants; then step variants  # the provider options onnxruntime-node passes on, on the fp16 decode profile

@@ -4,7 +4,7 @@
 
 import { layout, pipeline, type Slot } from './kernels/common.js';
 import { gemvShader, gemvSlots, TRANSPOSE_WGSL, type GemvEpilogue, type GemvPrologue, type WeightFormat } from './kernels/gemv.js';
-import { gemmShader, sgmatShader, sgmatTile, sgmatWsShader, wsBytes, wsLayout, type SgmatConfig } from './kernels/gemm.js';
+import { gemmShader, sgmatShader, sgmatTile, sgmatWsShader, wsBytes, wsDispatchTile, wsLayout, type SgmatConfig, type WsTile } from './kernels/gemm.js';
 import { InputError } from '../../core/errors.js';
 import { NBITS_TILE, nbitsGemmShader } from './kernels/nbits.js';
 import { rmsNormShader } from './kernels/norm.js';
@@ -52,16 +52,21 @@ export class Pipelines {
     this.sg = shape.prefill.sgmat && sgmat ? { c: sgmat, split: shape.prefill.sgmat === 'split' } : undefined;
     const ws = shape.prefill.ws;
     if (this.sg && ws) {
-      // The staged kernel's tile is the knob's: refused in one line where the adapter's shape or workgroup
-      // memory cannot hold it; the default (auto) falls back to the tiled GEMM there instead.
-      const t = { TT: shape.prefill.tm, TN: shape.prefill.rows, ...ws };
-      const knob = `TPRUN_WGSL_PREFILL=${process.env.TPRUN_WGSL_PREFILL ?? 'auto'}`;
-      const lay = wsLayout(t, this.sg.c);
-      const bytes = typeof lay === 'string' ? 0 : wsBytes(t, this.sg.c, 2);
-      const why = typeof lay === 'string' ? `${lay} (the adapter's subgroup matrices are ${this.sg.c.M}x${this.sg.c.N}x${this.sg.c.K})`
-        : ws.S * this.sg.c.sg > device.limits.maxComputeInvocationsPerWorkgroup ? `${ws.S} subgroups of ${this.sg.c.sg} is over the device's ${device.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup`
-          : bytes > device.limits.maxComputeWorkgroupStorageSize ? `the tile needs ${bytes} bytes of workgroup memory (SwiGLU), the device allows ${device.limits.maxComputeWorkgroupStorageSize}` : undefined;
-      if (why && shape.prefill.sgmat !== 'auto') throw new InputError(`${knob}: ${why}`);
+      // The staged kernel's tiles (the knob's, or auto's per epilogue): refused in one line where the
+      // adapter's shape or workgroup memory cannot hold one; the default (auto) falls back to the tiled GEMM there instead.
+      const wsEnv = process.env.TPRUN_WGSL_PREFILL_WS;
+      const knob = shape.prefill.sgmat === 'auto' && wsEnv ? `TPRUN_WGSL_PREFILL_WS=${wsEnv}` : `TPRUN_WGSL_PREFILL=${process.env.TPRUN_WGSL_PREFILL ?? 'auto'}`;
+      const { c } = this.sg;
+      const lim = device.limits;
+      const why = (['store', 'add', 'swiglu'] as const).map((ep) => {
+        const t = this.wsTile(ep, shape.prefill)!;
+        const lay = wsLayout(t, c);
+        const bytes = wsBytes(t, c, ep === 'swiglu' ? 2 : 1);
+        return typeof lay === 'string' ? `${lay} (the adapter's subgroup matrices are ${c.M}x${c.N}x${c.K})`
+          : t.S * c.sg > lim.maxComputeInvocationsPerWorkgroup ? `${t.S} subgroups of ${c.sg} is over the device's ${lim.maxComputeInvocationsPerWorkgroup} invocations per workgroup`
+            : bytes > lim.maxComputeWorkgroupStorageSize ? `the tile needs ${bytes} bytes of workgroup memory${ep === 'swiglu' ? ' (SwiGLU)' : ''}, the device allows ${lim.maxComputeWorkgroupStorageSize}` : undefined;
+      }).find(Boolean);
+      if (why && (shape.prefill.sgmat !== 'auto' || wsEnv)) throw new InputError(`${knob}: ${why}`);
       if (why) { this.sg = undefined; shape.prefill = { ...PREFILL_TILED }; }
     } else if (this.sg) { const t = sgmatTile(this.sg.c, shape.prefill.rows); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
     else if (shape.prefill.sgmat) shape.prefill = { ...PREFILL_TILED }; // auto without subgroup matrices: tiled
@@ -88,6 +93,12 @@ export class Pipelines {
    * one the model uses inside a validation error scope). `rms` (RMSNorm fused in) runs at decode only:
    * prefill keeps the norm dispatch, whose cost is nothing next to the GEMM's.
    */
+  /** The staged subgroup-matrix GEMM's tile for an epilogue (auto's table, or the knob's one tile), or undefined where it does not run. */
+  private wsTile(epilogue: GemvEpilogue, s: GemvShape = this.shape.prefill): WsTile | undefined {
+    if (!this.sg || !s.ws) return undefined;
+    return 'store' in s.ws ? s.ws[epilogue] : { TT: s.tm, TN: s.rows, ...s.ws };
+  }
+
   gemv(fmt: WeightFormat, epilogue: GemvEpilogue, prologue: GemvPrologue = 'none'): GemvKernel {
     const key = `${fmt}.${epilogue}.${prologue}`;
     let k = this.gemvs.get(key);
@@ -96,15 +107,17 @@ export class Pipelines {
     const bgl = layout(device, gemvSlots(fmt, prologue), `gemv.${key}`);
     const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups, fmt, prologue, unpack: shape.unpack }), bgl, `gemv.${key}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}${fmt === 'f16' ? '' : `.${shape.unpack}`}`);
     let prefill: GPUComputePipeline | undefined;
+    // int4 / int8 weights run the staged kernel wherever float16 ones do, unless TPRUN_WGSL_PREFILL_Q=tiled.
+    const ws = prologue !== 'rms' && shape.prefill.tiled && (fmt === 'f16' || shape.prefillQ === 'auto') ? this.wsTile(epilogue) : undefined;
     if (prologue !== 'rms') {
       if (!shape.prefill.tiled) prefill = make(shape.prefill);
       else if (fmt === 'f16' && prologue !== 'none') throw new Error(`no float16 prefill GEMM with a ${prologue} prologue`);
-      else if (fmt === 'f16' && this.sg && shape.prefill.ws) prefill = pipeline(device, sgmatWsShader(epilogue, this.sg.c, { TT: shape.prefill.tm, TN: shape.prefill.rows, ...shape.prefill.ws }), bgl, `gemm.sgmat-ws.${key}.t${shape.prefill.tm}.n${shape.prefill.rows}.k${shape.prefill.ws.KC}.s${shape.prefill.ws.S}`);
+      else if (ws) prefill = pipeline(device, sgmatWsShader(epilogue, this.sg!.c, ws, fmt, prologue), bgl, `gemm.sgmat-ws.${key}.t${ws.TT}.n${ws.TN}.k${ws.KC}.s${ws.S}.z${ws.SK ?? 1}`);
       else if (fmt === 'f16' && this.sg) prefill = pipeline(device, sgmatShader(epilogue, this.sg.c, this.sg.split, shape.prefill.rows), bgl, `gemm.sgmat.${key}`);
       else if (fmt === 'f16') prefill = pipeline(device, gemmShader(epilogue, shape.prefill.tm, shape.prefill.rows), bgl, `gemm.${key}.t${shape.prefill.tm}.n${shape.prefill.rows}`);
       else prefill = pipeline(device, nbitsGemmShader(fmt, epilogue, prologue), bgl, `gemm.${key}`);
     }
-    const prefillTile = fmt !== 'f16' && shape.prefill.tiled ? NBITS_TILE : { tm: shape.prefill.tm, rows: shape.prefill.rows };
+    const prefillTile = ws ? wsDispatchTile(ws, epilogue) : fmt !== 'f16' && shape.prefill.tiled ? NBITS_TILE : { tm: shape.prefill.tm, rows: shape.prefill.rows };
     const dec = fmt === 'f16' ? shape.decode : shape.decodeQ;
     k = { bgl, decode: make(dec), prefill, prefillTile, decodeTile: { tm: dec.tm, rows: dec.rows } };
     this.gemvs.set(key, k);

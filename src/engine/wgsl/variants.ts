@@ -9,8 +9,14 @@
 //                                 sgmat (activations rounded to f16, as llama.cpp's Vulkan mul_mm does; refused in one
 //                                 line where the adapter lacks them), sgmat2 (activations as two f16 parts: f32-accurate,
 //                                 twice the matrix work), auto (the default: sgmat-ws where offered, else tiled),
-//                                 sgmat-ws[-tT][-nN][-kK][-sS] (both operands staged through workgroup memory, T tokens ×
-//                                 N rows per workgroup of S subgroups, K k per slice: defaults t32, n64, k64, s4)
+//                                 sgmat-ws[-tT][-nN][-kK][-sS][-zZ] (both operands staged through workgroup memory, T tokens
+//                                 × N rows per workgroup of S subgroups, K k per slice, Z workgroups splitting K for
+//                                 the residual-add linears: defaults t32, n64, k64, s4, z1); int4 / int8 engines run
+//                                 the same kernel, dequantizing as they stage, wherever float16 ones run sgmat-ws
+//   TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-t64,add=sgmat-ws-z4   auto's staged tile per epilogue (store: qkv, add: o and
+//                                 down, swiglu: gate/up), replacing AUTO_WS's for the ones named
+//   TPRUN_WGSL_PREFILL_Q=tiled    int4 / int8 prefill on the FMA tiled GEMM (kernels/nbits.ts) whatever TPRUN_WGSL_PREFILL
+//                                 says; auto (default): what TPRUN_WGSL_PREFILL gives float16 where it is sgmat-ws
 //   TPRUN_WGSL_GEMV_Q=r4,w64,u1   decode GEMV shape for int4 / int8 weights (same parts, and w32): a 16-byte load is 32
 //                                 (16) k there, so a K=2048 row is only 64 (128) loads and the float16 shape's
 //                                 128 threads x 2 strides leave half the threads idle and half the work done clamped
@@ -24,10 +30,12 @@
 // differs, so greedy tokens must not change (test/engine-wgsl.test.js checks a non-default one).
 
 import { InputError } from '../../core/errors.js';
-import { WS_DEFAULT } from './kernels/gemm.js';
+import { WS_DEFAULT, type WsTile } from './kernels/gemm.js';
+import type { GemvEpilogue } from './kernels/gemv.js';
 
 /** `tiled`: the prefill GEMM (gemmShader) instead of the GEMV with TM tokens; rows / tm are then its tile. */
-export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode; ws?: { KC: number; S: number } }
+/** `ws`: the staged subgroup-matrix GEMM, one tile for every linear (tm × rows, KC, S, SK), or auto's tile per epilogue. */
+export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode; ws?: { KC: number; S: number; SK?: number } | Record<GemvEpilogue, WsTile> }
 
 /** `on`/`split`: asked for by name (sgmat / sgmat2), refused where absent; `auto`: falls back to tiled. */
 export type SgmatMode = 'on' | 'split' | 'auto';
@@ -55,7 +63,40 @@ export const PREFILL_TILED: GemvShape = TILED;
  * prefilled the TinyLlama-1.1B shape at 9,713 tokens/s against the tiled GEMM's 5,125, with transformers'
  * greedy tokens on 4 of 4 brown-llama-a prompts; the unstaged sgmat kernel was no faster than tiled (4,861).
  */
-const AUTO: GemvShape = { ...TILED, sgmat: 'auto', tm: WS_DEFAULT.TT, rows: WS_DEFAULT.TN, ws: { KC: WS_DEFAULT.KC, S: WS_DEFAULT.S } };
+
+/**
+ * `auto`'s staged tile per epilogue, i.e. per LLaMA linear: store = qkv, add = o and down (the narrow ones,
+ * where split-K can fill the device), swiglu = the fused gate/up. THE place to change after a GPU run
+ * (`run.sh sgmat` times every tile per linear). Each must fit the adapter (Pipelines checks; auto falls
+ * back to the tiled GEMM where one does not).
+ */
+export const AUTO_WS: Record<GemvEpilogue, WsTile> = {
+  store: WS_DEFAULT,
+  add: WS_DEFAULT,
+  swiglu: WS_DEFAULT,
+};
+const AUTO: GemvShape = { ...TILED, sgmat: 'auto', tm: WS_DEFAULT.TT, rows: WS_DEFAULT.TN, ws: AUTO_WS };
+
+const WS_RE = /^sgmat-ws(?:-t(16|32|64|128))?(?:-n(16|32|64|128))?(?:-k(32|64|128))?(?:-s(4|8))?(?:-z(2|4|8))?$/;
+function wsTile(m: RegExpExecArray): WsTile {
+  return { TT: Number(m[1] ?? WS_DEFAULT.TT), TN: Number(m[2] ?? WS_DEFAULT.TN), KC: Number(m[3] ?? WS_DEFAULT.KC), S: Number(m[4] ?? WS_DEFAULT.S), SK: Number(m[5] ?? 1) };
+}
+
+/**
+ * TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-…,add=…,swiglu=…: auto's tile for some epilogues replaced (a GPU run
+ * tries a per-linear choice before AUTO_WS is edited); the others keep AUTO_WS's.
+ */
+function autoTiles(value: string | undefined): Record<GemvEpilogue, WsTile> {
+  if (!value) return AUTO_WS;
+  const out = { ...AUTO_WS };
+  for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const [ep, knob] = part.split('=');
+    const m = WS_RE.exec(knob ?? '');
+    if (!(ep in AUTO_WS) || !m) throw new InputError(`TPRUN_WGSL_PREFILL_WS=${value}: '${part}' is not store|add|swiglu=sgmat-ws[-tT][-nN][-kK][-sS][-zZ]`);
+    out[ep as GemvEpilogue] = wsTile(m);
+  }
+  return out;
+}
 export const PREFILL_DEFAULT: GemvShape = AUTO;
 
 const ALLOWED: Record<string, number[]> = { r: [2, 4, 8], w: [32, 64, 128, 256], u: [1, 2, 4], tm: [4, 8, 16] };
@@ -71,15 +112,15 @@ function parse(name: string, value: string | undefined, base: GemvShape, keys: s
   if (keys.includes('tm') && SGMAT[value]) return { ...TILED, sgmat: SGMAT[value] };
   // The subgroup-matrix GEMM staged through workgroup memory (kernels/gemm.ts sgmatWsShader): tokens, rows,
   // k per slice and subgroups per workgroup of its tile; Pipelines checks the tile against the adapter's shape.
-  const ws = keys.includes('tm') ? /^sgmat-ws(?:-t(16|32|64|128))?(?:-n(16|32|64|128))?(?:-k(32|64|128))?(?:-s(4|8))?$/.exec(value) : null;
-  if (ws) return { ...TILED, sgmat: 'on', tm: Number(ws[1] ?? WS_DEFAULT.TT), rows: Number(ws[2] ?? WS_DEFAULT.TN), ws: { KC: Number(ws[3] ?? WS_DEFAULT.KC), S: Number(ws[4] ?? WS_DEFAULT.S) } };
+  const ws = keys.includes('tm') ? WS_RE.exec(value) : null;
+  if (ws) { const { TT, TN, ...rest } = wsTile(ws); return { ...TILED, sgmat: 'on', tm: TT, rows: TN, ws: rest }; }
   if (keys.includes('tm') && /^sgmat2?-n32$/.test(value)) return { ...TILED, rows: 32, sgmat: SGMAT[value.slice(0, -4)] };
   // A GEMV tile named in parts starts from the GEMV prefill shape, not from the tiled default.
   const out = base.tiled ? { rows: 2, wg: 128, unroll: 1, tm: 8 } : { ...base };
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const m = /^(tm|r|w|u)(\d+)$/.exec(part);
     const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));
-    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|sgmat-ws[-tT][-nN][-kK][-sS]|auto alone' : ''}`);
+    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|sgmat-ws[-tT][-nN][-kK][-sS][-zZ]|auto alone' : ''}`);
     const n = Number(m[2]);
     if (m[1] === 'r') out.rows = n; else if (m[1] === 'w') out.wg = n; else if (m[1] === 'u') out.unroll = n; else out.tm = n;
   }
@@ -88,14 +129,20 @@ function parse(name: string, value: string | undefined, base: GemvShape, keys: s
 
 export type QUnpack = 'exp' | 'cvt';
 
-export function gemvShapes(env: NodeJS.ProcessEnv = process.env): { decode: GemvShape; decodeQ: GemvShape; prefill: GemvShape; unpack: QUnpack } {
+/** int4 / int8 prefill: `auto`, the staged subgroup-matrix GEMM wherever float16 runs it; `tiled`, the FMA one (kernels/nbits.ts). */
+export type PrefillQ = 'auto' | 'tiled';
+
+export function gemvShapes(env: NodeJS.ProcessEnv = process.env): { decode: GemvShape; decodeQ: GemvShape; prefill: GemvShape; prefillQ: PrefillQ; unpack: QUnpack } {
   const unpack = env.TPRUN_WGSL_Q_UNPACK || 'exp';
   if (unpack !== 'exp' && unpack !== 'cvt') throw new InputError(`TPRUN_WGSL_Q_UNPACK=${unpack}: not one of exp|cvt`);
+  const prefillQ = env.TPRUN_WGSL_PREFILL_Q || 'auto';
+  if (prefillQ !== 'auto' && prefillQ !== 'tiled') throw new InputError(`TPRUN_WGSL_PREFILL_Q=${prefillQ}: not one of auto|tiled`);
   return {
+    prefillQ,
     decode: parse('TPRUN_WGSL_GEMV', env.TPRUN_WGSL_GEMV, DECODE_DEFAULT, ['r', 'w', 'u']),
     decodeQ: parse('TPRUN_WGSL_GEMV_Q', env.TPRUN_WGSL_GEMV_Q, DECODE_Q_DEFAULT, ['r', 'w', 'u']),
     unpack,
-    prefill: parse('TPRUN_WGSL_PREFILL', env.TPRUN_WGSL_PREFILL, PREFILL_DEFAULT, ['tm', 'r']),
+    prefill: ((s) => (s.sgmat === 'auto' ? { ...s, ws: autoTiles(env.TPRUN_WGSL_PREFILL_WS) } : s))(parse('TPRUN_WGSL_PREFILL', env.TPRUN_WGSL_PREFILL, PREFILL_DEFAULT, ['tm', 'r'])),
   };
 }
 

@@ -2,7 +2,7 @@
 // and epilogues as the GEMV (gemv.ts), which it replaces when T > 1.
 
 import { STEP_WGSL } from './common.js';
-import type { GemvEpilogue } from './gemv.js';
+import { extraBindings, GEMV_PARAMS_WGSL, UNIT_K, type GemvEpilogue, type GemvPrologue, type WeightFormat } from './gemv.js';
 
 /**
  * Prefill GEMM (TPRUN_WGSL_PREFILL=tiled): a TT-token × TN-row output tile per 256-thread workgroup (32 × 64
@@ -226,15 +226,24 @@ ${pairs === 2 ? `  // SwiGLU needs gate and up of the same output: gate goes thr
 `;
 }
 
-/** sgmatWsShader's workgroup tile: TT tokens × TN rows, KC k per staged slice, S subgroups. */
-export interface WsTile { TT: number; TN: number; KC: number; S: number }
+/**
+ * sgmatWsShader's workgroup tile: TT tokens × TN rows, KC k per staged slice, S subgroups; SK > 1 splits
+ * K over that many workgroups per output tile (split-K; the `add` epilogue only, see sgmatWsShader).
+ */
+export interface WsTile { TT: number; TN: number; KC: number; S: number; SK?: number }
 export const WS_DEFAULT: WsTile = { TT: 32, TN: 64, KC: 64, S: 4 };
+
+/** Split-K only where partial sums may meet in y: the `add` epilogue (a residual add); store and SwiGLU run whole. */
+export function wsSplit(t: WsTile, epilogue: GemvEpilogue): number {
+  return epilogue === 'add' ? t.SK ?? 1 : 1;
+}
 
 /**
  * How S subgroups split a TT × TN tile: a GT × GN grid of subgroup blocks, each RT × CT result tiles of
  * M × N, the squarest block (most reuse of each loaded fragment) that the tile divides into; or why none.
+ * `fmt`: a quantized slice is whole 16-byte units of its rows (32 k for int4, 16 for int8).
  */
-export function wsLayout(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N' | 'K'>): { GT: number; GN: number; RT: number; CT: number } | string {
+export function wsLayout(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N' | 'K'>, fmt: WeightFormat = 'f16'): { GT: number; GN: number; RT: number; CT: number } | string {
   let best: { GT: number; GN: number; RT: number; CT: number } | undefined;
   for (let GT = 1; GT <= t.S; GT++) {
     const GN = t.S / GT;
@@ -243,45 +252,122 @@ export function wsLayout(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N' | 'K'>): { GT
     const side = (x: typeof l) => Math.min(x.RT * c.M, x.CT * c.N);
     if (!best || side(l) > side(best)) best = l;
   }
-  if (t.KC % c.K || t.KC % 8) return `${t.KC} k per slice is not a multiple of ${c.K} and 8`;
+  const unit = Math.max(8, UNIT_K[fmt]);
+  if (t.KC % c.K || t.KC % unit) return `${t.KC} k per slice is not a multiple of ${c.K} and ${unit}${fmt === 'f16' ? '' : ` (a ${fmt} weight unit)`}`;
+  const SK = t.SK ?? 1;
+  if (t.TN % SK) return `${t.TN} rows do not split into ${SK} K splits' grid rows`;
   return best ?? `a ${t.TT}x${t.TN} tile does not split into ${t.S} subgroup blocks of ${c.M}x${c.N} tiles`;
 }
 
 /**
- * The subgroup-matrix prefill GEMM with both operands staged through workgroup memory
- * (TPRUN_WGSL_PREFILL=sgmat-ws[-tTT][-nTN][-kKC][-sS]). Why, against sgmatShader: that one loads each W
- * fragment straight from storage, one 16 × 16 load per multiply, and every such load waits the whole
- * memory latency (4 subgroups per workgroup, about one workgroup per SM at 128 tokens: nothing else to
- * run meanwhile) and pays Dawn's bounds clamps (no cooperativeMatrixRobustBufferAccess on NVIDIA). Here:
- *   - each K slice of x (f32, rounded to f16 as llama.cpp's Vulkan mul_mm does) and W (f16 pairs, 16-byte
- *     loads along a row: a warp reads whole 128-byte lines) is loaded by all threads into registers one
- *     slice ahead (the loads of slice s+1 are in flight while slice s multiplies: register double
- *     buffering, mul_mm.comp's and CUTLASS's classic form), then written to workgroup memory;
- *   - the fragments are loaded from workgroup memory (no clamps), rows padded by 8 halves against bank
- *     conflicts, 16-byte aligned;
- *   - each subgroup owns an RT × CT block of result tiles (wsLayout), so a loaded fragment feeds RT or CT
- *     multiplies;
- *   - the results leave through a per-subgroup M × N scratch one tile at a time (small workgroup memory).
- * Edge tiles: tokens past T and rows past n read clamped (finite) values, k past K reads zeros in both
- * operands; the epilogue writes only t < T, o < n. Same bindings and epilogues as the GEMV.
+ * The prefill dispatch's tile (layers.ts sizes the grid as ceil(T / tm) × ceil(n / rows)): a split-K
+ * kernel reports TN / SK rows, so the grid holds about SK workgroups per output tile (sgmatWsShader says
+ * how it reads the grid).
  */
+export function wsDispatchTile(t: WsTile, epilogue: GemvEpilogue): { tm: number; rows: number } {
+  return { tm: t.TT, rows: t.TN / wsSplit(t, epilogue) };
+}
+
 /** Workgroup memory sgmatWsShader declares (bytes): Pipelines refuses a tile over the device's limit in one line. */
 export function wsBytes(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N'>, pairs: number): number {
   return 2 * (t.TT + pairs * t.TN) * (t.KC + 8) + 4 * t.S * c.M * c.N;
 }
 
-export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile = WS_DEFAULT): string {
+/**
+ * How sgmatWsShader reads one weight format: the bindings and uniform it needs, the k per 16-byte unit
+ * (U), the registers a unit waits in between its load and its stash, and the WGSL that loads unit `e` of
+ * the slice (`i`: its index in the slice, `row`: its row of the tile, `o`: that row in the weight chunk,
+ * `u`: the unit along the row) and that writes it as f16 to `ws` at `b` (`kb`: its first k, `q`: gate or
+ * up). float16 rows are copied; MatMulNBits units (upload-nbits.ts: each row's K contiguous, low nibble
+ * first, per-block scale and zero point as f32) are dequantized on the way, (q − z) · s (· g, the AWQ
+ * prequant factor of that part, folded into the weight as nbitsGemmShader does) in f32 and rounded to f16
+ * once: what ggml-vulkan's mul_mm.comp does with Q4_0 blocks on its cooperative-matrix path
+ * (ggml-org/llama.cpp, load_a_to_shmem), with MatMulNBits' layout.
+ */
+function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number) {
+  if (fmt === 'f16') {
+    if (prologue !== 'none') throw new Error(`sgmat-ws: no float16 GEMM with a ${prologue} prologue`);
+    return {
+      U: 8, params: 'struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }', bindings: '', K: 'p.K8 * 8u', KU: 'p.K8', regs: () => '',
+      load: () => '',
+      stash: (e: number) => `let h0 = bitcast<vec2<f16>>(rw[${e}].x); let h1 = bitcast<vec2<f16>>(rw[${e}].y); let h2 = bitcast<vec2<f16>>(rw[${e}].z); let h3 = bitcast<vec2<f16>>(rw[${e}].w);
+        ws[b] = h0.x; ws[b + 1u] = h0.y; ws[b + 2u] = h1.x; ws[b + 3u] = h1.y; ws[b + 4u] = h2.x; ws[b + 5u] = h2.y; ws[b + 6u] = h3.x; ws[b + 7u] = h3.y;`,
+    };
+  }
+  if (prologue === 'rms') throw new Error('the prefill GEMM reads normed activations (RMSNorm is fused into the decode GEMV only)');
+  const bits = fmt === 'q4' ? 4 : 8;
+  const U = UNIT_K[fmt], KPW = 32 / bits;
+  // Block scales: a q4 unit (32 k) spans two blocks when bs is 16 (words 0-1 and 2-3); a q8 unit (16 k) one.
+  const halves = fmt === 'q4' ? 2 : 1;
+  const sz = Array.from({ length: halves }, (_, h) => `let b${h} = o * p.nb + min((kb + ${(h * U) / 2}u) / p.bs, p.nb - 1u); let s${h} = sc[b${h}];
+        var z${h} = p.zp; if (p.hasZp != 0u) { z${h} = zb[b${h}]; }`).join('\n        ');
+  const words = ['x', 'y', 'z', 'w'];
+  const deq: string[] = [];
+  for (let j = 0; j < 4; j++) {
+    const h = Math.floor((j * halves) / 4);
+    for (let v = 0; v < KPW; v++) {
+      const off = j * KPW + v;
+      const g = prologue === 'scale' ? ` * gv${Math.floor(off / 4)}[${off % 4}]` : '';
+      if (prologue === 'scale' && off % 4 === 0) deq.push(`let gv${off / 4} = g[min(gq + ${off / 4}u, gl)];`);
+      deq.push(`ws[b + ${off}u] = f16(fma(f32(extractBits(rw[e].${words[j]}, ${v * bits}u, ${bits}u)), rs[e][${2 * h}], rs[e][${2 * h + 1}])${g});`);
+    }
+  }
+  return {
+    U, params: GEMV_PARAMS_WGSL, bindings: extraBindings(fmt, prologue, 'array<vec4<f32>>'), K: 'p.K', KU: 'p.KU',
+    regs: (NW: number) => `var rs: array<vec4<f32>, ${NW}>; // each unit's block scales and −zero point · scale, a pair per block it spans`,
+    // The scale and zero point are fetched with the unit, so that their latency hides behind the slice's multiplies too.
+    load: (e: number) => `let kb = u * ${U}u;
+        ${sz}
+        rs[${e}] = vec4<f32>(s0, -z0 * s0, ${halves === 2 ? 's1, -z1 * s1' : 's0, -z0 * s0'});`,
+    stash: (e: number) => {
+      const body = deq.join('\n        ').replaceAll('rs[e]', `rs[${e}]`).replaceAll('rw[e]', `rw[${e}]`);
+      return `${prologue === 'scale' ? `let gq = (q * K + kb) / 4u; let gl = ${pairs}u * K / 4u - 1u;\n        ` : ''}${body}
+        // k past K (the last block's padding, or whole units past the row): zero, whatever the bytes dequantize to.
+        if (kb + ${U}u > K) { for (var v = 0u; v < ${U}u; v++) { if (kb + v >= K) { ws[b + v] = 0.0h; } } }`;
+    },
+  };
+}
+
+/**
+ * The subgroup-matrix prefill GEMM with both operands staged through workgroup memory
+ * (TPRUN_WGSL_PREFILL=sgmat-ws[-tTT][-nTN][-kKC][-sS][-zSK], and `auto`), for float16 weights and (`fmt`)
+ * MatMulNBits int4 / int8 ones, dequantized to f16 as they are staged. Why, against sgmatShader: that one
+ * loads each W fragment straight from storage, one 16 × 16 load per multiply, and every such load waits
+ * the whole memory latency (4 subgroups per workgroup, about one workgroup per SM at 128 tokens: nothing
+ * else to run meanwhile) and pays Dawn's bounds clamps (no cooperativeMatrixRobustBufferAccess on NVIDIA).
+ * Here:
+ *   - each K slice of x (f32, rounded to f16 as llama.cpp's Vulkan mul_mm does) and W (16-byte loads along
+ *     a row: a warp reads whole 128-byte lines) is loaded by all threads into registers one slice ahead
+ *     (the loads of slice s+1 are in flight while slice s multiplies: register double buffering,
+ *     mul_mm.comp's and CUTLASS's classic form), then written to workgroup memory as f16;
+ *   - the fragments are loaded from workgroup memory (no clamps), rows padded by 8 halves against bank
+ *     conflicts, 16-byte aligned;
+ *   - each subgroup owns an RT × CT block of result tiles (wsLayout), so a loaded fragment feeds RT or CT
+ *     multiplies;
+ *   - the results leave through a per-subgroup M × N scratch one tile at a time (small workgroup memory).
+ * Split-K (SK > 1, `add` only): the narrow linears (o, down: 2048 rows at TN 64 and 128 tokens are 128
+ * workgroups of 4 subgroups for 132 SMs) get SK workgroups per output tile, each summing a contiguous run
+ * of K slices and adding its partial into y with a compare-and-swap loop (WGSL has no float atomics).
+ * The grid says how many splits run: layers.ts sizes it from wsDispatchTile's TN / SK rows, which rounds
+ * up, so the kernel takes floor(grid rows / row tiles) splits and retires the workgroups past them. The
+ * order the partials reach y varies from run to run: exact on small integers, within f32 rounding else.
+ * Edge tiles: tokens past T and rows past n read clamped (finite) values, k past K is zero in both
+ * operands; the epilogue writes only t < T, o < n. Same bindings and epilogues as the GEMV.
+ */
+export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile = WS_DEFAULT, fmt: WeightFormat = 'f16', prologue: GemvPrologue = 'none'): string {
   const pairs = epilogue === 'swiglu' ? 2 : 1;
-  const lay = wsLayout(t, c);
+  const lay = wsLayout(t, c, fmt);
   if (typeof lay === 'string') throw new Error(`sgmat-ws: ${lay}`);
   const { TT, TN, KC, S } = t;
+  const SK = wsSplit(t, epilogue);
   const { GN, RT, CT } = lay;
   const WG = S * c.sg;
   if (WG > 256) throw new Error(`sgmat-ws: ${S} subgroups of ${c.sg} is over 256 invocations`);
+  const wf = wsWeights(fmt, prologue, pairs);
   const XS = KC + 8; // padded row stride (halves) of both staged tiles
-  const X4 = KC / 4, W8 = KC / 8; // vec4<f32> per x row, vec4<u32> per W row, per slice
-  const NX = Math.ceil((TT * X4) / WG), NW = Math.ceil((pairs * TN * W8) / WG);
-  const gx = (TT * X4) % WG !== 0, gw = (pairs * TN * W8) % WG !== 0; // the last load needs a guard
+  const X4 = KC / 4, WU = KC / wf.U; // vec4<f32> per x row, 16-byte weight units per W row, per slice
+  const NX = Math.ceil((TT * X4) / WG), NW = Math.ceil((pairs * TN * WU) / WG);
+  const gx = (TT * X4) % WG !== 0, gw = (pairs * TN * WU) % WG !== 0; // the last load needs a guard
   const MN = c.M * c.N;
   const PER = MN / c.sg;
   if (!Number.isInteger(PER)) throw new Error(`sgmat-ws: a ${c.M}x${c.N} tile does not split over ${c.sg} lanes`);
@@ -297,12 +383,14 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
         let b = (i / ${X4}u) * ${XS}u + (i % ${X4}u) * 4u; xs[b] = h.x; xs[b + 1u] = h.y; xs[b + 2u] = h.z; xs[b + 3u] = h.w; }`);
   }
   for (let e = 0; e < NW; e++) {
-    const g = gw ? `if (li + ${e * WG}u < ${pairs * TN * W8}u) ` : '';
-    load.push(`${g}{ let i = li + ${e * WG}u; let row = i / ${W8}u; let k8 = k / 8u + i % ${W8}u;
-        rw[${e}] = select(vec4<u32>(0u), w[(min(o0 + row % ${TN}u, p.n - 1u) + (row / ${TN}u) * p.n) * p.K8 + min(k8, p.K8 - 1u)], k8 < p.K8); }`);
-    stash.push(`${g}{ let i = li + ${e * WG}u; let b = (i / ${W8}u) * ${XS}u + (i % ${W8}u) * 8u;
-        let h0 = bitcast<vec2<f16>>(rw[${e}].x); let h1 = bitcast<vec2<f16>>(rw[${e}].y); let h2 = bitcast<vec2<f16>>(rw[${e}].z); let h3 = bitcast<vec2<f16>>(rw[${e}].w);
-        ws[b] = h0.x; ws[b + 1u] = h0.y; ws[b + 2u] = h1.x; ws[b + 3u] = h1.y; ws[b + 4u] = h2.x; ws[b + 5u] = h2.y; ws[b + 6u] = h3.x; ws[b + 7u] = h3.y; }`);
+    const g = gw ? `if (li + ${e * WG}u < ${pairs * TN * WU}u) ` : '';
+    load.push(`${g}{ let i = li + ${e * WG}u; let row = i / ${WU}u; let u = k / ${wf.U}u + i % ${WU}u;
+        let o = min(o0 + row % ${TN}u, p.n - 1u) + (row / ${TN}u) * p.n;
+        rw[${e}] = select(vec4<u32>(0u), w[o * KU + min(u, KU - 1u)], u < KU);
+        ${wf.load(e)} }`);
+    stash.push(`${g}{ let i = li + ${e * WG}u; let b = (i / ${WU}u) * ${XS}u + (i % ${WU}u) * ${wf.U}u;
+        ${fmt === 'f16' ? '' : `let q = i / ${WU * TN}u; let kb = k + (i % ${WU}u) * ${wf.U}u;
+        `}${wf.stash(e)} }`);
   }
   for (let i = 0; i < RT; i++) mma.push(`let a${i} = subgroupMatrixLoad<${L}, row_major>(&xs, (ts + ${i * c.M}u) * ${XS}u + kk, ${XS}u);`);
   for (let q = 0; q < pairs; q++) {
@@ -317,6 +405,11 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
   }
   const out: string[] = [];
   const elem = (i: number, j: number) => `let t = t0 + ts + ${i * c.M}u + ix / ${c.N}u; let o = o0 + tn + ${j * c.N}u + ix % ${c.N}u;`;
+  // A split's partial joins y by compare-and-swap on its bits (y is array<atomic<u32>> there).
+  const write = pairs === 2 ? 'let a = gate[e]; y[yi] = a / (1.0 + exp(-a)) * v;'
+    : epilogue === 'add' && SK > 1 ? `var old = atomicLoad(&y[yi]);
+      loop { let r = atomicCompareExchangeWeak(&y[yi], old, bitcast<u32>(bitcast<f32>(old) + v)); if (r.exchanged) { break; } old = r.old_value; }`
+      : epilogue === 'add' ? 'y[yi] += v;' : 'y[yi] = v;';
   for (let i = 0; i < RT; i++) {
     for (let j = 0; j < CT; j++) {
       if (pairs === 2) {
@@ -326,7 +419,6 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
   for (var e = 0u; e < ${PER}u; e++) { gate[e] = ot[sid * ${MN}u + lane + e * ${c.sg}u]; }
   workgroupBarrier();`);
       }
-      const write = pairs === 2 ? 'let a = gate[e]; y[yi] = a / (1.0 + exp(-a)) * v;' : epilogue === 'add' ? 'y[yi] += v;' : 'y[yi] = v;';
       out.push(`subgroupMatrixStore<row_major>(&ot, sid * ${MN}u, c${i}_${j}_${pairs - 1}, ${c.N}u);
   workgroupBarrier();
   for (var e = 0u; e < ${PER}u; e++) {
@@ -336,38 +428,51 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
   workgroupBarrier();`);
     }
   }
+  // Split-K: which output tile and which run of K slices this workgroup sums (see above); else all of K.
+  const split = SK > 1 ? `let ny = (p.n + ${TN - 1}u) / ${TN}u;
+  let sk = nwg.y / ny;
+  let per = ((K + ${KC - 1}u) / ${KC}u + sk - 1u) / sk * ${KC}u; // k per split, whole slices
+  let kBeg = (wid.y / ny) * per;
+  if (wid.y >= ny * sk || kBeg >= K) { return; }
+  let kEnd = min(K, kBeg + per);
+  let o0 = (wid.y % ny) * ${TN}u;` : `let kBeg = 0u;
+  let kEnd = K;
+  let o0 = wid.y * ${TN}u;`;
   return /* wgsl */ `enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
 ${STEP_WGSL}
-struct P { K8: u32, n: u32, n0: u32, ys: u32, xs: u32 }
+${wf.params}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<uniform> st: Step;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<${SK > 1 ? 'atomic<u32>' : 'f32'}>;
+${wf.bindings}
 var<workgroup> xs: array<f16, ${TT * XS}>;           // [token][k] of this k slice, f16
 var<workgroup> ws: array<f16, ${pairs * TN * XS}>;   // [q][row][k] of this k slice
 var<workgroup> ot: array<f32, ${S * MN}>;            // one result tile per subgroup, for the epilogue
 
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+fn main(@builtin(workgroup_id) wid: vec3<u32>, ${SK > 1 ? '@builtin(num_workgroups) nwg: vec3<u32>, ' : ''}@builtin(local_invocation_index) li: u32,
         @builtin(subgroup_id) sid: u32, @builtin(subgroup_invocation_id) lane: u32) {
   let t0 = wid.x * ${TT}u;
-  let o0 = wid.y * ${TN}u;
+  let K = ${wf.K};
+  let KU = ${wf.KU};
+  let K4 = K / 4u;
+  ${split}
   let ts = (sid / ${GN}u) * ${RT * c.M}u; // this subgroup's first token in the tile
   let tn = (sid % ${GN}u) * ${CT * c.N}u; // and first row
-  let K = p.K8 * 8u;
-  let K4 = p.K8 * 2u;
   var rx: array<vec4<f32>, ${NX}>;
   var rw: array<vec4<u32>, ${NW}>;
+  ${wf.regs(NW)}
   ${acc.join('\n  ')}
-  var k = 0u;
+  var k = kBeg;
   ${load.join('\n  ')}
-  for (; k < K; k += ${KC}u) {
+  for (; k < kEnd; k += ${KC}u) {
     ${stash.join('\n    ')}
     workgroupBarrier();
-    if (k + ${KC}u < K) {
+    if (k + ${KC}u < kEnd) {
       let k = k + ${KC}u;
       ${load.join('\n      ')}
     }
