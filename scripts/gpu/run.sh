@@ -8,7 +8,8 @@
 # variants, each with its brown-llama-a greedy check), sgmat (the prefill GEMM on subgroup matrices, float16 and int4
 # kernels checked and timed), sgmat-int4 (int4 prefill on subgroup matrices in the model) and multi (needs two GPUs:
 # --kernels wgsl at pp 2 over two GPUs, one stage each, against tp 2 over the same two and pp 1 on one;
-# `tprun -n 2 --gpus 0,1`, a summary line of ratios); these six are not in the default list. `wgsl` (issue 15
+# `tprun -n 2 --gpus 0,1`, a summary line of ratios) and final (the closing float16 and int4 comparison with llama.cpp,
+# defaults only, and their numbers); these seven are not in the default list. `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -327,6 +328,35 @@ print(json.dumps({'summary': 'multi', 'label': 'multi-summary',
   'prefill_pp2_2gpu_vs_pp1': pf('multi-wgsl-pp2-2gpu', 'multi-wgsl-pp1-1gpu'),
   'prefill_pp2_2gpu_vs_tp2_2gpu': pf('multi-wgsl-pp2-2gpu', 'multi-wgsl-tp2-2gpu')}))
 PYEOF
+fi
+if has final; then step final  # issue 15's closing comparison, one call: float16 and int4 against llama.cpp Vulkan with every default on, then their numbers
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
+  [ -d "$W/tiny11-int4" ] || tprun build --model "$W/tiny11" --quant int4_wo --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-int4" -q >>"$L/build-tiny.log" 2>&1
+  bench_peer "$W/tiny11-tp1" "$W/tiny11" final-float16 --kernels auto
+  bench_peer "$W/tiny11-int4" "$W/tiny11" final-int4 --kernels auto
+  node scripts/gpu/wgsl-profile.mjs "$W/tiny11-tp1" 128 8 2>>"$L/wgsl-profile.log" | label "final-profile float16" | tee -a "$R"
+  node scripts/gpu/wgsl-profile.mjs "$W/tiny11-int4" 128 8 2>>"$L/wgsl-profile.log" | label "final-profile int4" | tee -a "$R"
+  ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
+  for tp in 1 2; do  # brown-llama-a float16 against transformers, defaults (the launcher puts the ranks on the host's GPUs)
+    [ -d "$W/brown-tp$tp" ] || tprun build --model models/brown-llama-a --tp $tp --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-tp$tp" -q >>"$L/build.log" 2>&1
+    tprun generate --engine "$W/brown-tp$tp" $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/final-quality.log" | $PY -c "import json, math, sys
+ref = json.load(open('models/brown-llama-a-reference.json'))['prompts']
+out = [json.loads(l) for l in sys.stdin if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'final-quality', 'label': 'brown-llama-a float16 tp=$tp defaults', 'greedy_equal': sum(o['new_ids'] == p['greedy_new_ids'] for o, p in zip(out, ref)), 'prompts': len(ref),
+  'max_rel_l2': max(rel(o['last_prompt_logits'], p['last_logits']) for o, p in zip(out, ref)) if out else None, 'kernels': [r.get('kernels') for r in out[0].get('ranks', [])] if out else None}))" | tee -a "$R"
+  done
+  e="$W/brown-int4-tp1"
+  [ -d "$e" ] || tprun build --model models/brown-llama-a --quant int4_wo --dtype float16 --int4-accuracy-level 0 --max-seq-len 512 --out "$e" -q >>"$L/build.log" 2>&1
+  tprun generate --engine "$e" --device gpu $ids --max-new-tokens 24 --ignore-eos --json --logits >"$L/final-int4-gpu.jsonl" 2>>"$L/final-quality.log"
+  tprun generate --engine "$e" --device cpu $ids --max-new-tokens 24 --ignore-eos --json --logits >"$L/final-int4-cpu.jsonl" 2>>"$L/final-quality.log"
+  $PY -c "import json, math
+g = [json.loads(l) for l in open('$L/final-int4-gpu.jsonl') if l.startswith('{')]
+c = [json.loads(l) for l in open('$L/final-int4-cpu.jsonl') if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'final-quality', 'label': 'brown-llama-a int4_wo tp=1 defaults, GPU vs CPU engine', 'greedy_equal': sum(a['new_ids'] == b['new_ids'] for a, b in zip(g, c)), 'prompts': len(c),
+  'max_rel_l2': max(rel(a['last_prompt_logits'], b['last_prompt_logits']) for a, b in zip(g, c)) if g else None}))" | tee -a "$R"
 fi
 step table
 $PY scripts/gpu/reference.py table "$R" | tee "$OUT/table.md"
