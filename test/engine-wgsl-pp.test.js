@@ -79,8 +79,13 @@ test('float16 pp 2 and tp 2 × pp 2 on WGSL: greedy tokens equal the CPU engine\
     });
   }
   // One micro-batch of both prompts (rows one after another in each stage's pass) gives the same.
-  const one = await generate(await build('fp16-pp2', ['--pp', '2']), ['--kernels', 'wgsl', '--micro-batches', '1']);
+  const pp2 = await build('fp16-pp2', ['--pp', '2']);
+  const one = await generate(pp2, ['--kernels', 'wgsl', '--micro-batches', '1']);
   PROMPTS.forEach((p, b) => assert.deepEqual(one[b].new_ids, p.greedy_new_ids.slice(0, NEW), `one micro-batch, prompt ${b}`));
+  // Sampling: the last stage reads the logits back and samples on the host as the CPU engine does (same seed).
+  const sampled = ['--temperature', '0.8', '--top-k', '40', '--seed', '3'];
+  const [gs, cs] = [await generate(pp2, ['--kernels', 'wgsl', ...sampled]), await generate(pp2, ['--device', 'cpu', ...sampled])];
+  PROMPTS.forEach((_, b) => assert.deepEqual(gs[b].new_ids, cs[b].new_ids, `sampled, prompt ${b}`));
 });
 
 test('int4_wo pp 2 and tp 2 × pp 2 on WGSL: greedy tokens equal the CPU engine\'s, logits within 1e-3', SLOW, async (t) => {

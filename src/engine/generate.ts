@@ -77,6 +77,11 @@ export async function generate(runner: EngineRunner, prompts: number[][], opts: 
 export interface PipelineRunner<C extends { dispose(): void }> extends Pick<EngineRunner, 'config' | 'vocabSize' | 'mapping' | 'world'> {
   newCache(batch: number, capacity: number): C;
   forwardStage(req: ForwardRequest, cache: C, hiddenIn?: Float32Array): Promise<{ logits?: Float32Array; hidden?: Float32Array }>;
+  /**
+   * Optional, for greedy decode passes on the last stage: each row's argmax token (ties to the lowest id,
+   * as sampleToken) taken where the logits are, so that they need not cross to the host.
+   */
+  greedyStage?(req: ForwardRequest, cache: C, hiddenIn?: Float32Array): Promise<Int32Array>;
 }
 
 interface MicroBatch<C = KvCache> {
@@ -123,13 +128,13 @@ function sampler(prompts: number[][], opts: GenerateOptions, maxNew: number, new
   const rands = prompts.map(() => seededRandom(opts.seed ?? 0));
   const eos = new Set(opts.eosIds ?? []);
   const done = prompts.map(() => maxNew === 0);
-  return (mb: MicroBatch<unknown>, logits: Float32Array): Int32Array => {
+  return (mb: MicroBatch<unknown>, r: { logits?: Float32Array; tokens?: Int32Array }): Int32Array => {
     const Bk = mb.prompts.length;
     const out = new Int32Array(2 * Bk).fill(-1);
     for (let b = 0; b < Bk; b++) {
       const g = mb.first + b;
       if (!done[g]) {
-        const tok = sampleToken(logits.subarray(b * V, (b + 1) * V), opts, rands[g]);
+        const tok = r.tokens ? r.tokens[b] : sampleToken(r.logits!.subarray(b * V, (b + 1) * V), opts, rands[g]);
         newIds[g].push(tok);
         if (eos.has(tok) || newIds[g].length >= maxNew) done[g] = true;
         out[b] = tok;
@@ -160,6 +165,10 @@ export async function runPipeline<C extends { dispose(): void }>(runner: Pipelin
   const newIds: number[][] = prompts.map(() => []);
   const lastPromptLogits: Float32Array[] = prompts.map(() => new Float32Array(0));
   const sample = last ? sampler(prompts, opts, maxNew, newIds, V) : undefined;
+  // The last stage's pass: logits to sample from, or (greedy decode, where the runner can) the tokens.
+  const greedyTokens = !((opts.temperature ?? 0) > 0) && runner.greedyStage ? runner.greedyStage.bind(runner) : undefined;
+  const stagePass = async (req: ForwardRequest, cache: C, pass: number, hidden?: Float32Array): Promise<{ logits?: Float32Array; hidden?: Float32Array; tokens?: Int32Array }> =>
+    (last && pass > 0 && greedyTokens ? { tokens: await greedyTokens(req, cache, hidden) } : runner.forwardStage(req, cache, hidden));
   const span = (k: number, pass: number) => (pass === 0
     ? { micro_batch: k, batch: mbs[k].prompts.length, tokens: mbs[k].lens.reduce((a, b) => a + b, 0) } : { micro_batch: k });
   const t0 = performance.now();
@@ -185,8 +194,8 @@ export async function runPipeline<C extends { dispose(): void }>(runner: Pipelin
       const inFlight: [number, number][] = [];
       const own: { res: Int32Array; logits?: Float32Array }[] = [];
       const run = async (k: number, pass: number, ids?: ArrayLike<number>) => {
-        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => runner.forwardStage(passRequest(mbs[k], pass, ids), mbs[k].cache), span(k, pass));
-        if (last) own.push({ res: sample!(mbs[k], r.logits!), logits: pass === 0 ? r.logits : undefined });
+        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => stagePass(passRequest(mbs[k], pass, ids), mbs[k].cache, pass), span(k, pass));
+        if (last) own.push({ res: sample!(mbs[k], r), logits: pass === 0 ? r.logits : undefined });
         else await Promise.all([world.send(Int32Array.of(k, pass), next, HDR), world.send(r.hidden!, next, HID)]);
         inFlight.push([k, pass]);
       };
@@ -229,13 +238,13 @@ export async function runPipeline<C extends { dispose(): void }>(runner: Pipelin
         const mb = mbs[k];
         const req = passRequest(mb, pass);
         const hidden = await world.recv(prev, HID, new Float32Array(mb.prompts.length * req.seq * H));
-        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => runner.forwardStage(req, mb.cache, hidden), span(k, pass));
+        const r = await traceSpan(pass === 0 ? 'prefill' : 'decode', () => stagePass(req, mb.cache, pass, hidden), span(k, pass));
         passDone(k, pass);
         if (!last) {
           await Promise.all([world.send(hdr, next, HDR), world.send(r.hidden!, next, HID)]);
           continue;
         }
-        const out = sample!(mb, r.logits!);
+        const out = sample!(mb, r);
         for (let b = 0; b < mb.prompts.length; b++) if (out[b] >= 0) produced++;
         maxPass = Math.max(maxPass, pass);
         const sends = [world.send(out, next, TOK)];

@@ -36,6 +36,10 @@ import { GpuProfiler } from './profile.js';
 
 export interface WgslRunnerOptions { device?: 'cpu' | 'gpu' | 'auto' }
 
+type AheadKind = 'hidden' | 'greedy' | 'logits' | 'none';
+/** A one-token pass's command buffer, recorded ahead of the call that submits it (WgslRunner.decodePass). */
+interface Ahead { kind: AheadKind; buf?: GPUCommandBuffer; timer?: NodeJS.Immediate }
+
 /** What a call starts from: token ids (the first pipeline stage) or the previous stage's hidden states [T, hidden]. */
 type StageInput = { ids: ArrayLike<number> } | { hidden: Float32Array };
 
@@ -217,7 +221,7 @@ export class WgslRunner {
     this.kvPeak = Math.max(this.kvPeak, this.kvNow);
     const dispose = cache.dispose.bind(cache);
     let gone = false;
-    cache.dispose = () => { if (!gone) { gone = true; this.kvNow -= held; } dispose(); };
+    cache.dispose = () => { if (!gone) { gone = true; this.kvNow -= held; } this.dropAhead(cache); dispose(); };
     cache.k.push(...kv.map((x) => x.k));
     cache.v.push(...kv.map((x) => x.v));
     return cache;
@@ -268,8 +272,9 @@ export class WgslRunner {
       if (input.hidden.length !== T * d.H) throw new Error(`hidden states of ${input.hidden.length} floats for ${T} token(s) of hidden size ${d.H}`);
       q.writeBuffer(a.resid, 0, input.hidden as Float32Array<ArrayBuffer>);
     }
-    let enc = dev.createCommandEncoder();
     const prof = this.profiler(cache);
+    if (T === 1 && sel.length <= 1 && !prof && !cache.ops.some(isReduce)) return this.decodePass(cache, sel.length === 1, greedy, t0);
+    let enc = dev.createCommandEncoder();
     if (prof && !cache.ops.some(isReduce)) {
       const ops = (cache.ops as Dispatch[]).filter((op) => runs(op, T));
       prof.encode(enc, ops, ops.map(() => T));
@@ -310,6 +315,73 @@ export class WgslRunner {
     this.stats.runs += this.engine.segmentCount; // counted as the ONNX runner counts session runs (bench divides by segments)
     this.stats.run_ms += performance.now() - t0;
     return out;
+  }
+
+  /**
+   * A one-token pass at tp 1 (a decode step, in a pipeline or not): its command buffer is the same every
+   * step of a cache (position and row live in the step uniform, written through the queue before the
+   * submit), so the next one is recorded ahead, while this rank waits for its next input (the previous
+   * stage's hidden states, or the token back from the last stage), and only the submit stays on the path.
+   */
+  private async decodePass(cache: WgslCache, head: boolean, greedy: boolean, t0: number): Promise<Float32Array> {
+    const { a } = this;
+    const q = this.gpu.device.queue;
+    if (this.head && head) {
+      q.writeBuffer(a.headStep, 0, Uint32Array.of(1, 0, 0, 0));
+      q.writeBuffer(a.sel, 0, Uint32Array.of(0));
+    }
+    const kind = !this.head ? 'hidden' : greedy ? 'greedy' : head ? 'logits' : 'none';
+    const pending = this.ahead.get(cache);
+    if (pending?.timer) clearImmediate(pending.timer);
+    this.ahead.delete(cache);
+    q.submit([pending?.kind === kind && pending.buf ? pending.buf : this.recordDecode(cache, kind)]);
+    let out = new Float32Array(0);
+    const rb = this.decodeReadback(kind);
+    if (rb) {
+      await rb.dst.mapAsync(GPUMapMode.READ, 0, rb.bytes);
+      const r = rb.dst.getMappedRange(0, rb.bytes);
+      out = kind === 'greedy' ? Float32Array.of(new Uint32Array(r)[0], new Float32Array(r)[1]) : new Float32Array(r.slice(0));
+      rb.dst.unmap();
+    }
+    // Recorded once this call's caller has moved on (setImmediate: after the I/O it now waits for).
+    const next: Ahead = { kind };
+    next.timer = setImmediate(() => { next.timer = undefined; next.buf = this.recordDecode(cache, kind); });
+    this.ahead.set(cache, next);
+    this.stats.runs += this.engine.segmentCount;
+    this.stats.run_ms += performance.now() - t0;
+    return out;
+  }
+
+  /** Per KV cache: its next one-token pass, recorded ahead (or about to be). */
+  private ahead = new Map<WgslCache, Ahead>();
+
+  private dropAhead(cache: WgslCache): void {
+    const p = this.ahead.get(cache);
+    if (p?.timer) clearImmediate(p.timer);
+    this.ahead.delete(cache);
+  }
+
+  private recordDecode(cache: WgslCache, kind: AheadKind): GPUCommandBuffer {
+    const enc = this.gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (const op of cache.ops) record(pass, op as Dispatch, 1);
+    if (this.head && kind !== 'none') {
+      for (const op of this.head.logits) record(pass, op, 1);
+      if (kind === 'greedy') record(pass, this.head.argmax, 1);
+    }
+    pass.end();
+    const rb = this.decodeReadback(kind);
+    if (rb) enc.copyBufferToBuffer(rb.src, 0, rb.dst, 0, rb.bytes);
+    return enc.finish();
+  }
+
+  /** What a one-token pass reads back: the residual stream (for the next stage), the argmax, or one row of logits. */
+  private decodeReadback(kind: AheadKind): { src: GPUBuffer; dst: GPUBuffer; bytes: number } | undefined {
+    const { a, d } = this;
+    if (kind === 'hidden') return { src: a.resid, dst: this.readPartial, bytes: d.H * 4 };
+    if (kind === 'greedy') return { src: a.res, dst: this.readRes, bytes: 8 };
+    if (kind === 'logits') return { src: a.logits, dst: this.readLogits, bytes: d.Vr * 4 };
+    return undefined;
   }
 
   /** Submits `enc` with a copy of `src`'s first `bytes` into the mappable `dst`, and returns them. */
@@ -385,7 +457,11 @@ export class WgslRunner {
 
   /** One greedy decode step of row `row`: `token` at position `pos`; returns the next token (argmax over the whole vocabulary, ties to the lowest id). */
   async decodeGreedy(cache: WgslCache, row: number, token: number, pos: number): Promise<number> {
-    const r = await this.run(cache, row, { ids: [token] }, 1, pos, [0], true);
+    return this.argmaxOverGroup(await this.run(cache, row, { ids: [token] }, 1, pos, [0], true));
+  }
+
+  /** This rank's [id, value] argmax merged over its stage's tp ranks: the highest value, ties to the lowest id. */
+  private async argmaxOverGroup(r: Float32Array): Promise<number> {
     if (this.group.size === 1) return r[0];
     const all = await this.group.allGather(Float32Array.of(r[1], r[0]));
     let best = 0;
@@ -425,12 +501,7 @@ export class WgslRunner {
       const logits = this.head ? new Float32Array(batch * npos * V) : undefined;
       const hidden = this.head ? undefined : new Float32Array(batch * seq * H);
       for (let b = 0; b < batch; b++) {
-        // Decode: one token at the row's last position; prefill: the row's valid tokens after a common past.
-        const past = seq === 1 ? req.seqlensK[b] : req.totalSeq - seq;
-        const T = seq === 1 ? 1 : Math.max(1, req.seqlensK[b] + 1 - past);
-        const input: StageInput = hiddenIn
-          ? { hidden: hiddenIn.subarray(b * seq * H, (b * seq + T) * H) }
-          : { ids: Array.from({ length: T }, (_, i) => req.ids[b * seq + i]) };
+        const { past, T, input } = this.rowInput(req, b, hiddenIn);
         if (hidden) hidden.set(await this.run(own, b, input, T, past, [], false), b * seq * H);
         else {
           const sel = Array.from({ length: npos }, (_, i) => Math.min(req.positions[b * npos + i], T - 1));
@@ -441,6 +512,34 @@ export class WgslRunner {
     } finally {
       if (!cache) own.dispose();
     }
+  }
+
+  /**
+   * Greedy decode on the last stage (../generate.ts PipelineRunner.greedyStage): each row's next token,
+   * the argmax taken on the GPU, so 8 bytes are read back per row instead of its logits.
+   */
+  async greedyStage(req: ForwardRequest, cache: WgslCache, hiddenIn?: Float32Array): Promise<Int32Array> {
+    if (!this.head || req.seq !== 1 || req.npos !== 1) throw new Error('greedyStage runs one-token passes on the last pipeline stage');
+    if (!hiddenIn !== this.shape.first) throw new Error(this.shape.first ? 'the first pipeline stage takes no hidden states' : 'a later pipeline stage needs the previous stage\'s hidden states');
+    const out = new Int32Array(req.batch);
+    for (let b = 0; b < req.batch; b++) {
+      const { past, input } = this.rowInput(req, b, hiddenIn);
+      out[b] = await this.argmaxOverGroup(await this.run(cache, b, input, 1, past, [0], true));
+    }
+    return out;
+  }
+
+  /** Row b of a right-padded request: its first position, token count and input (ids, or the previous stage's hidden states). */
+  private rowInput(req: ForwardRequest, b: number, hiddenIn?: Float32Array): { past: number; T: number; input: StageInput } {
+    const { seq } = req;
+    const H = this.d.H;
+    // Decode: one token at the row's last position; prefill: the row's valid tokens after a common past.
+    const past = seq === 1 ? req.seqlensK[b] : req.totalSeq - seq;
+    const T = seq === 1 ? 1 : Math.max(1, req.seqlensK[b] + 1 - past);
+    const input: StageInput = hiddenIn
+      ? { hidden: hiddenIn.subarray(b * seq * H, (b * seq + T) * H) }
+      : { ids: Array.from({ length: T }, (_, i) => req.ids[b * seq + i]) };
+    return { past, T, input };
   }
 
   private async gatherLogits(local: Float32Array, rows: number): Promise<Float32Array> {
