@@ -17,6 +17,7 @@ import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './w
 import type { Tensor } from '../core/tensor.js';
 import { traceSpan } from '../util/trace.js';
 import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
+import { buildThreads, jobOrigin, writeParallel } from './weight-jobs.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
 
@@ -43,8 +44,14 @@ function chunkFor(entries: Entry[]): number {
 /** Below this the file is checksummed on the main thread (a worker's start costs more than it saves). */
 const WORKER_HASH_MIN = 64 << 20;
 
-/** Knobs for tests: chunk size, where worker checksums start, how many checksum workers. */
-export interface WriteOptions { chunkBytes?: number; workerHashMin?: number; hashThreads?: number }
+/** Below this many bytes from one lazy shard, the file is written by the streaming writer (a worker's start costs more). */
+const PARALLEL_MIN = 64 << 20;
+
+/**
+ * Knobs for tests: chunk size, where worker checksums start, how many checksum workers; the threads of
+ * the parallel writer (weight-jobs.ts; fewer than 2: the streaming writer), where it starts, its job size.
+ */
+export interface WriteOptions { chunkBytes?: number; workerHashMin?: number; hashThreads?: number; threads?: number; parallelMin?: number; jobBytes?: number }
 
 interface Entry { name: string; offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
 
@@ -76,7 +83,14 @@ export class WeightFile {
 
   /** Writes the file and returns its CRC-32 as 8 hex digits (recorded in the manifest to detect damage). */
   async write(path: string, opts: WriteOptions = {}): Promise<string> {
-    return traceSpan('weights.write', () => this.writeFile(path, opts), { bytes: this.size, tensors: this.entries.length });
+    const threads = opts.threads ?? buildThreads();
+    const from = jobOrigin(this.entries);
+    const parallel = threads >= 2 && from !== undefined && from.bytes >= (opts.parallelMin ?? PARALLEL_MIN);
+    // The trace says which writer ran and on how many threads (tprun bench build reports it).
+    const args = { bytes: this.size, tensors: this.entries.length, writer: parallel ? 'parallel' : 'streaming', threads: parallel ? threads : 1 + (this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? opts.hashThreads ?? hashThreads() : 0) + transposeThreads() };
+    return traceSpan('weights.write', async () => parallel
+      ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes))
+      : this.writeFile(path, opts), args);
   }
 
   private async writeFile(path: string, opts: WriteOptions): Promise<string> {
