@@ -104,3 +104,25 @@ test('convert alone writes every rank in its own process, byte-identical to rank
     assert.ok(fs.readFileSync(path.join(alone, f)).equals(fs.readFileSync(path.join(ranks, f))), `${f} differs`);
   }
 });
+
+test('rank files written on worker threads equal those interleaved on one thread (tp 2 x pp 2, fewer threads than ranks)', (t) => {
+  const work = tmpDir(t);
+  const out = (threads) => {
+    const dir = path.join(work, `t${threads}`);
+    const stats = path.join(work, `stats${threads}`);
+    fs.mkdirSync(stats);
+    const r = spawnSync(process.execPath, [CLI, 'convert', '--model', BROWN, '--tp', '2', '--pp', '2', '--out', dir], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, TPRUN_BUILD_THREADS: String(threads), TPRUN_CONVERT_STATS_DIR: stats } });
+    assert.equal(r.status, 0, r.stderr);
+    // Which thread wrote each rank's file: 0 the main thread, else a worker's id.
+    const ids = fs.readdirSync(stats).map((f) => JSON.parse(fs.readFileSync(path.join(stats, f), 'utf8')).thread);
+    assert.equal(ids.length, 4);
+    if (threads === 0) assert.deepEqual(ids, [0, 0, 0, 0]);
+    else assert.equal(new Set(ids.filter((id) => id > 0)).size, 4, `one worker per rank: ${ids}`);
+    return dir;
+  };
+  const one = out(0), three = out(3);
+  const files = fs.readdirSync(one).sort();
+  assert.deepEqual(files, ['config.json', 'rank0.safetensors', 'rank1.safetensors', 'rank2.safetensors', 'rank3.safetensors']);
+  assert.deepEqual(fs.readdirSync(three).sort(), files);
+  for (const f of files) assert.ok(fs.readFileSync(path.join(one, f)).equals(fs.readFileSync(path.join(three, f))), `${f} differs`);
+});
