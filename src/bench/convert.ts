@@ -82,6 +82,7 @@ const command: CommandModule<object, Args> = {
       const rss: number[][] = [];
       let bytesRead: number[] = [];
       let rankSeconds: number[] = [];
+      let threads = 1;
       for (let i = 0; i < a.reps; i++) {
         const cpOut = path.join(work, `cp${i}`);
         cp.push(await timed('cp', ['-r', model, cpOut]));
@@ -96,12 +97,15 @@ const command: CommandModule<object, Args> = {
         rss.push(st.map((s) => s.maxRssBytes));
         bytesRead = st.map((s) => s.bytesRead);
         rankSeconds = st.map((s) => s.seconds);
+        // Threads that wrote the rank files (0: the main thread; convert-worker.ts otherwise).
+        threads = Math.max(1, new Set(st.map((s) => s.thread as number | undefined).filter((id) => id !== undefined && id > 0)).size);
         fs.rmSync(out, { recursive: true, force: true });
       }
       const med = (xs: Array<{ run: number; withSync: number }>, k: 'run' | 'withSync') => median(xs.map((x) => x[k]));
       const peak = [...Array(a.tp).keys()].map((r) => Math.max(...rss.map((x) => x[r])));
       const result = {
         bench: 'convert', preset: a.model ? undefined : a.preset, model_bytes: modelBytes, tp: a.tp, reps: a.reps,
+        cores: os.availableParallelism(), threads,
         cp_seconds: med(cp, 'run'), convert_seconds: med(conv, 'run'), ratio: med(conv, 'run') / med(cp, 'run'),
         cp_seconds_with_sync: med(cp, 'withSync'), convert_seconds_with_sync: med(conv, 'withSync'),
         ratio_with_sync: med(conv, 'withSync') / med(cp, 'withSync'),
