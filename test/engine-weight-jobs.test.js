@@ -39,7 +39,7 @@ const hex = (b) => (crc32(b) >>> 0).toString(16).padStart(8, '0');
 test('parallel weight writer: the streaming writer\'s bytes and CRC, any job cuts, threads and tp rank', { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-wjobs-'));
   try {
-    for (const [dtype, tp, rank] of [['float16', 1, 0], ['float32', 1, 0], ['float16', 2, 1]]) {
+    for (const [dtype, tp, rank] of /** @type {const} */ ([['float16', 1, 0], ['float32', 1, 0], ['float16', 2, 1]])) {
       const { shard, close } = openLazyShard(origin(MODEL, tp, rank));
       try {
         const serial = fileOf(shard, dtype);
@@ -79,7 +79,7 @@ test('parallel weight writer: a worker that cannot read its weight fails the wri
       // The checkpoint shrinks after the graph was planned: the workers' reads run past its end.
       const shardFile = join(model, 'model-00002-of-00002.safetensors');
       truncateSync(shardFile, 100_000);
-      await assert.rejects(wf.write(join(dir, 'weights.bin'), { threads: 3, parallelMin: 0 }), (e) => {
+      await assert.rejects(wf.write(join(dir, 'weights.bin'), { threads: 3, parallelMin: 0 }), (/** @type {Error} */ e) => {
         assert.match(e.message, /model-0000[12]-of-00002\.safetensors|truncated|past the end|ends at/);
         assert.ok(!e.message.includes('\n'), 'one line');
         return true;
