@@ -17,7 +17,7 @@ import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './w
 import type { Tensor } from '../core/tensor.js';
 import { traceSpan } from '../util/trace.js';
 import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
-import { buildThreads, jobOrigin, writeParallel } from './weight-jobs.js';
+import { buildThreads, jobOrigin, prestart, writeParallel } from './weight-jobs.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
 
@@ -61,6 +61,9 @@ export class WeightFile {
   size = 0;
   /** Bytes of tensor data (the file less its alignment padding). */
   dataBytes = 0;
+  /** Bytes of weights that worker threads can make, by shard (weight-jobs.ts); whether their pool was started. */
+  private jobBytes = new Map<object, number>();
+  private prestarted = false;
 
   constructor(readonly location: string) {}
 
@@ -78,6 +81,17 @@ export class WeightFile {
     this.byName.set(name, ref);
     this.size = offset + length;
     this.dataBytes += length;
+    const origin = (data as DeferredTensor).job?.origin;
+    if (origin && !this.prestarted) {
+      const n = (this.jobBytes.get(origin) ?? 0) + length;
+      this.jobBytes.set(origin, n);
+      // Enough for the parallel writer: its workers start now, while the rest of the graph is built.
+      if (n >= PARALLEL_MIN) {
+        this.prestarted = true;
+        const threads = buildThreads();
+        if (threads >= 2) prestart(origin, threads);
+      }
+    }
     return ref;
   }
 

@@ -109,9 +109,9 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
   const fh = await open(path, 'w');
   const lock = new Int32Array(new SharedArrayBuffer(4));
   lockOf.set(fh, lock);
-  const pool = new JobPool(origin, fh.fd, lock, chunkBytes, Math.max(1, Math.min(threads, jobs.length)));
+  const pool = takePool(origin, threads);
   try {
-    const done = pool.run(jobs, (j, crc) => {
+    const done = pool.run({ fd: fh.fd, lock, chunkBytes }, jobs, (j, crc) => {
       parts.push({ offset: j.offset, length: j.length, crc });
       jobStats.jobs++;
     });
@@ -199,25 +199,39 @@ class JobPool {
   /** Set when the main thread's own part failed (its error is the one to report). */
   abortedByMain = false;
   get stopped(): boolean { return this.failed !== undefined; }
-  private fail: (e: Error) => void = () => {};
+  private reject: ((e: Error) => void) | undefined;
+  private closing = false;
   private exited: Promise<unknown>[];
 
-  constructor(origin: LazyOrigin, fd: number, lock: Int32Array, chunkBytes: number, n: number) {
-    // Workers write through this process's descriptor of the file (descriptors are per process) and run
-    // no transpose pool of their own (transpose-pool.ts): they are the parallelism.
+  constructor(readonly origin: LazyOrigin, readonly size: number) {
+    // Workers run no transpose pool of their own (transpose-pool.ts): they are the parallelism.
     const env = workerEnv({ TPRUN_BUILD_THREADS: '0' });
-    this.workers = Array.from({ length: n }, () => new Worker(new URL('./weight-worker.js', import.meta.url), { workerData: { origin, fd, lock, chunkBytes }, env }));
+    this.workers = Array.from({ length: size }, () => new Worker(new URL('./weight-worker.js', import.meta.url), { workerData: { origin }, env }));
     this.exited = this.workers.map((w) => new Promise((resolve) => w.once('exit', resolve)));
+    for (const w of this.workers) {
+      // A pool started ahead of its file (prestart) never keeps the process alive; run() refs it.
+      w.unref();
+      w.on('error', (e) => this.fail(e));
+      w.on('exit', (code) => { if (!this.closing) this.fail(new Error(`weight worker exited (code ${code})`)); });
+    }
   }
 
-  run(jobs: Job[], onDone: (j: Job, crc: number) => void): Promise<void> {
+  private fail(e: Error): void {
+    if (this.failed) return;
+    this.failed = e;
+    this.reject?.(e);
+  }
+
+  /** Runs `jobs` on the file `fd` (this process's descriptor: descriptors are per process). */
+  run(file: { fd: number; lock: Int32Array; chunkBytes: number }, jobs: Job[], onDone: (j: Job, crc: number) => void): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    for (const w of this.workers) {
+      w.ref();
+      w.postMessage({ file });
+    }
     return new Promise<void>((resolve, reject) => {
+      this.reject = reject;
       let next = 0, open = 0;
-      this.fail = (e) => {
-        if (this.failed) return;
-        this.failed = e;
-        reject(e);
-      };
       const feed = (w: Worker) => {
         if (this.failed) return;
         if (next < jobs.length) {
@@ -238,10 +252,6 @@ class JobPool {
           resolve();
         }
       };
-      for (const w of this.workers) {
-        w.on('error', (e) => this.fail(e));
-        w.on('exit', (code) => { if (!this.failed && (next < jobs.length || open > 0)) this.fail(new Error(`weight worker exited (code ${code}) before its jobs were done`)); });
-      }
       if (jobs.length === 0) return resolve();
       for (const w of this.workers) feed(w);
     });
@@ -255,12 +265,49 @@ class JobPool {
 
   /** Ends every worker: each finishes its job, if any, and exits; a hung one is terminated. */
   async close(): Promise<void> {
+    this.closing = true;
     for (const w of this.workers) w.postMessage(null);
     const t = setTimeout(() => { for (const w of this.workers) void w.terminate(); }, 30_000);
+    t.unref();
     try {
       await Promise.all(this.exited);
     } finally {
       clearTimeout(t);
     }
   }
+}
+
+// A pool started while the engine's graph is still being built (WeightFile.add calls prestart once the
+// weights of one shard are worth it), so the workers' start (module loading, opening the checkpoint)
+// overlaps that work instead of coming after it. Unused for a minute, it is closed.
+let warm: { pool: JobPool; timer: NodeJS.Timeout } | undefined;
+const WARM_IDLE_MS = 60_000;
+
+/** Starts `threads` workers for the weights of `origin` ahead of writeParallel. */
+export function prestart(origin: LazyOrigin, threads: number): void {
+  if (warm?.pool.origin === origin && warm.pool.size === threads) return;
+  const pool = new JobPool(origin, threads);
+  const timer = setTimeout(() => {
+    if (warm?.pool !== pool) return;
+    warm = undefined;
+    void pool.close();
+  }, WARM_IDLE_MS);
+  timer.unref();
+  const old = warm;
+  warm = { pool, timer };
+  if (old) {
+    clearTimeout(old.timer);
+    void old.pool.close();
+  }
+}
+
+/** The prestarted pool when it fits, else a new one. */
+function takePool(origin: LazyOrigin, threads: number): JobPool {
+  const w = warm;
+  if (w?.pool.origin === origin && w.pool.size === threads) {
+    warm = undefined;
+    clearTimeout(w.timer);
+    return w.pool;
+  }
+  return new JobPool(origin, threads);
 }

@@ -12,13 +12,26 @@ import { type LazyOrigin, openLazyShard } from './lazy-shard.js';
 import { chunkBuffers, deferredRows, engineWeight, engineWeightTransposed } from './weight-convert.js';
 import { type JobMessage, type JobReply, WRITE_PIECE, acquire, release } from './weight-jobs.js';
 
-// fd: the main thread's descriptor of the weight file (it closes it once every worker has exited).
-const { origin, fd, chunkBytes, lock } = workerData as { origin: LazyOrigin; fd: number; chunkBytes: number; lock: Int32Array };
+const { origin } = workerData as { origin: LazyOrigin };
 const { shard, close } = openLazyShard(origin);
-// One buffer inside the SIMD memory when there is one: sources are read into it and converted in place.
-const { bufs } = chunkBuffers(1, chunkBytes);
-const buf = bufs[0];
 
+/** The file being written: the main thread's descriptor (closed by it once every job is done) and write token. */
+let fd = -1;
+let lock: Int32Array;
+// One buffer inside the SIMD memory when there is one: sources are read into it and converted in place.
+let buf: Uint8Array = new Uint8Array(0);
+let giveBack = () => {};
+
+function setFile(f: { fd: number; lock: Int32Array; chunkBytes: number }): void {
+  fd = f.fd;
+  lock = f.lock;
+  if (buf.length < f.chunkBytes) {
+    giveBack();
+    const { bufs, release } = chunkBuffers(1, f.chunkBytes);
+    buf = bufs[0];
+    giveBack = release;
+  }
+}
 
 /** One chunk, under the file's write token (weight-jobs.ts: writers of one file take turns). */
 function writeAt(view: Uint8Array, pos: number): void {
@@ -48,8 +61,10 @@ function run(j: JobMessage): number {
   return crc;
 }
 
-parentPort!.on('message', (j: JobMessage | null) => {
+parentPort!.on('message', (j: JobMessage | { file: Parameters<typeof setFile>[0] } | null) => {
+  if (j !== null && 'file' in j) return setFile(j.file);
   if (j === null) {
+    giveBack();
     close();
     parentPort!.close();
     return;
