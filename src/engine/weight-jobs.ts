@@ -24,8 +24,8 @@ export type JobReply = { id: number; crc: number } | { id: number; error: string
 export interface Slot { offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
 
 /**
- * Threads that write a weight file: TPRUN_BUILD_THREADS when set (0 or 1: the streaming writer on the
- * main thread), else every core this process may use, at most 16 (each worker holds one source tensor).
+ * Threads that write a weight file (util/threads.ts: TPRUN_BUILD_THREADS, else the cores up to 16, none
+ * below 4; each worker holds one source tensor). Fewer than 2: the streaming writer on the main thread.
  */
 export const buildThreads = (env: NodeJS.ProcessEnv = process.env): number => workerThreads(16, env);
 
@@ -77,9 +77,11 @@ function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Jo
 interface Part { offset: number; length: number; crc: number }
 
 // The write token. Buffered writes to one file are serialized by the kernel anyway (the inode's lock,
-// taken by ext4's and xfs's write paths around the copy into the page cache), and threads that wait
-// there spin: two workers writing at once cost more system time than one writing after the other
-// (2-core machine: 3.6 vs 2.3 s). So writers take turns on a futex (Atomics.wait sleeps), one chunk each.
+// taken by ext4's and xfs's write paths around the copy into the page cache: ext4_buffered_write_iter),
+// and threads that wait there spin while the holder copies (rwsem_spin_on_owner in perf of the streaming
+// writer, whose libuv threads write up to four chunks at once). So writers take turns on a futex
+// instead (Atomics.wait sleeps), one chunk each: the file is written by one thread at a time, as fast as
+// one thread copies, and the others convert meanwhile.
 /** Takes the token (blocking: worker threads). */
 export function acquire(lock: Int32Array): void {
   while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1, 1000);
