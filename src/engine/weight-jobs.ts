@@ -3,7 +3,8 @@
 // their CRC-32 and writes them at their final offset (positional writes: the order jobs finish in does
 // not matter), so every stage of the copy scales with cores, where the streaming writer (weight-file.ts)
 // reads and converts on one thread. The main thread writes the alignment padding and any weight that has
-// no origin a worker can open (quantized or in-memory tensors), and joins the CRCs in file order with
+// no origin a worker can open (quantized or in-memory tensors; the padding is left to the file's
+// truncation to its size), and joins the CRCs in file order with
 // crc32Combine (zlib's crc32_combine, checksum.ts). The bytes are the streaming writer's: the same fill
 // functions make them, and a test compares both.
 
@@ -109,6 +110,8 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
   const { jobs, rest } = jobsOf(slots, origin, jobBytes);
   const parts: Part[] = [];
   const fh = await open(path, 'w');
+  // At its full size from the start: the padding between weights reads as zeros without being written.
+  await fh.truncate(size);
   const lock = new Int32Array(new SharedArrayBuffer(4));
   lockOf.set(fh, lock);
   const pool = takePool(origin, threads);
@@ -152,7 +155,7 @@ async function writeAll(fh: FileHandle, view: Uint8Array, at: number): Promise<v
 }
 
 async function writeRest(fh: FileHandle, all: Slot[], rest: Slot[], size: number, chunkBytes: number, parts: Part[], stopped: () => boolean): Promise<void> {
-  // Padding: the gaps between slots (each under the 64 KiB alignment) and none after the last.
+  // Padding: the gaps between slots (each under the 64 KiB alignment), none after the last.
   let end = 0;
   const gaps: Part[] = [];
   for (const s of all) {
@@ -160,12 +163,9 @@ async function writeRest(fh: FileHandle, all: Slot[], rest: Slot[], size: number
     end = Math.max(end, s.offset + s.length);
   }
   if (end !== size) throw new Error(`weight file: slots end at ${end}, the file at ${size}`);
+  // The file was truncated to its size (zeros there already): only their CRC is needed.
   const zeros = new Uint8Array(gaps.reduce((m, g) => Math.max(m, g.length), 0));
-  for (const g of gaps) {
-    const z = zeros.subarray(0, g.length);
-    await writeAll(fh, z, g.offset);
-    parts.push({ ...g, crc: crc32(z) });
-  }
+  for (const g of gaps) parts.push({ ...g, crc: crc32(zeros.subarray(0, g.length)) });
   let buf: Uint8Array | undefined;
   for (const s of rest) {
     if (stopped()) return;

@@ -22,16 +22,21 @@ let lock: Int32Array;
 let buf: Uint8Array = new Uint8Array(0);
 let giveBack = () => {};
 
+function lend(bytes: number): void {
+  giveBack();
+  const { bufs, release } = chunkBuffers(1, bytes);
+  buf = bufs[0];
+  giveBack = release;
+}
+
 function setFile(f: { fd: number; lock: Int32Array; chunkBytes: number }): void {
   fd = f.fd;
   lock = f.lock;
-  if (buf.length < f.chunkBytes) {
-    giveBack();
-    const { bufs, release } = chunkBuffers(1, f.chunkBytes);
-    buf = bufs[0];
-    giveBack = release;
-  }
+  if (buf.length < f.chunkBytes) lend(f.chunkBytes);
 }
+
+// The SIMD module and its tables are made now, while the worker waits for its file (the usual size).
+lend(4 << 20);
 
 /** One chunk, under the file's write token (weight-jobs.ts: writers of one file take turns). */
 function writeAt(view: Uint8Array, pos: number): void {
