@@ -15,6 +15,7 @@ import { openLazyShard } from '../dist/engine/lazy-shard.js';
 import { jobStats } from '../dist/engine/weight-jobs.js';
 
 const MODEL = new URL('../models/brown-llama-a', import.meta.url).pathname;
+const META = new URL('../models/brown-llama-a-meta', import.meta.url).pathname;
 
 /** A weight file of the shard as the engine lays it out: linears transposed, the rest plain. */
 function fileOf(shard, dtype) {
@@ -33,14 +34,15 @@ function addLocal(wf) {
   wf.add('mem', engineWeightTransposed({ dtype: 'bfloat16', shape: [40, 24], data: new Uint8Array(w.buffer) }, 'float16', 'mem'));
 }
 
-const origin = (dir, tp = 1, rank = 0) => ({ dir, meta: false, load: { mapping: { tp_size: tp, world_size: tp, pp_size: 1 }, rank } });
+const origin = (dir, tp = 1, rank = 0) => ({ dir, meta: dir === META, load: { mapping: { tp_size: tp, world_size: tp, pp_size: 1 }, rank } });
 const hex = (b) => (crc32(b) >>> 0).toString(16).padStart(8, '0');
 
-test('parallel weight writer: the streaming writer\'s bytes and CRC, any job cuts, threads and tp rank', { timeout: 120_000 }, async () => {
+test('parallel weight writer: the streaming writer\'s bytes and CRC, any job cuts, threads, tp rank and source format', { timeout: 180_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-wjobs-'));
   try {
-    for (const [dtype, tp, rank] of /** @type {const} */ ([['float16', 1, 0], ['float32', 1, 0], ['float16', 2, 1]])) {
-      const { shard, close } = openLazyShard(origin(MODEL, tp, rank));
+    // Meta's format: 2-way model-parallel files merged and its rotary order undone on every worker too.
+    for (const [dtype, tp, rank, model] of /** @type {const} */ ([['float16', 1, 0, MODEL], ['float32', 1, 0, MODEL], ['float16', 2, 1, MODEL], ['float16', 2, 0, META]])) {
+      const { shard, close } = openLazyShard(origin(model, tp, rank));
       try {
         const serial = fileOf(shard, dtype);
         addLocal(serial);
@@ -54,7 +56,7 @@ test('parallel weight writer: the streaming writer\'s bytes and CRC, any job cut
           const file = join(dir, 'parallel.bin');
           const before = jobStats.jobs;
           const sum = await wf.write(file, { ...opts, parallelMin: 0 });
-          const what = `${dtype} tp ${tp} rank ${rank} ${JSON.stringify(opts)}`;
+          const what = `${model === META ? 'meta' : 'hf'} ${dtype} tp ${tp} rank ${rank} ${JSON.stringify(opts)}`;
           assert.ok(jobStats.jobs > before + shard.weights.size - 1, `workers wrote the weights (${what}: ${jobStats.jobs - before} jobs)`);
           assert.ok(readFileSync(file).equals(want), `same bytes (${what})`);
           assert.equal(sum, refSum, what);
