@@ -120,7 +120,7 @@ const command: CommandModule<object, Args> = {
       const modelBytes = dirBytes(model);
       // Warm the page cache so every tool reads from memory alike.
       for (const f of fs.readdirSync(model)) await execa('cat', [path.join(model, f)], { stdout: 'ignore' });
-      const cp: Timing[] = [], loop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [];
+      const cp: Timing[] = [], loop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [], streaming: Timing[] = [];
       const rankSeconds: number[] = [];
       const buildPhases: Record<string, number>[] = [];
       let writer: { writer?: string; threads?: number } | undefined;
@@ -140,6 +140,11 @@ const command: CommandModule<object, Args> = {
         writer = ph.writer ?? writer;
         engineBytes = dirBytes(engine);
         fs.rmSync(engine, { recursive: true, force: true });
+        // Where the parallel weight writer ran, the streaming one beside it (weight-file.ts), same run.
+        if (writer?.writer === 'parallel') {
+          streaming.push(await timed(process.execPath, [CLI, 'build', '--model', model, '--tp', String(a.tp), '--dtype', a.dtype, '--out', engine, '--quiet'], { TPRUN_BUILD_WRITER: 'streaming' }));
+          fs.rmSync(engine, { recursive: true, force: true });
+        }
         const ckpt = path.join(work, `ckpt${i}`);
         const stats = path.join(work, `stats${i}`);
         fs.mkdirSync(stats);
@@ -161,11 +166,12 @@ const command: CommandModule<object, Args> = {
         build: { tp: a.tp, dtype: a.dtype, writer: writer?.writer, threads: writer?.threads, seconds: med(build), ratio: med(build) / med(cp), ratio_to_copy_loop: med(build) / med(loop),
           cpu_seconds: med(build, 'cpuSeconds'), engine_bytes: engineBytes,
           phases_seconds: Object.fromEntries(names.map((n) => [n, median(buildPhases.map((p) => p[n] ?? 0))])) },
+        ...(streaming.length ? { build_streaming_writer: { seconds: med(streaming), ratio: med(streaming) / med(cp), cpu_seconds: med(streaming, 'cpuSeconds') } } : {}),
         convert: { tp: a['convert-tp'], threads: convThreads, seconds: med(conv), ratio: med(conv) / med(cp), ratio_to_copy_loop: med(conv) / med(loop),
           cpu_seconds: med(conv, 'cpuSeconds'), checkpoint_bytes: checkpointBytes,
           // The ranks' conversion alone (slowest rank, from its first joined moment to its rename).
           rank_seconds: median(rankSeconds), rank_ratio: median(rankSeconds) / med(cp) },
-        all: { cp, copy_loop: loop, build, convert: conv, convert_rank_seconds: rankSeconds },
+        all: { cp, copy_loop: loop, build, build_streaming_writer: streaming, convert: conv, convert_rank_seconds: rankSeconds },
       };
       process.stdout.write(JSON.stringify(result) + '\n');
     } finally {

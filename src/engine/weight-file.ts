@@ -1,7 +1,11 @@
 // One rank's weights as ONNX external data: a single file, each tensor at an offset aligned to 64 KiB
 // so onnxruntime can memory-map it (64 KiB is the largest mapping granularity it meets, Windows').
 //
-// Writing streams: the file is produced front to back in chunks; deferred tensors (weight-convert.ts)
+// Two writers. Where the process may use several cores and the weights come from a lazily read
+// checkpoint (build --model), worker threads write them (weight-jobs.ts: each opens the checkpoint and
+// writes whole weights at their offsets). Otherwise the file streams on this thread, as follows.
+//
+// The streaming writer produces the file front to back in chunks; deferred tensors (weight-convert.ts)
 // are converted straight into the chunk that holds their final offset. While the main thread fills the
 // next chunk, the previous ones are written by libuv's thread pool and checksummed (CRC-32, for the
 // engine's manifest: checksum.ts says why not sha256) by a worker thread, so converting, writing and
@@ -15,6 +19,7 @@ import { crc32Combine, crc32Hex } from './checksum.js';
 import type { ExternalRef } from './onnx-proto.js';
 import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
 import type { Tensor } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
 import { traceSpan } from '../util/trace.js';
 import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
 import { buildThreads, jobOrigin, prestart, writeParallel } from './weight-jobs.js';
@@ -43,6 +48,17 @@ function chunkFor(entries: Entry[]): number {
 }
 /** Below this the file is checksummed on the main thread (a worker's start costs more than it saves). */
 const WORKER_HASH_MIN = 64 << 20;
+
+/**
+ * TPRUN_BUILD_WRITER=streaming keeps the streaming writer where the parallel one would run (tprun bench
+ * build times both on machines where the parallel one is the default).
+ */
+function streamingForced(): boolean {
+  const w = process.env.TPRUN_BUILD_WRITER;
+  if (w === undefined || w === '' || w === 'auto') return false;
+  if (w === 'streaming') return true;
+  throw new InputError(`TPRUN_BUILD_WRITER=${w}: must be streaming or auto`);
+}
 
 /** Below this many bytes from one lazy shard, the file is written by the streaming writer (a worker's start costs more). */
 const PARALLEL_MIN = 64 << 20;
@@ -99,7 +115,7 @@ export class WeightFile {
   async write(path: string, opts: WriteOptions = {}): Promise<string> {
     const threads = opts.threads ?? buildThreads();
     const from = jobOrigin(this.entries);
-    const parallel = threads >= 2 && from !== undefined && from.bytes >= (opts.parallelMin ?? PARALLEL_MIN);
+    const parallel = !streamingForced() && threads >= 2 && from !== undefined && from.bytes >= (opts.parallelMin ?? PARALLEL_MIN);
     // The trace says which writer ran and on how many threads (tprun bench build reports it).
     const args = { bytes: this.size, tensors: this.entries.length, writer: parallel ? 'parallel' : 'streaming', threads: parallel ? threads : 1 + (this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? opts.hashThreads ?? hashThreads() : 0) + transposeThreads() };
     return traceSpan('weights.write', async () => parallel
