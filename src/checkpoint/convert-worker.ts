@@ -11,7 +11,7 @@ import { ioStats } from './ranged.js';
 /** Worker → main: a tensor written (its bytes), or the end (bytes read, or the failure). */
 export type ConvertWorkerMessage =
   | { kind: 'tensor'; bytes: number }
-  | { kind: 'done'; bytesRead: number }
+  | { kind: 'done'; bytesRead: number; bytesCopied: number }
   | { kind: 'error'; message: string; input: boolean; stack?: string };
 
 const { o, tmp, rank } = workerData as { o: ConvertOptions; tmp: string; rank: number };
@@ -24,8 +24,9 @@ try {
   const { config, source } = openSource(o);
   try {
     const read0 = ioStats.bytesRead;
-    await writeRankFile(tmp, rankWork(source, config, rank), { clamp: o.clamp, signal, onTensor: (bytes) => post({ kind: 'tensor', bytes }) });
-    post({ kind: 'done', bytesRead: ioStats.bytesRead - read0 });
+    let bytesCopied = 0;
+    await writeRankFile(tmp, rankWork(source, config, rank), { clamp: o.clamp, signal, onTensor: (bytes) => post({ kind: 'tensor', bytes }), onCopied: (k) => { bytesCopied += k; } });
+    post({ kind: 'done', bytesRead: ioStats.bytesRead - read0, bytesCopied });
   } finally {
     source.close();
   }

@@ -80,6 +80,8 @@ export interface RankStats {
   pid: number;
   /** Its thread there: 0 the main thread, else the worker thread's id (convert alone, several cores). */
   thread?: number;
+  /** Bytes of its file copied from the checkpoint inside the kernel (convert alone: kernel-copy.ts). */
+  bytesCopied?: number;
   seconds: number;
   bytesWritten: number;
   maxRssBytes: number;
@@ -94,6 +96,8 @@ export interface RankFileOptions {
   signal?: { aborted: boolean };
   /** Checkpoint bytes read for this rank (its reads are synchronous, so the global counter's delta). */
   onRead?: (bytes: number) => void;
+  /** Bytes of this rank's file copied from the checkpoint inside the kernel (kernel-copy.ts). */
+  onCopied?: (bytes: number) => void;
 }
 
 /** Rank `rank`'s view of the source and its plan over it, made once: callers count its tensors, writeRankFile writes them. */
@@ -109,6 +113,10 @@ export async function writeRankFile(tmp: string, w: ReturnType<typeof rankWork>,
   try {
     await traceSpan('convert.rank', () => pipeShards(source, plan, (name, data, offset) => writer.writeChunk(name, data, offset), {
       clamp: o.clamp, signal: o.signal, onRead: o.onRead, onTensor: (_name, n) => o.onTensor(n),
+      copy: (name, ranges, offset) => {
+        const n = writer.copyChunk(name, ranges, offset);
+        o.onCopied?.(n);
+      },
     }), { rank, tensors: plan.length });
     writer.close();
   } catch (e) {
@@ -178,6 +186,7 @@ async function rankPipelines(tmp: string, works: ReturnType<typeof rankWork>[], 
     clamp: o.clamp, signal,
     onTensor: (k) => { s.bytesWritten += k; bar.tick(); },
     onRead: (k) => { s.bytesRead += k; },
+    onCopied: (k) => { s.bytesCopied = (s.bytesCopied ?? 0) + k; },
   }).then(() => { s.seconds = (performance.now() - t0) / 1000; }, (e) => {
     // The first failure is the one reported; the others stop because of it.
     if (signal.aborted) return;
@@ -223,6 +232,7 @@ function rankThreads(o: ConvertOptions, tmp: string, stats: RankStats[], threads
         } else if (m.kind === 'done') {
           ended = true;
           s.bytesRead = m.bytesRead;
+          s.bytesCopied = m.bytesCopied;
           s.seconds = (performance.now() - t0) / 1000;
         } else {
           ended = true;
