@@ -255,7 +255,8 @@ function rankThreads(o: ConvertOptions, tmp: string, stats: RankStats[], threads
  * Every rank's file in this one process, for a `tprun convert` that runs alone (no world of ranks to
  * join): the same files, byte for byte, as tp × pp rank processes would write, without starting them
  * (process start-up and rendezvous cost more than a rank's conversion; issue #14). The ranks run on
- * worker threads where cores allow (TPRUN_BUILD_THREADS, default the cores), else interleaved on this one.
+ * worker threads where cores allow (util/threads.ts: TPRUN_BUILD_THREADS, else one per rank from 4 cores
+ * up), else interleaved on this one.
  */
 export async function convertLocal(o: ConvertOptions): Promise<RankStats[]> {
   const n = o.tp * (o.pp ?? 1);
