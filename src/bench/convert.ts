@@ -83,6 +83,7 @@ const command: CommandModule<object, Args> = {
       const mainThread: Array<{ run: number; withSync: number }> = [];
       const rss: number[][] = [];
       let bytesRead: number[] = [];
+      let bytesCopied: number[] = [];
       let rankSeconds: number[] = [];
       let threads = 1;
       for (let i = 0; i < a.reps; i++) {
@@ -98,6 +99,7 @@ const command: CommandModule<object, Args> = {
         const st = [...Array(a.tp).keys()].map((r) => JSON.parse(fs.readFileSync(path.join(stats, `rank${r}.json`), 'utf8')));
         rss.push(st.map((s) => s.maxRssBytes));
         bytesRead = st.map((s) => s.bytesRead);
+        bytesCopied = st.map((s) => s.bytesCopied ?? 0);
         rankSeconds = st.map((s) => s.seconds);
         // Threads that wrote the rank files (0: the main thread; convert-worker.ts otherwise).
         threads = Math.max(1, new Set(st.map((s) => s.thread as number | undefined).filter((id) => id !== undefined && id > 0)).size);
@@ -119,7 +121,9 @@ const command: CommandModule<object, Args> = {
         userspace_copy_seconds: med(ucopy, 'run'), userspace_copy_ratio: med(ucopy, 'run') / med(cp, 'run'),
         peak_rss_bytes_per_rank: peak, largest_source_tensor_bytes: largestSource, largest_shard_tensor_bytes: largestShard,
         peak_rss_over_largest_tensor: peak.map((p) => p / largestSource),
-        bytes_read_per_rank: bytesRead, rank_seconds_last_rep: rankSeconds,
+        bytes_read_per_rank: bytesRead,
+        // Of those, copied file to file inside the kernel (kernel-copy.ts) rather than read and written.
+        bytes_copied_in_kernel_per_rank: bytesCopied, rank_seconds_last_rep: rankSeconds,
         // The conversion work itself (inside the ranks, after process start-up and world rendezvous).
         rank_work_ratio_last_rep: Math.max(...rankSeconds) / cp[cp.length - 1].run,
         all: { cp, convert: conv, convert_main_thread: mainThread, userspace_copy: ucopy },
