@@ -22,4 +22,10 @@ test('bench build on the embedded model prints its JSON result', async () => {
   assert.ok(res.convert.rank_seconds > 0 && res.convert.rank_seconds <= res.convert.seconds, JSON.stringify(res.convert));
   assert.equal(res.build.dtype, 'float16');
   for (const p of ['load', 'build', 'save']) assert.ok(res.build.phases_seconds[p] >= 0, `phase ${p}`);
+  // Which weight writer ran and on how many threads, and the threads of the conversion (the lead reads
+  // these beside the ratios on machines of different core counts).
+  assert.ok(res.cores >= 1);
+  assert.ok(['parallel', 'streaming'].includes(res.build.writer), JSON.stringify(res.build));
+  assert.ok(Number.isInteger(res.build.threads) && res.build.threads >= 1, JSON.stringify(res.build));
+  assert.ok(Number.isInteger(res.convert.threads) && res.convert.threads >= 1, JSON.stringify(res.convert));
 });

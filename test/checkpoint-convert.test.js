@@ -8,6 +8,10 @@ import { spawnSync } from 'node:child_process';
 import { LlamaForCausalLM, readSafetensors, SafetensorsFile } from 'tprun';
 import { ROOT, BROWN, BROWN_META, sameBytes, tmpDir } from './helpers/h3.js';
 import { must } from './helpers/must.js';
+import { createRequire } from 'node:module';
+
+/** Whether the optional koffi (copy_file_range for convert) is installed here. */
+const koffi = (() => { try { createRequire(import.meta.url)('koffi'); return true; } catch { return false; } })();
 
 const CLI = path.join(ROOT, 'dist/cli.js');
 const run = (args) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -103,4 +107,32 @@ test('convert alone writes every rank in its own process, byte-identical to rank
   for (const f of ['config.json', 'rank0.safetensors', 'rank1.safetensors']) {
     assert.ok(fs.readFileSync(path.join(alone, f)).equals(fs.readFileSync(path.join(ranks, f))), `${f} differs`);
   }
+});
+
+test('rank files written on worker threads (copied inside the kernel) equal those interleaved on one thread (read and written), tp 2 x pp 2, fewer threads than ranks', (t) => {
+  const work = tmpDir(t);
+  // The one-thread run also reads and writes every byte (TPRUN_KERNEL_COPY=0); the threaded one copies
+  // what it can inside the kernel (copy_file_range through koffi, where that optional module is).
+  const out = (threads) => {
+    const dir = path.join(work, `t${threads}`);
+    const stats = path.join(work, `stats${threads}`);
+    fs.mkdirSync(stats);
+    const r = spawnSync(process.execPath, [CLI, 'convert', '--model', BROWN, '--tp', '2', '--pp', '2', '--out', dir], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, TPRUN_BUILD_THREADS: String(threads), TPRUN_CONVERT_STATS_DIR: stats, TPRUN_KERNEL_COPY: threads ? '1' : '0' } });
+    assert.equal(r.status, 0, r.stderr);
+    // Which thread wrote each rank's file: 0 the main thread, else a worker's id.
+    const st = fs.readdirSync(stats).map((f) => JSON.parse(fs.readFileSync(path.join(stats, f), 'utf8')));
+    const ids = st.map((s) => s.thread);
+    assert.equal(ids.length, 4);
+    if (threads === 0) assert.deepEqual(ids, [0, 0, 0, 0]);
+    else assert.equal(new Set(ids.filter((id) => id > 0)).size, 4, `one worker per rank: ${ids}`);
+    const copied = st.reduce((a, s) => a + (s.bytesCopied ?? 0), 0);
+    if (threads === 0) assert.equal(copied, 0);
+    else if (koffi) assert.ok(copied > 0, 'bytes were copied inside the kernel');
+    return dir;
+  };
+  const one = out(0), three = out(3);
+  const files = fs.readdirSync(one).sort();
+  assert.deepEqual(files, ['config.json', 'rank0.safetensors', 'rank1.safetensors', 'rank2.safetensors', 'rank3.safetensors']);
+  assert.deepEqual(fs.readdirSync(three).sort(), files);
+  for (const f of files) assert.ok(fs.readFileSync(path.join(one, f)).equals(fs.readFileSync(path.join(three, f))), `${f} differs`);
 });

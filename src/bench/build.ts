@@ -67,16 +67,30 @@ function childrenCpu(): number {
   }
 }
 
-/** Durations (seconds) of the top-level spans of a Chrome trace, by name. */
-function phases(traceFile: string): Record<string, number> {
-  const out: Record<string, number> = {};
+/**
+ * Durations (seconds) of the top-level spans of a Chrome trace, by name, and the weight writer's
+ * arguments (which writer ran, on how many threads: weight-file.ts records them on its span).
+ */
+function phases(traceFile: string): { seconds: Record<string, number>; writer?: { writer?: string; threads?: number } } {
+  const seconds: Record<string, number> = {};
+  let writer: { writer?: string; threads?: number } | undefined;
   try {
-    const t = JSON.parse(fs.readFileSync(traceFile, 'utf8')) as { traceEvents: { ph: string; name: string; dur?: number }[] };
-    for (const e of t.traceEvents) if (e.ph === 'X' && e.dur !== undefined) out[e.name] = (out[e.name] ?? 0) + e.dur / 1e6;
+    const t = JSON.parse(fs.readFileSync(traceFile, 'utf8')) as { traceEvents: { ph: string; name: string; dur?: number; args?: Record<string, unknown> }[] };
+    for (const e of t.traceEvents) {
+      if (e.ph !== 'X' || e.dur === undefined) continue;
+      seconds[e.name] = (seconds[e.name] ?? 0) + e.dur / 1e6;
+      if (e.name === 'weights.write' && e.args) writer = { writer: e.args.writer as string, threads: e.args.threads as number };
+    }
   } catch {
     // no trace: the phases are simply not reported
   }
-  return out;
+  return { seconds, writer };
+}
+
+/** Threads that wrote a conversion's rank files, from the ranks' stats (0: the main thread). */
+function convertThreads(statsDir: string): number {
+  const ids = fs.readdirSync(statsDir).map((f) => JSON.parse(fs.readFileSync(path.join(statsDir, f), 'utf8')).thread as number | undefined);
+  return Math.max(1, new Set(ids.filter((id) => id !== undefined && id > 0)).size);
 }
 
 const command: CommandModule<object, Args> = {
@@ -106,9 +120,11 @@ const command: CommandModule<object, Args> = {
       const modelBytes = dirBytes(model);
       // Warm the page cache so every tool reads from memory alike.
       for (const f of fs.readdirSync(model)) await execa('cat', [path.join(model, f)], { stdout: 'ignore' });
-      const cp: Timing[] = [], loop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [];
+      const cp: Timing[] = [], loop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [], streaming: Timing[] = [];
       const rankSeconds: number[] = [];
       const buildPhases: Record<string, number>[] = [];
+      let writer: { writer?: string; threads?: number } | undefined;
+      let convThreads = 1;
       let engineBytes = 0, checkpointBytes = 0;
       for (let i = 0; i < a.reps; i++) {
         const cpOut = path.join(work, `cp${i}`);
@@ -119,13 +135,21 @@ const command: CommandModule<object, Args> = {
         const engine = path.join(work, `engine${i}`);
         const trace = path.join(work, `trace${i}.json`);
         build.push(await timed(process.execPath, [CLI, 'build', '--model', model, '--tp', String(a.tp), '--dtype', a.dtype, '--out', engine, '--quiet', '--trace', trace]));
-        buildPhases.push(phases(trace));
+        const ph = phases(trace);
+        buildPhases.push(ph.seconds);
+        writer = ph.writer ?? writer;
         engineBytes = dirBytes(engine);
         fs.rmSync(engine, { recursive: true, force: true });
+        // Where the parallel weight writer ran, the streaming one beside it (weight-file.ts), same run.
+        if (writer?.writer === 'parallel') {
+          streaming.push(await timed(process.execPath, [CLI, 'build', '--model', model, '--tp', String(a.tp), '--dtype', a.dtype, '--out', engine, '--quiet'], { TPRUN_BUILD_WRITER: 'streaming' }));
+          fs.rmSync(engine, { recursive: true, force: true });
+        }
         const ckpt = path.join(work, `ckpt${i}`);
         const stats = path.join(work, `stats${i}`);
         fs.mkdirSync(stats);
         conv.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a['convert-tp']), '--out', ckpt], { [STATS_ENV]: stats }));
+        convThreads = convertThreads(stats);
         rankSeconds.push(Math.max(...fs.readdirSync(stats).map((f) => JSON.parse(fs.readFileSync(path.join(stats, f), 'utf8')).seconds as number)));
         checkpointBytes = dirBytes(ckpt);
         fs.rmSync(ckpt, { recursive: true, force: true });
@@ -134,17 +158,20 @@ const command: CommandModule<object, Args> = {
       const names = [...new Set(buildPhases.flatMap((p) => Object.keys(p)))];
       const result = {
         bench: 'build', preset: a.model ? undefined : a.preset, model_bytes: modelBytes, reps: a.reps,
+        // os.availableParallelism() of this process: the cores the commands below could use.
+        cores: os.availableParallelism(),
         cp_seconds: med(cp),
         cp_cpu_seconds: med(cp, 'cpuSeconds'),
         copy_loop: { seconds: med(loop), ratio: med(loop) / med(cp), cpu_seconds: med(loop, 'cpuSeconds') },
-        build: { tp: a.tp, dtype: a.dtype, seconds: med(build), ratio: med(build) / med(cp), ratio_to_copy_loop: med(build) / med(loop),
+        build: { tp: a.tp, dtype: a.dtype, writer: writer?.writer, threads: writer?.threads, seconds: med(build), ratio: med(build) / med(cp), ratio_to_copy_loop: med(build) / med(loop),
           cpu_seconds: med(build, 'cpuSeconds'), engine_bytes: engineBytes,
           phases_seconds: Object.fromEntries(names.map((n) => [n, median(buildPhases.map((p) => p[n] ?? 0))])) },
-        convert: { tp: a['convert-tp'], seconds: med(conv), ratio: med(conv) / med(cp), ratio_to_copy_loop: med(conv) / med(loop),
+        ...(streaming.length ? { build_streaming_writer: { seconds: med(streaming), ratio: med(streaming) / med(cp), cpu_seconds: med(streaming, 'cpuSeconds') } } : {}),
+        convert: { tp: a['convert-tp'], threads: convThreads, seconds: med(conv), ratio: med(conv) / med(cp), ratio_to_copy_loop: med(conv) / med(loop),
           cpu_seconds: med(conv, 'cpuSeconds'), checkpoint_bytes: checkpointBytes,
           // The ranks' conversion alone (slowest rank, from its first joined moment to its rename).
           rank_seconds: median(rankSeconds), rank_ratio: median(rankSeconds) / med(cp) },
-        all: { cp, copy_loop: loop, build, convert: conv, convert_rank_seconds: rankSeconds },
+        all: { cp, copy_loop: loop, build, build_streaming_writer: streaming, convert: conv, convert_rank_seconds: rankSeconds },
       };
       process.stdout.write(JSON.stringify(result) + '\n');
     } finally {

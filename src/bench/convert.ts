@@ -79,9 +79,13 @@ const command: CommandModule<object, Args> = {
       const cp: Array<{ run: number; withSync: number }> = [];
       const ucopy: Array<{ run: number; withSync: number }> = [];
       const conv: Array<{ run: number; withSync: number }> = [];
+      // Where the rank files are written on worker threads, the main-thread path beside them (same run).
+      const mainThread: Array<{ run: number; withSync: number }> = [];
       const rss: number[][] = [];
       let bytesRead: number[] = [];
+      let bytesCopied: number[] = [];
       let rankSeconds: number[] = [];
+      let threads = 1;
       for (let i = 0; i < a.reps; i++) {
         const cpOut = path.join(work, `cp${i}`);
         cp.push(await timed('cp', ['-r', model, cpOut]));
@@ -95,23 +99,34 @@ const command: CommandModule<object, Args> = {
         const st = [...Array(a.tp).keys()].map((r) => JSON.parse(fs.readFileSync(path.join(stats, `rank${r}.json`), 'utf8')));
         rss.push(st.map((s) => s.maxRssBytes));
         bytesRead = st.map((s) => s.bytesRead);
+        bytesCopied = st.map((s) => s.bytesCopied ?? 0);
         rankSeconds = st.map((s) => s.seconds);
+        // Threads that wrote the rank files (0: the main thread; convert-worker.ts otherwise).
+        threads = Math.max(1, new Set(st.map((s) => s.thread as number | undefined).filter((id) => id !== undefined && id > 0)).size);
         fs.rmSync(out, { recursive: true, force: true });
+        if (threads > 1) {
+          mainThread.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a.tp), '--out', out], { TPRUN_BUILD_THREADS: '0' }));
+          fs.rmSync(out, { recursive: true, force: true });
+        }
       }
       const med = (xs: Array<{ run: number; withSync: number }>, k: 'run' | 'withSync') => median(xs.map((x) => x[k]));
       const peak = [...Array(a.tp).keys()].map((r) => Math.max(...rss.map((x) => x[r])));
       const result = {
         bench: 'convert', preset: a.model ? undefined : a.preset, model_bytes: modelBytes, tp: a.tp, reps: a.reps,
+        cores: os.availableParallelism(), threads,
         cp_seconds: med(cp, 'run'), convert_seconds: med(conv, 'run'), ratio: med(conv, 'run') / med(cp, 'run'),
+        ...(mainThread.length ? { main_thread: { convert_seconds: med(mainThread, 'run'), ratio: med(mainThread, 'run') / med(cp, 'run') } } : {}),
         cp_seconds_with_sync: med(cp, 'withSync'), convert_seconds_with_sync: med(conv, 'withSync'),
         ratio_with_sync: med(conv, 'withSync') / med(cp, 'withSync'),
         userspace_copy_seconds: med(ucopy, 'run'), userspace_copy_ratio: med(ucopy, 'run') / med(cp, 'run'),
         peak_rss_bytes_per_rank: peak, largest_source_tensor_bytes: largestSource, largest_shard_tensor_bytes: largestShard,
         peak_rss_over_largest_tensor: peak.map((p) => p / largestSource),
-        bytes_read_per_rank: bytesRead, rank_seconds_last_rep: rankSeconds,
+        bytes_read_per_rank: bytesRead,
+        // Of those, copied file to file inside the kernel (kernel-copy.ts) rather than read and written.
+        bytes_copied_in_kernel_per_rank: bytesCopied, rank_seconds_last_rep: rankSeconds,
         // The conversion work itself (inside the ranks, after process start-up and world rendezvous).
         rank_work_ratio_last_rep: Math.max(...rankSeconds) / cp[cp.length - 1].run,
-        all: { cp, convert: conv, userspace_copy: ucopy },
+        all: { cp, convert: conv, convert_main_thread: mainThread, userspace_copy: ucopy },
       };
       process.stdout.write(JSON.stringify(result) + '\n');
     } finally {

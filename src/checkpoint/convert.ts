@@ -17,6 +17,9 @@ import { checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, tempSiblin
 import type { FloatDType } from './hf-config.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
+import { workerEnv, workerThreads } from '../util/threads.js';
+import { Worker } from 'node:worker_threads';
+import type { ConvertWorkerMessage } from './convert-worker.js';
 
 export type SourceFormat = 'auto' | 'hf' | 'meta' | 'tllm';
 
@@ -75,6 +78,10 @@ export interface RankStats {
   rank: number;
   /** The process that wrote this rank's file (one process writes them all when convert runs alone). */
   pid: number;
+  /** Its thread there: 0 the main thread, else the worker thread's id (convert alone, several cores). */
+  thread?: number;
+  /** Bytes of its file copied from the checkpoint inside the kernel (convert alone: kernel-copy.ts). */
+  bytesCopied?: number;
   seconds: number;
   bytesWritten: number;
   maxRssBytes: number;
@@ -82,28 +89,34 @@ export interface RankStats {
 }
 
 /** What writing one rank's file needs besides the source: progress, cancellation, read accounting. */
-interface RankFileOptions {
+export interface RankFileOptions {
   clamp?: boolean;
   onTensor: (bytes: number) => void;
   /** Set when another rank of the same process failed: stop at the next chunk. */
   signal?: { aborted: boolean };
   /** Checkpoint bytes read for this rank (its reads are synchronous, so the global counter's delta). */
   onRead?: (bytes: number) => void;
+  /** Bytes of this rank's file copied from the checkpoint inside the kernel (kernel-copy.ts). */
+  onCopied?: (bytes: number) => void;
 }
 
 /** Rank `rank`'s view of the source and its plan over it, made once: callers count its tensors, writeRankFile writes them. */
-function rankWork(full: TensorSource, config: PretrainedConfig, rank: number): { rank: number; source: TensorSource; plan: PlanEntry[] } {
+export function rankWork(full: TensorSource, config: PretrainedConfig, rank: number): { rank: number; source: TensorSource; plan: PlanEntry[] } {
   const source = rankSource(full, config, rank);
   return { rank, source, plan: planRank(source, config, rank) };
 }
 
 /** Rank `w.rank`'s shard, tensor by tensor, into rank{r}.safetensors of `tmp`. */
-async function writeRankFile(tmp: string, w: ReturnType<typeof rankWork>, o: RankFileOptions): Promise<number> {
+export async function writeRankFile(tmp: string, w: ReturnType<typeof rankWork>, o: RankFileOptions): Promise<number> {
   const { rank, source, plan } = w;
   const writer = new SafetensorsWriter(rankFile(tmp, rank), plan);
   try {
     await traceSpan('convert.rank', () => pipeShards(source, plan, (name, data, offset) => writer.writeChunk(name, data, offset), {
       clamp: o.clamp, signal: o.signal, onRead: o.onRead, onTensor: (_name, n) => o.onTensor(n),
+      copy: (name, ranges, offset) => {
+        const n = writer.copyChunk(name, ranges, offset);
+        o.onCopied?.(n);
+      },
     }), { rank, tensors: plan.length });
     writer.close();
   } catch (e) {
@@ -159,21 +172,97 @@ export async function convertRank(world: World, o: ConvertOptions): Promise<Rank
   }
   await world.barrier();
   if (err) throw err;
-  return { rank: world.rank, pid: process.pid, seconds: (performance.now() - t0) / 1000, bytesWritten: bytes, maxRssBytes: process.resourceUsage().maxRSS * 1024, bytesRead: ioStats.bytesRead - read0 };
+  return { rank: world.rank, pid: process.pid, thread: 0, seconds: (performance.now() - t0) / 1000, bytesWritten: bytes, maxRssBytes: process.resourceUsage().maxRSS * 1024, bytesRead: ioStats.bytesRead - read0 };
+}
+
+/**
+ * The ranks' pipelines interleaved on this thread: each reads synchronously and writes on libuv's pool,
+ * so one rank's writes overlap the next chunk's reads of any rank. Resolves with the first failure.
+ */
+async function rankPipelines(tmp: string, works: ReturnType<typeof rankWork>[], stats: RankStats[], o: ConvertOptions, bar: { tick(k?: number): void }, t0: number): Promise<unknown> {
+  const signal = { aborted: false };
+  let failure: unknown;
+  const runs = stats.map((s, i) => writeRankFile(tmp, works[i], {
+    clamp: o.clamp, signal,
+    onTensor: (k) => { s.bytesWritten += k; bar.tick(); },
+    onRead: (k) => { s.bytesRead += k; },
+    onCopied: (k) => { s.bytesCopied = (s.bytesCopied ?? 0) + k; },
+  }).then(() => { s.seconds = (performance.now() - t0) / 1000; }, (e) => {
+    // The first failure is the one reported; the others stop because of it.
+    if (signal.aborted) return;
+    signal.aborted = true;
+    failure = rankError(e, s.rank, stats.length);
+  }));
+  // Every pipeline has stopped (no write in flight) before the directory is removed or renamed.
+  await Promise.all(runs);
+  return failure;
+}
+
+const rankError = (e: unknown, rank: number, n: number) => (isInputError(e) && n > 1 ? new InputError(`rank ${rank}: ${e.message}`) : e);
+
+/**
+ * Each rank's file on a worker thread of its own (convert-worker.ts), at most `threads` at once: reads,
+ * casts and writes of different files run in parallel. Resolves with the first failure, once every
+ * thread has ended (no write in flight).
+ */
+function rankThreads(o: ConvertOptions, tmp: string, stats: RankStats[], threads: number, bar: { tick(k?: number): void }, t0: number): Promise<unknown> {
+  return new Promise((resolve) => {
+    let next = 0;
+    let failure: unknown;
+    const live = new Set<Worker>();
+    const fail = (e: unknown, rank: number) => {
+      if (failure) return;
+      failure = rankError(e, rank, stats.length);
+      for (const w of live) w.postMessage('abort');
+    };
+    const start = (): void => {
+      if (failure || next >= stats.length) {
+        if (live.size === 0) resolve(failure);
+        return;
+      }
+      const s = stats[next++];
+      const w = new Worker(new URL('./convert-worker.js', import.meta.url), { workerData: { o, tmp, rank: s.rank }, env: workerEnv() });
+      live.add(w);
+      s.thread = w.threadId;
+      let ended = false;
+      w.on('message', (m: ConvertWorkerMessage) => {
+        if (m.kind === 'tensor') {
+          s.bytesWritten += m.bytes;
+          bar.tick();
+        } else if (m.kind === 'done') {
+          ended = true;
+          s.bytesRead = m.bytesRead;
+          s.bytesCopied = m.bytesCopied;
+          s.seconds = (performance.now() - t0) / 1000;
+        } else {
+          ended = true;
+          if (process.env.TPRUN_DEBUG && m.stack) process.stderr.write(`${m.stack}\n`);
+          fail(m.input ? new InputError(m.message) : new Error(m.message), s.rank);
+        }
+      });
+      w.on('error', (e) => { ended = true; fail(e, s.rank); });
+      w.on('exit', (code) => {
+        live.delete(w);
+        if (!ended) fail(new Error(`rank ${s.rank}: its conversion thread exited (code ${code})`), s.rank);
+        start();
+      });
+    };
+    for (let i = 0; i < threads; i++) start();
+  });
 }
 
 /**
  * Every rank's file in this one process, for a `tprun convert` that runs alone (no world of ranks to
  * join): the same files, byte for byte, as tp × pp rank processes would write, without starting them
- * (process start-up and rendezvous cost more than a rank's conversion; issue #14). The ranks' pipelines
- * run interleaved on this thread: each reads synchronously and writes on libuv's pool, so one rank's
- * writes overlap the next chunk's reads of any rank, and the source is opened once.
+ * (process start-up and rendezvous cost more than a rank's conversion; issue #14). The ranks run on
+ * worker threads where cores allow (util/threads.ts: TPRUN_BUILD_THREADS, else one per rank from 4 cores
+ * up), else interleaved on this one.
  */
 export async function convertLocal(o: ConvertOptions): Promise<RankStats[]> {
   const n = o.tp * (o.pp ?? 1);
   const t0 = performance.now();
   const tmp = tempSibling(o.out, `${process.pid.toString(36)}${Date.now().toString(36)}`);
-  const stats: RankStats[] = [...Array(n).keys()].map((rank) => ({ rank, pid: process.pid, seconds: 0, bytesWritten: 0, maxRssBytes: 0, bytesRead: 0 }));
+  const stats: RankStats[] = [...Array(n).keys()].map((rank) => ({ rank, pid: process.pid, thread: 0, seconds: 0, bytesWritten: 0, maxRssBytes: 0, bytesRead: 0 }));
   checkOutDir(o.out, o);
   openTemp(tmp);
   try {
@@ -181,20 +270,9 @@ export async function convertLocal(o: ConvertOptions): Promise<RankStats[]> {
     try {
       const works = stats.map((s) => rankWork(full, config, s.rank));
       const bar = progress('convert', works.reduce((a, w) => a + w.plan.length, 0), 'tensors');
-      const signal = { aborted: false };
-      let failure: unknown;
-      const runs = stats.map((s, i) => writeRankFile(tmp, works[i], {
-        clamp: o.clamp, signal,
-        onTensor: (k) => { s.bytesWritten += k; bar.tick(); },
-        onRead: (k) => { s.bytesRead += k; },
-      }).then(() => { s.seconds = (performance.now() - t0) / 1000; }, (e) => {
-        // The first failure is the one reported; the others stop because of it.
-        if (signal.aborted) return;
-        signal.aborted = true;
-        failure = isInputError(e) && n > 1 ? new InputError(`rank ${s.rank}: ${e.message}`) : e;
-      }));
-      // Every pipeline has stopped (no write in flight) before the directory is removed or renamed.
-      await Promise.all(runs);
+      const threads = Math.min(workerThreads(), n);
+      const runs = threads >= 2 ? rankThreads(o, tmp, stats, threads, bar, t0) : rankPipelines(tmp, works, stats, o, bar, t0);
+      const failure = await runs;
       if (failure) throw failure;
       bar.done();
       writeConfig(tmp, config);

@@ -8,6 +8,7 @@ import { SafetensorsFile } from './safetensors.js';
 import { type FloatDType, pretrainedFromHf, readJson } from './hf-config.js';
 import { type Part, StackedSource, type TensorMeta, type TensorSource } from './source.js';
 import { FLOAT_DTYPES } from '../core/dtype.js';
+import type { RawRange } from './ranged.js';
 
 
 /** HF tensor names across one or more safetensors files. */
@@ -58,6 +59,7 @@ export class SafetensorsSource implements TensorSource {
     this.file(name).readRows(name, start, end, dest, destOff);
   }
   readCols(name: string, start: number, end: number, rows?: readonly [number, number], dest?: Uint8Array): Uint8Array { return this.file(name).readCols(name, start, end, rows, dest); }
+  fileRows(name: string, start: number, end: number): RawRange[] { return this.file(name).fileRows(name, start, end); }
   close(): void { for (const f of this.files) f.close(); this.files = []; }
 }
 

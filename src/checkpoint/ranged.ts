@@ -43,6 +43,17 @@ export function readRowsAt(t: StoredTensor, start: number, end: number, dest: Ui
   preadFully(t.fd, dest, destOff, (end - start) * rb, t.offset + start * rb, t.file);
 }
 
+/** Where bytes of a tensor lie in an open file (for copies inside the kernel: kernel-copy.ts). */
+export interface RawRange { fd: number; pos: number; len: number; file: string }
+
+/** Rows [start, end) of dim 0 as one range of the file. */
+export function rawRowsAt(t: StoredTensor, start: number, end: number): RawRange {
+  const rows = rowsOf(t);
+  if (start < 0 || end > rows || start > end) throw new InputError(`${t.file}: tensor ${t.name}: rows [${start}, ${end}) out of range (${rows})`);
+  const rb = byteSize(t.dtype, t.shape.slice(1));
+  return { fd: t.fd, pos: t.offset + start * rb, len: (end - start) * rb, file: t.file };
+}
+
 /** Rows read whole for short column runs: one scratch block per process, reused (no garbage per call). */
 let scratch = new Uint8Array(0);
 

@@ -8,8 +8,9 @@ import path from 'node:path';
 import type { DType, Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { withPath } from './outdir.js';
+import { copyRange } from './kernel-copy.js';
 import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
-import { type StoredTensor, preadFully, readColsAt, readRowsAt } from './ranged.js';
+import { type RawRange, type StoredTensor, preadFully, rawRowsAt, readColsAt, readRowsAt } from './ranged.js';
 
 export { preadFully };
 
@@ -157,6 +158,11 @@ export class SafetensorsFile {
     return out;
   }
 
+  /** Where rows [start, end) along dim 0 lie in this file. */
+  fileRows(name: string, start: number, end: number): RawRange[] {
+    return [rawRowsAt(this.stored(name), start, end)];
+  }
+
   /** Columns [start, end) along dim 1 (other dims whole), reading only those byte runs (into dest when given). */
   readCols(name: string, start: number, end: number, rows?: readonly [number, number], dest?: Uint8Array): Uint8Array {
     return readColsAt(this.stored(name), start, end, rows, dest);
@@ -247,6 +253,35 @@ export class SafetensorsWriter {
    * of the plan is covered fully before the next begins.
    */
   async writeChunk(name: string, data: Uint8Array, offset: number): Promise<void> {
+    await this.writeBytes(this.place(name, offset, data.length), data);
+  }
+
+  /**
+   * Like writeChunk, with the chunk's bytes copied from `ranges` of open files inside the kernel
+   * (kernel-copy.ts), or read and written here where the kernel cannot copy between these files.
+   * Returns the bytes the kernel copied.
+   */
+  copyChunk(name: string, ranges: RawRange[], offset: number): number {
+    let pos = this.place(name, offset, ranges.reduce((a, r) => a + r.len, 0));
+    let copied = 0;
+    for (const r of ranges) {
+      if (copyRange(r.fd, r.pos, this.fd, pos, r.len, r.file)) copied += r.len;
+      else {
+        const buf = new Uint8Array(r.len);
+        preadFully(r.fd, buf, 0, r.len, r.pos, r.file);
+        try {
+          for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
+        } catch (e) {
+          throw withPath(e, this.file);
+        }
+      }
+      pos += r.len;
+    }
+    return copied;
+  }
+
+  /** The file position of `len` bytes at `offset` of tensor `name` (chunks in plan order, each tensor whole). */
+  private place(name: string, offset: number, len: number): number {
     if (offset === 0) {
       const s = this.specs[this.next];
       if (!s || s.name !== name) throw new Error(`${this.file}: wrote ${name} but the plan expected ${s?.name ?? 'nothing more'}`);
@@ -257,8 +292,8 @@ export class SafetensorsWriter {
       throw new Error(`${this.file}: chunk of ${name} out of order`);
     }
     const s = this.specs[this.next - 1];
-    if (offset + data.length > byteSize(s.dtype, s.shape)) throw new Error(`${this.file}: chunk past the end of ${name}`);
-    await this.writeBytes(this.chunkBase + offset, data);
+    if (offset + len > byteSize(s.dtype, s.shape)) throw new Error(`${this.file}: chunk past the end of ${name}`);
+    return this.chunkBase + offset;
   }
 
   private async writeBytes(pos: number, data: Uint8Array): Promise<void> {

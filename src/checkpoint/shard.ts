@@ -4,7 +4,9 @@
 import type { DType, Tensor } from '../core/tensor.js';
 import type { PretrainedConfig } from '../core/config.js';
 import { FLOAT_DTYPES, ITEMSIZE, byteSize, castTensor } from '../core/dtype.js';
-import { BufferPool, type TensorSource, readSelection, readSelectionRows } from './source.js';
+import { BufferPool, type TensorSource, rawSelectionRows, readSelection, readSelectionRows } from './source.js';
+import { kernelCopyAvailable } from './kernel-copy.js';
+import type { RawRange } from './ranged.js';
 import { ioStats } from './ranged.js';
 import { type Selection, type ShardContext, checkHeads, contextFromConfig, ruleFor, selection, shardShape } from '../sharding/rules.js';
 import { InputError } from '../core/errors.js';
@@ -57,6 +59,7 @@ export function rankSource(src: TensorSource, config: PretrainedConfig, rank: nu
     info: (name) => src.info(g(name)),
     readRows: (name, start, end, dest, destOff) => src.readRows(g(name), start, end, dest, destOff),
     readCols: (name, start, end, rows) => src.readCols(g(name), start, end, rows),
+    fileRows: src.fileRows ? (name, start, end) => src.fileRows!(g(name), start, end) : undefined,
     close: () => src.close(),
   };
 }
@@ -88,6 +91,9 @@ export interface ProduceOptions {
  */
 export const CHUNK_BYTES = 512 << 10;
 
+/** Bytes per chunk copied inside the kernel (no user-space buffer to keep in cache: fewer, larger calls). */
+const COPY_BYTES = 8 << 20;
+
 /**
  * Streams the planned tensors in chunks of rows (about CHUNK_BYTES each) into `write(name, data,
  * offsetInTensor)`, with one chunk in flight: while chunk i is written (asynchronously, on the thread
@@ -103,6 +109,11 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
     signal?: { aborted: boolean };
     /** Checkpoint bytes read for each chunk (reads are synchronous: the global counter's delta). */
     onRead?: (bytes: number) => void;
+    /**
+     * Writes a chunk by copying it from the source's files (synchronously): taken for chunks that need
+     * no cast and lie in the files as they are (kernel-copy.ts), where the kernel can copy at all.
+     */
+    copy?: (name: string, ranges: RawRange[], offset: number) => unknown;
   } = {}): Promise<void> {
   const pools = [new BufferPool(), new BufferPool()];
   let flip = 0;
@@ -113,7 +124,9 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
       const rows = e.shape.length ? e.shape[0] : 1;
       const inRow = byteSize(m.dtype, e.shape.slice(1));
       const outRow = byteSize(e.dtype, e.shape.slice(1));
-      const step = Math.max(1, Math.floor((opts.chunkBytes ?? CHUNK_BYTES) / Math.max(inRow, outRow, 1)));
+      // Chunks that are bytes of the source files as they are go file to file inside the kernel.
+      const direct = opts.copy !== undefined && m.dtype === e.dtype && rows * outRow > 0 && kernelCopyAvailable() && rawSelectionRows(src, e.name, e.sel, 0, 1) !== undefined;
+      const step = Math.max(1, Math.floor((direct ? COPY_BYTES : opts.chunkBytes ?? CHUNK_BYTES) / Math.max(inRow, outRow, 1)));
       if (rows * outRow === 0) {
         await pending;
         pending = write(e.name, new Uint8Array(0), 0);
@@ -121,6 +134,15 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
       for (let r0 = 0; r0 < rows; r0 += step) {
         const r1 = Math.min(rows, r0 + step);
         if (opts.signal?.aborted) throw new Error('stopped: another rank of this process failed');
+        const ranges = direct ? rawSelectionRows(src, e.name, e.sel, r0, r1) : undefined;
+        if (ranges) {
+          await pending;
+          pending = undefined;
+          const read0 = ioStats.bytesRead;
+          opts.copy!(e.name, ranges, r0 * outRow);
+          opts.onRead?.(ioStats.bytesRead - read0);
+          continue;
+        }
         const buf = pools[flip ^= 1].take((r1 - r0) * inRow);
         const read0 = ioStats.bytesRead;
         readSelectionRows(src, e.name, e.sel, r0, r1, buf);

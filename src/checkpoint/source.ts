@@ -7,6 +7,7 @@ import { InputError } from '../core/errors.js';
 import type { Selection } from '../sharding/rules.js';
 import { shardShape } from '../sharding/rules.js';
 import { copyAxis } from '../sharding/slice.js';
+import type { RawRange } from './ranged.js';
 
 export interface TensorMeta {
   dtype: DType;
@@ -26,6 +27,12 @@ export interface TensorSource {
    * may read it into `dest` (exactly the block's size) and return that; callers copy when it did not.
    */
   readCols(name: string, start: number, end: number, rows?: readonly [number, number], dest?: Uint8Array): Uint8Array;
+  /**
+   * Where rows [start, end) of dim 0 lie in open files, in order, when they are stored as they are read
+   * (a source that permutes, merges or decodes them has no such ranges): they can then be copied inside
+   * the kernel (kernel-copy.ts).
+   */
+  fileRows?(name: string, start: number, end: number): RawRange[] | undefined;
   close(): void;
 }
 
@@ -134,6 +141,31 @@ export function readSelectionRows(src: TensorSource, name: string, sel: Selectio
   }
 }
 
+/**
+ * Where rows [r0, r1) of the shard described by `sel` lie in the source's files, when they are stored
+ * there as they are read: the whole tensor or row pieces of it (padding rows and column cuts have no
+ * such ranges: undefined).
+ */
+export function rawSelectionRows(src: TensorSource, name: string, sel: Selection, r0: number, r1: number): RawRange[] | undefined {
+  if (!src.fileRows) return undefined;
+  if (sel.axis < 0) return src.fileRows(name, r0, r1);
+  if (sel.axis !== 0) return undefined;
+  const out: RawRange[] = [];
+  let at = 0;
+  for (const p of sel.pieces) {
+    const len = 'zeros' in p ? p.zeros : p.end - p.start;
+    const s = Math.max(r0, at), e = Math.min(r1, at + len);
+    if (e > s) {
+      if ('zeros' in p) return undefined;
+      const r = src.fileRows(name, p.start + (s - at), p.start + (e - at));
+      if (!r) return undefined;
+      out.push(...r);
+    }
+    at += len;
+  }
+  return out;
+}
+
 /** Columns of an in-memory tensor (shared by the in-memory sources). */
 export function colsOf(t: Tensor, start: number, end: number, rows?: readonly [number, number]): Uint8Array {
   const [r0, r1] = rows ?? [0, t.shape[0]];
@@ -209,6 +241,21 @@ export class StackedSource implements TensorSource {
       if (e > s) p.src.readRows(p.name, s - base, e - base, dest, destOff + (s - start) * rb);
       base += n;
     }
+  }
+  fileRows(name: string, start: number, end: number): RawRange[] | undefined {
+    const out: RawRange[] = [];
+    let base = 0;
+    for (const p of this.parts.get(name)!) {
+      const n = rowsOf(p.src.info(p.name).shape);
+      const s = Math.max(start, base), e = Math.min(end, base + n);
+      if (e > s) {
+        const r = p.src.fileRows?.(p.name, s - base, e - base);
+        if (!r) return undefined;
+        out.push(...r);
+      }
+      base += n;
+    }
+    return out;
   }
   readCols(name: string, start: number, end: number, rows?: readonly [number, number], dest?: Uint8Array): Uint8Array {
     const [r0, r1] = rows ?? [0, rowsOf(this.info(name).shape)];

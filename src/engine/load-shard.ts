@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { LlamaForCausalLM } from '../model/llama.js';
 import type { World } from '../rank/types.js';
 import type { ModelShard } from './engine.js';
-import { lazyShard } from './lazy-shard.js';
+import { openLazyShard } from './lazy-shard.js';
 
 export interface ShardSource {
   checkpoint?: string;
@@ -24,14 +24,8 @@ export async function loadShardForBuild(s: ShardSource): Promise<ModelShard> {
   if (s.checkpoint) return LlamaForCausalLM.fromCheckpoint(s.checkpoint, rank);
   const dir = s.model!;
   const pp = s.pp ?? 1;
-  const opts = { mapping: { tp_size: s.tp, world_size: s.tp * pp, pp_size: pp }, rank, useParallelEmbedding: s.parallelEmbedding };
+  const load = { mapping: { tp_size: s.tp, world_size: s.tp * pp, pp_size: pp }, rank, useParallelEmbedding: s.parallelEmbedding };
   // Read lazily: each tensor goes from the checkpoint straight into the buffer it is converted from
   // when the engine's weights are written (the source stays open until this process exits).
-  const { source, config } = existsSync(join(dir, 'params.json')) ? LlamaForCausalLM.openMetaCkpt(dir, opts) : LlamaForCausalLM.openHuggingFace(dir, opts);
-  try {
-    return lazyShard(source, config, rank);
-  } catch (e) {
-    source.close();
-    throw e;
-  }
+  return openLazyShard({ dir, meta: existsSync(join(dir, 'params.json')), load }).shard;
 }

@@ -14,7 +14,7 @@ import { numel, toFloat32 } from '../core/dtype.js';
 import { f32BitsToF16Bits } from '../core/half.js';
 import { fromFloat32, transpose2d } from './dtype.js';
 import { HalfSimd } from './half-simd.js';
-import { isLazy } from './lazy-shard.js';
+import { type LazyOrigin, isLazy } from './lazy-shard.js';
 
 export type EngineFloat = 'float32' | 'float16';
 
@@ -25,6 +25,23 @@ export interface DeferredTensor {
   byteLength: number;
   /** Writes rows [r0, r1) of dim 0 (a 0-D or 1-D tensor: elements) into dest from offset 0. */
   fill(dest: Uint8Array, r0: number, r1: number): void;
+  /** How another thread can make the same bytes: set for weights of a lazy shard with an origin. */
+  job?: WeightJob;
+}
+
+/** A deferred weight as plain data: the shard's tensor `weight`, converted as engineWeight(Transposed) does. */
+export interface WeightJob {
+  origin: LazyOrigin;
+  weight: string;
+  transposed: boolean;
+  dtype: EngineFloat;
+  /** Whether rows can be made apart (a plain 16-bit → float16 map reads only the rows it converts). */
+  splittable: boolean;
+}
+
+function jobOf(t: Tensor, dtype: EngineFloat, transposed: boolean): WeightJob | undefined {
+  if (!isLazy(t) || !t.origin || t.name === undefined) return undefined;
+  return { origin: t.origin, weight: t.name, transposed, dtype, splittable: !transposed && dtype === 'float16' && t.dtype !== 'float32' };
 }
 
 export function isDeferred(t: Tensor | DeferredTensor): t is DeferredTensor {
@@ -239,6 +256,7 @@ export function engineWeight(t: Tensor, dtype: EngineFloat, what = `tensor of sh
     dtype,
     shape: t.shape,
     byteLength: n * outSize,
+    job: jobOf(t, dtype, false),
     fill(dest, r0, r1) {
       const s0 = r0 * perRow;
       const cnt = (r1 - r0) * perRow;
@@ -266,6 +284,7 @@ export function engineWeightTransposed(t: Tensor, dtype: EngineFloat, what = `te
     dtype,
     shape: [cols, rows],
     byteLength: rows * cols * outSize,
+    job: jobOf(t, dtype, true),
     fill(dest, k0, k1) {
       const cnt = (k1 - k0) * rows;
       if (t.dtype === 'float32') {

@@ -1,7 +1,11 @@
 // One rank's weights as ONNX external data: a single file, each tensor at an offset aligned to 64 KiB
 // so onnxruntime can memory-map it (64 KiB is the largest mapping granularity it meets, Windows').
 //
-// Writing streams: the file is produced front to back in chunks; deferred tensors (weight-convert.ts)
+// Two writers. Where the process may use several cores and the weights come from a lazily read
+// checkpoint (build --model), worker threads write them (weight-jobs.ts: each opens the checkpoint and
+// writes whole weights at their offsets). Otherwise the file streams on this thread, as follows.
+//
+// The streaming writer produces the file front to back in chunks; deferred tensors (weight-convert.ts)
 // are converted straight into the chunk that holds their final offset. While the main thread fills the
 // next chunk, the previous ones are written by libuv's thread pool and checksummed (CRC-32, for the
 // engine's manifest: checksum.ts says why not sha256) by a worker thread, so converting, writing and
@@ -15,8 +19,10 @@ import { crc32Combine, crc32Hex } from './checksum.js';
 import type { ExternalRef } from './onnx-proto.js';
 import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
 import type { Tensor } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
 import { traceSpan } from '../util/trace.js';
 import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
+import { buildThreads, jobOrigin, prestart, writeParallel } from './weight-jobs.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
 
@@ -43,8 +49,25 @@ function chunkFor(entries: Entry[]): number {
 /** Below this the file is checksummed on the main thread (a worker's start costs more than it saves). */
 const WORKER_HASH_MIN = 64 << 20;
 
-/** Knobs for tests: chunk size, where worker checksums start, how many checksum workers. */
-export interface WriteOptions { chunkBytes?: number; workerHashMin?: number; hashThreads?: number }
+/**
+ * TPRUN_BUILD_WRITER=streaming keeps the streaming writer where the parallel one would run (tprun bench
+ * build times both on machines where the parallel one is the default).
+ */
+function streamingForced(): boolean {
+  const w = process.env.TPRUN_BUILD_WRITER;
+  if (w === undefined || w === '' || w === 'auto') return false;
+  if (w === 'streaming') return true;
+  throw new InputError(`TPRUN_BUILD_WRITER=${w}: must be streaming or auto`);
+}
+
+/** Below this many bytes from one lazy shard, the file is written by the streaming writer (a worker's start costs more). */
+const PARALLEL_MIN = 64 << 20;
+
+/**
+ * Knobs for tests: chunk size, where worker checksums start, how many checksum workers; the threads of
+ * the parallel writer (weight-jobs.ts; fewer than 2: the streaming writer), where it starts, its job size.
+ */
+export interface WriteOptions { chunkBytes?: number; workerHashMin?: number; hashThreads?: number; threads?: number; parallelMin?: number; jobBytes?: number }
 
 interface Entry { name: string; offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
 
@@ -54,6 +77,9 @@ export class WeightFile {
   size = 0;
   /** Bytes of tensor data (the file less its alignment padding). */
   dataBytes = 0;
+  /** Bytes of weights that worker threads can make, by shard (weight-jobs.ts); whether their pool was started. */
+  private jobBytes = new Map<object, number>();
+  private prestarted = false;
 
   constructor(readonly location: string) {}
 
@@ -71,12 +97,30 @@ export class WeightFile {
     this.byName.set(name, ref);
     this.size = offset + length;
     this.dataBytes += length;
+    const origin = (data as DeferredTensor).job?.origin;
+    if (origin && !this.prestarted) {
+      const n = (this.jobBytes.get(origin) ?? 0) + length;
+      this.jobBytes.set(origin, n);
+      // Enough for the parallel writer: its workers start now, while the rest of the graph is built.
+      if (n >= PARALLEL_MIN) {
+        this.prestarted = true;
+        const threads = buildThreads();
+        if (threads >= 2) prestart(origin, threads);
+      }
+    }
     return ref;
   }
 
   /** Writes the file and returns its CRC-32 as 8 hex digits (recorded in the manifest to detect damage). */
   async write(path: string, opts: WriteOptions = {}): Promise<string> {
-    return traceSpan('weights.write', () => this.writeFile(path, opts), { bytes: this.size, tensors: this.entries.length });
+    const threads = opts.threads ?? buildThreads();
+    const from = jobOrigin(this.entries);
+    const parallel = !streamingForced() && threads >= 2 && from !== undefined && from.bytes >= (opts.parallelMin ?? PARALLEL_MIN);
+    // The trace says which writer ran and on how many threads (tprun bench build reports it).
+    const args = { bytes: this.size, tensors: this.entries.length, writer: parallel ? 'parallel' : 'streaming', threads: parallel ? threads : 1 + (this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? opts.hashThreads ?? hashThreads() : 0) + transposeThreads() };
+    return traceSpan('weights.write', async () => parallel
+      ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes))
+      : this.writeFile(path, opts), args);
   }
 
   private async writeFile(path: string, opts: WriteOptions): Promise<string> {

@@ -1,0 +1,315 @@
+// The weight file written by a pool of worker threads (weight-worker.ts), one job = one weight of a lazy
+// shard, or rows of a large one. Each worker reads its source rows, converts or transposes them, takes
+// their CRC-32 and writes them at their final offset (positional writes: the order jobs finish in does
+// not matter), so every stage of the copy scales with cores, where the streaming writer (weight-file.ts)
+// reads and converts on one thread. The main thread writes the alignment padding and any weight that has
+// no origin a worker can open (quantized or in-memory tensors; the padding is left to the file's
+// truncation to its size), and joins the CRCs in file order with
+// crc32Combine (zlib's crc32_combine, checksum.ts). The bytes are the streaming writer's: the same fill
+// functions make them, and a test compares both.
+
+import { open, type FileHandle } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
+import { crc32 } from 'node:zlib';
+import { InputError } from '../core/errors.js';
+import { workerEnv, workerThreads } from '../util/threads.js';
+import { crc32Combine } from './checksum.js';
+import type { LazyOrigin } from './lazy-shard.js';
+import { type DeferredTensor, type EngineFloat, deferredRows } from './weight-convert.js';
+
+/** A job as posted to a worker: rows [r0, r1) of the shard's `weight`, written from file offset `offset`. */
+export interface JobMessage { id: number; weight: string; transposed: boolean; dtype: EngineFloat; r0: number; r1: number; offset: number }
+export type JobReply = { id: number; crc: number } | { id: number; error: string; input: boolean };
+
+/** One slot of the weight file (weight-file.ts's entries). */
+export interface Slot { offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
+
+/**
+ * Threads that write a weight file (util/threads.ts: TPRUN_BUILD_THREADS, else the cores up to 16, none
+ * below 4; each worker holds one source tensor). Fewer than 2: the streaming writer on the main thread.
+ */
+export const buildThreads = (env: NodeJS.ProcessEnv = process.env): number => workerThreads(16, env);
+
+/** Plain weights larger than this are cut into jobs of rows (a transpose needs its whole source: one job). */
+const JOB_BYTES = 32 << 20;
+/** Pieces of a write: the kernel's copy into the page cache is cheaper in 512 KiB writes (weight-file.ts). */
+export const WRITE_PIECE = 512 << 10;
+/** A worker that does not answer a job in this long is taken for hung. */
+const STALL_MS = 600_000;
+
+interface Job extends JobMessage { length: number }
+
+/** The origin most of the deferred bytes come from (a file's weights all come from one shard). */
+export function jobOrigin(slots: Slot[]): { origin: LazyOrigin; bytes: number } | undefined {
+  const bytes = new Map<LazyOrigin, number>();
+  for (const s of slots) {
+    const o = s.deferred?.job?.origin;
+    if (o) bytes.set(o, (bytes.get(o) ?? 0) + s.length);
+  }
+  let best: { origin: LazyOrigin; bytes: number } | undefined;
+  for (const [origin, n] of bytes) if (!best || n > best.bytes) best = { origin, bytes: n };
+  return best;
+}
+
+/** Jobs done by workers so far (tests check the parallel writer ran). */
+export const jobStats = { jobs: 0 };
+
+function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Job[]; rest: Slot[] } {
+  const jobs: Job[] = [], rest: Slot[] = [];
+  for (const s of slots) {
+    const j = s.deferred?.job;
+    if (!j || j.origin !== origin || s.length === 0) {
+      rest.push(s);
+      continue;
+    }
+    const rows = deferredRows(s.deferred!);
+    const rowBytes = s.length / rows;
+    const per = j.splittable ? Math.max(8, Math.floor(jobBytes / rowBytes / 8) * 8) : rows;
+    for (let r0 = 0; r0 < rows; r0 += per) {
+      const r1 = Math.min(rows, r0 + per);
+      jobs.push({ id: jobs.length, weight: j.weight, transposed: j.transposed, dtype: j.dtype, r0, r1, offset: s.offset + r0 * rowBytes, length: (r1 - r0) * rowBytes });
+    }
+  }
+  // Largest first: the last jobs to start are small, so the threads finish together.
+  jobs.sort((a, b) => b.length - a.length);
+  return { jobs, rest };
+}
+
+interface Part { offset: number; length: number; crc: number }
+
+// The write token. Buffered writes to one file are serialized by the kernel anyway (the inode's lock,
+// taken by ext4's and xfs's write paths around the copy into the page cache: ext4_buffered_write_iter),
+// and threads that wait there spin while the holder copies (rwsem_spin_on_owner in perf of the streaming
+// writer, whose libuv threads write up to four chunks at once). So writers take turns on a futex
+// instead (Atomics.wait sleeps), one chunk each: the file is written by one thread at a time, as fast as
+// one thread copies, and the others convert meanwhile.
+/** Takes the token (blocking: worker threads). */
+export function acquire(lock: Int32Array): void {
+  while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1, 1000);
+}
+/** ES2024's Atomics.waitAsync (in V8 since Node 16), not in this project's TypeScript lib. */
+interface AtomicsWaitAsync { waitAsync(a: Int32Array, i: number, v: number, ms: number): { async: boolean; value: Promise<string> | string } }
+/** Takes the token without blocking the thread (the main thread, between its writes). */
+async function acquireAsync(lock: Int32Array): Promise<void> {
+  while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) {
+    const w = (Atomics as unknown as AtomicsWaitAsync).waitAsync(lock, 0, 1, 1000);
+    if (w.async) await w.value;
+  }
+}
+export function release(lock: Int32Array): void {
+  Atomics.store(lock, 0, 0);
+  Atomics.notify(lock, 0, 1);
+}
+
+/**
+ * Writes the file of `slots` (`size` bytes) with `threads` workers opening `origin`; returns its CRC-32.
+ * `chunkBytes`: each worker's buffer (at least 8 rows of the widest weight); `jobBytes`: where plain
+ * weights are cut into several jobs.
+ */
+export async function writeParallel(path: string, slots: Slot[], size: number, origin: LazyOrigin, threads: number, chunkBytes: number, jobBytes = JOB_BYTES): Promise<number> {
+  const { jobs, rest } = jobsOf(slots, origin, jobBytes);
+  const parts: Part[] = [];
+  const fh = await open(path, 'w');
+  // At its full size from the start: the padding between weights reads as zeros without being written.
+  await fh.truncate(size);
+  const lock = new Int32Array(new SharedArrayBuffer(4));
+  lockOf.set(fh, lock);
+  const pool = takePool(origin, threads);
+  try {
+    const done = pool.run({ fd: fh.fd, lock, chunkBytes }, jobs, (j, crc) => {
+      parts.push({ offset: j.offset, length: j.length, crc });
+      jobStats.jobs++;
+    });
+    // Meanwhile this thread writes what the workers do not: padding, and weights without an origin.
+    const mine = writeRest(fh, slots, rest, size, chunkBytes, parts, () => pool.stopped).catch((e) => { pool.abort(); throw e; });
+    // Both settle before the file is closed; the first failure is the one reported.
+    const [a, b] = await Promise.allSettled([done, mine]);
+    if (a.status === 'rejected' && !(b.status === 'rejected' && pool.abortedByMain)) throw a.reason;
+    if (b.status === 'rejected') throw b.reason;
+  } finally {
+    await pool.close();
+    await fh.close();
+  }
+  parts.sort((a, b) => a.offset - b.offset);
+  let crc = 0, at = 0;
+  for (const p of parts) {
+    if (p.offset !== at) throw new Error(`weight file: bytes ${at}..${p.offset} were not written`);
+    crc = crc32Combine(crc, p.crc, p.length);
+    at += p.length;
+  }
+  if (at !== size) throw new Error(`weight file: ${at} of ${size} bytes written`);
+  return crc;
+}
+
+/** The file's write token, shared with the workers. */
+const lockOf = new WeakMap<FileHandle, Int32Array>();
+
+async function writeAll(fh: FileHandle, view: Uint8Array, at: number): Promise<void> {
+  const lock = lockOf.get(fh)!;
+  await acquireAsync(lock);
+  try {
+    for (let done = 0; done < view.length;) done += (await fh.write(view, done, Math.min(WRITE_PIECE, view.length - done), at + done)).bytesWritten;
+  } finally {
+    release(lock);
+  }
+}
+
+async function writeRest(fh: FileHandle, all: Slot[], rest: Slot[], size: number, chunkBytes: number, parts: Part[], stopped: () => boolean): Promise<void> {
+  // Padding: the gaps between slots (each under the 64 KiB alignment), none after the last.
+  let end = 0;
+  const gaps: Part[] = [];
+  for (const s of all) {
+    if (s.offset > end) gaps.push({ offset: end, length: s.offset - end, crc: 0 });
+    end = Math.max(end, s.offset + s.length);
+  }
+  if (end !== size) throw new Error(`weight file: slots end at ${end}, the file at ${size}`);
+  // The file was truncated to its size (zeros there already): only their CRC is needed.
+  const zeros = new Uint8Array(gaps.reduce((m, g) => Math.max(m, g.length), 0));
+  for (const g of gaps) parts.push({ ...g, crc: crc32(zeros.subarray(0, g.length)) });
+  let buf: Uint8Array | undefined;
+  for (const s of rest) {
+    if (stopped()) return;
+    if (s.length === 0) continue;
+    if (s.data) {
+      await writeAll(fh, s.data, s.offset);
+      parts.push({ offset: s.offset, length: s.length, crc: crc32(s.data) });
+      continue;
+    }
+    const d = s.deferred!;
+    const rows = deferredRows(d);
+    const rowBytes = s.length / rows;
+    const step = Math.max(1, Math.floor(chunkBytes / rowBytes));
+    buf ??= new Uint8Array(Math.max(chunkBytes, rowBytes));
+    if (buf.length < rowBytes) buf = new Uint8Array(rowBytes);
+    let crc = 0;
+    for (let r = 0; r < rows; r += step) {
+      if (stopped()) return;
+      const n = Math.min(step, rows - r);
+      const view = buf.subarray(0, n * rowBytes);
+      d.fill(view, r, r + n);
+      crc = crc32(view, crc);
+      await writeAll(fh, view, s.offset + r * rowBytes);
+    }
+    parts.push({ offset: s.offset, length: s.length, crc });
+  }
+}
+
+/** Workers that take jobs in turn, each the next one as soon as it is free. */
+class JobPool {
+  private workers: Worker[];
+  private failed: Error | undefined;
+  /** Set when the main thread's own part failed (its error is the one to report). */
+  abortedByMain = false;
+  get stopped(): boolean { return this.failed !== undefined; }
+  private reject: ((e: Error) => void) | undefined;
+  private closing = false;
+  private exited: Promise<unknown>[];
+
+  constructor(readonly origin: LazyOrigin, readonly size: number) {
+    // Workers run no transpose pool of their own (transpose-pool.ts): they are the parallelism.
+    const env = workerEnv({ TPRUN_BUILD_THREADS: '0' });
+    this.workers = Array.from({ length: size }, () => new Worker(new URL('./weight-worker.js', import.meta.url), { workerData: { origin }, env }));
+    this.exited = this.workers.map((w) => new Promise((resolve) => w.once('exit', resolve)));
+    for (const w of this.workers) {
+      // A pool started ahead of its file (prestart) never keeps the process alive; run() refs it.
+      w.unref();
+      w.on('error', (e) => this.fail(e));
+      w.on('exit', (code) => { if (!this.closing) this.fail(new Error(`weight worker exited (code ${code})`)); });
+    }
+  }
+
+  private fail(e: Error): void {
+    if (this.failed) return;
+    this.failed = e;
+    this.reject?.(e);
+  }
+
+  /** Runs `jobs` on the file `fd` (this process's descriptor: descriptors are per process). */
+  run(file: { fd: number; lock: Int32Array; chunkBytes: number }, jobs: Job[], onDone: (j: Job, crc: number) => void): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    for (const w of this.workers) {
+      w.ref();
+      w.postMessage({ file });
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.reject = reject;
+      let next = 0, open = 0;
+      const feed = (w: Worker) => {
+        if (this.failed) return;
+        if (next < jobs.length) {
+          const j = jobs[next++];
+          open++;
+          const { length: _len, ...msg } = j;
+          const timer = setTimeout(() => this.fail(new Error(`weight worker: ${j.weight} rows ${j.r0}..${j.r1} not written in ${STALL_MS / 1000} s`)), STALL_MS);
+          timer.unref();
+          w.once('message', (r: JobReply) => {
+            clearTimeout(timer);
+            open--;
+            if ('error' in r) return this.fail(r.input ? new InputError(r.error) : new Error(r.error));
+            onDone(j, r.crc);
+            feed(w);
+          });
+          w.postMessage(msg);
+        } else if (open === 0) {
+          resolve();
+        }
+      };
+      if (jobs.length === 0) return resolve();
+      for (const w of this.workers) feed(w);
+    });
+  }
+
+  /** Stops handing out jobs (another part of the write failed). */
+  abort(): void {
+    this.abortedByMain = !this.failed;
+    this.fail(new Error('weight file: stopped'));
+  }
+
+  /** Ends every worker: each finishes its job, if any, and exits; a hung one is terminated. */
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const w of this.workers) w.postMessage(null);
+    const t = setTimeout(() => { for (const w of this.workers) void w.terminate(); }, 30_000);
+    t.unref();
+    try {
+      await Promise.all(this.exited);
+    } finally {
+      clearTimeout(t);
+    }
+  }
+}
+
+// A pool started while the engine's graph is still being built (WeightFile.add calls prestart once the
+// weights of one shard are worth it), so the workers' start (module loading, opening the checkpoint)
+// overlaps that work instead of coming after it. Unused for a minute, it is closed.
+let warm: { pool: JobPool; timer: NodeJS.Timeout } | undefined;
+const WARM_IDLE_MS = 60_000;
+
+/** Starts `threads` workers for the weights of `origin` ahead of writeParallel. */
+export function prestart(origin: LazyOrigin, threads: number): void {
+  if (warm?.pool.origin === origin && warm.pool.size === threads) return;
+  const pool = new JobPool(origin, threads);
+  const timer = setTimeout(() => {
+    if (warm?.pool !== pool) return;
+    warm = undefined;
+    void pool.close();
+  }, WARM_IDLE_MS);
+  timer.unref();
+  const old = warm;
+  warm = { pool, timer };
+  if (old) {
+    clearTimeout(old.timer);
+    void old.pool.close();
+  }
+}
+
+/** The prestarted pool when it fits, else a new one. */
+function takePool(origin: LazyOrigin, threads: number): JobPool {
+  const w = warm;
+  if (w?.pool.origin === origin && w.pool.size === threads) {
+    warm = undefined;
+    clearTimeout(w.timer);
+    return w.pool;
+  }
+  return new JobPool(origin, threads);
+}

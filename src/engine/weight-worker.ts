@@ -1,0 +1,84 @@
+// A worker thread of weight-jobs.ts: opens the same lazy shard as the main thread (from its origin), and
+// for each job makes rows of one engine weight with the same conversion code (weight-convert.ts), takes
+// their CRC-32 while they are in cache, and writes them at their final offset in the weight file with
+// positional writes. Reads, conversions, checksums and kernel copies thus all run on as many threads as
+// there are workers; nothing but a job's few numbers and its CRC crosses between threads.
+
+import { writeSync } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import { crc32 } from 'node:zlib';
+import { isInputError } from '../core/errors.js';
+import { type LazyOrigin, openLazyShard } from './lazy-shard.js';
+import { chunkBuffers, deferredRows, engineWeight, engineWeightTransposed } from './weight-convert.js';
+import { type JobMessage, type JobReply, WRITE_PIECE, acquire, release } from './weight-jobs.js';
+
+const { origin } = workerData as { origin: LazyOrigin };
+const { shard, close } = openLazyShard(origin);
+
+/** The file being written: the main thread's descriptor (closed by it once every job is done) and write token. */
+let fd = -1;
+let lock: Int32Array;
+// One buffer inside the SIMD memory when there is one: sources are read into it and converted in place.
+let buf: Uint8Array = new Uint8Array(0);
+let giveBack = () => {};
+
+function lend(bytes: number): void {
+  giveBack();
+  const { bufs, release } = chunkBuffers(1, bytes);
+  buf = bufs[0];
+  giveBack = release;
+}
+
+function setFile(f: { fd: number; lock: Int32Array; chunkBytes: number }): void {
+  fd = f.fd;
+  lock = f.lock;
+  if (buf.length < f.chunkBytes) lend(f.chunkBytes);
+}
+
+// The SIMD module and its tables are made now, while the worker waits for its file (the usual size).
+lend(4 << 20);
+
+/** One chunk, under the file's write token (weight-jobs.ts: writers of one file take turns). */
+function writeAt(view: Uint8Array, pos: number): void {
+  acquire(lock);
+  try {
+    for (let done = 0; done < view.length;) done += writeSync(fd, view, done, Math.min(WRITE_PIECE, view.length - done), pos + done);
+  } finally {
+    release(lock);
+  }
+}
+
+function run(j: JobMessage): number {
+  const t = shard.weights.get(j.weight);
+  if (!t) throw new Error(`weight worker: the shard has no tensor ${j.weight}`);
+  const d = j.transposed ? engineWeightTransposed(t, j.dtype, `tensor ${j.weight}`) : engineWeight(t, j.dtype, `tensor ${j.weight}`);
+  const rowBytes = d.byteLength / deferredRows(d);
+  // Whole groups of 8 rows per step keep the transposes on their SIMD path (half-simd.ts).
+  const step = Math.max(1, Math.floor(buf.length / rowBytes / 8) * 8 || Math.floor(buf.length / rowBytes));
+  let crc = 0;
+  for (let r = j.r0; r < j.r1; r += step) {
+    const n = Math.min(step, j.r1 - r);
+    const view = buf.subarray(0, n * rowBytes);
+    d.fill(view, r, r + n);
+    crc = crc32(view, crc);
+    writeAt(view, j.offset + (r - j.r0) * rowBytes);
+  }
+  return crc;
+}
+
+parentPort!.on('message', (j: JobMessage | { file: Parameters<typeof setFile>[0] } | null) => {
+  if (j !== null && 'file' in j) return setFile(j.file);
+  if (j === null) {
+    giveBack();
+    close();
+    parentPort!.close();
+    return;
+  }
+  let reply: JobReply;
+  try {
+    reply = { id: j.id, crc: run(j) };
+  } catch (e) {
+    reply = { id: j.id, error: String((e as Error)?.message ?? e), input: isInputError(e) };
+  }
+  parentPort!.postMessage(reply);
+});

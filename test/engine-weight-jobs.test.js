@@ -1,0 +1,95 @@
+// The parallel weight-file writer (weight-jobs.ts: worker threads that each open the checkpoint, convert
+// a weight or rows of one, checksum and write them at their final offsets) against the streaming writer
+// on the main thread: the same bytes and the same CRC-32, whatever the job cuts and thread count, with
+// weights that have no origin (in-memory, quantized) written beside the workers' ones; a job that fails
+// fails the write in one line.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { crc32 } from 'node:zlib';
+import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { engineWeight, engineWeightTransposed } from '../dist/engine/weight-convert.js';
+import { WeightFile } from '../dist/engine/weight-file.js';
+import { openLazyShard } from '../dist/engine/lazy-shard.js';
+import { jobStats } from '../dist/engine/weight-jobs.js';
+
+const MODEL = new URL('../models/brown-llama-a', import.meta.url).pathname;
+const META = new URL('../models/brown-llama-a-meta', import.meta.url).pathname;
+
+/** A weight file of the shard as the engine lays it out: linears transposed, the rest plain. */
+function fileOf(shard, dtype) {
+  const wf = new WeightFile('weights.bin');
+  for (const [name, t] of shard.weights) {
+    const linear = t.shape.length === 2 && !name.includes('embedding');
+    wf.add(name, linear ? engineWeightTransposed(t, dtype, name) : engineWeight(t, dtype, name));
+  }
+  return wf;
+}
+
+/** Adds what has no origin a worker could open: raw bytes (a quantized weight) and an in-memory tensor. */
+function addLocal(wf) {
+  wf.add('raw', new Uint8Array(70_001).map((_, i) => (i * 13) & 255));
+  const w = new Uint16Array(40 * 24).map((_, i) => (i * 40503) & 0xffff);
+  wf.add('mem', engineWeightTransposed({ dtype: 'bfloat16', shape: [40, 24], data: new Uint8Array(w.buffer) }, 'float16', 'mem'));
+}
+
+const origin = (dir, tp = 1, rank = 0) => ({ dir, meta: dir === META, load: { mapping: { tp_size: tp, world_size: tp, pp_size: 1 }, rank } });
+const hex = (b) => (crc32(b) >>> 0).toString(16).padStart(8, '0');
+
+test('parallel weight writer: the streaming writer\'s bytes and CRC, any job cuts, threads, tp rank and source format', { timeout: 180_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-wjobs-'));
+  try {
+    // Meta's format: 2-way model-parallel files merged and its rotary order undone on every worker too.
+    for (const [dtype, tp, rank, model] of /** @type {const} */ ([['float16', 1, 0, MODEL], ['float32', 1, 0, MODEL], ['float16', 2, 1, MODEL], ['float16', 2, 0, META]])) {
+      const { shard, close } = openLazyShard(origin(model, tp, rank));
+      try {
+        const serial = fileOf(shard, dtype);
+        addLocal(serial);
+        const ref = join(dir, 'serial.bin');
+        const refSum = await serial.write(ref, { threads: 0 });
+        const want = readFileSync(ref);
+        assert.equal(refSum, hex(want));
+        for (const opts of [{ threads: 2 }, { threads: 3, jobBytes: 64 << 10 }, { threads: 5, jobBytes: 4096, chunkBytes: 1 << 20 }]) {
+          const wf = fileOf(shard, dtype);
+          addLocal(wf);
+          const file = join(dir, 'parallel.bin');
+          const before = jobStats.jobs;
+          const sum = await wf.write(file, { ...opts, parallelMin: 0 });
+          const what = `${model === META ? 'meta' : 'hf'} ${dtype} tp ${tp} rank ${rank} ${JSON.stringify(opts)}`;
+          assert.ok(jobStats.jobs > before + shard.weights.size - 1, `workers wrote the weights (${what}: ${jobStats.jobs - before} jobs)`);
+          assert.ok(readFileSync(file).equals(want), `same bytes (${what})`);
+          assert.equal(sum, refSum, what);
+        }
+      } finally {
+        close();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('parallel weight writer: a worker that cannot read its weight fails the write, naming it', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-wjobs-bad-'));
+  try {
+    const model = join(dir, 'model');
+    cpSync(MODEL, model, { recursive: true });
+    const { shard, close } = openLazyShard(origin(model));
+    try {
+      const wf = fileOf(shard, 'float16');
+      // The checkpoint shrinks after the graph was planned: the workers' reads run past its end.
+      const shardFile = join(model, 'model-00002-of-00002.safetensors');
+      truncateSync(shardFile, 100_000);
+      await assert.rejects(wf.write(join(dir, 'weights.bin'), { threads: 3, parallelMin: 0 }), (/** @type {Error} */ e) => {
+        assert.match(e.message, /model-0000[12]-of-00002\.safetensors|truncated|past the end|ends at/);
+        assert.ok(!e.message.includes('\n'), 'one line');
+        return true;
+      });
+    } finally {
+      close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
