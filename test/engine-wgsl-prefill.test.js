@@ -114,7 +114,7 @@ test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every 
   }
 });
 
-test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null backend) for the tiles run.sh sgmat times, every epilogue, the H200's f16 shapes and every weight format (float16; int4 / int8 with and without the prequant factor)", async (t) => {
+test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null backend) for the tiles run.sh sgmat times, every epilogue, the H200's f16 shapes and every weight format (float16; int4 / int8 with and without the prequant factor, both dequantizations)", async (t) => {
   const { sgmatWsShader, wsBytes } = await import('../dist/engine/wgsl/kernels/gemm.js');
   const { create, globals } = await import('webgpu');
   Object.assign(globalThis, globals);
@@ -127,18 +127,18 @@ test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null b
   try {
     // [TT, TN, KC, S, SK]: SK (split-K) changes the add epilogue only.
     const tiles = [[32, 64, 64, 4, 1], [32, 32, 64, 4, 1], [64, 32, 64, 4, 1], [32, 64, 32, 4, 2], [64, 64, 32, 8, 2], [16, 64, 128, 4, 4], [32, 32, 32, 4, 1], [64, 128, 32, 4, 1], [128, 128, 32, 8, 4]];
-    const formats = [['f16', 'none'], ['q4', 'none'], ['q4', 'scale'], ['q8', 'none'], ['q8', 'scale']];
+    const formats = [['f16', 'none'], ['q4', 'none'], ['q4', 'scale'], ['q8', 'none'], ['q8', 'scale'], ['q4', 'scale', 'cvt'], ['q8', 'none', 'cvt']];
     let piped = 0;
     for (const c of [{ M: 16, N: 16, K: 16, sg: 32 }, { M: 16, N: 8, K: 16, sg: 32 }, { M: 16, N: 8, K: 8, sg: 32 }]) {
       for (const ep of /** @type {const} */ (['store', 'add', 'swiglu'])) {
         for (const [TT, TN, KC, S, SK] of tiles) {
-          for (const [fmt, prologue] of formats) {
+          for (const [fmt, prologue, unpack] of formats) {
             // Every tile for float16; the quantized formats on the first three tiles and the split-K one (the staging is what differs).
             if (fmt !== 'f16' && (c.N !== 16 || TT !== 32)) continue;
             const tile = { TT, TN, KC, S, SK };
-            const what = `${fmt} ${prologue} ${c.M}x${c.N}x${c.K} ${ep} ${JSON.stringify(tile)}`;
+            const what = `${fmt} ${prologue} ${unpack ?? ''} ${c.M}x${c.N}x${c.K} ${ep} ${JSON.stringify(tile)}`;
             device.pushErrorScope('validation');
-            const module = device.createShaderModule({ code: sgmatWsShader(ep, c, tile, fmt, prologue) });
+            const module = device.createShaderModule({ code: sgmatWsShader(ep, c, tile, fmt, prologue, unpack ?? 'exp') });
             const msgs = (await module.getCompilationInfo()).messages.filter((m) => m.type !== 'info');
             assert.deepEqual(msgs.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`), [], `${what}: Tint's errors and warnings`);
             // A pipeline where the null device's workgroup memory holds the tile (the H200's Vulkan limit is larger).

@@ -112,7 +112,7 @@ export class Pipelines {
     if (prologue !== 'rms') {
       if (!shape.prefill.tiled) prefill = make(shape.prefill);
       else if (fmt === 'f16' && prologue !== 'none') throw new Error(`no float16 prefill GEMM with a ${prologue} prologue`);
-      else if (ws) prefill = pipeline(device, sgmatWsShader(epilogue, this.sg!.c, ws, fmt, prologue), bgl, `gemm.sgmat-ws.${key}.t${ws.TT}.n${ws.TN}.k${ws.KC}.s${ws.S}.z${ws.SK ?? 1}`);
+      else if (ws) prefill = pipeline(device, sgmatWsShader(epilogue, this.sg!.c, ws, fmt, prologue, shape.unpack), bgl, `gemm.sgmat-ws.${key}.t${ws.TT}.n${ws.TN}.k${ws.KC}.s${ws.S}.z${ws.SK ?? 1}${fmt === 'f16' ? '' : `.${shape.unpack}`}`);
       else if (fmt === 'f16' && this.sg) prefill = pipeline(device, sgmatShader(epilogue, this.sg.c, this.sg.split, shape.prefill.rows), bgl, `gemm.sgmat.${key}`);
       else if (fmt === 'f16') prefill = pipeline(device, gemmShader(epilogue, shape.prefill.tm, shape.prefill.rows), bgl, `gemm.${key}.t${shape.prefill.tm}.n${shape.prefill.rows}`);
       else prefill = pipeline(device, nbitsGemmShader(fmt, epilogue, prologue), bgl, `gemm.${key}`);

@@ -284,7 +284,7 @@ export function wsBytes(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N'>, pairs: numbe
  * once: what ggml-vulkan's mul_mm.comp does with Q4_0 blocks on its cooperative-matrix path
  * (ggml-org/llama.cpp, load_a_to_shmem), with MatMulNBits' layout.
  */
-function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number) {
+function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number, unpack: 'exp' | 'cvt') {
   if (fmt === 'f16') {
     if (prologue !== 'none') throw new Error(`sgmat-ws: no float16 GEMM with a ${prologue} prologue`);
     return {
@@ -303,27 +303,46 @@ function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number) {
         var z${h} = p.zp; if (p.hasZp != 0u) { z${h} = zb[b${h}]; }`).join('\n        ');
   const words = ['x', 'y', 'z', 'w'];
   const deq: string[] = [];
-  for (let j = 0; j < 4; j++) {
-    const h = Math.floor((j * halves) / 4);
-    for (let v = 0; v < KPW; v++) {
-      const off = j * KPW + v;
-      const g = prologue === 'scale' ? ` * gv${Math.floor(off / 4)}[${off % 4}]` : '';
-      if (prologue === 'scale' && off % 4 === 0) deq.push(`let gv${off / 4} = g[min(gq + ${off / 4}u, gl)];`);
-      deq.push(`ws[b + ${off}u] = f16(fma(f32(extractBits(rw[e].${words[j]}, ${v * bits}u, ${bits}u)), rs[e][${2 * h}], rs[e][${2 * h + 1}])${g});`);
+  const gload = (n: number) => { if (prologue === 'scale') deq.push(`let gv${n} = g[min(gq + ${n}u, gl)];`); };
+  if (unpack === 'exp') {
+    // Two values per op in f16: a nibble / byte ORed into the mantissa of 1024.0h is 1024 + q exactly (the
+    // trick of the decode GEMV's 'exp', in f16 as ggml-vulkan's dequant does), less 1024 + z (exact: both in
+    // [1024, 2048), whose f16 step is 1), times the scale: one rounding, the same f16 as the f32 form's when
+    // the scale is a float16 (what tprun's engines store) and z an integer. Shift `sh` of a word takes
+    // value sh into the low half and value sh + KPW / 2 into the high half.
+    const mask = bits === 4 ? '0x000F000Fu' : '0x00FF00FFu';
+    for (let j = 0; j < 4; j++) {
+      const h = Math.floor((j * halves) / 4);
+      if (KPW === 8) gload(2 * j), gload(2 * j + 1); else gload(j);
+      for (let sh = 0; sh < KPW / 2; sh++) {
+        const lo = j * KPW + sh, hi = lo + KPW / 2;
+        const g = prologue !== 'scale' ? '' : ` * vec2<f16>(vec2<f32>(gv${Math.floor(lo / 4)}[${lo % 4}], gv${Math.floor(hi / 4)}[${hi % 4}]))`;
+        deq.push(`{ let d = (bitcast<vec2<f16>>(((rw[e].${words[j]} >> ${sh * bits}u) & ${mask}) | 0x64006400u) - vec2<f16>(rs[e][${2 * h + 1}])) * vec2<f16>(rs[e][${2 * h}])${g}; ws[b + ${lo}u] = d.x; ws[b + ${hi}u] = d.y; }`);
+      }
+    }
+  } else {
+    // 'cvt': each value converted to f32, (q − z) · s (· g) in f32, rounded to f16 once.
+    for (let j = 0; j < 4; j++) {
+      const h = Math.floor((j * halves) / 4);
+      for (let v = 0; v < KPW; v++) {
+        const off = j * KPW + v;
+        if (off % 4 === 0) gload(off / 4);
+        const g = prologue === 'scale' ? ` * gv${Math.floor(off / 4)}[${off % 4}]` : '';
+        deq.push(`ws[b + ${off}u] = f16((f32(extractBits(rw[e].${words[j]}, ${v * bits}u, ${bits}u)) - f32(rs[e][${2 * h + 1}]) + 1024.0) * f32(rs[e][${2 * h}])${g});`);
+      }
     }
   }
   return {
     U, params: GEMV_PARAMS_WGSL, bindings: extraBindings(fmt, prologue, 'array<vec4<f32>>'), K: 'p.K', KU: 'p.KU',
-    regs: (NW: number) => `var rs: array<vec4<f32>, ${NW}>; // each unit's block scales and −zero point · scale, a pair per block it spans`,
+    regs: (NW: number) => `var rs: array<vec4<f16>, ${NW}>; // each unit's block scales and 1024 + zero points, a pair per block it spans`,
     // The scale and zero point are fetched with the unit, so that their latency hides behind the slice's multiplies too.
     load: (e: number) => `let kb = u * ${U}u;
         ${sz}
-        rs[${e}] = vec4<f32>(s0, -z0 * s0, ${halves === 2 ? 's1, -z1 * s1' : 's0, -z0 * s0'});`,
+        rs[${e}] = vec4<f16>(vec4<f32>(s0, 1024.0 + z0, ${halves === 2 ? 's1, 1024.0 + z1' : 's0, 1024.0 + z0'}));`,
     stash: (e: number) => {
       const body = deq.join('\n        ').replaceAll('rs[e]', `rs[${e}]`).replaceAll('rw[e]', `rw[${e}]`);
-      return `${prologue === 'scale' ? `let gq = (q * K + kb) / 4u; let gl = ${pairs}u * K / 4u - 1u;\n        ` : ''}${body}
-        // k past K (the last block's padding, or whole units past the row): zero, whatever the bytes dequantize to.
-        if (kb + ${U}u > K) { for (var v = 0u; v < ${U}u; v++) { if (kb + v >= K) { ws[b + v] = 0.0h; } } }`;
+      // k past K (the last block's padding, whole units past the row) dequantizes to finite values that meet zero x.
+      return `${prologue === 'scale' ? `let gq = (q * K + kb) / 4u; let gl = ${pairs}u * K / 4u - 1u;\n        ` : ''}${body}`;
     },
   };
 }
@@ -351,10 +370,10 @@ function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number) {
  * The grid says how many splits run: layers.ts sizes it from wsDispatchTile's TN / SK rows, which rounds
  * up, so the kernel takes floor(grid rows / row tiles) splits and retires the workgroups past them. The
  * order the partials reach y varies from run to run: exact on small integers, within f32 rounding else.
- * Edge tiles: tokens past T and rows past n read clamped (finite) values, k past K is zero in both
- * operands; the epilogue writes only t < T, o < n. Same bindings and epilogues as the GEMV.
+ * Edge tiles: tokens past T and rows past n read clamped (finite) values, k past K is zero in x and finite
+ * in W; the epilogue writes only t < T, o < n. Same bindings and epilogues as the GEMV.
  */
-export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile = WS_DEFAULT, fmt: WeightFormat = 'f16', prologue: GemvPrologue = 'none'): string {
+export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile = WS_DEFAULT, fmt: WeightFormat = 'f16', prologue: GemvPrologue = 'none', unpack: 'exp' | 'cvt' = 'exp'): string {
   const pairs = epilogue === 'swiglu' ? 2 : 1;
   const lay = wsLayout(t, c, fmt);
   if (typeof lay === 'string') throw new Error(`sgmat-ws: ${lay}`);
@@ -363,7 +382,7 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
   const { GN, RT, CT } = lay;
   const WG = S * c.sg;
   if (WG > 256) throw new Error(`sgmat-ws: ${S} subgroups of ${c.sg} is over 256 invocations`);
-  const wf = wsWeights(fmt, prologue, pairs);
+  const wf = wsWeights(fmt, prologue, pairs, unpack);
   const XS = KC + 8; // padded row stride (halves) of both staged tiles
   const X4 = KC / 4, WU = KC / wf.U; // vec4<f32> per x row, 16-byte weight units per W row, per slice
   const NX = Math.ceil((TT * X4) / WG), NW = Math.ceil((pairs * TN * WU) / WG);
