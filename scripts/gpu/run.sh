@@ -228,7 +228,7 @@ def ws(prefix):
     tot = {ep: collections.defaultdict(float) for ep in ('store', 'add', 'swiglu')}
     for r in ok:
         if r['knob'].startswith('sgmat-ws') and '@' not in r['knob'] and r['shape'].startswith(prefix) and ('-' in r['shape']) == (prefix != ''): tot[r['epilogue']][r['knob']] += r['ms']
-    return ','.join(f'{ep}={min(t, key=t.get)}' for ep, t in tot.items() if t)
+    return ','.join(f'{\"q.\" if prefix else \"\"}{ep}={min(t, key=t.get)}' for ep, t in tot.items() if t)
 single = collections.defaultdict(float)
 for r in ok:
     if r['knob'].startswith('sgmat-ws') and '@' not in r['knob'] and r['fmt'] == 'f16': single[r['knob']] += r['ms']

@@ -109,6 +109,7 @@ for (const k of knobs) {
 }
 
 let failed = 0;
+const refused = new Set(); // knob + kernel pairs whose pipeline the device refused
 for (const sh of shapes) {
   const { T, K, n, ep, q } = sh;
   const pairs = ep === 'swiglu' ? 2 : 1;
@@ -145,7 +146,13 @@ for (const sh of shapes) {
     const p = uniform(dev, qw ? [qw.KU, n, 0, n, K / 4, K, q.bs, qw.nb, { f: 0 }, { f: 2 ** (q.bits - 1) }, q.zp ? 1 : 0] : [K / 8, n, 0, n, K / 4], 'p');
     const runs = [];
     for (const [k, pl] of Object.entries(pls)) {
+      // The kernel compiles here, on first use: a shader the driver refuses is a failed check, not a crash.
+      const kk = `${k} ${fmt}.${ep}.${prologue}`;
+      if (refused.has(kk)) continue;
+      dev.pushErrorScope('validation');
       const kern = pl.gemv(fmt, ep, prologue);
+      const bad0 = await dev.popErrorScope();
+      if (bad0) { failed++; refused.add(kk); out({ check: 'prefill-gemm', knob: k, shape: sh.name, fmt, epilogue: ep, mode, error: bad0.message.split('\n')[0].slice(0, 300) }); continue; }
       const bg = bindGroup(dev, kern.bgl, [p, step, W, X, Y, ...extra], 'check');
       // The grid as layers.ts sizes it, from the kernel's own dispatch tile.
       const grid = [Math.ceil(T / kern.prefillTile.tm), Math.ceil(n / kern.prefillTile.rows)];

@@ -13,8 +13,8 @@
 //                                 × N rows per workgroup of S subgroups, K k per slice, Z workgroups splitting K for
 //                                 the residual-add linears: defaults t32, n64, k64, s4, z1); int4 / int8 engines run
 //                                 the same kernel, dequantizing as they stage, wherever float16 ones run sgmat-ws
-//   TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-t64,add=sgmat-ws-z4   auto's staged tile per epilogue (store: qkv, add: o and
-//                                 down, swiglu: gate/up), replacing AUTO_WS's for the ones named
+//   TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-t64,q.add=sgmat-ws-z4   auto's staged tile per epilogue (store: qkv, add: o
+//                                 and down, swiglu: gate/up; q.: for int4 / int8 weights), replacing AUTO_WS's for those named
 //   TPRUN_WGSL_PREFILL_Q=tiled    int4 / int8 prefill on the FMA tiled GEMM (kernels/nbits.ts) whatever TPRUN_WGSL_PREFILL
 //                                 says; auto (default): what TPRUN_WGSL_PREFILL gives float16 where it is sgmat-ws
 //   TPRUN_WGSL_GEMV_Q=r4,w64,u1   decode GEMV shape for int4 / int8 weights (same parts, and w32): a 16-byte load is 32
@@ -34,8 +34,8 @@ import { WS_DEFAULT, type WsTile } from './kernels/gemm.js';
 import type { GemvEpilogue } from './kernels/gemv.js';
 
 /** `tiled`: the prefill GEMM (gemmShader) instead of the GEMV with TM tokens; rows / tm are then its tile. */
-/** `ws`: the staged subgroup-matrix GEMM, one tile for every linear (tm × rows, KC, S, SK), or auto's tile per epilogue. */
-export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode; ws?: { KC: number; S: number; SK?: number } | Record<GemvEpilogue, WsTile> }
+/** `ws`: the staged subgroup-matrix GEMM, one tile for every linear (tm × rows, KC, S, SK), or auto's tables (per weight format and epilogue). */
+export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode; ws?: { KC: number; S: number; SK?: number } | { f16: WsTable; q: WsTable } }
 
 /** `on`/`split`: asked for by name (sgmat / sgmat2), refused where absent; `auto`: falls back to tiled. */
 export type SgmatMode = 'on' | 'split' | 'auto';
@@ -64,16 +64,18 @@ export const PREFILL_TILED: GemvShape = TILED;
  * greedy tokens on 4 of 4 brown-llama-a prompts; the unstaged sgmat kernel was no faster than tiled (4,861).
  */
 
+/** A staged tile per epilogue, i.e. per LLaMA linear: store = qkv, add = o and down, swiglu = the fused gate/up. */
+export type WsTable = Record<GemvEpilogue, WsTile>;
 /**
- * `auto`'s staged tile per epilogue, i.e. per LLaMA linear: store = qkv, add = o and down (the narrow ones,
- * where split-K can fill the device), swiglu = the fused gate/up. THE place to change after a GPU run
- * (`run.sh sgmat` times every tile per linear). Each must fit the adapter (Pipelines checks; auto falls
- * back to the tiled GEMM where one does not).
+ * `auto`'s staged tiles, for float16 weights and for int4 / int8 ones (whose staging dequantizes: more
+ * work per staged weight, so more tokens per tile may pay there). THE place to change after a GPU run:
+ * `run.sh sgmat` times every tile per linear and prints the fastest per epilogue as a TPRUN_WGSL_PREFILL_WS
+ * value. The add linears (o, down) are the narrow ones, where split-K (SK) can fill the device. Each tile
+ * must fit the adapter (Pipelines checks; auto falls back to the tiled GEMM where one does not).
  */
-export const AUTO_WS: Record<GemvEpilogue, WsTile> = {
-  store: WS_DEFAULT,
-  add: WS_DEFAULT,
-  swiglu: WS_DEFAULT,
+export const AUTO_WS: { f16: WsTable; q: WsTable } = {
+  f16: { store: WS_DEFAULT, add: WS_DEFAULT, swiglu: WS_DEFAULT },
+  q: { store: WS_DEFAULT, add: WS_DEFAULT, swiglu: WS_DEFAULT },
 };
 const AUTO: GemvShape = { ...TILED, sgmat: 'auto', tm: WS_DEFAULT.TT, rows: WS_DEFAULT.TN, ws: AUTO_WS };
 
@@ -83,17 +85,18 @@ function wsTile(m: RegExpExecArray): WsTile {
 }
 
 /**
- * TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-…,add=…,swiglu=…: auto's tile for some epilogues replaced (a GPU run
- * tries a per-linear choice before AUTO_WS is edited); the others keep AUTO_WS's.
+ * TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-…,add=…,q.swiglu=…: some of auto's tiles replaced (`q.`: the int4 /
+ * int8 table), so that a GPU run tries a per-linear choice before AUTO_WS is edited; the others keep AUTO_WS's.
  */
-function autoTiles(value: string | undefined): Record<GemvEpilogue, WsTile> {
+function autoTiles(value: string | undefined): { f16: WsTable; q: WsTable } {
   if (!value) return AUTO_WS;
-  const out = { ...AUTO_WS };
+  const out = { f16: { ...AUTO_WS.f16 }, q: { ...AUTO_WS.q } };
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
-    const [ep, knob] = part.split('=');
+    const [key, knob] = part.split('=');
+    const [table, ep] = key.startsWith('q.') ? ['q' as const, key.slice(2)] : ['f16' as const, key];
     const m = WS_RE.exec(knob ?? '');
-    if (!(ep in AUTO_WS) || !m) throw new InputError(`TPRUN_WGSL_PREFILL_WS=${value}: '${part}' is not store|add|swiglu=sgmat-ws[-tT][-nN][-kK][-sS][-zZ]`);
-    out[ep as GemvEpilogue] = wsTile(m);
+    if (!(ep in AUTO_WS.f16) || !m) throw new InputError(`TPRUN_WGSL_PREFILL_WS=${value}: '${part}' is not [q.]store|add|swiglu=sgmat-ws[-tT][-nN][-kK][-sS][-zZ]`);
+    out[table][ep as GemvEpilogue] = wsTile(m);
   }
   return out;
 }
