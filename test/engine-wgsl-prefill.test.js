@@ -79,7 +79,7 @@ test('TPRUN_WGSL_PREFILL=sgmat|sgmat2: refused in one line where the adapter has
   }
   const bad = await tprun(generateArgs(prompts.slice(0, 1)), { env: { TPRUN_WGSL_PREFILL: 'sgmat,tm8' } });
   assert.equal(bad.code, 2, bad.stderr);
-  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|tiled-t16\|tiled-n32\|tiled-t16-n32\|sgmat\|sgmat2\|sgmat-n32\|sgmat2-n32\|sgmat-ws\[-tT\]\[-nN\]\[-kK\]\[-sS\]\[-zZ\]\|auto alone/);
+  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|tiled-t16\|tiled-n32\|tiled-t16-n32\|sgmat\|sgmat2\|sgmat-n32\|sgmat2-n32\|sgmat-ws\[-tT\]\[-nN\]\[-kK\]\[-sS\]\[-zZ\]\[-b2\]\|auto alone/);
 });
 
 test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every f16 -> f32 shape the H200 lists and every epilogue", async (t) => {
@@ -125,17 +125,17 @@ test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null b
   const limit = adapter.limits.maxComputeWorkgroupStorageSize;
   const device = await adapter.requestDevice({ requiredFeatures: want, requiredLimits: { maxComputeWorkgroupStorageSize: limit } });
   try {
-    // [TT, TN, KC, S, SK]: SK (split-K) changes the add epilogue only.
-    const tiles = [[32, 64, 64, 4, 1], [32, 32, 64, 4, 1], [64, 32, 64, 4, 1], [32, 64, 32, 4, 2], [64, 64, 32, 8, 2], [16, 64, 128, 4, 4], [32, 32, 32, 4, 1], [64, 128, 32, 4, 1], [128, 128, 32, 8, 4]];
+    // [TT, TN, KC, S, SK, DB]: SK (split-K) changes the add epilogue only; DB: two staging buffers.
+    const tiles = [[32, 64, 64, 4, 1], [32, 32, 64, 4, 1], [64, 32, 64, 4, 1], [32, 64, 32, 4, 2], [64, 64, 32, 8, 2], [16, 64, 128, 4, 4], [32, 32, 32, 4, 1, true], [64, 128, 32, 4, 1], [128, 128, 32, 8, 4, true]];
     const formats = [['f16', 'none'], ['q4', 'none'], ['q4', 'scale'], ['q8', 'none'], ['q8', 'scale'], ['q4', 'scale', 'cvt'], ['q8', 'none', 'cvt']];
     let piped = 0;
     for (const c of [{ M: 16, N: 16, K: 16, sg: 32 }, { M: 16, N: 8, K: 16, sg: 32 }, { M: 16, N: 8, K: 8, sg: 32 }]) {
       for (const ep of /** @type {const} */ (['store', 'add', 'swiglu'])) {
-        for (const [TT, TN, KC, S, SK] of tiles) {
+        for (const [TT, TN, KC, S, SK, DB] of tiles) {
           for (const [fmt, prologue, unpack] of formats) {
             // Every tile for float16; the quantized formats on the first three tiles and the split-K one (the staging is what differs).
             if (fmt !== 'f16' && (c.N !== 16 || TT !== 32)) continue;
-            const tile = { TT, TN, KC, S, SK };
+            const tile = { TT, TN, KC, S, SK, DB };
             const what = `${fmt} ${prologue} ${unpack ?? ''} ${c.M}x${c.N}x${c.K} ${ep} ${JSON.stringify(tile)}`;
             device.pushErrorScope('validation');
             const module = device.createShaderModule({ code: sgmatWsShader(ep, c, tile, fmt, prologue, unpack ?? 'exp') });

@@ -98,7 +98,8 @@ test('sgmat-ws (subgroup matrices emulated): staging, dequantization, tile offse
     // int4 with 16-k blocks (two per 32-k unit), per-block zero points, a prequant factor per part and K
     // ending inside a word; int8 with the default zero point; split-K (add only: store and SwiGLU run
     // whole) over 2 workgroups, and over 4 asked where the grid (5 rows of 8 for 2 row tiles) holds 2;
-    // both dequantizations (exp: two values per f16 op; cvt: f32 per value), int8 with zero points.
+    // both dequantizations (exp: two values per f16 op; cvt: f32 per value), int8 with zero points; two
+    // staging buffers (DB), over odd and even slice counts.
     const cases = [
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 37, K: 104, n: 72 },
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 64, KC: 64, S: 4 }, T: 50, K: 200, n: 90 },
@@ -110,6 +111,8 @@ test('sgmat-ws (subgroup matrices emulated): staging, dequantization, tile offse
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 17, K: 68, n: 24, q: { bits: 4, bs: 32, zp: true, pre: true, unpack: 'cvt' }, eps: ['swiglu'] },
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 17, K: 48, n: 24, q: { bits: 8, bs: 16, zp: true, pre: true, unpack: 'cvt' }, eps: ['store'] },
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, SK: 2 }, T: 9, K: 200, n: 64, q: { bits: 4, bs: 64, zp: false, pre: false }, eps: ['add', 'store'] },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, DB: true }, T: 37, K: 136, n: 40, eps: ['store', 'swiglu'] },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, SK: 2, DB: true }, T: 20, K: 232, n: 64, q: { bits: 4, bs: 32, zp: true, pre: false }, eps: ['add'] },
     ];
     for (const { c, tile, T, K, n, q, eps } of cases) {
       for (const ep of /** @type {const} */ (eps ?? ['store', 'add', 'swiglu'])) {

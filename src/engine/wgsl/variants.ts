@@ -9,9 +9,10 @@
 //                                 sgmat (activations rounded to f16, as llama.cpp's Vulkan mul_mm does; refused in one
 //                                 line where the adapter lacks them), sgmat2 (activations as two f16 parts: f32-accurate,
 //                                 twice the matrix work), auto (the default: sgmat-ws where offered, else tiled),
-//                                 sgmat-ws[-tT][-nN][-kK][-sS][-zZ] (both operands staged through workgroup memory, T tokens
+//                                 sgmat-ws[-tT][-nN][-kK][-sS][-zZ][-b2] (both operands staged through workgroup memory, T tokens
 //                                 × N rows per workgroup of S subgroups, K k per slice, Z workgroups splitting K for
-//                                 the residual-add linears: defaults t32, n64, k64, s4, z1); int4 / int8 engines run
+//                                 the residual-add linears, -b2: two staging buffers, one barrier per slice: defaults
+//                                 t32, n64, k64, s4, z1, one buffer); int4 / int8 engines run
 //                                 the same kernel, dequantizing as they stage, wherever float16 ones run sgmat-ws
 //   TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-t64,q.add=sgmat-ws-z4   auto's staged tile per epilogue (store: qkv, add: o
 //                                 and down, swiglu: gate/up; q.: for int4 / int8 weights), replacing AUTO_WS's for those named
@@ -79,9 +80,9 @@ export const AUTO_WS: { f16: WsTable; q: WsTable } = {
 };
 const AUTO: GemvShape = { ...TILED, sgmat: 'auto', tm: WS_DEFAULT.TT, rows: WS_DEFAULT.TN, ws: AUTO_WS };
 
-const WS_RE = /^sgmat-ws(?:-t(16|32|64|128))?(?:-n(16|32|64|128))?(?:-k(32|64|128))?(?:-s(4|8))?(?:-z(2|4|8))?$/;
+const WS_RE = /^sgmat-ws(?:-t(16|32|64|128))?(?:-n(16|32|64|128))?(?:-k(32|64|128))?(?:-s(4|8))?(?:-z(2|4|8))?(-b2)?$/;
 function wsTile(m: RegExpExecArray): WsTile {
-  return { TT: Number(m[1] ?? WS_DEFAULT.TT), TN: Number(m[2] ?? WS_DEFAULT.TN), KC: Number(m[3] ?? WS_DEFAULT.KC), S: Number(m[4] ?? WS_DEFAULT.S), SK: Number(m[5] ?? 1) };
+  return { TT: Number(m[1] ?? WS_DEFAULT.TT), TN: Number(m[2] ?? WS_DEFAULT.TN), KC: Number(m[3] ?? WS_DEFAULT.KC), S: Number(m[4] ?? WS_DEFAULT.S), SK: Number(m[5] ?? 1), ...(m[6] ? { DB: true } : {}) };
 }
 
 /**
@@ -95,7 +96,7 @@ function autoTiles(value: string | undefined): { f16: WsTable; q: WsTable } {
     const [key, knob] = part.split('=');
     const [table, ep] = key.startsWith('q.') ? ['q' as const, key.slice(2)] : ['f16' as const, key];
     const m = WS_RE.exec(knob ?? '');
-    if (!(ep in AUTO_WS.f16) || !m) throw new InputError(`TPRUN_WGSL_PREFILL_WS=${value}: '${part}' is not [q.]store|add|swiglu=sgmat-ws[-tT][-nN][-kK][-sS][-zZ]`);
+    if (!(ep in AUTO_WS.f16) || !m) throw new InputError(`TPRUN_WGSL_PREFILL_WS=${value}: '${part}' is not [q.]store|add|swiglu=sgmat-ws[-tT][-nN][-kK][-sS][-zZ][-b2]`);
     out[table][ep as GemvEpilogue] = wsTile(m);
   }
   return out;
@@ -123,7 +124,7 @@ function parse(name: string, value: string | undefined, base: GemvShape, keys: s
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const m = /^(tm|r|w|u)(\d+)$/.exec(part);
     const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));
-    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|sgmat-ws[-tT][-nN][-kK][-sS][-zZ]|auto alone' : ''}`);
+    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|sgmat-ws[-tT][-nN][-kK][-sS][-zZ][-b2]|auto alone' : ''}`);
     const n = Number(m[2]);
     if (m[1] === 'r') out.rows = n; else if (m[1] === 'w') out.wg = n; else if (m[1] === 'u') out.unroll = n; else out.tm = n;
   }

@@ -230,7 +230,7 @@ ${pairs === 2 ? `  // SwiGLU needs gate and up of the same output: gate goes thr
  * sgmatWsShader's workgroup tile: TT tokens × TN rows, KC k per staged slice, S subgroups; SK > 1 splits
  * K over that many workgroups per output tile (split-K; the `add` epilogue only, see sgmatWsShader).
  */
-export interface WsTile { TT: number; TN: number; KC: number; S: number; SK?: number }
+export interface WsTile { TT: number; TN: number; KC: number; S: number; SK?: number; /** two staging buffers, one barrier per slice */ DB?: boolean }
 export const WS_DEFAULT: WsTile = { TT: 32, TN: 64, KC: 64, S: 4 };
 
 /** Split-K only where partial sums may meet in y: the `add` epilogue (a residual add); store and SwiGLU run whole. */
@@ -270,7 +270,7 @@ export function wsDispatchTile(t: WsTile, epilogue: GemvEpilogue): { tm: number;
 
 /** Workgroup memory sgmatWsShader declares (bytes): Pipelines refuses a tile over the device's limit in one line. */
 export function wsBytes(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N'>, pairs: number): number {
-  return 2 * (t.TT + pairs * t.TN) * (t.KC + 8) + 4 * t.S * c.M * c.N;
+  return 2 * (t.TT + pairs * t.TN) * (t.KC + 8) * (t.DB ? 2 : 1) + 4 * t.S * c.M * c.N;
 }
 
 /**
@@ -349,7 +349,7 @@ function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number, unp
 
 /**
  * The subgroup-matrix prefill GEMM with both operands staged through workgroup memory
- * (TPRUN_WGSL_PREFILL=sgmat-ws[-tTT][-nTN][-kKC][-sS][-zSK], and `auto`), for float16 weights and (`fmt`)
+ * (TPRUN_WGSL_PREFILL=sgmat-ws[-tTT][-nTN][-kKC][-sS][-zSK][-b2], and `auto`), for float16 weights and (`fmt`)
  * MatMulNBits int4 / int8 ones, dequantized to f16 as they are staged. Why, against sgmatShader: that one
  * loads each W fragment straight from storage, one 16 × 16 load per multiply, and every such load waits
  * the whole memory latency (4 subgroups per workgroup, about one workgroup per SM at 128 tokens: nothing
@@ -364,6 +364,9 @@ function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number, unp
  *   - each subgroup owns an RT × CT block of result tiles (wsLayout), so a loaded fragment feeds RT or CT
  *     multiplies;
  *   - the results leave through a per-subgroup M × N scratch one tile at a time (small workgroup memory).
+ * DB (knob -b2): two staging buffers, slice s stashed into buffer s % 2, so one barrier per slice instead
+ * of two and a subgroup done multiplying may stage the next slice while others still multiply (twice the
+ * workgroup memory).
  * Split-K (SK > 1, `add` only): the narrow linears (o, down: 2048 rows at TN 64 and 128 tokens are 128
  * workgroups of 4 subgroups for 132 SMs) get SK workgroups per output tile, each summing a contiguous run
  * of K slices and adding its partial into y with a compare-and-swap loop (WGSL has no float atomics).
@@ -384,6 +387,8 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
   if (WG > 256) throw new Error(`sgmat-ws: ${S} subgroups of ${c.sg} is over 256 invocations`);
   const wf = wsWeights(fmt, prologue, pairs, unpack);
   const XS = KC + 8; // padded row stride (halves) of both staged tiles
+  // Two staging buffers (DB): slice s stashes into buffer s % 2 while slow subgroups still multiply s − 1.
+  const NB = t.DB ? 2 : 1, XO = t.DB ? 'xo + ' : '', WO = t.DB ? 'wo + ' : '';
   const X4 = KC / 4, WU = KC / wf.U; // vec4<f32> per x row, 16-byte weight units per W row, per slice
   const NX = Math.ceil((TT * X4) / WG), NW = Math.ceil((pairs * TN * WU) / WG);
   const gx = (TT * X4) % WG !== 0, gw = (pairs * TN * WU) % WG !== 0; // the last load needs a guard
@@ -399,7 +404,7 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
         rx[${e}] = select(vec4<f32>(0.0), x[min(t0 + i / ${X4}u, st.T - 1u) * p.xs + min(k4, K4 - 1u)], k4 < K4); }`);
     // Clamped to f16's range: an activation past it would be inf and poison every sum it enters.
     stash.push(`${g}{ let i = li + ${e * WG}u; let h = vec4<f16>(clamp(rx[${e}], vec4<f32>(-65504.0), vec4<f32>(65504.0)));
-        let b = (i / ${X4}u) * ${XS}u + (i % ${X4}u) * 4u; xs[b] = h.x; xs[b + 1u] = h.y; xs[b + 2u] = h.z; xs[b + 3u] = h.w; }`);
+        let b = ${XO}(i / ${X4}u) * ${XS}u + (i % ${X4}u) * 4u; xs[b] = h.x; xs[b + 1u] = h.y; xs[b + 2u] = h.z; xs[b + 3u] = h.w; }`);
   }
   for (let e = 0; e < NW; e++) {
     const g = gw ? `if (li + ${e * WG}u < ${pairs * TN * WU}u) ` : '';
@@ -407,15 +412,15 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
         let o = min(o0 + row % ${TN}u, p.n - 1u) + (row / ${TN}u) * p.n;
         rw[${e}] = select(vec4<u32>(0u), w[o * KU + min(u, KU - 1u)], u < KU);
         ${wf.load(e)} }`);
-    stash.push(`${g}{ let i = li + ${e * WG}u; let b = (i / ${WU}u) * ${XS}u + (i % ${WU}u) * ${wf.U}u;
+    stash.push(`${g}{ let i = li + ${e * WG}u; let b = ${WO}(i / ${WU}u) * ${XS}u + (i % ${WU}u) * ${wf.U}u;
         ${fmt === 'f16' ? '' : `let q = i / ${WU * TN}u; let kb = k + (i % ${WU}u) * ${wf.U}u;
         `}${wf.stash(e)} }`);
   }
-  for (let i = 0; i < RT; i++) mma.push(`let a${i} = subgroupMatrixLoad<${L}, row_major>(&xs, (ts + ${i * c.M}u) * ${XS}u + kk, ${XS}u);`);
+  for (let i = 0; i < RT; i++) mma.push(`let a${i} = subgroupMatrixLoad<${L}, row_major>(&xs, ${XO}(ts + ${i * c.M}u) * ${XS}u + kk, ${XS}u);`);
   for (let q = 0; q < pairs; q++) {
     for (let j = 0; j < CT; j++) {
       // W^T: element (k, n) of the slice sits at n·XS + k, i.e. column-major with stride XS.
-      mma.push(`let b${j}_${q} = subgroupMatrixLoad<${R}, col_major>(&ws, (${q * TN}u + tn + ${j * c.N}u) * ${XS}u + kk, ${XS}u);`);
+      mma.push(`let b${j}_${q} = subgroupMatrixLoad<${R}, col_major>(&ws, ${WO}(${q * TN}u + tn + ${j * c.N}u) * ${XS}u + kk, ${XS}u);`);
       for (let i = 0; i < RT; i++) {
         acc.push(`var c${i}_${j}_${q} = subgroup_matrix_result<f32, ${c.N}, ${c.M}>();`);
         mma.push(`c${i}_${j}_${q} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}_${q}, c${i}_${j}_${q});`);
@@ -468,8 +473,8 @@ ${wf.params}
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<${SK > 1 ? 'atomic<u32>' : 'f32'}>;
 ${wf.bindings}
-var<workgroup> xs: array<f16, ${TT * XS}>;           // [token][k] of this k slice, f16
-var<workgroup> ws: array<f16, ${pairs * TN * XS}>;   // [q][row][k] of this k slice
+var<workgroup> xs: array<f16, ${TT * XS * NB}>;           // [buffer][token][k] of this k slice, f16
+var<workgroup> ws: array<f16, ${pairs * TN * XS * NB}>;   // [buffer][q][row][k] of this k slice
 var<workgroup> ot: array<f32, ${S * MN}>;            // one result tile per subgroup, for the epilogue
 
 @compute @workgroup_size(${WG})
@@ -489,7 +494,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, ${SK > 1 ? '@builtin(num_workgrou
   var k = kBeg;
   ${load.join('\n  ')}
   for (; k < kEnd; k += ${KC}u) {
-    ${stash.join('\n    ')}
+    ${t.DB ? `let par = ((k - kBeg) / ${KC}u) & 1u; let xo = par * ${TT * XS}u; let wo = par * ${pairs * TN * XS}u;\n    ` : ''}${stash.join('\n    ')}
     workgroupBarrier();
     if (k + ${KC}u < kEnd) {
       let k = k + ${KC}u;
@@ -498,7 +503,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, ${SK > 1 ? '@builtin(num_workgrou
     for (var kk = 0u; kk < ${KC}u; kk += ${c.K}u) {
       ${mma.join('\n      ')}
     }
-    workgroupBarrier();
+    ${t.DB ? '// The next slice stashes into the other buffer: every subgroup is past this barrier only after its multiplies of the slice before.' : 'workgroupBarrier();'}
   }
 ${pairs === 2 ? `  var gate: array<f32, ${PER}>;\n` : ''}  ${out.join('\n  ')}
 }
