@@ -88,17 +88,17 @@ export class Pipelines {
     this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');
   }
 
-  /**
-   * The kernels of a linear of weight format `fmt` (compiled on first use; the runner's load makes every
-   * one the model uses inside a validation error scope). `rms` (RMSNorm fused in) runs at decode only:
-   * prefill keeps the norm dispatch, whose cost is nothing next to the GEMM's.
-   */
   /** The staged subgroup-matrix GEMM's tile for an epilogue (auto's table, or the knob's one tile), or undefined where it does not run. */
   private wsTile(epilogue: GemvEpilogue, fmt: WeightFormat, s: GemvShape = this.shape.prefill): WsTile | undefined {
     if (!this.sg || !s.ws) return undefined;
     return 'f16' in s.ws ? s.ws[fmt === 'f16' ? 'f16' : 'q'][epilogue] : { TT: s.tm, TN: s.rows, ...s.ws };
   }
 
+  /**
+   * The kernels of a linear of weight format `fmt` (compiled on first use; the runner's load makes every
+   * one the model uses inside a validation error scope). `rms` (RMSNorm fused in) runs at decode only:
+   * prefill keeps the norm dispatch, whose cost is nothing next to the GEMM's.
+   */
   gemv(fmt: WeightFormat, epilogue: GemvEpilogue, prologue: GemvPrologue = 'none'): GemvKernel {
     const key = `${fmt}.${epilogue}.${prologue}`;
     let k = this.gemvs.get(key);

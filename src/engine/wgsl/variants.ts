@@ -58,13 +58,6 @@ export const DECODE_Q_DEFAULT: GemvShape = { rows: 4, wg: 64, unroll: 1, tm: 1 }
 const TILED: GemvShape = { rows: 64, wg: 256, unroll: 1, tm: 32, tiled: true };
 /** The tiled FMA GEMM, where subgroup matrices are absent (or cannot hold the staged tile). */
 export const PREFILL_TILED: GemvShape = TILED;
-/**
- * `auto`, the default: the staged subgroup-matrix GEMM (sgmat-ws, default tile) where the adapter offers
- * f16 subgroup matrices, else the tiled one. On the H200 (scripts/gpu/run.sh sgmat, one call) it
- * prefilled the TinyLlama-1.1B shape at 9,713 tokens/s against the tiled GEMM's 5,125, with transformers'
- * greedy tokens on 4 of 4 brown-llama-a prompts; the unstaged sgmat kernel was no faster than tiled (4,861).
- */
-
 /** A staged tile per epilogue, i.e. per LLaMA linear: store = qkv, add = o and down, swiglu = the fused gate/up. */
 export type WsTable = Record<GemvEpilogue, WsTile>;
 /**
@@ -78,6 +71,12 @@ export const AUTO_WS: { f16: WsTable; q: WsTable } = {
   f16: { store: WS_DEFAULT, add: WS_DEFAULT, swiglu: WS_DEFAULT },
   q: { store: WS_DEFAULT, add: WS_DEFAULT, swiglu: WS_DEFAULT },
 };
+/**
+ * `auto`, the default: the staged subgroup-matrix GEMM (sgmat-ws, AUTO_WS's tiles; float16 and int4 / int8 weights) where the adapter offers
+ * f16 subgroup matrices, else the tiled one. On the H200 (scripts/gpu/run.sh sgmat, one call) it
+ * prefilled the TinyLlama-1.1B shape at 9,713 tokens/s against the tiled GEMM's 5,125, with transformers'
+ * greedy tokens on 4 of 4 brown-llama-a prompts; the unstaged sgmat kernel was no faster than tiled (4,861).
+ */
 const AUTO: GemvShape = { ...TILED, sgmat: 'auto', tm: WS_DEFAULT.TT, rows: WS_DEFAULT.TN, ws: AUTO_WS };
 
 const WS_RE = /^sgmat-ws(?:-t(16|32|64|128))?(?:-n(16|32|64|128))?(?:-k(32|64|128))?(?:-s(4|8))?(?:-z(2|4|8))?(-b2)?$/;
