@@ -156,6 +156,57 @@ test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null b
   }
 });
 
+test('prefill kernel choice on a device with 16x16x16 subgroup matrices (a stub device: no kernel runs): int4 / int8 take sgmat-ws unless TPRUN_WGSL_PREFILL_Q=tiled, split-K sizes the add grid, AUTO_WS per format, a tile over the workgroup memory refused in one line', async () => {
+  const { Pipelines } = await import('../dist/engine/wgsl/pipelines.js');
+  const { NBITS_TILE } = await import('../dist/engine/wgsl/kernels/nbits.js');
+  globalThis.GPUShaderStage ??= /** @type {any} */ ({ COMPUTE: 4 });
+  const made = [];
+  const stub = (o) => { made.push(o?.label ?? ''); return {}; };
+  const dev = /** @type {any} */ ({ limits: { maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupStorageSize: 49152 }, createBindGroupLayout: stub, createShaderModule: stub, createComputePipeline: stub, createPipelineLayout: stub });
+  const c = { M: 16, N: 16, K: 16, sg: 32 };
+  const saved = { ...process.env };
+  const pipes = (env) => {
+    for (const k of ['TPRUN_WGSL_PREFILL', 'TPRUN_WGSL_PREFILL_Q', 'TPRUN_WGSL_PREFILL_WS']) delete process.env[k];
+    Object.assign(process.env, env);
+    return new Pipelines(dev, true, true, c);
+  };
+  try {
+    let pl = pipes({});
+    for (const fmt of ['f16', 'q4', 'q8']) {
+      for (const ep of ['store', 'add', 'swiglu']) {
+        made.length = 0;
+        const k = pl.gemv(fmt, ep);
+        assert.deepEqual(k.prefillTile, { tm: 32, rows: 64 }, `auto ${fmt} ${ep}`);
+        assert.ok(made.some((l) => l.startsWith(`gemm.sgmat-ws.${fmt}.${ep}.none.t32.n64.k64.s4.z1`)), `auto ${fmt} ${ep}: ${made}`);
+      }
+    }
+    made.length = 0;
+    assert.deepEqual(pl.gemv('q4', 'add', 'scale').prefillTile, { tm: 32, rows: 64 });
+    assert.ok(made.some((l) => l === 'gemm.sgmat-ws.q4.add.scale.t32.n64.k64.s4.z1.exp'), String(made));
+    pl = pipes({ TPRUN_WGSL_PREFILL_Q: 'tiled' });
+    made.length = 0;
+    assert.deepEqual(pl.gemv('q4', 'swiglu').prefillTile, NBITS_TILE);
+    assert.deepEqual(pl.gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
+    assert.ok(made.includes('gemm.q4.swiglu.none') && made.some((l) => l.startsWith('gemm.sgmat-ws.f16.swiglu')), String(made));
+    // Split-K: the add linears' grid has Z workgroups per 64-row tile; store and SwiGLU run whole.
+    pl = pipes({ TPRUN_WGSL_PREFILL: 'sgmat-ws-t64-n64-k32-s8-z4' });
+    assert.deepEqual(pl.gemv('f16', 'add').prefillTile, { tm: 64, rows: 16 });
+    assert.deepEqual(pl.gemv('q8', 'add').prefillTile, { tm: 64, rows: 16 });
+    assert.deepEqual(pl.gemv('f16', 'store').prefillTile, { tm: 64, rows: 64 });
+    pl = pipes({ TPRUN_WGSL_PREFILL_WS: 'add=sgmat-ws-z2,q.swiglu=sgmat-ws-t64-n32-s8' });
+    assert.deepEqual(pl.gemv('f16', 'add').prefillTile, { tm: 32, rows: 32 });
+    assert.deepEqual(pl.gemv('q4', 'add').prefillTile, { tm: 32, rows: 64 });
+    assert.deepEqual(pl.gemv('q4', 'swiglu').prefillTile, { tm: 64, rows: 32 });
+    assert.deepEqual(pl.gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
+    // Two staging buffers of the default tile are 50,176 bytes with SwiGLU's two weight tiles.
+    assert.throws(() => pipes({ TPRUN_WGSL_PREFILL: 'sgmat-ws-b2' }), (e) => e.constructor.name === 'InputError' && /^TPRUN_WGSL_PREFILL=sgmat-ws-b2: the tile needs 50176 bytes of workgroup memory \(SwiGLU\), the device allows 49152$/.test(e.message));
+    assert.throws(() => pipes({ TPRUN_WGSL_PREFILL_WS: 'add=sgmat-ws-b2,q.swiglu=sgmat-ws-b2' }), /TPRUN_WGSL_PREFILL_WS=add=sgmat-ws-b2,q.swiglu=sgmat-ws-b2: the tile needs 50176 bytes/);
+    assert.deepEqual(pipes({ TPRUN_WGSL_PREFILL_WS: 'swiglu=sgmat-ws-k32-b2' }).gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
+  } finally {
+    for (const k of ['TPRUN_WGSL_PREFILL', 'TPRUN_WGSL_PREFILL_Q', 'TPRUN_WGSL_PREFILL_WS']) { if (k in saved) process.env[k] = saved[k]; else delete process.env[k]; }
+  }
+});
+
 test('prefill variants: smaller GEMM tiles and the block prompt attention give the default path\'s tokens and logits (brown-llama-a, a 45-token prompt over several key tiles and query blocks)', async (t) => {
   if (noAdapter) return t.skip(noAdapter);
   const long = { input_ids: [...REF.prompts.flatMap((p) => p.input_ids), ...REF.prompts.flatMap((p) => p.input_ids)].slice(0, 45) };
