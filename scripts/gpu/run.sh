@@ -207,13 +207,13 @@ if has sgmat; then step sgmat  # issue 15 prefill: the GEMM on Dawn's subgroup m
   # 1. Every prefill kernel against a float64 reference (bit-exact on small-integer inputs) and timed side by side.
   #    sgmat-ws*: x and W staged through workgroup memory (kernels/gemm.ts sgmatWsShader), tiles T tokens x N rows,
   #    K k per slice, S subgroups, Z split-K workgroups (the add linears o / down only; the others run as without -z),
-  #    -b2 two staging buffers (one barrier per slice);
+  #    -b2 two staging buffers (one barrier per slice); t128-n128 with 4 subgroups is 4x4 result tiles per subgroup;
   #    int4 (q4-*) shapes run the same kernel dequantizing as it stages (two values per f16 op; @cvt: f32 per value),
   #    tiled-n32 there is the FMA tiled int4 GEMM.
   #    Left out as losers on the H200 (session 4): tiled, tiled-t16*, sgmat, sgmat2*, sgmat-n32, sgmat-ws-n32, -t64-n32, -k32.
   node scripts/gpu/sgmat-check.mjs tiled-n32 sgmat-ws sgmat-ws-k128 sgmat-ws-t64-n32-s8 sgmat-ws-t64-n64-k32-s8 \
     sgmat-ws-z2 sgmat-ws-z4 sgmat-ws-k128-z2 sgmat-ws-t64-n64-k32-s8-z2 sgmat-ws-t64-n64-k32 sgmat-ws-t64-n128-k32-z4 \
-    sgmat-ws-t64-n128-k32-s8-z4 sgmat-ws-t128-n128-k32-s8-z4 sgmat-ws-k32-b2 sgmat-ws-t64-n64-k32-s8-b2 sgmat-ws-t64-n64-k32-s8-z2-b2 \
+    sgmat-ws-t64-n128-k32-s8-z4 sgmat-ws-t128-n128-k32-s8-z4 sgmat-ws-t128-n128-k32-z8 sgmat-ws-k32-b2 sgmat-ws-t64-n64-k32-s8-b2 sgmat-ws-t64-n64-k32-s8-z2-b2 \
     sgmat-ws@cvt sgmat-ws-t64-n64-k32-s8@cvt 2>>"$L/sgmat.log" | tee "$L/sgmat-check.jsonl" | tee -a "$R"
   # Per linear, the fastest knob among those with every exact check passed; per epilogue the fastest sgmat-ws tile
   # (store: qkv, add: o + down, swiglu: gate_up) as a TPRUN_WGSL_PREFILL_WS value, float16 and int4 (what auto's table,
