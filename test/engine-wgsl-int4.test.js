@@ -58,7 +58,7 @@ test('int4 / int8 decode GEMV variants: greedy tokens and logits equal the defau
     if (name === 'int4') {
       for (const [env, msg] of /** @type {[Record<string, string>, RegExp][]} */ ([[{ TPRUN_WGSL_Q_UNPACK: 'lut' }, /TPRUN_WGSL_Q_UNPACK=lut: not one of exp\|cvt/], [{ TPRUN_WGSL_GEMV_Q: 'w48' }, /TPRUN_WGSL_GEMV_Q=w48: 'w48' is not one of/],
         [{ TPRUN_WGSL_PREFILL_Q: 'sgmat' }, /TPRUN_WGSL_PREFILL_Q=sgmat: not one of auto\|tiled/],
-        [{ TPRUN_WGSL_PREFILL_WS: 'add=sgmat-ws-z3' }, /TPRUN_WGSL_PREFILL_WS=add=sgmat-ws-z3: 'add=sgmat-ws-z3' is not store\|add\|swiglu=sgmat-ws/]])) {
+        [{ TPRUN_WGSL_PREFILL_WS: 'add=sgmat-ws-z3' }, /TPRUN_WGSL_PREFILL_WS=add=sgmat-ws-z3: 'add=sgmat-ws-z3' is not \[q\.\]store\|add\|swiglu=sgmat-ws/]])) {
         const r = await tprun(['generate', '--engine', engine, '--kernels', 'wgsl', '--input-ids', '0,1,2'], { env });
         assert.equal(r.code, 2, r.stderr);
         assert.match(r.stderr, msg);

@@ -79,7 +79,7 @@ test('TPRUN_WGSL_PREFILL=sgmat|sgmat2: refused in one line where the adapter has
   }
   const bad = await tprun(generateArgs(prompts.slice(0, 1)), { env: { TPRUN_WGSL_PREFILL: 'sgmat,tm8' } });
   assert.equal(bad.code, 2, bad.stderr);
-  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|tiled-t16\|tiled-n32\|tiled-t16-n32\|sgmat\|sgmat2\|sgmat-n32\|sgmat2-n32\|sgmat-ws\[-tT\]\[-nN\]\[-kK\]\[-sS\]\[-zZ\]\|auto alone/);
+  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL=sgmat,tm8: 'sgmat' is not one of .*, or one of tiled\|tiled-t16\|tiled-n32\|tiled-t16-n32\|sgmat\|sgmat2\|sgmat-n32\|sgmat2-n32\|sgmat-ws\[-tT\]\[-nN\]\[-kK\]\[-sS\]\[-zZ\]\[-b2\]\|auto alone/);
 });
 
 test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every f16 -> f32 shape the H200 lists and every epilogue", async (t) => {
@@ -114,7 +114,7 @@ test("the subgroup-matrix GEMM compiles (Tint on Dawn's null backend) for every 
   }
 });
 
-test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null backend) for the tiles run.sh sgmat times, every epilogue, the H200's f16 shapes and every weight format (float16; int4 / int8 with and without the prequant factor)", async (t) => {
+test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null backend) for the tiles run.sh sgmat times, every epilogue, the H200's f16 shapes and every weight format (float16; int4 / int8 with and without the prequant factor, both dequantizations)", async (t) => {
   const { sgmatWsShader, wsBytes } = await import('../dist/engine/wgsl/kernels/gemm.js');
   const { create, globals } = await import('webgpu');
   Object.assign(globalThis, globals);
@@ -125,20 +125,20 @@ test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null b
   const limit = adapter.limits.maxComputeWorkgroupStorageSize;
   const device = await adapter.requestDevice({ requiredFeatures: want, requiredLimits: { maxComputeWorkgroupStorageSize: limit } });
   try {
-    // [TT, TN, KC, S, SK]: SK (split-K) changes the add epilogue only.
-    const tiles = [[32, 64, 64, 4, 1], [32, 32, 64, 4, 1], [64, 32, 64, 4, 1], [32, 64, 32, 4, 2], [64, 64, 32, 8, 2], [16, 64, 128, 4, 4], [32, 32, 32, 4, 1], [64, 128, 32, 4, 1], [128, 128, 32, 8, 4]];
-    const formats = [['f16', 'none'], ['q4', 'none'], ['q4', 'scale'], ['q8', 'none'], ['q8', 'scale']];
+    // [TT, TN, KC, S, SK, DB]: SK (split-K) changes the add epilogue only; DB: two staging buffers.
+    const tiles = [[32, 64, 64, 4, 1], [32, 32, 64, 4, 1], [64, 32, 64, 4, 1], [32, 64, 32, 4, 2], [64, 64, 32, 8, 2], [16, 64, 128, 4, 4], [32, 32, 32, 4, 1, true], [64, 128, 32, 4, 1], [128, 128, 32, 8, 4, true]];
+    const formats = [['f16', 'none'], ['q4', 'none'], ['q4', 'scale'], ['q8', 'none'], ['q8', 'scale'], ['q4', 'scale', 'cvt'], ['q8', 'none', 'cvt']];
     let piped = 0;
     for (const c of [{ M: 16, N: 16, K: 16, sg: 32 }, { M: 16, N: 8, K: 16, sg: 32 }, { M: 16, N: 8, K: 8, sg: 32 }]) {
       for (const ep of /** @type {const} */ (['store', 'add', 'swiglu'])) {
-        for (const [TT, TN, KC, S, SK] of tiles) {
-          for (const [fmt, prologue] of formats) {
+        for (const [TT, TN, KC, S, SK, DB] of tiles) {
+          for (const [fmt, prologue, unpack] of formats) {
             // Every tile for float16; the quantized formats on the first three tiles and the split-K one (the staging is what differs).
             if (fmt !== 'f16' && (c.N !== 16 || TT !== 32)) continue;
-            const tile = { TT, TN, KC, S, SK };
-            const what = `${fmt} ${prologue} ${c.M}x${c.N}x${c.K} ${ep} ${JSON.stringify(tile)}`;
+            const tile = { TT, TN, KC, S, SK, DB };
+            const what = `${fmt} ${prologue} ${unpack ?? ''} ${c.M}x${c.N}x${c.K} ${ep} ${JSON.stringify(tile)}`;
             device.pushErrorScope('validation');
-            const module = device.createShaderModule({ code: sgmatWsShader(ep, c, tile, fmt, prologue) });
+            const module = device.createShaderModule({ code: sgmatWsShader(ep, c, tile, fmt, prologue, unpack ?? 'exp') });
             const msgs = (await module.getCompilationInfo()).messages.filter((m) => m.type !== 'info');
             assert.deepEqual(msgs.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`), [], `${what}: Tint's errors and warnings`);
             // A pipeline where the null device's workgroup memory holds the tile (the H200's Vulkan limit is larger).
@@ -153,6 +153,57 @@ test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null b
   } finally {
     device.destroy();
     globalThis.keepDawn = gpu;
+  }
+});
+
+test('prefill kernel choice on a device with 16x16x16 subgroup matrices (a stub device: no kernel runs): int4 / int8 take sgmat-ws unless TPRUN_WGSL_PREFILL_Q=tiled, split-K sizes the add grid, AUTO_WS per format, a tile over the workgroup memory refused in one line', async () => {
+  const { Pipelines } = await import('../dist/engine/wgsl/pipelines.js');
+  const { NBITS_TILE } = await import('../dist/engine/wgsl/kernels/nbits.js');
+  globalThis.GPUShaderStage ??= /** @type {any} */ ({ COMPUTE: 4 });
+  const made = [];
+  const stub = (o) => { made.push(o?.label ?? ''); return {}; };
+  const dev = /** @type {any} */ ({ limits: { maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupStorageSize: 49152 }, createBindGroupLayout: stub, createShaderModule: stub, createComputePipeline: stub, createPipelineLayout: stub });
+  const c = { M: 16, N: 16, K: 16, sg: 32 };
+  const saved = { ...process.env };
+  const pipes = (env) => {
+    for (const k of ['TPRUN_WGSL_PREFILL', 'TPRUN_WGSL_PREFILL_Q', 'TPRUN_WGSL_PREFILL_WS']) delete process.env[k];
+    Object.assign(process.env, env);
+    return new Pipelines(dev, true, true, c);
+  };
+  try {
+    let pl = pipes({});
+    for (const fmt of ['f16', 'q4', 'q8']) {
+      for (const ep of ['store', 'add', 'swiglu']) {
+        made.length = 0;
+        const k = pl.gemv(fmt, ep);
+        assert.deepEqual(k.prefillTile, { tm: 32, rows: 64 }, `auto ${fmt} ${ep}`);
+        assert.ok(made.some((l) => l.startsWith(`gemm.sgmat-ws.${fmt}.${ep}.none.t32.n64.k64.s4.z1`)), `auto ${fmt} ${ep}: ${made}`);
+      }
+    }
+    made.length = 0;
+    assert.deepEqual(pl.gemv('q4', 'add', 'scale').prefillTile, { tm: 32, rows: 64 });
+    assert.ok(made.some((l) => l === 'gemm.sgmat-ws.q4.add.scale.t32.n64.k64.s4.z1.exp'), String(made));
+    pl = pipes({ TPRUN_WGSL_PREFILL_Q: 'tiled' });
+    made.length = 0;
+    assert.deepEqual(pl.gemv('q4', 'swiglu').prefillTile, NBITS_TILE);
+    assert.deepEqual(pl.gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
+    assert.ok(made.includes('gemm.q4.swiglu.none') && made.some((l) => l.startsWith('gemm.sgmat-ws.f16.swiglu')), String(made));
+    // Split-K: the add linears' grid has Z workgroups per 64-row tile; store and SwiGLU run whole.
+    pl = pipes({ TPRUN_WGSL_PREFILL: 'sgmat-ws-t64-n64-k32-s8-z4' });
+    assert.deepEqual(pl.gemv('f16', 'add').prefillTile, { tm: 64, rows: 16 });
+    assert.deepEqual(pl.gemv('q8', 'add').prefillTile, { tm: 64, rows: 16 });
+    assert.deepEqual(pl.gemv('f16', 'store').prefillTile, { tm: 64, rows: 64 });
+    pl = pipes({ TPRUN_WGSL_PREFILL_WS: 'add=sgmat-ws-z2,q.swiglu=sgmat-ws-t64-n32-s8' });
+    assert.deepEqual(pl.gemv('f16', 'add').prefillTile, { tm: 32, rows: 32 });
+    assert.deepEqual(pl.gemv('q4', 'add').prefillTile, { tm: 32, rows: 64 });
+    assert.deepEqual(pl.gemv('q4', 'swiglu').prefillTile, { tm: 64, rows: 32 });
+    assert.deepEqual(pl.gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
+    // Two staging buffers of the default tile are 50,176 bytes with SwiGLU's two weight tiles.
+    assert.throws(() => pipes({ TPRUN_WGSL_PREFILL: 'sgmat-ws-b2' }), (e) => e.constructor.name === 'InputError' && /^TPRUN_WGSL_PREFILL=sgmat-ws-b2: the tile needs 50176 bytes of workgroup memory \(SwiGLU\), the device allows 49152$/.test(e.message));
+    assert.throws(() => pipes({ TPRUN_WGSL_PREFILL_WS: 'add=sgmat-ws-b2,q.swiglu=sgmat-ws-b2' }), /TPRUN_WGSL_PREFILL_WS=add=sgmat-ws-b2,q.swiglu=sgmat-ws-b2: the tile needs 50176 bytes/);
+    assert.deepEqual(pipes({ TPRUN_WGSL_PREFILL_WS: 'swiglu=sgmat-ws-k32-b2' }).gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
+  } finally {
+    for (const k of ['TPRUN_WGSL_PREFILL', 'TPRUN_WGSL_PREFILL_Q', 'TPRUN_WGSL_PREFILL_WS']) { if (k in saved) process.env[k] = saved[k]; else delete process.env[k]; }
   }
 });
 

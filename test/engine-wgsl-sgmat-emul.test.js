@@ -5,7 +5,7 @@
 // the ones WGSL's chromium_experimental_subgroup_matrix defines: row_major element (r, c) at offset + r·stride + c,
 // col_major at offset + c·stride + r). What this checks is the part tprun writes: the staging of x and W
 // through workgroup memory one K slice ahead, the dequantization (nibble order, block scales, zero points,
-// the AWQ prequant factor, the padding past K), the tile and subgroup offsets, k/token/row edges, split-K
+// the AWQ prequant factor, garbage past K), the tile and subgroup offsets, k/token/row edges, split-K
 // and the epilogues, bit-exactly against a float64 reference on small-integer inputs (exact in f16 and f32).
 // The real builtins' numbers are checked on the GPU by scripts/gpu/sgmat-check.mjs (run.sh sgmat).
 import { test } from 'node:test';
@@ -30,10 +30,13 @@ fn frag(o: u32, s: u32) -> vec2<u32> { return vec2<u32>(o, s); }
 // left: row-major x tile, element (m, k) at o + m·s + k; right: column-major W^T, element (k, n) at o + n·s + k.
 fn mma(lane: u32, a: vec2<u32>, b: vec2<u32>, c0: array<f32, ${P}>) -> array<f32, ${P}> {
   var c = c0;
+  // A bound the shader compiler cannot fold (pos0 is 0 here): lavapipe would unroll the constant one at
+  // every inlined call, and compiling that took minutes.
+  let kd = select(${K}u, 0u, st.pos0 == 0xFFFFFFFFu);
   for (var e = 0u; e < ${P}u; e++) {
     let i = lane + e * ${sg}u; let m = i / ${N}u; let n = i % ${N}u;
     var s = c[e];
-    for (var k = 0u; k < ${K}u; k++) { s += f32(xs[a.x + m * a.y + k]) * f32(ws[b.x + n * b.y + k]); }
+    for (var k = 0u; k < kd; k++) { s += f32(xs[a.x + m * a.y + k]) * f32(ws[b.x + n * b.y + k]); }
     c[e] = s;
   }
   return c;
@@ -48,7 +51,7 @@ fn stot(lane: u32, o: u32, c: array<f32, ${P}>, s: u32) {
  * MatMulNBits weights for `rows` rows of K (upload-nbits.ts's layout: each row's blocks contiguous, low
  * nibble first, rows padded to 16 bytes; scales and zero points f32 per block) whose dequantized values
  * (q − z) · s · g are small integers over powers of two, so f16 holds them and every f32 sum is exact.
- * The bytes past K in the last block are garbage (the kernel must not let them in).
+ * The bytes past K in the last block are garbage: they meet zero activations and must add nothing.
  */
 function quantized(rnd, { bits, bs, K, rows, zp, pre }) {
   const nb = Math.ceil(K / bs), rowBytes = (nb * bs * bits) / 8, padded = Math.ceil(rowBytes / 16) * 16;
@@ -94,7 +97,9 @@ test('sgmat-ws (subgroup matrices emulated): staging, dequantization, tile offse
     // count of one, guarded loads (tile loads not a multiple of the workgroup), 16x16 and 16x8 fragments;
     // int4 with 16-k blocks (two per 32-k unit), per-block zero points, a prequant factor per part and K
     // ending inside a word; int8 with the default zero point; split-K (add only: store and SwiGLU run
-    // whole) over 2 workgroups, and over 4 asked where the grid (5 rows of 8 for 2 row tiles) holds 2.
+    // whole) over 2 workgroups, and over 4 asked where the grid (5 rows of 8 for 2 row tiles) holds 2;
+    // both dequantizations (exp: two values per f16 op; cvt: f32 per value), int8 with zero points; two
+    // staging buffers (DB), over odd and even slice counts.
     const cases = [
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 37, K: 104, n: 72 },
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 64, KC: 64, S: 4 }, T: 50, K: 200, n: 90 },
@@ -103,14 +108,18 @@ test('sgmat-ws (subgroup matrices emulated): staging, dequantization, tile offse
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, SK: 4 }, T: 20, K: 136, n: 40, eps: ['add'] },
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 37, K: 100, n: 40, q: { bits: 4, bs: 16, zp: true, pre: true } },
       { c: { M: 16, N: 8, K: 16, sg: 32 }, tile: { TT: 32, TN: 64, KC: 64, S: 4 }, T: 20, K: 72, n: 70, q: { bits: 8, bs: 32, zp: false, pre: false } },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 17, K: 68, n: 24, q: { bits: 4, bs: 32, zp: true, pre: true, unpack: 'cvt' }, eps: ['swiglu'] },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4 }, T: 17, K: 48, n: 24, q: { bits: 8, bs: 16, zp: true, pre: true, unpack: 'cvt' }, eps: ['store'] },
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, SK: 2 }, T: 9, K: 200, n: 64, q: { bits: 4, bs: 64, zp: false, pre: false }, eps: ['add', 'store'] },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, DB: true }, T: 37, K: 136, n: 40, eps: ['store', 'swiglu'] },
+      { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, SK: 2, DB: true }, T: 20, K: 232, n: 64, q: { bits: 4, bs: 32, zp: true, pre: false }, eps: ['add'] },
     ];
     for (const { c, tile, T, K, n, q, eps } of cases) {
       for (const ep of /** @type {const} */ (eps ?? ['store', 'add', 'swiglu'])) {
         const pairs = ep === 'swiglu' ? 2 : 1;
         const fmt = q ? (q.bits === 4 ? 'q4' : 'q8') : 'f16';
         const prologue = q?.pre ? 'scale' : 'none';
-        const what = `${fmt}${q ? ` bs${q.bs}${q.zp ? ' zp' : ''}${q.pre ? ' prequant' : ''}` : ''} ${c.M}x${c.N}x${c.K} ${JSON.stringify(tile)} ${ep} T=${T} K=${K} n=${n}`;
+        const what = `${fmt}${q ? ` bs${q.bs}${q.zp ? ' zp' : ''}${q.pre ? ' prequant' : ''} ${q.unpack ?? 'exp'}` : ''} ${c.M}x${c.N}x${c.K} ${JSON.stringify(tile)} ${ep} T=${T} K=${K} n=${n}`;
         if (wsBytes(tile, c, pairs) > limit) { t.diagnostic(`${what}: over this adapter's workgroup memory, not run`); continue; }
         const qw = q && quantized(rnd, { ...q, K, rows: pairs * n, pre: q.pre ? { rowsPerPart: n } : undefined });
         const w = qw ? qw.w : Float64Array.from({ length: pairs * n * K }, small);
@@ -118,7 +127,7 @@ test('sgmat-ws (subgroup matrices emulated): staging, dequantization, tile offse
         const PAD = 3;
         const y0 = Float32Array.from({ length: (T + PAD) * n }, () => (ep === 'add' ? small() : 0.5));
         dev.pushErrorScope('validation');
-        const module = dev.createShaderModule({ code: emulate(sgmatWsShader(ep, c, tile, fmt, prologue), c) });
+        const module = dev.createShaderModule({ code: emulate(sgmatWsShader(ep, c, tile, fmt, prologue, q?.unpack ?? 'exp'), c) });
         const pl = dev.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
         const err = await dev.popErrorScope();
         assert.equal(err, null, `${what}: ${err?.message}`);

@@ -209,12 +209,15 @@ fi
 if has sgmat; then step sgmat  # issue 15 prefill: the GEMM on Dawn's subgroup matrices (tensor cores) against the tiled FMA one
   # 1. Every prefill kernel against a float64 reference (bit-exact on small-integer inputs) and timed side by side.
   #    sgmat-ws*: x and W staged through workgroup memory (kernels/gemm.ts sgmatWsShader), tiles T tokens x N rows,
-  #    K k per slice, S subgroups, Z split-K workgroups (the add linears o / down only; the others run as without -z);
-  #    int4 (q4-*) shapes run the same kernel dequantizing as it stages, tiled-n32 there is the FMA tiled int4 GEMM.
+  #    K k per slice, S subgroups, Z split-K workgroups (the add linears o / down only; the others run as without -z),
+  #    -b2 two staging buffers (one barrier per slice); t128-n128 with 4 subgroups is 4x4 result tiles per subgroup;
+  #    int4 (q4-*) shapes run the same kernel dequantizing as it stages (two values per f16 op; @cvt: f32 per value),
+  #    tiled-n32 there is the FMA tiled int4 GEMM.
   #    Left out as losers on the H200 (session 4): tiled, tiled-t16*, sgmat, sgmat2*, sgmat-n32, sgmat-ws-n32, -t64-n32, -k32.
   node scripts/gpu/sgmat-check.mjs tiled-n32 sgmat-ws sgmat-ws-k128 sgmat-ws-t64-n32-s8 sgmat-ws-t64-n64-k32-s8 \
     sgmat-ws-z2 sgmat-ws-z4 sgmat-ws-k128-z2 sgmat-ws-t64-n64-k32-s8-z2 sgmat-ws-t64-n64-k32 sgmat-ws-t64-n128-k32-z4 \
-    sgmat-ws-t64-n128-k32-s8-z4 sgmat-ws-t128-n128-k32-s8-z4 2>>"$L/sgmat.log" | tee "$L/sgmat-check.jsonl" | tee -a "$R"
+    sgmat-ws-t64-n128-k32-s8-z4 sgmat-ws-t128-n128-k32-s8-z4 sgmat-ws-t128-n128-k32-z8 sgmat-ws-k32-b2 sgmat-ws-t64-n64-k32-s8-b2 sgmat-ws-t64-n64-k32-s8-z2-b2 \
+    sgmat-ws@cvt sgmat-ws-t64-n64-k32-s8@cvt 2>>"$L/sgmat.log" | tee "$L/sgmat-check.jsonl" | tee -a "$R"
   # Per linear, the fastest knob among those with every exact check passed; per epilogue the fastest sgmat-ws tile
   # (store: qkv, add: o + down, swiglu: gate_up) as a TPRUN_WGSL_PREFILL_WS value, float16 and int4 (what auto's table,
   # variants.ts AUTO_WS, should say); and the fastest single sgmat-ws tile over the four float16 linears.
@@ -229,11 +232,11 @@ print(json.dumps({'step': 'sgmat-best-per-linear', **{s: {'knob': r['knob'], 'ms
 def ws(prefix):
     tot = {ep: collections.defaultdict(float) for ep in ('store', 'add', 'swiglu')}
     for r in ok:
-        if r['knob'].startswith('sgmat-ws') and r['shape'].startswith(prefix) and ('-' in r['shape']) == (prefix != ''): tot[r['epilogue']][r['knob']] += r['ms']
-    return ','.join(f'{ep}={min(t, key=t.get)}' for ep, t in tot.items() if t)
+        if r['knob'].startswith('sgmat-ws') and '@' not in r['knob'] and r['shape'].startswith(prefix) and ('-' in r['shape']) == (prefix != ''): tot[r['epilogue']][r['knob']] += r['ms']
+    return ','.join(f'{\"q.\" if prefix else \"\"}{ep}={min(t, key=t.get)}' for ep, t in tot.items() if t)
 single = collections.defaultdict(float)
 for r in ok:
-    if r['knob'].startswith('sgmat-ws') and r['fmt'] == 'f16': single[r['knob']] += r['ms']
+    if r['knob'].startswith('sgmat-ws') and '@' not in r['knob'] and r['fmt'] == 'f16': single[r['knob']] += r['ms']
 best = {'best': min(single, key=single.get) if single else '', 'ws_f16': ws(''), 'ws_q4': ws('q4-')}
 print(json.dumps({'step': 'sgmat-ws-best', **best}))
 open('$L/sgmat-best.env', 'w').write(''.join(f'{k}={v}\\n' for k, v in best.items()))" | tee -a "$R"

@@ -2,6 +2,7 @@
 // pipelines (dist/engine/wgsl/pipelines.js, one per TPRUN_WGSL_PREFILL value): every one is checked, then
 // timed. Usage (after `npx tsc -p .`):
 //   node scripts/gpu/sgmat-check.mjs [KNOB...]      (default: tiled sgmat sgmat2) → JSON lines on stdout
+// (KNOB: a TPRUN_WGSL_PREFILL value, with @cvt for TPRUN_WGSL_Q_UNPACK=cvt; SHAPES=q4-o,edge... picks shapes)
 // Checks, per shape (the TinyLlama-1.1B prefill linears at 128 tokens, float16 and int4 MatMulNBits with
 // 128-k blocks as tprun's int4_wo builds them, and odd shapes whose edge tiles are partial in tokens, rows
 // and K: int4 with 16-k blocks, zero points and an AWQ prequant factor, int8) and epilogue (store, add into
@@ -65,7 +66,7 @@ const silu = (a) => a / (1 + Math.exp(-a));
  * MatMulNBits rows as upload-nbits.ts lays them out (each row's blocks contiguous, low nibble first, rows
  * padded to 16 bytes; scales and zero points f32 per block; g, the prequant factor per part) and their
  * dequantized values. exact: q − z in −4..4, s and g powers of two; real: q uniform, s ~ 1/64, z the default.
- * Bytes past K in the last block are garbage, which the kernels must keep out.
+ * Bytes past K in the last block are garbage, which must add nothing (they meet zero activations).
  */
 function quantized(exact, { bits, bs, zp, pre }, K, rows, parts) {
   const nb = Math.ceil(K / bs), rowBytes = (nb * bs * bits) / 8, padded = Math.ceil(rowBytes / 16) * 16;
@@ -93,7 +94,10 @@ const buffer = (data) => { const b = dev.createBuffer({ size: Math.max(16, data.
 
 const pls = {};
 for (const k of knobs) {
-  process.env.TPRUN_WGSL_PREFILL = k;
+  // KNOB@cvt: the int4 / int8 dequantization in f32 per value (TPRUN_WGSL_Q_UNPACK=cvt) instead of f16 pairs.
+  const [pf, unpack] = k.split('@');
+  process.env.TPRUN_WGSL_PREFILL = pf;
+  process.env.TPRUN_WGSL_Q_UNPACK = unpack ?? 'exp';
   try {
     if (k.startsWith('sgmat') && !gpu.sgmat) throw new Error('the adapter has no subgroup matrices (with f16 -> f32 shapes)');
     dev.pushErrorScope('validation');
@@ -105,6 +109,7 @@ for (const k of knobs) {
 }
 
 let failed = 0;
+const refused = new Set(); // knob + kernel pairs whose pipeline the device refused
 for (const sh of shapes) {
   const { T, K, n, ep, q } = sh;
   const pairs = ep === 'swiglu' ? 2 : 1;
@@ -141,7 +146,13 @@ for (const sh of shapes) {
     const p = uniform(dev, qw ? [qw.KU, n, 0, n, K / 4, K, q.bs, qw.nb, { f: 0 }, { f: 2 ** (q.bits - 1) }, q.zp ? 1 : 0] : [K / 8, n, 0, n, K / 4], 'p');
     const runs = [];
     for (const [k, pl] of Object.entries(pls)) {
+      // The kernel compiles here, on first use: a shader the driver refuses is a failed check, not a crash.
+      const kk = `${k} ${fmt}.${ep}.${prologue}`;
+      if (refused.has(kk)) continue;
+      dev.pushErrorScope('validation');
       const kern = pl.gemv(fmt, ep, prologue);
+      const bad0 = await dev.popErrorScope();
+      if (bad0) { failed++; refused.add(kk); out({ check: 'prefill-gemm', knob: k, shape: sh.name, fmt, epilogue: ep, mode, error: bad0.message.split('\n')[0].slice(0, 300) }); continue; }
       const bg = bindGroup(dev, kern.bgl, [p, step, W, X, Y, ...extra], 'check');
       // The grid as layers.ts sizes it, from the kernel's own dispatch tile.
       const grid = [Math.ceil(T / kern.prefillTile.tm), Math.ceil(n / kern.prefillTile.rows)];

@@ -58,14 +58,14 @@ export class Pipelines {
       const knob = shape.prefill.sgmat === 'auto' && wsEnv ? `TPRUN_WGSL_PREFILL_WS=${wsEnv}` : `TPRUN_WGSL_PREFILL=${process.env.TPRUN_WGSL_PREFILL ?? 'auto'}`;
       const { c } = this.sg;
       const lim = device.limits;
-      const why = (['store', 'add', 'swiglu'] as const).map((ep) => {
-        const t = this.wsTile(ep, shape.prefill)!;
-        const lay = wsLayout(t, c);
+      const why = (['store', 'add', 'swiglu'] as const).flatMap((ep) => (['f16', 'q4'] as const).map((fmt) => {
+        const t = this.wsTile(ep, fmt, shape.prefill)!;
+        const lay = wsLayout(t, c, fmt);
         const bytes = wsBytes(t, c, ep === 'swiglu' ? 2 : 1);
         return typeof lay === 'string' ? `${lay} (the adapter's subgroup matrices are ${c.M}x${c.N}x${c.K})`
           : t.S * c.sg > lim.maxComputeInvocationsPerWorkgroup ? `${t.S} subgroups of ${c.sg} is over the device's ${lim.maxComputeInvocationsPerWorkgroup} invocations per workgroup`
             : bytes > lim.maxComputeWorkgroupStorageSize ? `the tile needs ${bytes} bytes of workgroup memory${ep === 'swiglu' ? ' (SwiGLU)' : ''}, the device allows ${lim.maxComputeWorkgroupStorageSize}` : undefined;
-      }).find(Boolean);
+      })).find(Boolean);
       if (why && (shape.prefill.sgmat !== 'auto' || wsEnv)) throw new InputError(`${knob}: ${why}`);
       if (why) { this.sg = undefined; shape.prefill = { ...PREFILL_TILED }; }
     } else if (this.sg) { const t = sgmatTile(this.sg.c, shape.prefill.rows); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
@@ -88,17 +88,17 @@ export class Pipelines {
     this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');
   }
 
+  /** The staged subgroup-matrix GEMM's tile for an epilogue (auto's table, or the knob's one tile), or undefined where it does not run. */
+  private wsTile(epilogue: GemvEpilogue, fmt: WeightFormat, s: GemvShape = this.shape.prefill): WsTile | undefined {
+    if (!this.sg || !s.ws) return undefined;
+    return 'f16' in s.ws ? s.ws[fmt === 'f16' ? 'f16' : 'q'][epilogue] : { TT: s.tm, TN: s.rows, ...s.ws };
+  }
+
   /**
    * The kernels of a linear of weight format `fmt` (compiled on first use; the runner's load makes every
    * one the model uses inside a validation error scope). `rms` (RMSNorm fused in) runs at decode only:
    * prefill keeps the norm dispatch, whose cost is nothing next to the GEMM's.
    */
-  /** The staged subgroup-matrix GEMM's tile for an epilogue (auto's table, or the knob's one tile), or undefined where it does not run. */
-  private wsTile(epilogue: GemvEpilogue, s: GemvShape = this.shape.prefill): WsTile | undefined {
-    if (!this.sg || !s.ws) return undefined;
-    return 'store' in s.ws ? s.ws[epilogue] : { TT: s.tm, TN: s.rows, ...s.ws };
-  }
-
   gemv(fmt: WeightFormat, epilogue: GemvEpilogue, prologue: GemvPrologue = 'none'): GemvKernel {
     const key = `${fmt}.${epilogue}.${prologue}`;
     let k = this.gemvs.get(key);
@@ -108,11 +108,11 @@ export class Pipelines {
     const make = (s: GemvShape) => pipeline(device, gemvShader({ ...s, epilogue, subgroups, fmt, prologue, unpack: shape.unpack }), bgl, `gemv.${key}.r${s.rows}.w${s.wg}.u${s.unroll}.tm${s.tm}${fmt === 'f16' ? '' : `.${shape.unpack}`}`);
     let prefill: GPUComputePipeline | undefined;
     // int4 / int8 weights run the staged kernel wherever float16 ones do, unless TPRUN_WGSL_PREFILL_Q=tiled.
-    const ws = prologue !== 'rms' && shape.prefill.tiled && (fmt === 'f16' || shape.prefillQ === 'auto') ? this.wsTile(epilogue) : undefined;
+    const ws = prologue !== 'rms' && shape.prefill.tiled && (fmt === 'f16' || shape.prefillQ === 'auto') ? this.wsTile(epilogue, fmt) : undefined;
     if (prologue !== 'rms') {
       if (!shape.prefill.tiled) prefill = make(shape.prefill);
       else if (fmt === 'f16' && prologue !== 'none') throw new Error(`no float16 prefill GEMM with a ${prologue} prologue`);
-      else if (ws) prefill = pipeline(device, sgmatWsShader(epilogue, this.sg!.c, ws, fmt, prologue), bgl, `gemm.sgmat-ws.${key}.t${ws.TT}.n${ws.TN}.k${ws.KC}.s${ws.S}.z${ws.SK ?? 1}`);
+      else if (ws) prefill = pipeline(device, sgmatWsShader(epilogue, this.sg!.c, ws, fmt, prologue, shape.unpack), bgl, `gemm.sgmat-ws.${key}.t${ws.TT}.n${ws.TN}.k${ws.KC}.s${ws.S}.z${ws.SK ?? 1}${fmt === 'f16' ? '' : `.${shape.unpack}`}`);
       else if (fmt === 'f16' && this.sg) prefill = pipeline(device, sgmatShader(epilogue, this.sg.c, this.sg.split, shape.prefill.rows), bgl, `gemm.sgmat.${key}`);
       else if (fmt === 'f16') prefill = pipeline(device, gemmShader(epilogue, shape.prefill.tm, shape.prefill.rows), bgl, `gemm.${key}.t${shape.prefill.tm}.n${shape.prefill.rows}`);
       else prefill = pipeline(device, nbitsGemmShader(fmt, epilogue, prologue), bgl, `gemm.${key}`);

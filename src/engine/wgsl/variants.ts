@@ -9,12 +9,13 @@
 //                                 sgmat (activations rounded to f16, as llama.cpp's Vulkan mul_mm does; refused in one
 //                                 line where the adapter lacks them), sgmat2 (activations as two f16 parts: f32-accurate,
 //                                 twice the matrix work), auto (the default: sgmat-ws where offered, else tiled),
-//                                 sgmat-ws[-tT][-nN][-kK][-sS][-zZ] (both operands staged through workgroup memory, T tokens
+//                                 sgmat-ws[-tT][-nN][-kK][-sS][-zZ][-b2] (both operands staged through workgroup memory, T tokens
 //                                 × N rows per workgroup of S subgroups, K k per slice, Z workgroups splitting K for
-//                                 the residual-add linears: defaults t32, n64, k64, s4, z1); int4 / int8 engines run
+//                                 the residual-add linears, -b2: two staging buffers, one barrier per slice: defaults
+//                                 t32, n64, k64, s4, z1, one buffer); int4 / int8 engines run
 //                                 the same kernel, dequantizing as they stage, wherever float16 ones run sgmat-ws
-//   TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-t64,add=sgmat-ws-z4   auto's staged tile per epilogue (store: qkv, add: o and
-//                                 down, swiglu: gate/up), replacing AUTO_WS's for the ones named
+//   TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-t64,q.add=sgmat-ws-z4   auto's staged tile per epilogue (store: qkv, add: o
+//                                 and down, swiglu: gate/up; q.: for int4 / int8 weights), replacing AUTO_WS's for those named
 //   TPRUN_WGSL_PREFILL_Q=tiled    int4 / int8 prefill on the FMA tiled GEMM (kernels/nbits.ts) whatever TPRUN_WGSL_PREFILL
 //                                 says; auto (default): what TPRUN_WGSL_PREFILL gives float16 where it is sgmat-ws
 //   TPRUN_WGSL_GEMV_Q=r4,w64,u1   decode GEMV shape for int4 / int8 weights (same parts, and w32): a 16-byte load is 32
@@ -34,8 +35,8 @@ import { WS_DEFAULT, type WsTile } from './kernels/gemm.js';
 import type { GemvEpilogue } from './kernels/gemv.js';
 
 /** `tiled`: the prefill GEMM (gemmShader) instead of the GEMV with TM tokens; rows / tm are then its tile. */
-/** `ws`: the staged subgroup-matrix GEMM, one tile for every linear (tm × rows, KC, S, SK), or auto's tile per epilogue. */
-export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode; ws?: { KC: number; S: number; SK?: number } | Record<GemvEpilogue, WsTile> }
+/** `ws`: the staged subgroup-matrix GEMM, one tile for every linear (tm × rows, KC, S, SK), or auto's tables (per weight format and epilogue). */
+export interface GemvShape { rows: number; wg: number; unroll: number; tm: number; tiled?: boolean; sgmat?: SgmatMode; ws?: { KC: number; S: number; SK?: number } | { f16: WsTable; q: WsTable } }
 
 /** `on`/`split`: asked for by name (sgmat / sgmat2), refused where absent; `auto`: falls back to tiled. */
 export type SgmatMode = 'on' | 'split' | 'auto';
@@ -57,43 +58,45 @@ export const DECODE_Q_DEFAULT: GemvShape = { rows: 4, wg: 64, unroll: 1, tm: 1 }
 const TILED: GemvShape = { rows: 64, wg: 256, unroll: 1, tm: 32, tiled: true };
 /** The tiled FMA GEMM, where subgroup matrices are absent (or cannot hold the staged tile). */
 export const PREFILL_TILED: GemvShape = TILED;
+/** A staged tile per epilogue, i.e. per LLaMA linear: store = qkv, add = o and down, swiglu = the fused gate/up. */
+export type WsTable = Record<GemvEpilogue, WsTile>;
 /**
- * `auto`, the default: the staged subgroup-matrix GEMM (sgmat-ws, default tile) where the adapter offers
+ * `auto`'s staged tiles, for float16 weights and for int4 / int8 ones (whose staging dequantizes: more
+ * work per staged weight, so more tokens per tile may pay there). THE place to change after a GPU run:
+ * `run.sh sgmat` times every tile per linear and prints the fastest per epilogue as a TPRUN_WGSL_PREFILL_WS
+ * value. The add linears (o, down) are the narrow ones, where split-K (SK) can fill the device. Each tile
+ * must fit the adapter (Pipelines checks; auto falls back to the tiled GEMM where one does not).
+ */
+export const AUTO_WS: { f16: WsTable; q: WsTable } = {
+  f16: { store: WS_DEFAULT, add: WS_DEFAULT, swiglu: WS_DEFAULT },
+  q: { store: WS_DEFAULT, add: WS_DEFAULT, swiglu: WS_DEFAULT },
+};
+/**
+ * `auto`, the default: the staged subgroup-matrix GEMM (sgmat-ws, AUTO_WS's tiles; float16 and int4 / int8 weights) where the adapter offers
  * f16 subgroup matrices, else the tiled one. On the H200 (scripts/gpu/run.sh sgmat, one call) it
  * prefilled the TinyLlama-1.1B shape at 9,713 tokens/s against the tiled GEMM's 5,125, with transformers'
  * greedy tokens on 4 of 4 brown-llama-a prompts; the unstaged sgmat kernel was no faster than tiled (4,861).
  */
-
-/**
- * `auto`'s staged tile per epilogue, i.e. per LLaMA linear: store = qkv, add = o and down (the narrow ones,
- * where split-K can fill the device), swiglu = the fused gate/up. THE place to change after a GPU run
- * (`run.sh sgmat` times every tile per linear). Each must fit the adapter (Pipelines checks; auto falls
- * back to the tiled GEMM where one does not).
- */
-export const AUTO_WS: Record<GemvEpilogue, WsTile> = {
-  store: WS_DEFAULT,
-  add: WS_DEFAULT,
-  swiglu: WS_DEFAULT,
-};
 const AUTO: GemvShape = { ...TILED, sgmat: 'auto', tm: WS_DEFAULT.TT, rows: WS_DEFAULT.TN, ws: AUTO_WS };
 
-const WS_RE = /^sgmat-ws(?:-t(16|32|64|128))?(?:-n(16|32|64|128))?(?:-k(32|64|128))?(?:-s(4|8))?(?:-z(2|4|8))?$/;
+const WS_RE = /^sgmat-ws(?:-t(16|32|64|128))?(?:-n(16|32|64|128))?(?:-k(32|64|128))?(?:-s(4|8))?(?:-z(2|4|8))?(-b2)?$/;
 function wsTile(m: RegExpExecArray): WsTile {
-  return { TT: Number(m[1] ?? WS_DEFAULT.TT), TN: Number(m[2] ?? WS_DEFAULT.TN), KC: Number(m[3] ?? WS_DEFAULT.KC), S: Number(m[4] ?? WS_DEFAULT.S), SK: Number(m[5] ?? 1) };
+  return { TT: Number(m[1] ?? WS_DEFAULT.TT), TN: Number(m[2] ?? WS_DEFAULT.TN), KC: Number(m[3] ?? WS_DEFAULT.KC), S: Number(m[4] ?? WS_DEFAULT.S), SK: Number(m[5] ?? 1), ...(m[6] ? { DB: true } : {}) };
 }
 
 /**
- * TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-…,add=…,swiglu=…: auto's tile for some epilogues replaced (a GPU run
- * tries a per-linear choice before AUTO_WS is edited); the others keep AUTO_WS's.
+ * TPRUN_WGSL_PREFILL_WS=store=sgmat-ws-…,add=…,q.swiglu=…: some of auto's tiles replaced (`q.`: the int4 /
+ * int8 table), so that a GPU run tries a per-linear choice before AUTO_WS is edited; the others keep AUTO_WS's.
  */
-function autoTiles(value: string | undefined): Record<GemvEpilogue, WsTile> {
+function autoTiles(value: string | undefined): { f16: WsTable; q: WsTable } {
   if (!value) return AUTO_WS;
-  const out = { ...AUTO_WS };
+  const out = { f16: { ...AUTO_WS.f16 }, q: { ...AUTO_WS.q } };
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
-    const [ep, knob] = part.split('=');
+    const [key, knob] = part.split('=');
+    const [table, ep] = key.startsWith('q.') ? ['q' as const, key.slice(2)] : ['f16' as const, key];
     const m = WS_RE.exec(knob ?? '');
-    if (!(ep in AUTO_WS) || !m) throw new InputError(`TPRUN_WGSL_PREFILL_WS=${value}: '${part}' is not store|add|swiglu=sgmat-ws[-tT][-nN][-kK][-sS][-zZ]`);
-    out[ep as GemvEpilogue] = wsTile(m);
+    if (!(ep in AUTO_WS.f16) || !m) throw new InputError(`TPRUN_WGSL_PREFILL_WS=${value}: '${part}' is not [q.]store|add|swiglu=sgmat-ws[-tT][-nN][-kK][-sS][-zZ][-b2]`);
+    out[table][ep as GemvEpilogue] = wsTile(m);
   }
   return out;
 }
@@ -120,7 +123,7 @@ function parse(name: string, value: string | undefined, base: GemvShape, keys: s
   for (const part of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const m = /^(tm|r|w|u)(\d+)$/.exec(part);
     const ok = m && keys.includes(m[1]) && ALLOWED[m[1]].includes(Number(m[2]));
-    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|sgmat-ws[-tT][-nN][-kK][-sS][-zZ]|auto alone' : ''}`);
+    if (!m || !ok) throw new InputError(`${name}=${value}: '${part}' is not one of ${keys.map((k) => ALLOWED[k].map((n) => k + n).join('|')).join(', ')}${keys.includes('tm') ? ', or one of tiled|tiled-t16|tiled-n32|tiled-t16-n32|sgmat|sgmat2|sgmat-n32|sgmat2-n32|sgmat-ws[-tT][-nN][-kK][-sS][-zZ][-b2]|auto alone' : ''}`);
     const n = Number(m[2]);
     if (m[1] === 'r') out.rows = n; else if (m[1] === 'w') out.wg = n; else if (m[1] === 'u') out.unroll = n; else out.tm = n;
   }

@@ -230,7 +230,7 @@ ${pairs === 2 ? `  // SwiGLU needs gate and up of the same output: gate goes thr
  * sgmatWsShader's workgroup tile: TT tokens × TN rows, KC k per staged slice, S subgroups; SK > 1 splits
  * K over that many workgroups per output tile (split-K; the `add` epilogue only, see sgmatWsShader).
  */
-export interface WsTile { TT: number; TN: number; KC: number; S: number; SK?: number }
+export interface WsTile { TT: number; TN: number; KC: number; S: number; SK?: number; /** two staging buffers, one barrier per slice */ DB?: boolean }
 export const WS_DEFAULT: WsTile = { TT: 32, TN: 64, KC: 64, S: 4 };
 
 /** Split-K only where partial sums may meet in y: the `add` epilogue (a residual add); store and SwiGLU run whole. */
@@ -270,7 +270,7 @@ export function wsDispatchTile(t: WsTile, epilogue: GemvEpilogue): { tm: number;
 
 /** Workgroup memory sgmatWsShader declares (bytes): Pipelines refuses a tile over the device's limit in one line. */
 export function wsBytes(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N'>, pairs: number): number {
-  return 2 * (t.TT + pairs * t.TN) * (t.KC + 8) + 4 * t.S * c.M * c.N;
+  return 2 * (t.TT + pairs * t.TN) * (t.KC + 8) * (t.DB ? 2 : 1) + 4 * t.S * c.M * c.N;
 }
 
 /**
@@ -284,7 +284,7 @@ export function wsBytes(t: WsTile, c: Pick<SgmatConfig, 'M' | 'N'>, pairs: numbe
  * once: what ggml-vulkan's mul_mm.comp does with Q4_0 blocks on its cooperative-matrix path
  * (ggml-org/llama.cpp, load_a_to_shmem), with MatMulNBits' layout.
  */
-function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number) {
+function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number, unpack: 'exp' | 'cvt') {
   if (fmt === 'f16') {
     if (prologue !== 'none') throw new Error(`sgmat-ws: no float16 GEMM with a ${prologue} prologue`);
     return {
@@ -303,34 +303,53 @@ function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number) {
         var z${h} = p.zp; if (p.hasZp != 0u) { z${h} = zb[b${h}]; }`).join('\n        ');
   const words = ['x', 'y', 'z', 'w'];
   const deq: string[] = [];
-  for (let j = 0; j < 4; j++) {
-    const h = Math.floor((j * halves) / 4);
-    for (let v = 0; v < KPW; v++) {
-      const off = j * KPW + v;
-      const g = prologue === 'scale' ? ` * gv${Math.floor(off / 4)}[${off % 4}]` : '';
-      if (prologue === 'scale' && off % 4 === 0) deq.push(`let gv${off / 4} = g[min(gq + ${off / 4}u, gl)];`);
-      deq.push(`ws[b + ${off}u] = f16(fma(f32(extractBits(rw[e].${words[j]}, ${v * bits}u, ${bits}u)), rs[e][${2 * h}], rs[e][${2 * h + 1}])${g});`);
+  const gload = (n: number) => { if (prologue === 'scale') deq.push(`let gv${n} = g[min(gq + ${n}u, gl)];`); };
+  if (unpack === 'exp') {
+    // Two values per op in f16: a nibble / byte ORed into the mantissa of 1024.0h is 1024 + q exactly (the
+    // trick of the decode GEMV's 'exp', in f16 as ggml-vulkan's dequant does), less 1024 + z (exact: both in
+    // [1024, 2048), whose f16 step is 1), times the scale: one rounding, the same f16 as the f32 form's when
+    // the scale is a float16 (what tprun's engines store) and z an integer. Shift `sh` of a word takes
+    // value sh into the low half and value sh + KPW / 2 into the high half.
+    const mask = bits === 4 ? '0x000F000Fu' : '0x00FF00FFu';
+    for (let j = 0; j < 4; j++) {
+      const h = Math.floor((j * halves) / 4);
+      if (KPW === 8) gload(2 * j), gload(2 * j + 1); else gload(j);
+      for (let sh = 0; sh < KPW / 2; sh++) {
+        const lo = j * KPW + sh, hi = lo + KPW / 2;
+        const g = prologue !== 'scale' ? '' : ` * vec2<f16>(vec2<f32>(gv${Math.floor(lo / 4)}[${lo % 4}], gv${Math.floor(hi / 4)}[${hi % 4}]))`;
+        deq.push(`{ let d = (bitcast<vec2<f16>>(((rw[e].${words[j]} >> ${sh * bits}u) & ${mask}) | 0x64006400u) - vec2<f16>(rs[e][${2 * h + 1}])) * vec2<f16>(rs[e][${2 * h}])${g}; ws[b + ${lo}u] = d.x; ws[b + ${hi}u] = d.y; }`);
+      }
+    }
+  } else {
+    // 'cvt': each value converted to f32, (q − z) · s (· g) in f32, rounded to f16 once.
+    for (let j = 0; j < 4; j++) {
+      const h = Math.floor((j * halves) / 4);
+      for (let v = 0; v < KPW; v++) {
+        const off = j * KPW + v;
+        if (off % 4 === 0) gload(off / 4);
+        const g = prologue === 'scale' ? ` * gv${Math.floor(off / 4)}[${off % 4}]` : '';
+        deq.push(`ws[b + ${off}u] = f16((f32(extractBits(rw[e].${words[j]}, ${v * bits}u, ${bits}u)) - f32(rs[e][${2 * h + 1}]) + 1024.0) * f32(rs[e][${2 * h}])${g});`);
+      }
     }
   }
   return {
     U, params: GEMV_PARAMS_WGSL, bindings: extraBindings(fmt, prologue, 'array<vec4<f32>>'), K: 'p.K', KU: 'p.KU',
-    regs: (NW: number) => `var rs: array<vec4<f32>, ${NW}>; // each unit's block scales and −zero point · scale, a pair per block it spans`,
+    regs: (NW: number) => `var rs: array<vec4<f16>, ${NW}>; // each unit's block scales and 1024 + zero points, a pair per block it spans`,
     // The scale and zero point are fetched with the unit, so that their latency hides behind the slice's multiplies too.
     load: (e: number) => `let kb = u * ${U}u;
         ${sz}
-        rs[${e}] = vec4<f32>(s0, -z0 * s0, ${halves === 2 ? 's1, -z1 * s1' : 's0, -z0 * s0'});`,
+        rs[${e}] = vec4<f16>(vec4<f32>(s0, 1024.0 + z0, ${halves === 2 ? 's1, 1024.0 + z1' : 's0, 1024.0 + z0'}));`,
     stash: (e: number) => {
       const body = deq.join('\n        ').replaceAll('rs[e]', `rs[${e}]`).replaceAll('rw[e]', `rw[${e}]`);
-      return `${prologue === 'scale' ? `let gq = (q * K + kb) / 4u; let gl = ${pairs}u * K / 4u - 1u;\n        ` : ''}${body}
-        // k past K (the last block's padding, or whole units past the row): zero, whatever the bytes dequantize to.
-        if (kb + ${U}u > K) { for (var v = 0u; v < ${U}u; v++) { if (kb + v >= K) { ws[b + v] = 0.0h; } } }`;
+      // k past K (the last block's padding, whole units past the row) dequantizes to finite values that meet zero x.
+      return `${prologue === 'scale' ? `let gq = (q * K + kb) / 4u; let gl = ${pairs}u * K / 4u - 1u;\n        ` : ''}${body}`;
     },
   };
 }
 
 /**
  * The subgroup-matrix prefill GEMM with both operands staged through workgroup memory
- * (TPRUN_WGSL_PREFILL=sgmat-ws[-tTT][-nTN][-kKC][-sS][-zSK], and `auto`), for float16 weights and (`fmt`)
+ * (TPRUN_WGSL_PREFILL=sgmat-ws[-tTT][-nTN][-kKC][-sS][-zSK][-b2], and `auto`), for float16 weights and (`fmt`)
  * MatMulNBits int4 / int8 ones, dequantized to f16 as they are staged. Why, against sgmatShader: that one
  * loads each W fragment straight from storage, one 16 × 16 load per multiply, and every such load waits
  * the whole memory latency (4 subgroups per workgroup, about one workgroup per SM at 128 tokens: nothing
@@ -345,16 +364,19 @@ function wsWeights(fmt: WeightFormat, prologue: GemvPrologue, pairs: number) {
  *   - each subgroup owns an RT × CT block of result tiles (wsLayout), so a loaded fragment feeds RT or CT
  *     multiplies;
  *   - the results leave through a per-subgroup M × N scratch one tile at a time (small workgroup memory).
+ * DB (knob -b2): two staging buffers, slice s stashed into buffer s % 2, so one barrier per slice instead
+ * of two and a subgroup done multiplying may stage the next slice while others still multiply (twice the
+ * workgroup memory).
  * Split-K (SK > 1, `add` only): the narrow linears (o, down: 2048 rows at TN 64 and 128 tokens are 128
  * workgroups of 4 subgroups for 132 SMs) get SK workgroups per output tile, each summing a contiguous run
  * of K slices and adding its partial into y with a compare-and-swap loop (WGSL has no float atomics).
  * The grid says how many splits run: layers.ts sizes it from wsDispatchTile's TN / SK rows, which rounds
  * up, so the kernel takes floor(grid rows / row tiles) splits and retires the workgroups past them. The
  * order the partials reach y varies from run to run: exact on small integers, within f32 rounding else.
- * Edge tiles: tokens past T and rows past n read clamped (finite) values, k past K is zero in both
- * operands; the epilogue writes only t < T, o < n. Same bindings and epilogues as the GEMV.
+ * Edge tiles: tokens past T and rows past n read clamped (finite) values, k past K is zero in x and finite
+ * in W; the epilogue writes only t < T, o < n. Same bindings and epilogues as the GEMV.
  */
-export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile = WS_DEFAULT, fmt: WeightFormat = 'f16', prologue: GemvPrologue = 'none'): string {
+export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile = WS_DEFAULT, fmt: WeightFormat = 'f16', prologue: GemvPrologue = 'none', unpack: 'exp' | 'cvt' = 'exp'): string {
   const pairs = epilogue === 'swiglu' ? 2 : 1;
   const lay = wsLayout(t, c, fmt);
   if (typeof lay === 'string') throw new Error(`sgmat-ws: ${lay}`);
@@ -363,8 +385,10 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
   const { GN, RT, CT } = lay;
   const WG = S * c.sg;
   if (WG > 256) throw new Error(`sgmat-ws: ${S} subgroups of ${c.sg} is over 256 invocations`);
-  const wf = wsWeights(fmt, prologue, pairs);
+  const wf = wsWeights(fmt, prologue, pairs, unpack);
   const XS = KC + 8; // padded row stride (halves) of both staged tiles
+  // Two staging buffers (DB): slice s stashes into buffer s % 2 while slow subgroups still multiply s − 1.
+  const NB = t.DB ? 2 : 1, XO = t.DB ? 'xo + ' : '', WO = t.DB ? 'wo + ' : '';
   const X4 = KC / 4, WU = KC / wf.U; // vec4<f32> per x row, 16-byte weight units per W row, per slice
   const NX = Math.ceil((TT * X4) / WG), NW = Math.ceil((pairs * TN * WU) / WG);
   const gx = (TT * X4) % WG !== 0, gw = (pairs * TN * WU) % WG !== 0; // the last load needs a guard
@@ -380,7 +404,7 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
         rx[${e}] = select(vec4<f32>(0.0), x[min(t0 + i / ${X4}u, st.T - 1u) * p.xs + min(k4, K4 - 1u)], k4 < K4); }`);
     // Clamped to f16's range: an activation past it would be inf and poison every sum it enters.
     stash.push(`${g}{ let i = li + ${e * WG}u; let h = vec4<f16>(clamp(rx[${e}], vec4<f32>(-65504.0), vec4<f32>(65504.0)));
-        let b = (i / ${X4}u) * ${XS}u + (i % ${X4}u) * 4u; xs[b] = h.x; xs[b + 1u] = h.y; xs[b + 2u] = h.z; xs[b + 3u] = h.w; }`);
+        let b = ${XO}(i / ${X4}u) * ${XS}u + (i % ${X4}u) * 4u; xs[b] = h.x; xs[b + 1u] = h.y; xs[b + 2u] = h.z; xs[b + 3u] = h.w; }`);
   }
   for (let e = 0; e < NW; e++) {
     const g = gw ? `if (li + ${e * WG}u < ${pairs * TN * WU}u) ` : '';
@@ -388,15 +412,15 @@ export function sgmatWsShader(epilogue: GemvEpilogue, c: SgmatConfig, t: WsTile 
         let o = min(o0 + row % ${TN}u, p.n - 1u) + (row / ${TN}u) * p.n;
         rw[${e}] = select(vec4<u32>(0u), w[o * KU + min(u, KU - 1u)], u < KU);
         ${wf.load(e)} }`);
-    stash.push(`${g}{ let i = li + ${e * WG}u; let b = (i / ${WU}u) * ${XS}u + (i % ${WU}u) * ${wf.U}u;
+    stash.push(`${g}{ let i = li + ${e * WG}u; let b = ${WO}(i / ${WU}u) * ${XS}u + (i % ${WU}u) * ${wf.U}u;
         ${fmt === 'f16' ? '' : `let q = i / ${WU * TN}u; let kb = k + (i % ${WU}u) * ${wf.U}u;
         `}${wf.stash(e)} }`);
   }
-  for (let i = 0; i < RT; i++) mma.push(`let a${i} = subgroupMatrixLoad<${L}, row_major>(&xs, (ts + ${i * c.M}u) * ${XS}u + kk, ${XS}u);`);
+  for (let i = 0; i < RT; i++) mma.push(`let a${i} = subgroupMatrixLoad<${L}, row_major>(&xs, ${XO}(ts + ${i * c.M}u) * ${XS}u + kk, ${XS}u);`);
   for (let q = 0; q < pairs; q++) {
     for (let j = 0; j < CT; j++) {
       // W^T: element (k, n) of the slice sits at n·XS + k, i.e. column-major with stride XS.
-      mma.push(`let b${j}_${q} = subgroupMatrixLoad<${R}, col_major>(&ws, (${q * TN}u + tn + ${j * c.N}u) * ${XS}u + kk, ${XS}u);`);
+      mma.push(`let b${j}_${q} = subgroupMatrixLoad<${R}, col_major>(&ws, ${WO}(${q * TN}u + tn + ${j * c.N}u) * ${XS}u + kk, ${XS}u);`);
       for (let i = 0; i < RT; i++) {
         acc.push(`var c${i}_${j}_${q} = subgroup_matrix_result<f32, ${c.N}, ${c.M}>();`);
         mma.push(`c${i}_${j}_${q} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}_${q}, c${i}_${j}_${q});`);
@@ -449,8 +473,8 @@ ${wf.params}
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<${SK > 1 ? 'atomic<u32>' : 'f32'}>;
 ${wf.bindings}
-var<workgroup> xs: array<f16, ${TT * XS}>;           // [token][k] of this k slice, f16
-var<workgroup> ws: array<f16, ${pairs * TN * XS}>;   // [q][row][k] of this k slice
+var<workgroup> xs: array<f16, ${TT * XS * NB}>;           // [buffer][token][k] of this k slice, f16
+var<workgroup> ws: array<f16, ${pairs * TN * XS * NB}>;   // [buffer][q][row][k] of this k slice
 var<workgroup> ot: array<f32, ${S * MN}>;            // one result tile per subgroup, for the epilogue
 
 @compute @workgroup_size(${WG})
@@ -470,7 +494,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, ${SK > 1 ? '@builtin(num_workgrou
   var k = kBeg;
   ${load.join('\n  ')}
   for (; k < kEnd; k += ${KC}u) {
-    ${stash.join('\n    ')}
+    ${t.DB ? `let par = ((k - kBeg) / ${KC}u) & 1u; let xo = par * ${TT * XS}u; let wo = par * ${pairs * TN * XS}u;\n    ` : ''}${stash.join('\n    ')}
     workgroupBarrier();
     if (k + ${KC}u < kEnd) {
       let k = k + ${KC}u;
@@ -479,7 +503,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, ${SK > 1 ? '@builtin(num_workgrou
     for (var kk = 0u; kk < ${KC}u; kk += ${c.K}u) {
       ${mma.join('\n      ')}
     }
-    workgroupBarrier();
+    ${t.DB ? '// The next slice stashes into the other buffer: every subgroup is past this barrier only after its multiplies of the slice before.' : 'workgroupBarrier();'}
   }
 ${pairs === 2 ? `  var gate: array<f32, ${PER}>;\n` : ''}  ${out.join('\n  ')}
 }

@@ -10,8 +10,9 @@
 //
 // Dequantize-on-load into the same tiling as the float16 prefill GEMM (32 tokens × 64 rows per 256-thread
 // workgroup, K slices of 32 in workgroup memory, 2 tokens × 4 rows per thread; ggml-vulkan's mul_mm.comp
-// tiling): each weight is read once per 32 tokens and unpacked once per tile. Kept apart from the float16
-// GEMM so that each can change without the other.
+// tiling): each weight is read once per 32 tokens and unpacked once per tile. The int4 / int8 prefill where
+// the adapter has no f16 subgroup matrices, or with TPRUN_WGSL_PREFILL_Q=tiled; elsewhere gemm.ts's
+// sgmatWsShader runs these weights on subgroup matrices, dequantizing them as it stages them.
 
 import { STEP_WGSL } from './common.js';
 import { extraBindings, GEMV_PARAMS_WGSL, type GemvEpilogue, type GemvPrologue, type WeightFormat } from './gemv.js';
