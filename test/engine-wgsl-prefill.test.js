@@ -126,8 +126,8 @@ test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null b
   const device = await adapter.requestDevice({ requiredFeatures: want, requiredLimits: { maxComputeWorkgroupStorageSize: limit } });
   try {
     // [TT, TN, KC, S, SK, DB]: SK (split-K) changes the add epilogue only; DB: two staging buffers.
-    const tiles = [[32, 64, 64, 4, 1], [32, 32, 64, 4, 1], [64, 32, 64, 4, 1], [32, 64, 32, 4, 2], [64, 64, 32, 8, 2], [16, 64, 128, 4, 4], [32, 32, 32, 4, 1, true], [64, 128, 32, 4, 1], [128, 128, 32, 8, 4, true]];
-    const formats = [['f16', 'none'], ['q4', 'none'], ['q4', 'scale'], ['q8', 'none'], ['q8', 'scale'], ['q4', 'scale', 'cvt'], ['q8', 'none', 'cvt']];
+    const tiles = /** @type {[number, number, number, number, number, boolean?][]} */ ([[32, 64, 64, 4, 1], [32, 32, 64, 4, 1], [64, 32, 64, 4, 1], [32, 64, 32, 4, 2], [64, 64, 32, 8, 2], [16, 64, 128, 4, 4], [32, 32, 32, 4, 1, true], [64, 128, 32, 4, 1], [128, 128, 32, 8, 4, true]]);
+    const formats = /** @type {['f16' | 'q4' | 'q8', 'none' | 'scale', ('exp' | 'cvt')?][]} */ ([['f16', 'none'], ['q4', 'none'], ['q4', 'scale'], ['q8', 'none'], ['q8', 'scale'], ['q4', 'scale', 'cvt'], ['q8', 'none', 'cvt']]);
     let piped = 0;
     for (const c of [{ M: 16, N: 16, K: 16, sg: 32 }, { M: 16, N: 8, K: 16, sg: 32 }, { M: 16, N: 8, K: 8, sg: 32 }]) {
       for (const ep of /** @type {const} */ (['store', 'add', 'swiglu'])) {
@@ -159,6 +159,7 @@ test("the staged subgroup-matrix GEMM (sgmat-ws) compiles (Tint on Dawn's null b
 test('prefill kernel choice on a device with 16x16x16 subgroup matrices (a stub device: no kernel runs): int4 / int8 take sgmat-ws unless TPRUN_WGSL_PREFILL_Q=tiled, split-K sizes the add grid, AUTO_WS per format, a tile over the workgroup memory refused in one line', async () => {
   const { Pipelines } = await import('../dist/engine/wgsl/pipelines.js');
   const { NBITS_TILE } = await import('../dist/engine/wgsl/kernels/nbits.js');
+  const { AUTO_WS } = await import('../dist/engine/wgsl/variants.js');
   globalThis.GPUShaderStage ??= /** @type {any} */ ({ COMPUTE: 4 });
   const made = [];
   const stub = (o) => { made.push(o?.label ?? ''); return {}; };
@@ -172,21 +173,28 @@ test('prefill kernel choice on a device with 16x16x16 subgroup matrices (a stub 
   };
   try {
     let pl = pipes({});
-    for (const fmt of ['f16', 'q4', 'q8']) {
-      for (const ep of ['store', 'add', 'swiglu']) {
+    // auto follows AUTO_WS's table: the float16 one for f16 weights, the quantized one for q4 / q8.
+    const autoKernel = (/** @type {'f16' | 'q4' | 'q8'} */ fmt, /** @type {'store' | 'add' | 'swiglu'} */ ep, prologue = 'none') => {
+      const t = AUTO_WS[fmt === 'f16' ? 'f16' : 'q'][ep];
+      const sk = ep === 'add' ? t.SK ?? 1 : 1;
+      return { tile: { tm: t.TT, rows: t.TN / sk }, label: `gemm.sgmat-ws.${fmt}.${ep}.${prologue}.t${t.TT}.n${t.TN}.k${t.KC}.s${t.S}.z${sk}` };
+    };
+    for (const fmt of /** @type {const} */ (['f16', 'q4', 'q8'])) {
+      for (const ep of /** @type {const} */ (['store', 'add', 'swiglu'])) {
         made.length = 0;
         const k = pl.gemv(fmt, ep);
-        assert.deepEqual(k.prefillTile, { tm: 32, rows: 64 }, `auto ${fmt} ${ep}`);
-        assert.ok(made.some((l) => l.startsWith(`gemm.sgmat-ws.${fmt}.${ep}.none.t32.n64.k64.s4.z1`)), `auto ${fmt} ${ep}: ${made}`);
+        const want = autoKernel(fmt, ep);
+        assert.deepEqual(k.prefillTile, want.tile, `auto ${fmt} ${ep}`);
+        assert.ok(made.some((l) => l.startsWith(want.label)), `auto ${fmt} ${ep}: ${made}`);
       }
     }
     made.length = 0;
-    assert.deepEqual(pl.gemv('q4', 'add', 'scale').prefillTile, { tm: 32, rows: 64 });
-    assert.ok(made.some((l) => l === 'gemm.sgmat-ws.q4.add.scale.t32.n64.k64.s4.z1.exp'), String(made));
+    assert.deepEqual(pl.gemv('q4', 'add', 'scale').prefillTile, autoKernel('q4', 'add', 'scale').tile);
+    assert.ok(made.some((l) => l === `${autoKernel('q4', 'add', 'scale').label}.exp`), String(made));
     pl = pipes({ TPRUN_WGSL_PREFILL_Q: 'tiled' });
     made.length = 0;
     assert.deepEqual(pl.gemv('q4', 'swiglu').prefillTile, NBITS_TILE);
-    assert.deepEqual(pl.gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
+    assert.deepEqual(pl.gemv('f16', 'swiglu').prefillTile, autoKernel('f16', 'swiglu').tile);
     assert.ok(made.includes('gemm.q4.swiglu.none') && made.some((l) => l.startsWith('gemm.sgmat-ws.f16.swiglu')), String(made));
     // Split-K: the add linears' grid has Z workgroups per 64-row tile; store and SwiGLU run whole.
     pl = pipes({ TPRUN_WGSL_PREFILL: 'sgmat-ws-t64-n64-k32-s8-z4' });
@@ -195,11 +203,11 @@ test('prefill kernel choice on a device with 16x16x16 subgroup matrices (a stub 
     assert.deepEqual(pl.gemv('f16', 'store').prefillTile, { tm: 64, rows: 64 });
     pl = pipes({ TPRUN_WGSL_PREFILL_WS: 'add=sgmat-ws-z2,q.swiglu=sgmat-ws-t64-n32-s8' });
     assert.deepEqual(pl.gemv('f16', 'add').prefillTile, { tm: 32, rows: 32 });
-    assert.deepEqual(pl.gemv('q4', 'add').prefillTile, { tm: 32, rows: 64 });
+    assert.deepEqual(pl.gemv('q4', 'add').prefillTile, autoKernel('q4', 'add').tile);
     assert.deepEqual(pl.gemv('q4', 'swiglu').prefillTile, { tm: 64, rows: 32 });
-    assert.deepEqual(pl.gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
+    assert.deepEqual(pl.gemv('f16', 'swiglu').prefillTile, autoKernel('f16', 'swiglu').tile);
     // Two staging buffers of the default tile are 50,176 bytes with SwiGLU's two weight tiles.
-    assert.throws(() => pipes({ TPRUN_WGSL_PREFILL: 'sgmat-ws-b2' }), (e) => e.constructor.name === 'InputError' && /^TPRUN_WGSL_PREFILL=sgmat-ws-b2: the tile needs 50176 bytes of workgroup memory \(SwiGLU\), the device allows 49152$/.test(e.message));
+    assert.throws(() => pipes({ TPRUN_WGSL_PREFILL: 'sgmat-ws-b2' }), (/** @type {any} */ e) => e.constructor.name === 'InputError' && /^TPRUN_WGSL_PREFILL=sgmat-ws-b2: the tile needs 50176 bytes of workgroup memory \(SwiGLU\), the device allows 49152$/.test(e.message));
     assert.throws(() => pipes({ TPRUN_WGSL_PREFILL_WS: 'add=sgmat-ws-b2,q.swiglu=sgmat-ws-b2' }), /TPRUN_WGSL_PREFILL_WS=add=sgmat-ws-b2,q.swiglu=sgmat-ws-b2: the tile needs 50176 bytes/);
     assert.deepEqual(pipes({ TPRUN_WGSL_PREFILL_WS: 'swiglu=sgmat-ws-k32-b2' }).gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
   } finally {

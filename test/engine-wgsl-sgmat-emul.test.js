@@ -115,7 +115,7 @@ test('sgmat-ws (subgroup matrices emulated): staging, dequantization, tile offse
       { c: { M: 16, N: 16, K: 16, sg: 32 }, tile: { TT: 32, TN: 32, KC: 32, S: 4, SK: 2, DB: true }, T: 20, K: 232, n: 64, q: { bits: 4, bs: 32, zp: true, pre: false }, eps: ['add'] },
     ];
     for (const { c, tile, T, K, n, q, eps } of cases) {
-      for (const ep of /** @type {const} */ (eps ?? ['store', 'add', 'swiglu'])) {
+      for (const ep of /** @type {('store' | 'add' | 'swiglu')[]} */ (eps ?? ['store', 'add', 'swiglu'])) {
         const pairs = ep === 'swiglu' ? 2 : 1;
         const fmt = q ? (q.bits === 4 ? 'q4' : 'q8') : 'f16';
         const prologue = q?.pre ? 'scale' : 'none';
@@ -127,7 +127,7 @@ test('sgmat-ws (subgroup matrices emulated): staging, dequantization, tile offse
         const PAD = 3;
         const y0 = Float32Array.from({ length: (T + PAD) * n }, () => (ep === 'add' ? small() : 0.5));
         dev.pushErrorScope('validation');
-        const module = dev.createShaderModule({ code: emulate(sgmatWsShader(ep, c, tile, fmt, prologue, q?.unpack ?? 'exp'), c) });
+        const module = dev.createShaderModule({ code: emulate(sgmatWsShader(ep, c, tile, fmt, prologue, /** @type {'exp' | 'cvt'} */ (q?.unpack ?? 'exp')), c) });
         const pl = dev.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
         const err = await dev.popErrorScope();
         assert.equal(err, null, `${what}: ${err?.message}`);
