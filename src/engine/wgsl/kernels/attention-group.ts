@@ -71,14 +71,15 @@ export function attentionGroupShader(D: number, kv16: boolean, t: GroupTile): st
   const NL = Math.ceil((KT * D4) / NT); // vec4s per thread to stage a K or V tile
   const even = (KT * D4) % NT === 0;
   const LOG2E = 1.4426950408889634;
-  const unroll = (n: number, body: (i: number) => string) => Array.from({ length: n }, (_, i) => body(i)).join('\n');
+  // Loops over a thread's rows, keys and output vec4s are written out: their values live in registers.
+  const U = (n: number, body: (i: number) => string) => Array.from({ length: n }, (_, i) => body(i)).join('\n');
   // Loads tile p0's K or V rows (clamped to the last position in context: past it they are masked) into registers.
-  const load = (regs: string, src: string, p0: string) => unroll(NL, (j) => {
+  const load = (regs: string, src: string, p0: string) => U(NL, (j) => {
     const i = `tid + ${j * NT}u`;
     const get = `${regs}[${j}] = ${src}[base4 + min(${p0} + (${i}) / ${D4}u, ctx - 1u) * ${D4}u + (${i}) % ${D4}u];`;
     return even || (j + 1) * NT <= KT * D4 ? `  ${get}` : `  if (${i} < ${KT * D4}u) { ${get} }`;
   });
-  const store = (regs: string) => unroll(NL, (j) => {
+  const store = (regs: string) => U(NL, (j) => {
     const i = `tid + ${j * NT}u`;
     const put = `kv[(${i}) / ${D4}u * ${S4}u + (${i}) % ${D4}u] = vec4<f32>(${regs}[${j}]);`;
     return even || (j + 1) * NT <= KT * D4 ? `    ${put}` : `    if (${i} < ${KT * D4}u) { ${put} }`;
@@ -116,12 +117,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let h = kvh * G + r % G;
     qw[(i / ${D4}u) * ${S4}u + i % ${D4}u] = qkv[(t * p.qs + h * ${D}u) / 4u + i % ${D4}u] * (p.scale * ${LOG2E});
   }
-  var qpos: array<u32, ${RPT}>;
-  for (var i = 0u; i < ${RPT}u; i++) { qpos[i] = st.pos0 + min(r0 + ty * ${RPT}u + i, rows - 1u) / G; }
-  var m: array<f32, ${RPT}>;
-  var l: array<f32, ${RPT}>;
-  var acc: array<vec4<f32>, ${RPT * DV}>;
-  for (var i = 0u; i < ${RPT}u; i++) { m[i] = -3.0e38; l[i] = 0.0; }
+${U(RPT, (i) => `  let qpos${i} = st.pos0 + min(r0 + ty * ${RPT}u + ${i}u, rows - 1u) / G;
+  var m${i} = -3.0e38;
+  var l${i} = 0.0;
+${U(DV, (j) => `  var acc${i}_${j} = vec4<f32>();`)}`)}
   var kr: array<vec4<${T}>, ${NL}>;
   var vr: array<vec4<${T}>, ${NL}>;
 ${load('kr', 'kc', '0u')}
@@ -134,74 +133,52 @@ ${store('kr')}
     if (p1 < ctx) {
 ${load('kr', 'kc', 'p1')}
     }
-    var s: array<f32, ${RPT * KC}>;
-    for (var i = 0u; i < ${RPT * KC}u; i++) { s[i] = 0.0; }
+${U(RPT, (i) => U(KC, (c) => `    var s${i}_${c} = 0.0;`))}
     for (var d4 = 0u; d4 < ${D4}u; d4++) {
-      var k: array<vec4<f32>, ${KC}>;
-      for (var c = 0u; c < ${KC}u; c++) { k[c] = kv[(tx + c * ${TX}u) * ${S4}u + d4]; }
-      for (var i = 0u; i < ${RPT}u; i++) {
-        let q = qw[(ty * ${RPT}u + i) * ${S4}u + d4];
-        for (var c = 0u; c < ${KC}u; c++) { s[i * ${KC}u + c] += dot(q, k[c]); }
-      }
+${U(KC, (c) => `      let k${c} = kv[(tx + ${c * TX}u) * ${S4}u + d4];`)}
+${U(RPT, (i) => `      let q${i} = qw[(ty * ${RPT}u + ${i}u) * ${S4}u + d4];
+${U(KC, (c) => `      s${i}_${c} += dot(q${i}, k${c});`)}`)}
     }
-    for (var i = 0u; i < ${RPT}u; i++) {
-      var mx = -3.0e38;
-      for (var c = 0u; c < ${KC}u; c++) {
-        let v = select(-3.0e38, s[i * ${KC}u + c], p0 + tx + c * ${TX}u <= qpos[i]);
-        s[i * ${KC}u + c] = v;
-        mx = max(mx, v);
-      }
-      red[(ty * ${RPT}u + i) * ${TX}u + tx] = mx;
-    }
+${U(RPT, (i) => `${U(KC, (c) => `    s${i}_${c} = select(-3.0e38, s${i}_${c}, p0 + tx + ${c * TX}u <= qpos${i});`)}
+    red[(ty * ${RPT}u + ${i}u) * ${TX}u + tx] = ${U(KC, (c) => `s${i}_${c}`).split('\n').reduce((x, y) => `max(${x}, ${y})`)};`)}
     workgroupBarrier(); // the row partials are written and the K tile's reads done: V may replace it
 ${store('vr')}
     if (p1 < ctx) {
 ${load('vr', 'vc', 'p1')}
     }
     // The first tile always holds position 0, so m is finite from then on and masked keys weigh exp2(-huge) = 0.
-    for (var i = 0u; i < ${RPT}u; i++) {
-      let row = ty * ${RPT}u + i;
-      var mt = m[i];
+${U(RPT, (i) => `    {
+      let row = ty * ${RPT}u + ${i}u;
+      var mt = m${i};
       for (var j = 0u; j < ${TX}u; j++) { mt = max(mt, red[row * ${TX}u + j]); }
-      let corr = exp2(m[i] - mt);
-      m[i] = mt;
-      var ls = l[i] * corr;
-      for (var c = 0u; c < ${KC}u; c++) {
-        let e = exp2(s[i * ${KC}u + c] - mt);
-        ls += e;
-        pw[row * ${KS}u + tx + c * ${TX}u] = e;
-      }
-      l[i] = ls;
-      for (var j = 0u; j < ${DV}u; j++) { acc[i * ${DV}u + j] *= corr; }
-    }
+      let corr = exp2(m${i} - mt);
+      m${i} = mt;
+${U(KC, (c) => `      let e${c} = exp2(s${i}_${c} - mt);
+      pw[row * ${KS}u + tx + ${c * TX}u] = e${c};`)}
+      l${i} = l${i} * corr + ${U(KC, (c) => `e${c}`).split('\n').join(' + ')};
+${U(DV, (j) => `      acc${i}_${j} *= corr;`)}
+    }`)}
     workgroupBarrier(); // P and the V tile are in place
     for (var k = 0u; k < ${KT}u; k++) {
-      var v: array<vec4<f32>, ${DV}>;
-      for (var j = 0u; j < ${DV}u; j++) { v[j] = kv[k * ${S4}u + min(tx + j * ${TX}u, ${D4 - 1}u)]; }
-      for (var i = 0u; i < ${RPT}u; i++) {
-        let e = pw[(ty * ${RPT}u + i) * ${KS}u + k];
-        for (var j = 0u; j < ${DV}u; j++) { acc[i * ${DV}u + j] += e * v[j]; }
-      }
+${U(DV, (j) => `      let v${j} = kv[k * ${S4}u + ${(j + 1) * TX <= D4 ? `tx + ${j * TX}u` : `min(tx + ${j * TX}u, ${D4 - 1}u)`}];`)}
+${U(RPT, (i) => `      let e${i} = pw[(ty * ${RPT}u + ${i}u) * ${KS}u + k];
+${U(DV, (j) => `      acc${i}_${j} += e${i} * v${j};`)}`)}
     }
   }
   // Each thread's row sums cover its own keys only (all share the row's max): add the ${TX} partials of a row.
   workgroupBarrier();
-  for (var i = 0u; i < ${RPT}u; i++) { red[(ty * ${RPT}u + i) * ${TX}u + tx] = l[i]; }
+${U(RPT, (i) => `  red[(ty * ${RPT}u + ${i}u) * ${TX}u + tx] = l${i};`)}
   workgroupBarrier();
-  for (var i = 0u; i < ${RPT}u; i++) {
-    let row = ty * ${RPT}u + i;
+${U(RPT, (i) => `  {
+    let row = ty * ${RPT}u + ${i}u;
     let r = r0 + row;
     if (r < rows) {
       var sum = 0.0;
       for (var j = 0u; j < ${TX}u; j++) { sum += red[row * ${TX}u + j]; }
-      let t = r / G;
-      let o = (t * p.Hq + kvh * G + r % G) * ${D4}u;
-      for (var j = 0u; j < ${DV}u; j++) {
-        let d4 = tx + j * ${TX}u;
-        if (d4 < ${D4}u) { out[o + d4] = acc[i * ${DV}u + j] / sum; }
-      }
+      let o = ((r / G) * p.Hq + kvh * G + r % G) * ${D4}u;
+${U(DV, (j) => (j + 1) * TX <= D4 ? `      out[o + tx + ${j * TX}u] = acc${i}_${j} / sum;` : `      if (tx + ${j * TX}u < ${D4}u) { out[o + tx + ${j * TX}u] = acc${i}_${j} / sum; }`)}
     }
-  }
+  }`)}
 }
 `;
 }
