@@ -22,7 +22,8 @@ const lim = dev.limits.maxComputeWorkgroupStorageSize, thr = dev.limits.maxCompu
 out({ adapter: gpu.adapter, kv16: gpu.kv16, workgroup_storage: lim });
 
 // Larger and smaller tiles than the defaults, for the record (the first that fits of GROUP_TILES is the default).
-const tiles = [...GROUP_TILES, { RB: 64, KT: 32 }, { RB: 64, KT: 16 }, { RB: 16, KT: 32 }, { RB: 32, KT: 64 }];
+// RPT: rows per thread (4 unless named; 2 doubles the threads of a workgroup and halves each one's path).
+const tiles = [...GROUP_TILES, { RB: 64, KT: 32 }, { RB: 16, KT: 32 }, { RB: 32, KT: 64 }, { RB: 32, KT: 32, RPT: 2 }, { RB: 16, KT: 32, RPT: 2 }, { RB: 64, KT: 32, RPT: 8 }];
 const shapes = [
   { name: 'tinyllama-128', Hq: 32, Hkv: 4, D: 64, T: 128, pos0: 0 },
   { name: 'tinyllama-512', Hq: 32, Hkv: 4, D: 64, T: 512, pos0: 0 },
@@ -76,9 +77,9 @@ for (const kv16 of gpu.kv16 ? [true, false] : [false]) {
     const def = pickGroupTile(D, lim, thr);
     for (const tile of tiles) {
       const why = groupTileProblem(D, tile, lim, thr);
-      const name = `group-r${tile.RB}-k${tile.KT}`;
+      const name = `group-r${tile.RB}-k${tile.KT}${tile.RPT ? `-p${tile.RPT}` : ''}`;
       if (why) { out({ check: 'attn', kernel: name, shape: sh.name, skipped: why }); continue; }
-      kernels.push({ kernel: name, default: def && def.RB === tile.RB && def.KT === tile.KT, code: () => attentionGroupShader(D, kv16, tile), grid: groupGrid(tile, T, Hq, Hkv) });
+      kernels.push({ kernel: name, default: def && def.RB === tile.RB && def.KT === tile.KT && (def.RPT ?? 4) === (tile.RPT ?? 4), code: () => attentionGroupShader(D, kv16, tile), grid: groupGrid(tile, T, Hq, Hkv) });
     }
     const times = {};
     for (const kn of kernels) {

@@ -38,7 +38,7 @@ export function groupAttention(device: GPUDevice, bgl: GPUBindGroupLayout, dims:
   if (!t) return undefined;
   let byDevice = made.get(device);
   if (!byDevice) made.set(device, (byDevice = new Map()));
-  const key = `${dims.D}.${kv16 ? 'f16' : 'f32'}.r${t.RB}.k${t.KT}`;
+  const key = `${dims.D}.${kv16 ? 'f16' : 'f32'}.r${t.RB}.k${t.KT}.p${t.RPT ?? 4}`;
   let p = byDevice.get(key);
   if (!p) byDevice.set(key, (p = pipeline(device, attentionGroupShader(dims.D, kv16, t), bgl, `attention.group.${key}`)));
   return { p, tile: t, size: (T) => groupGrid(t, T, dims.Hq, dims.Hkv) };

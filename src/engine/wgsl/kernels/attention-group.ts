@@ -18,12 +18,15 @@
 
 import { STEP_WGSL } from './common.js';
 
-/** Query rows (position, head pairs) per workgroup and key positions per staged tile. */
-export interface GroupTile { RB: number; KT: number }
+/**
+ * Query rows (position, head pairs) per workgroup, key positions per staged tile, and rows per thread (default
+ * 4: fewer means more threads for the same rows, a shorter path per thread, fewer FMAs per workgroup-memory load).
+ */
+export interface GroupTile { RB: number; KT: number; RPT?: number }
 
-/** Rows per thread, threads per row (the score columns / output dimensions of a row are split over TX threads). */
-const RPT = 4;
+/** Threads per row: a row's score columns and output dimensions are split over TX threads. */
 const TX = 16;
+const rpt = (t: GroupTile) => t.RPT ?? 4;
 
 /** Tiles in order of preference: the first whose workgroup memory fits the device is the default. */
 export const GROUP_TILES: readonly GroupTile[] = [{ RB: 32, KT: 32 }, { RB: 32, KT: 16 }, { RB: 16, KT: 16 }];
@@ -36,6 +39,7 @@ export function groupTileBytes(D: number, t: GroupTile): number {
 /** Why the kernel cannot take head size D with tile t (undefined: it can). */
 export function groupTileProblem(D: number, t: GroupTile, maxBytes: number, maxThreads: number): string | undefined {
   if (D % 4 || D < 4) return `head size ${D} is not a multiple of 4`;
+  const RPT = rpt(t);
   if (t.RB % RPT || t.RB < RPT) return `${t.RB} rows per workgroup is not a multiple of ${RPT}`;
   if (t.KT % TX || t.KT < TX) return `${t.KT} keys per tile is not a multiple of ${TX}`;
   if ((t.RB / RPT) * TX > maxThreads) return `${(t.RB / RPT) * TX} threads per workgroup, the device allows ${maxThreads}`;
@@ -50,7 +54,7 @@ export function pickGroupTile(D: number, maxBytes: number, maxThreads: number): 
 }
 
 /** Threads of a workgroup and its grid for T tokens: [kv heads, blocks of RB rows]. */
-export function groupThreads(t: GroupTile): number { return (t.RB / RPT) * TX; }
+export function groupThreads(t: GroupTile): number { return (t.RB / rpt(t)) * TX; }
 export function groupGrid(t: GroupTile, T: number, Hq: number, Hkv: number): [number, number] {
   return [Hkv, Math.ceil((T * (Hq / Hkv)) / t.RB)];
 }
@@ -61,6 +65,7 @@ export function groupGrid(t: GroupTile, T: number, Hq: number, Hkv: number): [nu
  */
 export function attentionGroupShader(D: number, kv16: boolean, t: GroupTile): string {
   const { RB, KT } = t;
+  const RPT = rpt(t);
   const T = kv16 ? 'f16' : 'f32';
   const NT = groupThreads(t);
   const D4 = D / 4;
