@@ -56,6 +56,7 @@ test('grouped prompt attention equals a float64 reference (head sizes, GQA ratio
   const q256 = () => Math.round(rnd() * 512) / 256; // exact in f16
   const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
   const buf = (a) => { const b = dev.createBuffer({ size: Math.max(16, a.byteLength), usage: S }); dev.queue.writeBuffer(b, 0, a); return b; };
+  /** @param {GPUComputePipeline} p @param {[number, number]} grid @param {GPUBuffer[]} bufs @param {number} n */
   const run = async (p, grid, bufs, n) => {
     const out = dev.createBuffer({ size: n * 4, usage: S });
     const read = dev.createBuffer({ size: n * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
@@ -75,8 +76,8 @@ test('grouped prompt attention equals a float64 reference (head sizes, GQA ratio
   };
   // Lavapipe compiles each kernel for 10-25 s (LLVM, unrolled loops): each case runs one tile, the tiles (the defaults,
   // and 2 rows per thread, which scripts/gpu/attn-check.mjs times) taken in turn.
+  /** @type {[number, number, number, number, number, boolean][]} D, Hq, Hkv, T, pos0, float16 cache */
   const cases = [
-    // D, Hq, Hkv, T, pos0, float16 cache
     [64, 8, 1, 37, 0, false], // GQA 8:1 (TinyLlama's ratio), T not a multiple of the block
     [64, 8, 1, 37, 0, true],
     [64, 12, 4, 70, 0, false], // several row blocks and key tiles per kv head
