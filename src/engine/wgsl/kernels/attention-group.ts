@@ -31,9 +31,9 @@ const rpt = (t: GroupTile) => t.RPT ?? 4;
 /** Tiles in order of preference: the first whose workgroup memory fits the device is the default. */
 export const GROUP_TILES: readonly GroupTile[] = [{ RB: 32, KT: 32 }, { RB: 32, KT: 16 }, { RB: 16, KT: 16 }];
 
-/** Workgroup memory of a tile at head size D: Q rows and a K/V tile (f32, rows padded by 4), P and the row partials. */
+/** Workgroup memory of a tile at head size D: Q rows and a K/V tile (f32, rows padded by 4), P and the row partials (padded by 1). */
 export function groupTileBytes(D: number, t: GroupTile): number {
-  return 4 * (t.RB * (D + 4) + t.KT * (D + 4) + t.RB * (t.KT + 1) + t.RB * TX);
+  return 4 * (t.RB * (D + 4) + t.KT * (D + 4) + t.RB * (t.KT + 1) + t.RB * (TX + 1));
 }
 
 /** Why the kernel cannot take head size D with tile t (undefined: it can). */
@@ -100,7 +100,7 @@ struct P { Hq: u32, Hkv: u32, D: u32, qs: u32, scale: f32 }
 var<workgroup> qw: array<vec4<f32>, ${RB * S4}>;  // [row][d4], scaled by scale·log2(e)
 var<workgroup> kv: array<vec4<f32>, ${KT * S4}>;  // the K tile, then the V tile: [key][d4]
 var<workgroup> pw: array<f32, ${RB * KS}>;        // [row][key] probabilities of the tile
-var<workgroup> red: array<f32, ${RB * TX}>;       // [row][thread] partial row maxima (at the end: sums)
+var<workgroup> red: array<f32, ${RB * (TX + 1)}>; // [row][thread] partial row maxima (at the end: sums); rows padded by one
 
 @compute @workgroup_size(${NT})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -145,7 +145,7 @@ ${U(RPT, (i) => `      let q${i} = qw[(ty * ${RPT}u + ${i}u) * ${S4}u + d4];
 ${U(KC, (c) => `      s${i}_${c} += dot(q${i}, k${c});`)}`)}
     }
 ${U(RPT, (i) => `${U(KC, (c) => `    s${i}_${c} = select(-3.0e38, s${i}_${c}, p0 + tx + ${c * TX}u <= qpos${i});`)}
-    red[(ty * ${RPT}u + ${i}u) * ${TX}u + tx] = ${U(KC, (c) => `s${i}_${c}`).split('\n').reduce((x, y) => `max(${x}, ${y})`)};`)}
+    red[(ty * ${RPT}u + ${i}u) * ${TX + 1}u + tx] = ${U(KC, (c) => `s${i}_${c}`).split('\n').reduce((x, y) => `max(${x}, ${y})`)};`)}
     workgroupBarrier(); // the row partials are written and the K tile's reads done: V may replace it
 ${store('vr')}
     if (p1 < ctx) {
@@ -155,7 +155,7 @@ ${load('vr', 'vc', 'p1')}
 ${U(RPT, (i) => `    {
       let row = ty * ${RPT}u + ${i}u;
       var mt = m${i};
-      for (var j = 0u; j < ${TX}u; j++) { mt = max(mt, red[row * ${TX}u + j]); }
+      for (var j = 0u; j < ${TX}u; j++) { mt = max(mt, red[row * ${TX + 1}u + j]); }
       let corr = exp2(m${i} - mt);
       m${i} = mt;
 ${U(KC, (c) => `      let e${c} = exp2(s${i}_${c} - mt);
@@ -172,14 +172,14 @@ ${U(DV, (j) => `      acc${i}_${j} += e${i} * v${j};`)}`)}
   }
   // Each thread's row sums cover its own keys only (all share the row's max): add the ${TX} partials of a row.
   workgroupBarrier();
-${U(RPT, (i) => `  red[(ty * ${RPT}u + ${i}u) * ${TX}u + tx] = l${i};`)}
+${U(RPT, (i) => `  red[(ty * ${RPT}u + ${i}u) * ${TX + 1}u + tx] = l${i};`)}
   workgroupBarrier();
 ${U(RPT, (i) => `  {
     let row = ty * ${RPT}u + ${i}u;
     let r = r0 + row;
     if (r < rows) {
       var sum = 0.0;
-      for (var j = 0u; j < ${TX}u; j++) { sum += red[row * ${TX}u + j]; }
+      for (var j = 0u; j < ${TX}u; j++) { sum += red[row * ${TX + 1}u + j]; }
       let o = ((r / G) * p.Hq + kvh * G + r % G) * ${D4}u;
 ${U(DV, (j) => (j + 1) * TX <= D4 ? `      out[o + tx + ${j * TX}u] = acc${i}_${j} / sum;` : `      if (tx + ${j * TX}u < ${D4}u) { out[o + tx + ${j * TX}u] = acc${i}_${j} / sum; }`)}
     }
