@@ -215,7 +215,7 @@ test('prefill kernel choice on a device with 16x16x16 subgroup matrices (a stub 
   }
 });
 
-test('prefill variants: smaller GEMM tiles and the block prompt attention give the default path\'s tokens and logits (brown-llama-a, a 45-token prompt over several key tiles and query blocks)', async (t) => {
+test('prefill variants: smaller GEMM tiles and the grouped (default) and block prompt attentions give the per-query path\'s tokens and logits (brown-llama-a, a 45-token prompt over several key tiles and query blocks)', async (t) => {
   if (noAdapter) return t.skip(noAdapter);
   const long = { input_ids: [...REF.prompts.flatMap((p) => p.input_ids), ...REF.prompts.flatMap((p) => p.input_ids)].slice(0, 45) };
   const prompts = [REF.prompts[0], long];
@@ -227,7 +227,7 @@ test('prefill variants: smaller GEMM tiles and the block prompt attention give t
   // The decode kernel once per query (what prefill ran before the block kernel) as the reference.
   const base = await run({ TPRUN_WGSL_PREFILL: 'tiled', TPRUN_WGSL_PREFILL_ATTN: 'query' });
   assert.deepEqual(base[0].new_ids, REF.prompts[0].greedy_new_ids.slice(0, NEW));
-  for (const env of [{ TPRUN_WGSL_PREFILL: 'tiled' }, { TPRUN_WGSL_PREFILL: 'tiled-t16-n32' }, { TPRUN_WGSL_PREFILL: 'tiled-n32', TPRUN_WGSL_PREFILL_ATTN: 'query' }]) {
+  for (const env of [{ TPRUN_WGSL_PREFILL: 'tiled' }, { TPRUN_WGSL_PREFILL: 'tiled', TPRUN_WGSL_PREFILL_ATTN: 'block' }, { TPRUN_WGSL_PREFILL: 'tiled-t16-n32' }, { TPRUN_WGSL_PREFILL: 'tiled-n32', TPRUN_WGSL_PREFILL_ATTN: 'query' }]) {
     const out = await run(env);
     out.forEach((o, b) => {
       assert.deepEqual(o.new_ids, base[b].new_ids, `${JSON.stringify(env)}, prompt ${b}: greedy tokens`);
@@ -238,7 +238,7 @@ test('prefill variants: smaller GEMM tiles and the block prompt attention give t
   }
   const bad = await tprun(generateArgs(prompts.slice(0, 1)), { env: { TPRUN_WGSL_PREFILL_ATTN: 'flash' } });
   assert.equal(bad.code, 2, bad.stderr);
-  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL_ATTN=flash: not one of block\|query/);
+  assert.match(bad.stderr, /TPRUN_WGSL_PREFILL_ATTN=flash: not one of group\|block\|query/);
   assert.equal(bad.stdout, '');
 });
 

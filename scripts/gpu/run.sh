@@ -8,8 +8,9 @@
 # variants, each with its brown-llama-a greedy check), sgmat (the prefill GEMM on subgroup matrices, float16 and int4
 # kernels checked and timed), sgmat-int4 (int4 prefill on subgroup matrices in the model) and multi (needs two GPUs:
 # --kernels wgsl at pp 2 over two GPUs, one stage each, against tp 2 over the same two and pp 1 on one;
-# `tprun -n 2 --gpus 0,1`, a summary line of ratios) and final (the closing float16 and int4 comparison with llama.cpp,
-# defaults only, and their numbers); these seven are not in the default list. `wgsl` (issue 15
+# `tprun -n 2 --gpus 0,1`, a summary line of ratios), attn (a prompt's attention kernels: scripts/gpu/attn-check.mjs,
+# then the model with each TPRUN_WGSL_PREFILL_ATTN) and final (the closing float16 and int4 comparison with llama.cpp,
+# defaults only, and their numbers); these eight are not in the default list. `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -285,6 +286,31 @@ print(json.dumps({'step': 'wgsl-int4-prefill-quality', 'label': 'brown-llama-a i
     env $env node dist/cli.js bench generate --one --engine "$W/tiny11-int4" --device gpu --kernels wgsl --prompt-len 128 --new-tokens 32 --reps 3 --json \
       2>>"$L/sgmat-int4.log" | grep '^{' | tail -1 | label "wgsl int4 prefill $v" | tee -a "$R"
     env $env node scripts/gpu/wgsl-profile.mjs "$W/tiny11-int4" 128 8 2>>"$L/wgsl-profile.log" | label "wgsl-profile int4 prefill $v" | tee -a "$R"
+  done
+fi
+if has attn; then step attn  # issue 15: a prompt's attention per KV head group (kernels/attention-group.ts) against the block and per-query kernels
+  # 1. The kernels side by side on random data: checked against float64, timed (TinyLlama 128 / 512 tokens, a second turn, heads 128 and 80).
+  node scripts/gpu/attn-check.mjs 2>>"$L/attn.log" | tee "$L/attn-check.jsonl" | tee -a "$R"
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
+  [ -d "$W/brown-tp1" ] || tprun build --model models/brown-llama-a --dtype float16 --device gpu --max-seq-len 512 --out "$W/brown-tp1" -q >>"$L/build.log" 2>&1
+  ids=$($PY -c "import json; print(' '.join('--input-ids ' + ','.join(map(str, p['input_ids'])) for p in json.load(open('models/brown-llama-a-reference.json'))['prompts']))")
+  # TPRUN_WGSL_PREFILL_ATTN: empty = the default (group); block = the kernel before; query = the decode kernel per query.
+  for a in '' block query; do
+    k=${a:-group}
+    # 2. The whole model with it: brown-llama-a's greedy tokens and logits against transformers...
+    TPRUN_WGSL_PREFILL_ATTN=$a tprun generate --engine "$W/brown-tp1" --kernels wgsl $ids --max-new-tokens 24 --ignore-eos --json --logits 2>>"$L/attn.log" | $PY -c "import json, math, sys
+ref = json.load(open('models/brown-llama-a-reference.json'))['prompts']
+out = [json.loads(l) for l in sys.stdin if l.startswith('{')]
+rel = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+print(json.dumps({'step': 'wgsl-quality', 'label': 'brown-llama-a float16 tp=1 --kernels wgsl prefill attention $k', 'greedy_equal': sum(o['new_ids'] == p['greedy_new_ids'] for o, p in zip(out, ref)), 'prompts': len(ref),
+  'max_rel_l2': max(rel(o['last_prompt_logits'], p['last_logits']) for o, p in zip(out, ref)) if out else None}))" | tee -a "$R"
+    # ...3. prefill speed on the TinyLlama shape at 128 and 448 tokens, and 4. where the 128-token prefill's GPU time goes.
+    for n in 128 448; do
+      TPRUN_WGSL_PREFILL_ATTN=$a tprun bench generate --one --engine "$W/tiny11-tp1" --device gpu --kernels wgsl --prompt-len $n --new-tokens 32 --reps 3 --json \
+        2>>"$L/attn.log" | grep '^{' | tail -1 | label "wgsl prefill attention $k $n" | tee -a "$R"
+    done
+    TPRUN_WGSL_PREFILL_ATTN=$a node scripts/gpu/wgsl-profile.mjs "$W/tiny11-tp1" 128 8 2>>"$L/wgsl-profile.log" | label "wgsl-profile prefill attention $k" | tee -a "$R"
   done
 fi
 if has variants; then step variants  # the provider options onnxruntime-node passes on, on the fp16 decode profile

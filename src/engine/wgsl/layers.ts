@@ -10,6 +10,8 @@ import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
 import type { GemvEpilogue, GemvPrologue } from './kernels/gemv.js';
 import { ATTN_PREFILL_MAX_HEAD, ATTN_PREFILL_QB } from './kernels/attention-prefill.js';
+import { groupAttention } from './prefill-attention.js';
+import { prefillAttention } from './variants.js';
 import type { GemvWeight } from './upload.js';
 
 export interface Dims { H: number; Hq: number; Hkv: number; D: number; I: number; qkvN: number; Vr: number; layers: number; eps: number }
@@ -196,7 +198,12 @@ export class OpBuilder {
       this.owned.push(part);
     }
     const ropeThreads = ((d.Hq + d.Hkv) * d.D) / 2 + d.Hkv * d.D;
-    const blockAttn = d.D <= ATTN_PREFILL_MAX_HEAD ? pl.attentionPrefill : undefined;
+    // A prompt's attention (TPRUN_WGSL_PREFILL_ATTN, prefill-attention.ts): per KV head group where a tile fits the
+    // head size, else per block of queries (head sizes up to ATTN_PREFILL_MAX_HEAD), else the decode kernel per query.
+    const kind = prefillAttention();
+    const group = kind === 'group' ? groupAttention(this.device, pl.attention.bgl, d, pl.kv16) : undefined;
+    const blockAttn = kind !== 'query' && d.D <= ATTN_PREFILL_MAX_HEAD ? pl.attentionPrefill : undefined;
+    const prefillAttn = group ?? (blockAttn && { p: blockAttn.p, size: (T: number): [number, number] => [d.Hq, Math.ceil(T / ATTN_PREFILL_QB)] });
     w.layers.forEach((l, i) => {
       ops.push(...this.normedGemv(l.inNorm, l.inNormG, l.qkv, a.qkv, 'store', d.qkvN, 'gemv.qkv'));
       ops.push({
@@ -208,9 +215,9 @@ export class OpBuilder {
       ops.push({
         name: 'attention',
         ...(part ? { only: 'prefill' as const } : {}),
-        p: (T) => (T > 1 && blockAttn ? blockAttn.p : pl.attention.p),
+        p: (T) => (T > 1 && prefillAttn ? prefillAttn.p : pl.attention.p),
         g: bindGroup(this.device, pl.attention.bgl, [attn, a.step, a.qkv, kv[i].k, kv[i].v, a.attn], 'attention'),
-        size: (T) => (T > 1 && blockAttn ? [d.Hq, Math.ceil(T / ATTN_PREFILL_QB)] : [d.Hq, T]),
+        size: (T) => (T > 1 && prefillAttn ? prefillAttn.size(T) : [d.Hq, T]),
       });
       if (part) {
         ops.push({

@@ -82,7 +82,7 @@ export class Pipelines {
     this.attention = k(attentionShader(kv16), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
     this.attentionSplit = k(attentionShader(kv16, true), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention.split');
     this.attentionCombine = k(ATTENTION_COMBINE_WGSL, ['u', 'r', 'w'], 'attention.combine');
-    if (prefillAttention() === 'block') this.attentionPrefill = { bgl: this.attention.bgl, p: pipeline(device, attentionPrefillShader(kv16), this.attention.bgl, 'attention.prefill') };
+    if (prefillAttention() !== 'query') this.attentionPrefill = { bgl: this.attention.bgl, p: pipeline(device, attentionPrefillShader(kv16), this.attention.bgl, 'attention.prefill') };
     this.embed = k(EMBED_WGSL, ['u', 'u', 'r', 'r', 'w'], 'embed');
     this.add = k(ADD_WGSL, ['u', 'u', 'r', 'w'], 'add');
     this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');

@@ -25,8 +25,8 @@
 //                                 point taken out of the block's sum once: s·(Σq·x − z·Σx)) or cvt (u32→f32 per element,
 //                                 the zero point subtracted per element: the first form)
 //   TPRUN_WGSL_SUBGROUPS=0        shared-memory reductions instead of subgroupAdd (gpu.ts)
-//   TPRUN_WGSL_PREFILL_ATTN=block prompt attention per block of queries (kernels/attention-prefill.ts), or
-//                                 query: the decode kernel once per query (what prefill ran before)
+//   TPRUN_WGSL_PREFILL_ATTN=group prompt attention per KV head group (kernels/attention-group.ts), block: per head
+//                                 and block of queries (kernels/attention-prefill.ts), query: the decode kernel per query
 // Every variant computes the same sums in the same f32 order per thread; only the split across threads
 // differs, so greedy tokens must not change (test/engine-wgsl.test.js checks a non-default one).
 
@@ -155,10 +155,14 @@ export function gemvShapes(env: NodeJS.ProcessEnv = process.env): { decode: Gemv
 /** A weight chunk's rows: every shape has at least 2 rows per workgroup, and a grid dimension holds at most 65535 workgroups. */
 export const MAX_CHUNK_ROWS = 65535 * 2;
 
-/** How a prompt's attention runs (TPRUN_WGSL_PREFILL_ATTN): per block of queries (default), or the decode kernel per query. */
-export function prefillAttention(env: NodeJS.ProcessEnv = process.env): 'block' | 'query' {
+/**
+ * How a prompt's attention runs (TPRUN_WGSL_PREFILL_ATTN, prefill-attention.ts): per KV head group (default,
+ * where a tile fits the head size), per head and block of queries, or the decode kernel once per query.
+ */
+export type PrefillAttentionKind = 'group' | 'block' | 'query';
+export function prefillAttention(env: NodeJS.ProcessEnv = process.env): PrefillAttentionKind {
   const v = env.TPRUN_WGSL_PREFILL_ATTN;
-  if (!v || v === 'block') return 'block';
-  if (v === 'query') return 'query';
-  throw new InputError(`TPRUN_WGSL_PREFILL_ATTN=${v}: not one of block|query`);
+  if (!v || v === 'group') return 'group';
+  if (v === 'block' || v === 'query') return v;
+  throw new InputError(`TPRUN_WGSL_PREFILL_ATTN=${v}: not one of group|block|query`);
 }
