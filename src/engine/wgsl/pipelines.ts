@@ -45,6 +45,8 @@ export class Pipelines {
 
   /** The prefill GEMM on subgroup matrices (gpu.ts found a shape and TPRUN_WGSL_PREFILL asks for it). */
   private sg: { c: SgmatConfig; split: boolean } | undefined;
+  /** auto's tables (float16, int4 / int8) whose tiles this device cannot hold: that format prefills on the tiled GEMM. */
+  private wsOff = new Set<'f16' | 'q'>();
 
   /** `kv16`: the KV cache is float16 (shader-f16). `sgmat`: the device's subgroup-matrix shape (gpu.ts). */
   constructor(private device: GPUDevice, private subgroups: boolean, readonly kv16 = false, sgmat?: SgmatConfig) {
@@ -58,16 +60,22 @@ export class Pipelines {
       const knob = shape.prefill.sgmat === 'auto' && wsEnv ? `TPRUN_WGSL_PREFILL_WS=${wsEnv}` : `TPRUN_WGSL_PREFILL=${process.env.TPRUN_WGSL_PREFILL ?? 'auto'}`;
       const { c } = this.sg;
       const lim = device.limits;
-      const why = (['store', 'add', 'swiglu'] as const).flatMap((ep) => (['f16', 'q4'] as const).map((fmt) => {
+      // Why a weight format's tiles cannot run here (the first reason), per table: float16, and int4 / int8.
+      const whyFor = (fmt: 'f16' | 'q4') => (['store', 'add', 'swiglu'] as const).map((ep) => {
         const t = this.wsTile(ep, fmt, shape.prefill)!;
         const lay = wsLayout(t, c, fmt);
         const bytes = wsBytes(t, c, ep === 'swiglu' ? 2 : 1);
         return typeof lay === 'string' ? `${lay} (the adapter's subgroup matrices are ${c.M}x${c.N}x${c.K})`
           : t.S * c.sg > lim.maxComputeInvocationsPerWorkgroup ? `${t.S} subgroups of ${c.sg} is over the device's ${lim.maxComputeInvocationsPerWorkgroup} invocations per workgroup`
             : bytes > lim.maxComputeWorkgroupStorageSize ? `the tile needs ${bytes} bytes of workgroup memory${ep === 'swiglu' ? ' (SwiGLU)' : ''}, the device allows ${lim.maxComputeWorkgroupStorageSize}` : undefined;
-      })).find(Boolean);
-      if (why && (shape.prefill.sgmat !== 'auto' || wsEnv)) throw new InputError(`${knob}: ${why}`);
-      if (why) { this.sg = undefined; shape.prefill = { ...PREFILL_TILED }; }
+      }).find(Boolean);
+      const why = { f16: whyFor('f16'), q: whyFor('q4') };
+      if ((why.f16 || why.q) && (shape.prefill.sgmat !== 'auto' || wsEnv)) throw new InputError(`${knob}: ${why.f16 ?? why.q}`);
+      // auto: a table whose tiles do not fit runs the tiled GEMM for its format alone (int4 tiles stage more
+      // bytes than float16 ones, so a device may hold one table and not the other).
+      if (why.f16 && why.q) { this.sg = undefined; shape.prefill = { ...PREFILL_TILED }; }
+      else if (why.f16) this.wsOff.add('f16');
+      else if (why.q) this.wsOff.add('q');
     } else if (this.sg) { const t = sgmatTile(this.sg.c, shape.prefill.rows); shape.prefill = { ...shape.prefill, rows: t.TN, tm: t.TT }; }
     else if (shape.prefill.sgmat) shape.prefill = { ...PREFILL_TILED }; // auto without subgroup matrices: tiled
     this.shape = shape;
@@ -90,7 +98,7 @@ export class Pipelines {
 
   /** The staged subgroup-matrix GEMM's tile for an epilogue (auto's table, or the knob's one tile), or undefined where it does not run. */
   private wsTile(epilogue: GemvEpilogue, fmt: WeightFormat, s: GemvShape = this.shape.prefill): WsTile | undefined {
-    if (!this.sg || !s.ws) return undefined;
+    if (!this.sg || !s.ws || this.wsOff.has(fmt === 'f16' ? 'f16' : 'q')) return undefined;
     return 'f16' in s.ws ? s.ws[fmt === 'f16' ? 'f16' : 'q'][epilogue] : { TT: s.tm, TN: s.rows, ...s.ws };
   }
 
@@ -113,7 +121,7 @@ export class Pipelines {
       if (!shape.prefill.tiled) prefill = make(shape.prefill);
       else if (fmt === 'f16' && prologue !== 'none') throw new Error(`no float16 prefill GEMM with a ${prologue} prologue`);
       else if (ws) prefill = pipeline(device, sgmatWsShader(epilogue, this.sg!.c, ws, fmt, prologue, shape.unpack), bgl, `gemm.sgmat-ws.${key}.t${ws.TT}.n${ws.TN}.k${ws.KC}.s${ws.S}.z${ws.SK ?? 1}${fmt === 'f16' ? '' : `.${shape.unpack}`}`);
-      else if (fmt === 'f16' && this.sg) prefill = pipeline(device, sgmatShader(epilogue, this.sg.c, this.sg.split, shape.prefill.rows), bgl, `gemm.sgmat.${key}`);
+      else if (fmt === 'f16' && this.sg && !shape.prefill.ws) prefill = pipeline(device, sgmatShader(epilogue, this.sg.c, this.sg.split, shape.prefill.rows), bgl, `gemm.sgmat.${key}`);
       else if (fmt === 'f16') prefill = pipeline(device, gemmShader(epilogue, shape.prefill.tm, shape.prefill.rows), bgl, `gemm.${key}.t${shape.prefill.tm}.n${shape.prefill.rows}`);
       else prefill = pipeline(device, nbitsGemmShader(fmt, epilogue, prologue), bgl, `gemm.${key}`);
     }
