@@ -105,7 +105,9 @@ export class WeightFile {
       if (n >= PARALLEL_MIN) {
         this.prestarted = true;
         const threads = buildThreads();
-        if (threads >= 2) prestart(origin, threads);
+        // Not when the streaming writer is forced (it is the baseline bench build times): idle workers
+        // would run beside it.
+        if (threads >= 2 && !streamingForced()) prestart(origin, threads);
       }
     }
     return ref;
