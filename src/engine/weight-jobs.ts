@@ -2,9 +2,9 @@
 // shard, or rows of a large one. Each worker reads its source rows, converts or transposes them, takes
 // their CRC-32 and writes them at their final offset (positional writes: the order jobs finish in does
 // not matter), so every stage of the copy scales with cores, where the streaming writer (weight-file.ts)
-// reads and converts on one thread. The main thread writes the alignment padding and any weight that has
-// no origin a worker can open (quantized or in-memory tensors; the padding is left to the file's
-// truncation to its size), and joins the CRCs in file order with
+// reads and converts on one thread. The main thread writes any weight that has no origin a worker can
+// open (quantized or in-memory tensors) and takes the CRC of the alignment padding (not written: the
+// file is truncated to its size, so it reads as zeros), and joins the CRCs in file order with
 // crc32Combine (zlib's crc32_combine, checksum.ts). The bytes are the streaming writer's: the same fill
 // functions make them, and a test compares both.
 
@@ -120,7 +120,7 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
       parts.push({ offset: j.offset, length: j.length, crc });
       jobStats.jobs++;
     });
-    // Meanwhile this thread writes what the workers do not: padding, and weights without an origin.
+    // Meanwhile this thread writes the weights without an origin (and takes the padding's CRC).
     const mine = writeRest(fh, slots, rest, size, chunkBytes, parts, () => pool.stopped).catch((e) => { pool.abort(); throw e; });
     // Both settle before the file is closed; the first failure is the one reported.
     const [a, b] = await Promise.allSettled([done, mine]);
