@@ -110,24 +110,28 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
   const { jobs, rest } = jobsOf(slots, origin, jobBytes);
   const parts: Part[] = [];
   const fh = await open(path, 'w');
-  // At its full size from the start: the padding between weights reads as zeros without being written.
-  await fh.truncate(size);
-  const lock = new Int32Array(new SharedArrayBuffer(4));
-  lockOf.set(fh, lock);
-  const pool = takePool(origin, threads);
+  // Everything after the open is inside the try: a failure to size the file or start the workers
+  // still closes it.
+  let pool: JobPool | undefined;
   try {
+    // At its full size from the start: the padding between weights reads as zeros without being written.
+    await fh.truncate(size);
+    const lock = new Int32Array(new SharedArrayBuffer(4));
+    lockOf.set(fh, lock);
+    pool = takePool(origin, threads);
     const done = pool.run({ fd: fh.fd, lock, chunkBytes }, jobs, (j, crc) => {
       parts.push({ offset: j.offset, length: j.length, crc });
       jobStats.jobs++;
     });
     // Meanwhile this thread writes the weights without an origin (and takes the padding's CRC).
-    const mine = writeRest(fh, slots, rest, size, chunkBytes, parts, () => pool.stopped).catch((e) => { pool.abort(); throw e; });
+    const p = pool;
+    const mine = writeRest(fh, slots, rest, size, chunkBytes, parts, () => p.stopped).catch((e) => { p.abort(); throw e; });
     // Both settle before the file is closed; the first failure is the one reported.
     const [a, b] = await Promise.allSettled([done, mine]);
-    if (a.status === 'rejected' && !(b.status === 'rejected' && pool.abortedByMain)) throw a.reason;
+    if (a.status === 'rejected' && !(b.status === 'rejected' && p.abortedByMain)) throw a.reason;
     if (b.status === 'rejected') throw b.reason;
   } finally {
-    await pool.close();
+    await pool?.close();
     await fh.close();
   }
   parts.sort((a, b) => a.offset - b.offset);
