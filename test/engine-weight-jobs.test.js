@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { engineWeight, engineWeightTransposed } from '../dist/engine/weight-convert.js';
 import { WeightFile } from '../dist/engine/weight-file.js';
 import { openLazyShard } from '../dist/engine/lazy-shard.js';
-import { jobStats } from '../dist/engine/weight-jobs.js';
+import { acquireAsync, jobStats } from '../dist/engine/weight-jobs.js';
 
 const MODEL = new URL('../models/brown-llama-a', import.meta.url).pathname;
 const META = new URL('../models/brown-llama-a-meta', import.meta.url).pathname;
@@ -92,4 +92,24 @@ test('parallel weight writer: a worker that cannot read its weight fails the wri
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('parallel weight writer: the main thread stops waiting for a write token held by a stuck worker once the write failed', { timeout: 30_000 }, async () => {
+  // The token as a hung worker leaves it: taken, never released.
+  const lock = new Int32Array(new SharedArrayBuffer(4));
+  Atomics.store(lock, 0, 1);
+  let failed = false;
+  setTimeout(() => { failed = true; }, 50);
+  // Atomics.waitAsync's timeout keeps no event loop alive (in a build, the pool's workers do).
+  const alive = setInterval(() => {}, 100);
+  try {
+    await assert.rejects(acquireAsync(lock, () => failed), /weight file: stopped/);
+  } finally {
+    clearInterval(alive);
+  }
+  assert.equal(Atomics.load(lock, 0), 1, 'the token is not taken from its holder');
+  // Free, it is taken whatever the state (the check only guards the wait).
+  Atomics.store(lock, 0, 0);
+  await acquireAsync(lock, () => true);
+  assert.equal(Atomics.load(lock, 0), 1);
 });

@@ -89,9 +89,14 @@ export function acquire(lock: Int32Array): void {
 }
 /** ES2024's Atomics.waitAsync (in V8 since Node 16), not in this project's TypeScript lib. */
 interface AtomicsWaitAsync { waitAsync(a: Int32Array, i: number, v: number, ms: number): { async: boolean; value: Promise<string> | string } }
-/** Takes the token without blocking the thread (the main thread, between its writes). */
-async function acquireAsync(lock: Int32Array): Promise<void> {
+/**
+ * Takes the token without blocking the thread (the main thread, between its writes). Throws once
+ * `stopped` says the write has failed: a worker stuck in a write holds the token for good, and the main
+ * thread must not wait for it (the pool's close terminates that worker).
+ */
+export async function acquireAsync(lock: Int32Array, stopped: () => boolean): Promise<void> {
   while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) {
+    if (stopped()) throw new Error('weight file: stopped');
     const w = (Atomics as unknown as AtomicsWaitAsync).waitAsync(lock, 0, 1, 1000);
     if (w.async) await w.value;
   }
@@ -117,14 +122,14 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
     // At its full size from the start: the padding between weights reads as zeros without being written.
     await fh.truncate(size);
     const lock = new Int32Array(new SharedArrayBuffer(4));
-    lockOf.set(fh, lock);
     pool = takePool(origin, threads);
+    const p = pool;
+    lockOf.set(fh, { lock, stopped: () => p.stopped });
     const done = pool.run({ fd: fh.fd, lock, chunkBytes }, jobs, (j, crc) => {
       parts.push({ offset: j.offset, length: j.length, crc });
       jobStats.jobs++;
     });
     // Meanwhile this thread writes the weights without an origin (and takes the padding's CRC).
-    const p = pool;
     const mine = writeRest(fh, slots, rest, size, chunkBytes, parts, () => p.stopped).catch((e) => { p.abort(); throw e; });
     // Both settle before the file is closed; the first failure is the one reported.
     const [a, b] = await Promise.allSettled([done, mine]);
@@ -145,12 +150,12 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
   return crc;
 }
 
-/** The file's write token, shared with the workers. */
-const lockOf = new WeakMap<FileHandle, Int32Array>();
+/** The file's write token, shared with the workers, and whether its write has failed. */
+const lockOf = new WeakMap<FileHandle, { lock: Int32Array; stopped: () => boolean }>();
 
 async function writeAll(fh: FileHandle, view: Uint8Array, at: number): Promise<void> {
-  const lock = lockOf.get(fh)!;
-  await acquireAsync(lock);
+  const { lock, stopped } = lockOf.get(fh)!;
+  await acquireAsync(lock, stopped);
   try {
     for (let done = 0; done < view.length;) done += (await fh.write(view, done, Math.min(WRITE_PIECE, view.length - done), at + done)).bytesWritten;
   } finally {
