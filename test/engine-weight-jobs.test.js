@@ -6,13 +6,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
-import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { engineWeight, engineWeightTransposed } from '../dist/engine/weight-convert.js';
 import { WeightFile } from '../dist/engine/weight-file.js';
 import { openLazyShard } from '../dist/engine/lazy-shard.js';
 import { acquireAsync, jobStats } from '../dist/engine/weight-jobs.js';
+import { withPath } from '../dist/checkpoint/outdir.js';
 
 const MODEL = new URL('../models/brown-llama-a', import.meta.url).pathname;
 const META = new URL('../models/brown-llama-a-meta', import.meta.url).pathname;
@@ -112,4 +114,28 @@ test('parallel weight writer: the main thread stops waiting for a write token he
   Atomics.store(lock, 0, 0);
   await acquireAsync(lock, () => true);
   assert.equal(Atomics.load(lock, 0), 1);
+});
+
+test('parallel weight writer: a worker\'s write error keeps its code, so the error names the weight file', { timeout: 60_000, skip: !existsSync('/dev/full') && 'no /dev/full' }, async () => {
+  // /dev/full: every write fails with ENOSPC, as on a full disk. It cannot be truncated (EINVAL), so the
+  // writer's sizing of the file is skipped for this test.
+  const probe = await open('/dev/null');
+  const proto = Object.getPrototypeOf(probe);
+  await probe.close();
+  const truncate = proto.truncate;
+  proto.truncate = async () => {};
+  const { shard, close } = openLazyShard(origin(MODEL));
+  try {
+    // Only weights the workers write (nothing in memory): the failure is a worker's.
+    const wf = fileOf(shard, 'float16');
+    await assert.rejects(wf.write('/dev/full', { threads: 2, parallelMin: 0 }), (/** @type {NodeJS.ErrnoException} */ e) => {
+      assert.equal(e.code, 'ENOSPC', e.message);
+      // What engine.ts does with a write error of the weight file.
+      assert.match(/** @type {Error} */ (withPath(e, 'rank0/weights.bin')).message, /^rank0\/weights\.bin: ENOSPC/);
+      return true;
+    });
+  } finally {
+    proto.truncate = truncate;
+    close();
+  }
 });

@@ -19,7 +19,8 @@ import { type DeferredTensor, type EngineFloat, deferredRows } from './weight-co
 
 /** A job as posted to a worker: rows [r0, r1) of the shard's `weight`, written from file offset `offset`. */
 export interface JobMessage { id: number; weight: string; transposed: boolean; dtype: EngineFloat; r0: number; r1: number; offset: number }
-export type JobReply = { id: number; crc: number } | { id: number; error: string; input: boolean };
+/** `code`: a system error's (ENOSPC, EIO...), kept so the error names the file it was writing (outdir.ts withPath). */
+export type JobReply = { id: number; crc: number } | { id: number; error: string; input: boolean; code?: string };
 
 /** One slot of the weight file (weight-file.ts's entries). */
 export interface Slot { offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
@@ -254,7 +255,7 @@ class JobPool {
           w.once('message', (r: JobReply) => {
             clearTimeout(timer);
             open--;
-            if ('error' in r) return this.fail(r.input ? new InputError(r.error) : new Error(r.error));
+            if ('error' in r) return this.fail(r.input ? new InputError(r.error) : Object.assign(new Error(r.error), r.code ? { code: r.code } : {}));
             onDone(j, r.crc);
             feed(w);
           });
