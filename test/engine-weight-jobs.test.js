@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -144,6 +144,25 @@ test('parallel weight writer: a worker\'s write error keeps its code, so the err
     });
   } finally {
     proto.truncate = truncate;
+    close();
+  }
+});
+
+test('parallel weight writer: a file that cannot be sized is closed again', { timeout: 60_000, skip: !(existsSync('/dev/full') && existsSync('/proc/self/fd')) && 'no /dev/full or /proc/self/fd' }, async () => {
+  const { shard, close } = openLazyShard(origin(MODEL));
+  // No pool prestarted by WeightFile.add: its workers' descriptors would blur the count.
+  const threads = process.env.TPRUN_BUILD_THREADS;
+  process.env.TPRUN_BUILD_THREADS = '0';
+  try {
+    const wf = fileOf(shard, 'float16');
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    // A character device opens for writing but cannot be truncated (EINVAL), the writer's first step.
+    await assert.rejects(wf.write('/dev/full', { threads: 2, parallelMin: 0 }), /EINVAL/);
+    assert.equal(fds(), before, 'no descriptor left open');
+  } finally {
+    if (threads === undefined) delete process.env.TPRUN_BUILD_THREADS;
+    else process.env.TPRUN_BUILD_THREADS = threads;
     close();
   }
 });
