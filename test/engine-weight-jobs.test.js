@@ -166,3 +166,25 @@ test('parallel weight writer: a file that cannot be sized is closed again', { ti
     close();
   }
 });
+
+test('weight file: no pool is prestarted when TPRUN_BUILD_WRITER=streaming (the streaming baseline runs alone)', { timeout: 60_000 }, async () => {
+  const saved = { threads: process.env.TPRUN_BUILD_THREADS, writer: process.env.TPRUN_BUILD_WRITER };
+  const restore = (k, v) => { if (v === undefined) delete process.env[k]; else process.env[k] = v; };
+  // A weight of a lazy shard as large as the parallel writer's threshold: its add would prestart workers.
+  /** @returns {import('../dist/engine/weight-convert.js').DeferredTensor} */
+  const big = (/** @type {any} */ o) => ({ dtype: 'float16', shape: [32768, 1024], byteLength: 64 << 20, fill() {}, job: { origin: o, weight: 'w', transposed: false, dtype: 'float16', splittable: true } });
+  try {
+    process.env.TPRUN_BUILD_THREADS = '2';
+    process.env.TPRUN_BUILD_WRITER = 'streaming';
+    const before = jobStats.prestarts;
+    new WeightFile('weights.bin').add('w', big(origin(MODEL)));
+    assert.equal(jobStats.prestarts, before, 'no pool prestarted');
+    // The control: with the writer on auto, the same add prestarts one.
+    process.env.TPRUN_BUILD_WRITER = 'auto';
+    new WeightFile('weights.bin').add('w', big(origin(MODEL, 1, 0)));
+    assert.equal(jobStats.prestarts, before + 1, 'a pool prestarted on auto');
+  } finally {
+    restore('TPRUN_BUILD_THREADS', saved.threads);
+    restore('TPRUN_BUILD_WRITER', saved.writer);
+  }
+});

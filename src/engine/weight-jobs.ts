@@ -52,8 +52,8 @@ export function jobOrigin(slots: Slot[]): { origin: LazyOrigin; bytes: number } 
   return best;
 }
 
-/** Jobs done by workers so far (tests check the parallel writer ran). */
-export const jobStats = { jobs: 0 };
+/** Jobs done by workers so far, and pools prestarted (tests check the parallel writer ran, or did not). */
+export const jobStats = { jobs: 0, prestarts: 0 };
 
 function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Job[]; rest: Slot[] } {
   const jobs: Job[] = [], rest: Slot[] = [];
@@ -299,6 +299,7 @@ const WARM_IDLE_MS = 60_000;
 export function prestart(origin: LazyOrigin, threads: number): void {
   if (warm?.pool.origin === origin && warm.pool.size === threads) return;
   const pool = new JobPool(origin, threads);
+  jobStats.prestarts++;
   const timer = setTimeout(() => {
     if (warm?.pool !== pool) return;
     warm = undefined;
