@@ -6,13 +6,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
-import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { engineWeight, engineWeightTransposed } from '../dist/engine/weight-convert.js';
 import { WeightFile } from '../dist/engine/weight-file.js';
 import { openLazyShard } from '../dist/engine/lazy-shard.js';
-import { jobStats } from '../dist/engine/weight-jobs.js';
+import { acquireAsync, jobStats } from '../dist/engine/weight-jobs.js';
+import { withPath } from '../dist/checkpoint/outdir.js';
 
 const MODEL = new URL('../models/brown-llama-a', import.meta.url).pathname;
 const META = new URL('../models/brown-llama-a-meta', import.meta.url).pathname;
@@ -76,20 +78,113 @@ test('parallel weight writer: a worker that cannot read its weight fails the wri
     const model = join(dir, 'model');
     cpSync(MODEL, model, { recursive: true });
     const { shard, close } = openLazyShard(origin(model));
+    // One path whatever the cores: no pool prestarted by WeightFile.add (it would open the checkpoint
+    // before it shrinks); the write's own workers open it after.
+    const threads = process.env.TPRUN_BUILD_THREADS;
+    process.env.TPRUN_BUILD_THREADS = '0';
     try {
       const wf = fileOf(shard, 'float16');
       // The checkpoint shrinks after the graph was planned: the workers' reads run past its end.
       const shardFile = join(model, 'model-00002-of-00002.safetensors');
       truncateSync(shardFile, 100_000);
       await assert.rejects(wf.write(join(dir, 'weights.bin'), { threads: 3, parallelMin: 0 }), (/** @type {Error} */ e) => {
-        assert.match(e.message, /model-0000[12]-of-00002\.safetensors|truncated|past the end|ends at/);
+        // The shrunken file by its path, and the tensor that no longer fits in it.
+        assert.ok(e.message.startsWith(`${shardFile}: tensor `), e.message);
+        assert.match(e.message, /: tensor [\w.]+\.weight: .*(truncated|out of range|past the end|ends at)/);
         assert.ok(!e.message.includes('\n'), 'one line');
         return true;
       });
     } finally {
+      if (threads === undefined) delete process.env.TPRUN_BUILD_THREADS;
+      else process.env.TPRUN_BUILD_THREADS = threads;
       close();
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('parallel weight writer: the main thread stops waiting for a write token held by a stuck worker once the write failed', { timeout: 30_000 }, async () => {
+  // The token as a hung worker leaves it: taken, never released.
+  const lock = new Int32Array(new SharedArrayBuffer(4));
+  Atomics.store(lock, 0, 1);
+  let failed = false;
+  setTimeout(() => { failed = true; }, 50);
+  // Atomics.waitAsync's timeout keeps no event loop alive (in a build, the pool's workers do).
+  const alive = setInterval(() => {}, 100);
+  try {
+    await assert.rejects(acquireAsync(lock, () => failed), /weight file: stopped/);
+  } finally {
+    clearInterval(alive);
+  }
+  assert.equal(Atomics.load(lock, 0), 1, 'the token is not taken from its holder');
+  // Free, it is taken whatever the state (the check only guards the wait).
+  Atomics.store(lock, 0, 0);
+  await acquireAsync(lock, () => true);
+  assert.equal(Atomics.load(lock, 0), 1);
+});
+
+test('parallel weight writer: a worker\'s write error keeps its code, so the error names the weight file', { timeout: 60_000, skip: !existsSync('/dev/full') && 'no /dev/full' }, async () => {
+  // /dev/full: every write fails with ENOSPC, as on a full disk. It cannot be truncated (EINVAL), so the
+  // writer's sizing of the file is skipped for this test.
+  const probe = await open('/dev/null');
+  const proto = Object.getPrototypeOf(probe);
+  await probe.close();
+  const truncate = proto.truncate;
+  proto.truncate = async () => {};
+  const { shard, close } = openLazyShard(origin(MODEL));
+  try {
+    // Only weights the workers write (nothing in memory): the failure is a worker's.
+    const wf = fileOf(shard, 'float16');
+    await assert.rejects(wf.write('/dev/full', { threads: 2, parallelMin: 0 }), (/** @type {NodeJS.ErrnoException} */ e) => {
+      assert.equal(e.code, 'ENOSPC', e.message);
+      // What engine.ts does with a write error of the weight file.
+      assert.match(/** @type {Error} */ (withPath(e, 'rank0/weights.bin')).message, /^rank0\/weights\.bin: ENOSPC/);
+      return true;
+    });
+  } finally {
+    proto.truncate = truncate;
+    close();
+  }
+});
+
+test('parallel weight writer: a file that cannot be sized is closed again', { timeout: 60_000, skip: !(existsSync('/dev/full') && existsSync('/proc/self/fd')) && 'no /dev/full or /proc/self/fd' }, async () => {
+  const { shard, close } = openLazyShard(origin(MODEL));
+  // No pool prestarted by WeightFile.add: its workers' descriptors would blur the count.
+  const threads = process.env.TPRUN_BUILD_THREADS;
+  process.env.TPRUN_BUILD_THREADS = '0';
+  try {
+    const wf = fileOf(shard, 'float16');
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    // A character device opens for writing but cannot be truncated (EINVAL), the writer's first step.
+    await assert.rejects(wf.write('/dev/full', { threads: 2, parallelMin: 0 }), /EINVAL/);
+    assert.equal(fds(), before, 'no descriptor left open');
+  } finally {
+    if (threads === undefined) delete process.env.TPRUN_BUILD_THREADS;
+    else process.env.TPRUN_BUILD_THREADS = threads;
+    close();
+  }
+});
+
+test('weight file: no pool is prestarted when TPRUN_BUILD_WRITER=streaming (the streaming baseline runs alone)', { timeout: 60_000 }, async () => {
+  const saved = { threads: process.env.TPRUN_BUILD_THREADS, writer: process.env.TPRUN_BUILD_WRITER };
+  const restore = (k, v) => { if (v === undefined) delete process.env[k]; else process.env[k] = v; };
+  // A weight of a lazy shard as large as the parallel writer's threshold: its add would prestart workers.
+  /** @returns {import('../dist/engine/weight-convert.js').DeferredTensor} */
+  const big = (/** @type {any} */ o) => ({ dtype: 'float16', shape: [32768, 1024], byteLength: 64 << 20, fill() {}, job: { origin: o, weight: 'w', transposed: false, dtype: 'float16', splittable: true } });
+  try {
+    process.env.TPRUN_BUILD_THREADS = '2';
+    process.env.TPRUN_BUILD_WRITER = 'streaming';
+    const before = jobStats.prestarts;
+    new WeightFile('weights.bin').add('w', big(origin(MODEL)));
+    assert.equal(jobStats.prestarts, before, 'no pool prestarted');
+    // The control: with the writer on auto, the same add prestarts one.
+    process.env.TPRUN_BUILD_WRITER = 'auto';
+    new WeightFile('weights.bin').add('w', big(origin(MODEL, 1, 0)));
+    assert.equal(jobStats.prestarts, before + 1, 'a pool prestarted on auto');
+  } finally {
+    restore('TPRUN_BUILD_THREADS', saved.threads);
+    restore('TPRUN_BUILD_WRITER', saved.writer);
   }
 });

@@ -14,10 +14,11 @@ export type ConvertWorkerMessage =
   | { kind: 'done'; bytesRead: number; bytesCopied: number }
   | { kind: 'error'; message: string; input: boolean; stack?: string };
 
-const { o, tmp, rank } = workerData as { o: ConvertOptions; tmp: string; rank: number };
-const signal = { aborted: false };
-// 'abort': another rank failed; stop at the next chunk (the main thread removes the directory).
-parentPort!.on('message', (m) => { if (m === 'abort') signal.aborted = true; });
+const { o, tmp, rank, stop } = workerData as { o: ConvertOptions; tmp: string; rank: number; stop: Int32Array };
+// Another rank failed (the main thread sets `stop`): stop at the next chunk (the main thread removes the
+// directory). Shared memory, not a message: copies inside the kernel are synchronous and never yield to
+// the event loop, so a message would wait until the whole file was written.
+const signal = { get aborted(): boolean { return Atomics.load(stop, 0) !== 0; } };
 const post = (m: ConvertWorkerMessage) => parentPort!.postMessage(m);
 
 try {

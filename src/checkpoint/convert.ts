@@ -210,10 +210,12 @@ function rankThreads(o: ConvertOptions, tmp: string, stats: RankStats[], threads
     let next = 0;
     let failure: unknown;
     const live = new Set<Worker>();
+    // Read by every worker before each chunk (convert-worker.ts).
+    const stop = new Int32Array(new SharedArrayBuffer(4));
     const fail = (e: unknown, rank: number) => {
       if (failure) return;
       failure = rankError(e, rank, stats.length);
-      for (const w of live) w.postMessage('abort');
+      Atomics.store(stop, 0, 1);
     };
     const start = (): void => {
       if (failure || next >= stats.length) {
@@ -221,7 +223,7 @@ function rankThreads(o: ConvertOptions, tmp: string, stats: RankStats[], threads
         return;
       }
       const s = stats[next++];
-      const w = new Worker(new URL('./convert-worker.js', import.meta.url), { workerData: { o, tmp, rank: s.rank }, env: workerEnv() });
+      const w = new Worker(new URL('./convert-worker.js', import.meta.url), { workerData: { o, tmp, rank: s.rank, stop }, env: workerEnv() });
       live.add(w);
       s.thread = w.threadId;
       let ended = false;

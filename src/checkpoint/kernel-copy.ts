@@ -6,6 +6,7 @@
 // forces that).
 
 import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 import { InputError } from '../core/errors.js';
 import { ioStats } from './ranged.js';
 
@@ -42,11 +43,25 @@ export const kernelCopyStats = { bytes: 0 };
 const UNSUPPORTED = new Set([38 /* ENOSYS */, 18 /* EXDEV */, 95 /* EOPNOTSUPP */, 22 /* EINVAL */, 9 /* EBADF */]);
 
 /**
- * Copies `len` bytes at `posIn` of `fdIn` to `posOut` of `fdOut`. false when the kernel cannot copy
- * between these files (then none or part of the range was copied: the caller writes it all again).
- * `what` names the source file for errors: a source that ends early is an input error of that file.
+ * The failure of a copy from `src` to `dst`: the errno by its name (ENOSPC, EIO, EFBIG, EDQUOT... from
+ * os.constants.errno; else the number) and as `code`, like node's own fs errors, so withPath-style
+ * handling sees a system error. Both files are named: a full disk is the output's, EIO may be either's.
  */
-export function copyRange(fdIn: number, posIn: number, fdOut: number, posOut: number, len: number, what: string): boolean {
+export function copyError(errno: number, src: string, dst: string): NodeJS.ErrnoException {
+  const name = Object.entries(constants.errno).find(([, n]) => n === errno)?.[0];
+  const e: NodeJS.ErrnoException = new Error(`${src} -> ${dst}: copy_file_range failed: ${name ?? `errno ${errno}`}`);
+  e.code = name ?? `E${errno}`;
+  e.errno = -errno;
+  e.syscall = 'copy_file_range';
+  return e;
+}
+
+/**
+ * Copies `len` bytes at `posIn` of `fdIn` (the file `src`) to `posOut` of `fdOut` (the file `dst`).
+ * false when the kernel cannot copy between these files (then none or part of the range was copied:
+ * the caller writes it all again). A source that ends early is an input error of `src`.
+ */
+export function copyRange(fdIn: number, posIn: number, fdOut: number, posOut: number, len: number, src: string, dst: string): boolean {
   const f = load();
   if (!f) return false;
   const inOff = [posIn], outOff = [posOut];
@@ -59,9 +74,9 @@ export function copyRange(fdIn: number, posIn: number, fdOut: number, posOut: nu
         call = null;
         return false;
       }
-      throw new Error(`${what}: copy_file_range failed (errno ${e})`);
+      throw copyError(e, src, dst);
     }
-    if (n === 0) throw new InputError(`${what}: truncated (wanted ${len} bytes at offset ${posIn}, file ended)`);
+    if (n === 0) throw new InputError(`${src}: truncated (wanted ${len} bytes at offset ${posIn}, file ended)`);
     done += n;
     ioStats.bytesRead += n;
   }

@@ -265,7 +265,7 @@ export class SafetensorsWriter {
     let pos = this.place(name, offset, ranges.reduce((a, r) => a + r.len, 0));
     let copied = 0;
     for (const r of ranges) {
-      if (copyRange(r.fd, r.pos, this.fd, pos, r.len, r.file)) copied += r.len;
+      if (copyRange(r.fd, r.pos, this.fd, pos, r.len, r.file, this.file)) copied += r.len;
       else {
         const buf = new Uint8Array(r.len);
         preadFully(r.fd, buf, 0, r.len, r.pos, r.file);

@@ -22,7 +22,7 @@ import type { Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { traceSpan } from '../util/trace.js';
 import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
-import { buildThreads, jobOrigin, prestart, writeParallel } from './weight-jobs.js';
+import { WRITE_PIECE, buildThreads, jobOrigin, prestart, writeParallel } from './weight-jobs.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
 
@@ -37,7 +37,6 @@ export const WEIGHT_ALIGN = 64 * 1024;
  * (transpose-pool.ts) and 8 rows of the widest tensor, so transposes stay on their SIMD path.
  */
 const CHUNK = 4 << 20;
-const WRITE_PIECE = 512 << 10;
 const RING = 4;
 
 /** Chunk size for a file of these entries (see CHUNK). */
@@ -105,7 +104,9 @@ export class WeightFile {
       if (n >= PARALLEL_MIN) {
         this.prestarted = true;
         const threads = buildThreads();
-        if (threads >= 2) prestart(origin, threads);
+        // Not when the streaming writer is forced (it is the baseline bench build times): idle workers
+        // would run beside it.
+        if (threads >= 2 && !streamingForced()) prestart(origin, threads);
       }
     }
     return ref;

@@ -2,9 +2,9 @@
 // shard, or rows of a large one. Each worker reads its source rows, converts or transposes them, takes
 // their CRC-32 and writes them at their final offset (positional writes: the order jobs finish in does
 // not matter), so every stage of the copy scales with cores, where the streaming writer (weight-file.ts)
-// reads and converts on one thread. The main thread writes the alignment padding and any weight that has
-// no origin a worker can open (quantized or in-memory tensors; the padding is left to the file's
-// truncation to its size), and joins the CRCs in file order with
+// reads and converts on one thread. The main thread writes any weight that has no origin a worker can
+// open (quantized or in-memory tensors) and takes the CRC of the alignment padding (not written: the
+// file is truncated to its size, so it reads as zeros), and joins the CRCs in file order with
 // crc32Combine (zlib's crc32_combine, checksum.ts). The bytes are the streaming writer's: the same fill
 // functions make them, and a test compares both.
 
@@ -19,7 +19,8 @@ import { type DeferredTensor, type EngineFloat, deferredRows } from './weight-co
 
 /** A job as posted to a worker: rows [r0, r1) of the shard's `weight`, written from file offset `offset`. */
 export interface JobMessage { id: number; weight: string; transposed: boolean; dtype: EngineFloat; r0: number; r1: number; offset: number }
-export type JobReply = { id: number; crc: number } | { id: number; error: string; input: boolean };
+/** `code`: a system error's (ENOSPC, EIO...), kept so the error names the file it was writing (outdir.ts withPath). */
+export type JobReply = { id: number; crc: number } | { id: number; error: string; input: boolean; code?: string };
 
 /** One slot of the weight file (weight-file.ts's entries). */
 export interface Slot { offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
@@ -51,8 +52,8 @@ export function jobOrigin(slots: Slot[]): { origin: LazyOrigin; bytes: number } 
   return best;
 }
 
-/** Jobs done by workers so far (tests check the parallel writer ran). */
-export const jobStats = { jobs: 0 };
+/** Jobs done by workers so far, and pools prestarted (tests check the parallel writer ran, or did not). */
+export const jobStats = { jobs: 0, prestarts: 0 };
 
 function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Job[]; rest: Slot[] } {
   const jobs: Job[] = [], rest: Slot[] = [];
@@ -89,9 +90,14 @@ export function acquire(lock: Int32Array): void {
 }
 /** ES2024's Atomics.waitAsync (in V8 since Node 16), not in this project's TypeScript lib. */
 interface AtomicsWaitAsync { waitAsync(a: Int32Array, i: number, v: number, ms: number): { async: boolean; value: Promise<string> | string } }
-/** Takes the token without blocking the thread (the main thread, between its writes). */
-async function acquireAsync(lock: Int32Array): Promise<void> {
+/**
+ * Takes the token without blocking the thread (the main thread, between its writes). Throws once
+ * `stopped` says the write has failed: a worker stuck in a write holds the token for good, and the main
+ * thread must not wait for it (the pool's close terminates that worker).
+ */
+export async function acquireAsync(lock: Int32Array, stopped: () => boolean): Promise<void> {
   while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) {
+    if (stopped()) throw new Error('weight file: stopped');
     const w = (Atomics as unknown as AtomicsWaitAsync).waitAsync(lock, 0, 1, 1000);
     if (w.async) await w.value;
   }
@@ -110,24 +116,28 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
   const { jobs, rest } = jobsOf(slots, origin, jobBytes);
   const parts: Part[] = [];
   const fh = await open(path, 'w');
-  // At its full size from the start: the padding between weights reads as zeros without being written.
-  await fh.truncate(size);
-  const lock = new Int32Array(new SharedArrayBuffer(4));
-  lockOf.set(fh, lock);
-  const pool = takePool(origin, threads);
+  // Everything after the open is inside the try: a failure to size the file or start the workers
+  // still closes it.
+  let pool: JobPool | undefined;
   try {
+    // At its full size from the start: the padding between weights reads as zeros without being written.
+    await fh.truncate(size);
+    const lock = new Int32Array(new SharedArrayBuffer(4));
+    pool = takePool(origin, threads);
+    const p = pool;
+    lockOf.set(fh, { lock, stopped: () => p.stopped });
     const done = pool.run({ fd: fh.fd, lock, chunkBytes }, jobs, (j, crc) => {
       parts.push({ offset: j.offset, length: j.length, crc });
       jobStats.jobs++;
     });
-    // Meanwhile this thread writes what the workers do not: padding, and weights without an origin.
-    const mine = writeRest(fh, slots, rest, size, chunkBytes, parts, () => pool.stopped).catch((e) => { pool.abort(); throw e; });
+    // Meanwhile this thread writes the weights without an origin (and takes the padding's CRC).
+    const mine = writeRest(fh, slots, rest, size, chunkBytes, parts, () => p.stopped).catch((e) => { p.abort(); throw e; });
     // Both settle before the file is closed; the first failure is the one reported.
     const [a, b] = await Promise.allSettled([done, mine]);
-    if (a.status === 'rejected' && !(b.status === 'rejected' && pool.abortedByMain)) throw a.reason;
+    if (a.status === 'rejected' && !(b.status === 'rejected' && p.abortedByMain)) throw a.reason;
     if (b.status === 'rejected') throw b.reason;
   } finally {
-    await pool.close();
+    await pool?.close();
     await fh.close();
   }
   parts.sort((a, b) => a.offset - b.offset);
@@ -141,12 +151,12 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
   return crc;
 }
 
-/** The file's write token, shared with the workers. */
-const lockOf = new WeakMap<FileHandle, Int32Array>();
+/** The file's write token, shared with the workers, and whether its write has failed. */
+const lockOf = new WeakMap<FileHandle, { lock: Int32Array; stopped: () => boolean }>();
 
 async function writeAll(fh: FileHandle, view: Uint8Array, at: number): Promise<void> {
-  const lock = lockOf.get(fh)!;
-  await acquireAsync(lock);
+  const { lock, stopped } = lockOf.get(fh)!;
+  await acquireAsync(lock, stopped);
   try {
     for (let done = 0; done < view.length;) done += (await fh.write(view, done, Math.min(WRITE_PIECE, view.length - done), at + done)).bytesWritten;
   } finally {
@@ -245,7 +255,7 @@ class JobPool {
           w.once('message', (r: JobReply) => {
             clearTimeout(timer);
             open--;
-            if ('error' in r) return this.fail(r.input ? new InputError(r.error) : new Error(r.error));
+            if ('error' in r) return this.fail(r.input ? new InputError(r.error) : Object.assign(new Error(r.error), r.code ? { code: r.code } : {}));
             onDone(j, r.crc);
             feed(w);
           });
@@ -289,6 +299,7 @@ const WARM_IDLE_MS = 60_000;
 export function prestart(origin: LazyOrigin, threads: number): void {
   if (warm?.pool.origin === origin && warm.pool.size === threads) return;
   const pool = new JobPool(origin, threads);
+  jobStats.prestarts++;
   const timer = setTimeout(() => {
     if (warm?.pool !== pool) return;
     warm = undefined;

@@ -78,7 +78,8 @@ parentPort!.on('message', (j: JobMessage | { file: Parameters<typeof setFile>[0]
   try {
     reply = { id: j.id, crc: run(j) };
   } catch (e) {
-    reply = { id: j.id, error: String((e as Error)?.message ?? e), input: isInputError(e) };
+    const code = (e as NodeJS.ErrnoException)?.code;
+    reply = { id: j.id, error: String((e as Error)?.message ?? e), input: isInputError(e), ...(typeof code === 'string' ? { code } : {}) };
   }
   parentPort!.postMessage(reply);
 });
