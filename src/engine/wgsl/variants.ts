@@ -70,9 +70,11 @@ export type WsTable = Record<GemvEpilogue, WsTile>;
 // From the H200 run of bench/results/issue15-wgsl-h200x2-session5-mid.jsonl (run.sh sgmat + sgmat-int4, the
 // fastest exact tile per epilogue): the TinyLlama-shape prefill 11,439 tokens/s with this table against 10,138
 // (split-K alone) and 9,768 (the default tile everywhere); int4 11,356 against 10,418 and the FMA GEMM's 4,663.
+// int4's qkv keeps the default tile: the microbench's pick (k128) was slower in the model
+// (issue15-wgsl-h200-session5-int4-store.jsonl: 11,827 and 13,462 tokens/s against 11,111, two rounds).
 export const AUTO_WS: { f16: WsTable; q: WsTable } = {
   f16: { store: WS_DEFAULT, add: { ...WS_DEFAULT, SK: 2 }, swiglu: { TT: 64, TN: 64, KC: 32, S: 4 } },
-  q: { store: { ...WS_DEFAULT, KC: 128 }, add: { ...WS_DEFAULT, SK: 2 }, swiglu: { TT: 64, TN: 128, KC: 32, S: 4 } },
+  q: { store: WS_DEFAULT, add: { ...WS_DEFAULT, SK: 2 }, swiglu: { TT: 64, TN: 128, KC: 32, S: 4 } },
 };
 /**
  * `auto`, the default: the staged subgroup-matrix GEMM (sgmat-ws, AUTO_WS's tiles; float16 and int4 / int8 weights) where the adapter offers
