@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { runDistributed } from '../launcher/self-launch.js';
 import { detectIdentity } from '../rank/identity.js';
+import { median } from './stats.js';
 import type { World } from '../rank/types.js';
 
 interface Args {
@@ -83,12 +84,8 @@ export async function measureWorld(world: World, sizes: number[]): Promise<CommR
 const round = (x: number) => Math.round(x * 1000) / 1000;
 
 /** Per figure, the median over rounds of one size's results. */
-function median(rs: CommResult[]): CommResult {
-  const mid = (xs: number[]) => {
-    const s = [...xs].sort((x, y) => x - y);
-    return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-  };
-  return { ...rs[0], us: round(mid(rs.map((r) => r.us))), busGBps: round(mid(rs.map((r) => r.busGBps))), p50us: round(mid(rs.map((r) => r.p50us))), rounds: rs.length };
+function medianResult(rs: CommResult[]): CommResult {
+  return { ...rs[0], us: round(median(rs.map((r) => r.us))), busGBps: round(median(rs.map((r) => r.busGBps))), p50us: round(median(rs.map((r) => r.p50us))), rounds: rs.length };
 }
 
 /** Open MPI's side (mpi4py): warm-up, best of three timed runs, the slowest rank's time; argv[1] = [[bytes, iters], ...]. */
@@ -185,14 +182,14 @@ const command: CommandModule<object, Args> = {
         }
         load.push(loadavg()[0]);
       }
-      const med = mine[0].map((m, i) => median(mine.map((run) => run[i])));
+      const med = mine[0].map((m, i) => medianResult(mine.map((run) => run[i])));
       for (const r of med) console.log(JSON.stringify(r));
       if (!a.mpi) return;
       if (mpiError) {
         console.log(JSON.stringify({ impl: 'openmpi', error: mpiError }));
         return;
       }
-      const refMed = ref[0].map((m, i) => median(ref.map((run) => run[i])));
+      const refMed = ref[0].map((m, i) => medianResult(ref.map((run) => run[i])));
       for (const r of refMed) console.log(JSON.stringify(r));
       for (const m of med) {
         const o = refMed.find((r) => r.bytes === m.bytes);

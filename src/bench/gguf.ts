@@ -22,7 +22,7 @@ import { readJson } from '../checkpoint/hf-config.js';
 import { openHfTensors } from '../checkpoint/hf.js';
 import { toFloat32 } from '../core/dtype.js';
 import type { DType } from '../core/tensor.js';
-import { f32BitsToF16Bits, floatToF32Bits } from '../core/half.js';
+import { f16BitsToFloat, f32BitsToF16Bits, floatToF32Bits } from '../core/half.js';
 
 export type GgufWeightType = 'f16' | 'q4_0' | 'q8_0';
 
@@ -245,7 +245,7 @@ export function quantizeQ6_K(x: Float32Array): Uint8Array {
     const dh = f32BitsToF16Bits(floatToF32Bits(1 / iscale));
     out[y + 208] = dh & 255;
     out[y + 209] = dh >> 8;
-    const d16 = f16ToF32(dh);
+    const d16 = f16BitsToFloat(dh);
     for (let ib = 0; ib < 16; ib++) {
       const sc = Math.min(127, nearestInt(iscale * scales[ib]));
       out[y + 192 + ib] = sc & 255;
@@ -262,11 +262,6 @@ export function quantizeQ6_K(x: Float32Array): Uint8Array {
     }
   }
   return out;
-}
-
-function f16ToF32(h: number): number {
-  const e = (h >> 10) & 31, m = h & 1023, s = h & 0x8000 ? -1 : 1;
-  return e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
 function encode(data: Float32Array, type: number): Uint8Array {

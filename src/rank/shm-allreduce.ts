@@ -330,7 +330,7 @@ export class ShmAllReduce {
    * choice must not depend on anything that may differ between ranks). A short one is a single exchange
    * (a store, a flag, a load); longer ones are pipelined.
    */
-  wants(_nbytes: number, n: number): boolean {
+  wants(n: number): boolean {
     return n > 0;
   }
 

@@ -25,7 +25,7 @@ export function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = '
   }
   if (c.size === 1) return Promise.resolve(buf);
   const shm = c.shm;
-  if (shm && shm.wants(buf.byteLength, buf.length)) {
+  if (shm && shm.wants(buf.length)) {
     return c.buffers.serial(() => shm.run(buf, op, dtype, rd.a, desc, rd.what, o?.timeoutMs));
   }
   return c.buffers.serial(() => (buf.length * ELEM[dtype] * (c.size - 1) <= SMALL_BYTES || buf.length < c.size

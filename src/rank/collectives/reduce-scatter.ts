@@ -16,7 +16,7 @@ export async function reduceScatter<T extends CommArray>(c: Comm, buf: T, op: Re
   const k = buf.length / R;
   const shm = c.shm;
   // Same machine: through the areas (../shm-allreduce.ts), which keep every call in one order with allReduce's.
-  if (shm && R > 1 && shm.wants(buf.byteLength, k)) return c.buffers.serial(() => shm.reduceScatter(buf, op, dtype, rd.a, desc, rd.what, o?.timeoutMs));
+  if (shm && R > 1 && shm.wants(k)) return c.buffers.serial(() => shm.reduceScatter(buf, op, dtype, rd.a, desc, rd.what, o?.timeoutMs));
   return c.buffers.serial(async () => {
     const out = sub(buf, c.rank * k, (c.rank + 1) * k).slice() as T;
     if (R === 1) return out;
