@@ -60,8 +60,8 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}): BuildCon
   return c;
 }
 
-/** quant_algo of the weight-only schemes whose CPU engines get an int8 lm_head unless told otherwise. */
-const WEIGHT_ONLY_ALGOS = new Set(['W8A16', 'W4A16', 'W4A16_AWQ']);
+/** quant_algo of the weight-only schemes (CPU engines get an int8 lm_head unless told otherwise; --kernels wgsl runs them). */
+export const WEIGHT_ONLY_ALGOS = new Set(['W8A16', 'W4A16', 'W4A16_AWQ']);
 
 /** build_config.lm_head_quant once the model's quant_algo is known (the value the engine's config records). */
 export function resolveLmHeadQuant(bc: BuildConfig, quantAlgo: string | null | undefined): BuildConfig {

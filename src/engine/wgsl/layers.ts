@@ -202,8 +202,8 @@ export class OpBuilder {
     // head size, else per block of queries (head sizes up to ATTN_PREFILL_MAX_HEAD), else the decode kernel per query.
     const kind = prefillAttention();
     const group = kind === 'group' ? groupAttention(this.device, pl.attention.bgl, d, pl.kv16) : undefined;
-    const blockAttn = kind !== 'query' && d.D <= ATTN_PREFILL_MAX_HEAD ? pl.attentionPrefill : undefined;
-    const prefillAttn = group ?? (blockAttn && { p: blockAttn.p, size: (T: number): [number, number] => [d.Hq, Math.ceil(T / ATTN_PREFILL_QB)] });
+    const block = !group && kind !== 'query' && d.D <= ATTN_PREFILL_MAX_HEAD;
+    const prefillAttn = group ?? (block ? { p: pl.attentionPrefill.p, size: (T: number): [number, number] => [d.Hq, Math.ceil(T / ATTN_PREFILL_QB)] } : undefined);
     w.layers.forEach((l, i) => {
       ops.push(...this.normedGemv(l.inNorm, l.inNormG, l.qkv, a.qkv, 'store', d.qkvN, 'gemv.qkv'));
       ops.push({

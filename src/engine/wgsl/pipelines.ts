@@ -12,7 +12,7 @@ import { ropeShader } from './kernels/rope.js';
 import { ATTENTION_COMBINE_WGSL, attentionShader } from './kernels/attention.js';
 import { attentionPrefillShader } from './kernels/attention-prefill.js';
 import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
-import { gemvShapes, prefillAttention, PREFILL_TILED, type GemvShape } from './variants.js';
+import { gemvShapes, PREFILL_TILED, type GemvShape } from './variants.js';
 
 
 export interface Kernel { bgl: GPUBindGroupLayout; p: GPUComputePipeline }
@@ -37,8 +37,15 @@ export class Pipelines {
   /** Flash-decoding: the attention split over positions (decode), and the combine of its partials. */
   readonly attentionSplit: Kernel;
   readonly attentionCombine: Kernel;
-  /** Prompt attention per block of queries (same bindings as `attention`); undefined with TPRUN_WGSL_PREFILL_ATTN=query. */
-  readonly attentionPrefill?: Kernel;
+  /**
+   * Prompt attention per block of queries (same bindings as `attention`): TPRUN_WGSL_PREFILL_ATTN=block, or where
+   * the grouped kernel has no tile for the head size; compiled on first use, since the default rarely needs it.
+   */
+  get attentionPrefill(): Kernel {
+    this.blockAttn ??= { bgl: this.attention.bgl, p: pipeline(this.device, attentionPrefillShader(this.kv16), this.attention.bgl, 'attention.prefill') };
+    return this.blockAttn;
+  }
+  private blockAttn?: Kernel;
   readonly embed: Kernel;
   readonly add: Kernel;
   readonly argmax: Kernel;
@@ -90,7 +97,6 @@ export class Pipelines {
     this.attention = k(attentionShader(kv16), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
     this.attentionSplit = k(attentionShader(kv16, true), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention.split');
     this.attentionCombine = k(ATTENTION_COMBINE_WGSL, ['u', 'r', 'w'], 'attention.combine');
-    if (prefillAttention() !== 'query') this.attentionPrefill = { bgl: this.attention.bgl, p: pipeline(device, attentionPrefillShader(kv16), this.attention.bgl, 'attention.prefill') };
     this.embed = k(EMBED_WGSL, ['u', 'u', 'r', 'r', 'w'], 'embed');
     this.add = k(ADD_WGSL, ['u', 'u', 'r', 'w'], 'add');
     this.argmax = k(ARGMAX_WGSL, ['u', 'r', 'w', 'w'], 'argmax');

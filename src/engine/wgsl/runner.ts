@@ -24,6 +24,7 @@ import { rankShape, type RankShape } from '../llama-graph.js';
 import type { ForwardRequest } from '../runtime.js';
 import { Mapping } from '../../sharding/mapping.js';
 import { stageGroup } from '../stage-comm.js';
+import { WEIGHT_ONLY_ALGOS } from '../build-config.js';
 import { traceSpan } from '../../util/trace.js';
 import { openWgslDevice, type WgslDevice } from './gpu.js';
 import { engineNodes, engineTensors, TensorReader } from './engine-weights.js';
@@ -51,7 +52,6 @@ export class WgslCache {
 }
 
 /** Quantization schemes whose linears are MatMulNBits with float activations (src/quantization/onnx-linear.ts). */
-const WGSL_QUANT = new Set(['W4A16', 'W4A16_AWQ', 'W8A16']);
 
 /** Why the WGSL kernels cannot run this engine (one line, naming the feature and the way out), or null. */
 export function wgslRefusal(engine: Engine): string | null {
@@ -59,7 +59,7 @@ export function wgslRefusal(engine: Engine): string | null {
   const bc = engine.config.build_config;
   const q = cfg.quantization;
   if (q?.kv_cache_quant_algo) return `a ${q.kv_cache_quant_algo} KV cache; --kernels wgsl runs float KV caches (use --kernels ort)`;
-  if (q?.quant_algo && !WGSL_QUANT.has(q.quant_algo)) return `quantized engine (${q.quant_algo}); --kernels wgsl runs float16 engines and int4 / int8 weight-only ones (W4A16_AWQ, W4A16, W8A16; use --kernels ort)`;
+  if (q?.quant_algo && !WEIGHT_ONLY_ALGOS.has(q.quant_algo)) return `quantized engine (${q.quant_algo}); --kernels wgsl runs float16 engines and int4 / int8 weight-only ones (W4A16_AWQ, W4A16, W8A16; use --kernels ort)`;
   if (bc.dtype !== 'float16') return `a ${bc.dtype} engine; --kernels wgsl runs float16 engines (build with --dtype float16, or use --kernels ort)`;
   return null;
 }
@@ -229,17 +229,12 @@ export class WgslRunner {
 
   /** The all-reduce point: pass ended; sends `op.reduce`'s T rows to the host, sums over the group, writes them back. */
   private async reduce(enc: GPUCommandEncoder, op: Reduce, T: number): Promise<void> {
-    const dev = this.gpu.device;
     const bytes = T * op.n * 4;
-    enc.copyBufferToBuffer(op.reduce, 0, this.readPartial, 0, bytes);
-    dev.queue.submit([enc.finish()]);
-    await this.readPartial.mapAsync(GPUMapMode.READ, 0, bytes);
-    const data = new Float32Array(this.readPartial.getMappedRange(0, bytes).slice(0));
-    this.readPartial.unmap();
+    const data = await this.readBack(enc, op.reduce, this.readPartial, bytes);
     const t1 = performance.now();
     const sum = await traceSpan('allreduce', () => this.group.allReduce(data, 'sum'), { bytes });
     this.stats.allreduce_ms += performance.now() - t1;
-    dev.queue.writeBuffer(op.reduce, 0, sum as Float32Array<ArrayBuffer>);
+    this.gpu.device.queue.writeBuffer(op.reduce, 0, sum as Float32Array<ArrayBuffer>);
   }
 
   private prof?: GpuProfiler | null;

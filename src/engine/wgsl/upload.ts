@@ -71,9 +71,7 @@ export class Uploader {
   floats(name: string, label = name): { buf: GPUBuffer; dims: number[]; host: Float32Array } {
     const t = this.float16(name, this.reader.info(name).dims.length);
     const f = halfBitsToFloat32(new Uint16Array(t.bytes.buffer.slice(t.bytes.byteOffset, t.bytes.byteOffset + t.bytes.byteLength)));
-    const buf = this.device.createBuffer({ size: Math.max(16, f.byteLength), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label });
-    this.device.queue.writeBuffer(buf, 0, f as Float32Array<ArrayBuffer>);
-    return { buf, dims: t.dims, host: f };
+    return { buf: this.vector(f, label), dims: t.dims, host: f };
   }
 
   /** A float32 vector on the GPU (the kernels' per-K input scales). */
