@@ -298,3 +298,26 @@ test('block prompt attention equals the per-query decode kernel on random data: 
     globalThis.keepDawnInstance = gpu; // the instance outlives its device (gpu.ts)
   }
 });
+
+test('a prompt submitted in several command buffers (TPRUN_WGSL_SUBMIT) gives the same tokens and logits, bit for bit, as one buffer; a bad value is refused in one line', async (t) => {
+  if (noAdapter) return t.skip(noAdapter);
+  const prompts = [REF.prompts[0], REF.prompts[1]];
+  const run = async (env) => {
+    const r = await tprun(generateArgs(prompts), { env, timeoutMs: 300000 });
+    assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.stderr}`);
+    return jsonLines(r.stdout);
+  };
+  const one = await run({ TPRUN_WGSL_SUBMIT: '0' });
+  assert.deepEqual(one[0].new_ids, REF.prompts[0].greedy_new_ids.slice(0, NEW));
+  for (const every of ['4', '']) {
+    const out = await run({ TPRUN_WGSL_SUBMIT: every });
+    out.forEach((o, b) => {
+      assert.deepEqual(o.new_ids, one[b].new_ids, `TPRUN_WGSL_SUBMIT=${every}, prompt ${b}: greedy tokens`);
+      assert.deepEqual(o.last_prompt_logits, one[b].last_prompt_logits, `TPRUN_WGSL_SUBMIT=${every}, prompt ${b}: logits`);
+    });
+  }
+  const bad = await tprun(generateArgs(prompts.slice(0, 1)), { env: { TPRUN_WGSL_SUBMIT: '2' } });
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /TPRUN_WGSL_SUBMIT=2: not 0 \(one command buffer\) or a whole number of dispatches >= 4/);
+  assert.equal(bad.stdout, '');
+});

@@ -9,7 +9,7 @@
 
 import { InputError } from '../../core/errors.js';
 import { bindGpu } from '../device.js';
-import { gemvShapes, prefillAttention } from './variants.js';
+import { gemvShapes, prefillAttention, prefillSubmitEvery } from './variants.js';
 import { sgmatShader, type SgmatConfig } from './kernels/gemm.js';
 
 export interface WgslDevice {
@@ -76,6 +76,7 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
     // (allow_unsafe_apis): only a prefill that may use them, or profiling, asks for that.
     const sgmode = gemvShapes(env).prefill.sgmat;
     prefillAttention(env); // a bad knob is refused before Dawn starts
+    prefillSubmitEvery(env);
     const enable = [...(profiling || sgmode ? ['allow_unsafe_apis'] : []), 'vulkan_enable_f16_on_nvidia'];
     const gpu = mod.create([`enable-dawn-features=${enable.join(',')}`, ...(profiling ? ['disable-dawn-features=timestamp_quantization'] : [])]);
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });

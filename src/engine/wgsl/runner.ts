@@ -27,6 +27,7 @@ import { stageGroup } from '../stage-comm.js';
 import { WEIGHT_ONLY_ALGOS } from '../build-config.js';
 import { traceSpan } from '../../util/trace.js';
 import { openWgslDevice, type WgslDevice } from './gpu.js';
+import { prefillSubmitEvery } from './variants.js';
 import { engineNodes, engineTensors, TensorReader } from './engine-weights.js';
 import { Pipelines } from './pipelines.js';
 import { concat, Uploader, type GemvWeight } from './upload.js';
@@ -77,6 +78,8 @@ export class WgslRunner {
   /** ln_f, lm_head and the argmax: the last pipeline stage's dispatches (absent on earlier stages). */
   private head: { logits: Dispatch[]; argmax: Dispatch } | undefined;
   private builder: OpBuilder;
+  /** Dispatches per command buffer of a prompt (0: one buffer). */
+  private readonly submitEvery = prefillSubmitEvery();
 
   private constructor(
     readonly engine: Engine,
@@ -278,8 +281,21 @@ export class WgslRunner {
       enc = dev.createCommandEncoder();
     }
     let pass = enc.beginComputePass();
+    let recorded = 0;
+    let submitAt = this.submitEvery / 4;
     for (const op of prof && !cache.ops.some(isReduce) ? [] : cache.ops) {
-      if (!isReduce(op)) { record(pass, op, T); continue; }
+      if (!isReduce(op)) {
+        record(pass, op, T);
+        if (this.submitEvery && ++recorded >= submitAt) {
+          // The GPU starts on what is recorded while the host records the rest (variants.ts prefillSubmitEvery).
+          pass.end();
+          q.submit([enc.finish()]);
+          enc = dev.createCommandEncoder();
+          pass = enc.beginComputePass();
+          submitAt = recorded + this.submitEvery;
+        }
+        continue;
+      }
       pass.end();
       await this.reduce(enc, op, T);
       enc = dev.createCommandEncoder();

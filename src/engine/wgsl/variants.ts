@@ -168,3 +168,17 @@ export function prefillAttention(env: NodeJS.ProcessEnv = process.env): PrefillA
   if (v === 'block' || v === 'query') return v;
   throw new InputError(`TPRUN_WGSL_PREFILL_ATTN=${v}: not one of group|block|query`);
 }
+
+/**
+ * How a prompt's dispatches reach the GPU (TPRUN_WGSL_SUBMIT=N): a command buffer is submitted after the
+ * first N / 4 dispatches, then after every N, so the GPU starts on the first layer while the host still
+ * records the rest (recording ~200 dispatches through Dawn's Node binding takes ~0.5-1 ms of host time, all
+ * of it before the GPU started when the prompt went as one buffer: TPRUN_WGSL_SUBMIT=0).
+ */
+export function prefillSubmitEvery(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.TPRUN_WGSL_SUBMIT;
+  if (v === undefined || v === '') return 32;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || (n > 0 && n < 4)) throw new InputError(`TPRUN_WGSL_SUBMIT=${v}: not 0 (one command buffer) or a whole number of dispatches >= 4`);
+  return n;
+}
