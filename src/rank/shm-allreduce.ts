@@ -335,19 +335,38 @@ export class ShmAllReduce {
   }
 
   async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
+    await this.call(seq, what, () =>
+      buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step)
+        ? this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs)
+        : this.steps(buf, op, dtype, seq, desc, what, timeoutMs));
+    return buf;
+  }
+
+  /**
+   * The frame of every call through the areas: a closed world refuses it; while it runs close() leaves
+   * the mapping to it (it touches the areas until its next wait) and it unmaps at its end; the plane is
+   * made at the first call.
+   */
+  private async call(seq: number, what: string, body: () => Promise<void>): Promise<void> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     this.busy = true;
     this.callA = seq;
     this.noticed = false;
     try {
       await this.ready();
-      if (buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
-      else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
+      await body();
     } finally {
       this.busy = false;
       if (this.closed) this.plane?.close();
     }
-    return buf;
+  }
+
+  /** Our header [seq, desc, bytes] for the step of parity p, in one move (what checkHead reads). */
+  private writeHead(p: number, seq: number, desc: number, nbytes: number): void {
+    this.head[0] = seq;
+    this.head[1] = desc | 0;
+    this.head[2] = nbytes;
+    this.plane.write(HEAD + 64 * p, this.headBytes);
   }
 
   private async ready(): Promise<void> {
@@ -366,18 +385,13 @@ export class ShmAllReduce {
    * step and nothing to gather. The counters move together, as in oneShot.
    */
   async reduceScatter<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
-    if (this.closed) throw new CommError(`${what}: the world is closed`);
     const { me, R } = this;
     const es = ELEM[dtype];
     const k = buf.length / R;
     const out = buf.slice(0, k) as T;
     const bytes = bytesOf(buf);
     const outBytes = bytesOf(out);
-    this.busy = true;
-    this.callA = seq;
-    this.noticed = false;
-    try {
-      await this.ready();
+    await this.call(seq, what, async () => {
       const plane = this.plane;
       const q = Math.max(1, Math.floor(this.step / es / R));
       for (let from = 0; from < k || from === 0; from += q) {
@@ -387,10 +401,7 @@ export class ShmAllReduce {
         await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
         const base = inArea(this.step, p);
         for (let r = 0; r < R; r++) plane.write(base + r * q * es, bytes.subarray((r * k + from) * es, (r * k + from + m) * es));
-        this.head[0] = seq;
-        this.head[1] = desc | 0;
-        this.head[2] = buf.byteLength;
-        plane.write(HEAD + 64 * p, this.headBytes);
+        this.writeHead(p, seq, desc, buf.byteLength);
         plane.set(W, g);
         this.published();
         await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
@@ -409,10 +420,7 @@ export class ShmAllReduce {
         this.published();
         if (k === 0) break;
       }
-    } finally {
-      this.busy = false;
-      if (this.closed) this.plane?.close();
-    }
+    });
     return out;
   }
 
@@ -476,10 +484,7 @@ export class ShmAllReduce {
     // Our input area's previous user, generation g-2, must have been read by every peer.
     await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
     plane.write(inArea(this.step, p), bytesOf(buf));
-    this.head[0] = seq;
-    this.head[1] = desc | 0;
-    this.head[2] = nbytes;
-    plane.write(HEAD + 64 * p, this.headBytes);
+    this.writeHead(p, seq, desc, nbytes);
     plane.set(W, g);
     this.published();
     await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
@@ -535,12 +540,7 @@ export class ShmAllReduce {
       const end = (s * perStep + len(s)) * es;
       if (a > from) plane.write(base, bytes.subarray(from, a));
       if (end > b) plane.write(base + (b - from), bytes.subarray(b, end));
-      if (s === 0) {
-        this.head[0] = seq;
-        this.head[1] = desc | 0;
-        this.head[2] = total * es;
-        plane.write(HEAD + 64 * p, this.headBytes);
-      }
+      if (s === 0) this.writeHead(p, seq, desc, total * es);
       plane.set(W, g);
       this.published();
     };
