@@ -14,6 +14,7 @@ import { crc32 } from 'node:zlib';
 import { InputError } from '../core/errors.js';
 import { workerEnv, workerThreads } from '../util/threads.js';
 import { crc32Combine } from './checksum.js';
+import { writeAt } from './positional-write.js';
 import type { LazyOrigin } from './lazy-shard.js';
 import { type DeferredTensor, type EngineFloat, deferredRows } from './weight-convert.js';
 
@@ -33,8 +34,6 @@ export const buildThreads = (env: NodeJS.ProcessEnv = process.env): number => wo
 
 /** Plain weights larger than this are cut into jobs of rows (a transpose needs its whole source: one job). */
 const JOB_BYTES = 32 << 20;
-/** Pieces of a write: the kernel's copy into the page cache is cheaper in 512 KiB writes (weight-file.ts). */
-export const WRITE_PIECE = 512 << 10;
 /** A worker that does not answer a job in this long is taken for hung. */
 const STALL_MS = 600_000;
 
@@ -158,7 +157,7 @@ async function writeAll(fh: FileHandle, view: Uint8Array, at: number): Promise<v
   const { lock, stopped } = lockOf.get(fh)!;
   await acquireAsync(lock, stopped);
   try {
-    for (let done = 0; done < view.length;) done += (await fh.write(view, done, Math.min(WRITE_PIECE, view.length - done), at + done)).bytesWritten;
+    await writeAt(fh, view, at);
   } finally {
     release(lock);
   }

@@ -4,13 +4,13 @@
 // positional writes. Reads, conversions, checksums and kernel copies thus all run on as many threads as
 // there are workers; nothing but a job's few numbers and its CRC crosses between threads.
 
-import { writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
 import { isInputError } from '../core/errors.js';
 import { type LazyOrigin, openLazyShard } from './lazy-shard.js';
 import { chunkBuffers, deferredRows, engineWeight, engineWeightTransposed } from './weight-convert.js';
-import { type JobMessage, type JobReply, WRITE_PIECE, acquire, release } from './weight-jobs.js';
+import { type JobMessage, type JobReply, acquire, release } from './weight-jobs.js';
+import { writeAtSync } from './positional-write.js';
 
 const { origin } = workerData as { origin: LazyOrigin };
 const { shard, close } = openLazyShard(origin);
@@ -42,7 +42,7 @@ lend(4 << 20);
 function writeAt(view: Uint8Array, pos: number): void {
   acquire(lock);
   try {
-    for (let done = 0; done < view.length;) done += writeSync(fd, view, done, Math.min(WRITE_PIECE, view.length - done), pos + done);
+    writeAtSync(fd, view, pos);
   } finally {
     release(lock);
   }
