@@ -124,13 +124,12 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
     const lock = new Int32Array(new SharedArrayBuffer(4));
     pool = takePool(origin, threads);
     const p = pool;
-    lockOf.set(fh, { lock, stopped: () => p.stopped });
     const done = pool.run({ fd: fh.fd, lock, chunkBytes }, jobs, (j, crc) => {
       parts.push({ offset: j.offset, length: j.length, crc });
       jobStats.jobs++;
     });
     // Meanwhile this thread writes the weights without an origin (and takes the padding's CRC).
-    const mine = writeRest(fh, slots, rest, size, chunkBytes, parts, () => p.stopped).catch((e) => { p.abort(); throw e; });
+    const mine = writeRest({ fh, lock, stopped: () => p.stopped }, slots, rest, size, chunkBytes, parts).catch((e) => { p.abort(); throw e; });
     // Both settle before the file is closed; the first failure is the one reported.
     const [a, b] = await Promise.allSettled([done, mine]);
     if (a.status === 'rejected' && !(b.status === 'rejected' && p.abortedByMain)) throw a.reason;
@@ -150,11 +149,10 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
   return crc;
 }
 
-/** The file's write token, shared with the workers, and whether its write has failed. */
-const lockOf = new WeakMap<FileHandle, { lock: Int32Array; stopped: () => boolean }>();
+/** The file as the main thread writes it: its handle, its write token (shared with the workers) and whether its write has failed. */
+interface MainFile { fh: FileHandle; lock: Int32Array; stopped: () => boolean }
 
-async function writeAll(fh: FileHandle, view: Uint8Array, at: number): Promise<void> {
-  const { lock, stopped } = lockOf.get(fh)!;
+async function writeAll({ fh, lock, stopped }: MainFile, view: Uint8Array, at: number): Promise<void> {
   await acquireAsync(lock, stopped);
   try {
     await writeAt(fh, view, at);
@@ -163,7 +161,8 @@ async function writeAll(fh: FileHandle, view: Uint8Array, at: number): Promise<v
   }
 }
 
-async function writeRest(fh: FileHandle, all: Slot[], rest: Slot[], size: number, chunkBytes: number, parts: Part[], stopped: () => boolean): Promise<void> {
+async function writeRest(file: MainFile, all: Slot[], rest: Slot[], size: number, chunkBytes: number, parts: Part[]): Promise<void> {
+  const { stopped } = file;
   // Padding: the gaps between slots (each under the 64 KiB alignment), none after the last.
   let end = 0;
   const gaps: Part[] = [];
@@ -180,7 +179,7 @@ async function writeRest(fh: FileHandle, all: Slot[], rest: Slot[], size: number
     if (stopped()) return;
     if (s.length === 0) continue;
     if (s.data) {
-      await writeAll(fh, s.data, s.offset);
+      await writeAll(file, s.data, s.offset);
       parts.push({ offset: s.offset, length: s.length, crc: crc32(s.data) });
       continue;
     }
@@ -197,7 +196,7 @@ async function writeRest(fh: FileHandle, all: Slot[], rest: Slot[], size: number
       const view = buf.subarray(0, n * rowBytes);
       d.fill(view, r, r + n);
       crc = crc32(view, crc);
-      await writeAll(fh, view, s.offset + r * rowBytes);
+      await writeAll(file, view, s.offset + r * rowBytes);
     }
     parts.push({ offset: s.offset, length: s.length, crc });
   }
