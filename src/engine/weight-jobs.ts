@@ -77,6 +77,31 @@ function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Jo
 
 interface Part { offset: number; length: number; crc: number }
 
+/**
+ * Rows [r0, r1) of a deferred tensor made a step at a time in one buffer, each step's CRC-32 taken while
+ * its bytes are in cache: iterating yields every step's bytes and their offset from row r0, for the
+ * caller to write; `crc` is then the rows'. Steps are whole groups of 8 rows where the buffer holds 8,
+ * which keeps the transposes on their SIMD path (half-simd.ts). The parallel writer's main thread and
+ * its workers both make rows so (the bytes are the streaming writer's: the same fill functions).
+ */
+export class RowSteps {
+  crc = 0;
+  constructor(private d: DeferredTensor, private r0: number, private r1: number, private buf: Uint8Array) {}
+
+  *[Symbol.iterator](): Generator<{ view: Uint8Array; at: number }> {
+    const { d, r0, r1, buf } = this;
+    const rowBytes = d.byteLength / deferredRows(d);
+    const step = Math.max(1, Math.floor(buf.length / rowBytes / 8) * 8 || Math.floor(buf.length / rowBytes));
+    for (let r = r0; r < r1; r += step) {
+      const n = Math.min(step, r1 - r);
+      const view = buf.subarray(0, n * rowBytes);
+      d.fill(view, r, r + n);
+      this.crc = crc32(view, this.crc);
+      yield { view, at: (r - r0) * rowBytes };
+    }
+  }
+}
+
 // The write token. Buffered writes to one file are serialized by the kernel anyway (the inode's lock,
 // taken by ext4's and xfs's write paths around the copy into the page cache: ext4_buffered_write_iter),
 // and threads that wait there spin while the holder copies (rwsem_spin_on_owner in perf of the streaming
@@ -186,19 +211,14 @@ async function writeRest(file: MainFile, all: Slot[], rest: Slot[], size: number
     const d = s.deferred!;
     const rows = deferredRows(d);
     const rowBytes = s.length / rows;
-    const step = Math.max(1, Math.floor(chunkBytes / rowBytes));
     buf ??= new Uint8Array(Math.max(chunkBytes, rowBytes));
     if (buf.length < rowBytes) buf = new Uint8Array(rowBytes);
-    let crc = 0;
-    for (let r = 0; r < rows; r += step) {
+    const steps = new RowSteps(d, 0, rows, buf);
+    for (const { view, at } of steps) {
+      await writeAll(file, view, s.offset + at);
       if (stopped()) return;
-      const n = Math.min(step, rows - r);
-      const view = buf.subarray(0, n * rowBytes);
-      d.fill(view, r, r + n);
-      crc = crc32(view, crc);
-      await writeAll(file, view, s.offset + r * rowBytes);
     }
-    parts.push({ offset: s.offset, length: s.length, crc });
+    parts.push({ offset: s.offset, length: s.length, crc: steps.crc });
   }
 }
 
