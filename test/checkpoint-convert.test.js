@@ -9,6 +9,7 @@ import { LlamaForCausalLM, readSafetensors, SafetensorsFile } from 'tprun';
 import { ROOT, BROWN, BROWN_META, sameBytes, tmpDir } from './helpers/h3.js';
 import { must } from './helpers/must.js';
 import { createRequire } from 'node:module';
+import { convertThreads, readRankStats } from '../dist/bench/stats.js';
 
 /** Whether the optional koffi (copy_file_range for convert) is installed here. */
 const koffi = (() => { try { createRequire(import.meta.url)('koffi'); return true; } catch { return false; } })();
@@ -125,6 +126,8 @@ test('rank files written on worker threads (copied inside the kernel) equal thos
     assert.equal(ids.length, 4);
     if (threads === 0) assert.deepEqual(ids, [0, 0, 0, 0]);
     else assert.equal(new Set(ids.filter((id) => id > 0)).size, 4, `one worker per rank: ${ids}`);
+    // The benchmarks report the threads that ran at once (3 here, for 4 ranks' workers), not the ids.
+    assert.equal(convertThreads(readRankStats(stats)), threads || 1);
     const copied = st.reduce((a, s) => a + (s.bytesCopied ?? 0), 0);
     if (threads === 0) assert.equal(copied, 0);
     else if (koffi) assert.ok(copied > 0, 'bytes were copied inside the kernel');

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
 import { STATS_ENV } from '../checkpoint/stats-env.js';
-import { dirBytes, median } from './stats.js';
+import { convertThreads, dirBytes, median, readRankStats } from './stats.js';
 
 interface Args { preset: string; layers?: number; model?: string; tp: number; reps: number; workdir?: string }
 
@@ -96,13 +96,12 @@ const command: CommandModule<object, Args> = {
         const stats = path.join(work, `stats${i}`);
         fs.mkdirSync(stats);
         conv.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a.tp), '--out', out], { [STATS_ENV]: stats }));
-        const st = [...Array(a.tp).keys()].map((r) => JSON.parse(fs.readFileSync(path.join(stats, `rank${r}.json`), 'utf8')));
+        const st = readRankStats(stats);
         rss.push(st.map((s) => s.maxRssBytes));
         bytesRead = st.map((s) => s.bytesRead);
         bytesCopied = st.map((s) => s.bytesCopied ?? 0);
         rankSeconds = st.map((s) => s.seconds);
-        // Threads that wrote the rank files (0: the main thread; convert-worker.ts otherwise).
-        threads = Math.max(1, new Set(st.map((s) => s.thread as number | undefined).filter((id) => id !== undefined && id > 0)).size);
+        threads = convertThreads(st);
         fs.rmSync(out, { recursive: true, force: true });
         if (threads > 1) {
           mainThread.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a.tp), '--out', out], { TPRUN_BUILD_THREADS: '0' }));
