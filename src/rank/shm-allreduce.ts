@@ -27,6 +27,7 @@ import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
+import { type LibcMemory as Libc, libcMemory } from '../util/libc.js';
 
 
 /** Area layout (offsets from the area's start): counters and the header of the call each step belongs to. */
@@ -98,40 +99,8 @@ export class FilePlane implements Plane {
   close(): void {}
 }
 
-/** What we use of koffi (https://koffi.dev): a libc function from its C prototype, a pointer's address, and
- *  an ArrayBuffer over memory at a pointer. */
-interface Koffi {
-  load(path: string): { func(proto: string): (...args: unknown[]) => unknown };
-  address(p: unknown): bigint;
-  view(p: unknown, len: number): ArrayBuffer;
-}
-
-interface Libc {
-  koffi: Koffi;
-  mmap: (...a: unknown[]) => unknown;
-  munmap: (...a: unknown[]) => unknown;
-  memmove: (...a: unknown[]) => unknown;
-  schedYield: () => unknown;
-}
-
-async function loadLibc(): Promise<Libc | undefined> {
-  if (process.env.TPRUN_SHM_MMAP === '0' || process.platform !== 'linux') return undefined;
-  try {
-    // Optional: not a dependency of tprun's install; taken when the user's project has it.
-    const name = 'koffi';
-    const koffi = ((await import(name)) as { default: Koffi }).default;
-    const libc = koffi.load('libc.so.6');
-    return {
-      koffi,
-      mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
-      munmap: libc.func('int munmap(void *addr, size_t len)'),
-      memmove: libc.func('void *memmove(void *dst, void *src, size_t n)'),
-      schedYield: libc.func('int sched_yield()'),
-    };
-  } catch {
-    return undefined;
-  }
-}
+/** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0. */
+const loadLibc = (): Libc | undefined => (process.env.TPRUN_SHM_MMAP === '0' ? undefined : libcMemory());
 
 const PROT_RW = 3;
 const MAP_SHARED = 1;
@@ -154,7 +123,7 @@ const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd
  * ('mmap'); undefined where neither can be had (the caller takes pread/pwrite).
  */
 export async function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Promise<Plane | undefined> {
-  const libc = await loadLibc();
+  const libc = loadLibc();
   if (!libc) return undefined;
   try {
     if (!longEnough(fds, offs, len)) return undefined;
