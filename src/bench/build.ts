@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
 import { convertThreads, dirBytes, median, readRankStats } from './stats.js';
+import { sourceModel, warmPageCache } from './source-model.js';
 import { STATS_ENV } from '../checkpoint/stats-env.js';
 
 interface Args {
@@ -103,17 +104,9 @@ const command: CommandModule<object, Args> = {
   handler: async (a) => {
     const work = fs.mkdtempSync(path.join(a.workdir ?? os.tmpdir(), 'tprun-bench-build-'));
     try {
-      let model = a.model ? path.resolve(a.model) : undefined;
-      if (!model) {
-        const { generateCheckpoint } = await import('../checkpoint/generate.js');
-        model = path.join(work, 'model');
-        const t0 = performance.now();
-        const g = generateCheckpoint({ preset: a.preset, out: model, layers: a.layers });
-        process.stdout.write(JSON.stringify({ bench: 'build', phase: 'generate', preset: a.preset, bytes: g.bytes, seconds: (performance.now() - t0) / 1000 }) + '\n');
-      }
+      const model = await sourceModel('build', a, work);
       const modelBytes = dirBytes(model);
-      // Warm the page cache so every tool reads from memory alike.
-      for (const f of fs.readdirSync(model)) await execa('cat', [path.join(model, f)], { stdout: 'ignore' });
+      await warmPageCache(model);
       const cp: Timing[] = [], loop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [], streaming: Timing[] = [];
       const rankSeconds: number[] = [];
       const buildPhases: Record<string, number>[] = [];
