@@ -9,6 +9,7 @@ import { LlamaForCausalLM, readSafetensors, SafetensorsFile } from 'tprun';
 import { ROOT, BROWN, BROWN_META, sameBytes, tmpDir } from './helpers/h3.js';
 import { must } from './helpers/must.js';
 import { createRequire } from 'node:module';
+import { convertThreads, readRankStats } from '../dist/bench/stats.js';
 
 /** Whether the optional koffi (copy_file_range for convert) is installed here. */
 const koffi = (() => { try { createRequire(import.meta.url)('koffi'); return true; } catch { return false; } })();
@@ -125,6 +126,8 @@ test('rank files written on worker threads (copied inside the kernel) equal thos
     assert.equal(ids.length, 4);
     if (threads === 0) assert.deepEqual(ids, [0, 0, 0, 0]);
     else assert.equal(new Set(ids.filter((id) => id > 0)).size, 4, `one worker per rank: ${ids}`);
+    // The benchmarks report the threads that ran at once (3 here, for 4 ranks' workers), not the ids.
+    assert.equal(convertThreads(readRankStats(stats)), threads || 1);
     const copied = st.reduce((a, s) => a + (s.bytesCopied ?? 0), 0);
     if (threads === 0) assert.equal(copied, 0);
     else if (koffi) assert.ok(copied > 0, 'bytes were copied inside the kernel');
@@ -135,4 +138,15 @@ test('rank files written on worker threads (copied inside the kernel) equal thos
   assert.deepEqual(files, ['config.json', 'rank0.safetensors', 'rank1.safetensors', 'rank2.safetensors', 'rank3.safetensors']);
   assert.deepEqual(fs.readdirSync(three).sort(), files);
   for (const f of files) assert.ok(fs.readFileSync(path.join(one, f)).equals(fs.readFileSync(path.join(three, f))), `${f} differs`);
+  // Worker threads where koffi is not installed (hidden from require: src/util/libc.ts's only way to it)
+  // read and write every byte, and write the same files.
+  const dir = path.join(work, 'no-koffi'), stats = path.join(work, 'stats-no-koffi');
+  fs.mkdirSync(stats);
+  const NO_KOFFI = path.join(ROOT, 'test/helpers/no-koffi.cjs');
+  const r = spawnSync(process.execPath, [CLI, 'convert', '--model', BROWN, '--tp', '2', '--pp', '2', '--out', dir], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, TPRUN_BUILD_THREADS: '3', TPRUN_CONVERT_STATS_DIR: stats, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${NO_KOFFI}` } });
+  assert.equal(r.status, 0, r.stderr);
+  const st = readRankStats(stats);
+  assert.equal(st.reduce((a, s) => a + (s.bytesCopied ?? 0), 0), 0, 'nothing copied inside the kernel');
+  assert.equal(convertThreads(st), 3);
+  for (const f of files) assert.ok(fs.readFileSync(path.join(one, f)).equals(fs.readFileSync(path.join(dir, f))), `${f} differs without koffi`);
 });

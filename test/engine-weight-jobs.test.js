@@ -34,6 +34,9 @@ function addLocal(wf) {
   wf.add('raw', new Uint8Array(70_001).map((_, i) => (i * 13) & 255));
   const w = new Uint16Array(40 * 24).map((_, i) => (i * 40503) & 0xffff);
   wf.add('mem', engineWeightTransposed({ dtype: 'bfloat16', shape: [40, 24], data: new Uint8Array(w.buffer) }, 'float16', 'mem'));
+  // Larger than a 1 MiB chunk: the main thread makes it in several steps, the last not a whole 8 rows.
+  const big = new Uint16Array(1000 * 700).map((_, i) => (i * 7919) & 0xffff);
+  wf.add('mem-big', engineWeightTransposed({ dtype: 'bfloat16', shape: [1000, 700], data: new Uint8Array(big.buffer) }, 'float16', 'mem-big'));
 }
 
 const origin = (dir, tp = 1, rank = 0) => ({ dir, meta: dir === META, load: { mapping: { tp_size: tp, world_size: tp, pp_size: 1 }, rank } });

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { spawnRanks } from './helpers/spawn-ranks.js';
 
 const APP = fileURLToPath(new URL('./helpers/shm-allreduce-app.js', import.meta.url));
+const NO_KOFFI = fileURLToPath(new URL('./helpers/no-koffi.cjs', import.meta.url));
 // A small step, so that ordinary lengths take many pipelined steps and both area parities.
 const SMALL_STEP = { TPRUN_SHM_AR_STEP: '65536' };
 let koffi = true;
@@ -30,6 +31,17 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
       }
     });
 }
+
+// Where koffi is not installed (hidden from the ranks' require, src/util/libc.ts's only way to it), the
+// default takes the pure-JavaScript plane.
+test('allReduce without koffi: the default falls back to the pread plane and agrees with the reference', async () => {
+  const env = { ...SMALL_STEP, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${NO_KOFFI}` };
+  const res = await spawnRanks(2, [APP, 'check'], { env, timeoutMs: 240000 });
+  for (const r of res) {
+    assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+    assert.deepEqual(JSON.parse(r.stdout), { rank: r.rank, ok: true, plane: 'pread' });
+  }
+});
 
 // Both planes where koffi is installed: the pread one, and the default (the SIMD arena's, calls that fit
 // a step in one exchange).

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
-import { dirBytes, median } from './stats.js';
+import { convertThreads, dirBytes, median, readRankStats } from './stats.js';
+import { sourceModel, warmPageCache } from './source-model.js';
 import { STATS_ENV } from '../checkpoint/stats-env.js';
 
 interface Args {
@@ -87,12 +88,6 @@ function phases(traceFile: string): { seconds: Record<string, number>; writer?: 
   return { seconds, writer };
 }
 
-/** Threads that wrote a conversion's rank files, from the ranks' stats (0: the main thread). */
-function convertThreads(statsDir: string): number {
-  const ids = fs.readdirSync(statsDir).map((f) => JSON.parse(fs.readFileSync(path.join(statsDir, f), 'utf8')).thread as number | undefined);
-  return Math.max(1, new Set(ids.filter((id) => id !== undefined && id > 0)).size);
-}
-
 const command: CommandModule<object, Args> = {
   command: 'build',
   describe: 'build --model and convert of a generated checkpoint against cp -r of the same files',
@@ -109,17 +104,9 @@ const command: CommandModule<object, Args> = {
   handler: async (a) => {
     const work = fs.mkdtempSync(path.join(a.workdir ?? os.tmpdir(), 'tprun-bench-build-'));
     try {
-      let model = a.model ? path.resolve(a.model) : undefined;
-      if (!model) {
-        const { generateCheckpoint } = await import('../checkpoint/generate.js');
-        model = path.join(work, 'model');
-        const t0 = performance.now();
-        const g = generateCheckpoint({ preset: a.preset, out: model, layers: a.layers });
-        process.stdout.write(JSON.stringify({ bench: 'build', phase: 'generate', preset: a.preset, bytes: g.bytes, seconds: (performance.now() - t0) / 1000 }) + '\n');
-      }
+      const model = await sourceModel('build', a, work);
       const modelBytes = dirBytes(model);
-      // Warm the page cache so every tool reads from memory alike.
-      for (const f of fs.readdirSync(model)) await execa('cat', [path.join(model, f)], { stdout: 'ignore' });
+      await warmPageCache(model);
       const cp: Timing[] = [], loop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [], streaming: Timing[] = [];
       const rankSeconds: number[] = [];
       const buildPhases: Record<string, number>[] = [];
@@ -149,8 +136,9 @@ const command: CommandModule<object, Args> = {
         const stats = path.join(work, `stats${i}`);
         fs.mkdirSync(stats);
         conv.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a['convert-tp']), '--out', ckpt], { [STATS_ENV]: stats }));
-        convThreads = convertThreads(stats);
-        rankSeconds.push(Math.max(...fs.readdirSync(stats).map((f) => JSON.parse(fs.readFileSync(path.join(stats, f), 'utf8')).seconds as number)));
+        const st = readRankStats(stats);
+        convThreads = convertThreads(st);
+        rankSeconds.push(Math.max(...st.map((s) => s.seconds)));
         checkpointBytes = dirBytes(ckpt);
         fs.rmSync(ckpt, { recursive: true, force: true });
       }

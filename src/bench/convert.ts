@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
 import { STATS_ENV } from '../checkpoint/stats-env.js';
-import { dirBytes, median } from './stats.js';
+import { convertThreads, dirBytes, median, readRankStats } from './stats.js';
+import { sourceModel, warmPageCache } from './source-model.js';
 
 interface Args { preset: string; layers?: number; model?: string; tp: number; reps: number; workdir?: string }
 
@@ -55,27 +56,19 @@ const command: CommandModule<object, Args> = {
     .option('reps', { type: 'number', default: 3, describe: 'timed repetitions of each, interleaved' })
     .option('workdir', { type: 'string', describe: 'where to put the files (default: a temp dir, removed at the end)' }) as never,
   handler: async (a) => {
-    const { generateCheckpoint } = await import('../checkpoint/generate.js');
     const { LlamaForCausalLM } = await import('../model/llama.js');
     const { planRank } = await import('../checkpoint/shard.js');
     const { byteSize } = await import('../core/dtype.js');
     const work = fs.mkdtempSync(path.join(a.workdir ?? os.tmpdir(), 'tprun-bench-convert-'));
     try {
-      let model = a.model;
-      if (!model) {
-        model = path.join(work, 'model');
-        const t0 = performance.now();
-        const g = generateCheckpoint({ preset: a.preset, out: model, layers: a.layers });
-        process.stdout.write(JSON.stringify({ bench: 'convert', phase: 'generate', preset: a.preset, bytes: g.bytes, seconds: (performance.now() - t0) / 1000 }) + '\n');
-      }
+      const model = await sourceModel('convert', a, work);
       const modelBytes = dirBytes(model);
       // What "near the largest tensor" means for this model and tp.
       const { config, source } = LlamaForCausalLM.openHuggingFace(model, { mapping: { tp_size: a.tp } });
       const largestSource = Math.max(...source.names().map((n) => byteSize(source.info(n).dtype, source.info(n).shape)));
       const largestShard = Math.max(...planRank(source, config, 0).map((e) => byteSize(e.dtype, e.shape)));
       source.close();
-      // Warm the page cache so both tools read from memory alike.
-      for (const f of fs.readdirSync(model)) await execa('cat', [path.join(model, f)], { stdout: 'ignore' });
+      await warmPageCache(model);
       const cp: Array<{ run: number; withSync: number }> = [];
       const ucopy: Array<{ run: number; withSync: number }> = [];
       const conv: Array<{ run: number; withSync: number }> = [];
@@ -96,13 +89,12 @@ const command: CommandModule<object, Args> = {
         const stats = path.join(work, `stats${i}`);
         fs.mkdirSync(stats);
         conv.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a.tp), '--out', out], { [STATS_ENV]: stats }));
-        const st = [...Array(a.tp).keys()].map((r) => JSON.parse(fs.readFileSync(path.join(stats, `rank${r}.json`), 'utf8')));
+        const st = readRankStats(stats);
         rss.push(st.map((s) => s.maxRssBytes));
         bytesRead = st.map((s) => s.bytesRead);
         bytesCopied = st.map((s) => s.bytesCopied ?? 0);
         rankSeconds = st.map((s) => s.seconds);
-        // Threads that wrote the rank files (0: the main thread; convert-worker.ts otherwise).
-        threads = Math.max(1, new Set(st.map((s) => s.thread as number | undefined).filter((id) => id !== undefined && id > 0)).size);
+        threads = convertThreads(st);
         fs.rmSync(out, { recursive: true, force: true });
         if (threads > 1) {
           mainThread.push(await timed(process.execPath, [CLI, 'convert', '--model', model, '--tp', String(a.tp), '--out', out], { TPRUN_BUILD_THREADS: '0' }));

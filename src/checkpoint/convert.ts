@@ -80,6 +80,9 @@ export interface RankStats {
   pid: number;
   /** Its thread there: 0 the main thread, else the worker thread's id (convert alone, several cores). */
   thread?: number;
+  /** Threads that wrote that process's rank files at once (convert alone: util/threads.ts's rule, as it
+   *  ran; absent: 1, the main thread). What `tprun bench convert` and `bench build` report. */
+  threads?: number;
   /** Bytes of its file copied from the checkpoint inside the kernel (convert alone: kernel-copy.ts). */
   bytesCopied?: number;
   seconds: number;
@@ -273,7 +276,9 @@ export async function convertLocal(o: ConvertOptions): Promise<RankStats[]> {
       const works = stats.map((s) => rankWork(full, config, s.rank));
       const bar = progress('convert', works.reduce((a, w) => a + w.plan.length, 0), 'tensors');
       const threads = Math.min(workerThreads(), n);
-      const runs = threads >= 2 ? rankThreads(o, tmp, stats, threads, bar, t0) : rankPipelines(tmp, works, stats, o, bar, t0);
+      const onWorkers = threads >= 2;
+      for (const s of stats) s.threads = onWorkers ? threads : 1;
+      const runs = onWorkers ? rankThreads(o, tmp, stats, threads, bar, t0) : rankPipelines(tmp, works, stats, o, bar, t0);
       const failure = await runs;
       if (failure) throw failure;
       bar.done();

@@ -1,32 +1,26 @@
 // Bytes copied from one file to another inside the kernel (copy_file_range(2), which `cp` uses): one
 // copy of each byte where a read and a write through user space make two. Node's fs has no ranged
-// copy_file_range, so it is called through koffi, the optional prebuilt FFI that src/rank/shm-allreduce.ts
-// maps memory with. Where koffi, the call or the pair of filesystems is missing (ENOSYS, EXDEV,
+// copy_file_range, so it is called through koffi, the optional prebuilt FFI (src/util/libc.ts). Where koffi, the call or the pair of filesystems is missing (ENOSYS, EXDEV,
 // EOPNOTSUPP, EINVAL), copyRange says false and callers read and write as before (TPRUN_KERNEL_COPY=0
 // forces that).
 
-import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 import { InputError } from '../core/errors.js';
+import { type CopyFileRange, libcCopyFileRange } from '../util/libc.js';
 import { ioStats } from './ranged.js';
 
-type CopyFileRange = (fdIn: number, offIn: number[], fdOut: number, offOut: number[], len: number, flags: number) => number | bigint;
-
+/** null once the kernel refused a copy between these filesystems: every later copy reads and writes. */
 let call: CopyFileRange | null | undefined;
 let errno: () => number = () => 0;
 
 function load(): CopyFileRange | null {
   if (call !== undefined) return call;
   call = null;
-  if (process.platform !== 'linux' || process.env.TPRUN_KERNEL_COPY === '0') return call;
-  try {
-    // Optional: not a dependency of tprun's install; taken when it is there.
-    const koffi = createRequire(import.meta.url)('koffi') as { load(p: string): { func(proto: string): unknown }; errno(): number };
-    const libc = koffi.load('libc.so.6');
-    call = libc.func('intptr_t copy_file_range(int fd_in, _Inout_ int64_t *off_in, int fd_out, _Inout_ int64_t *off_out, size_t len, unsigned int flags)') as CopyFileRange;
-    errno = () => koffi.errno();
-  } catch {
-    call = null;
+  if (process.env.TPRUN_KERNEL_COPY === '0') return call;
+  const c = libcCopyFileRange();
+  if (c) {
+    call = c.copyFileRange;
+    errno = c.errno;
   }
   return call;
 }

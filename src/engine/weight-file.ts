@@ -22,15 +22,14 @@ import type { Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { traceSpan } from '../util/trace.js';
 import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
-import { WRITE_PIECE, buildThreads, jobOrigin, prestart, writeParallel } from './weight-jobs.js';
+import { buildThreads, jobOrigin, prestart, writeParallel } from './weight-jobs.js';
+import { writeAt } from './positional-write.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
 
 /**
- * Bytes per chunk of the file; a few are in flight at once. A chunk is written in pieces of WRITE_PIECE:
- * the kernel's copy into the page cache costs far more per byte in large writes (a plain read/write loop
- * of the 1.1B shape on the 2-core machine: 2.6-3.2 s of kernel time with 16 MiB writes, 1.7-2.1 with 512
- * KiB writes of the same buffer). The chunk itself stays larger: a transpose fills it column block by
+ * Bytes per chunk of the file; a few are in flight at once. A chunk is written in pieces of WRITE_PIECE
+ * (positional-write.ts says why). The chunk itself stays larger: a transpose fills it column block by
  * column block over every row of its source, and a wider block touches each source page once for more
  * columns (build, same machine: 4 MiB chunks in 512 KiB writes 5.1-5.2 CPU-s, 512 KiB chunks 5.6-6.9,
  * 8 MiB chunks in one write 5.5-6.0; issue #14). A chunk also holds one share per transpose thread
@@ -342,7 +341,7 @@ class ChunkWriter {
     if (len > 0) {
       const view = slot.buf.subarray(this.lead, this.lead + len);
       const at = this.base;
-      slot.busy = Promise.all([this.writeAll(view, at), this.hasher.update(view)]).then(() => undefined);
+      slot.busy = Promise.all([writeAt(this.fh, view, at), this.hasher.update(view)]).then(() => undefined);
       // Rejections are collected by drain(); keep them from surfacing as unhandled meanwhile.
       slot.busy.catch(() => undefined);
     }
@@ -352,14 +351,6 @@ class ChunkWriter {
     this.lead = this.pos % 8;
     this.cur = next.buf;
     return next.busy;
-  }
-
-  private async writeAll(view: Uint8Array, at: number): Promise<void> {
-    let done = 0;
-    while (done < view.length) {
-      const { bytesWritten } = await this.fh.write(view, done, Math.min(WRITE_PIECE, view.length - done), at + done);
-      done += bytesWritten;
-    }
   }
 
   /** Waits for every chunk in flight (and fails with the first error among them). */

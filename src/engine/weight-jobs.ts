@@ -14,6 +14,7 @@ import { crc32 } from 'node:zlib';
 import { InputError } from '../core/errors.js';
 import { workerEnv, workerThreads } from '../util/threads.js';
 import { crc32Combine } from './checksum.js';
+import { writeAt } from './positional-write.js';
 import type { LazyOrigin } from './lazy-shard.js';
 import { type DeferredTensor, type EngineFloat, deferredRows } from './weight-convert.js';
 
@@ -33,8 +34,6 @@ export const buildThreads = (env: NodeJS.ProcessEnv = process.env): number => wo
 
 /** Plain weights larger than this are cut into jobs of rows (a transpose needs its whole source: one job). */
 const JOB_BYTES = 32 << 20;
-/** Pieces of a write: the kernel's copy into the page cache is cheaper in 512 KiB writes (weight-file.ts). */
-export const WRITE_PIECE = 512 << 10;
 /** A worker that does not answer a job in this long is taken for hung. */
 const STALL_MS = 600_000;
 
@@ -77,6 +76,31 @@ function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Jo
 }
 
 interface Part { offset: number; length: number; crc: number }
+
+/**
+ * Rows [r0, r1) of a deferred tensor made a step at a time in one buffer, each step's CRC-32 taken while
+ * its bytes are in cache: iterating yields every step's bytes and their offset from row r0, for the
+ * caller to write; `crc` is then the rows'. Steps are whole groups of 8 rows where the buffer holds 8,
+ * which keeps the transposes on their SIMD path (half-simd.ts). The parallel writer's main thread and
+ * its workers both make rows so (the bytes are the streaming writer's: the same fill functions).
+ */
+export class RowSteps {
+  crc = 0;
+  constructor(private d: DeferredTensor, private r0: number, private r1: number, private buf: Uint8Array) {}
+
+  *[Symbol.iterator](): Generator<{ view: Uint8Array; at: number }> {
+    const { d, r0, r1, buf } = this;
+    const rowBytes = d.byteLength / deferredRows(d);
+    const step = Math.max(1, Math.floor(buf.length / rowBytes / 8) * 8 || Math.floor(buf.length / rowBytes));
+    for (let r = r0; r < r1; r += step) {
+      const n = Math.min(step, r1 - r);
+      const view = buf.subarray(0, n * rowBytes);
+      d.fill(view, r, r + n);
+      this.crc = crc32(view, this.crc);
+      yield { view, at: (r - r0) * rowBytes };
+    }
+  }
+}
 
 // The write token. Buffered writes to one file are serialized by the kernel anyway (the inode's lock,
 // taken by ext4's and xfs's write paths around the copy into the page cache: ext4_buffered_write_iter),
@@ -125,13 +149,12 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
     const lock = new Int32Array(new SharedArrayBuffer(4));
     pool = takePool(origin, threads);
     const p = pool;
-    lockOf.set(fh, { lock, stopped: () => p.stopped });
     const done = pool.run({ fd: fh.fd, lock, chunkBytes }, jobs, (j, crc) => {
       parts.push({ offset: j.offset, length: j.length, crc });
       jobStats.jobs++;
     });
     // Meanwhile this thread writes the weights without an origin (and takes the padding's CRC).
-    const mine = writeRest(fh, slots, rest, size, chunkBytes, parts, () => p.stopped).catch((e) => { p.abort(); throw e; });
+    const mine = writeRest({ fh, lock, stopped: () => p.stopped }, slots, rest, size, chunkBytes, parts).catch((e) => { p.abort(); throw e; });
     // Both settle before the file is closed; the first failure is the one reported.
     const [a, b] = await Promise.allSettled([done, mine]);
     if (a.status === 'rejected' && !(b.status === 'rejected' && p.abortedByMain)) throw a.reason;
@@ -151,20 +174,20 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
   return crc;
 }
 
-/** The file's write token, shared with the workers, and whether its write has failed. */
-const lockOf = new WeakMap<FileHandle, { lock: Int32Array; stopped: () => boolean }>();
+/** The file as the main thread writes it: its handle, its write token (shared with the workers) and whether its write has failed. */
+interface MainFile { fh: FileHandle; lock: Int32Array; stopped: () => boolean }
 
-async function writeAll(fh: FileHandle, view: Uint8Array, at: number): Promise<void> {
-  const { lock, stopped } = lockOf.get(fh)!;
+async function writeAll({ fh, lock, stopped }: MainFile, view: Uint8Array, at: number): Promise<void> {
   await acquireAsync(lock, stopped);
   try {
-    for (let done = 0; done < view.length;) done += (await fh.write(view, done, Math.min(WRITE_PIECE, view.length - done), at + done)).bytesWritten;
+    await writeAt(fh, view, at);
   } finally {
     release(lock);
   }
 }
 
-async function writeRest(fh: FileHandle, all: Slot[], rest: Slot[], size: number, chunkBytes: number, parts: Part[], stopped: () => boolean): Promise<void> {
+async function writeRest(file: MainFile, all: Slot[], rest: Slot[], size: number, chunkBytes: number, parts: Part[]): Promise<void> {
+  const { stopped } = file;
   // Padding: the gaps between slots (each under the 64 KiB alignment), none after the last.
   let end = 0;
   const gaps: Part[] = [];
@@ -181,26 +204,21 @@ async function writeRest(fh: FileHandle, all: Slot[], rest: Slot[], size: number
     if (stopped()) return;
     if (s.length === 0) continue;
     if (s.data) {
-      await writeAll(fh, s.data, s.offset);
+      await writeAll(file, s.data, s.offset);
       parts.push({ offset: s.offset, length: s.length, crc: crc32(s.data) });
       continue;
     }
     const d = s.deferred!;
     const rows = deferredRows(d);
     const rowBytes = s.length / rows;
-    const step = Math.max(1, Math.floor(chunkBytes / rowBytes));
     buf ??= new Uint8Array(Math.max(chunkBytes, rowBytes));
     if (buf.length < rowBytes) buf = new Uint8Array(rowBytes);
-    let crc = 0;
-    for (let r = 0; r < rows; r += step) {
+    const steps = new RowSteps(d, 0, rows, buf);
+    for (const { view, at } of steps) {
+      await writeAll(file, view, s.offset + at);
       if (stopped()) return;
-      const n = Math.min(step, rows - r);
-      const view = buf.subarray(0, n * rowBytes);
-      d.fill(view, r, r + n);
-      crc = crc32(view, crc);
-      await writeAll(fh, view, s.offset + r * rowBytes);
     }
-    parts.push({ offset: s.offset, length: s.length, crc });
+    parts.push({ offset: s.offset, length: s.length, crc: steps.crc });
   }
 }
 

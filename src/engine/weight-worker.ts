@@ -4,13 +4,12 @@
 // positional writes. Reads, conversions, checksums and kernel copies thus all run on as many threads as
 // there are workers; nothing but a job's few numbers and its CRC crosses between threads.
 
-import { writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { crc32 } from 'node:zlib';
 import { isInputError } from '../core/errors.js';
 import { type LazyOrigin, openLazyShard } from './lazy-shard.js';
-import { chunkBuffers, deferredRows, engineWeight, engineWeightTransposed } from './weight-convert.js';
-import { type JobMessage, type JobReply, WRITE_PIECE, acquire, release } from './weight-jobs.js';
+import { chunkBuffers, engineWeight, engineWeightTransposed } from './weight-convert.js';
+import { type JobMessage, type JobReply, RowSteps, acquire, release } from './weight-jobs.js';
+import { writeAtSync } from './positional-write.js';
 
 const { origin } = workerData as { origin: LazyOrigin };
 const { shard, close } = openLazyShard(origin);
@@ -42,7 +41,7 @@ lend(4 << 20);
 function writeAt(view: Uint8Array, pos: number): void {
   acquire(lock);
   try {
-    for (let done = 0; done < view.length;) done += writeSync(fd, view, done, Math.min(WRITE_PIECE, view.length - done), pos + done);
+    writeAtSync(fd, view, pos);
   } finally {
     release(lock);
   }
@@ -52,18 +51,9 @@ function run(j: JobMessage): number {
   const t = shard.weights.get(j.weight);
   if (!t) throw new Error(`weight worker: the shard has no tensor ${j.weight}`);
   const d = j.transposed ? engineWeightTransposed(t, j.dtype, `tensor ${j.weight}`) : engineWeight(t, j.dtype, `tensor ${j.weight}`);
-  const rowBytes = d.byteLength / deferredRows(d);
-  // Whole groups of 8 rows per step keep the transposes on their SIMD path (half-simd.ts).
-  const step = Math.max(1, Math.floor(buf.length / rowBytes / 8) * 8 || Math.floor(buf.length / rowBytes));
-  let crc = 0;
-  for (let r = j.r0; r < j.r1; r += step) {
-    const n = Math.min(step, j.r1 - r);
-    const view = buf.subarray(0, n * rowBytes);
-    d.fill(view, r, r + n);
-    crc = crc32(view, crc);
-    writeAt(view, j.offset + (r - j.r0) * rowBytes);
-  }
-  return crc;
+  const steps = new RowSteps(d, j.r0, j.r1, buf);
+  for (const { view, at } of steps) writeAt(view, j.offset + at);
+  return steps.crc;
 }
 
 parentPort!.on('message', (j: JobMessage | { file: Parameters<typeof setFile>[0] } | null) => {

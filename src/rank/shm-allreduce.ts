@@ -27,6 +27,7 @@ import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
+import { type LibcMemory as Libc, libcMemory } from '../util/libc.js';
 
 
 /** Area layout (offsets from the area's start): counters and the header of the call each step belongs to. */
@@ -98,40 +99,8 @@ export class FilePlane implements Plane {
   close(): void {}
 }
 
-/** What we use of koffi (https://koffi.dev): a libc function from its C prototype, a pointer's address, and
- *  an ArrayBuffer over memory at a pointer. */
-interface Koffi {
-  load(path: string): { func(proto: string): (...args: unknown[]) => unknown };
-  address(p: unknown): bigint;
-  view(p: unknown, len: number): ArrayBuffer;
-}
-
-interface Libc {
-  koffi: Koffi;
-  mmap: (...a: unknown[]) => unknown;
-  munmap: (...a: unknown[]) => unknown;
-  memmove: (...a: unknown[]) => unknown;
-  schedYield: () => unknown;
-}
-
-async function loadLibc(): Promise<Libc | undefined> {
-  if (process.env.TPRUN_SHM_MMAP === '0' || process.platform !== 'linux') return undefined;
-  try {
-    // Optional: not a dependency of tprun's install; taken when the user's project has it.
-    const name = 'koffi';
-    const koffi = ((await import(name)) as { default: Koffi }).default;
-    const libc = koffi.load('libc.so.6');
-    return {
-      koffi,
-      mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
-      munmap: libc.func('int munmap(void *addr, size_t len)'),
-      memmove: libc.func('void *memmove(void *dst, void *src, size_t n)'),
-      schedYield: libc.func('int sched_yield()'),
-    };
-  } catch {
-    return undefined;
-  }
-}
+/** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0. */
+const loadLibc = (): Libc | undefined => (process.env.TPRUN_SHM_MMAP === '0' ? undefined : libcMemory());
 
 const PROT_RW = 3;
 const MAP_SHARED = 1;
@@ -154,7 +123,7 @@ const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd
  * ('mmap'); undefined where neither can be had (the caller takes pread/pwrite).
  */
 export async function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Promise<Plane | undefined> {
-  const libc = await loadLibc();
+  const libc = loadLibc();
   if (!libc) return undefined;
   try {
     if (!longEnough(fds, offs, len)) return undefined;
@@ -335,19 +304,38 @@ export class ShmAllReduce {
   }
 
   async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
+    await this.call(seq, what, () =>
+      buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step)
+        ? this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs)
+        : this.steps(buf, op, dtype, seq, desc, what, timeoutMs));
+    return buf;
+  }
+
+  /**
+   * The frame of every call through the areas: a closed world refuses it; while it runs close() leaves
+   * the mapping to it (it touches the areas until its next wait) and it unmaps at its end; the plane is
+   * made at the first call.
+   */
+  private async call(seq: number, what: string, body: () => Promise<void>): Promise<void> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     this.busy = true;
     this.callA = seq;
     this.noticed = false;
     try {
       await this.ready();
-      if (buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
-      else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
+      await body();
     } finally {
       this.busy = false;
       if (this.closed) this.plane?.close();
     }
-    return buf;
+  }
+
+  /** Our header [seq, desc, bytes] for the step of parity p, in one move (what checkHead reads). */
+  private writeHead(p: number, seq: number, desc: number, nbytes: number): void {
+    this.head[0] = seq;
+    this.head[1] = desc | 0;
+    this.head[2] = nbytes;
+    this.plane.write(HEAD + 64 * p, this.headBytes);
   }
 
   private async ready(): Promise<void> {
@@ -366,18 +354,13 @@ export class ShmAllReduce {
    * step and nothing to gather. The counters move together, as in oneShot.
    */
   async reduceScatter<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
-    if (this.closed) throw new CommError(`${what}: the world is closed`);
     const { me, R } = this;
     const es = ELEM[dtype];
     const k = buf.length / R;
     const out = buf.slice(0, k) as T;
     const bytes = bytesOf(buf);
     const outBytes = bytesOf(out);
-    this.busy = true;
-    this.callA = seq;
-    this.noticed = false;
-    try {
-      await this.ready();
+    await this.call(seq, what, async () => {
       const plane = this.plane;
       const q = Math.max(1, Math.floor(this.step / es / R));
       for (let from = 0; from < k || from === 0; from += q) {
@@ -387,10 +370,7 @@ export class ShmAllReduce {
         await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
         const base = inArea(this.step, p);
         for (let r = 0; r < R; r++) plane.write(base + r * q * es, bytes.subarray((r * k + from) * es, (r * k + from + m) * es));
-        this.head[0] = seq;
-        this.head[1] = desc | 0;
-        this.head[2] = buf.byteLength;
-        plane.write(HEAD + 64 * p, this.headBytes);
+        this.writeHead(p, seq, desc, buf.byteLength);
         plane.set(W, g);
         this.published();
         await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
@@ -409,10 +389,7 @@ export class ShmAllReduce {
         this.published();
         if (k === 0) break;
       }
-    } finally {
-      this.busy = false;
-      if (this.closed) this.plane?.close();
-    }
+    });
     return out;
   }
 
@@ -476,10 +453,7 @@ export class ShmAllReduce {
     // Our input area's previous user, generation g-2, must have been read by every peer.
     await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
     plane.write(inArea(this.step, p), bytesOf(buf));
-    this.head[0] = seq;
-    this.head[1] = desc | 0;
-    this.head[2] = nbytes;
-    plane.write(HEAD + 64 * p, this.headBytes);
+    this.writeHead(p, seq, desc, nbytes);
     plane.set(W, g);
     this.published();
     await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
@@ -535,12 +509,7 @@ export class ShmAllReduce {
       const end = (s * perStep + len(s)) * es;
       if (a > from) plane.write(base, bytes.subarray(from, a));
       if (end > b) plane.write(base + (b - from), bytes.subarray(b, end));
-      if (s === 0) {
-        this.head[0] = seq;
-        this.head[1] = desc | 0;
-        this.head[2] = total * es;
-        plane.write(HEAD + 64 * p, this.headBytes);
-      }
+      if (s === 0) this.writeHead(p, seq, desc, total * es);
       plane.set(W, g);
       this.published();
     };

@@ -1,0 +1,75 @@
+// libc functions that Node has no binding for, through koffi (https://koffi.dev), the optional prebuilt
+// FFI: not a dependency of tprun's install, taken when the user's project has it. Loaded once per thread,
+// at the first use; each group of functions is undefined where koffi, libc.so.6 or one of its functions
+// cannot be had, and its caller takes its pure-JavaScript path (the callers' own switches, such as
+// TPRUN_KERNEL_COPY=0 and TPRUN_SHM_MMAP=0, stay with them).
+
+import { createRequire } from 'node:module';
+
+/** What we use of koffi: a C function from its prototype, a pointer's address, an ArrayBuffer over
+ *  memory at a pointer, and the errno of this thread's last call. */
+export interface Koffi {
+  load(path: string): { func(proto: string): unknown };
+  address(p: unknown): bigint;
+  view(p: unknown, len: number): ArrayBuffer;
+  errno(): number;
+}
+
+type Fn = (...a: unknown[]) => unknown;
+
+/** Memory mapping for the shared-memory allReduce (src/rank/shm-allreduce.ts). */
+export interface LibcMemory {
+  koffi: Koffi;
+  mmap: Fn;
+  munmap: Fn;
+  memmove: Fn;
+  schedYield: () => unknown;
+}
+
+/** copy_file_range(2) for copies inside the kernel (src/checkpoint/kernel-copy.ts); offsets in and out as one-element arrays. */
+export type CopyFileRange = (fdIn: number, offIn: number[], fdOut: number, offOut: number[], len: number, flags: number) => number | bigint;
+
+let lib: { koffi: Koffi; libc: { func(proto: string): unknown } } | null | undefined;
+
+function open(): typeof lib {
+  if (lib !== undefined) return lib;
+  lib = null;
+  if (process.platform !== 'linux') return lib;
+  try {
+    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    lib = { koffi, libc: koffi.load('libc.so.6') };
+  } catch {
+    lib = null;
+  }
+  return lib;
+}
+
+/** The functions of one caller, declared together: all of them, or undefined. */
+function declare<T>(make: (l: NonNullable<typeof lib>) => T): () => T | undefined {
+  let done: T | null | undefined;
+  return () => {
+    if (done !== undefined) return done ?? undefined;
+    done = null;
+    const l = open();
+    if (!l) return undefined;
+    try {
+      done = make(l);
+    } catch {
+      done = null;
+    }
+    return done ?? undefined;
+  };
+}
+
+export const libcMemory = declare<LibcMemory>(({ koffi, libc }) => ({
+  koffi,
+  mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)') as Fn,
+  munmap: libc.func('int munmap(void *addr, size_t len)') as Fn,
+  memmove: libc.func('void *memmove(void *dst, void *src, size_t n)') as Fn,
+  schedYield: libc.func('int sched_yield()') as () => unknown,
+}));
+
+export const libcCopyFileRange = declare(({ koffi, libc }) => ({
+  copyFileRange: libc.func('intptr_t copy_file_range(int fd_in, _Inout_ int64_t *off_in, int fd_out, _Inout_ int64_t *off_out, size_t len, unsigned int flags)') as CopyFileRange,
+  errno: () => koffi.errno(),
+}));
