@@ -102,15 +102,8 @@ export class OpBuilder {
   readonly owned: GPUBuffer[] = [];
   /** RMSNorm fused into the decode GEMVs that read its output (TPRUN_WGSL_FUSE_NORM=0: a norm dispatch each, as at prefill). */
   readonly fuseNorm: boolean;
-  /**
-   * The prompt's qkv projection sums into rows its RMSNorm cleared (the `add` epilogue, so auto's split-K
-   * tile: a 2560-row qkv at 128 tokens is 160 workgroups for 132 SMs otherwise). Two splits added to zero
-   * commute exactly, so the result does not vary from run to run. TPRUN_WGSL_QKV_SPLIT=0: 'store', as before.
-   */
-  readonly qkvSplit: boolean;
   constructor(private device: GPUDevice, private pl: Pipelines, private d: Dims, private a: Acts, private tp: number, env: NodeJS.ProcessEnv = process.env) {
     this.fuseNorm = env.TPRUN_WGSL_FUSE_NORM !== '0';
-    this.qkvSplit = env.TPRUN_WGSL_QKV_SPLIT !== '0';
   }
 
   private u(words: (number | { f: number })[], label: string): GPUBuffer {
@@ -143,30 +136,22 @@ export class OpBuilder {
     }));
   }
 
-  /**
-   * RMSNorm then a linear: at decode one fused GEMV over the residual (when fuseNorm), at prefill the norm
-   * dispatch and the GEMV / GEMM. `sum` (a 'store' linear only): the norm clears y's rows and the linear
-   * sums into them (OpBuilder.qkvSplit).
-   */
-  normedGemv(norm: GPUBuffer, normG: GPUBuffer, w: GemvWeight, y: GPUBuffer, epilogue: GemvEpilogue, ys: number, name: string, sum = false): Dispatch[] {
+  /** RMSNorm then a linear: at decode one fused GEMV over the residual (when fuseNorm), at prefill the norm dispatch and the GEMV / GEMM. */
+  normedGemv(norm: GPUBuffer, normG: GPUBuffer, w: GemvWeight, y: GPUBuffer, epilogue: GemvEpilogue, ys: number, name: string): Dispatch[] {
     const { a } = this;
-    const clear = sum ? { y, ys } : undefined;
-    const ep: GemvEpilogue = sum ? 'add' : epilogue;
-    if (!this.fuseNorm) return [this.norm(norm, a.resid, a.normed, clear), ...this.gemv(w, a.normed, y, ep, ys, name)];
+    if (!this.fuseNorm) return [this.norm(norm, a.resid, a.normed), ...this.gemv(w, a.normed, y, epilogue, ys, name)];
     return [
-      { ...this.norm(norm, a.resid, a.normed, clear), only: 'prefill' },
-      ...this.gemv(w, a.normed, y, ep, ys, name, a.step, w.preBuf ? { prologue: 'scale', g: w.preBuf, only: 'prefill' } : { prologue: 'none', g: a.normed, only: 'prefill' }),
+      { ...this.norm(norm, a.resid, a.normed), only: 'prefill' },
+      ...this.gemv(w, a.normed, y, epilogue, ys, name, a.step, w.preBuf ? { prologue: 'scale', g: w.preBuf, only: 'prefill' } : { prologue: 'none', g: a.normed, only: 'prefill' }),
       ...this.gemv(w, a.resid, y, epilogue, ys, `${name}+norm`, a.step, { prologue: 'rms', g: normG, only: 'decode' }),
     ];
   }
 
-  /** RMSNorm of x into y, one workgroup per token; `clear`: also zeroes the token's row of clear.y (clear.ys floats). */
-  norm(w: GPUBuffer, x: GPUBuffer, y: GPUBuffer, clear?: { y: GPUBuffer; ys: number }): Dispatch {
-    const k = clear ? this.pl.normZero : this.pl.norm;
+  norm(w: GPUBuffer, x: GPUBuffer, y: GPUBuffer): Dispatch {
     return {
       name: 'rmsnorm',
-      p: () => k.p,
-      g: bindGroup(this.device, k.bgl, [this.u([this.d.H, { f: this.d.eps }, ...(clear ? [clear.ys] : [])], 'norm.p'), this.a.step, x, w, y, ...(clear ? [clear.y] : [])], 'norm'),
+      p: () => this.pl.norm.p,
+      g: bindGroup(this.device, this.pl.norm.bgl, [this.u([this.d.H, { f: this.d.eps }], 'norm.p'), this.a.step, x, w, y], 'norm'),
       size: (T) => [T],
     };
   }
@@ -220,7 +205,7 @@ export class OpBuilder {
     const block = !group && kind !== 'query' && d.D <= ATTN_PREFILL_MAX_HEAD;
     const prefillAttn = group ?? (block ? { p: pl.attentionPrefill.p, size: (T: number): [number, number] => [d.Hq, Math.ceil(T / ATTN_PREFILL_QB)] } : undefined);
     w.layers.forEach((l, i) => {
-      ops.push(...this.normedGemv(l.inNorm, l.inNormG, l.qkv, a.qkv, 'store', d.qkvN, 'gemv.qkv', this.qkvSplit));
+      ops.push(...this.normedGemv(l.inNorm, l.inNormG, l.qkv, a.qkv, 'store', d.qkvN, 'gemv.qkv'));
       ops.push({
         name: 'rope',
         p: () => pl.rope.p,

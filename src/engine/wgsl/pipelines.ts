@@ -32,8 +32,6 @@ export class Pipelines {
   readonly transpose: Kernel;
   readonly norm: Kernel;
   readonly normGather: Kernel;
-  /** RMSNorm that also clears the next linear's output rows (kernels/norm.ts `zero`). */
-  readonly normZero: Kernel;
   readonly rope: Kernel;
   readonly attention: Kernel;
   /** Flash-decoding: the attention split over positions (decode), and the combine of its partials. */
@@ -95,7 +93,6 @@ export class Pipelines {
     this.transpose = k(TRANSPOSE_WGSL, ['u', 'r', 'w'], 'transpose');
     this.norm = k(rmsNormShader(false), ['u', 'u', 'r', 'r', 'w'], 'rmsnorm');
     this.normGather = k(rmsNormShader(true), ['u', 'u', 'r', 'r', 'w', 'r'], 'rmsnorm.gather');
-    this.normZero = k(rmsNormShader(false, true), ['u', 'u', 'r', 'r', 'w', 'w'], 'rmsnorm.zero');
     this.rope = k(ropeShader(kv16), ['u', 'u', 'w', 'r', 'r', 'w', 'w'], 'rope');
     this.attention = k(attentionShader(kv16), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention');
     this.attentionSplit = k(attentionShader(kv16, true), ['u', 'u', 'r', 'r', 'r', 'w'], 'attention.split');

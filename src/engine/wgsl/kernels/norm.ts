@@ -1,22 +1,18 @@
 // RMSNorm (LLaMA's; onnxruntime's SimplifiedLayerNormalization with stash_type 1: float32 inside):
 // out = x · rsqrt(mean(x²) + eps) · w, one workgroup per token. The `gather` variant normalises only
-// the rows listed in `sel` (ln_f before lm_head: only the positions that get logits). The `zero` variant
-// also clears the token's row of the next linear's output (`z`, `zs` floats a row), so that linear may
-// sum into it: split-K for the qkv projection, whose 'store' epilogue cannot take partial sums.
+// the rows listed in `sel` (ln_f before lm_head: only the positions that get logits).
 
 import { STEP_WGSL } from './common.js';
 
-export function rmsNormShader(gather: boolean, zero = false): string {
-  if (gather && zero) throw new Error('rmsnorm: the gathered norm clears no output');
+export function rmsNormShader(gather: boolean): string {
   return /* wgsl */ `${STEP_WGSL}
-struct P { H: u32, eps: f32${zero ? ', zs: u32' : ''} }
+struct P { H: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<uniform> st: Step;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 ${gather ? '@group(0) @binding(5) var<storage, read> sel: array<u32>;' : ''}
-${zero ? '@group(0) @binding(5) var<storage, read_write> z: array<f32>;' : ''}
 var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(256)
@@ -33,6 +29,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let r = inverseSqrt(red[0] / f32(p.H) + p.eps);
   for (var i = tid; i < p.H; i += 256u) { y[dst + i] = x[src + i] * r * w[i]; }
-${zero ? '  for (var i = tid; i < p.zs; i += 256u) { z[wid.x * p.zs + i] = 0.0; }\n' : ''}}
+}
 `;
 }
