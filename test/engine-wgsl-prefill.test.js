@@ -210,14 +210,21 @@ test('prefill kernel choice on a device with 16x16x16 subgroup matrices (a stub 
     assert.throws(() => pipes({ TPRUN_WGSL_PREFILL: 'sgmat-ws-b2' }), (/** @type {any} */ e) => e.constructor.name === 'InputError' && /^TPRUN_WGSL_PREFILL=sgmat-ws-b2: the tile needs 50176 bytes of workgroup memory \(SwiGLU\), the device allows 49152$/.test(e.message));
     assert.throws(() => pipes({ TPRUN_WGSL_PREFILL_WS: 'add=sgmat-ws-b2,q.swiglu=sgmat-ws-b2' }), /TPRUN_WGSL_PREFILL_WS=add=sgmat-ws-b2,q.swiglu=sgmat-ws-b2: the tile needs 50176 bytes/);
     assert.deepEqual(pipes({ TPRUN_WGSL_PREFILL_WS: 'swiglu=sgmat-ws-k32-b2' }).gemv('f16', 'swiglu').prefillTile, { tm: 32, rows: 64 });
-    // A device whose workgroup memory holds auto's float16 tiles but not its int4 ones (which stage more):
-    // float16 keeps the staged kernel, int4 alone prefills on its tiled GEMM.
+    // A device whose workgroup memory holds auto's float16 tiles but not its int4 ones (a table whose int4
+    // gate/up tile has 128 rows: 29,696 bytes): float16 keeps the staged kernel, int4 alone prefills on its
+    // tiled GEMM. (A tile named in TPRUN_WGSL_PREFILL_WS that does not fit is refused instead, above.)
     pipes({});
-    const small = new Pipelines({ ...dev, limits: { ...dev.limits, maxComputeWorkgroupStorageSize: 24576 } }, true, true, c);
-    made.length = 0;
-    assert.deepEqual(small.gemv('f16', 'swiglu').prefillTile, autoKernel('f16', 'swiglu').tile);
-    assert.deepEqual(small.gemv('q4', 'swiglu').prefillTile, NBITS_TILE);
-    assert.ok(made.some((l) => l.startsWith(autoKernel('f16', 'swiglu').label)) && made.includes('gemm.q4.swiglu.none'), String(made));
+    const qSwiglu = AUTO_WS.q.swiglu;
+    AUTO_WS.q.swiglu = { TT: 64, TN: 128, KC: 32, S: 4 };
+    try {
+      const small = new Pipelines({ ...dev, limits: { ...dev.limits, maxComputeWorkgroupStorageSize: 24576 } }, true, true, c);
+      made.length = 0;
+      assert.deepEqual(small.gemv('f16', 'swiglu').prefillTile, autoKernel('f16', 'swiglu').tile);
+      assert.deepEqual(small.gemv('q4', 'swiglu').prefillTile, NBITS_TILE);
+      assert.ok(made.some((l) => l.startsWith(autoKernel('f16', 'swiglu').label)) && made.includes('gemm.q4.swiglu.none'), String(made));
+    } finally {
+      AUTO_WS.q.swiglu = qSwiglu;
+    }
   } finally {
     for (const k of ['TPRUN_WGSL_PREFILL', 'TPRUN_WGSL_PREFILL_Q', 'TPRUN_WGSL_PREFILL_WS']) { if (k in saved) process.env[k] = saved[k]; else delete process.env[k]; }
   }

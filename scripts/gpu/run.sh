@@ -9,8 +9,9 @@
 # kernels checked and timed), sgmat-int4 (int4 prefill on subgroup matrices in the model) and multi (needs two GPUs:
 # --kernels wgsl at pp 2 over two GPUs, one stage each, against tp 2 over the same two and pp 1 on one;
 # `tprun -n 2 --gpus 0,1`, a summary line of ratios), attn (a prompt's attention kernels: scripts/gpu/attn-check.mjs,
-# then the model with each TPRUN_WGSL_PREFILL_ATTN) and final (the closing float16 and int4 comparison with llama.cpp,
-# defaults only, and their numbers); these eight are not in the default list. `wgsl` (issue 15
+# then the model with each TPRUN_WGSL_PREFILL_ATTN), ab (sets of TPRUN_WGSL_* knobs side by side in interleaved rounds: AB_F16,
+# AB_Q4, AB_ROUNDS) and final (the closing float16 and int4 comparison with llama.cpp,
+# defaults only, and their numbers); these nine are not in the default list. `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -356,6 +357,38 @@ print(json.dumps({'summary': 'multi', 'label': 'multi-summary',
   'decode_pp2_2gpu_vs_pp2_1gpu': ratio('multi-wgsl-pp2-2gpu', 'multi-wgsl-pp2-1gpu', 'decode_ms_per_token'),
   'prefill_pp2_2gpu_vs_pp1': pf('multi-wgsl-pp2-2gpu', 'multi-wgsl-pp1-1gpu'),
   'prefill_pp2_2gpu_vs_tp2_2gpu': pf('multi-wgsl-pp2-2gpu', 'multi-wgsl-tp2-2gpu')}))
+PYEOF
+fi
+if has ab; then step ab  # knobs side by side: each set of TPRUN_WGSL_* settings in AB_F16 / AB_Q4 on the TinyLlama shape, rounds interleaved, medians and ratios to the first set
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-tp1" ] || tprun build --model "$W/tiny11" --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp1" -q >>"$L/build-tiny.log" 2>&1
+  [ -d "$W/tiny11-int4" ] || tprun build --model "$W/tiny11" --quant int4_wo --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-int4" -q >>"$L/build-tiny.log" 2>&1
+  # Sets are ';'-separated, each 'LABEL ENV=VALUE...' (LABEL alone: the defaults).
+  IFS=';' read -ra f16sets <<<"${AB_F16:-default;submit0 TPRUN_WGSL_SUBMIT=0}"
+  IFS=';' read -ra q4sets <<<"${AB_Q4:-default;submit0 TPRUN_WGSL_SUBMIT=0}"
+  for round in $(seq "${AB_ROUNDS:-3}"); do
+    for e in f16 int4; do
+      if [ $e = f16 ]; then sets=("${f16sets[@]}"); eng="$W/tiny11-tp1"; else sets=("${q4sets[@]}"); eng="$W/tiny11-int4"; fi
+      for set in "${sets[@]}"; do
+        read -ra parts <<<"$set"
+        env "${parts[@]:1}" node dist/cli.js bench generate --one --engine "$eng" --device gpu --prompt-len 128 --new-tokens 32 --reps 3 --json 2>>"$L/ab.log" \
+          | grep '^{' | tail -1 | label "ab $e ${parts[0]} round $round" | tee -a "$R"
+      done
+    done
+  done
+  $PY - "$R" <<'PYEOF' | tee -a "$R"
+import json, re, statistics, sys
+rows = [r for r in map(json.loads, open(sys.argv[1])) if r.get('label', '').startswith('ab ')]
+by = {}
+for r in rows:
+    m = re.match(r'ab (\S+) (\S+) round', r['label'])
+    by.setdefault((m[1], m[2]), []).append(r)
+for e in ('f16', 'int4'):
+    keys = [k for k in by if k[0] == e]
+    if not keys: continue
+    med = {k[1]: (statistics.median(x['prefill_tokens_per_s'] for x in by[k]), statistics.median(x['decode_tokens_per_s'] for x in by[k])) for k in keys}
+    first = keys[0][1]
+    print(json.dumps({'summary': 'ab', 'label': f'ab-summary {e}', 'rounds': len(by[keys[0]]), **{s: {'prefill_tok_s': round(p, 1), 'decode_tok_s': round(d, 1), 'prefill_vs_' + first: round(p / med[first][0], 3)} for s, (p, d) in med.items()}}))
 PYEOF
 fi
 if has final; then step final  # issue 15's closing comparison, one call: float16 and int4 against llama.cpp Vulkan with every default on, then their numbers

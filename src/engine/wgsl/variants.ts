@@ -72,9 +72,12 @@ export type WsTable = Record<GemvEpilogue, WsTile>;
 // (split-K alone) and 9,768 (the default tile everywhere); int4 11,356 against 10,418 and the FMA GEMM's 4,663.
 // int4's qkv keeps the default tile: the microbench's pick (k128) was slower in the model
 // (issue15-wgsl-h200-session5-int4-store.jsonl: 11,827 and 13,462 tokens/s against 11,111, two rounds).
+// int4's gate/up takes float16's tile: 64 rows per workgroup give a 128-token prompt 176 workgroups for the
+// H200's 132 SMs where 128 rows gave 88; in the model 1.03x and 1.05x the prefill (run.sh ab, two calls of
+// three interleaved rounds, issue15-wgsl-h200-session6-ab.jsonl) though the microbench had them even.
 export const AUTO_WS: { f16: WsTable; q: WsTable } = {
   f16: { store: WS_DEFAULT, add: { ...WS_DEFAULT, SK: 2 }, swiglu: { TT: 64, TN: 64, KC: 32, S: 4 } },
-  q: { store: WS_DEFAULT, add: { ...WS_DEFAULT, SK: 2 }, swiglu: { TT: 64, TN: 128, KC: 32, S: 4 } },
+  q: { store: WS_DEFAULT, add: { ...WS_DEFAULT, SK: 2 }, swiglu: { TT: 64, TN: 64, KC: 32, S: 4 } },
 };
 /**
  * `auto`, the default: the staged subgroup-matrix GEMM (sgmat-ws, AUTO_WS's tiles; float16 and int4 / int8 weights) where the adapter offers
