@@ -344,7 +344,7 @@ print(json.dumps({'step': 'multi-quality', 'label': 'brown-llama-a float16 pp=2 
   bench_on 0,1 "$W/tiny11-pp2" multi-wgsl-pp2-2gpu
   bench_on 0,1 "$W/tiny11-tp2" multi-wgsl-tp2-2gpu
   bench_on 0,0 "$W/tiny11-pp2" multi-wgsl-pp2-1gpu
-  $PY - "$R" <<'PYEOF' | tee -a "$R"
+  $PY - "$AB" <<'PYEOF' | tee -a "$R"
 import json, sys
 rows = {r['label']: r for r in map(json.loads, open(sys.argv[1])) if r.get('label', '').startswith('multi-wgsl-')}
 def ratio(a, b, k):  # a's speed over b's: b's time per unit over a's
@@ -366,17 +366,19 @@ if has ab; then step ab  # knobs side by side: each set of TPRUN_WGSL_* settings
   # Sets are ';'-separated, each 'LABEL ENV=VALUE...' (LABEL alone: the defaults).
   IFS=';' read -ra f16sets <<<"${AB_F16:-default;submit0 TPRUN_WGSL_SUBMIT=0}"
   IFS=';' read -ra q4sets <<<"${AB_Q4:-default;submit0 TPRUN_WGSL_SUBMIT=0}"
+  AB=$L/ab-this-call.jsonl; : > "$AB" # the summary covers this call's rows only ($R accumulates over calls)
   for round in $(seq "${AB_ROUNDS:-3}"); do
     for e in f16 int4; do
       if [ $e = f16 ]; then sets=("${f16sets[@]}"); eng="$W/tiny11-tp1"; else sets=("${q4sets[@]}"); eng="$W/tiny11-int4"; fi
       for set in "${sets[@]}"; do
         read -ra parts <<<"$set"
         env "${parts[@]:1}" node dist/cli.js bench generate --one --engine "$eng" --device gpu --prompt-len 128 --new-tokens 32 --reps 3 --json 2>>"$L/ab.log" \
-          | grep '^{' | tail -1 | label "ab $e ${parts[0]} round $round" | tee -a "$R"
+          | grep '^{' | tail -1 | label "ab $e ${parts[0]} round $round" \
+          | $PY -c "import json, sys; [print(json.dumps({**json.loads(l), 'ab_env': sys.argv[1]}), flush=True) for l in sys.stdin]" "${parts[*]:1}" | tee -a "$R" >>"$AB"
       done
     done
   done
-  $PY - "$R" <<'PYEOF' | tee -a "$R"
+  $PY - "$AB" <<'PYEOF' | tee -a "$R"
 import json, re, statistics, sys
 rows = [r for r in map(json.loads, open(sys.argv[1])) if r.get('label', '').startswith('ab ')]
 by = {}
@@ -388,7 +390,8 @@ for e in ('f16', 'int4'):
     if not keys: continue
     med = {k[1]: (statistics.median(x['prefill_tokens_per_s'] for x in by[k]), statistics.median(x['decode_tokens_per_s'] for x in by[k])) for k in keys}
     first = keys[0][1]
-    print(json.dumps({'summary': 'ab', 'label': f'ab-summary {e}', 'rounds': len(by[keys[0]]), **{s: {'prefill_tok_s': round(p, 1), 'decode_tok_s': round(d, 1), 'prefill_vs_' + first: round(p / med[first][0], 3)} for s, (p, d) in med.items()}}))
+    env = {k[1]: by[k][0].get('ab_env', '') for k in keys}
+    print(json.dumps({'summary': 'ab', 'label': f'ab-summary {e}', **{s: {'env': env[s], 'runs': len(by[(e, s)]), 'prefill_tok_s': round(p, 1), 'decode_tok_s': round(d, 1), 'prefill_vs_' + first: round(p / med[first][0], 3)} for s, (p, d) in med.items()}}))
 PYEOF
 fi
 if has final; then step final  # issue 15's closing comparison, one call: float16 and int4 against llama.cpp Vulkan with every default on, then their numbers

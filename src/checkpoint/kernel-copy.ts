@@ -1,15 +1,15 @@
 // Bytes copied from one file to another inside the kernel (copy_file_range(2), which `cp` uses): one
 // copy of each byte where a read and a write through user space make two. Node's fs has no ranged
-// copy_file_range, so it is called through koffi, the optional prebuilt FFI (src/util/libc.ts). Where koffi, the call or the pair of filesystems is missing (ENOSYS, EXDEV,
-// EOPNOTSUPP, EINVAL), copyRange says false and callers read and write as before (TPRUN_KERNEL_COPY=0
-// forces that).
+// copy_file_range, so it is called through koffi, the optional prebuilt FFI (src/util/libc.ts). Where
+// koffi, the call or the pair of filesystems is missing (ENOSYS, EXDEV, EOPNOTSUPP, EINVAL), copyRange
+// says false and callers read and write as before (TPRUN_KERNEL_COPY=0 forces that).
 
 import { constants } from 'node:os';
 import { InputError } from '../core/errors.js';
 import { type CopyFileRange, libcCopyFileRange } from '../util/libc.js';
 import { ioStats } from './ranged.js';
 
-/** null once the kernel refused a copy between these filesystems: every later copy reads and writes. */
+/** null without koffi, with TPRUN_KERNEL_COPY=0, or once the kernel refused a copy between these filesystems: every later copy reads and writes. */
 let call: CopyFileRange | null | undefined;
 let errno: () => number = () => 0;
 

@@ -1,5 +1,6 @@
-// libc functions that Node has no binding for, through koffi (https://koffi.dev), the optional prebuilt
-// FFI: not a dependency of tprun's install, taken when the user's project has it. Loaded once per thread,
+// libc functions that Node has no binding for, through koffi (https://koffi.dev), the prebuilt FFI in
+// tprun's optionalDependencies: an install may lack it (--omit=optional, no prebuilt binary for the
+// platform), and then everything here is undefined. Loaded once per thread,
 // at the first use; each group of functions is undefined where koffi, libc.so.6 or one of its functions
 // cannot be had, and its caller takes its pure-JavaScript path (the callers' own switches, such as
 // TPRUN_KERNEL_COPY=0 and TPRUN_SHM_MMAP=0, stay with them).

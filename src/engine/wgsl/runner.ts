@@ -281,18 +281,19 @@ export class WgslRunner {
       enc = dev.createCommandEncoder();
     }
     let pass = enc.beginComputePass();
+    // A prompt's dispatches go in command buffers of submitEvery (variants.ts prefillSubmitEvery); a one-token
+    // call's (tp > 1 decode) are already cut short by its all-reduce points.
+    const every = T > 1 ? this.submitEvery : 0;
     let recorded = 0;
-    let submitAt = this.submitEvery / 4;
+    let submitAt = every / 4;
     for (const op of prof && !cache.ops.some(isReduce) ? [] : cache.ops) {
       if (!isReduce(op)) {
-        record(pass, op, T);
-        if (this.submitEvery && ++recorded >= submitAt) {
-          // The GPU starts on what is recorded while the host records the rest (variants.ts prefillSubmitEvery).
+        if (record(pass, op, T) && every && ++recorded >= submitAt) {
           pass.end();
           q.submit([enc.finish()]);
           enc = dev.createCommandEncoder();
           pass = enc.beginComputePass();
-          submitAt = recorded + this.submitEvery;
+          submitAt = recorded + every;
         }
         continue;
       }
@@ -300,6 +301,7 @@ export class WgslRunner {
       await this.reduce(enc, op, T);
       enc = dev.createCommandEncoder();
       pass = enc.beginComputePass();
+      submitAt = recorded + every; // the reduce submitted what came before
     }
     let out: Float32Array;
     if (!this.head) {

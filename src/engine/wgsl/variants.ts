@@ -175,12 +175,14 @@ export function prefillAttention(env: NodeJS.ProcessEnv = process.env): PrefillA
 /**
  * How a prompt's dispatches reach the GPU (TPRUN_WGSL_SUBMIT=N): a command buffer is submitted after the
  * first N / 4 dispatches, then after every N, so the GPU starts on the first layer while the host still
- * records the rest (recording ~200 dispatches through Dawn's Node binding takes ~0.5-1 ms of host time, all
- * of it before the GPU started when the prompt went as one buffer: TPRUN_WGSL_SUBMIT=0).
+ * records the rest. As one buffer (TPRUN_WGSL_SUBMIT=0) the GPU waited for all of it: recording 200
+ * dispatches through Dawn's Node binding took 0.7-1.1 ms of host time on the 2-core development machine,
+ * and a TinyLlama-shape prompt is ~180. 20 is what the H200 A/B ran (its count then took in the decode-only
+ * entries of the dispatch list too: 32 entries were ~21 prompt dispatches).
  */
 export function prefillSubmitEvery(env: NodeJS.ProcessEnv = process.env): number {
   const v = env.TPRUN_WGSL_SUBMIT;
-  if (v === undefined || v === '') return 32;
+  if (v === undefined || v === '') return 20;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || (n > 0 && n < 4)) throw new InputError(`TPRUN_WGSL_SUBMIT=${v}: not 0 (one command buffer) or a whole number of dispatches >= 4`);
   return n;

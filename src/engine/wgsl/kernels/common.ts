@@ -60,10 +60,12 @@ export function runs(d: Dispatch, T: number): boolean {
   return !d.only || (d.only === 'decode') === (T === 1);
 }
 
-export function record(pass: GPUComputePassEncoder, d: Dispatch, T: number): void {
-  if (!runs(d, T)) return;
+/** Records `d` into `pass` if it runs in a call of T tokens; returns whether it did. */
+export function record(pass: GPUComputePassEncoder, d: Dispatch, T: number): boolean {
+  if (!runs(d, T)) return false;
   pass.setPipeline(d.p(T));
   pass.setBindGroup(0, d.g);
   const [x, y, z] = d.size(T);
   pass.dispatchWorkgroups(x, y ?? 1, z ?? 1);
+  return true;
 }
