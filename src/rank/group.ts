@@ -3,7 +3,7 @@
 // collectives in several groups at once, never mix messages; the algorithms are in ./collectives/.
 import type { CollectiveOptions, CommArray, Group, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
-import { collectiveKey, keyName, MAX_GROUPS, SEQ_BITS } from './collective-check.js';
+import { collectiveKey, MAX_GROUPS, SEQ_BITS } from './collective-check.js';
 import { Round, type Comm, type Transport } from './collectives/round.js';
 import type { ReduceBuffers } from './collectives/reduce-buffers.js';
 import type { ShmAllReduce } from './shm-allreduce.js';
@@ -48,7 +48,7 @@ export class PeerGroup implements Group, Comm {
     this.seq = (this.seq % SEQ_MAX) + 1;
     const a = collectiveKey(this.id, this.seq);
     this.t.begin(a, desc);
-    return new Round(this.t, this.ranks, a, `${name} ${keyName(a)}`, detail, timeoutMs);
+    return new Round(this.t, this.ranks, a, name, detail, timeoutMs);
   }
 
   barrier(o?: CollectiveOptions): Promise<void> { return barrier(this, o); }

@@ -318,6 +318,9 @@ export class ShmAllReduce {
   private callA = 0;
   private noticed = false;
 
+  /** oneShot's sources on the arena plane, per parity. */
+  private oneShotIn?: number[][];
+
   /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
 
@@ -341,13 +344,44 @@ export class ShmAllReduce {
     this.noticed = false;
     try {
       await this.ready();
-      if (buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
+      if (this.fitsOneShot(buf)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
       else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
     } finally {
-      this.busy = false;
-      if (this.closed) this.plane?.close();
+      this.settle();
     }
     return buf;
+  }
+
+  /**
+   * run() for a caller with nothing queued ahead of it: a call of one exchange, once the areas are set up,
+   * runs synchronously for as long as its peers keep up, and returns `buf` itself complete: no promise
+   * and no microtask turn, which were half of a 1 KiB call's few microseconds. Else (a peer late past the
+   * spin, a longer call, the first call) the promise of the rest. Throws what run() would reject with.
+   */
+  now<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, call: { readonly a: number; readonly what: string }, desc: number, timeoutMs?: number): T | Promise<T> {
+    const seq = call.a;
+    if (!this.plane || this.closed || !this.fitsOneShot(buf)) return this.run(buf, op, dtype, seq, desc, call.what, timeoutMs);
+    this.busy = true;
+    this.callA = seq;
+    this.noticed = false;
+    let rest: Promise<void> | undefined;
+    try {
+      rest = this.oneShot(buf, op, dtype, seq, desc, call, timeoutMs);
+    } finally {
+      if (!rest) this.settle();
+    }
+    if (!rest) return buf;
+    return rest.then(() => { this.settle(); return buf; }, (e: unknown) => { this.settle(); throw e; });
+  }
+
+  private fitsOneShot(buf: CommArray): boolean {
+    return buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step);
+  }
+
+  /** A call ended: a close() that came during it unmaps now. */
+  private settle(): void {
+    this.busy = false;
+    if (this.closed) this.plane?.close();
   }
 
   private async ready(): Promise<void> {
@@ -418,32 +452,41 @@ export class ShmAllReduce {
 
   /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word,
    *  then the world's wait (which spins more where cores allow, then sleeps until woken). */
-  private async waitAll(off: number, g: number, what: string, timeoutMs?: number): Promise<void> {
-    const { plane, peers } = this;
-    const behind = (r: number) => ((plane.get(r, off) - g) | 0) < 0;
-    const ready = () => {
-      for (const r of peers) if (behind(r)) return false;
-      return true;
-    };
-    if (ready()) return;
-    if (plane.relax) {
-      // A peer a few microseconds behind is the common case between ranks that each have a core. Where
-      // ranks outnumber cores, one that has no core right now gets ours at every turn (sched_yield); where
-      // they do not, yielding would only hand the core to other processes for a whole time slice (on a
-      // loaded machine a 1 MiB call took 10 ms instead of 0.4), so the spin keeps it.
-      const relax = this.deps.oversubscribed ? plane.relax : undefined;
-      const end = process.hrtime.bigint() + SPIN_NS;
-      for (let i = 1; ; i++) {
-        if (ready()) return;
-        if ((i & 63) === 0) {
-          relax?.();
-          if (process.hrtime.bigint() > end) break;
-        }
+  private waitAll(off: number, g: number, what: string, timeoutMs?: number): Promise<void> | undefined {
+    return this.spin(off, g) ? undefined : this.sleep(off, g, what, timeoutMs);
+  }
+
+  /** Whether every peer's counter at `off` has reached generation g, or does within the bounded spin. */
+  private spin(off: number, g: number): boolean {
+    if (this.arrived(off, g)) return true;
+    const { plane } = this;
+    if (!plane.relax) return false;
+    // A peer a few microseconds behind is the common case between ranks that each have a core. Where
+    // ranks outnumber cores, one that has no core right now gets ours at every turn (sched_yield); where
+    // they do not, yielding would only hand the core to other processes for a whole time slice (on a
+    // loaded machine a 1 MiB call took 10 ms instead of 0.4), so the spin keeps it.
+    const relax = this.deps.oversubscribed ? plane.relax : undefined;
+    const end = process.hrtime.bigint() + SPIN_NS;
+    for (let i = 1; ; i++) {
+      if (this.arrived(off, g)) return true;
+      if ((i & 63) === 0) {
+        relax?.();
+        if (process.hrtime.bigint() > end) return false;
       }
     }
+  }
+
+  private arrived(off: number, g: number): boolean {
+    for (const r of this.peers) if (((this.plane.get(r, off) - g) | 0) < 0) return false;
+    return true;
+  }
+
+  /** The rest of waitAll once the spin is over: the world's wait, which sleeps until woken. */
+  private async sleep(off: number, g: number, what: string, timeoutMs?: number): Promise<void> {
+    const { plane, peers } = this;
     const missing = () => {
       let m: number[] | undefined;
-      for (const r of peers) if (behind(r)) (m ??= []).push(r);
+      for (const r of peers) if (((plane.get(r, off) - g) | 0) < 0) (m ??= []).push(r);
       return m ?? NONE;
     };
     // A peer this late may be in another collective under the same number, waiting for a message from us
@@ -466,33 +509,48 @@ export class ShmAllReduce {
    * A call that fits one step (the arena plane): every rank stores its whole buffer into its input area
    * and reduces every rank's input straight from the areas in rank order, so one flag per rank is the
    * only exchange. The three counters move together, keeping the pipelined path's rules for the next call.
+   * Synchronous while every peer arrives within the spin: undefined once done, else the promise of the rest.
    */
-  private async oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<void> {
-    const { plane } = this;
-    const es = ELEM[dtype];
-    const nbytes = buf.byteLength;
+  private oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: Named, timeoutMs?: number): Promise<void> | undefined {
     const g = ++this.gen;
-    const p = g & 1;
     // Our input area's previous user, generation g-2, must have been read by every peer.
-    await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
-    plane.write(inArea(this.step, p), bytesOf(buf));
+    if (this.spin(D, g - 2)) return this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g);
+    return this.sleep(D, g - 2, `${nameOf(what)} (input area)`, timeoutMs).then(() => this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g));
+  }
+
+  private exchange(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: Named, timeoutMs: number | undefined, g: number): Promise<void> | undefined {
+    const { plane } = this;
+    const p = g & 1;
+    const nbytes = buf.byteLength;
+    const bytes = bytesOf(buf);
+    plane.write(inArea(this.step, p), bytes);
     this.head[0] = seq;
     this.head[1] = desc | 0;
     this.head[2] = nbytes;
     plane.write(HEAD + 64 * p, this.headBytes);
     plane.set(W, g);
     this.published();
-    await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
+    if (this.spin(W, g)) return this.combine(buf, bytes, op, dtype, seq, desc, g);
+    return this.sleep(W, g, `${nameOf(what)} (exchange)`, timeoutMs).then(() => this.combine(buf, bytes, op, dtype, seq, desc, g));
+  }
+
+  /** Every input is there: reduce them in rank order into buf and release our areas. */
+  private combine(buf: CommArray, bytes: Uint8Array, op: ReduceOp, dtype: CommDType, seq: number, desc: number, g: number): undefined {
+    const { plane } = this;
+    const p = g & 1;
+    const nbytes = buf.byteLength;
     for (const r of this.peers) this.checkHead(r, p, seq, desc, nbytes);
     if (plane.arena) {
-      const srcs = plane.at!.map((o) => o + inArea(this.step, p));
+      // Every rank's input area of this parity, in rank order (computed once: the plane never moves).
+      const srcs = (this.oneShotIn ??= [0, 1].map((q) => plane.at!.map((o) => o + inArea(this.step, q))))[p];
       const dst = plane.scratch!;
-      this.reduceAt(dtype, op, buf, dst, srcs, nbytes, es);
-      bytesOf(buf).set(new Uint8Array(plane.arena.mem.buffer, dst, nbytes));
-    } else this.reduceChunk(dtype, op, buf, bytesOf(buf), inArea(this.step, p), -1);
+      this.reduceAt(dtype, op, buf, dst, srcs, nbytes, ELEM[dtype]);
+      bytes.set(new Uint8Array(plane.arena.mem.buffer, dst, nbytes));
+    } else this.reduceChunk(dtype, op, buf, bytes, inArea(this.step, p), -1);
     plane.set(D, g);
     plane.set(G, g);
     this.published();
+    return undefined;
   }
 
   /** mem[dst] = mem[srcs[0]] op ... (rank order) for nbytes, in the arena (SIMD where it has the op). */
@@ -663,6 +721,9 @@ export class ShmAllReduce {
 }
 
 const NONE: number[] = [];
+/** What errors call a collective: the string, or the collective's round, whose name is built only when asked. */
+type Named = string | { readonly what: string };
+const nameOf = (n: Named) => (typeof n === 'string' ? n : n.what);
 /**
  * Up to this many bytes a call is one exchange in which every rank reduces the whole buffer; above it the
  * pipelined reduce-scatter + all-gather, whose two more waits cost less than reducing R times the bytes.

@@ -26,6 +26,16 @@ export function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = '
   if (c.size === 1) return Promise.resolve(buf);
   const shm = c.shm;
   if (shm && shm.wants(buf.length)) {
+    // Nothing queued ahead: a short call may be complete before it returns (ShmAllReduce.now).
+    if (c.buffers.idle) {
+      let r: T | Promise<T>;
+      try {
+        r = shm.now(buf, op, dtype, rd, desc, o?.timeoutMs);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return r instanceof Promise ? c.buffers.serial(() => r) : Promise.resolve(r);
+    }
     return c.buffers.serial(() => shm.run(buf, op, dtype, rd.a, desc, rd.what, o?.timeoutMs));
   }
   return c.buffers.serial(() => (buf.length * ELEM[dtype] * (c.size - 1) <= SMALL_BYTES || buf.length < c.size
