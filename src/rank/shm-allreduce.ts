@@ -320,6 +320,10 @@ export class ShmAllReduce {
 
   /** oneShot's sources on the arena plane, per parity. */
   private oneShotIn?: number[][];
+  /** oneShot's views of our input areas (per parity) and of the scratch it reduces into, on the arena
+   *  plane, typed and sized as the last call's buffer: a decode loop's all-reduces all have one shape,
+   *  and a view made per call was most of what a call allocated. */
+  private views?: { dtype: CommDType; len: number; in: CommArray[]; out: CommArray };
 
   /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
@@ -522,8 +526,10 @@ export class ShmAllReduce {
     const { plane } = this;
     const p = g & 1;
     const nbytes = buf.byteLength;
-    const bytes = bytesOf(buf);
-    plane.write(inArea(this.step, p), bytes);
+    const views = plane.arena ? this.arenaViews(buf, dtype) : undefined;
+    const bytes = views ? undefined : bytesOf(buf);
+    if (views) views.in[p].set(buf);
+    else plane.write(inArea(this.step, p), bytes!);
     this.head[0] = seq;
     this.head[1] = desc | 0;
     this.head[2] = nbytes;
@@ -535,7 +541,7 @@ export class ShmAllReduce {
   }
 
   /** Every input is there: reduce them in rank order into buf and release our areas. */
-  private combine(buf: CommArray, bytes: Uint8Array, op: ReduceOp, dtype: CommDType, seq: number, desc: number, g: number): undefined {
+  private combine(buf: CommArray, bytes: Uint8Array | undefined, op: ReduceOp, dtype: CommDType, seq: number, desc: number, g: number): undefined {
     const { plane } = this;
     const p = g & 1;
     const nbytes = buf.byteLength;
@@ -545,12 +551,23 @@ export class ShmAllReduce {
       const srcs = (this.oneShotIn ??= [0, 1].map((q) => plane.at!.map((o) => o + inArea(this.step, q))))[p];
       const dst = plane.scratch!;
       this.reduceAt(dtype, op, buf, dst, srcs, nbytes, ELEM[dtype]);
-      bytes.set(new Uint8Array(plane.arena.mem.buffer, dst, nbytes));
-    } else this.reduceChunk(dtype, op, buf, bytes, inArea(this.step, p), -1);
+      (buf as Float32Array).set(this.arenaViews(buf, dtype).out as Float32Array);
+    } else this.reduceChunk(dtype, op, buf, bytes!, inArea(this.step, p), -1);
     plane.set(D, g);
     plane.set(G, g);
     this.published();
     return undefined;
+  }
+
+  private arenaViews(buf: CommArray, dtype: CommDType): { in: CommArray[]; out: CommArray } {
+    const v = this.views;
+    if (v && v.dtype === dtype && v.len === buf.length) return v;
+    const C = VIEW[dtype];
+    const mem = this.plane.arena!.mem.buffer;
+    const at = this.plane.at![this.me];
+    const n = buf.length;
+    this.views = { dtype, len: n, in: [0, 1].map((p) => new C(mem, at + inArea(this.step, p), n)), out: new C(mem, this.plane.scratch!, n) };
+    return this.views;
   }
 
   /** mem[dst] = mem[srcs[0]] op ... (rank order) for nbytes, in the arena (SIMD where it has the op). */
@@ -646,10 +663,16 @@ export class ShmAllReduce {
 
   /** A peer's step header must describe the same call: same collective, op, dtype and length. */
   private checkHead(r: number, p: number, seq: number, desc: number, nbytes: number, name = 'allReduce'): void {
-    // One read (one syscall on the pread plane); the counter read before it ordered it after the write.
-    this.plane.read(r, HEAD + 64 * p, this.theirHeadBytes);
-    const [theirSeq, desc0, theirBytes] = this.theirHead;
-    const theirDesc = desc0 >>> 0;
+    // The counter read before it ordered it after the write. One read (one syscall) on the pread plane;
+    // mapped planes load the words where they are, allocating nothing.
+    const { plane } = this;
+    const h = HEAD + 64 * p;
+    const th = this.theirHead;
+    if (plane.kind === 'pread') plane.read(r, h, this.theirHeadBytes);
+    else for (let i = 0; i < 3; i++) th[i] = plane.get(r, h + 4 * i);
+    const theirSeq = th[0];
+    const theirDesc = th[1] >>> 0;
+    const theirBytes = th[2];
     if (theirSeq !== seq) throw new CommError(`${name} #${seq}: rank ${r} is at collective #${theirSeq} (the ranks' collectives no longer line up)`);
     if (theirDesc !== desc >>> 0) throw new CommError(mismatch(seq, r, theirDesc, this.me, desc >>> 0));
     // Stored as int32: compare modulo 2^32 (a length differing by exactly 4 GiB is not worth a wider field).
@@ -721,6 +744,10 @@ export class ShmAllReduce {
 }
 
 const NONE: number[] = [];
+/** The array type each dtype travels in (half precision as its bits). */
+const VIEW: Record<CommDType, new (b: ArrayBufferLike, off: number, n: number) => CommArray> = {
+  float32: Float32Array, float64: Float64Array, int32: Int32Array, uint8: Uint8Array, int8: Int8Array, float16: Uint16Array, bfloat16: Uint16Array,
+};
 /** What errors call a collective: the string, or the collective's round, whose name is built only when asked. */
 type Named = string | { readonly what: string };
 const nameOf = (n: Named) => (typeof n === 'string' ? n : n.what);
