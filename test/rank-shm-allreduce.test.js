@@ -31,6 +31,31 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
     });
 }
 
+// A short call on mapped areas completes before allReduce returns while its peers keep up (no promise turn;
+// issue #14); a peer that comes late past the spin sends the call down the asynchronous path, after which
+// calls are synchronous again. The pread plane has no spin: only its results are checked.
+for (const [n, env, plane] of /** @type {[number, Record<string, string>, string][]} */ ([
+  [2, {}, 'wasm'],
+  [3, {}, 'wasm'],
+  [2, { TPRUN_SHM_WASM: '0' }, 'mmap'],
+  [2, { TPRUN_SHM_MMAP: '0' }, 'pread'],
+])) {
+  test(`short allReduces complete synchronously while peers keep up, and wait for a late one: ${n} ranks, ${plane}`,
+    { skip: plane !== 'pread' && !koffi && 'koffi (optional) is not installed' }, async () => {
+      const res = await spawnRanks(n, [APP, 'sync'], { env, timeoutMs: 120000 });
+      for (const r of res) {
+        assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+        const out = JSON.parse(r.stdout);
+        assert.equal(out.plane, plane);
+        assert.equal(out.ok, true);
+        if (r.rank === 0) assert.equal(out.late, false, 'rank 0 had the late call\'s result before its peers joined');
+        if (plane === 'pread') continue;
+        assert.ok(out.sync > 0, `rank ${r.rank}: none of 500 calls completed synchronously`);
+        assert.ok(out.after > 0, `rank ${r.rank}: no call completed synchronously after the late one`);
+      }
+    });
+}
+
 // Both planes where koffi is installed: the pread one, and the default (the SIMD arena's, calls that fit
 // a step in one exchange).
 const failPlanes = /** @type {[string, Record<string, string>][]} */ ([['pread', { TPRUN_SHM_MMAP: '0' }], ...(koffi ? [['default', {}]] : [])]);
