@@ -35,6 +35,10 @@ const D = 64;
 const G = 128;
 /** Per parity p: [seq, desc, bytes] of the call that wrote the step (int32 each) at HEAD + 64p. */
 const HEAD = 192;
+/** Doorbell: bumped after a counter move that a peer may sleep on, the word it sleeps on (futex). */
+const BELL = 384;
+/** Non-zero while this rank may be asleep on a peer's doorbell: a publisher then wakes it. */
+const ASLEEP = 448;
 /** A word of the header page the wasm plane proves its mapping with. */
 const PROBE = 1024;
 const DATA = 4096;
@@ -67,6 +71,11 @@ export interface Plane {
   /** Gives the core away for a moment (sched_yield), so a spinning rank does not starve a peer that
    *  shares its core; planes that cannot spin cheaply have none. */
   relax?(): void;
+  /** Sleeps (futex) until rank's doorbell is no longer `seen`, a wake, or `ns` pass; mapped planes where
+   *  the futex system call could be bound. */
+  sleepOn?(rank: number, seen: number, ns: number): void;
+  /** Wakes every process asleep on our doorbell. */
+  ring?(): void;
 }
 
 /** pread/pwrite on the files: Node's own means, one kernel copy per move. */
@@ -112,6 +121,8 @@ interface Libc {
   munmap: (...a: unknown[]) => unknown;
   memmove: (...a: unknown[]) => unknown;
   schedYield: () => unknown;
+  /** syscall(2), variadic: the futex calls, which libc does not wrap. */
+  syscall?: (...a: unknown[]) => unknown;
 }
 
 async function loadLibc(): Promise<Libc | undefined> {
@@ -127,10 +138,36 @@ async function loadLibc(): Promise<Libc | undefined> {
       munmap: libc.func('int munmap(void *addr, size_t len)'),
       memmove: libc.func('void *memmove(void *dst, void *src, size_t n)'),
       schedYield: libc.func('int sched_yield()'),
+      syscall: SYS_FUTEX !== undefined && process.env.TPRUN_SHM_FUTEX_US !== '0' ? libc.func('long syscall(long nr, ...)') : undefined,
     };
   } catch {
     return undefined;
   }
+}
+
+/** futex(2)'s number (asm/unistd.h) where we know it; shared (not FUTEX_PRIVATE) ops, since the word is in a
+ *  file mapping that other processes map too. */
+const SYS_FUTEX = ({ x64: 202, arm64: 98 } as Record<string, number>)[process.arch];
+const FUTEX_WAIT = 0;
+const FUTEX_WAKE = 1;
+
+/**
+ * The doorbell half of a mapped plane: `bells[r]` views rank r's doorbell word. A sleeper waits on the word
+ * while it still holds the value it read (the kernel compares and queues under one lock, so a bump after
+ * the read is never missed); the waker bumps its own bell, then wakes only if a peer says it sleeps.
+ */
+function doorbell(libc: Libc, me: number, bells: Int32Array[]): Pick<Plane, 'sleepOn' | 'ring'> {
+  const sys = libc.syscall;
+  if (!sys) return {};
+  const ts = new BigInt64Array(2);
+  return {
+    sleepOn: (rank, seen, ns) => {
+      ts[0] = BigInt(Math.floor(ns / 1e9));
+      ts[1] = BigInt(ns % 1e9);
+      sys(SYS_FUTEX, 'void *', bells[rank], 'int', FUTEX_WAIT, 'int', seen, 'void *', ts, 'void *', null, 'int', 0);
+    },
+    ring: () => { sys(SYS_FUTEX, 'void *', bells[me], 'int', FUTEX_WAKE, 'int', 0x7fffffff, 'void *', null, 'void *', null, 'int', 0); },
+  };
 }
 
 const PROT_RW = 3;
@@ -251,6 +288,7 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
       return false;
     },
     relax: () => { libc.schedYield(); },
+    ...doorbell(libc, me, at.map((o) => new Int32Array(mem, o + BELL, 1))),
     close: restore,
   };
 }
@@ -286,6 +324,7 @@ function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: nu
     get: (rank, off) => Atomics.load(flags[rank], off >> 2),
     set: (off, v) => { Atomics.store(flags[me], off >> 2, v); },
     relax: () => { libc.schedYield(); },
+    ...doorbell(libc, me, flags.map((f) => new Int32Array(f.buffer, f.byteOffset + BELL, 1))),
     close: unmap,
   };
 }
@@ -318,6 +357,8 @@ export class ShmAllReduce {
   private callA = 0;
   private noticed = false;
 
+  /** Our doorbell's value (./shm-allreduce.ts, BELL): only we write it. */
+  private bell = 0;
   /** oneShot's sources on the arena plane, per parity. */
   private oneShotIn?: number[][];
   /** oneShot's views of our input areas (per parity) and of the scratch it reduces into, on the arena
@@ -457,7 +498,7 @@ export class ShmAllReduce {
   /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word,
    *  then the world's wait (which spins more where cores allow, then sleeps until woken). */
   private waitAll(off: number, g: number, what: string, timeoutMs?: number): Promise<void> | undefined {
-    return this.spin(off, g) ? undefined : this.sleep(off, g, what, timeoutMs);
+    return this.spin(off, g) || this.block(off, g) ? undefined : this.sleep(off, g, what, timeoutMs);
   }
 
   /** Whether every peer's counter at `off` has reached generation g, or does within the bounded spin. */
@@ -477,6 +518,42 @@ export class ShmAllReduce {
         relax?.();
         if (process.hrtime.bigint() > end) return false;
       }
+    }
+  }
+
+  /**
+   * After the spin: asleep in the kernel (futex on the doorbell of a peer that is behind) for up to
+   * TPRUN_SHM_FUTEX_US, woken within microseconds of the peer's move, with the core free meanwhile for
+   * the peer where ranks outnumber cores (and for our own compiler and GC threads, bound to our core with
+   * us). Without it such a rank slept in the event loop, whose wake-up takes tens of microseconds.
+   * The event loop waits meanwhile, as it does in the world's own spin; what is still missing after
+   * this goes to `sleep`.
+   */
+  private block(off: number, g: number): boolean {
+    const { plane } = this;
+    const ns = FUTEX_NS_SET ?? (this.deps.oversubscribed ? 10_000_000 : 0);
+    if (!plane.sleepOn || !(ns > 0)) return false;
+    const end = process.hrtime.bigint() + BigInt(Math.round(ns));
+    // Said before the doorbells are read: a peer that moves after that read sees it and wakes us.
+    plane.set(ASLEEP, 1);
+    try {
+      for (;;) {
+        let late = -1;
+        for (const r of this.peers) {
+          if (((plane.get(r, off) - g) | 0) < 0) {
+            late = r;
+            break;
+          }
+        }
+        if (late < 0) return true;
+        const left = end - process.hrtime.bigint();
+        if (left <= 0n) return false;
+        const seen = plane.get(late, BELL);
+        if (((plane.get(late, off) - g) | 0) >= 0) continue;
+        plane.sleepOn(late, seen, Math.min(FUTEX_SLICE_NS, Number(left)));
+      }
+    } finally {
+      plane.set(ASLEEP, 0);
     }
   }
 
@@ -506,7 +583,20 @@ export class ShmAllReduce {
 
   /** Peers that sleep waiting for a counter we just moved are woken (mapped planes know whether any does). */
   private published(): void {
-    if (!this.plane.anyAsleep || this.plane.anyAsleep()) this.deps.nudge();
+    const { plane } = this;
+    if (plane.ring) {
+      // The counter was stored before this load (both sequentially consistent), and a sleeper says so
+      // before it reads the counter: either it sees our move, or we see it and ring (the bell moves, so
+      // a sleeper that read the bell before is not put to sleep on it, or is woken).
+      for (const r of this.peers) {
+        if (plane.get(r, ASLEEP) !== 0) {
+          plane.set(BELL, ++this.bell);
+          plane.ring();
+          break;
+        }
+      }
+    }
+    if (!plane.anyAsleep || plane.anyAsleep()) this.deps.nudge();
   }
 
   /**
@@ -518,7 +608,7 @@ export class ShmAllReduce {
   private oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: Named, timeoutMs?: number): Promise<void> | undefined {
     const g = ++this.gen;
     // Our input area's previous user, generation g-2, must have been read by every peer.
-    if (this.spin(D, g - 2)) return this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g);
+    if (this.spin(D, g - 2) || this.block(D, g - 2)) return this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g);
     return this.sleep(D, g - 2, `${nameOf(what)} (input area)`, timeoutMs).then(() => this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g));
   }
 
@@ -536,7 +626,7 @@ export class ShmAllReduce {
     plane.write(HEAD + 64 * p, this.headBytes);
     plane.set(W, g);
     this.published();
-    if (this.spin(W, g)) return this.combine(buf, bytes, op, dtype, seq, desc, g);
+    if (this.spin(W, g) || this.block(W, g)) return this.combine(buf, bytes, op, dtype, seq, desc, g);
     return this.sleep(W, g, `${nameOf(what)} (exchange)`, timeoutMs).then(() => this.combine(buf, bytes, op, dtype, seq, desc, g));
   }
 
@@ -760,6 +850,15 @@ const ONE_SHOT_BYTES = Number(process.env.TPRUN_SHM_ONE_SHOT_BYTES ?? 64 * 1024)
 const BLOCK = 64 * 1024;
 /** The bounded spin on a mapped counter before the world's own wait. */
 const SPIN_NS = BigInt(Number(process.env.TPRUN_SHM_SPIN_NS ?? 100_000));
+/** After the spin, how long a rank sleeps on its peers' doorbells (futex) before the world's wait; 0 = not
+ *  at all. Default: 10 ms where local ranks outnumber cores (the world's own wait then sleeps at once, in
+ *  the event loop), else none (it spins TPRUN_SPIN_US, 10 ms, where a peer with a core of its own answers
+ *  soonest; on the 2-core machine a futex there cost the first thousands of calls ~1 µs of median each
+ *  while saving a third of their stalls, a wash). */
+const FUTEX_ENV = process.env.TPRUN_SHM_FUTEX_US;
+const FUTEX_NS_SET = FUTEX_ENV ? Number(FUTEX_ENV) * 1000 : undefined;
+/** One futex sleep at most: a lost wake-up costs no more than this. */
+const FUTEX_SLICE_NS = 1_000_000;
 
 
 /** What every rank advertised at rendezvous, as far as the areas go. */
