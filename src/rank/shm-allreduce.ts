@@ -145,8 +145,7 @@ async function loadLibc(): Promise<Libc | undefined> {
   }
 }
 
-/** futex(2)'s number (asm/unistd.h) where we know it; shared (not FUTEX_PRIVATE) ops, since the word is in a
- *  file mapping that other processes map too. */
+/** futex(2)'s number (asm/unistd.h) where we know it: x86-64 and arm64. */
 const SYS_FUTEX = ({ x64: 202, arm64: 98 } as Record<string, number>)[process.arch];
 const FUTEX_WAIT = 0;
 const FUTEX_WAKE = 1;
@@ -154,7 +153,8 @@ const FUTEX_WAKE = 1;
 /**
  * The doorbell half of a mapped plane: `bells[r]` views rank r's doorbell word. A sleeper waits on the word
  * while it still holds the value it read (the kernel compares and queues under one lock, so a bump after
- * the read is never missed); the waker bumps its own bell, then wakes only if a peer says it sleeps.
+ * the read is never missed); a rank that moves a counter while a peer says it sleeps bumps its own bell
+ * and wakes (ShmAllReduce.published). The word is in a file mapping, so the calls are the shared ones.
  */
 function doorbell(libc: Libc, me: number, bells: Int32Array[]): Pick<Plane, 'sleepOn' | 'ring'> {
   const sys = libc.syscall;
@@ -495,8 +495,9 @@ export class ShmAllReduce {
     return out;
   }
 
-  /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word,
-   *  then the world's wait (which spins more where cores allow, then sleeps until woken). */
+  /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word, a
+   *  futex sleep where that is on (block), then the world's wait (which spins more where cores allow,
+   *  then sleeps until woken). Undefined when the counters are there without a promise turn. */
   private waitAll(off: number, g: number, what: string, timeoutMs?: number): Promise<void> | undefined {
     return this.spin(off, g) || this.block(off, g) ? undefined : this.sleep(off, g, what, timeoutMs);
   }
