@@ -41,7 +41,7 @@ export class PeerGroup implements Group, Comm {
     this.size = ranks.length;
   }
 
-  round(desc: number, name: string, detail = '', timeoutMs?: number): Round {
+  round(desc: number, name: string, detail: string | (() => string) = '', timeoutMs?: number): Round {
     if (this.rank < 0) {
       throw new CommError(`${name} in group ${this.id}: rank ${this.worldRank} is not a member (the group is world ranks ${this.ranks.join(', ')})`);
     }

@@ -10,6 +10,10 @@ import { checkOp, chunks, ELEM, sub } from './slices.js';
 /** Up to this many bytes sent per rank, everyone sends everything to everyone (latency over bandwidth). */
 const SMALL_BYTES = 64 * 1024;
 
+/** allReduce's descriptors by dtype and op, made once: a small call is a few microseconds, and until V8 has
+ *  optimized it (its first thousands of calls) each such helper costs a good part of a microsecond. */
+const DESC: Partial<Record<CommDType, Partial<Record<ReduceOp, number>>>> = {};
+
 /** Not async (bad arguments still reject): each async layer costs microtask turns on a latency-bound call. */
 export function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
   let dtype: CommDType;
@@ -18,8 +22,9 @@ export function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = '
   try {
     dtype = dtypeOf(buf, o?.dtype);
     checkOp(op);
-    desc = descriptor('allReduce', dtype, op);
-    rd = c.round(desc, 'allReduce', ` (${buf.length} x ${dtype})`, o?.timeoutMs);
+    desc = (DESC[dtype] ??= {})[op] ??= descriptor('allReduce', dtype, op);
+    // The details only when an error names the call.
+    rd = c.round(desc, 'allReduce', () => ` (${buf.length} x ${dtype})`, o?.timeoutMs);
   } catch (e) {
     return Promise.reject(e);
   }
