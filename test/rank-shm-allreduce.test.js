@@ -43,6 +43,52 @@ test('allReduce without koffi: the default falls back to the pread plane and agr
   }
 });
 
+// A short call on mapped areas completes before allReduce returns while its peers keep up (no promise turn;
+// issue #14); a peer that comes late past the spin sends the call down the asynchronous path, after which
+// calls are synchronous again. The pread plane has no spin: only its results are checked.
+for (const [n, env, plane] of /** @type {[number, Record<string, string>, string][]} */ ([
+  [2, {}, 'wasm'],
+  [3, {}, 'wasm'],
+  [2, { TPRUN_SHM_WASM: '0' }, 'mmap'],
+  [2, { TPRUN_SHM_MMAP: '0' }, 'pread'],
+])) {
+  test(`short allReduces complete synchronously while peers keep up, and wait for a late one: ${n} ranks, ${plane}`,
+    { skip: plane !== 'pread' && !koffi && 'koffi (optional) is not installed' }, async () => {
+      const res = await spawnRanks(n, [APP, 'sync'], { env, timeoutMs: 120000 });
+      for (const r of res) {
+        assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+        const out = JSON.parse(r.stdout);
+        assert.equal(out.plane, plane);
+        assert.equal(out.ok, true);
+        if (r.rank === 0) assert.equal(out.late, false, 'rank 0 had the late call\'s result before its peers joined');
+        if (plane === 'pread') continue;
+        assert.ok(out.sync > 0, `rank ${r.rank}: none of 500 calls completed synchronously`);
+        assert.ok(out.after > 0, `rank ${r.rank}: no call completed synchronously after the late one`);
+      }
+    });
+}
+
+// Asleep in the kernel instead (TPRUN_SHM_FUTEX_US, on by default only where ranks outnumber cores): a rank
+// whose peers come 50 ms late sleeps on their doorbell and is woken by their move, so even that call is
+// complete when allReduce returns; the other calls are as above.
+for (const [n, env, plane] of /** @type {[number, Record<string, string>, string][]} */ ([
+  [2, { TPRUN_SHM_FUTEX_US: '20000000' }, 'wasm'],
+  [3, { TPRUN_SHM_FUTEX_US: '20000000' }, 'wasm'],
+  [2, { TPRUN_SHM_FUTEX_US: '20000000', TPRUN_SHM_WASM: '0' }, 'mmap'],
+])) {
+  test(`a rank whose peers are late sleeps on a futex until they move: ${n} ranks, ${plane}`,
+    { skip: (!koffi && 'koffi (optional) is not installed') || (!['x64', 'arm64'].includes(process.arch) && 'no futex number for this architecture') }, async () => {
+      const res = await spawnRanks(n, [APP, 'sync'], { env, timeoutMs: 120000 });
+      for (const r of res) {
+        assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+        const out = JSON.parse(r.stdout);
+        assert.equal(out.plane, plane);
+        assert.equal(out.late, true, `rank ${r.rank}: the late call came back before its result`);
+        assert.ok(out.sync > 0 && out.after > 0);
+      }
+    });
+}
+
 // Both planes where koffi is installed: the pread one, and the default (the SIMD arena's, calls that fit
 // a step in one exchange).
 const failPlanes = /** @type {[string, Record<string, string>][]} */ ([['pread', { TPRUN_SHM_MMAP: '0' }], ...(koffi ? [['default', {}]] : [])]);

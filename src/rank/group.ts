@@ -3,7 +3,7 @@
 // collectives in several groups at once, never mix messages; the algorithms are in ./collectives/.
 import type { CollectiveOptions, CommArray, Group, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
-import { collectiveKey, keyName, MAX_GROUPS, SEQ_BITS } from './collective-check.js';
+import { collectiveKey, MAX_GROUPS, SEQ_BITS } from './collective-check.js';
 import { Round, type Comm, type Transport } from './collectives/round.js';
 import type { ReduceBuffers } from './collectives/reduce-buffers.js';
 import type { ShmAllReduce } from './shm-allreduce.js';
@@ -41,14 +41,14 @@ export class PeerGroup implements Group, Comm {
     this.size = ranks.length;
   }
 
-  round(desc: number, name: string, detail = '', timeoutMs?: number): Round {
+  round(desc: number, name: string, detail: string | (() => string) = '', timeoutMs?: number): Round {
     if (this.rank < 0) {
       throw new CommError(`${name} in group ${this.id}: rank ${this.worldRank} is not a member (the group is world ranks ${this.ranks.join(', ')})`);
     }
     this.seq = (this.seq % SEQ_MAX) + 1;
     const a = collectiveKey(this.id, this.seq);
     this.t.begin(a, desc);
-    return new Round(this.t, this.ranks, a, `${name} ${keyName(a)}`, detail, timeoutMs);
+    return new Round(this.t, this.ranks, a, name, detail, timeoutMs);
   }
 
   barrier(o?: CollectiveOptions): Promise<void> { return barrier(this, o); }

@@ -27,7 +27,10 @@ import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
-import { type LibcMemory as Libc, libcMemory } from '../util/libc.js';
+import { type LibcMemory, libcMemory, libcSyscall } from '../util/libc.js';
+
+/** The mapping functions, and syscall(2) where the futex wait is on. */
+type Libc = LibcMemory & { syscall?: (...a: unknown[]) => unknown };
 
 
 /** Area layout (offsets from the area's start): counters and the header of the call each step belongs to. */
@@ -36,6 +39,10 @@ const D = 64;
 const G = 128;
 /** Per parity p: [seq, desc, bytes] of the call that wrote the step (int32 each) at HEAD + 64p. */
 const HEAD = 192;
+/** Doorbell: bumped after a counter move that a peer may sleep on, the word it sleeps on (futex). */
+const BELL = 384;
+/** Non-zero while this rank may be asleep on a peer's doorbell: a publisher then wakes it. */
+const ASLEEP = 448;
 /** A word of the header page the wasm plane proves its mapping with. */
 const PROBE = 1024;
 const DATA = 4096;
@@ -68,6 +75,11 @@ export interface Plane {
   /** Gives the core away for a moment (sched_yield), so a spinning rank does not starve a peer that
    *  shares its core; planes that cannot spin cheaply have none. */
   relax?(): void;
+  /** Sleeps (futex) until rank's doorbell is no longer `seen`, a wake, or `ns` pass; mapped planes where
+   *  the futex system call could be bound. */
+  sleepOn?(rank: number, seen: number, ns: number): void;
+  /** Wakes every process asleep on our doorbell. */
+  ring?(): void;
 }
 
 /** pread/pwrite on the files: Node's own means, one kernel copy per move. */
@@ -99,8 +111,36 @@ export class FilePlane implements Plane {
   close(): void {}
 }
 
-/** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0. */
-const loadLibc = (): Libc | undefined => (process.env.TPRUN_SHM_MMAP === '0' ? undefined : libcMemory());
+/** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0; syscall(2) for the futex calls, unless TPRUN_SHM_FUTEX_US=0. */
+const loadLibc = (): Libc | undefined => {
+  const mem = process.env.TPRUN_SHM_MMAP === '0' ? undefined : libcMemory();
+  return mem && { ...mem, syscall: SYS_FUTEX !== undefined && process.env.TPRUN_SHM_FUTEX_US !== '0' ? libcSyscall() : undefined };
+};
+
+/** futex(2)'s number (asm/unistd.h) where we know it: x86-64 and arm64. */
+const SYS_FUTEX = ({ x64: 202, arm64: 98 } as Record<string, number>)[process.arch];
+const FUTEX_WAIT = 0;
+const FUTEX_WAKE = 1;
+
+/**
+ * The doorbell half of a mapped plane: `bells[r]` views rank r's doorbell word. A sleeper waits on the word
+ * while it still holds the value it read (the kernel compares and queues under one lock, so a bump after
+ * the read is never missed); a rank that moves a counter while a peer says it sleeps bumps its own bell
+ * and wakes (ShmAllReduce.published). The word is in a file mapping, so the calls are the shared ones.
+ */
+function doorbell(libc: Libc, me: number, bells: Int32Array[]): Pick<Plane, 'sleepOn' | 'ring'> {
+  const sys = libc.syscall;
+  if (!sys) return {};
+  const ts = new BigInt64Array(2);
+  return {
+    sleepOn: (rank, seen, ns) => {
+      ts[0] = BigInt(Math.floor(ns / 1e9));
+      ts[1] = BigInt(ns % 1e9);
+      sys(SYS_FUTEX, 'void *', bells[rank], 'int', FUTEX_WAIT, 'int', seen, 'void *', ts, 'void *', null, 'int', 0);
+    },
+    ring: () => { sys(SYS_FUTEX, 'void *', bells[me], 'int', FUTEX_WAKE, 'int', 0x7fffffff, 'void *', null, 'void *', null, 'int', 0); },
+  };
+}
 
 const PROT_RW = 3;
 const MAP_SHARED = 1;
@@ -220,6 +260,7 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
       return false;
     },
     relax: () => { libc.schedYield(); },
+    ...doorbell(libc, me, at.map((o) => new Int32Array(mem, o + BELL, 1))),
     close: restore,
   };
 }
@@ -255,6 +296,7 @@ function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: nu
     get: (rank, off) => Atomics.load(flags[rank], off >> 2),
     set: (off, v) => { Atomics.store(flags[me], off >> 2, v); },
     relax: () => { libc.schedYield(); },
+    ...doorbell(libc, me, flags.map((f) => new Int32Array(f.buffer, f.byteOffset + BELL, 1))),
     close: unmap,
   };
 }
@@ -287,6 +329,15 @@ export class ShmAllReduce {
   private callA = 0;
   private noticed = false;
 
+  /** Our doorbell's value (./shm-allreduce.ts, BELL): only we write it. */
+  private bell = 0;
+  /** oneShot's sources on the arena plane, per parity. */
+  private oneShotIn?: number[][];
+  /** oneShot's views of our input areas (per parity) and of the scratch it reduces into, on the arena
+   *  plane, typed and sized as the last call's buffer: a decode loop's all-reduces all have one shape,
+   *  and a view made per call was most of what a call allocated. */
+  private views?: { dtype: CommDType; len: number; in: CommArray[]; out: CommArray };
+
   /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
 
@@ -304,10 +355,10 @@ export class ShmAllReduce {
   }
 
   async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
-    await this.call(seq, what, () =>
-      buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step)
-        ? this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs)
-        : this.steps(buf, op, dtype, seq, desc, what, timeoutMs));
+    await this.call(seq, what, async () => {
+      if (this.fitsOneShot(buf)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
+      else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
+    });
     return buf;
   }
 
@@ -318,15 +369,12 @@ export class ShmAllReduce {
    */
   private async call(seq: number, what: string, body: () => Promise<void>): Promise<void> {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
-    this.busy = true;
-    this.callA = seq;
-    this.noticed = false;
+    this.begin(seq);
     try {
       await this.ready();
       await body();
     } finally {
-      this.busy = false;
-      if (this.closed) this.plane?.close();
+      this.settle();
     }
   }
 
@@ -336,6 +384,43 @@ export class ShmAllReduce {
     this.head[1] = desc | 0;
     this.head[2] = nbytes;
     this.plane.write(HEAD + 64 * p, this.headBytes);
+  }
+
+  /**
+   * run() for a caller with nothing queued ahead of it: a call of one exchange, once the areas are set up,
+   * runs synchronously for as long as its peers keep up, and returns `buf` itself complete: no promise
+   * and no microtask turn, which were half of a 1 KiB call's few microseconds. Else (a peer late past the
+   * spin, a longer call, the first call) the promise of the rest. Throws what run() would reject with.
+   */
+  now<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, call: { readonly a: number; readonly what: string }, desc: number, timeoutMs?: number): T | Promise<T> {
+    const seq = call.a;
+    if (!this.plane || this.closed || !this.fitsOneShot(buf)) return this.run(buf, op, dtype, seq, desc, call.what, timeoutMs);
+    this.begin(seq);
+    let rest: Promise<void> | undefined;
+    try {
+      rest = this.oneShot(buf, op, dtype, seq, desc, call, timeoutMs);
+    } finally {
+      if (!rest) this.settle();
+    }
+    if (!rest) return buf;
+    return rest.then(() => { this.settle(); return buf; }, (e: unknown) => { this.settle(); throw e; });
+  }
+
+  private fitsOneShot(buf: CommArray): boolean {
+    return buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step);
+  }
+
+  /** A call starts: close() leaves the mapping to it until settle(). */
+  private begin(seq: number): void {
+    this.busy = true;
+    this.callA = seq;
+    this.noticed = false;
+  }
+
+  /** A call ended: a close() that came during it unmaps now. */
+  private settle(): void {
+    this.busy = false;
+    if (this.closed) this.plane?.close();
   }
 
   private async ready(): Promise<void> {
@@ -393,34 +478,80 @@ export class ShmAllReduce {
     return out;
   }
 
-  /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word,
-   *  then the world's wait (which spins more where cores allow, then sleeps until woken). */
-  private async waitAll(off: number, g: number, what: string, timeoutMs?: number): Promise<void> {
-    const { plane, peers } = this;
-    const behind = (r: number) => ((plane.get(r, off) - g) | 0) < 0;
-    const ready = () => {
-      for (const r of peers) if (behind(r)) return false;
-      return true;
-    };
-    if (ready()) return;
-    if (plane.relax) {
-      // A peer a few microseconds behind is the common case between ranks that each have a core. Where
-      // ranks outnumber cores, one that has no core right now gets ours at every turn (sched_yield); where
-      // they do not, yielding would only hand the core to other processes for a whole time slice (on a
-      // loaded machine a 1 MiB call took 10 ms instead of 0.4), so the spin keeps it.
-      const relax = this.deps.oversubscribed ? plane.relax : undefined;
-      const end = process.hrtime.bigint() + SPIN_NS;
-      for (let i = 1; ; i++) {
-        if (ready()) return;
-        if ((i & 63) === 0) {
-          relax?.();
-          if (process.hrtime.bigint() > end) break;
-        }
+  /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word, a
+   *  futex sleep where that is on (block), then the world's wait (which spins more where cores allow,
+   *  then sleeps until woken). Undefined when the counters are there without a promise turn. */
+  private waitAll(off: number, g: number, what: string, timeoutMs?: number): Promise<void> | undefined {
+    return this.spin(off, g) || this.block(off, g) ? undefined : this.sleep(off, g, what, timeoutMs);
+  }
+
+  /** Whether every peer's counter at `off` has reached generation g, or does within the bounded spin. */
+  private spin(off: number, g: number): boolean {
+    if (this.arrived(off, g)) return true;
+    const { plane } = this;
+    if (!plane.relax) return false;
+    // A peer a few microseconds behind is the common case between ranks that each have a core. Where
+    // ranks outnumber cores, one that has no core right now gets ours at every turn (sched_yield); where
+    // they do not, yielding would only hand the core to other processes for a whole time slice (on a
+    // loaded machine a 1 MiB call took 10 ms instead of 0.4), so the spin keeps it.
+    const relax = this.deps.oversubscribed ? plane.relax : undefined;
+    const end = process.hrtime.bigint() + SPIN_NS;
+    for (let i = 1; ; i++) {
+      if (this.arrived(off, g)) return true;
+      if ((i & 63) === 0) {
+        relax?.();
+        if (process.hrtime.bigint() > end) return false;
       }
     }
+  }
+
+  /**
+   * After the spin: asleep in the kernel (futex on the doorbell of a peer that is behind) for up to
+   * TPRUN_SHM_FUTEX_US, woken within microseconds of the peer's move, with the core free meanwhile for
+   * the peer where ranks outnumber cores (and for our own compiler and GC threads, bound to our core with
+   * us). Without it such a rank slept in the event loop, whose wake-up takes tens of microseconds.
+   * The event loop waits meanwhile, as it does in the world's own spin; what is still missing after
+   * this goes to `sleep`.
+   */
+  private block(off: number, g: number): boolean {
+    const { plane } = this;
+    const ns = FUTEX_NS_SET ?? (this.deps.oversubscribed ? 10_000_000 : 0);
+    if (!plane.sleepOn || !(ns > 0)) return false;
+    const end = process.hrtime.bigint() + BigInt(Math.round(ns));
+    // Said before the doorbells are read: a peer that moves after that read sees it and wakes us.
+    plane.set(ASLEEP, 1);
+    try {
+      for (;;) {
+        let late = -1;
+        for (const r of this.peers) {
+          if (((plane.get(r, off) - g) | 0) < 0) {
+            late = r;
+            break;
+          }
+        }
+        if (late < 0) return true;
+        const left = end - process.hrtime.bigint();
+        if (left <= 0n) return false;
+        const seen = plane.get(late, BELL);
+        if (((plane.get(late, off) - g) | 0) >= 0) continue;
+        plane.sleepOn(late, seen, Math.min(FUTEX_SLICE_NS, Number(left)));
+      }
+    } finally {
+      plane.set(ASLEEP, 0);
+    }
+  }
+
+  private arrived(off: number, g: number): boolean {
+    for (const r of this.peers) if (((this.plane.get(r, off) - g) | 0) < 0) return false;
+    return true;
+  }
+
+  /** The rest of waitAll once the spin is over: the world's wait, which sleeps until woken. */
+  private async sleep(off: number, g: number, what: string, timeoutMs?: number): Promise<void> {
+    const { plane, peers } = this;
     const missing = () => {
       let m: number[] | undefined;
-      for (const r of peers) if (behind(r)) (m ??= []).push(r);
+      for (const r of peers) if (((plane.get(r, off) - g) | 0) < 0) (m ??= []).push(r);
       return m ?? NONE;
     };
     // A peer this late may be in another collective under the same number, waiting for a message from us
@@ -436,37 +567,78 @@ export class ShmAllReduce {
 
   /** Peers that sleep waiting for a counter we just moved are woken (mapped planes know whether any does). */
   private published(): void {
-    if (!this.plane.anyAsleep || this.plane.anyAsleep()) this.deps.nudge();
+    const { plane } = this;
+    if (plane.ring) {
+      // The counter was stored before this load (both sequentially consistent), and a sleeper says so
+      // before it reads the counter: either it sees our move, or we see it and ring (the bell moves, so
+      // a sleeper that read the bell before is not put to sleep on it, or is woken).
+      for (const r of this.peers) {
+        if (plane.get(r, ASLEEP) !== 0) {
+          plane.set(BELL, ++this.bell);
+          plane.ring();
+          break;
+        }
+      }
+    }
+    if (!plane.anyAsleep || plane.anyAsleep()) this.deps.nudge();
   }
 
   /**
    * A call that fits one step (the arena plane): every rank stores its whole buffer into its input area
    * and reduces every rank's input straight from the areas in rank order, so one flag per rank is the
    * only exchange. The three counters move together, keeping the pipelined path's rules for the next call.
+   * Synchronous while every peer arrives within the spin: undefined once done, else the promise of the rest.
    */
-  private async oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<void> {
-    const { plane } = this;
-    const es = ELEM[dtype];
-    const nbytes = buf.byteLength;
+  private oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: Named, timeoutMs?: number): Promise<void> | undefined {
     const g = ++this.gen;
-    const p = g & 1;
     // Our input area's previous user, generation g-2, must have been read by every peer.
-    await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
-    plane.write(inArea(this.step, p), bytesOf(buf));
+    if (this.spin(D, g - 2) || this.block(D, g - 2)) return this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g);
+    return this.sleep(D, g - 2, `${nameOf(what)} (input area)`, timeoutMs).then(() => this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g));
+  }
+
+  private exchange(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: Named, timeoutMs: number | undefined, g: number): Promise<void> | undefined {
+    const { plane } = this;
+    const p = g & 1;
+    const nbytes = buf.byteLength;
+    const views = plane.arena ? this.arenaViews(buf, dtype) : undefined;
+    const bytes = views ? undefined : bytesOf(buf);
+    if (views) views.in[p].set(buf);
+    else plane.write(inArea(this.step, p), bytes!);
     this.writeHead(p, seq, desc, nbytes);
     plane.set(W, g);
     this.published();
-    await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
+    if (this.spin(W, g) || this.block(W, g)) return this.combine(buf, bytes, op, dtype, seq, desc, g);
+    return this.sleep(W, g, `${nameOf(what)} (exchange)`, timeoutMs).then(() => this.combine(buf, bytes, op, dtype, seq, desc, g));
+  }
+
+  /** Every input is there: reduce them in rank order into buf and release our areas. */
+  private combine(buf: CommArray, bytes: Uint8Array | undefined, op: ReduceOp, dtype: CommDType, seq: number, desc: number, g: number): undefined {
+    const { plane } = this;
+    const p = g & 1;
+    const nbytes = buf.byteLength;
     for (const r of this.peers) this.checkHead(r, p, seq, desc, nbytes);
     if (plane.arena) {
-      const srcs = plane.at!.map((o) => o + inArea(this.step, p));
+      // Every rank's input area of this parity, in rank order (computed once: the plane never moves).
+      const srcs = (this.oneShotIn ??= [0, 1].map((q) => plane.at!.map((o) => o + inArea(this.step, q))))[p];
       const dst = plane.scratch!;
-      this.reduceAt(dtype, op, buf, dst, srcs, nbytes, es);
-      bytesOf(buf).set(new Uint8Array(plane.arena.mem.buffer, dst, nbytes));
-    } else this.reduceChunk(dtype, op, buf, bytesOf(buf), inArea(this.step, p), -1);
+      this.reduceAt(dtype, op, buf, dst, srcs, nbytes, ELEM[dtype]);
+      (buf as Float32Array).set(this.arenaViews(buf, dtype).out as Float32Array);
+    } else this.reduceChunk(dtype, op, buf, bytes!, inArea(this.step, p), -1);
     plane.set(D, g);
     plane.set(G, g);
     this.published();
+    return undefined;
+  }
+
+  private arenaViews(buf: CommArray, dtype: CommDType): { in: CommArray[]; out: CommArray } {
+    const v = this.views;
+    if (v && v.dtype === dtype && v.len === buf.length) return v;
+    const C = VIEW[dtype];
+    const mem = this.plane.arena!.mem.buffer;
+    const at = this.plane.at![this.me];
+    const n = buf.length;
+    this.views = { dtype, len: n, in: [0, 1].map((p) => new C(mem, at + inArea(this.step, p), n)), out: new C(mem, this.plane.scratch!, n) };
+    return this.views;
   }
 
   /** mem[dst] = mem[srcs[0]] op ... (rank order) for nbytes, in the arena (SIMD where it has the op). */
@@ -557,10 +729,16 @@ export class ShmAllReduce {
 
   /** A peer's step header must describe the same call: same collective, op, dtype and length. */
   private checkHead(r: number, p: number, seq: number, desc: number, nbytes: number, name = 'allReduce'): void {
-    // One read (one syscall on the pread plane); the counter read before it ordered it after the write.
-    this.plane.read(r, HEAD + 64 * p, this.theirHeadBytes);
-    const [theirSeq, desc0, theirBytes] = this.theirHead;
-    const theirDesc = desc0 >>> 0;
+    // The counter read before it ordered it after the write. One read (one syscall) on the pread plane;
+    // mapped planes load the words where they are, allocating nothing.
+    const { plane } = this;
+    const h = HEAD + 64 * p;
+    const th = this.theirHead;
+    if (plane.kind === 'pread') plane.read(r, h, this.theirHeadBytes);
+    else for (let i = 0; i < 3; i++) th[i] = plane.get(r, h + 4 * i);
+    const theirSeq = th[0];
+    const theirDesc = th[1] >>> 0;
+    const theirBytes = th[2];
     if (theirSeq !== seq) throw new CommError(`${name} #${seq}: rank ${r} is at collective #${theirSeq} (the ranks' collectives no longer line up)`);
     if (theirDesc !== desc >>> 0) throw new CommError(mismatch(seq, r, theirDesc, this.me, desc >>> 0));
     // Stored as int32: compare modulo 2^32 (a length differing by exactly 4 GiB is not worth a wider field).
@@ -632,6 +810,13 @@ export class ShmAllReduce {
 }
 
 const NONE: number[] = [];
+/** The array type each dtype travels in (half precision as its bits). */
+const VIEW: Record<CommDType, new (b: ArrayBufferLike, off: number, n: number) => CommArray> = {
+  float32: Float32Array, float64: Float64Array, int32: Int32Array, uint8: Uint8Array, int8: Int8Array, float16: Uint16Array, bfloat16: Uint16Array,
+};
+/** What errors call a collective: the string, or the collective's round, whose name is built only when asked. */
+type Named = string | { readonly what: string };
+const nameOf = (n: Named) => (typeof n === 'string' ? n : n.what);
 /**
  * Up to this many bytes a call is one exchange in which every rank reduces the whole buffer; above it the
  * pipelined reduce-scatter + all-gather, whose two more waits cost less than reducing R times the bytes.
@@ -641,6 +826,15 @@ const ONE_SHOT_BYTES = Number(process.env.TPRUN_SHM_ONE_SHOT_BYTES ?? 64 * 1024)
 const BLOCK = 64 * 1024;
 /** The bounded spin on a mapped counter before the world's own wait. */
 const SPIN_NS = BigInt(Number(process.env.TPRUN_SHM_SPIN_NS ?? 100_000));
+/** After the spin, how long a rank sleeps on its peers' doorbells (futex) before the world's wait; 0 = not
+ *  at all. Default: 10 ms where local ranks outnumber cores (the world's own wait then sleeps at once, in
+ *  the event loop), else none (it spins TPRUN_SPIN_US, 10 ms, where a peer with a core of its own answers
+ *  soonest; on the 2-core machine a futex there cost the first thousands of calls ~1 µs of median each
+ *  while saving a third of their stalls, a wash). */
+const FUTEX_ENV = process.env.TPRUN_SHM_FUTEX_US;
+const FUTEX_NS_SET = FUTEX_ENV ? Number(FUTEX_ENV) * 1000 : undefined;
+/** One futex sleep at most: a lost wake-up costs no more than this. */
+const FUTEX_SLICE_NS = 1_000_000;
 
 
 /** What every rank advertised at rendezvous, as far as the areas go. */

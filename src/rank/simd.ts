@@ -15,6 +15,11 @@ const OPS: Record<string, number> = {
   'uint8/sum': 110, 'uint8/min': 119, 'uint8/max': 121,
 };
 const NAMES = Object.keys(OPS);
+const SUPPORTED: Partial<Record<string, Partial<Record<string, true>>>> = {};
+for (const n of NAMES) {
+  const [dtype, op] = n.split('/');
+  (SUPPORTED[dtype] ??= {})[op] = true;
+}
 
 /** Function i < NAMES.length: 2-address (dst, src, end); NAMES.length + i: 3-address (dst, a, b, n). */
 function moduleBytes(): Uint8Array<ArrayBuffer> {
@@ -65,10 +70,16 @@ export class SimdArena {
   private fns: Record<string, Fn>;
   private fns3: Record<string, Fn3>;
 
+  private byType: Partial<Record<CommDType, Record<ReduceOp, Fn3>>> = {};
+
   private constructor(inst: WebAssembly.Instance) {
     this.mem = inst.exports.mem as WebAssembly.Memory;
     this.fns = inst.exports as unknown as Record<string, Fn>;
     this.fns3 = Object.fromEntries(NAMES.map((n) => [n, inst.exports[`${n}/3`] as unknown as Fn3]));
+    for (const n of NAMES) {
+      const [dtype, op] = n.split('/') as [CommDType, ReduceOp];
+      (this.byType[dtype] ??= {} as Record<ReduceOp, Fn3>)[op] = this.fns3[n];
+    }
   }
 
   /** Grows the memory to at least `bytes` (once, before anything maps into it: growing may move it). */
@@ -82,7 +93,8 @@ export class SimdArena {
    * sources are in this memory (dst may be srcs[0]). Offsets must be multiples of the element size.
    */
   reduce3(dtype: CommDType, op: ReduceOp, dst: number, srcs: number[], n: number, elemBytes: number): void {
-    const f = this.fns3[`${dtype}/${op}`];
+    // Looked up without building the "dtype/op" string: this runs once per small allReduce.
+    const f = this.byType[dtype]![op];
     const vecBytes = n - (n % 16);
     let a = srcs[0];
     for (let k = 1; k < srcs.length; k++) {
@@ -105,7 +117,7 @@ export class SimdArena {
   }
 
   static supports(dtype: CommDType, op: ReduceOp): boolean {
-    return `${dtype}/${op}` in OPS;
+    return SUPPORTED[dtype]?.[op] === true;
   }
 
   /** `slots` views of `bytes` each (16-byte aligned), valid until the next call. */

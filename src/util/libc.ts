@@ -70,6 +70,9 @@ export const libcMemory = declare<LibcMemory>(({ koffi, libc }) => ({
   schedYield: libc.func('int sched_yield()') as () => unknown,
 }));
 
+/** syscall(2), variadic: the futex calls of the shared-memory allReduce's doorbell, which libc does not wrap. */
+export const libcSyscall = declare(({ libc }) => libc.func('long syscall(long nr, ...)') as Fn);
+
 export const libcCopyFileRange = declare(({ koffi, libc }) => ({
   copyFileRange: libc.func('intptr_t copy_file_range(int fd_in, _Inout_ int64_t *off_in, int fd_out, _Inout_ int64_t *off_out, size_t len, unsigned int flags)') as CopyFileRange,
   errno: () => koffi.errno(),

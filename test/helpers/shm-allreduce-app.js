@@ -1,7 +1,8 @@
 // A rank program for the shared-memory allReduce tests: `node shm-allreduce-app.js SCENARIO`.
 // 'check': every case against a sequential reference (inputs are a function of rank and index), then one
-// JSON line {rank, ok, plane}. 'mismatch-length' / 'mismatch-op': the ranks disagree on purpose; 'die':
-// rank 1 exits between two calls.
+// JSON line {rank, ok, plane}. 'sync': short calls awaited in turn, one that a peer joins late, and what
+// each call's promise held when it came back. 'mismatch-length' / 'mismatch-op': the ranks disagree on
+// purpose; 'die': rank 1 exits between two calls.
 import assert from 'node:assert/strict';
 import { initWorld } from '../../dist/rank/world.js';
 import { f32ToBf16, f32ToF16, toF32 } from '../../dist/rank/dtype.js';
@@ -100,6 +101,54 @@ if (scenario === 'check') {
   checkAll(big, 'sum', 'float32 sum [64 MiB]');
   await world.close();
   console.log(JSON.stringify({ rank: me, ok: true, plane }));
+} else if (scenario === 'sync') {
+  // A short call may complete before it returns (ShmAllReduce.now): then `buf` already holds the result
+  // when allReduce hands back its promise. Reported, not asserted here: the test decides per plane.
+  const buf = new Float32Array(255);
+  const want = (k) => (R * (R + 1)) / 2 + R * k;
+  const check = (k) => {
+    for (let i = 0; i < buf.length; i++) if (buf[i] !== want(k)) assert.fail(`call ${k}: element ${i} is ${buf[i]}, want ${want(k)} (rank ${me} of ${R})`);
+  };
+  // Each call awaited straight after the next starts, as a decode loop does (no other await between them,
+  // which would hide a call left queued behind the one before).
+  let sync = 0;
+  for (let k = 0; k < 500; k++) {
+    buf.fill(me + 1 + k);
+    const p = world.allReduce(buf);
+    if (buf[0] === want(k) && buf[254] === want(k)) sync++;
+    await p;
+    check(k);
+  }
+  // The fallback: rank 0 enters a call that its peers join only 50 ms later, long past the spin; its call
+  // must come back pending and complete when they arrive.
+  await world.barrier();
+  if (me !== 0) await new Promise((res) => setTimeout(res, 50));
+  buf.fill(me + 1 + 500);
+  const p = world.allReduce(buf);
+  const late = buf[0] === want(500);
+  await p;
+  check(500);
+  // Calls after that fallback are synchronous again (nothing left queued).
+  let after = 0;
+  for (let k = 501; k < 1000; k++) {
+    buf.fill(me + 1 + k);
+    const p = world.allReduce(buf);
+    if (buf[0] === want(k) && buf[254] === want(k)) after++;
+    await p;
+    check(k);
+  }
+  // Mixed dtypes and lengths in turn (each changes the views oneShot keeps), and a call that takes steps.
+  for (let k = 0; k < 50; k++) {
+    const n = [1, 7, 255, 4096][k % 4];
+    const d = Float64Array.from({ length: n }, (_, i) => val(me, i + k));
+    const i8 = Int8Array.from({ length: n + 1 }, (_, i) => val(me, i));
+    const [pd, pi] = [world.allReduce(d, 'max'), world.allReduce(i8, 'min')];
+    await Promise.all([pd, pi]);
+    for (let i = 0; i < n; i++) if (d[i] !== ref('max', i + k)) assert.fail(`float64 max [${n}], round ${k}: element ${i} is ${d[i]}`);
+    checkAll(i8, 'min', `int8 min [${n + 1}], round ${k}`);
+  }
+  await world.close();
+  console.log(JSON.stringify({ rank: me, ok: true, plane, sync, late, after }));
 } else if (scenario === 'die') {
   // Rank 1 dies between two large allReduces: the others must fail naming it, long before their timeout.
   const buf = new Float32Array(1 << 22);

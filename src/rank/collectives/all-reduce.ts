@@ -10,6 +10,10 @@ import { checkOp, chunks, ELEM, sub } from './slices.js';
 /** Up to this many bytes sent per rank, everyone sends everything to everyone (latency over bandwidth). */
 const SMALL_BYTES = 64 * 1024;
 
+/** allReduce's descriptors by dtype and op, made once: a small call is a few microseconds, and until V8 has
+ *  optimized it (its first thousands of calls) each such helper costs a good part of a microsecond. */
+const DESC: Partial<Record<CommDType, Partial<Record<ReduceOp, number>>>> = {};
+
 /** Not async (bad arguments still reject): each async layer costs microtask turns on a latency-bound call. */
 export function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = 'sum', o?: CollectiveOptions): Promise<T> {
   let dtype: CommDType;
@@ -18,14 +22,25 @@ export function allReduce<T extends CommArray>(c: Comm, buf: T, op: ReduceOp = '
   try {
     dtype = dtypeOf(buf, o?.dtype);
     checkOp(op);
-    desc = descriptor('allReduce', dtype, op);
-    rd = c.round(desc, 'allReduce', ` (${buf.length} x ${dtype})`, o?.timeoutMs);
+    desc = (DESC[dtype] ??= {})[op] ??= descriptor('allReduce', dtype, op);
+    // The details only when an error names the call.
+    rd = c.round(desc, 'allReduce', () => ` (${buf.length} x ${dtype})`, o?.timeoutMs);
   } catch (e) {
     return Promise.reject(e);
   }
   if (c.size === 1) return Promise.resolve(buf);
   const shm = c.shm;
   if (shm && shm.wants(buf.length)) {
+    // Nothing queued ahead: a short call may be complete before it returns (ShmAllReduce.now).
+    if (c.buffers.idle) {
+      let r: T | Promise<T>;
+      try {
+        r = shm.now(buf, op, dtype, rd, desc, o?.timeoutMs);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return r instanceof Promise ? c.buffers.serial(() => r) : Promise.resolve(r);
+    }
     return c.buffers.serial(() => shm.run(buf, op, dtype, rd.a, desc, rd.what, o?.timeoutMs));
   }
   return c.buffers.serial(() => (buf.length * ELEM[dtype] * (c.size - 1) <= SMALL_BYTES || buf.length < c.size

@@ -25,10 +25,16 @@ export class ReduceBuffers {
   serial<T>(fn: () => Promise<T>): Promise<T> {
     const prev = this.busy;
     const run = prev ? prev.then(fn) : fn();
-    const tail = run.then(() => undefined, () => undefined);
+    // Cleared in the first reaction to `run`, before its caller's own await resumes: a caller that
+    // awaits each call in turn finds the buffers idle again (the synchronous path of ../shm-allreduce.ts).
+    const tail: Promise<void> = run.then(() => { if (this.busy === tail) this.busy = undefined; }, () => { if (this.busy === tail) this.busy = undefined; });
     this.busy = tail;
-    void tail.then(() => { if (this.busy === tail) this.busy = undefined; });
     return run;
+  }
+
+  /** No reduction is running or queued. */
+  get idle(): boolean {
+    return this.busy === undefined;
   }
 
   /** R receive slots of `bytes` each for a reduction (slot `me` is for our own contribution). */

@@ -5,6 +5,7 @@
 
 import type { ReduceBuffers } from './reduce-buffers.js';
 import type { ShmAllReduce } from '../shm-allreduce.js';
+import { keyName } from '../collective-check.js';
 
 /** A send in flight: done once its data left (the caller may then reuse the buffer). */
 export interface Ticket { done: boolean; dst: number }
@@ -27,7 +28,7 @@ export interface Comm {
   readonly rank: number;
   readonly size: number;
   /** Must be called synchronously at call time: the round's key follows call order on every rank. */
-  round(desc: number, name: string, detail?: string, timeoutMs?: number): Round;
+  round(desc: number, name: string, detail?: string | (() => string), timeoutMs?: number): Round;
   readonly buffers: ReduceBuffers;
   /** Where the group has it: allReduce through shared-memory areas instead of messages (../shm-allreduce.ts). */
   readonly shm?: ShmAllReduce;
@@ -38,11 +39,18 @@ export class Round {
   private recvs: [number, number, number][] = [];
   private tickets: Ticket[] = [];
 
-  /** What errors call this collective: `label` ("allReduce #7") and its details (" (n x float32)"). */
-  readonly what: string;
+  constructor(private t: Transport, private ranks: readonly number[], readonly a: number, private name: string,
+    private detail: string | (() => string) = '', private timeoutMs?: number) {}
 
-  constructor(private t: Transport, private ranks: readonly number[], readonly a: number, readonly label: string, detail = '', private timeoutMs?: number) {
-    this.what = label + detail;
+  /** What errors call this collective: "allReduce #7". Built when asked: a string per call is a good part
+   *  of a small allReduce that completes without waiting. */
+  get label(): string {
+    return `${this.name} ${keyName(this.a)}`;
+  }
+
+  /** The label and its details (" (n x float32)"), which may be given as a function that makes them. */
+  get what(): string {
+    return this.label + (typeof this.detail === 'string' ? this.detail : this.detail());
   }
 
   recv(src: number, phase: number, into?: Uint8Array): void {
