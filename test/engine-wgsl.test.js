@@ -76,7 +76,7 @@ test('tp=1: greedy tokens equal the CPU engine\'s and transformers\'; logits clo
   assert.equal(bad.stdout, '');
 });
 
-test('tp=2 (host all-reduce between the ranks\' command buffers): transformers\' greedy tokens', async (t) => {
+test('tp=2 (host all-reduce between the ranks\' command buffers): transformers\' greedy tokens; recording past an all-reduce point before its sums are back changes no bit (TPRUN_WGSL_REDUCE_AHEAD=0 waits first)', async (t) => {
   if (noAdapter) return t.skip(noAdapter);
   const engine = await build('fp16-tp2', ['--dtype', 'float16', '--tp', '2']);
   const prompts = REF.prompts.slice(0, 2);
@@ -89,6 +89,12 @@ test('tp=2 (host all-reduce between the ranks\' command buffers): transformers\'
     assert.ok(err < 2e-4, `prompt ${b}: relative L2 error ${err}`);
   });
   assert.equal(r.left.length, 0, 'no process left behind');
+  const wait = await tprun(generateArgs(engine, prompts, ['--kernels', 'wgsl']), { ...LONG, env: { TPRUN_WGSL_REDUCE_AHEAD: '0' } });
+  assert.equal(wait.code, 0, wait.stderr);
+  jsonLines(wait.stdout).forEach((o, b) => {
+    assert.deepEqual(o.new_ids, out[b].new_ids, `prompt ${b}: greedy tokens`);
+    assert.deepEqual(o.last_prompt_logits, out[b].last_prompt_logits, `prompt ${b}: logits`);
+  });
 });
 
 test('an engine the WGSL kernels cannot run is refused in one line naming the engine, exit 2', async (t) => {

@@ -10,8 +10,8 @@
 # --kernels wgsl at pp 2 over two GPUs, one stage each, against tp 2 over the same two and pp 1 on one;
 # `tprun -n 2 --gpus 0,1`, a summary line of ratios), attn (a prompt's attention kernels: scripts/gpu/attn-check.mjs,
 # then the model with each TPRUN_WGSL_PREFILL_ATTN), ab (sets of TPRUN_WGSL_* knobs side by side in interleaved rounds: AB_F16,
-# AB_Q4, AB_ROUNDS) and final (the closing float16 and int4 comparison with llama.cpp,
-# defaults only, and their numbers); these nine are not in the default list. `wgsl` (issue 15
+# AB_Q4, AB_ROUNDS), tp (tp 2 over WebGPU with the all-reduce overlap on and off: TP_GPUS, TP_ROUNDS) and final (the closing float16 and int4 comparison with llama.cpp,
+# defaults only, and their numbers); these ten are not in the default list. `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -393,6 +393,16 @@ for e in ('f16', 'int4'):
     env = {k[1]: by[k][0].get('ab_env', '') for k in keys}
     print(json.dumps({'summary': 'ab', 'label': f'ab-summary {e}', **{s: {'env': env[s], 'runs': len(by[(e, s)]), 'prefill_tok_s': round(p, 1), 'decode_tok_s': round(d, 1), 'prefill_vs_' + first: round(p / med[first][0], 3)} for s, (p, d) in med.items()}}))
 PYEOF
+fi
+if has tp; then step tp  # tp 2 over WebGPU: one rank per GPU of TP_GPUS (default 0,1), the next segment recorded while an all-reduce's sums cross the host, against waiting first (TPRUN_WGSL_REDUCE_AHEAD=0); interleaved rounds
+  [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }
+  [ -d "$W/tiny11-tp2" ] || tprun build --model "$W/tiny11" --tp 2 --dtype float16 --device gpu --max-batch-size 1 --max-seq-len 512 --out "$W/tiny11-tp2" -q >>"$L/build-tiny.log" 2>&1
+  for round in $(seq "${TP_ROUNDS:-2}"); do
+    for ahead in 1 0; do
+      TPRUN_WGSL_REDUCE_AHEAD=$ahead tprun -n 2 --gpus "${TP_GPUS:-0,1}" -- node dist/cli.js bench generate --one --engine "$W/tiny11-tp2" --device gpu --kernels wgsl \
+        --prompt-len 128 --new-tokens 32 --reps 2 --json 2>>"$L/tp.log" | grep '^{' | tail -1 | label "tp2 gpus ${TP_GPUS:-0,1} reduce-ahead $ahead round $round" | tee -a "$R"
+    done
+  done
 fi
 if has final; then step final  # issue 15's closing comparison, one call: float16 and int4 against llama.cpp Vulkan with every default on, then their numbers
   [ -f "$W/tiny11/config.json" ] || { step make-model; $PY scripts/gpu/reference.py make-model "$W/tiny11" 2>>"$L/make-model.log" | tee -a "$R"; }

@@ -80,6 +80,8 @@ export class WgslRunner {
   private builder: OpBuilder;
   /** Dispatches per command buffer of a prompt (0: one buffer). */
   private readonly submitEvery = prefillSubmitEvery();
+  /** TPRUN_WGSL_REDUCE_AHEAD=0: each all-reduce point waits for its sums before recording what follows (the form before). */
+  private readonly reduceAhead = process.env.TPRUN_WGSL_REDUCE_AHEAD !== '0';
 
   private constructor(
     readonly engine: Engine,
@@ -230,10 +232,10 @@ export class WgslRunner {
     return cache;
   }
 
-  /** The all-reduce point: pass ended; sends `op.reduce`'s T rows to the host, sums over the group, writes them back. */
-  private async reduce(enc: GPUCommandEncoder, op: Reduce, T: number): Promise<void> {
-    const bytes = T * op.n * 4;
-    const data = await this.readBack(enc, op.reduce, this.readPartial, bytes);
+  /** The second half of an all-reduce point: `part` (op.reduce's rows, on their way back) summed over the group and written back. */
+  private async reduce(op: Reduce, part: Promise<Float32Array>): Promise<void> {
+    const data = await part;
+    const bytes = data.byteLength;
     const t1 = performance.now();
     const sum = await traceSpan('allreduce', () => this.group.allReduce(data, 'sum'), { bytes });
     this.stats.allreduce_ms += performance.now() - t1;
@@ -286,10 +288,19 @@ export class WgslRunner {
     const every = T > 1 ? this.submitEvery : 0;
     let recorded = 0;
     let submitAt = every / 4;
+    // At an all-reduce point the partial sums' copy is submitted, and the dispatches up to the next point
+    // are recorded while the GPU finishes and the copy maps; the host waits, sums and writes them back only
+    // then, ahead of those dispatches in queue order (their recording is off the crossing's path).
+    let pending: { op: Reduce; part: Promise<Float32Array> } | undefined;
+    const settle = async () => {
+      if (pending) await this.reduce(pending.op, pending.part);
+      pending = undefined;
+    };
     for (const op of prof && !cache.ops.some(isReduce) ? [] : cache.ops) {
       if (!isReduce(op)) {
         if (record(pass, op, T) && every && ++recorded >= submitAt) {
           pass.end();
+          await settle();
           q.submit([enc.finish()]);
           enc = dev.createCommandEncoder();
           pass = enc.beginComputePass();
@@ -298,11 +309,14 @@ export class WgslRunner {
         continue;
       }
       pass.end();
-      await this.reduce(enc, op, T);
+      await settle();
+      pending = { op, part: this.readBack(enc, op.reduce, this.readPartial, T * op.n * 4) };
+      if (!this.reduceAhead) await settle();
       enc = dev.createCommandEncoder();
       pass = enc.beginComputePass();
-      submitAt = recorded + every; // the reduce submitted what came before
+      submitAt = recorded + every; // the copy's submit took what came before
     }
+    await settle();
     let out: Float32Array;
     if (!this.head) {
       // Not the last stage: the residual stream after this stage's last layer goes to the next stage.
