@@ -28,7 +28,7 @@ import { WEIGHT_ONLY_ALGOS } from '../build-config.js';
 import { traceSpan } from '../../util/trace.js';
 import { openWgslDevice, type WgslDevice } from './gpu.js';
 import { prefillSubmitEvery } from './variants.js';
-import { engineNodes, engineTensors, TensorReader } from './engine-weights.js';
+import { engineGraph, TensorReader } from './engine-weights.js';
 import { Pipelines } from './pipelines.js';
 import { concat, Uploader, type GemvWeight } from './upload.js';
 import { allocActs, isReduce, OpBuilder, type Acts, type Dims, type HeadWeights, type ModelWeights, type Op, type Reduce } from './layers.js';
@@ -129,9 +129,10 @@ export class WgslRunner {
       const err = await dev.popErrorScope();
       if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
       const segs = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));
-      const reader = new TensorReader(engineTensors(segs));
+      const graph = engineGraph(segs);
+      const reader = new TensorReader(graph.tensors);
       // MatMulNBits nodes by their B initializer: how the engine's quantized linears are to be read.
-      const nodes = new Map(engineNodes(segs).filter((n) => n.op === 'MatMulNBits').map((n) => [n.inputs[1], n]));
+      const nodes = new Map(graph.nodes.filter((n) => n.op === 'MatMulNBits').map((n) => [n.inputs[1], n]));
       const up = new Uploader(dev, pl, reader, gpu.maxBinding, nodes);
       // The norm weight times the consuming linear's prequant factor (per part): what the fused decode GEMV applies.
       const normG = (norm: Float32Array, w: GemvWeight, label: string) => up.vector(concat((w.pre ?? Array(w.swiglu ? 2 : 1).fill(undefined)).map((p) => p ? norm.map((v, i) => v * p[i]) : norm)), label);
