@@ -263,7 +263,7 @@ export class WgslRunner {
     const q = dev.queue;
     if (T > a.maxT) throw new InputError(`${T} tokens in one call exceed the engine's max_input_len ${a.maxT}`);
     if (pos0 + T > cache.capacity) throw new Error(`positions up to ${pos0 + T} exceed the KV cache's ${cache.capacity}`);
-    if (('ids' in input) !== this.shape.first) throw new Error(this.shape.first ? 'the first pipeline stage starts from token ids' : 'a later pipeline stage starts from the previous stage\'s hidden states');
+    this.checkStageInput('hidden' in input);
     const t0 = performance.now();
     q.writeBuffer(a.step, 0, Uint32Array.of(T, pos0, row, cache.capacity));
     if ('ids' in input) q.writeBuffer(a.ids, 0, Uint32Array.from(input.ids));
@@ -505,7 +505,7 @@ export class WgslRunner {
   async forwardStage(req: ForwardRequest, cache?: WgslCache, hiddenIn?: Float32Array): Promise<{ logits?: Float32Array; hidden?: Float32Array }> {
     const { batch, seq, npos } = req;
     const H = this.d.H;
-    if (!hiddenIn !== this.shape.first) throw new Error(this.shape.first ? 'the first pipeline stage takes no hidden states' : 'a later pipeline stage needs the previous stage\'s hidden states');
+    this.checkStageInput(!!hiddenIn);
     if (hiddenIn && hiddenIn.length !== batch * seq * H) throw new Error(`hidden states of ${hiddenIn.length} floats, expected [${batch}, ${seq}, ${H}]`);
     const own = cache ?? this.newCache(batch, seq);
     try {
@@ -532,13 +532,20 @@ export class WgslRunner {
    */
   async greedyStage(req: ForwardRequest, cache: WgslCache, hiddenIn?: Float32Array): Promise<Int32Array> {
     if (!this.head || req.seq !== 1 || req.npos !== 1) throw new Error('greedyStage runs one-token passes on the last pipeline stage');
-    if (!hiddenIn !== this.shape.first) throw new Error(this.shape.first ? 'the first pipeline stage takes no hidden states' : 'a later pipeline stage needs the previous stage\'s hidden states');
+    this.checkStageInput(!!hiddenIn);
     const out = new Int32Array(req.batch);
     for (let b = 0; b < req.batch; b++) {
       const { past, input } = this.rowInput(req, b, hiddenIn);
       out[b] = await this.argmaxOverGroup(await this.run(cache, b, input, 1, past, [0], true));
     }
     return out;
+  }
+
+  /** A call's input fits this rank's stage: token ids on the first pipeline stage, the previous stage's hidden states on a later one. */
+  private checkStageInput(hidden: boolean): void {
+    if (hidden === this.shape.first) {
+      throw new Error(this.shape.first ? 'the first pipeline stage starts from token ids, not hidden states' : 'a later pipeline stage starts from the previous stage\'s hidden states, not token ids');
+    }
   }
 
   /** Row b of a right-padded request: its first position, token count and input (ids, or the previous stage's hidden states). */
