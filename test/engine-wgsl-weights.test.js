@@ -1,7 +1,7 @@
 // How --kernels wgsl reads an engine's segments (src/engine/wgsl/engine-weights.ts engineGraph): one pass per
 // ONNX file gives the initializers (inline or in the weight file; one shared by several segments once, the
-// first segment's) and the nodes in order with their integer attributes. No GPU: the files are written by
-// the engine's own encoder (src/engine/onnx-proto.ts).
+// first segment's) and the nodes in order with their integer attributes; a missing tensor is named. No GPU:
+// the files are written by the engine's own encoder (src/engine/onnx-proto.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,7 +13,7 @@ import { engineGraph, TensorReader } from '../dist/engine/wgsl/engine-weights.js
 /** @param {any[]} nodes @param {any[]} initializers */
 const model = (nodes, initializers) => encodeModel({ graphName: 'g', nodes, initializers, inputs: [], outputs: [], opsets: [{ domain: '', version: 21 }], producer: 'test' });
 
-test('engineGraph: every segment\'s initializers (shared ones once, the first segment\'s) and nodes in order with their integer attributes', () => {
+test('engineGraph: every segment\'s initializers (shared ones once, the first segment\'s) and nodes in order with their integer attributes; TensorReader names a missing tensor', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-wgsl-weights-'));
   try {
     const b = Uint8Array.from({ length: 32 }, (_, i) => i);
@@ -45,6 +45,10 @@ test('engineGraph: every segment\'s initializers (shared ones once, the first se
     try {
       assert.deepEqual([...reader.read('l.weight')], [...b]);
       assert.deepEqual([...reader.read('l.scales')], [116, 117, 118, 119, 120, 121, 122, 123]);
+      // A tensor the loader asks for that the engine lacks: one line naming it, whether its header or bytes are asked for.
+      for (const ask of [() => reader.info('lm_head.weight'), () => reader.read('lm_head.weight')]) {
+        assert.throws(ask, (/** @type {any} */ e) => e.constructor.name === 'InputError' && e.message === 'engine tensor lm_head.weight is missing (--kernels wgsl reads the engine\'s own tensors)');
+      }
     } finally {
       reader.close();
     }

@@ -111,7 +111,7 @@ export class TensorReader {
 
   has(name: string): boolean { return this.tensors.has(name); }
 
-  info(name: string): EngineTensor {
+  info(name: string): EngineTensor & { dir: string } {
     const t = this.tensors.get(name);
     if (!t) throw new InputError(`engine tensor ${name} is missing (--kernels wgsl reads the engine's own tensors)`);
     return t;
@@ -119,8 +119,7 @@ export class TensorReader {
 
   /** The tensor's bytes; `into` (at least its length) avoids an allocation for big tensors. */
   read(name: string, into?: Uint8Array): Uint8Array {
-    const t = this.tensors.get(name);
-    if (!t) throw new InputError(`engine tensor ${name} is missing (--kernels wgsl reads the engine's own tensors)`);
+    const t = this.info(name);
     if (t.raw) return t.raw;
     const e = t.external!;
     const path = join(t.dir, e.location);
