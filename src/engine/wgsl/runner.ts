@@ -65,6 +65,18 @@ export function wgslRefusal(engine: Engine): string | null {
   return null;
 }
 
+/**
+ * `make()` inside a validation error scope: a kernel that does not compile on this adapter is one clear error
+ * rather than a stream of uncaptured ones.
+ */
+async function compiled<T>(gpu: WgslDevice, make: () => T): Promise<T> {
+  gpu.device.pushErrorScope('validation');
+  const out = make();
+  const err = await gpu.device.popErrorScope();
+  if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
+  return out;
+}
+
 export class WgslRunner {
   readonly device = 'gpu' as const;
   readonly kernels = 'wgsl' as const;
@@ -124,10 +136,7 @@ export class WgslRunner {
     const gpu = await openWgslDevice();
     const dev = gpu.device;
     return traceSpan('load', async () => {
-      dev.pushErrorScope('validation');
-      const pl = new Pipelines(dev, gpu.subgroups, gpu.kv16, gpu.sgmat);
-      const err = await dev.popErrorScope();
-      if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
+      const pl = await compiled(gpu, () => new Pipelines(dev, gpu.subgroups, gpu.kv16, gpu.sgmat));
       const segs = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));
       const graph = engineGraph(segs);
       const reader = new TensorReader(graph.tensors);
@@ -178,15 +187,13 @@ export class WgslRunner {
           layers, cos: cos.buf, sin,
         };
         const acts = allocActs(dev, d, Math.max(1, bc.max_input_len), gpu.maxBinding);
-        // Every pipeline the model's dispatches use is compiled now, where a kernel that does not compile
-        // on this adapter is one clear error rather than a stream of uncaptured ones.
-        dev.pushErrorScope('validation');
-        const runner = new WgslRunner(engine, world, sh, gpu, pl, d, w, headW, acts, vocabParallel);
-        runner.newCache(1, 1).dispose();
-        runner.kvPeak = 0;
-        const err2 = await dev.popErrorScope();
-        if (err2) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err2.message.split('\n')[0]}`);
-        return runner;
+        // Every pipeline the model's dispatches use is compiled now (a KV cache's dispatch list makes them).
+        return await compiled(gpu, () => {
+          const runner = new WgslRunner(engine, world, sh, gpu, pl, d, w, headW, acts, vocabParallel);
+          runner.newCache(1, 1).dispose();
+          runner.kvPeak = 0;
+          return runner;
+        });
       } finally {
         reader.close();
       }
@@ -343,9 +350,7 @@ export class WgslRunner {
       q.writeBuffer(a.sel, 0, Uint32Array.of(0));
     }
     const kind = !this.head ? 'hidden' : greedy ? 'greedy' : head ? 'logits' : 'none';
-    const pending = this.ahead.get(cache);
-    if (pending?.timer) clearImmediate(pending.timer);
-    this.ahead.delete(cache);
+    const pending = this.dropAhead(cache);
     q.submit([pending?.kind === kind && pending.buf ? pending.buf : this.recordDecode(cache, kind)]);
     let out = new Float32Array(0);
     const rb = this.decodeReadback(kind);
@@ -367,10 +372,12 @@ export class WgslRunner {
   /** Per KV cache: its next one-token pass, recorded ahead (or about to be). */
   private ahead = new Map<WgslCache, Ahead>();
 
-  private dropAhead(cache: WgslCache): void {
+  /** Forgets the cache's pass recorded ahead (or about to be), and returns it. */
+  private dropAhead(cache: WgslCache): Ahead | undefined {
     const p = this.ahead.get(cache);
     if (p?.timer) clearImmediate(p.timer);
     this.ahead.delete(cache);
+    return p;
   }
 
   private recordDecode(cache: WgslCache, kind: AheadKind): GPUCommandBuffer {
