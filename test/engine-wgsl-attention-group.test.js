@@ -145,3 +145,28 @@ test('grouped prompt attention equals a float64 reference (head sizes, GQA ratio
   assert.ok(ran >= 8, `only ${ran} kernel runs: no tile fits this device`);
   dev.destroy();
 });
+
+test('the grouped attention pipeline is one of Pipelines\' (a stub device: no kernel runs): compiled once per head size and tile, an explicit tile honoured, none where no tile fits', async () => {
+  const { Pipelines } = await import('../dist/engine/wgsl/pipelines.js');
+  const { GROUP_TILES, groupGrid } = await import('../dist/engine/wgsl/kernels/attention-group.js');
+  globalThis.GPUShaderStage ??= /** @type {any} */ ({ COMPUTE: 4 });
+  /** @type {string[]} */
+  const made = [];
+  const stub = () => ({});
+  const compute = (/** @type {any} */ o) => { made.push(o?.label ?? ''); return { label: o?.label }; };
+  const device = (/** @type {number} */ bytes) => /** @type {any} */ ({ limits: { maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupStorageSize: bytes }, createBindGroupLayout: stub, createShaderModule: stub, createComputePipeline: compute, createPipelineLayout: stub });
+  const pl = new Pipelines(device(32768), true, true);
+  const dims = { Hq: 8, Hkv: 4, D: 32 };
+  made.length = 0;
+  const a = must(pl.groupAttention(dims), 'the default tile at head size 32');
+  assert.deepEqual(a.tile, GROUP_TILES[0]);
+  assert.deepEqual(a.size(45), groupGrid(GROUP_TILES[0], 45, 8, 4));
+  assert.equal(must(pl.groupAttention({ Hq: 16, Hkv: 2, D: 32 }), 'a tile for 16/2 heads').p, a.p, 'another head count at the same head size shares the pipeline');
+  assert.deepEqual(made.filter((l) => l.startsWith('attention.group')), ['attention.group.32.f16.r32.k32.p4'], 'compiled once');
+  const tile = { RB: 16, KT: 32, RPT: 2 };
+  const b = must(pl.groupAttention(dims, tile), 'the explicit tile');
+  assert.deepEqual(b.tile, tile);
+  assert.notEqual(b.p, a.p);
+  assert.ok(made.includes('attention.group.32.f16.r16.k32.p2'), String(made));
+  assert.equal(new Pipelines(device(1024), true, false).groupAttention(dims), undefined, 'no tile fits 1024 bytes of workgroup memory');
+});

@@ -152,3 +152,21 @@ test('a last stage that dies mid-generation takes the job down, named, with noth
   assert.equal(res.stdout, '', 'no partial output');
   assert.deepEqual(await leftovers(mark), []);
 });
+
+test('a stage given the other end\'s input is refused by name before anything runs (no GPU: the runner\'s checks alone)', async () => {
+  const { WgslRunner } = await import('../dist/engine/wgsl/runner.js');
+  /** A runner with only what the checks read: its stage, hidden size, head (last stage) and activations' size. */
+  const stage = (/** @type {boolean} */ first) => Object.assign(Object.create(WgslRunner.prototype), {
+    shape: { first }, d: { H: 4 }, head: {}, a: { maxT: 8 }, gpu: { device: { queue: {} } },
+  });
+  const req = { batch: 1, seq: 1, npos: 1, totalSeq: 1, ids: [5], positions: [0], seqlensK: [0] };
+  const cache = /** @type {any} */ ({ capacity: 8 });
+  const FIRST = { message: /^the first pipeline stage starts from token ids, not hidden states$/ };
+  const LATER = { message: /^a later pipeline stage starts from the previous stage's hidden states, not token ids$/ };
+  await assert.rejects(stage(true).forwardStage(req, cache, new Float32Array(4)), FIRST);
+  await assert.rejects(stage(true).greedyStage(req, cache, new Float32Array(4)), FIRST);
+  await assert.rejects(stage(false).forwardStage(req, cache), LATER);
+  await assert.rejects(stage(false).greedyStage(req, cache), LATER);
+  await assert.rejects(stage(false).forwardRow(cache, 0, [5], 0, [0]), LATER);
+  await assert.rejects(stage(false).decodeGreedy(cache, 0, 5, 0), LATER);
+});

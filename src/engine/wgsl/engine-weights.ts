@@ -64,51 +64,44 @@ function tensorProto(b: Uint8Array): EngineTensor {
   return t;
 }
 
-/** Every initializer of the rank's segments (shared ones once), by name. */
-export function engineTensors(segmentPaths: string[]): Map<string, EngineTensor & { dir: string }> {
-  const out = new Map<string, EngineTensor & { dir: string }>();
-  for (const p of segmentPaths) {
-    const model = readFileSync(p);
-    for (const [f, , , graph] of fields(model)) {
-      if (f !== 7) continue;
-      for (const [g, , , init] of fields(graph!)) {
-        if (g !== 5) continue;
-        const t = tensorProto(init!);
-        if (!out.has(t.name)) out.set(t.name, { ...t, dir: dirname(p) });
-      }
-    }
-  }
-  return out;
-}
-
 /** A graph node as far as the WGSL loader needs it: its inputs and integer attributes. */
 export interface EngineNode { op: string; inputs: string[]; attrs: Record<string, number> }
 
-/** NodeProto (input 1, op_type 4, attribute 5 = AttributeProto: name 1, i 3) of every segment's graph (field 1). */
-export function engineNodes(segmentPaths: string[]): EngineNode[] {
-  const out: EngineNode[] = [];
+/** NodeProto (input 1, op_type 4, attribute 5 = AttributeProto: name 1, i 3). */
+function nodeProto(b: Uint8Array): EngineNode {
+  const n: EngineNode = { op: '', inputs: [], attrs: {} };
+  for (const [h, , , v] of fields(b)) {
+    if (h === 1) n.inputs.push(text(v!));
+    else if (h === 4) n.op = text(v!);
+    else if (h === 5) {
+      let name = '';
+      let i: number | undefined;
+      for (const [a, w, av, ab] of fields(v!)) { if (a === 1) name = text(ab!); else if (a === 3 && w === 0) i = av; }
+      if (i !== undefined) n.attrs[name] = i;
+    }
+  }
+  return n;
+}
+
+/**
+ * The rank's segments, each file read and parsed once (ModelProto graph 7 = GraphProto: node 1, initializer 5):
+ * every initializer by name (one shared by several segments once, from the first) and every node, in order.
+ */
+export function engineGraph(segmentPaths: string[]): { tensors: Map<string, EngineTensor & { dir: string }>; nodes: EngineNode[] } {
+  const tensors = new Map<string, EngineTensor & { dir: string }>();
+  const nodes: EngineNode[] = [];
   for (const p of segmentPaths) {
-    const model = readFileSync(p);
-    for (const [f, , , graph] of fields(model)) {
+    for (const [f, , , graph] of fields(readFileSync(p))) {
       if (f !== 7) continue;
-      for (const [g, , , node] of fields(graph!)) {
-        if (g !== 1) continue;
-        const n: EngineNode = { op: '', inputs: [], attrs: {} };
-        for (const [h, , , b] of fields(node!)) {
-          if (h === 1) n.inputs.push(text(b!));
-          else if (h === 4) n.op = text(b!);
-          else if (h === 5) {
-            let name = '';
-            let i: number | undefined;
-            for (const [a, w, av, ab] of fields(b!)) { if (a === 1) name = text(ab!); else if (a === 3 && w === 0) i = av; }
-            if (i !== undefined) n.attrs[name] = i;
-          }
-        }
-        out.push(n);
+      for (const [g, , , b] of fields(graph!)) {
+        if (g === 5) {
+          const t = tensorProto(b!);
+          if (!tensors.has(t.name)) tensors.set(t.name, { ...t, dir: dirname(p) });
+        } else if (g === 1) nodes.push(nodeProto(b!));
       }
     }
   }
-  return out;
+  return { tensors, nodes };
 }
 
 /** Reads tensors' bytes, keeping the weight file open between reads. */
@@ -118,7 +111,7 @@ export class TensorReader {
 
   has(name: string): boolean { return this.tensors.has(name); }
 
-  info(name: string): EngineTensor {
+  info(name: string): EngineTensor & { dir: string } {
     const t = this.tensors.get(name);
     if (!t) throw new InputError(`engine tensor ${name} is missing (--kernels wgsl reads the engine's own tensors)`);
     return t;
@@ -126,8 +119,7 @@ export class TensorReader {
 
   /** The tensor's bytes; `into` (at least its length) avoids an allocation for big tensors. */
   read(name: string, into?: Uint8Array): Uint8Array {
-    const t = this.tensors.get(name);
-    if (!t) throw new InputError(`engine tensor ${name} is missing (--kernels wgsl reads the engine's own tensors)`);
+    const t = this.info(name);
     if (t.raw) return t.raw;
     const e = t.external!;
     const path = join(t.dir, e.location);

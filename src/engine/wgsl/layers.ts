@@ -10,7 +10,6 @@ import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
 import type { GemvEpilogue, GemvPrologue } from './kernels/gemv.js';
 import { ATTN_PREFILL_MAX_HEAD, ATTN_PREFILL_QB } from './kernels/attention-prefill.js';
-import { groupAttention } from './prefill-attention.js';
 import { prefillAttention } from './variants.js';
 import type { GemvWeight } from './upload.js';
 
@@ -198,10 +197,11 @@ export class OpBuilder {
       this.owned.push(part);
     }
     const ropeThreads = ((d.Hq + d.Hkv) * d.D) / 2 + d.Hkv * d.D;
-    // A prompt's attention (TPRUN_WGSL_PREFILL_ATTN, prefill-attention.ts): per KV head group where a tile fits the
-    // head size, else per block of queries (head sizes up to ATTN_PREFILL_MAX_HEAD), else the decode kernel per query.
+    // A prompt's attention (TPRUN_WGSL_PREFILL_ATTN, variants.ts prefillAttention): per KV head group where a tile fits
+    // the head size, else per block of queries (head sizes up to ATTN_PREFILL_MAX_HEAD), else the decode kernel per query.
+    // A decode step (one token) always runs the decode kernels.
     const kind = prefillAttention();
-    const group = kind === 'group' ? groupAttention(this.device, pl.attention.bgl, d, pl.kv16) : undefined;
+    const group = kind === 'group' ? pl.groupAttention(d) : undefined;
     const block = !group && kind !== 'query' && d.D <= ATTN_PREFILL_MAX_HEAD;
     const prefillAttn = group ?? (block ? { p: pl.attentionPrefill.p, size: (T: number): [number, number] => [d.Hq, Math.ceil(T / ATTN_PREFILL_QB)] } : undefined);
     w.layers.forEach((l, i) => {

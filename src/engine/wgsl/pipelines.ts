@@ -11,11 +11,19 @@ import { rmsNormShader } from './kernels/norm.js';
 import { ropeShader } from './kernels/rope.js';
 import { ATTENTION_COMBINE_WGSL, attentionShader } from './kernels/attention.js';
 import { attentionPrefillShader } from './kernels/attention-prefill.js';
+import { attentionGroupShader, groupGrid, pickGroupTile, type GroupTile } from './kernels/attention-group.js';
 import { ADD_WGSL, ARGMAX_WGSL, EMBED_WGSL } from './kernels/misc.js';
 import { gemvShapes, PREFILL_TILED, type GemvShape } from './variants.js';
 
 
 export interface Kernel { bgl: GPUBindGroupLayout; p: GPUComputePipeline }
+/** A prompt's attention per KV head group (kernels/attention-group.ts): its pipeline (`attention`'s bindings), tile and grid. */
+export interface GroupAttention {
+  p: GPUComputePipeline;
+  tile: GroupTile;
+  /** Workgroups for a call of T tokens. */
+  size: (T: number) => [number, number];
+}
 /** A linear's kernels: one bind group layout, the decode GEMV and (except for the fused-norm variant) the prefill one. */
 export interface GemvKernel {
   bgl: GPUBindGroupLayout; decode: GPUComputePipeline; prefill: GPUComputePipeline | undefined;
@@ -46,6 +54,22 @@ export class Pipelines {
     return this.blockAttn;
   }
   private blockAttn?: Kernel;
+  /**
+   * Prompt attention per KV head group (the default of TPRUN_WGSL_PREFILL_ATTN) for this head shape, compiled on
+   * first use per head size and tile (every layer and KV cache of the rank shares it); undefined where no tile
+   * fits the device (the caller keeps the block kernel). `tile` overrides the device's default (a microbench
+   * compares them).
+   */
+  groupAttention(dims: { Hq: number; Hkv: number; D: number }, tile?: GroupTile): GroupAttention | undefined {
+    const lim = this.device.limits;
+    const t = tile ?? pickGroupTile(dims.D, lim.maxComputeWorkgroupStorageSize, lim.maxComputeInvocationsPerWorkgroup);
+    if (!t) return undefined;
+    const key = `${dims.D}.${this.kv16 ? 'f16' : 'f32'}.r${t.RB}.k${t.KT}.p${t.RPT ?? 4}`;
+    let p = this.groupAttn.get(key);
+    if (!p) this.groupAttn.set(key, (p = pipeline(this.device, attentionGroupShader(dims.D, this.kv16, t), this.attention.bgl, `attention.group.${key}`)));
+    return { p, tile: t, size: (T) => groupGrid(t, T, dims.Hq, dims.Hkv) };
+  }
+  private groupAttn = new Map<string, GPUComputePipeline>();
   readonly embed: Kernel;
   readonly add: Kernel;
   readonly argmax: Kernel;

@@ -28,7 +28,7 @@ import { WEIGHT_ONLY_ALGOS } from '../build-config.js';
 import { traceSpan } from '../../util/trace.js';
 import { openWgslDevice, type WgslDevice } from './gpu.js';
 import { prefillSubmitEvery } from './variants.js';
-import { engineNodes, engineTensors, TensorReader } from './engine-weights.js';
+import { engineGraph, TensorReader } from './engine-weights.js';
 import { Pipelines } from './pipelines.js';
 import { concat, Uploader, type GemvWeight } from './upload.js';
 import { allocActs, isReduce, OpBuilder, type Acts, type Dims, type HeadWeights, type ModelWeights, type Op, type Reduce } from './layers.js';
@@ -63,6 +63,18 @@ export function wgslRefusal(engine: Engine): string | null {
   if (q?.quant_algo && !WEIGHT_ONLY_ALGOS.has(q.quant_algo)) return `quantized engine (${q.quant_algo}); --kernels wgsl runs float16 engines and int4 / int8 weight-only ones (W4A16_AWQ, W4A16, W8A16; use --kernels ort)`;
   if (bc.dtype !== 'float16') return `a ${bc.dtype} engine; --kernels wgsl runs float16 engines (build with --dtype float16, or use --kernels ort)`;
   return null;
+}
+
+/**
+ * `make()` inside a validation error scope: a kernel that does not compile on this adapter is one clear error
+ * rather than a stream of uncaptured ones.
+ */
+async function compiled<T>(gpu: WgslDevice, make: () => T): Promise<T> {
+  gpu.device.pushErrorScope('validation');
+  const out = make();
+  const err = await gpu.device.popErrorScope();
+  if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
+  return out;
 }
 
 export class WgslRunner {
@@ -126,14 +138,12 @@ export class WgslRunner {
     const gpu = await openWgslDevice();
     const dev = gpu.device;
     return traceSpan('load', async () => {
-      dev.pushErrorScope('validation');
-      const pl = new Pipelines(dev, gpu.subgroups, gpu.kv16, gpu.sgmat);
-      const err = await dev.popErrorScope();
-      if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
+      const pl = await compiled(gpu, () => new Pipelines(dev, gpu.subgroups, gpu.kv16, gpu.sgmat));
       const segs = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));
-      const reader = new TensorReader(engineTensors(segs));
+      const graph = engineGraph(segs);
+      const reader = new TensorReader(graph.tensors);
       // MatMulNBits nodes by their B initializer: how the engine's quantized linears are to be read.
-      const nodes = new Map(engineNodes(segs).filter((n) => n.op === 'MatMulNBits').map((n) => [n.inputs[1], n]));
+      const nodes = new Map(graph.nodes.filter((n) => n.op === 'MatMulNBits').map((n) => [n.inputs[1], n]));
       const up = new Uploader(dev, pl, reader, gpu.maxBinding, nodes);
       // The norm weight times the consuming linear's prequant factor (per part): what the fused decode GEMV applies.
       const normG = (norm: Float32Array, w: GemvWeight, label: string) => up.vector(concat((w.pre ?? Array(w.swiglu ? 2 : 1).fill(undefined)).map((p) => p ? norm.map((v, i) => v * p[i]) : norm)), label);
@@ -179,15 +189,13 @@ export class WgslRunner {
           layers, cos: cos.buf, sin,
         };
         const acts = allocActs(dev, d, Math.max(1, bc.max_input_len), gpu.maxBinding);
-        // Every pipeline the model's dispatches use is compiled now, where a kernel that does not compile
-        // on this adapter is one clear error rather than a stream of uncaptured ones.
-        dev.pushErrorScope('validation');
-        const runner = new WgslRunner(engine, world, sh, gpu, pl, d, w, headW, acts, vocabParallel);
-        runner.newCache(1, 1).dispose();
-        runner.kvPeak = 0;
-        const err2 = await dev.popErrorScope();
-        if (err2) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err2.message.split('\n')[0]}`);
-        return runner;
+        // Every pipeline the model's dispatches use is compiled now (a KV cache's dispatch list makes them).
+        return await compiled(gpu, () => {
+          const runner = new WgslRunner(engine, world, sh, gpu, pl, d, w, headW, acts, vocabParallel);
+          runner.newCache(1, 1).dispose();
+          runner.kvPeak = 0;
+          return runner;
+        });
       } finally {
         reader.close();
       }
@@ -264,7 +272,7 @@ export class WgslRunner {
     const q = dev.queue;
     if (T > a.maxT) throw new InputError(`${T} tokens in one call exceed the engine's max_input_len ${a.maxT}`);
     if (pos0 + T > cache.capacity) throw new Error(`positions up to ${pos0 + T} exceed the KV cache's ${cache.capacity}`);
-    if (('ids' in input) !== this.shape.first) throw new Error(this.shape.first ? 'the first pipeline stage starts from token ids' : 'a later pipeline stage starts from the previous stage\'s hidden states');
+    this.checkStageInput('hidden' in input);
     const t0 = performance.now();
     q.writeBuffer(a.step, 0, Uint32Array.of(T, pos0, row, cache.capacity));
     if ('ids' in input) q.writeBuffer(a.ids, 0, Uint32Array.from(input.ids));
@@ -358,9 +366,7 @@ export class WgslRunner {
       q.writeBuffer(a.sel, 0, Uint32Array.of(0));
     }
     const kind = !this.head ? 'hidden' : greedy ? 'greedy' : head ? 'logits' : 'none';
-    const pending = this.ahead.get(cache);
-    if (pending?.timer) clearImmediate(pending.timer);
-    this.ahead.delete(cache);
+    const pending = this.dropAhead(cache);
     q.submit([pending?.kind === kind && pending.buf ? pending.buf : this.recordDecode(cache, kind)]);
     let out = new Float32Array(0);
     const rb = this.decodeReadback(kind);
@@ -382,10 +388,12 @@ export class WgslRunner {
   /** Per KV cache: its next one-token pass, recorded ahead (or about to be). */
   private ahead = new Map<WgslCache, Ahead>();
 
-  private dropAhead(cache: WgslCache): void {
+  /** Forgets the cache's pass recorded ahead (or about to be), and returns it. */
+  private dropAhead(cache: WgslCache): Ahead | undefined {
     const p = this.ahead.get(cache);
     if (p?.timer) clearImmediate(p.timer);
     this.ahead.delete(cache);
+    return p;
   }
 
   private recordDecode(cache: WgslCache, kind: AheadKind): GPUCommandBuffer {
@@ -520,7 +528,7 @@ export class WgslRunner {
   async forwardStage(req: ForwardRequest, cache?: WgslCache, hiddenIn?: Float32Array): Promise<{ logits?: Float32Array; hidden?: Float32Array }> {
     const { batch, seq, npos } = req;
     const H = this.d.H;
-    if (!hiddenIn !== this.shape.first) throw new Error(this.shape.first ? 'the first pipeline stage takes no hidden states' : 'a later pipeline stage needs the previous stage\'s hidden states');
+    this.checkStageInput(!!hiddenIn);
     if (hiddenIn && hiddenIn.length !== batch * seq * H) throw new Error(`hidden states of ${hiddenIn.length} floats, expected [${batch}, ${seq}, ${H}]`);
     const own = cache ?? this.newCache(batch, seq);
     try {
@@ -547,13 +555,20 @@ export class WgslRunner {
    */
   async greedyStage(req: ForwardRequest, cache: WgslCache, hiddenIn?: Float32Array): Promise<Int32Array> {
     if (!this.head || req.seq !== 1 || req.npos !== 1) throw new Error('greedyStage runs one-token passes on the last pipeline stage');
-    if (!hiddenIn !== this.shape.first) throw new Error(this.shape.first ? 'the first pipeline stage takes no hidden states' : 'a later pipeline stage needs the previous stage\'s hidden states');
+    this.checkStageInput(!!hiddenIn);
     const out = new Int32Array(req.batch);
     for (let b = 0; b < req.batch; b++) {
       const { past, input } = this.rowInput(req, b, hiddenIn);
       out[b] = await this.argmaxOverGroup(await this.run(cache, b, input, 1, past, [0], true));
     }
     return out;
+  }
+
+  /** A call's input fits this rank's stage: token ids on the first pipeline stage, the previous stage's hidden states on a later one. */
+  private checkStageInput(hidden: boolean): void {
+    if (hidden === this.shape.first) {
+      throw new Error(this.shape.first ? 'the first pipeline stage starts from token ids, not hidden states' : 'a later pipeline stage starts from the previous stage\'s hidden states, not token ids');
+    }
   }
 
   /** Row b of a right-padded request: its first position, token count and input (ids, or the previous stage's hidden states). */

@@ -161,7 +161,7 @@ export function gemvShapes(env: NodeJS.ProcessEnv = process.env): { decode: Gemv
 export const MAX_CHUNK_ROWS = 65535 * 2;
 
 /**
- * How a prompt's attention runs (TPRUN_WGSL_PREFILL_ATTN, prefill-attention.ts): per KV head group (default,
+ * How a prompt's attention runs (TPRUN_WGSL_PREFILL_ATTN, layers.ts OpBuilder.body): per KV head group (default,
  * where a tile fits the head size), per head and block of queries, or the decode kernel once per query.
  */
 export type PrefillAttentionKind = 'group' | 'block' | 'query';
