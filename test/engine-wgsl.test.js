@@ -89,12 +89,20 @@ test('tp=2 (host all-reduce between the ranks\' command buffers): transformers\'
     assert.ok(err < 2e-4, `prompt ${b}: relative L2 error ${err}`);
   });
   assert.equal(r.left.length, 0, 'no process left behind');
-  const wait = await tprun(generateArgs(engine, prompts, ['--kernels', 'wgsl']), { ...LONG, env: { TPRUN_WGSL_REDUCE_AHEAD: '0' } });
-  assert.equal(wait.code, 0, wait.stderr);
-  jsonLines(wait.stdout).forEach((o, b) => {
-    assert.deepEqual(o.new_ids, out[b].new_ids, `prompt ${b}: greedy tokens`);
-    assert.deepEqual(o.last_prompt_logits, out[b].last_prompt_logits, `prompt ${b}: logits`);
-  });
+  // Waiting first; and a prompt's command buffers of 4 dispatches, so that buffers are submitted between two
+  // all-reduce points while a reduce's sums are still on their way back (the sums must be written first).
+  for (const env of [{ TPRUN_WGSL_REDUCE_AHEAD: '0' }, { TPRUN_WGSL_SUBMIT: '4' }]) {
+    const other = await tprun(generateArgs(engine, prompts, ['--kernels', 'wgsl']), { ...LONG, env });
+    assert.equal(other.code, 0, other.stderr);
+    jsonLines(other.stdout).forEach((o, b) => {
+      assert.deepEqual(o.new_ids, out[b].new_ids, `${JSON.stringify(env)}, prompt ${b}: greedy tokens`);
+      assert.deepEqual(o.last_prompt_logits, out[b].last_prompt_logits, `${JSON.stringify(env)}, prompt ${b}: logits`);
+    });
+  }
+  const bad = await tprun(generateArgs(engine, prompts.slice(0, 1), ['--kernels', 'wgsl']), { env: { TPRUN_WGSL_REDUCE_AHEAD: 'yes' } });
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /TPRUN_WGSL_REDUCE_AHEAD=yes: not 0 \(off\) or 1 \(on\)/);
+  assert.equal(bad.stdout, '');
 });
 
 test('an engine the WGSL kernels cannot run is refused in one line naming the engine, exit 2', async (t) => {

@@ -85,6 +85,9 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
         assert.equal(out.plane, plane);
         assert.equal(out.late, true, `rank ${r.rank}: the late call came back before its result`);
         assert.ok(out.sync > 0 && out.after > 0);
+        // Rank 0 slept through its peers' 50 ms: at least one of its futex sleeps ended by their ring, not
+        // by the 1 ms slice that bounds a lost wake-up.
+        if (r.rank === 0) assert.ok(out.rung > 0, 'rank 0 was never woken by a peer\'s ring');
       }
     });
 }

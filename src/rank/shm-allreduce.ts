@@ -23,6 +23,7 @@ import { fstatSync, readSync, writeSync } from 'node:fs';
 import { getRandomValues } from 'node:crypto';
 import type { CommArray, CommDType, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
+import { InputError } from '../core/errors.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { mismatch } from './collective-check.js';
@@ -77,7 +78,8 @@ export interface Plane {
   relax?(): void;
   /** Sleeps (futex) until rank's doorbell is no longer `seen`, a wake, or `ns` pass; mapped planes where
    *  the futex system call could be bound. */
-  sleepOn?(rank: number, seen: number, ns: number): void;
+  /** Sleeps on `rank`'s doorbell while it still reads `seen`, up to ns; true when a ring woke it (not the timeout, not a changed word). */
+  sleepOn?(rank: number, seen: number, ns: number): boolean;
   /** Wakes every process asleep on our doorbell. */
   ring?(): void;
 }
@@ -136,7 +138,7 @@ function doorbell(libc: Libc, me: number, bells: Int32Array[]): Pick<Plane, 'sle
     sleepOn: (rank, seen, ns) => {
       ts[0] = BigInt(Math.floor(ns / 1e9));
       ts[1] = BigInt(ns % 1e9);
-      sys(SYS_FUTEX, 'void *', bells[rank], 'int', FUTEX_WAIT, 'int', seen, 'void *', ts, 'void *', null, 'int', 0);
+      return Number(sys(SYS_FUTEX, 'void *', bells[rank], 'int', FUTEX_WAIT, 'int', seen, 'void *', ts, 'void *', null, 'int', 0)) === 0;
     },
     ring: () => { sys(SYS_FUTEX, 'void *', bells[me], 'int', FUTEX_WAKE, 'int', 0x7fffffff, 'void *', null, 'void *', null, 'int', 0); },
   };
@@ -341,8 +343,12 @@ export class ShmAllReduce {
   /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
 
+  /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
+  private readonly futexNs: number;
+
   constructor(private me: number, private R: number, private makePlane: () => Promise<Plane>, readonly step: number, private deps: ShmAllReduceDeps) {
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
+    this.futexNs = futexNs(deps.oversubscribed);
   }
 
   /**
@@ -513,9 +519,12 @@ export class ShmAllReduce {
    * The event loop waits meanwhile, as it does in the world's own spin; what is still missing after
    * this goes to `sleep`.
    */
+  /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
+  rung = 0;
+
   private block(off: number, g: number): boolean {
     const { plane } = this;
-    const ns = FUTEX_NS_SET ?? (this.deps.oversubscribed ? 10_000_000 : 0);
+    const ns = this.futexNs;
     if (!plane.sleepOn || !(ns > 0)) return false;
     const end = process.hrtime.bigint() + BigInt(Math.round(ns));
     // Said before the doorbells are read: a peer that moves after that read sees it and wakes us.
@@ -534,7 +543,7 @@ export class ShmAllReduce {
         if (left <= 0n) return false;
         const seen = plane.get(late, BELL);
         if (((plane.get(late, off) - g) | 0) >= 0) continue;
-        plane.sleepOn(late, seen, Math.min(FUTEX_SLICE_NS, Number(left)));
+        if (plane.sleepOn(late, seen, Math.min(FUTEX_SLICE_NS, Number(left)))) this.rung++;
       }
     } finally {
       plane.set(ASLEEP, 0);
@@ -831,8 +840,13 @@ const SPIN_NS = BigInt(Number(process.env.TPRUN_SHM_SPIN_NS ?? 100_000));
  *  the event loop), else none (it spins TPRUN_SPIN_US, 10 ms, where a peer with a core of its own answers
  *  soonest; on the 2-core machine a futex there cost the first thousands of calls ~1 µs of median each
  *  while saving a third of their stalls, a wash). */
-const FUTEX_ENV = process.env.TPRUN_SHM_FUTEX_US;
-const FUTEX_NS_SET = FUTEX_ENV ? Number(FUTEX_ENV) * 1000 : undefined;
+function futexNs(oversubscribed: boolean, env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.TPRUN_SHM_FUTEX_US;
+  if (!v) return oversubscribed ? 10_000_000 : 0;
+  const us = Number(v);
+  if (!(us >= 0)) throw new InputError(`TPRUN_SHM_FUTEX_US=${v}: not a number of microseconds >= 0`);
+  return us * 1000;
+}
 /** One futex sleep at most: a lost wake-up costs no more than this. */
 const FUTEX_SLICE_NS = 1_000_000;
 

@@ -27,7 +27,7 @@ import { stageGroup } from '../stage-comm.js';
 import { WEIGHT_ONLY_ALGOS } from '../build-config.js';
 import { traceSpan } from '../../util/trace.js';
 import { openWgslDevice, type WgslDevice } from './gpu.js';
-import { prefillSubmitEvery } from './variants.js';
+import { onOff, prefillSubmitEvery } from './variants.js';
 import { engineGraph, TensorReader } from './engine-weights.js';
 import { Pipelines } from './pipelines.js';
 import { concat, Uploader, type GemvWeight } from './upload.js';
@@ -71,7 +71,13 @@ export function wgslRefusal(engine: Engine): string | null {
  */
 async function compiled<T>(gpu: WgslDevice, make: () => T): Promise<T> {
   gpu.device.pushErrorScope('validation');
-  const out = make();
+  let out: T;
+  try {
+    out = make();
+  } catch (e) {
+    await gpu.device.popErrorScope();
+    throw e;
+  }
   const err = await gpu.device.popErrorScope();
   if (err) throw new Error(`WGSL kernels do not compile on ${gpu.adapter}: ${err.message.split('\n')[0]}`);
   return out;
@@ -93,7 +99,7 @@ export class WgslRunner {
   /** Dispatches per command buffer of a prompt (0: one buffer). */
   private readonly submitEvery = prefillSubmitEvery();
   /** TPRUN_WGSL_REDUCE_AHEAD=0: each all-reduce point waits for its sums before recording what follows (the form before). */
-  private readonly reduceAhead = process.env.TPRUN_WGSL_REDUCE_AHEAD !== '0';
+  private readonly reduceAhead = onOff('TPRUN_WGSL_REDUCE_AHEAD');
 
   private constructor(
     readonly engine: Engine,
@@ -319,6 +325,7 @@ export class WgslRunner {
       pass.end();
       await settle();
       pending = { op, part: this.readBack(enc, op.reduce, this.readPartial, T * op.n * 4) };
+      pending.part.catch(() => {}); // awaited at the next settle(); a throw before that must not leave it unhandled
       if (!this.reduceAhead) await settle();
       enc = dev.createCommandEncoder();
       pass = enc.beginComputePass();

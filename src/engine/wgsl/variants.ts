@@ -187,3 +187,11 @@ export function prefillSubmitEvery(env: NodeJS.ProcessEnv = process.env): number
   if (!Number.isInteger(n) || n < 0 || (n > 0 && n < 4)) throw new InputError(`TPRUN_WGSL_SUBMIT=${v}: not 0 (one command buffer) or a whole number of dispatches >= 4`);
   return n;
 }
+
+/** A switch that is on unless set to 0 (unset, empty or 1: on); any other value is refused in one line. */
+export function onOff(name: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env[name];
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new InputError(`${name}=${v}: not 0 (off) or 1 (on)`);
+}
