@@ -109,16 +109,20 @@ if (scenario === 'check') {
   const check = (k) => {
     for (let i = 0; i < buf.length; i++) if (buf[i] !== want(k)) assert.fail(`call ${k}: element ${i} is ${buf[i]}, want ${want(k)} (rank ${me} of ${R})`);
   };
-  // Each call awaited straight after the next starts, as a decode loop does (no other await between them,
-  // which would hide a call left queued behind the one before).
-  let sync = 0;
-  for (let k = 0; k < 500; k++) {
-    buf.fill(me + 1 + k);
-    const p = world.allReduce(buf);
-    if (buf[0] === want(k) && buf[254] === want(k)) sync++;
-    await p;
-    check(k);
-  }
+  // Calls k0..k1-1, each awaited straight after it starts, as a decode loop does (no other await between
+  // them, which would hide a call left queued behind the one before); how many were complete on return.
+  const calls = async (k0, k1) => {
+    let done = 0;
+    for (let k = k0; k < k1; k++) {
+      buf.fill(me + 1 + k);
+      const p = world.allReduce(buf);
+      if (buf[0] === want(k) && buf[254] === want(k)) done++;
+      await p;
+      check(k);
+    }
+    return done;
+  };
+  const sync = await calls(0, 500);
   // The fallback: rank 0 enters a call that its peers join only 50 ms later, long past the spin; its call
   // must come back pending and complete when they arrive.
   await world.barrier();
@@ -129,14 +133,7 @@ if (scenario === 'check') {
   await p;
   check(500);
   // Calls after that fallback are synchronous again (nothing left queued).
-  let after = 0;
-  for (let k = 501; k < 1000; k++) {
-    buf.fill(me + 1 + k);
-    const p = world.allReduce(buf);
-    if (buf[0] === want(k) && buf[254] === want(k)) after++;
-    await p;
-    check(k);
-  }
+  const after = await calls(501, 1000);
   // Mixed dtypes and lengths in turn (each changes the views oneShot keeps), and a call that takes steps.
   for (let k = 0; k < 50; k++) {
     const n = [1, 7, 255, 4096][k % 4];
