@@ -111,6 +111,12 @@ for (const [planeName, planeEnv] of failPlanes) {
     });
   }
 
+  test(`a call waiting when its own rank closes the world fails naming the call (${planeName} plane)`, async () => {
+    const res = await spawnRanks(2, [APP, 'close-while-waiting'], { env: { ...planeEnv, APP_TIMEOUT_MS: '60000' }, timeoutMs: 50000 });
+    for (const r of res) assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+    assert.match(JSON.parse(res[0].stdout).call, /^CommError: allReduce #\d+ .*on rank 0: the world was closed while it waited$/);
+  });
+
   test(`a rank that dies between large allReduces takes the others down, naming it (not by their timeout; ${planeName} plane)`, async () => {
     // The ranks' collective timeout (120 s) is beyond this test's hang guard: only the death can end them.
     const res = await spawnRanks(3, [APP, 'die'], { env: { ...planeEnv, APP_TIMEOUT_MS: '120000' }, timeoutMs: 60000 });

@@ -123,12 +123,14 @@ export class Progress {
               res();
             }
           });
+          // close() on this rank while we slept: its links (and their shared-memory files) are gone.
+          if (this.closed) throw new CommError(`${what} on rank ${this.rank}: the world was closed while it waited`);
           this.pump();
           m = missing();
           if (!m.length) return;
         }
       } finally {
-        if (asleep && --this.sleepers === 0) shmOut!.setSleeping(0);
+        if (asleep && --this.sleepers === 0 && !this.closed) shmOut!.setSleeping(0);
       }
     } finally {
       this.waiting--;

@@ -153,6 +153,19 @@ if (scenario === 'check') {
   if (me === 1) process.exit(3);
   await world.allReduce(buf, 'sum');
   console.log(JSON.stringify({ rank: me, ok: true, plane }));
+} else if (scenario === 'close-while-waiting') {
+  // Rank 0 closes its world while its own short allReduce waits for rank 1, which joins only later: the
+  // call must fail naming itself, not with the error of a file the close released.
+  if (me === 0) {
+    const call = world.allReduce(new Float32Array(256)).then(() => 'completed', (e) => `${e.constructor.name}: ${e.message}`);
+    await new Promise((res) => setTimeout(res, 200));
+    await world.close();
+    console.log(JSON.stringify({ rank: me, ok: true, plane, call: await call }));
+  } else {
+    await new Promise((res) => setTimeout(res, 1500));
+    await world.close().catch(() => {});
+    console.log(JSON.stringify({ rank: me, ok: true, plane }));
+  }
 } else if (scenario === 'mismatch-length') {
   await world.allReduce(new Float32Array(me === 0 ? 100000 : 100004), 'sum');
   console.log(JSON.stringify({ rank: me, ok: true, plane }));
