@@ -76,9 +76,7 @@ export interface Plane {
   /** Gives the core away for a moment (sched_yield), so a spinning rank does not starve a peer that
    *  shares its core; planes that cannot spin cheaply have none. */
   relax?(): void;
-  /** Sleeps (futex) until rank's doorbell is no longer `seen`, a wake, or `ns` pass; mapped planes where
-   *  the futex system call could be bound. */
-  /** Sleeps on `rank`'s doorbell while it still reads `seen`, up to ns; true when a ring woke it (not the timeout, not a changed word). */
+  /** Mapped planes where the futex system call could be bound: sleeps on `rank`'s doorbell while it still reads `seen`, up to ns; true when a ring woke it (not the timeout, not a changed word). */
   sleepOn?(rank: number, seen: number, ns: number): boolean;
   /** Wakes every process asleep on our doorbell. */
   ring?(): void;
@@ -345,6 +343,8 @@ export class ShmAllReduce {
 
   /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
   private readonly futexNs: number;
+  /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
+  rung = 0;
 
   constructor(private me: number, private R: number, private makePlane: () => Promise<Plane>, readonly step: number, private deps: ShmAllReduceDeps) {
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
@@ -458,13 +458,13 @@ export class ShmAllReduce {
         const m = Math.min(q, k - from);
         const g = ++this.gen;
         const p = g & 1;
-        await this.waitAll(D, g - 2, `${what} (input area)`, timeoutMs);
+        await this.waitAll(D, g - 2, what, 'input area', timeoutMs);
         const base = inArea(this.step, p);
         for (let r = 0; r < R; r++) plane.write(base + r * q * es, bytes.subarray((r * k + from) * es, (r * k + from + m) * es));
         this.writeHead(p, seq, desc, buf.byteLength);
         plane.set(W, g);
         this.published();
-        await this.waitAll(W, g, `${what} (exchange)`, timeoutMs);
+        await this.waitAll(W, g, what, 'exchange', timeoutMs);
         if (from === 0) for (const r of this.peers) this.checkHead(r, p, seq, desc, buf.byteLength, 'reduceScatter');
         const dst = outBytes.subarray(from * es, (from + m) * es);
         if (plane.arena) {
@@ -487,8 +487,8 @@ export class ShmAllReduce {
   /** Until every peer's counter at `off` has reached generation g: a bounded spin on the mapped word, a
    *  futex sleep where that is on (block), then the world's wait (which spins more where cores allow,
    *  then sleeps until woken). Undefined when the counters are there without a promise turn. */
-  private waitAll(off: number, g: number, what: string, timeoutMs?: number): Promise<void> | undefined {
-    return this.spin(off, g) || this.block(off, g) ? undefined : this.sleep(off, g, what, timeoutMs);
+  private waitAll(off: number, g: number, what: Named, phase: string, timeoutMs?: number): Promise<void> | undefined {
+    return this.spin(off, g) || this.block(off, g) ? undefined : this.sleep(off, g, `${nameOf(what)} (${phase})`, timeoutMs);
   }
 
   /** Whether every peer's counter at `off` has reached generation g, or does within the bounded spin. */
@@ -519,9 +519,6 @@ export class ShmAllReduce {
    * The event loop waits meanwhile, as it does in the world's own spin; what is still missing after
    * this goes to `sleep`.
    */
-  /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
-  rung = 0;
-
   private block(off: number, g: number): boolean {
     const { plane } = this;
     const ns = this.futexNs;
@@ -531,18 +528,12 @@ export class ShmAllReduce {
     plane.set(ASLEEP, 1);
     try {
       for (;;) {
-        let late = -1;
-        for (const r of this.peers) {
-          if (((plane.get(r, off) - g) | 0) < 0) {
-            late = r;
-            break;
-          }
-        }
-        if (late < 0) return true;
+        const late = this.peers.find((r) => this.behind(r, off, g));
+        if (late === undefined) return true;
         const left = end - process.hrtime.bigint();
         if (left <= 0n) return false;
         const seen = plane.get(late, BELL);
-        if (((plane.get(late, off) - g) | 0) >= 0) continue;
+        if (!this.behind(late, off, g)) continue;
         if (plane.sleepOn(late, seen, Math.min(FUTEX_SLICE_NS, Number(left)))) this.rung++;
       }
     } finally {
@@ -550,17 +541,21 @@ export class ShmAllReduce {
     }
   }
 
+  /** Whether rank r's counter at `off` is still short of generation g (counters wrap: compared modulo 2^32). */
+  private behind(r: number, off: number, g: number): boolean {
+    return ((this.plane.get(r, off) - g) | 0) < 0;
+  }
+
   private arrived(off: number, g: number): boolean {
-    for (const r of this.peers) if (((this.plane.get(r, off) - g) | 0) < 0) return false;
+    for (const r of this.peers) if (this.behind(r, off, g)) return false;
     return true;
   }
 
   /** The rest of waitAll once the spin is over: the world's wait, which sleeps until woken. */
   private async sleep(off: number, g: number, what: string, timeoutMs?: number): Promise<void> {
-    const { plane, peers } = this;
     const missing = () => {
       let m: number[] | undefined;
-      for (const r of peers) if (((plane.get(r, off) - g) | 0) < 0) (m ??= []).push(r);
+      for (const r of this.peers) if (this.behind(r, off, g)) (m ??= []).push(r);
       return m ?? NONE;
     };
     // A peer this late may be in another collective under the same number, waiting for a message from us
@@ -601,8 +596,8 @@ export class ShmAllReduce {
   private oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: Named, timeoutMs?: number): Promise<void> | undefined {
     const g = ++this.gen;
     // Our input area's previous user, generation g-2, must have been read by every peer.
-    if (this.spin(D, g - 2) || this.block(D, g - 2)) return this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g);
-    return this.sleep(D, g - 2, `${nameOf(what)} (input area)`, timeoutMs).then(() => this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g));
+    const wait = this.waitAll(D, g - 2, what, 'input area', timeoutMs);
+    return wait ? wait.then(() => this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g)) : this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g);
   }
 
   private exchange(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: Named, timeoutMs: number | undefined, g: number): Promise<void> | undefined {
@@ -616,8 +611,8 @@ export class ShmAllReduce {
     this.writeHead(p, seq, desc, nbytes);
     plane.set(W, g);
     this.published();
-    if (this.spin(W, g) || this.block(W, g)) return this.combine(buf, bytes, op, dtype, seq, desc, g);
-    return this.sleep(W, g, `${nameOf(what)} (exchange)`, timeoutMs).then(() => this.combine(buf, bytes, op, dtype, seq, desc, g));
+    const wait = this.waitAll(W, g, what, 'exchange', timeoutMs);
+    return wait ? wait.then(() => this.combine(buf, bytes, op, dtype, seq, desc, g)) : this.combine(buf, bytes, op, dtype, seq, desc, g);
   }
 
   /** Every input is there: reduce them in rank order into buf and release our areas. */
@@ -676,7 +671,7 @@ export class ShmAllReduce {
       const base = Math.floor(m / R);
       return s * perStep + r * base + Math.min(r, m % R);
     };
-    const waitAll = (off: number, g: number, phase: string) => this.waitAll(off, g, `${what} (${phase})`, timeoutMs);
+    const waitAll = (off: number, g: number, phase: string) => this.waitAll(off, g, what, phase, timeoutMs);
 
     const writeInput = async (s: number) => {
       const g = g0 + s + 1; // generations start at 1: a fresh area reads 0

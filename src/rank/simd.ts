@@ -68,17 +68,15 @@ type Fn3 = (dst: number, a: number, b: number, n: number) => void;
 export class SimdArena {
   readonly mem: WebAssembly.Memory;
   private fns: Record<string, Fn>;
-  private fns3: Record<string, Fn3>;
-
+  /** The 3-address functions by dtype and op. */
   private byType: Partial<Record<CommDType, Record<ReduceOp, Fn3>>> = {};
 
   private constructor(inst: WebAssembly.Instance) {
     this.mem = inst.exports.mem as WebAssembly.Memory;
     this.fns = inst.exports as unknown as Record<string, Fn>;
-    this.fns3 = Object.fromEntries(NAMES.map((n) => [n, inst.exports[`${n}/3`] as unknown as Fn3]));
     for (const n of NAMES) {
       const [dtype, op] = n.split('/') as [CommDType, ReduceOp];
-      (this.byType[dtype] ??= {} as Record<ReduceOp, Fn3>)[op] = this.fns3[n];
+      (this.byType[dtype] ??= {} as Record<ReduceOp, Fn3>)[op] = inst.exports[`${n}/3`] as unknown as Fn3;
     }
   }
 
