@@ -10,7 +10,7 @@ import { bindGroup, uniform, type Dispatch } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
 import type { GemvEpilogue, GemvPrologue } from './kernels/gemv.js';
 import { ATTN_PREFILL_MAX_HEAD, ATTN_PREFILL_QB } from './kernels/attention-prefill.js';
-import { prefillAttention } from './variants.js';
+import { onOff, prefillAttention } from './variants.js';
 import type { GemvWeight } from './upload.js';
 
 export interface Dims { H: number; Hq: number; Hkv: number; D: number; I: number; qkvN: number; Vr: number; layers: number; eps: number }
@@ -102,7 +102,7 @@ export class OpBuilder {
   /** RMSNorm fused into the decode GEMVs that read its output (TPRUN_WGSL_FUSE_NORM=0: a norm dispatch each, as at prefill). */
   readonly fuseNorm: boolean;
   constructor(private device: GPUDevice, private pl: Pipelines, private d: Dims, private a: Acts, private tp: number, env: NodeJS.ProcessEnv = process.env) {
-    this.fuseNorm = env.TPRUN_WGSL_FUSE_NORM !== '0';
+    this.fuseNorm = onOff('TPRUN_WGSL_FUSE_NORM', env);
   }
 
   private u(words: (number | { f: number })[], label: string): GPUBuffer {
