@@ -10,8 +10,8 @@
 # --kernels wgsl at pp 2 over two GPUs, one stage each, against tp 2 over the same two and pp 1 on one;
 # `tprun -n 2 --gpus 0,1`, a summary line of ratios), attn (a prompt's attention kernels: scripts/gpu/attn-check.mjs,
 # then the model with each TPRUN_WGSL_PREFILL_ATTN), ab (sets of TPRUN_WGSL_* knobs side by side in interleaved rounds: AB_F16,
-# AB_Q4, AB_ROUNDS), tp (tp 2 over WebGPU with the all-reduce overlap on and off: TP_GPUS, TP_ROUNDS) and final (the closing float16 and int4 comparison with llama.cpp,
-# defaults only, and their numbers); these ten are not in the default list. `wgsl` (issue 15
+# AB_Q4, AB_ROUNDS), cpu (issue 14: CPU decode against llama.cpp's CPU build on this host's idle cores: CPU_THREADS, CPU_ROUNDS, CPU_LAYERS), tp (tp 2 over WebGPU with the all-reduce overlap on and off: TP_GPUS, TP_ROUNDS) and final (the closing float16 and int4 comparison with llama.cpp,
+# defaults only, and their numbers); these eleven are not in the default list. `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
 # `tiny-int4` also time llama.cpp (node-llama-cpp's prebuilt Vulkan build, from bench/peers or the
@@ -401,6 +401,25 @@ if has tp; then step tp  # tp 2 over WebGPU: one rank per GPU of TP_GPUS (defaul
     for ahead in 1 0; do
       TPRUN_WGSL_REDUCE_AHEAD=$ahead tprun -n 2 --gpus "${TP_GPUS:-0,1}" -- node dist/cli.js bench generate --one --engine "$W/tiny11-tp2" --device gpu --kernels wgsl \
         --prompt-len 128 --new-tokens 32 --reps 2 --json 2>>"$L/tp.log" | grep '^{' | tail -1 | label "tp2 gpus ${TP_GPUS:-0,1} reduce-ahead $ahead round $round" | tee -a "$R"
+    done
+  done
+fi
+if has cpu; then step cpu  # issue 14's CPU decode on this host's idle cores: onnxruntime CPU engines against llama.cpp's CPU build (same GGUF types as bench generate --peer writes), CPU_THREADS (default "1 4") × CPU_ROUNDS interleaved rounds; TinyLlama shape cut to CPU_LAYERS (default 4) layers, as the 2-core figures are
+  m="$W/tiny-cpu${CPU_LAYERS:-4}"
+  [ -f "$m/config.json" ] || tprun gen-checkpoint --preset tinyllama-1.1b --layers "${CPU_LAYERS:-4}" --out "$m" >>"$L/cpu.log" 2>&1
+  for q in int8_wo int4_wo float16; do
+    e="$m-$q"; qa=(); [ "$q" = float16 ] || qa=(--quant "$q")
+    [ -d "$e" ] || tprun build --model "$m" "${qa[@]}" --dtype float16 --device cpu --max-batch-size 1 --max-seq-len 512 --out "$e" -q >>"$L/cpu.log" 2>&1
+    t=$( [ "$q" = int8_wo ] && echo q8_0 || { [ "$q" = int4_wo ] && echo q4_0 || echo f16; } )
+    [ -f "$m-$t.gguf" ] || node --input-type=module -e "const { writeGguf } = await import('./dist/bench/gguf.js'); writeGguf('$m', '$m-$t.gguf', '$t')" >>"$L/cpu.log" 2>&1
+  done
+  for round in $(seq "${CPU_ROUNDS:-2}"); do
+    for th in ${CPU_THREADS:-1 4}; do
+      for q in int8_wo int4_wo float16; do
+        t=$( [ "$q" = int8_wo ] && echo q8_0 || { [ "$q" = int4_wo ] && echo q4_0 || echo f16; } )
+        tprun bench generate --engine "$m-$q" --model "$m" --gguf "$m-$t.gguf" --device cpu --threads "$th" --peer llama.cpp --python /bin/false \
+          --prompt-len 64 --new-tokens 32 --reps 3 --json 2>>"$L/cpu.log" | grep -E '"bench":"generate(-peer)?"' | label "cpu $q threads $th round $round" | tee -a "$R"
+      done
     done
   done
 fi
