@@ -10,7 +10,7 @@
 # --kernels wgsl at pp 2 over two GPUs, one stage each, against tp 2 over the same two and pp 1 on one;
 # `tprun -n 2 --gpus 0,1`, a summary line of ratios), attn (a prompt's attention kernels: scripts/gpu/attn-check.mjs,
 # then the model with each TPRUN_WGSL_PREFILL_ATTN), ab (sets of TPRUN_WGSL_* knobs side by side in interleaved rounds: AB_F16,
-# AB_Q4, AB_ROUNDS), cpu (issue 14: CPU decode against llama.cpp's CPU build on this host's idle cores: CPU_THREADS, CPU_ROUNDS, CPU_LAYERS), tp (tp 2 over WebGPU with the all-reduce overlap on and off: TP_GPUS, TP_ROUNDS) and final (the closing float16 and int4 comparison with llama.cpp,
+# AB_Q4, AB_ROUNDS), cpu (issue 14: CPU decode against llama.cpp's CPU build on this host's idle cores: CPU_THREADS, CPU_ROUNDS, CPU_LAYERS, CPU_TYPES, CPU_SPIN), tp (tp 2 over WebGPU with the all-reduce overlap on and off: TP_GPUS, TP_ROUNDS) and final (the closing float16 and int4 comparison with llama.cpp,
 # defaults only, and their numbers); these eleven are not in the default list. `wgsl` (issue 15
 # part 3): tprun's own WGSL kernels (--kernels wgsl) next to ORT's WebGPU provider and llama.cpp Vulkan on the
 # TinyLlama shape in one call, plus their greedy tokens / logits on brown-llama-a against transformers. `tiny` and
@@ -415,10 +415,12 @@ if has cpu; then step cpu  # issue 14's CPU decode on this host's idle cores: on
   done
   for round in $(seq "${CPU_ROUNDS:-2}"); do
     for th in ${CPU_THREADS:-1 4}; do
-      for q in int8_wo int4_wo float16; do
+      for q in ${CPU_TYPES:-int8_wo int4_wo float16}; do
         t=$( [ "$q" = int8_wo ] && echo q8_0 || { [ "$q" = int4_wo ] && echo q4_0 || echo f16; } )
-        tprun bench generate --engine "$m-$q" --model "$m" --gguf "$m-$t.gguf" --device cpu --threads "$th" --peer llama.cpp --python /bin/false \
-          --prompt-len 64 --new-tokens 32 --reps 3 --json 2>>"$L/cpu.log" | grep -E '"bench":"generate(-peer)?"' | label "cpu $q threads $th round $round" | tee -a "$R"
+        for sp in ${CPU_SPIN:-0}; do  # onnxruntime's intra-op threads spinning between parallel sections (TPRUN_ORT_SPIN)
+          TPRUN_ORT_SPIN=$sp tprun bench generate --engine "$m-$q" --model "$m" --gguf "$m-$t.gguf" --device cpu --threads "$th" --peer llama.cpp --python /bin/false \
+            --prompt-len 64 --new-tokens 32 --reps 3 --json 2>>"$L/cpu.log" | grep -E '"bench":"generate(-peer)?"' | label "cpu $q threads $th spin $sp round $round" | tee -a "$R"
+        done
       done
     done
   done
