@@ -29,6 +29,7 @@ import { SimdArena } from './simd.js';
 import { mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
 import { type LibcMemory, libcMemory, libcSyscall } from '../util/libc.js';
+import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
 
 /** The mapping functions, and syscall(2) where the futex wait is on. */
 type Libc = LibcMemory & { syscall?: (...a: unknown[]) => unknown };
@@ -71,6 +72,11 @@ export interface Plane {
   readonly arena?: SimdArena;
   readonly at?: number[];
   readonly scratch?: number;
+  /** 'wasm' only: private room where a one-exchange call leaves its input for oneShotFn to move into the area. */
+  readonly stage?: number;
+  /** 'wasm' only: the one-exchange call as one WebAssembly call (./oneshot-wasm.ts), made once per dtype and op;
+   *  undefined where wasm has no vector op for them (or TPRUN_SHM_WASM_ONESHOT=0). */
+  oneShotFn?(dtype: CommDType, op: ReduceOp): OneShotFn | undefined;
   /** Whether any peer has said it sleeps (its ring file's epoch): mapped planes read it without a syscall. */
   anyAsleep?(): boolean;
   /** Gives the core away for a moment (sched_yield), so a spinning rank does not starve a peer that
@@ -188,9 +194,10 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
   if (!arena) return undefined;
   const R = fds.length;
   const stride = roundUp(len, PAGE);
-  // [scratch: one step][header page of every rank's file][every rank's area]
+  // [scratch: one step][stage: a one-exchange call's input][header page of every rank's file][every rank's area]
   const scratch = 0;
-  const heads = roundUp(step, 65536);
+  const stage = roundUp(step, 65536);
+  const heads = roundUp(stage + roundUp(Math.min(step, ONE_SHOT_BYTES), 16), 65536);
   const at = fds.map((_, r) => heads + R * PAGE + r * stride);
   const total = heads + R * PAGE + R * stride;
   let mem: ArrayBuffer;
@@ -245,11 +252,21 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
   const bytes = new Uint8Array(mem);
   const flags = new Int32Array(mem);
   const epochs = new Float64Array(mem, heads, (R * PAGE) / 8);
+  const layout = { me, at, step, W, D, G, HEAD, ASLEEP, DATA, scratch, stage, epochs: at.map((_, r) => heads + r * PAGE + SLEEP_EPOCH) };
+  const fns = new Map<string, OneShotFn | undefined>();
+  const wasmOneShot = process.env.TPRUN_SHM_WASM_ONESHOT !== '0';
   return {
     kind: 'wasm',
     arena,
     at,
     scratch,
+    stage,
+    oneShotFn: (dtype, op) => {
+      if (!wasmOneShot) return undefined;
+      const key = `${dtype}/${op}`;
+      if (!fns.has(key)) fns.set(key, oneShotFn(layout, arena.mem, dtype, op));
+      return fns.get(key);
+    },
     read: (rank, off, dst) => dst.set(bytes.subarray(at[rank] + off, at[rank] + off + dst.byteLength)),
     write: (off, src) => bytes.set(src, at[me] + off),
     // Sequentially consistent: the data copied before a counter is published is seen by whoever sees it.
@@ -333,10 +350,15 @@ export class ShmAllReduce {
   private bell = 0;
   /** oneShot's sources on the arena plane, per parity. */
   private oneShotIn?: number[][];
-  /** oneShot's views of our input areas (per parity) and of the scratch it reduces into, on the arena
-   *  plane, typed and sized as the last call's buffer: a decode loop's all-reduces all have one shape,
-   *  and a view made per call was most of what a call allocated. */
-  private views?: { dtype: CommDType; len: number; in: CommArray[]; out: CommArray };
+  /** oneShot's views of our input areas (per parity), of the scratch it reduces into and of the stage
+   *  (where the wasm call takes its input from), on the arena plane, typed and sized as the last call's
+   *  buffer: a decode loop's all-reduces all have one shape, and a view made per call was most of what a
+   *  call allocated. */
+  private views?: { dtype: CommDType; len: number; in: CommArray[]; out: CommArray; stage: CommArray };
+  /** The last call's wasm one-exchange function (its dtype and op), looked up once per shape change. */
+  private fast?: { dtype: CommDType; op: ReduceOp; fn: OneShotFn | undefined };
+  /** Calls that went through the wasm one-exchange function (the tests' evidence that it ran). */
+  wasmCalls = 0;
 
   /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
@@ -595,6 +617,26 @@ export class ShmAllReduce {
    */
   private oneShot(buf: CommArray, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: Named, timeoutMs?: number): Promise<void> | undefined {
     const g = ++this.gen;
+    const fn = this.plane.oneShotFn && this.fastFn(dtype, op);
+    if (fn) {
+      // The whole exchange in one wasm call (./oneshot-wasm.ts); where it stops short, this carries on.
+      const views = this.arenaViews(buf, dtype);
+      (views.stage as Float32Array).set(buf as Float32Array);
+      this.wasmCalls++;
+      const r = fn(g, seq, desc | 0, buf.byteLength, this.deps.oversubscribed ? 1 : WASM_SPINS);
+      if (r === OneShot.Done || r === OneShot.DoneWake) {
+        (buf as Float32Array).set(views.out as Float32Array);
+        if (r === OneShot.DoneWake) this.published();
+        return undefined;
+      }
+      if (r === OneShot.Mismatch) return this.combine(buf, undefined, op, dtype, seq, desc, g);
+      if (r === OneShot.Published) {
+        this.published();
+        const wait = this.waitAll(W, g, what, 'exchange', timeoutMs);
+        return wait ? wait.then(() => this.combine(buf, undefined, op, dtype, seq, desc, g)) : this.combine(buf, undefined, op, dtype, seq, desc, g);
+      }
+      // AreaBusy: nothing was written; the JavaScript path waits for the area.
+    }
     // Our input area's previous user, generation g-2, must have been read by every peer.
     const wait = this.waitAll(D, g - 2, what, 'input area', timeoutMs);
     return wait ? wait.then(() => this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g)) : this.exchange(buf, op, dtype, seq, desc, what, timeoutMs, g);
@@ -634,15 +676,23 @@ export class ShmAllReduce {
     return undefined;
   }
 
-  private arenaViews(buf: CommArray, dtype: CommDType): { in: CommArray[]; out: CommArray } {
+  private arenaViews(buf: CommArray, dtype: CommDType): { in: CommArray[]; out: CommArray; stage: CommArray } {
     const v = this.views;
     if (v && v.dtype === dtype && v.len === buf.length) return v;
     const C = VIEW[dtype];
     const mem = this.plane.arena!.mem.buffer;
     const at = this.plane.at![this.me];
     const n = buf.length;
-    this.views = { dtype, len: n, in: [0, 1].map((p) => new C(mem, at + inArea(this.step, p), n)), out: new C(mem, this.plane.scratch!, n) };
+    this.views = { dtype, len: n, in: [0, 1].map((p) => new C(mem, at + inArea(this.step, p), n)), out: new C(mem, this.plane.scratch!, n), stage: new C(mem, this.plane.stage!, n) };
     return this.views;
+  }
+
+  /** The wasm one-exchange function for (dtype, op), or undefined (then the JavaScript path runs). */
+  private fastFn(dtype: CommDType, op: ReduceOp): OneShotFn | undefined {
+    const f = this.fast;
+    if (f && f.dtype === dtype && f.op === op) return f.fn;
+    this.fast = { dtype, op, fn: this.plane.oneShotFn!(dtype, op) };
+    return this.fast.fn;
   }
 
   /** mem[dst] = mem[srcs[0]] op ... (rank order) for nbytes, in the arena (SIMD where it has the op). */
@@ -828,6 +878,9 @@ const nameOf = (n: Named) => (typeof n === 'string' ? n : n.what);
 const ONE_SHOT_BYTES = Number(process.env.TPRUN_SHM_ONE_SHOT_BYTES ?? 64 * 1024);
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
+/** Loads of the peers' counters the wasm one-exchange call makes before it hands a wait to the
+ *  JavaScript spin (a few microseconds, a peer's usual lead; the JavaScript spin then runs SPIN_NS). */
+const WASM_SPINS = 1 << 14;
 /** The bounded spin on a mapped counter before the world's own wait. */
 const SPIN_NS = BigInt(Number(process.env.TPRUN_SHM_SPIN_NS ?? 100_000));
 /** After the spin, how long a rank sleeps on its peers' doorbells (futex) before the world's wait; 0 = not

@@ -28,25 +28,6 @@ for (const n of NAMES) {
  * limit, not memory, and the large all-reduce reduces data that peers have just written (in cache).
  */
 function moduleBytes(): Uint8Array<ArrayBuffer> {
-  // (func (param $d i32) (param $a i32) (param $b i32) (param $n i32) (local $i i32)
-  //   block loop  br_if 1 (i >= n)
-  //     v128.store offset=16u (d + i) (OP (v128.load offset=16u (a + i)) (v128.load offset=16u (b + i)))  for u < unroll
-  //     i += 16 * unroll; br 0  end end)
-  // d may equal a: then it is the 2-address loop over memory the caller did not have to copy in first.
-  const body3 = (op: number, unroll: number): number[] => {
-    const at = (p: number) => [0x20, p, 0x20, 4, 0x6a];
-    const vector = (u: number) => [
-      ...at(0), ...at(1), 0xfd, 0, 4, ...leb(16 * u), ...at(2), 0xfd, 0, 4, ...leb(16 * u), 0xfd, ...leb(op), 0xfd, 0x0b, 4, ...leb(16 * u),
-    ];
-    const code = [
-      0x02, 0x40, 0x03, 0x40,
-      0x20, 4, 0x20, 3, 0x4f, 0x0d, 1,
-      ...Array.from({ length: unroll }, (_, u) => vector(u)).flat(),
-      0x20, 4, 0x41, ...sleb(16 * unroll), 0x6a, 0x21, 4,
-      0x0c, 0, 0x0b, 0x0b, 0x0b,
-    ];
-    return [...leb(code.length + 3), 1, 1, 0x7f, ...code];
-  };
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
     ...section(1, vec([[0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0]])),
@@ -58,8 +39,35 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
   ]);
 }
 
+/** The SIMD opcode of `op` on `dtype`'s lanes, where wasm has one. */
+export const simdOpcode = (dtype: CommDType, op: ReduceOp): number | undefined => OPS[`${dtype}/${op}`];
+
+/**
+ * The body (code section entry) of
+ * (func (param $d i32) (param $a i32) (param $b i32) (param $n i32) (local $i i32)
+ *   block loop  br_if 1 (i >= n)
+ *     v128.store offset=16u (d + i) (OP (v128.load offset=16u (a + i)) (v128.load offset=16u (b + i)))  for u < unroll
+ *     i += 16 * unroll; br 0  end end)
+ * It runs whole turns: n should be a multiple of 16 * unroll. d may equal a: then it is the 2-address
+ * loop over memory the caller did not have to copy in first.
+ */
+export function body3(op: number, unroll: number): number[] {
+  const at = (p: number) => [0x20, p, 0x20, 4, 0x6a];
+  const vector = (u: number) => [
+    ...at(0), ...at(1), 0xfd, 0, 4, ...leb(16 * u), ...at(2), 0xfd, 0, 4, ...leb(16 * u), 0xfd, ...leb(op), 0xfd, 0x0b, 4, ...leb(16 * u),
+  ];
+  const code = [
+    0x02, 0x40, 0x03, 0x40,
+    0x20, 4, 0x20, 3, 0x4f, 0x0d, 1,
+    ...Array.from({ length: unroll }, (_, u) => vector(u)).flat(),
+    0x20, 4, 0x41, ...sleb(16 * unroll), 0x6a, 0x21, 4,
+    0x0c, 0, 0x0b, 0x0b, 0x0b,
+  ];
+  return [...leb(code.length + 3), 1, 1, 0x7f, ...code];
+}
+
 /** Vectors per turn of the unrolled loop. */
-const UNROLL = 4;
+export const UNROLL = 4;
 const UNROLL_BYTES = 16 * UNROLL;
 
 type Fn3 = (dst: number, a: number, b: number, n: number) => void;
