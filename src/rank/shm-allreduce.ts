@@ -19,6 +19,8 @@
 // Memory access comes in two planes with one layout: mapped memory (koffi's mmap, when that optional
 // package loads: one copy per move at memcpy speed) or pread/pwrite on the file (pure JavaScript, the
 // fallback: every move is a kernel copy). Planes may differ between ranks; the bytes are the same pages.
+// On the arena plane a call of one exchange (oneShot) runs as one WebAssembly call (./oneshot-wasm.ts)
+// as far as it can alone; the JavaScript below carries on from where it stops.
 import { fstatSync, readSync, writeSync } from 'node:fs';
 import { getRandomValues } from 'node:crypto';
 import type { CommArray, CommDType, ReduceOp } from './types.js';
