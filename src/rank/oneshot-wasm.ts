@@ -11,7 +11,7 @@
 // and the JavaScript path carries on from there: one protocol, two ways to run it.
 import type { CommDType, ReduceOp } from './types.js';
 import { body3, simdOpcode, UNROLL } from './simd.js';
-import { leb, sleb, vec, str, section } from '../util/wasm-encode.js';
+import { cat, leb, sleb, vec, str, section } from '../util/wasm-encode.js';
 
 /** Offsets from an area's start (./shm-allreduce.ts's layout) and where things are in the arena. */
 export interface OneShotLayout {
@@ -56,7 +56,7 @@ export type OneShotFn = (g: number, seq: number, desc: number, nbytes: number, s
 const get = (i: number) => [0x20, i];
 const set = (i: number) => [0x21, i];
 const tee = (i: number) => [0x22, i];
-const i32 = (v: number) => [0x41, ...sleb(v | 0)];
+const i32 = (v: number) => cat(0x41, sleb(v | 0));
 const ADD = 0x6a;
 const SUB = 0x6b;
 const MUL = 0x6c;
@@ -69,12 +69,12 @@ const I64_NE = 0x52;
 const RETURN = 0x0f;
 const END = 0x0b;
 /** memarg: alignment exponent and a constant offset (added to the address operand, unsigned). */
-const load32 = (off: number) => [0x28, 2, ...leb(off)];
-const store32 = (off: number) => [0x36, 2, ...leb(off)];
-const load64 = (off: number) => [0x29, 3, ...leb(off)];
+const load32 = (off: number) => cat(0x28, 2, leb(off));
+const store32 = (off: number) => cat(0x36, 2, leb(off));
+const load64 = (off: number) => cat(0x29, 3, leb(off));
 /** Sequentially consistent, as Atomics.load/store on the JavaScript side; allowed on unshared memory. */
-const atomicLoad32 = (off: number) => [0xfe, 0x10, 2, ...leb(off)];
-const atomicStore32 = (off: number) => [0xfe, 0x17, 2, ...leb(off)];
+const atomicLoad32 = (off: number) => cat(0xfe, 0x10, 2, leb(off));
+const atomicStore32 = (off: number) => cat(0xfe, 0x17, 2, leb(off));
 const memoryCopy = [0xfc, 10, 0, 0];
 
 // Parameters and locals of the call.
@@ -97,80 +97,80 @@ function moduleBytes(L: OneShotLayout, opcode: number): Uint8Array<ArrayBuffer> 
   const wide = 16 * UNROLL;
 
   // red: w = n & -wide; f4(d, a, b, w); f1(d + w, a + w, b + w, n - w)
-  const red = [
-    ...get(3), ...i32(-wide), AND, ...set(4),
-    ...get(0), ...get(1), ...get(2), ...get(4), 0x10, 1,
-    ...get(0), ...get(4), ADD, ...get(1), ...get(4), ADD, ...get(2), ...get(4), ADD, ...get(3), ...get(4), SUB, 0x10, 0,
+  const red = cat(
+    get(3), i32(-wide), AND, set(4),
+    get(0), get(1), get(2), get(4), 0x10, 1,
+    get(0), get(4), ADD, get(1), get(4), ADD, get(2), get(4), ADD, get(3), get(4), SUB, 0x10, 0,
     END,
-  ];
+  );
 
   /** Every peer's counter at `off` has reached the target (wrapping compare: (c - t) | 0 >= 0), as one i32. */
-  const arrived = (off: number, target: number[]) => peers.flatMap((r, k) => [
-    ...i32(0), ...atomicLoad32(L.at[r] + off), ...target, SUB, ...i32(0), GE_S, ...(k > 0 ? [AND] : []),
-  ]);
+  const arrived = (off: number, target: number[]) => cat(...peers.map((r, k) => cat(
+    i32(0), atomicLoad32(L.at[r] + off), target, SUB, i32(0), GE_S, k > 0 ? [AND] : [],
+  )));
   /** Spin until arrived, up to SPINS loads; else return `code`. */
-  const wait = (off: number, target: number[], code: OneShot) => [
-    ...get(SPINS), ...set(LEFT),
+  const wait = (off: number, target: number[], code: OneShot) => cat(
+    get(SPINS), set(LEFT),
     0x02, 0x40, 0x03, 0x40,
-    ...arrived(off, target), 0x0d, 1,
-    ...get(LEFT), ...i32(1), SUB, ...tee(LEFT), 0x0d, 0,
-    END, ...i32(code), RETURN, END,
-  ];
+    arrived(off, target), 0x0d, 1,
+    get(LEFT), i32(1), SUB, tee(LEFT), 0x0d, 0,
+    END, i32(code), RETURN, END,
+  );
   /** Whether a peer said it may sleep: on our doorbell (ASLEEP) or in the world's wait (its epoch). */
-  const anySleeper = () => peers.flatMap((r, k) => [
-    ...i32(0), ...atomicLoad32(L.at[r] + L.ASLEEP), ...i32(0), NE,
-    ...i32(0), ...load64(L.epochs[r]), 0x42, 0, I64_NE, OR,
-    ...(k > 0 ? [OR] : []),
-  ]);
+  const anySleeper = () => cat(...peers.map((r, k) => cat(
+    i32(0), atomicLoad32(L.at[r] + L.ASLEEP), i32(0), NE,
+    i32(0), load64(L.epochs[r]), 0x42, 0, I64_NE, OR,
+    k > 0 ? [OR] : [],
+  )));
   /** A peer's header (seq, desc, bytes) for this parity differs from ours, as one i32. */
-  const mismatch = () => peers.flatMap((r, k) => [
-    ...get(HEAD_OFF), ...load32(L.at[r] + L.HEAD), ...get(SEQ), NE,
-    ...get(HEAD_OFF), ...load32(L.at[r] + L.HEAD + 4), ...get(DESC), NE, OR,
-    ...get(HEAD_OFF), ...load32(L.at[r] + L.HEAD + 8), ...get(NBYTES), NE, OR,
-    ...(k > 0 ? [OR] : []),
-  ]);
-  const input = (r: number) => [...get(IN_OFF), ...i32(L.at[r] + L.DATA), ADD];
+  const mismatch = () => cat(...peers.map((r, k) => cat(
+    get(HEAD_OFF), load32(L.at[r] + L.HEAD), get(SEQ), NE,
+    get(HEAD_OFF), load32(L.at[r] + L.HEAD + 4), get(DESC), NE, OR,
+    get(HEAD_OFF), load32(L.at[r] + L.HEAD + 8), get(NBYTES), NE, OR,
+    k > 0 ? [OR] : [],
+  )));
+  const input = (r: number) => cat(get(IN_OFF), i32(L.at[r] + L.DATA), ADD);
   const me = L.at[L.me];
 
-  const call = [
+  const call = cat(
     // p = g & 1: the parity's input area and header.
-    ...get(G_), ...i32(1), AND, ...tee(HEAD_OFF), ...i32(L.step), MUL, ...set(IN_OFF),
-    ...get(HEAD_OFF), ...i32(6), SHL, ...set(HEAD_OFF),
+    get(G_), i32(1), AND, tee(HEAD_OFF), i32(L.step), MUL, set(IN_OFF),
+    get(HEAD_OFF), i32(6), SHL, set(HEAD_OFF),
     // Our input area's previous user, generation g - 2, must have been reduced by every peer.
-    ...wait(L.D, [...get(G_), ...i32(2), SUB], OneShot.AreaBusy),
-    ...input(L.me), ...i32(L.stage), ...get(NBYTES), ...memoryCopy,
-    ...get(HEAD_OFF), ...get(SEQ), ...store32(me + L.HEAD),
-    ...get(HEAD_OFF), ...get(DESC), ...store32(me + L.HEAD + 4),
-    ...get(HEAD_OFF), ...get(NBYTES), ...store32(me + L.HEAD + 8),
-    ...i32(0), ...get(G_), ...atomicStore32(me + L.W),
+    wait(L.D, cat(get(G_), i32(2), SUB), OneShot.AreaBusy),
+    input(L.me), i32(L.stage), get(NBYTES), memoryCopy,
+    get(HEAD_OFF), get(SEQ), store32(me + L.HEAD),
+    get(HEAD_OFF), get(DESC), store32(me + L.HEAD + 4),
+    get(HEAD_OFF), get(NBYTES), store32(me + L.HEAD + 8),
+    i32(0), get(G_), atomicStore32(me + L.W),
     // A peer that may sleep must be woken before we wait for it: that is the JavaScript's to do.
-    ...anySleeper(), 0x04, 0x40, ...i32(OneShot.Published), RETURN, END,
-    ...wait(L.W, get(G_), OneShot.Published),
-    ...mismatch(), 0x04, 0x40, ...i32(OneShot.Mismatch), RETURN, END,
+    anySleeper(), 0x04, 0x40, i32(OneShot.Published), RETURN, END,
+    wait(L.W, get(G_), OneShot.Published),
+    mismatch(), 0x04, 0x40, i32(OneShot.Mismatch), RETURN, END,
     // In rank order into scratch, whole vectors: the bytes past nbytes (up to the next 16) are reduced
     // too, from within the areas, and never copied out.
-    ...Array.from({ length: R - 1 }, (_, k) => [
-      ...i32(L.scratch), ...(k === 0 ? input(0) : i32(L.scratch)), ...input(k + 1), ...get(NBYTES), ...i32(15), ADD, ...i32(-16), AND, 0x10, 2,
-    ]).flat(),
-    ...i32(0), ...get(G_), ...atomicStore32(me + L.D),
-    ...i32(0), ...get(G_), ...atomicStore32(me + L.G),
-    ...anySleeper(), 0x04, 0x40, ...i32(OneShot.DoneWake), RETURN, END,
-    ...i32(OneShot.Done),
+    ...Array.from({ length: R - 1 }, (_, k) => cat(
+      i32(L.scratch), k === 0 ? input(0) : i32(L.scratch), input(k + 1), get(NBYTES), i32(15), ADD, i32(-16), AND, 0x10, 2,
+    )),
+    i32(0), get(G_), atomicStore32(me + L.D),
+    i32(0), get(G_), atomicStore32(me + L.G),
+    anySleeper(), 0x04, 0x40, i32(OneShot.DoneWake), RETURN, END,
+    i32(OneShot.Done),
     END,
-  ];
+  );
 
   const entry = (locals: number[][], code: number[]) => {
-    const body = [...vec(locals), ...code];
-    return [...leb(body.length), ...body];
+    const body = cat(vec(locals), code);
+    return cat(leb(body.length), body);
   };
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
-    ...section(1, vec([[0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0], [0x60, 5, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f]])),
-    ...section(2, vec([[...str('env'), ...str('mem'), 0x02, 0x00, 0x00]])),
-    ...section(3, vec([[0], [0], [0], [1]])),
-    ...section(7, vec([[...str('run'), 0x00, 3]])),
-    ...section(10, [...leb(4), ...body3(opcode, 1), ...body3(opcode, UNROLL), ...entry([[1, 0x7f]], red), ...entry([[3, 0x7f]], call)]),
-  ]);
+  return new Uint8Array(cat(
+    [0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0],
+    section(1, vec([[0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0], [0x60, 5, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f]])),
+    section(2, vec([cat(str('env'), str('mem'), 0x02, 0x00, 0x00)])),
+    section(3, vec([[0], [0], [0], [1]])),
+    section(7, vec([cat(str('run'), 0x00, 3)])),
+    section(10, cat(leb(4), body3(opcode, 1), body3(opcode, UNROLL), entry([[1, 0x7f]], red), entry([[3, 0x7f]], call))),
+  ));
 }
 
 /** The call for (dtype, op) over this layout, in `mem`; undefined where wasm has no such vector op or the module fails to build. */

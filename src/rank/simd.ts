@@ -4,7 +4,7 @@
 // and copies its own contribution in once. The module is written out here byte by byte: a dozen
 // instructions do not justify a WAT toolchain.
 import type { CommDType, ReduceOp } from './types.js';
-import { leb, sleb, vec, str, section } from '../util/wasm-encode.js';
+import { cat, leb, sleb, vec, str, section } from '../util/wasm-encode.js';
 
 // SIMD opcodes (0xfd prefix, LEB128 sub-opcode) of `dst[i] = dst[i] OP src[i]` per element type.
 const OPS: Record<string, number> = {
@@ -28,15 +28,16 @@ for (const n of NAMES) {
  * limit, not memory, and the large all-reduce reduces data that peers have just written (in cache).
  */
 function moduleBytes(): Uint8Array<ArrayBuffer> {
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
-    ...section(1, vec([[0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0]])),
-    ...section(3, vec([...NAMES.map(() => [0]), ...NAMES.map(() => [0])])),
-    ...section(5, vec([[0x00, 1]])),
-    ...section(7, vec([...NAMES.map((n, i) => [...str(`${n}/3`), 0x00, ...leb(i)]), ...NAMES.map((n, i) => [...str(`${n}/3x4`), 0x00, ...leb(NAMES.length + i)]),
-      [...str('mem'), 0x02, 0]])),
-    ...section(10, vec([...NAMES.map((n) => body3(OPS[n], 1)), ...NAMES.map((n) => body3(OPS[n], UNROLL))])),
-  ]);
+  const loops = (unroll: number) => NAMES.map((n) => body3(OPS[n], unroll));
+  return new Uint8Array(cat(
+    [0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0],
+    section(1, vec([[0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0]])),
+    section(3, vec(NAMES.map(() => [0]).concat(NAMES.map(() => [0])))),
+    section(5, vec([[0x00, 1]])),
+    section(7, vec(NAMES.map((n, i) => cat(str(`${n}/3`), 0x00, leb(i)))
+      .concat(NAMES.map((n, i) => cat(str(`${n}/3x4`), 0x00, leb(NAMES.length + i))), [cat(str('mem'), 0x02, 0)]))),
+    section(10, vec(loops(1).concat(loops(UNROLL)))),
+  ));
 }
 
 /** The SIMD opcode of `op` on `dtype`'s lanes, where wasm has one. */
@@ -53,17 +54,17 @@ export const simdOpcode = (dtype: CommDType, op: ReduceOp): number | undefined =
  */
 export function body3(op: number, unroll: number): number[] {
   const at = (p: number) => [0x20, p, 0x20, 4, 0x6a];
-  const vector = (u: number) => [
-    ...at(0), ...at(1), 0xfd, 0, 4, ...leb(16 * u), ...at(2), 0xfd, 0, 4, ...leb(16 * u), 0xfd, ...leb(op), 0xfd, 0x0b, 4, ...leb(16 * u),
-  ];
-  const code = [
-    0x02, 0x40, 0x03, 0x40,
-    0x20, 4, 0x20, 3, 0x4f, 0x0d, 1,
-    ...Array.from({ length: unroll }, (_, u) => vector(u)).flat(),
-    0x20, 4, 0x41, ...sleb(16 * unroll), 0x6a, 0x21, 4,
-    0x0c, 0, 0x0b, 0x0b, 0x0b,
-  ];
-  return [...leb(code.length + 3), 1, 1, 0x7f, ...code];
+  const vector = (u: number) => cat(
+    at(0), at(1), 0xfd, 0, 4, leb(16 * u), at(2), 0xfd, 0, 4, leb(16 * u), 0xfd, leb(op), 0xfd, 0x0b, 4, leb(16 * u),
+  );
+  const code = cat(
+    [0x02, 0x40, 0x03, 0x40],
+    [0x20, 4, 0x20, 3, 0x4f, 0x0d, 1],
+    ...Array.from({ length: unroll }, (_, u) => vector(u)),
+    [0x20, 4, 0x41], sleb(16 * unroll), [0x6a, 0x21, 4],
+    [0x0c, 0, 0x0b, 0x0b, 0x0b],
+  );
+  return cat(leb(code.length + 3), 1, 1, 0x7f, code);
 }
 
 /** Vectors per turn of the unrolled loop. */
@@ -71,6 +72,7 @@ export const UNROLL = 4;
 const UNROLL_BYTES = 16 * UNROLL;
 
 type Fn3 = (dst: number, a: number, b: number, n: number) => void;
+let compiled: WebAssembly.Module | undefined;
 
 export class SimdArena {
   readonly mem: WebAssembly.Memory;
@@ -116,7 +118,9 @@ export class SimdArena {
 
   static create(): SimdArena | undefined {
     try {
-      return new SimdArena(new WebAssembly.Instance(new WebAssembly.Module(moduleBytes())));
+      // One compiled module per process: a world makes an arena for its areas and another for the message path.
+      compiled ??= new WebAssembly.Module(moduleBytes());
+      return new SimdArena(new WebAssembly.Instance(compiled));
     } catch {
       return undefined; // no wasm SIMD in this runtime: callers reduce in JavaScript
     }
