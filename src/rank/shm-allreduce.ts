@@ -199,7 +199,8 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
   // [scratch: one step][stage: a one-exchange call's input][header page of every rank's file][every rank's area]
   const scratch = 0;
   const stage = roundUp(step, 65536);
-  const heads = roundUp(stage + roundUp(Math.min(step, ONE_SHOT_BYTES), 16), 65536);
+  // (As big as the largest call that fits one exchange; none where TPRUN_SHM_ONE_SHOT_BYTES is no number.)
+  const heads = roundUp(stage + roundUp(ONE_SHOT_BYTES > 0 ? Math.min(step, ONE_SHOT_BYTES) : 0, 16), 65536);
   const at = fds.map((_, r) => heads + R * PAGE + r * stride);
   const total = heads + R * PAGE + R * stride;
   let mem: ArrayBuffer;
