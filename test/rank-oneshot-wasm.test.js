@@ -12,7 +12,13 @@ const DATA = 4096;
 const AREA = DATA + 4 * STEP;
 const OFF = { W: 0, D: 64, G: 128, HEAD: 192, ASLEEP: 448, DATA };
 
-/** R ranks' areas in one arena, seen from rank `me`; returns the call and views to set the peers' state. */
+/**
+ * R ranks' areas in one arena, seen from rank `me`; returns the call and views to set the peers' state.
+ * @param {number} R
+ * @param {number} me
+ * @param {import('../dist/rank/types.js').CommDType} [dtype]
+ * @param {import('../dist/rank/types.js').ReduceOp} [op]
+ */
 function world(R, me, dtype = 'float32', op = 'sum') {
   const arena = SimdArena.create();
   assert.ok(arena, 'Node 20 has wasm SIMD');
@@ -116,6 +122,7 @@ test('the wasm one-exchange call: three ranks in rank order, integer lanes that 
 
 test('no wasm one-exchange function where wasm has no vector op (float16 sums stay in JavaScript)', () => {
   const arena = SimdArena.create();
+  assert.ok(arena);
   const layout = { me: 0, at: [65536, 65536 + AREA], step: STEP, ...OFF, scratch: 0, stage: STEP, epochs: [8192, 8256] };
   arena.reserve(65536 + 2 * AREA);
   assert.equal(oneShotFn(layout, arena.mem, 'float16', 'sum'), undefined);
