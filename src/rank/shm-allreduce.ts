@@ -930,8 +930,11 @@ const nameOf = (n: Named) => (typeof n === 'string' ? n : n.what);
 /**
  * Up to this many bytes a call is one exchange in which every rank reduces the whole buffer; above it the
  * pipelined reduce-scatter + all-gather, whose two more waits cost less than reducing R times the bytes.
+ * Measured with 2 ranks against Open MPI in the same runs (session 7): one exchange is ahead at 8 and
+ * 16 KiB (0.53-0.62x Open MPI's median call against 1.0x pipelined at 8 KiB), even at 32 KiB, and behind
+ * from 48 KiB (0.81-0.86x against 0.63-0.67x) and 64 KiB (0.68-0.91x against 0.53-0.63x).
  */
-const ONE_SHOT_BYTES = Number(process.env.TPRUN_SHM_ONE_SHOT_BYTES ?? 64 * 1024);
+const ONE_SHOT_BYTES = Number(process.env.TPRUN_SHM_ONE_SHOT_BYTES ?? 32 * 1024);
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
 /** Loads of the peers' counters the wasm one-exchange call makes before it hands a wait to the
