@@ -2,9 +2,11 @@
 // plane whose areas are mapped into the SIMD arena's memory. A short call was a few dozen small JavaScript
 // functions (counter loads, the header, the spins, the checks, the reduction's dispatch); a fresh process
 // runs those in V8's interpreter for its first thousands of calls, at about twice the time they take once
-// optimized (issue #14). Wasm is compiled before its first call, so a process gets its speed from the
-// start. The module is made per world and per (dtype, op), with the world's layout (every rank's area in
-// the arena) as constants, so the code only loads, compares and stores.
+// optimized (issue #14). Wasm runs compiled from its first call (V8's baseline compiler when the module
+// is made, its optimizing one in the background), so this part of a call is fast from the start; what
+// JavaScript is left around it (the collective's frame, the copies in and out) still warms up. The module
+// is made per world and per (dtype, op), with the world's layout (every rank's area in the arena) as
+// constants, so the code only loads, compares and stores.
 //
 // It does what the JavaScript does, in the same order, and where it cannot finish alone (a peer late past
 // its spin, a peer that may sleep and must be woken, a header that disagrees) it returns where it stopped
