@@ -45,14 +45,18 @@ test('allReduce without koffi: the default falls back to the pread plane and agr
 
 // A short call on mapped areas completes before allReduce returns while its peers keep up (no promise turn;
 // issue #14); a peer that comes late past the spin sends the call down the asynchronous path, after which
-// calls are synchronous again. The pread plane has no spin: only its results are checked.
+// calls are synchronous again. The pread plane has no spin: only its results are checked. On the arena's
+// plane a short call is one WebAssembly call (src/rank/oneshot-wasm.ts) unless TPRUN_SHM_WASM_ONESHOT=0,
+// and both ways must be the way taken.
 for (const [n, env, plane] of /** @type {[number, Record<string, string>, string][]} */ ([
   [2, {}, 'wasm'],
   [3, {}, 'wasm'],
+  [2, { TPRUN_SHM_WASM_ONESHOT: '0' }, 'wasm'],
   [2, { TPRUN_SHM_WASM: '0' }, 'mmap'],
   [2, { TPRUN_SHM_MMAP: '0' }, 'pread'],
 ])) {
-  test(`short allReduces complete synchronously while peers keep up, and wait for a late one: ${n} ranks, ${plane}`,
+  const wasmOneShot = plane === 'wasm' && env.TPRUN_SHM_WASM_ONESHOT !== '0';
+  test(`short allReduces complete synchronously while peers keep up, and wait for a late one: ${n} ranks, ${plane}${wasmOneShot ? ' (one wasm call)' : ''}`,
     { skip: plane !== 'pread' && !koffi && 'koffi (optional) is not installed' }, async () => {
       const res = await spawnRanks(n, [APP, 'sync'], { env, timeoutMs: 120000 });
       for (const r of res) {
@@ -61,6 +65,9 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
         assert.equal(out.plane, plane);
         assert.equal(out.ok, true);
         if (r.rank === 0) assert.equal(out.late, false, 'rank 0 had the late call\'s result before its peers joined');
+        // Every call of the scenario (float32 sum, float64 max, int8 min) has a wasm vector op.
+        if (wasmOneShot) assert.ok(out.wasmCalls >= 1000, `rank ${r.rank}: ${out.wasmCalls} calls went through the wasm one-exchange call`);
+        else assert.equal(out.wasmCalls, 0, `rank ${r.rank}: the wasm one-exchange call ran where it is off`);
         if (plane === 'pread') continue;
         assert.ok(out.sync > 0, `rank ${r.rank}: none of 500 calls completed synchronously`);
         assert.ok(out.after > 0, `rank ${r.rank}: no call completed synchronously after the late one`);

@@ -12,7 +12,7 @@ const world = await initWorld({ timeoutMs: Number(process.env.APP_TIMEOUT_MS ?? 
 const { rank: me, size: R } = world;
 // The test must know that the path under test ran, not the message path beside it (the plane exists
 // from the first call through the areas on).
-/** @type {{ plane?: { kind: string }, step: number, rung: number } | undefined} the world's own, not in its public type */
+/** @type {{ plane?: { kind: string }, step: number, rung: number, wasmCalls: number } | undefined} the world's own, not in its public type */
 const shar = /** @type {any} */ (world).shar;
 await world.allReduce(new Float32Array(1));
 const plane = shar?.plane?.kind ?? 'none';
@@ -145,7 +145,7 @@ if (scenario === 'check') {
     checkAll(i8, 'min', `int8 min [${n + 1}], round ${k}`);
   }
   await world.close();
-  console.log(JSON.stringify({ rank: me, ok: true, plane, sync, late, after, rung: shar?.rung ?? 0 }));
+  console.log(JSON.stringify({ rank: me, ok: true, plane, sync, late, after, rung: shar?.rung ?? 0, wasmCalls: shar?.wasmCalls ?? 0 }));
 } else if (scenario === 'die') {
   // Rank 1 dies between two large allReduces: the others must fail naming it, long before their timeout.
   const buf = new Float32Array(1 << 22);
