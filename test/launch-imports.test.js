@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,12 +14,30 @@ const HOOK = fileURLToPath(new URL('./helpers/record-imports.mjs', import.meta.u
 const RANK = fileURLToPath(new URL('../dist/bench/launch-rank.js', import.meta.url));
 const MODEL = fileURLToPath(new URL('../models/brown-llama-a', import.meta.url));
 
-test('a launch of barrier-only ranks loads neither execa, yargs, onnxruntime, zod\'s v4 root nor msgpackr\'s native extractor', () => {
+const BUNDLE = fileURLToPath(new URL('../dist/rank/world.bundle.cjs', import.meta.url));
+/** What a launch must never load, in the launcher or in a rank that only joins the world. */
+const HEAVY = ['/node_modules/execa/', '/node_modules/yargs/', '/node_modules/onnxruntime', '/node_modules/zod/v4/', '/node_modules/msgpackr/node-index.js',
+  '/node_modules/msgpackr-extract/', '/node_modules/cli-progress/', '/node_modules/koffi/', '/dist/engine/', '/dist/checkpoint/', '/dist/model/', '/dist/commands/index.js'];
+
+test('the world bundle that ranks run holds the world and its pure-JS libraries, and nothing heavy', () => {
+  assert.ok(existsSync(BUNDLE), `${BUNDLE} is missing: the build bundles the world with esbuild (npm run build, scripts/bundle.mjs)`);
+  const text = readFileSync(BUNDLE, 'utf8');
+  // esbuild heads each bundled file with a comment naming its path.
+  const files = [...text.matchAll(/^\/\/ (\S+\.[cm]?js)$/gm)].map((m) => `/${m[1]}`);
+  for (const want of ['/dist/rank/init-world.js', '/dist/rank/peer-world.js', '/dist/rank/rendezvous.js', '/node_modules/zod/v3/', '/node_modules/msgpackr/pack.js']) {
+    assert.ok(files.some((f) => f.includes(want)), `the bundle lacks ${want}`);
+  }
+  for (const unwanted of [...HEAVY, '/node_modules/zeromq/']) assert.deepEqual(files.filter((f) => f.includes(unwanted)), [], `the bundle holds ${unwanted}`);
+  // Native addons stay packages of their own, required where they are installed.
+  assert.match(text, /require\("zeromq"\)/);
+});
+
+test('a launch of barrier-only ranks loads the world from its bundle, and neither execa, yargs, onnxruntime, zod\'s v4 root nor msgpackr\'s native extractor', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
   try {
     const log = join(dir, 'imports.log');
     const r = spawnSync(process.execPath, [CLI, '-n', '2', '--gpus', 'none', '--quiet', '--', process.execPath, RANK], {
-      env: { ...process.env, RECORD_IMPORTS: log, NODE_OPTIONS: `--import=${HOOK}`, CUDA_VISIBLE_DEVICES: undefined },
+      env: { ...process.env, RECORD_IMPORTS: log, NODE_OPTIONS: `--import=${HOOK}`, CUDA_VISIBLE_DEVICES: undefined, TPRUN_BUNDLE: undefined },
       encoding: 'utf8', timeout: 120000,
     });
     assert.equal(r.status, 0, r.stderr);
@@ -29,11 +47,12 @@ test('a launch of barrier-only ranks loads neither execa, yargs, onnxruntime, zo
     // The recording reached the launcher and both ranks (each loads the world, and ZeroMQ through it).
     assert.ok(pids.size >= 3, `imports recorded for ${pids.size} process(es)`);
     assert.equal(urls.filter((u) => u.endsWith('/dist/rank/world.js')).length, 2);
-    assert.ok(urls.some((u) => u.includes('/node_modules/zeromq/')));
-    assert.ok(urls.some((u) => u.includes('/node_modules/zod/v3/')));
-    for (const unwanted of ['/node_modules/execa/', '/node_modules/yargs/', '/node_modules/onnxruntime', '/node_modules/zod/v4/', '/node_modules/msgpackr/node-index.js', '/node_modules/msgpackr-extract/']) {
-      assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
+    assert.equal(urls.filter((u) => u.endsWith('/node_modules/zeromq/lib/index.js')).length >= 2, true, 'both ranks load ZeroMQ');
+    // The world's own modules and its libraries came in the bundle, not one ES module at a time.
+    for (const one of ['/dist/rank/peer-world.js', '/dist/rank/rendezvous.js', '/node_modules/zod/', '/node_modules/msgpackr/']) {
+      assert.deepEqual(urls.filter((u) => u.includes(one)), [], `a rank loaded ${one} as a module of its own`);
     }
+    for (const unwanted of HEAVY) assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
     // The launcher itself starts the ranks before (and without) anything of the world or its libraries:
     // what it loads is on the path to the first spawn, with the other cores idle.
     const mine = lines.filter((l) => Number(l.split(' ')[0]) === r.pid).map((l) => l.split(' ')[1]);

@@ -1,0 +1,81 @@
+// Runs a CommonJS bundle of the build (scripts/bundle.mjs) through vm.Script with a V8 code cache, the
+// way Node 22's module.enableCompileCache() does for every module (Node 20 has no such thing for ES
+// modules). A rank's start on a small machine is CPU-bound (`tprun bench launch`): as ~45 ES modules
+// the world cost ~70 ms of CPU per rank in resolution, translation and compilation; one file whose
+// bytecode comes from the cache costs a third of that.
+//
+// The cache lives in $TPRUN_CODE_CACHE (default: tprun-code-cache-UID in the temporary directory; 'off'
+// for none), a directory only this user may write: cached bytecode is code, so a cache that someone else
+// could have written is not read. One file per bundle, keyed by Node's version, the CPU architecture and
+// a hash of the bundle's text (V8 itself checks only the source's length and its own version and flags).
+import { createHash } from 'node:crypto';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { Script } from 'node:vm';
+
+export interface Bundle<T> {
+  exports: T;
+  /** Writes the cache when V8 had none it accepted: call it once the bundle's start-up code has run,
+   *  so that the functions compiled lazily by then are in it too. */
+  saveCache(): void;
+}
+
+/** Whether bundles are used at all: TPRUN_BUNDLE=0 loads the ES modules instead (debugging, tests). */
+export const bundlesOn = (env: NodeJS.ProcessEnv = process.env): boolean => env.TPRUN_BUNDLE !== '0';
+
+function cacheDir(env: NodeJS.ProcessEnv): string | undefined {
+  const v = env.TPRUN_CODE_CACHE;
+  if (v === 'off' || v === '0') return undefined;
+  const uid = process.getuid?.();
+  if (uid === undefined) return undefined;
+  return v || join(tmpdir(), `tprun-code-cache-${uid}`);
+}
+
+/** Only a real directory of ours that nobody else can write into is trusted. */
+function trusted(dir: string): boolean {
+  try {
+    const st = lstatSync(dir);
+    return st.isDirectory() && st.uid === process.getuid?.() && (st.mode & 0o022) === 0;
+  } catch {
+    return false;
+  }
+}
+
+/** The bundle's exports, or undefined when there is no bundle (a build without esbuild). */
+export function loadBundle<T>(file: string, env: NodeJS.ProcessEnv = process.env): Bundle<T> | undefined {
+  let src: string;
+  try {
+    src = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const dir = cacheDir(env);
+  const stem = basename(file);
+  const name = `${stem}-${process.version}-${process.arch}-${createHash('sha256').update(src).digest('hex').slice(0, 16)}.v8`;
+  let cached: Buffer | undefined;
+  if (dir && trusted(dir)) try { cached = readFileSync(join(dir, name)); } catch { /* none yet */ }
+  // The wrapper opens on the bundle's first line, so its line numbers stay those of the file.
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${src}\n})`, { filename: file, cachedData: cached });
+  const mod = { exports: {} as T };
+  (script.runInThisContext() as (...a: unknown[]) => void).call(mod.exports, mod.exports, createRequire(file), mod, file, dirname(file));
+  let stale = cached === undefined || script.cachedDataRejected === true;
+  return {
+    exports: mod.exports,
+    saveCache() {
+      if (!stale || !dir) return;
+      stale = false;
+      try {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        if (!trusted(dir)) return;
+        const path = join(dir, name);
+        const tmp = `${path}.${process.pid}.tmp`;
+        writeFileSync(tmp, script.createCachedData(), { mode: 0o600 });
+        renameSync(tmp, path); // ranks that write at once each put a whole file in place
+        // Caches of earlier builds of this bundle are of no further use.
+        for (const f of readdirSync(dir)) if (f !== name && f.startsWith(`${stem}-`) && f.endsWith('.v8')) try { unlinkSync(join(dir, f)); } catch { /* raced */ }
+      } catch { /* no cache this time: the next start compiles again */ }
+    },
+  };
+}

@@ -1,0 +1,95 @@
+// The world runs from dist/rank/world.bundle.cjs with a V8 code cache (src/rank/world.ts,
+// src/util/code-cache.ts): the cache is written once and then taken as it is, only from a directory no
+// one else can write, TPRUN_BUNDLE=0 runs the ES modules instead, and CommError is one class whichever
+// copy of the world's modules threw it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CLI } from './helpers/procs.js';
+
+const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
+
+// A rank program: joins the world, checks that an error thrown inside the world is the CommError that
+// both the public entry and the world's own module export, meets at a barrier and leaves.
+const APP = `
+import { initWorld, CommError } from ${JSON.stringify(`${DIST}rank/world.js`)};
+import { CommError as InboxCommError } from ${JSON.stringify(`${DIST}rank/inbox.js`)};
+const w = await initWorld({ timeoutMs: 60000 });
+let err;
+try { await w.recv(w.size + 5); } catch (e) { err = e; }
+if (!(err instanceof CommError) || !(err instanceof InboxCommError) || CommError !== InboxCommError) throw new Error('not one CommError: ' + err);
+await w.barrier();
+await w.close();
+process.stdout.write('ok ' + w.rank + '\\n');
+`;
+
+function setup() {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-bundle-'));
+  const app = join(dir, 'app.mjs');
+  writeFileSync(app, APP);
+  return { dir, app };
+}
+
+const run = (args, env) => spawnSync(process.execPath, args, {
+  env: { ...process.env, TPRUN_BUNDLE: undefined, ...env }, encoding: 'utf8', timeout: 120000,
+});
+const v8Files = (d) => { try { return readdirSync(d).filter((f) => f.endsWith('.v8')); } catch { return []; } };
+
+test('a world of one writes the code cache once, then takes it as it is', () => {
+  const { dir, app } = setup();
+  try {
+    const cache = join(dir, 'cache');
+    const first = run([app], { TPRUN_CODE_CACHE: cache });
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(first.stdout, 'ok 0\n');
+    const files = v8Files(cache);
+    assert.equal(files.length, 1, `cache files: ${files}`);
+    assert.match(files[0], new RegExp(`^world\\.bundle\\.cjs-${process.version.replace(/\./g, '\\.')}-${process.arch}-[0-9a-f]{16}\\.v8$`));
+    assert.equal(statSync(cache).mode & 0o777, 0o700);
+    const ino = statSync(join(cache, files[0])).ino;
+    // V8 accepted it: nothing was written again (a rejected cache is replaced by a fresh file).
+    const second = run([app], { TPRUN_CODE_CACHE: cache });
+    assert.equal(second.status, 0, second.stderr);
+    assert.deepEqual(v8Files(cache), files);
+    assert.equal(statSync(join(cache, files[0])).ino, ino);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('no cache in a directory others can write, none with TPRUN_CODE_CACHE=off, no bundle with TPRUN_BUNDLE=0', () => {
+  const { dir, app } = setup();
+  try {
+    const open = join(dir, 'open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    for (const [env, cache] of /** @type {const} */ ([[{ TPRUN_CODE_CACHE: open }, open], [{ TPRUN_CODE_CACHE: 'off' }, undefined], [{ TPRUN_CODE_CACHE: join(dir, 'c0'), TPRUN_BUNDLE: '0' }, join(dir, 'c0')]])) {
+      const r = run([app], env);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, 'ok 0\n');
+      if (cache) assert.deepEqual(v8Files(cache), [], JSON.stringify(env));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('two ranks meet from the bundle and from the ES modules (TPRUN_BUNDLE=0)', () => {
+  const { dir, app } = setup();
+  try {
+    for (const bundle of ['1', '0']) {
+      const r = run([CLI, '-n', '2', '--gpus', 'none', '--quiet', '-x', 'TPRUN_BUNDLE', '-x', 'TPRUN_CODE_CACHE', '--', process.execPath, app],
+        { TPRUN_BUNDLE: bundle, TPRUN_CODE_CACHE: join(dir, `cache${bundle}`), CUDA_VISIBLE_DEVICES: undefined });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split('\n').sort(), ['ok 0', 'ok 1']);
+      // Only the bundle has a cache; one rank per machine writes it.
+      assert.equal(v8Files(join(dir, `cache${bundle}`)).length, bundle === '1' ? 1 : 0);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
