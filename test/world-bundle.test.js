@@ -22,6 +22,7 @@ const w = await initWorld({ timeoutMs: 60000 });
 let err;
 try { await w.recv(w.size + 5); } catch (e) { err = e; }
 if (!(err instanceof CommError) || !(err instanceof InboxCommError) || CommError !== InboxCommError) throw new Error('not one CommError: ' + err);
+if (err.constructor.name !== 'CommError' || !String(err).startsWith('CommError: ')) throw new Error('CommError misnamed: ' + err.constructor.name + ' / ' + err);
 await w.barrier();
 await w.close();
 process.stdout.write('ok ' + w.rank + '\\n');
