@@ -1,35 +1,52 @@
-// Build step after tsc: bundles what every rank loads before it can meet its peers into one CommonJS
-// file, dist/rank/world.bundle.cjs, which src/rank/world.ts runs with a V8 code cache. esbuild is a
+// Build step after tsc: bundles what a launch runs before anything else can happen into single CommonJS
+// files that src/util/code-cache.ts runs with a V8 code cache: the world every rank loads before it can
+// meet its peers (dist/rank/world.bundle.cjs, src/rank/world.ts) and the launcher's path from its
+// command line to the spawned ranks (dist/launcher/launch.bundle.cjs, src/cli.ts). esbuild is a
 // devDependency (a prebuilt binary package, nothing compiled or downloaded at install); a build without
-// it leaves no bundle, and ranks load the ES modules as before (slower to start, same behaviour).
+// it leaves no bundles, and both load their ES modules as before (slower to start, same behaviour).
 import { createRequire } from 'node:module';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const dist = fileURLToPath(new URL('../dist/', import.meta.url));
-const out = `${dist}rank/world.bundle.cjs`;
-rmSync(out, { force: true }); // never a bundle of older sources beside newer modules
+const bundles = [
+  { entry: 'rank/init-world.js', out: 'rank/world.bundle.cjs', external: [] },
+  // What a launch only sometimes needs stays an ES module of its own, loaded when needed: ssh ranks
+  // (remote.js, with execa) and the trace writer (its per-process state is shared with other modules).
+  // The bundle sits beside launch.js, so their relative paths still point at them.
+  { entry: 'commands/launch.js', out: 'launcher/launch.bundle.cjs', external: ['./remote.js', '../util/trace.js'] },
+];
+for (const b of bundles) rmSync(dist + b.out, { force: true }); // never a bundle of older sources beside newer modules
 
 let esbuild;
 try {
   // require() resolution, which NODE_PATH also reaches.
   esbuild = createRequire(import.meta.url)('esbuild');
 } catch {
-  process.stderr.write('scripts/bundle.mjs: esbuild is not installed; no dist/rank/world.bundle.cjs (ranks load the ES modules)\n');
+  process.stderr.write('scripts/bundle.mjs: esbuild is not installed; no bundles in dist/ (ranks and the launcher load the ES modules)\n');
   process.exit(0);
 }
 
-await esbuild.build({
-  entryPoints: [`${dist}rank/init-world.js`],
-  outfile: out,
-  bundle: true,
-  platform: 'node',
-  format: 'cjs',
-  target: `node${process.versions.node.split('.')[0]}`,
-  // Native addons stay packages of their own: they find their binaries from where they are installed.
-  external: ['zeromq', 'koffi'],
-  // import.meta of the bundled ES modules (koffi is required relative to it) is the bundle's own URL.
-  define: { 'import.meta.url': 'bundleUrl' },
-  inject: [fileURLToPath(new URL('./bundle-import-meta.js', import.meta.url))],
-  logLevel: 'warning',
-});
+for (const b of bundles) {
+  await esbuild.build({
+    entryPoints: [dist + b.entry],
+    outfile: dist + b.out,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: `node${process.versions.node.split('.')[0]}`,
+    // Native addons and ESM-only packages stay packages of their own: they find their files from where
+    // they are installed.
+    external: ['zeromq', 'koffi', 'execa', 'cli-progress', ...b.external],
+    // import.meta of the bundled ES modules (packages are required relative to it) is the bundle's URL.
+    define: { 'import.meta.url': 'bundleUrl' },
+    inject: [fileURLToPath(new URL('./bundle-import-meta.js', import.meta.url))],
+    logLevel: 'warning',
+  });
+  // Dynamic imports of what stays outside go through the loader's __bundleImport (src/util/code-cache.ts):
+  // a vm.Script's own import() needs vm's experimental loader, which warns and does not survive the cache.
+  const file = dist + b.out;
+  const text = readFileSync(file, 'utf8').replace(/\bimport\(("[^"\n]+")\)/g, '__bundleImport($1)');
+  if (/\bimport\(/.test(text)) throw new Error(`${b.out}: an import() that is not of a plain string is left in the bundle`);
+  writeFileSync(file, text);
+}

@@ -14,22 +14,36 @@ const HOOK = fileURLToPath(new URL('./helpers/record-imports.mjs', import.meta.u
 const RANK = fileURLToPath(new URL('../dist/bench/launch-rank.js', import.meta.url));
 const MODEL = fileURLToPath(new URL('../models/brown-llama-a', import.meta.url));
 
-const BUNDLE = fileURLToPath(new URL('../dist/rank/world.bundle.cjs', import.meta.url));
+const WORLD_BUNDLE = fileURLToPath(new URL('../dist/rank/world.bundle.cjs', import.meta.url));
+const LAUNCH_BUNDLE = fileURLToPath(new URL('../dist/launcher/launch.bundle.cjs', import.meta.url));
 /** What a launch must never load, in the launcher or in a rank that only joins the world. */
 const HEAVY = ['/node_modules/execa/', '/node_modules/yargs/', '/node_modules/onnxruntime', '/node_modules/zod/v4/', '/node_modules/msgpackr/node-index.js',
   '/node_modules/msgpackr-extract/', '/node_modules/cli-progress/', '/node_modules/koffi/', '/dist/engine/', '/dist/checkpoint/', '/dist/model/', '/dist/commands/index.js'];
+/** What the launcher must not load before its ranks run: the world is theirs, ssh and the trace writer come when asked for. */
+const NOT_LAUNCHER = ['/dist/rank/', '/node_modules/zeromq/', '/node_modules/zod/', '/node_modules/msgpackr/', '/dist/launcher/remote.js', '/dist/util/trace.js'];
 
-test('the world bundle that ranks run holds the world and its pure-JS libraries, and nothing heavy', () => {
-  assert.ok(existsSync(BUNDLE), `${BUNDLE} is missing: the build bundles the world with esbuild (npm run build, scripts/bundle.mjs)`);
-  const text = readFileSync(BUNDLE, 'utf8');
-  // esbuild heads each bundled file with a comment naming its path.
-  const files = [...text.matchAll(/^\/\/ (\S+\.[cm]?js)$/gm)].map((m) => `/${m[1]}`);
+/** The files esbuild put in a bundle: it heads each with a comment naming its path. */
+function bundled(file) {
+  assert.ok(existsSync(file), `${file} is missing: the build bundles it with esbuild (npm run build, scripts/bundle.mjs)`);
+  const text = readFileSync(file, 'utf8');
+  return { text, files: [...text.matchAll(/^\/\/ (\S+\.[cm]?js)$/gm)].map((m) => `/${m[1]}`) };
+}
+
+test('the bundles a launch runs hold the world, the launcher and their pure-JS libraries, and nothing heavy', () => {
+  const world = bundled(WORLD_BUNDLE);
   for (const want of ['/dist/rank/init-world.js', '/dist/rank/peer-world.js', '/dist/rank/rendezvous.js', '/node_modules/zod/v3/', '/node_modules/msgpackr/pack.js']) {
-    assert.ok(files.some((f) => f.includes(want)), `the bundle lacks ${want}`);
+    assert.ok(world.files.some((f) => f.includes(want)), `the world bundle lacks ${want}`);
   }
-  for (const unwanted of [...HEAVY, '/node_modules/zeromq/']) assert.deepEqual(files.filter((f) => f.includes(unwanted)), [], `the bundle holds ${unwanted}`);
+  for (const unwanted of [...HEAVY, '/node_modules/zeromq/', '/dist/launcher/']) assert.deepEqual(world.files.filter((f) => f.includes(unwanted)), [], `the world bundle holds ${unwanted}`);
   // Native addons stay packages of their own, required where they are installed.
-  assert.match(text, /require\("zeromq"\)/);
+  assert.match(world.text, /require\("zeromq"\)/);
+  const launcher = bundled(LAUNCH_BUNDLE);
+  for (const want of ['/dist/commands/launch.js', '/dist/launcher/launch.js', '/dist/launcher/watchdog.js', '/node_modules/yargs-parser/']) {
+    assert.ok(launcher.files.some((f) => f.includes(want)), `the launcher bundle lacks ${want}`);
+  }
+  for (const unwanted of [...HEAVY, ...NOT_LAUNCHER]) assert.deepEqual(launcher.files.filter((f) => f.includes(unwanted)), [], `the launcher bundle holds ${unwanted}`);
+  // A bundle's import() goes through its loader (src/util/code-cache.ts), never vm's experimental one.
+  for (const b of [world, launcher]) assert.doesNotMatch(b.text, /\bimport\(/);
 });
 
 test('a launch of barrier-only ranks loads the world from its bundle, and neither execa, yargs, onnxruntime, zod\'s v4 root nor msgpackr\'s native extractor', () => {
@@ -53,13 +67,16 @@ test('a launch of barrier-only ranks loads the world from its bundle, and neithe
       assert.deepEqual(urls.filter((u) => u.includes(one)), [], `a rank loaded ${one} as a module of its own`);
     }
     for (const unwanted of HEAVY) assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
+    assert.equal(r.stderr, '', 'a launch prints nothing of its own (no warning either)');
     // The launcher itself starts the ranks before (and without) anything of the world or its libraries:
     // what it loads is on the path to the first spawn, with the other cores idle.
     const mine = lines.filter((l) => Number(l.split(' ')[0]) === r.pid).map((l) => l.split(' ')[1]);
-    assert.ok(mine.some((u) => u.endsWith('/dist/launcher/launch.js')), 'the launcher was recorded');
-    for (const unwanted of ['/dist/rank/', '/node_modules/zeromq/', '/node_modules/zod/', '/node_modules/msgpackr/', '/node_modules/cli-progress/', '/dist/commands/index.js']) {
-      assert.deepEqual(mine.filter((u) => u.includes(unwanted)), [], `the launcher loaded ${unwanted}`);
+    assert.ok(mine.some((u) => u.endsWith('/dist/util/code-cache.js')), 'the launcher was recorded');
+    // The launcher came from its bundle too, not one ES module at a time.
+    for (const one of ['/dist/commands/launch.js', '/dist/launcher/launch.js', '/node_modules/yargs-parser/']) {
+      assert.deepEqual(mine.filter((u) => u.includes(one)), [], `the launcher loaded ${one} as a module of its own`);
     }
+    for (const unwanted of [...HEAVY, ...NOT_LAUNCHER]) assert.deepEqual(mine.filter((u) => u.includes(unwanted)), [], `the launcher loaded ${unwanted}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

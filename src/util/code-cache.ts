@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { Script } from 'node:vm';
+import { pathToFileURL } from 'node:url';
 
 export interface Bundle<T> {
   exports: T;
@@ -57,9 +58,13 @@ export function loadBundle<T>(file: string, env: NodeJS.ProcessEnv = process.env
   let cached: Buffer | undefined;
   if (dir && trusted(dir)) try { cached = readFileSync(join(dir, name)); } catch { /* none yet */ }
   // The wrapper opens on the bundle's first line, so its line numbers stay those of the file.
-  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${src}\n})`, { filename: file, cachedData: cached });
+  const script = new Script(`(function (exports, require, module, __filename, __dirname, __bundleImport) {${src}\n})`, { filename: file, cachedData: cached });
+  // What the bundle leaves to ES modules of their own it imports through this function (scripts/bundle.mjs):
+  // import() inside a vm.Script needs vm's experimental module loader, whose callback a cached script loses.
+  const url = pathToFileURL(file);
+  const bundleImport = (spec: string) => import(spec.startsWith('.') ? new URL(spec, url).href : spec);
   const mod = { exports: {} as T };
-  (script.runInThisContext() as (...a: unknown[]) => void).call(mod.exports, mod.exports, createRequire(file), mod, file, dirname(file));
+  (script.runInThisContext() as (...a: unknown[]) => void).call(mod.exports, mod.exports, createRequire(file), mod, file, dirname(file), bundleImport);
   let stale = cached === undefined || script.cachedDataRejected === true;
   return {
     exports: mod.exports,

@@ -1,7 +1,8 @@
-// The world runs from dist/rank/world.bundle.cjs with a V8 code cache (src/rank/world.ts,
-// src/util/code-cache.ts): the cache is written once and then taken as it is, only from a directory no
-// one else can write, TPRUN_BUNDLE=0 runs the ES modules instead, and CommError is one class whichever
-// copy of the world's modules threw it.
+// The world and the launcher run from bundles with a V8 code cache (dist/rank/world.bundle.cjs,
+// dist/launcher/launch.bundle.cjs; src/util/code-cache.ts): the cache is written once and then taken as
+// it is, only from a directory no one else can write, TPRUN_BUNDLE=0 runs the ES modules instead,
+// CommError is one class whichever copy of the world's modules threw it, and what a bundle leaves to ES
+// modules of their own (the trace writer) still loads from a cached bundle.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -87,8 +88,30 @@ test('two ranks meet from the bundle and from the ES modules (TPRUN_BUNDLE=0)', 
         { TPRUN_BUNDLE: bundle, TPRUN_CODE_CACHE: join(dir, `cache${bundle}`), CUDA_VISIBLE_DEVICES: undefined });
       assert.equal(r.status, 0, r.stderr);
       assert.deepEqual(r.stdout.trim().split('\n').sort(), ['ok 0', 'ok 1']);
-      // Only the bundle has a cache; one rank per machine writes it.
-      assert.equal(v8Files(join(dir, `cache${bundle}`)).length, bundle === '1' ? 1 : 0);
+      // Only bundles have caches: the launcher's and the world's, which one rank per machine writes.
+      assert.deepEqual(v8Files(join(dir, `cache${bundle}`)).map((f) => f.replace(/-.*/, '')).sort(), bundle === '1' ? ['launch.bundle.cjs', 'world.bundle.cjs'] : []);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the launcher from its cached bundle still loads what it left outside (--trace), and says nothing', () => {
+  const { dir } = setup();
+  try {
+    const cache = join(dir, 'cache');
+    let ino;
+    for (const round of [1, 2]) {
+      const trace = join(dir, `trace${round}.json`);
+      const r = run([CLI, '-n', '2', '--gpus', 'none', '--quiet', '--trace', trace, '--', process.execPath, '-e', '0'], { TPRUN_CODE_CACHE: cache, CUDA_VISIBLE_DEVICES: undefined });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stderr, '');
+      assert.ok(statSync(trace).size > 0, 'trace written');
+      const files = v8Files(cache).filter((f) => f.startsWith('launch.bundle.cjs-'));
+      assert.equal(files.length, 1, `cache files: ${v8Files(cache)}`);
+      const now = statSync(join(cache, files[0])).ino;
+      if (round === 2) assert.equal(now, ino, 'the second launch took the cache as it was');
+      ino = now;
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
