@@ -5,10 +5,12 @@
 // devDependency (a prebuilt binary package, nothing compiled or downloaded at install); a build without
 // it leaves no bundles, and both load their ES modules as before (slower to start, same behaviour).
 import { createRequire } from 'node:module';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const dist = fileURLToPath(new URL('../dist/', import.meta.url));
+const root = fileURLToPath(new URL('../', import.meta.url));
+const dist = `${root}dist/`;
 const bundles = [
   { entry: 'rank/init-world.js', out: 'rank/world.bundle.cjs', external: [] },
   // What a launch only sometimes needs stays an ES module of its own, loaded when needed: ssh ranks
@@ -16,7 +18,8 @@ const bundles = [
   // The bundle sits beside launch.js, so their relative paths still point at them.
   { entry: 'commands/launch.js', out: 'launcher/launch.bundle.cjs', external: ['./remote.js', '../util/trace.js'] },
 ];
-for (const b of bundles) rmSync(dist + b.out, { force: true }); // never a bundle of older sources beside newer modules
+// Never a bundle of older sources beside newer modules.
+for (const b of bundles) for (const f of [b.out, `${b.out}.inputs.json`]) rmSync(dist + f, { force: true });
 
 let esbuild;
 try {
@@ -28,7 +31,9 @@ try {
 }
 
 for (const b of bundles) {
-  await esbuild.build({
+  const { metafile } = await esbuild.build({
+    metafile: true,
+    absWorkingDir: root,
     entryPoints: [dist + b.entry],
     outfile: dist + b.out,
     bundle: true,
@@ -49,4 +54,10 @@ for (const b of bundles) {
   const text = readFileSync(file, 'utf8').replace(/\bimport\(("[^"\n]+")\)/g, '__bundleImport($1)');
   if (/\bimport\(/.test(text)) throw new Error(`${b.out}: an import() that is not of a plain string is left in the bundle`);
   writeFileSync(file, text);
+  // The modules of ours it was made from, with sizes: the loader takes the ES modules instead once any of
+  // them changed or is newer than the bundle (`npx tsc` alone rebuilds the modules, not the bundles). The
+  // packages in it are not listed: where npm puts them differs between this tree and an installed tprun.
+  const inputs = Object.keys(metafile.inputs).map((f) => resolve(root, f)).filter((abs) => abs.startsWith(dist))
+    .map((abs) => [relative(dirname(file), abs), statSync(abs).size]);
+  writeFileSync(`${file}.inputs.json`, JSON.stringify({ inputs }));
 }

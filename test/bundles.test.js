@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -113,6 +113,34 @@ test('the launcher from its cached bundle still loads what it left outside (--tr
       if (round === 2) assert.equal(now, ino, 'the second launch took the cache as it was');
       ino = now;
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a bundle is not run once a module it was made from changed or is newer (npx tsc alone): the ES modules are', async () => {
+  const { loadBundle } = await import('../dist/util/code-cache.js');
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-bundle-'));
+  try {
+    const mod = join(dir, 'mod.js');
+    const file = join(dir, 'b.cjs');
+    writeFileSync(mod, 'export const v = 42;\n');
+    writeFileSync(file, 'module.exports = { v: 42 };\n');
+    writeFileSync(`${file}.inputs.json`, JSON.stringify({ inputs: [['mod.js', statSync(mod).size]] }));
+    const past = new Date(Date.now() - 60_000);
+    utimesSync(mod, past, past);
+    const env = { TPRUN_CODE_CACHE: 'off' };
+    assert.equal(loadBundle(file, env)?.exports.v, 42);
+    // Rebuilt after the bundle was made.
+    utimesSync(mod, new Date(), new Date(Date.now() + 60_000));
+    assert.equal(loadBundle(file, env), undefined);
+    // Changed, whatever its time says.
+    writeFileSync(mod, 'export const v = 4321;\n');
+    utimesSync(mod, past, past);
+    assert.equal(loadBundle(file, env), undefined);
+    // No list of what it was made from: not trusted either.
+    rmSync(`${file}.inputs.json`);
+    assert.equal(loadBundle(file, env), undefined);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

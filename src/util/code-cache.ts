@@ -9,7 +9,7 @@
 // could have written is not read. One file per bundle, keyed by Node's version, the CPU architecture and
 // a hash of the bundle's text (V8 itself checks only the source's length and its own version and flags).
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -44,8 +44,29 @@ function trusted(dir: string): boolean {
   }
 }
 
-/** The bundle's exports, or undefined when there is no bundle (a build without esbuild). */
+/**
+ * Whether the files the bundle was made from (its `.inputs.json`, written by scripts/bundle.mjs) are as
+ * they were: same size, none newer than the bundle. `npx tsc` alone rebuilds the ES modules but not the
+ * bundles, and a rank must never run older code than the modules beside it.
+ */
+function current(file: string): boolean {
+  try {
+    const made = statSync(file).mtimeMs;
+    const { inputs } = JSON.parse(readFileSync(`${file}.inputs.json`, 'utf8')) as { inputs: [string, number][] };
+    const dir = dirname(file);
+    for (const [rel, size] of inputs) {
+      const st = statSync(join(dir, rel));
+      if (st.size !== size || st.mtimeMs > made) return false;
+    }
+    return inputs.length > 0;
+  } catch {
+    return false;
+  }
+}
+
+/** The bundle's exports, or undefined when there is no bundle (a build without esbuild) or it is stale. */
 export function loadBundle<T>(file: string, env: NodeJS.ProcessEnv = process.env): Bundle<T> | undefined {
+  if (!current(file)) return undefined;
   let src: string;
   try {
     src = readFileSync(file, 'utf8');
