@@ -7,8 +7,9 @@
 // The cache lives in $TPRUN_CODE_CACHE (default: tprun-code-cache-UID in the temporary directory; 'off'
 // for none), a directory only this user may write: cached bytecode is code, so a cache that someone else
 // could have written is not read. One file per bundle, keyed by Node's version, the CPU architecture and
-// a hash of the bundle's text (V8 itself checks only the source's length and its own version and flags).
-import { createHash } from 'node:crypto';
+// the bundle file's inode, size and time, in a file named for the bundle's directory, so that two copies
+// of tprun run alternately keep a cache each (V8 itself checks only the source's length and its own
+// version and flags).
 import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -32,6 +33,13 @@ function cacheDir(env: NodeJS.ProcessEnv): string | undefined {
   const uid = process.getuid?.();
   if (uid === undefined) return undefined;
   return v || join(tmpdir(), `tprun-code-cache-${uid}`);
+}
+
+/** A short hash of a string (FNV-1a, 32 bits) to tell cache files of different trees apart. */
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(36);
 }
 
 /** Only a real directory of ours that nobody else can write into is trusted. */
@@ -68,14 +76,20 @@ function current(file: string): boolean {
 export function loadBundle<T>(file: string, env: NodeJS.ProcessEnv = process.env): Bundle<T> | undefined {
   if (!current(file)) return undefined;
   let src: string;
+  let stamp: string;
   try {
     src = readFileSync(file, 'utf8');
+    // Which build of the bundle: a build writes the file anew (a new modification time), so its cache gets
+    // a new name, without reading the whole text through a hash.
+    const st = statSync(file);
+    stamp = [st.ino, st.size, Math.round(st.mtimeMs * 1000)].map((n) => n.toString(36)).join('.');
   } catch {
     return undefined;
   }
   const dir = cacheDir(env);
-  const stem = basename(file);
-  const name = `${stem}-${process.version}-${process.arch}-${createHash('sha256').update(src).digest('hex').slice(0, 16)}.v8`;
+  // Per installed copy: two trees run alternately must not each replace the other's cache.
+  const stem = `${basename(file)}-${fnv1a(dirname(file))}`;
+  const name = `${stem}-${process.version}-${process.arch}-${stamp}.v8`;
   let cached: Buffer | undefined;
   if (dir && trusted(dir)) try { cached = readFileSync(join(dir, name)); } catch { /* none yet */ }
   // The wrapper opens on the bundle's first line, so its line numbers stay those of the file.
