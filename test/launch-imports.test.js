@@ -162,6 +162,25 @@ test("a user's rank that imports 'tprun' loads no zod v4 root, execa or yargs", 
   }
 });
 
+test("a rank program that imports 'tprun/world' gets the world from its bundle and nothing of the engine", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
+  try {
+    const log = join(dir, 'imports.log');
+    // From the package's own folder, so that 'tprun/world' resolves to this build (the package's self-reference).
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', "const { initWorld, CommError } = await import('tprun/world'); const w = await initWorld(); await w.barrier(); await w.close(); if (typeof CommError !== 'function') process.exit(3);"], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      env: { ...process.env, RECORD_IMPORTS: log, NODE_OPTIONS: `--import=${HOOK}`, TPRUN_BUNDLE: undefined },
+      encoding: 'utf8', timeout: 120000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const urls = readFileSync(log, 'utf8').trim().split('\n').map((l) => l.split(' ')[1]);
+    assert.ok(urls.some((u) => u.endsWith('/dist/rank/world.js')), 'the world was loaded');
+    for (const unwanted of [...HEAVY, '/dist/index.js', '/dist/rank/peer-world.js']) assert.deepEqual(loaded(urls, unwanted), [], `${unwanted} was loaded`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('tprun --version loads neither yargs nor any command module', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
   try {
