@@ -66,7 +66,7 @@ test('a launch of barrier-only ranks loads the world from its bundle, and neithe
     for (const one of ['/dist/rank/peer-world.js', '/dist/rank/rendezvous.js', '/node_modules/zod/', '/node_modules/msgpackr/']) {
       assert.deepEqual(urls.filter((u) => u.includes(one)), [], `a rank loaded ${one} as a module of its own`);
     }
-    for (const unwanted of HEAVY) assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
+    for (const unwanted of [...HEAVY, '/dist/util/trace.js']) assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
     assert.equal(r.stderr, '', 'a launch prints nothing of its own (no warning either)');
     // The launcher itself starts the ranks before (and without) anything of the world or its libraries:
     // what it loads is on the path to the first spawn, with the other cores idle.
@@ -77,6 +77,24 @@ test('a launch of barrier-only ranks loads the world from its bundle, and neithe
       assert.deepEqual(mine.filter((u) => u.includes(one)), [], `the launcher loaded ${one} as a module of its own`);
     }
     for (const unwanted of [...HEAVY, ...NOT_LAUNCHER]) assert.deepEqual(mine.filter((u) => u.includes(unwanted)), [], `the launcher loaded ${unwanted}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('traced, the benchmark\'s ranks record their phases', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
+  try {
+    const trace = join(dir, 'trace.json');
+    const r = spawnSync(process.execPath, [CLI, '-n', '2', '--gpus', 'none', '--quiet', '--trace', trace, '--', process.execPath, RANK], {
+      env: { ...process.env, CUDA_VISIBLE_DEVICES: undefined }, encoding: 'utf8', timeout: 120000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const t = JSON.parse(readFileSync(trace, 'utf8'));
+    const spans = (Array.isArray(t) ? t : t.traceEvents).filter((e) => e.ph === 'X');
+    for (const name of ['node start + imports', 'initWorld', 'barrier', 'close']) {
+      assert.equal(new Set(spans.filter((e) => e.name === name).map((e) => e.pid)).size >= 2, true, `${name} of both ranks`);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
