@@ -35,11 +35,15 @@ export class PeerGroup implements Group, Comm {
   /** Large allReduce through shared memory: the whole world's group only, where every rank is local. */
   shm?: ShmAllReduce;
 
-  constructor(private t: Transport, readonly buffers: ReduceBuffers, readonly id: number, readonly ranks: readonly number[],
+  /** `buffers` makes the reductions' memory at the first reduction (its SIMD module costs a rank's start
+   *  ~7 ms of CPU, and a world that never reduces needs none). */
+  constructor(private t: Transport, private makeBuffers: () => ReduceBuffers, readonly id: number, readonly ranks: readonly number[],
     private worldRank: number) {
     this.rank = ranks.indexOf(worldRank);
     this.size = ranks.length;
   }
+
+  get buffers(): ReduceBuffers { return this.makeBuffers(); }
 
   round(desc: number, name: string, detail: string | (() => string) = '', timeoutMs?: number): Round {
     if (this.rank < 0) {

@@ -3,6 +3,7 @@
 // messages nobody asked for yet are kept in a buffer of their own until they are asked for.
 
 import { mismatch } from './collective-check.js';
+import { CommError } from './comm-error.js';
 
 /** Wire header of one piece of a message (32 bytes). */
 export const HDR = 32;
@@ -185,9 +186,4 @@ export class Inbox {
   }
 }
 
-export class CommError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CommError';
-  }
-}
+export { CommError };

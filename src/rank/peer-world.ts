@@ -39,7 +39,9 @@ export class PeerWorld implements World, Transport {
   /** Peers whose goodbye we acknowledged (they need no goodbye of ours), and whether we said ours. */
   private weAckedTheirBye = new Set<number>();
   private saidBye = false;
-  private buffers = new ReduceBuffers();
+  /** Shared by the world's groups, made at the first reduction (see PeerGroup). */
+  private buffersMade?: ReduceBuffers;
+  private buffers = () => (this.buffersMade ??= new ReduceBuffers());
   /** Group 0: every rank, what the world's own collectives run through. */
   private all: PeerGroup;
   private groups = 0;

@@ -1,44 +1,31 @@
-// `initWorld()`: join the job's ranks and get collectives over them.
+// `initWorld()`: join the job's ranks and get collectives over them (./init-world.ts).
 //
-// The world owns the lifecycle and point-to-point messages (./peer-world.ts over ./links.ts); the
-// collectives are algorithms over that (./collectives/, "direct": one hop, results bit-identical on
-// every rank), run over the whole world or over a group of its ranks (World.newGroup, ./group.ts).
-// Environment knobs: TPRUN_COMM_TIMEOUT_MS (default 600000), TPRUN_MAX_MESSAGE_BYTES (default 4 GiB),
-// TPRUN_SPIN_US (busy-wait before sleeping; default 10000, 0 when ranks outnumber cores),
-// TPRUN_BIND=none (no CPU binding), TPRUN_TRANSPORT=zmq (no shared memory), TPRUN_ADVERTISE_ADDR.
+// Every rank pays for loading the world before it can meet its peers, and on a small machine ranks start
+// CPU-bound (`tprun bench launch`). So the build bundles the world into one CommonJS file
+// (dist/rank/world.bundle.cjs, scripts/bundle.mjs) that runs with a V8 code cache (../util/code-cache.ts);
+// the ES modules stay the fallback for a build without the bundle and for TPRUN_BUNDLE=0. The bundle holds
+// its own copies of the world's modules: CommError is one class per process (./comm-error.ts), and the
+// rest of the world's state lives in the world object that initWorld returns.
+import { fileURLToPath } from 'node:url';
 import type { World } from './types.js';
-import { detectIdentity, type Env } from './identity.js';
-import { CommError } from './inbox.js';
-import { PeerWorld } from './peer-world.js';
+import type * as Impl from './init-world.js';
+import { bundlesOn, loadBundle } from '../util/code-cache.js';
 
-export { CommError } from './inbox.js';
+export { CommError } from './comm-error.js';
 export { detectIdentity } from './identity.js';
+export type { InitWorldOptions } from './init-world.js';
 
-export interface InitWorldOptions {
-  /** Default timeout of every collective, and of the rendezvous (ms). Env: TPRUN_COMM_TIMEOUT_MS. */
-  timeoutMs?: number;
-  /** Largest message accepted from a peer (bytes). Env: TPRUN_MAX_MESSAGE_BYTES. Default 4 GiB. */
-  maxMessageBytes?: number;
-  env?: Env;
+let impl: Promise<{ mod: typeof Impl; saveCache?: () => void }> | undefined;
+
+function load(): Promise<{ mod: typeof Impl; saveCache?: () => void }> {
+  const b = bundlesOn() ? loadBundle<typeof Impl>(fileURLToPath(new URL('./world.bundle.cjs', import.meta.url))) : undefined;
+  return b ? Promise.resolve({ mod: b.exports, saveCache: () => b.saveCache() }) : import('./init-world.js').then((mod) => ({ mod }));
 }
 
-const envNum = (env: Env, name: string): number | undefined => {
-  const v = env[name];
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new CommError(`${name}='${v}' is not a non-negative number`);
-  return n;
-};
-
-export async function initWorld(opts: InitWorldOptions = {}): Promise<World> {
-  const env = opts.env ?? process.env;
-  const id = detectIdentity(env);
-  const timeoutMs = opts.timeoutMs ?? envNum(env, 'TPRUN_COMM_TIMEOUT_MS') ?? 600_000;
-  const { inWorld: _inWorld, ...identity } = id;
-  // A world of one is loaded only when asked for: every rank of a real job would load it for nothing.
-  if (id.size === 1) return new (await import('./local-world.js')).LocalWorld(identity);
-  const w = new PeerWorld(identity, timeoutMs, opts.maxMessageBytes ?? envNum(env, 'TPRUN_MAX_MESSAGE_BYTES') ?? 2 ** 32,
-    envNum(env, 'TPRUN_SPIN_US'));
-  await w.start(env);
+export async function initWorld(opts: Impl.InitWorldOptions = {}): Promise<World> {
+  const { mod, saveCache } = await (impl ??= load());
+  const w = await mod.initWorld(opts);
+  // One rank per machine writes the cache, with the start-up code compiled by now.
+  if (w.localRank === 0) saveCache?.();
   return w;
 }

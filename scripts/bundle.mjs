@@ -1,0 +1,63 @@
+// Build step after tsc: bundles what a launch runs before anything else can happen into single CommonJS
+// files that src/util/code-cache.ts runs with a V8 code cache: the world every rank loads before it can
+// meet its peers (dist/rank/world.bundle.cjs, src/rank/world.ts) and the launcher's path from its
+// command line to the spawned ranks (dist/launcher/launch.bundle.cjs, src/cli.ts). esbuild is a
+// devDependency (a prebuilt binary package, nothing compiled or downloaded at install); a build without
+// it leaves no bundles, and both load their ES modules as before (slower to start, same behaviour).
+import { createRequire } from 'node:module';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('../', import.meta.url));
+const dist = `${root}dist/`;
+const bundles = [
+  { entry: 'rank/init-world.js', out: 'rank/world.bundle.cjs', external: [] },
+  // What a launch only sometimes needs stays an ES module of its own, loaded when needed: ssh ranks
+  // (remote.js, with execa) and the trace writer (its per-process state is shared with other modules).
+  // The bundle sits beside launch.js, so their relative paths still point at them.
+  { entry: 'commands/launch.js', out: 'launcher/launch.bundle.cjs', external: ['./remote.js', '../util/trace.js'] },
+];
+// Never a bundle of older sources beside newer modules.
+for (const b of bundles) for (const f of [b.out, `${b.out}.inputs.json`]) rmSync(dist + f, { force: true });
+
+let esbuild;
+try {
+  // require() resolution, which NODE_PATH also reaches.
+  esbuild = createRequire(import.meta.url)('esbuild');
+} catch {
+  process.stderr.write('scripts/bundle.mjs: esbuild is not installed; no bundles in dist/ (ranks and the launcher load the ES modules)\n');
+  process.exit(0);
+}
+
+for (const b of bundles) {
+  const { metafile } = await esbuild.build({
+    metafile: true,
+    absWorkingDir: root,
+    entryPoints: [dist + b.entry],
+    outfile: dist + b.out,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: `node${process.versions.node.split('.')[0]}`,
+    // Native addons and ESM-only packages stay packages of their own: they find their files from where
+    // they are installed.
+    external: ['zeromq', 'koffi', 'execa', 'cli-progress', ...b.external],
+    // import.meta of the bundled ES modules (packages are required relative to it) is the bundle's URL.
+    define: { 'import.meta.url': 'bundleUrl' },
+    inject: [fileURLToPath(new URL('./bundle-import-meta.js', import.meta.url))],
+    logLevel: 'warning',
+  });
+  // Dynamic imports of what stays outside go through the loader's __bundleImport (src/util/code-cache.ts):
+  // a vm.Script's own import() needs vm's experimental loader, which warns and does not survive the cache.
+  const file = dist + b.out;
+  const text = readFileSync(file, 'utf8').replace(/\bimport\(("[^"\n]+")\)/g, '__bundleImport($1)');
+  if (/\bimport\(/.test(text)) throw new Error(`${b.out}: an import() that is not of a plain string is left in the bundle`);
+  writeFileSync(file, text);
+  // The modules of ours it was made from, with sizes: the loader takes the ES modules instead once any of
+  // them changed or is newer than the bundle (`npx tsc` alone rebuilds the modules, not the bundles). The
+  // packages in it are not listed: where npm puts them differs between this tree and an installed tprun.
+  const inputs = Object.keys(metafile.inputs).map((f) => resolve(root, f)).filter((abs) => abs.startsWith(dist))
+    .map((abs) => [relative(dirname(file), abs), statSync(abs).size]);
+  writeFileSync(`${file}.inputs.json`, JSON.stringify({ inputs }));
+}
