@@ -10,7 +10,7 @@
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../util/fast-crc32.js';
 import { InputError } from '../core/errors.js';
 import { workerEnv, workerThreads } from '../util/threads.js';
 import { crc32Combine } from './checksum.js';
