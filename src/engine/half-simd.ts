@@ -14,6 +14,8 @@
 
 import { leb, sleb, vec, str, section } from '../util/wasm-encode.js';
 import { TRANS_FNS, TransposePool, transposeThreads } from './transpose-pool.js';
+import type { RawRange } from '../checkpoint/ranged.js';
+import { PAGE, WasmFileMap } from '../util/wasm-map.js';
 
 // Instructions.
 const I32 = 0x7f, V128 = 0x7b;
@@ -214,6 +216,31 @@ type TransFn = (src: number, dst: number, rows: number, cols: number, k0: number
 
 const align = (n: number, a = 64) => Math.ceil(n / a) * a;
 
+/** Smaller sources are read, not mapped: a mapping and its proof cost several system calls. */
+let mapMinBytes = 1 << 20;
+/** TPRUN_MAP_SOURCE=0: sources are always read into the memory (the path before mapping). */
+let mapWanted = process.env.TPRUN_MAP_SOURCE !== '0';
+
+/** Whether checkpoint windows are mapped, and from what size (tests compare both paths in one process). */
+export function mapSources(on: boolean, minBytes = 1 << 20): void {
+  mapWanted = on;
+  mapMinBytes = minBytes;
+}
+
+/** Where a source tensor's bytes lie in its checkpoint, in order (lazy-shard.ts), or undefined. */
+export type SourceRanges = () => RawRange[] | undefined;
+
+/** Ranges that follow each other in one file, as one; undefined when they do not. */
+function contiguous(rs: RawRange[] | undefined): { fd: number; pos: number; len: number } | undefined {
+  if (!rs?.length) return undefined;
+  let { fd, pos, len } = rs[0];
+  for (let i = 1; i < rs.length; i++) {
+    if (rs[i].fd !== fd || rs[i].pos !== pos + len) return undefined;
+    len += rs[i].len;
+  }
+  return { fd, pos, len };
+}
+
 /** Transposes of smaller tensors never start worker threads (small engines build as before). */
 const POOL_MIN_BYTES = 2 << 20;
 
@@ -229,8 +256,12 @@ export class HalfSimd {
   /** Whether a writer holds the ring; the pool starts at the first transpose worth sharing. */
   private poolWanted = false;
   private fns: { map_bf16: MapFn; map_f16: MapFn; trans_bf16: TransFn; trans_f16: TransFn; trans4_bf16: TransFn; trans4_f16: TransFn };
-  /** The source tensor whose bytes are in the arena (transposes read it whole, chunk after chunk). */
+  /** The source tensor whose bytes are in the arena (transposes read it whole, chunk after chunk), and
+   *  where they start: copied there by `stage`, or its file's pages mapped there (wasm-map.ts). */
   private staged: object | undefined;
+  private srcAt = 0;
+  /** Maps checkpoint windows into this memory; null where it cannot (no koffi, TPRUN_MAP_SOURCE=0). */
+  private files: WasmFileMap | null | undefined;
   /** Start of the arena: after the tables and the ring. */
   private arena = FIXED;
   private ringLent = false;
@@ -290,40 +321,79 @@ export class HalfSimd {
     const stride = align(bytes);
     if (!this.reserve(FIXED + count * stride)) return undefined;
     this.ringLent = true;
+    // Before the arena moves: a window left where the ring now starts would make its buffers read-only.
+    this.unstage();
     this.arena = Math.max(this.arena, FIXED + count * stride);
-    this.staged = undefined;
     this.poolWanted = true;
     return Array.from({ length: count }, (_, i) => this.bytes(FIXED + i * stride, bytes));
   }
 
   returnRing(): void {
     this.ringLent = false;
+    this.unstage();
     this.poolWanted = false;
     this.pool?.stop();
     this.pool = undefined;
   }
 
+  /** Forgets the staged source; a mapped window gets the memory's own pages back (writable again). */
+  private unstage(): void {
+    this.staged = undefined;
+    this.files?.release();
+  }
+
+  /** Start of the arena as a page boundary (where a window is mapped, and a staged source copied). */
+  private get base(): number {
+    return align(this.arena, PAGE);
+  }
+
+  /**
+   * The address of `key`'s source bytes (`bytes` of them, lying at `ranges` in its checkpoint) mapped
+   * into the arena, mapping them unless they are already; -1 when they cannot be (ranges in several
+   * places, no room, no koffi): then the caller stages them. The arena's scratch starts past the window.
+   */
+  private mapSource(key: object, bytes: number, ranges: SourceRanges | undefined): number {
+    if (this.staged === key) return this.srcAt;
+    if (!ranges || !mapWanted || this.files === null || bytes < mapMinBytes) return -1;
+    const r = contiguous(ranges());
+    if (!r || r.len !== bytes || !this.reserve(this.base + WasmFileMap.span(bytes))) return -1;
+    this.unstage();
+    this.files ??= WasmFileMap.create(this.mem) ?? null;
+    const at = this.files ? this.files.map(this.base, r.fd, r.pos, r.len) : -1;
+    if (at < 0) return -1;
+    this.staged = key;
+    this.srcAt = at;
+    return at;
+  }
+
   /**
    * 16-bit elements → dst (`bytes` of them), the source written into the arena by `stage`; false when
-   * it did not fit (then nothing was written).
+   * it did not fit (then nothing was written). `whole`: the tensor these elements are part of (`at`
+   * bytes into its `bytes`) and where it lies in its checkpoint: its file pages are then mapped into
+   * this memory and converted from there, not read into it first.
    */
-  map(kind: 'bfloat16' | 'float16', stage: (into: Uint8Array) => void, bytes: number, dst: Uint8Array): boolean {
+  map(kind: 'bfloat16' | 'float16', stage: (into: Uint8Array) => void, bytes: number, dst: Uint8Array, whole?: { key: object; bytes: number; at: number; ranges: SourceRanges }): boolean {
     const n = bytes;
     if (n % 16) throw new Error('HalfSimd.map: a whole number of 8-element vectors is required');
     const f = kind === 'bfloat16' ? this.fns.map_bf16 : this.fns.map_f16;
     const direct = this.addressOf(dst);
     if (direct >= 0) {
+      const src = whole ? this.mapSource(whole.key, whole.bytes, whole.ranges) : -1;
+      if (src >= 0) {
+        f(src + whole!.at, direct, n / 16);
+        return true;
+      }
       // Read straight into the destination (a chunk of the file) and converted in place: each vector is
       // loaded before it is stored, so nothing is staged or copied. The arena (a staged transpose) is kept.
       stage(dst.subarray(0, n));
       f(direct, direct, n / 16);
       return true;
     }
-    if (!this.reserve(this.arena + 2 * n)) return false;
-    this.staged = undefined;
-    stage(this.bytes(this.arena, n));
-    f(this.arena, this.arena + n, n / 16);
-    dst.set(this.bytes(this.arena + n, n));
+    if (!this.reserve(this.base + 2 * n)) return false;
+    this.unstage();
+    stage(this.bytes(this.base, n));
+    f(this.base, this.base + n, n / 16);
+    dst.set(this.bytes(this.base + n, n));
     return true;
   }
 
@@ -333,23 +403,29 @@ export class HalfSimd {
    * and reused while the same `key` is asked for.
    * false when it did not fit (then nothing was written).
    */
-  trans(kind: 'bfloat16' | 'float16', key: object, stage: (into: Uint8Array) => void, rows: number, cols: number, k0: number, k1: number, dst: Uint8Array): boolean {
+  trans(kind: 'bfloat16' | 'float16', key: object, stage: (into: Uint8Array) => void, rows: number, cols: number, k0: number, k1: number, dst: Uint8Array, ranges?: SourceRanges): boolean {
     const srcBytes = rows * cols * 2;
     const outBytes = (k1 - k0) * rows * 2;
     const direct = this.addressOf(dst);
-    const scratch = this.arena + align(srcBytes);
+    // Past the source, mapped (a window of whole pages) or staged.
+    const scratch = this.base + WasmFileMap.span(srcBytes);
     if (!this.reserve(scratch + (direct < 0 ? outBytes : 0))) return false;
-    if (this.staged !== key) {
-      this.staged = undefined;
-      stage(this.bytes(this.arena, srcBytes));
-      this.staged = key;
+    let src = this.mapSource(key, srcBytes, ranges);
+    if (src < 0) {
+      if (this.staged !== key) {
+        this.unstage();
+        stage(this.bytes(this.base, srcBytes));
+        this.staged = key;
+        this.srcAt = this.base;
+      }
+      src = this.srcAt;
     }
     const out = direct < 0 ? scratch : direct;
     const name = rows % 32 ? (kind === 'bfloat16' ? 'trans_bf16' : 'trans_f16') : (kind === 'bfloat16' ? 'trans4_bf16' : 'trans4_f16');
     const f = this.fns[name];
     if (this.poolWanted && !this.pool && srcBytes >= POOL_MIN_BYTES) this.pool = TransposePool.start(this.module, this.mem, transposeThreads());
-    if (this.pool) this.pool.run(TRANS_FNS.indexOf(name), this.arena, out, rows, cols, k0, k1, (a, b, d) => f(this.arena, d, rows, cols, a, b));
-    else f(this.arena, out, rows, cols, k0, k1);
+    if (this.pool) this.pool.run(TRANS_FNS.indexOf(name), src, out, rows, cols, k0, k1, (a, b, d) => f(src, d, rows, cols, a, b));
+    else f(src, out, rows, cols, k0, k1);
     if (direct < 0) dst.set(this.bytes(out, outBytes));
     return true;
   }

@@ -13,7 +13,7 @@ import { InputError } from '../core/errors.js';
 import { numel, toFloat32 } from '../core/dtype.js';
 import { f32BitsToF16Bits } from '../core/half.js';
 import { fromFloat32, transpose2d } from './dtype.js';
-import { HalfSimd } from './half-simd.js';
+import { HalfSimd, type SourceRanges } from './half-simd.js';
 import { type LazyOrigin, isLazy } from './lazy-shard.js';
 
 export type EngineFloat = 'float32' | 'float16';
@@ -187,6 +187,8 @@ interface Elements {
   rows(r0: number, r1: number, dest: Uint8Array): void;
   /** Drops the cached elements (after the tensor's last rows were produced). */
   done(): void;
+  /** Where the whole tensor lies in its checkpoint (lazily read tensors that have file ranges). */
+  ranges?: SourceRanges;
 }
 
 function elements(t: Tensor): Elements {
@@ -201,6 +203,7 @@ function elements(t: Tensor): Elements {
       dest.set(new Uint8Array(v.buffer, v.byteOffset + r0 * rowBytes, dest.length));
     },
     done() { view = undefined; },
+    ranges: isLazy(t) && t.fileRows ? () => t.fileRows!(0, t.shape.length ? t.shape[0] : 1) : undefined,
   };
 }
 
@@ -211,7 +214,8 @@ function fill16to16(t: Tensor, el: Elements, r0: number, r1: number, perRow: num
   const out = new Uint16Array(dest.buffer, dest.byteOffset, cnt);
   const tab = table(kind, 'float16', false) as Uint16Array;
   const s = cnt >= 64 && cnt % 8 === 0 ? simd() : undefined;
-  if (!s || !s.map(kind, (into) => el.rows(r0, r1, into), cnt * 2, dest)) map16to16(el.all() as Uint16Array, s0, cnt, out, tab);
+  const whole = el.ranges && { key: t, bytes: numel(t.shape) * 2, at: s0 * 2, ranges: el.ranges };
+  if (!s || !s.map(kind, (into) => el.rows(r0, r1, into), cnt * 2, dest, whole)) map16to16(el.all() as Uint16Array, s0, cnt, out, tab);
 }
 
 function trans16to16Fill(t: Tensor, el: Elements, rows: number, cols: number, k0: number, k1: number, dest: Uint8Array): void {
@@ -220,7 +224,7 @@ function trans16to16Fill(t: Tensor, el: Elements, rows: number, cols: number, k0
   const tab = table(kind, 'float16', true) as Uint16Array;
   const a = Math.ceil(k0 / 8) * 8, b = Math.floor(k1 / 8) * 8;
   const s = rows % 8 === 0 && a < b ? simd() : undefined;
-  if (!s || !s.trans(kind, t, (into) => el.rows(0, rows, into), rows, cols, a, b, dest.subarray((a - k0) * rows * 2, (b - k0) * rows * 2))) {
+  if (!s || !s.trans(kind, t, (into) => el.rows(0, rows, into), rows, cols, a, b, dest.subarray((a - k0) * rows * 2, (b - k0) * rows * 2), el.ranges)) {
     return trans16to16(el.all() as Uint16Array, rows, cols, k0, k1, out, tab);
   }
   if (k0 < a) trans16to16(el.all() as Uint16Array, rows, cols, k0, a, out, tab);
