@@ -21,7 +21,6 @@ import { PAGE, WasmFileMap } from '../util/wasm-map.js';
 const I32 = 0x7f, V128 = 0x7b;
 const get = (i: number) => [0x20, ...leb(i)];
 const set = (i: number) => [0x21, ...leb(i)];
-const tee = (i: number) => [0x22, ...leb(i)];
 const i32 = (v: number) => [0x41, ...sleb(v)];
 const add = [0x6a], sub = [0x6b], mul = [0x6c], geU = [0x4f], eqz = [0x45];
 const simd = (op: number, ...imm: number[]) => [0xfd, ...leb(op), ...imm];
@@ -29,7 +28,7 @@ const vload = (offset = 0) => simd(0x00, 0, ...leb(offset));
 const vstore = (offset = 0) => simd(0x0b, 0, ...leb(offset));
 const splat16 = (v: number) => [...i32(v), ...simd(0x10)];
 const vand = simd(0x4e), vor = simd(0x50);
-const i16sub = simd(0x91), i16shl = simd(0x8b), i16ltU = simd(0x30), i16leU = simd(0x34), i16allTrue = simd(0x83);
+const i16add = simd(0x8e), i16sub = simd(0x91), i16shl = simd(0x8b), i16ltS = simd(0x2f), i16leU = simd(0x34), i16allTrue = simd(0x83);
 const shuffle = (lanes: number[]) => simd(0x0d, ...lanes);
 const call = (f: number) => [0x10, ...leb(f)];
 const load16u = (offset = 0) => [0x2f, 1, ...leb(offset)];
@@ -61,20 +60,28 @@ const F_SLOW = 0;
 type Kind = 'bf16' | 'f16';
 
 // Vector constants live in locals, set once per call (V8 does not hoist splats out of loops).
-const CONSTS = [0x7fff, 0x3880, 0x0f00, 0x8000, 0x3800, 0x7c00];
+//
+// A bf16 lane is in range when a = bits & 0x7fff lies in [0x3880, 0x4780) (exponents 113..142). x86 has
+// no unsigned 16-bit compare (V8 lowers i16x8.lt_u to max, compare and invert), so the test is the
+// signed one it has (pcmpgtw): a + 0x4780 wraps past 0x7fff exactly when a >= 0x3880, and is then below
+// 0x8f00 (as signed) exactly when a < 0x4780. In range, the float16 is sign | (a - (112 << 7)) << 3,
+// and the shift drops every bit above a's low 13, so it is also (bits << 3) - 0xc000 (mod 2^16), which
+// needs no masked copy of the bits. Both forms give the reference path's bits (a test runs all 65536).
+const CONSTS = [0x7fff, 0x4780, 0x8f00, 0x8000, 0xc000, 0x7c00];
 const initConsts = (c: number) => CONSTS.flatMap((v, i) => [...splat16(v), ...set(c + i)]);
+/** The in-range mask of the bf16 vector in local v (constants from local c), left on the stack. */
+const bf16InRange = (v: number, c: number) => [...get(v), ...get(c), ...vand, ...get(c + 1), ...i16add, ...get(c + 2), ...i16ltS];
+/** The float16 of the in-range bf16 vector in local v, left on the stack. */
+const bf16ToF16 = (v: number, c: number) => [...get(v), ...i32(3), ...i16shl, ...get(c + 4), ...i16sub, ...get(v), ...get(c + 3), ...vand, ...vor];
 
 /**
- * Converts the vector in local `v` (scratch local `a`, constants from local `c`) and leaves the result
- * on the stack: arithmetic when all 8 lanes are in range, else every lane through the table.
+ * Converts the vector in local `v` (constants from local `c`) and leaves the result on the stack:
+ * arithmetic when all 8 lanes are in range, else every lane through the table.
  */
-const convert = (kind: Kind, v: number, a: number, c: number): number[] => kind === 'bf16'
+const convert = (kind: Kind, v: number, c: number): number[] => kind === 'bf16'
   ? [
-    ...get(v), ...get(c), ...vand, ...tee(a),
-    ...get(c + 1), ...i16sub, ...get(c + 2), ...i16ltU, ...i16allTrue,
-    ...ifElse(V128,
-      [...get(v), ...get(c + 3), ...vand, ...get(a), ...get(c + 4), ...i16sub, ...i32(3), ...i16shl, ...vor],
-      [...get(v), ...i32(TABLE_BF16), ...call(F_SLOW)]),
+    ...bf16InRange(v, c), ...i16allTrue,
+    ...ifElse(V128, bf16ToF16(v, c), [...get(v), ...i32(TABLE_BF16), ...call(F_SLOW)]),
   ]
   : [
     ...get(v), ...get(c), ...vand, ...get(c + 5), ...i16leU, ...i16allTrue,
@@ -103,17 +110,17 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
       ...get(0),
     ],
   };
-  // map(src, dst, n8): n8 vectors. Locals: 3 = i (byte offset), 4 = end, 5 = v, 6 = a, 7.. constants.
+  // map(src, dst, n8): n8 vectors. Locals: 3 = i (byte offset), 4 = end, 5 = v, 6.. constants.
   const map = (kind: Kind): Func => ({
     type: 1,
-    locals: [[2, I32], [2 + CONSTS.length, V128]],
+    locals: [[2, I32], [1 + CONSTS.length, V128]],
     code: [
-      ...initConsts(7),
+      ...initConsts(6),
       ...get(2), ...i32(4), [0x74], ...set(4), // end = n8 * 16
       ...block(loop(
         get(3), get(4), geU, brIf(1),
         get(1), get(3), add,
-        get(0), get(3), add, vload(), set(5), convert(kind, 5, 6, 7),
+        get(0), get(3), add, vload(), set(5), convert(kind, 5, 6),
         vstore(),
         get(3), i32(16), add, set(3), br(0),
       )),
@@ -123,21 +130,20 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
   // step of 8 columns, `group` 8×8 tiles stacked along the rows are done, so every destination row gets
   // 16 * group contiguous bytes at once (with power-of-two strides, 16 bytes at a time thrash the cache).
   // Locals: 6 = n0, 7 = k, 8 = p (source address), 9 = q (destination address), 10 = rowStride (cols*2),
-  // 11 = outStride (rows*2), 12..19 = v0..v7, 20..27 = t0..t7, 28.. constants.
+  // 11 = outStride (rows*2), 12 = the address of the row being loaded or stored (stepped by a stride:
+  // no multiply per row), 13..20 = v0..v7, 21..28 = t0..t7, 29.. constants.
   const trans = (kind: Kind, group: number): Func => {
-    const V = (i: number) => 12 + i, T = (i: number) => 20 + i, C = 28;
+    const V = (i: number) => 13 + i, T = (i: number) => 21 + i, C = 29, R = 12;
+    const step = (stride: number) => [...get(R), ...get(stride), ...add, ...set(R)];
     // The 8 source vectors of the tile, converted by arithmetic; their in-range masks are ANDed (in T(1))
     // so one test per tile decides, and the rare tile with a lane out of range is redone by the table.
     const tile: number[] = [];
     const rowAddr = (i: number) => [...get(8), ...(i ? [...get(10), ...i32(i), ...mul, ...add] : [])];
+    tile.push(...get(8), ...set(R));
     for (let i = 0; i < 8; i++) {
-      tile.push(...rowAddr(i), ...vload(), ...set(V(i)));
+      tile.push(...(i ? step(10) : []), ...get(R), ...vload(), ...set(V(i)));
       if (kind === 'bf16') {
-        tile.push(
-          ...get(V(i)), ...get(C), ...vand, ...set(T(0)),
-          ...get(T(0)), ...get(C + 1), ...i16sub, ...get(C + 2), ...i16ltU, ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)),
-          ...get(V(i)), ...get(C + 3), ...vand, ...get(T(0)), ...get(C + 4), ...i16sub, ...i32(3), ...i16shl, ...vor, ...set(V(i)),
-        );
+        tile.push(...bf16InRange(V(i), C), ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)), ...bf16ToF16(V(i), C), ...set(V(i)));
       } else {
         tile.push(...get(V(i)), ...get(C), ...vand, ...get(C + 5), ...i16leU, ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)));
       }
@@ -157,7 +163,8 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
       ...sh(LO64, V(0), V(4), T(0)), ...sh(HI64, V(0), V(4), T(1)), ...sh(LO64, V(1), V(5), T(2)), ...sh(HI64, V(1), V(5), T(3)),
       ...sh(LO64, V(2), V(6), T(4)), ...sh(HI64, V(2), V(6), T(5)), ...sh(LO64, V(3), V(7), T(6)), ...sh(HI64, V(3), V(7), T(7)),
     );
-    for (let j = 0; j < 8; j++) tile.push(...get(9), ...(j ? [...get(11), ...i32(j), ...mul, ...add] : []), ...get(T(j)), ...vstore());
+    tile.push(...get(9), ...set(R));
+    for (let j = 0; j < 8; j++) tile.push(...(j ? step(11) : []), ...get(R), ...get(T(j)), ...vstore());
     const tiles: number[] = [];
     for (let g = 0; g < group; g++) {
       tiles.push(
@@ -169,7 +176,7 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
     }
     return {
       type: 2,
-      locals: [[6, I32], [16 + CONSTS.length, V128]],
+      locals: [[7, I32], [16 + CONSTS.length, V128]],
       code: [
         ...initConsts(C),
         ...get(3), ...i32(1), [0x74], ...set(10),
