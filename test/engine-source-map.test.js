@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,5 +74,28 @@ test('build --model with koffi hidden from the ranks (no mapping, no libdeflate:
   build('without', { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${NO_KOFFI}` });
   for (const f of ['rank0/weights.bin', 'rank1/weights.bin', 'rank0/manifest.json', 'rank1/manifest.json']) {
     assert.ok(readFileSync(join(dir, 'with', f)).equals(readFileSync(join(dir, 'without', f))), `${f} differs`);
+  }
+});
+
+test('a checkpoint that shrank after it was opened is named in one line, not mapped past its end (a bus error)', { timeout: 60_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-srcmap-short-'));
+  t.after(() => { mapSources(true); rmSync(dir, { recursive: true, force: true }); });
+  const model = join(dir, 'model');
+  cpSync(MODEL, model, { recursive: true });
+  mapSources(true, 0);
+  const { shard, close } = openLazyShard({ dir: model, meta: false, load: { mapping: { tp_size: 1, world_size: 1, pp_size: 1 }, rank: 0 } });
+  try {
+    const wf = new WeightFile('weights.bin');
+    for (const [n, w] of shard.weights) wf.add(n, w.shape.length === 2 && !n.includes('embedding') ? engineWeightTransposed(w, 'float16', n) : engineWeight(w, 'float16', n));
+    const shardFile = join(model, 'model-00002-of-00002.safetensors');
+    truncateSync(shardFile, 100_000);
+    await assert.rejects(wf.write(join(dir, 'weights.bin'), { threads: 0 }), (/** @type {Error} */ e) => {
+      assert.match(e.message, /truncated|past the end|ended/, e.message);
+      assert.ok(e.message.includes(shardFile), e.message);
+      assert.ok(!e.message.includes('\n'), 'one line');
+      return true;
+    });
+  } finally {
+    close();
   }
 });

@@ -92,7 +92,13 @@ export class WasmFileMap {
     return base + lead;
   }
 
-  /** The window's first and last bytes are the file's (read through the file, not the mapping). */
+  /**
+   * The window's first and last bytes are the file's (read through the file, not the mapping). A file
+   * shorter than the window fails here (a short read), so its pages past the end, whose touch is a bus
+   * error that kills the process, are never read: the caller's read path names the truncated file. (A
+   * file cut short by someone else while its window is mapped still faults: a risk the read path has
+   * not, taken for a checkpoint nobody should be rewriting under a build.)
+   */
   private sameAsFile(at: number, fd: number, pos: number, len: number): boolean {
     const k = Math.min(64, len);
     const mem = new Uint8Array(this.mem.buffer);
