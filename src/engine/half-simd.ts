@@ -257,7 +257,8 @@ const POOL_MIN_BYTES = 2 << 20;
  */
 export class HalfSimd {
   private mem: WebAssembly.Memory;
-  private module: WebAssembly.Module;
+  /** The compiled module (worker threads are given it: weight-convert.ts simdSeed). */
+  readonly module: WebAssembly.Module;
   /** Workers sharing the transposes while a weight file is written (the ring is lent). */
   private pool: TransposePool | undefined;
   /** Whether a writer holds the ring; the pool starts at the first transpose worth sharing. */
@@ -283,11 +284,15 @@ export class HalfSimd {
     new Uint16Array(this.mem.buffer, TABLE_F16, 65536).set(f16);
   }
 
-  /** undefined where the runtime has no wasm SIMD (or shared memory): callers convert in JavaScript. */
-  static create(bf16Table: Uint16Array, f16Table: Uint16Array): HalfSimd | undefined {
+  /**
+   * undefined where the runtime has no wasm SIMD (or shared memory): callers convert in JavaScript.
+   * `module`: this module compiled by another thread (HalfSimd.module of its instance, posted to this
+   * one), which spares encoding and compiling it again.
+   */
+  static create(bf16Table: Uint16Array, f16Table: Uint16Array, module?: WebAssembly.Module): HalfSimd | undefined {
     try {
       const mem = new WebAssembly.Memory({ initial: MIN_PAGES, maximum: MAX_PAGES, shared: true } as WebAssembly.MemoryDescriptor);
-      const module = new WebAssembly.Module(moduleBytes());
+      module ??= new WebAssembly.Module(moduleBytes());
       const inst = new WebAssembly.Instance(module, { env: { mem } });
       return new HalfSimd(mem, module, inst, bf16Table, f16Table);
     } catch {

@@ -171,6 +171,38 @@ function simd(): HalfSimd | undefined {
   return simdWanted ? simdState ?? undefined : undefined;
 }
 
+/**
+ * What a worker thread needs to convert as this thread does without making it again: the compiled SIMD
+ * module and its two tables (a thread makes them in ≈ 0.1 CPU-s: the tables through the reference
+ * float path, the module encoded and compiled; a build's weight workers each did).
+ */
+export interface SimdSeed { module: WebAssembly.Module; bf16: Uint16Array; f16: Uint16Array }
+
+/** This thread's SIMD converter as a seed for worker threads (made now if it was not); undefined without one. */
+export function simdSeed(): SimdSeed | undefined {
+  const s = simd();
+  if (!s) return undefined;
+  return { module: s.module, bf16: table('bfloat16', 'float16', false) as Uint16Array, f16: table('float16', 'float16', false) as Uint16Array };
+}
+
+/** Seeded converters made in this thread (tests check a build's workers took the seed). */
+export const seedStats = { planted: 0 };
+
+/**
+ * Takes a seed from another thread as this thread's SIMD converter, before any conversion here. Its
+ * tables stand for the transposed ones too: the thread that made them checked they are the same
+ * (simd()), and a seed exists only where they were.
+ */
+export function plantSimd(seed: SimdSeed): void {
+  if (simdState !== undefined) return;
+  for (const [src, t] of [['bfloat16', seed.bf16], ['float16', seed.f16]] as const) {
+    tables.set(`${src}>float16`, t);
+    tables.set(`${src}>float16T`, t);
+  }
+  simdState = HalfSimd.create(seed.bf16, seed.f16, seed.module) || null;
+  if (simdState) seedStats.planted++;
+}
+
 /** Shared buffers for the weight file's chunks: inside the SIMD memory when there is one (converted into
  * in place), else plain SharedArrayBuffers. `release` gives them back. */
 export function chunkBuffers(count: number, bytes: number): { bufs: Uint8Array[]; release: () => void } {

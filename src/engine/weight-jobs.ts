@@ -16,12 +16,12 @@ import { workerEnv, workerThreads } from '../util/threads.js';
 import { crc32Combine } from './checksum.js';
 import { writeAt } from './positional-write.js';
 import type { LazyOrigin } from './lazy-shard.js';
-import { type DeferredTensor, type EngineFloat, deferredRows } from './weight-convert.js';
+import { type DeferredTensor, type EngineFloat, deferredRows, simdSeed } from './weight-convert.js';
 
 /** A job as posted to a worker: rows [r0, r1) of the shard's `weight`, written from file offset `offset`. */
 export interface JobMessage { id: number; weight: string; transposed: boolean; dtype: EngineFloat; r0: number; r1: number; offset: number }
 /** `code`: a system error's (ENOSPC, EIO...), kept so the error names the file it was writing (outdir.ts withPath). */
-export type JobReply = { id: number; crc: number } | { id: number; error: string; input: boolean; code?: string };
+export type JobReply = { id: number; crc: number; seeded: boolean } | { id: number; error: string; input: boolean; code?: string };
 
 /** One slot of the weight file (weight-file.ts's entries). */
 export interface Slot { offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
@@ -56,8 +56,9 @@ export function jobOrigin(slots: Slot[]): { origin: LazyOrigin; bytes: number } 
   return best;
 }
 
-/** Jobs done by workers so far, and pools prestarted (tests check the parallel writer ran, or did not). */
-export const jobStats = { jobs: 0, prestarts: 0 };
+/** Jobs done by workers so far, those done with the main thread's SIMD converter (simdSeed), and pools
+ *  prestarted (tests check the parallel writer ran, or did not, and how). */
+export const jobStats = { jobs: 0, seeded: 0, prestarts: 0 };
 
 function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Job[]; rest: Slot[] } {
   const jobs: Job[] = [], rest: Slot[] = [];
@@ -241,7 +242,9 @@ class JobPool {
   constructor(readonly origin: LazyOrigin, readonly size: number) {
     // Workers run no transpose pool of their own (transpose-pool.ts): they are the parallelism.
     const env = workerEnv({ TPRUN_BUILD_THREADS: '0' });
-    this.workers = Array.from({ length: size }, () => new Worker(new URL('./weight-worker.js', import.meta.url), { workerData: { origin }, env }));
+    // The SIMD converter is made once, here, and given to every worker (weight-convert.ts simdSeed).
+    const simd = simdSeed();
+    this.workers = Array.from({ length: size }, () => new Worker(new URL('./weight-worker.js', import.meta.url), { workerData: { origin, simd }, env }));
     this.exited = this.workers.map((w) => new Promise((resolve) => w.once('exit', resolve)));
     for (const w of this.workers) {
       // A pool started ahead of its file (prestart) never keeps the process alive; run() refs it.
@@ -279,6 +282,7 @@ class JobPool {
             clearTimeout(timer);
             open--;
             if ('error' in r) return this.fail(r.input ? new InputError(r.error) : Object.assign(new Error(r.error), r.code ? { code: r.code } : {}));
+            if (r.seeded) jobStats.seeded++;
             onDone(j, r.crc);
             feed(w);
           });
