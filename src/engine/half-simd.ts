@@ -252,8 +252,9 @@ function contiguous(rs: RawRange[] | undefined): { fd: number; pos: number; len:
 const POOL_MIN_BYTES = 2 << 20;
 
 /**
- * One instance per process. Its memory holds the tables, the file writer's chunk ring (lent to one
- * writer at a time) and an arena where the tensor being converted is staged.
+ * One instance per thread. Its memory holds the tables, the file writer's chunk ring (lent to one
+ * writer at a time) and an arena where the tensor being converted is staged: its checkpoint pages
+ * mapped there where they can be (util/wasm-map.ts), else its bytes copied in.
  */
 export class HalfSimd {
   private mem: WebAssembly.Memory;
