@@ -3,7 +3,10 @@
 // by the benchmark, never asserted here).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { MODEL, tprun } from './helpers/engine.js';
+
+const koffi = (() => { try { createRequire(import.meta.url)('koffi'); return true; } catch { return false; } })();
 
 test('bench build on the embedded model prints its JSON result', async () => {
   const r = await tprun(['bench', 'build', '--model', MODEL, '--reps', '1', '--convert-tp', '2', '--json'], { timeoutMs: 300000 });
@@ -18,6 +21,8 @@ test('bench build on the embedded model prints its JSON result', async () => {
   assert.ok(res.build.engine_bytes > 0 && res.convert.checkpoint_bytes > 0);
   // The user-space copy floor and the conversion ranks' own time, as anchors beside cp.
   assert.ok(res.copy_loop.seconds > 0 && Number.isFinite(res.copy_loop.ratio));
+  // The mapped-source floor (one copy from user space) where koffi is installed.
+  if (koffi) assert.ok(res.map_loop.seconds > 0 && Number.isFinite(res.map_loop.ratio), JSON.stringify(res.map_loop));
   assert.ok(Number.isFinite(res.build.ratio_to_copy_loop) && Number.isFinite(res.convert.ratio_to_copy_loop));
   assert.ok(res.convert.rank_seconds > 0 && res.convert.rank_seconds <= res.convert.seconds, JSON.stringify(res.convert));
   assert.equal(res.build.dtype, 'float16');

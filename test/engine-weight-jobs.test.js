@@ -59,10 +59,12 @@ test('parallel weight writer: the streaming writer\'s bytes and CRC, any job cut
           const wf = fileOf(shard, dtype);
           addLocal(wf);
           const file = join(dir, 'parallel.bin');
-          const before = jobStats.jobs;
+          const before = jobStats.jobs, seeded = jobStats.seeded;
           const sum = await wf.write(file, { ...opts, parallelMin: 0 });
           const what = `${model === META ? 'meta' : 'hf'} ${dtype} tp ${tp} rank ${rank} ${JSON.stringify(opts)}`;
           assert.ok(jobStats.jobs > before + shard.weights.size - 1, `workers wrote the weights (${what}: ${jobStats.jobs - before} jobs)`);
+          // With the main thread's SIMD converter (given, not made again in every worker).
+          assert.equal(jobStats.seeded - seeded, jobStats.jobs - before, `every job on a seeded converter (${what})`);
           assert.ok(readFileSync(file).equals(want), `same bytes (${what})`);
           assert.equal(sum, refSum, what);
         }

@@ -1,14 +1,16 @@
 // `tprun bench build`: `build --model` (HF directory → engine, one step) and `convert` of a generated
 // LLaMA-shaped checkpoint, each next to `cp -r` of the same files, interleaved in the same run from the
 // same warm page cache (median of --reps). The build's phases (load / build / save) come from its own
-// --trace, so a slow build says where its time went. Two more anchors say what is reachable at all:
-// a plain read/write loop in a node process (the floor for anything that copies through user space: two
-// copies of every byte where cp's copy_file_range makes one) and the conversion ranks' own seconds
-// (without process start-up and world rendezvous, which are the launcher's cost, not the data path's).
+// --trace, so a slow build says where its time went. More anchors say what is reachable at all:
+// a plain read/write loop in a node process (two copies of every byte where cp's copy_file_range makes
+// one), the same files mapped and written from the mapping (one copy, from user space: the floor of a
+// build that maps its sources) and the conversion ranks' own seconds (without process start-up and
+// world rendezvous, which are the launcher's cost, not the data path's).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { execa } from 'execa';
 import type { CommandModule } from 'yargs';
 import { convertThreads, dirBytes, median, readRankStats } from './stats.js';
@@ -40,6 +42,41 @@ for (const f of fs.readdirSync(src)) {
   fs.closeSync(a);
   fs.closeSync(b);
 }`;
+
+/**
+ * `node -e MAP_LOOP KOFFI SRC DST`: every file of SRC mapped (mmap through koffi, the optional FFI tprun
+ * maps checkpoints with) and written to DST from the mapping in 512 KiB pwrites: one copy of each byte
+ * in the kernel, as cp's copy_file_range makes, but from user space. The floor of a build that maps its
+ * sources (engine/half-simd.ts) and writes what it converts; absent without koffi.
+ */
+const MAP_LOOP = `
+const fs = require('node:fs'), path = require('node:path');
+const [koffiPath, src, dst] = process.argv.slice(1);
+const koffi = require(koffiPath), libc = koffi.load('libc.so.6');
+const mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
+const munmap = libc.func('int munmap(void *addr, size_t len)');
+fs.mkdirSync(dst);
+for (const f of fs.readdirSync(src)) {
+  const a = fs.openSync(path.join(src, f), 'r'), b = fs.openSync(path.join(dst, f), 'w');
+  const size = fs.fstatSync(a).size;
+  if (size > 0) {
+    const p = mmap(null, size, 1, 2, a, 0);
+    const u = new Uint8Array(koffi.view(p, size));
+    for (let pos = 0; pos < size;) pos += fs.writeSync(b, u, pos, Math.min(512 << 10, size - pos), pos);
+    munmap(p, size);
+  }
+  fs.closeSync(a);
+  fs.closeSync(b);
+}`;
+
+/** koffi's entry point as this module would load it, or undefined where it is not installed. */
+function koffiPath(): string | undefined {
+  try {
+    return createRequire(import.meta.url).resolve('koffi');
+  } catch {
+    return undefined;
+  }
+}
 
 interface Timing { seconds: number; cpuSeconds: number }
 
@@ -107,7 +144,8 @@ const command: CommandModule<object, Args> = {
       const model = await sourceModel('build', a, work);
       const modelBytes = dirBytes(model);
       await warmPageCache(model);
-      const cp: Timing[] = [], loop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [], streaming: Timing[] = [];
+      const koffi = koffiPath();
+      const cp: Timing[] = [], loop: Timing[] = [], mapLoop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [], streaming: Timing[] = [];
       const rankSeconds: number[] = [];
       const buildPhases: Record<string, number>[] = [];
       let writer: { writer?: string; threads?: number } | undefined;
@@ -119,6 +157,10 @@ const command: CommandModule<object, Args> = {
         fs.rmSync(cpOut, { recursive: true, force: true });
         loop.push(await timed(process.execPath, ['-e', COPY_LOOP, model, cpOut]));
         fs.rmSync(cpOut, { recursive: true, force: true });
+        if (koffi) {
+          mapLoop.push(await timed(process.execPath, ['-e', MAP_LOOP, koffi, model, cpOut]));
+          fs.rmSync(cpOut, { recursive: true, force: true });
+        }
         const engine = path.join(work, `engine${i}`);
         const trace = path.join(work, `trace${i}.json`);
         build.push(await timed(process.execPath, [CLI, 'build', '--model', model, '--tp', String(a.tp), '--dtype', a.dtype, '--out', engine, '--quiet', '--trace', trace]));
@@ -151,6 +193,7 @@ const command: CommandModule<object, Args> = {
         cp_seconds: med(cp),
         cp_cpu_seconds: med(cp, 'cpuSeconds'),
         copy_loop: { seconds: med(loop), ratio: med(loop) / med(cp), cpu_seconds: med(loop, 'cpuSeconds') },
+        ...(mapLoop.length ? { map_loop: { seconds: med(mapLoop), ratio: med(mapLoop) / med(cp), cpu_seconds: med(mapLoop, 'cpuSeconds') } } : {}),
         build: { tp: a.tp, dtype: a.dtype, writer: writer?.writer, threads: writer?.threads, seconds: med(build), ratio: med(build) / med(cp), ratio_to_copy_loop: med(build) / med(loop),
           cpu_seconds: med(build, 'cpuSeconds'), engine_bytes: engineBytes,
           phases_seconds: Object.fromEntries(names.map((n) => [n, median(buildPhases.map((p) => p[n] ?? 0))])) },
@@ -159,7 +202,7 @@ const command: CommandModule<object, Args> = {
           cpu_seconds: med(conv, 'cpuSeconds'), checkpoint_bytes: checkpointBytes,
           // The ranks' conversion alone (slowest rank, from its first joined moment to its rename).
           rank_seconds: median(rankSeconds), rank_ratio: median(rankSeconds) / med(cp) },
-        all: { cp, copy_loop: loop, build, build_streaming_writer: streaming, convert: conv, convert_rank_seconds: rankSeconds },
+        all: { cp, copy_loop: loop, map_loop: mapLoop, build, build_streaming_writer: streaming, convert: conv, convert_rank_seconds: rankSeconds },
       };
       process.stdout.write(JSON.stringify(result) + '\n');
     } finally {

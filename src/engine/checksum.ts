@@ -2,14 +2,14 @@
 // a flipped bit) when the engine is opened. The manifest is integrity, not identity: whoever can change
 // weights.bin can rewrite manifest.json beside it, so a cryptographic hash buys nothing there, and no
 // format the files follow asks for one (ONNX external data and TensorRT-LLM's engine directory carry no
-// checksum at all). CRC-32 (the IEEE polynomial of zlib, gzip, zip and PNG, as node's zlib.crc32 computes
-// it natively) catches every burst of up to 32 bits and all but 2^-32 of other damage, at several times
-// sha256's speed: sha256 of weights.bin was the largest cost of a build (issue #14).
+// checksum at all). CRC-32 (the IEEE polynomial of zlib, gzip, zip and PNG: fast-crc32.ts computes it)
+// catches every burst of up to 32 bits and all but 2^-32 of other damage, at several times sha256's speed:
+// sha256 of weights.bin was the largest cost of a build (issue #14).
 // Engines written before record sha256 instead; they are still verified with it.
 
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../util/fast-crc32.js';
 
 export type ChecksumAlgo = 'crc32' | 'sha256';
 

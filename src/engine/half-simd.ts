@@ -14,12 +14,13 @@
 
 import { leb, sleb, vec, str, section } from '../util/wasm-encode.js';
 import { TRANS_FNS, TransposePool, transposeThreads } from './transpose-pool.js';
+import type { RawRange } from '../checkpoint/ranged.js';
+import { PAGE, WasmFileMap } from '../util/wasm-map.js';
 
 // Instructions.
 const I32 = 0x7f, V128 = 0x7b;
 const get = (i: number) => [0x20, ...leb(i)];
 const set = (i: number) => [0x21, ...leb(i)];
-const tee = (i: number) => [0x22, ...leb(i)];
 const i32 = (v: number) => [0x41, ...sleb(v)];
 const add = [0x6a], sub = [0x6b], mul = [0x6c], geU = [0x4f], eqz = [0x45];
 const simd = (op: number, ...imm: number[]) => [0xfd, ...leb(op), ...imm];
@@ -27,7 +28,7 @@ const vload = (offset = 0) => simd(0x00, 0, ...leb(offset));
 const vstore = (offset = 0) => simd(0x0b, 0, ...leb(offset));
 const splat16 = (v: number) => [...i32(v), ...simd(0x10)];
 const vand = simd(0x4e), vor = simd(0x50);
-const i16sub = simd(0x91), i16shl = simd(0x8b), i16ltU = simd(0x30), i16leU = simd(0x34), i16allTrue = simd(0x83);
+const i16add = simd(0x8e), i16sub = simd(0x91), i16shl = simd(0x8b), i16ltS = simd(0x2f), i16leU = simd(0x34), i16allTrue = simd(0x83);
 const shuffle = (lanes: number[]) => simd(0x0d, ...lanes);
 const call = (f: number) => [0x10, ...leb(f)];
 const load16u = (offset = 0) => [0x2f, 1, ...leb(offset)];
@@ -59,20 +60,28 @@ const F_SLOW = 0;
 type Kind = 'bf16' | 'f16';
 
 // Vector constants live in locals, set once per call (V8 does not hoist splats out of loops).
-const CONSTS = [0x7fff, 0x3880, 0x0f00, 0x8000, 0x3800, 0x7c00];
+//
+// A bf16 lane is in range when a = bits & 0x7fff lies in [0x3880, 0x4780) (exponents 113..142). x86 has
+// no unsigned 16-bit compare (V8 lowers i16x8.lt_u to max, compare and invert), so the test is the
+// signed one it has (pcmpgtw): a + 0x4780 wraps past 0x7fff exactly when a >= 0x3880, and is then below
+// 0x8f00 (as signed) exactly when a < 0x4780. In range, the float16 is sign | (a - (112 << 7)) << 3,
+// and the shift drops every bit above a's low 13, so it is also (bits << 3) - 0xc000 (mod 2^16), which
+// needs no masked copy of the bits. Both forms give the reference path's bits (a test runs all 65536).
+const CONSTS = [0x7fff, 0x4780, 0x8f00, 0x8000, 0xc000, 0x7c00];
 const initConsts = (c: number) => CONSTS.flatMap((v, i) => [...splat16(v), ...set(c + i)]);
+/** The in-range mask of the bf16 vector in local v (constants from local c), left on the stack. */
+const bf16InRange = (v: number, c: number) => [...get(v), ...get(c), ...vand, ...get(c + 1), ...i16add, ...get(c + 2), ...i16ltS];
+/** The float16 of the in-range bf16 vector in local v, left on the stack. */
+const bf16ToF16 = (v: number, c: number) => [...get(v), ...i32(3), ...i16shl, ...get(c + 4), ...i16sub, ...get(v), ...get(c + 3), ...vand, ...vor];
 
 /**
- * Converts the vector in local `v` (scratch local `a`, constants from local `c`) and leaves the result
- * on the stack: arithmetic when all 8 lanes are in range, else every lane through the table.
+ * Converts the vector in local `v` (constants from local `c`) and leaves the result on the stack:
+ * arithmetic when all 8 lanes are in range, else every lane through the table.
  */
-const convert = (kind: Kind, v: number, a: number, c: number): number[] => kind === 'bf16'
+const convert = (kind: Kind, v: number, c: number): number[] => kind === 'bf16'
   ? [
-    ...get(v), ...get(c), ...vand, ...tee(a),
-    ...get(c + 1), ...i16sub, ...get(c + 2), ...i16ltU, ...i16allTrue,
-    ...ifElse(V128,
-      [...get(v), ...get(c + 3), ...vand, ...get(a), ...get(c + 4), ...i16sub, ...i32(3), ...i16shl, ...vor],
-      [...get(v), ...i32(TABLE_BF16), ...call(F_SLOW)]),
+    ...bf16InRange(v, c), ...i16allTrue,
+    ...ifElse(V128, bf16ToF16(v, c), [...get(v), ...i32(TABLE_BF16), ...call(F_SLOW)]),
   ]
   : [
     ...get(v), ...get(c), ...vand, ...get(c + 5), ...i16leU, ...i16allTrue,
@@ -101,17 +110,17 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
       ...get(0),
     ],
   };
-  // map(src, dst, n8): n8 vectors. Locals: 3 = i (byte offset), 4 = end, 5 = v, 6 = a, 7.. constants.
+  // map(src, dst, n8): n8 vectors. Locals: 3 = i (byte offset), 4 = end, 5 = v, 6.. constants.
   const map = (kind: Kind): Func => ({
     type: 1,
-    locals: [[2, I32], [2 + CONSTS.length, V128]],
+    locals: [[2, I32], [1 + CONSTS.length, V128]],
     code: [
-      ...initConsts(7),
+      ...initConsts(6),
       ...get(2), ...i32(4), [0x74], ...set(4), // end = n8 * 16
       ...block(loop(
         get(3), get(4), geU, brIf(1),
         get(1), get(3), add,
-        get(0), get(3), add, vload(), set(5), convert(kind, 5, 6, 7),
+        get(0), get(3), add, vload(), set(5), convert(kind, 5, 6),
         vstore(),
         get(3), i32(16), add, set(3), br(0),
       )),
@@ -121,21 +130,20 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
   // step of 8 columns, `group` 8×8 tiles stacked along the rows are done, so every destination row gets
   // 16 * group contiguous bytes at once (with power-of-two strides, 16 bytes at a time thrash the cache).
   // Locals: 6 = n0, 7 = k, 8 = p (source address), 9 = q (destination address), 10 = rowStride (cols*2),
-  // 11 = outStride (rows*2), 12..19 = v0..v7, 20..27 = t0..t7, 28.. constants.
+  // 11 = outStride (rows*2), 12 = the address of the row being loaded or stored (stepped by a stride:
+  // no multiply per row), 13..20 = v0..v7, 21..28 = t0..t7, 29.. constants.
   const trans = (kind: Kind, group: number): Func => {
-    const V = (i: number) => 12 + i, T = (i: number) => 20 + i, C = 28;
+    const V = (i: number) => 13 + i, T = (i: number) => 21 + i, C = 29, R = 12;
+    const step = (stride: number) => [...get(R), ...get(stride), ...add, ...set(R)];
     // The 8 source vectors of the tile, converted by arithmetic; their in-range masks are ANDed (in T(1))
     // so one test per tile decides, and the rare tile with a lane out of range is redone by the table.
     const tile: number[] = [];
     const rowAddr = (i: number) => [...get(8), ...(i ? [...get(10), ...i32(i), ...mul, ...add] : [])];
+    tile.push(...get(8), ...set(R));
     for (let i = 0; i < 8; i++) {
-      tile.push(...rowAddr(i), ...vload(), ...set(V(i)));
+      tile.push(...(i ? step(10) : []), ...get(R), ...vload(), ...set(V(i)));
       if (kind === 'bf16') {
-        tile.push(
-          ...get(V(i)), ...get(C), ...vand, ...set(T(0)),
-          ...get(T(0)), ...get(C + 1), ...i16sub, ...get(C + 2), ...i16ltU, ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)),
-          ...get(V(i)), ...get(C + 3), ...vand, ...get(T(0)), ...get(C + 4), ...i16sub, ...i32(3), ...i16shl, ...vor, ...set(V(i)),
-        );
+        tile.push(...bf16InRange(V(i), C), ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)), ...bf16ToF16(V(i), C), ...set(V(i)));
       } else {
         tile.push(...get(V(i)), ...get(C), ...vand, ...get(C + 5), ...i16leU, ...(i ? [...get(T(1)), ...vand] : []), ...set(T(1)));
       }
@@ -155,7 +163,8 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
       ...sh(LO64, V(0), V(4), T(0)), ...sh(HI64, V(0), V(4), T(1)), ...sh(LO64, V(1), V(5), T(2)), ...sh(HI64, V(1), V(5), T(3)),
       ...sh(LO64, V(2), V(6), T(4)), ...sh(HI64, V(2), V(6), T(5)), ...sh(LO64, V(3), V(7), T(6)), ...sh(HI64, V(3), V(7), T(7)),
     );
-    for (let j = 0; j < 8; j++) tile.push(...get(9), ...(j ? [...get(11), ...i32(j), ...mul, ...add] : []), ...get(T(j)), ...vstore());
+    tile.push(...get(9), ...set(R));
+    for (let j = 0; j < 8; j++) tile.push(...(j ? step(11) : []), ...get(R), ...get(T(j)), ...vstore());
     const tiles: number[] = [];
     for (let g = 0; g < group; g++) {
       tiles.push(
@@ -167,7 +176,7 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
     }
     return {
       type: 2,
-      locals: [[6, I32], [16 + CONSTS.length, V128]],
+      locals: [[7, I32], [16 + CONSTS.length, V128]],
       code: [
         ...initConsts(C),
         ...get(3), ...i32(1), [0x74], ...set(10),
@@ -214,23 +223,54 @@ type TransFn = (src: number, dst: number, rows: number, cols: number, k0: number
 
 const align = (n: number, a = 64) => Math.ceil(n / a) * a;
 
+/** Smaller sources are read, not mapped: a mapping and its proof cost several system calls. */
+let mapMinBytes = 1 << 20;
+/** TPRUN_MAP_SOURCE=0: sources are always read into the memory (the path before mapping). */
+let mapWanted = process.env.TPRUN_MAP_SOURCE !== '0';
+
+/** Whether checkpoint windows are mapped, and from what size (tests compare both paths in one process). */
+export function mapSources(on: boolean, minBytes = 1 << 20): void {
+  mapWanted = on;
+  mapMinBytes = minBytes;
+}
+
+/** Where a source tensor's bytes lie in its checkpoint, in order (lazy-shard.ts), or undefined. */
+export type SourceRanges = () => RawRange[] | undefined;
+
+/** Ranges that follow each other in one file, as one; undefined when they do not. */
+function contiguous(rs: RawRange[] | undefined): { fd: number; pos: number; len: number } | undefined {
+  if (!rs?.length) return undefined;
+  let { fd, pos, len } = rs[0];
+  for (let i = 1; i < rs.length; i++) {
+    if (rs[i].fd !== fd || rs[i].pos !== pos + len) return undefined;
+    len += rs[i].len;
+  }
+  return { fd, pos, len };
+}
+
 /** Transposes of smaller tensors never start worker threads (small engines build as before). */
 const POOL_MIN_BYTES = 2 << 20;
 
 /**
- * One instance per process. Its memory holds the tables, the file writer's chunk ring (lent to one
- * writer at a time) and an arena where the tensor being converted is staged.
+ * One instance per thread. Its memory holds the tables, the file writer's chunk ring (lent to one
+ * writer at a time) and an arena where the tensor being converted is staged: its checkpoint pages
+ * mapped there where they can be (util/wasm-map.ts), else its bytes copied in.
  */
 export class HalfSimd {
   private mem: WebAssembly.Memory;
-  private module: WebAssembly.Module;
+  /** The compiled module (worker threads are given it: weight-convert.ts simdSeed). */
+  readonly module: WebAssembly.Module;
   /** Workers sharing the transposes while a weight file is written (the ring is lent). */
   private pool: TransposePool | undefined;
   /** Whether a writer holds the ring; the pool starts at the first transpose worth sharing. */
   private poolWanted = false;
   private fns: { map_bf16: MapFn; map_f16: MapFn; trans_bf16: TransFn; trans_f16: TransFn; trans4_bf16: TransFn; trans4_f16: TransFn };
-  /** The source tensor whose bytes are in the arena (transposes read it whole, chunk after chunk). */
+  /** The source tensor whose bytes are in the arena (transposes read it whole, chunk after chunk), and
+   *  where they start: copied there by `stage`, or its file's pages mapped there (wasm-map.ts). */
   private staged: object | undefined;
+  private srcAt = 0;
+  /** Maps checkpoint windows into this memory; null where it cannot (no koffi, TPRUN_MAP_SOURCE=0). */
+  private files: WasmFileMap | null | undefined;
   /** Start of the arena: after the tables and the ring. */
   private arena = FIXED;
   private ringLent = false;
@@ -245,11 +285,15 @@ export class HalfSimd {
     new Uint16Array(this.mem.buffer, TABLE_F16, 65536).set(f16);
   }
 
-  /** undefined where the runtime has no wasm SIMD (or shared memory): callers convert in JavaScript. */
-  static create(bf16Table: Uint16Array, f16Table: Uint16Array): HalfSimd | undefined {
+  /**
+   * undefined where the runtime has no wasm SIMD (or shared memory): callers convert in JavaScript.
+   * `module`: this module compiled by another thread (HalfSimd.module of its instance, posted to this
+   * one), which spares encoding and compiling it again.
+   */
+  static create(bf16Table: Uint16Array, f16Table: Uint16Array, module?: WebAssembly.Module): HalfSimd | undefined {
     try {
       const mem = new WebAssembly.Memory({ initial: MIN_PAGES, maximum: MAX_PAGES, shared: true } as WebAssembly.MemoryDescriptor);
-      const module = new WebAssembly.Module(moduleBytes());
+      module ??= new WebAssembly.Module(moduleBytes());
       const inst = new WebAssembly.Instance(module, { env: { mem } });
       return new HalfSimd(mem, module, inst, bf16Table, f16Table);
     } catch {
@@ -290,40 +334,79 @@ export class HalfSimd {
     const stride = align(bytes);
     if (!this.reserve(FIXED + count * stride)) return undefined;
     this.ringLent = true;
+    // Before the arena moves: a window left where the ring now starts would make its buffers read-only.
+    this.unstage();
     this.arena = Math.max(this.arena, FIXED + count * stride);
-    this.staged = undefined;
     this.poolWanted = true;
     return Array.from({ length: count }, (_, i) => this.bytes(FIXED + i * stride, bytes));
   }
 
   returnRing(): void {
     this.ringLent = false;
+    this.unstage();
     this.poolWanted = false;
     this.pool?.stop();
     this.pool = undefined;
   }
 
+  /** Forgets the staged source; a mapped window gets the memory's own pages back (writable again). */
+  private unstage(): void {
+    this.staged = undefined;
+    this.files?.release();
+  }
+
+  /** Start of the arena as a page boundary (where a window is mapped, and a staged source copied). */
+  private get base(): number {
+    return align(this.arena, PAGE);
+  }
+
+  /**
+   * The address of `key`'s source bytes (`bytes` of them, lying at `ranges` in its checkpoint) mapped
+   * into the arena, mapping them unless they are already; -1 when they cannot be (ranges in several
+   * places, no room, no koffi): then the caller stages them. The arena's scratch starts past the window.
+   */
+  private mapSource(key: object, bytes: number, ranges: SourceRanges | undefined): number {
+    if (this.staged === key) return this.srcAt;
+    if (!ranges || !mapWanted || this.files === null || bytes < mapMinBytes) return -1;
+    const r = contiguous(ranges());
+    if (!r || r.len !== bytes || !this.reserve(this.base + WasmFileMap.span(bytes))) return -1;
+    this.unstage();
+    this.files ??= WasmFileMap.create(this.mem) ?? null;
+    const at = this.files ? this.files.map(this.base, r.fd, r.pos, r.len) : -1;
+    if (at < 0) return -1;
+    this.staged = key;
+    this.srcAt = at;
+    return at;
+  }
+
   /**
    * 16-bit elements → dst (`bytes` of them), the source written into the arena by `stage`; false when
-   * it did not fit (then nothing was written).
+   * it did not fit (then nothing was written). `whole`: the tensor these elements are part of (`at`
+   * bytes into its `bytes`) and where it lies in its checkpoint: its file pages are then mapped into
+   * this memory and converted from there, not read into it first.
    */
-  map(kind: 'bfloat16' | 'float16', stage: (into: Uint8Array) => void, bytes: number, dst: Uint8Array): boolean {
+  map(kind: 'bfloat16' | 'float16', stage: (into: Uint8Array) => void, bytes: number, dst: Uint8Array, whole?: { key: object; bytes: number; at: number; ranges: SourceRanges }): boolean {
     const n = bytes;
     if (n % 16) throw new Error('HalfSimd.map: a whole number of 8-element vectors is required');
     const f = kind === 'bfloat16' ? this.fns.map_bf16 : this.fns.map_f16;
     const direct = this.addressOf(dst);
     if (direct >= 0) {
+      const src = whole ? this.mapSource(whole.key, whole.bytes, whole.ranges) : -1;
+      if (src >= 0) {
+        f(src + whole!.at, direct, n / 16);
+        return true;
+      }
       // Read straight into the destination (a chunk of the file) and converted in place: each vector is
       // loaded before it is stored, so nothing is staged or copied. The arena (a staged transpose) is kept.
       stage(dst.subarray(0, n));
       f(direct, direct, n / 16);
       return true;
     }
-    if (!this.reserve(this.arena + 2 * n)) return false;
-    this.staged = undefined;
-    stage(this.bytes(this.arena, n));
-    f(this.arena, this.arena + n, n / 16);
-    dst.set(this.bytes(this.arena + n, n));
+    if (!this.reserve(this.base + 2 * n)) return false;
+    this.unstage();
+    stage(this.bytes(this.base, n));
+    f(this.base, this.base + n, n / 16);
+    dst.set(this.bytes(this.base + n, n));
     return true;
   }
 
@@ -333,23 +416,29 @@ export class HalfSimd {
    * and reused while the same `key` is asked for.
    * false when it did not fit (then nothing was written).
    */
-  trans(kind: 'bfloat16' | 'float16', key: object, stage: (into: Uint8Array) => void, rows: number, cols: number, k0: number, k1: number, dst: Uint8Array): boolean {
+  trans(kind: 'bfloat16' | 'float16', key: object, stage: (into: Uint8Array) => void, rows: number, cols: number, k0: number, k1: number, dst: Uint8Array, ranges?: SourceRanges): boolean {
     const srcBytes = rows * cols * 2;
     const outBytes = (k1 - k0) * rows * 2;
     const direct = this.addressOf(dst);
-    const scratch = this.arena + align(srcBytes);
+    // Past the source, mapped (a window of whole pages) or staged.
+    const scratch = this.base + WasmFileMap.span(srcBytes);
     if (!this.reserve(scratch + (direct < 0 ? outBytes : 0))) return false;
-    if (this.staged !== key) {
-      this.staged = undefined;
-      stage(this.bytes(this.arena, srcBytes));
-      this.staged = key;
+    let src = this.mapSource(key, srcBytes, ranges);
+    if (src < 0) {
+      if (this.staged !== key) {
+        this.unstage();
+        stage(this.bytes(this.base, srcBytes));
+        this.staged = key;
+        this.srcAt = this.base;
+      }
+      src = this.srcAt;
     }
     const out = direct < 0 ? scratch : direct;
     const name = rows % 32 ? (kind === 'bfloat16' ? 'trans_bf16' : 'trans_f16') : (kind === 'bfloat16' ? 'trans4_bf16' : 'trans4_f16');
     const f = this.fns[name];
     if (this.poolWanted && !this.pool && srcBytes >= POOL_MIN_BYTES) this.pool = TransposePool.start(this.module, this.mem, transposeThreads());
-    if (this.pool) this.pool.run(TRANS_FNS.indexOf(name), this.arena, out, rows, cols, k0, k1, (a, b, d) => f(this.arena, d, rows, cols, a, b));
-    else f(this.arena, out, rows, cols, k0, k1);
+    if (this.pool) this.pool.run(TRANS_FNS.indexOf(name), src, out, rows, cols, k0, k1, (a, b, d) => f(src, d, rows, cols, a, b));
+    else f(src, out, rows, cols, k0, k1);
     if (direct < 0) dst.set(this.bytes(out, outBytes));
     return true;
   }

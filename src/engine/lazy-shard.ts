@@ -8,7 +8,8 @@ import type { DType, Tensor, Weights } from '../core/tensor.js';
 import { LlamaForCausalLM } from '../model/llama.js';
 import { castTensor } from '../core/dtype.js';
 import { planRank, rankSource } from '../checkpoint/shard.js';
-import { type TensorSource, readSelection, readSelectionRows } from '../checkpoint/source.js';
+import { type TensorSource, rawSelectionRows, readSelection, readSelectionRows } from '../checkpoint/source.js';
+import type { RawRange } from '../checkpoint/ranged.js';
 import type { ModelShard } from './engine.js';
 import { openHuggingFace, openMetaCkpt, type LoadOptions } from '../checkpoint/open.js';
 
@@ -27,6 +28,9 @@ export interface LazyOrigin {
 export interface LazyTensor extends Tensor {
   /** Rows [r0, r1) of dim 0 (elements, for 1-D) in this tensor's dtype, into dest from offset 0. */
   readRows(r0: number, r1: number, dest: Uint8Array): void;
+  /** Where rows [r0, r1) lie in the checkpoint's files when they are stored as read (no cast, no column
+   *  cut, no permutation): the SIMD converter then maps them instead of reading them (half-simd.ts). */
+  fileRows?(r0: number, r1: number): RawRange[] | undefined;
   /** Its name in the shard and the shard's origin, when it has one (opened by openLazyShard). */
   name?: string;
   origin?: LazyOrigin;
@@ -75,6 +79,9 @@ export function lazyShard(whole: TensorSource, config: PretrainedConfig, rank: n
           return;
         }
         readSelectionRows(source, e.name, e.sel, r0, r1, dest);
+      },
+      fileRows(r0: number, r1: number): RawRange[] | undefined {
+        return srcDtype === e.dtype ? rawSelectionRows(source, e.name, e.sel, r0, r1) : undefined;
       },
     };
     weights.set(e.name, t);

@@ -13,7 +13,7 @@ import { InputError } from '../core/errors.js';
 import { numel, toFloat32 } from '../core/dtype.js';
 import { f32BitsToF16Bits } from '../core/half.js';
 import { fromFloat32, transpose2d } from './dtype.js';
-import { HalfSimd } from './half-simd.js';
+import { HalfSimd, type SourceRanges } from './half-simd.js';
 import { type LazyOrigin, isLazy } from './lazy-shard.js';
 
 export type EngineFloat = 'float32' | 'float16';
@@ -171,6 +171,38 @@ function simd(): HalfSimd | undefined {
   return simdWanted ? simdState ?? undefined : undefined;
 }
 
+/**
+ * What a worker thread needs to convert as this thread does without making it again: the compiled SIMD
+ * module and its two tables (a thread makes them in ≈ 0.1 CPU-s: the tables through the reference
+ * float path, the module encoded and compiled; a build's weight workers each did).
+ */
+export interface SimdSeed { module: WebAssembly.Module; bf16: Uint16Array; f16: Uint16Array }
+
+/** This thread's SIMD converter as a seed for worker threads (made now if it was not); undefined without one. */
+export function simdSeed(): SimdSeed | undefined {
+  const s = simd();
+  if (!s) return undefined;
+  return { module: s.module, bf16: table('bfloat16', 'float16', false) as Uint16Array, f16: table('float16', 'float16', false) as Uint16Array };
+}
+
+/** Seeded converters made in this thread (tests check a build's workers took the seed). */
+export const seedStats = { planted: 0 };
+
+/**
+ * Takes a seed from another thread as this thread's SIMD converter, before any conversion here. Its
+ * tables stand for the transposed ones too: the thread that made them checked they are the same
+ * (simd()), and a seed exists only where they were.
+ */
+export function plantSimd(seed: SimdSeed): void {
+  if (simdState !== undefined) return;
+  for (const [src, t] of [['bfloat16', seed.bf16], ['float16', seed.f16]] as const) {
+    tables.set(`${src}>float16`, t);
+    tables.set(`${src}>float16T`, t);
+  }
+  simdState = HalfSimd.create(seed.bf16, seed.f16, seed.module) || null;
+  if (simdState) seedStats.planted++;
+}
+
 /** Shared buffers for the weight file's chunks: inside the SIMD memory when there is one (converted into
  * in place), else plain SharedArrayBuffers. `release` gives them back. */
 export function chunkBuffers(count: number, bytes: number): { bufs: Uint8Array[]; release: () => void } {
@@ -187,6 +219,8 @@ interface Elements {
   rows(r0: number, r1: number, dest: Uint8Array): void;
   /** Drops the cached elements (after the tensor's last rows were produced). */
   done(): void;
+  /** Where the whole tensor lies in its checkpoint (lazily read tensors that have file ranges). */
+  ranges?: SourceRanges;
 }
 
 function elements(t: Tensor): Elements {
@@ -201,6 +235,7 @@ function elements(t: Tensor): Elements {
       dest.set(new Uint8Array(v.buffer, v.byteOffset + r0 * rowBytes, dest.length));
     },
     done() { view = undefined; },
+    ranges: isLazy(t) && t.fileRows ? () => t.fileRows!(0, t.shape.length ? t.shape[0] : 1) : undefined,
   };
 }
 
@@ -211,7 +246,8 @@ function fill16to16(t: Tensor, el: Elements, r0: number, r1: number, perRow: num
   const out = new Uint16Array(dest.buffer, dest.byteOffset, cnt);
   const tab = table(kind, 'float16', false) as Uint16Array;
   const s = cnt >= 64 && cnt % 8 === 0 ? simd() : undefined;
-  if (!s || !s.map(kind, (into) => el.rows(r0, r1, into), cnt * 2, dest)) map16to16(el.all() as Uint16Array, s0, cnt, out, tab);
+  const whole = el.ranges && { key: t, bytes: numel(t.shape) * 2, at: s0 * 2, ranges: el.ranges };
+  if (!s || !s.map(kind, (into) => el.rows(r0, r1, into), cnt * 2, dest, whole)) map16to16(el.all() as Uint16Array, s0, cnt, out, tab);
 }
 
 function trans16to16Fill(t: Tensor, el: Elements, rows: number, cols: number, k0: number, k1: number, dest: Uint8Array): void {
@@ -220,7 +256,7 @@ function trans16to16Fill(t: Tensor, el: Elements, rows: number, cols: number, k0
   const tab = table(kind, 'float16', true) as Uint16Array;
   const a = Math.ceil(k0 / 8) * 8, b = Math.floor(k1 / 8) * 8;
   const s = rows % 8 === 0 && a < b ? simd() : undefined;
-  if (!s || !s.trans(kind, t, (into) => el.rows(0, rows, into), rows, cols, a, b, dest.subarray((a - k0) * rows * 2, (b - k0) * rows * 2))) {
+  if (!s || !s.trans(kind, t, (into) => el.rows(0, rows, into), rows, cols, a, b, dest.subarray((a - k0) * rows * 2, (b - k0) * rows * 2), el.ranges)) {
     return trans16to16(el.all() as Uint16Array, rows, cols, k0, k1, out, tab);
   }
   if (k0 < a) trans16to16(el.all() as Uint16Array, rows, cols, k0, a, out, tab);

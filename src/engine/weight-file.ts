@@ -11,7 +11,7 @@
 // engine's manifest: checksum.ts says why not sha256) by a worker thread, so converting, writing and
 // checksumming overlap.
 
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../util/fast-crc32.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -164,20 +164,21 @@ class InlineHasher implements Hasher {
 // joined in file order with crc32Combine, so chunks can be checksummed on several threads at once (one
 // thread checksums about as fast as the file is written, and transposes scale with cores). Each buffer
 // is sent once and then named by its index: posting a SharedArrayBuffer is far dearer than a few numbers.
+// The CRC comes from fast-crc32.ts (an ES module: imported, and messages wait in the port meanwhile).
 const HASH_WORKER = `
-const { parentPort } = require('node:worker_threads');
-const { crc32 } = require('node:zlib');
+const { parentPort, workerData } = require('node:worker_threads');
 const bufs = [];
-parentPort.on('message', (m) => {
+import(workerData.crc).then(({ crc32 }) => parentPort.on('message', (m) => {
   if (m.sab) { bufs[m.reg] = m.sab; return; }
   parentPort.postMessage({ id: m.id, crc: crc32(new Uint8Array(bufs[m.b], m.off, m.len)) });
-});`;
+}));`;
+const CRC_MODULE = new URL('../util/fast-crc32.js', import.meta.url).href;
 
 /** Checksum workers: one per four cores this process may use, 1 to 3 (the ring holds 4 chunks). */
 const hashThreads = () => Math.max(1, Math.min(3, availableParallelism() >> 2));
 
 class CrcWorker {
-  private w = new Worker(HASH_WORKER, { eval: true });
+  private w = new Worker(HASH_WORKER, { eval: true, workerData: { crc: CRC_MODULE } });
   private next = 0;
   private waiting = new Map<number, { resolve: (crc: number) => void; reject: (e: Error) => void }>();
   private failed: Error | undefined;

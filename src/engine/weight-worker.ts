@@ -7,11 +7,13 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { isInputError } from '../core/errors.js';
 import { type LazyOrigin, openLazyShard } from './lazy-shard.js';
-import { chunkBuffers, engineWeight, engineWeightTransposed } from './weight-convert.js';
+import { type SimdSeed, chunkBuffers, engineWeight, engineWeightTransposed, plantSimd, seedStats } from './weight-convert.js';
 import { type JobMessage, type JobReply, RowSteps, acquire, release } from './weight-jobs.js';
 import { writeAtSync } from './positional-write.js';
 
-const { origin } = workerData as { origin: LazyOrigin };
+const { origin, simd } = workerData as { origin: LazyOrigin; simd?: SimdSeed };
+// The main thread's SIMD converter, before anything here would make its own.
+if (simd) plantSimd(simd);
 const { shard, close } = openLazyShard(origin);
 
 /** The file being written: the main thread's descriptor (closed by it once every job is done) and write token. */
@@ -66,7 +68,7 @@ parentPort!.on('message', (j: JobMessage | { file: Parameters<typeof setFile>[0]
   }
   let reply: JobReply;
   try {
-    reply = { id: j.id, crc: run(j) };
+    reply = { id: j.id, crc: run(j), seeded: seedStats.planted > 0 };
   } catch (e) {
     const code = (e as NodeJS.ErrnoException)?.code;
     reply = { id: j.id, error: String((e as Error)?.message ?? e), input: isInputError(e), ...(typeof code === 'string' ? { code } : {}) };

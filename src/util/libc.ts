@@ -32,6 +32,11 @@ export type CopyFileRange = (fdIn: number, offIn: number[], fdOut: number, offOu
 
 let lib: { koffi: Koffi; libc: { func(proto: string): unknown } } | null | undefined;
 
+/** koffi itself (undefined where it cannot be had): for other shared libraries than libc (fast-crc32.ts). */
+export function loadKoffi(): Koffi | undefined {
+  return open()?.koffi;
+}
+
 function open(): typeof lib {
   if (lib !== undefined) return lib;
   lib = null;

@@ -9,12 +9,13 @@ export const MIN_CORES = 4;
 
 /**
  * TPRUN_BUILD_THREADS when set (0: none, everything on the main thread), else every core this process
- * may use (os.availableParallelism: its affinity mask) up to `cap`, or 0 below MIN_CORES: on the shared
- * 2-core machine the worker paths gained nothing over the main-thread ones (whose main thread, checksum
- * worker and libuv writes keep two cores busy already) and cost the workers' start (issue #14: build
- * 7.2 vs 7.1 s, convert 2.9 vs 2.4 s, medians of 8 interleaved runs under load).
+ * may use (os.availableParallelism: its affinity mask) up to `cap`, or 0 below `minCores` (MIN_CORES
+ * unless the caller says): on the shared 2-core machine convert's worker paths gained nothing over the
+ * main-thread ones (whose main thread and libuv writes keep two cores busy already) and cost the
+ * workers' start (issue #14: convert 2.9 vs 2.4 s, medians of 8 interleaved runs under load). The
+ * build's weight writer takes its workers from 2 cores (weight-jobs.ts buildThreads says why).
  */
-export function workerThreads(cap = 16, env: NodeJS.ProcessEnv = process.env): number {
+export function workerThreads(cap = 16, env: NodeJS.ProcessEnv = process.env, minCores = MIN_CORES): number {
   const set = env.TPRUN_BUILD_THREADS;
   if (set !== undefined && set !== '') {
     const n = Number(set);
@@ -22,7 +23,7 @@ export function workerThreads(cap = 16, env: NodeJS.ProcessEnv = process.env): n
     return Math.min(n, 32);
   }
   const cores = availableParallelism();
-  return cores < MIN_CORES ? 0 : Math.min(cap, cores);
+  return cores < minCores ? 0 : Math.min(cap, cores);
 }
 
 /**
