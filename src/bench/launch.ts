@@ -14,11 +14,11 @@ interface Args {
   n: number;
   reps: number;
   json: boolean;
+  python: string;
 }
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
 const RANK = fileURLToPath(new URL('./launch-rank.js', import.meta.url));
-const MPI_PYTHON = '/usr/bin/python3';
 
 /**
  * CPU time (user + system, ms) of this process's reaped children and their reaped descendants, from
@@ -53,14 +53,16 @@ const command: CommandModule<object, Args> = {
     y
       .option('n', { type: 'number', default: 4, describe: 'ranks' })
       .option('reps', { type: 'number', default: 7, describe: 'timed repetitions of each (after one warm-up)' })
-      .option('json', { type: 'boolean', default: false, describe: 'JSON lines only (no summary on stderr)' }) as never,
+      .option('json', { type: 'boolean', default: false, describe: 'JSON lines only (no summary on stderr)' })
+      // Debian's mpi4py is built for its own python3; a host whose python3 is another version brings one.
+      .option('python', { type: 'string', default: '/usr/bin/python3', describe: 'the Python whose mpi4py mpirun runs' }) as never,
   handler: async (a) => {
     if (!Number.isInteger(a.n) || a.n < 1) throw Object.assign(new Error(`-n must be a positive integer (got ${a.n})`), { exitCode: 2 });
     if (!Number.isInteger(a.reps) || a.reps < 1) throw Object.assign(new Error(`--reps must be a positive integer (got ${a.reps})`), { exitCode: 2 });
     // --gpus none: mpirun binds no GPU either, and probing nvidia-smi is not what is being measured.
     const tprun = () => timeOnce(process.execPath, [CLI, '-n', String(a.n), '--gpus', 'none', '--quiet', '--', process.execPath, RANK]);
     const mpi = () =>
-      timeOnce('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(a.n), MPI_PYTHON, '-c', 'from mpi4py import MPI; MPI.COMM_WORLD.Barrier()']);
+      timeOnce('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(a.n), a.python, '-c', 'from mpi4py import MPI; MPI.COMM_WORLD.Barrier()']);
     const bare = ['-e', '0'];
     const tprunBare = () => timeOnce(process.execPath, [CLI, '-n', String(a.n), '--gpus', 'none', '--quiet', '--', process.execPath, ...bare]);
     const mpiBare = () => timeOnce('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(a.n), process.execPath, ...bare]);

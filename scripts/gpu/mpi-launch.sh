@@ -1,0 +1,35 @@
+#!/bin/bash
+# Issue 14's launch comparison on the GPU host, which has no Open MPI: Debian's Open MPI, mpi4py and the
+# Python 3.11 that mpi4py is built for travel there as files (dpkg -x, relocated with OPAL_PREFIX), then
+# `tprun bench launch` runs against that mpirun in the same call.
+#   here:                                   bash scripts/gpu/mpi-launch.sh pack     (makes .device/mpi.tgz, ~9 MB)
+#   there, carry [".device/mpi.tgz"]:       bash scripts/gpu/mpi-launch.sh stash
+#   then (after adapters.sh's stash calls), carry [".device/adp4", "dist"]:
+#                                           export OUT; bash scripts/gpu/adapters.sh exec bash scripts/gpu/mpi-launch.sh run
+# (the tracked tree, adp4, dist and mpi.tgz together pass the device tool's 64 MiB: hence the separate stash)
+set -uo pipefail
+root=$(git rev-parse --show-toplevel 2>/dev/null || pwd); cd "$root"
+case ${1:-} in
+  pack)
+    d=$(mktemp -d); r=$(mktemp -d)
+    (cd "$d" && apt-get download openmpi-bin libopenmpi3 openmpi-common python3-mpi4py libpmix2 libhwloc15 libevent-core-2.1-7 \
+      libevent-pthreads-2.1-7 libfabric1 libpsm2-2 libpsm-infinipath1 libibverbs1 librdmacm1 libnl-3-200 libnl-route-3-200 \
+      libxnvctrl0 libnuma1 libltdl7 libmunge2 python3.11-minimal libpython3.11-minimal libpython3.11-stdlib >/dev/null) || exit 1
+    for f in "$d"/*.deb; do dpkg -x "$f" "$r"; done
+    # What a barrier does not need: docs, headers, static libraries, the stdlib's tests and tools.
+    rm -rf "$r"/usr/share/doc "$r"/usr/share/man "$r"/usr/share/locale "$r"/usr/lib/x86_64-linux-gnu/openmpi/include
+    for m in ensurepip idlelib pydoc_data lib2to3 test tkinter unittest distutils; do rm -rf "$r/usr/lib/python3.11/$m"; done
+    find "$r" -name '*.a' -delete
+    mkdir -p .device && tar -C "$r" -cJf .device/mpi.tgz . && rm -rf "$d" "$r" && ls -la .device/mpi.tgz ;;
+  stash) mkdir -p /tmp/mpi && tar -C /tmp/mpi -xJf .device/mpi.tgz ;;
+  run)
+    [ -x /tmp/mpi/usr/bin/python3.11 ] || { echo "no /tmp/mpi: run 'stash' with .device/mpi.tgz first" >&2; exit 1; }
+    mkdir -p /tmp/mpi/bin && ln -sf /tmp/mpi/usr/bin/mpirun.openmpi /tmp/mpi/bin/mpirun
+    export PATH=/tmp/mpi/bin:$PATH LD_LIBRARY_PATH=/tmp/mpi/usr/lib/x86_64-linux-gnu:/tmp/mpi/usr/lib/x86_64-linux-gnu/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+      OPAL_PREFIX=/tmp/mpi/usr PYTHONHOME=/tmp/mpi/usr PYTHONPATH=/tmp/mpi/usr/lib/python3/dist-packages
+    OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
+    for n in ${LAUNCH_RANKS:-4 8}; do for r in $(seq "${LAUNCH_ROUNDS:-2}"); do
+      node dist/cli.js bench launch -n "$n" --reps 7 --python /tmp/mpi/usr/bin/python3.11 --json 2>>"$OUT/launch.log" | tee -a "$OUT/launch.jsonl"
+    done; done ;;
+  *) echo "usage: bash scripts/gpu/mpi-launch.sh pack|stash|run" >&2; exit 2 ;;
+esac
