@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SimdArena } from '../dist/rank/simd.js';
 import { oneShotFn, OneShot } from '../dist/rank/oneshot-wasm.js';
+import { reduceInto } from '../dist/rank/dtype.js';
 
 const STEP = 4096;
 const DATA = 4096;
@@ -127,4 +128,48 @@ test('no wasm one-exchange function where wasm has no vector op (float16 sums st
   arena.reserve(65536 + 2 * AREA);
   assert.equal(oneShotFn(layout, arena.mem, 'float16', 'sum'), undefined);
   assert.equal(oneShotFn(layout, arena.mem, 'bfloat16', 'max'), undefined);
+});
+
+// Which way a short call ends depends on timing (a late rank's call ends in WebAssembly, an early one's in
+// JavaScript), so every way must give the same bits: here -0 against +0 under min and max, in the
+// vectors and in the tail that does not fill one (the JavaScript path's vector loop, then its tail).
+test('min and max of -0 and +0 give the same bits in the wasm call, in the JavaScript path\'s SIMD reduce and in the plain reduce', () => {
+  const show = (a) => Array.from(a, (x) => (Object.is(x, -0) ? '-0' : String(x)));
+  for (const dtype of /** @type {const} */ (['float32', 'float64'])) {
+    const C = dtype === 'float32' ? Float32Array : Float64Array;
+    for (const op of /** @type {const} */ (['min', 'max'])) {
+      for (const me of [0, 1]) {
+        const w = world(2, me, dtype, op);
+        const n = 2 * (16 / C.BYTES_PER_ELEMENT) + 1; // two whole vectors and a tail of one
+        const g = 3;
+        const p = g & 1;
+        const vals = [0, 1].map((r) => {
+          const a = new C(n);
+          for (let i = 0; i < n; i++) a[i] = (i + r) % 2 ? -0 : 0;
+          return a;
+        });
+        new C(w.mem, w.stage, n).set(vals[me]);
+        const peer = 1 - me;
+        w.put(peer, OFF.D, g - 2);
+        w.put(peer, OFF.W, g);
+        w.head(peer, p, 5, 3, n * C.BYTES_PER_ELEMENT);
+        new C(w.mem, w.input(peer, p), n).set(vals[peer]);
+        assert.equal(w.fn(g, 5, 3, n * C.BYTES_PER_ELEMENT, 50), OneShot.Done);
+        const wasm = show(new C(w.mem, w.scratch, n));
+        const plain = new C(n);
+        reduceInto(dtype, op, plain, vals);
+        const want = Array.from({ length: n }, () => (op === 'min' ? '-0' : '0'));
+        assert.deepEqual(wasm, want, `${dtype} ${op}: the wasm call, rank ${me}`);
+        assert.deepEqual(show(plain), want, `${dtype} ${op}: reduceInto`);
+        const arena = SimdArena.create();
+        assert.ok(arena);
+        arena.reserve(65536);
+        const m = arena.mem.buffer;
+        new C(m, 1024, n).set(vals[0]);
+        new C(m, 2048, n).set(vals[1]);
+        arena.reduce3(dtype, op, 4096, [1024, 2048], n * C.BYTES_PER_ELEMENT, C.BYTES_PER_ELEMENT);
+        assert.deepEqual(show(new C(m, 4096, n)), want, `${dtype} ${op}: the JavaScript path's reduce3`);
+      }
+    }
+  }
 });

@@ -71,7 +71,9 @@ function kernel(out: Num, op: ReduceOp): Kernel2 {
   const key = `${out.constructor.name}/${op}`;
   let k = kernels.get(key);
   if (!k) {
-    const expr = op === 'sum' ? 'x + y' : op === 'max' ? '(x > y || x !== x ? x : y)' : '(x < y || x !== x ? x : y)';
+    // Math.max/min: -0 below +0 and NaN winning, as WebAssembly's vector max/min (./simd.ts), so a rank
+    // that reduces here and one that reduces there agree on every bit but a NaN's payload.
+    const expr = op === 'sum' ? 'x + y' : op === 'max' ? 'Math.max(x, y)' : 'Math.min(x, y)';
     // eslint-disable-next-line @typescript-eslint/no-implied-eval
     k = new Function('out', 'a', 'b', 'n', `for (let i = 0; i < n; i++) { const x = a[i], y = b[i]; out[i] = ${expr}; }`) as Kernel2;
     kernels.set(key, k);
@@ -86,7 +88,7 @@ function combine2(out: Num, a: Num, b: Num, op: ReduceOp): void {
 
 /**
  * out = sources[0] op sources[1] op ... in that order (so every rank computing this from the same inputs
- * gets bit-identical results). `out` may be one of the sources.
+ * gets bit-identical results, a NaN's payload aside). `out` may be one of the sources.
  */
 export function reduceInto(dtype: CommDType, op: ReduceOp, out: CommArray, sources: CommArray[]): void {
   if (sources.length === 1) {

@@ -10,7 +10,10 @@
 //
 // It does what the JavaScript does, in the same order, and where it cannot finish alone (a peer late past
 // its spin, a peer that may sleep and must be woken, a header that disagrees) it returns where it stopped
-// and the JavaScript path carries on from there: one protocol, two ways to run it.
+// and the JavaScript path carries on from there: one protocol, two ways to run it. Which way a call ends
+// depends on timing, so both must give the same bits: this reduces the tail that does not fill a vector
+// with the vector op too, and the JavaScript's scalar max/min follow the vector ops' rules (-0 below +0,
+// a NaN wins; only a NaN's payload may differ).
 import type { CommDType, ReduceOp } from './types.js';
 import { body3, simdOpcode, UNROLL } from './simd.js';
 import { cat, leb, sleb, vec, str, section } from '../util/wasm-encode.js';

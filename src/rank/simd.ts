@@ -153,6 +153,8 @@ function tail(dtype: CommDType, op: ReduceOp, dst: Uint8Array, src: Uint8Array, 
   const s = new C(src.buffer, src.byteOffset, src.byteLength / C.BYTES_PER_ELEMENT);
   for (let i = from; i < d.length; i++) {
     const x = d[i], y = s[i];
-    d[i] = op === 'sum' ? x + y : op === 'max' ? (x > y || x !== x ? x : y) : (x < y || x !== x ? x : y);
+    // Math.max/min rank -0 below +0 and let a NaN win, as the vector loop's f32x4/f64x2 max/min do: a
+    // rank whose short call ended in WebAssembly (./oneshot-wasm.ts) and one whose call ended here agree.
+    d[i] = op === 'sum' ? x + y : op === 'max' ? Math.max(x, y) : Math.min(x, y);
   }
 }
