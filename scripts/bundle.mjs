@@ -1,11 +1,11 @@
 // Build step after tsc: bundles what a launch runs before anything else can happen into single CommonJS
-// files that src/util/code-cache.ts runs with a V8 code cache: the world every rank loads before it can
+// files that src/util/bundle.ts loads in place of their ES modules: the world every rank loads before it can
 // meet its peers (dist/rank/world.bundle.cjs, src/rank/world.ts) and the launcher's path from its
 // command line to the spawned ranks (dist/launcher/launch.bundle.cjs, src/cli.ts). esbuild is a
 // devDependency (a prebuilt binary package, nothing compiled or downloaded at install); a build without
 // it leaves no bundles, and both load their ES modules as before (slower to start, same behaviour).
 import { createRequire } from 'node:module';
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,7 +39,7 @@ for (const b of bundles) {
     bundle: true,
     platform: 'node',
     format: 'cjs',
-    target: `node${process.versions.node.split('.')[0]}`,
+    target: 'node20.19', // package.json's engines, whichever Node builds
     // Native addons and ESM-only packages stay packages of their own: they find their files from where
     // they are installed.
     external: ['zeromq', 'koffi', 'execa', 'cli-progress', ...b.external],
@@ -48,12 +48,7 @@ for (const b of bundles) {
     inject: [fileURLToPath(new URL('./bundle-import-meta.js', import.meta.url))],
     logLevel: 'warning',
   });
-  // Dynamic imports of what stays outside go through the loader's __bundleImport (src/util/code-cache.ts):
-  // a vm.Script's own import() needs vm's experimental loader, which warns and does not survive the cache.
   const file = dist + b.out;
-  const text = readFileSync(file, 'utf8').replace(/\bimport\(("[^"\n]+")\)/g, '__bundleImport($1)');
-  if (/\bimport\(/.test(text)) throw new Error(`${b.out}: an import() that is not of a plain string is left in the bundle`);
-  writeFileSync(file, text);
   // The modules of ours it was made from, with sizes: the loader takes the ES modules instead once any of
   // them changed or is newer than the bundle (`npx tsc` alone rebuilds the modules, not the bundles). The
   // packages in it are not listed: where npm puts them differs between this tree and an installed tprun.

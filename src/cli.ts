@@ -173,32 +173,29 @@ async function fullCli(args: string[]): Promise<void> {
 type LaunchModule = typeof import('./commands/launch.js');
 
 /**
- * The launch command with the launcher behind it: from dist/launcher/launch.bundle.cjs with a V8 code
- * cache where the build made one (scripts/bundle.mjs; ~15 ES modules cost the launcher's start tens of
- * ms of CPU before its first rank could start), else the ES modules. `saveCache` once the job ran.
+ * The launch command with the launcher behind it: from dist/launcher/launch.bundle.cjs where the build
+ * made it (scripts/bundle.mjs; ~15 ES modules cost the launcher's start tens of ms of CPU before its first
+ * rank could start), else the ES modules.
  */
-async function launchModule(): Promise<{ m: LaunchModule; saveCache?: () => void }> {
-  const { bundlesOn, loadBundle } = await import('./util/code-cache.js');
+async function launchModule(): Promise<LaunchModule> {
+  const { bundlesOn, loadBundle } = await import('./util/bundle.js');
   const { fileURLToPath } = await import('node:url');
   const b = bundlesOn() ? loadBundle<LaunchModule>(fileURLToPath(new URL('./launcher/launch.bundle.cjs', import.meta.url))) : undefined;
-  if (b) return { m: b.exports, saveCache: () => b.saveCache() };
+  if (b) return b;
   // Start loading the launcher while the options are parsed.
   void import('./launcher/launch.js').catch(() => {});
-  return { m: await import('./commands/launch.js') };
+  return import('./commands/launch.js');
 }
 
 const argv = process.argv.slice(2);
 try {
   // A launch starts with an option (`tprun -n 4 -- cmd`); a subcommand starts with its name.
   const launchLike = argv.length > 0 && argv[0].startsWith('-') && argv[0] !== '--help' && argv[0] !== '-h' && argv[0] !== '--version';
-  const launch = launchLike ? await launchModule() : undefined;
-  const launchMod = launch?.m;
+  const launchMod = launchLike ? await launchModule() : undefined;
   const args = launchMod ? launchMod.mpirunSpellings(argv) : argv;
   const fast = launchMod ? { m: launchMod, o: await launchMod.fastParse(args) } : undefined;
   if (fast?.o) {
-    const code = await fast.m.runLaunch(fast.o);
-    launch!.saveCache?.();
-    exitWith(code);
+    exitWith(await fast.m.runLaunch(fast.o));
   } else {
     // `tprun --version` alone needs neither yargs nor every command module (the help listing does).
     if (args.length === 1 && args[0] === '--version') process.stdout.write(`${await packageVersion()}\n`);

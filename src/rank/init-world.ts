@@ -1,6 +1,6 @@
 // The world's implementation behind `initWorld()` (./world.ts): join the job's ranks and get collectives
 // over them. The build bundles this module and everything it imports into dist/rank/world.bundle.cjs,
-// which ./world.ts runs with a V8 code cache; loaded as ES modules it is the fallback (TPRUN_BUNDLE=0).
+// which ./world.ts loads; loaded as ES modules it is the fallback (TPRUN_BUNDLE=0).
 //
 // The world owns the lifecycle and point-to-point messages (./peer-world.ts over ./links.ts); the
 // collectives are algorithms over that (./collectives/, "direct": one hop, results bit-identical on
