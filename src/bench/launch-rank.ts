@@ -3,9 +3,9 @@
 // goes (process start and imports, rendezvous, barrier); untraced, the trace module is not even loaded,
 // so the benchmark times what such a program pays and nothing of its own.
 import { initWorld } from '../rank/world.js';
+import { tracing } from '../util/events.js';
 
-const traced = (process.env.TPRUN_EVENTS ?? '').split(',').includes('trace') || !!process.env.TPRUN_TRACE;
-const trace = traced ? await import('../util/trace.js') : undefined;
+const trace = tracing() ? await import('../util/trace.js') : undefined;
 const span = <T>(name: string, fn: () => Promise<T>): Promise<T> => (trace ? trace.traceSpan(name, fn) : fn());
 
 trace?.traceSince('node start + imports', trace.processStartUs());

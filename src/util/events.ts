@@ -40,6 +40,9 @@ export function wantedEvents(env: NodeJS.ProcessEnv = process.env): Set<string> 
   return new Set(v ? v.split(',') : []);
 }
 
+/** Whether this process's spans are recorded (./trace.ts): a launcher asks for them, or $TPRUN_TRACE names a file. */
+export const tracing = (env: NodeJS.ProcessEnv = process.env): boolean => wantedEvents(env).has('trace') || !!env.TPRUN_TRACE;
+
 export function encodeEvent(ev: RankEvent): string {
   return `${EVENT_MARK}${JSON.stringify(ev)}\n`;
 }
