@@ -63,6 +63,18 @@ test('mapped checkpoint windows write the read path\'s bytes and CRC: plain and 
   }
 });
 
+test('a window whose pages cannot be put back is never written into: mapping stops and sources are read, same bytes', { timeout: 120_000, skip: !koffi && 'koffi is not installed' }, () => {
+  const helper = fileURLToPath(new URL('./helpers/unmappable-release.mjs', import.meta.url));
+  for (const [tp, rank] of [[1, 0], [2, 1]]) {
+    const r = spawnSync(process.execPath, [helper, MODEL, String(tp), String(rank)], { encoding: 'utf8', timeout: 100_000 });
+    assert.equal(r.status, 0, `tp ${tp} rank ${rank}: exit ${r.status} ${r.signal ?? ''} ${r.stderr}`);
+    const out = JSON.parse(r.stdout);
+    assert.ok(out.windows >= 1 && out.refused >= 1, `tp ${tp} rank ${rank}: a window was mapped and its release refused: ${r.stdout}`);
+    assert.ok(out.same, `tp ${tp} rank ${rank}: bytes or CRC differ from the read path`);
+    assert.equal(out.mapsAgain, false, 'mapping is off in that thread after a failed release');
+  }
+});
+
 test('build --model with koffi hidden from the ranks (no mapping, no libdeflate: read and zlib) writes the same engine', { timeout: 240_000 }, (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-srcmap-build-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

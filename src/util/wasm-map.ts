@@ -10,7 +10,10 @@
 // koffi hands to C shows in the memory, and the mapped bytes are the file's), else the memory's own
 // pages are put back and the caller reads the file as before. Windows are read-only (PROT_READ,
 // MAP_PRIVATE): a stray store from wasm traps instead of reaching the file, and none populate copies
-// (a private writable mapping populated would copy every page). release() puts anonymous zero pages back.
+// (a private writable mapping populated would copy every page). release() puts anonymous zero pages back;
+// where that fails (an mmap refused: ENOMEM at a mapping-count limit, say) the window may still be there,
+// read-only, and a store into it would kill the process: release() says so, the caller writes nothing
+// there again, and no window is mapped again in this thread (its callers read sources as without koffi).
 
 import { readSync } from 'node:fs';
 import { libcMemory, type LibcMemory } from './libc.js';
@@ -26,15 +29,20 @@ const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
 /** Windows mapped so far and their bytes (tests check the mapped path was taken). */
 export const wasmMapStats = { windows: 0, bytes: 0 };
 
+/** Set when a window's pages could not be put back (release): mapping is off for the rest of this thread. */
+let broken = false;
+
 export class WasmFileMap {
   /** [memory offset, length] of every window still mapped. */
   private mapped: [number, number][] = [];
+  /** Start and end of the memory that a failed release left unusable (no store may go there); [0, 0] when none. */
+  readonly lost: [number, number] = [0, 0];
 
   private constructor(private mem: WebAssembly.Memory, private libc: LibcMemory) {}
 
   /** undefined without koffi, or for a memory that is not shared. */
   static create(mem: WebAssembly.Memory): WasmFileMap | undefined {
-    if (process.platform !== 'linux') return undefined;
+    if (process.platform !== 'linux' || broken) return undefined;
     if (!(mem.buffer instanceof SharedArrayBuffer)) return undefined;
     const libc = libcMemory();
     return libc ? new WasmFileMap(mem, libc) : undefined;
@@ -66,13 +74,13 @@ export class WasmFileMap {
    * before, if any, is released first: one at a time.
    */
   map(base: number, fd: number, pos: number, len: number): number {
-    if (base % PAGE || len <= 0) return -1;
+    if (base % PAGE || len <= 0 || broken) return -1;
     const lead = pos % PAGE;
     const n = roundUp(lead + len, PAGE);
     if (base + n > this.mem.buffer.byteLength) return -1;
     const { koffi, mmap } = this.libc;
     // One window at a time: the previous one's pages (read-only: the proof below stores a byte) go first.
-    this.release();
+    if (!this.release()) return -1;
     try {
       const want = this.pointer(base);
       if (want === null || koffi.address(want) % BigInt(PAGE) !== 0n) return -1;
@@ -110,11 +118,31 @@ export class WasmFileMap {
     return true;
   }
 
-  /** Anonymous zero pages again where windows were: the memory is as V8 made it, the files let go. */
-  release(): void {
-    const { mmap } = this.libc;
-    for (const [o, n] of this.mapped) mmap(this.rawPointer(o), n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  /**
+   * Anonymous zero pages again where windows were: the memory is as V8 made it, the files let go. false
+   * when an mmap failed: that window may still be mapped read-only, so `lost` grows to cover it, nothing
+   * may be stored there, and mapping is off for the rest of this thread.
+   */
+  release(): boolean {
+    const { koffi, mmap } = this.libc;
+    let ok = true;
+    for (const [o, n] of this.mapped) {
+      let done = false;
+      try {
+        const want = this.rawPointer(o);
+        const p = mmap(want, n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        // MAP_FAILED is (void *) -1, not NULL: only the address asked for is success.
+        done = want !== null && p !== null && koffi.address(p) === koffi.address(want);
+      } catch { /* done stays false */ }
+      if (!done) {
+        ok = false;
+        broken = true;
+        this.lost[0] = this.lost[1] === 0 ? o : Math.min(this.lost[0], o);
+        this.lost[1] = Math.max(this.lost[1], o + n);
+      }
+    }
     this.mapped.length = 0;
+    return ok;
   }
 
   /** The C address of offset `o` without the store proof (which a read-only window cannot take: the
