@@ -21,7 +21,8 @@ import { type DeferredTensor, type EngineFloat, deferredRows, simdSeed } from '.
 /** A job as posted to a worker: rows [r0, r1) of the shard's `weight`, written from file offset `offset`. */
 export interface JobMessage { id: number; weight: string; transposed: boolean; dtype: EngineFloat; r0: number; r1: number; offset: number }
 /** `code`: a system error's (ENOSPC, EIO...), kept so the error names the file it was writing (outdir.ts withPath). */
-export type JobReply = { id: number; crc: number; seeded: boolean } | { id: number; error: string; input: boolean; code?: string };
+/** `windows`: checkpoint windows the job mapped (wasm-map.ts); `crcImpl`: the worker's CRC-32 (fast-crc32.ts). */
+export type JobReply = { id: number; crc: number; seeded: boolean; windows: number; crcImpl: 'libdeflate' | 'zlib' } | { id: number; error: string; input: boolean; code?: string };
 
 /** One slot of the weight file (weight-file.ts's entries). */
 export interface Slot { offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
@@ -59,9 +60,10 @@ export function jobOrigin(slots: Slot[]): { origin: LazyOrigin; bytes: number } 
   return best;
 }
 
-/** Jobs done by workers so far, those done with the main thread's SIMD converter (simdSeed), and pools
- *  prestarted (tests check the parallel writer ran, or did not, and how). */
-export const jobStats = { jobs: 0, seeded: 0, prestarts: 0 };
+/** Jobs done by workers so far, those done with the main thread's SIMD converter (simdSeed), pools
+ *  prestarted, checkpoint windows the workers mapped, and the CRC-32s they took by node:zlib (tests and
+ *  the build's trace check the parallel writer ran, or did not, and how). */
+export const jobStats = { jobs: 0, seeded: 0, prestarts: 0, windows: 0, zlibCrcJobs: 0 };
 
 function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Job[]; rest: Slot[] } {
   const jobs: Job[] = [], rest: Slot[] = [];
@@ -286,6 +288,8 @@ class JobPool {
             open--;
             if ('error' in r) return this.fail(r.input ? new InputError(r.error) : Object.assign(new Error(r.error), r.code ? { code: r.code } : {}));
             if (r.seeded) jobStats.seeded++;
+            jobStats.windows += r.windows;
+            if (r.crcImpl === 'zlib') jobStats.zlibCrcJobs++;
             onDone(j, r.crc);
             feed(w);
           });
