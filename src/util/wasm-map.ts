@@ -1,8 +1,8 @@
 // Windows of a file mapped INTO a WebAssembly memory (mmap with MAP_FIXED over the memory's own pages),
 // so wasm SIMD code reads the file's page-cache pages where they are: no read() copies them into the
 // memory first. The idea is src/rank/shm-allreduce.ts's wasmPlane (which maps shared-memory files read
-// and write); this is the read-only kind for checkpoints, kept apart so that file stays the all-reduce's
-// (the two could share this module later).
+// and write); this is the read-only kind for checkpoints. Both take a memory's C address and put its own
+// pages back through memoryPointer and restorePages below.
 //
 // Only shared memories are mapped into: V8 reserves a shared memory's whole address range up front and
 // never moves it, even when it grows (a growth only makes more of the reservation accessible), so a
@@ -25,6 +25,40 @@ const MAP_PRIVATE = 2, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_POPULATE = 0x
 export const PAGE = 4096;
 
 const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
+
+/**
+ * The C address of byte `o` of `buf` (a wasm memory's buffer) as koffi hands it to C, or null. With
+ * `prove`, also proven to be that memory before anything is mapped over it (MAP_FIXED replaces whatever
+ * is there): a byte stored through the address shows in `buf`. Without: for a read-only window (which
+ * cannot take the store) whose address was proven when it was mapped.
+ */
+export function memoryPointer(libc: LibcMemory, buf: ArrayBufferLike, o: number, prove = true): unknown {
+  const { koffi, memmove } = libc;
+  const v = new Uint8Array(buf, o, 16);
+  const p = memmove(v, v, 0);
+  if (p === null || !prove) return p;
+  const seen = new Uint8Array(koffi.view(p, 16));
+  const before = v[0];
+  seen[0] = before ^ 0xa5;
+  const same = v[0] === (before ^ 0xa5);
+  v[0] = before;
+  return same ? p : null;
+}
+
+/**
+ * Anonymous private zero pages again at bytes [o, o + n) of `buf`, where a file was mapped: the memory
+ * is as V8 made it, the file let go. false when the mmap failed (MAP_FAILED is (void *) -1, not NULL:
+ * only the address asked for is success); the file's mapping may then still be there.
+ */
+export function restorePages(libc: LibcMemory, buf: ArrayBufferLike, o: number, n: number): boolean {
+  try {
+    const want = memoryPointer(libc, buf, o, false);
+    const p = libc.mmap(want, n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    return want !== null && p !== null && libc.koffi.address(p) === libc.koffi.address(want);
+  } catch {
+    return false;
+  }
+}
 
 /** Windows mapped so far and their bytes (tests check the mapped path was taken). */
 export const wasmMapStats = { windows: 0, bytes: 0 };
@@ -53,20 +87,6 @@ export class WasmFileMap {
     return roundUp(len + PAGE, PAGE);
   }
 
-  /** The C address of memory offset `o`, proven to be that memory (a byte stored through it shows there). */
-  private pointer(o: number): unknown {
-    const { koffi, memmove } = this.libc;
-    const v = new Uint8Array(this.mem.buffer, o, 16);
-    const p = memmove(v, v, 0);
-    if (p === null) return null;
-    const seen = new Uint8Array(koffi.view(p, 16));
-    const before = v[0];
-    seen[0] = before ^ 0xa5;
-    const same = v[0] === (before ^ 0xa5);
-    v[0] = before;
-    return same ? p : null;
-  }
-
   /**
    * Maps file bytes [pos, pos + len) of `fd` read-only into the memory from `base` (a multiple of PAGE,
    * with WasmFileMap.span(len) bytes of memory there, within its current size) and returns the offset
@@ -82,7 +102,7 @@ export class WasmFileMap {
     // One window at a time: the previous one's pages (read-only: the proof below stores a byte) go first.
     if (!this.release()) return -1;
     try {
-      const want = this.pointer(base);
+      const want = memoryPointer(this.libc, this.mem.buffer, base);
       if (want === null || koffi.address(want) % BigInt(PAGE) !== 0n) return -1;
       // Listed first: a MAP_FIXED that fails may already have removed the memory's pages there.
       this.mapped.push([base, n]);
@@ -124,31 +144,15 @@ export class WasmFileMap {
    * may be stored there, and mapping is off for the rest of this thread.
    */
   release(): boolean {
-    const { koffi, mmap } = this.libc;
     let ok = true;
     for (const [o, n] of this.mapped) {
-      let done = false;
-      try {
-        const want = this.rawPointer(o);
-        const p = mmap(want, n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-        // MAP_FAILED is (void *) -1, not NULL: only the address asked for is success.
-        done = want !== null && p !== null && koffi.address(p) === koffi.address(want);
-      } catch { /* done stays false */ }
-      if (!done) {
-        ok = false;
-        broken = true;
-        this.lost[0] = this.lost[1] === 0 ? o : Math.min(this.lost[0], o);
-        this.lost[1] = Math.max(this.lost[1], o + n);
-      }
+      if (restorePages(this.libc, this.mem.buffer, o, n)) continue;
+      ok = false;
+      broken = true;
+      this.lost[0] = this.lost[1] === 0 ? o : Math.min(this.lost[0], o);
+      this.lost[1] = Math.max(this.lost[1], o + n);
     }
     this.mapped.length = 0;
     return ok;
-  }
-
-  /** The C address of offset `o` without the store proof (which a read-only window cannot take: the
-   *  address was proven when the window was mapped there). */
-  private rawPointer(o: number): unknown {
-    const v = new Uint8Array(this.mem.buffer, o, 16);
-    return this.libc.memmove(v, v, 0);
   }
 }
