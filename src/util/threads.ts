@@ -10,8 +10,9 @@ import { detectIdentity } from '../rank/identity.js';
 export const MIN_CORES = 4;
 
 /**
- * TPRUN_BUILD_THREADS when set (0: none, everything on the main thread), else every core this process
- * may use (os.availableParallelism: its affinity mask) up to `cap`, or 0 below `minCores` (MIN_CORES
+ * TPRUN_BUILD_THREADS when set (0: none, everything on the main thread), else `cores` (by default every
+ * core this process may use, os.availableParallelism: its affinity mask; a rank's share is rankCores)
+ * up to `cap`, or 0 below `minCores` (MIN_CORES
  * unless the caller says): on the shared 2-core machine convert's worker paths gained nothing over the
  * main-thread ones (whose main thread and libuv writes keep two cores busy already) and cost the
  * workers' start (issue #14: convert 2.9 vs 2.4 s, medians of 8 interleaved runs under load). The
