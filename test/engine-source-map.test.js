@@ -16,6 +16,7 @@ import { mapSources } from '../dist/engine/half-simd.js';
 import { WeightFile } from '../dist/engine/weight-file.js';
 import { openLazyShard } from '../dist/engine/lazy-shard.js';
 import { wasmMapStats } from '../dist/util/wasm-map.js';
+import { crc32Impl } from '../dist/util/fast-crc32.js';
 
 const MODEL = fileURLToPath(new URL('../models/brown-llama-a', import.meta.url));
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -63,17 +64,44 @@ test('mapped checkpoint windows write the read path\'s bytes and CRC: plain and 
   }
 });
 
+test('a window whose pages cannot be put back is never written into: mapping stops and sources are read, same bytes', { timeout: 120_000, skip: !koffi && 'koffi is not installed' }, () => {
+  const helper = fileURLToPath(new URL('./helpers/unmappable-release.mjs', import.meta.url));
+  for (const [tp, rank] of [[1, 0], [2, 1]]) {
+    const r = spawnSync(process.execPath, [helper, MODEL, String(tp), String(rank)], { encoding: 'utf8', timeout: 100_000 });
+    assert.equal(r.status, 0, `tp ${tp} rank ${rank}: exit ${r.status} ${r.signal ?? ''} ${r.stderr}`);
+    const out = JSON.parse(r.stdout);
+    assert.ok(out.windows >= 1 && out.refused >= 1, `tp ${tp} rank ${rank}: a window was mapped and its release refused: ${r.stdout}`);
+    assert.ok(out.same, `tp ${tp} rank ${rank}: bytes or CRC differ from the read path`);
+    assert.equal(out.mapsAgain, false, 'mapping is off in that thread after a failed release');
+  }
+});
+
 test('build --model with koffi hidden from the ranks (no mapping, no libdeflate: read and zlib) writes the same engine', { timeout: 240_000 }, (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-srcmap-build-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // Each rank's weights.write span says which paths it took (weight-file.ts): windows mapped, CRC-32 used.
   const build = (out, env) => {
-    const r = spawnSync(process.execPath, [CLI, 'build', '--model', MODEL, '--tp', '2', '--dtype', 'float16', '--out', join(dir, out), '--quiet'], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ...env } });
+    const trace = join(dir, `${out}.trace.json`);
+    const r = spawnSync(process.execPath, [CLI, 'build', '--model', MODEL, '--tp', '2', '--dtype', 'float16', '--out', join(dir, out), '--quiet', '--trace', trace], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ...env } });
     assert.equal(r.status, 0, r.stderr);
+    const writes = JSON.parse(readFileSync(trace, 'utf8')).traceEvents.filter((e) => e.ph === 'X' && e.name === 'weights.write');
+    assert.equal(writes.length, 2, `${out}: one weights.write span per rank`);
+    return writes.map((e) => e.args);
   };
-  build('with', {});
-  build('without', { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${NO_KOFFI}` });
+  const env = { TPRUN_MAP_SOURCE: undefined, TPRUN_FAST_CRC: undefined };
+  const withKoffi = build('with', env);
+  const without = build('without', { ...env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${NO_KOFFI}` });
   for (const f of ['rank0/weights.bin', 'rank1/weights.bin', 'rank0/manifest.json', 'rank1/manifest.json']) {
     assert.ok(readFileSync(join(dir, 'with', f)).equals(readFileSync(join(dir, 'without', f))), `${f} differs`);
+  }
+  // The paths each took: fails if mapping or libdeflate is silently off where this machine has them.
+  if (koffi) {
+    assert.ok(withKoffi.reduce((n, a) => n + a.mapped_windows, 0) >= 1, `with koffi: no window mapped (${JSON.stringify(withKoffi)})`);
+    assert.ok(withKoffi.every((a) => a.crc32 === crc32Impl()), `with koffi: CRC-32 by ${withKoffi.map((a) => a.crc32)}, this machine has ${crc32Impl()}`);
+  }
+  for (const a of without) {
+    assert.equal(a.mapped_windows, 0, 'without koffi: nothing mapped');
+    assert.equal(a.crc32, 'zlib', 'without koffi: node:zlib\'s CRC-32');
   }
 });
 

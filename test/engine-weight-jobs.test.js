@@ -193,3 +193,21 @@ test('weight file: no pool is prestarted when TPRUN_BUILD_WRITER=streaming (the 
     restore('TPRUN_BUILD_WRITER', saved.writer);
   }
 });
+
+test('the weight writer\'s threads are this rank\'s share of the cores: divided among the local ranks that build at once, unless bound to its own slice', async () => {
+  const { buildThreads } = await import('../dist/engine/weight-jobs.js');
+  const world = (size) => ({ TPRUN_RANK: '0', TPRUN_WORLD_SIZE: String(size), TPRUN_LOCAL_RANK: '0', TPRUN_LOCAL_WORLD_SIZE: String(size) });
+  // tp 1 on 2 cores keeps the 2 workers measured (issue #14); tp 2 and tp 8 there take none.
+  assert.equal(buildThreads({}, 2, false), 2);
+  assert.equal(buildThreads(world(2), 2, false), 0);
+  assert.equal(buildThreads(world(8), 2, false), 0);
+  assert.equal(buildThreads(world(2), 16, false), 8);
+  assert.equal(buildThreads(world(4), 16, false), 4);
+  assert.equal(buildThreads(world(3), 16, false), 5);
+  assert.equal(buildThreads({ OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '4', OMPI_COMM_WORLD_LOCAL_RANK: '1', OMPI_COMM_WORLD_LOCAL_SIZE: '4' }, 16, false), 4);
+  assert.equal(buildThreads({}, 64, false), 16, 'capped');
+  // Bound by tprun to its slice: the cores it sees are its own already.
+  assert.equal(buildThreads(world(2), 8, true), 8);
+  // Asked for: taken as given, per rank.
+  assert.equal(buildThreads({ ...world(8), TPRUN_BUILD_THREADS: '3' }, 2, false), 3);
+});

@@ -273,6 +273,8 @@ export class HalfSimd {
   private files: WasmFileMap | null | undefined;
   /** Start of the arena: after the tables and the ring. */
   private arena = FIXED;
+  /** Where memory left unusable by a window that could not be released starts (unstage); none: Infinity. */
+  private lostFrom = Infinity;
   private ringLent = false;
   /** ArrayBuffer objects (one per growth of the memory) of the views handed out: all this memory. */
   private own = new WeakSet<ArrayBufferLike>();
@@ -332,7 +334,7 @@ export class HalfSimd {
   lendRing(count: number, bytes: number): Uint8Array[] | undefined {
     if (this.ringLent) return undefined;
     const stride = align(bytes);
-    if (!this.reserve(FIXED + count * stride)) return undefined;
+    if (FIXED + count * stride > this.lostFrom || !this.reserve(FIXED + count * stride)) return undefined;
     this.ringLent = true;
     // Before the arena moves: a window left where the ring now starts would make its buffers read-only.
     this.unstage();
@@ -349,10 +351,20 @@ export class HalfSimd {
     this.pool = undefined;
   }
 
-  /** Forgets the staged source; a mapped window gets the memory's own pages back (writable again). */
+  /**
+   * Forgets the staged source; a mapped window gets the memory's own pages back (writable again). Where
+   * that fails the window's memory is never written again: the arena moves past it (the ring lies below
+   * the arena, and lendRing keeps below the lost pages), and sources are read from then on.
+   */
   private unstage(): void {
     this.staged = undefined;
-    this.files?.release();
+    if (this.files && !this.files.release()) this.lose(this.files.lost);
+  }
+
+  private lose([from, to]: [number, number]): void {
+    this.files = null;
+    this.lostFrom = Math.min(this.lostFrom, from);
+    this.arena = Math.max(this.arena, align(to, PAGE));
   }
 
   /** Start of the arena as a page boundary (where a window is mapped, and a staged source copied). */
@@ -373,6 +385,8 @@ export class HalfSimd {
     this.unstage();
     this.files ??= WasmFileMap.create(this.mem) ?? null;
     const at = this.files ? this.files.map(this.base, r.fd, r.pos, r.len) : -1;
+    // A window whose failed mapping could not be undone either: its memory is lost (unstage says why).
+    if (this.files && this.files.lost[1] > 0) this.lose(this.files.lost);
     if (at < 0) return -1;
     this.staged = key;
     this.srcAt = at;
@@ -402,8 +416,8 @@ export class HalfSimd {
       f(direct, direct, n / 16);
       return true;
     }
+    this.unstage(); // first: a window it cannot release moves the arena (base) past it
     if (!this.reserve(this.base + 2 * n)) return false;
-    this.unstage();
     stage(this.bytes(this.base, n));
     f(this.base, this.base + n, n / 16);
     dst.set(this.bytes(this.base + n, n));
@@ -420,19 +434,22 @@ export class HalfSimd {
     const srcBytes = rows * cols * 2;
     const outBytes = (k1 - k0) * rows * 2;
     const direct = this.addressOf(dst);
-    // Past the source, mapped (a window of whole pages) or staged.
-    const scratch = this.base + WasmFileMap.span(srcBytes);
-    if (!this.reserve(scratch + (direct < 0 ? outBytes : 0))) return false;
+    // Past the source, mapped (a window of whole pages) or staged; from `base`, which a window that
+    // cannot be released moves (unstage), so it is taken again after each unstage.
+    const end = () => this.base + WasmFileMap.span(srcBytes) + (direct < 0 ? outBytes : 0);
+    if (!this.reserve(end())) return false;
     let src = this.mapSource(key, srcBytes, ranges);
     if (src < 0) {
       if (this.staged !== key) {
         this.unstage();
+        if (!this.reserve(end())) return false;
         stage(this.bytes(this.base, srcBytes));
         this.staged = key;
         this.srcAt = this.base;
       }
       src = this.srcAt;
     }
+    const scratch = this.base + WasmFileMap.span(srcBytes);
     const out = direct < 0 ? scratch : direct;
     const name = rows % 32 ? (kind === 'bfloat16' ? 'trans_bf16' : 'trans_f16') : (kind === 'bfloat16' ? 'trans4_bf16' : 'trans4_f16');
     const f = this.fns[name];

@@ -11,7 +11,8 @@
 // engine's manifest: checksum.ts says why not sha256) by a worker thread, so converting, writing and
 // checksumming overlap.
 
-import { crc32 } from '../util/fast-crc32.js';
+import { crc32, crc32Impl } from '../util/fast-crc32.js';
+import { wasmMapStats } from '../util/wasm-map.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -22,7 +23,7 @@ import type { Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { traceSpan } from '../util/trace.js';
 import { MIN_SHARE_BYTES, transposeThreads } from './transpose-pool.js';
-import { buildThreads, jobOrigin, prestart, writeParallel } from './weight-jobs.js';
+import { buildThreads, jobOrigin, jobStats, prestart, writeParallel } from './weight-jobs.js';
 import { writeAt } from './positional-write.js';
 
 export const WEIGHT_ALIGN = 64 * 1024;
@@ -118,9 +119,24 @@ export class WeightFile {
     const parallel = !streamingForced() && threads >= 2 && from !== undefined && from.bytes >= (opts.parallelMin ?? PARALLEL_MIN);
     // The trace says which writer ran and on how many threads (tprun bench build reports it).
     const args = { bytes: this.size, tensors: this.entries.length, writer: parallel ? 'parallel' : 'streaming', threads: parallel ? threads : 1 + (this.size >= (opts.workerHashMin ?? WORKER_HASH_MIN) ? opts.hashThreads ?? hashThreads() : 0) + transposeThreads() };
-    return traceSpan('weights.write', async () => parallel
-      ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes))
-      : this.writeFile(path, opts), args);
+    // Also which source and checksum paths it took: checkpoint windows mapped (this thread's and the
+    // workers'; util/wasm-map.ts) and the CRC-32 used (libdeflate or node:zlib: fast-crc32.ts), so a
+    // build whose ranks lack koffi is seen to have read and used zlib (test/engine-source-map.test.js).
+    const windows = () => wasmMapStats.windows + jobStats.windows;
+    const before = { windows: windows(), zlib: jobStats.zlibCrcJobs };
+    const paths = (a: Record<string, unknown>) => {
+      a.mapped_windows = windows() - before.windows;
+      a.crc32 = crc32Impl() === 'zlib' || jobStats.zlibCrcJobs > before.zlib ? 'zlib' : 'libdeflate';
+    };
+    return traceSpan('weights.write', async () => {
+      try {
+        return parallel
+          ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes))
+          : await this.writeFile(path, opts);
+      } finally {
+        paths(args);
+      }
+    }, args);
   }
 
   private async writeFile(path: string, opts: WriteOptions): Promise<string> {

@@ -12,7 +12,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import { crc32 } from '../util/fast-crc32.js';
 import { InputError } from '../core/errors.js';
-import { workerEnv, workerThreads } from '../util/threads.js';
+import { rankCores, workerEnv, workerThreads } from '../util/threads.js';
 import { crc32Combine } from './checksum.js';
 import { writeAt } from './positional-write.js';
 import type { LazyOrigin } from './lazy-shard.js';
@@ -21,21 +21,25 @@ import { type DeferredTensor, type EngineFloat, deferredRows, simdSeed } from '.
 /** A job as posted to a worker: rows [r0, r1) of the shard's `weight`, written from file offset `offset`. */
 export interface JobMessage { id: number; weight: string; transposed: boolean; dtype: EngineFloat; r0: number; r1: number; offset: number }
 /** `code`: a system error's (ENOSPC, EIO...), kept so the error names the file it was writing (outdir.ts withPath). */
-export type JobReply = { id: number; crc: number; seeded: boolean } | { id: number; error: string; input: boolean; code?: string };
+/** `windows`: checkpoint windows the job mapped (wasm-map.ts); `crcImpl`: the worker's CRC-32 (fast-crc32.ts). */
+export type JobReply = { id: number; crc: number; seeded: boolean; windows: number; crcImpl: 'libdeflate' | 'zlib' } | { id: number; error: string; input: boolean; code?: string };
 
 /** One slot of the weight file (weight-file.ts's entries). */
 export interface Slot { offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
 
 /**
- * Threads that write a weight file (util/threads.ts: TPRUN_BUILD_THREADS, else the cores up to 16; each
+ * Threads that write a weight file (util/threads.ts: TPRUN_BUILD_THREADS, else this rank's cores up to
+ * 16: rankCores, the cores it may use shared among the local ranks, which build at the same time; each
  * worker holds one source tensor). Fewer than 2: the streaming writer on the main thread. From 2 cores:
  * since sources are mapped rather than read (half-simd.ts) and the CRC runs at memory speed
  * (fast-crc32.ts), a worker's fill, CRC and write of one 4 MiB step touch its bytes while they are still
  * in cache, where the streaming writer's chunks pass from the converting thread to a checksum thread and
- * a libuv thread (1.1B shape on the shared 2-core machine, 5 interleaved runs: 2.63 s against 3.96,
- * 0.75x the CPU; before those two changes 4.10 against 5.00).
+ * a libuv thread (1.1B shape, tp 1, on the shared 2-core machine, 5 runs alternating with the streaming
+ * writer, bench/results/issue14-build-session7.jsonl: parallel/streaming 0.79-1.07x the wall time,
+ * medians 2.95 against 3.71 s; 0.78-1.18x the CPU). `cores` and `bound` are for tests (rankCores).
  */
-export const buildThreads = (env: NodeJS.ProcessEnv = process.env): number => workerThreads(16, env, 2);
+export const buildThreads = (env: NodeJS.ProcessEnv = process.env, cores?: number, bound?: boolean): number =>
+  workerThreads(16, env, 2, rankCores(env, cores, bound));
 
 /** Plain weights larger than this are cut into jobs of rows (a transpose needs its whole source: one job). */
 const JOB_BYTES = 32 << 20;
@@ -56,9 +60,10 @@ export function jobOrigin(slots: Slot[]): { origin: LazyOrigin; bytes: number } 
   return best;
 }
 
-/** Jobs done by workers so far, those done with the main thread's SIMD converter (simdSeed), and pools
- *  prestarted (tests check the parallel writer ran, or did not, and how). */
-export const jobStats = { jobs: 0, seeded: 0, prestarts: 0 };
+/** Jobs done by workers so far, those done with the main thread's SIMD converter (simdSeed), pools
+ *  prestarted, checkpoint windows the workers mapped, and the CRC-32s they took by node:zlib (tests and
+ *  the build's trace check the parallel writer ran, or did not, and how). */
+export const jobStats = { jobs: 0, seeded: 0, prestarts: 0, windows: 0, zlibCrcJobs: 0 };
 
 function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Job[]; rest: Slot[] } {
   const jobs: Job[] = [], rest: Slot[] = [];
@@ -283,6 +288,8 @@ class JobPool {
             open--;
             if ('error' in r) return this.fail(r.input ? new InputError(r.error) : Object.assign(new Error(r.error), r.code ? { code: r.code } : {}));
             if (r.seeded) jobStats.seeded++;
+            jobStats.windows += r.windows;
+            if (r.crcImpl === 'zlib') jobStats.zlibCrcJobs++;
             onDone(j, r.crc);
             feed(w);
           });

@@ -10,6 +10,8 @@ import { type LazyOrigin, openLazyShard } from './lazy-shard.js';
 import { type SimdSeed, chunkBuffers, engineWeight, engineWeightTransposed, plantSimd, seedStats } from './weight-convert.js';
 import { type JobMessage, type JobReply, RowSteps, acquire, release } from './weight-jobs.js';
 import { writeAtSync } from './positional-write.js';
+import { wasmMapStats } from '../util/wasm-map.js';
+import { crc32Impl } from '../util/fast-crc32.js';
 
 const { origin, simd } = workerData as { origin: LazyOrigin; simd?: SimdSeed };
 // The main thread's SIMD converter, before anything here would make its own.
@@ -68,7 +70,8 @@ parentPort!.on('message', (j: JobMessage | { file: Parameters<typeof setFile>[0]
   }
   let reply: JobReply;
   try {
-    reply = { id: j.id, crc: run(j), seeded: seedStats.planted > 0 };
+    const windows = wasmMapStats.windows;
+    reply = { id: j.id, crc: run(j), seeded: seedStats.planted > 0, windows: wasmMapStats.windows - windows, crcImpl: crc32Impl() };
   } catch (e) {
     const code = (e as NodeJS.ErrnoException)?.code;
     reply = { id: j.id, error: String((e as Error)?.message ?? e), input: isInputError(e), ...(typeof code === 'string' ? { code } : {}) };

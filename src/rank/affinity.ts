@@ -7,6 +7,11 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
+/** The slice this process bound itself to (bindLocalRank), if it did: its cores are then its own, where
+ *  unbound local ranks share the machine's (util/threads.ts rankCores divides them). */
+let bound: number[] | undefined;
+export const boundSlice = (): number[] | undefined => bound;
+
 /** CPUs in a list like "0-3,8,10-11". */
 export function parseCpuList(s: string): number[] {
   const out: number[] = [];
@@ -50,6 +55,7 @@ export function bindLocalRank(localRank: number, localSize: number, env: Record<
   if (!mine) return undefined;
   try {
     execFileSync('taskset', ['-a', '-p', '-c', mine.join(','), String(process.pid)], { stdio: 'ignore', timeout: 5000 });
+    bound = mine;
     return mine;
   } catch {
     return undefined; // no taskset (util-linux): run unbound

@@ -32,6 +32,7 @@ import { mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
 import { type LibcMemory, libcMemory, libcSyscall } from '../util/libc.js';
 import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
+import { memoryPointer, restorePages } from '../util/wasm-map.js';
 
 /** The mapping functions, and syscall(2) where the futex wait is on. */
 type Libc = LibcMemory & { syscall?: (...a: unknown[]) => unknown };
@@ -152,9 +153,7 @@ function doorbell(libc: Libc, me: number, bells: Int32Array[]): Pick<Plane, 'sle
 
 const PROT_RW = 3;
 const MAP_SHARED = 1;
-const MAP_PRIVATE = 2;
 const MAP_FIXED = 0x10;
-const MAP_ANONYMOUS = 0x20;
 const MAP_POPULATE = 0x8000;
 const PAGE = 4096;
 const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
@@ -206,25 +205,19 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
   let mem: ArrayBuffer;
   const mapped: [number, number][] = [];
   const restore = () => {
-    // Anonymous private pages again where the files were: the arena is as V8 made it, the files let go.
-    for (const [o, n] of mapped) libc.mmap(libc.memmove(new Uint8Array(mem, o, 16), new Uint8Array(mem, o, 16), 0), n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    // The arena's own pages again where the files were (a failure leaves a file's shared mapping, which
+    // is still writable memory: nothing to guard).
+    for (const [o, n] of mapped) restorePages(libc, mem, o, n);
     mapped.length = 0;
   };
   try {
     arena.reserve(total);
     mem = arena.mem.buffer;
     const map = (o: number, n: number, fd: number, off: number): boolean => {
-      // The arena's address as koffi hands it to C, proven to be the arena itself (a byte stored through
-      // it shows in the arena) before anything is mapped over it: MAP_FIXED replaces whatever is there.
-      const v = new Uint8Array(mem, o, 16);
-      const want = libc.memmove(v, v, 0);
+      // The arena's address as koffi hands it to C, proven to be the arena itself before anything is
+      // mapped over it: MAP_FIXED replaces whatever is there.
+      const want = memoryPointer(libc, mem, o);
       if (want === null) return false;
-      const seen = new Uint8Array(libc.koffi.view(want, 16));
-      const before = v[0];
-      seen[0] = before ^ 0xa5;
-      const same = v[0] === (before ^ 0xa5);
-      v[0] = before;
-      if (!same) return false;
       // Listed first: a MAP_FIXED that fails may already have removed the arena's pages there.
       mapped.push([o, n]);
       const p = libc.mmap(want, n, PROT_RW, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, off);
