@@ -30,6 +30,7 @@ try {
   mapSources(false);
   const read = await write('read.bin');
   const libc = libcMemory();
+  if (!libc) throw new Error('koffi is needed for this check');
   const mmap = libc.mmap;
   let refused = 0;
   libc.mmap = (addr, n, prot, flags, fd, off) => {
