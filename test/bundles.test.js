@@ -18,6 +18,7 @@ const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
 const APP = `
 import { initWorld, CommError } from ${JSON.stringify(`${DIST}rank/world.js`)};
 import { CommError as InboxCommError } from ${JSON.stringify(`${DIST}rank/inbox.js`)};
+import { boundSlice } from ${JSON.stringify(`${DIST}rank/affinity.js`)};
 const w = await initWorld({ timeoutMs: 60000 });
 let err;
 try { await w.recv(w.size + 5); } catch (e) { err = e; }
@@ -25,7 +26,8 @@ if (!(err instanceof CommError) || !(err instanceof InboxCommError) || CommError
 if (err.constructor.name !== 'CommError' || !String(err).startsWith('CommError: ')) throw new Error('CommError misnamed: ' + err.constructor.name + ' / ' + err);
 await w.barrier();
 await w.close();
-process.stdout.write('ok ' + w.rank + '\\n');
+// The binding the world made (from its bundle or not) is what the engine's module of it reads.
+process.stdout.write('ok ' + w.rank + ' ' + JSON.stringify(boundSlice() ?? null) + '\\n');
 `;
 
 function setup() {
@@ -42,12 +44,17 @@ const run = (args, env) => spawnSync(process.execPath, args, {
 test('two ranks meet from the bundle and from the ES modules (TPRUN_BUNDLE=0)', () => {
   const { dir, app } = setup();
   try {
+    /** @type {Record<string, string[]>} */
+    const slices = {};
     for (const bundle of ['1', '0']) {
       const r = run([CLI, '-n', '2', '--gpus', 'none', '--quiet', '-x', 'TPRUN_BUNDLE', '--', process.execPath, app],
         { TPRUN_BUNDLE: bundle, CUDA_VISIBLE_DEVICES: undefined });
       assert.equal(r.status, 0, r.stderr);
-      assert.deepEqual(r.stdout.trim().split('\n').sort(), ['ok 0', 'ok 1']);
+      const lines = r.stdout.trim().split('\n').sort();
+      assert.deepEqual(lines.map((l) => l.split(' ').slice(0, 2).join(' ')), ['ok 0', 'ok 1']);
+      slices[bundle] = lines.map((l) => l.split(' ')[2]);
     }
+    assert.deepEqual(slices['1'], slices['0'], 'the CPU slice each rank was bound to, as the engine sees it');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -76,6 +76,14 @@ test('a window whose pages cannot be put back is never written into: mapping sto
   }
 });
 
+test('a ring lent while a staged window\'s pages cannot be put back stays clear of that window', { timeout: 60_000, skip: !koffi && 'koffi is not installed' }, () => {
+  const helper = fileURLToPath(new URL('./helpers/lend-after-lost-window.mjs', import.meta.url));
+  const r = spawnSync(process.execPath, [helper], { encoding: 'utf8', timeout: 50_000 });
+  assert.equal(r.status, 0, `exit ${r.status} ${r.signal ?? ''} ${r.stderr}`);
+  const out = JSON.parse(r.stdout);
+  assert.ok(out.windows >= 1 && out.refused >= 1, `a window was mapped and its release refused: ${r.stdout}`);
+});
+
 test('build --model with koffi hidden from the ranks (no mapping, no libdeflate: read and zlib) writes the same engine', { timeout: 240_000 }, (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-srcmap-build-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

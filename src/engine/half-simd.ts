@@ -334,10 +334,11 @@ export class HalfSimd {
   lendRing(count: number, bytes: number): Uint8Array[] | undefined {
     if (this.ringLent) return undefined;
     const stride = align(bytes);
+    // Before the checks: a window left where the ring would start would make its buffers read-only, and
+    // letting it go is what may find its pages lost (then the ring must stay below them).
+    this.unstage();
     if (FIXED + count * stride > this.lostFrom || !this.reserve(FIXED + count * stride)) return undefined;
     this.ringLent = true;
-    // Before the arena moves: a window left where the ring now starts would make its buffers read-only.
-    this.unstage();
     this.arena = Math.max(this.arena, FIXED + count * stride);
     this.poolWanted = true;
     return Array.from({ length: count }, (_, i) => this.bytes(FIXED + i * stride, bytes));

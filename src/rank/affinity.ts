@@ -8,9 +8,12 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 /** The slice this process bound itself to (bindLocalRank), if it did: its cores are then its own, where
- *  unbound local ranks share the machine's (util/threads.ts rankCores divides them). */
-let bound: number[] | undefined;
-export const boundSlice = (): number[] | undefined => bound;
+ *  unbound local ranks share the machine's (util/threads.ts rankCores divides them). Kept on a global
+ *  symbol: the world that binds runs from its bundle (./world.ts) while the engine reads this module as an
+ *  ES module, and both copies must see the one process's binding (as ./comm-error.ts's class). */
+const BOUND = Symbol.for('tprun.boundSlice');
+const shared = globalThis as { [BOUND]?: number[] };
+export const boundSlice = (): number[] | undefined => shared[BOUND];
 
 /** CPUs in a list like "0-3,8,10-11". */
 export function parseCpuList(s: string): number[] {
@@ -55,7 +58,7 @@ export function bindLocalRank(localRank: number, localSize: number, env: Record<
   if (!mine) return undefined;
   try {
     execFileSync('taskset', ['-a', '-p', '-c', mine.join(','), String(process.pid)], { stdio: 'ignore', timeout: 5000 });
-    bound = mine;
+    shared[BOUND] = mine;
     return mine;
   } catch {
     return undefined; // no taskset (util-linux): run unbound

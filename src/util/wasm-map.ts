@@ -53,8 +53,9 @@ export function memoryPointer(libc: LibcMemory, buf: ArrayBufferLike, o: number,
 export function restorePages(libc: LibcMemory, buf: ArrayBufferLike, o: number, n: number): boolean {
   try {
     const want = memoryPointer(libc, buf, o, false);
+    if (want === null) return false;
     const p = libc.mmap(want, n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-    return want !== null && p !== null && libc.koffi.address(p) === libc.koffi.address(want);
+    return p !== null && libc.koffi.address(p) === libc.koffi.address(want);
   } catch {
     return false;
   }
