@@ -6,9 +6,11 @@
 // cores for its own threads (onnxruntime's) when there are more cores than ranks.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { detectIdentity } from './identity.js';
 
 /** The slice this process bound itself to (bindLocalRank), if it did: its cores are then its own, where
- *  unbound local ranks share the machine's (util/threads.ts rankCores divides them). Kept on a global
+ *  unbound local ranks share the machine's (rankCores below divides them). Kept on a global
  *  symbol: the world that binds runs from its bundle (./world.ts) while the engine reads this module as an
  *  ES module, and both copies must see the one process's binding (as ./comm-error.ts's class). */
 const BOUND = Symbol.for('tprun.boundSlice');
@@ -63,4 +65,19 @@ export function bindLocalRank(localRank: number, localSize: number, env: Record<
   } catch {
     return undefined; // no taskset (util-linux): run unbound
   }
+}
+
+/**
+ * The cores one rank may use for its own threads: those of its affinity mask when tprun bound it to its
+ * slice (bindLocalRank), else that mask's share among the ranks of its node, which run
+ * at the same time on the same cores (unbound: TPRUN_BIND=none, more ranks than cores, or a launcher
+ * that narrowed the whole job). The local size is the launcher's (./identity.ts: TPRUN_LOCAL_WORLD_SIZE,
+ * Open MPI's, Slurm's, PMI's); 1 outside a world. At least 1. As onnxruntime's thread count divides
+ * them (engine/runtime.ts defaultThreads). Here, beside the binding it reads (util/ stands below rank/).
+ */
+export function rankCores(env: NodeJS.ProcessEnv = process.env, cores = availableParallelism(), bound = boundSlice() !== undefined): number {
+  if (bound) return Math.max(1, cores);
+  let local = 1;
+  try { local = detectIdentity(env).localSize; } catch { /* a malformed world fails where the world starts */ }
+  return Math.max(1, Math.floor(cores / Math.max(1, local)));
 }

@@ -3,15 +3,13 @@
 import { availableParallelism } from 'node:os';
 import { InputError } from '../core/errors.js';
 import { EVENTS_ENV } from './events.js';
-import { boundSlice } from '../rank/affinity.js';
-import { detectIdentity } from '../rank/identity.js';
 
 /** Below this many cores the worker paths are not taken unless asked for (TPRUN_BUILD_THREADS). */
 export const MIN_CORES = 4;
 
 /**
  * TPRUN_BUILD_THREADS when set (0: none, everything on the main thread), else `cores` (by default every
- * core this process may use, os.availableParallelism: its affinity mask; a rank's share is rankCores)
+ * core this process may use, os.availableParallelism: its affinity mask; a rank's share is rank/affinity.ts rankCores)
  * up to `cap`, or 0 below `minCores` (MIN_CORES
  * unless the caller says): on the shared 2-core machine convert's worker paths gained nothing over the
  * main-thread ones (whose main thread and libuv writes keep two cores busy already) and cost the
@@ -26,21 +24,6 @@ export function workerThreads(cap = 16, env: NodeJS.ProcessEnv = process.env, mi
     return Math.min(n, 32);
   }
   return cores < minCores ? 0 : Math.min(cap, cores);
-}
-
-/**
- * The cores one rank may use for its own threads: those of its affinity mask when tprun bound it to its
- * slice (rank/affinity.ts bindLocalRank), else that mask's share among the ranks of its node, which run
- * at the same time on the same cores (unbound: TPRUN_BIND=none, more ranks than cores, or a launcher
- * that narrowed the whole job). The local size is the launcher's (rank/identity.ts: TPRUN_LOCAL_WORLD_SIZE,
- * Open MPI's, Slurm's, PMI's); 1 outside a world. At least 1. As onnxruntime's thread count divides
- * them (engine/runtime.ts defaultThreads).
- */
-export function rankCores(env: NodeJS.ProcessEnv = process.env, cores = availableParallelism(), bound = boundSlice() !== undefined): number {
-  if (bound) return Math.max(1, cores);
-  let local = 1;
-  try { local = detectIdentity(env).localSize; } catch { /* a malformed world fails where the world starts */ }
-  return Math.max(1, Math.floor(cores / Math.max(1, local)));
 }
 
 /**
