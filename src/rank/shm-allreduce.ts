@@ -30,9 +30,9 @@ import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
-import { type LibcMemory, libcMemory, libcSyscall } from '../util/libc.js';
+import { type LibcMemory, libcMemory, libcSyscall, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
 import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
-import { memoryPointer, restorePages } from '../util/wasm-map.js';
+import { memoryPointer, PAGE, restorePages } from '../util/wasm-map.js';
 
 /** The mapping functions, and syscall(2) where the futex wait is on. */
 type Libc = LibcMemory & { syscall?: (...a: unknown[]) => unknown };
@@ -151,11 +151,6 @@ function doorbell(libc: Libc, me: number, bells: Int32Array[]): Pick<Plane, 'sle
   };
 }
 
-const PROT_RW = 3;
-const MAP_SHARED = 1;
-const MAP_FIXED = 0x10;
-const MAP_POPULATE = 0x8000;
-const PAGE = 4096;
 const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
 /** Where a ring file keeps its owner's sleep epoch (./shm-link.ts, ShmOut.setSleeping). */
 const SLEEP_EPOCH = 64;

@@ -67,6 +67,10 @@ function declare<T>(make: (l: NonNullable<typeof lib>) => T): () => T | undefine
   };
 }
 
+/** mmap(2)'s protections and flags (asm-generic/mman-common.h and mman.h: Linux's on x86-64 and arm64). */
+export const PROT_READ = 1, PROT_RW = 3;
+export const MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_POPULATE = 0x8000;
+
 export const libcMemory = declare<LibcMemory>(({ koffi, libc }) => ({
   koffi,
   mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)') as Fn,

@@ -16,10 +16,7 @@
 // there again, and no window is mapped again in this thread (its callers read sources as without koffi).
 
 import { readSync } from 'node:fs';
-import { libcMemory, type LibcMemory } from './libc.js';
-
-const PROT_READ = 1, PROT_RW = 3;
-const MAP_PRIVATE = 2, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_POPULATE = 0x8000;
+import { libcMemory, type LibcMemory, MAP_ANONYMOUS, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE, PROT_READ, PROT_RW } from './libc.js';
 /** The page size of every Linux tprun maps on (x86-64; arm64 kernels of 4 KiB pages). Checked: a
  *  window at an address the kernel does not take as page-aligned fails its mmap and is not used. */
 export const PAGE = 4096;
