@@ -91,8 +91,12 @@ export class EngineRunner {
   readonly mapping: Mapping;
   readonly group: Group;
 
-  /** Where forward() spends its time (session.run, which includes uploads, the device wait and readbacks; all-reduces), summed since load. */
-  readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0 };
+  /**
+   * Where forward() spends its time (session.run, which includes uploads, the device wait and readbacks;
+   * all-reduces), summed since load; decode_* only over one-token forwards, so a decode step's share in
+   * all-reduce is not diluted by the prompt's (whose all-reduces move T times the bytes).
+   */
+  readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0, decode_forwards: 0, decode_ms: 0, decode_allreduce_ms: 0 };
 
   /** Whose kernels run the engine (--kernels; the WGSL runner says 'wgsl'). */
   readonly kernels = 'ort' as const;
@@ -193,6 +197,8 @@ export class EngineRunner {
     let carried: Record<string, ort.Tensor> = {};
     let logits: Float32Array | undefined;
     let hidden: Float32Array | undefined;
+    const decode = seq === 1;
+    const tf = performance.now();
     for (let i = 0; i < this.sessions.length; i++) {
       const s = this.sessions[i];
       const feeds: Record<string, ort.Tensor> = {};
@@ -241,9 +247,12 @@ export class EngineRunner {
       if (partial && this.group.size > 1) {
         const t1 = performance.now();
         await traceSpan('allreduce', () => this.group.allReduce(partial.data as Float32Array, 'sum'), { bytes: (partial.data as Float32Array).byteLength });
-        this.stats.allreduce_ms += performance.now() - t1;
+        const ms = performance.now() - t1;
+        this.stats.allreduce_ms += ms;
+        if (decode) this.stats.decode_allreduce_ms += ms;
       }
     }
+    if (decode) { this.stats.decode_forwards++; this.stats.decode_ms += performance.now() - tf; }
     if (hidden) return { hidden };
     if (!logits) throw new Error('engine produced no logits');
     return { logits: await this.gatherLogits(logits, batch * npos) };

@@ -86,7 +86,12 @@ async function compiled<T>(gpu: WgslDevice, make: () => T): Promise<T> {
 export class WgslRunner {
   readonly device = 'gpu' as const;
   readonly kernels = 'wgsl' as const;
-  readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0 };
+  /**
+   * As the ONNX runner's (runtime.ts), plus decode_crossing_ms: at tp > 1, from a one-token pass's partial
+   * sums' copy being submitted to their sum being written back (the GPU's segment, the readback, the
+   * host all-reduce): what a step pays for leaving the GPU at each all-reduce point.
+   */
+  readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0, decode_forwards: 0, decode_ms: 0, decode_allreduce_ms: 0, decode_crossing_ms: 0 };
   readonly mapping: Mapping;
   readonly group: Group;
   private readRes: GPUBuffer;
@@ -247,12 +252,14 @@ export class WgslRunner {
   }
 
   /** The second half of an all-reduce point: `part` (op.reduce's rows, on their way back) summed over the group and written back. */
-  private async reduce(op: Reduce, part: Promise<Float32Array>): Promise<void> {
+  private async reduce(op: Reduce, part: Promise<Float32Array>, decode: boolean): Promise<void> {
     const data = await part;
     const bytes = data.byteLength;
     const t1 = performance.now();
     const sum = await traceSpan('allreduce', () => this.group.allReduce(data, 'sum'), { bytes });
-    this.stats.allreduce_ms += performance.now() - t1;
+    const ms = performance.now() - t1;
+    this.stats.allreduce_ms += ms;
+    if (decode) this.stats.decode_allreduce_ms += ms;
     this.gpu.device.queue.writeBuffer(op.reduce, 0, sum as Float32Array<ArrayBuffer>);
   }
 
@@ -305,9 +312,13 @@ export class WgslRunner {
     // At an all-reduce point the partial sums' copy is submitted, and the dispatches up to the next point
     // are recorded while the GPU finishes and the copy maps; the host waits, sums and writes them back only
     // then, ahead of those dispatches in queue order (their recording is off the crossing's path).
-    let pending: { op: Reduce; part: Promise<Float32Array> } | undefined;
+    const decode = T === 1;
+    let pending: { op: Reduce; part: Promise<Float32Array>; at: number } | undefined;
     const settle = async () => {
-      if (pending) await this.reduce(pending.op, pending.part);
+      if (pending) {
+        await this.reduce(pending.op, pending.part, decode);
+        if (decode) this.stats.decode_crossing_ms += performance.now() - pending.at;
+      }
       pending = undefined;
     };
     for (const op of prof && !cache.ops.some(isReduce) ? [] : cache.ops) {
@@ -324,7 +335,7 @@ export class WgslRunner {
       }
       pass.end();
       await settle();
-      pending = { op, part: this.readBack(enc, op.reduce, this.readPartial, T * op.n * 4) };
+      pending = { op, part: this.readBack(enc, op.reduce, this.readPartial, T * op.n * 4), at: performance.now() };
       pending.part.catch(() => {}); // awaited at the next settle(); a throw before that must not leave it unhandled
       if (!this.reduceAhead) await settle();
       enc = dev.createCommandEncoder();
@@ -356,6 +367,7 @@ export class WgslRunner {
     }
     this.stats.runs += this.engine.segmentCount; // counted as the ONNX runner counts session runs (bench divides by segments)
     this.stats.run_ms += performance.now() - t0;
+    if (decode) { this.stats.decode_forwards++; this.stats.decode_ms += performance.now() - t0; }
     return out;
   }
 
@@ -389,6 +401,8 @@ export class WgslRunner {
     this.ahead.set(cache, next);
     this.stats.runs += this.engine.segmentCount;
     this.stats.run_ms += performance.now() - t0;
+    this.stats.decode_forwards++;
+    this.stats.decode_ms += performance.now() - t0;
     return out;
   }
 
@@ -494,6 +508,8 @@ export class WgslRunner {
     }
     this.stats.runs += this.engine.segmentCount * accepted;
     this.stats.run_ms += performance.now() - t0;
+    this.stats.decode_forwards += accepted;
+    this.stats.decode_ms += performance.now() - t0;
     return accepted;
   }
 
