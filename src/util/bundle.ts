@@ -7,9 +7,10 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { onOff } from './env.js';
 
 /** Whether bundles are used at all: TPRUN_BUNDLE=0 loads the ES modules instead (debugging, tests). */
-export const bundlesOn = (env: NodeJS.ProcessEnv = process.env): boolean => env.TPRUN_BUNDLE !== '0';
+export const bundlesOn = (env: NodeJS.ProcessEnv = process.env): boolean => onOff('TPRUN_BUNDLE', env);
 
 /**
  * Whether the files the bundle was made from (its `.inputs.json`, written by scripts/bundle.mjs) are as
