@@ -21,7 +21,7 @@ test('weights.write names the CRC-32 it used and, for libdeflate, the size below
   await wf.write(join(dir, 'weights.bin'), { threads: 0 });
   const spans = adoptLocalTrace().filter((e) => e.name === 'weights.write');
   assert.equal(spans.length, 1);
-  const a = spans[0].args;
+  const a = spans[0].args ?? {};
   assert.equal(a.crc32, crc32Impl());
   if (a.crc32 === 'libdeflate') {
     assert.equal(typeof FAST_MIN, 'number');

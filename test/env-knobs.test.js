@@ -21,14 +21,14 @@ test('onOff takes unset, empty, 0 and 1 and refuses anything else naming the var
   assert.equal(onOff('X', { X: '1' }), true);
   assert.equal(onOff('X', { X: '0' }), false);
   for (const v of ['off', 'no', 'false', 'true', '2', ' 0']) {
-    assert.throws(() => onOff('X', { X: v }), (e) => e.name === 'InputError' && e.exitCode === 2 && e.message === `X=${v}: not 0 (off) or 1 (on)`, v);
+    assert.throws(() => onOff('X', { X: v }), (/** @type {any} */ e) => e.name === 'InputError' && e.exitCode === 2 && e.message === `X=${v}: not 0 (off) or 1 (on)`, v);
   }
   assert.equal(wholeNumber('N', 7, {}), 7);
   assert.equal(wholeNumber('N', 7, { N: '' }), 7);
   assert.equal(wholeNumber('N', 7, { N: '0' }), 0);
   assert.equal(wholeNumber('N', 7, { N: '65536' }), 65536);
   for (const v of ['abc', '-1', '1.5', '32k', '1e3', '0x10', ' 8', '99999999999999999999']) {
-    assert.throws(() => wholeNumber('N', 7, { N: v }), (e) => e.name === 'InputError' && e.message === `N=${v}: not a whole number >= 0`, v);
+    assert.throws(() => wholeNumber('N', 7, { N: v }), (/** @type {any} */ e) => e.name === 'InputError' && e.message === `N=${v}: not a whole number >= 0`, v);
   }
 });
 
