@@ -5,8 +5,8 @@
 // devDependency (a prebuilt binary package, nothing compiled or downloaded at install); a build without
 // it leaves no bundles, and both load their ES modules as before (slower to start, same behaviour).
 import { createRequire } from 'node:module';
-import { rmSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, relative, resolve } from 'node:path';
+import { rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
@@ -20,6 +20,9 @@ const bundles = [
 ];
 // Never a bundle of older sources beside newer modules.
 for (const b of bundles) for (const f of [b.out, `${b.out}.inputs.json`]) rmSync(dist + f, { force: true });
+
+// The record and its check are one module's (src/util/bundle.ts), built by the tsc before this step.
+const { recordInputs } = await import(new URL('../dist/util/bundle.js', import.meta.url).href);
 
 let esbuild;
 try {
@@ -48,11 +51,8 @@ for (const b of bundles) {
     inject: [fileURLToPath(new URL('./bundle-import-meta.js', import.meta.url))],
     logLevel: 'warning',
   });
-  const file = dist + b.out;
-  // The modules of ours it was made from, with sizes: the loader takes the ES modules instead once any of
-  // them changed or is newer than the bundle (`npx tsc` alone rebuilds the modules, not the bundles). The
-  // packages in it are not listed: where npm puts them differs between this tree and an installed tprun.
-  const inputs = Object.keys(metafile.inputs).map((f) => resolve(root, f)).filter((abs) => abs.startsWith(dist))
-    .map((abs) => [relative(dirname(file), abs), statSync(abs).size]);
-  writeFileSync(`${file}.inputs.json`, JSON.stringify({ inputs }));
+  // The modules of ours it was made from, with their SHA-256: the loader takes the ES modules instead once
+  // any of them is not what it was (`npx tsc` alone rebuilds the modules, not the bundles). The packages
+  // in it are not listed: where npm puts them differs between this tree and an installed tprun.
+  recordInputs(dist + b.out, Object.keys(metafile.inputs).map((f) => resolve(root, f)).filter((abs) => abs.startsWith(dist)));
 }

@@ -1,11 +1,12 @@
 // The world and the launcher run from bundles (dist/rank/world.bundle.cjs, dist/launcher/launch.bundle.cjs;
 // src/util/bundle.ts): two ranks meet from them and from the ES modules (TPRUN_BUNDLE=0), CommError is
 // one class whichever copy of the world's modules threw it, what a bundle leaves to ES modules of their
-// own (the trace writer) still loads, and a bundle older than its modules is not run.
+// own (the trace writer) still loads, and a bundle is run only while the modules it was made from are
+// byte for byte what they were.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,29 +74,75 @@ test('the launcher from its bundle still loads what it left outside (--trace), a
   }
 });
 
-test('a bundle is not run once a module it was made from changed or is newer (npx tsc alone): the ES modules are', async () => {
-  const { loadBundle } = await import('../dist/util/bundle.js');
+test('a bundle runs while the modules it was made from are byte for byte what they were, whatever their times; not once one changed', async () => {
+  const { loadBundle, recordInputs } = await import('../dist/util/bundle.js');
   const dir = mkdtempSync(join(tmpdir(), 'tprun-bundle-'));
   try {
     const mod = join(dir, 'mod.js');
     const file = join(dir, 'b.cjs');
     writeFileSync(mod, 'export const v = 42;\n');
     writeFileSync(file, 'module.exports = { v: 42 };\n');
-    writeFileSync(`${file}.inputs.json`, JSON.stringify({ inputs: [['mod.js', statSync(mod).size]] }));
+    recordInputs(file, [mod]);
     const past = new Date(Date.now() - 60_000);
-    utimesSync(mod, past, past);
+    const future = new Date(Date.now() + 60_000);
+    utimesSync(file, past, past);
+    // Newer than the bundle, as a copy of dist/ may leave them: the same bytes, so the bundle runs.
+    utimesSync(mod, future, future);
     assert.equal(loadBundle(file)?.v, 42);
-    // Rebuilt after the bundle was made.
-    utimesSync(mod, new Date(), new Date(Date.now() + 60_000));
+    // Changed, the same size, and older than the bundle (cp -p of another build): not run.
+    writeFileSync(mod, 'export const v = 43;\n');
+    utimesSync(mod, new Date(0), new Date(0));
     assert.equal(loadBundle(file), undefined);
-    // Changed, whatever its time says.
-    writeFileSync(mod, 'export const v = 4321;\n');
-    utimesSync(mod, past, past);
+    // Gone.
+    rmSync(mod);
     assert.equal(loadBundle(file), undefined);
-    // No list of what it was made from: not trusted either.
+    // A list without hashes (an older build's [path, size]) or none at all: not trusted either.
+    writeFileSync(mod, 'export const v = 42;\n');
+    assert.equal(loadBundle(file)?.v, 42);
+    writeFileSync(`${file}.inputs.json`, JSON.stringify({ inputs: [['mod.js', 21]] }));
+    assert.equal(loadBundle(file), undefined);
     rmSync(`${file}.inputs.json`);
     assert.equal(loadBundle(file), undefined);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** A copy of dist/ as `cp -r` makes it (new times, in copy order), with the packages in reach. */
+function copyDist() {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-bundle-copy-'));
+  cpSync(DIST, join(dir, 'dist'), { recursive: true });
+  symlinkSync(fileURLToPath(new URL('../node_modules', import.meta.url)), join(dir, 'node_modules'));
+  return dir;
+}
+
+/** Which world a program from `dist` loads, and what it says on stderr (TPRUN_DEBUG set or not). */
+function whichWorld(dist, env = {}) {
+  const prog = `import { loadBundle } from ${JSON.stringify(join(dist, 'util/bundle.js'))};
+const b = loadBundle(${JSON.stringify(join(dist, 'rank/world.bundle.cjs'))});
+loadBundle(${JSON.stringify(join(dist, 'rank/world.bundle.cjs'))});
+process.stdout.write(typeof b?.initWorld === 'function' ? 'bundle' : 'modules');`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', prog], { env: { ...process.env, TPRUN_DEBUG: undefined, TPRUN_TRACE: undefined, TPRUN_EVENTS: undefined, ...env }, encoding: 'utf8', timeout: 60000 });
+  assert.equal(r.status, 0, r.stderr);
+  return { world: r.stdout, stderr: r.stderr };
+}
+
+test('a copy of dist/ whose modules look newer than its bundles still runs the bundles; an edited module never does, and TPRUN_DEBUG says why once', (t) => {
+  const dir = copyDist();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const dist = join(dir, 'dist');
+  const past = new Date(Date.now() - 3600_000);
+  const future = new Date(Date.now() + 3600_000);
+  utimesSync(join(dist, 'rank/world.bundle.cjs'), past, past);
+  for (const f of readdirSync(join(dist, 'rank'))) if (f.endsWith('.js')) utimesSync(join(dist, 'rank', f), future, future);
+  assert.deepEqual(whichWorld(dist, { TPRUN_DEBUG: '1' }), { world: 'bundle', stderr: '' });
+  // One module edited (a comment: the same code, other bytes), its time put back before the bundle's.
+  const edited = join(dist, 'rank/peer-world.js');
+  writeFileSync(edited, `${readFileSync(edited, 'utf8')}// edited\n`);
+  utimesSync(edited, new Date(0), new Date(0));
+  assert.deepEqual(whichWorld(dist), { world: 'modules', stderr: '' }, 'silent unless asked');
+  const said = whichWorld(dist, { TPRUN_DEBUG: '1' });
+  assert.equal(said.world, 'modules');
+  assert.deepEqual(said.stderr.trim().split('\n'), [`tprun: ${join(dist, 'rank/world.bundle.cjs')} not used, its ES modules are: peer-world.js is not the module it was made from (rebuilt without the bundles, or edited)`]);
+  assert.equal(whichWorld(dist, { TPRUN_TRACE: join(dir, 'trace.json') }).stderr.split('\n').filter(Boolean).length, 1, 'traced: said too');
 });

@@ -16,6 +16,7 @@ import { leb, sleb, vec, str, section } from '../util/wasm-encode.js';
 import { TRANS_FNS, TransposePool, transposeThreads } from './transpose-pool.js';
 import type { RawRange } from '../checkpoint/ranged.js';
 import { PAGE, WasmFileMap } from '../util/wasm-map.js';
+import { onOff } from '../util/env.js';
 
 // Instructions.
 const I32 = 0x7f, V128 = 0x7b;
@@ -226,7 +227,7 @@ const align = (n: number, a = 64) => Math.ceil(n / a) * a;
 /** Smaller sources are read, not mapped: a mapping and its proof cost several system calls. */
 let mapMinBytes = 1 << 20;
 /** TPRUN_MAP_SOURCE=0: sources are always read into the memory (the path before mapping). */
-let mapWanted = process.env.TPRUN_MAP_SOURCE !== '0';
+let mapWanted = onOff('TPRUN_MAP_SOURCE');
 
 /** Whether checkpoint windows are mapped, and from what size (tests compare both paths in one process). */
 export function mapSources(on: boolean, minBytes = 1 << 20): void {

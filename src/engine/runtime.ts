@@ -3,7 +3,6 @@
 // (the same buffer is fed as past.L.* and bound as present.L.*, so a decode step writes only the new
 // token's keys and values).
 
-import os from 'node:os';
 import ort from './ort.js';
 import type { Group, World } from '../rank/types.js';
 import { traceSpan } from '../util/trace.js';
@@ -13,9 +12,10 @@ import { readFileSync } from 'node:fs';
 import { chooseDevice, onnxOutputNames, outputLocations, type Device, type DeviceRequest } from './device.js';
 import { Mapping } from '../sharding/mapping.js';
 import { stageGroup } from './stage-comm.js';
+import { rankCores } from '../rank/affinity.js';
 
 export interface RunnerOptions {
-  /** Threads for this rank's ORT sessions; default: this host's cores divided by the local ranks. */
+  /** Threads for this rank's ORT sessions; default: this rank's cores (defaultThreads). */
   threads?: number;
   /** Execution provider: 'gpu' is onnxruntime's WebGPU provider, 'auto' the GPU where an adapter exists (device.ts); default: the engine's build_config.device. */
   device?: DeviceRequest;
@@ -68,10 +68,13 @@ export class KvCache {
   }
 }
 
-export function defaultThreads(): number {
-  const local = Number(process.env.TPRUN_LOCAL_WORLD_SIZE ?? process.env.LOCAL_WORLD_SIZE ?? 1) || 1;
-  const cores = os.availableParallelism?.() ?? os.cpus().length;
-  return Math.max(1, Math.floor(cores / local));
+/**
+ * This rank's cores (rank/affinity.ts rankCores): the slice tprun bound it to, as it is, else its share of
+ * the node's among the local ranks. Dividing a bound slice by the local ranks again left ORT a fraction of
+ * the rank's own cores (tp 4 on 16 cores: 1 thread where the rank had 4). Arguments as rankCores's (tests).
+ */
+export function defaultThreads(...a: Parameters<typeof rankCores>): number {
+  return rankCores(...a);
 }
 
 export class EngineRunner {

@@ -11,7 +11,7 @@
 // engine's manifest: checksum.ts says why not sha256) by a worker thread, so converting, writing and
 // checksumming overlap.
 
-import { crc32, crc32Impl } from '../util/fast-crc32.js';
+import { FAST_MIN, crc32, crc32Impl } from '../util/fast-crc32.js';
 import { wasmMapStats } from '../util/wasm-map.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
@@ -127,6 +127,8 @@ export class WeightFile {
     const paths = (a: Record<string, unknown>) => {
       a.mapped_windows = windows() - before.windows;
       a.crc32 = crc32Impl() === 'zlib' || jobStats.zlibCrcJobs > before.zlib ? 'zlib' : 'libdeflate';
+      // libdeflate's is the CRC of the buffers from this size; smaller ones (a weight's tail) were zlib's.
+      if (a.crc32 === 'libdeflate') a.crc32_zlib_below_bytes = FAST_MIN;
     };
     return traceSpan('weights.write', async () => {
       try {

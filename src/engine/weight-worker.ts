@@ -41,8 +41,12 @@ function setFile(f: { fd: number; lock: Int32Array; chunkBytes: number }): void 
 // The SIMD module and its tables are made now, while the worker waits for its file (the usual size).
 lend(4 << 20);
 
-/** One chunk, under the file's write token (weight-jobs.ts: writers of one file take turns). */
-function writeAt(view: Uint8Array, pos: number): void {
+/**
+ * One chunk, under the file's write token (weight-jobs.ts: writers of one file take turns): the token
+ * around positional-write.ts's loop, as the main thread's writeAll (weight-jobs.ts) is around its async
+ * one. Named apart from positional-write.ts's writeAt, which it is not (that one takes no token).
+ */
+function writeInTurn(view: Uint8Array, pos: number): void {
   acquire(lock);
   try {
     writeAtSync(fd, view, pos);
@@ -56,7 +60,7 @@ function run(j: JobMessage): number {
   if (!t) throw new Error(`weight worker: the shard has no tensor ${j.weight}`);
   const d = j.transposed ? engineWeightTransposed(t, j.dtype, `tensor ${j.weight}`) : engineWeight(t, j.dtype, `tensor ${j.weight}`);
   const steps = new RowSteps(d, j.r0, j.r1, buf);
-  for (const { view, at } of steps) writeAt(view, j.offset + at);
+  for (const { view, at } of steps) writeInTurn(view, j.offset + at);
   return steps.crc;
 }
 

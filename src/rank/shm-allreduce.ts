@@ -26,6 +26,7 @@ import { getRandomValues } from 'node:crypto';
 import type { CommArray, CommDType, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
 import { InputError } from '../core/errors.js';
+import { onOff, wholeNumber } from '../util/env.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { mismatch } from './collective-check.js';
@@ -193,7 +194,7 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
   // [scratch: one step][stage: a one-exchange call's input][header page of every rank's file][every rank's area]
   const scratch = 0;
   const stage = roundUp(step, 65536);
-  // (As big as the largest call that fits one exchange; none where TPRUN_SHM_ONE_SHOT_BYTES is no number.)
+  // (As big as the largest call that fits one exchange; none where TPRUN_SHM_ONE_SHOT_BYTES is 0.)
   const heads = roundUp(stage + roundUp(ONE_SHOT_BYTES > 0 ? Math.min(step, ONE_SHOT_BYTES) : 0, 16), 65536);
   const at = fds.map((_, r) => heads + R * PAGE + r * stride);
   const total = heads + R * PAGE + R * stride;
@@ -245,7 +246,7 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
   const epochs = new Float64Array(mem, heads, (R * PAGE) / 8);
   const layout = { me, at, step, W, D, G, HEAD, ASLEEP, DATA, scratch, stage, epochs: at.map((_, r) => heads + r * PAGE + SLEEP_EPOCH) };
   const fns = new Map<string, OneShotFn | undefined>();
-  const wasmOneShot = process.env.TPRUN_SHM_WASM_ONESHOT !== '0';
+  const wasmOneShot = onOff('TPRUN_SHM_WASM_ONESHOT');
   return {
     kind: 'wasm',
     arena,
@@ -922,7 +923,7 @@ const nameOf = (n: Named) => (typeof n === 'string' ? n : n.what);
  * 16 KiB (0.53-0.62x Open MPI's median call against 1.0x pipelined at 8 KiB), even at 32 KiB, and behind
  * from 48 KiB (0.81-0.86x against 0.63-0.67x) and 64 KiB (0.68-0.91x against 0.53-0.63x).
  */
-const ONE_SHOT_BYTES = Number(process.env.TPRUN_SHM_ONE_SHOT_BYTES ?? 32 * 1024);
+const ONE_SHOT_BYTES = wholeNumber('TPRUN_SHM_ONE_SHOT_BYTES', 32 * 1024);
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
 /** Loads of the peers' counters the wasm one-exchange call makes before it hands a wait to the

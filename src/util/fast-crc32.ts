@@ -10,18 +10,21 @@
 
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { loadKoffi } from './libc.js';
+import { onOff } from './env.js';
 
 type Crc = (crc: number, buf: Uint8Array, len: number) => number;
 
 let fast: Crc | null | undefined;
+/** Read at load, so that a misspelt TPRUN_FAST_CRC is refused where the command starts, not in a worker's first write. */
+const wanted = onOff('TPRUN_FAST_CRC');
 
-/** Below this many bytes a call through the FFI costs more than the table loop. */
-const FAST_MIN = 4096;
+/** Below this many bytes a call through the FFI costs more than the table loop: zlib's takes them. */
+export const FAST_MIN = 4096;
 
 function load(): Crc | null {
   if (fast !== undefined) return fast;
   fast = null;
-  if (process.env.TPRUN_FAST_CRC === '0') return fast;
+  if (!wanted) return fast;
   const koffi = loadKoffi();
   if (!koffi) return fast;
   try {

@@ -188,10 +188,5 @@ export function prefillSubmitEvery(env: NodeJS.ProcessEnv = process.env): number
   return n;
 }
 
-/** A switch that is on unless set to 0 (unset, empty or 1: on); any other value is refused in one line. */
-export function onOff(name: string, env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = env[name];
-  if (v === undefined || v === '' || v === '1') return true;
-  if (v === '0') return false;
-  throw new InputError(`${name}=${v}: not 0 (off) or 1 (on)`);
-}
+// The switch helper lives in util/ (the world and the checksum read their switches with it too).
+export { onOff } from '../../util/env.js';

@@ -1,0 +1,22 @@
+// Environment knobs read the one way everywhere: a value tprun does not understand is refused in one line
+// naming the variable (an InputError, exit 2), never taken for the default. A switch spelt `off`, `no` or
+// `false` that silently stayed on, or a size spelt `32k` that silently turned a path off, cost whoever set
+// it a wrong measurement and no hint why.
+import { InputError } from '../core/errors.js';
+
+/** A switch that is on unless set to 0 (unset, empty or 1: on); any other value is refused in one line. */
+export function onOff(name: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env[name];
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new InputError(`${name}=${v}: not 0 (off) or 1 (on)`);
+}
+
+/** A whole number >= 0 (unset or empty: `dflt`); anything else (a fraction, a negative, a unit) is refused in one line. */
+export function wholeNumber(name: string, dflt: number, env: NodeJS.ProcessEnv = process.env): number {
+  const v = env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InputError(`${name}=${v}: not a whole number >= 0`);
+  return n;
+}
