@@ -154,6 +154,8 @@ async function measureOne(a: BenchArgs): Promise<void> {
       steps.push(...res.timings.step_ms);
       ttft.push(res.timings.ttft_ms);
     }
+    // The batch-1 reps' one-token forwards, before --prompts K adds batched ones.
+    const decodeStats = decodeShares(runner.stats, s0);
     // Weight bytes read per decode step, all ranks: this rank's tensors less its embedding table + one row.
     const man = engine.manifest!;
     const item = config.build_config.dtype === 'float16' ? 2 : 4;
@@ -214,9 +216,10 @@ async function measureOne(a: BenchArgs): Promise<void> {
       // Per forward (prefill and decode steps alike): ORT session.run time (uploads, device wait, readbacks) and all-reduces.
       run_ms_per_forward: r3((runner.stats.run_ms - s0.run_ms) / (runner.stats.runs / engine.segmentCount - s0.runs / engine.segmentCount)),
       allreduce_ms_per_forward: r3((runner.stats.allreduce_ms - s0.allreduce_ms) / ((runner.stats.runs - s0.runs) / engine.segmentCount)),
-      // A decode step (one-token forwards on this rank, rank 0): its time in the host all-reduce, and on the
-      // WGSL kernels its time off the GPU at all-reduce points (copy out, sum, write back), each as a share.
-      ...decodeShares(runner.stats, s0),
+      // The batch-1 reps' one-token forwards on this rank (rank 0: pipeline stage 0 at pp > 1): their time in
+      // the host all-reduce and, on the WGSL kernels, from the partial sums on the host to their sum queued
+      // back (the GPU idle), each also as a share of the forward (sampling and the tp logits gather are outside).
+      ...decodeStats,
       weight_bytes_per_token: bytes[0],
       copy_gb_per_s: r3(gbps[0]),
       copy_measured_on: rb ? `gpu (Dawn compute kernel reading ${Math.round(rb.bytes / 2 ** 20)} MiB with 16-byte loads: bytes read, best of 3)` : runner.device === 'gpu' ? 'gpu (WebGPU Add chain, read + written)' : 'host memcpy',
@@ -234,20 +237,20 @@ async function measureOne(a: BenchArgs): Promise<void> {
   });
 }
 
-type DecodeStats = { decode_forwards: number; decode_ms: number; decode_allreduce_ms: number; decode_crossing_ms?: number };
+type DecodeStats = { decode_forwards: number; decode_ms: number; decode_allreduce_ms: number; decode_host_ms?: number };
 
-/** Per one-token forward since `s0`: all-reduce (and WGSL crossing) ms and their shares of the forward's time. */
+/** Per one-token forward since `s0`: the all-reduce's (and the WGSL host part's) ms and shares of the forward. */
 function decodeShares(s: DecodeStats, s0: DecodeStats): Record<string, number> {
   const n = s.decode_forwards - s0.decode_forwards;
-  if (!n) return {};
+  if (!n) return { decode_forwards: 0 };
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
   const ms = (s.decode_ms - s0.decode_ms) / n;
   const ar = (s.decode_allreduce_ms - s0.decode_allreduce_ms) / n;
-  const out: Record<string, number> = { decode_forward_ms: r3(ms), allreduce_ms_per_decode_forward: r3(ar), allreduce_share_of_decode: r3(ar / ms) };
-  if (s.decode_crossing_ms !== undefined && s0.decode_crossing_ms !== undefined) {
-    const cr = (s.decode_crossing_ms - s0.decode_crossing_ms) / n;
-    out.crossing_ms_per_decode_forward = r3(cr);
-    out.crossing_share_of_decode = r3(cr / ms);
+  const out: Record<string, number> = { decode_forwards: n, decode_forward_ms: r3(ms), allreduce_ms_per_decode_forward: r3(ar), allreduce_share_of_decode_forward: r3(ar / ms) };
+  if (s.decode_host_ms !== undefined && s0.decode_host_ms !== undefined) {
+    const h = (s.decode_host_ms - s0.decode_host_ms) / n;
+    out.host_ms_per_decode_forward = r3(h);
+    out.host_share_of_decode_forward = r3(h / ms);
   }
   return out;
 }

@@ -87,11 +87,12 @@ export class WgslRunner {
   readonly device = 'gpu' as const;
   readonly kernels = 'wgsl' as const;
   /**
-   * As the ONNX runner's (runtime.ts), plus decode_crossing_ms: at tp > 1, from a one-token pass's partial
-   * sums' copy being submitted to their sum being written back (the GPU's segment, the readback, the
-   * host all-reduce): what a step pays for leaving the GPU at each all-reduce point.
+   * As the ONNX runner's (runtime.ts; a one-token forward here is one row's pass), plus decode_host_ms: at
+   * tp > 1, from a one-token pass's partial sums reaching the host to their sum being queued back (the host
+   * all-reduce and the copies around it). The GPU has nothing queued then (the dispatches after the point
+   * wait for the sum), so it is a lower bound of the GPU's idle time at all-reduce points.
    */
-  readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0, decode_forwards: 0, decode_ms: 0, decode_allreduce_ms: 0, decode_crossing_ms: 0 };
+  readonly stats = { runs: 0, run_ms: 0, allreduce_ms: 0, decode_forwards: 0, decode_ms: 0, decode_allreduce_ms: 0, decode_host_ms: 0 };
   readonly mapping: Mapping;
   readonly group: Group;
   private readRes: GPUBuffer;
@@ -313,11 +314,11 @@ export class WgslRunner {
     // are recorded while the GPU finishes and the copy maps; the host waits, sums and writes them back only
     // then, ahead of those dispatches in queue order (their recording is off the crossing's path).
     const decode = T === 1;
-    let pending: { op: Reduce; part: Promise<Float32Array>; at: number } | undefined;
+    let pending: { op: Reduce; part: Promise<Float32Array>; arrived: number } | undefined;
     const settle = async () => {
       if (pending) {
         await this.reduce(pending.op, pending.part, decode);
-        if (decode) this.stats.decode_crossing_ms += performance.now() - pending.at;
+        if (decode) this.stats.decode_host_ms += performance.now() - pending.arrived;
       }
       pending = undefined;
     };
@@ -335,7 +336,9 @@ export class WgslRunner {
       }
       pass.end();
       await settle();
-      pending = { op, part: this.readBack(enc, op.reduce, this.readPartial, T * op.n * 4), at: performance.now() };
+      const p: NonNullable<typeof pending> = { op, part: this.readBack(enc, op.reduce, this.readPartial, T * op.n * 4), arrived: 0 };
+      p.part = p.part.then((d) => { p.arrived = performance.now(); return d; });
+      pending = p;
       pending.part.catch(() => {}); // awaited at the next settle(); a throw before that must not leave it unhandled
       if (!this.reduceAhead) await settle();
       enc = dev.createCommandEncoder();
@@ -453,8 +456,9 @@ export class WgslRunner {
   /**
    * Greedy decode of batch row `row` at tp 1 with the token kept on the GPU: step s's argmax writes the id
    * that step s + 1 embeds, so step s + 1 is recorded and submitted while step s runs and the host reads
-   * each token one step behind (two readback buffers in turn). `accept(token)` returns false to stop; the
-   * step then in flight is drained and ignored. Returns the number of steps whose token was accepted.
+   * each token one step behind (two readback buffers in turn). `accept(token)` returns false to stop after
+   * that token; the step then in flight is drained and ignored. Returns the number of tokens taken (the one
+   * that stopped it included): the decode steps whose token was used.
    */
   async decodeGreedyPipelined(cache: WgslCache, row: number, first: number, pos: number, maxSteps: number, accept: (token: number) => boolean): Promise<number> {
     const { a, head } = this;
@@ -470,6 +474,7 @@ export class WgslRunner {
     const reads = [this.readRes, this.readRes2];
     let prev: { map: Promise<void>; buf: GPUBuffer } | undefined;
     let accepted = 0;
+    let submitted = 0;
     const take = async (p: { map: Promise<void>; buf: GPUBuffer }) => {
       await p.map;
       const tok = new Uint32Array(p.buf.getMappedRange(0, 8))[0];
@@ -495,20 +500,25 @@ export class WgslRunner {
       enc.copyBufferToBuffer(a.res, 0, buf, 0, 8);
       q.submit([enc.finish()]);
       if (prof) await prof.collect('decode', all);
+      submitted++;
       const cur = { map: buf.mapAsync(GPUMapMode.READ, 0, 8), buf };
       if (prev) {
-        if (accept(await take(prev))) accepted++;
-        else stopped = true;
+        accepted++;
+        if (!accept(await take(prev))) stopped = true;
       }
       prev = cur;
     }
     if (prev) {
       const tok = await take(prev);
-      if (!stopped && accept(tok)) accepted++;
+      if (!stopped) {
+        accepted++;
+        accept(tok);
+      }
     }
-    this.stats.runs += this.engine.segmentCount * accepted;
+    // Every pass submitted ran, the drained one too.
+    this.stats.runs += this.engine.segmentCount * submitted;
     this.stats.run_ms += performance.now() - t0;
-    this.stats.decode_forwards += accepted;
+    this.stats.decode_forwards += submitted;
     this.stats.decode_ms += performance.now() - t0;
     return accepted;
   }
