@@ -10,9 +10,12 @@
 #     so only its agreement across tp means anything); meanwhile nvidia-smi is read in a loop: each GPU's
 #     memory above its idle level (weights, KV cache, Dawn's own), and which GPU each rank's process is
 #     listed on (--query-compute-apps), checked against the rank's binding;
-#   - `bench generate` (prompt SCALE_PROMPT, SCALE_NEW new tokens, 3 reps; nothing polled meanwhile):
-#     prefill and decode tokens/s, a decode forward's share in the host all-reduce and from the partial
-#     sums reaching the host to their sum queued back (the GPU idle then).
+#   - then, in SCALE_ROUNDS rounds (default 3) over every model and tp in turn, so that drift of the machine
+#     falls on all alike: `bench generate` (prompt SCALE_PROMPT, SCALE_NEW new tokens, 3 reps; nothing
+#     polled meanwhile): prefill and decode tokens/s, a decode forward's share in the host all-reduce and
+#     from the partial sums reaching the host to their sum queued back (the GPU idle then). tp over WebGPU
+#     varies from call to call on the GPU machine (up to 2× at tp 2), hence the rounds; the table gives
+#     their median and range.
 # Then the table (scripts/gpu/scaling-table.mjs): speed-up and scaling efficiency against tp 1.
 # On the GPU machine, in the carried environment (device README; scripts/gpu/adapters.sh header):
 #   bash scripts/gpu/adapters.sh exec bash scripts/gpu/scaling.sh
@@ -135,17 +138,28 @@ if (Object.keys(idle).length) {
 }
 console.log(JSON.stringify(r));
 EOF
+    logs
+  done
+done
 
-    ranks "$tp" node dist/cli.js bench generate --one --engine "$e" --device gpu --prompt-len "$PROMPT" --new-tokens "$NEW" --reps 3 --json \
-      2>>"$L/$m-tp$tp-bench.log" | grep '"bench":"generate"' | tail -1 > "$W/$m-tp$tp-bench.json"
-    node - "$W/$m-tp$tp-bench.json" <<'EOF' | while read -r l; do emit "$base" "$l"; done
+for round in $(seq "${SCALE_ROUNDS:-3}"); do
+  for m in $MODELS; do
+    for tp in $TPS; do
+      e=$W/$m-f16-tp$tp; [ -d "$e" ] || continue
+      gl=$(gpus_for "$tp"); gpus=(${gl:+--gpus "$gl"})
+      base=$(printf '{"model":"%s","tp":%d,"gpus":"%s","gpu_count":%d,"round":%d}' "$m" "$tp" "${gl:-default}" "$G" "$round")
+      echo "== $(date -u +%T) bench round $round $m tp=$tp" | tee -a "$L/steps.log"
+      ranks "$tp" node dist/cli.js bench generate --one --engine "$e" --device gpu --prompt-len "$PROMPT" --new-tokens "$NEW" --reps 3 --json \
+        2>>"$L/$m-tp$tp-bench.log" | grep '"bench":"generate"' | tail -1 > "$W/$m-tp$tp-bench.json"
+      node - "$W/$m-tp$tp-bench.json" <<'EOF' | while read -r l; do emit "$base" "$l"; done
 const t = require('fs').readFileSync(process.argv[2], 'utf8').trim();
 const b = t ? JSON.parse(t) : null;
 const keys = ['prompt_tokens', 'new_tokens', 'prefill_tokens_per_s', 'decode_tokens_per_s', 'decode_ms_per_token', 'decode_forwards', 'decode_forward_ms',
   'allreduce_ms_per_decode_forward', 'allreduce_share_of_decode_forward', 'host_ms_per_decode_forward', 'host_share_of_decode_forward', 'kernels', 'ratio_to_bound'];
 console.log(JSON.stringify({ step: 'bench', ...(b ? Object.fromEntries(keys.map((k) => [k, b[k] ?? null])) : { error: 'no bench line: see the bench log' }) }));
 EOF
-    logs
+      logs
+    done
   done
 done
 node scripts/gpu/scaling-table.mjs "$R" | tee "$OUT/scaling.md"
