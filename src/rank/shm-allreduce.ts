@@ -164,7 +164,7 @@ const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd
  * gather it, two copies fewer per element than reducing through the arena's own slots), else anywhere
  * ('mmap'); undefined where neither can be had (the caller takes pread/pwrite).
  */
-export async function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Promise<Plane | undefined> {
+export function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Plane | undefined {
   const libc = loadLibc();
   if (!libc) return undefined;
   try {
@@ -353,15 +353,20 @@ export class ShmAllReduce {
   /** Calls that went through the wasm one-exchange function (the tests' evidence that it ran). */
   wasmCalls = 0;
 
-  /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
+  /** The memory plane, once made: ahead of the first call where the world asked for it (prepareSoon), else at
+   *  the first call (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
+  /** When the plane was made: 'early' (prepare, when the world started) or 'first call'. */
+  planeMade?: 'early' | 'first call';
+  /** What making the plane threw (no room in /dev/shm): every call throws it. */
+  private planeError?: unknown;
 
   /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
   private readonly futexNs: number;
   /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
   rung = 0;
 
-  constructor(private me: number, private R: number, private makePlane: () => Promise<Plane>, readonly step: number, private deps: ShmAllReduceDeps) {
+  constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps) {
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
     this.futexNs = futexNs(deps.oversubscribed);
   }
@@ -392,7 +397,7 @@ export class ShmAllReduce {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     this.begin(seq);
     try {
-      await this.ready();
+      this.ready();
       await body();
     } finally {
       this.settle();
@@ -464,14 +469,48 @@ export class ShmAllReduce {
     if (this.closed) this.plane?.close();
   }
 
-  private async ready(): Promise<void> {
+  private ready(): void {
     if (this.plane) return;
-    this.plane = await this.makePlane();
-    if (!this.plane.arena) {
-      this.arena = SimdArena.create();
-      // The reduction's slots exist and are touched before the first reduction, as the areas' pages are.
-      if (this.arena) for (const sl of this.arena.slots(this.R, BLOCK)) sl.fill(0);
+    if (this.planeError !== undefined) throw this.planeError;
+    this.makeNow('first call');
+  }
+
+  private makeNow(when: 'early' | 'first call'): void {
+    try {
+      const plane = this.makePlane();
+      if (!plane.arena) {
+        this.arena = SimdArena.create();
+        // The reduction's slots exist and are touched before the first reduction, as the areas' pages are.
+        if (this.arena) for (const sl of this.arena.slots(this.R, BLOCK)) sl.fill(0);
+      }
+      this.plane = plane;
+      this.planeMade = when;
+    } catch (e) {
+      this.planeError = e;
+      throw e;
     }
+  }
+
+  /**
+   * Makes the plane now, when the world starts, as Open MPI sets up its shared-memory transport in
+   * MPI_Init: a world's first allReduce then costs what any other does, where making the plane in it took
+   * 20-90 ms (issue #14). What is slow to make and needs no peer (koffi, the SIMD module) was started
+   * before the ranks met (warmShmAllReduce), so what is left here is the areas' pages and mappings. (At
+   * the event loop's next turn instead, it mostly came too late: the world's barrier after initWorld
+   * spins without a turn while peers keep up, and the first call made the plane itself.)
+   */
+  prepare(): void {
+    if (this.plane || this.closed || this.planeError !== undefined) return;
+    try {
+      this.makeNow('early');
+    } catch {
+      // planeError: the first call throws it, naming the call
+      return;
+    }
+    // The one-exchange module of a decode loop's all-reduces (float32 sums), ~1 ms to build and compile.
+    // (WebAssembly.compile in the background would hand its module over only at an event loop turn,
+    // which a world that spins in its barrier and then calls at once does not give.)
+    (this.plane as Plane).oneShotFn?.('float32', 'sum');
   }
 
   /**
@@ -978,9 +1017,31 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
   const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
   const offs = peers.map((p) => p.shm!.ar!.off);
   return {
-    start: (deps) => new ShmAllReduce(me, peers.length, async () => {
-      prefaultArea(ownFd, offs[me], areaBytes(step));
-      return (await mapPlane(me, fds, offs, areaBytes(step), step)) ?? new FilePlane(me, fds, offs);
-    }, step, deps),
+    start: (deps) => {
+      const s = new ShmAllReduce(me, peers.length, () => {
+        prefaultArea(ownFd, offs[me], areaBytes(step));
+        return mapPlane(me, fds, offs, areaBytes(step), step) ?? new FilePlane(me, fds, offs);
+      }, step, deps);
+      if (earlySetUp(deps.oversubscribed)) s.prepare();
+      return s;
+    },
   };
+}
+
+/**
+ * Whether a world sets its areas up ahead of its first allReduce (TPRUN_SHM_EARLY=0: at the first call).
+ * Not where local ranks outnumber cores: their start is CPU-bound (`tprun bench launch`, 4 ranks on 2
+ * cores), so work done early is added to every launch, and a world that never reduces would pay it.
+ */
+const earlySetUp = (oversubscribed: boolean) => !oversubscribed && process.env.TPRUN_SHM_EARLY !== '0';
+
+/**
+ * What the areas' set-up needs before the ranks have met, started when a world starts (PeerWorld.start):
+ * the SIMD module compiles on V8's compile threads, and koffi loads (8-25 ms) at the event loop's next
+ * turn, while the rank waits for its peers at rendezvous. Only where the areas will be set up early.
+ */
+export function warmShmAllReduce(localSize: number, oversubscribed: boolean): void {
+  if (localSize < 2 || !earlySetUp(oversubscribed)) return;
+  SimdArena.precompile();
+  setImmediate(() => { loadLibc(); });
 }
