@@ -3,6 +3,7 @@
 // count, one element, 64 MiB), through each memory plane; and ranks that disagree fail naming why.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { spawnRanks } from './helpers/spawn-ranks.js';
 
@@ -42,6 +43,28 @@ test('allReduce without koffi: the default falls back to the pread plane and agr
     assert.deepEqual(JSON.parse(r.stdout), { rank: r.rank, ok: true, plane: 'pread' });
   }
 });
+
+// The areas are set up when the world starts, as Open MPI's shared memory is in MPI_Init, so that the first
+// call costs what any other does (issue #14): the plane exists before the first call asks for it. Not
+// where ranks outnumber cores (a CPU-bound launch would pay for it) nor with TPRUN_SHM_EARLY=0.
+for (const [n, env, plane] of /** @type {[number, Record<string, string>, string][]} */ ([
+  [2, {}, 'wasm'],
+  [2, { TPRUN_SHM_WASM: '0' }, 'mmap'],
+  [2, { TPRUN_SHM_MMAP: '0' }, 'pread'],
+  [2, { TPRUN_SHM_EARLY: '0' }, 'wasm'],
+])) {
+  const early = env.TPRUN_SHM_EARLY !== '0' && n <= availableParallelism();
+  test(`the allReduce areas are set up ${early ? 'when the world starts' : 'at the first call'}: ${n} ranks, ${plane}${env.TPRUN_SHM_EARLY ? ', TPRUN_SHM_EARLY=0' : ''}`,
+    { skip: plane !== 'pread' && !koffi && 'koffi (optional) is not installed' }, async () => {
+      const res = await spawnRanks(n, [APP, 'made'], { env, timeoutMs: 60000 });
+      for (const r of res) {
+        assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+        assert.deepEqual(JSON.parse(r.stdout), early
+          ? { rank: r.rank, plane, madeBefore: 'early', made: 'early' }
+          : { rank: r.rank, plane, madeBefore: 'none', made: 'first call' });
+      }
+    });
+}
 
 // A short call on mapped areas completes before allReduce returns while its peers keep up (no promise turn;
 // issue #14); a peer that comes late past the spin sends the call down the asynchronous path, after which
