@@ -94,6 +94,7 @@ export class PeerWorld implements World, Transport {
         notice: (ranks, a) => { for (const r of ranks) this.put(r, a, NOTICE_PHASE, NOTICE_BYTES, []); },
         oversubscribed: this.oversubscribed,
       });
+      await this.all.shm?.warm(this.timeoutMs);
     } catch (e) {
       this.p.closed = true;
       throw e;

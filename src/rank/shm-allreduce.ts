@@ -28,7 +28,7 @@ import { CommError } from './inbox.js';
 import { InputError } from '../core/errors.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
-import { mismatch } from './collective-check.js';
+import { descriptor, mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
 import { type LibcMemory, libcFallocate, libcMemory, libcSyscall, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
 import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
@@ -360,6 +360,8 @@ export class ShmAllReduce {
   plane!: Plane;
   /** When the plane was made: 'early' (prepare, when the world started) or 'first call'. */
   planeMade?: 'early' | 'first call';
+  /** Whether the world's start-up exchange ran (warm). */
+  warmed = false;
   /** What making the plane threw (no room in /dev/shm): every call throws it. */
   private planeError?: unknown;
 
@@ -516,6 +518,22 @@ export class ShmAllReduce {
   }
 
   /**
+   * The areas' first exchange, when the world starts (after prepare, on every rank alike): a one-element
+   * float32 sum through the path a short call takes, so that the user's first call does not meet that
+   * path cold (V8 compiles each function, and wasm each function, at its first call: ~1 ms of a fresh
+   * process's first allReduce, against the 60-100 us of Open MPI's, issue #14). Its header's collective
+   * number is 0, which no collective of the world's has. A rank whose areas could not be set up fails
+   * here, naming why, rather than leave its peers waiting for this exchange.
+   */
+  warm(timeoutMs?: number): Promise<void> | undefined {
+    if (this.planeError !== undefined) throw this.planeError;
+    if (this.planeMade !== 'early' || this.closed) return undefined;
+    const r = this.now(new Float32Array(1), 'sum', 'float32', WARM_CALL, WARM_DESC, timeoutMs);
+    this.warmed = true;
+    return r instanceof Promise ? r.then(() => undefined) : undefined;
+  }
+
+  /**
    * reduceScatter through the areas: per step, every rank stores the next piece of every rank's chunk
    * into its input area and reduces its own chunk's piece from all of them in rank order; one exchange per
    * step and nothing to gather. The counters move together, as in oneShot.
@@ -636,7 +654,8 @@ export class ShmAllReduce {
     };
     // A peer this late may be in another collective under the same number, waiting for a message from us
     // that the areas never send: tell it which call we are in, once per call.
-    if (!this.noticed) {
+    // (Not for the world's start-up exchange, which no collective of the inbox's knows.)
+    if (!this.noticed && this.callA !== WARM_CALL.a) {
       this.noticed = true;
       const late = missing();
       if (late.length) this.deps.notice?.(late, this.callA);
@@ -938,6 +957,9 @@ export class ShmAllReduce {
 }
 
 const NONE: number[] = [];
+/** The start-up exchange (ShmAllReduce.warm): collective number 0 (a world's are 1 and up), a float32 sum. */
+const WARM_CALL = { a: 0, what: 'allReduce of the world\'s start (the shared-memory areas\' first exchange)' } as const;
+const WARM_DESC = descriptor('allReduce', 'float32', 'sum');
 /** The array type each dtype travels in (half precision as its bits). */
 const VIEW: Record<CommDType, new (b: ArrayBufferLike, off: number, n: number) => CommArray> = {
   float32: Float32Array, float64: Float64Array, int32: Int32Array, uint8: Uint8Array, int8: Int8Array, float16: Uint16Array, bfloat16: Uint16Array,

@@ -106,7 +106,7 @@ if (scenario === 'check') {
   console.log(JSON.stringify({ rank: me, ok: true, plane }));
 } else if (scenario === 'made') {
   await world.close();
-  console.log(JSON.stringify({ rank: me, plane, madeBefore, made: shar?.planeMade ?? 'none' }));
+  console.log(JSON.stringify({ rank: me, plane, madeBefore, made: shar?.planeMade ?? 'none', warmed: shar?.warmed ?? false }));
 } else if (scenario === 'sync') {
   // A short call may complete before it returns (ShmAllReduce.now): then `buf` already holds the result
   // when allReduce hands back its promise. Reported, not asserted here: the test decides per plane.
