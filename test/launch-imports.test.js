@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI } from './helpers/procs.js';
@@ -64,11 +64,7 @@ test('a launch of barrier-only ranks loads the world from its bundle, and neithe
     for (const one of ['/dist/rank/peer-world.js', '/dist/rank/rendezvous.js', '/node_modules/zod/', '/node_modules/msgpackr/']) {
       assert.deepEqual(urls.filter((u) => u.includes(one)), [], `a rank loaded ${one} as a module of its own`);
     }
-    // koffi only where ranks set their allReduce areas up when the world starts (as MPI_Init does: ranks
-    // that do not outnumber the cores, src/rank/shm-allreduce.ts, warmShmAllReduce), never in the launcher.
-    const early = availableParallelism() >= 2 && process.env.TPRUN_SHM_EARLY !== '0';
-    const rankHeavy = HEAVY.filter((h) => !(early && h === '/node_modules/koffi/'));
-    for (const unwanted of [...rankHeavy, '/dist/util/trace.js']) assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
+    for (const unwanted of [...HEAVY, '/dist/util/trace.js']) assert.deepEqual(urls.filter((u) => u.includes(unwanted)), [], `${unwanted} was loaded`);
     assert.equal(r.stderr, '', 'a launch prints nothing of its own (no warning either)');
     // The launcher itself starts the ranks before (and without) anything of the world or its libraries:
     // what it loads is on the path to the first spawn, with the other cores idle.

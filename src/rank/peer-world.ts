@@ -85,8 +85,8 @@ export class PeerWorld implements World, Transport {
 
   async start(env: Env): Promise<void> {
     try {
-      // The allReduce areas' set-up starts while this rank waits for its peers (./shm-allreduce.ts).
-      warmShmAllReduce(this.localSize, this.oversubscribed);
+      // With TPRUN_SHM_EARLY=1 the allReduce areas' set-up starts while this rank waits for its peers (./shm-allreduce.ts).
+      warmShmAllReduce(this.localSize);
       await this.links.open(env, this.timeoutMs);
       this.all.shm = this.links.arPlan?.start({
         wait: (what, missing, t) => this.p.waitFor(what, missing, t),

@@ -1053,26 +1053,30 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
         prefaultArea(ownFd, offs[me], areaBytes(step));
         return mapPlane(me, fds, offs, areaBytes(step), step) ?? new FilePlane(me, fds, offs);
       }, step, deps);
-      if (earlySetUp(deps.oversubscribed)) s.prepare();
+      if (earlySetUp()) s.prepare();
       return s;
     },
   };
 }
 
 /**
- * Whether a world sets its areas up ahead of its first allReduce (TPRUN_SHM_EARLY=0: at the first call).
- * Not where local ranks outnumber cores: their start is CPU-bound (`tprun bench launch`, 4 ranks on 2
- * cores), so work done early is added to every launch, and a world that never reduces would pay it.
+ * Whether a world sets its areas up when it starts (TPRUN_SHM_EARLY=1) instead of at its first allReduce.
+ * Asked for, not the default: on the 2-core machine it cost `tprun bench launch -n 2` (each rank with a
+ * core) about a quarter of its time (1.31-1.60x mpirun's against 1.19-1.25x without it, 3 alternating
+ * pairs; ~+45 ms of CPU per rank: koffi's load, the SIMD and one-exchange modules' bytes and compiles,
+ * the areas' pages and mappings, the start-up exchange), where a world that only meets at a barrier
+ * needs none of it; and where ranks outnumber cores every launch is CPU-bound. A job whose first
+ * all-reduces are timed (a decode loop's first tokens) turns it on; the flag must be the same on every rank.
  */
-const earlySetUp = (oversubscribed: boolean) => !oversubscribed && process.env.TPRUN_SHM_EARLY !== '0';
+const earlySetUp = () => process.env.TPRUN_SHM_EARLY === '1';
 
 /**
  * What the areas' set-up needs before the ranks have met, started when a world starts (PeerWorld.start):
  * the SIMD module compiles on V8's compile threads, and koffi loads (8-25 ms) at the event loop's next
  * turn, while the rank waits for its peers at rendezvous. Only where the areas will be set up early.
  */
-export function warmShmAllReduce(localSize: number, oversubscribed: boolean): void {
-  if (localSize < 2 || !earlySetUp(oversubscribed)) return;
+export function warmShmAllReduce(localSize: number): void {
+  if (localSize < 2 || !earlySetUp()) return;
   SimdArena.precompile();
   setImmediate(() => { loadLibc(); });
 }
