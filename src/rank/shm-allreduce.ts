@@ -355,8 +355,8 @@ export class ShmAllReduce {
   /** Calls that went through the wasm one-exchange function (the tests' evidence that it ran). */
   wasmCalls = 0;
 
-  /** The memory plane, once made: ahead of the first call where the world asked for it (prepareSoon), else at
-   *  the first call (mapping costs a native module's load and the area's pages). */
+  /** The memory plane, once made: when the world starts with TPRUN_SHM_EARLY=1 (prepare), else at the first
+   *  call (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
   /** When the plane was made: 'early' (prepare, when the world started) or 'first call'. */
   planeMade?: 'early' | 'first call';
@@ -1016,9 +1016,9 @@ interface PeerAreas {
 }
 
 /**
- * Allocates our own area's pages with pwrite (tmpfs allocates on first touch; a full /dev/shm is an error
- * here, where a store into a mapping would be SIGBUS). Done at the first call through the areas, not at
- * world start: a world that never reduces (a launch, a broadcast of weights) pays nothing for them.
+ * Allocates our own area's pages (tmpfs allocates on first touch; a full /dev/shm is an error here, where a
+ * store into a mapping would be SIGBUS). Done at the first call through the areas, not at world start
+ * (unless TPRUN_SHM_EARLY=1): a world that never reduces (a launch, a broadcast of weights) pays nothing.
  */
 function prefaultArea(ownFd: number, off: number, len: number): void {
   // posix_fallocate where koffi is in use anyway (the mapped planes): the kernel zeroes the pages, about a
