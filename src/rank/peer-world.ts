@@ -17,7 +17,7 @@ import { Progress } from './progress.js';
 import { checkGroupRanks, PeerGroup } from './group.js';
 import { checkRoot } from './collectives/slices.js';
 import { ReduceBuffers } from './collectives/reduce-buffers.js';
-import type { ShmAllReduce } from './shm-allreduce.js';
+import { type ShmAllReduce, warmShmAllReduce } from './shm-allreduce.js';
 import type { Ticket, Transport } from './collectives/round.js';
 
 /** How long close() waits for a peer to acknowledge its goodbye (one whose event loop is blocked). */
@@ -85,6 +85,8 @@ export class PeerWorld implements World, Transport {
 
   async start(env: Env): Promise<void> {
     try {
+      // With TPRUN_SHM_EARLY=1 the allReduce areas' set-up starts while this rank waits for its peers (./shm-allreduce.ts).
+      warmShmAllReduce(this.localSize);
       await this.links.open(env, this.timeoutMs);
       this.all.shm = this.links.arPlan?.start({
         wait: (what, missing, t) => this.p.waitFor(what, missing, t),
@@ -92,6 +94,7 @@ export class PeerWorld implements World, Transport {
         notice: (ranks, a) => { for (const r of ranks) this.put(r, a, NOTICE_PHASE, NOTICE_BYTES, []); },
         oversubscribed: this.oversubscribed,
       });
+      await this.all.shm?.warm(this.timeoutMs);
     } catch (e) {
       this.p.closed = true;
       throw e;

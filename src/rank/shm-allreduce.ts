@@ -29,9 +29,9 @@ import { InputError } from '../core/errors.js';
 import { onOff, wholeNumber } from '../util/env.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
-import { mismatch } from './collective-check.js';
+import { descriptor, mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
-import { type LibcMemory, libcMemory, libcSyscall, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
+import { type LibcMemory, libcFallocate, libcMemory, libcSyscall, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
 import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
 import { memoryPointer, PAGE, restorePages } from '../util/wasm-map.js';
 
@@ -127,6 +127,8 @@ const loadLibc = (): Libc | undefined => {
   return mem && { ...mem, syscall: SYS_FUTEX !== undefined && process.env.TPRUN_SHM_FUTEX_US !== '0' ? libcSyscall() : undefined };
 };
 
+/** errno.h's ENOSPC (Linux, every architecture). */
+const ENOSPC = 28;
 /** futex(2)'s number (asm/unistd.h) where we know it: x86-64 and arm64. */
 const SYS_FUTEX = ({ x64: 202, arm64: 98 } as Record<string, number>)[process.arch];
 const FUTEX_WAIT = 0;
@@ -165,7 +167,7 @@ const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd
  * gather it, two copies fewer per element than reducing through the arena's own slots), else anywhere
  * ('mmap'); undefined where neither can be had (the caller takes pread/pwrite).
  */
-export async function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Promise<Plane | undefined> {
+export function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Plane | undefined {
   const libc = loadLibc();
   if (!libc) return undefined;
   try {
@@ -354,15 +356,22 @@ export class ShmAllReduce {
   /** Calls that went through the wasm one-exchange function (the tests' evidence that it ran). */
   wasmCalls = 0;
 
-  /** The memory plane, from the first call on (mapping costs a native module's load and the area's pages). */
+  /** The memory plane, once made: when the world starts with TPRUN_SHM_EARLY=1 (prepare), else at the first
+   *  call (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
+  /** When the plane was made: 'early' (prepare, when the world started) or 'first call'. */
+  planeMade?: 'early' | 'first call';
+  /** Whether the world's start-up exchange ran (warm). */
+  warmed = false;
+  /** What making the plane threw (no room in /dev/shm): every call throws it. */
+  private planeError?: unknown;
 
   /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
   private readonly futexNs: number;
   /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
   rung = 0;
 
-  constructor(private me: number, private R: number, private makePlane: () => Promise<Plane>, readonly step: number, private deps: ShmAllReduceDeps) {
+  constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps) {
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
     this.futexNs = futexNs(deps.oversubscribed);
   }
@@ -393,7 +402,7 @@ export class ShmAllReduce {
     if (this.closed) throw new CommError(`${what}: the world is closed`);
     this.begin(seq);
     try {
-      await this.ready();
+      this.ready();
       await body();
     } finally {
       this.settle();
@@ -465,14 +474,64 @@ export class ShmAllReduce {
     if (this.closed) this.plane?.close();
   }
 
-  private async ready(): Promise<void> {
+  private ready(): void {
     if (this.plane) return;
-    this.plane = await this.makePlane();
-    if (!this.plane.arena) {
-      this.arena = SimdArena.create();
-      // The reduction's slots exist and are touched before the first reduction, as the areas' pages are.
-      if (this.arena) for (const sl of this.arena.slots(this.R, BLOCK)) sl.fill(0);
+    if (this.planeError !== undefined) throw this.planeError;
+    this.makeNow('first call');
+  }
+
+  private makeNow(when: 'early' | 'first call'): void {
+    try {
+      const plane = this.makePlane();
+      if (!plane.arena) {
+        this.arena = SimdArena.create();
+        // The reduction's slots exist and are touched before the first reduction, as the areas' pages are.
+        if (this.arena) for (const sl of this.arena.slots(this.R, BLOCK)) sl.fill(0);
+      }
+      this.plane = plane;
+      this.planeMade = when;
+    } catch (e) {
+      this.planeError = e;
+      throw e;
     }
+  }
+
+  /**
+   * Makes the plane now, when the world starts, as Open MPI sets up its shared-memory transport in
+   * MPI_Init: a world's first allReduce then costs what any other does, where making the plane in it took
+   * 20-90 ms (issue #14). What is slow to make and needs no peer (koffi, the SIMD module) was started
+   * before the ranks met (warmShmAllReduce), so what is left here is the areas' pages and mappings. (At
+   * the event loop's next turn instead, it mostly came too late: the world's barrier after initWorld
+   * spins without a turn while peers keep up, and the first call made the plane itself.)
+   */
+  prepare(): void {
+    if (this.plane || this.closed || this.planeError !== undefined) return;
+    try {
+      this.makeNow('early');
+    } catch {
+      // planeError: the first call throws it, naming the call
+      return;
+    }
+    // The one-exchange module of a decode loop's all-reduces (float32 sums), ~1 ms to build and compile.
+    // (WebAssembly.compile in the background would hand its module over only at an event loop turn,
+    // which a world that spins in its barrier and then calls at once does not give.)
+    (this.plane as Plane).oneShotFn?.('float32', 'sum');
+  }
+
+  /**
+   * The areas' first exchange, when the world starts (after prepare, on every rank alike): a one-element
+   * float32 sum through the path a short call takes, so that the user's first call does not meet that
+   * path cold (V8 compiles each function, and wasm each function, at its first call: ~1 ms of a fresh
+   * process's first allReduce, against the 60-100 us of Open MPI's, issue #14). Its header's collective
+   * number is 0, which no collective of the world's has. A rank whose areas could not be set up fails
+   * here, naming why, rather than leave its peers waiting for this exchange.
+   */
+  warm(timeoutMs?: number): Promise<void> | undefined {
+    if (this.planeError !== undefined) throw this.planeError;
+    if (this.planeMade !== 'early' || this.closed) return undefined;
+    const r = this.now(new Float32Array(1), 'sum', 'float32', WARM_CALL, WARM_DESC, timeoutMs);
+    this.warmed = true;
+    return r instanceof Promise ? r.then(() => undefined) : undefined;
   }
 
   /**
@@ -596,7 +655,8 @@ export class ShmAllReduce {
     };
     // A peer this late may be in another collective under the same number, waiting for a message from us
     // that the areas never send: tell it which call we are in, once per call.
-    if (!this.noticed) {
+    // (Not for the world's start-up exchange, which no collective of the inbox's knows.)
+    if (!this.noticed && this.callA !== WARM_CALL.a) {
       this.noticed = true;
       const late = missing();
       if (late.length) this.deps.notice?.(late, this.callA);
@@ -898,6 +958,9 @@ export class ShmAllReduce {
 }
 
 const NONE: number[] = [];
+/** The start-up exchange (ShmAllReduce.warm): collective number 0 (a world's are 1 and up), a float32 sum. */
+const WARM_CALL = { a: 0, what: 'allReduce of the world\'s start (the shared-memory areas\' first exchange)' } as const;
+const WARM_DESC = descriptor('allReduce', 'float32', 'sum');
 /** The array type each dtype travels in (half precision as its bits). */
 const VIEW: Record<CommDType, new (b: ArrayBufferLike, off: number, n: number) => CommArray> = {
   float32: Float32Array, float64: Float64Array, int32: Int32Array, uint8: Uint8Array, int8: Int8Array, float16: Uint16Array, bfloat16: Uint16Array,
@@ -954,11 +1017,18 @@ interface PeerAreas {
 }
 
 /**
- * Allocates our own area's pages with pwrite (tmpfs allocates on first touch; a full /dev/shm is an error
- * here, where a store into a mapping would be SIGBUS). Done at the first call through the areas, not at
- * world start: a world that never reduces (a launch, a broadcast of weights) pays nothing for them.
+ * Allocates our own area's pages (tmpfs allocates on first touch; a full /dev/shm is an error here, where a
+ * store into a mapping would be SIGBUS). Done at the first call through the areas, not at world start
+ * (unless TPRUN_SHM_EARLY=1): a world that never reduces (a launch, a broadcast of weights) pays nothing.
  */
 function prefaultArea(ownFd: number, off: number, len: number): void {
+  // posix_fallocate where koffi is in use anyway (the mapped planes): the kernel zeroes the pages, about a
+  // third of the time of writing 8 MiB of zeros from JavaScript at a world's start. Where it cannot
+  // (ENOSPC aside), the writes below.
+  const fallocate = process.env.TPRUN_SHM_MMAP === '0' ? undefined : libcFallocate();
+  const rc = fallocate?.(ownFd, off, len);
+  if (rc === 0) return;
+  if (rc === ENOSPC) throw new CommError(`no room in /dev/shm for this rank's ${len >> 20} MiB allReduce area (posix_fallocate: ENOSPC); TPRUN_SHM_AR_STEP=0 turns the areas off`);
   const z = new Uint8Array(1 << 20);
   try {
     for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), off + o);
@@ -979,9 +1049,35 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
   const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
   const offs = peers.map((p) => p.shm!.ar!.off);
   return {
-    start: (deps) => new ShmAllReduce(me, peers.length, async () => {
-      prefaultArea(ownFd, offs[me], areaBytes(step));
-      return (await mapPlane(me, fds, offs, areaBytes(step), step)) ?? new FilePlane(me, fds, offs);
-    }, step, deps),
+    start: (deps) => {
+      const s = new ShmAllReduce(me, peers.length, () => {
+        prefaultArea(ownFd, offs[me], areaBytes(step));
+        return mapPlane(me, fds, offs, areaBytes(step), step) ?? new FilePlane(me, fds, offs);
+      }, step, deps);
+      if (earlySetUp()) s.prepare();
+      return s;
+    },
   };
+}
+
+/**
+ * Whether a world sets its areas up when it starts (TPRUN_SHM_EARLY=1) instead of at its first allReduce.
+ * Asked for, not the default: on the 2-core machine it cost `tprun bench launch -n 2` (each rank with a
+ * core) about a quarter of its time (1.31-1.60x mpirun's against 1.19-1.25x without it, 3 alternating
+ * pairs; ~+45 ms of CPU per rank: koffi's load, the SIMD and one-exchange modules' bytes and compiles,
+ * the areas' pages and mappings, the start-up exchange), where a world that only meets at a barrier
+ * needs none of it; and where ranks outnumber cores every launch is CPU-bound. A job whose first
+ * all-reduces are timed (a decode loop's first tokens) turns it on; the flag must be the same on every rank.
+ */
+const earlySetUp = () => process.env.TPRUN_SHM_EARLY === '1';
+
+/**
+ * What the areas' set-up needs before the ranks have met, started when a world starts (PeerWorld.start):
+ * the SIMD module compiles on V8's compile threads, and koffi loads (8-25 ms) at the event loop's next
+ * turn, while the rank waits for its peers at rendezvous. Only where the areas will be set up early.
+ */
+export function warmShmAllReduce(localSize: number): void {
+  if (localSize < 2 || !earlySetUp()) return;
+  SimdArena.precompile();
+  setImmediate(() => { loadLibc(); });
 }

@@ -73,6 +73,8 @@ const UNROLL_BYTES = 16 * UNROLL;
 
 type Fn3 = (dst: number, a: number, b: number, n: number) => void;
 let compiled: WebAssembly.Module | undefined;
+/** The background compile that precompile() started, while it runs. */
+let compiling: Promise<void> | undefined;
 
 export class SimdArena {
   readonly mem: WebAssembly.Memory;
@@ -113,6 +115,21 @@ export class SimdArena {
         tail(dtype, op, new Uint8Array(buf, dst, n), new Uint8Array(buf, srcs[k], n), vecBytes / elemBytes);
       }
       a = dst;
+    }
+  }
+
+  /**
+   * Starts compiling the module on V8's compile threads (WebAssembly.compile), so that the arenas made
+   * later instantiate it without compiling on the main thread (1.8-8 ms of a fresh process's first
+   * allReduce, issue #14). A world calls it when it starts; create() compiles synchronously as before
+   * where this has not finished.
+   */
+  static precompile(): void {
+    if (compiled || compiling) return;
+    try {
+      compiling = WebAssembly.compile(moduleBytes()).then((m) => { compiled ??= m; }, () => { compiling = undefined; });
+    } catch {
+      // no WebAssembly: create() says so to its callers
     }
   }
 

@@ -82,6 +82,10 @@ export const libcMemory = declare<LibcMemory>(({ koffi, libc }) => ({
 /** syscall(2), variadic: the futex calls of the shared-memory allReduce's doorbell, which libc does not wrap. */
 export const libcSyscall = declare(({ libc }) => libc.func('long syscall(long nr, ...)') as Fn);
 
+/** posix_fallocate(3): a file's blocks (tmpfs pages) allocated without writing them from JavaScript; returns
+ *  0 or the error number (ENOSPC where there is no room). */
+export const libcFallocate = declare(({ libc }) => libc.func('int posix_fallocate(int fd, int64_t off, int64_t len)') as (fd: number, off: number, len: number) => number);
+
 export const libcCopyFileRange = declare(({ koffi, libc }) => ({
   copyFileRange: libc.func('intptr_t copy_file_range(int fd_in, _Inout_ int64_t *off_in, int fd_out, _Inout_ int64_t *off_out, size_t len, unsigned int flags)') as CopyFileRange,
   errno: () => koffi.errno(),

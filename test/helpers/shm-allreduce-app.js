@@ -1,4 +1,5 @@
 // A rank program for the shared-memory allReduce tests: `node shm-allreduce-app.js SCENARIO`.
+// 'made': when the areas were set up (at world start or at the first call).
 // 'check': every case against a sequential reference (inputs are a function of rank and index), then one
 // JSON line {rank, ok, plane}. 'sync': short calls awaited in turn, one that a peer joins late, and what
 // each call's promise held when it came back. 'mismatch-length' / 'mismatch-op': the ranks disagree on
@@ -14,6 +15,8 @@ const { rank: me, size: R } = world;
 // from the first call through the areas on).
 /** @type {{ plane?: { kind: string }, step: number, rung: number, wasmCalls: number } | undefined} the world's own, not in its public type */
 const shar = /** @type {any} */ (world).shar;
+// Whether the areas were set up when the world started (ShmAllReduce.prepare), before any call wanted them.
+const madeBefore = shar?.planeMade ?? 'none';
 await world.allReduce(new Float32Array(1));
 const plane = shar?.plane?.kind ?? 'none';
 
@@ -101,6 +104,9 @@ if (scenario === 'check') {
   checkAll(big, 'sum', 'float32 sum [64 MiB]');
   await world.close();
   console.log(JSON.stringify({ rank: me, ok: true, plane }));
+} else if (scenario === 'made') {
+  await world.close();
+  console.log(JSON.stringify({ rank: me, plane, madeBefore, made: shar?.planeMade ?? 'none', warmed: shar?.warmed ?? false }));
 } else if (scenario === 'sync') {
   // A short call may complete before it returns (ShmAllReduce.now): then `buf` already holds the result
   // when allReduce hands back its promise. Reported, not asserted here: the test decides per plane.

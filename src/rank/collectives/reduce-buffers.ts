@@ -9,7 +9,13 @@ import { ELEM } from './slices.js';
 
 export class ReduceBuffers {
   private scratch = new ArrayBuffer(0);
-  private arena = SimdArena.create();
+  /** Made at the first reduction through these buffers: a world whose reductions all go through the
+   *  shared-memory areas (../shm-allreduce.ts) never needs it. */
+  private arenaMade?: SimdArena | null;
+  private get arena(): SimdArena | undefined {
+    if (this.arenaMade === undefined) this.arenaMade = SimdArena.create() ?? null;
+    return this.arenaMade ?? undefined;
+  }
   private busy?: Promise<void>;
 
   scratchBytes(n: number): Uint8Array {
