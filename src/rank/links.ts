@@ -120,6 +120,7 @@ export class Links {
       bye: (r: number) => ev.bye(r), byeAck: (r: number) => ev.byeAck(r), wake: () => ev.wake(), fail: (e: Error) => ev.fail(e), log: ev.log,
     };
     let rv: Awaited<ReturnType<typeof rendezvous>> | undefined;
+    let unlinkData: (() => void) | undefined;
     try {
       let ep: { data: string; dataLocal?: string };
       let listen: () => Promise<MessageServer>;
@@ -132,8 +133,8 @@ export class Links {
         });
         // It holds the event loop for the world, as ZeroMQ's sockets did; the script's end is still seen.
         worldHandles.add(srv.server);
-        // Once every peer is in, nobody else may connect: the name goes.
-        this.router = new DataRouter(rank, size - 1, rdv.secret, nonce, this.inbox, { ...events, allIn: () => srv.unlink() }, srv);
+        this.router = new DataRouter(rank, rdv.secret, nonce, this.inbox, events, srv);
+        unlinkData = () => srv.unlink();
         ep = { data: `ipc://${path}` };
         // Rank 0's rendezvous: the ipc path the job named, else one keyed by the job and its address.
         const rdvPath = rdv.bind.startsWith('ipc://') ? rdv.bind.slice('ipc://'.length)
@@ -152,7 +153,7 @@ export class Links {
       } else {
         this.book = await zmq!.acquireAddressBook();
         const srv = zmq!.zmqDataServer(curve, this.book);
-        this.router = new DataRouter(rank, size - 1, rdv.secret, nonce, this.inbox, events, srv);
+        this.router = new DataRouter(rank, rdv.secret, nonce, this.inbox, events, srv);
         ep = await listenForData((e) => srv.bind(e), rdv, rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));
         listen = () => zmq!.zmqRendezvousServer(rdv.bind, curve);
         dial = () => zmq!.zmqRendezvousClient(rdv.connect, curve);
@@ -167,6 +168,23 @@ export class Links {
       rv = await rendezvous({ rank, size, connect: rdv.connect, secret: rdv.secret, info, timeoutMs, listen, dial, log: ev.log });
       const peers = rv.peers;
       this.router.start();
+      // Each peer's link first: on one machine its connection is made (by the kernel, whatever the peer's
+      // event loop is doing) before this rank sends its part of the exchange below, so once the exchange is
+      // over no rank needs a data socket's name any more, and nobody else can connect.
+      const gone = (r: number) => ev.disconnect(r);
+      for (const p of peers) {
+        if (p.rank === rank) continue;
+        const link: PeerLink = zmq
+          ? new zmq.ZmqLink(p.rank, (p.hostKey === info.hostKey && p.dataLocal) || p.data, gone, curve)
+          : new UnixLink(p.rank, p.data, gone);
+        link.authenticate(rank, rdv.secret, Buffer.from(p.dataNonce));
+        this.peerLinks[p.rank] = link;
+      }
+      if (!zmq) {
+        await Promise.all(this.peerLinks.map((l, r) => (l as UnixLink | undefined)?.connected.catch((e: Error) => {
+          throw new CommError(`rank ${rank} cannot reach rank ${r}'s data socket ${peers[r].data}: ${e.message}`);
+        })));
+      }
       // Open the shared-memory files of peers on this machine; a pair uses them only if both ends could.
       const opened: (number | undefined)[] = peers.map((p) =>
         p.rank !== rank && this.shmOut && p.shm && p.hostKey === info.hostKey ? openPeerFile(p.shm) : undefined);
@@ -175,25 +193,18 @@ export class Links {
       const mine = [...opened.map((fd) => fd !== undefined), !!this.shmOut?.info.ar];
       const all = await rv.exchange(mine, z.array(z.boolean()).length(size + 1));
       const can = all.map((row) => row.slice(0, size));
-      // Every rank opened the files it needs before it sent its part of that exchange: the names can go
-      // (no second round trip through rank 0 for it).
+      // Every rank opened the files it needs and connected its links before it sent its part of that
+      // exchange: the names can go (no second round trip through rank 0 for it).
       this.shmOut?.unlink();
+      unlinkData?.();
       if (this.shmOut && all.every((row) => row[size])) this.arPlan = shmAllReducePlan(rank, peers, opened, this.shmOut.fd, can);
       for (const p of peers) {
-        if (p.rank === rank) continue;
-        const gone = (r: number) => ev.disconnect(r);
-        const link: PeerLink = zmq
-          ? new zmq.ZmqLink(p.rank, (p.hostKey === info.hostKey && p.dataLocal) || p.data, gone, curve)
-          : new UnixLink(p.rank, p.data, gone);
-        link.authenticate(rank, rdv.secret, Buffer.from(p.dataNonce));
-        this.peerLinks[p.rank] = link;
         const fd = opened[p.rank];
-        if (fd !== undefined && can[rank][p.rank] && can[p.rank][rank]) {
-          const waker = p.shm!.wake ? this.wakeSocket(p.shm!.wake) : undefined;
-          this.shm[p.rank] = new ShmLink(p.rank, rank, this.shmOut!.fd, fd, this.inbox,
-            waker ? () => { waker.write(ONE); } : (r) => this.peerLinks[r]?.wake(), this.shmOut!.info, p.shm!);
-          this.shmList.push(this.shm[p.rank]!);
-        }
+        if (p.rank === rank || fd === undefined || !can[rank][p.rank] || !can[p.rank][rank]) continue;
+        const waker = p.shm!.wake ? this.wakeSocket(p.shm!.wake) : undefined;
+        this.shm[p.rank] = new ShmLink(p.rank, rank, this.shmOut!.fd, fd, this.inbox,
+          waker ? () => { waker.write(ONE); } : (r) => this.peerLinks[r]?.wake(), this.shmOut!.info, p.shm!);
+        this.shmList.push(this.shm[p.rank]!);
       }
     } catch (e) {
       rv?.release();

@@ -26,8 +26,6 @@ export interface RouterEvents {
   wake(): void;
   fail(err: Error): void;
   log(msg: string): void;
-  /** Every peer has authenticated: no other connection is expected. */
-  allIn?(): void;
 }
 
 /** The receiving side: one listening socket for every peer's link. */
@@ -38,7 +36,6 @@ export class DataRouter {
 
   constructor(
     private me: number,
-    private peers: number,
     private secret: Buffer,
     readonly nonce: Buffer,
     private inbox: Inbox,
@@ -74,7 +71,6 @@ export class DataRouter {
         }
         this.authed.add(claimed);
         this.byRid.set(rid, claimed);
-        if (this.authed.size === this.peers) this.events.allIn?.();
         return;
       }
       if (src !== undefined && h.b === CTRL_BYE) return this.events.bye(src);

@@ -21,6 +21,9 @@ export class UnixLink extends PeerLink {
     this.c = new UnixClient(ipcPath(endpoint), { maxMessageBytes: DATA_MESSAGE_BYTES, retry: false, onDisconnect: () => onDisconnect(peer) });
   }
 
+  /** Resolves once connected; rejects when the peer's socket is not there (it is gone). */
+  get connected(): Promise<void> { return this.c.connected; }
+
   protected transmit(frames: Frame[]): Promise<void> { return this.c.send(frames); }
 
   async close(): Promise<void> {

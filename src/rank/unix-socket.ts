@@ -20,23 +20,36 @@ const RETRY_MS = 10;
 const asBuf = (f: Frame): Buffer => (typeof f === 'string' ? Buffer.from(f, 'latin1')
   : Buffer.isBuffer(f) ? f : Buffer.from(f.buffer, f.byteOffset, f.byteLength));
 
+/** Frames at least this large are written as they are; smaller ones are copied into one write with the lengths. */
+const BIG_FRAME = 16384;
+
 /** Writes one message; resolves once Node handed its bytes to the kernel (the frames may be reused then). */
 function writeMessage(s: net.Socket, frames: Frame[]): Promise<void> {
   const bufs = frames.map(asBuf);
   if (!bufs.length) return Promise.reject(new Error('a message without frames'));
-  const head = Buffer.allocUnsafe(4 + 4 * bufs.length);
-  head.writeUInt32LE(bufs.length, 0);
-  bufs.forEach((b, i) => head.writeUInt32LE(b.length, 4 + 4 * i));
+  // One write for the lengths and the small frames around each large one, which goes out uncopied.
+  const writes: Buffer[] = [];
+  let small: Buffer[] = [];
+  const count = Buffer.allocUnsafe(4);
+  count.writeUInt32LE(bufs.length, 0);
+  small.push(count);
+  for (const b of bufs) {
+    const len = Buffer.allocUnsafe(4);
+    len.writeUInt32LE(b.length, 0);
+    small.push(len);
+    if (b.length < BIG_FRAME) small.push(b);
+    else {
+      writes.push(Buffer.concat(small), b);
+      small = [];
+    }
+  }
+  if (small.length) writes.push(Buffer.concat(small));
   return new Promise((res, rej) => {
     if (s.destroyed) return rej(new Error('socket closed'));
-    // Each frame's length, then its bytes as they are (no copy); the last write's callback says all went.
     const cb = (e?: Error | null) => (e ? rej(e) : res());
+    if (writes.length === 1) { s.write(writes[0], cb); return; }
     s.cork();
-    s.write(head.subarray(0, 8), bufs.length === 1 && !bufs[0].length ? cb : undefined);
-    for (let i = 0; i < bufs.length; i++) {
-      if (i) s.write(head.subarray(4 + 4 * i, 8 + 4 * i), i === bufs.length - 1 && !bufs[i].length ? cb : undefined);
-      if (bufs[i].length) s.write(bufs[i], i === bufs.length - 1 ? cb : undefined);
-    }
+    writes.forEach((w, i) => s.write(w, i === writes.length - 1 ? cb : undefined));
     s.uncork();
   });
 }
@@ -252,6 +265,7 @@ export class UnixClient implements MessageClient {
   private box = new Mailbox();
   private closing = false;
   private timer?: NodeJS.Timeout;
+  private queued: Buffer[][] = [];
 
   constructor(readonly path: string, private o: UnixClientOptions) {
     this.ready = new Promise((res, rej) => this.attempt(res, rej));
@@ -274,6 +288,8 @@ export class UnixClient implements MessageClient {
       if (!this.closing) this.o.onDisconnect?.();
     });
     s.once('connect', () => {
+      // What was queued goes first, in order.
+      for (const m of this.queued.splice(0)) writeMessage(s, m).catch(() => undefined);
       this.sock = s;
       s.on('error', () => undefined);
       if (!this.o.retry) s.unref();
@@ -289,10 +305,16 @@ export class UnixClient implements MessageClient {
     });
   }
 
+  get connected(): Promise<void> { return this.ready.then(() => undefined); }
+
   receive(): Promise<Buffer[]> { return this.box.receive(); }
 
-  async send(frames: Frame[]): Promise<void> {
-    await writeMessage(await this.ready, frames);
+  /** Before the connection is made, the message is copied and queued (as ZeroMQ queues it), so a
+   *  rendezvous that waits for an answer runs its timeouts and warnings even while nobody listens. */
+  send(frames: Frame[]): Promise<void> {
+    if (this.sock) return writeMessage(this.sock, frames);
+    this.queued.push(frames.map((f) => Buffer.from(asBuf(f))));
+    return Promise.resolve();
   }
 
   /** Bytes written but not yet taken by the kernel. */
