@@ -9,7 +9,7 @@
 // On the stream a message is [u32 frame count] then per frame [u32 length][bytes], little-endian.
 // A message over the reader's limit, or a frame count of 0 or over 64, ends that connection.
 import net from 'node:net';
-import { lstatSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import type { Frame, MessageClient, MessageServer } from './message-socket.js';
 import { cleanupOnEnd } from './scoped-cleanup.js';
 
@@ -274,6 +274,12 @@ export class UnixClient implements MessageClient {
 
   private attempt(res: (s: net.Socket) => void, rej: (e: Error) => void): void {
     if (this.closing) return rej(new Error('socket closed'));
+    // While the name is not there yet, a stat is all a try costs (a socket object and its error event
+    // are ~10x that, and joining ranks often wait tens of ms for rank 0 on a loaded machine).
+    if (this.o.retry && !existsSync(this.path)) {
+      this.timer = setTimeout(() => this.attempt(res, rej), RETRY_MS);
+      return;
+    }
     const s = net.connect(this.path);
     s.setNoDelay?.(true);
     s.once('error', (e: NodeJS.ErrnoException) => {
