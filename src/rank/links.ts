@@ -7,7 +7,6 @@
 // from sleep with a byte on a unix socket.
 import { hostname } from 'node:os';
 import net from 'node:net';
-import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -51,8 +50,10 @@ function hostKey(): string {
   return `${hostname()}/${boot}`;
 }
 
-/** The local address the kernel would use to reach host:port (a connected UDP socket sends nothing). */
+/** The local address the kernel would use to reach host:port (a connected UDP socket sends nothing).
+ *  node:dgram only here (jobs across machines): ~1.5 ms of every local rank's start otherwise. */
 function routeAddress(host: string, port: number): Promise<string | undefined> {
+  const dgram = process.getBuiltinModule('node:dgram');
   return new Promise((res) => {
     const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
     const done = (a?: string) => { try { s.close(); } catch { /* closed */ } res(a); };
