@@ -7,7 +7,7 @@
 // from sleep with a byte on a unix socket.
 import { hostname } from 'node:os';
 import net from 'node:net';
-import { readFileSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { z } from 'zod/v3'; // see wire-schema.ts
@@ -81,8 +81,28 @@ function unixSocketDir(rdv: Rendezvous, env: Env): string | undefined {
   } catch {
     return undefined;
   }
-  // Room for the longest name below: tprun-<12 hex>-<rank, up to 8 digits>-<8 hex>.sock.
-  return dir.length + 46 <= MAX_SOCKET_PATH ? dir : undefined;
+  // Room for the longest name below: tprun-<12 hex>-<rank, up to 8 digits>-<pid, up to 7>-<8 hex>.sock.
+  return dir.length + 54 <= MAX_SOCKET_PATH ? dir : undefined;
+}
+
+/**
+ * Removes data-socket names that ranks killed outright (SIGKILL, before their world started) left in the
+ * directory: the name carries its process id, as the /dev/shm ring files do (./shm-link.ts sweepStale).
+ * Only sockets named so, of processes that no longer exist.
+ */
+function sweepStaleSockets(dir: string): void {
+  try {
+    for (const name of readdirSync(dir)) {
+      const m = /^tprun-[0-9a-f]{12}-\d+-(\d+)-[0-9a-f]{8}\.sock$/.exec(name);
+      if (!m) continue;
+      try {
+        process.kill(Number(m[1]), 0);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+        try { if (lstatSync(join(dir, name)).isSocket()) unlinkSync(join(dir, name)); } catch { /* raced */ }
+      }
+    }
+  } catch { /* unreadable: nothing to sweep */ }
 }
 
 export class Links {
@@ -127,7 +147,8 @@ export class Links {
       let listen: () => Promise<MessageServer>;
       let dial: () => MessageClient;
       if (unixDir) {
-        const path = join(unixDir, `tprun-${jobTag}-${rank}-${randomBytes(4).toString('hex')}.sock`);
+        sweepStaleSockets(unixDir);
+        const path = join(unixDir, `tprun-${jobTag}-${rank}-${process.pid}-${randomBytes(4).toString('hex')}.sock`);
         const srv = await listenUnix(path, {
           maxMessageBytes: DATA_MESSAGE_BYTES,
           refused: (where, why) => ev.log(`tprun: rank ${rank} refused a data connection from ${where}: ${why}`),

@@ -155,3 +155,30 @@ test('a local process without the job secret can neither join nor disturb a sing
     rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('a rank killed outright before its world started leaves a socket name that the next world on this machine removes', async () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'tprun-uds-'));
+  const dir = join(tmp, `tprun-${uid}`);
+  try {
+    // Rank 0 of a world whose rank 1 never comes: it listens, then waits at the rendezvous, and is killed.
+    const env = await jobEnv(2, { TMPDIR: tmp });
+    const victim = startRank(0, env, ['hello']);
+    const mine = () => (existsSync(dir) ? readdirSync(dir).filter((f) => f.includes(`-${victim.pid}-`)) : []);
+    await until(() => mine().length > 0 || victim.code !== null, 30000, 'rank 0 to listen for data');
+    victim.proc.kill('SIGKILL');
+    await victim.exited;
+    const left = mine();
+    assert.equal(left.length, 1, 'SIGKILL leaves the data socket\'s name behind');
+    // Not a socket, though named like one of a dead process: not tprun's, left alone.
+    const decoy = `tprun-${'0'.repeat(12)}-0-${victim.pid}-${'0'.repeat(8)}.sock`;
+    writeFileSync(join(dir, decoy), 'not a socket');
+    const env2 = await jobEnv(2, { TMPDIR: tmp });
+    const rs = [startRank(0, env2, ['hello']), startRank(1, env2, ['hello'])];
+    await Promise.all(rs.map((r) => r.exited));
+    for (const r of rs) assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(readdirSync(dir).filter((f) => left.includes(f)), [], 'the stale name was swept');
+    assert.ok(existsSync(join(dir, decoy)), 'a file that is not a socket stays');
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
