@@ -3,7 +3,8 @@
 // liveness (goodbyes, disconnects) for every pair. Those and the rendezvous run over Node's Unix sockets
 // in a private directory when the launcher says every rank is on this machine (./unix-socket.ts), and
 // over ZeroMQ otherwise, or under --secure (CurveZMQ), or with TPRUN_TRANSPORT=zmq (./zmq-link.ts, loaded
-// only then: the zeromq addon is ~35 ms of a rank's CPU at start). Same-machine peers wake each other
+// only then: loading the zeromq addon and making its context and sockets is ~15 ms of a rank's CPU at
+// start, docs/performance.md). Same-machine peers wake each other
 // from sleep with a byte on a unix socket.
 import { hostname } from 'node:os';
 import net from 'node:net';

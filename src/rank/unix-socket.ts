@@ -1,7 +1,7 @@
 // ZeroMQ's multipart messages over Node's own Unix domain sockets, for a world whose ranks all sit on one
-// machine: its rendezvous and each pair's liveness link then need no native addon (loading zeromq, its
-// context's I/O thread and its sockets were ~35 ms of each rank's main-thread CPU in `tprun bench launch`
-// profiles, ~15 ms more than the rank's next largest library). The sockets live in a directory only this
+// machine: its rendezvous and each pair's liveness link then need no native addon (loading zeromq costs
+// a process ~8 ms of CPU and a socket pair ~8 ms more; in `tprun bench launch`'s rank profiles it was the
+// largest library, docs/performance.md). The sockets live in a directory only this
 // user can enter (identity.ts privateDir, or Open MPI's per-job session directory), so other users
 // cannot even connect; same-user strangers still meet the job secret's HMAC handshakes above this
 // (./rendezvous.ts, ./peer-link.ts), as over ZeroMQ.
