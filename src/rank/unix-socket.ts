@@ -294,6 +294,7 @@ export class UnixClient implements MessageClient {
       if (!this.closing) this.o.onDisconnect?.();
     });
     s.once('connect', () => {
+      if (this.closing) { s.destroy(); rej(new Error('socket closed')); return; } // closed while connecting
       // What was queued goes first, in order.
       for (const m of this.queued.splice(0)) writeMessage(s, m).catch(() => undefined);
       this.sock = s;
