@@ -96,7 +96,9 @@ export class ShmOut {
   }
 
   static available(): boolean {
-    return process.platform === 'linux' && existsSync('/dev/shm') && process.env.TPRUN_TRANSPORT !== 'zmq';
+    // TPRUN_TRANSPORT=zmq or =unix: every byte over the peer links (./links.ts), ZeroMQ's or the Unix sockets.
+    const t = process.env.TPRUN_TRANSPORT;
+    return process.platform === 'linux' && existsSync('/dev/shm') && t !== 'zmq' && t !== 'unix';
   }
 
   private release: () => void;
