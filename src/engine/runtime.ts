@@ -13,6 +13,7 @@ import { chooseDevice, onnxOutputNames, outputLocations, type Device, type Devic
 import { Mapping } from '../sharding/mapping.js';
 import { stageGroup } from './stage-comm.js';
 import { rankCores } from '../rank/affinity.js';
+import { onOff } from '../util/env.js';
 
 export interface RunnerOptions {
   /** Threads for this rank's ORT sessions; default: this rank's cores (defaultThreads). */
@@ -122,7 +123,7 @@ export class EngineRunner {
   static async load(engine: Engine, world: World, opts: RunnerOptions = {}): Promise<EngineRunner> {
     if (world.size !== engine.worldSize) throw new Error(`engine was built for ${engine.worldSize} rank(s) but the world has ${world.size}`);
     const threads = opts.threads ?? defaultThreads();
-    const spin = opts.spin ?? process.env.TPRUN_ORT_SPIN === '1';
+    const spin = opts.spin ?? onOff('TPRUN_ORT_SPIN', process.env, false);
     const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
     // TPRUN_WEBGPU_EP_OPTIONS: the WebGPU provider's options as JSON (the few onnxruntime-node passes on:
     // validationMode, *BufferCacheMode, preferredLayout), for measuring them (scripts/gpu/run.sh).

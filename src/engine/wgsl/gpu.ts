@@ -11,6 +11,7 @@ import { InputError } from '../../core/errors.js';
 import { bindGpu } from '../device.js';
 import { gemvShapes, prefillAttention, prefillSubmitEvery } from './variants.js';
 import { sgmatShader, type SgmatConfig } from './kernels/gemm.js';
+import { onOff } from '../../util/env.js';
 
 export interface WgslDevice {
   device: GPUDevice;
@@ -84,7 +85,7 @@ async function open(env: NodeJS.ProcessEnv): Promise<WgslDevice> {
     const info = adapter.info;
     const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
     checkBinding(who, bound.adapter, info);
-    const subgroups = adapter.features.has('subgroups') && process.env.TPRUN_WGSL_SUBGROUPS !== '0';
+    const subgroups = adapter.features.has('subgroups') && onOff('TPRUN_WGSL_SUBGROUPS');
     const sg = sgmode ? sgmatConfig(adapter) : undefined;
     if (typeof sg === 'string' && sgmode !== 'auto') throw new InputError(`${who}: TPRUN_WGSL_PREFILL=${env.TPRUN_WGSL_PREFILL}: ${name || 'the adapter'} ${sg}; use tiled, or auto to fall back`);
     const sgmat = typeof sg === 'object' ? sg : undefined;
