@@ -13,7 +13,7 @@ const world = await initWorld({ timeoutMs: Number(process.env.APP_TIMEOUT_MS ?? 
 const { rank: me, size: R } = world;
 // The test must know that the path under test ran, not the message path beside it (the plane exists
 // from the first call through the areas on).
-/** @type {{ plane?: { kind: string }, step: number, rung: number, wasmCalls: number } | undefined} the world's own, not in its public type */
+/** @type {{ plane?: { kind: string }, step: number, rung: number, wasmCalls: number, planeMade?: string, warmed?: boolean } | undefined} the world's own, not in its public type */
 const shar = /** @type {any} */ (world).shar;
 // Whether the areas were set up when the world started (ShmAllReduce.prepare), before any call wanted them.
 const madeBefore = shar?.planeMade ?? 'none';
