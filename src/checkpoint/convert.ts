@@ -120,6 +120,10 @@ export async function writeRankFile(tmp: string, w: ReturnType<typeof rankWork>,
         const n = writer.copyChunk(name, ranges, offset);
         o.onCopied?.(n);
       },
+      copyCols: (name, cuts, offset) => {
+        const n = writer.copyColumns(name, cuts, offset);
+        o.onCopied?.(n);
+      },
     }), { rank, tensors: plan.length });
     writer.close();
   } catch (e) {

@@ -9,6 +9,7 @@ import type { DType, Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { withPath } from './outdir.js';
 import { copyRange } from './kernel-copy.js';
+import { type ColumnCut, writeColumns } from './mapped-cols.js';
 import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
 import { type RawRange, type StoredTensor, preadFully, rawRowsAt, readColsAt, readRowsAt } from './ranged.js';
 
@@ -278,6 +279,33 @@ export class SafetensorsWriter {
       pos += r.len;
     }
     return copied;
+  }
+
+  /**
+   * Like writeChunk, with the chunk's bytes the runs of `cuts` (a column cut's rows in the source files),
+   * written from a mapping of them (mapped-cols.ts), or read and written here where they cannot be
+   * mapped. Returns the bytes written from mappings.
+   */
+  copyColumns(name: string, cuts: ColumnCut[], offset: number): number {
+    let pos = this.place(name, offset, cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0));
+    let mapped = 0;
+    for (const c of cuts) {
+      const rows = c.range.len / c.rowBytes;
+      if (writeColumns(c, this.fd, pos, this.file)) mapped += rows * c.run;
+      else {
+        const whole = new Uint8Array(c.range.len);
+        preadFully(c.range.fd, whole, 0, c.range.len, c.range.pos, c.range.file);
+        const buf = new Uint8Array(rows * c.run);
+        for (let i = 0; i < rows; i++) buf.set(whole.subarray(i * c.rowBytes + c.colOff, i * c.rowBytes + c.colOff + c.run), i * c.run);
+        try {
+          for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
+        } catch (e) {
+          throw withPath(e, this.file);
+        }
+      }
+      pos += rows * c.run;
+    }
+    return mapped;
   }
 
   /** The file position of `len` bytes at `offset` of tensor `name` (chunks in plan order, each tensor whole). */
