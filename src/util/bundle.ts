@@ -16,7 +16,7 @@ export const bundlesOn = (env: NodeJS.ProcessEnv = process.env): boolean => env.
  * they were: same size, none newer than the bundle. `npx tsc` alone rebuilds the ES modules but not the
  * bundles, and a rank must never run older code than the modules beside it.
  */
-function current(file: string): boolean {
+export function current(file: string): boolean {
   try {
     const made = statSync(file).mtimeMs;
     const { inputs } = JSON.parse(readFileSync(`${file}.inputs.json`, 'utf8')) as { inputs: [string, number][] };
