@@ -57,7 +57,8 @@ test('weight workers run from their bundle (TPRUN_BUNDLE=0: the ES modules), wri
   const modules = await write(join(dir, 'modules.bin'));
   assert.ok(jobStats.jobs > m0.jobs, 'the workers wrote');
   assert.equal(jobStats.bundledJobs, m0.bundledJobs, 'no job ran from the bundle');
-  for (const [what, got] of [['bundle', bundled], ['modules', modules]]) {
+  for (const got of [bundled, modules]) {
+    const what = got === bundled ? 'bundle' : 'modules';
     assert.equal(got.crc, serial.crc, what);
     assert.ok(got.bytes.equals(serial.bytes), `${what}: bytes differ`);
   }
