@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { DType, Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { withPath } from './outdir.js';
-import { copyRange } from './kernel-copy.js';
+import { copyRange, copyRangeAsync } from './kernel-copy.js';
 import { type ColumnCut, writeColumns } from './mapped-cols.js';
 import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
 import { type RawRange, type StoredTensor, preadFully, rawRowsAt, readColsAt, readRowsAt } from './ranged.js';
@@ -267,18 +267,35 @@ export class SafetensorsWriter {
     let copied = 0;
     for (const r of ranges) {
       if (copyRange(r.fd, r.pos, this.fd, pos, r.len, r.file, this.file)) copied += r.len;
-      else {
-        const buf = new Uint8Array(r.len);
-        preadFully(r.fd, buf, 0, r.len, r.pos, r.file);
-        try {
-          for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
-        } catch (e) {
-          throw withPath(e, this.file);
-        }
-      }
+      else this.copyByHand(r, pos);
       pos += r.len;
     }
     return copied;
+  }
+
+  /**
+   * copyChunk with the kernel's copies on libuv's thread pool (kernel-copy.ts copyRangeAsync): the
+   * caller's thread goes on (another rank file's chunk) meanwhile. Chunks must not overlap in flight.
+   */
+  async copyChunkAsync(name: string, ranges: RawRange[], offset: number): Promise<number> {
+    let pos = this.place(name, offset, ranges.reduce((a, r) => a + r.len, 0));
+    let copied = 0;
+    for (const r of ranges) {
+      if (await copyRangeAsync(r.fd, r.pos, this.fd, pos, r.len, r.file, this.file)) copied += r.len;
+      else this.copyByHand(r, pos);
+      pos += r.len;
+    }
+    return copied;
+  }
+
+  private copyByHand(r: RawRange, pos: number): void {
+    const buf = new Uint8Array(r.len);
+    preadFully(r.fd, buf, 0, r.len, r.pos, r.file);
+    try {
+      for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
+    } catch (e) {
+      throw withPath(e, this.file);
+    }
   }
 
   /**

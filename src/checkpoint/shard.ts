@@ -115,6 +115,9 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
      * no cast and lie in the files as they are (kernel-copy.ts), where the kernel can copy at all.
      */
     copy?: (name: string, ranges: RawRange[], offset: number) => unknown;
+    /** Like copy, but returns at once: the chunk's copy settles later (bytes read: its result), while
+     *  the caller's thread goes on; the next chunk of this stream waits for it. Taken over `copy`. */
+    copyAsync?: (name: string, ranges: RawRange[], offset: number) => Promise<number>;
     /** Writes a chunk of a column cut from the rows it is cut from (synchronously: mapped-cols.ts), for
      *  chunks that need no cast, where the source's rows lie in its files as they are. */
     copyCols?: (name: string, cuts: ColumnCut[], offset: number) => unknown;
@@ -129,7 +132,7 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
       const inRow = byteSize(m.dtype, e.shape.slice(1));
       const outRow = byteSize(e.dtype, e.shape.slice(1));
       // Chunks that are bytes of the source files as they are go file to file inside the kernel.
-      const direct = opts.copy !== undefined && m.dtype === e.dtype && rows * outRow > 0 && kernelCopyAvailable() && rawSelectionRows(src, e.name, e.sel, 0, 1) !== undefined;
+      const direct = (opts.copy !== undefined || opts.copyAsync !== undefined) && m.dtype === e.dtype && rows * outRow > 0 && kernelCopyAvailable() && rawSelectionRows(src, e.name, e.sel, 0, 1) !== undefined;
       const cols = !direct && opts.copyCols !== undefined && m.dtype === e.dtype && rows * outRow > 0 && mappedColumnsAvailable() && rawSelectionCols(src, e.name, e.sel, 0, 1) !== undefined;
       const step = Math.max(1, Math.floor((direct || cols ? COPY_BYTES : opts.chunkBytes ?? CHUNK_BYTES) / Math.max(inRow, outRow, 1)));
       if (rows * outRow === 0) {
@@ -143,6 +146,10 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
         if (ranges) {
           await pending;
           pending = undefined;
+          if (opts.copyAsync) {
+            pending = opts.copyAsync(e.name, ranges, r0 * outRow).then((n) => { opts.onRead?.(n); });
+            continue;
+          }
           const read0 = ioStats.bytesRead;
           opts.copy!(e.name, ranges, r0 * outRow);
           opts.onRead?.(ioStats.bytesRead - read0);
