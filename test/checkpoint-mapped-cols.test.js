@@ -9,21 +9,24 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { ROOT, BROWN, tmpDir } from './helpers/h3.js';
 import { readRankStats } from '../dist/bench/stats.js';
-import { mappedColsStats, mappedColumnsAvailable, writeColumns } from '../dist/checkpoint/mapped-cols.js';
+import { mappedColsStats, mappedColumnsAvailable, writeColumns, writeColumnsAsync } from '../dist/checkpoint/mapped-cols.js';
 
 const koffi = (() => { try { createRequire(import.meta.url)('koffi'); return true; } catch { return false; } })();
 const CLI = path.join(ROOT, 'dist/cli.js');
 
-test('writeColumns: runs of rows at an unaligned offset, more rows than one pwritev takes, equal a plain gather', { skip: !koffi && 'koffi is not installed' }, (t) => {
+test('writeColumns (and its thread-pool form): runs of rows at an unaligned offset, more rows than one pwritev takes, equal a plain gather', { skip: !koffi && 'koffi is not installed' }, async (t) => {
   const dir = tmpDir(t);
-  const src = path.join(dir, 'src.bin'), dst = path.join(dir, 'dst.bin');
+  const src = path.join(dir, 'src.bin'), dst = path.join(dir, 'dst.bin'), dstAsync = path.join(dir, 'dst-async.bin');
   // 2500 rows of 1000 bytes from offset 777 (not a page), the run [100, 400) of each.
   const rows = 2500, rowBytes = 1000, colOff = 100, run = 300, at = 777;
   const bytes = new Uint8Array(at + rows * rowBytes + 123);
   for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 2654435761) >>> 24;
   fs.writeFileSync(src, bytes);
-  const fdIn = fs.openSync(src, 'r'), fdOut = fs.openSync(dst, 'w');
+  const fdIn = fs.openSync(src, 'r'), fdOut = fs.openSync(dst, 'w'), fdAsync = fs.openSync(dstAsync, 'w');
   try {
+    const a0 = mappedColsStats.asyncBytes;
+    assert.equal(await writeColumnsAsync({ range: { fd: fdIn, pos: at, len: rows * rowBytes, file: src }, rowBytes, colOff, run }, fdAsync, 5, dstAsync), true);
+    assert.equal(mappedColsStats.asyncBytes - a0, rows * run);
     const before = mappedColsStats.bytes;
     assert.equal(writeColumns({ range: { fd: fdIn, pos: at, len: rows * rowBytes, file: src }, rowBytes, colOff, run }, fdOut, 5, dst), true);
     assert.equal(mappedColsStats.bytes - before, rows * run);
@@ -32,10 +35,12 @@ test('writeColumns: runs of rows at an unaligned offset, more rows than one pwri
   } finally {
     fs.closeSync(fdIn);
     fs.closeSync(fdOut);
+    fs.closeSync(fdAsync);
   }
   const want = new Uint8Array(5 + rows * run);
   for (let r = 0; r < rows; r++) want.set(bytes.subarray(at + r * rowBytes + colOff, at + r * rowBytes + colOff + run), 5 + r * run);
   assert.ok(Buffer.from(fs.readFileSync(dst)).equals(Buffer.from(want)));
+  assert.ok(Buffer.from(fs.readFileSync(dstAsync)).equals(Buffer.from(want)), 'thread-pool form');
 });
 
 test('mappedColumnsAvailable follows TPRUN_MAP_COLUMNS and TPRUN_KERNEL_COPY', () => {

@@ -11,6 +11,7 @@ import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
 import { SafetensorsWriter } from './safetensors.js';
 import { ioStats, type RawRange } from './ranged.js';
+import type { ColumnCut } from './mapped-cols.js';
 import { pipeShards, planRank, rankSource, type PlanEntry } from './shard.js';
 import type { TensorSource } from './source.js';
 import { checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, tempSibling, withPath } from './outdir.js';
@@ -131,6 +132,11 @@ export async function writeRankFile(tmp: string, w: ReturnType<typeof rankWork>,
             const n = await writer.copyChunkAsync(name, ranges, offset);
             o.onCopied?.(n);
             return ranges.reduce((a, r) => a + r.len, 0);
+          },
+          copyColsAsync: async (name: string, cuts: ColumnCut[], offset: number) => {
+            const n = await writer.copyColumnsAsync(name, cuts, offset);
+            o.onCopied?.(n);
+            return cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0);
           },
         }),
       copyCols: (name, cuts, offset) => {

@@ -14,8 +14,8 @@ import { PAGE } from '../util/wasm-map.js';
 import { ioStats, type RawRange } from './ranged.js';
 import { withPath } from './outdir.js';
 
-/** Bytes written from mappings so far (tests check the path was taken, or was not). */
-export const mappedColsStats = { bytes: 0 };
+/** Bytes written from mappings so far, and of those by writeColumnsAsync (tests check the paths were taken). */
+export const mappedColsStats = { bytes: 0, asyncBytes: 0 };
 
 /** Whether column cuts can be written from mappings at all. */
 export function mappedColumnsAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -35,12 +35,76 @@ export interface ColumnCut { range: RawRange; rowBytes: number; colOff: number; 
  * reads and writes. Write failures (ENOSPC...) throw, naming `outFile`.
  */
 export function writeColumns(cut: ColumnCut, outFd: number, outPos: number, outFile: string): boolean {
+  const m = mapCut(cut);
+  if (!m) return false;
+  try {
+    for (const b of batches(cut, m.base, outPos)) writeAllv(m.w, outFd, b.iov, b.n, cut.run, b.pos, outFile);
+    counted(cut);
+  } finally {
+    m.unmap();
+  }
+  return true;
+}
+
+/**
+ * writeColumns with each pwritev on libuv's thread pool (koffi's async calls), as kernel-copy.ts's
+ * copyRangeAsync: the calling thread goes on with another rank's file meanwhile. A write that fails or
+ * falls short is finished synchronously, which names its errno (koffi's errno is the calling thread's).
+ */
+export async function writeColumnsAsync(cut: ColumnCut, outFd: number, outPos: number, outFile: string): Promise<boolean> {
+  const m = mapCut(cut);
+  if (!m) return false;
+  try {
+    const pw = m.w.pwritev as typeof m.w.pwritev & { async?: (...a: unknown[]) => void };
+    for (const b of batches(cut, m.base, outPos)) {
+      const want = b.n * cut.run;
+      const k = typeof pw.async === 'function'
+        ? await new Promise<number>((resolve, reject) => pw.async!(outFd, b.iov, b.n, b.pos, (err: unknown, r: number | bigint) => (err ? reject(err) : resolve(Number(r)))))
+        : 0;
+      if (k !== want) writeRest(m.w, outFd, b, Math.max(0, k), cut.run, outFile);
+    }
+    counted(cut);
+    mappedColsStats.asyncBytes += (cut.range.len / cut.rowBytes) * cut.run;
+  } finally {
+    m.unmap();
+  }
+  return true;
+}
+
+/** The rest of a batch after `k` of its bytes were written (runs written whole skipped, a part run cut). */
+function writeRest(w: NonNullable<ReturnType<typeof libcPwritev>>, fd: number, b: Batch, k: number, run: number, file: string): void {
+  const whole = Math.floor(k / run);
+  const part = k - whole * run;
+  const iov = b.iov.subarray(2 * whole);
+  if (part) {
+    iov[0] += BigInt(part);
+    iov[1] -= BigInt(part);
+    const m = Number(w.pwritev(fd, iov, 1, b.pos + k));
+    if (m !== run - part) throw withPath(errnoError(m < 0 ? w.errno() : 0), file);
+    writeAllv(w, fd, iov.subarray(2), b.n - whole - 1, run, b.pos + (whole + 1) * run, file);
+  } else {
+    writeAllv(w, fd, iov, b.n - whole, run, b.pos + k, file);
+  }
+}
+
+function counted(cut: ColumnCut): void {
+  const bytes = (cut.range.len / cut.rowBytes) * cut.run;
+  // As a read of these bytes would have counted them (benchmarks report bytes read per rank).
+  ioStats.bytesRead += bytes;
+  mappedColsStats.bytes += bytes;
+}
+
+/**
+ * The cut's whole rows mapped read-only, populated (one call, not a fault per page): the C address of
+ * the first run, pwritev, and the unmapping; undefined where they cannot be mapped.
+ */
+function mapCut(cut: ColumnCut): { base: bigint; w: NonNullable<ReturnType<typeof libcPwritev>>; unmap: () => void } | undefined {
   const { range: r, rowBytes, colOff, run } = cut;
   const lc = libcMemory();
   const w = libcPwritev();
-  if (!lc || !w || r.len === 0 || r.len % rowBytes || colOff + run > rowBytes) return false;
+  if (!lc || !w || r.len === 0 || r.len % rowBytes || colOff + run > rowBytes) return undefined;
   // Pages past a file's end are a bus error when touched: a short file takes the read path, which names it.
-  if (fs.fstatSync(r.fd).size < r.pos + r.len) return false;
+  if (fs.fstatSync(r.fd).size < r.pos + r.len) return undefined;
   const start = Math.floor(r.pos / PAGE) * PAGE;
   const lead = r.pos - start;
   const len = lead + r.len;
@@ -48,33 +112,29 @@ export function writeColumns(cut: ColumnCut, outFd: number, outPos: number, outF
   try {
     p = lc.mmap(null, len, PROT_READ, MAP_SHARED | MAP_POPULATE, r.fd, start);
   } catch {
-    return false;
+    return undefined;
   }
   // MAP_FAILED is (void *) -1.
-  if (p === null || lc.koffi.address(p) === 0xffffffffffffffffn) return false;
-  try {
-    // The iovecs point into the mapping by address: an ArrayBuffer over each mapping would count as
-    // external memory to V8 and set off a major GC every few tens of MiB (~0.2 CPU-s per convert).
-    const base = lc.koffi.address(p) + BigInt(lead + colOff);
-    const rows = r.len / rowBytes;
-    const iov = new BigUint64Array(2 * Math.min(rows, IOV_MAX));
-    let pos = outPos;
-    for (let r0 = 0; r0 < rows; r0 += IOV_MAX) {
-      const n = Math.min(IOV_MAX, rows - r0);
-      for (let i = 0; i < n; i++) {
-        iov[2 * i] = base + BigInt((r0 + i) * rowBytes);
-        iov[2 * i + 1] = BigInt(run);
-      }
-      writeAllv(w, outFd, iov, n, run, pos, outFile);
-      pos += n * run;
+  if (p === null || lc.koffi.address(p) === 0xffffffffffffffffn) return undefined;
+  // The iovecs point into the mapping by address: an ArrayBuffer over each mapping would count as
+  // external memory to V8 and set off a major GC every few tens of MiB (~0.2 CPU-s per convert).
+  return { base: lc.koffi.address(p) + BigInt(lead + colOff), w, unmap: () => lc.munmap(p, len) };
+}
+
+interface Batch { iov: BigUint64Array; n: number; pos: number }
+
+/** The cut's runs as iovec arrays of at most IOV_MAX (one array, refilled: a batch is written before the next). */
+function* batches(cut: ColumnCut, base: bigint, outPos: number): Generator<Batch> {
+  const rows = cut.range.len / cut.rowBytes;
+  const iov = new BigUint64Array(2 * Math.min(rows, IOV_MAX));
+  for (let r0 = 0; r0 < rows; r0 += IOV_MAX) {
+    const n = Math.min(IOV_MAX, rows - r0);
+    for (let i = 0; i < n; i++) {
+      iov[2 * i] = base + BigInt((r0 + i) * cut.rowBytes);
+      iov[2 * i + 1] = BigInt(cut.run);
     }
-    // As a read of these bytes would have counted them (benchmarks report bytes read per rank).
-    ioStats.bytesRead += rows * run;
-    mappedColsStats.bytes += rows * run;
-  } finally {
-    lc.munmap(p, len);
+    yield { iov, n, pos: outPos + r0 * cut.run };
   }
-  return true;
 }
 
 /** pwritev until all `n` runs of `run` bytes are written (a regular file may take less than asked). */

@@ -9,7 +9,7 @@ import type { DType, Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { withPath } from './outdir.js';
 import { copyRange, copyRangeAsync } from './kernel-copy.js';
-import { type ColumnCut, writeColumns } from './mapped-cols.js';
+import { type ColumnCut, writeColumns, writeColumnsAsync } from './mapped-cols.js';
 import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
 import { type RawRange, type StoredTensor, preadFully, rawRowsAt, readColsAt, readRowsAt } from './ranged.js';
 
@@ -307,22 +307,39 @@ export class SafetensorsWriter {
     let pos = this.place(name, offset, cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0));
     let mapped = 0;
     for (const c of cuts) {
-      const rows = c.range.len / c.rowBytes;
-      if (writeColumns(c, this.fd, pos, this.file)) mapped += rows * c.run;
-      else {
-        const whole = new Uint8Array(c.range.len);
-        preadFully(c.range.fd, whole, 0, c.range.len, c.range.pos, c.range.file);
-        const buf = new Uint8Array(rows * c.run);
-        for (let i = 0; i < rows; i++) buf.set(whole.subarray(i * c.rowBytes + c.colOff, i * c.rowBytes + c.colOff + c.run), i * c.run);
-        try {
-          for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
-        } catch (e) {
-          throw withPath(e, this.file);
-        }
-      }
-      pos += rows * c.run;
+      const bytes = (c.range.len / c.rowBytes) * c.run;
+      if (writeColumns(c, this.fd, pos, this.file)) mapped += bytes;
+      else this.columnsByHand(c, pos);
+      pos += bytes;
     }
     return mapped;
+  }
+
+  /** copyColumns with the writes on libuv's thread pool (mapped-cols.ts writeColumnsAsync). */
+  async copyColumnsAsync(name: string, cuts: ColumnCut[], offset: number): Promise<number> {
+    let pos = this.place(name, offset, cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0));
+    let mapped = 0;
+    for (const c of cuts) {
+      const bytes = (c.range.len / c.rowBytes) * c.run;
+      if (await writeColumnsAsync(c, this.fd, pos, this.file)) mapped += bytes;
+      else this.columnsByHand(c, pos);
+      pos += bytes;
+    }
+    return mapped;
+  }
+
+  /** A cut's runs read with their whole rows and written from a buffer (where they cannot be mapped). */
+  private columnsByHand(c: ColumnCut, pos: number): void {
+    const rows = c.range.len / c.rowBytes;
+    const whole = new Uint8Array(c.range.len);
+    preadFully(c.range.fd, whole, 0, c.range.len, c.range.pos, c.range.file);
+    const buf = new Uint8Array(rows * c.run);
+    for (let i = 0; i < rows; i++) buf.set(whole.subarray(i * c.rowBytes + c.colOff, i * c.rowBytes + c.colOff + c.run), i * c.run);
+    try {
+      for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
+    } catch (e) {
+      throw withPath(e, this.file);
+    }
   }
 
   /** The file position of `len` bytes at `offset` of tensor `name` (chunks in plan order, each tensor whole). */

@@ -121,6 +121,8 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
     /** Writes a chunk of a column cut from the rows it is cut from (synchronously: mapped-cols.ts), for
      *  chunks that need no cast, where the source's rows lie in its files as they are. */
     copyCols?: (name: string, cuts: ColumnCut[], offset: number) => unknown;
+    /** copyCols that returns at once, as copyAsync is to copy (settles with the bytes read). */
+    copyColsAsync?: (name: string, cuts: ColumnCut[], offset: number) => Promise<number>;
   } = {}): Promise<void> {
   const pools = [new BufferPool(), new BufferPool()];
   let flip = 0;
@@ -133,7 +135,7 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
       const outRow = byteSize(e.dtype, e.shape.slice(1));
       // Chunks that are bytes of the source files as they are go file to file inside the kernel.
       const direct = (opts.copy !== undefined || opts.copyAsync !== undefined) && m.dtype === e.dtype && rows * outRow > 0 && kernelCopyAvailable() && rawSelectionRows(src, e.name, e.sel, 0, 1) !== undefined;
-      const cols = !direct && opts.copyCols !== undefined && m.dtype === e.dtype && rows * outRow > 0 && mappedColumnsAvailable() && rawSelectionCols(src, e.name, e.sel, 0, 1) !== undefined;
+      const cols = !direct && (opts.copyCols !== undefined || opts.copyColsAsync !== undefined) && m.dtype === e.dtype && rows * outRow > 0 && mappedColumnsAvailable() && rawSelectionCols(src, e.name, e.sel, 0, 1) !== undefined;
       const step = Math.max(1, Math.floor((direct || cols ? COPY_BYTES : opts.chunkBytes ?? CHUNK_BYTES) / Math.max(inRow, outRow, 1)));
       if (rows * outRow === 0) {
         await pending;
@@ -159,6 +161,10 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
         if (cuts) {
           await pending;
           pending = undefined;
+          if (opts.copyColsAsync) {
+            pending = opts.copyColsAsync(e.name, cuts, r0 * outRow).then((n) => { opts.onRead?.(n); });
+            continue;
+          }
           const read0 = ioStats.bytesRead;
           opts.copyCols!(e.name, cuts, r0 * outRow);
           opts.onRead?.(ioStats.bytesRead - read0);
