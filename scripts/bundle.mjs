@@ -17,6 +17,10 @@ const bundles = [
   // (remote.js, with execa) and the trace writer (its per-process state is shared with other modules).
   // The bundle sits beside launch.js, so their relative paths still point at them.
   { entry: 'commands/launch.js', out: 'launcher/launch.bundle.cjs', external: ['./remote.js', '../util/trace.js'] },
+  // A build's weight workers (src/engine/weight-jobs.ts): each thread loads what it runs as one file
+  // instead of ~45 ES modules (≈ 50 ms of CPU less per worker on the 2-core machine). Its module state is
+  // the worker's own (a thread of its own), so nothing is shared with the ES modules of the main thread.
+  { entry: 'engine/weight-worker.js', out: 'engine/weight-worker.bundle.cjs', external: [] },
 ];
 // Never a bundle of older sources beside newer modules.
 for (const b of bundles) for (const f of [b.out, `${b.out}.inputs.json`]) rmSync(dist + f, { force: true });

@@ -109,15 +109,16 @@ function childrenCpu(): number {
  * Durations (seconds) of the top-level spans of a Chrome trace, by name, and the weight writer's
  * arguments (which writer ran, on how many threads: weight-file.ts records them on its span).
  */
-function phases(traceFile: string): { seconds: Record<string, number>; writer?: { writer?: string; threads?: number } } {
+function phases(traceFile: string): { seconds: Record<string, number>; writer?: { writer?: string; threads?: number; worker_code?: string } } {
   const seconds: Record<string, number> = {};
-  let writer: { writer?: string; threads?: number } | undefined;
+  let writer: { writer?: string; threads?: number; worker_code?: string } | undefined;
   try {
     const t = JSON.parse(fs.readFileSync(traceFile, 'utf8')) as { traceEvents: { ph: string; name: string; dur?: number; args?: Record<string, unknown> }[] };
     for (const e of t.traceEvents) {
       if (e.ph !== 'X' || e.dur === undefined) continue;
       seconds[e.name] = (seconds[e.name] ?? 0) + e.dur / 1e6;
-      if (e.name === 'weights.write' && e.args) writer = { writer: e.args.writer as string, threads: e.args.threads as number };
+      // And what its workers ran (their bundle or the ES modules: a stale bundle is silently not used).
+      if (e.name === 'weights.write' && e.args) writer = { writer: e.args.writer as string, threads: e.args.threads as number, worker_code: e.args.worker_code as string | undefined };
     }
   } catch {
     // no trace: the phases are simply not reported
@@ -148,7 +149,7 @@ const command: CommandModule<object, Args> = {
       const cp: Timing[] = [], loop: Timing[] = [], mapLoop: Timing[] = [], build: Timing[] = [], conv: Timing[] = [], streaming: Timing[] = [];
       const rankSeconds: number[] = [];
       const buildPhases: Record<string, number>[] = [];
-      let writer: { writer?: string; threads?: number } | undefined;
+      let writer: { writer?: string; threads?: number; worker_code?: string } | undefined;
       let convThreads = 1;
       let engineBytes = 0, checkpointBytes = 0;
       for (let i = 0; i < a.reps; i++) {
@@ -194,7 +195,7 @@ const command: CommandModule<object, Args> = {
         cp_cpu_seconds: med(cp, 'cpuSeconds'),
         copy_loop: { seconds: med(loop), ratio: med(loop) / med(cp), cpu_seconds: med(loop, 'cpuSeconds') },
         ...(mapLoop.length ? { map_loop: { seconds: med(mapLoop), ratio: med(mapLoop) / med(cp), cpu_seconds: med(mapLoop, 'cpuSeconds') } } : {}),
-        build: { tp: a.tp, dtype: a.dtype, writer: writer?.writer, threads: writer?.threads, seconds: med(build), ratio: med(build) / med(cp), ratio_to_copy_loop: med(build) / med(loop),
+        build: { tp: a.tp, dtype: a.dtype, writer: writer?.writer, threads: writer?.threads, worker_code: writer?.worker_code, seconds: med(build), ratio: med(build) / med(cp), ratio_to_copy_loop: med(build) / med(loop),
           cpu_seconds: med(build, 'cpuSeconds'), engine_bytes: engineBytes,
           phases_seconds: Object.fromEntries(names.map((n) => [n, median(buildPhases.map((p) => p[n] ?? 0))])) },
         ...(streaming.length ? { build_streaming_writer: { seconds: med(streaming), ratio: med(streaming) / med(cp), cpu_seconds: med(streaming, 'cpuSeconds') } } : {}),

@@ -10,7 +10,8 @@ import { InputError, isInputError } from '../core/errors.js';
 import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
 import { SafetensorsWriter } from './safetensors.js';
-import { ioStats } from './ranged.js';
+import { ioStats, type RawRange } from './ranged.js';
+import type { ColumnCut } from './mapped-cols.js';
 import { pipeShards, planRank, rankSource, type PlanEntry } from './shard.js';
 import type { TensorSource } from './source.js';
 import { checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, tempSibling, withPath } from './outdir.js';
@@ -116,8 +117,30 @@ export async function writeRankFile(tmp: string, w: ReturnType<typeof rankWork>,
   try {
     await traceSpan('convert.rank', () => pipeShards(source, plan, (name, data, offset) => writer.writeChunk(name, data, offset), {
       clamp: o.clamp, signal: o.signal, onRead: o.onRead, onTensor: (_name, n) => o.onTensor(n),
-      copy: (name, ranges, offset) => {
-        const n = writer.copyChunk(name, ranges, offset);
+      // Kernel copies on libuv's pool: where one thread interleaves several ranks' files (rankPipelines),
+      // their copies run at once, on as many threads as files (kernel-copy.ts copyRangeAsync).
+      // TPRUN_COPY_ASYNC=0: each copy on this thread, synchronously (the path before; benchmarks compare).
+      ...(process.env.TPRUN_COPY_ASYNC === '0'
+        ? {
+          copy: (name: string, ranges: RawRange[], offset: number) => {
+            const n = writer.copyChunk(name, ranges, offset);
+            o.onCopied?.(n);
+          },
+        }
+        : {
+          copyAsync: async (name: string, ranges: RawRange[], offset: number) => {
+            const n = await writer.copyChunkAsync(name, ranges, offset);
+            o.onCopied?.(n);
+            return ranges.reduce((a, r) => a + r.len, 0);
+          },
+          copyColsAsync: async (name: string, cuts: ColumnCut[], offset: number) => {
+            const n = await writer.copyColumnsAsync(name, cuts, offset);
+            o.onCopied?.(n);
+            return cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0);
+          },
+        }),
+      copyCols: (name, cuts, offset) => {
+        const n = writer.copyColumns(name, cuts, offset);
         o.onCopied?.(n);
       },
     }), { rank, tensors: plan.length });

@@ -30,8 +30,8 @@ export function kernelCopyAvailable(): boolean {
   return load() !== null;
 }
 
-/** Bytes copied inside the kernel so far (tests check the path was taken). */
-export const kernelCopyStats = { bytes: 0 };
+/** Bytes copied inside the kernel so far, and of those by copyRangeAsync (tests check the paths were taken). */
+export const kernelCopyStats = { bytes: 0, asyncBytes: 0 };
 
 // errno values (Linux, every architecture tprun runs on) after which the caller falls back for good.
 const UNSUPPORTED = new Set([38 /* ENOSYS */, 18 /* EXDEV */, 95 /* EOPNOTSUPP */, 22 /* EINVAL */, 9 /* EBADF */]);
@@ -75,5 +75,40 @@ export function copyRange(fdIn: number, posIn: number, fdOut: number, posOut: nu
     ioStats.bytesRead += n;
   }
   kernelCopyStats.bytes += len;
+  return true;
+}
+
+/** koffi's asynchronous form of a function: the call runs on libuv's thread pool, the callback here. */
+type AsyncFn = { async?: (...a: unknown[]) => void };
+
+/**
+ * copyRange on libuv's thread pool (koffi's async calls): the calling thread goes on meanwhile, so
+ * convert's rank files, interleaved on one thread where cores are few (convert.ts rankPipelines), are
+ * copied by two threads at once as a worker thread per rank would, without starting workers. Resolves
+ * false where copyRange would say false (then nothing is known to be copied: the caller writes the range
+ * again). A failed call is retried here synchronously, which names its errno (koffi's errno is the
+ * calling thread's, not the pool thread's).
+ */
+export async function copyRangeAsync(fdIn: number, posIn: number, fdOut: number, posOut: number, len: number, src: string, dst: string): Promise<boolean> {
+  const f = load() as (CopyFileRange & AsyncFn) | null;
+  if (!f) return false;
+  if (typeof f.async !== 'function') return copyRange(fdIn, posIn, fdOut, posOut, len, src, dst);
+  let done = 0;
+  while (done < len) {
+    const n = await new Promise<number>((resolve, reject) => {
+      f.async!(fdIn, [posIn + done], fdOut, [posOut + done], len - done, 0, (err: unknown, r: number | bigint) => (err ? reject(err) : resolve(Number(r))));
+    });
+    // Failed or at the source's end: the rest synchronously, which names the errno or the short file, or
+    // says false (then the caller writes the whole range again: positional writes of the same bytes).
+    if (n <= 0) return copyRange(fdIn, posIn + done, fdOut, posOut + done, len - done, src, dst) && counted(done);
+    done += n;
+    ioStats.bytesRead += n;
+  }
+  return counted(len);
+}
+
+function counted(asyncBytes: number): true {
+  kernelCopyStats.bytes += asyncBytes;
+  kernelCopyStats.asyncBytes += asyncBytes;
   return true;
 }

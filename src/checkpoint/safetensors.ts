@@ -8,7 +8,8 @@ import path from 'node:path';
 import type { DType, Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { withPath } from './outdir.js';
-import { copyRange } from './kernel-copy.js';
+import { copyRange, copyRangeAsync } from './kernel-copy.js';
+import { type ColumnCut, writeColumns, writeColumnsAsync } from './mapped-cols.js';
 import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
 import { type RawRange, type StoredTensor, preadFully, rawRowsAt, readColsAt, readRowsAt } from './ranged.js';
 
@@ -266,18 +267,79 @@ export class SafetensorsWriter {
     let copied = 0;
     for (const r of ranges) {
       if (copyRange(r.fd, r.pos, this.fd, pos, r.len, r.file, this.file)) copied += r.len;
-      else {
-        const buf = new Uint8Array(r.len);
-        preadFully(r.fd, buf, 0, r.len, r.pos, r.file);
-        try {
-          for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
-        } catch (e) {
-          throw withPath(e, this.file);
-        }
-      }
+      else this.copyByHand(r, pos);
       pos += r.len;
     }
     return copied;
+  }
+
+  /**
+   * copyChunk with the kernel's copies on libuv's thread pool (kernel-copy.ts copyRangeAsync): the
+   * caller's thread goes on (another rank file's chunk) meanwhile. Chunks must not overlap in flight.
+   */
+  async copyChunkAsync(name: string, ranges: RawRange[], offset: number): Promise<number> {
+    let pos = this.place(name, offset, ranges.reduce((a, r) => a + r.len, 0));
+    let copied = 0;
+    for (const r of ranges) {
+      if (await copyRangeAsync(r.fd, r.pos, this.fd, pos, r.len, r.file, this.file)) copied += r.len;
+      else this.copyByHand(r, pos);
+      pos += r.len;
+    }
+    return copied;
+  }
+
+  private copyByHand(r: RawRange, pos: number): void {
+    const buf = new Uint8Array(r.len);
+    preadFully(r.fd, buf, 0, r.len, r.pos, r.file);
+    try {
+      for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
+    } catch (e) {
+      throw withPath(e, this.file);
+    }
+  }
+
+  /**
+   * Like writeChunk, with the chunk's bytes the runs of `cuts` (a column cut's rows in the source files),
+   * written from a mapping of them (mapped-cols.ts), or read and written here where they cannot be
+   * mapped. Returns the bytes written from mappings.
+   */
+  copyColumns(name: string, cuts: ColumnCut[], offset: number): number {
+    let pos = this.place(name, offset, cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0));
+    let mapped = 0;
+    for (const c of cuts) {
+      const bytes = (c.range.len / c.rowBytes) * c.run;
+      if (writeColumns(c, this.fd, pos, this.file)) mapped += bytes;
+      else this.columnsByHand(c, pos);
+      pos += bytes;
+    }
+    return mapped;
+  }
+
+  /** copyColumns with the writes on libuv's thread pool (mapped-cols.ts writeColumnsAsync). */
+  async copyColumnsAsync(name: string, cuts: ColumnCut[], offset: number): Promise<number> {
+    let pos = this.place(name, offset, cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0));
+    let mapped = 0;
+    for (const c of cuts) {
+      const bytes = (c.range.len / c.rowBytes) * c.run;
+      if (await writeColumnsAsync(c, this.fd, pos, this.file)) mapped += bytes;
+      else this.columnsByHand(c, pos);
+      pos += bytes;
+    }
+    return mapped;
+  }
+
+  /** A cut's runs read with their whole rows and written from a buffer (where they cannot be mapped). */
+  private columnsByHand(c: ColumnCut, pos: number): void {
+    const rows = c.range.len / c.rowBytes;
+    const whole = new Uint8Array(c.range.len);
+    preadFully(c.range.fd, whole, 0, c.range.len, c.range.pos, c.range.file);
+    const buf = new Uint8Array(rows * c.run);
+    for (let i = 0; i < rows; i++) buf.set(whole.subarray(i * c.rowBytes + c.colOff, i * c.rowBytes + c.colOff + c.run), i * c.run);
+    try {
+      for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
+    } catch (e) {
+      throw withPath(e, this.file);
+    }
   }
 
   /** The file position of `len` bytes at `offset` of tensor `name` (chunks in plan order, each tensor whole). */

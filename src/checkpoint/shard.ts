@@ -4,7 +4,8 @@
 import type { DType, Tensor } from '../core/tensor.js';
 import type { PretrainedConfig } from '../core/config.js';
 import { FLOAT_DTYPES, ITEMSIZE, byteSize, castTensor } from '../core/dtype.js';
-import { BufferPool, type TensorSource, rawSelectionRows, readSelection, readSelectionRows } from './source.js';
+import { BufferPool, type TensorSource, rawSelectionCols, rawSelectionRows, readSelection, readSelectionRows } from './source.js';
+import { type ColumnCut, mappedColumnsAvailable } from './mapped-cols.js';
 import { kernelCopyAvailable } from './kernel-copy.js';
 import type { RawRange } from './ranged.js';
 import { ioStats } from './ranged.js';
@@ -114,6 +115,14 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
      * no cast and lie in the files as they are (kernel-copy.ts), where the kernel can copy at all.
      */
     copy?: (name: string, ranges: RawRange[], offset: number) => unknown;
+    /** Like copy, but returns at once: the chunk's copy settles later (bytes read: its result), while
+     *  the caller's thread goes on; the next chunk of this stream waits for it. Taken over `copy`. */
+    copyAsync?: (name: string, ranges: RawRange[], offset: number) => Promise<number>;
+    /** Writes a chunk of a column cut from the rows it is cut from (synchronously: mapped-cols.ts), for
+     *  chunks that need no cast, where the source's rows lie in its files as they are. */
+    copyCols?: (name: string, cuts: ColumnCut[], offset: number) => unknown;
+    /** copyCols that returns at once, as copyAsync is to copy (settles with the bytes read). */
+    copyColsAsync?: (name: string, cuts: ColumnCut[], offset: number) => Promise<number>;
   } = {}): Promise<void> {
   const pools = [new BufferPool(), new BufferPool()];
   let flip = 0;
@@ -125,8 +134,9 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
       const inRow = byteSize(m.dtype, e.shape.slice(1));
       const outRow = byteSize(e.dtype, e.shape.slice(1));
       // Chunks that are bytes of the source files as they are go file to file inside the kernel.
-      const direct = opts.copy !== undefined && m.dtype === e.dtype && rows * outRow > 0 && kernelCopyAvailable() && rawSelectionRows(src, e.name, e.sel, 0, 1) !== undefined;
-      const step = Math.max(1, Math.floor((direct ? COPY_BYTES : opts.chunkBytes ?? CHUNK_BYTES) / Math.max(inRow, outRow, 1)));
+      const direct = (opts.copy !== undefined || opts.copyAsync !== undefined) && m.dtype === e.dtype && rows * outRow > 0 && kernelCopyAvailable() && rawSelectionRows(src, e.name, e.sel, 0, 1) !== undefined;
+      const cols = !direct && (opts.copyCols !== undefined || opts.copyColsAsync !== undefined) && m.dtype === e.dtype && rows * outRow > 0 && mappedColumnsAvailable() && rawSelectionCols(src, e.name, e.sel, 0, 1) !== undefined;
+      const step = Math.max(1, Math.floor((direct || cols ? COPY_BYTES : opts.chunkBytes ?? CHUNK_BYTES) / Math.max(inRow, outRow, 1)));
       if (rows * outRow === 0) {
         await pending;
         pending = write(e.name, new Uint8Array(0), 0);
@@ -138,8 +148,25 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
         if (ranges) {
           await pending;
           pending = undefined;
+          if (opts.copyAsync) {
+            pending = opts.copyAsync(e.name, ranges, r0 * outRow).then((n) => { opts.onRead?.(n); });
+            continue;
+          }
           const read0 = ioStats.bytesRead;
           opts.copy!(e.name, ranges, r0 * outRow);
+          opts.onRead?.(ioStats.bytesRead - read0);
+          continue;
+        }
+        const cuts = cols ? rawSelectionCols(src, e.name, e.sel, r0, r1) : undefined;
+        if (cuts) {
+          await pending;
+          pending = undefined;
+          if (opts.copyColsAsync) {
+            pending = opts.copyColsAsync(e.name, cuts, r0 * outRow).then((n) => { opts.onRead?.(n); });
+            continue;
+          }
+          const read0 = ioStats.bytesRead;
+          opts.copyCols!(e.name, cuts, r0 * outRow);
           opts.onRead?.(ioStats.bytesRead - read0);
           continue;
         }

@@ -8,6 +8,7 @@ import type { Selection } from '../sharding/rules.js';
 import { shardShape } from '../sharding/rules.js';
 import { copyAxis } from '../sharding/slice.js';
 import type { RawRange } from './ranged.js';
+import type { ColumnCut } from './mapped-cols.js';
 
 export interface TensorMeta {
   dtype: DType;
@@ -164,6 +165,24 @@ export function rawSelectionRows(src: TensorSource, name: string, sel: Selection
     at += len;
   }
   return out;
+}
+
+/**
+ * Where rows [r0, r1) of a column cut (`sel` along dim 1, one piece) lie in open files: whole rows there,
+ * and which bytes of each row the cut takes (mapped-cols.ts writes them from a mapping). undefined for
+ * other selections and for sources that permute, merge or decode their rows.
+ */
+export function rawSelectionCols(src: TensorSource, name: string, sel: Selection, r0: number, r1: number): ColumnCut[] | undefined {
+  if (!src.fileRows || sel.axis !== 1 || sel.pieces.length !== 1) return undefined;
+  const p = sel.pieces[0];
+  if ('zeros' in p) return undefined;
+  const m = src.info(name);
+  if (m.shape.length < 2) return undefined;
+  const inner = byteSize(m.dtype, m.shape.slice(2));
+  const rb = rowBytes(m);
+  const ranges = src.fileRows(name, r0, r1);
+  if (!ranges || ranges.some((r) => r.len % rb !== 0)) return undefined;
+  return ranges.map((range) => ({ range, rowBytes: rb, colOff: p.start * inner, run: (p.end - p.start) * inner }));
 }
 
 /** Columns of an in-memory tensor (shared by the in-memory sources). */

@@ -123,9 +123,11 @@ export class WeightFile {
     // workers'; util/wasm-map.ts) and the CRC-32 used (libdeflate or node:zlib: fast-crc32.ts), so a
     // build whose ranks lack koffi is seen to have read and used zlib (test/engine-source-map.test.js).
     const windows = () => wasmMapStats.windows + jobStats.windows;
-    const before = { windows: windows(), zlib: jobStats.zlibCrcJobs };
+    const before = { windows: windows(), zlib: jobStats.zlibCrcJobs, jobs: jobStats.jobs, bundled: jobStats.bundledJobs };
     const paths = (a: Record<string, unknown>) => {
       a.mapped_windows = windows() - before.windows;
+      // And what the parallel writer's workers ran: their bundle or the ES modules (weight-jobs.ts workerFile).
+      if (parallel) a.worker_code = jobStats.bundledJobs > before.bundled ? 'bundle' : jobStats.jobs > before.jobs ? 'modules' : 'none';
       a.crc32 = crc32Impl() === 'zlib' || jobStats.zlibCrcJobs > before.zlib ? 'zlib' : 'libdeflate';
       // libdeflate's is the CRC of the buffers from this size; smaller ones (a weight's tail) were zlib's.
       if (a.crc32 === 'libdeflate') a.crc32_zlib_below_bytes = FAST_MIN;

@@ -15,6 +15,8 @@ import { InputError } from '../core/errors.js';
 import { workerEnv, workerThreads } from '../util/threads.js';
 import { rankCores } from '../rank/affinity.js';
 import { crc32Combine } from './checksum.js';
+import { fileURLToPath } from 'node:url';
+import { bundlesOn, current } from '../util/bundle.js';
 import { writeAt } from './positional-write.js';
 import type { LazyOrigin } from './lazy-shard.js';
 import { type DeferredTensor, type EngineFloat, deferredRows, simdSeed } from './weight-convert.js';
@@ -23,7 +25,8 @@ import { type DeferredTensor, type EngineFloat, deferredRows, simdSeed } from '.
 export interface JobMessage { id: number; weight: string; transposed: boolean; dtype: EngineFloat; r0: number; r1: number; offset: number }
 /** `code`: a system error's (ENOSPC, EIO...), kept so the error names the file it was writing (outdir.ts withPath). */
 /** `windows`: checkpoint windows the job mapped (wasm-map.ts); `crcImpl`: the worker's CRC-32 (fast-crc32.ts). */
-export type JobReply = { id: number; crc: number; seeded: boolean; windows: number; crcImpl: 'libdeflate' | 'zlib' } | { id: number; error: string; input: boolean; code?: string };
+/** `bundled`: the worker runs from its CommonJS bundle (workerFile). */
+export type JobReply = { id: number; crc: number; seeded: boolean; windows: number; crcImpl: 'libdeflate' | 'zlib'; bundled: boolean } | { id: number; error: string; input: boolean; code?: string };
 
 /** One slot of the weight file (weight-file.ts's entries). */
 export interface Slot { offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
@@ -64,7 +67,21 @@ export function jobOrigin(slots: Slot[]): { origin: LazyOrigin; bytes: number } 
 /** Jobs done by workers so far, those done with the main thread's SIMD converter (simdSeed), pools
  *  prestarted, checkpoint windows the workers mapped, and the CRC-32s they took by node:zlib (tests and
  *  the build's trace check the parallel writer ran, or did not, and how). */
-export const jobStats = { jobs: 0, seeded: 0, prestarts: 0, windows: 0, zlibCrcJobs: 0 };
+export const jobStats = { jobs: 0, seeded: 0, prestarts: 0, windows: 0, zlibCrcJobs: 0, bundledJobs: 0 };
+
+const WORKER_MODULE = new URL('./weight-worker.js', import.meta.url);
+const WORKER_BUNDLE = new URL('./weight-worker.bundle.cjs', import.meta.url);
+
+/**
+ * The workers' code: the bundle of weight-worker.js and everything it imports (scripts/bundle.mjs) where
+ * the build made it and it is as new as its modules (util/bundle.ts), else the ES module. A worker loads
+ * its code on its own thread, so ~45 ES modules were resolved, read and compiled again for each one: on
+ * the shared 2-core machine a worker's start cost ≈ 150 ms of CPU from the modules, ≈ 100 from the bundle
+ * (a bare worker ≈ 50), with the SIMD converter seeded either way (issue #14).
+ */
+export function workerFile(env: NodeJS.ProcessEnv = process.env): URL {
+  return bundlesOn(env) && current(fileURLToPath(WORKER_BUNDLE)) ? WORKER_BUNDLE : WORKER_MODULE;
+}
 
 function jobsOf(slots: Slot[], origin: LazyOrigin, jobBytes: number): { jobs: Job[]; rest: Slot[] } {
   const jobs: Job[] = [], rest: Slot[] = [];
@@ -250,7 +267,8 @@ class JobPool {
     const env = workerEnv({ TPRUN_BUILD_THREADS: '0' });
     // The SIMD converter is made once, here, and given to every worker (weight-convert.ts simdSeed).
     const simd = simdSeed();
-    this.workers = Array.from({ length: size }, () => new Worker(new URL('./weight-worker.js', import.meta.url), { workerData: { origin, simd }, env }));
+    const file = workerFile();
+    this.workers = Array.from({ length: size }, () => new Worker(file, { workerData: { origin, simd }, env }));
     this.exited = this.workers.map((w) => new Promise((resolve) => w.once('exit', resolve)));
     for (const w of this.workers) {
       // A pool started ahead of its file (prestart) never keeps the process alive; run() refs it.
@@ -291,6 +309,7 @@ class JobPool {
             if (r.seeded) jobStats.seeded++;
             jobStats.windows += r.windows;
             if (r.crcImpl === 'zlib') jobStats.zlibCrcJobs++;
+            if (r.bundled) jobStats.bundledJobs++;
             onDone(j, r.crc);
             feed(w);
           });

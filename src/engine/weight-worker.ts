@@ -14,6 +14,8 @@ import { wasmMapStats } from '../util/wasm-map.js';
 import { crc32Impl } from '../util/fast-crc32.js';
 
 const { origin, simd } = workerData as { origin: LazyOrigin; simd?: SimdSeed };
+// In the CommonJS bundle (weight-jobs.ts workerFile) import.meta.url is the bundle's own (scripts/bundle.mjs).
+const bundled = import.meta.url.endsWith('.cjs');
 // The main thread's SIMD converter, before anything here would make its own.
 if (simd) plantSimd(simd);
 const { shard, close } = openLazyShard(origin);
@@ -75,7 +77,7 @@ parentPort!.on('message', (j: JobMessage | { file: Parameters<typeof setFile>[0]
   let reply: JobReply;
   try {
     const windows = wasmMapStats.windows;
-    reply = { id: j.id, crc: run(j), seeded: seedStats.planted > 0, windows: wasmMapStats.windows - windows, crcImpl: crc32Impl() };
+    reply = { id: j.id, crc: run(j), seeded: seedStats.planted > 0, windows: wasmMapStats.windows - windows, crcImpl: crc32Impl(), bundled };
   } catch (e) {
     const code = (e as NodeJS.ErrnoException)?.code;
     reply = { id: j.id, error: String((e as Error)?.message ?? e), input: isInputError(e), ...(typeof code === 'string' ? { code } : {}) };

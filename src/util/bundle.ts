@@ -86,3 +86,6 @@ export function loadBundle<T>(file: string): T | undefined {
   }
   return undefined;
 }
+
+/** Whether the bundle may run: there, and made from the modules beside it as they are now (staleness). */
+export const current = (file: string): boolean => staleness(file) === undefined;

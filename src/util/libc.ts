@@ -90,3 +90,10 @@ export const libcCopyFileRange = declare(({ koffi, libc }) => ({
   copyFileRange: libc.func('intptr_t copy_file_range(int fd_in, _Inout_ int64_t *off_in, int fd_out, _Inout_ int64_t *off_out, size_t len, unsigned int flags)') as CopyFileRange,
   errno: () => koffi.errno(),
 }));
+
+/** pwritev(2) from C addresses (an iovec array of address/length pairs), for writes from a mapping
+ *  without an ArrayBuffer over it (src/checkpoint/mapped-cols.ts); errno of a failed call. */
+export const libcPwritev = declare(({ koffi, libc }) => ({
+  pwritev: libc.func('intptr_t pwritev(int fd, const void *iov, int iovcnt, int64_t offset)') as (fd: number, iov: BigUint64Array, n: number, off: number) => number | bigint,
+  errno: () => koffi.errno(),
+}));
