@@ -20,6 +20,11 @@ test('onOff takes unset, empty, 0 and 1 and refuses anything else naming the var
   assert.equal(onOff('X', { X: '' }), true);
   assert.equal(onOff('X', { X: '1' }), true);
   assert.equal(onOff('X', { X: '0' }), false);
+  // A switch that is off unless asked for (TPRUN_SHM_EARLY, TPRUN_ORT_SPIN): unset or empty is the default.
+  assert.equal(onOff('X', {}, false), false);
+  assert.equal(onOff('X', { X: '' }, false), false);
+  assert.equal(onOff('X', { X: '1' }, false), true);
+  assert.throws(() => onOff('X', { X: 'yes' }, false), /X=yes: not 0 \(off\) or 1 \(on\)/);
   for (const v of ['off', 'no', 'false', 'true', '2', ' 0']) {
     assert.throws(() => onOff('X', { X: v }), (/** @type {any} */ e) => e.name === 'InputError' && e.exitCode === 2 && e.message === `X=${v}: not 0 (off) or 1 (on)`, v);
   }
@@ -70,6 +75,10 @@ for (const [name, value, needsKoffi] of /** @type {[string, string, boolean][]} 
   ['TPRUN_SHM_ONE_SHOT_BYTES', '-1', false],
   ['TPRUN_SHM_ONE_SHOT_BYTES', '1.5', false],
   ['TPRUN_SHM_FUTEX_US', 'abc', false],
+  ['TPRUN_SHM_SPIN_NS', 'abc', false],
+  ['TPRUN_SHM_EARLY', 'yes', false],
+  ['TPRUN_SHM_MMAP', 'off', true],
+  ['TPRUN_SHM_WASM', 'no', true],
   ['TPRUN_SHM_WASM_ONESHOT', 'yes', true],
 ])) {
   test(`ranks of tprun -n 2 refuse ${name}=${value} in one line and the job fails`, { timeout: 120_000, skip: needsKoffi && !koffi && 'koffi (optional) is not installed' }, async () => {

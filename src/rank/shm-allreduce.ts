@@ -123,7 +123,7 @@ export class FilePlane implements Plane {
 
 /** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0; syscall(2) for the futex calls, unless TPRUN_SHM_FUTEX_US=0. */
 const loadLibc = (): Libc | undefined => {
-  const mem = process.env.TPRUN_SHM_MMAP === '0' ? undefined : libcMemory();
+  const mem = onOff('TPRUN_SHM_MMAP') ? libcMemory() : undefined;
   return mem && { ...mem, syscall: SYS_FUTEX !== undefined && process.env.TPRUN_SHM_FUTEX_US !== '0' ? libcSyscall() : undefined };
 };
 
@@ -175,7 +175,7 @@ export function mapPlane(me: number, fds: number[], offs: number[], len: number,
   } catch {
     return undefined;
   }
-  if (process.env.TPRUN_SHM_WASM !== '0') {
+  if (onOff('TPRUN_SHM_WASM')) {
     const w = wasmPlane(libc, me, fds, offs, len, step);
     if (w) return w;
   }
@@ -368,12 +368,15 @@ export class ShmAllReduce {
 
   /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
   private readonly futexNs: number;
+  /** How long spin() waits on a counter before block() (TPRUN_SHM_SPIN_NS), checked when the world starts. */
+  private readonly spinNs: bigint;
   /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
   rung = 0;
 
   constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps) {
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
     this.futexNs = futexNs(deps.oversubscribed);
+    this.spinNs = spinNs();
   }
 
   /**
@@ -596,7 +599,7 @@ export class ShmAllReduce {
     // they do not, yielding would only hand the core to other processes for a whole time slice (on a
     // loaded machine a 1 MiB call took 10 ms instead of 0.4), so the spin keeps it.
     const relax = this.deps.oversubscribed ? plane.relax : undefined;
-    const end = process.hrtime.bigint() + SPIN_NS;
+    const end = process.hrtime.bigint() + this.spinNs;
     for (let i = 1; ; i++) {
       if (this.arrived(off, g)) return true;
       if ((i & 63) === 0) {
@@ -990,10 +993,10 @@ const ONE_SHOT_BYTES = wholeNumber('TPRUN_SHM_ONE_SHOT_BYTES', 32 * 1024);
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
 /** Loads of the peers' counters the wasm one-exchange call makes before it hands a wait to the
- *  JavaScript spin (a few microseconds, a peer's usual lead; the JavaScript spin then runs SPIN_NS). */
+ *  JavaScript spin (a few microseconds, a peer's usual lead; the JavaScript spin then runs TPRUN_SHM_SPIN_NS). */
 const WASM_SPINS = 1 << 14;
-/** The bounded spin on a mapped counter before the world's own wait. */
-const SPIN_NS = BigInt(Number(process.env.TPRUN_SHM_SPIN_NS ?? 100_000));
+/** The bounded spin on a mapped counter before the world's own wait (ns; TPRUN_SHM_SPIN_NS, checked when the world starts). */
+const spinNs = (env: NodeJS.ProcessEnv = process.env): bigint => BigInt(wholeNumber('TPRUN_SHM_SPIN_NS', 100_000, env));
 /** After the spin, how long a rank sleeps on its peers' doorbells (futex) before the world's wait; 0 = not
  *  at all. Default: 10 ms where local ranks outnumber cores (the world's own wait then sleeps at once, in
  *  the event loop), else none (it spins TPRUN_SPIN_US, 10 ms, where a peer with a core of its own answers
@@ -1025,7 +1028,7 @@ function prefaultArea(ownFd: number, off: number, len: number): void {
   // posix_fallocate where koffi is in use anyway (the mapped planes): the kernel zeroes the pages, about a
   // third of the time of writing 8 MiB of zeros from JavaScript at a world's start. Where it cannot
   // (ENOSPC aside), the writes below.
-  const fallocate = process.env.TPRUN_SHM_MMAP === '0' ? undefined : libcFallocate();
+  const fallocate = onOff('TPRUN_SHM_MMAP') ? libcFallocate() : undefined;
   const rc = fallocate?.(ownFd, off, len);
   if (rc === 0) return;
   if (rc === ENOSPC) throw new CommError(`no room in /dev/shm for this rank's ${len >> 20} MiB allReduce area (posix_fallocate: ENOSPC); TPRUN_SHM_AR_STEP=0 turns the areas off`);
@@ -1069,7 +1072,7 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
  * needs none of it; and where ranks outnumber cores every launch is CPU-bound. A job whose first
  * all-reduces are timed (a decode loop's first tokens) turns it on; the flag must be the same on every rank.
  */
-const earlySetUp = () => process.env.TPRUN_SHM_EARLY === '1';
+const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env, false);
 
 /**
  * What the areas' set-up needs before the ranks have met, started when a world starts (PeerWorld.start):

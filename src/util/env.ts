@@ -4,10 +4,11 @@
 // it a wrong measurement and no hint why.
 import { InputError } from '../core/errors.js';
 
-/** A switch that is on unless set to 0 (unset, empty or 1: on); any other value is refused in one line. */
-export function onOff(name: string, env: NodeJS.ProcessEnv = process.env): boolean {
+/** A switch: 0 (off) or 1 (on); unset or empty gives `dflt` (on unless said); any other value is refused in one line. */
+export function onOff(name: string, env: NodeJS.ProcessEnv = process.env, dflt = true): boolean {
   const v = env[name];
-  if (v === undefined || v === '' || v === '1') return true;
+  if (v === undefined || v === '') return dflt;
+  if (v === '1') return true;
   if (v === '0') return false;
   throw new InputError(`${name}=${v}: not 0 (off) or 1 (on)`);
 }
