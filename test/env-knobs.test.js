@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI, runTprun } from './helpers/procs.js';
-import { onOff, wholeNumber } from '../dist/util/env.js';
+import { onOff, oneOf, wholeNumber } from '../dist/util/env.js';
 
 const MODEL = fileURLToPath(new URL('../models/brown-llama-a', import.meta.url));
 let koffi = true;
@@ -32,6 +32,9 @@ test('onOff takes unset, empty, 0 and 1 and refuses anything else naming the var
   assert.equal(wholeNumber('N', 7, { N: '' }), 7);
   assert.equal(wholeNumber('N', 7, { N: '0' }), 0);
   assert.equal(wholeNumber('N', 7, { N: '65536' }), 65536);
+  assert.equal(oneOf('T', ['zmq', 'unix'], {}), undefined);
+  assert.equal(oneOf('T', ['zmq', 'unix'], { T: 'unix' }), 'unix');
+  assert.throws(() => oneOf('T', ['zmq', 'unix'], { T: 'tcp' }), (/** @type {any} */ e) => e.name === 'InputError' && e.message === 'T=tcp: not zmq or unix');
   for (const v of ['abc', '-1', '1.5', '32k', '1e3', '0x10', ' 8', '99999999999999999999']) {
     assert.throws(() => wholeNumber('N', 7, { N: v }), (/** @type {any} */ e) => e.name === 'InputError' && e.message === `N=${v}: not a whole number >= 0`, v);
   }
@@ -53,7 +56,7 @@ test('the launcher refuses TPRUN_BUNDLE=no before any rank starts', async () => 
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
 });
 
-for (const [name, value] of [['TPRUN_MAP_SOURCE', 'no'], ['TPRUN_FAST_CRC', 'off']]) {
+for (const [name, value] of [['TPRUN_MAP_SOURCE', 'no'], ['TPRUN_FAST_CRC', 'off'], ['TPRUN_SIMD', 'off']]) {
   test(`build refuses ${name}=${value} in one line and writes no output`, { timeout: 240_000 }, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'tprun-knobs-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -62,6 +65,21 @@ for (const [name, value] of [['TPRUN_MAP_SOURCE', 'no'], ['TPRUN_FAST_CRC', 'off
     refused(r, name, value);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.equal(existsSync(out), false, `${name}=${value}: the build wrote ${out}`);
+  });
+}
+
+for (const [name, value] of [['TPRUN_COPY_ASYNC', 'no'], ['TPRUN_KERNEL_COPY', 'off'], ['TPRUN_MAP_COLUMNS', 'false']]) {
+  test(`convert refuses ${name}=${value} in one line and writes no output`, { timeout: 240_000 }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'tprun-knobs-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const out = join(dir, 'ckpt');
+    const r = await runTprun(['convert', '--model', MODEL, '--tp', '2', '--out', out], { env: { [name]: value } });
+    // convert's ranks are its own processes: the line names the rank that read it.
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^tprun convert: rank \\d+: ${name}=${value}: not 0 \\(off\\) or 1 \\(on\\)$`, 'm'));
+    assert.ok(!/^\s+at /m.test(r.stderr), r.stderr);
+    assert.deepEqual(r.left ?? [], []);
+    assert.equal(existsSync(out), false, `${name}=${value}: the convert wrote ${out}`);
   });
 }
 
@@ -80,6 +98,9 @@ for (const [name, value, needsKoffi] of /** @type {[string, string, boolean][]} 
   ['TPRUN_SHM_MMAP', 'off', true],
   ['TPRUN_SHM_WASM', 'no', true],
   ['TPRUN_SHM_WASM_ONESHOT', 'yes', true],
+  ['TPRUN_TRANSPORT', 'tcp', false],
+  ['TPRUN_BIND', 'yes', false],
+  ['TPRUN_IMPLICIT_CLOSE', 'no', false],
 ])) {
   test(`ranks of tprun -n 2 refuse ${name}=${value} in one line and the job fails`, { timeout: 120_000, skip: needsKoffi && !koffi && 'koffi (optional) is not installed' }, async () => {
     refused(await runTprun(RANK_CMD, { env: { [name]: value } }), name, value);

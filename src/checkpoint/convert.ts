@@ -21,6 +21,7 @@ import { traceSpan } from '../util/trace.js';
 import { workerEnv, workerThreads } from '../util/threads.js';
 import { Worker } from 'node:worker_threads';
 import type { ConvertWorkerMessage } from './convert-worker.js';
+import { onOff } from '../util/env.js';
 
 export type SourceFormat = 'auto' | 'hf' | 'meta' | 'tllm';
 
@@ -120,7 +121,7 @@ export async function writeRankFile(tmp: string, w: ReturnType<typeof rankWork>,
       // Kernel copies on libuv's pool: where one thread interleaves several ranks' files (rankPipelines),
       // their copies run at once, on as many threads as files (kernel-copy.ts copyRangeAsync).
       // TPRUN_COPY_ASYNC=0: each copy on this thread, synchronously (the path before; benchmarks compare).
-      ...(process.env.TPRUN_COPY_ASYNC === '0'
+      ...(!onOff('TPRUN_COPY_ASYNC')
         ? {
           copy: (name: string, ranges: RawRange[], offset: number) => {
             const n = writer.copyChunk(name, ranges, offset);

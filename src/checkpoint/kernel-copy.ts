@@ -8,6 +8,7 @@ import { constants } from 'node:os';
 import { InputError } from '../core/errors.js';
 import { type CopyFileRange, libcCopyFileRange } from '../util/libc.js';
 import { ioStats } from './ranged.js';
+import { onOff } from '../util/env.js';
 
 /** null without koffi, with TPRUN_KERNEL_COPY=0, or once the kernel refused a copy between these filesystems: every later copy reads and writes. */
 let call: CopyFileRange | null | undefined;
@@ -16,7 +17,7 @@ let errno: () => number = () => 0;
 function load(): CopyFileRange | null {
   if (call !== undefined) return call;
   call = null;
-  if (process.env.TPRUN_KERNEL_COPY === '0') return call;
+  if (!onOff('TPRUN_KERNEL_COPY')) return call;
   const c = libcCopyFileRange();
   if (c) {
     call = c.copyFileRange;

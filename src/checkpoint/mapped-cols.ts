@@ -13,13 +13,14 @@ import { libcMemory, libcPwritev, MAP_POPULATE, MAP_SHARED, PROT_READ } from '..
 import { PAGE } from '../util/wasm-map.js';
 import { ioStats, type RawRange } from './ranged.js';
 import { withPath } from './outdir.js';
+import { onOff } from '../util/env.js';
 
 /** Bytes written from mappings so far, and of those by writeColumnsAsync (tests check the paths were taken). */
 export const mappedColsStats = { bytes: 0, asyncBytes: 0 };
 
 /** Whether column cuts can be written from mappings at all. */
 export function mappedColumnsAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
-  if (env.TPRUN_MAP_COLUMNS === '0' || env.TPRUN_KERNEL_COPY === '0' || process.platform !== 'linux') return false;
+  if (!onOff('TPRUN_MAP_COLUMNS', env) || !onOff('TPRUN_KERNEL_COPY', env) || process.platform !== 'linux') return false;
   return libcMemory() !== undefined && libcPwritev() !== undefined;
 }
 

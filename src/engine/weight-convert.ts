@@ -15,6 +15,7 @@ import { f32BitsToF16Bits } from '../core/half.js';
 import { fromFloat32, transpose2d } from './dtype.js';
 import { HalfSimd, type SourceRanges } from './half-simd.js';
 import { type LazyOrigin, isLazy } from './lazy-shard.js';
+import { onOff } from '../util/env.js';
 
 export type EngineFloat = 'float32' | 'float16';
 
@@ -150,7 +151,7 @@ function trans32to16(src: Uint32Array, rows: number, cols: number, k0: number, k
 }
 
 let simdState: HalfSimd | null | undefined;
-let simdWanted = process.env.TPRUN_SIMD !== '0';
+let simdWanted = onOff('TPRUN_SIMD');
 
 /** Turns the SIMD path on or off (tests compare both against the reference path). */
 export function useSimd(on: boolean): void {

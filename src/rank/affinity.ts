@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { detectIdentity } from './identity.js';
+import { oneOf } from '../util/env.js';
 
 /** The slice this process bound itself to (bindLocalRank), if it did: its cores are then its own, where
  *  unbound local ranks share the machine's (rankCores below divides them). Kept on a global
@@ -48,7 +49,7 @@ export function sliceFor(cpus: number[], r: number, n: number): number[] | undef
  * a cpuset) already narrowed it: then it is left as it is. Returns the CPUs bound to, if any.
  */
 export function bindLocalRank(localRank: number, localSize: number, env: Record<string, string | undefined>): number[] | undefined {
-  if (env.TPRUN_BIND === 'none' || process.platform !== 'linux') return undefined;
+  if (oneOf('TPRUN_BIND', ['none'], env) === 'none' || process.platform !== 'linux') return undefined;
   const cpus = allowedCpus();
   if (!cpus) return undefined;
   // Already bound by a launcher: the process sees fewer CPUs than the machine has online.

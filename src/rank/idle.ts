@@ -8,6 +8,7 @@
 // and bounded as close() is, and the process ends as it would have without a world.
 // Blind spot: other native addons' own handles (another zeromq socket of the script) are as invisible
 // to Node as ours; TPRUN_IMPLICIT_CLOSE=0 turns this off for scripts that wait on such things alone.
+import { onOff } from '../util/env.js';
 
 /** Handles of the worlds' own that hold the event loop as ZeroMQ's sockets did (a Unix data socket,
  *  ./links.ts): not the script's work. */
@@ -36,7 +37,7 @@ export class IdleWatch {
 
   /** `atScriptEnd` runs once, when only this world is left on the event loop. */
   start(atScriptEnd: () => void, env: Record<string, string | undefined>): void {
-    if (env.TPRUN_IMPLICIT_CLOSE === '0') return;
+    if (!onOff('TPRUN_IMPLICIT_CLOSE', env)) return;
     if (typeof (process as unknown as Internal)._getActiveHandles !== 'function') return;
     this.timer = setInterval(() => {
       this.idleLooks = this.busy() || scriptHasWork() ? 0 : this.idleLooks + 1;

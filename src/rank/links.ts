@@ -29,6 +29,7 @@ import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
 import { bindLocalRank } from './affinity.js';
 import type { AddressBookUse } from './address-book.js';
 import type { Ticket } from './collectives/round.js';
+import { transport } from './transport.js';
 
 /** What the links report to their world. */
 export interface LinkEvents {
@@ -136,7 +137,7 @@ export class Links {
     const jobTag = createHash('sha256').update(rdv.jobId).digest('hex').slice(0, 12);
     const nonce = randomBytes(32);
     const ev = this.ev;
-    const unixDir = local && !curve && env.TPRUN_TRANSPORT !== 'zmq' ? unixSocketDir(rdv, env) : undefined;
+    const unixDir = local && !curve && transport(env) !== 'zmq' ? unixSocketDir(rdv, env) : undefined;
     const zmq = unixDir ? undefined : await import('./zmq-link.js');
     const events = {
       bye: (r: number) => ev.bye(r), byeAck: (r: number) => ev.byeAck(r), wake: () => ev.wake(), fail: (e: Error) => ev.fail(e), log: ev.log,

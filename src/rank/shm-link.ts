@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
 import { cleanupOnEnd } from './scoped-cleanup.js';
 import { areaBytes, type ArInfo } from './shm-allreduce.js';
+import { transport } from './transport.js';
 
 const FILE_HDR = 4096;
 const envInt = (name: string, dflt: number) => (process.env[name] ? Number(process.env[name]) : dflt);
@@ -97,8 +98,7 @@ export class ShmOut {
 
   static available(): boolean {
     // TPRUN_TRANSPORT=zmq or =unix: every byte over the peer links (./links.ts), ZeroMQ's or the Unix sockets.
-    const t = process.env.TPRUN_TRANSPORT;
-    return process.platform === 'linux' && existsSync('/dev/shm') && t !== 'zmq' && t !== 'unix';
+    return process.platform === 'linux' && existsSync('/dev/shm') && transport() === undefined;
   }
 
   private release: () => void;

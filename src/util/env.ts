@@ -13,6 +13,14 @@ export function onOff(name: string, env: NodeJS.ProcessEnv = process.env, dflt =
   throw new InputError(`${name}=${v}: not 0 (off) or 1 (on)`);
 }
 
+/** One of `choices`, or undefined where unset or empty; anything else is refused in one line naming them. */
+export function oneOf<T extends string>(name: string, choices: readonly T[], env: NodeJS.ProcessEnv = process.env): T | undefined {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  if ((choices as readonly string[]).includes(v)) return v as T;
+  throw new InputError(`${name}=${v}: not ${choices.join(' or ')}`);
+}
+
 /** A whole number >= 0 (unset or empty: `dflt`); anything else (a fraction, a negative, a unit) is refused in one line. */
 export function wholeNumber(name: string, dflt: number, env: NodeJS.ProcessEnv = process.env): number {
   const v = env[name];
