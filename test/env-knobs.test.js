@@ -33,7 +33,7 @@ test('onOff takes unset, empty, 0 and 1 and refuses anything else naming the var
   assert.equal(wholeNumber('N', 7, { N: '0' }), 0);
   assert.equal(wholeNumber('N', 7, { N: '65536' }), 65536);
   assert.equal(oneOf('T', ['zmq', 'unix'], {}), undefined);
-  assert.equal(oneOf('T', ['zmq', 'unix'], { T: 'unix' }), 'unix');
+  assert.equal(oneOf('T', ['zmq', 'unix'], { T: 'unix' }), 'unix'); // the helper; TPRUN_TRANSPORT itself takes zmq only
   assert.throws(() => oneOf('T', ['zmq', 'unix'], { T: 'tcp' }), (/** @type {any} */ e) => e.name === 'InputError' && e.message === 'T=tcp: not zmq or unix');
   for (const v of ['abc', '-1', '1.5', '32k', '1e3', '0x10', ' 8', '99999999999999999999']) {
     assert.throws(() => wholeNumber('N', 7, { N: v }), (/** @type {any} */ e) => e.name === 'InputError' && e.message === `N=${v}: not a whole number >= 0`, v);

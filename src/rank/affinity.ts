@@ -4,6 +4,7 @@
 // ping-pong took 13 ms unbound, 0.7 ms bound, on a 2-core machine at full load).
 // Local rank r gets the r-th equal slice of the CPUs this process may use, so a rank keeps several
 // cores for its own threads (onnxruntime's) when there are more cores than ranks.
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { detectIdentity } from './identity.js';
@@ -59,9 +60,6 @@ export function bindLocalRank(localRank: number, localSize: number, env: Record<
   const mine = sliceFor(cpus, localRank, localSize);
   if (!mine) return undefined;
   try {
-    // node:child_process only here, where a rank binds: loading it is ~5 ms of CPU that every rank of a
-    // launch paid at start (package.json's engines has getBuiltinModule, Node >= 20.16).
-    const { execFileSync } = process.getBuiltinModule('node:child_process');
     execFileSync('taskset', ['-a', '-p', '-c', mine.join(','), String(process.pid)], { stdio: 'ignore', timeout: 5000 });
     shared[BOUND] = mine;
     return mine;

@@ -158,7 +158,7 @@ export function rendezvousFor(id: WorldIdentity, env: Env = process.env): Rendez
 }
 
 /** A directory only this user can enter, for ipc sockets. */
-export function privateDir(env: Env): string {
+function privateDir(env: Env): string {
   const uid = process.getuid?.() ?? 0;
   const dir = join(env.TMPDIR ?? tmpdir(), `tprun-${uid}`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });

@@ -1,7 +1,6 @@
 // What lets a script that never calls world.close() end, as mpi4py (MPI_Finalize at exit) and
 // torch.distributed scripts do. Node keeps a process alive while anything holds its event loop, and a
-// world's sockets always do (ZeroMQ's: a pending read per socket, which zeromq.js cannot unref; on one
-// machine, the listening Unix socket, which holds the loop on purpose, see worldHandles). So the
+// world's ZeroMQ sockets always do (a pending read per socket, which zeromq.js cannot unref). So the
 // world watches, off the loop's books, for the moment when nothing but itself is left: no timer,
 // immediate, request or handle of the script's own (stdout/stderr do not count), and no operation of
 // the world in flight. Seen twice in a row, the script has ended: the world closes itself, gracefully
@@ -9,10 +8,6 @@
 // Blind spot: other native addons' own handles (another zeromq socket of the script) are as invisible
 // to Node as ours; TPRUN_IMPLICIT_CLOSE=0 turns this off for scripts that wait on such things alone.
 import { onOff } from '../util/env.js';
-
-/** Handles of the worlds' own that hold the event loop as ZeroMQ's sockets did (a Unix data socket,
- *  ./links.ts): not the script's work. */
-export const worldHandles = new WeakSet<object>();
 
 /** How often the world looks; two idle looks in a row end it (a script's end costs ~2 periods). */
 const CHECK_MS = 100;
@@ -23,7 +18,7 @@ type Internal = { _getActiveHandles?: () => unknown[]; _getActiveRequests?: () =
 function scriptHasWork(): boolean {
   const p = process as unknown as Internal;
   if ((p._getActiveRequests?.() ?? []).length) return true;
-  const handles = (p._getActiveHandles?.() ?? []).filter((h) => h !== process.stdout && h !== process.stderr && !worldHandles.has(h as object));
+  const handles = (p._getActiveHandles?.() ?? []).filter((h) => h !== process.stdout && h !== process.stderr);
   if (handles.length) return true;
   // Timers and immediates are listed here only (ref'd ones: the world's own watch timer is unref'd).
   return process.getActiveResourcesInfo().some((r) => r === 'Timeout' || r === 'Immediate');

@@ -7,9 +7,7 @@
 // every rank), run over the whole world or over a group of its ranks (World.newGroup, ./group.ts).
 // Environment knobs: TPRUN_COMM_TIMEOUT_MS (default 600000), TPRUN_MAX_MESSAGE_BYTES (default 4 GiB),
 // TPRUN_SPIN_US (busy-wait before sleeping; default 10000, 0 when ranks outnumber cores),
-// TPRUN_BIND=none (no CPU binding), TPRUN_TRANSPORT=zmq (no shared memory, every link over ZeroMQ even
-// on one machine), TPRUN_TRANSPORT=unix (no shared memory: one machine's links carry the data over their
-// Unix sockets), TPRUN_ADVERTISE_ADDR.
+// TPRUN_BIND=none (no CPU binding), TPRUN_TRANSPORT=zmq (no shared memory), TPRUN_ADVERTISE_ADDR.
 import type { World } from './types.js';
 import { detectIdentity, type Env } from './identity.js';
 import { CommError } from './inbox.js';

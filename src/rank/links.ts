@@ -1,35 +1,24 @@
 // A rank's links to every peer, and how they come up. Per pair of ranks: shared memory (./shm-link.ts)
-// when both sit on one machine, else the authenticated links of ./peer-link.ts, which also carry
-// liveness (goodbyes, disconnects) for every pair. Those and the rendezvous run over Node's Unix sockets
-// in a private directory when the launcher says every rank is on this machine (./unix-socket.ts), and
-// over ZeroMQ otherwise, or under --secure (CurveZMQ), or with TPRUN_TRANSPORT=zmq (./zmq-link.ts, loaded
-// only then: loading the zeromq addon and making its context and sockets is ~15 ms of a rank's CPU at
-// start, docs/performance.md). Same-machine peers wake each other
-// from sleep with a byte on a unix socket.
+// when both sit on one machine, else the authenticated ZeroMQ sockets (./zmq-link.ts), which also carry
+// liveness (goodbyes, disconnects) for every pair. Same-machine peers wake each other from sleep with a
+// byte on a unix socket.
 import { hostname } from 'node:os';
 import net from 'node:net';
-import { lstatSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
 import { z } from 'zod/v3'; // see wire-schema.ts
 import type { WorldIdentity } from './types.js';
-import { privateDir, rendezvousFor, type Env, type Rendezvous } from './identity.js';
+import { rendezvousFor, type Env } from './identity.js';
 import type { Inbox } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
 import { shmAllReducePlan } from './shm-allreduce.js';
-import type { Curve } from './zmq-link.js';
-import { DataRouter, type PeerLink } from './peer-link.js';
-import { CommError } from './inbox.js';
-import { listenUnix, UnixClient } from './unix-socket.js';
-import { DATA_MESSAGE_BYTES, UnixLink } from './unix-link.js';
-import { worldHandles } from './idle.js';
-import type { MessageClient, MessageServer } from './message-socket.js';
+import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
 import { bindLocalRank } from './affinity.js';
-import type { AddressBookUse } from './address-book.js';
+import { acquireAddressBook, type AddressBookUse } from './address-book.js';
 import type { Ticket } from './collectives/round.js';
-import { transport } from './transport.js';
 
 /** What the links report to their world. */
 export interface LinkEvents {
@@ -52,10 +41,8 @@ function hostKey(): string {
   return `${hostname()}/${boot}`;
 }
 
-/** The local address the kernel would use to reach host:port (a connected UDP socket sends nothing).
- *  node:dgram only here (jobs across machines): ~1.5 ms of every local rank's start otherwise. */
+/** The local address the kernel would use to reach host:port (a connected UDP socket sends nothing). */
 function routeAddress(host: string, port: number): Promise<string | undefined> {
-  const dgram = process.getBuiltinModule('node:dgram');
   return new Promise((res) => {
     const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
     const done = (a?: string) => { try { s.close(); } catch { /* closed */ } res(a); };
@@ -68,48 +55,9 @@ function routeAddress(host: string, port: number): Promise<string | undefined> {
   });
 }
 
-/** Longest Unix socket path this module makes (sun_path holds 108 bytes on Linux, 104 on macOS). */
-const MAX_SOCKET_PATH = 100;
-
-/**
- * The directory of a local world's Unix sockets, or undefined where they cannot go: the directory of an
- * ipc rendezvous (Open MPI's per-job session directory, or identity.ts's private one), else the private
- * directory. Every rank decides alike (same environment), so the whole world uses one transport.
- */
-function unixSocketDir(rdv: Rendezvous, env: Env): string | undefined {
-  let dir: string;
-  try {
-    dir = rdv.bind.startsWith('ipc://') ? dirname(rdv.bind.slice('ipc://'.length)) : privateDir(env);
-  } catch {
-    return undefined;
-  }
-  // Room for the longest name below: tprun-<12 hex>-<rank, up to 8 digits>-<pid, up to 7>-<8 hex>.sock.
-  return dir.length + 54 <= MAX_SOCKET_PATH ? dir : undefined;
-}
-
-/**
- * Removes data-socket names that ranks killed outright (SIGKILL, before their world started) left in the
- * directory: the name carries its process id, as the /dev/shm ring files do (./shm-link.ts sweepStale).
- * Only sockets named so, of processes that no longer exist.
- */
-function sweepStaleSockets(dir: string): void {
-  try {
-    for (const name of readdirSync(dir)) {
-      const m = /^tprun-[0-9a-f]{12}-\d+-(\d+)-[0-9a-f]{8}\.sock$/.exec(name);
-      if (!m) continue;
-      try {
-        process.kill(Number(m[1]), 0);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue;
-        try { if (lstatSync(join(dir, name)).isSocket()) unlinkSync(join(dir, name)); } catch { /* raced */ }
-      }
-    }
-  } catch { /* unreadable: nothing to sweep */ }
-}
-
 export class Links {
   router?: DataRouter;
-  peerLinks: (PeerLink | undefined)[] = [];
+  zlinks: (ZmqLink | undefined)[] = [];
   shm: (ShmLink | undefined)[] = [];
   shmList: ShmLink[] = [];
   shmOut?: ShmOut;
@@ -123,65 +71,27 @@ export class Links {
   constructor(private id: WorldIdentity, private inbox: Inbox, private ev: LinkEvents) {}
 
   get idle(): boolean {
-    return this.peerLinks.every((l) => !l || l.idle) && this.shmList.every((l) => l.idle);
+    return this.zlinks.every((l) => !l || l.idle) && this.shmList.every((l) => l.idle);
   }
 
   async open(env: Env, timeoutMs: number): Promise<void> {
     const { rank, size, localRank, localSize } = this.id;
     const local = ranksAllLocal(this.id.source, env);
     const rdv = await narrowRendezvous(rendezvousFor(this.id, env), local);
-    // Before any socket exists, so ZeroMQ's I/O thread (where there is one) starts inside the slice too.
+    // Before any socket exists, so ZeroMQ's I/O thread starts inside the slice too.
     if (localSize > 1) bindLocalRank(localRank, localSize, env);
     const curve: Curve | undefined = env.TPRUN_CURVE_SERVER_PUBLIC && env.TPRUN_CURVE_SERVER_SECRET
       ? { serverPublic: env.TPRUN_CURVE_SERVER_PUBLIC, serverSecret: env.TPRUN_CURVE_SERVER_SECRET } : undefined;
     const jobTag = createHash('sha256').update(rdv.jobId).digest('hex').slice(0, 12);
     const nonce = randomBytes(32);
+    this.book = await acquireAddressBook();
     const ev = this.ev;
-    const unixDir = local && !curve && transport(env) !== 'zmq' ? unixSocketDir(rdv, env) : undefined;
-    const zmq = unixDir ? undefined : await import('./zmq-link.js');
-    const events = {
-      bye: (r: number) => ev.bye(r), byeAck: (r: number) => ev.byeAck(r), wake: () => ev.wake(), fail: (e: Error) => ev.fail(e), log: ev.log,
-    };
+    this.router = new DataRouter(rank, rdv.secret, nonce, this.inbox, {
+      bye: (r) => ev.bye(r), byeAck: (r) => ev.byeAck(r), wake: () => ev.wake(), fail: (e) => ev.fail(e), log: ev.log,
+    }, curve, this.book.whereIs);
     let rv: Awaited<ReturnType<typeof rendezvous>> | undefined;
-    let unlinkData: (() => void) | undefined;
     try {
-      let ep: { data: string; dataLocal?: string };
-      let listen: () => Promise<MessageServer>;
-      let dial: () => MessageClient;
-      if (unixDir) {
-        sweepStaleSockets(unixDir);
-        const path = join(unixDir, `tprun-${jobTag}-${rank}-${process.pid}-${randomBytes(4).toString('hex')}.sock`);
-        const srv = await listenUnix(path, {
-          maxMessageBytes: DATA_MESSAGE_BYTES,
-          refused: (where, why) => ev.log(`tprun: rank ${rank} refused a data connection from ${where}: ${why}`),
-        });
-        // It holds the event loop for the world, as ZeroMQ's sockets did; the script's end is still seen.
-        worldHandles.add(srv.server);
-        this.router = new DataRouter(rank, rdv.secret, nonce, this.inbox, events, srv);
-        unlinkData = () => srv.unlink();
-        ep = { data: `ipc://${path}` };
-        // Rank 0's rendezvous: the ipc path the job named, else one keyed by the job and its address.
-        const rdvPath = rdv.bind.startsWith('ipc://') ? rdv.bind.slice('ipc://'.length)
-          : join(unixDir, `tprun-${createHash('sha256').update(`${rdv.jobId}\0${rdv.connect}`).digest('hex').slice(0, 12)}.sock`);
-        listen = async () => {
-          try {
-            return await listenUnix(rdvPath, {
-              maxMessageBytes: 1 << 20,
-              refused: (where, why) => ev.log(`tprun: rank 0 refused a connection from ${where}: ${why}`),
-            });
-          } catch (e) {
-            throw new CommError(`rank 0 cannot listen on ${rdvPath}: ${(e as Error).message}`);
-          }
-        };
-        dial = () => new UnixClient(rdvPath, { maxMessageBytes: 16 << 20, retry: true });
-      } else {
-        this.book = await zmq!.acquireAddressBook();
-        const srv = zmq!.zmqDataServer(curve, this.book);
-        this.router = new DataRouter(rank, rdv.secret, nonce, this.inbox, events, srv);
-        ep = await listenForData((e) => srv.bind(e), rdv, rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));
-        listen = () => zmq!.zmqRendezvousServer(rdv.bind, curve);
-        dial = () => zmq!.zmqRendezvousClient(rdv.connect, curve);
-      }
+      const ep = await listenForData((e) => this.router!.bind(e), rdv, rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));
       if (ShmOut.available()) {
         try { this.shmOut = new ShmOut(jobTag, rank, size, localSize); } catch { this.shmOut = undefined; }
         if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
@@ -189,26 +99,9 @@ export class Links {
       const info: PeerInfo = {
         rank, host: hostname(), hostKey: hostKey(), pid: process.pid, ...ep, dataNonce: nonce, shm: this.shmOut?.info,
       };
-      rv = await rendezvous({ rank, size, connect: rdv.connect, secret: rdv.secret, info, timeoutMs, listen, dial, log: ev.log });
+      rv = await rendezvous({ rank, size, bind: rdv.bind, connect: rdv.connect, secret: rdv.secret, info, timeoutMs, curve, log: ev.log });
       const peers = rv.peers;
       this.router.start();
-      // Each peer's link first: on one machine its connection is made (by the kernel, whatever the peer's
-      // event loop is doing) before this rank sends its part of the exchange below, so once the exchange is
-      // over no rank needs a data socket's name any more, and nobody else can connect.
-      const gone = (r: number) => ev.disconnect(r);
-      for (const p of peers) {
-        if (p.rank === rank) continue;
-        const link: PeerLink = zmq
-          ? new zmq.ZmqLink(p.rank, (p.hostKey === info.hostKey && p.dataLocal) || p.data, gone, curve)
-          : new UnixLink(p.rank, p.data, gone);
-        link.authenticate(rank, rdv.secret, Buffer.from(p.dataNonce));
-        this.peerLinks[p.rank] = link;
-      }
-      if (!zmq) {
-        await Promise.all(this.peerLinks.map((l, r) => (l as UnixLink | undefined)?.connected.catch((e: Error) => {
-          throw new CommError(`rank ${rank} cannot reach rank ${r}'s data socket ${peers[r].data}: ${e.message}`);
-        })));
-      }
       // Open the shared-memory files of peers on this machine; a pair uses them only if both ends could.
       const opened: (number | undefined)[] = peers.map((p) =>
         p.rank !== rank && this.shmOut && p.shm && p.hostKey === info.hostKey ? openPeerFile(p.shm) : undefined);
@@ -217,18 +110,22 @@ export class Links {
       const mine = [...opened.map((fd) => fd !== undefined), !!this.shmOut?.info.ar];
       const all = await rv.exchange(mine, z.array(z.boolean()).length(size + 1));
       const can = all.map((row) => row.slice(0, size));
-      // Every rank opened the files it needs and connected its links before it sent its part of that
-      // exchange: the names can go (no second round trip through rank 0 for it).
+      // Every rank opened the files it needs before it sent its part of that exchange: the names can go
+      // (no second round trip through rank 0 for it).
       this.shmOut?.unlink();
-      unlinkData?.();
       if (this.shmOut && all.every((row) => row[size])) this.arPlan = shmAllReducePlan(rank, peers, opened, this.shmOut.fd, can);
       for (const p of peers) {
+        if (p.rank === rank) continue;
+        const link = new ZmqLink(p.rank, (p.hostKey === info.hostKey && p.dataLocal) || p.data, (r) => ev.disconnect(r), curve);
+        link.authenticate(rank, rdv.secret, Buffer.from(p.dataNonce));
+        this.zlinks[p.rank] = link;
         const fd = opened[p.rank];
-        if (p.rank === rank || fd === undefined || !can[rank][p.rank] || !can[p.rank][rank]) continue;
-        const waker = p.shm!.wake ? this.wakeSocket(p.shm!.wake) : undefined;
-        this.shm[p.rank] = new ShmLink(p.rank, rank, this.shmOut!.fd, fd, this.inbox,
-          waker ? () => { waker.write(ONE); } : (r) => this.peerLinks[r]?.wake(), this.shmOut!.info, p.shm!);
-        this.shmList.push(this.shm[p.rank]!);
+        if (fd !== undefined && can[rank][p.rank] && can[p.rank][rank]) {
+          const waker = p.shm!.wake ? this.wakeSocket(p.shm!.wake) : undefined;
+          this.shm[p.rank] = new ShmLink(p.rank, rank, this.shmOut!.fd, fd, this.inbox,
+            waker ? () => { waker.write(ONE); } : (r) => this.zlinks[r]?.wake(), this.shmOut!.info, p.shm!);
+          this.shmList.push(this.shm[p.rank]!);
+        }
       }
     } catch (e) {
       rv?.release();
@@ -247,7 +144,7 @@ export class Links {
     const done = () => { t.done = true; };
     const s = this.shm[dst];
     if (s) s.send(a, b, data, done, desc);
-    else this.peerLinks[dst]!.send(a, b, data, () => { done(); this.ev.wake(); }, desc);
+    else this.zlinks[dst]!.send(a, b, data, () => { done(); this.ev.wake(); }, desc);
   }
 
   /** Moves shared-memory data; throws when a ring holds a message that was refused. */
@@ -275,7 +172,7 @@ export class Links {
 
   private wakeSocket(path: string): net.Socket {
     const s = net.connect(path);
-    s.on('error', () => undefined); // a dead peer shows through its peer link
+    s.on('error', () => undefined); // a dead peer shows through its ZeroMQ link
     s.unref();
     this.wakeSockets.push(s);
     return s;
@@ -295,11 +192,11 @@ export class Links {
 
   /** Goodbye to every peer but those in `skip` (it acknowledges once its event loop sees it). */
   bye(skip?: ReadonlySet<number>): void {
-    this.peerLinks.forEach((l, r) => { if (!skip?.has(r)) l?.bye(); });
+    this.zlinks.forEach((l, r) => { if (!skip?.has(r)) l?.bye(); });
   }
 
   async closeSockets(): Promise<void> {
-    await Promise.all(this.peerLinks.map((l) => l?.close()));
+    await Promise.all(this.zlinks.map((l) => l?.close()));
   }
 
   teardown(): void {
@@ -307,7 +204,7 @@ export class Links {
     this.book?.release();
     for (const s of this.wakeSockets) s.destroy();
     this.wakeServer?.close();
-    for (const l of this.peerLinks) l?.destroy();
+    for (const l of this.zlinks) if (l && !l.sock.closed) l.sock.close();
     this.router?.close();
     for (const s of this.shmList) s.close();
     this.shmOut?.close();

@@ -1,6 +1,5 @@
-// Where a rank's ZeroMQ sockets listen. A job whose ranks all run on this machine uses Node's Unix sockets
-// instead (./links.ts), unless forced onto ZeroMQ (TPRUN_TRANSPORT=zmq, --secure): then it listens on the
-// loopback interface only (or on ipc sockets), and nobody on the network can even reach its ports. A job that spans
+// Where a rank's sockets listen. A job whose ranks all run on this machine listens on the loopback
+// interface only (or on ipc sockets): nobody on the network can even reach its ports. A job that spans
 // machines listens on the interface its peers reach it through, and on every interface only when that
 // address is not one of ours (NAT, an alias, a name we cannot resolve).
 import { isIP } from 'node:net';

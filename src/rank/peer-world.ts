@@ -61,7 +61,7 @@ export class PeerWorld implements World, Transport {
         this.p.gone.set(r, { at: 0, why: `rank ${r} closed its world` });
         // r needs our goodbye or an ack, not both: a message r no longer waits for would sit in our
         // socket after r closed and hold this process's exit for the socket's linger.
-        if (!this.p.closed && !this.saidBye) { this.links.peerLinks[r]?.byeAck(); this.weAckedTheirBye.add(r); }
+        if (!this.p.closed && !this.saidBye) { this.links.zlinks[r]?.byeAck(); this.weAckedTheirBye.add(r); }
         this.p.kick();
       },
       byeAck: (r) => { this.peersAckedOurBye.add(r); this.p.kick(); },

@@ -1,8 +1,8 @@
-// Control plane: rank 0 listens where the other ranks introduce themselves. Each side proves the job
-// secret over fresh nonces from the other side (HMAC-SHA256), so a recorded handshake cannot be replayed
-// and a fake rank 0 is noticed too. A peer that fails is refused, and rank 0 logs where it came from. The
-// sockets are the caller's (./message-socket.ts): ZeroMQ across machines (its ZAP handler is the one place
-// ZeroMQ reveals who connected), Node's Unix sockets when every rank is on this machine.
+// Control plane: rank 0 binds a ROUTER where the other ranks introduce themselves. Each side proves the
+// job secret over fresh nonces from the other side (HMAC-SHA256), so a recorded handshake cannot be
+// replayed and a fake rank 0 is noticed too. A peer that fails is refused, and rank 0 logs its address
+// (learnt through a ZAP handler, the one place ZeroMQ reveals who connected).
+import * as zmq from 'zeromq';
 // msgpackr's subpath entries are its pure-JS build: the main entry also loads the optional native
 // string extractor (msgpackr-extract, detect-libc: ~20 ms of every rank's start) that small wire messages
 // do not need.
@@ -11,7 +11,8 @@ import { unpack } from 'msgpackr/unpack';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod/v3'; // see wire-schema.ts
 import { CommError } from './inbox.js';
-import type { MessageClient, MessageServer } from './message-socket.js';
+import type { Curve } from './zmq-link.js';
+import { acquireAddressBook, labelClient } from './address-book.js';
 import { Auth, Chal, Deny, Hello, WorldTable, decode, type PeerInfo } from './wire-schema.js';
 
 /** What each rank tells the others at rendezvous (checked by ./wire-schema.ts on arrival). */
@@ -37,11 +38,7 @@ export interface Rendezvoused {
 }
 
 export async function rendezvous(opts: {
-  rank: number; size: number; connect: string; secret: Buffer; info: PeerInfo; timeoutMs: number;
-  /** Rank 0's listening socket (it throws a CommError when it cannot listen). */
-  listen: () => Promise<MessageServer>;
-  /** A joining rank's socket to rank 0 at `connect`. */
-  dial: () => MessageClient;
+  rank: number; size: number; bind: string; connect: string; secret: Buffer; info: PeerInfo; timeoutMs: number; curve?: Curve;
   log: (m: string) => void;
 }): Promise<Rendezvoused> {
   return opts.rank === 0 ? serve(opts) : join(opts);
@@ -49,7 +46,7 @@ export async function rendezvous(opts: {
 
 /** A socket's next message; a wait that gave up (to warn, say) leaves the receive pending for the next
  *  call, since ZeroMQ allows one at a time. Rejections once nobody waits (socket closed) are dropped. */
-function receiver(sock: MessageServer | MessageClient): () => Promise<Buffer[]> {
+function receiver(sock: zmq.Router | zmq.Dealer): () => Promise<Buffer[]> {
   let p: Promise<Buffer[]> | undefined;
   return () => {
     if (!p) {
@@ -69,12 +66,24 @@ const MAX_REFUSAL_LOGS = 50;
 const MAX_PENDING = 256;
 
 async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
-  const sock = await o.listen();
+  const book = await acquireAddressBook();
+  const sock = new zmq.Router({ linger: 1000, maxMessageSize: 1 << 20, zapDomain: 'tprun' });
+  if (o.curve) {
+    sock.curveServer = true;
+    sock.curveSecretKey = o.curve.serverSecret;
+  } else sock.plainServer = true;
+  try {
+    await sock.bind(o.bind);
+  } catch (e) {
+    sock.close();
+    book.release();
+    throw new CommError(`rank 0 cannot listen on ${o.bind}: ${(e as Error).message}`);
+  }
   const peers: PeerInfo[] = new Array(o.size);
   peers[0] = o.info;
   const ridOf: Buffer[] = new Array(o.size);
   const nonces = new Map<string, { cn: Buffer; sn: Buffer }>();
-  const whereIs = (rid: Buffer) => sock.whereIs(rid);
+  const whereIs = (rid: Buffer) => book.whereIs(rid);
   const started = Date.now();
   const deadline = started + o.timeoutMs;
   const missing = () => [...peers.keys()].filter((r) => !peers[r]);
@@ -151,7 +160,8 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     // The ranks that did join learn why, rather than timing out on their own with less to say.
     const why = (e as Error).message;
     for (let r = 1; r < o.size; r++) if (ridOf[r]) await sock.send([ridOf[r], 'FAIL', pack({ reason: why })]).catch(() => undefined);
-    sock.release();
+    sock.close();
+    book.release();
     throw e;
   }
 
@@ -180,7 +190,8 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
       sock.close();
     },
     release() {
-      sock.release();
+      sock.close();
+      book.release();
     },
   };
 }
@@ -190,8 +201,11 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
 const VERDICT_GRACE_MS = 3000;
 
 async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
-  // Ranks usually start before rank 0 listens: the socket keeps trying every 10 ms until it does.
-  const sock = o.dial();
+  // Ranks usually start before rank 0 listens (it starts at the same time, and may load more first):
+  // ZeroMQ's default 100 ms between connection attempts then made every launch wait up to 100 ms after
+  // rank 0 was ready (seen in `tprun bench launch` traces). A refused connect costs next to nothing.
+  const sock = new zmq.Dealer({ linger: 1000, maxMessageSize: 16 << 20, reconnectInterval: 10 });
+  labelClient(sock, o.curve);
   const started = Date.now();
   let deadline = started + o.timeoutMs;
   let answered = false;
@@ -209,9 +223,6 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
           receive(),
           new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn))); }),
         ]);
-      } catch (e) {
-        // A Unix socket's end (ZeroMQ reconnects instead): rank 0 exited, or refused what we sent.
-        throw new CommError(`rank ${o.rank}: the rendezvous at ${o.connect} ended before its ${what}: ${(e as Error).message}`);
       } finally {
         clearTimeout(t);
       }
@@ -235,6 +246,7 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
     }
   };
   try {
+    sock.connect(o.connect);
     const cn = randomBytes(32);
     await sock.send(['HELLO', pack({ cn })]);
     const chal = await recv('challenge', 'CHAL', Chal);

@@ -97,8 +97,7 @@ export class ShmOut {
   }
 
   static available(): boolean {
-    // TPRUN_TRANSPORT=zmq or =unix: every byte over the peer links (./links.ts), ZeroMQ's or the Unix sockets.
-    return process.platform === 'linux' && existsSync('/dev/shm') && transport() === undefined;
+    return process.platform === 'linux' && existsSync('/dev/shm') && transport() === undefined; // TPRUN_TRANSPORT=zmq: every byte over ZeroMQ (./links.ts)
   }
 
   private release: () => void;

@@ -1,16 +1,15 @@
 // Issue #11 item 1: one unauthenticated message must not kill a starting job, and a single-host job must
-// not listen beyond the loopback interface. These run the ZeroMQ path that jobs across machines take
-// (TPRUN_TRANSPORT=zmq forces it on one); a single-host job's own Unix sockets: rank-local-sockets.test.js.
+// not listen beyond the loopback interface.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { pack } from 'msgpackr';
-import { jobEnv, listeners, startRank, until } from './rank-spawn.js';
+import { jobEnv, startRank, until } from './rank-spawn.js';
 
 /** A client that speaks ZeroMQ to the rendezvous as a rank would (PLAIN, like real ranks) but sends junk. */
 function intruder(port) {
@@ -58,7 +57,7 @@ async function knock(port, r0) {
 }
 
 test('garbage on rank 0\'s rendezvous port is refused and logged with its address; the job completes', async () => {
-  const env = await jobEnv(2, { TPRUN_TRANSPORT: 'zmq' });
+  const env = await jobEnv(2);
   const r0 = startRank(0, env, ['hello']);
   try {
     await knock(Number(env.TPRUN_MASTER_PORT), r0);
@@ -79,9 +78,35 @@ test('garbage on rank 0\'s rendezvous port is refused and logged with its addres
   }
 });
 
+/** Listening TCP sockets of a process: [{ addr, port }] from /proc/net/tcp{,6} and its fds. */
+function listeners(pid) {
+  const inodes = new Set();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch { /* closed meanwhile */ }
+  }
+  const out = [];
+  for (const f of ['tcp', 'tcp6']) {
+    let text = '';
+    try { text = readFileSync(`/proc/net/${f}`, 'utf8'); } catch { continue; }
+    for (const line of text.trim().split('\n').slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c[3] !== '0A' || !inodes.has(c[9])) continue;
+      const [hex, portHex] = c[1].split(':');
+      const addr = f === 'tcp'
+        ? [0, 1, 2, 3].map((i) => parseInt(hex.slice(6 - 2 * i, 8 - 2 * i), 16)).join('.')
+        : hex === '00000000000000000000000001000000' ? '::1' : hex === '0'.repeat(32) ? '::' : `v6:${hex}`;
+      out.push({ addr, port: parseInt(portHex, 16) });
+    }
+  }
+  return out;
+}
+
 test('a single-host job listens on the loopback interface only (rendezvous and data ports)', async () => {
   const go = join(tmpdir(), `rank-listen-${process.pid}-${Date.now()}`);
-  const env = await jobEnv(2, { APP_GO_FILE: go, TPRUN_TRANSPORT: 'zmq' });
+  const env = await jobEnv(2, { APP_GO_FILE: go });
   const port = Number(env.TPRUN_MASTER_PORT);
   const r0 = startRank(0, env, ['hold']);
   try {
@@ -104,7 +129,7 @@ test('a single-host job listens on the loopback interface only (rendezvous and d
 
 test('junk on a rank\'s data port is refused and logged with its address; the job completes', async () => {
   const go = join(tmpdir(), `rank-data-junk-${process.pid}-${Date.now()}`);
-  const env = await jobEnv(2, { APP_GO_FILE: go, TPRUN_TRANSPORT: 'zmq' });
+  const env = await jobEnv(2, { APP_GO_FILE: go });
   const rs = [startRank(0, env, ['hold']), startRank(1, env, ['hold'])];
   const junk = [];
   try {

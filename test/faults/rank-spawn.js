@@ -2,7 +2,6 @@
 // them back while they run (test/helpers/spawn-ranks.js only returns once they have exited), so a test
 // can poke at a live job: send it garbage, look at its sockets, signal one rank.
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../helpers/spawn-ranks.js';
@@ -66,30 +65,4 @@ export async function until(pred, ms = 30000, what = 'condition') {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
-}
-
-/** Listening TCP sockets of a process: [{ addr, port }] from /proc/net/tcp{,6} and its fds. */
-export function listeners(pid) {
-  const inodes = new Set();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) inodes.add(m[1]);
-    } catch { /* closed meanwhile */ }
-  }
-  const out = [];
-  for (const f of ['tcp', 'tcp6']) {
-    let text = '';
-    try { text = readFileSync(`/proc/net/${f}`, 'utf8'); } catch { continue; }
-    for (const line of text.trim().split('\n').slice(1)) {
-      const c = line.trim().split(/\s+/);
-      if (c[3] !== '0A' || !inodes.has(c[9])) continue;
-      const [hex, portHex] = c[1].split(':');
-      const addr = f === 'tcp'
-        ? [0, 1, 2, 3].map((i) => parseInt(hex.slice(6 - 2 * i, 8 - 2 * i), 16)).join('.')
-        : hex === '00000000000000000000000001000000' ? '::1' : hex === '0'.repeat(32) ? '::' : `v6:${hex}`;
-      out.push({ addr, port: parseInt(portHex, 16) });
-    }
-  }
-  return out;
 }
