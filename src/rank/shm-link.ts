@@ -97,7 +97,7 @@ export class ShmOut {
   }
 
   static available(): boolean {
-    return process.platform === 'linux' && existsSync('/dev/shm') && transport() === undefined; // TPRUN_TRANSPORT=zmq: every byte over ZeroMQ (./links.ts)
+    return process.platform === 'linux' && existsSync('/dev/shm') && transport() === 'shm'; // TPRUN_TRANSPORT=zmq: every byte over ZeroMQ (./links.ts)
   }
 
   private release: () => void;
