@@ -60,6 +60,9 @@ const outArea = (step: number, p: number) => DATA + (2 + p) * step;
 export interface ArInfo {
   off: number;
   step: number;
+  /** This rank sets its areas up when the world starts (TPRUN_SHM_EARLY=1): the start-up exchange runs only
+   *  where every rank says so, since a per-rank environment (mpirun -x) may set it on some ranks only. */
+  early?: boolean;
 }
 
 /** Byte access to every local rank's area (own and peers'). */
@@ -373,7 +376,9 @@ export class ShmAllReduce {
   /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
   rung = 0;
 
-  constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps) {
+  /** `everyEarly`: every rank advertised TPRUN_SHM_EARLY=1 at rendezvous (ArInfo.early), so all of them run warm's exchange. */
+  constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps,
+    private everyEarly = false) {
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
     this.futexNs = futexNs(deps.oversubscribed);
     this.spinNs = spinNs();
@@ -527,11 +532,13 @@ export class ShmAllReduce {
    * path cold (V8 compiles each function, and wasm each function, at its first call: ~1 ms of a fresh
    * process's first allReduce, against the 60-100 us of Open MPI's, issue #14). Its header's collective
    * number is 0, which no collective of the world's has. A rank whose areas could not be set up fails
-   * here, naming why, rather than leave its peers waiting for this exchange.
+   * here, naming why, rather than leave its peers waiting for this exchange. Only where every rank set up
+   * early (everyEarly, from rendezvous): a rank without the flag never calls it, and one with it would wait
+   * for that rank's collective number 0 until the world's timeout.
    */
   warm(timeoutMs?: number): Promise<void> | undefined {
     if (this.planeError !== undefined) throw this.planeError;
-    if (this.planeMade !== 'early' || this.closed) return undefined;
+    if (this.planeMade !== 'early' || !this.everyEarly || this.closed) return undefined;
     const r = this.now(new Float32Array(1), 'sum', 'float32', WARM_CALL, WARM_DESC, timeoutMs);
     this.warmed = true;
     return r instanceof Promise ? r.then(() => undefined) : undefined;
@@ -1051,12 +1058,13 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
   const step = Math.min(...peers.map((p) => p.shm!.ar!.step));
   const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
   const offs = peers.map((p) => p.shm!.ar!.off);
+  const everyEarly = peers.every((p) => p.shm!.ar!.early === true);
   return {
     start: (deps) => {
       const s = new ShmAllReduce(me, peers.length, () => {
         prefaultArea(ownFd, offs[me], areaBytes(step));
         return mapPlane(me, fds, offs, areaBytes(step), step) ?? new FilePlane(me, fds, offs);
-      }, step, deps);
+      }, step, deps, everyEarly);
       if (earlySetUp()) s.prepare();
       return s;
     },
@@ -1070,9 +1078,10 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
  * pairs; ~+45 ms of CPU per rank: koffi's load, the SIMD and one-exchange modules' bytes and compiles,
  * the areas' pages and mappings, the start-up exchange), where a world that only meets at a barrier
  * needs none of it; and where ranks outnumber cores every launch is CPU-bound. A job whose first
- * all-reduces are timed (a decode loop's first tokens) turns it on; the flag must be the same on every rank.
+ * all-reduces are timed (a decode loop's first tokens) turns it on. Ranks may disagree (a per-rank
+ * environment): each sets up when told, and the start-up exchange runs only where all said 1 (ArInfo.early).
  */
-const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env, false);
+export const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env, false);
 
 /**
  * What the areas' set-up needs before the ranks have met, started when a world starts (PeerWorld.start):
