@@ -88,7 +88,7 @@ for (const [name, value] of [['TPRUN_COPY_ASYNC', 'no'], ['TPRUN_KERNEL_COPY', '
 // and the launcher ends the job with that code. The wasm one-exchange switch is read where the wasm plane
 // is set up, which needs koffi.
 const RANK_CMD = ['-n', '2', '--gpus', 'none', '--', process.execPath, CLI, 'bench', 'comm', '--sizes', '1024', '--rounds', '1', '--no-mpi', '--json'];
-for (const [name, value, needsKoffi] of /** @type {[string, string, boolean][]} */ ([
+for (const [name, value, needsKoffi, extra] of /** @type {[string, string, boolean, Record<string, string>?][]} */ ([
   ['TPRUN_SHM_ONE_SHOT_BYTES', 'abc', false],
   ['TPRUN_SHM_ONE_SHOT_BYTES', '-1', false],
   ['TPRUN_SHM_ONE_SHOT_BYTES', '1.5', false],
@@ -101,9 +101,14 @@ for (const [name, value, needsKoffi] of /** @type {[string, string, boolean][]} 
   ['TPRUN_TRANSPORT', 'tcp', false],
   ['TPRUN_BIND', 'yes', false],
   ['TPRUN_IMPLICIT_CLOSE', 'no', false],
+  // With the early set-up (TPRUN_SHM_EARLY=1) the memory switches are read when the world starts, before
+  // the ranks meet: a bad one threw out of a deferred callback (a stack trace, exit 1).
+  ['TPRUN_SHM_MMAP', 'off', true, { TPRUN_SHM_EARLY: '1' }],
+  ['TPRUN_SHM_FUTEX_US', 'abc', true, { TPRUN_SHM_EARLY: '1' }],
 ])) {
-  test(`ranks of tprun -n 2 refuse ${name}=${value} in one line and the job fails`, { timeout: 120_000, skip: needsKoffi && !koffi && 'koffi (optional) is not installed' }, async () => {
-    refused(await runTprun(RANK_CMD, { env: { [name]: value } }), name, value);
+  const more = extra ? ` (with ${Object.entries(extra).map(([k, v]) => `${k}=${v}`).join(' ')})` : '';
+  test(`ranks of tprun -n 2 refuse ${name}=${value}${more} in one line and the job fails`, { timeout: 120_000, skip: needsKoffi && !koffi && 'koffi (optional) is not installed' }, async () => {
+    refused(await runTprun(RANK_CMD, { env: { ...extra, [name]: value } }), name, value);
   });
 }
 

@@ -125,8 +125,8 @@ export class FilePlane implements Plane {
 }
 
 /** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0; syscall(2) for the futex calls, unless TPRUN_SHM_FUTEX_US=0. */
-const loadLibc = (): Libc | undefined => {
-  const mem = onOff('TPRUN_SHM_MMAP') ? libcMemory() : undefined;
+const loadLibc = (mmap = onOff('TPRUN_SHM_MMAP')): Libc | undefined => {
+  const mem = mmap ? libcMemory() : undefined;
   return mem && { ...mem, syscall: SYS_FUTEX !== undefined && process.env.TPRUN_SHM_FUTEX_US !== '0' ? libcSyscall() : undefined };
 };
 
@@ -1090,6 +1090,13 @@ export const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env, false);
  */
 export function warmShmAllReduce(localSize: number): void {
   if (localSize < 2 || !earlySetUp()) return;
+  // The switch is read here, where a bad value fails the world's start in one line; read in the callback
+  // below it was an uncaught exception (a stack trace, exit 1).
+  const mmap = onOff('TPRUN_SHM_MMAP');
   SimdArena.precompile();
-  setImmediate(() => { loadLibc(); });
+  setImmediate(() => {
+    // Nothing may throw out of a callback: what failed here fails again, naming itself, where the first
+    // call through the areas loads koffi (mapPlane), and the call is there to raise it.
+    try { loadLibc(mmap); } catch { /* see above */ }
+  });
 }
