@@ -20,6 +20,7 @@ import { shmAllReducePlan } from './shm-allreduce.js';
 import type { Curve } from './zmq-link.js';
 import { DataRouter, type PeerLink } from './peer-link.js';
 import { CommError } from './inbox.js';
+import { InputError } from '../core/errors.js';
 import { listenUnix, UnixClient } from './unix-socket.js';
 import { DATA_MESSAGE_BYTES, UnixLink } from './unix-link.js';
 import { worldHandles } from './idle.js';
@@ -183,7 +184,8 @@ export class Links {
         dial = () => zmq!.zmqRendezvousClient(rdv.connect, curve);
       }
       if (ShmOut.available()) {
-        try { this.shmOut = new ShmOut(jobTag, rank, size, localSize); } catch { this.shmOut = undefined; }
+        // No room in /dev/shm: the links carry the data. A knob spelt wrong is the user's to hear about.
+        try { this.shmOut = new ShmOut(jobTag, rank, size, localSize); } catch (e) { if (e instanceof InputError) throw e; this.shmOut = undefined; }
         if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
       }
       const info: PeerInfo = {

@@ -25,7 +25,6 @@ import { fstatSync, readSync, writeSync } from 'node:fs';
 import { getRandomValues } from 'node:crypto';
 import type { CommArray, CommDType, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
-import { InputError } from '../core/errors.js';
 import { onOff, wholeNumber } from '../util/env.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
@@ -124,10 +123,25 @@ export class FilePlane implements Plane {
   close(): void {}
 }
 
+/**
+ * The memory plane's switches, parsed in this one place and read once where a world's areas start (and once
+ * before the ranks meet, with TPRUN_SHM_EARLY=1): TPRUN_SHM_MMAP (0: no koffi, the pread/pwrite plane) and
+ * TPRUN_SHM_FUTEX_US (microseconds of futex sleep; unset: the default for the cores, futexNs; 0: none, and
+ * syscall(2) is not loaded). The futex knob was read twice, by two rules ('00' loaded syscall for a sleep of 0).
+ */
+export interface MemorySwitches {
+  mmap: boolean;
+  futexUs?: number;
+}
+const memorySwitches = (env: NodeJS.ProcessEnv = process.env): MemorySwitches => ({
+  mmap: onOff('TPRUN_SHM_MMAP', env),
+  futexUs: env.TPRUN_SHM_FUTEX_US ? wholeNumber('TPRUN_SHM_FUTEX_US', 0, env) : undefined,
+});
+
 /** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0; syscall(2) for the futex calls, unless TPRUN_SHM_FUTEX_US=0. */
-const loadLibc = (mmap = onOff('TPRUN_SHM_MMAP')): Libc | undefined => {
-  const mem = mmap ? libcMemory() : undefined;
-  return mem && { ...mem, syscall: SYS_FUTEX !== undefined && process.env.TPRUN_SHM_FUTEX_US !== '0' ? libcSyscall() : undefined };
+const loadLibc = (sw: MemorySwitches): Libc | undefined => {
+  const mem = sw.mmap ? libcMemory() : undefined;
+  return mem && { ...mem, syscall: SYS_FUTEX !== undefined && sw.futexUs !== 0 ? libcSyscall() : undefined };
 };
 
 /** errno.h's ENOSPC (Linux, every architecture). */
@@ -170,8 +184,8 @@ const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd
  * gather it, two copies fewer per element than reducing through the arena's own slots), else anywhere
  * ('mmap'); undefined where neither can be had (the caller takes pread/pwrite).
  */
-export function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Plane | undefined {
-  const libc = loadLibc();
+export function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number, sw = memorySwitches()): Plane | undefined {
+  const libc = loadLibc(sw);
   if (!libc) return undefined;
   try {
     if (!longEnough(fds, offs, len)) return undefined;
@@ -371,16 +385,19 @@ export class ShmAllReduce {
 
   /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
   private readonly futexNs: number;
+  private readonly everyEarly: boolean;
   /** How long spin() waits on a counter before block() (TPRUN_SHM_SPIN_NS), checked when the world starts. */
   private readonly spinNs: bigint;
   /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
   rung = 0;
 
-  /** `everyEarly`: every rank advertised TPRUN_SHM_EARLY=1 at rendezvous (ArInfo.early), so all of them run warm's exchange. */
+  /** `everyEarly`: every rank advertised TPRUN_SHM_EARLY=1 at rendezvous (ArInfo.early), so all of them run
+   *  warm's exchange. `futexUs`: TPRUN_SHM_FUTEX_US as read where the world's areas start (memorySwitches). */
   constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps,
-    private everyEarly = false) {
+    { everyEarly = false, futexUs }: { everyEarly?: boolean; futexUs?: number } = {}) {
+    this.everyEarly = everyEarly;
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
-    this.futexNs = futexNs(deps.oversubscribed);
+    this.futexNs = futexNs(deps.oversubscribed, futexUs);
     this.spinNs = spinNs();
   }
 
@@ -1009,11 +1026,8 @@ const spinNs = (env: NodeJS.ProcessEnv = process.env): bigint => BigInt(wholeNum
  *  the event loop), else none (it spins TPRUN_SPIN_US, 10 ms, where a peer with a core of its own answers
  *  soonest; on the 2-core machine a futex there cost the first thousands of calls ~1 µs of median each
  *  while saving a third of their stalls, a wash). */
-function futexNs(oversubscribed: boolean, env: NodeJS.ProcessEnv = process.env): number {
-  const v = env.TPRUN_SHM_FUTEX_US;
-  if (!v) return oversubscribed ? 10_000_000 : 0;
-  const us = Number(v);
-  if (!(us >= 0)) throw new InputError(`TPRUN_SHM_FUTEX_US=${v}: not a number of microseconds >= 0`);
+function futexNs(oversubscribed: boolean, us: number | undefined): number {
+  if (us === undefined) return oversubscribed ? 10_000_000 : 0;
   return us * 1000;
 }
 /** One futex sleep at most: a lost wake-up costs no more than this. */
@@ -1031,11 +1045,11 @@ interface PeerAreas {
  * store into a mapping would be SIGBUS). Done at the first call through the areas, not at world start
  * (unless TPRUN_SHM_EARLY=1): a world that never reduces (a launch, a broadcast of weights) pays nothing.
  */
-function prefaultArea(ownFd: number, off: number, len: number): void {
+function prefaultArea(ownFd: number, off: number, len: number, mmap: boolean): void {
   // posix_fallocate where koffi is in use anyway (the mapped planes): the kernel zeroes the pages, about a
   // third of the time of writing 8 MiB of zeros from JavaScript at a world's start. Where it cannot
   // (ENOSPC aside), the writes below.
-  const fallocate = onOff('TPRUN_SHM_MMAP') ? libcFallocate() : undefined;
+  const fallocate = mmap ? libcFallocate() : undefined;
   const rc = fallocate?.(ownFd, off, len);
   if (rc === 0) return;
   if (rc === ENOSPC) throw new CommError(`no room in /dev/shm for this rank's ${len >> 20} MiB allReduce area (posix_fallocate: ENOSPC); TPRUN_SHM_AR_STEP=0 turns the areas off`);
@@ -1061,10 +1075,12 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
   const everyEarly = peers.every((p) => p.shm!.ar!.early === true);
   return {
     start: (deps) => {
+      // Refused here (InputError), where the world's start fails in one line, not at some call.
+      const sw = memorySwitches();
       const s = new ShmAllReduce(me, peers.length, () => {
-        prefaultArea(ownFd, offs[me], areaBytes(step));
-        return mapPlane(me, fds, offs, areaBytes(step), step) ?? new FilePlane(me, fds, offs);
-      }, step, deps, everyEarly);
+        prefaultArea(ownFd, offs[me], areaBytes(step), sw.mmap);
+        return mapPlane(me, fds, offs, areaBytes(step), step, sw) ?? new FilePlane(me, fds, offs);
+      }, step, deps, { everyEarly, futexUs: sw.futexUs });
       if (earlySetUp()) s.prepare();
       return s;
     },
@@ -1090,13 +1106,13 @@ export const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env, false);
  */
 export function warmShmAllReduce(localSize: number): void {
   if (localSize < 2 || !earlySetUp()) return;
-  // The switch is read here, where a bad value fails the world's start in one line; read in the callback
-  // below it was an uncaught exception (a stack trace, exit 1).
-  const mmap = onOff('TPRUN_SHM_MMAP');
+  // The switches are read here, where a bad value fails the world's start in one line; read in the callback
+  // below they were an uncaught exception (a stack trace, exit 1).
+  const sw = memorySwitches();
   SimdArena.precompile();
   setImmediate(() => {
     // Nothing may throw out of a callback: what failed here fails again, naming itself, where the first
     // call through the areas loads koffi (mapPlane), and the call is there to raise it.
-    try { loadLibc(mmap); } catch { /* see above */ }
+    try { loadLibc(sw); } catch { /* see above */ }
   });
 }
