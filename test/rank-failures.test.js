@@ -82,7 +82,8 @@ for (const { transport, where } of [{ transport: 'unix', where: /a process on th
 for (const transport of ['shm', 'zmq']) {
   test(`a message above the receiver's size limit is refused (${transport})`, async () => {
     const res = await spawnRanks(2, [APP, 'oversize'], {
-      env: { TPRUN_TRANSPORT: transport, APP_TIMEOUT_MS: '5000' }, perRankEnv: (r) => (r === 1 ? { TPRUN_MAX_MESSAGE_BYTES: '1000' } : {}), timeoutMs: 30000,
+      // Shared memory is the default on one machine (TPRUN_TRANSPORT takes zmq or unix only, and refuses shm).
+      env: { ...(transport === 'zmq' ? { TPRUN_TRANSPORT: 'zmq' } : {}), APP_TIMEOUT_MS: '5000' }, perRankEnv: (r) => (r === 1 ? { TPRUN_MAX_MESSAGE_BYTES: '1000' } : {}), timeoutMs: 30000,
     });
     assert.equal(res[1].code, 1);
     assert.match(res[1].stderr, /recv from rank 0 \(tag 4\) failed on rank 1: rank 0 sent a 4000-byte message; the limit is 1000/);
