@@ -56,7 +56,7 @@ test('the launcher refuses TPRUN_BUNDLE=no before any rank starts', async () => 
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
 });
 
-for (const [name, value] of [['TPRUN_MAP_SOURCE', 'no'], ['TPRUN_FAST_CRC', 'off'], ['TPRUN_SIMD', 'off']]) {
+for (const [name, value] of [['TPRUN_MAP_SOURCE', 'no'], ['TPRUN_FAST_CRC', 'off'], ['TPRUN_SIMD', 'off'], ['TPRUN_INT4_FP16_DIRECT', 'yes']]) {
   test(`build refuses ${name}=${value} in one line and writes no output`, { timeout: 240_000 }, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'tprun-knobs-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -88,7 +88,7 @@ for (const [name, value] of [['TPRUN_COPY_ASYNC', 'no'], ['TPRUN_KERNEL_COPY', '
 // and the launcher ends the job with that code. The wasm one-exchange switch is read where the wasm plane
 // is set up, which needs koffi.
 const RANK_CMD = ['-n', '2', '--gpus', 'none', '--', process.execPath, CLI, 'bench', 'comm', '--sizes', '1024', '--rounds', '1', '--no-mpi', '--json'];
-for (const [name, value, needsKoffi] of /** @type {[string, string, boolean][]} */ ([
+for (const [name, value, needsKoffi, extra] of /** @type {[string, string, boolean, Record<string, string>?][]} */ ([
   ['TPRUN_SHM_ONE_SHOT_BYTES', 'abc', false],
   ['TPRUN_SHM_ONE_SHOT_BYTES', '-1', false],
   ['TPRUN_SHM_ONE_SHOT_BYTES', '1.5', false],
@@ -101,9 +101,25 @@ for (const [name, value, needsKoffi] of /** @type {[string, string, boolean][]} 
   ['TPRUN_TRANSPORT', 'tcp', false],
   ['TPRUN_BIND', 'yes', false],
   ['TPRUN_IMPLICIT_CLOSE', 'no', false],
+  // The rings' and areas' geometry: '64k' turned the areas off without a word, 'abc' dropped the whole
+  // shared-memory plane (a catch in links.ts took the error for "no room in /dev/shm").
+  ['TPRUN_SHM_SLOT_BYTES', '64k', false],
+  ['TPRUN_SHM_SLOTS', 'abc', false],
+  ['TPRUN_SHM_SLOTS', '0', false],
+  ['TPRUN_SHM_AR_STEP', '64k', false],
+  ['TPRUN_SHM_AR_STEP', 'abc', false],
+  // initWorld's own: they were a CommError, exit 1.
+  ['TPRUN_COMM_TIMEOUT_MS', '10s', false],
+  ['TPRUN_MAX_MESSAGE_BYTES', '4G', false],
+  ['TPRUN_SPIN_US', '-1', false],
+  // With the early set-up (TPRUN_SHM_EARLY=1) the memory switches are read when the world starts, before
+  // the ranks meet: a bad one threw out of a deferred callback (a stack trace, exit 1).
+  ['TPRUN_SHM_MMAP', 'off', true, { TPRUN_SHM_EARLY: '1' }],
+  ['TPRUN_SHM_FUTEX_US', 'abc', true, { TPRUN_SHM_EARLY: '1' }],
 ])) {
-  test(`ranks of tprun -n 2 refuse ${name}=${value} in one line and the job fails`, { timeout: 120_000, skip: needsKoffi && !koffi && 'koffi (optional) is not installed' }, async () => {
-    refused(await runTprun(RANK_CMD, { env: { [name]: value } }), name, value);
+  const more = extra ? ` (with ${Object.entries(extra).map(([k, v]) => `${k}=${v}`).join(' ')})` : '';
+  test(`ranks of tprun -n 2 refuse ${name}=${value}${more} in one line and the job fails`, { timeout: 120_000, skip: needsKoffi && !koffi && 'koffi (optional) is not installed' }, async () => {
+    refused(await runTprun(RANK_CMD, { env: { ...extra, [name]: value } }), name, value);
   });
 }
 
@@ -115,7 +131,10 @@ test('a rank refuses TPRUN_BUNDLE=no where the world loads (its launcher had non
 });
 
 test('the knobs\' good values still run: TPRUN_SHM_ONE_SHOT_BYTES=0 (one-exchange path off) and the switches at 0', { timeout: 120_000 }, async () => {
-  const r = await runTprun(RANK_CMD, { env: { TPRUN_SHM_ONE_SHOT_BYTES: '0', TPRUN_SHM_WASM_ONESHOT: '0', TPRUN_BUNDLE: '0', TPRUN_SHM_FUTEX_US: '0' } });
+  const r = await runTprun(RANK_CMD, { env: {
+    TPRUN_SHM_ONE_SHOT_BYTES: '0', TPRUN_SHM_WASM_ONESHOT: '0', TPRUN_BUNDLE: '0', TPRUN_SHM_FUTEX_US: '0',
+    TPRUN_SHM_SLOT_BYTES: '131072', TPRUN_SHM_SLOTS: '4', TPRUN_SHM_AR_STEP: '65536', TPRUN_COMM_TIMEOUT_MS: '60000', TPRUN_SPIN_US: '0',
+  } });
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(r.left, []);
 });

@@ -67,6 +67,21 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
     });
 }
 
+// TPRUN_SHM_EARLY=1 on some ranks only (mpirun -x on one rank, a per-rank environment): each rank sets its
+// areas up when it was told to, and the start-up exchange, which needs every rank, runs only where every
+// rank advertised the flag at rendezvous. It used to run on the flagged rank alone, which then waited for
+// a collective number 0 that its peers never called, until TPRUN_COMM_TIMEOUT_MS.
+test('TPRUN_SHM_EARLY=1 on rank 0 only: the job completes, rank 0 sets up early, rank 1 at its first call, no start-up exchange',
+  { skip: !koffi && 'koffi (optional) is not installed', timeout: 90_000 }, async () => {
+    // The world's timeout far above the test's: a hang is killed by the test's guard, not reported as done.
+    const res = await spawnRanks(2, [APP, 'made'], { env: { APP_TIMEOUT_MS: '300000' }, perRankEnv: (r) => (r === 0 ? { TPRUN_SHM_EARLY: '1' } : {}), timeoutMs: 60000 });
+    for (const r of res) assert.equal(r.code, 0, `rank ${r.rank}: ${r.signal ?? ''} ${r.stderr}`);
+    assert.deepEqual(res.map((r) => JSON.parse(r.stdout)), [
+      { rank: 0, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: false },
+      { rank: 1, plane: 'wasm', madeBefore: 'none', made: 'first call', warmed: false },
+    ]);
+  });
+
 // A short call on mapped areas completes before allReduce returns while its peers keep up (no promise turn;
 // issue #14); a peer that comes late past the spin sends the call down the asynchronous path, after which
 // calls are synchronous again. The pread plane has no spin: only its results are checked. On the arena's

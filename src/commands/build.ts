@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../core/errors.js';
+import { onOff } from '../util/env.js';
 import { checkOutDir } from '../checkpoint/outdir.js';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
@@ -108,7 +109,9 @@ const command: CommandModule<object, BuildArgs> = {
       if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
     }
     let int4MatmulDtype = a['int4-matmul-dtype'];
-    if (int4MatmulDtype === undefined && process.env.TPRUN_INT4_FP16_DIRECT === '1') {
+    // Read whatever the flag says, so a value it does not take is refused even where the flag makes it moot.
+    const int4Direct = onOff('TPRUN_INT4_FP16_DIRECT', process.env, false);
+    if (int4MatmulDtype === undefined && int4Direct) {
       // The flag's predecessor, said once: by rank 0 in a world, by the process itself when alone.
       if (id.inWorld ? id.rank === 0 : tp * pp === 1) process.stderr.write('tprun: note: TPRUN_INT4_FP16_DIRECT=1 is deprecated; use build --int4-matmul-dtype auto\n');
       int4MatmulDtype = 'auto';

@@ -10,8 +10,8 @@
 // TPRUN_BIND=none (no CPU binding), TPRUN_TRANSPORT=zmq (no shared memory), TPRUN_ADVERTISE_ADDR.
 import type { World } from './types.js';
 import { detectIdentity, type Env } from './identity.js';
-import { CommError } from './inbox.js';
 import { PeerWorld } from './peer-world.js';
+import { wholeNumber } from '../util/env.js';
 
 export { CommError } from './inbox.js';
 export { detectIdentity } from './identity.js';
@@ -24,13 +24,8 @@ export interface InitWorldOptions {
   env?: Env;
 }
 
-const envNum = (env: Env, name: string): number | undefined => {
-  const v = env[name];
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new CommError(`${name}='${v}' is not a non-negative number`);
-  return n;
-};
+/** A whole number >= 0, or undefined where unset (../util/env.ts: anything else is an InputError, exit 2). */
+const envNum = (env: Env, name: string): number | undefined => (env[name] ? wholeNumber(name, 0, env) : undefined);
 
 export async function initWorld(opts: InitWorldOptions = {}): Promise<World> {
   const env = opts.env ?? process.env;

@@ -13,6 +13,7 @@ import { rendezvousFor, type Env } from './identity.js';
 import type { Inbox } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
 import { shmAllReducePlan } from './shm-allreduce.js';
+import { InputError } from '../core/errors.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
@@ -93,7 +94,8 @@ export class Links {
     try {
       const ep = await listenForData((e) => this.router!.bind(e), rdv, rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));
       if (ShmOut.available()) {
-        try { this.shmOut = new ShmOut(jobTag, rank, size, localSize); } catch { this.shmOut = undefined; }
+        // No room in /dev/shm: the links carry the data. A knob spelt wrong is the user's to hear about.
+        try { this.shmOut = new ShmOut(jobTag, rank, size, localSize); } catch (e) { if (e instanceof InputError) throw e; this.shmOut = undefined; }
         if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
       }
       const info: PeerInfo = {

@@ -84,10 +84,12 @@ export class PeerWorld implements World, Transport {
   }
 
   async start(env: Env): Promise<void> {
+    let linked = false;
     try {
       // With TPRUN_SHM_EARLY=1 the allReduce areas' set-up starts while this rank waits for its peers (./shm-allreduce.ts).
       warmShmAllReduce(this.localSize);
       await this.links.open(env, this.timeoutMs);
+      linked = true;
       this.all.shm = this.links.arPlan?.start({
         wait: (what, missing, t) => this.p.waitFor(what, missing, t),
         nudge: () => { for (const l of this.links.shmList) l.nudge(); },
@@ -96,6 +98,11 @@ export class PeerWorld implements World, Transport {
       });
       await this.all.shm?.warm(this.timeoutMs);
     } catch (e) {
+      // A program may catch this and go on: links left open would hold its process (their sockets) and
+      // leave its peers waiting the whole timeout for a rank that will never call. Closed as a failing
+      // rank closes (goodbye, sockets, nothing waited for), the peers fail at once naming this rank.
+      // (links.open closes what it opened itself when it fails.)
+      if (linked) await this.close({ abort: true }).catch(() => undefined);
       this.p.closed = true;
       throw e;
     }

@@ -25,7 +25,6 @@ import { fstatSync, readSync, writeSync } from 'node:fs';
 import { getRandomValues } from 'node:crypto';
 import type { CommArray, CommDType, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
-import { InputError } from '../core/errors.js';
 import { onOff, wholeNumber } from '../util/env.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
@@ -60,6 +59,9 @@ const outArea = (step: number, p: number) => DATA + (2 + p) * step;
 export interface ArInfo {
   off: number;
   step: number;
+  /** This rank sets its areas up when the world starts (TPRUN_SHM_EARLY=1): the start-up exchange runs only
+   *  where every rank says so, since a per-rank environment (mpirun -x) may set it on some ranks only. */
+  early?: boolean;
 }
 
 /** Byte access to every local rank's area (own and peers'). */
@@ -121,10 +123,25 @@ export class FilePlane implements Plane {
   close(): void {}
 }
 
+/**
+ * The memory plane's switches, parsed in this one place and read once where a world's areas start (and once
+ * before the ranks meet, with TPRUN_SHM_EARLY=1): TPRUN_SHM_MMAP (0: no koffi, the pread/pwrite plane) and
+ * TPRUN_SHM_FUTEX_US (microseconds of futex sleep; unset: the default for the cores, futexNs; 0: none, and
+ * syscall(2) is not loaded). The futex knob was read twice, by two rules ('00' loaded syscall for a sleep of 0).
+ */
+export interface MemorySwitches {
+  mmap: boolean;
+  futexUs?: number;
+}
+const memorySwitches = (env: NodeJS.ProcessEnv = process.env): MemorySwitches => ({
+  mmap: onOff('TPRUN_SHM_MMAP', env),
+  futexUs: env.TPRUN_SHM_FUTEX_US ? wholeNumber('TPRUN_SHM_FUTEX_US', 0, env) : undefined,
+});
+
 /** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0; syscall(2) for the futex calls, unless TPRUN_SHM_FUTEX_US=0. */
-const loadLibc = (): Libc | undefined => {
-  const mem = onOff('TPRUN_SHM_MMAP') ? libcMemory() : undefined;
-  return mem && { ...mem, syscall: SYS_FUTEX !== undefined && process.env.TPRUN_SHM_FUTEX_US !== '0' ? libcSyscall() : undefined };
+const loadLibc = (sw: MemorySwitches): Libc | undefined => {
+  const mem = sw.mmap ? libcMemory() : undefined;
+  return mem && { ...mem, syscall: SYS_FUTEX !== undefined && sw.futexUs !== 0 ? libcSyscall() : undefined };
 };
 
 /** errno.h's ENOSPC (Linux, every architecture). */
@@ -167,8 +184,8 @@ const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd
  * gather it, two copies fewer per element than reducing through the arena's own slots), else anywhere
  * ('mmap'); undefined where neither can be had (the caller takes pread/pwrite).
  */
-export function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number): Plane | undefined {
-  const libc = loadLibc();
+export function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number, sw = memorySwitches()): Plane | undefined {
+  const libc = loadLibc(sw);
   if (!libc) return undefined;
   try {
     if (!longEnough(fds, offs, len)) return undefined;
@@ -368,14 +385,19 @@ export class ShmAllReduce {
 
   /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
   private readonly futexNs: number;
+  private readonly everyEarly: boolean;
   /** How long spin() waits on a counter before block() (TPRUN_SHM_SPIN_NS), checked when the world starts. */
   private readonly spinNs: bigint;
   /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
   rung = 0;
 
-  constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps) {
+  /** `everyEarly`: every rank advertised TPRUN_SHM_EARLY=1 at rendezvous (ArInfo.early), so all of them run
+   *  warm's exchange. `futexUs`: TPRUN_SHM_FUTEX_US as read where the world's areas start (memorySwitches). */
+  constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps,
+    { everyEarly = false, futexUs }: { everyEarly?: boolean; futexUs?: number } = {}) {
+    this.everyEarly = everyEarly;
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
-    this.futexNs = futexNs(deps.oversubscribed);
+    this.futexNs = futexNs(deps.oversubscribed, futexUs);
     this.spinNs = spinNs();
   }
 
@@ -527,11 +549,13 @@ export class ShmAllReduce {
    * path cold (V8 compiles each function, and wasm each function, at its first call: ~1 ms of a fresh
    * process's first allReduce, against the 60-100 us of Open MPI's, issue #14). Its header's collective
    * number is 0, which no collective of the world's has. A rank whose areas could not be set up fails
-   * here, naming why, rather than leave its peers waiting for this exchange.
+   * here, naming why, rather than leave its peers waiting for this exchange. Only where every rank set up
+   * early (everyEarly, from rendezvous): a rank without the flag never calls it, and one with it would wait
+   * for that rank's collective number 0 until the world's timeout.
    */
   warm(timeoutMs?: number): Promise<void> | undefined {
     if (this.planeError !== undefined) throw this.planeError;
-    if (this.planeMade !== 'early' || this.closed) return undefined;
+    if (this.planeMade !== 'early' || !this.everyEarly || this.closed) return undefined;
     const r = this.now(new Float32Array(1), 'sum', 'float32', WARM_CALL, WARM_DESC, timeoutMs);
     this.warmed = true;
     return r instanceof Promise ? r.then(() => undefined) : undefined;
@@ -1002,11 +1026,8 @@ const spinNs = (env: NodeJS.ProcessEnv = process.env): bigint => BigInt(wholeNum
  *  the event loop), else none (it spins TPRUN_SPIN_US, 10 ms, where a peer with a core of its own answers
  *  soonest; on the 2-core machine a futex there cost the first thousands of calls ~1 µs of median each
  *  while saving a third of their stalls, a wash). */
-function futexNs(oversubscribed: boolean, env: NodeJS.ProcessEnv = process.env): number {
-  const v = env.TPRUN_SHM_FUTEX_US;
-  if (!v) return oversubscribed ? 10_000_000 : 0;
-  const us = Number(v);
-  if (!(us >= 0)) throw new InputError(`TPRUN_SHM_FUTEX_US=${v}: not a number of microseconds >= 0`);
+function futexNs(oversubscribed: boolean, us: number | undefined): number {
+  if (us === undefined) return oversubscribed ? 10_000_000 : 0;
   return us * 1000;
 }
 /** One futex sleep at most: a lost wake-up costs no more than this. */
@@ -1024,11 +1045,11 @@ interface PeerAreas {
  * store into a mapping would be SIGBUS). Done at the first call through the areas, not at world start
  * (unless TPRUN_SHM_EARLY=1): a world that never reduces (a launch, a broadcast of weights) pays nothing.
  */
-function prefaultArea(ownFd: number, off: number, len: number): void {
+function prefaultArea(ownFd: number, off: number, len: number, mmap: boolean): void {
   // posix_fallocate where koffi is in use anyway (the mapped planes): the kernel zeroes the pages, about a
   // third of the time of writing 8 MiB of zeros from JavaScript at a world's start. Where it cannot
   // (ENOSPC aside), the writes below.
-  const fallocate = onOff('TPRUN_SHM_MMAP') ? libcFallocate() : undefined;
+  const fallocate = mmap ? libcFallocate() : undefined;
   const rc = fallocate?.(ownFd, off, len);
   if (rc === 0) return;
   if (rc === ENOSPC) throw new CommError(`no room in /dev/shm for this rank's ${len >> 20} MiB allReduce area (posix_fallocate: ENOSPC); TPRUN_SHM_AR_STEP=0 turns the areas off`);
@@ -1051,12 +1072,15 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
   const step = Math.min(...peers.map((p) => p.shm!.ar!.step));
   const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
   const offs = peers.map((p) => p.shm!.ar!.off);
+  const everyEarly = peers.every((p) => p.shm!.ar!.early === true);
   return {
     start: (deps) => {
+      // Refused here (InputError), where the world's start fails in one line, not at some call.
+      const sw = memorySwitches();
       const s = new ShmAllReduce(me, peers.length, () => {
-        prefaultArea(ownFd, offs[me], areaBytes(step));
-        return mapPlane(me, fds, offs, areaBytes(step), step) ?? new FilePlane(me, fds, offs);
-      }, step, deps);
+        prefaultArea(ownFd, offs[me], areaBytes(step), sw.mmap);
+        return mapPlane(me, fds, offs, areaBytes(step), step, sw) ?? new FilePlane(me, fds, offs);
+      }, step, deps, { everyEarly, futexUs: sw.futexUs });
       if (earlySetUp()) s.prepare();
       return s;
     },
@@ -1070,9 +1094,10 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
  * pairs; ~+45 ms of CPU per rank: koffi's load, the SIMD and one-exchange modules' bytes and compiles,
  * the areas' pages and mappings, the start-up exchange), where a world that only meets at a barrier
  * needs none of it; and where ranks outnumber cores every launch is CPU-bound. A job whose first
- * all-reduces are timed (a decode loop's first tokens) turns it on; the flag must be the same on every rank.
+ * all-reduces are timed (a decode loop's first tokens) turns it on. Ranks may disagree (a per-rank
+ * environment): each sets up when told, and the start-up exchange runs only where all said 1 (ArInfo.early).
  */
-const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env, false);
+export const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env, false);
 
 /**
  * What the areas' set-up needs before the ranks have met, started when a world starts (PeerWorld.start):
@@ -1081,6 +1106,13 @@ const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env, false);
  */
 export function warmShmAllReduce(localSize: number): void {
   if (localSize < 2 || !earlySetUp()) return;
+  // The switches are read here, where a bad value fails the world's start in one line; read in the callback
+  // below they were an uncaught exception (a stack trace, exit 1).
+  const sw = memorySwitches();
   SimdArena.precompile();
-  setImmediate(() => { loadLibc(); });
+  setImmediate(() => {
+    // Nothing may throw out of a callback: what failed here fails again, naming itself, where the first
+    // call through the areas loads koffi (mapPlane), and the call is there to raise it.
+    try { loadLibc(sw); } catch { /* see above */ }
+  });
 }

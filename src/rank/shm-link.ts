@@ -16,11 +16,12 @@ import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, exist
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
 import { cleanupOnEnd } from './scoped-cleanup.js';
-import { areaBytes, type ArInfo } from './shm-allreduce.js';
+import { areaBytes, earlySetUp, type ArInfo } from './shm-allreduce.js';
 import { transport } from './transport.js';
+import { InputError } from '../core/errors.js';
+import { wholeNumber } from '../util/env.js';
 
 const FILE_HDR = 4096;
-const envInt = (name: string, dflt: number) => (process.env[name] ? Number(process.env[name]) : dflt);
 const INLINE = 4096;
 /** Default slot: a 512 KiB payload plus its header; 8 slots per ordered pair of ranks. */
 const SLOT_DEFAULT = (1 << 19) + 4096;
@@ -59,10 +60,14 @@ export class ShmOut {
   constructor(jobTag: string, rank: number, size: number, localSize: number) {
     // /dev/shm may be small (64 MiB in a default container): the rings of all local pairs may fill at
     // most half of what is free, with slots shrunk to fit; below 64 KiB a slot is not worth it.
-    let slot = envInt('TPRUN_SHM_SLOT_BYTES', SLOT_DEFAULT);
-    const slots = envInt('TPRUN_SHM_SLOTS', SLOTS_DEFAULT);
-    // The allReduce area takes 4 steps per rank, at most a quarter of what is free in all.
-    let step = localSize > 1 ? envInt('TPRUN_SHM_AR_STEP', AR_STEP_DEFAULT) : 0;
+    // Whole numbers (../util/env.ts): a bare Number() took '64k' for NaN, which turned the areas off without
+    // a word. The caller (./links.ts) lets these refusals through where it takes other errors for "no shm".
+    let slot = wholeNumber('TPRUN_SHM_SLOT_BYTES', SLOT_DEFAULT);
+    const slots = wholeNumber('TPRUN_SHM_SLOTS', SLOTS_DEFAULT);
+    // No ring at all would be a file peers refuse at rendezvous (wire-schema.ts: slots >= 1).
+    if (slots < 1) throw new InputError(`TPRUN_SHM_SLOTS=${slots}: not a whole number >= 1`);
+    // The allReduce area takes 4 steps per rank, at most a quarter of what is free in all (0: no areas).
+    let step = localSize > 1 ? wholeNumber('TPRUN_SHM_AR_STEP', AR_STEP_DEFAULT) : 0;
     try {
       const st = statfsSync('/dev/shm');
       const free = st.bavail * st.bsize;
@@ -85,7 +90,7 @@ export class ShmOut {
       fd = openSync(path, 'wx+', 0o600);
       this.created = true;
       const rings = FILE_HDR + size * regionOf(this.info);
-      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step };
+      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step, early: earlySetUp() };
       ftruncateSync(fd, this.info.ar ? this.info.ar.off + areaBytes(step) : rings);
       writeSync(fd, Buffer.from(token), 0, 32, 0);
     } catch (e) {
