@@ -146,3 +146,29 @@ test('a copy of dist/ whose modules look newer than its bundles still runs the b
   assert.deepEqual(said.stderr.trim().split('\n'), [`tprun: ${join(dist, 'rank/world.bundle.cjs')} not used, its ES modules are: peer-world.js is not the module it was made from (rebuilt without the bundles, or edited)`]);
   assert.equal(whichWorld(dist, { TPRUN_TRACE: join(dir, 'trace.json') }).stderr.split('\n').filter(Boolean).length, 1, 'traced: said too');
 });
+
+test('a truncated or missing bundle is not loaded (the ES modules run, TPRUN_DEBUG says why); a bundle whose own code throws is not retried as ES modules', async (t) => {
+  const dir = copyDist();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const dist = join(dir, 'dist');
+  const bundle = join(dist, 'rank/world.bundle.cjs');
+  // Cut short, as a full disk or an interrupted copy leaves it: every rank died of `Unexpected end of input`.
+  const whole = readFileSync(bundle);
+  writeFileSync(bundle, whole.subarray(0, whole.length >> 1));
+  assert.deepEqual(whichWorld(dist), { world: 'modules', stderr: '' }, 'silent unless asked');
+  assert.deepEqual(whichWorld(dist, { TPRUN_DEBUG: '1' }).stderr.trim().split('\n'),
+    [`tprun: ${bundle} not used, its ES modules are: world.bundle.cjs is not the file the build wrote (cut short or changed since)`]);
+  rmSync(bundle);
+  assert.deepEqual(whichWorld(dist, { TPRUN_DEBUG: '1' }).stderr.trim().split('\n'),
+    [`tprun: ${bundle} not used, its ES modules are: world.bundle.cjs, which the build wrote, is missing`]);
+
+  // A bundle as the build wrote it whose module body throws (a knob refused at load): that error is ours
+  // and reaches the caller; running the ES modules instead would only throw it again, later.
+  const { loadBundle, recordInputs } = await import('../dist/util/bundle.js');
+  const mod = join(dir, 'mod.js');
+  const file = join(dir, 'b.cjs');
+  writeFileSync(mod, 'export const v = 42;\n');
+  writeFileSync(file, 'throw new Error("TPRUN_X must be 0 or 1");\n');
+  recordInputs(file, [mod]);
+  assert.throws(() => loadBundle(file), /TPRUN_X must be 0 or 1/);
+});
