@@ -172,3 +172,28 @@ test('a truncated or missing bundle is not loaded (the ES modules run, TPRUN_DEB
   recordInputs(file, [mod]);
   assert.throws(() => loadBundle(file), /TPRUN_X must be 0 or 1/);
 });
+
+test('each start stats the inputs and hashes only those whose size or mtime is not as recorded: an edit of the same size with a new mtime is refused, a copy (new mtimes, same bytes) is used', async (t) => {
+  const { loadBundle, recordInputs } = await import('../dist/util/bundle.js');
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-bundle-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const mod = join(dir, 'mod.js');
+  const file = join(dir, 'b.cjs');
+  writeFileSync(mod, 'export const v = 42;\n');
+  writeFileSync(file, 'module.exports = { v: 42 };\n');
+  recordInputs(file, [mod]);
+  // What the shortcut compares: size and mtimeMs as stat gives them, beside the hash.
+  const rec = JSON.parse(readFileSync(`${file}.inputs.json`, 'utf8'));
+  assert.deepEqual(rec.inputs.map((i) => i.slice(0, 3)), [['mod.js', 21, statSync(mod).mtimeMs]]);
+  assert.deepEqual(rec.bundle.slice(0, 3), ['b.cjs', 28, statSync(file).mtimeMs]);
+  assert.equal(loadBundle(file)?.v, 42);
+  // A copy: every file new mtimes, the same bytes; hashed, and used.
+  const later = new Date(Date.now() + 120_000);
+  utimesSync(mod, later, later);
+  utimesSync(file, later, later);
+  assert.equal(loadBundle(file)?.v, 42);
+  // An edit of the same size, with the new mtime an edit gets: hashed, and refused.
+  writeFileSync(mod, 'export const v = 43;\n');
+  assert.equal(statSync(mod).size, 21);
+  assert.equal(loadBundle(file), undefined);
+});
