@@ -158,6 +158,12 @@ test('a truncated or missing bundle is not loaded (the ES modules run, TPRUN_DEB
   assert.deepEqual(whichWorld(dist), { world: 'modules', stderr: '' }, 'silent unless asked');
   assert.deepEqual(whichWorld(dist, { TPRUN_DEBUG: '1' }).stderr.trim().split('\n'),
     [`tprun: ${bundle} not used, its ES modules are: world.bundle.cjs is not the file the build wrote (cut short or changed since)`]);
+  // Ranks of a real launch from that copy meet over the ES modules.
+  const app = join(dir, 'app.mjs');
+  writeFileSync(app, APP.replaceAll(DIST, `${dist}/`));
+  const r = run([join(dist, 'cli.js'), '-n', '2', '--gpus', 'none', '--quiet', '--', process.execPath, app], { CUDA_VISIBLE_DEVICES: undefined });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split(' ').slice(0, 2).join(' ')).sort(), ['ok 0', 'ok 1']);
   rmSync(bundle);
   assert.deepEqual(whichWorld(dist, { TPRUN_DEBUG: '1' }).stderr.trim().split('\n'),
     [`tprun: ${bundle} not used, its ES modules are: world.bundle.cjs, which the build wrote, is missing`]);
