@@ -114,9 +114,10 @@ export function jobCpus(root = ''): number[] | undefined {
  * where dividing again left each rank 1 thread). Otherwise it is the share among the ranks of its node,
  * which run at the same time on the same cores (unbound: TPRUN_BIND=none, more ranks than cores, or the
  * whole job narrowed to fewer CPUs than its ranks' masks would need side by side: `taskset -c 0-7` of a
- * 4-rank job on 16 cores). A whole job narrowed to few enough CPUs that its masks could fit side by side
- * (taskset -c 0-3 of 2 ranks on 16 cores) looks like a per-rank binding and is taken for one: nothing in
- * the mask tells them apart. The local size is the launcher's (./identity.ts: TPRUN_LOCAL_WORLD_SIZE,
+ * 4-rank job on 16 cores, or any narrowed mask of a rank that tprun's launcher started). Under mpirun or
+ * srun, a whole job narrowed to few enough CPUs that its masks could fit side by side (taskset -c 0-3
+ * mpirun -np 2 on 16 cores) looks like a per-rank binding and is taken for one: nothing in the mask tells
+ * them apart. The local size is the launcher's (./identity.ts: TPRUN_LOCAL_WORLD_SIZE,
  * Open MPI's, Slurm's, PMI's); 1 outside a world. At least 1. Here, beside the binding it reads.
  * `mask`, `bound` and `jobWide` are for tests; a `mask` given without `jobWide` is the whole machine's.
  */
@@ -125,8 +126,11 @@ export function rankCores(env: NodeJS.ProcessEnv = process.env, mask?: number, b
   jobWide ??= mask === undefined ? jobCpus()?.length ?? cores : cores;
   if (bound) return Math.max(1, cores);
   let local = 1;
-  try { local = detectIdentity(env).localSize; } catch { /* a malformed world fails where the world starts */ }
+  let source = 'single';
+  try { ({ localSize: local, source } = detectIdentity(env)); } catch { /* a malformed world fails where the world starts */ }
   local = Math.max(1, local);
-  if (cores < jobWide && local * cores <= jobWide) return Math.max(1, cores);
+  // tprun's launcher binds no rank (each binds itself, above): a narrower mask under it was set for the
+  // whole job (taskset -c 0-3 tprun -n 2), which the ranks share.
+  if (source !== 'tprun' && cores < jobWide && local * cores <= jobWide) return Math.max(1, cores);
   return Math.max(1, Math.floor(cores / local));
 }
