@@ -55,8 +55,8 @@ for (const b of bundles) {
     inject: [fileURLToPath(new URL('./bundle-import-meta.js', import.meta.url))],
     logLevel: 'warning',
   });
-  // The modules of ours it was made from, with their SHA-256: the loader takes the ES modules instead once
-  // any of them is not what it was (`npx tsc` alone rebuilds the modules, not the bundles). The packages
+  // The bundle and the modules of ours it was made from, with their SHA-256: the loader takes the ES modules
+  // instead once any of them is not what it was (`npx tsc` alone rebuilds the modules, not the bundles). The packages
   // in it are not listed: where npm puts them differs between this tree and an installed tprun.
   recordInputs(dist + b.out, Object.keys(metafile.inputs).map((f) => resolve(root, f)).filter((abs) => abs.startsWith(dist)));
 }

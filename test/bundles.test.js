@@ -146,3 +146,60 @@ test('a copy of dist/ whose modules look newer than its bundles still runs the b
   assert.deepEqual(said.stderr.trim().split('\n'), [`tprun: ${join(dist, 'rank/world.bundle.cjs')} not used, its ES modules are: peer-world.js is not the module it was made from (rebuilt without the bundles, or edited)`]);
   assert.equal(whichWorld(dist, { TPRUN_TRACE: join(dir, 'trace.json') }).stderr.split('\n').filter(Boolean).length, 1, 'traced: said too');
 });
+
+test('a truncated or missing bundle is not loaded (the ES modules run, TPRUN_DEBUG says why); a bundle whose own code throws is not retried as ES modules', async (t) => {
+  const dir = copyDist();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const dist = join(dir, 'dist');
+  const bundle = join(dist, 'rank/world.bundle.cjs');
+  // Cut short, as a full disk or an interrupted copy leaves it: every rank died of `Unexpected end of input`.
+  const whole = readFileSync(bundle);
+  writeFileSync(bundle, whole.subarray(0, whole.length >> 1));
+  assert.deepEqual(whichWorld(dist), { world: 'modules', stderr: '' }, 'silent unless asked');
+  assert.deepEqual(whichWorld(dist, { TPRUN_DEBUG: '1' }).stderr.trim().split('\n'),
+    [`tprun: ${bundle} not used, its ES modules are: world.bundle.cjs is not the file the build wrote (cut short or changed since)`]);
+  // Ranks of a real launch from that copy meet over the ES modules.
+  const app = join(dir, 'app.mjs');
+  writeFileSync(app, APP.replaceAll(DIST, `${dist}/`));
+  const r = run([join(dist, 'cli.js'), '-n', '2', '--gpus', 'none', '--quiet', '--', process.execPath, app], { CUDA_VISIBLE_DEVICES: undefined });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split(' ').slice(0, 2).join(' ')).sort(), ['ok 0', 'ok 1']);
+  rmSync(bundle);
+  assert.deepEqual(whichWorld(dist, { TPRUN_DEBUG: '1' }).stderr.trim().split('\n'),
+    [`tprun: ${bundle} not used, its ES modules are: world.bundle.cjs, which the build wrote, is missing`]);
+
+  // A bundle as the build wrote it whose module body throws (a knob refused at load): that error is ours
+  // and reaches the caller; running the ES modules instead would only throw it again, later.
+  const { loadBundle, recordInputs } = await import('../dist/util/bundle.js');
+  const mod = join(dir, 'mod.js');
+  const file = join(dir, 'b.cjs');
+  writeFileSync(mod, 'export const v = 42;\n');
+  writeFileSync(file, 'throw new Error("TPRUN_X must be 0 or 1");\n');
+  recordInputs(file, [mod]);
+  assert.throws(() => loadBundle(file), /TPRUN_X must be 0 or 1/);
+});
+
+test('each start stats the inputs and hashes only those whose size or mtime is not as recorded: an edit of the same size with a new mtime is refused, a copy (new mtimes, same bytes) is used', async (t) => {
+  const { loadBundle, recordInputs } = await import('../dist/util/bundle.js');
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-bundle-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const mod = join(dir, 'mod.js');
+  const file = join(dir, 'b.cjs');
+  writeFileSync(mod, 'export const v = 42;\n');
+  writeFileSync(file, 'module.exports = { v: 42 };\n');
+  recordInputs(file, [mod]);
+  // What the shortcut compares: size and mtimeMs as stat gives them, beside the hash.
+  const rec = JSON.parse(readFileSync(`${file}.inputs.json`, 'utf8'));
+  assert.deepEqual(rec.inputs.map((i) => i.slice(0, 3)), [['mod.js', 21, statSync(mod).mtimeMs]]);
+  assert.deepEqual(rec.bundle.slice(0, 3), ['b.cjs', 28, statSync(file).mtimeMs]);
+  assert.equal(loadBundle(file)?.v, 42);
+  // A copy: every file new mtimes, the same bytes; hashed, and used.
+  const later = new Date(Date.now() + 120_000);
+  utimesSync(mod, later, later);
+  utimesSync(file, later, later);
+  assert.equal(loadBundle(file)?.v, 42);
+  // An edit of the same size, with the new mtime an edit gets: hashed, and refused.
+  writeFileSync(mod, 'export const v = 43;\n');
+  assert.equal(statSync(mod).size, 21);
+  assert.equal(loadBundle(file), undefined);
+});

@@ -70,8 +70,8 @@ export class KvCache {
 }
 
 /**
- * This rank's cores (rank/affinity.ts rankCores): the slice tprun bound it to, as it is, else its share of
- * the node's among the local ranks. Dividing a bound slice by the local ranks again left ORT a fraction of
+ * This rank's cores (rank/affinity.ts rankCores): the slice tprun bound it to, or the CPUs mpirun/srun
+ * bound it to, as they are, else its share of the node's among the local ranks. Dividing a bound slice by the local ranks again left ORT a fraction of
  * the rank's own cores (tp 4 on 16 cores: 1 thread where the rank had 4). Arguments as rankCores's (tests).
  */
 export function defaultThreads(...a: Parameters<typeof rankCores>): number {

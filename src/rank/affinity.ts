@@ -68,17 +68,67 @@ export function bindLocalRank(localRank: number, localSize: number, env: Record<
   }
 }
 
+/** The CPU list in `file`, or undefined where it cannot be read. */
+function cpuListAt(file: string): number[] | undefined {
+  try {
+    const cpus = parseCpuList(readFileSync(file, 'utf8'));
+    return cpus.length > 0 ? cpus : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The cores one rank may use for its own threads: those of its affinity mask when tprun bound it to its
- * slice (bindLocalRank), else that mask's share among the ranks of its node, which run
- * at the same time on the same cores (unbound: TPRUN_BIND=none, more ranks than cores, or a launcher
- * that narrowed the whole job). The local size is the launcher's (./identity.ts: TPRUN_LOCAL_WORLD_SIZE,
- * Open MPI's, Slurm's, PMI's); 1 outside a world. At least 1. As onnxruntime's thread count divides
- * them (engine/runtime.ts defaultThreads). Here, beside the binding it reads (util/ stands below rank/).
+ * The CPUs this process could be given: its cgroup's cpuset (a container's --cpuset-cpus, a Slurm job's
+ * allocation), else the machine's online CPUs. What an affinity mask is narrower than when a launcher
+ * bound this rank itself (mpirun, srun --cpu-bind, taskset: sched_setaffinity), where a container or a
+ * job's cpuset narrows every process in it alike. The cgroup's own file, or its nearest parent's where
+ * the cpuset controller is not enabled below (cgroup v2: cpuset.cpus.effective; v1: cpuset.effective_cpus,
+ * as the kernel's Documentation/admin-guide/cgroup-v2.rst and cgroup-v1/cpusets.rst name them).
+ * `root` stands in for / (tests).
  */
-export function rankCores(env: NodeJS.ProcessEnv = process.env, cores = availableParallelism(), bound = boundSlice() !== undefined): number {
+export function jobCpus(root = ''): number[] | undefined {
+  const lookUp = (dir: string, path: string, name: string): number[] | undefined => {
+    for (let p = path.replace(/\/+$/, ''); ; p = p.slice(0, p.lastIndexOf('/'))) {
+      const cpus = cpuListAt(`${dir}${p}/${name}`);
+      if (cpus || p === '') return cpus;
+    }
+  };
+  let cgroups = '';
+  try { cgroups = readFileSync(`${root}/proc/self/cgroup`, 'utf8'); } catch { /* not Linux */ }
+  const v2 = /^0::(\/.*)$/m.exec(cgroups)?.[1];
+  const v1 = /^\d+:[^:]*\bcpuset\b[^:]*:(\/.*)$/m.exec(cgroups)?.[1];
+  return (v1 !== undefined ? lookUp(`${root}/sys/fs/cgroup/cpuset`, v1, 'cpuset.effective_cpus') : undefined)
+    ?? (v2 !== undefined ? lookUp(`${root}/sys/fs/cgroup`, v2, 'cpuset.cpus.effective') : undefined)
+    ?? cpuListAt(`${root}/sys/devices/system/cpu/online`);
+}
+
+/**
+ * The cores one rank may use for its own threads, as onnxruntime's thread count divides them
+ * (engine/runtime.ts defaultThreads). `mask` is the size of its affinity mask, `jobWide` the number of
+ * CPUs its job could be given (jobCpus). The mask is the rank's own, used whole, when tprun bound it to its slice
+ * (bindLocalRank), or when it is narrower than the job's CPUs and the local ranks' masks fit in them side
+ * by side (mpirun --map-by slot:PE=4, srun --cpu-bind, a taskset per rank: 4 ranks of 4 CPUs on 16 cores,
+ * where dividing again left each rank 1 thread). Otherwise it is the share among the ranks of its node,
+ * which run at the same time on the same cores (unbound: TPRUN_BIND=none, more ranks than cores, or the
+ * whole job narrowed to fewer CPUs than its ranks' masks would need side by side: `taskset -c 0-7` of a
+ * 4-rank job on 16 cores, or any narrowed mask of a rank that tprun's launcher started). Under mpirun or
+ * srun, a whole job narrowed to few enough CPUs that its masks could fit side by side (taskset -c 0-3
+ * mpirun -np 2 on 16 cores) looks like a per-rank binding and is taken for one: nothing in the mask tells
+ * them apart. The local size is the launcher's (./identity.ts: TPRUN_LOCAL_WORLD_SIZE,
+ * Open MPI's, Slurm's, PMI's); 1 outside a world. At least 1. Here, beside the binding it reads.
+ * `mask`, `bound` and `jobWide` are for tests; a `mask` given without `jobWide` is the whole machine's.
+ */
+export function rankCores(env: NodeJS.ProcessEnv = process.env, mask?: number, bound = boundSlice() !== undefined, jobWide?: number): number {
+  const cores = mask ?? availableParallelism();
+  jobWide ??= mask === undefined ? jobCpus()?.length ?? cores : cores;
   if (bound) return Math.max(1, cores);
   let local = 1;
-  try { local = detectIdentity(env).localSize; } catch { /* a malformed world fails where the world starts */ }
-  return Math.max(1, Math.floor(cores / Math.max(1, local)));
+  let source = 'single';
+  try { ({ localSize: local, source } = detectIdentity(env)); } catch { /* a malformed world fails where the world starts */ }
+  local = Math.max(1, local);
+  // tprun's launcher binds no rank (each binds itself, above): a narrower mask under it was set for the
+  // whole job (taskset -c 0-3 tprun -n 2), which the ranks share.
+  if (source !== 'tprun' && cores < jobWide && local * cores <= jobWide) return Math.max(1, cores);
+  return Math.max(1, Math.floor(cores / local));
 }
