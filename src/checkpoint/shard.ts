@@ -144,29 +144,22 @@ export async function pipeShards(src: TensorSource, plan: PlanEntry[],
       for (let r0 = 0; r0 < rows; r0 += step) {
         const r1 = Math.min(rows, r0 + step);
         if (opts.signal?.aborted) throw new Error('stopped: another rank of this process failed');
+        // Whole rows as kernel copies from the source file, else column cuts written from a mapping of it;
+        // each on libuv's pool where the caller gives that form (several ranks' copies then overlap).
         const ranges = direct ? rawSelectionRows(src, e.name, e.sel, r0, r1) : undefined;
-        if (ranges) {
+        const cuts = !ranges && cols ? rawSelectionCols(src, e.name, e.sel, r0, r1) : undefined;
+        if (ranges || cuts) {
           await pending;
           pending = undefined;
-          if (opts.copyAsync) {
-            pending = opts.copyAsync(e.name, ranges, r0 * outRow).then((n) => { opts.onRead?.(n); });
+          const off = r0 * outRow;
+          const pooled = ranges ? opts.copyAsync?.(e.name, ranges, off) : opts.copyColsAsync?.(e.name, cuts!, off);
+          if (pooled) {
+            pending = pooled.then((n) => { opts.onRead?.(n); });
             continue;
           }
           const read0 = ioStats.bytesRead;
-          opts.copy!(e.name, ranges, r0 * outRow);
-          opts.onRead?.(ioStats.bytesRead - read0);
-          continue;
-        }
-        const cuts = cols ? rawSelectionCols(src, e.name, e.sel, r0, r1) : undefined;
-        if (cuts) {
-          await pending;
-          pending = undefined;
-          if (opts.copyColsAsync) {
-            pending = opts.copyColsAsync(e.name, cuts, r0 * outRow).then((n) => { opts.onRead?.(n); });
-            continue;
-          }
-          const read0 = ioStats.bytesRead;
-          opts.copyCols!(e.name, cuts, r0 * outRow);
+          if (ranges) opts.copy!(e.name, ranges, off);
+          else opts.copyCols!(e.name, cuts!, off);
           opts.onRead?.(ioStats.bytesRead - read0);
           continue;
         }
