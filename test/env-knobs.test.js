@@ -33,7 +33,7 @@ test('onOff takes unset, empty, 0 and 1 and refuses anything else naming the var
   assert.equal(wholeNumber('N', 7, { N: '0' }), 0);
   assert.equal(wholeNumber('N', 7, { N: '65536' }), 65536);
   assert.equal(oneOf('T', ['zmq', 'unix'], {}), undefined);
-  assert.equal(oneOf('T', ['zmq', 'unix'], { T: 'unix' }), 'unix'); // the helper; TPRUN_TRANSPORT itself takes zmq only
+  assert.equal(oneOf('T', ['zmq', 'unix'], { T: 'unix' }), 'unix'); // the helper alone (TPRUN_TRANSPORT takes shm or zmq)
   assert.throws(() => oneOf('T', ['zmq', 'unix'], { T: 'tcp' }), (/** @type {any} */ e) => e.name === 'InputError' && e.message === 'T=tcp: not zmq or unix');
   for (const v of ['abc', '-1', '1.5', '32k', '1e3', '0x10', ' 8', '99999999999999999999']) {
     assert.throws(() => wholeNumber('N', 7, { N: v }), (/** @type {any} */ e) => e.name === 'InputError' && e.message === `N=${v}: not a whole number >= 0`, v);
@@ -106,6 +106,9 @@ for (const [name, value, needsKoffi, extra] of /** @type {[string, string, boole
   ['TPRUN_SHM_SLOT_BYTES', '64k', false],
   ['TPRUN_SHM_SLOTS', 'abc', false],
   ['TPRUN_SHM_SLOTS', '0', false],
+  ['TPRUN_SHM_SLOT_BYTES', '32768', false],
+  ['TPRUN_SHM_AR_STEP', '4096', false],
+  ['TPRUN_TRANSPORT', 'unix', false],
   ['TPRUN_SHM_AR_STEP', '64k', false],
   ['TPRUN_SHM_AR_STEP', 'abc', false],
   // initWorld's own: they were a CommError, exit 1.
@@ -133,7 +136,7 @@ test('a rank refuses TPRUN_BUNDLE=no where the world loads (its launcher had non
 test('the knobs\' good values still run: TPRUN_SHM_ONE_SHOT_BYTES=0 (one-exchange path off) and the switches at 0', { timeout: 120_000 }, async () => {
   const r = await runTprun(RANK_CMD, { env: {
     TPRUN_SHM_ONE_SHOT_BYTES: '0', TPRUN_SHM_WASM_ONESHOT: '0', TPRUN_BUNDLE: '0', TPRUN_SHM_FUTEX_US: '0',
-    TPRUN_SHM_SLOT_BYTES: '131072', TPRUN_SHM_SLOTS: '4', TPRUN_SHM_AR_STEP: '65536', TPRUN_COMM_TIMEOUT_MS: '60000', TPRUN_SPIN_US: '0',
+    TPRUN_SHM_SLOT_BYTES: '131072', TPRUN_SHM_SLOTS: '4', TPRUN_SHM_AR_STEP: '65536', TPRUN_COMM_TIMEOUT_MS: '60000', TPRUN_SPIN_US: '0', TPRUN_TRANSPORT: 'shm',
   } });
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(r.left, []);

@@ -35,14 +35,16 @@ test('under tprun, a rank killed during allReduces ends the job with its signal'
 // shared-memory allReduce starts) and that catches the error: it closes its links as a failing rank does,
 // so its process can end and its peers learn at once, naming it. Before, the failed world kept its sockets:
 // that rank never exited and its peers waited the world's timeout (120 s here, past the test's guard).
-test('a rank whose initWorld fails and is caught lets its process end, and its peers fail at once naming it', { timeout: 90_000 }, async () => {
+// TPRUN_IMPLICIT_CLOSE is read by the world itself after its links are up (review: it was read after the
+// try, so its refusal left them open).
+for (const [name, value, why] of [['TPRUN_SHM_SPIN_NS', 'abc', 'not a whole number >= 0'], ['TPRUN_IMPLICIT_CLOSE', 'abc', 'not 0 (off) or 1 (on)']]) test(`a rank whose initWorld fails (${name}=${value}) and is caught lets its process end, and its peers fail at once naming it`, { timeout: 90_000 }, async () => {
   const INIT_FAIL = fileURLToPath(new URL('./helpers/init-fail-app.js', import.meta.url));
   const res = await spawnRanks(2, [INIT_FAIL], {
-    env: { TPRUN_COMM_TIMEOUT_MS: '120000' }, perRankEnv: (r) => (r === 1 ? { TPRUN_SHM_SPIN_NS: 'abc' } : {}), timeoutMs: 60000,
+    env: { TPRUN_COMM_TIMEOUT_MS: '120000' }, perRankEnv: (r) => (r === 1 ? { [name]: value } : {}), timeoutMs: 60000,
   });
   assert.equal(res[1].signal, null, `rank 1 was killed by the test's guard: ${res[1].stdout} ${res[1].stderr}`);
   assert.equal(res[1].code, 0, res[1].stderr);
-  assert.deepEqual(JSON.parse(res[1].stdout), { initWorld: 'TPRUN_SHM_SPIN_NS=abc: not a whole number >= 0' });
+  assert.deepEqual(JSON.parse(res[1].stdout), { initWorld: `${name}=${value}: ${why}` });
   assert.equal(res[0].signal, null, `rank 0 was killed by the test's guard: ${res[0].stdout} ${res[0].stderr}`);
   assert.equal(res[0].code, 1, res[0].stderr);
   assert.match(JSON.parse(res[0].stdout).barrier, /rank 1 (closed its world|disconnected)/);
@@ -77,7 +79,7 @@ test('a peer with the wrong secret is refused and logged with its address; the r
 for (const transport of ['shm', 'zmq']) {
   test(`a message above the receiver's size limit is refused (${transport})`, async () => {
     const res = await spawnRanks(2, [APP, 'oversize'], {
-      // Shared memory is the default on one machine (TPRUN_TRANSPORT takes zmq or unix only, and refuses shm).
+      // Shared memory is the default on one machine (TPRUN_TRANSPORT=shm says so; zmq puts every byte on ZeroMQ).
       env: { ...(transport === 'zmq' ? { TPRUN_TRANSPORT: 'zmq' } : {}), APP_TIMEOUT_MS: '5000' }, perRankEnv: (r) => (r === 1 ? { TPRUN_MAX_MESSAGE_BYTES: '1000' } : {}), timeoutMs: 30000,
     });
     assert.equal(res[1].code, 1);

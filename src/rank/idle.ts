@@ -7,7 +7,6 @@
 // and bounded as close() is, and the process ends as it would have without a world.
 // Blind spot: other native addons' own handles (another zeromq socket of the script) are as invisible
 // to Node as ours; TPRUN_IMPLICIT_CLOSE=0 turns this off for scripts that wait on such things alone.
-import { onOff } from '../util/env.js';
 
 /** How often the world looks; two idle looks in a row end it (a script's end costs ~2 periods). */
 const CHECK_MS = 100;
@@ -31,8 +30,8 @@ export class IdleWatch {
   constructor(private busy: () => boolean) {}
 
   /** `atScriptEnd` runs once, when only this world is left on the event loop. */
-  start(atScriptEnd: () => void, env: Record<string, string | undefined>): void {
-    if (!onOff('TPRUN_IMPLICIT_CLOSE', env)) return;
+  start(atScriptEnd: () => void, on: boolean): void {
+    if (!on) return;
     if (typeof (process as unknown as Internal)._getActiveHandles !== 'function') return;
     this.timer = setInterval(() => {
       this.idleLooks = this.busy() || scriptHasWork() ? 0 : this.idleLooks + 1;

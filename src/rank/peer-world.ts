@@ -19,6 +19,7 @@ import { checkRoot } from './collectives/slices.js';
 import { ReduceBuffers } from './collectives/reduce-buffers.js';
 import { type ShmAllReduce, warmShmAllReduce } from './shm-allreduce.js';
 import type { Ticket, Transport } from './collectives/round.js';
+import { onOff } from '../util/env.js';
 
 /** How long close() waits for a peer to acknowledge its goodbye (one whose event loop is blocked). */
 const CLOSE_WAIT_MS = 5000;
@@ -85,11 +86,14 @@ export class PeerWorld implements World, Transport {
 
   async start(env: Env): Promise<void> {
     let linked = false;
+    let implicitClose = true;
     try {
       // With TPRUN_SHM_EARLY=1 the allReduce areas' set-up starts while this rank waits for its peers (./shm-allreduce.ts).
       warmShmAllReduce(this.localSize);
       await this.links.open(env, this.timeoutMs);
       linked = true;
+      // Inside the try, once linked: a refusal closes the links below, so the peers learn at once.
+      implicitClose = onOff('TPRUN_IMPLICIT_CLOSE', env);
       this.all.shm = this.links.arPlan?.start({
         wait: (what, missing, t) => this.p.waitFor(what, missing, t),
         nudge: () => { for (const l of this.links.shmList) l.nudge(); },
@@ -112,7 +116,7 @@ export class PeerWorld implements World, Transport {
         this.log(`tprun: ${e.message}`);
         process.exitCode ||= 1;
       });
-    }, env);
+    }, implicitClose);
   }
 
   // ---- the Transport the collectives run on ----
@@ -231,9 +235,15 @@ export class PeerWorld implements World, Transport {
     const shown = this.p.fatalShown;
     if (opts.abort) {
       // Failing: tell the peers at once and wait for nothing, so this rank exits before its victims.
-      this.links.bye();
-      await this.links.closeSockets();
-      this.teardown();
+      try {
+        this.links.bye();
+      } finally {
+        try {
+          await this.links.closeSockets();
+        } finally {
+          this.teardown();
+        }
+      }
       return;
     }
     // Let queued shared-memory sends reach the ring (the peer may still want them), briefly.

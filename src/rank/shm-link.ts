@@ -62,12 +62,16 @@ export class ShmOut {
     // most half of what is free, with slots shrunk to fit; below 64 KiB a slot is not worth it.
     // Whole numbers (../util/env.ts): a bare Number() took '64k' for NaN, which turned the areas off without
     // a word. The caller (./links.ts) lets these refusals through where it takes other errors for "no shm".
-    let slot = wholeNumber('TPRUN_SHM_SLOT_BYTES', SLOT_DEFAULT);
-    const slots = wholeNumber('TPRUN_SHM_SLOTS', SLOTS_DEFAULT);
-    // No ring at all would be a file peers refuse at rendezvous (wire-schema.ts: slots >= 1).
-    if (slots < 1) throw new InputError(`TPRUN_SHM_SLOTS=${slots}: not a whole number >= 1`);
+    // Values the user set outside what the rings and areas can use (wire-schema.ts's bounds, a slot of
+    // 64 KiB or more, an area step of 0 or 64 KiB or more) are refused; only /dev/shm's room shrinks them quietly.
+    const within = (name: string, v: number, lo: number, hi: number, zero = false) => {
+      if ((v < lo || v > hi) && !(zero && v === 0)) throw new InputError(`${name}=${v}: not ${zero ? '0 or ' : ''}a whole number from ${lo} to ${hi}`);
+      return v;
+    };
+    let slot = within('TPRUN_SHM_SLOT_BYTES', wholeNumber('TPRUN_SHM_SLOT_BYTES', SLOT_DEFAULT), 65536, 1 << 30);
+    const slots = within('TPRUN_SHM_SLOTS', wholeNumber('TPRUN_SHM_SLOTS', SLOTS_DEFAULT), 1, 65536);
     // The allReduce area takes 4 steps per rank, at most a quarter of what is free in all (0: no areas).
-    let step = localSize > 1 ? wholeNumber('TPRUN_SHM_AR_STEP', AR_STEP_DEFAULT) : 0;
+    let step = localSize > 1 ? within('TPRUN_SHM_AR_STEP', wholeNumber('TPRUN_SHM_AR_STEP', AR_STEP_DEFAULT), 65536, 1 << 30, true) : 0;
     try {
       const st = statfsSync('/dev/shm');
       const free = st.bavail * st.bsize;
