@@ -11,7 +11,7 @@ import { checkDir, isHfDir } from './hf.js';
 import { isTllmDir, rankFile, writeConfig } from './tllm.js';
 import { SafetensorsWriter } from './safetensors.js';
 import { ioStats, type RawRange } from './ranged.js';
-import type { ColumnCut } from './mapped-cols.js';
+import { type ColumnCut, cutBytes } from './mapped-cols.js';
 import { pipeShards, planRank, rankSource, type PlanEntry } from './shard.js';
 import type { TensorSource } from './source.js';
 import { checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, tempSibling, withPath } from './outdir.js';
@@ -137,7 +137,7 @@ export async function writeRankFile(tmp: string, w: ReturnType<typeof rankWork>,
           copyColsAsync: async (name: string, cuts: ColumnCut[], offset: number) => {
             const n = await writer.copyColumnsAsync(name, cuts, offset);
             o.onCopied?.(n);
-            return cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0);
+            return cuts.reduce((a, c) => a + cutBytes(c), 0);
           },
         }),
       copyCols: (name, cuts, offset) => {

@@ -30,6 +30,9 @@ const IOV_MAX = 1024;
 /** What a column cut reads: whole rows of `rowBytes` at `range`, bytes [colOff, colOff + run) of each. */
 export interface ColumnCut { range: RawRange; rowBytes: number; colOff: number; run: number }
 
+/** The bytes a cut writes: its run of every row. */
+export const cutBytes = (cut: ColumnCut): number => (cut.range.len / cut.rowBytes) * cut.run;
+
 /**
  * Writes the cut's runs, row after row, to `outFd` (the file `outFile`) from `outPos`. false when the
  * source could not be mapped (no koffi, a file shorter than the range): nothing was written, the caller
@@ -62,34 +65,18 @@ export async function writeColumnsAsync(cut: ColumnCut, outFd: number, outPos: n
       const k = typeof pw.async === 'function'
         ? await new Promise<number>((resolve, reject) => pw.async!(outFd, b.iov, b.n, b.pos, (err: unknown, r: number | bigint) => (err ? reject(err) : resolve(Number(r)))))
         : 0;
-      if (k !== want) writeRest(m.w, outFd, b, Math.max(0, k), cut.run, outFile);
+      if (k !== want) writeAllv(m.w, outFd, b.iov, b.n, cut.run, b.pos, outFile, Math.max(0, k));
     }
     counted(cut);
-    mappedColsStats.asyncBytes += (cut.range.len / cut.rowBytes) * cut.run;
+    mappedColsStats.asyncBytes += cutBytes(cut);
   } finally {
     m.unmap();
   }
   return true;
 }
 
-/** The rest of a batch after `k` of its bytes were written (runs written whole skipped, a part run cut). */
-function writeRest(w: NonNullable<ReturnType<typeof libcPwritev>>, fd: number, b: Batch, k: number, run: number, file: string): void {
-  const whole = Math.floor(k / run);
-  const part = k - whole * run;
-  const iov = b.iov.subarray(2 * whole);
-  if (part) {
-    iov[0] += BigInt(part);
-    iov[1] -= BigInt(part);
-    const m = Number(w.pwritev(fd, iov, 1, b.pos + k));
-    if (m !== run - part) throw withPath(errnoError(m < 0 ? w.errno() : 0), file);
-    writeAllv(w, fd, iov.subarray(2), b.n - whole - 1, run, b.pos + (whole + 1) * run, file);
-  } else {
-    writeAllv(w, fd, iov, b.n - whole, run, b.pos + k, file);
-  }
-}
-
 function counted(cut: ColumnCut): void {
-  const bytes = (cut.range.len / cut.rowBytes) * cut.run;
+  const bytes = cutBytes(cut);
   // As a read of these bytes would have counted them (benchmarks report bytes read per rank).
   ioStats.bytesRead += bytes;
   mappedColsStats.bytes += bytes;
@@ -138,12 +125,13 @@ function* batches(cut: ColumnCut, base: bigint, outPos: number): Generator<Batch
   }
 }
 
-/** pwritev until all `n` runs of `run` bytes are written (a regular file may take less than asked). */
-function writeAllv(w: NonNullable<ReturnType<typeof libcPwritev>>, fd: number, iov: BigUint64Array, n: number, run: number, pos: number, file: string): void {
+/**
+ * pwritev until all `n` runs of `run` bytes are written (a regular file may take less than asked), the
+ * first `written` bytes being written already (by an asynchronous call that fell short).
+ */
+function writeAllv(w: NonNullable<ReturnType<typeof libcPwritev>>, fd: number, iov: BigUint64Array, n: number, run: number, pos: number, file: string, written = 0): void {
   let i = 0;
-  while (i < n) {
-    const k = Number(w.pwritev(fd, i ? iov.subarray(2 * i) : iov, n - i, pos));
-    if (k <= 0) throw withPath(errnoError(k < 0 ? w.errno() : 0), file);
+  for (let k = written; ;) {
     pos += k;
     // Whole runs written, then the rest of a run written in part, as a run of its own.
     const whole = Math.floor(k / run);
@@ -159,6 +147,9 @@ function writeAllv(w: NonNullable<ReturnType<typeof libcPwritev>>, fd: number, i
       pos += rest;
       i++;
     }
+    if (i >= n) return;
+    k = Number(w.pwritev(fd, i ? iov.subarray(2 * i) : iov, n - i, pos));
+    if (k <= 0) throw withPath(errnoError(k < 0 ? w.errno() : 0), file);
   }
 }
 

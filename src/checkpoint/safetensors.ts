@@ -9,7 +9,7 @@ import type { DType, Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { withPath } from './outdir.js';
 import { copyRange, copyRangeAsync } from './kernel-copy.js';
-import { type ColumnCut, writeColumns, writeColumnsAsync } from './mapped-cols.js';
+import { type ColumnCut, cutBytes, writeColumns, writeColumnsAsync } from './mapped-cols.js';
 import { ITEMSIZE, byteSize, numel } from '../core/dtype.js';
 import { type RawRange, type StoredTensor, preadFully, rawRowsAt, readColsAt, readRowsAt } from './ranged.js';
 
@@ -232,12 +232,15 @@ export class SafetensorsWriter {
   }
 
   write(name: string, t: Tensor): void {
-    const pos = this.check(name, t);
-    let done = 0;
+    this.writeAllSync(t.data, this.check(name, t));
+  }
+
+  /** All of `buf` at `pos`, naming this file where it fails (node's ENOSPC / EIO messages do not say which). */
+  private writeAllSync(buf: Uint8Array, pos: number): void {
     try {
-      while (done < t.data.length) done += fs.writeSync(this.fd, t.data, done, t.data.length - done, pos + done);
+      for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
     } catch (e) {
-      throw withPath(e, this.file); // node's ENOSPC / EIO messages do not say which file
+      throw withPath(e, this.file);
     }
   }
 
@@ -291,11 +294,7 @@ export class SafetensorsWriter {
   private copyByHand(r: RawRange, pos: number): void {
     const buf = new Uint8Array(r.len);
     preadFully(r.fd, buf, 0, r.len, r.pos, r.file);
-    try {
-      for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
-    } catch (e) {
-      throw withPath(e, this.file);
-    }
+    this.writeAllSync(buf, pos);
   }
 
   /**
@@ -304,10 +303,10 @@ export class SafetensorsWriter {
    * mapped. Returns the bytes written from mappings.
    */
   copyColumns(name: string, cuts: ColumnCut[], offset: number): number {
-    let pos = this.place(name, offset, cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0));
+    let pos = this.place(name, offset, cuts.reduce((a, c) => a + cutBytes(c), 0));
     let mapped = 0;
     for (const c of cuts) {
-      const bytes = (c.range.len / c.rowBytes) * c.run;
+      const bytes = cutBytes(c);
       if (writeColumns(c, this.fd, pos, this.file)) mapped += bytes;
       else this.columnsByHand(c, pos);
       pos += bytes;
@@ -317,10 +316,10 @@ export class SafetensorsWriter {
 
   /** copyColumns with the writes on libuv's thread pool (mapped-cols.ts writeColumnsAsync). */
   async copyColumnsAsync(name: string, cuts: ColumnCut[], offset: number): Promise<number> {
-    let pos = this.place(name, offset, cuts.reduce((a, c) => a + (c.range.len / c.rowBytes) * c.run, 0));
+    let pos = this.place(name, offset, cuts.reduce((a, c) => a + cutBytes(c), 0));
     let mapped = 0;
     for (const c of cuts) {
-      const bytes = (c.range.len / c.rowBytes) * c.run;
+      const bytes = cutBytes(c);
       if (await writeColumnsAsync(c, this.fd, pos, this.file)) mapped += bytes;
       else this.columnsByHand(c, pos);
       pos += bytes;
@@ -335,11 +334,7 @@ export class SafetensorsWriter {
     preadFully(c.range.fd, whole, 0, c.range.len, c.range.pos, c.range.file);
     const buf = new Uint8Array(rows * c.run);
     for (let i = 0; i < rows; i++) buf.set(whole.subarray(i * c.rowBytes + c.colOff, i * c.rowBytes + c.colOff + c.run), i * c.run);
-    try {
-      for (let done = 0; done < buf.length;) done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
-    } catch (e) {
-      throw withPath(e, this.file);
-    }
+    this.writeAllSync(buf, pos);
   }
 
   /** The file position of `len` bytes at `offset` of tensor `name` (chunks in plan order, each tensor whole). */
