@@ -25,7 +25,7 @@ export interface InitWorldOptions {
 }
 
 /** A whole number >= 0, or undefined where unset (../util/env.ts: anything else is an InputError, exit 2). */
-const envNum = (env: Env, name: string): number | undefined => (env[name] ? wholeNumber(name, 0, env) : undefined);
+const envNum = (env: Env, name: string): number | undefined => wholeNumber(name, undefined, env);
 
 export async function initWorld(opts: InitWorldOptions = {}): Promise<World> {
   const env = opts.env ?? process.env;

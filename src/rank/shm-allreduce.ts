@@ -125,17 +125,23 @@ export class FilePlane implements Plane {
 
 /**
  * The memory plane's switches, parsed in this one place and read once where a world's areas start (and once
- * before the ranks meet, with TPRUN_SHM_EARLY=1): TPRUN_SHM_MMAP (0: no koffi, the pread/pwrite plane) and
- * TPRUN_SHM_FUTEX_US (microseconds of futex sleep; unset: the default for the cores, futexNs; 0: none, and
- * syscall(2) is not loaded). The futex knob was read twice, by two rules ('00' loaded syscall for a sleep of 0).
+ * before the ranks meet, with TPRUN_SHM_EARLY=1): TPRUN_SHM_MMAP (0: no koffi, the pread/pwrite plane),
+ * TPRUN_SHM_WASM (0: the areas mapped, but not into the SIMD module's memory), TPRUN_SHM_WASM_ONESHOT (0:
+ * short calls in JavaScript there) and TPRUN_SHM_FUTEX_US (microseconds of futex sleep; unset: the default
+ * for the cores, futexNs; 0: none, and syscall(2) is not loaded). The futex knob was read twice, by two rules
+ * ('00' loaded syscall for a sleep of 0), and the wasm ones at the first call rather than the world's start.
  */
 export interface MemorySwitches {
   mmap: boolean;
+  wasm: boolean;
+  wasmOneShot: boolean;
   futexUs?: number;
 }
 const memorySwitches = (env: NodeJS.ProcessEnv = process.env): MemorySwitches => ({
   mmap: onOff('TPRUN_SHM_MMAP', env),
-  futexUs: env.TPRUN_SHM_FUTEX_US ? wholeNumber('TPRUN_SHM_FUTEX_US', 0, env) : undefined,
+  wasm: onOff('TPRUN_SHM_WASM', env),
+  wasmOneShot: onOff('TPRUN_SHM_WASM_ONESHOT', env),
+  futexUs: wholeNumber('TPRUN_SHM_FUTEX_US', undefined, env),
 });
 
 /** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0; syscall(2) for the futex calls, unless TPRUN_SHM_FUTEX_US=0. */
@@ -192,8 +198,8 @@ export function mapPlane(me: number, fds: number[], offs: number[], len: number,
   } catch {
     return undefined;
   }
-  if (onOff('TPRUN_SHM_WASM')) {
-    const w = wasmPlane(libc, me, fds, offs, len, step);
+  if (sw.wasm) {
+    const w = wasmPlane(libc, me, fds, offs, len, step, sw.wasmOneShot);
     if (w) return w;
   }
   return anyPlane(libc, me, fds, offs, len);
@@ -205,7 +211,7 @@ export function mapPlane(me: number, fds: number[], offs: number[], len: number,
  * plane proves itself before use (a word stored through the arena must be what the file holds), else
  * the arena's own pages come back and the caller takes the next plane.
  */
-function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number, step: number): Plane | undefined {
+function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number, step: number, wasmOneShot: boolean): Plane | undefined {
   const arena = SimdArena.create();
   if (!arena) return undefined;
   const R = fds.length;
@@ -265,7 +271,6 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
   const epochs = new Float64Array(mem, heads, (R * PAGE) / 8);
   const layout = { me, at, step, W, D, G, HEAD, ASLEEP, DATA, scratch, stage, epochs: at.map((_, r) => heads + r * PAGE + SLEEP_EPOCH) };
   const fns = new Map<string, OneShotFn | undefined>();
-  const wasmOneShot = onOff('TPRUN_SHM_WASM_ONESHOT');
   return {
     kind: 'wasm',
     arena,

@@ -21,8 +21,8 @@ export function oneOf<T extends string>(name: string, choices: readonly T[], env
   throw new InputError(`${name}=${v}: not ${choices.join(' or ')}`);
 }
 
-/** A whole number >= 0 (unset or empty: `dflt`); anything else (a fraction, a negative, a unit) is refused in one line. */
-export function wholeNumber(name: string, dflt: number, env: NodeJS.ProcessEnv = process.env): number {
+/** A whole number >= 0 (unset or empty: `dflt`, which may be undefined); anything else (a fraction, a negative, a unit) is refused in one line. */
+export function wholeNumber<D extends number | undefined>(name: string, dflt: D, env: NodeJS.ProcessEnv = process.env): number | D {
   const v = env[name];
   if (v === undefined || v === '') return dflt;
   const n = Number(v);
