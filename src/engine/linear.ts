@@ -1,6 +1,12 @@
 // Every linear layer of the engine graph goes through emitLinear, so quantization plugs in at one place.
 //
-// Float weights ([N, K], HF orientation) become a MatMul against a [K, N] initializer in the engine dtype.
+// Float weights ([N, K], HF orientation) keep that orientation in engines built for the CPU, as the
+// operand of com.microsoft FusedMatMul with transB: onnxruntime's CPU provider packs B for its GEMM at
+// session start either way (core/providers/cpu/math/matmul.cc, MatMul<float>::PrePack passes trans_b_attr_
+// to the packing; FusedMatMul is that kernel with alpha and the trans attributes,
+// contrib_ops/cpu/fused_matmul.cc), so the products are bit-identical to a MatMul against [K, N] and the
+// build converts each weight as it streams instead of transposing it. Engines built for the GPU keep a
+// MatMul against [K, N]: onnxruntime's WebGPU provider has no FusedMatMul kernel (it would run on the CPU).
 // Quantized weights (CONTRACTS.md: a `.weight` that is not a float, or companions such as
 // `.weights_scaling_factor` / `.per_channel_scale`) are handed to src/quantization/onnx-linear.ts:
 //
@@ -13,11 +19,11 @@
 import type { Tensor, Weights } from '../core/tensor.js';
 import type { QuantConfig } from '../core/config.js';
 import type { BuildConfig } from './build-config.js';
-import { engineWeightTransposed } from './weight-convert.js';
-import type { Graph } from './graph.js';
+import { engineWeight, engineWeightTransposed } from './weight-convert.js';
+import { MS, type Graph } from './graph.js';
 
-/** The build options a quantized linear's kernel choice depends on. */
-export type QuantLinearOptions = Partial<Pick<BuildConfig, 'int4_matmul_dtype' | 'int4_accuracy_level'>>;
+/** The build options a linear's kernel choice depends on. */
+export type QuantLinearOptions = Partial<Pick<BuildConfig, 'int4_matmul_dtype' | 'int4_accuracy_level' | 'device'>>;
 export type QuantLinearEmitter = (g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig, opts?: QuantLinearOptions) => string;
 /** A float weight quantized at build into MatMulNBits blocks; undefined where K fits no block size. */
 export type FloatQuantEmitter = (g: Graph, input: string, prefix: string, w: Tensor, bits: 8 | 4, blockSize: number, accuracyLevel: number, direct?: boolean) => { value: string; dtype: 'float32' | 'float16' } | undefined;
@@ -63,7 +69,9 @@ export function emitLinear(g: Graph, input: string, prefix: string, weights: Wei
   }
   const w = requireTensor(weights, `${prefix}.weight`);
   if (w.shape.length !== 2) throw new Error(`${prefix}.weight: expected 2 dimensions, got [${w.shape}]`);
-  return g.op('MatMul', [input, g.weight(`${prefix}.weight`, engineWeightTransposed(w, g.dtype, `tensor ${prefix}.weight`))]);
+  const what = `tensor ${prefix}.weight`;
+  if ((opts?.device ?? 'cpu') === 'cpu') return g.op('FusedMatMul', [input, g.weight(`${prefix}.weight`, engineWeight(w, g.dtype, what))], { transB: 1 }, MS);
+  return g.op('MatMul', [input, g.weight(`${prefix}.weight`, engineWeightTransposed(w, g.dtype, what))]);
 }
 
 /**

@@ -156,7 +156,9 @@ export class WgslRunner {
       const reader = new TensorReader(graph.tensors);
       // MatMulNBits nodes by their B initializer: how the engine's quantized linears are to be read.
       const nodes = new Map(graph.nodes.filter((n) => n.op === 'MatMulNBits').map((n) => [n.inputs[1], n]));
-      const up = new Uploader(dev, pl, reader, gpu.maxBinding, nodes);
+      // Float linears of engines built for the CPU: [N, K] operands of FusedMatMul with transB (linear.ts).
+      const rowMajor = new Set(graph.nodes.filter((n) => n.op === 'FusedMatMul' && n.attrs.transB === 1).map((n) => n.inputs[1]));
+      const up = new Uploader(dev, pl, reader, gpu.maxBinding, nodes, rowMajor);
       // The norm weight times the consuming linear's prequant factor (per part): what the fused decode GEMV applies.
       const normG = (norm: Float32Array, w: GemvWeight, label: string) => up.vector(concat((w.pre ?? Array(w.swiglu ? 2 : 1).fill(undefined)).map((p) => p ? norm.map((v, i) => v * p[i]) : norm)), label);
       try {

@@ -1,10 +1,11 @@
 /// <reference types="@webgpu/types" />
 // Puts one rank's engine tensors on the GPU in the layouts the kernels read.
 //
-// Linears: the engine's MatMul initializers are float16 [K, N]; the GEMV wants [N, K] rows. They are
-// uploaded in slabs of K rows into a staging buffer and transposed on the GPU into chunks of at most
-// maxStorageBufferBindingSize bytes (a big lm_head or embedding becomes several bindings, each its own
-// dispatch). mlp.fc and mlp.gate go into one weight, chunk by chunk [fc rows | gate rows], for the fused
+// Linears: the GEMV wants float16 [N, K] rows, in chunks of at most maxStorageBufferBindingSize bytes (a
+// big lm_head or embedding becomes several bindings, each its own dispatch). Engines built for the CPU
+// store them so (FusedMatMul with transB): their rows are written as they are. A MatMul's [K, N]
+// initializer (engines built for the GPU) is uploaded in slabs of K rows into a staging buffer and
+// transposed on the GPU into the chunks. mlp.fc and mlp.gate go into one weight, chunk by chunk [fc rows | gate rows], for the fused
 // SwiGLU GEMV. Norm scales and the rotary tables become float32.
 
 import { InputError } from '../../core/errors.js';
@@ -53,7 +54,7 @@ export class Uploader {
   /** Transpose uniforms, freed once the GPU is done with them. */
   private temp: GPUBuffer[] = [];
 
-  constructor(private device: GPUDevice, private pl: Pipelines, private reader: TensorReader, readonly maxBinding: number, private nodes = new Map<string, EngineNode>()) {
+  constructor(private device: GPUDevice, private pl: Pipelines, private reader: TensorReader, readonly maxBinding: number, private nodes = new Map<string, EngineNode>(), private rowMajor = new Set<string>()) {
     this.stagingBytes = Math.min(STAGING_MAX, maxBinding);
     this.staging = device.createBuffer({ size: this.stagingBytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'staging' });
   }
@@ -97,14 +98,17 @@ export class Uploader {
     return { chunks, rows: V, H };
   }
 
-  /** A linear ([K, N] MatMul weight, or fc + gate for SwiGLU) as [N, K] chunks; a MatMulNBits one as its blocks. */
+  /** A linear ([N, K] FusedMatMul or [K, N] MatMul weight, or fc + gate for SwiGLU) as [N, K] chunks; a MatMulNBits one as its blocks. */
   async linear(names: string[]): Promise<GemvWeight> {
     const q = names.map((n) => readNbits(this.reader, this.nodes, n));
     if (q.every(Boolean)) return this.nbits(q as NbitsPart[]);
     if (q.some(Boolean)) throw new InputError(`${names.join(' and ')}: one quantized, one not; --kernels wgsl fuses them only when alike`);
+    const rows = names.map((n) => this.rowMajor.has(n));
+    if (rows.some((r) => r !== rows[0])) throw new InputError(`${names.join(' and ')}: one stored [N, K], one [K, N]; --kernels wgsl fuses them only when alike`);
     const parts = names.map((n) => ({ name: n, ...this.float16(n, 2) }));
-    const [K, N] = parts[0].dims;
-    for (const p of parts) if (p.dims[0] !== K || p.dims[1] !== N) throw new InputError(`${p.name}: [${p.dims}] does not match ${parts[0].name} [${K}, ${N}]`);
+    const [K, N] = rows[0] ? [parts[0].dims[1], parts[0].dims[0]] : parts[0].dims;
+    const dimsOf = (d: number[]) => rows[0] ? [d[1], d[0]] : d;
+    for (const p of parts) if (dimsOf(p.dims)[0] !== K || dimsOf(p.dims)[1] !== N) throw new InputError(`${p.name}: [${p.dims}] does not match ${parts[0].name} [${parts[0].dims}]`);
     if (K % 8) throw new InputError(`${parts[0].name}: input size ${K} is not a multiple of 8, which the WGSL matrix-vector kernel reads at a time`);
     const swiglu = parts.length === 2;
     const rowBytes = K * 2 * parts.length;
@@ -117,7 +121,19 @@ export class Uploader {
     const chunks: GemvChunk[] = [];
     for (let n0 = 0; n0 < N; n0 += per) {
       const n = Math.min(per, N - n0);
-      chunks.push({ n0, n, buf: this.device.createBuffer({ size: n * rowBytes + pad, usage: GPUBufferUsage.STORAGE, label: `${parts[0].name}[${n0}]` }) });
+      const usage = GPUBufferUsage.STORAGE | (rows[0] ? GPUBufferUsage.COPY_DST : 0);
+      chunks.push({ n0, n, buf: this.device.createBuffer({ size: n * rowBytes + pad, usage, label: `${parts[0].name}[${n0}]` }) });
+    }
+    const out = { K, N, swiglu, chunks, fmt: 'f16' as const, KU: K / 8, bs: 0, nb: 0, zp: 0, hasZp: false };
+    if (rows[0]) {
+      // Part pi's rows of a chunk follow the other parts' (pi · n rows in), as the transpose below lays them.
+      for (const c of chunks) {
+        for (const [pi, p] of parts.entries()) {
+          this.device.queue.writeBuffer(c.buf, pi * c.n * K * 2, p.bytes as Uint8Array<ArrayBuffer>, c.n0 * K * 2, c.n * K * 2);
+          await this.throttle(c.n * K * 2);
+        }
+      }
+      return out;
     }
     // Slabs of K rows of the [K, N] source; an even count, as the transpose packs two halves per word.
     let ks = Math.floor(this.stagingBytes / (N * 2));
@@ -144,7 +160,7 @@ export class Uploader {
         await this.throttle(rows * N * 2);
       }
     }
-    return { K, N, swiglu, chunks, fmt: 'f16', KU: K / 8, bs: 0, nb: 0, zp: 0, hasZp: false };
+    return out;
   }
 
   private async nbits(parts: NbitsPart[]): Promise<GemvWeight> {
