@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { CLI, runTprun } from './helpers/procs.js';
 import { jsonObject, onOff, oneOf, wholeNumber } from '../dist/util/env.js';
 
@@ -174,12 +175,31 @@ for (const [name, value, needsKoffi, extra] of /** @type {[string, string, boole
   // the ranks meet: a bad one threw out of a deferred callback (a stack trace, exit 1).
   ['TPRUN_SHM_MMAP', 'off', true, { TPRUN_SHM_EARLY: '1' }],
   ['TPRUN_SHM_FUTEX_US', 'abc', true, { TPRUN_SHM_EARLY: '1' }],
+  ['TPRUN_SHM_ONE_SHOT_BYTES', '32k', false, { TPRUN_SHM_EARLY: '1' }],
 ])) {
   const more = extra ? ` (with ${Object.entries(extra).map(([k, v]) => `${k}=${v}`).join(' ')})` : '';
   test(`ranks of tprun -n 2 refuse ${name}=${value}${more} in one line and the job fails`, { timeout: 120_000, skip: needsKoffi && !koffi && 'koffi (optional) is not installed' }, async () => {
     refused(await runTprun(RANK_CMD, { env: { ...extra, [name]: value } }), name, value);
   });
 }
+
+// The shared-memory knobs are read where the world's areas start (src/rank/shm-allreduce.ts memorySwitches),
+// TPRUN_SHM_ONE_SHOT_BYTES too: it was read when the world's module loaded, so a bad value failed worlds
+// that set up no areas at all (a world of one, TPRUN_TRANSPORT=zmq), where every other such knob is not read.
+test('TPRUN_SHM_ONE_SHOT_BYTES is read where the areas start, as the other shared-memory knobs: a world without areas runs', { timeout: 120_000 }, async () => {
+  const { spawnRanks } = await import('./helpers/spawn-ranks.js');
+  const APP = fileURLToPath(new URL('./helpers/world-app.js', import.meta.url));
+  const one = spawnSync(process.execPath, ['--input-type=module', '-e',
+    `const { initWorld } = await import(${JSON.stringify(new URL('../dist/rank/world.js', import.meta.url).href)}); const w = await initWorld(); await w.barrier(); console.log(w.size);`],
+  { env: { ...process.env, TPRUN_SHM_ONE_SHOT_BYTES: 'abc', TPRUN_SHM_MMAP: 'off' }, encoding: 'utf8' });
+  assert.equal(one.status, 0, one.stderr);
+  assert.equal(one.stdout.trim(), '1');
+  const res = await spawnRanks(2, [APP, 'hello'], { env: { TPRUN_TRANSPORT: 'zmq', TPRUN_SHM_ONE_SHOT_BYTES: 'abc', TPRUN_SHM_MMAP: 'off' }, timeoutMs: 60_000 });
+  for (const r of res) {
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).sum, 3);
+  }
+});
 
 test('a rank refuses TPRUN_BUNDLE=no where the world loads (its launcher had none)', { timeout: 120_000 }, async () => {
   // The launcher's own environment is clean; only the ranks' has the bad value, as under mpirun or srun.
