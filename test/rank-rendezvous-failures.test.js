@@ -32,3 +32,24 @@ test('a rank killed after joining the rendezvous fails rank 0 at once, naming it
   assert.doesNotMatch(res[0].stderr, /timed out|rank  /);
   for (const r of res) assert.ok(!alive(r.pid));
 });
+
+test('rank 0 killed after others joined the rendezvous fails them at once, naming it', { timeout: 120_000 }, async () => {
+  // As above, but rank 0 dies: rank 1, which has its challenge and waits for the world table, sees its
+  // connection drop. It used to wait its whole limit (120 s here, past the guard) for "no world table".
+  const res = await spawnRanks(3, [APP, 'hello'], {
+    env: { APP_TIMEOUT_MS: '120000' },
+    perRankEnv: (r) => (r === 2 ? { APP_TIMEOUT_MS: '3000' } : {}),
+    gate: async (i, procs) => {
+      if (i !== 2) return;
+      await until(() => /still waiting for rank 2 to join/.test(procs[0].stderr));
+      procs[0].proc.kill('SIGKILL');
+      await procs[0].exited;
+    },
+    timeoutMs: 60_000,
+  });
+  assert.equal(res[0].signal, 'SIGKILL');
+  assert.equal(res[1].signal, null, `rank 1 was killed by the test's guard: ${res[1].stderr}`);
+  assert.equal(res[1].code, 1, res[1].stderr);
+  assert.match(res[1].stderr, /CommError: rank 1: rank 0 at \S+ disconnected during the rendezvous \(it exited or crashed\)/);
+  for (const r of res) assert.ok(!alive(r.pid));
+});

@@ -237,6 +237,8 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
 /** After rank 0 has answered, how much longer a joining rank waits for its verdict past its own limit:
  *  rank 0's timeout names the missing ranks, which beats a bare "no world table" here. */
 const VERDICT_GRACE_MS = 3000;
+/** After rank 0's connection dropped, how long a joining rank still reads for the reason rank 0 sent. */
+const LOST_GRACE_MS = 200;
 
 async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
   // Ranks usually start before rank 0 listens (it starts at the same time, and may load more first):
@@ -249,20 +251,38 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
   let answered = false;
   let warned = o.timeoutMs <= WAIT_WARN_MS;
   const receive = receiver(sock);
+  // Rank 0's connection dropping once it has answered is rank 0 gone (a dealer would reconnect to a
+  // restarted one, which knows nothing of this rank): said at once, not at the end of the timeout. Before
+  // its answer a drop may be a handshake refused (CURVE), which the timeout reports.
+  let lost = false;
+  let onLost = () => {};
+  sock.events.on('disconnect', () => { if (answered) { lost = true; onLost(); } });
+  /** The next message within `ms`, or undefined (also at once when `untilLost` and rank 0 is gone). */
+  const within = async (ms: number, untilLost: boolean): Promise<Buffer[] | undefined> => {
+    let t: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        receive(),
+        new Promise<undefined>((res) => {
+          t = setTimeout(() => res(undefined), Math.max(0, ms));
+          if (untilLost) { if (lost) res(undefined); else onLost = () => res(undefined); }
+        }),
+      ]);
+    } finally {
+      clearTimeout(t);
+      onLost = () => {};
+    }
+  };
   const recv = async <T>(what: string, want: string, schema: z.ZodType<T>): Promise<T> => {
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0) throw new CommError(`rank ${o.rank}: no ${what} from rank 0 at ${o.connect} within ${o.timeoutMs} ms`);
       const warnIn = warned || answered ? Infinity : started + WAIT_WARN_MS - Date.now();
-      let t: NodeJS.Timeout | undefined;
-      let f: Buffer[] | undefined;
-      try {
-        f = await Promise.race([
-          receive(),
-          new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn))); }),
-        ]);
-      } finally {
-        clearTimeout(t);
+      let f = await within(Math.min(left, warnIn), true);
+      if (!f && lost) {
+        // A rank 0 that failed sent its reason (FAIL) before it closed: read it if it is on its way.
+        f = await within(LOST_GRACE_MS, false);
+        if (!f) throw new CommError(`rank ${o.rank}: rank 0 at ${o.connect} disconnected during the rendezvous (it exited or crashed)`);
       }
       if (!f) {
         if (!warned && !answered && Date.now() >= started + WAIT_WARN_MS) {
