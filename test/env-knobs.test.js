@@ -8,8 +8,9 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { CLI, runTprun } from './helpers/procs.js';
-import { onOff, oneOf, wholeNumber } from '../dist/util/env.js';
+import { jsonObject, onOff, oneOf, wholeNumber } from '../dist/util/env.js';
 
 const MODEL = fileURLToPath(new URL('../models/brown-llama-a', import.meta.url));
 let koffi = true;
@@ -83,6 +84,61 @@ for (const [name, value] of [['TPRUN_COPY_ASYNC', 'no'], ['TPRUN_KERNEL_COPY', '
   });
 }
 
+// TPRUN_WEBGPU_EP_OPTIONS went through a bare JSON.parse, on the GPU only: a SyntaxError's text without the
+// variable's name (exit 1), and on the CPU no word at all. Now: refused in one line naming it, exit 2, on
+// every device, before the engine commands start their ranks (and by EngineRunner.load, for library callers).
+test('jsonObject takes a JSON object and refuses other JSON and non-JSON naming the variable', () => {
+  assert.equal(jsonObject('J', {}), undefined);
+  assert.equal(jsonObject('J', { J: '' }), undefined);
+  assert.deepEqual(jsonObject('J', { J: '{"validationMode":"disabled"}' }), { validationMode: 'disabled' });
+  assert.throws(() => jsonObject('J', { J: '{bad' }), (/** @type {any} */ e) => e.name === 'InputError' && e.exitCode === 2 && /^J=\{bad: not JSON \(/.test(e.message));
+  for (const v of ['[1,2]', 'null', '"x"', '3', 'true']) {
+    assert.throws(() => jsonObject('J', { J: v }), (/** @type {any} */ e) => e.name === 'InputError' && e.message.startsWith(`J=${v}: not a JSON object`), v);
+  }
+});
+
+test('generate and perplexity refuse a bad TPRUN_WEBGPU_EP_OPTIONS in one line (exit 2) on any device, also as the ranks of tprun -n 2', { timeout: 240_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-knobs-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const engine = join(dir, 'engine');
+  const b = await runTprun(['build', '--model', MODEL, '--tp', '2', '--out', engine, '--max-input-len', '8', '--max-seq-len', '64', '--quiet']);
+  assert.equal(b.code, 0, b.stderr);
+  const gen = ['generate', '--engine', engine, '--input-ids', '0,1,2', '--max-new-tokens', '2', '--device', 'cpu', '--quiet'];
+  for (const value of ['{bad', '[1,2]', 'null']) {
+    const name = 'TPRUN_WEBGPU_EP_OPTIONS';
+    let r = await runTprun(gen, { env: { [name]: value } });
+    refused(r, name, value);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    r = await runTprun(['perplexity', '--engine', engine, '--window', '8', '--max-tokens', '16', '--quiet'], { env: { [name]: value } });
+    refused(r, name, value);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    refused(await runTprun(['-n', '2', '--gpus', 'none', '--', process.execPath, CLI, ...gen], { env: { [name]: value } }), name, value);
+  }
+  // A good value is taken (and, on the CPU, not used).
+  const ok = await runTprun(gen, { env: { TPRUN_WEBGPU_EP_OPTIONS: '{"validationMode":"disabled"}' } });
+  assert.equal(ok.code, 0, ok.stderr);
+});
+
+test('EngineRunner.load refuses a bad TPRUN_WEBGPU_EP_OPTIONS for a library caller, on the CPU too', { timeout: 240_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-knobs-'));
+  const saved = process.env.TPRUN_WEBGPU_EP_OPTIONS;
+  t.after(() => {
+    rmSync(dir, { recursive: true, force: true });
+    if (saved === undefined) delete process.env.TPRUN_WEBGPU_EP_OPTIONS; else process.env.TPRUN_WEBGPU_EP_OPTIONS = saved;
+  });
+  const out = join(dir, 'engine');
+  const b = await runTprun(['build', '--model', MODEL, '--tp', '1', '--out', out, '--max-input-len', '8', '--max-seq-len', '64', '--quiet']);
+  assert.equal(b.code, 0, b.stderr);
+  const { Engine } = await import('../dist/engine/engine.js');
+  const { EngineRunner } = await import('../dist/engine/runtime.js');
+  const { initWorld } = await import('../dist/rank/world.js');
+  const world = await initWorld({ env: {} });
+  process.env.TPRUN_WEBGPU_EP_OPTIONS = '[]';
+  await assert.rejects(EngineRunner.load(await Engine.fromDir(out, 0, { worldSize: 1 }), world, { device: 'cpu' }),
+    (/** @type {any} */ e) => e.name === 'InputError' && e.message.startsWith('TPRUN_WEBGPU_EP_OPTIONS=[]: not a JSON object'));
+  await world.close();
+});
+
 // Read inside the ranks (the world's shared-memory allReduce, src/rank/shm-allreduce.ts, and the world's
 // bundle loader): a tprun command running as the ranks prints the refusal as its one line and exits 2,
 // and the launcher ends the job with that code. The wasm one-exchange switch is read where the wasm plane
@@ -119,12 +175,31 @@ for (const [name, value, needsKoffi, extra] of /** @type {[string, string, boole
   // the ranks meet: a bad one threw out of a deferred callback (a stack trace, exit 1).
   ['TPRUN_SHM_MMAP', 'off', true, { TPRUN_SHM_EARLY: '1' }],
   ['TPRUN_SHM_FUTEX_US', 'abc', true, { TPRUN_SHM_EARLY: '1' }],
+  ['TPRUN_SHM_ONE_SHOT_BYTES', '32k', false, { TPRUN_SHM_EARLY: '1' }],
 ])) {
   const more = extra ? ` (with ${Object.entries(extra).map(([k, v]) => `${k}=${v}`).join(' ')})` : '';
   test(`ranks of tprun -n 2 refuse ${name}=${value}${more} in one line and the job fails`, { timeout: 120_000, skip: needsKoffi && !koffi && 'koffi (optional) is not installed' }, async () => {
     refused(await runTprun(RANK_CMD, { env: { ...extra, [name]: value } }), name, value);
   });
 }
+
+// The shared-memory knobs are read where the world's areas start (src/rank/shm-allreduce.ts memorySwitches),
+// TPRUN_SHM_ONE_SHOT_BYTES too: it was read when the world's module loaded, so a bad value failed worlds
+// that set up no areas at all (a world of one, TPRUN_TRANSPORT=zmq), where every other such knob is not read.
+test('TPRUN_SHM_ONE_SHOT_BYTES is read where the areas start, as the other shared-memory knobs: a world without areas runs', { timeout: 120_000 }, async () => {
+  const { spawnRanks } = await import('./helpers/spawn-ranks.js');
+  const APP = fileURLToPath(new URL('./helpers/world-app.js', import.meta.url));
+  const one = spawnSync(process.execPath, ['--input-type=module', '-e',
+    `const { initWorld } = await import(${JSON.stringify(new URL('../dist/rank/world.js', import.meta.url).href)}); const w = await initWorld(); await w.barrier(); console.log(w.size);`],
+  { env: { ...process.env, TPRUN_SHM_ONE_SHOT_BYTES: 'abc', TPRUN_SHM_MMAP: 'off' }, encoding: 'utf8' });
+  assert.equal(one.status, 0, one.stderr);
+  assert.equal(one.stdout.trim(), '1');
+  const res = await spawnRanks(2, [APP, 'hello'], { env: { TPRUN_TRANSPORT: 'zmq', TPRUN_SHM_ONE_SHOT_BYTES: 'abc', TPRUN_SHM_MMAP: 'off' }, timeoutMs: 60_000 });
+  for (const r of res) {
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).sum, 3);
+  }
+});
 
 test('a rank refuses TPRUN_BUNDLE=no where the world loads (its launcher had none)', { timeout: 120_000 }, async () => {
   // The launcher's own environment is clean; only the ranks' has the bad value, as under mpirun or srun.

@@ -8,6 +8,7 @@ import { ansiOn, exitOnError, rankRunOptions, parseIds, runOnRanks } from '../en
 import { Engine, engineWorldSize } from '../engine/engine.js';
 import { newTokenBudget } from '../engine/generate.js';
 import { loadRunner } from '../engine/load-runner.js';
+import { webgpuEpOptions } from '../engine/device.js';
 import { figuresLine, gatherRankFigures, percentiles, traceMemory } from '../engine/monitor.js';
 import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
@@ -83,6 +84,7 @@ const command: CommandModule<object, GenerateArgs> = {
     const eos = config.pretrained_config.eos_token_id;
     const eosIds = a['ignore-eos'] ? [] : eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
 
+    webgpuEpOptions(); // refused here, once, before any rank starts (each rank's EngineRunner.load reads it)
     await runOnRanks(engineWorldSize(config), async (world: World) => {
       if (budget.capped && world.rank === 0) {
         process.stderr.write(`tprun: note: --max-new-tokens ${a['max-new-tokens']} capped to ${budget.maxNew}: the engine's max_seq_len ${bc.max_seq_len} less the longest prompt's ${bc.max_seq_len - budget.room} tokens\n`);

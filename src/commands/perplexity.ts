@@ -8,6 +8,7 @@ import { InputError } from '../core/errors.js';
 import { exitOnError, rankRunOptions, runOnRanks } from '../engine/cli-util.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
 import { loadRunner } from '../engine/load-runner.js';
+import { webgpuEpOptions } from '../engine/device.js';
 import { figuresLine, gatherRankFigures, traceMemory } from '../engine/monitor.js';
 import { perplexity, perplexityTokens } from '../engine/perplexity.js';
 import { loadTokenizer } from '../engine/tokenizer.js';
@@ -63,6 +64,7 @@ const command: CommandModule<object, PplArgs> = {
     if (pc.bos_token_id === undefined || eos === undefined) throw new InputError(`${dir}/config.json: bos_token_id / eos_token_id missing`);
     const tokens = perplexityTokens(tok, readFileSync(file, 'utf8'), pc.bos_token_id, eos, a['max-tokens'] + 1);
     if (a.window > config.build_config.max_input_len) throw new InputError(`--window ${a.window} exceeds the engine's max_input_len ${config.build_config.max_input_len}`);
+    webgpuEpOptions(); // refused here, once, before any rank starts (each rank's EngineRunner.load reads it)
     await runOnRanks(engineWorldSize(config), async (world: World) => {
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
       const { runner } = await loadRunner(engine, world, { kernels: a.kernels, threads: a.threads, device: a.device });

@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { InferenceSession } from 'onnxruntime-node';
 import { InputError } from '../core/errors.js';
+import { jsonObject } from '../util/env.js';
 import type { World } from '../rank/types.js';
 import { deviceSelectEnv, describeGpus, GpuSpecError, hostGpus, normalPci, vulkanTarget, type HostGpu, type VulkanTarget } from '../launcher/gpus.js';
 import { traceSpan } from '../util/trace.js';
@@ -355,3 +356,12 @@ export async function agreeDevice(world: World): Promise<{ device: Device; reaso
     ? { device: 'gpu', reason: `auto: ${probers.length} adapter(s) probed, all usable` }
     : { device: 'cpu', reason: `auto: ${ok ? 'an adapter of another rank' : reason} is not usable` };
 }
+
+/**
+ * TPRUN_WEBGPU_EP_OPTIONS: the WebGPU provider's options as a JSON object (the few onnxruntime-node passes
+ * on: validationMode, *BufferCacheMode, preferredLayout), for measuring them (scripts/gpu/run.sh); read by
+ * EngineRunner.load on every device, and by the engine commands before their ranks start, so that a value
+ * spelt wrong is refused once, in one line (../util/env.ts), wherever the run would have landed.
+ */
+export const webgpuEpOptions = (env: NodeJS.ProcessEnv = process.env): Record<string, unknown> | undefined =>
+  jsonObject('TPRUN_WEBGPU_EP_OPTIONS', env);

@@ -9,7 +9,7 @@ import { traceSpan } from '../util/trace.js';
 import type { Engine } from './engine.js';
 import { rankShape, type RankShape } from './llama-graph.js';
 import { readFileSync } from 'node:fs';
-import { chooseDevice, onnxOutputNames, outputLocations, type Device, type DeviceRequest } from './device.js';
+import { chooseDevice, onnxOutputNames, outputLocations, webgpuEpOptions, type Device, type DeviceRequest } from './device.js';
 import { Mapping } from '../sharding/mapping.js';
 import { stageGroup } from './stage-comm.js';
 import { rankCores } from '../rank/affinity.js';
@@ -124,11 +124,9 @@ export class EngineRunner {
     if (world.size !== engine.worldSize) throw new Error(`engine was built for ${engine.worldSize} rank(s) but the world has ${world.size}`);
     const threads = opts.threads ?? defaultThreads();
     const spin = opts.spin ?? onOff('TPRUN_ORT_SPIN', process.env, false);
+    const epOptions = webgpuEpOptions(); // before the device is chosen: refused on every device
     const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
-    // TPRUN_WEBGPU_EP_OPTIONS: the WebGPU provider's options as JSON (the few onnxruntime-node passes on:
-    // validationMode, *BufferCacheMode, preferredLayout), for measuring them (scripts/gpu/run.sh).
-    const epJson = process.env.TPRUN_WEBGPU_EP_OPTIONS;
-    const executionProviders = choice.device === 'gpu' && epJson ? [{ name: 'webgpu', ...JSON.parse(epJson) }] : choice.executionProviders;
+    const executionProviders = choice.device === 'gpu' && epOptions ? [{ name: 'webgpu', ...epOptions }] : choice.executionProviders;
     // On the GPU the KV cache and the residual stay in GPU buffers; logits and partial sums come to the host as
     // CPU outputs (reading a 'gpu-buffer' tensor back with getData() aborts the process in onnxruntime-node 1.30).
     const gpuOut = (path: string) => choice.device === 'gpu' ? { preferredOutputLocation: outputLocations('gpu', onnxOutputNames(readFileSync(path))) } : {};

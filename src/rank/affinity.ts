@@ -46,18 +46,14 @@ export function sliceFor(cpus: number[], r: number, n: number): number[] | undef
 }
 
 /**
- * Binds this process (all its threads) to its slice unless TPRUN_BIND=none, or someone (mpirun, srun,
- * a cpuset) already narrowed it: then it is left as it is. Returns the CPUs bound to, if any.
+ * Binds this process (all its threads) to its slice of its CPUs unless TPRUN_BIND=none, or a launcher
+ * (mpirun, srun) already bound it to CPUs of its own (ownMask): then it is left as it is. A mask that
+ * is the job's as a whole (a container's or a Slurm job's cpuset, `taskset -c 0-3 mpirun --bind-to none`)
+ * is divided like the machine's. Returns the CPUs bound to, if any.
  */
 export function bindLocalRank(localRank: number, localSize: number, env: Record<string, string | undefined>): number[] | undefined {
   if (oneOf('TPRUN_BIND', ['none'], env) === 'none' || process.platform !== 'linux') return undefined;
-  const cpus = allowedCpus();
-  if (!cpus) return undefined;
-  // Already bound by a launcher: the process sees fewer CPUs than the machine has online.
-  let online: number[] | undefined;
-  try { online = parseCpuList(readFileSync('/sys/devices/system/cpu/online', 'utf8')); } catch { /* unknown */ }
-  if (online && cpus.length < online.length) return undefined;
-  const mine = sliceFor(cpus, localRank, localSize);
+  const mine = bindingFor(localRank, localSize, sourceOf(env), allowedCpus(), jobWideCpus(sourceOf(env))?.length);
   if (!mine) return undefined;
   try {
     execFileSync('taskset', ['-a', '-p', '-c', mine.join(','), String(process.pid)], { stdio: 'ignore', timeout: 5000 });
@@ -66,6 +62,65 @@ export function bindLocalRank(localRank: number, localSize: number, env: Record<
   } catch {
     return undefined; // no taskset (util-linux): run unbound
   }
+}
+
+/** The slice bindLocalRank binds to: none where the mask is the rank's own (ownMask) or too small to share. */
+export function bindingFor(localRank: number, localSize: number, source: string, cpus: number[] | undefined, jobWide: number | undefined): number[] | undefined {
+  if (!cpus || ownMask(cpus.length, jobWide ?? cpus.length, localSize, source)) return undefined;
+  return sliceFor(cpus, localRank, localSize);
+}
+
+/**
+ * Whether a rank's affinity mask of `mask` CPUs was set for that rank alone (mpirun's binding, srun
+ * --cpu-bind, a taskset per rank) rather than for its whole job, whose ranks then share it. The one rule
+ * both the binding (bindLocalRank) and the thread counts (rankCores) follow. Per rank: narrower than the
+ * CPUs the job may use (`jobWide`, jobWideCpus: its launcher's mask, else its cgroup's cpuset, else the
+ * online CPUs) and narrow enough that the node's ranks' masks fit in them side by side (mpirun -np 4
+ * --map-by slot:PE=4 on 16 cores: yes; `taskset -c 0-7 mpirun -np 4 --bind-to none` judged against the
+ * online CPUs alone: no). tprun's launcher binds no rank: under it a mask is always the whole job's
+ * (`taskset -c 0-3 tprun -n 2`).
+ */
+export function ownMask(mask: number, jobWide: number, localSize: number, source: string): boolean {
+  return source !== 'tprun' && mask < jobWide && Math.max(1, localSize) * mask <= jobWide;
+}
+
+const sourceOf = (env: NodeJS.ProcessEnv): string => {
+  try { return detectIdentity(env).source; } catch { return 'single'; } // a malformed world fails where the world starts
+};
+
+/** The variable each launcher sets for its ranks only (./identity.ts reads them): an ancestor without it
+ *  is the launcher (or something above it). */
+const RANK_VAR: Record<string, string> = { tprun: 'TPRUN_RANK', openmpi: 'OMPI_COMM_WORLD_RANK', slurm: 'SLURM_PROCID', pmi: 'PMI_RANK' };
+
+/**
+ * The affinity mask of the process that launched this rank (Open MPI's prted/orted or mpirun, MPICH's
+ * hydra proxy, slurmstepd): the nearest ancestor whose environment lacks the rank variable of `source`
+ * (a wrapper such as `sh -c` or npx between them carries it), or whose environment is not ours to read
+ * (slurmstepd runs as root). A rank whose mask is its launcher's was not bound by it; a launcher started
+ * under `taskset` has the narrowed mask too, which its ranks then share. Undefined where /proc does not
+ * tell. `root` stands in for / and `pid` for this process's parent (tests).
+ */
+export function launcherCpus(source: string, root = '', pid = process.ppid): number[] | undefined {
+  const key = RANK_VAR[source];
+  if (!key) return undefined;
+  for (let depth = 0; pid > 1 && depth < 16; depth++) {
+    let status: string;
+    try { status = readFileSync(`${root}/proc/${pid}/status`, 'utf8'); } catch { return undefined; }
+    let environ: string | undefined;
+    try { environ = readFileSync(`${root}/proc/${pid}/environ`, 'latin1'); } catch { /* another user's */ }
+    if (environ === undefined || !environ.split('\0').some((kv) => kv.startsWith(`${key}=`))) {
+      const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(status);
+      return m ? parseCpuList(m[1]) : undefined;
+    }
+    pid = Number(/^PPid:\s*(\d+)/m.exec(status)?.[1] ?? 0);
+  }
+  return undefined;
+}
+
+/** The CPUs this rank's job may use, what ownMask compares a rank's mask with: its launcher's mask where
+ *  /proc tells it, else the cgroup's cpuset or the online CPUs (jobCpus). `root` as jobCpus's (tests). */
+export function jobWideCpus(source: string, root = '', pid = process.ppid): number[] | undefined {
+  return (source === 'tprun' || source === 'single' ? undefined : launcherCpus(source, root, pid)) ?? jobCpus(root);
 }
 
 /** The CPU list in `file`, or undefined where it cannot be read. */
@@ -106,29 +161,23 @@ export function jobCpus(root = ''): number[] | undefined {
 /**
  * The cores one rank may use for its own threads, as onnxruntime's thread count divides them
  * (engine/runtime.ts defaultThreads). `mask` is the size of its affinity mask, `jobWide` the number of
- * CPUs its job could be given (jobCpus). The mask is the rank's own, used whole, when tprun bound it to its slice
- * (bindLocalRank), or when it is narrower than the job's CPUs and the local ranks' masks fit in them side
- * by side (mpirun --map-by slot:PE=4, srun --cpu-bind, a taskset per rank: 4 ranks of 4 CPUs on 16 cores,
- * where dividing again left each rank 1 thread). Otherwise it is the share among the ranks of its node,
- * which run at the same time on the same cores (unbound: TPRUN_BIND=none, more ranks than cores, or the
- * whole job narrowed to fewer CPUs than its ranks' masks would need side by side: `taskset -c 0-7` of a
- * 4-rank job on 16 cores, or any narrowed mask of a rank that tprun's launcher started). Under mpirun or
- * srun, a whole job narrowed to few enough CPUs that its masks could fit side by side (taskset -c 0-3
- * mpirun -np 2 on 16 cores) looks like a per-rank binding and is taken for one: nothing in the mask tells
- * them apart. The local size is the launcher's (./identity.ts: TPRUN_LOCAL_WORLD_SIZE,
- * Open MPI's, Slurm's, PMI's); 1 outside a world. At least 1. Here, beside the binding it reads.
+ * CPUs its job may use (jobWideCpus). The mask is the rank's own, used whole, when tprun bound it to its
+ * slice (bindLocalRank), or when a launcher bound it (ownMask: 4 ranks of 4 CPUs on 16 cores, where
+ * dividing again left each rank 1 thread). Otherwise it is the share among the ranks of its node, which
+ * run at the same time on the same cores (unbound: TPRUN_BIND=none, more ranks than cores, or a mask
+ * that is the whole job's: `taskset -c 0-7` of a 4-rank job on 16 cores, a container's cpuset). The local
+ * size is the launcher's (./identity.ts: TPRUN_LOCAL_WORLD_SIZE, Open MPI's, Slurm's, PMI's); 1 outside a
+ * world. At least 1. Here, beside the binding it reads.
  * `mask`, `bound` and `jobWide` are for tests; a `mask` given without `jobWide` is the whole machine's.
  */
 export function rankCores(env: NodeJS.ProcessEnv = process.env, mask?: number, bound = boundSlice() !== undefined, jobWide?: number): number {
   const cores = mask ?? availableParallelism();
-  jobWide ??= mask === undefined ? jobCpus()?.length ?? cores : cores;
   if (bound) return Math.max(1, cores);
   let local = 1;
   let source = 'single';
   try { ({ localSize: local, source } = detectIdentity(env)); } catch { /* a malformed world fails where the world starts */ }
   local = Math.max(1, local);
-  // tprun's launcher binds no rank (each binds itself, above): a narrower mask under it was set for the
-  // whole job (taskset -c 0-3 tprun -n 2), which the ranks share.
-  if (source !== 'tprun' && cores < jobWide && local * cores <= jobWide) return Math.max(1, cores);
+  jobWide ??= mask === undefined ? jobWideCpus(source)?.length ?? cores : cores;
+  if (ownMask(cores, jobWide, local, source)) return Math.max(1, cores);
   return Math.max(1, Math.floor(cores / local));
 }

@@ -64,14 +64,28 @@ const WAIT_WARN_MS = 10_000;
 const MAX_REFUSAL_LOGS = 50;
 /** HELLOs waiting for their AUTH; the oldest challenge is dropped beyond this (junk must not grow memory). */
 const MAX_PENDING = 256;
+/** zmq.h's draft ZMQ_ROUTER_NOTIFY and its ZMQ_NOTIFY_DISCONNECT flag. */
+const ZMQ_ROUTER_NOTIFY = 97;
+const ZMQ_NOTIFY_DISCONNECT = 2;
+/** zeromq.js has no property for ZMQ_ROUTER_NOTIFY; its option setter is open to subclasses. */
+class NotifyingRouter extends zmq.Router {
+  notifyDisconnects(): void {
+    this.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_DISCONNECT);
+  }
+}
 
 async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
   const book = await acquireAddressBook();
-  const sock = new zmq.Router({ linger: 1000, maxMessageSize: 1 << 20, zapDomain: 'tprun' });
+  const sock = new NotifyingRouter({ linger: 1000, maxMessageSize: 1 << 20, zapDomain: 'tprun' });
   if (o.curve) {
     sock.curveServer = true;
     sock.curveSecretKey = o.curve.serverSecret;
   } else sock.plainServer = true;
+  // A rank that joined and then died must fail the rendezvous at once, naming it: without a word from
+  // ZeroMQ rank 0 would wait for it until the timeout. ZMQ_ROUTER_NOTIFY (libzmq's zmq_setsockopt(3),
+  // a draft option that zeromq.js builds in) hands the ROUTER an empty message from a peer whose
+  // connection dropped. A libzmq without it leaves only the timeout, which names the ranks waited for.
+  try { sock.notifyDisconnects(); } catch { /* not built in */ }
   try {
     await sock.bind(o.bind);
   } catch (e) {
@@ -91,12 +105,14 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   let warned = o.timeoutMs <= WAIT_WARN_MS;
   let inbox: Buffer[][] = [];
   const receive = receiver(sock);
+  /** What a timeout says: the ranks that never arrived, or, once all have, those whose exchange did not. */
+  let overdue = () => `${ranks(missing())} did not arrive (never called initWorld(), or cannot reach ${o.connect})`;
 
   async function next(): Promise<Buffer[]> {
     if (inbox.length) return inbox.shift()!;
     for (;;) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new CommError(`rendezvous timed out after ${o.timeoutMs} ms at rank 0: ${ranks(missing())} did not arrive (never called initWorld(), or cannot reach ${o.connect})`);
+      if (left <= 0) throw new CommError(`rendezvous timed out after ${o.timeoutMs} ms at rank 0: ${overdue()}`);
       const warnIn = warned ? Infinity : started + WAIT_WARN_MS - Date.now();
       let t: NodeJS.Timeout | undefined;
       try {
@@ -104,7 +120,8 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
           receive(),
           new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn))); }),
         ]);
-        if (r) return r;
+        if (r && !dropped(r)) return r;
+        if (r) continue;
       } finally {
         clearTimeout(t);
       }
@@ -115,6 +132,19 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     }
   }
 
+  /** A ROUTER_NOTIFY message (the routing id, one empty frame): a joined rank's is fatal to the world;
+   *  anyone else's (a refused peer, one that left mid-handshake) only ends its pending challenge. */
+  function dropped(f: Buffer[]): boolean {
+    if (f.length !== 2 || f[1].length !== 0) return false;
+    nonces.delete(f[0].toString('hex'));
+    const r = ridOf.findIndex((x) => x && x.equals(f[0]));
+    if (r > 0) {
+      const p = peers[r];
+      throw new CommError(`rendezvous failed at rank 0: rank ${r} (${p.host}, pid ${p.pid}) disconnected after joining, before the world formed (it exited or crashed)`);
+    }
+    return true;
+  }
+
   let logged = 0;
   const refuse = async (rid: Buffer, why: string) => {
     if (logged < MAX_REFUSAL_LOGS) o.log(`tprun: rank 0 refused a connection from ${whereIs(rid)}: ${why}`);
@@ -122,6 +152,14 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     logged++;
     await sock.send([rid, 'DENY', pack({ reason: why })]).catch(() => undefined);
   };
+
+  /** The ranks that did join learn why, rather than timing out on their own with less to say. */
+  async function fail(e: Error): Promise<never> {
+    for (let r = 1; r < o.size; r++) if (ridOf[r]) await sock.send([ridOf[r], 'FAIL', pack({ reason: e.message })]).catch(() => undefined);
+    sock.close();
+    book.release();
+    throw e;
+  }
 
   let joined = 1;
   try {
@@ -157,12 +195,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     }
     for (let r = 1; r < o.size; r++) await sock.send([ridOf[r], 'WORLD', pack({ peers })]);
   } catch (e) {
-    // The ranks that did join learn why, rather than timing out on their own with less to say.
-    const why = (e as Error).message;
-    for (let r = 1; r < o.size; r++) if (ridOf[r]) await sock.send([ridOf[r], 'FAIL', pack({ reason: why })]).catch(() => undefined);
-    sock.close();
-    book.release();
-    throw e;
+    await fail(e as Error);
   }
 
   return {
@@ -173,14 +206,19 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
       let got = 1;
       const keep: Buffer[][] = [];
       const Exch = z.object({ v: schema });
-      while (got < o.size) {
-        const f = await next();
-        const r = ridOf.findIndex((x) => x && x.equals(f[0]));
-        if (r < 1 || f[1]?.toString() !== 'EXCH' || all[r] !== undefined) { keep.push(f); continue; }
-        const m = decode(Exch, f[2]);
-        if (!m.ok) throw new CommError(`rank 0: rank ${r} sent a malformed rendezvous exchange (${m.why})`);
-        all[r] = m.value.v as T;
-        got++;
+      overdue = () => `${ranks([...all.keys()].filter((r) => all[r] === undefined))} joined but sent no exchange (hung, or lost on the way)`;
+      try {
+        while (got < o.size) {
+          const f = await next();
+          const r = ridOf.findIndex((x) => x && x.equals(f[0]));
+          if (r < 1 || f[1]?.toString() !== 'EXCH' || all[r] !== undefined) { keep.push(f); continue; }
+          const m = decode(Exch, f[2]);
+          if (!m.ok) throw new CommError(`rank 0: rank ${r} sent a malformed rendezvous exchange (${m.why})`);
+          all[r] = m.value.v as T;
+          got++;
+        }
+      } catch (e) {
+        await fail(e as Error);
       }
       inbox = keep;
       for (let r = 1; r < o.size; r++) await sock.send([ridOf[r], 'EXCH', pack({ all })]);
@@ -199,6 +237,8 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
 /** After rank 0 has answered, how much longer a joining rank waits for its verdict past its own limit:
  *  rank 0's timeout names the missing ranks, which beats a bare "no world table" here. */
 const VERDICT_GRACE_MS = 3000;
+/** After rank 0's connection dropped, how long a joining rank still reads for the reason rank 0 sent. */
+const LOST_GRACE_MS = 200;
 
 async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
   // Ranks usually start before rank 0 listens (it starts at the same time, and may load more first):
@@ -211,20 +251,38 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
   let answered = false;
   let warned = o.timeoutMs <= WAIT_WARN_MS;
   const receive = receiver(sock);
+  // Rank 0's connection dropping once it has answered is rank 0 gone (a dealer would reconnect to a
+  // restarted one, which knows nothing of this rank): said at once, not at the end of the timeout. Before
+  // its answer a drop may be a handshake refused (CURVE), which the timeout reports.
+  let lost = false;
+  let onLost = () => {};
+  sock.events.on('disconnect', () => { if (answered) { lost = true; onLost(); } });
+  /** The next message within `ms`, or undefined (also at once when `untilLost` and rank 0 is gone). */
+  const within = async (ms: number, untilLost: boolean): Promise<Buffer[] | undefined> => {
+    let t: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        receive(),
+        new Promise<undefined>((res) => {
+          t = setTimeout(() => res(undefined), Math.max(0, ms));
+          if (untilLost) { if (lost) res(undefined); else onLost = () => res(undefined); }
+        }),
+      ]);
+    } finally {
+      clearTimeout(t);
+      onLost = () => {};
+    }
+  };
   const recv = async <T>(what: string, want: string, schema: z.ZodType<T>): Promise<T> => {
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0) throw new CommError(`rank ${o.rank}: no ${what} from rank 0 at ${o.connect} within ${o.timeoutMs} ms`);
       const warnIn = warned || answered ? Infinity : started + WAIT_WARN_MS - Date.now();
-      let t: NodeJS.Timeout | undefined;
-      let f: Buffer[] | undefined;
-      try {
-        f = await Promise.race([
-          receive(),
-          new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn))); }),
-        ]);
-      } finally {
-        clearTimeout(t);
+      let f = await within(Math.min(left, warnIn), true);
+      if (!f && lost) {
+        // A rank 0 that failed sent its reason (FAIL) before it closed: read it if it is on its way.
+        f = await within(LOST_GRACE_MS, false);
+        if (!f) throw new CommError(`rank ${o.rank}: rank 0 at ${o.connect} disconnected during the rendezvous (it exited or crashed)`);
       }
       if (!f) {
         if (!warned && !answered && Date.now() >= started + WAIT_WARN_MS) {

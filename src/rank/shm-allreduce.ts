@@ -127,21 +127,26 @@ export class FilePlane implements Plane {
  * The memory plane's switches, parsed in this one place and read once where a world's areas start (and once
  * before the ranks meet, with TPRUN_SHM_EARLY=1): TPRUN_SHM_MMAP (0: no koffi, the pread/pwrite plane),
  * TPRUN_SHM_WASM (0: the areas mapped, but not into the SIMD module's memory), TPRUN_SHM_WASM_ONESHOT (0:
- * short calls in JavaScript there) and TPRUN_SHM_FUTEX_US (microseconds of futex sleep; unset: the default
- * for the cores, futexNs; 0: none, and syscall(2) is not loaded). The futex knob was read twice, by two rules
- * ('00' loaded syscall for a sleep of 0), and the wasm ones at the first call rather than the world's start.
+ * short calls in JavaScript there), TPRUN_SHM_FUTEX_US (microseconds of futex sleep; unset: the default
+ * for the cores, futexNs; 0: none, and syscall(2) is not loaded) and TPRUN_SHM_ONE_SHOT_BYTES (the largest
+ * call of one exchange, ONE_SHOT_BYTES; 0: none). The futex knob was read twice, by two rules ('00' loaded
+ * syscall for a sleep of 0), the wasm ones at the first call rather than the world's start, and the
+ * one-exchange size when the module loaded: a bad value failed the world's loading itself, also for a
+ * world of one or one without shared memory.
  */
 export interface MemorySwitches {
   mmap: boolean;
   wasm: boolean;
   wasmOneShot: boolean;
   futexUs?: number;
+  oneShotBytes: number;
 }
 const memorySwitches = (env: NodeJS.ProcessEnv = process.env): MemorySwitches => ({
   mmap: onOff('TPRUN_SHM_MMAP', env),
   wasm: onOff('TPRUN_SHM_WASM', env),
   wasmOneShot: onOff('TPRUN_SHM_WASM_ONESHOT', env),
   futexUs: wholeNumber('TPRUN_SHM_FUTEX_US', undefined, env),
+  oneShotBytes: wholeNumber('TPRUN_SHM_ONE_SHOT_BYTES', ONE_SHOT_BYTES, env),
 });
 
 /** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0; syscall(2) for the futex calls, unless TPRUN_SHM_FUTEX_US=0. */
@@ -199,7 +204,7 @@ export function mapPlane(me: number, fds: number[], offs: number[], len: number,
     return undefined;
   }
   if (sw.wasm) {
-    const w = wasmPlane(libc, me, fds, offs, len, step, sw.wasmOneShot);
+    const w = wasmPlane(libc, me, fds, offs, len, step, sw.wasmOneShot, sw.oneShotBytes);
     if (w) return w;
   }
   return anyPlane(libc, me, fds, offs, len);
@@ -211,7 +216,7 @@ export function mapPlane(me: number, fds: number[], offs: number[], len: number,
  * plane proves itself before use (a word stored through the arena must be what the file holds), else
  * the arena's own pages come back and the caller takes the next plane.
  */
-function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number, step: number, wasmOneShot: boolean): Plane | undefined {
+function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number, step: number, wasmOneShot: boolean, oneShotBytes: number): Plane | undefined {
   const arena = SimdArena.create();
   if (!arena) return undefined;
   const R = fds.length;
@@ -220,7 +225,7 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
   const scratch = 0;
   const stage = roundUp(step, 65536);
   // (As big as the largest call that fits one exchange; none where TPRUN_SHM_ONE_SHOT_BYTES is 0.)
-  const heads = roundUp(stage + roundUp(ONE_SHOT_BYTES > 0 ? Math.min(step, ONE_SHOT_BYTES) : 0, 16), 65536);
+  const heads = roundUp(stage + roundUp(oneShotBytes > 0 ? Math.min(step, oneShotBytes) : 0, 16), 65536);
   const at = fds.map((_, r) => heads + R * PAGE + r * stride);
   const total = heads + R * PAGE + R * stride;
   let mem: ArrayBuffer;
@@ -391,16 +396,20 @@ export class ShmAllReduce {
   /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
   private readonly futexNs: number;
   private readonly everyEarly: boolean;
+  /** The largest call of one exchange (TPRUN_SHM_ONE_SHOT_BYTES, no more than a step). */
+  private readonly oneShotMax: number;
   /** How long spin() waits on a counter before block() (TPRUN_SHM_SPIN_NS), checked when the world starts. */
   private readonly spinNs: bigint;
   /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
   rung = 0;
 
   /** `everyEarly`: every rank advertised TPRUN_SHM_EARLY=1 at rendezvous (ArInfo.early), so all of them run
-   *  warm's exchange. `futexUs`: TPRUN_SHM_FUTEX_US as read where the world's areas start (memorySwitches). */
+   *  warm's exchange. `futexUs`, `oneShotBytes`: TPRUN_SHM_FUTEX_US and TPRUN_SHM_ONE_SHOT_BYTES as read where
+   *  the world's areas start (memorySwitches). */
   constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps,
-    { everyEarly = false, futexUs }: { everyEarly?: boolean; futexUs?: number } = {}) {
+    { everyEarly = false, futexUs, oneShotBytes = ONE_SHOT_BYTES }: { everyEarly?: boolean; futexUs?: number; oneShotBytes?: number } = {}) {
     this.everyEarly = everyEarly;
+    this.oneShotMax = Math.min(oneShotBytes, step);
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
     this.futexNs = futexNs(deps.oversubscribed, futexUs);
     this.spinNs = spinNs();
@@ -488,7 +497,7 @@ export class ShmAllReduce {
   }
 
   private fitsOneShot(buf: CommArray): boolean {
-    return buf.byteLength <= Math.min(ONE_SHOT_BYTES, this.step);
+    return buf.byteLength <= this.oneShotMax;
   }
 
   /** A call starts: close() leaves the mapping to it until settle(). */
@@ -1018,7 +1027,7 @@ const nameOf = (n: Named) => (typeof n === 'string' ? n : n.what);
  * 16 KiB (0.53-0.62x Open MPI's median call against 1.0x pipelined at 8 KiB), even at 32 KiB, and behind
  * from 48 KiB (0.81-0.86x against 0.63-0.67x) and 64 KiB (0.68-0.91x against 0.53-0.63x).
  */
-const ONE_SHOT_BYTES = wholeNumber('TPRUN_SHM_ONE_SHOT_BYTES', 32 * 1024);
+const ONE_SHOT_BYTES = 32 * 1024;
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
 /** Loads of the peers' counters the wasm one-exchange call makes before it hands a wait to the
@@ -1085,7 +1094,7 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
       const s = new ShmAllReduce(me, peers.length, () => {
         prefaultArea(ownFd, offs[me], areaBytes(step), sw.mmap);
         return mapPlane(me, fds, offs, areaBytes(step), step, sw) ?? new FilePlane(me, fds, offs);
-      }, step, deps, { everyEarly, futexUs: sw.futexUs });
+      }, step, deps, { everyEarly, futexUs: sw.futexUs, oneShotBytes: sw.oneShotBytes });
       if (earlySetUp()) s.prepare();
       return s;
     },

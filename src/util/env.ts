@@ -29,3 +29,18 @@ export function wholeNumber<D extends number | undefined>(name: string, dflt: D,
   if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InputError(`${name}=${v}: not a whole number >= 0`);
   return n;
 }
+
+/** A JSON object (unset or empty: undefined); text that is not JSON, or JSON that is not an object (an
+ *  array, a string, null), is refused in one line naming the variable rather than thrown as a SyntaxError. */
+export function jsonObject(name: string, env: NodeJS.ProcessEnv = process.env): Record<string, unknown> | undefined {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  let o: unknown;
+  try {
+    o = JSON.parse(v);
+  } catch (e) {
+    throw new InputError(`${name}=${v}: not JSON (${(e as Error).message})`);
+  }
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new InputError(`${name}=${v}: not a JSON object ({"key": value, ...})`);
+  return o as Record<string, unknown>;
+}

@@ -1,0 +1,91 @@
+// Whether a rank's CPU mask is its own (a launcher bound it) or its whole job's (a container's or Slurm
+// job's cpuset, a launcher started under taskset): one rule (rank/affinity.ts ownMask) for both the
+// binding (bindLocalRank) and the thread counts (rankCores). Before it, bindLocalRank compared the mask
+// with the ONLINE CPUs: inside a cpuset container tprun never bound its ranks, and under mpirun a whole
+// job narrowed by taskset read as bound per rank. CPU lists, cgroup files and /proc are injected.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { bindLocalRank, bindingFor, jobWideCpus, launcherCpus, ownMask } from '../dist/rank/affinity.js';
+import { defaultThreads } from '../dist/engine/runtime.js';
+
+const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+const ompi = (r, size) => ({ OMPI_COMM_WORLD_RANK: String(r), OMPI_COMM_WORLD_SIZE: String(size), OMPI_COMM_WORLD_LOCAL_RANK: String(r), OMPI_COMM_WORLD_LOCAL_SIZE: String(size) });
+const tprun = (r, size) => ({ TPRUN_RANK: String(r), TPRUN_WORLD_SIZE: String(size), TPRUN_LOCAL_RANK: String(r), TPRUN_LOCAL_WORLD_SIZE: String(size) });
+
+function fakeRoot(t) {
+  const root = mkdtempSync(join(tmpdir(), 'tprun-affinity-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const put = (rel, text) => { mkdirSync(dirname(join(root, rel)), { recursive: true }); writeFileSync(join(root, rel), text); };
+  const proc = (pid, ppid, cpus, env) => {
+    put(`proc/${pid}/status`, `Name:\tx\nPPid:\t${ppid}\nCpus_allowed_list:\t${cpus}\n`);
+    if (env) put(`proc/${pid}/environ`, Object.entries(env).map(([k, v]) => `${k}=${v}\0`).join(''));
+  };
+  return { root, put, proc };
+}
+
+test('ownMask: narrower than the job\'s CPUs and the node\'s masks fit side by side; never under tprun', () => {
+  // A container's cpuset of 4 CPUs on a 16-CPU host: the job's CPUs are those 4, not the online 16.
+  assert.equal(ownMask(4, 4, 2, 'openmpi'), false);
+  assert.equal(ownMask(4, 4, 2, 'tprun'), false);
+  // mpirun -np 4 --map-by slot:PE=4 on 16 cores.
+  assert.equal(ownMask(4, 16, 4, 'openmpi'), true);
+  // taskset -c 0-3 mpirun -np 2 --bind-to none on 16 cores: against its launcher's mask (0-3), the job's.
+  assert.equal(ownMask(4, 4, 2, 'openmpi'), false);
+  // A whole job narrowed further than its ranks' masks could fit side by side.
+  assert.equal(ownMask(8, 16, 4, 'slurm'), false);
+  // tprun's launcher binds no rank: a narrower mask under it is the whole job's (taskset -c 0-3 tprun -n 2).
+  assert.equal(ownMask(4, 16, 2, 'tprun'), false);
+});
+
+test('bindingFor: a container\'s or a whole job\'s mask is divided; a launcher\'s per-rank mask is left alone', () => {
+  // docker --cpuset-cpus=0-3 on a 16-CPU host, tprun -n 2: each rank gets its half (before: left unbound).
+  assert.deepEqual(bindingFor(0, 2, 'tprun', range(0, 3), 4), [0, 1]);
+  assert.deepEqual(bindingFor(1, 2, 'tprun', range(0, 3), 4), [2, 3]);
+  // taskset -c 4-7 mpirun -np 2 --bind-to none: the launcher's mask is 4-7 too; the ranks split it.
+  assert.deepEqual(bindingFor(1, 2, 'openmpi', range(4, 7), 4), [6, 7]);
+  // mpirun bound each rank to 4 of 16 cores: kept.
+  assert.equal(bindingFor(1, 4, 'openmpi', range(4, 7), 16), undefined);
+  // The job's CPUs unknown: the mask is taken as the job's.
+  assert.deepEqual(bindingFor(0, 2, 'openmpi', range(0, 3), undefined), [0, 1]);
+  assert.equal(bindingFor(0, 2, 'tprun', undefined, 4), undefined, 'no mask known: nothing to bind');
+  assert.equal(bindingFor(0, 4, 'tprun', [0, 1], 2), undefined, 'more ranks than CPUs: left unbound');
+});
+
+test('rankCores (defaultThreads) follows the same rule: a container\'s cpuset is shared, a launcher\'s per-rank mask kept', () => {
+  assert.equal(defaultThreads(tprun(0, 2), 4, false, 4), 2, 'tprun -n 2 in a 4-CPU container');
+  assert.equal(defaultThreads(ompi(0, 2), 4, false, 4), 2, 'taskset -c 0-3 mpirun -np 2 --bind-to none');
+  assert.equal(defaultThreads(ompi(0, 4), 4, false, 16), 4, 'mpirun --map-by slot:PE=4');
+});
+
+test('launcherCpus: the mask of the nearest ancestor without the rank variable (wrappers skipped; another user\'s process is the launcher)', (t) => {
+  const { root, proc } = fakeRoot(t);
+  // rank (parent 30: sh -c wrapper with the rank's variables) -> 20: prted, narrowed by taskset -> 1.
+  proc(30, 20, '0-15', { ...ompi(0, 2), PATH: '/bin' });
+  proc(20, 1, '0-3', { PATH: '/bin' });
+  assert.deepEqual(launcherCpus('openmpi', root, 30), range(0, 3));
+  // slurmstepd is root's: its environment cannot be read, its status can.
+  proc(40, 1, '8-11');
+  assert.deepEqual(launcherCpus('slurm', root, 40), range(8, 11));
+  assert.equal(launcherCpus('openmpi', root, 99), undefined, 'no such process');
+  assert.equal(launcherCpus('single', root, 30), undefined, 'no launcher outside a world');
+});
+
+test('jobWideCpus: the launcher\'s mask, else the cgroup\'s cpuset, else the online CPUs', (t) => {
+  const { root, put, proc } = fakeRoot(t);
+  put('sys/devices/system/cpu/online', '0-15\n');
+  put('proc/self/cgroup', '0::/docker/abc\n');
+  put('sys/fs/cgroup/docker/abc/cpuset.cpus.effective', '0-7\n');
+  proc(20, 1, '0-3', {});
+  assert.deepEqual(jobWideCpus('openmpi', root, 20), range(0, 3));
+  assert.deepEqual(jobWideCpus('openmpi', root, 99), range(0, 7), 'launcher unknown: the cgroup');
+  assert.deepEqual(jobWideCpus('tprun', root, 20), range(0, 7), 'tprun binds no rank: the cgroup');
+  rmSync(join(root, 'sys/fs/cgroup'), { recursive: true });
+  assert.deepEqual(jobWideCpus('tprun', root, 20), range(0, 15), 'no cpuset: the online CPUs');
+});
+
+test('TPRUN_BIND=none binds nothing', () => {
+  assert.equal(bindLocalRank(0, 2, { ...tprun(0, 2), TPRUN_BIND: 'none' }), undefined);
+});

@@ -1,0 +1,55 @@
+// A rank that joined the rendezvous and died before the world formed: rank 0 names it, at once. It used
+// to wait the whole timeout and then say "rank  did not arrive" (an empty list: every rank had joined,
+// the one it waited for was dead). Real ranks, no launcher (the launcher would end the job itself).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { spawnRanks } from './helpers/spawn-ranks.js';
+
+const APP = fileURLToPath(new URL('./helpers/world-app.js', import.meta.url));
+const alive = (pid) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+const until = async (f) => { while (!f()) await new Promise((r) => setTimeout(r, 50)); };
+
+test('a rank killed after joining the rendezvous fails rank 0 at once, naming it', { timeout: 120_000 }, async () => {
+  // Rank 0's warning that only rank 2 is still missing is the sign that rank 1 has joined; rank 1 is then
+  // killed, and rank 2 started only after that. The world's own limit (120 s) is past the test's guard
+  // (60 s): a rank 0 that waited for it is killed by the guard and the test fails.
+  const res = await spawnRanks(3, [APP, 'hello'], {
+    env: { APP_TIMEOUT_MS: '120000' },
+    perRankEnv: (r) => (r === 2 ? { APP_TIMEOUT_MS: '5000' } : {}),
+    gate: async (i, procs) => {
+      if (i !== 2) return;
+      await until(() => /still waiting for rank 2 to join/.test(procs[0].stderr));
+      procs[1].proc.kill('SIGKILL');
+      await procs[1].exited;
+    },
+    timeoutMs: 60_000,
+  });
+  assert.equal(res[1].signal, 'SIGKILL');
+  assert.equal(res[0].signal, null, `rank 0 was killed by the test's guard: ${res[0].stderr}`);
+  assert.equal(res[0].code, 1, res[0].stderr);
+  assert.match(res[0].stderr, new RegExp(`CommError: rendezvous failed at rank 0: rank 1 \\(.*, pid ${res[1].pid}\\) disconnected after joining, before the world formed`));
+  assert.doesNotMatch(res[0].stderr, /timed out|rank  /);
+  for (const r of res) assert.ok(!alive(r.pid));
+});
+
+test('rank 0 killed after others joined the rendezvous fails them at once, naming it', { timeout: 120_000 }, async () => {
+  // As above, but rank 0 dies: rank 1, which has its challenge and waits for the world table, sees its
+  // connection drop. It used to wait its whole limit (120 s here, past the guard) for "no world table".
+  const res = await spawnRanks(3, [APP, 'hello'], {
+    env: { APP_TIMEOUT_MS: '120000' },
+    perRankEnv: (r) => (r === 2 ? { APP_TIMEOUT_MS: '3000' } : {}),
+    gate: async (i, procs) => {
+      if (i !== 2) return;
+      await until(() => /still waiting for rank 2 to join/.test(procs[0].stderr));
+      procs[0].proc.kill('SIGKILL');
+      await procs[0].exited;
+    },
+    timeoutMs: 60_000,
+  });
+  assert.equal(res[0].signal, 'SIGKILL');
+  assert.equal(res[1].signal, null, `rank 1 was killed by the test's guard: ${res[1].stderr}`);
+  assert.equal(res[1].code, 1, res[1].stderr);
+  assert.match(res[1].stderr, /CommError: rank 1: rank 0 at \S+ disconnected during the rendezvous \(it exited or crashed\)/);
+  for (const r of res) assert.ok(!alive(r.pid));
+});
