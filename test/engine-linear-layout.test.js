@@ -79,4 +79,15 @@ test('the WGSL kernels read both layouts into the same rows: identical tokens an
     assert.deepEqual(a[i].new_ids, b[i].new_ids, `prompt ${i}: tokens`);
     assert.deepEqual(a[i].last_prompt_logits, b[i].last_prompt_logits, `prompt ${i}: logits`);
   });
+  // onnxruntime's WebGPU provider has no FusedMatMul: a CPU-built engine there says its linears stay on the CPU, once.
+  const layers = JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8')).num_hidden_layers;
+  const ort = async (e) => {
+    const r = await tprun(['generate', '--engine', e, '--device', 'gpu', '--kernels', 'ort', '--max-new-tokens', '1', '--input-ids', REF.prompts[0].input_ids.join(',')], LONG);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stderr;
+  };
+  const note = (await ort(cpu)).split('\n').filter((l) => l.includes('was built for the CPU'));
+  assert.equal(note.length, 1, 'one note');
+  assert.match(note[0], new RegExp(`its ${5 * layers + 1} float linears \\(FusedMatMul\\) run on onnxruntime's CPU provider under WebGPU; rebuild it with --device gpu`));
+  assert.doesNotMatch(await ort(gpu), /built for the CPU/);
 });

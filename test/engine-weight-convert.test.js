@@ -177,3 +177,37 @@ test('lazily read tensors (build --model) are read once, from the checkpoint, an
   }
   useSimd(true);
 });
+
+test('SIMD map: rounds of four in-range vectors, a lane out of range at every position, tails, in place', async () => {
+  const { chunkBuffers } = await import('../dist/engine/weight-convert.js');
+  // In range: bf16 exponents 118..121 (float16 normals), float16 finite non-NaN; out: specials of each kind.
+  const inRange = { bfloat16: (i) => ((i * 7919) & 0x807f) | ((118 + (i % 4)) << 7), float16: (i) => (i * 7919) & 0x7bff };
+  const specials = { bfloat16: [0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc1, 0x0001, 0x3800, 0x4780, 0x477f], float16: [0x7c00, 0xfc00, 0x7e01, 0xfd00, 0x0000, 0x0001] };
+  const { bufs: [inside], release } = chunkBuffers(1, 2 * 8 * 40);
+  try {
+    for (const dtype of ['bfloat16', 'float16']) {
+      for (let k = 8; k <= 40; k++) {
+        const n = 8 * k;
+        // One clean case (every round takes the arithmetic branch), then a special lane at each of a round's 32 positions.
+        for (let p = -1; p < 32; p++) {
+          const w = new Uint16Array(n);
+          for (let i = 0; i < n; i++) w[i] = inRange[dtype](i + k);
+          if (p >= 0) for (let i = p; i < n; i += 32) w[i] = specials[dtype][(i + k) % specials[dtype].length];
+          const t = tensorOf(dtype, [1, n], w);
+          useSimd(false);
+          const want = materialize(engineWeight(t, 'float16')).data;
+          useSimd(true);
+          const got = materialize(engineWeight(t, 'float16')).data;
+          assert.deepEqual(got, want, `${dtype} n=${n} special at ${p}`);
+          // Converted in place inside the SIMD memory (the destination is where the source is staged).
+          const d = inside.subarray(0, 2 * n);
+          engineWeight(t, 'float16').fill(d, 0, 1);
+          assert.deepEqual(new Uint8Array(d), want, `${dtype} n=${n} special at ${p}, in place`);
+        }
+      }
+    }
+  } finally {
+    useSimd(true);
+    release();
+  }
+});

@@ -85,7 +85,7 @@ const command: CommandModule<object, BenchArgs> = {
           for (const tp of a.tp) {
             const out = join(tmp, `tp${tp}-pp${pp}`);
             await execa(process.execPath, [CLI, 'build', '--model', a.model, '--tp', String(tp), '--pp', String(pp), '--out', out,
-              '--max-seq-len', String(a['max-seq-len']), '--dtype', a.dtype, ...(a.device && a.device !== 'auto' ? ['--device', a.device] : [])], { stdio: ['ignore', 'ignore', 'inherit'] });
+              '--max-seq-len', String(a['max-seq-len']), '--dtype', a.dtype, ...(a.device ? ['--device', a.device] : [])], { stdio: ['ignore', 'ignore', 'inherit'] });
             engines.push(out);
           }
         }

@@ -126,6 +126,7 @@ export class EngineRunner {
     const spin = opts.spin ?? onOff('TPRUN_ORT_SPIN', process.env, false);
     const epOptions = webgpuEpOptions(); // before the device is chosen: refused on every device
     const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
+    if (choice.device === 'gpu' && world.rank === 0) await noteCpuLinears(engine);
     const executionProviders = choice.device === 'gpu' && epOptions ? [{ name: 'webgpu', ...epOptions }] : choice.executionProviders;
     // On the GPU the KV cache and the residual stay in GPU buffers; logits and partial sums come to the host as
     // CPU outputs (reading a 'gpu-buffer' tensor back with getData() aborts the process in onnxruntime-node 1.30).
@@ -300,4 +301,17 @@ function sliceCols(a: Float32Array, rows: number, width: number, keep: number): 
   const out = new Float32Array(rows * keep);
   for (let i = 0; i < rows; i++) out.set(a.subarray(i * width, i * width + keep), i * keep);
   return out;
+}
+
+/**
+ * An engine built for the CPU keeps its float linears as FusedMatMul (linear.ts), which onnxruntime's WebGPU
+ * provider lacks: they run on the CPU provider, with copies to and from the GPU around each. Correct, but a
+ * user who asked for the GPU should hear it once (rank 0) rather than find it in a profile.
+ */
+async function noteCpuLinears(engine: Engine): Promise<void> {
+  if (engine.config.build_config.device !== 'cpu') return;
+  const { engineGraph } = await import('./wgsl/engine-weights.js');
+  const segments = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));
+  const n = engineGraph(segments).nodes.filter((x) => x.op === 'FusedMatMul').length;
+  if (n) process.stderr.write(`tprun: note: ${engine.dir ?? 'this engine'} was built for the CPU: its ${n} float linears (FusedMatMul) run on onnxruntime's CPU provider under WebGPU; rebuild it with --device gpu to run them on the GPU\n`);
 }
