@@ -5,7 +5,7 @@
 // kernels read either layout into the same GPU rows.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, readdirSync, readFileSync, mkdirSync, symlinkSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -18,9 +18,9 @@ let dir;
 before(() => { dir = mkdtempSync(join(tmpdir(), 'tprun-layout-')); });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-async function build(name, args) {
+async function build(name, args, model = MODEL) {
   const out = join(dir, name);
-  const r = await tprun(['build', '--model', MODEL, ...args, '--out', out, '--max-seq-len', '128', '--max-input-len', '64'], LONG);
+  const r = await tprun(['build', '--model', model, ...args, '--out', out, '--max-seq-len', '128', '--max-input-len', '64'], LONG);
   assert.equal(r.code, 0, r.stderr);
   return out;
 }
@@ -90,4 +90,35 @@ test('the WGSL kernels read both layouts into the same rows: identical tokens an
   assert.equal(note.length, 1, 'one note');
   assert.match(note[0], new RegExp(`its ${5 * layers + 1} float linears \\(FusedMatMul\\) run on onnxruntime's CPU provider under WebGPU; rebuild it with --device gpu`));
   assert.doesNotMatch(await ort(gpu), /built for the CPU/);
+});
+
+test('tied embeddings: a CPU engine stores the [V, H] table once for the gather and the lm_head, with the logits of one that stores it twice', async () => {
+  // brown-llama-a with tie_word_embeddings: its lm_head is read from the embedding table.
+  const tied = join(dir, 'tied-model');
+  mkdirSync(tied);
+  for (const f of readdirSync(MODEL)) if (f !== 'config.json') symlinkSync(join(MODEL, f), join(tied, f));
+  const cfg = JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8'));
+  writeFileSync(join(tied, 'config.json'), JSON.stringify({ ...cfg, tie_word_embeddings: true }));
+  const tableBytes = cfg.vocab_size * cfg.hidden_size * 2;
+  /** @type {{ tp: number, extra: string[], shared: boolean }[]} */
+  const cases = [{ tp: 1, extra: [], shared: true }, { tp: 2, extra: ['--parallel-embedding'], shared: true }, { tp: 2, extra: [], shared: false }];
+  for (const { tp, extra, shared } of cases) {
+    const cpu = await build(`tied-cpu-${tp}${extra.join('')}`, ['--dtype', 'float16', '--tp', String(tp), ...extra], tied);
+    const gpu = await build(`tied-gpu-${tp}${extra.join('')}`, ['--dtype', 'float16', '--tp', String(tp), ...extra, '--device', 'gpu'], tied);
+    for (let r = 0; r < tp; r++) {
+      const ext = (g, n) => { const t = g.tensors.get(n); assert.ok(t?.external, `${n}: in the weight file`); return t.external; };
+      const g = rankGraph(cpu, r);
+      const [emb, head] = [ext(g, 'transformer.vocab_embedding.weight'), ext(g, 'lm_head.weight')];
+      if (shared) assert.deepEqual(head, emb, `rank ${r}: the lm_head is the embedding's bytes`);
+      else assert.notEqual(head.offset, emb.offset, `rank ${r}: a replicated table and a vocab-parallel lm_head differ`);
+      // The GPU engine stores the lm_head transposed, apart: this one is smaller by one slot exactly where shared.
+      const size = (e) => statSync(join(e, `rank${r}`, 'weights.bin')).size;
+      if (shared) assert.ok(size(gpu) - size(cpu) >= tableBytes / tp, `rank ${r}: ${size(gpu)} vs ${size(cpu)} bytes`);
+    }
+    const [a, b] = [await generate(cpu, ['--device', 'cpu']), await generate(gpu, ['--device', 'cpu'])];
+    REF.prompts.forEach((_, i) => {
+      assert.deepEqual(a[i].new_ids, b[i].new_ids, `tp ${tp}${extra}: prompt ${i}: tokens`);
+      assert.deepEqual(a[i].last_prompt_logits, b[i].last_prompt_logits, `tp ${tp}${extra}: prompt ${i}: logits`);
+    });
+  }
 });

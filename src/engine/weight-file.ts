@@ -73,6 +73,8 @@ interface Entry { name: string; offset: number; length: number; data?: Uint8Arra
 export class WeightFile {
   private entries: Entry[] = [];
   private byName = new Map<string, ExternalRef>();
+  /** Slots by the key of the bytes they hold (DeferredTensor.same): a tied lm_head shares the embedding's. */
+  private bySame = new Map<string, ExternalRef>();
   size = 0;
   /** Bytes of tensor data (the file less its alignment padding). */
   dataBytes = 0;
@@ -89,11 +91,18 @@ export class WeightFile {
   add(name: string, data: Uint8Array | DeferredTensor): ExternalRef {
     const known = this.byName.get(name);
     if (known) return known;
+    const same = data instanceof Uint8Array ? undefined : data.same;
+    const twin = same === undefined ? undefined : this.bySame.get(same);
+    if (twin) {
+      this.byName.set(name, twin);
+      return twin;
+    }
     const length = isDeferred(data as Tensor | DeferredTensor) ? (data as DeferredTensor).byteLength : (data as Uint8Array).length;
     const offset = Math.ceil(this.size / WEIGHT_ALIGN) * WEIGHT_ALIGN;
     const ref = { location: this.location, offset, length };
     this.entries.push(data instanceof Uint8Array ? { name, offset, length, data } : { name, offset, length, deferred: data as DeferredTensor });
     this.byName.set(name, ref);
+    if (same !== undefined) this.bySame.set(same, ref);
     this.size = offset + length;
     this.dataBytes += length;
     const origin = (data as DeferredTensor).job?.origin;
