@@ -6,6 +6,7 @@
 #   there, carry [".device/mpi.tgz"]:       bash scripts/gpu/mpi-launch.sh stash
 #   then (after adapters.sh's stash calls), carry [".device/adp4", "dist"]:
 #                                           export OUT; bash scripts/gpu/adapters.sh exec bash scripts/gpu/mpi-launch.sh run
+# `quiet2` instead of `run`: bench launch -n 4 and bench comm pinned to two idle cores (taskset -c 0,1).
 # (the tracked tree, adp4, dist and mpi.tgz together pass the device tool's 64 MiB: hence the separate stash)
 set -uo pipefail
 root=$(git rev-parse --show-toplevel 2>/dev/null || pwd); cd "$root"
@@ -22,14 +23,23 @@ case ${1:-} in
     find "$r" -name '*.a' -delete
     mkdir -p .device && tar -C "$r" -cJf .device/mpi.tgz . && rm -rf "$d" "$r" && ls -la .device/mpi.tgz ;;
   stash) mkdir -p /tmp/mpi && tar -C /tmp/mpi -xJf .device/mpi.tgz ;;
-  run)
+  run|quiet2)
     [ -x /tmp/mpi/usr/bin/python3.11 ] || { echo "no /tmp/mpi: run 'stash' with .device/mpi.tgz first" >&2; exit 1; }
     mkdir -p /tmp/mpi/bin && ln -sf /tmp/mpi/usr/bin/mpirun.openmpi /tmp/mpi/bin/mpirun
     export PATH=/tmp/mpi/bin:$PATH LD_LIBRARY_PATH=/tmp/mpi/usr/lib/x86_64-linux-gnu:/tmp/mpi/usr/lib/x86_64-linux-gnu/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
       OPAL_PREFIX=/tmp/mpi/usr PYTHONHOME=/tmp/mpi/usr PYTHONPATH=/tmp/mpi/usr/lib/python3/dist-packages
     OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
+    py=/tmp/mpi/usr/bin/python3.11
+    if [ "$1" = quiet2 ]; then
+      # The 2-core rows of issue 14 without the shared machine's load: two of this host's idle cores.
+      for r in $(seq "${LAUNCH_ROUNDS:-2}"); do
+        taskset -c 0,1 node dist/cli.js bench launch -n 4 --reps 7 --python "$py" --json 2>>"$OUT/quiet2.log" | tee -a "$OUT/quiet2-launch.jsonl"
+        taskset -c 0,1 node dist/cli.js bench comm --rounds 5 --fresh 100 --python "$py" --json 2>>"$OUT/quiet2.log" | tee -a "$OUT/quiet2-comm.jsonl"
+      done
+      exit 0
+    fi
     for n in ${LAUNCH_RANKS:-4 8}; do for r in $(seq "${LAUNCH_ROUNDS:-2}"); do
-      node dist/cli.js bench launch -n "$n" --reps 7 --python /tmp/mpi/usr/bin/python3.11 --json 2>>"$OUT/launch.log" | tee -a "$OUT/launch.jsonl"
+      node dist/cli.js bench launch -n "$n" --reps 7 --python "$py" --json 2>>"$OUT/launch.log" | tee -a "$OUT/launch.jsonl"
     done; done ;;
-  *) echo "usage: bash scripts/gpu/mpi-launch.sh pack|stash|run" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/gpu/mpi-launch.sh pack|stash|run|quiet2" >&2; exit 2 ;;
 esac

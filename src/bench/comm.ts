@@ -18,6 +18,7 @@ interface Args {
   mpi: boolean;
   rounds: number;
   fresh: number;
+  python: string;
 }
 
 export interface CommResult {
@@ -170,12 +171,12 @@ for k, (nbytes, iters) in enumerate(json.loads(sys.argv[1])):
         print(json.dumps({"op": "allreduce", "bytes": nbytes, "ranks": R, "us": round(best, 3), "busGBps": round(bus, 3), "p50us": round(p50, 3), "impl": "openmpi", **first}), flush=True)
 `;
 
-async function measureOpenMpi(n: number, sizes: number[], fresh: number): Promise<CommResult[] | string> {
+async function measureOpenMpi(n: number, sizes: number[], fresh: number, python: string): Promise<CommResult[] | string> {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-bench-comm-'));
   try {
     const script = join(dir, 'allreduce.py');
     writeFileSync(script, MPI_SCRIPT);
-    const r = await execa('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(n), '/usr/bin/python3', script,
+    const r = await execa('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(n), python, script,
       JSON.stringify(sizes.map((b) => [b, itersFor(b)])), JSON.stringify(freshWindows(fresh))], { reject: false, timeout: 600_000 });
     if (r.exitCode !== 0) return `mpirun failed (${r.exitCode ?? r.signal}): ${(r.stderr || r.stdout || String(r.message)).split('\n').slice(-3).join(' ')}`;
     return r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as CommResult);
@@ -195,7 +196,8 @@ const command: CommandModule<object, Args> = {
     .option('mpi', { type: 'boolean', default: true, describe: 'also run Open MPI (--no-mpi to skip)' })
     .option('rounds', { type: 'number', default: 3, describe: 'tprun and Open MPI runs, alternating; figures are medians over them' })
     .option('json', { type: 'boolean', default: false, describe: 'JSON lines only (no launcher progress)' })
-    .option('fresh', { type: 'number', default: 0, describe: "also time the first N calls of the first size, before any warm-up: what a fresh process's first calls get (medians per window of calls)" }) as never,
+    .option('fresh', { type: 'number', default: 0, describe: "also time the first N calls of the first size, before any warm-up: what a fresh process's first calls get (medians per window of calls)" })
+    .option('python', { type: 'string', default: '/usr/bin/python3', describe: 'the Python whose mpi4py mpirun runs (as bench launch)' }) as never,
   handler: async (a) => {
     let sizes: number[];
     try {
@@ -230,7 +232,7 @@ const command: CommandModule<object, Args> = {
         await runDistributed(a.n, body, { quiet: a.json });
         mine.push(JSON.parse(readFileSync(file, 'utf8')) as CommResult[]);
         if (a.mpi && !mpiError) {
-          const r = await measureOpenMpi(a.n, sizes, a.fresh);
+          const r = await measureOpenMpi(a.n, sizes, a.fresh, a.python);
           if (typeof r === 'string') mpiError = r;
           else ref.push(r);
         }
