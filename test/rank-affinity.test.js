@@ -73,6 +73,16 @@ test('launcherCpus: the mask of the nearest ancestor without the rank variable (
   assert.equal(launcherCpus('single', root, 30), undefined, 'no launcher outside a world');
 });
 
+test('launcherCpus: PID 1 is read too (a container whose entrypoint is mpirun)', (t) => {
+  // `unshare --pid --fork --mount-proc taskset -c 0 mpirun -np 2 --bind-to none`: the rank's parent is PID 1.
+  const { root, proc } = fakeRoot(t);
+  proc(1, 0, '0', { PATH: '/bin' });
+  proc(7, 1, '0', { ...ompi(0, 2), PATH: '/bin' });
+  assert.deepEqual(launcherCpus('openmpi', root, 1), [0]);
+  assert.deepEqual(launcherCpus('openmpi', root, 7), [0], 'through a wrapper');
+  assert.deepEqual(jobWideCpus('openmpi', root, 1), [0]);
+});
+
 test('jobWideCpus: the launcher\'s mask, else the cgroup\'s cpuset, else the online CPUs', (t) => {
   const { root, put, proc } = fakeRoot(t);
   put('sys/devices/system/cpu/online', '0-15\n');

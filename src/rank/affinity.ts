@@ -103,7 +103,8 @@ const RANK_VAR: Record<string, string> = { tprun: 'TPRUN_RANK', openmpi: 'OMPI_C
 export function launcherCpus(source: string, root = '', pid = process.ppid): number[] | undefined {
   const key = RANK_VAR[source];
   if (!key) return undefined;
-  for (let depth = 0; pid > 1 && depth < 16; depth++) {
+  // PID 1 is read too: in a container (or `unshare --pid`) whose entrypoint is mpirun, it is the launcher.
+  for (let depth = 0; pid >= 1 && depth < 16; depth++) {
     let status: string;
     try { status = readFileSync(`${root}/proc/${pid}/status`, 'utf8'); } catch { return undefined; }
     let environ: string | undefined;
