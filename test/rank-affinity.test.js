@@ -26,7 +26,7 @@ function fakeRoot(t) {
   return { root, put, proc };
 }
 
-test('ownMask: narrower than the job\'s CPUs and the node\'s masks fit side by side; never under tprun', () => {
+test('ownMask: narrower than the job\'s CPUs and the node\'s masks fit side by side', () => {
   // A container's cpuset of 4 CPUs on a 16-CPU host: the job's CPUs are those 4, not the online 16.
   assert.equal(ownMask(4, 4, 2, 'openmpi'), false);
   assert.equal(ownMask(4, 4, 2, 'tprun'), false);
@@ -36,8 +36,21 @@ test('ownMask: narrower than the job\'s CPUs and the node\'s masks fit side by s
   assert.equal(ownMask(4, 4, 2, 'openmpi'), false);
   // A whole job narrowed further than its ranks' masks could fit side by side.
   assert.equal(ownMask(8, 16, 4, 'slurm'), false);
-  // tprun's launcher binds no rank: a narrower mask under it is the whole job's (taskset -c 0-3 tprun -n 2).
-  assert.equal(ownMask(4, 16, 2, 'tprun'), false);
+  // tprun's launcher is judged as mpirun is: `taskset -c 0-3 tprun -n 2` gives its ranks its own mask (the
+  // job's: split), a per-rank wrapper (numactl --cpunodebind) a narrower one (the rank's own: kept).
+  assert.equal(ownMask(4, 4, 2, 'tprun'), false);
+  assert.equal(ownMask(16, 32, 2, 'tprun'), true);
+});
+
+test('under tprun\'s launcher a per-rank mask narrower than the launcher\'s is the user\'s own; equal to it, split', () => {
+  // tprun -n 2 -- sh -c 'numactl --cpunodebind=$TPRUN_LOCAL_RANK node app' on two nodes of 16 CPUs: each
+  // rank keeps its node (before: narrowed to half of it), and its threads use the whole node, also with
+  // TPRUN_BIND=none (before: halved).
+  assert.equal(bindingFor(1, 2, 'tprun', range(16, 31), 32), undefined);
+  assert.equal(defaultThreads(tprun(1, 2), 16, false, 32), 16);
+  // taskset -c 0-3 tprun -n 2: the ranks' mask is the launcher's, split between them.
+  assert.deepEqual(bindingFor(1, 2, 'tprun', range(0, 3), 4), [2, 3]);
+  assert.equal(defaultThreads(tprun(1, 2), 4, false, 4), 2);
 });
 
 test('bindingFor: a container\'s or a whole job\'s mask is divided; a launcher\'s per-rank mask is left alone', () => {
@@ -91,9 +104,10 @@ test('jobWideCpus: the launcher\'s mask, else the cgroup\'s cpuset, else the onl
   proc(20, 1, '0-3', {});
   assert.deepEqual(jobWideCpus('openmpi', root, 20), range(0, 3));
   assert.deepEqual(jobWideCpus('openmpi', root, 99), range(0, 7), 'launcher unknown: the cgroup');
-  assert.deepEqual(jobWideCpus('tprun', root, 20), range(0, 7), 'tprun binds no rank: the cgroup');
+  assert.deepEqual(jobWideCpus('tprun', root, 20), range(0, 3), 'tprun\'s launcher as mpirun\'s');
+  assert.deepEqual(jobWideCpus('tprun', root, 99), range(0, 7), 'tprun\'s launcher unknown: the cgroup');
   rmSync(join(root, 'sys/fs/cgroup'), { recursive: true });
-  assert.deepEqual(jobWideCpus('tprun', root, 20), range(0, 15), 'no cpuset: the online CPUs');
+  assert.deepEqual(jobWideCpus('single', root, 20), range(0, 15), 'no world, no cpuset: the online CPUs');
 });
 
 test('TPRUN_BIND=none binds nothing', () => {

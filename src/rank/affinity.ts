@@ -66,22 +66,23 @@ export function bindLocalRank(localRank: number, localSize: number, env: Record<
 
 /** The slice bindLocalRank binds to: none where the mask is the rank's own (ownMask) or too small to share. */
 export function bindingFor(localRank: number, localSize: number, source: string, cpus: number[] | undefined, jobWide: number | undefined): number[] | undefined {
-  if (!cpus || ownMask(cpus.length, jobWide ?? cpus.length, localSize, source)) return undefined;
+  if (!cpus || ownMask(cpus.length, jobWide ?? cpus.length, localSize)) return undefined;
   return sliceFor(cpus, localRank, localSize);
 }
 
 /**
  * Whether a rank's affinity mask of `mask` CPUs was set for that rank alone (mpirun's binding, srun
- * --cpu-bind, a taskset per rank) rather than for its whole job, whose ranks then share it. The one rule
- * both the binding (bindLocalRank) and the thread counts (rankCores) follow. Per rank: narrower than the
- * CPUs the job may use (`jobWide`, jobWideCpus: its launcher's mask, else its cgroup's cpuset, else the
- * online CPUs) and narrow enough that the node's ranks' masks fit in them side by side (mpirun -np 4
- * --map-by slot:PE=4 on 16 cores: yes; `taskset -c 0-7 mpirun -np 4 --bind-to none` judged against the
- * online CPUs alone: no). tprun's launcher binds no rank: under it a mask is always the whole job's
- * (`taskset -c 0-3 tprun -n 2`).
+ * --cpu-bind, a taskset or numactl per rank, also under tprun's launcher: `tprun -n 2 -- sh -c 'numactl
+ * --cpunodebind=$TPRUN_LOCAL_RANK node app'`) rather than for its whole job, whose ranks then share it.
+ * The one rule both the binding (bindLocalRank) and the thread counts (rankCores) follow. Per rank:
+ * narrower than the CPUs the job may use (`jobWide`, jobWideCpus: its launcher's mask, tprun's as
+ * mpirun's, else its cgroup's cpuset, else the online CPUs) and narrow enough that the node's ranks'
+ * masks fit in them side by side (mpirun -np 4 --map-by slot:PE=4 on 16 cores: yes; `taskset -c 0-7
+ * mpirun -np 4 --bind-to none` judged against the online CPUs alone: no). A mask equal to the
+ * launcher's (`taskset -c 0-3 tprun -n 2`, a container's cpuset) is the whole job's: split.
  */
-export function ownMask(mask: number, jobWide: number, localSize: number, source: string): boolean {
-  return source !== 'tprun' && mask < jobWide && Math.max(1, localSize) * mask <= jobWide;
+export function ownMask(mask: number, jobWide: number, localSize: number): boolean {
+  return mask < jobWide && Math.max(1, localSize) * mask <= jobWide;
 }
 
 const sourceOf = (env: NodeJS.ProcessEnv): string => {
@@ -121,7 +122,7 @@ export function launcherCpus(source: string, root = '', pid = process.ppid): num
 /** The CPUs this rank's job may use, what ownMask compares a rank's mask with: its launcher's mask where
  *  /proc tells it, else the cgroup's cpuset or the online CPUs (jobCpus). `root` as jobCpus's (tests). */
 export function jobWideCpus(source: string, root = '', pid = process.ppid): number[] | undefined {
-  return (source === 'tprun' || source === 'single' ? undefined : launcherCpus(source, root, pid)) ?? jobCpus(root);
+  return launcherCpus(source, root, pid) ?? jobCpus(root);
 }
 
 /** The CPU list in `file`, or undefined where it cannot be read. */
@@ -179,6 +180,6 @@ export function rankCores(env: NodeJS.ProcessEnv = process.env, mask?: number, b
   try { ({ localSize: local, source } = detectIdentity(env)); } catch { /* a malformed world fails where the world starts */ }
   local = Math.max(1, local);
   jobWide ??= mask === undefined ? jobWideCpus(source)?.length ?? cores : cores;
-  if (ownMask(cores, jobWide, local, source)) return Math.max(1, cores);
+  if (ownMask(cores, jobWide, local)) return Math.max(1, cores);
   return Math.max(1, Math.floor(cores / local));
 }
