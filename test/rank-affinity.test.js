@@ -113,3 +113,26 @@ test('jobWideCpus: the launcher\'s mask, else the cgroup\'s cpuset, else the onl
 test('TPRUN_BIND=none binds nothing', () => {
   assert.equal(bindLocalRank(0, 2, { ...tprun(0, 2), TPRUN_BIND: 'none' }), undefined);
 });
+
+test('jobWideCpus: a mask that another rank of the launcher shares is the job\'s (mpirun --cpu-set), and the launcher\'s mask is taken within the cgroup\'s cpuset', (t) => {
+  const { root, put, proc } = fakeRoot(t);
+  put('sys/devices/system/cpu/online', '0-15\n');
+  // mpirun --cpu-set 0-3 --bind-to none -np 2: prted (20) keeps 0-15, each rank it starts gets 0-3.
+  proc(20, 1, '0-15', { PATH: '/bin' });
+  proc(30, 20, '0-3', ompi(0, 2));
+  proc(31, 20, '0-3', ompi(1, 2));
+  const jw = jobWideCpus('openmpi', root, 20, range(0, 3), 30);
+  assert.deepEqual(jw, range(0, 3), 'shared with rank 1: the job\'s');
+  assert.deepEqual(bindingFor(0, 2, 'openmpi', range(0, 3), jw.length), [0, 1], 'split, where each rank kept all 4 before');
+  assert.equal(defaultThreads(ompi(0, 2), 4, false, jw.length), 2);
+  // mpirun --bind-to core: the ranks' masks are disjoint, each its own.
+  proc(31, 20, '4-7', ompi(1, 2));
+  assert.deepEqual(jobWideCpus('openmpi', root, 20, range(0, 3), 30), range(0, 15));
+  // A wrapper child that kept the launcher's mask is not a rank's binding.
+  proc(31, 20, '0-15', ompi(1, 2));
+  assert.deepEqual(jobWideCpus('openmpi', root, 20, range(0, 3), 30), range(0, 15));
+  // A launcher outside the job's cgroup (slurmstepd) with more CPUs than the job's cpuset: within it.
+  put('proc/self/cgroup', '0::/job\n');
+  put('sys/fs/cgroup/job/cpuset.cpus.effective', '0-7\n');
+  assert.deepEqual(jobWideCpus('openmpi', root, 20, range(0, 3), 30), range(0, 7));
+});
