@@ -88,3 +88,28 @@ test('a brief TCP reset of a joined rank\'s rendezvous connection is survived: i
   }
   assert.match(res[0].stderr, /rank 1's rendezvous connection dropped and came back/);
 });
+
+test('a joined rank of this host that lives but never reconnects is named when the rendezvous times out', { timeout: 120_000 }, async (t) => {
+  // Rank 1 is stopped (SIGSTOP: alive, its pid answers) and its connection reset: rank 0 waits for it, and
+  // its timeout names it rather than "rank  did not arrive" (every rank had joined).
+  if (process.getuid?.() !== 0 || tcpPorts(process.pid) === undefined) return t.skip('needs root and iproute2\'s ss');
+  let skipped;
+  const res = await spawnRanks(3, [APP, 'hello'], {
+    env: { APP_TIMEOUT_MS: '60000' },
+    perRankEnv: (r) => (r === 0 ? { APP_TIMEOUT_MS: '20000' } : r === 2 ? { APP_TIMEOUT_MS: '2000' } : {}),
+    gate: async (i, procs) => {
+      if (i !== 2) return;
+      await until(() => /still waiting for rank 2 to join/.test(procs[0].stderr));
+      procs[1].proc.kill('SIGSTOP');
+      const ports = tcpPorts(procs[1].pid);
+      for (const p of ports) spawnSync('ss', ['-K', 'src', '127.0.0.1', 'sport', '=', `:${p}`], { stdio: 'ignore' });
+      if (ports.length === 0 || tcpPorts(procs[1].pid).some((p) => ports.includes(p))) skipped = '`ss -K` did not close the connection (no sock_destroy)';
+      await procs[0].exited;
+      procs[1].proc.kill('SIGKILL');
+    },
+    timeoutMs: 60_000,
+  });
+  if (skipped) return t.skip(skipped);
+  assert.equal(res[0].code, 1, res[0].stderr);
+  assert.match(res[0].stderr, /rendezvous timed out after 20000 ms at rank 0: rank 1 lost its connection after joining and did not reconnect/);
+});

@@ -146,7 +146,11 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
       checkDown();
       if (done()) return undefined;
       const left = deadline - Date.now();
-      if (left <= 0) throw new CommError(`rendezvous timed out after ${o.timeoutMs} ms at rank 0: ${overdue()}`);
+      if (left <= 0) {
+        // A rank of this host that lives but never reconnected: named, where `overdue` had nobody left to name.
+        const why = down.size ? `${ranks([...down.keys()])} lost ${down.size > 1 ? 'their' : 'its'} connection after joining and did not reconnect` : overdue();
+        throw new CommError(`rendezvous timed out after ${o.timeoutMs} ms at rank 0: ${why}`);
+      }
       const warnIn = warned ? Infinity : started + WAIT_WARN_MS - Date.now();
       const checkIn = down.size ? Math.min(LIVENESS_POLL_MS, ...[...down.values()].map((u) => u - Date.now())) : Infinity;
       let t: NodeJS.Timeout | undefined;
