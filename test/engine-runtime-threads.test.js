@@ -58,9 +58,11 @@ test('defaultThreads: a mask that is this rank\'s own (mpirun --map-by slot:PE=4
   assert.equal(defaultThreads(ompi(4), 16, false, 16), 4);
   assert.equal(defaultThreads(ompi(4), 16, false), 4, 'a mask given alone is the whole machine');
   assert.equal(defaultThreads(ompi(1), 4, false, 16), 4, 'one local rank keeps its mask');
-  // Under tprun's launcher, which binds no rank: a narrower mask is the whole job's (taskset -c 0-3 tprun -n 4).
-  assert.equal(defaultThreads(world(4), 4, false, 16), 1);
-  assert.equal(defaultThreads(world(2), 8, false, 16), 4);
+  // Under tprun's launcher the same rule, its mask being the launcher's: `taskset -c 0-3 tprun -n 4` gives
+  // the ranks the launcher's mask (the job's, shared); a per-rank wrapper (numactl) a narrower one (kept).
+  assert.equal(defaultThreads(world(4), 4, false, 4), 1);
+  assert.equal(defaultThreads(world(2), 8, false, 8), 4);
+  assert.equal(defaultThreads(world(2), 8, false, 16), 8);
   // Bound by tprun itself: its slice is its own whatever the counts.
   assert.equal(defaultThreads(ompi(4), 4, true, 16), 4);
 });

@@ -139,6 +139,28 @@ test('EngineRunner.load refuses a bad TPRUN_WEBGPU_EP_OPTIONS for a library call
   await world.close();
 });
 
+// `tprun bench generate` and `tprun convert --quant` read TPRUN_WEBGPU_EP_OPTIONS only where an engine was
+// loaded (after building engines, after reading and calibrating the model): refused late, from inside a
+// child or a rank. Now refused first, in one line, exit 2, with nothing written. A "name" key used to
+// replace the provider's name ({"name":"cpu"} ran the CPU provider under the GPU's settings): refused.
+test('bench generate and convert --quant refuse a bad TPRUN_WEBGPU_EP_OPTIONS first, in one line; a "name" key is refused', { timeout: 240_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-knobs-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const name = 'TPRUN_WEBGPU_EP_OPTIONS';
+  const once = (r, pattern) => {
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, pattern);
+  };
+  const bench = ['bench', 'generate', '--model', MODEL, '--tp', '1', '--max-seq-len', '32', '--prompt-len', '4', '--new-tokens', '2', '--reps', '1', '--device', 'cpu'];
+  once(await runTprun(bench, { env: { [name]: '[1,2]' } }), /^tprun: TPRUN_WEBGPU_EP_OPTIONS=\[1,2\]: not a JSON object/);
+  once(await runTprun(bench, { env: { [name]: '{"name":"cpu"}' } }), /TPRUN_WEBGPU_EP_OPTIONS=\{"name":"cpu"\}: has a "name" key/);
+  const out = join(dir, 'ckpt');
+  once(await runTprun(['convert', '--model', MODEL, '--tp', '1', '--quant', 'w8a8_sq', '--calib-samples', '2', '--out', out], { env: { [name]: '{bad' } }),
+    /^tprun convert: TPRUN_WEBGPU_EP_OPTIONS=\{bad: not JSON/);
+  assert.ok(!existsSync(out));
+});
+
 // Read inside the ranks (the world's shared-memory allReduce, src/rank/shm-allreduce.ts, and the world's
 // bundle loader): a tprun command running as the ranks prints the refusal as its one line and exits 2,
 // and the launcher ends the job with that code. The wasm one-exchange switch is read where the wasm plane

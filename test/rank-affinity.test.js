@@ -26,7 +26,7 @@ function fakeRoot(t) {
   return { root, put, proc };
 }
 
-test('ownMask: narrower than the job\'s CPUs and the node\'s masks fit side by side; never under tprun', () => {
+test('ownMask: narrower than the job\'s CPUs and the node\'s masks fit side by side', () => {
   // A container's cpuset of 4 CPUs on a 16-CPU host: the job's CPUs are those 4, not the online 16.
   assert.equal(ownMask(4, 4, 2, 'openmpi'), false);
   assert.equal(ownMask(4, 4, 2, 'tprun'), false);
@@ -36,8 +36,21 @@ test('ownMask: narrower than the job\'s CPUs and the node\'s masks fit side by s
   assert.equal(ownMask(4, 4, 2, 'openmpi'), false);
   // A whole job narrowed further than its ranks' masks could fit side by side.
   assert.equal(ownMask(8, 16, 4, 'slurm'), false);
-  // tprun's launcher binds no rank: a narrower mask under it is the whole job's (taskset -c 0-3 tprun -n 2).
-  assert.equal(ownMask(4, 16, 2, 'tprun'), false);
+  // tprun's launcher is judged as mpirun is: `taskset -c 0-3 tprun -n 2` gives its ranks its own mask (the
+  // job's: split), a per-rank wrapper (numactl --cpunodebind) a narrower one (the rank's own: kept).
+  assert.equal(ownMask(4, 4, 2, 'tprun'), false);
+  assert.equal(ownMask(16, 32, 2, 'tprun'), true);
+});
+
+test('under tprun\'s launcher a per-rank mask narrower than the launcher\'s is the user\'s own; equal to it, split', () => {
+  // tprun -n 2 -- sh -c 'numactl --cpunodebind=$TPRUN_LOCAL_RANK node app' on two nodes of 16 CPUs: each
+  // rank keeps its node (before: narrowed to half of it), and its threads use the whole node, also with
+  // TPRUN_BIND=none (before: halved).
+  assert.equal(bindingFor(1, 2, 'tprun', range(16, 31), 32), undefined);
+  assert.equal(defaultThreads(tprun(1, 2), 16, false, 32), 16);
+  // taskset -c 0-3 tprun -n 2: the ranks' mask is the launcher's, split between them.
+  assert.deepEqual(bindingFor(1, 2, 'tprun', range(0, 3), 4), [2, 3]);
+  assert.equal(defaultThreads(tprun(1, 2), 4, false, 4), 2);
 });
 
 test('bindingFor: a container\'s or a whole job\'s mask is divided; a launcher\'s per-rank mask is left alone', () => {
@@ -73,6 +86,16 @@ test('launcherCpus: the mask of the nearest ancestor without the rank variable (
   assert.equal(launcherCpus('single', root, 30), undefined, 'no launcher outside a world');
 });
 
+test('launcherCpus: PID 1 is read too (a container whose entrypoint is mpirun)', (t) => {
+  // `unshare --pid --fork --mount-proc taskset -c 0 mpirun -np 2 --bind-to none`: the rank's parent is PID 1.
+  const { root, proc } = fakeRoot(t);
+  proc(1, 0, '0', { PATH: '/bin' });
+  proc(7, 1, '0', { ...ompi(0, 2), PATH: '/bin' });
+  assert.deepEqual(launcherCpus('openmpi', root, 1), [0]);
+  assert.deepEqual(launcherCpus('openmpi', root, 7), [0], 'through a wrapper');
+  assert.deepEqual(jobWideCpus('openmpi', root, 1), [0]);
+});
+
 test('jobWideCpus: the launcher\'s mask, else the cgroup\'s cpuset, else the online CPUs', (t) => {
   const { root, put, proc } = fakeRoot(t);
   put('sys/devices/system/cpu/online', '0-15\n');
@@ -81,11 +104,35 @@ test('jobWideCpus: the launcher\'s mask, else the cgroup\'s cpuset, else the onl
   proc(20, 1, '0-3', {});
   assert.deepEqual(jobWideCpus('openmpi', root, 20), range(0, 3));
   assert.deepEqual(jobWideCpus('openmpi', root, 99), range(0, 7), 'launcher unknown: the cgroup');
-  assert.deepEqual(jobWideCpus('tprun', root, 20), range(0, 7), 'tprun binds no rank: the cgroup');
+  assert.deepEqual(jobWideCpus('tprun', root, 20), range(0, 3), 'tprun\'s launcher as mpirun\'s');
+  assert.deepEqual(jobWideCpus('tprun', root, 99), range(0, 7), 'tprun\'s launcher unknown: the cgroup');
   rmSync(join(root, 'sys/fs/cgroup'), { recursive: true });
-  assert.deepEqual(jobWideCpus('tprun', root, 20), range(0, 15), 'no cpuset: the online CPUs');
+  assert.deepEqual(jobWideCpus('single', root, 20), range(0, 15), 'no world, no cpuset: the online CPUs');
 });
 
 test('TPRUN_BIND=none binds nothing', () => {
   assert.equal(bindLocalRank(0, 2, { ...tprun(0, 2), TPRUN_BIND: 'none' }), undefined);
+});
+
+test('jobWideCpus: a mask that another rank of the launcher shares is the job\'s (mpirun --cpu-set), and the launcher\'s mask is taken within the cgroup\'s cpuset', (t) => {
+  const { root, put, proc } = fakeRoot(t);
+  put('sys/devices/system/cpu/online', '0-15\n');
+  // mpirun --cpu-set 0-3 --bind-to none -np 2: prted (20) keeps 0-15, each rank it starts gets 0-3.
+  proc(20, 1, '0-15', { PATH: '/bin' });
+  proc(30, 20, '0-3', ompi(0, 2));
+  proc(31, 20, '0-3', ompi(1, 2));
+  const jw = jobWideCpus('openmpi', root, 20, range(0, 3), 30);
+  assert.deepEqual(jw, range(0, 3), 'shared with rank 1: the job\'s');
+  assert.deepEqual(bindingFor(0, 2, 'openmpi', range(0, 3), jw.length), [0, 1], 'split, where each rank kept all 4 before');
+  assert.equal(defaultThreads(ompi(0, 2), 4, false, jw.length), 2);
+  // mpirun --bind-to core: the ranks' masks are disjoint, each its own.
+  proc(31, 20, '4-7', ompi(1, 2));
+  assert.deepEqual(jobWideCpus('openmpi', root, 20, range(0, 3), 30), range(0, 15));
+  // A wrapper child that kept the launcher's mask is not a rank's binding.
+  proc(31, 20, '0-15', ompi(1, 2));
+  assert.deepEqual(jobWideCpus('openmpi', root, 20, range(0, 3), 30), range(0, 15));
+  // A launcher outside the job's cgroup (slurmstepd) with more CPUs than the job's cpuset: within it.
+  put('proc/self/cgroup', '0::/job\n');
+  put('sys/fs/cgroup/job/cpuset.cpus.effective', '0-7\n');
+  assert.deepEqual(jobWideCpus('openmpi', root, 20, range(0, 3), 30), range(0, 7));
 });

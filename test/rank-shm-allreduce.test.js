@@ -174,3 +174,18 @@ for (const [planeName, planeEnv] of failPlanes) {
     }
   });
 }
+
+// TPRUN_SHM_ONE_SHOT_BYTES on some ranks only: the ranks met in different protocols over the same areas and
+// returned wrong sums without a word. Each rank advertises its value at rendezvous (ArInfo.oneShot) and every
+// rank refuses a difference at the world's start, in one line naming the variable and both ranks' values.
+// Without the areas (TPRUN_SHM_AR_STEP=0 on every rank) the knob changes nothing and the job runs.
+test('ranks with different TPRUN_SHM_ONE_SHOT_BYTES are refused at the world\'s start, naming both values', { timeout: 90_000 }, async () => {
+  const res = await spawnRanks(2, [APP, 'check'], { perRankEnv: (r) => (r === 1 ? { TPRUN_SHM_ONE_SHOT_BYTES: '0' } : {}), timeoutMs: 60000 });
+  for (const r of res) {
+    assert.notEqual(r.code, 0, `rank ${r.rank} ran: ${r.stdout}`);
+    assert.match(r.stderr, /InputError: TPRUN_SHM_ONE_SHOT_BYTES differs between ranks: rank 0 has 32768, rank 1 has 0/);
+    assert.doesNotMatch(r.stderr, /AssertionError/);
+  }
+  const off = await spawnRanks(2, [APP, 'check'], { env: { TPRUN_SHM_AR_STEP: '0' }, perRankEnv: (r) => (r === 1 ? { TPRUN_SHM_ONE_SHOT_BYTES: '0' } : {}), timeoutMs: 60000 });
+  for (const r of off) assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+});

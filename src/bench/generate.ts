@@ -18,6 +18,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
 import { exitOnError, runOnRanks } from '../engine/cli-util.js';
+import { webgpuEpOptions } from '../engine/device.js';
 import { Engine, engineWorldSize } from '../engine/engine.js';
 import { loadRunner } from '../engine/load-runner.js';
 import { figuresLine, gatherRankFigures, type RankFigures } from '../engine/monitor.js';
@@ -73,6 +74,7 @@ const command: CommandModule<object, BenchArgs> = {
     .option('one', { type: 'boolean', default: false, hidden: true })
     .option('json', { type: 'boolean', default: false }) as never,
   handler: (a) => exitOnError(async () => {
+    webgpuEpOptions(); // refused here, before engines are built or loaded (each rank's EngineRunner.load reads it)
     if (a.one) return measureOne(a);
     if (a.peer) (await import('./llama-cpp-peer.js')).requireLlamaCpp();
     let tmp: string | undefined;

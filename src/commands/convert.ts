@@ -49,6 +49,8 @@ const convert: CommandModule<object, Args> = {
       const id = detectIdentity();
       const n = o.tp * (o.pp ?? 1);
       const q = quantRequestFrom(a as never);
+      // Calibration runs an engine (EngineRunner.load reads it): refused here, before the model is read.
+      if (q) (await import('../engine/device.js')).webgpuEpOptions();
       const writeStats = (stats: Omit<RankStats, 'bytesRead' | 'pid'> & { bytesRead?: number }) => {
         const dir = process.env[STATS_ENV];
         if (dir) fs.writeFileSync(path.join(dir, `rank${stats.rank}.json`), JSON.stringify({ pid: process.pid, ...stats }));

@@ -363,5 +363,9 @@ export async function agreeDevice(world: World): Promise<{ device: Device; reaso
  * EngineRunner.load on every device, and by the engine commands before their ranks start, so that a value
  * spelt wrong is refused once, in one line (../util/env.ts), wherever the run would have landed.
  */
-export const webgpuEpOptions = (env: NodeJS.ProcessEnv = process.env): Record<string, unknown> | undefined =>
-  jsonObject('TPRUN_WEBGPU_EP_OPTIONS', env);
+export function webgpuEpOptions(env: NodeJS.ProcessEnv = process.env): Record<string, unknown> | undefined {
+  const o = jsonObject('TPRUN_WEBGPU_EP_OPTIONS', env);
+  // The provider is chosen by --device, not here: {"name":"cpu"} once replaced the provider's name.
+  if (o && 'name' in o) throw new InputError(`TPRUN_WEBGPU_EP_OPTIONS=${env.TPRUN_WEBGPU_EP_OPTIONS}: has a "name" key; these are the WebGPU provider's options (the device is chosen by --device)`);
+  return o;
+}

@@ -127,7 +127,7 @@ export class EngineRunner {
     const epOptions = webgpuEpOptions(); // before the device is chosen: refused on every device
     const choice = await chooseDevice(opts.device ?? engine.config.build_config.device);
     if (choice.device === 'gpu' && world.rank === 0) await noteCpuLinears(engine);
-    const executionProviders = choice.device === 'gpu' && epOptions ? [{ name: 'webgpu', ...epOptions }] : choice.executionProviders;
+    const executionProviders = choice.device === 'gpu' && epOptions ? [{ ...epOptions, name: 'webgpu' }] : choice.executionProviders;
     // On the GPU the KV cache and the residual stay in GPU buffers; logits and partial sums come to the host as
     // CPU outputs (reading a 'gpu-buffer' tensor back with getData() aborts the process in onnxruntime-node 1.30).
     const gpuOut = (path: string) => choice.device === 'gpu' ? { preferredOutputLocation: outputLocations('gpu', onnxOutputNames(readFileSync(path))) } : {};

@@ -5,7 +5,7 @@
 // Local rank r gets the r-th equal slice of the CPUs this process may use, so a rank keeps several
 // cores for its own threads (onnxruntime's) when there are more cores than ranks.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { detectIdentity } from './identity.js';
 import { oneOf } from '../util/env.js';
@@ -53,7 +53,8 @@ export function sliceFor(cpus: number[], r: number, n: number): number[] | undef
  */
 export function bindLocalRank(localRank: number, localSize: number, env: Record<string, string | undefined>): number[] | undefined {
   if (oneOf('TPRUN_BIND', ['none'], env) === 'none' || process.platform !== 'linux') return undefined;
-  const mine = bindingFor(localRank, localSize, sourceOf(env), allowedCpus(), jobWideCpus(sourceOf(env))?.length);
+  const cpus = allowedCpus();
+  const mine = bindingFor(localRank, localSize, sourceOf(env), cpus, jobWideCpus(sourceOf(env), '', process.ppid, cpus)?.length);
   if (!mine) return undefined;
   try {
     execFileSync('taskset', ['-a', '-p', '-c', mine.join(','), String(process.pid)], { stdio: 'ignore', timeout: 5000 });
@@ -66,22 +67,23 @@ export function bindLocalRank(localRank: number, localSize: number, env: Record<
 
 /** The slice bindLocalRank binds to: none where the mask is the rank's own (ownMask) or too small to share. */
 export function bindingFor(localRank: number, localSize: number, source: string, cpus: number[] | undefined, jobWide: number | undefined): number[] | undefined {
-  if (!cpus || ownMask(cpus.length, jobWide ?? cpus.length, localSize, source)) return undefined;
+  if (!cpus || ownMask(cpus.length, jobWide ?? cpus.length, localSize)) return undefined;
   return sliceFor(cpus, localRank, localSize);
 }
 
 /**
  * Whether a rank's affinity mask of `mask` CPUs was set for that rank alone (mpirun's binding, srun
- * --cpu-bind, a taskset per rank) rather than for its whole job, whose ranks then share it. The one rule
- * both the binding (bindLocalRank) and the thread counts (rankCores) follow. Per rank: narrower than the
- * CPUs the job may use (`jobWide`, jobWideCpus: its launcher's mask, else its cgroup's cpuset, else the
- * online CPUs) and narrow enough that the node's ranks' masks fit in them side by side (mpirun -np 4
- * --map-by slot:PE=4 on 16 cores: yes; `taskset -c 0-7 mpirun -np 4 --bind-to none` judged against the
- * online CPUs alone: no). tprun's launcher binds no rank: under it a mask is always the whole job's
- * (`taskset -c 0-3 tprun -n 2`).
+ * --cpu-bind, a taskset or numactl per rank, also under tprun's launcher: `tprun -n 2 -- sh -c 'numactl
+ * --cpunodebind=$TPRUN_LOCAL_RANK node app'`) rather than for its whole job, whose ranks then share it.
+ * The one rule both the binding (bindLocalRank) and the thread counts (rankCores) follow. Per rank:
+ * narrower than the CPUs the job may use (`jobWide`, jobWideCpus: its launcher's mask, tprun's as
+ * mpirun's, else its cgroup's cpuset, else the online CPUs) and narrow enough that the node's ranks'
+ * masks fit in them side by side (mpirun -np 4 --map-by slot:PE=4 on 16 cores: yes; `taskset -c 0-7
+ * mpirun -np 4 --bind-to none` judged against the online CPUs alone: no). A mask equal to the
+ * launcher's (`taskset -c 0-3 tprun -n 2`, a container's cpuset) is the whole job's: split.
  */
-export function ownMask(mask: number, jobWide: number, localSize: number, source: string): boolean {
-  return source !== 'tprun' && mask < jobWide && Math.max(1, localSize) * mask <= jobWide;
+export function ownMask(mask: number, jobWide: number, localSize: number): boolean {
+  return mask < jobWide && Math.max(1, localSize) * mask <= jobWide;
 }
 
 const sourceOf = (env: NodeJS.ProcessEnv): string => {
@@ -101,26 +103,74 @@ const RANK_VAR: Record<string, string> = { tprun: 'TPRUN_RANK', openmpi: 'OMPI_C
  * tell. `root` stands in for / and `pid` for this process's parent (tests).
  */
 export function launcherCpus(source: string, root = '', pid = process.ppid): number[] | undefined {
+  return launcherOf(source, root, pid)?.cpus;
+}
+
+/** launcherCpus's launcher: its pid and mask. */
+function launcherOf(source: string, root: string, pid: number): { pid: number; cpus: number[] } | undefined {
   const key = RANK_VAR[source];
   if (!key) return undefined;
-  for (let depth = 0; pid > 1 && depth < 16; depth++) {
+  // PID 1 is read too: in a container (or `unshare --pid`) whose entrypoint is mpirun, it is the launcher.
+  for (let depth = 0; pid >= 1 && depth < 16; depth++) {
     let status: string;
     try { status = readFileSync(`${root}/proc/${pid}/status`, 'utf8'); } catch { return undefined; }
-    let environ: string | undefined;
-    try { environ = readFileSync(`${root}/proc/${pid}/environ`, 'latin1'); } catch { /* another user's */ }
-    if (environ === undefined || !environ.split('\0').some((kv) => kv.startsWith(`${key}=`))) {
+    if (!hasVar(root, pid, key)) {
       const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(status);
-      return m ? parseCpuList(m[1]) : undefined;
+      return m ? { pid, cpus: parseCpuList(m[1]) } : undefined;
     }
     pid = Number(/^PPid:\s*(\d+)/m.exec(status)?.[1] ?? 0);
   }
   return undefined;
 }
 
-/** The CPUs this rank's job may use, what ownMask compares a rank's mask with: its launcher's mask where
- *  /proc tells it, else the cgroup's cpuset or the online CPUs (jobCpus). `root` as jobCpus's (tests). */
-export function jobWideCpus(source: string, root = '', pid = process.ppid): number[] | undefined {
-  return (source === 'tprun' || source === 'single' ? undefined : launcherCpus(source, root, pid)) ?? jobCpus(root);
+/** Whether process `pid`'s environment has `key`; false where it is not ours to read (another user's). */
+function hasVar(root: string, pid: number, key: string): boolean {
+  let environ: string;
+  try { environ = readFileSync(`${root}/proc/${pid}/environ`, 'latin1'); } catch { return false; }
+  return environ.split('\0').some((kv) => kv.startsWith(`${key}=`));
+}
+
+/**
+ * Whether another rank of this node, a child of the same launcher (`launcher`: its pid and mask) with the
+ * rank variable of `source`, has a mask narrower than the launcher's that overlaps `mine`: the mask was
+ * then set for the job as a whole below the launcher (`mpirun --cpu-set 0-3 --bind-to none`, which Open
+ * MPI applies to each rank it starts), not per rank, and the ranks share it. What this still cannot see:
+ * ranks not started yet when this one looks (a launcher starts them together, so rarely); ranks behind a
+ * wrapper that kept the launcher's mask (`sh -c 'taskset ...'`: the wrapper is the launcher's child);
+ * ranks of another launcher on the node; ranks in another PID namespace.
+ */
+function siblingsShare(source: string, root: string, launcher: { pid: number; cpus: number[] }, mine: number[], self: number): boolean {
+  const key = RANK_VAR[source];
+  const own = new Set(mine);
+  let pids: string[];
+  try { pids = readdirSync(`${root}/proc`).filter((d) => /^\d+$/.test(d)); } catch { return false; }
+  for (const d of pids) {
+    const pid = Number(d);
+    if (pid === self) continue;
+    let status: string;
+    try { status = readFileSync(`${root}/proc/${d}/status`, 'utf8'); } catch { continue; }
+    if (Number(/^PPid:\s*(\d+)/m.exec(status)?.[1]) !== launcher.pid || !hasVar(root, pid, key)) continue;
+    const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(status);
+    const theirs = m ? parseCpuList(m[1]) : [];
+    if (theirs.length < launcher.cpus.length && theirs.some((c) => own.has(c))) return true;
+  }
+  return false;
+}
+
+/**
+ * The CPUs this rank's job may use, what ownMask compares a rank's mask with: its launcher's mask where
+ * /proc tells it (within the cgroup's cpuset: a launcher outside the job's cgroup, slurmstepd, may have
+ * more), else the cgroup's cpuset or the online CPUs (jobCpus). Given this rank's mask (`mine`), a mask
+ * that another rank of the launcher shares (siblingsShare) is the job's: then `mine` itself, which ownMask
+ * splits. `root`, `pid` and `self` stand in for /, this process's parent and this process (tests).
+ */
+export function jobWideCpus(source: string, root = '', pid = process.ppid, mine?: number[], self = process.pid): number[] | undefined {
+  const launcher = launcherOf(source, root, pid);
+  const job = jobCpus(root);
+  if (!launcher) return job;
+  if (mine && mine.length < launcher.cpus.length && siblingsShare(source, root, launcher, mine, self)) return mine;
+  const inJob = job ? launcher.cpus.filter((c) => job.includes(c)) : launcher.cpus;
+  return inJob.length > 0 ? inJob : launcher.cpus;
 }
 
 /** The CPU list in `file`, or undefined where it cannot be read. */
@@ -177,7 +227,7 @@ export function rankCores(env: NodeJS.ProcessEnv = process.env, mask?: number, b
   let source = 'single';
   try { ({ localSize: local, source } = detectIdentity(env)); } catch { /* a malformed world fails where the world starts */ }
   local = Math.max(1, local);
-  jobWide ??= mask === undefined ? jobWideCpus(source)?.length ?? cores : cores;
-  if (ownMask(cores, jobWide, local, source)) return Math.max(1, cores);
+  jobWide ??= mask === undefined ? jobWideCpus(source, '', process.ppid, allowedCpus())?.length ?? cores : cores;
+  if (ownMask(cores, jobWide, local)) return Math.max(1, cores);
   return Math.max(1, Math.floor(cores / local));
 }

@@ -9,6 +9,7 @@ import * as zmq from 'zeromq';
 import { pack } from 'msgpackr/pack';
 import { unpack } from 'msgpackr/unpack';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { z } from 'zod/v3'; // see wire-schema.ts
 import { CommError } from './inbox.js';
 import type { Curve } from './zmq-link.js';
@@ -64,14 +65,27 @@ const WAIT_WARN_MS = 10_000;
 const MAX_REFUSAL_LOGS = 50;
 /** HELLOs waiting for their AUTH; the oldest challenge is dropped beyond this (junk must not grow memory). */
 const MAX_PENDING = 256;
-/** zmq.h's draft ZMQ_ROUTER_NOTIFY and its ZMQ_NOTIFY_DISCONNECT flag. */
+/** zmq.h's draft ZMQ_ROUTER_NOTIFY and its flags, ZMQ_NOTIFY_CONNECT | ZMQ_NOTIFY_DISCONNECT. */
 const ZMQ_ROUTER_NOTIFY = 97;
-const ZMQ_NOTIFY_DISCONNECT = 2;
+const ZMQ_NOTIFY_BOTH = 1 | 2;
 /** zeromq.js has no property for ZMQ_ROUTER_NOTIFY; its option setter is open to subclasses. */
 class NotifyingRouter extends zmq.Router {
-  notifyDisconnects(): void {
-    this.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_DISCONNECT);
+  notifyConnections(): void {
+    this.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_BOTH);
   }
+}
+/** How long rank 0 waits for a joined rank on another host to reconnect after its connection dropped
+ *  (a reset on the way; ZeroMQ reconnects under the same routing id, labelClient) before it fails the job. */
+const REJOIN_MS = 3000;
+/** How often rank 0 looks again whether a joined rank of this host whose connection dropped still lives. */
+const LIVENESS_POLL_MS = 250;
+
+/** Whether process `pid` of this host has ended: kill(pid, 0) says ESRCH, or /proc shows it a zombie
+ *  (killed, not yet reaped by its parent, it still answers kill). Ranks of one host key (boot id and host
+ *  name) in different PID namespaces would not be seen: a container per rank with one host name. */
+function ended(pid: number): boolean {
+  try { process.kill(pid, 0); } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
+  try { return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return process.platform === 'linux'; }
 }
 
 async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
@@ -84,8 +98,10 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   // A rank that joined and then died must fail the rendezvous at once, naming it: without a word from
   // ZeroMQ rank 0 would wait for it until the timeout. ZMQ_ROUTER_NOTIFY (libzmq's zmq_setsockopt(3),
   // a draft option that zeromq.js builds in) hands the ROUTER an empty message from a peer whose
-  // connection dropped. A libzmq without it leaves only the timeout, which names the ranks waited for.
-  try { sock.notifyDisconnects(); } catch { /* not built in */ }
+  // connection came up or dropped (the two look alike: `dropped` counts them per joined rank). A drop
+  // alone is not a death (a TCP reset on the way, after which the rank reconnects): see `dropped`.
+  // A libzmq without the option leaves only the timeout, which names the ranks waited for.
+  try { sock.notifyConnections(); } catch { /* not built in */ }
   try {
     await sock.bind(o.bind);
   } catch (e) {
@@ -108,17 +124,40 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   /** What a timeout says: the ranks that never arrived, or, once all have, those whose exchange did not. */
   let overdue = () => `${ranks(missing())} did not arrive (never called initWorld(), or cannot reach ${o.connect})`;
 
-  async function next(): Promise<Buffer[]> {
+  /** Notices seen per joined rank since it joined (odd: its connection is down), and the ranks whose
+   *  connection is down with the time rank 0 gives up on them (Infinity: of this host, watched by pid). */
+  const notices: number[] = new Array(o.size).fill(0);
+  const down = new Map<number, number>();
+  const lostRank = (r: number, why: string) =>
+    new CommError(`rendezvous failed at rank 0: rank ${r} (${peers[r].host}, pid ${peers[r].pid}) disconnected after joining, before the world formed (${why})`);
+  /** Fails on a rank whose connection is down and that has ended, or (another host's) not come back in time. */
+  const checkDown = () => {
+    for (const [r, until] of down) {
+      if (until === Infinity ? ended(peers[r].pid) : Date.now() >= until) {
+        throw lostRank(r, until === Infinity ? 'it exited or crashed' : 'it exited, crashed, or its connection was lost');
+      }
+    }
+  };
+
+  /** The next message, or undefined once `done()` holds (a rank whose connection dropped is back). */
+  async function next(done: () => boolean = () => false): Promise<Buffer[] | undefined> {
     if (inbox.length) return inbox.shift()!;
     for (;;) {
+      checkDown();
+      if (done()) return undefined;
       const left = deadline - Date.now();
-      if (left <= 0) throw new CommError(`rendezvous timed out after ${o.timeoutMs} ms at rank 0: ${overdue()}`);
+      if (left <= 0) {
+        // A rank of this host that lives but never reconnected: named, where `overdue` had nobody left to name.
+        const why = down.size ? `${ranks([...down.keys()])} lost ${down.size > 1 ? 'their' : 'its'} connection after joining and did not reconnect` : overdue();
+        throw new CommError(`rendezvous timed out after ${o.timeoutMs} ms at rank 0: ${why}`);
+      }
       const warnIn = warned ? Infinity : started + WAIT_WARN_MS - Date.now();
+      const checkIn = down.size ? Math.min(LIVENESS_POLL_MS, ...[...down.values()].map((u) => u - Date.now())) : Infinity;
       let t: NodeJS.Timeout | undefined;
       try {
         const r = await Promise.race([
           receive(),
-          new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn))); }),
+          new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn, checkIn))); }),
         ]);
         if (r && !dropped(r)) return r;
         if (r) continue;
@@ -132,15 +171,26 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     }
   }
 
-  /** A ROUTER_NOTIFY message (the routing id, one empty frame): a joined rank's is fatal to the world;
-   *  anyone else's (a refused peer, one that left mid-handshake) only ends its pending challenge. */
+  /**
+   * A ROUTER_NOTIFY message (the routing id, one empty frame). For a joined rank, notices alternate from
+   * its join on (its connect notice came before its HELLO): an odd count is its connection dropping. A
+   * rank of this host (its join message's host key and pid) that has ended fails the world at once,
+   * naming it; one that lives is waited for (watched by pid) until it reconnects. A rank of another host
+   * has REJOIN_MS (or the time left, if less) to reconnect. Anyone else's notice (a refused peer, one that
+   * left mid-handshake, a connect) only ends its pending challenge.
+   */
   function dropped(f: Buffer[]): boolean {
     if (f.length !== 2 || f[1].length !== 0) return false;
     nonces.delete(f[0].toString('hex'));
     const r = ridOf.findIndex((x) => x && x.equals(f[0]));
     if (r > 0) {
-      const p = peers[r];
-      throw new CommError(`rendezvous failed at rank 0: rank ${r} (${p.host}, pid ${p.pid}) disconnected after joining, before the world formed (it exited or crashed)`);
+      if (++notices[r] % 2 === 0) {
+        down.delete(r);
+        o.log(`tprun: rank 0: rank ${r}'s rendezvous connection dropped and came back`);
+      } else if (peers[r].hostKey === o.info.hostKey) {
+        if (ended(peers[r].pid)) throw lostRank(r, 'it exited or crashed');
+        down.set(r, Infinity);
+      } else down.set(r, Math.min(Date.now() + REJOIN_MS, deadline));
     }
     return true;
   }
@@ -163,8 +213,13 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
 
   let joined = 1;
   try {
-    while (joined < o.size) {
-      const [rid, typeB, body] = await next();
+    // Until every rank has joined and none is reconnecting: a WORLD sent to a rank whose connection is
+    // down would be lost (a ROUTER drops what it cannot route).
+    const formed = () => joined === o.size && down.size === 0;
+    while (!formed()) {
+      const f = await next(formed);
+      if (!f) break;
+      const [rid, typeB, body] = f;
       const type = typeB?.toString('latin1').slice(0, 16);
       const key = rid.toString('hex');
       if (type === 'HELLO') {
@@ -208,8 +263,10 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
       const Exch = z.object({ v: schema });
       overdue = () => `${ranks([...all.keys()].filter((r) => all[r] === undefined))} joined but sent no exchange (hung, or lost on the way)`;
       try {
-        while (got < o.size) {
-          const f = await next();
+        const everyIn = () => got === o.size && down.size === 0;
+        while (!everyIn()) {
+          const f = await next(everyIn);
+          if (!f) break;
           const r = ridOf.findIndex((x) => x && x.equals(f[0]));
           if (r < 1 || f[1]?.toString() !== 'EXCH' || all[r] !== undefined) { keep.push(f); continue; }
           const m = decode(Exch, f[2]);
@@ -251,12 +308,20 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
   let answered = false;
   let warned = o.timeoutMs <= WAIT_WARN_MS;
   const receive = receiver(sock);
-  // Rank 0's connection dropping once it has answered is rank 0 gone (a dealer would reconnect to a
-  // restarted one, which knows nothing of this rank): said at once, not at the end of the timeout. Before
-  // its answer a drop may be a handshake refused (CURVE), which the timeout reports.
+  // Rank 0's connection dropping once it has answered is either a reset on the way (rank 0 lives: ZeroMQ
+  // reconnects, and rank 0 waits for this rank) or rank 0 gone, said at once rather than at the end of the
+  // timeout. libzmq's socket monitor tells them apart: after a drop it schedules a reconnect
+  // ('connect:retry', once), and each attempt that fails schedules another, so a second retry with no
+  // 'connect' between is a reconnect refused (ECONNREFUSED: nobody listens on rank 0's port any more;
+  // zeromq.js's events carry no errno). A host that does not answer at all leaves it to the timeout.
+  // Before rank 0's answer a drop may be a handshake refused (CURVE), which the timeout reports.
   let lost = false;
+  let down = false;
+  let retries = 0;
   let onLost = () => {};
-  sock.events.on('disconnect', () => { if (answered) { lost = true; onLost(); } });
+  sock.events.on('disconnect', () => { if (answered) { down = true; retries = 0; } });
+  sock.events.on('connect', () => { down = false; retries = 0; });
+  sock.events.on('connect:retry', () => { if (down && ++retries >= 2) { lost = true; onLost(); } });
   /** The next message within `ms`, or undefined (also at once when `untilLost` and rank 0 is gone). */
   const within = async (ms: number, untilLost: boolean): Promise<Buffer[] | undefined> => {
     let t: NodeJS.Timeout | undefined;

@@ -25,6 +25,7 @@ import { fstatSync, readSync, writeSync } from 'node:fs';
 import { getRandomValues } from 'node:crypto';
 import type { CommArray, CommDType, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
+import { InputError } from '../core/errors.js';
 import { onOff, wholeNumber } from '../util/env.js';
 import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
@@ -62,6 +63,10 @@ export interface ArInfo {
   /** This rank sets its areas up when the world starts (TPRUN_SHM_EARLY=1): the start-up exchange runs only
    *  where every rank says so, since a per-rank environment (mpirun -x) may set it on some ranks only. */
   early?: boolean;
+  /** This rank's TPRUN_SHM_ONE_SHOT_BYTES: which calls take the one-exchange protocol and which the stepped
+   *  one. Ranks that disagreed met in different protocols over the same areas and returned wrong sums
+   *  (mpirun -x on some ranks only): shmAllReducePlan refuses it. */
+  oneShot?: number;
 }
 
 /** Byte access to every local rank's area (own and peers'). */
@@ -146,8 +151,10 @@ const memorySwitches = (env: NodeJS.ProcessEnv = process.env): MemorySwitches =>
   wasm: onOff('TPRUN_SHM_WASM', env),
   wasmOneShot: onOff('TPRUN_SHM_WASM_ONESHOT', env),
   futexUs: wholeNumber('TPRUN_SHM_FUTEX_US', undefined, env),
-  oneShotBytes: wholeNumber('TPRUN_SHM_ONE_SHOT_BYTES', ONE_SHOT_BYTES, env),
+  oneShotBytes: oneShotBytes(env),
 });
+/** TPRUN_SHM_ONE_SHOT_BYTES (ONE_SHOT_BYTES unset), advertised at rendezvous (ArInfo.oneShot). */
+export const oneShotBytes = (env: NodeJS.ProcessEnv = process.env): number => wholeNumber('TPRUN_SHM_ONE_SHOT_BYTES', ONE_SHOT_BYTES, env);
 
 /** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0; syscall(2) for the futex calls, unless TPRUN_SHM_FUTEX_US=0. */
 const loadLibc = (sw: MemorySwitches): Libc | undefined => {
@@ -1087,6 +1094,12 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
   const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
   const offs = peers.map((p) => p.shm!.ar!.off);
   const everyEarly = peers.every((p) => p.shm!.ar!.early === true);
+  // Every rank sees the same table, so all refuse alike (none waits in a call the others never make).
+  const odd = peers.find((p) => p.shm!.ar!.oneShot !== peers[0].shm!.ar!.oneShot);
+  if (odd) {
+    const v = (p: PeerAreas) => p.shm!.ar!.oneShot ?? 'not advertised (an older tprun)';
+    throw new InputError(`TPRUN_SHM_ONE_SHOT_BYTES differs between ranks: rank ${peers[0].rank} has ${v(peers[0])}, rank ${odd.rank} has ${v(odd)} (the ranks of a node must agree on it: set it alike for all)`);
+  }
   return {
     start: (deps) => {
       // Refused here (InputError), where the world's start fails in one line, not at some call.

@@ -23,7 +23,8 @@ const ShmInfo = z.object({
   slot: z.number().int().min(64).max(1 << 30),
   slots: z.number().int().min(1).max(1 << 16),
   wake: z.string().max(200).optional(),
-  ar: z.object({ off: z.number().int().min(0).max(2 ** 48), step: z.number().int().min(65536).max(1 << 30), early: z.boolean().optional() }).optional(),
+  ar: z.object({ off: z.number().int().min(0).max(2 ** 48), step: z.number().int().min(65536).max(1 << 30), early: z.boolean().optional(),
+    oneShot: z.number().int().min(0).max(2 ** 48).optional() }).optional(),
 });
 
 export const PeerInfo = z.object({
