@@ -28,43 +28,43 @@ function fakeRoot(t) {
 
 test('ownMask: narrower than the job\'s CPUs and the node\'s masks fit side by side', () => {
   // A container's cpuset of 4 CPUs on a 16-CPU host: the job's CPUs are those 4, not the online 16.
-  assert.equal(ownMask(4, 4, 2, 'openmpi'), false);
-  assert.equal(ownMask(4, 4, 2, 'tprun'), false);
+  assert.equal(ownMask(4, 4, 2), false);
+  assert.equal(ownMask(4, 4, 2), false);
   // mpirun -np 4 --map-by slot:PE=4 on 16 cores.
-  assert.equal(ownMask(4, 16, 4, 'openmpi'), true);
+  assert.equal(ownMask(4, 16, 4), true);
   // taskset -c 0-3 mpirun -np 2 --bind-to none on 16 cores: against its launcher's mask (0-3), the job's.
-  assert.equal(ownMask(4, 4, 2, 'openmpi'), false);
+  assert.equal(ownMask(4, 4, 2), false);
   // A whole job narrowed further than its ranks' masks could fit side by side.
-  assert.equal(ownMask(8, 16, 4, 'slurm'), false);
+  assert.equal(ownMask(8, 16, 4), false);
   // tprun's launcher is judged as mpirun is: `taskset -c 0-3 tprun -n 2` gives its ranks its own mask (the
   // job's: split), a per-rank wrapper (numactl --cpunodebind) a narrower one (the rank's own: kept).
-  assert.equal(ownMask(4, 4, 2, 'tprun'), false);
-  assert.equal(ownMask(16, 32, 2, 'tprun'), true);
+  assert.equal(ownMask(4, 4, 2), false);
+  assert.equal(ownMask(16, 32, 2), true);
 });
 
 test('under tprun\'s launcher a per-rank mask narrower than the launcher\'s is the user\'s own; equal to it, split', () => {
   // tprun -n 2 -- sh -c 'numactl --cpunodebind=$TPRUN_LOCAL_RANK node app' on two nodes of 16 CPUs: each
   // rank keeps its node (before: narrowed to half of it), and its threads use the whole node, also with
   // TPRUN_BIND=none (before: halved).
-  assert.equal(bindingFor(1, 2, 'tprun', range(16, 31), 32), undefined);
+  assert.equal(bindingFor(1, 2, range(16, 31), 32), undefined);
   assert.equal(defaultThreads(tprun(1, 2), 16, false, 32), 16);
   // taskset -c 0-3 tprun -n 2: the ranks' mask is the launcher's, split between them.
-  assert.deepEqual(bindingFor(1, 2, 'tprun', range(0, 3), 4), [2, 3]);
+  assert.deepEqual(bindingFor(1, 2, range(0, 3), 4), [2, 3]);
   assert.equal(defaultThreads(tprun(1, 2), 4, false, 4), 2);
 });
 
 test('bindingFor: a container\'s or a whole job\'s mask is divided; a launcher\'s per-rank mask is left alone', () => {
   // docker --cpuset-cpus=0-3 on a 16-CPU host, tprun -n 2: each rank gets its half (before: left unbound).
-  assert.deepEqual(bindingFor(0, 2, 'tprun', range(0, 3), 4), [0, 1]);
-  assert.deepEqual(bindingFor(1, 2, 'tprun', range(0, 3), 4), [2, 3]);
+  assert.deepEqual(bindingFor(0, 2, range(0, 3), 4), [0, 1]);
+  assert.deepEqual(bindingFor(1, 2, range(0, 3), 4), [2, 3]);
   // taskset -c 4-7 mpirun -np 2 --bind-to none: the launcher's mask is 4-7 too; the ranks split it.
-  assert.deepEqual(bindingFor(1, 2, 'openmpi', range(4, 7), 4), [6, 7]);
+  assert.deepEqual(bindingFor(1, 2, range(4, 7), 4), [6, 7]);
   // mpirun bound each rank to 4 of 16 cores: kept.
-  assert.equal(bindingFor(1, 4, 'openmpi', range(4, 7), 16), undefined);
+  assert.equal(bindingFor(1, 4, range(4, 7), 16), undefined);
   // The job's CPUs unknown: the mask is taken as the job's.
-  assert.deepEqual(bindingFor(0, 2, 'openmpi', range(0, 3), undefined), [0, 1]);
-  assert.equal(bindingFor(0, 2, 'tprun', undefined, 4), undefined, 'no mask known: nothing to bind');
-  assert.equal(bindingFor(0, 4, 'tprun', [0, 1], 2), undefined, 'more ranks than CPUs: left unbound');
+  assert.deepEqual(bindingFor(0, 2, range(0, 3), undefined), [0, 1]);
+  assert.equal(bindingFor(0, 2, undefined, 4), undefined, 'no mask known: nothing to bind');
+  assert.equal(bindingFor(0, 4, [0, 1], 2), undefined, 'more ranks than CPUs: left unbound');
 });
 
 test('rankCores (defaultThreads) follows the same rule: a container\'s cpuset is shared, a launcher\'s per-rank mask kept', () => {
@@ -123,7 +123,7 @@ test('jobWideCpus: a mask that another rank of the launcher shares is the job\'s
   proc(31, 20, '0-3', ompi(1, 2));
   const jw = jobWideCpus('openmpi', root, 20, range(0, 3), 30);
   assert.deepEqual(jw, range(0, 3), 'shared with rank 1: the job\'s');
-  assert.deepEqual(bindingFor(0, 2, 'openmpi', range(0, 3), jw.length), [0, 1], 'split, where each rank kept all 4 before');
+  assert.deepEqual(bindingFor(0, 2, range(0, 3), jw.length), [0, 1], 'split, where each rank kept all 4 before');
   assert.equal(defaultThreads(ompi(0, 2), 4, false, jw.length), 2);
   // mpirun --bind-to core: the ranks' masks are disjoint, each its own.
   proc(31, 20, '4-7', ompi(1, 2));

@@ -73,9 +73,9 @@ test('a brief TCP reset of a joined rank\'s rendezvous connection is survived: i
     gate: async (i, procs) => {
       if (i !== 2) return;
       await until(() => /still waiting for rank 2 to join/.test(procs[0].stderr));
-      const ports = tcpPorts(procs[1].pid);
+      const ports = tcpPorts(procs[1].pid) ?? [];
       for (const p of ports) spawnSync('ss', ['-K', 'src', '127.0.0.1', 'sport', '=', `:${p}`], { stdio: 'ignore' });
-      if (ports.length === 0 || tcpPorts(procs[1].pid).some((p) => ports.includes(p))) skipped = '`ss -K` did not close the connection (no sock_destroy)';
+      if (ports.length === 0 || (tcpPorts(procs[1].pid) ?? []).some((p) => ports.includes(p))) skipped = '`ss -K` did not close the connection (no sock_destroy)';
       // Rank 2 joins once rank 0 has seen the drop and rank 1 is back, or has given up on it.
       await until(() => /came back|rendezvous failed/.test(procs[0].stderr) || procs[0].proc.exitCode !== null);
     },
@@ -101,9 +101,9 @@ test('a joined rank of this host that lives but never reconnects is named when t
       if (i !== 2) return;
       await until(() => /still waiting for rank 2 to join/.test(procs[0].stderr));
       procs[1].proc.kill('SIGSTOP');
-      const ports = tcpPorts(procs[1].pid);
+      const ports = tcpPorts(procs[1].pid) ?? [];
       for (const p of ports) spawnSync('ss', ['-K', 'src', '127.0.0.1', 'sport', '=', `:${p}`], { stdio: 'ignore' });
-      if (ports.length === 0 || tcpPorts(procs[1].pid).some((p) => ports.includes(p))) skipped = '`ss -K` did not close the connection (no sock_destroy)';
+      if (ports.length === 0 || (tcpPorts(procs[1].pid) ?? []).some((p) => ports.includes(p))) skipped = '`ss -K` did not close the connection (no sock_destroy)';
       await procs[0].exited;
       procs[1].proc.kill('SIGKILL');
     },

@@ -54,7 +54,7 @@ export function sliceFor(cpus: number[], r: number, n: number): number[] | undef
 export function bindLocalRank(localRank: number, localSize: number, env: Record<string, string | undefined>): number[] | undefined {
   if (oneOf('TPRUN_BIND', ['none'], env) === 'none' || process.platform !== 'linux') return undefined;
   const cpus = allowedCpus();
-  const mine = bindingFor(localRank, localSize, sourceOf(env), cpus, jobWideCpus(sourceOf(env), '', process.ppid, cpus)?.length);
+  const mine = bindingFor(localRank, localSize, cpus, jobWideCpus(sourceOf(env), '', process.ppid, cpus)?.length);
   if (!mine) return undefined;
   try {
     execFileSync('taskset', ['-a', '-p', '-c', mine.join(','), String(process.pid)], { stdio: 'ignore', timeout: 5000 });
@@ -66,7 +66,7 @@ export function bindLocalRank(localRank: number, localSize: number, env: Record<
 }
 
 /** The slice bindLocalRank binds to: none where the mask is the rank's own (ownMask) or too small to share. */
-export function bindingFor(localRank: number, localSize: number, source: string, cpus: number[] | undefined, jobWide: number | undefined): number[] | undefined {
+export function bindingFor(localRank: number, localSize: number, cpus: number[] | undefined, jobWide: number | undefined): number[] | undefined {
   if (!cpus || ownMask(cpus.length, jobWide ?? cpus.length, localSize)) return undefined;
   return sliceFor(cpus, localRank, localSize);
 }
