@@ -32,6 +32,7 @@ if [ -z "${SKIP_PROFILE:-}" ]; then
   node scripts/cpu/nbits-bench.mjs "lm_i8b32=2048:32000:8:32,lm_i8b256=2048:32000:8:256,lm_i4b32=2048:32000:4:32" 1 15 2 2>>"$L" | label "nbits lm_head threads 1" | tee -a "$R"
   node scripts/cpu/nbits-bench.mjs "fcgate_pair_i4=2048:11264:4:256:-2,fcgate_fused_i4=2048:11264:4:256:2" 1 31 8 2>>"$L" | label "nbits fc+gate threads 1" | tee -a "$R"
   node scripts/cpu/nbits-bench.mjs "fcgate_pair_i8=2048:11264:8:256:-2,fcgate_fused_i8=2048:11264:8:256:2" 1 31 8 2>>"$L" | label "nbits fc+gate threads 1" | tee -a "$R"
+  node scripts/cpu/nbits-bench.mjs "fc_i4_f32=2048:5632:4:256:1:4:0,fc_i4_f16=2048:5632:4:256:1:4:1,fc_i8_f32=2048:5632:8:256:1:4:0,fc_i8_f16=2048:5632:8:256:1:4:1" 1 31 8 2>>"$L" | label "nbits float16 activations threads 1" | tee -a "$R"
 fi
 for round in $(seq "$ROUNDS"); do
   for th in $THREADS; do
