@@ -11,8 +11,11 @@ OUT=${OUT:-$PWD/cpu-out}; mkdir -p "$OUT"; R=$OUT/results.jsonl; L=$OUT/log.txt
 W=${TPRUN_CPU_WORK:-/tmp/tprun-cpu}; mkdir -p "$W"
 BASE_DIST=${BASE_DIST:-scratch/base/dist}
 ROUNDS=${CPU_ROUNDS:-3}; THREADS=${CPU_THREADS:-1 2}; TYPES=${CPU_TYPES:-int4_wo int8_wo}; LAYERS=${CPU_LAYERS:-4}
-[ -d bench/peers/node_modules ] || { [ -f .peers/peers.tar.xz ] && tar -C bench/peers -xJf .peers/peers.tar.xz; }
-export TPRUN_PEERS_DIR=$PWD/bench/peers
+# node-llama-cpp: TPRUN_PEERS_DIR where set, else bench/peers (unpacked from .peers/peers.tar.xz where carried).
+if [ -z "${TPRUN_PEERS_DIR:-}" ]; then
+  [ -d bench/peers/node_modules ] || { [ -f .peers/peers.tar.xz ] && tar -C bench/peers -xJf .peers/peers.tar.xz; }
+  export TPRUN_PEERS_DIR=$PWD/bench/peers
+fi
 label() { python3 -c "import json,sys
 for l in sys.stdin:
     if l.startswith('{'): d=json.loads(l); d['label']='$1'; d['load1']=float(open('/proc/loadavg').read().split()[0]); d.pop('greedy_ids', None); print(json.dumps(d), flush=True)"; }
