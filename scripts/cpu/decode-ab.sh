@@ -11,6 +11,9 @@ OUT=${OUT:-$PWD/cpu-out}; mkdir -p "$OUT"; R=$OUT/results.jsonl; L=$OUT/log.txt
 W=${TPRUN_CPU_WORK:-/tmp/tprun-cpu}; mkdir -p "$W"
 BASE_DIST=${BASE_DIST:-scratch/base/dist}
 ROUNDS=${CPU_ROUNDS:-3}; THREADS=${CPU_THREADS:-1 2}; TYPES=${CPU_TYPES:-int4_wo int8_wo}; LAYERS=${CPU_LAYERS:-4}
+# Variants: base (the base's dist and engine), new (this tree's), f32 (this tree's, built --dtype float32:
+# activations, norms and the KV cache in float32, no Casts around MatMulNBits).
+VARIANTS=${CPU_VARIANTS:-base new}
 # node-llama-cpp: TPRUN_PEERS_DIR where set, else bench/peers (unpacked from .peers/peers.tar.xz where carried).
 if [ -z "${TPRUN_PEERS_DIR:-}" ]; then
   [ -d bench/peers/node_modules ] || { [ -f .peers/peers.tar.xz ] && tar -C bench/peers -xJf .peers/peers.tar.xz; }
@@ -25,8 +28,9 @@ for q in $TYPES; do
   t=$( [ "$q" = int8_wo ] && echo q8_0 || echo q4_0 )
   [ -d "$m-$q-base" ] || node "$BASE_DIST/cli.js" build --model "$m" --quant "$q" --dtype float16 --device cpu --max-batch-size 1 --max-seq-len 512 --out "$m-$q-base" -q >>"$L" 2>&1
   [ -d "$m-$q-new" ] || node dist/cli.js build --model "$m" --quant "$q" --dtype float16 --device cpu --max-batch-size 1 --max-seq-len 512 --out "$m-$q-new" -q >>"$L" 2>&1
+  [[ " $VARIANTS " != *" f32 "* ]] || [ -d "$m-$q-f32" ] || node dist/cli.js build --model "$m" --quant "$q" --dtype float32 --device cpu --max-batch-size 1 --max-seq-len 512 --out "$m-$q-f32" -q >>"$L" 2>&1
   [ -f "$m-$t.gguf" ] || node --input-type=module -e "const { writeGguf } = await import('./dist/bench/gguf.js'); writeGguf('$m', '$m-$t.gguf', '$t')" >>"$L" 2>&1
-  for v in base new; do python3 -c "import json; print(json.dumps({'step': 'engine', 'label': '$q $v', 'build_config': json.load(open('$m-$q-$v/config.json'))['build_config']}))" | tee -a "$R"; done
+  for v in $VARIANTS; do python3 -c "import json; print(json.dumps({'step': 'engine', 'label': '$q $v', 'build_config': json.load(open('$m-$q-$v/config.json'))['build_config']}))" | tee -a "$R"; done
 done
 if [ -z "${SKIP_PROFILE:-}" ]; then
   for q in $TYPES; do for v in base new; do
@@ -41,7 +45,7 @@ for round in $(seq "$ROUNDS"); do
   for th in $THREADS; do
     for q in $TYPES; do
       t=$( [ "$q" = int8_wo ] && echo q8_0 || echo q4_0 )
-      order="base new"; [ $(( (round + th) % 2 )) = 1 ] && order="new base"
+      order=$VARIANTS; [ $(( (round + th) % 2 )) = 1 ] && order=$(echo $VARIANTS | tr ' ' '\n' | tac | tr '\n' ' ')
       for v in $order; do
         d=dist; [ "$v" = base ] && d=$BASE_DIST
         node "$d/cli.js" bench generate --engine "$m-$q-$v" --model "$m" --gguf "$m-$t.gguf" --device cpu --threads "$th" --peer llama.cpp --python /bin/false \
