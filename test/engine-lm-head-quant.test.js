@@ -92,8 +92,10 @@ test('tied embeddings at tp 2: the quantized lm_head (int8 and int4) decodes as 
 test('float models and GPU builds keep a float lm_head', { timeout: 600_000 }, async () => {
   assert.equal(config(await build('float', [])).build_config.lm_head_quant, 'none');
   assert.equal(config(await build('gpu-int8', ['--quant', 'int8_wo', '--device', 'gpu'])).build_config.lm_head_quant, 'none');
-  // A GPU build asked for a quantized lm_head keeps ggml's 32-wide blocks (256 is the CPU's default).
+  // A GPU build asked for a quantized lm_head keeps ggml's 32-wide blocks, and so does a CPU build with float
+  // activations (256 is the default only with accuracy level 4: build-config.ts says why).
   assert.equal(config(await build('gpu-int8-head', ['--quant', 'int8_wo', '--device', 'gpu', '--lm-head-quant', 'int8'])).build_config.lm_head_block_size, 32);
+  assert.equal(config(await build('cpu-int8-a0', ['--quant', 'int8_wo', '--int4-accuracy-level', '0'])).build_config.lm_head_block_size, 32);
 });
 
 test('--lm-head-block-size not a MatMulNBits block: one line naming the option, exit 2, no engine', async () => {

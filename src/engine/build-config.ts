@@ -42,14 +42,16 @@ export const BuildConfigSchema = z.object({
   lm_head_quant: z.enum(['none', 'int8', 'int4']).optional(),
   /**
    * Weights per scale of a quantized lm_head (MatMulNBits block_size: a power of two, 16–256; the largest
-   * such ≤ it that divides K is used). Default 256 for CPU builds, 32 (ggml's Q8_0) otherwise. On the CPU
-   * the lm_head was 40% of an int4_wo decode step at 32 (TinyLlama shape cut to 4 layers, 1 thread:
-   * onnxruntime's profile, scripts/cpu/decode-profile.mjs); onnxruntime's 8-bit kernel reads 256-wide
-   * blocks 1.2–1.4× faster (scripts/cpu/nbits-bench.mjs) and they hold 9% fewer bytes (docs/performance.md).
-   * With accuracy_level 4 the activations are rounded per block too, as the decoder linears' (already
-   * 256-wide) are. On brown-llama-a, 256 keeps 32's greedy tokens at tp 1 and 2 (int8_wo and int4_wo, also
-   * int8_wo at accuracy_level 0), held-out perplexity int8_wo 71.878 for 71.878 (tp 1), 71.895 for 71.866
-   * (tp 2), int4_wo 73.212 for 73.202.
+   * such ≤ it that divides K is used). Default 256 for CPU builds with int4_accuracy_level 4 (the CPU's own
+   * default), 32 (ggml's Q8_0) otherwise. At level 4 onnxruntime's CPU kernel rounds the activations to int8
+   * per block (CompInt8) and reads 256-wide blocks of the [2048, 32000] lm_head in 0.72–0.74× the time of
+   * 32-wide ones, from 9% fewer bytes (scripts/cpu/nbits-bench.mjs); 32-wide, the lm_head was 40% of an
+   * int4_wo decode step on the TinyLlama shape (docs/performance.md). On brown-llama-a, level 4 with 256
+   * keeps 32's greedy tokens (int8_wo and int4_wo at tp 1, int8_wo at tp 2); held-out perplexity int8_wo
+   * 71.878 for 71.878 (tp 2: 71.895 for 71.866), int4_wo 73.212 for 73.202. Not with float activations
+   * (level 0, and the WGSL kernels, which ignore the level): there a greedy near-tie of brown-llama-a (prompt
+   * 0's third new token, 260 over 262) that 32 and 64 keep by 0.008–0.04 shrinks to 0.0002 on the CPU at 256
+   * and flips on WGSL at 128 and 256 (by 0.0009–0.0014), so the same engine decodes differently there.
    */
   lm_head_block_size: z.number().int().min(16).max(256).refine((b) => (b & (b - 1)) === 0, 'a power of two').optional(),
   /** Extra outputs `calib.<linear prefix>` exposing every linear's input activations (for quantization). */
@@ -62,7 +64,7 @@ export type BuildConfig = Omit<z.infer<typeof BuildConfigSchema>, 'lm_head_block
 export function resolveBuildConfig(partial: Partial<BuildConfig> = {}): BuildConfig {
   const c = BuildConfigSchema.parse(partial);
   c.int4_accuracy_level ??= c.device === 'cpu' ? 4 : 0;
-  c.lm_head_block_size ??= c.device === 'cpu' ? 256 : 32;
+  c.lm_head_block_size ??= c.device === 'cpu' && c.int4_accuracy_level === 4 ? 256 : 32;
   if (c.max_input_len > c.max_seq_len) throw new Error(`max_input_len ${c.max_input_len} exceeds max_seq_len ${c.max_seq_len}`);
   return c as BuildConfig;
 }
