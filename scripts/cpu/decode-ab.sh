@@ -5,7 +5,10 @@
 # engines and benches them, this tree's dist the new ones. Interleaved: per round, per thread count, per type,
 # base and new alternate which goes first. Also the decode profiles (scripts/cpu/decode-profile.mjs) and the
 # MatMulNBits microbenchmarks (scripts/cpu/nbits-bench.mjs) at 1 thread. JSON lines to $OUT/results.jsonl.
-# Usage (device machine, carry .device dist .peers scratch): source .device/setup.sh && bash scripts/cpu/decode-ab.sh
+# Usage: BASE_DIST=DIR bash scripts/cpu/decode-ab.sh, DIR being the base's dist with its package.json one level up
+# (git archive BASE | tar -x -C TMP; link node_modules there; npx tsc -p TMP/tsconfig.json); TPRUN_PEERS_DIR where
+# node-llama-cpp is installed. Session 9 ran it on the 2-core machine with TPRUN_CPU_WORK=/tmp/d9 and
+# CPU_VARIANTS="base new f32".
 set -uo pipefail
 OUT=${OUT:-$PWD/cpu-out}; mkdir -p "$OUT"; R=$OUT/results.jsonl; L=$OUT/log.txt
 W=${TPRUN_CPU_WORK:-/tmp/tprun-cpu}; mkdir -p "$W"
