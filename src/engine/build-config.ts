@@ -41,23 +41,32 @@ export const BuildConfigSchema = z.object({
    */
   lm_head_quant: z.enum(['none', 'int8', 'int4']).optional(),
   /**
-   * Weights per scale of a quantized lm_head (MatMulNBits block_size: a power of two, 16–256). 32, as
-   * ggml's Q8_0: on brown-llama-a 128- and 256-wide blocks flipped a greedy near-tie that 32 and 64 keep
-   * (with float activations, --int4-accuracy-level 0). Wider blocks read 9% fewer lm_head bytes and
-   * onnxruntime's 8-bit kernel ran 1.1–1.3× faster on them at batch 1 on the 2-core machine.
+   * Weights per scale of a quantized lm_head (MatMulNBits block_size: a power of two, 16–256; the largest
+   * such ≤ it that divides K is used). Default 256 for CPU builds with int4_accuracy_level 4 (the CPU's own
+   * default), 32 (ggml's Q8_0) otherwise. At level 4 onnxruntime's CPU kernel rounds the activations to int8
+   * per block (CompInt8) and reads 256-wide blocks of the [2048, 32000] lm_head in 0.72–0.74× the time of
+   * 32-wide ones, from 9% fewer bytes (scripts/cpu/nbits-bench.mjs); 32-wide, the lm_head was 40% of an
+   * int4_wo decode step on the TinyLlama shape (docs/performance.md). On brown-llama-a, level 4 with 256
+   * keeps 32's greedy tokens (int8_wo and int4_wo at tp 1, int8_wo at tp 2); held-out perplexity int8_wo
+   * 71.878 for 71.878 (tp 2: 71.895 for 71.866), int4_wo 73.212 for 73.202. Not with float activations
+   * (level 0, and the WGSL kernels, which ignore the level): there a greedy near-tie of brown-llama-a (prompt
+   * 0's third new token, 260 over 262) that 32 and 64 keep by 0.008–0.04 shrinks to 0.0002 on the CPU at 256
+   * and flips on WGSL at 128 and 256 (by 0.0009–0.0014), so the same engine decodes differently there.
    */
-  lm_head_block_size: z.number().int().min(16).max(256).refine((b) => (b & (b - 1)) === 0, 'a power of two').default(32),
+  lm_head_block_size: z.number().int().min(16).max(256).refine((b) => (b & (b - 1)) === 0, 'a power of two').optional(),
   /** Extra outputs `calib.<linear prefix>` exposing every linear's input activations (for quantization). */
   calibration: z.boolean().default(false),
 });
 
-export type BuildConfig = z.infer<typeof BuildConfigSchema>;
+/** lm_head_block_size is always set once resolved (resolveBuildConfig: its default depends on the device). */
+export type BuildConfig = Omit<z.infer<typeof BuildConfigSchema>, 'lm_head_block_size'> & { lm_head_block_size: number };
 
 export function resolveBuildConfig(partial: Partial<BuildConfig> = {}): BuildConfig {
   const c = BuildConfigSchema.parse(partial);
   c.int4_accuracy_level ??= c.device === 'cpu' ? 4 : 0;
+  c.lm_head_block_size ??= c.device === 'cpu' && c.int4_accuracy_level === 4 ? 256 : 32;
   if (c.max_input_len > c.max_seq_len) throw new Error(`max_input_len ${c.max_input_len} exceeds max_seq_len ${c.max_seq_len}`);
-  return c;
+  return c as BuildConfig;
 }
 
 /** quant_algo of the weight-only schemes (CPU engines get an int8 lm_head unless told otherwise; --kernels wgsl runs them). */
