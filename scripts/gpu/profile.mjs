@@ -12,11 +12,12 @@ import { gzipSync } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
 import { Engine } from '../../dist/engine/engine.js';
 import { EngineRunner } from '../../dist/engine/runtime.js';
+import { initWorld } from '../../dist/index.js';
 
 const [dir, label, stepsArg, promptArg] = process.argv.slice(2);
 const steps = Number(stepsArg ?? 32);
 const P = Number(promptArg ?? 128);
-const world = { rank: 0, size: 1 }; // tp = 1: the runner never communicates
+const world = await initWorld(); // started alone: a world of one (tp 1, the runner never communicates)
 const engine = await Engine.fromDir(dir, 0, { worldSize: 1, verify: false });
 const prof = mkdtempSync(join(tmpdir(), 'tprun-prof-'));
 const plain = await EngineRunner.load(engine, world, { device: 'gpu' });
@@ -35,6 +36,7 @@ for (let s = 0; s < steps; s++) {
 cache.dispose();
 await profiled.close(); // writes the profile
 await plain.close();
+await world.close();
 const file = readdirSync(prof).find((f) => f.endsWith('.json'));
 const ev = JSON.parse(readFileSync(join(prof, file), 'utf8'));
 if (process.env.OUT) writeFileSync(join(process.env.OUT, `profile-${label.replace(/[^a-z0-9-]+/gi, '_')}.json.gz`), gzipSync(JSON.stringify(ev)));
