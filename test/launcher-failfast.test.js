@@ -21,6 +21,19 @@ test('a rank killed by a signal ends the job with 128+signal', async () => {
   assert.deepEqual(r.left, []);
 });
 
+test('a rank that crashes while the job stops for another rank\'s failure is named too', async () => {
+  // Rank 1 fails first (as a peer does when it sees a crashed rank's connection drop); rank 0, deaf to the
+  // launcher's SIGTERM, then dies of SIGABRT: both lines, the first failure's code.
+  const r = await runTprun([
+    '-n', '2', '--gpus', 'none', '--grace', '5', '--',
+    'sh', '-c', `if [ "$TPRUN_RANK" = 1 ]; then exit 4; fi; trap '' TERM; sleep 0.5; kill -ABRT $$`,
+  ]);
+  assert.equal(r.code, 4);
+  assert.match(r.stderr, /^tprun: rank 1 \(pid \d+\) exited with code 4$/m);
+  assert.match(r.stderr, /^tprun: rank 0 \(pid \d+\) was killed by SIGABRT as well$/m);
+  assert.deepEqual(r.left, []);
+});
+
 test('a rank that ignores SIGTERM is killed after --grace', async () => {
   const r = await runTprun([
     '-n', '2', '--gpus', 'none', '--grace', '0.5', '--',

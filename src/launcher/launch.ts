@@ -108,6 +108,8 @@ interface RankProc {
   trace: TraceEvent[];
 }
 
+/** Signals the launcher never sends: a rank that ends by one of them crashed. */
+const CRASH_SIGNALS = new Set(['SIGSEGV', 'SIGABRT', 'SIGBUS', 'SIGILL', 'SIGFPE', 'SIGSYS', 'SIGTRAP']);
 const DEFAULT_GRACE_SEC = 3;
 /** What OpenSSH's client prints when it cannot connect or log in (ssh.c, sshconnect.c). */
 const SSH_FAILURE = /^ssh: |Could not resolve hostname|Connection (refused|timed out|closed by)|No route to host|Network is unreachable|Permission denied \(|Host key verification failed|banner exchange|kex_exchange_identification/m;
@@ -262,6 +264,9 @@ export async function launch(o: LaunchOptions): Promise<number> {
     // What a rank leaves in its process group goes down with it.
     if (r.place.local) signalRank(r, 'SIGTERM');
     const failed = spawnError !== undefined || signal !== null || (code ?? 1) !== 0;
+    // The first failure is named below; a rank that crashed while the job was already stopping (its peer,
+    // seeing it gone, may have exited first and been named) is named too, so the cause is not hidden.
+    if (stopping && signal !== null && CRASH_SIGNALS.has(signal)) say(`rank ${r.place.rank} (pid ${r.pid ?? '?'}) was killed by ${signal} as well`, { rank: r.place.rank, pid: r.pid, signal });
     if (!failed || stopping) return;
     const pid = r.pid ?? '?';
     // A rank that was stopped (SIGSTOP, SIGTSTP) fails nobody itself: its peers time out waiting for it,
