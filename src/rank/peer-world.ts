@@ -21,8 +21,6 @@ import { type ShmAllReduce, warmShmAllReduce } from './shm-allreduce.js';
 import type { Ticket, Transport } from './collectives/round.js';
 import { onOff } from '../util/env.js';
 
-/** How long close() waits for a peer to acknowledge its goodbye (one whose event loop is blocked). */
-const CLOSE_WAIT_MS = 5000;
 const NONE: number[] = [];
 
 export class PeerWorld implements World, Transport {
@@ -246,22 +244,26 @@ export class PeerWorld implements World, Transport {
       }
       return;
     }
-    // Let queued shared-memory sends reach the ring (the peer may still want them), briefly.
+    // Let queued shared-memory sends reach the ring (the peer may still want them). A peer that is gone
+    // ends the wait (waitFor throws); one that is alive but not reading is waited for as a receive is.
     try {
-      await this.p.waitFor('close', () => this.links.shmList.filter((l) => !l.idle).map((l) => l.peer), 5000);
+      await this.p.waitFor('close', () => this.links.shmList.filter((l) => !l.idle).map((l) => l.peer), this.timeoutMs);
     } catch { /* a dead or stuck peer must not keep us from closing */ }
     this.saidBye = true;
     this.links.bye(this.weAckedTheirBye);
     // ZeroMQ reports a send done when it is queued, not when it arrived. A peer acknowledges our goodbye
     // as soon as its event loop sees it (whatever it is busy awaiting), and it came after everything else
     // we sent it; a peer that said goodbye itself has done its last receive. Either way nothing of ours
-    // is still in flight to it. Bounded: a peer whose event loop is blocked or dead must not keep us.
+    // is still in flight to it. A dead peer ends the wait (its disconnect). A live peer whose event loop is
+    // blocked is waited for up to the comm timeout, as a receive would be: closing our sockets before it
+    // reads would drop what we sent it (ZeroMQ discards a closed connection's unread messages), and it
+    // would then fail naming us (the likely cause of a CI run where a pipeline stage on lavapipe lost its hand-off).
     try {
       await this.p.waitFor('close', () => {
         const m: number[] = [];
         for (let r = 0; r < this.size; r++) if (r !== this.rank && !this.p.gone.has(r) && !this.peersAckedOurBye.has(r)) m.push(r);
         return m;
-      }, Math.min(this.timeoutMs, CLOSE_WAIT_MS));
+      }, this.timeoutMs);
     } catch { /* see above */ }
     this.p.closed = true;
     await this.links.closeSockets();

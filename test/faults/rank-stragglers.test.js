@@ -50,3 +50,31 @@ test('ranks that finish while a peer hangs (its event loop free) close without w
     rs[2].proc.kill('SIGKILL');
   }
 });
+
+test('what a rank sent before closing reaches a peer whose event loop was blocked past the old 5 s close wait', { timeout: 120_000 }, async () => {
+  // Over ZeroMQ (TPRUN_TRANSPORT=zmq): a closed connection's unread messages are dropped, so the sender's
+  // close() must wait for the peer's acknowledgement as long as a receive would wait, not 5 s.
+  const { runTprun } = await import('../helpers/procs.js');
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-late-'));
+  try {
+    const app = join(dir, 'late.mjs');
+    writeFileSync(app, `import { initWorld } from ${JSON.stringify(new URL('../../dist/index.js', import.meta.url).href)};
+const w = await initWorld();
+if (w.rank === 0) { await w.send(Float32Array.of(1, 2, 3), 1); await w.close(); }
+else {
+  const t0 = Date.now(); while (Date.now() - t0 < 6500) {} // blocked: rank 0 is closing meanwhile
+  console.log('got', Array.from(await w.recv(0, 0, new Float32Array(3))).join(','));
+  await w.close();
+}
+`);
+    const r = await runTprun(['-n', '2', '--gpus', 'none', '--', process.execPath, app], { env: { TPRUN_TRANSPORT: 'zmq' } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'got 1,2,3');
+    assert.deepEqual(r.left, []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
