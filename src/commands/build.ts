@@ -107,6 +107,8 @@ const command: CommandModule<object, BuildArgs> = {
       const { validateConvert } = await import('../checkpoint/convert.js');
       const config = validateConvert({ model: src, out, tp, pp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
       if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
+      const refusal = a.device === 'auto' ? undefined : (await import('../engine/llama-graph.js')).ortHeadSizeRefusal(config, a.device);
+      if (refusal) throw new InputError(`--model ${src}: ${refusal}`);
     }
     let int4MatmulDtype = a['int4-matmul-dtype'];
     // Read whatever the flag says, so a value it does not take is refused even where the flag makes it moot.

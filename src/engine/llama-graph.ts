@@ -21,6 +21,7 @@
 
 import type { Tensor, Weights } from '../core/tensor.js';
 import type { PretrainedConfig } from '../core/config.js';
+import { InputError } from '../core/errors.js';
 import type { BuildConfig } from './build-config.js';
 import { fromFloat32 } from './dtype.js';
 import { type DeferredTensor, engineWeight } from './weight-convert.js';
@@ -108,7 +109,21 @@ function floatWeight(weights: Weights, name: string, dtype: 'float32' | 'float16
 }
 
 /** Builds the segment graphs of one rank. Weights go to `wf`; returns the graphs in execution order. */
+/**
+ * Why onnxruntime could not run an engine of this head size, or undefined. Its GroupQueryAttention with
+ * rotary caches (do_rotary, as built here) takes head sizes that are multiples of 16 only
+ * (contrib_ops/cpu/bert/group_query_attention_helper.h, CheckInputs: "head_size shall be a multiple of
+ * 16"): refused at build for the CPU rather than at the first forward. GPU builds are left to the WGSL
+ * kernels, which take any even head size (wgsl/runner.ts).
+ */
+export function ortHeadSizeRefusal(config: PretrainedConfig, device: BuildConfig['device']): string | undefined {
+  if (device !== 'cpu' || config.head_size % 16 === 0) return undefined;
+  return `head size ${config.head_size} (hidden ${config.hidden_size} / ${config.num_attention_heads} heads): onnxruntime's GroupQueryAttention with rotary caches takes multiples of 16, so no CPU engine can run it; build with --device gpu for tprun's WGSL kernels`;
+}
+
 export function buildLlamaSegments(config: PretrainedConfig, rank: number, weights: Weights, bc: BuildConfig, wf: WeightFile, onLayer?: () => void): Graph[] {
+  const refusal = ortHeadSizeRefusal(config, bc.device);
+  if (refusal) throw new InputError(refusal);
   const sh = rankShape(config, rank);
   const dt = bc.dtype;
   const H = config.hidden_size;
