@@ -54,7 +54,7 @@ export function sliceFor(cpus: number[], r: number, n: number): number[] | undef
 export function bindLocalRank(localRank: number, localSize: number, env: Record<string, string | undefined>): number[] | undefined {
   if (oneOf('TPRUN_BIND', ['none'], env) === 'none' || process.platform !== 'linux') return undefined;
   const cpus = allowedCpus();
-  const mine = bindingFor(localRank, localSize, cpus, jobWideCpus(sourceOf(env), '', process.ppid, cpus)?.length);
+  const mine = bindingFor(localRank, localSize, cpus, ownJobWide(sourceOf(env), cpus)?.length);
   if (!mine) return undefined;
   try {
     execFileSync('taskset', ['-a', '-p', '-c', mine.join(','), String(process.pid)], { stdio: 'ignore', timeout: 5000 });
@@ -173,6 +173,16 @@ export function jobWideCpus(source: string, root = '', pid = process.ppid, mine?
   return inJob.length > 0 ? inJob : launcher.cpus;
 }
 
+/** This process's jobWideCpus, found once per mask: bindLocalRank and every rankCores (the runtime's and
+ *  the build's thread counts) ask, and its launcher and siblings do not change while it runs, so the
+ *  walk up /proc and the scan of its siblings are not repeated. */
+let ownWide: { key: string; cpus: number[] | undefined } | undefined;
+function ownJobWide(source: string, mine: number[] | undefined): number[] | undefined {
+  const key = `${source} ${mine?.join(',')}`;
+  if (ownWide?.key !== key) ownWide = { key, cpus: jobWideCpus(source, '', process.ppid, mine) };
+  return ownWide.cpus;
+}
+
 /** The CPU list in `file`, or undefined where it cannot be read. */
 function cpuListAt(file: string): number[] | undefined {
   try {
@@ -227,7 +237,7 @@ export function rankCores(env: NodeJS.ProcessEnv = process.env, mask?: number, b
   let source = 'single';
   try { ({ localSize: local, source } = detectIdentity(env)); } catch { /* a malformed world fails where the world starts */ }
   local = Math.max(1, local);
-  jobWide ??= mask === undefined ? jobWideCpus(source, '', process.ppid, allowedCpus())?.length ?? cores : cores;
+  jobWide ??= mask === undefined ? ownJobWide(source, allowedCpus())?.length ?? cores : cores;
   if (ownMask(cores, jobWide, local)) return Math.max(1, cores);
   return Math.max(1, Math.floor(cores / local));
 }
