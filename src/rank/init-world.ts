@@ -12,6 +12,7 @@ import type { World } from './types.js';
 import { detectIdentity, type Env } from './identity.js';
 import { PeerWorld } from './peer-world.js';
 import { wholeNumber } from '../util/env.js';
+import { exitTwoIfUncaught } from './input-exit.js';
 
 export { CommError } from './inbox.js';
 export { detectIdentity } from './identity.js';
@@ -29,13 +30,20 @@ const envNum = (env: Env, name: string): number | undefined => wholeNumber(name,
 
 export async function initWorld(opts: InitWorldOptions = {}): Promise<World> {
   const env = opts.env ?? process.env;
-  const id = detectIdentity(env);
-  const timeoutMs = opts.timeoutMs ?? envNum(env, 'TPRUN_COMM_TIMEOUT_MS') ?? 600_000;
-  const { inWorld: _inWorld, ...identity } = id;
-  // A world of one is loaded only when asked for: every rank of a real job would load it for nothing.
-  if (id.size === 1) return new (await import('./local-world.js')).LocalWorld(identity);
-  const w = new PeerWorld(identity, timeoutMs, opts.maxMessageBytes ?? envNum(env, 'TPRUN_MAX_MESSAGE_BYTES') ?? 2 ** 32,
-    envNum(env, 'TPRUN_SPIN_US'));
-  await w.start(env);
-  return w;
+  let rank: number | undefined;
+  try {
+    const id = detectIdentity(env);
+    rank = id.rank;
+    const timeoutMs = opts.timeoutMs ?? envNum(env, 'TPRUN_COMM_TIMEOUT_MS') ?? 600_000;
+    const { inWorld: _inWorld, ...identity } = id;
+    // A world of one is loaded only when asked for: every rank of a real job would load it for nothing.
+    if (id.size === 1) return new (await import('./local-world.js')).LocalWorld(identity);
+    const w = new PeerWorld(identity, timeoutMs, opts.maxMessageBytes ?? envNum(env, 'TPRUN_MAX_MESSAGE_BYTES') ?? 2 ** 32,
+      envNum(env, 'TPRUN_SPIN_US'));
+    await w.start(env);
+    return w;
+  } catch (e) {
+    exitTwoIfUncaught(e, rank);
+    throw e;
+  }
 }

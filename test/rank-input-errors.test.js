@@ -1,0 +1,36 @@
+// A user's script whose initWorld() gets bad input (a TPRUN_* knob spelt wrong) ends like tprun's own
+// commands: one line naming the option and the rank, exit 2, the job down. It printed a stack trace from
+// every rank and exited 1 (reported by the launcher as a rank that crashed).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
+import { runTprun } from './helpers/procs.js';
+
+const APP = fileURLToPath(new URL('./helpers/world-app.js', import.meta.url));
+
+test('a bad TPRUN_* knob in a script\'s initWorld: one line per rank naming it, exit 2, no stack trace', { timeout: 120_000 }, async () => {
+  const r = await runTprun(['-n', '2', '--gpus', 'none', '--', process.execPath, APP, 'hello'], { env: { TPRUN_SPIN_US: 'fast' } });
+  assert.equal(r.code, 2, r.stderr);
+  const lines = r.stderr.trim().split('\n');
+  assert.match(r.stderr, /^tprun: rank [01]: TPRUN_SPIN_US=fast: not a whole number >= 0$/m);
+  assert.match(r.stderr, /^tprun: rank [01] \(pid \d+\) exited with code 2$/m);
+  // The ranks that got that far before the launcher stopped the job say it once each, and nothing else.
+  for (const l of lines) assert.match(l, /^tprun: rank [01](: TPRUN_SPIN_US=fast: not a whole number >= 0| \(pid \d+\) exited with code 2)$/, r.stderr);
+  assert.ok(lines.length <= 3, r.stderr);
+  assert.deepEqual(r.left, []);
+});
+
+test('a script that catches initWorld\'s InputError, or handles uncaught errors itself, keeps that behaviour', { timeout: 60_000 }, () => {
+  const env = { ...process.env, TPRUN_RANK: '0', TPRUN_WORLD_SIZE: '2', TPRUN_SPIN_US: 'fast' };
+  const caught = spawnSync(process.execPath, ['--input-type=module', '-e',
+    "import { initWorld } from 'tprun'; try { await initWorld(); } catch (e) { console.log('caught', e.name); } process.exitCode = 5;"],
+  { env, encoding: 'utf8', cwd: fileURLToPath(new URL('..', import.meta.url)) });
+  assert.equal(caught.status, 5, caught.stderr);
+  assert.match(caught.stdout, /caught InputError/);
+  const own = spawnSync(process.execPath, ['--input-type=module', '-e',
+    "import { initWorld } from 'tprun'; process.on('uncaughtException', (e) => { console.log('mine', e.name); process.exit(7); }); await initWorld();"],
+  { env, encoding: 'utf8', cwd: fileURLToPath(new URL('..', import.meta.url)) });
+  assert.equal(own.status, 7, own.stderr);
+  assert.match(own.stdout, /mine InputError/);
+});
