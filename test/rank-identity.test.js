@@ -64,3 +64,25 @@ test('CPU slices for local ranks', async () => {
   assert.deepEqual(sliceFor([0, 1, 2, 3, 4], 2, 3), [2]);
   assert.equal(sliceFor([0, 1], 2, 5), undefined, 'more ranks than CPUs: left unbound');
 });
+
+test('two concurrent Slurm job steps of one job derive different job keys (rendezvous socket, secret, shm names)', () => {
+  // Same job, same MASTER_ADDR/MASTER_PORT: without the step id in the key, a rank of step 1 proved step
+  // 0's secret and could join its world; on one node both steps' ipc rendezvous took the same path.
+  const base = { SLURM_PROCID: '1', SLURM_NTASKS: '2', SLURM_LOCALID: '1', SLURM_NTASKS_PER_NODE: '2', SLURM_TASKS_PER_NODE: '2', SLURM_NODEID: '0', SLURM_JOB_ID: '77' };
+  const tcp = { ...base, MASTER_ADDR: 'node7', MASTER_PORT: '29500' };
+  const a = rendezvousFor(detectIdentity(tcp), { ...tcp, SLURM_STEP_ID: '0' });
+  const b = rendezvousFor(detectIdentity(tcp), { ...tcp, SLURM_STEP_ID: '1' });
+  assert.notEqual(a.jobId, b.jobId);
+  assert.notDeepEqual(a.secret, b.secret);
+  const one = { ...base };
+  const ia = detectIdentity({ ...one, SLURM_STEP_ID: '0' });
+  assert.equal(ia.localSize, ia.size, 'a one-node step');
+  const pa = rendezvousFor(ia, { ...one, SLURM_STEP_ID: '0' });
+  const pb = rendezvousFor(ia, { ...one, SLURM_STEP_ID: '1' });
+  assert.match(pa.bind, /^ipc:/);
+  assert.notEqual(pa.bind, pb.bind);
+  // Slurm's older spelling, and a step id alongside a namespace that has its own (PMIx's names the step).
+  assert.equal(rendezvousFor(detectIdentity(tcp), { ...tcp, SLURM_STEPID: '1' }).jobId, b.jobId);
+  const pmix = { ...tcp, SLURM_STEP_ID: '1', PMIX_NAMESPACE: 'slurm.pmix.77.1' };
+  assert.equal(rendezvousFor(detectIdentity(pmix), pmix).jobId, 'slurm.pmix.77.1');
+});

@@ -99,7 +99,15 @@ const hash = (...parts: string[]) => createHash('sha256').update(parts.join('\0'
 export function rendezvousFor(id: WorldIdentity, env: Env = process.env): Rendezvous {
   const addr = env.TPRUN_MASTER_ADDR ?? env.MASTER_ADDR;
   const portS = env.TPRUN_MASTER_PORT ?? env.MASTER_PORT;
-  let jobId = env.TPRUN_JOB_ID ?? env.PMIX_NAMESPACE ?? env.OMPI_MCA_ess_base_jobid ?? env.SLURM_JOB_ID ?? env.SLURM_JOBID;
+  // The job key names the rendezvous socket and the shared-memory files and seeds a derived secret. A Slurm
+  // job may run job steps (srun) side by side, all with the job's id and often the same MASTER_ADDR/PORT:
+  // the step id keeps them apart (else a rank of one step proved the other's secret and could join it, and
+  // on one node both bound the same ipc path). tprun's id, PMIx's namespace (srun --mpi=pmix names the step
+  // in it) and Open MPI's job id are each already one per launch.
+  const slurmJob = env.SLURM_JOB_ID ?? env.SLURM_JOBID;
+  const slurmStep = env.SLURM_STEP_ID ?? env.SLURM_STEPID;
+  let jobId = env.TPRUN_JOB_ID ?? env.PMIX_NAMESPACE ?? env.OMPI_MCA_ess_base_jobid
+    ?? (slurmJob !== undefined && slurmStep !== undefined ? `${slurmJob}.${slurmStep}` : slurmJob);
   let secret: Buffer | undefined;
   let secretSource = 'TPRUN_SECRET';
   if (env.TPRUN_SECRET !== undefined) {
@@ -137,10 +145,10 @@ export function rendezvousFor(id: WorldIdentity, env: Env = process.env): Rendez
     const host = expandNodelist(env.SLURM_JOB_NODELIST)[0];
     const job = Number(env.SLURM_JOB_ID ?? env.SLURM_JOBID ?? 0);
     // One job step at a time per job is the norm; the step id keeps consecutive steps apart.
-    const port = 20000 + ((job * 7 + Number(env.SLURM_STEP_ID ?? 0)) % 20000);
+    const port = 20000 + ((job * 7 + Number(slurmStep ?? 0)) % 20000);
     jobId ??= String(job);
     if (!secret) {
-      secret = derived('Slurm job id (not secret)', jobId, env.SLURM_STEP_ID ?? '');
+      secret = derived('Slurm job id (not secret)', jobId, slurmStep ?? '');
       if (id.rank === 0) process.stderr.write('tprun: warning: no TPRUN_SECRET under Slurm; export one (openssl rand -hex 32) for a private job\n');
     }
     return { bind: `tcp://*:${port}`, connect: `tcp://${bracket(host)}:${port}`, masterHost: host, secret, jobId, secretSource };
