@@ -69,6 +69,17 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}): BuildCon
   return c as BuildConfig;
 }
 
+/**
+ * The block a quantized lm_head of K inputs gets from lm_head_block_size: the largest power of two ≤ it,
+ * and ≥ 16, dividing K (as ../quantization/onnx-linear.ts's emitBlockQuantizedFloat picks it); undefined
+ * where K is not a multiple of 16 (the lm_head then stays float).
+ */
+export function lmHeadBlockFor(k: number, requested: number): number | undefined {
+  let bs = requested;
+  while (bs > 16 && k % bs) bs /= 2;
+  return k % bs ? undefined : bs;
+}
+
 /** quant_algo of the weight-only schemes (CPU engines get an int8 lm_head unless told otherwise; --kernels wgsl runs them). */
 export const WEIGHT_ONLY_ALGOS = new Set(['W8A16', 'W4A16', 'W4A16_AWQ']);
 

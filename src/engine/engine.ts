@@ -15,7 +15,7 @@ import type { Weights } from '../core/tensor.js';
 import type { World } from '../rank/types.js';
 import { InputError } from '../core/errors.js';
 import { PRODUCER, checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, withPath, type OutGuard } from '../checkpoint/outdir.js';
-import { resolveBuildConfig, resolveLmHeadQuant, type BuildConfig } from './build-config.js';
+import { lmHeadBlockFor, resolveBuildConfig, resolveLmHeadQuant, type BuildConfig } from './build-config.js';
 import { buildLlamaSegments } from './llama-graph.js';
 import { isQuantizedLinear, loadQuantLinear } from './linear.js';
 import { WeightFile } from './weight-file.js';
@@ -209,6 +209,13 @@ export function engineWorldSize(config: EngineConfig): number {
 export async function build(model: ModelShard, buildConfig: Partial<BuildConfig> = {}, opts: { onLayer?: () => void } = {}): Promise<Engine> {
   const cfg = model.config;
   const bc = resolveLmHeadQuant(resolveBuildConfig(buildConfig), cfg.quantization?.quant_algo);
+  // The engine's config records the lm_head's block as built, not as asked: a hidden size that 256 does
+  // not divide takes a smaller block, and one no block fits keeps a float lm_head (emitLmHead).
+  if (bc.lm_head_quant !== 'none') {
+    const bs = lmHeadBlockFor(cfg.hidden_size, bc.lm_head_block_size);
+    if (bs === undefined) bc.lm_head_quant = 'none';
+    else bc.lm_head_block_size = bs;
+  }
   // Positions past what the model was trained on give garbage without rope scaling (TensorRT-LLM's
   // build caps max_seq_len at max_position_embeddings × the scaling factor the same way).
   const scale = cfg.rotary_scaling?.factor ?? 1;

@@ -1,0 +1,55 @@
+// build_config.lm_head_block_size records the block the quantized lm_head was built with. The block is the
+// largest power of two ≤ the one asked for that divides K (the hidden size): a hidden size of 96 takes 32.
+// The config said 256 (the CPU default) whatever was used; and where no block fits K (not a multiple of
+// 16) the lm_head stays float, so the config says lm_head_quant 'none'.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tprun } from './helpers/engine.js';
+import { writeSafetensors } from '../dist/checkpoint/index.js';
+
+let dir;
+before(() => { dir = mkdtempSync(join(tmpdir(), 'tprun-lmblock-')); });
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A one-layer LLaMA of hidden size H (heads of 16) in Hugging Face's layout, small deterministic weights. */
+function tinyModel(name, H) {
+  const d = join(dir, name);
+  mkdirSync(d);
+  const [V, I, nh, nkv, hd] = [64, 128, 4, 2, 16];
+  const t = (...shape) => ({ dtype: 'float32', shape, data: new Uint8Array(new Float32Array(shape.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i) * 0.02).buffer) });
+  writeSafetensors(join(d, 'model.safetensors'), new Map([
+    ['model.embed_tokens.weight', t(V, H)], ['model.norm.weight', t(H)], ['lm_head.weight', t(V, H)],
+    ['model.layers.0.input_layernorm.weight', t(H)], ['model.layers.0.post_attention_layernorm.weight', t(H)],
+    ['model.layers.0.self_attn.q_proj.weight', t(nh * hd, H)], ['model.layers.0.self_attn.k_proj.weight', t(nkv * hd, H)],
+    ['model.layers.0.self_attn.v_proj.weight', t(nkv * hd, H)], ['model.layers.0.self_attn.o_proj.weight', t(H, nh * hd)],
+    ['model.layers.0.mlp.gate_proj.weight', t(I, H)], ['model.layers.0.mlp.up_proj.weight', t(I, H)], ['model.layers.0.mlp.down_proj.weight', t(H, I)],
+  ]));
+  writeFileSync(join(d, 'config.json'), JSON.stringify({
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: V, hidden_size: H, intermediate_size: I, num_hidden_layers: 1,
+    num_attention_heads: nh, num_key_value_heads: nkv, head_dim: hd, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 10000,
+    hidden_act: 'silu', tie_word_embeddings: false, torch_dtype: 'float32',
+  }));
+  return d;
+}
+
+async function builtConfig(model, args) {
+  const out = join(dir, `engine-${Math.random().toString(36).slice(2)}`);
+  const r = await tprun(['build', '--model', model, '--out', out, ...args], { timeoutMs: 300_000 });
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).build_config;
+}
+
+test('a quantized lm_head whose K 256 does not divide records the smaller block it was built with', { timeout: 600_000 }, async () => {
+  const m96 = tinyModel('h96', 96);
+  const c = await builtConfig(m96, ['--quant', 'int8_wo', '--lm-head-block-size', '256']);
+  assert.equal(c.lm_head_quant, 'int8');
+  assert.equal(c.lm_head_block_size, 32);
+  // A block that divides K is kept as asked.
+  assert.equal((await builtConfig(m96, ['--quant', 'int8_wo', '--lm-head-block-size', '16'])).lm_head_block_size, 16);
+  // No block fits K = 72 (a float model, its lm_head asked quantized): it stays float, and the config says so.
+  const c72 = await builtConfig(tinyModel('h72', 72), ['--lm-head-quant', 'int8']);
+  assert.equal(c72.lm_head_quant, 'none');
+});
