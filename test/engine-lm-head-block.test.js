@@ -15,10 +15,12 @@ before(() => { dir = mkdtempSync(join(tmpdir(), 'tprun-lmblock-')); });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A one-layer LLaMA of hidden size H (heads of 16) in Hugging Face's layout, small deterministic weights. */
+/** @param {string} name @param {number} H */
 function tinyModel(name, H) {
   const d = join(dir, name);
   mkdirSync(d);
   const [V, I, nh, nkv, hd] = [64, 128, 4, 2, 16];
+  /** @type {(...shape: number[]) => import('../dist/core/tensor.js').Tensor} */
   const t = (...shape) => ({ dtype: 'float32', shape, data: new Uint8Array(new Float32Array(shape.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i) * 0.02).buffer) });
   writeSafetensors(join(d, 'model.safetensors'), new Map([
     ['model.embed_tokens.weight', t(V, H)], ['model.norm.weight', t(H)], ['lm_head.weight', t(V, H)],
@@ -35,6 +37,7 @@ function tinyModel(name, H) {
   return d;
 }
 
+/** @param {string} model @param {string[]} args */
 async function builtConfig(model, args) {
   const out = join(dir, `engine-${Math.random().toString(36).slice(2)}`);
   const r = await tprun(['build', '--model', model, '--out', out, ...args], { timeoutMs: 300_000 });
