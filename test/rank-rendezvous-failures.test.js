@@ -113,3 +113,79 @@ test('a joined rank of this host that lives but never reconnects is named when t
   assert.equal(res[0].code, 1, res[0].stderr);
   assert.match(res[0].stderr, /rendezvous timed out after 20000 ms at rank 0: rank 1 lost its connection after joining and did not reconnect/);
 });
+
+/** `pid`'s established TCP connections (iproute2's ss): local port and bytes waiting to be read. */
+const tcpConns = (pid) => spawnSync('ss', ['-tnpH', 'state', 'established'], { encoding: 'utf8' }).stdout.split('\n')
+  .filter((l) => l.includes(`pid=${pid},`)).map((l) => l.trim().split(/\s+/)).map((c) => ({ recvQ: Number(c[0]), port: c[2].replace(/.*:/, '') }));
+/** Resets `pid`'s TCP connections; the reason to skip where that cannot be done. */
+const resetAll = (pid) => {
+  const ports = tcpConns(pid).map((c) => c.port);
+  for (const p of ports) spawnSync('ss', ['-K', 'src', '127.0.0.1', 'sport', '=', `:${p}`], { stdio: 'ignore' });
+  if (ports.length === 0 || tcpConns(pid).some((c) => ports.includes(c.port))) return '`ss -K` did not close the connection (no sock_destroy)';
+  return undefined;
+};
+
+test('a reset while rank 0 is not reading: the rank\'s reconnection and its next message are taken', { timeout: 120_000 }, async (t) => {
+  // Rank 1 joined and is stopped; rank 2 joins, so rank 0 sends the world table to both and waits for
+  // their exchange. Rank 0 then blocks its event loop (a long synchronous step), rank 1's connection is
+  // reset and rank 1 resumes: ZeroMQ reconnects it on its own threads and rank 1 sends its exchange. Rank
+  // 0's socket turned the new connection away while it had not read the old one's drop (a duplicate
+  // routing id), and the exchange was lost: the job timed out naming a live rank 1.
+  if (process.getuid?.() !== 0 || tcpPorts(process.pid) === undefined) return t.skip('needs root and iproute2\'s ss');
+  let skipped;
+  const res = await spawnRanks(3, [APP, 'hello'], {
+    env: { APP_TIMEOUT_MS: '20000', APP_BLOCK_MS: '3000' },
+    gate: async (i, procs) => {
+      if (i !== 2) return;
+      await until(() => /still waiting for rank 2 to join/.test(procs[0].stderr));
+      procs[1].proc.kill('SIGSTOP');
+      // Once rank 2 runs and rank 1's world table waits unread in its kernel.
+      void until(() => procs[2] && tcpConns(procs[1].pid).some((c) => c.recvQ > 0)).then(async () => {
+        procs[0].proc.kill('SIGUSR2');
+        await until(() => /app: blocked/.test(procs[0].stderr));
+        skipped = resetAll(procs[1].pid);
+        procs[1].proc.kill('SIGCONT');
+      });
+    },
+    timeoutMs: 60_000,
+  });
+  if (skipped) return t.skip(skipped);
+  assert.match(res[0].stderr, /app: unblocked/);
+  for (const r of res) {
+    assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+    assert.match(r.stdout, /"sum":6/);
+  }
+});
+
+test('a reset of a joining rank while rank 0 was blocked: the handshake completes', { timeout: 120_000 }, async (t) => {
+  // Rank 0 blocks its event loop before rank 1 arrives; rank 1 connects and says hello, and its
+  // connection is reset meanwhile. What rank 0 then read of the two connections, and in which order,
+  // varies: it used to drop rank 1's challenge at the old connection's drop notice and refuse its proof
+  // ('authentication without a challenge'), or answer over the dead connection, and the job failed (2
+  // of 7 runs before the mend; the reviewer's `ss -K` runs saw the same). Now a rank resends its last
+  // request after reconnecting, and rank 0 keeps the challenge and answers a repeat as the first.
+  if (process.getuid?.() !== 0 || tcpPorts(process.pid) === undefined) return t.skip('needs root and iproute2\'s ss');
+  let skipped;
+  const listening = (pid) => spawnSync('ss', ['-tlnpH'], { encoding: 'utf8' }).stdout.includes(`pid=${pid},`);
+  const res = await spawnRanks(2, [APP, 'hello'], {
+    env: { APP_TIMEOUT_MS: '20000', APP_BLOCK_MS: '3000' },
+    gate: async (i, procs) => {
+      if (i !== 1) return;
+      await until(() => listening(procs[0].pid));
+      await new Promise((r) => setTimeout(r, 300));
+      procs[0].proc.kill('SIGUSR2');
+      await until(() => /app: blocked/.test(procs[0].stderr));
+      void until(() => procs[1] && tcpConns(procs[1].pid).length > 0).then(async () => {
+        await new Promise((r) => setTimeout(r, 300)); // its hello is on its way
+        skipped = resetAll(procs[1].pid);
+      });
+    },
+    timeoutMs: 60_000,
+  });
+  if (skipped) return t.skip(skipped);
+  assert.match(res[0].stderr, /app: unblocked/);
+  for (const r of res) {
+    assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+    assert.match(r.stdout, /"sum":3/);
+  }
+});

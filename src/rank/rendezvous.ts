@@ -90,7 +90,11 @@ function ended(pid: number): boolean {
 
 async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
   const book = await acquireAddressBook();
-  const sock = new NotifyingRouter({ linger: 1000, maxMessageSize: 1 << 20, zapDomain: 'tprun' });
+  // A rank that reconnects (under the same routing id, labelClient) takes its id over at once: without
+  // ZMQ_ROUTER_HANDOVER a ROUTER that has not yet read the old connection's drop (its event loop busy)
+  // turns the new one away as a duplicate id, and libzmq then reads that connection's next message as its
+  // routing id (router.cpp, identify_peer), so rank 0 no longer knew whose messages they were.
+  const sock = new NotifyingRouter({ linger: 1000, maxMessageSize: 1 << 20, zapDomain: 'tprun', handover: true });
   if (o.curve) {
     sock.curveServer = true;
     sock.curveSecretKey = o.curve.serverSecret;
@@ -112,7 +116,9 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   const peers: PeerInfo[] = new Array(o.size);
   peers[0] = o.info;
   const ridOf: Buffer[] = new Array(o.size);
+  /** Challenges awaiting their AUTH, by routing id; and each joined rank's, to know its requests again. */
   const nonces = new Map<string, { cn: Buffer; sn: Buffer }>();
+  const joinedWith: { cn: Buffer; sn: Buffer }[] = new Array(o.size);
   const whereIs = (rid: Buffer) => book.whereIs(rid);
   const started = Date.now();
   const deadline = started + o.timeoutMs;
@@ -124,9 +130,8 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   /** What a timeout says: the ranks that never arrived, or, once all have, those whose exchange did not. */
   let overdue = () => `${ranks(missing())} did not arrive (never called initWorld(), or cannot reach ${o.connect})`;
 
-  /** Notices seen per joined rank since it joined (odd: its connection is down), and the ranks whose
-   *  connection is down with the time rank 0 gives up on them (Infinity: of this host, watched by pid). */
-  const notices: number[] = new Array(o.size).fill(0);
+  /** The joined ranks whose connection may be down (a connection notice came, and no message since),
+   *  with the time rank 0 gives up on them (Infinity: of this host, watched by pid). */
   const down = new Map<number, number>();
   const lostRank = (r: number, why: string) =>
     new CommError(`rendezvous failed at rank 0: rank ${r} (${peers[r].host}, pid ${peers[r].pid}) disconnected after joining, before the world formed (${why})`);
@@ -159,7 +164,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
           receive(),
           new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn, checkIn))); }),
         ]);
-        if (r && !dropped(r)) return r;
+        if (r && !dropped(r)) { heardFrom(r[0]); return r; }
         if (r) continue;
       } finally {
         clearTimeout(t);
@@ -172,27 +177,32 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   }
 
   /**
-   * A ROUTER_NOTIFY message (the routing id, one empty frame). For a joined rank, notices alternate from
-   * its join on (its connect notice came before its HELLO): an odd count is its connection dropping. A
-   * rank of this host (its join message's host key and pid) that has ended fails the world at once,
-   * naming it; one that lives is waited for (watched by pid) until it reconnects. A rank of another host
-   * has REJOIN_MS (or the time left, if less) to reconnect. Anyone else's notice (a refused peer, one that
-   * left mid-handshake, a connect) only ends its pending challenge.
+   * A ROUTER_NOTIFY message (the routing id, one empty frame): a connection of that id came up or dropped,
+   * which look alike. For a joined rank either may mean a drop (with ZMQ_ROUTER_HANDOVER, the old
+   * connection's drop notice can come under another id, after its reconnection's): it counts as down until
+   * a message from it arrives, and a joining rank sends its last request again whenever it reconnects, so
+   * a rank that reconnected says so at once. A rank of this host (its join message's host key and pid)
+   * that has ended fails the world at once, naming it; one that lives is waited for (watched by pid). A
+   * rank of another host has REJOIN_MS (or the time left, if less) to be heard from again. Anyone else's
+   * notice (a refused peer, one that left mid-handshake, a connect) is dropped: a challenge pending for it
+   * stays, since the peer may be a rank whose answer was lost with that connection (MAX_PENDING bounds them).
    */
   function dropped(f: Buffer[]): boolean {
     if (f.length !== 2 || f[1].length !== 0) return false;
-    nonces.delete(f[0].toString('hex'));
     const r = ridOf.findIndex((x) => x && x.equals(f[0]));
-    if (r > 0) {
-      if (++notices[r] % 2 === 0) {
-        down.delete(r);
-        o.log(`tprun: rank 0: rank ${r}'s rendezvous connection dropped and came back`);
-      } else if (peers[r].hostKey === o.info.hostKey) {
+    if (r > 0 && !down.has(r)) {
+      if (peers[r].hostKey === o.info.hostKey) {
         if (ended(peers[r].pid)) throw lostRank(r, 'it exited or crashed');
         down.set(r, Infinity);
       } else down.set(r, Math.min(Date.now() + REJOIN_MS, deadline));
     }
     return true;
+  }
+
+  /** Any message from a joined rank shows its connection up. */
+  function heardFrom(rid: Buffer): void {
+    const r = ridOf.findIndex((x) => x && x.equals(rid));
+    if (r > 0 && down.delete(r)) o.log(`tprun: rank 0: rank ${r}'s rendezvous connection dropped and came back`);
   }
 
   let logged = 0;
@@ -212,6 +222,51 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   }
 
   let joined = 1;
+  let worldSent = false;
+  const sendWorld = (r: number) => sock.send([ridOf[r], 'WORLD', pack({ peers })]);
+  /**
+   * A HELLO or AUTH. A rank whose connection dropped sends its last request again once reconnected (its
+   * answer may have been lost with the connection, or its request never read): a repeat gets the same
+   * answer (the same challenge; the world table, if sent) and never counts twice.
+   */
+  async function handshake(rid: Buffer, type: string | undefined, body: Buffer | undefined): Promise<void> {
+    const key = rid.toString('hex');
+    const was = ridOf.findIndex((x) => x && x.equals(rid));
+    if (type === 'HELLO') {
+      const m = decode(Hello, body);
+      if (!m.ok) return refuse(rid, `malformed hello (${m.why})`);
+      const cn = Buffer.from(m.value.cn);
+      const again = was > 0 && joinedWith[was].cn.equals(cn) ? joinedWith[was] : nonces.get(key)?.cn.equals(cn) ? nonces.get(key) : undefined;
+      const sn = again?.sn ?? randomBytes(32);
+      if (!again) {
+        nonces.delete(key);
+        if (nonces.size >= MAX_PENDING) nonces.delete(nonces.keys().next().value!);
+        nonces.set(key, { cn, sn });
+      }
+      await sock.send([rid, 'CHAL', pack({ sn, sp: mac(o.secret, 'tprun/server', cn, sn) })]);
+    } else if (type === 'AUTH') {
+      const n = nonces.get(key) ?? (was > 0 ? joinedWith[was] : undefined);
+      if (!n) return refuse(rid, 'authentication without a challenge');
+      const m = decode(Auth, body);
+      if (!m.ok) return refuse(rid, `malformed authentication (${m.why})`);
+      const { info, size, cp } = m.value;
+      const r = info.rank;
+      if (!same(cp, mac(o.secret, 'tprun/client', String(r), n.sn, n.cn))) return refuse(rid, `wrong job secret (claims rank ${r})`);
+      if (was > 0 && was === r) {
+        if (worldSent) await sendWorld(r);
+        return;
+      }
+      if (size !== o.size) return refuse(rid, `rank ${r} believes the world has ${size} ranks, rank 0 has ${o.size}`);
+      if (r < 1 || r >= o.size) return refuse(rid, `rank ${r} is out of range 1..${o.size - 1}`);
+      if (peers[r]) return refuse(rid, `rank ${r} joined twice`);
+      nonces.delete(key);
+      peers[r] = info;
+      ridOf[r] = rid;
+      joinedWith[r] = n;
+      joined++;
+    } else return refuse(rid, `unexpected '${type ?? ''}'`);
+  }
+
   try {
     // Until every rank has joined and none is reconnecting: a WORLD sent to a rank whose connection is
     // down would be lost (a ROUTER drops what it cannot route).
@@ -219,36 +274,10 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     while (!formed()) {
       const f = await next(formed);
       if (!f) break;
-      const [rid, typeB, body] = f;
-      const type = typeB?.toString('latin1').slice(0, 16);
-      const key = rid.toString('hex');
-      if (type === 'HELLO') {
-        const m = decode(Hello, body);
-        if (!m.ok) { await refuse(rid, `malformed hello (${m.why})`); continue; }
-        const cn = Buffer.from(m.value.cn);
-        const sn = randomBytes(32);
-        nonces.delete(key);
-        if (nonces.size >= MAX_PENDING) nonces.delete(nonces.keys().next().value!);
-        nonces.set(key, { cn, sn });
-        await sock.send([rid, 'CHAL', pack({ sn, sp: mac(o.secret, 'tprun/server', cn, sn) })]);
-      } else if (type === 'AUTH') {
-        const n = nonces.get(key);
-        nonces.delete(key);
-        if (!n) { await refuse(rid, 'authentication without a challenge'); continue; }
-        const m = decode(Auth, body);
-        if (!m.ok) { await refuse(rid, `malformed authentication (${m.why})`); continue; }
-        const { info, size, cp } = m.value;
-        const r = info.rank;
-        if (!same(cp, mac(o.secret, 'tprun/client', String(r), n.sn, n.cn))) { await refuse(rid, `wrong job secret (claims rank ${r})`); continue; }
-        if (size !== o.size) { await refuse(rid, `rank ${r} believes the world has ${size} ranks, rank 0 has ${o.size}`); continue; }
-        if (r < 1 || r >= o.size) { await refuse(rid, `rank ${r} is out of range 1..${o.size - 1}`); continue; }
-        if (peers[r]) { await refuse(rid, `rank ${r} joined twice`); continue; }
-        peers[r] = info;
-        ridOf[r] = rid;
-        joined++;
-      } else await refuse(rid, `unexpected '${type ?? ''}'`);
+      await handshake(f[0], f[1]?.toString('latin1').slice(0, 16), f[2]);
     }
-    for (let r = 1; r < o.size; r++) await sock.send([ridOf[r], 'WORLD', pack({ peers })]);
+    for (let r = 1; r < o.size; r++) await sendWorld(r);
+    worldSent = true;
   } catch (e) {
     await fail(e as Error);
   }
@@ -268,7 +297,11 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
           const f = await next(everyIn);
           if (!f) break;
           const r = ridOf.findIndex((x) => x && x.equals(f[0]));
-          if (r < 1 || f[1]?.toString() !== 'EXCH' || all[r] !== undefined) { keep.push(f); continue; }
+          const type = f[1]?.toString('latin1').slice(0, 16);
+          // A rank that lost its world table with a dropped connection asks for it again.
+          if (type === 'HELLO' || type === 'AUTH') { await handshake(f[0], type, f[2]); continue; }
+          if (r > 0 && type === 'EXCH' && all[r] !== undefined) continue; // sent again after a reconnection
+          if (r < 1 || type !== 'EXCH') { keep.push(f); continue; }
           const m = decode(Exch, f[2]);
           if (!m.ok) throw new CommError(`rank 0: rank ${r} sent a malformed rendezvous exchange (${m.why})`);
           all[r] = m.value.v as T;
@@ -322,7 +355,21 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
   sock.events.on('disconnect', () => { if (answered) { down = true; retries = 0; } });
   sock.events.on('connect', () => { down = false; retries = 0; });
   sock.events.on('connect:retry', () => { if (down && ++retries >= 2) { lost = true; onLost(); } });
-  /** The next message within `ms`, or undefined (also at once when `untilLost` and rank 0 is gone). */
+  // After a reconnection this rank sends its last request again: the one it sent, or rank 0's answer, may
+  // have been lost with the old connection, and rank 0 learns that this rank is back (it answers a repeat
+  // as it answered the first). Each completed ZMTP handshake after the first is a reconnection.
+  let last: (string | Buffer)[] = [];
+  let handshakes = 0;
+  let resend = false;
+  let onResend = () => {};
+  sock.events.on('handshake', () => { if (++handshakes > 1 && last.length) { resend = true; onResend(); } });
+  const request = async (frames: (string | Buffer)[]) => {
+    last = frames;
+    resend = false;
+    await sock.send(frames);
+  };
+  /** The next message within `ms`, or undefined (also at once when `untilLost` and rank 0 is gone, or
+   *  when a request is due again). */
   const within = async (ms: number, untilLost: boolean): Promise<Buffer[] | undefined> => {
     let t: NodeJS.Timeout | undefined;
     try {
@@ -330,12 +377,12 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
         receive(),
         new Promise<undefined>((res) => {
           t = setTimeout(() => res(undefined), Math.max(0, ms));
-          if (untilLost) { if (lost) res(undefined); else onLost = () => res(undefined); }
+          if (untilLost) { if (lost || resend) res(undefined); else onLost = onResend = () => res(undefined); }
         }),
       ]);
     } finally {
       clearTimeout(t);
-      onLost = () => {};
+      onLost = onResend = () => {};
     }
   };
   const recv = async <T>(what: string, want: string, schema: z.ZodType<T>): Promise<T> => {
@@ -343,6 +390,7 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
       const left = deadline - Date.now();
       if (left <= 0) throw new CommError(`rank ${o.rank}: no ${what} from rank 0 at ${o.connect} within ${o.timeoutMs} ms`);
       const warnIn = warned || answered ? Infinity : started + WAIT_WARN_MS - Date.now();
+      if (resend) await request(last);
       let f = await within(Math.min(left, warnIn), true);
       if (!f && lost) {
         // A rank 0 that failed sent its reason (FAIL) before it closed: read it if it is on its way.
@@ -362,6 +410,8 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
         const reason = d.ok ? d.value.reason : 'no reason given';
         throw new CommError(type === 'DENY' ? `rank ${o.rank}: rank 0 refused this rank: ${reason}` : `rank ${o.rank}: the rendezvous failed: ${reason}`);
       }
+      // A repeated request's answer to a step already done (rank 0 answers each copy it reads).
+      if (type !== want && (type === 'CHAL' || (type === 'WORLD' && want === 'EXCH'))) continue;
       if (type !== want) throw new CommError(`rank ${o.rank}: unexpected '${type}' from the rendezvous at ${o.connect} (expected ${want})`);
       const m = decode(schema, f[1]);
       if (!m.ok) throw new CommError(`rank ${o.rank}: malformed ${what} from the rendezvous at ${o.connect} (${m.why})`);
@@ -371,14 +421,14 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
   try {
     sock.connect(o.connect);
     const cn = randomBytes(32);
-    await sock.send(['HELLO', pack({ cn })]);
+    await request(['HELLO', pack({ cn })]);
     const chal = await recv('challenge', 'CHAL', Chal);
     answered = true;
     deadline += VERDICT_GRACE_MS;
     const sn = Buffer.from(chal.sn);
     // Our proof goes out even if rank 0's fails: it is bound to both nonces, so it tells an impostor
     // nothing, and a real rank 0 can then log who knocked with the wrong secret.
-    await sock.send(['AUTH', pack({ size: o.size, info: o.info, cp: mac(o.secret, 'tprun/client', String(o.rank), sn, cn) })]);
+    await request(['AUTH', pack({ size: o.size, info: o.info, cp: mac(o.secret, 'tprun/client', String(o.rank), sn, cn) })]);
     if (!same(chal.sp, mac(o.secret, 'tprun/server', cn, sn))) {
       throw new CommError(`rank ${o.rank}: the rendezvous at ${o.connect} did not prove the job secret (another job on this port, or a different TPRUN_SECRET)`);
     }
@@ -389,7 +439,7 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
     return {
       peers: world.peers,
       async exchange<T>(mine: T, schema: z.ZodType<T>): Promise<T[]> {
-        await sock.send(['EXCH', pack({ v: mine })]);
+        await request(['EXCH', pack({ v: mine })]);
         deadline = Date.now() + o.timeoutMs;
         const b = await recv('exchange', 'EXCH', z.object({ all: z.array(schema).length(o.size) }));
         return b.all as T[];

@@ -6,6 +6,16 @@ import { initWorld } from 'tprun';
 import { f32ToBf16, f32ToF16, toF32 } from '../../dist/rank/dtype.js';
 
 const [scenario = 'all', arg = ''] = process.argv.slice(2);
+// Tests block this rank's event loop on demand (SIGUSR2), as a rank busy in a long synchronous step
+// would: 'blocked' on stderr says it has begun.
+if (process.env.APP_BLOCK_MS) {
+  process.on('SIGUSR2', () => {
+    process.stderr.write('app: blocked\n');
+    const end = Date.now() + Number(process.env.APP_BLOCK_MS);
+    while (Date.now() < end) { /* busy */ }
+    process.stderr.write('app: unblocked\n');
+  });
+}
 if (process.env.APP_DELAY_MS) await new Promise((r) => setTimeout(r, Number(process.env.APP_DELAY_MS)));
 const world = await initWorld({ timeoutMs: Number(process.env.APP_TIMEOUT_MS ?? 20000) });
 const { rank: me, size: R } = world;
