@@ -5,7 +5,7 @@
 import { hostname } from 'node:os';
 import net from 'node:net';
 import dgram from 'node:dgram';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod/v3'; // see wire-schema.ts
 import type { WorldIdentity } from './types.js';
@@ -40,6 +40,12 @@ function hostKey(): string {
   let boot = '';
   try { boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* not Linux */ }
   return `${hostname()}/${boot}`;
+}
+
+/** This process's PID namespace, `pid:[inode]`: ranks of one host key (containers sharing the network
+ *  namespace and host name) may each have their own, where a peer's pid means nothing to kill(2). */
+function pidNamespace(): string | undefined {
+  try { return readlinkSync('/proc/self/ns/pid'); } catch { return undefined; }
 }
 
 /** The local address the kernel would use to reach host:port (a connected UDP socket sends nothing). */
@@ -99,7 +105,7 @@ export class Links {
         if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
       }
       const info: PeerInfo = {
-        rank, host: hostname(), hostKey: hostKey(), pid: process.pid, ...ep, dataNonce: nonce, shm: this.shmOut?.info,
+        rank, host: hostname(), hostKey: hostKey(), pid: process.pid, pidNs: pidNamespace(), ...ep, dataNonce: nonce, shm: this.shmOut?.info,
       };
       rv = await rendezvous({ rank, size, bind: rdv.bind, connect: rdv.connect, secret: rdv.secret, info, timeoutMs, curve, log: ev.log });
       const peers = rv.peers;

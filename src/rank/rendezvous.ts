@@ -74,15 +74,25 @@ class NotifyingRouter extends zmq.Router {
     this.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_BOTH);
   }
 }
-/** How long rank 0 waits for a joined rank on another host to reconnect after its connection dropped
+/** How long rank 0 waits for a joined rank on another host (or PID namespace) to reconnect after its connection dropped
  *  (a reset on the way; ZeroMQ reconnects under the same routing id, labelClient) before it fails the job. */
 const REJOIN_MS = 3000;
 /** How often rank 0 looks again whether a joined rank of this host whose connection dropped still lives. */
 const LIVENESS_POLL_MS = 250;
 
-/** Whether process `pid` of this host has ended: kill(pid, 0) says ESRCH, or /proc shows it a zombie
- *  (killed, not yet reaped by its parent, it still answers kill). Ranks of one host key (boot id and host
- *  name) in different PID namespaces would not be seen: a container per rank with one host name. */
+/**
+ * Whether rank 0 can watch `peer`'s pid: the same host key (boot id and host name) and the same PID
+ * namespace. Containers on one host that share its network namespace and name (a container per rank)
+ * share the host key but not pids: there a live rank's pid may name nobody (judged dead after a mere
+ * connection drop) or another process (a dead rank judged alive), so such a rank is judged as one of
+ * another host (REJOIN_MS). Off Linux neither side has a namespace and the host key decides.
+ */
+export function pidWatchable(peer: Pick<PeerInfo, 'hostKey' | 'pidNs'>, self: Pick<PeerInfo, 'hostKey' | 'pidNs'>): boolean {
+  return peer.hostKey === self.hostKey && peer.pidNs === self.pidNs;
+}
+
+/** Whether process `pid` of this host (and PID namespace) has ended: kill(pid, 0) says ESRCH, or /proc
+ *  shows it a zombie (killed, not yet reaped by its parent, it still answers kill). */
 function ended(pid: number): boolean {
   try { process.kill(pid, 0); } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
   try { return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return process.platform === 'linux'; }
@@ -181,9 +191,9 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
    * which look alike. For a joined rank either may mean a drop (with ZMQ_ROUTER_HANDOVER, the old
    * connection's drop notice can come under another id, after its reconnection's): it counts as down until
    * a message from it arrives, and a joining rank sends its last request again whenever it reconnects, so
-   * a rank that reconnected says so at once. A rank of this host (its join message's host key and pid)
-   * that has ended fails the world at once, naming it; one that lives is waited for (watched by pid). A
-   * rank of another host has REJOIN_MS (or the time left, if less) to be heard from again. Anyone else's
+   * a rank that reconnected says so at once. A rank of this host and PID namespace (pidWatchable: its
+   * join message's host key, namespace and pid) that has ended fails the world at once, naming it; one
+   * that lives is waited for (watched by pid). Any other rank has REJOIN_MS (or the time left, if less) to be heard from again. Anyone else's
    * notice (a refused peer, one that left mid-handshake, a connect) is dropped: a challenge pending for it
    * stays, since the peer may be a rank whose answer was lost with that connection (MAX_PENDING bounds them).
    */
@@ -191,7 +201,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     if (f.length !== 2 || f[1].length !== 0) return false;
     const r = ridOf.findIndex((x) => x && x.equals(f[0]));
     if (r > 0 && !down.has(r)) {
-      if (peers[r].hostKey === o.info.hostKey) {
+      if (pidWatchable(peers[r], o.info)) {
         if (ended(peers[r].pid)) throw lostRank(r, 'it exited or crashed');
         down.set(r, Infinity);
       } else down.set(r, Math.min(Date.now() + REJOIN_MS, deadline));

@@ -32,6 +32,8 @@ export const PeerInfo = z.object({
   host: z.string().max(255),
   hostKey: z.string().max(512),
   pid: z.number().int().min(0),
+  /** The PID namespace `pid` is in (readlink /proc/self/ns/pid, `pid:[inode]`); absent off Linux. */
+  pidNs: z.string().max(64).optional(),
   data: endpoint,
   /** The endpoint for peers on the same machine, where it differs from `data`. */
   dataLocal: endpoint.optional(),
