@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { MODEL, REF, tprun, jsonLines } from './helpers/engine.js';
-import { engineGraph } from '../dist/engine/wgsl/engine-weights.js';
+import { engineGraph } from '../dist/engine/engine-weights.js';
 
 const LONG = { timeoutMs: 600_000 };
 const LINEARS = /^transformer\.layers\.\d+\.(attention\.(qkv|dense)|mlp\.(fc|gate|proj))\.weight$|^lm_head\.weight$/;

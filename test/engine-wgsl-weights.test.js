@@ -1,4 +1,4 @@
-// How --kernels wgsl reads an engine's segments (src/engine/wgsl/engine-weights.ts engineGraph): one pass per
+// How --kernels wgsl reads an engine's segments (src/engine/engine-weights.ts engineGraph): one pass per
 // ONNX file gives the initializers (inline or in the weight file; one shared by several segments once, the
 // first segment's) and the nodes in order with their integer attributes; a missing tensor is named. No GPU:
 // the files are written by the engine's own encoder (src/engine/onnx-proto.ts).
@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeModel } from '../dist/engine/onnx-proto.js';
-import { engineGraph, TensorReader } from '../dist/engine/wgsl/engine-weights.js';
+import { engineGraph, TensorReader } from '../dist/engine/engine-weights.js';
 
 /** @param {any[]} nodes @param {any[]} initializers */
 const model = (nodes, initializers) => encodeModel({ graphName: 'g', nodes, initializers, inputs: [], outputs: [], opsets: [{ domain: '', version: 21 }], producer: 'test' });

@@ -310,7 +310,7 @@ function sliceCols(a: Float32Array, rows: number, width: number, keep: number): 
  */
 async function noteCpuLinears(engine: Engine): Promise<void> {
   if (engine.config.build_config.device !== 'cpu') return;
-  const { engineGraph } = await import('./wgsl/engine-weights.js');
+  const { engineGraph } = await import('./engine-weights.js');
   const segments = Array.from({ length: engine.segmentCount }, (_, i) => engine.segmentPath(i));
   const n = engineGraph(segments).nodes.filter((x) => x.op === 'FusedMatMul').length;
   if (n) process.stderr.write(`tprun: note: ${engine.dir ?? 'this engine'} was built for the CPU: its ${n} float linears (FusedMatMul) run on onnxruntime's CPU provider under WebGPU; rebuild it with --device gpu to run them on the GPU\n`);

@@ -28,7 +28,7 @@ import { WEIGHT_ONLY_ALGOS } from '../build-config.js';
 import { traceSpan } from '../../util/trace.js';
 import { openWgslDevice, type WgslDevice } from './gpu.js';
 import { onOff, prefillSubmitEvery } from './variants.js';
-import { engineGraph, TensorReader } from './engine-weights.js';
+import { engineGraph, TensorReader } from '../engine-weights.js';
 import { Pipelines } from './pipelines.js';
 import { concat, Uploader, type GemvWeight } from './upload.js';
 import { allocActs, isReduce, OpBuilder, type Acts, type Dims, type HeadWeights, type ModelWeights, type Op, type Reduce } from './layers.js';

@@ -8,7 +8,7 @@
 
 import { InputError } from '../../core/errors.js';
 import { halfBitsToFloat32 } from '../dtype.js';
-import type { EngineNode, TensorReader } from './engine-weights.js';
+import type { EngineNode, TensorReader } from '../engine-weights.js';
 
 export interface NbitsPart {
   name: string;

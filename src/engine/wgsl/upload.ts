@@ -12,7 +12,7 @@ import { InputError } from '../../core/errors.js';
 import { halfBitsToFloat32 } from '../dtype.js';
 import { bindGroup, uniform } from './kernels/common.js';
 import type { Pipelines } from './pipelines.js';
-import type { EngineNode, TensorReader } from './engine-weights.js';
+import type { EngineNode, TensorReader } from '../engine-weights.js';
 import { MAX_CHUNK_ROWS } from './variants.js';
 import type { WeightFormat } from './kernels/gemv.js';
 import { nbitsChunk, readNbits, type NbitsPart } from './upload-nbits.js';

@@ -1,11 +1,12 @@
 // The tensors of one rank's engine as the ONNX segments declare them: each initializer's name, type,
 // shape and bytes (inline in the graph, or a slice of rank{r}/weights.bin). The WGSL runtime reads the
-// very bytes onnxruntime would, so both run the same weights.
+// very bytes onnxruntime would, so both run the same weights. Not WGSL-specific: runtime.ts reads an
+// engine's graph through it too (its note on CPU-built engines run under WebGPU).
 
 import { openSync, readSync, closeSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
-import { InputError } from '../../core/errors.js';
-import { OnnxDType } from '../onnx-proto.js';
+import { InputError } from '../core/errors.js';
+import { OnnxDType } from './onnx-proto.js';
 
 export interface EngineTensor {
   name: string;
