@@ -189,3 +189,37 @@ test('a reset of a joining rank while rank 0 was blocked: the handshake complete
     assert.match(r.stdout, /"sum":3/);
   }
 });
+
+test('an exchange answer lost with a reset connection is asked for again after rank 0 has moved on', { timeout: 120_000 }, async (t) => {
+  // Rank 1 sends its exchange while rank 0's loop is blocked, and its connection is reset before rank 0
+  // answers: rank 0 then reads that exchange (still queued from the old connection) before the drop, answers
+  // every rank over what it believes live connections, and goes on to form its world. Rank 1's answer went
+  // to the dead connection; it asked again after reconnecting, but rank 0 had closed its rendezvous socket
+  // ('rank 0 ... disconnected during the rendezvous').
+  if (process.getuid?.() !== 0 || tcpPorts(process.pid) === undefined) return t.skip('needs root and iproute2\'s ss');
+  let skipped;
+  const res = await spawnRanks(3, [APP, 'hello'], {
+    env: { APP_TIMEOUT_MS: '20000', APP_BLOCK_MS: '3000' },
+    gate: async (i, procs) => {
+      if (i !== 2) return;
+      await until(() => /still waiting for rank 2 to join/.test(procs[0].stderr));
+      procs[1].proc.kill('SIGSTOP');
+      void until(() => procs[2] && tcpConns(procs[1].pid).some((c) => c.recvQ > 0)).then(async () => {
+        procs[0].proc.kill('SIGUSR2');
+        await until(() => /app: blocked/.test(procs[0].stderr));
+        procs[1].proc.kill('SIGCONT');
+        // Rank 1 has read its world table and sent its exchange.
+        await until(() => tcpConns(procs[1].pid).every((c) => c.recvQ === 0));
+        await new Promise((r) => setTimeout(r, 300));
+        skipped = resetAll(procs[1].pid);
+      });
+    },
+    timeoutMs: 60_000,
+  });
+  if (skipped) return t.skip(skipped);
+  assert.match(res[0].stderr, /app: unblocked/);
+  for (const r of res) {
+    assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
+    assert.match(r.stdout, /"sum":6/);
+  }
+});

@@ -233,6 +233,19 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
 
   let joined = 1;
   let worldSent = false;
+  /** The exchange's answer, once sent. */
+  let exchanged: Buffer | undefined;
+  /** After the rendezvous: repeats of a request get their answer again; notices and anything else are dropped. */
+  async function answerRepeats(answer: Buffer): Promise<void> {
+    try {
+      for (;;) {
+        const [rid, typeB, body] = await receive();
+        const type = typeB?.toString('latin1').slice(0, 16);
+        if (type === 'HELLO' || type === 'AUTH') await handshake(rid, type, body);
+        else if (type === 'EXCH' && ridOf.some((x) => x && x.equals(rid))) await sock.send([rid, 'EXCH', answer]);
+      }
+    } catch { /* the socket was released */ }
+  }
   const sendWorld = (r: number) => sock.send([ridOf[r], 'WORLD', pack({ peers })]);
   /**
    * A HELLO or AUTH. A rank whose connection dropped sends its last request again once reconnected (its
@@ -321,11 +334,17 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
         await fail(e as Error);
       }
       inbox = keep;
-      for (let r = 1; r < o.size; r++) await sock.send([ridOf[r], 'EXCH', pack({ all })]);
+      const answer = pack({ all });
+      exchanged = answer;
+      for (let r = 1; r < o.size; r++) await sock.send([ridOf[r], 'EXCH', answer]);
       return all;
     },
     close() {
-      sock.close();
+      // Once the exchange is answered the socket stays open until release() (the world's end), answering
+      // a rank that asks again: its answer may have gone to a connection that had dropped unnoticed (read
+      // after the exchange it carried), and a closed port would read to that rank as rank 0 gone.
+      if (exchanged && !sock.closed) void answerRepeats(exchanged);
+      else sock.close();
     },
     release() {
       sock.close();
