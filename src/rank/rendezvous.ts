@@ -31,7 +31,8 @@ export interface Rendezvoused {
   /** Rank 0 gathers what every rank could open and tells everyone; round two of the handshake.
    *  `schema` checks what the other ranks sent. */
   exchange<T>(mine: T, schema: z.ZodType<T>): Promise<T[]>;
-  /** Ends the rendezvous socket. */
+  /** Done with the rendezvous: a joining rank ends its socket; rank 0, once the exchange is answered,
+   *  only answers repeated requests from then on (a rank whose answer was lost asks again) until release(). */
   close(): void;
   /** Ends the ZAP handler too. Only at the world's end: ZeroMQ asks it about every CURVE connection of
    *  this process, and a handler closed during a handshake would leave that connection hanging. */
