@@ -18,7 +18,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { crc32Combine, crc32Hex } from './checksum.js';
 import type { ExternalRef } from './onnx-proto.js';
-import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
+import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred, seedStats } from './weight-convert.js';
 import type { Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { traceSpan } from '../util/trace.js';
@@ -140,6 +140,8 @@ export class WeightFile {
       a.crc32 = crc32Impl() === 'zlib' || jobStats.zlibCrcJobs > before.zlib ? 'zlib' : 'libdeflate';
       // libdeflate's is the CRC of the buffers from this size; smaller ones (a weight's tail) were zlib's.
       if (a.crc32 === 'libdeflate') a.crc32_zlib_below_bytes = FAST_MIN;
+      // Where this thread's SIMD converter came from (the seed the build kept, or made now: simd-seed-file.ts).
+      a.simd_seed = seedStats.origin;
     };
     return traceSpan('weights.write', async () => {
       try {
