@@ -66,7 +66,12 @@ const PARALLEL_MIN = 64 << 20;
  * Knobs for tests: chunk size, where worker checksums start, how many checksum workers; the threads of
  * the parallel writer (weight-jobs.ts; fewer than 2: the streaming writer), where it starts, its job size.
  */
-export interface WriteOptions { chunkBytes?: number; workerHashMin?: number; hashThreads?: number; threads?: number; parallelMin?: number; jobBytes?: number }
+export interface WriteOptions {
+  chunkBytes?: number; workerHashMin?: number; hashThreads?: number; threads?: number; parallelMin?: number; jobBytes?: number;
+  /** Called once the parallel writer's workers have their jobs (the caller's thread is then free for other
+   *  work until the write settles); never by the streaming writer, which needs this thread throughout. */
+  onStarted?: () => void;
+}
 
 interface Entry { name: string; offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
 
@@ -146,7 +151,7 @@ export class WeightFile {
     return traceSpan('weights.write', async () => {
       try {
         return parallel
-          ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes))
+          ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes, opts.onStarted))
           : await this.writeFile(path, opts);
       } finally {
         paths(args);
