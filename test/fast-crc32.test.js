@@ -53,3 +53,23 @@ test('the libdeflate path is taken where koffi and libdeflate are here; without 
     assert.deepEqual(JSON.parse(r.stdout), ['zlib', zlibCrc32(b)], JSON.stringify(env));
   }
 });
+
+test('a thread does not load koffi for buffers under LOAD_MIN (zlib\'s values), and does from it where libdeflate is', () => {
+  // A fresh process: whether koffi is in require's cache after each call.
+  const code = `
+    const loaded = () => Object.keys(require.cache).some((k) => k.includes('koffi'));
+    import(${JSON.stringify(MODULE)}).then(({ crc32, crcStats, LOAD_MIN }) => {
+      const zlib = require('node:zlib');
+      const small = new Uint8Array(64 << 10).fill(7), big = new Uint8Array(LOAD_MIN).fill(9);
+      const a = crc32(small) === zlib.crc32(small), afterSmall = loaded(), zlibFrom = crcStats.zlibFrom;
+      const b = crc32(big) === zlib.crc32(big);
+      console.log(JSON.stringify({ a, b, afterSmall, zlibFrom, afterBig: loaded(), fast: crcStats.fast }));
+    });`;
+  const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const o = JSON.parse(r.stdout);
+  assert.ok(o.a && o.b, 'zlib\'s values');
+  assert.equal(o.afterSmall, false, 'koffi loaded for a 64 KiB buffer');
+  assert.equal(o.zlibFrom, 1);
+  if (fastHere) assert.ok(o.afterBig && o.fast === 1, JSON.stringify(o));
+});

@@ -20,6 +20,7 @@ import { buildLlamaSegments } from './llama-graph.js';
 import { isQuantizedLinear, loadQuantLinear } from './linear.js';
 import { WeightFile } from './weight-file.js';
 import { fileChecksum, recordedAlgo, sumOf, type FileSum } from './checksum.js';
+import { traceSpan } from '../util/trace.js';
 
 export const ENGINE_VERSION = 1;
 const WEIGHTS = 'weights.bin';
@@ -46,13 +47,16 @@ export interface Manifest {
 /** What build() needs of a model: LlamaForCausalLM satisfies it. */
 export interface ModelShard { config: PretrainedConfig; rank: number; weights: Weights }
 
+/** A segment graph's ONNX bytes, or how to make them (encoded as the engine is written). */
+export type SegmentBytes = Uint8Array | (() => Uint8Array);
+
 export class Engine {
   private constructor(
     readonly config: EngineConfig,
     readonly rank: number,
     /** Set once the engine lives on disk. */
     public dir: string | undefined,
-    private built?: { graphs: Uint8Array[]; weights: WeightFile; embeddingBytes: number },
+    private built?: { graphs: SegmentBytes[]; weights: WeightFile; embeddingBytes: number },
     /** Set for engines opened from disk. */
     readonly manifest?: Manifest,
   ) {}
@@ -68,7 +72,7 @@ export class Engine {
     return Object.keys(this.manifest?.files ?? {}).filter((f) => /^seg\d+\.onnx$/.test(f)).length;
   }
 
-  static fromBuilt(config: EngineConfig, rank: number, graphs: Uint8Array[], weights: WeightFile, embeddingBytes = 0): Engine {
+  static fromBuilt(config: EngineConfig, rank: number, graphs: SegmentBytes[], weights: WeightFile, embeddingBytes = 0): Engine {
     return new Engine(config, rank, undefined, { graphs, weights, embeddingBytes });
   }
 
@@ -113,13 +117,37 @@ export class Engine {
     const rdir = join(tmp, `rank${this.rank}`);
     await mkdir(rdir, { recursive: true });
     const files: Manifest['files'] = {};
-    for (let i = 0; i < this.built.graphs.length; i++) {
-      const bytes = this.built.graphs[i];
-      await writeFile(join(rdir, `seg${i}.onnx`), bytes);
-      files[`seg${i}.onnx`] = sumOf(bytes);
-    }
     const wpath = join(rdir, WEIGHTS);
-    files[WEIGHTS] = { size: this.built.weights.size, crc32: await this.built.weights.write(wpath).catch((e) => { throw withPath(e, wpath); }) };
+    // The weight file first: once its workers have their jobs, this thread (idle while they convert and
+    // write) encodes and writes the segment graphs, which were on the critical path before the weights
+    // (the ONNX encoding of a 1.1B-shape graph ≈ 0.1 s of a 2-core machine's build; issue #14).
+    let started!: () => void;
+    const handed = new Promise<void>((resolve) => { started = resolve; });
+    const weights = this.built.weights.write(wpath, { onStarted: started }).catch((e) => { throw withPath(e, wpath); });
+    let failed = false;
+    await Promise.race([handed, weights.then(() => undefined, () => { failed = true; })]);
+    const segs: Manifest['files'] = {};
+    const graphs = this.built.graphs;
+    try {
+      if (!failed) {
+        await traceSpan('segments.write', async () => {
+          for (let i = 0; i < graphs.length; i++) {
+            const g = graphs[i];
+            const bytes = typeof g === 'function' ? g() : g;
+            await writeFile(join(rdir, `seg${i}.onnx`), bytes);
+            segs[`seg${i}.onnx`] = sumOf(bytes);
+          }
+        });
+      }
+    } catch (e) {
+      // The weight file settles first (its workers and descriptor closed) before the temp directory goes.
+      await weights.catch(() => undefined);
+      throw e;
+    }
+    const crc32 = await weights;
+    // In the manifest's order as before: the segments, then the weights.
+    Object.assign(files, segs);
+    files[WEIGHTS] = { size: this.built.weights.size, crc32 };
     const manifest: Manifest = { rank: this.rank, files, weight_bytes: this.built.weights.dataBytes, embedding_bytes: this.built.embeddingBytes };
     await writeFile(join(rdir, 'manifest.json'), JSON.stringify(manifest, null, 1));
     const finish = async () => {
@@ -235,7 +263,8 @@ export async function build(model: ModelShard, buildConfig: Partial<BuildConfig>
     pp_size: cfg.mapping.pp_size,
     segments: graphs.length,
   };
-  const encoded = graphs.map((g) => g.encode({ tprun_rank: String(model.rank) }));
+  // Encoded when written, while the weight file's workers run (writeRank).
+  const encoded = graphs.map((g) => () => g.encode({ tprun_rank: String(model.rank) }));
   const emb = model.weights.get('transformer.vocab_embedding.weight');
   const embBytes = emb ? emb.shape.reduce((a, b) => a * b, 1) * (bc.dtype === 'float32' ? 4 : 2) : 0;
   return Engine.fromBuilt(config, model.rank, encoded, wf, embBytes);

@@ -219,7 +219,8 @@ function funcBodies(): { types: number[][]; funcs: Func[]; exports: [string, num
   return { types, funcs, exports: names.map((n, i) => [n, i + 1]) };
 }
 
-function moduleBytes(): Uint8Array<ArrayBuffer> {
+/** The module's bytes (made here, or kept by the build: simd-seed-file.ts). */
+export function halfSimdModuleBytes(): Uint8Array<ArrayBuffer> {
   const { types, funcs, exports } = funcBodies();
   const body = (f: { locals: number[][]; code: number[] }) => {
     const inner = [...vec(f.locals.map(([n, t]) => [...leb(n), t])), ...f.code, 0x0b];
@@ -314,7 +315,7 @@ export class HalfSimd {
   static create(bf16Table: Uint16Array, f16Table: Uint16Array, module?: WebAssembly.Module): HalfSimd | undefined {
     try {
       const mem = new WebAssembly.Memory({ initial: MIN_PAGES, maximum: MAX_PAGES, shared: true } as WebAssembly.MemoryDescriptor);
-      module ??= new WebAssembly.Module(moduleBytes());
+      module ??= new WebAssembly.Module(halfSimdModuleBytes());
       const inst = new WebAssembly.Instance(module, { env: { mem } });
       return new HalfSimd(mem, module, inst, bf16Table, f16Table);
     } catch {

@@ -13,7 +13,8 @@ import { InputError } from '../core/errors.js';
 import { numel, toFloat32 } from '../core/dtype.js';
 import { f32BitsToF16Bits } from '../core/half.js';
 import { fromFloat32, transpose2d } from './dtype.js';
-import { HalfSimd, type SourceRanges } from './half-simd.js';
+import { HalfSimd, type SourceRanges, halfSimdModuleBytes } from './half-simd.js';
+import { type SeedParts, readSeedFile } from './simd-seed-file.js';
 import { type LazyOrigin, isLazy } from './lazy-shard.js';
 import { onOff } from '../util/env.js';
 
@@ -160,18 +161,49 @@ export function useSimd(on: boolean): void {
   simdWanted = on;
 }
 
+/**
+ * The SIMD converter's tables and module bytes as this process makes them; undefined where the transposed
+ * tables differ from the plain ones (then there is no SIMD path). scripts/simd-seed.mjs keeps them in
+ * dist/ (simd-seed-file.ts), which simd() reads instead of making them.
+ */
+export function makeSeedParts(): SeedParts | undefined {
+  const bf = table('bfloat16', 'float16', false) as Uint16Array;
+  const f = table('float16', 'float16', false) as Uint16Array;
+  // The SIMD path has one table per source type: it stands for transposed weights too only if the
+  // transpose's float copy leaves every pattern as the plain path does (it does on V8; checked anyway).
+  const same = (a: Uint16Array, b: Uint16Array) => a.every((x, i) => x === b[i]);
+  const ok = same(bf, table('bfloat16', 'float16', true) as Uint16Array) && same(f, table('float16', 'float16', true) as Uint16Array);
+  return ok ? { bf16: bf, f16: f, wasm: halfSimdModuleBytes() } : undefined;
+}
+
 /** The wasm SIMD converter, when this runtime has wasm SIMD and TPRUN_SIMD is not 0. */
 function simd(): HalfSimd | undefined {
   if (simdState === undefined) {
-    const bf = table('bfloat16', 'float16', false) as Uint16Array;
-    const f = table('float16', 'float16', false) as Uint16Array;
-    // The SIMD path has one table per source type: it stands for transposed weights too only if the
-    // transpose's float copy leaves every pattern as the plain path does (it does on V8; checked anyway).
-    const same = (a: Uint16Array, b: Uint16Array) => a.every((x, i) => x === b[i]);
-    const ok = same(bf, table('bfloat16', 'float16', true) as Uint16Array) && same(f, table('float16', 'float16', true) as Uint16Array);
-    simdState = (ok && HalfSimd.create(bf, f)) || null;
+    // The seed the build kept (made there by makeSeedParts, same V8, same modules), else made now.
+    const kept = seedFileWanted ? readSeedFile() : undefined;
+    if (kept) {
+      for (const [src, t] of [['bfloat16', kept.bf16], ['float16', kept.f16]] as const) {
+        tables.set(`${src}>float16`, t);
+        tables.set(`${src}>float16T`, t);
+      }
+    }
+    const parts = kept ?? makeSeedParts();
+    let module: WebAssembly.Module | undefined;
+    try {
+      module = parts && new WebAssembly.Module(parts.wasm);
+    } catch {
+      module = undefined; // no wasm SIMD here: HalfSimd.create says so too
+    }
+    simdState = (parts && module && HalfSimd.create(parts.bf16, parts.f16, module)) || null;
+    if (simdState) seedStats.origin = kept ? 'kept' : 'made';
   }
   return simdWanted ? simdState ?? undefined : undefined;
+}
+
+let seedFileWanted = true;
+/** Whether simd() may take the seed the build kept (tests make it both ways); call before the first conversion. */
+export function useSeedFile(on: boolean): void {
+  seedFileWanted = on;
 }
 
 /**
@@ -188,8 +220,12 @@ export function simdSeed(): SimdSeed | undefined {
   return { module: s.module, bf16: table('bfloat16', 'float16', false) as Uint16Array, f16: table('float16', 'float16', false) as Uint16Array };
 }
 
-/** Seeded converters made in this thread (tests check a build's workers took the seed). */
-export const seedStats = { planted: 0 };
+/**
+ * Seeded converters made in this thread (tests check a build's workers took the seed), and where this
+ * thread's own converter came from: the seed file the build kept, or made at run time (the weight
+ * writer's trace says which: weight-file.ts).
+ */
+export const seedStats: { planted: number; origin: 'kept' | 'made' | 'none' } = { planted: 0, origin: 'none' };
 
 /**
  * Takes a seed from another thread as this thread's SIMD converter, before any conversion here. Its

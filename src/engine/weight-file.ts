@@ -11,14 +11,14 @@
 // engine's manifest: checksum.ts says why not sha256) by a worker thread, so converting, writing and
 // checksumming overlap.
 
-import { FAST_MIN, crc32, crc32Impl } from '../util/fast-crc32.js';
+import { FAST_MIN, LOAD_MIN, crc32, crc32Impl, crcStats } from '../util/fast-crc32.js';
 import { wasmMapStats } from '../util/wasm-map.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { crc32Combine, crc32Hex } from './checksum.js';
 import type { ExternalRef } from './onnx-proto.js';
-import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred } from './weight-convert.js';
+import { type DeferredTensor, chunkBuffers, deferredRows, isDeferred, seedStats } from './weight-convert.js';
 import type { Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { traceSpan } from '../util/trace.js';
@@ -66,7 +66,12 @@ const PARALLEL_MIN = 64 << 20;
  * Knobs for tests: chunk size, where worker checksums start, how many checksum workers; the threads of
  * the parallel writer (weight-jobs.ts; fewer than 2: the streaming writer), where it starts, its job size.
  */
-export interface WriteOptions { chunkBytes?: number; workerHashMin?: number; hashThreads?: number; threads?: number; parallelMin?: number; jobBytes?: number }
+export interface WriteOptions {
+  chunkBytes?: number; workerHashMin?: number; hashThreads?: number; threads?: number; parallelMin?: number; jobBytes?: number;
+  /** Called once the parallel writer's workers have their jobs (the caller's thread is then free for other
+   *  work until the write settles); never by the streaming writer, which needs this thread throughout. */
+  onStarted?: () => void;
+}
 
 interface Entry { name: string; offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
 
@@ -132,19 +137,26 @@ export class WeightFile {
     // workers'; util/wasm-map.ts) and the CRC-32 used (libdeflate or node:zlib: fast-crc32.ts), so a
     // build whose ranks lack koffi is seen to have read and used zlib (test/engine-source-map.test.js).
     const windows = () => wasmMapStats.windows + jobStats.windows;
-    const before = { windows: windows(), zlib: jobStats.zlibCrcJobs, jobs: jobStats.jobs, bundled: jobStats.bundledJobs };
+    const before = { windows: windows(), zlib: jobStats.zlibCrcJobs, jobs: jobStats.jobs, bundled: jobStats.bundledJobs, ...crcStats };
     const paths = (a: Record<string, unknown>) => {
       a.mapped_windows = windows() - before.windows;
       // And what the parallel writer's workers ran: their bundle or the ES modules (weight-jobs.ts workerFile).
       if (parallel) a.worker_code = jobStats.bundledJobs > before.bundled ? 'bundle' : jobStats.jobs > before.jobs ? 'modules' : 'none';
-      a.crc32 = crc32Impl() === 'zlib' || jobStats.zlibCrcJobs > before.zlib ? 'zlib' : 'libdeflate';
-      // libdeflate's is the CRC of the buffers from this size; smaller ones (a weight's tail) were zlib's.
-      if (a.crc32 === 'libdeflate') a.crc32_zlib_below_bytes = FAST_MIN;
+      // The parallel writer's: what its workers, which checksummed the weights, say they ran (asking
+      // crc32Impl would load koffi in this thread, which no longer loads it for its few small pieces:
+      // fast-crc32.ts LOAD_MIN). The streaming writer's checksum threads share this one's environment.
+      const workersFast = jobStats.jobs > before.jobs && jobStats.zlibCrcJobs === before.zlib;
+      a.crc32 = (parallel ? workersFast : crc32Impl() === 'libdeflate') ? 'libdeflate' : 'zlib';
+      // libdeflate's is the CRC of the buffers from this size; smaller ones (a weight's tail, the padding)
+      // were zlib's: FAST_MIN, or LOAD_MIN where this thread took some above FAST_MIN before loading it.
+      if (a.crc32 === 'libdeflate') a.crc32_zlib_below_bytes = crcStats.zlibFrom > before.zlibFrom ? LOAD_MIN : FAST_MIN;
+      // Where this thread's SIMD converter came from (the seed the build kept, or made now: simd-seed-file.ts).
+      a.simd_seed = seedStats.origin;
     };
     return traceSpan('weights.write', async () => {
       try {
         return parallel
-          ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes))
+          ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes, opts.onStarted))
           : await this.writeFile(path, opts);
       } finally {
         paths(args);

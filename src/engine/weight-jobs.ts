@@ -165,7 +165,7 @@ export function release(lock: Int32Array): void {
  * `chunkBytes`: each worker's buffer (at least 8 rows of the widest weight); `jobBytes`: where plain
  * weights are cut into several jobs.
  */
-export async function writeParallel(path: string, slots: Slot[], size: number, origin: LazyOrigin, threads: number, chunkBytes: number, jobBytes = JOB_BYTES): Promise<number> {
+export async function writeParallel(path: string, slots: Slot[], size: number, origin: LazyOrigin, threads: number, chunkBytes: number, jobBytes = JOB_BYTES, onStarted?: () => void): Promise<number> {
   const { jobs, rest } = jobsOf(slots, origin, jobBytes);
   const parts: Part[] = [];
   const fh = await open(path, 'w');
@@ -182,6 +182,8 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
       parts.push({ offset: j.offset, length: j.length, crc });
       jobStats.jobs++;
     });
+    // The workers have their first jobs: the caller may use this thread between the awaits below.
+    onStarted?.();
     // Meanwhile this thread writes the weights without an origin (and takes the padding's CRC).
     const mine = writeRest({ fh, lock, stopped: () => p.stopped }, slots, rest, size, chunkBytes, parts).catch((e) => { p.abort(); throw e; });
     // Both settle before the file is closed; the first failure is the one reported.

@@ -43,8 +43,25 @@ export function crc32Impl(): 'libdeflate' | 'zlib' {
   return load() ? 'libdeflate' : 'zlib';
 }
 
+/**
+ * Below this a thread that has not loaded libdeflate yet does not load it: loading koffi and the library
+ * costs 40-85 ms of CPU on the shared 2-core machine, where zlib's loop takes ~0.5 ms per MiB. The
+ * parallel weight writer's main thread checksums only the segment graphs and the padding (tens of KiB):
+ * it no longer loads koffi for them (issue #14); its workers, which checksum the weights, do.
+ */
+export const LOAD_MIN = 1 << 20;
+
+/** Buffers of this thread checksummed by libdeflate, and those of FAST_MIN bytes or more by zlib (the
+ *  weight writer's trace says which ran and from what size zlib took every buffer: weight-file.ts). */
+export const crcStats = { fast: 0, zlibFrom: 0 };
+
 /** CRC-32 of `buf` continuing from `crc` (0 to start), as node:zlib's crc32(buf, crc). */
 export function crc32(buf: Uint8Array, crc = 0): number {
-  const f = buf.length >= FAST_MIN ? load() : null;
-  return f ? f(crc >>> 0, buf, buf.length) >>> 0 : zlibCrc32(buf, crc);
+  const f = buf.length >= FAST_MIN && (fast !== undefined || buf.length >= LOAD_MIN) ? load() : null;
+  if (f) {
+    crcStats.fast++;
+    return f(crc >>> 0, buf, buf.length) >>> 0;
+  }
+  if (buf.length >= FAST_MIN) crcStats.zlibFrom++;
+  return zlibCrc32(buf, crc);
 }
