@@ -56,13 +56,15 @@ export const BuildConfigSchema = z.object({
    */
   lm_head_block_size: z.number().int().min(16).max(256).refine((b) => (b & (b - 1)) === 0, 'a power of two').optional(),
   /**
-   * CPU builds of int8_wo / int4_wo (per-channel weight-only): every decoder linear also holds its q as
-   * int8 [K, N] (`<prefix>.prefill.weight`), and calls of more than one row (prefill, perplexity) multiply
-   * it with activations rounded to int8 per row on onnxruntime's integer GEMM (MatMulInteger) inside an If;
-   * one-row calls (decode) keep MatMulNBits. That GEMM ran 2.4-3.7x faster than MatMulNBits at 64 rows on
-   * one core, but the decoder linears' weights are held twice (int8_wo 2x, int4_wo 3x their bytes) and the
-   * activations of those calls are rounded per row rather than per 256-wide block: opt-in. No effect on
-   * GPU builds (refused there) and on float16-activation MatMulNBits (int4_matmul_dtype 'auto').
+   * CPU builds of per-channel weight-only models (int8_wo = W8A16; W4A16 checkpoints): every decoder
+   * linear also holds its q as int8 [K, N] (`<prefix>.prefill.weight`), and calls of more than one row
+   * (prefill, perplexity) multiply it with activations rounded to int8 per row on onnxruntime's integer
+   * GEMM (MatMulInteger) inside an If; one-row calls (decode) keep MatMulNBits. That GEMM ran 2.4-3.7x
+   * faster than MatMulNBits at 64 rows on one core, but the decoder linears' weights are held twice (2x
+   * their int8 bytes; 3x for W4A16) and those calls' activations are rounded per row rather than per
+   * 256-wide block (brown-llama-a: perplexity +0.09% of float, +0.00% without): opt-in. Group-wise int4
+   * (int4_wo, int4_awq: one scale per 128 weights along K) has no single-GEMM form and is left as it is;
+   * so is float16-activation MatMulNBits (int4_matmul_dtype 'auto'). Refused for GPU builds.
    */
   prefill_int8_gemm: z.boolean().optional(),
   /** Extra outputs `calib.<linear prefix>` exposing every linear's input activations (for quantization). */

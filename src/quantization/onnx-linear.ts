@@ -163,10 +163,10 @@ function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor
   if (!prefillGemm || sdt !== 'float32') return nbits(g);
   // build_config.prefill_int8_gemm: calls of more than one row (prefill, perplexity) take an integer GEMM
   // on a second, [K, N] int8 copy of the same q (4-bit values fit int8 as they are); one row (decode)
-  // keeps MatMulNBits, which streams its own copy faster at M = 1 (scripts/cpu/nbits-bench.mjs,
-  // docs/performance.md). onnxruntime's MatMulNBits at accuracy level 4 multiplies int8 blocks in small
-  // register tiles (core/mlas/lib/sqnbitgemm_kernel_avx512vnni.cpp) at ~130 GFLOP/s on one core for
-  // M = 64; its QGEMM (MatMulInteger, B prepacked: core/mlas/lib/qgemm.cpp) at ~400-500.
+  // keeps MatMulNBits, which streams its own copy as fast or faster at M = 1 (docs/performance.md,
+  // session 10). Measured on one core at M = 64: MatMulNBits at accuracy level 4 (MLAS's SQNBitGemm
+  // CompInt8 kernels, core/mlas/lib/sqnbitgemm_kernel_avx512vnni.cpp) ~130 GFLOP/s, MatMulInteger
+  // (MLAS QGEMM on B prepacked at load, core/mlas/lib/qgemm.cpp) ~400-500.
   const gemm = g.branch(`${prefix}.prefill`, 'float32', (h) => [perTokenInt8Gemm(h, x, prefix, q, n, k)]);
   const decode = g.branch(`${prefix}.decode`, 'float32', (h) => [nbits(h)]);
   return g.op('If', [manyRows(g, x)], { then_branch: gemm, else_branch: decode });
