@@ -3,7 +3,8 @@
 // weights: speed only. Kinds: nb4 / nb8 = MatMulNBits 4/8-bit, blocks of 256, accuracy_level 4 (what CPU
 // builds emit); gemm = per-row int8 activations (u8, zero point 128) × int8 [K, N] on MatMulInteger (what
 // --prefill-int8-gemm emits for rows > 1); dqmm = DynamicQuantizeMatMul (per-tensor u8 activations); ifgemm
-// = the If(rows > 1) of gemm and nb8 as the engine holds it.
+// = the If(rows > 1) of gemm and nb8 as the engine holds it; gemm2 = gemm in fewer nodes (blocked
+// QuantizeLinear, MatMulIntegerToFloat).
 // Usage: node scripts/cpu/gemm-bench.mjs M,K,N[,COPIES,ROUNDS,THREADS] [KINDS]   (one JSON line per kind)
 import ort from 'onnxruntime-node';
 import { Graph, MS } from '../../dist/engine/graph.js';
@@ -27,11 +28,21 @@ function graph(kind) {
     const acc = h.op('MatMulInteger', [xq, h.constant('w', 'int8', [K, N], bytes(K * N)), h.constant('z', 'uint8', [], Uint8Array.of(128))]);
     return h.op('Mul', [h.op('Mul', [h.op('Cast', [acc], { to: 1 }), xs]), h.constant('s', 'float32', [N], f32(N, 0.01))]);
   };
+  // gemm2: the same arithmetic in fewer nodes: blocked QuantizeLinear (one scale per row) and MatMulIntegerToFloat.
+  const gemm2 = (h) => {
+    const xs = h.op('Div', [h.op('Max', [h.op('ReduceMax', [h.op('Abs', [x]), h.int64s('axes', [-1])], { keepdims: 1 }), f(h, 1e-8)]), f(h, 127)]);
+    // Blocked QuantizeLinear wants its zero point shaped as its scale.
+    const zp = h.op('Expand', [h.constant('z', 'uint8', [1], Uint8Array.of(128)), h.op('Shape', [xs])]);
+    const xq = h.op('QuantizeLinear', [x, xs, zp], { axis: -1, block_size: K });
+    const y = h.op('MatMulIntegerToFloat', [xq, h.constant('w', 'int8', [K, N], bytes(K * N)), f(h, 1), h.constant('s', 'float32', [N], f32(N, 0.01)), h.constant('z', 'uint8', [], Uint8Array.of(128))], {}, MS);
+    return h.op('Mul', [y, xs]);
+  };
   let rows;
   for (let c = 0; c < copies; c++) {
     let y;
     if (kind === 'nb4' || kind === 'nb8') y = nbits(g, kind === 'nb4' ? 4 : 8);
     else if (kind === 'gemm') y = gemm(g);
+    else if (kind === 'gemm2') y = gemm2(g);
     else if (kind === 'dqmm') y = g.op('DynamicQuantizeMatMul', [x, g.constant('w', 'int8', [K, N], bytes(K * N)), g.constant('s', 'float32', [N], f32(N, 0.01))], {}, MS);
     else if (kind === 'ifgemm') {
       rows ??= g.op('Squeeze', [g.op('Greater', [g.op('Shape', [x], { start: -2, end: -1 }), g.int64s('one', [1])])]);
