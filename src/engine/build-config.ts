@@ -62,7 +62,8 @@ export const BuildConfigSchema = z.object({
    * GEMM (MatMulInteger) inside an If; one-row calls (decode) keep MatMulNBits. That GEMM ran 2.4-3.7x
    * faster than MatMulNBits at 64 rows on one core, but the decoder linears' weights are held twice (2x
    * their int8 bytes; 3x for W4A16) and those calls' activations are rounded per row rather than per
-   * 256-wide block (brown-llama-a: perplexity +0.09% of float, +0.00% without): opt-in. Group-wise int4
+   * 256-wide block (brown-llama-a: perplexity +0.09% of float, +0.00% without; at tp 2 a known greedy
+   * near-tie, prompt 0's third token, flips): opt-in. Group-wise int4
    * (int4_wo, int4_awq: one scale per 128 weights along K) has no single-GEMM form and is left as it is;
    * so is float16-activation MatMulNBits (int4_matmul_dtype 'auto'). Refused for GPU builds.
    */
