@@ -62,6 +62,7 @@ const command: CommandModule<object, BuildArgs> = {
       .option('int4-matmul-dtype', { choices: ['float32', 'auto'] as const, describe: 'int4 weight-only linears of a float16 engine: float32 kernel between Casts (default; decodes faster on WebGPU) or auto = the engine dtype, no Casts (prefills faster); cf. TensorRT-LLM\'s --weight_only_groupwise_quant_matmul_plugin dtype' })
       .option('int4-accuracy-level', { type: 'number', alias: ['accuracy-level', 'int4_accuracy_level'], describe: 'MatMulNBits accuracy_level of weight-only linears (int8_wo, int4_wo, int4_awq), 0-4: 4 = int8 activations per block, as llama.cpp\'s Q8_0/Q4_0 (default 4 with --device cpu, 0 = unset with gpu); onnxruntime-genai builder\'s int4_accuracy_level' })
       .option('lm-head-quant', { choices: ['none', 'int8', 'int4'] as const, alias: 'lm_head_quant', describe: 'lm_head as MatMulNBits quantized at build (default int8 for CPU builds of int8_wo/int4_wo/int4_awq, as llama.cpp quantizes its output tensor; none otherwise)' })
+      .option('prefill-int8-gemm', { type: 'boolean', alias: 'prefill_int8_gemm', describe: 'int8_wo CPU engines: prompts (calls of more than one token) on onnxruntime\'s integer GEMM over a second, int8 [K, N] copy of each decoder linear (2.4-3.7x MatMulNBits\' speed at 64 tokens; the linears\' weights held twice); decode keeps MatMulNBits' })
       .option('lm-head-block-size', { type: 'number', alias: 'lm_head_block_size', describe: 'weights per scale of a quantized lm_head: 16, 32, 64, 128 or 256 (default 256 with --device cpu at --int4-accuracy-level 4, where onnxruntime\'s int8-activation kernel reads it faster; 32, as ggml\'s Q8_0, otherwise)' })
       .option('parallel-embedding', { type: 'boolean', default: false, describe: 'with --model: shard the embedding table over the vocabulary (one more all-reduce)' })
       .option('tokenizer', { type: 'string', describe: 'directory with tokenizer.json to store in the engine (default: the model\'s)' })
@@ -127,6 +128,7 @@ const command: CommandModule<object, BuildArgs> = {
       ...(a['int4-accuracy-level'] !== undefined ? { int4_accuracy_level: a['int4-accuracy-level'] } : {}),
       ...(a['lm-head-quant'] ? { lm_head_quant: a['lm-head-quant'] } : {}),
       ...(a['lm-head-block-size'] !== undefined ? { lm_head_block_size: a['lm-head-block-size'] } : {}),
+      ...(a['prefill-int8-gemm'] ? { prefill_int8_gemm: true } : {}),
     };
     await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();

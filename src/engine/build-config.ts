@@ -1,5 +1,6 @@
 // BuildConfig: TensorRT-LLM's build_config field names, the subset an ONNX engine needs.
 
+import { InputError } from '../core/errors.js';
 import { z } from 'zod/v3'; // ~10 modules, not the v4 root's ~95: `import 'tprun'` in every rank loads this file (see rank/wire-schema.ts)
 
 export const BuildConfigSchema = z.object({
@@ -54,6 +55,19 @@ export const BuildConfigSchema = z.object({
    * and flips on WGSL at 128 and 256 (by 0.0009–0.0014), so the same engine decodes differently there.
    */
   lm_head_block_size: z.number().int().min(16).max(256).refine((b) => (b & (b - 1)) === 0, 'a power of two').optional(),
+  /**
+   * CPU builds of per-channel weight-only models (int8_wo = W8A16; W4A16 checkpoints): every decoder
+   * linear also holds its q as int8 [K, N] (`<prefix>.prefill.weight`), and calls of more than one row
+   * (prefill, perplexity) multiply it with activations rounded to int8 per row on onnxruntime's integer
+   * GEMM (MatMulInteger) inside an If; one-row calls (decode) keep MatMulNBits. That GEMM ran 2.4-3.7x
+   * faster than MatMulNBits at 64 rows on one core, but the decoder linears' weights are held twice (2x
+   * their int8 bytes; 3x for W4A16) and those calls' activations are rounded per row rather than per
+   * 256-wide block (brown-llama-a: perplexity +0.09% of float, +0.00% without; at tp 2 a known greedy
+   * near-tie, prompt 0's third token, flips): opt-in. Group-wise int4
+   * (int4_wo, int4_awq: one scale per 128 weights along K) has no single-GEMM form and is left as it is;
+   * so is float16-activation MatMulNBits (int4_matmul_dtype 'auto'). Refused for GPU builds.
+   */
+  prefill_int8_gemm: z.boolean().optional(),
   /** Extra outputs `calib.<linear prefix>` exposing every linear's input activations (for quantization). */
   calibration: z.boolean().default(false),
 });
@@ -66,6 +80,8 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}): BuildCon
   c.int4_accuracy_level ??= c.device === 'cpu' ? 4 : 0;
   c.lm_head_block_size ??= c.device === 'cpu' && c.int4_accuracy_level === 4 ? 256 : 32;
   if (c.max_input_len > c.max_seq_len) throw new Error(`max_input_len ${c.max_input_len} exceeds max_seq_len ${c.max_seq_len}`);
+  // Its If bodies hide the MatMulNBits nodes that --kernels wgsl finds its weights by.
+  if (c.prefill_int8_gemm && c.device !== 'cpu') throw new InputError('--prefill-int8-gemm is for --device cpu builds (the WGSL kernels read MatMulNBits linears only)');
   return c as BuildConfig;
 }
 

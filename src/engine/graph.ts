@@ -13,12 +13,15 @@
 //   g.op(op, inputs, attrs?, domain?)     the same for single-output nodes, returns the output name
 //   g.fresh(hint)                         a unique value name
 //   g.dtype                               the activation dtype ('float32' | 'float16')
+//   g.branch(hint, build)                 a body for If/Loop: `build` adds nodes to a child graph whose
+//                                         names stay unique in the whole model and whose weights land in
+//                                         this graph (a body reads them, as any outer value, by name)
 //
 // Attributes: integer number → INT, string → STRING, number[] → INTS, {float: x} → FLOAT,
 // {floats: [...]} → FLOATS. Contrib ops take domain 'com.microsoft'.
 
 import type { Tensor } from '../core/tensor.js';
-import { encodeModel, type AttrValue, type InitializerSpec, type NodeSpec, type OnnxDTypeName, type ValueSpec } from './onnx-proto.js';
+import { encodeModel, type AttrValue, type SubgraphSpec, type InitializerSpec, type NodeSpec, type OnnxDTypeName, type ValueSpec } from './onnx-proto.js';
 import type { WeightFile } from './weight-file.js';
 import { type DeferredTensor, isDeferred, materialize } from './weight-convert.js';
 
@@ -34,10 +37,25 @@ export class Graph {
   readonly outputs: ValueSpec[] = [];
   private names = new Set<string>();
   private counter = 0;
+  /** Set on a branch body: the graph that holds its weights and shares its names. */
+  private parent?: Graph;
 
   constructor(readonly name: string, readonly dtype: 'float32' | 'float16', private weights: WeightFile) {}
 
+  /**
+   * A control-flow body whose outputs are the values `build` returns, of type `dtype` (shapes left to
+   * onnxruntime's inference). Value names are the parent's, so a body never shadows an outer value.
+   */
+  branch(hint: string, dtype: OnnxDTypeName, build: (b: Graph) => string[]): { graph: SubgraphSpec } {
+    const b = new Graph(this.fresh(hint), this.dtype, this.weights);
+    b.parent = this.parent ?? this;
+    b.names = b.parent.names;
+    const outputs = build(b);
+    return { graph: { name: b.name, nodes: b.nodes, initializers: b.initializers, outputs: outputs.map((name) => ({ name, dtype })) } };
+  }
+
   fresh(hint: string): string {
+    if (this.parent) return this.parent.fresh(hint);
     let n = hint;
     while (this.names.has(n)) n = `${hint}_${++this.counter}`;
     this.names.add(n);
@@ -56,6 +74,7 @@ export class Graph {
   }
 
   weight(name: string, t: Tensor | DeferredTensor): string {
+    if (this.parent) return this.parent.weight(name, t);
     if (!this.names.has(name)) {
       this.names.add(name);
       // Tiny tensors (norm scales, per-tensor scales) stay inline: a 64 KiB slot each would mostly be padding.

@@ -23,7 +23,7 @@ import { engineWeight, engineWeightTransposed } from './weight-convert.js';
 import { MS, type Graph } from './graph.js';
 
 /** The build options a linear's kernel choice depends on. */
-export type QuantLinearOptions = Partial<Pick<BuildConfig, 'int4_matmul_dtype' | 'int4_accuracy_level' | 'device'>>;
+export type QuantLinearOptions = Partial<Pick<BuildConfig, 'int4_matmul_dtype' | 'int4_accuracy_level' | 'device' | 'prefill_int8_gemm'>>;
 export type QuantLinearEmitter = (g: Graph, input: string, prefix: string, weights: Weights, quant: QuantConfig, opts?: QuantLinearOptions) => string;
 /** A float weight quantized at build into MatMulNBits blocks; undefined where K fits no block size. */
 export type FloatQuantEmitter = (g: Graph, input: string, prefix: string, w: Tensor, bits: 8 | 4, blockSize: number, accuracyLevel: number, direct?: boolean) => { value: string; dtype: 'float32' | 'float16' } | undefined;

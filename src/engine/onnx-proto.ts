@@ -80,7 +80,10 @@ class Msg {
   finish(): Uint8Array { return this.w.finish(); }
 }
 
-export type AttrValue = number | string | number[] | { float: number } | { floats: number[] } | { ints: number[] };
+export type AttrValue = number | string | number[] | { float: number } | { floats: number[] } | { ints: number[] } | { graph: SubgraphSpec };
+
+/** A control-flow body (If's then_branch / else_branch): it may read any value of the enclosing graph by name. */
+export interface SubgraphSpec { name: string; nodes: NodeSpec[]; initializers?: InitializerSpec[]; inputs?: ValueSpec[]; outputs: (ValueSpec | { name: string; dtype: OnnxDTypeName })[] }
 
 export interface NodeSpec {
   op: string;
@@ -125,6 +128,7 @@ function attribute(name: string, v: AttrValue): Msg {
   if (Array.isArray(v)) { for (const x of v) m.int(8, x); return m.int(20, 7); }
   if ('float' in v) return m.float(2, v.float).int(20, 1);
   if ('floats' in v) { for (const x of v.floats) m.float(7, x); return m.int(20, 6); }
+  if ('graph' in v) return m.msg(6, graphProto(v.graph)).int(20, 5);
   for (const x of v.ints) m.int(8, x);
   return m.int(20, 7);
 }
@@ -145,15 +149,16 @@ function tensorProto(t: InitializerSpec): Msg {
   return m;
 }
 
-function valueInfo(v: ValueSpec): Msg {
+function valueInfo(v: ValueSpec | { name: string; dtype: OnnxDTypeName }): Msg {
+  // No dims: a tensor of unknown shape (a branch body's outputs; the If's own output is inferred).
+  if (!('dims' in v)) return new Msg().str(1, v.name).msg(2, new Msg().msg(1, new Msg().int(1, OnnxDType[v.dtype])));
   const shape = new Msg();
   for (const d of v.dims) shape.msg(1, typeof d === 'number' ? new Msg().int(1, d) : new Msg().str(2, d));
   const tensorType = new Msg().int(1, OnnxDType[v.dtype]).msg(2, shape);
   return new Msg().str(1, v.name).msg(2, new Msg().msg(1, tensorType));
 }
 
-/** Serialises a model to ONNX protobuf bytes (IR version 10). */
-export function encodeModel(spec: ModelSpec): Uint8Array {
+function graphProto(spec: SubgraphSpec): Msg {
   const g = new Msg();
   for (const n of spec.nodes) {
     const nm = new Msg();
@@ -164,10 +169,16 @@ export function encodeModel(spec: ModelSpec): Uint8Array {
     if (n.domain) nm.str(7, n.domain);
     g.msg(1, nm);
   }
-  g.str(2, spec.graphName);
-  for (const t of spec.initializers) g.msg(5, tensorProto(t));
-  for (const v of spec.inputs) g.msg(11, valueInfo(v));
+  g.str(2, spec.name);
+  for (const t of spec.initializers ?? []) g.msg(5, tensorProto(t));
+  for (const v of spec.inputs ?? []) g.msg(11, valueInfo(v));
   for (const v of spec.outputs) g.msg(12, valueInfo(v));
+  return g;
+}
+
+/** Serialises a model to ONNX protobuf bytes (IR version 10). */
+export function encodeModel(spec: ModelSpec): Uint8Array {
+  const g = graphProto({ ...spec, name: spec.graphName });
   const model = new Msg().int(1, 10).str(2, spec.producer).str(3, '0.1.0');
   model.msg(7, g);
   for (const o of spec.opsets) model.msg(8, new Msg().str(1, o.domain).int(2, o.version));

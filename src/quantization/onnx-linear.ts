@@ -74,7 +74,7 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
   let y: string;
   switch (algo) {
     case 'W8A16':
-    case 'W4A16': y = emitWeightOnlyPerChannel(g, x, prefix, w, weights, algo === 'W8A16' ? 8 : 4, fdt, acc); break;
+    case 'W4A16': y = emitWeightOnlyPerChannel(g, x, prefix, w, weights, algo === 'W8A16' ? 8 : 4, fdt, acc, opts.prefill_int8_gemm === true && opts.device === 'cpu'); break;
     case 'W4A16_AWQ':
     case 'W4A8_AWQ':
       if (algo === 'W4A8_AWQ') x = fp8Activations(g, x, prefix, weights);
@@ -130,7 +130,7 @@ function nbitsAttrs(k: number, n: number, bits: number, bs: number, acc: number)
   return { K: k, N: n, bits, block_size: bs, ...(acc ? { accuracy_level: acc } : {}) };
 }
 
-function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, bits: 4 | 8, sdt: 'float32' | 'float16', acc: number): string {
+function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, bits: 4 | 8, sdt: 'float32' | 'float16', acc: number, prefillGemm = false): string {
   const [n, k] = w.shape;
   let q: { q: Int8Array; scale: Float32Array };
   const pcs = weights.get(`${prefix}.per_channel_scale`);
@@ -159,7 +159,45 @@ function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor
   }
   const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, blocks, (bs * bits) / 8], data });
   const s = g.weight(`${prefix}.per_channel_scale`, fromFloat32(scales, [n * blocks], sdt));
-  return g.op('MatMulNBits', [x, b, s], nbitsAttrs(k, n, bits, bs, acc), MS);
+  const nbits = (h: Graph) => h.op('MatMulNBits', [x, b, s], nbitsAttrs(k, n, bits, bs, acc), MS);
+  if (!prefillGemm || sdt !== 'float32') return nbits(g);
+  // build_config.prefill_int8_gemm: calls of more than one row (prefill, perplexity) take an integer GEMM
+  // on a second, [K, N] int8 copy of the same q (4-bit values fit int8 as they are); one row (decode)
+  // keeps MatMulNBits, which streams its own copy as fast or faster at M = 1 (docs/performance.md,
+  // session 10). Measured on one core at M = 64: MatMulNBits at accuracy level 4 (MLAS's SQNBitGemm
+  // CompInt8 kernels, core/mlas/lib/sqnbitgemm_kernel_avx512vnni.cpp) ~130 GFLOP/s, MatMulInteger
+  // (MLAS QGEMM on B prepacked at load, core/mlas/lib/qgemm.cpp) ~400-500.
+  const gemm = g.branch(`${prefix}.prefill`, 'float32', (h) => [perTokenInt8Gemm(h, x, prefix, q, n, k)]);
+  const decode = g.branch(`${prefix}.decode`, 'float32', (h) => [nbits(h)]);
+  return g.op('If', [manyRows(g, x)], { then_branch: gemm, else_branch: decode });
+}
+
+// One `x.shape[-2] > 1` per graph (every linear's input has the same rows), made at the first linear.
+const manyRowsOf = new WeakMap<Graph, string>();
+function manyRows(g: Graph, x: string): string {
+  let c = manyRowsOf.get(g);
+  if (!c) {
+    const rows = g.op('Shape', [x], { start: -2, end: -1 });
+    c = g.op('Squeeze', [g.op('Greater', [rows, g.int64s('one_row', [1])])]);
+    manyRowsOf.set(g, c);
+  }
+  return c;
+}
+
+/**
+ * x [.., K] float32 → x · qᵀ · scale: x rounded to int8 per row (max |x| / 127, as TensorRT-LLM's
+ * per-token SmoothQuant and emitW8A8 below) and offset to uint8 (zero point 128), so that onnxruntime's
+ * MatMulInteger runs MLAS's u8·s8 kernel (VNNI/AMX on x86; its s8·s8 path is ~40× slower there).
+ */
+function perTokenInt8Gemm(g: Graph, x: string, prefix: string, q: { q: Int8Array; scale: Float32Array }, n: number, k: number): string {
+  const amax = g.op('ReduceMax', [g.op('Abs', [x]), g.int64s('axes', [-1])], { keepdims: 1 });
+  const xs = g.op('Div', [g.op('Max', [amax, floatConst(g, 'eps', [1e-8], [])]), floatConst(g, 'i8max', [127], [])]);
+  const r = g.op('Clip', [g.op('Round', [g.op('Div', [x, xs])]), floatConst(g, 'm127', [-127], []), floatConst(g, 'p127', [127], [])]);
+  const xq = g.op('Cast', [g.op('Add', [r, floatConst(g, 'u8zero', [128], [])])], { to: 2 });
+  const wk = g.weight(`${prefix}.prefill.weight`, { dtype: 'int8', shape: [k, n], data: transposeBytes(new Uint8Array(q.q.buffer, q.q.byteOffset, q.q.length), n, k) });
+  const ws = g.weight(`${prefix}.prefill.per_channel_scale`, { dtype: 'float32', shape: [n], data: new Uint8Array(Float32Array.from(q.scale).buffer) });
+  const acc = g.op('MatMulInteger', [xq, wk, g.constant('u8zero', 'uint8', [], Uint8Array.of(128))]);
+  return g.op('Mul', [g.op('Mul', [g.op('Cast', [acc], { to: 1 }), xs]), ws]);
 }
 
 function emitAwqInt4(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, sdt: 'float32' | 'float16', acc: number): string {
