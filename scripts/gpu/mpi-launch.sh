@@ -6,7 +6,8 @@
 #   there, carry [".device/mpi.tgz"]:       bash scripts/gpu/mpi-launch.sh stash
 #   then (after adapters.sh's stash calls), carry [".device/adp4", "dist"]:
 #                                           export OUT; bash scripts/gpu/adapters.sh exec bash scripts/gpu/mpi-launch.sh run
-# `quiet2` instead of `run`: bench launch -n 4 and bench comm pinned to two idle cores (taskset -c 0,1).
+# `quiet2` instead of `run`: bench launch -n 4 and -n 2 and bench comm pinned to two idle cores (taskset -c 0,1);
+# BASE_TGZ=.device/base-dist.tgz alternates another build's dist with this one.
 # (the tracked tree, adp4, dist and mpi.tgz together pass the device tool's 64 MiB: hence the separate stash)
 set -uo pipefail
 root=$(git rev-parse --show-toplevel 2>/dev/null || pwd); cd "$root"
@@ -32,10 +33,21 @@ case ${1:-} in
     py=/tmp/mpi/usr/bin/python3.11
     if [ "$1" = quiet2 ]; then
       # The 2-core rows of issue 14 without the shared machine's load: two of this host's idle cores.
-      for r in $(seq "${LAUNCH_ROUNDS:-2}"); do
-        taskset -c 0,1 node dist/cli.js bench launch -n 4 --reps 7 --python "$py" --json 2>>"$OUT/quiet2.log" | tee -a "$OUT/quiet2-launch.jsonl"
-        taskset -c 0,1 node dist/cli.js bench comm --rounds 5 --fresh 100 --python "$py" --json 2>>"$OUT/quiet2.log" | tee -a "$OUT/quiet2-comm.jsonl"
-      done
+      # With BASE_TGZ (a tarball of another checkout's dist/, as build-ab.sh takes it) that build alternates with
+      # this one, each line labelled {"which": "base"|"this", "round": r}.
+      which="this"; base=/tmp/quiet2-base
+      if [ -n "${BASE_TGZ:-}" ]; then
+        mkdir -p "$base" && tar -C "$base" -xzf "$BASE_TGZ" && ln -sfn "$root/node_modules" "$base/node_modules" && cp package.json "$base/"
+        which="base this"
+      fi
+      label() { node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{for(const l of s.split('\n')){if(!l.startsWith('{'))continue;console.log(JSON.stringify(Object.assign(JSON.parse(l),JSON.parse(process.argv[1]))))}})" "$1"; }
+      for r in $(seq "${LAUNCH_ROUNDS:-2}"); do for b in $which; do
+        d=dist; [ "$b" = base ] && d=$base/dist
+        lab="{\"which\":\"$b\",\"round\":$r}"
+        taskset -c 0,1 node "$d/cli.js" bench launch -n 4 --reps 7 --python "$py" --json 2>>"$OUT/quiet2.log" | label "$lab" | tee -a "$OUT/quiet2-launch.jsonl"
+        taskset -c 0,1 node "$d/cli.js" bench launch -n 2 --reps 7 --python "$py" --json 2>>"$OUT/quiet2.log" | label "$lab" | tee -a "$OUT/quiet2-launch.jsonl"
+        taskset -c 0,1 node "$d/cli.js" bench comm --rounds 5 --fresh 100 --python "$py" --json 2>>"$OUT/quiet2.log" | label "$lab" | tee -a "$OUT/quiet2-comm.jsonl"
+      done; done
       exit 0
     fi
     for n in ${LAUNCH_RANKS:-4 8}; do for r in $(seq "${LAUNCH_ROUNDS:-2}"); do
