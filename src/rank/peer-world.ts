@@ -86,7 +86,7 @@ export class PeerWorld implements World, Transport {
     let linked = false;
     let implicitClose = true;
     try {
-      // With TPRUN_SHM_EARLY=1 the allReduce areas' set-up starts while this rank waits for its peers (./shm-allreduce.ts).
+      // Unless TPRUN_SHM_EARLY=0 the allReduce areas' set-up starts while this rank waits for its peers (./shm-allreduce.ts).
       warmShmAllReduce(this.localSize);
       await this.links.open(env, this.timeoutMs);
       linked = true;
