@@ -71,7 +71,7 @@ const outArea = (step: number, p: number) => DATA + (2 + p) * step;
 export interface ArInfo {
   off: number;
   step: number;
-  /** This rank sets its areas up when the world starts (unless TPRUN_SHM_EARLY=0): the start-up exchange runs only
+  /** This rank sets its areas up when the world starts (earlySetUp): the start-up exchange runs only
    *  where every rank says so, since a per-rank environment (mpirun -x) may set it on some ranks only. */
   early?: boolean;
   /** This rank's TPRUN_SHM_ONE_SHOT_BYTES: which calls take the one-exchange protocol and which the stepped
@@ -141,7 +141,7 @@ export class FilePlane implements Plane {
 
 /**
  * The memory plane's switches, parsed in this one place and read once where a world's areas start (and once
- * before the ranks meet, unless TPRUN_SHM_EARLY=0): TPRUN_SHM_MMAP (0: no koffi, the pread/pwrite plane),
+ * before the ranks meet, where it sets up early, earlySetUp): TPRUN_SHM_MMAP (0: no koffi, the pread/pwrite plane),
  * TPRUN_SHM_WASM (0: the areas mapped, but not into the SIMD module's memory), TPRUN_SHM_WASM_ONESHOT (0:
  * short calls in JavaScript there), TPRUN_SHM_FUTEX_US (microseconds of futex sleep; unset: the default
  * for the cores, futexNs; 0: none, and syscall(2) is not loaded) and TPRUN_SHM_ONE_SHOT_BYTES (the largest
@@ -417,7 +417,7 @@ export class ShmAllReduce {
   /** Calls that went through the wasm one-exchange function (the tests' evidence that it ran). */
   wasmCalls = 0;
 
-  /** The memory plane, once made: when the world starts (unless TPRUN_SHM_EARLY=0) (prepare), else at the first
+  /** The memory plane, once made: when the world starts where it sets up early (earlySetUp, prepare), else at the first
    *  call (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
   /** When the plane was made: 'early' (prepare, when the world started) or 'first call'. */
@@ -1165,30 +1165,39 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
         prefaultArea(ownFd, offs[me], short, sw.mmap, len);
         return mapPlane(me, fds, offs, len, step, sw) ?? new FilePlane(me, fds, offs);
       }, step, deps, { everyEarly, futexUs: sw.futexUs, oneShotBytes: sw.oneShotBytes, whole: () => prefaultArea(ownFd, offs[me], rest, sw.mmap, len) });
-      if (earlySetUp()) s.prepare();
+      if (startsEarly) s.prepare();
       return s;
     },
   };
 }
 
 /**
- * Whether a world sets its areas up when it starts (the default; TPRUN_SHM_EARLY=0: at its first allReduce),
- * as Open MPI sets up its shared-memory transport in MPI_Init: the first call then costs what any other
- * does. Opt-in until session 10, when it cost `bench launch -n 2` about a quarter of its time (~+45 ms of
- * CPU per rank); what is left of it (koffi's binary loaded without its loader, only the pages that short
- * calls touch allocated and mapped, shortSpans) is measured in docs/performance.md. A world that never
- * reduces still pays it, as an MPI job pays MPI_Init's. Ranks may disagree (a per-rank environment): each
+ * Whether a world sets its areas up when it starts instead of at its first allReduce, as Open MPI sets up
+ * its shared-memory transport in MPI_Init: the first call then costs what any other does. TPRUN_SHM_EARLY=1
+ * or 0 decides; unset, it is the default where every local rank has a core (`oversubscribed` false, as
+ * PeerWorld measures it before binding): there a rank's set-up (~12-15 ms of CPU since session 10: koffi's
+ * binary without its loader, only the pages short calls touch, shortSpans) overlaps its peers' and did not
+ * lengthen `bench launch -n 2` on 2 cores, where with more ranks than cores every rank's CPU is launch time
+ * (session 10: `bench launch -n 4` on 2 cores 1.64x mpirun with it against 1.30x without, +30 ms of CPU a
+ * rank) and their allReduces sleep on each other anyway. Ranks may disagree (a per-rank environment): each
  * sets up when told, and the start-up exchange runs only where all said so (ArInfo.early).
  */
-export const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env);
+export const earlySetUp = (oversubscribed: boolean) => onOff('TPRUN_SHM_EARLY', process.env, !oversubscribed);
+
+/** The decision of the world starting in this process (warmShmAllReduce), read where its areas are advertised
+ *  (./shm-link.ts, ArInfo.early) and started (shmAllReducePlan): one answer for all three. */
+let startsEarly = false;
+export const earlyForThisWorld = () => startsEarly;
 
 /**
- * What the areas' set-up needs before the ranks have met, started when a world starts (PeerWorld.start):
- * the SIMD module compiles on V8's compile threads, and koffi loads (8-25 ms) at the event loop's next
- * turn, while the rank waits for its peers at rendezvous. Only where the areas will be set up early.
+ * Decides whether the world starting now sets its areas up early (earlySetUp) and, where it does, starts what
+ * the set-up needs before the ranks have met (PeerWorld.start, before any binding): the SIMD module compiles
+ * on V8's compile threads, and koffi loads at the event loop's next turn, while the rank waits for its peers
+ * at rendezvous.
  */
-export function warmShmAllReduce(localSize: number): void {
-  if (localSize < 2 || !earlySetUp()) return;
+export function warmShmAllReduce(localSize: number, oversubscribed: boolean): void {
+  startsEarly = localSize >= 2 && earlySetUp(oversubscribed);
+  if (!startsEarly) return;
   // The switches are read here, where a bad value fails the world's start in one line; read in the callback
   // below they were an uncaught exception (a stack trace, exit 1).
   const sw = memorySwitches();
