@@ -33,6 +33,7 @@ import { ELEM } from './collectives/slices.js';
 import { type LibcMemory, libcFallocate, libcMemory, libcSyscall, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
 import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
 import { memoryPointer, PAGE, restorePages } from '../util/wasm-map.js';
+import { transport } from './transport.js';
 
 /** The mapping functions, and syscall(2) where the futex wait is on. */
 type Libc = LibcMemory & { syscall?: (...a: unknown[]) => unknown };
@@ -1196,7 +1197,9 @@ export const earlyForThisWorld = () => startsEarly;
  * at rendezvous.
  */
 export function warmShmAllReduce(localSize: number, oversubscribed: boolean): void {
-  startsEarly = localSize >= 2 && earlySetUp(oversubscribed);
+  // Not where the world will have no areas (no shared memory at all, or TPRUN_SHM_AR_STEP=0): there the
+  // memory switches below are never read, and a bad one must not fail the world.
+  startsEarly = localSize >= 2 && transport() === 'shm' && process.env.TPRUN_SHM_AR_STEP !== '0' && earlySetUp(oversubscribed);
   if (!startsEarly) return;
   // The switches are read here, where a bad value fails the world's start in one line; read in the callback
   // below they were an uncaught exception (a stack trace, exit 1).
