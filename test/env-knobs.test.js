@@ -21,7 +21,7 @@ test('onOff takes unset, empty, 0 and 1 and refuses anything else naming the var
   assert.equal(onOff('X', { X: '' }), true);
   assert.equal(onOff('X', { X: '1' }), true);
   assert.equal(onOff('X', { X: '0' }), false);
-  // A switch that is off unless asked for (TPRUN_SHM_EARLY, TPRUN_ORT_SPIN): unset or empty is the default.
+  // A switch that is off unless asked for (TPRUN_ORT_SPIN): unset or empty is the default.
   assert.equal(onOff('X', {}, false), false);
   assert.equal(onOff('X', { X: '' }, false), false);
   assert.equal(onOff('X', { X: '1' }, false), true);

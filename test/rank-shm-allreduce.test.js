@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
+import { availableParallelism } from 'node:os';
 import { spawnRanks } from './helpers/spawn-ranks.js';
 
 const APP = fileURLToPath(new URL('./helpers/shm-allreduce-app.js', import.meta.url));
@@ -43,42 +44,50 @@ test('allReduce without koffi: the default falls back to the pread plane and agr
   }
 });
 
-// With TPRUN_SHM_EARLY=1 the areas are set up when the world starts, as Open MPI's shared memory is in
-// MPI_Init, so that the first call costs what any other does (issue #14): the plane exists before the first
-// call asks for it, and the areas' first exchange ran in initWorld (ShmAllReduce.warm), so the first call
-// is not the first run of its code. By default (a launch would pay for it) they are set up at the first call.
+// By default, where every rank has a core, the areas are set up when the world starts, as Open MPI's shared
+// memory is in MPI_Init, so that the first call costs what any other does (issue #14): the plane exists
+// before the first call asks for it, and the areas' first exchange ran in initWorld (ShmAllReduce.warm), so
+// the first call is not the first run of its code. Where ranks outnumber cores, and with TPRUN_SHM_EARLY=0,
+// they are set up at the first call instead (TPRUN_SHM_EARLY=1 sets them up early there too). Either way only the
+// pages that short calls use are allocated at first (shortSpans), the whole area before the first
+// pipelined call. The default rows fail if the early set-up silently stops happening.
 for (const [n, env, plane] of /** @type {[number, Record<string, string>, string][]} */ ([
-  [2, { TPRUN_SHM_EARLY: '1' }, 'wasm'],
-  [3, { TPRUN_SHM_EARLY: '1' }, 'wasm'],
-  [2, { TPRUN_SHM_EARLY: '1', TPRUN_SHM_WASM: '0' }, 'mmap'],
-  [2, { TPRUN_SHM_EARLY: '1', TPRUN_SHM_MMAP: '0' }, 'pread'],
   [2, {}, 'wasm'],
+  [3, {}, 'wasm'],
+  [3, { TPRUN_SHM_EARLY: '1' }, 'wasm'],
+  [3, { TPRUN_SHM_EARLY: '0' }, 'wasm'],
+  [2, { TPRUN_SHM_WASM: '0' }, 'mmap'],
+  [2, { TPRUN_SHM_MMAP: '0' }, 'pread'],
+  [2, { TPRUN_SHM_EARLY: '0' }, 'wasm'],
+  [2, { TPRUN_SHM_EARLY: '0', TPRUN_SHM_MMAP: '0' }, 'pread'],
 ])) {
-  const early = env.TPRUN_SHM_EARLY === '1';
-  test(`the allReduce areas are set up ${early ? 'when the world starts (TPRUN_SHM_EARLY=1)' : 'at the first call by default'}: ${n} ranks, ${plane}`,
+  // Unset, the default is early only where every rank has a core (as the ranks judge it, before binding).
+  const early = env.TPRUN_SHM_EARLY === undefined ? n <= availableParallelism() : env.TPRUN_SHM_EARLY === '1';
+  const how = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ') || `by default, ${n} ranks on ${availableParallelism()} cores`;
+  test(`the allReduce areas are set up ${early ? 'when the world starts' : 'at the first call'} (${how}): ${n} ranks, ${plane}`,
     { skip: plane !== 'pread' && !koffi && 'koffi (optional) is not installed' }, async () => {
       const res = await spawnRanks(n, [APP, 'made'], { env, timeoutMs: 60000 });
       for (const r of res) {
         assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
         assert.deepEqual(JSON.parse(r.stdout), early
-          ? { rank: r.rank, plane, madeBefore: 'early', made: 'early', warmed: true }
-          : { rank: r.rank, plane, madeBefore: 'none', made: 'first call', warmed: false });
+          ? { rank: r.rank, plane, madeBefore: 'early', made: 'early', warmed: true, whole: [false, true] }
+          : { rank: r.rank, plane, madeBefore: 'none', made: 'first call', warmed: false, whole: [false, true] });
       }
     });
 }
 
-// TPRUN_SHM_EARLY=1 on some ranks only (mpirun -x on one rank, a per-rank environment): each rank sets its
+// The early set-up on some ranks only (TPRUN_SHM_EARLY=0 by mpirun -x on one rank, a per-rank environment): each rank sets its
 // areas up when it was told to, and the start-up exchange, which needs every rank, runs only where every
 // rank advertised the flag at rendezvous. It used to run on the flagged rank alone, which then waited for
 // a collective number 0 that its peers never called, until TPRUN_COMM_TIMEOUT_MS.
-test('TPRUN_SHM_EARLY=1 on rank 0 only: the job completes, rank 0 sets up early, rank 1 at its first call, no start-up exchange',
+test('TPRUN_SHM_EARLY=1 on rank 0, 0 on rank 1: the job completes, rank 0 sets up early, rank 1 at its first call, no start-up exchange',
   { skip: !koffi && 'koffi (optional) is not installed', timeout: 90_000 }, async () => {
     // The world's timeout far above the test's: a hang is killed by the test's guard, not reported as done.
-    const res = await spawnRanks(2, [APP, 'made'], { env: { APP_TIMEOUT_MS: '300000' }, perRankEnv: (r) => (r === 0 ? { TPRUN_SHM_EARLY: '1' } : {}), timeoutMs: 60000 });
+    const res = await spawnRanks(2, [APP, 'made'], { env: { APP_TIMEOUT_MS: '300000' }, perRankEnv: (r) => ({ TPRUN_SHM_EARLY: r === 1 ? '0' : '1' }), timeoutMs: 60000 });
     for (const r of res) assert.equal(r.code, 0, `rank ${r.rank}: ${r.signal ?? ''} ${r.stderr}`);
     assert.deepEqual(res.map((r) => JSON.parse(r.stdout)), [
-      { rank: 0, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: false },
-      { rank: 1, plane: 'wasm', madeBefore: 'none', made: 'first call', warmed: false },
+      { rank: 0, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: false, whole: [false, true] },
+      { rank: 1, plane: 'wasm', madeBefore: 'none', made: 'first call', warmed: false, whole: [false, true] },
     ]);
   });
 

@@ -86,8 +86,8 @@ export class PeerWorld implements World, Transport {
     let linked = false;
     let implicitClose = true;
     try {
-      // With TPRUN_SHM_EARLY=1 the allReduce areas' set-up starts while this rank waits for its peers (./shm-allreduce.ts).
-      warmShmAllReduce(this.localSize);
+      // Where the allReduce areas are set up early (./shm-allreduce.ts, earlySetUp), that starts while this rank waits for its peers.
+      warmShmAllReduce(this.localSize, this.oversubscribed);
       await this.links.open(env, this.timeoutMs);
       linked = true;
       // Inside the try, once linked: a refusal closes the links below, so the peers learn at once.

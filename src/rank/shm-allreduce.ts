@@ -22,7 +22,6 @@
 // On the arena plane a call of one exchange (oneShot) runs as one WebAssembly call (./oneshot-wasm.ts)
 // as far as it can alone; the JavaScript below carries on from where it stops.
 import { fstatSync, readSync, writeSync } from 'node:fs';
-import { getRandomValues } from 'node:crypto';
 import type { CommArray, CommDType, ReduceOp } from './types.js';
 import { CommError } from './inbox.js';
 import { InputError } from '../core/errors.js';
@@ -34,6 +33,7 @@ import { ELEM } from './collectives/slices.js';
 import { type LibcMemory, libcFallocate, libcMemory, libcSyscall, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
 import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
 import { memoryPointer, PAGE, restorePages } from '../util/wasm-map.js';
+import { transport } from './transport.js';
 
 /** The mapping functions, and syscall(2) where the futex wait is on. */
 type Libc = LibcMemory & { syscall?: (...a: unknown[]) => unknown };
@@ -53,6 +53,18 @@ const ASLEEP = 448;
 const PROBE = 1024;
 const DATA = 4096;
 export const areaBytes = (step: number) => DATA + 4 * step;
+/**
+ * The byte ranges of an area that a call of one exchange touches: the header page with the counters and
+ * the first `oneShot` bytes of both input areas. Only these are allocated and mapped with their pages
+ * when the areas are set up; the rest (the pipelined path's 4 steps, 8 MiB a rank by default) at the
+ * first call that needs it (ShmAllReduce.whole). Allocating and populating every area whole took ~9 ms
+ * of a rank's ~25 ms of set-up at the world's start (posix_fallocate 8 MiB ≈ 3 ms, MAP_POPULATE ≈ 3.3 ms
+ * per rank's area; issue #14), for calls that a decode loop's all-reduces never make.
+ */
+export function shortSpans(step: number, oneShot: number): [number, number][] {
+  const os = roundUp(Math.min(step, oneShot), PAGE);
+  return os > 0 ? [[0, DATA + os], [DATA + step, os]] : [[0, DATA]];
+}
 const inArea = (step: number, p: number) => DATA + p * step;
 const outArea = (step: number, p: number) => DATA + (2 + p) * step;
 
@@ -60,7 +72,7 @@ const outArea = (step: number, p: number) => DATA + (2 + p) * step;
 export interface ArInfo {
   off: number;
   step: number;
-  /** This rank sets its areas up when the world starts (TPRUN_SHM_EARLY=1): the start-up exchange runs only
+  /** This rank sets its areas up when the world starts (earlySetUp): the start-up exchange runs only
    *  where every rank says so, since a per-rank environment (mpirun -x) may set it on some ranks only. */
   early?: boolean;
   /** This rank's TPRUN_SHM_ONE_SHOT_BYTES: which calls take the one-exchange protocol and which the stepped
@@ -130,7 +142,7 @@ export class FilePlane implements Plane {
 
 /**
  * The memory plane's switches, parsed in this one place and read once where a world's areas start (and once
- * before the ranks meet, with TPRUN_SHM_EARLY=1): TPRUN_SHM_MMAP (0: no koffi, the pread/pwrite plane),
+ * before the ranks meet, where it sets up early, earlySetUp): TPRUN_SHM_MMAP (0: no koffi, the pread/pwrite plane),
  * TPRUN_SHM_WASM (0: the areas mapped, but not into the SIMD module's memory), TPRUN_SHM_WASM_ONESHOT (0:
  * short calls in JavaScript there), TPRUN_SHM_FUTEX_US (microseconds of futex sleep; unset: the default
  * for the cores, futexNs; 0: none, and syscall(2) is not loaded) and TPRUN_SHM_ONE_SHOT_BYTES (the largest
@@ -193,6 +205,11 @@ const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
 /** Where a ring file keeps its owner's sleep epoch (./shm-link.ts, ShmOut.setSleeping). */
 const SLEEP_EPOCH = 64;
 
+/** Four bytes unlikely to be there already, for the wasm plane's proof. Not crypto's getRandomValues:
+ *  its first call loads WebCrypto's internals, ~3 ms of a rank's set-up (issue #14), for a proof that
+ *  needs no secret. */
+const anyWord = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 4).setUint32(0, (Math.random() * 2 ** 32) >>> 0);
+
 /** Touching a mapping past the end of its file is SIGBUS, not an error: every file must be long enough. */
 const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd, r) => fstatSync(fd).size >= offs[r] + len);
 
@@ -203,6 +220,7 @@ const longEnough = (fds: number[], offs: number[], len: number) => fds.every((fd
  * ('mmap'); undefined where neither can be had (the caller takes pread/pwrite).
  */
 export function mapPlane(me: number, fds: number[], offs: number[], len: number, step: number, sw = memorySwitches()): Plane | undefined {
+  // (Called only where the areas exist: `len` is areaBytes(step).)
   const libc = loadLibc(sw);
   if (!libc) return undefined;
   try {
@@ -246,18 +264,28 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
   try {
     arena.reserve(total);
     mem = arena.mem.buffer;
-    const map = (o: number, n: number, fd: number, off: number): boolean => {
+    const map = (o: number, n: number, fd: number, off: number, populate = true): boolean => {
       // The arena's address as koffi hands it to C, proven to be the arena itself before anything is
       // mapped over it: MAP_FIXED replaces whatever is there.
       const want = memoryPointer(libc, mem, o);
       if (want === null) return false;
       // Listed first: a MAP_FIXED that fails may already have removed the arena's pages there.
       mapped.push([o, n]);
-      const p = libc.mmap(want, n, PROT_RW, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, off);
+      const p = libc.mmap(want, n, PROT_RW, MAP_SHARED | MAP_FIXED | (populate ? MAP_POPULATE : 0), fd, off);
       return p !== null && libc.koffi.address(p) === libc.koffi.address(want);
     };
+    // Each area in pieces: what a short call touches with its page-table entries now (MAP_POPULATE: no
+    // fault in the first calls), the rest faulted in by the first calls that use it (shortSpans).
+    const pieces: [number, number, boolean][] = [];
+    let o = 0;
+    for (const [a, n] of shortSpans(step, oneShotBytes)) {
+      if (a > o) pieces.push([o, a - o, false]);
+      pieces.push([a, n, true]);
+      o = a + n;
+    }
+    if (len > o) pieces.push([o, len - o, false]);
     for (let r = 0; r < R; r++) {
-      if (!map(heads + r * PAGE, PAGE, fds[r], 0) || !map(at[r], len, fds[r], offs[r])) {
+      if (!map(heads + r * PAGE, PAGE, fds[r], 0) || !pieces.every(([a, n, pop]) => map(at[r] + a, n, fds[r], offs[r] + a, pop))) {
         restore();
         return undefined;
       }
@@ -265,10 +293,10 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
     // The proof: a word stored through the arena is in the file, and a word written to the file shows.
     const probe = new Uint8Array(mem, at[me] + PROBE, 4);
     const word = new Uint8Array(4);
-    getRandomValues(probe);
+    anyWord(probe);
     readSync(fds[me], word, 0, 4, offs[me] + PROBE);
     const back = word.every((b, i) => b === probe[i]);
-    getRandomValues(word);
+    anyWord(word);
     writeSync(fds[me], word, 0, 4, offs[me] + PROBE);
     if (!back || !word.every((b, i) => b === probe[i]) || arena.mem.buffer !== mem) {
       restore();
@@ -390,7 +418,7 @@ export class ShmAllReduce {
   /** Calls that went through the wasm one-exchange function (the tests' evidence that it ran). */
   wasmCalls = 0;
 
-  /** The memory plane, once made: when the world starts with TPRUN_SHM_EARLY=1 (prepare), else at the first
+  /** The memory plane, once made: when the world starts where it sets up early (earlySetUp, prepare), else at the first
    *  call (mapping costs a native module's load and the area's pages). */
   plane!: Plane;
   /** When the plane was made: 'early' (prepare, when the world started) or 'first call'. */
@@ -399,6 +427,11 @@ export class ShmAllReduce {
   warmed = false;
   /** What making the plane threw (no room in /dev/shm): every call throws it. */
   private planeError?: unknown;
+  /** Allocates our whole area (the plane allocates only what short calls use, shortSpans), once, before
+   *  the first call that uses more of it: a store into a mapped page that tmpfs cannot allocate is SIGBUS. */
+  private allocWhole?: () => void;
+  /** Whether our whole area is allocated: after the first pipelined call or reduceScatter. */
+  wholeArea = false;
 
   /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
   private readonly futexNs: number;
@@ -410,12 +443,13 @@ export class ShmAllReduce {
   /** Futex sleeps that a peer's ring ended (the futex test's evidence that waking works, not the 1 ms slice). */
   rung = 0;
 
-  /** `everyEarly`: every rank advertised TPRUN_SHM_EARLY=1 at rendezvous (ArInfo.early), so all of them run
+  /** `everyEarly`: every rank advertised the early set-up at rendezvous (ArInfo.early), so all of them run
    *  warm's exchange. `futexUs`, `oneShotBytes`: TPRUN_SHM_FUTEX_US and TPRUN_SHM_ONE_SHOT_BYTES as read where
    *  the world's areas start (memorySwitches). */
   constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps,
-    { everyEarly = false, futexUs, oneShotBytes = ONE_SHOT_BYTES }: { everyEarly?: boolean; futexUs?: number; oneShotBytes?: number } = {}) {
+    { everyEarly = false, futexUs, oneShotBytes = ONE_SHOT_BYTES, whole }: { everyEarly?: boolean; futexUs?: number; oneShotBytes?: number; whole?: () => void } = {}) {
     this.everyEarly = everyEarly;
+    this.allocWhole = whole;
     this.oneShotMax = Math.min(oneShotBytes, step);
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
     this.futexNs = futexNs(deps.oversubscribed, futexUs);
@@ -434,7 +468,10 @@ export class ShmAllReduce {
   async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
     await this.call(seq, what, async () => {
       if (this.fitsOneShot(buf)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
-      else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
+      else {
+        this.whole();
+        await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
+      }
     });
     return buf;
   }
@@ -501,6 +538,13 @@ export class ShmAllReduce {
     }
     if (!rest) return buf;
     return rest.then(() => { this.settle(); return buf; }, (e: unknown) => { this.settle(); throw e; });
+  }
+
+  /** Our whole area allocated (once), before a call that uses more than short calls do. */
+  private whole(): void {
+    if (this.wholeArea) return;
+    this.allocWhole?.();
+    this.wholeArea = true;
   }
 
   private fitsOneShot(buf: CommArray): boolean {
@@ -596,6 +640,7 @@ export class ShmAllReduce {
     const outBytes = bytesOf(out);
     await this.call(seq, what, async () => {
       const plane = this.plane;
+      this.whole();
       const q = Math.max(1, Math.floor(this.step / es / R));
       for (let from = 0; from < k || from === 0; from += q) {
         const m = Math.min(q, k - from);
@@ -1062,23 +1107,26 @@ interface PeerAreas {
 }
 
 /**
- * Allocates our own area's pages (tmpfs allocates on first touch; a full /dev/shm is an error here, where a
- * store into a mapping would be SIGBUS). Done at the first call through the areas, not at world start
- * (unless TPRUN_SHM_EARLY=1): a world that never reduces (a launch, a broadcast of weights) pays nothing.
+ * Allocates `spans` of our own area (tmpfs allocates on first touch; a full /dev/shm is an error here, where
+ * a store into a mapping would be SIGBUS): what short calls use when the plane is made (shortSpans), the
+ * whole area before the first call that uses more (ShmAllReduce.whole).
  */
-function prefaultArea(ownFd: number, off: number, len: number, mmap: boolean): void {
+function prefaultArea(ownFd: number, off: number, spans: [number, number][], mmap: boolean, total: number): void {
   // posix_fallocate where koffi is in use anyway (the mapped planes): the kernel zeroes the pages, about a
   // third of the time of writing 8 MiB of zeros from JavaScript at a world's start. Where it cannot
   // (ENOSPC aside), the writes below.
   const fallocate = mmap ? libcFallocate() : undefined;
-  const rc = fallocate?.(ownFd, off, len);
-  if (rc === 0) return;
-  if (rc === ENOSPC) throw new CommError(`no room in /dev/shm for this rank's ${len >> 20} MiB allReduce area (posix_fallocate: ENOSPC); TPRUN_SHM_AR_STEP=0 turns the areas off`);
-  const z = new Uint8Array(1 << 20);
-  try {
-    for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), off + o);
-  } catch (e) {
-    throw new CommError(`no room in /dev/shm for this rank's ${len >> 20} MiB allReduce area (${(e as Error).message}); TPRUN_SHM_AR_STEP=0 turns the areas off`);
+  const room = (why: string) => new CommError(`no room in /dev/shm for this rank's ${Math.ceil(total / 2 ** 20)} MiB allReduce area (${why}); TPRUN_SHM_AR_STEP=0 turns the areas off`);
+  for (const [a, len] of spans) {
+    const rc = fallocate?.(ownFd, off + a, len);
+    if (rc === 0) continue;
+    if (rc === ENOSPC) throw room('posix_fallocate: ENOSPC');
+    const z = new Uint8Array(Math.min(len, 1 << 20));
+    try {
+      for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), off + a + o);
+    } catch (e) {
+      throw room((e as Error).message);
+    }
   }
 }
 
@@ -1104,35 +1152,55 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
     start: (deps) => {
       // Refused here (InputError), where the world's start fails in one line, not at some call.
       const sw = memorySwitches();
+      const len = areaBytes(step);
+      const short = shortSpans(step, sw.oneShotBytes);
+      // The rest: what lies between the short spans (zeros written where posix_fallocate cannot be had,
+      // so never over the counters that calls have moved since).
+      const rest: [number, number][] = [];
+      let o = 0;
+      for (const [a, n] of [...short, [len, 0] as [number, number]]) {
+        if (a > o) rest.push([o, a - o]);
+        o = a + n;
+      }
       const s = new ShmAllReduce(me, peers.length, () => {
-        prefaultArea(ownFd, offs[me], areaBytes(step), sw.mmap);
-        return mapPlane(me, fds, offs, areaBytes(step), step, sw) ?? new FilePlane(me, fds, offs);
-      }, step, deps, { everyEarly, futexUs: sw.futexUs, oneShotBytes: sw.oneShotBytes });
-      if (earlySetUp()) s.prepare();
+        prefaultArea(ownFd, offs[me], short, sw.mmap, len);
+        return mapPlane(me, fds, offs, len, step, sw) ?? new FilePlane(me, fds, offs);
+      }, step, deps, { everyEarly, futexUs: sw.futexUs, oneShotBytes: sw.oneShotBytes, whole: () => prefaultArea(ownFd, offs[me], rest, sw.mmap, len) });
+      if (startsEarly) s.prepare();
       return s;
     },
   };
 }
 
 /**
- * Whether a world sets its areas up when it starts (TPRUN_SHM_EARLY=1) instead of at its first allReduce.
- * Asked for, not the default: on the 2-core machine it cost `tprun bench launch -n 2` (each rank with a
- * core) about a quarter of its time (1.31-1.60x mpirun's against 1.19-1.25x without it, 3 alternating
- * pairs; ~+45 ms of CPU per rank: koffi's load, the SIMD and one-exchange modules' bytes and compiles,
- * the areas' pages and mappings, the start-up exchange), where a world that only meets at a barrier
- * needs none of it; and where ranks outnumber cores every launch is CPU-bound. A job whose first
- * all-reduces are timed (a decode loop's first tokens) turns it on. Ranks may disagree (a per-rank
- * environment): each sets up when told, and the start-up exchange runs only where all said 1 (ArInfo.early).
+ * Whether a world sets its areas up when it starts instead of at its first allReduce, as Open MPI sets up
+ * its shared-memory transport in MPI_Init: the first call then costs what any other does. TPRUN_SHM_EARLY=1
+ * or 0 decides; unset, it is the default where every local rank has a core (`oversubscribed` false, as
+ * PeerWorld measures it before binding): there a rank's set-up (~12-15 ms of CPU since session 10: koffi's
+ * binary without its loader, only the pages short calls touch, shortSpans) overlaps its peers' and did not
+ * lengthen `bench launch -n 2` on 2 cores, where with more ranks than cores every rank's CPU is launch time
+ * (session 10: `bench launch -n 4` on 2 cores 1.64x mpirun with it against 1.30x without, +30 ms of CPU a
+ * rank) and their allReduces sleep on each other anyway. Ranks may disagree (a per-rank environment): each
+ * sets up when told, and the start-up exchange runs only where all said so (ArInfo.early).
  */
-export const earlySetUp = () => onOff('TPRUN_SHM_EARLY', process.env, false);
+export const earlySetUp = (oversubscribed: boolean) => onOff('TPRUN_SHM_EARLY', process.env, !oversubscribed);
+
+/** The decision of the world starting in this process (warmShmAllReduce), read where its areas are advertised
+ *  (./shm-link.ts, ArInfo.early) and started (shmAllReducePlan): one answer for all three. */
+let startsEarly = false;
+export const earlyForThisWorld = () => startsEarly;
 
 /**
- * What the areas' set-up needs before the ranks have met, started when a world starts (PeerWorld.start):
- * the SIMD module compiles on V8's compile threads, and koffi loads (8-25 ms) at the event loop's next
- * turn, while the rank waits for its peers at rendezvous. Only where the areas will be set up early.
+ * Decides whether the world starting now sets its areas up early (earlySetUp) and, where it does, starts what
+ * the set-up needs before the ranks have met (PeerWorld.start, before any binding): the SIMD module compiles
+ * on V8's compile threads, and koffi loads at the event loop's next turn, while the rank waits for its peers
+ * at rendezvous.
  */
-export function warmShmAllReduce(localSize: number): void {
-  if (localSize < 2 || !earlySetUp()) return;
+export function warmShmAllReduce(localSize: number, oversubscribed: boolean): void {
+  // Not where the world will have no areas (no shared memory at all, or TPRUN_SHM_AR_STEP=0): there the
+  // memory switches below are never read, and a bad one must not fail the world.
+  startsEarly = localSize >= 2 && transport() === 'shm' && process.env.TPRUN_SHM_AR_STEP !== '0' && earlySetUp(oversubscribed);
+  if (!startsEarly) return;
   // The switches are read here, where a bad value fails the world's start in one line; read in the callback
   // below they were an uncaught exception (a stack trace, exit 1).
   const sw = memorySwitches();

@@ -16,7 +16,7 @@ import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, exist
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
 import { cleanupOnEnd } from './scoped-cleanup.js';
-import { areaBytes, earlySetUp, oneShotBytes, type ArInfo } from './shm-allreduce.js';
+import { areaBytes, earlyForThisWorld, oneShotBytes, type ArInfo } from './shm-allreduce.js';
 import { transport } from './transport.js';
 import { InputError } from '../core/errors.js';
 import { wholeNumber } from '../util/env.js';
@@ -95,7 +95,7 @@ export class ShmOut {
       fd = openSync(path, 'wx+', 0o600);
       this.created = true;
       const rings = FILE_HDR + size * regionOf(this.info);
-      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step, early: earlySetUp(), oneShot };
+      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step, early: earlyForThisWorld(), oneShot };
       ftruncateSync(fd, this.info.ar ? this.info.ar.off + areaBytes(step) : rings);
       writeSync(fd, Buffer.from(token), 0, 32, 0);
     } catch (e) {

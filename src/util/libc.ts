@@ -6,6 +6,8 @@
 // TPRUN_KERNEL_COPY=0 and TPRUN_SHM_MMAP=0, stay with them).
 
 import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** What we use of koffi: a C function from its prototype, a pointer's address, an ArrayBuffer over
  *  memory at a pointer, and the errno of this thread's last call. */
@@ -41,13 +43,46 @@ function open(): typeof lib {
   if (lib !== undefined) return lib;
   lib = null;
   if (process.platform !== 'linux') return lib;
+  const req = createRequire(import.meta.url);
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    const koffi = (prebuilt(req) ?? req('koffi')) as Koffi;
     lib = { koffi, libc: koffi.load('libc.so.6') };
   } catch {
     lib = null;
   }
   return lib;
+}
+
+/**
+ * koffi's prebuilt binary for this platform (glibc's build), loaded as koffi's own loader loads it
+ * (koffi/src/init.js, loadStatic: the @koromix/koffi-<platform>-<arch> package beside koffi, whose
+ * index.js picks its glibc or musl build) but without the loader's JavaScript, and found where Node's
+ * lookup would find it (the same node_modules folders, require.resolve.paths) without its package
+ * resolution: require('koffi') took 11-13 ms of CPU in a rank, resolving 'koffi' alone 3.6-7, this ≈ 2.5
+ * (the dlopen ≈ 2), and every rank of a world on one machine loads it when the world starts (issue #14).
+ * The binary must be the version of the koffi beside it (as koffi's wrapNative checks); anything else
+ * (another layout, a musl system, a failed dlopen) is undefined, and the caller takes require('koffi'),
+ * which says what is wrong where it is.
+ */
+function prebuilt(req: NodeJS.Require): unknown {
+  if (process.arch !== 'x64' && process.arch !== 'arm64') return undefined;
+  try {
+    const bin = `@koromix/koffi-linux-${process.arch}/linux_${process.arch}/koffi.node`;
+    for (const dir of req.resolve.paths('koffi') ?? []) {
+      const koffi = join(dir, 'koffi');
+      if (!existsSync(join(koffi, 'package.json'))) continue;
+      // Hoisted beside koffi, or nested in it (npm's two layouts).
+      const file = [join(dir, bin), join(koffi, 'node_modules', bin)].find((f) => existsSync(f));
+      if (!file) return undefined;
+      const m = { exports: {} as { version?: string; load?: unknown } };
+      process.dlopen(m, file);
+      const version = (JSON.parse(readFileSync(join(koffi, 'package.json'), 'utf8')) as { version?: string }).version;
+      return m.exports.version === version && typeof m.exports.load === 'function' ? m.exports : undefined;
+    }
+  } catch {
+    // the caller's require('koffi')
+  }
+  return undefined;
 }
 
 /** The functions of one caller, declared together: all of them, or undefined. */
