@@ -108,6 +108,11 @@ const command: CommandModule<object, BuildArgs> = {
       const { validateConvert } = await import('../checkpoint/convert.js');
       const config = validateConvert({ model: src, out, tp, pp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
       if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
+      if (q?.algo) {
+        const { TRTLLM_QUANT_ALGO } = await import('../quantization/algorithms.js');
+        const why = (await import('../quantization/nbits-shape.js')).weightOnlyShapeRefusal({ ...config, quantization: { quant_algo: TRTLLM_QUANT_ALGO[q.algo] } });
+        if (why) throw new InputError(`--quant ${q.algo}: ${why}; build --model ${src} without --quant`);
+      }
       const refusal = a.device === 'auto' ? undefined : (await import('../engine/llama-graph.js')).ortHeadSizeRefusal(config, a.device);
       if (refusal) throw new InputError(`--model ${src}: ${refusal}`);
     }

@@ -22,6 +22,7 @@
 import type { Tensor, Weights } from '../core/tensor.js';
 import type { PretrainedConfig } from '../core/config.js';
 import { InputError } from '../core/errors.js';
+import { weightOnlyShapeRefusal } from '../quantization/nbits-shape.js';
 import type { BuildConfig } from './build-config.js';
 import { fromFloat32 } from './dtype.js';
 import { type DeferredTensor, engineWeight } from './weight-convert.js';
@@ -124,6 +125,9 @@ export function ortHeadSizeRefusal(config: PretrainedConfig, device: BuildConfig
 export function buildLlamaSegments(config: PretrainedConfig, rank: number, weights: Weights, bc: BuildConfig, wf: WeightFile, onLayer?: () => void): Graph[] {
   const refusal = ortHeadSizeRefusal(config, bc.device);
   if (refusal) throw new InputError(refusal);
+  // A checkpoint quantized elsewhere (or a world's --model build) meets it here; `build --model` before ranks start.
+  const shape = weightOnlyShapeRefusal(config);
+  if (shape) throw new InputError(`quant_algo ${config.quantization?.quant_algo}: ${shape}; build from the unquantized model`);
   const sh = rankShape(config, rank);
   const dt = bc.dtype;
   const H = config.hidden_size;

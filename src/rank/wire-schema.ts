@@ -17,8 +17,9 @@ export const Nonce = bytes(32);
 const endpoint = z.string().max(1024).regex(/^(tcp:\/\/[^\s]+:\d{1,5}|ipc:\/\/\/[^\s]*)$/);
 
 const ShmInfo = z.object({
-  // Only ring files in /dev/shm that tprun names; a peer must not make us open anything else.
-  path: z.string().max(255).regex(/^\/dev\/shm\/tprun-[0-9a-f]+-\d+-\d+-[0-9a-f]+$/),
+  // Only ring files in /dev/shm that tprun names (shm-link.ts's ringFileName; without -nsN: an older tprun's);
+  // a peer must not make us open anything else.
+  path: z.string().max(255).regex(/^\/dev\/shm\/tprun-[0-9a-f]+-\d+-\d+(-ns\d+)?-[0-9a-f]+$/),
   token: z.string().regex(/^[0-9a-f]{32}$/),
   slot: z.number().int().min(64).max(1 << 30),
   slots: z.number().int().min(1).max(1 << 16),
