@@ -185,6 +185,20 @@ export class EngineRunner {
    * elsewhere. With pp = 1 this is forward().
    */
   async forwardStage(req: ForwardRequest, cache?: KvCache, hiddenIn?: Float32Array, calib?: Map<string, { data: Float32Array; dims: readonly number[] }>): Promise<{ logits?: Float32Array; hidden?: Float32Array }> {
+    if (!cache && this.kvDtype === 'int8') {
+      // An int8 cache reaches GroupQueryAttention through DequantizeLinear (onnx-kv-cache.ts): an intermediate,
+      // which onnxruntime's planner lets GQA's present reuse in place (GQA declares past -> present MayInplace,
+      // contrib_ops/cpu/bert/group_query_attention.cc). An empty past [B, H, 0, D] then cannot hold the
+      // present [B, H, seq, D] ("Shape mismatch attempting to re-use buffer"). A cacheless forward (perplexity,
+      // calibration) therefore runs as generate's prefill does: over a zeroed cache of exactly this call's
+      // length, freed after it. The prefill attends over its own float keys and values either way.
+      const scratch = this.newCache(req.batch, req.totalSeq);
+      try {
+        return await this.forwardStage(req, scratch, hiddenIn, calib);
+      } finally {
+        scratch.dispose();
+      }
+    }
     const { batch, seq, npos } = req;
     const dt = this.engine.config.build_config.dtype;
     const sh = this.shape;
