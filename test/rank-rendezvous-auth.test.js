@@ -69,6 +69,7 @@ test('an EXCH under a joined rank\'s routing id without the secret is dropped an
   assert.ok(await expect(d1, 'WORLD'), 'no world table');
   const world = await r0;
   const all = world.exchange('zero', z.string());
+  /** @type {unknown} */
   let settled = false;
   all.then((v) => { settled = v; }, (e) => { settled = e.message; });
   // The impostor takes the routing id over and sends a malformed exchange, then a well-formed one with a
