@@ -125,3 +125,20 @@ test('a recorded HELLO, AUTH and EXCH replayed under the routing id get no chall
   world.release();
   d2.close();
 });
+
+test('ranks of two srun steps at one MASTER_ADDR/PORT without TPRUN_SECRET: both sides name the steps and TPRUN_SECRET', { timeout: 90_000 }, async () => {
+  // One srun per node, each its own step: the derived secret includes the step (two concurrent steps must
+  // not join each other's world), so this used to read as a bare "wrong job secret".
+  const { spawnRanks } = await import('./helpers/spawn-ranks.js');
+  const APP = new URL('./helpers/world-app.js', import.meta.url).pathname;
+  const res = await spawnRanks(2, [APP, 'hello'], {
+    env: { TPRUN_JOB_ID: undefined, TPRUN_SECRET: undefined, SLURM_JOB_ID: '1234', APP_TIMEOUT_MS: '6000' },
+    perRankEnv: (r) => ({ SLURM_STEP_ID: String(r) }),
+    timeoutMs: 60_000,
+  });
+  const need = 'one world across srun steps needs TPRUN_SECRET';
+  assert.ok(res[0].stderr.includes(`refused a connection from 127.0.0.1: rank 1 is from Slurm step 1234.1, this world is 1234.0: ${need}`), res[0].stderr);
+  assert.ok(res[1].stderr.includes(`rank 1: the rendezvous at tcp://127.0.0.1:`) && res[1].stderr.includes(`is Slurm step 1234.0, this rank is from step 1234.1: ${need}`), res[1].stderr);
+  assert.notEqual(res[1].code, 0);
+  assert.notEqual(res[0].code, 0);
+});

@@ -42,6 +42,8 @@ export interface Rendezvoused {
 
 export async function rendezvous(opts: {
   rank: number; size: number; bind: string; connect: string; secret: Buffer; info: PeerInfo; timeoutMs: number; curve?: Curve;
+  /** The Slurm step the derived secret came from (Rendezvous.slurmStep), told to the other side. */
+  step?: string;
   log: (m: string) => void;
 }): Promise<Rendezvoused> {
   return opts.rank === 0 ? serve(opts) : join(opts);
@@ -60,6 +62,11 @@ function receiver(sock: zmq.Router | zmq.Dealer): () => Promise<Buffer[]> {
     return p;
   };
 }
+
+/** A derived secret includes the Slurm step (identity.ts: concurrent steps must not join each other's world),
+ *  so ranks of one world started by several sruns (one per node, say) differ: said as such, not as a bad secret. */
+const ONE_WORLD_ACROSS_STEPS = 'one world across srun steps needs TPRUN_SECRET (the same for every rank)';
+const acrossSteps = (a: string | undefined, b: string | undefined): boolean => !!a && !!b && a !== b;
 
 /** Rank 0 names the ranks still missing this long after it started waiting (then at the hard limit). */
 const WAIT_WARN_MS = 10_000;
@@ -132,7 +139,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   const ridOf: Buffer[] = new Array(o.size);
   /** Challenges awaiting their AUTH, by routing id, oldest first (a few: an AUTH sent on a connection that
    *  dropped may be read after the HELLO sent on its reconnection). Each is answered once, then dropped. */
-  const nonces = new Map<string, { cn: Buffer; sn: Buffer }[]>();
+  const nonces = new Map<string, { cn: Buffer; sn: Buffer; step?: string }[]>();
   /** Each joined rank's latest authenticated round: its EXCH must prove the secret for it, once. */
   const joinedWith: { cn: Buffer; sn: Buffer; exchanged?: boolean }[] = new Array(o.size);
   const rankOf = (rid: Buffer) => ridOf.findIndex((x) => x && x.equals(rid));
@@ -292,8 +299,8 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
       const mine = nonces.get(key) ?? [];
       nonces.delete(key); // re-inserted last: the oldest routing id is dropped first
       if (nonces.size >= MAX_PENDING) nonces.delete(nonces.keys().next().value!);
-      nonces.set(key, [...mine.slice(-(MAX_ROUNDS - 1)), { cn, sn }]);
-      await sock.send([rid, 'CHAL', pack({ sn, sp: mac(o.secret, 'tprun/server', cn, sn) })]);
+      nonces.set(key, [...mine.slice(-(MAX_ROUNDS - 1)), { cn, sn, step: m.value.step }]);
+      await sock.send([rid, 'CHAL', pack({ sn, sp: mac(o.secret, 'tprun/server', cn, sn), ...(o.step ? { step: o.step } : {}) })]);
     } else if (type === 'AUTH') {
       const mine = nonces.get(key);
       if (!mine) return refuse(rid, 'authentication without a challenge');
@@ -304,7 +311,9 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
       const i = mine.findIndex((n) => same(cp, mac(o.secret, 'tprun/client', String(r), n.sn, n.cn)));
       if (i < 0) {
         nonces.delete(key);
-        return refuse(rid, `wrong job secret (claims rank ${r})`);
+        const theirs = mine[mine.length - 1].step;
+        return refuse(rid, acrossSteps(theirs, o.step) ? `rank ${r} is from Slurm step ${theirs}, this world is ${o.step}: ${ONE_WORLD_ACROSS_STEPS}`
+          : `wrong job secret (claims rank ${r})`);
       }
       const n = mine[i];
       // This challenge and any older one are spent; a newer one (a HELLO sent after this AUTH) still waits.
@@ -447,7 +456,7 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
     resend = false;
     sn = undefined;
     cns.push(randomBytes(32));
-    await sock.send(['HELLO', pack({ cn: cn() })]);
+    await sock.send(['HELLO', pack({ cn: cn(), ...(o.step ? { step: o.step } : {}) })]);
   };
   const auth = () => sock.send(['AUTH', pack({ size: o.size, info: o.info, cp: mac(o.secret, 'tprun/client', String(o.rank), sn!, cn()) })]);
   // Bound to this round's nonces and this rank: rank 0 takes an EXCH only with it (anyone who learnt this
@@ -504,6 +513,7 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
           // Our proof goes out even if rank 0's fails: it is bound to both nonces, so it tells an impostor
           // nothing, and a real rank 0 can then log who knocked with the wrong secret.
           if (!answered) { sn = s; await auth(); }
+          if (acrossSteps(o.step, c.value.step)) throw new CommError(`rank ${o.rank}: the rendezvous at ${o.connect} is Slurm step ${c.value.step}, this rank is from step ${o.step}: ${ONE_WORLD_ACROSS_STEPS}`);
           throw new CommError(`rank ${o.rank}: the rendezvous at ${o.connect} did not prove the job secret (another job on this port, or a different TPRUN_SECRET)`);
         }
         if (i < cns.length - 1 || sn) continue; // a challenge for an earlier round, or a copy
