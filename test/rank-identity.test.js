@@ -86,3 +86,17 @@ test('two concurrent Slurm job steps of one job derive different job keys (rende
   const pmix = { ...tcp, SLURM_STEP_ID: '1', PMIX_NAMESPACE: 'slurm.pmix.77.1' };
   assert.equal(rendezvousFor(detectIdentity(pmix), pmix).jobId, 'slurm.pmix.77.1');
 });
+
+test('the Slurm step the derived secret came from is named for the rendezvous; not with TPRUN_SECRET', () => {
+  const id = detectIdentity({ TPRUN_RANK: '0', TPRUN_WORLD_SIZE: '2' });
+  const env = { SLURM_JOB_ID: '1234', SLURM_STEP_ID: '1', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29500' };
+  const write = process.stderr.write;
+  process.stderr.write = () => true; // the warning about a derived secret
+  try {
+    assert.equal(rendezvousFor(id, env).slurmStep, '1234.1');
+    assert.equal(rendezvousFor(id, { ...env, TPRUN_SECRET: 'ab'.repeat(32) }).slurmStep, undefined);
+    assert.equal(rendezvousFor(id, { ...env, TPRUN_JOB_ID: 'j' }).slurmStep, undefined);
+  } finally {
+    process.stderr.write = write;
+  }
+});

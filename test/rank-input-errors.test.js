@@ -34,3 +34,13 @@ test('a script that catches initWorld\'s InputError, or handles uncaught errors 
   assert.equal(own.status, 7, own.stderr);
   assert.match(own.stdout, /mine InputError/);
 });
+
+test('a script that catches initWorld\'s InputError and retries 12 times: no listener piles up, no MaxListenersExceededWarning', { timeout: 60_000 }, () => {
+  const env = { ...process.env, TPRUN_RANK: '0', TPRUN_WORLD_SIZE: '2', TPRUN_SPIN_US: 'fast' };
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e',
+    "import { initWorld } from 'tprun'; for (let i = 0; i < 12; i++) { try { await initWorld(); } catch {} } console.log('listeners', process.listenerCount('uncaughtExceptionMonitor'));"],
+  { env, encoding: 'utf8', cwd: fileURLToPath(new URL('..', import.meta.url)) });
+  assert.equal(r.status, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /MaxListenersExceeded/);
+  assert.match(r.stdout, /^listeners 1$/m);
+});

@@ -81,6 +81,10 @@ export interface Rendezvous {
   jobId: string;
   /** How the secret was obtained, for error messages and docs. */
   secretSource: string;
+  /** The Slurm job and step (`1234.1`, SLURM_JOB_ID.SLURM_STEP_ID) that the job key, and so the derived
+   *  secret, came from; absent with TPRUN_SECRET. The rendezvous tells it to the other side, so that a world
+   *  spanning srun steps is refused naming the steps rather than as a wrong secret. */
+  slurmStep?: string;
 }
 
 const hash = (...parts: string[]) => createHash('sha256').update(parts.join('\0')).digest();
@@ -106,14 +110,15 @@ export function rendezvousFor(id: WorldIdentity, env: Env = process.env): Rendez
   // in it) and Open MPI's job id are each already one per launch.
   const slurmJob = env.SLURM_JOB_ID ?? env.SLURM_JOBID;
   const slurmStep = env.SLURM_STEP_ID ?? env.SLURM_STEPID;
-  let jobId = env.TPRUN_JOB_ID ?? env.PMIX_NAMESPACE ?? env.OMPI_MCA_ess_base_jobid
-    ?? (slurmJob !== undefined && slurmStep !== undefined ? `${slurmJob}.${slurmStep}` : slurmJob);
+  const stepKey = slurmJob !== undefined && slurmStep !== undefined ? `${slurmJob}.${slurmStep}` : undefined;
+  let jobId = env.TPRUN_JOB_ID ?? env.PMIX_NAMESPACE ?? env.OMPI_MCA_ess_base_jobid ?? stepKey ?? slurmJob;
   let secret: Buffer | undefined;
   let secretSource = 'TPRUN_SECRET';
   if (env.TPRUN_SECRET !== undefined) {
     if (!/^[0-9a-fA-F]{64}$/.test(env.TPRUN_SECRET)) throw new WorldConfigError('TPRUN_SECRET must be 64 hex characters');
     secret = Buffer.from(env.TPRUN_SECRET, 'hex');
   }
+  const steps = () => (secretSource !== 'TPRUN_SECRET' && stepKey !== undefined && stepKey === jobId ? { slurmStep: stepKey } : {});
   const derived = (what: string, ...parts: string[]) => {
     secretSource = what;
     return createHmac('sha256', 'tprun/derived-secret').update(parts.join('\0')).digest();
@@ -130,7 +135,7 @@ export function rendezvousFor(id: WorldIdentity, env: Env = process.env): Rendez
         if (id.rank === 0) process.stderr.write(`tprun: warning: no TPRUN_SECRET; the rendezvous at ${addr}:${port} uses a secret derived from the job id\n`);
       }
     }
-    return { bind: `tcp://${bindHost(addr)}:${port}`, connect: `tcp://${bracket(addr)}:${port}`, masterHost: addr, secret, jobId, secretSource };
+    return { bind: `tcp://${bindHost(addr)}:${port}`, connect: `tcp://${bracket(addr)}:${port}`, masterHost: addr, secret, jobId, secretSource, ...steps() };
   }
 
   if (id.source === 'openmpi' && id.localSize === id.size) {
@@ -151,14 +156,14 @@ export function rendezvousFor(id: WorldIdentity, env: Env = process.env): Rendez
       secret = derived('Slurm job id (not secret)', jobId, slurmStep ?? '');
       if (id.rank === 0) process.stderr.write('tprun: warning: no TPRUN_SECRET under Slurm; export one (openssl rand -hex 32) for a private job\n');
     }
-    return { bind: `tcp://*:${port}`, connect: `tcp://${bracket(host)}:${port}`, masterHost: host, secret, jobId, secretSource };
+    return { bind: `tcp://*:${port}`, connect: `tcp://${bracket(host)}:${port}`, masterHost: host, secret, jobId, secretSource, ...steps() };
   }
 
   if (id.size > 1 && id.localSize === id.size && jobId) {
     // One node, no address: a private ipc socket keyed by the job id.
     secret ??= derived('job id (local socket, same user only)', jobId);
     const path = join(privateDir(env), `tprun-${hash(jobId).toString('hex').slice(0, 12)}.sock`);
-    return { bind: `ipc://${path}`, connect: `ipc://${path}`, secret, jobId, secretSource };
+    return { bind: `ipc://${path}`, connect: `ipc://${path}`, secret, jobId, secretSource, ...steps() };
   }
   throw new WorldConfigError(
     `rank ${id.rank} of ${id.size} (${id.source}): no rendezvous; set MASTER_ADDR and MASTER_PORT (and TPRUN_SECRET) for every rank`,

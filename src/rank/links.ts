@@ -107,7 +107,7 @@ export class Links {
       const info: PeerInfo = {
         rank, host: hostname(), hostKey: hostKey(), pid: process.pid, pidNs: pidNamespace(), ...ep, dataNonce: nonce, shm: this.shmOut?.info,
       };
-      rv = await rendezvous({ rank, size, bind: rdv.bind, connect: rdv.connect, secret: rdv.secret, info, timeoutMs, curve, log: ev.log });
+      rv = await rendezvous({ rank, size, bind: rdv.bind, connect: rdv.connect, secret: rdv.secret, step: rdv.slurmStep, info, timeoutMs, curve, log: ev.log });
       const peers = rv.peers;
       this.router.start();
       // Open the shared-memory files of peers on this machine; a pair uses them only if both ends could.

@@ -1,6 +1,7 @@
 // Control plane: rank 0 binds a ROUTER where the other ranks introduce themselves. Each side proves the
 // job secret over fresh nonces from the other side (HMAC-SHA256), so a recorded handshake cannot be
-// replayed and a fake rank 0 is noticed too. A peer that fails is refused, and rank 0 logs its address
+// replayed and a fake rank 0 is noticed too; a rank's exchange carries an HMAC over its round's nonces
+// (its routing id, which ZMQ_ROUTER_HANDOVER trusts, proves nothing). A peer that fails is refused, and rank 0 logs its address
 // (learnt through a ZAP handler, the one place ZeroMQ reveals who connected).
 import * as zmq from 'zeromq';
 // msgpackr's subpath entries are its pure-JS build: the main entry also loads the optional native
@@ -41,6 +42,8 @@ export interface Rendezvoused {
 
 export async function rendezvous(opts: {
   rank: number; size: number; bind: string; connect: string; secret: Buffer; info: PeerInfo; timeoutMs: number; curve?: Curve;
+  /** The Slurm step the derived secret came from (Rendezvous.slurmStep), told to the other side. */
+  step?: string;
   log: (m: string) => void;
 }): Promise<Rendezvoused> {
   return opts.rank === 0 ? serve(opts) : join(opts);
@@ -60,12 +63,19 @@ function receiver(sock: zmq.Router | zmq.Dealer): () => Promise<Buffer[]> {
   };
 }
 
+/** A derived secret includes the Slurm step (identity.ts: concurrent steps must not join each other's world),
+ *  so ranks of one world started by several sruns (one per node, say) differ: said as such, not as a bad secret. */
+const ONE_WORLD_ACROSS_STEPS = 'one world across srun steps needs TPRUN_SECRET (the same for every rank)';
+const acrossSteps = (a: string | undefined, b: string | undefined): boolean => !!a && !!b && a !== b;
+
 /** Rank 0 names the ranks still missing this long after it started waiting (then at the hard limit). */
 const WAIT_WARN_MS = 10_000;
 /** Refusals logged per rendezvous; a flood of junk must not flood the log as well. */
 const MAX_REFUSAL_LOGS = 50;
-/** HELLOs waiting for their AUTH; the oldest challenge is dropped beyond this (junk must not grow memory). */
+/** Routing ids with HELLOs waiting for their AUTH; the oldest is dropped beyond this (junk must not grow memory). */
 const MAX_PENDING = 256;
+/** Challenges kept per routing id (reconnections in quick succession); the oldest is dropped beyond this. */
+const MAX_ROUNDS = 4;
 /** zmq.h's draft ZMQ_ROUTER_NOTIFY and its flags, ZMQ_NOTIFY_CONNECT | ZMQ_NOTIFY_DISCONNECT. */
 const ZMQ_ROUTER_NOTIFY = 97;
 const ZMQ_NOTIFY_BOTH = 1 | 2;
@@ -127,9 +137,19 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   const peers: PeerInfo[] = new Array(o.size);
   peers[0] = o.info;
   const ridOf: Buffer[] = new Array(o.size);
-  /** Challenges awaiting their AUTH, by routing id; and each joined rank's, to know its requests again. */
-  const nonces = new Map<string, { cn: Buffer; sn: Buffer }>();
-  const joinedWith: { cn: Buffer; sn: Buffer }[] = new Array(o.size);
+  /** Challenges awaiting their AUTH, by routing id, oldest first (a few: an AUTH sent on a connection that
+   *  dropped may be read after the HELLO sent on its reconnection). Each is answered once, then dropped. */
+  const nonces = new Map<string, { cn: Buffer; sn: Buffer; step?: string }[]>();
+  /** Each joined rank's latest authenticated round: its EXCH must prove the secret for it, once. */
+  const joinedWith: { cn: Buffer; sn: Buffer; exchanged?: boolean }[] = new Array(o.size);
+  const rankOf = (rid: Buffer) => ridOf.findIndex((x) => x && x.equals(rid));
+  /** Whether an EXCH (frames: routing id, 'EXCH', body, MAC) proves the job secret for its rank's current
+   *  round. With ZMQ_ROUTER_HANDOVER anyone who learnt a rank's routing id (in clear without --secure) can
+   *  speak under it; only the MAC says the rank sent it. */
+  const exchProved = (r: number, f: Buffer[]) => {
+    const n = joinedWith[r];
+    return f.length === 4 && same(f[3], mac(o.secret, 'tprun/exch', String(r), n.sn, n.cn, f[2]));
+  };
   const whereIs = (rid: Buffer) => book.whereIs(rid);
   const started = Date.now();
   const deadline = started + o.timeoutMs;
@@ -175,7 +195,8 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
           receive(),
           new Promise<undefined>((res) => { t = setTimeout(() => res(undefined), Math.max(0, Math.min(left, warnIn, checkIn))); }),
         ]);
-        if (r && !dropped(r)) { heardFrom(r[0]); return r; }
+        // A rank counts as back only for a message that proved the secret (heardFrom, in handshake and exchange).
+        if (r && !dropped(r)) return r;
         if (r) continue;
       } finally {
         clearTimeout(t);
@@ -210,18 +231,22 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     return true;
   }
 
-  /** Any message from a joined rank shows its connection up. */
+  /** An authenticated message from a joined rank shows its connection up. */
   function heardFrom(rid: Buffer): void {
     const r = ridOf.findIndex((x) => x && x.equals(rid));
     if (r > 0 && down.delete(r)) o.log(`tprun: rank 0: rank ${r}'s rendezvous connection dropped and came back`);
   }
 
   let logged = 0;
+  /** Logs a refusal (up to MAX_REFUSAL_LOGS) and tells the peer, unless it speaks under a joined rank's
+   *  routing id: that id may be back with the rank itself by now (an impostor took it over with
+   *  ZMQ_ROUTER_HANDOVER, and the rank reconnected), and a DENY would end an honest rank. */
   const refuse = async (rid: Buffer, why: string) => {
-    if (logged < MAX_REFUSAL_LOGS) o.log(`tprun: rank 0 refused a connection from ${whereIs(rid)}: ${why}`);
+    const r = rankOf(rid);
+    if (logged < MAX_REFUSAL_LOGS) o.log(`tprun: rank 0 refused ${r > 0 ? `a message under rank ${r}'s routing id` : 'a connection'} from ${whereIs(rid)}: ${why}`);
     else if (logged === MAX_REFUSAL_LOGS) o.log('tprun: rank 0: further refusals are not logged');
     logged++;
-    await sock.send([rid, 'DENY', pack({ reason: why })]).catch(() => undefined);
+    if (r < 1) await sock.send([rid, 'DENY', pack({ reason: why })]).catch(() => undefined);
   };
 
   /** The ranks that did join learn why, rather than timing out on their own with less to say. */
@@ -240,50 +265,69 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   async function answerRepeats(answer: Buffer): Promise<void> {
     try {
       for (;;) {
-        const [rid, typeB, body] = await receive();
+        const f = await receive();
+        const [rid, typeB, body] = f;
         const type = typeB?.toString('latin1').slice(0, 16);
+        const r = rankOf(rid);
         if (type === 'HELLO' || type === 'AUTH') await handshake(rid, type, body);
-        else if (type === 'EXCH' && ridOf.some((x) => x && x.equals(rid))) await sock.send([rid, 'EXCH', answer]);
+        else if (type === 'EXCH' && r > 0) {
+          // Answered once per authenticated round: a recorded EXCH replayed later gets nothing.
+          if (!exchProved(r, f) || joinedWith[r].exchanged) await refuse(rid, `an exchange without proof of the job secret for rank ${r}'s current challenge`);
+          else {
+            joinedWith[r].exchanged = true;
+            await sock.send([rid, 'EXCH', answer]);
+          }
+        }
       }
     } catch { /* the socket was released */ }
   }
   const sendWorld = (r: number) => sock.send([ridOf[r], 'WORLD', pack({ peers })]);
   /**
-   * A HELLO or AUTH. A rank whose connection dropped sends its last request again once reconnected (its
-   * answer may have been lost with the connection, or its request never read): a repeat gets the same
-   * answer (the same challenge; the world table, if sent) and never counts twice.
+   * A HELLO or AUTH. A rank whose connection dropped starts a fresh round once reconnected (a new HELLO,
+   * answered with a new challenge, and its AUTH): its answer may have been lost with the connection. Every
+   * HELLO gets a challenge never used before and each challenge takes one AUTH, so a recorded HELLO and
+   * AUTH replayed get nothing (README: replays fail); a joined rank's fresh round gets the world table again.
    */
   async function handshake(rid: Buffer, type: string | undefined, body: Buffer | undefined): Promise<void> {
     const key = rid.toString('hex');
-    const was = ridOf.findIndex((x) => x && x.equals(rid));
+    const was = rankOf(rid);
     if (type === 'HELLO') {
       const m = decode(Hello, body);
       if (!m.ok) return refuse(rid, `malformed hello (${m.why})`);
       const cn = Buffer.from(m.value.cn);
-      const again = was > 0 && joinedWith[was].cn.equals(cn) ? joinedWith[was] : nonces.get(key)?.cn.equals(cn) ? nonces.get(key) : undefined;
-      const sn = again?.sn ?? randomBytes(32);
-      if (!again) {
-        nonces.delete(key);
-        if (nonces.size >= MAX_PENDING) nonces.delete(nonces.keys().next().value!);
-        nonces.set(key, { cn, sn });
-      }
-      await sock.send([rid, 'CHAL', pack({ sn, sp: mac(o.secret, 'tprun/server', cn, sn) })]);
+      const sn = randomBytes(32);
+      const mine = nonces.get(key) ?? [];
+      nonces.delete(key); // re-inserted last: the oldest routing id is dropped first
+      if (nonces.size >= MAX_PENDING) nonces.delete(nonces.keys().next().value!);
+      nonces.set(key, [...mine.slice(-(MAX_ROUNDS - 1)), { cn, sn, step: m.value.step }]);
+      await sock.send([rid, 'CHAL', pack({ sn, sp: mac(o.secret, 'tprun/server', cn, sn), ...(o.step ? { step: o.step } : {}) })]);
     } else if (type === 'AUTH') {
-      const n = nonces.get(key) ?? (was > 0 ? joinedWith[was] : undefined);
-      if (!n) return refuse(rid, 'authentication without a challenge');
+      const mine = nonces.get(key);
+      if (!mine) return refuse(rid, 'authentication without a challenge');
       const m = decode(Auth, body);
       if (!m.ok) return refuse(rid, `malformed authentication (${m.why})`);
       const { info, size, cp } = m.value;
       const r = info.rank;
-      if (!same(cp, mac(o.secret, 'tprun/client', String(r), n.sn, n.cn))) return refuse(rid, `wrong job secret (claims rank ${r})`);
+      const i = mine.findIndex((n) => same(cp, mac(o.secret, 'tprun/client', String(r), n.sn, n.cn)));
+      if (i < 0) {
+        nonces.delete(key);
+        const theirs = mine[mine.length - 1].step;
+        return refuse(rid, acrossSteps(theirs, o.step) ? `rank ${r} is from Slurm step ${theirs}, this world is ${o.step}: ${ONE_WORLD_ACROSS_STEPS}`
+          : `wrong job secret (claims rank ${r})`);
+      }
+      const n = mine[i];
+      // This challenge and any older one are spent; a newer one (a HELLO sent after this AUTH) still waits.
+      if (i === mine.length - 1) nonces.delete(key);
+      else nonces.set(key, mine.slice(i + 1));
       if (was > 0 && was === r) {
+        joinedWith[r] = n;
+        heardFrom(rid);
         if (worldSent) await sendWorld(r);
         return;
       }
       if (size !== o.size) return refuse(rid, `rank ${r} believes the world has ${size} ranks, rank 0 has ${o.size}`);
       if (r < 1 || r >= o.size) return refuse(rid, `rank ${r} is out of range 1..${o.size - 1}`);
       if (peers[r]) return refuse(rid, `rank ${r} joined twice`);
-      nonces.delete(key);
       peers[r] = info;
       ridOf[r] = rid;
       joinedWith[r] = n;
@@ -320,12 +364,19 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
         while (!everyIn()) {
           const f = await next(everyIn);
           if (!f) break;
-          const r = ridOf.findIndex((x) => x && x.equals(f[0]));
+          const r = rankOf(f[0]);
           const type = f[1]?.toString('latin1').slice(0, 16);
-          // A rank that lost its world table with a dropped connection asks for it again.
+          // A rank that lost its world table with a dropped connection asks for it again (a fresh round).
           if (type === 'HELLO' || type === 'AUTH') { await handshake(f[0], type, f[2]); continue; }
-          if (r > 0 && type === 'EXCH' && all[r] !== undefined) continue; // sent again after a reconnection
           if (r < 1 || type !== 'EXCH') { keep.push(f); continue; }
+          // Neither fails the job nor counts as the rank's: it may come from anyone who learnt the routing id.
+          if (!exchProved(r, f) || joinedWith[r].exchanged) {
+            await refuse(f[0], `an exchange without proof of the job secret for rank ${r}'s current challenge`);
+            continue;
+          }
+          joinedWith[r].exchanged = true;
+          heardFrom(f[0]);
+          if (all[r] !== undefined) continue; // sent again, in a fresh round, after a reconnection
           const m = decode(Exch, f[2]);
           if (!m.ok) throw new CommError(`rank 0: rank ${r} sent a malformed rendezvous exchange (${m.why})`);
           all[r] = m.value.v as T;
@@ -385,19 +436,32 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
   sock.events.on('disconnect', () => { if (answered) { down = true; retries = 0; } });
   sock.events.on('connect', () => { down = false; retries = 0; });
   sock.events.on('connect:retry', () => { if (down && ++retries >= 2) { lost = true; onLost(); } });
-  // After a reconnection this rank sends its last request again: the one it sent, or rank 0's answer, may
-  // have been lost with the old connection, and rank 0 learns that this rank is back (it answers a repeat
-  // as it answered the first). Each completed ZMTP handshake after the first is a reconnection.
-  let last: (string | Buffer)[] = [];
+  // After a reconnection this rank starts a fresh challenge round (a new HELLO, then AUTH for rank 0's new
+  // challenge, then its EXCH again if sent): its request, or rank 0's answer, may have been lost with the old
+  // connection, and rank 0 learns that this rank is back. Never an old AUTH again: rank 0 answers each
+  // challenge once, so a recorded handshake replays to nothing. Each completed ZMTP handshake after the
+  // first is a reconnection.
   let handshakes = 0;
   let resend = false;
   let onResend = () => {};
-  sock.events.on('handshake', () => { if (++handshakes > 1 && last.length) { resend = true; onResend(); } });
-  const request = async (frames: (string | Buffer)[]) => {
-    last = frames;
+  /** This rank's client nonces, the current one last: a challenge for an older one is a stale answer. */
+  const cns: Buffer[] = [];
+  /** The current round's challenge, once it came. */
+  let sn: Buffer | undefined;
+  /** This rank's exchange body, once exchange() sent it. */
+  let exch: Buffer | undefined;
+  sock.events.on('handshake', () => { if (++handshakes > 1 && cns.length) { resend = true; onResend(); } });
+  const cn = () => cns[cns.length - 1];
+  const hello = async () => {
     resend = false;
-    await sock.send(frames);
+    sn = undefined;
+    cns.push(randomBytes(32));
+    await sock.send(['HELLO', pack({ cn: cn(), ...(o.step ? { step: o.step } : {}) })]);
   };
+  const auth = () => sock.send(['AUTH', pack({ size: o.size, info: o.info, cp: mac(o.secret, 'tprun/client', String(o.rank), sn!, cn()) })]);
+  // Bound to this round's nonces and this rank: rank 0 takes an EXCH only with it (anyone who learnt this
+  // socket's routing id can speak under it).
+  const sendExch = () => sock.send(['EXCH', exch!, mac(o.secret, 'tprun/exch', String(o.rank), sn!, cn(), exch!)]);
   /** The next message within `ms`, or undefined (also at once when `untilLost` and rank 0 is gone, or
    *  when a request is due again). */
   const within = async (ms: number, untilLost: boolean): Promise<Buffer[] | undefined> => {
@@ -418,9 +482,9 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
   const recv = async <T>(what: string, want: string, schema: z.ZodType<T>): Promise<T> => {
     for (;;) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new CommError(`rank ${o.rank}: no ${what} from rank 0 at ${o.connect} within ${o.timeoutMs} ms`);
+      if (left <= 0) throw new CommError(`rank ${o.rank}: no ${answered ? what : 'challenge'} from rank 0 at ${o.connect} within ${o.timeoutMs} ms`);
       const warnIn = warned || answered ? Infinity : started + WAIT_WARN_MS - Date.now();
-      if (resend) await request(last);
+      if (resend) await hello();
       let f = await within(Math.min(left, warnIn), true);
       if (!f && lost) {
         // A rank 0 that failed sent its reason (FAIL) before it closed: read it if it is on its way.
@@ -440,8 +504,27 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
         const reason = d.ok ? d.value.reason : 'no reason given';
         throw new CommError(type === 'DENY' ? `rank ${o.rank}: rank 0 refused this rank: ${reason}` : `rank ${o.rank}: the rendezvous failed: ${reason}`);
       }
-      // A repeated request's answer to a step already done (rank 0 answers each copy it reads).
-      if (type !== want && (type === 'CHAL' || (type === 'WORLD' && want === 'EXCH'))) continue;
+      if (type === 'CHAL') {
+        const c = decode(Chal, f[1]);
+        if (!c.ok) throw new CommError(`rank ${o.rank}: malformed challenge from the rendezvous at ${o.connect} (${c.why})`);
+        const s = Buffer.from(c.value.sn);
+        const i = cns.findIndex((x) => same(c.value.sp, mac(o.secret, 'tprun/server', x, s)));
+        if (i < 0) {
+          // Our proof goes out even if rank 0's fails: it is bound to both nonces, so it tells an impostor
+          // nothing, and a real rank 0 can then log who knocked with the wrong secret.
+          if (!answered) { sn = s; await auth(); }
+          if (acrossSteps(o.step, c.value.step)) throw new CommError(`rank ${o.rank}: the rendezvous at ${o.connect} is Slurm step ${c.value.step}, this rank is from step ${o.step}: ${ONE_WORLD_ACROSS_STEPS}`);
+          throw new CommError(`rank ${o.rank}: the rendezvous at ${o.connect} did not prove the job secret (another job on this port, or a different TPRUN_SECRET)`);
+        }
+        if (i < cns.length - 1 || sn) continue; // a challenge for an earlier round, or a copy
+        if (!answered) { answered = true; deadline += VERDICT_GRACE_MS; }
+        sn = s;
+        await auth();
+        if (exch) await sendExch();
+        continue;
+      }
+      // The world table again, after a fresh round during the exchange.
+      if (type === 'WORLD' && want === 'EXCH') continue;
       if (type !== want) throw new CommError(`rank ${o.rank}: unexpected '${type}' from the rendezvous at ${o.connect} (expected ${want})`);
       const m = decode(schema, f[1]);
       if (!m.ok) throw new CommError(`rank ${o.rank}: malformed ${what} from the rendezvous at ${o.connect} (${m.why})`);
@@ -450,18 +533,8 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
   };
   try {
     sock.connect(o.connect);
-    const cn = randomBytes(32);
-    await request(['HELLO', pack({ cn })]);
-    const chal = await recv('challenge', 'CHAL', Chal);
-    answered = true;
-    deadline += VERDICT_GRACE_MS;
-    const sn = Buffer.from(chal.sn);
-    // Our proof goes out even if rank 0's fails: it is bound to both nonces, so it tells an impostor
-    // nothing, and a real rank 0 can then log who knocked with the wrong secret.
-    await request(['AUTH', pack({ size: o.size, info: o.info, cp: mac(o.secret, 'tprun/client', String(o.rank), sn, cn) })]);
-    if (!same(chal.sp, mac(o.secret, 'tprun/server', cn, sn))) {
-      throw new CommError(`rank ${o.rank}: the rendezvous at ${o.connect} did not prove the job secret (another job on this port, or a different TPRUN_SECRET)`);
-    }
+    await hello();
+    // recv answers the challenge (this round's and any after a reconnection) with AUTH.
     const world = await recv('world table', 'WORLD', WorldTable);
     if (world.peers.length !== o.size || world.peers.some((p, r) => !p || p.rank !== r)) {
       throw new CommError(`rank ${o.rank}: rank 0 sent a world table of ${world.peers.length} ranks for a world of ${o.size}`);
@@ -469,7 +542,8 @@ async function join(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> 
     return {
       peers: world.peers,
       async exchange<T>(mine: T, schema: z.ZodType<T>): Promise<T[]> {
-        await request(['EXCH', pack({ v: mine })]);
+        exch = pack({ v: mine });
+        if (sn) await sendExch(); // else the round under way sends it once its challenge came
         deadline = Date.now() + o.timeoutMs;
         const b = await recv('exchange', 'EXCH', z.object({ all: z.array(schema).length(o.size) }));
         return b.all as T[];

@@ -44,10 +44,12 @@ export const PeerInfo = z.object({
 export type PeerInfo = z.infer<typeof PeerInfo>;
 
 // Client to rank 0.
-export const Hello = z.object({ cn: Nonce });
+/** `step`: the Slurm job step the sender's derived secret came from (identity.ts), to name a mismatch. */
+const step = z.string().max(64).optional();
+export const Hello = z.object({ cn: Nonce, step });
 export const Auth = z.object({ size: z.number().int().min(1), info: PeerInfo, cp: Nonce });
 // Rank 0 to clients.
-export const Chal = z.object({ sn: Nonce, sp: Nonce });
+export const Chal = z.object({ sn: Nonce, sp: Nonce, step });
 export const WorldTable = z.object({ peers: z.array(PeerInfo).max(1 << 20) });
 export const Deny = z.object({ reason: z.string().max(4096) });
 
