@@ -3,17 +3,21 @@
 // dies, or to add an impostor). Resolves with every process's exit and output.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
+import { leasePort } from '../../dist/launcher/port.js';
+
+// A port from below the kernel's ephemeral range, leased as tprun's launcher leases rank 0's (its lock file held
+// until this process exits): a port probed with listen(0) and closed again was, under load, sometimes taken
+// before rank 0 bound it (another process's outgoing connection, which draws from the ephemeral range), and
+// rank 0 failed 'cannot listen on tcp://127.0.0.1:PORT: Address already in use'.
+/** @type {import('../../dist/launcher/port.js').PortLease[]} */
+const leases = [];
+process.once('exit', () => { for (const l of leases) l.release(); });
 
 /** @returns {Promise<number>} */
 export async function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = /** @type {net.AddressInfo} */ (s.address()).port;
-      s.close(() => res(p));
-    });
-    s.on('error', rej);
-  });
+  const lease = await leasePort();
+  leases.push(lease);
+  return lease.port;
 }
 
 /**
