@@ -123,7 +123,8 @@ export class Engine {
     // (the ONNX encoding of a 1.1B-shape graph ≈ 0.1 s of a 2-core machine's build; issue #14).
     let started!: () => void;
     const handed = new Promise<void>((resolve) => { started = resolve; });
-    const weights = this.built.weights.write(wpath, { onStarted: started }).catch((e) => { throw withPath(e, wpath); });
+    const giveUp = new AbortController();
+    const weights = this.built.weights.write(wpath, { onStarted: started, signal: giveUp.signal }).catch((e) => { throw withPath(e, wpath); });
     let failed = false;
     await Promise.race([handed, weights.then(() => undefined, () => { failed = true; })]);
     const segs: Manifest['files'] = {};
@@ -140,7 +141,9 @@ export class Engine {
         });
       }
     } catch (e) {
-      // The weight file settles first (its workers and descriptor closed) before the temp directory goes.
+      // The weight file settles first (its workers and descriptor closed) before the temp directory goes;
+      // its workers are stopped rather than left to write the whole file for nothing.
+      giveUp.abort(e);
       await weights.catch(() => undefined);
       throw e;
     }
