@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { tprun } from './helpers/engine.js';
 import { writeSafetensors } from '../dist/checkpoint/index.js';
 import { prefillInt8GemmRefusal } from '../dist/engine/build-config.js';
+import { loadShardForBuild } from '../dist/engine/load-shard.js';
+import { build } from '../dist/engine/engine.js';
 
 let dir;
 before(() => {
@@ -84,4 +86,9 @@ test('int8_wo --prefill-int8-gemm still builds and records it', { timeout: 600_0
   const r = await tprun(['build', '--model', dir, '--quant', 'int8_wo', '--prefill-int8-gemm', '--out', out]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).build_config.prefill_int8_gemm, true);
+});
+
+test('the library build() refuses it for a float shard (ranks in a world tprun did not start reach it there)', async () => {
+  const shard = await loadShardForBuild({ model: dir, tp: 1, pp: 1, world: /** @type {any} */ ({ rank: 0, size: 1, localRank: 0 }) });
+  await assert.rejects(build(shard, { prefill_int8_gemm: true }), (/** @type {any} */ e) => e.exitCode === 2 && /^--prefill-int8-gemm needs per-channel weight-only linears .*not a float engine/.test(e.message));
 });
