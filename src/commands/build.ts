@@ -11,6 +11,7 @@ import { checkOutDir } from '../checkpoint/outdir.js';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
 import { build } from '../engine/engine.js';
+import { prefillInt8GemmRefusal } from '../engine/build-config.js';
 import { hasTokenizer, tokenizerFiles } from '../engine/tokenizer.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
@@ -135,11 +136,21 @@ const command: CommandModule<object, BuildArgs> = {
       ...(a['lm-head-block-size'] !== undefined ? { lm_head_block_size: a['lm-head-block-size'] } : {}),
       ...(a['prefill-int8-gemm'] ? { prefill_int8_gemm: true } : {}),
     };
+    if (a['prefill-int8-gemm']) {
+      // Refused before any rank loads or quantizes (minutes on a 7B) where it would build nothing; the
+      // engine would otherwise record prefill_int8_gemm: true without it.
+      const { TRTLLM_QUANT_ALGO } = await import('../quantization/algorithms.js');
+      const algo = q?.algo ? TRTLLM_QUANT_ALGO[q.algo] : (onDisk?.algo ?? null);
+      const why = prefillInt8GemmRefusal({ device: a.device === 'auto' ? undefined : a.device, dtype: a.dtype, int4_matmul_dtype: int4MatmulDtype }, algo, q?.algo);
+      if (why) throw new InputError(why);
+    }
     await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();
       // --device auto is decided inside the world, once per adapter (device.ts agreeDevice): every rank
       // must build for the same device, and the launching process does not probe at all.
       const device = a.device === 'auto' ? (await (await import('../engine/device.js')).agreeDevice(world)).device : a.device;
+      // Every rank agreed the same device, so every rank refuses alike, before the load.
+      if (buildConfig.prefill_int8_gemm && device !== 'cpu') throw new InputError(`--device auto chose ${device}: ${prefillInt8GemmRefusal({ device }, null)}`);
       const model = await traceSpan('load', async () => {
         if (q) return (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'], pp, forEngine: true }, q);
         // W8A16/W4A16 checkpoints hold float weights quantized at load: by rank 0 only, which sends the shards.
@@ -159,7 +170,7 @@ const command: CommandModule<object, BuildArgs> = {
 };
 export default command;
 
-function checkpointMapping(dir: string): { tp: number; pp: number; weightOnly: boolean } {
+function checkpointMapping(dir: string): { tp: number; pp: number; weightOnly: boolean; algo: string | null } {
   const f = join(dir, 'config.json');
   if (!existsSync(f)) throw new InputError(`${f}: missing (not a TensorRT-LLM checkpoint)`);
   let m: { tp_size?: number; pp_size?: number } | undefined;
@@ -174,5 +185,5 @@ function checkpointMapping(dir: string): { tp: number; pp: number; weightOnly: b
   const tp = m?.tp_size ?? 1;
   const pp = m?.pp_size ?? 1;
   if (!Number.isInteger(tp) || tp < 1 || !Number.isInteger(pp) || pp < 1) throw new InputError(`${f}: mapping tp_size ${tp} / pp_size ${pp}: must be positive integers`);
-  return { tp, pp, weightOnly: weightOnlyBits(algo) !== undefined };
+  return { tp, pp, weightOnly: weightOnlyBits(algo) !== undefined, algo: algo ?? null };
 }

@@ -104,3 +104,21 @@ export function resolveLmHeadQuant(bc: BuildConfig, quantAlgo: string | null | u
   bc.lm_head_quant ??= bc.device === 'cpu' && WEIGHT_ONLY_ALGOS.has(quantAlgo ?? '') ? 'int8' : 'none';
   return bc;
 }
+
+/**
+ * Why build_config.prefill_int8_gemm would do nothing for this engine (undefined: it applies), so that it
+ * is refused rather than recorded for an engine without it. It takes effect only where
+ * ../quantization/onnx-linear.ts emitWeightOnlyPerChannel emits an If: per-channel weight-only linears
+ * (W8A16; a W4A16 checkpoint) with float32 scales, on the CPU. `device` undefined: not yet known (auto).
+ */
+export function prefillInt8GemmRefusal(
+  bc: { device?: 'cpu' | 'gpu'; dtype?: 'float32' | 'float16'; int4_matmul_dtype?: 'float32' | 'auto' },
+  quantAlgo: string | null | undefined,
+  quantFlag?: string,
+): string | undefined {
+  if (bc.device === 'gpu') return '--prefill-int8-gemm is for --device cpu builds (the WGSL kernels read MatMulNBits linears only)';
+  const given = quantFlag ? `--quant ${quantFlag} (${quantAlgo})` : quantAlgo ? `quant_algo ${quantAlgo}` : 'a float engine (no --quant)';
+  if (quantAlgo !== 'W8A16' && quantAlgo !== 'W4A16') return `--prefill-int8-gemm needs per-channel weight-only linears (--quant int8_wo, or a W4A16 checkpoint), not ${given}`;
+  if (quantAlgo === 'W4A16' && bc.dtype === 'float16' && bc.int4_matmul_dtype === 'auto') return '--prefill-int8-gemm does nothing with --int4-matmul-dtype auto (float16 MatMulNBits scales); leave one of them out';
+  return undefined;
+}

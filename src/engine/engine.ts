@@ -15,7 +15,7 @@ import type { Weights } from '../core/tensor.js';
 import type { World } from '../rank/types.js';
 import { InputError } from '../core/errors.js';
 import { PRODUCER, checkOutDir, commitTemp, discardTemp, openTemp, releaseTemp, withPath, type OutGuard } from '../checkpoint/outdir.js';
-import { lmHeadBlockFor, resolveBuildConfig, resolveLmHeadQuant, type BuildConfig } from './build-config.js';
+import { lmHeadBlockFor, prefillInt8GemmRefusal, resolveBuildConfig, resolveLmHeadQuant, type BuildConfig } from './build-config.js';
 import { buildLlamaSegments } from './llama-graph.js';
 import { isQuantizedLinear, loadQuantLinear } from './linear.js';
 import { WeightFile } from './weight-file.js';
@@ -123,7 +123,8 @@ export class Engine {
     // (the ONNX encoding of a 1.1B-shape graph ≈ 0.1 s of a 2-core machine's build; issue #14).
     let started!: () => void;
     const handed = new Promise<void>((resolve) => { started = resolve; });
-    const weights = this.built.weights.write(wpath, { onStarted: started }).catch((e) => { throw withPath(e, wpath); });
+    const giveUp = new AbortController();
+    const weights = this.built.weights.write(wpath, { onStarted: started, signal: giveUp.signal }).catch((e) => { throw withPath(e, wpath); });
     let failed = false;
     await Promise.race([handed, weights.then(() => undefined, () => { failed = true; })]);
     const segs: Manifest['files'] = {};
@@ -140,7 +141,9 @@ export class Engine {
         });
       }
     } catch (e) {
-      // The weight file settles first (its workers and descriptor closed) before the temp directory goes.
+      // The weight file settles first (its workers and descriptor closed) before the temp directory goes;
+      // its workers are stopped rather than left to write the whole file for nothing.
+      giveUp.abort(e);
       await weights.catch(() => undefined);
       throw e;
     }
@@ -237,6 +240,9 @@ export function engineWorldSize(config: EngineConfig): number {
 export async function build(model: ModelShard, buildConfig: Partial<BuildConfig> = {}, opts: { onLayer?: () => void } = {}): Promise<Engine> {
   const cfg = model.config;
   const bc = resolveLmHeadQuant(resolveBuildConfig(buildConfig), cfg.quantization?.quant_algo);
+  // Refused, not recorded in build_config, where it would build nothing (`tprun build` refuses it earlier).
+  const pig = bc.prefill_int8_gemm ? prefillInt8GemmRefusal(bc, cfg.quantization?.quant_algo) : undefined;
+  if (pig) throw new InputError(pig);
   // The engine's config records the lm_head's block as built, not as asked: a hidden size that 256 does
   // not divide takes a smaller block, and one no block fits keeps a float lm_head (emitLmHead).
   if (bc.lm_head_quant !== 'none') {

@@ -5,8 +5,8 @@
 // together 175-375 ms of a fresh process's wall time on the shared 2-core machine, all of it before the
 // weight workers can start (they are handed the seed), so on the critical path of `build` (issue #14).
 //
-// The file is used only where it is what the build wrote and every module it was made from is still
-// byte for byte what it was (util/bundle.ts current: the record beside it), and where this process runs
+// The file is used only where its own bytes hash to what the build recorded (every read) and every module
+// it was made from is still byte for byte what it was (util/bundle.ts current: the record beside it), and where this process runs
 // the V8 and architecture that made it (the tables are the reference path's bits as V8 computes them,
 // NaN payloads included). Otherwise the seed is made as before: same bytes, slower start.
 
@@ -42,8 +42,12 @@ export function writeSeedFile(file: string, parts: SeedParts): void {
 /** The seed kept in `file`, or undefined where it is missing, stale, malformed or another V8's. */
 export function readSeedFile(file = SEED_FILE): SeedParts | undefined {
   try {
-    if (!current(file)) return undefined;
+    // The seed's own bytes are hashed on every read (SHA-256 against the record, ~0.3 MB: about a
+    // millisecond): its tables are written into engines, so a same-size corruption whose mtime was put
+    // back (touch -r, cp -p from a damaged backup) must be made again, not kept. Read once, then checked,
+    // so what is checked is what is used.
     const b = readFileSync(file);
+    if (!current(file, b)) return undefined;
     if (b.toString('latin1', 0, 8) !== MAGIC) return undefined;
     const metaLen = b.readUInt32LE(8);
     const meta = JSON.parse(b.toString('utf8', 12, 12 + metaLen)) as Meta;

@@ -71,6 +71,8 @@ export interface WriteOptions {
   /** Called once the parallel writer's workers have their jobs (the caller's thread is then free for other
    *  work until the write settles); never by the streaming writer, which needs this thread throughout. */
   onStarted?: () => void;
+  /** Aborted: the caller no longer wants the file (the parallel writer terminates its workers at once). */
+  signal?: AbortSignal;
 }
 
 interface Entry { name: string; offset: number; length: number; data?: Uint8Array; deferred?: DeferredTensor }
@@ -152,11 +154,13 @@ export class WeightFile {
       if (a.crc32 === 'libdeflate') a.crc32_zlib_below_bytes = crcStats.zlibFrom > before.zlibFrom ? LOAD_MIN : FAST_MIN;
       // Where this thread's SIMD converter came from (the seed the build kept, or made now: simd-seed-file.ts).
       a.simd_seed = seedStats.origin;
+      // Given up by the caller (a segment graph failed beside it): the workers were stopped, not waited for.
+      if (opts.signal?.aborted) a.aborted = String((opts.signal.reason as Error)?.message ?? opts.signal.reason);
     };
     return traceSpan('weights.write', async () => {
       try {
         return parallel
-          ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes, opts.onStarted))
+          ? crc32Hex(await writeParallel(path, this.entries, this.size, from.origin, threads, opts.chunkBytes ?? chunkFor(this.entries), opts.jobBytes, opts.onStarted, opts.signal))
           : await this.writeFile(path, opts);
       } finally {
         paths(args);

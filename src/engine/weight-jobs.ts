@@ -66,8 +66,9 @@ export function jobOrigin(slots: Slot[]): { origin: LazyOrigin; bytes: number } 
 
 /** Jobs done by workers so far, those done with the main thread's SIMD converter (simdSeed), pools
  *  prestarted, checkpoint windows the workers mapped, and the CRC-32s they took by node:zlib (tests and
- *  the build's trace check the parallel writer ran, or did not, and how). */
-export const jobStats = { jobs: 0, seeded: 0, prestarts: 0, windows: 0, zlibCrcJobs: 0, bundledJobs: 0 };
+ *  the build's trace check the parallel writer ran, or did not, and how); workers terminated by a failed
+ *  write's close and workers alive now (tests check a failed write leaves none). */
+export const jobStats = { jobs: 0, seeded: 0, prestarts: 0, windows: 0, zlibCrcJobs: 0, bundledJobs: 0, terminated: 0, live: 0 };
 
 const WORKER_MODULE = new URL('./weight-worker.js', import.meta.url);
 const WORKER_BUNDLE = new URL('./weight-worker.bundle.cjs', import.meta.url);
@@ -165,19 +166,25 @@ export function release(lock: Int32Array): void {
  * `chunkBytes`: each worker's buffer (at least 8 rows of the widest weight); `jobBytes`: where plain
  * weights are cut into several jobs.
  */
-export async function writeParallel(path: string, slots: Slot[], size: number, origin: LazyOrigin, threads: number, chunkBytes: number, jobBytes = JOB_BYTES, onStarted?: () => void): Promise<number> {
+export async function writeParallel(path: string, slots: Slot[], size: number, origin: LazyOrigin, threads: number, chunkBytes: number, jobBytes = JOB_BYTES, onStarted?: () => void, signal?: AbortSignal): Promise<number> {
   const { jobs, rest } = jobsOf(slots, origin, jobBytes);
   const parts: Part[] = [];
   const fh = await open(path, 'w');
   // Everything after the open is inside the try: a failure to size the file or start the workers
   // still closes it.
   let pool: JobPool | undefined;
+  let stop: (() => void) | undefined;
   try {
     // At its full size from the start: the padding between weights reads as zeros without being written.
     await fh.truncate(size);
     const lock = new Int32Array(new SharedArrayBuffer(4));
     pool = takePool(origin, threads);
     const p = pool;
+    // The caller gave up on the file (a segment graph failed to encode or write: engine.ts writeRank):
+    // stop at once rather than after every job, the file is discarded anyway.
+    stop = () => p.abort();
+    if (signal?.aborted) stop();
+    signal?.addEventListener('abort', stop, { once: true });
     const done = pool.run({ fd: fh.fd, lock, chunkBytes }, jobs, (j, crc) => {
       parts.push({ offset: j.offset, length: j.length, crc });
       jobStats.jobs++;
@@ -191,7 +198,9 @@ export async function writeParallel(path: string, slots: Slot[], size: number, o
     if (a.status === 'rejected' && !(b.status === 'rejected' && p.abortedByMain)) throw a.reason;
     if (b.status === 'rejected') throw b.reason;
   } finally {
-    await pool?.close();
+    if (stop) signal?.removeEventListener('abort', stop);
+    // After a failure nothing the workers are doing is wanted: they are terminated, not waited for.
+    await pool?.close(pool.stopped);
     await fh.close();
   }
   parts.sort((a, b) => a.offset - b.offset);
@@ -271,7 +280,8 @@ class JobPool {
     const simd = simdSeed();
     const file = workerFile();
     this.workers = Array.from({ length: size }, () => new Worker(file, { workerData: { origin, simd }, env }));
-    this.exited = this.workers.map((w) => new Promise((resolve) => w.once('exit', resolve)));
+    jobStats.live += size;
+    this.exited = this.workers.map((w) => new Promise((resolve) => w.once('exit', (c) => { jobStats.live--; resolve(c); })));
     for (const w of this.workers) {
       // A pool started ahead of its file (prestart) never keeps the process alive; run() refs it.
       w.unref();
@@ -331,10 +341,15 @@ class JobPool {
     this.fail(new Error('weight file: stopped'));
   }
 
-  /** Ends every worker: each finishes its job, if any, and exits; a hung one is terminated. */
-  async close(): Promise<void> {
+  /** Ends every worker: each finishes its job, if any, and exits; a hung one is terminated, and every
+   *  one at once with `now` (the write failed: what they are making would be thrown away). */
+  async close(now = false): Promise<void> {
     this.closing = true;
     for (const w of this.workers) w.postMessage(null);
+    if (now) {
+      jobStats.terminated += this.workers.length;
+      for (const w of this.workers) void w.terminate();
+    }
     const t = setTimeout(() => { for (const w of this.workers) void w.terminate(); }, 30_000);
     t.unref();
     try {

@@ -71,7 +71,7 @@ const isInput = (i: unknown): i is Input =>
  * quartiles); hashing them all (~240 KB of modules and the 386 KB bundle, as after a copy of dist/)
  * 7.6 ms (6.2-15 ms): 0.26x the cost on every start after a build, against ~35 ms the bundle saves.
  */
-function staleness(file: string): string | undefined {
+function staleness(file: string, selfBytes?: Uint8Array): string | undefined {
   let list: string;
   try {
     list = readFileSync(`${file}.inputs.json`, 'utf8');
@@ -87,7 +87,11 @@ function staleness(file: string): string | undefined {
     return `${basename(file)}.inputs.json is not a list of the bundle and its modules with their SHA-256 (made by an older build?)`;
   }
   const dir = dirname(file);
-  switch (differs(dir, self)) {
+  // Bytes the caller already read are judged by their hash alone, never by the mtime shortcut: a file
+  // whose bytes become output (the SIMD seed's tables are copied into engines) must not pass unhashed
+  // after a same-size corruption with its mtime restored (touch -r, cp -p of a damaged backup, bit-rot).
+  const selfState = selfBytes ? (selfBytes.length !== self[1] || sha256(selfBytes) !== self[3] ? 'changed' : undefined) : differs(dir, self);
+  switch (selfState) {
     case 'missing': return `${self[0]}, which the build wrote, is missing`;
     case 'changed': return `${self[0]} is not the file the build wrote (cut short or changed since)`;
   }
@@ -121,5 +125,7 @@ export function loadBundle<T>(file: string): T | undefined {
   return undefined;
 }
 
-/** Whether the bundle may run: there, and made from the modules beside it as they are now (staleness). */
-export const current = (file: string): boolean => staleness(file) === undefined;
+/** Whether the bundle may run: there, and made from the modules beside it as they are now (staleness).
+ *  With `selfBytes` (the file's bytes as the caller read them) those bytes are hashed and checked on every
+ *  call, whatever the file's mtime; the modules it was made from keep the size-and-mtime shortcut. */
+export const current = (file: string, selfBytes?: Uint8Array): boolean => staleness(file, selfBytes) === undefined;
