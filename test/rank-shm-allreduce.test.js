@@ -5,7 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { spawnRanks } from './helpers/spawn-ranks.js';
+import { CLI } from './helpers/procs.js';
 
 const APP = fileURLToPath(new URL('./helpers/shm-allreduce-app.js', import.meta.url));
 const NO_KOFFI = fileURLToPath(new URL('./helpers/no-koffi.cjs', import.meta.url));
@@ -75,6 +77,19 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
       }
     });
 }
+
+// Ranks a launcher bound to one core each (mpirun --bind-to core, srun --cpu-bind=cores, here `taskset -c
+// $TPRUN_LOCAL_RANK` under tprun) each have a core: by default they set up early, as unbound ranks do. The
+// rule read each rank's own one-CPU mask and judged them oversubscribed (set up at the first call).
+test('ranks bound to a core each (taskset -c $TPRUN_LOCAL_RANK) set the areas up when the world starts, by default',
+  { skip: (!koffi && 'koffi (optional) is not installed') || (availableParallelism() < 2 && 'needs 2 CPUs')
+    || (spawnSync('taskset', ['-c', '0', 'true']).status !== 0 && 'needs taskset (util-linux)'), timeout: 90_000 }, () => {
+    const r = spawnSync(process.execPath, [CLI, '-n', '2', '--', 'sh', '-c', 'exec taskset -c $TPRUN_LOCAL_RANK "$0" "$@"', process.execPath, APP, 'made'],
+      { encoding: 'utf8', env: { ...process.env, TPRUN_QUIET: '1' }, timeout: 80_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const got = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).sort((a, b) => a.rank - b.rank);
+    assert.deepEqual(got, [0, 1].map((rank) => ({ rank, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: true })));
+  });
 
 // The early set-up on some ranks only (TPRUN_SHM_EARLY=0 by mpirun -x on one rank, a per-rank environment): each rank sets its
 // areas up when it was told to, and the start-up exchange, which needs every rank, runs only where every

@@ -1150,8 +1150,8 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
 /**
  * Whether a world sets its areas up when it starts instead of at its first allReduce, as Open MPI sets up
  * its shared-memory transport in MPI_Init: the first call then costs what any other does. TPRUN_SHM_EARLY=1
- * or 0 decides; unset, it is the default where every local rank has a core (`oversubscribed` false, as
- * PeerWorld measures it before binding): there a rank's set-up (~12-15 ms of CPU since session 10: koffi's
+ * or 0 decides; unset, it is the default where every local rank has a core (`oversubscribed` false: local
+ * ranks do not outnumber the job's CPUs, ./affinity.ts ranksOutnumberCpus): there a rank's set-up (~12-15 ms of CPU since session 10: koffi's
  * binary without its loader, only the pages short calls touch populated, shortSpans) overlaps its peers' and did not
  * lengthen `bench launch -n 2` on 2 cores, where with more ranks than cores every rank's CPU is launch time
  * (session 10: `bench launch -n 4` on 2 cores 1.64x mpirun with it against 1.30x without, +30 ms of CPU a
