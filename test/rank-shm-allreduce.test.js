@@ -72,8 +72,8 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
       for (const r of res) {
         assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
         assert.deepEqual(JSON.parse(r.stdout), early
-          ? { rank: r.rank, plane, madeBefore: 'early', made: 'early', warmed: true }
-          : { rank: r.rank, plane, madeBefore: 'none', made: 'first call', warmed: false });
+          ? { rank: r.rank, plane, madeBefore: 'early', made: 'early', warmed: true, lazy: true }
+          : { rank: r.rank, plane, madeBefore: 'none', made: 'first call', warmed: false, lazy: true });
       }
     });
 }
@@ -88,7 +88,7 @@ test('ranks bound to a core each (taskset -c $TPRUN_LOCAL_RANK) set the areas up
       { encoding: 'utf8', env: { ...process.env, TPRUN_QUIET: '1' }, timeout: 80_000 });
     assert.equal(r.status, 0, r.stderr);
     const got = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).sort((a, b) => a.rank - b.rank);
-    assert.deepEqual(got, [0, 1].map((rank) => ({ rank, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: true })));
+    assert.deepEqual(got, [0, 1].map((rank) => ({ rank, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: true, lazy: true })));
   });
 
 // The early set-up on some ranks only (TPRUN_SHM_EARLY=0 by mpirun -x on one rank, a per-rank environment): each rank sets its
@@ -101,8 +101,8 @@ test('TPRUN_SHM_EARLY=1 on rank 0, 0 on rank 1: the job completes, rank 0 sets u
     const res = await spawnRanks(2, [APP, 'made'], { env: { APP_TIMEOUT_MS: '300000' }, perRankEnv: (r) => ({ TPRUN_SHM_EARLY: r === 1 ? '0' : '1' }), timeoutMs: 60000 });
     for (const r of res) assert.equal(r.code, 0, `rank ${r.rank}: ${r.signal ?? ''} ${r.stderr}`);
     assert.deepEqual(res.map((r) => JSON.parse(r.stdout)), [
-      { rank: 0, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: false },
-      { rank: 1, plane: 'wasm', madeBefore: 'none', made: 'first call', warmed: false },
+      { rank: 0, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: false, lazy: true },
+      { rank: 1, plane: 'wasm', madeBefore: 'none', made: 'first call', warmed: false, lazy: true },
     ]);
   });
 

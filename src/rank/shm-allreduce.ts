@@ -233,7 +233,7 @@ export function mapPlane(me: number, fds: number[], offs: number[], len: number,
     const w = wasmPlane(libc, me, fds, offs, len, step, sw.wasmOneShot, sw.oneShotBytes);
     if (w) return w;
   }
-  return anyPlane(libc, me, fds, offs, len);
+  return anyPlane(libc, me, fds, offs, len, shortSpans(step, sw.oneShotBytes));
 }
 
 /**
@@ -340,22 +340,35 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
 }
 
 /** The areas mapped wherever the kernel likes: one copy per move at memcpy speed. */
-function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number): Plane | undefined {
+function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number, short: [number, number][]): Plane | undefined {
   const ptrs: unknown[] = [];
   const views: Uint8Array[] = [];
   const flags: Int32Array[] = [];
   const unmap = () => { for (const p of ptrs) libc.munmap(p, len); ptrs.length = 0; };
+  const failed = (p: unknown) => {
+    const a = p === null ? -1n : libc.koffi.address(p);
+    return a === -1n || a === 0xffffffffffffffffn || a === 0n;
+  };
   try {
     for (let r = 0; r < fds.length; r++) {
-      // MAP_POPULATE: page-table entries now, not one minor fault per page in the first call.
-      const p = libc.mmap(null, len, PROT_RW, MAP_SHARED | MAP_POPULATE, fds[r], offs[r]);
-      const a = p === null ? -1n : libc.koffi.address(p);
-      if (a === -1n || a === 0xffffffffffffffffn || a === 0n) {
+      // Mapped whole without its pages, then what short calls touch mapped again over it with them
+      // (MAP_FIXED | MAP_POPULATE: page-table entries now, not one minor fault per page in the first
+      // calls); the rest is faulted in by the calls that use it, as on the wasm plane (shortSpans).
+      const p = libc.mmap(null, len, PROT_RW, MAP_SHARED, fds[r], offs[r]);
+      if (failed(p)) {
         unmap();
         return undefined;
       }
       ptrs.push(p);
       const ab = libc.koffi.view(p, len);
+      for (const [a, n] of short) {
+        const want = memoryPointer(libc, ab, a, false);
+        const q = want === null ? null : libc.mmap(want, n, PROT_RW, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fds[r], offs[r] + a);
+        if (failed(q) || libc.koffi.address(q) !== libc.koffi.address(want)) {
+          unmap();
+          return undefined;
+        }
+      }
       views[r] = new Uint8Array(ab);
       flags[r] = new Int32Array(ab, 0, DATA / 4);
     }
