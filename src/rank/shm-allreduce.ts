@@ -1154,7 +1154,9 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
         prefaultArea(ownFd, offs[me], len, sw.mmap);
         return mapPlane(me, fds, offs, len, step, sw) ?? new FilePlane(me, fds, offs);
       }, step, deps, { everyEarly, futexUs: sw.futexUs, oneShotBytes: sw.oneShotBytes });
-      if (startsEarly) s.prepare();
+      // What this rank advertised for this world (ArInfo.early), not the process's latest decision: a rank
+      // that advertised the early set-up must prepare, or peers that did wait in warm's exchange for it.
+      if (peers.find((p) => p.rank === me)?.shm?.ar?.early === true) s.prepare();
       return s;
     },
   };
@@ -1173,8 +1175,10 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
  */
 export const earlySetUp = (oversubscribed: boolean) => onOff('TPRUN_SHM_EARLY', process.env, !oversubscribed);
 
-/** The decision of the world starting in this process (warmShmAllReduce), read where its areas are advertised
- *  (./shm-link.ts, ArInfo.early) and started (shmAllReducePlan): one answer for all three. */
+/** The decision of the world starting last in this process (warmShmAllReduce), read where its areas are
+ *  advertised (./shm-link.ts, ArInfo.early); each world then starts its areas as its advert says
+ *  (shmAllReducePlan). The advert is made inside Links.open (./links.ts), which takes no decision of its
+ *  world's: two worlds started together in one process may advertise the later one's, each consistently. */
 let startsEarly = false;
 export const earlyForThisWorld = () => startsEarly;
 
