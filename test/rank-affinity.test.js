@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { bindLocalRank, bindingFor, jobWideCpus, launcherCpus, ownMask } from '../dist/rank/affinity.js';
+import { bindLocalRank, bindingFor, jobWideCpus, launcherCpus, ownMask, ranksOutnumberCpus } from '../dist/rank/affinity.js';
 import { defaultThreads } from '../dist/engine/runtime.js';
 
 const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
@@ -135,4 +135,31 @@ test('jobWideCpus: a mask that another rank of the launcher shares is the job\'s
   put('proc/self/cgroup', '0::/job\n');
   put('sys/fs/cgroup/job/cpuset.cpus.effective', '0-7\n');
   assert.deepEqual(jobWideCpus('openmpi', root, 20, range(0, 3), 30), range(0, 7));
+});
+
+// Whether local ranks outnumber cores (busy-polling, the allReduce areas' early set-up: rank/peer-world.ts)
+// is judged against the job's CPUs: ranks a launcher bound to one core each were judged by their own
+// one-CPU mask, oversubscribed, and lost both.
+test('ranksOutnumberCpus: against the job\'s CPUs, not the rank\'s own mask', (t) => {
+  const { root, put, proc } = fakeRoot(t);
+  put('sys/devices/system/cpu/online', '0-1\n');
+  // mpirun --bind-to core -np 2 on 2 cores: prted (20) keeps 0-1, each rank one core of its own.
+  proc(20, 1, '0-1', { PATH: '/bin' });
+  proc(30, 20, '0', ompi(0, 2));
+  proc(31, 20, '1', ompi(1, 2));
+  const bound = jobWideCpus('openmpi', root, 20, [0], 30);
+  assert.deepEqual(bound, [0, 1]);
+  assert.equal(ranksOutnumberCpus(2, 'openmpi', [0], bound.length), false, 'a core each');
+  assert.equal(ranksOutnumberCpus(3, 'openmpi', [0], bound.length), true, '3 ranks on the job\'s 2 cores');
+  // mpirun --cpu-set 0 --bind-to none -np 2: both ranks share core 0, the job's only CPU.
+  proc(31, 20, '0', ompi(1, 2));
+  const shared = jobWideCpus('openmpi', root, 20, [0], 30);
+  assert.deepEqual(shared, [0]);
+  assert.equal(ranksOutnumberCpus(2, 'openmpi', [0], shared.length), true, 'two ranks on one shared core');
+  // Unbound on 2 cores, as before.
+  assert.equal(ranksOutnumberCpus(2, 'openmpi', [0, 1], 2), false);
+  assert.equal(ranksOutnumberCpus(3, 'openmpi', [0, 1], 2), true);
+  // This process's own walk (no injection): an unbound test process is judged by its job's CPUs.
+  assert.equal(typeof ranksOutnumberCpus(1, 'single'), 'boolean');
+  assert.equal(ranksOutnumberCpus(1, 'single'), false, 'one rank always has a core');
 });

@@ -5,7 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { spawnRanks } from './helpers/spawn-ranks.js';
+import { CLI } from './helpers/procs.js';
 
 const APP = fileURLToPath(new URL('./helpers/shm-allreduce-app.js', import.meta.url));
 const NO_KOFFI = fileURLToPath(new URL('./helpers/no-koffi.cjs', import.meta.url));
@@ -48,9 +50,9 @@ test('allReduce without koffi: the default falls back to the pread plane and agr
 // memory is in MPI_Init, so that the first call costs what any other does (issue #14): the plane exists
 // before the first call asks for it, and the areas' first exchange ran in initWorld (ShmAllReduce.warm), so
 // the first call is not the first run of its code. Where ranks outnumber cores, and with TPRUN_SHM_EARLY=0,
-// they are set up at the first call instead (TPRUN_SHM_EARLY=1 sets them up early there too). Either way only the
-// pages that short calls use are allocated at first (shortSpans), the whole area before the first
-// pipelined call. The default rows fail if the early set-up silently stops happening.
+// they are set up at the first call instead (TPRUN_SHM_EARLY=1 sets them up early there too). Either way the whole
+// area is allocated then, but only the pages that short calls use are populated (shortSpans); a pipelined
+// call after a short one checks the rest. The default rows fail if the early set-up silently stops happening.
 for (const [n, env, plane] of /** @type {[number, Record<string, string>, string][]} */ ([
   [2, {}, 'wasm'],
   [3, {}, 'wasm'],
@@ -70,11 +72,24 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
       for (const r of res) {
         assert.equal(r.code, 0, `rank ${r.rank}: ${r.stderr}`);
         assert.deepEqual(JSON.parse(r.stdout), early
-          ? { rank: r.rank, plane, madeBefore: 'early', made: 'early', warmed: true, whole: [false, true] }
-          : { rank: r.rank, plane, madeBefore: 'none', made: 'first call', warmed: false, whole: [false, true] });
+          ? { rank: r.rank, plane, madeBefore: 'early', made: 'early', warmed: true, lazy: true }
+          : { rank: r.rank, plane, madeBefore: 'none', made: 'first call', warmed: false, lazy: true });
       }
     });
 }
+
+// Ranks a launcher bound to one core each (mpirun --bind-to core, srun --cpu-bind=cores, here `taskset -c
+// $TPRUN_LOCAL_RANK` under tprun) each have a core: by default they set up early, as unbound ranks do. The
+// rule read each rank's own one-CPU mask and judged them oversubscribed (set up at the first call).
+test('ranks bound to a core each (taskset -c $TPRUN_LOCAL_RANK) set the areas up when the world starts, by default',
+  { skip: (!koffi && 'koffi (optional) is not installed') || (availableParallelism() < 2 && 'needs 2 CPUs')
+    || (spawnSync('taskset', ['-c', '0', 'true']).status !== 0 && 'needs taskset (util-linux)'), timeout: 90_000 }, () => {
+    const r = spawnSync(process.execPath, [CLI, '-n', '2', '--', 'sh', '-c', 'exec taskset -c $TPRUN_LOCAL_RANK "$0" "$@"', process.execPath, APP, 'made'],
+      { encoding: 'utf8', env: { ...process.env, TPRUN_QUIET: '1' }, timeout: 80_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const got = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).sort((a, b) => a.rank - b.rank);
+    assert.deepEqual(got, [0, 1].map((rank) => ({ rank, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: true, lazy: true })));
+  });
 
 // The early set-up on some ranks only (TPRUN_SHM_EARLY=0 by mpirun -x on one rank, a per-rank environment): each rank sets its
 // areas up when it was told to, and the start-up exchange, which needs every rank, runs only where every
@@ -86,8 +101,8 @@ test('TPRUN_SHM_EARLY=1 on rank 0, 0 on rank 1: the job completes, rank 0 sets u
     const res = await spawnRanks(2, [APP, 'made'], { env: { APP_TIMEOUT_MS: '300000' }, perRankEnv: (r) => ({ TPRUN_SHM_EARLY: r === 1 ? '0' : '1' }), timeoutMs: 60000 });
     for (const r of res) assert.equal(r.code, 0, `rank ${r.rank}: ${r.signal ?? ''} ${r.stderr}`);
     assert.deepEqual(res.map((r) => JSON.parse(r.stdout)), [
-      { rank: 0, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: false, whole: [false, true] },
-      { rank: 1, plane: 'wasm', madeBefore: 'none', made: 'first call', warmed: false, whole: [false, true] },
+      { rank: 0, plane: 'wasm', madeBefore: 'early', made: 'early', warmed: false, lazy: true },
+      { rank: 1, plane: 'wasm', madeBefore: 'none', made: 'first call', warmed: false, lazy: true },
     ]);
   });
 

@@ -183,6 +183,20 @@ function ownJobWide(source: string, mine: number[] | undefined): number[] | unde
   return ownWide.cpus;
 }
 
+/**
+ * Whether this node's `localSize` ranks outnumber the CPUs their job may use (jobWideCpus), i.e. some
+ * local rank has no core of its own: what decides busy-polling and the allReduce areas' early set-up
+ * (./peer-world.ts). Not this rank's own mask (availableParallelism): a rank that a launcher bound to one
+ * core (mpirun --bind-to core, srun --cpu-bind=cores, `taskset -c $RANK`) has a core, and its peers theirs.
+ * A mask the job shares (a cpuset, `taskset -c 0 tprun -n 2`) is the job's CPUs themselves. Read before
+ * bindLocalRank narrows the mask; the same walk of /proc as its (ownJobWide, done once). `mine` and
+ * `jobWide` (a count) are for tests.
+ */
+export function ranksOutnumberCpus(localSize: number, source: string, mine = allowedCpus(), jobWide?: number): boolean {
+  const cpus = jobWide ?? ownJobWide(source, mine)?.length ?? mine?.length ?? availableParallelism();
+  return localSize > cpus;
+}
+
 /** The CPU list in `file`, or undefined where it cannot be read. */
 function cpuListAt(file: string): number[] | undefined {
   try {

@@ -1,7 +1,6 @@
 // A world of two or more ranks: its lifecycle (links up, goodbyes, abort) and its point-to-point
 // messages. Collectives are algorithms over the Transport it implements (./collectives/), run through
 // group 0 (every rank) or through groups from newGroup (./group.ts).
-import { availableParallelism } from 'node:os';
 import { pack } from 'msgpackr/pack'; // the pure-JS builds (see rendezvous.ts)
 import { unpack } from 'msgpackr/unpack';
 import type { CloseOptions, CollectiveOptions, CommArray, Group, ReduceOp, World, WorldIdentity } from './types.js';
@@ -13,6 +12,7 @@ const NOTICE_BYTES = new Uint8Array(1);
 import { bytesOf } from './dtype.js';
 import { IdleWatch } from './idle.js';
 import { Links } from './links.js';
+import { ranksOutnumberCpus } from './affinity.js';
 import { Progress } from './progress.js';
 import { checkGroupRanks, PeerGroup } from './group.js';
 import { checkRoot } from './collectives/slices.js';
@@ -74,9 +74,10 @@ export class PeerWorld implements World, Transport {
       log: this.log,
     });
     // Busy-polling shared memory is what makes small messages fast, but only when every rank has a
-    // core of its own; oversubscribed, spinning would steal the time the peer needs to send.
-    spinUs ??= id.localSize <= availableParallelism() ? 10_000 : 0;
-    this.oversubscribed = id.localSize > availableParallelism();
+    // core of its own; oversubscribed, spinning would steal the time the peer needs to send. Judged
+    // against the job's CPUs, not this rank's mask: ranks a launcher bound to a core each have one.
+    this.oversubscribed = ranksOutnumberCpus(id.localSize, id.source);
+    spinUs ??= this.oversubscribed ? 0 : 10_000;
     this.p = new Progress(id.rank, this.links, BigInt(Math.round(spinUs * 1000)), timeoutMs);
     this.idle = new IdleWatch(() => this.p.waiting > 0 || !this.links.idle);
     this.all = new PeerGroup(this, this.buffers, 0, Array.from({ length: id.size }, (_, r) => r), id.rank);

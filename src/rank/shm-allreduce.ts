@@ -55,11 +55,12 @@ const DATA = 4096;
 export const areaBytes = (step: number) => DATA + 4 * step;
 /**
  * The byte ranges of an area that a call of one exchange touches: the header page with the counters and
- * the first `oneShot` bytes of both input areas. Only these are allocated and mapped with their pages
- * when the areas are set up; the rest (the pipelined path's 4 steps, 8 MiB a rank by default) at the
- * first call that needs it (ShmAllReduce.whole). Allocating and populating every area whole took ~9 ms
- * of a rank's ~25 ms of set-up at the world's start (posix_fallocate 8 MiB ≈ 3 ms, MAP_POPULATE ≈ 3.3 ms
- * per rank's area; issue #14), for calls that a decode loop's all-reduces never make.
+ * the first `oneShot` bytes of both input areas. Only these are mapped with their pages (MAP_POPULATE)
+ * when the areas are set up; the rest (the pipelined path's 4 steps, 8 MiB a rank by default) is faulted
+ * in by the first calls that use it: populating every area whole took ~3.3 ms per rank's area of a rank's
+ * set-up at the world's start (issue #14), for calls that a decode loop's all-reduces never make. The whole
+ * area is still allocated at set-up (prefaultArea): its size was chosen from the space free in /dev/shm
+ * (./shm-link.ts), and a job starting next sizes its own from what is free then.
  */
 export function shortSpans(step: number, oneShot: number): [number, number][] {
   const os = roundUp(Math.min(step, oneShot), PAGE);
@@ -232,7 +233,7 @@ export function mapPlane(me: number, fds: number[], offs: number[], len: number,
     const w = wasmPlane(libc, me, fds, offs, len, step, sw.wasmOneShot, sw.oneShotBytes);
     if (w) return w;
   }
-  return anyPlane(libc, me, fds, offs, len);
+  return anyPlane(libc, me, fds, offs, len, shortSpans(step, sw.oneShotBytes));
 }
 
 /**
@@ -339,22 +340,35 @@ function wasmPlane(libc: Libc, me: number, fds: number[], offs: number[], len: n
 }
 
 /** The areas mapped wherever the kernel likes: one copy per move at memcpy speed. */
-function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number): Plane | undefined {
+function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: number, short: [number, number][]): Plane | undefined {
   const ptrs: unknown[] = [];
   const views: Uint8Array[] = [];
   const flags: Int32Array[] = [];
   const unmap = () => { for (const p of ptrs) libc.munmap(p, len); ptrs.length = 0; };
+  const failed = (p: unknown) => {
+    const a = p === null ? -1n : libc.koffi.address(p);
+    return a === -1n || a === 0xffffffffffffffffn || a === 0n;
+  };
   try {
     for (let r = 0; r < fds.length; r++) {
-      // MAP_POPULATE: page-table entries now, not one minor fault per page in the first call.
-      const p = libc.mmap(null, len, PROT_RW, MAP_SHARED | MAP_POPULATE, fds[r], offs[r]);
-      const a = p === null ? -1n : libc.koffi.address(p);
-      if (a === -1n || a === 0xffffffffffffffffn || a === 0n) {
+      // Mapped whole without its pages, then what short calls touch mapped again over it with them
+      // (MAP_FIXED | MAP_POPULATE: page-table entries now, not one minor fault per page in the first
+      // calls); the rest is faulted in by the calls that use it, as on the wasm plane (shortSpans).
+      const p = libc.mmap(null, len, PROT_RW, MAP_SHARED, fds[r], offs[r]);
+      if (failed(p)) {
         unmap();
         return undefined;
       }
       ptrs.push(p);
       const ab = libc.koffi.view(p, len);
+      for (const [a, n] of short) {
+        const want = memoryPointer(libc, ab, a, false);
+        const q = want === null ? null : libc.mmap(want, n, PROT_RW, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fds[r], offs[r] + a);
+        if (failed(q) || libc.koffi.address(q) !== libc.koffi.address(want)) {
+          unmap();
+          return undefined;
+        }
+      }
       views[r] = new Uint8Array(ab);
       flags[r] = new Int32Array(ab, 0, DATA / 4);
     }
@@ -427,11 +441,6 @@ export class ShmAllReduce {
   warmed = false;
   /** What making the plane threw (no room in /dev/shm): every call throws it. */
   private planeError?: unknown;
-  /** Allocates our whole area (the plane allocates only what short calls use, shortSpans), once, before
-   *  the first call that uses more of it: a store into a mapped page that tmpfs cannot allocate is SIGBUS. */
-  private allocWhole?: () => void;
-  /** Whether our whole area is allocated: after the first pipelined call or reduceScatter. */
-  wholeArea = false;
 
   /** How long block() sleeps on futexes (TPRUN_SHM_FUTEX_US), checked when the world starts. */
   private readonly futexNs: number;
@@ -447,9 +456,8 @@ export class ShmAllReduce {
    *  warm's exchange. `futexUs`, `oneShotBytes`: TPRUN_SHM_FUTEX_US and TPRUN_SHM_ONE_SHOT_BYTES as read where
    *  the world's areas start (memorySwitches). */
   constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps,
-    { everyEarly = false, futexUs, oneShotBytes = ONE_SHOT_BYTES, whole }: { everyEarly?: boolean; futexUs?: number; oneShotBytes?: number; whole?: () => void } = {}) {
+    { everyEarly = false, futexUs, oneShotBytes = ONE_SHOT_BYTES }: { everyEarly?: boolean; futexUs?: number; oneShotBytes?: number } = {}) {
     this.everyEarly = everyEarly;
-    this.allocWhole = whole;
     this.oneShotMax = Math.min(oneShotBytes, step);
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
     this.futexNs = futexNs(deps.oversubscribed, futexUs);
@@ -468,10 +476,7 @@ export class ShmAllReduce {
   async run<T extends CommArray>(buf: T, op: ReduceOp, dtype: CommDType, seq: number, desc: number, what: string, timeoutMs?: number): Promise<T> {
     await this.call(seq, what, async () => {
       if (this.fitsOneShot(buf)) await this.oneShot(buf, op, dtype, seq, desc, what, timeoutMs);
-      else {
-        this.whole();
-        await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
-      }
+      else await this.steps(buf, op, dtype, seq, desc, what, timeoutMs);
     });
     return buf;
   }
@@ -538,13 +543,6 @@ export class ShmAllReduce {
     }
     if (!rest) return buf;
     return rest.then(() => { this.settle(); return buf; }, (e: unknown) => { this.settle(); throw e; });
-  }
-
-  /** Our whole area allocated (once), before a call that uses more than short calls do. */
-  private whole(): void {
-    if (this.wholeArea) return;
-    this.allocWhole?.();
-    this.wholeArea = true;
   }
 
   private fitsOneShot(buf: CommArray): boolean {
@@ -640,7 +638,6 @@ export class ShmAllReduce {
     const outBytes = bytesOf(out);
     await this.call(seq, what, async () => {
       const plane = this.plane;
-      this.whole();
       const q = Math.max(1, Math.floor(this.step / es / R));
       for (let from = 0; from < k || from === 0; from += q) {
         const m = Math.min(q, k - from);
@@ -1107,26 +1104,26 @@ interface PeerAreas {
 }
 
 /**
- * Allocates `spans` of our own area (tmpfs allocates on first touch; a full /dev/shm is an error here, where
- * a store into a mapping would be SIGBUS): what short calls use when the plane is made (shortSpans), the
- * whole area before the first call that uses more (ShmAllReduce.whole).
+ * Allocates our own area whole when the plane is made (tmpfs allocates on first touch; a full /dev/shm is an
+ * error here, where a store into a mapping would be SIGBUS). Whole, not only what short calls use
+ * (shortSpans): the area's size was taken from the space free when the world started (./shm-link.ts), and
+ * space left unallocated looked free to the next job on the machine, which sized a full area there too;
+ * both died with ENOSPC at their first long call.
  */
-function prefaultArea(ownFd: number, off: number, spans: [number, number][], mmap: boolean, total: number): void {
+function prefaultArea(ownFd: number, off: number, len: number, mmap: boolean): void {
   // posix_fallocate where koffi is in use anyway (the mapped planes): the kernel zeroes the pages, about a
   // third of the time of writing 8 MiB of zeros from JavaScript at a world's start. Where it cannot
   // (ENOSPC aside), the writes below.
   const fallocate = mmap ? libcFallocate() : undefined;
-  const room = (why: string) => new CommError(`no room in /dev/shm for this rank's ${Math.ceil(total / 2 ** 20)} MiB allReduce area (${why}); TPRUN_SHM_AR_STEP=0 turns the areas off`);
-  for (const [a, len] of spans) {
-    const rc = fallocate?.(ownFd, off + a, len);
-    if (rc === 0) continue;
-    if (rc === ENOSPC) throw room('posix_fallocate: ENOSPC');
-    const z = new Uint8Array(Math.min(len, 1 << 20));
-    try {
-      for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), off + a + o);
-    } catch (e) {
-      throw room((e as Error).message);
-    }
+  const room = (why: string) => new CommError(`no room in /dev/shm for this rank's ${Math.ceil(len / 2 ** 20)} MiB allReduce area (${why}); TPRUN_SHM_AR_STEP=0 turns the areas off`);
+  const rc = fallocate?.(ownFd, off, len);
+  if (rc === 0) return;
+  if (rc === ENOSPC) throw room('posix_fallocate: ENOSPC');
+  const z = new Uint8Array(Math.min(len, 1 << 20));
+  try {
+    for (let o = 0; o < len; o += z.byteLength) writeSync(ownFd, z, 0, Math.min(z.byteLength, len - o), off + o);
+  } catch (e) {
+    throw room((e as Error).message);
   }
 }
 
@@ -1153,20 +1150,13 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
       // Refused here (InputError), where the world's start fails in one line, not at some call.
       const sw = memorySwitches();
       const len = areaBytes(step);
-      const short = shortSpans(step, sw.oneShotBytes);
-      // The rest: what lies between the short spans (zeros written where posix_fallocate cannot be had,
-      // so never over the counters that calls have moved since).
-      const rest: [number, number][] = [];
-      let o = 0;
-      for (const [a, n] of [...short, [len, 0] as [number, number]]) {
-        if (a > o) rest.push([o, a - o]);
-        o = a + n;
-      }
       const s = new ShmAllReduce(me, peers.length, () => {
-        prefaultArea(ownFd, offs[me], short, sw.mmap, len);
+        prefaultArea(ownFd, offs[me], len, sw.mmap);
         return mapPlane(me, fds, offs, len, step, sw) ?? new FilePlane(me, fds, offs);
-      }, step, deps, { everyEarly, futexUs: sw.futexUs, oneShotBytes: sw.oneShotBytes, whole: () => prefaultArea(ownFd, offs[me], rest, sw.mmap, len) });
-      if (startsEarly) s.prepare();
+      }, step, deps, { everyEarly, futexUs: sw.futexUs, oneShotBytes: sw.oneShotBytes });
+      // What this rank advertised for this world (ArInfo.early), not the process's latest decision: a rank
+      // that advertised the early set-up must prepare, or peers that did wait in warm's exchange for it.
+      if (peers.find((p) => p.rank === me)?.shm?.ar?.early === true) s.prepare();
       return s;
     },
   };
@@ -1175,9 +1165,9 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
 /**
  * Whether a world sets its areas up when it starts instead of at its first allReduce, as Open MPI sets up
  * its shared-memory transport in MPI_Init: the first call then costs what any other does. TPRUN_SHM_EARLY=1
- * or 0 decides; unset, it is the default where every local rank has a core (`oversubscribed` false, as
- * PeerWorld measures it before binding): there a rank's set-up (~12-15 ms of CPU since session 10: koffi's
- * binary without its loader, only the pages short calls touch, shortSpans) overlaps its peers' and did not
+ * or 0 decides; unset, it is the default where every local rank has a core (`oversubscribed` false: local
+ * ranks do not outnumber the job's CPUs, ./affinity.ts ranksOutnumberCpus): there a rank's set-up (~12-15 ms of CPU since session 10: koffi's
+ * binary without its loader, only the pages short calls touch populated, shortSpans) overlaps its peers' and did not
  * lengthen `bench launch -n 2` on 2 cores, where with more ranks than cores every rank's CPU is launch time
  * (session 10: `bench launch -n 4` on 2 cores 1.64x mpirun with it against 1.30x without, +30 ms of CPU a
  * rank) and their allReduces sleep on each other anyway. Ranks may disagree (a per-rank environment): each
@@ -1185,8 +1175,10 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
  */
 export const earlySetUp = (oversubscribed: boolean) => onOff('TPRUN_SHM_EARLY', process.env, !oversubscribed);
 
-/** The decision of the world starting in this process (warmShmAllReduce), read where its areas are advertised
- *  (./shm-link.ts, ArInfo.early) and started (shmAllReducePlan): one answer for all three. */
+/** The decision of the world starting last in this process (warmShmAllReduce), read where its areas are
+ *  advertised (./shm-link.ts, ArInfo.early); each world then starts its areas as its advert says
+ *  (shmAllReducePlan). The advert is made inside Links.open (./links.ts), which takes no decision of its
+ *  world's: two worlds started together in one process may advertise the later one's, each consistently. */
 let startsEarly = false;
 export const earlyForThisWorld = () => startsEarly;
 
