@@ -4,13 +4,10 @@
 // command line to the spawned ranks (dist/launcher/launch.bundle.cjs, src/cli.ts). esbuild is a
 // devDependency (a prebuilt binary package, nothing compiled or downloaded at install); a build without
 // it leaves no bundles, and both load their ES modules as before (slower to start, same behaviour).
-import { createRequire } from 'node:module';
 import { rmSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { dist, distInputs, loadEsbuild, root } from './module-inputs.mjs';
 
-const root = fileURLToPath(new URL('../', import.meta.url));
-const dist = `${root}dist/`;
 const bundles = [
   { entry: 'rank/init-world.js', out: 'rank/world.bundle.cjs', external: [] },
   // What a launch only sometimes needs stays an ES module of its own, loaded when needed: ssh ranks
@@ -28,14 +25,8 @@ for (const b of bundles) for (const f of [b.out, `${b.out}.inputs.json`]) rmSync
 // The record and its check are one module's (src/util/bundle.ts), built by the tsc before this step.
 const { recordInputs } = await import(new URL('../dist/util/bundle.js', import.meta.url).href);
 
-let esbuild;
-try {
-  // require() resolution, which NODE_PATH also reaches.
-  esbuild = createRequire(import.meta.url)('esbuild');
-} catch {
-  process.stderr.write('scripts/bundle.mjs: esbuild is not installed; no bundles in dist/ (ranks and the launcher load the ES modules)\n');
-  process.exit(0);
-}
+const esbuild = loadEsbuild('scripts/bundle.mjs', 'no bundles in dist/ (ranks and the launcher load the ES modules)');
+if (!esbuild) process.exit(0);
 
 for (const b of bundles) {
   const { metafile } = await esbuild.build({
@@ -56,7 +47,6 @@ for (const b of bundles) {
     logLevel: 'warning',
   });
   // The bundle and the modules of ours it was made from, with their SHA-256: the loader takes the ES modules
-  // instead once any of them is not what it was (`npx tsc` alone rebuilds the modules, not the bundles). The packages
-  // in it are not listed: where npm puts them differs between this tree and an installed tprun.
-  recordInputs(dist + b.out, Object.keys(metafile.inputs).map((f) => resolve(root, f)).filter((abs) => abs.startsWith(dist)));
+  // instead once any of them is not what it was (`npx tsc` alone rebuilds the modules, not the bundles).
+  recordInputs(dist + b.out, distInputs(metafile));
 }

@@ -1,14 +1,13 @@
 // Build step after tsc: keeps the SIMD converter's seed (its two tables and the module's bytes,
 // src/engine/weight-convert.ts makeSeedParts) in dist/engine/half-simd.seed, so a build's first conversion
 // reads it instead of making it (src/engine/simd-seed-file.ts says why), with the record of the modules it
-// was made from beside it (src/util/bundle.ts recordInputs): the modules weight-convert.js imports, all of
-// them, found by following their relative imports. A module changed since (`npx tsc` alone) makes the file
-// stale, and it is then not used. Nothing here needs esbuild or the network.
-import { readFileSync, rmSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// was made from beside it (src/util/bundle.ts recordInputs): every module of ours weight-convert.js and
+// simd-seed-file.js import, as esbuild resolves them (./module-inputs.mjs, scripts/bundle.mjs's way). A
+// module changed since (`npx tsc` alone) makes the file stale, and it is then not used. A build without
+// esbuild keeps no seed: each build makes it at run time (same bytes, slower start).
+import { rmSync } from 'node:fs';
+import { dist, distInputs, loadEsbuild, root } from './module-inputs.mjs';
 
-const dist = fileURLToPath(new URL('../dist/', import.meta.url));
 const entries = ['engine/weight-convert.js', 'engine/simd-seed-file.js'].map((f) => dist + f);
 const { SEED_FILE, writeSeedFile } = await import(new URL('../dist/engine/simd-seed-file.js', import.meta.url).href);
 const { makeSeedParts } = await import(new URL('../dist/engine/weight-convert.js', import.meta.url).href);
@@ -16,19 +15,21 @@ const { recordInputs } = await import(new URL('../dist/util/bundle.js', import.m
 
 for (const f of [SEED_FILE, `${SEED_FILE}.inputs.json`]) rmSync(f, { force: true });
 
-/** Every dist module reachable from `roots` by relative static or dynamic imports. */
-function closure(roots) {
-  const seen = new Set();
-  const todo = [...roots];
-  while (todo.length) {
-    const f = todo.pop();
-    if (seen.has(f)) continue;
-    seen.add(f);
-    const src = readFileSync(f, 'utf8');
-    for (const m of src.matchAll(/(?:from\s*|import\s*\(\s*|import\s+)['"](\.{1,2}\/[^'"]+)['"]/g)) todo.push(resolve(dirname(f), m[1]));
-  }
-  return [...seen].sort();
-}
+const esbuild = loadEsbuild('scripts/simd-seed.mjs', 'no SIMD seed in dist/ (builds make it at run time)');
+if (!esbuild) process.exit(0);
+// Nothing is written: only the metafile is wanted. Packages stay outside (they are not recorded).
+const { metafile } = await esbuild.build({
+  metafile: true,
+  write: false,
+  absWorkingDir: root,
+  entryPoints: entries,
+  outdir: `${dist}engine/`,
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  packages: 'external',
+  logLevel: 'warning',
+});
 
 const parts = makeSeedParts();
 if (!parts) {
@@ -36,4 +37,4 @@ if (!parts) {
   process.exit(0);
 }
 writeSeedFile(SEED_FILE, parts);
-recordInputs(SEED_FILE, closure(entries));
+recordInputs(SEED_FILE, distInputs(metafile).sort());

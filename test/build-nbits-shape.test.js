@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { tprun } from './helpers/engine.js';
 import { writeSafetensors } from '../dist/checkpoint/index.js';
 import { weightOnlyShapeRefusal } from '../dist/quantization/nbits-shape.js';
+import { kPerRank } from '../dist/sharding/tllm-layout.js';
 
 /** A one-layer LLaMA of the given shape (head_dim 32, so the CPU's attention takes it). */
 function tinyModel(dir, { H, I, V = 64, nh = 2, nkv = 1, hd = 32 }) {
@@ -29,6 +30,14 @@ function tinyModel(dir, { H, I, V = 64, nh = 2, nkv = 1, hd = 32 }) {
     hidden_act: 'silu', tie_word_embeddings: false, torch_dtype: 'float32',
   }));
 }
+
+test('kPerRank: the row-parallel linears (dense, proj) are cut along K, the others hold it whole', () => {
+  const ks = kPerRank({ hidden_size: 96, intermediate_size: 320, num_attention_heads: 4, head_size: 24 }, 4);
+  assert.deepEqual(ks.map((x) => [x.linear, x.k, x.perRank, x.rowParallel]), [
+    ['attention.qkv', 96, 96, false], ['attention.dense', 96, 24, true],
+    ['mlp.fc', 96, 96, false], ['mlp.gate', 96, 96, false], ['mlp.proj', 320, 80, true],
+  ]);
+});
 
 test('which per-rank K MatMulNBits cannot block (injected shapes)', () => {
   /** @type {(H: number, I: number, tp: number, algo?: string | null) => any} */

@@ -12,14 +12,23 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SEED_FILE, readSeedFile, writeSeedFile } from '../dist/engine/simd-seed-file.js';
 import { makeSeedParts } from '../dist/engine/weight-convert.js';
-import { recordInputs } from '../dist/util/bundle.js';
+import { recordInputs, staleness } from '../dist/util/bundle.js';
 import { MODEL, tprun } from './helpers/engine.js';
 
 const same = (a, b) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
-test('the kept seed is what this process makes: both tables and the module, byte for byte', () => {
+/** The seed `npm run build` kept; a failure says how to make it again (`npx tsc` alone leaves it stale). */
+function keptSeed() {
   const kept = readSeedFile();
-  assert.ok(kept, `${SEED_FILE} missing or stale: npm run build makes it`);
+  if (!kept) {
+    const why = staleness(SEED_FILE) ?? 'not a seed this process can use';
+    assert.fail(`${SEED_FILE} is not usable (${why}): run \`npm run build\` (or \`node scripts/simd-seed.mjs\` after \`npx tsc\`) before this test`);
+  }
+  return kept;
+}
+
+test('the kept seed is what this process makes: both tables and the module, byte for byte', () => {
+  const kept = keptSeed();
   const made = makeSeedParts();
   assert.ok(made, 'this runtime has the SIMD path');
   assert.ok(same(kept.bf16, made.bf16), 'bf16 table');
@@ -28,6 +37,7 @@ test('the kept seed is what this process makes: both tables and the module, byte
 });
 
 test('build --model takes the kept seed (its trace says where the converter came from)', { timeout: 120_000 }, async () => {
+  keptSeed();
   const dir = mkdtempSync(join(tmpdir(), 'tprun-seed-'));
   try {
     const trace = join(dir, 'trace.json');

@@ -15,6 +15,7 @@ import { LlamaForCausalLM } from '../model/llama.js';
 import type { World } from '../rank/types.js';
 import { shardTensor } from '../sharding/slice.js';
 import { stageTensors } from '../sharding/mapping.js';
+import { kPerRank } from '../sharding/tllm-layout.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
 import { needsCalibration } from './algorithms.js';
@@ -89,10 +90,10 @@ export function checkGroups(c: PretrainedConfig, q: QuantRequest): void {
   if (q.algo !== 'int4_wo' && q.algo !== 'int4_awq' && q.algo !== 'w4a8_awq') return;
   const g = q.groupSize ?? 128;
   const tp = c.mapping.tp_size;
-  const ks: [string, number][] = [['attention.dense', c.num_attention_heads * c.head_size], ['mlp.proj', c.intermediate_size], ['attention.qkv', c.hidden_size]];
-  for (const [lin, k] of ks) {
-    const per = lin === 'attention.qkv' ? k : k / tp;
-    if (per % g !== 0) throw new InputError(`--group-size ${g}: ${lin} has ${per} input features per rank at tp=${tp}, not a multiple of the group size`);
+  // The row-parallel linears first: theirs is the share --tp changes, the likelier fault to name.
+  const ks = kPerRank(c, tp).sort((a, b) => Number(b.rowParallel) - Number(a.rowParallel));
+  for (const { linear, perRank } of ks) {
+    if (perRank % g !== 0) throw new InputError(`--group-size ${g}: ${linear} has ${perRank} input features per rank at tp=${tp}, not a multiple of the group size`);
   }
 }
 

@@ -8,6 +8,7 @@
 // The lm_head is not judged here: one that cannot be blocked stays float (../engine/build-config.ts's
 // lmHeadBlockFor).
 import type { PretrainedConfig } from '../core/config.js';
+import { kPerRank } from '../sharding/tllm-layout.js';
 
 const PER_CHANNEL_NBITS = new Set(['W8A16', 'W4A16']);
 const MIN_BLOCK = 16;
@@ -24,16 +25,12 @@ type ShapeOf = Pick<PretrainedConfig, 'hidden_size' | 'intermediate_size' | 'num
 export function weightOnlyShapeRefusal(c: ShapeOf): string | undefined {
   if (!PER_CHANNEL_NBITS.has(c.quantization?.quant_algo ?? '')) return undefined;
   const tp = c.mapping.tp_size;
-  const ks: [string, number, boolean][] = [
-    ['attention.qkv', c.hidden_size, false], ['attention.dense', c.num_attention_heads * c.head_size, true],
-    ['mlp.fc', c.hidden_size, false], ['mlp.proj', c.intermediate_size, true],
-  ];
-  for (const [lin, k, rowParallel] of ks) {
-    const per = rowParallel ? k / tp : k;
-    if (per % MIN_BLOCK === 0) continue;
+  // mlp.gate shares mlp.fc's K, so it never fails first.
+  for (const { linear, k, perRank, rowParallel } of kPerRank(c, tp)) {
+    if (perRank % MIN_BLOCK === 0) continue;
     // Only a row-parallel linear's share depends on --tp; say so where a smaller one would do.
     const otherTp = rowParallel && k % MIN_BLOCK === 0 ? '; a --tp whose share is a multiple of 16 avoids it' : '';
-    return `${lin} has ${per} input features per rank at tp=${tp}, not a multiple of 16 (onnxruntime's MatMulNBits blocks${otherTp})`;
+    return `${linear} has ${perRank} input features per rank at tp=${tp}, not a multiple of 16 (onnxruntime's MatMulNBits blocks${otherTp})`;
   }
   return undefined;
 }

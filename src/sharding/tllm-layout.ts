@@ -235,18 +235,47 @@ export const QUANT_CONFIG_FIELDS = new Set([
   'has_zero_point', 'pre_quant_scale', 'exclude_modules',
 ]);
 
-/** The shape of one layer's linears in a (tp=1) model: N and K of each. */
-export function linearDims(c: {
-  hidden_size: number; intermediate_size: number; num_attention_heads: number; num_key_value_heads: number; head_size: number;
-}): Record<string, { n: number; k: number }> {
-  const q = c.num_attention_heads * c.head_size;
+type KShape = { hidden_size: number; intermediate_size: number; num_attention_heads: number; head_size: number };
+
+/** The input features K of one layer's linears in a (tp=1) model. */
+function linearKs(c: KShape): Record<string, number> {
   return {
-    'attention.qkv': { n: q + 2 * c.num_key_value_heads * c.head_size, k: c.hidden_size },
-    'attention.dense': { n: c.hidden_size, k: q },
-    'mlp.fc': { n: c.intermediate_size, k: c.hidden_size },
-    'mlp.gate': { n: c.intermediate_size, k: c.hidden_size },
-    'mlp.proj': { n: c.hidden_size, k: c.intermediate_size },
+    'attention.qkv': c.hidden_size,
+    'attention.dense': c.num_attention_heads * c.head_size,
+    'mlp.fc': c.hidden_size,
+    'mlp.gate': c.hidden_size,
+    'mlp.proj': c.intermediate_size,
   };
+}
+
+/** The shape of one layer's linears in a (tp=1) model: N and K of each. */
+export function linearDims(c: KShape & { num_key_value_heads: number }): Record<string, { n: number; k: number }> {
+  const q = c.num_attention_heads * c.head_size;
+  const k = linearKs(c);
+  return {
+    'attention.qkv': { n: q + 2 * c.num_key_value_heads * c.head_size, k: k['attention.qkv'] },
+    'attention.dense': { n: c.hidden_size, k: k['attention.dense'] },
+    'mlp.fc': { n: c.intermediate_size, k: k['mlp.fc'] },
+    'mlp.gate': { n: c.intermediate_size, k: k['mlp.gate'] },
+    'mlp.proj': { n: c.hidden_size, k: k['mlp.proj'] },
+  };
+}
+
+export interface LinearK {
+  linear: string;
+  /** K of the full (tp=1) linear. */
+  k: number;
+  /** K of one rank's share: row-parallel linears (ROW_LINEARS) are cut along K, the others hold it whole. */
+  perRank: number;
+  rowParallel: boolean;
+}
+
+/** Each linear's K per rank at `tp`, in the order of the layer (qkv, dense, fc, gate, proj). */
+export function kPerRank(c: KShape, tp: number): LinearK[] {
+  return Object.entries(linearKs(c)).map(([linear, k]) => {
+    const rowParallel = ROW_LINEARS.has(linear);
+    return { linear, k, perRank: rowParallel ? k / tp : k, rowParallel };
+  });
 }
 
 export interface ExpectedTensor { name: string; dtype: DType; shape: number[]; spec: TensorSpec }

@@ -71,7 +71,7 @@ const isInput = (i: unknown): i is Input =>
  * quartiles); hashing them all (~240 KB of modules and the 386 KB bundle, as after a copy of dist/)
  * 7.6 ms (6.2-15 ms): 0.26x the cost on every start after a build, against ~35 ms the bundle saves.
  */
-function staleness(file: string, selfBytes?: Uint8Array): string | undefined {
+export function staleness(file: string, selfBytes?: Uint8Array): string | undefined {
   let list: string;
   try {
     list = readFileSync(`${file}.inputs.json`, 'utf8');
