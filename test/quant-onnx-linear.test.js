@@ -201,6 +201,7 @@ test('W4A16 (TensorRT-LLM per-channel int4, float weights in the checkpoint): qu
 // refused by build() first; a caller that reaches the emitter anyway gets an internal error, not a plain
 // MatMulNBits in an engine whose config would say prefill_int8_gemm (the emitter used to skip it silently).
 test('prefill_int8_gemm: an If on the CPU for per-channel weight-only linears; an internal error where it cannot apply', () => {
+  /** @type {import('tprun').Weights} */
   const t = new Map([[`${PREFIX}.weight`, { dtype: 'float32', shape: [N, K], data: new Uint8Array(W.buffer) }]]);
   const emit = (algo, dtype, opts) => {
     const g = new Graph('qlin', dtype, new WeightFile('weights.bin'));
