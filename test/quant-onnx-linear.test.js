@@ -196,3 +196,23 @@ test('W4A16 (TensorRT-LLM per-channel int4, float weights in the checkpoint): qu
   assert.ok(relErr(y, matmulNT(X, T, wq, N, K)) < 1e-5, `${relErr(y, matmulNT(X, T, wq, N, K))}`);
   assert.ok(relErr(y, matmulNT(X, T, W, N, K)) < 0.2);
 });
+
+// build_config.prefill_int8_gemm where the If cannot be emitted (GPU; float16 int4 MatMulNBits scales) is
+// refused by build() first; a caller that reaches the emitter anyway gets an internal error, not a plain
+// MatMulNBits in an engine whose config would say prefill_int8_gemm (the emitter used to skip it silently).
+test('prefill_int8_gemm: an If on the CPU for per-channel weight-only linears; an internal error where it cannot apply', () => {
+  /** @type {import('tprun').Weights} */
+  const t = new Map([[`${PREFIX}.weight`, { dtype: 'float32', shape: [N, K], data: new Uint8Array(W.buffer) }]]);
+  const emit = (algo, dtype, opts) => {
+    const g = new Graph('qlin', dtype, new WeightFile('weights.bin'));
+    emitQuantLinear(g, g.input('x', dtype, ['t', K]), PREFIX, t, { quant_algo: algo, kv_cache_quant_algo: null }, { prefill_int8_gemm: true, ...opts });
+    return Buffer.from(g.encode());
+  };
+  for (const algo of ['W8A16', 'W4A16']) {
+    const onnx = emit(algo, 'float32', { device: 'cpu' });
+    assert.ok(onnx.includes('then_branch') && onnx.includes('MatMulInteger'), `${algo}: If over MatMulInteger`);
+    assert.throws(() => emit(algo, 'float32', { device: 'gpu' }), /prefill_int8_gemm is on where it cannot apply/, `${algo} gpu`);
+  }
+  assert.ok(emit('W8A16', 'float16', { device: 'cpu', int4_matmul_dtype: 'auto' }).includes('then_branch'), 'int8 keeps float32 scales');
+  assert.throws(() => emit('W4A16', 'float16', { device: 'cpu', int4_matmul_dtype: 'auto' }), /prefill_int8_gemm is on where it cannot apply/);
+});

@@ -104,14 +104,15 @@ const command: CommandModule<object, BuildArgs> = {
     if (readsModel && a.tokenizer && !hasTokenizer(tokDir)) throw new InputError(`--tokenizer ${tokDir}: no tokenizer.json there`);
     const guard = { force: a.force, model: src, inputs: [tokDir] };
     checkOutDir(a.out, guard); // before any rank starts; every rank checks again where it writes
+    // The engine's quant_algo: --quant's, else the checkpoint's (a --model without --quant is float).
+    const algo = q?.algo ? (await import('../quantization/algorithms.js')).TRTLLM_QUANT_ALGO[q.algo] : (onDisk?.algo ?? null);
     if (a.model && !id.inWorld) {
       // Checked once here, before ranks start, so bad input is one line rather than one per rank.
       const { validateConvert } = await import('../checkpoint/convert.js');
       const config = validateConvert({ model: src, out, tp, pp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
       if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
       if (q?.algo) {
-        const { TRTLLM_QUANT_ALGO } = await import('../quantization/algorithms.js');
-        const why = (await import('../quantization/nbits-shape.js')).weightOnlyShapeRefusal({ ...config, quantization: { quant_algo: TRTLLM_QUANT_ALGO[q.algo] } });
+        const why = (await import('../quantization/nbits-shape.js')).weightOnlyShapeRefusal({ ...config, quantization: { quant_algo: algo } });
         if (why) throw new InputError(`--quant ${q.algo}: ${why}; build --model ${src} without --quant`);
       }
       const refusal = a.device === 'auto' ? undefined : (await import('../engine/llama-graph.js')).ortHeadSizeRefusal(config, a.device);
@@ -139,8 +140,6 @@ const command: CommandModule<object, BuildArgs> = {
     if (a['prefill-int8-gemm']) {
       // Refused before any rank loads or quantizes (minutes on a 7B) where it would build nothing; the
       // engine would otherwise record prefill_int8_gemm: true without it.
-      const { TRTLLM_QUANT_ALGO } = await import('../quantization/algorithms.js');
-      const algo = q?.algo ? TRTLLM_QUANT_ALGO[q.algo] : (onDisk?.algo ?? null);
       const why = prefillInt8GemmRefusal({ device: a.device === 'auto' ? undefined : a.device, dtype: a.dtype, int4_matmul_dtype: int4MatmulDtype }, algo, q?.algo);
       if (why) throw new InputError(why);
     }
@@ -150,7 +149,8 @@ const command: CommandModule<object, BuildArgs> = {
       // must build for the same device, and the launching process does not probe at all.
       const device = a.device === 'auto' ? (await (await import('../engine/device.js')).agreeDevice(world)).device : a.device;
       // Every rank agreed the same device, so every rank refuses alike, before the load.
-      if (buildConfig.prefill_int8_gemm && device !== 'cpu') throw new InputError(`--device auto chose ${device}: ${prefillInt8GemmRefusal({ device }, null)}`);
+      const why = buildConfig.prefill_int8_gemm && a.device === 'auto' ? prefillInt8GemmRefusal({ device, dtype: a.dtype, int4_matmul_dtype: int4MatmulDtype }, algo, q?.algo) : undefined;
+      if (why) throw new InputError(`--device auto chose ${device}: ${why}`);
       const model = await traceSpan('load', async () => {
         if (q) return (await import('../quantization/distribute.js')).quantizeAndDistribute(world, { model: src, tokenizer: tokDir, useParallelEmbedding: a['parallel-embedding'], pp, forEngine: true }, q);
         // W8A16/W4A16 checkpoints hold float weights quantized at load: by rank 0 only, which sends the shards.

@@ -1,6 +1,6 @@
 // BuildConfig: TensorRT-LLM's build_config field names, the subset an ONNX engine needs.
 
-import { InputError } from '../core/errors.js';
+import { prefillGemmApplies, int4Direct, perChannelWeightOnly, type PrefillGemmConfig } from '../quantization/prefill-gemm-rule.js';
 import { z } from 'zod/v3'; // ~10 modules, not the v4 root's ~95: `import 'tprun'` in every rank loads this file (see rank/wire-schema.ts)
 
 export const BuildConfigSchema = z.object({
@@ -59,13 +59,11 @@ export const BuildConfigSchema = z.object({
    * CPU builds of per-channel weight-only models (int8_wo = W8A16; W4A16 checkpoints): every decoder
    * linear also holds its q as int8 [K, N] (`<prefix>.prefill.weight`), and calls of more than one row
    * (prefill, perplexity) multiply it with activations rounded to int8 per row on onnxruntime's integer
-   * GEMM (MatMulInteger) inside an If; one-row calls (decode) keep MatMulNBits. That GEMM ran 2.4-3.7x
-   * faster than MatMulNBits at 64 rows on one core, but the decoder linears' weights are held twice (2x
-   * their int8 bytes; 3x for W4A16) and those calls' activations are rounded per row rather than per
-   * 256-wide block (brown-llama-a: perplexity +0.09% of float, +0.00% without; at tp 2 a known greedy
-   * near-tie, prompt 0's third token, flips): opt-in. Group-wise int4
-   * (int4_wo, int4_awq: one scale per 128 weights along K) has no single-GEMM form and is left as it is;
-   * so is float16-activation MatMulNBits (int4_matmul_dtype 'auto'). Refused for GPU builds.
+   * GEMM (MatMulInteger) inside an If; one-row calls (decode) keep MatMulNBits. Faster prompts, at the
+   * price of the decoder linears' weights held twice and per-row rather than per-block activation
+   * rounding (docs/quantization.md has both, docs/performance.md the speed): opt-in. Which builds it
+   * applies to is ../quantization/prefill-gemm-rule.ts prefillGemmApplies; the others are refused
+   * (prefillInt8GemmRefusal).
    */
   prefill_int8_gemm: z.boolean().optional(),
   /** Extra outputs `calib.<linear prefix>` exposing every linear's input activations (for quantization). */
@@ -80,8 +78,6 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}): BuildCon
   c.int4_accuracy_level ??= c.device === 'cpu' ? 4 : 0;
   c.lm_head_block_size ??= c.device === 'cpu' && c.int4_accuracy_level === 4 ? 256 : 32;
   if (c.max_input_len > c.max_seq_len) throw new Error(`max_input_len ${c.max_input_len} exceeds max_seq_len ${c.max_seq_len}`);
-  // Its If bodies hide the MatMulNBits nodes that --kernels wgsl finds its weights by.
-  if (c.prefill_int8_gemm && c.device !== 'cpu') throw new InputError('--prefill-int8-gemm is for --device cpu builds (the WGSL kernels read MatMulNBits linears only)');
   return c as BuildConfig;
 }
 
@@ -107,18 +103,14 @@ export function resolveLmHeadQuant(bc: BuildConfig, quantAlgo: string | null | u
 
 /**
  * Why build_config.prefill_int8_gemm would do nothing for this engine (undefined: it applies), so that it
- * is refused rather than recorded for an engine without it. It takes effect only where
- * ../quantization/onnx-linear.ts emitWeightOnlyPerChannel emits an If: per-channel weight-only linears
- * (W8A16; a W4A16 checkpoint) with float32 scales, on the CPU. `device` undefined: not yet known (auto).
+ * is refused rather than recorded for an engine without it: the reasons ../quantization/prefill-gemm-rule.ts
+ * prefillGemmApplies says no, in flag terms. `device` undefined: not yet known (auto), taken as the CPU.
  */
-export function prefillInt8GemmRefusal(
-  bc: { device?: 'cpu' | 'gpu'; dtype?: 'float32' | 'float16'; int4_matmul_dtype?: 'float32' | 'auto' },
-  quantAlgo: string | null | undefined,
-  quantFlag?: string,
-): string | undefined {
+export function prefillInt8GemmRefusal(bc: PrefillGemmConfig, quantAlgo: string | null | undefined, quantFlag?: string): string | undefined {
+  if (prefillGemmApplies({ ...bc, device: bc.device ?? 'cpu' }, quantAlgo)) return undefined;
   if (bc.device === 'gpu') return '--prefill-int8-gemm is for --device cpu builds (the WGSL kernels read MatMulNBits linears only)';
   const given = quantFlag ? `--quant ${quantFlag} (${quantAlgo})` : quantAlgo ? `quant_algo ${quantAlgo}` : 'a float engine (no --quant)';
-  if (quantAlgo !== 'W8A16' && quantAlgo !== 'W4A16') return `--prefill-int8-gemm needs per-channel weight-only linears (--quant int8_wo, or a W4A16 checkpoint), not ${given}`;
-  if (quantAlgo === 'W4A16' && bc.dtype === 'float16' && bc.int4_matmul_dtype === 'auto') return '--prefill-int8-gemm does nothing with --int4-matmul-dtype auto (float16 MatMulNBits scales); leave one of them out';
-  return undefined;
+  if (!perChannelWeightOnly(quantAlgo)) return `--prefill-int8-gemm needs per-channel weight-only linears (--quant int8_wo, or a W4A16 checkpoint), not ${given}`;
+  if (int4Direct(bc, quantAlgo)) return '--prefill-int8-gemm does nothing with --int4-matmul-dtype auto (float16 MatMulNBits scales); leave one of them out';
+  throw new Error(`prefillInt8GemmRefusal: no reason for quant_algo ${quantAlgo} (prefill-gemm-rule.ts and this function disagree)`);
 }

@@ -180,7 +180,7 @@ export function makeSeedParts(): SeedParts | undefined {
 function simd(): HalfSimd | undefined {
   if (simdState === undefined) {
     // The seed the build kept (made there by makeSeedParts, same V8, same modules), else made now.
-    const kept = seedFileWanted ? readSeedFile() : undefined;
+    const kept = readSeedFile();
     if (kept) {
       for (const [src, t] of [['bfloat16', kept.bf16], ['float16', kept.f16]] as const) {
         tables.set(`${src}>float16`, t);
@@ -198,12 +198,6 @@ function simd(): HalfSimd | undefined {
     if (simdState) seedStats.origin = kept ? 'kept' : 'made';
   }
   return simdWanted ? simdState ?? undefined : undefined;
-}
-
-let seedFileWanted = true;
-/** Whether simd() may take the seed the build kept (tests make it both ways); call before the first conversion. */
-export function useSeedFile(on: boolean): void {
-  seedFileWanted = on;
 }
 
 /**

@@ -28,6 +28,8 @@ import { fromFloat32 } from '../engine/dtype.js';
 import { toFloat32 } from './tensor-f32.js';
 import { quantizeWeightOnlyLinear } from './weight-only.js';
 import { quantizeInt4Grouped, quantizeInt8Blocks } from './weights.js';
+import { int4Direct, prefillGemmApplies } from './prefill-gemm-rule.js';
+import { lmHeadBlockFor } from '../engine/build-config.js';
 
 const MS = 'com.microsoft';
 
@@ -62,7 +64,8 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
   // no Cast pair around every linear. Profiled on the H200 (docs/gpu.md) those Casts were 199 of the 425
   // nodes of a TinyLlama-shape int4 decode step on WebGPU: 4.9 ms of its CPU time, 1.5 ms of its GPU time.
   // Opt-in (build_config.int4_matmul_dtype 'auto'): the float32 kernel decodes faster there (docs/gpu.md).
-  const direct = opts.int4_matmul_dtype === 'auto' && g.dtype === 'float16' && (algo === 'W4A16' || algo === 'W4A16_AWQ');
+  const rule = { device: opts.device, dtype: g.dtype, int4_matmul_dtype: opts.int4_matmul_dtype };
+  const direct = int4Direct(rule, algo);
   const fdt = direct ? 'float16' : 'float32';
   // build_config.int4_accuracy_level (build-config.ts says why 4 on the CPU); 0 leaves the attribute out.
   const acc = opts.int4_accuracy_level ?? 0;
@@ -74,7 +77,11 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
   let y: string;
   switch (algo) {
     case 'W8A16':
-    case 'W4A16': y = emitWeightOnlyPerChannel(g, x, prefix, w, weights, algo === 'W8A16' ? 8 : 4, fdt, acc, opts.prefill_int8_gemm === true && opts.device === 'cpu'); break;
+    case 'W4A16': {
+      const prefill = opts.prefill_int8_gemm !== true ? 'off' : prefillGemmApplies(rule, algo) ? 'on' : 'inapplicable';
+      y = emitWeightOnlyPerChannel(g, x, prefix, w, weights, algo === 'W8A16' ? 8 : 4, fdt, acc, prefill);
+      break;
+    }
     case 'W4A16_AWQ':
     case 'W4A8_AWQ':
       if (algo === 'W4A8_AWQ') x = fp8Activations(g, x, prefix, weights);
@@ -91,8 +98,8 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
 }
 
 /**
- * A float weight [N, K] quantized here, at build, into MatMulNBits blocks of `blockSize` along K (the
- * largest power of two ≤ it dividing K), symmetric, one float32 scale per block: 8 bits as ggml's Q8_0
+ * A float weight [N, K] quantized here, at build, into MatMulNBits blocks of `blockSize` along K
+ * (../engine/build-config.ts lmHeadBlockFor: the largest power of two ≤ it dividing K), symmetric, one float32 scale per block: 8 bits as ggml's Q8_0
  * (quantize_row_q8_0_ref: amax / 127), 4 bits as the RTN int4 of weights.ts (amax / 7). Used for the
  * lm_head (build_config.lm_head_quant); undefined where K is not a multiple of 16. Returns the output
  * and its dtype.
@@ -100,9 +107,9 @@ export function emitQuantLinear(g: Graph, input: string, prefix: string, weights
 export function emitBlockQuantizedFloat(g: Graph, input: string, prefix: string, w: Tensor, bits: 8 | 4, blockSize: number, acc: number, direct = false): { value: string; dtype: 'float32' | 'float16' } | undefined {
   if (w.shape.length !== 2) throw new Error(`${prefix}.weight: expected 2 dimensions, got [${w.shape}]`);
   const [n, k] = w.shape;
-  let bs = blockSize;
-  while (bs > 16 && k % bs) bs /= 2;
-  if (k % bs) return undefined;
+  // The block the engine's config records (engine.ts build), so that the graph and the config agree.
+  const bs = lmHeadBlockFor(k, blockSize);
+  if (bs === undefined) return undefined;
   const wf = toFloat32(w, `${prefix}.weight`);
   let data: Uint8Array;
   let scale: Float32Array;
@@ -130,7 +137,8 @@ function nbitsAttrs(k: number, n: number, bits: number, bs: number, acc: number)
   return { K: k, N: n, bits, block_size: bs, ...(acc ? { accuracy_level: acc } : {}) };
 }
 
-function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, bits: 4 | 8, sdt: 'float32' | 'float16', acc: number, prefillGemm = false): string {
+/** `prefill`: build_config.prefill_int8_gemm off, on, or on where prefill-gemm-rule.ts says it cannot apply. */
+function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor, weights: Weights, bits: 4 | 8, sdt: 'float32' | 'float16', acc: number, prefill: 'off' | 'on' | 'inapplicable'): string {
   const [n, k] = w.shape;
   let q: { q: Int8Array; scale: Float32Array };
   const pcs = weights.get(`${prefix}.per_channel_scale`);
@@ -160,13 +168,15 @@ function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor
   const b = g.weight(`${prefix}.weight`, { dtype: 'uint8', shape: [n, blocks, (bs * bits) / 8], data });
   const s = g.weight(`${prefix}.per_channel_scale`, fromFloat32(scales, [n * blocks], sdt));
   const nbits = (h: Graph) => h.op('MatMulNBits', [x, b, s], nbitsAttrs(k, n, bits, bs, acc), MS);
-  if (!prefillGemm || sdt !== 'float32') return nbits(g);
+  if (prefill === 'off') return nbits(g);
+  // build() refuses such builds first (build-config.ts prefillInt8GemmRefusal): an engine recording the
+  // option without its If would be a caller's bug, not a choice to make quietly here.
+  if (prefill === 'inapplicable') throw new Error(`${prefix}: prefill_int8_gemm is on where it cannot apply (prefill-gemm-rule.ts prefillGemmApplies; a ${g.dtype} engine, ${sdt} scales); build() refuses such builds`);
   // build_config.prefill_int8_gemm: calls of more than one row (prefill, perplexity) take an integer GEMM
   // on a second, [K, N] int8 copy of the same q (4-bit values fit int8 as they are); one row (decode)
-  // keeps MatMulNBits, which streams its own copy as fast or faster at M = 1 (docs/performance.md,
-  // session 10). Measured on one core at M = 64: MatMulNBits at accuracy level 4 (MLAS's SQNBitGemm
-  // CompInt8 kernels, core/mlas/lib/sqnbitgemm_kernel_avx512vnni.cpp) ~130 GFLOP/s, MatMulInteger
-  // (MLAS QGEMM on B prepacked at load, core/mlas/lib/qgemm.cpp) ~400-500.
+  // keeps MatMulNBits, which streams its own copy as fast or faster at M = 1. MatMulInteger runs MLAS's
+  // QGEMM on B prepacked at load (core/mlas/lib/qgemm.cpp), faster at many rows than MatMulNBits' CompInt8
+  // kernels (core/mlas/lib/sqnbitgemm_kernel_avx512vnni.cpp); docs/performance.md has the figures.
   const gemm = g.branch(`${prefix}.prefill`, 'float32', (h) => [perTokenInt8Gemm(h, x, prefix, q, n, k)]);
   const decode = g.branch(`${prefix}.decode`, 'float32', (h) => [nbits(h)]);
   return g.op('If', [manyRows(g, x)], { then_branch: gemm, else_branch: decode });
