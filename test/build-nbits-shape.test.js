@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tprun } from './helpers/engine.js';
 import { writeSafetensors } from '../dist/checkpoint/index.js';
-import { weightOnlyShapeRefusal } from '../dist/quantization/nbits-shape.js';
+import { weightOnlyShapeRefusal } from '../dist/engine/nbits-shape.js';
 import { kPerRank } from '../dist/sharding/tllm-layout.js';
 
 /** A one-layer LLaMA of the given shape (head_dim 32, so the CPU's attention takes it). */

@@ -112,7 +112,7 @@ const command: CommandModule<object, BuildArgs> = {
       const config = validateConvert({ model: src, out, tp, pp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
       if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
       if (q?.algo) {
-        const why = (await import('../quantization/nbits-shape.js')).weightOnlyShapeRefusal({ ...config, quantization: { quant_algo: algo } });
+        const why = (await import('../engine/nbits-shape.js')).weightOnlyShapeRefusal({ ...config, quantization: { quant_algo: algo } });
         if (why) throw new InputError(`--quant ${q.algo}: ${why}; build --model ${src} without --quant`);
       }
       const refusal = a.device === 'auto' ? undefined : (await import('../engine/llama-graph.js')).ortHeadSizeRefusal(config, a.device);

@@ -1,6 +1,6 @@
 // BuildConfig: TensorRT-LLM's build_config field names, the subset an ONNX engine needs.
 
-import { prefillGemmApplies, int4Direct, perChannelWeightOnly, type PrefillGemmConfig } from '../quantization/prefill-gemm-rule.js';
+import { prefillGemmApplies, int4Direct, perChannelWeightOnly, type PrefillGemmConfig } from './prefill-gemm-rule.js';
 import { z } from 'zod/v3'; // ~10 modules, not the v4 root's ~95: `import 'tprun'` in every rank loads this file (see rank/wire-schema.ts)
 
 export const BuildConfigSchema = z.object({
@@ -62,7 +62,7 @@ export const BuildConfigSchema = z.object({
    * GEMM (MatMulInteger) inside an If; one-row calls (decode) keep MatMulNBits. Faster prompts, at the
    * price of the decoder linears' weights held twice and per-row rather than per-block activation
    * rounding (docs/quantization.md has both, docs/performance.md the speed): opt-in. Which builds it
-   * applies to is ../quantization/prefill-gemm-rule.ts prefillGemmApplies; the others are refused
+   * applies to is prefill-gemm-rule.ts prefillGemmApplies; the others are refused
    * (prefillInt8GemmRefusal).
    */
   prefill_int8_gemm: z.boolean().optional(),
@@ -103,7 +103,7 @@ export function resolveLmHeadQuant(bc: BuildConfig, quantAlgo: string | null | u
 
 /**
  * Why build_config.prefill_int8_gemm would do nothing for this engine (undefined: it applies), so that it
- * is refused rather than recorded for an engine without it: the reasons ../quantization/prefill-gemm-rule.ts
+ * is refused rather than recorded for an engine without it: the reasons prefill-gemm-rule.ts
  * prefillGemmApplies says no, in flag terms. `device` undefined: not yet known (auto), taken as the CPU.
  */
 export function prefillInt8GemmRefusal(bc: PrefillGemmConfig, quantAlgo: string | null | undefined, quantFlag?: string): string | undefined {

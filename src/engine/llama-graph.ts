@@ -22,7 +22,7 @@
 import type { Tensor, Weights } from '../core/tensor.js';
 import type { PretrainedConfig } from '../core/config.js';
 import { InputError } from '../core/errors.js';
-import { weightOnlyShapeRefusal } from '../quantization/nbits-shape.js';
+import { weightOnlyShapeRefusal } from './nbits-shape.js';
 import type { BuildConfig } from './build-config.js';
 import { fromFloat32 } from './dtype.js';
 import { type DeferredTensor, engineWeight } from './weight-convert.js';

@@ -28,7 +28,7 @@ import { fromFloat32 } from '../engine/dtype.js';
 import { toFloat32 } from './tensor-f32.js';
 import { quantizeWeightOnlyLinear } from './weight-only.js';
 import { quantizeInt4Grouped, quantizeInt8Blocks } from './weights.js';
-import { int4Direct, prefillGemmApplies } from './prefill-gemm-rule.js';
+import { int4Direct, prefillGemmApplies } from '../engine/prefill-gemm-rule.js';
 import { lmHeadBlockFor } from '../engine/build-config.js';
 
 const MS = 'com.microsoft';

@@ -1,5 +1,5 @@
-// Which linears build_config.prefill_int8_gemm turns into an If (onnx-linear.ts emitWeightOnlyPerChannel),
-// in one place: the emitter and the refusal (../engine/build-config.ts prefillInt8GemmRefusal) both read
+// Which linears build_config.prefill_int8_gemm turns into an If (../quantization/onnx-linear.ts emitWeightOnlyPerChannel),
+// in one place: the emitter and the refusal (build-config.ts prefillInt8GemmRefusal) both read
 // it. A module of its own with no imports, because build-config.ts loads in every rank and onnx-linear.ts
 // only in builds of quantized models.
 
