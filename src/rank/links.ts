@@ -81,7 +81,8 @@ export class Links {
     return this.zlinks.every((l) => !l || l.idle) && this.shmList.every((l) => l.idle);
   }
 
-  async open(env: Env, timeoutMs: number): Promise<void> {
+  /** `early`: whether this world's allReduce areas are set up early (./shm-allreduce.ts worldStartsEarly). */
+  async open(env: Env, timeoutMs: number, early: boolean): Promise<void> {
     const { rank, size, localRank, localSize } = this.id;
     const local = ranksAllLocal(this.id.source, env);
     const rdv = await narrowRendezvous(rendezvousFor(this.id, env), local);
@@ -101,7 +102,7 @@ export class Links {
       const ep = await listenForData((e) => this.router!.bind(e), rdv, rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));
       if (ShmOut.available()) {
         // No room in /dev/shm: the links carry the data. A knob spelt wrong is the user's to hear about.
-        try { this.shmOut = new ShmOut(jobTag, rank, size, localSize); } catch (e) { if (e instanceof InputError) throw e; this.shmOut = undefined; }
+        try { this.shmOut = new ShmOut(jobTag, rank, size, localSize, early); } catch (e) { if (e instanceof InputError) throw e; this.shmOut = undefined; }
         if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
       }
       const info: PeerInfo = {

@@ -16,7 +16,7 @@ import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, exist
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
 import { cleanupOnEnd } from './scoped-cleanup.js';
-import { areaBytes, earlyForThisWorld, oneShotBytes, type ArInfo } from './shm-allreduce.js';
+import { areaBytes, oneShotBytes, warmShmAllReduce, type ArInfo } from './shm-allreduce.js';
 import { transport } from './transport.js';
 import { InputError } from '../core/errors.js';
 import { wholeNumber } from '../util/env.js';
@@ -57,7 +57,9 @@ export class ShmOut {
   readonly info: ShmFileInfo;
   private unlinked = false;
 
-  constructor(jobTag: string, rank: number, size: number, localSize: number) {
+  /** `early`: whether this world sets its areas up early (worldStartsEarly, decided by its PeerWorld.start);
+   *  advertised only with an area this file really has. */
+  constructor(jobTag: string, rank: number, size: number, localSize: number, early = false) {
     // /dev/shm may be small (64 MiB in a default container): the rings of all local pairs may fill at
     // most half of what is free, with slots shrunk to fit; below 64 KiB a slot is not worth it.
     // Whole numbers (../util/env.ts): a bare Number() took '64k' for NaN, which turned the areas off without
@@ -95,9 +97,11 @@ export class ShmOut {
       fd = openSync(path, 'wx+', 0o600);
       this.created = true;
       const rings = FILE_HDR + size * regionOf(this.info);
-      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step, early: earlyForThisWorld(), oneShot };
+      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step, early, oneShot };
       ftruncateSync(fd, this.info.ar ? this.info.ar.off + areaBytes(step) : rings);
       writeSync(fd, Buffer.from(token), 0, 32, 0);
+      // Inside the try: a bad memory switch fails the world's start in one line and leaves no file.
+      if (this.info.ar?.early) warmShmAllReduce();
     } catch (e) {
       if (fd !== undefined) closeSync(fd);
       this.unlink();
