@@ -10,9 +10,9 @@ import * as zmq from 'zeromq';
 import { pack } from 'msgpackr/pack';
 import { unpack } from 'msgpackr/unpack';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { z } from 'zod/v3'; // see wire-schema.ts
 import { CommError } from './inbox.js';
+import { processEnded } from '../util/proc.js';
 import type { Curve } from './zmq-link.js';
 import { acquireAddressBook, labelClient } from './address-book.js';
 import { Auth, Chal, Deny, Hello, WorldTable, decode, type PeerInfo } from './wire-schema.js';
@@ -102,13 +102,6 @@ export function pidWatchable(peer: Pick<PeerInfo, 'hostKey' | 'pidNs'>, self: Pi
   return peer.hostKey === self.hostKey && peer.pidNs === self.pidNs;
 }
 
-/** Whether process `pid` of this host (and PID namespace) has ended: kill(pid, 0) says ESRCH, or /proc
- *  shows it a zombie (killed, not yet reaped by its parent, it still answers kill). */
-function ended(pid: number): boolean {
-  try { process.kill(pid, 0); } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
-  try { return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return process.platform === 'linux'; }
-}
-
 async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
   const book = await acquireAddressBook();
   // A rank that reconnects (under the same routing id, labelClient) takes its id over at once: without
@@ -169,7 +162,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   /** Fails on a rank whose connection is down and that has ended, or (another host's) not come back in time. */
   const checkDown = () => {
     for (const [r, until] of down) {
-      if (until === Infinity ? ended(peers[r].pid) : Date.now() >= until) {
+      if (until === Infinity ? processEnded(peers[r].pid) : Date.now() >= until) {
         throw lostRank(r, until === Infinity ? 'it exited or crashed' : 'it exited, crashed, or its connection was lost');
       }
     }
@@ -224,7 +217,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
     const r = ridOf.findIndex((x) => x && x.equals(f[0]));
     if (r > 0 && !down.has(r)) {
       if (pidWatchable(peers[r], o.info)) {
-        if (ended(peers[r].pid)) throw lostRank(r, 'it exited or crashed');
+        if (processEnded(peers[r].pid)) throw lostRank(r, 'it exited or crashed');
         down.set(r, Infinity);
       } else down.set(r, Math.min(Date.now() + REJOIN_MS, deadline));
     }
