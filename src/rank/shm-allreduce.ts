@@ -30,7 +30,7 @@ import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { descriptor, mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
-import { type LibcMemory, libcFallocate, libcMemory, libcSyscall, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
+import { type LibcMemory, libcFallocate, libcMemory, libcSyscall, mapFailed, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
 import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
 import { memoryPointer, PAGE, restorePages } from '../util/wasm-map.js';
 import { transport } from './transport.js';
@@ -345,10 +345,7 @@ function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: nu
   const views: Uint8Array[] = [];
   const flags: Int32Array[] = [];
   const unmap = () => { for (const p of ptrs) libc.munmap(p, len); ptrs.length = 0; };
-  const failed = (p: unknown) => {
-    const a = p === null ? -1n : libc.koffi.address(p);
-    return a === -1n || a === 0xffffffffffffffffn || a === 0n;
-  };
+  const failed = (p: unknown) => mapFailed(libc.koffi, p);
   try {
     for (let r = 0; r < fds.length; r++) {
       // Mapped whole without its pages, then what short calls touch mapped again over it with them
