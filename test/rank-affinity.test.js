@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { bindLocalRank, bindingFor, jobWideCpus, launcherCpus, ownMask, ranksOutnumberCpus } from '../dist/rank/affinity.js';
+import { bindLocalRank, bindingFor, jobWideCount, jobWideCpus, launcherCpus, ownMask, ranksOutnumberCpus } from '../dist/rank/affinity.js';
 import { defaultThreads } from '../dist/engine/runtime.js';
 
 const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
@@ -159,7 +159,16 @@ test('ranksOutnumberCpus: against the job\'s CPUs, not the rank\'s own mask', (t
   // Unbound on 2 cores, as before.
   assert.equal(ranksOutnumberCpus(2, 'openmpi', [0, 1], 2), false);
   assert.equal(ranksOutnumberCpus(3, 'openmpi', [0, 1], 2), true);
-  // This process's own walk (no injection): an unbound test process is judged by its job's CPUs.
-  assert.equal(typeof ranksOutnumberCpus(1, 'single'), 'boolean');
-  assert.equal(ranksOutnumberCpus(1, 'single'), false, 'one rank always has a core');
+  // The count both ranksOutnumberCpus and rankCores use: the launcher's CPUs where /proc shows them.
+  proc(31, 20, '1', ompi(1, 2));
+  assert.equal(jobWideCount('openmpi', [0], root, 20, 30), 2, 'bound a core each: the launcher\'s 2');
+  assert.equal(ranksOutnumberCpus(2, 'openmpi', [0], jobWideCount('openmpi', [0], root, 20, 30)), false);
+});
+
+test('jobWideCount: where /proc and /sys say nothing, the rank\'s own mask', (t) => {
+  const { root } = fakeRoot(t);
+  assert.equal(jobWideCount('openmpi', [0], root, 20, 30), 1);
+  assert.equal(ranksOutnumberCpus(2, 'openmpi', [0], jobWideCount('openmpi', [0], root, 20, 30)), true, 'two ranks, one CPU');
+  assert.equal(jobWideCount('openmpi', [0, 1, 2], root, 20, 30), 3);
+  assert.equal(ranksOutnumberCpus(2, 'openmpi', [0, 1, 2], jobWideCount('openmpi', [0, 1, 2], root, 20, 30)), false);
 });

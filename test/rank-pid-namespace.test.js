@@ -7,16 +7,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { rendezvous, pidWatchable } from '../dist/rank/rendezvous.js';
+import { pidNamespace } from '../dist/util/proc.js';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { freePort, spawnRanks } from './helpers/spawn-ranks.js';
 
 test('pid liveness needs the same host key and the same PID namespace', () => {
-  const me = { hostKey: 'h/boot', pidNs: 'pid:[4026531836]' };
+  const me = { hostKey: 'h/boot', pidNs: '4026531836' };
   assert.equal(pidWatchable({ ...me }, me), true);
-  assert.equal(pidWatchable({ ...me, pidNs: 'pid:[4026532999]' }, me), false);
+  assert.equal(pidWatchable({ ...me, pidNs: '4026532999' }, me), false);
   assert.equal(pidWatchable({ ...me, hostKey: 'other/boot' }, me), false);
   assert.equal(pidWatchable({ ...me, pidNs: undefined }, me), false, 'a rank that sent none (an older tprun) is not assumed to share it');
   assert.equal(pidWatchable({ hostKey: 'h/boot' }, { hostKey: 'h/boot' }), true, 'off Linux: the host key decides');
@@ -34,7 +35,7 @@ function freePid() {
 async function dropAfterJoin(pidNs) {
   const port = await freePort();
   const secret = randomBytes(32);
-  const ns = readlinkSync('/proc/self/ns/pid');
+  const ns = pidNamespace();
   const info = (rank, extra) => ({ rank, host: 'h', hostKey: 'h/boot', pid: process.pid, pidNs: ns, data: `tcp://127.0.0.1:${port + 1}`, dataNonce: randomBytes(32), ...extra });
   const common = { size: 2, bind: `tcp://127.0.0.1:${port}`, connect: `tcp://127.0.0.1:${port}`, secret, timeoutMs: 20_000, log: () => {} };
   const [r0, r1] = await Promise.all([
@@ -49,10 +50,10 @@ async function dropAfterJoin(pidNs) {
 
 test('a joined rank of another PID namespace whose connection drops gets a window to reconnect, not a pid check', { timeout: 60_000, skip: process.platform !== 'linux' && 'needs /proc/self/ns/pid' }, async () => {
   // Its pid is one nobody has here: judged by it, rank 0 called it dead at once.
-  const other = await dropAfterJoin('pid:[1]');
+  const other = await dropAfterJoin('1');
   assert.match(String(other.err?.message), /rank 1 \(h, pid \d+\) disconnected after joining, before the world formed \(it exited, crashed, or its connection was lost\)/);
   // The same namespace: the pid is watched, and names nobody: dead at once.
-  const same = await dropAfterJoin(readlinkSync('/proc/self/ns/pid'));
+  const same = await dropAfterJoin(pidNamespace());
   assert.match(String(same.err?.message), /disconnected after joining, before the world formed \(it exited or crashed\)/);
 });
 

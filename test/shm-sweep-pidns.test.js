@@ -4,7 +4,7 @@
 // name now carries the creator's namespace and only files of our namespace are judged by pid.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
@@ -89,4 +89,25 @@ test('a live rank in another PID namespace keeps its ring file; a dead one of ou
     inner.p.kill('SIGKILL');
     dead.p.kill('SIGKILL');
   }
+});
+
+// A creator that died but whose parent has not reaped it (a zombie) still answers kill(pid, 0): the sweep
+// judges liveness as the rendezvous does (src/util/proc.ts processEnded), so its file goes too. It was kept.
+test('the sweep removes a ring file whose creator is a zombie', { timeout: 60_000, skip: (process.platform !== 'linux' || !shm.ShmOut.available()) && 'needs Linux /dev/shm' }, async () => {
+  const { pidNamespace, processEnded } = await import('../dist/util/proc.js');
+  // `sleep 0` ends at once; its parent, exec'd into `sleep 30`, never reaps it.
+  const holder = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const zombie = Number(await new Promise((res) => holder.stdout.once('data', (d) => res(String(d).trim()))));
+    for (let i = 0; i < 200 && !/^\d+ \(.*\) Z/s.test(spawnSync('cat', [`/proc/${zombie}/stat`], { encoding: 'utf8' }).stdout); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.doesNotThrow(() => process.kill(zombie, 0), 'a zombie still answers kill');
+    assert.equal(processEnded(zombie), true);
+    const tag = randomBytes(6).toString('hex');
+    const path = `/dev/shm/${shm.ringFileName(tag, 1, zombie, pidNamespace() ?? '0', 'deadbeef')}`;
+    writeFileSync(path, '');
+    try {
+      new shm.ShmOut(tag, 0, 2, 2).close(); // making a file sweeps /dev/shm first
+      assert.ok(!existsSync(path), 'the zombie creator\'s file was kept');
+    } finally { rmSync(path, { force: true }); }
+  } finally { holder.kill('SIGKILL'); }
 });

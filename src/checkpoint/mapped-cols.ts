@@ -9,7 +9,7 @@
 
 import fs from 'node:fs';
 import { constants } from 'node:os';
-import { libcMemory, libcPwritev, MAP_POPULATE, MAP_SHARED, PROT_READ } from '../util/libc.js';
+import { libcMemory, libcPwritev, mapFailed, MAP_POPULATE, MAP_SHARED, PROT_READ } from '../util/libc.js';
 import { PAGE } from '../util/wasm-map.js';
 import { ioStats, type RawRange } from './ranged.js';
 import { withPath } from './outdir.js';
@@ -102,8 +102,7 @@ function mapCut(cut: ColumnCut): { base: bigint; w: NonNullable<ReturnType<typeo
   } catch {
     return undefined;
   }
-  // MAP_FAILED is (void *) -1.
-  if (p === null || lc.koffi.address(p) === 0xffffffffffffffffn) return undefined;
+  if (mapFailed(lc.koffi, p)) return undefined;
   // The iovecs point into the mapping by address: an ArrayBuffer over each mapping would count as
   // external memory to V8 and set off a major GC every few tens of MiB (~0.2 CPU-s per convert).
   return { base: lc.koffi.address(p) + BigInt(lead + colOff), w, unmap: () => lc.munmap(p, len) };

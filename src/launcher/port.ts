@@ -14,6 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { randomInt } from 'node:crypto';
+import { processEnded } from '../util/proc.js';
 
 export interface PortLease {
   port: number;
@@ -46,15 +47,6 @@ function lockDir(): string {
   return dir;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Writing a pid takes microseconds: an empty lock this old was left by a writer that died. */
 function emptyAndOld(file: string): boolean {
   try {
@@ -81,7 +73,7 @@ function tryLock(file: string): boolean {
       } catch {
         // removed meanwhile: try again
       }
-      if (owner > 0 && alive(owner)) return false;
+      if (owner > 0 && !processEnded(owner)) return false;
       // An empty file is a lock being written right now, unless it is old: its writer died in between.
       if (!(owner > 0) && !emptyAndOld(file)) return false;
       try {

@@ -184,6 +184,16 @@ function ownJobWide(source: string, mine: number[] | undefined): number[] | unde
 }
 
 /**
+ * How many CPUs this rank's job may use (jobWideCpus; where /proc says nothing, this rank's own mask, else
+ * the machine's): what ranksOutnumberCpus and rankCores both count ranks against. `root`, `pid` and `self`
+ * stand in for /, this process's parent and this process (tests; without them, this process's, found once).
+ */
+export function jobWideCount(source: string, mine = allowedCpus(), root?: string, pid?: number, self?: number): number {
+  const wide = root === undefined ? ownJobWide(source, mine) : jobWideCpus(source, root, pid, mine, self);
+  return wide?.length ?? mine?.length ?? availableParallelism();
+}
+
+/**
  * Whether this node's `localSize` ranks outnumber the CPUs their job may use (jobWideCpus), i.e. some
  * local rank has no core of its own: what decides busy-polling and the allReduce areas' early set-up
  * (./peer-world.ts). Not this rank's own mask (availableParallelism): a rank that a launcher bound to one
@@ -193,8 +203,7 @@ function ownJobWide(source: string, mine: number[] | undefined): number[] | unde
  * `jobWide` (a count) are for tests.
  */
 export function ranksOutnumberCpus(localSize: number, source: string, mine = allowedCpus(), jobWide?: number): boolean {
-  const cpus = jobWide ?? ownJobWide(source, mine)?.length ?? mine?.length ?? availableParallelism();
-  return localSize > cpus;
+  return localSize > (jobWide ?? jobWideCount(source, mine));
 }
 
 /** The CPU list in `file`, or undefined where it cannot be read. */
@@ -251,7 +260,7 @@ export function rankCores(env: NodeJS.ProcessEnv = process.env, mask?: number, b
   let source = 'single';
   try { ({ localSize: local, source } = detectIdentity(env)); } catch { /* a malformed world fails where the world starts */ }
   local = Math.max(1, local);
-  jobWide ??= mask === undefined ? ownJobWide(source, allowedCpus())?.length ?? cores : cores;
+  jobWide ??= mask === undefined ? jobWideCount(source) : cores;
   if (ownMask(cores, jobWide, local)) return Math.max(1, cores);
   return Math.max(1, Math.floor(cores / local));
 }

@@ -112,13 +112,15 @@ export function rendezvousFor(id: WorldIdentity, env: Env = process.env): Rendez
   const slurmStep = env.SLURM_STEP_ID ?? env.SLURM_STEPID;
   const stepKey = slurmJob !== undefined && slurmStep !== undefined ? `${slurmJob}.${slurmStep}` : undefined;
   let jobId = env.TPRUN_JOB_ID ?? env.PMIX_NAMESPACE ?? env.OMPI_MCA_ess_base_jobid ?? stepKey ?? slurmJob;
+  // Where the step keys a derived secret, the rendezvous names it (Rendezvous.slurmStep). Only the ways
+  // below that leave jobId unset (`??=`) change it, and then there is no step key.
+  const steps = env.TPRUN_SECRET === undefined && stepKey !== undefined && stepKey === jobId ? { slurmStep: stepKey } : {};
   let secret: Buffer | undefined;
   let secretSource = 'TPRUN_SECRET';
   if (env.TPRUN_SECRET !== undefined) {
     if (!/^[0-9a-fA-F]{64}$/.test(env.TPRUN_SECRET)) throw new WorldConfigError('TPRUN_SECRET must be 64 hex characters');
     secret = Buffer.from(env.TPRUN_SECRET, 'hex');
   }
-  const steps = () => (secretSource !== 'TPRUN_SECRET' && stepKey !== undefined && stepKey === jobId ? { slurmStep: stepKey } : {});
   const derived = (what: string, ...parts: string[]) => {
     secretSource = what;
     return createHmac('sha256', 'tprun/derived-secret').update(parts.join('\0')).digest();
@@ -135,7 +137,7 @@ export function rendezvousFor(id: WorldIdentity, env: Env = process.env): Rendez
         if (id.rank === 0) process.stderr.write(`tprun: warning: no TPRUN_SECRET; the rendezvous at ${addr}:${port} uses a secret derived from the job id\n`);
       }
     }
-    return { bind: `tcp://${bindHost(addr)}:${port}`, connect: `tcp://${bracket(addr)}:${port}`, masterHost: addr, secret, jobId, secretSource, ...steps() };
+    return { bind: `tcp://${bindHost(addr)}:${port}`, connect: `tcp://${bracket(addr)}:${port}`, masterHost: addr, secret, jobId, secretSource, ...steps };
   }
 
   if (id.source === 'openmpi' && id.localSize === id.size) {
@@ -148,22 +150,22 @@ export function rendezvousFor(id: WorldIdentity, env: Env = process.env): Rendez
 
   if (id.source === 'slurm' && env.SLURM_JOB_NODELIST) {
     const host = expandNodelist(env.SLURM_JOB_NODELIST)[0];
-    const job = Number(env.SLURM_JOB_ID ?? env.SLURM_JOBID ?? 0);
-    // One job step at a time per job is the norm; the step id keeps consecutive steps apart.
+    const job = Number(slurmJob ?? 0);
+    // Steps of one job may run side by side (srun ... &), each with the job's id: the step id gives each its port.
     const port = 20000 + ((job * 7 + Number(slurmStep ?? 0)) % 20000);
     jobId ??= String(job);
     if (!secret) {
       secret = derived('Slurm job id (not secret)', jobId, slurmStep ?? '');
       if (id.rank === 0) process.stderr.write('tprun: warning: no TPRUN_SECRET under Slurm; export one (openssl rand -hex 32) for a private job\n');
     }
-    return { bind: `tcp://*:${port}`, connect: `tcp://${bracket(host)}:${port}`, masterHost: host, secret, jobId, secretSource, ...steps() };
+    return { bind: `tcp://*:${port}`, connect: `tcp://${bracket(host)}:${port}`, masterHost: host, secret, jobId, secretSource, ...steps };
   }
 
   if (id.size > 1 && id.localSize === id.size && jobId) {
     // One node, no address: a private ipc socket keyed by the job id.
     secret ??= derived('job id (local socket, same user only)', jobId);
     const path = join(privateDir(env), `tprun-${hash(jobId).toString('hex').slice(0, 12)}.sock`);
-    return { bind: `ipc://${path}`, connect: `ipc://${path}`, secret, jobId, secretSource, ...steps() };
+    return { bind: `ipc://${path}`, connect: `ipc://${path}`, secret, jobId, secretSource, ...steps };
   }
   throw new WorldConfigError(
     `rank ${id.rank} of ${id.size} (${id.source}): no rendezvous; set MASTER_ADDR and MASTER_PORT (and TPRUN_SECRET) for every rank`,

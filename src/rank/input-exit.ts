@@ -1,7 +1,7 @@
 // A rank whose initWorld() was given bad input (a TPRUN_* knob spelt wrong, say) ends the way tprun's own
 // commands do: one line naming the option, exit 2. Left to Node, the InputError that the user's script
 // did not catch printed a stack trace from every rank and exited 1, which the launcher reported as a crash.
-import { isInputError } from '../core/errors.js';
+import { type InputError, isInputError } from '../core/errors.js';
 
 /** The InputErrors that exit 2 should they go uncaught, with their rank. A WeakMap, and one listener for the
  *  process: a listener per error piled up in a script that catches and retries (MaxListenersExceededWarning
@@ -25,6 +25,6 @@ export function exitTwoIfUncaught(e: unknown, rank: number | undefined): void {
     if (typeof err !== 'object' || err === null || !exitTwo.has(err) || process.listenerCount('uncaughtException') > 0) return;
     const r = exitTwo.get(err);
     process.stderr.write(`tprun: ${r === undefined ? '' : `rank ${r}: `}${(err as Error).message}\n`);
-    process.exit(2);
+    process.exit((err as Partial<InputError>).exitCode ?? 2);
   });
 }

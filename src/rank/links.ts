@@ -5,7 +5,7 @@
 import { hostname } from 'node:os';
 import net from 'node:net';
 import dgram from 'node:dgram';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod/v3'; // see wire-schema.ts
 import type { WorldIdentity } from './types.js';
@@ -14,6 +14,7 @@ import type { Inbox } from './inbox.js';
 import { ShmLink, ShmOut, openPeerFile } from './shm-link.js';
 import { shmAllReducePlan } from './shm-allreduce.js';
 import { InputError } from '../core/errors.js';
+import { pidNamespace } from '../util/proc.js';
 import { DataRouter, ZmqLink, type Curve } from './zmq-link.js';
 import { rendezvous, type PeerInfo } from './rendezvous.js';
 import { listenForData, narrowRendezvous, ranksAllLocal } from './listen.js';
@@ -40,12 +41,6 @@ function hostKey(): string {
   let boot = '';
   try { boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* not Linux */ }
   return `${hostname()}/${boot}`;
-}
-
-/** This process's PID namespace, `pid:[inode]`: ranks of one host key (containers sharing the network
- *  namespace and host name) may each have their own, where a peer's pid means nothing to kill(2). */
-function pidNamespace(): string | undefined {
-  try { return readlinkSync('/proc/self/ns/pid'); } catch { return undefined; }
 }
 
 /** The local address the kernel would use to reach host:port (a connected UDP socket sends nothing). */
@@ -81,7 +76,8 @@ export class Links {
     return this.zlinks.every((l) => !l || l.idle) && this.shmList.every((l) => l.idle);
   }
 
-  async open(env: Env, timeoutMs: number): Promise<void> {
+  /** `early`: whether this world's allReduce areas are set up early (./shm-allreduce.ts worldStartsEarly). */
+  async open(env: Env, timeoutMs: number, early: boolean): Promise<void> {
     const { rank, size, localRank, localSize } = this.id;
     const local = ranksAllLocal(this.id.source, env);
     const rdv = await narrowRendezvous(rendezvousFor(this.id, env), local);
@@ -101,7 +97,7 @@ export class Links {
       const ep = await listenForData((e) => this.router!.bind(e), rdv, rank, local, () => this.advertiseHost(rdv.connect, rdv.masterHost));
       if (ShmOut.available()) {
         // No room in /dev/shm: the links carry the data. A knob spelt wrong is the user's to hear about.
-        try { this.shmOut = new ShmOut(jobTag, rank, size, localSize); } catch (e) { if (e instanceof InputError) throw e; this.shmOut = undefined; }
+        try { this.shmOut = new ShmOut(jobTag, rank, size, localSize, early); } catch (e) { if (e instanceof InputError) throw e; this.shmOut = undefined; }
         if (this.shmOut) await this.listenForWakes(this.shmOut.info.wake!).catch(() => { this.shmOut!.info.wake = undefined; });
       }
       const info: PeerInfo = {

@@ -17,7 +17,7 @@ import { Progress } from './progress.js';
 import { checkGroupRanks, PeerGroup } from './group.js';
 import { checkRoot } from './collectives/slices.js';
 import { ReduceBuffers } from './collectives/reduce-buffers.js';
-import { type ShmAllReduce, warmShmAllReduce } from './shm-allreduce.js';
+import { type ShmAllReduce, worldStartsEarly } from './shm-allreduce.js';
 import type { Ticket, Transport } from './collectives/round.js';
 import { onOff } from '../util/env.js';
 
@@ -88,8 +88,7 @@ export class PeerWorld implements World, Transport {
     let implicitClose = true;
     try {
       // Where the allReduce areas are set up early (./shm-allreduce.ts, earlySetUp), that starts while this rank waits for its peers.
-      warmShmAllReduce(this.localSize, this.oversubscribed);
-      await this.links.open(env, this.timeoutMs);
+      await this.links.open(env, this.timeoutMs, worldStartsEarly(this.localSize, this.oversubscribed));
       linked = true;
       // Inside the try, once linked: a refusal closes the links below, so the peers learn at once.
       implicitClose = onOff('TPRUN_IMPLICIT_CLOSE', env);

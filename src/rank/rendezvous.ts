@@ -10,9 +10,9 @@ import * as zmq from 'zeromq';
 import { pack } from 'msgpackr/pack';
 import { unpack } from 'msgpackr/unpack';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { z } from 'zod/v3'; // see wire-schema.ts
 import { CommError } from './inbox.js';
+import { processEnded } from '../util/proc.js';
 import type { Curve } from './zmq-link.js';
 import { acquireAddressBook, labelClient } from './address-book.js';
 import { Auth, Chal, Deny, Hello, WorldTable, decode, type PeerInfo } from './wire-schema.js';
@@ -102,13 +102,6 @@ export function pidWatchable(peer: Pick<PeerInfo, 'hostKey' | 'pidNs'>, self: Pi
   return peer.hostKey === self.hostKey && peer.pidNs === self.pidNs;
 }
 
-/** Whether process `pid` of this host (and PID namespace) has ended: kill(pid, 0) says ESRCH, or /proc
- *  shows it a zombie (killed, not yet reaped by its parent, it still answers kill). */
-function ended(pid: number): boolean {
-  try { process.kill(pid, 0); } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
-  try { return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return process.platform === 'linux'; }
-}
-
 async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused> {
   const book = await acquireAddressBook();
   // A rank that reconnects (under the same routing id, labelClient) takes its id over at once: without
@@ -169,7 +162,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
   /** Fails on a rank whose connection is down and that has ended, or (another host's) not come back in time. */
   const checkDown = () => {
     for (const [r, until] of down) {
-      if (until === Infinity ? ended(peers[r].pid) : Date.now() >= until) {
+      if (until === Infinity ? processEnded(peers[r].pid) : Date.now() >= until) {
         throw lostRank(r, until === Infinity ? 'it exited or crashed' : 'it exited, crashed, or its connection was lost');
       }
     }
@@ -221,10 +214,10 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
    */
   function dropped(f: Buffer[]): boolean {
     if (f.length !== 2 || f[1].length !== 0) return false;
-    const r = ridOf.findIndex((x) => x && x.equals(f[0]));
+    const r = rankOf(f[0]);
     if (r > 0 && !down.has(r)) {
       if (pidWatchable(peers[r], o.info)) {
-        if (ended(peers[r].pid)) throw lostRank(r, 'it exited or crashed');
+        if (processEnded(peers[r].pid)) throw lostRank(r, 'it exited or crashed');
         down.set(r, Infinity);
       } else down.set(r, Math.min(Date.now() + REJOIN_MS, deadline));
     }
@@ -233,7 +226,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
 
   /** An authenticated message from a joined rank shows its connection up. */
   function heardFrom(rid: Buffer): void {
-    const r = ridOf.findIndex((x) => x && x.equals(rid));
+    const r = rankOf(rid);
     if (r > 0 && down.delete(r)) o.log(`tprun: rank 0: rank ${r}'s rendezvous connection dropped and came back`);
   }
 
@@ -259,6 +252,18 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
 
   let joined = 1;
   let worldSent = false;
+  /** Takes rank r's EXCH (frames `f`) once per authenticated round: one without proof of the secret, or a
+   *  recorded one replayed, is refused and neither fails the job nor counts as the rank's (anyone who learnt
+   *  the routing id may send it). */
+  const acceptExch = async (r: number, f: Buffer[]): Promise<boolean> => {
+    if (!exchProved(r, f) || joinedWith[r].exchanged) {
+      await refuse(f[0], `an exchange without proof of the job secret for rank ${r}'s current challenge`);
+      return false;
+    }
+    joinedWith[r].exchanged = true;
+    return true;
+  };
+
   /** The exchange's answer, once sent. */
   let exchanged: Buffer | undefined;
   /** After the rendezvous: repeats of a request get their answer again; notices and anything else are dropped. */
@@ -270,14 +275,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
         const type = typeB?.toString('latin1').slice(0, 16);
         const r = rankOf(rid);
         if (type === 'HELLO' || type === 'AUTH') await handshake(rid, type, body);
-        else if (type === 'EXCH' && r > 0) {
-          // Answered once per authenticated round: a recorded EXCH replayed later gets nothing.
-          if (!exchProved(r, f) || joinedWith[r].exchanged) await refuse(rid, `an exchange without proof of the job secret for rank ${r}'s current challenge`);
-          else {
-            joinedWith[r].exchanged = true;
-            await sock.send([rid, 'EXCH', answer]);
-          }
-        }
+        else if (type === 'EXCH' && r > 0 && await acceptExch(r, f)) await sock.send([rid, 'EXCH', answer]);
       }
     } catch { /* the socket was released */ }
   }
@@ -369,12 +367,7 @@ async function serve(o: Parameters<typeof rendezvous>[0]): Promise<Rendezvoused>
           // A rank that lost its world table with a dropped connection asks for it again (a fresh round).
           if (type === 'HELLO' || type === 'AUTH') { await handshake(f[0], type, f[2]); continue; }
           if (r < 1 || type !== 'EXCH') { keep.push(f); continue; }
-          // Neither fails the job nor counts as the rank's: it may come from anyone who learnt the routing id.
-          if (!exchProved(r, f) || joinedWith[r].exchanged) {
-            await refuse(f[0], `an exchange without proof of the job secret for rank ${r}'s current challenge`);
-            continue;
-          }
-          joinedWith[r].exchanged = true;
+          if (!await acceptExch(r, f)) continue;
           heardFrom(f[0]);
           if (all[r] !== undefined) continue; // sent again, in a fresh round, after a reconnection
           const m = decode(Exch, f[2]);

@@ -30,7 +30,7 @@ import { bytesOf, like, reduceInto } from './dtype.js';
 import { SimdArena } from './simd.js';
 import { descriptor, mismatch } from './collective-check.js';
 import { ELEM } from './collectives/slices.js';
-import { type LibcMemory, libcFallocate, libcMemory, libcSyscall, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
+import { type LibcMemory, libcFallocate, libcMemory, libcSyscall, mapFailed, MAP_FIXED, MAP_POPULATE, MAP_SHARED, PROT_RW } from '../util/libc.js';
 import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
 import { memoryPointer, PAGE, restorePages } from '../util/wasm-map.js';
 import { transport } from './transport.js';
@@ -345,10 +345,7 @@ function anyPlane(libc: Libc, me: number, fds: number[], offs: number[], len: nu
   const views: Uint8Array[] = [];
   const flags: Int32Array[] = [];
   const unmap = () => { for (const p of ptrs) libc.munmap(p, len); ptrs.length = 0; };
-  const failed = (p: unknown) => {
-    const a = p === null ? -1n : libc.koffi.address(p);
-    return a === -1n || a === 0xffffffffffffffffn || a === 0n;
-  };
+  const failed = (p: unknown) => mapFailed(libc.koffi, p);
   try {
     for (let r = 0; r < fds.length; r++) {
       // Mapped whole without its pages, then what short calls touch mapped again over it with them
@@ -1175,24 +1172,22 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
  */
 export const earlySetUp = (oversubscribed: boolean) => onOff('TPRUN_SHM_EARLY', process.env, !oversubscribed);
 
-/** The decision of the world starting last in this process (warmShmAllReduce), read where its areas are
- *  advertised (./shm-link.ts, ArInfo.early); each world then starts its areas as its advert says
- *  (shmAllReducePlan). The advert is made inside Links.open (./links.ts), which takes no decision of its
- *  world's: two worlds started together in one process may advertise the later one's, each consistently. */
-let startsEarly = false;
-export const earlyForThisWorld = () => startsEarly;
+/**
+ * Whether the world starting now sets its areas up early, where it may have areas at all (two or more
+ * local ranks over shared memory): decided by its PeerWorld.start and handed to its ShmOut (./links.ts,
+ * ./shm-link.ts), which advertises it with the area it makes (ArInfo.early). Handed along rather than kept
+ * in this module, since two worlds started together in one process may decide differently.
+ */
+export const worldStartsEarly = (localSize: number, oversubscribed: boolean): boolean =>
+  localSize >= 2 && transport() === 'shm' && earlySetUp(oversubscribed);
 
 /**
- * Decides whether the world starting now sets its areas up early (earlySetUp) and, where it does, starts what
- * the set-up needs before the ranks have met (PeerWorld.start, before any binding): the SIMD module compiles
- * on V8's compile threads, and koffi loads at the event loop's next turn, while the rank waits for its peers
- * at rendezvous.
+ * Starts what an early set-up needs before the ranks have met (ShmOut, once it made an area it advertises
+ * as early, before rendezvous): the SIMD module compiles on V8's compile threads, and koffi loads at the
+ * event loop's next turn, while the rank waits for its peers. Only there: where a world has no areas the
+ * memory switches below are never read, and a bad one must not fail the world.
  */
-export function warmShmAllReduce(localSize: number, oversubscribed: boolean): void {
-  // Not where the world will have no areas (no shared memory at all, or TPRUN_SHM_AR_STEP=0): there the
-  // memory switches below are never read, and a bad one must not fail the world.
-  startsEarly = localSize >= 2 && transport() === 'shm' && process.env.TPRUN_SHM_AR_STEP !== '0' && earlySetUp(oversubscribed);
-  if (!startsEarly) return;
+export function warmShmAllReduce(): void {
   // The switches are read here, where a bad value fails the world's start in one line; read in the callback
   // below they were an uncaught exception (a stack trace, exit 1).
   const sw = memorySwitches();

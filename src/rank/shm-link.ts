@@ -12,14 +12,16 @@
 // +64 of its own file and sleeps in its event loop; a peer that moves data for it and sees a new epoch
 // writes a byte to its wake-up socket (abstract Unix socket; ZeroMQ when that is missing), which costs
 // about as much as spinning at 1 KiB instead of timer-granularity polling.
-import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, existsSync, ftruncateSync, statfsSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, existsSync, ftruncateSync, statfsSync, readdirSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
 import { cleanupOnEnd } from './scoped-cleanup.js';
-import { areaBytes, earlyForThisWorld, oneShotBytes, type ArInfo } from './shm-allreduce.js';
+import { areaBytes, oneShotBytes, warmShmAllReduce, type ArInfo } from './shm-allreduce.js';
 import { transport } from './transport.js';
 import { InputError } from '../core/errors.js';
 import { wholeNumber } from '../util/env.js';
+import { pidNamespace, processEnded } from '../util/proc.js';
+import { RING_FILE_NAME, ringFileName } from './ring-name.js';
 
 const FILE_HDR = 4096;
 const INLINE = 4096;
@@ -57,7 +59,9 @@ export class ShmOut {
   readonly info: ShmFileInfo;
   private unlinked = false;
 
-  constructor(jobTag: string, rank: number, size: number, localSize: number) {
+  /** `early`: whether this world sets its areas up early (worldStartsEarly, decided by its PeerWorld.start);
+   *  advertised only with an area this file really has. */
+  constructor(jobTag: string, rank: number, size: number, localSize: number, early = false) {
     // /dev/shm may be small (64 MiB in a default container): the rings of all local pairs may fill at
     // most half of what is free, with slots shrunk to fit; below 64 KiB a slot is not worth it.
     // Whole numbers (../util/env.ts): a bare Number() took '64k' for NaN, which turned the areas off without
@@ -83,7 +87,7 @@ export class ShmOut {
     step = Math.floor(step / 4096) * 4096;
     const oneShot = oneShotBytes(); // refused here, before a file exists, where it is bad
     sweepStale();
-    const path = `/dev/shm/${ringFileName(jobTag, rank, process.pid, pidNsInode(), randomBytes(4).toString('hex'))}`;
+    const path = `/dev/shm/${ringFileName(jobTag, rank, process.pid, pidNamespace() ?? '0', randomBytes(4).toString('hex'))}`;
     const token = randomBytes(16).toString('hex');
     // The name lives until every peer has opened the file (a few ms after rendezvous, or as long as the
     // rendezvous waits); a rank that exits or is signalled in between removes it, one killed outright
@@ -95,9 +99,11 @@ export class ShmOut {
       fd = openSync(path, 'wx+', 0o600);
       this.created = true;
       const rings = FILE_HDR + size * regionOf(this.info);
-      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step, early: earlyForThisWorld(), oneShot };
+      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step, early, oneShot };
       ftruncateSync(fd, this.info.ar ? this.info.ar.off + areaBytes(step) : rings);
       writeSync(fd, Buffer.from(token), 0, 32, 0);
+      // Inside the try: a bad memory switch fails the world's start in one line and leaves no file.
+      if (this.info.ar?.early) warmShmAllReduce();
     } catch (e) {
       if (fd !== undefined) closeSync(fd);
       this.unlink();
@@ -134,31 +140,13 @@ export class ShmOut {
   }
 }
 
-/**
- * A ring file's name carries its creator's pid AND PID namespace (the inode of /proc/self/ns/pid), since
- * the sweep below judges the creator by its pid, and a pid means something only in its own namespace:
- * ranks in containers on one host that share /dev/shm (or a network namespace) but not pids have pids
- * this process cannot see, and their live files were swept. The same reason as rendezvous.ts's
- * pidWatchable. `ns0`: the creator could not read its namespace; such a file is never judged by pid.
- * The `ns` marker is no hex digit: an older tprun's sweep (/^tprun-HEX-N-PID-HEX$/) never matches these
- * names, so it cannot judge them by a pid of another namespace either.
- */
-export function ringFileName(jobTag: string, rank: number, pid: number, nsInode: string, rand: string): string {
-  return `tprun-${jobTag}-${rank}-${pid}-ns${nsInode}-${rand}`;
-}
-const RING_NAME = /^tprun-[0-9a-f]+-\d+-(\d+)-ns(\d+)-[0-9a-f]+$/;
-/** The names of tprun before the namespace was recorded: the creator's namespace is unknown. */
-const LEGACY_RING_NAME = /^tprun-[0-9a-f]+-\d+-(\d+)-[0-9a-f]+$/;
+export { ringFileName } from './ring-name.js';
+
 /** A name lives only while its job's rendezvous waits (TPRUN_COMM_TIMEOUT_MS, 10 minutes by default):
  *  an older tprun's file whose pid names nobody here is swept only once older than any sane wait, since
  *  it may belong to a live rank of another PID namespace. A killed older job's file costs /dev/shm room
  *  until then. */
 const LEGACY_AGE_MS = 24 * 3600_000;
-
-/** The inode of this process's PID namespace ('pid:[4026531836]' gives '4026531836'); '0' where unreadable. */
-export function pidNsInode(): string {
-  try { return /^pid:\[(\d+)\]$/.exec(readlinkSync('/proc/self/ns/pid'))?.[1] ?? '0'; } catch { return '0'; }
-}
 
 /**
  * Whether the sweep removes /dev/shm file `name`: a ring file whose creator is in OUR PID namespace
@@ -166,19 +154,17 @@ export function pidNsInode(): string {
  * older tprun's name only when its pid names nobody here and it is older than LEGACY_AGE_MS.
  */
 export function staleRingFile(name: string, o: { ns: string; gone: (pid: number) => boolean; ageMs: () => number }): boolean {
-  const m = RING_NAME.exec(name);
-  if (m) return o.ns !== '0' && m[2] === o.ns && o.gone(Number(m[1]));
-  const l = LEGACY_RING_NAME.exec(name);
-  return !!l && o.gone(Number(l[1])) && o.ageMs() > LEGACY_AGE_MS;
+  const m = RING_FILE_NAME.exec(name);
+  if (!m) return false;
+  if (m[2] !== undefined) return o.ns !== '0' && m[2] === o.ns && o.gone(Number(m[1]));
+  return o.gone(Number(m[1])) && o.ageMs() > LEGACY_AGE_MS;
 }
 
 /** Removes ring files whose creator process is gone (killed between creating and unlinking them). */
 function sweepStale(): void {
-  const gone = (pid: number) => {
-    try { process.kill(pid, 0); return false; } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
-  };
+  const gone = processEnded;
   try {
-    const ns = pidNsInode();
+    const ns = pidNamespace() ?? '0';
     const now = Date.now();
     for (const name of readdirSync('/dev/shm')) {
       const path = `/dev/shm/${name}`;

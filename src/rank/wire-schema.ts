@@ -7,6 +7,7 @@
 // world.ts use the same entry, so schemas pass between them.
 import { z } from 'zod/v3';
 import { unpack } from 'msgpackr/unpack'; // the pure-JS build (see rendezvous.ts)
+import { RING_FILE_NAME } from './ring-name.js';
 
 const bytes = (n: number) => z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.length === n, { message: `expected ${n} bytes` });
 const rankNo = z.number().int().min(0).max(1 << 24);
@@ -17,9 +18,8 @@ export const Nonce = bytes(32);
 const endpoint = z.string().max(1024).regex(/^(tcp:\/\/[^\s]+:\d{1,5}|ipc:\/\/\/[^\s]*)$/);
 
 const ShmInfo = z.object({
-  // Only ring files in /dev/shm that tprun names (shm-link.ts's ringFileName; without -nsN: an older tprun's);
-  // a peer must not make us open anything else.
-  path: z.string().max(255).regex(/^\/dev\/shm\/tprun-[0-9a-f]+-\d+-\d+(-ns\d+)?-[0-9a-f]+$/),
+  // Only ring files in /dev/shm that tprun names (./ring-name.ts); a peer must not make us open anything else.
+  path: z.string().max(255).regex(new RegExp(`^/dev/shm/${RING_FILE_NAME.source.slice(1)}`)),
   token: z.string().regex(/^[0-9a-f]{32}$/),
   slot: z.number().int().min(64).max(1 << 30),
   slots: z.number().int().min(1).max(1 << 16),

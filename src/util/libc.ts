@@ -106,6 +106,14 @@ function declare<T>(make: (l: NonNullable<typeof lib>) => T): () => T | undefine
 export const PROT_READ = 1, PROT_RW = 3;
 export const MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_POPULATE = 0x8000;
 
+/** Whether mmap(2) returned MAP_FAILED ((void *) -1, which koffi gives as -1 or all ones by how it reads
+ *  the pointer) or no pointer at all: either way there is no mapping to use. */
+export function mapFailed(koffi: Koffi, p: unknown): boolean {
+  if (p === null) return true;
+  const a = koffi.address(p);
+  return a === -1n || a === 0xffffffffffffffffn || a === 0n;
+}
+
 export const libcMemory = declare<LibcMemory>(({ koffi, libc }) => ({
   koffi,
   mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)') as Fn,
