@@ -5,31 +5,14 @@
 // output, before any rank starts. An lm_head that cannot be block-quantized stays float (no error).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tprun } from './helpers/engine.js';
-import { writeSafetensors } from '../dist/checkpoint/index.js';
+import { writeTinyLlama } from './helpers/tiny-model.js';
 import { weightOnlyShapeRefusal } from '../dist/engine/nbits-shape.js';
 import { kPerRank } from '../dist/sharding/tllm-layout.js';
 
-/** A one-layer LLaMA of the given shape (head_dim 32, so the CPU's attention takes it). */
-function tinyModel(dir, { H, I, V = 64, nh = 2, nkv = 1, hd = 32 }) {
-  /** @type {(...shape: number[]) => import('../dist/core/tensor.js').Tensor} */
-  const t = (...shape) => ({ dtype: 'float32', shape, data: new Uint8Array(new Float32Array(shape.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i) * 0.02).buffer) });
-  writeSafetensors(join(dir, 'model.safetensors'), new Map([
-    ['model.embed_tokens.weight', t(V, H)], ['model.norm.weight', t(H)], ['lm_head.weight', t(V, H)],
-    ['model.layers.0.input_layernorm.weight', t(H)], ['model.layers.0.post_attention_layernorm.weight', t(H)],
-    ['model.layers.0.self_attn.q_proj.weight', t(nh * hd, H)], ['model.layers.0.self_attn.k_proj.weight', t(nkv * hd, H)],
-    ['model.layers.0.self_attn.v_proj.weight', t(nkv * hd, H)], ['model.layers.0.self_attn.o_proj.weight', t(H, nh * hd)],
-    ['model.layers.0.mlp.gate_proj.weight', t(I, H)], ['model.layers.0.mlp.up_proj.weight', t(I, H)], ['model.layers.0.mlp.down_proj.weight', t(H, I)],
-  ]));
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: V, hidden_size: H, intermediate_size: I, num_hidden_layers: 1,
-    num_attention_heads: nh, num_key_value_heads: nkv, head_dim: hd, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 10000,
-    hidden_act: 'silu', tie_word_embeddings: false, torch_dtype: 'float32',
-  }));
-}
 
 test('kPerRank: the row-parallel linears (dense, proj) are cut along K, the others hold it whole', () => {
   const ks = kPerRank({ hidden_size: 96, intermediate_size: 320, num_attention_heads: 4, head_size: 24 }, 4);
@@ -55,7 +38,7 @@ test('which per-rank K MatMulNBits cannot block (injected shapes)', () => {
 test('int8_wo of a model of hidden 72 is refused in one line before any rank starts; the float build keeps a float lm_head', { timeout: 300_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-h72-'));
   try {
-    tinyModel(dir, { H: 72, I: 128 });
+    writeTinyLlama(dir, { H: 72, I: 128 });
     const out = join(dir, 'engine');
     for (const tp of ['1', '2']) {
       const r = await tprun(['build', '--model', dir, '--quant', 'int8_wo', '--tp', tp, '--out', out]);
@@ -84,7 +67,7 @@ test('int8_wo of a model of hidden 72 is refused in one line before any rank sta
 test('int8_wo whose intermediate size per rank is not a multiple of 16 is refused naming mlp.proj', { timeout: 300_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-i136-'));
   try {
-    tinyModel(dir, { H: 64, I: 136 });
+    writeTinyLlama(dir, { H: 64, I: 136 });
     const out = join(dir, 'engine');
     const r = await tprun(['build', '--model', dir, '--quant', 'int8_wo', '--out', out]);
     assert.equal(r.code, 2, r.stderr);

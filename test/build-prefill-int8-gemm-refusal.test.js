@@ -5,11 +5,11 @@
 // line naming the option, exit 2, no output, before any rank starts or loads (no such trace span).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tprun } from './helpers/engine.js';
-import { writeSafetensors } from '../dist/checkpoint/index.js';
+import { writeTinyLlama } from './helpers/tiny-model.js';
 import { prefillInt8GemmRefusal } from '../dist/engine/build-config.js';
 import { loadShardForBuild } from '../dist/engine/load-shard.js';
 import { build } from '../dist/engine/engine.js';
@@ -17,21 +17,7 @@ import { build } from '../dist/engine/engine.js';
 let dir;
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'tprun-pig-'));
-  const H = 128, I = 256, V = 64, nh = 4, nkv = 2, hd = 32;
-  /** @type {(...shape: number[]) => import('../dist/core/tensor.js').Tensor} */
-  const t = (...shape) => ({ dtype: 'float32', shape, data: new Uint8Array(new Float32Array(shape.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i) * 0.02).buffer) });
-  writeSafetensors(join(dir, 'model.safetensors'), new Map([
-    ['model.embed_tokens.weight', t(V, H)], ['model.norm.weight', t(H)], ['lm_head.weight', t(V, H)],
-    ['model.layers.0.input_layernorm.weight', t(H)], ['model.layers.0.post_attention_layernorm.weight', t(H)],
-    ['model.layers.0.self_attn.q_proj.weight', t(nh * hd, H)], ['model.layers.0.self_attn.k_proj.weight', t(nkv * hd, H)],
-    ['model.layers.0.self_attn.v_proj.weight', t(nkv * hd, H)], ['model.layers.0.self_attn.o_proj.weight', t(H, nh * hd)],
-    ['model.layers.0.mlp.gate_proj.weight', t(I, H)], ['model.layers.0.mlp.up_proj.weight', t(I, H)], ['model.layers.0.mlp.down_proj.weight', t(H, I)],
-  ]));
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: V, hidden_size: H, intermediate_size: I, num_hidden_layers: 1,
-    num_attention_heads: nh, num_key_value_heads: nkv, head_dim: hd, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 10000,
-    hidden_act: 'silu', tie_word_embeddings: false, torch_dtype: 'float32',
-  }));
+  writeTinyLlama(dir, { H: 128, I: 256, nh: 4, nkv: 2 });
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 

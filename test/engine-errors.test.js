@@ -68,29 +68,14 @@ test('bad build input: missing model directory, conflicting options', async () =
 });
 
 test('a head size onnxruntime\'s GroupQueryAttention cannot run (not a multiple of 16) is refused at build for the CPU, in one line', async () => {
-  const { mkdtempSync, writeFileSync, rmSync, existsSync } = await import('node:fs');
+  const { mkdtempSync, rmSync, existsSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
-  const { writeSafetensors } = await import('../dist/checkpoint/index.js');
+  const { writeTinyLlama } = await import('./helpers/tiny-model.js');
   const dir = mkdtempSync(join(tmpdir(), 'tprun-hs24-'));
   try {
     // One layer, hidden 96, 4 heads of 24, 2 KV heads.
-    const [V, H, I, nh, nkv, hd] = [64, 96, 128, 4, 2, 24];
-    /** @type {(...shape: number[]) => import('../dist/core/tensor.js').Tensor} */
-    const t = (...shape) => ({ dtype: 'float32', shape, data: new Uint8Array(new Float32Array(shape.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i) * 0.02).buffer) });
-    const w = new Map([
-      ['model.embed_tokens.weight', t(V, H)], ['model.norm.weight', t(H)], ['lm_head.weight', t(V, H)],
-      ['model.layers.0.input_layernorm.weight', t(H)], ['model.layers.0.post_attention_layernorm.weight', t(H)],
-      ['model.layers.0.self_attn.q_proj.weight', t(nh * hd, H)], ['model.layers.0.self_attn.k_proj.weight', t(nkv * hd, H)],
-      ['model.layers.0.self_attn.v_proj.weight', t(nkv * hd, H)], ['model.layers.0.self_attn.o_proj.weight', t(H, nh * hd)],
-      ['model.layers.0.mlp.gate_proj.weight', t(I, H)], ['model.layers.0.mlp.up_proj.weight', t(I, H)], ['model.layers.0.mlp.down_proj.weight', t(H, I)],
-    ]);
-    writeSafetensors(join(dir, 'model.safetensors'), w);
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({
-      architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: V, hidden_size: H, intermediate_size: I, num_hidden_layers: 1,
-      num_attention_heads: nh, num_key_value_heads: nkv, head_dim: hd, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 10000,
-      hidden_act: 'silu', tie_word_embeddings: false, torch_dtype: 'float32',
-    }));
+    writeTinyLlama(dir, { H: 96, I: 128, nh: 4, nkv: 2, hd: 24 });
     const out = join(dir, 'engine');
     const r = await tprun(['build', '--model', dir, '--out', out]);
     assert.equal(r.code, 2, r.stderr);

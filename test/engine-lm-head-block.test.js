@@ -5,11 +5,11 @@
 // node carries the recorded block (its block_size attribute): the config and the graph agree.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, readFileSync, readdirSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tprun } from './helpers/engine.js';
-import { writeSafetensors } from '../dist/checkpoint/index.js';
+import { writeTinyLlama } from './helpers/tiny-model.js';
 import { engineGraph } from '../dist/engine/engine-weights.js';
 
 let dir;
@@ -21,21 +21,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 function tinyModel(name, H) {
   const d = join(dir, name);
   mkdirSync(d);
-  const [V, I, nh, nkv, hd] = [64, 128, 4, 2, 16];
-  /** @type {(...shape: number[]) => import('../dist/core/tensor.js').Tensor} */
-  const t = (...shape) => ({ dtype: 'float32', shape, data: new Uint8Array(new Float32Array(shape.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i) * 0.02).buffer) });
-  writeSafetensors(join(d, 'model.safetensors'), new Map([
-    ['model.embed_tokens.weight', t(V, H)], ['model.norm.weight', t(H)], ['lm_head.weight', t(V, H)],
-    ['model.layers.0.input_layernorm.weight', t(H)], ['model.layers.0.post_attention_layernorm.weight', t(H)],
-    ['model.layers.0.self_attn.q_proj.weight', t(nh * hd, H)], ['model.layers.0.self_attn.k_proj.weight', t(nkv * hd, H)],
-    ['model.layers.0.self_attn.v_proj.weight', t(nkv * hd, H)], ['model.layers.0.self_attn.o_proj.weight', t(H, nh * hd)],
-    ['model.layers.0.mlp.gate_proj.weight', t(I, H)], ['model.layers.0.mlp.up_proj.weight', t(I, H)], ['model.layers.0.mlp.down_proj.weight', t(H, I)],
-  ]));
-  writeFileSync(join(d, 'config.json'), JSON.stringify({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: V, hidden_size: H, intermediate_size: I, num_hidden_layers: 1,
-    num_attention_heads: nh, num_key_value_heads: nkv, head_dim: hd, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 10000,
-    hidden_act: 'silu', tie_word_embeddings: false, torch_dtype: 'float32',
-  }));
+  writeTinyLlama(d, { H, I: 128, nh: 4, nkv: 2, hd: 16 });
   return d;
 }
 
