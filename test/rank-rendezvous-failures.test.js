@@ -162,8 +162,9 @@ test('a reset of a joining rank while rank 0 was blocked: the handshake complete
   // connection is reset meanwhile. What rank 0 then read of the two connections, and in which order,
   // varies: it used to drop rank 1's challenge at the old connection's drop notice and refuse its proof
   // ('authentication without a challenge'), or answer over the dead connection, and the job failed (2
-  // of 7 runs before the mend; the reviewer's `ss -K` runs saw the same). Now a rank resends its last
-  // request after reconnecting, and rank 0 keeps the challenge and answers a repeat as the first.
+  // of 7 runs before the mend; the reviewer's `ss -K` runs saw the same). Now a rank starts a fresh
+  // challenge round after reconnecting (a new nonce, then its exchange again under the new round's MAC), and
+  // rank 0 keeps its pending challenges across the drop and answers each round once.
   if (process.getuid?.() !== 0 || tcpPorts(process.pid) === undefined) return t.skip('needs root and iproute2\'s ss');
   let skipped;
   const listening = (pid) => spawnSync('ss', ['-tlnpH'], { encoding: 'utf8' }).stdout.includes(`pid=${pid},`);
