@@ -1163,12 +1163,12 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
  * Whether a world sets its areas up when it starts instead of at its first allReduce, as Open MPI sets up
  * its shared-memory transport in MPI_Init: the first call then costs what any other does. TPRUN_SHM_EARLY=1
  * or 0 decides; unset, it is the default where every local rank has a core (`oversubscribed` false: local
- * ranks do not outnumber the job's CPUs, ./affinity.ts ranksOutnumberCpus): there a rank's set-up (~12-15 ms of CPU since session 10: koffi's
- * binary without its loader, only the pages short calls touch populated, shortSpans) overlaps its peers' and did not
- * lengthen `bench launch -n 2` on 2 cores, where with more ranks than cores every rank's CPU is launch time
- * (session 10: `bench launch -n 4` on 2 cores 1.64x mpirun with it against 1.30x without, +30 ms of CPU a
- * rank) and their allReduces sleep on each other anyway. Ranks may disagree (a per-rank environment): each
- * sets up when told, and the start-up exchange runs only where all said so (ArInfo.early).
+ * ranks do not outnumber the job's CPUs, ./affinity.ts ranksOutnumberCpus): there a rank's set-up (koffi's
+ * binary without its loader, only the pages short calls touch populated, shortSpans) overlaps its peers'
+ * and does not lengthen a launch, where with more ranks than cores every rank's CPU is launch time and their
+ * allReduces sleep on each other anyway (docs/performance.md has the measurements). Ranks may disagree (a
+ * per-rank environment): each sets up when told, and the start-up exchange runs only where all said so
+ * (ArInfo.early).
  */
 export const earlySetUp = (oversubscribed: boolean) => onOff('TPRUN_SHM_EARLY', process.env, !oversubscribed);
 
