@@ -162,13 +162,12 @@ export function staleRingFile(name: string, o: { ns: string; gone: (pid: number)
 
 /** Removes ring files whose creator process is gone (killed between creating and unlinking them). */
 function sweepStale(): void {
-  const gone = processEnded;
   try {
     const ns = pidNamespace() ?? '0';
     const now = Date.now();
     for (const name of readdirSync('/dev/shm')) {
       const path = `/dev/shm/${name}`;
-      if (staleRingFile(name, { ns, gone, ageMs: () => { try { return now - statSync(path).mtimeMs; } catch { return 0; } } })) try { unlinkSync(path); } catch { /* raced */ }
+      if (staleRingFile(name, { ns, gone: processEnded, ageMs: () => { try { return now - statSync(path).mtimeMs; } catch { return 0; } } })) try { unlinkSync(path); } catch { /* raced */ }
     }
   } catch { /* unreadable /dev/shm */ }
 }

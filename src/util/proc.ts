@@ -1,6 +1,6 @@
 // What this process knows of processes by pid, in one place: the rendezvous watches joined ranks by pid,
 // the /dev/shm sweep judges ring files by their creator's pid, the port leases by their owner's.
-import { readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 
 /**
  * This process's PID namespace as the inode of /proc/self/ns/pid ('pid:[4026531836]' gives
@@ -12,8 +12,11 @@ export function pidNamespace(): string | undefined {
 }
 
 /** Whether process `pid` of this PID namespace has ended: kill(pid, 0) says ESRCH, or /proc shows it a
- *  zombie (ended, not yet reaped by its parent, it still answers kill). EPERM: alive, another user's. */
+ *  zombie (ended, not yet reaped by its parent, it still answers kill). EPERM: alive, another user's.
+ *  Where kill found it but its /proc entry is gone, it ended in between; where /proc itself cannot be read
+ *  (not mounted, not Linux), kill's answer stands: alive. Judged ended wrongly, a live rank would fail its
+ *  job, its /dev/shm files be swept, its port lease taken. */
 export function processEnded(pid: number): boolean {
   try { process.kill(pid, 0); } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
-  try { return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return process.platform === 'linux'; }
+  try { return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return existsSync('/proc/self/stat'); }
 }
