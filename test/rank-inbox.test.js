@@ -18,3 +18,32 @@ test('after a sequence wrap, an early message for a reused key is checked agains
   // A real mismatch is still caught.
   assert.throws(() => inbox.begin(last, descriptor('allGather', 'int32')), /mismatched collective #4194303 in group 1: rank 1 called barrier\(\) where rank 0 called allGather\(int32\)/);
 });
+
+// A refused message fails the receive it belongs to, whenever it arrived: a rank still busy in another
+// wait (initWorld's start-up exchange, a collective with a third rank) is not failed by it, the other
+// messages from that sender still land, and nothing of the refused one is kept.
+test('a message past the limit or of the wrong length is dropped and fails only its own receive', () => {
+  const inbox = new Inbox(2, 1000, 0);
+  const p2p = 0x40000000 + 4;
+  const big = { a: p2p, b: 1, total: 4000, off: 0, len: 500 };
+  assert.equal(inbox.target(1, big), undefined, 'nothing is allocated for it');
+  inbox.landed(1, big);
+  assert.equal(inbox.target(1, { ...big, off: 500 }), undefined);
+  // Another message from the same sender still arrives whole.
+  const ok = { a: p2p + 1, b: 1, total: 8, off: 0, len: 8 };
+  inbox.target(1, ok).set(new Uint8Array(8).fill(7));
+  inbox.landed(1, ok);
+  assert.deepEqual([...inbox.take(1, p2p + 1, 1)], new Array(8).fill(7));
+  inbox.post(1, p2p, 1);
+  assert.throws(() => inbox.done(1, p2p, 1), /^CommError: rank 1 sent a 4000-byte message; the limit is 1000 \(TPRUN_MAX_MESSAGE_BYTES\)$/);
+  // Posted first with 16 bytes, then 32 arrive; and 32 arrived before a 16-byte post: the same words.
+  const want = /^CommError: rank 1 sent 32 bytes where 16 were expected \(mismatched collective or recv length\)$/;
+  inbox.post(1, p2p, 2, new Uint8Array(16));
+  assert.equal(inbox.target(1, { a: p2p, b: 2, total: 32, off: 0, len: 32 }), undefined);
+  assert.throws(() => inbox.done(1, p2p, 2), want);
+  const early = { a: p2p, b: 3, total: 32, off: 0, len: 32 };
+  inbox.target(1, early).fill(1);
+  inbox.landed(1, early);
+  inbox.post(1, p2p, 3, new Uint8Array(16));
+  assert.throws(() => inbox.done(1, p2p, 3), want);
+});

@@ -1,6 +1,9 @@
 // Where incoming messages land, keyed by (source rank, key). Receivers that post a destination first get
 // the bytes written straight into it (shared memory reads land there with no intermediate copy);
 // messages nobody asked for yet are kept in a buffer of their own until they are asked for.
+// A message refused on arrival (too long, or not the length its receive posted) is dropped piece by piece
+// and fails the receive it belongs to, as MPI reports a truncation at the receive: a rank still busy
+// elsewhere (initWorld's start-up exchange, another peer's collective) must not be blamed for it.
 
 import { mismatch } from './collective-check.js';
 import { CommError } from './comm-error.js';
@@ -53,7 +56,12 @@ interface Entry {
   /** Collective descriptors: what the sender called (from its first piece) and what we called. */
   theirs?: number;
   mine?: number;
+  /** Why the message was refused: its pieces are dropped, and waiting for it fails with this. */
+  refused?: string;
 }
+
+/** A receive whose message was refused (Inbox.done throws it; the wait names the receive). */
+export class RefusedMessage extends CommError {}
 
 /** Collectives this rank has begun, by key, the latest few kept to check late arrivals. */
 const STARTED_KEPT = 4096;
@@ -126,34 +134,45 @@ export class Inbox {
     e.mine = mine;
     this.check(src, a, e);
     e.posted = true;
-    if (into && e.buf !== into) {
-      if (e.total !== into.byteLength) throw new CommError(`rank ${src} sent ${e.total} bytes where ${into.byteLength} were expected`);
+    if (into && e.buf !== into && !e.refused) {
+      if (e.total !== into.byteLength) return this.refuse(e, lengthMismatch(src, e.total, into.byteLength));
       if (e.buf) into.set(e.buf.subarray(0, e.total));
       e.buf = into;
     }
   }
 
-  /** The buffer a piece must be written to; validates lengths against what the receiver posted. */
-  target(src: number, h: PieceHeader): Uint8Array {
+  private refuse(e: Entry, why: string): void {
+    e.refused = why;
+    e.buf = undefined;
+    this.version++;
+    this.onDeliver?.();
+  }
+
+  /** Where a piece must be written, or undefined to drop it (its message was refused: see `refused`). */
+  target(src: number, h: PieceHeader): Uint8Array | undefined {
     const k = Inbox.key(h.a, h.b);
     const box = this.boxes[src];
     let e = box.get(k);
-    if (h.total > this.maxBytes) throw new CommError(`rank ${src} sent a ${h.total}-byte message; the limit is ${this.maxBytes} (TPRUN_MAX_MESSAGE_BYTES)`);
     if (!e) box.set(k, (e = { total: h.total, got: 0, posted: false, complete: false }));
     if (h.desc && !e.theirs) {
       e.theirs = h.desc;
       this.check(src, h.a, e);
     }
-    if (e.total === -1) e.total = h.total;
-    if (e.total !== h.total) throw new CommError(`rank ${src} sent ${h.total} bytes where ${e.total} were expected (mismatched collective or recv length)`);
     if (h.off + h.len > h.total) throw new CommError(`rank ${src} sent a malformed piece`);
+    if (e.refused) return undefined;
+    if (e.total === -1) e.total = h.total;
+    // Checked before anything is allocated for it: the limit is what keeps a peer's bug from our memory.
+    if (h.total > this.maxBytes) this.refuse(e, `rank ${src} sent a ${h.total}-byte message; the limit is ${this.maxBytes} (TPRUN_MAX_MESSAGE_BYTES)`);
+    else if (e.total !== h.total) this.refuse(e, lengthMismatch(src, h.total, e.total));
+    if (e.refused) return undefined;
     if (!e.buf) e.buf = new Uint8Array(h.total);
     return e.buf.subarray(h.off, h.off + h.len);
   }
 
-  /** A piece was written into its target. */
+  /** A piece was written into its target (or dropped, its message refused). */
   landed(src: number, h: PieceHeader): void {
     const e = this.boxes[src].get(Inbox.key(h.a, h.b))!;
+    if (e.refused) return;
     e.got += h.len;
     if (h.b === NOTICE_PHASE) {
       // Checked in target() against a collective already begun (then dropped), or kept for begin() to check.
@@ -167,8 +186,10 @@ export class Inbox {
     }
   }
 
+  /** Whether (src, a, b) has arrived whole; throws RefusedMessage where it was refused. */
   done(src: number, a: number, b: number): boolean {
     const e = this.boxes[src].get(Inbox.key(a, b));
+    if (e?.refused) throw new RefusedMessage(e.refused);
     return !!e && e.complete;
   }
 
@@ -184,6 +205,10 @@ export class Inbox {
   forget(src: number, a: number, b: number): void {
     this.boxes[src].delete(Inbox.key(a, b));
   }
+}
+
+function lengthMismatch(src: number, sent: number, expected: number): string {
+  return `rank ${src} sent ${sent} bytes where ${expected} were expected (mismatched collective or recv length)`;
 }
 
 export { CommError };

@@ -5,7 +5,7 @@ import { pack } from 'msgpackr/pack'; // the pure-JS builds (see rendezvous.ts)
 import { unpack } from 'msgpackr/unpack';
 import type { CloseOptions, CollectiveOptions, CommArray, Group, ReduceOp, World, WorldIdentity } from './types.js';
 import type { Env } from './identity.js';
-import { CommError, Inbox, KIND_OBJ, KIND_P2P, NOTICE_PHASE } from './inbox.js';
+import { CommError, Inbox, KIND_OBJ, KIND_P2P, NOTICE_PHASE, RefusedMessage } from './inbox.js';
 
 /** A notice's payload: its descriptor travels in the piece header; a byte so it is a message like any other. */
 const NOTICE_BYTES = new Uint8Array(1);
@@ -148,7 +148,11 @@ export class PeerWorld implements World, Transport {
       }, timeoutMs);
     } catch (e) {
       for (const [src, a, b] of recvs) this.inbox.forget(src, a, b);
-      throw e;
+      if (!(e instanceof RefusedMessage)) throw e;
+      // The ranks' messages no longer line up (a length disagreement, or a sender past our limit).
+      this.p.fatal ??= e;
+      this.p.fatalShown = true;
+      throw new CommError(`${what} failed on rank ${this.rank}: ${e.message}`);
     }
   }
 
@@ -194,7 +198,7 @@ export class PeerWorld implements World, Transport {
     if (dst === this.rank) {
       // To self: hand a copy to our own inbox.
       const h = { a: kind + tag, b, total: bytes.byteLength, off: 0, len: bytes.byteLength };
-      this.inbox.target(this.rank, h).set(bytes);
+      this.inbox.target(this.rank, h)?.set(bytes);
       this.inbox.landed(this.rank, h);
       return;
     }

@@ -273,7 +273,7 @@ export class ShmLink {
         readSync(this.inFd, this.inl, 0, this.inl.byteLength, pos);
         const h = readHeader(this.inl);
         const dst = this.inbox.target(this.peer, h);
-        if (h.len <= this.inl.byteLength - HDR) dst.set(this.inl.subarray(HDR, HDR + h.len));
+        if (!dst) { /* refused: the slot is passed over */ } else if (h.len <= this.inl.byteLength - HDR) dst.set(this.inl.subarray(HDR, HDR + h.len));
         else readSync(this.inFd, dst, 0, h.len, pos + HDR);
         this.read++;
         this.inbox.landed(this.peer, h);

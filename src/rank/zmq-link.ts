@@ -101,7 +101,7 @@ export class DataRouter {
       const dst = this.inbox.target(src, h);
       const payload = frames[2];
       if ((payload?.length ?? 0) !== h.len) throw new Error(`rank ${src} sent a piece of the wrong length`);
-      if (h.len) dst.set(payload);
+      if (dst && h.len) dst.set(payload);
       this.inbox.landed(src, h);
     } catch (e) {
       this.events.fail(e as Error);
