@@ -31,7 +31,9 @@ test('a message past the limit or of the wrong length is dropped and fails only 
   assert.equal(inbox.target(1, { ...big, off: 500 }), undefined);
   // Another message from the same sender still arrives whole.
   const ok = { a: p2p + 1, b: 1, total: 8, off: 0, len: 8 };
-  inbox.target(1, ok).set(new Uint8Array(8).fill(7));
+  const okAt = inbox.target(1, ok);
+  assert.ok(okAt);
+  okAt.set(new Uint8Array(8).fill(7));
   inbox.landed(1, ok);
   assert.deepEqual([...inbox.take(1, p2p + 1, 1)], new Array(8).fill(7));
   inbox.post(1, p2p, 1);
@@ -42,7 +44,9 @@ test('a message past the limit or of the wrong length is dropped and fails only 
   assert.equal(inbox.target(1, { a: p2p, b: 2, total: 32, off: 0, len: 32 }), undefined);
   assert.throws(() => inbox.done(1, p2p, 2), want);
   const early = { a: p2p, b: 3, total: 32, off: 0, len: 32 };
-  inbox.target(1, early).fill(1);
+  const earlyAt = inbox.target(1, early);
+  assert.ok(earlyAt);
+  earlyAt.fill(1);
   inbox.landed(1, early);
   inbox.post(1, p2p, 3, new Uint8Array(16));
   assert.throws(() => inbox.done(1, p2p, 3), want);
