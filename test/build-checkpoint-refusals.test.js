@@ -1,0 +1,98 @@
+// `build --checkpoint` of a checkpoint that cannot be built is refused before any rank starts: one line
+// naming the file and the tensor or dimension at fault, exit 2, no stack, no output. These were found by
+// each rank (its load, or its graph builder) after the ranks had started: a line without the rank, then
+// the launcher's own line for the rank that exited. A second line on stderr is what a started rank adds.
+// And bad input that only a rank can meet (its own file of an engine) is named with that rank.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, truncateSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tprun } from './helpers/engine.js';
+import { writeTinyLlama } from './helpers/tiny-model.js';
+import { readSafetensors, writeSafetensors } from '../dist/checkpoint/index.js';
+
+let dir;
+before(() => { dir = mkdtempSync(join(tmpdir(), 'tprun-ckpt-refusals-')); });
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A tp=2 checkpoint of a one-layer model of `shape`, converted by tprun (with `quant`, if any). */
+async function checkpoint(name, shape, quant) {
+  const model = join(dir, `${name}-hf`);
+  mkdirSync(model);
+  writeTinyLlama(model, shape);
+  const ck = join(dir, name);
+  const r = await tprun(['convert', '--model', model, '--tp', '2', ...(quant ? ['--quant', quant] : []), '--out', ck]);
+  assert.equal(r.code, 0, r.stderr);
+  return ck;
+}
+
+/** The build is refused with exactly `line`, exit 2, no stack trace, no rank started, nothing written. */
+async function refused(args, line) {
+  const out = join(dir, 'engine');
+  const r = await tprun(['build', ...args, '--out', out]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.doesNotMatch(r.stderr, /^ {4}at /m, 'a stack trace');
+  assert.equal(r.stderr, `${line}\n`, 'one line, and no rank started (a rank that fails adds the launcher\'s line)');
+  assert.ok(!existsSync(out), 'no partial output');
+  assert.deepEqual(r.left, []);
+}
+
+test('a W8A16 checkpoint whose per-rank K MatMulNBits cannot block: refused naming its config.json and the linear', { timeout: 240_000 }, async () => {
+  const h72 = await checkpoint('w8-h72', { H: 72, I: 128 }, 'int8_wo');
+  await refused(['--checkpoint', h72], `tprun: ${h72}/config.json: quant_algo W8A16: attention.qkv has 72 input features per rank at tp=2, not a multiple of 16 (onnxruntime's MatMulNBits blocks); build from the unquantized model`);
+  const i136 = await checkpoint('w8-i136', { H: 64, I: 136 }, 'int8_wo');
+  await refused(['--checkpoint', i136], `tprun: ${i136}/config.json: quant_algo W8A16: mlp.proj has 68 input features per rank at tp=2, not a multiple of 16 (onnxruntime's MatMulNBits blocks); build from the unquantized model`);
+});
+
+test('a checkpoint missing a rank file, or with a rank\'s tensor of the wrong shape: refused naming the file and tensor', { timeout: 240_000 }, async () => {
+  const ck = await checkpoint('f32', { H: 64, I: 128, nkv: 2 });
+  const missing = join(dir, 'missing');
+  cpSync(ck, missing, { recursive: true });
+  rmSync(join(missing, 'rank1.safetensors'));
+  await refused(['--checkpoint', missing], `tprun: ${missing}/rank1.safetensors: cannot open (ENOENT)`);
+
+  const shape = join(dir, 'shape');
+  cpSync(ck, shape, { recursive: true });
+  const w = readSafetensors(join(ck, 'rank1.safetensors'));
+  const name = 'transformer.layers.0.mlp.proj.weight';
+  const t = w.get(name);
+  assert.ok(t);
+  assert.deepEqual(t.shape, [64, 64]);
+  w.set(name, { dtype: t.dtype, shape: [64, 32], data: t.data.subarray(0, t.data.length / 2) });
+  writeSafetensors(join(shape, 'rank1.safetensors'), w);
+  await refused(['--checkpoint', shape], `tprun: ${shape}/rank1.safetensors: tensor ${name} has shape [64, 32], expected [64, 64] for rank 1 of tp=2`);
+
+  // The intact checkpoint builds.
+  const out = join(dir, 'built');
+  const r = await tprun(['build', '--checkpoint', ck, '--out', out]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(existsSync(join(out, 'rank1')));
+});
+
+test('a checkpoint\'s config that the engine cannot take: --max-seq-len past its positions, a CPU head size', { timeout: 240_000 }, async () => {
+  const ck = await checkpoint('f32b', { H: 64, I: 128, nkv: 2 });
+  await refused(['--checkpoint', ck, '--max-seq-len', '2048'], 'tprun: --max-seq-len 2048 exceeds the model\'s 1024 positions (it has no rope scaling)');
+  // --model meets the same check before its ranks start.
+  await refused(['--model', `${ck}-hf`, '--tp', '2', '--max-seq-len', '2048'], 'tprun: --max-seq-len 2048 exceeds the model\'s 1024 positions (it has no rope scaling)');
+  const hs24 = await checkpoint('hs24', { H: 96, I: 128, nh: 4, nkv: 2, hd: 24 });
+  await refused(['--checkpoint', hs24], `tprun: --checkpoint ${hs24}: head size 24 (hidden 96 / 4 heads): onnxruntime's GroupQueryAttention with rotary caches takes multiples of 16, so no CPU engine can run it; build with --device gpu for tprun's WGSL kernels`);
+});
+
+test('bad input only one rank meets (its file of a damaged engine) is one line naming that rank, exit 2, no stack', { timeout: 240_000 }, async () => {
+  const ck = await checkpoint('f32c', { H: 64, I: 128, nkv: 2 });
+  const engine = join(dir, 'engine-ok');
+  const b = await tprun(['build', '--checkpoint', ck, '--out', engine]);
+  assert.equal(b.code, 0, b.stderr);
+  const w = join(engine, 'rank1', 'weights.bin');
+  const size = statSync(w).size;
+  truncateSync(w, size - 100);
+  const r = await tprun(['generate', '--engine', engine, '--input-ids', '0,1,2', '--max-new-tokens', '2']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.doesNotMatch(r.stderr, /^ {4}at /m, 'a stack trace');
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.filter((l) => l === `tprun: rank 1: ${w}: ${size - 100} bytes, expected ${size} (damaged engine)`).length, 1, r.stderr);
+  assert.ok(lines.every((l) => l.startsWith('tprun: ')), r.stderr);
+  assert.equal(r.stdout, '', 'no partial output');
+  assert.deepEqual(r.left, []);
+});
