@@ -12,6 +12,7 @@ import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
 import { build, maxSeqLenRefusal } from '../engine/engine.js';
 import { prefillInt8GemmRefusal } from '../engine/build-config.js';
+import { streamingForced } from '../engine/weight-file.js';
 import { hasTokenizer, tokenizerFiles } from '../engine/tokenizer.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
@@ -155,6 +156,7 @@ const command: CommandModule<object, BuildArgs> = {
       const why = prefillInt8GemmRefusal({ device: a.device === 'auto' ? undefined : a.device, dtype: a.dtype, int4_matmul_dtype: int4MatmulDtype }, algo, q?.algo);
       if (why) throw new InputError(why);
     }
+    streamingForced(); // TPRUN_BUILD_WRITER: refused here, once, before any rank starts (each rank's writer reads it)
     await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();
       // --device auto is decided inside the world, once per adapter (device.ts agreeDevice): every rank

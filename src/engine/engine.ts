@@ -196,6 +196,14 @@ export class Engine {
     return config;
   }
 
+  /**
+   * Every rank's part of a saved engine is there, listed and of its recorded size: what the process that
+   * starts the ranks can check without reading the weights (each rank checksums its own files as it opens them).
+   */
+  static async checkRanks(dir: string, config: EngineConfig): Promise<void> {
+    for (let r = 0; r < engineWorldSize(config); r++) await Engine.fromDir(dir, r, { verify: false });
+  }
+
   /** Opens rank `rank`'s part of a saved engine, checking the layout and (by default) every file's checksum. */
   static async fromDir(dir: string, rank: number, opts: { worldSize?: number; verify?: boolean } = {}): Promise<Engine> {
     const config = await Engine.readConfig(dir);

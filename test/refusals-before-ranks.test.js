@@ -2,10 +2,11 @@
 // naming the file and the tensor or dimension at fault, exit 2, no stack, no output. These were found by
 // each rank (its load, or its graph builder) after the ranks had started: a line without the rank, then
 // the launcher's own line for the rank that exited. A second line on stderr is what a started rank adds.
-// And bad input that only a rank can meet (its own file of an engine) is named with that rank.
+// The same for generate's engine files (present, of their recorded sizes); bad input only a rank can meet
+// (its own file's checksum) is named with that rank.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, truncateSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tprun } from './helpers/engine.js';
@@ -70,28 +71,42 @@ test('a checkpoint missing a rank file, or with a rank\'s tensor of the wrong sh
   assert.ok(existsSync(join(out, 'rank1')));
 });
 
-test('a checkpoint\'s config that the engine cannot take: --max-seq-len past its positions, a CPU head size', { timeout: 240_000 }, async () => {
+test('what the engine cannot take: --max-seq-len past the model\'s positions, TPRUN_BUILD_WRITER spelt wrong, a CPU head size', { timeout: 240_000 }, async () => {
   const ck = await checkpoint('f32b', { H: 64, I: 128, nkv: 2 });
   await refused(['--checkpoint', ck, '--max-seq-len', '2048'], 'tprun: --max-seq-len 2048 exceeds the model\'s 1024 positions (it has no rope scaling)');
   // --model meets the same check before its ranks start.
   await refused(['--model', `${ck}-hf`, '--tp', '2', '--max-seq-len', '2048'], 'tprun: --max-seq-len 2048 exceeds the model\'s 1024 positions (it has no rope scaling)');
+  const writer = await tprun(['build', '--checkpoint', ck, '--out', join(dir, 'engine')], { env: { TPRUN_BUILD_WRITER: 'fast' } });
+  assert.equal(writer.code, 2, writer.stderr);
+  assert.equal(writer.stderr, 'tprun: TPRUN_BUILD_WRITER=fast: must be streaming or auto\n');
   const hs24 = await checkpoint('hs24', { H: 96, I: 128, nh: 4, nkv: 2, hd: 24 });
   await refused(['--checkpoint', hs24], `tprun: --checkpoint ${hs24}: head size 24 (hidden 96 / 4 heads): onnxruntime's GroupQueryAttention with rotary caches takes multiples of 16, so no CPU engine can run it; build with --device gpu for tprun's WGSL kernels`);
 });
 
-test('bad input only one rank meets (its file of a damaged engine) is one line naming that rank, exit 2, no stack', { timeout: 240_000 }, async () => {
+test('generate of an engine missing a rank file\'s bytes is refused before ranks start; a checksum only that rank meets is named by the rank', { timeout: 240_000 }, async () => {
   const ck = await checkpoint('f32c', { H: 64, I: 128, nkv: 2 });
   const engine = join(dir, 'engine-ok');
   const b = await tprun(['build', '--checkpoint', ck, '--out', engine]);
   assert.equal(b.code, 0, b.stderr);
+  const gen = ['generate', '--engine', engine, '--input-ids', '0,1,2', '--max-new-tokens', '2'];
   const w = join(engine, 'rank1', 'weights.bin');
   const size = statSync(w).size;
+  const saved = readFileSync(w);
   truncateSync(w, size - 100);
-  const r = await tprun(['generate', '--engine', engine, '--input-ids', '0,1,2', '--max-new-tokens', '2']);
+  let r = await tprun(gen);
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(r.stderr, `tprun: ${w}: ${size - 100} bytes, expected ${size} (damaged engine)\n`, 'one line, no rank started');
+  assert.equal(r.stdout, '');
+
+  // A flipped byte is found by the checksum that rank 1 computes as it opens its files.
+  const bad = Buffer.from(saved);
+  bad[size >> 1] ^= 0xff;
+  writeFileSync(w, bad);
+  r = await tprun(gen);
   assert.equal(r.code, 2, r.stderr);
   assert.doesNotMatch(r.stderr, /^ {4}at /m, 'a stack trace');
   const lines = r.stderr.trim().split('\n');
-  assert.equal(lines.filter((l) => l === `tprun: rank 1: ${w}: ${size - 100} bytes, expected ${size} (damaged engine)`).length, 1, r.stderr);
+  assert.equal(lines.filter((l) => l === `tprun: rank 1: ${w}: checksum mismatch (damaged engine)`).length, 1, r.stderr);
   assert.ok(lines.every((l) => l.startsWith('tprun: ')), r.stderr);
   assert.equal(r.stdout, '', 'no partial output');
   assert.deepEqual(r.left, []);
