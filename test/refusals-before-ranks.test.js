@@ -46,7 +46,7 @@ test('a W8A16 checkpoint whose per-rank K MatMulNBits cannot block: refused nami
   await refused(['--checkpoint', i136], `tprun: ${i136}/config.json: quant_algo W8A16: mlp.proj has 68 input features per rank at tp=2, not a multiple of 16 (onnxruntime's MatMulNBits blocks); build from the unquantized model`);
 });
 
-test('a checkpoint missing a rank file, or with a rank\'s tensor of the wrong shape: refused naming the file and tensor', { timeout: 240_000 }, async () => {
+test('a checkpoint missing a rank file, with a rank\'s tensor of the wrong shape, or a config its files or tp_size disagree with: refused naming the file and tensor', { timeout: 240_000 }, async () => {
   const ck = await checkpoint('f32', { H: 64, I: 128, nkv: 2 });
   const missing = join(dir, 'missing');
   cpSync(ck, missing, { recursive: true });
@@ -63,6 +63,19 @@ test('a checkpoint missing a rank file, or with a rank\'s tensor of the wrong sh
   w.set(name, { dtype: t.dtype, shape: [64, 32], data: t.data.subarray(0, t.data.length / 2) });
   writeSafetensors(join(shape, 'rank1.safetensors'), w);
   await refused(['--checkpoint', shape], `tprun: ${shape}/rank1.safetensors: tensor ${name} has shape [64, 32], expected [64, 64] for rank 1 of tp=2`);
+
+  // A config.json that disagrees with its rank files, or whose heads its tp_size does not divide.
+  const edited = (name, edit) => {
+    const to = join(dir, name);
+    cpSync(ck, to, { recursive: true });
+    const c = JSON.parse(readFileSync(join(to, 'config.json'), 'utf8'));
+    writeFileSync(join(to, 'config.json'), JSON.stringify(edit(c)));
+    return to;
+  };
+  const heads = edited('heads', (c) => ({ ...c, num_attention_heads: 3, num_key_value_heads: 3 }));
+  await refused(['--checkpoint', heads], `tprun: ${heads}/config.json: --tp 2 does not divide num_attention_heads=3`);
+  const vocab = edited('vocab', (c) => ({ ...c, vocab_size: 63 }));
+  await refused(['--checkpoint', vocab], `tprun: ${vocab}/rank0.safetensors: tensor transformer.vocab_embedding.weight has shape [64, 64], expected [63, 64] for rank 0 of tp=2`);
 
   // The intact checkpoint builds.
   const out = join(dir, 'built');

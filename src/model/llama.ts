@@ -96,7 +96,7 @@ export class LlamaForCausalLM {
    * config; a one-line InputError naming the file and tensor otherwise.
    */
   static checkCheckpoint(dir: string): PretrainedConfig {
-    checkDir(dir, '--checkpoint');
+    checkDir(dir, 'checkpoint');
     // Opening it checks the config, the mapping, the rank files' names and the quantization's layout.
     const { config, source } = openCheckpoint(dir);
     source.close();
