@@ -184,7 +184,7 @@ const command: CommandModule<object, BuildArgs> = {
 };
 export default command;
 
-/** LlamaForCausalLM.checkCheckpoint's, with an error that names no file of `dir` (the heads against tp_size, say) put on its config.json. */
+/** LlamaForCausalLM.checkCheckpoint; an error that names no file of `dir` (tp_size against the heads, say) is put on its config.json, where those values come from. */
 function checkCheckpoint(dir: string): PretrainedConfig {
   try {
     return LlamaForCausalLM.checkCheckpoint(dir);
