@@ -47,7 +47,7 @@ test('int8_wo of a model of hidden 72 is refused in one line before any rank sta
       assert.doesNotMatch(r.stderr, /\[rank/, 'no rank started');
       assert.ok(!existsSync(out), 'no partial output');
     }
-    // A checkpoint quantized beforehand meets the same refusal in the graph builder (exit 2, not 1).
+    // A checkpoint quantized beforehand meets the same refusal, naming its config.json (exit 2, not 1).
     const ck = join(dir, 'ckpt');
     const cv = await tprun(['convert', '--model', dir, '--quant', 'int8_wo', '--out', ck]);
     assert.equal(cv.code, 0, cv.stderr);

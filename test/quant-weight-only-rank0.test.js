@@ -60,7 +60,7 @@ test('build of int8_wo at tp 2: only rank 0 runs the weight-only quantizer, from
   }
 });
 
-test('build --checkpoint of a W8A16 checkpoint holding int8 weights at tp 2: rank 0 refuses it (exit 2, naming the tensor), no engine', { timeout: 600_000 }, async () => {
+test('build --checkpoint of a W8A16 checkpoint holding int8 weights at tp 2: refused before any rank starts (exit 2, one line naming the tensor), no engine', { timeout: 600_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-wo-int8-'));
   try {
     const ckpt = join(dir, 'ckpt');
@@ -79,6 +79,7 @@ test('build --checkpoint of a W8A16 checkpoint holding int8 weights at tp 2: ran
     r = await tprun(['build', '--checkpoint', ckpt, '--out', eng, '-q']);
     assert.equal(r.exitCode, 2, r.all);
     assert.match(r.all, /attention\.qkv\.weight is int8\[\d+,\d+\], W8A16 wants bfloat16/);
+    assert.equal(r.all.trim().split('\n').length, 1, r.all);
     assert.ok(!existsSync(eng), 'no engine directory left');
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -21,6 +21,24 @@ test('a bad TPRUN_* knob in a script\'s initWorld: one line naming it, shown onc
   assert.deepEqual(r.left, []);
 });
 
+// After initWorld returned, bad input the script meets and leaves uncaught (here rank 1 opens a checkpoint
+// directory that is not there) printed Node's stack trace and exited 1; a bug of the script's own still does.
+test('an InputError a script leaves uncaught after initWorld: one line naming its rank, exit 2; a bug keeps its stack', { timeout: 120_000 }, async () => {
+  const r = await runTprun(['-n', '3', '--gpus', 'none', '--', process.execPath, APP, 'bad-input', '/nonexistent/ckpt']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.doesNotMatch(r.stderr, /^ {4}at /m, 'a stack trace');
+  assert.deepEqual(r.stderr.trim().split('\n'), [
+    'tprun: rank 1: checkpoint /nonexistent/ckpt: no such directory',
+    r.stderr.match(/^tprun: rank 1 \(pid \d+\) exited with code 2$/m)?.[0],
+  ], r.stderr);
+  assert.deepEqual(r.left, []);
+  const bug = await runTprun(['-n', '2', '--gpus', 'none', '--', process.execPath, APP, 'bug']);
+  assert.equal(bug.code, 1, bug.stderr);
+  assert.match(bug.stderr, /^TypeError: Cannot read properties of undefined \(reading 'bug'\)\n {4}at /m);
+  assert.match(bug.stderr, /^tprun: rank 1 \(pid \d+\) exited with code 1$/m);
+  assert.deepEqual(bug.left, []);
+});
+
 test('a script that catches initWorld\'s InputError, or handles uncaught errors itself, keeps that behaviour', { timeout: 60_000 }, () => {
   const env = { ...process.env, TPRUN_RANK: '0', TPRUN_WORLD_SIZE: '2', TPRUN_SPIN_US: 'fast' };
   const caught = spawnSync(process.execPath, ['--input-type=module', '-e',

@@ -5,13 +5,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { InputError } from '../core/errors.js';
+import { InputError, isInputError } from '../core/errors.js';
 import { onOff } from '../util/env.js';
 import { checkOutDir } from '../checkpoint/outdir.js';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
-import { build } from '../engine/engine.js';
+import { build, maxSeqLenRefusal } from '../engine/engine.js';
 import { prefillInt8GemmRefusal } from '../engine/build-config.js';
+import { streamingForced } from '../engine/weight-file.js';
 import { hasTokenizer, tokenizerFiles } from '../engine/tokenizer.js';
 import { progress } from '../util/progress.js';
 import { traceSpan } from '../util/trace.js';
@@ -20,6 +21,8 @@ import { Mapping } from '../sharding/mapping.js';
 import { exitOnError, rankRunOptions, runOnRanks } from '../engine/cli-util.js';
 import { quantOptions, quantRequestFrom } from '../quantization/cli-options.js';
 import { weightOnlyBits } from '../quantization/weight-only.js';
+import { LlamaForCausalLM } from '../model/llama.js';
+import type { PretrainedConfig } from '../core/config.js';
 
 interface BuildArgs {
   checkpoint?: string;
@@ -106,17 +109,27 @@ const command: CommandModule<object, BuildArgs> = {
     checkOutDir(a.out, guard); // before any rank starts; every rank checks again where it writes
     // The engine's quant_algo: --quant's, else the checkpoint's (a --model without --quant is float).
     const algo = q?.algo ? (await import('../quantization/algorithms.js')).TRTLLM_QUANT_ALGO[q.algo] : (onDisk?.algo ?? null);
-    if (a.model && !id.inWorld) {
-      // Checked once here, before ranks start, so bad input is one line rather than one per rank.
-      const { validateConvert } = await import('../checkpoint/convert.js');
-      const config = validateConvert({ model: src, out, tp, pp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
-      if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
-      if (q?.algo) {
-        const why = (await import('../engine/nbits-shape.js')).weightOnlyShapeRefusal({ ...config, quantization: { quant_algo: algo } });
-        if (why) throw new InputError(`--quant ${q.algo}: ${why}; build --model ${src} without --quant`);
+    if (!id.inWorld) {
+      // Checked once here, before ranks start, so bad input is one line rather than one per rank (and
+      // nothing is spawned, loaded or written for a build that cannot succeed).
+      const { weightOnlyShapeRefusal } = await import('../engine/nbits-shape.js');
+      let config: PretrainedConfig;
+      if (a.model) {
+        const { validateConvert } = await import('../checkpoint/convert.js');
+        config = validateConvert({ model: src, out, tp, pp, useParallelEmbedding: a['parallel-embedding'], force: a.force });
+        if (q) (await import('../quantization/distribute.js')).checkGroups(config, q);
+        const why = q?.algo ? weightOnlyShapeRefusal({ ...config, quantization: { quant_algo: algo } }) : undefined;
+        if (why) throw new InputError(`--quant ${q!.algo}: ${why}; build --model ${src} without --quant`);
+      } else {
+        config = checkCheckpoint(src);
+        // A W8A16 / W4A16 checkpoint holds float weights that each rank's engine would quantize.
+        const why = weightOnlyShapeRefusal(config);
+        if (why) throw new InputError(`${join(src, 'config.json')}: quant_algo ${algo}: ${why}; build from the unquantized model`);
       }
       const refusal = a.device === 'auto' ? undefined : (await import('../engine/llama-graph.js')).ortHeadSizeRefusal(config, a.device);
-      if (refusal) throw new InputError(`--model ${src}: ${refusal}`);
+      if (refusal) throw new InputError(`${a.model ? '--model' : '--checkpoint'} ${src}: ${refusal}`);
+      const long = maxSeqLenRefusal(a['max-seq-len'], config);
+      if (long) throw new InputError(long);
     }
     let int4MatmulDtype = a['int4-matmul-dtype'];
     // Read whatever the flag says, so a value it does not take is refused even where the flag makes it moot.
@@ -143,6 +156,7 @@ const command: CommandModule<object, BuildArgs> = {
       const why = prefillInt8GemmRefusal({ device: a.device === 'auto' ? undefined : a.device, dtype: a.dtype, int4_matmul_dtype: int4MatmulDtype }, algo, q?.algo);
       if (why) throw new InputError(why);
     }
+    streamingForced(); // TPRUN_BUILD_WRITER: refused here, once, before any rank starts (each rank's writer reads it)
     await runOnRanks(tp * pp, async (world: World) => {
       const t0 = performance.now();
       // --device auto is decided inside the world, once per adapter (device.ts agreeDevice): every rank
@@ -169,6 +183,16 @@ const command: CommandModule<object, BuildArgs> = {
   }),
 };
 export default command;
+
+/** LlamaForCausalLM.checkCheckpoint; an error that names no file of `dir` (tp_size against the heads, say) is put on its config.json, where those values come from. */
+function checkCheckpoint(dir: string): PretrainedConfig {
+  try {
+    return LlamaForCausalLM.checkCheckpoint(dir);
+  } catch (e) {
+    if (!isInputError(e) || e.message.includes(dir)) throw e;
+    throw new InputError(`${join(dir, 'config.json')}: ${e.message}`);
+  }
+}
 
 function checkpointMapping(dir: string): { tp: number; pp: number; weightOnly: boolean; algo: string | null } {
   const f = join(dir, 'config.json');

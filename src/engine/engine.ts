@@ -196,6 +196,14 @@ export class Engine {
     return config;
   }
 
+  /**
+   * Every rank's part of a saved engine is there, listed and of its recorded size: what the process that
+   * starts the ranks can check without reading the weights (each rank checksums its own files as it opens them).
+   */
+  static async checkRanks(dir: string, config: EngineConfig): Promise<void> {
+    for (let r = 0; r < engineWorldSize(config); r++) await Engine.fromDir(dir, r, { verify: false });
+  }
+
   /** Opens rank `rank`'s part of a saved engine, checking the layout and (by default) every file's checksum. */
   static async fromDir(dir: string, rank: number, opts: { worldSize?: number; verify?: boolean } = {}): Promise<Engine> {
     const config = await Engine.readConfig(dir);
@@ -236,6 +244,17 @@ export function engineWorldSize(config: EngineConfig): number {
   return config.tp_size * (config.pp_size ?? 1);
 }
 
+/**
+ * Why a model cannot be built for sequences of `maxSeqLen`, or undefined. Positions past what it was
+ * trained on give garbage without rope scaling (TensorRT-LLM's build caps max_seq_len at
+ * max_position_embeddings × the scaling factor the same way).
+ */
+export function maxSeqLenRefusal(maxSeqLen: number, cfg: Pick<PretrainedConfig, 'max_position_embeddings' | 'rotary_scaling'>): string | undefined {
+  const scale = cfg.rotary_scaling?.factor ?? 1;
+  if (maxSeqLen <= cfg.max_position_embeddings * scale) return undefined;
+  return `--max-seq-len ${maxSeqLen} exceeds the model's ${cfg.max_position_embeddings} positions${scale !== 1 ? ` × rope scaling factor ${scale}` : ' (it has no rope scaling)'}`;
+}
+
 /** Builds rank `model.rank`'s engine from its shard (float or quantized weights). */
 export async function build(model: ModelShard, buildConfig: Partial<BuildConfig> = {}, opts: { onLayer?: () => void } = {}): Promise<Engine> {
   const cfg = model.config;
@@ -250,12 +269,8 @@ export async function build(model: ModelShard, buildConfig: Partial<BuildConfig>
     if (bs === undefined) bc.lm_head_quant = 'none';
     else bc.lm_head_block_size = bs;
   }
-  // Positions past what the model was trained on give garbage without rope scaling (TensorRT-LLM's
-  // build caps max_seq_len at max_position_embeddings × the scaling factor the same way).
-  const scale = cfg.rotary_scaling?.factor ?? 1;
-  if (bc.max_seq_len > cfg.max_position_embeddings * scale) {
-    throw new InputError(`--max-seq-len ${bc.max_seq_len} exceeds the model's ${cfg.max_position_embeddings} positions${scale !== 1 ? ` × rope scaling factor ${scale}` : ' (it has no rope scaling)'}`);
-  }
+  const long = maxSeqLenRefusal(bc.max_seq_len, cfg);
+  if (long) throw new InputError(long);
   const prefixes = [...model.weights.keys()].filter((k) => k.endsWith('.weight')).map((k) => k.slice(0, -'.weight'.length));
   if (bc.lm_head_quant !== 'none' || prefixes.some((p) => isQuantizedLinear(p, model.weights, cfg.quantization))) await loadQuantLinear();
   const wf = new WeightFile(WEIGHTS);

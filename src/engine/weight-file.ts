@@ -52,7 +52,7 @@ const WORKER_HASH_MIN = 64 << 20;
  * TPRUN_BUILD_WRITER=streaming keeps the streaming writer where the parallel one would run (tprun bench
  * build times both on machines where the parallel one is the default).
  */
-function streamingForced(): boolean {
+export function streamingForced(): boolean {
   const w = process.env.TPRUN_BUILD_WRITER;
   if (w === undefined || w === '' || w === 'auto') return false;
   if (w === 'streaming') return true;

@@ -5,6 +5,8 @@ import { accessSync, constants as fsConstants } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { World } from '../rank/types.js';
 import { detectIdentity } from '../rank/identity.js';
+import { InputError, isInputError } from '../core/errors.js';
+import { namingRank } from '../rank/input-exit.js';
 
 export interface RunDistributedOptions {
   /** GPU binding for the ranks that get started ('auto' | 'none' | '0,1,...'). */
@@ -43,7 +45,9 @@ async function inWorld(body: (world: World) => Promise<void>): Promise<void> {
     // Fail now, without waiting for the peers' goodbyes: a rank that lingered in close() would let its
     // victims exit first, and the launcher would name one of them as the rank that failed.
     await world.close({ abort: true }).catch(() => undefined);
-    throw e;
+    // One rank's bad input (its own rank file, say) is named by that rank: the launcher shows tprun's lines
+    // alike from several ranks once, and ranks do not all meet the same input.
+    throw world.size > 1 && isInputError(e) ? new InputError(namingRank(e.message, world.rank)) : e;
   }
   await world.close();
 }

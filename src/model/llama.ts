@@ -2,7 +2,7 @@
 // loaded from Hugging Face, Meta or TensorRT-LLM checkpoints, and saved as a TensorRT-LLM checkpoint.
 import fs from 'node:fs';
 import type { PretrainedConfig } from '../core/config.js';
-import type { Tensor, Weights } from '../core/tensor.js';
+import type { DType, Tensor, Weights } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
 import { checkDir } from '../checkpoint/hf.js';
 import { type LoadOptions, normalizeMapping, openCheckpoint, openHuggingFace, openMetaCkpt } from '../checkpoint/open.js';
@@ -10,7 +10,7 @@ import { type TensorSource, expectedShape, llamaTensorNames } from '../checkpoin
 import { ruleFor, selection, shardShape } from '../sharding/rules.js';
 import { planRank, produceShards, rankSource, shardContext } from '../checkpoint/shard.js';
 import { stageTensors } from '../sharding/mapping.js';
-import { SafetensorsWriter, readSafetensors } from '../checkpoint/safetensors.js';
+import { SafetensorsFile, SafetensorsWriter, readSafetensors } from '../checkpoint/safetensors.js';
 import { rankFile, readTllmConfig, writeConfig } from '../checkpoint/tllm.js';
 import { FLOAT_DTYPES, byteSize } from '../core/dtype.js';
 
@@ -90,10 +90,41 @@ export class LlamaForCausalLM {
   }
 
   /**
+   * What can be checked of a TensorRT-LLM checkpoint without reading its weights: config.json, the mapping
+   * against the heads and layers, every rank file's header (each rank's tensors, their byte counts and
+   * float shards' shapes, as fromCheckpoint's load() checks them) and its quantization's layout. Returns the
+   * config; a one-line InputError naming the file and tensor otherwise.
+   */
+  static checkCheckpoint(dir: string): PretrainedConfig {
+    checkDir(dir, 'checkpoint');
+    // Opening it checks the config, the mapping, the rank files' names and the quantization's layout.
+    const { config, source } = openCheckpoint(dir);
+    source.close();
+    for (let r = 0; r < config.mapping.world_size; r++) {
+      const f = SafetensorsFile.open(rankFile(dir, r));
+      try {
+        new LlamaForCausalLM(config, r).checkShard(f.tensors, f.file);
+      } finally {
+        f.close();
+      }
+    }
+    return config;
+  }
+
+  /**
    * Replaces the weights, checking every tensor's byte count and, for float tensors, that its shape is
    * this rank's shard of the shape the config implies. `where` names the source in errors.
    */
   load(weights: Weights, where = `rank ${this.rank}`): void {
+    this.checkShard(new Map([...weights].map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, nbytes: t.data.length }])), where);
+    this.weights = weights;
+  }
+
+  /**
+   * load()'s checks on a description of the tensors (a rank file's header, say): this rank's names, byte
+   * counts, and float shards' shapes. Throws a one-line InputError naming `where` and the tensor.
+   */
+  checkShard(tensors: ReadonlyMap<string, { dtype: DType; shape: number[]; nbytes: number }>, where = `rank ${this.rank}`): void {
     const ctx = shardContext(this.config);
     const m = this.config.mapping;
     const tpRank = this.rank % m.tp_size;
@@ -101,21 +132,21 @@ export class LlamaForCausalLM {
     const expected = stageTensors(llamaTensorNames(this.config.num_hidden_layers), this.config.num_hidden_layers, m.pp_size, Math.floor(this.rank / m.tp_size)).map(([l]) => l);
     const stage = m.pp_size > 1 ? ` (pp stage ${Math.floor(this.rank / m.tp_size)} of ${m.pp_size})` : '';
     for (const name of expected) {
-      if (!weights.has(name)) throw new InputError(`${where}: missing tensor ${name}${stage}`);
+      if (!tensors.has(name)) throw new InputError(`${where}: missing tensor ${name}${stage}`);
     }
     {
       // Layers or model ends this stage does not own: a rank file written for another pp.
       const layers = new Set(expected.map((n) => /^transformer\.layers\.\d+\./.exec(n)?.[0] ?? n.replace(/\.[^.]*$/, '')));
-      for (const name of weights.keys()) {
+      for (const name of tensors.keys()) {
         const base = /^transformer\.layers\.\d+\./.exec(name)?.[0] ?? name.replace(/\.[^.]*$/, '');
         if (!layers.has(base) && /^(transformer\.layers\.\d+\.|transformer\.vocab_embedding\.|transformer\.ln_f\.|lm_head\.)/.test(name)) {
           throw new InputError(`${where}: unexpected tensor ${name}${stage}: written for another pipeline split (pp_size) than its config says`);
         }
       }
     }
-    for (const [name, t] of weights) {
-      if (t.data.length !== byteSize(t.dtype, t.shape)) {
-        throw new InputError(`${where}: tensor ${name} has ${t.data.length} bytes for ${t.dtype}[${t.shape}]`);
+    for (const [name, t] of tensors) {
+      if (t.nbytes !== byteSize(t.dtype, t.shape)) {
+        throw new InputError(`${where}: tensor ${name} has ${t.nbytes} bytes for ${t.dtype}[${t.shape}]`);
       }
       const full = expectedShape(name, this.config);
       // Quantized weights are packed or scaled differently; their companions are checked by the engine.
@@ -125,7 +156,6 @@ export class LlamaForCausalLM {
         throw new InputError(`${where}: tensor ${name} has shape [${t.shape.join(', ')}], expected [${want.join(', ')}] for rank ${this.rank} of tp=${ctx.tp}`);
       }
     }
-    this.weights = weights;
   }
 
   /** Writes config.json (rank 0) and rank{r}.safetensors into dir. */

@@ -12,7 +12,7 @@ import type { World } from './types.js';
 import { detectIdentity, type Env } from './identity.js';
 import { PeerWorld } from './peer-world.js';
 import { wholeNumber } from '../util/env.js';
-import { exitTwoIfUncaught } from './input-exit.js';
+import { exitTwoIfUncaught, exitTwoOnUncaughtInput } from './input-exit.js';
 
 export { CommError } from './inbox.js';
 export { detectIdentity } from './identity.js';
@@ -37,10 +37,15 @@ export async function initWorld(opts: InitWorldOptions = {}): Promise<World> {
     const timeoutMs = opts.timeoutMs ?? envNum(env, 'TPRUN_COMM_TIMEOUT_MS') ?? 600_000;
     const { inWorld: _inWorld, ...identity } = id;
     // A world of one is loaded only when asked for: every rank of a real job would load it for nothing.
-    if (id.size === 1) return new (await import('./local-world.js')).LocalWorld(identity);
+    if (id.size === 1) {
+      const alone = new (await import('./local-world.js')).LocalWorld(identity);
+      exitTwoOnUncaughtInput(undefined);
+      return alone;
+    }
     const w = new PeerWorld(identity, timeoutMs, opts.maxMessageBytes ?? envNum(env, 'TPRUN_MAX_MESSAGE_BYTES') ?? 2 ** 32,
       envNum(env, 'TPRUN_SPIN_US'));
     await w.start(env);
+    exitTwoOnUncaughtInput(w.rank);
     return w;
   } catch (e) {
     exitTwoIfUncaught(e, rank);

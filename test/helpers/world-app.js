@@ -2,7 +2,7 @@
 // Each rank computes what every collective must return from the inputs of all ranks (a sequential
 // reference: inputs are a function of rank and index) and fails loudly on the first difference.
 import assert from 'node:assert/strict';
-import { initWorld } from 'tprun';
+import { initWorld, LlamaForCausalLM } from 'tprun';
 import { f32ToBf16, f32ToF16, toF32 } from '../../dist/rank/dtype.js';
 
 const [scenario = 'all', arg = ''] = process.argv.slice(2);
@@ -106,6 +106,12 @@ else if (scenario === 'die') {
   // Rank 1 accepts at most TPRUN_MAX_MESSAGE_BYTES; rank 0 sends more.
   if (me === 0) await world.send(new Float32Array(1000), 1, 4);
   if (me === 1) await world.recv(0, 4);
+} else if (scenario === 'bad-input' || scenario === 'bug') {
+  // After the world started, rank 1 meets bad input (a checkpoint directory `arg` that is not there) or a
+  // bug of the script's own, and leaves it uncaught; the others idle until the launcher stops them.
+  if (me === 1 && scenario === 'bad-input') LlamaForCausalLM.fromCheckpoint(arg, me);
+  if (me === 1) /** @type {any} */ (undefined).bug();
+  await new Promise((r) => setTimeout(r, 60_000));
 } else if (scenario === 'hello') {
   await world.barrier();
   const s = await world.allReduce(new Int32Array([me + 1]));
