@@ -51,3 +51,37 @@ test('a message past the limit or of the wrong length is dropped and fails only 
   inbox.post(1, p2p, 3, new Uint8Array(16));
   assert.throws(() => inbox.done(1, p2p, 3), want);
 });
+
+test('pieces still on their way after a receive gave up are dropped, and the entry goes with the last of them', () => {
+  const inbox = new Inbox(2, 1 << 30, 0);
+  const p2p = 0x40000000 + 1;
+  inbox.post(1, p2p, 1, new Uint8Array(16));
+  const piece = (off) => ({ a: p2p, b: 1, total: 4096, off, len: 1024 });
+  assert.equal(inbox.target(1, piece(0)), undefined);
+  inbox.landed(1, piece(0));
+  assert.throws(() => inbox.done(1, p2p, 1), /sent 4096 bytes where 16 were expected/);
+  inbox.forget(1, p2p, 1);
+  for (const off of [1024, 2048]) {
+    assert.equal(inbox.target(1, piece(off)), undefined, 'no buffer is made for the rest');
+    inbox.landed(1, piece(off));
+  }
+  assert.equal(inbox['boxes'][1].size, 1);
+  inbox.target(1, piece(3072));
+  inbox.landed(1, piece(3072));
+  assert.equal(inbox['boxes'][1].size, 0, 'nothing is kept once the last piece passed');
+  // A receive that timed out before anything came: what comes later is dropped too, not kept.
+  inbox.post(1, p2p, 2, new Uint8Array(8));
+  inbox.forget(1, p2p, 2);
+  assert.equal(inbox.target(1, { a: p2p, b: 2, total: 8, off: 0, len: 8 }), undefined);
+  inbox.landed(1, { a: p2p, b: 2, total: 8, off: 0, len: 8 });
+  assert.equal(inbox['boxes'][1].size, 0);
+});
+
+test('a point-to-point message whose sequence number is the notices\' phase still arrives', () => {
+  const inbox = new Inbox(2, 1 << 20, 0);
+  const h = { a: 0x40000000 + 3, b: 2097151, total: 4, off: 0, len: 4 };
+  inbox.post(1, h.a, h.b);
+  inbox.target(1, h);
+  inbox.landed(1, h);
+  assert.equal(inbox.done(1, h.a, h.b), true);
+});

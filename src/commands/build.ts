@@ -9,7 +9,7 @@ import { InputError, isInputError } from '../core/errors.js';
 import { onOff } from '../util/env.js';
 import { checkOutDir } from '../checkpoint/outdir.js';
 import type { World } from '../rank/types.js';
-import { detectIdentity } from '../rank/identity.js';
+import { detectIdentity, joinsWorld } from '../rank/identity.js';
 import { build, maxSeqLenRefusal } from '../engine/engine.js';
 import { prefillInt8GemmRefusal } from '../engine/build-config.js';
 import { streamingForced } from '../engine/weight-file.js';
@@ -109,7 +109,7 @@ const command: CommandModule<object, BuildArgs> = {
     checkOutDir(a.out, guard); // before any rank starts; every rank checks again where it writes
     // The engine's quant_algo: --quant's, else the checkpoint's (a --model without --quant is float).
     const algo = q?.algo ? (await import('../quantization/algorithms.js')).TRTLLM_QUANT_ALGO[q.algo] : (onDisk?.algo ?? null);
-    if (!id.inWorld) {
+    if (!joinsWorld(tp * pp, id)) {
       // Checked once here, before ranks start, so bad input is one line rather than one per rank (and
       // nothing is spawned, loaded or written for a build that cannot succeed).
       const { weightOnlyShapeRefusal } = await import('../engine/nbits-shape.js');
@@ -123,7 +123,7 @@ const command: CommandModule<object, BuildArgs> = {
       } else {
         config = checkCheckpoint(src);
         // A W8A16 / W4A16 checkpoint holds float weights that each rank's engine would quantize.
-        const why = weightOnlyShapeRefusal(config);
+        const why = weightOnlyShapeRefusal(config, 'a checkpoint converted at a tp_size whose share is a multiple of 16 avoids it');
         if (why) throw new InputError(`${join(src, 'config.json')}: quant_algo ${algo}: ${why}; build from the unquantized model`);
       }
       const refusal = a.device === 'auto' ? undefined : (await import('../engine/llama-graph.js')).ortHeadSizeRefusal(config, a.device);

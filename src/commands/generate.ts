@@ -12,7 +12,7 @@ import { webgpuEpOptions } from '../engine/device.js';
 import { figuresLine, gatherRankFigures, percentiles, traceMemory } from '../engine/monitor.js';
 import { hasTokenizer, loadTokenizer, type TextTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
-import { detectIdentity } from '../rank/identity.js';
+import { joinsWorld } from '../rank/identity.js';
 import { progress } from '../util/progress.js';
 
 interface GenerateArgs {
@@ -87,7 +87,7 @@ const command: CommandModule<object, GenerateArgs> = {
 
     webgpuEpOptions(); // refused here, once, before any rank starts (each rank's EngineRunner.load reads it)
     // A rank file missing or cut short is refused before any rank starts; a checksum is each rank's to verify.
-    if (!detectIdentity().inWorld) await Engine.checkRanks(dir, config);
+    if (!joinsWorld(engineWorldSize(config))) await Engine.checkRanks(dir, config);
     await runOnRanks(engineWorldSize(config), async (world: World) => {
       if (budget.capped && world.rank === 0) {
         process.stderr.write(`tprun: note: --max-new-tokens ${a['max-new-tokens']} capped to ${budget.maxNew}: the engine's max_seq_len ${bc.max_seq_len} less the longest prompt's ${bc.max_seq_len - budget.room} tokens\n`);

@@ -13,7 +13,7 @@ import { figuresLine, gatherRankFigures, traceMemory } from '../engine/monitor.j
 import { perplexity, perplexityTokens } from '../engine/perplexity.js';
 import { loadTokenizer } from '../engine/tokenizer.js';
 import type { World } from '../rank/types.js';
-import { detectIdentity } from '../rank/identity.js';
+import { joinsWorld } from '../rank/identity.js';
 import { progress } from '../util/progress.js';
 
 interface PplArgs {
@@ -67,7 +67,7 @@ const command: CommandModule<object, PplArgs> = {
     if (a.window > config.build_config.max_input_len) throw new InputError(`--window ${a.window} exceeds the engine's max_input_len ${config.build_config.max_input_len}`);
     webgpuEpOptions(); // refused here, once, before any rank starts (each rank's EngineRunner.load reads it)
     // A rank file missing or cut short is refused before any rank starts; a checksum is each rank's to verify.
-    if (!detectIdentity().inWorld) await Engine.checkRanks(dir, config);
+    if (!joinsWorld(engineWorldSize(config))) await Engine.checkRanks(dir, config);
     await runOnRanks(engineWorldSize(config), async (world: World) => {
       const engine = await Engine.fromDir(dir, world.rank, { worldSize: world.size });
       const { runner } = await loadRunner(engine, world, { kernels: a.kernels, threads: a.threads, device: a.device });

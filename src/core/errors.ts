@@ -3,9 +3,9 @@
 
 export class InputError extends Error {
   readonly exitCode = 2;
-  constructor(message: string) {
+  constructor(message: string, options?: ErrorOptions) {
     // One line, always: multi-line messages would break per-rank output tagging and log greps.
-    super(message.replace(/\s*\n\s*/g, ' '));
+    super(message.replace(/\s*\n\s*/g, ' '), options);
     this.name = 'InputError';
   }
 }

@@ -21,15 +21,16 @@ type ShapeOf = Pick<PretrainedConfig, 'hidden_size' | 'intermediate_size' | 'num
 /**
  * Why a model of this shape cannot be built with its quant_algo's per-channel MatMulNBits linears at its
  * tp_size (the first linear, in TensorRT-LLM's names, whose K per rank no block of 16 divides), or undefined.
+ * `otherTpHint` says how the user picks another tp_size, where one would do.
  */
-export function weightOnlyShapeRefusal(c: ShapeOf): string | undefined {
+export function weightOnlyShapeRefusal(c: ShapeOf, otherTpHint = 'a --tp whose share is a multiple of 16 avoids it'): string | undefined {
   if (!PER_CHANNEL_NBITS.has(c.quantization?.quant_algo ?? '')) return undefined;
   const tp = c.mapping.tp_size;
   // mlp.gate shares mlp.fc's K, so it never fails first.
   for (const { linear, k, perRank, rowParallel } of kPerRank(c, tp)) {
     if (perRank % MIN_BLOCK === 0) continue;
     // Only a row-parallel linear's share depends on --tp; say so where a smaller one would do.
-    const otherTp = rowParallel && k % MIN_BLOCK === 0 ? '; a --tp whose share is a multiple of 16 avoids it' : '';
+    const otherTp = rowParallel && k % MIN_BLOCK === 0 ? `; ${otherTpHint}` : '';
     return `${linear} has ${perRank} input features per rank at tp=${tp}, not a multiple of 16 (onnxruntime's MatMulNBits blocks${otherTp})`;
   }
   return undefined;

@@ -4,7 +4,7 @@
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { World } from '../rank/types.js';
-import { detectIdentity } from '../rank/identity.js';
+import { detectIdentity, joinsWorld } from '../rank/identity.js';
 import { InputError, isInputError } from '../core/errors.js';
 import { namingRank } from '../rank/input-exit.js';
 
@@ -47,7 +47,7 @@ async function inWorld(body: (world: World) => Promise<void>): Promise<void> {
     await world.close({ abort: true }).catch(() => undefined);
     // One rank's bad input (its own rank file, say) is named by that rank: the launcher shows tprun's lines
     // alike from several ranks once, and ranks do not all meet the same input.
-    throw world.size > 1 && isInputError(e) ? new InputError(namingRank(e.message, world.rank)) : e;
+    throw world.size > 1 && isInputError(e) ? new InputError(namingRank(e.message, world.rank), { cause: e }) : e;
   }
   await world.close();
 }
@@ -55,9 +55,7 @@ async function inWorld(body: (world: World) => Promise<void>): Promise<void> {
 export async function runDistributed(n: number, body: (world: World) => Promise<void>, opts: RunDistributedOptions = {}): Promise<void> {
   if (!Number.isInteger(n) || n < 1) throw new WorldSizeError(`runDistributed: the number of ranks must be a positive integer (got ${n})`);
   const id = detectIdentity();
-  // A one-task allocation (srun -n1, mpirun -np 1) cannot host n > 1 ranks: start them, as alone.
-  const joinable = id.inWorld && !(id.size === 1 && n > 1 && id.source !== 'tprun');
-  if (joinable) {
+  if (joinsWorld(n, id)) {
     if (id.size !== n) {
       throw new WorldSizeError(`this command needs ${n} ranks but runs in a world of ${id.size} (started by ${id.source}); start it with -n ${n}`);
     }

@@ -69,6 +69,15 @@ function slurmLocalSize(env: Env): number | undefined {
 }
 
 /** Where rank 0 listens, how peers reach it, and the job secret they must prove. */
+/**
+ * Whether a command that needs `n` ranks joins the world this process is already part of (started by
+ * tprun, mpirun, srun or torchrun), rather than starting its ranks itself (alone, or in a one-task
+ * allocation such as srun -n1 or mpirun -np 1, which cannot host n > 1 ranks).
+ */
+export function joinsWorld(n: number, id: ReturnType<typeof detectIdentity> = detectIdentity()): boolean {
+  return id.inWorld && !(id.size === 1 && n > 1 && id.source !== 'tprun');
+}
+
 export interface Rendezvous {
   /** What rank 0 binds (tcp://*:PORT or ipc://PATH). */
   bind: string;

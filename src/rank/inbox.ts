@@ -58,10 +58,19 @@ interface Entry {
   mine?: number;
   /** Why the message was refused: its pieces are dropped, and waiting for it fails with this. */
   refused?: string;
+  /** The sender's byte count, from its first piece: when the last piece of a dropped message has passed. */
+  sent?: number;
+  /** Given up by its receiver (forget): kept only to drop the pieces still on their way. */
+  forgotten?: boolean;
 }
 
 /** A receive whose message was refused (Inbox.done throws it; the wait names the receive). */
-export class RefusedMessage extends CommError {}
+export class RefusedMessage extends CommError {
+  /** Whether it belonged to a collective: then the ranks' calls no longer line up. */
+  constructor(message: string, readonly collective: boolean) {
+    super(message);
+  }
+}
 
 /** Collectives this rank has begun, by key, the latest few kept to check late arrivals. */
 const STARTED_KEPT = 4096;
@@ -159,6 +168,7 @@ export class Inbox {
       this.check(src, h.a, e);
     }
     if (h.off + h.len > h.total) throw new CommError(`rank ${src} sent a malformed piece`);
+    e.sent ??= h.total;
     if (e.refused) return undefined;
     if (e.total === -1) e.total = h.total;
     // Checked before anything is allocated for it: the limit is what keeps a peer's bug from our memory.
@@ -171,10 +181,15 @@ export class Inbox {
 
   /** A piece was written into its target (or dropped, its message refused). */
   landed(src: number, h: PieceHeader): void {
-    const e = this.boxes[src].get(Inbox.key(h.a, h.b))!;
-    if (e.refused) return;
+    const k = Inbox.key(h.a, h.b);
+    const e = this.boxes[src].get(k)!;
     e.got += h.len;
-    if (h.b === NOTICE_PHASE) {
+    if (e.refused) {
+      if (e.forgotten && e.got >= e.sent!) this.boxes[src].delete(k);
+      return;
+    }
+    // Point-to-point sequences reach this phase number too (every 2^21st message on one tag).
+    if (h.b === NOTICE_PHASE && h.a < KIND_P2P) {
       // Checked in target() against a collective already begun (then dropped), or kept for begin() to check.
       if (this.started.has(h.a)) this.boxes[src].delete(Inbox.key(h.a, h.b));
       return;
@@ -189,7 +204,7 @@ export class Inbox {
   /** Whether (src, a, b) has arrived whole; throws RefusedMessage where it was refused. */
   done(src: number, a: number, b: number): boolean {
     const e = this.boxes[src].get(Inbox.key(a, b));
-    if (e?.refused) throw new RefusedMessage(e.refused);
+    if (e?.refused) throw new RefusedMessage(e.refused, a < KIND_P2P);
     return !!e && e.complete;
   }
 
@@ -203,7 +218,18 @@ export class Inbox {
 
   /** Forget posted-but-unfinished entries (after a failed collective) so their buffers are not written later. */
   forget(src: number, a: number, b: number): void {
-    this.boxes[src].delete(Inbox.key(a, b));
+    const k = Inbox.key(a, b);
+    const e = this.boxes[src].get(k);
+    if (!e) return;
+    if (e.complete || (e.sent !== undefined && e.got >= e.sent)) {
+      this.boxes[src].delete(k);
+      return;
+    }
+    // Its pieces still on their way are dropped as they come (not kept in a buffer nobody will take),
+    // and the entry goes with the last of them.
+    e.refused ??= 'the receive gave up';
+    e.forgotten = true;
+    e.buf = undefined;
   }
 }
 

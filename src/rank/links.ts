@@ -151,7 +151,7 @@ export class Links {
     else this.zlinks[dst]!.send(a, b, data, () => { done(); this.ev.wake(); }, desc);
   }
 
-  /** Moves shared-memory data; throws when a ring holds a message that was refused. */
+  /** Moves shared-memory data; throws on a malformed piece or a mismatched collective's message. */
   pump(): void {
     for (const l of this.shmList) l.pump();
   }

@@ -149,10 +149,14 @@ export class PeerWorld implements World, Transport {
     } catch (e) {
       for (const [src, a, b] of recvs) this.inbox.forget(src, a, b);
       if (!(e instanceof RefusedMessage)) throw e;
-      // The ranks' messages no longer line up (a length disagreement, or a sender past our limit).
-      this.p.fatal ??= e;
-      this.p.fatalShown = true;
-      throw new CommError(`${what} failed on rank ${this.rank}: ${e.message}`);
+      const failed = new CommError(`${what} failed on rank ${this.rank}: ${e.message}`);
+      // A collective's ranks no longer line up; a refused point-to-point message was dropped whole, and the
+      // sequences still pair what follows.
+      if (e.collective) {
+        this.p.fatal ??= failed;
+        this.p.fatalShown = true;
+      }
+      throw failed;
     }
   }
 
@@ -218,8 +222,20 @@ export class PeerWorld implements World, Transport {
     const b = this.p2pSeq(this.recvSeq, src, kind, tag);
     this.inbox.post(src, kind + tag, b, into);
     if (src !== this.rank) await this.complete(`recv from rank ${src} (tag ${tag})`, [[src, kind + tag, b]], [], timeoutMs);
-    else if (!this.inbox.done(src, kind + tag, b)) throw new CommError(`recv from rank ${src} (itself), tag ${tag}: nothing was sent`);
+    else {
+      const what = `recv from rank ${src} (itself), tag ${tag}`;
+      if (!this.selfDone(what, src, kind + tag, b)) throw new CommError(`${what}: nothing was sent`);
+    }
     return this.inbox.take(src, kind + tag, b);
+  }
+
+  private selfDone(what: string, src: number, a: number, b: number): boolean {
+    try {
+      return this.inbox.done(src, a, b);
+    } catch (e) {
+      this.inbox.forget(src, a, b);
+      throw e instanceof RefusedMessage ? new CommError(`${what}: ${e.message}`) : e;
+    }
   }
 
   sendObject(value: unknown, dst: number, tag = 0): Promise<void> {

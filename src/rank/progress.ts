@@ -43,7 +43,7 @@ export class Progress {
     try {
       this.links.pump();
     } catch (e) {
-      // A refused message leaves its ring stuck: the world cannot go on.
+      // A malformed piece or a collective the peer described otherwise: the world cannot go on.
       this.fatal ??= e as Error;
       this.fatalShown = true;
       throw new CommError(`${this.current} failed on rank ${this.rank}: ${(e as Error).message}`);
