@@ -1,16 +1,19 @@
-// The world and the launcher run from bundles (dist/rank/world.bundle.cjs, dist/launcher/launch.bundle.cjs;
-// src/util/bundle.ts): two ranks meet from them and from the ES modules (TPRUN_BUNDLE=0), CommError is
+// The world, the launcher and the `build` and `convert` commands run from bundles (dist/rank/world.bundle.cjs,
+// dist/launcher/launch.bundle.cjs, dist/commands/NAME.bundle.cjs; src/util/bundle.ts): two ranks meet from
+// them and from the ES modules (TPRUN_BUNDLE=0), a command writes the same bytes and says the same words
+// from its bundle as from its modules, CommError is
 // one class whichever copy of the world's modules threw it, what a bundle leaves to ES modules of their
 // own (the trace writer) still loads, and a bundle is run only while the modules it was made from are
 // byte for byte what they were.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI } from './helpers/procs.js';
+import { writeTinyLlama } from './helpers/tiny-model.js';
 
 const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
 
@@ -112,6 +115,8 @@ test('a bundle runs while the modules it was made from are byte for byte what th
 function copyDist() {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-bundle-copy-'));
   cpSync(DIST, join(dir, 'dist'), { recursive: true });
+  // What the CLI reads its version from, beside dist/ as in an installed package.
+  cpSync(fileURLToPath(new URL('../package.json', import.meta.url)), join(dir, 'package.json'));
   symlinkSync(fileURLToPath(new URL('../node_modules', import.meta.url)), join(dir, 'node_modules'));
   return dir;
 }
@@ -202,4 +207,86 @@ test('each start stats the inputs and hashes only those whose size or mtime is n
   writeFileSync(mod, 'export const v = 43;\n');
   assert.equal(statSync(mod).size, 21);
   assert.equal(loadBundle(file), undefined);
+});
+
+const MODEL = fileURLToPath(new URL('../models/brown-llama-a', import.meta.url));
+
+/** Every file under `dir` (relative path → bytes), for comparing two outputs byte for byte. */
+function tree(dir, rel = '') {
+  const out = {};
+  for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
+    const r = join(rel, e.name);
+    if (e.isDirectory()) Object.assign(out, tree(dir, r));
+    else out[r] = readFileSync(join(dir, r));
+  }
+  return out;
+}
+
+/** Runs `tprun ARGS` from `cli`, by default with TPRUN_DEBUG set (a bundle passed over says why on stderr). */
+const tprun = (cli, args, env = {}) => run([cli, ...args], { TPRUN_DEBUG: '1', CUDA_VISIBLE_DEVICES: undefined, ...env });
+/** The same under a German locale, without TPRUN_DEBUG (whose stack traces name the files that ran). */
+const german = { TPRUN_DEBUG: undefined, LANG: 'de_DE.UTF-8', LC_ALL: undefined, LC_MESSAGES: undefined, LANGUAGE: undefined };
+
+test('build and convert from their bundles write what their ES modules write; the weight workers and the SIMD seed are found from the bundle as from the modules', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tprun-bundle-cmd-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // Over the parallel writer's floor (64 MiB of float32 engine weights): its workers are started by the
+  // path weight-jobs.js names relative to itself, which a bundle elsewhere in dist/ must resolve alike.
+  const model = join(dir, 'model');
+  mkdirSync(model);
+  writeTinyLlama(model, { H: 1024, I: 4096, V: 8192, nh: 8, nkv: 2, hd: 128 });
+  /** @type {Record<string, Record<string, Record<string, Buffer>>>} */
+  const outs = { build: {}, convert: {} };
+  /** @type {Record<string, object>} */
+  const writes = {};
+  for (const bundle of ['1', '0']) {
+    const engine = join(dir, `engine${bundle}`);
+    const trace = join(dir, `trace${bundle}.json`);
+    const b = tprun(CLI, ['build', '--model', model, '--tp', '1', '--dtype', 'float32', '--out', engine, '--quiet', '--trace', trace], { TPRUN_BUNDLE: bundle, TPRUN_BUILD_THREADS: '2' });
+    assert.equal(b.status, 0, b.stderr);
+    // TPRUN_DEBUG names every bundle that is not used: none here with bundles on.
+    if (bundle === '1') assert.doesNotMatch(b.stderr, /not used/);
+    writes[bundle] = JSON.parse(readFileSync(trace, 'utf8')).traceEvents.find((e) => e.name === 'weights.write').args;
+    outs.build[bundle] = tree(engine);
+    rmSync(engine, { recursive: true });
+    // Two ranks, each re-running the command from the parse of the process that started them.
+    const ckpt = join(dir, `ckpt${bundle}`);
+    const c = tprun(CLI, ['convert', '--model', MODEL, '--tp', '2', '--out', ckpt], { TPRUN_BUNDLE: bundle });
+    assert.equal(c.status, 0, c.stderr);
+    if (bundle === '1') assert.doesNotMatch(c.stderr, /not used/);
+    outs.convert[bundle] = tree(ckpt);
+  }
+  assert.equal(writes['1'].writer, 'parallel');
+  assert.equal(writes['1'].worker_code, 'bundle');
+  assert.equal(writes['0'].worker_code, 'modules');
+  // The seed made at `npm run build`, read from beside half-simd.js (simd-seed-file.ts), either way.
+  assert.deepEqual([writes['1'].simd_seed, writes['0'].simd_seed], ['kept', 'kept']);
+  for (const cmd of ['build', 'convert']) {
+    assert.deepEqual(Object.keys(outs[cmd]['1']).sort(), Object.keys(outs[cmd]['0']).sort());
+    for (const [f, bytes] of Object.entries(outs[cmd]['1'])) assert.ok(bytes.equals(outs[cmd]['0'][f]), `${cmd}: ${f} differs`);
+  }
+});
+
+test("a command's bundle parses as its modules do: yargs' own messages in the user's language, help, bad input", () => {
+  for (const args of [['build', '--model', MODEL], ['convert', '--out', '/nonexistent/x', '--tp', 'two'], ['build', '--help']]) {
+    const got = ['1', '0'].map((bundle) => tprun(CLI, args, { ...german, TPRUN_BUNDLE: bundle }));
+    assert.deepEqual([got[0].status, got[0].stdout, got[0].stderr], [got[1].status, got[1].stdout, got[1].stderr], args.join(' '));
+  }
+  // yargs found its locale files from the bundle (a bundle that looked for them beside itself spoke English).
+  assert.match(tprun(CLI, ['build', '--model', MODEL], german).stderr, /Fehlendes Argument: out/);
+});
+
+test("a command's bundle is not run once a module it was made from changed: the ES modules build, and TPRUN_DEBUG says why", (t) => {
+  const dir = copyDist();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const dist = join(dir, 'dist');
+  const edited = join(dist, 'commands/cli-run.js');
+  writeFileSync(edited, `${readFileSync(edited, 'utf8')}// edited\n`);
+  utimesSync(edited, new Date(0), new Date(0));
+  const engine = join(dir, 'engine');
+  const r = tprun(join(dist, 'cli.js'), ['build', '--model', MODEL, '--tp', '1', '--out', engine, '--quiet']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stderr.split('\n').filter((l) => l.includes('not used')),
+    [`tprun: ${join(dist, 'commands/build.bundle.cjs')} not used, its ES modules are: cli-run.js is not the module it was made from (rebuilt without the bundles, or edited)`]);
+  assert.ok(statSync(join(engine, 'rank0', 'weights.bin')).size > 0);
 });

@@ -116,6 +116,10 @@ function recorded(args, dir) {
 
 const loaded = (urls, what) => urls.filter((u) => u.includes(what));
 
+/** The command's bundle (which holds the conversion code and yargs: scripts/bundle.mjs), or the conversion's ES module. */
+const CONVERT_BUNDLE = '/dist/commands/convert.bundle.cjs';
+const convertCode = (/** @type {string} */ u) => u.endsWith('/dist/checkpoint/convert.js') || u.endsWith(CONVERT_BUNDLE);
+
 test('convert --tp 2 alone: one process, which loads no execa, zod v4 root or world (ZeroMQ)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
   try {
@@ -124,7 +128,7 @@ test('convert --tp 2 alone: one process, which loads no execa, zod v4 root or wo
     // Both ranks' files from this one process (src/checkpoint/convert.ts convertLocal): no rank processes.
     assert.deepEqual([...byPid.keys()], [r.pid]);
     const urls = byPid.get(r.pid) ?? [];
-    assert.ok(urls.some((u) => u.endsWith('/dist/checkpoint/convert.js')), 'it converted');
+    assert.ok(urls.some(convertCode), 'it converted');
     for (const u of ['/node_modules/execa/', '/node_modules/zod/v4/', '/node_modules/onnxruntime', '/node_modules/zeromq/', '/dist/rank/world.js']) {
       assert.deepEqual(loaded(urls, u), [], `convert loaded ${u}`);
     }
@@ -143,8 +147,8 @@ test('a quantizing convert --tp 2 (ranks of its own): the launcher loads no exec
     const urlsOf = (/** @type {number} */ p) => byPid.get(p) ?? [];
     // Two ranks that each converted (their own world, the checkpoint reader) beside the launcher.
     assert.ok(byPid.has(r.pid), 'the launcher was recorded');
-    assert.equal(ranks.filter((p) => urlsOf(p).some((u) => u.endsWith('/dist/checkpoint/convert.js'))).length, 2);
-    assert.ok(urlsOf(r.pid).some((u) => u.includes('/node_modules/yargs/')), 'the launcher parses with yargs');
+    assert.equal(ranks.filter((p) => urlsOf(p).some(convertCode)).length, 2);
+    assert.ok(urlsOf(r.pid).some((u) => u.includes('/node_modules/yargs/') || u.endsWith(CONVERT_BUNDLE)), 'the launcher parses with yargs (from the command\'s bundle, or its package)');
     for (const [pid, urls] of byPid) {
       const who = pid === r.pid ? 'the launcher' : `rank process ${pid}`;
       // The launcher never joins the world it starts (no ZeroMQ); the ranks take their parsed arguments from it.

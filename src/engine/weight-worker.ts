@@ -14,8 +14,8 @@ import { wasmMapStats } from '../util/wasm-map.js';
 import { crc32Impl } from '../util/fast-crc32.js';
 
 const { origin, simd } = workerData as { origin: LazyOrigin; simd?: SimdSeed };
-// In the CommonJS bundle (weight-jobs.ts workerFile) import.meta.url is the bundle's own (scripts/bundle.mjs).
-const bundled = import.meta.url.endsWith('.cjs');
+// Run from the CommonJS bundle (weight-jobs.ts workerFile), which has a __filename; an ES module has none.
+const bundled = typeof __filename === 'string';
 // The main thread's SIMD converter, before anything here would make its own.
 if (simd) plantSimd(simd);
 const { shard, close } = openLazyShard(origin);

@@ -10,7 +10,6 @@
 // TPRUN_BIND=none (no CPU binding), TPRUN_TRANSPORT=zmq (no shared memory), TPRUN_ADVERTISE_ADDR.
 import type { World } from './types.js';
 import { detectIdentity, type Env } from './identity.js';
-import { PeerWorld } from './peer-world.js';
 import { wholeNumber } from '../util/env.js';
 import { exitTwoIfUncaught, exitTwoOnUncaughtInput } from './input-exit.js';
 
@@ -42,6 +41,7 @@ export async function initWorld(opts: InitWorldOptions = {}): Promise<World> {
       exitTwoOnUncaughtInput(undefined);
       return alone;
     }
+    const { PeerWorld } = await import('./peer-world.js');
     const w = new PeerWorld(identity, timeoutMs, opts.maxMessageBytes ?? envNum(env, 'TPRUN_MAX_MESSAGE_BYTES') ?? 2 ** 32,
       envNum(env, 'TPRUN_SPIN_US'));
     await w.start(env);
