@@ -40,6 +40,29 @@ const bundles = [
  * dist/, so the bundle's own URL would point their relative names (`new URL('./weight-worker.js', ...)`)
  * at the wrong folder.
  */
+/**
+ * string-width (yargs' and cliui's, for laying out help text) builds an Intl.Segmenter and Unicode
+ * property-of-strings regular expressions when it is loaded: ≈ a fifth of `tprun build`'s main-thread start
+ * from the bundle (two copies of it), for help a build never renders. In a bundle each import of it is a
+ * function that loads the package at its first call.
+ */
+const lazyStringWidth = {
+  name: 'lazy-string-width',
+  setup(build) {
+    build.onResolve({ filter: /^string-width$/ }, async (args) => {
+      if (args.pluginData === 'real') return undefined;
+      const real = await build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, importer: args.importer, pluginData: 'real' });
+      if (real.errors.length) return { errors: real.errors };
+      return { path: real.path, namespace: 'lazy-string-width' };
+    });
+    build.onLoad({ filter: /.*/, namespace: 'lazy-string-width' }, (args) => ({
+      contents: `export default function stringWidth(...a) { return require(${JSON.stringify(args.path)}).default(...a); }\n`,
+      resolveDir: dirname(args.path),
+      loader: 'js',
+    }));
+  },
+};
+
 const moduleUrls = (outDir) => ({
   name: 'module-urls',
   setup(build) {
@@ -82,7 +105,7 @@ for (const b of bundles) {
     // those only some runs load), but for the pure-JavaScript ones every run of the bundle loads: zod and
     // msgpackr, and yargs for a command.
     external: ['zeromq', 'koffi', 'execa', 'cli-progress', 'onnxruntime-node', 'webgpu', '@huggingface/tokenizers', ...b.external],
-    plugins: [moduleUrls(dirname(dist + b.out))],
+    plugins: [lazyStringWidth, moduleUrls(dirname(dist + b.out))],
     // What the plugin leaves (import.meta.url written otherwise) is the bundle's URL.
     define: { 'import.meta.url': 'bundleUrl' },
     inject: [fileURLToPath(new URL('./bundle-import-meta.js', import.meta.url))],
