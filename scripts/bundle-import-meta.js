@@ -11,11 +11,18 @@ export const bundleUrl = pathToFileURL(__filename).href;
 /** The URL of the module at `rel` from the bundle's folder. */
 export const moduleUrl = (rel) => pathToFileURL(join(__dirname, rel)).href;
 
+/** Where each package bundled in was found (its folder, or null: not resolvable), looked up once. */
+const packageDirs = new Map();
+
 /** The URL of the file at `rel` inside the installed package `name`, as Node resolves it from the bundle. */
 export function packageUrl(name, rel) {
-  try {
-    return pathToFileURL(join(dirname(require.resolve(`${name}/package.json`)), rel)).href;
-  } catch {
-    return bundleUrl;
+  if (!packageDirs.has(name)) {
+    try {
+      packageDirs.set(name, dirname(require.resolve(`${name}/package.json`)));
+    } catch {
+      packageDirs.set(name, null);
+    }
   }
+  const dir = packageDirs.get(name);
+  return dir === null ? bundleUrl : pathToFileURL(join(dir, rel)).href;
 }

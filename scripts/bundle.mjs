@@ -16,8 +16,7 @@ const commandBundle = (name) => ({
   entry: `commands/${name}.js`,
   contents: `export * from './cli-run.js';\nexport { default as command } from './${name}.js';\n`,
   out: `commands/${name}.bundle.cjs`,
-  // The launcher stays the ES modules (and its own bundle) that a launch loads: a command never runs it.
-  external: ['../launcher/launch.js'],
+  external: [],
 });
 
 const bundles = [
