@@ -211,8 +211,13 @@ test('each start stats the inputs and hashes only those whose size or mtime is n
 
 const MODEL = fileURLToPath(new URL('../models/brown-llama-a', import.meta.url));
 
-/** Every file under `dir` (relative path → bytes), for comparing two outputs byte for byte. */
+/**
+ * Every file under `dir` (relative path → bytes), for comparing two outputs byte for byte.
+ * @param {string} dir
+ * @returns {Record<string, Buffer>}
+ */
 function tree(dir, rel = '') {
+  /** @type {Record<string, Buffer>} */
   const out = {};
   for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
     const r = join(rel, e.name);
