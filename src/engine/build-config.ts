@@ -57,7 +57,7 @@ export const BuildConfigSchema = z.object({
   lm_head_block_size: z.number().int().min(16).max(256).refine((b) => (b & (b - 1)) === 0, 'a power of two').optional(),
   /**
    * CPU builds of per-channel weight-only models (int8_wo = W8A16; W4A16 checkpoints): every decoder
-   * linear also holds its q as [K, N] bytes (`<prefix>.prefill.weight`, q + 128 as uint8), and calls of more than one row
+   * linear also holds its q as int8 [K, N] (`<prefix>.prefill.weight`), and calls of more than one row
    * (prefill, perplexity) multiply it with activations rounded to int8 per row on onnxruntime's integer
    * GEMM (MatMulInteger) inside an If; one-row calls (decode) keep MatMulNBits. Faster prompts, at the
    * price of the decoder linears' weights held twice and per-row rather than per-block activation

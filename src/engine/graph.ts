@@ -73,8 +73,14 @@ export class Graph {
     return name;
   }
 
-  weight(name: string, t: Tensor | DeferredTensor): string {
-    if (this.parent) return this.parent.weight(name, t);
+  /**
+   * `inBranch`: a branch body keeps this weight among its own initializers (in the same weight file)
+   * instead of its parent's. onnxruntime's graph transformers look a node's constant inputs up in the
+   * node's own graph only: a weight the body reads from outside is not constant to them (the int8 → uint8
+   * weight rewrite of Avx2WeightS8ToU8Transformer among them).
+   */
+  weight(name: string, t: Tensor | DeferredTensor, o?: { inBranch?: boolean }): string {
+    if (this.parent && !o?.inBranch) return this.parent.weight(name, t);
     if (!this.names.has(name)) {
       this.names.add(name);
       // Tiny tensors (norm scales, per-tensor scales) stay inline: a 64 KiB slot each would mostly be padding.

@@ -141,8 +141,18 @@ export class EngineRunner {
             interOpNumThreads: 1,
             graphOptimizationLevel: 'all',
             executionMode: 'sequential',
-            // onnxruntime_session_options_config_keys.h kOrtSessionOptionsConfigAllowIntraOpSpinning.
-            extra: { session: { intra_op: { allow_spinning: spin ? '1' : '0' } } },
+            extra: {
+              session: {
+                // onnxruntime_session_options_config_keys.h kOrtSessionOptionsConfigAllowIntraOpSpinning.
+                intra_op: { allow_spinning: spin ? '1' : '0' },
+                // kOrtSessionOptionsAvx2PrecisionMode: on x86 CPUs whose u8·s8 kernel saturates (AVX2, AVX-512
+                // before VNNI: MlasPlatformU8S8Overflow) onnxruntime makes the int8 weights of integer GEMMs
+                // (MatMulInteger: --prefill-int8-gemm, W8A8) unsigned at load (Avx2WeightS8ToU8Transformer),
+                // so they compute exactly; CPUs with VNNI keep the faster signed kernel. A prefill-int8-gemm
+                // engine's greedy tokens changed on an AVX2-only CPU without it.
+                x64quantprecision: '1',
+              },
+            },
             executionProviders,
             ...gpuOut(path),
             ...opts.sessionOptions,

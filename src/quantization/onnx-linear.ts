@@ -173,8 +173,8 @@ function emitWeightOnlyPerChannel(g: Graph, x: string, prefix: string, w: Tensor
   // option without its If would be a caller's bug, not a choice to make quietly here.
   if (prefill === 'inapplicable') throw new Error(`${prefix}: prefill_int8_gemm is on where it cannot apply (prefill-gemm-rule.ts prefillGemmApplies; a ${g.dtype} engine, ${sdt} scales); build() refuses such builds`);
   // build_config.prefill_int8_gemm: calls of more than one row (prefill, perplexity) take an integer GEMM
-  // on a second, [K, N] copy of the same q (4-bit values fit as they are; stored as q + 128, see
-  // perTokenInt8Gemm); one row (decode) keeps MatMulNBits, which streams its own copy as fast or faster at M = 1. MatMulInteger runs MLAS's
+  // on a second, [K, N] int8 copy of the same q (4-bit values fit int8 as they are); one row (decode)
+  // keeps MatMulNBits, which streams its own copy as fast or faster at M = 1. MatMulInteger runs MLAS's
   // QGEMM on B prepacked at load (core/mlas/lib/qgemm.cpp), faster at many rows than MatMulNBits' CompInt8
   // kernels (core/mlas/lib/sqnbitgemm_kernel_avx512vnni.cpp); docs/performance.md has the figures.
   const gemm = g.branch(`${prefix}.prefill`, 'float32', (h) => [perTokenInt8Gemm(h, x, prefix, q, n, k)]);
@@ -196,23 +196,20 @@ function manyRows(g: Graph, x: string): string {
 
 /**
  * x [.., K] float32 → x · qᵀ · scale: x rounded to int8 per row (max |x| / 127, as TensorRT-LLM's
- * per-token SmoothQuant and emitW8A8 below), both operands offset to uint8 (zero point 128). Unsigned ×
- * unsigned, because MLAS's u8·s8 kernel on x86 without VNNI (AVX2, AVX-512 before VNNI) sums pairs of
- * products in int16 with saturation (vpmaddubsw: 255 · 127 · 2 > 32767), which changed greedy tokens on an
- * AVX2-only CPU; its u8·u8 kernels widen to int16 before multiplying and are exact on every CPU (its s8·s8
- * path is ~40× slower on x86).
+ * per-token SmoothQuant and emitW8A8 below) and offset to uint8 (zero point 128), so that onnxruntime's
+ * MatMulInteger runs MLAS's u8·s8 kernel (VNNI/AMX on x86; its s8·s8 path is ~40× slower there). Without
+ * VNNI (AVX2) that kernel sums product pairs in int16 with saturation; the runner's sessions set
+ * session.x64quantprecision, under which onnxruntime turns such weights unsigned at load on those CPUs
+ * only (../engine/runtime.ts), which it does only to a weight of the If body's own graph (inBranch).
  */
 function perTokenInt8Gemm(g: Graph, x: string, prefix: string, q: { q: Int8Array; scale: Float32Array }, n: number, k: number): string {
   const amax = g.op('ReduceMax', [g.op('Abs', [x]), g.int64s('axes', [-1])], { keepdims: 1 });
   const xs = g.op('Div', [g.op('Max', [amax, floatConst(g, 'eps', [1e-8], [])]), floatConst(g, 'i8max', [127], [])]);
   const r = g.op('Clip', [g.op('Round', [g.op('Div', [x, xs])]), floatConst(g, 'm127', [-127], []), floatConst(g, 'p127', [127], [])]);
   const xq = g.op('Cast', [g.op('Add', [r, floatConst(g, 'u8zero', [128], [])])], { to: 2 });
-  const wu = transposeBytes(new Uint8Array(q.q.buffer, q.q.byteOffset, q.q.length), n, k);
-  for (let i = 0; i < wu.length; i++) wu[i] ^= 0x80; // int8 → uint8 + 128
-  const wk = g.weight(`${prefix}.prefill.weight`, { dtype: 'uint8', shape: [k, n], data: wu });
+  const wk = g.weight(`${prefix}.prefill.weight`, { dtype: 'int8', shape: [k, n], data: transposeBytes(new Uint8Array(q.q.buffer, q.q.byteOffset, q.q.length), n, k) }, { inBranch: true });
   const ws = g.weight(`${prefix}.prefill.per_channel_scale`, { dtype: 'float32', shape: [n], data: new Uint8Array(Float32Array.from(q.scale).buffer) });
-  const zero = g.constant('u8zero', 'uint8', [], Uint8Array.of(128));
-  const acc = g.op('MatMulInteger', [xq, wk, zero, zero]);
+  const acc = g.op('MatMulInteger', [xq, wk, g.constant('u8zero', 'uint8', [], Uint8Array.of(128))]);
   return g.op('Mul', [g.op('Mul', [g.op('Cast', [acc], { to: 1 }), xs]), ws]);
 }
 
