@@ -2,8 +2,8 @@
 // provider, the kernels a weight-only engine can use, alternating, medians of per-call times. Random
 // weights: speed only. Kinds: nb4 / nb8 = MatMulNBits 4/8-bit, blocks of 256, accuracy_level 4 (what CPU
 // builds emit); gemm = per-row int8 activations (u8, zero point 128) × int8 [K, N] on MatMulInteger
-// (--prefill-int8-gemm before it went unsigned); gemmu = the same with uint8 weights (zero point 128), as
-// the engine holds it now; dqmm = DynamicQuantizeMatMul (per-tensor u8 activations); ifgemm = the
+// (what --prefill-int8-gemm emits); gemmu = the same with uint8 weights (zero point 128), what onnxruntime
+// runs instead on x86 CPUs without VNNI under session.x64quantprecision (src/engine/runtime.ts); dqmm = DynamicQuantizeMatMul (per-tensor u8 activations); ifgemm = the
 // If(rows > 1) of gemm and nb8; gemm2 = gemm in fewer nodes (blocked QuantizeLinear, MatMulIntegerToFloat).
 // Usage: node scripts/cpu/gemm-bench.mjs M,K,N[,COPIES,ROUNDS,THREADS] [KINDS]   (one JSON line per kind)
 import ort from 'onnxruntime-node';
@@ -22,7 +22,7 @@ function graph(kind) {
   const x = g.input('x', 'float32', [1, M, K]);
   const f = (h, v) => h.constant('c', 'float32', [], new Uint8Array(Float32Array.of(v).buffer));
   const nbits = (h, bits) => h.op('MatMulNBits', [x, h.constant('w', 'uint8', [N, K / 256, 32 * bits], bytes((N * K * bits) / 8)), h.constant('s', 'float32', [N * K / 256], f32(N * K / 256, 0.01))], { K, N, bits, block_size: 256, accuracy_level: 4 }, MS);
-  // unsigned: gemmu, both operands uint8 with zero point 128 (what --prefill-int8-gemm emits: exact without VNNI).
+  // unsigned: gemmu, both operands uint8 with zero point 128 (exact without VNNI).
   const gemm = (h, unsigned = false) => {
     const xs = h.op('Div', [h.op('Max', [h.op('ReduceMax', [h.op('Abs', [x]), h.int64s('axes', [-1])], { keepdims: 1 }), f(h, 1e-8)]), f(h, 127)]);
     const xq = h.op('Cast', [h.op('Add', [h.op('Clip', [h.op('Round', [h.op('Div', [x, xs])]), f(h, -127), f(h, 127)]), f(h, 128)])], { to: 2 });
