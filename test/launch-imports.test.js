@@ -99,10 +99,10 @@ test('traced, the benchmark\'s ranks record their phases', () => {
 });
 
 /** Runs `args` under the import recorder: { r, byPid } with the URLs each process resolved. */
-function recorded(args, dir) {
+function recorded(args, dir, env = {}) {
   const log = join(dir, 'imports.log');
   const r = spawnSync(process.execPath, [CLI, ...args], {
-    env: { ...process.env, RECORD_IMPORTS: log, NODE_OPTIONS: `--import=${HOOK}`, CUDA_VISIBLE_DEVICES: undefined },
+    env: { ...process.env, RECORD_IMPORTS: log, NODE_OPTIONS: `--import=${HOOK}`, CUDA_VISIBLE_DEVICES: undefined, ...env },
     encoding: 'utf8', timeout: 120000,
   });
   /** @type {Map<number, string[]>} */
@@ -123,7 +123,10 @@ const convertCode = (/** @type {string} */ u) => u.endsWith('/dist/checkpoint/co
 test('convert --tp 2 alone: one process, which loads no execa, zod v4 root or world (ZeroMQ)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
   try {
-    const { r, byPid } = recorded(['convert', '--model', MODEL, '--tp', '2', '--out', join(dir, 'ckpt')], dir);
+    // The ES modules, whose imports the recorder sees one by one: the command's bundle holds yargs, zod and
+    // the world inside one file, where a package loaded too early would not show (test/bundles.test.js
+    // holds the bundles to the modules' behaviour).
+    const { r, byPid } = recorded(['convert', '--model', MODEL, '--tp', '2', '--out', join(dir, 'ckpt')], dir, { TPRUN_BUNDLE: '0' });
     assert.equal(r.status, 0, r.stderr);
     // Both ranks' files from this one process (src/checkpoint/convert.ts convertLocal): no rank processes.
     assert.deepEqual([...byPid.keys()], [r.pid]);
@@ -141,7 +144,7 @@ test('a quantizing convert --tp 2 (ranks of its own): the launcher loads no exec
   const dir = mkdtempSync(join(tmpdir(), 'tprun-imports-'));
   try {
     const out = join(dir, 'ckpt');
-    const { r, byPid } = recorded(['convert', '--model', MODEL, '--tp', '2', '--quant', 'int8_wo', '--out', out], dir);
+    const { r, byPid } = recorded(['convert', '--model', MODEL, '--tp', '2', '--quant', 'int8_wo', '--out', out], dir, { TPRUN_BUNDLE: '0' }); // as above
     assert.equal(r.status, 0, r.stderr);
     const ranks = [...byPid.keys()].filter((p) => p !== r.pid);
     const urlsOf = (/** @type {number} */ p) => byPid.get(p) ?? [];

@@ -2,6 +2,7 @@
 // ([BOS] + line + [EOS] per line, first max-tokens + 1 tokens, non-overlapping windows).
 
 import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { InputError } from '../core/errors.js';
@@ -31,7 +32,7 @@ interface PplArgs {
 }
 
 export function bundledHeldout(): string {
-  return new URL('../../data/brown-heldout.txt', import.meta.url).pathname;
+  return fileURLToPath(new URL('../../data/brown-heldout.txt', import.meta.url));
 }
 
 const command: CommandModule<object, PplArgs> = {

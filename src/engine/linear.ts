@@ -34,9 +34,9 @@ let floatQuantEmitter: FloatQuantEmitter | undefined;
 /** Loads H5's quantized-linear emitter; call before building a graph for a quantized model. */
 export async function loadQuantLinear(): Promise<void> {
   if (quantEmitter) return;
-  const url = new URL('../quantization/onnx-linear.js', import.meta.url).href;
-  const mod = (await import(url)) as { emitQuantLinear?: QuantLinearEmitter; emitBlockQuantizedFloat?: FloatQuantEmitter };
-  if (typeof mod.emitQuantLinear !== 'function' || typeof mod.emitBlockQuantizedFloat !== 'function') throw new Error('src/quantization/onnx-linear.ts does not export emitQuantLinear and emitBlockQuantizedFloat');
+  // A literal specifier: a bundle (scripts/bundle.mjs) then holds it, loaded lazily, rather than loading it
+  // and a second copy of everything it imports as ES modules beside the bundle.
+  const mod = await import('../quantization/onnx-linear.js');
   quantEmitter = mod.emitQuantLinear;
   floatQuantEmitter = mod.emitBlockQuantizedFloat;
 }

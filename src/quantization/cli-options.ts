@@ -1,6 +1,7 @@
 // `--quant ...` options shared by `tprun convert` and `tprun build --model` (one definition, two commands).
 
 import type { Argv } from 'yargs';
+import { fileURLToPath } from 'node:url';
 import { QUANT_ALGOS, type QuantAlgo, type QuantRequest } from './algorithms.js';
 
 export type { QuantRequest };
@@ -108,5 +109,5 @@ export function quantRequestFrom(a: Partial<QuantArgs>): QuantRequest | undefine
 }
 
 export function defaultCalibFile(): string {
-  return new URL(`../../${DEFAULT_CALIB_FILE}`, import.meta.url).pathname;
+  return fileURLToPath(new URL(`../../${DEFAULT_CALIB_FILE}`, import.meta.url));
 }
