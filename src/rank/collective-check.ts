@@ -41,6 +41,7 @@ export const collectiveKey = (group: number, seq: number): number => group * 2 *
 export function keyName(a: number): string {
   const group = Math.floor(a / 2 ** SEQ_BITS);
   const seq = a % 2 ** SEQ_BITS;
+  if (a === 0) return '#0 (the world\'s start)';
   return group ? `#${seq} in group ${group}` : `#${seq}`;
 }
 
