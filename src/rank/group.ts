@@ -34,8 +34,10 @@ export class PeerGroup implements Group, Comm {
   private seq = 0;
   /** Large allReduce through shared memory: the whole world's group only, where every rank is local. */
   shm?: ShmAllReduce;
-  /** While the world warms its allReduce path when it starts (PeerWorld.start): every round is collective 0,
-   *  which no user collective has, and the group's own numbering is left as it was (the user's first is #1). */
+  /** While the world warms its collectives' paths when it starts (PeerWorld.warmPaths): every round is
+   *  collective 0, which no user collective has, begun nowhere (its one barrier's messages then carry no
+   *  descriptor to check against the allReduces before it under the same key), and the group's own
+   *  numbering is left as it was (the user's first collective is #1). */
   warming = false;
 
   /** `buffers` makes the reductions' memory at the first reduction (its SIMD module costs a rank's start
@@ -56,8 +58,8 @@ export class PeerGroup implements Group, Comm {
     if (!this.warming) {
       this.seq = (this.seq % SEQ_MAX) + 1;
       a = collectiveKey(this.id, this.seq);
+      this.t.begin(a, desc);
     }
-    this.t.begin(a, desc);
     return new Round(this.t, this.ranks, a, name, detail, timeoutMs);
   }
 

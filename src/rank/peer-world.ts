@@ -102,7 +102,7 @@ export class PeerWorld implements World, Transport {
         oversubscribed: this.oversubscribed,
       });
       await this.all.shm?.warm(this.timeoutMs);
-      await this.warmAllReduce();
+      await this.warmPaths();
     } catch (e) {
       // A program may catch this and go on: links left open would hold its process (their sockets) and
       // leave its peers waiting the whole timeout for a rank that will never call. Closed as a failing
@@ -124,18 +124,20 @@ export class PeerWorld implements World, Transport {
   /**
    * After the areas' first exchange, where every rank ran it: ShmAllReduce.warmCalls small float32 sums
    * through the path a user's allReduce takes (this method, the group's round, the collective, the areas'
-   * call), as collective 0, so that a fresh process's first calls do not run that JavaScript cold (issue #14;
-   * ./shm-allreduce.ts, WARM_CALLS). A few of the first change length, so that a call of a new shape, which
-   * the user's first call is, has run too. Zeros: nothing of them is left in the user's buffers or areas
-   * that a later call reads before writing.
+   * call), then one barrier, as collective 0, so that a fresh process's first calls do not run that
+   * JavaScript cold (issue #14; ./shm-allreduce.ts, WARM_CALLS): a cold barrier took ~1.5 ms, and its ranks
+   * left it hundreds of microseconds apart, which the first allReduce after it waited out. A few of the
+   * first sums change length, so that a call of a new shape, which the user's first call is, has run too.
+   * One barrier only: a second under the same key could meet the first's message still unread.
    */
-  private async warmAllReduce(): Promise<void> {
+  private async warmPaths(): Promise<void> {
     const shm = this.all.shm;
     if (!shm?.warmed || shm.warmCalls === 0) return;
     const bufs = [new Float32Array(WARM_LEN), new Float32Array(WARM_LEN + 1)];
     this.all.warming = true;
     try {
       for (let i = 0; i < shm.warmCalls; i++) await this.allReduce(bufs[i < 8 ? i & 1 : 0]);
+      await this.barrier();
     } finally {
       this.all.warming = false;
     }
