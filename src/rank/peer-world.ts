@@ -22,7 +22,7 @@ import type { Ticket, Transport } from './collectives/round.js';
 import { onOff } from '../util/env.js';
 
 const NONE: number[] = [];
-/** Elements of the world's warm-up allReduces (warmAllReduce): any length of one exchange takes the same
+/** Elements of the world's warm-up allReduces (warmPaths): any length of one exchange takes the same
  *  functions, and a short one keeps the warm-up's copies small. */
 const WARM_LEN = 64;
 

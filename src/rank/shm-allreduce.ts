@@ -81,7 +81,7 @@ export interface ArInfo {
    *  (mpirun -x on some ranks only): shmAllReducePlan refuses it. */
   oneShot?: number;
   /** Where early: how many small allReduces this rank's world makes through the user's path when it starts
-   *  (TPRUN_SHM_WARM_CALLS, PeerWorld.start). Every rank makes the fewest any rank advertised (none where one
+   *  (TPRUN_SHM_WARM_CALLS, PeerWorld.warmPaths). Every rank makes the fewest any rank advertised (none where one
    *  advertised none: an older tprun), since each call needs every rank. */
   warm?: number;
 }
@@ -175,7 +175,8 @@ export const oneShotBytes = (env: NodeJS.ProcessEnv = process.env): number => wh
 
 /**
  * TPRUN_SHM_WARM_CALLS (default WARM_CALLS; 0: none): small allReduces a world whose areas were set up early
- * makes through the user's own path when it starts (PeerWorld.start), advertised at rendezvous (ArInfo.warm).
+ * makes through the user's own path when it starts, then one barrier (PeerWorld.warmPaths), advertised at
+ * rendezvous (ArInfo.warm).
  */
 export function warmCalls(env: NodeJS.ProcessEnv = process.env): number {
   const n = wholeNumber('TPRUN_SHM_WARM_CALLS', WARM_CALLS, env);
