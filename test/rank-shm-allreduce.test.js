@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { spawnRanks } from './helpers/spawn-ranks.js';
 import { CLI } from './helpers/procs.js';
 
@@ -77,6 +78,53 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
       }
     });
 }
+
+// Where the areas' first exchange runs (every rank set up early), the world's start then makes
+// TPRUN_SHM_WARM_CALLS small allReduces through the user's own path (PeerWorld.warmAllReduce, issue #14: a
+// fresh process's first calls met that JavaScript cold). Each rank advertises its count and all make the
+// fewest (one rank's 0 turns it off for all: a rank warming alone waited for collective 0 while its peer
+// was in #1). The calls leave no trace a user sees: the first call's result is the rank-order sum to the
+// bit, the user's first collective is #1, and no file of the ranks is left in /dev/shm.
+const earlyByDefault = availableParallelism() >= 2;
+for (const [what, env, perRank, want] of /** @type {[string, Record<string, string>, Record<string, string> | undefined, number | 'default'][]} */ ([
+  ['by default', {}, undefined, 'default'],
+  ['TPRUN_SHM_WARM_CALLS=5', { TPRUN_SHM_WARM_CALLS: '5' }, undefined, 5],
+  ['TPRUN_SHM_WARM_CALLS=0', { TPRUN_SHM_WARM_CALLS: '0' }, undefined, 0],
+  ['TPRUN_SHM_WARM_CALLS=0 on rank 1 only', {}, { TPRUN_SHM_WARM_CALLS: '0' }, 0],
+  ['TPRUN_SHM_EARLY=0 (no start-up exchange)', { TPRUN_SHM_EARLY: '0' }, undefined, 0],
+])) {
+  test(`the world's start warms the user's allReduce path (${what}); the first call is bit-exact and nothing is left in /dev/shm`,
+    { skip: (!koffi && 'koffi (optional) is not installed') || (!earlyByDefault && 'needs 2 CPUs (the early set-up)'), timeout: 90_000 }, async () => {
+      const res = await spawnRanks(2, [APP, 'warm'], { env: { ...env, APP_TIMEOUT_MS: '60000' }, perRankEnv: (r) => (r === 1 && perRank ? perRank : {}), timeoutMs: 60000 });
+      for (const r of res) {
+        assert.equal(r.code, 0, `rank ${r.rank}: ${r.signal ?? ''} ${r.stderr}`);
+        const out = JSON.parse(r.stdout);
+        assert.equal(out.plane, 'wasm');
+        assert.equal(out.bitExact, true, `rank ${r.rank}: the first call's sum is not the rank-order sum`);
+        if (want === 'default') assert.ok(out.warmCalls >= 16, `rank ${r.rank}: ${out.warmCalls} warm-up calls`);
+        else assert.equal(out.warmCalls, want);
+        // The areas' first exchange and every warm-up call went through the areas' wasm call, before the program's first call.
+        assert.equal(out.wasmCalls, env.TPRUN_SHM_EARLY === '0' ? 0 : out.warmCalls + 1);
+        assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith('tprun-') && f.includes(`-${r.rank}-${r.pid}-`)), []);
+      }
+    });
+}
+
+test('the warm-up leaves the user\'s numbering alone: a disagreement in the first collective names #1',
+  { skip: (!koffi && 'koffi (optional) is not installed') || (!earlyByDefault && 'needs 2 CPUs (the early set-up)'), timeout: 90_000 }, async () => {
+    const res = await spawnRanks(2, [APP, 'warm-numbering'], { env: { APP_TIMEOUT_MS: '60000' }, timeoutMs: 50000 });
+    for (const r of res) assert.notEqual(r.code, 0, `rank ${r.rank} passed`);
+    assert.match(res.map((r) => r.stderr).join('\n'), /mismatched collective #1: rank [01] called allReduce\((sum|max), float32\) where rank [01] called allReduce\((sum|max), float32\)/);
+  });
+
+test('a TPRUN_SHM_WARM_CALLS that is not a count is refused in one line (exit 2)', { timeout: 90_000 }, async () => {
+  const res = await spawnRanks(2, [APP, 'warm'], { env: { TPRUN_SHM_WARM_CALLS: 'lots' }, timeoutMs: 50000 });
+  for (const r of res) {
+    assert.equal(r.code, 2, `rank ${r.rank}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /^tprun: rank \d: TPRUN_SHM_WARM_CALLS=lots: not a whole number >= 0$/m);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  }
+});
 
 // Ranks a launcher bound to one core each (mpirun --bind-to core, srun --cpu-bind=cores, here `taskset -c
 // $TPRUN_LOCAL_RANK` under tprun) each have a core: by default they set up early, as unbound ranks do. The

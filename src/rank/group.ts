@@ -34,6 +34,11 @@ export class PeerGroup implements Group, Comm {
   private seq = 0;
   /** Large allReduce through shared memory: the whole world's group only, where every rank is local. */
   shm?: ShmAllReduce;
+  /** While the world warms its collectives' paths when it starts (PeerWorld.warmPaths): every round is
+   *  collective 0, which no user collective has, begun nowhere (its one barrier's messages then carry no
+   *  descriptor to check against the allReduces before it under the same key), and the group's own
+   *  numbering is left as it was (the user's first collective is #1). */
+  warming = false;
 
   /** `buffers` makes the reductions' memory at the first reduction (its SIMD module costs a rank's start
    *  ~7 ms of CPU, and a world that never reduces needs none). */
@@ -49,9 +54,12 @@ export class PeerGroup implements Group, Comm {
     if (this.rank < 0) {
       throw new CommError(`${name} in group ${this.id}: rank ${this.worldRank} is not a member (the group is world ranks ${this.ranks.join(', ')})`);
     }
-    this.seq = (this.seq % SEQ_MAX) + 1;
-    const a = collectiveKey(this.id, this.seq);
-    this.t.begin(a, desc);
+    let a = 0;
+    if (!this.warming) {
+      this.seq = (this.seq % SEQ_MAX) + 1;
+      a = collectiveKey(this.id, this.seq);
+      this.t.begin(a, desc);
+    }
     return new Round(this.t, this.ranks, a, name, detail, timeoutMs);
   }
 

@@ -22,6 +22,9 @@ import type { Ticket, Transport } from './collectives/round.js';
 import { onOff } from '../util/env.js';
 
 const NONE: number[] = [];
+/** Elements of the world's warm-up allReduces (warmPaths): any length of one exchange takes the same
+ *  functions, and a short one keeps the warm-up's copies small. */
+const WARM_LEN = 64;
 
 export class PeerWorld implements World, Transport {
   readonly rank: number;
@@ -99,6 +102,7 @@ export class PeerWorld implements World, Transport {
         oversubscribed: this.oversubscribed,
       });
       await this.all.shm?.warm(this.timeoutMs);
+      await this.warmPaths();
     } catch (e) {
       // A program may catch this and go on: links left open would hold its process (their sockets) and
       // leave its peers waiting the whole timeout for a rank that will never call. Closed as a failing
@@ -115,6 +119,28 @@ export class PeerWorld implements World, Transport {
         process.exitCode ||= 1;
       });
     }, implicitClose);
+  }
+
+  /**
+   * After the areas' first exchange, where every rank ran it: ShmAllReduce.warmCalls small float32 sums
+   * through the path a user's allReduce takes (this method, the group's round, the collective, the areas'
+   * call), then one barrier, as collective 0, so that a fresh process's first calls do not run that
+   * JavaScript cold (issue #14; ./shm-allreduce.ts, WARM_CALLS): a cold barrier took ~1.5 ms, and its ranks
+   * left it hundreds of microseconds apart, which the first allReduce after it waited out. A few of the
+   * first sums change length, so that a call of a new shape, which the user's first call is, has run too.
+   * One barrier only: a second under the same key could meet the first's message still unread.
+   */
+  private async warmPaths(): Promise<void> {
+    const shm = this.all.shm;
+    if (!shm?.warmed || shm.warmCalls === 0) return;
+    const bufs = [new Float32Array(WARM_LEN), new Float32Array(WARM_LEN + 1)];
+    this.all.warming = true;
+    try {
+      for (let i = 0; i < shm.warmCalls; i++) await this.allReduce(bufs[i < 8 ? i & 1 : 0]);
+      await this.barrier();
+    } finally {
+      this.all.warming = false;
+    }
   }
 
   // ---- the Transport the collectives run on ----

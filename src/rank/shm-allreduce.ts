@@ -80,6 +80,10 @@ export interface ArInfo {
    *  one. Ranks that disagreed met in different protocols over the same areas and returned wrong sums
    *  (mpirun -x on some ranks only): shmAllReducePlan refuses it. */
   oneShot?: number;
+  /** Where early: how many small allReduces this rank's world makes through the user's path when it starts
+   *  (TPRUN_SHM_WARM_CALLS, PeerWorld.warmPaths). Every rank makes the fewest any rank advertised (none where one
+   *  advertised none: an older tprun), since each call needs every rank. */
+  warm?: number;
 }
 
 /** Byte access to every local rank's area (own and peers'). */
@@ -168,6 +172,18 @@ const memorySwitches = (env: NodeJS.ProcessEnv = process.env): MemorySwitches =>
 });
 /** TPRUN_SHM_ONE_SHOT_BYTES (ONE_SHOT_BYTES unset), advertised at rendezvous (ArInfo.oneShot). */
 export const oneShotBytes = (env: NodeJS.ProcessEnv = process.env): number => wholeNumber('TPRUN_SHM_ONE_SHOT_BYTES', ONE_SHOT_BYTES, env);
+
+/**
+ * TPRUN_SHM_WARM_CALLS (default WARM_CALLS; 0: none): small allReduces a world whose areas were set up early
+ * makes through the user's own path when it starts, then one barrier (PeerWorld.warmPaths), advertised at
+ * rendezvous (ArInfo.warm).
+ */
+export function warmCalls(env: NodeJS.ProcessEnv = process.env): number {
+  const n = wholeNumber('TPRUN_SHM_WARM_CALLS', WARM_CALLS, env);
+  // (The bound of what rendezvous accepts from a peer, ./wire-schema.ts.)
+  if (n > 1 << 20) throw new InputError(`TPRUN_SHM_WARM_CALLS=${n}: not a whole number from 0 to ${1 << 20}`);
+  return n;
+}
 
 /** mmap and its kin through koffi (../util/libc.ts), unless TPRUN_SHM_MMAP=0; syscall(2) for the futex calls, unless TPRUN_SHM_FUTEX_US=0. */
 const loadLibc = (sw: MemorySwitches): Libc | undefined => {
@@ -436,6 +452,9 @@ export class ShmAllReduce {
   planeMade?: 'early' | 'first call';
   /** Whether the world's start-up exchange ran (warm). */
   warmed = false;
+  /** How many small allReduces the world makes through the user's path after that exchange (ArInfo.warm:
+   *  the fewest any rank advertised; 0 where the exchange does not run). */
+  readonly warmCalls: number;
   /** What making the plane threw (no room in /dev/shm): every call throws it. */
   private planeError?: unknown;
 
@@ -453,8 +472,9 @@ export class ShmAllReduce {
    *  warm's exchange. `futexUs`, `oneShotBytes`: TPRUN_SHM_FUTEX_US and TPRUN_SHM_ONE_SHOT_BYTES as read where
    *  the world's areas start (memorySwitches). */
   constructor(private me: number, private R: number, private makePlane: () => Plane, readonly step: number, private deps: ShmAllReduceDeps,
-    { everyEarly = false, futexUs, oneShotBytes = ONE_SHOT_BYTES }: { everyEarly?: boolean; futexUs?: number; oneShotBytes?: number } = {}) {
+    { everyEarly = false, futexUs, oneShotBytes = ONE_SHOT_BYTES, warmCalls = 0 }: { everyEarly?: boolean; futexUs?: number; oneShotBytes?: number; warmCalls?: number } = {}) {
     this.everyEarly = everyEarly;
+    this.warmCalls = everyEarly ? warmCalls : 0;
     this.oneShotMax = Math.min(oneShotBytes, step);
     for (let k = 1; k < R; k++) this.peers.push((me + k) % R);
     this.futexNs = futexNs(deps.oversubscribed, futexUs);
@@ -1074,6 +1094,16 @@ const nameOf = (n: Named) => (typeof n === 'string' ? n : n.what);
  * from 48 KiB (0.81-0.86x against 0.63-0.67x) and 64 KiB (0.68-0.91x against 0.53-0.63x).
  */
 const ONE_SHOT_BYTES = 32 * 1024;
+/**
+ * Small allReduces a world makes through the user's path when it starts, after the areas' first exchange
+ * (ShmAllReduce.warm): a fresh process otherwise met that path cold in its first calls (V8 compiles each
+ * function at its first call, fills its inline caches in the next ones and moves the hot ones to baseline
+ * and optimized code over the next tens to hundreds, the optimizing compiles on helper threads that share the
+ * rank's one core where it has one), ~6x Open MPI's time per call in calls 1-10 (issue #14). Enough calls
+ * for the waits' loops and the calls' own functions to leave the interpreter; docs/performance.md has the
+ * measurements and what the calls cost the launch.
+ */
+const WARM_CALLS = 128;
 /** Reduction block: R of them stay in L2 while read, reduced and written out. */
 const BLOCK = 64 * 1024;
 /** Loads of the peers' counters the wasm one-exchange call makes before it hands a wait to the
@@ -1136,6 +1166,7 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
   const fds = peers.map((p) => (p.rank === me ? ownFd : opened[p.rank]!));
   const offs = peers.map((p) => p.shm!.ar!.off);
   const everyEarly = peers.every((p) => p.shm!.ar!.early === true);
+  const warm = everyEarly ? Math.min(...peers.map((p) => p.shm!.ar!.warm ?? 0)) : 0;
   // Every rank sees the same table, so all refuse alike (none waits in a call the others never make).
   const odd = peers.find((p) => p.shm!.ar!.oneShot !== peers[0].shm!.ar!.oneShot);
   if (odd) {
@@ -1150,7 +1181,7 @@ export function shmAllReducePlan(me: number, peers: PeerAreas[], opened: (number
       const s = new ShmAllReduce(me, peers.length, () => {
         prefaultArea(ownFd, offs[me], len, sw.mmap);
         return mapPlane(me, fds, offs, len, step, sw) ?? new FilePlane(me, fds, offs);
-      }, step, deps, { everyEarly, futexUs: sw.futexUs, oneShotBytes: sw.oneShotBytes });
+      }, step, deps, { everyEarly, futexUs: sw.futexUs, oneShotBytes: sw.oneShotBytes, warmCalls: warm });
       // What this rank advertised for this world (ArInfo.early), not the process's latest decision: a rank
       // that advertised the early set-up must prepare, or peers that did wait in warm's exchange for it.
       if (peers.find((p) => p.rank === me)?.shm?.ar?.early === true) s.prepare();

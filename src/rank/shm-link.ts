@@ -16,7 +16,7 @@ import { closeSync, openSync, readSync, unlinkSync, writeSync, writevSync, exist
 import { randomBytes } from 'node:crypto';
 import { HDR, readHeader, writeHeader, type Inbox, type PieceHeader } from './inbox.js';
 import { cleanupOnEnd } from './scoped-cleanup.js';
-import { areaBytes, oneShotBytes, warmShmAllReduce, type ArInfo } from './shm-allreduce.js';
+import { areaBytes, oneShotBytes, warmCalls, warmShmAllReduce, type ArInfo } from './shm-allreduce.js';
 import { transport } from './transport.js';
 import { InputError } from '../core/errors.js';
 import { wholeNumber } from '../util/env.js';
@@ -86,6 +86,7 @@ export class ShmOut {
     if (slot < 65536) throw new Error('not enough room in /dev/shm');
     step = Math.floor(step / 4096) * 4096;
     const oneShot = oneShotBytes(); // refused here, before a file exists, where it is bad
+    const warm = early ? warmCalls() : undefined;
     sweepStale();
     const path = `/dev/shm/${ringFileName(jobTag, rank, process.pid, pidNamespace() ?? '0', randomBytes(4).toString('hex'))}`;
     const token = randomBytes(16).toString('hex');
@@ -99,7 +100,7 @@ export class ShmOut {
       fd = openSync(path, 'wx+', 0o600);
       this.created = true;
       const rings = FILE_HDR + size * regionOf(this.info);
-      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step, early, oneShot };
+      if (step >= 65536) this.info.ar = { off: Math.ceil(rings / 4096) * 4096, step, early, oneShot, ...(warm === undefined ? {} : { warm }) };
       ftruncateSync(fd, this.info.ar ? this.info.ar.off + areaBytes(step) : rings);
       writeSync(fd, Buffer.from(token), 0, 32, 0);
       // Inside the try: a bad memory switch fails the world's start in one line and leaves no file.

@@ -25,7 +25,7 @@ const ShmInfo = z.object({
   slots: z.number().int().min(1).max(1 << 16),
   wake: z.string().max(200).optional(),
   ar: z.object({ off: z.number().int().min(0).max(2 ** 48), step: z.number().int().min(65536).max(1 << 30), early: z.boolean().optional(),
-    oneShot: z.number().int().min(0).max(2 ** 48).optional() }).optional(),
+    oneShot: z.number().int().min(0).max(2 ** 48).optional(), warm: z.number().int().min(0).max(1 << 20).optional() }).optional(),
 });
 
 export const PeerInfo = z.object({

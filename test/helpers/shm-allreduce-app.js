@@ -1,5 +1,8 @@
 // A rank program for the shared-memory allReduce tests: `node shm-allreduce-app.js SCENARIO`.
 // 'made': when the areas were set up (at world start or at the first call).
+// 'warm': what the world's start ran through the user's allReduce path, then a first call on fractions (the
+// sum's bits depend on its order) against the rank-order reference. 'warm-numbering': the first user
+// collective disagrees on purpose (its number must be #1).
 // 'check': every case against a sequential reference (inputs are a function of rank and index), then one
 // JSON line {rank, ok, plane}. 'sync': short calls awaited in turn, one that a peer joins late, and what
 // each call's promise held when it came back. 'mismatch-length' / 'mismatch-op': the ranks disagree on
@@ -14,10 +17,34 @@ const world = await initWorld({ timeoutMs: Number(process.env.APP_TIMEOUT_MS ?? 
 const { rank: me, size: R } = world;
 // The test must know that the path under test ran, not the message path beside it (the plane exists
 // from the first call through the areas on).
-/** @type {{ plane?: { kind: string }, step: number, rung: number, wasmCalls: number, planeMade?: string, warmed?: boolean } | undefined} the world's own, not in its public type */
+/** @type {{ plane?: { kind: string }, step: number, rung: number, wasmCalls: number, warmCalls?: number, planeMade?: string, warmed?: boolean } | undefined} the world's own, not in its public type */
 const shar = /** @type {any} */ (world).shar;
 // Whether the areas were set up when the world started (ShmAllReduce.prepare), before any call wanted them.
 const madeBefore = shar?.planeMade ?? 'none';
+if (scenario === 'warm') {
+  // Before any call of this program: the calls the world's start made through the areas' wasm call (its
+  // first exchange, then the warm-up).
+  const before = { warmCalls: shar?.warmCalls ?? 0, wasmCalls: shar?.wasmCalls ?? 0 };
+  // Inputs a function of rank and index, fractions whose float32 sum rounds: the reference adds them in
+  // rank order in float32, as every rank reduces.
+  const x = (r, i) => Math.fround(Math.sin(r * 7919 + i * 104729) * 1000.123);
+  const n = 300;
+  const buf = Float32Array.from({ length: n }, (_, i) => x(me, i));
+  await world.allReduce(buf);
+  let ok = true;
+  for (let i = 0; i < n; i++) {
+    let acc = x(0, i);
+    for (let r = 1; r < R; r++) acc = Math.fround(acc + x(r, i));
+    if (buf[i] !== acc) ok = false;
+  }
+  await world.close();
+  console.log(JSON.stringify({ rank: me, ...before, plane: shar?.plane?.kind ?? 'none', bitExact: ok }));
+  process.exit(0);
+}
+if (scenario === 'warm-numbering') {
+  await world.allReduce(new Float32Array(16), me === 0 ? 'sum' : 'max');
+  process.exit(0);
+}
 await world.allReduce(new Float32Array(1));
 const plane = shar?.plane?.kind ?? 'none';
 
