@@ -80,11 +80,11 @@ for (const [n, env, plane] of /** @type {[number, Record<string, string>, string
 }
 
 // Where the areas' first exchange runs (every rank set up early), the world's start then makes
-// TPRUN_SHM_WARM_CALLS small allReduces through the user's own path (PeerWorld.warmAllReduce, issue #14: a
+// TPRUN_SHM_WARM_CALLS small allReduces through the user's own path (PeerWorld.warmPaths, issue #14: a
 // fresh process's first calls met that JavaScript cold). Each rank advertises its count and all make the
-// fewest (one rank's 0 turns it off for all: a rank warming alone waited for collective 0 while its peer
-// was in #1). The calls leave no trace a user sees: the first call's result is the rank-order sum to the
-// bit, the user's first collective is #1, and no file of the ranks is left in /dev/shm.
+// fewest (one rank's 0 turns it off for all: a rank warming alone would wait for collective 0 while its
+// peer is in #1). The calls leave no trace a user sees: the first call's result is the rank-order sum to
+// the bit, and the user's first collective is #1.
 const earlyByDefault = availableParallelism() >= 2;
 for (const [what, env, perRank, want] of /** @type {[string, Record<string, string>, Record<string, string> | undefined, number | 'default'][]} */ ([
   ['by default', {}, undefined, 'default'],

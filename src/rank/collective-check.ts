@@ -40,7 +40,7 @@ export const collectiveKey = (group: number, seq: number): number => group * 2 *
 /** "#7", or "#7 in group 2": how errors name collective key `a`. */
 export function keyName(a: number): string {
   // Collective 0: what the world's start runs through the collectives' own paths (./peer-world.ts, warmPaths).
-  if (a === 0) return '#0 (the world\'s start)';
+  if (a === 0) return '#0 (initWorld\'s warm-up, TPRUN_SHM_WARM_CALLS)';
   const group = Math.floor(a / 2 ** SEQ_BITS);
   const seq = a % 2 ** SEQ_BITS;
   return group ? `#${seq} in group ${group}` : `#${seq}`;

@@ -125,8 +125,8 @@ export class PeerWorld implements World, Transport {
    * After the areas' first exchange, where every rank ran it: ShmAllReduce.warmCalls small float32 sums
    * through the path a user's allReduce takes (this method, the group's round, the collective, the areas'
    * call), then one barrier, as collective 0, so that a fresh process's first calls do not run that
-   * JavaScript cold (issue #14; ./shm-allreduce.ts, WARM_CALLS): a cold barrier took ~1.5 ms, and its ranks
-   * left it hundreds of microseconds apart, which the first allReduce after it waited out. A few of the
+   * JavaScript cold (./shm-allreduce.ts, WARM_CALLS). The barrier too: a cold one lets its ranks leave it
+   * far apart, which the first allReduce after it waits out (docs/performance.md). A few of the
    * first sums change length, so that a call of a new shape, which the user's first call is, has run too.
    * One barrier only: a second under the same key could meet the first's message still unread.
    */

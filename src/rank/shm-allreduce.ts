@@ -34,6 +34,7 @@ import { type LibcMemory, libcFallocate, libcMemory, libcSyscall, mapFailed, MAP
 import { OneShot, type OneShotFn, oneShotFn } from './oneshot-wasm.js';
 import { memoryPointer, PAGE, restorePages } from '../util/wasm-map.js';
 import { transport } from './transport.js';
+import { MAX_WARM_CALLS } from './wire-schema.js';
 
 /** The mapping functions, and syscall(2) where the futex wait is on. */
 type Libc = LibcMemory & { syscall?: (...a: unknown[]) => unknown };
@@ -180,8 +181,7 @@ export const oneShotBytes = (env: NodeJS.ProcessEnv = process.env): number => wh
  */
 export function warmCalls(env: NodeJS.ProcessEnv = process.env): number {
   const n = wholeNumber('TPRUN_SHM_WARM_CALLS', WARM_CALLS, env);
-  // (The bound of what rendezvous accepts from a peer, ./wire-schema.ts.)
-  if (n > 1 << 20) throw new InputError(`TPRUN_SHM_WARM_CALLS=${n}: not a whole number from 0 to ${1 << 20}`);
+  if (n > MAX_WARM_CALLS) throw new InputError(`TPRUN_SHM_WARM_CALLS=${n}: not a whole number from 0 to ${MAX_WARM_CALLS}`);
   return n;
 }
 
@@ -1099,7 +1099,7 @@ const ONE_SHOT_BYTES = 32 * 1024;
  * (ShmAllReduce.warm): a fresh process otherwise met that path cold in its first calls (V8 compiles each
  * function at its first call, fills its inline caches in the next ones and moves the hot ones to baseline
  * and optimized code over the next tens to hundreds, the optimizing compiles on helper threads that share the
- * rank's one core where it has one), ~6x Open MPI's time per call in calls 1-10 (issue #14). Enough calls
+ * rank's one core where it has one). Enough calls
  * for the waits' loops and the calls' own functions to leave the interpreter; docs/performance.md has the
  * measurements and what the calls cost the launch.
  */

@@ -86,7 +86,8 @@ export class ShmOut {
     if (slot < 65536) throw new Error('not enough room in /dev/shm');
     step = Math.floor(step / 4096) * 4096;
     const oneShot = oneShotBytes(); // refused here, before a file exists, where it is bad
-    const warm = early ? warmCalls() : undefined;
+    const warmN = warmCalls(); // refused wherever it is bad, as oneShot; advertised only where the areas start early
+    const warm = early ? warmN : undefined;
     sweepStale();
     const path = `/dev/shm/${ringFileName(jobTag, rank, process.pid, pidNamespace() ?? '0', randomBytes(4).toString('hex'))}`;
     const token = randomBytes(16).toString('hex');

@@ -17,6 +17,9 @@ export const Nonce = bytes(32);
 /** A rank's data endpoint: what ZeroMQ will be asked to connect to. */
 const endpoint = z.string().max(1024).regex(/^(tcp:\/\/[^\s]+:\d{1,5}|ipc:\/\/\/[^\s]*)$/);
 
+/** The most TPRUN_SHM_WARM_CALLS a rank takes or a peer may advertise: the warm-up holds the event loop. */
+export const MAX_WARM_CALLS = 1 << 14;
+
 const ShmInfo = z.object({
   // Only ring files in /dev/shm that tprun names (./ring-name.ts); a peer must not make us open anything else.
   path: z.string().max(255).regex(new RegExp(`^/dev/shm/${RING_FILE_NAME.source.slice(1)}`)),
@@ -25,7 +28,7 @@ const ShmInfo = z.object({
   slots: z.number().int().min(1).max(1 << 16),
   wake: z.string().max(200).optional(),
   ar: z.object({ off: z.number().int().min(0).max(2 ** 48), step: z.number().int().min(65536).max(1 << 30), early: z.boolean().optional(),
-    oneShot: z.number().int().min(0).max(2 ** 48).optional(), warm: z.number().int().min(0).max(1 << 20).optional() }).optional(),
+    oneShot: z.number().int().min(0).max(2 ** 48).optional(), warm: z.number().int().min(0).max(MAX_WARM_CALLS).optional() }).optional(),
 });
 
 export const PeerInfo = z.object({

@@ -152,6 +152,8 @@ if (scenario === 'check') {
 } else if (scenario === 'sync') {
   // A short call may complete before it returns (ShmAllReduce.now): then `buf` already holds the result
   // when allReduce hands back its promise. Reported, not asserted here: the test decides per plane.
+  // wasmCalls counts this program's calls only (not the world's start's).
+  const wasmBefore = shar?.wasmCalls ?? 0;
   const buf = new Float32Array(255);
   const want = (k) => (R * (R + 1)) / 2 + R * k;
   const check = (k) => {
@@ -193,7 +195,7 @@ if (scenario === 'check') {
     checkAll(i8, 'min', `int8 min [${n + 1}], round ${k}`);
   }
   await world.close();
-  console.log(JSON.stringify({ rank: me, ok: true, plane, sync, late, after, rung: shar?.rung ?? 0, wasmCalls: shar?.wasmCalls ?? 0 }));
+  console.log(JSON.stringify({ rank: me, ok: true, plane, sync, late, after, rung: shar?.rung ?? 0, wasmCalls: (shar?.wasmCalls ?? 0) - wasmBefore }));
 } else if (scenario === 'die') {
   // Rank 1 dies between two large allReduces: the others must fail naming it, long before their timeout.
   const buf = new Float32Array(1 << 22);
