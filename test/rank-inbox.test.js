@@ -69,11 +69,12 @@ test('pieces still on their way after a receive gave up are dropped, and the ent
   inbox.target(1, piece(3072));
   inbox.landed(1, piece(3072));
   assert.equal(inbox['boxes'][1].size, 0, 'nothing is kept once the last piece passed');
-  // A receive that timed out before anything came: what comes later is dropped too, not kept.
-  inbox.post(1, p2p, 2, new Uint8Array(8));
-  inbox.forget(1, p2p, 2);
-  assert.equal(inbox.target(1, { a: p2p, b: 2, total: 8, off: 0, len: 8 }), undefined);
-  inbox.landed(1, { a: p2p, b: 2, total: 8, off: 0, len: 8 });
+  // A receive that timed out before anything came leaves nothing behind (a receive retried in a loop
+  // against a peer that never sends would otherwise pile entries up).
+  for (let b = 2; b < 6; b++) {
+    inbox.post(1, p2p, b, new Uint8Array(8));
+    inbox.forget(1, p2p, b);
+  }
   assert.equal(inbox['boxes'][1].size, 0);
 });
 

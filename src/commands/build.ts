@@ -11,6 +11,7 @@ import { checkOutDir } from '../checkpoint/outdir.js';
 import type { World } from '../rank/types.js';
 import { detectIdentity, joinsWorld } from '../rank/identity.js';
 import { build, maxSeqLenRefusal } from '../engine/engine.js';
+import { setQuantLinear } from '../engine/linear.js';
 import { prefillInt8GemmRefusal } from '../engine/build-config.js';
 import { streamingForced } from '../engine/weight-file.js';
 import { hasTokenizer, tokenizerFiles } from '../engine/tokenizer.js';
@@ -172,6 +173,9 @@ const command: CommandModule<object, BuildArgs> = {
         return loadShardForBuild({ checkpoint: a.checkpoint ? src : undefined, model: a.model ? src : undefined, tp, pp, world, parallelEmbedding: a['parallel-embedding'] });
       });
       const bar = progress('build', new Mapping(model.config.mapping, world.rank).ppLayers(model.config.num_hidden_layers).length, 'layers');
+      // Held by this command's bundle, loaded only here: build() would load it from its ES module otherwise,
+      // with a second copy of every module it shares with the bundle (engine/linear.ts loadQuantLinear).
+      if (algo || (a['lm-head-quant'] ?? 'none') !== 'none') setQuantLinear(await import('../quantization/onnx-linear.js'));
       const engine = await traceSpan('build', () => build(model, { ...buildConfig, device }, { onLayer: () => bar.tick() }));
       bar.done();
       await traceSpan('save', () => engine.save(out, world.size > 1 ? world : undefined, world.rank === 0 && hasTokenizer(tokDir) ? tokenizerFiles(tokDir) : {}, guard));

@@ -9,7 +9,7 @@ import type { ConvertOptions, RankStats } from '../checkpoint/convert.js';
 import { isInputError } from '../core/errors.js';
 import { STATS_ENV } from '../checkpoint/stats-env.js';
 import type { World } from '../rank/types.js';
-import { detectIdentity } from '../rank/identity.js';
+import { detectIdentity, joinsWorld } from '../rank/identity.js';
 import { quantOptions, quantRequestFrom } from '../quantization/cli-options.js';
 
 interface Args {
@@ -56,7 +56,7 @@ const convert: CommandModule<object, Args> = {
         if (dir) fs.writeFileSync(path.join(dir, `rank${stats.rank}.json`), JSON.stringify({ pid: process.pid, ...stats }));
       };
       // Bad input is reported once, here, before any rank starts.
-      if (!id.inWorld) validateConvert(o);
+      if (!joinsWorld(n, id)) validateConvert(o);
       // Alone (not started as ranks of a world, or in a one-task allocation that runDistributed would
       // start ranks from): every rank's file is written by this process, no rank processes at all.
       // Quantization keeps its ranks: rank 0 alone calibrates and sends the others their shards.

@@ -15,7 +15,8 @@
 //   g.dtype                               the activation dtype ('float32' | 'float16')
 //   g.branch(hint, build)                 a body for If/Loop: `build` adds nodes to a child graph whose
 //                                         names stay unique in the whole model and whose weights land in
-//                                         this graph (a body reads them, as any outer value, by name)
+//                                         this graph (a body reads them, as any outer value, by name),
+//                                         but for g.weight(name, t, { inBranch: true })
 //
 // Attributes: integer number → INT, string → STRING, number[] → INTS, {float: x} → FLOAT,
 // {floats: [...]} → FLOATS. Contrib ops take domain 'com.microsoft'.
@@ -81,6 +82,8 @@ export class Graph {
    */
   weight(name: string, t: Tensor | DeferredTensor, o?: { inBranch?: boolean }): string {
     if (this.parent && !o?.inBranch) return this.parent.weight(name, t);
+    // Names are the parent's: one taken elsewhere would have this body read another graph's value.
+    if (o?.inBranch && this.names.has(name) && !this.initializers.some((i) => i.name === name)) throw new Error(`${name}: a weight of that name is already in another graph`);
     if (!this.names.has(name)) {
       this.names.add(name);
       // Tiny tensors (norm scales, per-tensor scales) stay inline: a 64 KiB slot each would mostly be padding.

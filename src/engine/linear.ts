@@ -34,9 +34,18 @@ let floatQuantEmitter: FloatQuantEmitter | undefined;
 /** Loads H5's quantized-linear emitter; call before building a graph for a quantized model. */
 export async function loadQuantLinear(): Promise<void> {
   if (quantEmitter) return;
-  // A literal specifier: a bundle (scripts/bundle.mjs) then holds it, loaded lazily, rather than loading it
-  // and a second copy of everything it imports as ES modules beside the bundle.
-  const mod = await import('../quantization/onnx-linear.js');
+  // Built from a URL: a literal specifier would make engine/ and quantization/ import each other
+  // (test/layers.test.js). A bundle cannot hold such an import: commands that build register the module
+  // they hold instead (setQuantLinear), before any of it is needed.
+  const url = new URL('../quantization/onnx-linear.js', import.meta.url).href;
+  setQuantLinear((await import(url)) as Partial<QuantLinearModule>);
+}
+
+interface QuantLinearModule { emitQuantLinear: QuantLinearEmitter; emitBlockQuantizedFloat: FloatQuantEmitter }
+
+/** The quantized-linear emitter module (src/quantization/onnx-linear.ts), from a caller above engine/. */
+export function setQuantLinear(mod: Partial<QuantLinearModule>): void {
+  if (typeof mod.emitQuantLinear !== 'function' || typeof mod.emitBlockQuantizedFloat !== 'function') throw new Error('src/quantization/onnx-linear.ts does not export emitQuantLinear and emitBlockQuantizedFloat');
   quantEmitter = mod.emitQuantLinear;
   floatQuantEmitter = mod.emitBlockQuantizedFloat;
 }

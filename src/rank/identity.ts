@@ -68,7 +68,6 @@ function slurmLocalSize(env: Env): number | undefined {
   return counts[nodeId];
 }
 
-/** Where rank 0 listens, how peers reach it, and the job secret they must prove. */
 /**
  * Whether a command that needs `n` ranks joins the world this process is already part of (started by
  * tprun, mpirun, srun or torchrun), rather than starting its ranks itself (alone, or in a one-task
@@ -78,6 +77,7 @@ export function joinsWorld(n: number, id: ReturnType<typeof detectIdentity> = de
   return id.inWorld && !(id.size === 1 && n > 1 && id.source !== 'tprun');
 }
 
+/** Where rank 0 listens, how peers reach it, and the job secret they must prove. */
 export interface Rendezvous {
   /** What rank 0 binds (tcp://*:PORT or ipc://PATH). */
   bind: string;

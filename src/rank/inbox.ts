@@ -221,7 +221,9 @@ export class Inbox {
     const k = Inbox.key(a, b);
     const e = this.boxes[src].get(k);
     if (!e) return;
-    if (e.complete || (e.sent !== undefined && e.got >= e.sent)) {
+    // Nothing of it came (a timeout, say): nothing to drop either, and a peer that never sends it must not
+    // leave an entry behind for good (a receive retried in a loop would pile them up).
+    if (e.complete || e.sent === undefined || e.got >= e.sent) {
       this.boxes[src].delete(k);
       return;
     }

@@ -250,7 +250,10 @@ export class PeerWorld implements World, Transport {
     if (src !== this.rank) await this.complete(`recv from rank ${src} (tag ${tag})`, [[src, kind + tag, b]], [], timeoutMs);
     else {
       const what = `recv from rank ${src} (itself), tag ${tag}`;
-      if (!this.selfDone(what, src, kind + tag, b)) throw new CommError(`${what}: nothing was sent`);
+      if (!this.selfDone(what, src, kind + tag, b)) {
+        this.inbox.forget(src, kind + tag, b); // not left holding `into` for a later send to itself
+        throw new CommError(`${what}: nothing was sent`);
+      }
     }
     return this.inbox.take(src, kind + tag, b);
   }
