@@ -54,6 +54,16 @@ for (const [name, value, why] of [['TPRUN_SHM_SPIN_NS', 'abc', 'not a whole numb
   for (const r of res) assert.ok(!alive(r.pid));
 });
 
+// A receive that timed out before any of its message came hands its sequence number back: before, a retry
+// waited for the sender's next message, and the late one was kept unclaimed (here: got [22], then nothing).
+for (const transport of ['shm', 'zmq']) {
+  test(`a recv retried after its timeout gets the late message, then the next, in order (${transport})`, async () => {
+    const res = await spawnRanks(2, [APP, 'recv-retry'], { env: transport === 'zmq' ? { TPRUN_TRANSPORT: 'zmq' } : {}, timeoutMs: 30000 });
+    for (const r of res) assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(res[1].stdout), { got: [11, 22] });
+  });
+}
+
 test('a rank that never arrives makes the barrier time out, naming it', async () => {
   const res = await spawnRanks(3, [APP, 'absent', '2'], { timeoutMs: 30000 });
   for (const r of [res[0], res[1]]) {

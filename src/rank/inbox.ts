@@ -217,21 +217,23 @@ export class Inbox {
   }
 
   /** Forget posted-but-unfinished entries (after a failed collective) so their buffers are not written later. */
-  forget(src: number, a: number, b: number): void {
+  /** Returns whether nothing of the message had come: then nothing is left of it here either. */
+  forget(src: number, a: number, b: number): boolean {
     const k = Inbox.key(a, b);
     const e = this.boxes[src].get(k);
-    if (!e) return;
+    if (!e) return true;
     // Nothing of it came (a timeout, say): nothing to drop either, and a peer that never sends it must not
     // leave an entry behind for good (a receive retried in a loop would pile them up).
     if (e.complete || e.sent === undefined || e.got >= e.sent) {
       this.boxes[src].delete(k);
-      return;
+      return e.sent === undefined;
     }
     // Its pieces still on their way are dropped as they come (not kept in a buffer nobody will take),
     // and the entry goes with the last of them.
     e.refused ??= 'the receive gave up';
     e.forgotten = true;
     e.buf = undefined;
+    return false;
   }
 }
 

@@ -163,7 +163,9 @@ export class PeerWorld implements World, Transport {
     this.links.put(dst, a, b, data, tickets, this.inbox.descOf(a));
   }
 
-  async complete(what: string, recvs: [number, number, number][], tickets: Ticket[], timeoutMs?: number): Promise<void> {
+  /** `untouched`: told of each receive given up before any of its message came. */
+  async complete(what: string, recvs: [number, number, number][], tickets: Ticket[], timeoutMs?: number,
+    untouched?: (src: number, a: number, b: number) => void): Promise<void> {
     try {
       await this.p.waitFor(what, () => {
         // Called in the spin loop: allocate only when something is missing.
@@ -173,7 +175,7 @@ export class PeerWorld implements World, Transport {
         return miss ? [...miss].sort((x, y) => x - y) : NONE;
       }, timeoutMs);
     } catch (e) {
-      for (const [src, a, b] of recvs) this.inbox.forget(src, a, b);
+      for (const [src, a, b] of recvs) if (this.inbox.forget(src, a, b)) untouched?.(src, a, b);
       if (!(e instanceof RefusedMessage)) throw e;
       const failed = new CommError(`${what} failed on rank ${this.rank}: ${e.message}`);
       // A collective's ranks no longer line up; a refused point-to-point message was dropped whole, and the
@@ -206,8 +208,10 @@ export class PeerWorld implements World, Transport {
 
   // ---- point to point: keyed by (peer, kind, tag) and a per-key sequence, so messages pair in order ----
 
+  private static seqKey = (peer: number, kind: number, tag: number) => `${peer}:${kind}:${tag}`;
+
   private p2pSeq(map: Map<string, number>, peer: number, kind: number, tag: number): number {
-    const k = `${peer}:${kind}:${tag}`;
+    const k = PeerWorld.seqKey(peer, kind, tag);
     const v = (map.get(k) ?? 0) + 1;
     map.set(k, v);
     return v % 2097152;
@@ -247,11 +251,19 @@ export class PeerWorld implements World, Transport {
     this.checkTag(tag);
     const b = this.p2pSeq(this.recvSeq, src, kind, tag);
     this.inbox.post(src, kind + tag, b, into);
-    if (src !== this.rank) await this.complete(`recv from rank ${src} (tag ${tag})`, [[src, kind + tag, b]], [], timeoutMs);
+    // A receive given up before any of its message came (its timeoutMs) hands its number back, where no
+    // later receive took one: a retry then pairs with that message, not the sender's next.
+    const giveBack = () => {
+      const k = PeerWorld.seqKey(src, kind, tag);
+      const v = this.recvSeq.get(k)!;
+      if (v % 2097152 === b) this.recvSeq.set(k, v - 1);
+    };
+    if (src !== this.rank) await this.complete(`recv from rank ${src} (tag ${tag})`, [[src, kind + tag, b]], [], timeoutMs, giveBack);
     else {
       const what = `recv from rank ${src} (itself), tag ${tag}`;
       if (!this.selfDone(what, src, kind + tag, b)) {
         this.inbox.forget(src, kind + tag, b); // not left holding `into` for a later send to itself
+        giveBack();
         throw new CommError(`${what}: nothing was sent`);
       }
     }

@@ -112,6 +112,26 @@ else if (scenario === 'die') {
   if (me === 1 && scenario === 'bad-input') LlamaForCausalLM.fromCheckpoint(arg, me);
   if (me === 1) /** @type {any} */ (undefined).bug();
   await new Promise((r) => setTimeout(r, 60_000));
+} else if (scenario === 'recv-retry') {
+  // Rank 1 receives with a timeout before rank 0 has sent, gives up, and tries again: the retry gets the
+  // message that was late (not the sender's next one), then the next one in order.
+  if (me === 0) {
+    await world.barrier();
+    await new Promise((r) => setTimeout(r, 600));
+    await world.send(new Int32Array([11]), 1, 3);
+    await world.send(new Int32Array([22]), 1, 3);
+  } else if (me === 1) {
+    await world.barrier();
+    const got = [];
+    for (let tries = 0; got.length < 2 && tries < 50; tries++) {
+      try {
+        got.push((await world.recv(0, 3, new Int32Array(1), { timeoutMs: 100 }))[0]);
+      } catch (e) {
+        if (!/timed out/.test(/** @type {Error} */ (e).message)) throw e;
+      }
+    }
+    console.log(JSON.stringify({ got }));
+  }
 } else if (scenario === 'hello') {
   await world.barrier();
   const s = await world.allReduce(new Int32Array([me + 1]));
